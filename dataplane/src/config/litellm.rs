@@ -1,0 +1,395 @@
+//! The LiteLLM `config.yaml` schema, as far as RouteIQ reads it.
+//!
+//! Every struct keeps the keys it does not know in `unknown`, so that they can be reported
+//! as warnings instead of failing the load.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use routeiq_proto::{
+    Deployment, DeploymentId, ModelInfo, ProviderKind, RouterSettings, RoutingStrategy, Secret,
+    Snapshot,
+};
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::model::parse_model;
+
+type Unknown = BTreeMap<String, serde_norway::Value>;
+
+#[derive(Debug, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    model_list: Vec<RawDeployment>,
+    #[serde(default)]
+    credential_list: Vec<RawCredential>,
+    #[serde(default)]
+    general_settings: RawGeneralSettings,
+    #[serde(default)]
+    router_settings: RawRouterSettings,
+    #[serde(default)]
+    litellm_settings: RawLitellmSettings,
+    /// Consumed before deserialisation (see `env::environment_variables_section`).
+    #[serde(default, rename = "environment_variables")]
+    _environment_variables: Option<serde_norway::Value>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDeployment {
+    model_name: String,
+    litellm_params: RawLitellmParams,
+    #[serde(default)]
+    model_info: RawModelInfo,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawLitellmParams {
+    model: String,
+    api_base: Option<String>,
+    api_key: Option<String>,
+    api_version: Option<String>,
+    timeout: Option<f64>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    weight: Option<f64>,
+    mock_response: Option<String>,
+    litellm_credential_name: Option<String>,
+    input_cost_per_token: Option<f64>,
+    output_cost_per_token: Option<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawModelInfo {
+    id: Option<String>,
+    mode: Option<String>,
+    max_tokens: Option<u64>,
+    max_input_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+    input_cost_per_token: Option<f64>,
+    output_cost_per_token: Option<f64>,
+    #[serde(default)]
+    access_groups: Vec<String>,
+    /// `model_info` is free-form metadata in LiteLLM: nothing here is unknown.
+    #[serde(flatten)]
+    extra: BTreeMap<String, Json>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCredential {
+    credential_name: String,
+    #[serde(default)]
+    credential_values: HashMap<String, String>,
+    #[serde(default, rename = "credential_info")]
+    _credential_info: Option<serde_norway::Value>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawGeneralSettings {
+    master_key: Option<String>,
+    max_request_size_mb: Option<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRouterSettings {
+    routing_strategy: Option<String>,
+    timeout: Option<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLitellmSettings {
+    request_timeout: Option<f64>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+fn warn_unknown(warnings: &mut Vec<String>, at: &str, unknown: &Unknown) {
+    for key in unknown.keys() {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        warnings.push(format!(
+            "config key `{path}` is not supported by this RouteIQ version and is ignored"
+        ));
+    }
+}
+
+fn seconds(at: &str, v: Option<f64>) -> Result<Option<Duration>, (String, String)> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err((
+            at.to_owned(),
+            format!("must be a positive number of seconds, got {s}"),
+        )),
+    }
+}
+
+impl RawConfig {
+    pub fn collect_unknown(&self, warnings: &mut Vec<String>) {
+        warn_unknown(warnings, "", &self.unknown);
+        warn_unknown(warnings, "general_settings", &self.general_settings.unknown);
+        warn_unknown(warnings, "router_settings", &self.router_settings.unknown);
+        warn_unknown(warnings, "litellm_settings", &self.litellm_settings.unknown);
+        for (i, d) in self.model_list.iter().enumerate() {
+            warn_unknown(warnings, &format!("model_list[{i}]"), &d.unknown);
+            warn_unknown(
+                warnings,
+                &format!("model_list[{i}].litellm_params"),
+                &d.litellm_params.unknown,
+            );
+        }
+        for (i, c) in self.credential_list.iter().enumerate() {
+            warn_unknown(warnings, &format!("credential_list[{i}]"), &c.unknown);
+        }
+    }
+
+    /// Checks the config and turns it into a snapshot. Errors are `(yaml path, message)`.
+    pub fn into_snapshot(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Snapshot, (String, String)> {
+        let mut credentials: HashMap<&str, &HashMap<String, String>> = HashMap::new();
+        for (i, c) in self.credential_list.iter().enumerate() {
+            if credentials
+                .insert(c.credential_name.as_str(), &c.credential_values)
+                .is_some()
+            {
+                return Err((
+                    format!("credential_list[{i}].credential_name"),
+                    format!("duplicate credential name `{}`", c.credential_name),
+                ));
+            }
+        }
+
+        let mut deployments = Vec::with_capacity(self.model_list.len());
+        let mut ids = HashSet::new();
+        for (i, raw) in self.model_list.iter().enumerate() {
+            let at = format!("model_list[{i}]");
+            let d = compile_deployment(raw, &at, &credentials, env)?;
+            if !ids.insert(d.id.0.clone()) {
+                return Err((
+                    format!("{at}.model_info.id"),
+                    format!("duplicate deployment id `{}`", d.id),
+                ));
+            }
+            deployments.push(d);
+        }
+        if deployments.is_empty() {
+            warnings
+                .push("config has an empty `model_list`: every model request will get 404".into());
+        }
+
+        let routing_strategy = match self.router_settings.routing_strategy.as_deref() {
+            None | Some("simple-shuffle") => RoutingStrategy::SimpleShuffle,
+            Some(other) => {
+                warnings.push(format!(
+                    "router_settings.routing_strategy `{other}` is not supported yet; using simple-shuffle"
+                ));
+                RoutingStrategy::Other(other.to_owned())
+            }
+        };
+        let request_timeout =
+            match seconds("router_settings.timeout", self.router_settings.timeout)? {
+                Some(t) => Some(t),
+                None => seconds(
+                    "litellm_settings.request_timeout",
+                    self.litellm_settings.request_timeout,
+                )?,
+            };
+        let max_request_body_bytes = match self.general_settings.max_request_size_mb {
+            None => Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES,
+            Some(mb) if mb.is_finite() && mb > 0.0 => (mb * 1024.0 * 1024.0) as usize,
+            Some(mb) => {
+                return Err((
+                    "general_settings.max_request_size_mb".into(),
+                    format!("must be a positive number, got {mb}"),
+                ))
+            }
+        };
+        let master_key = match self.general_settings.master_key {
+            Some(k) if k.is_empty() => {
+                return Err((
+                    "general_settings.master_key".into(),
+                    "must not be empty".into(),
+                ))
+            }
+            Some(k) => Some(Secret::new(k)),
+            None => {
+                warnings.push(
+                    "general_settings.master_key is not set: the gateway accepts requests without a key".into(),
+                );
+                None
+            }
+        };
+
+        let snapshot = Snapshot {
+            version: 0,
+            master_key,
+            deployments,
+            router: RouterSettings {
+                routing_strategy,
+                request_timeout,
+            },
+            max_request_body_bytes,
+        };
+        snapshot
+            .validate()
+            .map_err(|e| ("model_list".to_owned(), e.to_string()))?;
+        Ok(snapshot)
+    }
+}
+
+fn compile_deployment(
+    raw: &RawDeployment,
+    at: &str,
+    credentials: &HashMap<&str, &HashMap<String, String>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Deployment, (String, String)> {
+    let p = &raw.litellm_params;
+    if raw.model_name.trim().is_empty() {
+        return Err((format!("{at}.model_name"), "must not be empty".into()));
+    }
+    let parsed = parse_model(&p.model);
+    if parsed.upstream_model.is_empty() {
+        return Err((
+            format!("{at}.litellm_params.model"),
+            format!("`{}` names no model after the provider prefix", p.model),
+        ));
+    }
+    let provider = if p.mock_response.is_some() {
+        ProviderKind::Mock
+    } else {
+        parsed.provider
+    };
+
+    let credential = match &p.litellm_credential_name {
+        None => None,
+        Some(name) => Some(*credentials.get(name.as_str()).ok_or_else(|| {
+            (
+                format!("{at}.litellm_params.litellm_credential_name"),
+                format!("no credential named `{name}` in credential_list"),
+            )
+        })?),
+    };
+    let from_credential = |key: &str| credential.and_then(|c| c.get(key).cloned());
+    let env_fallback = |var: &str| env(var).filter(|v| !v.is_empty());
+
+    let (key_var, base_var, version_var) = match provider {
+        ProviderKind::OpenAi if parsed.prefix == "openai" => {
+            (Some("OPENAI_API_KEY"), Some("OPENAI_API_BASE"), None)
+        }
+        ProviderKind::Azure => (
+            Some("AZURE_API_KEY"),
+            Some("AZURE_API_BASE"),
+            Some("AZURE_API_VERSION"),
+        ),
+        ProviderKind::Anthropic => (Some("ANTHROPIC_API_KEY"), Some("ANTHROPIC_API_BASE"), None),
+        _ => (None, None, None),
+    };
+
+    let api_base = p
+        .api_base
+        .clone()
+        .or_else(|| from_credential("api_base"))
+        .or_else(|| base_var.and_then(env_fallback))
+        .or_else(|| parsed.default_api_base.map(str::to_owned));
+    let api_base = match (provider, api_base) {
+        (ProviderKind::Mock, base) => base.unwrap_or_default(),
+        (_, Some(base)) => {
+            validate_base(&base).map_err(|m| (format!("{at}.litellm_params.api_base"), m))?;
+            base.trim_end_matches('/').to_owned()
+        }
+        (_, None) => {
+            return Err((
+                format!("{at}.litellm_params.api_base"),
+                format!("`{}` needs an api_base", p.model),
+            ))
+        }
+    };
+    let api_key = p
+        .api_key
+        .clone()
+        .or_else(|| from_credential("api_key"))
+        .or_else(|| key_var.and_then(env_fallback))
+        .map(Secret::new);
+    let api_version = p
+        .api_version
+        .clone()
+        .or_else(|| from_credential("api_version"))
+        .or_else(|| version_var.and_then(env_fallback));
+    if provider == ProviderKind::Azure && api_version.is_none() {
+        return Err((
+            format!("{at}.litellm_params.api_version"),
+            "azure deployments need an api_version (or AZURE_API_VERSION)".into(),
+        ));
+    }
+
+    let mi = &raw.model_info;
+    let id = mi
+        .id
+        .clone()
+        .unwrap_or_else(|| stable_id(&[&raw.model_name, &p.model, &api_base, at]));
+    Ok(Deployment {
+        id: DeploymentId(id),
+        model_name: raw.model_name.clone(),
+        provider,
+        upstream_model: parsed.upstream_model,
+        api_base,
+        api_key,
+        api_version,
+        timeout: seconds(&format!("{at}.litellm_params.timeout"), p.timeout)?,
+        rpm: p.rpm,
+        tpm: p.tpm,
+        weight: p.weight,
+        mock_response: p.mock_response.clone(),
+        model_info: ModelInfo {
+            max_input_tokens: mi.max_input_tokens.or(mi.max_tokens),
+            max_output_tokens: mi.max_output_tokens,
+            input_cost_per_token: mi.input_cost_per_token.or(p.input_cost_per_token),
+            output_cost_per_token: mi.output_cost_per_token.or(p.output_cost_per_token),
+            mode: mi.mode.clone(),
+            access_groups: mi.access_groups.clone(),
+            extra: mi.extra.clone(),
+        },
+    })
+}
+
+fn validate_base(base: &str) -> Result<(), String> {
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| format!("`{base}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "`{base}` must be an http:// or https:// URL with a host"
+        )),
+    }
+}
+
+/// A short id that stays the same for the same deployment across restarts.
+fn stable_id(parts: &[&str]) -> String {
+    // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,100 @@
+//! Reads a LiteLLM-style `config.yaml` and compiles it into a [`Snapshot`].
+//!
+//! Parsing is tolerant where the format is LiteLLM's: unknown keys are reported as warnings,
+//! never as errors. Anything malformed is an error naming the YAML path of the problem.
+
+mod env;
+mod litellm;
+mod model;
+
+use std::path::{Path, PathBuf};
+
+use routeiq_proto::Snapshot;
+
+pub use model::parse_model;
+
+/// A config that could not be loaded. Every variant names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("{path}: at `{at}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        at: String,
+        message: String,
+    },
+    #[error("{path}: at `{at}`: environment variable `{var}` is not set (referenced as os.environ/{var})")]
+    MissingEnv {
+        path: PathBuf,
+        at: String,
+        var: String,
+    },
+}
+
+/// The result of loading a config: the snapshot, plus warnings worth logging.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// Loads and compiles the config file at `path`, resolving `os.environ/NAME` references
+/// from the process environment.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    compile(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Compiles config text. `lookup` resolves environment variables (injectable for tests).
+pub fn compile(
+    text: &str,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let mut value: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|source| ConfigError::Yaml {
+            path: path.to_owned(),
+            source,
+        })?;
+    if value.is_null() {
+        value = serde_norway::Value::Mapping(Default::default());
+    }
+    let overrides = env::environment_variables_section(&value);
+    let lookup = |name: &str| overrides.get(name).cloned().or_else(|| lookup(name));
+    env::resolve(&mut value, &lookup).map_err(|e| ConfigError::MissingEnv {
+        path: path.to_owned(),
+        at: e.at,
+        var: e.var,
+    })?;
+    let raw: litellm::RawConfig =
+        serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            at: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })?;
+    let mut warnings = Vec::new();
+    raw.collect_unknown(&mut warnings);
+    let snapshot = raw
+        .into_snapshot(&lookup, &mut warnings)
+        .map_err(|(at, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            at,
+            message,
+        })?;
+    Ok(Loaded { snapshot, warnings })
+}
+
+#[cfg(test)]
+mod tests;

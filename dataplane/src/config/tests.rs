@@ -1,0 +1,189 @@
+use std::path::Path;
+
+use routeiq_proto::ProviderKind;
+
+use super::*;
+
+fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+fn load(text: &str, vars: &'static [(&'static str, &'static str)]) -> Result<Loaded, ConfigError> {
+    compile(text, Path::new("test.yaml"), &env(vars))
+}
+
+const FULL: &str = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_KEY
+      timeout: 30
+      rpm: 100
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4
+      litellm_credential_name: anthropic-cred
+    model_info:
+      id: claude-1
+      max_output_tokens: 2048
+      access_groups: [beta]
+      custom_field: kept
+  - model_name: azure-gpt
+    litellm_params:
+      model: azure/my-deployment
+      api_base: https://example.openai.azure.com/
+      api_key: az-key
+      api_version: "2024-10-21"
+  - model_name: local
+    litellm_params:
+      model: hosted_vllm/meta-llama/Llama-3.1-8B
+      api_base: http://127.0.0.1:8000/v1
+  - model_name: fake
+    litellm_params:
+      model: mock/fake
+credential_list:
+  - credential_name: anthropic-cred
+    credential_values:
+      api_key: os.environ/ANTHROPIC_KEY
+    credential_info:
+      description: prod
+general_settings:
+  master_key: sk-master
+  max_request_size_mb: 1
+  some_future_setting: true
+router_settings:
+  routing_strategy: simple-shuffle
+  timeout: 60
+litellm_settings:
+  drop_params: true
+"#;
+
+#[test]
+fn compiles_a_full_litellm_config() {
+    let l = load(
+        FULL,
+        &[("OPENAI_KEY", "sk-openai"), ("ANTHROPIC_KEY", "sk-ant")],
+    )
+    .unwrap();
+    let s = &l.snapshot;
+    assert_eq!(s.deployments.len(), 5);
+    let gpt = &s.deployments[0];
+    assert_eq!(gpt.provider, ProviderKind::OpenAi);
+    assert_eq!(gpt.api_base, "https://api.openai.com/v1");
+    assert_eq!(gpt.api_key.as_ref().unwrap().expose(), "sk-openai");
+    assert_eq!(gpt.timeout, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(gpt.rpm, Some(100));
+    let claude = &s.deployments[1];
+    assert_eq!(claude.id.0, "claude-1");
+    assert_eq!(claude.api_key.as_ref().unwrap().expose(), "sk-ant");
+    assert_eq!(claude.api_base, "https://api.anthropic.com");
+    assert_eq!(claude.model_info.max_output_tokens, Some(2048));
+    assert_eq!(claude.model_info.access_groups, ["beta"]);
+    assert_eq!(claude.model_info.extra["custom_field"], "kept");
+    let azure = &s.deployments[2];
+    assert_eq!(azure.api_base, "https://example.openai.azure.com");
+    assert_eq!(azure.api_version.as_deref(), Some("2024-10-21"));
+    assert_eq!(s.deployments[3].upstream_model, "meta-llama/Llama-3.1-8B");
+    assert_eq!(s.deployments[4].provider, ProviderKind::Mock);
+    assert_eq!(s.master_key.as_ref().unwrap().expose(), "sk-master");
+    assert_eq!(s.max_request_body_bytes, 1024 * 1024);
+    assert_eq!(
+        s.router.request_timeout,
+        Some(std::time::Duration::from_secs(60))
+    );
+    // Unknown LiteLLM keys are warnings, named by path.
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.contains("general_settings.some_future_setting")));
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.contains("litellm_settings.drop_params")));
+}
+
+#[test]
+fn generated_ids_are_stable() {
+    let vars = &[("OPENAI_KEY", "k"), ("ANTHROPIC_KEY", "k")];
+    let a = load(FULL, vars).unwrap().snapshot;
+    let b = load(FULL, vars).unwrap().snapshot;
+    assert_eq!(a.deployments[0].id, b.deployments[0].id);
+    assert_ne!(a.deployments[0].id, a.deployments[2].id);
+}
+
+#[test]
+fn missing_env_var_names_the_variable_and_path() {
+    let err = load(FULL, &[("ANTHROPIC_KEY", "k")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("OPENAI_KEY"), "{err}");
+    assert!(
+        err.contains("model_list[0].litellm_params.api_key"),
+        "{err}"
+    );
+    assert!(err.contains("test.yaml"), "{err}");
+}
+
+#[test]
+fn environment_variables_section_counts_as_env() {
+    let text = "environment_variables:\n  K: from-section\nmodel_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_key: os.environ/K\n";
+    let l = load(text, &[]).unwrap();
+    assert_eq!(
+        l.snapshot.deployments[0].api_key.as_ref().unwrap().expose(),
+        "from-section"
+    );
+}
+
+#[test]
+fn malformed_configs_name_the_yaml_path() {
+    let cases: &[(&str, &str)] = &[
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      rpm: lots\n", "model_list[0].litellm_params.rpm"),
+        ("model_list:\n  - model_name: m\n", "model_list[0]"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: azure/x\n      api_base: https://a\n", "model_list[0].litellm_params.api_version"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: hosted_vllm/x\n", "model_list[0].litellm_params.api_base"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: not a url\n", "model_list[0].litellm_params.api_base"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      litellm_credential_name: nope\n", "litellm_credential_name"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      timeout: -1\n", "model_list[0].litellm_params.timeout"),
+        ("general_settings:\n  master_key: ''\n", "general_settings.master_key"),
+    ];
+    for (text, path) in cases {
+        let err = load(text, &[]).unwrap_err().to_string();
+        assert!(err.contains(path), "expected `{path}` in: {err}");
+    }
+    assert!(matches!(
+        load("model_list: [", &[]),
+        Err(ConfigError::Yaml { .. })
+    ));
+}
+
+#[test]
+fn duplicate_ids_are_rejected() {
+    let text = "model_list:\n  - model_name: a\n    litellm_params: {model: mock/a}\n    model_info: {id: x}\n  - model_name: b\n    litellm_params: {model: mock/b}\n    model_info: {id: x}\n";
+    let err = load(text, &[]).unwrap_err().to_string();
+    assert!(err.contains("duplicate deployment id"), "{err}");
+}
+
+#[test]
+fn empty_file_is_an_empty_gateway() {
+    let l = load("", &[]).unwrap();
+    assert!(l.snapshot.deployments.is_empty());
+    assert!(l.warnings.iter().any(|w| w.contains("master_key")));
+}
+
+#[test]
+fn example_config_compiles() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/example.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let l = compile(&text, &path, &|_| None).unwrap();
+    assert!(!l.snapshot.deployments.is_empty());
+    assert!(l
+        .snapshot
+        .deployments
+        .iter()
+        .all(|d| d.provider == ProviderKind::Mock));
+}

@@ -1,0 +1,50 @@
+//! Per-request context: what the request was, what served it, and how it ended. Filled by
+//! the handlers, read by telemetry when the request is logged.
+
+use std::time::{Duration, Instant};
+
+use routeiq_proto::ProviderKind;
+
+use crate::usage::Usage;
+
+pub struct RequestCtx {
+    pub start: Instant,
+    pub request_id: String,
+    /// Low-cardinality route label (`chat`, `messages`, ...).
+    pub route: &'static str,
+    pub model: Option<String>,
+    pub provider: Option<ProviderKind>,
+    pub status: u16,
+    /// Whether the response header has gone out (errors after that cannot change it).
+    pub response_started: bool,
+    pub usage: Option<Usage>,
+    /// Time spent waiting for the upstream (or the mock) to answer.
+    pub upstream_latency: Option<Duration>,
+    pub time_to_first_token: Option<Duration>,
+    /// `error.type` of a failed request.
+    pub error_type: Option<&'static str>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            route: "other",
+            model: None,
+            provider: None,
+            status: 0,
+            response_started: false,
+            usage: None,
+            upstream_latency: None,
+            time_to_first_token: None,
+            error_type: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,170 @@
+//! Chat: OpenAI `/v1/chat/completions` and Anthropic `/v1/messages`, to any provider.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+use serde_json::{json, Value};
+
+use super::{model_field, parse_object, response_headers};
+use crate::context::RequestCtx;
+use crate::error::{ApiError, ClientApi};
+use crate::providers::{self, Operation};
+use crate::respond;
+use crate::sse;
+use crate::state::{App, LiveState};
+use crate::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
+use crate::usage;
+
+/// Largest non-streaming upstream response accepted.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+pub async fn completion(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    client: ClientApi,
+    body: Bytes,
+) -> Result<(), ApiError> {
+    let mut req = parse_object(&body)?;
+    let model = model_field(&req)?;
+    if !req.get("messages").is_some_and(Value::is_array) {
+        return Err(ApiError::missing_field("messages"));
+    }
+    let stream = match req.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::bad_request("`stream` must be a boolean").with_param("stream"))
+        }
+    };
+    let client_wants_usage = match client {
+        ClientApi::Anthropic => true,
+        ClientApi::OpenAi => {
+            req.get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                == Some(true)
+        }
+    };
+
+    let d = live.route(&model)?;
+    ctx.model = Some(model.clone());
+    ctx.provider = Some(d.deployment.provider);
+    let provider = providers::get(d.deployment.provider);
+    let native = provider.chat_format();
+    let upstream_model = d.deployment.upstream_model.as_str();
+    let upstream_body = match (client, native) {
+        (ClientApi::OpenAi, ChatFormat::OpenAi) => {
+            req.insert("model".into(), Value::String(upstream_model.to_owned()));
+            if stream {
+                // Always ask for usage, so every stream is accounted for; the converter
+                // drops the usage chunk again when the client did not ask for it.
+                let opts = req.entry("stream_options").or_insert_with(|| json!({}));
+                if let Value::Object(o) = opts {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                }
+            }
+            to_bytes(&Value::Object(req))
+        }
+        (ClientApi::Anthropic, ChatFormat::Anthropic) => {
+            req.insert("model".into(), Value::String(upstream_model.to_owned()));
+            to_bytes(&Value::Object(req))
+        }
+        (ClientApi::OpenAi, ChatFormat::Anthropic) => to_bytes(&openai_to_anthropic::request(
+            &req,
+            upstream_model,
+            d.deployment.model_info.max_output_tokens,
+        )?),
+        (ClientApi::Anthropic, ChatFormat::OpenAi) => {
+            to_bytes(&anthropic_to_openai::request(&req, upstream_model)?)
+        }
+    };
+
+    let sent = Instant::now();
+    let mut resp = provider
+        .send(&app.upstream, &d, Operation::Chat { stream }, upstream_body)
+        .await?;
+    let headers = response_headers(ctx, &d);
+
+    if !stream {
+        let body = resp.body.read_all(MAX_RESPONSE_BYTES).await?;
+        ctx.upstream_latency = Some(sent.elapsed());
+        let (out, usage) = match (native, client) {
+            (ChatFormat::OpenAi, ClientApi::OpenAi)
+            | (ChatFormat::Anthropic, ClientApi::Anthropic) => {
+                let usage = usage::from_body(&body);
+                (body, usage)
+            }
+            (ChatFormat::Anthropic, ClientApi::OpenAi) => {
+                let (v, u) = openai_to_anthropic::response(&body)?;
+                (to_bytes(&v), u)
+            }
+            (ChatFormat::OpenAi, ClientApi::Anthropic) => {
+                let (v, u) = anthropic_to_openai::response(&body, &model)?;
+                (to_bytes(&v), u)
+            }
+        };
+        ctx.usage = usage;
+        if let Err(e) = respond::json(session, ctx, &headers, out).await {
+            tracing::debug!(error = %e, "client went away");
+        }
+        return Ok(());
+    }
+
+    let mut conv = stream::converter(native, client, client_wants_usage, &model);
+    let mut parser = sse::Parser::default();
+    let mut out = Vec::new();
+    if respond::stream_start(session, ctx, &headers).await.is_err() {
+        return Ok(()); // client gone
+    }
+    loop {
+        match resp.body.next_chunk().await {
+            Ok(Some(chunk)) => {
+                if ctx.time_to_first_token.is_none() {
+                    ctx.time_to_first_token = Some(sent.elapsed());
+                }
+                match parser.feed(&chunk) {
+                    Ok(events) => events.iter().for_each(|ev| conv.event(ev, &mut out)),
+                    Err(e) => {
+                        let err = ApiError::upstream(
+                            502,
+                            crate::error::ErrorKind::Upstream,
+                            e.to_string(),
+                        );
+                        out.push(stream::error_event(client, &err));
+                        ctx.error_type = Some(err.kind.type_str());
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                if let Some(ev) = parser.finish() {
+                    conv.event(&ev, &mut out);
+                }
+                conv.finish(&mut out);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, model = %model, "upstream stream failed mid-way");
+                out.push(stream::error_event(client, &e));
+                ctx.error_type = Some(e.kind.type_str());
+                break;
+            }
+        }
+        if respond::stream_write(session, &mut out).await.is_err() {
+            ctx.usage = conv.usage();
+            return Ok(()); // client gone; dropping the upstream body closes it
+        }
+    }
+    ctx.upstream_latency = Some(sent.elapsed());
+    ctx.usage = conv.usage();
+    let _ = respond::stream_write(session, &mut out).await;
+    let _ = respond::stream_end(session).await;
+    Ok(())
+}
+
+fn to_bytes(v: &Value) -> Bytes {
+    Bytes::from(v.to_string())
+}

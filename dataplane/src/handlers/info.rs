@@ -1,0 +1,77 @@
+//! `/v1/models`, health and metrics.
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+use serde_json::json;
+
+use crate::context::RequestCtx;
+use crate::error::ApiError;
+use crate::respond;
+use crate::state::{App, LiveState};
+
+fn write_failed(e: pingora::BError) -> ApiError {
+    tracing::debug!(error = %e, "client went away");
+    ApiError::internal("client went away")
+}
+
+pub async fn models(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(app.started.elapsed().as_secs()))
+        .unwrap_or(0);
+    let data: Vec<_> = live
+        .model_names
+        .iter()
+        .map(|name| {
+            let owner = live
+                .group(name)
+                .and_then(|g| g.deployments.first())
+                .map(|d| d.deployment.provider.as_str())
+                .unwrap_or("routeiq");
+            json!({"id": name, "object": "model", "created": created, "owned_by": owner})
+        })
+        .collect();
+    let body = json!({"object": "list", "data": data}).to_string();
+    respond::json(session, ctx, &[], Bytes::from(body))
+        .await
+        .map_err(write_failed)
+}
+
+pub async fn liveliness(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
+    respond::json(session, ctx, &[], Bytes::from_static(b"\"I'm alive!\""))
+        .await
+        .map_err(write_failed)
+}
+
+pub async fn readiness(
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    let body = json!({
+        "status": "healthy",
+        "mode": "standalone",
+        "snapshot_version": live.version,
+        "models": live.model_names.len(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    respond::json(session, ctx, &[], Bytes::from(body.to_string()))
+        .await
+        .map_err(write_failed)
+}
+
+pub async fn metrics(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    let body = Bytes::from(app.metrics.render());
+    respond::full(session, ctx, 200, "text/plain; version=0.0.4", &[], body)
+        .await
+        .map_err(write_failed)
+}

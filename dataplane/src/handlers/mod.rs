@@ -1,0 +1,160 @@
+//! Request handlers: one per endpoint, each a few steps over the modules that do the work.
+
+mod chat;
+mod embeddings;
+mod info;
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+use serde_json::{Map, Value};
+
+use crate::auth;
+use crate::context::RequestCtx;
+use crate::error::{ApiError, ClientApi};
+use crate::respond;
+use crate::state::{App, LiveState};
+
+/// Answers one request. Every outcome, errors included, is written to the client here.
+pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
+    let live = app.load();
+    let method = session.req_header().method.as_str().to_owned();
+    let path = session.req_header().uri.path().to_owned();
+    let (api, result) = match (method.as_str(), path.as_str()) {
+        ("POST", "/v1/chat/completions" | "/chat/completions" | "/openai/v1/chat/completions") => {
+            ctx.route = "chat";
+            let r = authed_body(&live, session).await;
+            let r = match r {
+                Ok(body) => {
+                    chat::completion(app, &live, session, ctx, ClientApi::OpenAi, body).await
+                }
+                Err(e) => Err(e),
+            };
+            (ClientApi::OpenAi, r)
+        }
+        ("POST", "/v1/messages" | "/anthropic/v1/messages") => {
+            ctx.route = "messages";
+            let r = match authed_body(&live, session).await {
+                Ok(body) => {
+                    chat::completion(app, &live, session, ctx, ClientApi::Anthropic, body).await
+                }
+                Err(e) => Err(e),
+            };
+            (ClientApi::Anthropic, r)
+        }
+        ("POST", "/v1/embeddings" | "/embeddings") => {
+            ctx.route = "embeddings";
+            let r = match authed_body(&live, session).await {
+                Ok(body) => embeddings::create(app, &live, session, ctx, body).await,
+                Err(e) => Err(e),
+            };
+            (ClientApi::OpenAi, r)
+        }
+        ("GET", "/v1/models" | "/models") => {
+            ctx.route = "models";
+            let r = match auth::authenticate(&live, session.req_header()) {
+                Ok(()) => info::models(app, &live, session, ctx).await,
+                Err(e) => Err(e),
+            };
+            (ClientApi::OpenAi, r)
+        }
+        ("GET", "/health/liveliness" | "/health/liveness") => {
+            ctx.route = "health";
+            (ClientApi::OpenAi, info::liveliness(session, ctx).await)
+        }
+        ("GET", "/health/readiness") => {
+            ctx.route = "health";
+            (
+                ClientApi::OpenAi,
+                info::readiness(&live, session, ctx).await,
+            )
+        }
+        ("GET", "/metrics") => {
+            ctx.route = "metrics";
+            (ClientApi::OpenAi, info::metrics(app, session, ctx).await)
+        }
+        (_, p) if known_path(p) => (
+            ClientApi::OpenAi,
+            Err(ApiError::method_not_allowed(&method, p)),
+        ),
+        (_, p) => (
+            ClientApi::OpenAi,
+            Err(ApiError::not_found_route(&method, p)),
+        ),
+    };
+    if let Err(e) = result {
+        if ctx.response_started {
+            tracing::debug!(error = %e, "error after the response started");
+        } else {
+            respond::error(session, ctx, api, &e).await;
+        }
+    }
+}
+
+fn known_path(p: &str) -> bool {
+    matches!(
+        p,
+        "/v1/chat/completions"
+            | "/chat/completions"
+            | "/openai/v1/chat/completions"
+            | "/v1/messages"
+            | "/anthropic/v1/messages"
+            | "/v1/embeddings"
+            | "/embeddings"
+            | "/v1/models"
+            | "/models"
+            | "/health/liveliness"
+            | "/health/liveness"
+            | "/health/readiness"
+            | "/metrics"
+    )
+}
+
+/// Authenticates, then reads the body (so that an unauthenticated client cannot make the
+/// gateway buffer a large body).
+async fn authed_body(live: &LiveState, session: &mut Session) -> Result<Bytes, ApiError> {
+    auth::authenticate(live, session.req_header())?;
+    respond::read_body(session, live.max_request_body_bytes).await
+}
+
+/// Parses a JSON object body.
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The `model` field: present and a non-empty string.
+fn model_field(req: &Map<String, Value>) -> Result<String, ApiError> {
+    match req.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        None | Some(Value::Null) => Err(ApiError::missing_field("model")),
+        Some(_) => {
+            Err(ApiError::bad_request("`model` must be a non-empty string").with_param("model"))
+        }
+    }
+}
+
+/// Headers every model response carries (LiteLLM's names).
+fn response_headers(
+    ctx: &RequestCtx,
+    d: &crate::state::CompiledDeployment,
+) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        ("x-litellm-call-id", ctx.request_id.clone()),
+        ("x-litellm-model-id", d.deployment.id.0.clone()),
+        ("x-litellm-model-group", d.deployment.model_name.clone()),
+    ];
+    if !d.deployment.api_base.is_empty() {
+        h.push(("x-litellm-model-api-base", d.deployment.api_base.clone()));
+    }
+    h
+}

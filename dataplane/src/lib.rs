@@ -1,0 +1,20 @@
+//! RouteIQ data plane: a pingora gateway that serves the OpenAI and Anthropic APIs from an
+//! in-memory snapshot.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod base64;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod handlers;
+pub mod providers;
+pub mod respond;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod state;
+pub mod telemetry;
+pub mod translate;
+pub mod upstream;
+pub mod usage;

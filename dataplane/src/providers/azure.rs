@@ -1,0 +1,46 @@
+//! Azure OpenAI: `<api_base>/openai/deployments/<deployment>/<op>?api-version=<v>` with an
+//! `api-key` header. The deployment name is the part of `model` after `azure/`.
+
+use bytes::Bytes;
+
+use super::{Operation, Provider};
+use crate::error::ApiError;
+use crate::state::CompiledDeployment;
+use crate::translate::ChatFormat;
+use crate::upstream::{Target, UpstreamRequest};
+
+pub struct Azure;
+
+impl Provider for Azure {
+    fn chat_format(&self) -> ChatFormat {
+        ChatFormat::OpenAi
+    }
+
+    fn request(
+        &self,
+        d: &CompiledDeployment,
+        target: &Target,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let endpoint = match op {
+            Operation::Chat { .. } => "chat/completions",
+            Operation::Embeddings => "embeddings",
+        };
+        let dep = &d.deployment;
+        let version = dep.api_version.as_deref().unwrap_or_default();
+        let headers = dep
+            .api_key
+            .as_ref()
+            .map(|k| vec![("api-key", k.expose().to_owned())])
+            .unwrap_or_default();
+        Ok(UpstreamRequest {
+            path: format!(
+                "{}/openai/deployments/{}/{endpoint}?api-version={version}",
+                target.base_path, dep.upstream_model
+            ),
+            headers,
+            body,
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! Upstream providers, one module each behind the [`Provider`] trait.
+//!
+//! A provider knows its wire format, how to build its upstream request (URL, auth headers),
+//! and how to turn its error responses into client errors. Translation between wire formats
+//! lives in `translate`; the providers only move bytes.
+
+mod anthropic;
+mod azure;
+mod mock;
+mod openai;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use routeiq_proto::ProviderKind;
+
+use crate::error::{ApiError, ErrorKind};
+use crate::state::CompiledDeployment;
+use crate::translate::ChatFormat;
+use crate::upstream::{Exchange, Target, Upstream, UpstreamRequest};
+
+/// What a call asks the provider to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Chat { stream: bool },
+    Embeddings,
+}
+
+/// A response body: from an upstream connection, or produced in-process (mock).
+pub enum Body {
+    Http(Exchange),
+    Local(VecDeque<Bytes>),
+}
+
+impl Body {
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        match self {
+            Self::Http(ex) => ex.next_chunk().await,
+            Self::Local(chunks) => Ok(chunks.pop_front()),
+        }
+    }
+
+    pub async fn read_all(&mut self, limit: usize) -> Result<Bytes, ApiError> {
+        match self {
+            Self::Http(ex) => ex.read_all(limit).await,
+            Self::Local(chunks) => Ok(chunks
+                .drain(..)
+                .flat_map(|b| b.to_vec())
+                .collect::<Vec<u8>>()
+                .into()),
+        }
+    }
+
+    async fn read_error(&mut self) -> Bytes {
+        match self {
+            Self::Http(ex) => ex.read_error_body().await,
+            Self::Local(_) => self.read_all(64 * 1024).await.unwrap_or_default(),
+        }
+    }
+}
+
+pub struct ProviderResponse {
+    pub status: u16,
+    pub body: Body,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The chat wire format this provider speaks.
+    fn chat_format(&self) -> ChatFormat;
+
+    /// The upstream request for `op`, whose `body` is already in the provider's format.
+    fn request(
+        &self,
+        d: &CompiledDeployment,
+        target: &Target,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<UpstreamRequest, ApiError>;
+
+    /// Sends `op` to the deployment and returns the response once its status is known.
+    /// Non-2xx statuses come back as errors carrying the provider's message.
+    async fn send(
+        &self,
+        upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<ProviderResponse, ApiError> {
+        let target = d.target.as_ref().ok_or_else(|| {
+            ApiError::internal(format!(
+                "deployment {} has no upstream address",
+                d.deployment.id
+            ))
+        })?;
+        let req = self.request(d, target, op, body)?;
+        let ex = upstream.send(target, req, d.timeout).await?;
+        let status = ex.status;
+        let retry_after = ex.retry_after;
+        let mut body = Body::Http(ex);
+        if !(200..300).contains(&status) {
+            let err_body = body.read_error().await;
+            return Err(upstream_error(d.deployment.provider, status, &err_body)
+                .with_retry_after(retry_after));
+        }
+        Ok(ProviderResponse { status, body })
+    }
+}
+
+/// The provider implementation for a kind.
+pub fn get(kind: ProviderKind) -> &'static dyn Provider {
+    match kind {
+        ProviderKind::OpenAi => &openai::OpenAi,
+        ProviderKind::Azure => &azure::Azure,
+        ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Mock => &mock::Mock,
+    }
+}
+
+/// Turns a provider's error response into the client's error, keeping the provider's
+/// message. The provider's fault or unavailability is a 5xx; a request the provider
+/// rejected as invalid stays a 4xx the client can fix.
+pub fn upstream_error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiError {
+    let message = provider_message(body);
+    let text = format!("{provider} returned {status}: {message}");
+    match status {
+        400 | 404 | 413 | 422 => {
+            let mut e = ApiError::bad_request(text);
+            e.status = if status == 413 { 413 } else { 400 };
+            e.with_code("upstream_bad_request")
+        }
+        401 | 403 => ApiError::upstream(
+            502,
+            ErrorKind::Upstream,
+            format!("{text} (the deployment's credentials were refused; check its api_key)"),
+        )
+        .with_code("upstream_auth_error"),
+        429 => {
+            ApiError::upstream(429, ErrorKind::RateLimit, text).with_code("upstream_rate_limited")
+        }
+        408 | 504 => ApiError::timeout(text),
+        503 | 529 => ApiError::upstream(503, ErrorKind::Unavailable, text),
+        _ => ApiError::upstream(502, ErrorKind::Upstream, text),
+    }
+}
+
+/// `error.message` from an OpenAI- or Anthropic-shaped error body, else the body's text.
+fn provider_message(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let from_json = parsed.as_ref().and_then(|v| {
+        let e = v.get("error")?;
+        e.get("message")
+            .and_then(serde_json::Value::as_str)
+            .or_else(|| e.as_str())
+            .map(str::to_owned)
+    });
+    from_json.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() {
+            "(empty body)".to_owned()
+        } else {
+            text.chars().take(2000).collect()
+        }
+    })
+}
+
+/// `Authorization: Bearer <key>` when the deployment has a key.
+fn bearer(d: &CompiledDeployment) -> Vec<(&'static str, String)> {
+    d.deployment
+        .api_key
+        .as_ref()
+        .filter(|k| !k.is_empty())
+        .map(|k| vec![("authorization", format!("Bearer {}", k.expose()))])
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_errors_keep_the_message_and_pick_the_status() {
+        let e = upstream_error(
+            ProviderKind::OpenAi,
+            500,
+            br#"{"error":{"message":"boom"}}"#,
+        );
+        assert_eq!(e.status, 502);
+        assert!(e.message.contains("boom"));
+        let e = upstream_error(
+            ProviderKind::Anthropic,
+            529,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("Overloaded"));
+        assert_eq!(
+            upstream_error(ProviderKind::OpenAi, 400, b"bad").status,
+            400
+        );
+        assert_eq!(upstream_error(ProviderKind::OpenAi, 401, b"").status, 502);
+        assert_eq!(upstream_error(ProviderKind::OpenAi, 429, b"").status, 429);
+        assert_eq!(upstream_error(ProviderKind::OpenAi, 504, b"").status, 504);
+    }
+}

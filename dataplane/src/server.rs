@@ -1,0 +1,79 @@
+//! The pingora service. Every request is answered in `request_filter` by the handlers, which
+//! make their upstream calls through the pooled connector in `upstream`; this file only
+//! wires pingora's hooks to those modules.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::context::RequestCtx;
+use crate::handlers;
+use crate::state::App;
+
+pub struct Gateway {
+    app: Arc<App>,
+}
+
+impl Gateway {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        handlers::handle(&self.app, session, ctx).await;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // Unreachable: request_filter answers every request.
+        Error::e_explain(
+            ErrorType::InternalError,
+            "every request is answered in request_filter",
+        )
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.app.metrics.observe(ctx);
+        tracing::debug!(
+            request_id = %ctx.request_id,
+            route = ctx.route,
+            model = ctx.model.as_deref().unwrap_or(""),
+            status = ctx.status,
+            elapsed_us = ctx.start.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+}
+
+/// Runs the gateway until the process is told to stop. Never returns.
+pub fn run(app: Arc<App>, listen: SocketAddr, threads: usize) -> ! {
+    let conf = ServerConf {
+        threads: threads.max(1),
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = http_proxy_service(&server.configuration, Gateway::new(app));
+    service.add_tcp(&listen.to_string());
+    server.add_service(service);
+    server.run_forever()
+}

@@ -1,0 +1,229 @@
+//! Prometheus metrics, named as LiteLLM names them where it has a name, so existing
+//! dashboards keep working.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::context::RequestCtx;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    failed: IntCounterVec,
+    latency: HistogramVec,
+    llm_latency: HistogramVec,
+    ttft: HistogramVec,
+    input_tokens: IntCounterVec,
+    output_tokens: IntCounterVec,
+    total_tokens: IntCounterVec,
+    snapshot_version: IntGauge,
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let req_labels = ["requested_model", "provider", "route", "status_code"];
+        let tok_labels = ["requested_model", "provider"];
+        let snapshot_version = IntGauge::new(
+            "routeiq_snapshot_version",
+            "Version of the snapshot this data plane serves from",
+        )?;
+        r.register(Box::new(snapshot_version.clone()))?;
+        Ok(Self {
+            requests: counter(
+                &r,
+                "litellm_proxy_total_requests_metric_total",
+                "Requests made to the proxy",
+                &req_labels,
+            )?,
+            failed: counter(
+                &r,
+                "litellm_proxy_failed_requests_metric_total",
+                "Requests that failed",
+                &[
+                    "requested_model",
+                    "provider",
+                    "route",
+                    "exception_status",
+                    "exception_class",
+                ],
+            )?,
+            latency: histogram(
+                &r,
+                "litellm_request_total_latency_metric",
+                "Total request latency in seconds, as the client sees it",
+                &req_labels,
+            )?,
+            llm_latency: histogram(
+                &r,
+                "litellm_llm_api_latency_metric",
+                "Upstream LLM API latency in seconds",
+                &tok_labels,
+            )?,
+            ttft: histogram(
+                &r,
+                "litellm_llm_api_time_to_first_token_metric",
+                "Time to first token of streaming responses, seconds",
+                &tok_labels,
+            )?,
+            input_tokens: counter(
+                &r,
+                "litellm_input_tokens_metric_total",
+                "Input (prompt) tokens",
+                &tok_labels,
+            )?,
+            output_tokens: counter(
+                &r,
+                "litellm_output_tokens_metric_total",
+                "Output (completion) tokens",
+                &tok_labels,
+            )?,
+            total_tokens: counter(
+                &r,
+                "litellm_total_tokens_metric_total",
+                "Input plus output tokens",
+                &tok_labels,
+            )?,
+            snapshot_version,
+            registry: r,
+        })
+    }
+
+    pub fn set_snapshot_version(&self, v: u64) {
+        self.snapshot_version
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+
+    /// Records a finished request.
+    pub fn observe(&self, ctx: &RequestCtx) {
+        if matches!(ctx.route, "metrics" | "health") {
+            return;
+        }
+        let model = ctx.model.as_deref().unwrap_or("");
+        let provider = ctx.provider.map(|p| p.as_str()).unwrap_or("");
+        let status = status_label(ctx.status);
+        let labels = [model, provider, ctx.route, status];
+        self.requests.with_label_values(&labels).inc();
+        self.latency
+            .with_label_values(&labels)
+            .observe(ctx.start.elapsed().as_secs_f64());
+        if ctx.status >= 400 {
+            self.failed
+                .with_label_values(&[
+                    model,
+                    provider,
+                    ctx.route,
+                    status,
+                    ctx.error_type.unwrap_or(""),
+                ])
+                .inc();
+        }
+        let tl = [model, provider];
+        if let Some(d) = ctx.upstream_latency {
+            self.llm_latency
+                .with_label_values(&tl)
+                .observe(d.as_secs_f64());
+        }
+        if let Some(d) = ctx.time_to_first_token {
+            self.ttft.with_label_values(&tl).observe(d.as_secs_f64());
+        }
+        if let Some(u) = ctx.usage {
+            self.input_tokens
+                .with_label_values(&tl)
+                .inc_by(u.input_tokens);
+            self.output_tokens
+                .with_label_values(&tl)
+                .inc_by(u.output_tokens);
+            self.total_tokens.with_label_values(&tl).inc_by(u.total());
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        s if s < 300 => "2xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_renders() {
+        let m = Metrics::new().unwrap();
+        let mut ctx = RequestCtx::new();
+        ctx.route = "chat";
+        ctx.model = Some("gpt".into());
+        ctx.status = 200;
+        ctx.usage = Some(crate::usage::Usage {
+            input_tokens: 2,
+            output_tokens: 3,
+        });
+        m.observe(&ctx);
+        let text = String::from_utf8(m.render()).unwrap();
+        for name in [
+            "litellm_proxy_total_requests_metric_total",
+            "litellm_request_total_latency_metric_bucket",
+            "litellm_total_tokens_metric_total",
+            "routeiq_snapshot_version",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+    }
+}

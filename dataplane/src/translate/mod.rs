@@ -1,0 +1,50 @@
+//! Translation between the two chat wire formats the gateway speaks: OpenAI Chat
+//! Completions and Anthropic Messages, requests, responses and streams, both ways.
+//!
+//! The gateway passes a request through untouched (but for the model name) when client and
+//! provider speak the same format, and translates only when they differ.
+
+pub mod anthropic_to_openai;
+pub mod openai_to_anthropic;
+pub mod stream;
+
+use serde_json::{Map, Value};
+
+/// A chat wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatFormat {
+    OpenAi,
+    Anthropic,
+}
+
+/// Anthropic requires `max_tokens`; this is what an OpenAI request without one gets
+/// (LiteLLM's default too).
+pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
+
+/// Text of an OpenAI `content` (string or parts) or Anthropic content (string or blocks).
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// `now` in seconds since the epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}

@@ -1,0 +1,602 @@
+//! Streaming responses: one converter per (provider format → client format) pair. Each
+//! takes upstream SSE events and produces the bytes the client receives, and keeps track of
+//! token usage on the way.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::anthropic_to_openai::{message_id, stop_reason};
+use super::openai_to_anthropic::{finish_reason, openai_usage};
+use super::{unix_now, ChatFormat};
+use crate::error::{ApiError, ClientApi};
+use crate::sse::{self, Event};
+use crate::usage::Usage;
+
+pub trait StreamConverter: Send {
+    /// Handles one upstream event, appending what the client should get to `out`.
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>);
+    /// The upstream stream ended; append any closing events.
+    fn finish(&mut self, out: &mut Vec<Bytes>);
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// Picks the converter for a provider format and a client format.
+pub fn converter(
+    provider: ChatFormat,
+    client: ClientApi,
+    client_wants_usage: bool,
+    model: &str,
+) -> Box<dyn StreamConverter> {
+    match (provider, client) {
+        (ChatFormat::OpenAi, ClientApi::OpenAi) => Box::new(OpenAiPassthrough {
+            drop_usage_chunk: !client_wants_usage,
+            usage: None,
+        }),
+        (ChatFormat::Anthropic, ClientApi::Anthropic) => Box::new(AnthropicPassthrough::default()),
+        (ChatFormat::Anthropic, ClientApi::OpenAi) => Box::new(AnthropicToOpenAi {
+            include_usage: client_wants_usage,
+            model: model.to_owned(),
+            ..Default::default()
+        }),
+        (ChatFormat::OpenAi, ClientApi::Anthropic) => Box::new(OpenAiToAnthropic {
+            model: model.to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The event a client gets when the stream breaks after it started.
+pub fn error_event(client: ClientApi, err: &ApiError) -> Bytes {
+    let body = err.body(client);
+    let text = String::from_utf8_lossy(&body);
+    match client {
+        ClientApi::OpenAi => sse::data(&text),
+        ClientApi::Anthropic => sse::named("error", &text),
+    }
+}
+
+fn parse(data: &str) -> Option<Value> {
+    serde_json::from_str(data).ok()
+}
+
+/// OpenAI → OpenAI. Events pass byte for byte. The gateway always asks the upstream for
+/// usage; the usage-only chunk is dropped when the client did not ask for it.
+struct OpenAiPassthrough {
+    drop_usage_chunk: bool,
+    usage: Option<Usage>,
+}
+
+impl StreamConverter for OpenAiPassthrough {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        if memchr::memmem::find(ev.data.as_bytes(), b"\"usage\"").is_some() {
+            if let Some(v) = parse(&ev.data) {
+                if let Some(u) = v.get("usage").and_then(Usage::from_json) {
+                    self.usage = Some(u);
+                    let no_choices = v
+                        .get("choices")
+                        .and_then(Value::as_array)
+                        .is_none_or(Vec::is_empty);
+                    if self.drop_usage_chunk && no_choices {
+                        return;
+                    }
+                }
+            }
+        }
+        out.push(ev.raw.clone());
+    }
+    fn finish(&mut self, _out: &mut Vec<Bytes>) {}
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// Anthropic → Anthropic: byte for byte, reading usage from `message_start`/`message_delta`.
+#[derive(Default)]
+struct AnthropicPassthrough {
+    usage: Usage,
+    seen: bool,
+}
+
+impl StreamConverter for AnthropicPassthrough {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        match ev.event.as_deref() {
+            Some("message_start") => {
+                if let Some(u) = parse(&ev.data)
+                    .as_ref()
+                    .and_then(|v| v.get("message")?.get("usage"))
+                    .and_then(Usage::from_json)
+                {
+                    self.usage = u;
+                    self.seen = true;
+                }
+            }
+            Some("message_delta") => {
+                if let Some(v) = parse(&ev.data) {
+                    let u = v.get("usage");
+                    if let Some(o) = u
+                        .and_then(|u| u.get("output_tokens"))
+                        .and_then(Value::as_u64)
+                    {
+                        self.usage.output_tokens = o;
+                        self.seen = true;
+                    }
+                    if let Some(i) = u
+                        .and_then(|u| u.get("input_tokens"))
+                        .and_then(Value::as_u64)
+                    {
+                        self.usage.input_tokens = i;
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.push(ev.raw.clone());
+    }
+    fn finish(&mut self, _out: &mut Vec<Bytes>) {}
+    fn usage(&self) -> Option<Usage> {
+        self.seen.then_some(self.usage)
+    }
+}
+
+/// Anthropic events → OpenAI `chat.completion.chunk`s.
+#[derive(Default)]
+struct AnthropicToOpenAi {
+    include_usage: bool,
+    model: String,
+    id: String,
+    created: u64,
+    usage: Usage,
+    seen_usage: bool,
+    /// Content block index → tool call index, for tool_use blocks.
+    tool_blocks: Vec<(u64, usize)>,
+    tools: usize,
+    finished: bool,
+}
+
+impl AnthropicToOpenAi {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        sse::data(&c.to_string())
+    }
+}
+
+impl StreamConverter for AnthropicToOpenAi {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        let Some(v) = parse(&ev.data) else { return };
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref());
+        match kind {
+            Some("message_start") => {
+                let m = v.get("message").unwrap_or(&Value::Null);
+                self.id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+                self.created = unix_now();
+                if let Some(u) = m.get("usage").and_then(Usage::from_json) {
+                    self.usage = u;
+                    self.seen_usage = true;
+                }
+                out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            }
+            Some("content_block_start") => {
+                let block = v.get("content_block").unwrap_or(&Value::Null);
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let tool = self.tools;
+                        self.tools += 1;
+                        self.tool_blocks.push((index, tool));
+                        out.push(self.chunk(
+                            json!({"tool_calls": [{
+                                "index": tool,
+                                "id": block.get("id").cloned().unwrap_or_default(),
+                                "type": "function",
+                                "function": {"name": block.get("name").cloned().unwrap_or_default(), "arguments": ""},
+                            }]}),
+                            None,
+                        ));
+                    }
+                    Some("text") => {
+                        if let Some(t) = block
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .filter(|t| !t.is_empty())
+                        {
+                            out.push(self.chunk(json!({"content": t}), None));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_delta") => {
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        out.push(self.chunk(json!({"content": d.get("text").cloned().unwrap_or_default()}), None))
+                    }
+                    Some("thinking_delta") => out.push(self.chunk(
+                        json!({"reasoning_content": d.get("thinking").cloned().unwrap_or_default()}),
+                        None,
+                    )),
+                    Some("input_json_delta") => {
+                        let tool = self
+                            .tool_blocks
+                            .iter()
+                            .find(|(b, _)| *b == index)
+                            .map(|(_, t)| *t)
+                            .unwrap_or(0);
+                        out.push(self.chunk(
+                            json!({"tool_calls": [{"index": tool, "function": {"arguments": d.get("partial_json").cloned().unwrap_or_default()}}]}),
+                            None,
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                if let Some(u) = v.get("usage") {
+                    if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
+                        self.usage.output_tokens = o;
+                        self.seen_usage = true;
+                    }
+                    if let Some(i) = u.get("input_tokens").and_then(Value::as_u64) {
+                        self.usage.input_tokens = i;
+                    }
+                }
+                let reason = finish_reason(
+                    v.get("delta")
+                        .and_then(|d| d.get("stop_reason"))
+                        .and_then(Value::as_str),
+                );
+                out.push(self.chunk(json!({}), reason.or(Some("stop"))));
+            }
+            Some("message_stop") => self.finish(out),
+            Some("error") => {
+                let msg = v
+                    .get("error")
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream stream error");
+                let err = ApiError::upstream(
+                    502,
+                    crate::error::ErrorKind::Upstream,
+                    format!("Anthropic: {msg}"),
+                );
+                out.push(error_event(ClientApi::OpenAi, &err));
+            }
+            _ => {} // ping, content_block_stop
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if self.include_usage && self.seen_usage {
+            let c = json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": openai_usage(self.usage),
+            });
+            out.push(sse::data(&c.to_string()));
+        }
+        out.push(Bytes::from_static(sse::DONE));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.seen_usage.then_some(self.usage)
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Block {
+    None,
+    Text,
+    Tool,
+}
+
+impl Default for Block {
+    fn default() -> Self {
+        Self::None
+    }
+}
+
+/// OpenAI chunks → Anthropic Messages events.
+#[derive(Default)]
+struct OpenAiToAnthropic {
+    model: String,
+    started: bool,
+    finished: bool,
+    block: Block,
+    /// Index of the current content block; the next one gets `next_index`.
+    next_index: u64,
+    /// OpenAI tool call index → Anthropic content block index.
+    tool_blocks: Vec<(u64, u64)>,
+    finish: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl OpenAiToAnthropic {
+    fn start(&mut self, id: Option<&str>, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let msg = json!({"type": "message_start", "message": {
+            "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }});
+        out.push(sse::named("message_start", &msg.to_string()));
+    }
+
+    fn close_block(&mut self, out: &mut Vec<Bytes>) {
+        if self.block != Block::None {
+            let idx = self.next_index - 1;
+            out.push(sse::named(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": idx}).to_string(),
+            ));
+            self.block = Block::None;
+        }
+    }
+
+    fn open_block(&mut self, kind: Block, block: Value, out: &mut Vec<Bytes>) -> u64 {
+        self.close_block(out);
+        let idx = self.next_index;
+        self.next_index += 1;
+        self.block = kind;
+        out.push(sse::named(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": idx, "content_block": block})
+                .to_string(),
+        ));
+        idx
+    }
+
+    fn delta(idx: u64, delta: Value) -> Bytes {
+        sse::named(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": idx, "delta": delta}).to_string(),
+        )
+    }
+}
+
+impl StreamConverter for OpenAiToAnthropic {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        if ev.data == "[DONE]" {
+            self.finish(out);
+            return;
+        }
+        let Some(v) = parse(&ev.data) else { return };
+        if let Some(err) = v.get("error") {
+            let msg = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream stream error");
+            let e = ApiError::upstream(502, crate::error::ErrorKind::Upstream, msg.to_owned());
+            out.push(error_event(ClientApi::Anthropic, &e));
+            return;
+        }
+        self.start(v.get("id").and_then(Value::as_str), out);
+        if let Some(u) = v.get("usage").and_then(Usage::from_json) {
+            self.usage = Some(u);
+        }
+        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
+            return;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            if self.block != Block::Text {
+                self.open_block(Block::Text, json!({"type": "text", "text": ""}), out);
+            }
+            out.push(Self::delta(
+                self.next_index - 1,
+                json!({"type": "text_delta", "text": text}),
+            ));
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let tool_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let f = call.get("function").unwrap_or(&Value::Null);
+            let known = self
+                .tool_blocks
+                .iter()
+                .find(|(t, _)| *t == tool_index)
+                .map(|(_, b)| *b);
+            let block_index = match known {
+                Some(b) => b,
+                None => {
+                    let b = self.open_block(
+                        Block::Tool,
+                        json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or_default(),
+                               "name": f.get("name").cloned().unwrap_or_default(), "input": {}}),
+                        out,
+                    );
+                    self.tool_blocks.push((tool_index, b));
+                    b
+                }
+            };
+            if let Some(args) = f
+                .get("arguments")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+            {
+                out.push(Self::delta(
+                    block_index,
+                    json!({"type": "input_json_delta", "partial_json": args}),
+                ));
+            }
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(f.to_owned());
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.start(None, out);
+        self.close_block(out);
+        let u = self.usage.unwrap_or_default();
+        let delta = json!({"type": "message_delta",
+            "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
+            "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}});
+        out.push(sse::named("message_delta", &delta.to_string()));
+        out.push(sse::named("message_stop", r#"{"type":"message_stop"}"#));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(conv: &mut dyn StreamConverter, input: &str) -> Vec<Event> {
+        let mut p = sse::Parser::default();
+        let mut out = Vec::new();
+        for ev in p.feed(input.as_bytes()).unwrap() {
+            conv.event(&ev, &mut out);
+        }
+        conv.finish(&mut out);
+        let joined: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        sse::Parser::default().feed(&joined).unwrap()
+    }
+
+    #[test]
+    fn anthropic_stream_to_openai_chunks() {
+        let input = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"f\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let mut c = converter(ChatFormat::Anthropic, ClientApi::OpenAi, true, "alias");
+        let evs = run(c.as_mut(), input);
+        let chunks: Vec<Value> = evs
+            .iter()
+            .filter(|e| e.data != "[DONE]")
+            .map(|e| parse(&e.data).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hi");
+        assert_eq!(
+            chunks[2]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "toolu_1"
+        );
+        let args: String = chunks[3..5]
+            .iter()
+            .map(|c| {
+                c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(args, "{\"a\":1}");
+        assert_eq!(chunks[5]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[6]["usage"]["total_tokens"], 16);
+        assert_eq!(evs.last().unwrap().data, "[DONE]");
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                input_tokens: 7,
+                output_tokens: 9
+            })
+        );
+    }
+
+    #[test]
+    fn openai_stream_to_anthropic_events() {
+        let input = concat!(
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6,\"total_tokens\":10}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut c = converter(
+            ChatFormat::OpenAi,
+            ClientApi::Anthropic,
+            true,
+            "claude-alias",
+        );
+        let evs = run(c.as_mut(), input);
+        let names: Vec<&str> = evs.iter().map(|e| e.event.as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        let delta = parse(&evs[8].data).unwrap();
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+        assert_eq!(delta["usage"]["output_tokens"], 6);
+        assert_eq!(parse(&evs[5].data).unwrap()["index"], 1);
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                input_tokens: 4,
+                output_tokens: 6
+            })
+        );
+    }
+
+    #[test]
+    fn passthrough_drops_usage_chunk_only_when_not_asked() {
+        let input = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, false, "m");
+        assert_eq!(run(c.as_mut(), input).len(), 2);
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                input_tokens: 1,
+                output_tokens: 2
+            })
+        );
+        let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, true, "m");
+        assert_eq!(run(c.as_mut(), input).len(), 3);
+    }
+}

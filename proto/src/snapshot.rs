@@ -1,0 +1,156 @@
+//! The snapshot: everything a data plane needs to serve requests, immutable once built.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::Secret;
+
+/// Which wire protocol and URL scheme a deployment speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// OpenAI itself, and any OpenAI-compatible server (`hosted_vllm/`, `openai_compatible`,
+    /// Groq, Ollama, ... reached through `api_base`).
+    OpenAi,
+    /// Azure OpenAI: deployment URLs, `api-version` query, `api-key` header.
+    Azure,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Built-in deterministic provider; answers without any upstream.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The provider label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Stable identifier of a deployment inside a snapshot (LiteLLM's `model_info.id`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeploymentId(pub String);
+
+impl fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Optional metadata about a deployment (LiteLLM's `model_info`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelInfo {
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub mode: Option<String>,
+    pub access_groups: Vec<String>,
+    /// Everything else in `model_info`, kept as given.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One concrete upstream a model group can route to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub id: DeploymentId,
+    /// The public name clients ask for (`model_name`).
+    pub model_name: String,
+    pub provider: ProviderKind,
+    /// The model id sent upstream (the part after `<provider>/`).
+    pub upstream_model: String,
+    /// Base URL, e.g. `https://api.openai.com/v1`. Always set after compilation.
+    pub api_base: String,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    pub timeout: Option<Duration>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub weight: Option<f64>,
+    /// Fixed reply for the mock provider (LiteLLM's `mock_response`).
+    pub mock_response: Option<String>,
+    pub model_info: ModelInfo,
+}
+
+/// How the router picks among deployments that share a `model_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RoutingStrategy {
+    #[default]
+    SimpleShuffle,
+    /// Any other LiteLLM strategy name, kept for the routing issue to interpret.
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouterSettings {
+    pub routing_strategy: RoutingStrategy,
+    /// Global upstream timeout (`router_settings.timeout` / `litellm_settings.request_timeout`).
+    pub request_timeout: Option<Duration>,
+}
+
+/// Why a snapshot cannot be served.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("duplicate deployment id `{0}`")]
+    DuplicateDeploymentId(String),
+    #[error("deployment `{id}` has an empty {field}")]
+    Empty { id: String, field: &'static str },
+}
+
+/// Everything a data plane serves from. Immutable: a change builds a new snapshot.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// Monotonic version; 0 for a snapshot compiled from a local config file.
+    pub version: u64,
+    pub master_key: Option<Secret>,
+    pub deployments: Vec<Deployment>,
+    pub router: RouterSettings,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body_bytes: usize,
+}
+
+impl Snapshot {
+    pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+    /// Checks the invariants the data plane relies on.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.deployments {
+            if !seen.insert(d.id.0.as_str()) {
+                return Err(SnapshotError::DuplicateDeploymentId(d.id.0.clone()));
+            }
+            for (field, value) in [
+                ("model_name", &d.model_name),
+                ("upstream model", &d.upstream_model),
+            ] {
+                if value.is_empty() {
+                    return Err(SnapshotError::Empty {
+                        id: d.id.0.clone(),
+                        field,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deployments grouped by public model name, in the order they were declared.
+    pub fn model_groups(&self) -> BTreeMap<&str, Vec<&Deployment>> {
+        let mut groups: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
+        for d in &self.deployments {
+            groups.entry(d.model_name.as_str()).or_default().push(d);
+        }
+        groups
+    }
+}
