@@ -142,7 +142,7 @@ impl ApiError {
     /// The error body. Both shapes carry `error.message` and `error.type`; the Anthropic one
     /// adds the top-level `"type": "error"` its SDK looks for.
     pub fn body(&self, api: ClientApi) -> Bytes {
-        let mut error = json!({
+        let error = json!({
             "message": self.message,
             "type": self.kind.type_str(),
             "param": self.param,
@@ -150,12 +150,7 @@ impl ApiError {
         });
         let body = match api {
             ClientApi::OpenAi => json!({ "error": error }),
-            ClientApi::Anthropic => {
-                if let Some(obj) = error.as_object_mut() {
-                    obj.remove("param");
-                }
-                json!({ "type": "error", "error": error })
-            }
+            ClientApi::Anthropic => json!({ "type": "error", "error": error }),
         };
         Bytes::from(body.to_string())
     }

@@ -155,9 +155,14 @@ fn chat_stream(d: &CompiledDeployment, req: &Value) -> VecDeque<Bytes> {
 fn embeddings(req: &Value) -> Result<Value, ApiError> {
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) if !items.is_empty() => {
-            items.iter().map(Value::to_string).collect()
-        }
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
         _ => {
             return Err(
                 ApiError::bad_request("`input` must be a string or a non-empty array")

@@ -30,7 +30,7 @@ pub enum Operation {
 
 /// A response body: from an upstream connection, or produced in-process (mock).
 pub enum Body {
-    Http(Exchange),
+    Http(Box<Exchange>),
     Local(VecDeque<Bytes>),
 }
 
@@ -99,7 +99,7 @@ pub trait Provider: Send + Sync {
         let ex = upstream.send(target, req, d.timeout).await?;
         let status = ex.status;
         let retry_after = ex.retry_after;
-        let mut body = Body::Http(ex);
+        let mut body = Body::Http(Box::new(ex));
         if !(200..300).contains(&status) {
             let err_body = body.read_error().await;
             return Err(upstream_error(d.deployment.provider, status, &err_body)

@@ -295,17 +295,12 @@ impl StreamConverter for AnthropicToOpenAi {
     }
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 enum Block {
+    #[default]
     None,
     Text,
     Tool,
-}
-
-impl Default for Block {
-    fn default() -> Self {
-        Self::None
-    }
 }
 
 /// OpenAI chunks → Anthropic Messages events.

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Gateway overhead benchmark. In one run it measures the same wrk load straight to a fast
+# mock upstream (nginx answering a fixed chat completion) and through routeiq-dataplane,
+# at concurrency 1, 16 and 64, and reports added latency, throughput share, peak RSS and
+# gateway CPU time per request.
+#
+#   bench/overhead.sh [duration-seconds]     (default 10)
+#
+# Needs: nginx, wrk (Debian packages; installed if missing), a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+DURATION="${1:-10}"
+apt_install nginx wrk
+step "cargo build --release -p routeiq-dataplane"
+cargo build --release --locked -p routeiq-dataplane >&2
+
+work="$(mktemp -d)"
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
+NGINX_PORT=18081
+GW_PORT=18080
+
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+daemon on;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_buffer_size 64k;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location /v1/chat/completions {
+      default_type application/json;
+      return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":9,"total_tokens":33}}';
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf"
+
+cat > "$work/config.yaml" <<YAML
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: http://127.0.0.1:$NGINX_PORT/v1
+      api_key: sk-upstream
+general_settings:
+  master_key: sk-bench
+YAML
+ROUTEIQ_LOG=warn "$CARGO_TARGET_DIR/release/routeiq-dataplane" --config "$work/config.yaml" \
+  --listen "127.0.0.1:$GW_PORT" >"$work/gw.log" 2>&1 &
+echo $! > "$work/gw.pid"
+GW_PID=$(cat "$work/gw.pid")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GW_PORT/health/liveliness" >/dev/null && break; sleep 0.05; done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$GW_PID/stat"; }
+TCK=$(getconf CLK_TCK)
+
+run_wrk() { # url concurrency -> wrk output file
+  local threads=$(( $2 < 2 ? 1 : 2 ))
+  wrk -t"$threads" -c"$2" -d"${DURATION}s" --latency -s bench/chat.lua "$1/v1/chat/completions" > "$work/wrk.out"
+  cat "$work/wrk.out"
+}
+
+# Warm both paths (connection pools, page cache).
+wrk -t1 -c4 -d2s -s bench/chat.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); duration ${DURATION}s per run"
+printf '%-5s %-8s %10s %10s %10s %12s %10s\n' conc path p50_ms p99_ms req_s cpu_us_req rss_mb
+for c in 1 16 64; do
+  run_wrk "http://127.0.0.1:$NGINX_PORT" "$c" > "$work/direct.$c"
+  before=$(cpu_ticks)
+  run_wrk "http://127.0.0.1:$GW_PORT" "$c" > "$work/gw.$c"
+  after=$(cpu_ticks)
+  python3 - "$work/direct.$c" "$work/gw.$c" "$c" "$(( after - before ))" "$TCK" "$GW_PID" <<'PY'
+import re, sys
+direct, gw, conc, ticks, tck, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+def parse(path):
+    t = open(path).read()
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    pct = {m.group(1): float(m.group(2)) * unit[m.group(3)] for m in re.finditer(r"^\s+(50|99)\.000%\s+([\d.]+)(us|ms|s)", t, re.M)}
+    if not pct:
+        pct = {m.group(1): float(m.group(2)) * unit[m.group(3)] for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", t, re.M)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    reqs = int(re.search(r"(\d+) requests in", t).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    return pct["50"], pct["99"], rps, reqs, int(errors.group(1)) if errors else 0
+d, g = parse(direct), parse(gw)
+rss = int(re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1)) / 1024
+cpu_us = ticks / tck * 1e6 / max(g[3], 1)
+print(f"{conc:<5} {'direct':<8} {d[0]:10.3f} {d[1]:10.3f} {d[2]:10.0f}")
+print(f"{conc:<5} {'gateway':<8} {g[0]:10.3f} {g[1]:10.3f} {g[2]:10.0f} {cpu_us:12.1f} {rss:10.1f}")
+print(f"{conc:<5} {'added':<8} {g[0]-d[0]:10.3f} {g[1]-d[1]:10.3f} {100*g[2]/d[2]:9.1f}%  non-2xx: direct {d[4]}, gateway {g[4]}")
+PY
+done

@@ -1,0 +1,56 @@
+# Shared setup helpers for the scripts in this folder. Source it; do not run it.
+
+ROUTEIQ_CACHE="${ROUTEIQ_CACHE:-$HOME/.cache/routeiq}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROUTEIQ_CACHE/target}"
+VENV="$ROUTEIQ_CACHE/venv"
+mkdir -p "$ROUTEIQ_CACHE"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages given as arguments that are not installed yet.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_build_deps() {
+  # cmake: pingora's zlib-ng; protobuf-compiler: the gRPC contract; python3-venv: e2e tests.
+  apt_install ca-certificates build-essential cmake pkg-config protobuf-compiler python3-venv curl
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found. Install Rust 1.85 or newer (https://rustup.rs) and re-run." >&2
+    exit 1
+  fi
+}
+
+ensure_nextest() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    step "cargo install cargo-nextest"
+    cargo install cargo-nextest --locked
+  fi
+}
+
+# Creates (once) the venv and installs the pinned requirements when they change.
+ensure_python_venv() {
+  local req="$1" stamp
+  if [ ! -x "$VENV/bin/python" ]; then
+    step "python venv at $VENV"
+    python3 -m venv "$VENV"
+  fi
+  stamp="$VENV/.requirements.$(sha256sum "$req" | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    step "pip install -r $req"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
+    touch "$stamp"
+  fi
+}

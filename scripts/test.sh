@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on Debian 12 and runs all of it:
+# formatting, clippy, the Rust unit and integration tests, and the end-to-end tests that
+# drive the real binaries with the official OpenAI and Anthropic Python SDKs.
+#
+# Idempotent: a second run reuses the installed packages, the Python venv and the cargo
+# target directory (kept outside the clone in $ROUTEIQ_CACHE, default ~/.cache/routeiq).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_build_deps
+ensure_python_venv tests/e2e/requirements.txt
+ensure_nextest
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build (binaries for the end-to-end tests)"
+cargo build --workspace --bins --locked
+step "cargo nextest (unit and integration tests)"
+cargo nextest run --workspace --locked --no-fail-fast
+step "pytest (end-to-end, official SDKs)"
+ROUTEIQ_BIN_DIR="$CARGO_TARGET_DIR/debug" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider

@@ -1,0 +1,94 @@
+"""Health, metrics, and the binary's command line."""
+
+import subprocess
+
+import httpx
+from conftest import BIN_DIR, ROOT
+
+
+def test_health(gateway):
+    r = httpx.get(f"{gateway.url}/health/liveliness")
+    assert r.status_code == 200
+    r = httpx.get(f"{gateway.url}/health/readiness")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "healthy"
+    assert body["snapshot_version"] == 0
+    assert body["models"] >= 5
+
+
+def test_metrics_count_requests_tokens_and_latency(gateway, openai_client):
+    openai_client.chat.completions.create(model="fixed-mock", messages=[{"role": "user", "content": "count me"}])
+    text = httpx.get(f"{gateway.url}/metrics").text
+
+    def value(prefix):
+        lines = [l for l in text.splitlines() if l.startswith(prefix)]
+        assert lines, f"{prefix} not in metrics"
+        return sum(float(l.rsplit(" ", 1)[1]) for l in lines)
+
+    assert value('litellm_proxy_total_requests_metric_total{provider="mock",requested_model="fixed-mock"') >= 1
+    assert value('litellm_output_tokens_metric_total{provider="mock",requested_model="fixed-mock"}') >= 2
+    assert value('litellm_request_total_latency_metric_count{provider="mock",requested_model="fixed-mock"') >= 1
+    assert "routeiq_snapshot_version 0" in text
+
+
+def test_failed_requests_are_counted(gateway):
+    httpx.post(f"{gateway.url}/v1/chat/completions", json={})
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert 'litellm_proxy_failed_requests_metric_total{exception_class="authentication_error",exception_status="401"' in text
+
+
+def run_binary(*args, env=None):
+    return subprocess.run([str(BIN_DIR / "routeiq-dataplane"), *args], capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_example_config_checks_ok():
+    r = run_binary("--config", str(ROOT / "config" / "example.yaml"), "--check")
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
+
+
+def test_malformed_config_exits_nonzero_with_yaml_path(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      rpm: many\n")
+    r = run_binary("--config", str(cfg), "--check")
+    assert r.returncode == 2
+    assert "model_list[0].litellm_params.rpm" in r.stderr
+    assert str(cfg) in r.stderr
+
+
+def test_missing_env_var_exits_naming_it(tmp_path):
+    cfg = tmp_path / "env.yaml"
+    cfg.write_text("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_key: os.environ/ROUTEIQ_TEST_UNSET_VAR\n")
+    r = run_binary("--config", str(cfg), "--check", env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2
+    assert "ROUTEIQ_TEST_UNSET_VAR" in r.stderr
+    assert "model_list[0].litellm_params.api_key" in r.stderr
+
+
+def test_listen_env_var(tmp_path):
+    import os
+    import time
+
+    from conftest import free_port
+
+    port = free_port()
+    p = subprocess.Popen(
+        [str(BIN_DIR / "routeiq-dataplane"), "--config", str(ROOT / "config" / "example.yaml")],
+        env=dict(os.environ, ROUTEIQ_LISTEN=f"127.0.0.1:{port}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=0.5)
+                assert r.status_code == 200
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("gateway did not listen on ROUTEIQ_LISTEN")
+    finally:
+        p.terminate()
+        p.wait(timeout=10)

@@ -1,0 +1,170 @@
+//! Anthropic Messages API: text, tool use, max_tokens, and the real streaming event
+//! sequence.
+
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::common::{self, State};
+use crate::openai::sse;
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+    )
+        .into_response()
+}
+
+pub async fn messages(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record("/v1/messages", &headers, &body);
+    if headers.get("x-api-key").is_none() {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "x-api-key header is required",
+        );
+    }
+    if headers.get("anthropic-version").is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version header is required",
+        );
+    }
+    let Some(max_tokens) = body.get("max_tokens").and_then(Value::as_u64) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "max_tokens: Field required",
+        );
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let content = last_user.get("content").cloned().unwrap_or(Value::Null);
+    let last_text = common::text_of(&content);
+    if let Some(status) = common::requested_status(&headers, &last_text) {
+        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(s, "api_error", &format!("mock failure {status}"));
+    }
+    common::maybe_delay(&headers, &model).await;
+
+    let tool_result = content.as_array().and_then(|blocks| {
+        blocks
+            .iter()
+            .find(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            .map(|b| common::text_of(b.get("content").unwrap_or(&Value::Null)))
+    });
+    let tool_name = body
+        .get("tools")
+        .and_then(|t| t.get(0))
+        .and_then(|t| t.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let chars: usize = messages
+        .iter()
+        .map(|m| common::text_of(m.get("content").unwrap_or(&Value::Null)).len())
+        .sum::<usize>()
+        + body
+            .get("system")
+            .map(|s| common::text_of(s).len())
+            .unwrap_or(0);
+    let input_tokens = common::prompt_tokens(chars);
+
+    let (mut text, tool) = match (tool_result, &tool_name) {
+        (Some(result), _) => (format!("tool result received: {result}"), None),
+        (None, Some(name)) => ("Let me check.".to_owned(), Some(name.clone())),
+        (None, None) => (common::reply_to(&last_text), None),
+    };
+    let mut stop = if tool.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    let ws: Vec<&str> = text.split_whitespace().collect();
+    if ws.len() as u64 > max_tokens {
+        text = ws[..max_tokens as usize].join(" ");
+        stop = "max_tokens";
+    }
+    let output_tokens = common::words(&text) + if tool.is_some() { 5 } else { 0 };
+    let input = json!({"location": "Paris"});
+
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        let mut blocks = vec![json!({"type": "text", "text": text})];
+        if let Some(name) = &tool {
+            blocks.push(
+                json!({"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": input}),
+            );
+        }
+        return Json(json!({
+            "id": "msg_mock_1", "type": "message", "role": "assistant", "model": model,
+            "content": blocks, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        }))
+        .into_response();
+    }
+
+    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut events = vec![
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {
+            "id": "msg_mock_1", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        ev("ping", json!({"type": "ping"})),
+    ];
+    for piece in text.split_inclusive(' ') {
+        events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
+    }
+    events.push(ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    if let Some(name) = &tool {
+        events.push(ev("content_block_start", json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {}}})));
+        let s = input.to_string();
+        let (a, b) = s.split_at(s.len() / 2);
+        for part in [a, b] {
+            events.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": part}}),
+            ));
+        }
+        events.push(ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ));
+    }
+    events.push(ev("message_delta", json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}})));
+    events.push(ev("message_stop", json!({"type": "message_stop"})));
+    sse(events)
+}

@@ -1,0 +1,158 @@
+//! What both protocols share: recorded requests, fault injection, reply text and token
+//! counts.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+
+#[derive(Clone, Default)]
+pub struct State {
+    last: Arc<Mutex<Value>>,
+}
+
+impl State {
+    /// Remembers a request so tests can see what the gateway sent upstream.
+    pub fn record(&self, path: &str, headers: &HeaderMap, body: &Value) {
+        let headers: BTreeMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        if let Ok(mut last) = self.last.lock() {
+            *last = json!({"path": path, "headers": headers, "body": body});
+        }
+    }
+}
+
+pub async fn last_request(AxumState(state): AxumState<State>) -> Json<Value> {
+    Json(state.last.lock().map(|v| v.clone()).unwrap_or(Value::Null))
+}
+
+/// Text of a string content or an array of text parts/blocks.
+pub fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") | None => p.get("text").and_then(Value::as_str),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+pub fn reply_to(user_text: &str) -> String {
+    let echoed: String = user_text.chars().take(200).collect();
+    format!("mock reply to: {echoed}")
+}
+
+pub fn words(text: &str) -> u64 {
+    text.split_whitespace().count().max(1) as u64
+}
+
+pub fn prompt_tokens(total_chars: usize) -> u64 {
+    (total_chars as u64).div_ceil(4).max(1)
+}
+
+/// A fault the test asked for: `x-mock-status: NNN` header or `mock-status-NNN` in the
+/// last user message (the gateway does not forward client headers).
+pub fn requested_status(headers: &HeaderMap, last_user: &str) -> Option<u16> {
+    headers
+        .get("x-mock-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            last_user
+                .split("mock-status-")
+                .nth(1)
+                .and_then(|rest| rest.get(..3))
+                .and_then(|code| code.parse().ok())
+        })
+}
+
+/// Delay asked for: `x-mock-delay-ms` header, or 2 s for the upstream model `slow`.
+pub async fn maybe_delay(headers: &HeaderMap, model: &str) {
+    let ms = headers
+        .get("x-mock-delay-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if model == "slow" { 2000 } else { 0 });
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// A tiny deterministic unit vector for embeddings.
+pub fn vector(text: &str) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut v = Vec::with_capacity(8);
+    for i in 0..8u8 {
+        for b in text.bytes().chain([i]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        v.push(((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5);
+    }
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    v.iter().map(|x| x / norm).collect()
+}
+
+pub fn base64(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= chunk.len() {
+                A[((n >> shift) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_from_text_or_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            requested_status(&h, "please mock-status-503 now"),
+            Some(503)
+        );
+        assert_eq!(requested_status(&h, "hello"), None);
+        h.insert("x-mock-status", "429".parse().unwrap());
+        assert_eq!(requested_status(&h, "hello"), Some(429));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(reply_to("hi"), "mock reply to: hi");
+        assert_eq!(words("a b  c"), 3);
+        assert_eq!(prompt_tokens(9), 3);
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(vector("x"), vector("x"));
+    }
+}

@@ -1,0 +1,301 @@
+//! OpenAI and Azure OpenAI: chat completions (streaming and tools) and embeddings.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::common::{self, State};
+
+fn error(status: StatusCode, message: &str, code: &str) -> Response {
+    let mut r = (
+        status,
+        Json(json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}})),
+    )
+        .into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn bearer_ok(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| !k.trim().is_empty())
+}
+
+/// The error response for a request that misses Azure's requirements.
+fn azure_error(
+    headers: &HeaderMap,
+    query: &std::collections::HashMap<String, String>,
+) -> Option<Response> {
+    if !query.contains_key("api-version") {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "api-version query parameter is required",
+            "missing_api_version",
+        ));
+    }
+    if headers.get("api-key").is_none() {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing api-key header",
+            "invalid_api_key",
+        ));
+    }
+    None
+}
+
+pub async fn chat(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record("/v1/chat/completions", &headers, &body);
+    if !bearer_ok(&headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided",
+            "invalid_api_key",
+        );
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    complete(&headers, body, model).await
+}
+
+pub async fn azure_chat(
+    AxumState(state): AxumState<State>,
+    Path(deployment): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    state.record(
+        &format!(
+            "/openai/deployments/{deployment}/chat/completions?{}",
+            qs.join("&")
+        ),
+        &headers,
+        &body,
+    );
+    if let Some(r) = azure_error(&headers, &query) {
+        return r;
+    }
+    complete(&headers, body, deployment).await
+}
+
+async fn complete(headers: &HeaderMap, body: Value, model: String) -> Response {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or(Value::Null);
+    let last_role = last.get("role").and_then(Value::as_str).unwrap_or("");
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| common::text_of(m.get("content").unwrap_or(&Value::Null)))
+        .unwrap_or_default();
+    if let Some(status) = common::requested_status(headers, &last_user) {
+        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(s, &format!("mock failure {status}"), "mock_failure");
+    }
+    common::maybe_delay(headers, &model).await;
+
+    let chars: usize = messages
+        .iter()
+        .map(|m| common::text_of(m.get("content").unwrap_or(&Value::Null)).len())
+        .sum();
+    let prompt = common::prompt_tokens(chars);
+    let tool_name = body
+        .get("tools")
+        .and_then(|t| t.get(0))
+        .and_then(|t| t.get("function"))
+        .and_then(|f| f.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (text, tool) = match (&tool_name, last_role) {
+        (_, "tool") => (
+            Some(format!(
+                "tool result received: {}",
+                common::text_of(last.get("content").unwrap_or(&Value::Null))
+            )),
+            None,
+        ),
+        (Some(name), "user") => (None, Some(name.clone())),
+        _ => (Some(common::reply_to(&last_user)), None),
+    };
+    let mut text = text;
+    let mut finish = if tool.is_some() { "tool_calls" } else { "stop" };
+    if let (Some(t), Some(max)) = (&text, body.get("max_tokens").and_then(Value::as_u64)) {
+        let ws: Vec<&str> = t.split_whitespace().collect();
+        if ws.len() as u64 > max {
+            text = Some(ws[..max as usize].join(" "));
+            finish = "length";
+        }
+    }
+    let completion = text.as_deref().map(common::words).unwrap_or(5);
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    let args = r#"{"location":"Paris"}"#;
+    let id = "chatcmpl-mock-1";
+    let created = 1_700_000_000u64;
+
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        let mut message = json!({"role": "assistant", "content": text});
+        if let Some(name) = &tool {
+            message["tool_calls"] = json!([{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": args}}]);
+        }
+        return Json(json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    if let Some(name) = &tool {
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            None,
+        ));
+        let (a, b) = args.split_at(args.len() / 2);
+        for part in [a, b] {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                None,
+            ));
+        }
+    } else if let Some(t) = &text {
+        for piece in t.split_inclusive(' ') {
+            events.push(chunk(json!({"content": piece}), None));
+        }
+    }
+    events.push(chunk(json!({}), Some(finish)));
+    let wants_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if wants_usage {
+        let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage});
+        events.push(format!("data: {c}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    sse(events)
+}
+
+/// A streamed body, one write per event.
+pub fn sse(events: Vec<String>) -> Response {
+    let stream = futures_util::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, Infallible>(Bytes::from(e))),
+    );
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+pub async fn embeddings(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record("/v1/embeddings", &headers, &body);
+    if !bearer_ok(&headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided",
+            "invalid_api_key",
+        );
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    embed(body, model)
+}
+
+pub async fn azure_embeddings(
+    AxumState(state): AxumState<State>,
+    Path(deployment): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record(
+        &format!("/openai/deployments/{deployment}/embeddings"),
+        &headers,
+        &body,
+    );
+    if let Some(r) = azure_error(&headers, &query) {
+        return r;
+    }
+    embed(body, deployment)
+}
+
+fn embed(body: Value, model: String) -> Response {
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "input must be a string or a non-empty array",
+                "invalid_input",
+            )
+        }
+    };
+    let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let mut tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            tokens += common::prompt_tokens(text.len());
+            let v = common::vector(text);
+            let emb = if base64 {
+                json!(common::base64(
+                    &v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>()
+                ))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": emb})
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+        .into_response()
+}
