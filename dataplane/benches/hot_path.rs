@@ -1,0 +1,93 @@
+//! Criterion benches for the pure code on every request: SSE parsing and stream
+//! conversion, request translation, usage extraction, routing and config compilation.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use routeiq_dataplane::error::ClientApi;
+use routeiq_dataplane::sse;
+use routeiq_dataplane::state::LiveState;
+use routeiq_dataplane::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
+use routeiq_dataplane::{config, usage};
+use serde_json::{json, Map, Value};
+
+fn chat_request() -> Map<String, Value> {
+    match json!({
+        "model": "gpt", "max_tokens": 256, "temperature": 0.2,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the weather in Paris today? Answer briefly."}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn openai_stream() -> String {
+    let mut s = String::from("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+    for i in 0..50 {
+        s.push_str(&format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"word{i} \"}}}}]}}\n\n"));
+    }
+    s.push_str("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+    s.push_str("data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":50}}\n\ndata: [DONE]\n\n");
+    s
+}
+
+fn benches(c: &mut Criterion) {
+    let req = chat_request();
+    c.bench_function("translate/openai_request_to_anthropic", |b| {
+        b.iter(|| openai_to_anthropic::request(black_box(&req), "claude", None))
+    });
+    let areq = match openai_to_anthropic::request(&req, "claude", None) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    c.bench_function("translate/anthropic_request_to_openai", |b| {
+        b.iter(|| anthropic_to_openai::request(black_box(&areq), "gpt"))
+    });
+    let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":9,"total_tokens":33}}"#;
+    c.bench_function("usage/from_openai_body", |b| {
+        b.iter(|| usage::from_body(black_box(body)))
+    });
+
+    let s = openai_stream();
+    for (name, client) in [
+        ("passthrough", ClientApi::OpenAi),
+        ("to_anthropic", ClientApi::Anthropic),
+    ] {
+        c.bench_function(&format!("stream/openai_52_chunks_{name}"), |b| {
+            b.iter(|| {
+                let mut p = sse::Parser::default();
+                let mut conv = stream::converter(ChatFormat::OpenAi, client, false, "m");
+                let mut out = Vec::with_capacity(64);
+                for ev in p.feed(black_box(s.as_bytes())).unwrap_or_default() {
+                    conv.event(&ev, &mut out);
+                }
+                conv.finish(&mut out);
+                out.len()
+            })
+        });
+    }
+
+    let cfg_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/example.yaml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap_or_default();
+    c.bench_function("config/compile_example", |b| {
+        b.iter(|| {
+            config::compile(black_box(&cfg), &cfg_path, &|_| None)
+                .map(|l| l.snapshot.deployments.len())
+        })
+    });
+    if let Ok(loaded) = config::compile(&cfg, &cfg_path, &|_| None) {
+        if let Ok(live) = LiveState::prepare(loaded.snapshot) {
+            c.bench_function("routing/simple_shuffle_weighted_2", |b| {
+                b.iter(|| live.route(black_box("gpt-4o-mini")).map(|d| d.timeout))
+            });
+        }
+    }
+}
+
+criterion_group!(hot_path, benches);
+criterion_main!(hot_path);
