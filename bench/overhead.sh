@@ -21,37 +21,10 @@ trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -
 NGINX_PORT=18081
 GW_PORT=18080
 
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-daemon on;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_buffer_size 64k;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location /v1/chat/completions {
-      default_type application/json;
-      return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":9,"total_tokens":33}}';
-    }
-  }
-}
-NGINX
+sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 
-cat > "$work/config.yaml" <<YAML
-model_list:
-  - model_name: bench
-    litellm_params:
-      model: openai/bench
-      api_base: http://127.0.0.1:$NGINX_PORT/v1
-      api_key: sk-upstream
-general_settings:
-  master_key: sk-bench
-YAML
+sed -e "s#__PORT__#$NGINX_PORT#g" bench/config.yaml.in > "$work/config.yaml"
 ROUTEIQ_LOG=warn "$CARGO_TARGET_DIR/release/routeiq-dataplane" --config "$work/config.yaml" \
   --listen "127.0.0.1:$GW_PORT" >"$work/gw.log" 2>&1 &
 echo $! > "$work/gw.pid"

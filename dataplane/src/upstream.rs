@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use pingora::http::RequestHeader;
-use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::error::{ApiError, ErrorKind};
@@ -134,31 +134,38 @@ impl Upstream {
         peer.options.write_timeout = Some(timeout);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
 
-        let (mut session, _reused) = self
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| connect_error(target, &e))?;
+        // A pooled connection first. Opening a new one (TCP, maybe TLS) is a large future, so
+        // it is boxed: that keeps this future, and every future holding it, small, which
+        // matters because pingora and async-trait box (copy) them on every request.
+        let mut session = match self.connector.reused_http_session(&peer).await {
+            Some(s) => s,
+            None => {
+                Box::pin(self.connector.get_http_session(&peer))
+                    .await
+                    .map_err(|e| connect_error(target, &e))?
+                    .0
+            }
+        };
 
         let header = build_header(target, &req).map_err(|e| {
             ApiError::internal(format!("cannot build upstream request header: {e}"))
         })?;
         let io = async {
             session.write_request_header(Box::new(header)).await?;
-            session.write_request_body(req.body, true).await?;
-            session.finish_request_body().await?;
-            session.read_response_header().await
+            session.write_body(&req.body).await?;
+            session.finish_body().await?;
+            session.read_response().await
         };
         match tokio::time::timeout(timeout, io).await {
             Err(_) => Err(timeout_error(target, timeout)),
             Ok(Err(e)) => Err(io_error(target, &e, timeout)),
-            Ok(Ok(())) => {
+            Ok(Ok(_)) => {
                 let status = session
-                    .response_header()
+                    .resp_header()
                     .map(|h| h.status.as_u16())
                     .unwrap_or(502);
                 let retry_after = session
-                    .response_header()
+                    .resp_header()
                     .and_then(|h| h.headers.get("retry-after"))
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
@@ -240,7 +247,7 @@ impl Exchange {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
-        match session.read_response_body().await {
+        match session.read_body_bytes().await {
             Ok(Some(chunk)) => Ok(Some(chunk)),
             Ok(None) => {
                 if let Some(session) = self.session.take() {

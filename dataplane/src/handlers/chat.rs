@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 
-use super::{model_field, parse_object, response_headers};
+use super::request::RawObject;
+use super::response_headers;
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
 use crate::providers::{self, Operation};
@@ -27,24 +28,17 @@ pub async fn completion(
     client: ClientApi,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let mut req = parse_object(&body)?;
-    let model = model_field(&req)?;
-    if !req.get("messages").is_some_and(Value::is_array) {
+    let mut req = RawObject::parse(&body)?;
+    let model = req.model()?;
+    if !req.is_array("messages", false) {
         return Err(ApiError::missing_field("messages"));
     }
-    let stream = match req.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ApiError::bad_request("`stream` must be a boolean").with_param("stream"))
-        }
-    };
+    let stream = req.flag("stream")?;
     let client_wants_usage = match client {
         ClientApi::Anthropic => true,
         ClientApi::OpenAi => {
-            req.get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
+            req.value("stream_options")
+                .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
                 == Some(true)
         }
     };
@@ -57,29 +51,32 @@ pub async fn completion(
     let upstream_model = d.deployment.upstream_model.as_str();
     let upstream_body = match (client, native) {
         (ClientApi::OpenAi, ChatFormat::OpenAi) => {
-            req.insert("model".into(), Value::String(upstream_model.to_owned()));
+            req.set("model", &upstream_model)?;
             if stream {
                 // Always ask for usage, so every stream is accounted for; the converter
                 // drops the usage chunk again when the client did not ask for it.
-                let opts = req.entry("stream_options").or_insert_with(|| json!({}));
-                if let Value::Object(o) = opts {
-                    o.insert("include_usage".into(), Value::Bool(true));
-                }
+                let mut opts = match req.value("stream_options") {
+                    Some(Value::Object(o)) => o,
+                    _ => Map::new(),
+                };
+                opts.insert("include_usage".into(), Value::Bool(true));
+                req.set("stream_options", &opts)?;
             }
-            to_bytes(&Value::Object(req))
+            req.to_bytes()
         }
         (ClientApi::Anthropic, ChatFormat::Anthropic) => {
-            req.insert("model".into(), Value::String(upstream_model.to_owned()));
-            to_bytes(&Value::Object(req))
+            req.set("model", &upstream_model)?;
+            req.to_bytes()
         }
         (ClientApi::OpenAi, ChatFormat::Anthropic) => to_bytes(&openai_to_anthropic::request(
-            &req,
+            &req.into_map()?,
             upstream_model,
             d.deployment.model_info.max_output_tokens,
         )?),
-        (ClientApi::Anthropic, ChatFormat::OpenAi) => {
-            to_bytes(&anthropic_to_openai::request(&req, upstream_model)?)
-        }
+        (ClientApi::Anthropic, ChatFormat::OpenAi) => to_bytes(&anthropic_to_openai::request(
+            &req.into_map()?,
+            upstream_model,
+        )?),
     };
 
     let sent = Instant::now();

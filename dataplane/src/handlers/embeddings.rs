@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
-use serde_json::Value;
 
-use super::{model_field, parse_object, response_headers};
+use super::request::RawObject;
+use super::response_headers;
 use crate::context::RequestCtx;
 use crate::error::ApiError;
 use crate::providers::{self, Operation};
@@ -23,33 +23,21 @@ pub async fn create(
     ctx: &mut RequestCtx,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let mut req = parse_object(&body)?;
-    let model = model_field(&req)?;
-    match req.get("input") {
-        Some(Value::String(_)) => {}
-        Some(Value::Array(a)) if !a.is_empty() => {}
-        _ => {
-            return Err(
-                ApiError::bad_request("`input` must be a string or a non-empty array")
-                    .with_param("input"),
-            )
-        }
+    let mut req = RawObject::parse(&body)?;
+    let model = req.model()?;
+    if !(req.is_string("input") || req.is_array("input", true)) {
+        return Err(
+            ApiError::bad_request("`input` must be a string or a non-empty array")
+                .with_param("input"),
+        );
     }
     let d = live.route(&model)?;
     ctx.model = Some(model);
     ctx.provider = Some(d.deployment.provider);
-    req.insert(
-        "model".into(),
-        Value::String(d.deployment.upstream_model.clone()),
-    );
+    req.set("model", &d.deployment.upstream_model)?;
     let sent = Instant::now();
     let mut resp = providers::get(d.deployment.provider)
-        .send(
-            &app.upstream,
-            &d,
-            Operation::Embeddings,
-            Bytes::from(Value::Object(req).to_string()),
-        )
+        .send(&app.upstream, &d, Operation::Embeddings, req.to_bytes())
         .await?;
     let out = resp.body.read_all(MAX_RESPONSE_BYTES).await?;
     ctx.upstream_latency = Some(sent.elapsed());

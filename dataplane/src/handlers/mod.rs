@@ -3,10 +3,10 @@
 mod chat;
 mod embeddings;
 mod info;
+mod request;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
-use serde_json::{Map, Value};
 
 use crate::auth;
 use crate::context::RequestCtx;
@@ -114,33 +114,6 @@ fn known_path(p: &str) -> bool {
 async fn authed_body(live: &LiveState, session: &mut Session) -> Result<Bytes, ApiError> {
     auth::authenticate(live, session.req_header())?;
     respond::read_body(session, live.max_request_body_bytes).await
-}
-
-/// Parses a JSON object body.
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "request body is empty; expected a JSON object",
-        ));
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "request body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-/// The `model` field: present and a non-empty string.
-fn model_field(req: &Map<String, Value>) -> Result<String, ApiError> {
-    match req.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
-        None | Some(Value::Null) => Err(ApiError::missing_field("model")),
-        Some(_) => {
-            Err(ApiError::bad_request("`model` must be a non-empty string").with_param("model"))
-        }
-    }
 }
 
 /// Headers every model response carries (LiteLLM's names).

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Instructions per request on the gateway's hot path, counted by callgrind: repeatable
+# whatever else the machine is doing, so small changes can be compared where wall-clock
+# figures are too noisy. Runs the release gateway (one worker) under valgrind against the
+# same nginx upstream as overhead.sh and sends N and then 1 sequential chat requests over one
+# connection; the difference divided by N-1 is the cost of one request.
+#
+#   bench/instructions.sh [N]     (default 1001)
+#
+# Needs: valgrind, nginx (Debian packages; installed if missing), a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+N="${1:-1001}"
+apt_install nginx valgrind
+step "cargo build --release -p routeiq-dataplane"
+cargo build --release --locked -p routeiq-dataplane >&2
+BIN="$CARGO_TARGET_DIR/release/routeiq-dataplane"
+
+work="$(mktemp -d)"
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
+NGINX_PORT=18091
+GW_PORT=18090
+sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
+nginx -c "$work/nginx.conf"
+sed -e "s#__PORT__#$NGINX_PORT#g" bench/config.yaml.in > "$work/config.yaml"
+
+count() { # requests -> instructions of the whole run
+  ROUTEIQ_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+    "$BIN" --config "$work/config.yaml" --listen "127.0.0.1:$GW_PORT" --threads 1 \
+    >"$work/gw.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$GW_PORT/health/liveliness" >/dev/null && break; sleep 0.2; done
+  python3 - "$1" "$GW_PORT" <<'PY'
+import http.client, sys
+n, port = int(sys.argv[1]), int(sys.argv[2])
+body = open("bench/chat.lua").read().split("wrk.body = '", 1)[1].rsplit("'", 1)[0]
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("POST", "/v1/chat/completions", body,
+              {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}'
+}
+many=$(count "$N")
+one=$(count 1)
+echo "instructions per request: $(( (many - one) / (N - 1) ))  (runs: $N requests $many, 1 request $one)"
