@@ -9,7 +9,8 @@ use routeiq_dataplane::error::ClientApi;
 use routeiq_dataplane::sse;
 use routeiq_dataplane::state::LiveState;
 use routeiq_dataplane::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
-use routeiq_dataplane::{config, usage};
+use routeiq_dataplane::usage;
+use routeiq_proto::litellm as config;
 use serde_json::{json, Map, Value};
 
 fn chat_request() -> Map<String, Value> {

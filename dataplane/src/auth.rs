@@ -1,6 +1,11 @@
-//! Who is calling. For now the master key; virtual keys come with the control plane.
+//! Who is calling: the master key or a virtual key, both recognised by the SHA-256 of the
+//! presented key, looked up in the live snapshot. No database on this path.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora::http::RequestHeader;
+use routeiq_proto::{KeyHash, VirtualKey};
 
 use crate::error::ApiError;
 use crate::state::LiveState;
@@ -32,26 +37,70 @@ pub fn presented_key(req: &RequestHeader) -> Option<&str> {
     })
 }
 
-/// Accepts the request or says why not. Without a configured master key the gateway is
-/// open, as LiteLLM is.
-pub fn authenticate(state: &LiveState, req: &RequestHeader) -> Result<(), ApiError> {
-    let Some(master) = state.master_key.as_ref() else {
-        return Ok(());
-    };
-    match presented_key(req) {
-        None => Err(ApiError::unauthorized(
-            "no API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`)",
-        )),
-        Some(key) if constant_time_eq(key.as_bytes(), master.expose().as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("invalid API key")),
+/// Who a request is from.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No master key is configured: the gateway is open, as LiteLLM is.
+    Open,
+    Master,
+    Key(Arc<VirtualKey>),
+}
+
+impl Caller {
+    pub fn into_key(self) -> Option<Arc<VirtualKey>> {
+        match self {
+            Self::Key(k) => Some(k),
+            _ => None,
+        }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Accepts the request or says why not: 401 for a missing, unknown, blocked or expired key,
+/// 429 `budget_exceeded` for a key whose spend reached its `max_budget`.
+pub fn authenticate(state: &LiveState, req: &RequestHeader) -> Result<Caller, ApiError> {
+    let Some(master) = state.master_key_hash.as_ref() else {
+        return Ok(Caller::Open);
+    };
+    let Some(key) = presented_key(req) else {
+        return Err(ApiError::unauthorized(
+            "no API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`)",
+        ));
+    };
+    let hash = KeyHash::of(key);
+    if hash.ct_eq(master) {
+        return Ok(Caller::Master);
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let Some(k) = state.keys.get(&hash) else {
+        return Err(ApiError::unauthorized("invalid API key"));
+    };
+    if k.blocked {
+        return Err(ApiError::unauthorized(
+            "this key is blocked; an admin can unblock it with /key/unblock",
+        ));
+    }
+    if let Some(at) = k.expires_at {
+        if unix_now() >= at {
+            return Err(ApiError::unauthorized(format!(
+                "this key expired at unix time {at}"
+            )));
+        }
+    }
+    if let Some(max) = k.max_budget {
+        if k.spend >= max {
+            return Err(ApiError::budget_exceeded(format!(
+                "Budget has been exceeded! Key spend: {:.6} USD, max budget: {max:.6} USD",
+                k.spend
+            )));
+        }
+    }
+    Ok(Caller::Key(Arc::clone(k)))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -75,8 +124,131 @@ mod tests {
         assert_eq!(presented_key(&req(&[("x-api-key", "sk-2")])), Some("sk-2"));
         assert_eq!(presented_key(&req(&[("api-key", "sk-3")])), Some("sk-3"));
         assert_eq!(presented_key(&req(&[("authorization", "Bearer ")])), None);
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use routeiq_proto::Snapshot;
+
+    fn state(keys: Vec<VirtualKey>) -> LiveState {
+        LiveState::prepare(Snapshot {
+            master_key_hash: Some(KeyHash::of("sk-master")),
+            keys,
+            ..Snapshot::default()
+        })
+        .unwrap()
+    }
+
+    fn bearer(k: &str) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        r.insert_header("authorization", format!("Bearer {k}"))
+            .unwrap();
+        r
+    }
+
+    fn key(name: &str) -> VirtualKey {
+        VirtualKey {
+            hash: KeyHash::of(name),
+            ..VirtualKey::default()
+        }
+    }
+
+    #[test]
+    fn master_and_virtual_keys() {
+        let s = state(vec![
+            key("sk-ok"),
+            VirtualKey {
+                blocked: true,
+                ..key("sk-blocked")
+            },
+            VirtualKey {
+                expires_at: Some(1),
+                ..key("sk-expired")
+            },
+            VirtualKey {
+                max_budget: Some(1.0),
+                spend: 1.0,
+                ..key("sk-spent")
+            },
+            VirtualKey {
+                max_budget: Some(1.0),
+                spend: 0.5,
+                ..key("sk-budget-left")
+            },
+        ]);
+        assert!(matches!(
+            authenticate(&s, &bearer("sk-master")),
+            Ok(Caller::Master)
+        ));
+        assert!(matches!(
+            authenticate(&s, &bearer("sk-ok")),
+            Ok(Caller::Key(_))
+        ));
+        assert!(authenticate(&s, &bearer("sk-budget-left")).is_ok());
+        for (k, status) in [
+            ("sk-unknown", 401),
+            ("sk-blocked", 401),
+            ("sk-expired", 401),
+            ("sk-spent", 429),
+        ] {
+            assert_eq!(
+                authenticate(&s, &bearer(k)).unwrap_err().status,
+                status,
+                "{k}"
+            );
+        }
+        let open = LiveState::prepare(Snapshot::default()).unwrap();
+        assert!(matches!(
+            authenticate(&open, &bearer("anything")),
+            Ok(Caller::Open)
+        ));
+    }
+
+    #[test]
+    fn deltas_apply_in_order_and_gaps_are_refused() {
+        use routeiq_proto::{Delta, DeltaOp};
+        let s = state(vec![key("sk-a")]);
+        let next = s
+            .apply(&Delta {
+                version: 1,
+                ops: vec![
+                    DeltaOp::DeleteKey(KeyHash::of("sk-a")),
+                    DeltaOp::UpsertKey(key("sk-b")),
+                ],
+            })
+            .unwrap();
+        assert_eq!(next.version, 1);
+        assert!(authenticate(&next, &bearer("sk-a")).is_err());
+        assert!(authenticate(&next, &bearer("sk-b")).is_ok());
+        // the old state is untouched
+        assert!(authenticate(&s, &bearer("sk-a")).is_ok());
+        let spent = next
+            .apply(&Delta {
+                version: 2,
+                ops: vec![
+                    DeltaOp::UpsertKey(VirtualKey {
+                        max_budget: Some(2.0),
+                        ..key("sk-b")
+                    }),
+                    DeltaOp::KeySpend {
+                        hash: KeyHash::of("sk-b"),
+                        spend: 2.5,
+                    },
+                ],
+            })
+            .unwrap();
+        assert_eq!(
+            authenticate(&spent, &bearer("sk-b")).unwrap_err().status,
+            429
+        );
+        assert!(matches!(
+            spent.apply(&Delta {
+                version: 4,
+                ops: vec![]
+            }),
+            Err(crate::state::InvalidSnapshot::VersionGap { current: 2, got: 4 })
+        ));
     }
 }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use routeiq_proto::ProviderKind;
+use std::sync::Arc;
+
+use routeiq_proto::{ProviderKind, VirtualKey};
 
 use crate::usage::Usage;
 
@@ -12,6 +14,8 @@ pub struct RequestCtx {
     pub request_id: String,
     /// Low-cardinality route label (`chat`, `messages`, ...).
     pub route: &'static str,
+    /// The virtual key that authenticated the request (none for the master key).
+    pub key: Option<Arc<VirtualKey>>,
     pub model: Option<String>,
     pub provider: Option<ProviderKind>,
     pub status: u16,
@@ -31,6 +35,7 @@ impl RequestCtx {
             start: Instant::now(),
             request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
             route: "other",
+            key: None,
             model: None,
             provider: None,
             status: 0,

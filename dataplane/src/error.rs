@@ -19,6 +19,8 @@ pub enum ErrorKind {
     NotFound,
     TooLarge,
     RateLimit,
+    /// A key's `max_budget` is spent (LiteLLM's `budget_exceeded`).
+    BudgetExceeded,
     /// The upstream provider failed (bad gateway).
     Upstream,
     /// The upstream provider is unavailable or overloaded.
@@ -37,6 +39,7 @@ impl ErrorKind {
             Self::NotFound => "not_found_error",
             Self::TooLarge => "request_too_large",
             Self::RateLimit => "rate_limit_error",
+            Self::BudgetExceeded => "budget_exceeded",
             Self::Upstream => "api_error",
             Self::Unavailable => "overloaded_error",
             Self::Timeout => "timeout_error",
@@ -75,6 +78,9 @@ impl ApiError {
     }
     pub fn missing_field(field: &'static str) -> Self {
         Self::bad_request(format!("`{field}` is required")).with_param(field)
+    }
+    pub fn budget_exceeded(message: impl Into<String>) -> Self {
+        Self::new(429, ErrorKind::BudgetExceeded, message).with_code("budget_exceeded")
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(401, ErrorKind::Authentication, message).with_code("invalid_api_key")

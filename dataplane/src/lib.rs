@@ -4,7 +4,6 @@
 
 pub mod auth;
 pub mod base64;
-pub mod config;
 pub mod context;
 pub mod error;
 pub mod handlers;

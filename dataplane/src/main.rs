@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use routeiq_dataplane::{config, server, state};
+use routeiq_dataplane::{server, state};
+use routeiq_proto::litellm as config;
 
 // mimalloc: fewer cycles per allocation than glibc malloc on the request path and less
 // fragmentation under many short-lived buffers (figures in docs/benchmarks.md).

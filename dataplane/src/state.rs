@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use routeiq_proto::{Deployment, ProviderKind, Secret, Snapshot, SnapshotError};
+use routeiq_proto::{
+    Delta, DeltaOp, Deployment, KeyHash, ProviderKind, RouterSettings, Snapshot, SnapshotError,
+    VirtualKey,
+};
 
 use crate::error::ApiError;
 use crate::routing::{self, Router};
@@ -39,64 +42,110 @@ pub enum InvalidSnapshot {
     Snapshot(#[from] SnapshotError),
     #[error("deployment `{id}`: api_base {message}")]
     ApiBase { id: String, message: String },
+    #[error("delta version {got} does not follow snapshot version {current}")]
+    VersionGap { current: u64, got: u64 },
 }
 
 pub struct LiveState {
     pub version: u64,
-    pub master_key: Option<Secret>,
+    pub master_key_hash: Option<KeyHash>,
     pub max_request_body_bytes: usize,
-    groups: HashMap<String, ModelGroup>,
+    /// Virtual keys by hash. A persistent map: applying a delta to a snapshot of a million
+    /// keys copies a few tree nodes, not the map.
+    pub keys: imbl::HashMap<KeyHash, Arc<VirtualKey>>,
+    /// The deployments and router settings the groups were compiled from (deltas that
+    /// change a deployment recompile them; key deltas share them).
+    deployments: Arc<Vec<Deployment>>,
+    router: Arc<RouterSettings>,
+    groups: Arc<HashMap<String, ModelGroup>>,
     /// Public model names, sorted, for `/v1/models` and error messages.
-    pub model_names: Vec<String>,
+    pub model_names: Arc<Vec<String>>,
 }
 
 impl LiveState {
     /// Builds and validates a state from a snapshot. Fails without side effects.
     pub fn prepare(snapshot: Snapshot) -> Result<Self, InvalidSnapshot> {
         snapshot.validate()?;
-        let mut by_name: HashMap<String, Vec<Arc<CompiledDeployment>>> = HashMap::new();
-        for d in snapshot.deployments {
-            let target = match d.provider {
-                ProviderKind::Mock => None,
-                _ => Some(Target::parse(&d.api_base).map_err(|message| {
-                    InvalidSnapshot::ApiBase {
-                        id: d.id.0.clone(),
-                        message,
-                    }
-                })?),
-            };
-            let timeout = d
-                .timeout
-                .or(snapshot.router.request_timeout)
-                .unwrap_or(DEFAULT_TIMEOUT);
-            by_name
-                .entry(d.model_name.clone())
-                .or_default()
-                .push(Arc::new(CompiledDeployment {
-                    deployment: d,
-                    target,
-                    timeout,
-                }));
-        }
-        let mut model_names: Vec<String> = by_name.keys().cloned().collect();
-        model_names.sort();
-        let groups = by_name
-            .into_iter()
-            .map(|(name, deployments)| {
-                let router = routing::build(&snapshot.router.routing_strategy, &deployments);
-                (
-                    name,
-                    ModelGroup {
-                        deployments,
-                        router,
-                    },
-                )
-            })
-            .collect();
+        let (groups, model_names) = compile_groups(&snapshot.deployments, &snapshot.router)?;
         Ok(Self {
             version: snapshot.version,
-            master_key: snapshot.master_key,
+            master_key_hash: snapshot.master_key_hash,
             max_request_body_bytes: snapshot.max_request_body_bytes,
+            keys: snapshot
+                .keys
+                .into_iter()
+                .map(|k| (k.hash, Arc::new(k)))
+                .collect(),
+            deployments: Arc::new(snapshot.deployments),
+            router: Arc::new(snapshot.router),
+            groups: Arc::new(groups),
+            model_names: Arc::new(model_names),
+        })
+    }
+
+    /// The state after `delta`, which must be the next version. Fails without side
+    /// effects; `self` keeps serving until the result is stored.
+    pub fn apply(&self, delta: &Delta) -> Result<Self, InvalidSnapshot> {
+        if delta.version != self.version + 1 {
+            return Err(InvalidSnapshot::VersionGap {
+                current: self.version,
+                got: delta.version,
+            });
+        }
+        let mut keys = self.keys.clone();
+        let mut deployments: Option<Vec<Deployment>> = None;
+        for op in &delta.ops {
+            match op {
+                DeltaOp::UpsertKey(k) => {
+                    keys.insert(k.hash, Arc::new(k.clone()));
+                }
+                DeltaOp::DeleteKey(h) => {
+                    keys.remove(h);
+                }
+                DeltaOp::KeySpend { hash, spend } => {
+                    if let Some(k) = keys.get(hash) {
+                        let mut k = VirtualKey::clone(k);
+                        k.spend = *spend;
+                        keys.insert(*hash, Arc::new(k));
+                    }
+                }
+                DeltaOp::UpsertDeployment(d) => {
+                    let list = deployments.get_or_insert_with(|| self.deployments.to_vec());
+                    match list.iter_mut().find(|x| x.id == d.id) {
+                        Some(x) => *x = d.clone(),
+                        None => list.push(d.clone()),
+                    }
+                }
+                DeltaOp::DeleteDeployment(id) => {
+                    deployments
+                        .get_or_insert_with(|| self.deployments.to_vec())
+                        .retain(|x| &x.id != id);
+                }
+            }
+        }
+        let (deployments, groups, model_names) = match deployments {
+            None => (
+                Arc::clone(&self.deployments),
+                Arc::clone(&self.groups),
+                Arc::clone(&self.model_names),
+            ),
+            Some(list) => {
+                Snapshot {
+                    deployments: list.clone(),
+                    ..Snapshot::default()
+                }
+                .validate()?;
+                let (groups, names) = compile_groups(&list, &self.router)?;
+                (Arc::new(list), Arc::new(groups), Arc::new(names))
+            }
+        };
+        Ok(Self {
+            version: delta.version,
+            master_key_hash: self.master_key_hash,
+            max_request_body_bytes: self.max_request_body_bytes,
+            keys,
+            deployments,
+            router: Arc::clone(&self.router),
             groups,
             model_names,
         })
@@ -124,6 +173,52 @@ impl LiveState {
     pub fn group(&self, model: &str) -> Option<&ModelGroup> {
         self.groups.get(model)
     }
+}
+
+fn compile_groups(
+    deployments: &[Deployment],
+    router: &RouterSettings,
+) -> Result<(HashMap<String, ModelGroup>, Vec<String>), InvalidSnapshot> {
+    let mut by_name: HashMap<String, Vec<Arc<CompiledDeployment>>> = HashMap::new();
+    for d in deployments {
+        let target = match d.provider {
+            ProviderKind::Mock => None,
+            _ => Some(
+                Target::parse(&d.api_base).map_err(|message| InvalidSnapshot::ApiBase {
+                    id: d.id.0.clone(),
+                    message,
+                })?,
+            ),
+        };
+        let timeout = d
+            .timeout
+            .or(router.request_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        by_name
+            .entry(d.model_name.clone())
+            .or_default()
+            .push(Arc::new(CompiledDeployment {
+                deployment: d.clone(),
+                target,
+                timeout,
+            }));
+    }
+    let mut model_names: Vec<String> = by_name.keys().cloned().collect();
+    model_names.sort();
+    let groups = by_name
+        .into_iter()
+        .map(|(name, deployments)| {
+            let router = routing::build(&router.routing_strategy, &deployments);
+            (
+                name,
+                ModelGroup {
+                    deployments,
+                    router,
+                },
+            )
+        })
+        .collect();
+    Ok((groups, model_names))
 }
 
 /// The process-wide application: live state, upstream client, metrics.

@@ -1,13 +1,20 @@
 //! RouteIQ's contract crate.
 //!
-//! It holds the plain domain types every plane agrees on: the [`Snapshot`] a data plane
-//! serves from, and the pieces it is made of. Wire schemas (`.proto`) convert into these
-//! types at the boundary. This crate does no I/O.
+//! It holds the plain domain types every plane agrees on (the [`Snapshot`] a data plane
+//! serves from, the [`Delta`]s that update it, the [`UsageEvent`]s that flow back), the
+//! protobuf schemas and their conversions ([`wire`]), and the compiler from a LiteLLM
+//! `config.yaml` to a snapshot ([`litellm`]). No network or database I/O.
 #![forbid(unsafe_code)]
 
+mod delta;
+mod keys;
+pub mod litellm;
 mod secret;
 mod snapshot;
+pub mod wire;
 
+pub use delta::{Delta, DeltaOp, UsageEvent};
+pub use keys::{KeyHash, VirtualKey};
 pub use secret::Secret;
 pub use snapshot::{
     Deployment, DeploymentId, ModelInfo, ProviderKind, RouterSettings, RoutingStrategy, Snapshot,

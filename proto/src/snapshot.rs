@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::Secret;
+use crate::{KeyHash, Secret, VirtualKey};
 
 /// Which wire protocol and URL scheme a deployment speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +104,8 @@ pub struct RouterSettings {
 pub enum SnapshotError {
     #[error("duplicate deployment id `{0}`")]
     DuplicateDeploymentId(String),
+    #[error("duplicate virtual key {0:?}")]
+    DuplicateKey(KeyHash),
     #[error("deployment `{id}` has an empty {field}")]
     Empty { id: String, field: &'static str },
 }
@@ -113,8 +115,10 @@ pub enum SnapshotError {
 pub struct Snapshot {
     /// Monotonic version; 0 for a snapshot compiled from a local config file.
     pub version: u64,
-    pub master_key: Option<Secret>,
+    /// SHA-256 of the master key; `None` leaves the gateway open, as LiteLLM does.
+    pub master_key_hash: Option<KeyHash>,
     pub deployments: Vec<Deployment>,
+    pub keys: Vec<VirtualKey>,
     pub router: RouterSettings,
     /// Largest request body accepted, in bytes.
     pub max_request_body_bytes: usize,
@@ -140,6 +144,12 @@ impl Snapshot {
                         field,
                     });
                 }
+            }
+        }
+        let mut keys = std::collections::HashSet::new();
+        for k in &self.keys {
+            if !keys.insert(k.hash) {
+                return Err(SnapshotError::DuplicateKey(k.hash));
             }
         }
         Ok(())

@@ -22,7 +22,7 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     let (api, result) = match (method.as_str(), path.as_str()) {
         ("POST", "/v1/chat/completions" | "/chat/completions" | "/openai/v1/chat/completions") => {
             ctx.route = "chat";
-            let r = authed_body(&live, session).await;
+            let r = authed_body(&live, session, ctx).await;
             let r = match r {
                 Ok(body) => {
                     chat::completion(app, &live, session, ctx, ClientApi::OpenAi, body).await
@@ -33,7 +33,7 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         }
         ("POST", "/v1/messages" | "/anthropic/v1/messages") => {
             ctx.route = "messages";
-            let r = match authed_body(&live, session).await {
+            let r = match authed_body(&live, session, ctx).await {
                 Ok(body) => {
                     chat::completion(app, &live, session, ctx, ClientApi::Anthropic, body).await
                 }
@@ -43,7 +43,7 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         }
         ("POST", "/v1/embeddings" | "/embeddings") => {
             ctx.route = "embeddings";
-            let r = match authed_body(&live, session).await {
+            let r = match authed_body(&live, session, ctx).await {
                 Ok(body) => embeddings::create(app, &live, session, ctx, body).await,
                 Err(e) => Err(e),
             };
@@ -52,7 +52,7 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         ("GET", "/v1/models" | "/models") => {
             ctx.route = "models";
             let r = match auth::authenticate(&live, session.req_header()) {
-                Ok(()) => info::models(app, &live, session, ctx).await,
+                Ok(_) => info::models(app, &live, session, ctx).await,
                 Err(e) => Err(e),
             };
             (ClientApi::OpenAi, r)
@@ -111,8 +111,12 @@ fn known_path(p: &str) -> bool {
 
 /// Authenticates, then reads the body (so that an unauthenticated client cannot make the
 /// gateway buffer a large body).
-async fn authed_body(live: &LiveState, session: &mut Session) -> Result<Bytes, ApiError> {
-    auth::authenticate(live, session.req_header())?;
+async fn authed_body(
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<Bytes, ApiError> {
+    ctx.key = auth::authenticate(live, session.req_header())?.into_key();
     respond::read_body(session, live.max_request_body_bytes).await
 }
 

@@ -4,12 +4,12 @@
 //! never as errors. Anything malformed is an error naming the YAML path of the problem.
 
 mod env;
-mod litellm;
+mod schema;
 mod model;
 
 use std::path::{Path, PathBuf};
 
-use routeiq_proto::Snapshot;
+use crate::Snapshot;
 
 pub use model::parse_model;
 
@@ -47,8 +47,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Loads and compiles the config file at `path`, resolving `os.environ/NAME` references
-/// from the process environment.
+/// Reads and compiles the config file at `path`, resolving `os.environ/NAME` references
+/// from the process environment. (The one file read of this crate, done by the binaries at
+/// startup; everything else here is pure.)
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -78,7 +79,7 @@ pub fn compile(
         at: e.at,
         var: e.var,
     })?;
-    let raw: litellm::RawConfig =
+    let raw: schema::RawConfig =
         serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
             at: e.path().to_string(),

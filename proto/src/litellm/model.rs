@@ -1,6 +1,6 @@
 //! LiteLLM's `model: <provider>/<id>` strings.
 
-use routeiq_proto::ProviderKind;
+use crate::ProviderKind;
 
 /// OpenAI-compatible providers LiteLLM knows by prefix, with their default base URL
 /// (`None`: `api_base` is required).

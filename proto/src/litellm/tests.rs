@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use routeiq_proto::ProviderKind;
+use crate::ProviderKind;
 
 use super::*;
 
@@ -90,7 +90,7 @@ fn compiles_a_full_litellm_config() {
     assert_eq!(azure.api_version.as_deref(), Some("2024-10-21"));
     assert_eq!(s.deployments[3].upstream_model, "meta-llama/Llama-3.1-8B");
     assert_eq!(s.deployments[4].provider, ProviderKind::Mock);
-    assert_eq!(s.master_key.as_ref().unwrap().expose(), "sk-master");
+    assert_eq!(s.master_key_hash, Some(crate::KeyHash::of("sk-master")));
     assert_eq!(s.max_request_body_bytes, 1024 * 1024);
     assert_eq!(
         s.router.request_timeout,

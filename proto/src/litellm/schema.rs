@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use routeiq_proto::{
-    Deployment, DeploymentId, ModelInfo, ProviderKind, RouterSettings, RoutingStrategy, Secret,
-    Snapshot,
+use crate::{
+    Deployment, DeploymentId, KeyHash, ModelInfo, ProviderKind, RouterSettings, RoutingStrategy,
+    Secret, Snapshot,
 };
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -228,7 +228,7 @@ impl RawConfig {
                     "must not be empty".into(),
                 ))
             }
-            Some(k) => Some(Secret::new(k)),
+            Some(k) => Some(KeyHash::of(&k)),
             None => {
                 warnings.push(
                     "general_settings.master_key is not set: the gateway accepts requests without a key".into(),
@@ -239,8 +239,9 @@ impl RawConfig {
 
         let snapshot = Snapshot {
             version: 0,
-            master_key,
+            master_key_hash: master_key,
             deployments,
+            keys: Vec::new(),
             router: RouterSettings {
                 routing_strategy,
                 request_timeout,

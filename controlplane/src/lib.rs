@@ -1,0 +1,2 @@
+//! RouteIQ control plane.
+#![forbid(unsafe_code)]

@@ -1,0 +1,43 @@
+//! Committed changes to a snapshot, and usage events flowing back.
+
+use crate::{Deployment, DeploymentId, KeyHash, VirtualKey};
+
+/// One committed change: applies to the snapshot of version `version - 1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub version: u64,
+    pub ops: Vec<DeltaOp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeltaOp {
+    UpsertKey(VirtualKey),
+    DeleteKey(KeyHash),
+    /// A key's spend moved (from usage ingestion); budgets are checked against it.
+    KeySpend {
+        hash: KeyHash,
+        spend: f64,
+    },
+    UpsertDeployment(Deployment),
+    DeleteDeployment(DeploymentId),
+}
+
+/// One request's usage, as a data plane reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageEvent {
+    pub request_id: String,
+    /// `None` for requests made with the master key.
+    pub key_hash: Option<KeyHash>,
+    pub team_id: String,
+    pub user_id: String,
+    pub model_group: String,
+    pub deployment_id: String,
+    pub provider: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: f64,
+    pub latency_ms: u64,
+    pub status: u16,
+    pub started_at_ms: i64,
+    pub dataplane_id: String,
+}

@@ -1,0 +1,96 @@
+//! Virtual keys as the data plane sees them, found by the SHA-256 of the key.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of an API key. Keys are stored and distributed only in this form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    pub fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(b).ok().map(Self)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(DIGITS[(b >> 4) as usize] as char);
+            s.push(DIGITS[(b & 15) as usize] as char);
+        }
+        s
+    }
+
+    /// Equality in time independent of where the hashes differ.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({})", &self.to_hex()[..12])
+    }
+}
+
+/// A virtual key's data-plane view: identity, access and limits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VirtualKey {
+    pub hash: KeyHash,
+    pub alias: String,
+    pub team_id: String,
+    pub user_id: String,
+    /// Models the key may call; empty means all.
+    pub models: Vec<String>,
+    pub max_budget: Option<f64>,
+    /// Spend as of the snapshot version (USD).
+    pub spend: f64,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    pub blocked: bool,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_parallel_requests: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_known_digest() {
+        let h = KeyHash::of("sk-1234");
+        assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
+        // sha256("abc")
+        assert_eq!(
+            KeyHash::of("abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(KeyHash::from_hex("zz").is_none());
+        assert!(h.ct_eq(&h) && !h.ct_eq(&KeyHash::of("sk-1235")));
+    }
+}

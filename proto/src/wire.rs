@@ -1,0 +1,390 @@
+//! The protobuf messages (`proto/routeiq/v1/*.proto`) and their conversions into the plain
+//! domain types. Protobuf types stop here: everything past this module uses the domain
+//! types, and a message that does not make sense is an [`InvalidMessage`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::{
+    Delta, DeltaOp, Deployment, DeploymentId, KeyHash, ModelInfo, ProviderKind, RouterSettings,
+    RoutingStrategy, Secret, Snapshot, UsageEvent, VirtualKey,
+};
+
+/// Generated code for package `routeiq.v1`.
+#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub mod pb {
+    tonic::include_proto!("routeiq.v1");
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidMessage {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidMessage {
+    InvalidMessage::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+fn key_hash(field: &'static str, b: &[u8]) -> Result<KeyHash, InvalidMessage> {
+    KeyHash::from_slice(b).ok_or_else(|| invalid(field, format!("{} bytes, not 32", b.len())))
+}
+
+fn duration(field: &'static str, secs: Option<f64>) -> Result<Option<Duration>, InvalidMessage> {
+    secs.map(|s| Duration::try_from_secs_f64(s).map_err(|e| invalid(field, e.to_string())))
+        .transpose()
+}
+
+// ---- snapshot ----
+
+impl From<&Snapshot> for pb::Snapshot {
+    fn from(s: &Snapshot) -> Self {
+        Self {
+            version: s.version,
+            master_key_hash: s.master_key_hash.map(|h| h.0.to_vec()).unwrap_or_default(),
+            deployments: s.deployments.iter().map(Into::into).collect(),
+            router: Some(pb::RouterSettings {
+                routing_strategy: match &s.router.routing_strategy {
+                    RoutingStrategy::SimpleShuffle => "simple-shuffle".into(),
+                    RoutingStrategy::Other(o) => o.clone(),
+                },
+                request_timeout_seconds: s.router.request_timeout.map(|d| d.as_secs_f64()),
+            }),
+            max_request_body_bytes: s.max_request_body_bytes as u64,
+            keys: s.keys.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::Snapshot> for Snapshot {
+    type Error = InvalidMessage;
+    fn try_from(s: pb::Snapshot) -> Result<Self, InvalidMessage> {
+        let router = s.router.ok_or(InvalidMessage::Missing("snapshot.router"))?;
+        Ok(Self {
+            version: s.version,
+            master_key_hash: if s.master_key_hash.is_empty() {
+                None
+            } else {
+                Some(key_hash("snapshot.master_key_hash", &s.master_key_hash)?)
+            },
+            deployments: s
+                .deployments
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+            router: RouterSettings {
+                routing_strategy: match router.routing_strategy.as_str() {
+                    "" | "simple-shuffle" => RoutingStrategy::SimpleShuffle,
+                    other => RoutingStrategy::Other(other.to_owned()),
+                },
+                request_timeout: duration(
+                    "router.request_timeout_seconds",
+                    router.request_timeout_seconds,
+                )?,
+            },
+            max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
+                .map_err(|e| invalid("snapshot.max_request_body_bytes", e.to_string()))?,
+            keys: s
+                .keys
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<&Deployment> for pb::Deployment {
+    fn from(d: &Deployment) -> Self {
+        let mi = &d.model_info;
+        Self {
+            id: d.id.0.clone(),
+            model_name: d.model_name.clone(),
+            provider: d.provider.as_str().into(),
+            upstream_model: d.upstream_model.clone(),
+            api_base: d.api_base.clone(),
+            api_key: d.api_key.as_ref().map(|k| k.expose().to_owned()),
+            api_version: d.api_version.clone(),
+            timeout_seconds: d.timeout.map(|t| t.as_secs_f64()),
+            rpm: d.rpm,
+            tpm: d.tpm,
+            weight: d.weight,
+            mock_response: d.mock_response.clone(),
+            model_info: Some(pb::ModelInfo {
+                max_input_tokens: mi.max_input_tokens,
+                max_output_tokens: mi.max_output_tokens,
+                input_cost_per_token: mi.input_cost_per_token,
+                output_cost_per_token: mi.output_cost_per_token,
+                mode: mi.mode.clone(),
+                access_groups: mi.access_groups.clone(),
+                extra_json: if mi.extra.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&mi.extra).unwrap_or_default()
+                },
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::Deployment> for Deployment {
+    type Error = InvalidMessage;
+    fn try_from(d: pb::Deployment) -> Result<Self, InvalidMessage> {
+        let provider = match d.provider.as_str() {
+            "openai" => ProviderKind::OpenAi,
+            "azure" => ProviderKind::Azure,
+            "anthropic" => ProviderKind::Anthropic,
+            "mock" => ProviderKind::Mock,
+            other => return Err(invalid("deployment.provider", format!("unknown `{other}`"))),
+        };
+        let mi = d.model_info.unwrap_or_default();
+        let extra: BTreeMap<String, serde_json::Value> = if mi.extra_json.is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_json::from_str(&mi.extra_json)
+                .map_err(|e| invalid("deployment.model_info.extra_json", e.to_string()))?
+        };
+        Ok(Self {
+            id: DeploymentId(d.id),
+            model_name: d.model_name,
+            provider,
+            upstream_model: d.upstream_model,
+            api_base: d.api_base,
+            api_key: d.api_key.map(Secret::new),
+            api_version: d.api_version,
+            timeout: duration("deployment.timeout_seconds", d.timeout_seconds)?,
+            rpm: d.rpm,
+            tpm: d.tpm,
+            weight: d.weight,
+            mock_response: d.mock_response,
+            model_info: ModelInfo {
+                max_input_tokens: mi.max_input_tokens,
+                max_output_tokens: mi.max_output_tokens,
+                input_cost_per_token: mi.input_cost_per_token,
+                output_cost_per_token: mi.output_cost_per_token,
+                mode: mi.mode,
+                access_groups: mi.access_groups,
+                extra,
+            },
+        })
+    }
+}
+
+impl From<&VirtualKey> for pb::VirtualKey {
+    fn from(k: &VirtualKey) -> Self {
+        Self {
+            key_hash: k.hash.0.to_vec(),
+            key_alias: k.alias.clone(),
+            team_id: k.team_id.clone(),
+            user_id: k.user_id.clone(),
+            models: k.models.clone(),
+            max_budget: k.max_budget,
+            spend: k.spend,
+            expires_at: k.expires_at,
+            blocked: k.blocked,
+            rpm_limit: k.rpm_limit,
+            tpm_limit: k.tpm_limit,
+            max_parallel_requests: k.max_parallel_requests,
+        }
+    }
+}
+
+impl TryFrom<pb::VirtualKey> for VirtualKey {
+    type Error = InvalidMessage;
+    fn try_from(k: pb::VirtualKey) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            hash: key_hash("virtual_key.key_hash", &k.key_hash)?,
+            alias: k.key_alias,
+            team_id: k.team_id,
+            user_id: k.user_id,
+            models: k.models,
+            max_budget: k.max_budget,
+            spend: k.spend,
+            expires_at: k.expires_at,
+            blocked: k.blocked,
+            rpm_limit: k.rpm_limit,
+            tpm_limit: k.tpm_limit,
+            max_parallel_requests: k.max_parallel_requests,
+        })
+    }
+}
+
+// ---- deltas ----
+
+impl From<&Delta> for pb::SnapshotDelta {
+    fn from(d: &Delta) -> Self {
+        use pb::delta_op::Op;
+        Self {
+            version: d.version,
+            ops: d
+                .ops
+                .iter()
+                .map(|op| pb::DeltaOp {
+                    op: Some(match op {
+                        DeltaOp::UpsertKey(k) => Op::UpsertKey(k.into()),
+                        DeltaOp::DeleteKey(h) => Op::DeleteKey(h.0.to_vec()),
+                        DeltaOp::KeySpend { hash, spend } => Op::KeySpend(pb::KeySpend {
+                            key_hash: hash.0.to_vec(),
+                            spend: *spend,
+                        }),
+                        DeltaOp::UpsertDeployment(d) => Op::UpsertDeployment(d.into()),
+                        DeltaOp::DeleteDeployment(id) => Op::DeleteDeployment(id.0.clone()),
+                    }),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::SnapshotDelta> for Delta {
+    type Error = InvalidMessage;
+    fn try_from(d: pb::SnapshotDelta) -> Result<Self, InvalidMessage> {
+        use pb::delta_op::Op;
+        let ops = d
+            .ops
+            .into_iter()
+            .map(|op| {
+                Ok(match op.op.ok_or(InvalidMessage::Missing("delta_op.op"))? {
+                    Op::UpsertKey(k) => DeltaOp::UpsertKey(k.try_into()?),
+                    Op::DeleteKey(h) => DeltaOp::DeleteKey(key_hash("delta_op.delete_key", &h)?),
+                    Op::KeySpend(s) => DeltaOp::KeySpend {
+                        hash: key_hash("delta_op.key_spend.key_hash", &s.key_hash)?,
+                        spend: s.spend,
+                    },
+                    Op::UpsertDeployment(d) => DeltaOp::UpsertDeployment(d.try_into()?),
+                    Op::DeleteDeployment(id) => DeltaOp::DeleteDeployment(DeploymentId(id)),
+                })
+            })
+            .collect::<Result<_, InvalidMessage>>()?;
+        Ok(Self {
+            version: d.version,
+            ops,
+        })
+    }
+}
+
+// ---- usage ----
+
+impl From<&UsageEvent> for pb::UsageEvent {
+    fn from(u: &UsageEvent) -> Self {
+        Self {
+            request_id: u.request_id.clone(),
+            key_hash: u.key_hash.map(|h| h.0.to_vec()).unwrap_or_default(),
+            team_id: u.team_id.clone(),
+            user_id: u.user_id.clone(),
+            model_group: u.model_group.clone(),
+            deployment_id: u.deployment_id.clone(),
+            provider: u.provider.clone(),
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost: u.cost,
+            latency_ms: u.latency_ms,
+            status: u32::from(u.status),
+            started_at_ms: u.started_at_ms,
+            dataplane_id: u.dataplane_id.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::UsageEvent> for UsageEvent {
+    type Error = InvalidMessage;
+    fn try_from(u: pb::UsageEvent) -> Result<Self, InvalidMessage> {
+        if u.request_id.is_empty() {
+            return Err(InvalidMessage::Missing("usage_event.request_id"));
+        }
+        Ok(Self {
+            request_id: u.request_id,
+            key_hash: if u.key_hash.is_empty() {
+                None
+            } else {
+                Some(key_hash("usage_event.key_hash", &u.key_hash)?)
+            },
+            team_id: u.team_id,
+            user_id: u.user_id,
+            model_group: u.model_group,
+            deployment_id: u.deployment_id,
+            provider: u.provider,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost: u.cost,
+            latency_ms: u.latency_ms,
+            status: u16::try_from(u.status)
+                .map_err(|e| invalid("usage_event.status", e.to_string()))?,
+            started_at_ms: u.started_at_ms,
+            dataplane_id: u.dataplane_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn snapshot_and_delta_round_trip_through_bytes() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/example.yaml"
+        ))
+        .unwrap();
+        let mut snap =
+            crate::litellm::compile(&text, std::path::Path::new("example.yaml"), &|_| None)
+                .unwrap()
+                .snapshot;
+        snap.version = 7;
+        snap.keys.push(VirtualKey {
+            hash: KeyHash::of("sk-a"),
+            models: vec!["gpt-4o-mini".into()],
+            max_budget: Some(1.5),
+            expires_at: Some(1_900_000_000),
+            ..VirtualKey::default()
+        });
+        let bytes = pb::Snapshot::from(&snap).encode_to_vec();
+        let back = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
+        assert_eq!(back, snap);
+
+        let delta = Delta {
+            version: 8,
+            ops: vec![
+                DeltaOp::DeleteKey(KeyHash::of("sk-a")),
+                DeltaOp::KeySpend {
+                    hash: KeyHash::of("sk-b"),
+                    spend: 2.0,
+                },
+            ],
+        };
+        let bytes = pb::SnapshotDelta::from(&delta).encode_to_vec();
+        let back = Delta::try_from(pb::SnapshotDelta::decode(bytes.as_slice()).unwrap()).unwrap();
+        assert_eq!(back, delta);
+    }
+
+    #[test]
+    fn bad_messages_are_typed_errors() {
+        let mut k = pb::VirtualKey::from(&VirtualKey::default());
+        k.key_hash = vec![1, 2, 3];
+        assert!(matches!(
+            VirtualKey::try_from(k),
+            Err(InvalidMessage::Invalid { .. })
+        ));
+        assert_eq!(
+            Snapshot::try_from(pb::Snapshot::default()),
+            Err(InvalidMessage::Missing("snapshot.router"))
+        );
+        let d = pb::SnapshotDelta {
+            version: 1,
+            ops: vec![pb::DeltaOp { op: None }],
+        };
+        assert_eq!(
+            Delta::try_from(d),
+            Err(InvalidMessage::Missing("delta_op.op"))
+        );
+    }
+}
