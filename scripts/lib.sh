@@ -54,3 +54,32 @@ ensure_python_venv() {
     touch "$stamp"
   fi
 }
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Runs a command as the postgres user when we are root (initdb refuses to run as root).
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+}
+
+# Starts a throwaway PostgreSQL cluster in directory $1 on port $2 and prints its admin URL.
+# Stop it with stop_postgres $1.
+start_postgres() {
+  local dir="$1" port="$2" bin
+  apt_install postgresql
+  bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+  as_postgres "$bin/initdb -D '$dir/data' -U postgres -A trust" >/dev/null
+  as_postgres "$bin/pg_ctl -D '$dir/data' -l '$dir/log' -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off\" -w start" >/dev/null
+  echo "postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+stop_postgres() {
+  local bin
+  bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+  [ -d "$1/data" ] && as_postgres "$bin/pg_ctl -D '$1/data' -m fast -w stop" >/dev/null 2>&1 || true
+}

@@ -19,6 +19,12 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins --locked
+step "PostgreSQL (throwaway cluster for the control-plane tests)"
+services="$(mktemp -d)"
+chmod 755 "$services"
+trap 'stop_postgres "$services/pg"; rm -rf "$services"' EXIT
+ROUTEIQ_TEST_DATABASE_URL="$(start_postgres "$services/pg" "$(free_port)")"
+export ROUTEIQ_TEST_DATABASE_URL
 step "cargo nextest (unit and integration tests)"
 cargo nextest run --workspace --locked --no-fail-fast
 step "pytest (end-to-end, official SDKs)"

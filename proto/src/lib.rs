@@ -11,6 +11,7 @@ mod keys;
 pub mod litellm;
 mod secret;
 mod snapshot;
+pub mod subjects;
 pub mod wire;
 
 pub use delta::{Delta, DeltaOp, UsageEvent};

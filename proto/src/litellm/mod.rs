@@ -4,8 +4,8 @@
 //! never as errors. Anything malformed is an error naming the YAML path of the problem.
 
 mod env;
-mod schema;
 mod model;
+mod schema;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,89 @@
+//! Imports a LiteLLM `config.yaml` into PostgreSQL at startup, idempotently: deployments
+//! from the file are upserted (`source = 'config'`), config deployments no longer in the
+//! file are removed, settings are replaced, and one snapshot delta records what actually
+//! changed. Importing the same file again changes nothing and appends no delta.
+
+use std::collections::BTreeMap;
+
+use routeiq_proto::{DeltaOp, Snapshot};
+use sqlx::PgPool;
+
+use crate::crypto::SecretBox;
+use crate::error::StoreError;
+use crate::{changes, deployments, settings};
+
+/// What an import did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Imported {
+    pub upserted: usize,
+    pub removed: usize,
+    pub settings_changed: bool,
+    /// The new snapshot version, when anything changed.
+    pub version: Option<u64>,
+}
+
+pub async fn import(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    config: &Snapshot,
+    source: &str,
+) -> Result<Imported, StoreError> {
+    let mut tx = pool.begin().await?;
+    let existing: BTreeMap<String, _> = deployments::load_all(&mut *tx, secrets)
+        .await?
+        .into_iter()
+        .map(|(d, src)| (d.id.0.clone(), (d, src)))
+        .collect();
+    let mut ops = Vec::new();
+    let mut upserted = 0;
+    for d in &config.deployments {
+        let same = existing
+            .get(&d.id.0)
+            .is_some_and(|(old, src)| old == d && src == "config");
+        if !same {
+            deployments::upsert(&mut *tx, secrets, d, "config").await?;
+            ops.push(DeltaOp::UpsertDeployment(d.clone()));
+            upserted += 1;
+        }
+    }
+    let mut removed = 0;
+    for (id, (_, src)) in &existing {
+        if src == "config" && !config.deployments.iter().any(|d| &d.id.0 == id) {
+            sqlx::query("DELETE FROM model_deployments WHERE model_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            ops.push(DeltaOp::DeleteDeployment(routeiq_proto::DeploymentId(
+                id.clone(),
+            )));
+            removed += 1;
+        }
+    }
+    let new_settings = settings::Settings::of(config);
+    let settings_changed = settings::load(&mut *tx).await? != new_settings;
+    if settings_changed {
+        settings::store(&mut *tx, &new_settings).await?;
+    }
+    let version = if ops.is_empty() && !settings_changed {
+        None
+    } else {
+        // Settings have no delta op: a data plane re-fetches the full snapshot for them.
+        Some(changes::append(&mut tx, ops).await?)
+    };
+    sqlx::query(
+        "INSERT INTO audit_log (actor, action, object_type, object_id, after, snapshot_version)
+         VALUES ('config-import', 'config.import', 'config', $1, $2, $3)",
+    )
+    .bind(source)
+    .bind(serde_json::json!({"upserted": upserted, "removed": removed, "settings_changed": settings_changed}))
+    .bind(version.map(|v| v as i64))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Imported {
+        upserted,
+        removed,
+        settings_changed,
+        version,
+    })
+}

@@ -1,0 +1,38 @@
+//! Builds the full snapshot from PostgreSQL, consistent with one committed version.
+
+use routeiq_proto::Snapshot;
+use sqlx::PgPool;
+
+use crate::crypto::SecretBox;
+use crate::error::StoreError;
+use crate::{changes, deployments, keys, settings};
+
+/// The snapshot as of the latest committed version, read in one repeatable-read
+/// transaction so the version and the rows agree.
+pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let version = changes::current(&mut *tx).await?;
+    let s = settings::load(&mut *tx).await?;
+    let deployments = deployments::load_all(&mut *tx, secrets)
+        .await?
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    let keys = keys::load_all(&mut *tx).await?;
+    tx.commit().await?;
+    let snapshot = Snapshot {
+        version,
+        master_key_hash: s.master_key_hash,
+        deployments,
+        keys,
+        router: s.router,
+        max_request_body_bytes: s.max_request_body_bytes,
+    };
+    snapshot
+        .validate()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(snapshot)
+}
