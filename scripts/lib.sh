@@ -65,12 +65,17 @@ as_postgres() {
   if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
 }
 
+# The newest installed PostgreSQL server's bin directory.
+pg_bin() {
+  ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1
+}
+
 # Starts a throwaway PostgreSQL cluster in directory $1 on port $2 and prints its admin URL.
 # Stop it with stop_postgres $1.
 start_postgres() {
   local dir="$1" port="$2" bin
   apt_install postgresql
-  bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+  bin="$(pg_bin)"
   mkdir -p "$dir"
   [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
   as_postgres "$bin/initdb -D '$dir/data' -U postgres -A trust" >/dev/null
@@ -79,7 +84,5 @@ start_postgres() {
 }
 
 stop_postgres() {
-  local bin
-  bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
-  [ -d "$1/data" ] && as_postgres "$bin/pg_ctl -D '$1/data' -m fast -w stop" >/dev/null 2>&1 || true
+  [ -d "$1/data" ] && as_postgres "$(pg_bin)/pg_ctl -D '$1/data' -m fast -w stop" >/dev/null 2>&1 || true
 }

@@ -1,7 +1,6 @@
 //! Model deployments in `model_deployments`: the snapshot's `Deployment`s, with the API key
 //! encrypted at rest.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use routeiq_proto::{Deployment, DeploymentId, ModelInfo, ProviderKind, Secret};
@@ -22,19 +21,6 @@ struct Params {
     mock_response: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Info {
-    max_input_tokens: Option<u64>,
-    max_output_tokens: Option<u64>,
-    input_cost_per_token: Option<f64>,
-    output_cost_per_token: Option<f64>,
-    mode: Option<String>,
-    #[serde(default)]
-    access_groups: Vec<String>,
-    #[serde(default)]
-    extra: BTreeMap<String, Value>,
-}
-
 fn json<T: Serialize>(v: &T) -> Result<Value, StoreError> {
     serde_json::to_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -53,16 +39,6 @@ pub async fn upsert(
         tpm: d.tpm,
         weight: d.weight,
         mock_response: d.mock_response.clone(),
-    };
-    let mi = &d.model_info;
-    let info = Info {
-        max_input_tokens: mi.max_input_tokens,
-        max_output_tokens: mi.max_output_tokens,
-        input_cost_per_token: mi.input_cost_per_token,
-        output_cost_per_token: mi.output_cost_per_token,
-        mode: mi.mode.clone(),
-        access_groups: mi.access_groups.clone(),
-        extra: mi.extra.clone(),
     };
     let api_key = d
         .api_key
@@ -86,7 +62,7 @@ pub async fn upsert(
     .bind(&d.api_base)
     .bind(api_key)
     .bind(json(&params)?)
-    .bind(json(&info)?)
+    .bind(json(&d.model_info)?)
     .bind(source)
     .execute(conn)
     .await?;
@@ -116,7 +92,7 @@ pub async fn load_all(
             };
             let params: Params = serde_json::from_value(r.try_get("litellm_params")?)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let info: Info = serde_json::from_value(r.try_get("model_info")?)
+            let model_info: ModelInfo = serde_json::from_value(r.try_get("model_info")?)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let api_key = r
                 .try_get::<Option<Vec<u8>>, _>("api_key")?
@@ -137,15 +113,7 @@ pub async fn load_all(
                 tpm: params.tpm,
                 weight: params.weight,
                 mock_response: params.mock_response,
-                model_info: ModelInfo {
-                    max_input_tokens: info.max_input_tokens,
-                    max_output_tokens: info.max_output_tokens,
-                    input_cost_per_token: info.input_cost_per_token,
-                    output_cost_per_token: info.output_cost_per_token,
-                    mode: info.mode,
-                    access_groups: info.access_groups,
-                    extra: info.extra,
-                },
+                model_info,
             };
             Ok((d, r.try_get("source")?))
         })

@@ -21,8 +21,12 @@ pub async fn load_all(conn: impl PgExecutor<'_>) -> Result<Vec<VirtualKey>, Stor
 fn row_to_key(r: &sqlx::postgres::PgRow) -> Result<VirtualKey, StoreError> {
     let hash: Vec<u8> = r.try_get("key_hash")?;
     let limit = |name: &str| -> Result<Option<u64>, StoreError> {
-        Ok(r.try_get::<Option<i64>, _>(name)?
-            .map(|v| u64::try_from(v).unwrap_or(0)))
+        r.try_get::<Option<i64>, _>(name)?
+            .map(|v| {
+                u64::try_from(v)
+                    .map_err(|_| StoreError::Corrupt(format!("virtual_keys.{name} is {v}")))
+            })
+            .transpose()
     };
     Ok(VirtualKey {
         hash: KeyHash::from_slice(&hash)

@@ -1,9 +1,8 @@
 //! Per-request context: what the request was, what served it, and how it ended. Filled by
 //! the handlers, read by telemetry when the request is logged.
 
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use routeiq_proto::{ProviderKind, VirtualKey};
 

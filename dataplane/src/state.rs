@@ -130,11 +130,7 @@ impl LiveState {
                 Arc::clone(&self.model_names),
             ),
             Some(list) => {
-                Snapshot {
-                    deployments: list.clone(),
-                    ..Snapshot::default()
-                }
-                .validate()?;
+                Snapshot::validate_deployments(&list)?;
                 let (groups, names) = compile_groups(&list, &self.router)?;
                 (Arc::new(list), Arc::new(groups), Arc::new(names))
             }

@@ -48,16 +48,19 @@ impl fmt::Display for DeploymentId {
     }
 }
 
-/// Optional metadata about a deployment (LiteLLM's `model_info`).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Optional metadata about a deployment (LiteLLM's `model_info`). Serialisable: the
+/// control plane stores it as JSON.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
     pub mode: Option<String>,
+    #[serde(default)]
     pub access_groups: Vec<String>,
     /// Everything else in `model_info`, kept as given.
+    #[serde(default)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
@@ -129,8 +132,20 @@ impl Snapshot {
 
     /// Checks the invariants the data plane relies on.
     pub fn validate(&self) -> Result<(), SnapshotError> {
+        Self::validate_deployments(&self.deployments)?;
+        let mut keys = std::collections::HashSet::new();
+        for k in &self.keys {
+            if !keys.insert(k.hash) {
+                return Err(SnapshotError::DuplicateKey(k.hash));
+            }
+        }
+        Ok(())
+    }
+
+    /// The deployment part of [`Self::validate`]: unique ids, no empty names.
+    pub fn validate_deployments(deployments: &[Deployment]) -> Result<(), SnapshotError> {
         let mut seen = std::collections::HashSet::new();
-        for d in &self.deployments {
+        for d in deployments {
             if !seen.insert(d.id.0.as_str()) {
                 return Err(SnapshotError::DuplicateDeploymentId(d.id.0.clone()));
             }
@@ -144,12 +159,6 @@ impl Snapshot {
                         field,
                     });
                 }
-            }
-        }
-        let mut keys = std::collections::HashSet::new();
-        for k in &self.keys {
-            if !keys.insert(k.hash) {
-                return Err(SnapshotError::DuplicateKey(k.hash));
             }
         }
         Ok(())
