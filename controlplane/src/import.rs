@@ -59,15 +59,15 @@ pub async fn import(
             removed += 1;
         }
     }
-    let new_settings = settings::Settings::of(config);
+    let new_settings = config.settings();
     let settings_changed = settings::load(&mut *tx).await? != new_settings;
     if settings_changed {
         settings::store(&mut *tx, &new_settings).await?;
+        ops.push(DeltaOp::Settings(new_settings));
     }
-    let version = if ops.is_empty() && !settings_changed {
+    let version = if ops.is_empty() {
         None
     } else {
-        // Settings have no delta op: a data plane re-fetches the full snapshot for them.
         Some(changes::append(&mut tx, ops).await?)
     };
     sqlx::query(

@@ -1,24 +1,430 @@
-//! Virtual keys in `virtual_keys`, as the data plane sees them.
+//! Virtual keys (`virtual_keys`): managed through gRPC, loaded into snapshots. Only the
+//! SHA-256 of a key is stored; the key itself is returned once, by [`generate`].
+//!
+//! Every mutation runs in one transaction with its audit row and its snapshot delta.
 
-use routeiq_proto::{KeyHash, VirtualKey};
-use sqlx::{PgExecutor, Row};
+use routeiq_proto::{DeltaOp, KeyHash, VirtualKey};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 
+use crate::audit::{self, Actor};
 use crate::error::StoreError;
+use crate::{budget, changes, Page};
 
-pub async fn load_all(conn: impl PgExecutor<'_>) -> Result<Vec<VirtualKey>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT key_hash, COALESCE(key_alias, '') AS key_alias, COALESCE(team_id, '') AS team_id,
-                COALESCE(user_id, '') AS user_id, models, max_budget, spend,
-                EXTRACT(EPOCH FROM expires_at)::bigint AS expires_at, blocked,
-                rpm_limit, tpm_limit, max_parallel_requests
-           FROM virtual_keys",
-    )
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(row_to_key).collect()
+/// Settable key fields; `None` leaves a field as it is on update.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFields {
+    pub alias: Option<String>,
+    /// `Some` replaces the key's models (empty: all models).
+    pub models: Option<Vec<String>>,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_parallel_requests: Option<u64>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub metadata: Option<Value>,
+    pub tags: Option<Vec<String>>,
 }
 
-fn row_to_key(r: &sqlx::postgres::PgRow) -> Result<VirtualKey, StoreError> {
+/// A key as stored (never the key itself).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyRecord {
+    pub hash: String,
+    /// `sk-...abcd`.
+    pub key_name: String,
+    pub alias: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub models: Vec<String>,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub spend: f64,
+    pub budget_duration: Option<String>,
+    pub budget_reset_at: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub blocked: bool,
+    pub metadata: Value,
+    pub tags: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "encode(key_hash, 'hex') AS hash, key_name, key_alias, team_id, user_id,
+    models, max_budget, soft_budget, spend, budget_duration,
+    EXTRACT(EPOCH FROM budget_reset_at)::bigint AS budget_reset_at,
+    rpm_limit, tpm_limit, max_parallel_requests,
+    EXTRACT(EPOCH FROM expires_at)::bigint AS expires_at, blocked, metadata, tags,
+    EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
+    EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at";
+
+fn record(r: &PgRow) -> Result<KeyRecord, StoreError> {
+    Ok(KeyRecord {
+        hash: r.try_get("hash")?,
+        key_name: r.try_get("key_name")?,
+        alias: r.try_get("key_alias")?,
+        team_id: r.try_get("team_id")?,
+        user_id: r.try_get("user_id")?,
+        models: r.try_get("models")?,
+        max_budget: r.try_get("max_budget")?,
+        soft_budget: r.try_get("soft_budget")?,
+        spend: r.try_get("spend")?,
+        budget_duration: r.try_get("budget_duration")?,
+        budget_reset_at: r.try_get("budget_reset_at")?,
+        rpm_limit: r.try_get("rpm_limit")?,
+        tpm_limit: r.try_get("tpm_limit")?,
+        max_parallel_requests: r.try_get("max_parallel_requests")?,
+        expires_at: r.try_get("expires_at")?,
+        blocked: r.try_get("blocked")?,
+        metadata: r.try_get("metadata")?,
+        tags: r.try_get("tags")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// A new key: `sk-` and 48 hex digits (192 random bits).
+pub fn new_key() -> Result<String, StoreError> {
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;
+    let mut s = String::from("sk-");
+    for byte in b {
+        s.push_str(&format!("{byte:02x}"));
+    }
+    Ok(s)
+}
+
+/// `sk-...abcd`: recognisable, not usable.
+fn display_name(key: &str) -> String {
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("sk-...{tail}")
+}
+
+fn limit(name: &str, v: Option<u64>) -> Result<Option<i64>, StoreError> {
+    v.map(|n| i64::try_from(n).map_err(|_| StoreError::Invalid(format!("{name} is too large"))))
+        .transpose()
+}
+
+fn check(f: &KeyFields) -> Result<Option<budget::Window>, StoreError> {
+    for (name, v) in [("max_budget", f.max_budget), ("soft_budget", f.soft_budget)] {
+        if v.is_some_and(|b| !b.is_finite() || b < 0.0) {
+            return Err(StoreError::Invalid(format!(
+                "{name} must be a non-negative number"
+            )));
+        }
+    }
+    if f.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(StoreError::Invalid("metadata must be a JSON object".into()));
+    }
+    f.budget_duration.as_deref().map(budget::parse).transpose()
+}
+
+/// Users are created on first reference, as LiteLLM does; teams must exist.
+async fn ensure_owner(conn: &mut PgConnection, f: &KeyFields) -> Result<(), StoreError> {
+    if let Some(user) = f.user_id.as_deref().filter(|u| !u.is_empty()) {
+        sqlx::query("INSERT INTO users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(team) = f.team_id.as_deref().filter(|t| !t.is_empty()) {
+        let found = sqlx::query("SELECT 1 FROM teams WHERE team_id = $1")
+            .bind(team)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            return Err(StoreError::Invalid(format!("team `{team}` does not exist")));
+        }
+    }
+    Ok(())
+}
+
+/// Maps unique-alias violations to a conflict.
+fn constraint(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if d.constraint() == Some("virtual_keys_alias") {
+            return StoreError::Conflict("a key with this key_alias already exists".into());
+        }
+        if d.constraint() == Some("virtual_keys_pkey") {
+            return StoreError::Conflict("this key already exists".into());
+        }
+    }
+    StoreError::Db(e)
+}
+
+/// Creates a key (`key` given, or generated); returns the key, its record and the version.
+pub async fn generate(
+    pool: &PgPool,
+    actor: &Actor,
+    key: Option<String>,
+    f: &KeyFields,
+) -> Result<(String, KeyRecord, u64), StoreError> {
+    let window = check(f)?;
+    let key = match key {
+        Some(k) if k.len() < 8 => {
+            return Err(StoreError::Invalid("key must be at least 8 characters".into()))
+        }
+        Some(k) => k,
+        None => new_key()?,
+    };
+    let hash = KeyHash::of(&key);
+    let mut tx = pool.begin().await?;
+    ensure_owner(&mut tx, f).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO virtual_keys (key_hash, key_name, key_alias, team_id, user_id, models,
+             max_budget, soft_budget, budget_duration, budget_reset_at, rpm_limit, tpm_limit,
+             max_parallel_requests, expires_at, metadata, tags, created_by)
+         VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), $6, $7, $8, $9,
+                 now() + $10::interval, $11, $12, $13, to_timestamp($14), $15, $16, $17)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(hash.0.to_vec())
+    .bind(display_name(&key))
+    .bind(&f.alias)
+    .bind(&f.team_id)
+    .bind(&f.user_id)
+    .bind(f.models.clone().unwrap_or_default())
+    .bind(f.max_budget)
+    .bind(f.soft_budget)
+    .bind(window.as_ref().map(|w| w.text.clone()))
+    .bind(window.as_ref().map(|w| w.interval.clone()))
+    .bind(limit("rpm_limit", f.rpm_limit)?)
+    .bind(limit("tpm_limit", f.tpm_limit)?)
+    .bind(limit("max_parallel_requests", f.max_parallel_requests)?)
+    .bind(f.expires_at)
+    .bind(f.metadata.clone().unwrap_or_else(|| Value::Object(Default::default())))
+    .bind(f.tags.clone().unwrap_or_default())
+    .bind(&actor.id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(constraint)?;
+    let rec = record(&row)?;
+    let version = finish(&mut tx, actor, "key.generate", None, &rec, &hash).await?;
+    tx.commit().await?;
+    Ok((key, rec, version))
+}
+
+async fn locked(conn: &mut PgConnection, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM virtual_keys WHERE key_hash = $1 FOR UPDATE"
+    )))
+    .bind(hash.0.to_vec())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound("key not found".into()))?;
+    record(&row)
+}
+
+/// Changes the given fields of a key.
+pub async fn update(
+    pool: &PgPool,
+    actor: &Actor,
+    hash: &KeyHash,
+    f: &KeyFields,
+) -> Result<(KeyRecord, u64), StoreError> {
+    let window = check(f)?;
+    let mut tx = pool.begin().await?;
+    let before = locked(&mut tx, hash).await?;
+    ensure_owner(&mut tx, f).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE virtual_keys SET
+             key_alias = COALESCE($2, key_alias),
+             team_id = CASE WHEN $3::text IS NULL THEN team_id ELSE NULLIF($3, '') END,
+             user_id = CASE WHEN $4::text IS NULL THEN user_id ELSE NULLIF($4, '') END,
+             models = COALESCE($5, models),
+             max_budget = COALESCE($6, max_budget),
+             soft_budget = COALESCE($7, soft_budget),
+             budget_duration = COALESCE($8, budget_duration),
+             budget_reset_at = CASE WHEN $9::interval IS NULL THEN budget_reset_at
+                                    ELSE now() + $9::interval END,
+             rpm_limit = COALESCE($10, rpm_limit),
+             tpm_limit = COALESCE($11, tpm_limit),
+             max_parallel_requests = COALESCE($12, max_parallel_requests),
+             expires_at = COALESCE(to_timestamp($13), expires_at),
+             metadata = COALESCE($14, metadata),
+             tags = COALESCE($15, tags),
+             updated_at = now()
+         WHERE key_hash = $1
+         RETURNING {COLUMNS}"
+    )))
+    .bind(hash.0.to_vec())
+    .bind(&f.alias)
+    .bind(&f.team_id)
+    .bind(&f.user_id)
+    .bind(&f.models)
+    .bind(f.max_budget)
+    .bind(f.soft_budget)
+    .bind(window.as_ref().map(|w| w.text.clone()))
+    .bind(window.as_ref().map(|w| w.interval.clone()))
+    .bind(limit("rpm_limit", f.rpm_limit)?)
+    .bind(limit("tpm_limit", f.tpm_limit)?)
+    .bind(limit("max_parallel_requests", f.max_parallel_requests)?)
+    .bind(f.expires_at)
+    .bind(&f.metadata)
+    .bind(&f.tags)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(constraint)?;
+    let rec = record(&row)?;
+    let version = finish(&mut tx, actor, "key.update", Some(&before), &rec, hash).await?;
+    tx.commit().await?;
+    Ok((rec, version))
+}
+
+/// Blocks or unblocks a key.
+pub async fn set_blocked(
+    pool: &PgPool,
+    actor: &Actor,
+    hash: &KeyHash,
+    blocked: bool,
+) -> Result<(KeyRecord, u64), StoreError> {
+    let mut tx = pool.begin().await?;
+    let before = locked(&mut tx, hash).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE virtual_keys SET blocked = $2, updated_at = now() WHERE key_hash = $1
+         RETURNING {COLUMNS}"
+    )))
+    .bind(hash.0.to_vec())
+    .bind(blocked)
+    .fetch_one(&mut *tx)
+    .await?;
+    let rec = record(&row)?;
+    let action = if blocked { "key.block" } else { "key.unblock" };
+    let version = finish(&mut tx, actor, action, Some(&before), &rec, hash).await?;
+    tx.commit().await?;
+    Ok((rec, version))
+}
+
+/// Appends the upsert delta and the audit row of a changed key.
+async fn finish(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    actor: &Actor,
+    action: &str,
+    before: Option<&KeyRecord>,
+    after: &KeyRecord,
+    hash: &KeyHash,
+) -> Result<u64, StoreError> {
+    let key = view_of(&mut **tx, hash).await?;
+    let version = changes::append(tx, vec![DeltaOp::UpsertKey(key)]).await?;
+    audit::record(
+        &mut **tx,
+        actor,
+        audit::Entry {
+            action,
+            object_type: "key",
+            object_id: &after.hash,
+            before: before.map(|b| serde_json::to_value(b).unwrap_or_default()),
+            after: Some(serde_json::to_value(after).unwrap_or_default()),
+            snapshot_version: Some(version),
+        },
+    )
+    .await?;
+    Ok(version)
+}
+
+/// Deletes keys; unknown ones are an error and nothing is deleted.
+pub async fn delete(
+    pool: &PgPool,
+    actor: &Actor,
+    hashes: &[KeyHash],
+) -> Result<(Vec<KeyHash>, u64), StoreError> {
+    if hashes.is_empty() {
+        return Err(StoreError::Invalid("no keys given".into()));
+    }
+    let mut tx = pool.begin().await?;
+    let mut ops = Vec::with_capacity(hashes.len());
+    let mut befores = Vec::with_capacity(hashes.len());
+    for h in hashes {
+        befores.push(locked(&mut tx, h).await?);
+        ops.push(DeltaOp::DeleteKey(*h));
+    }
+    let raw: Vec<Vec<u8>> = hashes.iter().map(|h| h.0.to_vec()).collect();
+    sqlx::query("DELETE FROM virtual_keys WHERE key_hash = ANY($1)")
+        .bind(&raw)
+        .execute(&mut *tx)
+        .await?;
+    let version = changes::append(&mut tx, ops).await?;
+    for b in &befores {
+        audit::record(
+            &mut *tx,
+            actor,
+            audit::Entry {
+                action: "key.delete",
+                object_type: "key",
+                object_id: &b.hash,
+                before: Some(serde_json::to_value(b).unwrap_or_default()),
+                after: None,
+                snapshot_version: Some(version),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((hashes.to_vec(), version))
+}
+
+pub async fn get(conn: impl PgExecutor<'_>, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM virtual_keys WHERE key_hash = $1"
+    )))
+    .bind(hash.0.to_vec())
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound("key not found".into()))?;
+    record(&row)
+}
+
+/// Keys, newest first, optionally of one team or user; with the total count.
+pub async fn list(
+    pool: &PgPool,
+    team_id: Option<&str>,
+    user_id: Option<&str>,
+    page: Page,
+) -> Result<(Vec<KeyRecord>, u64), StoreError> {
+    let filter = "($1::text IS NULL OR team_id = $1) AND ($2::text IS NULL OR user_id = $2)";
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM virtual_keys WHERE {filter}
+          ORDER BY created_at DESC, key_hash LIMIT $3 OFFSET $4"
+    )))
+    .bind(team_id)
+    .bind(user_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await?;
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM virtual_keys WHERE {filter}"
+    )))
+    .bind(team_id)
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?;
+    let keys = rows.iter().map(record).collect::<Result<_, _>>()?;
+    Ok((keys, total as u64))
+}
+
+const VIEW_COLUMNS: &str = "key_hash, COALESCE(key_alias, '') AS key_alias,
+    COALESCE(team_id, '') AS team_id, COALESCE(user_id, '') AS user_id, models, max_budget,
+    spend, EXTRACT(EPOCH FROM expires_at)::bigint AS expires_at, blocked, rpm_limit,
+    tpm_limit, max_parallel_requests";
+
+fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
     let hash: Vec<u8> = r.try_get("key_hash")?;
     let limit = |name: &str| -> Result<Option<u64>, StoreError> {
         r.try_get::<Option<i64>, _>(name)?
@@ -43,4 +449,26 @@ fn row_to_key(r: &sqlx::postgres::PgRow) -> Result<VirtualKey, StoreError> {
         tpm_limit: limit("tpm_limit")?,
         max_parallel_requests: limit("max_parallel_requests")?,
     })
+}
+
+/// One key's data-plane view, for its delta.
+pub async fn view_of(conn: impl PgExecutor<'_>, hash: &KeyHash) -> Result<VirtualKey, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM virtual_keys WHERE key_hash = $1"
+    )))
+    .bind(hash.0.to_vec())
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound("key not found".into()))?;
+    view(&row)
+}
+
+/// Every key's data-plane view, for the full snapshot.
+pub async fn load_all(conn: impl PgExecutor<'_>) -> Result<Vec<VirtualKey>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM virtual_keys"
+    )))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(view).collect()
 }

@@ -1,17 +1,58 @@
 //! RouteIQ control plane: the only writer to PostgreSQL.
 //!
-//! Built so far: the schema (`migrations/`), the snapshot change log (`changes`), secrets
-//! at rest (`crypto`), deployments, settings and keys as stored, the full snapshot built
-//! from them (`snapshot`), and the LiteLLM config import (`import`). gRPC, NATS
-//! distribution and usage ingestion are the next steps (see docs/architecture.md).
+//! - `migrations/` and [`db`]: the schema; [`changes`]: the snapshot change log (outbox);
+//! - [`keys`], [`deployments`], [`settings`]: state as stored; [`audit`]: who did what;
+//! - [`import`]: the LiteLLM `config.yaml` import; [`snapshot`]: the full snapshot;
+//! - [`grpc`]: the `ControlPlane` service; [`publisher`]: snapshots and deltas to NATS;
+//!   [`ingest`]: usage events from NATS into spend; [`resets`]: budget windows;
+//!   [`health`]: liveness and readiness over HTTP; [`nats`]: streams and buckets.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod budget;
 pub mod changes;
 pub mod crypto;
 pub mod db;
 pub mod deployments;
 pub mod error;
+pub mod grpc;
+pub mod health;
 pub mod import;
+pub mod ingest;
 pub mod keys;
+pub mod nats;
+pub mod publisher;
+pub mod resets;
 pub mod settings;
 pub mod snapshot;
+
+/// A page of a listing: 1-based page number and page size (at most 1,000).
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub page: u32,
+    pub size: u32,
+}
+
+impl Page {
+    pub const DEFAULT_SIZE: u32 = 50;
+
+    /// From request fields, where 0 means "default".
+    pub fn new(page: u32, size: u32) -> Self {
+        Self {
+            page: page.max(1),
+            size: if size == 0 {
+                Self::DEFAULT_SIZE
+            } else {
+                size.min(1000)
+            },
+        }
+    }
+
+    pub fn limit(&self) -> i64 {
+        i64::from(self.size)
+    }
+
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.size)
+    }
+}

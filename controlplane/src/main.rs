@@ -1,13 +1,21 @@
-//! `routeiq-controlplane --database-url <url> [--config <config.yaml>]`
+//! `routeiq-controlplane --database-url <url> --nats <url> [--config <config.yaml>]`
 //!
-//! Applies the migrations, imports the config if one is given, and reports the snapshot it
-//! would distribute. (The long-running services, gRPC and NATS, are not built yet.)
+//! Applies the migrations, imports the config if one is given, then serves: gRPC, the
+//! health endpoints, snapshot publishing, usage ingestion and budget resets. `--once` stops
+//! after the import.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-use routeiq_controlplane::{crypto::SecretBox, db, import, snapshot};
+use routeiq_controlplane::crypto::SecretBox;
+use routeiq_controlplane::nats::NatsArgs;
+use routeiq_controlplane::{
+    db, grpc, health, import, ingest, nats, publisher, resets, snapshot,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,7 +25,7 @@ use routeiq_controlplane::{crypto::SecretBox, db, import, snapshot};
 )]
 struct Args {
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// LiteLLM-style config.yaml to import at startup.
     #[arg(long, env = "ROUTEIQ_CONFIG")]
@@ -25,6 +33,29 @@ struct Args {
     /// Key that encrypts stored secrets (LiteLLM's LITELLM_SALT_KEY is read too).
     #[arg(long, env = "ROUTEIQ_SALT_KEY", hide_env_values = true)]
     salt_key: Option<String>,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// gRPC listen address.
+    #[arg(long, env = "ROUTEIQ_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    grpc_listen: SocketAddr,
+    /// Bearer token gRPC callers must present (none: no check; keep the port private).
+    #[arg(long, env = "ROUTEIQ_GRPC_TOKEN", hide_env_values = true)]
+    grpc_token: Option<String>,
+    /// Health and metrics listen address.
+    #[arg(long, env = "ROUTEIQ_HTTP_LISTEN", default_value = "127.0.0.1:4100")]
+    http_listen: SocketAddr,
+    /// Longest time between full snapshots while deltas flow (seconds).
+    #[arg(long, default_value_t = 60.0)]
+    snapshot_interval: f64,
+    /// Also rewrite the full snapshot after this many deltas.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// How often due budgets are reset (seconds).
+    #[arg(long, default_value_t = 30.0)]
+    reset_interval: f64,
+    /// Migrate and import, then exit.
+    #[arg(long)]
+    once: bool,
 }
 
 #[tokio::main]
@@ -45,16 +76,21 @@ async fn main() -> ExitCode {
     }
 }
 
+fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let salt = args
         .salt_key
+        .clone()
         .or_else(|| std::env::var("LITELLM_SALT_KEY").ok())
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "set ROUTEIQ_SALT_KEY (or LITELLM_SALT_KEY): it encrypts stored secrets"
             )
         })?;
-    let secrets = SecretBox::new(&salt);
+    let secrets = Arc::new(SecretBox::new(&salt));
     let pool = db::connect(&args.database_url).await?;
     db::migrate(&pool).await?;
     if let Some(path) = &args.config {
@@ -78,5 +114,64 @@ async fn run(args: Args) -> anyhow::Result<()> {
         keys = s.keys.len(),
         "snapshot ready"
     );
+    if args.once {
+        return Ok(());
+    }
+
+    let client = args.nats.connect("routeiq-controlplane").await?;
+    let streams = Arc::new(nats::ensure(async_nats::jetstream::new(client.clone())).await?);
+    let pub_status = Arc::new(publisher::Status::default());
+    let ingest_status = Arc::new(ingest::Status::default());
+
+    tokio::spawn(publisher::run(
+        pool.clone(),
+        Arc::clone(&secrets),
+        Arc::clone(&streams),
+        publisher::Config {
+            snapshot_interval: seconds("snapshot-interval", args.snapshot_interval)?,
+            snapshot_every: args.snapshot_every.max(1),
+            ..publisher::Config::default()
+        },
+        Arc::clone(&pub_status),
+    ));
+    tokio::spawn(ingest::run(
+        pool.clone(),
+        Arc::clone(&streams),
+        ingest::Config::default(),
+        Arc::clone(&ingest_status),
+    ));
+    tokio::spawn(resets::run(
+        pool.clone(),
+        seconds("reset-interval", args.reset_interval)?,
+    ));
+
+    let http = tokio::net::TcpListener::bind(args.http_listen).await?;
+    let health = health::router(health::Health {
+        pool: pool.clone(),
+        nats: client,
+        publisher: pub_status,
+        ingest: ingest_status,
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, health).await {
+            tracing::error!(error = %e, "health server stopped");
+        }
+    });
+
+    let service = grpc::Service {
+        pool,
+        secrets,
+    };
+    let token: Option<Arc<str>> = args.grpc_token.as_deref().map(Arc::from);
+    tracing::info!(grpc = %args.grpc_listen, http = %args.http_listen, "routeiq-controlplane serving");
+    tonic::transport::Server::builder()
+        .add_service(grpc::ControlPlaneServer::with_interceptor(
+            service,
+            grpc::check_token(token),
+        ))
+        .serve_with_shutdown(args.grpc_listen, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

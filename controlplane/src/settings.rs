@@ -3,42 +3,25 @@
 
 use std::time::Duration;
 
-use routeiq_proto::{KeyHash, RouterSettings, RoutingStrategy, Snapshot};
+use routeiq_proto::{GatewaySettings, KeyHash, RouterSettings, RoutingStrategy, Snapshot};
 use serde_json::{json, Value};
 use sqlx::{PgExecutor, Row};
 
 use crate::error::StoreError;
 
-/// The settings part of a snapshot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub master_key_hash: Option<KeyHash>,
-    pub router: RouterSettings,
-    pub max_request_body_bytes: usize,
+fn to_json(s: &GatewaySettings) -> Value {
+    json!({
+        "master_key_hash": s.master_key_hash.map(|h| h.to_hex()),
+        "routing_strategy": match &s.router.routing_strategy {
+            RoutingStrategy::SimpleShuffle => "simple-shuffle".to_owned(),
+            RoutingStrategy::Other(o) => o.clone(),
+        },
+        "request_timeout_seconds": s.router.request_timeout.map(|d| d.as_secs_f64()),
+        "max_request_body_bytes": s.max_request_body_bytes,
+    })
 }
 
-impl Settings {
-    pub fn of(s: &Snapshot) -> Self {
-        Self {
-            master_key_hash: s.master_key_hash,
-            router: s.router.clone(),
-            max_request_body_bytes: s.max_request_body_bytes,
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "master_key_hash": self.master_key_hash.map(|h| h.to_hex()),
-            "routing_strategy": match &self.router.routing_strategy {
-                RoutingStrategy::SimpleShuffle => "simple-shuffle".to_owned(),
-                RoutingStrategy::Other(o) => o.clone(),
-            },
-            "request_timeout_seconds": self.router.request_timeout.map(|d| d.as_secs_f64()),
-            "max_request_body_bytes": self.max_request_body_bytes,
-        })
-    }
-
-    fn from_json(v: &Value) -> Result<Self, StoreError> {
+fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("settings.gateway.{what}"));
         let master_key_hash = match v.get("master_key_hash") {
             None | Some(Value::Null) => None,
@@ -47,7 +30,7 @@ impl Settings {
             }
             Some(_) => return Err(corrupt("master_key_hash")),
         };
-        Ok(Self {
+        Ok(GatewaySettings {
             master_key_hash,
             router: RouterSettings {
                 routing_strategy: match v.get("routing_strategy").and_then(Value::as_str) {
@@ -65,29 +48,24 @@ impl Settings {
                 .map(|n| n as usize)
                 .unwrap_or(Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES),
         })
-    }
 }
 
-pub async fn load(conn: impl PgExecutor<'_>) -> Result<Settings, StoreError> {
+pub async fn load(conn: impl PgExecutor<'_>) -> Result<GatewaySettings, StoreError> {
     let row = sqlx::query("SELECT value FROM settings WHERE name = 'gateway'")
         .fetch_optional(conn)
         .await?;
     match row {
-        Some(r) => Settings::from_json(&r.try_get::<Value, _>("value")?),
-        None => Ok(Settings {
-            master_key_hash: None,
-            router: RouterSettings::default(),
-            max_request_body_bytes: Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES,
-        }),
+        Some(r) => from_json(&r.try_get::<Value, _>("value")?),
+        None => Ok(GatewaySettings::default()),
     }
 }
 
-pub async fn store(conn: impl PgExecutor<'_>, s: &Settings) -> Result<(), StoreError> {
+pub async fn store(conn: impl PgExecutor<'_>, s: &GatewaySettings) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO settings (name, value) VALUES ('gateway', $1)
          ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
     )
-    .bind(s.to_json())
+    .bind(to_json(s))
     .execute(conn)
     .await?;
     Ok(())

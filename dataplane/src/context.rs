@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use routeiq_proto::{ProviderKind, VirtualKey};
+use routeiq_proto::VirtualKey;
+
+use crate::state::CompiledDeployment;
 
 use crate::usage::Usage;
 
@@ -16,7 +18,8 @@ pub struct RequestCtx {
     /// The virtual key that authenticated the request (none for the master key).
     pub key: Option<Arc<VirtualKey>>,
     pub model: Option<String>,
-    pub provider: Option<ProviderKind>,
+    /// The deployment that served the request.
+    pub deployment: Option<Arc<CompiledDeployment>>,
     pub status: u16,
     /// Whether the response header has gone out (errors after that cannot change it).
     pub response_started: bool,
@@ -36,7 +39,7 @@ impl RequestCtx {
             route: "other",
             key: None,
             model: None,
-            provider: None,
+            deployment: None,
             status: 0,
             response_started: false,
             usage: None,

@@ -1,11 +1,13 @@
-//! `routeiq-dataplane --config <config.yaml> [--listen <host:port>]`
+//! `routeiq-dataplane --config <config.yaml>` (standalone) or
+//! `routeiq-dataplane --nats <url>` (attached to a control plane).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use routeiq_dataplane::attached::{self, report::Reporter, NatsArgs};
 use routeiq_dataplane::{server, state};
 use routeiq_proto::litellm as config;
 
@@ -22,8 +24,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Args {
     /// LiteLLM-style config.yaml to serve from (standalone mode).
-    #[arg(long, env = "ROUTEIQ_CONFIG")]
-    config: PathBuf,
+    #[arg(long, env = "ROUTEIQ_CONFIG", conflicts_with = "url", required_unless_present = "url")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// This data plane's id in usage events (default: host name and process id).
+    #[arg(long, env = "ROUTEIQ_DATAPLANE_ID")]
+    dataplane_id: Option<String>,
+    /// Usage events held while NATS is unreachable; past this, new ones are dropped.
+    #[arg(long, env = "ROUTEIQ_USAGE_BUFFER", default_value_t = 100_000)]
+    usage_buffer: usize,
     /// Address to listen on.
     #[arg(long, env = "ROUTEIQ_LISTEN", default_value = "0.0.0.0:4000")]
     listen: SocketAddr,
@@ -44,8 +54,23 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    match (&args.nats.url, &args.config) {
+        (Some(url), _) => attached(&args, url, threads),
+        (None, Some(path)) => standalone(&args, path, threads),
+        (None, None) => {
+            eprintln!("routeiq-dataplane: give --config (standalone) or --nats (attached)");
+            ExitCode::from(2)
+        }
+    }
+}
 
-    let loaded = match config::load(&args.config) {
+fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
+    let loaded = match config::load(path) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("routeiq-dataplane: {e}");
@@ -59,26 +84,77 @@ fn main() -> ExitCode {
     let live = match state::LiveState::prepare(loaded.snapshot) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("routeiq-dataplane: {}: {e}", args.config.display());
+            eprintln!("routeiq-dataplane: {}: {e}", path.display());
             return ExitCode::from(2);
         }
     };
     if args.check {
-        println!("{}: ok ({deployments} deployments)", args.config.display());
+        println!("{}: ok ({deployments} deployments)", path.display());
         return ExitCode::SUCCESS;
     }
-    let app = match state::App::new(live) {
+    let app = match state::App::new(live, None) {
         Ok(a) => Arc::new(a),
         Err(e) => {
             eprintln!("routeiq-dataplane: cannot set up metrics: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
     tracing::info!(listen = %args.listen, deployments, threads, "routeiq-dataplane serving (standalone)");
+    server::run(app, args.listen, threads)
+}
+
+fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
+    let id = args.dataplane_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "dataplane".into());
+        format!("{host}-{}", std::process::id())
+    });
+    // NATS work runs on a runtime of its own, beside pingora's; it lives as long as main.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("routeiq-nats")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("routeiq-dataplane: cannot start the NATS runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _in_runtime = rt.enter();
+    let client = match rt.block_on(args.nats.connect(url, &format!("routeiq-dataplane {id}"))) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("routeiq-dataplane: NATS: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    tracing::info!(nats = url, dataplane_id = %id, "fetching the snapshot");
+    let stored = rt.block_on(attached::snapshot::bootstrap(&js));
+    let version = stored.state.version;
+    let (reporter, events) = Reporter::new(&id, args.usage_buffer);
+    let app = match state::App::new(
+        stored.state,
+        Some(state::Attached {
+            nats: client,
+            reporter,
+        }),
+    ) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("routeiq-dataplane: cannot set up metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.spawn(attached::snapshot::follow(
+        js.clone(),
+        Arc::clone(&app),
+        stored.delta_seq,
+    ));
+    rt.spawn(attached::report::publish(js, events, id, Arc::clone(&app)));
+    tracing::info!(listen = %args.listen, version, threads, "routeiq-dataplane serving (attached)");
     server::run(app, args.listen, threads)
 }

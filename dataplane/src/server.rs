@@ -51,6 +51,9 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         self.app.metrics.observe(ctx);
+        if let Some(a) = &self.app.attached {
+            a.reporter.record(ctx, &self.app.metrics);
+        }
         tracing::debug!(
             request_id = %ctx.request_id,
             route = ctx.route,

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use routeiq_proto::{
-    Delta, DeltaOp, Deployment, KeyHash, ProviderKind, RouterSettings, Snapshot, SnapshotError,
+    Delta, DeltaOp, Deployment, GatewaySettings, KeyHash, ProviderKind, RouterSettings, Snapshot, SnapshotError,
     VirtualKey,
 };
 
+use crate::attached::report::Reporter;
 use crate::error::ApiError;
 use crate::routing::{self, Router};
 use crate::telemetry::Metrics;
@@ -94,6 +95,7 @@ impl LiveState {
         }
         let mut keys = self.keys.clone();
         let mut deployments: Option<Vec<Deployment>> = None;
+        let mut settings: Option<GatewaySettings> = None;
         for op in &delta.ops {
             match op {
                 DeltaOp::UpsertKey(k) => {
@@ -121,27 +123,37 @@ impl LiveState {
                         .get_or_insert_with(|| self.deployments.to_vec())
                         .retain(|x| &x.id != id);
                 }
+                DeltaOp::Settings(s) => settings = Some(s.clone()),
             }
         }
-        let (deployments, groups, model_names) = match deployments {
-            None => (
+        let router = match &settings {
+            Some(s) => Arc::new(s.router.clone()),
+            None => Arc::clone(&self.router),
+        };
+        let (deployments, groups, model_names) = match (deployments, &settings) {
+            (None, None) => (
                 Arc::clone(&self.deployments),
                 Arc::clone(&self.groups),
                 Arc::clone(&self.model_names),
             ),
-            Some(list) => {
+            (list, _) => {
+                let list = list.map_or_else(|| Arc::clone(&self.deployments), Arc::new);
                 Snapshot::validate_deployments(&list)?;
-                let (groups, names) = compile_groups(&list, &self.router)?;
-                (Arc::new(list), Arc::new(groups), Arc::new(names))
+                let (groups, names) = compile_groups(&list, &router)?;
+                (list, Arc::new(groups), Arc::new(names))
             }
         };
         Ok(Self {
             version: delta.version,
-            master_key_hash: self.master_key_hash,
-            max_request_body_bytes: self.max_request_body_bytes,
+            master_key_hash: settings
+                .as_ref()
+                .map_or(self.master_key_hash, |s| s.master_key_hash),
+            max_request_body_bytes: settings
+                .as_ref()
+                .map_or(self.max_request_body_bytes, |s| s.max_request_body_bytes),
             keys,
             deployments,
-            router: Arc::clone(&self.router),
+            router,
             groups,
             model_names,
         })
@@ -217,16 +229,24 @@ fn compile_groups(
     Ok((groups, model_names))
 }
 
+/// What attached mode adds: the NATS connection and the usage reporter.
+pub struct Attached {
+    pub nats: async_nats::Client,
+    pub reporter: Reporter,
+}
+
 /// The process-wide application: live state, upstream client, metrics.
 pub struct App {
     live: ArcSwap<LiveState>,
     pub upstream: Arc<Upstream>,
     pub metrics: Metrics,
     pub started: Instant,
+    /// `None` in standalone mode.
+    pub attached: Option<Attached>,
 }
 
 impl App {
-    pub fn new(state: LiveState) -> prometheus::Result<Self> {
+    pub fn new(state: LiveState, attached: Option<Attached>) -> prometheus::Result<Self> {
         let metrics = Metrics::new()?;
         metrics.set_snapshot_version(state.version);
         Ok(Self {
@@ -234,6 +254,7 @@ impl App {
             upstream: Arc::new(Upstream::default()),
             metrics,
             started: Instant::now(),
+            attached,
         })
     }
 

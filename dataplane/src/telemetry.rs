@@ -2,7 +2,7 @@
 //! dashboards keep working.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::context::RequestCtx;
@@ -23,6 +23,20 @@ pub struct Metrics {
     output_tokens: IntCounterVec,
     total_tokens: IntCounterVec,
     snapshot_version: IntGauge,
+    /// Attached mode: snapshot updates refused (the last good state kept serving).
+    pub snapshot_rejected: IntCounter,
+    /// Attached mode: full snapshots fetched after the first (gaps, refused updates).
+    pub snapshot_refetches: IntCounter,
+    /// Attached mode: usage events dropped because the local buffer was full.
+    pub usage_dropped: IntCounter,
+    /// Attached mode: usage events accepted by JetStream.
+    pub usage_published: IntCounter,
+}
+
+fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 fn counter(
@@ -116,6 +130,26 @@ impl Metrics {
                 &tok_labels,
             )?,
             snapshot_version,
+            snapshot_rejected: plain_counter(
+                &r,
+                "routeiq_snapshot_updates_rejected_total",
+                "Snapshot updates refused; the last good state kept serving",
+            )?,
+            snapshot_refetches: plain_counter(
+                &r,
+                "routeiq_snapshot_refetches_total",
+                "Full snapshots re-fetched after a version gap or a refused update",
+            )?,
+            usage_dropped: plain_counter(
+                &r,
+                "routeiq_usage_events_dropped_total",
+                "Usage events dropped because the local buffer was full",
+            )?,
+            usage_published: plain_counter(
+                &r,
+                "routeiq_usage_events_published_total",
+                "Usage events accepted by JetStream",
+            )?,
             registry: r,
         })
     }
@@ -131,7 +165,11 @@ impl Metrics {
             return;
         }
         let model = ctx.model.as_deref().unwrap_or("");
-        let provider = ctx.provider.map(|p| p.as_str()).unwrap_or("");
+        let provider = ctx
+            .deployment
+            .as_ref()
+            .map(|d| d.deployment.provider.as_str())
+            .unwrap_or("");
         let status = status_label(ctx.status);
         let labels = [model, provider, ctx.route, status];
         self.requests.with_label_values(&labels).inc();

@@ -1,6 +1,6 @@
 //! Committed changes to a snapshot, and usage events flowing back.
 
-use crate::{Deployment, DeploymentId, KeyHash, VirtualKey};
+use crate::{Deployment, DeploymentId, GatewaySettings, KeyHash, VirtualKey};
 
 /// One committed change: applies to the snapshot of version `version - 1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,8 @@ pub enum DeltaOp {
     },
     UpsertDeployment(Deployment),
     DeleteDeployment(DeploymentId),
+    /// The gateway-wide settings were replaced.
+    Settings(GatewaySettings),
 }
 
 /// One request's usage, as a data plane reports it.

@@ -102,6 +102,24 @@ pub struct RouterSettings {
     pub request_timeout: Option<Duration>,
 }
 
+/// The gateway-wide part of a snapshot (from `general_settings` and `router_settings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    pub master_key_hash: Option<KeyHash>,
+    pub router: RouterSettings,
+    pub max_request_body_bytes: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            master_key_hash: None,
+            router: RouterSettings::default(),
+            max_request_body_bytes: Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES,
+        }
+    }
+}
+
 /// Why a snapshot cannot be served.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -129,6 +147,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+    pub fn settings(&self) -> GatewaySettings {
+        GatewaySettings {
+            master_key_hash: self.master_key_hash,
+            router: self.router.clone(),
+            max_request_body_bytes: self.max_request_body_bytes,
+        }
+    }
 
     /// Checks the invariants the data plane relies on.
     pub fn validate(&self) -> Result<(), SnapshotError> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{
-    Delta, DeltaOp, Deployment, DeploymentId, KeyHash, ModelInfo, ProviderKind, RouterSettings,
+    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelInfo, ProviderKind, RouterSettings,
     RoutingStrategy, Secret, Snapshot, UsageEvent, VirtualKey,
 };
 
@@ -38,6 +38,15 @@ fn key_hash(field: &'static str, b: &[u8]) -> Result<KeyHash, InvalidMessage> {
     KeyHash::from_slice(b).ok_or_else(|| invalid(field, format!("{} bytes, not 32", b.len())))
 }
 
+/// Empty bytes mean "none".
+fn optional_key_hash(field: &'static str, b: &[u8]) -> Result<Option<KeyHash>, InvalidMessage> {
+    if b.is_empty() {
+        Ok(None)
+    } else {
+        key_hash(field, b).map(Some)
+    }
+}
+
 fn duration(field: &'static str, secs: Option<f64>) -> Result<Option<Duration>, InvalidMessage> {
     secs.map(|s| Duration::try_from_secs_f64(s).map_err(|e| invalid(field, e.to_string())))
         .transpose()
@@ -51,13 +60,7 @@ impl From<&Snapshot> for pb::Snapshot {
             version: s.version,
             master_key_hash: s.master_key_hash.map(|h| h.0.to_vec()).unwrap_or_default(),
             deployments: s.deployments.iter().map(Into::into).collect(),
-            router: Some(pb::RouterSettings {
-                routing_strategy: match &s.router.routing_strategy {
-                    RoutingStrategy::SimpleShuffle => "simple-shuffle".into(),
-                    RoutingStrategy::Other(o) => o.clone(),
-                },
-                request_timeout_seconds: s.router.request_timeout.map(|d| d.as_secs_f64()),
-            }),
+            router: Some((&s.router).into()),
             max_request_body_bytes: s.max_request_body_bytes as u64,
             keys: s.keys.iter().map(Into::into).collect(),
         }
@@ -67,29 +70,19 @@ impl From<&Snapshot> for pb::Snapshot {
 impl TryFrom<pb::Snapshot> for Snapshot {
     type Error = InvalidMessage;
     fn try_from(s: pb::Snapshot) -> Result<Self, InvalidMessage> {
-        let router = s.router.ok_or(InvalidMessage::Missing("snapshot.router"))?;
+        let router = s
+            .router
+            .ok_or(InvalidMessage::Missing("snapshot.router"))?
+            .try_into()?;
         Ok(Self {
             version: s.version,
-            master_key_hash: if s.master_key_hash.is_empty() {
-                None
-            } else {
-                Some(key_hash("snapshot.master_key_hash", &s.master_key_hash)?)
-            },
+            master_key_hash: optional_key_hash("snapshot.master_key_hash", &s.master_key_hash)?,
             deployments: s
                 .deployments
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
-            router: RouterSettings {
-                routing_strategy: match router.routing_strategy.as_str() {
-                    "" | "simple-shuffle" => RoutingStrategy::SimpleShuffle,
-                    other => RoutingStrategy::Other(other.to_owned()),
-                },
-                request_timeout: duration(
-                    "router.request_timeout_seconds",
-                    router.request_timeout_seconds,
-                )?,
-            },
+            router,
             max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
                 .map_err(|e| invalid("snapshot.max_request_body_bytes", e.to_string()))?,
             keys: s
@@ -97,6 +90,56 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<&RouterSettings> for pb::RouterSettings {
+    fn from(r: &RouterSettings) -> Self {
+        Self {
+            routing_strategy: match &r.routing_strategy {
+                RoutingStrategy::SimpleShuffle => "simple-shuffle".into(),
+                RoutingStrategy::Other(o) => o.clone(),
+            },
+            request_timeout_seconds: r.request_timeout.map(|d| d.as_secs_f64()),
+        }
+    }
+}
+
+impl TryFrom<pb::RouterSettings> for RouterSettings {
+    type Error = InvalidMessage;
+    fn try_from(r: pb::RouterSettings) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            routing_strategy: match r.routing_strategy.as_str() {
+                "" | "simple-shuffle" => RoutingStrategy::SimpleShuffle,
+                other => RoutingStrategy::Other(other.to_owned()),
+            },
+            request_timeout: duration("router.request_timeout_seconds", r.request_timeout_seconds)?,
+        })
+    }
+}
+
+impl From<&GatewaySettings> for pb::GatewaySettings {
+    fn from(s: &GatewaySettings) -> Self {
+        Self {
+            master_key_hash: s.master_key_hash.map(|h| h.0.to_vec()).unwrap_or_default(),
+            router: Some((&s.router).into()),
+            max_request_body_bytes: s.max_request_body_bytes as u64,
+        }
+    }
+}
+
+impl TryFrom<pb::GatewaySettings> for GatewaySettings {
+    type Error = InvalidMessage;
+    fn try_from(s: pb::GatewaySettings) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            master_key_hash: optional_key_hash("settings.master_key_hash", &s.master_key_hash)?,
+            router: s
+                .router
+                .ok_or(InvalidMessage::Missing("settings.router"))?
+                .try_into()?,
+            max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
+                .map_err(|e| invalid("settings.max_request_body_bytes", e.to_string()))?,
         })
     }
 }
@@ -236,6 +279,7 @@ impl From<&Delta> for pb::SnapshotDelta {
                         }),
                         DeltaOp::UpsertDeployment(d) => Op::UpsertDeployment(d.into()),
                         DeltaOp::DeleteDeployment(id) => Op::DeleteDeployment(id.0.clone()),
+                        DeltaOp::Settings(s) => Op::Settings(s.into()),
                     }),
                 })
                 .collect(),
@@ -260,6 +304,7 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                     },
                     Op::UpsertDeployment(d) => DeltaOp::UpsertDeployment(d.try_into()?),
                     Op::DeleteDeployment(id) => DeltaOp::DeleteDeployment(DeploymentId(id)),
+                    Op::Settings(s) => DeltaOp::Settings(s.try_into()?),
                 })
             })
             .collect::<Result<_, InvalidMessage>>()?;
@@ -301,11 +346,7 @@ impl TryFrom<pb::UsageEvent> for UsageEvent {
         }
         Ok(Self {
             request_id: u.request_id,
-            key_hash: if u.key_hash.is_empty() {
-                None
-            } else {
-                Some(key_hash("usage_event.key_hash", &u.key_hash)?)
-            },
+            key_hash: optional_key_hash("usage_event.key_hash", &u.key_hash)?,
             team_id: u.team_id,
             user_id: u.user_id,
             model_group: u.model_group,
@@ -359,6 +400,7 @@ mod tests {
                     hash: KeyHash::of("sk-b"),
                     spend: 2.0,
                 },
+                DeltaOp::Settings(snap.settings()),
             ],
         };
         let bytes = pb::SnapshotDelta::from(&delta).encode_to_vec();

@@ -1,5 +1,6 @@
 //! Chat: OpenAI `/v1/chat/completions` and Anthropic `/v1/messages`, to any provider.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -45,7 +46,7 @@ pub async fn completion(
 
     let d = live.route(&model)?;
     ctx.model = Some(model.clone());
-    ctx.provider = Some(d.deployment.provider);
+    ctx.deployment = Some(Arc::clone(&d));
     let provider = providers::get(d.deployment.provider);
     let native = provider.chat_format();
     let upstream_model = d.deployment.upstream_model.as_str();

@@ -1,5 +1,6 @@
 //! `POST /v1/embeddings`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ pub async fn create(
     }
     let d = live.route(&model)?;
     ctx.model = Some(model);
-    ctx.provider = Some(d.deployment.provider);
+    ctx.deployment = Some(Arc::clone(&d));
     req.set("model", &d.deployment.upstream_model)?;
     let sent = Instant::now();
     let mut resp = providers::get(d.deployment.provider)

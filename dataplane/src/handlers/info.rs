@@ -48,14 +48,28 @@ pub async fn liveliness(session: &mut Session, ctx: &mut RequestCtx) -> Result<(
         .map_err(write_failed)
 }
 
+/// Ready whenever a snapshot is loaded: in attached mode the data plane keeps serving from
+/// its last snapshot while NATS or the control plane is down, and says so here.
 pub async fn readiness(
+    app: &App,
     live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
+    let (mode, nats) = match &app.attached {
+        None => ("standalone", None),
+        Some(a) => (
+            "attached",
+            Some(matches!(
+                a.nats.connection_state(),
+                async_nats::connection::State::Connected
+            )),
+        ),
+    };
     let body = json!({
         "status": "healthy",
-        "mode": "standalone",
+        "mode": mode,
+        "nats": nats.map(|c| if c { "connected" } else { "disconnected" }),
         "snapshot_version": live.version,
         "models": live.model_names.len(),
         "version": env!("CARGO_PKG_VERSION"),

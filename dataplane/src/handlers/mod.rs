@@ -65,7 +65,7 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
             ctx.route = "health";
             (
                 ClientApi::OpenAi,
-                info::readiness(&live, session, ctx).await,
+                info::readiness(app, &live, session, ctx).await,
             )
         }
         ("GET", "/metrics") => {

@@ -1,0 +1,280 @@
+//! Usage ingestion: data planes publish one `routeiq.v1.UsageEvent` per request to the
+//! `ROUTEIQ_USAGE` stream; this durable consumer writes them to PostgreSQL in batches.
+//!
+//! A batch is one statement in one transaction: events go into `spend_logs` with `ON
+//! CONFLICT DO NOTHING` (primary key: request id and start time), and only the rows actually
+//! inserted add to key, team and user spend and to `daily_spend`. The messages are acked
+//! after the commit. A redelivered event (crash before the ack, a data plane's retry) finds
+//! its row and counts nothing: no loss, no double count.
+//!
+//! A key whose spend crosses its `max_budget` in a batch gets a `KeySpend` delta in the same
+//! transaction, so data planes start answering it with 429.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::AckKind;
+use futures_util::StreamExt;
+use prost::Message;
+use routeiq_proto::wire::pb;
+use routeiq_proto::{subjects, DeltaOp, KeyHash, UsageEvent};
+use sqlx::{PgPool, Row};
+
+use crate::changes;
+use crate::error::StoreError;
+use crate::nats::Streams;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_batch: usize,
+    /// How long a batch waits to fill once its first event arrived.
+    pub batch_wait: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_batch: 5_000,
+            batch_wait: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Counters for health and metrics.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub ingested: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// Runs forever, starting over after any failure (unacked events are redelivered).
+pub async fn run(pool: PgPool, streams: Arc<Streams>, cfg: Config, status: Arc<Status>) {
+    loop {
+        if let Err(e) = consume(&pool, &streams, &cfg, &status).await {
+            tracing::warn!(error = %format!("{e:#}"), "usage ingestion stopped; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn consume(
+    pool: &PgPool,
+    streams: &Streams,
+    cfg: &Config,
+    status: &Status,
+) -> anyhow::Result<()> {
+    let consumer = streams
+        .usage
+        .get_or_create_consumer(
+            subjects::USAGE_CONSUMER,
+            pull::Config {
+                durable_name: Some(subjects::USAGE_CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(cfg.max_batch)
+        .messages()
+        .await?;
+    loop {
+        let Some(first) = messages.next().await else {
+            anyhow::bail!("the usage consumer ended");
+        };
+        let mut batch = vec![first?];
+        let deadline = tokio::time::Instant::now() + cfg.batch_wait;
+        while batch.len() < cfg.max_batch {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(m)) => batch.push(m?),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        let mut valid = Vec::with_capacity(batch.len());
+        for m in batch {
+            match pb::UsageEvent::decode(m.payload.as_ref())
+                .map_err(|e| e.to_string())
+                .and_then(|e| UsageEvent::try_from(e).map_err(|e| e.to_string()))
+            {
+                Ok(e) => {
+                    events.push(e);
+                    valid.push(m);
+                }
+                Err(e) => {
+                    tracing::warn!(subject = %m.subject, error = %e, "invalid usage event dropped");
+                    status.rejected.fetch_add(1, Ordering::Relaxed);
+                    m.ack_with(AckKind::Term)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                }
+            }
+        }
+        match write(pool, &events).await {
+            Ok(inserted) => {
+                status.ingested.fetch_add(inserted, Ordering::Relaxed);
+                status
+                    .duplicates
+                    .fetch_add(events.len() as u64 - inserted, Ordering::Relaxed);
+                for m in valid {
+                    m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+                }
+            }
+            Err(e) => {
+                // Nothing was committed: hand the events back for redelivery.
+                for m in valid {
+                    m.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// Writes one batch; returns how many events were new.
+pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let n = events.len();
+    let mut request_id = Vec::with_capacity(n);
+    let mut started_ms = Vec::with_capacity(n);
+    let mut key_hash = Vec::with_capacity(n);
+    let mut team_id = Vec::with_capacity(n);
+    let mut user_id = Vec::with_capacity(n);
+    let mut model_group = Vec::with_capacity(n);
+    let mut deployment_id = Vec::with_capacity(n);
+    let mut provider = Vec::with_capacity(n);
+    let mut prompt = Vec::with_capacity(n);
+    let mut completion = Vec::with_capacity(n);
+    let mut cost = Vec::with_capacity(n);
+    let mut latency = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut dataplane = Vec::with_capacity(n);
+    for e in events {
+        request_id.push(e.request_id.as_str());
+        started_ms.push(e.started_at_ms);
+        key_hash.push(e.key_hash.map(|h| h.0.to_vec()).unwrap_or_default());
+        team_id.push(e.team_id.as_str());
+        user_id.push(e.user_id.as_str());
+        model_group.push(e.model_group.as_str());
+        deployment_id.push(e.deployment_id.as_str());
+        provider.push(e.provider.as_str());
+        prompt.push(i64::try_from(e.prompt_tokens).unwrap_or(i64::MAX));
+        completion.push(i64::try_from(e.completion_tokens).unwrap_or(i64::MAX));
+        cost.push(if e.cost.is_finite() { e.cost } else { 0.0 });
+        latency.push(i64::try_from(e.latency_ms).unwrap_or(i64::MAX));
+        status.push(i32::from(e.status));
+        dataplane.push(e.dataplane_id.as_str());
+    }
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        r"WITH ins AS (
+            INSERT INTO spend_logs (request_id, started_at, key_hash, team_id, user_id,
+                   model_group, deployment_id, provider, prompt_tokens, completion_tokens, cost,
+                   latency_ms, status, dataplane_id)
+            SELECT u.rid, to_timestamp(u.ms / 1000.0), NULLIF(u.kh, '\x'::bytea),
+                   NULLIF(u.team, ''), NULLIF(u.usr, ''), u.mg, u.dep, u.prov, u.pt, u.ct,
+                   u.cost, u.lat, u.st, u.dp
+              FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::text[],
+                          $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[],
+                          $11::float8[], $12::bigint[], $13::int[], $14::text[])
+                AS u(rid, ms, kh, team, usr, mg, dep, prov, pt, ct, cost, lat, st, dp)
+            ON CONFLICT DO NOTHING
+            RETURNING key_hash, team_id, user_id, model_group, cost, prompt_tokens,
+                      completion_tokens, started_at
+        ),
+        k AS (
+            UPDATE virtual_keys v SET spend = v.spend + s.cost
+              FROM (SELECT key_hash, sum(cost) AS cost FROM ins
+                     WHERE key_hash IS NOT NULL GROUP BY key_hash) s
+             WHERE v.key_hash = s.key_hash
+            RETURNING v.key_hash, v.spend, v.max_budget, s.cost
+        ),
+        t AS (
+            UPDATE teams x SET spend = x.spend + s.cost
+              FROM (SELECT team_id, sum(cost) AS cost FROM ins
+                     WHERE team_id IS NOT NULL GROUP BY team_id) s
+             WHERE x.team_id = s.team_id
+            RETURNING 1
+        ),
+        usr AS (
+            UPDATE users x SET spend = x.spend + s.cost
+              FROM (SELECT user_id, sum(cost) AS cost FROM ins
+                     WHERE user_id IS NOT NULL GROUP BY user_id) s
+             WHERE x.user_id = s.user_id
+            RETURNING 1
+        ),
+        d AS (
+            INSERT INTO daily_spend AS ds (day, key_hash, team_id, user_id, model_group,
+                   requests, prompt_tokens, completion_tokens, spend)
+            SELECT (started_at AT TIME ZONE 'UTC')::date, COALESCE(key_hash, '\x'::bytea),
+                   COALESCE(team_id, ''), COALESCE(user_id, ''), model_group, count(*),
+                   sum(prompt_tokens), sum(completion_tokens), sum(cost)
+              FROM ins GROUP BY 1, 2, 3, 4, 5
+            ON CONFLICT (day, key_hash, team_id, user_id, model_group) DO UPDATE SET
+                   requests = ds.requests + EXCLUDED.requests,
+                   prompt_tokens = ds.prompt_tokens + EXCLUDED.prompt_tokens,
+                   completion_tokens = ds.completion_tokens + EXCLUDED.completion_tokens,
+                   spend = ds.spend + EXCLUDED.spend
+            RETURNING 1
+        ),
+        crossed AS (
+            SELECT key_hash, spend FROM k
+             WHERE max_budget IS NOT NULL AND spend >= max_budget AND spend - cost < max_budget
+        )
+        SELECT (SELECT count(*) FROM ins) AS inserted,
+               (SELECT count(*) FROM t) + (SELECT count(*) FROM usr) + (SELECT count(*) FROM d)
+                   AS touched,
+               COALESCE((SELECT array_agg(key_hash) FROM crossed), '{}') AS crossed_keys,
+               COALESCE((SELECT array_agg(spend) FROM crossed), '{}') AS crossed_spend",
+    )
+    .bind(&request_id)
+    .bind(&started_ms)
+    .bind(&key_hash)
+    .bind(&team_id)
+    .bind(&user_id)
+    .bind(&model_group)
+    .bind(&deployment_id)
+    .bind(&provider)
+    .bind(&prompt)
+    .bind(&completion)
+    .bind(&cost)
+    .bind(&latency)
+    .bind(&status)
+    .bind(&dataplane)
+    .fetch_one(&mut *tx)
+    .await?;
+    let inserted: i64 = row.try_get("inserted")?;
+    let crossed_keys: Vec<Vec<u8>> = row.try_get("crossed_keys")?;
+    let crossed_spend: Vec<f64> = row.try_get("crossed_spend")?;
+    if !crossed_keys.is_empty() {
+        let ops = crossed_keys
+            .iter()
+            .zip(crossed_spend)
+            .map(|(h, spend)| {
+                Ok(DeltaOp::KeySpend {
+                    hash: KeyHash::from_slice(h)
+                        .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?,
+                    spend,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let version = changes::append(&mut tx, ops).await?;
+        tracing::info!(
+            keys = crossed_keys.len(),
+            version,
+            "keys reached their budget"
+        );
+    }
+    tx.commit().await?;
+    Ok(inserted as u64)
+}

@@ -1,0 +1,112 @@
+//! The NATS connection and the JetStream streams and bucket the control plane owns (names in
+//! `routeiq_proto::subjects`, described in docs/architecture.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, object_store, stream};
+use routeiq_proto::subjects;
+
+/// How to reach NATS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long = "nats", env = "ROUTEIQ_NATS_URL")]
+    pub url: Option<String>,
+    /// NATS credentials file (JWT + nkey).
+    #[arg(long = "nats-creds", env = "ROUTEIQ_NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// NATS token.
+    #[arg(long = "nats-token", env = "ROUTEIQ_NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long = "nats-user", env = "ROUTEIQ_NATS_USER")]
+    pub user: Option<String>,
+    #[arg(long = "nats-password", env = "ROUTEIQ_NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// CA certificate to verify the NATS server with (enables TLS).
+    #[arg(long = "nats-tls-ca", env = "ROUTEIQ_NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// Connects, retrying in the background if NATS is not up yet.
+    pub async fn connect(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        let url = self
+            .url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--nats (ROUTEIQ_NATS_URL) is required"))?;
+        let mut o = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(path) = &self.creds {
+            o = o.credentials_file(path).await?;
+        }
+        if let Some(t) = &self.token {
+            o = o.token(t.clone());
+        }
+        if let (Some(u), Some(p)) = (&self.user, &self.password) {
+            o = o.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(ca) = &self.tls_ca {
+            o = o.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        Ok(o.connect(url).await?)
+    }
+}
+
+/// The streams and bucket, created if missing.
+pub struct Streams {
+    pub js: jetstream::Context,
+    pub deltas: stream::Stream,
+    pub usage: stream::Stream,
+    pub snapshots: object_store::ObjectStore,
+}
+
+pub async fn ensure(js: jetstream::Context) -> anyhow::Result<Streams> {
+    let deltas = js
+        .get_or_create_stream(stream::Config {
+            name: subjects::DELTA_STREAM.into(),
+            subjects: vec![subjects::DELTA_SUBJECT.into()],
+            storage: stream::StorageType::File,
+            // A data plane further behind than this re-fetches the full snapshot.
+            max_messages: 1_000_000,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await?;
+    let usage = js
+        .get_or_create_stream(stream::Config {
+            name: subjects::USAGE_STREAM.into(),
+            subjects: vec![subjects::USAGE_SUBJECTS.into()],
+            storage: stream::StorageType::File,
+            // Events leave the stream once ingested and acked.
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_bytes: 8 * 1024 * 1024 * 1024,
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await?;
+    let snapshots = match js.get_object_store(subjects::SNAPSHOT_BUCKET).await {
+        Ok(s) => s,
+        Err(_) => {
+            js.create_object_store(object_store::Config {
+                bucket: subjects::SNAPSHOT_BUCKET.into(),
+                description: Some("RouteIQ full snapshots".into()),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?
+        }
+    };
+    Ok(Streams {
+        js,
+        deltas,
+        usage,
+        snapshots,
+    })
+}

@@ -1,0 +1,273 @@
+//! Snapshot distribution: sends the change log to JetStream and keeps the full snapshot in
+//! the object store, where data planes find it even while the control plane is down.
+//!
+//! One replica publishes at a time: the leader holds a session-level PostgreSQL advisory
+//! lock on a dedicated connection (others wait on it). The leader
+//! 1. writes the full snapshot (version V) at start, after publishing every delta up to V,
+//!    with metadata `version = V` and `delta_seq` = the stream sequence of delta V;
+//! 2. publishes unpublished `snapshot_deltas` rows in version order (`Nats-Msg-Id:
+//!    delta-<version>`, so a re-send after a crash is dropped by JetStream), woken by
+//!    `NOTIFY` or a short tick, and records each stream sequence;
+//! 3. rewrites the full snapshot when it is behind and `snapshot_interval` has passed or
+//!    `snapshot_every` deltas went out since.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::object_store::ObjectMetadata;
+use prost::Message;
+use routeiq_proto::subjects;
+use routeiq_proto::wire::pb;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgPool, Row};
+
+use crate::changes::NOTIFY_CHANNEL;
+use crate::crypto::SecretBox;
+use crate::nats::Streams;
+use crate::snapshot;
+
+/// Advisory lock id of the publisher leader ("RIQP").
+const LEADER_LOCK: i64 = 0x5249_5150;
+/// Largest object-store chunk: below NATS's default 1 MiB max payload.
+const CHUNK_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub snapshot_interval: Duration,
+    pub snapshot_every: u64,
+    /// How often to look for unpublished deltas without a `NOTIFY`.
+    pub tick: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            snapshot_interval: Duration::from_secs(60),
+            snapshot_every: 10_000,
+            tick: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the publisher has done, for health and metrics.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub leader: AtomicBool,
+    pub published_version: AtomicU64,
+    pub snapshot_version: AtomicU64,
+}
+
+/// Runs forever: waits for leadership, publishes, and starts over after any failure.
+pub async fn run(
+    pool: PgPool,
+    secrets: Arc<SecretBox>,
+    streams: Arc<Streams>,
+    cfg: Config,
+    status: Arc<Status>,
+) {
+    loop {
+        let mut p = Publisher {
+            pool: pool.clone(),
+            secrets: Arc::clone(&secrets),
+            streams: Arc::clone(&streams),
+            cfg: cfg.clone(),
+            status: Arc::clone(&status),
+            snapshot_version: None,
+            snapshot_at: Instant::now(),
+            since_snapshot: 0,
+        };
+        if let Err(e) = p.lead().await {
+            tracing::warn!(error = %format!("{e:#}"), "snapshot publisher stopped; retrying");
+        }
+        status.leader.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+struct Publisher {
+    pool: PgPool,
+    secrets: Arc<SecretBox>,
+    streams: Arc<Streams>,
+    cfg: Config,
+    status: Arc<Status>,
+    snapshot_version: Option<u64>,
+    snapshot_at: Instant,
+    since_snapshot: u64,
+}
+
+impl Publisher {
+    async fn lead(&mut self) -> anyhow::Result<()> {
+        // A connection of its own: the lock lives as long as it does.
+        let mut lock = self.pool.acquire().await?.detach();
+        loop {
+            let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK)
+                .fetch_one(&mut lock)
+                .await?;
+            if got {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        tracing::info!("snapshot publisher: leader");
+        self.status.leader.store(true, Ordering::Relaxed);
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        self.forget_lost_sequences().await?;
+        self.write_snapshot().await?;
+        loop {
+            self.publish_pending(None).await?;
+            if self.snapshot_due() {
+                self.write_snapshot().await?;
+            }
+            tokio::select! {
+                n = listener.recv() => { n?; }
+                _ = tokio::time::sleep(self.cfg.tick) => {
+                    // Still holding the lock? (A broken connection has lost it.)
+                    lock.ping().await?;
+                }
+            }
+        }
+    }
+
+    /// If the delta stream holds fewer messages than were recorded (it was deleted or NATS
+    /// lost its storage), recorded sequences are meaningless: forget them.
+    async fn forget_lost_sequences(&self) -> anyhow::Result<()> {
+        let last = self.streams.deltas.get_info().await?.state.last_sequence;
+        let n = sqlx::query(
+            "UPDATE snapshot_deltas SET stream_seq = NULL WHERE stream_seq > $1",
+        )
+        .bind(last as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            tracing::warn!(forgotten = n, "the delta stream was reset; a full snapshot follows");
+        }
+        Ok(())
+    }
+
+    fn snapshot_due(&self) -> bool {
+        let published = self.status.published_version.load(Ordering::Relaxed);
+        let behind = self.snapshot_version.is_none_or(|v| v < published);
+        behind
+            && (self.snapshot_at.elapsed() >= self.cfg.snapshot_interval
+                || self.since_snapshot >= self.cfg.snapshot_every)
+    }
+
+    /// Publishes unpublished deltas in version order, up to `upto` if given.
+    async fn publish_pending(&mut self, upto: Option<u64>) -> anyhow::Result<()> {
+        loop {
+            let rows = sqlx::query(
+                "SELECT version, ops FROM snapshot_deltas
+                  WHERE published_at IS NULL AND ($1::bigint IS NULL OR version <= $1)
+                  ORDER BY version LIMIT 1000",
+            )
+            .bind(upto.map(|v| v as i64))
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            // Pipelined: send them all, then collect the acks in order.
+            let mut pending = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let version: i64 = r.try_get("version")?;
+                let ops: Vec<u8> = r.try_get("ops")?;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("delta-{version}").as_str());
+                let ack = self
+                    .streams
+                    .js
+                    .publish_with_headers(subjects::DELTA_SUBJECT, headers, ops.into())
+                    .await?;
+                pending.push((version, ack));
+            }
+            let mut versions = Vec::with_capacity(pending.len());
+            let mut seqs = Vec::with_capacity(pending.len());
+            for (version, ack) in pending {
+                let ack = ack.await?;
+                versions.push(version);
+                seqs.push(ack.sequence as i64);
+            }
+            sqlx::query(
+                "UPDATE snapshot_deltas d SET published_at = now(), stream_seq = u.seq
+                   FROM UNNEST($1::bigint[], $2::bigint[]) AS u(version, seq)
+                  WHERE d.version = u.version",
+            )
+            .bind(&versions)
+            .bind(&seqs)
+            .execute(&self.pool)
+            .await?;
+            if let Some(&v) = versions.last() {
+                self.status
+                    .published_version
+                    .store(v as u64, Ordering::Relaxed);
+            }
+            self.since_snapshot += versions.len() as u64;
+            tracing::debug!(count = versions.len(), "deltas published");
+        }
+    }
+
+    /// Builds the full snapshot, makes sure every delta it includes is on the stream, and
+    /// stores it with the stream position to continue from.
+    async fn write_snapshot(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let snap = snapshot::build(&self.pool, &self.secrets).await?;
+        let built = started.elapsed();
+        let version = snap.version;
+        self.publish_pending(Some(version)).await?;
+        let recorded: Option<i64> = if version == 0 {
+            None
+        } else {
+            sqlx::query("SELECT stream_seq FROM snapshot_deltas WHERE version = $1")
+                .bind(version as i64)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get::<Option<i64>, _>("stream_seq"))
+                .transpose()?
+                .flatten()
+        };
+        // Unknown (version 0, or the stream was reset): nothing past V is on the stream yet,
+        // so its current end is V's position.
+        let delta_seq = match recorded {
+            Some(s) => s as u64,
+            None => self.streams.deltas.get_info().await?.state.last_sequence,
+        };
+        let bytes = pb::Snapshot::from(&snap).encode_to_vec();
+        let size = bytes.len();
+        let meta = ObjectMetadata {
+            name: subjects::SNAPSHOT_OBJECT.into(),
+            description: Some("routeiq.v1.Snapshot".into()),
+            chunk_size: Some(CHUNK_BYTES),
+            metadata: HashMap::from([
+                (subjects::META_VERSION.to_owned(), version.to_string()),
+                (subjects::META_DELTA_SEQ.to_owned(), delta_seq.to_string()),
+            ]),
+            headers: None,
+        };
+        self.streams
+            .snapshots
+            .put(meta, &mut bytes.as_slice())
+            .await?;
+        self.snapshot_version = Some(version);
+        self.snapshot_at = Instant::now();
+        self.since_snapshot = 0;
+        self.status
+            .snapshot_version
+            .store(version, Ordering::Relaxed);
+        tracing::info!(
+            version,
+            delta_seq,
+            keys = snap.keys.len(),
+            deployments = snap.deployments.len(),
+            bytes = size,
+            build_ms = built.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "full snapshot stored"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Attached mode (`--nats`): the snapshot comes from the control plane over NATS JetStream
+//! and usage goes back the same way.
+//!
+//! - [`snapshot`]: bootstrap from the stored full snapshot, then follow the delta stream;
+//!   a version gap or a refused update re-fetches the full snapshot.
+//! - [`report`]: one usage event per routed request, published from a bounded buffer.
+//!
+//! Both run on a small tokio runtime of their own, beside pingora's. Nothing here is on
+//! the request path except [`report::Reporter::record`], a non-blocking channel send.
+
+pub mod report;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach NATS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated: attached mode.
+    #[arg(long = "nats", env = "ROUTEIQ_NATS_URL")]
+    pub url: Option<String>,
+    /// NATS credentials file (JWT + nkey).
+    #[arg(long = "nats-creds", env = "ROUTEIQ_NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// NATS token.
+    #[arg(long = "nats-token", env = "ROUTEIQ_NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long = "nats-user", env = "ROUTEIQ_NATS_USER")]
+    pub user: Option<String>,
+    #[arg(long = "nats-password", env = "ROUTEIQ_NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// CA certificate to verify the NATS server with (enables TLS).
+    #[arg(long = "nats-tls-ca", env = "ROUTEIQ_NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// Connects; keeps reconnecting forever in the background once connected.
+    pub async fn connect(&self, url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+        let mut o = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(path) = &self.creds {
+            o = o.credentials_file(path).await?;
+        }
+        if let Some(t) = &self.token {
+            o = o.token(t.clone());
+        }
+        if let (Some(u), Some(p)) = (&self.user, &self.password) {
+            o = o.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(ca) = &self.tls_ca {
+            o = o.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        Ok(o.connect(url).await?)
+    }
+}

@@ -1,0 +1,172 @@
+//! Usage events: one `routeiq.v1.UsageEvent` per routed request, published to
+//! `routeiq.usage.<dataplane-id>` with `Nats-Msg-Id` = the request id.
+//!
+//! The request path only does a non-blocking send into a bounded channel (the local buffer).
+//! A publisher task drains it in batches and waits for JetStream's acks; a batch that is not
+//! acknowledged (NATS down) is retried until it is, and meanwhile the channel fills. When
+//! the buffer is full, new events are dropped and counted
+//! (`routeiq_usage_events_dropped_total`). Re-sent events are deduplicated by JetStream
+//! (message id) and by the control plane (request id).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use prost::Message;
+use routeiq_proto::wire::pb;
+use routeiq_proto::{subjects, UsageEvent};
+use tokio::sync::mpsc;
+
+use crate::context::RequestCtx;
+use crate::state::App;
+use crate::telemetry::Metrics;
+
+/// The request path's handle: cheap to call, never waits.
+pub struct Reporter {
+    tx: mpsc::Sender<UsageEvent>,
+    dataplane_id: Arc<str>,
+}
+
+/// A data-plane id usable as one NATS subject token.
+pub fn subject_token(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Reporter {
+    /// The reporter and the receiving end for [`publish`].
+    pub fn new(dataplane_id: &str, buffer: usize) -> (Self, mpsc::Receiver<UsageEvent>) {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        (
+            Self {
+                tx,
+                dataplane_id: Arc::from(dataplane_id),
+            },
+            rx,
+        )
+    }
+
+    /// Queues the usage of a finished request that reached a deployment.
+    pub fn record(&self, ctx: &RequestCtx, metrics: &Metrics) {
+        let Some(d) = &ctx.deployment else {
+            return;
+        };
+        let usage = ctx.usage.unwrap_or_default();
+        let info = &d.deployment.model_info;
+        let cost = usage.input_tokens as f64 * info.input_cost_per_token.unwrap_or(0.0)
+            + usage.output_tokens as f64 * info.output_cost_per_token.unwrap_or(0.0);
+        let elapsed = ctx.start.elapsed();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let key = ctx.key.as_deref();
+        let event = UsageEvent {
+            request_id: ctx.request_id.clone(),
+            key_hash: key.map(|k| k.hash),
+            team_id: key.map(|k| k.team_id.clone()).unwrap_or_default(),
+            user_id: key.map(|k| k.user_id.clone()).unwrap_or_default(),
+            model_group: ctx.model.clone().unwrap_or_default(),
+            deployment_id: d.deployment.id.0.clone(),
+            provider: d.deployment.provider.as_str().to_owned(),
+            prompt_tokens: usage.input_tokens,
+            completion_tokens: usage.output_tokens,
+            cost,
+            latency_ms: elapsed.as_millis() as u64,
+            status: ctx.status,
+            started_at_ms: now_ms - elapsed.as_millis() as i64,
+            dataplane_id: self.dataplane_id.to_string(),
+        };
+        if self.tx.try_send(event).is_err() {
+            metrics.usage_dropped.inc();
+        }
+    }
+}
+
+/// Publishes queued events forever (until every [`Reporter`] is gone).
+pub async fn publish(
+    js: jetstream::Context,
+    mut rx: mpsc::Receiver<UsageEvent>,
+    dataplane_id: String,
+    app: Arc<App>,
+) {
+    let subject = format!(
+        "{}{}",
+        subjects::USAGE_SUBJECT_PREFIX,
+        subject_token(&dataplane_id)
+    );
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        if rx.recv_many(&mut batch, 1024).await == 0 {
+            return;
+        }
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match send(&js, &subject, &mut batch).await {
+                Ok(sent) => {
+                    app.metrics.usage_published.inc_by(sent);
+                    break;
+                }
+                Err((sent, e)) => {
+                    app.metrics.usage_published.inc_by(sent);
+                    tracing::warn!(error = %e, pending = batch.len(), "usage events not published yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Sends a batch pipelined and waits for the acks. Acknowledged events leave `batch`; on
+/// error the rest stay for the retry. Returns how many were acknowledged.
+async fn send(
+    js: &jetstream::Context,
+    subject: &str,
+    batch: &mut Vec<UsageEvent>,
+) -> Result<u64, (u64, String)> {
+    let mut acks = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    for e in batch.iter() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", e.request_id.as_str());
+        let payload = pb::UsageEvent::from(e).encode_to_vec();
+        match js
+            .publish_with_headers(subject.to_owned(), headers, payload.into())
+            .await
+        {
+            Ok(ack) => acks.push(ack),
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let mut done = vec![false; batch.len()];
+    for (i, ack) in acks.into_iter().enumerate() {
+        match ack.await {
+            Ok(_) => done[i] = true,
+            Err(e) => {
+                failure.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let sent = done.iter().filter(|d| **d).count() as u64;
+    let mut i = 0;
+    batch.retain(|_| {
+        let keep = !done[i];
+        i += 1;
+        keep
+    });
+    match failure {
+        None => Ok(sent),
+        Some(e) => Err((sent, e)),
+    }
+}

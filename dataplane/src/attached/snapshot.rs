@@ -1,0 +1,197 @@
+//! The snapshot over NATS: bootstrap from the object store, then apply deltas in order.
+//!
+//! The full snapshot (`ROUTEIQ_SNAPSHOTS/full`) carries its `version` V and `delta_seq` S,
+//! the delta-stream sequence of V. The follower reads the delta stream from S + 1 with an
+//! ordered consumer; for each delta of version D while serving version C:
+//! - D <= C: already applied (a re-send), skipped;
+//! - D = C + 1: applied, and the new state swapped in atomically;
+//! - D > C + 1: a gap; the full snapshot is fetched again (once it is newer than C), and
+//!   the stream is read again from its `delta_seq`.
+//!
+//! A delta that cannot be decoded or applied is refused, logged and counted, and handled
+//! like a gap; the last good state keeps serving throughout, also while NATS is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::{self, object_store::ObjectStore};
+use futures_util::StreamExt;
+use prost::Message;
+use routeiq_proto::wire::pb;
+use routeiq_proto::{subjects, Delta, Snapshot};
+use tokio::io::AsyncReadExt;
+
+use crate::state::{App, LiveState};
+
+/// A full snapshot as stored, with the stream position to continue from.
+pub struct Stored {
+    pub state: LiveState,
+    pub delta_seq: u64,
+}
+
+/// Fetches the stored full snapshot, retrying until there is one.
+pub async fn bootstrap(js: &jetstream::Context) -> Stored {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match fetch(js).await {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no snapshot yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn bucket(js: &jetstream::Context) -> anyhow::Result<ObjectStore> {
+    Ok(js.get_object_store(subjects::SNAPSHOT_BUCKET).await?)
+}
+
+/// Fetches and prepares the stored full snapshot.
+pub async fn fetch(js: &jetstream::Context) -> anyhow::Result<Stored> {
+    let started = std::time::Instant::now();
+    let mut object = bucket(js).await?.get(subjects::SNAPSHOT_OBJECT).await?;
+    let meta = object.info().metadata.clone();
+    let number = |k: &str| -> anyhow::Result<u64> {
+        meta.get(k)
+            .ok_or_else(|| anyhow::anyhow!("snapshot object has no `{k}`"))?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("snapshot object `{k}`: {e}"))
+    };
+    let version = number(subjects::META_VERSION)?;
+    let delta_seq = number(subjects::META_DELTA_SEQ)?;
+    let mut bytes = Vec::with_capacity(object.info().size);
+    object.read_to_end(&mut bytes).await?;
+    let fetched = started.elapsed();
+    let snapshot = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice())?)?;
+    anyhow::ensure!(
+        snapshot.version == version,
+        "snapshot object says version {version}, its content {}",
+        snapshot.version
+    );
+    let keys = snapshot.keys.len();
+    let state = LiveState::prepare(snapshot)?;
+    tracing::info!(
+        version,
+        delta_seq,
+        keys,
+        bytes = bytes.len(),
+        fetch_ms = fetched.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "full snapshot loaded"
+    );
+    Ok(Stored { state, delta_seq })
+}
+
+/// Follows the delta stream forever from `delta_seq + 1`.
+pub async fn follow(js: jetstream::Context, app: Arc<App>, mut delta_seq: u64) {
+    loop {
+        if let Err(e) = follow_from(&js, &app, &mut delta_seq).await {
+            tracing::warn!(error = %format!("{e:#}"), delta_seq, "delta stream interrupted; resuming");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn follow_from(
+    js: &jetstream::Context,
+    app: &Arc<App>,
+    delta_seq: &mut u64,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(subjects::DELTA_STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subjects::DELTA_SUBJECT.into(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: *delta_seq + 1,
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        let seq = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
+        match handle(app, &m.payload) {
+            Ok(()) => *delta_seq = seq,
+            Err(needed) => {
+                // Start over from the re-fetched snapshot's position.
+                refetch(js, app, needed, delta_seq).await;
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!("the delta consumer ended")
+}
+
+/// Applies one delta. `Err(v)`: the state must be replaced by a full snapshot newer than
+/// the current one (`v` is the version that could not be reached).
+fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
+    let current = app.load();
+    let delta = match pb::SnapshotDelta::decode(payload)
+        .map_err(|e| e.to_string())
+        .and_then(|d| Delta::try_from(d).map_err(|e| e.to_string()))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            app.metrics.snapshot_rejected.inc();
+            tracing::error!(error = %e, version = current.version, "undecodable delta refused");
+            return Err(current.version + 1);
+        }
+    };
+    if delta.version <= current.version {
+        return Ok(());
+    }
+    if delta.version > current.version + 1 {
+        tracing::warn!(
+            have = current.version,
+            got = delta.version,
+            "snapshot version gap; re-fetching the full snapshot"
+        );
+        return Err(delta.version);
+    }
+    match current.apply(&delta) {
+        Ok(next) => {
+            app.store(next);
+            tracing::debug!(version = delta.version, ops = delta.ops.len(), "delta applied");
+            Ok(())
+        }
+        Err(e) => {
+            app.metrics.snapshot_rejected.inc();
+            tracing::error!(error = %e, version = delta.version, "delta refused; the last good state keeps serving");
+            Err(delta.version)
+        }
+    }
+}
+
+/// Replaces the state with the stored full snapshot once it is newer than what is served,
+/// and moves `delta_seq` to its position.
+async fn refetch(
+    js: &jetstream::Context,
+    app: &App,
+    needed: u64,
+    delta_seq: &mut u64,
+) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        app.metrics.snapshot_refetches.inc();
+        match fetch(js).await {
+            Ok(s) if s.state.version > app.load().version => {
+                tracing::info!(version = s.state.version, needed, "state replaced by the full snapshot");
+                *delta_seq = s.delta_seq;
+                app.store(s.state);
+                return;
+            }
+            Ok(s) => tracing::info!(
+                stored = s.state.version,
+                needed,
+                "stored snapshot not newer yet; waiting for the next one"
+            ),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot fetch the full snapshot"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
