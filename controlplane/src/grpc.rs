@@ -35,7 +35,9 @@ pub fn check_token(
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
             Some(g) if KeyHash::of(g).ct_eq(&KeyHash::of(want)) => Ok(req),
-            _ => Err(Status::unauthenticated("missing or wrong control-plane token")),
+            _ => Err(Status::unauthenticated(
+                "missing or wrong control-plane token",
+            )),
         }
     }
 }

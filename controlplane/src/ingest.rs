@@ -73,7 +73,8 @@ async fn consume(
             pull::Config {
                 durable_name: Some(subjects::USAGE_CONSUMER.into()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
+                // After a crash, events in flight are redelivered this long after delivery.
+                ack_wait: Duration::from_secs(10),
                 max_ack_pending: 100_000,
                 ..Default::default()
             },

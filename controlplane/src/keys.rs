@@ -178,7 +178,9 @@ pub async fn generate(
     let window = check(f)?;
     let key = match key {
         Some(k) if k.len() < 8 => {
-            return Err(StoreError::Invalid("key must be at least 8 characters".into()))
+            return Err(StoreError::Invalid(
+                "key must be at least 8 characters".into(),
+            ))
         }
         Some(k) => k,
         None => new_key()?,
@@ -208,7 +210,11 @@ pub async fn generate(
     .bind(limit("tpm_limit", f.tpm_limit)?)
     .bind(limit("max_parallel_requests", f.max_parallel_requests)?)
     .bind(f.expires_at)
-    .bind(f.metadata.clone().unwrap_or_else(|| Value::Object(Default::default())))
+    .bind(
+        f.metadata
+            .clone()
+            .unwrap_or_else(|| Value::Object(Default::default())),
+    )
     .bind(f.tags.clone().unwrap_or_default())
     .bind(&actor.id)
     .fetch_one(&mut *tx)

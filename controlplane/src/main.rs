@@ -13,9 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use routeiq_controlplane::crypto::SecretBox;
 use routeiq_controlplane::nats::NatsArgs;
-use routeiq_controlplane::{
-    db, grpc, health, import, ingest, nats, publisher, resets, snapshot,
-};
+use routeiq_controlplane::{db, grpc, health, import, ingest, nats, publisher, resets, snapshot};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -158,10 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let service = grpc::Service {
-        pool,
-        secrets,
-    };
+    let service = grpc::Service { pool, secrets };
     let token: Option<Arc<str>> = args.grpc_token.as_deref().map(Arc::from);
     tracing::info!(grpc = %args.grpc_listen, http = %args.http_listen, "routeiq-controlplane serving");
     tonic::transport::Server::builder()

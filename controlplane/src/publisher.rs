@@ -136,15 +136,16 @@ impl Publisher {
     /// lost its storage), recorded sequences are meaningless: forget them.
     async fn forget_lost_sequences(&self) -> anyhow::Result<()> {
         let last = self.streams.deltas.get_info().await?.state.last_sequence;
-        let n = sqlx::query(
-            "UPDATE snapshot_deltas SET stream_seq = NULL WHERE stream_seq > $1",
-        )
-        .bind(last as i64)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let n = sqlx::query("UPDATE snapshot_deltas SET stream_seq = NULL WHERE stream_seq > $1")
+            .bind(last as i64)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         if n > 0 {
-            tracing::warn!(forgotten = n, "the delta stream was reset; a full snapshot follows");
+            tracing::warn!(
+                forgotten = n,
+                "the delta stream was reset; a full snapshot follows"
+            );
         }
         Ok(())
     }

@@ -22,32 +22,32 @@ fn to_json(s: &GatewaySettings) -> Value {
 }
 
 fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("settings.gateway.{what}"));
-        let master_key_hash = match v.get("master_key_hash") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(h)) => {
-                Some(KeyHash::from_hex(h).ok_or_else(|| corrupt("master_key_hash"))?)
-            }
-            Some(_) => return Err(corrupt("master_key_hash")),
-        };
-        Ok(GatewaySettings {
-            master_key_hash,
-            router: RouterSettings {
-                routing_strategy: match v.get("routing_strategy").and_then(Value::as_str) {
-                    None | Some("simple-shuffle") => RoutingStrategy::SimpleShuffle,
-                    Some(o) => RoutingStrategy::Other(o.to_owned()),
-                },
-                request_timeout: v
-                    .get("request_timeout_seconds")
-                    .and_then(Value::as_f64)
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+    let corrupt = |what: &str| StoreError::Corrupt(format!("settings.gateway.{what}"));
+    let master_key_hash = match v.get("master_key_hash") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(h)) => {
+            Some(KeyHash::from_hex(h).ok_or_else(|| corrupt("master_key_hash"))?)
+        }
+        Some(_) => return Err(corrupt("master_key_hash")),
+    };
+    Ok(GatewaySettings {
+        master_key_hash,
+        router: RouterSettings {
+            routing_strategy: match v.get("routing_strategy").and_then(Value::as_str) {
+                None | Some("simple-shuffle") => RoutingStrategy::SimpleShuffle,
+                Some(o) => RoutingStrategy::Other(o.to_owned()),
             },
-            max_request_body_bytes: v
-                .get("max_request_body_bytes")
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-                .unwrap_or(Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES),
-        })
+            request_timeout: v
+                .get("request_timeout_seconds")
+                .and_then(Value::as_f64)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+        },
+        max_request_body_bytes: v
+            .get("max_request_body_bytes")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .unwrap_or(Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES),
+    })
 }
 
 pub async fn load(conn: impl PgExecutor<'_>) -> Result<GatewaySettings, StoreError> {

@@ -24,7 +24,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Args {
     /// LiteLLM-style config.yaml to serve from (standalone mode).
-    #[arg(long, env = "ROUTEIQ_CONFIG", conflicts_with = "url", required_unless_present = "url")]
+    #[arg(
+        long,
+        env = "ROUTEIQ_CONFIG",
+        conflicts_with = "url",
+        required_unless_present = "url"
+    )]
     config: Option<PathBuf>,
     #[command(flatten)]
     nats: NatsArgs,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use routeiq_proto::{
-    Delta, DeltaOp, Deployment, GatewaySettings, KeyHash, ProviderKind, RouterSettings, Snapshot, SnapshotError,
-    VirtualKey,
+    Delta, DeltaOp, Deployment, GatewaySettings, KeyHash, ProviderKind, RouterSettings, Snapshot,
+    SnapshotError, VirtualKey,
 };
 
 use crate::attached::report::Reporter;

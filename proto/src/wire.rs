@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{
-    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelInfo, ProviderKind, RouterSettings,
-    RoutingStrategy, Secret, Snapshot, UsageEvent, VirtualKey,
+    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelInfo, ProviderKind,
+    RouterSettings, RoutingStrategy, Secret, Snapshot, UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.

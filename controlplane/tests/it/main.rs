@@ -5,9 +5,11 @@
 
 use std::path::Path;
 
+use routeiq_controlplane::audit::Actor;
 use routeiq_controlplane::crypto::SecretBox;
-use routeiq_controlplane::{db, import, snapshot};
-use routeiq_proto::{litellm, KeyHash, Snapshot};
+use routeiq_controlplane::keys::{self, KeyFields};
+use routeiq_controlplane::{db, import, ingest, resets, snapshot};
+use routeiq_proto::{litellm, DeltaOp, KeyHash, Snapshot, UsageEvent};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 async fn fresh_db() -> PgPool {
@@ -156,4 +158,180 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
         .unwrap()
         .get(0);
     assert_eq!(audits, 3);
+}
+
+/// The deltas stored after version `after`, decoded.
+async fn deltas_after(pool: &PgPool, after: u64) -> Vec<routeiq_proto::Delta> {
+    use prost::Message;
+    sqlx::query("SELECT ops FROM snapshot_deltas WHERE version > $1 ORDER BY version")
+        .bind(after as i64)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let b: Vec<u8> = r.get(0);
+            routeiq_proto::Delta::try_from(
+                routeiq_proto::wire::pb::SnapshotDelta::decode(b.as_slice()).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn event(id: &str, key: KeyHash, cost: f64) -> UsageEvent {
+    UsageEvent {
+        request_id: id.into(),
+        key_hash: Some(key),
+        model_group: "gpt".into(),
+        prompt_tokens: 3,
+        completion_tokens: 4,
+        cost,
+        status: 200,
+        started_at_ms: 1_795_000_000_123,
+        ..UsageEvent::default()
+    }
+}
+
+#[tokio::test]
+async fn usage_ingestion_is_idempotent_and_a_crossed_budget_becomes_a_delta() {
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    let fields = KeyFields {
+        max_budget: Some(1.0),
+        ..KeyFields::default()
+    };
+    let (key, _, v0) = keys::generate(&pool, &actor, None, &fields).await.unwrap();
+    let h = KeyHash::of(&key);
+
+    let batch: Vec<_> = (0..4).map(|i| event(&format!("r{i}"), h, 0.2)).collect();
+    assert_eq!(ingest::write(&pool, &batch).await.unwrap(), 4);
+    // Redelivered, and mixed with new events: only the new ones count.
+    let mut again = batch.clone();
+    again.push(event("r4", h, 0.3));
+    again.push(event("r4", h, 0.3)); // the same event twice in one batch
+    assert_eq!(ingest::write(&pool, &again).await.unwrap(), 1);
+
+    let rec = keys::get(&pool, &h).await.unwrap();
+    assert!((rec.spend - 1.1).abs() < 1e-9, "spend {}", rec.spend);
+    let (rows, requests): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM spend_logs), (SELECT sum(requests)::bigint FROM daily_spend)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, requests), (5, 5));
+    // Spend crossed 1.0 in the second batch: exactly one KeySpend delta.
+    let ds = deltas_after(&pool, v0).await;
+    assert_eq!(ds.len(), 1);
+    match ds[0].ops.as_slice() {
+        [DeltaOp::KeySpend { hash, spend }] => {
+            assert_eq!(*hash, h);
+            assert!((spend - 1.1).abs() < 1e-9);
+        }
+        other => panic!("unexpected ops {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn due_budgets_reset_once_and_go_out_as_deltas() {
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    let fields = KeyFields {
+        max_budget: Some(1.0),
+        budget_duration: Some("1h".into()),
+        ..KeyFields::default()
+    };
+    let (key, rec, v0) = keys::generate(&pool, &actor, None, &fields).await.unwrap();
+    assert!(rec.budget_reset_at.is_some());
+    let h = KeyHash::of(&key);
+    ingest::write(&pool, &[event("r1", h, 0.5)]).await.unwrap();
+    // Not due yet.
+    assert_eq!(resets::reset_due(&pool).await.unwrap(), 0);
+    sqlx::query("UPDATE virtual_keys SET budget_reset_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(resets::reset_due(&pool).await.unwrap(), 1);
+    assert_eq!(resets::reset_due(&pool).await.unwrap(), 0);
+    let rec = keys::get(&pool, &h).await.unwrap();
+    assert_eq!(rec.spend, 0.0);
+    let next = rec.budget_reset_at.unwrap() - rec.updated_at;
+    assert!((3590..=3610).contains(&next), "next reset in {next}s");
+    let ds = deltas_after(&pool, v0).await;
+    assert_eq!(
+        ds.last().unwrap().ops,
+        vec![DeltaOp::KeySpend {
+            hash: h,
+            spend: 0.0
+        }]
+    );
+}
+
+#[tokio::test]
+async fn key_mutations_are_versioned_and_audited() {
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor {
+        id: "alice".into(),
+        source_ip: "10.0.0.1".into(),
+    };
+    let (key, rec, v1) = keys::generate(
+        &pool,
+        &actor,
+        Some("sk-chosen-key-1".into()),
+        &KeyFields {
+            alias: Some("a".into()),
+            models: Some(vec!["gpt".into()]),
+            user_id: Some("u1".into()),
+            ..KeyFields::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (key.as_str(), rec.key_name.as_str()),
+        ("sk-chosen-key-1", "sk-...ey-1")
+    );
+    let h = KeyHash::of(&key);
+    let (rec, v2) = keys::update(
+        &pool,
+        &actor,
+        &h,
+        &KeyFields {
+            rpm_limit: Some(10),
+            ..KeyFields::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (rec.rpm_limit, rec.models.clone(), v2),
+        (Some(10), vec!["gpt".to_string()], v1 + 1)
+    );
+    let (_, v3) = keys::delete(&pool, &actor, &[h]).await.unwrap();
+    assert_eq!(v3, v2 + 1);
+    assert!(matches!(
+        keys::get(&pool, &h).await,
+        Err(routeiq_controlplane::error::StoreError::NotFound(_))
+    ));
+    let ds = deltas_after(&pool, 0).await;
+    assert!(matches!(ds[0].ops[0], DeltaOp::UpsertKey(ref k) if k.hash == h && k.user_id == "u1"));
+    assert!(matches!(ds[1].ops[0], DeltaOp::UpsertKey(ref k) if k.rpm_limit == Some(10)));
+    assert_eq!(ds[2].ops, vec![DeltaOp::DeleteKey(h)]);
+    let audit = routeiq_controlplane::audit::list(
+        &pool,
+        &routeiq_controlplane::audit::Filter {
+            actor: Some("alice".into()),
+            ..Default::default()
+        },
+        routeiq_controlplane::Page::new(1, 10),
+    )
+    .await
+    .unwrap();
+    let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["key.delete", "key.update", "key.generate"]);
+    assert!(audit.iter().all(|a| a.source_ip == "10.0.0.1"));
 }

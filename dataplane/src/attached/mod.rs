@@ -24,12 +24,20 @@ pub struct NatsArgs {
     #[arg(long = "nats-creds", env = "ROUTEIQ_NATS_CREDS")]
     pub creds: Option<PathBuf>,
     /// NATS token.
-    #[arg(long = "nats-token", env = "ROUTEIQ_NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "nats-token",
+        env = "ROUTEIQ_NATS_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// NATS user (with --nats-password).
     #[arg(long = "nats-user", env = "ROUTEIQ_NATS_USER")]
     pub user: Option<String>,
-    #[arg(long = "nats-password", env = "ROUTEIQ_NATS_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "nats-password",
+        env = "ROUTEIQ_NATS_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// CA certificate to verify the NATS server with (enables TLS).
     #[arg(long = "nats-tls-ca", env = "ROUTEIQ_NATS_TLS_CA")]

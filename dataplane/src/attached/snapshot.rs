@@ -155,7 +155,11 @@ fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
     match current.apply(&delta) {
         Ok(next) => {
             app.store(next);
-            tracing::debug!(version = delta.version, ops = delta.ops.len(), "delta applied");
+            tracing::debug!(
+                version = delta.version,
+                ops = delta.ops.len(),
+                "delta applied"
+            );
             Ok(())
         }
         Err(e) => {
@@ -168,18 +172,17 @@ fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
 
 /// Replaces the state with the stored full snapshot once it is newer than what is served,
 /// and moves `delta_seq` to its position.
-async fn refetch(
-    js: &jetstream::Context,
-    app: &App,
-    needed: u64,
-    delta_seq: &mut u64,
-) {
+async fn refetch(js: &jetstream::Context, app: &App, needed: u64, delta_seq: &mut u64) {
     let mut wait = Duration::from_millis(100);
     loop {
         app.metrics.snapshot_refetches.inc();
         match fetch(js).await {
             Ok(s) if s.state.version > app.load().version => {
-                tracing::info!(version = s.state.version, needed, "state replaced by the full snapshot");
+                tracing::info!(
+                    version = s.state.version,
+                    needed,
+                    "state replaced by the full snapshot"
+                );
                 *delta_seq = s.delta_seq;
                 app.store(s.state);
                 return;

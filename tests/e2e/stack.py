@@ -1,0 +1,197 @@
+"""The attached stack for end-to-end tests: a real PostgreSQL database (on the server
+`scripts/test.sh` starts), a real nats-server with JetStream, the control plane and data
+planes as processes, and a gRPC client generated from `proto/` at test time."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from conftest import BIN_DIR, ROOT, Process, free_port, wait_http
+
+STACK_MASTER_KEY = "sk-stack-master"
+SALT_KEY = "e2e-salt-key"
+
+# Prices make spend non-zero: 1 µ$ per prompt token, 2 µ$ per completion token.
+STACK_CONFIG = f"""
+model_list:
+  - model_name: priced
+    litellm_params:
+      model: mock/priced
+    model_info:
+      input_cost_per_token: 0.000001
+      output_cost_per_token: 0.000002
+  - model_name: other
+    litellm_params:
+      model: mock/other
+general_settings:
+  master_key: {STACK_MASTER_KEY}
+"""
+
+
+def grpc_modules(out: Path):
+    """Generates the Python gRPC stubs for proto/routeiq/v1 into `out` and imports them."""
+    from grpc_tools import protoc
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    proto_dir = ROOT / "proto" / "proto"
+    files = [str(p.relative_to(proto_dir)) for p in (proto_dir / "routeiq" / "v1").glob("*.proto")]
+    rc = protoc.main(
+        ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", *files]
+    )
+    assert rc == 0, "protoc failed"
+    sys.path.insert(0, str(out))
+    from routeiq.v1 import controlplane_pb2, controlplane_pb2_grpc  # noqa: E402
+
+    return controlplane_pb2, controlplane_pb2_grpc
+
+
+def fresh_database() -> str:
+    admin = os.environ.get("ROUTEIQ_TEST_DATABASE_URL")
+    if not admin:
+        raise RuntimeError("ROUTEIQ_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh")
+    name = f"e2e_{os.urandom(6).hex()}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+class Nats:
+    """nats-server with JetStream, file storage in `dir`; restartable on the same port."""
+
+    def __init__(self, dir: Path):
+        self.dir = dir
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.process = None
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        exe = Path(sys.executable).parent / "nats-server"
+        self.process = Process(
+            [str(exe), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.dir / "store")],
+            self.dir / f"nats-{self.starts}.log",
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if "Server is ready" in self.process.output():
+                return
+            time.sleep(0.05)
+        raise TimeoutError("nats-server did not start")
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+
+class ControlPlane:
+    def __init__(self, dir: Path, database_url: str, nats_url: str, config: Path, extra=()):
+        self.dir = dir
+        self.database_url = database_url
+        self.nats_url = nats_url
+        self.config = config
+        self.extra = list(extra)
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.process = None
+        self.starts = 0
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self):
+        self.starts += 1
+        args = [
+            str(BIN_DIR / "routeiq-controlplane"),
+            "--database-url", self.database_url,
+            "--nats", self.nats_url,
+            "--config", str(self.config),
+            "--grpc-listen", self.grpc_target,
+            "--http-listen", f"127.0.0.1:{self.http_port}",
+            *self.extra,
+        ]
+        env = dict(os.environ, ROUTEIQ_SALT_KEY=SALT_KEY, ROUTEIQ_LOG="info")
+        self.process = Process(args, self.dir / f"controlplane-{self.starts}.log", env=env)
+        wait_http(f"{self.http}/health/liveliness", self.process.proc)
+
+    def kill(self):
+        """SIGKILL: no chance to finish anything."""
+        if self.process and self.process.proc.poll() is None:
+            self.process.proc.send_signal(signal.SIGKILL)
+            self.process.proc.wait()
+        if self.process:
+            self.process.stop()
+        self.process = None
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+
+class DataPlane:
+    def __init__(self, dir: Path, nats_url: str, name: str):
+        self.dir = dir
+        self.nats_url = nats_url
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self, wait=True):
+        args = [
+            str(BIN_DIR / "routeiq-dataplane"),
+            "--nats", self.nats_url,
+            "--listen", f"127.0.0.1:{self.port}",
+            "--threads", "1",
+            "--dataplane-id", self.name,
+        ]
+        env = dict(os.environ, ROUTEIQ_LOG="info,routeiq_dataplane=debug")
+        self.process = Process(args, self.dir / f"{self.name}.log", env=env)
+        if wait:
+            wait_http(f"{self.url}/health/liveliness", self.process.proc)
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+    def version(self) -> int:
+        return httpx.get(f"{self.url}/health/readiness", timeout=2).json()["snapshot_version"]
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(f"{self.url}/metrics", timeout=2).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def chat(self, key: str, model: str = "priced", content: str = "hello there") -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": model, "messages": [{"role": "user", "content": content}]},
+            timeout=5,
+        )
+
+
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.01, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")

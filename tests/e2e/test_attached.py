@@ -1,0 +1,360 @@
+"""Attached mode end to end: control plane + PostgreSQL + nats-server + data planes.
+
+Covers issue 3's tests: keys created and revoked through gRPC reach running data planes
+(propagation measured); static stability with the control plane, NATS or PostgreSQL down;
+NATS restarts with buffered usage; exact spend across a control-plane crash; a version gap
+forcing a full re-fetch; budgets crossed and reset."""
+
+import asyncio
+import statistics
+import time
+
+import grpc
+import httpx
+import openai
+import psycopg
+import pytest
+
+from stack import (
+    STACK_CONFIG,
+    STACK_MASTER_KEY,
+    ControlPlane,
+    DataPlane,
+    Nats,
+    fresh_database,
+    grpc_modules,
+    wait_until,
+)
+
+PRICE_IN, PRICE_OUT = 0.000001, 0.000002
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    return grpc_modules(tmp_path_factory.mktemp("grpc"))
+
+
+class Stack:
+    def __init__(self, tmp, pb, cp_args=()):
+        self.tmp = tmp
+        self.pb, self.pb_grpc = pb
+        self.db = fresh_database()
+        self.nats = Nats(tmp)
+        self.nats.start()
+        cfg = tmp / "config.yaml"
+        cfg.write_text(STACK_CONFIG)
+        self.cp = ControlPlane(tmp, self.db, self.nats.url, cfg, cp_args)
+        self.cp.start()
+        self.dps = []
+        self._channel = None
+
+    def dataplane(self, name: str, wait=True) -> DataPlane:
+        dp = DataPlane(self.tmp, self.nats.url, name)
+        dp.start(wait=wait)
+        self.dps.append(dp)
+        return dp
+
+    def grpc(self):
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.cp.grpc_target)
+        return self.pb_grpc.ControlPlaneStub(self._channel)
+
+    def generate_key(self, **fields) -> tuple[str, object]:
+        r = self.grpc().GenerateKey(
+            self.pb.GenerateKeyRequest(
+                actor=self.pb.Actor(id="e2e-admin", source_ip="127.0.0.1"),
+                fields=self.pb.KeyFields(**fields),
+            ),
+            timeout=5,
+        )
+        return r.key, r
+
+    def sql(self, query: str, *args):
+        with psycopg.connect(self.db) as c:
+            return c.execute(query, args).fetchall()
+
+    def close(self):
+        if self._channel:
+            self._channel.close()
+        for dp in self.dps:
+            dp.stop()
+        self.cp.stop()
+        self.nats.stop()
+
+    def logs(self) -> str:
+        out = []
+        for p in sorted(self.tmp.glob("*.log")):
+            out.append(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}")
+        return "\n".join(out)
+
+
+@pytest.fixture
+def make_stack(tmp_path, pb, request):
+    stacks = []
+
+    def make(cp_args=()):
+        s = Stack(tmp_path, pb, cp_args)
+        stacks.append(s)
+        return s
+
+    yield make
+    for s in stacks:
+        s.close()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            print(s.logs())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def accepted(dp: DataPlane, key: str) -> bool:
+    return dp.chat(key).status_code == 200
+
+
+def test_key_created_and_revoked_through_grpc_reaches_every_data_plane(make_stack):
+    s = make_stack()
+    dps = [s.dataplane("dp-a"), s.dataplane("dp-b")]
+    key, resp = s.generate_key(key_alias="e2e", max_budget=10.0)
+    assert key.startswith("sk-") and len(key) == 51
+    assert resp.info.key_name == "sk-..." + key[-4:]
+    created = time.monotonic()
+    for dp in dps:
+        wait_until(lambda: accepted(dp, key), what="key accepted")
+    print(f"key creation reached both data planes in {1000 * (time.monotonic() - created):.1f} ms")
+
+    # The official SDK works with the new key.
+    client = openai.OpenAI(base_url=f"{dps[0].url}/v1", api_key=key, max_retries=0)
+    out = client.chat.completions.create(model="priced", messages=[{"role": "user", "content": "hi"}])
+    assert out.choices[0].message.content
+
+    # Revoke (block) and then delete: both are rejected everywhere.
+    s.grpc().SetKeyBlocked(s.pb.SetKeyBlockedRequest(ref=s.pb.KeyRef(key=key), blocked=True), timeout=5)
+    revoked = time.monotonic()
+    for dp in dps:
+        wait_until(lambda: dp.chat(key).status_code == 401, what="blocked key rejected")
+    print(f"revocation reached both data planes in {1000 * (time.monotonic() - revoked):.1f} ms")
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="priced", messages=[{"role": "user", "content": "hi"}])
+
+    s.grpc().SetKeyBlocked(s.pb.SetKeyBlockedRequest(ref=s.pb.KeyRef(key=key), blocked=False), timeout=5)
+    for dp in dps:
+        wait_until(lambda: accepted(dp, key), what="unblocked key accepted")
+    s.grpc().DeleteKeys(s.pb.DeleteKeysRequest(refs=[s.pb.KeyRef(key=key)]), timeout=5)
+    for dp in dps:
+        wait_until(lambda: dp.chat(key).status_code == 401, what="deleted key rejected")
+        assert dp.version() == dps[0].version()
+
+    # Every mutation is audited with who did it and the version it produced.
+    rows = s.sql("SELECT action, actor, source_ip, snapshot_version FROM audit_log WHERE object_type = 'key' ORDER BY id")
+    assert [r[0] for r in rows] == ["key.generate", "key.block", "key.unblock", "key.delete"]
+    assert all(r[1] == "e2e-admin" or r[1] == "grpc" for r in rows)
+    assert rows[0][2] == "127.0.0.1"
+    assert [r[3] for r in rows] == sorted(r[3] for r in rows)
+    # Only the hash is stored.
+    stored = s.sql("SELECT count(*) FROM virtual_keys")[0][0]
+    assert stored == 0
+    assert s.sql("SELECT count(*) FROM audit_log WHERE after::text LIKE %s", f"%{key}%")[0][0] == 0
+
+
+def test_grpc_errors_are_typed(make_stack, pb):
+    s = make_stack()
+    with pytest.raises(grpc.RpcError) as e:
+        s.grpc().GetKey(s.pb.KeyRef(key="sk-does-not-exist"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:
+        s.generate_key(budget_duration="30 parsecs")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "budget_duration" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        s.generate_key(team_id="no-such-team")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    s.generate_key(key_alias="dup")
+    with pytest.raises(grpc.RpcError) as e:
+        s.generate_key(key_alias="dup")
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    listed = s.grpc().ListKeys(s.pb.ListKeysRequest(), timeout=5)
+    assert listed.total == 1 and listed.keys[0].key_alias == "dup"
+
+
+def test_static_stability_control_plane_nats_and_postgres_down(make_stack):
+    s = make_stack()
+    dp = s.dataplane("dp-a")
+    key, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+
+    # PostgreSQL unreachable: the control plane is not ready and refuses mutations with
+    # UNAVAILABLE; data planes are unaffected.
+    name = s.db.rsplit("/", 1)[1]
+    admin = s.db.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    try:
+        wait_until(
+            lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=5).status_code == 503,
+            what="control plane not ready without PostgreSQL",
+        )
+        assert httpx.get(f"{s.cp.http}/health/readiness", timeout=5).json()["db"] == "unreachable"
+        with pytest.raises(grpc.RpcError) as e:
+            s.generate_key()
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        for _ in range(20):
+            assert dp.chat(key).status_code == 200
+    finally:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+
+    # The control plane killed: keys keep working, and a new data plane started meanwhile
+    # bootstraps from the snapshot stored in NATS.
+    s.cp.kill()
+    for _ in range(20):
+        assert dp.chat(key).status_code == 200
+    late = s.dataplane("dp-late")
+    assert accepted(late, key)
+    assert late.chat("sk-not-a-key").status_code == 401
+
+    # NATS down as well: both keep serving from their last snapshot, and say so.
+    s.nats.stop()
+    for d in (dp, late):
+        assert d.chat(key).status_code == 200
+        assert httpx.get(f"{d.url}/health/readiness", timeout=2).status_code == 200
+        wait_until(
+            lambda: httpx.get(f"{d.url}/health/readiness", timeout=2).json()["nats"] == "disconnected",
+            what="nats disconnected",
+        )
+        assert d.chat(key).status_code == 200
+
+
+def test_nats_restart_data_planes_catch_up_and_buffered_usage_arrives(make_stack):
+    s = make_stack()
+    dps = [s.dataplane("dp-a"), s.dataplane("dp-b")]
+    key, _ = s.generate_key()
+    for dp in dps:
+        wait_until(lambda: accepted(dp, key), what="key accepted")
+
+    s.nats.stop()
+    sent = 0
+    for dp in dps:
+        for _ in range(25):
+            assert dp.chat(key).status_code == 200
+            sent += 1
+    # A change made while NATS is down waits in the outbox.
+    second, _ = s.generate_key()
+    assert all(dp.chat(second).status_code == 401 for dp in dps)
+
+    s.nats.start()
+    for dp in dps:
+        wait_until(lambda: accepted(dp, second), timeout=30, what="catch-up after NATS restart")
+    sent += 2  # the two accepted() calls that succeeded above
+    total = lambda: s.sql("SELECT count(*) FROM spend_logs WHERE key_hash IS NOT NULL")[0][0]
+    # Every request made with a key (including the accepted() probes) reaches PostgreSQL.
+    made = sum(int(dp.metric("routeiq_usage_events_published_total")) for dp in dps)
+    wait_until(lambda: total() >= sent, timeout=30, what="buffered usage ingested")
+    assert sum(dp.metric("routeiq_usage_events_dropped_total") for dp in dps) == 0
+    wait_until(
+        lambda: total() == sum(int(dp.metric("routeiq_usage_events_published_total")) for dp in dps)
+        and made <= total(),
+        timeout=30,
+        what="published == ingested",
+    )
+
+
+def test_spend_is_exact_across_a_control_plane_crash(make_stack):
+    s = make_stack()
+    dp = s.dataplane("dp-a")
+    key, resp = s.generate_key(max_budget=1000.0)
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+    key_hash = resp.info.key_hash
+    expected = 0.0
+    requests = 0
+
+    def send(n):
+        nonlocal expected, requests
+        for i in range(n):
+            r = dp.chat(key, content="word " * (i % 7 + 1))
+            assert r.status_code == 200
+            u = r.json()["usage"]
+            expected += u["prompt_tokens"] * PRICE_IN + u["completion_tokens"] * PRICE_OUT
+            requests += 1
+
+    # The probe in accepted() spent too: account for it from the spend log below.
+    send(150)
+    s.cp.kill()
+    send(100)
+    s.cp.start()
+    send(150)
+
+    logged = lambda: s.sql("SELECT count(*), COALESCE(sum(cost), 0) FROM spend_logs WHERE key_hash = decode(%s, 'hex')", key_hash)[0]
+    wait_until(lambda: logged()[0] >= requests + 1, timeout=30, what="all usage ingested")
+    time.sleep(1)  # anything double-counted would show up now
+    count, logged_cost = logged()
+    assert count == requests + 1
+    probe = s.sql(
+        "SELECT cost FROM spend_logs WHERE key_hash = decode(%s, 'hex') ORDER BY started_at LIMIT 1", key_hash
+    )[0][0]
+    assert logged_cost == pytest.approx(expected + probe, rel=1e-9)
+    key_spend = s.sql("SELECT spend FROM virtual_keys WHERE key_hash = decode(%s, 'hex')", key_hash)[0][0]
+    assert key_spend == pytest.approx(logged_cost, rel=1e-9)
+    daily = s.sql("SELECT sum(requests), sum(spend) FROM daily_spend WHERE key_hash = decode(%s, 'hex')", key_hash)[0]
+    assert daily[0] == count and daily[1] == pytest.approx(logged_cost, rel=1e-9)
+
+
+def test_version_gap_triggers_a_full_refetch(make_stack):
+    # Full snapshots only when a publisher takes over, so the stored one stays old.
+    s = make_stack(cp_args=["--snapshot-interval", "3600", "--snapshot-every", "1000000"])
+    first, _ = s.generate_key()
+    second, _ = s.generate_key()
+    wait_until(
+        lambda: s.sql("SELECT count(*) FROM snapshot_deltas WHERE published_at IS NULL")[0][0] == 0,
+        what="deltas published",
+    )
+    seq = s.sql("SELECT stream_seq FROM snapshot_deltas ORDER BY version DESC OFFSET 1 LIMIT 1")[0][0]
+
+    async def delete(seq):
+        import nats
+
+        nc = await nats.connect(s.nats.url)
+        js = nc.jetstream()
+        await js.delete_msg("ROUTEIQ_DELTAS", seq)
+        await nc.close()
+
+    # The first key's delta disappears from the stream: a data plane starting from the
+    # stored (older) snapshot sees version V+2 after V.
+    asyncio.run(delete(seq))
+    dp = s.dataplane("dp-gap")
+    wait_until(lambda: dp.metric("routeiq_snapshot_refetches_total") >= 1, what="re-fetch after the gap")
+    assert dp.chat(first).status_code == 401  # still on the old state, serving
+    # A new leader writes a fresh full snapshot; the waiting data plane takes it.
+    s.cp.stop()
+    s.cp.start()
+    wait_until(lambda: accepted(dp, first) and accepted(dp, second), what="state from the new snapshot")
+    assert "snapshot version gap" in dp.process.output()
+
+
+def test_budget_crossed_then_reset(make_stack):
+    s = make_stack(cp_args=["--reset-interval", "1"])
+    dp = s.dataplane("dp-a")
+    # Each request costs ~25 µ$ (mock usage); the budget is gone after the first one.
+    key, _ = s.generate_key(max_budget=0.000001, budget_duration="3s")
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+    r = wait_until(lambda: (lambda r: r if r.status_code == 429 else None)(dp.chat(key)), what="budget enforced")
+    assert r.json()["error"]["type"] == "budget_exceeded"
+    # The window passes, the reset goes out as a delta, and the key works again.
+    wait_until(lambda: accepted(dp, key), timeout=15, what="budget reset")
+    assert s.sql("SELECT count(*) FROM audit_log WHERE action = 'budget.reset'")[0][0] >= 1
+
+
+def test_control_plane_readiness_tracks_postgres_and_nats(make_stack):
+    s = make_stack()
+    r = httpx.get(f"{s.cp.http}/health/readiness", timeout=5)
+    assert r.status_code == 200 and r.json()["db"] == "connected" and r.json()["nats"] == "connected"
+    assert httpx.get(f"{s.cp.http}/health/liveliness", timeout=5).status_code == 200
+    s.nats.stop()
+    wait_until(lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=5).status_code == 503, what="not ready")
+    assert httpx.get(f"{s.cp.http}/health/readiness", timeout=5).json()["nats"] == "disconnected"
+    s.nats.start()
+    wait_until(lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=5).status_code == 200, what="ready again")
