@@ -250,5 +250,49 @@ mod key_tests {
             }),
             Err(crate::state::InvalidSnapshot::VersionGap { current: 2, got: 4 })
         ));
+        // A settings delta replaces the master key; keys stay.
+        let rekeyed = spent
+            .apply(&Delta {
+                version: 3,
+                ops: vec![DeltaOp::Settings(routeiq_proto::GatewaySettings {
+                    master_key_hash: Some(KeyHash::of("sk-new-master")),
+                    ..Default::default()
+                })],
+            })
+            .unwrap();
+        assert!(matches!(
+            authenticate(&rekeyed, &bearer("sk-new-master")),
+            Ok(Caller::Master)
+        ));
+        assert_eq!(rekeyed.keys.len(), spent.keys.len());
+        // An invalid update is refused and leaves the state as it was.
+        let dup = routeiq_proto::Deployment {
+            id: routeiq_proto::DeploymentId("d".into()),
+            model_name: "m".into(),
+            upstream_model: "m".into(),
+            provider: routeiq_proto::ProviderKind::Mock,
+            api_base: String::new(),
+            api_key: None,
+            api_version: None,
+            timeout: None,
+            rpm: None,
+            tpm: None,
+            weight: None,
+            mock_response: None,
+            model_info: Default::default(),
+        };
+        assert!(rekeyed
+            .apply(&Delta {
+                version: 4,
+                ops: vec![
+                    DeltaOp::UpsertDeployment(dup.clone()),
+                    DeltaOp::UpsertDeployment(routeiq_proto::Deployment {
+                        model_name: String::new(),
+                        ..dup
+                    }),
+                ],
+            })
+            .is_err());
+        assert_eq!(rekeyed.version, 3);
     }
 }
