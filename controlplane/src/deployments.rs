@@ -119,3 +119,318 @@ pub async fn load_all(
         })
         .collect()
 }
+
+/// A deployment change through the API: checked, stored (`source = 'api'`), audited, and
+/// sent to data planes as one delta.
+pub async fn save(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    actor: &crate::audit::Actor,
+    mut d: Deployment,
+    create: bool,
+) -> Result<(Deployment, u64), StoreError> {
+    if d.id.0.is_empty() {
+        if !create {
+            return Err(StoreError::Invalid("the deployment id is required".into()));
+        }
+        d.id = DeploymentId(crate::budget::new_id()?);
+    }
+    if d.provider != ProviderKind::Mock
+        && !(d.api_base.starts_with("http://") || d.api_base.starts_with("https://"))
+    {
+        return Err(StoreError::Invalid(format!(
+            "api_base `{}` must be an http(s) URL",
+            d.api_base
+        )));
+    }
+    let mut tx = pool.begin().await?;
+    let mut all = load_all(&mut *tx, secrets).await?;
+    let existing = all.iter().position(|(x, _)| x.id == d.id);
+    let before = match (existing, create) {
+        (Some(_), true) => {
+            return Err(StoreError::Conflict(format!(
+                "deployment `{}` already exists",
+                d.id.0
+            )))
+        }
+        (None, false) => {
+            return Err(StoreError::NotFound(format!(
+                "deployment `{}` not found",
+                d.id.0
+            )))
+        }
+        (Some(i), false) => {
+            let (old, _) = all.remove(i);
+            if d.api_key.is_none() {
+                d.api_key = old.api_key.clone();
+            }
+            Some(old)
+        }
+        (None, true) => None,
+    };
+    let mut list: Vec<Deployment> = all.into_iter().map(|(x, _)| x).collect();
+    list.push(d.clone());
+    routeiq_proto::Snapshot::validate_deployments(&list)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    upsert(&mut *tx, secrets, &d, "api").await?;
+    let version = crate::changes::append(
+        &mut tx,
+        vec![routeiq_proto::DeltaOp::UpsertDeployment(d.clone())],
+    )
+    .await?;
+    crate::audit::record(
+        &mut *tx,
+        actor,
+        crate::audit::Entry {
+            action: if create {
+                "model.create"
+            } else {
+                "model.update"
+            },
+            object_type: "model",
+            object_id: &d.id.0,
+            before: before.map(|b| redacted(&b)),
+            after: Some(redacted(&d)),
+            snapshot_version: Some(version),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((d, version))
+}
+
+/// Deletes deployments by id, as one delta.
+pub async fn delete(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    actor: &crate::audit::Actor,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Err(StoreError::Invalid("no deployments given".into()));
+    }
+    let mut tx = pool.begin().await?;
+    let all = load_all(&mut *tx, secrets).await?;
+    let mut ops = Vec::with_capacity(ids.len());
+    let mut befores = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (d, _) = all
+            .iter()
+            .find(|(d, _)| &d.id.0 == id)
+            .ok_or_else(|| StoreError::NotFound(format!("deployment `{id}` not found")))?;
+        befores.push(redacted(d));
+        ops.push(routeiq_proto::DeltaOp::DeleteDeployment(d.id.clone()));
+    }
+    sqlx::query("DELETE FROM model_deployments WHERE model_id = ANY($1)")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    let version = crate::changes::append(&mut tx, ops).await?;
+    for (id, before) in ids.iter().zip(befores) {
+        crate::audit::record(
+            &mut *tx,
+            actor,
+            crate::audit::Entry {
+                action: "model.delete",
+                object_type: "model",
+                object_id: id,
+                before: Some(before),
+                after: None,
+                snapshot_version: Some(version),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// A deployment for the audit log: everything but the key.
+fn redacted(d: &Deployment) -> Value {
+    serde_json::json!({
+        "id": d.id.0, "model_name": d.model_name, "provider": d.provider.as_str(),
+        "upstream_model": d.upstream_model, "api_base": d.api_base,
+        "has_api_key": d.api_key.is_some(), "model_info": json(&d.model_info).ok(),
+    })
+}
+
+// ---- credentials: named secret sets (LiteLLM's credential_list) ----
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CredentialRecord {
+    pub name: String,
+    /// The names of the stored values; the values never leave the control plane this way.
+    pub value_names: Vec<String>,
+    pub info: Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Creates (`create`) or replaces a credential. Empty `values` on update keeps the stored
+/// ones.
+pub async fn save_credential(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    actor: &crate::audit::Actor,
+    name: &str,
+    values: &std::collections::BTreeMap<String, String>,
+    info: Option<Value>,
+    create: bool,
+) -> Result<CredentialRecord, StoreError> {
+    if name.is_empty() {
+        return Err(StoreError::Invalid("credential_name is required".into()));
+    }
+    if info.as_ref().is_some_and(|i| !i.is_object()) {
+        return Err(StoreError::Invalid(
+            "credential_info must be a JSON object".into(),
+        ));
+    }
+    if create && values.is_empty() {
+        return Err(StoreError::Invalid("credential_values is empty".into()));
+    }
+    let sealed = if values.is_empty() {
+        None
+    } else {
+        Some(secrets.seal(
+            &serde_json::to_string(values).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        )?)
+    };
+    let mut tx = pool.begin().await?;
+    let done = if create {
+        sqlx::query(
+            "INSERT INTO credentials (credential_name, credential_values, credential_info)
+             VALUES ($1, $2, COALESCE($3, '{}'::jsonb)) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(&sealed)
+        .bind(&info)
+        .execute(&mut *tx)
+        .await?
+    } else {
+        sqlx::query(
+            "UPDATE credentials SET credential_values = COALESCE($2, credential_values),
+                 credential_info = COALESCE($3, credential_info), updated_at = now()
+             WHERE credential_name = $1",
+        )
+        .bind(name)
+        .bind(&sealed)
+        .bind(&info)
+        .execute(&mut *tx)
+        .await?
+    };
+    if done.rows_affected() == 0 {
+        return Err(if create {
+            StoreError::Conflict(format!("credential `{name}` already exists"))
+        } else {
+            StoreError::NotFound(format!("credential `{name}` not found"))
+        });
+    }
+    let rec = credentials(&mut *tx, secrets, Some(name), crate::Page::new(1, 1))
+        .await?
+        .0
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(format!("credential `{name}` not found")))?;
+    crate::audit::record(
+        &mut *tx,
+        actor,
+        crate::audit::Entry {
+            action: if create {
+                "credential.create"
+            } else {
+                "credential.update"
+            },
+            object_type: "credential",
+            object_id: name,
+            before: None,
+            after: serde_json::to_value(&rec).ok(),
+            snapshot_version: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rec)
+}
+
+pub async fn delete_credential(
+    pool: &sqlx::PgPool,
+    actor: &crate::audit::Actor,
+    names: &[String],
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for name in names {
+        let r = sqlx::query("DELETE FROM credentials WHERE credential_name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                    StoreError::Conflict(format!("credential `{name}` is used by a deployment"))
+                }
+                _ => StoreError::Db(e),
+            })?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "credential `{name}` not found"
+            )));
+        }
+        crate::audit::record(
+            &mut *tx,
+            actor,
+            crate::audit::Entry {
+                action: "credential.delete",
+                object_type: "credential",
+                object_id: name,
+                before: None,
+                after: None,
+                snapshot_version: None,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Credentials (one by name, or a page of all), with value names but no values.
+pub async fn credentials(
+    conn: impl PgExecutor<'_>,
+    secrets: &SecretBox,
+    name: Option<&str>,
+    page: crate::Page,
+) -> Result<(Vec<CredentialRecord>, u64), StoreError> {
+    let rows = sqlx::query(
+        "SELECT credential_name, credential_values, credential_info,
+                EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
+                EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at,
+                count(*) OVER () AS total
+           FROM credentials WHERE ($1::text IS NULL OR credential_name = $1)
+          ORDER BY credential_name LIMIT $2 OFFSET $3",
+    )
+    .bind(name)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(conn)
+    .await?;
+    let total = rows
+        .first()
+        .map(|r| r.try_get::<i64, _>("total"))
+        .transpose()?
+        .unwrap_or(0) as u64;
+    let recs = rows
+        .iter()
+        .map(|r| {
+            let sealed: Vec<u8> = r.try_get("credential_values")?;
+            let values: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&secrets.open(&sealed)?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(CredentialRecord {
+                name: r.try_get("credential_name")?,
+                value_names: values.into_keys().collect(),
+                info: r.try_get("credential_info")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok((recs, total))
+}

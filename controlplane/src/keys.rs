@@ -470,11 +470,15 @@ pub async fn view_of(conn: impl PgExecutor<'_>, hash: &KeyHash) -> Result<Virtua
 }
 
 /// Every key's data-plane view, for the full snapshot.
-pub async fn load_all(conn: impl PgExecutor<'_>) -> Result<Vec<VirtualKey>, StoreError> {
+pub async fn load_all(
+    conn: impl PgExecutor<'_>,
+) -> Result<Vec<std::sync::Arc<VirtualKey>>, StoreError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM virtual_keys"
     )))
     .fetch_all(conn)
     .await?;
-    rows.iter().map(view).collect()
+    rows.iter()
+        .map(|r| view(r).map(std::sync::Arc::new))
+        .collect()
 }

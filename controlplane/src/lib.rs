@@ -1,7 +1,9 @@
 //! RouteIQ control plane: the only writer to PostgreSQL.
 //!
 //! - `migrations/` and [`db`]: the schema; [`changes`]: the snapshot change log (outbox);
-//! - [`keys`], [`deployments`], [`settings`]: state as stored; [`audit`]: who did what;
+//! - [`keys`], [`teams`], [`users`], [`orgs`], [`budget`], [`deployments`] (and
+//!   credentials), [`settings`]: state as stored; [`spend`]: spend queries; [`audit`]: who
+//!   did what;
 //! - [`import`]: the LiteLLM `config.yaml` import; [`snapshot`]: the full snapshot;
 //! - [`grpc`]: the `ControlPlane` service; [`publisher`]: snapshots and deltas to NATS;
 //!   [`ingest`]: usage events from NATS into spend; [`resets`]: budget windows;
@@ -21,10 +23,14 @@ pub mod import;
 pub mod ingest;
 pub mod keys;
 pub mod nats;
+pub mod orgs;
 pub mod publisher;
 pub mod resets;
 pub mod settings;
 pub mod snapshot;
+pub mod spend;
+pub mod teams;
+pub mod users;
 
 /// A page of a listing: 1-based page number and page size (at most 1,000).
 #[derive(Debug, Clone, Copy)]

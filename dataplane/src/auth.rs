@@ -135,7 +135,7 @@ mod key_tests {
     fn state(keys: Vec<VirtualKey>) -> LiveState {
         LiveState::prepare(Snapshot {
             master_key_hash: Some(KeyHash::of("sk-master")),
-            keys,
+            keys: keys.into_iter().map(std::sync::Arc::new).collect(),
             ..Snapshot::default()
         })
         .unwrap()

@@ -72,11 +72,7 @@ impl LiveState {
             version: snapshot.version,
             master_key_hash: snapshot.master_key_hash,
             max_request_body_bytes: snapshot.max_request_body_bytes,
-            keys: snapshot
-                .keys
-                .into_iter()
-                .map(|k| (k.hash, Arc::new(k)))
-                .collect(),
+            keys: snapshot.keys.into_iter().map(|k| (k.hash, k)).collect(),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
             groups: Arc::new(groups),

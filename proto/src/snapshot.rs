@@ -139,7 +139,8 @@ pub struct Snapshot {
     /// SHA-256 of the master key; `None` leaves the gateway open, as LiteLLM does.
     pub master_key_hash: Option<KeyHash>,
     pub deployments: Vec<Deployment>,
-    pub keys: Vec<VirtualKey>,
+    /// Shared, so building the data plane's key map moves pointers, not keys.
+    pub keys: Vec<std::sync::Arc<VirtualKey>>,
     pub router: RouterSettings,
     /// Largest request body accepted, in bytes.
     pub max_request_body_bytes: usize,

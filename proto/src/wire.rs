@@ -62,7 +62,7 @@ impl From<&Snapshot> for pb::Snapshot {
             deployments: s.deployments.iter().map(Into::into).collect(),
             router: Some((&s.router).into()),
             max_request_body_bytes: s.max_request_body_bytes as u64,
-            keys: s.keys.iter().map(Into::into).collect(),
+            keys: s.keys.iter().map(|k| k.as_ref().into()).collect(),
         }
     }
 }
@@ -88,7 +88,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             keys: s
                 .keys
                 .into_iter()
-                .map(TryInto::try_into)
+                .map(|k| VirtualKey::try_from(k).map(std::sync::Arc::new))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -381,13 +381,13 @@ mod tests {
                 .unwrap()
                 .snapshot;
         snap.version = 7;
-        snap.keys.push(VirtualKey {
+        snap.keys.push(std::sync::Arc::new(VirtualKey {
             hash: KeyHash::of("sk-a"),
             models: vec!["gpt-4o-mini".into()],
             max_budget: Some(1.5),
             expires_at: Some(1_900_000_000),
             ..VirtualKey::default()
-        });
+        }));
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();
         let back = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, snap);

@@ -47,9 +47,13 @@ def grpc_modules(out: Path):
     )
     assert rc == 0, "protoc failed"
     sys.path.insert(0, str(out))
-    from routeiq.v1 import controlplane_pb2, controlplane_pb2_grpc  # noqa: E402
+    import types
 
-    return controlplane_pb2, controlplane_pb2_grpc
+    from routeiq.v1 import controlplane_pb2, controlplane_pb2_grpc, snapshot_pb2  # noqa: E402
+
+    # One namespace for the messages of both files (Deployment lives in snapshot.proto).
+    messages = types.SimpleNamespace(**{**vars(snapshot_pb2), **vars(controlplane_pb2)})
+    return messages, controlplane_pb2_grpc
 
 
 def fresh_database() -> str:

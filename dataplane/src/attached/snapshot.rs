@@ -65,7 +65,11 @@ pub async fn fetch(js: &jetstream::Context) -> anyhow::Result<Stored> {
     let mut bytes = Vec::with_capacity(object.info().size);
     object.read_to_end(&mut bytes).await?;
     let fetched = started.elapsed();
-    let snapshot = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice())?)?;
+    let size = bytes.len();
+    let message = pb::Snapshot::decode(bytes.as_slice())?;
+    // Peak memory: the encoded bytes go before the decoded message is converted.
+    drop(bytes);
+    let snapshot = Snapshot::try_from(message)?;
     anyhow::ensure!(
         snapshot.version == version,
         "snapshot object says version {version}, its content {}",
@@ -77,7 +81,7 @@ pub async fn fetch(js: &jetstream::Context) -> anyhow::Result<Stored> {
         version,
         delta_seq,
         keys,
-        bytes = bytes.len(),
+        bytes = size,
         fetch_ms = fetched.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "full snapshot loaded"

@@ -1,0 +1,611 @@
+//! The `routeiq.v1.ControlPlane` gRPC service: thin handlers that convert messages
+//! (`convert`), call the store modules, and convert back. Optional bearer-token check on
+//! every call.
+
+use std::sync::Arc;
+
+use routeiq_proto::wire::pb;
+use routeiq_proto::KeyHash;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::crypto::SecretBox;
+use crate::error::StoreError;
+use crate::{audit, budget, changes, deployments, keys, orgs, snapshot, spend, teams, users, Page};
+
+mod convert;
+use convert::*;
+
+pub use pb::control_plane_server::ControlPlaneServer;
+
+pub struct Service {
+    pub pool: PgPool,
+    pub secrets: Arc<SecretBox>,
+}
+
+/// Rejects calls without `authorization: Bearer <token>` when a token is configured.
+pub fn check_token(
+    token: Option<Arc<str>>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let Some(want) = &token else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(g) if KeyHash::of(g).ct_eq(&KeyHash::of(want)) => Ok(req),
+            _ => Err(Status::unauthenticated(
+                "missing or wrong control-plane token",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_plane_server::ControlPlane for Service {
+    async fn generate_key(
+        &self,
+        req: Request<pb::GenerateKeyRequest>,
+    ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        let r = req.into_inner();
+        let (key, rec, version) =
+            keys::generate(&self.pool, &actor(r.actor), r.key, &key_fields(r.fields)?).await?;
+        Ok(Response::new(pb::GenerateKeyResponse {
+            key,
+            info: Some(key_info(rec, version)),
+            snapshot_version: version,
+        }))
+    }
+
+    async fn update_key(
+        &self,
+        req: Request<pb::UpdateKeyRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        let r = req.into_inner();
+        let hash = key_ref(r.r#ref)?;
+        let (rec, version) =
+            keys::update(&self.pool, &actor(r.actor), &hash, &key_fields(r.fields)?).await?;
+        Ok(Response::new(key_info(rec, version)))
+    }
+
+    async fn delete_keys(
+        &self,
+        req: Request<pb::DeleteKeysRequest>,
+    ) -> Result<Response<pb::DeleteKeysResponse>, Status> {
+        let r = req.into_inner();
+        let hashes = r
+            .refs
+            .into_iter()
+            .map(|k| key_ref(Some(k)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (deleted, version) = keys::delete(&self.pool, &actor(r.actor), &hashes).await?;
+        Ok(Response::new(pb::DeleteKeysResponse {
+            deleted_key_hashes: deleted.iter().map(KeyHash::to_hex).collect(),
+            snapshot_version: version,
+        }))
+    }
+
+    async fn set_key_blocked(
+        &self,
+        req: Request<pb::SetKeyBlockedRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        let r = req.into_inner();
+        let hash = key_ref(r.r#ref)?;
+        let (rec, version) =
+            keys::set_blocked(&self.pool, &actor(r.actor), &hash, r.blocked).await?;
+        Ok(Response::new(key_info(rec, version)))
+    }
+
+    async fn get_key(&self, req: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {
+        let hash = key_ref(Some(req.into_inner()))?;
+        let rec = keys::get(&self.pool, &hash).await?;
+        let version = changes::current(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Response::new(key_info(rec, version)))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let r = req.into_inner();
+        let (recs, total) = keys::list(
+            &self.pool,
+            r.team_id.as_deref(),
+            r.user_id.as_deref(),
+            Page::new(r.page, r.page_size),
+        )
+        .await?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: recs.into_iter().map(|k| key_info(k, 0)).collect(),
+            total,
+        }))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _req: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let s = snapshot::build(&self.pool, &self.secrets).await?;
+        Ok(Response::new(pb::Snapshot::from(&s)))
+    }
+
+    async fn get_snapshot_version(
+        &self,
+        _req: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotVersion>, Status> {
+        let version = changes::current(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Response::new(pb::SnapshotVersion { version }))
+    }
+
+    // ---- teams ----
+
+    async fn create_team(
+        &self,
+        req: Request<pb::CreateTeamRequest>,
+    ) -> Result<Response<pb::TeamInfo>, Status> {
+        let r = req.into_inner();
+        let rec = teams::create(
+            &self.pool,
+            &actor(r.actor),
+            Some(r.team_id),
+            &team_fields(r.fields)?,
+            &members(r.members),
+        )
+        .await?;
+        Ok(Response::new(team_info(rec)))
+    }
+
+    async fn update_team(
+        &self,
+        req: Request<pb::UpdateTeamRequest>,
+    ) -> Result<Response<pb::TeamInfo>, Status> {
+        let r = req.into_inner();
+        let rec = teams::update(
+            &self.pool,
+            &actor(r.actor),
+            &r.team_id,
+            &team_fields(r.fields)?,
+            &[],
+            &[],
+        )
+        .await?;
+        Ok(Response::new(team_info(rec)))
+    }
+
+    async fn delete_teams(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let version = teams::delete(&self.pool, &actor(r.actor), &r.ids).await?;
+        Ok(Response::new(deleted(r.ids, version)))
+    }
+
+    async fn get_team(&self, req: Request<pb::IdRef>) -> Result<Response<pb::TeamInfo>, Status> {
+        let rec = teams::get(&self.pool, &req.into_inner().id).await?;
+        Ok(Response::new(team_info(rec)))
+    }
+
+    async fn list_teams(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+        let r = req.into_inner();
+        let (recs, total) = teams::list(
+            &self.pool,
+            r.organization_id.as_deref(),
+            Page::new(r.page, r.page_size),
+        )
+        .await?;
+        Ok(Response::new(pb::ListTeamsResponse {
+            teams: recs.into_iter().map(team_info).collect(),
+            total,
+        }))
+    }
+
+    async fn add_team_members(
+        &self,
+        req: Request<pb::TeamMembersRequest>,
+    ) -> Result<Response<pb::TeamInfo>, Status> {
+        let r = req.into_inner();
+        if r.members.is_empty() {
+            return Err(Status::invalid_argument("no members given"));
+        }
+        let rec = teams::update(
+            &self.pool,
+            &actor(r.actor),
+            &r.team_id,
+            &teams::TeamFields::default(),
+            &members(r.members),
+            &[],
+        )
+        .await?;
+        Ok(Response::new(team_info(rec)))
+    }
+
+    async fn remove_team_members(
+        &self,
+        req: Request<pb::TeamMembersRequest>,
+    ) -> Result<Response<pb::TeamInfo>, Status> {
+        let r = req.into_inner();
+        if r.members.is_empty() {
+            return Err(Status::invalid_argument("no members given"));
+        }
+        let ids: Vec<String> = r.members.into_iter().map(|m| m.user_id).collect();
+        let rec = teams::update(
+            &self.pool,
+            &actor(r.actor),
+            &r.team_id,
+            &teams::TeamFields::default(),
+            &[],
+            &ids,
+        )
+        .await?;
+        Ok(Response::new(team_info(rec)))
+    }
+
+    // ---- users ----
+
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        let r = req.into_inner();
+        let rec = users::create(
+            &self.pool,
+            &actor(r.actor),
+            Some(r.user_id),
+            &user_fields(r.fields)?,
+        )
+        .await?;
+        Ok(Response::new(user_info(rec)))
+    }
+
+    async fn update_user(
+        &self,
+        req: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        let r = req.into_inner();
+        let rec = users::update(
+            &self.pool,
+            &actor(r.actor),
+            &r.user_id,
+            &user_fields(r.fields)?,
+        )
+        .await?;
+        Ok(Response::new(user_info(rec)))
+    }
+
+    async fn delete_users(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let version = users::delete(&self.pool, &actor(r.actor), &r.ids).await?;
+        Ok(Response::new(deleted(r.ids, version)))
+    }
+
+    async fn get_user(&self, req: Request<pb::IdRef>) -> Result<Response<pb::UserInfo>, Status> {
+        let rec = users::get(&self.pool, &req.into_inner().id).await?;
+        Ok(Response::new(user_info(rec)))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let r = req.into_inner();
+        let (recs, total) = users::list(
+            &self.pool,
+            r.organization_id.as_deref(),
+            Page::new(r.page, r.page_size),
+        )
+        .await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: recs.into_iter().map(user_info).collect(),
+            total,
+        }))
+    }
+
+    // ---- organizations ----
+
+    async fn create_organization(
+        &self,
+        req: Request<pb::CreateOrganizationRequest>,
+    ) -> Result<Response<pb::OrganizationInfo>, Status> {
+        let r = req.into_inner();
+        let rec = orgs::upsert(
+            &self.pool,
+            &actor(r.actor),
+            Some(r.organization_id),
+            &org_fields(r.fields)?,
+            true,
+        )
+        .await?;
+        Ok(Response::new(org_info(rec)))
+    }
+
+    async fn update_organization(
+        &self,
+        req: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::OrganizationInfo>, Status> {
+        let r = req.into_inner();
+        let rec = orgs::upsert(
+            &self.pool,
+            &actor(r.actor),
+            Some(r.organization_id),
+            &org_fields(r.fields)?,
+            false,
+        )
+        .await?;
+        Ok(Response::new(org_info(rec)))
+    }
+
+    async fn delete_organizations(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        orgs::delete(&self.pool, &actor(r.actor), &r.ids).await?;
+        Ok(Response::new(deleted(r.ids, None)))
+    }
+
+    async fn list_organizations(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let r = req.into_inner();
+        let (recs, total) = orgs::list(&self.pool, Page::new(r.page, r.page_size)).await?;
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations: recs.into_iter().map(org_info).collect(),
+            total,
+        }))
+    }
+
+    // ---- budgets ----
+
+    async fn create_budget(
+        &self,
+        req: Request<pb::UpsertBudgetRequest>,
+    ) -> Result<Response<pb::BudgetInfo>, Status> {
+        let r = req.into_inner();
+        let rec = budget::upsert(
+            &self.pool,
+            &actor(r.actor),
+            Some(r.budget_id),
+            &limits(r.limits),
+            true,
+        )
+        .await?;
+        Ok(Response::new(budget_info(rec)))
+    }
+
+    async fn update_budget(
+        &self,
+        req: Request<pb::UpsertBudgetRequest>,
+    ) -> Result<Response<pb::BudgetInfo>, Status> {
+        let r = req.into_inner();
+        let rec = budget::upsert(
+            &self.pool,
+            &actor(r.actor),
+            Some(r.budget_id),
+            &limits(r.limits),
+            false,
+        )
+        .await?;
+        Ok(Response::new(budget_info(rec)))
+    }
+
+    async fn delete_budgets(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        budget::delete(&self.pool, &actor(r.actor), &r.ids).await?;
+        Ok(Response::new(deleted(r.ids, None)))
+    }
+
+    async fn list_budgets(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListBudgetsResponse>, Status> {
+        let r = req.into_inner();
+        let (recs, total) = budget::list(&self.pool, Page::new(r.page, r.page_size)).await?;
+        Ok(Response::new(pb::ListBudgetsResponse {
+            budgets: recs.into_iter().map(budget_info).collect(),
+            total,
+        }))
+    }
+
+    // ---- models ----
+
+    async fn add_model(
+        &self,
+        req: Request<pb::UpsertModelRequest>,
+    ) -> Result<Response<pb::ModelResponse>, Status> {
+        self.save_model(req.into_inner(), true).await
+    }
+
+    async fn update_model(
+        &self,
+        req: Request<pb::UpsertModelRequest>,
+    ) -> Result<Response<pb::ModelResponse>, Status> {
+        self.save_model(req.into_inner(), false).await
+    }
+
+    async fn delete_model(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let version =
+            deployments::delete(&self.pool, &self.secrets, &actor(r.actor), &r.ids).await?;
+        Ok(Response::new(deleted(r.ids, Some(version))))
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let r = req.into_inner();
+        let page = Page::new(r.page, r.page_size);
+        let all = deployments::load_all(&self.pool, &self.secrets).await?;
+        let total = all.len() as u64;
+        let models = all
+            .iter()
+            .skip(page.offset() as usize)
+            .take(page.limit() as usize)
+            .map(|(d, source)| model(d, source, 0))
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models, total }))
+    }
+
+    // ---- credentials ----
+
+    async fn create_credential(
+        &self,
+        req: Request<pb::UpsertCredentialRequest>,
+    ) -> Result<Response<pb::CredentialInfo>, Status> {
+        self.save_credential(req.into_inner(), true).await
+    }
+
+    async fn update_credential(
+        &self,
+        req: Request<pb::UpsertCredentialRequest>,
+    ) -> Result<Response<pb::CredentialInfo>, Status> {
+        self.save_credential(req.into_inner(), false).await
+    }
+
+    async fn delete_credential(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        deployments::delete_credential(&self.pool, &actor(r.actor), &r.ids).await?;
+        Ok(Response::new(deleted(r.ids, None)))
+    }
+
+    async fn list_credentials(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
+        let r = req.into_inner();
+        let (recs, total) = deployments::credentials(
+            &self.pool,
+            &self.secrets,
+            None,
+            Page::new(r.page, r.page_size),
+        )
+        .await?;
+        Ok(Response::new(pb::ListCredentialsResponse {
+            credentials: recs.into_iter().map(credential_info).collect(),
+            total,
+        }))
+    }
+
+    // ---- spend and audit ----
+
+    async fn list_spend_logs(
+        &self,
+        req: Request<pb::SpendQuery>,
+    ) -> Result<Response<pb::SpendLogsResponse>, Status> {
+        let r = req.into_inner();
+        let logs = spend::logs(
+            &self.pool,
+            &spend_filter(r.filter)?,
+            Page::new(r.page, r.page_size),
+        )
+        .await?;
+        Ok(Response::new(pb::SpendLogsResponse {
+            logs: logs.into_iter().map(spend_log).collect(),
+        }))
+    }
+
+    async fn spend_report(
+        &self,
+        req: Request<pb::SpendReportRequest>,
+    ) -> Result<Response<pb::SpendReportResponse>, Status> {
+        let r = req.into_inner();
+        let rows = spend::report(
+            &self.pool,
+            &spend_filter(r.filter)?,
+            spend_group(r.group_by)?,
+        )
+        .await?;
+        let total_spend = rows.iter().map(|r| r.spend).sum();
+        Ok(Response::new(pb::SpendReportResponse {
+            rows: rows.into_iter().map(report_row).collect(),
+            total_spend,
+        }))
+    }
+
+    async fn list_audit_log(
+        &self,
+        req: Request<pb::AuditQuery>,
+    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        let q = req.into_inner();
+        let entries = audit::list(
+            &self.pool,
+            &audit_filter(&q),
+            Page::new(q.page, q.page_size),
+        )
+        .await?;
+        Ok(Response::new(pb::AuditLogResponse {
+            entries: entries.into_iter().map(audit_entry).collect(),
+        }))
+    }
+}
+
+fn deleted(ids: Vec<String>, version: Option<u64>) -> pb::DeleteResponse {
+    pb::DeleteResponse {
+        deleted: ids,
+        snapshot_version: version.unwrap_or(0),
+    }
+}
+
+impl Service {
+    async fn save_model(
+        &self,
+        r: pb::UpsertModelRequest,
+        create: bool,
+    ) -> Result<Response<pb::ModelResponse>, Status> {
+        let mut wire = r
+            .deployment
+            .ok_or_else(|| Status::invalid_argument("deployment is required"))?;
+        if wire.model_info.is_none() {
+            wire.model_info = Some(pb::ModelInfo::default());
+        }
+        let d = routeiq_proto::Deployment::try_from(wire)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (d, version) =
+            deployments::save(&self.pool, &self.secrets, &actor(r.actor), d, create).await?;
+        Ok(Response::new(model(&d, "api", version)))
+    }
+
+    async fn save_credential(
+        &self,
+        r: pb::UpsertCredentialRequest,
+        create: bool,
+    ) -> Result<Response<pb::CredentialInfo>, Status> {
+        let values: std::collections::BTreeMap<String, String> = r.values.into_iter().collect();
+        let rec = deployments::save_credential(
+            &self.pool,
+            &self.secrets,
+            &actor(r.actor),
+            &r.credential_name,
+            &values,
+            metadata(r.info_json, "info_json")?,
+            create,
+        )
+        .await?;
+        Ok(Response::new(credential_info(rec)))
+    }
+}

@@ -1,0 +1,149 @@
+//! Spend queries: request logs (`spend_logs`) and reports from the daily aggregates
+//! (`daily_spend`). Both use the time-leading indexes, so they stay fast as logs grow.
+
+use routeiq_proto::KeyHash;
+use sqlx::{PgPool, Row};
+
+use crate::error::StoreError;
+use crate::Page;
+
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub key_hash: Option<KeyHash>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model_group: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub since_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub request_id: String,
+    pub started_at_ms: i64,
+    pub key_hash: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model_group: String,
+    pub deployment_id: String,
+    pub provider: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: f64,
+    pub latency_ms: i64,
+    pub status: i32,
+    pub dataplane_id: String,
+}
+
+/// Newest first.
+pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT request_id, (EXTRACT(EPOCH FROM started_at) * 1000)::bigint AS started_at_ms,
+                encode(key_hash, 'hex') AS key_hash, team_id, user_id, model_group,
+                deployment_id, provider, prompt_tokens, completion_tokens, cost, latency_ms,
+                status, dataplane_id
+           FROM spend_logs
+          WHERE ($1::bytea IS NULL OR key_hash = $1)
+            AND ($2::text IS NULL OR team_id = $2)
+            AND ($3::text IS NULL OR user_id = $3)
+            AND ($4::text IS NULL OR model_group = $4)
+            AND ($5::bigint IS NULL OR started_at >= to_timestamp($5 / 1000.0))
+            AND ($6::bigint IS NULL OR started_at < to_timestamp($6 / 1000.0))
+          ORDER BY started_at DESC, request_id
+          LIMIT $7 OFFSET $8",
+    )
+    .bind(f.key_hash.map(|h| h.0.to_vec()))
+    .bind(&f.team_id)
+    .bind(&f.user_id)
+    .bind(&f.model_group)
+    .bind(f.since_ms)
+    .bind(f.until_ms)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Log {
+                request_id: r.try_get("request_id")?,
+                started_at_ms: r.try_get("started_at_ms")?,
+                key_hash: r.try_get("key_hash")?,
+                team_id: r.try_get("team_id")?,
+                user_id: r.try_get("user_id")?,
+                model_group: r.try_get("model_group")?,
+                deployment_id: r.try_get("deployment_id")?,
+                provider: r.try_get("provider")?,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                completion_tokens: r.try_get("completion_tokens")?,
+                cost: r.try_get("cost")?,
+                latency_ms: r.try_get("latency_ms")?,
+                status: r.try_get("status")?,
+                dataplane_id: r.try_get("dataplane_id")?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Day,
+    Key,
+    Team,
+    User,
+    Model,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRow {
+    pub group: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub spend: f64,
+}
+
+/// Totals per group over whole UTC days (the bounds are truncated to their day).
+pub async fn report(pool: &PgPool, f: &Filter, by: Group) -> Result<Vec<ReportRow>, StoreError> {
+    let group = match by {
+        Group::Day => "to_char(day, 'YYYY-MM-DD')",
+        Group::Key => "encode(key_hash, 'hex')",
+        Group::Team => "team_id",
+        Group::User => "user_id",
+        Group::Model => "model_group",
+    };
+    // `group` is one of the constant expressions above.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {group} AS grp, sum(requests)::bigint AS requests,
+                sum(prompt_tokens)::bigint AS prompt_tokens,
+                sum(completion_tokens)::bigint AS completion_tokens, sum(spend) AS spend
+           FROM daily_spend
+          WHERE ($1::bytea IS NULL OR key_hash = $1)
+            AND ($2::text IS NULL OR team_id = $2)
+            AND ($3::text IS NULL OR user_id = $3)
+            AND ($4::text IS NULL OR model_group = $4)
+            AND ($5::bigint IS NULL OR day >= (to_timestamp($5 / 1000.0) AT TIME ZONE 'UTC')::date)
+            AND ($6::bigint IS NULL OR day <= (to_timestamp($6 / 1000.0) AT TIME ZONE 'UTC')::date)
+          GROUP BY 1 ORDER BY spend DESC, 1"
+    )))
+    .bind(f.key_hash.map(|h| h.0.to_vec()))
+    .bind(&f.team_id)
+    .bind(&f.user_id)
+    .bind(&f.model_group)
+    .bind(f.since_ms)
+    .bind(f.until_ms)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReportRow {
+                group: r.try_get("grp")?,
+                requests: r.try_get("requests")?,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                completion_tokens: r.try_get("completion_tokens")?,
+                spend: r.try_get("spend")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,365 @@
+//! Teams and their members (`teams`, `team_memberships`). Deleting a team deletes its keys,
+//! as LiteLLM does, and those deletions go out as snapshot deltas.
+
+use routeiq_proto::{DeltaOp, KeyHash};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::audit::{self, Actor};
+use crate::budget::{self, Limits, LimitsRecord, LIMIT_COLUMNS};
+use crate::error::StoreError;
+use crate::{changes, Page};
+
+#[derive(Debug, Clone, Default)]
+pub struct TeamFields {
+    pub alias: Option<String>,
+    pub organization_id: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub limits: Limits,
+    pub metadata: Option<Value>,
+    pub blocked: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    pub user_id: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TeamRecord {
+    pub team_id: String,
+    pub alias: String,
+    pub organization_id: Option<String>,
+    pub models: Vec<String>,
+    pub limits: LimitsRecord,
+    pub spend: f64,
+    pub blocked: bool,
+    pub metadata: Value,
+    pub members: Vec<Member>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn read(r: &PgRow, members: Vec<Member>) -> Result<TeamRecord, StoreError> {
+    Ok(TeamRecord {
+        team_id: r.try_get("team_id")?,
+        alias: r.try_get("team_alias")?,
+        organization_id: r.try_get("organization_id")?,
+        models: r.try_get("models")?,
+        limits: LimitsRecord::read(r)?,
+        spend: r.try_get("spend")?,
+        blocked: r.try_get("blocked")?,
+        metadata: r.try_get("metadata")?,
+        members,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn columns() -> String {
+    format!(
+        "team_id, team_alias, organization_id, models, spend, blocked, metadata, {LIMIT_COLUMNS},
+         EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
+         EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at"
+    )
+}
+
+fn fk(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        match d.constraint() {
+            Some("teams_organization_id_fkey") => {
+                return StoreError::Invalid("organization does not exist".into())
+            }
+            Some("teams_pkey") => return StoreError::Conflict("team already exists".into()),
+            _ => {}
+        }
+    }
+    StoreError::Db(e)
+}
+
+async fn members(conn: &mut PgConnection, team_id: &str) -> Result<Vec<Member>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT user_id, role FROM team_memberships WHERE team_id = $1 ORDER BY user_id",
+    )
+    .bind(team_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Member {
+                user_id: r.try_get("user_id")?,
+                role: r.try_get("role")?,
+            })
+        })
+        .collect()
+}
+
+async fn load(
+    conn: &mut PgConnection,
+    team_id: &str,
+    lock: bool,
+) -> Result<TeamRecord, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM teams WHERE team_id = $1 {}",
+        columns(),
+        if lock { "FOR UPDATE" } else { "" }
+    )))
+    .bind(team_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("team `{team_id}` not found")))?;
+    let m = members(conn, team_id).await?;
+    read(&row, m)
+}
+
+async fn apply(conn: &mut PgConnection, team_id: &str, f: &TeamFields) -> Result<(), StoreError> {
+    if f.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(StoreError::Invalid("metadata must be a JSON object".into()));
+    }
+    let window = f.limits.check()?;
+    let sql = format!(
+        "UPDATE teams SET team_alias = COALESCE($2, team_alias),
+             organization_id = CASE WHEN $3::text IS NULL THEN organization_id ELSE NULLIF($3, '') END,
+             models = COALESCE($4, models), metadata = COALESCE($5, metadata),
+             blocked = COALESCE($6, blocked), {}, updated_at = now()
+         WHERE team_id = $1",
+        budget::set_clauses(7)
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(team_id)
+        .bind(&f.alias)
+        .bind(&f.organization_id)
+        .bind(&f.models)
+        .bind(&f.metadata)
+        .bind(f.blocked);
+    f.limits
+        .bind(q, window.as_ref())
+        .execute(&mut *conn)
+        .await
+        .map_err(fk)?;
+    Ok(())
+}
+
+async fn add_members(
+    conn: &mut PgConnection,
+    team_id: &str,
+    members: &[Member],
+) -> Result<(), StoreError> {
+    for m in members {
+        if m.user_id.is_empty() {
+            return Err(StoreError::Invalid("member user_id is empty".into()));
+        }
+        let role = if m.role.is_empty() { "user" } else { &m.role };
+        if role != "user" && role != "admin" {
+            return Err(StoreError::Invalid(format!(
+                "member role `{role}`: expected admin or user"
+            )));
+        }
+        sqlx::query("INSERT INTO users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(&m.user_id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO team_memberships (team_id, user_id, role) VALUES ($1, $2, $3)
+             ON CONFLICT (team_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+        )
+        .bind(team_id)
+        .bind(&m.user_id)
+        .bind(role)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn json<T: Serialize>(v: &T) -> Option<Value> {
+    serde_json::to_value(v).ok()
+}
+
+pub async fn create(
+    pool: &PgPool,
+    actor: &Actor,
+    team_id: Option<String>,
+    f: &TeamFields,
+    initial: &[Member],
+) -> Result<TeamRecord, StoreError> {
+    let id = match team_id.filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None => budget::new_id()?,
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO teams (team_id) VALUES ($1)")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(fk)?;
+    apply(&mut tx, &id, f).await?;
+    add_members(&mut tx, &id, initial).await?;
+    let rec = load(&mut tx, &id, false).await?;
+    audit::record(
+        &mut *tx,
+        actor,
+        audit::Entry {
+            action: "team.create",
+            object_type: "team",
+            object_id: &id,
+            before: None,
+            after: json(&rec),
+            snapshot_version: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rec)
+}
+
+/// Updates fields, or membership (`add` / `remove`), in one audited transaction.
+pub async fn update(
+    pool: &PgPool,
+    actor: &Actor,
+    team_id: &str,
+    f: &TeamFields,
+    add: &[Member],
+    remove: &[String],
+) -> Result<TeamRecord, StoreError> {
+    let mut tx = pool.begin().await?;
+    let before = load(&mut tx, team_id, true).await?;
+    apply(&mut tx, team_id, f).await?;
+    add_members(&mut tx, team_id, add).await?;
+    if !remove.is_empty() {
+        sqlx::query("DELETE FROM team_memberships WHERE team_id = $1 AND user_id = ANY($2)")
+            .bind(team_id)
+            .bind(remove)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let rec = load(&mut tx, team_id, false).await?;
+    let action = match (add.is_empty(), remove.is_empty()) {
+        (false, _) => "team.member_add",
+        (_, false) => "team.member_delete",
+        _ => "team.update",
+    };
+    audit::record(
+        &mut *tx,
+        actor,
+        audit::Entry {
+            action,
+            object_type: "team",
+            object_id: team_id,
+            before: json(&before),
+            after: json(&rec),
+            snapshot_version: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rec)
+}
+
+/// Deletes teams and their keys; returns the snapshot version when keys went away.
+pub async fn delete(
+    pool: &PgPool,
+    actor: &Actor,
+    ids: &[String],
+) -> Result<Option<u64>, StoreError> {
+    if ids.is_empty() {
+        return Err(StoreError::Invalid("no teams given".into()));
+    }
+    let mut tx = pool.begin().await?;
+    let mut befores = Vec::with_capacity(ids.len());
+    for id in ids {
+        befores.push(load(&mut tx, id, true).await?);
+    }
+    let version = delete_keys_where(&mut tx, "team_id", ids).await?;
+    sqlx::query("DELETE FROM teams WHERE team_id = ANY($1)")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    for b in &befores {
+        audit::record(
+            &mut *tx,
+            actor,
+            audit::Entry {
+                action: "team.delete",
+                object_type: "team",
+                object_id: &b.team_id,
+                before: json(b),
+                after: None,
+                snapshot_version: version,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// Deletes the keys whose `column` (team_id or user_id) is in `ids`, as one delta.
+pub(crate) async fn delete_keys_where(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    column: &str,
+    ids: &[String],
+) -> Result<Option<u64>, StoreError> {
+    let column = match column {
+        "team_id" => "team_id",
+        _ => "user_id",
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM virtual_keys WHERE {column} = ANY($1) RETURNING key_hash"
+    )))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let ops = rows
+        .iter()
+        .map(|r| {
+            let h: Vec<u8> = r.try_get("key_hash")?;
+            KeyHash::from_slice(&h)
+                .map(DeltaOp::DeleteKey)
+                .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(changes::append(tx, ops).await?))
+}
+
+pub async fn get(pool: &PgPool, team_id: &str) -> Result<TeamRecord, StoreError> {
+    let mut conn = pool.acquire().await?;
+    load(&mut conn, team_id, false).await
+}
+
+pub async fn list(
+    pool: &PgPool,
+    organization_id: Option<&str>,
+    page: Page,
+) -> Result<(Vec<TeamRecord>, u64), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM teams WHERE ($1::text IS NULL OR organization_id = $1)
+          ORDER BY created_at, team_id LIMIT $2 OFFSET $3",
+        columns()
+    )))
+    .bind(organization_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: String = r.try_get("team_id")?;
+        let m = members(&mut conn, &id).await?;
+        out.push(read(r, m)?);
+    }
+    let (total,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM teams WHERE ($1::text IS NULL OR organization_id = $1)",
+    )
+    .bind(organization_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((out, total as u64))
+}

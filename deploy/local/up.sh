@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The whole RouteIQ stack on one machine, from Debian packages and PyPI:
+# PostgreSQL (initdb in a state directory), nats-server with JetStream, the control plane
+# (importing config/example.yaml), and one data plane attached to it.
+#
+#   deploy/local/up.sh          start (idempotent: a running stack is left as it is)
+#   deploy/local/up.sh down     stop everything cleanly
+#   deploy/local/up.sh status   what is running
+#
+# State lives in $ROUTEIQ_LOCAL (default ~/.cache/routeiq/local); ports: data plane 4000,
+# control plane gRPC 50051 and health 4100, NATS 4222, PostgreSQL 55432.
+# The admin API joins this script when it exists (issue 4).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+STATE="${ROUTEIQ_LOCAL:-$ROUTEIQ_CACHE/local}"
+PG_PORT="${ROUTEIQ_LOCAL_PG_PORT:-55432}"
+NATS_PORT="${ROUTEIQ_LOCAL_NATS_PORT:-4222}"
+GRPC="127.0.0.1:${ROUTEIQ_LOCAL_GRPC_PORT:-50051}"
+CP_HTTP="127.0.0.1:${ROUTEIQ_LOCAL_CP_HTTP_PORT:-4100}"
+DP_LISTEN="${ROUTEIQ_LOCAL_LISTEN:-0.0.0.0:4000}"
+CONFIG="${ROUTEIQ_LOCAL_CONFIG:-config/example.yaml}"
+
+running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+start_bg() { # name command...
+  local name="$1"; shift
+  if running "$name"; then return; fi
+  "$@" >"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+}
+
+wait_url() { # url what
+  for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "error: $2 did not come up; see $STATE/*.log" >&2
+  exit 1
+}
+
+down() {
+  for name in dataplane controlplane nats; do
+    if running "$name"; then
+      kill "$(cat "$STATE/$name.pid")"
+      for _ in $(seq 100); do running "$name" || break; sleep 0.1; done
+    fi
+    rm -f "$STATE/$name.pid"
+  done
+  stop_postgres "$STATE/pg"
+  echo "stopped (state kept in $STATE)"
+}
+
+status() {
+  for name in nats controlplane dataplane; do
+    if running "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"; else echo "$name: stopped"; fi
+  done
+  if [ -f "$STATE/pg/data/postmaster.pid" ]; then echo "postgresql: running (port $PG_PORT)"; else echo "postgresql: stopped"; fi
+}
+
+up() {
+  ensure_build_deps
+  ensure_python_venv deploy/local/requirements.txt
+  step "cargo build --release (control plane, data plane)"
+  cargo build --release --locked -p routeiq-controlplane -p routeiq-dataplane >&2
+  mkdir -p "$STATE"
+  chmod 755 "$STATE"
+  [ -f "$STATE/salt_key" ] || { head -c 32 /dev/urandom | base64 >"$STATE/salt_key"; chmod 600 "$STATE/salt_key"; }
+
+  step "PostgreSQL on 127.0.0.1:$PG_PORT"
+  if [ ! -f "$STATE/pg/data/postmaster.pid" ]; then
+    if [ -d "$STATE/pg/data" ]; then
+      as_postgres "$(pg_bin)/pg_ctl -D '$STATE/pg/data' -l '$STATE/pg/log' -o \"-c listen_addresses=127.0.0.1 -p $PG_PORT -k '$STATE/pg'\" -w start" >/dev/null
+    else
+      rm -rf "$STATE/pg"
+      start_postgres "$STATE/pg" "$PG_PORT" >/dev/null
+      "$(pg_bin)/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE routeiq" >/dev/null
+    fi
+  fi
+  local db="postgres://postgres@127.0.0.1:$PG_PORT/routeiq"
+
+  step "nats-server -js on 127.0.0.1:$NATS_PORT"
+  start_bg nats "$VENV/bin/nats-server" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$STATE/nats"
+  for _ in $(seq 100); do grep -q "Server is ready" "$STATE/nats.log" && break; sleep 0.1; done
+
+  step "routeiq-controlplane (gRPC $GRPC, health http://$CP_HTTP)"
+  ROUTEIQ_SALT_KEY="$(cat "$STATE/salt_key")" start_bg controlplane \
+    "$CARGO_TARGET_DIR/release/routeiq-controlplane" --database-url "$db" --config "$CONFIG" \
+    --nats "nats://127.0.0.1:$NATS_PORT" --grpc-listen "$GRPC" --http-listen "$CP_HTTP"
+  wait_url "http://$CP_HTTP/health/readiness" "the control plane"
+
+  step "routeiq-dataplane --nats (listening on $DP_LISTEN)"
+  start_bg dataplane "$CARGO_TARGET_DIR/release/routeiq-dataplane" \
+    --nats "nats://127.0.0.1:$NATS_PORT" --listen "$DP_LISTEN" --dataplane-id local-1
+  wait_url "http://127.0.0.1:${DP_LISTEN##*:}/health/readiness" "the data plane"
+
+  cat <<MSG
+
+RouteIQ is up (logs in $STATE):
+  gateway        http://127.0.0.1:${DP_LISTEN##*:}   (master key from $CONFIG)
+  control plane  gRPC $GRPC, health http://$CP_HTTP/health/readiness
+  NATS           nats://127.0.0.1:$NATS_PORT
+  PostgreSQL     $db
+Stop it with: deploy/local/up.sh down
+MSG
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 [up|down|status]" >&2; exit 2 ;;
+esac
