@@ -8,6 +8,7 @@ pub mod base64;
 pub mod context;
 pub mod error;
 pub mod handlers;
+pub mod keymap;
 pub mod providers;
 pub mod respond;
 pub mod routing;

@@ -16,6 +16,7 @@ use routeiq_proto::{
 
 use crate::attached::report::Reporter;
 use crate::error::ApiError;
+use crate::keymap::{Change, KeyMap};
 use crate::routing::{self, Router};
 use crate::telemetry::Metrics;
 use crate::upstream::{Target, Upstream};
@@ -51,9 +52,8 @@ pub struct LiveState {
     pub version: u64,
     pub master_key_hash: Option<KeyHash>,
     pub max_request_body_bytes: usize,
-    /// Virtual keys by hash. A persistent map: applying a delta to a snapshot of a million
-    /// keys copies a few tree nodes, not the map.
-    pub keys: imbl::HashMap<KeyHash, Arc<VirtualKey>>,
+    /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
+    pub keys: KeyMap,
     /// The deployments and router settings the groups were compiled from (deltas that
     /// change a deployment recompile them; key deltas share them).
     deployments: Arc<Vec<Deployment>>,
@@ -72,7 +72,7 @@ impl LiveState {
             version: snapshot.version,
             master_key_hash: snapshot.master_key_hash,
             max_request_body_bytes: snapshot.max_request_body_bytes,
-            keys: snapshot.keys.into_iter().map(|k| (k.hash, k)).collect(),
+            keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
             groups: Arc::new(groups),
@@ -89,22 +89,24 @@ impl LiveState {
                 got: delta.version,
             });
         }
-        let mut keys = self.keys.clone();
+        let mut changes = Vec::new();
         let mut deployments: Option<Vec<Deployment>> = None;
         let mut settings: Option<GatewaySettings> = None;
         for op in &delta.ops {
             match op {
-                DeltaOp::UpsertKey(k) => {
-                    keys.insert(k.hash, Arc::new(k.clone()));
-                }
-                DeltaOp::DeleteKey(h) => {
-                    keys.remove(h);
-                }
+                DeltaOp::UpsertKey(k) => changes.push(Change::Upsert(Arc::new(k.clone()))),
+                DeltaOp::DeleteKey(h) => changes.push(Change::Delete(*h)),
                 DeltaOp::KeySpend { hash, spend } => {
-                    if let Some(k) = keys.get(hash) {
-                        let mut k = VirtualKey::clone(k);
+                    // The key as of the earlier ops of this delta, else as served.
+                    let current = changes.iter().rev().find_map(|c| match c {
+                        Change::Upsert(k) if k.hash == *hash => Some(Some(Arc::clone(k))),
+                        Change::Delete(h) if h == hash => Some(None),
+                        _ => None,
+                    });
+                    if let Some(k) = current.unwrap_or_else(|| self.keys.get(hash).cloned()) {
+                        let mut k = VirtualKey::clone(&k);
                         k.spend = *spend;
-                        keys.insert(*hash, Arc::new(k));
+                        changes.push(Change::Upsert(Arc::new(k)));
                     }
                 }
                 DeltaOp::UpsertDeployment(d) => {
@@ -147,7 +149,11 @@ impl LiveState {
             max_request_body_bytes: settings
                 .as_ref()
                 .map_or(self.max_request_body_bytes, |s| s.max_request_body_bytes),
-            keys,
+            keys: if changes.is_empty() {
+                self.keys.clone()
+            } else {
+                self.keys.with(changes)
+            },
             deployments,
             router,
             groups,
