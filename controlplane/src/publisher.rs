@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::object_store::ObjectMetadata;
-use prost::Message;
 use routeiq_proto::subjects;
-use routeiq_proto::wire::pb;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgPool, Row};
 
@@ -237,11 +235,11 @@ impl Publisher {
             Some(s) => s as u64,
             None => self.streams.deltas.get_info().await?.state.last_sequence,
         };
-        let bytes = pb::Snapshot::from(&snap).encode_to_vec();
+        let bytes = routeiq_proto::wire::encode_stored(&snap);
         let size = bytes.len();
         let meta = ObjectMetadata {
             name: subjects::SNAPSHOT_OBJECT.into(),
-            description: Some("routeiq.v1.Snapshot".into()),
+            description: Some("routeiq.v1.Snapshot header + KeyChunks, length-delimited".into()),
             chunk_size: Some(CHUNK_BYTES),
             metadata: HashMap::from([
                 (subjects::META_VERSION.to_owned(), version.to_string()),

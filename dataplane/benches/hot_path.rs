@@ -90,5 +90,41 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(hot_path, benches);
+/// Key lookup and a one-key delta on a state of 1,000,000 virtual keys.
+fn keys(c: &mut Criterion) {
+    use routeiq_proto::{Delta, DeltaOp, KeyHash, Snapshot, VirtualKey};
+    use std::sync::Arc;
+    let keys: Vec<Arc<VirtualKey>> = (0..1_000_000)
+        .map(|i| {
+            Arc::new(VirtualKey {
+                hash: KeyHash::of(&format!("sk-bench-{i}")),
+                models: vec!["gpt".into()],
+                max_budget: Some(10.0),
+                ..VirtualKey::default()
+            })
+        })
+        .collect();
+    let Ok(live) = LiveState::prepare(Snapshot {
+        keys,
+        ..Snapshot::default()
+    }) else {
+        return;
+    };
+    let probe = KeyHash::of("sk-bench-777");
+    c.bench_function("keys/lookup_1m", |b| {
+        b.iter(|| live.keys.get(black_box(&probe)).map(|k| k.spend))
+    });
+    let delta = Delta {
+        version: 1,
+        ops: vec![DeltaOp::KeySpend {
+            hash: probe,
+            spend: 11.0,
+        }],
+    };
+    c.bench_function("keys/apply_one_key_delta_1m", |b| {
+        b.iter(|| live.apply(black_box(&delta)).map(|s| s.version))
+    });
+}
+
+criterion_group!(hot_path, benches, keys);
 criterion_main!(hot_path);

@@ -57,13 +57,21 @@ fn duration(field: &'static str, secs: Option<f64>) -> Result<Option<Duration>, 
 impl From<&Snapshot> for pb::Snapshot {
     fn from(s: &Snapshot) -> Self {
         Self {
-            version: s.version,
-            master_key_hash: s.master_key_hash.map(|h| h.0.to_vec()).unwrap_or_default(),
-            deployments: s.deployments.iter().map(Into::into).collect(),
-            router: Some((&s.router).into()),
-            max_request_body_bytes: s.max_request_body_bytes as u64,
             keys: s.keys.iter().map(|k| k.as_ref().into()).collect(),
+            ..header(s)
         }
+    }
+}
+
+/// Everything of a snapshot but its keys.
+fn header(s: &Snapshot) -> pb::Snapshot {
+    pb::Snapshot {
+        version: s.version,
+        master_key_hash: s.master_key_hash.map(|h| h.0.to_vec()).unwrap_or_default(),
+        deployments: s.deployments.iter().map(Into::into).collect(),
+        router: Some((&s.router).into()),
+        max_request_body_bytes: s.max_request_body_bytes as u64,
+        keys: Vec::new(),
     }
 }
 
@@ -259,6 +267,54 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
     }
 }
 
+// ---- the stored snapshot: a header and key chunks ----
+
+/// Keys per `KeyChunk` in the stored form.
+const KEYS_PER_CHUNK: usize = 16 * 1024;
+
+/// Why a stored snapshot cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredSnapshotError {
+    #[error("stored snapshot is not valid protobuf: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("stored snapshot: {0}")]
+    Invalid(#[from] InvalidMessage),
+}
+
+/// Encodes a snapshot in its stored form: a length-delimited `Snapshot` without keys,
+/// then length-delimited `KeyChunk`s.
+pub fn encode_stored(s: &Snapshot) -> Vec<u8> {
+    use prost::Message;
+    let mut out = Vec::with_capacity(64 + s.keys.len() * 64);
+    header(s).encode_length_delimited(&mut out).ok();
+    for chunk in s.keys.chunks(KEYS_PER_CHUNK) {
+        pb::KeyChunk {
+            keys: chunk.iter().map(|k| k.as_ref().into()).collect(),
+        }
+        .encode_length_delimited(&mut out)
+        .ok();
+    }
+    out
+}
+
+/// Decodes the stored form chunk by chunk: at most one chunk of key messages is decoded
+/// at a time.
+pub fn decode_stored(mut bytes: &[u8]) -> Result<Snapshot, StoredSnapshotError> {
+    use prost::Message;
+    let header = pb::Snapshot::decode_length_delimited(&mut bytes)?;
+    let mut snapshot = Snapshot::try_from(header)?;
+    while !bytes.is_empty() {
+        let chunk = pb::KeyChunk::decode_length_delimited(&mut bytes)?;
+        snapshot.keys.reserve(chunk.keys.len());
+        for k in chunk.keys {
+            snapshot
+                .keys
+                .push(std::sync::Arc::new(VirtualKey::try_from(k)?));
+        }
+    }
+    Ok(snapshot)
+}
+
 // ---- deltas ----
 
 impl From<&Delta> for pb::SnapshotDelta {
@@ -391,6 +447,16 @@ mod tests {
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();
         let back = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, snap);
+        // The stored form, with enough keys for several chunks.
+        for i in 0..40_000 {
+            snap.keys.push(std::sync::Arc::new(VirtualKey {
+                hash: KeyHash::of(&format!("sk-{i}")),
+                spend: f64::from(i),
+                ..VirtualKey::default()
+            }));
+        }
+        assert_eq!(decode_stored(&encode_stored(&snap)).unwrap(), snap);
+        assert!(decode_stored(&encode_stored(&snap)[..100]).is_err());
 
         let delta = Delta {
             version: 8,

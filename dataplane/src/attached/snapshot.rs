@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, object_store::ObjectStore};
 use futures_util::StreamExt;
 use prost::Message;
 use routeiq_proto::wire::pb;
-use routeiq_proto::{subjects, Delta, Snapshot};
+use routeiq_proto::{subjects, Delta};
 use tokio::io::AsyncReadExt;
 
 use crate::state::{App, LiveState};
@@ -66,10 +66,8 @@ pub async fn fetch(js: &jetstream::Context) -> anyhow::Result<Stored> {
     object.read_to_end(&mut bytes).await?;
     let fetched = started.elapsed();
     let size = bytes.len();
-    let message = pb::Snapshot::decode(bytes.as_slice())?;
-    // Peak memory: the encoded bytes go before the decoded message is converted.
+    let snapshot = routeiq_proto::wire::decode_stored(&bytes)?;
     drop(bytes);
-    let snapshot = Snapshot::try_from(message)?;
     anyhow::ensure!(
         snapshot.version == version,
         "snapshot object says version {version}, its content {}",
