@@ -434,3 +434,49 @@ pub async fn credentials(
         .collect::<Result<_, StoreError>>()?;
     Ok((recs, total))
 }
+
+/// A credential's decrypted values and info, if it exists (for the config import's
+/// change check; never returned through the API).
+pub async fn credential_values(
+    conn: impl PgExecutor<'_>,
+    secrets: &SecretBox,
+    name: &str,
+) -> Result<Option<(std::collections::BTreeMap<String, String>, Value)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT credential_values, credential_info FROM credentials WHERE credential_name = $1",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        let sealed: Vec<u8> = r.try_get("credential_values")?;
+        let values = serde_json::from_str(&secrets.open(&sealed)?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((values, r.try_get("credential_info")?))
+    })
+    .transpose()
+}
+
+/// Inserts or replaces a credential (config import).
+pub async fn put_credential(
+    conn: impl PgExecutor<'_>,
+    secrets: &SecretBox,
+    name: &str,
+    values: &std::collections::BTreeMap<String, String>,
+    info: &Value,
+) -> Result<(), StoreError> {
+    let sealed = secrets
+        .seal(&serde_json::to_string(values).map_err(|e| StoreError::Invalid(e.to_string()))?)?;
+    sqlx::query(
+        "INSERT INTO credentials (credential_name, credential_values, credential_info)
+         VALUES ($1, $2, $3)
+         ON CONFLICT (credential_name) DO UPDATE SET credential_values = EXCLUDED.credential_values,
+             credential_info = EXCLUDED.credential_info, updated_at = now()",
+    )
+    .bind(name)
+    .bind(sealed)
+    .bind(info)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

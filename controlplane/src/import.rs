@@ -1,10 +1,12 @@
 //! Imports a LiteLLM `config.yaml` into PostgreSQL at startup, idempotently: deployments
 //! from the file are upserted (`source = 'config'`), config deployments no longer in the
-//! file are removed, settings are replaced, and one snapshot delta records what actually
-//! changed. Importing the same file again changes nothing and appends no delta.
+//! file are removed, credentials from `credential_list` are stored (encrypted) when new or
+//! changed, settings are replaced, and one snapshot delta records what actually changed.
+//! Importing the same file again changes nothing and appends no delta.
 
 use std::collections::BTreeMap;
 
+use routeiq_proto::litellm::Credential;
 use routeiq_proto::{DeltaOp, Snapshot};
 use sqlx::PgPool;
 
@@ -16,6 +18,8 @@ use crate::{changes, deployments, settings};
 #[derive(Debug, PartialEq, Eq)]
 pub struct Imported {
     pub upserted: usize,
+    /// Credentials stored because they were new or changed.
+    pub credentials: usize,
     pub removed: usize,
     pub settings_changed: bool,
     /// The new snapshot version, when anything changed.
@@ -26,9 +30,23 @@ pub async fn import(
     pool: &PgPool,
     secrets: &SecretBox,
     config: &Snapshot,
+    credentials: &[Credential],
     source: &str,
 ) -> Result<Imported, StoreError> {
     let mut tx = pool.begin().await?;
+    let mut stored_credentials = 0;
+    for c in credentials {
+        let values: BTreeMap<String, String> = c
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect();
+        let current = deployments::credential_values(&mut *tx, secrets, &c.name).await?;
+        if current.as_ref() != Some(&(values.clone(), c.info.clone())) {
+            deployments::put_credential(&mut *tx, secrets, &c.name, &values, &c.info).await?;
+            stored_credentials += 1;
+        }
+    }
     let existing: BTreeMap<String, _> = deployments::load_all(&mut *tx, secrets)
         .await?
         .into_iter()
@@ -75,13 +93,14 @@ pub async fn import(
          VALUES ('config-import', 'config.import', 'config', $1, $2, $3)",
     )
     .bind(source)
-    .bind(serde_json::json!({"upserted": upserted, "removed": removed, "settings_changed": settings_changed}))
+    .bind(serde_json::json!({"upserted": upserted, "removed": removed, "credentials": stored_credentials, "settings_changed": settings_changed}))
     .bind(version.map(|v| v as i64))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Imported {
         upserted,
+        credentials: stored_credentials,
         removed,
         settings_changed,
         version,

@@ -473,12 +473,15 @@ pub async fn view_of(conn: impl PgExecutor<'_>, hash: &KeyHash) -> Result<Virtua
 pub async fn load_all(
     conn: impl PgExecutor<'_>,
 ) -> Result<Vec<std::sync::Arc<VirtualKey>>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    use futures_util::TryStreamExt;
+    // Streamed: a million keys never sit in memory as rows and keys at once.
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM virtual_keys"
     )))
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| view(r).map(std::sync::Arc::new))
-        .collect()
+    .fetch(conn);
+    let mut keys = Vec::new();
+    while let Some(r) = rows.try_next().await? {
+        keys.push(std::sync::Arc::new(view(&r)?));
+    }
+    Ok(keys)
 }

@@ -101,6 +101,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             &pool,
             &secrets,
             &loaded.snapshot,
+            &loaded.credentials,
             &path.display().to_string(),
         )
         .await?;

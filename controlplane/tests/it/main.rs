@@ -34,9 +34,11 @@ fn fastrand_u64() -> u64 {
 }
 
 fn config(text: &str) -> Snapshot {
-    litellm::compile(text, Path::new("test.yaml"), &|_| None)
-        .unwrap()
-        .snapshot
+    loaded(text).snapshot
+}
+
+fn loaded(text: &str) -> litellm::Loaded {
+    litellm::compile(text, Path::new("test.yaml"), &|_| None).unwrap()
 }
 
 const CONFIG: &str = r#"
@@ -60,6 +62,13 @@ general_settings:
   master_key: sk-master-1
 router_settings:
   routing_strategy: simple-shuffle
+credential_list:
+  - credential_name: azure-east
+    credential_values:
+      api_key: az-cred-secret-42
+      api_base: https://east.example.com
+    credential_info:
+      description: east region
 "#;
 
 #[tokio::test]
@@ -94,7 +103,9 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
     let secrets = SecretBox::new("test-salt");
     let cfg = config(CONFIG);
 
-    let first = import::import(&pool, &secrets, &cfg, "test.yaml")
+    let creds = loaded(CONFIG).credentials;
+    assert_eq!(creds.len(), 1);
+    let first = import::import(&pool, &secrets, &cfg, &creds, "test.yaml")
         .await
         .unwrap();
     assert_eq!(
@@ -102,13 +113,15 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
         (3, 0, Some(1))
     );
     assert!(first.settings_changed);
-    let again = import::import(&pool, &secrets, &cfg, "test.yaml")
+    assert_eq!(first.credentials, 1);
+    let again = import::import(&pool, &secrets, &cfg, &creds, "test.yaml")
         .await
         .unwrap();
     assert_eq!(
         again,
         import::Imported {
             upserted: 0,
+            credentials: 0,
             removed: 0,
             settings_changed: false,
             version: None
@@ -137,6 +150,13 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
     for s in &stored {
         assert!(!s.windows(9).any(|w| w == b"sk-upstre" || w == b"sk-ant-se"));
     }
+    let (sealed, info): (Vec<u8>, serde_json::Value) =
+        sqlx::query_as("SELECT credential_values, credential_info FROM credentials")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!sealed.windows(9).any(|w| w == b"az-cred-s"));
+    assert_eq!(info["description"], "east region");
     assert!(snapshot::build(&pool, &SecretBox::new("wrong-salt"))
         .await
         .is_err());
@@ -146,7 +166,7 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
         "  - model_name: fake\n    litellm_params:\n      model: mock/fake\n",
         "",
     ));
-    let r = import::import(&pool, &secrets, &smaller, "test.yaml")
+    let r = import::import(&pool, &secrets, &smaller, &creds, "test.yaml")
         .await
         .unwrap();
     assert_eq!((r.upserted, r.removed, r.version), (0, 1, Some(2)));

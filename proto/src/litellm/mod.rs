@@ -44,7 +44,18 @@ pub enum ConfigError {
 #[derive(Debug)]
 pub struct Loaded {
     pub snapshot: Snapshot,
+    /// `credential_list`, as written (values are secrets).
+    pub credentials: Vec<Credential>,
     pub warnings: Vec<String>,
+}
+
+/// One named set of provider secrets from `credential_list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credential {
+    pub name: String,
+    pub values: std::collections::BTreeMap<String, crate::Secret>,
+    /// `credential_info` (a JSON object; empty when absent).
+    pub info: serde_json::Value,
 }
 
 /// Reads and compiles the config file at `path`, resolving `os.environ/NAME` references
@@ -87,6 +98,7 @@ pub fn compile(
         })?;
     let mut warnings = Vec::new();
     raw.collect_unknown(&mut warnings);
+    let credentials = raw.credentials();
     let snapshot = raw
         .into_snapshot(&lookup, &mut warnings)
         .map_err(|(at, message)| ConfigError::Invalid {
@@ -94,7 +106,11 @@ pub fn compile(
             at,
             message,
         })?;
-    Ok(Loaded { snapshot, warnings })
+    Ok(Loaded {
+        snapshot,
+        credentials,
+        warnings,
+    })
 }
 
 #[cfg(test)]

@@ -85,8 +85,8 @@ struct RawCredential {
     credential_name: String,
     #[serde(default)]
     credential_values: HashMap<String, String>,
-    #[serde(default, rename = "credential_info")]
-    _credential_info: Option<serde_norway::Value>,
+    #[serde(default)]
+    credential_info: Option<serde_norway::Value>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -155,6 +155,28 @@ impl RawConfig {
         for (i, c) in self.credential_list.iter().enumerate() {
             warn_unknown(warnings, &format!("credential_list[{i}]"), &c.unknown);
         }
+    }
+
+    /// The `credential_list`, for the control plane to store (the snapshot carries the
+    /// values already resolved into deployments).
+    pub fn credentials(&self) -> Vec<super::Credential> {
+        self.credential_list
+            .iter()
+            .map(|c| super::Credential {
+                name: c.credential_name.clone(),
+                values: c
+                    .credential_values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), crate::Secret::new(v.clone())))
+                    .collect(),
+                info: c
+                    .credential_info
+                    .as_ref()
+                    .and_then(|i| serde_json::to_value(i).ok())
+                    .filter(serde_json::Value::is_object)
+                    .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+            })
+            .collect()
     }
 
     /// Checks the config and turns it into a snapshot. Errors are `(yaml path, message)`.
