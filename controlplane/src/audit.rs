@@ -22,6 +22,11 @@ impl Actor {
     }
 }
 
+/// An object as it goes into `before` / `after`.
+pub fn json<T: serde::Serialize>(v: &T) -> Option<Value> {
+    serde_json::to_value(v).ok()
+}
+
 /// One mutation to record.
 pub struct Entry<'a> {
     pub action: &'a str,

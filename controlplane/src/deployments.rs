@@ -342,7 +342,7 @@ pub async fn save_credential(
             object_type: "credential",
             object_id: name,
             before: None,
-            after: serde_json::to_value(&rec).ok(),
+            after: crate::audit::json(&rec),
             snapshot_version: None,
         },
     )

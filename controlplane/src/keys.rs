@@ -10,8 +10,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 
 use crate::audit::{self, Actor};
+use crate::budget::{self, Limits};
 use crate::error::StoreError;
-use crate::{budget, changes, Page};
+use crate::{changes, Page};
 
 /// Settable key fields; `None` leaves a field as it is on update.
 #[derive(Debug, Clone, Default)]
@@ -19,12 +20,7 @@ pub struct KeyFields {
     pub alias: Option<String>,
     /// `Some` replaces the key's models (empty: all models).
     pub models: Option<Vec<String>>,
-    pub max_budget: Option<f64>,
-    pub soft_budget: Option<f64>,
-    pub budget_duration: Option<String>,
-    pub rpm_limit: Option<u64>,
-    pub tpm_limit: Option<u64>,
-    pub max_parallel_requests: Option<u64>,
+    pub limits: Limits,
     /// Unix seconds.
     pub expires_at: Option<i64>,
     pub team_id: Option<String>,
@@ -116,23 +112,11 @@ fn display_name(key: &str) -> String {
     format!("sk-...{tail}")
 }
 
-fn limit(name: &str, v: Option<u64>) -> Result<Option<i64>, StoreError> {
-    v.map(|n| i64::try_from(n).map_err(|_| StoreError::Invalid(format!("{name} is too large"))))
-        .transpose()
-}
-
 fn check(f: &KeyFields) -> Result<Option<budget::Window>, StoreError> {
-    for (name, v) in [("max_budget", f.max_budget), ("soft_budget", f.soft_budget)] {
-        if v.is_some_and(|b| !b.is_finite() || b < 0.0) {
-            return Err(StoreError::Invalid(format!(
-                "{name} must be a non-negative number"
-            )));
-        }
-    }
     if f.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(StoreError::Invalid("metadata must be a JSON object".into()));
     }
-    f.budget_duration.as_deref().map(budget::parse).transpose()
+    f.limits.check()
 }
 
 /// Users are created on first reference, as LiteLLM does; teams must exist.
@@ -188,42 +172,55 @@ pub async fn generate(
     let hash = KeyHash::of(&key);
     let mut tx = pool.begin().await?;
     ensure_owner(&mut tx, f).await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO virtual_keys (key_hash, key_name, key_alias, team_id, user_id, models,
-             max_budget, soft_budget, budget_duration, budget_reset_at, rpm_limit, tpm_limit,
-             max_parallel_requests, expires_at, metadata, tags, created_by)
-         VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), $6, $7, $8, $9,
-                 now() + $10::interval, $11, $12, $13, to_timestamp($14), $15, $16, $17)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(hash.0.to_vec())
-    .bind(display_name(&key))
-    .bind(&f.alias)
-    .bind(&f.team_id)
-    .bind(&f.user_id)
-    .bind(f.models.clone().unwrap_or_default())
-    .bind(f.max_budget)
-    .bind(f.soft_budget)
-    .bind(window.as_ref().map(|w| w.text.clone()))
-    .bind(window.as_ref().map(|w| w.interval.clone()))
-    .bind(limit("rpm_limit", f.rpm_limit)?)
-    .bind(limit("tpm_limit", f.tpm_limit)?)
-    .bind(limit("max_parallel_requests", f.max_parallel_requests)?)
-    .bind(f.expires_at)
-    .bind(
-        f.metadata
-            .clone()
-            .unwrap_or_else(|| Value::Object(Default::default())),
-    )
-    .bind(f.tags.clone().unwrap_or_default())
-    .bind(&actor.id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(constraint)?;
+    sqlx::query("INSERT INTO virtual_keys (key_hash, key_name, created_by) VALUES ($1, $2, $3)")
+        .bind(hash.0.to_vec())
+        .bind(display_name(&key))
+        .bind(&actor.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(constraint)?;
+    let row = apply(&mut tx, &hash, f, window.as_ref()).await?;
     let rec = record(&row)?;
     let version = finish(&mut tx, actor, "key.generate", None, &rec, &hash).await?;
     tx.commit().await?;
     Ok((key, rec, version))
+}
+
+/// Sets the given fields of a key; returns its row.
+async fn apply(
+    conn: &mut PgConnection,
+    hash: &KeyHash,
+    f: &KeyFields,
+    window: Option<&budget::Window>,
+) -> Result<PgRow, StoreError> {
+    let sql = format!(
+        "UPDATE virtual_keys SET
+             key_alias = COALESCE($2, key_alias),
+             team_id = CASE WHEN $3::text IS NULL THEN team_id ELSE NULLIF($3, '') END,
+             user_id = CASE WHEN $4::text IS NULL THEN user_id ELSE NULLIF($4, '') END,
+             models = COALESCE($5, models),
+             expires_at = COALESCE(to_timestamp($6), expires_at),
+             metadata = COALESCE($7, metadata),
+             tags = COALESCE($8, tags),
+             {}, updated_at = now()
+         WHERE key_hash = $1
+         RETURNING {COLUMNS}",
+        budget::set_clauses(9)
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hash.0.to_vec())
+        .bind(&f.alias)
+        .bind(&f.team_id)
+        .bind(&f.user_id)
+        .bind(&f.models)
+        .bind(f.expires_at)
+        .bind(&f.metadata)
+        .bind(&f.tags);
+    f.limits
+        .bind(q, window)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(constraint)
 }
 
 async fn locked(conn: &mut PgConnection, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
@@ -248,45 +245,7 @@ pub async fn update(
     let mut tx = pool.begin().await?;
     let before = locked(&mut tx, hash).await?;
     ensure_owner(&mut tx, f).await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE virtual_keys SET
-             key_alias = COALESCE($2, key_alias),
-             team_id = CASE WHEN $3::text IS NULL THEN team_id ELSE NULLIF($3, '') END,
-             user_id = CASE WHEN $4::text IS NULL THEN user_id ELSE NULLIF($4, '') END,
-             models = COALESCE($5, models),
-             max_budget = COALESCE($6, max_budget),
-             soft_budget = COALESCE($7, soft_budget),
-             budget_duration = COALESCE($8, budget_duration),
-             budget_reset_at = CASE WHEN $9::interval IS NULL THEN budget_reset_at
-                                    ELSE now() + $9::interval END,
-             rpm_limit = COALESCE($10, rpm_limit),
-             tpm_limit = COALESCE($11, tpm_limit),
-             max_parallel_requests = COALESCE($12, max_parallel_requests),
-             expires_at = COALESCE(to_timestamp($13), expires_at),
-             metadata = COALESCE($14, metadata),
-             tags = COALESCE($15, tags),
-             updated_at = now()
-         WHERE key_hash = $1
-         RETURNING {COLUMNS}"
-    )))
-    .bind(hash.0.to_vec())
-    .bind(&f.alias)
-    .bind(&f.team_id)
-    .bind(&f.user_id)
-    .bind(&f.models)
-    .bind(f.max_budget)
-    .bind(f.soft_budget)
-    .bind(window.as_ref().map(|w| w.text.clone()))
-    .bind(window.as_ref().map(|w| w.interval.clone()))
-    .bind(limit("rpm_limit", f.rpm_limit)?)
-    .bind(limit("tpm_limit", f.tpm_limit)?)
-    .bind(limit("max_parallel_requests", f.max_parallel_requests)?)
-    .bind(f.expires_at)
-    .bind(&f.metadata)
-    .bind(&f.tags)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(constraint)?;
+    let row = apply(&mut tx, hash, f, window.as_ref()).await?;
     let rec = record(&row)?;
     let version = finish(&mut tx, actor, "key.update", Some(&before), &rec, hash).await?;
     tx.commit().await?;
@@ -335,8 +294,8 @@ async fn finish(
             action,
             object_type: "key",
             object_id: &after.hash,
-            before: before.map(|b| serde_json::to_value(b).unwrap_or_default()),
-            after: Some(serde_json::to_value(after).unwrap_or_default()),
+            before: before.and_then(audit::json),
+            after: audit::json(after),
             snapshot_version: Some(version),
         },
     )
@@ -374,7 +333,7 @@ pub async fn delete(
                 action: "key.delete",
                 object_type: "key",
                 object_id: &b.hash,
-                before: Some(serde_json::to_value(b).unwrap_or_default()),
+                before: audit::json(b),
                 after: None,
                 snapshot_version: Some(version),
             },

@@ -58,10 +58,6 @@ async fn load(conn: &mut PgConnection, id: &str) -> Result<OrgRecord, StoreError
     read(&row)
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
-
 /// Creates (`create`) or updates an organization.
 pub async fn upsert(
     pool: &PgPool,
@@ -129,8 +125,8 @@ pub async fn upsert(
             },
             object_type: "organization",
             object_id: &id,
-            before: before.as_ref().and_then(json),
-            after: json(&rec),
+            before: before.as_ref().and_then(audit::json),
+            after: audit::json(&rec),
             snapshot_version: None,
         },
     )
@@ -157,7 +153,7 @@ pub async fn delete(pool: &PgPool, actor: &Actor, ids: &[String]) -> Result<(), 
                 action: "organization.delete",
                 object_type: "organization",
                 object_id: id,
-                before: json(&before),
+                before: audit::json(&before),
                 after: None,
                 snapshot_version: None,
             },

@@ -38,32 +38,43 @@ pub struct Log {
 }
 
 /// Newest first.
+/// The filter's first four parameters, shared by both queries.
+const DIMENSIONS: &str = "($1::bytea IS NULL OR key_hash = $1)
+            AND ($2::text IS NULL OR team_id = $2)
+            AND ($3::text IS NULL OR user_id = $3)
+            AND ($4::text IS NULL OR model_group = $4)";
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the filter as parameters `$1..$6`.
+fn bind<'q>(q: PgQuery<'q>, f: &'q Filter) -> PgQuery<'q> {
+    q.bind(f.key_hash.map(|h| h.0.to_vec()))
+        .bind(&f.team_id)
+        .bind(&f.user_id)
+        .bind(&f.model_group)
+        .bind(f.since_ms)
+        .bind(f.until_ms)
+}
+
 pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, StoreError> {
-    let rows = sqlx::query(
+    // DIMENSIONS is a constant.
+    let sql = format!(
         "SELECT request_id, (EXTRACT(EPOCH FROM started_at) * 1000)::bigint AS started_at_ms,
                 encode(key_hash, 'hex') AS key_hash, team_id, user_id, model_group,
                 deployment_id, provider, prompt_tokens, completion_tokens, cost, latency_ms,
                 status, dataplane_id
            FROM spend_logs
-          WHERE ($1::bytea IS NULL OR key_hash = $1)
-            AND ($2::text IS NULL OR team_id = $2)
-            AND ($3::text IS NULL OR user_id = $3)
-            AND ($4::text IS NULL OR model_group = $4)
+          WHERE {DIMENSIONS}
             AND ($5::bigint IS NULL OR started_at >= to_timestamp($5 / 1000.0))
             AND ($6::bigint IS NULL OR started_at < to_timestamp($6 / 1000.0))
           ORDER BY started_at DESC, request_id
-          LIMIT $7 OFFSET $8",
-    )
-    .bind(f.key_hash.map(|h| h.0.to_vec()))
-    .bind(&f.team_id)
-    .bind(&f.user_id)
-    .bind(&f.model_group)
-    .bind(f.since_ms)
-    .bind(f.until_ms)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await?;
+          LIMIT $7 OFFSET $8"
+    );
+    let rows = bind(sqlx::query(sqlx::AssertSqlSafe(sql)), f)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(Log {
@@ -114,27 +125,19 @@ pub async fn report(pool: &PgPool, f: &Filter, by: Group) -> Result<Vec<ReportRo
         Group::Model => "model_group",
     };
     // `group` is one of the constant expressions above.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let sql = format!(
         "SELECT {group} AS grp, sum(requests)::bigint AS requests,
                 sum(prompt_tokens)::bigint AS prompt_tokens,
                 sum(completion_tokens)::bigint AS completion_tokens, sum(spend) AS spend
            FROM daily_spend
-          WHERE ($1::bytea IS NULL OR key_hash = $1)
-            AND ($2::text IS NULL OR team_id = $2)
-            AND ($3::text IS NULL OR user_id = $3)
-            AND ($4::text IS NULL OR model_group = $4)
+          WHERE {DIMENSIONS}
             AND ($5::bigint IS NULL OR day >= (to_timestamp($5 / 1000.0) AT TIME ZONE 'UTC')::date)
             AND ($6::bigint IS NULL OR day <= (to_timestamp($6 / 1000.0) AT TIME ZONE 'UTC')::date)
           GROUP BY 1 ORDER BY spend DESC, 1"
-    )))
-    .bind(f.key_hash.map(|h| h.0.to_vec()))
-    .bind(&f.team_id)
-    .bind(&f.user_id)
-    .bind(&f.model_group)
-    .bind(f.since_ms)
-    .bind(f.until_ms)
-    .fetch_all(pool)
-    .await?;
+    );
+    let rows = bind(sqlx::query(sqlx::AssertSqlSafe(sql)), f)
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(ReportRow {

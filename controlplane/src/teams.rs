@@ -175,10 +175,6 @@ async fn add_members(
     Ok(())
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
-
 pub async fn create(
     pool: &PgPool,
     actor: &Actor,
@@ -207,7 +203,7 @@ pub async fn create(
             object_type: "team",
             object_id: &id,
             before: None,
-            after: json(&rec),
+            after: audit::json(&rec),
             snapshot_version: None,
         },
     )
@@ -249,8 +245,8 @@ pub async fn update(
             action,
             object_type: "team",
             object_id: team_id,
-            before: json(&before),
-            after: json(&rec),
+            before: audit::json(&before),
+            after: audit::json(&rec),
             snapshot_version: None,
         },
     )
@@ -273,46 +269,80 @@ pub async fn delete(
     for id in ids {
         befores.push(load(&mut tx, id, true).await?);
     }
-    let version = delete_keys_where(&mut tx, "team_id", ids).await?;
-    sqlx::query("DELETE FROM teams WHERE team_id = ANY($1)")
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?;
-    for b in &befores {
+    let befores: Vec<_> = befores
+        .iter()
+        .map(|b| (b.team_id.as_str(), audit::json(b)))
+        .collect();
+    let version = delete_owners(&mut tx, actor, Owner::Team, &befores).await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// What owns keys: deleting one deletes its keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Owner {
+    Team,
+    User,
+}
+
+impl Owner {
+    /// (table, id column, audit object type)
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Owner::Team => ("teams", "team_id", "team"),
+            Owner::User => ("users", "user_id", "user"),
+        }
+    }
+}
+
+/// Deletes teams or users (`(id, audit before)` pairs) and their keys; the keys go out as
+/// one delta. Returns its version, if any key went.
+pub(crate) async fn delete_owners(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    actor: &Actor,
+    owner: Owner,
+    befores: &[(&str, Option<Value>)],
+) -> Result<Option<u64>, StoreError> {
+    let (table, column, object_type) = owner.names();
+    let ids: Vec<&str> = befores.iter().map(|(id, _)| *id).collect();
+    // Table and column names come from `Owner`, not input.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM virtual_keys WHERE {column} = ANY($1) RETURNING key_hash"
+    )))
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE {column} = ANY($1)"
+    )))
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    let version = deleted_keys_delta(tx, &rows).await?;
+    let action = format!("{object_type}.delete");
+    for (id, before) in befores {
         audit::record(
-            &mut *tx,
+            &mut **tx,
             actor,
             audit::Entry {
-                action: "team.delete",
-                object_type: "team",
-                object_id: &b.team_id,
-                before: json(b),
+                action: &action,
+                object_type,
+                object_id: id,
+                before: before.clone(),
                 after: None,
                 snapshot_version: version,
             },
         )
         .await?;
     }
-    tx.commit().await?;
     Ok(version)
 }
 
-/// Deletes the keys whose `column` (team_id or user_id) is in `ids`, as one delta.
-pub(crate) async fn delete_keys_where(
+/// One delta deleting the keys in `rows` (`key_hash` column), if any.
+async fn deleted_keys_delta(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    column: &str,
-    ids: &[String],
+    rows: &[PgRow],
 ) -> Result<Option<u64>, StoreError> {
-    let column = match column {
-        "team_id" => "team_id",
-        _ => "user_id",
-    };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM virtual_keys WHERE {column} = ANY($1) RETURNING key_hash"
-    )))
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
     if rows.is_empty() {
         return Ok(None);
     }

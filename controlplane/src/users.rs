@@ -132,10 +132,6 @@ async fn apply(conn: &mut PgConnection, id: &str, f: &UserFields) -> Result<(), 
     Ok(())
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
-
 pub async fn create(
     pool: &PgPool,
     actor: &Actor,
@@ -162,7 +158,7 @@ pub async fn create(
             object_type: "user",
             object_id: &id,
             before: None,
-            after: json(&rec),
+            after: audit::json(&rec),
             snapshot_version: None,
         },
     )
@@ -188,8 +184,8 @@ pub async fn update(
             action: "user.update",
             object_type: "user",
             object_id: id,
-            before: json(&before),
-            after: json(&rec),
+            before: audit::json(&before),
+            after: audit::json(&rec),
             snapshot_version: None,
         },
     )
@@ -212,26 +208,11 @@ pub async fn delete(
     for id in ids {
         befores.push(load(&mut tx, id, true).await?);
     }
-    let version = teams::delete_keys_where(&mut tx, "user_id", ids).await?;
-    sqlx::query("DELETE FROM users WHERE user_id = ANY($1)")
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?;
-    for b in &befores {
-        audit::record(
-            &mut *tx,
-            actor,
-            audit::Entry {
-                action: "user.delete",
-                object_type: "user",
-                object_id: &b.user_id,
-                before: json(b),
-                after: None,
-                snapshot_version: version,
-            },
-        )
-        .await?;
-    }
+    let befores: Vec<_> = befores
+        .iter()
+        .map(|b| (b.user_id.as_str(), audit::json(b)))
+        .collect();
+    let version = teams::delete_owners(&mut tx, actor, teams::Owner::User, &befores).await?;
     tx.commit().await?;
     Ok(version)
 }

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use routeiq_controlplane::audit::Actor;
+use routeiq_controlplane::budget::Limits;
 use routeiq_controlplane::crypto::SecretBox;
 use routeiq_controlplane::keys::{self, KeyFields};
 use routeiq_controlplane::{db, import, ingest, resets, snapshot};
@@ -219,7 +220,10 @@ async fn usage_ingestion_is_idempotent_and_a_crossed_budget_becomes_a_delta() {
     db::migrate(&pool).await.unwrap();
     let actor = Actor::system("test");
     let fields = KeyFields {
-        max_budget: Some(1.0),
+        limits: Limits {
+            max_budget: Some(1.0),
+            ..Limits::default()
+        },
         ..KeyFields::default()
     };
     let (key, _, v0) = keys::generate(&pool, &actor, None, &fields).await.unwrap();
@@ -260,8 +264,11 @@ async fn due_budgets_reset_once_and_go_out_as_deltas() {
     db::migrate(&pool).await.unwrap();
     let actor = Actor::system("test");
     let fields = KeyFields {
-        max_budget: Some(1.0),
-        budget_duration: Some("1h".into()),
+        limits: Limits {
+            max_budget: Some(1.0),
+            budget_duration: Some("1h".into()),
+            ..Limits::default()
+        },
         ..KeyFields::default()
     };
     let (key, rec, v0) = keys::generate(&pool, &actor, None, &fields).await.unwrap();
@@ -321,7 +328,10 @@ async fn key_mutations_are_versioned_and_audited() {
         &actor,
         &h,
         &KeyFields {
-            rpm_limit: Some(10),
+            limits: Limits {
+                rpm_limit: Some(10),
+                ..Limits::default()
+            },
             ..KeyFields::default()
         },
     )
