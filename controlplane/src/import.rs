@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use routeiq_proto::litellm::Credential;
-use routeiq_proto::{DeltaOp, Snapshot};
+use routeiq_proto::litellm::Loaded;
+use routeiq_proto::DeltaOp;
 use sqlx::PgPool;
 
 use crate::crypto::SecretBox;
@@ -29,11 +29,18 @@ pub struct Imported {
 pub async fn import(
     pool: &PgPool,
     secrets: &SecretBox,
-    config: &Snapshot,
-    credentials: &[Credential],
+    loaded: &Loaded,
     source: &str,
 ) -> Result<Imported, StoreError> {
+    let (config, credentials) = (&loaded.snapshot, &loaded.credentials);
     let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO config_versions (sha256, source) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(&loaded.sha256)
+    .bind(source)
+    .execute(&mut *tx)
+    .await?;
     let mut stored_credentials = 0;
     for c in credentials {
         let values: BTreeMap<String, String> = c
@@ -93,7 +100,7 @@ pub async fn import(
          VALUES ('config-import', 'config.import', 'config', $1, $2, $3)",
     )
     .bind(source)
-    .bind(serde_json::json!({"upserted": upserted, "removed": removed, "credentials": stored_credentials, "settings_changed": settings_changed}))
+    .bind(serde_json::json!({"sha256": loaded.sha256, "upserted": upserted, "removed": removed, "credentials": stored_credentials, "settings_changed": settings_changed}))
     .bind(version.map(|v| v as i64))
     .execute(&mut *tx)
     .await?;

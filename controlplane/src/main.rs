@@ -97,14 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
-        let r = import::import(
-            &pool,
-            &secrets,
-            &loaded.snapshot,
-            &loaded.credentials,
-            &path.display().to_string(),
-        )
-        .await?;
+        let r = import::import(&pool, &secrets, &loaded, &path.display().to_string()).await?;
         tracing::info!(?r, "config imported");
     }
     let s = snapshot::build(&pool, &secrets).await?;

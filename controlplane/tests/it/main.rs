@@ -104,9 +104,9 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
     let secrets = SecretBox::new("test-salt");
     let cfg = config(CONFIG);
 
-    let creds = loaded(CONFIG).credentials;
-    assert_eq!(creds.len(), 1);
-    let first = import::import(&pool, &secrets, &cfg, &creds, "test.yaml")
+    let file = loaded(CONFIG);
+    assert_eq!(file.credentials.len(), 1);
+    let first = import::import(&pool, &secrets, &file, "test.yaml")
         .await
         .unwrap();
     assert_eq!(
@@ -115,7 +115,7 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
     );
     assert!(first.settings_changed);
     assert_eq!(first.credentials, 1);
-    let again = import::import(&pool, &secrets, &cfg, &creds, "test.yaml")
+    let again = import::import(&pool, &secrets, &file, "test.yaml")
         .await
         .unwrap();
     assert_eq!(
@@ -163,11 +163,11 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
         .is_err());
 
     // Dropping a deployment from the file removes it, in a new version.
-    let smaller = config(&CONFIG.replace(
+    let smaller = loaded(&CONFIG.replace(
         "  - model_name: fake\n    litellm_params:\n      model: mock/fake\n",
         "",
     ));
-    let r = import::import(&pool, &secrets, &smaller, &creds, "test.yaml")
+    let r = import::import(&pool, &secrets, &smaller, "test.yaml")
         .await
         .unwrap();
     assert_eq!((r.upserted, r.removed, r.version), (0, 1, Some(2)));
@@ -179,6 +179,12 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
         .unwrap()
         .get(0);
     assert_eq!(audits, 3);
+    let versions: i64 = sqlx::query("SELECT count(*) FROM config_versions")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 2, "two distinct files imported");
 }
 
 /// The deltas stored after version `after`, decoded.

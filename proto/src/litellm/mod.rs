@@ -46,6 +46,8 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// `credential_list`, as written (values are secrets).
     pub credentials: Vec<Credential>,
+    /// SHA-256 of the config text (hex), to recognise a file imported before.
+    pub sha256: String,
     pub warnings: Vec<String>,
 }
 
@@ -106,9 +108,14 @@ pub fn compile(
             at,
             message,
         })?;
+    let sha256 = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(text))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(Loaded {
         snapshot,
         credentials,
+        sha256,
         warnings,
     })
 }
