@@ -66,6 +66,8 @@ async fn consume(
     cfg: &Config,
     status: &Status,
 ) -> anyhow::Result<()> {
+    // Recreates the streams if NATS lost them (idempotent otherwise).
+    crate::nats::ensure(streams.js.clone()).await?;
     let consumer = streams
         .usage
         .get_or_create_consumer(

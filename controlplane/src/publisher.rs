@@ -111,6 +111,8 @@ impl Publisher {
         }
         tracing::info!("snapshot publisher: leader");
         self.status.leader.store(true, Ordering::Relaxed);
+        // Recreates the streams and bucket if NATS lost them (idempotent otherwise).
+        crate::nats::ensure(self.streams.js.clone()).await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         self.forget_lost_sequences().await?;
@@ -125,6 +127,9 @@ impl Publisher {
                 _ = tokio::time::sleep(self.cfg.tick) => {
                     // Still holding the lock? (A broken connection has lost it.)
                     lock.ping().await?;
+                    // Is the stream still there? If NATS lost it, start over: that
+                    // recreates it and positions a new full snapshot on it.
+                    self.streams.deltas.get_info().await?;
                 }
             }
         }

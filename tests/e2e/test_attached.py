@@ -263,6 +263,29 @@ def test_nats_restart_data_planes_catch_up_and_buffered_usage_arrives(make_stack
     )
 
 
+def test_nats_losing_its_storage_is_recovered(make_stack):
+    import shutil
+
+    s = make_stack()
+    dp = s.dataplane("dp-a")
+    first, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, first), what="key accepted")
+    # NATS comes back empty: no streams, no stored snapshot.
+    s.nats.stop()
+    shutil.rmtree(s.nats.dir / "store")
+    s.nats.start()
+    assert accepted(dp, first)
+    # The control plane recreates the streams and a positioned full snapshot; the data
+    # plane notices the new stream and takes it, and changes flow again.
+    second, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, second), timeout=30, what="change after the reset")
+    third, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, third), what="deltas on the new stream")
+    assert accepted(dp, first)
+    late = s.dataplane("dp-late")
+    assert accepted(late, third)
+
+
 def test_spend_is_exact_across_a_control_plane_crash(make_stack):
     s = make_stack()
     dp = s.dataplane("dp-a")

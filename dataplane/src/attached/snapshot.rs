@@ -87,11 +87,24 @@ pub async fn fetch(js: &jetstream::Context) -> anyhow::Result<Stored> {
     Ok(Stored { state, delta_seq })
 }
 
+/// Where the follower is on the delta stream.
+struct Position {
+    /// The last sequence applied (or covered by the loaded full snapshot).
+    seq: u64,
+    /// When the stream was created, as first seen: a different time means the stream was
+    /// deleted and created again (NATS lost its storage), and `seq` means nothing there.
+    created: Option<async_nats::datetime::DateTime>,
+}
+
 /// Follows the delta stream forever from `delta_seq + 1`.
-pub async fn follow(js: jetstream::Context, app: Arc<App>, mut delta_seq: u64) {
+pub async fn follow(js: jetstream::Context, app: Arc<App>, delta_seq: u64) {
+    let mut pos = Position {
+        seq: delta_seq,
+        created: None,
+    };
     loop {
-        if let Err(e) = follow_from(&js, &app, &mut delta_seq).await {
-            tracing::warn!(error = %format!("{e:#}"), delta_seq, "delta stream interrupted; resuming");
+        if let Err(e) = follow_from(&js, &app, &mut pos).await {
+            tracing::warn!(error = %format!("{e:#}"), delta_seq = pos.seq, "delta stream interrupted; resuming");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -100,9 +113,26 @@ pub async fn follow(js: jetstream::Context, app: Arc<App>, mut delta_seq: u64) {
 async fn follow_from(
     js: &jetstream::Context,
     app: &Arc<App>,
-    delta_seq: &mut u64,
+    pos: &mut Position,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(subjects::DELTA_STREAM).await?;
+    let info = stream.get_info().await?;
+    let end = info.state.last_sequence;
+    let recreated = pos.created.is_some_and(|c| c != info.created);
+    if recreated || end < pos.seq {
+        // NATS lost its storage and the stream started over: our position means nothing
+        // there. The control plane writes a full snapshot positioned on the new stream.
+        tracing::warn!(
+            stream_end = end,
+            delta_seq = pos.seq,
+            "the delta stream was reset; re-fetching the full snapshot"
+        );
+        refetch(js, app, Wanted::OnStream(end), &mut pos.seq).await;
+        pos.created = Some(info.created);
+        return Ok(());
+    }
+    pos.created = Some(info.created);
+    let delta_seq = &mut pos.seq;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: subjects::DELTA_SUBJECT.into(),
@@ -119,8 +149,9 @@ async fn follow_from(
         match handle(app, &m.payload) {
             Ok(()) => *delta_seq = seq,
             Err(needed) => {
+                tracing::info!(needed, "re-fetching the full snapshot");
                 // Start over from the re-fetched snapshot's position.
-                refetch(js, app, needed, delta_seq).await;
+                refetch(js, app, Wanted::Newer, delta_seq).await;
                 return Ok(());
             }
         }
@@ -172,17 +203,33 @@ fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
     }
 }
 
-/// Replaces the state with the stored full snapshot once it is newer than what is served,
-/// and moves `delta_seq` to its position.
-async fn refetch(js: &jetstream::Context, app: &App, needed: u64, delta_seq: &mut u64) {
+/// Which stored snapshot a re-fetch waits for.
+#[derive(Debug, Clone, Copy)]
+enum Wanted {
+    /// Newer than the served state (after a gap or a refused delta).
+    Newer,
+    /// Positioned on the current stream (at or before this sequence), not older than the
+    /// served state (after a stream reset).
+    OnStream(u64),
+}
+
+/// Replaces the state with the stored full snapshot once it is the one `wanted`, and moves
+/// `delta_seq` to its position.
+async fn refetch(js: &jetstream::Context, app: &App, wanted: Wanted, delta_seq: &mut u64) {
     let mut wait = Duration::from_millis(100);
     loop {
         app.metrics.snapshot_refetches.inc();
+        let current = app.load().version;
         match fetch(js).await {
-            Ok(s) if s.state.version > app.load().version => {
+            Ok(s)
+                if match wanted {
+                    Wanted::Newer => s.state.version > current,
+                    Wanted::OnStream(end) => s.state.version >= current && s.delta_seq <= end,
+                } =>
+            {
                 tracing::info!(
                     version = s.state.version,
-                    needed,
+                    ?wanted,
                     "state replaced by the full snapshot"
                 );
                 *delta_seq = s.delta_seq;
@@ -191,8 +238,8 @@ async fn refetch(js: &jetstream::Context, app: &App, needed: u64, delta_seq: &mu
             }
             Ok(s) => tracing::info!(
                 stored = s.state.version,
-                needed,
-                "stored snapshot not newer yet; waiting for the next one"
+                ?wanted,
+                "stored snapshot not the one needed yet; waiting for the next one"
             ),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot fetch the full snapshot"),
         }
