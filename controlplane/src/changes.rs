@@ -7,7 +7,7 @@
 
 use prost::Message;
 use routeiq_proto::wire::pb;
-use routeiq_proto::{Delta, DeltaOp};
+use routeiq_proto::{Delta, DeltaOp, Deployment};
 use sqlx::{Postgres, Transaction};
 
 /// Advisory lock id serialising version assignment ("RIQV").
@@ -29,6 +29,17 @@ pub async fn append(
             .fetch_one(&mut **tx)
             .await?;
     let version = next as u64;
+    // Provider keys stay encrypted at rest: the outbox row carries none, and the publisher
+    // fills them in from `model_deployments` when it sends the delta (`with_secrets`).
+    let ops = ops
+        .into_iter()
+        .map(|op| match op {
+            DeltaOp::UpsertDeployment(d) => {
+                DeltaOp::UpsertDeployment(Deployment { api_key: None, ..d })
+            }
+            other => other,
+        })
+        .collect();
     let bytes = pb::SnapshotDelta::from(&Delta { version, ops }).encode_to_vec();
     sqlx::query("INSERT INTO snapshot_deltas (version, ops) VALUES ($1, $2)")
         .bind(next)
@@ -49,4 +60,35 @@ pub async fn current(conn: impl sqlx::PgExecutor<'_>) -> Result<u64, sqlx::Error
         .fetch_one(conn)
         .await?;
     Ok(v as u64)
+}
+
+/// An outbox row's encoded delta with the current provider keys of its deployments filled
+/// in, ready to publish. Rows without deployment upserts are returned as they are.
+pub async fn with_secrets(
+    conn: impl sqlx::PgExecutor<'_>,
+    secrets: &crate::crypto::SecretBox,
+    ops: Vec<u8>,
+) -> Result<Vec<u8>, crate::error::StoreError> {
+    use crate::error::StoreError;
+    let decoded = pb::SnapshotDelta::decode(ops.as_slice())
+        .map_err(|e| StoreError::Corrupt(format!("snapshot_deltas.ops: {e}")))?;
+    let ids: Vec<String> = decoded
+        .ops
+        .iter()
+        .filter_map(|op| match &op.op {
+            Some(pb::delta_op::Op::UpsertDeployment(d)) => Some(d.id.clone()),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(ops);
+    }
+    let keys = crate::deployments::api_keys(conn, secrets, &ids).await?;
+    let mut decoded = decoded;
+    for op in &mut decoded.ops {
+        if let Some(pb::delta_op::Op::UpsertDeployment(d)) = &mut op.op {
+            d.api_key = keys.get(&d.id).cloned();
+        }
+    }
+    Ok(decoded.encode_to_vec())
 }

@@ -120,6 +120,16 @@ pub async fn load_all(
         .collect()
 }
 
+/// Serialises changes to the deployment set ("RIQD"): each reads the whole set to check
+/// it, so two concurrent changes must not both pass on the same reading.
+pub async fn lock(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(0x5249_5144_i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// A deployment change through the API: checked, stored (`source = 'api'`), audited, and
 /// sent to data planes as one delta.
 pub async fn save(
@@ -135,15 +145,8 @@ pub async fn save(
         }
         d.id = DeploymentId(crate::budget::new_id()?);
     }
-    if d.provider != ProviderKind::Mock
-        && !(d.api_base.starts_with("http://") || d.api_base.starts_with("https://"))
-    {
-        return Err(StoreError::Invalid(format!(
-            "api_base `{}` must be an http(s) URL",
-            d.api_base
-        )));
-    }
     let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
     let mut all = load_all(&mut *tx, secrets).await?;
     let existing = all.iter().position(|(x, _)| x.id == d.id);
     let before = match (existing, create) {
@@ -210,6 +213,7 @@ pub async fn delete(
         return Err(StoreError::Invalid("no deployments given".into()));
     }
     let mut tx = pool.begin().await?;
+    lock(&mut tx).await?;
     let all = load_all(&mut *tx, secrets).await?;
     let mut ops = Vec::with_capacity(ids.len());
     let mut befores = Vec::with_capacity(ids.len());
@@ -479,4 +483,25 @@ pub async fn put_credential(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The decrypted API keys of the given deployments (those that have one).
+pub async fn api_keys(
+    conn: impl PgExecutor<'_>,
+    secrets: &SecretBox,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT model_id, api_key FROM model_deployments
+          WHERE model_id = ANY($1) AND api_key IS NOT NULL",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let sealed: Vec<u8> = r.try_get("api_key")?;
+            Ok((r.try_get("model_id")?, secrets.open(&sealed)?))
+        })
+        .collect()
 }

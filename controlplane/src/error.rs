@@ -24,6 +24,23 @@ impl From<StoreError> for tonic::Status {
             StoreError::NotFound(m) => tonic::Status::not_found(m.clone()),
             StoreError::Conflict(m) => tonic::Status::already_exists(m.clone()),
             StoreError::Invalid(m) => tonic::Status::invalid_argument(m.clone()),
+            StoreError::Db(sqlx::Error::Database(d)) => {
+                // The SQLSTATE says whose fault it is.
+                let code = d.code().unwrap_or_default();
+                let message = d.message().to_owned();
+                match code.get(..2) {
+                    // Data exceptions: a value out of range, invalid text, ...
+                    Some("22") => tonic::Status::invalid_argument(message),
+                    // Integrity constraints not mapped to a domain error above.
+                    Some("23") => tonic::Status::failed_precondition(message),
+                    // Serialization failure or deadlock: safe to retry.
+                    Some("40") => tonic::Status::aborted(message),
+                    _ => {
+                        tracing::error!(error = %e, "database error");
+                        tonic::Status::unavailable("the control plane's database is unavailable")
+                    }
+                }
+            }
             StoreError::Db(_) => {
                 tracing::error!(error = %e, "database error");
                 tonic::Status::unavailable("the control plane's database is unavailable")

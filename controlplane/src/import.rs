@@ -34,6 +34,7 @@ pub async fn import(
 ) -> Result<Imported, StoreError> {
     let (config, credentials) = (&loaded.snapshot, &loaded.credentials);
     let mut tx = pool.begin().await?;
+    deployments::lock(&mut tx).await?;
     sqlx::query(
         "INSERT INTO config_versions (sha256, source) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
     )

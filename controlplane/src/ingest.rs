@@ -119,7 +119,7 @@ async fn consume(
                 }
             }
         }
-        match write(pool, &events).await {
+        match write_retrying(pool, &events).await {
             Ok(inserted) => {
                 status.ingested.fetch_add(inserted, Ordering::Relaxed);
                 status
@@ -138,6 +138,25 @@ async fn consume(
                 }
                 return Err(e.into());
             }
+        }
+    }
+}
+
+/// [`write`], retried when PostgreSQL aborts it for a deadlock or a serialization failure
+/// (two replicas' batches touching the same keys in another order): nothing of an aborted
+/// attempt was committed, so a retry counts each event once.
+async fn write_retrying(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match write(pool, events).await {
+            Err(StoreError::Db(sqlx::Error::Database(d)))
+                if attempt < 5 && matches!(d.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                attempt += 1;
+                tracing::info!(attempt, code = ?d.code(), "usage batch aborted; retrying");
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
         }
     }
 }

@@ -384,10 +384,13 @@ pub async fn list(
     Ok((keys, total as u64))
 }
 
-const VIEW_COLUMNS: &str = "key_hash, COALESCE(key_alias, '') AS key_alias,
-    COALESCE(team_id, '') AS team_id, COALESCE(user_id, '') AS user_id, models, max_budget,
-    spend, EXTRACT(EPOCH FROM expires_at)::bigint AS expires_at, blocked, rpm_limit,
-    tpm_limit, max_parallel_requests";
+/// The data plane's view: a key of a blocked team is blocked.
+const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
+    COALESCE(k.team_id, '') AS team_id, COALESCE(k.user_id, '') AS user_id, k.models,
+    k.max_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
+    (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
+    k.max_parallel_requests";
+const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";
 
 fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
     let hash: Vec<u8> = r.try_get("key_hash")?;
@@ -419,7 +422,7 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
 /// One key's data-plane view, for its delta.
 pub async fn view_of(conn: impl PgExecutor<'_>, hash: &KeyHash) -> Result<VirtualKey, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {VIEW_COLUMNS} FROM virtual_keys WHERE key_hash = $1"
+        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.key_hash = $1"
     )))
     .bind(hash.0.to_vec())
     .fetch_optional(conn)
@@ -435,7 +438,7 @@ pub async fn load_all(
     use futures_util::TryStreamExt;
     // Streamed: a million keys never sit in memory as rows and keys at once.
     let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {VIEW_COLUMNS} FROM virtual_keys"
+        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM}"
     )))
     .fetch(conn);
     let mut keys = Vec::new();
@@ -443,4 +446,18 @@ pub async fn load_all(
         keys.push(std::sync::Arc::new(view(&r)?));
     }
     Ok(keys)
+}
+
+/// The data-plane views of a team's keys (after the team changed).
+pub async fn views_of_team(
+    conn: impl PgExecutor<'_>,
+    team_id: &str,
+) -> Result<Vec<VirtualKey>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.team_id = $1"
+    )))
+    .bind(team_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(view).collect()
 }

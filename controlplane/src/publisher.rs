@@ -117,6 +117,9 @@ impl Publisher {
         listener.listen(NOTIFY_CHANNEL).await?;
         self.forget_lost_sequences().await?;
         self.write_snapshot().await?;
+        // Created once: a steady stream of NOTIFYs must not starve the health checks.
+        let mut tick = tokio::time::interval(self.cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.publish_pending(None).await?;
             if self.snapshot_due() {
@@ -124,7 +127,7 @@ impl Publisher {
             }
             tokio::select! {
                 n = listener.recv() => { n?; }
-                _ = tokio::time::sleep(self.cfg.tick) => {
+                _ = tick.tick() => {
                     // Still holding the lock? (A broken connection has lost it.)
                     lock.ping().await?;
                     // Is the stream still there? If NATS lost it, start over: that
@@ -180,6 +183,7 @@ impl Publisher {
             for r in &rows {
                 let version: i64 = r.try_get("version")?;
                 let ops: Vec<u8> = r.try_get("ops")?;
+                let ops = crate::changes::with_secrets(&self.pool, &self.secrets, ops).await?;
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", format!("delta-{version}").as_str());
                 let ack = self
@@ -256,6 +260,15 @@ impl Publisher {
             .snapshots
             .put(meta, &mut bytes.as_slice())
             .await?;
+        // Published deltas older than the stream keeps are of no further use; the newest row
+        // stays, as it carries the version counter.
+        sqlx::query(
+            "DELETE FROM snapshot_deltas
+              WHERE published_at < now() - interval '7 days'
+                AND version < (SELECT max(version) FROM snapshot_deltas)",
+        )
+        .execute(&self.pool)
+        .await?;
         self.snapshot_version = Some(version);
         self.snapshot_at = Instant::now();
         self.since_snapshot = 0;

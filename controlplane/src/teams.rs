@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use crate::audit::{self, Actor};
 use crate::budget::{self, Limits, LimitsRecord, LIMIT_COLUMNS};
 use crate::error::StoreError;
-use crate::{changes, Page};
+use crate::{changes, keys, Page};
 
 #[derive(Debug, Clone, Default)]
 pub struct TeamFields {
@@ -233,6 +233,21 @@ pub async fn update(
             .await?;
     }
     let rec = load(&mut tx, team_id, false).await?;
+    // Blocking a team blocks its keys at the data planes.
+    let version = if rec.blocked == before.blocked {
+        None
+    } else {
+        let ops: Vec<DeltaOp> = keys::views_of_team(&mut *tx, team_id)
+            .await?
+            .into_iter()
+            .map(DeltaOp::UpsertKey)
+            .collect();
+        if ops.is_empty() {
+            None
+        } else {
+            Some(changes::append(&mut tx, ops).await?)
+        }
+    };
     let action = match (add.is_empty(), remove.is_empty()) {
         (false, _) => "team.member_add",
         (_, false) => "team.member_delete",
@@ -247,7 +262,7 @@ pub async fn update(
             object_id: team_id,
             before: audit::json(&before),
             after: audit::json(&rec),
-            snapshot_version: None,
+            snapshot_version: version,
         },
     )
     .await?;

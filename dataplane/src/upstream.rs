@@ -23,47 +23,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// Where a deployment's requests go: parsed once from `api_base` when the snapshot loads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// `api_base`'s path, without a trailing slash (`/v1`, or empty).
-    pub base_path: String,
-    /// Value of the `Host` header.
-    pub authority: String,
-}
-
-impl Target {
-    pub fn parse(api_base: &str) -> Result<Self, String> {
-        let uri: http::Uri = api_base
-            .parse()
-            .map_err(|e| format!("`{api_base}` is not a URL: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(format!("`{api_base}` must start with http:// or https://")),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("`{api_base}` has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_else(|| host.clone());
-        Ok(Self {
-            tls,
-            host,
-            port,
-            base_path: uri.path().trim_end_matches('/').to_owned(),
-            authority,
-        })
-    }
-}
+pub use routeiq_proto::ApiBase as Target;
 
 /// One upstream request, ready to send.
 #[derive(Debug)]

@@ -18,6 +18,6 @@ pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use keys::{KeyHash, VirtualKey};
 pub use secret::Secret;
 pub use snapshot::{
-    Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, RouterSettings,
+    ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, RouterSettings,
     RoutingStrategy, Snapshot, SnapshotError,
 };

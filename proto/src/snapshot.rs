@@ -120,6 +120,67 @@ impl Default for GatewaySettings {
     }
 }
 
+/// A deployment's `api_base`, parsed: the one check both planes apply, so the control plane
+/// never stores a URL data planes would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiBase {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `api_base`'s path, without a trailing slash (`/v1`, or empty).
+    pub base_path: String,
+    /// Value of the `Host` header.
+    pub authority: String,
+}
+
+impl ApiBase {
+    pub fn parse(api_base: &str) -> Result<Self, String> {
+        let uri: http::Uri = api_base
+            .parse()
+            .map_err(|e| format!("`{api_base}` is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("`{api_base}` must start with http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("`{api_base}` has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        // `http::Uri` accepts any text after the host's colon and reports no port for it;
+        // a port that is there must be a number.
+        let authority_text = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        let after_host = authority_text.rfind(']').map_or(0, |i| i + 1);
+        let port = match authority_text[after_host..].rfind(':') {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(i) => {
+                let p = &authority_text[after_host + i + 1..];
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{api_base}` has an invalid port `{p}`"))?
+            }
+        };
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_else(|| host.clone());
+        Ok(Self {
+            tls,
+            host,
+            port,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            authority,
+        })
+    }
+}
+
 /// Why a snapshot cannot be served.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -129,6 +190,8 @@ pub enum SnapshotError {
     DuplicateKey(KeyHash),
     #[error("deployment `{id}` has an empty {field}")]
     Empty { id: String, field: &'static str },
+    #[error("deployment `{id}`: api_base {message}")]
+    ApiBase { id: String, message: String },
 }
 
 /// Everything a data plane serves from. Immutable: a change builds a new snapshot.
@@ -176,6 +239,12 @@ impl Snapshot {
             if !seen.insert(d.id.0.as_str()) {
                 return Err(SnapshotError::DuplicateDeploymentId(d.id.0.clone()));
             }
+            if d.provider != ProviderKind::Mock {
+                ApiBase::parse(&d.api_base).map_err(|message| SnapshotError::ApiBase {
+                    id: d.id.0.clone(),
+                    message,
+                })?;
+            }
             for (field, value) in [
                 ("model_name", &d.model_name),
                 ("upstream model", &d.upstream_model),
@@ -198,5 +267,34 @@ impl Snapshot {
             groups.entry(d.model_name.as_str()).or_default().push(d);
         }
         groups
+    }
+}
+
+#[cfg(test)]
+mod api_base_tests {
+    use super::ApiBase;
+
+    #[test]
+    fn parses_what_data_planes_can_call_and_refuses_the_rest() {
+        let a = ApiBase::parse("https://api.example.com/v1/").unwrap();
+        assert_eq!(
+            (a.tls, a.host.as_str(), a.port, a.base_path.as_str()),
+            (true, "api.example.com", 443, "/v1")
+        );
+        let b = ApiBase::parse("http://[::1]:8080").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.authority.as_str()),
+            ("::1", 8080, "[::1]:8080")
+        );
+        for bad in [
+            "",
+            "ftp://x",
+            "https://exa mple.com",
+            "https://api.example.com:abc",
+            "https://api.example.com:99999",
+            "api.example.com",
+        ] {
+            assert!(ApiBase::parse(bad).is_err(), "{bad}");
+        }
     }
 }

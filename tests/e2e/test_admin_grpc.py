@@ -58,6 +58,13 @@ def test_teams_users_organizations_and_budgets(make_stack):
     user_key, _ = s.generate_key(user_id="dee")
     for k in (team_key, user_key):
         wait_until(lambda: accepted(dp, k), what="key accepted")
+    # Blocking the team blocks its keys at the data plane; unblocking restores them.
+    blocked = stub.UpdateTeam(p.UpdateTeamRequest(actor=actor(s), team_id="search", fields=p.TeamFields(blocked=True)))
+    assert blocked.blocked
+    wait_until(lambda: dp.chat(team_key).status_code == 401, what="team key blocked")
+    assert accepted(dp, user_key)
+    stub.UpdateTeam(p.UpdateTeamRequest(actor=actor(s), team_id="search", fields=p.TeamFields(blocked=False)))
+    wait_until(lambda: accepted(dp, team_key), what="team key unblocked")
     r = stub.DeleteTeams(p.DeleteRequest(actor=actor(s), ids=["search"]))
     assert r.snapshot_version > 0
     r = stub.DeleteUsers(p.DeleteRequest(actor=actor(s), ids=["dee"]))
@@ -102,9 +109,17 @@ def test_models_and_credentials(make_stack):
     stored = s.sql("SELECT api_key IS NOT NULL, upstream_model FROM model_deployments WHERE model_id = %s", secret.deployment.id)[0]
     assert stored == (True, "gpt-4o-mini")
     assert s.sql("SELECT count(*) FROM model_deployments WHERE position('sk-provider-secret' in encode(api_key, 'escape')) > 0")[0][0] == 0
-    with pytest.raises(grpc.RpcError) as e:
-        stub.AddModel(p.UpsertModelRequest(deployment=p.Deployment(model_name="bad", provider="openai", upstream_model="x", api_base="ftp://nope")))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Stored encrypted, and not in the change log either (the publisher adds it when sending).
+    assert s.sql("SELECT count(*) FROM snapshot_deltas WHERE position('sk-provider-secret' in encode(ops, 'escape')) > 0")[0][0] == 0
+    # GetSnapshot never returns provider keys.
+    snap = stub.GetSnapshot(p.GetSnapshotRequest())
+    assert all(not d.HasField("api_key") for d in snap.deployments)
+    # A URL the data planes would refuse is refused here, so it never reaches them.
+    for bad in ["ftp://nope", "https://exa mple.com", "https://api.example.com:abc", ""]:
+        with pytest.raises(grpc.RpcError) as e:
+            stub.AddModel(p.UpsertModelRequest(deployment=p.Deployment(model_name="bad", provider="openai", upstream_model="x", api_base=bad)))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert "api_base" in e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         stub.AddModel(p.UpsertModelRequest(deployment=p.Deployment(id=secret.deployment.id, model_name="up", provider="openai", upstream_model="x", api_base="https://a")))
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS

@@ -169,6 +169,10 @@ def test_grpc_errors_are_typed(make_stack, pb):
         s.generate_key(budget_duration="30 parsecs")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "budget_duration" in e.value.details()
+    # Values PostgreSQL refuses are the caller's fault, not an outage.
+    with pytest.raises(grpc.RpcError) as e:
+        s.generate_key(budget_duration="200000000d")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as e:
         s.generate_key(team_id="no-such-team")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -132,7 +132,13 @@ impl pb::control_plane_server::ControlPlane for Service {
         _req: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
         let s = snapshot::build(&self.pool, &self.secrets).await?;
-        Ok(Response::new(pb::Snapshot::from(&s)))
+        let mut wire = pb::Snapshot::from(&s);
+        // For inspection: provider keys never leave through this API (data planes get
+        // them over NATS).
+        for d in &mut wire.deployments {
+            d.api_key = None;
+        }
+        Ok(Response::new(wire))
     }
 
     async fn get_snapshot_version(

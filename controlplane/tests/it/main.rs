@@ -371,3 +371,35 @@ async fn key_mutations_are_versioned_and_audited() {
     assert_eq!(actions, ["key.delete", "key.update", "key.generate"]);
     assert!(audit.iter().all(|a| a.source_ip == "10.0.0.1"));
 }
+
+#[tokio::test]
+async fn provider_keys_stay_out_of_the_change_log_and_are_added_when_published() {
+    use prost::Message;
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let secrets = SecretBox::new("test-salt");
+    import::import(&pool, &secrets, &loaded(CONFIG), "test.yaml")
+        .await
+        .unwrap();
+    let (ops,): (Vec<u8>,) = sqlx::query_as("SELECT ops FROM snapshot_deltas WHERE version = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(!ops.windows(9).any(|w| w == b"sk-upstre"));
+    let sent = routeiq_controlplane::changes::with_secrets(&pool, &secrets, ops)
+        .await
+        .unwrap();
+    let delta = routeiq_proto::wire::pb::SnapshotDelta::decode(sent.as_slice()).unwrap();
+    let keys: Vec<_> = delta
+        .ops
+        .iter()
+        .filter_map(|op| match &op.op {
+            Some(routeiq_proto::wire::pb::delta_op::Op::UpsertDeployment(d)) => d.api_key.clone(),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        keys.contains(&"sk-upstream-secret-1234".to_string()),
+        "{keys:?}"
+    );
+}

@@ -119,6 +119,17 @@ async fn follow_from(
     let info = stream.get_info().await?;
     let end = info.state.last_sequence;
     let recreated = pos.created.is_some_and(|c| c != info.created);
+    if !recreated && info.state.first_sequence > pos.seq + 1 && end > pos.seq {
+        // Deltas we need have aged out of the stream (limits): only a full snapshot has them.
+        tracing::warn!(
+            first = info.state.first_sequence,
+            delta_seq = pos.seq,
+            "deltas needed are no longer on the stream; re-fetching the full snapshot"
+        );
+        refetch(js, app, Wanted::Newer, &mut pos.seq).await;
+        pos.created = Some(info.created);
+        return Ok(());
+    }
     if recreated || end < pos.seq {
         // NATS lost its storage and the stream started over: our position means nothing
         // there. The control plane writes a full snapshot positioned on the new stream.
