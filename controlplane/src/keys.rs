@@ -408,7 +408,7 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
         alias: r.try_get("key_alias")?,
         team_id: r.try_get("team_id")?,
         user_id: r.try_get("user_id")?,
-        models: r.try_get("models")?,
+        models: r.try_get::<Vec<String>, _>("models")?.into(),
         max_budget: r.try_get("max_budget")?,
         spend: r.try_get("spend")?,
         expires_at: r.try_get("expires_at")?,

@@ -98,7 +98,7 @@ fn keys(c: &mut Criterion) {
         .map(|i| {
             Arc::new(VirtualKey {
                 hash: KeyHash::of(&format!("sk-bench-{i}")),
-                models: vec!["gpt".into()],
+                models: vec!["gpt".into()].into(),
                 max_budget: Some(10.0),
                 ..VirtualKey::default()
             })

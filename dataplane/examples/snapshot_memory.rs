@@ -37,7 +37,7 @@ fn main() {
             .map(|i| {
                 Arc::new(VirtualKey {
                     hash: KeyHash::of(&format!("sk-bench-{i}")),
-                    models: vec!["priced".into()],
+                    models: vec!["priced".into()].into(),
                     max_budget: Some(100.0),
                     rpm_limit: Some(1000),
                     ..VirtualKey::default()

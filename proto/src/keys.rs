@@ -65,7 +65,8 @@ pub struct VirtualKey {
     pub team_id: String,
     pub user_id: String,
     /// Models the key may call; empty means all.
-    pub models: Vec<String>,
+    /// Shared: keys with the same list point at one copy (see `wire::decode_stored`).
+    pub models: std::sync::Arc<[String]>,
     pub max_budget: Option<f64>,
     /// Spend as of the snapshot version (USD).
     pub spend: f64,

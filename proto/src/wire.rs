@@ -235,7 +235,7 @@ impl From<&VirtualKey> for pb::VirtualKey {
             key_alias: k.alias.clone(),
             team_id: k.team_id.clone(),
             user_id: k.user_id.clone(),
-            models: k.models.clone(),
+            models: k.models.to_vec(),
             max_budget: k.max_budget,
             spend: k.spend,
             expires_at: k.expires_at,
@@ -255,7 +255,7 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             alias: k.key_alias,
             team_id: k.team_id,
             user_id: k.user_id,
-            models: k.models,
+            models: k.models.into(),
             max_budget: k.max_budget,
             spend: k.spend,
             expires_at: k.expires_at,
@@ -303,13 +303,23 @@ pub fn decode_stored(mut bytes: &[u8]) -> Result<Snapshot, StoredSnapshotError> 
     use prost::Message;
     let header = pb::Snapshot::decode_length_delimited(&mut bytes)?;
     let mut snapshot = Snapshot::try_from(header)?;
+    // Most keys share one of a few model lists: keep one copy of each.
+    let mut lists: std::collections::HashSet<std::sync::Arc<[String]>> = Default::default();
     while !bytes.is_empty() {
         let chunk = pb::KeyChunk::decode_length_delimited(&mut bytes)?;
         snapshot.keys.reserve(chunk.keys.len());
-        for k in chunk.keys {
-            snapshot
-                .keys
-                .push(std::sync::Arc::new(VirtualKey::try_from(k)?));
+        for mut k in chunk.keys {
+            let models = match lists.get(k.models.as_slice()) {
+                Some(shared) => std::sync::Arc::clone(shared),
+                None => {
+                    let list: std::sync::Arc<[String]> = std::mem::take(&mut k.models).into();
+                    lists.insert(std::sync::Arc::clone(&list));
+                    list
+                }
+            };
+            let mut key = VirtualKey::try_from(k)?;
+            key.models = models;
+            snapshot.keys.push(std::sync::Arc::new(key));
         }
     }
     Ok(snapshot)
@@ -439,7 +449,7 @@ mod tests {
         snap.version = 7;
         snap.keys.push(std::sync::Arc::new(VirtualKey {
             hash: KeyHash::of("sk-a"),
-            models: vec!["gpt-4o-mini".into()],
+            models: vec!["gpt-4o-mini".into()].into(),
             max_budget: Some(1.5),
             expires_at: Some(1_900_000_000),
             ..VirtualKey::default()
