@@ -158,13 +158,6 @@ impl LimitsRecord {
     }
 }
 
-/// A random id for objects created without one.
-pub fn new_id() -> Result<String, StoreError> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 // ---- the `budgets` table: reusable limits ----
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -215,7 +208,7 @@ pub async fn upsert(
     let window = limits.check()?;
     let id = match id.filter(|i| !i.is_empty()) {
         Some(i) => i,
-        None if create => new_id()?,
+        None if create => crate::crypto::new_id()?,
         None => return Err(StoreError::Invalid("budget_id is required".into())),
     };
     let mut tx = pool.begin().await?;

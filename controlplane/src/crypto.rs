@@ -13,6 +13,18 @@ pub enum CryptoError {
     Decrypt,
 }
 
+/// `bytes` random bytes from the OS, as hex: ids and generated keys.
+pub fn random_hex(bytes: usize) -> Result<String, CryptoError> {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|e| CryptoError::Random(e.to_string()))?;
+    Ok(routeiq_proto::hex(&b))
+}
+
+/// A random id for objects created without one (128 bits).
+pub fn new_id() -> Result<String, CryptoError> {
+    random_hex(16)
+}
+
 pub struct SecretBox {
     cipher: Aes256Gcm,
 }

@@ -143,7 +143,7 @@ pub async fn save(
         if !create {
             return Err(StoreError::Invalid("the deployment id is required".into()));
         }
-        d.id = DeploymentId(crate::budget::new_id()?);
+        d.id = DeploymentId(crate::crypto::new_id()?);
     }
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;

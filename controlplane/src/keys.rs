@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 
 use crate::audit::{self, Actor};
 use crate::budget::{self, Limits};
+use crate::crypto;
 use crate::error::StoreError;
 use crate::{changes, Page};
 
@@ -90,13 +91,7 @@ fn record(r: &PgRow) -> Result<KeyRecord, StoreError> {
 
 /// A new key: `sk-` and 48 hex digits (192 random bits).
 pub fn new_key() -> Result<String, StoreError> {
-    let mut b = [0u8; 24];
-    getrandom::fill(&mut b).map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;
-    let mut s = String::from("sk-");
-    for byte in b {
-        s.push_str(&format!("{byte:02x}"));
-    }
-    Ok(s)
+    Ok(format!("sk-{}", crypto::random_hex(24)?))
 }
 
 /// `sk-...abcd`: recognisable, not usable.

@@ -6,7 +6,6 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::audit::{self, Actor};
-use crate::budget;
 use crate::error::StoreError;
 use crate::Page;
 
@@ -71,7 +70,7 @@ pub async fn upsert(
     }
     let id = match id.filter(|i| !i.is_empty()) {
         Some(i) => i,
-        None if create => budget::new_id()?,
+        None if create => crate::crypto::new_id()?,
         None => return Err(StoreError::Invalid("organization_id is required".into())),
     };
     let mut tx = pool.begin().await?;

@@ -184,7 +184,7 @@ pub async fn create(
 ) -> Result<TeamRecord, StoreError> {
     let id = match team_id.filter(|t| !t.is_empty()) {
         Some(t) => t,
-        None => budget::new_id()?,
+        None => crate::crypto::new_id()?,
     };
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO teams (team_id) VALUES ($1)")

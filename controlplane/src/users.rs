@@ -140,7 +140,7 @@ pub async fn create(
 ) -> Result<UserRecord, StoreError> {
     let id = match user_id.filter(|u| !u.is_empty()) {
         Some(u) => u,
-        None => budget::new_id()?,
+        None => crate::crypto::new_id()?,
     };
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO users (user_id) VALUES ($1)")

@@ -15,7 +15,7 @@ pub mod subjects;
 pub mod wire;
 
 pub use delta::{Delta, DeltaOp, UsageEvent};
-pub use keys::{KeyHash, VirtualKey};
+pub use keys::{hex, KeyHash, VirtualKey};
 pub use secret::Secret;
 pub use snapshot::{
     ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, RouterSettings,

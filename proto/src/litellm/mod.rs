@@ -108,10 +108,9 @@ pub fn compile(
             at,
             message,
         })?;
-    let sha256 = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(text))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = crate::hex(&sha2::Digest::finalize(
+        <sha2::Sha256 as sha2::Digest>::new_with_prefix(text),
+    ));
     Ok(Loaded {
         snapshot,
         credentials,
