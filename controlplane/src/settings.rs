@@ -12,10 +12,7 @@ use crate::error::StoreError;
 fn to_json(s: &GatewaySettings) -> Value {
     json!({
         "master_key_hash": s.master_key_hash.map(|h| h.to_hex()),
-        "routing_strategy": match &s.router.routing_strategy {
-            RoutingStrategy::SimpleShuffle => "simple-shuffle".to_owned(),
-            RoutingStrategy::Other(o) => o.clone(),
-        },
+        "routing_strategy": s.router.routing_strategy.name(),
         "request_timeout_seconds": s.router.request_timeout.map(|d| d.as_secs_f64()),
         "max_request_body_bytes": s.max_request_body_bytes,
     })
@@ -33,10 +30,11 @@ fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
     Ok(GatewaySettings {
         master_key_hash,
         router: RouterSettings {
-            routing_strategy: match v.get("routing_strategy").and_then(Value::as_str) {
-                None | Some("simple-shuffle") => RoutingStrategy::SimpleShuffle,
-                Some(o) => RoutingStrategy::Other(o.to_owned()),
-            },
+            routing_strategy: RoutingStrategy::from_name(
+                v.get("routing_strategy")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            ),
             request_timeout: v
                 .get("request_timeout_seconds")
                 .and_then(Value::as_f64)

@@ -95,6 +95,24 @@ pub enum RoutingStrategy {
     Other(String),
 }
 
+impl RoutingStrategy {
+    /// LiteLLM's name for the strategy.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::SimpleShuffle => "simple-shuffle",
+            Self::Other(o) => o,
+        }
+    }
+
+    /// The strategy of a LiteLLM name; empty means the default.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "" | "simple-shuffle" => Self::SimpleShuffle,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouterSettings {
     pub routing_strategy: RoutingStrategy,

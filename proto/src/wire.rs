@@ -105,10 +105,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
 impl From<&RouterSettings> for pb::RouterSettings {
     fn from(r: &RouterSettings) -> Self {
         Self {
-            routing_strategy: match &r.routing_strategy {
-                RoutingStrategy::SimpleShuffle => "simple-shuffle".into(),
-                RoutingStrategy::Other(o) => o.clone(),
-            },
+            routing_strategy: r.routing_strategy.name().to_owned(),
             request_timeout_seconds: r.request_timeout.map(|d| d.as_secs_f64()),
         }
     }
@@ -118,10 +115,7 @@ impl TryFrom<pb::RouterSettings> for RouterSettings {
     type Error = InvalidMessage;
     fn try_from(r: pb::RouterSettings) -> Result<Self, InvalidMessage> {
         Ok(Self {
-            routing_strategy: match r.routing_strategy.as_str() {
-                "" | "simple-shuffle" => RoutingStrategy::SimpleShuffle,
-                other => RoutingStrategy::Other(other.to_owned()),
-            },
+            routing_strategy: RoutingStrategy::from_name(&r.routing_strategy),
             request_timeout: duration("router.request_timeout_seconds", r.request_timeout_seconds)?,
         })
     }
