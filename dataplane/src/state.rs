@@ -42,8 +42,6 @@ pub struct ModelGroup {
 pub enum InvalidSnapshot {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("deployment `{id}`: api_base {message}")]
-    ApiBase { id: String, message: String },
     #[error("delta version {got} does not follow snapshot version {current}")]
     VersionGap { current: u64, got: u64 },
 }
@@ -194,7 +192,8 @@ fn compile_groups(
         let target = match d.provider {
             ProviderKind::Mock => None,
             _ => Some(
-                Target::parse(&d.api_base).map_err(|message| InvalidSnapshot::ApiBase {
+                // Validated already (`Snapshot::validate_deployments`); parsed here for use.
+                Target::parse(&d.api_base).map_err(|message| SnapshotError::ApiBase {
                     id: d.id.0.clone(),
                     message,
                 })?,
