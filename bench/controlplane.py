@@ -14,15 +14,7 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
-from stack import (  # noqa: E402
-    STACK_CONFIG,
-    ControlPlane,
-    DataPlane,
-    Nats,
-    fresh_database,
-    grpc_modules,
-    wait_until,
-)
+from stack import Stack, grpc_modules, wait_until  # noqa: E402
 
 
 def pct(xs, p):
@@ -30,32 +22,9 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-class Env:
-    def __init__(self, cp_args=()):
-        self.tmp = Path(tempfile.mkdtemp(prefix="riq-bench-"))
-        self.db = fresh_database()
-        self.nats = Nats(self.tmp)
-        self.nats.start()
-        cfg = self.tmp / "config.yaml"
-        cfg.write_text(STACK_CONFIG)
-        self.cp = ControlPlane(self.tmp, self.db, self.nats.url, cfg, cp_args)
-        self.dps = []
-
-    def dataplane(self, name):
-        dp = DataPlane(self.tmp, self.nats.url, name)
-        dp.start()
-        self.dps.append(dp)
-        return dp
-
-    def sql(self, q, *args):
-        with psycopg.connect(self.db) as c:
-            return c.execute(q, args).fetchall()
-
-    def close(self):
-        for dp in self.dps:
-            dp.stop()
-        self.cp.stop()
-        self.nats.stop()
+def stack() -> Stack:
+    """PostgreSQL database, nats-server, and a control plane not started yet."""
+    return Stack(Path(tempfile.mkdtemp(prefix="riq-bench-")), start=False)
 
 
 def rss_mb(pid, field="VmRSS"):
@@ -67,7 +36,7 @@ def rss_mb(pid, field="VmRSS"):
 
 def propagation(n=100):
     pb, pb_grpc = grpc_modules(Path(tempfile.mkdtemp()))
-    env = Env()
+    env = stack()
     try:
         env.cp.start()
         dps = [env.dataplane("dp-1"), env.dataplane("dp-2")]
@@ -105,7 +74,7 @@ def log_field(text, marker, field):
 
 
 def snapshot(n=1_000_000):
-    env = Env()
+    env = stack()
     try:
         # Keys straight into PostgreSQL (a million gRPC calls would measure something else).
         t = time.perf_counter()
@@ -188,7 +157,7 @@ def ingest(n=200_000):
     from routeiq.v1 import snapshot_pb2
 
     sys.modules["routeiq_pb"] = snapshot_pb2
-    env = Env()
+    env = stack()
     try:
         env.cp.start()  # creates the streams and the consumer
         env.cp.stop()

@@ -172,3 +172,42 @@ def anthropic_client(gateway):
     import anthropic
 
     return anthropic.Anthropic(base_url=gateway.url, api_key=MASTER_KEY, max_retries=0)
+
+
+# ---- the attached stack (tests/e2e/stack.py) ----
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    """The gRPC messages and stubs, generated from proto/ once per run."""
+    from stack import grpc_modules
+
+    return grpc_modules(tmp_path_factory.mktemp("grpc"))
+
+
+@pytest.fixture
+def make_stack(tmp_path, pb, request):
+    """Builds stacks for a test; stops them after it, printing their logs if it failed."""
+    from stack import Stack
+
+    stacks = []
+
+    def make(cp_args=()):
+        s = Stack(tmp_path, pb, cp_args)
+        stacks.append(s)
+        return s
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for s in stacks:
+        s.close()
+        if failed is not None and failed.failed:
+            print(s.logs())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item (for make_stack's log dump)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

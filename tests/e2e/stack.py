@@ -4,7 +4,6 @@ planes as processes, and a gRPC client generated from `proto/` at test time."""
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -199,3 +198,71 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.01, what: s
             return v
         time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Stack:
+    """A fresh database, a nats-server and a control plane (started unless `start` is
+    false), plus the data planes added with `dataplane()`. `pb` is what `grpc_modules`
+    returns, for `grpc()` and `generate_key()`."""
+
+    def __init__(self, tmp: Path, pb=None, cp_args=(), start=True):
+        self.tmp = tmp
+        self.pb, self.pb_grpc = pb if pb else (None, None)
+        self.db = fresh_database()
+        self.nats = Nats(tmp)
+        self.nats.start()
+        cfg = tmp / "config.yaml"
+        cfg.write_text(STACK_CONFIG)
+        self.cp = ControlPlane(tmp, self.db, self.nats.url, cfg, cp_args)
+        if start:
+            self.cp.start()
+        self.dps = []
+        self._channel = None
+
+    def dataplane(self, name: str, wait=True) -> DataPlane:
+        dp = DataPlane(self.tmp, self.nats.url, name)
+        dp.start(wait=wait)
+        self.dps.append(dp)
+        return dp
+
+    def grpc(self):
+        import grpc
+
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.cp.grpc_target)
+        return self.pb_grpc.ControlPlaneStub(self._channel)
+
+    def generate_key(self, **fields) -> tuple[str, object]:
+        r = self.grpc().GenerateKey(
+            self.pb.GenerateKeyRequest(
+                actor=self.pb.Actor(id="e2e-admin", source_ip="127.0.0.1"),
+                fields=self.pb.KeyFields(**fields),
+            ),
+            timeout=5,
+        )
+        return r.key, r
+
+    def sql(self, query: str, *args):
+        with psycopg.connect(self.db) as c:
+            return c.execute(query, args).fetchall()
+
+    def close(self):
+        if self._channel:
+            self._channel.close()
+        for dp in self.dps:
+            dp.stop()
+        self.cp.stop()
+        self.nats.stop()
+
+    def logs(self) -> str:
+        out = []
+        for p in sorted(self.tmp.glob("*.log")):
+            out.append(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}")
+        return "\n".join(out)
+
+
+
+
+def accepted(dp: DataPlane, key: str) -> bool:
+    """Whether a chat request with `key` succeeds on `dp`."""
+    return dp.chat(key).status_code == 200

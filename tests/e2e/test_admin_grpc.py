@@ -4,8 +4,7 @@ PostgreSQL and nats-server, with a data plane attached where the change reaches 
 import grpc
 import pytest
 
-from stack import wait_until
-from test_attached import accepted, make_stack, pb, pytest_runtest_makereport  # noqa: F401
+from stack import STACK_MASTER_KEY, accepted, wait_until
 
 
 def actor(s):
@@ -95,7 +94,7 @@ def test_models_and_credentials(make_stack):
     added = stub.AddModel(p.UpsertModelRequest(actor=actor(s), deployment=p.Deployment(
         model_name="brand-new", provider="mock", upstream_model="brand-new", mock_response="hello from the API")))
     assert added.deployment.id and added.source == "api" and added.snapshot_version > 0
-    r = wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(dp.chat(s_master(s), model="brand-new")), what="new model served")
+    r = wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(dp.chat(STACK_MASTER_KEY, model="brand-new")), what="new model served")
     assert r.json()["choices"][0]["message"]["content"] == "hello from the API"
 
     secret = stub.AddModel(p.UpsertModelRequest(deployment=p.Deployment(
@@ -125,7 +124,7 @@ def test_models_and_credentials(make_stack):
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
     stub.DeleteModel(p.DeleteRequest(ids=[added.deployment.id]))
-    wait_until(lambda: dp.chat(s_master(s), model="brand-new").status_code == 404, what="model removed")
+    wait_until(lambda: dp.chat(STACK_MASTER_KEY, model="brand-new").status_code == 404, what="model removed")
 
     cred = stub.CreateCredential(p.UpsertCredentialRequest(actor=actor(s), credential_name="azure-east", values={"api_key": "az-secret", "api_base": "https://east"}, info_json='{"team": "infra"}'))
     assert list(cred.value_names) == ["api_base", "api_key"]
@@ -137,12 +136,6 @@ def test_models_and_credentials(make_stack):
     assert stub.ListCredentials(p.ListRequest()).total == 1
     stub.DeleteCredential(p.DeleteRequest(ids=["azure-east"]))
     assert stub.ListCredentials(p.ListRequest()).total == 0
-
-
-def s_master(s):
-    from stack import STACK_MASTER_KEY
-
-    return STACK_MASTER_KEY
 
 
 def test_spend_logs_and_reports(make_stack):

@@ -6,7 +6,6 @@ NATS restarts with buffered usage; exact spend across a control-plane crash; a v
 forcing a full re-fetch; budgets crossed and reset."""
 
 import asyncio
-import statistics
 import time
 
 import grpc
@@ -15,104 +14,9 @@ import openai
 import psycopg
 import pytest
 
-from stack import (
-    STACK_CONFIG,
-    STACK_MASTER_KEY,
-    ControlPlane,
-    DataPlane,
-    Nats,
-    fresh_database,
-    grpc_modules,
-    wait_until,
-)
+from stack import accepted, wait_until
 
 PRICE_IN, PRICE_OUT = 0.000001, 0.000002
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    return grpc_modules(tmp_path_factory.mktemp("grpc"))
-
-
-class Stack:
-    def __init__(self, tmp, pb, cp_args=()):
-        self.tmp = tmp
-        self.pb, self.pb_grpc = pb
-        self.db = fresh_database()
-        self.nats = Nats(tmp)
-        self.nats.start()
-        cfg = tmp / "config.yaml"
-        cfg.write_text(STACK_CONFIG)
-        self.cp = ControlPlane(tmp, self.db, self.nats.url, cfg, cp_args)
-        self.cp.start()
-        self.dps = []
-        self._channel = None
-
-    def dataplane(self, name: str, wait=True) -> DataPlane:
-        dp = DataPlane(self.tmp, self.nats.url, name)
-        dp.start(wait=wait)
-        self.dps.append(dp)
-        return dp
-
-    def grpc(self):
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(self.cp.grpc_target)
-        return self.pb_grpc.ControlPlaneStub(self._channel)
-
-    def generate_key(self, **fields) -> tuple[str, object]:
-        r = self.grpc().GenerateKey(
-            self.pb.GenerateKeyRequest(
-                actor=self.pb.Actor(id="e2e-admin", source_ip="127.0.0.1"),
-                fields=self.pb.KeyFields(**fields),
-            ),
-            timeout=5,
-        )
-        return r.key, r
-
-    def sql(self, query: str, *args):
-        with psycopg.connect(self.db) as c:
-            return c.execute(query, args).fetchall()
-
-    def close(self):
-        if self._channel:
-            self._channel.close()
-        for dp in self.dps:
-            dp.stop()
-        self.cp.stop()
-        self.nats.stop()
-
-    def logs(self) -> str:
-        out = []
-        for p in sorted(self.tmp.glob("*.log")):
-            out.append(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}")
-        return "\n".join(out)
-
-
-@pytest.fixture
-def make_stack(tmp_path, pb, request):
-    stacks = []
-
-    def make(cp_args=()):
-        s = Stack(tmp_path, pb, cp_args)
-        stacks.append(s)
-        return s
-
-    yield make
-    for s in stacks:
-        s.close()
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            print(s.logs())
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
-def accepted(dp: DataPlane, key: str) -> bool:
-    return dp.chat(key).status_code == 200
 
 
 def test_key_created_and_revoked_through_grpc_reaches_every_data_plane(make_stack):
