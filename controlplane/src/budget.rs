@@ -288,21 +288,29 @@ pub async fn delete(
     Ok(())
 }
 
+/// Budgets, all or those with the given ids.
 pub async fn list(
     pool: &sqlx::PgPool,
+    ids: &[String],
     page: crate::Page,
 ) -> Result<(Vec<BudgetRecord>, u64), StoreError> {
+    const FILTER: &str = "cardinality($1::text[]) = 0 OR budget_id = ANY($1)";
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM budgets ORDER BY created_at, budget_id LIMIT $1 OFFSET $2",
+        "SELECT {} FROM budgets WHERE {FILTER}
+          ORDER BY created_at, budget_id LIMIT $2 OFFSET $3",
         budget_columns()
     )))
+    .bind(ids)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM budgets")
-        .fetch_one(pool)
-        .await?;
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM budgets WHERE {FILTER}"
+    )))
+    .bind(ids)
+    .fetch_one(pool)
+    .await?;
     Ok((
         rows.iter().map(read_budget).collect::<Result<_, _>>()?,
         total as u64,

@@ -130,6 +130,41 @@ pub async fn lock(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), 
     Ok(())
 }
 
+/// Compiles a LiteLLM model entry given through the API (see
+/// [`routeiq_proto::litellm::compile_model`]), resolving its named credential from the
+/// stored ones. Returns the deployment and the warnings about ignored keys.
+pub async fn compile_entry(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    entry: &Value,
+) -> Result<(Deployment, Vec<String>), StoreError> {
+    let credential = match routeiq_proto::litellm::credential_name(entry) {
+        None => None,
+        Some(name) => {
+            let (values, _) = credential_values(pool, secrets, name)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "litellm_params.litellm_credential_name: no credential named `{name}`"
+                    ))
+                })?;
+            Some((name.to_owned(), values.into_iter().collect()))
+        }
+    };
+    routeiq_proto::litellm::compile_model(
+        entry,
+        credential.as_ref().map(|(n, v)| (n.as_str(), v)),
+        &|var| std::env::var(var).ok(),
+    )
+    .map_err(|(at, message)| {
+        StoreError::Invalid(if at.is_empty() {
+            message
+        } else {
+            format!("{at}: {message}")
+        })
+    })
+}
+
 /// A deployment change through the API: checked, stored (`source = 'api'`), audited, and
 /// sent to data planes as one delta.
 pub async fn save(

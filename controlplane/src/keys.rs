@@ -24,6 +24,8 @@ pub struct KeyFields {
     pub limits: Limits,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// Expires this long from now (`30d`, ...); takes precedence over `expires_at`.
+    pub duration: Option<String>,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
     pub metadata: Option<Value>,
@@ -94,6 +96,20 @@ pub fn new_key() -> Result<String, StoreError> {
     Ok(format!("sk-{}", crypto::random_hex(24)?))
 }
 
+/// A caller-chosen key (checked) or a new one.
+fn chosen(key: Option<String>) -> Result<String, StoreError> {
+    match key {
+        Some(k) if !k.starts_with("sk-") || k.len() < 11 => Err(StoreError::Invalid(
+            "a custom key must start with `sk-` and have at least 8 more characters".into(),
+        )),
+        Some(k) if k.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(
+            StoreError::Invalid("a custom key must not contain whitespace".into()),
+        ),
+        Some(k) => Ok(k),
+        None => new_key(),
+    }
+}
+
 /// `sk-...abcd`: recognisable, not usable.
 fn display_name(key: &str) -> String {
     let tail: String = key
@@ -107,11 +123,31 @@ fn display_name(key: &str) -> String {
     format!("sk-...{tail}")
 }
 
-fn check(f: &KeyFields) -> Result<Option<budget::Window>, StoreError> {
+/// Checked key fields: the parsed budget window and lifetime.
+struct Checked {
+    budget: Option<budget::Window>,
+    lifetime: Option<budget::Window>,
+}
+
+fn check(f: &KeyFields) -> Result<Checked, StoreError> {
     if f.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(StoreError::Invalid("metadata must be a JSON object".into()));
     }
-    f.limits.check()
+    let lifetime = f
+        .duration
+        .as_deref()
+        .map(|d| {
+            budget::parse(d).map_err(|_| {
+                StoreError::Invalid(format!(
+                    "duration `{d}`: expected a number and a unit: s, m, h, d or mo (e.g. 30d)"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(Checked {
+        budget: f.limits.check()?,
+        lifetime,
+    })
 }
 
 /// Users are created on first reference, as LiteLLM does; teams must exist.
@@ -154,16 +190,8 @@ pub async fn generate(
     key: Option<String>,
     f: &KeyFields,
 ) -> Result<(String, KeyRecord, u64), StoreError> {
-    let window = check(f)?;
-    let key = match key {
-        Some(k) if k.len() < 8 => {
-            return Err(StoreError::Invalid(
-                "key must be at least 8 characters".into(),
-            ))
-        }
-        Some(k) => k,
-        None => new_key()?,
-    };
+    let checked = check(f)?;
+    let key = chosen(key)?;
     let hash = KeyHash::of(&key);
     let mut tx = pool.begin().await?;
     ensure_owner(&mut tx, f).await?;
@@ -174,7 +202,7 @@ pub async fn generate(
         .execute(&mut *tx)
         .await
         .map_err(constraint)?;
-    let row = apply(&mut tx, &hash, f, window.as_ref()).await?;
+    let row = apply(&mut tx, &hash, f, &checked).await?;
     let rec = record(&row)?;
     let version = finish(&mut tx, actor, "key.generate", None, &rec, &hash).await?;
     tx.commit().await?;
@@ -186,7 +214,7 @@ async fn apply(
     conn: &mut PgConnection,
     hash: &KeyHash,
     f: &KeyFields,
-    window: Option<&budget::Window>,
+    checked: &Checked,
 ) -> Result<PgRow, StoreError> {
     let sql = format!(
         "UPDATE virtual_keys SET
@@ -194,13 +222,14 @@ async fn apply(
              team_id = CASE WHEN $3::text IS NULL THEN team_id ELSE NULLIF($3, '') END,
              user_id = CASE WHEN $4::text IS NULL THEN user_id ELSE NULLIF($4, '') END,
              models = COALESCE($5, models),
-             expires_at = COALESCE(to_timestamp($6), expires_at),
+             expires_at = CASE WHEN $9::interval IS NOT NULL THEN now() + $9::interval
+                               ELSE COALESCE(to_timestamp($6), expires_at) END,
              metadata = COALESCE($7, metadata),
              tags = COALESCE($8, tags),
              {}, updated_at = now()
          WHERE key_hash = $1
          RETURNING {COLUMNS}",
-        budget::set_clauses(9)
+        budget::set_clauses(10)
     );
     let q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(hash.0.to_vec())
@@ -210,9 +239,10 @@ async fn apply(
         .bind(&f.models)
         .bind(f.expires_at)
         .bind(&f.metadata)
-        .bind(&f.tags);
+        .bind(&f.tags)
+        .bind(checked.lifetime.as_ref().map(|w| w.interval.clone()));
     f.limits
-        .bind(q, window)
+        .bind(q, checked.budget.as_ref())
         .fetch_one(&mut *conn)
         .await
         .map_err(constraint)
@@ -236,15 +266,59 @@ pub async fn update(
     hash: &KeyHash,
     f: &KeyFields,
 ) -> Result<(KeyRecord, u64), StoreError> {
-    let window = check(f)?;
+    let checked = check(f)?;
     let mut tx = pool.begin().await?;
     let before = locked(&mut tx, hash).await?;
     ensure_owner(&mut tx, f).await?;
-    let row = apply(&mut tx, hash, f, window.as_ref()).await?;
+    let row = apply(&mut tx, hash, f, &checked).await?;
     let rec = record(&row)?;
     let version = finish(&mut tx, actor, "key.update", Some(&before), &rec, hash).await?;
     tx.commit().await?;
     Ok((rec, version))
+}
+
+/// Replaces a key by a new one (`new_key`, or generated), keeping its settings and spend,
+/// and applies `f`. The old key is deleted from data planes in the same delta.
+pub async fn regenerate(
+    pool: &PgPool,
+    actor: &Actor,
+    old: &KeyHash,
+    new_key: Option<String>,
+    f: &KeyFields,
+) -> Result<(String, KeyRecord, u64), StoreError> {
+    let checked = check(f)?;
+    let key = chosen(new_key)?;
+    let hash = KeyHash::of(&key);
+    let mut tx = pool.begin().await?;
+    let before = locked(&mut tx, old).await?;
+    ensure_owner(&mut tx, f).await?;
+    sqlx::query("UPDATE virtual_keys SET key_hash = $2, key_name = $3 WHERE key_hash = $1")
+        .bind(old.0.to_vec())
+        .bind(hash.0.to_vec())
+        .bind(display_name(&key))
+        .execute(&mut *tx)
+        .await
+        .map_err(constraint)?;
+    let row = apply(&mut tx, &hash, f, &checked).await?;
+    let rec = record(&row)?;
+    let view = view_of(&mut *tx, &hash).await?;
+    let version =
+        changes::append(&mut tx, vec![DeltaOp::DeleteKey(*old), DeltaOp::UpsertKey(view)]).await?;
+    audit::record(
+        &mut *tx,
+        actor,
+        audit::Entry {
+            action: "key.regenerate",
+            object_type: "key",
+            object_id: &rec.hash,
+            before: audit::json(&before),
+            after: audit::json(&rec),
+            snapshot_version: Some(version),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((key, rec, version))
 }
 
 /// Blocks or unblocks a key.
@@ -350,20 +424,29 @@ pub async fn get(conn: impl PgExecutor<'_>, hash: &KeyHash) -> Result<KeyRecord,
     record(&row)
 }
 
-/// Keys, newest first, optionally of one team or user; with the total count.
+/// Which keys a listing returns; `None` does not narrow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter<'a> {
+    pub team_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub alias: Option<&'a str>,
+}
+
+/// Keys, newest first, narrowed by `f`; with the total count.
 pub async fn list(
     pool: &PgPool,
-    team_id: Option<&str>,
-    user_id: Option<&str>,
+    f: ListFilter<'_>,
     page: Page,
 ) -> Result<(Vec<KeyRecord>, u64), StoreError> {
-    let filter = "($1::text IS NULL OR team_id = $1) AND ($2::text IS NULL OR user_id = $2)";
+    let filter = "($1::text IS NULL OR team_id = $1) AND ($2::text IS NULL OR user_id = $2)
+        AND ($3::text IS NULL OR key_alias = $3)";
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM virtual_keys WHERE {filter}
-          ORDER BY created_at DESC, key_hash LIMIT $3 OFFSET $4"
+          ORDER BY created_at DESC, key_hash LIMIT $4 OFFSET $5"
     )))
-    .bind(team_id)
-    .bind(user_id)
+    .bind(f.team_id)
+    .bind(f.user_id)
+    .bind(f.alias)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(pool)
@@ -371,8 +454,9 @@ pub async fn list(
     let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM virtual_keys WHERE {filter}"
     )))
-    .bind(team_id)
-    .bind(user_id)
+    .bind(f.team_id)
+    .bind(f.user_id)
+    .bind(f.alias)
     .fetch_one(pool)
     .await?;
     let keys = rows.iter().map(record).collect::<Result<_, _>>()?;

@@ -4,6 +4,7 @@
 //! - [`keys`], [`teams`], [`users`], [`orgs`], [`budget`], [`deployments`] (and
 //!   credentials), [`settings`]: state as stored; [`spend`]: spend queries; [`audit`]: who
 //!   did what;
+//! - [`principal`]: who a presented key is (admin API access);
 //! - [`import`]: the LiteLLM `config.yaml` import; [`snapshot`]: the full snapshot;
 //! - [`grpc`]: the `ControlPlane` service; [`publisher`]: snapshots and deltas to NATS;
 //!   [`ingest`]: usage events from NATS into spend; [`resets`]: budget windows;
@@ -24,6 +25,7 @@ pub mod ingest;
 pub mod keys;
 pub mod nats;
 pub mod orgs;
+pub mod principal;
 pub mod publisher;
 pub mod resets;
 pub mod settings;

@@ -163,18 +163,28 @@ pub async fn delete(pool: &PgPool, actor: &Actor, ids: &[String]) -> Result<(), 
     Ok(())
 }
 
-pub async fn list(pool: &PgPool, page: Page) -> Result<(Vec<OrgRecord>, u64), StoreError> {
+/// Organizations, all or those with the given ids.
+pub async fn list(
+    pool: &PgPool,
+    ids: &[String],
+    page: Page,
+) -> Result<(Vec<OrgRecord>, u64), StoreError> {
+    const FILTER: &str = "cardinality($1::text[]) = 0 OR organization_id = ANY($1)";
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM organizations ORDER BY created_at, organization_id
-          LIMIT $1 OFFSET $2"
+        "SELECT {COLUMNS} FROM organizations WHERE {FILTER}
+          ORDER BY created_at, organization_id LIMIT $2 OFFSET $3"
     )))
+    .bind(ids)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM organizations")
-        .fetch_one(pool)
-        .await?;
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM organizations WHERE {FILTER}"
+    )))
+    .bind(ids)
+    .fetch_one(pool)
+    .await?;
     Ok((
         rows.iter().map(read).collect::<Result<_, _>>()?,
         total as u64,

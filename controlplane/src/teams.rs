@@ -378,18 +378,27 @@ pub async fn get(pool: &PgPool, team_id: &str) -> Result<TeamRecord, StoreError>
     load(&mut conn, team_id, false).await
 }
 
+/// Teams, optionally of one organization, with the given ids, or with a given member.
 pub async fn list(
     pool: &PgPool,
     organization_id: Option<&str>,
+    ids: &[String],
+    member_user_id: Option<&str>,
     page: Page,
 ) -> Result<(Vec<TeamRecord>, u64), StoreError> {
+    const FILTER: &str = "($1::text IS NULL OR organization_id = $1)
+        AND (cardinality($2::text[]) = 0 OR team_id = ANY($2))
+        AND ($3::text IS NULL OR team_id IN
+             (SELECT team_id FROM team_memberships WHERE user_id = $3))";
     let mut conn = pool.acquire().await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM teams WHERE ($1::text IS NULL OR organization_id = $1)
-          ORDER BY created_at, team_id LIMIT $2 OFFSET $3",
+        "SELECT {} FROM teams WHERE {FILTER}
+          ORDER BY created_at, team_id LIMIT $4 OFFSET $5",
         columns()
     )))
     .bind(organization_id)
+    .bind(ids)
+    .bind(member_user_id)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(&mut *conn)
@@ -400,10 +409,12 @@ pub async fn list(
         let m = members(&mut conn, &id).await?;
         out.push(read(r, m)?);
     }
-    let (total,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM teams WHERE ($1::text IS NULL OR organization_id = $1)",
-    )
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM teams WHERE {FILTER}"
+    )))
     .bind(organization_id)
+    .bind(ids)
+    .bind(member_user_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok((out, total as u64))

@@ -222,25 +222,35 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<UserRecord, StoreError> {
     load(&mut conn, id, false).await
 }
 
+/// Users, optionally of one organization, with the given ids, or with a given role.
 pub async fn list(
     pool: &PgPool,
     organization_id: Option<&str>,
+    ids: &[String],
+    role: Option<&str>,
     page: Page,
 ) -> Result<(Vec<UserRecord>, u64), StoreError> {
+    const FILTER: &str = "($1::text IS NULL OR organization_id = $1)
+        AND (cardinality($2::text[]) = 0 OR user_id = ANY($2))
+        AND ($3::text IS NULL OR user_role = $3)";
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM users WHERE ($1::text IS NULL OR organization_id = $1)
-          ORDER BY created_at, user_id LIMIT $2 OFFSET $3",
+        "SELECT {} FROM users WHERE {FILTER}
+          ORDER BY created_at, user_id LIMIT $4 OFFSET $5",
         columns()
     )))
     .bind(organization_id)
+    .bind(ids)
+    .bind(role)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    let (total,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM users WHERE ($1::text IS NULL OR organization_id = $1)",
-    )
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM users WHERE {FILTER}"
+    )))
     .bind(organization_id)
+    .bind(ids)
+    .bind(role)
     .fetch_one(pool)
     .await?;
     Ok((

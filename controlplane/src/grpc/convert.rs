@@ -10,7 +10,7 @@ use crate::budget::{BudgetRecord, Limits, LimitsRecord};
 use crate::deployments::CredentialRecord;
 use crate::keys::{KeyFields, KeyRecord};
 use crate::orgs::{OrgFields, OrgRecord};
-use crate::spend;
+use crate::{principal, spend};
 use crate::teams::{Member, TeamFields, TeamRecord};
 use crate::users::{UserFields, UserRecord};
 
@@ -64,6 +64,7 @@ pub fn key_fields(f: Option<pb::KeyFields>) -> Result<KeyFields, Status> {
             max_parallel_requests: f.max_parallel_requests,
         },
         expires_at: f.expires_at,
+        duration: f.duration,
         team_id: f.team_id,
         user_id: f.user_id,
         metadata: metadata(f.metadata_json, "metadata")?,
@@ -232,6 +233,7 @@ pub fn model(d: &routeiq_proto::Deployment, source: &str, version: u64) -> pb::M
         deployment: Some(wire),
         source: source.to_owned(),
         snapshot_version: version,
+        warnings: Vec::new(),
     }
 }
 
@@ -320,5 +322,17 @@ pub fn audit_entry(r: audit::Record) -> pb::AuditEntry {
         before_json: r.before.map(|v| v.to_string()).unwrap_or_default(),
         after_json: r.after.map(|v| v.to_string()).unwrap_or_default(),
         snapshot_version: r.snapshot_version.and_then(|v| u64::try_from(v).ok()),
+    }
+}
+
+pub fn principal_message(p: principal::Principal) -> pb::Principal {
+    pb::Principal {
+        master: p.master,
+        key_hash: p.key_hash,
+        user_id: p.user_id.unwrap_or_default(),
+        user_role: p.user_role.unwrap_or_default(),
+        team_id: p.team_id.unwrap_or_default(),
+        member_team_ids: p.member_team_ids,
+        admin_team_ids: p.admin_team_ids,
     }
 }

@@ -11,7 +11,9 @@ use tonic::{Request, Response, Status};
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
-use crate::{audit, budget, changes, deployments, keys, orgs, snapshot, spend, teams, users, Page};
+use crate::{
+    audit, budget, changes, deployments, keys, orgs, principal, snapshot, spend, teams, users, Page,
+};
 
 mod convert;
 use convert::*;
@@ -109,18 +111,41 @@ impl pb::control_plane_server::ControlPlane for Service {
         Ok(Response::new(key_info(rec, version)))
     }
 
+    async fn regenerate_key(
+        &self,
+        req: Request<pb::RegenerateKeyRequest>,
+    ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        let r = req.into_inner();
+        let old = key_ref(r.r#ref)?;
+        let fields = key_fields(r.fields)?;
+        let (key, rec, version) =
+            keys::regenerate(&self.pool, &actor(r.actor), &old, r.new_key, &fields).await?;
+        Ok(Response::new(pb::GenerateKeyResponse {
+            key,
+            info: Some(key_info(rec, version)),
+            snapshot_version: version,
+        }))
+    }
+
+    async fn authenticate(
+        &self,
+        req: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let p = principal::authenticate(&self.pool, &req.into_inner().key).await?;
+        Ok(Response::new(principal_message(p)))
+    }
+
     async fn list_keys(
         &self,
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let r = req.into_inner();
-        let (recs, total) = keys::list(
-            &self.pool,
-            r.team_id.as_deref(),
-            r.user_id.as_deref(),
-            Page::new(r.page, r.page_size),
-        )
-        .await?;
+        let filter = keys::ListFilter {
+            team_id: r.team_id.as_deref(),
+            user_id: r.user_id.as_deref(),
+            alias: r.key_alias.as_deref(),
+        };
+        let (recs, total) = keys::list(&self.pool, filter, Page::new(r.page, r.page_size)).await?;
         Ok(Response::new(pb::ListKeysResponse {
             keys: recs.into_iter().map(|k| key_info(k, 0)).collect(),
             total,
@@ -208,6 +233,8 @@ impl pb::control_plane_server::ControlPlane for Service {
         let (recs, total) = teams::list(
             &self.pool,
             r.organization_id.as_deref(),
+            &r.ids,
+            r.member_user_id.as_deref(),
             Page::new(r.page, r.page_size),
         )
         .await?;
@@ -312,6 +339,8 @@ impl pb::control_plane_server::ControlPlane for Service {
         let (recs, total) = users::list(
             &self.pool,
             r.organization_id.as_deref(),
+            &r.ids,
+            r.user_role.as_deref(),
             Page::new(r.page, r.page_size),
         )
         .await?;
@@ -369,7 +398,7 @@ impl pb::control_plane_server::ControlPlane for Service {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
         let r = req.into_inner();
-        let (recs, total) = orgs::list(&self.pool, Page::new(r.page, r.page_size)).await?;
+        let (recs, total) = orgs::list(&self.pool, &r.ids, Page::new(r.page, r.page_size)).await?;
         Ok(Response::new(pb::ListOrganizationsResponse {
             organizations: recs.into_iter().map(org_info).collect(),
             total,
@@ -424,7 +453,7 @@ impl pb::control_plane_server::ControlPlane for Service {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListBudgetsResponse>, Status> {
         let r = req.into_inner();
-        let (recs, total) = budget::list(&self.pool, Page::new(r.page, r.page_size)).await?;
+        let (recs, total) = budget::list(&self.pool, &r.ids, Page::new(r.page, r.page_size)).await?;
         Ok(Response::new(pb::ListBudgetsResponse {
             budgets: recs.into_iter().map(budget_info).collect(),
             total,
@@ -583,17 +612,31 @@ impl Service {
         r: pb::UpsertModelRequest,
         create: bool,
     ) -> Result<Response<pb::ModelResponse>, Status> {
-        let mut wire = r
-            .deployment
-            .ok_or_else(|| Status::invalid_argument("deployment is required"))?;
-        if wire.model_info.is_none() {
-            wire.model_info = Some(pb::ModelInfo::default());
-        }
-        let d = routeiq_proto::Deployment::try_from(wire)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (d, warnings) = match (r.litellm_json, r.deployment) {
+            (Some(json), _) => {
+                let entry: serde_json::Value = serde_json::from_str(&json)
+                    .map_err(|e| Status::invalid_argument(format!("litellm_json: {e}")))?;
+                deployments::compile_entry(&self.pool, &self.secrets, &entry).await?
+            }
+            (None, Some(mut wire)) => {
+                if wire.model_info.is_none() {
+                    wire.model_info = Some(pb::ModelInfo::default());
+                }
+                let d = routeiq_proto::Deployment::try_from(wire)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                (d, Vec::new())
+            }
+            (None, None) => {
+                return Err(Status::invalid_argument(
+                    "deployment or litellm_json is required",
+                ))
+            }
+        };
         let (d, version) =
             deployments::save(&self.pool, &self.secrets, &actor(r.actor), d, create).await?;
-        Ok(Response::new(model(&d, "api", version)))
+        let mut out = model(&d, "api", version);
+        out.warnings = warnings;
+        Ok(Response::new(out))
     }
 
     async fn save_credential(

@@ -119,5 +119,44 @@ pub fn compile(
     })
 }
 
+/// A model given through the management API (LiteLLM's `/model/new` body: `model_name`,
+/// `litellm_params`, `model_info`), compiled exactly like a `model_list` entry.
+/// `credential` is the credential that `litellm_params.litellm_credential_name` names, if
+/// any (see [`credential_name`]). Errors are `(path in the body, message)`. A deployment
+/// without `model_info.id` gets an empty id, for the caller to assign.
+pub fn compile_model(
+    entry: &serde_json::Value,
+    credential: Option<(&str, &std::collections::HashMap<String, String>)>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(crate::Deployment, Vec<String>), (String, String)> {
+    let mut value: serde_norway::Value =
+        serde_json::from_value(entry.clone()).map_err(|e| (String::new(), e.to_string()))?;
+    env::resolve(&mut value, lookup).map_err(|e| {
+        (
+            e.at,
+            format!("environment variable `{}` is not set", e.var),
+        )
+    })?;
+    let raw: schema::RawDeployment = serde_path_to_error::deserialize(value)
+        .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))?;
+    let mut warnings = Vec::new();
+    raw.collect_unknown("", &mut warnings);
+    let credentials = credential.into_iter().collect();
+    let mut d = schema::compile_deployment(&raw, "", &credentials, lookup)
+        .map_err(|(at, m)| (at.trim_start_matches('.').to_owned(), m))?;
+    if raw.model_info.id.is_none() {
+        d.id = crate::DeploymentId(String::new());
+    }
+    Ok((d, warnings))
+}
+
+/// The credential a `/model/new` body refers to (`litellm_params.litellm_credential_name`).
+pub fn credential_name(entry: &serde_json::Value) -> Option<&str> {
+    entry
+        .get("litellm_params")?
+        .get("litellm_credential_name")?
+        .as_str()
+}
+
 #[cfg(test)]
 mod tests;

@@ -37,11 +37,11 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-struct RawDeployment {
+pub struct RawDeployment {
     model_name: String,
     litellm_params: RawLitellmParams,
     #[serde(default)]
-    model_info: RawModelInfo,
+    pub model_info: RawModelInfo,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -65,8 +65,8 @@ struct RawLitellmParams {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct RawModelInfo {
-    id: Option<String>,
+pub struct RawModelInfo {
+    pub id: Option<String>,
     mode: Option<String>,
     max_tokens: Option<u64>,
     max_input_tokens: Option<u64>,
@@ -138,6 +138,18 @@ fn seconds(at: &str, v: Option<f64>) -> Result<Option<Duration>, (String, String
     }
 }
 
+impl RawDeployment {
+    pub fn collect_unknown(&self, at: &str, warnings: &mut Vec<String>) {
+        warn_unknown(warnings, at, &self.unknown);
+        let params = if at.is_empty() {
+            "litellm_params".to_owned()
+        } else {
+            format!("{at}.litellm_params")
+        };
+        warn_unknown(warnings, &params, &self.litellm_params.unknown);
+    }
+}
+
 impl RawConfig {
     pub fn collect_unknown(&self, warnings: &mut Vec<String>) {
         warn_unknown(warnings, "", &self.unknown);
@@ -145,12 +157,7 @@ impl RawConfig {
         warn_unknown(warnings, "router_settings", &self.router_settings.unknown);
         warn_unknown(warnings, "litellm_settings", &self.litellm_settings.unknown);
         for (i, d) in self.model_list.iter().enumerate() {
-            warn_unknown(warnings, &format!("model_list[{i}]"), &d.unknown);
-            warn_unknown(
-                warnings,
-                &format!("model_list[{i}].litellm_params"),
-                &d.litellm_params.unknown,
-            );
+            d.collect_unknown(&format!("model_list[{i}]"), warnings);
         }
         for (i, c) in self.credential_list.iter().enumerate() {
             warn_unknown(warnings, &format!("credential_list[{i}]"), &c.unknown);
@@ -277,7 +284,7 @@ impl RawConfig {
     }
 }
 
-fn compile_deployment(
+pub fn compile_deployment(
     raw: &RawDeployment,
     at: &str,
     credentials: &HashMap<&str, &HashMap<String, String>>,
