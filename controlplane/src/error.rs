@@ -16,8 +16,6 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    Unauthenticated(String),
 }
 
 impl From<StoreError> for tonic::Status {
@@ -26,7 +24,6 @@ impl From<StoreError> for tonic::Status {
             StoreError::NotFound(m) => tonic::Status::not_found(m.clone()),
             StoreError::Conflict(m) => tonic::Status::already_exists(m.clone()),
             StoreError::Invalid(m) => tonic::Status::invalid_argument(m.clone()),
-            StoreError::Unauthenticated(m) => tonic::Status::unauthenticated(m.clone()),
             StoreError::Db(sqlx::Error::Database(d)) => {
                 // The SQLSTATE says whose fault it is.
                 let code = d.code().unwrap_or_default();

@@ -18,22 +18,29 @@ pub struct Principal {
     pub admin_team_ids: Vec<String>,
 }
 
-/// Resolves `key`. Unknown, blocked (the key or its team) and expired keys are
-/// [`StoreError::Unauthenticated`]; so is every key when no master key is configured,
-/// because then nobody can be told apart from an administrator.
-pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Principal, StoreError> {
+/// The answer about a key: who it is, or why it is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Accepted(Principal),
+    Rejected(String),
+}
+
+/// Resolves `key`. Unknown, blocked (the key or its team) and expired keys are rejected;
+/// so is every key when no master key is configured, because then nobody can be told
+/// apart from an administrator.
+pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Verdict, StoreError> {
     let hash = KeyHash::of(key);
     let Some(master) = settings::load(pool).await?.master_key_hash else {
-        return Err(StoreError::Unauthenticated(
+        return Ok(Verdict::Rejected(
             "no master key is configured (general_settings.master_key): the admin API is disabled"
                 .into(),
         ));
     };
     if master.ct_eq(&hash) {
-        return Ok(Principal {
+        return Ok(Verdict::Accepted(Principal {
             master: true,
             ..Principal::default()
-        });
+        }));
     }
     let row = sqlx::query(
         "SELECT k.user_id, k.team_id, u.user_role,
@@ -51,15 +58,17 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Principal, StoreEr
     )
     .bind(hash.0.to_vec())
     .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| StoreError::Unauthenticated("invalid API key".into()))?;
+    .await?;
+    let Some(row) = row else {
+        return Ok(Verdict::Rejected("invalid API key".into()));
+    };
     if row.try_get::<bool, _>("blocked")? {
-        return Err(StoreError::Unauthenticated("this key is blocked".into()));
+        return Ok(Verdict::Rejected("this key is blocked".into()));
     }
     if row.try_get::<bool, _>("expired")? {
-        return Err(StoreError::Unauthenticated("this key has expired".into()));
+        return Ok(Verdict::Rejected("this key has expired".into()));
     }
-    Ok(Principal {
+    Ok(Verdict::Accepted(Principal {
         master: false,
         key_hash: hash.to_hex(),
         user_id: row.try_get("user_id")?,
@@ -67,5 +76,5 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Principal, StoreEr
         team_id: row.try_get("team_id")?,
         member_team_ids: row.try_get("member_teams")?,
         admin_team_ids: row.try_get("admin_teams")?,
-    })
+    }))
 }

@@ -190,6 +190,47 @@ class DataPlane:
         )
 
 
+class AdminApi:
+    """The admin API (`routeiq-admin`) in front of a control plane."""
+
+    def __init__(self, dir: Path, grpc_target: str, extra=()):
+        self.dir = dir
+        self.grpc_target = grpc_target
+        self.extra = list(extra)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self):
+        args = [
+            str(BIN_DIR / "routeiq-admin"),
+            "--listen", f"127.0.0.1:{self.port}",
+            "--controlplane", f"http://{self.grpc_target}",
+            "--timeout-ms", "2000",
+            *self.extra,
+        ]
+        env = dict(os.environ, ROUTEIQ_LOG="info,routeiq_admin=debug")
+        self.process = Process(args, self.dir / "admin.log", env=env)
+        wait_http(f"{self.url}/health/liveliness", self.process.proc)
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+    def call(self, method: str, path: str, key: str | None = STACK_MASTER_KEY, **kw) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}))
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kw)
+
+    def ok(self, method: str, path: str, key: str | None = STACK_MASTER_KEY, **kw):
+        """The JSON of a call that must succeed."""
+        r = self.call(method, path, key, **kw)
+        assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json()
+
+
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.01, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,6 +258,7 @@ class Stack:
         if start:
             self.cp.start()
         self.dps = []
+        self._admin = None
         self._channel = None
 
     def dataplane(self, name: str, wait=True) -> DataPlane:
@@ -224,6 +266,13 @@ class Stack:
         dp.start(wait=wait)
         self.dps.append(dp)
         return dp
+
+    def admin(self) -> AdminApi:
+        """The admin API, started on first use."""
+        if self._admin is None:
+            self._admin = AdminApi(self.tmp, self.cp.grpc_target)
+            self._admin.start()
+        return self._admin
 
     def grpc(self):
         import grpc
@@ -251,8 +300,14 @@ class Stack:
             self._channel.close()
         for dp in self.dps:
             dp.stop()
+        if self._admin:
+            self._admin.stop()
         self.cp.stop()
         self.nats.stop()
+
+    def logs_full(self) -> str:
+        """Every log of the stack, whole."""
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
 
     def logs(self) -> str:
         out = []

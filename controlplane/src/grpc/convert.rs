@@ -325,8 +325,18 @@ pub fn audit_entry(r: audit::Record) -> pb::AuditEntry {
     }
 }
 
-pub fn principal_message(p: principal::Principal) -> pb::Principal {
+pub fn principal_message(v: principal::Verdict) -> pb::Principal {
+    let p = match v {
+        principal::Verdict::Accepted(p) => p,
+        principal::Verdict::Rejected(why) => {
+            return pb::Principal {
+                rejected: why,
+                ..pb::Principal::default()
+            }
+        }
+    };
     pb::Principal {
+        rejected: String::new(),
         master: p.master,
         key_hash: p.key_hash,
         user_id: p.user_id.unwrap_or_default(),

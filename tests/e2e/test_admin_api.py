@@ -1,0 +1,247 @@
+"""The admin API (`routeiq-admin`) end to end: real PostgreSQL, nats-server, control plane
+and data planes. Keys made through it work on data planes; roles are checked route by
+route from its own OpenAPI spec; its errors are OpenAI-shaped."""
+
+import re
+import time
+
+import httpx
+import pytest
+
+from stack import STACK_MASTER_KEY, accepted, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def error_of(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
+    body = r.json()
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}, body
+    assert err["code"] == str(status) and err["message"], body
+    return err
+
+
+def test_key_lifecycle_takes_effect_on_data_planes(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+
+    created = admin.ok("POST", "/key/generate", json={
+        "key_alias": "lifecycle", "models": ["priced"], "max_budget": 5,
+        "budget_duration": "30d", "rpm_limit": 100, "metadata": {"env": "test"},
+        "tags": ["e2e"], "duration": "1h",
+    })
+    key, token = created["key"], created["token"]
+    assert re.fullmatch(r"sk-[0-9a-f]{48}", key)
+    assert created["key_name"] == f"sk-...{key[-4:]}"
+    assert created["models"] == ["priced"] and created["max_budget"] == 5
+    assert created["metadata"] == {"env": "test"} and created["tags"] == ["e2e"]
+    expires = time.mktime(time.strptime(created["expires"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert 3500 < expires - time.time() < 3700, created["expires"]
+    wait_until(lambda: accepted(dp, key), what="generated key accepted")
+
+    info = admin.ok("GET", "/key/info", params={"key": key})
+    assert info["info"]["token"] == token and info["info"]["key_alias"] == "lifecycle"
+    by_token = admin.ok("GET", "/key/info", params={"key": token})
+    assert by_token["info"]["key_name"] == created["key_name"]
+    listed = admin.ok("GET", "/key/list", params={"key_alias": "lifecycle", "return_full_object": "true"})
+    assert listed["total_count"] == 1 and listed["keys"][0]["token"] == token
+
+    # (Model access is enforced on data planes by the edge-enforcement work; budgets are.)
+    updated = admin.ok("POST", "/key/update", json={"key": key, "models": ["other"], "max_budget": 0})
+    assert updated["models"] == ["other"] and updated["max_budget"] == 0
+    wait_until(lambda: dp.chat(key).status_code == 429, what="update applied")
+    admin.ok("POST", "/key/update", json={"key": token, "max_budget": 5})
+    wait_until(lambda: dp.chat(key).status_code == 200, what="second update applied")
+
+    assert admin.ok("POST", "/key/block", json={"key": key})["blocked"] is True
+    wait_until(lambda: dp.chat(key, model="priced").status_code == 401, what="block applied")
+    assert admin.ok("POST", "/key/unblock", json={"key": token})["blocked"] is False
+    wait_until(lambda: dp.chat(key, model="priced").status_code == 200, what="unblock applied")
+
+    regen = admin.ok("POST", "/key/regenerate", json={"key": key})
+    new_key = regen["key"]
+    assert new_key != key and regen["key_alias"] == "lifecycle" and regen["models"] == ["other"]
+    wait_until(lambda: dp.chat(new_key, model="priced").status_code == 200, what="new key works")
+    assert dp.chat(key, model="priced").status_code == 401
+    error_of(admin.call("GET", "/key/info", params={"key": key}), 404)
+
+    assert admin.ok("POST", "/key/delete", json={"key_aliases": ["lifecycle"]}) == {
+        "deleted_keys": ["lifecycle"]
+    }
+    wait_until(lambda: dp.chat(new_key, model="priced").status_code == 401, what="delete applied")
+
+    # Every change is in the audit log, with the actor and the caller's address.
+    entries = admin.ok("GET", "/audit", params={"object_type": "key", "page_size": 100})["entries"]
+    actions = [e["action"] for e in entries if e["actor"] == "master_key"]
+    for a in ["key.generate", "key.update", "key.block", "key.unblock", "key.regenerate", "key.delete"]:
+        assert a in actions, actions
+    assert all(e["source_ip"] == "127.0.0.1" for e in entries if e["actor"] == "master_key")
+    logs = s.logs_full()
+    for secret in [key, new_key, STACK_MASTER_KEY]:
+        assert secret not in logs
+
+
+def test_teams_users_and_spend(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+
+    team = admin.ok("POST", "/team/new", json={
+        "team_alias": "research", "models": ["priced"], "max_budget": 50,
+        "members_with_roles": [],
+    })
+    tid = team["team_id"]
+    assert team["team_alias"] == "research" and team["max_budget"] == 50
+
+    user = admin.ok("POST", "/user/new", json={
+        "user_id": "ada", "user_email": "ada@example.com", "user_role": "internal_user",
+        "teams": [tid], "key_alias": "ada-first",
+    })
+    assert user["user_id"] == "ada" and user["teams"] == [tid]
+    assert user["key"].startswith("sk-") and len(user["token"]) == 64
+    wait_until(lambda: accepted(dp, user["key"]), what="user's key accepted")
+
+    added = admin.ok("POST", "/team/member_add", json={"team_id": tid, "member": {"user_id": "grace", "role": "admin"}})
+    assert {"user_id": "grace", "role": "admin"} in added["members_with_roles"]
+    team_key = admin.ok("POST", "/key/generate", json={"team_id": tid, "user_id": "ada"})["key"]
+
+    info = admin.ok("GET", "/team/info", params={"team_id": tid})
+    assert info["team_info"]["team_alias"] == "research"
+    assert {m["user_id"] for m in info["team_info"]["members_with_roles"]} == {"ada", "grace"}
+    assert len(info["keys"]) == 1
+    uinfo = admin.ok("GET", "/user/info", params={"user_id": "ada"})
+    assert uinfo["user_info"]["user_email"] == "ada@example.com"
+    assert len(uinfo["keys"]) == 2 and [t["team_id"] for t in uinfo["teams"]] == [tid]
+    assert admin.ok("POST", "/team/update", json={"team_id": tid, "team_alias": "research-2"})["data"]["team_alias"] == "research-2"
+    assert [t["team_id"] for t in admin.ok("GET", "/team/list", params={"user_id": "ada"})] == [tid]
+    users = admin.ok("GET", "/user/list", params={"role": "internal_user"})
+    assert {u["user_id"] for u in users["users"]} >= {"ada", "grace"}
+
+    # Spend recorded by the data plane shows up in the spend endpoints.
+    wait_until(lambda: accepted(dp, team_key), what="team key accepted")
+    for _ in range(3):
+        assert dp.chat(team_key).status_code == 200
+    def logged():
+        logs = admin.ok("GET", "/spend/logs", params={"team_id": tid})
+        return logs if len(logs) >= 3 else None
+    logs = wait_until(logged, timeout=20, what="spend ingested")
+    assert all(l["spend"] > 0 and l["model_group"] == "priced" and l["user"] == "ada" for l in logs)
+    total = sum(l["spend"] for l in logs)
+    by_team = admin.ok("GET", "/global/spend/report", params={"group_by": "team"})
+    assert any(r["group"] == tid and abs(r["spend"] - total) < 1e-9 for r in by_team["rows"]), by_team
+    assert admin.ok("GET", "/global/spend")["spend"] >= total
+    assert admin.ok("GET", "/global/spend/teams")[0]["team_id"] == tid
+    assert admin.ok("GET", "/global/spend/models")[0]["model"] == "priced"
+
+    # Removing a member and deleting users and teams.
+    after = admin.ok("POST", "/team/member_delete", json={"team_id": tid, "user_id": "grace"})
+    assert [m["user_id"] for m in after["members_with_roles"]] == ["ada"]
+    assert admin.ok("POST", "/user/delete", json={"user_ids": ["ada"]}) == {"deleted_users": ["ada"]}
+    wait_until(lambda: dp.chat(user["key"]).status_code == 401, what="user's keys deleted")
+    assert admin.ok("POST", "/team/delete", json={"team_ids": [tid]}) == {"deleted_teams": [tid]}
+    error_of(admin.call("GET", "/team/info", params={"team_id": tid}), 404)
+
+
+def test_models_credentials_orgs_and_budgets(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+
+    cred = admin.ok("POST", "/credentials", json={
+        "credential_name": "mock-cred",
+        "credential_values": {"api_key": "sk-provider-secret-123", "api_base": "http://127.0.0.1:9"},
+        "credential_info": {"owner": "infra"},
+    })
+    assert cred["credential_values"] == {"api_base": "********", "api_key": "********"}
+    assert "sk-provider-secret-123" not in admin.call("GET", "/credentials").text
+    assert admin.ok("GET", "/credentials/by_name/mock-cred")["credential_info"] == {"owner": "infra"}
+
+    saved = admin.ok("POST", "/model/new", json={
+        "model_name": "added",
+        "litellm_params": {"model": "openai/gpt-x", "mock_response": "hi from added",
+                           "litellm_credential_name": "mock-cred", "frobnicate": 1},
+        "model_info": {"id": "added-1", "access_groups": ["beta"], "team": "infra"},
+    })
+    assert saved["model_info"]["id"] == "added-1" and saved["model_info"]["db_model"] is True
+    assert saved["model_info"]["team"] == "infra"
+    assert any("frobnicate" in w for w in saved["warnings"])
+    listing = admin.call("GET", "/model/info")
+    assert "sk-provider-secret-123" not in listing.text
+    assert any(m["model_info"]["id"] == "added-1" for m in listing.json()["data"])
+    assert admin.ok("GET", "/v1/model/info", params={"litellm_model_id": "added-1"})["data"][0]["model_name"] == "added"
+    wait_until(lambda: dp.chat(STACK_MASTER_KEY, model="added").status_code == 200, what="model served")
+    assert dp.chat(STACK_MASTER_KEY, model="added").json()["choices"][0]["message"]["content"] == "hi from added"
+
+    admin.ok("POST", "/model/update", json={
+        "model_name": "added", "litellm_params": {"model": "openai/gpt-x", "mock_response": "changed"},
+        "model_info": {"id": "added-1"},
+    })
+    wait_until(lambda: dp.chat(STACK_MASTER_KEY, model="added").json()["choices"][0]["message"]["content"] == "changed",
+               what="model update served")
+    error_of(admin.call("POST", "/model/update", json={"model_name": "x", "litellm_params": {"model": "openai/x"}}), 400)
+    assert admin.ok("POST", "/model/delete", json={"id": "added-1"}) == {"deleted": ["added-1"]}
+    wait_until(lambda: dp.chat(STACK_MASTER_KEY, model="added").status_code == 404, what="model removed")
+    assert admin.ok("DELETE", "/credentials/mock-cred") == {"deleted": ["mock-cred"]}
+
+    budget = admin.ok("POST", "/budget/new", json={"budget_id": "small", "max_budget": 3, "rpm_limit": 10})
+    assert budget["max_budget"] == 3 and budget["rpm_limit"] == 10
+    assert admin.ok("POST", "/budget/update", json={"budget_id": "small", "max_budget": 4})["max_budget"] == 4
+    assert [b["budget_id"] for b in admin.ok("POST", "/budget/info", json={"budgets": ["small", "nope"]})] == ["small"]
+    org = admin.ok("POST", "/organization/new", json={"organization_alias": "acme", "max_budget": 100})
+    assert org["organization_alias"] == "acme" and org["budget_id"]
+    oid = org["organization_id"]
+    assert admin.ok("GET", "/organization/info", params={"organization_id": oid})["budget_id"] == org["budget_id"]
+    assert admin.ok("PATCH", "/organization/update", json={"organization_id": oid, "models": ["priced"]})["models"] == ["priced"]
+    assert [o["organization_id"] for o in admin.ok("GET", "/organization/list")] == [oid]
+    assert admin.ok("DELETE", "/organization/delete", json={"organization_ids": [oid]}) == {"deleted_organizations": [oid]}
+    assert admin.ok("POST", "/budget/delete", json={"id": "small"}) == {"deleted": ["small"]}
+
+    # No secret reached any log: master key, generated keys, provider keys.
+    logs = s.logs_full()
+    for secret in [STACK_MASTER_KEY, "sk-provider-secret-123"]:
+        assert secret not in logs
+
+
+def test_invalid_input_gets_openai_shaped_errors(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    error_of(admin.call("POST", "/key/generate", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    err = error_of(admin.call("POST", "/key/generate", json={"max_budget": "lots"}), 422)
+    assert "max_budget" in err["message"]
+    error_of(admin.call("POST", "/key/generate", json={"rpm_limit": -1}), 422)
+    error_of(admin.call("POST", "/key/generate", json={"max_budget": -1}), 400)
+    error_of(admin.call("POST", "/key/generate", json={"budget_duration": "fortnight"}), 400)
+    error_of(admin.call("POST", "/key/generate", json={"duration": "soon"}), 400)
+    error_of(admin.call("POST", "/key/generate", json={"key": "short"}), 400)
+    error_of(admin.call("POST", "/key/generate", json={"team_id": "no-such-team"}), 400)
+    admin.ok("POST", "/key/generate", json={"key_alias": "dup"})
+    error_of(admin.call("POST", "/key/generate", json={"key_alias": "dup"}), 409)
+    error_of(admin.call("GET", "/key/info", params={"key": "sk-unknown-key"}), 404)
+    error_of(admin.call("POST", "/key/delete", json={}), 400)
+    error_of(admin.call("GET", "/spend/logs", params={"start_date": "yesterday"}), 400)
+    error_of(admin.call("GET", "/user/list", params={"page": "first"}), 422)
+    error_of(admin.call("POST", "/team/new", json={"members_with_roles": [{"user_id": "x", "role": "owner"}]}), 422)
+    error_of(admin.call("GET", "/no/such/route"), 404)
+    error_of(admin.call("DELETE", "/key/generate"), 405)
+    error_of(admin.call("GET", "/key/list", key=None), 401)
+    error_of(admin.call("GET", "/key/list", key="sk-not-a-key"), 401)
+    # The key can also come in LiteLLM's other headers.
+    r = httpx.get(f"{admin.url}/key/list", headers={"x-litellm-api-key": STACK_MASTER_KEY}, timeout=5)
+    assert r.status_code == 200
+
+
+def test_unreachable_control_plane_is_a_quick_503(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    admin.ok("GET", "/health/readiness")
+    s.cp.stop()
+    for path in ["/key/list", "/health/readiness"]:
+        t0 = time.monotonic()
+        err = error_of(admin.call("GET", path), 503)
+        assert time.monotonic() - t0 < 3.0
+        assert "control plane" in err["message"]
+    assert admin.call("GET", "/health/liveliness").status_code == 200
+    s.cp.start()
+    wait_until(lambda: admin.call("GET", "/key/list").status_code == 200, what="recovery")
