@@ -127,10 +127,10 @@ impl Caller {
         }
         let me = self.principal.user_id.clone();
         if user_id.as_deref().is_some_and(|u| u != me) {
-            return Err(ApiError::forbidden(
-                "an internal user may only manage their own keys",
-            )
-            .param("user_id"));
+            return Err(
+                ApiError::forbidden("an internal user may only manage their own keys")
+                    .param("user_id"),
+            );
         }
         if let Some(team) = team {
             if !self.member_of(team) {
@@ -184,7 +184,9 @@ impl Access {
     }
 
     fn required(&self, method: &Method, path: &str) -> Option<&[String]> {
-        self.0.get(&(method.clone(), path.to_owned())).map(Vec::as_slice)
+        self.0
+            .get(&(method.clone(), path.to_owned()))
+            .map(Vec::as_slice)
     }
 }
 

@@ -40,10 +40,16 @@ pub fn connect(url: &str, token: Option<&str>, deadline: Duration) -> Result<Grp
         .timeout(deadline)
         .tcp_nodelay(true);
     let token = token
-        .map(|t| format!("Bearer {t}").parse().map_err(|_| ClientError::Token))
+        .map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| ClientError::Token)
+        })
         .transpose()?;
-    Ok(pb::control_plane_client::ControlPlaneClient::with_interceptor(
-        endpoint.connect_lazy(),
-        Token(token),
-    ))
+    Ok(
+        pb::control_plane_client::ControlPlaneClient::with_interceptor(
+            endpoint.connect_lazy(),
+            Token(token),
+        ),
+    )
 }

@@ -10,13 +10,20 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "RouteIQ admin API: LiteLLM-compatible management REST over the control plane's gRPC API")]
+#[command(
+    version,
+    about = "RouteIQ admin API: LiteLLM-compatible management REST over the control plane's gRPC API"
+)]
 struct Args {
     /// Address to serve HTTP on.
     #[arg(long, env = "ROUTEIQ_ADMIN_LISTEN", default_value = "0.0.0.0:4001")]
     listen: SocketAddr,
     /// The control plane's gRPC URL.
-    #[arg(long, env = "ROUTEIQ_CONTROLPLANE_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "ROUTEIQ_CONTROLPLANE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     controlplane: String,
     /// Bearer token the control plane requires (its --grpc-token).
     #[arg(long, env = "ROUTEIQ_GRPC_TOKEN", hide_env_values = true)]

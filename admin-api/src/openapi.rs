@@ -12,9 +12,7 @@ use utoipa_axum::routes;
 
 use crate::auth::SCHEME;
 use crate::error::ErrorBody;
-use crate::routes::{
-    audit, budgets, credentials, health, keys, models, orgs, spend, teams, users,
-};
+use crate::routes::{audit, budgets, credentials, health, keys, models, orgs, spend, teams, users};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -41,7 +39,7 @@ has a role. Each operation's security requirement lists the roles that may call 
         (name = "audit", description = "Who changed what"),
         (name = "health", description = "Liveness and readiness"),
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody, spend::GroupBy, users::UserRole))
 )]
 struct ApiDoc;
 
@@ -102,22 +100,31 @@ fn errors(secured: bool, has_input: bool) -> Vec<(u16, &'static str)> {
     let mut out = Vec::new();
     if has_input {
         out.push((400, "Invalid input: unreadable, or a value out of range"));
-        out.push((422, "The body or a query parameter has the wrong shape or type"));
+        out.push((
+            422,
+            "The body or a query parameter has the wrong shape or type",
+        ));
     }
     if secured {
         out.push((401, "No key, or an unknown, blocked or expired key"));
         out.push((403, "The key's role may not do this, or not to this object"));
         out.push((404, "The object does not exist"));
-        out.push((409, "Conflicts with the current state (duplicate, still referenced)"));
+        out.push((
+            409,
+            "Conflicts with the current state (duplicate, still referenced)",
+        ));
     }
-    out.push((503, "The control plane is unreachable or its database is down"));
+    out.push((
+        503,
+        "The control plane is unreachable or its database is down",
+    ));
     out
 }
 
 fn document_errors(op: &mut Operation) {
     let secured = op.security.is_some();
-    let has_input = op.request_body.is_some()
-        || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let has_input =
+        op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
     for (status, description) in errors(secured, has_input) {
         op.responses
             .responses

@@ -22,7 +22,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// `2026-11-23T10:00:00Z`.
@@ -81,7 +89,12 @@ mod tests {
         assert_eq!(iso(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(parse("2026-11-23T10:00:00Z"), Some(1_795_428_000));
         assert_eq!(parse("2000-02-29"), Some(951_782_400));
-        for bad in ["2026-02-30", "2026-13-01", "yesterday", "2026-11-23T25:00:00"] {
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "yesterday",
+            "2026-11-23T25:00:00",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
         for day in (-719_000..2_900_000).step_by(997) {

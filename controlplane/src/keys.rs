@@ -302,8 +302,11 @@ pub async fn regenerate(
     let row = apply(&mut tx, &hash, f, &checked).await?;
     let rec = record(&row)?;
     let view = view_of(&mut *tx, &hash).await?;
-    let version =
-        changes::append(&mut tx, vec![DeltaOp::DeleteKey(*old), DeltaOp::UpsertKey(view)]).await?;
+    let version = changes::append(
+        &mut tx,
+        vec![DeltaOp::DeleteKey(*old), DeltaOp::UpsertKey(view)],
+    )
+    .await?;
     audit::record(
         &mut *tx,
         actor,

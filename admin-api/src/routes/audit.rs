@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{date_ms, Params, DEFAULT_PAGE_SIZE};
+use super::{count_param, date_ms, Params, DEFAULT_PAGE_SIZE, MAX_PAGE};
 use crate::error::ApiResult;
 use crate::time;
 use crate::AppState;
@@ -28,7 +28,7 @@ pub struct AuditQuery {
     pub start_date: Option<String>,
     /// `YYYY-MM-DD` or ISO 8601 (UTC), exclusive.
     pub end_date: Option<String>,
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,
     #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<u32>,
@@ -61,7 +61,9 @@ pub struct AuditLog {
 }
 
 fn json(text: &str) -> Option<Value> {
-    serde_json::from_str(text).ok().filter(|v: &Value| !v.is_null())
+    serde_json::from_str(text)
+        .ok()
+        .filter(|v: &Value| !v.is_null())
 }
 
 /// The audit log, newest first.
@@ -72,8 +74,8 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Params(q): Params<AuditQuery>,
 ) -> ApiResult<Json<AuditLog>> {
-    let page = q.page.unwrap_or(1).max(1);
-    let page_size = q.page_size.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, 1000);
+    let page = count_param("page", q.page, 1, MAX_PAGE)?;
+    let page_size = count_param("page_size", q.page_size, DEFAULT_PAGE_SIZE, 1000)?;
     let out = state
         .cp
         .clone()

@@ -130,7 +130,9 @@ pub async fn info(
         })
         .await?
         .into_inner();
-    Ok(Json(out.budgets.into_iter().map(BudgetObject::from).collect()))
+    Ok(Json(
+        out.budgets.into_iter().map(BudgetObject::from).collect(),
+    ))
 }
 
 /// Every budget.
@@ -147,7 +149,9 @@ pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<Budg
         })
         .await?
         .into_inner();
-    Ok(Json(out.budgets.into_iter().map(BudgetObject::from).collect()))
+    Ok(Json(
+        out.budgets.into_iter().map(BudgetObject::from).collect(),
+    ))
 }
 
 /// Delete a budget.

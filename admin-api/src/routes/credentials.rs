@@ -164,7 +164,11 @@ pub async fn update(
         .update_credential(pb::UpsertCredentialRequest {
             actor: Some(caller.actor),
             credential_name: name,
-            values: req.credential_values.unwrap_or_default().into_iter().collect(),
+            values: req
+                .credential_values
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             info_json: json_text(req.credential_info),
         })
         .await?

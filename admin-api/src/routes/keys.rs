@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{non_empty, object, total_pages, Body, Params};
+use super::{count_param, non_empty, object, total_pages, Body, Params, MAX_PAGE};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
@@ -197,7 +197,7 @@ pub struct KeyInfoQuery {
 #[into_params(parameter_in = Query)]
 pub struct KeyListQuery {
     /// From 1.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,
     /// Keys per page (at most 1000).
     #[param(minimum = 1, maximum = 1000)]
@@ -254,7 +254,10 @@ fn check_owner(caller: &Caller, current: &pb::KeyInfo, s: &mut KeySettings) -> A
         return Ok(());
     }
     let team = s.team_id.clone().unwrap_or_else(|| current.team_id.clone());
-    let user = s.user_id.take().or_else(|| non_empty(current.user_id.clone()));
+    let user = s
+        .user_id
+        .take()
+        .or_else(|| non_empty(current.user_id.clone()));
     s.user_id = caller.key_owner(Some(&team), user)?;
     Ok(())
 }
@@ -303,7 +306,12 @@ pub async fn info(
         }
         None => caller.principal.key_hash.clone(),
     };
-    let k = state.cp.clone().get_key(key_ref(&asked)).await?.into_inner();
+    let k = state
+        .cp
+        .clone()
+        .get_key(key_ref(&asked))
+        .await?
+        .into_inner();
     if !caller.can_view_key(&k) {
         return Err(ApiError::forbidden("you may not view this key"));
     }
@@ -404,8 +412,8 @@ pub async fn list(
         }
         user_id = Some(me.to_owned());
     }
-    let page = q.page.unwrap_or(1).max(1);
-    let size = q.size.unwrap_or(10).clamp(1, 1000);
+    let page = count_param("page", q.page, 1, MAX_PAGE)?;
+    let size = count_param("size", q.size, 10, 1000)?;
     let out = state
         .cp
         .clone()

@@ -114,8 +114,24 @@ pub fn total_pages(total: u64, size: u32) -> u64 {
     total.div_ceil(u64::from(size.max(1)))
 }
 
+/// The highest page number a listing accepts.
+pub const MAX_PAGE: u32 = 1_000_000;
+
 /// Standard page size when a query gives none.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// A page number or size from the query: `default` when absent, 400 naming the parameter
+/// outside 1..=`max`.
+pub fn count_param(name: &str, v: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "`{name}` must be between 1 and {max}, got {n}"
+        ))
+        .param(name)),
+    }
+}
 
 /// Budget and rate limits of a team, user, organization or budget (absent: unchanged).
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]

@@ -187,7 +187,11 @@ async fn save(
     create: bool,
 ) -> ApiResult<Json<SavedModel>> {
     let (req, json) = checked(body)?;
-    let has_id = req.model_info.as_ref().and_then(|i| i.id.as_ref()).is_some();
+    let has_id = req
+        .model_info
+        .as_ref()
+        .and_then(|i| i.id.as_ref())
+        .is_some();
     if !create && !has_id {
         return Err(ApiError::bad_request("`model_info.id` is required").param("model_info.id"));
     }

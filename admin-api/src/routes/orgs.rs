@@ -177,7 +177,9 @@ pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<OrgO
         })
         .await?
         .into_inner();
-    Ok(Json(out.organizations.into_iter().map(OrgObject::from).collect()))
+    Ok(Json(
+        out.organizations.into_iter().map(OrgObject::from).collect(),
+    ))
 }
 
 /// Change an organization.

@@ -11,7 +11,7 @@ use routeiq_proto::KeyHash;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{date_ms, non_empty, Params, DEFAULT_PAGE_SIZE};
+use super::{count_param, date_ms, non_empty, Params, DEFAULT_PAGE_SIZE, MAX_PAGE};
 use crate::error::ApiResult;
 use crate::time;
 use crate::AppState;
@@ -29,7 +29,7 @@ pub struct SpendLogsQuery {
     pub start_date: Option<String>,
     /// `YYYY-MM-DD` or ISO 8601 (UTC), exclusive.
     pub end_date: Option<String>,
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,
     #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<u32>,
@@ -226,8 +226,8 @@ pub async fn logs(
         .clone()
         .list_spend_logs(pb::SpendQuery {
             filter: Some(filter),
-            page: q.page.unwrap_or(1).max(1),
-            page_size: q.page_size.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, 1000),
+            page: count_param("page", q.page, 1, MAX_PAGE)?,
+            page_size: count_param("page_size", q.page_size, DEFAULT_PAGE_SIZE, 1000)?,
         })
         .await?
         .into_inner();
@@ -286,10 +286,11 @@ async fn top(
     q: TopQuery,
     group: pb::SpendGroup,
 ) -> ApiResult<Vec<pb::SpendReportRow>> {
+    let limit = count_param("limit", q.limit, 10, 1000)?;
     let filter = range(q.start_date.as_deref(), q.end_date.as_deref())?;
     let mut rows = report_rows(state, filter, group).await?.rows;
     rows.sort_by(|a, b| b.spend.total_cmp(&a.spend));
-    rows.truncate(q.limit.unwrap_or(10).clamp(1, 1000) as usize);
+    rows.truncate(limit as usize);
     Ok(rows)
 }
 

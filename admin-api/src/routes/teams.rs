@@ -222,7 +222,11 @@ pub async fn new(
             actor: Some(caller.actor),
             team_id: req.team_id.unwrap_or_default(),
             fields: Some(req.settings.into_pb()),
-            members: req.members_with_roles.into_iter().map(Member::into_pb).collect(),
+            members: req
+                .members_with_roles
+                .into_iter()
+                .map(Member::into_pb)
+                .collect(),
         })
         .await?
         .into_inner();

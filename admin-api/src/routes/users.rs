@@ -14,8 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::keys::KeyObject;
 use super::teams::TeamObject;
 use super::{
-    json_text, non_empty, object, total_pages, Body, LimitFields, LimitsObject, Params,
-    DEFAULT_PAGE_SIZE,
+    count_param, json_text, non_empty, object, total_pages, Body, LimitFields, LimitsObject,
+    Params, DEFAULT_PAGE_SIZE, MAX_PAGE,
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -181,7 +181,7 @@ pub struct UserQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UserListQuery {
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,
     #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<u32>,
@@ -264,9 +264,7 @@ pub async fn info(
         (Some(u), me) if caller.is_viewer() || me == Some(u.as_str()) => u,
         (Some(_), _) => return Err(ApiError::forbidden("you may only view your own user")),
         (None, Some(me)) => me.to_owned(),
-        (None, None) => {
-            return Err(ApiError::bad_request("`user_id` is required").param("user_id"))
-        }
+        (None, None) => return Err(ApiError::bad_request("`user_id` is required").param("user_id")),
     };
     let mut cp = state.cp.clone();
     let user = cp
@@ -360,8 +358,8 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Params(q): Params<UserListQuery>,
 ) -> ApiResult<Json<UserListResponse>> {
-    let page = q.page.unwrap_or(1).max(1);
-    let page_size = q.page_size.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, 1000);
+    let page = count_param("page", q.page, 1, MAX_PAGE)?;
+    let page_size = count_param("page_size", q.page_size, DEFAULT_PAGE_SIZE, 1000)?;
     let ids = q
         .user_ids
         .map(|s| {

@@ -10,9 +10,9 @@ use crate::budget::{BudgetRecord, Limits, LimitsRecord};
 use crate::deployments::CredentialRecord;
 use crate::keys::{KeyFields, KeyRecord};
 use crate::orgs::{OrgFields, OrgRecord};
-use crate::{principal, spend};
 use crate::teams::{Member, TeamFields, TeamRecord};
 use crate::users::{UserFields, UserRecord};
+use crate::{principal, spend};
 
 pub fn actor(a: Option<pb::Actor>) -> Actor {
     a.map(|a| Actor {

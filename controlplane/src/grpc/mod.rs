@@ -453,7 +453,8 @@ impl pb::control_plane_server::ControlPlane for Service {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListBudgetsResponse>, Status> {
         let r = req.into_inner();
-        let (recs, total) = budget::list(&self.pool, &r.ids, Page::new(r.page, r.page_size)).await?;
+        let (recs, total) =
+            budget::list(&self.pool, &r.ids, Page::new(r.page, r.page_size)).await?;
         Ok(Response::new(pb::ListBudgetsResponse {
             budgets: recs.into_iter().map(budget_info).collect(),
             total,

@@ -131,12 +131,8 @@ pub fn compile_model(
 ) -> Result<(crate::Deployment, Vec<String>), (String, String)> {
     let mut value: serde_norway::Value =
         serde_json::from_value(entry.clone()).map_err(|e| (String::new(), e.to_string()))?;
-    env::resolve(&mut value, lookup).map_err(|e| {
-        (
-            e.at,
-            format!("environment variable `{}` is not set", e.var),
-        )
-    })?;
+    env::resolve(&mut value, lookup)
+        .map_err(|e| (e.at, format!("environment variable `{}` is not set", e.var)))?;
     let raw: schema::RawDeployment = serde_path_to_error::deserialize(value)
         .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))?;
     let mut warnings = Vec::new();
