@@ -183,7 +183,7 @@ impl Access {
         Self(map)
     }
 
-    fn required(&self, method: &Method, path: &str) -> Option<&[String]> {
+    pub fn roles(&self, method: &Method, path: &str) -> Option<&[String]> {
         self.0
             .get(&(method.clone(), path.to_owned()))
             .map(Vec::as_slice)
@@ -216,7 +216,7 @@ pub async fn authorize(
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let Some(required) = path.and_then(|p| state.access.required(req.method(), &p)) else {
+    let Some(required) = path.and_then(|p| state.access.roles(req.method(), &p)) else {
         return next.run(req).await;
     };
     let source_ip = req

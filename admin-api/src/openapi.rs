@@ -178,3 +178,61 @@ pub fn finish(mut spec: Spec) -> Spec {
     );
     spec
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{
+        INTERNAL_USER, INTERNAL_USER_VIEWER, PROXY_ADMIN, PROXY_ADMIN_VIEWER, TEAM_ADMIN,
+    };
+
+    #[test]
+    fn every_route_but_health_names_known_roles_and_documents_its_errors() {
+        let spec = spec();
+        let json = serde_json::to_value(&spec).unwrap_or_default();
+        let known = [
+            PROXY_ADMIN,
+            PROXY_ADMIN_VIEWER,
+            INTERNAL_USER,
+            INTERNAL_USER_VIEWER,
+            TEAM_ADMIN,
+        ];
+        let mut operations = 0;
+        for (path, item) in json["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                operations += 1;
+                let roles: Vec<&str> = op["security"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|r| r[SCHEME].as_array().into_iter().flatten())
+                    .filter_map(|r| r.as_str())
+                    .collect();
+                if path.starts_with("/health/") {
+                    assert!(op.get("security").is_none(), "{method} {path}");
+                    continue;
+                }
+                assert!(!roles.is_empty(), "{method} {path} names no role");
+                assert!(roles.contains(&PROXY_ADMIN), "{method} {path}");
+                assert!(roles.iter().all(|r| known.contains(r)), "{method} {path}");
+                for status in ["401", "403", "503"] {
+                    assert!(
+                        op["responses"].get(status).is_some(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+        assert!(operations >= 49, "{operations}");
+        // The access table enforced at runtime is the spec's.
+        let access = crate::auth::Access::from_spec(&spec);
+        assert_eq!(
+            access.roles(&axum::http::Method::POST, "/team/new"),
+            Some(&[PROXY_ADMIN.to_owned()][..])
+        );
+        assert_eq!(
+            access.roles(&axum::http::Method::GET, "/health/liveliness"),
+            None
+        );
+    }
+}

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The whole RouteIQ stack on one machine, from Debian packages and PyPI:
 # PostgreSQL (initdb in a state directory), nats-server with JetStream, the control plane
-# (importing config/example.yaml), and one data plane attached to it.
+# (importing config/example.yaml), one data plane attached to it, and the admin API.
 #
 #   deploy/local/up.sh          start (idempotent: a running stack is left as it is)
 #   deploy/local/up.sh down     stop everything cleanly
 #   deploy/local/up.sh status   what is running
 #
 # State lives in $ROUTEIQ_LOCAL (default ~/.cache/routeiq/local); ports: data plane 4000,
-# control plane gRPC 50051 and health 4100, NATS 4222, PostgreSQL 55432.
-# The admin API joins this script when it exists (issue 4).
+# admin API 4001, control plane gRPC 50051 and health 4100, NATS 4222, PostgreSQL 55432.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
@@ -20,6 +19,7 @@ NATS_PORT="${ROUTEIQ_LOCAL_NATS_PORT:-4222}"
 GRPC="127.0.0.1:${ROUTEIQ_LOCAL_GRPC_PORT:-50051}"
 CP_HTTP="127.0.0.1:${ROUTEIQ_LOCAL_CP_HTTP_PORT:-4100}"
 DP_LISTEN="${ROUTEIQ_LOCAL_LISTEN:-0.0.0.0:4000}"
+ADMIN_LISTEN="${ROUTEIQ_LOCAL_ADMIN_LISTEN:-0.0.0.0:4001}"
 CONFIG="${ROUTEIQ_LOCAL_CONFIG:-config/example.yaml}"
 
 running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
@@ -38,7 +38,7 @@ wait_url() { # url what
 }
 
 down() {
-  for name in dataplane controlplane nats; do
+  for name in admin dataplane controlplane nats; do
     if running "$name"; then
       kill "$(cat "$STATE/$name.pid")"
       for _ in $(seq 100); do running "$name" || break; sleep 0.1; done
@@ -50,7 +50,7 @@ down() {
 }
 
 status() {
-  for name in nats controlplane dataplane; do
+  for name in nats controlplane dataplane admin; do
     if running "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"; else echo "$name: stopped"; fi
   done
   if [ -f "$STATE/pg/data/postmaster.pid" ]; then echo "postgresql: running (port $PG_PORT)"; else echo "postgresql: stopped"; fi
@@ -60,7 +60,7 @@ up() {
   ensure_build_deps
   ensure_python_venv deploy/local/requirements.txt
   step "cargo build --release (control plane, data plane)"
-  cargo build --release --locked -p routeiq-controlplane -p routeiq-dataplane >&2
+  cargo build --release --locked -p routeiq-controlplane -p routeiq-dataplane -p routeiq-admin >&2
   mkdir -p "$STATE"
   chmod 755 "$STATE"
   [ -f "$STATE/salt_key" ] || { head -c 32 /dev/urandom | base64 >"$STATE/salt_key"; chmod 600 "$STATE/salt_key"; }
@@ -92,10 +92,16 @@ up() {
     --nats "nats://127.0.0.1:$NATS_PORT" --listen "$DP_LISTEN" --dataplane-id local-1
   wait_url "http://127.0.0.1:${DP_LISTEN##*:}/health/readiness" "the data plane"
 
+  step "routeiq-admin (listening on $ADMIN_LISTEN)"
+  start_bg admin "$CARGO_TARGET_DIR/release/routeiq-admin" \
+    --listen "$ADMIN_LISTEN" --controlplane "http://$GRPC"
+  wait_url "http://127.0.0.1:${ADMIN_LISTEN##*:}/health/readiness" "the admin API"
+
   cat <<MSG
 
 RouteIQ is up (logs in $STATE):
   gateway        http://127.0.0.1:${DP_LISTEN##*:}   (master key from $CONFIG)
+  admin API      http://127.0.0.1:${ADMIN_LISTEN##*:}   (docs at /docs, spec at /openapi.json)
   control plane  gRPC $GRPC, health http://$CP_HTTP/health/readiness
   NATS           nats://127.0.0.1:$NATS_PORT
   PostgreSQL     $db

@@ -224,10 +224,19 @@ def test_invalid_input_gets_openai_shaped_errors(make_stack):
     error_of(admin.call("GET", "/spend/logs", params={"start_date": "yesterday"}), 400)
     error_of(admin.call("GET", "/user/list", params={"page": "first"}), 422)
     error_of(admin.call("POST", "/team/new", json={"members_with_roles": [{"user_id": "x", "role": "owner"}]}), 422)
+    r = admin.call("POST", "/user/new", json={"user_id": "half", "teams": ["no-such-team"]})
+    err = error_of(r, r.status_code)
+    assert r.status_code in (400, 404) and "user `half` was created, but adding it to team" in err["message"]
     error_of(admin.call("GET", "/no/such/route"), 404)
     error_of(admin.call("DELETE", "/key/generate"), 405)
     error_of(admin.call("GET", "/key/list", key=None), 401)
     error_of(admin.call("GET", "/key/list", key="sk-not-a-key"), 401)
+    # The docs page and its assets come from the binary, not a CDN.
+    page = httpx.get(f"{admin.url}/docs/", timeout=5, follow_redirects=True)
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    assert not re.search(r"(src|href)=\"https?://", page.text), page.text
+    for asset in re.findall(r'(?:src|href)="\.?/?([^"]+\.(?:js|css))"', page.text):
+        assert httpx.get(f"{admin.url}/docs/{asset}", timeout=5).status_code == 200, asset
     # The key can also come in LiteLLM's other headers.
     r = httpx.get(f"{admin.url}/key/list", headers={"x-litellm-api-key": STACK_MASTER_KEY}, timeout=5)
     assert r.status_code == 200
@@ -401,3 +410,62 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(make_stack, tm
     print(r.stdout[-20000:], r.stderr[-5000:])
     assert r.returncode == 0, "schemathesis found failures (see the output above)"
     assert "No issues found" in r.stdout or "passed" in r.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_client_generated_from_the_spec_runs_the_key_lifecycle(make_stack, tmp_path):
+    """openapi-python-client turns the served spec into a typed client; that client, unedited,
+    creates, reads, changes, lists, blocks and deletes a key, and gets typed errors."""
+    import importlib
+    import shutil
+    import subprocess
+    import sys
+
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    spec = tmp_path / "openapi.json"
+    spec.write_text(admin.call("GET", "/openapi.json", key=None).text)
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text("post_hooks: []\nproject_name_override: routeiq_admin_client\npackage_name_override: routeiq_admin_client\n")
+    gen = shutil.which("openapi-python-client", path=str(Path(sys.executable).parent))
+    assert gen, "openapi-python-client is installed by tests/e2e/requirements.txt"
+    out = tmp_path / "client"
+    r = subprocess.run([gen, "generate", "--path", str(spec), "--config", str(cfg), "--meta", "none",
+                        "--output-path", str(out / "routeiq_admin_client")],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Warning" not in r.stdout + r.stderr, r.stdout + r.stderr
+    sys.path.insert(0, str(out))
+    try:
+        client_mod = importlib.import_module("routeiq_admin_client")
+        keys = importlib.import_module("routeiq_admin_client.api.keys")
+        models = importlib.import_module("routeiq_admin_client.models")
+        for name in ["generate", "info", "update", "list_", "block", "delete"]:
+            importlib.import_module(f"routeiq_admin_client.api.keys.{name}")
+
+        client = client_mod.AuthenticatedClient(base_url=admin.url, token=STACK_MASTER_KEY)
+        created = keys.generate.sync(client=client, body=models.GenerateKeyRequest(
+            key_alias="typed", max_budget=2.5, tags=["typed"]))
+        assert isinstance(created, models.GenerateKeyResponse), created
+        assert created.key.startswith("sk-") and created.max_budget == 2.5
+        wait_until(lambda: accepted(dp, created.key), what="typed key accepted")
+
+        info = keys.info.sync(client=client, key=created.token)
+        assert isinstance(info, models.KeyInfoResponse) and info.info.key_alias == "typed"
+        changed = keys.update.sync(client=client, body=models.UpdateKeyRequest(key=created.key, rpm_limit=7))
+        assert isinstance(changed, models.KeyObject) and changed.rpm_limit == 7
+        page = keys.list_.sync(client=client, key_alias="typed")
+        assert isinstance(page, models.KeyListResponse) and page.keys == [created.token]
+        blocked = keys.block.sync(client=client, body=models.KeyRequest(key=created.key))
+        assert blocked.blocked is True
+        wait_until(lambda: dp.chat(created.key).status_code == 401, what="typed block applied")
+        gone = keys.delete.sync(client=client, body=models.DeleteKeyRequest(keys=[created.key]))
+        assert isinstance(gone, models.DeleteKeyResponse) and gone.deleted_keys == [created.key]
+
+        missing = keys.info.sync(client=client, key=created.key)
+        assert isinstance(missing, models.ErrorBody) and missing.error.code == "404"
+    finally:
+        sys.path.remove(str(out))
+        for m in [m for m in sys.modules if m.startswith("routeiq_admin_client")]:
+            del sys.modules[m]

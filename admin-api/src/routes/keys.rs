@@ -214,7 +214,7 @@ pub struct KeyListQuery {
 #[serde(untagged)]
 pub enum KeyListItem {
     Token(String),
-    Full(KeyObject),
+    Full(Box<KeyObject>),
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -433,7 +433,7 @@ pub async fn list(
             .into_iter()
             .map(|k| {
                 if full {
-                    KeyListItem::Full(k.into())
+                    KeyListItem::Full(Box::new(k.into()))
                 } else {
                     KeyListItem::Token(k.key_hash)
                 }

@@ -209,16 +209,28 @@ pub async fn new(
         })
         .await?
         .into_inner();
+    let partly = |step: String| {
+        let user_id = user.user_id.clone();
+        move |s: tonic::Status| {
+            let mut e = ApiError::from(s);
+            e.message = format!(
+                "user `{user_id}` was created, but {step} failed: {}",
+                e.message
+            );
+            e
+        }
+    };
     for team in req.teams {
         cp.add_team_members(pb::TeamMembersRequest {
             actor: Some(caller.actor.clone()),
-            team_id: team,
+            team_id: team.clone(),
             members: vec![pb::TeamMember {
                 user_id: user.user_id.clone(),
                 role: "user".into(),
             }],
         })
-        .await?;
+        .await
+        .map_err(partly(format!("adding it to team `{team}`")))?;
     }
     let (mut key, mut token) = (None, None);
     if req.auto_create_key.unwrap_or(true) {
@@ -233,7 +245,8 @@ pub async fn new(
                 }),
                 key: None,
             })
-            .await?
+            .await
+            .map_err(partly("creating its key".into()))?
             .into_inner();
         key = Some(out.key);
         token = out.info.map(|i| i.key_hash);
