@@ -469,6 +469,7 @@ pub async fn list(
 /// The data plane's view: a key of a blocked team is blocked.
 const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
     COALESCE(k.team_id, '') AS team_id, COALESCE(k.user_id, '') AS user_id, k.models,
+    COALESCE(t.models, '{}') AS team_models,
     k.max_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
     k.max_parallel_requests";
@@ -491,6 +492,7 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
         team_id: r.try_get("team_id")?,
         user_id: r.try_get("user_id")?,
         models: r.try_get::<Vec<String>, _>("models")?.into(),
+        team_models: r.try_get::<Vec<String>, _>("team_models")?.into(),
         max_budget: r.try_get("max_budget")?,
         spend: r.try_get("spend")?,
         expires_at: r.try_get("expires_at")?,

@@ -233,8 +233,8 @@ pub async fn update(
             .await?;
     }
     let rec = load(&mut tx, team_id, false).await?;
-    // Blocking a team blocks its keys at the data planes.
-    let version = if rec.blocked == before.blocked {
+    // Keys carry their team's `blocked` and `models`: re-send them when either changes.
+    let version = if rec.blocked == before.blocked && rec.models == before.models {
         None
     } else {
         let ops: Vec<DeltaOp> = keys::views_of_team(&mut *tx, team_id)

@@ -86,6 +86,18 @@ fn benches(c: &mut Criterion) {
             c.bench_function("routing/simple_shuffle_weighted_2", |b| {
                 b.iter(|| live.route(black_box("gpt-4o-mini")).map(|d| d.timeout))
             });
+            // Allowed by the key's third entry (an access group) and the team's wildcard.
+            let key = routeiq_proto::VirtualKey {
+                models: vec!["a-model".into(), "b-model".into(), "gpt-4o-mini".into()].into(),
+                team_models: vec!["claude-sonnet".into(), "gpt*".into()].into(),
+                ..routeiq_proto::VirtualKey::default()
+            };
+            c.bench_function("access/check_3_key_models_2_team_models", |b| {
+                b.iter(|| {
+                    routeiq_dataplane::access::check(&live, Some(black_box(&key)), "gpt-4o-mini")
+                        .is_ok()
+                })
+            });
         }
     }
 }

@@ -98,6 +98,19 @@ impl ApiError {
         .with_param("model")
         .with_code("model_not_found")
     }
+    /// 403: `who` (this key, or its team) may not call `model`; names what it may call.
+    pub fn model_not_allowed(model: &str, who: &str, allowed: &[String]) -> Self {
+        Self::new(
+            403,
+            ErrorKind::Permission,
+            format!(
+                "{who} is not allowed to call model `{model}`; allowed: {}",
+                allowed.join(", ")
+            ),
+        )
+        .with_param("model")
+        .with_code("model_not_allowed")
+    }
     pub fn not_found_route(method: &str, path: &str) -> Self {
         Self::new(
             404,

@@ -2,6 +2,7 @@
 //! in-memory snapshot.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod attached;
 pub mod auth;
 pub mod base64;

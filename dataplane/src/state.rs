@@ -4,7 +4,7 @@
 //! Updates go through [`LiveState::prepare`] (fallible: builds and validates) and then
 //! [`App::store`] (infallible swap).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct LiveState {
     groups: Arc<HashMap<String, ModelGroup>>,
     /// Public model names, sorted, for `/v1/models` and error messages.
     pub model_names: Arc<Vec<String>>,
+    /// Access group → the model names whose deployments are in it.
+    access_groups: Arc<HashMap<String, HashSet<String>>>,
 }
 
 impl LiveState {
@@ -66,6 +68,7 @@ impl LiveState {
     pub fn prepare(snapshot: Snapshot) -> Result<Self, InvalidSnapshot> {
         snapshot.validate()?;
         let (groups, model_names) = compile_groups(&snapshot.deployments, &snapshot.router)?;
+        let access_groups = Arc::new(access_groups(&snapshot.deployments));
         Ok(Self {
             version: snapshot.version,
             master_key_hash: snapshot.master_key_hash,
@@ -75,6 +78,7 @@ impl LiveState {
             router: Arc::new(snapshot.router),
             groups: Arc::new(groups),
             model_names: Arc::new(model_names),
+            access_groups,
         })
     }
 
@@ -126,17 +130,19 @@ impl LiveState {
             Some(s) => Arc::new(s.router.clone()),
             None => Arc::clone(&self.router),
         };
-        let (deployments, groups, model_names) = match (deployments, &settings) {
+        let (deployments, groups, model_names, access) = match (deployments, &settings) {
             (None, None) => (
                 Arc::clone(&self.deployments),
                 Arc::clone(&self.groups),
                 Arc::clone(&self.model_names),
+                Arc::clone(&self.access_groups),
             ),
             (list, _) => {
                 let list = list.map_or_else(|| Arc::clone(&self.deployments), Arc::new);
                 Snapshot::validate_deployments(&list)?;
                 let (groups, names) = compile_groups(&list, &router)?;
-                (list, Arc::new(groups), Arc::new(names))
+                let access = Arc::new(access_groups(&list));
+                (list, Arc::new(groups), Arc::new(names), access)
             }
         };
         Ok(Self {
@@ -156,6 +162,7 @@ impl LiveState {
             router,
             groups,
             model_names,
+            access_groups: access,
         })
     }
 
@@ -181,6 +188,25 @@ impl LiveState {
     pub fn group(&self, model: &str) -> Option<&ModelGroup> {
         self.groups.get(model)
     }
+
+    /// Whether `group` is an access group of one of `model`'s deployments.
+    pub fn in_access_group(&self, group: &str, model: &str) -> bool {
+        self.access_groups
+            .get(group)
+            .is_some_and(|models| models.contains(model))
+    }
+}
+
+fn access_groups(deployments: &[Deployment]) -> HashMap<String, HashSet<String>> {
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for d in deployments {
+        for g in &d.model_info.access_groups {
+            out.entry(g.clone())
+                .or_default()
+                .insert(d.model_name.clone());
+        }
+    }
+    out
 }
 
 fn compile_groups(

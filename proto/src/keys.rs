@@ -72,6 +72,8 @@ pub struct VirtualKey {
     /// Models the key may call; empty means all.
     /// Shared: keys with the same list point at one copy (see `wire::decode_stored`).
     pub models: std::sync::Arc<[String]>,
+    /// Models the key's team may call; empty means all (or no team). Shared like `models`.
+    pub team_models: std::sync::Arc<[String]>,
     pub max_budget: Option<f64>,
     /// Spend as of the snapshot version (USD).
     pub spend: f64,

@@ -230,6 +230,7 @@ impl From<&VirtualKey> for pb::VirtualKey {
             team_id: k.team_id.clone(),
             user_id: k.user_id.clone(),
             models: k.models.to_vec(),
+            team_models: k.team_models.to_vec(),
             max_budget: k.max_budget,
             spend: k.spend,
             expires_at: k.expires_at,
@@ -250,6 +251,7 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             team_id: k.team_id,
             user_id: k.user_id,
             models: k.models.into(),
+            team_models: k.team_models.into(),
             max_budget: k.max_budget,
             spend: k.spend,
             expires_at: k.expires_at,
@@ -299,20 +301,23 @@ pub fn decode_stored(mut bytes: &[u8]) -> Result<Snapshot, StoredSnapshotError> 
     let mut snapshot = Snapshot::try_from(header)?;
     // Most keys share one of a few model lists: keep one copy of each.
     let mut lists: std::collections::HashSet<std::sync::Arc<[String]>> = Default::default();
+    let mut intern = |list: &mut Vec<String>| match lists.get(list.as_slice()) {
+        Some(shared) => std::sync::Arc::clone(shared),
+        None => {
+            let shared: std::sync::Arc<[String]> = std::mem::take(list).into();
+            lists.insert(std::sync::Arc::clone(&shared));
+            shared
+        }
+    };
     while !bytes.is_empty() {
         let chunk = pb::KeyChunk::decode_length_delimited(&mut bytes)?;
         snapshot.keys.reserve(chunk.keys.len());
         for mut k in chunk.keys {
-            let models = match lists.get(k.models.as_slice()) {
-                Some(shared) => std::sync::Arc::clone(shared),
-                None => {
-                    let list: std::sync::Arc<[String]> = std::mem::take(&mut k.models).into();
-                    lists.insert(std::sync::Arc::clone(&list));
-                    list
-                }
-            };
+            let models = intern(&mut k.models);
+            let team_models = intern(&mut k.team_models);
             let mut key = VirtualKey::try_from(k)?;
             key.models = models;
+            key.team_models = team_models;
             snapshot.keys.push(std::sync::Arc::new(key));
         }
     }
@@ -444,6 +449,7 @@ mod tests {
         snap.keys.push(std::sync::Arc::new(VirtualKey {
             hash: KeyHash::of("sk-a"),
             models: vec!["gpt-4o-mini".into()].into(),
+            team_models: vec!["gpt-4o-mini".into(), "claude".into()].into(),
             max_budget: Some(1.5),
             expires_at: Some(1_900_000_000),
             ..VirtualKey::default()

@@ -41,6 +41,7 @@ def test_key_lifecycle_takes_effect_on_data_planes(make_stack):
     expires = time.mktime(time.strptime(created["expires"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     assert 3500 < expires - time.time() < 3700, created["expires"]
     wait_until(lambda: accepted(dp, key), what="generated key accepted")
+    assert dp.chat(key, model="other").status_code == 403
 
     info = admin.ok("GET", "/key/info", params={"key": key})
     assert info["info"]["token"] == token and info["info"]["key_alias"] == "lifecycle"
@@ -49,29 +50,29 @@ def test_key_lifecycle_takes_effect_on_data_planes(make_stack):
     listed = admin.ok("GET", "/key/list", params={"key_alias": "lifecycle", "return_full_object": "true"})
     assert listed["total_count"] == 1 and listed["keys"][0]["token"] == token
 
-    # (Model access is enforced on data planes by the edge-enforcement work; budgets are.)
     updated = admin.ok("POST", "/key/update", json={"key": key, "models": ["other"], "max_budget": 0})
     assert updated["models"] == ["other"] and updated["max_budget"] == 0
-    wait_until(lambda: dp.chat(key).status_code == 429, what="update applied")
+    wait_until(lambda: dp.chat(key, model="other").status_code == 429, what="update applied")
     admin.ok("POST", "/key/update", json={"key": token, "max_budget": 5})
-    wait_until(lambda: dp.chat(key).status_code == 200, what="second update applied")
+    wait_until(lambda: dp.chat(key, model="other").status_code == 200, what="second update applied")
+    assert dp.chat(key, model="priced").status_code == 403
 
     assert admin.ok("POST", "/key/block", json={"key": key})["blocked"] is True
-    wait_until(lambda: dp.chat(key, model="priced").status_code == 401, what="block applied")
+    wait_until(lambda: dp.chat(key, model="other").status_code == 401, what="block applied")
     assert admin.ok("POST", "/key/unblock", json={"key": token})["blocked"] is False
-    wait_until(lambda: dp.chat(key, model="priced").status_code == 200, what="unblock applied")
+    wait_until(lambda: dp.chat(key, model="other").status_code == 200, what="unblock applied")
 
     regen = admin.ok("POST", "/key/regenerate", json={"key": key})
     new_key = regen["key"]
     assert new_key != key and regen["key_alias"] == "lifecycle" and regen["models"] == ["other"]
-    wait_until(lambda: dp.chat(new_key, model="priced").status_code == 200, what="new key works")
-    assert dp.chat(key, model="priced").status_code == 401
+    wait_until(lambda: dp.chat(new_key, model="other").status_code == 200, what="new key works")
+    assert dp.chat(key, model="other").status_code == 401
     error_of(admin.call("GET", "/key/info", params={"key": key}), 404)
 
     assert admin.ok("POST", "/key/delete", json={"key_aliases": ["lifecycle"]}) == {
         "deleted_keys": ["lifecycle"]
     }
-    wait_until(lambda: dp.chat(new_key, model="priced").status_code == 401, what="delete applied")
+    wait_until(lambda: dp.chat(new_key, model="other").status_code == 401, what="delete applied")
 
     # Every change is in the audit log, with the actor and the caller's address.
     entries = admin.ok("GET", "/audit", params={"object_type": "key", "page_size": 100})["entries"]

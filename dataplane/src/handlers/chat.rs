@@ -31,6 +31,7 @@ pub async fn completion(
 ) -> Result<(), ApiError> {
     let mut req = RawObject::parse(&body)?;
     let model = req.model()?;
+    crate::access::check(live, ctx.key.as_deref(), &model)?;
     if !req.is_array("messages", false) {
         return Err(ApiError::missing_field("messages"));
     }

@@ -26,6 +26,7 @@ pub async fn create(
 ) -> Result<(), ApiError> {
     let mut req = RawObject::parse(&body)?;
     let model = req.model()?;
+    crate::access::check(live, ctx.key.as_deref(), &model)?;
     if !(req.is_string("input") || req.is_array("input", true)) {
         return Err(
             ApiError::bad_request("`input` must be a string or a non-empty array")

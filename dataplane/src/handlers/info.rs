@@ -24,9 +24,15 @@ pub async fn models(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs().saturating_sub(app.started.elapsed().as_secs()))
         .unwrap_or(0);
+    // A key sees the models it may call.
     let data: Vec<_> = live
         .model_names
         .iter()
+        .filter(|name| {
+            ctx.key
+                .as_deref()
+                .is_none_or(|k| crate::access::refused_by(live, k, name).is_none())
+        })
         .map(|name| {
             let owner = live
                 .group(name)

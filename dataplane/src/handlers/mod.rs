@@ -52,7 +52,10 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         ("GET", "/v1/models" | "/models") => {
             ctx.route = "models";
             let r = match auth::authenticate(&live, session.req_header()) {
-                Ok(_) => info::models(app, &live, session, ctx).await,
+                Ok(caller) => {
+                    ctx.key = caller.into_key();
+                    info::models(app, &live, session, ctx).await
+                }
                 Err(e) => Err(e),
             };
             (ClientApi::OpenAi, r)
