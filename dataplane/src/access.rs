@@ -106,8 +106,9 @@ mod tests {
             ..Snapshot::default()
         })
         .unwrap();
-        // (key models, team models, model, allowed by)
-        let cases: &[(&[&str], &[&str], &str, Option<Scope>)] = &[
+        // (key models, team models, model, refused by)
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a str, Option<Scope>);
+        let cases: &[Case] = &[
             (&[], &[], "gpt-4o", None),
             (&["gpt-4o"], &[], "gpt-4o", None),
             (&["gpt-4o"], &[], "cheap", Some(Scope::Key)),
