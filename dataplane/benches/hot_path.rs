@@ -138,5 +138,26 @@ fn keys(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches, keys);
+/// Admission and settlement of a request under a key's RPM, TPM and parallel limits.
+fn limits(c: &mut Criterion) {
+    use routeiq_dataplane::limits::Limiter;
+    use routeiq_proto::{KeyHash, VirtualKey};
+    let limiter = Limiter::default();
+    let key = VirtualKey {
+        hash: KeyHash::of("sk-bench-limits"),
+        rpm_limit: Some(u64::MAX),
+        tpm_limit: Some(u64::MAX),
+        max_parallel_requests: Some(1_000),
+        ..VirtualKey::default()
+    };
+    c.bench_function("limits/admit_and_settle_rpm_tpm_parallel", |b| {
+        b.iter(|| {
+            if let Ok(Some(a)) = limiter.admit(black_box(&key), 300) {
+                a.settle(black_box(120));
+            }
+        })
+    });
+}
+
+criterion_group!(hot_path, benches, keys, limits);
 criterion_main!(hot_path);

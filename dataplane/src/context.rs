@@ -29,9 +29,37 @@ pub struct RequestCtx {
     pub time_to_first_token: Option<Duration>,
     /// `error.type` of a failed request.
     pub error_type: Option<&'static str>,
+    /// The key's rate-limit slot and token reservation, settled when the request is logged.
+    pub admission: Option<crate::limits::Admission>,
+    /// `x-ratelimit-*` headers for the response (keys with limits).
+    pub rate_headers: Vec<(&'static str, String)>,
 }
 
 impl RequestCtx {
+    /// Admits the request under its key's rate limits (see `limits`), keeping the
+    /// admission until the request is logged.
+    pub fn admit(
+        &mut self,
+        limiter: &crate::limits::Limiter,
+        reserve: u64,
+    ) -> Result<(), crate::error::ApiError> {
+        let Some(key) = self.key.as_deref() else {
+            return Ok(());
+        };
+        match limiter.admit(key, reserve) {
+            Ok(Some(a)) => {
+                self.rate_headers = a.headers.clone();
+                self.admission = Some(a);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(refused) => {
+                self.rate_headers = refused.headers;
+                Err(refused.error)
+            }
+        }
+    }
+
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
@@ -46,6 +74,8 @@ impl RequestCtx {
             upstream_latency: None,
             time_to_first_token: None,
             error_type: None,
+            admission: None,
+            rate_headers: Vec::new(),
         }
     }
 }

@@ -79,6 +79,9 @@ impl ApiError {
     pub fn missing_field(field: &'static str) -> Self {
         Self::bad_request(format!("`{field}` is required")).with_param(field)
     }
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(429, ErrorKind::RateLimit, message).with_code("rate_limit_exceeded")
+    }
     pub fn budget_exceeded(message: impl Into<String>) -> Self {
         Self::new(429, ErrorKind::BudgetExceeded, message).with_code("budget_exceeded")
     }

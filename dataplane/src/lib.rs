@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod handlers;
 pub mod keymap;
+pub mod limits;
 pub mod providers;
 pub mod respond;
 pub mod routing;

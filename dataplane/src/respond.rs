@@ -85,6 +85,7 @@ pub async fn json(
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, api: ClientApi, err: &ApiError) {
     ctx.error_type = Some(err.kind.type_str());
     let mut extra = vec![("x-litellm-call-id", ctx.request_id.clone())];
+    extra.extend(ctx.rate_headers.iter().cloned());
     if let Some(s) = err.retry_after {
         extra.push(("retry-after", s.to_string()));
     }

@@ -50,6 +50,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(a) = ctx.admission.take() {
+            a.settle(ctx.usage.as_ref().map_or(0, crate::usage::Usage::total));
+        }
         self.app.metrics.observe(ctx);
         if let Some(a) = &self.app.attached {
             a.reporter.record(ctx, &self.app.metrics);

@@ -270,6 +270,8 @@ pub struct App {
     pub started: Instant,
     /// `None` in standalone mode.
     pub attached: Option<Attached>,
+    /// Per-key rate-limit counters (they outlive snapshot swaps).
+    pub limiter: crate::limits::Limiter,
 }
 
 impl App {
@@ -279,6 +281,7 @@ impl App {
         Ok(Self {
             live: ArcSwap::from_pointee(state),
             upstream: Arc::new(Upstream::default()),
+            limiter: crate::limits::Limiter::default(),
             metrics,
             started: Instant::now(),
             attached,

@@ -63,3 +63,90 @@ def test_model_access_by_key_team_access_group_and_wildcard(make_stack):
     assert dp.chat(team_key, model="priced").status_code == 403
     # The master key calls everything.
     assert models_of(dp, STACK_MASTER_KEY) == every
+
+
+def fresh_minute():
+    """Rate windows are calendar minutes: start a counting test well inside one."""
+    import time
+
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)
+
+
+def chat(dp, key, model="priced", **body):
+    return httpx.post(
+        f"{dp.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "messages": [{"role": "user", "content": "hello there"}], **body},
+        timeout=30,
+    )
+
+
+def test_rpm_limit_is_exact_with_openai_style_headers(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    key = admin.ok("POST", "/key/generate", json={"rpm_limit": 5})["key"]
+    wait_until(lambda: dp.chat(STACK_MASTER_KEY).status_code == 200, what="data plane up")
+    fresh_minute()
+    wait_until(lambda: chat(dp, key).status_code != 401, what="key arrived")  # the first admitted
+    results = [chat(dp, key) for _ in range(9)]
+    codes = [r.status_code for r in results]
+    assert codes == [200] * 4 + [429] * 5, codes
+    ok, refused = results[0], results[-1]
+    assert ok.headers["x-ratelimit-limit-requests"] == "5"
+    assert ok.headers["x-ratelimit-remaining-requests"] == "3"
+    err = refused.json()["error"]
+    assert err["type"] == "rate_limit_error" and "rpm_limit of 5" in err["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_tpm_limit_holds_under_100_concurrent_requests(make_stack):
+    """100 concurrent requests against a TPM of 100: the tokens of the admitted requests
+    stay under the limit plus one request (the documented bound, see dataplane/src/limits.rs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    key = admin.ok("POST", "/key/generate", json={"tpm_limit": 100})["key"]
+    wait_until(lambda: dp.chat(STACK_MASTER_KEY).status_code == 200, what="data plane up")
+    wait_until(lambda: chat(dp, "sk-none").status_code == 401, what="ready")
+    fresh_minute()
+    wait_until(lambda: chat(dp, key, max_tokens=1).status_code != 401, what="key arrived")
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        results = list(pool.map(lambda _: chat(dp, key, max_tokens=20), range(100)))
+    ok = [r for r in results if r.status_code == 200]
+    refused = [r for r in results if r.status_code == 429]
+    assert len(ok) + len(refused) == 100, [r.status_code for r in results]
+    assert ok and refused
+    used = [r.json()["usage"]["total_tokens"] for r in ok]
+    # Every admitted request but the last was admitted below the limit (the request that
+    # made the key known counts in the same window, so this is conservative).
+    print(f"admitted {len(ok)} of 100, tokens {sum(used)}: {used}")
+    assert sum(used) <= 100 + max(used), (len(ok), used)
+    assert all("tpm_limit of 100" in r.json()["error"]["message"] for r in refused)
+
+
+def test_parallel_limit_with_a_slow_upstream(make_stack, mock_provider):
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    admin.ok("POST", "/model/new", json={
+        "model_name": "slow", "litellm_params": {
+            "model": "openai/slow", "api_base": f"{mock_provider}/v1", "api_key": "sk-upstream"}})
+    key = admin.ok("POST", "/key/generate", json={"max_parallel_requests": 2})["key"]
+    wait_until(lambda: chat(dp, key, model="priced").status_code == 200, what="key arrived")
+    wait_until(lambda: chat(dp, STACK_MASTER_KEY, model="nope").status_code == 404 and
+               "slow" in chat(dp, STACK_MASTER_KEY, model="nope").text, what="model arrived")
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        results = list(pool.map(lambda _: chat(dp, key, model="slow"), range(5)))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 200, 429, 429, 429], codes
+    err = next(r for r in results if r.status_code == 429).json()["error"]
+    assert "max_parallel_requests limit of 2" in err["message"]
+    # Slots come back when requests end.
+    assert chat(dp, key, model="slow").status_code == 200

@@ -48,6 +48,17 @@ pub async fn completion(
     let d = live.route(&model)?;
     ctx.model = Some(model.clone());
     ctx.deployment = Some(Arc::clone(&d));
+    let max_tokens = ["max_tokens", "max_completion_tokens"]
+        .into_iter()
+        .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
+    ctx.admit(
+        &app.limiter,
+        crate::limits::reserve(
+            body.len(),
+            max_tokens,
+            d.deployment.model_info.max_output_tokens,
+        ),
+    )?;
     let provider = providers::get(d.deployment.provider);
     let native = provider.chat_format();
     let upstream_model = d.deployment.upstream_model.as_str();

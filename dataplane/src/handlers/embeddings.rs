@@ -36,6 +36,11 @@ pub async fn create(
     let d = live.route(&model)?;
     ctx.model = Some(model);
     ctx.deployment = Some(Arc::clone(&d));
+    // Embeddings produce no completion tokens: the input is the whole reservation.
+    ctx.admit(
+        &app.limiter,
+        crate::limits::reserve(body.len(), Some(0), None),
+    )?;
     req.set("model", &d.deployment.upstream_model)?;
     let sent = Instant::now();
     let mut resp = providers::get(d.deployment.provider)

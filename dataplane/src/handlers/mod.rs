@@ -133,6 +133,7 @@ fn response_headers(
         ("x-litellm-model-id", d.deployment.id.0.clone()),
         ("x-litellm-model-group", d.deployment.model_name.clone()),
     ];
+    h.extend(ctx.rate_headers.iter().cloned());
     if !d.deployment.api_base.is_empty() {
         h.push(("x-litellm-model-api-base", d.deployment.api_base.clone()));
     }
