@@ -7,8 +7,9 @@
 //! after the commit. A redelivered event (crash before the ack, a data plane's retry) finds
 //! its row and counts nothing: no loss, no double count.
 //!
-//! A key whose spend crosses its `max_budget` in a batch gets a `KeySpend` delta in the same
-//! transaction, so data planes start answering it with 429.
+//! Every key with a `max_budget` whose spend grew in a batch gets a `KeySpend` delta in the
+//! same transaction: data planes enforce budgets on spend that is one batch old at most
+//! (plus what they spent themselves since, see the data plane's `budgets`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -249,15 +250,14 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
                    spend = ds.spend + EXCLUDED.spend
             RETURNING 1
         ),
-        crossed AS (
-            SELECT key_hash, spend FROM k
-             WHERE max_budget IS NOT NULL AND spend >= max_budget AND spend - cost < max_budget
+        budgeted AS (
+            SELECT key_hash, spend FROM k WHERE max_budget IS NOT NULL
         )
         SELECT (SELECT count(*) FROM ins) AS inserted,
                (SELECT count(*) FROM t) + (SELECT count(*) FROM usr) + (SELECT count(*) FROM d)
                    AS touched,
-               COALESCE((SELECT array_agg(key_hash) FROM crossed), '{}') AS crossed_keys,
-               COALESCE((SELECT array_agg(spend) FROM crossed), '{}') AS crossed_spend",
+               COALESCE((SELECT array_agg(key_hash) FROM budgeted), '{}') AS budgeted_keys,
+               COALESCE((SELECT array_agg(spend) FROM budgeted), '{}') AS budgeted_spend",
     )
     .bind(&request_id)
     .bind(&started_ms)
@@ -276,12 +276,12 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     .fetch_one(&mut *tx)
     .await?;
     let inserted: i64 = row.try_get("inserted")?;
-    let crossed_keys: Vec<Vec<u8>> = row.try_get("crossed_keys")?;
-    let crossed_spend: Vec<f64> = row.try_get("crossed_spend")?;
-    if !crossed_keys.is_empty() {
-        let ops = crossed_keys
+    let budgeted_keys: Vec<Vec<u8>> = row.try_get("budgeted_keys")?;
+    let budgeted_spend: Vec<f64> = row.try_get("budgeted_spend")?;
+    if !budgeted_keys.is_empty() {
+        let ops = budgeted_keys
             .iter()
-            .zip(crossed_spend)
+            .zip(budgeted_spend)
             .map(|(h, spend)| {
                 Ok(DeltaOp::KeySpend {
                     hash: KeyHash::from_slice(h)
@@ -291,10 +291,10 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let version = changes::append(&mut tx, ops).await?;
-        tracing::info!(
-            keys = crossed_keys.len(),
+        tracing::debug!(
+            keys = budgeted_keys.len(),
             version,
-            "keys reached their budget"
+            "spend of keys with a budget sent"
         );
     }
     tx.commit().await?;

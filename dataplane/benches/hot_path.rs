@@ -159,5 +159,24 @@ fn limits(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches, keys, limits);
+/// Admission and settlement of a request against a key's budget.
+fn budgets(c: &mut Criterion) {
+    use routeiq_dataplane::budgets::Budgets;
+    use routeiq_proto::{KeyHash, VirtualKey};
+    let budgets = Budgets::default();
+    let key = VirtualKey {
+        hash: KeyHash::of("sk-bench-budget"),
+        max_budget: Some(f64::MAX),
+        ..VirtualKey::default()
+    };
+    c.bench_function("budgets/admit_and_settle", |b| {
+        b.iter(|| {
+            if let Ok(Some(h)) = budgets.admit(black_box(&key), 1, 0.001) {
+                h.settle(black_box(0.0004));
+            }
+        })
+    });
+}
+
+criterion_group!(hot_path, benches, keys, limits, budgets);
 criterion_main!(hot_path);

@@ -55,8 +55,9 @@ impl Caller {
     }
 }
 
-/// Accepts the request or says why not: 401 for a missing, unknown, blocked or expired key,
-/// 429 `budget_exceeded` for a key whose spend reached its `max_budget`.
+/// Accepts the request or says why not: 401 for a missing, unknown, blocked or expired key.
+/// (Budgets and rate limits are checked once the request's worst case is known: `budgets`,
+/// `limits`.)
 pub fn authenticate(state: &LiveState, req: &RequestHeader) -> Result<Caller, ApiError> {
     let Some(master) = state.master_key_hash.as_ref() else {
         return Ok(Caller::Open);
@@ -82,14 +83,6 @@ pub fn authenticate(state: &LiveState, req: &RequestHeader) -> Result<Caller, Ap
         if unix_now() >= at {
             return Err(ApiError::unauthorized(format!(
                 "this key expired at unix time {at}"
-            )));
-        }
-    }
-    if let Some(max) = k.max_budget {
-        if k.spend >= max {
-            return Err(ApiError::budget_exceeded(format!(
-                "Budget has been exceeded! Key spend: {:.6} USD, max budget: {max:.6} USD",
-                k.spend
             )));
         }
     }
@@ -187,11 +180,12 @@ mod key_tests {
             Ok(Caller::Key(_))
         ));
         assert!(authenticate(&s, &bearer("sk-budget-left")).is_ok());
+        // A spent budget is refused later, by `budgets`, with the request's worst case.
+        assert!(authenticate(&s, &bearer("sk-spent")).is_ok());
         for (k, status) in [
             ("sk-unknown", 401),
             ("sk-blocked", 401),
             ("sk-expired", 401),
-            ("sk-spent", 429),
         ] {
             assert_eq!(
                 authenticate(&s, &bearer(k)).unwrap_err().status,
@@ -240,8 +234,8 @@ mod key_tests {
             })
             .unwrap();
         assert_eq!(
-            authenticate(&spent, &bearer("sk-b")).unwrap_err().status,
-            429
+            spent.keys.get(&KeyHash::of("sk-b")).map(|k| k.spend),
+            Some(2.5)
         );
         assert!(matches!(
             spent.apply(&Delta {

@@ -33,20 +33,26 @@ pub struct RequestCtx {
     pub admission: Option<crate::limits::Admission>,
     /// `x-ratelimit-*` headers for the response (keys with limits).
     pub rate_headers: Vec<(&'static str, String)>,
+    /// The key's budget reservation, settled to the request's cost when it is logged.
+    pub budget_hold: Option<crate::budgets::Hold>,
 }
 
 impl RequestCtx {
-    /// Admits the request under its key's rate limits (see `limits`), keeping the
-    /// admission until the request is logged.
+    /// Admits the request under its key's budget (`budgets`) and rate limits (`limits`)
+    /// with its worst case, served by `d`; both holds last until the request is logged.
     pub fn admit(
         &mut self,
-        limiter: &crate::limits::Limiter,
-        reserve: u64,
+        app: &crate::state::App,
+        version: u64,
+        d: &CompiledDeployment,
+        worst: crate::limits::WorstCase,
     ) -> Result<(), crate::error::ApiError> {
         let Some(key) = self.key.as_deref() else {
             return Ok(());
         };
-        match limiter.admit(key, reserve) {
+        let cost = d.prices.input * worst.prompt as f64 + d.prices.output * worst.completion as f64;
+        self.budget_hold = app.budgets.admit(key, version, cost)?;
+        match app.limiter.admit(key, worst.tokens()) {
             Ok(Some(a)) => {
                 self.rate_headers = a.headers.clone();
                 self.admission = Some(a);
@@ -76,6 +82,7 @@ impl RequestCtx {
             error_type: None,
             admission: None,
             rate_headers: Vec::new(),
+            budget_hold: None,
         }
     }
 }

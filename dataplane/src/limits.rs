@@ -237,13 +237,27 @@ impl Drop for Admission {
     }
 }
 
-/// The tokens a request may use at most: its body's length / 4 for the prompt, plus its
+/// The most tokens a request may use: its body's length / 4 for the prompt, plus its
 /// completion bound.
-pub fn reserve(body_len: usize, max_tokens: Option<u64>, model_max_output: Option<u64>) -> u64 {
-    (body_len as u64).div_ceil(4)
-        + max_tokens
-            .or(model_max_output)
-            .unwrap_or(DEFAULT_COMPLETION_RESERVE)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorstCase {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl WorstCase {
+    pub fn of(body_len: usize, max_tokens: Option<u64>, model_max_output: Option<u64>) -> Self {
+        Self {
+            prompt: (body_len as u64).div_ceil(4),
+            completion: max_tokens
+                .or(model_max_output)
+                .unwrap_or(DEFAULT_COMPLETION_RESERVE),
+        }
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.prompt.saturating_add(self.completion)
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,13 @@ impl ProxyHttp for Gateway {
         if let Some(a) = ctx.admission.take() {
             a.settle(ctx.usage.as_ref().map_or(0, crate::usage::Usage::total));
         }
+        if let Some(h) = ctx.budget_hold.take() {
+            let cost = match (&ctx.usage, &ctx.deployment) {
+                (Some(u), Some(d)) => d.prices.of(u),
+                _ => 0.0,
+            };
+            h.settle(cost);
+        }
         self.app.metrics.observe(ctx);
         if let Some(a) = &self.app.attached {
             a.reporter.record(ctx, &self.app.metrics);

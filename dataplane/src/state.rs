@@ -31,6 +31,8 @@ pub struct CompiledDeployment {
     /// `None` only for the mock provider.
     pub target: Option<Target>,
     pub timeout: Duration,
+    /// USD per token (see `cost`).
+    pub prices: crate::cost::Prices,
 }
 
 pub struct ModelGroup {
@@ -236,6 +238,7 @@ fn compile_groups(
                 deployment: d.clone(),
                 target,
                 timeout,
+                prices: crate::cost::prices(d),
             }));
     }
     let mut model_names: Vec<String> = by_name.keys().cloned().collect();
@@ -272,6 +275,8 @@ pub struct App {
     pub attached: Option<Attached>,
     /// Per-key rate-limit counters (they outlive snapshot swaps).
     pub limiter: crate::limits::Limiter,
+    /// Per-key budget accounts (they outlive snapshot swaps).
+    pub budgets: crate::budgets::Budgets,
 }
 
 impl App {
@@ -282,6 +287,7 @@ impl App {
             live: ArcSwap::from_pointee(state),
             upstream: Arc::new(Upstream::default()),
             limiter: crate::limits::Limiter::default(),
+            budgets: crate::budgets::Budgets::default(),
             metrics,
             started: Instant::now(),
             attached,

@@ -150,3 +150,48 @@ def test_parallel_limit_with_a_slow_upstream(make_stack, mock_provider):
     assert "max_parallel_requests limit of 2" in err["message"]
     # Slots come back when requests end.
     assert chat(dp, key, model="slow").status_code == 200
+
+
+def test_budget_holds_under_concurrent_requests_and_costs_are_reported(make_stack):
+    """A key with max_budget hammered concurrently ends at most one request's cost over it;
+    every response says what it cost (x-litellm-response-cost), and that is what the
+    control plane records."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    # The stack's `priced` model: 1 µ$ per prompt token, 2 µ$ per completion token.
+    r = chat(dp, STACK_MASTER_KEY, max_tokens=16)
+    u = r.json()["usage"]
+    assert float(r.headers["x-litellm-response-cost"]) == pytest.approx(
+        u["prompt_tokens"] * 1e-6 + u["completion_tokens"] * 2e-6)
+
+    budget = 0.0002
+    key = admin.ok("POST", "/key/generate", json={"max_budget": budget})["key"]
+    costs = []
+
+    def call(_=None):
+        r = chat(dp, key, max_tokens=16)
+        if r.status_code == 200:
+            costs.append(float(r.headers["x-litellm-response-cost"]))
+        return r
+
+    wait_until(lambda: call().status_code != 401, what="key arrived")
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        results = list(pool.map(call, range(60)))
+    refused = [r for r in results if r.status_code == 429]
+    assert refused and all(r.json()["error"]["type"] == "budget_exceeded" for r in refused)
+    # Then one at a time until the budget refuses.
+    for _ in range(50):
+        if call().status_code == 429:
+            break
+    else:
+        raise AssertionError("the budget never refused a request")
+    spent_here = sum(costs)
+    assert spent_here <= budget + max(costs) + 1e-12, (len(costs), spent_here)
+    assert spent_here >= budget - max(costs), (len(costs), spent_here)
+    # The control plane ends with the same spend, and the key stays refused.
+    wait_until(lambda: abs(admin.ok("GET", "/key/info", params={"key": key})["info"]["spend"] - spent_here) < 1e-9,
+               timeout=20, what="spend ingested")
+    assert chat(dp, key).status_code == 429

@@ -221,7 +221,7 @@ fn event(id: &str, key: KeyHash, cost: f64) -> UsageEvent {
 }
 
 #[tokio::test]
-async fn usage_ingestion_is_idempotent_and_a_crossed_budget_becomes_a_delta() {
+async fn usage_ingestion_is_idempotent_and_budgeted_spend_becomes_deltas() {
     let pool = fresh_db().await;
     db::migrate(&pool).await.unwrap();
     let actor = Actor::system("test");
@@ -252,16 +252,21 @@ async fn usage_ingestion_is_idempotent_and_a_crossed_budget_becomes_a_delta() {
     .await
     .unwrap();
     assert_eq!((rows, requests), (5, 5));
-    // Spend crossed 1.0 in the second batch: exactly one KeySpend delta.
-    let ds = deltas_after(&pool, v0).await;
-    assert_eq!(ds.len(), 1);
-    match ds[0].ops.as_slice() {
-        [DeltaOp::KeySpend { hash, spend }] => {
-            assert_eq!(*hash, h);
-            assert!((spend - 1.1).abs() < 1e-9);
-        }
-        other => panic!("unexpected ops {other:?}"),
-    }
+    // A key with a budget: each batch that added to its spend sent the new spend (the
+    // redelivered events of the second batch counted nothing, its new one 0.3).
+    let spends: Vec<f64> = deltas_after(&pool, v0)
+        .await
+        .iter()
+        .map(|d| match d.ops.as_slice() {
+            [DeltaOp::KeySpend { hash, spend }] if *hash == h => *spend,
+            other => panic!("unexpected ops {other:?}"),
+        })
+        .collect();
+    assert_eq!(spends.len(), 2, "{spends:?}");
+    assert!((spends[0] - 0.8).abs() < 1e-9 && (spends[1] - 1.1).abs() < 1e-9);
+    // A batch that adds nothing (all redelivered) sends nothing.
+    assert_eq!(ingest::write(&pool, &again).await.unwrap(), 0);
+    assert_eq!(deltas_after(&pool, v0).await.len(), 2);
 }
 
 #[tokio::test]

@@ -59,9 +59,7 @@ impl Reporter {
             return;
         };
         let usage = ctx.usage.unwrap_or_default();
-        let info = &d.deployment.model_info;
-        let cost = usage.input_tokens as f64 * info.input_cost_per_token.unwrap_or(0.0)
-            + usage.output_tokens as f64 * info.output_cost_per_token.unwrap_or(0.0);
+        let cost = d.prices.of(&usage);
         let elapsed = ctx.start.elapsed();
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

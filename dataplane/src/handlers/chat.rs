@@ -51,14 +51,12 @@ pub async fn completion(
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .into_iter()
         .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
-    ctx.admit(
-        &app.limiter,
-        crate::limits::reserve(
-            body.len(),
-            max_tokens,
-            d.deployment.model_info.max_output_tokens,
-        ),
-    )?;
+    let worst = crate::limits::WorstCase::of(
+        body.len(),
+        max_tokens,
+        d.deployment.model_info.max_output_tokens,
+    );
+    ctx.admit(app, live.version, &d, worst)?;
     let provider = providers::get(d.deployment.provider);
     let native = provider.chat_format();
     let upstream_model = d.deployment.upstream_model.as_str();
@@ -96,7 +94,7 @@ pub async fn completion(
     let mut resp = provider
         .send(&app.upstream, &d, Operation::Chat { stream }, upstream_body)
         .await?;
-    let headers = response_headers(ctx, &d);
+    let mut headers = response_headers(ctx, &d);
 
     if !stream {
         let body = resp.body.read_all(MAX_RESPONSE_BYTES).await?;
@@ -117,6 +115,7 @@ pub async fn completion(
             }
         };
         ctx.usage = usage;
+        headers.extend(super::cost_header(ctx, &d));
         if let Err(e) = respond::json(session, ctx, &headers, out).await {
             tracing::debug!(error = %e, "client went away");
         }

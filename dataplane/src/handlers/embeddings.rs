@@ -38,8 +38,10 @@ pub async fn create(
     ctx.deployment = Some(Arc::clone(&d));
     // Embeddings produce no completion tokens: the input is the whole reservation.
     ctx.admit(
-        &app.limiter,
-        crate::limits::reserve(body.len(), Some(0), None),
+        app,
+        live.version,
+        &d,
+        crate::limits::WorstCase::of(body.len(), Some(0), None),
     )?;
     req.set("model", &d.deployment.upstream_model)?;
     let sent = Instant::now();
@@ -49,7 +51,8 @@ pub async fn create(
     let out = resp.body.read_all(MAX_RESPONSE_BYTES).await?;
     ctx.upstream_latency = Some(sent.elapsed());
     ctx.usage = usage::from_body(&out);
-    let headers = response_headers(ctx, &d);
+    let mut headers = response_headers(ctx, &d);
+    headers.extend(super::cost_header(ctx, &d));
     if let Err(e) = respond::json(session, ctx, &headers, out).await {
         tracing::debug!(error = %e, "client went away");
     }

@@ -123,6 +123,17 @@ async fn authed_body(
     respond::read_body(session, live.max_request_body_bytes).await
 }
 
+/// `x-litellm-response-cost`: the request's cost in USD, once its usage is known (not on
+/// streams, whose headers go out first).
+fn cost_header(
+    ctx: &RequestCtx,
+    d: &crate::state::CompiledDeployment,
+) -> Option<(&'static str, String)> {
+    ctx.usage
+        .as_ref()
+        .map(|u| ("x-litellm-response-cost", d.prices.of(u).to_string()))
+}
+
 /// Headers every model response carries (LiteLLM's names).
 fn response_headers(
     ctx: &RequestCtx,

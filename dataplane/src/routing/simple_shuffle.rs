@@ -79,6 +79,7 @@ mod tests {
             },
             target: None,
             timeout: Duration::from_secs(1),
+            prices: Default::default(),
         })
     }
 

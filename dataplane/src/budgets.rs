@@ -1,0 +1,196 @@
+//! Key budgets, reserve then settle: a key's `max_budget` holds within a data plane even
+//! under concurrent requests.
+//!
+//! The key's view carries its spend as the control plane last sent it (the control plane
+//! sends the new spend of every key with a budget after each ingestion batch). On top of
+//! it this module tracks, per key, the cost of this data plane's requests not yet
+//! reflected there (`local`) and the worst-case cost of requests in flight (`reserved`).
+//! A request is admitted while `spend + local + reserved` is under `max_budget`; it
+//! reserves its worst case (the limiter's token reservation priced with the deployment's
+//! prices) and settles to its actual cost when it is logged. So a key ends at most one
+//! request's cost over its budget: the last request admitted below it.
+//!
+//! When a newer spend arrives, the increase is taken to be this data plane's own reported
+//! spend first (`local` shrinks by it, never below zero): spend is never counted twice,
+//! and other data planes' spend shows once theirs exceeds this one's unreported spend.
+//! A budget reset (the spend going down) clears `local`. Only a newer snapshot version
+//! moves the account: a request still holding an older view of the key (it authenticated
+//! before the last swap) is counted against the newest spend seen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use routeiq_proto::{KeyHash, VirtualKey};
+
+use crate::error::ApiError;
+
+const SHARDS: usize = 64;
+const SWEEP_AT: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Account {
+    /// The snapshot version of the newest view seen, and its spend.
+    version: u64,
+    base: f64,
+    local: f64,
+    reserved: f64,
+    in_flight: u64,
+}
+
+impl Account {
+    /// Catches up with the spend of a key view of snapshot `version`, if it is newer.
+    fn rebase(&mut self, spend: f64, version: u64) {
+        if version <= self.version && self.in_flight + u64::from(self.local > 0.0) > 0 {
+            return;
+        }
+        self.version = version;
+        if spend < self.base {
+            self.local = 0.0; // a budget reset
+        } else {
+            self.local = (self.local - (spend - self.base)).max(0.0);
+        }
+        self.base = spend;
+    }
+}
+
+#[derive(Debug)]
+pub struct Budgets {
+    shards: Vec<Mutex<HashMap<KeyHash, Arc<Mutex<Account>>>>>,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain numbers: a panic while holding the lock cannot leave them inconsistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A request's hold on its key's budget, settled when the request is logged (or dropped:
+/// settled at zero cost).
+#[derive(Debug)]
+pub struct Hold {
+    account: Arc<Mutex<Account>>,
+    reserved: f64,
+    settled: bool,
+}
+
+impl Budgets {
+    fn account(&self, hash: &KeyHash) -> Arc<Mutex<Account>> {
+        let mut map = lock(&self.shards[usize::from(hash.0[0]) % SHARDS]);
+        if let Some(a) = map.get(hash) {
+            return Arc::clone(a);
+        }
+        if map.len() >= SWEEP_AT {
+            // Idle accounts with nothing unreported can go: they rebuild from the view.
+            map.retain(|_, a| {
+                let a = lock(a);
+                a.in_flight > 0 || a.local > 0.0
+            });
+        }
+        Arc::clone(map.entry(*hash).or_default())
+    }
+
+    /// Admits a request of `key` (as seen in snapshot `version`) that may cost up to
+    /// `worst_case` USD, or refuses it with 429 `budget_exceeded`. `None` when the key has
+    /// no budget.
+    pub fn admit(
+        &self,
+        key: &VirtualKey,
+        version: u64,
+        worst_case: f64,
+    ) -> Result<Option<Hold>, ApiError> {
+        let Some(max) = key.max_budget else {
+            return Ok(None);
+        };
+        let account = self.account(&key.hash);
+        let mut a = lock(&account);
+        a.rebase(key.spend, version);
+        let spent = a.base + a.local;
+        if spent + a.reserved >= max {
+            return Err(ApiError::budget_exceeded(format!(
+                "Budget has been exceeded! Key spend: {spent:.6} USD (requests in flight may \
+                 cost up to {:.6} more), max budget: {max:.6} USD",
+                a.reserved
+            )));
+        }
+        let worst_case = worst_case.max(0.0);
+        a.reserved += worst_case;
+        a.in_flight += 1;
+        drop(a);
+        Ok(Some(Hold {
+            account,
+            reserved: worst_case,
+            settled: false,
+        }))
+    }
+}
+
+impl Hold {
+    /// Replaces the reservation with what the request cost.
+    pub fn settle(mut self, cost: f64) {
+        self.finish(cost);
+    }
+
+    fn finish(&mut self, cost: f64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let mut a = lock(&self.account);
+        a.reserved = (a.reserved - self.reserved).max(0.0);
+        a.local += cost.max(0.0);
+        a.in_flight -= 1;
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.finish(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(spend: f64, max: f64) -> VirtualKey {
+        VirtualKey {
+            hash: KeyHash::of("sk-budget"),
+            spend,
+            max_budget: Some(max),
+            ..VirtualKey::default()
+        }
+    }
+
+    #[test]
+    fn reserves_settles_and_rebases() {
+        let b = Budgets::default();
+        let k = key(0.0, 1.0);
+        let h1 = b.admit(&k, 1, 0.6).unwrap().unwrap();
+        let h2 = b.admit(&k, 1, 0.6).unwrap().unwrap(); // 0.6 < 1.0: admitted
+        assert_eq!(b.admit(&k, 1, 0.1).unwrap_err().status, 429); // 1.2 reserved
+        h1.settle(0.3);
+        h2.settle(0.3); // 0.6 spent here, unreported
+        let h3 = b.admit(&k, 1, 0.3).unwrap().unwrap();
+        drop(h3); // costs nothing
+                  // The control plane reports 0.5 of it (version 2): the rest (0.1) stays local.
+        let h4 = b.admit(&key(0.5, 1.0), 2, 0.3).unwrap().unwrap(); // 0.6 + 0.3
+        h4.settle(0.35); // 0.95 spent
+        assert!(b.admit(&key(0.5, 1.0), 2, 0.01).is_ok()); // 0.95 < 1.0
+        let h5 = b.admit(&key(0.5, 1.0), 2, 0.1).unwrap().unwrap();
+        h5.settle(0.1); // 1.05 spent
+                        // A request still holding the version-1 view (spend 0) does not look like a reset.
+        assert!(b.admit(&key(0.0, 1.0), 1, 0.0).is_err());
+        assert!(b.admit(&key(1.0, 1.0), 3, 0.0).is_err());
+        // A reset (newer view, spend back to zero): nothing local.
+        assert!(b.admit(&key(0.0, 1.0), 4, 0.9).is_ok());
+        assert!(b.admit(&key(0.0, 1.0), 4, 0.0).is_ok());
+        assert!(b.admit(&VirtualKey::default(), 4, 1.0).unwrap().is_none());
+    }
+}

@@ -1,0 +1,110 @@
+//! What a request cost: tokens times the deployment's prices per token.
+//!
+//! Prices come from the deployment (`input_cost_per_token` / `output_cost_per_token` in
+//! `model_info` or `litellm_params`), else from the built-in table below, looked up by
+//! `model_info.base_model` or the upstream model name (dated versions such as
+//! `gpt-4o-2024-08-06` match `gpt-4o`). A model in neither costs 0. Resolved once per
+//! deployment when a snapshot is compiled.
+
+use routeiq_proto::Deployment;
+
+use crate::usage::Usage;
+
+/// USD per token.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    pub input: f64,
+    pub output: f64,
+}
+
+impl Prices {
+    pub fn of(&self, usage: &Usage) -> f64 {
+        usage.input_tokens as f64 * self.input + usage.output_tokens as f64 * self.output
+    }
+}
+
+const M: f64 = 1e-6;
+
+/// Public list prices in USD per million tokens (input, output), for the common models.
+const TABLE: &[(&str, f64, f64)] = &[
+    ("gpt-4o", 2.50, 10.00),
+    ("gpt-4o-mini", 0.15, 0.60),
+    ("gpt-4.1", 2.00, 8.00),
+    ("gpt-4.1-mini", 0.40, 1.60),
+    ("gpt-4.1-nano", 0.10, 0.40),
+    ("gpt-4-turbo", 10.00, 30.00),
+    ("gpt-4", 30.00, 60.00),
+    ("gpt-3.5-turbo", 0.50, 1.50),
+    ("o1", 15.00, 60.00),
+    ("o1-mini", 1.10, 4.40),
+    ("o3", 2.00, 8.00),
+    ("o3-mini", 1.10, 4.40),
+    ("o4-mini", 1.10, 4.40),
+    ("text-embedding-3-small", 0.02, 0.0),
+    ("text-embedding-3-large", 0.13, 0.0),
+    ("text-embedding-ada-002", 0.10, 0.0),
+    ("claude-opus-4-1", 15.00, 75.00),
+    ("claude-opus-4", 15.00, 75.00),
+    ("claude-sonnet-4-5", 3.00, 15.00),
+    ("claude-sonnet-4", 3.00, 15.00),
+    ("claude-haiku-4-5", 1.00, 5.00),
+    ("claude-3-7-sonnet", 3.00, 15.00),
+    ("claude-3-5-sonnet", 3.00, 15.00),
+    ("claude-3-5-haiku", 0.80, 4.00),
+    ("claude-3-opus", 15.00, 75.00),
+    ("claude-3-haiku", 0.25, 1.25),
+];
+
+/// The built-in prices of `model`: the longest table entry that is the whole name or the
+/// name up to a `-` (a dated or tagged version).
+pub fn builtin(model: &str) -> Option<Prices> {
+    TABLE
+        .iter()
+        .filter(|(name, _, _)| {
+            model
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+        })
+        .max_by_key(|(name, _, _)| name.len())
+        .map(|&(_, input, output)| Prices {
+            input: input * M,
+            output: output * M,
+        })
+}
+
+/// The prices of a deployment (see the module docs).
+pub fn prices(d: &Deployment) -> Prices {
+    let info = &d.model_info;
+    let name = info
+        .extra
+        .get("base_model")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&d.upstream_model);
+    let table = builtin(name).unwrap_or_default();
+    Prices {
+        input: info.input_cost_per_token.unwrap_or(table.input),
+        output: info.output_cost_per_token.unwrap_or(table.output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lookup_prefers_the_longest_name() {
+        let p = |m: &str| builtin(m).map(|p| (p.input / M, p.output / M));
+        assert_eq!(p("gpt-4o"), Some((2.5, 10.0)));
+        assert_eq!(p("gpt-4o-2024-08-06"), Some((2.5, 10.0)));
+        assert_eq!(p("gpt-4o-mini-2024-07-18"), Some((0.15, 0.6)));
+        assert_eq!(p("claude-sonnet-4-5-20250929"), Some((3.0, 15.0)));
+        assert_eq!(p("claude-3-5-haiku-latest"), Some((0.8, 4.0)));
+        assert_eq!(p("gpt-4o2"), None);
+        assert_eq!(p("my-finetune"), None);
+        let cost = builtin("gpt-4o-mini").unwrap_or_default().of(&Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+        });
+        assert!((cost - 0.75).abs() < 1e-9, "{cost}");
+    }
+}
