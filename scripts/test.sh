@@ -27,5 +27,7 @@ ROUTEIQ_TEST_DATABASE_URL="$(start_postgres "$services/pg" "$(free_port)")"
 export ROUTEIQ_TEST_DATABASE_URL
 step "cargo nextest (unit and integration tests)"
 cargo nextest run --workspace --locked --no-fail-fast
+step "redis-server (the end-to-end tests start their own)"
+apt_install redis-server
 step "pytest (end-to-end, official SDKs)"
 ROUTEIQ_BIN_DIR="$CARGO_TARGET_DIR/debug" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider

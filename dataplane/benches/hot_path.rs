@@ -150,9 +150,12 @@ fn limits(c: &mut Criterion) {
         max_parallel_requests: Some(1_000),
         ..VirtualKey::default()
     };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
     c.bench_function("limits/admit_and_settle_rpm_tpm_parallel", |b| {
         b.iter(|| {
-            if let Ok(Some(a)) = limiter.admit(black_box(&key), 300) {
+            if let Ok(Some(a)) = rt.block_on(limiter.admit(black_box(&key), 300)) {
                 a.settle(black_box(120));
             }
         })

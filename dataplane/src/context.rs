@@ -40,7 +40,7 @@ pub struct RequestCtx {
 impl RequestCtx {
     /// Admits the request under its key's budget (`budgets`) and rate limits (`limits`)
     /// with its worst case, served by `d`; both holds last until the request is logged.
-    pub fn admit(
+    pub async fn admit(
         &mut self,
         app: &crate::state::App,
         version: u64,
@@ -52,7 +52,7 @@ impl RequestCtx {
         };
         let cost = d.prices.input * worst.prompt as f64 + d.prices.output * worst.completion as f64;
         self.budget_hold = app.budgets.admit(key, version, cost)?;
-        match app.limiter.admit(key, worst.tokens()) {
+        match app.limiter.admit(key, worst.tokens()).await {
             Ok(Some(a)) => {
                 self.rate_headers = a.headers.clone();
                 self.admission = Some(a);

@@ -45,6 +45,10 @@ struct Args {
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "ROUTEIQ_THREADS")]
     threads: Option<usize>,
+    /// Share rate limits with the other data planes through this Redis
+    /// (`redis://[:password@]host:port[/db]`); without it, limits are per data plane.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// Check the config and exit.
     #[arg(long)]
     check: bool,
@@ -98,7 +102,17 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
         println!("{}: ok ({deployments} deployments)", path.display());
         return ExitCode::SUCCESS;
     }
-    let app = match state::App::new(live, None) {
+    // Redis work (when configured) runs on a small runtime of its own, beside pingora's.
+    let rt = match side_runtime("routeiq-redis") {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let _in_runtime = rt.enter();
+    let shared = match redis_limits(args, &rt, &dataplane_id(args)) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let app = match state::App::new(live, None, shared) {
         Ok(a) => Arc::new(a),
         Err(e) => {
             eprintln!("routeiq-dataplane: cannot set up metrics: {e}");
@@ -109,27 +123,73 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
     server::run(app, args.listen, threads)
 }
 
-fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
-    let id = args.dataplane_id.clone().unwrap_or_else(|| {
+/// This data plane's id in usage events and in Redis: `--dataplane-id`, or host and pid.
+fn dataplane_id(args: &Args) -> String {
+    args.dataplane_id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "dataplane".into());
         format!("{host}-{}", std::process::id())
-    });
-    // NATS work runs on a runtime of its own, beside pingora's; it lives as long as main.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    })
+}
+
+/// A one-thread runtime beside pingora's, for NATS and Redis work; it lives as long as
+/// main.
+fn side_runtime(name: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .thread_name("routeiq-nats")
+        .thread_name(name)
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("routeiq-dataplane: cannot start the NATS runtime: {e}");
-            return ExitCode::FAILURE;
+        .map_err(|e| {
+            eprintln!("routeiq-dataplane: cannot start the {name} runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Connects the shared rate limiter when `--redis-url` is given. A Redis that is down at
+/// startup is an error (a typo should not silently become per-data-plane limits); once
+/// running, outages fall back to local shares.
+fn redis_limits(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    id: &str,
+) -> Result<Option<Arc<routeiq_dataplane::limits::shared::Shared>>, ExitCode> {
+    let Some(url) = &args.redis_url else {
+        return Ok(None);
+    };
+    match rt.block_on(routeiq_dataplane::limits::shared::Shared::connect(url, id)) {
+        Ok(s) => {
+            tracing::info!("rate limits shared through Redis");
+            Ok(Some(s))
         }
+        Err(e) => {
+            eprintln!("routeiq-dataplane: Redis ({}): {e}", redacted(url));
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A Redis URL without its password.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
+    let id = dataplane_id(args);
+    // NATS (and Redis) work runs on a runtime of its own, beside pingora's.
+    let rt = match side_runtime("routeiq-nats") {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
     let _in_runtime = rt.enter();
+    let shared = match redis_limits(args, &rt, &id) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let client = match rt.block_on(args.nats.connect(url, &format!("routeiq-dataplane {id}"))) {
         Ok(c) => c,
         Err(e) => {
@@ -148,6 +208,7 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
             nats: client,
             reporter,
         }),
+        shared,
     ) {
         Ok(a) => Arc::new(a),
         Err(e) => {

@@ -280,13 +280,22 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(state: LiveState, attached: Option<Attached>) -> prometheus::Result<Self> {
+    /// `shared`: rate limits shared through Redis (its metrics are registered here).
+    pub fn new(
+        state: LiveState,
+        attached: Option<Attached>,
+        shared: Option<Arc<crate::limits::shared::Shared>>,
+    ) -> prometheus::Result<Self> {
         let metrics = Metrics::new()?;
         metrics.set_snapshot_version(state.version);
+        if let Some(s) = &shared {
+            metrics.register(Box::new(s.fallbacks.clone()))?;
+            metrics.register(Box::new(s.up.clone()))?;
+        }
         Ok(Self {
             live: ArcSwap::from_pointee(state),
             upstream: Arc::new(Upstream::default()),
-            limiter: crate::limits::Limiter::default(),
+            limiter: crate::limits::Limiter::new(shared),
             budgets: crate::budgets::Budgets::default(),
             metrics,
             started: Instant::now(),

@@ -66,6 +66,11 @@ fn histogram(
 }
 
 impl Metrics {
+    /// Adds a metric owned elsewhere (the Redis limiter's).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(c)
+    }
+
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
         let req_labels = ["requested_model", "provider", "route", "status_code"];

@@ -145,11 +145,51 @@ class ControlPlane:
             self.process = None
 
 
+class Redis:
+    """A throwaway redis-server (Debian package), no persistence."""
+
+    def __init__(self, dir: Path):
+        self.dir = dir / "redis"
+        self.dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.process = None
+        self.starts = 0
+
+    def start(self):
+        import shutil
+
+        self.starts += 1
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = Process(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            self.dir.parent / f"redis-{self.starts}.log",
+        )
+        wait_until(lambda: self.ping(), timeout=10, what="redis up")
+
+    def ping(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+
 class DataPlane:
-    def __init__(self, dir: Path, nats_url: str, name: str):
+    def __init__(self, dir: Path, nats_url: str, name: str, extra=()):
         self.dir = dir
         self.nats_url = nats_url
         self.name = name
+        self.extra = list(extra)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
@@ -161,6 +201,7 @@ class DataPlane:
             "--listen", f"127.0.0.1:{self.port}",
             "--threads", "1",
             "--dataplane-id", self.name,
+            *self.extra,
         ]
         env = dict(os.environ, ROUTEIQ_LOG="info,routeiq_dataplane=debug")
         self.process = Process(args, self.dir / f"{self.name}.log", env=env)
@@ -261,8 +302,9 @@ class Stack:
         self._admin = None
         self._channel = None
 
-    def dataplane(self, name: str, wait=True) -> DataPlane:
-        dp = DataPlane(self.tmp, self.nats.url, name)
+    def dataplane(self, name: str, wait=True, redis: "Redis | None" = None) -> DataPlane:
+        extra = ["--redis-url", redis.url] if redis else []
+        dp = DataPlane(self.tmp, self.nats.url, name, extra)
         dp.start(wait=wait)
         self.dps.append(dp)
         return dp

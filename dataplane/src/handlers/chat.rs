@@ -56,7 +56,7 @@ pub async fn completion(
         max_tokens,
         d.deployment.model_info.max_output_tokens,
     );
-    ctx.admit(app, live.version, &d, worst)?;
+    ctx.admit(app, live.version, &d, worst).await?;
     let provider = providers::get(d.deployment.provider);
     let native = provider.chat_format();
     let upstream_model = d.deployment.upstream_model.as_str();

@@ -42,7 +42,8 @@ pub async fn create(
         live.version,
         &d,
         crate::limits::WorstCase::of(body.len(), Some(0), None),
-    )?;
+    )
+    .await?;
     req.set("model", &d.deployment.upstream_model)?;
     let sent = Instant::now();
     let mut resp = providers::get(d.deployment.provider)

@@ -1,0 +1,529 @@
+//! Per-key rate limits, exact within one data plane: `rpm_limit`, `tpm_limit` and
+//! `max_parallel_requests` of the key's snapshot view, counted here.
+//!
+//! Windows are fixed calendar minutes (as LiteLLM's). A request is admitted while the
+//! minute's requests are under `rpm_limit` and its tokens, counting the *reservations* of
+//! requests still in flight, are under `tpm_limit`. A request reserves its worst case:
+//! the body's length / 4 for the prompt plus `max_tokens` (or the deployment's
+//! `max_output_tokens`, or [`DEFAULT_COMPLETION_RESERVE`]). When it ends, the reservation
+//! is replaced by the tokens it used. So a minute's admitted tokens exceed `tpm_limit` by
+//! at most one request's tokens: the last request admitted below the limit.
+//!
+//! The counters outlive snapshot swaps (the limits are read from the current key view on
+//! every request, so a changed limit applies at once). Keys without limits cost nothing
+//! here. With Redis configured, RPM and TPM are shared by every data plane ([`shared`]);
+//! `max_parallel_requests` stays per data plane.
+
+pub mod shared;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use routeiq_proto::{KeyHash, VirtualKey};
+
+use crate::error::ApiError;
+
+/// Completion tokens reserved when neither the request nor the deployment bounds them.
+pub const DEFAULT_COMPLETION_RESERVE: u64 = 256;
+
+const SHARDS: usize = 64;
+/// A shard sweeps idle counters when it grows past this.
+const SWEEP_AT: usize = 4096;
+
+/// One key's counters.
+#[derive(Debug, Default)]
+struct Counters {
+    window: Mutex<Window>,
+    in_flight: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    /// Unix minute.
+    minute: u64,
+    /// This data plane's admitted requests, and tokens used plus reserved.
+    requests: u64,
+    tokens: u64,
+    /// Shared mode: what is left of this data plane's grants, tokens used beyond them (to
+    /// be added in Redis), and the minute's totals across data planes at the last grant.
+    lease_requests: u64,
+    lease_tokens: u64,
+    debt: u64,
+    total_requests: u64,
+    total_tokens: u64,
+}
+
+impl Window {
+    fn roll(&mut self, minute: u64) {
+        if self.minute != minute {
+            *self = Window {
+                minute,
+                ..Window::default()
+            };
+        }
+    }
+}
+
+/// Every key's counters, sharded by key hash; shared through Redis when configured.
+#[derive(Debug)]
+pub struct Limiter {
+    shards: Vec<Mutex<HashMap<KeyHash, Arc<Counters>>>>,
+    shared: Option<Arc<shared::Shared>>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+/// An admitted request: holds its parallel slot and its token reservation until
+/// [`Admission::settle`] (or drop, which settles with zero tokens).
+#[derive(Debug)]
+pub struct Admission {
+    counters: Arc<Counters>,
+    minute: u64,
+    reserved: u64,
+    /// Taken from a shared grant (unused tokens go back to it).
+    shared: bool,
+    settled: bool,
+    /// `x-ratelimit-*` headers for the response.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// A refused request: the 429 and its `x-ratelimit-*` headers.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ApiError,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a counter lock cannot leave it inconsistent (plain integers).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now() -> (u64, u64) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (secs / 60, 60 - secs % 60)
+}
+
+pub fn has_limits(k: &VirtualKey) -> bool {
+    k.rpm_limit.is_some() || k.tpm_limit.is_some() || k.max_parallel_requests.is_some()
+}
+
+impl Limiter {
+    /// Local limits, or shared ones through Redis.
+    pub fn new(shared: Option<Arc<shared::Shared>>) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shared,
+        }
+    }
+
+    fn counters(&self, hash: &KeyHash) -> Arc<Counters> {
+        let shard = &self.shards[usize::from(hash.0[0]) % SHARDS];
+        let mut map = lock(shard);
+        if let Some(c) = map.get(hash) {
+            return Arc::clone(c);
+        }
+        if map.len() >= SWEEP_AT {
+            let (minute, _) = now();
+            map.retain(|_, c| {
+                c.in_flight.load(Ordering::Relaxed) > 0 || lock(&c.window).minute + 1 >= minute
+            });
+        }
+        Arc::clone(map.entry(*hash).or_default())
+    }
+
+    /// Admits a request of `key` that may use up to `reserve` tokens, or refuses it with
+    /// a 429 naming the limit. `None` when the key has no limits.
+    pub async fn admit(
+        &self,
+        key: &VirtualKey,
+        reserve: u64,
+    ) -> Result<Option<Admission>, Refused> {
+        if !has_limits(key) {
+            return Ok(None);
+        }
+        let counters = self.counters(&key.hash);
+        let (minute, reset) = now();
+        let parallel = counters.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let outcome = if key.max_parallel_requests.is_some_and(|max| parallel > max) {
+            let w = *lock(&counters.window);
+            Err(Refusal::Parallel(headers(key, &w, reset)))
+        } else if key.rpm_limit.is_none() && key.tpm_limit.is_none() {
+            Ok((false, headers(key, &Window::default(), reset)))
+        } else {
+            match self.shared.as_deref().filter(|s| s.usable()) {
+                Some(s) => {
+                    self.admit_shared(s, key, &counters, minute, reserve, reset)
+                        .await
+                }
+                None => {
+                    let share = self.shared.as_deref().map_or(1, shared::Shared::dataplanes);
+                    admit_local(key, &counters, minute, reserve, reset, share)
+                }
+            }
+        };
+        match outcome {
+            Ok((shared, headers)) => Ok(Some(Admission {
+                counters,
+                minute,
+                reserved: reserve,
+                shared,
+                settled: false,
+                headers,
+            })),
+            Err(refusal) => {
+                counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+                Err(refusal.into_refused(key, reset))
+            }
+        }
+    }
+
+    /// Shared mode: serve from this data plane's grant, taking a new one from Redis when it
+    /// runs short; on a Redis failure, the local share.
+    async fn admit_shared(
+        &self,
+        s: &shared::Shared,
+        key: &VirtualKey,
+        counters: &Counters,
+        minute: u64,
+        reserve: u64,
+        reset: u64,
+    ) -> Admitted {
+        let mut asked = false;
+        loop {
+            let ask = match take_or_ask(key, counters, minute, reserve, reset, asked) {
+                Step::Done(result) => return result,
+                Step::Ask(ask) => ask,
+            };
+            asked = true;
+            match s.lease(&key.hash, minute, ask).await {
+                Ok(g) => {
+                    let mut w = lock(&counters.window);
+                    if w.minute == minute {
+                        w.lease_requests += g.requests;
+                        w.lease_tokens += g.tokens;
+                        w.total_requests = g.total_requests;
+                        w.total_tokens = g.total_tokens;
+                    }
+                }
+                Err(e) => {
+                    lock(&counters.window).debt += ask.debt;
+                    s.failed(&e);
+                    return admit_local(key, counters, minute, reserve, reset, s.dataplanes());
+                }
+            }
+        }
+    }
+}
+
+type Admitted = Result<(bool, Vec<(&'static str, String)>), Refusal>;
+
+enum Step {
+    Done(Admitted),
+    Ask(shared::Ask),
+}
+
+/// Shared mode, without waiting: admit from the grant if it covers the request (or if a
+/// new grant was already asked for: what is left decides), else say what to ask Redis.
+fn take_or_ask(
+    key: &VirtualKey,
+    counters: &Counters,
+    minute: u64,
+    reserve: u64,
+    reset: u64,
+    asked: bool,
+) -> Step {
+    let mut w = lock(&counters.window);
+    w.roll(minute);
+    let short_requests = key.rpm_limit.is_some() && w.lease_requests == 0;
+    let short_tokens = key.tpm_limit.is_some() && w.lease_tokens < reserve;
+    if asked || (!short_requests && !short_tokens) {
+        if short_requests {
+            return Step::Done(Err(Refusal::Requests(shared_headers(key, &w, reset))));
+        }
+        if key.tpm_limit.is_some() && w.lease_tokens == 0 {
+            return Step::Done(Err(Refusal::Tokens(shared_headers(key, &w, reset))));
+        }
+        if key.rpm_limit.is_some() {
+            w.lease_requests -= 1;
+        }
+        if key.tpm_limit.is_some() {
+            // Admitted below the limit: what the grant does not cover is owed.
+            let covered = reserve.min(w.lease_tokens);
+            w.lease_tokens -= covered;
+            w.debt += reserve - covered;
+        }
+        w.requests += 1;
+        w.tokens = w.tokens.saturating_add(reserve);
+        return Step::Done(Ok((true, shared_headers(key, &w, reset))));
+    }
+    let chunk =
+        |limit: Option<u64>, total: u64| limit.map_or(0, |l| (l.saturating_sub(total) / 8).max(1));
+    Step::Ask(shared::Ask {
+        requests: if short_requests {
+            chunk(key.rpm_limit, w.total_requests)
+        } else {
+            0
+        },
+        tokens: if short_tokens {
+            (reserve - w.lease_tokens).saturating_add(chunk(key.tpm_limit, w.total_tokens))
+        } else {
+            0
+        },
+        rpm: key.rpm_limit,
+        tpm: key.tpm_limit,
+        debt: std::mem::take(&mut w.debt),
+    })
+}
+
+/// Why a request was refused, with the headers to send.
+enum Refusal {
+    Parallel(Vec<(&'static str, String)>),
+    Requests(Vec<(&'static str, String)>),
+    Tokens(Vec<(&'static str, String)>),
+}
+
+impl Refusal {
+    fn into_refused(self, key: &VirtualKey, reset: u64) -> Refused {
+        let (message, retry, headers) = match self {
+            Self::Parallel(h) => (
+                format!(
+                    "max_parallel_requests limit of {} reached for this key",
+                    key.max_parallel_requests.unwrap_or_default()
+                ),
+                1,
+                h,
+            ),
+            Self::Requests(h) => (
+                format!(
+                    "rpm_limit of {} requests per minute reached for this key",
+                    key.rpm_limit.unwrap_or_default()
+                ),
+                reset,
+                h,
+            ),
+            Self::Tokens(h) => (
+                format!(
+                    "tpm_limit of {} tokens per minute reached for this key",
+                    key.tpm_limit.unwrap_or_default()
+                ),
+                reset,
+                h,
+            ),
+        };
+        Refused {
+            error: ApiError::rate_limited(message).with_retry_after(Some(retry)),
+            headers,
+        }
+    }
+}
+
+/// Local mode (and the fallback when Redis fails): this data plane's window against the
+/// limits divided by `share` (the number of data planes).
+fn admit_local(
+    key: &VirtualKey,
+    counters: &Counters,
+    minute: u64,
+    reserve: u64,
+    reset: u64,
+    share: u64,
+) -> Admitted {
+    let part = |l: Option<u64>| l.map(|l| l.div_ceil(share.max(1)));
+    let (rpm, tpm) = (part(key.rpm_limit), part(key.tpm_limit));
+    let mut w = lock(&counters.window);
+    w.roll(minute);
+    if rpm.is_some_and(|max| w.requests >= max) {
+        return Err(Refusal::Requests(headers(key, &w, reset)));
+    }
+    if tpm.is_some_and(|max| w.tokens >= max) {
+        return Err(Refusal::Tokens(headers(key, &w, reset)));
+    }
+    w.requests += 1;
+    w.tokens = w.tokens.saturating_add(reserve);
+    Ok((false, headers(key, &w, reset)))
+}
+
+/// Shared mode's headers: what is left across data planes (as of the last grant) plus
+/// this data plane's unused grant.
+fn shared_headers(key: &VirtualKey, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
+    let view = Window {
+        requests: key.rpm_limit.map_or(0, |l| {
+            l.saturating_sub(w.lease_requests).min(w.total_requests)
+        }),
+        tokens: key
+            .tpm_limit
+            .map_or(0, |l| l.saturating_sub(w.lease_tokens).min(w.total_tokens)),
+        ..*w
+    };
+    headers(key, &view, reset)
+}
+
+fn headers(key: &VirtualKey, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
+    let mut h = Vec::new();
+    if let Some(max) = key.rpm_limit {
+        h.push(("x-ratelimit-limit-requests", max.to_string()));
+        h.push((
+            "x-ratelimit-remaining-requests",
+            max.saturating_sub(w.requests).to_string(),
+        ));
+        h.push(("x-ratelimit-reset-requests", format!("{reset}s")));
+    }
+    if let Some(max) = key.tpm_limit {
+        h.push(("x-ratelimit-limit-tokens", max.to_string()));
+        h.push((
+            "x-ratelimit-remaining-tokens",
+            max.saturating_sub(w.tokens).to_string(),
+        ));
+        h.push(("x-ratelimit-reset-tokens", format!("{reset}s")));
+    }
+    h
+}
+
+impl Admission {
+    /// Replaces the reservation with the tokens the request used.
+    pub fn settle(mut self, used: u64) {
+        self.finish(used);
+    }
+
+    fn finish(&mut self, used: u64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let (minute, _) = now();
+        let mut w = lock(&self.counters.window);
+        if w.minute == self.minute {
+            w.tokens = w.tokens.saturating_sub(self.reserved).saturating_add(used);
+            if self.shared {
+                // Unused tokens pay the debt, then go back to the grant; overuse is owed.
+                if used <= self.reserved {
+                    let refund = self.reserved - used;
+                    let paid = refund.min(w.debt);
+                    w.debt -= paid;
+                    w.lease_tokens += refund - paid;
+                } else {
+                    w.debt += used - self.reserved;
+                }
+            }
+        } else {
+            // The window moved on: the usage counts in the new one.
+            w.roll(minute);
+            w.tokens = w.tokens.saturating_add(used);
+        }
+        drop(w);
+        self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.finish(0);
+    }
+}
+
+/// The most tokens a request may use: its body's length / 4 for the prompt, plus its
+/// completion bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorstCase {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl WorstCase {
+    pub fn of(body_len: usize, max_tokens: Option<u64>, model_max_output: Option<u64>) -> Self {
+        Self {
+            prompt: (body_len as u64).div_ceil(4),
+            completion: max_tokens
+                .or(model_max_output)
+                .unwrap_or(DEFAULT_COMPLETION_RESERVE),
+        }
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.prompt.saturating_add(self.completion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admit(l: &Limiter, k: &VirtualKey, reserve: u64) -> Result<Option<Admission>, Refused> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(l.admit(k, reserve))
+    }
+
+    fn key(rpm: Option<u64>, tpm: Option<u64>, parallel: Option<u64>) -> VirtualKey {
+        VirtualKey {
+            hash: KeyHash::of("sk-limited"),
+            rpm_limit: rpm,
+            tpm_limit: tpm,
+            max_parallel_requests: parallel,
+            ..VirtualKey::default()
+        }
+    }
+
+    #[test]
+    fn rpm_is_exact_and_names_the_limit() {
+        let l = Limiter::default();
+        let k = key(Some(3), None, None);
+        let admitted: Vec<_> = (0..3).map(|_| admit(&l, &k, 10).unwrap()).collect();
+        let refused = admit(&l, &k, 10).unwrap_err();
+        assert_eq!(refused.error.status, 429);
+        assert!(refused.error.message.contains("rpm_limit of 3"));
+        assert!(refused
+            .error
+            .retry_after
+            .is_some_and(|s| (1..=60).contains(&s)));
+        assert!(refused
+            .headers
+            .contains(&("x-ratelimit-remaining-requests", "0".into())));
+        drop(admitted);
+        // Requests, unlike tokens and slots, stay counted for the minute.
+        assert!(admit(&l, &k, 10).is_err());
+    }
+
+    #[test]
+    fn tokens_are_reserved_then_settled() {
+        let l = Limiter::default();
+        let k = key(None, Some(100), None);
+        let a = admit(&l, &k, 60).unwrap().unwrap();
+        let b = admit(&l, &k, 60).unwrap().unwrap(); // 60 < 100: admitted, now 120 reserved
+        assert!(admit(&l, &k, 1).is_err());
+        a.settle(10);
+        b.settle(10); // 20 used
+        let c = admit(&l, &k, 50).unwrap().unwrap();
+        assert!(c
+            .headers
+            .contains(&("x-ratelimit-remaining-tokens", "30".into())));
+        drop(c); // dropped without settling: nothing used
+        assert!(admit(&l, &k, 79).is_ok());
+    }
+
+    #[test]
+    fn parallel_slots_are_released() {
+        let l = Limiter::default();
+        let k = key(None, None, Some(2));
+        let a = admit(&l, &k, 1).unwrap();
+        let _b = admit(&l, &k, 1).unwrap();
+        assert!(admit(&l, &k, 1)
+            .unwrap_err()
+            .error
+            .message
+            .contains("max_parallel_requests"));
+        drop(a);
+        assert!(admit(&l, &k, 1).is_ok());
+        assert!(admit(&l, &key(None, None, None), 1).unwrap().is_none());
+    }
+}
