@@ -185,11 +185,12 @@ class Redis:
 
 
 class DataPlane:
-    def __init__(self, dir: Path, nats_url: str, name: str, extra=()):
+    def __init__(self, dir: Path, nats_url: str, name: str, extra=(), threads: int = 1):
         self.dir = dir
         self.nats_url = nats_url
         self.name = name
         self.extra = list(extra)
+        self.threads = threads
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
@@ -199,7 +200,7 @@ class DataPlane:
             str(BIN_DIR / "routeiq-dataplane"),
             "--nats", self.nats_url,
             "--listen", f"127.0.0.1:{self.port}",
-            "--threads", "1",
+            "--threads", str(self.threads),
             "--dataplane-id", self.name,
             *self.extra,
         ]
