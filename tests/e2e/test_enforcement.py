@@ -268,3 +268,26 @@ def test_redis_down_falls_back_to_each_data_planes_share(make_stack, redis):
     redis.start()
     wait_until(lambda: chat(a, key).status_code in (200, 429) and a.metric("routeiq_redis_up") == 1,
                timeout=20, interval=0.5, what="redis used again")
+
+
+def test_expiry_block_and_unblock(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    short = admin.ok("POST", "/key/generate", json={"duration": "3s"})["key"]
+    other = admin.ok("POST", "/key/generate", json={})["key"]
+    wait_until(lambda: chat(dp, short).status_code == 200, what="key arrived")
+    wait_until(lambda: chat(dp, short).status_code == 401, timeout=10, interval=0.2, what="key expired")
+    assert "expired" in chat(dp, short).json()["error"]["message"]
+    wait_until(lambda: chat(dp, other).status_code == 200, what="other key arrived")
+    admin.ok("POST", "/key/block", json={"key": other})
+    wait_until(lambda: chat(dp, other).status_code == 401, what="blocked")
+    assert "blocked" in chat(dp, other).json()["error"]["message"]
+    admin.ok("POST", "/key/unblock", json={"key": other})
+    wait_until(lambda: chat(dp, other).status_code == 200, what="unblocked")
+    # A blocked team blocks its keys.
+    admin.ok("POST", "/team/new", json={"team_id": "t-block"})
+    member = admin.ok("POST", "/key/generate", json={"team_id": "t-block"})["key"]
+    wait_until(lambda: chat(dp, member).status_code == 200, what="team key arrived")
+    admin.ok("POST", "/team/update", json={"team_id": "t-block", "blocked": True})
+    wait_until(lambda: chat(dp, member).status_code == 401, what="team blocked")
