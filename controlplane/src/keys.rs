@@ -470,7 +470,7 @@ pub async fn list(
 const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
     COALESCE(k.team_id, '') AS team_id, COALESCE(k.user_id, '') AS user_id, k.models,
     COALESCE(t.models, '{}') AS team_models,
-    k.max_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
+    k.max_budget, k.soft_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
     k.max_parallel_requests";
 const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";
@@ -494,6 +494,7 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
         models: r.try_get::<Vec<String>, _>("models")?.into(),
         team_models: r.try_get::<Vec<String>, _>("team_models")?.into(),
         max_budget: r.try_get("max_budget")?,
+        soft_budget: r.try_get("soft_budget")?,
         spend: r.try_get("spend")?,
         expires_at: r.try_get("expires_at")?,
         blocked: r.try_get("blocked")?,

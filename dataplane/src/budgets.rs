@@ -35,6 +35,8 @@ struct Account {
     local: f64,
     reserved: f64,
     in_flight: u64,
+    /// Whether crossing the soft budget was logged (until spend falls below it again).
+    soft_logged: bool,
 }
 
 impl Account {
@@ -78,6 +80,8 @@ pub struct Hold {
     account: Arc<Mutex<Account>>,
     reserved: f64,
     settled: bool,
+    /// The key's spend had reached its `soft_budget` (the request still passes).
+    pub over_soft_budget: bool,
 }
 
 impl Budgets {
@@ -98,16 +102,17 @@ impl Budgets {
 
     /// Admits a request of `key` (as seen in snapshot `version`) that may cost up to
     /// `worst_case` USD, or refuses it with 429 `budget_exceeded`. `None` when the key has
-    /// no budget.
+    /// neither a budget nor a soft budget.
     pub fn admit(
         &self,
         key: &VirtualKey,
         version: u64,
         worst_case: f64,
     ) -> Result<Option<Hold>, ApiError> {
-        let Some(max) = key.max_budget else {
+        if key.max_budget.is_none() && key.soft_budget.is_none() {
             return Ok(None);
-        };
+        }
+        let max = key.max_budget.unwrap_or(f64::INFINITY);
         let account = self.account(&key.hash);
         let mut a = lock(&account);
         a.rebase(key.spend, version);
@@ -119,6 +124,11 @@ impl Budgets {
                 a.reserved
             )));
         }
+        let over_soft_budget = key.soft_budget.is_some_and(|soft| spent >= soft);
+        if over_soft_budget && !a.soft_logged {
+            tracing::warn!(key = ?key.hash, spent, soft_budget = key.soft_budget, "key passed its soft budget");
+        }
+        a.soft_logged = over_soft_budget;
         let worst_case = worst_case.max(0.0);
         a.reserved += worst_case;
         a.in_flight += 1;
@@ -127,6 +137,7 @@ impl Budgets {
             account,
             reserved: worst_case,
             settled: false,
+            over_soft_budget,
         }))
     }
 }
@@ -192,5 +203,15 @@ mod tests {
         assert!(b.admit(&key(0.0, 1.0), 4, 0.9).is_ok());
         assert!(b.admit(&key(0.0, 1.0), 4, 0.0).is_ok());
         assert!(b.admit(&VirtualKey::default(), 4, 1.0).unwrap().is_none());
+        // A soft budget: requests pass, marked as over it once spend reaches it.
+        let soft = VirtualKey {
+            hash: KeyHash::of("sk-soft"),
+            soft_budget: Some(0.5),
+            ..VirtualKey::default()
+        };
+        let h = b.admit(&soft, 1, 0.1).unwrap().unwrap();
+        assert!(!h.over_soft_budget);
+        h.settle(0.6);
+        assert!(b.admit(&soft, 1, 0.1).unwrap().unwrap().over_soft_budget);
     }
 }

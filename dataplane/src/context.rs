@@ -52,6 +52,13 @@ impl RequestCtx {
         };
         let cost = d.prices.input * worst.prompt as f64 + d.prices.output * worst.completion as f64;
         self.budget_hold = app.budgets.admit(key, version, cost)?;
+        if self
+            .budget_hold
+            .as_ref()
+            .is_some_and(|h| h.over_soft_budget)
+        {
+            app.metrics.soft_budget_exceeded.inc();
+        }
         match app.limiter.admit(key, worst.tokens()).await {
             Ok(Some(a)) => {
                 self.rate_headers = a.headers.clone();

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub usage_dropped: IntCounter,
     /// Attached mode: usage events accepted by JetStream.
     pub usage_published: IntCounter,
+    /// Requests admitted while their key's spend was past its `soft_budget`.
+    pub soft_budget_exceeded: IntCounter,
 }
 
 fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -150,6 +152,11 @@ impl Metrics {
                 &r,
                 "routeiq_usage_events_dropped_total",
                 "Usage events dropped because the local buffer was full",
+            )?,
+            soft_budget_exceeded: plain_counter(
+                &r,
+                "routeiq_soft_budget_exceeded_requests_total",
+                "Requests admitted while their key's spend was past its soft_budget",
             )?,
             usage_published: plain_counter(
                 &r,

@@ -75,6 +75,8 @@ pub struct VirtualKey {
     /// Models the key's team may call; empty means all (or no team). Shared like `models`.
     pub team_models: std::sync::Arc<[String]>,
     pub max_budget: Option<f64>,
+    /// Past this spend requests pass but count as over the soft budget (alerting).
+    pub soft_budget: Option<f64>,
     /// Spend as of the snapshot version (USD).
     pub spend: f64,
     /// Unix seconds.

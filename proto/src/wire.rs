@@ -232,6 +232,7 @@ impl From<&VirtualKey> for pb::VirtualKey {
             models: k.models.to_vec(),
             team_models: k.team_models.to_vec(),
             max_budget: k.max_budget,
+            soft_budget: k.soft_budget,
             spend: k.spend,
             expires_at: k.expires_at,
             blocked: k.blocked,
@@ -253,6 +254,7 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             models: k.models.into(),
             team_models: k.team_models.into(),
             max_budget: k.max_budget,
+            soft_budget: k.soft_budget,
             spend: k.spend,
             expires_at: k.expires_at,
             blocked: k.blocked,
@@ -450,6 +452,7 @@ mod tests {
             hash: KeyHash::of("sk-a"),
             models: vec!["gpt-4o-mini".into()].into(),
             team_models: vec!["gpt-4o-mini".into(), "claude".into()].into(),
+            soft_budget: Some(0.5),
             max_budget: Some(1.5),
             expires_at: Some(1_900_000_000),
             ..VirtualKey::default()

@@ -291,3 +291,15 @@ def test_expiry_block_and_unblock(make_stack):
     wait_until(lambda: chat(dp, member).status_code == 200, what="team key arrived")
     admin.ok("POST", "/team/update", json={"team_id": "t-block", "blocked": True})
     wait_until(lambda: chat(dp, member).status_code == 401, what="team blocked")
+
+
+def test_soft_budget_lets_requests_pass_and_counts_them(make_stack):
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    # Each `priced` request costs about 25 µ$: past 50 µ$ the key is over its soft budget.
+    key = admin.ok("POST", "/key/generate", json={"soft_budget": 0.00005})["key"]
+    wait_until(lambda: chat(dp, key, max_tokens=16).status_code == 200, what="key arrived")
+    codes = [chat(dp, key, max_tokens=16).status_code for _ in range(5)]
+    assert codes == [200] * 5
+    assert dp.metric("routeiq_soft_budget_exceeded_requests_total") >= 3
