@@ -182,6 +182,7 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     let mut latency = Vec::with_capacity(n);
     let mut status = Vec::with_capacity(n);
     let mut dataplane = Vec::with_capacity(n);
+    let mut end_user = Vec::with_capacity(n);
     for e in events {
         request_id.push(e.request_id.as_str());
         started_ms.push(e.started_at_ms);
@@ -197,20 +198,21 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
         latency.push(i64::try_from(e.latency_ms).unwrap_or(i64::MAX));
         status.push(i32::from(e.status));
         dataplane.push(e.dataplane_id.as_str());
+        end_user.push(e.end_user.as_str());
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         r"WITH ins AS (
             INSERT INTO spend_logs (request_id, started_at, key_hash, team_id, user_id,
                    model_group, deployment_id, provider, prompt_tokens, completion_tokens, cost,
-                   latency_ms, status, dataplane_id)
+                   latency_ms, status, dataplane_id, end_user)
             SELECT u.rid, to_timestamp(u.ms / 1000.0), NULLIF(u.kh, '\x'::bytea),
                    NULLIF(u.team, ''), NULLIF(u.usr, ''), u.mg, u.dep, u.prov, u.pt, u.ct,
-                   u.cost, u.lat, u.st, u.dp
+                   u.cost, u.lat, u.st, u.dp, NULLIF(u.eu, '')
               FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::text[],
                           $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[],
-                          $11::float8[], $12::bigint[], $13::int[], $14::text[])
-                AS u(rid, ms, kh, team, usr, mg, dep, prov, pt, ct, cost, lat, st, dp)
+                          $11::float8[], $12::bigint[], $13::int[], $14::text[], $15::text[])
+                AS u(rid, ms, kh, team, usr, mg, dep, prov, pt, ct, cost, lat, st, dp, eu)
             ON CONFLICT DO NOTHING
             RETURNING key_hash, team_id, user_id, model_group, cost, prompt_tokens,
                       completion_tokens, started_at
@@ -273,6 +275,7 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     .bind(&latency)
     .bind(&status)
     .bind(&dataplane)
+    .bind(&end_user)
     .fetch_one(&mut *tx)
     .await?;
     let inserted: i64 = row.try_get("inserted")?;

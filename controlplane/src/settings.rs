@@ -1,5 +1,5 @@
-//! Gateway-wide settings (`settings` table): the master key's hash, router settings and the
-//! request-size limit, as imported from `config.yaml`.
+//! Gateway-wide settings (`settings` table): the master key's hash, router settings, the
+//! request-size limit and the end-user header, as imported from `config.yaml`.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ fn to_json(s: &GatewaySettings) -> Value {
         "routing_strategy": s.router.routing_strategy.name(),
         "request_timeout_seconds": s.router.request_timeout.map(|d| d.as_secs_f64()),
         "max_request_body_bytes": s.max_request_body_bytes,
+        "user_header_name": s.user_header_name,
     })
 }
 
@@ -45,6 +46,10 @@ fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
             .and_then(Value::as_u64)
             .map(|n| n as usize)
             .unwrap_or(Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES),
+        user_header_name: v
+            .get("user_header_name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

@@ -35,6 +35,7 @@ pub struct Log {
     pub latency_ms: i64,
     pub status: i32,
     pub dataplane_id: String,
+    pub end_user: Option<String>,
 }
 
 /// Newest first.
@@ -62,7 +63,7 @@ pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, Sto
         "SELECT request_id, (EXTRACT(EPOCH FROM started_at) * 1000)::bigint AS started_at_ms,
                 encode(key_hash, 'hex') AS key_hash, team_id, user_id, model_group,
                 deployment_id, provider, prompt_tokens, completion_tokens, cost, latency_ms,
-                status, dataplane_id
+                status, dataplane_id, end_user
            FROM spend_logs
           WHERE {DIMENSIONS}
             AND ($5::bigint IS NULL OR started_at >= to_timestamp($5 / 1000.0))
@@ -92,6 +93,7 @@ pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, Sto
                 latency_ms: r.try_get("latency_ms")?,
                 status: r.try_get("status")?,
                 dataplane_id: r.try_get("dataplane_id")?,
+                end_user: r.try_get("end_user")?,
             })
         })
         .collect()

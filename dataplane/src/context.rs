@@ -35,6 +35,8 @@ pub struct RequestCtx {
     pub rate_headers: Vec<(&'static str, String)>,
     /// The key's budget reservation, settled to the request's cost when it is logged.
     pub budget_hold: Option<crate::budgets::Hold>,
+    /// The end user the request was made for (`user_header_name`, or the body's `user`).
+    pub end_user: Option<String>,
 }
 
 impl RequestCtx {
@@ -90,6 +92,7 @@ impl RequestCtx {
             admission: None,
             rate_headers: Vec::new(),
             budget_hold: None,
+            end_user: None,
         }
     }
 }

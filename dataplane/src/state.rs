@@ -52,6 +52,8 @@ pub struct LiveState {
     pub version: u64,
     pub master_key_hash: Option<KeyHash>,
     pub max_request_body_bytes: usize,
+    /// The request header naming the end user (lowercase), if configured.
+    pub user_header_name: Option<Arc<str>>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
     pub keys: KeyMap,
     /// The deployments and router settings the groups were compiled from (deltas that
@@ -75,6 +77,7 @@ impl LiveState {
             version: snapshot.version,
             master_key_hash: snapshot.master_key_hash,
             max_request_body_bytes: snapshot.max_request_body_bytes,
+            user_header_name: snapshot.user_header_name.as_deref().map(Arc::from),
             keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
@@ -155,6 +158,10 @@ impl LiveState {
             max_request_body_bytes: settings
                 .as_ref()
                 .map_or(self.max_request_body_bytes, |s| s.max_request_body_bytes),
+            user_header_name: match &settings {
+                Some(s) => s.user_header_name.as_deref().map(Arc::from),
+                None => self.user_header_name.clone(),
+            },
             keys: if changes.is_empty() {
                 self.keys.clone()
             } else {

@@ -42,4 +42,6 @@ pub struct UsageEvent {
     pub status: u16,
     pub started_at_ms: i64,
     pub dataplane_id: String,
+    /// The end user the request was made for (empty: none given).
+    pub end_user: String,
 }

@@ -126,6 +126,8 @@ pub struct GatewaySettings {
     pub master_key_hash: Option<KeyHash>,
     pub router: RouterSettings,
     pub max_request_body_bytes: usize,
+    /// `general_settings.user_header_name`: the request header naming the end user.
+    pub user_header_name: Option<String>,
 }
 
 impl Default for GatewaySettings {
@@ -134,6 +136,7 @@ impl Default for GatewaySettings {
             master_key_hash: None,
             router: RouterSettings::default(),
             max_request_body_bytes: Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES,
+            user_header_name: None,
         }
     }
 }
@@ -225,6 +228,8 @@ pub struct Snapshot {
     pub router: RouterSettings,
     /// Largest request body accepted, in bytes.
     pub max_request_body_bytes: usize,
+    /// `general_settings.user_header_name`: the request header naming the end user.
+    pub user_header_name: Option<String>,
 }
 
 impl Snapshot {
@@ -235,6 +240,7 @@ impl Snapshot {
             master_key_hash: self.master_key_hash,
             router: self.router.clone(),
             max_request_body_bytes: self.max_request_body_bytes,
+            user_header_name: self.user_header_name.clone(),
         }
     }
 

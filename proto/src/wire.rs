@@ -72,6 +72,7 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         router: Some((&s.router).into()),
         max_request_body_bytes: s.max_request_body_bytes as u64,
         keys: Vec::new(),
+        user_header_name: s.user_header_name.clone().unwrap_or_default(),
     }
 }
 
@@ -93,6 +94,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             router,
             max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
                 .map_err(|e| invalid("snapshot.max_request_body_bytes", e.to_string()))?,
+            user_header_name: Some(s.user_header_name).filter(|h| !h.is_empty()),
             keys: s
                 .keys
                 .into_iter()
@@ -127,6 +129,7 @@ impl From<&GatewaySettings> for pb::GatewaySettings {
             master_key_hash: s.master_key_hash.map(|h| h.0.to_vec()).unwrap_or_default(),
             router: Some((&s.router).into()),
             max_request_body_bytes: s.max_request_body_bytes as u64,
+            user_header_name: s.user_header_name.clone().unwrap_or_default(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl TryFrom<pb::GatewaySettings> for GatewaySettings {
                 .try_into()?,
             max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
                 .map_err(|e| invalid("settings.max_request_body_bytes", e.to_string()))?,
+            user_header_name: Some(s.user_header_name).filter(|h| !h.is_empty()),
         })
     }
 }
@@ -401,6 +405,7 @@ impl From<&UsageEvent> for pb::UsageEvent {
             status: u32::from(u.status),
             started_at_ms: u.started_at_ms,
             dataplane_id: u.dataplane_id.clone(),
+            end_user: u.end_user.clone(),
         }
     }
 }
@@ -427,6 +432,7 @@ impl TryFrom<pb::UsageEvent> for UsageEvent {
                 .map_err(|e| invalid("usage_event.status", e.to_string()))?,
             started_at_ms: u.started_at_ms,
             dataplane_id: u.dataplane_id,
+            end_user: u.end_user,
         })
     }
 }

@@ -30,6 +30,7 @@ model_list:
       model: mock/other
 general_settings:
   master_key: {STACK_MASTER_KEY}
+  user_header_name: X-OpenWebUI-User-Email
 """
 
 

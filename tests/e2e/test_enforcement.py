@@ -303,3 +303,26 @@ def test_soft_budget_lets_requests_pass_and_counts_them(make_stack):
     codes = [chat(dp, key, max_tokens=16).status_code for _ in range(5)]
     assert codes == [200] * 5
     assert dp.metric("routeiq_soft_budget_exceeded_requests_total") >= 3
+
+
+def test_end_user_from_user_header_name_or_body(make_stack):
+    """general_settings.user_header_name (X-OpenWebUI-User-Email in the stack's config)
+    names the end user; without it, the body's `user` does. Both reach the spend logs."""
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    key = admin.ok("POST", "/key/generate", json={"key_alias": "eu"})["key"]
+    wait_until(lambda: chat(dp, key).status_code == 200, what="key arrived")
+    r = httpx.post(f"{dp.url}/v1/chat/completions", timeout=10,
+                   headers={"Authorization": f"Bearer {key}", "X-OpenWebUI-User-Email": "ada@example.com"},
+                   json={"model": "priced", "user": "ignored", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert chat(dp, key, user="bob").status_code == 200
+    token = admin.ok("GET", "/key/info", params={"key": key})["info"]["token"]
+
+    def users():
+        logs = admin.ok("GET", "/spend/logs", params={"api_key": token})
+        found = {l["end_user"] for l in logs}
+        return found if {"ada@example.com", "bob"} <= found else None
+
+    assert None in wait_until(users, timeout=20, what="end users ingested")  # the plain request

@@ -61,6 +61,8 @@ pub struct SpendLogObject {
     pub status: u32,
     pub latency_ms: u64,
     pub dataplane_id: String,
+    /// The end user the request was made for (`user_header_name`, or the body's `user`).
+    pub end_user: Option<String>,
 }
 
 impl From<pb::SpendLog> for SpendLogObject {
@@ -85,6 +87,7 @@ impl From<pb::SpendLog> for SpendLogObject {
             status: l.status,
             latency_ms: l.latency_ms,
             dataplane_id: l.dataplane_id,
+            end_user: non_empty(l.end_user),
         }
     }
 }

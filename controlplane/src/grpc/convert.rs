@@ -275,6 +275,7 @@ pub fn spend_log(l: spend::Log) -> pb::SpendLog {
         latency_ms: unsigned(Some(l.latency_ms)).unwrap_or(0),
         status: u32::try_from(l.status).unwrap_or(0),
         dataplane_id: l.dataplane_id,
+        end_user: l.end_user.unwrap_or_default(),
     }
 }
 

@@ -81,6 +81,7 @@ impl Reporter {
             status: ctx.status,
             started_at_ms: now_ms - elapsed.as_millis() as i64,
             dataplane_id: self.dataplane_id.to_string(),
+            end_user: ctx.end_user.clone().unwrap_or_default(),
         };
         if self.tx.try_send(event).is_err() {
             metrics.usage_dropped.inc();

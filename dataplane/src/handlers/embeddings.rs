@@ -27,6 +27,7 @@ pub async fn create(
     let mut req = RawObject::parse(&body)?;
     let model = req.model()?;
     crate::access::check(live, ctx.key.as_deref(), &model)?;
+    super::end_user_from_body(ctx, &req);
     if !(req.is_string("input") || req.is_array("input", true)) {
         return Err(
             ApiError::bad_request("`input` must be a string or a non-empty array")

@@ -120,7 +120,27 @@ async fn authed_body(
     ctx: &mut RequestCtx,
 ) -> Result<Bytes, ApiError> {
     ctx.key = auth::authenticate(live, session.req_header())?.into_key();
+    if let Some(name) = live.user_header_name.as_deref() {
+        ctx.end_user = session
+            .req_header()
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+    }
     respond::read_body(session, live.max_request_body_bytes).await
+}
+
+/// The end user from the body's `user` field (OpenAI's), unless a header named it.
+fn end_user_from_body(ctx: &mut RequestCtx, req: &request::RawObject) {
+    if ctx.end_user.is_none() {
+        ctx.end_user = req
+            .value("user")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|u| !u.is_empty());
+    }
 }
 
 /// `x-litellm-response-cost`: the request's cost in USD, once its usage is known (not on

@@ -95,6 +95,7 @@ struct RawCredential {
 struct RawGeneralSettings {
     master_key: Option<String>,
     max_request_size_mb: Option<f64>,
+    user_header_name: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -276,6 +277,11 @@ impl RawConfig {
                 request_timeout,
             },
             max_request_body_bytes,
+            user_header_name: self
+                .general_settings
+                .user_header_name
+                .filter(|h| !h.trim().is_empty())
+                .map(|h| h.trim().to_ascii_lowercase()),
         };
         snapshot
             .validate()
