@@ -144,9 +144,9 @@ impl Caller {
     }
 }
 
-/// Required roles by `(method, path)`, from the spec.
+/// Required roles by `(method, path)`, from the spec: `None` for public routes.
 #[derive(Debug, Default)]
-pub struct Access(HashMap<(Method, String), Vec<String>>);
+pub struct Access(HashMap<(Method, String), Option<Vec<String>>>);
 
 impl Access {
     pub fn from_spec(api: &OpenApi) -> Self {
@@ -175,18 +175,29 @@ impl Access {
                     .flatten()
                     .filter_map(|r| r.as_str().map(str::to_owned))
                     .collect();
-                if op.security.is_some() {
-                    map.insert((method, path.clone()), roles);
-                }
+                map.insert(
+                    (method, path.clone()),
+                    op.security.is_some().then_some(roles),
+                );
             }
         }
         Self(map)
     }
 
-    pub fn roles(&self, method: &Method, path: &str) -> Option<&[String]> {
-        self.0
-            .get(&(method.clone(), path.to_owned()))
-            .map(Vec::as_slice)
+    /// What `(method, path)` needs: `Ok(None)` public, `Ok(Some(roles))` one of the roles,
+    /// `Err(())` not in the spec (refused: nothing is reachable that the spec does not
+    /// describe). HEAD is checked as GET, which axum answers it with.
+    #[allow(clippy::result_unit_err)]
+    pub fn roles(&self, method: &Method, path: &str) -> Result<Option<&[String]>, ()> {
+        let method = if method == Method::HEAD {
+            Method::GET
+        } else {
+            method.clone()
+        };
+        match self.0.get(&(method, path.to_owned())) {
+            Some(roles) => Ok(roles.as_deref()),
+            None => Err(()),
+        }
     }
 }
 
@@ -212,12 +223,23 @@ pub async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let path = req
+    let Some(path) = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let Some(required) = path.and_then(|p| state.access.roles(req.method(), &p)) else {
-        return next.run(req).await;
+        .map(|p| p.as_str().to_owned())
+    else {
+        return next.run(req).await; // no route: the fallback answers
+    };
+    let required = match state.access.roles(req.method(), &path) {
+        Ok(None) => return next.run(req).await,
+        Ok(Some(roles)) => roles,
+        Err(()) => {
+            return ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} does not accept {}; see /openapi.json", req.method()),
+            )
+            .into_response()
+        }
     };
     let source_ip = req
         .extensions()

@@ -91,7 +91,13 @@ impl From<tonic::Status> for ApiError {
         let status = match s.code() {
             Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+            Code::AlreadyExists | Code::FailedPrecondition => StatusCode::CONFLICT,
+            Code::Aborted => {
+                return Self::unavailable(
+                    "the control plane could not commit this change now (a conflicting change \
+                     ran at the same time); retry",
+                )
+            }
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::Unavailable
             | Code::DeadlineExceeded
@@ -106,8 +112,12 @@ impl From<tonic::Status> for ApiError {
                 ));
             }
             _ => {
+                // The detail stays in the log: it can describe stored data.
                 tracing::error!(code = ?s.code(), message = %message, "control plane error");
-                StatusCode::INTERNAL_SERVER_ERROR
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error in the control plane; see its logs",
+                );
             }
         };
         Self::new(status, message)

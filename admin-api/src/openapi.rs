@@ -226,13 +226,17 @@ mod tests {
         assert!(operations >= 49, "{operations}");
         // The access table enforced at runtime is the spec's.
         let access = crate::auth::Access::from_spec(&spec);
+        use axum::http::Method;
         assert_eq!(
-            access.roles(&axum::http::Method::POST, "/team/new"),
-            Some(&[PROXY_ADMIN.to_owned()][..])
+            access.roles(&Method::POST, "/team/new"),
+            Ok(Some(&[PROXY_ADMIN.to_owned()][..]))
         );
+        assert_eq!(access.roles(&Method::GET, "/health/liveliness"), Ok(None));
+        // HEAD is a GET; a method the spec does not list is refused.
         assert_eq!(
-            access.roles(&axum::http::Method::GET, "/health/liveliness"),
-            None
+            access.roles(&Method::HEAD, "/audit"),
+            access.roles(&Method::GET, "/audit")
         );
+        assert!(access.roles(&Method::PUT, "/audit").is_err());
     }
 }

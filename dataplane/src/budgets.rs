@@ -29,8 +29,8 @@ const SWEEP_AT: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Account {
-    /// The snapshot version of the newest view seen, and its spend.
-    version: u64,
+    /// The snapshot version of the newest view seen (none yet), and its spend.
+    version: Option<u64>,
     base: f64,
     local: f64,
     reserved: f64,
@@ -42,10 +42,10 @@ struct Account {
 impl Account {
     /// Catches up with the spend of a key view of snapshot `version`, if it is newer.
     fn rebase(&mut self, spend: f64, version: u64) {
-        if version <= self.version && self.in_flight + u64::from(self.local > 0.0) > 0 {
+        if self.version.is_some_and(|seen| version <= seen) {
             return;
         }
-        self.version = version;
+        self.version = Some(version);
         if spend < self.base {
             self.local = 0.0; // a budget reset
         } else {

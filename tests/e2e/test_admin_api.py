@@ -310,8 +310,10 @@ def test_roles_are_enforced_on_every_route_of_the_spec(make_stack):
             assert path.startswith("/health/"), f"{method} {path} is public"
             continue
         assert roles, f"{method} {path} allows no role"
-        # No key, an unknown key: 401 on every secured route.
+        # No key, an unknown key: 401 on every secured route (HEAD too, for GET routes).
         error_of(admin.call(method, path, key=None, json={}), 401)
+        if method == "GET":
+            assert admin.call("HEAD", path, key=None).status_code == 401, path
         error_of(admin.call(method, path, key="sk-unknown-000000", json={}), 401)
         for name, key in keys.items():
             r = admin.call(method, path, key=key, json={})
@@ -350,7 +352,13 @@ def test_users_and_team_admins_manage_only_their_own_keys(make_stack):
         error_of(admin.call("POST", path, key=me, json=body), 403)
     error_of(admin.call("GET", "/key/info", key=me, params={"key": theirs["token"]}), 403)
     error_of(admin.call("POST", "/key/update", key=me, json={"key": mine["key"], "user_id": "u-proxy_admin"}), 403)
-    assert admin.ok("POST", "/key/update", key=me, json={"key": mine["key"], "max_budget": 2})["max_budget"] == 2
+    # An owner renames their key but does not lift limits, nor unblock what an admin blocked.
+    err = error_of(admin.call("POST", "/key/update", key=me, json={"key": mine["key"], "max_budget": 2}), 403)
+    assert "max_budget" in err["message"]
+    assert admin.ok("POST", "/key/update", key=me, json={"key": mine["key"], "key_alias": "mine-2"})["key_alias"] == "mine-2"
+    admin.ok("POST", "/key/block", json={"key": mine["key"]})
+    error_of(admin.call("POST", "/key/unblock", key=me, json={"key": mine["key"]}), 403)
+    admin.ok("POST", "/key/unblock", json={"key": mine["key"]})
     listed = admin.ok("GET", "/key/list", key=me, params={"return_full_object": "true"})
     assert listed["total_count"] == 3 and all(k["user_id"] == "u-internal_user" for k in listed["keys"])
     error_of(admin.call("GET", "/key/list", key=me, params={"user_id": "u-proxy_admin"}), 403)
@@ -371,6 +379,18 @@ def test_users_and_team_admins_manage_only_their_own_keys(make_stack):
     error_of(admin.call("POST", "/team/member_add", key=ta, json={"team_id": other_team, "member": {"user_id": "x"}}), 403)
     team_list = admin.ok("GET", "/key/list", key=ta, params={"team_id": "rbac-team"})
     assert team_list["total_count"] == 2
+    # A team admin cannot hand a key to an admin (a key's role is its user's), nor touch an
+    # admin's key put in the team.
+    admin.ok("POST", "/team/member_add", json={"team_id": "rbac-team", "member": {"user_id": "u-proxy_admin"}})
+    err = error_of(admin.call("POST", "/key/generate", key=ta, json={"team_id": "rbac-team", "user_id": "u-proxy_admin"}), 403)
+    assert err["param"] == "user_id"
+    error_of(admin.call("POST", "/key/update", key=ta, json={"key": team_key["key"], "user_id": "u-proxy_admin"}), 403)
+    error_of(admin.call("POST", "/key/generate", key=ta, json={"team_id": "rbac-team", "user_id": "stranger"}), 403)
+    admins_key = admin.ok("POST", "/key/generate", json={"team_id": "rbac-team", "user_id": "u-proxy_admin"})
+    error_of(admin.call("POST", "/key/regenerate", key=ta, json={"key": admins_key["key"]}), 403)
+    # ...but it hands keys to plain members of its team.
+    member_key = admin.ok("POST", "/key/generate", key=ta, json={"team_id": "rbac-team", "user_id": "u-internal_user"})
+    assert member_key["user_id"] == "u-internal_user"
 
     # A viewer reads everything and changes nothing.
     v = keys["proxy_admin_viewer"]

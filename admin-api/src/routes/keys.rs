@@ -237,7 +237,9 @@ pub fn key_ref(key: &str) -> pb::KeyRef {
     }
 }
 
-/// The key, if this caller may change it (404 for unknown keys).
+/// The key, if this caller may change it (404 for unknown keys). A team admin may not
+/// touch the keys of users with an admin role, even in their team: a key's role is its
+/// user's.
 async fn manageable(state: &AppState, caller: &Caller, key: &str) -> ApiResult<pb::KeyInfo> {
     let k = state.cp.clone().get_key(key_ref(key)).await?.into_inner();
     if !caller.can_manage_key(&k) {
@@ -245,12 +247,110 @@ async fn manageable(state: &AppState, caller: &Caller, key: &str) -> ApiResult<p
             "you may not manage this key: it belongs to another user or team",
         ));
     }
+    if !caller.is_admin() && Some(k.user_id.as_str()) != caller.user_id() && !k.user_id.is_empty() {
+        let user = state
+            .cp
+            .clone()
+            .get_user(pb::IdRef {
+                id: k.user_id.clone(),
+            })
+            .await?
+            .into_inner();
+        if is_privileged(&user.user_role) {
+            return Err(ApiError::forbidden(format!(
+                "this key belongs to `{}`, a {}: only proxy admins manage it",
+                user.user_id, user.user_role
+            )));
+        }
+    }
     Ok(k)
 }
 
-/// Checks a change of owner by a non-admin (see [`Caller::key_owner`]).
-fn check_owner(caller: &Caller, current: &pb::KeyInfo, s: &mut KeySettings) -> ApiResult<()> {
-    if caller.is_admin() || (s.team_id.is_none() && s.user_id.is_none()) {
+fn is_privileged(role: &str) -> bool {
+    role == crate::auth::PROXY_ADMIN || role == crate::auth::PROXY_ADMIN_VIEWER
+}
+
+/// A non-admin may give a key only to themselves, or (a team admin) to a member of the
+/// key's team who holds no admin role.
+async fn check_assignee(
+    state: &AppState,
+    caller: &Caller,
+    team: Option<&str>,
+    user: Option<&str>,
+) -> ApiResult<()> {
+    let Some(user) = user.filter(|u| !caller.is_admin() && Some(*u) != caller.user_id()) else {
+        return Ok(());
+    };
+    let refused = || {
+        ApiError::forbidden(format!(
+            "`{user}` must be a member of the key's team, without an admin role"
+        ))
+        .param("user_id")
+    };
+    let info = match state
+        .cp
+        .clone()
+        .get_user(pb::IdRef {
+            id: user.to_owned(),
+        })
+        .await
+    {
+        Ok(u) => u.into_inner(),
+        Err(s) if s.code() == tonic::Code::NotFound => return Err(refused()),
+        Err(s) => return Err(s.into()),
+    };
+    let member = team.is_some_and(|t| info.teams.iter().any(|m| m == t));
+    if !member || is_privileged(&info.user_role) {
+        return Err(refused());
+    }
+    Ok(())
+}
+
+/// Fields only admins (and a key's team admin) change: a key's owner may rename it and
+/// change its metadata and tags, not lift what an admin set.
+fn restricted_fields(s: &KeySettings) -> Vec<&'static str> {
+    [
+        ("models", s.models.is_some()),
+        ("max_budget", s.max_budget.is_some()),
+        ("soft_budget", s.soft_budget.is_some()),
+        ("budget_duration", s.budget_duration.is_some()),
+        ("rpm_limit", s.rpm_limit.is_some()),
+        ("tpm_limit", s.tpm_limit.is_some()),
+        ("max_parallel_requests", s.max_parallel_requests.is_some()),
+        ("duration", s.duration.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+/// Whether the caller manages `k` only as its owner (not as an admin or its team's admin).
+fn owner_only(caller: &Caller, k: &pb::KeyInfo) -> bool {
+    !caller.is_admin() && (k.team_id.is_empty() || !caller.admins_team(&k.team_id))
+}
+
+/// Checks a change by a non-admin: who the key may belong to (see [`Caller::key_owner`])
+/// and, for a key's mere owner, which fields they may change.
+async fn check_change(
+    state: &AppState,
+    caller: &Caller,
+    current: &pb::KeyInfo,
+    s: &mut KeySettings,
+) -> ApiResult<()> {
+    if caller.is_admin() {
+        return Ok(());
+    }
+    if owner_only(caller, current) {
+        let fields = restricted_fields(s);
+        if !fields.is_empty() {
+            return Err(ApiError::forbidden(format!(
+                "only an admin changes {} of this key",
+                fields.join(", ")
+            ))
+            .param(fields[0]));
+        }
+    }
+    if s.team_id.is_none() && s.user_id.is_none() {
         return Ok(());
     }
     let team = s.team_id.clone().unwrap_or_else(|| current.team_id.clone());
@@ -259,7 +359,7 @@ fn check_owner(caller: &Caller, current: &pb::KeyInfo, s: &mut KeySettings) -> A
         .take()
         .or_else(|| non_empty(current.user_id.clone()));
     s.user_id = caller.key_owner(Some(&team), user)?;
-    Ok(())
+    check_assignee(state, caller, Some(&team), s.user_id.as_deref()).await
 }
 
 /// Create a virtual key.
@@ -274,6 +374,7 @@ pub async fn generate(
 ) -> ApiResult<Json<GenerateKeyResponse>> {
     let s = &mut req.settings;
     s.user_id = caller.key_owner(s.team_id.as_deref(), s.user_id.take())?;
+    check_assignee(&state, &caller, s.team_id.as_deref(), s.user_id.as_deref()).await?;
     let out = state
         .cp
         .clone()
@@ -331,7 +432,7 @@ pub async fn update(
     Body(mut req): Body<UpdateKeyRequest>,
 ) -> ApiResult<Json<KeyObject>> {
     let current = manageable(&state, &caller, &req.key).await?;
-    check_owner(&caller, &current, &mut req.settings)?;
+    check_change(&state, &caller, &current, &mut req.settings).await?;
     let k = state
         .cp
         .clone()
@@ -455,7 +556,7 @@ pub async fn regenerate(
     Body(mut req): Body<RegenerateKeyRequest>,
 ) -> ApiResult<Json<GenerateKeyResponse>> {
     let current = manageable(&state, &caller, &req.key).await?;
-    check_owner(&caller, &current, &mut req.settings)?;
+    check_change(&state, &caller, &current, &mut req.settings).await?;
     let out = state
         .cp
         .clone()
@@ -479,7 +580,12 @@ async fn set_blocked(
     key: &str,
     blocked: bool,
 ) -> ApiResult<Json<KeyObject>> {
-    manageable(state, &caller, key).await?;
+    let current = manageable(state, &caller, key).await?;
+    if !blocked && owner_only(&caller, &current) {
+        return Err(ApiError::forbidden(
+            "only an admin (or the key's team admin) unblocks a key",
+        ));
+    }
     let k = state
         .cp
         .clone()

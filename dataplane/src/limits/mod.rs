@@ -56,8 +56,10 @@ struct Window {
 }
 
 impl Window {
+    /// Moves to `minute` if it is later (a request that read the clock just before a
+    /// minute ended counts in the newer window, never rolls it back).
     fn roll(&mut self, minute: u64) {
-        if self.minute != minute {
+        if minute > self.minute {
             *self = Window {
                 minute,
                 ..Window::default()
@@ -153,12 +155,13 @@ impl Limiter {
         }
         let counters = self.counters(&key.hash);
         let (minute, reset) = now();
-        let parallel = counters.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = Slot::take(&counters);
+        let parallel = slot.parallel;
         let outcome = if key.max_parallel_requests.is_some_and(|max| parallel > max) {
             let w = *lock(&counters.window);
             Err(Refusal::Parallel(headers(key, &w, reset)))
         } else if key.rpm_limit.is_none() && key.tpm_limit.is_none() {
-            Ok((false, headers(key, &Window::default(), reset)))
+            Ok((false, headers(key, &Window::default(), reset), minute))
         } else {
             match self.shared.as_deref().filter(|s| s.usable()) {
                 Some(s) => {
@@ -172,18 +175,18 @@ impl Limiter {
             }
         };
         match outcome {
-            Ok((shared, headers)) => Ok(Some(Admission {
-                counters,
-                minute,
-                reserved: reserve,
-                shared,
-                settled: false,
-                headers,
-            })),
-            Err(refusal) => {
-                counters.in_flight.fetch_sub(1, Ordering::AcqRel);
-                Err(refusal.into_refused(key, reset))
+            Ok((shared, headers, minute)) => {
+                slot.keep(); // the admission gives it back
+                Ok(Some(Admission {
+                    counters,
+                    minute,
+                    reserved: reserve,
+                    shared,
+                    settled: false,
+                    headers,
+                }))
             }
+            Err(refusal) => Err(refusal.into_refused(key, reset)),
         }
     }
 
@@ -216,7 +219,11 @@ impl Limiter {
                     }
                 }
                 Err(e) => {
-                    lock(&counters.window).debt += ask.debt;
+                    // A timed-out script may have run (and taken the debt): only a failure
+                    // that certainly did not reach Redis keeps the debt here.
+                    if !matches!(e, shared::SharedError::Timeout(_)) {
+                        lock(&counters.window).debt += ask.debt;
+                    }
                     s.failed(&e);
                     return admit_local(key, counters, minute, reserve, reset, s.dataplanes());
                 }
@@ -225,7 +232,8 @@ impl Limiter {
     }
 }
 
-type Admitted = Result<(bool, Vec<(&'static str, String)>), Refusal>;
+/// Admitted: whether from a shared grant, the headers, and the window's minute.
+type Admitted = Result<(bool, Vec<(&'static str, String)>, u64), Refusal>;
 
 enum Step {
     Done(Admitted),
@@ -245,7 +253,8 @@ fn take_or_ask(
     let mut w = lock(&counters.window);
     w.roll(minute);
     let short_requests = key.rpm_limit.is_some() && w.lease_requests == 0;
-    let short_tokens = key.tpm_limit.is_some() && w.lease_tokens < reserve;
+    // Owed tokens go to Redis before more are served from the grant.
+    let short_tokens = key.tpm_limit.is_some() && (w.lease_tokens < reserve || w.debt > 0);
     if asked || (!short_requests && !short_tokens) {
         if short_requests {
             return Step::Done(Err(Refusal::Requests(shared_headers(key, &w, reset))));
@@ -264,7 +273,7 @@ fn take_or_ask(
         }
         w.requests += 1;
         w.tokens = w.tokens.saturating_add(reserve);
-        return Step::Done(Ok((true, shared_headers(key, &w, reset))));
+        return Step::Done(Ok((true, shared_headers(key, &w, reset), w.minute)));
     }
     let chunk =
         |limit: Option<u64>, total: u64| limit.map_or(0, |l| (l.saturating_sub(total) / 8).max(1));
@@ -275,7 +284,9 @@ fn take_or_ask(
             0
         },
         tokens: if short_tokens {
-            (reserve - w.lease_tokens).saturating_add(chunk(key.tpm_limit, w.total_tokens))
+            reserve
+                .saturating_sub(w.lease_tokens)
+                .saturating_add(chunk(key.tpm_limit, w.total_tokens))
         } else {
             0
         },
@@ -283,6 +294,37 @@ fn take_or_ask(
         tpm: key.tpm_limit,
         debt: std::mem::take(&mut w.debt),
     })
+}
+
+/// A parallel slot taken at admission: given back on drop (a refused request, or an
+/// admission future dropped while it waits for Redis) unless an admission keeps it.
+struct Slot<'a> {
+    counters: &'a Counters,
+    parallel: u64,
+    kept: bool,
+}
+
+impl<'a> Slot<'a> {
+    fn take(counters: &'a Counters) -> Self {
+        let parallel = counters.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        Self {
+            counters,
+            parallel,
+            kept: false,
+        }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Why a request was refused, with the headers to send.
@@ -349,7 +391,7 @@ fn admit_local(
     }
     w.requests += 1;
     w.tokens = w.tokens.saturating_add(reserve);
-    Ok((false, headers(key, &w, reset)))
+    Ok((false, headers(key, &w, reset), w.minute))
 }
 
 /// Shared mode's headers: what is left across data planes (as of the last grant) plus
@@ -404,14 +446,18 @@ impl Admission {
         if w.minute == self.minute {
             w.tokens = w.tokens.saturating_sub(self.reserved).saturating_add(used);
             if self.shared {
-                // Unused tokens pay the debt, then go back to the grant; overuse is owed.
+                // Unused tokens pay the debt, then go back to the grant; overuse comes out of
+                // the grant, and what it does not cover is owed to Redis.
                 if used <= self.reserved {
                     let refund = self.reserved - used;
                     let paid = refund.min(w.debt);
                     w.debt -= paid;
                     w.lease_tokens += refund - paid;
                 } else {
-                    w.debt += used - self.reserved;
+                    let over = used - self.reserved;
+                    let covered = over.min(w.lease_tokens);
+                    w.lease_tokens -= covered;
+                    w.debt += over - covered;
                 }
             }
         } else {
