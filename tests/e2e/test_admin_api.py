@@ -103,6 +103,8 @@ def test_teams_users_and_spend(make_stack):
     })
     assert user["user_id"] == "ada" and user["teams"] == [tid]
     assert user["key"].startswith("sk-") and len(user["token"]) == 64
+    # Added to one team, the user's first key is that team's.
+    assert admin.ok("GET", "/key/info", params={"key": user["key"]})["info"]["team_id"] == tid
     wait_until(lambda: accepted(dp, user["key"]), what="user's key accepted")
 
     added = admin.ok("POST", "/team/member_add", json={"team_id": tid, "member": {"user_id": "grace", "role": "admin"}})
@@ -112,7 +114,7 @@ def test_teams_users_and_spend(make_stack):
     info = admin.ok("GET", "/team/info", params={"team_id": tid})
     assert info["team_info"]["team_alias"] == "research"
     assert {m["user_id"] for m in info["team_info"]["members_with_roles"]} == {"ada", "grace"}
-    assert len(info["keys"]) == 1
+    assert len(info["keys"]) == 2  # ada's first key and the team key
     uinfo = admin.ok("GET", "/user/info", params={"user_id": "ada"})
     assert uinfo["user_info"]["user_email"] == "ada@example.com"
     assert len(uinfo["keys"]) == 2 and [t["team_id"] for t in uinfo["teams"]] == [tid]

@@ -78,6 +78,9 @@ pub struct NewUserRequest {
     /// Teams to add the user to (as `user`).
     #[serde(default)]
     pub teams: Vec<String>,
+    /// A team to add the user to whose key the first key becomes (LiteLLM's `team_id`);
+    /// with exactly one of `teams` and no `team_id`, that team.
+    pub team_id: Option<String>,
     /// Also create a key for the user (LiteLLM's default: true).
     pub auto_create_key: Option<bool>,
     /// The alias of that key.
@@ -220,7 +223,17 @@ pub async fn new(
             e
         }
     };
-    for team in req.teams {
+    let key_team = req
+        .team_id
+        .clone()
+        .or_else(|| (req.teams.len() == 1).then(|| req.teams[0].clone()));
+    let mut teams = req.teams;
+    if let Some(t) = &req.team_id {
+        if !teams.contains(t) {
+            teams.push(t.clone());
+        }
+    }
+    for team in teams {
         cp.add_team_members(pb::TeamMembersRequest {
             actor: Some(caller.actor.clone()),
             team_id: team.clone(),
@@ -239,6 +252,7 @@ pub async fn new(
                 actor: Some(caller.actor),
                 fields: Some(pb::KeyFields {
                     user_id: Some(user.user_id.clone()),
+                    team_id: key_team,
                     key_alias: req.key_alias,
                     duration: req.duration,
                     ..Default::default()
