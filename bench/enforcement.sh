@@ -16,9 +16,5 @@ apt_install nginx wrk redis-server
 step "cargo build --release (control plane, data plane)"
 cargo build --release --locked -p routeiq-controlplane -p routeiq-dataplane >&2
 
-services="$(mktemp -d)"
-chmod 755 "$services"
-trap 'stop_postgres "$services/pg"; rm -rf "$services"' EXIT
-ROUTEIQ_TEST_DATABASE_URL="$(start_postgres "$services/pg" "$(free_port)")"
-export ROUTEIQ_TEST_DATABASE_URL
+use_throwaway_postgres
 ROUTEIQ_BIN_DIR="$CARGO_TARGET_DIR/release" "$VENV/bin/python" bench/enforcement.py "${1:-10}"

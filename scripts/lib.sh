@@ -86,3 +86,14 @@ start_postgres() {
 stop_postgres() {
   [ -d "$1/data" ] && as_postgres "$(pg_bin)/pg_ctl -D '$1/data' -m fast -w stop" >/dev/null 2>&1 || true
 }
+
+# Starts a throwaway PostgreSQL cluster for the calling script, stopped and removed when
+# the script exits, and exports its admin URL as ROUTEIQ_TEST_DATABASE_URL (the variable
+# the tests and benchmarks read).
+use_throwaway_postgres() {
+  ROUTEIQ_SERVICES="$(mktemp -d)"
+  chmod 755 "$ROUTEIQ_SERVICES"
+  trap 'stop_postgres "$ROUTEIQ_SERVICES/pg"; rm -rf "$ROUTEIQ_SERVICES"' EXIT
+  ROUTEIQ_TEST_DATABASE_URL="$(start_postgres "$ROUTEIQ_SERVICES/pg" "$(free_port)")"
+  export ROUTEIQ_TEST_DATABASE_URL
+}

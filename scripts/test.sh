@@ -20,11 +20,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins --locked
 step "PostgreSQL (throwaway cluster for the control-plane tests)"
-services="$(mktemp -d)"
-chmod 755 "$services"
-trap 'stop_postgres "$services/pg"; rm -rf "$services"' EXIT
-ROUTEIQ_TEST_DATABASE_URL="$(start_postgres "$services/pg" "$(free_port)")"
-export ROUTEIQ_TEST_DATABASE_URL
+use_throwaway_postgres
 step "cargo nextest (unit and integration tests)"
 cargo nextest run --workspace --locked --no-fail-fast
 step "redis-server (the end-to-end tests start their own)"

@@ -217,11 +217,14 @@ pub async fn upsert(
             .bind(&id)
             .execute(&mut *tx)
             .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.constraint() == Some("budgets_pkey") => {
-                    StoreError::Conflict("budget already exists".into())
-                }
-                _ => StoreError::Db(e),
+            .map_err(|e| {
+                StoreError::on_constraint(
+                    e,
+                    [(
+                        "budgets_pkey",
+                        StoreError::Conflict("budget already exists".into()),
+                    )],
+                )
             })?;
         None
     } else {

@@ -364,11 +364,16 @@ pub async fn save_credential(
             StoreError::NotFound(format!("credential `{name}` not found"))
         });
     }
-    let rec = credentials(&mut *tx, secrets, Some(name), crate::Page::new(1, 1))
-        .await?
-        .0
-        .pop()
-        .ok_or_else(|| StoreError::NotFound(format!("credential `{name}` not found")))?;
+    let rec = credentials(
+        &mut *tx,
+        secrets,
+        &[name.to_owned()],
+        crate::Page::new(1, 1),
+    )
+    .await?
+    .0
+    .pop()
+    .ok_or_else(|| StoreError::NotFound(format!("credential `{name}` not found")))?;
     crate::audit::record(
         &mut *tx,
         actor,
@@ -430,11 +435,11 @@ pub async fn delete_credential(
     Ok(())
 }
 
-/// Credentials (one by name, or a page of all), with value names but no values.
+/// Credentials (those named in `names`, or a page of all), with value names but no values.
 pub async fn credentials(
     conn: impl PgExecutor<'_>,
     secrets: &SecretBox,
-    name: Option<&str>,
+    names: &[String],
     page: crate::Page,
 ) -> Result<(Vec<CredentialRecord>, u64), StoreError> {
     let rows = sqlx::query(
@@ -442,10 +447,11 @@ pub async fn credentials(
                 EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
                 EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at,
                 count(*) OVER () AS total
-           FROM credentials WHERE ($1::text IS NULL OR credential_name = $1)
+           FROM credentials
+          WHERE cardinality($1::text[]) = 0 OR credential_name = ANY($1)
           ORDER BY credential_name LIMIT $2 OFFSET $3",
     )
-    .bind(name)
+    .bind(names)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(conn)

@@ -18,6 +18,24 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl StoreError {
+    /// The domain error `known` gives for the constraint `e` violated (a duplicate, a
+    /// missing reference); any other error stays a database error.
+    pub fn on_constraint<const N: usize>(
+        e: sqlx::Error,
+        known: [(&'static str, StoreError); N],
+    ) -> Self {
+        let violated = match &e {
+            sqlx::Error::Database(d) => d.constraint(),
+            _ => None,
+        };
+        match violated.and_then(|c| known.into_iter().find(|(name, _)| *name == c)) {
+            Some((_, mapped)) => mapped,
+            None => StoreError::Db(e),
+        }
+    }
+}
+
 impl From<StoreError> for tonic::Status {
     fn from(e: StoreError) -> Self {
         match &e {

@@ -170,17 +170,21 @@ async fn ensure_owner(conn: &mut PgConnection, f: &KeyFields) -> Result<(), Stor
     Ok(())
 }
 
-/// Maps unique-alias violations to a conflict.
+/// Duplicate aliases and keys are conflicts.
 fn constraint(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        if d.constraint() == Some("virtual_keys_alias") {
-            return StoreError::Conflict("a key with this key_alias already exists".into());
-        }
-        if d.constraint() == Some("virtual_keys_pkey") {
-            return StoreError::Conflict("this key already exists".into());
-        }
-    }
-    StoreError::Db(e)
+    StoreError::on_constraint(
+        e,
+        [
+            (
+                "virtual_keys_alias",
+                StoreError::Conflict("a key with this key_alias already exists".into()),
+            ),
+            (
+                "virtual_keys_pkey",
+                StoreError::Conflict("this key already exists".into()),
+            ),
+        ],
+    )
 }
 
 /// Creates a key (`key` given, or generated); returns the key, its record and the version.
@@ -204,7 +208,7 @@ pub async fn generate(
         .map_err(constraint)?;
     let row = apply(&mut tx, &hash, f, &checked).await?;
     let rec = record(&row)?;
-    let version = finish(&mut tx, actor, "key.generate", None, &rec, &hash).await?;
+    let version = finish(&mut tx, actor, "key.generate", None, &rec, &hash, None).await?;
     tx.commit().await?;
     Ok((key, rec, version))
 }
@@ -272,7 +276,16 @@ pub async fn update(
     ensure_owner(&mut tx, f).await?;
     let row = apply(&mut tx, hash, f, &checked).await?;
     let rec = record(&row)?;
-    let version = finish(&mut tx, actor, "key.update", Some(&before), &rec, hash).await?;
+    let version = finish(
+        &mut tx,
+        actor,
+        "key.update",
+        Some(&before),
+        &rec,
+        hash,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok((rec, version))
 }
@@ -301,23 +314,14 @@ pub async fn regenerate(
         .map_err(constraint)?;
     let row = apply(&mut tx, &hash, f, &checked).await?;
     let rec = record(&row)?;
-    let view = view_of(&mut *tx, &hash).await?;
-    let version = changes::append(
+    let version = finish(
         &mut tx,
-        vec![DeltaOp::DeleteKey(*old), DeltaOp::UpsertKey(view)],
-    )
-    .await?;
-    audit::record(
-        &mut *tx,
         actor,
-        audit::Entry {
-            action: "key.regenerate",
-            object_type: "key",
-            object_id: &rec.hash,
-            before: audit::json(&before),
-            after: audit::json(&rec),
-            snapshot_version: Some(version),
-        },
+        "key.regenerate",
+        Some(&before),
+        &rec,
+        &hash,
+        Some(old),
     )
     .await?;
     tx.commit().await?;
@@ -343,12 +347,13 @@ pub async fn set_blocked(
     .await?;
     let rec = record(&row)?;
     let action = if blocked { "key.block" } else { "key.unblock" };
-    let version = finish(&mut tx, actor, action, Some(&before), &rec, hash).await?;
+    let version = finish(&mut tx, actor, action, Some(&before), &rec, hash, None).await?;
     tx.commit().await?;
     Ok((rec, version))
 }
 
-/// Appends the upsert delta and the audit row of a changed key.
+/// Appends the delta (the upsert of the changed key, after the delete of the key it
+/// `replaces`, if any) and the audit row of a changed key.
 async fn finish(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     actor: &Actor,
@@ -356,9 +361,15 @@ async fn finish(
     before: Option<&KeyRecord>,
     after: &KeyRecord,
     hash: &KeyHash,
+    replaces: Option<&KeyHash>,
 ) -> Result<u64, StoreError> {
     let key = view_of(&mut **tx, hash).await?;
-    let version = changes::append(tx, vec![DeltaOp::UpsertKey(key)]).await?;
+    let mut ops: Vec<DeltaOp> = replaces
+        .map(|old| DeltaOp::DeleteKey(*old))
+        .into_iter()
+        .collect();
+    ops.push(DeltaOp::UpsertKey(key));
+    let version = changes::append(tx, ops).await?;
     audit::record(
         &mut **tx,
         actor,

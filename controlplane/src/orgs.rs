@@ -79,11 +79,14 @@ pub async fn upsert(
             .bind(&id)
             .execute(&mut *tx)
             .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.constraint() == Some("organizations_pkey") => {
-                    StoreError::Conflict("organization already exists".into())
-                }
-                _ => StoreError::Db(e),
+            .map_err(|e| {
+                StoreError::on_constraint(
+                    e,
+                    [(
+                        "organizations_pkey",
+                        StoreError::Conflict("organization already exists".into()),
+                    )],
+                )
             })?;
         None
     } else {

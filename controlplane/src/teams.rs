@@ -68,16 +68,19 @@ fn columns() -> String {
 }
 
 fn fk(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        match d.constraint() {
-            Some("teams_organization_id_fkey") => {
-                return StoreError::Invalid("organization does not exist".into())
-            }
-            Some("teams_pkey") => return StoreError::Conflict("team already exists".into()),
-            _ => {}
-        }
-    }
-    StoreError::Db(e)
+    StoreError::on_constraint(
+        e,
+        [
+            (
+                "teams_organization_id_fkey",
+                StoreError::Invalid("organization does not exist".into()),
+            ),
+            (
+                "teams_pkey",
+                StoreError::Conflict("team already exists".into()),
+            ),
+        ],
+    )
 }
 
 async fn members(conn: &mut PgConnection, team_id: &str) -> Result<Vec<Member>, StoreError> {

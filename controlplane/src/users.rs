@@ -70,19 +70,23 @@ fn read(r: &PgRow) -> Result<UserRecord, StoreError> {
 }
 
 fn constraint(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        match d.constraint() {
-            Some("users_pkey") => return StoreError::Conflict("user already exists".into()),
-            Some("users_email") => {
-                return StoreError::Conflict("a user with this email already exists".into())
-            }
-            Some("users_organization_id_fkey") => {
-                return StoreError::Invalid("organization does not exist".into())
-            }
-            _ => {}
-        }
-    }
-    StoreError::Db(e)
+    StoreError::on_constraint(
+        e,
+        [
+            (
+                "users_pkey",
+                StoreError::Conflict("user already exists".into()),
+            ),
+            (
+                "users_email",
+                StoreError::Conflict("a user with this email already exists".into()),
+            ),
+            (
+                "users_organization_id_fkey",
+                StoreError::Invalid("organization does not exist".into()),
+            ),
+        ],
+    )
 }
 
 async fn load(conn: &mut PgConnection, id: &str, lock: bool) -> Result<UserRecord, StoreError> {

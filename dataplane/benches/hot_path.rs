@@ -153,6 +153,10 @@ fn limits(c: &mut Criterion) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
         return;
     };
+    // What the harness itself costs per iteration (admission is async since Redis).
+    c.bench_function("limits/block_on_baseline", |b| {
+        b.iter(|| rt.block_on(async {}))
+    });
     c.bench_function("limits/admit_and_settle_rpm_tpm_parallel", |b| {
         b.iter(|| {
             if let Ok(Some(a)) = rt.block_on(limiter.admit(black_box(&key), 300)) {

@@ -17,15 +17,12 @@
 //! moves the account: a request still holding an older view of the key (it authenticated
 //! before the last swap) is counted against the newest spend seen.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use routeiq_proto::{KeyHash, VirtualKey};
 
 use crate::error::ApiError;
-
-const SHARDS: usize = 64;
-const SWEEP_AT: usize = 4096;
+use crate::per_key::{lock, PerKey};
 
 #[derive(Debug, Default)]
 struct Account {
@@ -55,22 +52,9 @@ impl Account {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Budgets {
-    shards: Vec<Mutex<HashMap<KeyHash, Arc<Mutex<Account>>>>>,
-}
-
-impl Default for Budgets {
-    fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain numbers: a panic while holding the lock cannot leave them inconsistent.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    accounts: PerKey<Mutex<Account>>,
 }
 
 /// A request's hold on its key's budget, settled when the request is logged (or dropped:
@@ -86,18 +70,11 @@ pub struct Hold {
 
 impl Budgets {
     fn account(&self, hash: &KeyHash) -> Arc<Mutex<Account>> {
-        let mut map = lock(&self.shards[usize::from(hash.0[0]) % SHARDS]);
-        if let Some(a) = map.get(hash) {
-            return Arc::clone(a);
-        }
-        if map.len() >= SWEEP_AT {
-            // Idle accounts with nothing unreported can go: they rebuild from the view.
-            map.retain(|_, a| {
-                let a = lock(a);
-                a.in_flight > 0 || a.local > 0.0
-            });
-        }
-        Arc::clone(map.entry(*hash).or_default())
+        // Idle accounts with nothing unreported can go: they rebuild from the view.
+        self.accounts.get(hash, |a| {
+            let a = lock(a);
+            a.in_flight > 0 || a.local > 0.0
+        })
     }
 
     /// Admits a request of `key` (as seen in snapshot `version`) that may cost up to

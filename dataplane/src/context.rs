@@ -52,7 +52,10 @@ impl RequestCtx {
         let Some(key) = self.key.as_deref() else {
             return Ok(());
         };
-        let cost = d.prices.input * worst.prompt as f64 + d.prices.output * worst.completion as f64;
+        let cost = d.prices.of(&Usage {
+            input_tokens: worst.prompt,
+            output_tokens: worst.completion,
+        });
         self.budget_hold = app.budgets.admit(key, version, cost)?;
         if self
             .budget_hold
@@ -73,6 +76,12 @@ impl RequestCtx {
                 Err(refused.error)
             }
         }
+    }
+
+    /// What the request cost (USD): its usage at its deployment's prices, once both are
+    /// known.
+    pub fn cost(&self) -> Option<f64> {
+        Some(self.deployment.as_ref()?.prices.of(self.usage.as_ref()?))
     }
 
     pub fn new() -> Self {

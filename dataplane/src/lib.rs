@@ -13,6 +13,7 @@ pub mod error;
 pub mod handlers;
 pub mod keymap;
 pub mod limits;
+pub mod per_key;
 pub mod providers;
 pub mod respond;
 pub mod routing;

@@ -54,11 +54,7 @@ impl ProxyHttp for Gateway {
             a.settle(ctx.usage.as_ref().map_or(0, crate::usage::Usage::total));
         }
         if let Some(h) = ctx.budget_hold.take() {
-            let cost = match (&ctx.usage, &ctx.deployment) {
-                (Some(u), Some(d)) => d.prices.of(u),
-                _ => 0.0,
-            };
-            h.settle(cost);
+            h.settle(ctx.cost().unwrap_or(0.0));
         }
         self.app.metrics.observe(ctx);
         if let Some(a) = &self.app.attached {

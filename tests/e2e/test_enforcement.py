@@ -207,15 +207,22 @@ def redis(tmp_path):
     r.stop()
 
 
-def test_rpm_is_shared_across_data_planes_through_redis(make_stack, redis):
-    s = make_stack()
-    admin = s.admin()
+def shared_pair(s, admin, redis, key_fields):
+    """Two data planes sharing `redis`, a key with `key_fields` and a probe key without
+    limits, both known to both data planes."""
     a = s.dataplane("dp-a", redis=redis)
     b = s.dataplane("dp-b", redis=redis)
-    key = admin.ok("POST", "/key/generate", json={"rpm_limit": 10})["key"]
+    key = admin.ok("POST", "/key/generate", json=key_fields)["key"]
     probe = admin.ok("POST", "/key/generate", json={})["key"]
     wait_until(lambda: chat(a, probe).status_code == 200 and chat(b, probe).status_code == 200,
                what="both data planes have the keys")
+    return a, b, key, probe
+
+
+def test_rpm_is_shared_across_data_planes_through_redis(make_stack, redis):
+    s = make_stack()
+    admin = s.admin()
+    a, b, key, probe = shared_pair(s, admin, redis, {"rpm_limit": 10})
     fresh_minute()
     codes = [chat(dp, key).status_code for _ in range(15) for dp in (a, b)]
     assert codes.count(200) == 10 and codes.count(429) == 20, codes
@@ -227,12 +234,7 @@ def test_tpm_is_shared_across_data_planes_under_concurrency(make_stack, redis):
 
     s = make_stack()
     admin = s.admin()
-    a = s.dataplane("dp-a", redis=redis)
-    b = s.dataplane("dp-b", redis=redis)
-    key = admin.ok("POST", "/key/generate", json={"tpm_limit": 200})["key"]
-    probe = admin.ok("POST", "/key/generate", json={})["key"]
-    wait_until(lambda: chat(a, probe).status_code == 200 and chat(b, probe).status_code == 200,
-               what="both data planes have the keys")
+    a, b, key, probe = shared_pair(s, admin, redis, {"tpm_limit": 200})
     fresh_minute()
     with ThreadPoolExecutor(max_workers=100) as pool:
         results = list(pool.map(lambda i: chat((a, b)[i % 2], key, max_tokens=20), range(100)))
@@ -248,12 +250,7 @@ def test_tpm_is_shared_across_data_planes_under_concurrency(make_stack, redis):
 def test_redis_down_falls_back_to_each_data_planes_share(make_stack, redis):
     s = make_stack()
     admin = s.admin()
-    a = s.dataplane("dp-a", redis=redis)
-    b = s.dataplane("dp-b", redis=redis)
-    key = admin.ok("POST", "/key/generate", json={"rpm_limit": 10})["key"]
-    probe = admin.ok("POST", "/key/generate", json={})["key"]
-    wait_until(lambda: chat(a, probe).status_code == 200 and chat(b, probe).status_code == 200,
-               what="both data planes have the keys")
+    a, b, key, probe = shared_pair(s, admin, redis, {"rpm_limit": 10})
     import time
 
     time.sleep(4)  # a heartbeat: each data plane has seen the other

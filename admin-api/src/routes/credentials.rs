@@ -132,7 +132,7 @@ pub async fn get(
         .cp
         .clone()
         .list_credentials(pb::ListRequest {
-            page_size: 1000,
+            ids: vec![name.clone()],
             ..Default::default()
         })
         .await?
@@ -140,7 +140,7 @@ pub async fn get(
     let c = out
         .credentials
         .into_iter()
-        .find(|c| c.credential_name == name)
+        .next()
         .ok_or_else(|| ApiError::not_found(format!("credential `{name}` not found")))?;
     Ok(Json(c.into()))
 }

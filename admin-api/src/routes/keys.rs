@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{count_param, non_empty, object, total_pages, Body, Params, MAX_PAGE};
+use super::{count_param, non_empty, object, total_pages, Body, LimitFields, Params, MAX_PAGE};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
@@ -27,17 +27,8 @@ pub struct KeySettings {
     pub key_alias: Option<String>,
     /// Model names (or access groups) the key may call; empty: every model.
     pub models: Option<Vec<String>>,
-    /// Spend limit in USD.
-    #[schema(minimum = 0)]
-    pub max_budget: Option<f64>,
-    /// Spend at which alerts fire; requests still pass.
-    #[schema(minimum = 0)]
-    pub soft_budget: Option<f64>,
-    /// Budget window: `30s`, `10m`, `2h`, `30d`, `1mo`.
-    pub budget_duration: Option<String>,
-    pub rpm_limit: Option<u64>,
-    pub tpm_limit: Option<u64>,
-    pub max_parallel_requests: Option<u64>,
+    #[serde(flatten)]
+    pub limits: LimitFields,
     /// Lifetime from now (`30d`, ...); the key expires then. Absent: never.
     pub duration: Option<String>,
     pub team_id: Option<String>,
@@ -53,12 +44,12 @@ impl KeySettings {
             key_alias: self.key_alias,
             set_models: self.models.is_some(),
             models: self.models.unwrap_or_default(),
-            max_budget: self.max_budget,
-            soft_budget: self.soft_budget,
-            budget_duration: self.budget_duration,
-            rpm_limit: self.rpm_limit,
-            tpm_limit: self.tpm_limit,
-            max_parallel_requests: self.max_parallel_requests,
+            max_budget: self.limits.max_budget,
+            soft_budget: self.limits.soft_budget,
+            budget_duration: self.limits.budget_duration,
+            rpm_limit: self.limits.rpm_limit,
+            tpm_limit: self.limits.tpm_limit,
+            max_parallel_requests: self.limits.max_parallel_requests,
             expires_at: None,
             duration: self.duration,
             team_id: self.team_id,
@@ -227,14 +218,17 @@ pub struct KeyListResponse {
 
 /// A key named by itself or by its token (64 hex digits).
 pub fn key_ref(key: &str) -> pb::KeyRef {
-    let is_token = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
     pb::KeyRef {
-        r#ref: Some(if is_token {
-            pb::key_ref::Ref::KeyHash(key.to_ascii_lowercase())
-        } else {
-            pb::key_ref::Ref::Key(key.to_owned())
+        r#ref: Some(match as_token(key) {
+            Some(token) => pb::key_ref::Ref::KeyHash(token),
+            None => pb::key_ref::Ref::Key(key.to_owned()),
         }),
     }
+}
+
+/// `key` as a token (lowercase hex) if it is one: the key routes accept either.
+pub fn as_token(key: &str) -> Option<String> {
+    routeiq_proto::KeyHash::from_hex(key).map(|h| h.to_hex())
 }
 
 /// The key, if this caller may change it (404 for unknown keys). A team admin may not
@@ -311,12 +305,15 @@ async fn check_assignee(
 fn restricted_fields(s: &KeySettings) -> Vec<&'static str> {
     [
         ("models", s.models.is_some()),
-        ("max_budget", s.max_budget.is_some()),
-        ("soft_budget", s.soft_budget.is_some()),
-        ("budget_duration", s.budget_duration.is_some()),
-        ("rpm_limit", s.rpm_limit.is_some()),
-        ("tpm_limit", s.tpm_limit.is_some()),
-        ("max_parallel_requests", s.max_parallel_requests.is_some()),
+        ("max_budget", s.limits.max_budget.is_some()),
+        ("soft_budget", s.limits.soft_budget.is_some()),
+        ("budget_duration", s.limits.budget_duration.is_some()),
+        ("rpm_limit", s.limits.rpm_limit.is_some()),
+        ("tpm_limit", s.limits.tpm_limit.is_some()),
+        (
+            "max_parallel_requests",
+            s.limits.max_parallel_requests.is_some(),
+        ),
         ("duration", s.duration.is_some()),
     ]
     .into_iter()

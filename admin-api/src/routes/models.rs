@@ -268,20 +268,12 @@ async fn list(state: &AppState, q: ModelInfoQuery) -> ApiResult<Json<ModelList>>
         .clone()
         .list_models(pb::ListRequest {
             page_size: 1000,
+            ids: q.litellm_model_id.iter().cloned().collect(),
             ..Default::default()
         })
         .await?
         .into_inner();
-    let data: Vec<ModelObject> = out
-        .models
-        .into_iter()
-        .map(ModelObject::from)
-        .filter(|m| {
-            q.litellm_model_id
-                .as_ref()
-                .is_none_or(|id| &m.model_info.id == id)
-        })
-        .collect();
+    let data: Vec<ModelObject> = out.models.into_iter().map(ModelObject::from).collect();
     if let (Some(id), true) = (&q.litellm_model_id, data.is_empty()) {
         return Err(ApiError::not_found(format!("deployment `{id}` not found")));
     }

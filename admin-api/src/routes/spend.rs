@@ -188,11 +188,7 @@ fn range(start: Option<&str>, end: Option<&str>) -> ApiResult<pb::SpendFilter> {
 
 /// A key given as itself or as its token → its token.
 fn token(key: String) -> String {
-    if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        key.to_ascii_lowercase()
-    } else {
-        KeyHash::of(&key).to_hex()
-    }
+    super::keys::as_token(&key).unwrap_or_else(|| KeyHash::of(&key).to_hex())
 }
 
 async fn report_rows(

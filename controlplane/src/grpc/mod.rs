@@ -493,7 +493,11 @@ impl pb::control_plane_server::ControlPlane for Service {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let r = req.into_inner();
         let page = Page::new(r.page, r.page_size);
-        let all = deployments::load_all(&self.pool, &self.secrets).await?;
+        let all: Vec<_> = deployments::load_all(&self.pool, &self.secrets)
+            .await?
+            .into_iter()
+            .filter(|(d, _)| r.ids.is_empty() || r.ids.contains(&d.id.0))
+            .collect();
         let total = all.len() as u64;
         let models = all
             .iter()
@@ -537,7 +541,7 @@ impl pb::control_plane_server::ControlPlane for Service {
         let (recs, total) = deployments::credentials(
             &self.pool,
             &self.secrets,
-            None,
+            &r.ids,
             Page::new(r.page, r.page_size),
         )
         .await?;

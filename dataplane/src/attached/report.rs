@@ -59,7 +59,7 @@ impl Reporter {
             return;
         };
         let usage = ctx.usage.unwrap_or_default();
-        let cost = d.prices.of(&usage);
+        let cost = ctx.cost().unwrap_or(0.0);
         let elapsed = ctx.start.elapsed();
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -116,7 +116,7 @@ pub async fn completion(
             }
         };
         ctx.usage = usage;
-        headers.extend(super::cost_header(ctx, &d));
+        headers.extend(super::cost_header(ctx));
         if let Err(e) = respond::json(session, ctx, &headers, out).await {
             tracing::debug!(error = %e, "client went away");
         }

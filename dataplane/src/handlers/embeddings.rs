@@ -54,7 +54,7 @@ pub async fn create(
     ctx.upstream_latency = Some(sent.elapsed());
     ctx.usage = usage::from_body(&out);
     let mut headers = response_headers(ctx, &d);
-    headers.extend(super::cost_header(ctx, &d));
+    headers.extend(super::cost_header(ctx));
     if let Err(e) = respond::json(session, ctx, &headers, out).await {
         tracing::debug!(error = %e, "client went away");
     }

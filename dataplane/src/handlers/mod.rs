@@ -145,13 +145,9 @@ fn end_user_from_body(ctx: &mut RequestCtx, req: &request::RawObject) {
 
 /// `x-litellm-response-cost`: the request's cost in USD, once its usage is known (not on
 /// streams, whose headers go out first).
-fn cost_header(
-    ctx: &RequestCtx,
-    d: &crate::state::CompiledDeployment,
-) -> Option<(&'static str, String)> {
-    ctx.usage
-        .as_ref()
-        .map(|u| ("x-litellm-response-cost", d.prices.of(u).to_string()))
+fn cost_header(ctx: &RequestCtx) -> Option<(&'static str, String)> {
+    ctx.cost()
+        .map(|c| ("x-litellm-response-cost", c.to_string()))
 }
 
 /// Headers every model response carries (LiteLLM's names).

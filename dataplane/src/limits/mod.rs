@@ -16,7 +16,6 @@
 
 pub mod shared;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,13 +23,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use routeiq_proto::{KeyHash, VirtualKey};
 
 use crate::error::ApiError;
+use crate::per_key::{lock, PerKey};
 
 /// Completion tokens reserved when neither the request nor the deployment bounds them.
 pub const DEFAULT_COMPLETION_RESERVE: u64 = 256;
-
-const SHARDS: usize = 64;
-/// A shard sweeps idle counters when it grows past this.
-const SWEEP_AT: usize = 4096;
 
 /// One key's counters.
 #[derive(Debug, Default)]
@@ -71,7 +67,7 @@ impl Window {
 /// Every key's counters, sharded by key hash; shared through Redis when configured.
 #[derive(Debug)]
 pub struct Limiter {
-    shards: Vec<Mutex<HashMap<KeyHash, Arc<Counters>>>>,
+    counters: PerKey<Counters>,
     shared: Option<Arc<shared::Shared>>,
 }
 
@@ -102,11 +98,6 @@ pub struct Refused {
     pub headers: Vec<(&'static str, String)>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding a counter lock cannot leave it inconsistent (plain integers).
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn now() -> (u64, u64) {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,24 +114,16 @@ impl Limiter {
     /// Local limits, or shared ones through Redis.
     pub fn new(shared: Option<Arc<shared::Shared>>) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            counters: PerKey::default(),
             shared,
         }
     }
 
-    fn counters(&self, hash: &KeyHash) -> Arc<Counters> {
-        let shard = &self.shards[usize::from(hash.0[0]) % SHARDS];
-        let mut map = lock(shard);
-        if let Some(c) = map.get(hash) {
-            return Arc::clone(c);
-        }
-        if map.len() >= SWEEP_AT {
-            let (minute, _) = now();
-            map.retain(|_, c| {
-                c.in_flight.load(Ordering::Relaxed) > 0 || lock(&c.window).minute + 1 >= minute
-            });
-        }
-        Arc::clone(map.entry(*hash).or_default())
+    /// `hash`'s counters; a sweep keeps those in use in `minute` or the one before.
+    fn counters(&self, hash: &KeyHash, minute: u64) -> Arc<Counters> {
+        self.counters.get(hash, |c| {
+            c.in_flight.load(Ordering::Relaxed) > 0 || lock(&c.window).minute + 1 >= minute
+        })
     }
 
     /// Admits a request of `key` that may use up to `reserve` tokens, or refuses it with
@@ -153,8 +136,8 @@ impl Limiter {
         if !has_limits(key) {
             return Ok(None);
         }
-        let counters = self.counters(&key.hash);
         let (minute, reset) = now();
+        let counters = self.counters(&key.hash, minute);
         let slot = Slot::take(&counters);
         let parallel = slot.parallel;
         let outcome = if key.max_parallel_requests.is_some_and(|max| parallel > max) {
@@ -441,7 +424,6 @@ impl Admission {
             return;
         }
         self.settled = true;
-        let (minute, _) = now();
         let mut w = lock(&self.counters.window);
         if w.minute == self.minute {
             w.tokens = w.tokens.saturating_sub(self.reserved).saturating_add(used);
@@ -462,7 +444,7 @@ impl Admission {
             }
         } else {
             // The window moved on: the usage counts in the new one.
-            w.roll(minute);
+            w.roll(now().0);
             w.tokens = w.tokens.saturating_add(used);
         }
         drop(w);
