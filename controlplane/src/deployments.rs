@@ -19,6 +19,10 @@ struct Params {
     tpm: Option<u64>,
     weight: Option<f64>,
     mock_response: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream_timeout_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Value, StoreError> {
@@ -39,6 +43,8 @@ pub async fn upsert(
         tpm: d.tpm,
         weight: d.weight,
         mock_response: d.mock_response.clone(),
+        stream_timeout_seconds: d.stream_timeout.map(|t| t.as_secs_f64()),
+        tags: d.tags.clone(),
     };
     let api_key = d
         .api_key
@@ -113,6 +119,10 @@ pub async fn load_all(
                 tpm: params.tpm,
                 weight: params.weight,
                 mock_response: params.mock_response,
+                stream_timeout: params
+                    .stream_timeout_seconds
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+                tags: params.tags,
                 model_info,
             };
             Ok((d, r.try_get("source")?))

@@ -12,8 +12,7 @@ use crate::error::StoreError;
 fn to_json(s: &GatewaySettings) -> Value {
     json!({
         "master_key_hash": s.master_key_hash.map(|h| h.to_hex()),
-        "routing_strategy": s.router.routing_strategy.name(),
-        "request_timeout_seconds": s.router.request_timeout.map(|d| d.as_secs_f64()),
+        "router": Value::Object(s.router.to_litellm()),
         "max_request_body_bytes": s.max_request_body_bytes,
         "user_header_name": s.user_header_name,
     })
@@ -30,16 +29,22 @@ fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
     };
     Ok(GatewaySettings {
         master_key_hash,
-        router: RouterSettings {
-            routing_strategy: RoutingStrategy::from_name(
-                v.get("routing_strategy")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            ),
-            request_timeout: v
-                .get("request_timeout_seconds")
-                .and_then(Value::as_f64)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+        router: match v.get("router") {
+            Some(Value::Object(m)) => RouterSettings::from_litellm(m, "router")
+                .map_err(|e| StoreError::Corrupt(format!("settings.gateway.{e}")))?,
+            // Written before the router settings were stored whole.
+            _ => RouterSettings {
+                routing_strategy: RoutingStrategy::from_name(
+                    v.get("routing_strategy")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                ),
+                request_timeout: v
+                    .get("request_timeout_seconds")
+                    .and_then(Value::as_f64)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+                ..RouterSettings::default()
+            },
         },
         max_request_body_bytes: v
             .get("max_request_body_bytes")

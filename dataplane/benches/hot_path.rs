@@ -82,10 +82,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     if let Ok(loaded) = config::compile(&cfg, &cfg_path, &|_| None) {
-        if let Ok(live) = LiveState::prepare(loaded.snapshot) {
-            c.bench_function("routing/simple_shuffle_weighted_2", |b| {
-                b.iter(|| live.route(black_box("gpt-4o-mini")).map(|d| d.timeout))
-            });
+        if let Ok(live) = LiveState::prepare(loaded.snapshot, &Default::default()) {
             // Allowed by the key's third entry (an access group) and the team's wildcard.
             let key = routeiq_proto::VirtualKey {
                 models: vec!["a-model".into(), "b-model".into(), "gpt-4o-mini".into()].into(),
@@ -119,7 +116,7 @@ fn keys(c: &mut Criterion) {
     let Ok(live) = LiveState::prepare(Snapshot {
         keys,
         ..Snapshot::default()
-    }) else {
+    }, &Default::default()) else {
         return;
     };
     let probe = KeyHash::of("sk-bench-777");

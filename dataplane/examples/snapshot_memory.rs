@@ -59,7 +59,7 @@ fn main() {
     };
     drop(bytes);
     println!("decoded in {:?}; rss {:.0} MB", t.elapsed(), rss_mb());
-    let Ok(state) = LiveState::prepare(snapshot) else {
+    let Ok(state) = LiveState::prepare(snapshot, &Default::default()) else {
         return;
     };
     println!("prepared at {:?}; rss {:.0} MB", t.elapsed(), rss_mb());

@@ -73,6 +73,8 @@ mod tests {
             api_key: None,
             api_version: None,
             timeout: None,
+            stream_timeout: None,
+            tags: Vec::new(),
             rpm: None,
             tpm: None,
             weight: None,
@@ -104,7 +106,7 @@ mod tests {
                 deployment("cheap", &[]),
             ],
             ..Snapshot::default()
-        })
+        }, &Default::default())
         .unwrap();
         // (key models, team models, model, refused by)
         type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a str, Option<Scope>);

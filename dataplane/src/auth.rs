@@ -130,7 +130,7 @@ mod key_tests {
             master_key_hash: Some(KeyHash::of("sk-master")),
             keys: keys.into_iter().map(std::sync::Arc::new).collect(),
             ..Snapshot::default()
-        })
+        }, &Default::default())
         .unwrap()
     }
 
@@ -193,7 +193,7 @@ mod key_tests {
                 "{k}"
             );
         }
-        let open = LiveState::prepare(Snapshot::default()).unwrap();
+        let open = LiveState::prepare(Snapshot::default(), &Default::default()).unwrap();
         assert!(matches!(
             authenticate(&open, &bearer("anything")),
             Ok(Caller::Open)
@@ -269,6 +269,8 @@ mod key_tests {
             api_key: None,
             api_version: None,
             timeout: None,
+            stream_timeout: None,
+            tags: Vec::new(),
             rpm: None,
             tpm: None,
             weight: None,

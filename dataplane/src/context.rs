@@ -37,6 +37,11 @@ pub struct RequestCtx {
     pub budget_hold: Option<crate::budgets::Hold>,
     /// The end user the request was made for (`user_header_name`, or the body's `user`).
     pub end_user: Option<String>,
+    /// The serving deployment's hold (in flight, usage), settled when the request is logged.
+    pub lease: Option<crate::routing::Lease>,
+    /// Retries and fallback groups it took to serve the request.
+    pub retries: u32,
+    pub fallbacks: u32,
 }
 
 impl RequestCtx {
@@ -102,6 +107,9 @@ impl RequestCtx {
             rate_headers: Vec::new(),
             budget_hold: None,
             end_user: None,
+            lease: None,
+            retries: 0,
+            fallbacks: 0,
         }
     }
 }

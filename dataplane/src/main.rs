@@ -91,7 +91,7 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
         tracing::warn!("{w}");
     }
     let deployments = loaded.snapshot.deployments.len();
-    let live = match state::LiveState::prepare(loaded.snapshot) {
+    let live = match state::LiveState::prepare(loaded.snapshot, &Default::default()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("routeiq-dataplane: {}: {e}", path.display());
@@ -199,7 +199,7 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
     };
     let js = async_nats::jetstream::new(client.clone());
     tracing::info!(nats = url, dataplane_id = %id, "fetching the snapshot");
-    let stored = rt.block_on(attached::snapshot::bootstrap(&js));
+    let stored = rt.block_on(attached::snapshot::bootstrap(&js, &Default::default()));
     let version = stored.state.version;
     let (reporter, events) = Reporter::new(&id, args.usage_buffer);
     let app = match state::App::new(

@@ -56,6 +56,14 @@ impl ProxyHttp for Gateway {
         if let Some(h) = ctx.budget_hold.take() {
             h.settle(ctx.cost().unwrap_or(0.0));
         }
+        if let Some(lease) = ctx.lease.take() {
+            let served = ctx.status == 200 && ctx.error_type.is_none();
+            lease.settle(
+                ctx.usage.as_ref().map(crate::usage::Usage::total),
+                ctx.upstream_latency.filter(|_| served),
+                ctx.time_to_first_token,
+            );
+        }
         self.app.metrics.observe(ctx);
         if let Some(a) = &self.app.attached {
             a.reporter.record(ctx, &self.app.metrics);

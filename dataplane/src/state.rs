@@ -17,7 +17,8 @@ use routeiq_proto::{
 use crate::attached::report::Reporter;
 use crate::error::ApiError;
 use crate::keymap::{Change, KeyMap};
-use crate::routing::{self, Router};
+use crate::routing::health::{DeploymentHealth, Health};
+use crate::routing::ModelGroup;
 use crate::telemetry::Metrics;
 use crate::upstream::{Target, Upstream};
 
@@ -31,13 +32,12 @@ pub struct CompiledDeployment {
     /// `None` only for the mock provider.
     pub target: Option<Target>,
     pub timeout: Duration,
+    /// Wait for a stream's first chunk and between chunks.
+    pub stream_timeout: Duration,
     /// USD per token (see `cost`).
     pub prices: crate::cost::Prices,
-}
-
-pub struct ModelGroup {
-    pub deployments: Vec<Arc<CompiledDeployment>>,
-    router: Box<dyn Router>,
+    /// What this data plane has seen of the deployment (shared by every snapshot version).
+    pub health: Arc<DeploymentHealth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +65,17 @@ pub struct LiveState {
     pub model_names: Arc<Vec<String>>,
     /// Access group → the model names whose deployments are in it.
     access_groups: Arc<HashMap<String, HashSet<String>>>,
+    /// Deployment health by id, shared with the states before and after this one.
+    health: Arc<Health>,
 }
 
 impl LiveState {
-    /// Builds and validates a state from a snapshot. Fails without side effects.
-    pub fn prepare(snapshot: Snapshot) -> Result<Self, InvalidSnapshot> {
+    /// Builds and validates a state from a snapshot; its deployments' health comes from
+    /// (and stays in) `health`. Fails without side effects.
+    pub fn prepare(snapshot: Snapshot, health: &Arc<Health>) -> Result<Self, InvalidSnapshot> {
         snapshot.validate()?;
-        let (groups, model_names) = compile_groups(&snapshot.deployments, &snapshot.router)?;
+        let (groups, model_names) =
+            compile_groups(&snapshot.deployments, &snapshot.router, health)?;
         let access_groups = Arc::new(access_groups(&snapshot.deployments));
         Ok(Self {
             version: snapshot.version,
@@ -84,6 +88,7 @@ impl LiveState {
             groups: Arc::new(groups),
             model_names: Arc::new(model_names),
             access_groups,
+            health: Arc::clone(health),
         })
     }
 
@@ -145,7 +150,7 @@ impl LiveState {
             (list, _) => {
                 let list = list.map_or_else(|| Arc::clone(&self.deployments), Arc::new);
                 Snapshot::validate_deployments(&list)?;
-                let (groups, names) = compile_groups(&list, &router)?;
+                let (groups, names) = compile_groups(&list, &router, &self.health)?;
                 let access = Arc::new(access_groups(&list));
                 (list, Arc::new(groups), Arc::new(names), access)
             }
@@ -172,24 +177,20 @@ impl LiveState {
             groups,
             model_names,
             access_groups: access,
+            health: Arc::clone(&self.health),
         })
     }
 
-    /// Picks the deployment that serves `model`.
-    pub fn route(&self, model: &str) -> Result<Arc<CompiledDeployment>, ApiError> {
-        let group = self
-            .groups
-            .get(model)
-            .ok_or_else(|| self.unknown_model(model))?;
-        let i = group.router.pick(&group.deployments).unwrap_or(0);
-        group
-            .deployments
-            .get(i)
-            .cloned()
-            .ok_or_else(|| self.unknown_model(model))
+    pub fn router_settings(&self) -> &RouterSettings {
+        &self.router
     }
 
-    fn unknown_model(&self, model: &str) -> ApiError {
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// 404 naming the models there are.
+    pub fn unknown_model(&self, model: &str) -> ApiError {
         let names: Vec<&str> = self.model_names.iter().map(String::as_str).collect();
         ApiError::unknown_model(model, &names)
     }
@@ -221,6 +222,7 @@ fn access_groups(deployments: &[Deployment]) -> HashMap<String, HashSet<String>>
 fn compile_groups(
     deployments: &[Deployment],
     router: &RouterSettings,
+    health: &Health,
 ) -> Result<(HashMap<String, ModelGroup>, Vec<String>), InvalidSnapshot> {
     let mut by_name: HashMap<String, Vec<Arc<CompiledDeployment>>> = HashMap::new();
     for d in deployments {
@@ -238,6 +240,10 @@ fn compile_groups(
             .timeout
             .or(router.request_timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
+        let stream_timeout = d
+            .stream_timeout
+            .or(router.stream_timeout)
+            .unwrap_or(timeout);
         by_name
             .entry(d.model_name.clone())
             .or_default()
@@ -245,7 +251,9 @@ fn compile_groups(
                 deployment: d.clone(),
                 target,
                 timeout,
+                stream_timeout,
                 prices: crate::cost::prices(d),
+                health: health.of(&d.id),
             }));
     }
     let mut model_names: Vec<String> = by_name.keys().cloned().collect();
@@ -253,14 +261,8 @@ fn compile_groups(
     let groups = by_name
         .into_iter()
         .map(|(name, deployments)| {
-            let router = routing::build(&router.routing_strategy, &deployments);
-            (
-                name,
-                ModelGroup {
-                    deployments,
-                    router,
-                },
-            )
+            let group = ModelGroup::new(name.clone(), deployments, router);
+            (name, group)
         })
         .collect();
     Ok((groups, model_names))
@@ -284,6 +286,8 @@ pub struct App {
     pub limiter: crate::limits::Limiter,
     /// Per-key budget accounts (they outlive snapshot swaps).
     pub budgets: crate::budgets::Budgets,
+    /// With Redis: cooldowns to share with the other data planes.
+    pub cooldowns: Option<crate::routing::shared::CooldownSender>,
 }
 
 impl App {
@@ -299,11 +303,15 @@ impl App {
             metrics.register(Box::new(s.fallbacks.clone()))?;
             metrics.register(Box::new(s.up.clone()))?;
         }
+        let cooldowns = shared.as_ref().map(|s| {
+            crate::routing::shared::start(s.connection(), Arc::clone(state.health()))
+        });
         Ok(Self {
             live: ArcSwap::from_pointee(state),
             upstream: Arc::new(Upstream::default()),
             limiter: crate::limits::Limiter::new(shared),
             budgets: crate::budgets::Budgets::default(),
+            cooldowns,
             metrics,
             started: Instant::now(),
             attached,

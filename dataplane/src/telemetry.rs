@@ -2,8 +2,8 @@
 //! dashboards keep working.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::context::RequestCtx;
@@ -34,6 +34,12 @@ pub struct Metrics {
     pub usage_published: IntCounter,
     /// Requests admitted while their key's spend was past its `soft_budget`.
     pub soft_budget_exceeded: IntCounter,
+    deployment_state: IntGaugeVec,
+    deployment_failures: IntCounterVec,
+    cooled_down: IntCounterVec,
+    retries: IntCounterVec,
+    fallbacks_ok: IntCounterVec,
+    fallbacks_failed: IntCounterVec,
 }
 
 fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -163,8 +169,88 @@ impl Metrics {
                 "routeiq_usage_events_published_total",
                 "Usage events accepted by JetStream",
             )?,
+            deployment_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "litellm_deployment_state",
+                        "Circuit breaker of a deployment: 0 closed (healthy), 1 half-open, 2 open (cooling down)",
+                    ),
+                    &["model_id", "litellm_model_name", "api_provider"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            deployment_failures: counter(
+                &r,
+                "litellm_deployment_failure_responses_total",
+                "Failed attempts on a deployment, by error class",
+                &["model_id", "litellm_model_name", "exception_class"],
+            )?,
+            cooled_down: counter(
+                &r,
+                "litellm_deployment_cooled_down_total",
+                "Times a deployment was put in cooldown (its breaker opened)",
+                &["model_id", "litellm_model_name", "exception_class"],
+            )?,
+            retries: counter(
+                &r,
+                "routeiq_retries_total",
+                "Retries within a model group, by the error class that caused them",
+                &["model_group", "exception_class"],
+            )?,
+            fallbacks_ok: counter(
+                &r,
+                "litellm_deployment_successful_fallbacks_total",
+                "Requests served by a fallback model group",
+                &["requested_model", "fallback_model"],
+            )?,
+            fallbacks_failed: counter(
+                &r,
+                "litellm_deployment_failed_fallbacks_total",
+                "Requests whose fallbacks all failed",
+                &["requested_model", "fallback_model"],
+            )?,
             registry: r,
         })
+    }
+
+    pub fn deployment_state(
+        &self,
+        d: &crate::state::CompiledDeployment,
+        state: crate::routing::health::BreakerState,
+    ) {
+        self.deployment_state
+            .with_label_values(&[
+                d.deployment.id.0.as_str(),
+                &d.deployment.model_name,
+                d.deployment.provider.as_str(),
+            ])
+            .set(state as i64);
+    }
+
+    pub fn deployment_failure(&self, d: &crate::state::CompiledDeployment, class: &str) {
+        self.deployment_failures
+            .with_label_values(&[d.deployment.id.0.as_str(), &d.deployment.model_name, class])
+            .inc();
+    }
+
+    pub fn cooled_down(&self, d: &crate::state::CompiledDeployment, class: &str) {
+        self.cooled_down
+            .with_label_values(&[d.deployment.id.0.as_str(), &d.deployment.model_name, class])
+            .inc();
+    }
+
+    pub fn retry(&self, group: &str, class: &str) {
+        self.retries.with_label_values(&[group, class]).inc();
+    }
+
+    pub fn fallback(&self, requested: &str, fallback: &str, served: bool) {
+        let c = if served {
+            &self.fallbacks_ok
+        } else {
+            &self.fallbacks_failed
+        };
+        c.with_label_values(&[requested, fallback]).inc();
     }
 
     pub fn set_snapshot_version(&self, v: u64) {

@@ -8,6 +8,7 @@
 
 mod delta;
 mod keys;
+mod router;
 pub mod litellm;
 mod secret;
 mod snapshot;
@@ -17,7 +18,8 @@ pub mod wire;
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use keys::{hex, KeyHash, VirtualKey};
 pub use secret::Secret;
+pub use router::{ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy};
 pub use snapshot::{
-    ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, RouterSettings,
-    RoutingStrategy, Snapshot, SnapshotError,
+    ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, Snapshot,
+    SnapshotError,
 };

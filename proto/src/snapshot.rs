@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::{KeyHash, Secret, VirtualKey};
+use crate::{KeyHash, RouterSettings, Secret, VirtualKey};
 
 /// Which wire protocol and URL scheme a deployment speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,46 +78,16 @@ pub struct Deployment {
     pub api_key: Option<Secret>,
     pub api_version: Option<String>,
     pub timeout: Option<Duration>,
+    /// Wait for a stream's first chunk and between chunks (`litellm_params.stream_timeout`).
+    pub stream_timeout: Option<Duration>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub weight: Option<f64>,
     /// Fixed reply for the mock provider (LiteLLM's `mock_response`).
     pub mock_response: Option<String>,
+    /// `litellm_params.tags`, for tag filtering.
+    pub tags: Vec<String>,
     pub model_info: ModelInfo,
-}
-
-/// How the router picks among deployments that share a `model_name`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum RoutingStrategy {
-    #[default]
-    SimpleShuffle,
-    /// Any other LiteLLM strategy name, kept for the routing issue to interpret.
-    Other(String),
-}
-
-impl RoutingStrategy {
-    /// LiteLLM's name for the strategy.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::SimpleShuffle => "simple-shuffle",
-            Self::Other(o) => o,
-        }
-    }
-
-    /// The strategy of a LiteLLM name; empty means the default.
-    pub fn from_name(name: &str) -> Self {
-        match name {
-            "" | "simple-shuffle" => Self::SimpleShuffle,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RouterSettings {
-    pub routing_strategy: RoutingStrategy,
-    /// Global upstream timeout (`router_settings.timeout` / `litellm_settings.request_timeout`).
-    pub request_timeout: Option<Duration>,
 }
 
 /// The gateway-wide part of a snapshot (from `general_settings` and `router_settings`).

@@ -109,6 +109,7 @@ impl From<&RouterSettings> for pb::RouterSettings {
         Self {
             routing_strategy: r.routing_strategy.name().to_owned(),
             request_timeout_seconds: r.request_timeout.map(|d| d.as_secs_f64()),
+            litellm_json: serde_json::Value::Object(r.to_litellm()).to_string(),
         }
     }
 }
@@ -116,9 +117,17 @@ impl From<&RouterSettings> for pb::RouterSettings {
 impl TryFrom<pb::RouterSettings> for RouterSettings {
     type Error = InvalidMessage;
     fn try_from(r: pb::RouterSettings) -> Result<Self, InvalidMessage> {
+        if !r.litellm_json.is_empty() {
+            let m: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&r.litellm_json)
+                    .map_err(|e| invalid("router.litellm_json", e.to_string()))?;
+            return RouterSettings::from_litellm(&m, "router")
+                .map_err(|e| invalid("router.litellm_json", e));
+        }
         Ok(Self {
             routing_strategy: RoutingStrategy::from_name(&r.routing_strategy),
             request_timeout: duration("router.request_timeout_seconds", r.request_timeout_seconds)?,
+            ..Default::default()
         })
     }
 }
@@ -166,6 +175,8 @@ impl From<&Deployment> for pb::Deployment {
             tpm: d.tpm,
             weight: d.weight,
             mock_response: d.mock_response.clone(),
+            tags: d.tags.clone(),
+            stream_timeout_seconds: d.stream_timeout.map(|t| t.as_secs_f64()),
             model_info: Some(pb::ModelInfo {
                 max_input_tokens: mi.max_input_tokens,
                 max_output_tokens: mi.max_output_tokens,
@@ -213,6 +224,8 @@ impl TryFrom<pb::Deployment> for Deployment {
             tpm: d.tpm,
             weight: d.weight,
             mock_response: d.mock_response,
+            tags: d.tags,
+            stream_timeout: duration("deployment.stream_timeout_seconds", d.stream_timeout_seconds)?,
             model_info: ModelInfo {
                 max_input_tokens: mi.max_input_tokens,
                 max_output_tokens: mi.max_output_tokens,

@@ -1,7 +1,6 @@
 //! Chat: OpenAI `/v1/chat/completions` and Anthropic `/v1/messages`, to any provider.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -14,7 +13,10 @@ use crate::error::{ApiError, ClientApi};
 use crate::providers::{self, Operation};
 use crate::respond;
 use crate::sse;
-use crate::state::{App, LiveState};
+use crate::routing::failover::Failover;
+use crate::routing::RouteRequest;
+use crate::state::{App, CompiledDeployment, LiveState};
+use super::attempt::{self, Reply};
 use crate::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
 use crate::usage;
 
@@ -46,82 +48,84 @@ pub async fn completion(
         }
     };
 
-    let d = live.route(&model)?;
-    ctx.model = Some(model.clone());
-    ctx.deployment = Some(Arc::clone(&d));
+    let tags = super::take_tags(&mut req)?;
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .into_iter()
         .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
+    let estimate = crate::limits::WorstCase::of(body.len(), max_tokens, None);
+    let mut plan = Failover::new(
+        app,
+        live,
+        &model,
+        RouteRequest {
+            stream,
+            prompt_tokens: estimate.prompt,
+            tokens: estimate.tokens(),
+            tags,
+        },
+    )?;
+    let first = plan.first()?;
+    ctx.model = Some(model.clone());
+    ctx.deployment = Some(Arc::clone(&first));
     let worst = crate::limits::WorstCase::of(
         body.len(),
         max_tokens,
-        d.deployment.model_info.max_output_tokens,
+        first.deployment.model_info.max_output_tokens,
     );
-    ctx.admit(app, live.version, &d, worst).await?;
-    let provider = providers::get(d.deployment.provider);
-    let native = provider.chat_format();
-    let upstream_model = d.deployment.upstream_model.as_str();
-    let upstream_body = match (client, native) {
-        (ClientApi::OpenAi, ChatFormat::OpenAi) => {
-            req.set("model", &upstream_model)?;
-            if stream {
-                // Always ask for usage, so every stream is accounted for; the converter
-                // drops the usage chunk again when the client did not ask for it.
-                let mut opts = match req.value("stream_options") {
-                    Some(Value::Object(o)) => o,
-                    _ => Map::new(),
-                };
-                opts.insert("include_usage".into(), Value::Bool(true));
-                req.set("stream_options", &opts)?;
-            }
-            req.to_bytes()
-        }
-        (ClientApi::Anthropic, ChatFormat::Anthropic) => {
-            req.set("model", &upstream_model)?;
-            req.to_bytes()
-        }
-        (ClientApi::OpenAi, ChatFormat::Anthropic) => to_bytes(&openai_to_anthropic::request(
-            &req.into_map()?,
-            upstream_model,
-            d.deployment.model_info.max_output_tokens,
-        )?),
-        (ClientApi::Anthropic, ChatFormat::OpenAi) => to_bytes(&anthropic_to_openai::request(
-            &req.into_map()?,
-            upstream_model,
-        )?),
-    };
-
-    let sent = Instant::now();
-    let mut resp = provider
-        .send(&app.upstream, &d, Operation::Chat { stream }, upstream_body)
-        .await?;
+    ctx.admit(app, live.version, &first, worst).await?;
+    if stream && client == ClientApi::OpenAi {
+        // Always ask for usage, so every stream is accounted for; the converter drops the
+        // usage chunk again when the client did not ask for it.
+        let mut opts = match req.value("stream_options") {
+            Some(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        opts.insert("include_usage".into(), Value::Bool(true));
+        req.set("stream_options", &opts)?;
+    }
+    let served = attempt::serve(
+        app,
+        ctx,
+        &mut plan,
+        first,
+        Operation::Chat { stream },
+        MAX_RESPONSE_BYTES,
+        |d| upstream_body(&req, client, d),
+    )
+    .await?;
+    let d = served.deployment;
+    let sent = served.sent;
+    let native = providers::get(d.deployment.provider).chat_format();
     let mut headers = response_headers(ctx, &d);
 
-    if !stream {
-        let body = resp.body.read_all(MAX_RESPONSE_BYTES).await?;
-        ctx.upstream_latency = Some(sent.elapsed());
-        let (out, usage) = match (native, client) {
-            (ChatFormat::OpenAi, ClientApi::OpenAi)
-            | (ChatFormat::Anthropic, ClientApi::Anthropic) => {
-                let usage = usage::from_body(&body);
-                (body, usage)
+    let (mut resp, first_chunk) = match served.reply {
+        Reply::Stream { resp, first } => (resp, first),
+        Reply::Full(body) => {
+            ctx.upstream_latency = Some(sent.elapsed());
+            let (out, usage) = match (native, client) {
+                (ChatFormat::OpenAi, ClientApi::OpenAi)
+                | (ChatFormat::Anthropic, ClientApi::Anthropic) => {
+                    let usage = usage::from_body(&body);
+                    (body, usage)
+                }
+                (ChatFormat::Anthropic, ClientApi::OpenAi) => {
+                    let (v, u) = openai_to_anthropic::response(&body)?;
+                    (to_bytes(&v), u)
+                }
+                (ChatFormat::OpenAi, ClientApi::Anthropic) => {
+                    let (v, u) = anthropic_to_openai::response(&body, &model)?;
+                    (to_bytes(&v), u)
+                }
+            };
+            ctx.usage = usage;
+            headers.extend(super::cost_header(ctx));
+            if let Err(e) = respond::json(session, ctx, &headers, out).await {
+                tracing::debug!(error = %e, "client went away");
             }
-            (ChatFormat::Anthropic, ClientApi::OpenAi) => {
-                let (v, u) = openai_to_anthropic::response(&body)?;
-                (to_bytes(&v), u)
-            }
-            (ChatFormat::OpenAi, ClientApi::Anthropic) => {
-                let (v, u) = anthropic_to_openai::response(&body, &model)?;
-                (to_bytes(&v), u)
-            }
-        };
-        ctx.usage = usage;
-        headers.extend(super::cost_header(ctx));
-        if let Err(e) = respond::json(session, ctx, &headers, out).await {
-            tracing::debug!(error = %e, "client went away");
+            return Ok(());
         }
-        return Ok(());
-    }
+    };
+    ctx.time_to_first_token = Some(sent.elapsed());
 
     let mut conv = stream::converter(native, client, client_wants_usage, &model);
     let mut parser = sse::Parser::default();
@@ -129,12 +133,14 @@ pub async fn completion(
     if respond::stream_start(session, ctx, &headers).await.is_err() {
         return Ok(()); // client gone
     }
+    let mut pending = Some(first_chunk);
     loop {
-        match resp.body.next_chunk().await {
+        let next = match pending.take() {
+            Some(chunk) => Ok(Some(chunk)),
+            None => resp.body.next_chunk().await,
+        };
+        match next {
             Ok(Some(chunk)) => {
-                if ctx.time_to_first_token.is_none() {
-                    ctx.time_to_first_token = Some(sent.elapsed());
-                }
                 match parser.feed(&chunk) {
                     Ok(events) => events.iter().for_each(|ev| conv.event(ev, &mut out)),
                     Err(e) => {
@@ -173,6 +179,31 @@ pub async fn completion(
     let _ = respond::stream_write(session, &mut out).await;
     let _ = respond::stream_end(session).await;
     Ok(())
+}
+
+/// The request body for deployment `d`: the client's, with the model renamed, when both
+/// speak the same wire format; translated otherwise.
+fn upstream_body(
+    req: &RawObject,
+    client: ClientApi,
+    d: &CompiledDeployment,
+) -> Result<Bytes, ApiError> {
+    let upstream_model = d.deployment.upstream_model.as_str();
+    let native = providers::get(d.deployment.provider).chat_format();
+    Ok(match (client, native) {
+        (ClientApi::OpenAi, ChatFormat::OpenAi) | (ClientApi::Anthropic, ChatFormat::Anthropic) => {
+            req.with("model", &upstream_model)?
+        }
+        (ClientApi::OpenAi, ChatFormat::Anthropic) => to_bytes(&openai_to_anthropic::request(
+            &req.to_map()?,
+            upstream_model,
+            d.deployment.model_info.max_output_tokens,
+        )?),
+        (ClientApi::Anthropic, ChatFormat::OpenAi) => to_bytes(&anthropic_to_openai::request(
+            &req.to_map()?,
+            upstream_model,
+        )?),
+    })
 }
 
 fn to_bytes(v: &Value) -> Bytes {

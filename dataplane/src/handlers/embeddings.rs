@@ -1,7 +1,6 @@
 //! `POST /v1/embeddings`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -10,7 +9,10 @@ use super::request::RawObject;
 use super::response_headers;
 use crate::context::RequestCtx;
 use crate::error::ApiError;
-use crate::providers::{self, Operation};
+use super::attempt::{self, Reply};
+use crate::providers::Operation;
+use crate::routing::failover::Failover;
+use crate::routing::RouteRequest;
 use crate::respond;
 use crate::state::{App, LiveState};
 use crate::usage;
@@ -34,23 +36,38 @@ pub async fn create(
                 .with_param("input"),
         );
     }
-    let d = live.route(&model)?;
-    ctx.model = Some(model);
-    ctx.deployment = Some(Arc::clone(&d));
-    // Embeddings produce no completion tokens: the input is the whole reservation.
-    ctx.admit(
+    let tags = super::take_tags(&mut req)?;
+    let worst = crate::limits::WorstCase::of(body.len(), Some(0), None);
+    let mut plan = Failover::new(
         app,
-        live.version,
-        &d,
-        crate::limits::WorstCase::of(body.len(), Some(0), None),
+        live,
+        &model,
+        RouteRequest {
+            stream: false,
+            prompt_tokens: worst.prompt,
+            tokens: worst.tokens(),
+            tags,
+        },
+    )?;
+    let first = plan.first()?;
+    ctx.model = Some(model.clone());
+    ctx.deployment = Some(Arc::clone(&first));
+    // Embeddings produce no completion tokens: the input is the whole reservation.
+    ctx.admit(app, live.version, &first, worst).await?;
+    let served = attempt::serve(
+        app,
+        ctx,
+        &mut plan,
+        first,
+        Operation::Embeddings,
+        MAX_RESPONSE_BYTES,
+        |d| req.with("model", &d.deployment.upstream_model),
     )
     .await?;
-    req.set("model", &d.deployment.upstream_model)?;
-    let sent = Instant::now();
-    let mut resp = providers::get(d.deployment.provider)
-        .send(&app.upstream, &d, Operation::Embeddings, req.to_bytes())
-        .await?;
-    let out = resp.body.read_all(MAX_RESPONSE_BYTES).await?;
+    let (d, sent) = (served.deployment, served.sent);
+    let Reply::Full(out) = served.reply else {
+        return Err(ApiError::internal("embeddings answered with a stream"));
+    };
     ctx.upstream_latency = Some(sent.elapsed());
     ctx.usage = usage::from_body(&out);
     let mut headers = response_headers(ctx, &d);

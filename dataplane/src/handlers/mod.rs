@@ -1,5 +1,6 @@
 //! Request handlers: one per endpoint, each a few steps over the modules that do the work.
 
+mod attempt;
 mod chat;
 mod embeddings;
 mod info;
@@ -143,6 +144,18 @@ fn end_user_from_body(ctx: &mut RequestCtx, req: &request::RawObject) {
     }
 }
 
+/// Removes the body's `tags` (a list of strings, for tag routing; providers do not know
+/// the field) and returns them.
+fn take_tags(req: &mut request::RawObject) -> Result<Vec<String>, ApiError> {
+    match req.remove("tags") {
+        None => Ok(Vec::new()),
+        Some(raw) if raw.get() == "null" => Ok(Vec::new()),
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| {
+            ApiError::bad_request("`tags` must be a list of strings").with_param("tags")
+        }),
+    }
+}
+
 /// `x-litellm-response-cost`: the request's cost in USD, once its usage is known (not on
 /// streams, whose headers go out first).
 fn cost_header(ctx: &RequestCtx) -> Option<(&'static str, String)> {
@@ -159,6 +172,8 @@ fn response_headers(
         ("x-litellm-call-id", ctx.request_id.clone()),
         ("x-litellm-model-id", d.deployment.id.0.clone()),
         ("x-litellm-model-group", d.deployment.model_name.clone()),
+        ("x-litellm-attempted-retries", ctx.retries.to_string()),
+        ("x-litellm-attempted-fallbacks", ctx.fallbacks.to_string()),
     ];
     h.extend(ctx.rate_headers.iter().cloned());
     if !d.deployment.api_base.is_empty() {

@@ -90,18 +90,30 @@ impl RawObject {
         Ok(())
     }
 
-    /// The body as JSON bytes.
-    pub fn to_bytes(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(&self.0).unwrap_or_default())
+
+    /// Removes a field, returning its raw text.
+    pub fn remove(&mut self, key: &str) -> Option<Box<RawValue>> {
+        self.0.remove(key)
+    }
+
+    /// The body as JSON bytes with one field replaced (or added); `self` is unchanged, so
+    /// each attempt of a retried request starts from the client's body.
+    pub fn with(&self, key: &str, value: &impl Serialize) -> Result<Bytes, ApiError> {
+        let raw = serde_json::value::to_raw_value(value)
+            .map_err(|e| ApiError::internal(format!("cannot encode `{key}`: {e}")))?;
+        let mut fields: BTreeMap<&str, &RawValue> =
+            self.0.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+        fields.insert(key, &raw);
+        Ok(Bytes::from(serde_json::to_vec(&fields).unwrap_or_default()))
     }
 
     /// The full `serde_json` tree, for translation into another wire format.
-    pub fn into_map(self) -> Result<Map<String, Value>, ApiError> {
+    pub fn to_map(&self) -> Result<Map<String, Value>, ApiError> {
         self.0
-            .into_iter()
+            .iter()
             .map(|(k, v)| {
                 serde_json::from_str(v.get())
-                    .map(|v| (k, v))
+                    .map(|v| (k.clone(), v))
                     .map_err(|e| ApiError::bad_request(format!("request body: {e}")))
             })
             .collect()
@@ -120,11 +132,11 @@ mod tests {
         assert!(o.flag("stream").unwrap());
         assert!(!o.flag("x").unwrap());
         assert!(o.is_array("messages", true));
-        o.set("model", &"upstream-1").unwrap();
-        let out: Value = serde_json::from_slice(&o.to_bytes()).unwrap();
+        let out: Value = serde_json::from_slice(&o.with("model", &"upstream-1").unwrap()).unwrap();
         assert_eq!(out["model"], "upstream-1");
         assert_eq!(out["messages"][0]["content"], "hé");
-        assert!(o.into_map().unwrap().contains_key("messages"));
+        o.set("model", &"upstream-2").unwrap();
+        assert_eq!(o.to_map().unwrap()["model"], "upstream-2");
     }
 
     #[test]

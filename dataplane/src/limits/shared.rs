@@ -133,6 +133,11 @@ impl Shared {
         Ok(shared)
     }
 
+    /// The connection, for other state shared through the same Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// Whether to try Redis now (not within the backoff after a failure).
     pub fn usable(&self) -> bool {
         now_ms() >= self.down_until_ms.load(Ordering::Relaxed)

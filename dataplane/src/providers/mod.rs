@@ -96,7 +96,11 @@ pub trait Provider: Send + Sync {
             ))
         })?;
         let req = self.request(d, target, op, body)?;
-        let ex = upstream.send(target, req, d.timeout).await?;
+        let timeout = match op {
+            Operation::Chat { stream: true } => d.stream_timeout,
+            _ => d.timeout,
+        };
+        let ex = upstream.send(target, req, timeout).await?;
         let status = ex.status;
         let retry_after = ex.retry_after;
         let mut body = Body::Http(Box::new(ex));

@@ -57,6 +57,9 @@ struct RawLitellmParams {
     tpm: Option<u64>,
     weight: Option<f64>,
     mock_response: Option<String>,
+    stream_timeout: Option<f64>,
+    #[serde(default)]
+    tags: Vec<String>,
     litellm_credential_name: Option<String>,
     input_cost_per_token: Option<f64>,
     output_cost_per_token: Option<f64>,
@@ -100,19 +103,75 @@ struct RawGeneralSettings {
     unknown: Unknown,
 }
 
+/// `router_settings`, read by [`RouterSettings::from_litellm`].
 #[derive(Debug, Default, Deserialize)]
 struct RawRouterSettings {
-    routing_strategy: Option<String>,
-    timeout: Option<f64>,
     #[serde(flatten)]
-    unknown: Unknown,
+    all: Unknown,
 }
+
+/// The router keys LiteLLM also reads from `litellm_settings` (`router_settings` wins).
+const LITELLM_SETTINGS_ROUTER_KEYS: [&str; 6] = [
+    "request_timeout",
+    "num_retries",
+    "fallbacks",
+    "context_window_fallbacks",
+    "content_policy_fallbacks",
+    "default_fallbacks",
+];
 
 #[derive(Debug, Default, Deserialize)]
 struct RawLitellmSettings {
-    request_timeout: Option<f64>,
     #[serde(flatten)]
-    unknown: Unknown,
+    all: Unknown,
+}
+
+impl RawConfig {
+    /// The router settings: `router_settings`, plus the router keys of `litellm_settings`
+    /// that `router_settings` does not set.
+    fn router(&self, warnings: &mut Vec<String>) -> Result<RouterSettings, (String, String)> {
+        let json = |v: &serde_norway::Value, at: &str| {
+            serde_json::to_value(v).map_err(|e| (at.to_owned(), e.to_string()))
+        };
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.litellm_settings.all {
+            if LITELLM_SETTINGS_ROUTER_KEYS.contains(&k.as_str()) {
+                m.insert(k.clone(), json(v, &format!("litellm_settings.{k}"))?);
+            }
+        }
+        for (k, v) in &self.router_settings.all {
+            let v = json(v, &format!("router_settings.{k}"))?;
+            if k == "timeout" {
+                m.remove("request_timeout");
+            }
+            m.insert(k.clone(), v);
+        }
+        let s = RouterSettings::from_litellm(&m, "router_settings").map_err(|e| {
+            let (at, message) = e.split_once(": ").unwrap_or(("router_settings", &e));
+            let at = match at.strip_prefix("router_settings.") {
+                Some(k) if !self.router_settings.all.contains_key(k.split('.').next().unwrap_or(k)) => {
+                    format!("litellm_settings.{k}")
+                }
+                _ => at.to_owned(),
+            };
+            (at, message.to_owned())
+        })?;
+        for (name, secs) in [("request_timeout", s.request_timeout), ("stream_timeout", s.stream_timeout)] {
+            if secs.is_some_and(|d| d.is_zero()) {
+                return Err((format!("router_settings.{name}"), "must be a positive number of seconds".into()));
+            }
+        }
+        match &s.routing_strategy {
+            RoutingStrategy::Unknown(n) => warnings.push(format!(
+                "router_settings.routing_strategy `{n}` is not a known strategy; using simple-shuffle"
+            )),
+            RoutingStrategy::LlmRouter(n) => warnings.push(format!(
+                "router_settings.routing_strategy `{n}`: learned routers are not served by this RouteIQ version; using simple-shuffle"
+            )),
+            _ => {}
+        }
+        Ok(s)
+    }
 }
 
 fn warn_unknown(warnings: &mut Vec<String>, at: &str, unknown: &Unknown) {
@@ -155,8 +214,22 @@ impl RawConfig {
     pub fn collect_unknown(&self, warnings: &mut Vec<String>) {
         warn_unknown(warnings, "", &self.unknown);
         warn_unknown(warnings, "general_settings", &self.general_settings.unknown);
-        warn_unknown(warnings, "router_settings", &self.router_settings.unknown);
-        warn_unknown(warnings, "litellm_settings", &self.litellm_settings.unknown);
+        let unknown_of = |all: &Unknown, known: &[&str]| -> Unknown {
+            all.iter()
+                .filter(|(k, _)| !known.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        warn_unknown(
+            warnings,
+            "router_settings",
+            &unknown_of(&self.router_settings.all, &RouterSettings::KEYS),
+        );
+        warn_unknown(
+            warnings,
+            "litellm_settings",
+            &unknown_of(&self.litellm_settings.all, &LITELLM_SETTINGS_ROUTER_KEYS),
+        );
         for (i, d) in self.model_list.iter().enumerate() {
             d.collect_unknown(&format!("model_list[{i}]"), warnings);
         }
@@ -224,23 +297,7 @@ impl RawConfig {
                 .push("config has an empty `model_list`: every model request will get 404".into());
         }
 
-        let routing_strategy = match self.router_settings.routing_strategy.as_deref() {
-            None | Some("simple-shuffle") => RoutingStrategy::SimpleShuffle,
-            Some(other) => {
-                warnings.push(format!(
-                    "router_settings.routing_strategy `{other}` is not supported yet; using simple-shuffle"
-                ));
-                RoutingStrategy::Other(other.to_owned())
-            }
-        };
-        let request_timeout =
-            match seconds("router_settings.timeout", self.router_settings.timeout)? {
-                Some(t) => Some(t),
-                None => seconds(
-                    "litellm_settings.request_timeout",
-                    self.litellm_settings.request_timeout,
-                )?,
-            };
+        let router = self.router(warnings)?;
         let max_request_body_bytes = match self.general_settings.max_request_size_mb {
             None => Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES,
             Some(mb) if mb.is_finite() && mb > 0.0 => (mb * 1024.0 * 1024.0) as usize,
@@ -272,10 +329,7 @@ impl RawConfig {
             master_key_hash: master_key,
             deployments,
             keys: Vec::new(),
-            router: RouterSettings {
-                routing_strategy,
-                request_timeout,
-            },
+            router,
             max_request_body_bytes,
             user_header_name: self
                 .general_settings
@@ -389,6 +443,11 @@ pub fn compile_deployment(
         api_key,
         api_version,
         timeout: seconds(&format!("{at}.litellm_params.timeout"), p.timeout)?,
+        stream_timeout: seconds(
+            &format!("{at}.litellm_params.stream_timeout"),
+            p.stream_timeout,
+        )?,
+        tags: p.tags.clone(),
         rpm: p.rpm,
         tpm: p.tpm,
         weight: p.weight,

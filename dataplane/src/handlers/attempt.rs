@@ -1,0 +1,111 @@
+//! Sending a request upstream, deployment after deployment (`routing::failover`), until
+//! one answers. Nothing reaches the client before an attempt succeeds, so every failure up
+//! to then can be retried elsewhere: a non-streaming response is read whole within the
+//! deployment's `timeout`; a stream's first chunk must arrive within its `stream_timeout`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::context::RequestCtx;
+use crate::error::{ApiError, ErrorKind};
+use crate::providers::{self, Operation, ProviderResponse};
+use crate::routing::failover::Failover;
+use crate::routing::Lease;
+use crate::state::{App, CompiledDeployment};
+
+pub enum Reply {
+    /// A whole non-streaming body.
+    Full(Bytes),
+    /// A stream whose first chunk has arrived.
+    Stream {
+        resp: ProviderResponse,
+        first: Bytes,
+    },
+}
+
+pub struct Served {
+    pub deployment: Arc<CompiledDeployment>,
+    pub reply: Reply,
+    /// When the serving attempt was sent.
+    pub sent: Instant,
+}
+
+/// Tries `first`, then what `plan` offers after each failure. `build` makes the upstream
+/// body for a deployment; its errors are the client's and end the request at once.
+/// Records the serving deployment, retries and fallbacks in `ctx`.
+pub async fn serve(
+    app: &App,
+    ctx: &mut RequestCtx,
+    plan: &mut Failover<'_>,
+    first: Arc<CompiledDeployment>,
+    op: Operation,
+    max_response_bytes: usize,
+    build: impl Fn(&CompiledDeployment) -> Result<Bytes, ApiError>,
+) -> Result<Served, ApiError> {
+    let tokens = plan.request().tokens;
+    let mut d = first;
+    loop {
+        ctx.deployment = Some(Arc::clone(&d));
+        let body = build(&d)?;
+        let lease = Lease::start(&d, tokens);
+        let sent = Instant::now();
+        match send(app, &d, op, body, max_response_bytes).await {
+            Ok(reply) => {
+                plan.succeeded(&d);
+                ctx.lease = Some(lease);
+                ctx.retries = plan.retries;
+                ctx.fallbacks = plan.fallbacks;
+                return Ok(Served {
+                    deployment: d,
+                    reply,
+                    sent,
+                });
+            }
+            Err(e) => {
+                drop(lease);
+                tracing::debug!(deployment = %d.deployment.id, error = %e, "attempt failed");
+                ctx.retries = plan.retries;
+                ctx.fallbacks = plan.fallbacks;
+                d = plan.failed(&d, e).await?;
+            }
+        }
+    }
+}
+
+async fn send(
+    app: &App,
+    d: &CompiledDeployment,
+    op: Operation,
+    body: Bytes,
+    max_response_bytes: usize,
+) -> Result<Reply, ApiError> {
+    let provider = providers::get(d.deployment.provider);
+    if let Operation::Chat { stream: true } = op {
+        let mut resp = provider.send(&app.upstream, d, op, body).await?;
+        return match resp.body.next_chunk().await? {
+            Some(first) => Ok(Reply::Stream { resp, first }),
+            None => Err(ApiError::upstream(
+                502,
+                ErrorKind::Upstream,
+                format!(
+                    "deployment {} ended the stream before sending anything",
+                    d.deployment.id
+                ),
+            )),
+        };
+    }
+    let call = async {
+        let mut resp = provider.send(&app.upstream, d, op, body).await?;
+        resp.body.read_all(max_response_bytes).await
+    };
+    match tokio::time::timeout(d.timeout, call).await {
+        Ok(r) => r.map(Reply::Full),
+        Err(_) => Err(ApiError::timeout(format!(
+            "deployment {} did not answer within {:.1}s (litellm_params.timeout / router_settings.timeout)",
+            d.deployment.id,
+            d.timeout.as_secs_f64()
+        ))),
+    }
+}

@@ -1,0 +1,326 @@
+//! Retries and fallbacks: which deployment a request tries next after one failed.
+//!
+//! A [`Failover`] follows LiteLLM's order. The first attempt goes to the model group's pick.
+//! A failure is classified (`ErrorClass`, or a context-window overflow); the group is
+//! retried `retry_policy` / `num_retries` times for that class, each retry on a deployment
+//! not tried yet when there is one (else the same one, after a backoff that honours the
+//! upstream's `retry-after`). Then the fallback groups are tried in order, each with its
+//! own retries: `context_window_fallbacks` or `content_policy_fallbacks` for those
+//! failures (else the general ones), `fallbacks` for the model, else `default_fallbacks`.
+//! Requests the provider refused as invalid are not retried or sent elsewhere. Every
+//! failure counts against its deployment's breaker (`health`). When everything is
+//! exhausted, one error names every attempt and carries the last provider error.
+//!
+//! Callers attempt only before anything was sent to the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use routeiq_proto::{ErrorClass, RouterSettings};
+
+use super::health::{now_ms, Outcome};
+use super::{ModelGroup, RouteRequest};
+use crate::error::ApiError;
+use crate::state::{App, CompiledDeployment, LiveState};
+use crate::telemetry::Metrics;
+
+/// Longest wait before retrying the deployment that just failed; an upstream asking for
+/// longer is not retried (fallbacks still apply).
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+/// First backoff when retrying the same deployment; doubles per retry.
+const BACKOFF: Duration = Duration::from_millis(250);
+
+/// What kind of failure an attempt ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Class(ErrorClass),
+    /// The prompt does not fit the model's context window (a bad request with its own
+    /// fallbacks).
+    ContextWindow,
+}
+
+impl Failure {
+    /// Classifies an attempt's error (from the provider, the connection, or a timeout).
+    pub fn of(e: &ApiError) -> Self {
+        match e.code.as_deref() {
+            Some("context_length_exceeded") => return Self::ContextWindow,
+            Some("content_policy_violation") => {
+                return Self::Class(ErrorClass::ContentPolicyViolation)
+            }
+            Some("upstream_auth_error") => return Self::Class(ErrorClass::Authentication),
+            _ => {}
+        }
+        Self::Class(match e.status {
+            429 => ErrorClass::RateLimit,
+            401 | 403 => ErrorClass::Authentication,
+            408 | 504 => ErrorClass::Timeout,
+            400..=499 => ErrorClass::BadRequest,
+            _ => ErrorClass::InternalServer,
+        })
+    }
+
+    fn class(self) -> ErrorClass {
+        match self {
+            Self::Class(c) => c,
+            Self::ContextWindow => ErrorClass::BadRequest,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Class(c) => c.label(),
+            Self::ContextWindow => "context_window_exceeded",
+        }
+    }
+}
+
+pub struct Failover<'a> {
+    app: &'a App,
+    live: &'a LiveState,
+    settings: &'a RouterSettings,
+    metrics: &'a Metrics,
+    req: RouteRequest,
+    /// The model the client asked for.
+    model: &'a str,
+    group: &'a ModelGroup,
+    /// Indices (in `group`) tried so far.
+    tried: Vec<usize>,
+    group_retries: u32,
+    /// Fallback groups still to try, once a failure chose them.
+    chain: Option<std::vec::IntoIter<String>>,
+    /// Retries made (LiteLLM's `x-litellm-attempted-retries`).
+    pub retries: u32,
+    /// Fallback groups tried (`x-litellm-attempted-fallbacks`).
+    pub fallbacks: u32,
+    /// One line per failed attempt, for the final error.
+    log: Vec<String>,
+}
+
+impl<'a> Failover<'a> {
+    /// Plans the attempts for `model`: 404 when there is no such model.
+    pub fn new(
+        app: &'a App,
+        live: &'a LiveState,
+        model: &'a str,
+        req: RouteRequest,
+    ) -> Result<Self, ApiError> {
+        let group = live.group(model).ok_or_else(|| live.unknown_model(model))?;
+        Ok(Self {
+            app,
+            live,
+            settings: live.router_settings(),
+            metrics: &app.metrics,
+            req,
+            model,
+            group,
+            tried: Vec::new(),
+            group_retries: 0,
+            chain: None,
+            retries: 0,
+            fallbacks: 0,
+            log: Vec::new(),
+        })
+    }
+
+    pub fn request(&self) -> &RouteRequest {
+        &self.req
+    }
+
+    /// The model group currently tried (the requested one, or a fallback).
+    pub fn group_name(&self) -> &str {
+        &self.group.name
+    }
+
+    /// The deployment for the first attempt. When the model has none available (all
+    /// cooling down, prompt too large, ...) the fallbacks are tried.
+    pub fn first(&mut self) -> Result<Arc<CompiledDeployment>, ApiError> {
+        match self.group.pick(self.settings, &self.req, &[], now_ms()) {
+            Ok(i) => Ok(self.take(i)),
+            Err(none) => {
+                let e = none.into_error(&self.group.name, &self.req);
+                self.log.push(format!("{}: {}", self.group.name, e.message));
+                self.fall_back(Failure::of(&e), e)
+            }
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Arc<CompiledDeployment> {
+        self.tried.push(i);
+        Arc::clone(&self.group.deployments[i])
+    }
+
+    /// The attempt on `d` succeeded (its response began): a half-open breaker closes.
+    pub fn succeeded(&self, d: &CompiledDeployment) {
+        if d.health.succeeded() {
+            self.metrics.deployment_state(d, super::health::BreakerState::Closed);
+        }
+        if self.fallbacks > 0 {
+            self.metrics.fallback(self.model, &d.deployment.model_name, true);
+        }
+    }
+
+    /// The attempt on `d` failed with `e`: the next deployment to try, after any backoff,
+    /// or the final error.
+    pub async fn failed(
+        &mut self,
+        d: &CompiledDeployment,
+        e: ApiError,
+    ) -> Result<Arc<CompiledDeployment>, ApiError> {
+        let failure = Failure::of(&e);
+        let now = now_ms();
+        self.metrics.deployment_failure(d, failure.label());
+        let alone = self.group.deployments.len() == 1;
+        if let Outcome::Opened(until) = d.health.failed(failure.class(), self.settings, alone, now) {
+            tracing::warn!(
+                deployment = %d.deployment.id,
+                model_group = %d.deployment.model_name,
+                cooldown_ms = until.saturating_sub(now),
+                error = failure.label(),
+                "deployment cooling down"
+            );
+            self.metrics.cooled_down(d, failure.label());
+            self.metrics.deployment_state(d, super::health::BreakerState::Open);
+            if let Some(tx) = &self.app.cooldowns {
+                let _ = tx.try_send((d.deployment.id.clone(), until));
+            }
+        }
+        self.log.push(format!(
+            "{} ({}): {}",
+            d.deployment.model_name, d.deployment.id, e.message
+        ));
+
+        let allowed = match failure {
+            Failure::ContextWindow => 0,
+            Failure::Class(c) => self.settings.retries_for(c),
+        };
+        if self.group_retries < allowed {
+            let wait = e.retry_after.map(Duration::from_secs).unwrap_or_default();
+            if wait <= MAX_RETRY_WAIT {
+                if let Ok(i) = self.group.pick(self.settings, &self.req, &self.tried, now_ms()) {
+                    self.group_retries += 1;
+                    self.retries += 1;
+                    self.metrics.retry(&self.group.name, failure.label());
+                    let same = self.group.deployments[i].deployment.id == d.deployment.id;
+                    let backoff = if same {
+                        wait.max(BACKOFF * 2u32.pow(self.group_retries.min(5) - 1))
+                            .min(MAX_RETRY_WAIT)
+                    } else {
+                        Duration::ZERO
+                    };
+                    let pause = backoff.max(self.settings.retry_after);
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    return Ok(self.take(i));
+                }
+            }
+        }
+        self.fall_back(failure, e)
+    }
+
+    /// The next fallback group with a deployment to offer, or the final error.
+    fn fall_back(
+        &mut self,
+        failure: Failure,
+        last: ApiError,
+    ) -> Result<Arc<CompiledDeployment>, ApiError> {
+        if self.chain.is_none() {
+            self.chain = Some(self.fallback_groups(failure).into_iter());
+        }
+        while let Some(name) = self.chain.as_mut().and_then(Iterator::next) {
+            let Some(group) = self.live.group(&name) else {
+                self.log.push(format!("{name}: no such model group"));
+                continue;
+            };
+            self.group = group;
+            self.tried.clear();
+            self.group_retries = 0;
+            self.fallbacks += 1;
+            match group.pick(self.settings, &self.req, &[], now_ms()) {
+                Ok(i) => return Ok(self.take(i)),
+                Err(none) => {
+                    let e: ApiError = none.into_error(&name, &self.req);
+                    self.log.push(format!("{name}: {}", e.message));
+                }
+            }
+        }
+        if self.fallbacks > 0 {
+            self.metrics.fallback(self.model, &self.group.name, false);
+        }
+        Err(self.exhausted(last))
+    }
+
+    fn fallback_groups(&self, failure: Failure) -> Vec<String> {
+        let s = self.settings;
+        let specific = match failure {
+            Failure::ContextWindow => RouterSettings::fallbacks_of(&s.context_window_fallbacks, self.model),
+            Failure::Class(ErrorClass::ContentPolicyViolation) => {
+                RouterSettings::fallbacks_of(&s.content_policy_fallbacks, self.model)
+            }
+            // The request itself is wrong: another model would refuse it too.
+            Failure::Class(ErrorClass::BadRequest) => return Vec::new(),
+            Failure::Class(_) => None,
+        };
+        specific
+            .or_else(|| RouterSettings::fallbacks_of(&s.fallbacks, self.model))
+            .map(<[String]>::to_vec)
+            .unwrap_or_else(|| {
+                s.default_fallbacks
+                    .iter()
+                    .filter(|m| *m != self.model)
+                    .cloned()
+                    .collect()
+            })
+    }
+
+    /// The error once nothing is left: the last provider error's status and type, with
+    /// every attempt named when there was more than one.
+    fn exhausted(&self, mut last: ApiError) -> ApiError {
+        if self.log.len() > 1 {
+            last.message = format!(
+                "model `{}`: all {} attempts failed ({} retries, {} fallbacks): {}. Last error: {}",
+                self.model,
+                self.log.len(),
+                self.retries,
+                self.fallbacks,
+                self.log.join("; "),
+                last.message
+            );
+        }
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_like_litellm() {
+        let class = |e: ApiError| Failure::of(&e);
+        assert_eq!(
+            class(ApiError::upstream(502, crate::error::ErrorKind::Upstream, "x")),
+            Failure::Class(ErrorClass::InternalServer)
+        );
+        assert_eq!(
+            class(ApiError::timeout("slow")),
+            Failure::Class(ErrorClass::Timeout)
+        );
+        assert_eq!(
+            class(ApiError::rate_limited("x")),
+            Failure::Class(ErrorClass::RateLimit)
+        );
+        assert_eq!(
+            class(ApiError::bad_request("x").with_code("context_length_exceeded")),
+            Failure::ContextWindow
+        );
+        assert_eq!(
+            class(ApiError::bad_request("x").with_code("upstream_bad_request")),
+            Failure::Class(ErrorClass::BadRequest)
+        );
+        assert_eq!(
+            class(ApiError::upstream(502, crate::error::ErrorKind::Upstream, "x").with_code("upstream_auth_error")),
+            Failure::Class(ErrorClass::Authentication)
+        );
+    }
+}

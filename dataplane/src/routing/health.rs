@@ -1,0 +1,392 @@
+//! What the data plane has seen of each deployment: requests in flight, latency, this
+//! minute's usage and failures, and its circuit breaker. Kept per deployment id beside the
+//! snapshot, so a snapshot swap keeps it; read by the strategies with atomic loads only.
+//!
+//! The breaker: *closed* (serving); *open* for `cooldown_time` once the deployment failed
+//! more than its allowed fails in the current minute (a 429 or refused credentials open it
+//! at once, as in LiteLLM); then *half-open*: one request at a time probes it, and a
+//! success closes it while a failure opens it again. A model group with one deployment
+//! never opens its breaker (there is nothing to route to instead), as in LiteLLM.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use routeiq_proto::{DeploymentId, ErrorClass, RouterSettings};
+
+/// Weight of a new latency sample in the moving average.
+const EWMA_ALPHA: f64 = 0.3;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Breaker state, for metrics (LiteLLM's `litellm_deployment_state` uses 0/1/2 the same
+/// way: healthy, partial, outage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
+}
+
+#[derive(Debug, Default)]
+struct Minute {
+    minute: u64,
+    requests: u64,
+    tokens: u64,
+    failures: [u32; 6],
+}
+
+impl Minute {
+    fn roll(&mut self, now_ms: u64) {
+        let m = now_ms / 60_000;
+        if m > self.minute {
+            *self = Self {
+                minute: m,
+                ..Self::default()
+            };
+        }
+    }
+}
+
+/// A failure's effect on the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still closed (or half-open probe pending elsewhere).
+    Counted,
+    /// The breaker opened until this Unix millisecond.
+    Opened(u64),
+}
+
+#[derive(Debug, Default)]
+pub struct DeploymentHealth {
+    in_flight: AtomicU32,
+    /// EWMA of whole-request latency (f64 seconds as bits; 0: no sample yet).
+    latency: AtomicU64,
+    /// EWMA of time to first token of streams.
+    ttft: AtomicU64,
+    minute: Mutex<Minute>,
+    /// 0: closed. Otherwise open until this Unix millisecond, half-open after it.
+    open_until_ms: AtomicU64,
+    /// A half-open probe is in flight.
+    probing: AtomicBool,
+    /// Requests and tokens this minute across data planes (from Redis), and the minute
+    /// they count; only with shared state.
+    shared_minute: AtomicU64,
+    shared_requests: AtomicU64,
+    shared_tokens: AtomicU64,
+    /// Local usage not yet added to Redis.
+    unflushed_requests: AtomicU64,
+    unflushed_tokens: AtomicU64,
+}
+
+fn load_f64(a: &AtomicU64) -> f64 {
+    f64::from_bits(a.load(Ordering::Relaxed))
+}
+
+fn ewma(a: &AtomicU64, sample: f64) {
+    // Lost updates under a race only drop a sample; no lock on the hot path.
+    let old = load_f64(a);
+    let new = if old == 0.0 {
+        sample
+    } else {
+        old + EWMA_ALPHA * (sample - old)
+    };
+    a.store(new.max(f64::MIN_POSITIVE).to_bits(), Ordering::Relaxed);
+}
+
+impl DeploymentHealth {
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Average latency in seconds for streams (time to first token) or whole requests; 0
+    /// when never measured.
+    pub fn latency(&self, stream: bool) -> f64 {
+        if stream {
+            let t = load_f64(&self.ttft);
+            if t > 0.0 {
+                return t;
+            }
+        }
+        load_f64(&self.latency)
+    }
+
+    /// Requests and tokens used this minute: this data plane's, or, with shared state,
+    /// every data plane's as of the last sync plus what this one has not reported yet.
+    pub fn usage(&self, now_ms: u64) -> (u64, u64) {
+        let minute = now_ms / 60_000;
+        let local = self
+            .minute
+            .lock()
+            .map(|m| {
+                if m.minute == minute {
+                    (m.requests, m.tokens)
+                } else {
+                    (0, 0)
+                }
+            })
+            .unwrap_or((0, 0));
+        if self.shared_minute.load(Ordering::Relaxed) == minute {
+            let shared = (
+                self.shared_requests.load(Ordering::Relaxed)
+                    + self.unflushed_requests.load(Ordering::Relaxed),
+                self.shared_tokens.load(Ordering::Relaxed)
+                    + self.unflushed_tokens.load(Ordering::Relaxed),
+            );
+            (shared.0.max(local.0), shared.1.max(local.1))
+        } else {
+            local
+        }
+    }
+
+    pub fn state(&self, now_ms: u64) -> BreakerState {
+        match self.open_until_ms.load(Ordering::Acquire) {
+            0 => BreakerState::Closed,
+            until if now_ms < until => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Whether the router may pick it now: closed, or half-open with no probe in flight.
+    pub fn available(&self, now_ms: u64) -> bool {
+        match self.state(now_ms) {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen => !self.probing.load(Ordering::Acquire),
+        }
+    }
+
+    /// Claims the deployment for a request the router picked: starts a half-open probe
+    /// (false if another request got there first).
+    pub fn claim(&self, now_ms: u64) -> bool {
+        match self.state(now_ms) {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen => self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        }
+    }
+
+    /// A request starts: counted in flight and in this minute's usage.
+    pub fn start(&self, tokens: u64, now_ms: u64) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.minute.lock() {
+            m.roll(now_ms);
+            m.requests += 1;
+            m.tokens += tokens;
+        }
+        self.unflushed_requests.fetch_add(1, Ordering::Relaxed);
+        self.unflushed_tokens.fetch_add(tokens, Ordering::Relaxed);
+    }
+
+    /// The request used `actual` tokens where `counted` were counted at its start.
+    pub fn adjust_tokens(&self, counted: u64, actual: u64, now_ms: u64) {
+        if let Ok(mut m) = self.minute.lock() {
+            if m.minute == now_ms / 60_000 {
+                m.tokens = (m.tokens + actual).saturating_sub(counted);
+            }
+        }
+        if actual > counted {
+            self.unflushed_tokens
+                .fetch_add(actual - counted, Ordering::Relaxed);
+        }
+    }
+
+    /// The request ended.
+    pub fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A successful answer: a half-open breaker closes. Returns whether the breaker was not
+    /// closed before.
+    pub fn succeeded(&self) -> bool {
+        self.probing.store(false, Ordering::Release);
+        self.open_until_ms.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// A served request's latency, and its time to first token for streams.
+    pub fn record_latency(&self, latency: Duration, ttft: Option<Duration>) {
+        ewma(&self.latency, latency.as_secs_f64());
+        if let Some(t) = ttft {
+            ewma(&self.ttft, t.as_secs_f64());
+        }
+    }
+
+    /// A failed attempt of `class`. Opens the breaker when the minute's failures of that
+    /// class pass what the settings allow (at once for rate limits and refused
+    /// credentials unless `allowed_fails_policy` says otherwise), or when a half-open
+    /// probe fails. `alone`: the deployment is its group's only one (never opened).
+    pub fn failed(
+        &self,
+        class: ErrorClass,
+        settings: &RouterSettings,
+        alone: bool,
+        now_ms: u64,
+    ) -> Outcome {
+        let probing = self.probing.swap(false, Ordering::AcqRel);
+        let count = match self.minute.lock() {
+            Ok(mut m) => {
+                m.roll(now_ms);
+                let c = &mut m.failures[ErrorClass::ALL
+                    .iter()
+                    .position(|x| *x == class)
+                    .unwrap_or(0)];
+                *c += 1;
+                *c
+            }
+            Err(_) => 0,
+        };
+        if alone || settings.disable_cooldowns {
+            return Outcome::Counted;
+        }
+        let allowed = match (settings.allowed_fails_policy.get(class), class) {
+            (Some(n), _) => n,
+            (None, ErrorClass::RateLimit | ErrorClass::Authentication) => 0,
+            (None, _) => settings.allowed_fails_for(class),
+        };
+        if probing || count > allowed {
+            let until = now_ms + settings.cooldown_time().as_millis() as u64;
+            self.open_until(until);
+            Outcome::Opened(until)
+        } else {
+            Outcome::Counted
+        }
+    }
+
+    /// Opens the breaker until `until_ms` (a later time than the current one wins).
+    pub fn open_until(&self, until_ms: u64) {
+        self.open_until_ms.fetch_max(until_ms, Ordering::AcqRel);
+    }
+
+    /// Unix millisecond the breaker is open until (0: closed).
+    pub fn open_until_ms(&self) -> u64 {
+        self.open_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Shared state: usage not yet reported, taken for reporting.
+    pub fn take_unflushed(&self) -> (u64, u64) {
+        (
+            self.unflushed_requests.swap(0, Ordering::AcqRel),
+            self.unflushed_tokens.swap(0, Ordering::AcqRel),
+        )
+    }
+
+    /// Shared state: usage taken for reporting that did not reach Redis, put back.
+    pub fn unflush(&self, requests: u64, tokens: u64) {
+        self.unflushed_requests.fetch_add(requests, Ordering::AcqRel);
+        self.unflushed_tokens.fetch_add(tokens, Ordering::AcqRel);
+    }
+
+    /// Shared state: every data plane's usage of `minute`, as Redis counts it.
+    pub fn set_shared(&self, minute: u64, requests: u64, tokens: u64) {
+        self.shared_requests.store(requests, Ordering::Relaxed);
+        self.shared_tokens.store(tokens, Ordering::Relaxed);
+        self.shared_minute.store(minute, Ordering::Relaxed);
+    }
+}
+
+/// Every deployment's health, by id. Entries are made when a snapshot compiles and live
+/// as long as the process (a deployment removed and added back keeps its history).
+#[derive(Debug, Default)]
+pub struct Health {
+    by_id: Mutex<HashMap<DeploymentId, Arc<DeploymentHealth>>>,
+}
+
+impl Health {
+    pub fn of(&self, id: &DeploymentId) -> Arc<DeploymentHealth> {
+        match self.by_id.lock() {
+            Ok(mut m) => Arc::clone(m.entry(id.clone()).or_default()),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// A copy of the current entries (for the shared-state sync and metrics).
+    pub fn all(&self) -> Vec<(DeploymentId, Arc<DeploymentHealth>)> {
+        self.by_id
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_allowed_fails_and_closes_after_a_good_probe() {
+        let h = DeploymentHealth::default();
+        let mut s = RouterSettings::default();
+        s.allowed_fails = Some(2);
+        let t = 1_000_000;
+        for _ in 0..2 {
+            assert_eq!(
+                h.failed(ErrorClass::InternalServer, &s, false, t),
+                Outcome::Counted
+            );
+        }
+        assert_eq!(
+            h.failed(ErrorClass::InternalServer, &s, false, t),
+            Outcome::Opened(t + 5000)
+        );
+        assert!(!h.available(t + 10));
+        assert_eq!(h.state(t + 5000), BreakerState::HalfOpen);
+        assert!(h.claim(t + 5000));
+        assert!(!h.available(t + 5001), "one probe at a time");
+        assert!(!h.claim(t + 5001));
+        assert!(h.succeeded());
+        assert_eq!(h.state(t + 5002), BreakerState::Closed);
+    }
+
+    #[test]
+    fn failed_probe_reopens_and_rate_limits_open_at_once() {
+        let h = DeploymentHealth::default();
+        let s = RouterSettings::default();
+        assert!(matches!(
+            h.failed(ErrorClass::RateLimit, &s, false, 0),
+            Outcome::Opened(5000)
+        ));
+        assert!(h.claim(6000));
+        assert!(matches!(
+            h.failed(ErrorClass::Timeout, &s, false, 6000),
+            Outcome::Opened(11_000)
+        ));
+        let alone = DeploymentHealth::default();
+        assert_eq!(
+            alone.failed(ErrorClass::RateLimit, &s, true, 0),
+            Outcome::Counted
+        );
+        assert!(alone.available(1));
+    }
+
+    #[test]
+    fn latency_is_a_moving_average() {
+        let h = DeploymentHealth::default();
+        assert_eq!(h.latency(false), 0.0);
+        h.record_latency(Duration::from_secs(1), Some(Duration::from_millis(100)));
+        h.record_latency(Duration::from_secs(2), None);
+        assert!((h.latency(false) - 1.3).abs() < 1e-9);
+        assert!((h.latency(true) - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn usage_counts_this_minute() {
+        let h = DeploymentHealth::default();
+        h.start(100, 60_000);
+        h.start(50, 60_001);
+        h.adjust_tokens(50, 80, 60_002);
+        assert_eq!(h.usage(60_003), (2, 180));
+        assert_eq!(h.usage(120_000), (0, 0));
+        h.set_shared(1, 10, 1000);
+        assert_eq!(h.take_unflushed(), (2, 180));
+        assert_eq!(h.usage(60_004), (10, 1000));
+    }
+}

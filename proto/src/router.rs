@@ -1,0 +1,537 @@
+//! Router settings: how a model group picks a deployment and how a request recovers from a
+//! failing one. LiteLLM's `router_settings` keys (some may also sit in `litellm_settings`),
+//! with LiteLLM's meanings and defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the router picks among deployments that share a `model_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RoutingStrategy {
+    #[default]
+    SimpleShuffle,
+    LeastBusy,
+    LatencyBased,
+    CostBased,
+    UsageBasedV2,
+    /// `llmrouter-<name>`: a learned router (served by a later RouteIQ version; until then
+    /// the group routes with simple-shuffle).
+    LlmRouter(String),
+    /// A name RouteIQ does not know; routes with simple-shuffle (the loader warns).
+    Unknown(String),
+}
+
+impl RoutingStrategy {
+    /// LiteLLM's name for the strategy.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::SimpleShuffle => "simple-shuffle",
+            Self::LeastBusy => "least-busy",
+            Self::LatencyBased => "latency-based-routing",
+            Self::CostBased => "cost-based-routing",
+            Self::UsageBasedV2 => "usage-based-routing-v2",
+            Self::LlmRouter(n) | Self::Unknown(n) => n,
+        }
+    }
+
+    /// The strategy of a LiteLLM name; empty means the default. LiteLLM's older
+    /// `usage-based-routing` is served by v2.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "" | "simple-shuffle" => Self::SimpleShuffle,
+            "least-busy" => Self::LeastBusy,
+            "latency-based-routing" => Self::LatencyBased,
+            "cost-based-routing" => Self::CostBased,
+            "usage-based-routing-v2" | "usage-based-routing" => Self::UsageBasedV2,
+            n if n.starts_with("llmrouter-") => Self::LlmRouter(n.to_owned()),
+            n => Self::Unknown(n.to_owned()),
+        }
+    }
+}
+
+/// The classes of upstream failure LiteLLM's `retry_policy` and `allowed_fails_policy`
+/// distinguish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    BadRequest,
+    Authentication,
+    Timeout,
+    RateLimit,
+    ContentPolicyViolation,
+    InternalServer,
+}
+
+impl ErrorClass {
+    pub const ALL: [Self; 6] = [
+        Self::BadRequest,
+        Self::Authentication,
+        Self::Timeout,
+        Self::RateLimit,
+        Self::ContentPolicyViolation,
+        Self::InternalServer,
+    ];
+
+    /// LiteLLM's field-name stem (`TimeoutError` in `TimeoutErrorRetries`).
+    pub fn litellm_name(self) -> &'static str {
+        match self {
+            Self::BadRequest => "BadRequestError",
+            Self::Authentication => "AuthenticationError",
+            Self::Timeout => "TimeoutError",
+            Self::RateLimit => "RateLimitError",
+            Self::ContentPolicyViolation => "ContentPolicyViolationError",
+            Self::InternalServer => "InternalServerError",
+        }
+    }
+
+    /// Low-cardinality label for metrics and messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Authentication => "authentication",
+            Self::Timeout => "timeout",
+            Self::RateLimit => "rate_limit",
+            Self::ContentPolicyViolation => "content_policy_violation",
+            Self::InternalServer => "internal_server",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A count per error class (`retry_policy`: `TimeoutErrorRetries: 3`, ...;
+/// `allowed_fails_policy`: `TimeoutErrorAllowedFails: 3`, ...). `None`: not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerClass([Option<u32>; 6]);
+
+impl PerClass {
+    pub fn get(&self, c: ErrorClass) -> Option<u32> {
+        self.0[c.index()]
+    }
+    pub fn set(&mut self, c: ErrorClass, v: Option<u32>) {
+        self.0[c.index()] = v;
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+    /// Entries keyed `<class><suffix>` (`suffix`: `Retries` or `AllowedFails`).
+    pub fn to_map(&self, suffix: &str) -> serde_json::Map<String, serde_json::Value> {
+        ErrorClass::ALL
+            .iter()
+            .filter_map(|c| {
+                self.get(*c)
+                    .map(|v| (format!("{}{suffix}", c.litellm_name()), v.into()))
+            })
+            .collect()
+    }
+    /// The inverse of [`Self::to_map`]; an unknown key or a non-count value is an error
+    /// naming it.
+    pub fn from_map(
+        map: &serde_json::Map<String, serde_json::Value>,
+        suffix: &str,
+    ) -> Result<Self, String> {
+        let mut out = Self::default();
+        for (k, v) in map {
+            let class = ErrorClass::ALL
+                .into_iter()
+                .find(|c| k.strip_suffix(suffix) == Some(c.litellm_name()))
+                .ok_or_else(|| {
+                    let known: Vec<String> = ErrorClass::ALL
+                        .iter()
+                        .map(|c| format!("{}{suffix}", c.litellm_name()))
+                        .collect();
+                    format!("unknown key `{k}`; known: {}", known.join(", "))
+                })?;
+            let n = match v {
+                serde_json::Value::Null => None,
+                v => Some(
+                    v.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| format!("`{k}` must be a non-negative integer"))?,
+                ),
+            };
+            out.set(class, n);
+        }
+        Ok(out)
+    }
+}
+
+/// One `fallbacks` entry: `{model: [fallback, ...]}`, tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    pub model: String,
+    pub fallbacks: Vec<String>,
+}
+
+/// LiteLLM's defaults.
+pub const DEFAULT_NUM_RETRIES: u32 = 2;
+pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
+pub const DEFAULT_COOLDOWN_TIME: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouterSettings {
+    pub routing_strategy: RoutingStrategy,
+    /// `routing_strategy_args` as given (`lowest_latency_buffer`, ...; the learned
+    /// strategies' artifact settings).
+    pub routing_strategy_args: serde_json::Map<String, serde_json::Value>,
+    /// Global upstream timeout (`router_settings.timeout` / `litellm_settings.request_timeout`).
+    pub request_timeout: Option<Duration>,
+    /// Wait for a stream's first chunk, and between chunks (`stream_timeout`).
+    pub stream_timeout: Option<Duration>,
+    /// Retries per request (`num_retries`; default [`DEFAULT_NUM_RETRIES`]).
+    pub num_retries: Option<u32>,
+    /// Least wait before retrying a deployment that was just tried (`retry_after`).
+    pub retry_after: Duration,
+    pub retry_policy: PerClass,
+    /// Failures per minute a deployment may have before it cools down (`allowed_fails`).
+    pub allowed_fails: Option<u32>,
+    pub allowed_fails_policy: PerClass,
+    /// How long a failing deployment is skipped (`cooldown_time`).
+    pub cooldown_time: Option<Duration>,
+    pub disable_cooldowns: bool,
+    pub fallbacks: Vec<Fallback>,
+    pub context_window_fallbacks: Vec<Fallback>,
+    pub content_policy_fallbacks: Vec<Fallback>,
+    /// Fallbacks for every model group without its own (`default_fallbacks`).
+    pub default_fallbacks: Vec<String>,
+    pub enable_pre_call_checks: bool,
+    pub enable_tag_filtering: bool,
+}
+
+impl RouterSettings {
+    pub fn num_retries(&self) -> u32 {
+        self.num_retries.unwrap_or(DEFAULT_NUM_RETRIES)
+    }
+
+    /// Retries for a failure of `class`: the `retry_policy` entry, else `num_retries` for
+    /// failures worth retrying (timeouts, rate limits, provider errors) and none for the
+    /// ones a retry cannot fix (bad requests, refused credentials, content policy).
+    pub fn retries_for(&self, class: ErrorClass) -> u32 {
+        self.retry_policy.get(class).unwrap_or(match class {
+            ErrorClass::Timeout | ErrorClass::RateLimit | ErrorClass::InternalServer => {
+                self.num_retries()
+            }
+            _ => 0,
+        })
+    }
+
+    /// Failures of `class` a deployment may have in a minute before it cools down:
+    /// the `allowed_fails_policy` entry, else `allowed_fails`.
+    pub fn allowed_fails_for(&self, class: ErrorClass) -> u32 {
+        self.allowed_fails_policy
+            .get(class)
+            .or(self.allowed_fails)
+            .unwrap_or(DEFAULT_ALLOWED_FAILS)
+    }
+
+    pub fn cooldown_time(&self) -> Duration {
+        self.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_TIME)
+    }
+
+    /// `lowest_latency_buffer` from `routing_strategy_args` (0 when absent).
+    pub fn lowest_latency_buffer(&self) -> f64 {
+        self.routing_strategy_args
+            .get("lowest_latency_buffer")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|b| b.is_finite() && *b >= 0.0)
+            .unwrap_or(0.0)
+    }
+
+    /// The fallback groups for `model` from one of the lists.
+    pub fn fallbacks_of<'a>(list: &'a [Fallback], model: &str) -> Option<&'a [String]> {
+        list.iter()
+            .find(|f| f.model == model)
+            .map(|f| f.fallbacks.as_slice())
+    }
+}
+
+type Json = serde_json::Value;
+type Object = serde_json::Map<String, Json>;
+
+fn secs(at: &str, v: &Json) -> Result<Duration, String> {
+    v.as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{at}: must be a non-negative number of seconds, got {v}"))
+}
+
+fn count(at: &str, v: &Json) -> Result<u32, String> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| format!("{at}: must be a non-negative integer, got {v}"))
+}
+
+fn flag(at: &str, v: &Json) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("{at}: must be true or false, got {v}"))
+}
+
+fn strings(at: &str, v: &Json) -> Result<Vec<String>, String> {
+    match v {
+        Json::String(s) => Ok(vec![s.clone()]),
+        Json::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{at}: must be a list of model names"))
+            })
+            .collect(),
+        _ => Err(format!("{at}: must be a list of model names")),
+    }
+}
+
+/// `[{"gpt-4o": ["claude"]}, ...]` (LiteLLM's shape; one object with several keys is
+/// accepted too).
+fn fallback_list(at: &str, v: &Json) -> Result<Vec<Fallback>, String> {
+    let items = match v {
+        Json::Array(items) => items.as_slice(),
+        Json::Object(_) => std::slice::from_ref(v),
+        _ => return Err(format!("{at}: must be a list like [{{\"model\": [\"fallback\"]}}]")),
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Json::Object(m) = item else {
+            return Err(format!("{at}: each entry must map a model to its fallbacks"));
+        };
+        for (model, fb) in m {
+            out.push(Fallback {
+                model: model.clone(),
+                fallbacks: strings(&format!("{at}.{model}"), fb)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn fallback_json(list: &[Fallback]) -> Json {
+    Json::Array(
+        list.iter()
+            .map(|f| serde_json::json!({ f.model.clone(): f.fallbacks }))
+            .collect(),
+    )
+}
+
+impl RouterSettings {
+    /// The keys [`Self::from_litellm`] reads.
+    pub const KEYS: [&'static str; 18] = [
+        "routing_strategy",
+        "routing_strategy_args",
+        "timeout",
+        "request_timeout",
+        "stream_timeout",
+        "num_retries",
+        "retry_after",
+        "retry_policy",
+        "allowed_fails",
+        "allowed_fails_policy",
+        "cooldown_time",
+        "disable_cooldowns",
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "default_fallbacks",
+        "enable_pre_call_checks",
+        "enable_tag_filtering",
+    ];
+
+    /// Reads LiteLLM's router keys from `m` (other keys are left to the caller). Errors
+    /// name the key (`prefix.key`).
+    pub fn from_litellm(m: &Object, prefix: &str) -> Result<Self, String> {
+        let mut s = Self::default();
+        for (k, v) in m {
+            if v.is_null() {
+                continue;
+            }
+            let at = format!("{prefix}.{k}");
+            match k.as_str() {
+                "routing_strategy" => {
+                    s.routing_strategy = RoutingStrategy::from_name(
+                        v.as_str()
+                            .ok_or_else(|| format!("{at}: must be a strategy name"))?,
+                    )
+                }
+                "routing_strategy_args" => {
+                    s.routing_strategy_args = v
+                        .as_object()
+                        .cloned()
+                        .ok_or_else(|| format!("{at}: must be a mapping"))?
+                }
+                "timeout" | "request_timeout" => s.request_timeout = Some(secs(&at, v)?),
+                "stream_timeout" => s.stream_timeout = Some(secs(&at, v)?),
+                "num_retries" => s.num_retries = Some(count(&at, v)?),
+                "retry_after" => s.retry_after = secs(&at, v)?,
+                "retry_policy" | "allowed_fails_policy" => {
+                    let suffix = if k == "retry_policy" { "Retries" } else { "AllowedFails" };
+                    let map = v
+                        .as_object()
+                        .ok_or_else(|| format!("{at}: must be a mapping"))?;
+                    let p = PerClass::from_map(map, suffix).map_err(|e| format!("{at}: {e}"))?;
+                    if k == "retry_policy" {
+                        s.retry_policy = p
+                    } else {
+                        s.allowed_fails_policy = p
+                    }
+                }
+                "allowed_fails" => s.allowed_fails = Some(count(&at, v)?),
+                "cooldown_time" => s.cooldown_time = Some(secs(&at, v)?),
+                "disable_cooldowns" => s.disable_cooldowns = flag(&at, v)?,
+                "fallbacks" => s.fallbacks = fallback_list(&at, v)?,
+                "context_window_fallbacks" => s.context_window_fallbacks = fallback_list(&at, v)?,
+                "content_policy_fallbacks" => s.content_policy_fallbacks = fallback_list(&at, v)?,
+                "default_fallbacks" => s.default_fallbacks = strings(&at, v)?,
+                "enable_pre_call_checks" => s.enable_pre_call_checks = flag(&at, v)?,
+                "enable_tag_filtering" => s.enable_tag_filtering = flag(&at, v)?,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    /// The settings under LiteLLM's key names; [`Self::from_litellm`] reads them back.
+    pub fn to_litellm(&self) -> Object {
+        let mut m = Object::new();
+        m.insert("routing_strategy".into(), self.routing_strategy.name().into());
+        if !self.routing_strategy_args.is_empty() {
+            m.insert(
+                "routing_strategy_args".into(),
+                Json::Object(self.routing_strategy_args.clone()),
+            );
+        }
+        let mut put_secs = |k: &str, d: Option<Duration>| {
+            if let Some(d) = d {
+                m.insert(k.into(), d.as_secs_f64().into());
+            }
+        };
+        put_secs("timeout", self.request_timeout);
+        put_secs("stream_timeout", self.stream_timeout);
+        put_secs("cooldown_time", self.cooldown_time);
+        put_secs("retry_after", Some(self.retry_after).filter(|d| !d.is_zero()));
+        if let Some(n) = self.num_retries {
+            m.insert("num_retries".into(), n.into());
+        }
+        if let Some(n) = self.allowed_fails {
+            m.insert("allowed_fails".into(), n.into());
+        }
+        if !self.retry_policy.is_empty() {
+            m.insert("retry_policy".into(), Json::Object(self.retry_policy.to_map("Retries")));
+        }
+        if !self.allowed_fails_policy.is_empty() {
+            m.insert(
+                "allowed_fails_policy".into(),
+                Json::Object(self.allowed_fails_policy.to_map("AllowedFails")),
+            );
+        }
+        for (k, list) in [
+            ("fallbacks", &self.fallbacks),
+            ("context_window_fallbacks", &self.context_window_fallbacks),
+            ("content_policy_fallbacks", &self.content_policy_fallbacks),
+        ] {
+            if !list.is_empty() {
+                m.insert(k.into(), fallback_json(list));
+            }
+        }
+        if !self.default_fallbacks.is_empty() {
+            m.insert("default_fallbacks".into(), self.default_fallbacks.clone().into());
+        }
+        for (k, on) in [
+            ("disable_cooldowns", self.disable_cooldowns),
+            ("enable_pre_call_checks", self.enable_pre_call_checks),
+            ("enable_tag_filtering", self.enable_tag_filtering),
+        ] {
+            if on {
+                m.insert(k.into(), true.into());
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_names_round_trip() {
+        for n in [
+            "simple-shuffle",
+            "least-busy",
+            "latency-based-routing",
+            "cost-based-routing",
+            "usage-based-routing-v2",
+            "llmrouter-knn",
+            "who-knows",
+        ] {
+            assert_eq!(RoutingStrategy::from_name(n).name(), n);
+        }
+        assert_eq!(
+            RoutingStrategy::from_name("usage-based-routing"),
+            RoutingStrategy::UsageBasedV2
+        );
+    }
+
+    #[test]
+    fn per_class_maps() {
+        let m: serde_json::Map<_, _> = serde_json::from_str(
+            r#"{"TimeoutErrorRetries": 4, "AuthenticationErrorRetries": 0}"#,
+        )
+        .unwrap();
+        let p = PerClass::from_map(&m, "Retries").unwrap();
+        assert_eq!(p.get(ErrorClass::Timeout), Some(4));
+        assert_eq!(p.get(ErrorClass::Authentication), Some(0));
+        assert_eq!(p.get(ErrorClass::RateLimit), None);
+        assert_eq!(p.to_map("Retries"), m);
+        let bad: serde_json::Map<_, _> = serde_json::from_str(r#"{"Nope": 1}"#).unwrap();
+        assert!(PerClass::from_map(&bad, "Retries")
+            .unwrap_err()
+            .contains("Nope"));
+    }
+
+    #[test]
+    fn litellm_keys_round_trip() {
+        let m: Object = serde_json::from_str(
+            r#"{"routing_strategy": "latency-based-routing",
+                "routing_strategy_args": {"lowest_latency_buffer": 0.5},
+                "timeout": 30, "stream_timeout": 5.5, "num_retries": 3, "retry_after": 1,
+                "retry_policy": {"TimeoutErrorRetries": 1},
+                "allowed_fails": 2, "allowed_fails_policy": {"RateLimitErrorAllowedFails": 10},
+                "cooldown_time": 7, "fallbacks": [{"a": ["b", "c"]}],
+                "context_window_fallbacks": [{"a": ["big"]}], "content_policy_fallbacks": [{"a": ["c"]}],
+                "default_fallbacks": ["d"], "enable_pre_call_checks": true,
+                "enable_tag_filtering": true, "disable_cooldowns": true}"#,
+        )
+        .unwrap();
+        let s = RouterSettings::from_litellm(&m, "router_settings").unwrap();
+        assert_eq!(s.routing_strategy, RoutingStrategy::LatencyBased);
+        assert_eq!(s.lowest_latency_buffer(), 0.5);
+        assert_eq!(s.stream_timeout, Some(Duration::from_millis(5500)));
+        assert_eq!(s.retries_for(ErrorClass::Timeout), 1);
+        assert_eq!(s.retries_for(ErrorClass::RateLimit), 3);
+        assert_eq!(s.allowed_fails_for(ErrorClass::RateLimit), 10);
+        assert_eq!(s.allowed_fails_for(ErrorClass::Timeout), 2);
+        assert_eq!(
+            RouterSettings::fallbacks_of(&s.fallbacks, "a").unwrap(),
+            ["b".to_owned(), "c".to_owned()]
+        );
+        let back = RouterSettings::from_litellm(&s.to_litellm(), "x").unwrap();
+        assert_eq!(back, s);
+        let bad: Object = serde_json::from_str(r#"{"num_retries": -1}"#).unwrap();
+        assert!(RouterSettings::from_litellm(&bad, "router_settings")
+            .unwrap_err()
+            .starts_with("router_settings.num_retries"));
+    }
+
+    #[test]
+    fn retry_defaults_follow_the_error_class() {
+        let mut s = RouterSettings::default();
+        assert_eq!(s.retries_for(ErrorClass::InternalServer), 2);
+        assert_eq!(s.retries_for(ErrorClass::BadRequest), 0);
+        s.num_retries = Some(5);
+        s.retry_policy.set(ErrorClass::Authentication, Some(1));
+        assert_eq!(s.retries_for(ErrorClass::Timeout), 5);
+        assert_eq!(s.retries_for(ErrorClass::Authentication), 1);
+        assert_eq!(s.allowed_fails_for(ErrorClass::Timeout), 3);
+    }
+}
