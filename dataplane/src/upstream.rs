@@ -207,7 +207,20 @@ impl Exchange {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
-        match session.read_body_bytes().await {
+        // pingora's read timeout covers the response header, not body reads: each read
+        // is bounded here (a stream's `stream_timeout` between chunks).
+        let read = match tokio::time::timeout(self.timeout, session.read_body_bytes()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.session = None;
+                return Err(ApiError::timeout(format!(
+                    "upstream {} sent nothing for {:.1}s",
+                    self.target_label,
+                    self.timeout.as_secs_f64()
+                )));
+            }
+        };
+        match read {
             Ok(Some(chunk)) => Ok(Some(chunk)),
             Ok(None) => {
                 if let Some(session) = self.session.take() {

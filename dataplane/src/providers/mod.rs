@@ -133,7 +133,7 @@ pub fn upstream_error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiEr
         400 | 404 | 413 | 422 => {
             let mut e = ApiError::bad_request(text);
             e.status = if status == 413 { 413 } else { 400 };
-            e.with_code("upstream_bad_request")
+            e.with_code(bad_request_code(body, &message))
         }
         401 | 403 => ApiError::upstream(
             502,
@@ -147,6 +147,33 @@ pub fn upstream_error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiEr
         408 | 504 => ApiError::timeout(text),
         503 | 529 => ApiError::upstream(503, ErrorKind::Unavailable, text),
         _ => ApiError::upstream(502, ErrorKind::Upstream, text),
+    }
+}
+
+/// The code of a provider's 400: the two failures with their own fallbacks
+/// (`context_window_fallbacks`, `content_policy_fallbacks`) are recognised by OpenAI's,
+/// Azure's and Anthropic's codes and messages.
+fn bad_request_code(body: &[u8], message: &str) -> &'static str {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|v| v.get("error")?.get("code")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let m = message.to_ascii_lowercase();
+    if code == "context_length_exceeded"
+        || m.contains("maximum context length")
+        || m.contains("prompt is too long")
+        || m.contains("context window")
+    {
+        "context_length_exceeded"
+    } else if code == "content_policy_violation"
+        || code == "content_filter"
+        || m.contains("content management policy")
+        || m.contains("content policy")
+    {
+        "content_policy_violation"
+    } else {
+        "upstream_bad_request"
     }
 }
 
@@ -206,6 +233,20 @@ mod tests {
             400
         );
         assert_eq!(upstream_error(ProviderKind::OpenAi, 401, b"").status, 502);
+        let code = |b: &[u8]| upstream_error(ProviderKind::OpenAi, 400, b).code.unwrap();
+        assert_eq!(
+            code(br#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#),
+            "context_length_exceeded"
+        );
+        assert_eq!(
+            code(br#"{"error":{"message":"flagged","code":"content_policy_violation"}}"#),
+            "content_policy_violation"
+        );
+        assert_eq!(
+            code(br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}"#),
+            "context_length_exceeded"
+        );
+        assert_eq!(code(b"bad"), "upstream_bad_request");
         assert_eq!(upstream_error(ProviderKind::OpenAi, 429, b"").status, 429);
         assert_eq!(upstream_error(ProviderKind::OpenAi, 504, b"").status, 504);
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use routeiq_proto::{ErrorClass, RouterSettings};
 
-use super::health::{now_ms, Outcome};
+use super::health::{now_ms, BreakerState, Outcome};
 use super::{ModelGroup, RouteRequest};
 use crate::error::ApiError;
 use crate::state::{App, CompiledDeployment, LiveState};
@@ -146,13 +146,17 @@ impl<'a> Failover<'a> {
 
     fn take(&mut self, i: usize) -> Arc<CompiledDeployment> {
         self.tried.push(i);
-        Arc::clone(&self.group.deployments[i])
+        let d = &self.group.deployments[i];
+        if d.health.state(now_ms()) == BreakerState::HalfOpen {
+            self.metrics.deployment_state(d, BreakerState::HalfOpen);
+        }
+        Arc::clone(d)
     }
 
     /// The attempt on `d` succeeded (its response began): a half-open breaker closes.
     pub fn succeeded(&self, d: &CompiledDeployment) {
         if d.health.succeeded() {
-            self.metrics.deployment_state(d, super::health::BreakerState::Closed);
+            self.metrics.deployment_state(d, BreakerState::Closed);
         }
         if self.fallbacks > 0 {
             self.metrics.fallback(self.model, &d.deployment.model_name, true);
@@ -179,7 +183,7 @@ impl<'a> Failover<'a> {
                 "deployment cooling down"
             );
             self.metrics.cooled_down(d, failure.label());
-            self.metrics.deployment_state(d, super::health::BreakerState::Open);
+            self.metrics.deployment_state(d, BreakerState::Open);
             if let Some(tx) = &self.app.cooldowns {
                 let _ = tx.try_send((d.deployment.id.clone(), until));
             }
@@ -194,20 +198,21 @@ impl<'a> Failover<'a> {
             Failure::Class(c) => self.settings.retries_for(c),
         };
         if self.group_retries < allowed {
-            let wait = e.retry_after.map(Duration::from_secs).unwrap_or_default();
-            if wait <= MAX_RETRY_WAIT {
-                if let Ok(i) = self.group.pick(self.settings, &self.req, &self.tried, now_ms()) {
+            if let Ok(i) = self.group.pick(self.settings, &self.req, &self.tried, now_ms()) {
+                // Another deployment is tried at once; the same one (nothing else is left)
+                // after a backoff, or not at all when the upstream asked for a long wait.
+                let same = self.group.deployments[i].deployment.id == d.deployment.id;
+                let asked = e.retry_after.map(Duration::from_secs).unwrap_or_default();
+                if !(same && asked > MAX_RETRY_WAIT) {
                     self.group_retries += 1;
                     self.retries += 1;
                     self.metrics.retry(&self.group.name, failure.label());
-                    let same = self.group.deployments[i].deployment.id == d.deployment.id;
                     let backoff = if same {
-                        wait.max(BACKOFF * 2u32.pow(self.group_retries.min(5) - 1))
-                            .min(MAX_RETRY_WAIT)
+                        asked.max(BACKOFF * 2u32.pow(self.group_retries.min(5) - 1))
                     } else {
                         Duration::ZERO
                     };
-                    let pause = backoff.max(self.settings.retry_after);
+                    let pause = backoff.max(self.settings.retry_after).min(MAX_RETRY_WAIT);
                     if !pause.is_zero() {
                         tokio::time::sleep(pause).await;
                     }

@@ -90,6 +90,28 @@ pub async fn messages(
             .map(|s| common::text_of(s).len())
             .unwrap_or(0);
     let input_tokens = common::prompt_tokens(chars);
+    let (fault, stream_fault) = state.inject(&model, input_tokens).await;
+    if let Some(e) = fault {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = match e.status {
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            400 => "invalid_request_error",
+            _ => "api_error",
+        };
+        let message = if e.code == "context_length_exceeded" {
+            format!("prompt is too long: {input_tokens} tokens > maximum")
+        } else {
+            e.message
+        };
+        let mut r = error(status, kind, &message);
+        if let Some(s) = e.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+        }
+        return r;
+    }
 
     let (mut text, tool) = match (tool_result, &tool_name) {
         (Some(result), _) => (format!("tool result received: {result}"), None),
@@ -166,5 +188,5 @@ pub async fn messages(
     events.push(ev("message_delta", json!({"type": "message_delta",
         "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}})));
     events.push(ev("message_stop", json!({"type": "message_stop"})));
-    sse(events)
+    sse(events, stream_fault)
 }

@@ -1,21 +1,113 @@
 //! What both protocols share: recorded requests, fault injection, reply text and token
 //! counts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::http::HeaderMap;
 use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 #[derive(Clone, Default)]
 pub struct State {
     last: Arc<Mutex<Value>>,
+    faults: Arc<Mutex<HashMap<String, Fault>>>,
+    stats: Arc<Mutex<BTreeMap<String, Stats>>>,
+}
+
+/// Faults injected for one upstream model (`POST /__faults` with `{model: fault}`), so a
+/// test can make one deployment of a group misbehave.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Answer with this HTTP status (an error in the provider's shape) ...
+    pub status: Option<u16>,
+    /// ... with this probability (default 1).
+    pub fail_rate: Option<f64>,
+    /// `retry-after` seconds on the error.
+    pub retry_after: Option<u64>,
+    /// `error.code` of the error (`content_policy_violation`, ...).
+    pub code: Option<String>,
+    /// Wait before answering.
+    pub delay_ms: Option<u64>,
+    /// Streams: wait before each event after the first.
+    pub chunk_delay_ms: Option<u64>,
+    /// Streams: break the connection after this many events.
+    pub reset_after_chunks: Option<usize>,
+    /// A prompt over this many tokens gets OpenAI's `context_length_exceeded` 400.
+    pub max_prompt_tokens: Option<u64>,
+}
+
+/// What `GET /__stats` reports per upstream model.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub failures: u64,
+}
+
+/// An error the fault asks for, before the provider shapes it.
+pub struct Injected {
+    pub status: u16,
+    pub message: String,
+    pub code: String,
+    pub retry_after: Option<u64>,
+}
+
+/// How a stream should misbehave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamFault {
+    pub chunk_delay_ms: Option<u64>,
+    pub reset_after_chunks: Option<usize>,
 }
 
 impl State {
+    /// Counts a request for `model`, waits as its fault says, and returns the error to
+    /// answer with, if any.
+    pub async fn inject(&self, model: &str, prompt_tokens: u64) -> (Option<Injected>, StreamFault) {
+        let fault = self
+            .faults
+            .lock()
+            .ok()
+            .and_then(|f| f.get(model).cloned())
+            .unwrap_or_default();
+        if let Some(ms) = fault.delay_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let mut injected = None;
+        if let Some(max) = fault.max_prompt_tokens.filter(|max| prompt_tokens > *max) {
+            injected = Some(Injected {
+                status: 400,
+                message: format!("This model's maximum context length is {max} tokens. However, your messages resulted in {prompt_tokens} tokens."),
+                code: "context_length_exceeded".into(),
+                retry_after: None,
+            });
+        } else if let Some(status) = fault.status {
+            if fastrand::f64() < fault.fail_rate.unwrap_or(1.0) {
+                injected = Some(Injected {
+                    status,
+                    message: format!("mock fault {status} for {model}"),
+                    code: fault.code.clone().unwrap_or_else(|| "mock_fault".into()),
+                    retry_after: fault.retry_after,
+                });
+            }
+        }
+        if let Ok(mut stats) = self.stats.lock() {
+            let s = stats.entry(model.to_owned()).or_default();
+            s.requests += 1;
+            s.failures += u64::from(injected.is_some());
+        }
+        (
+            injected,
+            StreamFault {
+                chunk_delay_ms: fault.chunk_delay_ms,
+                reset_after_chunks: fault.reset_after_chunks,
+            },
+        )
+    }
+
     /// Remembers a request so tests can see what the gateway sent upstream.
     pub fn record(&self, path: &str, headers: &HeaderMap, body: &Value) {
         let headers: BTreeMap<String, String> = headers
@@ -26,6 +118,30 @@ impl State {
             *last = json!({"path": path, "headers": headers, "body": body});
         }
     }
+}
+
+/// `POST /__faults`: replaces every fault (`{}` clears them) and the statistics.
+pub async fn set_faults(
+    AxumState(state): AxumState<State>,
+    Json(faults): Json<HashMap<String, Fault>>,
+) -> Json<Value> {
+    if let Ok(mut f) = state.faults.lock() {
+        *f = faults;
+    }
+    if let Ok(mut s) = state.stats.lock() {
+        s.clear();
+    }
+    Json(json!({"ok": true}))
+}
+
+/// `GET /__stats`: requests and injected failures per upstream model since the last
+/// `POST /__faults`.
+pub async fn stats(AxumState(state): AxumState<State>) -> Json<Value> {
+    Json(json!(state
+        .stats
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default()))
 }
 
 pub async fn last_request(AxumState(state): AxumState<State>) -> Json<Value> {

@@ -37,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .route("/v1/messages", post(anthropic::messages))
         .route("/__last_request", get(common::last_request))
+        .route("/__faults", post(common::set_faults))
+        .route("/__stats", get(common::stats))
         .route("/health", get(|| async { "ok" }))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -1,7 +1,5 @@
 //! OpenAI and Azure OpenAI: chat completions (streaming and tools) and embeddings.
 
-use std::convert::Infallible;
-
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,6 +9,17 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::common::{self, State};
+
+fn injected(e: common::Injected) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = error(status, &e.message, &e.code);
+    if let Some(s) = e.retry_after {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+    }
+    r
+}
 
 fn error(status: StatusCode, message: &str, code: &str) -> Response {
     let mut r = (
@@ -73,7 +82,7 @@ pub async fn chat(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    complete(&headers, body, model).await
+    complete(&state, &headers, body, model).await
 }
 
 pub async fn azure_chat(
@@ -95,10 +104,10 @@ pub async fn azure_chat(
     if let Some(r) = azure_error(&headers, &query) {
         return r;
     }
-    complete(&headers, body, deployment).await
+    complete(&state, &headers, body, deployment).await
 }
 
-async fn complete(headers: &HeaderMap, body: Value, model: String) -> Response {
+async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String) -> Response {
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -123,6 +132,10 @@ async fn complete(headers: &HeaderMap, body: Value, model: String) -> Response {
         .map(|m| common::text_of(m.get("content").unwrap_or(&Value::Null)).len())
         .sum();
     let prompt = common::prompt_tokens(chars);
+    let (fault, stream_fault) = state.inject(&model, prompt).await;
+    if let Some(e) = fault {
+        return injected(e);
+    }
     let tool_name = body
         .get("tools")
         .and_then(|t| t.get(0))
@@ -203,15 +216,30 @@ async fn complete(headers: &HeaderMap, body: Value, model: String) -> Response {
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());
-    sse(events)
+    sse(events, stream_fault)
 }
 
-/// A streamed body, one write per event.
-pub fn sse(events: Vec<String>) -> Response {
-    let stream = futures_util::stream::iter(
-        events
-            .into_iter()
-            .map(|e| Ok::<_, Infallible>(Bytes::from(e))),
+/// A streamed body, one write per event; `fault` may slow it down or break it off.
+pub fn sse(events: Vec<String>, fault: common::StreamFault) -> Response {
+    let cut = fault.reset_after_chunks.unwrap_or(usize::MAX);
+    let delay = fault.chunk_delay_ms.map(std::time::Duration::from_millis);
+    let stream = futures_util::StreamExt::then(
+        futures_util::stream::iter(events.into_iter().enumerate()),
+        move |(i, e)| async move {
+            if i > 0 {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            if i >= cut {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "mock stream reset",
+                ))
+            } else {
+                Ok(Bytes::from(e))
+            }
+        },
     );
     Response::builder()
         .header("content-type", "text/event-stream")
@@ -238,7 +266,7 @@ pub async fn embeddings(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    embed(body, model)
+    embed(&state, body, model).await
 }
 
 pub async fn azure_embeddings(
@@ -256,10 +284,10 @@ pub async fn azure_embeddings(
     if let Some(r) = azure_error(&headers, &query) {
         return r;
     }
-    embed(body, deployment)
+    embed(&state, body, deployment).await
 }
 
-fn embed(body: Value, model: String) -> Response {
+async fn embed(state: &State, body: Value, model: String) -> Response {
     let inputs: Vec<String> = match body.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) if !a.is_empty() => a
@@ -278,6 +306,10 @@ fn embed(body: Value, model: String) -> Response {
             )
         }
     };
+    let chars = inputs.iter().map(String::len).sum();
+    if let (Some(e), _) = state.inject(&model, common::prompt_tokens(chars)).await {
+        return injected(e);
+    }
     let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let mut tokens = 0;
     let data: Vec<Value> = inputs
