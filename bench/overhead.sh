@@ -4,7 +4,9 @@
 # at concurrency 1, 16 and 64, and reports added latency, throughput share, peak RSS and
 # gateway CPU time per request.
 #
-#   bench/overhead.sh [duration-seconds]     (default 10)
+#   bench/overhead.sh [duration-seconds] [config template]
+#       (defaults: 10, bench/config.yaml.in: one deployment; bench/config-latency.yaml.in:
+#        three deployments with latency-based-routing)
 #
 # Needs: nginx, wrk (Debian packages; installed if missing), a release build.
 set -euo pipefail
@@ -12,6 +14,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 DURATION="${1:-10}"
+CONFIG="${2:-bench/config.yaml.in}"
 apt_install nginx wrk
 step "cargo build --release -p routeiq-dataplane"
 cargo build --release --locked -p routeiq-dataplane >&2
@@ -24,7 +27,7 @@ GW_PORT=18080
 sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 
-sed -e "s#__PORT__#$NGINX_PORT#g" bench/config.yaml.in > "$work/config.yaml"
+sed -e "s#__PORT__#$NGINX_PORT#g" "$CONFIG" > "$work/config.yaml"
 ROUTEIQ_LOG=warn "$CARGO_TARGET_DIR/release/routeiq-dataplane" --config "$work/config.yaml" \
   --listen "127.0.0.1:$GW_PORT" >"$work/gw.log" 2>&1 &
 echo $! > "$work/gw.pid"
@@ -43,7 +46,7 @@ run_wrk() { # url concurrency -> wrk output file
 # Warm both paths (connection pools, page cache).
 wrk -t1 -c4 -d2s -s bench/chat.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
 
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); duration ${DURATION}s per run"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); duration ${DURATION}s per run; config $CONFIG"
 printf '%-5s %-8s %10s %10s %10s %12s %10s\n' conc path p50_ms p99_ms req_s cpu_us_req rss_mb
 for c in 1 16 64; do
   run_wrk "http://127.0.0.1:$NGINX_PORT" "$c" > "$work/direct.$c"

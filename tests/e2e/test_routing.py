@@ -388,3 +388,28 @@ def test_cooldowns_are_shared_through_redis(mock, gateway, tmp_path):
         assert mock.stats()["sh_bad"]["requests"] == 1
     finally:
         redis.stop()
+
+
+def test_router_settings_reach_attached_data_planes(tmp_path, pb, mock):
+    """The control plane stores router settings from its config and ships them in the
+    snapshot: an attached data plane follows the fallbacks and retry settings."""
+    from stack import STACK_MASTER_KEY, Stack
+
+    mock.faults(at_primary={"status": 500})
+    s = Stack(tmp_path, pb, start=False)
+    try:
+        (tmp_path / "config.yaml").write_text(json.dumps({
+            "model_list": [deployment(mock, "primary", "at_primary"), deployment(mock, "backup", "at_backup")],
+            "router_settings": {"num_retries": 1, "fallbacks": [{"primary": ["backup"]}],
+                                "routing_strategy": "least-busy"},
+            "general_settings": {"master_key": STACK_MASTER_KEY},
+        }))
+        s.cp.start()
+        dp = s.dataplane("dp-routing")
+        r = dp.chat(STACK_MASTER_KEY, model="primary")
+        assert r.status_code == 200, r.text
+        assert r.headers["x-litellm-model-id"] == "at_backup"
+        assert (r.headers["x-litellm-attempted-retries"], r.headers["x-litellm-attempted-fallbacks"]) == ("1", "1")
+        assert mock.stats()["at_primary"]["requests"] == 2
+    finally:
+        s.close()

@@ -53,6 +53,7 @@ pub async fn completion(
         .into_iter()
         .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
     let estimate = crate::limits::WorstCase::of(body.len(), max_tokens, None);
+    ctx.model = Some(model.clone());
     let mut plan = Failover::new(
         app,
         live,
@@ -65,7 +66,6 @@ pub async fn completion(
         },
     )?;
     let first = plan.first()?;
-    ctx.model = Some(model.clone());
     ctx.deployment = Some(Arc::clone(&first));
     let worst = crate::limits::WorstCase::of(
         body.len(),

@@ -38,6 +38,7 @@ pub async fn create(
     }
     let tags = super::take_tags(&mut req)?;
     let worst = crate::limits::WorstCase::of(body.len(), Some(0), None);
+    ctx.model = Some(model.clone());
     let mut plan = Failover::new(
         app,
         live,
@@ -50,7 +51,6 @@ pub async fn create(
         },
     )?;
     let first = plan.first()?;
-    ctx.model = Some(model.clone());
     ctx.deployment = Some(Arc::clone(&first));
     // Embeddings produce no completion tokens: the input is the whole reservation.
     ctx.admit(app, live.version, &first, worst).await?;

@@ -34,22 +34,46 @@ pub enum BreakerState {
     Open = 2,
 }
 
+/// This minute's failures per error class.
 #[derive(Debug, Default)]
-struct Minute {
+struct Failures {
     minute: u64,
-    requests: u64,
-    tokens: u64,
-    failures: [u32; 6],
+    counts: [u32; 6],
 }
 
-impl Minute {
-    fn roll(&mut self, now_ms: u64) {
+/// This minute's requests and tokens, in atomics: the strategies read them for every
+/// candidate of every request. A count racing the minute's rollover may land in either
+/// minute (routing needs an estimate, not an account).
+#[derive(Debug, Default)]
+struct Usage {
+    minute: AtomicU64,
+    requests: AtomicU64,
+    tokens: AtomicU64,
+}
+
+impl Usage {
+    fn roll(&self, now_ms: u64) {
         let m = now_ms / 60_000;
-        if m > self.minute {
-            *self = Self {
-                minute: m,
-                ..Self::default()
-            };
+        let seen = self.minute.load(Ordering::Acquire);
+        if m > seen
+            && self
+                .minute
+                .compare_exchange(seen, m, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.requests.store(0, Ordering::Release);
+            self.tokens.store(0, Ordering::Release);
+        }
+    }
+
+    fn get(&self, now_ms: u64) -> (u64, u64) {
+        if self.minute.load(Ordering::Acquire) == now_ms / 60_000 {
+            (
+                self.requests.load(Ordering::Relaxed),
+                self.tokens.load(Ordering::Relaxed),
+            )
+        } else {
+            (0, 0)
         }
     }
 }
@@ -70,7 +94,8 @@ pub struct DeploymentHealth {
     latency: AtomicU64,
     /// EWMA of time to first token of streams.
     ttft: AtomicU64,
-    minute: Mutex<Minute>,
+    usage: Usage,
+    failures: Mutex<Failures>,
     /// 0: closed. Otherwise open until this Unix millisecond, half-open after it.
     open_until_ms: AtomicU64,
     /// A half-open probe is in flight.
@@ -121,17 +146,7 @@ impl DeploymentHealth {
     /// every data plane's as of the last sync plus what this one has not reported yet.
     pub fn usage(&self, now_ms: u64) -> (u64, u64) {
         let minute = now_ms / 60_000;
-        let local = self
-            .minute
-            .lock()
-            .map(|m| {
-                if m.minute == minute {
-                    (m.requests, m.tokens)
-                } else {
-                    (0, 0)
-                }
-            })
-            .unwrap_or((0, 0));
+        let local = self.usage.get(now_ms);
         if self.shared_minute.load(Ordering::Relaxed) == minute {
             let shared = (
                 self.shared_requests.load(Ordering::Relaxed)
@@ -178,20 +193,26 @@ impl DeploymentHealth {
     /// A request starts: counted in flight and in this minute's usage.
     pub fn start(&self, tokens: u64, now_ms: u64) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut m) = self.minute.lock() {
-            m.roll(now_ms);
-            m.requests += 1;
-            m.tokens += tokens;
-        }
+        self.usage.roll(now_ms);
+        self.usage.requests.fetch_add(1, Ordering::Relaxed);
+        self.usage.tokens.fetch_add(tokens, Ordering::Relaxed);
         self.unflushed_requests.fetch_add(1, Ordering::Relaxed);
         self.unflushed_tokens.fetch_add(tokens, Ordering::Relaxed);
     }
 
     /// The request used `actual` tokens where `counted` were counted at its start.
     pub fn adjust_tokens(&self, counted: u64, actual: u64, now_ms: u64) {
-        if let Ok(mut m) = self.minute.lock() {
-            if m.minute == now_ms / 60_000 {
-                m.tokens = (m.tokens + actual).saturating_sub(counted);
+        if self.usage.minute.load(Ordering::Acquire) == now_ms / 60_000 {
+            if actual > counted {
+                self.usage.tokens.fetch_add(actual - counted, Ordering::Relaxed);
+            } else {
+                let less = counted - actual;
+                let _ = self
+                    .usage
+                    .tokens
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                        Some(t.saturating_sub(less))
+                    });
             }
         }
         if actual > counted {
@@ -232,10 +253,16 @@ impl DeploymentHealth {
         now_ms: u64,
     ) -> Outcome {
         let probing = self.probing.swap(false, Ordering::AcqRel);
-        let count = match self.minute.lock() {
-            Ok(mut m) => {
-                m.roll(now_ms);
-                let c = &mut m.failures[ErrorClass::ALL
+        let count = match self.failures.lock() {
+            Ok(mut f) => {
+                let minute = now_ms / 60_000;
+                if f.minute != minute {
+                    *f = Failures {
+                        minute,
+                        counts: [0; 6],
+                    };
+                }
+                let c = &mut f.counts[ErrorClass::ALL
                     .iter()
                     .position(|x| *x == class)
                     .unwrap_or(0)];

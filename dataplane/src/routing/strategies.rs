@@ -123,10 +123,20 @@ impl Router for LatencyBased {
         if self.buffer <= 0.0 || lowest == 0.0 {
             return Some(best);
         }
+        // One pass, each latency read once (others update them concurrently): a uniform
+        // pick among those within the buffer, by reservoir sampling.
         let limit = lowest * (1.0 + self.buffer);
-        let within = candidates.iter().filter(|i| latency(**i) <= limit).count();
-        let nth = fastrand::usize(..within);
-        candidates.iter().copied().filter(|i| latency(*i) <= limit).nth(nth)
+        let mut chosen = best;
+        let mut seen = 0u32;
+        for &i in candidates {
+            if latency(i) <= limit {
+                seen += 1;
+                if fastrand::u32(..seen) == 0 {
+                    chosen = i;
+                }
+            }
+        }
+        Some(chosen)
     }
 }
 
