@@ -113,10 +113,13 @@ fn keys(c: &mut Criterion) {
             })
         })
         .collect();
-    let Ok(live) = LiveState::prepare(Snapshot {
-        keys,
-        ..Snapshot::default()
-    }, &Default::default()) else {
+    let Ok(live) = LiveState::prepare(
+        Snapshot {
+            keys,
+            ..Snapshot::default()
+        },
+        &Default::default(),
+    ) else {
         return;
     };
     let probe = KeyHash::of("sk-bench-777");

@@ -98,15 +98,18 @@ mod tests {
 
     #[test]
     fn key_team_groups_and_wildcards() {
-        let state = LiveState::prepare(Snapshot {
-            deployments: vec![
-                deployment("gpt-4o", &["beta"]),
-                deployment("openai/gpt-4o-mini", &[]),
-                deployment("claude", &["beta", "anthropic"]),
-                deployment("cheap", &[]),
-            ],
-            ..Snapshot::default()
-        }, &Default::default())
+        let state = LiveState::prepare(
+            Snapshot {
+                deployments: vec![
+                    deployment("gpt-4o", &["beta"]),
+                    deployment("openai/gpt-4o-mini", &[]),
+                    deployment("claude", &["beta", "anthropic"]),
+                    deployment("cheap", &[]),
+                ],
+                ..Snapshot::default()
+            },
+            &Default::default(),
+        )
         .unwrap();
         // (key models, team models, model, refused by)
         type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a str, Option<Scope>);

@@ -126,11 +126,14 @@ mod key_tests {
     use routeiq_proto::Snapshot;
 
     fn state(keys: Vec<VirtualKey>) -> LiveState {
-        LiveState::prepare(Snapshot {
-            master_key_hash: Some(KeyHash::of("sk-master")),
-            keys: keys.into_iter().map(std::sync::Arc::new).collect(),
-            ..Snapshot::default()
-        }, &Default::default())
+        LiveState::prepare(
+            Snapshot {
+                master_key_hash: Some(KeyHash::of("sk-master")),
+                keys: keys.into_iter().map(std::sync::Arc::new).collect(),
+                ..Snapshot::default()
+            },
+            &Default::default(),
+        )
         .unwrap()
     }
 

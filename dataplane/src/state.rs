@@ -303,9 +303,9 @@ impl App {
             metrics.register(Box::new(s.fallbacks.clone()))?;
             metrics.register(Box::new(s.up.clone()))?;
         }
-        let cooldowns = shared.as_ref().map(|s| {
-            crate::routing::shared::start(s.connection(), Arc::clone(state.health()))
-        });
+        let cooldowns = shared
+            .as_ref()
+            .map(|s| crate::routing::shared::start(s.connection(), Arc::clone(state.health())));
         Ok(Self {
             live: ArcSwap::from_pointee(state),
             upstream: Arc::new(Upstream::default()),

@@ -8,8 +8,8 @@
 
 mod delta;
 mod keys;
-mod router;
 pub mod litellm;
+mod router;
 mod secret;
 mod snapshot;
 pub mod subjects;
@@ -17,8 +17,8 @@ pub mod wire;
 
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use keys::{hex, KeyHash, VirtualKey};
-pub use secret::Secret;
 pub use router::{ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy};
+pub use secret::Secret;
 pub use snapshot::{
     ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, Snapshot,
     SnapshotError,

@@ -289,12 +289,18 @@ fn fallback_list(at: &str, v: &Json) -> Result<Vec<Fallback>, String> {
     let items = match v {
         Json::Array(items) => items.as_slice(),
         Json::Object(_) => std::slice::from_ref(v),
-        _ => return Err(format!("{at}: must be a list like [{{\"model\": [\"fallback\"]}}]")),
+        _ => {
+            return Err(format!(
+                "{at}: must be a list like [{{\"model\": [\"fallback\"]}}]"
+            ))
+        }
     };
     let mut out = Vec::new();
     for item in items {
         let Json::Object(m) = item else {
-            return Err(format!("{at}: each entry must map a model to its fallbacks"));
+            return Err(format!(
+                "{at}: each entry must map a model to its fallbacks"
+            ));
         };
         for (model, fb) in m {
             out.push(Fallback {
@@ -364,7 +370,11 @@ impl RouterSettings {
                 "num_retries" => s.num_retries = Some(count(&at, v)?),
                 "retry_after" => s.retry_after = secs(&at, v)?,
                 "retry_policy" | "allowed_fails_policy" => {
-                    let suffix = if k == "retry_policy" { "Retries" } else { "AllowedFails" };
+                    let suffix = if k == "retry_policy" {
+                        "Retries"
+                    } else {
+                        "AllowedFails"
+                    };
                     let map = v
                         .as_object()
                         .ok_or_else(|| format!("{at}: must be a mapping"))?;
@@ -393,7 +403,10 @@ impl RouterSettings {
     /// The settings under LiteLLM's key names; [`Self::from_litellm`] reads them back.
     pub fn to_litellm(&self) -> Object {
         let mut m = Object::new();
-        m.insert("routing_strategy".into(), self.routing_strategy.name().into());
+        m.insert(
+            "routing_strategy".into(),
+            self.routing_strategy.name().into(),
+        );
         if !self.routing_strategy_args.is_empty() {
             m.insert(
                 "routing_strategy_args".into(),
@@ -408,7 +421,10 @@ impl RouterSettings {
         put_secs("timeout", self.request_timeout);
         put_secs("stream_timeout", self.stream_timeout);
         put_secs("cooldown_time", self.cooldown_time);
-        put_secs("retry_after", Some(self.retry_after).filter(|d| !d.is_zero()));
+        put_secs(
+            "retry_after",
+            Some(self.retry_after).filter(|d| !d.is_zero()),
+        );
         if let Some(n) = self.num_retries {
             m.insert("num_retries".into(), n.into());
         }
@@ -416,7 +432,10 @@ impl RouterSettings {
             m.insert("allowed_fails".into(), n.into());
         }
         if !self.retry_policy.is_empty() {
-            m.insert("retry_policy".into(), Json::Object(self.retry_policy.to_map("Retries")));
+            m.insert(
+                "retry_policy".into(),
+                Json::Object(self.retry_policy.to_map("Retries")),
+            );
         }
         if !self.allowed_fails_policy.is_empty() {
             m.insert(
@@ -434,7 +453,10 @@ impl RouterSettings {
             }
         }
         if !self.default_fallbacks.is_empty() {
-            m.insert("default_fallbacks".into(), self.default_fallbacks.clone().into());
+            m.insert(
+                "default_fallbacks".into(),
+                self.default_fallbacks.clone().into(),
+            );
         }
         for (k, on) in [
             ("disable_cooldowns", self.disable_cooldowns),
@@ -474,10 +496,9 @@ mod tests {
 
     #[test]
     fn per_class_maps() {
-        let m: serde_json::Map<_, _> = serde_json::from_str(
-            r#"{"TimeoutErrorRetries": 4, "AuthenticationErrorRetries": 0}"#,
-        )
-        .unwrap();
+        let m: serde_json::Map<_, _> =
+            serde_json::from_str(r#"{"TimeoutErrorRetries": 4, "AuthenticationErrorRetries": 0}"#)
+                .unwrap();
         let p = PerClass::from_map(&m, "Retries").unwrap();
         assert_eq!(p.get(ErrorClass::Timeout), Some(4));
         assert_eq!(p.get(ErrorClass::Authentication), Some(0));

@@ -225,7 +225,10 @@ impl TryFrom<pb::Deployment> for Deployment {
             weight: d.weight,
             mock_response: d.mock_response,
             tags: d.tags,
-            stream_timeout: duration("deployment.stream_timeout_seconds", d.stream_timeout_seconds)?,
+            stream_timeout: duration(
+                "deployment.stream_timeout_seconds",
+                d.stream_timeout_seconds,
+            )?,
             model_info: ModelInfo {
                 max_input_tokens: mi.max_input_tokens,
                 max_output_tokens: mi.max_output_tokens,

@@ -6,17 +6,17 @@ use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::{Map, Value};
 
+use super::attempt::{self, Reply};
 use super::request::RawObject;
 use super::response_headers;
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
 use crate::providers::{self, Operation};
 use crate::respond;
-use crate::sse;
 use crate::routing::failover::Failover;
 use crate::routing::RouteRequest;
+use crate::sse;
 use crate::state::{App, CompiledDeployment, LiveState};
-use super::attempt::{self, Reply};
 use crate::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
 use crate::usage;
 
@@ -140,21 +140,16 @@ pub async fn completion(
             None => resp.body.next_chunk().await,
         };
         match next {
-            Ok(Some(chunk)) => {
-                match parser.feed(&chunk) {
-                    Ok(events) => events.iter().for_each(|ev| conv.event(ev, &mut out)),
-                    Err(e) => {
-                        let err = ApiError::upstream(
-                            502,
-                            crate::error::ErrorKind::Upstream,
-                            e.to_string(),
-                        );
-                        out.push(stream::error_event(client, &err));
-                        ctx.error_type = Some(err.kind.type_str());
-                        break;
-                    }
+            Ok(Some(chunk)) => match parser.feed(&chunk) {
+                Ok(events) => events.iter().for_each(|ev| conv.event(ev, &mut out)),
+                Err(e) => {
+                    let err =
+                        ApiError::upstream(502, crate::error::ErrorKind::Upstream, e.to_string());
+                    out.push(stream::error_event(client, &err));
+                    ctx.error_type = Some(err.kind.type_str());
+                    break;
                 }
-            }
+            },
             Ok(None) => {
                 if let Some(ev) = parser.finish() {
                     conv.event(&ev, &mut out);

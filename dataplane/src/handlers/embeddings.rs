@@ -5,15 +5,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pingora::proxy::Session;
 
+use super::attempt::{self, Reply};
 use super::request::RawObject;
 use super::response_headers;
 use crate::context::RequestCtx;
 use crate::error::ApiError;
-use super::attempt::{self, Reply};
 use crate::providers::Operation;
+use crate::respond;
 use crate::routing::failover::Failover;
 use crate::routing::RouteRequest;
-use crate::respond;
 use crate::state::{App, LiveState};
 use crate::usage;
 

@@ -90,7 +90,6 @@ impl RawObject {
         Ok(())
     }
 
-
     /// Removes a field, returning its raw text.
     pub fn remove(&mut self, key: &str) -> Option<Box<RawValue>> {
         self.0.remove(key)
@@ -101,8 +100,11 @@ impl RawObject {
     pub fn with(&self, key: &str, value: &impl Serialize) -> Result<Bytes, ApiError> {
         let raw = serde_json::value::to_raw_value(value)
             .map_err(|e| ApiError::internal(format!("cannot encode `{key}`: {e}")))?;
-        let mut fields: BTreeMap<&str, &RawValue> =
-            self.0.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
+        let mut fields: BTreeMap<&str, &RawValue> = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+            .collect();
         fields.insert(key, &raw);
         Ok(Bytes::from(serde_json::to_vec(&fields).unwrap_or_default()))
     }

@@ -159,7 +159,8 @@ impl<'a> Failover<'a> {
             self.metrics.deployment_state(d, BreakerState::Closed);
         }
         if self.fallbacks > 0 {
-            self.metrics.fallback(self.model, &d.deployment.model_name, true);
+            self.metrics
+                .fallback(self.model, &d.deployment.model_name, true);
         }
     }
 
@@ -174,7 +175,8 @@ impl<'a> Failover<'a> {
         let now = now_ms();
         self.metrics.deployment_failure(d, failure.label());
         let alone = self.group.deployments.len() == 1;
-        if let Outcome::Opened(until) = d.health.failed(failure.class(), self.settings, alone, now) {
+        if let Outcome::Opened(until) = d.health.failed(failure.class(), self.settings, alone, now)
+        {
             tracing::warn!(
                 deployment = %d.deployment.id,
                 model_group = %d.deployment.model_name,
@@ -198,7 +200,10 @@ impl<'a> Failover<'a> {
             Failure::Class(c) => self.settings.retries_for(c),
         };
         if self.group_retries < allowed {
-            if let Ok(i) = self.group.pick(self.settings, &self.req, &self.tried, now_ms()) {
+            if let Ok(i) = self
+                .group
+                .pick(self.settings, &self.req, &self.tried, now_ms())
+            {
                 // Another deployment is tried at once; the same one (nothing else is left)
                 // after a backoff, or not at all when the upstream asked for a long wait.
                 let same = self.group.deployments[i].deployment.id == d.deployment.id;
@@ -258,7 +263,9 @@ impl<'a> Failover<'a> {
     fn fallback_groups(&self, failure: Failure) -> Vec<String> {
         let s = self.settings;
         let specific = match failure {
-            Failure::ContextWindow => RouterSettings::fallbacks_of(&s.context_window_fallbacks, self.model),
+            Failure::ContextWindow => {
+                RouterSettings::fallbacks_of(&s.context_window_fallbacks, self.model)
+            }
             Failure::Class(ErrorClass::ContentPolicyViolation) => {
                 RouterSettings::fallbacks_of(&s.content_policy_fallbacks, self.model)
             }
@@ -304,7 +311,11 @@ mod tests {
     fn failures_are_classified_like_litellm() {
         let class = |e: ApiError| Failure::of(&e);
         assert_eq!(
-            class(ApiError::upstream(502, crate::error::ErrorKind::Upstream, "x")),
+            class(ApiError::upstream(
+                502,
+                crate::error::ErrorKind::Upstream,
+                "x"
+            )),
             Failure::Class(ErrorClass::InternalServer)
         );
         assert_eq!(
@@ -324,7 +335,10 @@ mod tests {
             Failure::Class(ErrorClass::BadRequest)
         );
         assert_eq!(
-            class(ApiError::upstream(502, crate::error::ErrorKind::Upstream, "x").with_code("upstream_auth_error")),
+            class(
+                ApiError::upstream(502, crate::error::ErrorKind::Upstream, "x")
+                    .with_code("upstream_auth_error")
+            ),
             Failure::Class(ErrorClass::Authentication)
         );
     }

@@ -204,7 +204,9 @@ impl DeploymentHealth {
     pub fn adjust_tokens(&self, counted: u64, actual: u64, now_ms: u64) {
         if self.usage.minute.load(Ordering::Acquire) == now_ms / 60_000 {
             if actual > counted {
-                self.usage.tokens.fetch_add(actual - counted, Ordering::Relaxed);
+                self.usage
+                    .tokens
+                    .fetch_add(actual - counted, Ordering::Relaxed);
             } else {
                 let less = counted - actual;
                 let _ = self
@@ -308,7 +310,8 @@ impl DeploymentHealth {
 
     /// Shared state: usage taken for reporting that did not reach Redis, put back.
     pub fn unflush(&self, requests: u64, tokens: u64) {
-        self.unflushed_requests.fetch_add(requests, Ordering::AcqRel);
+        self.unflushed_requests
+            .fetch_add(requests, Ordering::AcqRel);
         self.unflushed_tokens.fetch_add(tokens, Ordering::AcqRel);
     }
 
@@ -351,8 +354,10 @@ mod tests {
     #[test]
     fn breaker_opens_after_allowed_fails_and_closes_after_a_good_probe() {
         let h = DeploymentHealth::default();
-        let mut s = RouterSettings::default();
-        s.allowed_fails = Some(2);
+        let s = RouterSettings {
+            allowed_fails: Some(2),
+            ..RouterSettings::default()
+        };
         let t = 1_000_000;
         for _ in 0..2 {
             assert_eq!(

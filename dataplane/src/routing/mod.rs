@@ -44,7 +44,10 @@ pub trait Router: Send + Sync {
 
 /// The router for a model group. The learned `llmrouter-*` strategies and unknown names
 /// route with simple-shuffle (the config loader has warned).
-pub fn build(settings: &RouterSettings, deployments: &[Arc<CompiledDeployment>]) -> Box<dyn Router> {
+pub fn build(
+    settings: &RouterSettings,
+    deployments: &[Arc<CompiledDeployment>],
+) -> Box<dyn Router> {
     match &settings.routing_strategy {
         RoutingStrategy::SimpleShuffle
         | RoutingStrategy::LlmRouter(_)
@@ -79,7 +82,11 @@ pub enum NoDeployment {
 }
 
 impl ModelGroup {
-    pub fn new(name: String, deployments: Vec<Arc<CompiledDeployment>>, settings: &RouterSettings) -> Self {
+    pub fn new(
+        name: String,
+        deployments: Vec<Arc<CompiledDeployment>>,
+        settings: &RouterSettings,
+    ) -> Self {
         let router = build(settings, &deployments);
         Self {
             name,
@@ -101,7 +108,9 @@ impl ModelGroup {
         let mut soonest = u64::MAX;
         let mut largest_window = 0;
         let mut context_refused = 0;
-        let mut tag_filter = settings.enable_tag_filtering.then(|| TagFilter::new(self, req));
+        let mut tag_filter = settings
+            .enable_tag_filtering
+            .then(|| TagFilter::new(self, req));
         for (i, d) in self.deployments.iter().enumerate() {
             if let Some(f) = &mut tag_filter {
                 if !f.admits(d) {
@@ -207,7 +216,9 @@ impl Drop for Lease {
 pub fn has_capacity(d: &CompiledDeployment, req: &RouteRequest, now_ms: u64) -> bool {
     let (requests, tokens) = d.health.usage(now_ms);
     d.deployment.rpm.is_none_or(|rpm| requests < rpm)
-        && d.deployment.tpm.is_none_or(|tpm| tokens + req.tokens <= tpm)
+        && d.deployment
+            .tpm
+            .is_none_or(|tpm| tokens + req.tokens <= tpm)
 }
 
 /// LiteLLM's tag routing: deployments carrying one of the request's tags; without a match
@@ -222,7 +233,12 @@ struct TagFilter<'a> {
 
 impl<'a> TagFilter<'a> {
     fn new(group: &ModelGroup, req: &'a RouteRequest) -> Self {
-        let has = |tag: &str| group.deployments.iter().any(|d| d.deployment.tags.iter().any(|t| t == tag));
+        let has = |tag: &str| {
+            group
+                .deployments
+                .iter()
+                .any(|d| d.deployment.tags.iter().any(|t| t == tag))
+        };
         Self {
             any_match: req.tags.iter().any(|t| has(t)),
             any_default: has("default"),

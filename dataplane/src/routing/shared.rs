@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 
 use super::health::{now_ms, Health};
 
+/// `(deployment id, until Unix ms)` as Redis returns the sorted set.
+type Cooldowns = Vec<(String, f64)>;
+
 pub const PERIOD: Duration = Duration::from_millis(250);
 const COOLDOWNS: &str = "routeiq:cooldowns";
 
@@ -90,7 +93,7 @@ async fn sync(
     pipe.expire(&usage_key, 120).ignore();
     pipe.zrangebyscore_withscores(COOLDOWNS, now, "+inf");
     pipe.hgetall(&usage_key);
-    let result: redis::RedisResult<(Vec<(String, f64)>, HashMap<String, u64>)> =
+    let result: redis::RedisResult<(Cooldowns, HashMap<String, u64>)> =
         pipe.query_async(conn).await;
     let (cooldowns, usage) = match result {
         Ok(r) => r,
@@ -109,7 +112,12 @@ async fn sync(
         }
     }
     for (id, h) in &all {
-        let get = |suffix: &str| usage.get(&format!("{}:{suffix}", id.0)).copied().unwrap_or(0);
+        let get = |suffix: &str| {
+            usage
+                .get(&format!("{}:{suffix}", id.0))
+                .copied()
+                .unwrap_or(0)
+        };
         h.set_shared(minute, get("r"), get("t"));
     }
     Ok(())

@@ -8,7 +8,10 @@ use crate::state::CompiledDeployment;
 
 /// The candidate with the smallest `key`, ties broken uniformly at random (reservoir
 /// sampling, no allocation).
-fn argmin_by<K: PartialOrd>(candidates: &[usize], mut key: impl FnMut(usize) -> K) -> Option<usize> {
+fn argmin_by<K: PartialOrd>(
+    candidates: &[usize],
+    mut key: impl FnMut(usize) -> K,
+) -> Option<usize> {
     let mut best: Option<(usize, K)> = None;
     let mut ties = 0u32;
     for &i in candidates {
@@ -70,7 +73,9 @@ impl Router for SimpleShuffle {
         _now_ms: u64,
     ) -> Option<usize> {
         if candidates.len() <= 1 || self.weights.is_empty() {
-            return candidates.get(fastrand::usize(..candidates.len().max(1))).copied();
+            return candidates
+                .get(fastrand::usize(..candidates.len().max(1)))
+                .copied();
         }
         let total: f64 = candidates.iter().map(|i| self.weights[*i]).sum();
         if total <= 0.0 {
@@ -83,7 +88,11 @@ impl Router for SimpleShuffle {
                 return Some(i);
             }
         }
-        candidates.iter().rev().find(|i| self.weights[**i] > 0.0).copied()
+        candidates
+            .iter()
+            .rev()
+            .find(|i| self.weights[**i] > 0.0)
+            .copied()
     }
 }
 
@@ -172,7 +181,11 @@ impl Router for UsageBased {
         now_ms: u64,
     ) -> Option<usize> {
         let mut room: Vec<usize> = Vec::with_capacity(candidates.len());
-        room.extend(candidates.iter().filter(|i| has_capacity(&group[**i], req, now_ms)));
+        room.extend(
+            candidates
+                .iter()
+                .filter(|i| has_capacity(&group[**i], req, now_ms)),
+        );
         argmin_by(&room, |i| group[i].health.usage(now_ms).1)
     }
 }
@@ -228,12 +241,20 @@ mod tests {
         let ds = [dep("a", None, Some(100)), dep("b", None, Some(900))];
         let s = shares(&SimpleShuffle::new(&ds), &ds, 40_000);
         assert!((s[1] - 0.9).abs() < 0.02, "{s:?}");
-        let ds = [dep("a", None, None), dep("b", None, None), dep("c", None, None)];
+        let ds = [
+            dep("a", None, None),
+            dep("b", None, None),
+            dep("c", None, None),
+        ];
         for share in shares(&SimpleShuffle::new(&ds), &ds, 30_000) {
             assert!((share - 1.0 / 3.0).abs() < 0.02);
         }
         // Weighted among the candidates left.
-        let ds = [dep("a", Some(1.0), None), dep("b", Some(3.0), None), dep("c", Some(4.0), None)];
+        let ds = [
+            dep("a", Some(1.0), None),
+            dep("b", Some(3.0), None),
+            dep("c", Some(4.0), None),
+        ];
         let r = SimpleShuffle::new(&ds);
         let mut c = 0;
         for _ in 0..20_000 {
@@ -246,11 +267,18 @@ mod tests {
 
     #[test]
     fn least_busy_picks_the_idlest_and_spreads_ties() {
-        let ds = [dep("a", None, None), dep("b", None, None), dep("c", None, None)];
+        let ds = [
+            dep("a", None, None),
+            dep("b", None, None),
+            dep("c", None, None),
+        ];
         ds[0].health.start(0, 0);
         ds[1].health.start(0, 0);
         ds[1].health.start(0, 0);
-        assert_eq!(LeastBusy.pick(&ds, &[0, 1, 2], &RouteRequest::default(), 0), Some(2));
+        assert_eq!(
+            LeastBusy.pick(&ds, &[0, 1, 2], &RouteRequest::default(), 0),
+            Some(2)
+        );
         ds[2].health.start(0, 0);
         let s = shares(&LeastBusy, &ds, 10_000);
         assert!(s[1] == 0.0 && (s[0] - 0.5).abs() < 0.03, "{s:?}");
@@ -258,13 +286,29 @@ mod tests {
 
     #[test]
     fn latency_prefers_fast_unmeasured_first_and_buffers() {
-        let ds = [dep("a", None, None), dep("b", None, None), dep("c", None, None)];
-        ds[0].health.record_latency(Duration::from_millis(100), None);
-        ds[1].health.record_latency(Duration::from_millis(300), None);
+        let ds = [
+            dep("a", None, None),
+            dep("b", None, None),
+            dep("c", None, None),
+        ];
+        ds[0]
+            .health
+            .record_latency(Duration::from_millis(100), None);
+        ds[1]
+            .health
+            .record_latency(Duration::from_millis(300), None);
         let strict = LatencyBased { buffer: 0.0 };
-        assert_eq!(strict.pick(&ds, &[0, 1, 2], &RouteRequest::default(), 0), Some(2));
-        assert_eq!(strict.pick(&ds, &[0, 1], &RouteRequest::default(), 0), Some(0));
-        ds[2].health.record_latency(Duration::from_millis(120), None);
+        assert_eq!(
+            strict.pick(&ds, &[0, 1, 2], &RouteRequest::default(), 0),
+            Some(2)
+        );
+        assert_eq!(
+            strict.pick(&ds, &[0, 1], &RouteRequest::default(), 0),
+            Some(0)
+        );
+        ds[2]
+            .health
+            .record_latency(Duration::from_millis(120), None);
         let s = shares(&LatencyBased { buffer: 0.5 }, &ds, 20_000);
         assert!(s[1] == 0.0 && (s[0] - 0.5).abs() < 0.03, "{s:?}");
     }
@@ -274,8 +318,14 @@ mod tests {
         let ds = [dep("a", None, Some(2)), dep("b", None, None)];
         ds[1].health.start(500, 0);
         ds[0].health.start(10, 0);
-        assert_eq!(UsageBased.pick(&ds, &[0, 1], &RouteRequest::default(), 0), Some(0));
+        assert_eq!(
+            UsageBased.pick(&ds, &[0, 1], &RouteRequest::default(), 0),
+            Some(0)
+        );
         ds[0].health.start(10, 0);
-        assert_eq!(UsageBased.pick(&ds, &[0, 1], &RouteRequest::default(), 0), Some(1));
+        assert_eq!(
+            UsageBased.pick(&ds, &[0, 1], &RouteRequest::default(), 0),
+            Some(1)
+        );
     }
 }

@@ -149,16 +149,27 @@ impl RawConfig {
         let s = RouterSettings::from_litellm(&m, "router_settings").map_err(|e| {
             let (at, message) = e.split_once(": ").unwrap_or(("router_settings", &e));
             let at = match at.strip_prefix("router_settings.") {
-                Some(k) if !self.router_settings.all.contains_key(k.split('.').next().unwrap_or(k)) => {
+                Some(k)
+                    if !self
+                        .router_settings
+                        .all
+                        .contains_key(k.split('.').next().unwrap_or(k)) =>
+                {
                     format!("litellm_settings.{k}")
                 }
                 _ => at.to_owned(),
             };
             (at, message.to_owned())
         })?;
-        for (name, secs) in [("request_timeout", s.request_timeout), ("stream_timeout", s.stream_timeout)] {
+        for (name, secs) in [
+            ("request_timeout", s.request_timeout),
+            ("stream_timeout", s.stream_timeout),
+        ] {
             if secs.is_some_and(|d| d.is_zero()) {
-                return Err((format!("router_settings.{name}"), "must be a positive number of seconds".into()));
+                return Err((
+                    format!("router_settings.{name}"),
+                    "must be a positive number of seconds".into(),
+                ));
             }
         }
         match &s.routing_strategy {
