@@ -60,6 +60,7 @@ impl RequestCtx {
         let cost = d.prices.of(&Usage {
             input_tokens: worst.prompt,
             output_tokens: worst.completion,
+            cached_input_tokens: 0,
         });
         self.budget_hold = app.budgets.admit(key, version, cost)?;
         if self

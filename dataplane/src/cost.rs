@@ -15,44 +15,50 @@ use crate::usage::Usage;
 pub struct Prices {
     pub input: f64,
     pub output: f64,
+    /// A prompt token read from the provider's cache.
+    pub cached_input: f64,
 }
 
 impl Prices {
     pub fn of(&self, usage: &Usage) -> f64 {
-        usage.input_tokens as f64 * self.input + usage.output_tokens as f64 * self.output
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        (usage.input_tokens - cached) as f64 * self.input
+            + cached as f64 * self.cached_input
+            + usage.output_tokens as f64 * self.output
     }
 }
 
 const M: f64 = 1e-6;
 
-/// Public list prices in USD per million tokens (input, output), for the common models.
-const TABLE: &[(&str, f64, f64)] = &[
-    ("gpt-4o", 2.50, 10.00),
-    ("gpt-4o-mini", 0.15, 0.60),
-    ("gpt-4.1", 2.00, 8.00),
-    ("gpt-4.1-mini", 0.40, 1.60),
-    ("gpt-4.1-nano", 0.10, 0.40),
-    ("gpt-4-turbo", 10.00, 30.00),
-    ("gpt-4", 30.00, 60.00),
-    ("gpt-3.5-turbo", 0.50, 1.50),
-    ("o1", 15.00, 60.00),
-    ("o1-mini", 1.10, 4.40),
-    ("o3", 2.00, 8.00),
-    ("o3-mini", 1.10, 4.40),
-    ("o4-mini", 1.10, 4.40),
-    ("text-embedding-3-small", 0.02, 0.0),
-    ("text-embedding-3-large", 0.13, 0.0),
-    ("text-embedding-ada-002", 0.10, 0.0),
-    ("claude-opus-4-1", 15.00, 75.00),
-    ("claude-opus-4", 15.00, 75.00),
-    ("claude-sonnet-4-5", 3.00, 15.00),
-    ("claude-sonnet-4", 3.00, 15.00),
-    ("claude-haiku-4-5", 1.00, 5.00),
-    ("claude-3-7-sonnet", 3.00, 15.00),
-    ("claude-3-5-sonnet", 3.00, 15.00),
-    ("claude-3-5-haiku", 0.80, 4.00),
-    ("claude-3-opus", 15.00, 75.00),
-    ("claude-3-haiku", 0.25, 1.25),
+/// Public list prices in USD per million tokens (input, output, cached input: a prompt
+/// token read from the provider's prompt cache), for the common models.
+const TABLE: &[(&str, f64, f64, f64)] = &[
+    ("gpt-4o", 2.50, 10.00, 1.25),
+    ("gpt-4o-mini", 0.15, 0.60, 0.075),
+    ("gpt-4.1", 2.00, 8.00, 0.50),
+    ("gpt-4.1-mini", 0.40, 1.60, 0.10),
+    ("gpt-4.1-nano", 0.10, 0.40, 0.025),
+    ("gpt-4-turbo", 10.00, 30.00, 10.00),
+    ("gpt-4", 30.00, 60.00, 30.00),
+    ("gpt-3.5-turbo", 0.50, 1.50, 0.50),
+    ("o1", 15.00, 60.00, 7.50),
+    ("o1-mini", 1.10, 4.40, 0.55),
+    ("o3", 2.00, 8.00, 0.50),
+    ("o3-mini", 1.10, 4.40, 0.55),
+    ("o4-mini", 1.10, 4.40, 0.275),
+    ("text-embedding-3-small", 0.02, 0.0, 0.02),
+    ("text-embedding-3-large", 0.13, 0.0, 0.13),
+    ("text-embedding-ada-002", 0.10, 0.0, 0.10),
+    ("claude-opus-4-1", 15.00, 75.00, 1.50),
+    ("claude-opus-4", 15.00, 75.00, 1.50),
+    ("claude-sonnet-4-5", 3.00, 15.00, 0.30),
+    ("claude-sonnet-4", 3.00, 15.00, 0.30),
+    ("claude-haiku-4-5", 1.00, 5.00, 0.10),
+    ("claude-3-7-sonnet", 3.00, 15.00, 0.30),
+    ("claude-3-5-sonnet", 3.00, 15.00, 0.30),
+    ("claude-3-5-haiku", 0.80, 4.00, 0.08),
+    ("claude-3-opus", 15.00, 75.00, 1.50),
+    ("claude-3-haiku", 0.25, 1.25, 0.03),
 ];
 
 /// The built-in prices of `model`: the longest table entry that is the whole name or the
@@ -60,15 +66,16 @@ const TABLE: &[(&str, f64, f64)] = &[
 pub fn builtin(model: &str) -> Option<Prices> {
     TABLE
         .iter()
-        .filter(|(name, _, _)| {
+        .filter(|(name, ..)| {
             model
                 .strip_prefix(name)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
         })
-        .max_by_key(|(name, _, _)| name.len())
-        .map(|&(_, input, output)| Prices {
+        .max_by_key(|(name, ..)| name.len())
+        .map(|&(_, input, output, cached)| Prices {
             input: input * M,
             output: output * M,
+            cached_input: cached * M,
         })
 }
 
@@ -81,9 +88,23 @@ pub fn prices(d: &Deployment) -> Prices {
         .and_then(|v| v.as_str())
         .unwrap_or(&d.upstream_model);
     let table = builtin(name).unwrap_or_default();
+    let input = info.input_cost_per_token.unwrap_or(table.input);
+    // A deployment's own input price without a cached price of its own: no discount
+    // assumed (the table's cached price belongs to the table's input price).
+    let cached_input = info
+        .extra
+        .get("cache_read_input_token_cost")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|p| p.is_finite() && *p >= 0.0)
+        .unwrap_or(if info.input_cost_per_token.is_some() {
+            input
+        } else {
+            table.cached_input
+        });
     Prices {
-        input: info.input_cost_per_token.unwrap_or(table.input),
+        input,
         output: info.output_cost_per_token.unwrap_or(table.output),
+        cached_input,
     }
 }
 
@@ -104,7 +125,15 @@ mod tests {
         let cost = builtin("gpt-4o-mini").unwrap_or_default().of(&Usage {
             input_tokens: 1_000_000,
             output_tokens: 1_000_000,
+            cached_input_tokens: 0,
         });
         assert!((cost - 0.75).abs() < 1e-9, "{cost}");
+        // Half the prompt from the cache: 0.5M × 0.15 + 0.5M × 0.075 + 1M × 0.60 per 1M.
+        let cost = builtin("gpt-4o-mini").unwrap_or_default().of(&Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+            cached_input_tokens: 500_000,
+        });
+        assert!((cost - 0.7125).abs() < 1e-9, "{cost}");
     }
 }

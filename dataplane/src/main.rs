@@ -45,8 +45,10 @@ struct Args {
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "ROUTEIQ_THREADS")]
     threads: Option<usize>,
-    /// Share rate limits with the other data planes through this Redis
-    /// (`redis://[:password@]host:port[/db]`); without it, limits are per data plane.
+    /// Share rate limits and deployment health with the other data planes through this
+    /// Redis (`redis://[:password@]host:port[/db]`); standalone, the config's
+    /// `router_settings.redis_host` (`redis_port`, `redis_password`) is used when this is
+    /// not given. Without either, limits and health are per data plane.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Check the config and exit.
@@ -108,7 +110,11 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
         Err(code) => return code,
     };
     let _in_runtime = rt.enter();
-    let shared = match redis_limits(args, &rt, &dataplane_id(args)) {
+    let redis_url = args
+        .redis_url
+        .clone()
+        .or_else(|| loaded.redis_url.as_ref().map(|u| u.expose().to_owned()));
+    let shared = match redis_limits(redis_url.as_deref(), &rt, &dataplane_id(args)) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -147,15 +153,16 @@ fn side_runtime(name: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-/// Connects the shared rate limiter when `--redis-url` is given. A Redis that is down at
+/// Connects the shared rate limiter when a Redis URL is given (`--redis-url`, `REDIS_URL`,
+/// or standalone the config's `router_settings.redis_*`). A Redis that is down at
 /// startup is an error (a typo should not silently become per-data-plane limits); once
 /// running, outages fall back to local shares.
 fn redis_limits(
-    args: &Args,
+    url: Option<&str>,
     rt: &tokio::runtime::Runtime,
     id: &str,
 ) -> Result<Option<Arc<routeiq_dataplane::limits::shared::Shared>>, ExitCode> {
-    let Some(url) = &args.redis_url else {
+    let Some(url) = url else {
         return Ok(None);
     };
     match rt.block_on(routeiq_dataplane::limits::shared::Shared::connect(url, id)) {
@@ -186,7 +193,7 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
         Err(code) => return code,
     };
     let _in_runtime = rt.enter();
-    let shared = match redis_limits(args, &rt, &id) {
+    let shared = match redis_limits(args.redis_url.as_deref(), &rt, &id) {
         Ok(s) => s,
         Err(code) => return code,
     };

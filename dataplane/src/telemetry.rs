@@ -351,6 +351,7 @@ mod tests {
         ctx.usage = Some(crate::usage::Usage {
             input_tokens: 2,
             output_tokens: 3,
+            cached_input_tokens: 0,
         });
         m.observe(&ctx);
         let text = String::from_utf8(m.render()).unwrap();

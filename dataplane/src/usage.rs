@@ -4,8 +4,12 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every prompt token, cached ones included.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The prompt tokens read from the provider's prompt cache (part of `input_tokens`,
+    /// priced lower).
+    pub cached_input_tokens: u64,
 }
 
 impl Usage {
@@ -25,11 +29,18 @@ impl Usage {
             })
         });
         let output = get("completion_tokens").or_else(|| get("output_tokens"));
+        let cached = v
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(serde_json::Value::as_u64)
+            .or_else(|| get("cache_read_input_tokens"))
+            .unwrap_or(0);
         match (input, output) {
             (None, None) => None,
             (i, o) => Some(Self {
                 input_tokens: i.unwrap_or(0),
                 output_tokens: o.unwrap_or(0),
+                cached_input_tokens: cached.min(i.unwrap_or(0)),
             }),
         }
     }
@@ -56,7 +67,8 @@ mod tests {
             from_body(openai),
             Some(Usage {
                 input_tokens: 3,
-                output_tokens: 4
+                output_tokens: 4,
+                cached_input_tokens: 0
             })
         );
         let anthropic = br#"{"content":[],"usage":{"input_tokens":5,"cache_read_input_tokens":2,"output_tokens":1}}"#;
@@ -64,9 +76,12 @@ mod tests {
             from_body(anthropic),
             Some(Usage {
                 input_tokens: 7,
-                output_tokens: 1
+                output_tokens: 1,
+                cached_input_tokens: 2
             })
         );
+        let cached = br#"{"usage":{"prompt_tokens":100,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":64}}}"#;
+        assert_eq!(from_body(cached).unwrap().cached_input_tokens, 64);
         assert_eq!(from_body(b"{}"), None);
     }
 }

@@ -218,12 +218,14 @@ impl RouterSettings {
     }
 
     /// Failures of `class` a deployment may have in a minute before it cools down:
-    /// the `allowed_fails_policy` entry, else `allowed_fails`.
+    /// the `allowed_fails_policy` entry; else none for rate limits and refused credentials
+    /// (LiteLLM cools those down at once); else `allowed_fails`.
     pub fn allowed_fails_for(&self, class: ErrorClass) -> u32 {
-        self.allowed_fails_policy
-            .get(class)
-            .or(self.allowed_fails)
-            .unwrap_or(DEFAULT_ALLOWED_FAILS)
+        match (self.allowed_fails_policy.get(class), class) {
+            (Some(n), _) => n,
+            (None, ErrorClass::RateLimit | ErrorClass::Authentication) => 0,
+            (None, _) => self.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS),
+        }
     }
 
     pub fn cooldown_time(&self) -> Duration {
@@ -239,6 +241,17 @@ impl RouterSettings {
             .unwrap_or(0.0)
     }
 
+    /// How long a latency measurement counts for latency-based routing:
+    /// `routing_strategy_args.ttl` (seconds, LiteLLM's key), default an hour. Older, a
+    /// deployment counts as unmeasured and is measured again.
+    pub fn latency_ttl(&self) -> Duration {
+        self.routing_strategy_args
+            .get("ttl")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|t| t.is_finite() && *t > 0.0 && *t <= MAX_SECS)
+            .map_or(Duration::from_secs(3600), Duration::from_secs_f64)
+    }
+
     /// The fallback groups for `model` from one of the lists.
     pub fn fallbacks_of<'a>(list: &'a [Fallback], model: &str) -> Option<&'a [String]> {
         list.iter()
@@ -250,11 +263,15 @@ impl RouterSettings {
 type Json = serde_json::Value;
 type Object = serde_json::Map<String, Json>;
 
+/// Longest duration a router setting may give (a year): more is a typo, and would not
+/// fit the arithmetic on timestamps.
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn secs(at: &str, v: &Json) -> Result<Duration, String> {
     v.as_f64()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{at}: must be a non-negative number of seconds, got {v}"))
+        .filter(|s| s.is_finite() && (0.0..=MAX_SECS).contains(s))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{at}: must be a number of seconds from 0 to {MAX_SECS}, got {v}"))
 }
 
 fn count(at: &str, v: &Json) -> Result<u32, String> {
@@ -538,6 +555,8 @@ mod tests {
         );
         let back = RouterSettings::from_litellm(&s.to_litellm(), "x").unwrap();
         assert_eq!(back, s);
+        let huge: Object = serde_json::from_str(r#"{"timeout": 1e20}"#).unwrap();
+        assert!(RouterSettings::from_litellm(&huge, "r").is_err());
         let bad: Object = serde_json::from_str(r#"{"num_retries": -1}"#).unwrap();
         assert!(RouterSettings::from_litellm(&bad, "router_settings")
             .unwrap_err()
@@ -554,5 +573,6 @@ mod tests {
         assert_eq!(s.retries_for(ErrorClass::Timeout), 5);
         assert_eq!(s.retries_for(ErrorClass::Authentication), 1);
         assert_eq!(s.allowed_fails_for(ErrorClass::Timeout), 3);
+        assert_eq!(s.allowed_fails_for(ErrorClass::RateLimit), 0);
     }
 }

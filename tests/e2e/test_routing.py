@@ -94,6 +94,14 @@ def gateway(tmp_path):
         g.stop()
 
 
+def within_one_minute(seconds: float):
+    """Waits for the next calendar minute when fewer than `seconds` are left in this one:
+    failures and usage are counted per minute."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.1)
+
+
 def shares(g: Gateway, model: str, n: int, workers: int = 1, **body) -> Counter:
     with ThreadPoolExecutor(workers) as pool:
         return Counter(pool.map(lambda _: g.served_by(g.chat(model, **body)), range(n)))
@@ -119,20 +127,21 @@ def test_least_busy_avoids_the_deployment_with_requests_in_flight(mock, gateway)
 
 
 def test_latency_based_routing_prefers_the_faster_deployment(mock, gateway):
-    mock.faults(lat_slow={"delay_ms": 200}, lat_mid={"delay_ms": 60}, lat_fast={"delay_ms": 40})
+    mock.faults(lat_slow={"delay_ms": 300}, lat_mid={"delay_ms": 100},
+                bl_slow={"delay_ms": 400}, bl_mid={"delay_ms": 140}, bl_fast={"delay_ms": 100})
     g = gateway({"model_list": [deployment(mock, "m", "lat_slow"), deployment(mock, "m", "lat_mid"),
                                 deployment(mock, "m", "lat_fast")],
                  "router_settings": {"routing_strategy": "latency-based-routing"}})
-    c = shares(g, "m", 60)
+    c = shares(g, "m", 40)
     # Each is measured once (unmeasured go first), then the fastest takes the rest.
-    assert c["lat_fast"] >= 55 and c["lat_slow"] <= 2, c
-    # With a buffer wide enough for `lat_mid` (and not `lat_slow`), both fast ones share.
-    g2 = gateway({"model_list": [deployment(mock, "m", "lat_slow"), deployment(mock, "m", "lat_mid"),
-                                 deployment(mock, "m", "lat_fast")],
+    assert c["lat_fast"] >= 37 and c["lat_slow"] == 1, c
+    # With a buffer wide enough for `bl_mid` (100 ms + 60 %) and not `bl_slow`, both share.
+    g2 = gateway({"model_list": [deployment(mock, "m", "bl_slow"), deployment(mock, "m", "bl_mid"),
+                                 deployment(mock, "m", "bl_fast")],
                   "router_settings": {"routing_strategy": "latency-based-routing",
-                                      "routing_strategy_args": {"lowest_latency_buffer": 0.75}}})
-    c2 = shares(g2, "m", 60)
-    assert c2["lat_mid"] > 5 and c2["lat_slow"] <= 2, c2
+                                      "routing_strategy_args": {"lowest_latency_buffer": 0.6}}})
+    c2 = shares(g2, "m", 40)
+    assert c2["bl_mid"] > 5 and c2["bl_fast"] > 5 and c2["bl_slow"] == 1, c2
 
 
 def test_cost_based_routing_picks_the_cheapest(mock, gateway):
@@ -151,6 +160,7 @@ def test_usage_based_routing_balances_tokens_and_respects_tpm(mock, gateway):
                  "router_settings": {"routing_strategy": "usage-based-routing-v2"}})
     # Each request uses about 505 tokens (a 500-token prompt): the small deployment has
     # room for one; the other two take turns, the less used first.
+    within_one_minute(20)
     c = shares(g, "m", 40, content="word " * 400, max_tokens=5)
     assert c["ub_small"] <= 1, c
     assert abs(c["ub_a"] - c["ub_b"]) <= 2, c
@@ -271,6 +281,7 @@ def test_cooldown_skips_a_failing_deployment_and_the_breaker_recovers(mock, gate
     mock.faults(cd_bad={"status": 500})
     g = gateway({"model_list": [deployment(mock, "m", "cd_bad"), deployment(mock, "m", "cd_good")],
                  "router_settings": {"num_retries": 1, "allowed_fails": 1, "cooldown_time": 1.5}})
+    within_one_minute(10)
     for _ in range(20):
         g.served_by(g.chat("m"))
     # Two failures in the minute (more than allowed_fails) opened the breaker.
@@ -289,11 +300,11 @@ def test_cooldown_skips_a_failing_deployment_and_the_breaker_recovers(mock, gate
 def test_a_failed_probe_reopens_the_breaker(mock, gateway):
     mock.faults(pr_bad={"status": 500})
     g = gateway({"model_list": [deployment(mock, "m", "pr_bad"), deployment(mock, "m", "pr_good")],
-                 "router_settings": {"num_retries": 1, "allowed_fails": 0, "cooldown_time": 0.5}})
+                 "router_settings": {"num_retries": 1, "allowed_fails": 0, "cooldown_time": 2.5}})
     for _ in range(12):
         g.served_by(g.chat("m"))
     assert mock.stats()["pr_bad"]["requests"] == 1
-    time.sleep(0.6)
+    time.sleep(2.6)
     for _ in range(12):
         g.served_by(g.chat("m"))
     # Half-open: exactly one probe, which failed and reopened the breaker.
@@ -327,10 +338,13 @@ def test_a_stream_failing_before_its_first_chunk_is_retried(mock, gateway):
     mock.faults(sf_broken={"reset_after_chunks": 0})
     g = gateway({"model_list": [deployment(mock, "m", "sf_broken"), deployment(mock, "m", "sf_ok")],
                  "router_settings": {"num_retries": 2, "disable_cooldowns": True}})
-    for _ in range(6):
+    retries = 0
+    for _ in range(12):
         r, events = stream_events(g, "m")
         assert r.headers["x-litellm-model-id"] == "sf_ok"
         assert events[-1] == "[DONE]"
+        retries += int(r.headers["x-litellm-attempted-retries"])
+    assert retries == mock.stats()["sf_broken"]["requests"] > 0
 
 
 def test_timeouts_give_504_and_stream_timeout_bounds_each_chunk(mock, gateway):

@@ -48,7 +48,13 @@ pub async fn serve(
     let mut d = first;
     loop {
         ctx.deployment = Some(Arc::clone(&d));
-        let body = build(&d)?;
+        let body = match build(&d) {
+            Ok(b) => b,
+            Err(e) => {
+                plan.abandon(&d);
+                return Err(e);
+            }
+        };
         let lease = Lease::start(&d, tokens);
         let sent = Instant::now();
         match send(app, &d, op, body, max_response_bytes).await {

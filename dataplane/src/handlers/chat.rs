@@ -72,7 +72,10 @@ pub async fn completion(
         max_tokens,
         first.deployment.model_info.max_output_tokens,
     );
-    ctx.admit(app, live.version, &first, worst).await?;
+    if let Err(e) = ctx.admit(app, live.version, &first, worst).await {
+        plan.abandon(&first);
+        return Err(e);
+    }
     if stream && client == ClientApi::OpenAi {
         // Always ask for usage, so every stream is accounted for; the converter drops the
         // usage chunk again when the client did not ask for it.

@@ -53,7 +53,10 @@ pub async fn create(
     let first = plan.first()?;
     ctx.deployment = Some(Arc::clone(&first));
     // Embeddings produce no completion tokens: the input is the whole reservation.
-    ctx.admit(app, live.version, &first, worst).await?;
+    if let Err(e) = ctx.admit(app, live.version, &first, worst).await {
+        plan.abandon(&first);
+        return Err(e);
+    }
     let served = attempt::serve(
         app,
         ctx,

@@ -130,7 +130,15 @@ pub fn upstream_error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiEr
     let message = provider_message(body);
     let text = format!("{provider} returned {status}: {message}");
     match status {
-        400 | 404 | 413 | 422 => {
+        // The deployment's model or path does not exist there: the deployment is
+        // misconfigured, not the request (retried on the group's other deployments).
+        404 => ApiError::upstream(
+            502,
+            ErrorKind::Upstream,
+            format!("{text} (check the deployment's model name and api_base)"),
+        )
+        .with_code("upstream_not_found"),
+        400 | 413 | 422 => {
             let mut e = ApiError::bad_request(text);
             e.status = if status == 413 { 413 } else { 400 };
             e.with_code(bad_request_code(body, &message))

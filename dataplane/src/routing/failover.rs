@@ -19,7 +19,7 @@ use std::time::Duration;
 use routeiq_proto::{ErrorClass, RouterSettings};
 
 use super::health::{now_ms, BreakerState, Outcome};
-use super::{ModelGroup, RouteRequest};
+use super::{ModelGroup, Pick, RouteRequest};
 use crate::error::ApiError;
 use crate::state::{App, CompiledDeployment, LiveState};
 use crate::telemetry::Metrics;
@@ -27,8 +27,11 @@ use crate::telemetry::Metrics;
 /// Longest wait before retrying the deployment that just failed; an upstream asking for
 /// longer is not retried (fallbacks still apply).
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
-/// First backoff when retrying the same deployment; doubles per retry.
+/// First backoff when retrying a deployment already tried; doubles per retry.
 const BACKOFF: Duration = Duration::from_millis(250);
+/// Latency recorded for a failed attempt (at most; less when the deployment's timeout is
+/// shorter), so latency-based routing does not take a failing deployment for a fast one.
+const FAILURE_LATENCY: Duration = Duration::from_secs(30);
 
 /// What kind of failure an attempt ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,16 @@ impl Failure {
         })
     }
 
+    /// Whether the request, not the deployment, was at fault (a bad request, a prompt too
+    /// long, a content-policy refusal): such failures never count against a deployment.
+    fn client_caused(self) -> bool {
+        matches!(
+            self,
+            Self::ContextWindow
+                | Self::Class(ErrorClass::BadRequest | ErrorClass::ContentPolicyViolation)
+        )
+    }
+
     fn class(self) -> ErrorClass {
         match self {
             Self::Class(c) => c,
@@ -85,6 +98,8 @@ pub struct Failover<'a> {
     group: &'a ModelGroup,
     /// Indices (in `group`) tried so far.
     tried: Vec<usize>,
+    /// The current attempt is its deployment's half-open probe.
+    probe: bool,
     group_retries: u32,
     /// Fallback groups still to try, once a failure chose them.
     chain: Option<std::vec::IntoIter<String>>,
@@ -114,6 +129,7 @@ impl<'a> Failover<'a> {
             model,
             group,
             tried: Vec::new(),
+            probe: false,
             group_retries: 0,
             chain: None,
             retries: 0,
@@ -126,16 +142,11 @@ impl<'a> Failover<'a> {
         &self.req
     }
 
-    /// The model group currently tried (the requested one, or a fallback).
-    pub fn group_name(&self) -> &str {
-        &self.group.name
-    }
-
     /// The deployment for the first attempt. When the model has none available (all
     /// cooling down, prompt too large, ...) the fallbacks are tried.
     pub fn first(&mut self) -> Result<Arc<CompiledDeployment>, ApiError> {
         match self.group.pick(self.settings, &self.req, &[], now_ms()) {
-            Ok(i) => Ok(self.take(i)),
+            Ok(p) => Ok(self.take(p)),
             Err(none) => {
                 let e = none.into_error(&self.group.name, &self.req);
                 self.log.push(format!("{}: {}", self.group.name, e.message));
@@ -144,18 +155,28 @@ impl<'a> Failover<'a> {
         }
     }
 
-    fn take(&mut self, i: usize) -> Arc<CompiledDeployment> {
-        self.tried.push(i);
-        let d = &self.group.deployments[i];
-        if d.health.state(now_ms()) == BreakerState::HalfOpen {
+    fn take(&mut self, p: Pick) -> Arc<CompiledDeployment> {
+        self.tried.push(p.index);
+        self.probe = p.probe;
+        let d = &self.group.deployments[p.index];
+        if p.probe {
             self.metrics.deployment_state(d, BreakerState::HalfOpen);
         }
         Arc::clone(d)
     }
 
-    /// The attempt on `d` succeeded (its response began): a half-open breaker closes.
+    /// The request ends before its attempt on `d` was made (refused by a limit, or its
+    /// body could not be built): a half-open probe it held is given back.
+    pub fn abandon(&self, d: &CompiledDeployment) {
+        if self.probe {
+            d.health.release_probe();
+        }
+    }
+
+    /// The attempt on `d` succeeded (its response began): if it was the half-open probe,
+    /// the breaker closes.
     pub fn succeeded(&self, d: &CompiledDeployment) {
-        if d.health.succeeded() {
+        if self.probe && d.health.probe_succeeded() {
             self.metrics.deployment_state(d, BreakerState::Closed);
         }
         if self.fallbacks > 0 {
@@ -174,20 +195,30 @@ impl<'a> Failover<'a> {
         let failure = Failure::of(&e);
         let now = now_ms();
         self.metrics.deployment_failure(d, failure.label());
-        let alone = self.group.deployments.len() == 1;
-        if let Outcome::Opened(until) = d.health.failed(failure.class(), self.settings, alone, now)
-        {
-            tracing::warn!(
-                deployment = %d.deployment.id,
-                model_group = %d.deployment.model_name,
-                cooldown_ms = until.saturating_sub(now),
-                error = failure.label(),
-                "deployment cooling down"
-            );
-            self.metrics.cooled_down(d, failure.label());
-            self.metrics.deployment_state(d, BreakerState::Open);
-            if let Some(tx) = &self.app.cooldowns {
-                let _ = tx.try_send((d.deployment.id.clone(), until));
+        if failure.client_caused() {
+            // The request's fault, not the deployment's: nothing against its breaker.
+            self.abandon(d);
+        } else {
+            let penalty = d.timeout.min(FAILURE_LATENCY);
+            d.health
+                .record_latency(penalty, self.req.stream.then_some(penalty));
+            let alone = self.group.deployments.len() == 1;
+            let outcome = d
+                .health
+                .failed(failure.class(), self.settings, alone, self.probe, now);
+            if let Outcome::Opened(until) = outcome {
+                tracing::warn!(
+                    deployment = %d.deployment.id,
+                    model_group = %d.deployment.model_name,
+                    cooldown_ms = until.saturating_sub(now),
+                    error = failure.label(),
+                    "deployment cooling down"
+                );
+                self.metrics.cooled_down(d, failure.label());
+                self.metrics.deployment_state(d, BreakerState::Open);
+                if let Some(tx) = &self.app.cooldowns {
+                    let _ = tx.try_send((d.deployment.id.clone(), until));
+                }
             }
         }
         self.log.push(format!(
@@ -200,19 +231,24 @@ impl<'a> Failover<'a> {
             Failure::Class(c) => self.settings.retries_for(c),
         };
         if self.group_retries < allowed {
-            if let Ok(i) = self
+            if let Ok(p) = self
                 .group
                 .pick(self.settings, &self.req, &self.tried, now_ms())
             {
-                // Another deployment is tried at once; the same one (nothing else is left)
-                // after a backoff, or not at all when the upstream asked for a long wait.
-                let same = self.group.deployments[i].deployment.id == d.deployment.id;
+                // A deployment not tried yet is tried at once; one already tried (nothing
+                // else is left) after a backoff, or not at all when the upstream asked for
+                // a long wait.
+                let again = self.tried.contains(&p.index);
                 let asked = e.retry_after.map(Duration::from_secs).unwrap_or_default();
-                if !(same && asked > MAX_RETRY_WAIT) {
+                if again && asked > MAX_RETRY_WAIT {
+                    if p.probe {
+                        self.group.deployments[p.index].health.release_probe();
+                    }
+                } else {
                     self.group_retries += 1;
                     self.retries += 1;
                     self.metrics.retry(&self.group.name, failure.label());
-                    let backoff = if same {
+                    let backoff = if again {
                         asked.max(BACKOFF * 2u32.pow(self.group_retries.min(5) - 1))
                     } else {
                         Duration::ZERO
@@ -221,9 +257,13 @@ impl<'a> Failover<'a> {
                     if !pause.is_zero() {
                         tokio::time::sleep(pause).await;
                     }
-                    return Ok(self.take(i));
+                    return Ok(self.take(p));
                 }
             }
+        }
+        if failure == Failure::Class(ErrorClass::BadRequest) {
+            // Another model would refuse it too.
+            return Err(self.exhausted(e));
         }
         self.fall_back(failure, e)
     }
@@ -245,9 +285,11 @@ impl<'a> Failover<'a> {
             self.group = group;
             self.tried.clear();
             self.group_retries = 0;
-            self.fallbacks += 1;
             match group.pick(self.settings, &self.req, &[], now_ms()) {
-                Ok(i) => return Ok(self.take(i)),
+                Ok(p) => {
+                    self.fallbacks += 1;
+                    return Ok(self.take(p));
+                }
                 Err(none) => {
                     let e: ApiError = none.into_error(&name, &self.req);
                     self.log.push(format!("{name}: {}", e.message));
@@ -269,7 +311,6 @@ impl<'a> Failover<'a> {
             Failure::Class(ErrorClass::ContentPolicyViolation) => {
                 RouterSettings::fallbacks_of(&s.content_policy_fallbacks, self.model)
             }
-            // The request itself is wrong: another model would refuse it too.
             Failure::Class(ErrorClass::BadRequest) => return Vec::new(),
             Failure::Class(_) => None,
         };

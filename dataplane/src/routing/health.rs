@@ -4,12 +4,16 @@
 //!
 //! The breaker: *closed* (serving); *open* for `cooldown_time` once the deployment failed
 //! more than its allowed fails in the current minute (a 429 or refused credentials open it
-//! at once, as in LiteLLM); then *half-open*: one request at a time probes it, and a
-//! success closes it while a failure opens it again. A model group with one deployment
-//! never opens its breaker (there is nothing to route to instead), as in LiteLLM.
+//! at once, as in LiteLLM); then *half-open*: one request at a time probes it, and the
+//! probe's success closes it while its failure opens it again. Only the probe decides:
+//! requests that were already in flight when the breaker opened do not close it. A probe
+//! that never reports (its request was refused by a limit before it was sent) stops
+//! counting after `cooldown_time`, when another may start. A model group with one
+//! deployment never opens its breaker (there is nothing to route to instead), as in
+//! LiteLLM. Failures a client caused (bad requests) never count.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,16 +102,19 @@ pub struct DeploymentHealth {
     failures: Mutex<Failures>,
     /// 0: closed. Otherwise open until this Unix millisecond, half-open after it.
     open_until_ms: AtomicU64,
-    /// A half-open probe is in flight.
-    probing: AtomicBool,
+    /// When the half-open probe in flight started (Unix ms; 0: none).
+    probe_started_ms: AtomicU64,
+    /// When the latency averages were last updated (Unix ms).
+    latency_at_ms: AtomicU64,
     /// Requests and tokens this minute across data planes (from Redis), and the minute
     /// they count; only with shared state.
     shared_minute: AtomicU64,
     shared_requests: AtomicU64,
     shared_tokens: AtomicU64,
-    /// Local usage not yet added to Redis.
+    /// Local usage not yet added to Redis (tokens: corrections to actual usage may be
+    /// negative).
     unflushed_requests: AtomicU64,
-    unflushed_tokens: AtomicU64,
+    unflushed_tokens: AtomicI64,
 }
 
 fn load_f64(a: &AtomicU64) -> f64 {
@@ -131,8 +138,11 @@ impl DeploymentHealth {
     }
 
     /// Average latency in seconds for streams (time to first token) or whole requests; 0
-    /// when never measured.
-    pub fn latency(&self, stream: bool) -> f64 {
+    /// when never measured, or not for `ttl_ms` (then it is measured afresh).
+    pub fn latency(&self, stream: bool, now_ms: u64, ttl_ms: u64) -> f64 {
+        if now_ms.saturating_sub(self.latency_at_ms.load(Ordering::Relaxed)) > ttl_ms {
+            return 0.0;
+        }
         if stream {
             let t = load_f64(&self.ttft);
             if t > 0.0 {
@@ -151,8 +161,9 @@ impl DeploymentHealth {
             let shared = (
                 self.shared_requests.load(Ordering::Relaxed)
                     + self.unflushed_requests.load(Ordering::Relaxed),
-                self.shared_tokens.load(Ordering::Relaxed)
-                    + self.unflushed_tokens.load(Ordering::Relaxed),
+                self.shared_tokens
+                    .load(Ordering::Relaxed)
+                    .saturating_add_signed(self.unflushed_tokens.load(Ordering::Relaxed)),
             );
             (shared.0.max(local.0), shared.1.max(local.1))
         } else {
@@ -168,26 +179,48 @@ impl DeploymentHealth {
         }
     }
 
-    /// Whether the router may pick it now: closed, or half-open with no probe in flight.
-    pub fn available(&self, now_ms: u64) -> bool {
+    /// Whether the router may pick it now: closed, or half-open with no live probe (one
+    /// started less than `probe_ttl_ms` ago).
+    pub fn available(&self, now_ms: u64, probe_ttl_ms: u64) -> bool {
         match self.state(now_ms) {
             BreakerState::Closed => true,
             BreakerState::Open => false,
-            BreakerState::HalfOpen => !self.probing.load(Ordering::Acquire),
+            BreakerState::HalfOpen => {
+                let started = self.probe_started_ms.load(Ordering::Acquire);
+                started == 0 || now_ms.saturating_sub(started) > probe_ttl_ms
+            }
         }
     }
 
-    /// Claims the deployment for a request the router picked: starts a half-open probe
-    /// (false if another request got there first).
-    pub fn claim(&self, now_ms: u64) -> bool {
+    /// Claims the deployment for a request the router picked. `Some(false)`: a plain
+    /// request (closed breaker); `Some(true)`: this request is the half-open probe; `None`:
+    /// not available (another request took the probe first).
+    pub fn claim(&self, now_ms: u64, probe_ttl_ms: u64) -> Option<bool> {
         match self.state(now_ms) {
-            BreakerState::Closed => true,
-            BreakerState::Open => false,
-            BreakerState::HalfOpen => self
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok(),
+            BreakerState::Closed => Some(false),
+            BreakerState::Open => None,
+            BreakerState::HalfOpen => {
+                let started = self.probe_started_ms.load(Ordering::Acquire);
+                let free = started == 0 || now_ms.saturating_sub(started) > probe_ttl_ms;
+                (free
+                    && self
+                        .probe_started_ms
+                        .compare_exchange(
+                            started,
+                            now_ms.max(1),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok())
+                .then_some(true)
+            }
         }
+    }
+
+    /// A probe that will not report (its request ended before it was sent) lets another
+    /// start.
+    pub fn release_probe(&self) {
+        self.probe_started_ms.store(0, Ordering::Release);
     }
 
     /// A request starts: counted in flight and in this minute's usage.
@@ -197,7 +230,8 @@ impl DeploymentHealth {
         self.usage.requests.fetch_add(1, Ordering::Relaxed);
         self.usage.tokens.fetch_add(tokens, Ordering::Relaxed);
         self.unflushed_requests.fetch_add(1, Ordering::Relaxed);
-        self.unflushed_tokens.fetch_add(tokens, Ordering::Relaxed);
+        self.unflushed_tokens
+            .fetch_add(tokens as i64, Ordering::Relaxed);
     }
 
     /// The request used `actual` tokens where `counted` were counted at its start.
@@ -217,10 +251,8 @@ impl DeploymentHealth {
                     });
             }
         }
-        if actual > counted {
-            self.unflushed_tokens
-                .fetch_add(actual - counted, Ordering::Relaxed);
-        }
+        self.unflushed_tokens
+            .fetch_add(actual as i64 - counted as i64, Ordering::Relaxed);
     }
 
     /// The request ended.
@@ -228,33 +260,37 @@ impl DeploymentHealth {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A successful answer: a half-open breaker closes. Returns whether the breaker was not
-    /// closed before.
-    pub fn succeeded(&self) -> bool {
-        self.probing.store(false, Ordering::Release);
+    /// The probe succeeded: the breaker closes. Returns whether it was not closed.
+    pub fn probe_succeeded(&self) -> bool {
+        self.probe_started_ms.store(0, Ordering::Release);
         self.open_until_ms.swap(0, Ordering::AcqRel) != 0
     }
 
-    /// A served request's latency, and its time to first token for streams.
+    /// A served request's latency, and its time to first token for streams; a failed
+    /// attempt records a penalty (so a failing deployment does not look unmeasured).
     pub fn record_latency(&self, latency: Duration, ttft: Option<Duration>) {
         ewma(&self.latency, latency.as_secs_f64());
         if let Some(t) = ttft {
             ewma(&self.ttft, t.as_secs_f64());
         }
+        self.latency_at_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// A failed attempt of `class`. Opens the breaker when the minute's failures of that
-    /// class pass what the settings allow (at once for rate limits and refused
-    /// credentials unless `allowed_fails_policy` says otherwise), or when a half-open
-    /// probe fails. `alone`: the deployment is its group's only one (never opened).
+    /// A failed attempt of `class` (`probe`: the attempt was the half-open probe). Opens
+    /// the breaker when the minute's failures of that class pass what the settings allow
+    /// (`allowed_fails_for`), or when the probe failed. `alone`: the deployment is its
+    /// group's only one (never opened).
     pub fn failed(
         &self,
         class: ErrorClass,
         settings: &RouterSettings,
         alone: bool,
+        probe: bool,
         now_ms: u64,
     ) -> Outcome {
-        let probing = self.probing.swap(false, Ordering::AcqRel);
+        if probe {
+            self.probe_started_ms.store(0, Ordering::Release);
+        }
         let count = match self.failures.lock() {
             Ok(mut f) => {
                 let minute = now_ms / 60_000;
@@ -276,13 +312,8 @@ impl DeploymentHealth {
         if alone || settings.disable_cooldowns {
             return Outcome::Counted;
         }
-        let allowed = match (settings.allowed_fails_policy.get(class), class) {
-            (Some(n), _) => n,
-            (None, ErrorClass::RateLimit | ErrorClass::Authentication) => 0,
-            (None, _) => settings.allowed_fails_for(class),
-        };
-        if probing || count > allowed {
-            let until = now_ms + settings.cooldown_time().as_millis() as u64;
+        if probe || count > settings.allowed_fails_for(class) {
+            let until = now_ms.saturating_add(settings.cooldown_time().as_millis() as u64);
             self.open_until(until);
             Outcome::Opened(until)
         } else {
@@ -301,7 +332,7 @@ impl DeploymentHealth {
     }
 
     /// Shared state: usage not yet reported, taken for reporting.
-    pub fn take_unflushed(&self) -> (u64, u64) {
+    pub fn take_unflushed(&self) -> (u64, i64) {
         (
             self.unflushed_requests.swap(0, Ordering::AcqRel),
             self.unflushed_tokens.swap(0, Ordering::AcqRel),
@@ -309,7 +340,7 @@ impl DeploymentHealth {
     }
 
     /// Shared state: usage taken for reporting that did not reach Redis, put back.
-    pub fn unflush(&self, requests: u64, tokens: u64) {
+    pub fn unflush(&self, requests: u64, tokens: i64) {
         self.unflushed_requests
             .fetch_add(requests, Ordering::AcqRel);
         self.unflushed_tokens.fetch_add(tokens, Ordering::AcqRel);
@@ -351,6 +382,8 @@ impl Health {
 mod tests {
     use super::*;
 
+    const TTL: u64 = 5000;
+
     #[test]
     fn breaker_opens_after_allowed_fails_and_closes_after_a_good_probe() {
         let h = DeploymentHealth::default();
@@ -361,21 +394,22 @@ mod tests {
         let t = 1_000_000;
         for _ in 0..2 {
             assert_eq!(
-                h.failed(ErrorClass::InternalServer, &s, false, t),
+                h.failed(ErrorClass::InternalServer, &s, false, false, t),
                 Outcome::Counted
             );
         }
         assert_eq!(
-            h.failed(ErrorClass::InternalServer, &s, false, t),
+            h.failed(ErrorClass::InternalServer, &s, false, false, t),
             Outcome::Opened(t + 5000)
         );
-        assert!(!h.available(t + 10));
+        assert!(!h.available(t + 10, TTL));
         assert_eq!(h.state(t + 5000), BreakerState::HalfOpen);
-        assert!(h.claim(t + 5000));
-        assert!(!h.available(t + 5001), "one probe at a time");
-        assert!(!h.claim(t + 5001));
-        assert!(h.succeeded());
+        assert_eq!(h.claim(t + 5000, TTL), Some(true));
+        assert!(!h.available(t + 5001, TTL), "one probe at a time");
+        assert_eq!(h.claim(t + 5001, TTL), None);
+        assert!(h.probe_succeeded());
         assert_eq!(h.state(t + 5002), BreakerState::Closed);
+        assert_eq!(h.claim(t + 5003, TTL), Some(false));
     }
 
     #[test]
@@ -383,42 +417,78 @@ mod tests {
         let h = DeploymentHealth::default();
         let s = RouterSettings::default();
         assert!(matches!(
-            h.failed(ErrorClass::RateLimit, &s, false, 0),
+            h.failed(ErrorClass::RateLimit, &s, false, false, 0),
             Outcome::Opened(5000)
         ));
-        assert!(h.claim(6000));
+        assert_eq!(h.claim(6000, TTL), Some(true));
         assert!(matches!(
-            h.failed(ErrorClass::Timeout, &s, false, 6000),
+            h.failed(ErrorClass::Timeout, &s, false, true, 6000),
             Outcome::Opened(11_000)
         ));
         let alone = DeploymentHealth::default();
         assert_eq!(
-            alone.failed(ErrorClass::RateLimit, &s, true, 0),
+            alone.failed(ErrorClass::RateLimit, &s, true, false, 0),
             Outcome::Counted
         );
-        assert!(alone.available(1));
+        assert!(alone.available(1, TTL));
     }
 
     #[test]
-    fn latency_is_a_moving_average() {
+    fn a_probe_that_never_reports_expires_and_can_be_released() {
         let h = DeploymentHealth::default();
-        assert_eq!(h.latency(false), 0.0);
+        h.open_until(1000);
+        assert_eq!(h.claim(1000, TTL), Some(true));
+        assert!(!h.available(1000 + TTL, TTL));
+        assert!(
+            h.available(1001 + TTL, TTL),
+            "a silent probe stops counting"
+        );
+        assert_eq!(h.claim(1001 + TTL, TTL), Some(true));
+        h.release_probe();
+        assert!(h.available(1002 + TTL, TTL));
+    }
+
+    #[test]
+    fn only_the_probe_closes_the_breaker() {
+        let h = DeploymentHealth::default();
+        let s = RouterSettings::default();
+        // A request in flight when the breaker opened fails or succeeds: still open.
+        h.failed(ErrorClass::RateLimit, &s, false, false, 0);
+        assert_eq!(h.state(100), BreakerState::Open);
+        h.record_latency(Duration::from_millis(5), None);
+        assert_eq!(h.state(100), BreakerState::Open);
+        assert!(h.probe_succeeded(), "a probe's success closes it");
+    }
+
+    #[test]
+    fn latency_is_a_moving_average_that_expires() {
+        let h = DeploymentHealth::default();
+        let now = now_ms();
+        assert_eq!(h.latency(false, now, 60_000), 0.0);
         h.record_latency(Duration::from_secs(1), Some(Duration::from_millis(100)));
         h.record_latency(Duration::from_secs(2), None);
-        assert!((h.latency(false) - 1.3).abs() < 1e-9);
-        assert!((h.latency(true) - 0.1).abs() < 1e-9);
+        assert!((h.latency(false, now, 60_000) - 1.3).abs() < 1e-9);
+        assert!((h.latency(true, now, 60_000) - 0.1).abs() < 1e-9);
+        assert_eq!(
+            h.latency(false, now + 120_000, 60_000),
+            0.0,
+            "stale: measure again"
+        );
     }
 
     #[test]
-    fn usage_counts_this_minute() {
+    fn usage_counts_this_minute_and_corrections_reach_the_shared_count() {
         let h = DeploymentHealth::default();
         h.start(100, 60_000);
         h.start(50, 60_001);
         h.adjust_tokens(50, 80, 60_002);
-        assert_eq!(h.usage(60_003), (2, 180));
+        h.adjust_tokens(100, 10, 60_002);
+        assert_eq!(h.usage(60_003), (2, 90));
         assert_eq!(h.usage(120_000), (0, 0));
         h.set_shared(1, 10, 1000);
-        assert_eq!(h.take_unflushed(), (2, 180));
+        assert_eq!(h.take_unflushed(), (2, 90));
         assert_eq!(h.usage(60_004), (10, 1000));
+        h.adjust_tokens(100, 0, 60_005);
+        assert_eq!(h.take_unflushed(), (0, -100));
     }
 }

@@ -55,6 +55,7 @@ pub fn build(
         RoutingStrategy::LeastBusy => Box::new(LeastBusy),
         RoutingStrategy::LatencyBased => Box::new(LatencyBased {
             buffer: settings.lowest_latency_buffer(),
+            ttl_ms: settings.latency_ttl().as_millis() as u64,
         }),
         RoutingStrategy::CostBased => Box::new(CostBased),
         RoutingStrategy::UsageBasedV2 => Box::new(UsageBased),
@@ -66,6 +67,14 @@ pub struct ModelGroup {
     pub name: String,
     pub deployments: Vec<Arc<CompiledDeployment>>,
     router: Box<dyn Router>,
+}
+
+/// A deployment picked for an attempt: its index in the group, and whether the attempt is
+/// its breaker's half-open probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub index: usize,
+    pub probe: bool,
 }
 
 /// Why no deployment of a group could take the request.
@@ -103,7 +112,8 @@ impl ModelGroup {
         req: &RouteRequest,
         excluded: &[usize],
         now_ms: u64,
-    ) -> Result<usize, NoDeployment> {
+    ) -> Result<Pick, NoDeployment> {
+        let probe_ttl = settings.cooldown_time().as_millis() as u64;
         let mut candidates: Vec<usize> = Vec::with_capacity(self.deployments.len());
         let mut soonest = u64::MAX;
         let mut largest_window = 0;
@@ -126,7 +136,7 @@ impl ModelGroup {
                     }
                 }
             }
-            if !d.health.available(now_ms) {
+            if !d.health.available(now_ms, probe_ttl) {
                 soonest = soonest.min(d.health.open_until_ms());
                 continue;
             }
@@ -164,8 +174,8 @@ impl ModelGroup {
                 .router
                 .pick(&self.deployments, &candidates, req, now_ms)
                 .ok_or(NoDeployment::Capacity)?;
-            if self.deployments[i].health.claim(now_ms) {
-                return Ok(i);
+            if let Some(probe) = self.deployments[i].health.claim(now_ms, probe_ttl) {
+                return Ok(Pick { index: i, probe });
             }
             candidates.retain(|c| *c != i);
         }
@@ -176,9 +186,11 @@ impl ModelGroup {
 /// A request's hold on the deployment serving it: counted in flight and in the minute's
 /// usage from [`Lease::start`] until dropped; [`Lease::settle`] records its actual tokens
 /// and latency.
+/// A lease dropped unsettled (a failed attempt) used no tokens.
 pub struct Lease {
     health: Arc<health::DeploymentHealth>,
     tokens: u64,
+    settled: bool,
 }
 
 impl Lease {
@@ -187,16 +199,19 @@ impl Lease {
         Self {
             health: Arc::clone(&d.health),
             tokens,
+            settled: false,
         }
     }
 
-    /// The request was served: its actual tokens (when known) and latencies.
+    /// The request was served: its actual tokens (when known; else the estimate stands)
+    /// and latencies.
     pub fn settle(
-        self,
+        mut self,
         tokens: Option<u64>,
         latency: Option<std::time::Duration>,
         ttft: Option<std::time::Duration>,
     ) {
+        self.settled = true;
         if let Some(t) = tokens {
             self.health.adjust_tokens(self.tokens, t, health::now_ms());
         }
@@ -208,6 +223,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if !self.settled {
+            self.health.adjust_tokens(self.tokens, 0, health::now_ms());
+        }
         self.health.finish();
     }
 }

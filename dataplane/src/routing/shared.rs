@@ -84,7 +84,7 @@ async fn sync(
     let mut unflushed = Vec::new();
     for (id, h) in &all {
         let (r, t) = h.take_unflushed();
-        if r > 0 || t > 0 {
+        if r > 0 || t != 0 {
             pipe.hincr(&usage_key, format!("{}:r", id.0), r).ignore();
             pipe.hincr(&usage_key, format!("{}:t", id.0), t).ignore();
             unflushed.push((h, r, t));
@@ -93,7 +93,7 @@ async fn sync(
     pipe.expire(&usage_key, 120).ignore();
     pipe.zrangebyscore_withscores(COOLDOWNS, now, "+inf");
     pipe.hgetall(&usage_key);
-    let result: redis::RedisResult<(Cooldowns, HashMap<String, u64>)> =
+    let result: redis::RedisResult<(Cooldowns, HashMap<String, i64>)> =
         pipe.query_async(conn).await;
     let (cooldowns, usage) = match result {
         Ok(r) => r,
@@ -112,11 +112,11 @@ async fn sync(
         }
     }
     for (id, h) in &all {
+        // Corrections to actual usage are negative: a count can dip below zero briefly.
         let get = |suffix: &str| {
             usage
                 .get(&format!("{}:{suffix}", id.0))
-                .copied()
-                .unwrap_or(0)
+                .map_or(0, |v| u64::try_from(*v).unwrap_or(0))
         };
         h.set_shared(minute, get("r"), get("t"));
     }

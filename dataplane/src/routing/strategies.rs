@@ -113,9 +113,11 @@ impl Router for LeastBusy {
 
 /// `latency-based-routing`: the lowest moving average of latency (time to first token for
 /// streams); any deployment within `lowest_latency_buffer` (a fraction) of the lowest may
-/// be picked, at random. Deployments not measured yet go first, so each gets measured.
+/// be picked, at random. Deployments not measured yet (or not for `ttl_ms`) go first, so
+/// each gets measured; failed attempts count as slow ones.
 pub struct LatencyBased {
     pub buffer: f64,
+    pub ttl_ms: u64,
 }
 
 impl Router for LatencyBased {
@@ -124,9 +126,9 @@ impl Router for LatencyBased {
         group: &[Arc<CompiledDeployment>],
         candidates: &[usize],
         req: &RouteRequest,
-        _now_ms: u64,
+        now_ms: u64,
     ) -> Option<usize> {
-        let latency = |i: usize| group[i].health.latency(req.stream);
+        let latency = |i: usize| group[i].health.latency(req.stream, now_ms, self.ttl_ms);
         let best = argmin_by(candidates, latency)?;
         let lowest = latency(best);
         if self.buffer <= 0.0 || lowest == 0.0 {
@@ -297,7 +299,10 @@ mod tests {
         ds[1]
             .health
             .record_latency(Duration::from_millis(300), None);
-        let strict = LatencyBased { buffer: 0.0 };
+        let strict = LatencyBased {
+            buffer: 0.0,
+            ttl_ms: 60_000,
+        };
         assert_eq!(
             strict.pick(&ds, &[0, 1, 2], &RouteRequest::default(), 0),
             Some(2)
@@ -309,7 +314,11 @@ mod tests {
         ds[2]
             .health
             .record_latency(Duration::from_millis(120), None);
-        let s = shares(&LatencyBased { buffer: 0.5 }, &ds, 20_000);
+        let buffered = LatencyBased {
+            buffer: 0.5,
+            ttl_ms: 60_000,
+        };
+        let s = shares(&buffered, &ds, 20_000);
         assert!(s[1] == 0.0 && (s[0] - 0.5).abs() < 0.03, "{s:?}");
     }
 

@@ -256,7 +256,10 @@ pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiE
         "content": content,
         "stop_reason": stop_reason(choice.get("finish_reason").and_then(Value::as_str)),
         "stop_sequence": null,
-        "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens},
+        // Anthropic's input_tokens leave out the tokens read from the cache.
+        "usage": {"input_tokens": u.input_tokens - u.cached_input_tokens.min(u.input_tokens),
+                  "cache_read_input_tokens": u.cached_input_tokens,
+                  "output_tokens": u.output_tokens},
     });
     Ok((out, usage))
 }

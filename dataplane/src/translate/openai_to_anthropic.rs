@@ -294,11 +294,15 @@ pub fn response(body: &[u8]) -> Result<(Value, Option<Usage>), ApiError> {
 }
 
 pub fn openai_usage(u: Usage) -> Value {
-    json!({
+    let mut v = json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
         "total_tokens": u.total(),
-    })
+    });
+    if u.cached_input_tokens > 0 {
+        v["prompt_tokens_details"] = json!({"cached_tokens": u.cached_input_tokens});
+    }
+    v
 }
 
 #[cfg(test)]
@@ -395,7 +399,8 @@ mod tests {
             usage,
             Some(Usage {
                 input_tokens: 10,
-                output_tokens: 5
+                output_tokens: 5,
+                cached_input_tokens: 0,
             })
         );
         assert_eq!(out["object"], "chat.completion");

@@ -522,7 +522,8 @@ mod tests {
             c.usage(),
             Some(Usage {
                 input_tokens: 7,
-                output_tokens: 9
+                output_tokens: 9,
+                cached_input_tokens: 0,
             })
         );
     }
@@ -570,7 +571,8 @@ mod tests {
             c.usage(),
             Some(Usage {
                 input_tokens: 4,
-                output_tokens: 6
+                output_tokens: 6,
+                cached_input_tokens: 0,
             })
         );
     }
@@ -588,7 +590,8 @@ mod tests {
             c.usage(),
             Some(Usage {
                 input_tokens: 1,
-                output_tokens: 2
+                output_tokens: 2,
+                cached_input_tokens: 0,
             })
         );
         let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, true, "m");

@@ -48,6 +48,8 @@ pub struct Loaded {
     pub credentials: Vec<Credential>,
     /// SHA-256 of the config text (hex), to recognise a file imported before.
     pub sha256: String,
+    /// `router_settings.redis_host` / `redis_port` / `redis_password` as a URL.
+    pub redis_url: Option<crate::Secret>,
     pub warnings: Vec<String>,
 }
 
@@ -101,13 +103,13 @@ pub fn compile(
     let mut warnings = Vec::new();
     raw.collect_unknown(&mut warnings);
     let credentials = raw.credentials();
-    let snapshot = raw
-        .into_snapshot(&lookup, &mut warnings)
-        .map_err(|(at, message)| ConfigError::Invalid {
-            path: path.to_owned(),
-            at,
-            message,
-        })?;
+    let invalid = |(at, message)| ConfigError::Invalid {
+        path: path.to_owned(),
+        at,
+        message,
+    };
+    let redis_url = raw.redis_url().map_err(invalid)?;
+    let snapshot = raw.into_snapshot(&lookup, &mut warnings).map_err(invalid)?;
     let sha256 = crate::hex(&sha2::Digest::finalize(
         <sha2::Sha256 as sha2::Digest>::new_with_prefix(text),
     ));
@@ -115,6 +117,7 @@ pub fn compile(
         snapshot,
         credentials,
         sha256,
+        redis_url,
         warnings,
     })
 }

@@ -110,6 +110,9 @@ struct RawRouterSettings {
     all: Unknown,
 }
 
+/// LiteLLM's Redis keys in `router_settings` (the data plane's shared limits and health).
+const REDIS_KEYS: [&str; 3] = ["redis_host", "redis_port", "redis_password"];
+
 /// The router keys LiteLLM also reads from `litellm_settings` (`router_settings` wins).
 const LITELLM_SETTINGS_ROUTER_KEYS: [&str; 6] = [
     "request_timeout",
@@ -127,6 +130,42 @@ struct RawLitellmSettings {
 }
 
 impl RawConfig {
+    /// `redis://[:password@]host:port` from `router_settings.redis_host`, `redis_port`
+    /// (default 6379) and `redis_password`; `None` without a host.
+    pub fn redis_url(&self) -> Result<Option<crate::Secret>, (String, String)> {
+        let get = |k: &str| self.router_settings.all.get(k).filter(|v| !v.is_null());
+        let text = |k: &str| -> Result<Option<String>, (String, String)> {
+            match get(k) {
+                None => Ok(None),
+                Some(serde_norway::Value::String(s)) => Ok(Some(s.clone())),
+                Some(serde_norway::Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(_) => Err((format!("router_settings.{k}"), "must be a string".into())),
+            }
+        };
+        let Some(host) = text("redis_host")?.filter(|h| !h.is_empty()) else {
+            return Ok(None);
+        };
+        let port = text("redis_port")?.unwrap_or_else(|| "6379".into());
+        if port.parse::<u16>().is_err() {
+            return Err((
+                "router_settings.redis_port".into(),
+                format!("`{port}` is not a port"),
+            ));
+        }
+        let auth = match text("redis_password")?.filter(|p| !p.is_empty()) {
+            Some(p) => format!(":{}@", percent_encode(&p)),
+            None => String::new(),
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(Some(crate::Secret::new(format!(
+            "redis://{auth}{host}:{port}"
+        ))))
+    }
+
     /// The router settings: `router_settings`, plus the router keys of `litellm_settings`
     /// that `router_settings` does not set.
     fn router(&self, warnings: &mut Vec<String>) -> Result<RouterSettings, (String, String)> {
@@ -231,10 +270,15 @@ impl RawConfig {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
+        let known: Vec<&str> = RouterSettings::KEYS
+            .iter()
+            .chain(&REDIS_KEYS)
+            .copied()
+            .collect();
         warn_unknown(
             warnings,
             "router_settings",
-            &unknown_of(&self.router_settings.all, &RouterSettings::KEYS),
+            &unknown_of(&self.router_settings.all, &known),
         );
         warn_unknown(
             warnings,
@@ -473,6 +517,18 @@ pub fn compile_deployment(
             extra: mi.extra.clone(),
         },
     })
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (for a URL's userinfo).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn validate_base(base: &str) -> Result<(), String> {

@@ -187,3 +187,41 @@ fn example_config_compiles() {
         .iter()
         .all(|d| d.provider == ProviderKind::Mock));
 }
+
+#[test]
+fn redis_settings_become_a_url_and_router_keys_do_not_warn() {
+    let l = load(
+        "router_settings:\n  redis_host: os.environ/REDIS_HOST\n  redis_port: 6380\n  redis_password: 'p@ss:w/rd'\n  num_retries: 1\n  fallbacks: [{a: [b]}]\nlitellm_settings:\n  num_retries: 5\n  request_timeout: 9\n",
+        &[("REDIS_HOST", "cache.internal")],
+    )
+    .unwrap();
+    assert_eq!(
+        l.redis_url.unwrap().expose(),
+        "redis://:p%40ss%3Aw%2Frd@cache.internal:6380"
+    );
+    let r = &l.snapshot.router;
+    // router_settings wins over litellm_settings; litellm_settings fills the rest.
+    assert_eq!(r.num_retries, Some(1));
+    assert_eq!(r.request_timeout, Some(std::time::Duration::from_secs(9)));
+    assert_eq!(r.fallbacks.len(), 1);
+    assert!(
+        l.warnings.iter().all(|w| !w.contains("router_settings")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(load("router_settings: {}\n", &[])
+        .unwrap()
+        .redis_url
+        .is_none());
+    let e = load(
+        "router_settings:\n  redis_host: h\n  redis_port: nope\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("router_settings.redis_port"), "{e}");
+    let e = load("litellm_settings:\n  num_retries: -2\n", &[]).unwrap_err();
+    assert!(
+        e.to_string().contains("litellm_settings.num_retries"),
+        "{e}"
+    );
+}

@@ -39,6 +39,8 @@ pub struct Fault {
     pub reset_after_chunks: Option<usize>,
     /// A prompt over this many tokens gets OpenAI's `context_length_exceeded` 400.
     pub max_prompt_tokens: Option<u64>,
+    /// Not a fault: report this many prompt tokens as read from the prompt cache.
+    pub cached_tokens: Option<u64>,
 }
 
 /// What `GET /__stats` reports per upstream model.
@@ -56,11 +58,12 @@ pub struct Injected {
     pub retry_after: Option<u64>,
 }
 
-/// How a stream should misbehave.
+/// How a stream should misbehave (and how many prompt tokens came from the cache).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamFault {
     pub chunk_delay_ms: Option<u64>,
     pub reset_after_chunks: Option<usize>,
+    pub cached_tokens: Option<u64>,
 }
 
 impl State {
@@ -104,6 +107,7 @@ impl State {
             StreamFault {
                 chunk_delay_ms: fault.chunk_delay_ms,
                 reset_after_chunks: fault.reset_after_chunks,
+                cached_tokens: fault.cached_tokens,
             },
         )
     }

@@ -164,7 +164,10 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
         }
     }
     let completion = text.as_deref().map(common::words).unwrap_or(5);
-    let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    let mut usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    if let Some(cached) = stream_fault.cached_tokens {
+        usage["prompt_tokens_details"] = json!({"cached_tokens": cached.min(prompt)});
+    }
     let args = r#"{"location":"Paris"}"#;
     let id = "chatcmpl-mock-1";
     let created = 1_700_000_000u64;
