@@ -237,6 +237,7 @@ pub async fn upsert(
     .bind(&id);
     limits.bind(q, window.as_ref()).execute(&mut *tx).await?;
     let rec = load_budget(&mut tx, &id).await?;
+    let version = send_orgs_of(&mut tx, std::slice::from_ref(&id)).await?;
     crate::audit::record(
         &mut *tx,
         actor,
@@ -250,7 +251,7 @@ pub async fn upsert(
             object_id: &id,
             before: before.as_ref().and_then(crate::audit::json),
             after: crate::audit::json(&rec),
-            snapshot_version: None,
+            snapshot_version: version,
         },
     )
     .await?;
@@ -287,8 +288,27 @@ pub async fn delete(
         )
         .await?;
     }
+    send_orgs_of(&mut tx, ids).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Organizations take their limits from their budget: after budgets change, their
+/// organizations' views go to data planes.
+async fn send_orgs_of(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    budget_ids: &[String],
+) -> Result<Option<u64>, StoreError> {
+    let orgs: Vec<String> =
+        sqlx::query_scalar("SELECT organization_id FROM organizations WHERE budget_id = ANY($1)")
+            .bind(budget_ids)
+            .fetch_all(&mut **tx)
+            .await?;
+    let which: Vec<(routeiq_proto::ScopeKind, &str)> = orgs
+        .iter()
+        .map(|o| (routeiq_proto::ScopeKind::Organization, o.as_str()))
+        .collect();
+    crate::scopes::send(tx, &which, false).await
 }
 
 /// Budgets, all or those with the given ids.

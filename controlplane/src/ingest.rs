@@ -3,11 +3,13 @@
 //!
 //! A batch is one statement in one transaction: events go into `spend_logs` with `ON
 //! CONFLICT DO NOTHING` (primary key: request id and start time), and only the rows actually
-//! inserted add to key, team and user spend and to `daily_spend`. The messages are acked
+//! inserted add to key, team, user and organization spend (an event's organization is its
+//! key's, else its team's) and to `daily_spend`. The messages are acked
 //! after the commit. A redelivered event (crash before the ack, a data plane's retry) finds
 //! its row and counts nothing: no loss, no double count.
 //!
-//! Every key with a `max_budget` whose spend grew in a batch gets a `KeySpend` delta in the
+//! Every key with a `max_budget`, and every team, user and organization with a budget,
+//! whose spend grew in a batch gets a `KeySpend` / `ScopeSpend` op in one delta of the
 //! same transaction: data planes enforce budgets on spend that is one batch old at most
 //! (plus what they spent themselves since, see the data plane's `budgets`).
 
@@ -20,7 +22,7 @@ use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 use prost::Message;
 use routeiq_proto::wire::pb;
-use routeiq_proto::{subjects, DeltaOp, KeyHash, UsageEvent};
+use routeiq_proto::{subjects, DeltaOp, KeyHash, ScopeKind, UsageEvent};
 use sqlx::{PgPool, Row};
 
 use crate::changes;
@@ -229,14 +231,34 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
               FROM (SELECT team_id, sum(cost) AS cost FROM ins
                      WHERE team_id IS NOT NULL GROUP BY team_id) s
              WHERE x.team_id = s.team_id
-            RETURNING 1
+            RETURNING x.team_id, x.spend, (x.max_budget IS NOT NULL OR x.soft_budget IS NOT NULL) AS budgeted
         ),
         usr AS (
             UPDATE users x SET spend = x.spend + s.cost
               FROM (SELECT user_id, sum(cost) AS cost FROM ins
                      WHERE user_id IS NOT NULL GROUP BY user_id) s
              WHERE x.user_id = s.user_id
-            RETURNING 1
+            RETURNING x.user_id, x.spend, (x.max_budget IS NOT NULL OR x.soft_budget IS NOT NULL) AS budgeted
+        ),
+        o AS (
+            UPDATE organizations x SET spend = x.spend + s.cost
+              FROM (SELECT COALESCE(vk.organization_id, tm.organization_id) AS org,
+                           sum(i.cost) AS cost
+                      FROM ins i
+                      LEFT JOIN virtual_keys vk ON vk.key_hash = i.key_hash
+                      LEFT JOIN teams tm ON tm.team_id = i.team_id
+                     GROUP BY 1) s
+             WHERE s.org IS NOT NULL AND x.organization_id = s.org
+            RETURNING x.organization_id, x.spend, x.budget_id
+        ),
+        scoped AS (
+            SELECT 'team' AS kind, team_id AS id, spend FROM t WHERE budgeted
+            UNION ALL
+            SELECT 'user', user_id, spend FROM usr WHERE budgeted
+            UNION ALL
+            SELECT 'organization', o.organization_id, o.spend
+              FROM o JOIN budgets b ON b.budget_id = o.budget_id
+             WHERE b.max_budget IS NOT NULL OR b.soft_budget IS NOT NULL
         ),
         d AS (
             INSERT INTO daily_spend AS ds (day, key_hash, team_id, user_id, model_group,
@@ -259,7 +281,10 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
                (SELECT count(*) FROM t) + (SELECT count(*) FROM usr) + (SELECT count(*) FROM d)
                    AS touched,
                COALESCE((SELECT array_agg(key_hash) FROM budgeted), '{}') AS budgeted_keys,
-               COALESCE((SELECT array_agg(spend) FROM budgeted), '{}') AS budgeted_spend",
+               COALESCE((SELECT array_agg(spend) FROM budgeted), '{}') AS budgeted_spend,
+               COALESCE((SELECT array_agg(kind) FROM scoped), '{}') AS scope_kinds,
+               COALESCE((SELECT array_agg(id) FROM scoped), '{}') AS scope_ids,
+               COALESCE((SELECT array_agg(spend) FROM scoped), '{}') AS scope_spend",
     )
     .bind(&request_id)
     .bind(&started_ms)
@@ -281,23 +306,35 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     let inserted: i64 = row.try_get("inserted")?;
     let budgeted_keys: Vec<Vec<u8>> = row.try_get("budgeted_keys")?;
     let budgeted_spend: Vec<f64> = row.try_get("budgeted_spend")?;
-    if !budgeted_keys.is_empty() {
-        let ops = budgeted_keys
-            .iter()
-            .zip(budgeted_spend)
-            .map(|(h, spend)| {
-                Ok(DeltaOp::KeySpend {
-                    hash: KeyHash::from_slice(h)
-                        .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?,
-                    spend,
-                })
+    let scope_kinds: Vec<String> = row.try_get("scope_kinds")?;
+    let scope_ids: Vec<String> = row.try_get("scope_ids")?;
+    let scope_spend: Vec<f64> = row.try_get("scope_spend")?;
+    let mut ops = budgeted_keys
+        .iter()
+        .zip(budgeted_spend)
+        .map(|(h, spend)| {
+            Ok(DeltaOp::KeySpend {
+                hash: KeyHash::from_slice(h)
+                    .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?,
+                spend,
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    for ((kind, id), spend) in scope_kinds.iter().zip(scope_ids).zip(scope_spend) {
+        ops.push(DeltaOp::ScopeSpend {
+            kind: ScopeKind::parse(kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("scope kind {kind}")))?,
+            id,
+            spend,
+        });
+    }
+    if !ops.is_empty() {
+        let count = ops.len();
         let version = changes::append(&mut tx, ops).await?;
         tracing::debug!(
-            keys = budgeted_keys.len(),
+            count,
             version,
-            "spend of keys with a budget sent"
+            "spend of keys, teams, users and organizations with a budget sent"
         );
     }
     tx.commit().await?;

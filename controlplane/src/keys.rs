@@ -479,7 +479,8 @@ pub async fn list(
 
 /// The data plane's view: a key of a blocked team is blocked.
 const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
-    COALESCE(k.team_id, '') AS team_id, COALESCE(k.user_id, '') AS user_id, k.models,
+    COALESCE(k.team_id, '') AS team_id, COALESCE(k.user_id, '') AS user_id,
+    COALESCE(k.organization_id, t.organization_id, '') AS organization_id, k.models,
     COALESCE(t.models, '{}') AS team_models,
     k.max_budget, k.soft_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
@@ -502,6 +503,7 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
         alias: r.try_get("key_alias")?,
         team_id: r.try_get("team_id")?,
         user_id: r.try_get("user_id")?,
+        organization_id: r.try_get("organization_id")?,
         models: r.try_get::<Vec<String>, _>("models")?.into(),
         team_models: r.try_get::<Vec<String>, _>("team_models")?.into(),
         max_budget: r.try_get("max_budget")?,

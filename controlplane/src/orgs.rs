@@ -1,5 +1,6 @@
 //! Organizations (`organizations`).
 
+use routeiq_proto::ScopeKind;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -116,6 +117,7 @@ pub async fn upsert(
     .execute(&mut *tx)
     .await?;
     let rec = load(&mut tx, &id).await?;
+    let version = crate::scopes::send(&mut tx, &[(ScopeKind::Organization, &id)], create).await?;
     audit::record(
         &mut *tx,
         actor,
@@ -129,7 +131,7 @@ pub async fn upsert(
             object_id: &id,
             before: before.as_ref().and_then(audit::json),
             after: audit::json(&rec),
-            snapshot_version: None,
+            snapshot_version: version,
         },
     )
     .await?;
@@ -142,6 +144,10 @@ pub async fn delete(pool: &PgPool, actor: &Actor, ids: &[String]) -> Result<(), 
         return Err(StoreError::Invalid("no organizations given".into()));
     }
     let mut tx = pool.begin().await?;
+    let gone: Vec<(ScopeKind, &str)> = ids
+        .iter()
+        .map(|id| (ScopeKind::Organization, id.as_str()))
+        .collect();
     for id in ids {
         let before = load(&mut tx, id).await?;
         sqlx::query("DELETE FROM organizations WHERE organization_id = $1")
@@ -162,6 +168,7 @@ pub async fn delete(pool: &PgPool, actor: &Actor, ids: &[String]) -> Result<(), 
         )
         .await?;
     }
+    crate::scopes::send(&mut tx, &gone, false).await?;
     tx.commit().await?;
     Ok(())
 }

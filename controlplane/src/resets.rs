@@ -1,11 +1,12 @@
 //! Budget resets: when a key's, team's or user's `budget_reset_at` passes, its spend goes
 //! back to 0 and the next reset is one `budget_duration` later. Runs once per due row even
 //! with several control-plane replicas: each pass holds a transaction-scoped advisory lock
-//! (a replica that cannot take it skips the pass). Key resets go out as `KeySpend` deltas.
+//! (a replica that cannot take it skips the pass). Resets go out as `KeySpend` and
+//! `ScopeSpend` ops.
 
 use std::time::Duration;
 
-use routeiq_proto::{DeltaOp, KeyHash};
+use routeiq_proto::{DeltaOp, KeyHash, ScopeKind};
 use sqlx::{PgPool, Row};
 
 use crate::audit::{self, Actor};
@@ -86,13 +87,25 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
         .fetch_all(&mut *tx)
         .await?;
         total += reset.len() as u64;
-        if table == "virtual_keys" {
-            for r in &reset {
-                let h: Vec<u8> = r.try_get(id)?;
-                let hash = KeyHash::from_slice(&h)
-                    .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?;
-                key_ops.push(DeltaOp::KeySpend { hash, spend: 0.0 });
-            }
+        for r in &reset {
+            key_ops.push(match table {
+                "virtual_keys" => {
+                    let h: Vec<u8> = r.try_get(id)?;
+                    let hash = KeyHash::from_slice(&h)
+                        .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?;
+                    DeltaOp::KeySpend { hash, spend: 0.0 }
+                }
+                // A scope without a budget is not on data planes: the op is ignored there.
+                _ => DeltaOp::ScopeSpend {
+                    kind: if table == "teams" {
+                        ScopeKind::Team
+                    } else {
+                        ScopeKind::User
+                    },
+                    id: r.try_get(id)?,
+                    spend: 0.0,
+                },
+            });
         }
     }
     if total == 0 {

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
-use crate::{changes, deployments, keys, settings};
+use crate::{changes, deployments, keys, scopes, settings};
 
 /// The snapshot as of the latest committed version, read in one repeatable-read
 /// transaction so the version and the rows agree.
@@ -22,6 +22,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         .map(|(d, _)| d)
         .collect();
     let keys = keys::load_all(&mut *tx).await?;
+    let scopes = scopes::load_all(&mut *tx).await?;
     tx.commit().await?;
     let snapshot = Snapshot {
         version,
@@ -31,6 +32,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         router: s.router,
         max_request_body_bytes: s.max_request_body_bytes,
         user_header_name: s.user_header_name,
+        scopes,
     };
     snapshot
         .validate()

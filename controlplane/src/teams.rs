@@ -1,7 +1,7 @@
 //! Teams and their members (`teams`, `team_memberships`). Deleting a team deletes its keys,
 //! as LiteLLM does, and those deletions go out as snapshot deltas.
 
-use routeiq_proto::{DeltaOp, KeyHash};
+use routeiq_proto::{DeltaOp, KeyHash, ScopeKind};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use crate::audit::{self, Actor};
 use crate::budget::{self, Limits, LimitsRecord, LIMIT_COLUMNS};
 use crate::error::StoreError;
-use crate::{changes, keys, Page};
+use crate::{changes, keys, scopes, Page};
 
 #[derive(Debug, Clone, Default)]
 pub struct TeamFields {
@@ -198,6 +198,7 @@ pub async fn create(
     apply(&mut tx, &id, f).await?;
     add_members(&mut tx, &id, initial).await?;
     let rec = load(&mut tx, &id, false).await?;
+    let version = scopes::send(&mut tx, &[(ScopeKind::Team, &id)], true).await?;
     audit::record(
         &mut *tx,
         actor,
@@ -207,7 +208,7 @@ pub async fn create(
             object_id: &id,
             before: None,
             after: audit::json(&rec),
-            snapshot_version: None,
+            snapshot_version: version,
         },
     )
     .await?;
@@ -236,9 +237,14 @@ pub async fn update(
             .await?;
     }
     let rec = load(&mut tx, team_id, false).await?;
-    // Keys carry their team's `blocked` and `models`: re-send them when either changes.
-    let version = if rec.blocked == before.blocked && rec.models == before.models {
-        None
+    let scope_version = scopes::send(&mut tx, &[(ScopeKind::Team, team_id)], false).await?;
+    // Keys carry their team's `blocked`, `models` and organization: re-send them when one
+    // changes.
+    let version = if rec.blocked == before.blocked
+        && rec.models == before.models
+        && rec.organization_id == before.organization_id
+    {
+        scope_version
     } else {
         let ops: Vec<DeltaOp> = keys::views_of_team(&mut *tx, team_id)
             .await?
@@ -337,6 +343,12 @@ pub(crate) async fn delete_owners(
     .execute(&mut **tx)
     .await?;
     let version = deleted_keys_delta(tx, &rows).await?;
+    let kind = match owner {
+        Owner::Team => ScopeKind::Team,
+        Owner::User => ScopeKind::User,
+    };
+    let gone: Vec<(ScopeKind, &str)> = ids.iter().map(|id| (kind, *id)).collect();
+    let version = scopes::send(tx, &gone, false).await?.or(version);
     let action = format!("{object_type}.delete");
     for (id, before) in befores {
         audit::record(

@@ -1,5 +1,6 @@
 //! Internal users (`users`). Deleting a user deletes their keys, as LiteLLM does.
 
+use routeiq_proto::ScopeKind;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -154,6 +155,7 @@ pub async fn create(
         .map_err(constraint)?;
     apply(&mut tx, &id, f).await?;
     let rec = load(&mut tx, &id, false).await?;
+    let version = crate::scopes::send(&mut tx, &[(ScopeKind::User, &id)], true).await?;
     audit::record(
         &mut *tx,
         actor,
@@ -163,7 +165,7 @@ pub async fn create(
             object_id: &id,
             before: None,
             after: audit::json(&rec),
-            snapshot_version: None,
+            snapshot_version: version,
         },
     )
     .await?;
@@ -181,6 +183,7 @@ pub async fn update(
     let before = load(&mut tx, id, true).await?;
     apply(&mut tx, id, f).await?;
     let rec = load(&mut tx, id, false).await?;
+    let version = crate::scopes::send(&mut tx, &[(ScopeKind::User, id)], false).await?;
     audit::record(
         &mut *tx,
         actor,
@@ -190,7 +193,7 @@ pub async fn update(
             object_id: id,
             before: audit::json(&before),
             after: audit::json(&rec),
-            snapshot_version: None,
+            snapshot_version: version,
         },
     )
     .await?;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use routeiq_dataplane::error::ClientApi;
+use routeiq_dataplane::holder::Holder;
 use routeiq_dataplane::sse;
 use routeiq_dataplane::state::LiveState;
 use routeiq_dataplane::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
@@ -159,7 +160,7 @@ fn limits(c: &mut Criterion) {
     });
     c.bench_function("limits/admit_and_settle_rpm_tpm_parallel", |b| {
         b.iter(|| {
-            if let Ok(Some(a)) = rt.block_on(limiter.admit(black_box(&key), 300)) {
+            if let Ok(Some(a)) = rt.block_on(limiter.admit(&Holder::key(black_box(&key)), 300)) {
                 a.settle(black_box(120));
             }
         })
@@ -178,7 +179,7 @@ fn budgets(c: &mut Criterion) {
     };
     c.bench_function("budgets/admit_and_settle", |b| {
         b.iter(|| {
-            if let Ok(Some(h)) = budgets.admit(black_box(&key), 1, 0.001) {
+            if let Ok(Some(h)) = budgets.admit(&Holder::key(black_box(&key)), 1, 0.001) {
                 h.settle(black_box(0.0004));
             }
         })

@@ -19,7 +19,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use routeiq_proto::{KeyHash, VirtualKey};
+use routeiq_proto::KeyHash;
+
+use crate::holder::Holder;
 
 use crate::error::ApiError;
 use crate::per_key::{lock, PerKey};
@@ -77,33 +79,34 @@ impl Budgets {
         })
     }
 
-    /// Admits a request of `key` (as seen in snapshot `version`) that may cost up to
-    /// `worst_case` USD, or refuses it with 429 `budget_exceeded`. `None` when the key has
-    /// neither a budget nor a soft budget.
+    /// Admits a request of `key` (a key, team, user or organization, as seen in snapshot
+    /// `version`) that may cost up to `worst_case` USD, or refuses it with 429
+    /// `budget_exceeded` naming it. `None` when it has neither a budget nor a soft budget.
     pub fn admit(
         &self,
-        key: &VirtualKey,
+        key: &Holder<'_>,
         version: u64,
         worst_case: f64,
     ) -> Result<Option<Hold>, ApiError> {
-        if key.max_budget.is_none() && key.soft_budget.is_none() {
+        if !key.has_budget() {
             return Ok(None);
         }
         let max = key.max_budget.unwrap_or(f64::INFINITY);
-        let account = self.account(&key.hash);
+        let account = self.account(key.hash);
         let mut a = lock(&account);
         a.rebase(key.spend, version);
         let spent = a.base + a.local;
         if spent + a.reserved >= max {
             return Err(ApiError::budget_exceeded(format!(
-                "Budget has been exceeded! Key spend: {spent:.6} USD (requests in flight may \
+                "Budget has been exceeded for {}! Spend: {spent:.6} USD (requests in flight may \
                  cost up to {:.6} more), max budget: {max:.6} USD",
+                key.label(),
                 a.reserved
             )));
         }
         let over_soft_budget = key.soft_budget.is_some_and(|soft| spent >= soft);
         if over_soft_budget && !a.soft_logged {
-            tracing::warn!(key = ?key.hash, spent, soft_budget = key.soft_budget, "key passed its soft budget");
+            tracing::warn!(holder = %key.label(), account = ?key.hash, spent, soft_budget = key.soft_budget, "soft budget passed");
         }
         a.soft_logged = over_soft_budget;
         let worst_case = worst_case.max(0.0);
@@ -146,6 +149,16 @@ impl Drop for Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use routeiq_proto::VirtualKey;
+
+    fn admit(
+        b: &Budgets,
+        k: &VirtualKey,
+        version: u64,
+        cost: f64,
+    ) -> Result<Option<Hold>, ApiError> {
+        b.admit(&Holder::key(k), version, cost)
+    }
 
     fn key(spend: f64, max: f64) -> VirtualKey {
         VirtualKey {
@@ -160,35 +173,35 @@ mod tests {
     fn reserves_settles_and_rebases() {
         let b = Budgets::default();
         let k = key(0.0, 1.0);
-        let h1 = b.admit(&k, 1, 0.6).unwrap().unwrap();
-        let h2 = b.admit(&k, 1, 0.6).unwrap().unwrap(); // 0.6 < 1.0: admitted
-        assert_eq!(b.admit(&k, 1, 0.1).unwrap_err().status, 429); // 1.2 reserved
+        let h1 = admit(&b, &k, 1, 0.6).unwrap().unwrap();
+        let h2 = admit(&b, &k, 1, 0.6).unwrap().unwrap(); // 0.6 < 1.0: admitted
+        assert_eq!(admit(&b, &k, 1, 0.1).unwrap_err().status, 429); // 1.2 reserved
         h1.settle(0.3);
         h2.settle(0.3); // 0.6 spent here, unreported
-        let h3 = b.admit(&k, 1, 0.3).unwrap().unwrap();
+        let h3 = admit(&b, &k, 1, 0.3).unwrap().unwrap();
         drop(h3); // costs nothing
                   // The control plane reports 0.5 of it (version 2): the rest (0.1) stays local.
-        let h4 = b.admit(&key(0.5, 1.0), 2, 0.3).unwrap().unwrap(); // 0.6 + 0.3
+        let h4 = admit(&b, &key(0.5, 1.0), 2, 0.3).unwrap().unwrap(); // 0.6 + 0.3
         h4.settle(0.35); // 0.95 spent
-        assert!(b.admit(&key(0.5, 1.0), 2, 0.01).is_ok()); // 0.95 < 1.0
-        let h5 = b.admit(&key(0.5, 1.0), 2, 0.1).unwrap().unwrap();
+        assert!(admit(&b, &key(0.5, 1.0), 2, 0.01).is_ok()); // 0.95 < 1.0
+        let h5 = admit(&b, &key(0.5, 1.0), 2, 0.1).unwrap().unwrap();
         h5.settle(0.1); // 1.05 spent
                         // A request still holding the version-1 view (spend 0) does not look like a reset.
-        assert!(b.admit(&key(0.0, 1.0), 1, 0.0).is_err());
-        assert!(b.admit(&key(1.0, 1.0), 3, 0.0).is_err());
+        assert!(admit(&b, &key(0.0, 1.0), 1, 0.0).is_err());
+        assert!(admit(&b, &key(1.0, 1.0), 3, 0.0).is_err());
         // A reset (newer view, spend back to zero): nothing local.
-        assert!(b.admit(&key(0.0, 1.0), 4, 0.9).is_ok());
-        assert!(b.admit(&key(0.0, 1.0), 4, 0.0).is_ok());
-        assert!(b.admit(&VirtualKey::default(), 4, 1.0).unwrap().is_none());
+        assert!(admit(&b, &key(0.0, 1.0), 4, 0.9).is_ok());
+        assert!(admit(&b, &key(0.0, 1.0), 4, 0.0).is_ok());
+        assert!(admit(&b, &VirtualKey::default(), 4, 1.0).unwrap().is_none());
         // A soft budget: requests pass, marked as over it once spend reaches it.
         let soft = VirtualKey {
             hash: KeyHash::of("sk-soft"),
             soft_budget: Some(0.5),
             ..VirtualKey::default()
         };
-        let h = b.admit(&soft, 1, 0.1).unwrap().unwrap();
+        let h = admit(&b, &soft, 1, 0.1).unwrap().unwrap();
         assert!(!h.over_soft_budget);
         h.settle(0.6);
-        assert!(b.admit(&soft, 1, 0.1).unwrap().unwrap().over_soft_budget);
+        assert!(admit(&b, &soft, 1, 0.1).unwrap().unwrap().over_soft_budget);
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use routeiq_proto::VirtualKey;
+use routeiq_proto::{ScopeKind, VirtualKey};
+
+use crate::holder::Holder;
 
 use crate::state::CompiledDeployment;
 
@@ -29,12 +31,14 @@ pub struct RequestCtx {
     pub time_to_first_token: Option<Duration>,
     /// `error.type` of a failed request.
     pub error_type: Option<&'static str>,
-    /// The key's rate-limit slot and token reservation, settled when the request is logged.
-    pub admission: Option<crate::limits::Admission>,
+    /// The rate-limit slots and token reservations of the key and its team, user and
+    /// organization, settled when the request is logged.
+    pub admissions: Vec<crate::limits::Admission>,
     /// `x-ratelimit-*` headers for the response (keys with limits).
     pub rate_headers: Vec<(&'static str, String)>,
-    /// The key's budget reservation, settled to the request's cost when it is logged.
-    pub budget_hold: Option<crate::budgets::Hold>,
+    /// The budget reservations of the key and its team, user and organization, settled to
+    /// the request's cost when it is logged.
+    pub budget_holds: Vec<crate::budgets::Hold>,
     /// The end user the request was made for (`user_header_name`, or the body's `user`).
     pub end_user: Option<String>,
     /// The serving deployment's hold (in flight, usage), settled when the request is logged.
@@ -45,43 +49,67 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// Admits the request under its key's budget (`budgets`) and rate limits (`limits`)
-    /// with its worst case, served by `d`; both holds last until the request is logged.
+    /// Admits the request under the budgets (`budgets`) and rate limits (`limits`) of its
+    /// key and of the key's team, user and organization (those with something to
+    /// enforce), with its worst case, served by `d`. Every one must admit it: the first
+    /// that refuses names itself in the error, and the holds taken before it are released.
+    /// The holds last until the request is logged.
     pub async fn admit(
         &mut self,
         app: &crate::state::App,
-        version: u64,
+        live: &crate::state::LiveState,
         d: &CompiledDeployment,
         worst: crate::limits::WorstCase,
     ) -> Result<(), crate::error::ApiError> {
-        let Some(key) = self.key.as_deref() else {
+        let Some(key) = self.key.clone() else {
             return Ok(());
         };
+        // No allocation: the key, then its team, user and organization when they enforce
+        // something.
+        let mut holders: [Option<Holder<'_>>; 4] = [Some(Holder::key(&key)), None, None, None];
+        let scopes = live.scopes();
+        if !scopes.is_empty() {
+            for (slot, (kind, id)) in holders[1..].iter_mut().zip([
+                (ScopeKind::Team, &key.team_id),
+                (ScopeKind::User, &key.user_id),
+                (ScopeKind::Organization, &key.organization_id),
+            ]) {
+                *slot = scopes.get(kind, id).map(Holder::scope);
+            }
+        }
         let cost = d.prices.of(&Usage {
             input_tokens: worst.prompt,
             output_tokens: worst.completion,
             cached_input_tokens: 0,
         });
-        self.budget_hold = app.budgets.admit(key, version, cost)?;
-        if self
-            .budget_hold
-            .as_ref()
-            .is_some_and(|h| h.over_soft_budget)
-        {
-            app.metrics.soft_budget_exceeded.inc();
-        }
-        match app.limiter.admit(key, worst.tokens()).await {
-            Ok(Some(a)) => {
-                self.rate_headers = a.headers.clone();
-                self.admission = Some(a);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(refused) => {
-                self.rate_headers = refused.headers;
-                Err(refused.error)
+        let mut holds = Vec::new();
+        for h in holders.iter().flatten() {
+            if let Some(hold) = app.budgets.admit(h, live.version, cost)? {
+                if hold.over_soft_budget {
+                    app.metrics.soft_budget_exceeded.inc();
+                }
+                holds.push(hold);
             }
         }
+        let mut admissions = Vec::new();
+        for h in holders.iter().flatten() {
+            match app.limiter.admit(h, worst.tokens()).await {
+                Ok(Some(a)) => {
+                    if h.kind == crate::holder::HolderKind::Key {
+                        self.rate_headers = a.headers.clone();
+                    }
+                    admissions.push(a);
+                }
+                Ok(None) => {}
+                Err(refused) => {
+                    self.rate_headers = refused.headers;
+                    return Err(refused.error);
+                }
+            }
+        }
+        self.budget_holds = holds;
+        self.admissions = admissions;
+        Ok(())
     }
 
     /// What the request cost (USD): its usage at its deployment's prices, once both are
@@ -104,9 +132,9 @@ impl RequestCtx {
             upstream_latency: None,
             time_to_first_token: None,
             error_type: None,
-            admission: None,
+            admissions: Vec::new(),
             rate_headers: Vec::new(),
-            budget_hold: None,
+            budget_holds: Vec::new(),
             end_user: None,
             lease: None,
             retries: 0,

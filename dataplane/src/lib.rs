@@ -11,6 +11,7 @@ pub mod context;
 pub mod cost;
 pub mod error;
 pub mod handlers;
+pub mod holder;
 pub mod keymap;
 pub mod limits;
 pub mod per_key;

@@ -50,11 +50,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(a) = ctx.admission.take() {
-            a.settle(ctx.usage.as_ref().map_or(0, crate::usage::Usage::total));
+        let tokens = ctx.usage.as_ref().map_or(0, crate::usage::Usage::total);
+        for a in ctx.admissions.drain(..) {
+            a.settle(tokens);
         }
-        if let Some(h) = ctx.budget_hold.take() {
-            h.settle(ctx.cost().unwrap_or(0.0));
+        let cost = ctx.cost().unwrap_or(0.0);
+        for h in ctx.budget_holds.drain(..) {
+            h.settle(cost);
         }
         if let Some(lease) = ctx.lease.take() {
             let served = ctx.status == 200 && ctx.error_type.is_none();

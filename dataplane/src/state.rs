@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use routeiq_proto::{
-    Delta, DeltaOp, Deployment, GatewaySettings, KeyHash, ProviderKind, RouterSettings, Snapshot,
-    SnapshotError, VirtualKey,
+    Delta, DeltaOp, Deployment, GatewaySettings, KeyHash, ProviderKind, RouterSettings, Scope,
+    ScopeKind, Snapshot, SnapshotError, VirtualKey,
 };
+
+use crate::holder::ScopeEntry;
 
 use crate::attached::report::Reporter;
 use crate::error::ApiError;
@@ -67,6 +69,57 @@ pub struct LiveState {
     access_groups: Arc<HashMap<String, HashSet<String>>>,
     /// Deployment health by id, shared with the states before and after this one.
     health: Arc<Health>,
+    /// Teams, users and organizations with a budget or limits, by kind and id.
+    scopes: Arc<Scopes>,
+}
+
+/// Teams, users and organizations by id, one map per kind (only those with something to
+/// enforce, so the maps stay small; a change copies the map of its kind).
+#[derive(Debug, Default, Clone)]
+pub struct Scopes {
+    teams: HashMap<String, Arc<ScopeEntry>>,
+    users: HashMap<String, Arc<ScopeEntry>>,
+    organizations: HashMap<String, Arc<ScopeEntry>>,
+}
+
+impl Scopes {
+    fn new(scopes: Vec<Scope>) -> Self {
+        let mut s = Self::default();
+        for scope in scopes {
+            s.upsert(scope);
+        }
+        s
+    }
+
+    fn of_kind(&mut self, kind: ScopeKind) -> &mut HashMap<String, Arc<ScopeEntry>> {
+        match kind {
+            ScopeKind::Team => &mut self.teams,
+            ScopeKind::User => &mut self.users,
+            ScopeKind::Organization => &mut self.organizations,
+        }
+    }
+
+    fn upsert(&mut self, scope: Scope) {
+        self.of_kind(scope.kind)
+            .insert(scope.id.clone(), Arc::new(ScopeEntry::new(scope)));
+    }
+
+    pub fn get(&self, kind: ScopeKind, id: &str) -> Option<&ScopeEntry> {
+        if id.is_empty() {
+            return None;
+        }
+        match kind {
+            ScopeKind::Team => &self.teams,
+            ScopeKind::User => &self.users,
+            ScopeKind::Organization => &self.organizations,
+        }
+        .get(id)
+        .map(Arc::as_ref)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.teams.is_empty() && self.users.is_empty() && self.organizations.is_empty()
+    }
 }
 
 impl LiveState {
@@ -89,6 +142,7 @@ impl LiveState {
             model_names: Arc::new(model_names),
             access_groups,
             health: Arc::clone(health),
+            scopes: Arc::new(Scopes::new(snapshot.scopes)),
         })
     }
 
@@ -104,6 +158,7 @@ impl LiveState {
         let mut changes = Vec::new();
         let mut deployments: Option<Vec<Deployment>> = None;
         let mut settings: Option<GatewaySettings> = None;
+        let mut scopes: Option<Scopes> = None;
         for op in &delta.ops {
             match op {
                 DeltaOp::UpsertKey(k) => changes.push(Change::Upsert(Arc::new(k.clone()))),
@@ -134,6 +189,23 @@ impl LiveState {
                         .retain(|x| &x.id != id);
                 }
                 DeltaOp::Settings(s) => settings = Some(s.clone()),
+                DeltaOp::UpsertScope(s) => scopes
+                    .get_or_insert_with(|| Scopes::clone(&self.scopes))
+                    .upsert(s.clone()),
+                DeltaOp::DeleteScope { kind, id } => {
+                    scopes
+                        .get_or_insert_with(|| Scopes::clone(&self.scopes))
+                        .of_kind(*kind)
+                        .remove(id);
+                }
+                DeltaOp::ScopeSpend { kind, id, spend } => {
+                    let all = scopes.get_or_insert_with(|| Scopes::clone(&self.scopes));
+                    if let Some(e) = all.get(*kind, id) {
+                        let mut s = e.scope.clone();
+                        s.spend = *spend;
+                        all.upsert(s);
+                    }
+                }
             }
         }
         let router = match &settings {
@@ -178,7 +250,13 @@ impl LiveState {
             model_names,
             access_groups: access,
             health: Arc::clone(&self.health),
+            scopes: scopes.map_or_else(|| Arc::clone(&self.scopes), Arc::new),
         })
+    }
+
+    /// Teams, users and organizations with a budget or limits.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
     }
 
     pub fn router_settings(&self) -> &RouterSettings {

@@ -1,6 +1,6 @@
 //! Committed changes to a snapshot, and usage events flowing back.
 
-use crate::{Deployment, DeploymentId, GatewaySettings, KeyHash, VirtualKey};
+use crate::{Deployment, DeploymentId, GatewaySettings, KeyHash, Scope, ScopeKind, VirtualKey};
 
 /// One committed change: applies to the snapshot of version `version - 1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,19 @@ pub enum DeltaOp {
     DeleteDeployment(DeploymentId),
     /// The gateway-wide settings were replaced.
     Settings(GatewaySettings),
+    /// A team, user or organization with a budget or limits, created or changed.
+    UpsertScope(Scope),
+    /// A team, user or organization deleted, or left with nothing to enforce.
+    DeleteScope {
+        kind: ScopeKind,
+        id: String,
+    },
+    /// Its spend moved (from usage ingestion or a budget reset).
+    ScopeSpend {
+        kind: ScopeKind,
+        id: String,
+        spend: f64,
+    },
 }
 
 /// One request's usage, as a data plane reports it.

@@ -69,6 +69,8 @@ pub struct VirtualKey {
     pub alias: String,
     pub team_id: String,
     pub user_id: String,
+    /// The key's organization, else its team's (empty: none).
+    pub organization_id: String,
     /// Models the key may call; empty means all.
     /// Shared: keys with the same list point at one copy (see `wire::decode_stored`).
     pub models: std::sync::Arc<[String]>,

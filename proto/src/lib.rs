@@ -10,6 +10,7 @@ mod delta;
 mod keys;
 pub mod litellm;
 mod router;
+mod scopes;
 mod secret;
 mod snapshot;
 pub mod subjects;
@@ -18,6 +19,7 @@ pub mod wire;
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use keys::{hex, KeyHash, VirtualKey};
 pub use router::{ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy};
+pub use scopes::{Scope, ScopeKind};
 pub use secret::Secret;
 pub use snapshot::{
     ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, Snapshot,

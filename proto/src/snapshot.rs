@@ -200,6 +200,8 @@ pub struct Snapshot {
     pub max_request_body_bytes: usize,
     /// `general_settings.user_header_name`: the request header naming the end user.
     pub user_header_name: Option<String>,
+    /// Teams, users and organizations with a budget or limits.
+    pub scopes: Vec<crate::Scope>,
 }
 
 impl Snapshot {

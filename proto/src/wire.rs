@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelInfo, ProviderKind,
-    RouterSettings, RoutingStrategy, Secret, Snapshot, UsageEvent, VirtualKey,
+    RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -73,6 +73,7 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         max_request_body_bytes: s.max_request_body_bytes as u64,
         keys: Vec::new(),
         user_header_name: s.user_header_name.clone().unwrap_or_default(),
+        scopes: s.scopes.iter().map(Into::into).collect(),
     }
 }
 
@@ -95,6 +96,11 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
                 .map_err(|e| invalid("snapshot.max_request_body_bytes", e.to_string()))?,
             user_header_name: Some(s.user_header_name).filter(|h| !h.is_empty()),
+            scopes: s
+                .scopes
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
             keys: s
                 .keys
                 .into_iter()
@@ -249,6 +255,7 @@ impl From<&VirtualKey> for pb::VirtualKey {
             key_alias: k.alias.clone(),
             team_id: k.team_id.clone(),
             user_id: k.user_id.clone(),
+            organization_id: k.organization_id.clone(),
             models: k.models.to_vec(),
             team_models: k.team_models.to_vec(),
             max_budget: k.max_budget,
@@ -271,6 +278,7 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             alias: k.key_alias,
             team_id: k.team_id,
             user_id: k.user_id,
+            organization_id: k.organization_id,
             models: k.models.into(),
             team_models: k.team_models.into(),
             max_budget: k.max_budget,
@@ -281,6 +289,41 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             rpm_limit: k.rpm_limit,
             tpm_limit: k.tpm_limit,
             max_parallel_requests: k.max_parallel_requests,
+        })
+    }
+}
+
+fn scope_kind(field: &'static str, kind: &str) -> Result<ScopeKind, InvalidMessage> {
+    ScopeKind::parse(kind).ok_or_else(|| invalid(field, format!("unknown scope kind `{kind}`")))
+}
+
+impl From<&Scope> for pb::Scope {
+    fn from(s: &Scope) -> Self {
+        Self {
+            kind: s.kind.as_str().into(),
+            id: s.id.clone(),
+            max_budget: s.max_budget,
+            soft_budget: s.soft_budget,
+            spend: s.spend,
+            rpm_limit: s.rpm_limit,
+            tpm_limit: s.tpm_limit,
+            max_parallel_requests: s.max_parallel_requests,
+        }
+    }
+}
+
+impl TryFrom<pb::Scope> for Scope {
+    type Error = InvalidMessage;
+    fn try_from(s: pb::Scope) -> Result<Self, InvalidMessage> {
+        Ok(Self {
+            kind: scope_kind("scope.kind", &s.kind)?,
+            id: s.id,
+            max_budget: s.max_budget,
+            soft_budget: s.soft_budget,
+            spend: s.spend,
+            rpm_limit: s.rpm_limit,
+            tpm_limit: s.tpm_limit,
+            max_parallel_requests: s.max_parallel_requests,
         })
     }
 }
@@ -367,6 +410,16 @@ impl From<&Delta> for pb::SnapshotDelta {
                         DeltaOp::UpsertDeployment(d) => Op::UpsertDeployment(d.into()),
                         DeltaOp::DeleteDeployment(id) => Op::DeleteDeployment(id.0.clone()),
                         DeltaOp::Settings(s) => Op::Settings(s.into()),
+                        DeltaOp::UpsertScope(s) => Op::UpsertScope(s.into()),
+                        DeltaOp::DeleteScope { kind, id } => Op::DeleteScope(pb::ScopeRef {
+                            kind: kind.as_str().into(),
+                            id: id.clone(),
+                        }),
+                        DeltaOp::ScopeSpend { kind, id, spend } => Op::ScopeSpend(pb::ScopeSpend {
+                            kind: kind.as_str().into(),
+                            id: id.clone(),
+                            spend: *spend,
+                        }),
                     }),
                 })
                 .collect(),
@@ -392,6 +445,16 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                     Op::UpsertDeployment(d) => DeltaOp::UpsertDeployment(d.try_into()?),
                     Op::DeleteDeployment(id) => DeltaOp::DeleteDeployment(DeploymentId(id)),
                     Op::Settings(s) => DeltaOp::Settings(s.try_into()?),
+                    Op::UpsertScope(s) => DeltaOp::UpsertScope(s.try_into()?),
+                    Op::DeleteScope(r) => DeltaOp::DeleteScope {
+                        kind: scope_kind("delta_op.delete_scope.kind", &r.kind)?,
+                        id: r.id,
+                    },
+                    Op::ScopeSpend(s) => DeltaOp::ScopeSpend {
+                        kind: scope_kind("delta_op.scope_spend.kind", &s.kind)?,
+                        id: s.id,
+                        spend: s.spend,
+                    },
                 })
             })
             .collect::<Result<_, InvalidMessage>>()?;
@@ -477,8 +540,20 @@ mod tests {
             soft_budget: Some(0.5),
             max_budget: Some(1.5),
             expires_at: Some(1_900_000_000),
+            organization_id: "org-1".into(),
             ..VirtualKey::default()
         }));
+        let team = Scope {
+            kind: ScopeKind::Team,
+            id: "t1".into(),
+            max_budget: Some(10.0),
+            soft_budget: None,
+            spend: 2.5,
+            rpm_limit: Some(60),
+            tpm_limit: None,
+            max_parallel_requests: Some(4),
+        };
+        snap.scopes.push(team.clone());
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();
         let back = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, snap);
@@ -502,6 +577,16 @@ mod tests {
                     spend: 2.0,
                 },
                 DeltaOp::Settings(snap.settings()),
+                DeltaOp::UpsertScope(team),
+                DeltaOp::ScopeSpend {
+                    kind: ScopeKind::User,
+                    id: "u1".into(),
+                    spend: 1.25,
+                },
+                DeltaOp::DeleteScope {
+                    kind: ScopeKind::Organization,
+                    id: "o1".into(),
+                },
             ],
         };
         let bytes = pb::SnapshotDelta::from(&delta).encode_to_vec();

@@ -323,3 +323,79 @@ def test_end_user_from_user_header_name_or_body(make_stack):
         return found if {"ada@example.com", "bob"} <= found else None
 
     assert None in wait_until(users, timeout=20, what="end users ingested")  # the plain request
+
+
+def within_one_minute(seconds: float):
+    """Waits for the next calendar minute when fewer than `seconds` are left in this one
+    (rate limits count per minute)."""
+    import time
+
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.1)
+
+
+def test_team_user_and_organization_limits_apply_on_top_of_the_keys(make_stack):
+    """A key's team, user and organization have limits and budgets of their own. Every one
+    must admit a request: the tightest wins, and the error names which one tripped."""
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+
+    def arrived(key):
+        wait_until(lambda: chat(dp, key).status_code != 401, what="key arrived")
+
+    within_one_minute(30)
+    # Team RPM 3 shared by its keys, whose own RPM is larger.
+    admin.ok("POST", "/team/new", json={"team_id": "t-rpm", "rpm_limit": 3})
+    k1 = admin.ok("POST", "/key/generate", json={"team_id": "t-rpm", "rpm_limit": 100})["key"]
+    k2 = admin.ok("POST", "/key/generate", json={"team_id": "t-rpm"})["key"]
+    arrived(k1)
+    arrived(k2)
+    assert chat(dp, k1).status_code == 200
+    r = chat(dp, k2)
+    assert r.status_code == 429, r.text
+    err = r.json()["error"]
+    assert err["type"] == "rate_limit_error" and "team `t-rpm`" in err["message"], err
+    # A key tighter than its team trips first, and says so.
+    admin.ok("POST", "/team/new", json={"team_id": "t-loose", "rpm_limit": 100})
+    tight = admin.ok("POST", "/key/generate", json={"team_id": "t-loose", "rpm_limit": 1})["key"]
+    arrived(tight)
+    err = chat(dp, tight).json()["error"]
+    assert "this key" in err["message"], err
+
+    # An organization's limits (its budget's) cover the keys of its teams.
+    org = admin.ok("POST", "/organization/new", json={"organization_alias": "acme", "rpm_limit": 2})
+    admin.ok("POST", "/team/new", json={"team_id": "t-org", "organization_id": org["organization_id"]})
+    ko = admin.ok("POST", "/key/generate", json={"team_id": "t-org"})["key"]
+    arrived(ko)
+    assert chat(dp, ko).status_code == 200
+    err = chat(dp, ko).json()["error"]
+    assert f"organization `{org['organization_id']}`" in err["message"], err
+
+    # Budgets: a team's and a user's spend across all their keys.
+    admin.ok("POST", "/team/new", json={"team_id": "t-budget", "max_budget": 0.00005})
+    kb = admin.ok("POST", "/key/generate", json={"team_id": "t-budget"})["key"]
+    user = admin.ok("POST", "/user/new", json={"user_id": "u-budget", "max_budget": 0.00005})
+    for key, who in [(kb, "team `t-budget`"), (user["key"], "user `u-budget`")]:
+        arrived(key)
+        for _ in range(10):
+            r = chat(dp, key)
+            if r.status_code == 429:
+                break
+            assert r.status_code == 200, r.text
+        else:
+            raise AssertionError(f"{who}'s budget never refused")
+        err = r.json()["error"]
+        assert err["type"] == "budget_exceeded" and who in err["message"], err
+    # The spend reaches the control plane and, through it, a data plane that served none
+    # of it: a second key of the team is refused there too.
+    other = s.dataplane("dp-b")
+    kb2 = admin.ok("POST", "/key/generate", json={"team_id": "t-budget"})["key"]
+    wait_until(lambda: chat(other, kb2).status_code == 429, timeout=20, what="team spend reached dp-b")
+    assert "team `t-budget`" in chat(other, kb2).json()["error"]["message"]
+    assert admin.ok("GET", "/team/info", params={"team_id": "t-budget"})["team_info"]["spend"] >= 0.00005
+
+    # A raised budget: the team's keys pass again.
+    admin.ok("POST", "/team/update", json={"team_id": "t-budget", "max_budget": 100})
+    wait_until(lambda: chat(dp, kb).status_code == 200, what="team budget raised")

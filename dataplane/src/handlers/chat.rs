@@ -72,7 +72,7 @@ pub async fn completion(
         max_tokens,
         first.deployment.model_info.max_output_tokens,
     );
-    if let Err(e) = ctx.admit(app, live.version, &first, worst).await {
+    if let Err(e) = ctx.admit(app, live, &first, worst).await {
         plan.abandon(&first);
         return Err(e);
     }

@@ -53,7 +53,7 @@ pub async fn create(
     let first = plan.first()?;
     ctx.deployment = Some(Arc::clone(&first));
     // Embeddings produce no completion tokens: the input is the whole reservation.
-    if let Err(e) = ctx.admit(app, live.version, &first, worst).await {
+    if let Err(e) = ctx.admit(app, live, &first, worst).await {
         plan.abandon(&first);
         return Err(e);
     }

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use routeiq_proto::{KeyHash, VirtualKey};
+use routeiq_proto::KeyHash;
+
+use crate::holder::Holder;
 
 use crate::error::ApiError;
 use crate::per_key::{lock, PerKey};
@@ -106,10 +108,6 @@ fn now() -> (u64, u64) {
     (secs / 60, 60 - secs % 60)
 }
 
-pub fn has_limits(k: &VirtualKey) -> bool {
-    k.rpm_limit.is_some() || k.tpm_limit.is_some() || k.max_parallel_requests.is_some()
-}
-
 impl Limiter {
     /// Local limits, or shared ones through Redis.
     pub fn new(shared: Option<Arc<shared::Shared>>) -> Self {
@@ -130,14 +128,14 @@ impl Limiter {
     /// a 429 naming the limit. `None` when the key has no limits.
     pub async fn admit(
         &self,
-        key: &VirtualKey,
+        key: &Holder<'_>,
         reserve: u64,
     ) -> Result<Option<Admission>, Refused> {
-        if !has_limits(key) {
+        if !key.has_limits() {
             return Ok(None);
         }
         let (minute, reset) = now();
-        let counters = self.counters(&key.hash, minute);
+        let counters = self.counters(key.hash, minute);
         let slot = Slot::take(&counters);
         let parallel = slot.parallel;
         let outcome = if key.max_parallel_requests.is_some_and(|max| parallel > max) {
@@ -178,7 +176,7 @@ impl Limiter {
     async fn admit_shared(
         &self,
         s: &shared::Shared,
-        key: &VirtualKey,
+        key: &Holder<'_>,
         counters: &Counters,
         minute: u64,
         reserve: u64,
@@ -191,7 +189,7 @@ impl Limiter {
                 Step::Ask(ask) => ask,
             };
             asked = true;
-            match s.lease(&key.hash, minute, ask).await {
+            match s.lease(key.hash, minute, ask).await {
                 Ok(g) => {
                     let mut w = lock(&counters.window);
                     if w.minute == minute {
@@ -226,7 +224,7 @@ enum Step {
 /// Shared mode, without waiting: admit from the grant if it covers the request (or if a
 /// new grant was already asked for: what is left decides), else say what to ask Redis.
 fn take_or_ask(
-    key: &VirtualKey,
+    key: &Holder<'_>,
     counters: &Counters,
     minute: u64,
     reserve: u64,
@@ -318,28 +316,31 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn into_refused(self, key: &VirtualKey, reset: u64) -> Refused {
+    fn into_refused(self, key: &Holder<'_>, reset: u64) -> Refused {
         let (message, retry, headers) = match self {
             Self::Parallel(h) => (
                 format!(
-                    "max_parallel_requests limit of {} reached for this key",
-                    key.max_parallel_requests.unwrap_or_default()
+                    "max_parallel_requests limit of {} reached for {}",
+                    key.max_parallel_requests.unwrap_or_default(),
+                    key.label()
                 ),
                 1,
                 h,
             ),
             Self::Requests(h) => (
                 format!(
-                    "rpm_limit of {} requests per minute reached for this key",
-                    key.rpm_limit.unwrap_or_default()
+                    "rpm_limit of {} requests per minute reached for {}",
+                    key.rpm_limit.unwrap_or_default(),
+                    key.label()
                 ),
                 reset,
                 h,
             ),
             Self::Tokens(h) => (
                 format!(
-                    "tpm_limit of {} tokens per minute reached for this key",
-                    key.tpm_limit.unwrap_or_default()
+                    "tpm_limit of {} tokens per minute reached for {}",
+                    key.tpm_limit.unwrap_or_default(),
+                    key.label()
                 ),
                 reset,
                 h,
@@ -355,7 +356,7 @@ impl Refusal {
 /// Local mode (and the fallback when Redis fails): this data plane's window against the
 /// limits divided by `share` (the number of data planes).
 fn admit_local(
-    key: &VirtualKey,
+    key: &Holder<'_>,
     counters: &Counters,
     minute: u64,
     reserve: u64,
@@ -379,7 +380,7 @@ fn admit_local(
 
 /// Shared mode's headers: what is left across data planes (as of the last grant) plus
 /// this data plane's unused grant.
-fn shared_headers(key: &VirtualKey, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
+fn shared_headers(key: &Holder<'_>, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
     let view = Window {
         requests: key.rpm_limit.map_or(0, |l| {
             l.saturating_sub(w.lease_requests).min(w.total_requests)
@@ -392,7 +393,7 @@ fn shared_headers(key: &VirtualKey, w: &Window, reset: u64) -> Vec<(&'static str
     headers(key, &view, reset)
 }
 
-fn headers(key: &VirtualKey, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
+fn headers(key: &Holder<'_>, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
     let mut h = Vec::new();
     if let Some(max) = key.rpm_limit {
         h.push(("x-ratelimit-limit-requests", max.to_string()));
@@ -484,12 +485,13 @@ impl WorstCase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use routeiq_proto::VirtualKey;
 
     fn admit(l: &Limiter, k: &VirtualKey, reserve: u64) -> Result<Option<Admission>, Refused> {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(l.admit(k, reserve))
+            .block_on(l.admit(&Holder::key(k), reserve))
     }
 
     fn key(rpm: Option<u64>, tpm: Option<u64>, parallel: Option<u64>) -> VirtualKey {

@@ -384,6 +384,7 @@ impl RawConfig {
             master_key_hash: master_key,
             deployments,
             keys: Vec::new(),
+            scopes: Vec::new(),
             router,
             max_request_body_bytes,
             user_header_name: self
