@@ -74,30 +74,41 @@ def main(seconds: int):
         key = env.grpc().GenerateKey(pb.GenerateKeyRequest(fields=pb.KeyFields(
             models=["bench"], set_models=True, max_budget=1e9, rpm_limit=10**9, tpm_limit=10**12,
             max_parallel_requests=10**6))).key
+        # The same limits on a team, and a key of that team with its own: two holders.
+        env.grpc().CreateTeam(pb.CreateTeamRequest(team_id="bench-team", fields=pb.TeamFields(
+            limits=pb.Limits(max_budget=1e9, rpm_limit=10**9, tpm_limit=10**12,
+                             max_parallel_requests=10**6))))
+        team_key = env.grpc().GenerateKey(pb.GenerateKeyRequest(fields=pb.KeyFields(
+            models=["bench"], set_models=True, max_budget=1e9, rpm_limit=10**9, tpm_limit=10**12,
+            max_parallel_requests=10**6, team_id="bench-team"))).key
         print(f"machine: {subprocess.getoutput('nproc')} cores; {seconds}s per run; nginx upstream; "
-              "key: model list, max_budget, rpm_limit, tpm_limit, max_parallel_requests")
+              "key: model list, max_budget, rpm_limit, tpm_limit, max_parallel_requests; "
+              "team key: the same, and its team's")
         print(f"{'mode':<7} {'conc':>4} {'key':<8} {'p50_ms':>8} {'p99_ms':>8} {'req_s':>9} {'non2xx':>7}")
         for mode in ["local", "redis"]:
             extra = ["--redis-url", redis.url] if mode == "redis" else []
             from stack import DataPlane
             dp = DataPlane(work, env.nats.url, f"dp-{mode}", extra, threads=2)
             dp.start()
-            wait_until(lambda: subprocess.run(
-                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {key}",
-                 "-H", "content-type: application/json", "-d", BODY, f"{dp.url}/v1/chat/completions"],
-                capture_output=True, text=True).stdout == "200", what="key accepted")
+            for k in (key, team_key):
+                wait_until(lambda: subprocess.run(
+                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {k}",
+                     "-H", "content-type: application/json", "-d", BODY, f"{dp.url}/v1/chat/completions"],
+                    capture_output=True, text=True).stdout == "200", what="key accepted")
             wrk(dp.url, MASTER, 4, 2, work)  # warm up
             calls0 = redis_calls(redis)
             total = 0
             for conc in (1, 16):
                 rows = {}
-                for name, k in (("master", MASTER), ("limited", key)):
+                for name, k in (("master", MASTER), ("limited", key), ("team", team_key)):
                     rows[name] = wrk(dp.url, k, conc, seconds, work)
-                    total += rows[name][2] * seconds if name == "limited" else 0
+                    total += rows[name][2] * seconds if name != "master" else 0
                     p50, p99, rps, bad = rows[name]
                     print(f"{mode:<7} {conc:>4} {name:<8} {p50:8.3f} {p99:8.3f} {rps:9.0f} {bad:7d}")
-                m, l = rows["master"], rows["limited"]
-                print(f"{mode:<7} {conc:>4} {'added':<8} {l[0]-m[0]:8.3f} {l[1]-m[1]:8.3f} {100*l[2]/m[2]:8.1f}%")
+                m = rows["master"]
+                for name in ("limited", "team"):
+                    l = rows[name]
+                    print(f"{mode:<7} {conc:>4} {'+' + name:<8} {l[0]-m[0]:8.3f} {l[1]-m[1]:8.3f} {100*l[2]/m[2]:8.1f}%")
             if mode == "redis":
                 print(f"redis: {redis_calls(redis) - calls0} lease calls for about {total:.0f} limited requests")
             dp.stop()

@@ -107,7 +107,10 @@ pub struct Failover<'a> {
     pub retries: u32,
     /// Fallback groups tried (`x-litellm-attempted-fallbacks`).
     pub fallbacks: u32,
-    /// One line per failed attempt, for the final error.
+    /// Attempts made and failed.
+    attempts: u32,
+    /// One line per failed attempt (and per group that had nothing to offer), for the
+    /// final error.
     log: Vec<String>,
 }
 
@@ -134,6 +137,7 @@ impl<'a> Failover<'a> {
             chain: None,
             retries: 0,
             fallbacks: 0,
+            attempts: 0,
             log: Vec::new(),
         })
     }
@@ -194,6 +198,7 @@ impl<'a> Failover<'a> {
     ) -> Result<Arc<CompiledDeployment>, ApiError> {
         let failure = Failure::of(&e);
         let now = now_ms();
+        self.attempts += 1;
         self.metrics.deployment_failure(d, failure.label());
         if failure.client_caused() {
             // The request's fault, not the deployment's: nothing against its breaker.
@@ -333,7 +338,7 @@ impl<'a> Failover<'a> {
             last.message = format!(
                 "model `{}`: all {} attempts failed ({} retries, {} fallbacks): {}. Last error: {}",
                 self.model,
-                self.log.len(),
+                self.attempts,
                 self.retries,
                 self.fallbacks,
                 self.log.join("; "),
@@ -347,6 +352,138 @@ impl<'a> Failover<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use routeiq_proto::{Deployment, DeploymentId, Fallback, ModelInfo, ProviderKind, Snapshot};
+
+    fn app(router: RouterSettings) -> App {
+        let dep = |id: &str, group: &str| Deployment {
+            id: DeploymentId(id.into()),
+            model_name: group.into(),
+            provider: ProviderKind::Mock,
+            upstream_model: id.into(),
+            api_base: String::new(),
+            api_key: None,
+            api_version: None,
+            timeout: None,
+            stream_timeout: None,
+            rpm: None,
+            tpm: None,
+            weight: None,
+            mock_response: None,
+            tags: Vec::new(),
+            model_info: ModelInfo::default(),
+        };
+        let snapshot = Snapshot {
+            deployments: vec![dep("a", "m"), dep("b", "m"), dep("f", "backup")],
+            router,
+            ..Snapshot::default()
+        };
+        let live = LiveState::prepare(snapshot, &Default::default()).unwrap();
+        App::new(live, None, None).unwrap()
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn boom() -> ApiError {
+        ApiError::upstream(502, crate::error::ErrorKind::Upstream, "boom")
+    }
+
+    #[test]
+    fn retries_go_to_the_other_deployment_then_fallbacks_in_order() {
+        let app = app(RouterSettings {
+            num_retries: Some(1),
+            disable_cooldowns: true,
+            fallbacks: vec![Fallback {
+                model: "m".into(),
+                fallbacks: vec!["nope".into(), "backup".into()],
+            }],
+            ..RouterSettings::default()
+        });
+        let live = app.load();
+        run(async {
+            let mut plan = Failover::new(&app, &live, "m", RouteRequest::default()).unwrap();
+            let first = plan.first().unwrap();
+            let second = plan.failed(&first, boom()).await.unwrap();
+            assert_ne!(
+                first.deployment.id, second.deployment.id,
+                "the retry goes elsewhere"
+            );
+            assert_eq!(second.deployment.model_name, "m");
+            let third = plan.failed(&second, boom()).await.unwrap();
+            assert_eq!(
+                third.deployment.id.0, "f",
+                "then the fallbacks, skipping unknown groups"
+            );
+            assert_eq!((plan.retries, plan.fallbacks), (1, 1));
+            let fourth = plan.failed(&third, boom()).await.unwrap();
+            assert_eq!(
+                fourth.deployment.id.0, "f",
+                "its own retry, after a backoff"
+            );
+            let e = plan.failed(&fourth, boom()).await.unwrap_err();
+            assert_eq!(e.status, 502);
+            assert!(
+                e.message
+                    .contains("all 4 attempts failed (2 retries, 1 fallbacks)"),
+                "{}",
+                e.message
+            );
+            assert!(
+                e.message.contains("nope: no such model group"),
+                "{}",
+                e.message
+            );
+        });
+    }
+
+    #[test]
+    fn a_bad_request_ends_the_request_and_counts_against_no_deployment() {
+        let app = app(RouterSettings {
+            allowed_fails: Some(0),
+            fallbacks: vec![Fallback {
+                model: "m".into(),
+                fallbacks: vec!["backup".into()],
+            }],
+            ..RouterSettings::default()
+        });
+        let live = app.load();
+        run(async {
+            let mut plan = Failover::new(&app, &live, "m", RouteRequest::default()).unwrap();
+            let d = plan.first().unwrap();
+            let e = plan
+                .failed(
+                    &d,
+                    ApiError::bad_request("no").with_code("upstream_bad_request"),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!((e.status, e.message.as_str()), (400, "no"));
+            assert_eq!(d.health.state(now_ms()), BreakerState::Closed);
+        });
+    }
+
+    #[test]
+    fn a_probe_whose_request_is_refused_before_sending_is_given_back() {
+        let app = app(RouterSettings::default());
+        let live = app.load();
+        let group = live.group("m").unwrap();
+        let now = now_ms();
+        // `a` half-open (its cooldown over), `b` cooling down: `a` is the only pick.
+        group.deployments[0].health.open_until(now - 1);
+        group.deployments[1].health.open_until(now + 60_000);
+        let plan = Failover::new(&app, &live, "m", RouteRequest::default()).unwrap();
+        let mut plan = plan;
+        let d = plan.first().unwrap();
+        assert_eq!(d.deployment.id.0, "a");
+        assert!(!d.health.available(now_ms(), 5000), "the probe is out");
+        plan.abandon(&d);
+        assert!(d.health.available(now_ms(), 5000), "and given back");
+    }
 
     #[test]
     fn failures_are_classified_like_litellm() {
