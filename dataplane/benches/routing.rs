@@ -10,33 +10,21 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use routeiq_dataplane::routing::health::now_ms;
 use routeiq_dataplane::routing::RouteRequest;
 use routeiq_dataplane::state::LiveState;
-use routeiq_proto::{
-    Deployment, DeploymentId, ModelInfo, ProviderKind, RouterSettings, RoutingStrategy, Snapshot,
-};
+use routeiq_proto::{Deployment, ModelInfo, RouterSettings, RoutingStrategy, Snapshot};
 
 fn state(strategy: RoutingStrategy, n: usize) -> Option<LiveState> {
     let deployments = (0..n)
         .map(|i| Deployment {
-            id: DeploymentId(format!("d{i}")),
-            model_name: "m".into(),
-            provider: ProviderKind::Mock,
-            upstream_model: "m".into(),
-            api_base: String::new(),
-            api_key: None,
-            api_version: None,
-            timeout: None,
-            stream_timeout: None,
             rpm: Some(10_000 + i as u64),
             tpm: Some(1_000_000),
             weight: Some(1.0 + (i % 4) as f64),
-            mock_response: None,
-            tags: Vec::new(),
             model_info: ModelInfo {
                 max_input_tokens: Some(128_000),
                 input_cost_per_token: Some(1e-6 * (1 + i % 7) as f64),
                 output_cost_per_token: Some(2e-6 * (1 + i % 5) as f64),
                 ..ModelInfo::default()
             },
+            ..Deployment::mock(&format!("d{i}"), "m")
         })
         .collect();
     let live = LiveState::prepare(

@@ -61,28 +61,16 @@ fn allows(state: &LiveState, list: &[String], model: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routeiq_proto::{Deployment, DeploymentId, ModelInfo, ProviderKind, Snapshot};
+    use routeiq_proto::{Deployment, ModelInfo, Snapshot};
 
     fn deployment(name: &str, groups: &[&str]) -> Deployment {
         Deployment {
-            id: DeploymentId(format!("{name}-1")),
-            model_name: name.into(),
-            provider: ProviderKind::Mock,
-            upstream_model: name.into(),
-            api_base: String::new(),
-            api_key: None,
-            api_version: None,
-            timeout: None,
-            stream_timeout: None,
-            tags: Vec::new(),
-            rpm: None,
-            tpm: None,
-            weight: None,
             mock_response: Some("ok".into()),
             model_info: ModelInfo {
                 access_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
                 ..ModelInfo::default()
             },
+            ..Deployment::mock(&format!("{name}-1"), name)
         }
     }
 

@@ -263,23 +263,7 @@ mod key_tests {
         ));
         assert_eq!(rekeyed.keys.len(), spent.keys.len());
         // An invalid update is refused and leaves the state as it was.
-        let dup = routeiq_proto::Deployment {
-            id: routeiq_proto::DeploymentId("d".into()),
-            model_name: "m".into(),
-            upstream_model: "m".into(),
-            provider: routeiq_proto::ProviderKind::Mock,
-            api_base: String::new(),
-            api_key: None,
-            api_version: None,
-            timeout: None,
-            stream_timeout: None,
-            tags: Vec::new(),
-            rpm: None,
-            tpm: None,
-            weight: None,
-            mock_response: None,
-            model_info: Default::default(),
-        };
+        let dup = routeiq_proto::Deployment::mock("d", "m");
         assert!(rekeyed
             .apply(&Delta {
                 version: 4,

@@ -90,6 +90,30 @@ pub struct Deployment {
     pub model_info: ModelInfo,
 }
 
+impl Deployment {
+    /// A deployment of the built-in mock provider, with nothing else set (tests, benches,
+    /// examples).
+    pub fn mock(id: &str, model_name: &str) -> Self {
+        Self {
+            id: DeploymentId(id.to_owned()),
+            model_name: model_name.to_owned(),
+            provider: ProviderKind::Mock,
+            upstream_model: model_name.to_owned(),
+            api_base: String::new(),
+            api_key: None,
+            api_version: None,
+            timeout: None,
+            stream_timeout: None,
+            rpm: None,
+            tpm: None,
+            weight: None,
+            mock_response: None,
+            tags: Vec::new(),
+            model_info: ModelInfo::default(),
+        }
+    }
+}
+
 /// The gateway-wide part of a snapshot (from `general_settings` and `router_settings`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {

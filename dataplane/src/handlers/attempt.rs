@@ -12,8 +12,8 @@ use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::{self, Operation, ProviderResponse};
 use crate::routing::failover::Failover;
-use crate::routing::Lease;
-use crate::state::{App, CompiledDeployment};
+use crate::routing::{Lease, RouteRequest};
+use crate::state::{App, CompiledDeployment, LiveState};
 
 pub enum Reply {
     /// A whole non-streaming body.
@@ -30,6 +30,53 @@ pub struct Served {
     pub reply: Reply,
     /// When the serving attempt was sent.
     pub sent: Instant,
+}
+
+/// What a request asks of its first attempt.
+pub struct Request<'a> {
+    pub model: &'a str,
+    pub body_len: usize,
+    /// The client's completion bound (`Some(0)`: none, as for embeddings).
+    pub max_tokens: Option<u64>,
+    pub stream: bool,
+    pub tags: Vec<String>,
+}
+
+/// Plans the attempts for the request (`routing::failover`) and admits it under the
+/// budgets and limits of its key and the key's team, user and organization, with its worst
+/// case on the first deployment (`max_tokens`, else that deployment's output limit).
+/// Returns the plan and the first deployment.
+pub async fn plan<'a>(
+    app: &'a App,
+    live: &'a LiveState,
+    ctx: &mut RequestCtx,
+    r: Request<'a>,
+) -> Result<(Failover<'a>, Arc<CompiledDeployment>), ApiError> {
+    let estimate = crate::limits::WorstCase::of(r.body_len, r.max_tokens, None);
+    ctx.model = Some(r.model.to_owned());
+    let mut plan = Failover::new(
+        app,
+        live,
+        r.model,
+        RouteRequest {
+            stream: r.stream,
+            prompt_tokens: estimate.prompt,
+            tokens: estimate.tokens(),
+            tags: r.tags,
+        },
+    )?;
+    let first = plan.first()?;
+    ctx.deployment = Some(Arc::clone(&first));
+    let worst = crate::limits::WorstCase::of(
+        r.body_len,
+        r.max_tokens,
+        first.deployment.model_info.max_output_tokens,
+    );
+    if let Err(e) = ctx.admit(app, live, &first, worst).await {
+        plan.abandon(&first);
+        return Err(e);
+    }
+    Ok((plan, first))
 }
 
 /// Tries `first`, then what `plan` offers after each failure. `build` makes the upstream

@@ -1,7 +1,5 @@
 //! Chat: OpenAI `/v1/chat/completions` and Anthropic `/v1/messages`, to any provider.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::{Map, Value};
@@ -13,8 +11,6 @@ use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
 use crate::providers::{self, Operation};
 use crate::respond;
-use crate::routing::failover::Failover;
-use crate::routing::RouteRequest;
 use crate::sse;
 use crate::state::{App, CompiledDeployment, LiveState};
 use crate::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
@@ -52,30 +48,19 @@ pub async fn completion(
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .into_iter()
         .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
-    let estimate = crate::limits::WorstCase::of(body.len(), max_tokens, None);
-    ctx.model = Some(model.clone());
-    let mut plan = Failover::new(
+    let (mut plan, first) = attempt::plan(
         app,
         live,
-        &model,
-        RouteRequest {
+        ctx,
+        attempt::Request {
+            model: &model,
+            body_len: body.len(),
+            max_tokens,
             stream,
-            prompt_tokens: estimate.prompt,
-            tokens: estimate.tokens(),
             tags,
         },
-    )?;
-    let first = plan.first()?;
-    ctx.deployment = Some(Arc::clone(&first));
-    let worst = crate::limits::WorstCase::of(
-        body.len(),
-        max_tokens,
-        first.deployment.model_info.max_output_tokens,
-    );
-    if let Err(e) = ctx.admit(app, live, &first, worst).await {
-        plan.abandon(&first);
-        return Err(e);
-    }
+    )
+    .await?;
     if stream && client == ClientApi::OpenAi {
         // Always ask for usage, so every stream is accounted for; the converter drops the
         // usage chunk again when the client did not ask for it.

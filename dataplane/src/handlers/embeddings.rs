@@ -1,7 +1,5 @@
 //! `POST /v1/embeddings`.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use pingora::proxy::Session;
 
@@ -12,8 +10,6 @@ use crate::context::RequestCtx;
 use crate::error::ApiError;
 use crate::providers::Operation;
 use crate::respond;
-use crate::routing::failover::Failover;
-use crate::routing::RouteRequest;
 use crate::state::{App, LiveState};
 use crate::usage;
 
@@ -37,26 +33,20 @@ pub async fn create(
         );
     }
     let tags = super::take_tags(&mut req)?;
-    let worst = crate::limits::WorstCase::of(body.len(), Some(0), None);
-    ctx.model = Some(model.clone());
-    let mut plan = Failover::new(
+    // Embeddings produce no completion tokens: the input is the whole reservation.
+    let (mut plan, first) = attempt::plan(
         app,
         live,
-        &model,
-        RouteRequest {
+        ctx,
+        attempt::Request {
+            model: &model,
+            body_len: body.len(),
+            max_tokens: Some(0),
             stream: false,
-            prompt_tokens: worst.prompt,
-            tokens: worst.tokens(),
             tags,
         },
-    )?;
-    let first = plan.first()?;
-    ctx.deployment = Some(Arc::clone(&first));
-    // Embeddings produce no completion tokens: the input is the whole reservation.
-    if let Err(e) = ctx.admit(app, live, &first, worst).await {
-        plan.abandon(&first);
-        return Err(e);
-    }
+    )
+    .await?;
     let served = attempt::serve(
         app,
         ctx,

@@ -352,26 +352,10 @@ impl<'a> Failover<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routeiq_proto::{Deployment, DeploymentId, Fallback, ModelInfo, ProviderKind, Snapshot};
+    use routeiq_proto::{Deployment, Fallback, Snapshot};
 
     fn app(router: RouterSettings) -> App {
-        let dep = |id: &str, group: &str| Deployment {
-            id: DeploymentId(id.into()),
-            model_name: group.into(),
-            provider: ProviderKind::Mock,
-            upstream_model: id.into(),
-            api_base: String::new(),
-            api_key: None,
-            api_version: None,
-            timeout: None,
-            stream_timeout: None,
-            rpm: None,
-            tpm: None,
-            weight: None,
-            mock_response: None,
-            tags: Vec::new(),
-            model_info: ModelInfo::default(),
-        };
+        let dep = Deployment::mock;
         let snapshot = Snapshot {
             deployments: vec![dep("a", "m"), dep("b", "m"), dep("f", "backup")],
             router,

@@ -196,27 +196,15 @@ impl Router for UsageBased {
 mod tests {
     use super::*;
     use crate::routing::health::DeploymentHealth;
-    use routeiq_proto::{Deployment, DeploymentId, ModelInfo, ProviderKind};
+    use routeiq_proto::Deployment;
     use std::time::Duration;
 
     pub fn dep(id: &str, weight: Option<f64>, rpm: Option<u64>) -> Arc<CompiledDeployment> {
         Arc::new(CompiledDeployment {
             deployment: Deployment {
-                id: DeploymentId(id.into()),
-                model_name: "m".into(),
-                provider: ProviderKind::Mock,
-                upstream_model: "m".into(),
-                api_base: String::new(),
-                api_key: None,
-                api_version: None,
-                timeout: None,
-                stream_timeout: None,
                 rpm,
-                tpm: None,
                 weight,
-                mock_response: None,
-                tags: Vec::new(),
-                model_info: ModelInfo::default(),
+                ..Deployment::mock(id, "m")
             },
             target: None,
             timeout: Duration::from_secs(1),
