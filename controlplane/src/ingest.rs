@@ -251,6 +251,13 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
              WHERE s.org IS NOT NULL AND x.organization_id = s.org
             RETURNING x.organization_id, x.spend, x.budget_id
         ),
+        km AS (
+            SELECT i.key_hash, i.model_group, sum(i.cost) AS cost,
+                   vk.model_max_budget -> i.model_group ->> 'time_period' AS period
+              FROM ins i JOIN virtual_keys vk ON vk.key_hash = i.key_hash
+             WHERE vk.model_max_budget ? i.model_group
+             GROUP BY 1, 2, 4
+        ),
         scoped AS (
             SELECT 'team' AS kind, team_id AS id, spend FROM t WHERE budgeted
             UNION ALL
@@ -284,7 +291,11 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
                COALESCE((SELECT array_agg(spend) FROM budgeted), '{}') AS budgeted_spend,
                COALESCE((SELECT array_agg(kind) FROM scoped), '{}') AS scope_kinds,
                COALESCE((SELECT array_agg(id) FROM scoped), '{}') AS scope_ids,
-               COALESCE((SELECT array_agg(spend) FROM scoped), '{}') AS scope_spend",
+               COALESCE((SELECT array_agg(spend) FROM scoped), '{}') AS scope_spend,
+               COALESCE((SELECT array_agg(key_hash) FROM km), '{}') AS km_keys,
+               COALESCE((SELECT array_agg(model_group) FROM km), '{}') AS km_models,
+               COALESCE((SELECT array_agg(cost) FROM km), '{}') AS km_costs,
+               COALESCE((SELECT array_agg(period) FROM km), '{}') AS km_periods",
     )
     .bind(&request_id)
     .bind(&started_ms)
@@ -328,6 +339,16 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
             spend,
         });
     }
+    ops.extend(
+        model_spend(
+            &mut tx,
+            row.try_get("km_keys")?,
+            row.try_get("km_models")?,
+            row.try_get("km_costs")?,
+            row.try_get("km_periods")?,
+        )
+        .await?,
+    );
     if !ops.is_empty() {
         let count = ops.len();
         let version = changes::append(&mut tx, ops).await?;
@@ -339,4 +360,55 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     }
     tx.commit().await?;
     Ok(inserted as u64)
+}
+
+/// Adds a batch's cost to the per-model spend of keys with `model_max_budget`, each in
+/// the window of its entry's `time_period` (a window that has ended starts over), and
+/// returns the new spends for data planes.
+async fn model_spend(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    keys: Vec<Vec<u8>>,
+    models: Vec<String>,
+    costs: Vec<f64>,
+    periods: Vec<Option<String>>,
+) -> Result<Vec<DeltaOp>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let intervals: Vec<Option<String>> = periods
+        .iter()
+        .map(|p| {
+            p.as_deref()
+                .and_then(|p| crate::budget::parse(p).ok())
+                .map(|w| w.interval)
+        })
+        .collect();
+    let rows = sqlx::query(
+        "INSERT INTO key_model_spend AS s (key_hash, model, spend, reset_at)
+         SELECT h, m, c, now() + iv::interval
+           FROM UNNEST($1::bytea[], $2::text[], $3::float8[], $4::text[]) AS u(h, m, c, iv)
+         ON CONFLICT (key_hash, model) DO UPDATE SET
+             spend = CASE WHEN s.reset_at IS NOT NULL AND s.reset_at <= now()
+                          THEN EXCLUDED.spend ELSE s.spend + EXCLUDED.spend END,
+             reset_at = CASE WHEN s.reset_at IS NULL OR s.reset_at <= now()
+                             THEN EXCLUDED.reset_at ELSE s.reset_at END
+         RETURNING key_hash, model, spend",
+    )
+    .bind(&keys)
+    .bind(&models)
+    .bind(&costs)
+    .bind(&intervals)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let h: Vec<u8> = r.try_get("key_hash")?;
+            Ok(DeltaOp::KeyModelSpend {
+                hash: KeyHash::from_slice(&h)
+                    .ok_or_else(|| StoreError::Corrupt("key_model_spend.key_hash".into()))?,
+                model: r.try_get("model")?,
+                spend: r.try_get("spend")?,
+            })
+        })
+        .collect()
 }

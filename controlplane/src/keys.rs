@@ -3,7 +3,7 @@
 //!
 //! Every mutation runs in one transaction with its audit row and its snapshot delta.
 
-use routeiq_proto::{DeltaOp, KeyHash, VirtualKey};
+use routeiq_proto::{DeltaOp, KeyHash, ModelBudget, VirtualKey};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -30,6 +30,8 @@ pub struct KeyFields {
     pub user_id: Option<String>,
     pub metadata: Option<Value>,
     pub tags: Option<Vec<String>>,
+    /// LiteLLM's `model_max_budget`: `{model: {budget_limit, time_period}}`; replaces.
+    pub model_max_budget: Option<Value>,
 }
 
 /// A key as stored (never the key itself).
@@ -54,6 +56,8 @@ pub struct KeyRecord {
     pub blocked: bool,
     pub metadata: Value,
     pub tags: Vec<String>,
+    /// `{model: {"budget_limit": USD, "time_period": "1d"}}`.
+    pub model_max_budget: Value,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -63,6 +67,7 @@ const COLUMNS: &str = "encode(key_hash, 'hex') AS hash, key_name, key_alias, tea
     EXTRACT(EPOCH FROM budget_reset_at)::bigint AS budget_reset_at,
     rpm_limit, tpm_limit, max_parallel_requests,
     EXTRACT(EPOCH FROM expires_at)::bigint AS expires_at, blocked, metadata, tags,
+    model_max_budget,
     EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
     EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at";
 
@@ -86,6 +91,7 @@ fn record(r: &PgRow) -> Result<KeyRecord, StoreError> {
         blocked: r.try_get("blocked")?,
         metadata: r.try_get("metadata")?,
         tags: r.try_get("tags")?,
+        model_max_budget: r.try_get("model_max_budget")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -123,10 +129,51 @@ fn display_name(key: &str) -> String {
     format!("sk-...{tail}")
 }
 
-/// Checked key fields: the parsed budget window and lifetime.
+/// Checked key fields: the parsed budget window and lifetime, `model_max_budget` in its
+/// stored form.
 struct Checked {
     budget: Option<budget::Window>,
     lifetime: Option<budget::Window>,
+    model_max_budget: Option<Value>,
+}
+
+/// `model_max_budget` checked and normalised: each model maps to `{"budget_limit": USD}`
+/// (a number; LiteLLM also accepts a numeric string) and an optional `"time_period"`
+/// (`1d`, `30d`, `1mo`, ...: the window the spend is counted in; absent: for the key's
+/// life).
+fn model_max_budget(v: &Value) -> Result<Value, StoreError> {
+    let bad = |m: &str, why: &str| StoreError::Invalid(format!("model_max_budget.{m}: {why}"));
+    let Value::Object(models) = v else {
+        return Err(StoreError::Invalid(
+            "model_max_budget must be an object of models".into(),
+        ));
+    };
+    let mut out = serde_json::Map::new();
+    for (model, entry) in models {
+        let limit = match entry.get("budget_limit") {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        }
+        .filter(|l| l.is_finite() && *l >= 0.0)
+        .ok_or_else(|| bad(model, "budget_limit must be a non-negative number"))?;
+        let mut e = serde_json::Map::new();
+        e.insert("budget_limit".into(), limit.into());
+        if let Some(p) = entry.get("time_period").filter(|p| !p.is_null()) {
+            let text = p
+                .as_str()
+                .ok_or_else(|| bad(model, "time_period must be a string like 1d"))?;
+            budget::parse(text).map_err(|_| {
+                bad(
+                    model,
+                    "time_period: expected a number and a unit: s, m, h, d or mo",
+                )
+            })?;
+            e.insert("time_period".into(), text.into());
+        }
+        out.insert(model.clone(), Value::Object(e));
+    }
+    Ok(Value::Object(out))
 }
 
 fn check(f: &KeyFields) -> Result<Checked, StoreError> {
@@ -147,6 +194,11 @@ fn check(f: &KeyFields) -> Result<Checked, StoreError> {
     Ok(Checked {
         budget: f.limits.check()?,
         lifetime,
+        model_max_budget: f
+            .model_max_budget
+            .as_ref()
+            .map(model_max_budget)
+            .transpose()?,
     })
 }
 
@@ -230,6 +282,7 @@ async fn apply(
                                ELSE COALESCE(to_timestamp($6), expires_at) END,
              metadata = COALESCE($7, metadata),
              tags = COALESCE($8, tags),
+             model_max_budget = COALESCE($17, model_max_budget),
              {}, updated_at = now()
          WHERE key_hash = $1
          RETURNING {COLUMNS}",
@@ -247,6 +300,7 @@ async fn apply(
         .bind(checked.lifetime.as_ref().map(|w| w.interval.clone()));
     f.limits
         .bind(q, checked.budget.as_ref())
+        .bind(&checked.model_max_budget)
         .fetch_one(&mut *conn)
         .await
         .map_err(constraint)
@@ -484,7 +538,9 @@ const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
     COALESCE(t.models, '{}') AS team_models,
     k.max_budget, k.soft_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
-    k.max_parallel_requests";
+    k.max_parallel_requests, k.model_max_budget,
+    (SELECT COALESCE(jsonb_object_agg(s.model, s.spend), '{}') FROM key_model_spend s
+      WHERE s.key_hash = k.key_hash AND (s.reset_at IS NULL OR s.reset_at > now())) AS model_spend";
 const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";
 
 fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
@@ -514,7 +570,29 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
         rpm_limit: limit("rpm_limit")?,
         tpm_limit: limit("tpm_limit")?,
         max_parallel_requests: limit("max_parallel_requests")?,
+        model_budgets: model_budgets(
+            &r.try_get::<Value, _>("model_max_budget")?,
+            &r.try_get::<Value, _>("model_spend")?,
+        ),
     })
+}
+
+/// The data plane's per-model budgets: each `model_max_budget` entry with the key's spend
+/// on that model in the current window.
+fn model_budgets(config: &Value, spend: &Value) -> std::sync::Arc<[ModelBudget]> {
+    let Value::Object(models) = config else {
+        return std::sync::Arc::from([]);
+    };
+    models
+        .iter()
+        .filter_map(|(model, e)| {
+            Some(ModelBudget {
+                model: model.clone(),
+                max_budget: e.get("budget_limit")?.as_f64()?,
+                spend: spend.get(model).and_then(Value::as_f64).unwrap_or(0.0),
+            })
+        })
+        .collect()
 }
 
 /// One key's data-plane view, for its delta.

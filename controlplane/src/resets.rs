@@ -108,6 +108,24 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
             });
         }
     }
+    // Per-model key budgets whose window ended: back to zero; the next spend starts a
+    // new window.
+    let ended = sqlx::query(
+        "UPDATE key_model_spend SET spend = 0, reset_at = NULL
+          WHERE reset_at <= now() RETURNING key_hash, model",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    total += ended.len() as u64;
+    for r in &ended {
+        let h: Vec<u8> = r.try_get("key_hash")?;
+        key_ops.push(DeltaOp::KeyModelSpend {
+            hash: KeyHash::from_slice(&h)
+                .ok_or_else(|| StoreError::Corrupt("key_model_spend.key_hash".into()))?,
+            model: r.try_get("model")?,
+            spend: 0.0,
+        });
+    }
     if total == 0 {
         return Ok(0);
     }

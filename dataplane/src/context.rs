@@ -50,8 +50,8 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// Admits the request under the budgets (`budgets`) and rate limits (`limits`) of its
-    /// key and of the key's team, user and organization (those with something to
-    /// enforce), with its worst case, served by `d`. Every one must admit it: the first
+    /// key, the key's budget on the requested model, and the key's team, user and
+    /// organization (those with something to enforce), with its worst case, served by `d`. Every one must admit it: the first
     /// that refuses names itself in the error, and the holds taken before it are released.
     /// The holds last until the request is logged.
     pub async fn admit(
@@ -64,12 +64,25 @@ impl RequestCtx {
         let Some(key) = self.key.clone() else {
             return Ok(());
         };
-        // No allocation: the key, then its team, user and organization when they enforce
-        // something.
-        let mut holders: [Option<Holder<'_>>; 4] = [Some(Holder::key(&key)), None, None, None];
+        // No allocation: the key, its budget on the requested model, then its team, user
+        // and organization when they enforce something.
+        let model_budget = self
+            .model
+            .as_deref()
+            .and_then(|m| key.model_budgets.iter().find(|b| b.model == m));
+        let model_account = model_budget.map(|b| Holder::model_account(&key.hash, &b.model));
+        let mut holders: [Option<Holder<'_>>; 5] = [
+            Some(Holder::key(&key)),
+            model_budget
+                .zip(model_account.as_ref())
+                .map(|(b, a)| Holder::key_model(b, a)),
+            None,
+            None,
+            None,
+        ];
         let scopes = live.scopes();
         if !scopes.is_empty() {
-            for (slot, (kind, id)) in holders[1..].iter_mut().zip([
+            for (slot, (kind, id)) in holders[2..].iter_mut().zip([
                 (ScopeKind::Team, &key.team_id),
                 (ScopeKind::User, &key.user_id),
                 (ScopeKind::Organization, &key.organization_id),

@@ -1,9 +1,9 @@
-//! Who a budget or a rate limit belongs to: a virtual key, or its team, user or
-//! organization (`Scope`). `budgets` and `limits` enforce a [`Holder`] whatever it is; a
+//! Who a budget or a rate limit belongs to: a virtual key, its budget on one model
+//! (`model_max_budget`), or its team, user or organization (`Scope`). `budgets` and `limits` enforce a [`Holder`] whatever it is; a
 //! request is admitted by its key and by each of those with something to enforce, and
 //! the first that refuses names itself in the error.
 
-use routeiq_proto::{KeyHash, Scope, ScopeKind, VirtualKey};
+use routeiq_proto::{KeyHash, ModelBudget, Scope, ScopeKind, VirtualKey};
 
 /// A scope of the live state, with the account its counters go by.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ impl ScopeEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HolderKind {
     Key,
+    /// A key's budget on one model (`model_max_budget`); `name` is the model.
+    KeyModel,
     Scope(ScopeKind),
 }
 
@@ -58,6 +60,29 @@ impl<'a> Holder<'a> {
         }
     }
 
+    /// The key's budget on one model. `account`: [`Self::model_account`] of the two.
+    pub fn key_model(b: &'a ModelBudget, account: &'a KeyHash) -> Self {
+        Self {
+            kind: HolderKind::KeyModel,
+            name: &b.model,
+            hash: account,
+            max_budget: Some(b.max_budget),
+            soft_budget: None,
+            spend: b.spend,
+            rpm_limit: None,
+            tpm_limit: None,
+            max_parallel_requests: None,
+        }
+    }
+
+    /// The account of a key's budget on `model`.
+    pub fn model_account(key: &KeyHash, model: &str) -> KeyHash {
+        KeyHash::of(&format!(
+            "routeiq-key-model\u{0}{}\u{0}{model}",
+            key.to_hex()
+        ))
+    }
+
     pub fn scope(e: &'a ScopeEntry) -> Self {
         let s = &e.scope;
         Self {
@@ -77,6 +102,7 @@ impl<'a> Holder<'a> {
     pub fn label(&self) -> String {
         match self.kind {
             HolderKind::Key => "this key".to_owned(),
+            HolderKind::KeyModel => format!("this key on model `{}`", self.name),
             HolderKind::Scope(kind) => format!("{kind} `{}`", self.name),
         }
     }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use routeiq_proto::{
-    Delta, DeltaOp, Deployment, GatewaySettings, KeyHash, ProviderKind, RouterSettings, Scope,
-    ScopeKind, Snapshot, SnapshotError, VirtualKey,
+    Delta, DeltaOp, Deployment, GatewaySettings, KeyHash, ModelBudget, ProviderKind,
+    RouterSettings, Scope, ScopeKind, Snapshot, SnapshotError, VirtualKey,
 };
 
 use crate::holder::ScopeEntry;
@@ -164,15 +164,21 @@ impl LiveState {
                 DeltaOp::UpsertKey(k) => changes.push(Change::Upsert(Arc::new(k.clone()))),
                 DeltaOp::DeleteKey(h) => changes.push(Change::Delete(*h)),
                 DeltaOp::KeySpend { hash, spend } => {
-                    // The key as of the earlier ops of this delta, else as served.
-                    let current = changes.iter().rev().find_map(|c| match c {
-                        Change::Upsert(k) if k.hash == *hash => Some(Some(Arc::clone(k))),
-                        Change::Delete(h) if h == hash => Some(None),
-                        _ => None,
-                    });
-                    if let Some(k) = current.unwrap_or_else(|| self.keys.get(hash).cloned()) {
-                        let mut k = VirtualKey::clone(&k);
+                    if let Some(mut k) = current_key(&changes, &self.keys, hash) {
                         k.spend = *spend;
+                        changes.push(Change::Upsert(Arc::new(k)));
+                    }
+                }
+                DeltaOp::KeyModelSpend { hash, model, spend } => {
+                    if let Some(mut k) = current_key(&changes, &self.keys, hash) {
+                        k.model_budgets = k
+                            .model_budgets
+                            .iter()
+                            .map(|b| ModelBudget {
+                                spend: if &b.model == model { *spend } else { b.spend },
+                                ..b.clone()
+                            })
+                            .collect();
                         changes.push(Change::Upsert(Arc::new(k)));
                     }
                 }
@@ -283,6 +289,18 @@ impl LiveState {
             .get(group)
             .is_some_and(|models| models.contains(model))
     }
+}
+
+/// A copy of key `hash` as of the earlier changes of a delta, else as served.
+fn current_key(changes: &[Change], keys: &KeyMap, hash: &KeyHash) -> Option<VirtualKey> {
+    let latest = changes.iter().rev().find_map(|c| match c {
+        Change::Upsert(k) if k.hash == *hash => Some(Some(Arc::clone(k))),
+        Change::Delete(h) if h == hash => Some(None),
+        _ => None,
+    });
+    latest
+        .unwrap_or_else(|| keys.get(hash).cloned())
+        .map(|k| VirtualKey::clone(&k))
 }
 
 fn access_groups(deployments: &[Deployment]) -> HashMap<String, HashSet<String>> {

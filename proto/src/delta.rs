@@ -22,6 +22,12 @@ pub enum DeltaOp {
     DeleteDeployment(DeploymentId),
     /// The gateway-wide settings were replaced.
     Settings(GatewaySettings),
+    /// A key's spend on a model with a per-model budget moved.
+    KeyModelSpend {
+        hash: KeyHash,
+        model: String,
+        spend: f64,
+    },
     /// A team, user or organization with a budget or limits, created or changed.
     UpsertScope(Scope),
     /// A team, user or organization deleted, or left with nothing to enforce.

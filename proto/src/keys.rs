@@ -87,6 +87,19 @@ pub struct VirtualKey {
     pub rpm_limit: Option<u64>,
     pub tpm_limit: Option<u64>,
     pub max_parallel_requests: Option<u64>,
+    /// Per-model budgets (`model_max_budget`), with the key's spend on each model in the
+    /// current window.
+    pub model_budgets: std::sync::Arc<[ModelBudget]>,
+}
+
+/// A key's budget on one model (LiteLLM's `model_max_budget` entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelBudget {
+    /// The model name clients send.
+    pub model: String,
+    pub max_budget: f64,
+    /// Spend on the model in the current window (USD).
+    pub spend: f64,
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub mod subjects;
 pub mod wire;
 
 pub use delta::{Delta, DeltaOp, UsageEvent};
-pub use keys::{hex, KeyHash, VirtualKey};
+pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
 pub use router::{ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy};
 pub use scopes::{Scope, ScopeKind};
 pub use secret::Secret;

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{
-    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelInfo, ProviderKind,
-    RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent, VirtualKey,
+    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelBudget, ModelInfo,
+    ProviderKind, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent,
+    VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -256,6 +257,15 @@ impl From<&VirtualKey> for pb::VirtualKey {
             team_id: k.team_id.clone(),
             user_id: k.user_id.clone(),
             organization_id: k.organization_id.clone(),
+            model_budgets: k
+                .model_budgets
+                .iter()
+                .map(|b| pb::ModelBudget {
+                    model: b.model.clone(),
+                    max_budget: b.max_budget,
+                    spend: b.spend,
+                })
+                .collect(),
             models: k.models.to_vec(),
             team_models: k.team_models.to_vec(),
             max_budget: k.max_budget,
@@ -279,6 +289,15 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             team_id: k.team_id,
             user_id: k.user_id,
             organization_id: k.organization_id,
+            model_budgets: k
+                .model_budgets
+                .into_iter()
+                .map(|b| ModelBudget {
+                    model: b.model,
+                    max_budget: b.max_budget,
+                    spend: b.spend,
+                })
+                .collect(),
             models: k.models.into(),
             team_models: k.team_models.into(),
             max_budget: k.max_budget,
@@ -410,6 +429,13 @@ impl From<&Delta> for pb::SnapshotDelta {
                         DeltaOp::UpsertDeployment(d) => Op::UpsertDeployment(d.into()),
                         DeltaOp::DeleteDeployment(id) => Op::DeleteDeployment(id.0.clone()),
                         DeltaOp::Settings(s) => Op::Settings(s.into()),
+                        DeltaOp::KeyModelSpend { hash, model, spend } => {
+                            Op::KeyModelSpend(pb::KeyModelSpend {
+                                key_hash: hash.0.to_vec(),
+                                model: model.clone(),
+                                spend: *spend,
+                            })
+                        }
                         DeltaOp::UpsertScope(s) => Op::UpsertScope(s.into()),
                         DeltaOp::DeleteScope { kind, id } => Op::DeleteScope(pb::ScopeRef {
                             kind: kind.as_str().into(),
@@ -445,6 +471,11 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                     Op::UpsertDeployment(d) => DeltaOp::UpsertDeployment(d.try_into()?),
                     Op::DeleteDeployment(id) => DeltaOp::DeleteDeployment(DeploymentId(id)),
                     Op::Settings(s) => DeltaOp::Settings(s.try_into()?),
+                    Op::KeyModelSpend(s) => DeltaOp::KeyModelSpend {
+                        hash: key_hash("delta_op.key_model_spend.key_hash", &s.key_hash)?,
+                        model: s.model,
+                        spend: s.spend,
+                    },
                     Op::UpsertScope(s) => DeltaOp::UpsertScope(s.try_into()?),
                     Op::DeleteScope(r) => DeltaOp::DeleteScope {
                         kind: scope_kind("delta_op.delete_scope.kind", &r.kind)?,
@@ -541,6 +572,12 @@ mod tests {
             max_budget: Some(1.5),
             expires_at: Some(1_900_000_000),
             organization_id: "org-1".into(),
+            model_budgets: vec![ModelBudget {
+                model: "gpt-4o-mini".into(),
+                max_budget: 0.5,
+                spend: 0.125,
+            }]
+            .into(),
             ..VirtualKey::default()
         }));
         let team = Scope {
@@ -578,6 +615,11 @@ mod tests {
                 },
                 DeltaOp::Settings(snap.settings()),
                 DeltaOp::UpsertScope(team),
+                DeltaOp::KeyModelSpend {
+                    hash: KeyHash::of("sk-a"),
+                    model: "gpt-4o-mini".into(),
+                    spend: 0.25,
+                },
                 DeltaOp::ScopeSpend {
                     kind: ScopeKind::User,
                     id: "u1".into(),

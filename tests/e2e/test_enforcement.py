@@ -399,3 +399,36 @@ def test_team_user_and_organization_limits_apply_on_top_of_the_keys(make_stack):
     # A raised budget: the team's keys pass again.
     admin.ok("POST", "/team/update", json={"team_id": "t-budget", "max_budget": 100})
     wait_until(lambda: chat(dp, kb).status_code == 200, what="team budget raised")
+
+
+def test_per_model_key_budgets(make_stack):
+    """`model_max_budget`: a key's spend on one model has a budget of its own (LiteLLM's
+    shape, with a `time_period` window); other models are not affected."""
+    s = make_stack()
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    other_dp = s.dataplane("dp-b")
+    bad = admin.call("POST", "/key/generate", json={"model_max_budget": {"priced": {"budget_limit": -1}}})
+    assert bad.status_code == 400 and "model_max_budget.priced" in bad.json()["error"]["message"], bad.text
+    created = admin.ok("POST", "/key/generate", json={
+        "model_max_budget": {"priced": {"budget_limit": "0.00005", "time_period": "1d"}}})
+    assert created["model_max_budget"] == {"priced": {"budget_limit": 0.00005, "time_period": "1d"}}
+    key = created["key"]
+    wait_until(lambda: chat(dp, key).status_code != 401, what="key arrived")
+    wait_until(lambda: chat(other_dp, key, model="other").status_code == 200, what="key arrived at dp-b")
+    for _ in range(10):
+        r = chat(dp, key)
+        if r.status_code == 429:
+            break
+        assert r.status_code == 200, r.text
+    else:
+        raise AssertionError("the per-model budget never refused")
+    err = r.json()["error"]
+    assert err["type"] == "budget_exceeded" and "this key on model `priced`" in err["message"], err
+    assert chat(dp, key, model="other").status_code == 200
+    # The spend reaches the other data plane through the control plane.
+    wait_until(lambda: chat(other_dp, key).status_code == 429, timeout=20, what="model spend reached dp-b")
+    assert s.sql("SELECT spend FROM key_model_spend")[0][0] >= 0.00005
+    # A raised budget lets the key call the model again.
+    admin.ok("POST", "/key/update", json={"key": key, "model_max_budget": {"priced": {"budget_limit": 1}}})
+    wait_until(lambda: chat(dp, key).status_code == 200, what="budget raised")

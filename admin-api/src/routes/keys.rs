@@ -36,6 +36,11 @@ pub struct KeySettings {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
+    /// Budgets per model, LiteLLM's shape: `{"gpt-4o": {"budget_limit": 0.5,
+    /// "time_period": "1d"}}` (`time_period` absent: for the key's life). Replaces the
+    /// key's.
+    #[schema(value_type = Option<Object>)]
+    pub model_max_budget: Option<Map<String, Value>>,
 }
 
 impl KeySettings {
@@ -56,6 +61,7 @@ impl KeySettings {
             user_id: self.user_id,
             metadata_json: super::json_text(self.metadata),
             tags: self.tags.unwrap_or_default(),
+            model_max_budget_json: super::json_text(self.model_max_budget),
         }
     }
 }
@@ -126,6 +132,9 @@ pub struct KeyObject {
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     pub tags: Vec<String>,
+    /// Budgets per model (`{model: {budget_limit, time_period}}`).
+    #[schema(value_type = Object)]
+    pub model_max_budget: Map<String, Value>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -151,6 +160,7 @@ impl From<pb::KeyInfo> for KeyObject {
             user_id: non_empty(k.user_id),
             metadata: object(&k.metadata_json),
             tags: k.tags,
+            model_max_budget: object(&k.model_max_budget_json),
             created_at: iso(k.created_at),
             updated_at: iso(k.updated_at),
         }
@@ -315,6 +325,7 @@ fn restricted_fields(s: &KeySettings) -> Vec<&'static str> {
             s.limits.max_parallel_requests.is_some(),
         ),
         ("duration", s.duration.is_some()),
+        ("model_max_budget", s.model_max_budget.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))

@@ -69,6 +69,7 @@ pub fn key_fields(f: Option<pb::KeyFields>) -> Result<KeyFields, Status> {
         user_id: f.user_id,
         metadata: metadata(f.metadata_json, "metadata")?,
         tags: (!f.tags.is_empty()).then_some(f.tags),
+        model_max_budget: metadata(f.model_max_budget_json, "model_max_budget")?,
     })
 }
 
@@ -95,6 +96,7 @@ pub fn key_info(r: KeyRecord, snapshot_version: u64) -> pb::KeyInfo {
         created_at: r.created_at,
         updated_at: r.updated_at,
         snapshot_version,
+        model_max_budget_json: r.model_max_budget.to_string(),
     }
 }
 
