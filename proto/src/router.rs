@@ -265,7 +265,7 @@ type Object = serde_json::Map<String, Json>;
 
 /// Longest duration a router setting may give (a year): more is a typo, and would not
 /// fit the arithmetic on timestamps.
-const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+pub(crate) const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 fn secs(at: &str, v: &Json) -> Result<Duration, String> {
     v.as_f64()

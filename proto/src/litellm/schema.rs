@@ -240,10 +240,15 @@ fn warn_unknown(warnings: &mut Vec<String>, at: &str, unknown: &Unknown) {
 fn seconds(at: &str, v: Option<f64>) -> Result<Option<Duration>, (String, String)> {
     match v {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if s.is_finite() && s > 0.0 && s <= crate::router::MAX_SECS => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
         Some(s) => Err((
             at.to_owned(),
-            format!("must be a positive number of seconds, got {s}"),
+            format!(
+                "must be a positive number of seconds, at most {}, got {s}",
+                crate::router::MAX_SECS
+            ),
         )),
     }
 }
@@ -485,6 +490,14 @@ pub fn compile_deployment(
         ));
     }
 
+    for (name, v) in [("rpm", p.rpm), ("tpm", p.tpm)] {
+        if v.is_some_and(|v| v > i64::MAX as u64) {
+            return Err((
+                format!("{at}.litellm_params.{name}"),
+                format!("must be at most {}", i64::MAX),
+            ));
+        }
+    }
     let mi = &raw.model_info;
     let id = mi
         .id

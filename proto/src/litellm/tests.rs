@@ -225,3 +225,13 @@ fn redis_settings_become_a_url_and_router_keys_do_not_warn() {
         "{e}"
     );
 }
+
+#[test]
+fn absurd_timeouts_are_errors_not_panics() {
+    let e = load(
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: mock/m\n      timeout: 1.2e308\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("litellm_params.timeout"), "{e}");
+}
