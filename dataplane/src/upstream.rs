@@ -137,6 +137,7 @@ impl Upstream {
                     upstream: Arc::clone(self),
                     target_label: target.authority.clone(),
                     timeout,
+                    bound_reads: false,
                 })
             }
         }
@@ -199,6 +200,8 @@ pub struct Exchange {
     upstream: Arc<Upstream>,
     target_label: String,
     timeout: Duration,
+    /// Each body read is bounded by `timeout` (streams).
+    pub bound_reads: bool,
 }
 
 impl Exchange {
@@ -207,18 +210,23 @@ impl Exchange {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
-        // pingora's read timeout covers the response header, not body reads: each read
-        // is bounded here (a stream's `stream_timeout` between chunks).
-        let read = match tokio::time::timeout(self.timeout, session.read_body_bytes()).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.session = None;
-                return Err(ApiError::timeout(format!(
-                    "upstream {} sent nothing for {:.1}s",
-                    self.target_label,
-                    self.timeout.as_secs_f64()
-                )));
+        // pingora's read timeout covers the response header, not body reads: a stream's
+        // reads are bounded here (its `stream_timeout` between chunks); a whole body is
+        // bounded by its caller, once.
+        let read = if self.bound_reads {
+            match tokio::time::timeout(self.timeout, session.read_body_bytes()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.session = None;
+                    return Err(ApiError::timeout(format!(
+                        "upstream {} sent nothing for {:.1}s",
+                        self.target_label,
+                        self.timeout.as_secs_f64()
+                    )));
+                }
             }
+        } else {
+            session.read_body_bytes().await
         };
         match read {
             Ok(Some(chunk)) => Ok(Some(chunk)),

@@ -100,7 +100,8 @@ pub trait Provider: Send + Sync {
             Operation::Chat { stream: true } => d.stream_timeout,
             _ => d.timeout,
         };
-        let ex = upstream.send(target, req, timeout).await?;
+        let mut ex = upstream.send(target, req, timeout).await?;
+        ex.bound_reads = matches!(op, Operation::Chat { stream: true });
         let status = ex.status;
         let retry_after = ex.retry_after;
         let mut body = Body::Http(Box::new(ex));

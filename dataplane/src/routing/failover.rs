@@ -97,7 +97,7 @@ pub struct Failover<'a> {
     model: &'a str,
     group: &'a ModelGroup,
     /// Indices (in `group`) tried so far.
-    tried: Vec<usize>,
+    tried: smallvec::SmallVec<[usize; 4]>,
     /// The current attempt is its deployment's half-open probe.
     probe: bool,
     group_retries: u32,
@@ -131,7 +131,7 @@ impl<'a> Failover<'a> {
             req,
             model,
             group,
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             probe: false,
             group_retries: 0,
             chain: None,

@@ -18,6 +18,9 @@ use crate::state::CompiledDeployment;
 
 pub use strategies::{CostBased, LatencyBased, LeastBusy, SimpleShuffle, UsageBased};
 
+/// Indices of the deployments a request may go to.
+pub type Candidates = smallvec::SmallVec<[usize; 16]>;
+
 /// What routing needs to know of a request.
 #[derive(Debug, Clone, Default)]
 pub struct RouteRequest {
@@ -114,7 +117,8 @@ impl ModelGroup {
         now_ms: u64,
     ) -> Result<Pick, NoDeployment> {
         let probe_ttl = settings.cooldown_time().as_millis() as u64;
-        let mut candidates: Vec<usize> = Vec::with_capacity(self.deployments.len());
+        // On the stack for groups of up to 16 deployments: no allocation per request.
+        let mut candidates: Candidates = Candidates::new();
         let mut soonest = u64::MAX;
         let mut largest_window = 0;
         let mut context_refused = 0;
@@ -154,13 +158,8 @@ impl ModelGroup {
                 NoDeployment::CoolingDown(soonest.saturating_sub(now_ms))
             });
         }
-        let fresh: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|i| !excluded.contains(i))
-            .collect();
-        if !fresh.is_empty() {
-            candidates = fresh;
+        if candidates.iter().any(|i| !excluded.contains(i)) {
+            candidates.retain(|i| !excluded.contains(i));
         }
         if settings.enable_pre_call_checks {
             candidates.retain(|i| has_capacity(&self.deployments[*i], req, now_ms));

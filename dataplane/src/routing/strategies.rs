@@ -182,11 +182,12 @@ impl Router for UsageBased {
         req: &RouteRequest,
         now_ms: u64,
     ) -> Option<usize> {
-        let mut room: Vec<usize> = Vec::with_capacity(candidates.len());
+        let mut room = super::Candidates::new();
         room.extend(
             candidates
                 .iter()
-                .filter(|i| has_capacity(&group[**i], req, now_ms)),
+                .copied()
+                .filter(|i| has_capacity(&group[*i], req, now_ms)),
         );
         argmin_by(&room, |i| group[i].health.usage(now_ms).1)
     }
