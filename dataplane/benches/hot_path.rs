@@ -63,7 +63,8 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("stream/openai_52_chunks_{name}"), |b| {
             b.iter(|| {
                 let mut p = sse::Parser::default();
-                let mut conv = stream::converter(ChatFormat::OpenAi, client, false, "m");
+                let mut conv =
+                    stream::converter(ChatFormat::OpenAi, client, false, "m", Default::default());
                 let mut out = Vec::with_capacity(64);
                 for ev in p.feed(black_box(s.as_bytes())).unwrap_or_default() {
                     conv.event(&ev, &mut out);

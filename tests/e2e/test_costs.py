@@ -37,3 +37,25 @@ def test_cached_prompt_tokens_are_priced_lower(mock, gateway):
         assert u["prompt_tokens_details"]["cached_tokens"] == 100
         expected = (u["prompt_tokens"] - 100) * input_ + 100 * cached + u["completion_tokens"] * output
         assert float(r.headers["x-litellm-response-cost"]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_streams_carry_their_cost_in_the_usage_chunk(mock, gateway):
+    """A stream's headers go out before its cost is known: as LiteLLM does, the final
+    usage chunk (stream_options.include_usage) carries `usage.cost`."""
+    import json
+
+    import httpx
+
+    mock.faults(cache_own={"cached_tokens": 100})
+    g = gateway({"model_list": [
+        deployment(mock, "own", "cache_own", input_cost_per_token=1e-6, output_cost_per_token=2e-6,
+                   model_info={"cache_read_input_token_cost": 1e-7}),
+    ]})
+    with httpx.stream("POST", f"{g.url}/v1/chat/completions", timeout=10,
+                      headers={"Authorization": "Bearer sk-e2e-master"},
+                      json={"model": "own", "stream": True, "stream_options": {"include_usage": True},
+                            "messages": [{"role": "user", "content": "word " * 400}]}) as r:
+        chunks = [json.loads(l[6:]) for l in r.iter_lines() if l.startswith("data: {")]
+    u = chunks[-1]["usage"]
+    expected = (u["prompt_tokens"] - 100) * 1e-6 + 100 * 1e-7 + u["completion_tokens"] * 2e-6
+    assert u["cost"] == pytest.approx(expected, rel=1e-9), u

@@ -115,7 +115,7 @@ pub async fn completion(
     };
     ctx.time_to_first_token = Some(sent.elapsed());
 
-    let mut conv = stream::converter(native, client, client_wants_usage, &model);
+    let mut conv = stream::converter(native, client, client_wants_usage, &model, d.prices);
     let mut parser = sse::Parser::default();
     let mut out = Vec::new();
     if respond::stream_start(session, ctx, &headers).await.is_err() {

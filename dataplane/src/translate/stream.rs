@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::anthropic_to_openai::{message_id, stop_reason};
 use super::openai_to_anthropic::{finish_reason, openai_usage};
 use super::{unix_now, ChatFormat};
+use crate::cost::Prices;
 use crate::error::{ApiError, ClientApi};
 use crate::sse::{self, Event};
 use crate::usage::Usage;
@@ -20,22 +21,27 @@ pub trait StreamConverter: Send {
     fn usage(&self) -> Option<Usage>;
 }
 
-/// Picks the converter for a provider format and a client format.
+/// Picks the converter for a provider format and a client format. OpenAI clients that
+/// get the usage chunk find the request's cost in it (`usage.cost`, USD at `prices`), as
+/// LiteLLM adds it: a stream's headers go out before its cost is known.
 pub fn converter(
     provider: ChatFormat,
     client: ClientApi,
     client_wants_usage: bool,
     model: &str,
+    prices: Prices,
 ) -> Box<dyn StreamConverter> {
     match (provider, client) {
         (ChatFormat::OpenAi, ClientApi::OpenAi) => Box::new(OpenAiPassthrough {
             drop_usage_chunk: !client_wants_usage,
             usage: None,
+            prices,
         }),
         (ChatFormat::Anthropic, ClientApi::Anthropic) => Box::new(AnthropicPassthrough::default()),
         (ChatFormat::Anthropic, ClientApi::OpenAi) => Box::new(AnthropicToOpenAi {
             include_usage: client_wants_usage,
             model: model.to_owned(),
+            prices,
             ..Default::default()
         }),
         (ChatFormat::OpenAi, ClientApi::Anthropic) => Box::new(OpenAiToAnthropic {
@@ -64,12 +70,21 @@ fn parse(data: &str) -> Option<Value> {
 struct OpenAiPassthrough {
     drop_usage_chunk: bool,
     usage: Option<Usage>,
+    prices: Prices,
+}
+
+/// A usage object with the request's cost added.
+fn with_cost(mut usage: Value, u: &Usage, prices: &Prices) -> Value {
+    if let Value::Object(m) = &mut usage {
+        m.insert("cost".into(), prices.of(u).into());
+    }
+    usage
 }
 
 impl StreamConverter for OpenAiPassthrough {
     fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
         if memchr::memmem::find(ev.data.as_bytes(), b"\"usage\"").is_some() {
-            if let Some(v) = parse(&ev.data) {
+            if let Some(mut v) = parse(&ev.data) {
                 if let Some(u) = v.get("usage").and_then(Usage::from_json) {
                     self.usage = Some(u);
                     let no_choices = v
@@ -79,6 +94,10 @@ impl StreamConverter for OpenAiPassthrough {
                     if self.drop_usage_chunk && no_choices {
                         return;
                     }
+                    let usage = v["usage"].take();
+                    v["usage"] = with_cost(usage, &u, &self.prices);
+                    out.push(sse::data(&v.to_string()));
+                    return;
                 }
             }
         }
@@ -141,6 +160,7 @@ impl StreamConverter for AnthropicPassthrough {
 /// Anthropic events → OpenAI `chat.completion.chunk`s.
 #[derive(Default)]
 struct AnthropicToOpenAi {
+    prices: Prices,
     include_usage: bool,
     model: String,
     id: String,
@@ -283,7 +303,8 @@ impl StreamConverter for AnthropicToOpenAi {
         if self.include_usage && self.seen_usage {
             let c = json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": openai_usage(self.usage),
+                "model": self.model, "choices": [],
+                "usage": with_cost(openai_usage(self.usage), &self.usage, &self.prices),
             });
             out.push(sse::data(&c.to_string()));
         }
@@ -467,6 +488,12 @@ impl StreamConverter for OpenAiToAnthropic {
 mod tests {
     use super::*;
 
+    const PRICES: Prices = Prices {
+        input: 1e-6,
+        output: 2e-6,
+        cached_input: 1e-6,
+    };
+
     fn run(conv: &mut dyn StreamConverter, input: &str) -> Vec<Event> {
         let mut p = sse::Parser::default();
         let mut out = Vec::new();
@@ -492,7 +519,13 @@ mod tests {
             "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\n",
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
         );
-        let mut c = converter(ChatFormat::Anthropic, ClientApi::OpenAi, true, "alias");
+        let mut c = converter(
+            ChatFormat::Anthropic,
+            ClientApi::OpenAi,
+            true,
+            "alias",
+            PRICES,
+        );
         let evs = run(c.as_mut(), input);
         let chunks: Vec<Value> = evs
             .iter()
@@ -517,6 +550,7 @@ mod tests {
         assert_eq!(args, "{\"a\":1}");
         assert_eq!(chunks[5]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(chunks[6]["usage"]["total_tokens"], 16);
+        assert!(chunks[6]["usage"]["cost"].as_f64().unwrap() > 0.0);
         assert_eq!(evs.last().unwrap().data, "[DONE]");
         assert_eq!(
             c.usage(),
@@ -545,6 +579,7 @@ mod tests {
             ClientApi::Anthropic,
             true,
             "claude-alias",
+            PRICES,
         );
         let evs = run(c.as_mut(), input);
         let names: Vec<&str> = evs.iter().map(|e| e.event.as_deref().unwrap()).collect();
@@ -584,7 +619,7 @@ mod tests {
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n",
             "data: [DONE]\n\n",
         );
-        let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, false, "m");
+        let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, false, "m", PRICES);
         assert_eq!(run(c.as_mut(), input).len(), 2);
         assert_eq!(
             c.usage(),
@@ -594,7 +629,14 @@ mod tests {
                 cached_input_tokens: 0,
             })
         );
-        let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, true, "m");
-        assert_eq!(run(c.as_mut(), input).len(), 3);
+        let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, true, "m", PRICES);
+        let evs = run(c.as_mut(), input);
+        assert_eq!(evs.len(), 3);
+        // The usage chunk carries the cost: 1 × 1 µ$ + 2 × 2 µ$.
+        let usage = &parse(&evs[1].data).unwrap()["usage"];
+        assert!(
+            (usage["cost"].as_f64().unwrap() - 5e-6).abs() < 1e-15,
+            "{usage}"
+        );
     }
 }
