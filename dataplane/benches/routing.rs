@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use routeiq_dataplane::routing::health::now_ms;
+use routeiq_dataplane::clock::now_ms;
 use routeiq_dataplane::routing::RouteRequest;
 use routeiq_dataplane::state::LiveState;
 use routeiq_proto::{Deployment, ModelInfo, RouterSettings, RoutingStrategy, Snapshot};

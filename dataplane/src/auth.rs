@@ -2,7 +2,6 @@
 //! presented key, looked up in the live snapshot. No database on this path.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora::http::RequestHeader;
 use routeiq_proto::{KeyHash, VirtualKey};
@@ -80,20 +79,13 @@ pub fn authenticate(state: &LiveState, req: &RequestHeader) -> Result<Caller, Ap
         ));
     }
     if let Some(at) = k.expires_at {
-        if unix_now() >= at {
+        if crate::clock::now_secs() as i64 >= at {
             return Err(ApiError::unauthorized(format!(
                 "this key expired at unix time {at}"
             )));
         }
     }
     Ok(Caller::Key(Arc::clone(k)))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod attached;
 pub mod auth;
 pub mod base64;
 pub mod budgets;
+pub mod clock;
 pub mod context;
 pub mod cost;
 pub mod error;

@@ -9,7 +9,7 @@
 //! (message id) and by the control plane (request id).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use prost::Message;
@@ -61,10 +61,7 @@ impl Reporter {
         let usage = ctx.usage.unwrap_or_default();
         let cost = ctx.cost().unwrap_or(0.0);
         let elapsed = ctx.start.elapsed();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = crate::clock::now_ms() as i64;
         let key = ctx.key.as_deref();
         let event = UsageEvent {
             request_id: ctx.request_id.clone(),

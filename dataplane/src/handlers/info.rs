@@ -20,10 +20,7 @@ pub async fn models(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs().saturating_sub(app.started.elapsed().as_secs()))
-        .unwrap_or(0);
+    let created = crate::clock::now_secs().saturating_sub(app.started.elapsed().as_secs());
     // A key sees the models it may call.
     let data: Vec<_> = live
         .model_names

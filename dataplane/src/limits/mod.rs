@@ -18,7 +18,6 @@ pub mod shared;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use routeiq_proto::KeyHash;
 
@@ -100,14 +99,6 @@ pub struct Refused {
     pub headers: Vec<(&'static str, String)>,
 }
 
-fn now() -> (u64, u64) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    (secs / 60, 60 - secs % 60)
-}
-
 impl Limiter {
     /// Local limits, or shared ones through Redis.
     pub fn new(shared: Option<Arc<shared::Shared>>) -> Self {
@@ -134,7 +125,7 @@ impl Limiter {
         if !key.has_limits() {
             return Ok(None);
         }
-        let (minute, reset) = now();
+        let (minute, reset) = crate::clock::minute();
         let counters = self.counters(key.hash, minute);
         let slot = Slot::take(&counters);
         let parallel = slot.parallel;
@@ -445,7 +436,7 @@ impl Admission {
             }
         } else {
             // The window moved on: the usage counts in the new one.
-            w.roll(now().0);
+            w.roll(crate::clock::minute().0);
             w.tokens = w.tokens.saturating_add(used);
         }
         drop(w);

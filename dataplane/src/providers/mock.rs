@@ -10,10 +10,11 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::{Body, Operation, Provider, ProviderResponse};
+use crate::clock::now_secs;
 use crate::error::ApiError;
 use crate::sse;
 use crate::state::CompiledDeployment;
-use crate::translate::{content_text, unix_now, ChatFormat};
+use crate::translate::{content_text, ChatFormat};
 use crate::upstream::{Target, Upstream, UpstreamRequest};
 
 pub struct Mock;
@@ -106,7 +107,7 @@ fn chat(d: &CompiledDeployment, req: &Value) -> Value {
     json!({
         "id": format!("chatcmpl-mock-{:016x}", fastrand::u64(..)),
         "object": "chat.completion",
-        "created": unix_now(),
+        "created": now_secs(),
         "model": d.deployment.upstream_model,
         "choices": [{
             "index": 0,
@@ -121,7 +122,7 @@ fn chat_stream(d: &CompiledDeployment, req: &Value) -> VecDeque<Bytes> {
     let text = reply_text(d, req);
     let (p, c) = (prompt_tokens(req), completion_tokens(&text));
     let id = format!("chatcmpl-mock-{:016x}", fastrand::u64(..));
-    let created = unix_now();
+    let created = now_secs();
     let model = &d.deployment.upstream_model;
     let chunk = |delta: Value, finish: Option<&str>| {
         let c = json!({

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use routeiq_proto::{ErrorClass, RouterSettings};
 
-use super::health::{now_ms, BreakerState, Outcome};
+use super::health::{BreakerState, Outcome};
 use super::{ModelGroup, Pick, RouteRequest};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::state::{App, CompiledDeployment, LiveState};
 use crate::telemetry::Metrics;

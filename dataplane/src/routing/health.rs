@@ -15,19 +15,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use routeiq_proto::{DeploymentId, ErrorClass, RouterSettings};
 
+use crate::clock::now_ms;
+
 /// Weight of a new latency sample in the moving average.
 const EWMA_ALPHA: f64 = 0.3;
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Breaker state, for metrics (LiteLLM's `litellm_deployment_state` uses 0/1/2 the same
 /// way: healthy, partial, outage).

@@ -194,7 +194,7 @@ pub struct Lease {
 
 impl Lease {
     pub fn start(d: &CompiledDeployment, tokens: u64) -> Self {
-        d.health.start(tokens, health::now_ms());
+        d.health.start(tokens, crate::clock::now_ms());
         Self {
             health: Arc::clone(&d.health),
             tokens,
@@ -212,7 +212,8 @@ impl Lease {
     ) {
         self.settled = true;
         if let Some(t) = tokens {
-            self.health.adjust_tokens(self.tokens, t, health::now_ms());
+            self.health
+                .adjust_tokens(self.tokens, t, crate::clock::now_ms());
         }
         if let Some(l) = latency {
             self.health.record_latency(l, ttft);
@@ -223,7 +224,8 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.settled {
-            self.health.adjust_tokens(self.tokens, 0, health::now_ms());
+            self.health
+                .adjust_tokens(self.tokens, 0, crate::clock::now_ms());
         }
         self.health.finish();
     }
@@ -302,7 +304,7 @@ impl NoDeployment {
                 "every deployment of model `{group}` has used its rpm/tpm for this minute"
             ))
             .with_code("no_deployments_available")
-            .with_retry_after(Some(60 - (crate::routing::health::now_ms() / 1000) % 60)),
+            .with_retry_after(Some(crate::clock::minute().1)),
         }
     }
 }

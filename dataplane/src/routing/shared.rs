@@ -19,7 +19,8 @@ use redis::aio::ConnectionManager;
 use routeiq_proto::DeploymentId;
 use tokio::sync::mpsc;
 
-use super::health::{now_ms, Health};
+use super::health::Health;
+use crate::clock::now_ms;
 
 /// `(deployment id, until Unix ms)` as Redis returns the sorted set.
 type Cooldowns = Vec<(String, f64)>;

@@ -34,14 +34,6 @@ pub fn content_text(content: &Value) -> String {
     }
 }
 
-/// `now` in seconds since the epoch, for `created` fields.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,

@@ -3,7 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{content_text, obj, unix_now, DEFAULT_ANTHROPIC_MAX_TOKENS};
+use super::{content_text, obj, DEFAULT_ANTHROPIC_MAX_TOKENS};
+use crate::clock::now_secs;
 use crate::error::ApiError;
 use crate::usage::Usage;
 
@@ -279,7 +280,7 @@ pub fn response(body: &[u8]) -> Result<(Value, Option<Usage>), ApiError> {
     let mut out = json!({
         "id": a.get("id").cloned().unwrap_or_default(),
         "object": "chat.completion",
-        "created": unix_now(),
+        "created": now_secs(),
         "model": a.get("model").cloned().unwrap_or_default(),
         "choices": [{
             "index": 0,

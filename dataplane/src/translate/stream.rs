@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::anthropic_to_openai::{message_id, stop_reason};
 use super::openai_to_anthropic::{finish_reason, openai_usage};
-use super::{unix_now, ChatFormat};
+use super::ChatFormat;
+use crate::clock::now_secs;
 use crate::cost::Prices;
 use crate::error::{ApiError, ClientApi};
 use crate::sse::{self, Event};
@@ -197,7 +198,7 @@ impl StreamConverter for AnthropicToOpenAi {
             Some("message_start") => {
                 let m = v.get("message").unwrap_or(&Value::Null);
                 self.id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
-                self.created = unix_now();
+                self.created = now_secs();
                 if let Some(u) = m.get("usage").and_then(Usage::from_json) {
                     self.usage = u;
                     self.seen_usage = true;
