@@ -73,14 +73,10 @@ pub struct LiveState {
     scopes: Arc<Scopes>,
 }
 
-/// Teams, users and organizations by id, one map per kind (only those with something to
-/// enforce, so the maps stay small; a change copies the map of its kind).
+/// Teams, users and organizations by id, one map per kind, indexed by `ScopeKind` (only
+/// those with something to enforce, so the maps stay small; a change copies them).
 #[derive(Debug, Default, Clone)]
-pub struct Scopes {
-    teams: HashMap<String, Arc<ScopeEntry>>,
-    users: HashMap<String, Arc<ScopeEntry>>,
-    organizations: HashMap<String, Arc<ScopeEntry>>,
-}
+pub struct Scopes([HashMap<String, Arc<ScopeEntry>>; ScopeKind::ALL.len()]);
 
 impl Scopes {
     fn new(scopes: Vec<Scope>) -> Self {
@@ -92,11 +88,7 @@ impl Scopes {
     }
 
     fn of_kind(&mut self, kind: ScopeKind) -> &mut HashMap<String, Arc<ScopeEntry>> {
-        match kind {
-            ScopeKind::Team => &mut self.teams,
-            ScopeKind::User => &mut self.users,
-            ScopeKind::Organization => &mut self.organizations,
-        }
+        &mut self.0[kind as usize]
     }
 
     fn upsert(&mut self, scope: Scope) {
@@ -108,17 +100,11 @@ impl Scopes {
         if id.is_empty() {
             return None;
         }
-        match kind {
-            ScopeKind::Team => &self.teams,
-            ScopeKind::User => &self.users,
-            ScopeKind::Organization => &self.organizations,
-        }
-        .get(id)
-        .map(Arc::as_ref)
+        self.0[kind as usize].get(id).map(Arc::as_ref)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.teams.is_empty() && self.users.is_empty() && self.organizations.is_empty()
+        self.0.iter().all(HashMap::is_empty)
     }
 }
 

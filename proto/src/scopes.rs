@@ -7,12 +7,15 @@ use crate::KeyHash;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ScopeKind {
-    Team,
-    User,
-    Organization,
+    Team = 0,
+    User = 1,
+    Organization = 2,
 }
 
 impl ScopeKind {
+    /// Every kind, in discriminant order (`kind as usize` indexes it).
+    pub const ALL: [Self; 3] = [Self::Team, Self::User, Self::Organization];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Team => "team",
