@@ -1,11 +1,14 @@
 //! Who a budget or a rate limit belongs to: a virtual key, its budget on one model
-//! (`model_max_budget`), or its team, user or organization (`Scope`). `budgets` and `limits` enforce a [`Holder`] whatever it is; a
-//! request is admitted by its key and by each of those with something to enforce, and
-//! the first that refuses names itself in the error.
+//! (`model_max_budget`), or its team, user or organization (`Scope`). `budgets` and
+//! `limits` enforce a [`Holder`] whatever it is; a request is admitted by its key and by
+//! each of those with something to enforce, and the first that refuses names itself in the
+//! error.
 
 use routeiq_proto::{KeyHash, ModelBudget, Scope, ScopeKind, VirtualKey};
 
-/// A scope of the live state, with the account its counters go by.
+/// A scope of the live state, with the account its counters go by. Accounts name the
+/// counters of holders other than keys beside the keys' own: digests of labels that key
+/// texts do not produce in practice (keys are digests of the key itself).
 #[derive(Debug)]
 pub struct ScopeEntry {
     pub scope: Scope,
@@ -15,7 +18,10 @@ pub struct ScopeEntry {
 impl ScopeEntry {
     pub fn new(scope: Scope) -> Self {
         Self {
-            account: Scope::account(scope.kind, &scope.id),
+            account: KeyHash::of(&format!(
+                "routeiq-scope\u{0}{}\u{0}{}",
+                scope.kind, scope.id
+            )),
             scope,
         }
     }

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::KeyHash;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ScopeKind {
     Team = 0,
@@ -63,11 +61,5 @@ impl Scope {
             || self.rpm_limit.is_some()
             || self.tpm_limit.is_some()
             || self.max_parallel_requests.is_some()
-    }
-
-    /// The name its counters go by, beside the keys' (a digest of a label no key text
-    /// produces in practice: keys are digests of the key itself).
-    pub fn account(kind: ScopeKind, id: &str) -> KeyHash {
-        KeyHash::of(&format!("routeiq-scope\u{0}{kind}\u{0}{id}"))
     }
 }
