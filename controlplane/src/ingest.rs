@@ -22,11 +22,12 @@ use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 use prost::Message;
 use routeiq_proto::wire::pb;
-use routeiq_proto::{subjects, DeltaOp, KeyHash, ScopeKind, UsageEvent};
+use routeiq_proto::{subjects, DeltaOp, ScopeKind, UsageEvent};
 use sqlx::{PgPool, Row};
 
 use crate::changes;
 use crate::error::StoreError;
+use crate::keys::stored_hash;
 use crate::nats::Streams;
 
 #[derive(Debug, Clone)]
@@ -325,8 +326,7 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
         .zip(budgeted_spend)
         .map(|(h, spend)| {
             Ok(DeltaOp::KeySpend {
-                hash: KeyHash::from_slice(h)
-                    .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?,
+                hash: stored_hash(h, "virtual_keys.key_hash")?,
                 spend,
             })
         })
@@ -404,8 +404,7 @@ async fn model_spend(
         .map(|r| {
             let h: Vec<u8> = r.try_get("key_hash")?;
             Ok(DeltaOp::KeyModelSpend {
-                hash: KeyHash::from_slice(&h)
-                    .ok_or_else(|| StoreError::Corrupt("key_model_spend.key_hash".into()))?,
+                hash: stored_hash(&h, "key_model_spend.key_hash")?,
                 model: r.try_get("model")?,
                 spend: r.try_get("spend")?,
             })

@@ -543,6 +543,12 @@ const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
       WHERE s.key_hash = k.key_hash AND (s.reset_at IS NULL OR s.reset_at > now())) AS model_spend";
 const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";
 
+/// A key hash as stored; `what` (`table.column`) names it in the error when it is not 32
+/// bytes.
+pub fn stored_hash(bytes: &[u8], what: &str) -> Result<KeyHash, StoreError> {
+    KeyHash::from_slice(bytes).ok_or_else(|| StoreError::Corrupt(what.to_owned()))
+}
+
 fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
     let hash: Vec<u8> = r.try_get("key_hash")?;
     let limit = |name: &str| -> Result<Option<u64>, StoreError> {
@@ -554,8 +560,7 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
             .transpose()
     };
     Ok(VirtualKey {
-        hash: KeyHash::from_slice(&hash)
-            .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?,
+        hash: stored_hash(&hash, "virtual_keys.key_hash")?,
         alias: r.try_get("key_alias")?,
         team_id: r.try_get("team_id")?,
         user_id: r.try_get("user_id")?,

@@ -6,11 +6,12 @@
 
 use std::time::Duration;
 
-use routeiq_proto::{DeltaOp, KeyHash, ScopeKind};
+use routeiq_proto::{DeltaOp, ScopeKind};
 use sqlx::{PgPool, Row};
 
 use crate::audit::{self, Actor};
 use crate::error::StoreError;
+use crate::keys::stored_hash;
 use crate::{budget, changes};
 
 /// Advisory lock id of the reset pass ("RIQR").
@@ -91,9 +92,10 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
             key_ops.push(match table {
                 "virtual_keys" => {
                     let h: Vec<u8> = r.try_get(id)?;
-                    let hash = KeyHash::from_slice(&h)
-                        .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))?;
-                    DeltaOp::KeySpend { hash, spend: 0.0 }
+                    DeltaOp::KeySpend {
+                        hash: stored_hash(&h, "virtual_keys.key_hash")?,
+                        spend: 0.0,
+                    }
                 }
                 // A scope without a budget is not on data planes: the op is ignored there.
                 _ => DeltaOp::ScopeSpend {
@@ -120,8 +122,7 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
     for r in &ended {
         let h: Vec<u8> = r.try_get("key_hash")?;
         key_ops.push(DeltaOp::KeyModelSpend {
-            hash: KeyHash::from_slice(&h)
-                .ok_or_else(|| StoreError::Corrupt("key_model_spend.key_hash".into()))?,
+            hash: stored_hash(&h, "key_model_spend.key_hash")?,
             model: r.try_get("model")?,
             spend: 0.0,
         });

@@ -1,7 +1,7 @@
 //! Teams and their members (`teams`, `team_memberships`). Deleting a team deletes its keys,
 //! as LiteLLM does, and those deletions go out as snapshot deltas.
 
-use routeiq_proto::{DeltaOp, KeyHash, ScopeKind};
+use routeiq_proto::{DeltaOp, ScopeKind};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -380,9 +380,7 @@ async fn deleted_keys_delta(
         .iter()
         .map(|r| {
             let h: Vec<u8> = r.try_get("key_hash")?;
-            KeyHash::from_slice(&h)
-                .map(DeltaOp::DeleteKey)
-                .ok_or_else(|| StoreError::Corrupt("virtual_keys.key_hash".into()))
+            keys::stored_hash(&h, "virtual_keys.key_hash").map(DeltaOp::DeleteKey)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(changes::append(tx, ops).await?))
