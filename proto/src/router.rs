@@ -96,7 +96,8 @@ impl ErrorClass {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its position in [`Self::ALL`] (per-class arrays are indexed by it).
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -267,19 +267,19 @@ impl<'a> Failover<'a> {
                 }
             }
         }
-        if failure == Failure::Class(ErrorClass::BadRequest) {
-            // Another model would refuse it too.
-            return Err(self.exhausted(e));
-        }
         self.fall_back(failure, e)
     }
 
-    /// The next fallback group with a deployment to offer, or the final error.
+    /// The next fallback group with a deployment to offer, or the final error. A bad
+    /// request ends the request, in a fallback group too: another model would refuse it.
     fn fall_back(
         &mut self,
         failure: Failure,
         last: ApiError,
     ) -> Result<Arc<CompiledDeployment>, ApiError> {
+        if failure == Failure::Class(ErrorClass::BadRequest) {
+            return Err(self.exhausted(last));
+        }
         if self.chain.is_none() {
             self.chain = Some(self.fallback_groups(failure).into_iter());
         }
@@ -317,7 +317,6 @@ impl<'a> Failover<'a> {
             Failure::Class(ErrorClass::ContentPolicyViolation) => {
                 RouterSettings::fallbacks_of(&s.content_policy_fallbacks, self.model)
             }
-            Failure::Class(ErrorClass::BadRequest) => return Vec::new(),
             Failure::Class(_) => None,
         };
         specific

@@ -37,7 +37,7 @@ pub enum BreakerState {
 #[derive(Debug, Default)]
 struct Failures {
     minute: u64,
-    counts: [u32; 6],
+    counts: [u32; ErrorClass::ALL.len()],
 }
 
 /// This minute's requests and tokens, in atomics: the strategies read them for every
@@ -292,13 +292,10 @@ impl DeploymentHealth {
                 if f.minute != minute {
                     *f = Failures {
                         minute,
-                        counts: [0; 6],
+                        counts: [0; ErrorClass::ALL.len()],
                     };
                 }
-                let c = &mut f.counts[ErrorClass::ALL
-                    .iter()
-                    .position(|x| *x == class)
-                    .unwrap_or(0)];
+                let c = &mut f.counts[class.index()];
                 *c += 1;
                 *c
             }
