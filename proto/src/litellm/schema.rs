@@ -169,37 +169,36 @@ impl RawConfig {
     /// The router settings: `router_settings`, plus the router keys of `litellm_settings`
     /// that `router_settings` does not set.
     fn router(&self, warnings: &mut Vec<String>) -> Result<RouterSettings, (String, String)> {
-        let json = |v: &serde_norway::Value, at: &str| {
-            serde_json::to_value(v).map_err(|e| (at.to_owned(), e.to_string()))
-        };
-        let mut m = serde_json::Map::new();
-        for (k, v) in &self.litellm_settings.all {
-            if LITELLM_SETTINGS_ROUTER_KEYS.contains(&k.as_str()) {
-                m.insert(k.clone(), json(v, &format!("litellm_settings.{k}"))?);
-            }
-        }
-        for (k, v) in &self.router_settings.all {
-            let v = json(v, &format!("router_settings.{k}"))?;
-            if k == "timeout" {
-                m.remove("request_timeout");
-            }
-            m.insert(k.clone(), v);
-        }
-        let s = RouterSettings::from_litellm(&m, "router_settings").map_err(|e| {
-            let (at, message) = e.split_once(": ").unwrap_or(("router_settings", &e));
-            let at = match at.strip_prefix("router_settings.") {
-                Some(k)
-                    if !self
-                        .router_settings
-                        .all
-                        .contains_key(k.split('.').next().unwrap_or(k)) =>
-                {
-                    format!("litellm_settings.{k}")
+        // Each section is read on its own first, so an error names the section it is in.
+        let section =
+            |name: &str, keys: &mut dyn Iterator<Item = (&String, &serde_norway::Value)>| {
+                let mut m = serde_json::Map::new();
+                for (k, v) in keys {
+                    let v = serde_json::to_value(v)
+                        .map_err(|e| (format!("{name}.{k}"), e.to_string()))?;
+                    m.insert(k.clone(), v);
                 }
-                _ => at.to_owned(),
+                RouterSettings::from_litellm(&m, name).map_err(|e| match e.split_once(": ") {
+                    Some((at, message)) => (at.to_owned(), message.to_owned()),
+                    None => (name.to_owned(), e),
+                })?;
+                Ok::<_, (String, String)>(m)
             };
-            (at, message.to_owned())
-        })?;
+        let mut m = section(
+            "litellm_settings",
+            &mut self
+                .litellm_settings
+                .all
+                .iter()
+                .filter(|(k, _)| LITELLM_SETTINGS_ROUTER_KEYS.contains(&k.as_str())),
+        )?;
+        let own = section("router_settings", &mut self.router_settings.all.iter())?;
+        if own.contains_key("timeout") {
+            m.remove("request_timeout");
+        }
+        m.extend(own);
+        let s = RouterSettings::from_litellm(&m, "router_settings")
+            .map_err(|e| ("router_settings".to_owned(), e))?;
         for (name, secs) in [
             ("request_timeout", s.request_timeout),
             ("stream_timeout", s.stream_timeout),
