@@ -309,6 +309,155 @@ async fn due_budgets_reset_once_and_go_out_as_deltas() {
 }
 
 #[tokio::test]
+async fn per_model_key_spend_is_counted_in_windows_and_resets_go_out_as_deltas() {
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    let fields = KeyFields {
+        model_max_budget: Some(
+            serde_json::json!({"gpt": {"budget_limit": 1, "time_period": "1h"}}),
+        ),
+        ..KeyFields::default()
+    };
+    let (key, rec, v0) = keys::generate(&pool, &actor, None, &fields).await.unwrap();
+    assert_eq!(
+        rec.model_max_budget,
+        serde_json::json!({"gpt": {"budget_limit": 1.0, "time_period": "1h"}})
+    );
+    let h = KeyHash::of(&key);
+    ingest::write(&pool, &[event("m1", h, 0.25), event("m2", h, 0.25)])
+        .await
+        .unwrap();
+    let spend = |ops: &[DeltaOp]| {
+        ops.iter().find_map(|op| match op {
+            DeltaOp::KeyModelSpend { hash, model, spend } if *hash == h && model == "gpt" => {
+                Some(*spend)
+            }
+            _ => None,
+        })
+    };
+    let ds = deltas_after(&pool, v0).await;
+    assert_eq!(spend(&ds.last().unwrap().ops), Some(0.5));
+    let (window,): (f64,) =
+        sqlx::query_as("SELECT EXTRACT(EPOCH FROM reset_at - now())::float8 FROM key_model_spend")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        (3590.0..=3610.0).contains(&window),
+        "window ends in {window}s"
+    );
+    // The window ends: the reset sends 0, and the next spend opens a new window.
+    sqlx::query("UPDATE key_model_spend SET reset_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let v1 = routeiq_controlplane::changes::current(&pool).await.unwrap();
+    assert_eq!(resets::reset_due(&pool).await.unwrap(), 1);
+    let ds = deltas_after(&pool, v1).await;
+    assert_eq!(spend(&ds.last().unwrap().ops), Some(0.0));
+    ingest::write(&pool, &[event("m3", h, 0.125)])
+        .await
+        .unwrap();
+    let ds = deltas_after(&pool, v1).await;
+    assert_eq!(spend(&ds.last().unwrap().ops), Some(0.125));
+    // The data plane's view carries the budget and the window's spend.
+    let view = keys::view_of(&pool, &h).await.unwrap();
+    assert_eq!(
+        view.model_budgets.to_vec(),
+        vec![routeiq_proto::ModelBudget {
+            model: "gpt".into(),
+            max_budget: 1.0,
+            spend: 0.125
+        }]
+    );
+}
+
+#[tokio::test]
+async fn team_budgets_reach_data_planes_as_scopes_with_their_spend_and_resets() {
+    use routeiq_controlplane::teams::{self, TeamFields};
+    use routeiq_proto::{Scope, ScopeKind};
+
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    let v0 = routeiq_controlplane::changes::current(&pool).await.unwrap();
+    // A team without limits is not sent; one with a budget is.
+    teams::create(
+        &pool,
+        &actor,
+        Some("plain".into()),
+        &TeamFields::default(),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(deltas_after(&pool, v0).await.is_empty());
+    let limits = Limits {
+        max_budget: Some(2.0),
+        budget_duration: Some("1h".into()),
+        rpm_limit: Some(10),
+        ..Limits::default()
+    };
+    let f = TeamFields {
+        limits,
+        ..TeamFields::default()
+    };
+    teams::create(&pool, &actor, Some("t1".into()), &f, &[])
+        .await
+        .unwrap();
+    let team = Scope {
+        kind: ScopeKind::Team,
+        id: "t1".into(),
+        max_budget: Some(2.0),
+        soft_budget: None,
+        spend: 0.0,
+        rpm_limit: Some(10),
+        tpm_limit: None,
+        max_parallel_requests: None,
+    };
+    assert_eq!(
+        deltas_after(&pool, v0).await.last().unwrap().ops,
+        vec![DeltaOp::UpsertScope(team.clone())]
+    );
+    assert_eq!(
+        snapshot::build(&pool, &SecretBox::new("test-salt"))
+            .await
+            .unwrap()
+            .scopes,
+        vec![team]
+    );
+    // Ingested spend goes out; a reset sends 0.
+    let v1 = routeiq_controlplane::changes::current(&pool).await.unwrap();
+    let mut e = event("t-1", KeyHash::of("sk-unknown"), 0.5);
+    e.team_id = "t1".into();
+    ingest::write(&pool, &[e]).await.unwrap();
+    let scope_spend = |ops: &[DeltaOp]| {
+        ops.iter().find_map(|op| match op {
+            DeltaOp::ScopeSpend {
+                kind: ScopeKind::Team,
+                id,
+                spend,
+            } if id == "t1" => Some(*spend),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        scope_spend(&deltas_after(&pool, v1).await.last().unwrap().ops),
+        Some(0.5)
+    );
+    sqlx::query("UPDATE teams SET budget_reset_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(resets::reset_due(&pool).await.unwrap(), 1);
+    assert_eq!(
+        scope_spend(&deltas_after(&pool, v1).await.last().unwrap().ops),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
 async fn key_mutations_are_versioned_and_audited() {
     let pool = fresh_db().await;
     db::migrate(&pool).await.unwrap();
