@@ -63,6 +63,7 @@ fn benches(c: &mut Criterion) {
         prompt_tokens: 500,
         tokens: 756,
         tags: Vec::new(),
+        query: None,
     };
     let mut report = Vec::new();
     for strategy in [

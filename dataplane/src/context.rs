@@ -46,6 +46,8 @@ pub struct RequestCtx {
     /// Retries and fallback groups it took to serve the request.
     pub retries: u32,
     pub fallbacks: u32,
+    /// A learned strategy's decision for the request.
+    pub routed: Option<crate::routing::learned::Decision>,
 }
 
 impl RequestCtx {
@@ -152,6 +154,7 @@ impl RequestCtx {
             lease: None,
             retries: 0,
             fallbacks: 0,
+            routed: None,
         }
     }
 }

@@ -57,6 +57,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // pingora and aws-sdk-s3 bring different rustls crypto providers; pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ROUTEIQ_LOG")
@@ -125,6 +127,7 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    app.load().lasting().models.start(rt.handle());
     tracing::info!(listen = %args.listen, deployments, threads, "routeiq-dataplane serving (standalone)");
     server::run(app, args.listen, threads)
 }
@@ -223,6 +226,7 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    app.load().lasting().models.start(rt.handle());
     rt.spawn(attached::snapshot::follow(
         js.clone(),
         Arc::clone(&app),

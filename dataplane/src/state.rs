@@ -20,6 +20,7 @@ use crate::attached::report::Reporter;
 use crate::error::ApiError;
 use crate::keymap::{Change, KeyMap};
 use crate::routing::health::{DeploymentHealth, Health};
+use crate::routing::learned::Models;
 use crate::routing::ModelGroup;
 use crate::telemetry::Metrics;
 use crate::upstream::{Target, Upstream};
@@ -67,8 +68,8 @@ pub struct LiveState {
     pub model_names: Arc<Vec<String>>,
     /// Access group → the model names whose deployments are in it.
     access_groups: Arc<HashMap<String, HashSet<String>>>,
-    /// Deployment health by id, shared with the states before and after this one.
-    health: Arc<Health>,
+    /// What outlives state versions: deployment health and routing models.
+    lasting: Lasting,
     /// Teams, users and organizations with a budget or limits, by kind and id.
     scopes: Arc<Scopes>,
 }
@@ -108,13 +109,22 @@ impl Scopes {
     }
 }
 
+/// What every state version shares with the ones before and after it: deployment health
+/// by id, and the routing models of the learned strategies (loaded and reloaded in the
+/// background).
+#[derive(Clone, Default)]
+pub struct Lasting {
+    pub health: Arc<Health>,
+    pub models: Arc<Models>,
+}
+
 impl LiveState {
-    /// Builds and validates a state from a snapshot; its deployments' health comes from
-    /// (and stays in) `health`. Fails without side effects.
-    pub fn prepare(snapshot: Snapshot, health: &Arc<Health>) -> Result<Self, InvalidSnapshot> {
+    /// Builds and validates a state from a snapshot; its deployments' health and routing
+    /// models come from (and stay in) `lasting`. Fails without side effects.
+    pub fn prepare(snapshot: Snapshot, lasting: &Lasting) -> Result<Self, InvalidSnapshot> {
         snapshot.validate()?;
         let (groups, model_names) =
-            compile_groups(&snapshot.deployments, &snapshot.router, health)?;
+            compile_groups(&snapshot.deployments, &snapshot.router, lasting)?;
         let access_groups = Arc::new(access_groups(&snapshot.deployments));
         Ok(Self {
             version: snapshot.version,
@@ -127,7 +137,7 @@ impl LiveState {
             groups: Arc::new(groups),
             model_names: Arc::new(model_names),
             access_groups,
-            health: Arc::clone(health),
+            lasting: lasting.clone(),
             scopes: Arc::new(Scopes::new(snapshot.scopes)),
         })
     }
@@ -214,7 +224,7 @@ impl LiveState {
             (list, _) => {
                 let list = list.map_or_else(|| Arc::clone(&self.deployments), Arc::new);
                 Snapshot::validate_deployments(&list)?;
-                let (groups, names) = compile_groups(&list, &router, &self.health)?;
+                let (groups, names) = compile_groups(&list, &router, &self.lasting)?;
                 let access = Arc::new(access_groups(&list));
                 (list, Arc::new(groups), Arc::new(names), access)
             }
@@ -241,7 +251,7 @@ impl LiveState {
             groups,
             model_names,
             access_groups: access,
-            health: Arc::clone(&self.health),
+            lasting: self.lasting.clone(),
             scopes: scopes.map_or_else(|| Arc::clone(&self.scopes), Arc::new),
         })
     }
@@ -255,8 +265,16 @@ impl LiveState {
         &self.router
     }
 
-    pub fn health(&self) -> &Arc<Health> {
-        &self.health
+    /// Whether groups route with a learned strategy (requests then carry their query).
+    pub fn learned_routing(&self) -> bool {
+        matches!(
+            self.router.routing_strategy,
+            routeiq_proto::RoutingStrategy::LlmRouter(_)
+        )
+    }
+
+    pub fn lasting(&self) -> &Lasting {
+        &self.lasting
     }
 
     /// 404 naming the models there are.
@@ -304,7 +322,7 @@ fn access_groups(deployments: &[Deployment]) -> HashMap<String, HashSet<String>>
 fn compile_groups(
     deployments: &[Deployment],
     router: &RouterSettings,
-    health: &Health,
+    lasting: &Lasting,
 ) -> Result<(HashMap<String, ModelGroup>, Vec<String>), InvalidSnapshot> {
     let mut by_name: HashMap<String, Vec<Arc<CompiledDeployment>>> = HashMap::new();
     for d in deployments {
@@ -335,7 +353,7 @@ fn compile_groups(
                 timeout,
                 stream_timeout,
                 prices: crate::cost::prices(d),
-                health: health.of(&d.id),
+                health: lasting.health.of(&d.id),
             }));
     }
     let mut model_names: Vec<String> = by_name.keys().cloned().collect();
@@ -343,7 +361,7 @@ fn compile_groups(
     let groups = by_name
         .into_iter()
         .map(|(name, deployments)| {
-            let group = ModelGroup::new(name.clone(), deployments, router);
+            let group = ModelGroup::new(name.clone(), deployments, router, &lasting.models);
             (name, group)
         })
         .collect();
@@ -385,9 +403,12 @@ impl App {
             metrics.register(Box::new(s.fallbacks.clone()))?;
             metrics.register(Box::new(s.up.clone()))?;
         }
-        let cooldowns = shared
-            .as_ref()
-            .map(|s| crate::routing::shared::start(s.connection(), Arc::clone(state.health())));
+        for c in state.lasting().models.collectors() {
+            metrics.register(c)?;
+        }
+        let cooldowns = shared.as_ref().map(|s| {
+            crate::routing::shared::start(s.connection(), Arc::clone(&state.lasting().health))
+        });
         Ok(Self {
             live: ArcSwap::from_pointee(state),
             upstream: Arc::new(Upstream::default()),

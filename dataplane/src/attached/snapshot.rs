@@ -22,8 +22,7 @@ use routeiq_proto::wire::pb;
 use routeiq_proto::{subjects, Delta};
 use tokio::io::AsyncReadExt;
 
-use crate::routing::health::Health;
-use crate::state::{App, LiveState};
+use crate::state::{App, Lasting, LiveState};
 
 /// A full snapshot as stored, with the stream position to continue from.
 pub struct Stored {
@@ -32,10 +31,10 @@ pub struct Stored {
 }
 
 /// Fetches the stored full snapshot, retrying until there is one.
-pub async fn bootstrap(js: &jetstream::Context, health: &Arc<Health>) -> Stored {
+pub async fn bootstrap(js: &jetstream::Context, lasting: &Lasting) -> Stored {
     let mut wait = Duration::from_millis(200);
     loop {
-        match fetch(js, health).await {
+        match fetch(js, lasting).await {
             Ok(s) => return s,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "no snapshot yet; retrying");
@@ -51,7 +50,7 @@ async fn bucket(js: &jetstream::Context) -> anyhow::Result<ObjectStore> {
 }
 
 /// Fetches and prepares the stored full snapshot.
-pub async fn fetch(js: &jetstream::Context, health: &Arc<Health>) -> anyhow::Result<Stored> {
+pub async fn fetch(js: &jetstream::Context, lasting: &Lasting) -> anyhow::Result<Stored> {
     let started = std::time::Instant::now();
     let mut object = bucket(js).await?.get(subjects::SNAPSHOT_OBJECT).await?;
     let meta = object.info().metadata.clone();
@@ -75,7 +74,7 @@ pub async fn fetch(js: &jetstream::Context, health: &Arc<Health>) -> anyhow::Res
         snapshot.version
     );
     let keys = snapshot.keys.len();
-    let state = LiveState::prepare(snapshot, health)?;
+    let state = LiveState::prepare(snapshot, lasting)?;
     tracing::info!(
         version,
         delta_seq,
@@ -232,7 +231,7 @@ async fn refetch(js: &jetstream::Context, app: &App, wanted: Wanted, delta_seq: 
     loop {
         app.metrics.snapshot_refetches.inc();
         let current = app.load().version;
-        match fetch(js, app.load().health()).await {
+        match fetch(js, app.load().lasting()).await {
             Ok(s)
                 if match wanted {
                     Wanted::Newer => s.state.version > current,

@@ -12,6 +12,7 @@ use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::{self, Operation, ProviderResponse};
 use crate::routing::failover::Failover;
+use crate::routing::learned::Query;
 use crate::routing::{Lease, RouteRequest};
 use crate::state::{App, CompiledDeployment, LiveState};
 
@@ -40,6 +41,8 @@ pub struct Request<'a> {
     pub max_tokens: Option<u64>,
     pub stream: bool,
     pub tags: Vec<String>,
+    /// The text learned strategies route on (when one is configured).
+    pub query: Option<String>,
 }
 
 /// Plans the attempts for the request (`routing::failover`) and admits it under the
@@ -63,8 +66,10 @@ pub async fn plan<'a>(
             prompt_tokens: estimate.prompt,
             tokens: estimate.tokens(),
             tags: r.tags,
+            query: r.query.map(|q| Arc::new(Query::new(q))),
         },
     )?;
+    plan.prepare().await;
     let first = plan.first()?;
     ctx.deployment = Some(Arc::clone(&first));
     let worst = crate::limits::WorstCase::of(
@@ -108,6 +113,17 @@ pub async fn serve(
             Ok(reply) => {
                 plan.succeeded(&d);
                 ctx.lease = Some(lease);
+                ctx.routed = plan.request().query.as_ref().and_then(|q| q.decision());
+                if let Some(r) = &ctx.routed {
+                    tracing::debug!(
+                        target: "routeiq.route",
+                        strategy = %r.strategy,
+                        version = r.version.as_deref().unwrap_or("fallback"),
+                        candidate = r.candidate.as_deref().unwrap_or(""),
+                        deployment = %d.deployment.id,
+                        "routed"
+                    );
+                }
                 ctx.retries = plan.retries;
                 ctx.fallbacks = plan.fallbacks;
                 return Ok(Served {

@@ -16,6 +16,31 @@ use crate::state::{App, CompiledDeployment, LiveState};
 use crate::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
 use crate::usage;
 
+/// The text learned strategies route on: the last user message's text (a string, or its
+/// text parts joined by newlines), else empty.
+fn query_text(req: &RawObject) -> String {
+    let Some(Value::Array(messages)) = req.value("messages") else {
+        return String::new();
+    };
+    let Some(content) = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|m| m.get("content"))
+    else {
+        return String::new();
+    };
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 /// Largest non-streaming upstream response accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -58,6 +83,7 @@ pub async fn completion(
             max_tokens,
             stream,
             tags,
+            query: live.learned_routing().then(|| query_text(&req)),
         },
     )
     .await?;

@@ -44,6 +44,7 @@ pub async fn create(
             max_tokens: Some(0),
             stream: false,
             tags,
+            query: None,
         },
     )
     .await?;

@@ -92,3 +92,16 @@ pub async fn metrics(
         .await
         .map_err(write_failed)
 }
+
+/// The learned strategies' routing models: version, hash, source, last check, last
+/// reload, last error.
+pub async fn hot_reload(
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    let body = live.lasting().models.status().to_string();
+    respond::json(session, ctx, &[], Bytes::from(body))
+        .await
+        .map_err(write_failed)
+}

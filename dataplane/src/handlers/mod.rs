@@ -76,6 +76,13 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
             ctx.route = "metrics";
             (ClientApi::OpenAi, info::metrics(app, session, ctx).await)
         }
+        ("GET", "/hot-reload/status") => {
+            ctx.route = "health";
+            (
+                ClientApi::OpenAi,
+                info::hot_reload(&live, session, ctx).await,
+            )
+        }
         (_, p) if known_path(p) => (
             ClientApi::OpenAi,
             Err(ApiError::method_not_allowed(&method, p)),
@@ -110,6 +117,7 @@ fn known_path(p: &str) -> bool {
             | "/health/liveness"
             | "/health/readiness"
             | "/metrics"
+            | "/hot-reload/status"
     )
 }
 
@@ -178,6 +186,16 @@ fn response_headers(
     h.extend(ctx.rate_headers.iter().cloned());
     if !d.deployment.api_base.is_empty() {
         h.push(("x-litellm-model-api-base", d.deployment.api_base.clone()));
+    }
+    if let Some(r) = &ctx.routed {
+        h.push(("x-routeiq-router", r.strategy.clone()));
+        h.push((
+            "x-routeiq-router-version",
+            r.version.clone().unwrap_or_else(|| "fallback".into()),
+        ));
+        if let Some(c) = &r.candidate {
+            h.push(("x-routeiq-router-candidate", c.clone()));
+        }
     }
     h
 }

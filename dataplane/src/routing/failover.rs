@@ -147,6 +147,12 @@ impl<'a> Failover<'a> {
         &self.req
     }
 
+    /// Readies the requested group's router for the first pick (a learned strategy's
+    /// query embedding).
+    pub async fn prepare(&self) {
+        self.group.prepare(&self.req).await;
+    }
+
     /// The deployment for the first attempt. When the model has none available (all
     /// cooling down, prompt too large, ...) the fallbacks are tried.
     pub fn first(&mut self) -> Result<Arc<CompiledDeployment>, ApiError> {

@@ -2,10 +2,12 @@
 //! per LiteLLM strategy (`strategies`), the filters every strategy's candidates go through
 //! (breaker, tags, pre-call checks: [`ModelGroup::pick`]), per-deployment health
 //! (`health`), retries and fallbacks across attempts (`failover`), and health shared
-//! across data planes through Redis (`shared`).
+//! across data planes through Redis (`shared`), and the learned `llmrouter-*` strategies
+//! (`learned`).
 
 pub mod failover;
 pub mod health;
+pub mod learned;
 pub mod shared;
 mod strategies;
 
@@ -31,6 +33,8 @@ pub struct RouteRequest {
     pub tokens: u64,
     /// The request's `tags` (tag filtering).
     pub tags: Vec<String>,
+    /// What learned strategies route on; `None` unless one is configured.
+    pub query: Option<Arc<learned::Query>>,
 }
 
 pub trait Router: Send + Sync {
@@ -43,14 +47,30 @@ pub trait Router: Send + Sync {
         req: &RouteRequest,
         now_ms: u64,
     ) -> Option<usize>;
+
+    /// The sentence encoder whose embedding of the query `pick` needs (learned strategies
+    /// with an encoder; see [`ModelGroup::prepare`]).
+    fn encoder(&self) -> Option<Arc<learned::featurize::Encoder>> {
+        None
+    }
 }
 
-/// The router for a model group. The learned `llmrouter-*` strategies and unknown names
-/// route with simple-shuffle (the config loader has warned).
+/// The router for a model group. Unknown names route with simple-shuffle (the config
+/// loader has warned); learned strategies get their model slot from `models`.
 pub fn build(
     settings: &RouterSettings,
     deployments: &[Arc<CompiledDeployment>],
+    models: &Arc<learned::Models>,
 ) -> Box<dyn Router> {
+    if let Some(spec) = learned::Spec::of(settings) {
+        let fallback = build(&learned::fallback_settings(settings), deployments, models);
+        return Box::new(learned::LearnedRouter::new(
+            models.slot(spec),
+            settings,
+            deployments,
+            fallback,
+        ));
+    }
     match &settings.routing_strategy {
         RoutingStrategy::SimpleShuffle
         | RoutingStrategy::LlmRouter(_)
@@ -98,12 +118,21 @@ impl ModelGroup {
         name: String,
         deployments: Vec<Arc<CompiledDeployment>>,
         settings: &RouterSettings,
+        models: &Arc<learned::Models>,
     ) -> Self {
-        let router = build(settings, &deployments);
+        let router = build(settings, &deployments, models);
         Self {
             name,
             deployments,
             router,
+        }
+    }
+
+    /// Computes what the group's router needs of the query before it can pick: a learned
+    /// strategy's sentence embedding, on the blocking pool. A no-op for the others.
+    pub async fn prepare(&self, req: &RouteRequest) {
+        if let (Some(encoder), Some(query)) = (self.router.encoder(), &req.query) {
+            learned::prepare(&encoder, query).await;
         }
     }
 

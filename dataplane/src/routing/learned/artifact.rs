@@ -1,0 +1,519 @@
+//! Routing-model artifacts (`models/ARTIFACTS.md`): the manifest, its file hashes, and the
+//! scoring model built from them. Building is fallible and happens off the request path;
+//! a [`Model`] that exists has been verified whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::featurize::{Encoder, HashedNgram};
+use super::onnx::SessionPool;
+use super::LoadError;
+
+pub const FORMAT: &str = "routeiq-router/1";
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Candidate {
+    pub name: String,
+    #[serde(default)]
+    pub size_b: f64,
+    #[serde(default)]
+    pub input_price: f64,
+    #[serde(default)]
+    pub output_price: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum FeaturizerSpec {
+    HashedNgram {
+        version: u32,
+        dim: usize,
+    },
+    Minilm {
+        version: u32,
+        dim: usize,
+        max_tokens: usize,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub strategy: String,
+    pub version: String,
+    pub candidates: Vec<Candidate>,
+    pub featurizer: Option<FeaturizerSpec>,
+    pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub score_columns: Option<Vec<usize>>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// The featurizer a model needs.
+#[derive(Debug, Clone)]
+pub enum Featurizer {
+    /// Query-independent strategies.
+    None,
+    Hashed(HashedNgram),
+    Encoder(Arc<Encoder>),
+}
+
+impl Featurizer {
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Hashed(h) => h.dim,
+            Self::Encoder(e) => e.dim,
+        }
+    }
+}
+
+/// Scores per candidate from a feature vector (see the table in `models/ARTIFACTS.md`).
+enum Scorer {
+    Knn {
+        k: usize,
+        labels: Vec<usize>,
+        /// Training rows transposed: `dim` runs of `rows` values, so a sparse query reads
+        /// only the runs of its non-zero features.
+        columns: Vec<f32>,
+        rows: usize,
+    },
+    Onnx {
+        sessions: SessionPool,
+        columns: Vec<usize>,
+    },
+    /// `mf` and `graph`: `score_m = H_m . (W e) + b_m`, with `W` stored transposed.
+    Projected {
+        w_t: Vec<f32>,
+        d: usize,
+        h: Vec<f32>,
+        b: Vec<f32>,
+    },
+    Hybrid {
+        small: usize,
+        large: usize,
+        coef: Vec<f32>,
+        intercept: f32,
+        threshold: f32,
+    },
+    Fixed(Vec<f32>),
+}
+
+/// A verified, ready routing model.
+pub struct Model {
+    pub manifest: Manifest,
+    /// SHA-256 of `manifest.json` (which pins every other file).
+    pub sha256: String,
+    pub featurizer: Featurizer,
+    scorer: Scorer,
+    /// Candidate index by name.
+    index: HashMap<String, usize>,
+    /// Mean of input and output price per candidate (cost-aware routing).
+    pub unit_price: Vec<f64>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("strategy", &self.manifest.strategy)
+            .field("version", &self.manifest.version)
+            .finish()
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Reads the manifest of an artifact.
+pub fn manifest(bytes: &[u8]) -> Result<Manifest, LoadError> {
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| LoadError::Invalid(format!("{MANIFEST}: {e}")))?;
+    if m.format != FORMAT {
+        return Err(LoadError::Invalid(format!(
+            "{MANIFEST}: format `{}` is not `{FORMAT}`",
+            m.format
+        )));
+    }
+    if m.candidates.is_empty() {
+        return Err(LoadError::Invalid(format!("{MANIFEST}: no candidates")));
+    }
+    for name in m.files.keys() {
+        if name.contains('/') || name.contains("..") || name == MANIFEST {
+            return Err(LoadError::Invalid(format!(
+                "{MANIFEST}: file name `{name}` is not a plain file of the artifact"
+            )));
+        }
+    }
+    Ok(m)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(files: &Files, name: &str) -> Result<T, LoadError> {
+    serde_json::from_slice(files.get(name)?).map_err(|e| LoadError::Invalid(format!("{name}: {e}")))
+}
+
+/// An artifact's files by name, each checked against the manifest's hash.
+pub struct Files(HashMap<String, Vec<u8>>);
+
+impl Files {
+    /// Verifies `files` (every file the manifest lists, by name) against `manifest`.
+    pub fn verified(
+        manifest: &Manifest,
+        files: HashMap<String, Vec<u8>>,
+    ) -> Result<Self, LoadError> {
+        for (name, want) in &manifest.files {
+            let bytes = files
+                .get(name)
+                .ok_or_else(|| LoadError::Invalid(format!("`{name}` is missing")))?;
+            let got = sha256_hex(bytes);
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(LoadError::Invalid(format!(
+                    "`{name}` has sha256 {got}, the manifest says {want}"
+                )));
+            }
+        }
+        Ok(Self(files))
+    }
+
+    fn get(&self, name: &str) -> Result<&[u8], LoadError> {
+        self.0
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| LoadError::Invalid(format!("the artifact has no `{name}`")))
+    }
+}
+
+#[derive(Deserialize)]
+struct KnnParams {
+    k: usize,
+    labels: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+struct MfParams {
+    #[serde(rename = "W")]
+    w: Vec<Vec<f32>>,
+    #[serde(rename = "P")]
+    p: Vec<Vec<f32>>,
+    #[serde(rename = "w")]
+    weights: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct GraphParams {
+    #[serde(rename = "W")]
+    w: Vec<Vec<f32>>,
+    #[serde(rename = "H")]
+    h: Vec<Vec<f32>>,
+    b: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct HybridParams {
+    small: usize,
+    large: usize,
+    coef: Vec<f32>,
+    intercept: f32,
+    threshold: f32,
+}
+
+#[derive(Deserialize)]
+struct EloParams {
+    ratings: Vec<f32>,
+}
+
+fn invalid(msg: String) -> LoadError {
+    LoadError::Invalid(msg)
+}
+
+/// `W` (`d` rows of `dim`) transposed to `dim` runs of `d`.
+fn transposed(w: &[Vec<f32>], dim: usize) -> Result<(Vec<f32>, usize), LoadError> {
+    let d = w.len();
+    if d == 0 || w.iter().any(|r| r.len() != dim) {
+        return Err(invalid(format!("W must be a non-empty d x {dim} matrix")));
+    }
+    let mut t = vec![0f32; d * dim];
+    for (j, row) in w.iter().enumerate() {
+        for (i, x) in row.iter().enumerate() {
+            t[i * d + j] = *x;
+        }
+    }
+    Ok((t, d))
+}
+
+impl Model {
+    /// Builds the model of a verified artifact (loads ONNX sessions: blocking work).
+    pub fn build(manifest: Manifest, sha256: String, files: Files) -> Result<Self, LoadError> {
+        let k = manifest.candidates.len();
+        let featurizer = match &manifest.featurizer {
+            None => Featurizer::None,
+            Some(FeaturizerSpec::HashedNgram { version: 1, dim }) if *dim > 0 => {
+                Featurizer::Hashed(HashedNgram { dim: *dim })
+            }
+            Some(FeaturizerSpec::Minilm {
+                version: 1,
+                dim,
+                max_tokens,
+            }) if *dim > 0 && *max_tokens > 0 => Featurizer::Encoder(Arc::new(Encoder::new(
+                files.get("encoder.onnx")?,
+                files.get("tokenizer.json")?,
+                *max_tokens,
+                *dim,
+            )?)),
+            Some(other) => return Err(invalid(format!("unsupported featurizer {other:?}"))),
+        };
+        let dim = featurizer.dim();
+        let needs_features = |f: &Featurizer| {
+            if matches!(f, Featurizer::None) {
+                Err(invalid(format!(
+                    "strategy `{}` needs a featurizer",
+                    manifest.strategy
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let scorer = match manifest.strategy.as_str() {
+            "knn" => {
+                needs_features(&featurizer)?;
+                let p: KnnParams = parse(&files, "params.json")?;
+                let raw = files.get("knn.f32")?;
+                let rows = p.labels.len();
+                if raw.len() != rows * dim * 4 || p.k == 0 || p.labels.iter().any(|l| *l >= k) {
+                    return Err(invalid(format!(
+                        "knn.f32 has {} bytes, expected {rows} rows x {dim} x 4; k {} labels < {k}",
+                        raw.len(),
+                        p.k
+                    )));
+                }
+                let mut columns = vec![0f32; rows * dim];
+                for (r, row) in raw.chunks_exact(dim * 4).enumerate() {
+                    for (i, x) in row.chunks_exact(4).enumerate() {
+                        columns[i * rows + r] = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                    }
+                }
+                Scorer::Knn {
+                    k: p.k.min(rows),
+                    labels: p.labels,
+                    columns,
+                    rows,
+                }
+            }
+            "svm" | "mlp" => {
+                needs_features(&featurizer)?;
+                let columns = manifest
+                    .score_columns
+                    .clone()
+                    .unwrap_or_else(|| (0..k).collect());
+                if columns.iter().any(|c| *c >= k) {
+                    return Err(invalid(
+                        "score_columns names a candidate that does not exist".into(),
+                    ));
+                }
+                let sessions = SessionPool::new(files.get("model.onnx")?, 2)?;
+                Scorer::Onnx { sessions, columns }
+            }
+            "mf" => {
+                needs_features(&featurizer)?;
+                let p: MfParams = parse(&files, "params.json")?;
+                let (w_t, d) = transposed(&p.w, dim)?;
+                if p.p.len() != k || p.p.iter().any(|r| r.len() != d) || p.weights.len() != d {
+                    return Err(invalid(format!("mf: P must be {k} x {d} and w {d} long")));
+                }
+                let mut h = Vec::with_capacity(k * d);
+                for row in &p.p {
+                    let norm = row
+                        .iter()
+                        .map(|x| f64::from(*x).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    let norm = if norm > 0.0 { norm } else { 1.0 };
+                    h.extend(
+                        row.iter()
+                            .zip(&p.weights)
+                            .map(|(x, w)| (f64::from(*x) / norm) as f32 * w),
+                    );
+                }
+                Scorer::Projected {
+                    w_t,
+                    d,
+                    h,
+                    b: vec![0.0; k],
+                }
+            }
+            "graph" => {
+                needs_features(&featurizer)?;
+                let p: GraphParams = parse(&files, "params.json")?;
+                let (w_t, d) = transposed(&p.w, dim)?;
+                if p.h.len() != k || p.h.iter().any(|r| r.len() != d) || p.b.len() != k {
+                    return Err(invalid(format!(
+                        "graph: H must be {k} x {d} and b {k} long"
+                    )));
+                }
+                Scorer::Projected {
+                    w_t,
+                    d,
+                    h: p.h.concat(),
+                    b: p.b,
+                }
+            }
+            "hybrid" => {
+                needs_features(&featurizer)?;
+                let p: HybridParams = parse(&files, "params.json")?;
+                if p.small >= k || p.large >= k || p.coef.len() != dim {
+                    return Err(invalid(format!(
+                        "hybrid: small/large < {k}, coef {dim} long"
+                    )));
+                }
+                Scorer::Hybrid {
+                    small: p.small,
+                    large: p.large,
+                    coef: p.coef,
+                    intercept: p.intercept,
+                    threshold: p.threshold,
+                }
+            }
+            "elo" => {
+                let p: EloParams = parse(&files, "params.json")?;
+                if p.ratings.len() != k {
+                    return Err(invalid(format!("elo: {k} ratings expected")));
+                }
+                Scorer::Fixed(p.ratings)
+            }
+            "smallest" => Scorer::Fixed(
+                manifest
+                    .candidates
+                    .iter()
+                    .map(|c| -c.size_b as f32)
+                    .collect(),
+            ),
+            "largest" => Scorer::Fixed(
+                manifest
+                    .candidates
+                    .iter()
+                    .map(|c| c.size_b as f32)
+                    .collect(),
+            ),
+            other => return Err(invalid(format!("unknown strategy `{other}`"))),
+        };
+        let index = manifest
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let unit_price = manifest
+            .candidates
+            .iter()
+            .map(|c| (c.input_price + c.output_price) / 2.0)
+            .collect();
+        Ok(Self {
+            manifest,
+            sha256,
+            featurizer,
+            scorer,
+            index,
+            unit_price,
+        })
+    }
+
+    pub fn candidate(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    pub fn strategy(&self) -> &str {
+        &self.manifest.strategy
+    }
+
+    /// One score per candidate (`None`: unscored) from the query's features (`e` is empty
+    /// for query-independent strategies).
+    pub fn scores(&self, e: &[f32]) -> Result<Vec<Option<f32>>, LoadError> {
+        let k = self.manifest.candidates.len();
+        let dim = self.featurizer.dim();
+        if e.len() != dim {
+            return Err(invalid(format!(
+                "features have {} values, the model {dim}",
+                e.len()
+            )));
+        }
+        let nonzero = || e.iter().enumerate().filter(|(_, x)| **x != 0.0);
+        Ok(match &self.scorer {
+            Scorer::Fixed(s) => s.iter().copied().map(Some).collect(),
+            Scorer::Knn {
+                k: nn,
+                labels,
+                columns,
+                rows,
+            } => {
+                let mut sims = vec![0f32; *rows];
+                for (i, x) in nonzero() {
+                    let col = &columns[i * rows..(i + 1) * rows];
+                    for (s, c) in sims.iter_mut().zip(col) {
+                        *s += x * c;
+                    }
+                }
+                let mut order: Vec<usize> = (0..*rows).collect();
+                let by = |a: &usize, b: &usize| sims[*b].total_cmp(&sims[*a]).then(a.cmp(b));
+                if *nn < *rows {
+                    order.select_nth_unstable_by(*nn - 1, by);
+                }
+                let mut votes = vec![0f32; k];
+                for r in &order[..*nn] {
+                    votes[labels[*r]] += 1.0;
+                }
+                votes.iter().map(|v| Some(v / *nn as f32)).collect()
+            }
+            Scorer::Onnx { sessions, columns } => {
+                let out = sessions.scores(e)?;
+                if out.len() != columns.len() {
+                    return Err(invalid(format!(
+                        "the model returned {} scores for {} columns",
+                        out.len(),
+                        columns.len()
+                    )));
+                }
+                let mut s = vec![None; k];
+                for (c, v) in columns.iter().zip(out) {
+                    s[*c] = Some(v);
+                }
+                s
+            }
+            Scorer::Projected { w_t, d, h, b } => {
+                let mut q = vec![0f32; *d];
+                for (i, x) in nonzero() {
+                    for (acc, w) in q.iter_mut().zip(&w_t[i * d..(i + 1) * d]) {
+                        *acc += x * w;
+                    }
+                }
+                h.chunks_exact(*d)
+                    .zip(b)
+                    .map(|(hm, bm)| Some(hm.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>() + bm))
+                    .collect()
+            }
+            Scorer::Hybrid {
+                small,
+                large,
+                coef,
+                intercept,
+                threshold,
+            } => {
+                let gap: f32 = coef.iter().zip(e).map(|(c, x)| c * x).sum::<f32>() + intercept;
+                let mut s = vec![None; k];
+                let up = gap > *threshold;
+                s[*large] = Some(if up { 1.0 } else { 0.0 });
+                s[*small] = Some(if up { 0.0 } else { 1.0 });
+                s
+            }
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! Query featurizers shared by the learned strategies (`models/ARTIFACTS.md`): the hashed
+//! n-gram featurizer, computed inline in a few microseconds, and the MiniLM sentence
+//! encoder, run on the blocking pool behind a semaphore and cached by prompt hash.
+
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use tokenizers::Tokenizer;
+
+use super::onnx::SessionPool;
+use super::LoadError;
+
+/// Bytes of the query the hashed featurizer reads.
+const MAX_QUERY_BYTES: usize = 8192;
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// `hashed-ngram` version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashedNgram {
+    pub dim: usize,
+}
+
+impl HashedNgram {
+    /// The L2-normalised feature vector of `text`.
+    pub fn features(&self, text: &str) -> Vec<f32> {
+        let bytes = &text.as_bytes()[..text.len().min(MAX_QUERY_BYTES)];
+        let lower: Vec<u8> = bytes.iter().map(u8::to_ascii_lowercase).collect();
+        let words: Vec<&[u8]> = lower
+            .split(|b| !(b.is_ascii_alphanumeric() || *b >= 0x80))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut v = vec![0f32; self.dim];
+        let mut add = |parts: &[&[u8]]| {
+            let h = fnv1a(parts);
+            let bucket = (h % self.dim as u64) as usize;
+            v[bucket] += if h >> 63 == 0 { 1.0 } else { -1.0 };
+        };
+        let mut gram = Vec::with_capacity(64);
+        for (i, w) in words.iter().enumerate() {
+            add(&[b"w:", w]);
+            if let Some(next) = words.get(i + 1) {
+                add(&[b"b:", w, b" ", next]);
+            }
+            gram.clear();
+            gram.push(b'^');
+            gram.extend_from_slice(w);
+            gram.push(b'$');
+            for tri in gram.windows(3) {
+                add(&[b"c:", tri]);
+            }
+        }
+        let bits = usize::BITS - words.len().leading_zeros();
+        add(&[b"n:", bits.to_string().as_bytes()]);
+        normalise(&mut v);
+        v
+    }
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h = FNV_OFFSET;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+    }
+    h
+}
+
+/// L2 normalisation computed in f64, as the pipeline does.
+pub fn normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        for x in v.iter_mut() {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
+}
+
+/// Sentence embeddings cached per prompt hash.
+const CACHE_ENTRIES: usize = 4096;
+
+/// all-MiniLM-L6-v2 in ONNX: tokenise (truncated, unpadded), encode, mean-pool, normalise.
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    sessions: SessionPool,
+    pub dim: usize,
+    cache: Mutex<lru::LruCache<u64, Arc<[f32]>>>,
+    /// Bounds the embeddings computed at once (one per pooled session).
+    permits: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").field("dim", &self.dim).finish()
+    }
+}
+
+impl Encoder {
+    pub fn new(
+        model: &[u8],
+        tokenizer: &[u8],
+        max_tokens: usize,
+        dim: usize,
+    ) -> Result<Self, LoadError> {
+        let mut tokenizer = Tokenizer::from_bytes(tokenizer)
+            .map_err(|e| LoadError::Invalid(format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| LoadError::Invalid(format!("tokenizer truncation: {e}")))?;
+        let sessions = SessionPool::new(model, encoder_sessions())?;
+        let permits = tokio::sync::Semaphore::new(sessions.size());
+        Ok(Self {
+            tokenizer,
+            sessions,
+            dim,
+            cache: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
+            )),
+            permits,
+        })
+    }
+
+    fn cached(&self, key: u64) -> Option<Arc<[f32]>> {
+        self.cache.lock().ok()?.get(&key).cloned()
+    }
+
+    /// The embedding of `text`, computed on the blocking pool (at most one per pooled
+    /// session at a time) unless cached.
+    pub async fn embed(self: &Arc<Self>, text: &Arc<str>) -> Result<Arc<[f32]>, LoadError> {
+        let key = prompt_hash(text);
+        if let Some(e) = self.cached(key) {
+            return Ok(e);
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| LoadError::Invalid("encoder closed".into()))?;
+        let (me, text) = (Arc::clone(self), Arc::clone(text));
+        let e = tokio::task::spawn_blocking(move || me.embed_now(&text))
+            .await
+            .map_err(|e| LoadError::Invalid(format!("encoder task: {e}")))??;
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(key, Arc::clone(&e));
+        }
+        Ok(e)
+    }
+
+    /// The embedding of `text`, on this thread.
+    pub fn embed_now(&self, text: &str) -> Result<Arc<[f32]>, LoadError> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| LoadError::Invalid(format!("tokenize: {e}")))?;
+        let ids: Vec<i64> = enc.get_ids().iter().map(|x| i64::from(*x)).collect();
+        let mask: Vec<i64> = enc
+            .get_attention_mask()
+            .iter()
+            .map(|x| i64::from(*x))
+            .collect();
+        let types: Vec<i64> = enc.get_type_ids().iter().map(|x| i64::from(*x)).collect();
+        let tokens = ids.len();
+        let hidden = self.sessions.encode(ids, mask, types)?;
+        if tokens == 0 || hidden.len() != tokens * self.dim {
+            return Err(LoadError::Invalid(format!(
+                "encoder returned {} values for {tokens} tokens of dimension {}",
+                hidden.len(),
+                self.dim
+            )));
+        }
+        let mut pooled = vec![0f32; self.dim];
+        for row in hidden.chunks_exact(self.dim) {
+            for (p, x) in pooled.iter_mut().zip(row) {
+                *p += x;
+            }
+        }
+        for p in pooled.iter_mut() {
+            *p /= tokens as f32;
+        }
+        normalise(&mut pooled);
+        Ok(pooled.into())
+    }
+}
+
+/// Sessions (and concurrent embeddings) per encoder: the cores, at most 4.
+fn encoder_sessions() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+fn prompt_hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_word() {
+        let f = HashedNgram { dim: 1 << 20 };
+        let v = f.features("Hi");
+        // w:hi, c:^hi, c:hi$, n:1: four features, each ±1 in its own bucket.
+        let nonzero: Vec<f32> = v.iter().copied().filter(|x| *x != 0.0).collect();
+        assert_eq!(nonzero.len(), 4);
+        assert!(nonzero.iter().all(|x| (x.abs() - 0.5).abs() < 1e-7));
+        let h = fnv1a(&[b"w:", b"hi"]);
+        let expect = if h >> 63 == 0 { 0.5 } else { -0.5 };
+        assert_eq!(v[(h % (1 << 20)) as usize], expect);
+    }
+
+    #[test]
+    fn empty_and_case() {
+        let f = HashedNgram { dim: 64 };
+        let empty = f.features("");
+        assert_eq!(empty.iter().filter(|x| **x != 0.0).count(), 1);
+        assert_eq!(f.features("Hello World"), f.features("hello world"));
+        assert_eq!(f.features("hello, world!"), f.features("hello world"));
+    }
+
+    #[test]
+    fn long_input_is_bounded() {
+        let f = HashedNgram { dim: 256 };
+        let long = "word ".repeat(10_000);
+        let v = f.features(&long);
+        let norm: f64 = v.iter().map(|x| f64::from(*x).powi(2)).sum();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+}

