@@ -40,19 +40,34 @@ ensure_nextest() {
   fi
 }
 
-# Creates (once) the venv and installs the pinned requirements when they change.
+# s3s-fs, an S3-compatible server over a directory (crates.io), built once into the cache.
+S3S_FS="$ROUTEIQ_CACHE/bin/s3s-fs"
+ensure_s3s_fs() {
+  if [ ! -x "$S3S_FS" ]; then
+    step "cargo install s3s-fs (S3-compatible server for the tests)"
+    cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$ROUTEIQ_CACHE"
+  fi
+}
+
+# Creates (once) the venv and installs the pinned requirements when they change. With
+# `--no-deps` as the second argument, the file's packages come without dependencies.
 ensure_python_venv() {
-  local req="$1" stamp
+  local req="$1" nodeps="${2:-}" stamp
   if [ ! -x "$VENV/bin/python" ]; then
     step "python venv at $VENV"
     python3 -m venv "$VENV"
   fi
   stamp="$VENV/.requirements.$(sha256sum "$req" | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
-    step "pip install -r $req"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
+    step "pip install $nodeps -r $req"
+    "$VENV/bin/pip" install -q --disable-pip-version-check $nodeps -r "$req"
     touch "$stamp"
   fi
+}
+
+# The ONNX Runtime shared library of the venv's onnxruntime wheel (for ort's load-dynamic).
+ort_dylib() {
+  ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1
 }
 
 # A free TCP port on 127.0.0.1.

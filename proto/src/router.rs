@@ -15,8 +15,9 @@ pub enum RoutingStrategy {
     LatencyBased,
     CostBased,
     UsageBasedV2,
-    /// `llmrouter-<name>`: a learned router (served by a later RouteIQ version; until then
-    /// the group routes with simple-shuffle).
+    /// `llmrouter-<name>`: a learned router, scoring candidates with a routing model
+    /// (`routing_strategy_args.model_path` / `model_s3_*`; see the data plane's
+    /// `routing::learned`).
     LlmRouter(String),
     /// A name RouteIQ does not know; routes with simple-shuffle (the loader warns).
     Unknown(String),

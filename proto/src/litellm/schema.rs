@@ -210,14 +210,10 @@ impl RawConfig {
                 ));
             }
         }
-        match &s.routing_strategy {
-            RoutingStrategy::Unknown(n) => warnings.push(format!(
+        if let RoutingStrategy::Unknown(n) = &s.routing_strategy {
+            warnings.push(format!(
                 "router_settings.routing_strategy `{n}` is not a known strategy; using simple-shuffle"
-            )),
-            RoutingStrategy::LlmRouter(n) => warnings.push(format!(
-                "router_settings.routing_strategy `{n}`: learned routers are not served by this RouteIQ version; using simple-shuffle"
-            )),
-            _ => {}
+            ));
         }
         Ok(s)
     }

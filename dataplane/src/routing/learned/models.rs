@@ -341,6 +341,19 @@ impl Models {
         rt.spawn(poll(Arc::clone(self), slot));
     }
 
+    /// The sentence encoder of `strategy`'s loaded model, if it has one (benches, tools).
+    pub fn encoder_of(&self, strategy: &str) -> Option<Arc<super::featurize::Encoder>> {
+        let slots = self.slots.lock().ok()?;
+        let slot = slots
+            .iter()
+            .find(|(spec, _)| spec.strategy == strategy)
+            .and_then(|(_, w)| w.upgrade())?;
+        match &slot.current()?.featurizer {
+            super::artifact::Featurizer::Encoder(e) => Some(Arc::clone(e)),
+            _ => None,
+        }
+    }
+
     /// `/hot-reload/status`: every live slot.
     pub fn status(&self) -> Value {
         let slots: Vec<Arc<Slot>> = self

@@ -3,15 +3,9 @@
 - `train(TrainSet) -> Trained`: fits the strategy and returns what its artifact holds.
 - `scorer(params, files, manifest) -> score(features) -> [N, K]`: scores from the
   artifact's contents only (`params.json` parsed, other files as bytes), NaN for an
-  unscored candidate. Both the pipeline's own evaluation and `parity` use it.
+  unscored candidate. The pipeline's own evaluation, `eval` and `parity` all use it.
 """
 
-from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
-
-from ..data import Candidate
 from . import elo, graph, hybrid, knn, mf, mlp, size, svm
 
 STRATEGIES = {
@@ -19,7 +13,8 @@ STRATEGIES = {
     "hybrid": hybrid, "smallest": size, "largest": size,
 }
 QUERY_INDEPENDENT = {"elo", "smallest", "largest"}
-LEARNED = ["knn", "svm", "mlp", "mf", "graph", "hybrid", "elo"]
+# Strategies fitted to the routing data (smallest/largest only read the sizes).
+LEARNED = ("knn", "svm", "mlp", "mf", "graph", "hybrid", "elo")
 
 
 def module(strategy: str):

@@ -27,8 +27,13 @@ def train(ts: TrainSet) -> Trained:
         return model.predict(features).reshape(len(features), n_candidates)
 
     converted = onnx_model.convert(model, ts.features.shape[1])
+    # skl2onnx ends with a Reshape to [N, 1] even for several outputs (it would interleave
+    # them into one column): the scores are the Reshape's input, already [N, K].
+    output = converted.graph.output[0].name
+    last = next(n for n in converted.graph.node if output in n.output)
+    scores_tensor = last.input[0] if last.op_type == "Reshape" else output
     model_bytes = onnx_model.with_scores_output(
-        converted, converted.graph.output[0].name, n_candidates, "routeiq-training mlp")
+        converted, scores_tensor, n_candidates, "routeiq-training mlp")
     return Trained(
         files={"model.onnx": model_bytes},
         score_columns=list(range(n_candidates)),

@@ -27,7 +27,8 @@ def convert(model, dim: int) -> onnx.ModelProto:
 
 def with_scores_output(model: onnx.ModelProto, tensor: str, n_columns: int,
                        producer: str) -> bytes:
-    """`model` with `tensor` renamed `scores` as its only output, unused nodes dropped."""
+    """`model` with `tensor` renamed `scores` as its only output, unused nodes dropped;
+    the same model gives the same bytes."""
     graph = model.graph
     for node in graph.node:
         node.output[:] = [OUTPUT if name == tensor else name for name in node.output]
@@ -43,7 +44,7 @@ def with_scores_output(model: onnx.ModelProto, tensor: str, n_columns: int,
 
     dim = graph.input[0].type.tensor_type.shape.dim[1].dim_value
     new_graph = helper.make_graph(
-        kept, graph.name or "routeiq_router",
+        kept, "routeiq_router",  # skl2onnx names graphs with a random UUID
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", dim])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", n_columns])],
         initializer=initializers)

@@ -1,0 +1,1 @@
+# Makes `routeiq_training` importable when pytest runs from any directory.

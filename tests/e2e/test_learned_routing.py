@@ -1,0 +1,282 @@
+"""Learned routing (`llmrouter-*`), end to end: a standalone data plane routes a model group
+of nine deployments (one per candidate LLM of the fixture data) with artifacts the
+pipeline trained (`scripts/test.sh` puts them in ROUTEIQ_TEST_ARTIFACTS, each with the
+pipeline's own choices for a fixed query set in `expected.json`). Also hot reload from a
+file and from a real S3-compatible server (s3s-fs) under load, and a corrupt or missing
+artifact, which must never fail a request."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Process, free_port, wait_http
+from test_routing import deployment, gateway, mock  # noqa: F401 (fixtures)
+
+ARTIFACTS = Path(os.environ.get("ROUTEIQ_TEST_ARTIFACTS", ""))
+TRAINING = Path(__file__).resolve().parents[2] / "models" / "training"
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def artifacts_present():
+    assert (ARTIFACTS / "knn" / "manifest.json").exists(), (
+        "ROUTEIQ_TEST_ARTIFACTS must hold the fixture artifacts: run through scripts/test.sh")
+
+
+def manifest(dir: Path) -> dict:
+    return json.loads((dir / "manifest.json").read_text())
+
+
+def candidates(dir: Path) -> list[str]:
+    return [c["name"] for c in manifest(dir)["candidates"]]
+
+
+def config(mock, strategy: str, **args) -> dict:
+    names = candidates(ARTIFACTS / "knn")
+    return {
+        "model_list": [deployment(mock, "auto", n) for n in names],
+        "router_settings": {"routing_strategy": f"llmrouter-{strategy}",
+                            "routing_strategy_args": {"reload_interval": 0.2, **args}},
+    }
+
+
+def status(g) -> dict:
+    r = httpx.get(f"{g.url}/hot-reload/status")
+    assert r.status_code == 200, r.text
+    (router,) = r.json()["routers"]
+    return router
+
+
+def wait_loaded(g, version: str | None = None, timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = status(g)
+        if s["loaded"] and (version is None or s["version"] == version):
+            return s
+        time.sleep(0.05)
+    raise AssertionError(f"model not loaded: {status(g)}")
+
+
+def metric(g, name: str, **labels) -> float:
+    for line in g.metrics().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def clear_choices(dir: Path) -> list[tuple[str, str]]:
+    """(query, candidate) pairs of expected.json whose best score is not a near-tie."""
+    names = candidates(dir)
+    out = []
+    for row in json.loads((dir / "expected.json").read_text()):
+        scores = sorted((s for s in row["scores"] if s is not None), reverse=True)
+        if len(scores) > 1 and scores[0] - scores[1] <= TOLERANCE:
+            continue
+        out.append((row["query"], names[row["choice"]]))
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["knn", "svm", "mlp", "mf", "graph", "hybrid", "elo", "largest"])
+def test_the_gateway_routes_as_the_pipeline_chose(mock, gateway, strategy):
+    mock.faults()
+    dir = ARTIFACTS / strategy
+    g = gateway(config(mock, strategy, model_path=str(dir)))
+    loaded = wait_loaded(g)
+    assert loaded["version"] == manifest(dir)["version"]
+    assert loaded["sha256"] == hashlib.sha256((dir / "manifest.json").read_bytes()).hexdigest()
+    rows = clear_choices(dir)
+    assert len(rows) >= 10
+    for query, want in rows:
+        r = g.chat("auto", content=query)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-routeiq-router"] == f"llmrouter-{strategy}"
+        assert r.headers["x-routeiq-router-version"] == loaded["version"]
+        assert r.headers["x-routeiq-router-candidate"] == want, query
+        assert r.headers["x-litellm-model-id"] == want
+    assert "routeiq_learned_routing_decisions_total" in g.metrics()
+
+
+def test_a_sentence_encoder_artifact_routes_too(mock, gateway):
+    mock.faults()
+    dir = ARTIFACTS / "knn-minilm"
+    g = gateway(config(mock, "knn", model_path=str(dir)))
+    wait_loaded(g)
+    for query, want in clear_choices(dir)[:15]:
+        r = g.chat("auto", content=query)
+        assert r.headers["x-routeiq-router-candidate"] == want, query
+
+
+def test_cost_weight_trades_quality_for_price(mock, gateway):
+    mock.faults()
+    dir = ARTIFACTS / "mlp"
+    prices = {c["name"]: (c["input_price"] + c["output_price"]) / 2 for c in manifest(dir)["candidates"]}
+    cheapest = min(prices, key=prices.get)
+    g = gateway(config(mock, "mlp", model_path=str(dir), cost_weight=100.0))
+    wait_loaded(g)
+    picked = {g.chat("auto", content=q).headers["x-routeiq-router-candidate"]
+              for q, _ in clear_choices(dir)[:10]}
+    assert picked == {cheapest}
+
+
+def test_a_missing_artifact_routes_with_the_fallback_strategy(mock, gateway):
+    mock.faults()
+    g = gateway(config(mock, "knn", model_path="/nonexistent/knn", fallback_strategy="simple-shuffle"))
+    for _ in range(5):
+        r = g.chat("auto")
+        assert r.status_code == 200, r.text
+        assert r.headers["x-routeiq-router-version"] == "fallback"
+    s = status(g)
+    assert not s["loaded"] and "/nonexistent/knn/manifest.json" in s["last_error"]
+    assert metric(g, "routeiq_learned_routing_decisions_total", by="fallback", strategy="llmrouter-knn") == 5
+
+
+def test_an_unserved_strategy_says_so_and_keeps_serving(mock, gateway):
+    mock.faults()
+    g = gateway(config(mock, "causallm"))
+    assert g.chat("auto").status_code == 200
+    assert "not served by this version" in status(g)["last_error"]
+
+
+def elo_version(src: Path, dst: Path, favourite: str, version: str):
+    """An elo artifact whose ratings favour `favourite`, with the manifest rewritten (new
+    version, new hash) and written last, as the pipeline does."""
+    dst.mkdir(parents=True, exist_ok=True)
+    m = manifest(src)
+    names = [c["name"] for c in m["candidates"]]
+    params = {"ratings": [2000.0 if n == favourite else 1000.0 for n in names]}
+    raw = json.dumps(params).encode()
+    (dst / "params.json").write_bytes(raw)
+    m["files"] = {"params.json": hashlib.sha256(raw).hexdigest()}
+    m["version"] = version
+    tmp = dst / "manifest.json.tmp"
+    tmp.write_text(json.dumps(m))
+    tmp.replace(dst / "manifest.json")
+
+
+class Load:
+    """Requests in a loop on four threads until stopped; counts statuses and candidates."""
+
+    def __init__(self, g):
+        self.g, self.stop_flag, self.statuses, self.candidates = g, threading.Event(), [], []
+        self.threads = [threading.Thread(target=self.run) for _ in range(4)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        with httpx.Client(timeout=10) as c:
+            while not self.stop_flag.is_set():
+                r = c.post(f"{self.g.url}/v1/chat/completions", headers=auth(),
+                           json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+                self.statuses.append(r.status_code)
+                self.candidates.append(r.headers.get("x-routeiq-router-candidate"))
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join()
+
+
+def auth() -> dict:
+    from conftest import MASTER_KEY
+    return {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def test_hot_reload_from_a_file_under_load_and_a_corrupt_version_is_refused(mock, gateway, tmp_path):
+    mock.faults()
+    names = candidates(ARTIFACTS / "elo")
+    a, b = names[0], names[-1]
+    live = tmp_path / "elo"
+    elo_version(ARTIFACTS / "elo", live, a, "elo-a")
+    g = gateway(config(mock, "elo", model_path=str(live)))
+    wait_loaded(g, "elo-a")
+    load = Load(g)
+    try:
+        time.sleep(0.5)
+        elo_version(ARTIFACTS / "elo", live, b, "elo-b")
+        wait_loaded(g, "elo-b")
+        time.sleep(0.5)
+        # A corrupt version: the file changes after the manifest was written.
+        elo_version(ARTIFACTS / "elo", live, a, "elo-corrupt")
+        (live / "params.json").write_text(json.dumps({"ratings": [0.0] * len(names)}))
+        os.utime(live / "manifest.json")
+        deadline = time.time() + 10
+        while "sha256" not in (status(g)["last_error"] or "") and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    s = status(g)
+    assert s["version"] == "elo-b" and "params.json" in s["last_error"], s
+    assert s["failures"] >= 1 and s["reloads"] >= 2
+    assert len(load.statuses) > 50
+    assert set(load.statuses) == {200}, "requests failed during reloads"
+    assert load.candidates[0] == a and load.candidates[-1] == b
+    assert set(load.candidates) == {a, b}
+    assert metric(g, "routeiq_router_model_reloads_total", result="error", strategy="llmrouter-elo") >= 1
+
+
+S3S_FS = Path(os.environ.get("ROUTEIQ_S3S_FS", Path.home() / ".cache/routeiq/bin/s3s-fs"))
+
+
+@pytest.fixture
+def s3(tmp_path):
+    assert S3S_FS.exists(), f"{S3S_FS} missing: scripts/test.sh installs s3s-fs"
+    data = tmp_path / "s3"
+    (data / "models").mkdir(parents=True)  # a directory is a bucket
+    port = free_port()
+    p = Process([str(S3S_FS), "--host", "127.0.0.1", "--port", str(port),
+                 "--access-key", "routeiq", "--secret-key", "routeiq-secret", str(data)],
+                tmp_path / "s3s.log")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 10
+    while True:
+        try:
+            httpx.get(url)
+            break
+        except httpx.TransportError:
+            assert time.time() < deadline and p.proc.poll() is None, "s3s-fs did not start"
+            time.sleep(0.05)
+    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "routeiq",
+           "AWS_SECRET_ACCESS_KEY": "routeiq-secret", "AWS_REGION": "us-east-1"}
+    yield url, env
+    p.stop()
+
+
+def publish(dir: Path, prefix: str, url: str, env: dict):
+    subprocess.run([sys.executable, "-m", "routeiq_training", "publish", "--artifact", str(dir),
+                    "--bucket", "models", "--prefix", prefix, "--endpoint-url", url],
+                   cwd=TRAINING, env={**os.environ, **env}, check=True)
+
+
+def test_hot_reload_from_s3_under_load(mock, gateway, s3, tmp_path, monkeypatch):
+    mock.faults()
+    url, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    names = candidates(ARTIFACTS / "elo")
+    a, b = names[1], names[-2]
+    elo_version(ARTIFACTS / "elo", tmp_path / "v1", a, "elo-s3-a")
+    elo_version(ARTIFACTS / "elo", tmp_path / "v2", b, "elo-s3-b")
+    publish(tmp_path / "v1", "routers/elo", url, env)
+    g = gateway(config(mock, "elo", model_s3_bucket="models", model_s3_key="routers/elo"))
+    s = wait_loaded(g, "elo-s3-a")
+    assert s["source"] == "s3://models/routers/elo"
+    load = Load(g)
+    try:
+        time.sleep(0.5)
+        publish(tmp_path / "v2", "routers/elo", url, env)
+        wait_loaded(g, "elo-s3-b")
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert set(load.statuses) == {200}
+    assert load.candidates[0] == a and load.candidates[-1] == b
