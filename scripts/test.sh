@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on Debian 12 and runs all of it:
-# formatting, clippy, the Rust unit and integration tests, and the end-to-end tests that
-# drive the real binaries with the official OpenAI and Anthropic Python SDKs.
+# formatting, clippy, the routing-model pipeline's tests, the Rust unit and integration
+# tests, and the end-to-end tests that drive the real binaries with the official OpenAI
+# and Anthropic Python SDKs.
 #
 # Idempotent: a second run reuses the installed packages, the Python venv and the cargo
 # target directory (kept outside the clone in $ROUTEIQ_CACHE, default ~/.cache/routeiq).
@@ -11,7 +12,13 @@ cd "$(dirname "$0")/.."
 
 ensure_build_deps
 ensure_python_venv tests/e2e/requirements.txt
+ensure_python_venv models/training/requirements.txt
+ensure_python_venv models/training/requirements-encoder.txt --no-deps
 ensure_nextest
+ensure_s3s_fs
+# ONNX Runtime for the data plane: the onnxruntime wheel's library (ort load-dynamic).
+ORT_DYLIB_PATH="$(ort_dylib)"
+export ORT_DYLIB_PATH ROUTEIQ_S3S_FS="$S3S_FS"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -19,6 +26,11 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins --locked
+step "routing-model pipeline: its tests, then artifacts trained on the fixture data"
+(cd models/training && "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider)
+export ROUTEIQ_TEST_ARTIFACTS="$ROUTEIQ_CACHE/test-artifacts"
+rm -rf "$ROUTEIQ_TEST_ARTIFACTS" && mkdir -p "$ROUTEIQ_TEST_ARTIFACTS"
+scripts/train-fixture-artifacts.sh "$ROUTEIQ_TEST_ARTIFACTS"
 step "PostgreSQL (throwaway cluster for the control-plane tests)"
 use_throwaway_postgres
 step "cargo nextest (unit and integration tests)"

@@ -11,7 +11,7 @@ import numpy as np
 from . import artifact
 from .data import heldout_mask, load_table
 from .metrics import METRIC_DEFINITIONS, baselines, evaluate
-from .strategies import LEARNED
+from .strategies import LEARNED, STRATEGIES
 
 
 def _featurizer_key(router: artifact.Router) -> str:
@@ -49,7 +49,10 @@ def run(data: Path, llm_data: Path, artifacts: Path, out: Path, threads: int = 1
     names = [c.name for c in table.candidates]
 
     results, features_cache = {}, {}
-    for directory in artifact.find(artifacts):
+    order = list(STRATEGIES)
+    directories = sorted(artifact.find(artifacts), key=lambda d: (
+        order.index(d.name) if d.name in order else len(order), d.name))
+    for directory in directories:
         router = artifact.load(directory, threads)
         manifest = router.manifest
         if [c.name for c in router.candidates] != names:

@@ -48,8 +48,11 @@ def with_scores_output(model: onnx.ModelProto, tensor: str, n_columns: int,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", dim])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", n_columns])],
         initializer=initializers)
-    out = helper.make_model(new_graph, opset_imports=model.opset_import,
-                            producer_name=producer)
+    opsets: dict[str, int] = {}  # skl2onnx may list a domain twice
+    for opset in model.opset_import:
+        opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    out = helper.make_model(new_graph, producer_name=producer, opset_imports=[
+        helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items())])
     out.ir_version = model.ir_version
     onnx.checker.check_model(out, full_check=True)
     return out.SerializeToString()
