@@ -12,7 +12,9 @@ use utoipa_axum::routes;
 
 use crate::auth::SCHEME;
 use crate::error::ErrorBody;
-use crate::routes::{audit, budgets, credentials, health, keys, models, orgs, spend, teams, users};
+use crate::routes::{
+    audit, budgets, credentials, health, keys, models, orgs, routing_models, spend, teams, users,
+};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -37,6 +39,7 @@ has a role. Each operation's security requirement lists the roles that may call 
         (name = "budgets", description = "Reusable budgets"),
         (name = "spend", description = "Spend logs and reports"),
         (name = "audit", description = "Who changed what"),
+        (name = "routing models", description = "Versions of the learned routers' models"),
         (name = "health", description = "Liveness and readiness"),
     ),
     components(schemas(ErrorBody, spend::GroupBy, users::UserRole))
@@ -91,6 +94,9 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(spend::teams))
         .routes(routes!(spend::models))
         .routes(routes!(audit::list))
+        .routes(routes!(routing_models::new))
+        .routes(routes!(routing_models::activate))
+        .routes(routes!(routing_models::list))
         .routes(routes!(health::liveliness))
         .routes(routes!(health::readiness))
 }

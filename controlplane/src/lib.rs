@@ -28,6 +28,7 @@ pub mod orgs;
 pub mod principal;
 pub mod publisher;
 pub mod resets;
+pub mod routing_models;
 pub mod scopes;
 pub mod settings;
 pub mod snapshot;

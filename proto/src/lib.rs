@@ -18,7 +18,9 @@ pub mod wire;
 
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
-pub use router::{ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy};
+pub use router::{
+    ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy, LEARNED_STRATEGIES,
+};
 pub use scopes::{Scope, ScopeKind};
 pub use secret::Secret;
 pub use snapshot::{

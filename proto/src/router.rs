@@ -23,6 +23,11 @@ pub enum RoutingStrategy {
     Unknown(String),
 }
 
+/// The learned strategies served from routing-model artifacts (`llmrouter-<name>`).
+pub const LEARNED_STRATEGIES: [&str; 9] = [
+    "knn", "svm", "mlp", "mf", "elo", "hybrid", "graph", "smallest", "largest",
+];
+
 impl RoutingStrategy {
     /// LiteLLM's name for the strategy.
     pub fn name(&self) -> &str {

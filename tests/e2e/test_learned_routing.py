@@ -280,3 +280,68 @@ def test_hot_reload_from_s3_under_load(mock, gateway, s3, tmp_path, monkeypatch)
         load.stop()
     assert set(load.statuses) == {200}
     assert load.candidates[0] == a and load.candidates[-1] == b
+
+
+def test_the_control_plane_registry_activates_versions_on_attached_data_planes(tmp_path, pb, mock):
+    """Versions registered with the control plane (through the admin API, as
+    `routeiq_training publish --register` does) are activated one after the other: the
+    attached data plane switches to each, pinned by its manifest hash, with the previous
+    version serving until the next has loaded; a version whose files no longer match its
+    registered hash is refused while the last good one keeps serving."""
+    from stack import STACK_MASTER_KEY, Stack
+
+    mock.faults()
+    names = candidates(ARTIFACTS / "elo")
+    v1, v2, v3 = tmp_path / "v1", tmp_path / "v2", tmp_path / "v3"
+    elo_version(ARTIFACTS / "elo", v1, names[0], "elo-reg-1")
+    elo_version(ARTIFACTS / "elo", v2, names[-1], "elo-reg-2")
+    elo_version(ARTIFACTS / "elo", v3, names[2], "elo-reg-3")
+    sha = lambda d: hashlib.sha256((d / "manifest.json").read_bytes()).hexdigest()  # noqa: E731
+    s = Stack(tmp_path, pb, start=False)
+    try:
+        (tmp_path / "config.yaml").write_text(json.dumps({
+            "model_list": [deployment(mock, "auto", n) for n in names],
+            "router_settings": {"routing_strategy": "simple-shuffle",
+                                "routing_strategy_args": {"reload_interval": 0.2}},
+            "general_settings": {"master_key": STACK_MASTER_KEY},
+        }))
+        s.cp.start()
+        dp = s.dataplane("dp-learned")
+        admin = s.admin()
+        first = admin.ok("POST", "/routing_model/new", json={
+            "strategy": "llmrouter-elo", "artifact_uri": f"file://{v1}", "sha256": sha(v1),
+            "metrics": {"accuracy": 0.6}, "activate": True})
+        assert first["active"] and first["strategy"] == "elo" and first["snapshot_version"]
+        wait_loaded(dp, "elo-reg-1")
+        assert dp.chat(STACK_MASTER_KEY, model="auto").headers["x-routeiq-router-candidate"] == names[0]
+
+        second = admin.ok("POST", "/routing_model/new", json={
+            "strategy": "elo", "artifact_uri": str(v2), "sha256": sha(v2)})
+        assert not second["active"]
+        admin.ok("POST", "/routing_model/activate", json={"id": second["id"]})
+        wait_loaded(dp, "elo-reg-2")
+        assert dp.chat(STACK_MASTER_KEY, model="auto").headers["x-routeiq-router-candidate"] == names[-1]
+        listed = admin.ok("GET", "/routing_model/list", params={"strategy": "elo"})
+        assert [(m["id"], m["active"]) for m in listed] == [(first["id"], False), (second["id"], True)]
+        assert listed[0]["metrics"] == {"accuracy": 0.6}
+
+        # Registered, then changed on disk: the pinned hash no longer matches.
+        third = admin.ok("POST", "/routing_model/new", json={
+            "strategy": "elo", "artifact_uri": str(v3), "sha256": sha(v3)})
+        elo_version(ARTIFACTS / "elo", v3, names[3], "elo-reg-3-changed")
+        admin.ok("POST", "/routing_model/activate", json={"id": third["id"]})
+        deadline = time.time() + 15
+        while "activated version" not in (status(dp)["last_error"] or "") and time.time() < deadline:
+            time.sleep(0.05)
+        st = status(dp)
+        assert "activated version" in st["last_error"] and st["version"] == "elo-reg-2", st
+        r = dp.chat(STACK_MASTER_KEY, model="auto")
+        assert r.status_code == 200 and r.headers["x-routeiq-router-candidate"] == names[-1]
+
+        bad = admin.call("POST", "/routing_model/new", json={
+            "strategy": "causallm", "artifact_uri": str(v1), "sha256": sha(v1)})
+        assert bad.status_code == 400 and "not a learned strategy" in bad.json()["error"]["message"]
+        audit = s.sql("SELECT action FROM audit_log WHERE object_type = 'routing_model' ORDER BY id")
+        assert [a for (a,) in audit].count("routing_model.activate") == 3
+    finally:
+        s.close()

@@ -16,6 +16,7 @@ pub mod health;
 pub mod keys;
 pub mod models;
 pub mod orgs;
+pub mod routing_models;
 pub mod spend;
 pub mod teams;
 pub mod users;

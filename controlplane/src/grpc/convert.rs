@@ -313,6 +313,22 @@ pub fn audit_filter(q: &pb::AuditQuery) -> audit::Filter {
     }
 }
 
+pub fn routing_model_info(
+    v: crate::routing_models::Version,
+    snapshot_version: u64,
+) -> pb::RoutingModelInfo {
+    pb::RoutingModelInfo {
+        id: v.id,
+        strategy: v.strategy,
+        artifact_uri: v.artifact_uri,
+        sha256: v.sha256,
+        metrics_json: v.metrics.to_string(),
+        active: v.active,
+        created_at: v.created_at_ms / 1000,
+        snapshot_version,
+    }
+}
+
 pub fn audit_entry(r: audit::Record) -> pb::AuditEntry {
     pb::AuditEntry {
         id: r.id,

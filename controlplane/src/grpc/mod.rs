@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
 use crate::{
-    audit, budget, changes, deployments, keys, orgs, principal, snapshot, spend, teams, users, Page,
+    audit, budget, changes, deployments, keys, orgs, principal, routing_models, snapshot, spend,
+    teams, users, Page,
 };
 
 mod convert;
@@ -600,6 +601,52 @@ impl pb::control_plane_server::ControlPlane for Service {
         .await?;
         Ok(Response::new(pb::AuditLogResponse {
             entries: entries.into_iter().map(audit_entry).collect(),
+        }))
+    }
+
+    // ---- routing models ----
+
+    async fn register_routing_model(
+        &self,
+        req: Request<pb::RegisterRoutingModelRequest>,
+    ) -> Result<Response<pb::RoutingModelInfo>, Status> {
+        let r = req.into_inner();
+        let metrics = match r.metrics_json.trim() {
+            "" => serde_json::json!({}),
+            m => serde_json::from_str(m)
+                .map_err(|e| Status::invalid_argument(format!("metrics_json: {e}")))?,
+        };
+        let v = routing_models::register(
+            &self.pool,
+            &actor(r.actor),
+            &r.strategy,
+            &r.artifact_uri,
+            &r.sha256,
+            metrics,
+        )
+        .await?;
+        Ok(Response::new(routing_model_info(v, 0)))
+    }
+
+    async fn activate_routing_model(
+        &self,
+        req: Request<pb::ActivateRoutingModelRequest>,
+    ) -> Result<Response<pb::RoutingModelInfo>, Status> {
+        let r = req.into_inner();
+        let (v, version) = routing_models::activate(&self.pool, &actor(r.actor), r.id).await?;
+        Ok(Response::new(routing_model_info(v, version)))
+    }
+
+    async fn list_routing_models(
+        &self,
+        req: Request<pb::ListRoutingModelsRequest>,
+    ) -> Result<Response<pb::ListRoutingModelsResponse>, Status> {
+        let models = routing_models::list(&self.pool, &req.into_inner().strategy).await?;
+        Ok(Response::new(pb::ListRoutingModelsResponse {
+            models: models
+                .into_iter()
+                .map(|v| routing_model_info(v, 0))
+                .collect(),
         }))
     }
 }

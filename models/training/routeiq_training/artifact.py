@@ -6,10 +6,10 @@ before writing the manifest, and `eval` and `parity` load artifacts from disk in
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def find(root: Path) -> list[Path]:
 def draft_manifest(strategy: str, candidates: list[Candidate], featurizer_spec: dict | None,
                    files: dict[str, bytes], training_data_sha256: str,
                    score_columns: list[int] | None, now: datetime | None = None) -> dict:
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     manifest = {
         "format": FORMAT,
         "strategy": strategy,

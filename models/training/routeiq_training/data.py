@@ -79,7 +79,7 @@ def inner_validation_mask(queries: list[str]) -> np.ndarray:
     return np.array([split_bucket(q) == 1 for q in queries], dtype=bool)
 
 
-def parse_size_b(size: str | float | int) -> float:
+def parse_size_b(size: str | float) -> float:
     """`"7B"` -> 7.0, `"1.5b"` -> 1.5, `"350M"` -> 0.35; a bare number is billions."""
     if isinstance(size, (int, float)):
         return float(size)

@@ -93,9 +93,10 @@ def _num(value, digits: int = 4) -> str:
 
 def markdown(report: dict) -> str:
     base = report["baselines"]
+    data = (f"Data: `{report['data']}` (sha256 `{report['training_data_sha256'][:12]}…`), "
+            f"{report['n_train']} training and {report['n_heldout']} held-out queries.")
     lines = ["# Routing evaluation", "", "## Metric definitions", "", METRIC_DEFINITIONS,
-             f"Data: `{report['data']}` (sha256 `{report['training_data_sha256'][:12]}…`), "
-             f"{report['n_train']} training and {report['n_heldout']} held-out queries.", "",
+             data, "",
              "## Results (held-out split)", "",
              "| router | featurizer | accuracy | hit rate | cost / query (USD) | AIQ | APGR |",
              "|---|---|---|---|---|---|---|"]
@@ -117,11 +118,11 @@ def markdown(report: dict) -> str:
 
     best = report["best_learned"]
     if best:
-        lines += ["", "## Best learned router", "",
-                  f"`{best['strategy']}` (highest accuracy at λ = 0): {_num(best['accuracy'])} "
-                  f"against {_num(best['best_single_accuracy'])} for the best single model "
-                  f"`{best['best_single_model']}`, a relative quality change of "
-                  f"{best['relative_quality_gain'] * 100:+.2f} %."]
+        summary = (f"`{best['strategy']}` (highest accuracy at λ = 0): "
+                   f"{_num(best['accuracy'])} against {_num(best['best_single_accuracy'])} for "
+                   f"the best single model `{best['best_single_model']}`, a relative quality "
+                   f"change of {best['relative_quality_gain'] * 100:+.2f} %.")
+        lines += ["", "## Best learned router", "", summary]
         if best["lowest_cost_reaching_best_single_quality"] is not None:
             lines.append(
                 f"Its curve reaches the best single model's quality at "

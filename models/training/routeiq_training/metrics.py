@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -39,6 +40,7 @@ METRIC_DEFINITIONS = f"""\
   to the strong model's cost (`c_weak + i/{APGR_BUDGETS} * (c_strong - c_weak)`, i = 1..{APGR_BUDGETS}), PGR =
   `(q - q_weak) / (q_strong - q_weak)` where q is the best accuracy among the router's curve
   points (no mixing) whose cost is within the budget (PGR 0 when none is). APGR is their mean.
+  PGR is not clipped: it exceeds 1 where the router beats the strong model within the budget.
 - **single-model envelope**: AIQ and APGR of the single models' own points (routing every
   query to one model, or mixing two at random): what a router must beat.
 """
@@ -123,7 +125,7 @@ def envelope_value(vertices: list[tuple[float, float]], cost: float) -> float:
         return 0.0
     if cost >= vertices[-1][0]:
         return vertices[-1][1]
-    for (x1, y1), (x2, y2) in zip(vertices, vertices[1:]):
+    for (x1, y1), (x2, y2) in pairwise(vertices):
         if x1 <= cost <= x2:
             return y1 + (y2 - y1) * (cost - x1) / (x2 - x1)
     raise AssertionError("unreachable: cost within the envelope's range")
@@ -135,7 +137,7 @@ def aiq(points: list[tuple[float, float]], c_min: float, c_max: float) -> float:
     xs = sorted({c_min, c_max} | {x for x, _ in vertices if c_min < x < c_max})
     start = vertices[0][0]
     area = 0.0
-    for a, b in zip(xs, xs[1:]):
+    for a, b in pairwise(xs):
         left = envelope_value(vertices, a) if a >= start else 0.0
         right = envelope_value(vertices, b) if b > start else 0.0
         area += (b - a) * (left + right) / 2

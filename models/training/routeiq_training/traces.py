@@ -15,8 +15,8 @@ import binascii
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 ROUTE_SPAN = "routeiq.route"
 QUERY = "routeiq.route.query"

@@ -58,7 +58,6 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer
 
     base = baselines(train_table, held_table)
     held_costs = query_costs(held_table.queries, held_table.candidates)
-    no_features = np.zeros((0, 0), dtype=np.float32)
     summary = {"featurizer": featurizer.manifest(), "training_data_sha256": table.source_sha256,
                "n_train": len(train_table.queries), "n_heldout": len(held_table.queries),
                "strategies": {}}

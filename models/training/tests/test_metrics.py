@@ -1,14 +1,20 @@
 """Choice rule and evaluation metrics on tiny tables computable by hand."""
 
-import math
 
 import numpy as np
 import pytest
 
 from routeiq_training.choice import pick
 from routeiq_training.data import Candidate, RoutingTable
-from routeiq_training.metrics import (aiq, apgr, baselines, envelope, evaluate,
-                                      prompt_tokens, query_costs)
+from routeiq_training.metrics import (
+    aiq,
+    apgr,
+    baselines,
+    envelope,
+    evaluate,
+    prompt_tokens,
+    query_costs,
+)
 
 
 def test_pick_ties_go_to_the_cheaper_then_the_lower_index_and_unscored_lose():

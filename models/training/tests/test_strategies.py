@@ -10,12 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
+from conftest import FIXTURES
 from routeiq_training import artifact, evaluation, parity, train
 from routeiq_training.choice import pick
 from routeiq_training.data import heldout_mask, load_table
 from routeiq_training.strategies import QUERY_INDEPENDENT, STRATEGIES
-
-from conftest import FIXTURES
 
 ALL = list(STRATEGIES)
 

@@ -29,11 +29,6 @@ pub enum LoadError {
     Source(String),
 }
 
-/// The strategies served from artifacts (`llmrouter-<name>`).
-pub const STRATEGIES: [&str; 9] = [
-    "knn", "svm", "mlp", "mf", "elo", "hybrid", "graph", "smallest", "largest",
-];
-
 /// What a learned router decided for a request (response headers, logs).
 #[derive(Debug, Clone)]
 pub struct Decision {

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
-use routeiq_proto::{RouterSettings, RoutingStrategy};
+use routeiq_proto::{RouterSettings, RoutingStrategy, LEARNED_STRATEGIES};
 use serde_json::{json, Value};
 
 use super::artifact::{self, Files, Model, MANIFEST};
-use super::{LoadError, STRATEGIES};
+use super::LoadError;
 use crate::clock::now_ms;
 
 /// Default `routing_strategy_args.reload_interval` (seconds).
@@ -49,6 +49,9 @@ pub struct Spec {
     pub source: Source,
     pub hot_reload: bool,
     pub reload_ms: u64,
+    /// `model_sha256`: only the artifact whose manifest has this SHA-256 loads (the control
+    /// plane's registry pins the activated version).
+    pub pin: Option<String>,
 }
 
 impl Spec {
@@ -64,10 +67,12 @@ impl Spec {
                 .filter(|s| !s.is_empty())
         };
         let name = strategy.trim_start_matches("llmrouter-");
-        let source = if !STRATEGIES.contains(&name) {
+        let source = if !LEARNED_STRATEGIES.contains(&name) {
             Source::None(format!(
                 "`{strategy}` is not served by this version (served: {})",
-                STRATEGIES.map(|s| format!("llmrouter-{s}")).join(", ")
+                LEARNED_STRATEGIES
+                    .map(|s| format!("llmrouter-{s}"))
+                    .join(", ")
             ))
         } else if let Some(path) = text("model_path") {
             let p = PathBuf::from(path);
@@ -105,6 +110,7 @@ impl Spec {
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
             reload_ms: (reload * 1000.0) as u64,
+            pin: text("model_sha256").map(str::to_ascii_lowercase),
         })
     }
 }
@@ -300,7 +306,14 @@ impl Models {
         if let Some(s) = slots.get(&spec).and_then(Weak::upgrade) {
             return s;
         }
+        // A new source for a strategy (a new version activated, a path changed): the model
+        // serving now keeps serving until the new one has loaded.
+        let serving = slots
+            .iter()
+            .filter(|(s, _)| s.strategy == spec.strategy)
+            .find_map(|(_, w)| w.upgrade()?.current());
         let slot = self.new_slot(spec.clone());
+        slot.model.store(serving);
         slots.insert(spec, Arc::downgrade(&slot));
         drop(slots);
         match self.runtime.get() {
@@ -553,9 +566,15 @@ async fn build(
             manifest.strategy, slot.spec.strategy
         )));
     }
+    let sha256 = artifact::sha256_hex(&raw);
+    if let Some(pin) = slot.spec.pin.as_ref().filter(|p| **p != sha256) {
+        return Err(LoadError::Invalid(format!(
+            "{MANIFEST} has sha256 {sha256}, the activated version {pin}"
+        )));
+    }
     tokio::task::spawn_blocking(move || {
         let files = Files::verified(&manifest, files)?;
-        Model::build(manifest, artifact::sha256_hex(&raw), files)
+        Model::build(manifest, sha256, files)
     })
     .await
     .map_err(|e| LoadError::Invalid(format!("building the model: {e}")))?

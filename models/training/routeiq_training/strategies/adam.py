@@ -1,7 +1,7 @@
 """Full-batch Adam over a dict of numpy arrays, for the strategies trained in numpy
 (mf, graph), with the number of steps chosen on the inner split."""
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """What every strategy module shares: its input, its output, and float32 parameters."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -46,13 +46,12 @@ class Trained:
     notes: dict = field(default_factory=dict)  # tuned hyperparameters, for the manifest
 
 
-def f32(values) -> list:
+def f32(values) -> list | float:
     """Float32 values for params.json, written with the fewest digits that read back as
     the same float32 (so both sides use identical parameters)."""
     arr = np.asarray(values, dtype=np.float32)
-    as_floats = [float(str(v)) for v in arr.ravel()]
-    return np.array(as_floats).reshape(arr.shape).tolist() if arr.ndim > 1 else \
-        (as_floats if arr.ndim == 1 else as_floats[0])
+    shortest = np.array([float(str(v)) for v in arr.ravel()])
+    return shortest.reshape(arr.shape).tolist()  # nested lists, or a float for a scalar
 
 
 def matrix(values) -> np.ndarray:

@@ -27,9 +27,9 @@ from .common import Trained, TrainSet, f32, matrix, sigmoid
 
 D = 64
 LR = 0.01
-MAX_STEPS = 600
+MAX_STEPS = 300
 EVERY = 25
-L2 = 1e-4
+L2 = 1e-3
 
 
 def llm_messages(features: np.ndarray, targets: np.ndarray) -> np.ndarray:

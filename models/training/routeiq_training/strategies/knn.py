@@ -38,8 +38,8 @@ def train(ts: TrainSet) -> Trained:
     quality = {k: ts.quality(shares(order, labels[fit], min(k, fit.sum()), n_candidates),
                              validate)
                for k in K_CHOICES}
-    k = min(max(quality.values()) == quality[k] and k or 10 ** 9 for k in K_CHOICES)
-    k = min(k, len(rows))
+    best = max(quality.values())
+    k = min(min(k for k in K_CHOICES if quality[k] == best), len(rows))  # smallest best k
 
     def reference(features: np.ndarray) -> np.ndarray:
         return shares(neighbour_order(rows, features), labels, k, n_candidates)

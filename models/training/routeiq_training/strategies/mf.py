@@ -15,9 +15,9 @@ from .common import Trained, TrainSet, f32, matrix, sigmoid
 
 D = 64
 LR = 0.01
-MAX_STEPS = 600
+MAX_STEPS = 300
 EVERY = 25
-L2 = 1e-4
+L2 = 1e-3
 
 
 def scores(p: adam.Params, features: np.ndarray) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""The minilm featurizer: artifacts carry the encoder and tokenizer, and features follow
+the contract (256-token truncation, no padding, mean pooling, unit norm)."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from routeiq_training import artifact, featurize, train
+
+try:
+    ENCODER = featurize.default_encoder_path()
+    MODEL_ZIP = featurize.default_model_zip()
+except ValueError:
+    ENCODER = MODEL_ZIP = None
+
+pytestmark = pytest.mark.skipif(ENCODER is None, reason="requirements-encoder.txt not installed")
+
+
+@pytest.fixture(scope="module")
+def minilm_artifacts(fixture_paths, tmp_path_factory):
+    data, llms = fixture_paths
+    tmp = tmp_path_factory.mktemp("minilm")
+    small = tmp / "routing_small.json"
+    small.write_text(json.dumps(json.loads(data.read_text())[:200]))
+    _, in_memory = train.run(small, llms, tmp / "out", ["knn", "mlp", "elo"], "minilm", 0, 0)
+    return tmp / "out", in_memory
+
+
+def test_encoder_and_tokenizer_are_copied_into_the_artifact(minilm_artifacts):
+    out, _ = minilm_artifacts
+    manifest = json.loads((out / "knn" / "manifest.json").read_text())
+    assert manifest["featurizer"] == {"name": "minilm", "version": 1, "dim": 384,
+                                      "max_tokens": 256, "quantized": True}
+    assert set(manifest["files"]) == {"params.json", "knn.f32", "encoder.onnx", "tokenizer.json"}
+    encoder = (out / "knn" / "encoder.onnx").read_bytes()
+    assert encoder == ENCODER.read_bytes()
+    assert manifest["files"]["encoder.onnx"] == hashlib.sha256(encoder).hexdigest()
+    assert (out / "knn" / "tokenizer.json").read_bytes() == \
+        featurize.read_from_zip(MODEL_ZIP, "tokenizer.json")
+    elo = json.loads((out / "elo" / "manifest.json").read_text())
+    assert elo["featurizer"] is None and elo["files"] == {"params.json": elo["files"]["params.json"]}
+
+
+def test_truncation_256_no_padding_mean_pooling(minilm_artifacts):
+    out, _ = minilm_artifacts
+    router = artifact.load(out / "mlp")
+    enc = router.featurizer
+    assert len(enc.tokenizer.encode("hello world").ids) == 4  # [CLS] hello world [SEP]
+    assert len(enc.tokenizer.encode("word " * 1000).ids) == 256
+    e = router.features(["hello world", "word " * 1000, ""])
+    assert e.shape == (3, 384) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-6)
+    # mean over the tokens of the unpadded sequence, straight from the ONNX output
+    ids = enc.tokenizer.encode("hello world")
+    hidden = enc.session.run(None, {
+        "input_ids": np.array([ids.ids]), "attention_mask": np.array([ids.attention_mask]),
+        "token_type_ids": np.array([ids.type_ids])})[0][0]
+    mean = hidden.mean(axis=0)
+    np.testing.assert_allclose(e[0], mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_minilm_artifacts_reproduce_the_in_memory_models(minilm_artifacts):
+    out, in_memory = minilm_artifacts
+    queries = ["What is the capital of France?", "", "Write a function to sort a list."]
+    for strategy in ("knn", "mlp"):
+        router = artifact.load(out / strategy)
+        e = router.features(queries)
+        np.testing.assert_allclose(router.score_features(e), in_memory[strategy].reference(e),
+                                   atol=1e-4)
