@@ -141,7 +141,7 @@ def test_a_missing_artifact_routes_with_the_fallback_strategy(mock, gateway):
 
 def test_an_unserved_strategy_says_so_and_keeps_serving(mock, gateway):
     mock.faults()
-    g = gateway(config(mock, "causallm"))
+    g = gateway(config(mock, "automix"))
     assert g.chat("auto").status_code == 200
     assert "not served by this version" in status(g)["last_error"]
 
@@ -345,3 +345,47 @@ def test_the_control_plane_registry_activates_versions_on_attached_data_planes(t
         assert [a for (a,) in audit].count("routing_model.activate") == 3
     finally:
         s.close()
+
+
+def causallm_config(mock, router: dict, **args) -> dict:
+    names = candidates(ARTIFACTS / "knn")
+    return {
+        "model_list": [deployment(mock, "auto", n) for n in names] + [{"model_name": "router", **router}],
+        "router_settings": {"routing_strategy": "llmrouter-causallm",
+                            "routing_strategy_args": {"router_model": "router", **args}},
+    }
+
+
+def test_causallm_asks_the_router_model_through_the_gateway(mock, gateway):
+    """The router model is a deployment of the gateway's own (here the mock provider, which
+    echoes the query, so a query naming a candidate makes the router model name it)."""
+    mock.faults()
+    names = candidates(ARTIFACTS / "knn")
+    llm_data = Path(__file__).resolve().parents[1] / "fixtures" / "llmrouter" / "llm_candidates.json"
+    g = gateway(causallm_config(
+        mock, {"litellm_params": {"model": "openai/the-router", "api_base": f"{mock.url}/v1",
+                                  "api_key": "sk-upstream"}},
+        llm_data_path=str(llm_data)))
+    before = mock.stats().get("the-router", {}).get("requests", 0)
+    r = g.chat("auto", content=f"{names[4]} should answer: what is 2 + 2?")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-routeiq-router"] == "llmrouter-causallm"
+    assert r.headers["x-routeiq-router-version"] == "router"
+    assert r.headers["x-routeiq-router-candidate"] == names[4]
+    assert r.headers["x-litellm-model-id"] == names[4]
+    assert mock.stats()["the-router"]["requests"] == before + 1
+
+
+def test_causallm_falls_back_on_an_unusable_answer_or_a_slow_router(mock, gateway):
+    mock.faults()
+    g = gateway(causallm_config(mock, {"litellm_params": {"model": "mock/router", "mock_response": "no idea"}}))
+    r = g.chat("auto")
+    assert r.status_code == 200 and r.headers["x-routeiq-router-version"] == "fallback"
+    slow = gateway(causallm_config(
+        mock, {"litellm_params": {"model": "openai/slow-router", "api_base": f"{mock.url}/v1", "api_key": "k"}},
+        router_timeout=0.3))
+    mock.faults(**{"slow-router": {"delay_ms": 3000}})
+    t = time.time()
+    r = slow.chat("auto")
+    assert r.status_code == 200 and r.headers["x-routeiq-router-version"] == "fallback"
+    assert time.time() - t < 2.0

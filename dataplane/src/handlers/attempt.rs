@@ -12,8 +12,8 @@ use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
 use crate::providers::{self, Operation, ProviderResponse};
 use crate::routing::failover::Failover;
-use crate::routing::learned::Query;
-use crate::routing::{Lease, RouteRequest};
+use crate::routing::learned::{self, Query};
+use crate::routing::{Lease, Preparation, RouteRequest};
 use crate::state::{App, CompiledDeployment, LiveState};
 
 pub enum Reply {
@@ -69,7 +69,23 @@ pub async fn plan<'a>(
             query: r.query.map(|q| Arc::new(Query::new(q))),
         },
     )?;
-    plan.prepare().await;
+    if let Some(query) = plan.request().query.clone() {
+        match plan.preparation() {
+            Preparation::None => {}
+            Preparation::Embed(encoder) => learned::prepare(&encoder, &query).await,
+            Preparation::Ask(ask) => {
+                let answer = super::internal::complete(
+                    app,
+                    live,
+                    &ask.router_model,
+                    ask.body(&query.text),
+                    ask.timeout,
+                )
+                .await;
+                ask.answered(&query, answer);
+            }
+        }
+    }
     let first = plan.first()?;
     ctx.deployment = Some(Arc::clone(&first));
     let worst = crate::limits::WorstCase::of(
@@ -143,7 +159,7 @@ pub async fn serve(
     }
 }
 
-async fn send(
+pub(super) async fn send(
     app: &App,
     d: &CompiledDeployment,
     op: Operation,

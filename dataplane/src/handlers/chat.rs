@@ -192,7 +192,7 @@ pub async fn completion(
 
 /// The request body for deployment `d`: the client's, with the model renamed, when both
 /// speak the same wire format; translated otherwise.
-fn upstream_body(
+pub(super) fn upstream_body(
     req: &RawObject,
     client: ClientApi,
     d: &CompiledDeployment,

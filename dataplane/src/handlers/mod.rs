@@ -4,6 +4,7 @@ mod attempt;
 mod chat;
 mod embeddings;
 mod info;
+mod internal;
 mod request;
 
 use bytes::Bytes;

@@ -147,10 +147,10 @@ impl<'a> Failover<'a> {
         &self.req
     }
 
-    /// Readies the requested group's router for the first pick (a learned strategy's
-    /// query embedding).
-    pub async fn prepare(&self) {
-        self.group.prepare(&self.req).await;
+    /// What the requested group's router needs computed from the query before the first
+    /// pick.
+    pub fn preparation(&self) -> super::Preparation {
+        self.group.preparation()
     }
 
     /// The deployment for the first attempt. When the model has none available (all

@@ -48,11 +48,21 @@ pub trait Router: Send + Sync {
         now_ms: u64,
     ) -> Option<usize>;
 
-    /// The sentence encoder whose embedding of the query `pick` needs (learned strategies
-    /// with an encoder; see [`ModelGroup::prepare`]).
-    fn encoder(&self) -> Option<Arc<learned::featurize::Encoder>> {
-        None
+    /// What must be computed from the query, asynchronously, before `pick` can use it.
+    fn preparation(&self) -> Preparation {
+        Preparation::None
     }
+}
+
+/// Work a router needs done on the query before its first pick, off the pick itself (which
+/// is synchronous): the handler runs it (`handlers::attempt::plan`) and stores the result
+/// on the request's [`learned::Query`].
+pub enum Preparation {
+    None,
+    /// A learned strategy's sentence embedding, on the blocking pool.
+    Embed(Arc<learned::featurize::Encoder>),
+    /// `llmrouter-causallm`: ask the router model which candidate should answer.
+    Ask(Arc<learned::ask::Ask>),
 }
 
 /// The router for a model group. Unknown names route with simple-shuffle (the config
@@ -62,14 +72,24 @@ pub fn build(
     deployments: &[Arc<CompiledDeployment>],
     models: &Arc<learned::Models>,
 ) -> Box<dyn Router> {
-    if let Some(spec) = learned::Spec::of(settings) {
+    if let RoutingStrategy::LlmRouter(name) = &settings.routing_strategy {
         let fallback = build(&learned::fallback_settings(settings), deployments, models);
-        return Box::new(learned::LearnedRouter::new(
-            models.slot(spec),
-            settings,
-            deployments,
-            fallback,
-        ));
+        if name == learned::ask::STRATEGY {
+            return Box::new(learned::ask::LlmAsked::new(
+                name,
+                settings,
+                deployments,
+                fallback,
+            ));
+        }
+        if let Some(spec) = learned::Spec::of(settings) {
+            return Box::new(learned::LearnedRouter::new(
+                models.slot(spec),
+                settings,
+                deployments,
+                fallback,
+            ));
+        }
     }
     match &settings.routing_strategy {
         RoutingStrategy::SimpleShuffle
@@ -128,12 +148,9 @@ impl ModelGroup {
         }
     }
 
-    /// Computes what the group's router needs of the query before it can pick: a learned
-    /// strategy's sentence embedding, on the blocking pool. A no-op for the others.
-    pub async fn prepare(&self, req: &RouteRequest) {
-        if let (Some(encoder), Some(query)) = (self.router.encoder(), &req.query) {
-            learned::prepare(&encoder, query).await;
-        }
+    /// What the group's router needs computed from the query before it picks.
+    pub fn preparation(&self) -> Preparation {
+        self.router.preparation()
     }
 
     /// Picks a deployment for `req`, skipping `excluded` ones (already tried) unless

@@ -24,7 +24,7 @@ PARAMS = "params.json"
 KNOWN_FILES = (PARAMS, "knn.f32", "model.onnx", "encoder.onnx", "tokenizer.json")
 
 
-class InvalidArtifact(Exception):
+class InvalidArtifact(ValueError):
     pass
 
 

@@ -91,6 +91,10 @@ def _num(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f} %"
+
+
 def markdown(report: dict) -> str:
     base = report["baselines"]
     data = (f"Data: `{report['data']}` (sha256 `{report['training_data_sha256'][:12]}…`), "
@@ -98,23 +102,25 @@ def markdown(report: dict) -> str:
     lines = ["# Routing evaluation", "", "## Metric definitions", "", METRIC_DEFINITIONS,
              data, "",
              "## Results (held-out split)", "",
-             "| router | featurizer | accuracy | hit rate | cost / query (USD) | AIQ | APGR |",
-             "|---|---|---|---|---|---|---|"]
+             ("| router | featurizer | accuracy | hit rate | cost / query (USD) | AIQ | APGR "
+              "| cost to match best single |"),
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in report["strategies"].items():
         feat = r["featurizer"]["name"] if r["featurizer"] else "-"
         lines.append(f"| {name} | {feat} | {_num(r['accuracy'])} | {_num(r['hit_rate'])} | "
-                     f"{_num(r['cost_per_query'], 7)} | {_num(r['aiq'])} | {_num(r['apgr'])} |")
+                     f"{_num(r['cost_per_query'], 7)} | {_num(r['aiq'])} | {_num(r['apgr'])} | "
+                     f"{_percent(r['cost_to_match_best_single'])} |")
     for label, key in (("best single", "best_single"), ("cheapest", "cheapest")):
         b = base[key]
         lines.append(f"| {label} ({b['model']}) | - | {_num(b['accuracy'])} | "
-                     f"{_num(b['hit_rate'])} | {_num(b['cost_per_query'], 7)} | - | - |")
+                     f"{_num(b['hit_rate'])} | {_num(b['cost_per_query'], 7)} | - | - | - |")
     for label, key in (("random", "random"), ("oracle", "oracle")):
         b = base[key]
         lines.append(f"| {label} | - | {_num(b['accuracy'])} | {_num(b['hit_rate'])} | "
-                     f"{_num(b['cost_per_query'], 7)} | - | - |")
+                     f"{_num(b['cost_per_query'], 7)} | - | - | - |")
     env = base["single_model_envelope"]
     lines.append(f"| single-model envelope | - | - | - | - | {_num(env['aiq'])} | "
-                 f"{_num(env['apgr'])} |")
+                 f"{_num(env['apgr'])} | - |")
 
     best = report["best_learned"]
     if best:

@@ -41,6 +41,8 @@ METRIC_DEFINITIONS = f"""\
   `(q - q_weak) / (q_strong - q_weak)` where q is the best accuracy among the router's curve
   points (no mixing) whose cost is within the budget (PGR 0 when none is). APGR is their mean.
   PGR is not clipped: it exceeds 1 where the router beats the strong model within the budget.
+- **cost to match best single**: the lowest cost per query at which the router's curve
+  reaches the best single model's accuracy, as a share of that model's cost (- if never).
 - **single-model envelope**: AIQ and APGR of the single models' own points (routing every
   query to one model, or mixing two at random): what a router must beat.
 """
@@ -220,9 +222,12 @@ def evaluate(router_scores: np.ndarray, heldout: RoutingTable, base: Baselines) 
     at_zero = at_choice(pick(router_scores, prices), heldout.scores, costs)
     points = curve(router_scores, heldout.scores, costs, prices)
     xy = [(p["cost_per_query"], p["accuracy"]) for p in points]
+    best_cost, best_quality = base.point(base.best_single)
+    matching = [c for c, q in xy if q >= best_quality]
     return {
         **at_zero,
         "n_heldout": len(heldout.queries),
+        "cost_to_match_best_single": min(matching) / best_cost if matching else None,
         "aiq": aiq(xy, base.c_min, base.c_max),
         "apgr": apgr(xy, base.point(base.cheapest), base.point(base.best_single)),
         "curve": points,

@@ -28,7 +28,8 @@ def flat_metrics(result: dict, notes: dict) -> dict:
     """The manifest's metrics: a flat map of numbers (held-out metrics, then the tuned
     hyperparameters that are single numbers)."""
     metrics = {k: result[k] for k in ("accuracy", "hit_rate", "cost_per_query", "n_heldout",
-                                      "aiq", "apgr") if result.get(k) is not None}
+                                      "aiq", "apgr", "cost_to_match_best_single")
+               if result.get(k) is not None}
     for key, value in notes.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[key] = value

@@ -6,6 +6,7 @@
 //! missing or broken artifact never fails a request.
 
 pub mod artifact;
+pub mod ask;
 pub mod featurize;
 pub mod models;
 mod onnx;
@@ -46,6 +47,8 @@ pub struct Query {
     pub text: Arc<str>,
     /// Features by featurizer (hashed: its dimension; encoder: its address).
     features: Mutex<Vec<(usize, Arc<[f32]>)>>,
+    /// The candidate a router model named (`llmrouter-causallm`).
+    choice: Mutex<Option<String>>,
     decision: Mutex<Option<Decision>>,
 }
 
@@ -54,6 +57,7 @@ impl Query {
         Self {
             text: text.into(),
             features: Mutex::new(Vec::new()),
+            choice: Mutex::new(None),
             decision: Mutex::new(None),
         }
     }
@@ -84,6 +88,16 @@ impl Query {
                 Some(v)
             }),
             Featurizer::Encoder(e) => self.cached(encoder_key(e)),
+        }
+    }
+
+    fn choice(&self) -> Option<String> {
+        self.choice.lock().ok()?.clone()
+    }
+
+    fn set_choice(&self, c: Option<String>) {
+        if let Ok(mut slot) = self.choice.lock() {
+            *slot = c;
         }
     }
 
@@ -121,14 +135,7 @@ impl LearnedRouter {
         deployments: &[Arc<CompiledDeployment>],
         fallback: Box<dyn Router>,
     ) -> Self {
-        let names = deployments
-            .iter()
-            .map(|d| {
-                let m = &d.deployment.upstream_model;
-                let last = m.rsplit('/').next().unwrap_or(m);
-                [m.clone(), last.to_owned()]
-            })
-            .collect();
+        let names = candidate_names(deployments);
         let cost_weight = settings
             .routing_strategy_args
             .get("cost_weight")
@@ -205,12 +212,25 @@ impl Router for LearnedRouter {
         self.fallback.pick(group, candidates, req, now_ms)
     }
 
-    fn encoder(&self) -> Option<Arc<featurize::Encoder>> {
-        match &self.slot.current()?.featurizer {
-            Featurizer::Encoder(e) => Some(Arc::clone(e)),
-            _ => None,
+    fn preparation(&self) -> super::Preparation {
+        match self.slot.current().map(|m| m.featurizer.clone()) {
+            Some(Featurizer::Encoder(e)) => super::Preparation::Embed(e),
+            _ => super::Preparation::None,
         }
     }
+}
+
+/// Per deployment, the names it may have among a router's candidates: its upstream model
+/// id, and that id's last `/` segment.
+fn candidate_names(deployments: &[Arc<CompiledDeployment>]) -> Vec<[String; 2]> {
+    deployments
+        .iter()
+        .map(|d| {
+            let m = &d.deployment.upstream_model;
+            let last = m.rsplit('/').next().unwrap_or(m);
+            [m.clone(), last.to_owned()]
+        })
+        .collect()
 }
 
 /// Computes the query's embedding for `encoder` (on the blocking pool) unless it has it.
