@@ -389,3 +389,39 @@ def test_causallm_falls_back_on_an_unusable_answer_or_a_slow_router(mock, gatewa
     r = slow.chat("auto")
     assert r.status_code == 200 and r.headers["x-routeiq-router-version"] == "fallback"
     assert time.time() - t < 2.0
+
+
+def test_publish_registers_and_activates_in_one_command(tmp_path, pb, mock, s3, monkeypatch):
+    """The whole loop's last steps: `routeiq_training publish --register --activate`
+    uploads to S3, registers the version (pinned by its manifest hash) and activates it;
+    the attached data plane loads it from S3."""
+    from stack import STACK_MASTER_KEY, Stack
+
+    mock.faults()
+    url, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    names = candidates(ARTIFACTS / "elo")
+    elo_version(ARTIFACTS / "elo", tmp_path / "v1", names[3], "elo-published-1")
+    s = Stack(tmp_path, pb, start=False)
+    try:
+        (tmp_path / "config.yaml").write_text(json.dumps({
+            "model_list": [deployment(mock, "auto", n) for n in names],
+            "router_settings": {"routing_strategy_args": {"reload_interval": 0.2}},
+            "general_settings": {"master_key": STACK_MASTER_KEY},
+        }))
+        s.cp.start()
+        dp = s.dataplane("dp-published")
+        admin = s.admin()
+        out = subprocess.run(
+            [sys.executable, "-m", "routeiq_training", "publish", "--artifact", str(tmp_path / "v1"),
+             "--bucket", "models", "--prefix", "routers/elo/1", "--endpoint-url", url,
+             "--register", admin.url, "--admin-key", STACK_MASTER_KEY, "--activate"],
+            cwd=TRAINING, env={**os.environ, **env}, check=True, capture_output=True, text=True).stdout
+        version = json.loads(out.strip().splitlines()[-1])
+        assert version["active"] and version["artifact_uri"] == "s3://models/routers/elo/1"
+        st = wait_loaded(dp, "elo-published-1")
+        assert st["source"] == "s3://models/routers/elo/1" and st["sha256"] == version["sha256"]
+        assert dp.chat(STACK_MASTER_KEY, model="auto").headers["x-routeiq-router-candidate"] == names[3]
+    finally:
+        s.close()

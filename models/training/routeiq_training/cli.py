@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,13 +66,20 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "publish", help="upload an artifact to S3 (manifest.json last)",
         description="Uploads every file of the artifact to s3://BUCKET/PREFIX/<file>, "
-                    "manifest.json last (data planes poll its ETag). It only uploads: "
-                    "registering the version with the control plane is not part of this "
-                    "command.")
+                    "manifest.json last (data planes poll its ETag). With --register, "
+                    "also registers the version with the control plane through the admin "
+                    "API (pinned by the manifest's sha256), and with --activate routes "
+                    "with it from now on.")
     p.add_argument("--artifact", type=Path, required=True)
     p.add_argument("--bucket", required=True)
     p.add_argument("--prefix", default="")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (MinIO, ...)")
+    p.add_argument("--register", metavar="ADMIN_URL",
+                   help="the admin API to register the version with (routeiq-admin)")
+    p.add_argument("--admin-key", default=os.environ.get("ROUTEIQ_ADMIN_KEY", ""),
+                   help="an admin key for --register (default $ROUTEIQ_ADMIN_KEY)")
+    p.add_argument("--activate", action="store_true",
+                   help="with --register: route with this version from now on")
 
     p = commands.add_parser("traces", help="gateway traces + feedback -> LLMRouter records")
     p.add_argument("--otlp", type=Path, required=True,
@@ -121,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
 
             for key in publish.run(args.artifact, args.bucket, args.prefix, args.endpoint_url):
                 print(f"s3://{args.bucket}/{key}")
+            if args.register:
+                uri = f"s3://{args.bucket}/{publish.key(args.prefix, '')}".rstrip("/")
+                version = publish.register(args.artifact, uri, args.register, args.admin_key,
+                                           args.activate)
+                print(json.dumps(version))
         elif args.command == "traces":
             from . import traces
 
