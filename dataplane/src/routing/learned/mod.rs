@@ -167,15 +167,20 @@ impl LearnedRouter {
                 return None;
             }
         };
+        // The highest value; ties go to the cheaper candidate, then the lower label (as the
+        // pipeline decides them).
         let mut best: Option<(usize, usize, f64)> = None;
         for (i, label) in candidates.iter().zip(&labels) {
-            let Some(label) = label else { continue };
-            let Some(score) = scores[*label] else {
-                continue;
-            };
-            let value = f64::from(score) - self.cost_weight * model.unit_price[*label];
-            if best.is_none_or(|(_, _, b)| value > b) {
-                best = Some((*i, *label, value));
+            let Some(label) = *label else { continue };
+            let Some(score) = scores[label] else { continue };
+            let price = model.unit_price[label];
+            let value = f64::from(score) - self.cost_weight * price;
+            let better = best.is_none_or(|(_, bl, bv)| {
+                let bp = model.unit_price[bl];
+                value > bv || (value == bv && (price < bp || (price == bp && label < bl)))
+            });
+            if better {
+                best = Some((*i, label, value));
             }
         }
         best.map(|(i, label, _)| (i, label))
