@@ -24,8 +24,8 @@ pub enum RoutingStrategy {
 }
 
 /// The learned strategies served from routing-model artifacts (`llmrouter-<name>`).
-pub const LEARNED_STRATEGIES: [&str; 9] = [
-    "knn", "svm", "mlp", "mf", "elo", "hybrid", "graph", "smallest", "largest",
+pub const LEARNED_STRATEGIES: [&str; 10] = [
+    "knn", "svm", "mlp", "mf", "elo", "hybrid", "graph", "routerdc", "smallest", "largest",
 ];
 
 impl RoutingStrategy {

@@ -87,8 +87,10 @@ enum Scorer {
         sessions: SessionPool,
         columns: Vec<usize>,
     },
-    /// `mf` and `graph`: `score_m = H_m . (W e) + b_m`, with `W` stored transposed.
+    /// `mf`, `graph` and `routerdc`: `score_m = H_m . (W e) + b_m`, with `W` stored
+    /// transposed; `routerdc` (`cosine`) normalises `W e` first (its `H` rows are unit).
     Projected {
+        cosine: bool,
         w_t: Vec<f32>,
         d: usize,
         h: Vec<f32>,
@@ -219,6 +221,14 @@ struct GraphParams {
 }
 
 #[derive(Deserialize)]
+struct RouterDcParams {
+    #[serde(rename = "W")]
+    w: Vec<Vec<f32>>,
+    #[serde(rename = "H")]
+    h: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
 struct HybridParams {
     small: usize,
     large: usize,
@@ -345,6 +355,7 @@ impl Model {
                     );
                 }
                 Scorer::Projected {
+                    cosine: false,
                     w_t,
                     d,
                     h,
@@ -361,10 +372,30 @@ impl Model {
                     )));
                 }
                 Scorer::Projected {
+                    cosine: false,
                     w_t,
                     d,
                     h: p.h.concat(),
                     b: p.b,
+                }
+            }
+            "routerdc" => {
+                needs_features(&featurizer)?;
+                let p: RouterDcParams = parse(&files, "params.json")?;
+                let (w_t, d) = transposed(&p.w, dim)?;
+                if p.h.len() != k || p.h.iter().any(|r| r.len() != d) {
+                    return Err(invalid(format!("routerdc: H must be {k} x {d}")));
+                }
+                let mut h = p.h.concat();
+                for row in h.chunks_exact_mut(d) {
+                    super::featurize::normalise(row);
+                }
+                Scorer::Projected {
+                    cosine: true,
+                    w_t,
+                    d,
+                    h,
+                    b: vec![0.0; k],
                 }
             }
             "hybrid" => {
@@ -488,12 +519,21 @@ impl Model {
                 }
                 s
             }
-            Scorer::Projected { w_t, d, h, b } => {
+            Scorer::Projected {
+                cosine,
+                w_t,
+                d,
+                h,
+                b,
+            } => {
                 let mut q = vec![0f32; *d];
                 for (i, x) in nonzero() {
                     for (acc, w) in q.iter_mut().zip(&w_t[i * d..(i + 1) * d]) {
                         *acc += x * w;
                     }
+                }
+                if *cosine {
+                    super::featurize::normalise(&mut q);
                 }
                 h.chunks_exact(*d)
                     .zip(b)
