@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod holder;
 pub mod keymap;
 pub mod limits;
+pub mod otel;
 pub mod per_key;
 pub mod providers;
 pub mod respond;

@@ -67,6 +67,12 @@ impl ProxyHttp for Gateway {
             );
         }
         self.app.metrics.observe(ctx);
+        if let Some(spans) = &self.app.spans {
+            spans.record(
+                ctx,
+                self.app.load().router_settings().routing_strategy.name(),
+            );
+        }
         if let Some(a) = &self.app.attached {
             a.reporter.record(ctx, &self.app.metrics);
         }

@@ -388,6 +388,8 @@ pub struct App {
     pub budgets: crate::budgets::Budgets,
     /// With Redis: cooldowns to share with the other data planes.
     pub cooldowns: Option<crate::routing::shared::CooldownSender>,
+    /// With an OTLP endpoint in the environment: the routing spans' exporter.
+    pub spans: Option<crate::otel::Spans>,
 }
 
 impl App {
@@ -416,6 +418,7 @@ impl App {
             budgets: crate::budgets::Budgets::default(),
             cooldowns,
             metrics,
+            spans: crate::otel::Spans::from_env(),
             started: Instant::now(),
             attached,
         })

@@ -425,3 +425,82 @@ def test_publish_registers_and_activates_in_one_command(tmp_path, pb, mock, s3, 
         assert dp.chat(STACK_MASTER_KEY, model="auto").headers["x-routeiq-router-candidate"] == names[3]
     finally:
         s.close()
+
+
+class OtlpReceiver:
+    """An OTLP/gRPC trace receiver (the opentelemetry-proto service, as a collector
+    serves it) that keeps every export request."""
+
+    def __init__(self):
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        received = self.received = []
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):
+                received.append(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.start()
+
+    def spans(self) -> list:
+        return [s for r in self.received for rs in r.resource_spans for ss in rs.scope_spans
+                for s in ss.spans if s.name == "routeiq.route"]
+
+    def stop(self):
+        self.server.stop(0)
+
+
+def test_routing_spans_go_out_over_otlp_and_become_training_records(mock, gateway, tmp_path, monkeypatch):
+    """traces → dataset: the data plane exports a `routeiq.route` span per request (its
+    trace id is the request's x-litellm-call-id); the OTLP export plus feedback by call id
+    becomes LLMRouter routing records through `routeiq_training traces`."""
+    from google.protobuf.json_format import MessageToDict
+
+    mock.faults()
+    receiver = OtlpReceiver()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        dir = ARTIFACTS / "knn"
+        g = gateway(config(mock, "knn", model_path=str(dir)))
+        wait_loaded(g)
+        sent = {}
+        for query, want in clear_choices(dir)[:3]:
+            r = g.chat("auto", content=query)
+            assert r.headers["x-routeiq-router-candidate"] == want
+            sent[r.headers["x-litellm-call-id"]] = (query, want, r.headers["x-litellm-model-id"])
+        deadline = time.time() + 15
+        while len(receiver.spans()) < len(sent) and time.time() < deadline:
+            time.sleep(0.05)
+        spans = {s.trace_id.hex(): s for s in receiver.spans()}
+        assert set(spans) == set(sent)
+        for call_id, (query, want, deployment_id) in sent.items():
+            attrs = {a.key: a.value for a in spans[call_id].attributes}
+            assert attrs["routeiq.route.strategy"].string_value == "llmrouter-knn"
+            assert attrs["routeiq.route.candidate"].string_value == want
+            assert attrs["routeiq.deployment.id"].string_value == deployment_id
+            assert attrs["routeiq.route.query"].string_value == query
+            assert attrs["gen_ai.usage.output_tokens"].int_value > 0
+        export = tmp_path / "traces.jsonl"
+        export.write_text("\n".join(json.dumps(MessageToDict(r)) for r in receiver.received))
+        feedback = tmp_path / "feedback.json"
+        feedback.write_text(json.dumps([{"trace_id": c, "score": 0.25 * (i + 1)}
+                                        for i, c in enumerate(sent)]))
+        out = tmp_path / "records.json"
+        subprocess.run([sys.executable, "-m", "routeiq_training", "traces", "--otlp", str(export),
+                        "--feedback", str(feedback), "--out", str(out)], cwd=TRAINING, check=True)
+        rows = {r["query"]: r for r in json.loads(out.read_text())}
+        for i, (query, want, _) in enumerate(sent.values()):
+            assert rows[query]["model_name"] == want
+            assert rows[query]["performance"] == 0.25 * (i + 1)
+            assert rows[query]["latency"] > 0
+    finally:
+        receiver.stop()

@@ -7,6 +7,10 @@ Two input formats are read into the same `RoutingTable`:
   takes the mean of its performances. Only queries scored for every model are kept:
   the strategies need a full score row per query.
 
+The routing table's optional `cluster_id` (an integer per query, e.g. from k-means over
+query embeddings) is kept for strategies that use query clusters (`routerdc`); it is `None`
+for routing records, and for a table where some record has none.
+
 Candidates are the LLMs that appear in the scores, in sorted name order; their sizes and
 prices come from the LLM file (`{name: {"size": "7B", "input_price", "output_price"}}`,
 prices in USD per million tokens).
@@ -51,10 +55,12 @@ class RoutingTable:
     scores: np.ndarray  # [len(queries), len(candidates)], float64
     candidates: list[Candidate]
     source_sha256: str  # sha256 of the data file's bytes
+    cluster_ids: np.ndarray | None = None  # [len(queries)] int64, or None
 
     def subset(self, mask: np.ndarray) -> "RoutingTable":
         return RoutingTable([q for q, keep in zip(self.queries, mask) if keep],
-                            self.scores[mask], self.candidates, self.source_sha256)
+                            self.scores[mask], self.candidates, self.source_sha256,
+                            None if self.cluster_ids is None else self.cluster_ids[mask])
 
     @property
     def prices(self) -> np.ndarray:
@@ -114,14 +120,15 @@ def load_table(data_path: Path, llm_path: Path) -> RoutingTable:
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"{data_path}: expected a non-empty JSON list of records")
     sha = file_sha256(data_path)
+    clusters = None
     if "scores" in rows[0]:
-        queries, names, scores = _from_score_table(rows, data_path)
+        queries, names, scores, clusters = _from_score_table(rows, data_path)
     elif {"query", "model_name", "performance"} <= set(rows[0]):
         queries, names, scores = _from_llmrouter_records(rows, data_path)
     else:
         raise ValueError(f"{data_path}: records have neither \"question\"/\"scores\" nor "
                          "LLMRouter's \"query\"/\"model_name\"/\"performance\"")
-    return RoutingTable(queries, scores, load_candidates(llm_path, names), sha)
+    return RoutingTable(queries, scores, load_candidates(llm_path, names), sha, clusters)
 
 
 def _from_score_table(rows: list[dict], path: Path):
@@ -131,7 +138,10 @@ def _from_score_table(rows: list[dict], path: Path):
         raise ValueError(f"{path}: record {incomplete[0]} does not score every LLM "
                          f"({len(incomplete)} such records)")
     scores = np.array([[float(r["scores"][n]) for n in names] for r in rows])
-    return [r["question"] for r in rows], names, scores
+    clusters = None
+    if all(r.get("cluster_id") is not None for r in rows):
+        clusters = np.array([int(r["cluster_id"]) for r in rows], dtype=np.int64)
+    return [r["question"] for r in rows], names, scores, clusters
 
 
 def _from_llmrouter_records(rows: list[dict], path: Path):

@@ -70,7 +70,7 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer
             else train_features
         trained = module(strategy).train(TrainSet(
             strategy, features, train_table.scores, train_table.queries,
-            train_table.candidates, seed))
+            train_table.candidates, seed, train_table.cluster_ids))
         in_memory[strategy] = trained
 
         files = dict(trained.files)

@@ -178,6 +178,7 @@ impl Router for LlmAsked {
                 strategy: self.ask.strategy.clone(),
                 version: chosen.as_ref().map(|_| self.ask.router_model.clone()),
                 candidate: chosen.as_ref().map(|(_, n)| n.clone()),
+                query: Arc::clone(&q.text),
             });
         }
         match chosen {

@@ -38,6 +38,8 @@ pub struct Decision {
     pub version: Option<String>,
     /// The chosen candidate's name.
     pub candidate: Option<String>,
+    /// The text routed on.
+    pub query: Arc<str>,
 }
 
 /// The text a learned router routes on (the last user message), with its features once
@@ -202,6 +204,7 @@ impl Router for LearnedRouter {
                     strategy: self.slot.spec.strategy.clone(),
                     version: Some(model.manifest.version.clone()),
                     candidate: Some(model.manifest.candidates[label].name.clone()),
+                    query: Arc::clone(&query.text),
                 });
                 return Some(i);
             }
@@ -212,6 +215,7 @@ impl Router for LearnedRouter {
                 strategy: self.slot.spec.strategy.clone(),
                 version: None,
                 candidate: None,
+                query: Arc::clone(&query.text),
             });
         }
         self.fallback.pick(group, candidates, req, now_ms)

@@ -6,15 +6,15 @@
   unscored candidate. The pipeline's own evaluation, `eval` and `parity` all use it.
 """
 
-from . import elo, graph, hybrid, knn, mf, mlp, size, svm
+from . import elo, graph, hybrid, knn, mf, mlp, routerdc, size, svm
 
 STRATEGIES = {
-    "knn": knn, "svm": svm, "mlp": mlp, "mf": mf, "graph": graph, "elo": elo,
-    "hybrid": hybrid, "smallest": size, "largest": size,
+    "knn": knn, "svm": svm, "mlp": mlp, "mf": mf, "graph": graph, "routerdc": routerdc,
+    "elo": elo, "hybrid": hybrid, "smallest": size, "largest": size,
 }
 QUERY_INDEPENDENT = {"elo", "smallest", "largest"}
 # Strategies fitted to the routing data (smallest/largest only read the sizes).
-LEARNED = ("knn", "svm", "mlp", "mf", "graph", "hybrid", "elo")
+LEARNED = ("knn", "svm", "mlp", "mf", "graph", "routerdc", "hybrid", "elo")
 
 
 def module(strategy: str):

@@ -17,6 +17,7 @@ class TrainSet:
     queries: list[str]
     candidates: list[Candidate]
     seed: int = 0
+    cluster_ids: np.ndarray | None = None  # [n] query clusters, when the data has them
 
     @property
     def prices(self) -> np.ndarray:

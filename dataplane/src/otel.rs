@@ -1,0 +1,158 @@
+//! OpenTelemetry: one `routeiq.route` span per chat request (OpenAI or Anthropic API),
+//! exported over OTLP/gRPC in batches off the request path, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//!
+//! The span's trace id is the request's id (`x-litellm-call-id`), so feedback collected
+//! by call id joins the trace (`routeiq_training traces`). It carries the routing
+//! decision (strategy, model version, candidate, deployment), the query a learned
+//! strategy routed on, tokens, cost and status.
+
+use std::time::SystemTime;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+    TracerProvider,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use crate::context::RequestCtx;
+
+/// The exporter and tracer; spans are sent by a task on the runtime it was built on.
+pub struct Spans {
+    /// Kept so the exporter lives as long as the process.
+    _provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl Spans {
+    /// Set up when an OTLP endpoint is configured (must run inside a Tokio runtime).
+    pub fn from_env() -> Option<Self> {
+        let configured = [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        if !configured {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "OTLP span exporter not set up; no traces");
+                return None;
+            }
+        };
+        let batch = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(batch)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("routeiq-dataplane")
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("routeiq");
+        tracing::info!("exporting routing spans over OTLP");
+        Some(Self {
+            _provider: provider,
+            tracer,
+        })
+    }
+
+    /// Records the request's `routeiq.route` span (chat requests only).
+    pub fn record(&self, ctx: &RequestCtx, strategy: &str) {
+        if !matches!(ctx.route, "chat" | "messages") {
+            return;
+        }
+        let end = SystemTime::now();
+        let start = end.checked_sub(ctx.start.elapsed()).unwrap_or(end);
+        let mut attrs = vec![
+            KeyValue::new("routeiq.request_id", ctx.request_id.clone()),
+            KeyValue::new("http.response.status_code", i64::from(ctx.status)),
+            KeyValue::new("routeiq.route.retries", i64::from(ctx.retries)),
+            KeyValue::new("routeiq.route.fallbacks", i64::from(ctx.fallbacks)),
+        ];
+        if let Some(m) = &ctx.model {
+            attrs.push(KeyValue::new("gen_ai.request.model", m.clone()));
+        }
+        match &ctx.routed {
+            Some(r) => {
+                attrs.push(KeyValue::new("routeiq.route.strategy", r.strategy.clone()));
+                attrs.push(KeyValue::new(
+                    "routeiq.route.version",
+                    r.version.clone().unwrap_or_else(|| "fallback".into()),
+                ));
+                attrs.push(KeyValue::new("routeiq.route.query", r.query.to_string()));
+                if let Some(c) = &r.candidate {
+                    attrs.push(KeyValue::new("routeiq.route.candidate", c.clone()));
+                }
+            }
+            None => attrs.push(KeyValue::new("routeiq.route.strategy", strategy.to_owned())),
+        }
+        if let Some(d) = &ctx.deployment {
+            attrs.push(KeyValue::new(
+                "routeiq.deployment.id",
+                d.deployment.id.0.clone(),
+            ));
+            attrs.push(KeyValue::new(
+                "gen_ai.response.model",
+                d.deployment.upstream_model.clone(),
+            ));
+            if ctx.routed.as_ref().is_none_or(|r| r.candidate.is_none()) {
+                attrs.push(KeyValue::new(
+                    "routeiq.route.candidate",
+                    d.deployment.upstream_model.clone(),
+                ));
+            }
+        }
+        if let Some(u) = &ctx.usage {
+            attrs.push(KeyValue::new(
+                "gen_ai.usage.input_tokens",
+                u.input_tokens as i64,
+            ));
+            attrs.push(KeyValue::new(
+                "gen_ai.usage.output_tokens",
+                u.output_tokens as i64,
+            ));
+        }
+        if let Some(c) = ctx.cost() {
+            attrs.push(KeyValue::new("routeiq.cost_usd", c));
+        }
+        let builder = self
+            .tracer
+            .span_builder("routeiq.route")
+            .with_kind(SpanKind::Server)
+            .with_start_time(start)
+            .with_attributes(attrs);
+        let mut span = self
+            .tracer
+            .build_with_context(builder, &parent(&ctx.request_id));
+        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+    }
+}
+
+/// A remote parent carrying the request id as trace id, so the span joins that trace.
+fn parent(request_id: &str) -> Context {
+    let trace_id = TraceId::from_hex(request_id).unwrap_or(TraceId::INVALID);
+    let span_id = request_id
+        .get(16..)
+        .and_then(|s| SpanId::from_hex(s).ok())
+        .filter(|s| *s != SpanId::INVALID)
+        .unwrap_or(SpanId::from(1u64));
+    Context::new().with_remote_span_context(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
+}
