@@ -26,6 +26,7 @@ the data's `cluster_id`.
 """
 
 import numpy as np
+from scipy import sparse
 
 from . import adam
 from .common import Trained, TrainSet, f32, matrix
@@ -139,11 +140,13 @@ def loss_and_gradients(p: adam.Params, features: np.ndarray, pairs, tau: float,
         per_anchor, grad = _info_nce(logits, np.ones(logits.shape, dtype=bool))
         loss += weight * float(per_anchor.mean())
         grad *= weight / (tau * len(anchors))
-        d_u_unit[anchors] += np.einsum("aj,ajd->ad", grad, u_unit[others])
-        np.add.at(d_u_unit, others.ravel(),
-                  (grad[:, :, None] * u_unit[anchors][:, None, :]).reshape(-1, u.shape[1]))
+        # pairs[a, o] = d loss / d (u_unit[a] . u_unit[o]), a sparse [n, n]
+        pairs = sparse.csr_matrix(
+            (grad.ravel(), (np.repeat(anchors, others.shape[1]), others.ravel())), (n, n))
+        d_u_unit += pairs @ u_unit + pairs.T @ u_unit
     d_u = _through_normalise(d_u_unit, u_unit, u_norms)
-    return loss, {"W": d_u.T @ features, "H": _through_normalise(d_h_unit, h_unit, h_norms)}
+    return loss, {"W": (features.T @ d_u).T,
+                  "H": _through_normalise(d_h_unit, h_unit, h_norms)}
 
 
 def _gradients(features: np.ndarray, targets: np.ndarray, clusters: np.ndarray | None,
