@@ -48,6 +48,12 @@ pub struct RequestCtx {
     pub fallbacks: u32,
     /// A learned strategy's decision for the request.
     pub routed: Option<crate::routing::learned::Decision>,
+    /// USD spent on the request's behalf besides the serving deployment's response:
+    /// `llmrouter-causallm`'s router-model call, `llmrouter-automix`'s draft and
+    /// verifications.
+    pub extra_cost: f64,
+    /// `llmrouter-automix`: the verification's confidence, and whether it escalated.
+    pub automix: Option<(f64, bool)>,
 }
 
 impl RequestCtx {
@@ -130,7 +136,7 @@ impl RequestCtx {
     /// What the request cost (USD): its usage at its deployment's prices, once both are
     /// known.
     pub fn cost(&self) -> Option<f64> {
-        Some(self.deployment.as_ref()?.prices.of(self.usage.as_ref()?))
+        Some(self.deployment.as_ref()?.prices.of(self.usage.as_ref()?) + self.extra_cost)
     }
 
     pub fn new() -> Self {
@@ -155,6 +161,8 @@ impl RequestCtx {
             retries: 0,
             fallbacks: 0,
             routed: None,
+            extra_cost: 0.0,
+            automix: None,
         }
     }
 }

@@ -57,13 +57,18 @@ def status(g) -> dict:
 
 
 def wait_loaded(g, version: str | None = None, timeout: float = 30) -> dict:
+    """Waits for the data plane's learned router (an attached one may not have received
+    the router settings yet) to have loaded `version` (any, when None)."""
     deadline = time.time() + timeout
+    last = None
     while time.time() < deadline:
-        s = status(g)
-        if s["loaded"] and (version is None or s["version"] == version):
-            return s
+        routers = httpx.get(f"{g.url}/hot-reload/status").json()["routers"]
+        if routers:
+            (last,) = routers
+            if last["loaded"] and (version is None or last["version"] == version):
+                return last
         time.sleep(0.05)
-    raise AssertionError(f"model not loaded: {status(g)}")
+    raise AssertionError(f"model not loaded: {last}")
 
 
 def metric(g, name: str, **labels) -> float:
@@ -141,7 +146,7 @@ def test_a_missing_artifact_routes_with_the_fallback_strategy(mock, gateway):
 
 def test_an_unserved_strategy_says_so_and_keeps_serving(mock, gateway):
     mock.faults()
-    g = gateway(config(mock, "automix"))
+    g = gateway(config(mock, "gmt"))
     assert g.chat("auto").status_code == 200
     assert "not served by this version" in status(g)["last_error"]
 
@@ -504,3 +509,54 @@ def test_routing_spans_go_out_over_otlp_and_become_training_records(mock, gatewa
             assert rows[query]["latency"] > 0
     finally:
         receiver.stop()
+
+
+def automix_config(mock, small: dict, large: str, **args) -> dict:
+    return {
+        "model_list": [{"model_name": "auto", "model_info": {"id": "small"}, **small},
+                       deployment(mock, "auto", large)],
+        "router_settings": {"routing_strategy": "llmrouter-automix",
+                            "routing_strategy_args": {"large_model": large, **args}},
+    }
+
+
+def test_automix_keeps_a_verified_draft_and_escalates_a_doubtful_one(mock, gateway):
+    """The small model answers; it then verifies its own answer (a second call). The mock
+    provider's fixed "Yes" verifies; its echo ("mock reply to: Question: ...") does not, so
+    the request goes to the large model, and the draft and the verification are paid for."""
+    mock.faults()
+    names = candidates(ARTIFACTS / "knn")
+    large = names[-1]
+    sure = gateway(automix_config(
+        mock, {"litellm_params": {"model": "mock/small-model", "mock_response": "Yes"}}, large,
+        small_model="small-model"))
+    r = sure.chat("auto", content="Is the sky blue?")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-litellm-model-id"] == "small"
+    assert (r.headers["x-routeiq-automix-confidence"], r.headers["x-routeiq-automix-escalated"]) == ("1.000", "false")
+    assert r.json()["choices"][0]["message"]["content"] == "Yes"
+
+    small = names[0]
+    unsure = gateway(automix_config(
+        mock, {"litellm_params": {"model": f"openai/{small}", "api_base": f"{mock.url}/v1", "api_key": "k"},
+               "model_info": {"id": "small", "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6}},
+        large, small_model=small, verify_samples=3))
+    before = mock.stats()
+    count = lambda stats, m: stats.get(m, {}).get("requests", 0)  # noqa: E731
+    r = unsure.chat("auto", content="What is the capital of France?")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-litellm-model-id"] == large
+    assert r.headers["x-routeiq-router-candidate"] == large
+    assert (r.headers["x-routeiq-automix-confidence"], r.headers["x-routeiq-automix-escalated"]) == ("0.000", "true")
+    assert "capital of France" in r.json()["choices"][0]["message"]["content"]
+    after = mock.stats()
+    assert count(after, small) - count(before, small) == 1 + 3  # the draft and three verifications
+    assert count(after, large) - count(before, large) == 1
+    assert float(r.headers["x-litellm-response-cost"]) > 0
+
+    # A stream cannot be verified before the client sees it: it goes to the large model.
+    with httpx.stream("POST", f"{unsure.url}/v1/chat/completions", headers=auth(), timeout=10,
+                      json={"model": "auto", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as s:
+        assert s.status_code == 200 and s.headers["x-litellm-model-id"] == large
+        s.read()

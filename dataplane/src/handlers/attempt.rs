@@ -82,7 +82,10 @@ pub async fn plan<'a>(
                     ask.timeout,
                 )
                 .await;
-                ask.answered(&query, answer);
+                if let Ok(a) = &answer {
+                    ctx.extra_cost += a.cost;
+                }
+                ask.answered(&query, answer.map(|a| a.text));
             }
         }
     }

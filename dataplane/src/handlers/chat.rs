@@ -97,16 +97,25 @@ pub async fn completion(
         opts.insert("include_usage".into(), Value::Bool(true));
         req.set("stream_options", &opts)?;
     }
-    let served = attempt::serve(
-        app,
-        ctx,
-        &mut plan,
-        first,
-        Operation::Chat { stream },
-        MAX_RESPONSE_BYTES,
-        |d| upstream_body(&req, client, d),
-    )
-    .await?;
+    let build = |d: &CompiledDeployment| upstream_body(&req, client, d);
+    let op = Operation::Chat { stream };
+    let mut served =
+        attempt::serve(app, ctx, &mut plan, first, op, MAX_RESPONSE_BYTES, build).await?;
+    if let (Some(cascade), Some(query)) = (plan.cascade(), plan.request().query.clone()) {
+        served = super::cascade::run(
+            app,
+            live,
+            ctx,
+            &mut plan,
+            &cascade,
+            served,
+            &query.text,
+            op,
+            MAX_RESPONSE_BYTES,
+            build,
+        )
+        .await?;
+    }
     let d = served.deployment;
     let sent = served.sent;
     let native = providers::get(d.deployment.provider).chat_format();

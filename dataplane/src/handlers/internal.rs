@@ -1,8 +1,10 @@
-//! Calls the gateway makes on its own behalf (`llmrouter-causallm` asking its router
-//! model): a non-streaming chat completion on one of its model groups, through the same
-//! providers, translation, retries and fallbacks as a client's request, but without a key
-//! (nothing is billed or rate-limited) and without learned routing of its own (no query).
+//! Calls the gateway makes on a request's behalf: `llmrouter-causallm` asking its router
+//! model, `llmrouter-automix` asking its small model to verify a draft. A non-streaming
+//! chat completion through the same providers and translation as a client's request (on a
+//! model group, with its retries and fallbacks, or on one deployment), without learned
+//! routing of its own (no query). Its cost is added to the request's.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,61 +16,114 @@ use crate::error::ClientApi;
 use crate::providers::{self, Operation};
 use crate::routing::failover::Failover;
 use crate::routing::{Lease, RouteRequest};
-use crate::state::{App, LiveState};
+use crate::state::{App, CompiledDeployment, LiveState};
 use crate::translate::{openai_to_anthropic, ChatFormat};
 
 /// Largest reply read.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-/// The text of `model`'s answer to `body` (an OpenAI chat request), within `timeout`.
+/// A completed internal call.
+#[derive(Debug)]
+pub struct Answer {
+    pub text: String,
+    /// USD, from the reply's usage and the deployment's prices (0 without usage).
+    pub cost: f64,
+}
+
+/// `model`'s answer to `body` (an OpenAI chat request), within `timeout`.
 pub async fn complete(
     app: &App,
     live: &LiveState,
     model: &str,
     body: Value,
     timeout: Duration,
-) -> Result<String, String> {
-    match tokio::time::timeout(timeout, call(app, live, model, body)).await {
+) -> Result<Answer, String> {
+    within(timeout, model, on_group(app, live, model, body)).await
+}
+
+/// Deployment `d`'s answer to `body`, one attempt, within `timeout`.
+pub async fn complete_on(
+    app: &App,
+    d: &Arc<CompiledDeployment>,
+    body: Value,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let call = async {
+        let raw = RawObject::parse(body.to_string().as_bytes()).map_err(|e| e.message)?;
+        let reply = once(app, d, &raw).await.map_err(|e| e.message)?;
+        answer(d, &reply)
+    };
+    within(timeout, &d.deployment.id.0, call).await
+}
+
+async fn within(
+    timeout: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<Answer, String>>,
+) -> Result<Answer, String> {
+    match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
         Err(_) => Err(format!(
-            "`{model}` did not answer within {:.1}s",
+            "`{what}` did not answer within {:.1}s",
             timeout.as_secs_f64()
         )),
     }
 }
 
-async fn call(app: &App, live: &LiveState, model: &str, body: Value) -> Result<String, String> {
+async fn on_group(app: &App, live: &LiveState, model: &str, body: Value) -> Result<Answer, String> {
     let raw = RawObject::parse(body.to_string().as_bytes()).map_err(|e| e.message)?;
     let mut plan =
         Failover::new(app, live, model, RouteRequest::default()).map_err(|e| e.message)?;
     let mut d = plan.first().map_err(|e| e.message)?;
-    let reply = loop {
-        let body = match super::chat::upstream_body(&raw, ClientApi::OpenAi, &d) {
-            Ok(b) => b,
-            Err(e) => {
-                plan.abandon(&d);
-                return Err(e.message);
-            }
-        };
-        let _lease = Lease::start(&d, 0);
-        let op = Operation::Chat { stream: false };
-        match attempt::send(app, &d, op, body, MAX_RESPONSE_BYTES).await {
-            Ok(Reply::Full(bytes)) => {
+    loop {
+        match once(app, &d, &raw).await {
+            Ok(reply) => {
                 plan.succeeded(&d);
-                break bytes;
-            }
-            Ok(Reply::Stream { .. }) => {
-                plan.abandon(&d);
-                return Err("the router model answered with a stream".into());
+                return answer(&d, &reply);
             }
             Err(e) => d = plan.failed(&d, e).await.map_err(|e| e.message)?,
         }
-    };
-    text(providers::get(d.deployment.provider).chat_format(), &reply)
+    }
+}
+
+/// One non-streaming attempt on `d`.
+async fn once(
+    app: &App,
+    d: &CompiledDeployment,
+    raw: &RawObject,
+) -> Result<Bytes, crate::error::ApiError> {
+    let body = super::chat::upstream_body(raw, ClientApi::OpenAi, d)?;
+    let _lease = Lease::start(d, 0);
+    match attempt::send(
+        app,
+        d,
+        Operation::Chat { stream: false },
+        body,
+        MAX_RESPONSE_BYTES,
+    )
+    .await?
+    {
+        Reply::Full(bytes) => Ok(bytes),
+        Reply::Stream { .. } => Err(crate::error::ApiError::upstream(
+            502,
+            crate::error::ErrorKind::Upstream,
+            "the deployment answered with a stream",
+        )),
+    }
+}
+
+/// The text and cost of `d`'s reply.
+fn answer(d: &CompiledDeployment, body: &Bytes) -> Result<Answer, String> {
+    let usage = crate::usage::from_body(body);
+    let text = reply_text(providers::get(d.deployment.provider).chat_format(), body)?;
+    Ok(Answer {
+        text,
+        cost: usage.map_or(0.0, |u| d.prices.of(&u)),
+    })
 }
 
 /// The first choice's text of a chat response in the provider's format.
-fn text(format: ChatFormat, body: &Bytes) -> Result<String, String> {
+pub fn reply_text(format: ChatFormat, body: &Bytes) -> Result<String, String> {
     let v: Value = match format {
         ChatFormat::OpenAi => serde_json::from_slice(body).map_err(|e| e.to_string())?,
         ChatFormat::Anthropic => {
@@ -80,5 +135,5 @@ fn text(format: ChatFormat, body: &Bytes) -> Result<String, String> {
     v.pointer("/choices/0/message/content")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| "the router model's answer has no text".into())
+        .ok_or_else(|| "the answer has no text".into())
 }

@@ -1,6 +1,7 @@
 //! Request handlers: one per endpoint, each a few steps over the modules that do the work.
 
 mod attempt;
+mod cascade;
 mod chat;
 mod embeddings;
 mod info;
@@ -197,6 +198,10 @@ fn response_headers(
         if let Some(c) = &r.candidate {
             h.push(("x-routeiq-router-candidate", c.clone()));
         }
+    }
+    if let Some((confidence, escalated)) = ctx.automix {
+        h.push(("x-routeiq-automix-confidence", format!("{confidence:.3}")));
+        h.push(("x-routeiq-automix-escalated", escalated.to_string()));
     }
     h
 }

@@ -153,6 +153,11 @@ impl<'a> Failover<'a> {
         self.group.preparation()
     }
 
+    /// The current group's AutoMix cascade, if any.
+    pub fn cascade(&self) -> Option<Arc<super::learned::automix::Cascade>> {
+        self.group.cascade()
+    }
+
     /// The deployment for the first attempt. When the model has none available (all
     /// cooling down, prompt too large, ...) the fallbacks are tried.
     pub fn first(&mut self) -> Result<Arc<CompiledDeployment>, ApiError> {

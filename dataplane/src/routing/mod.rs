@@ -52,6 +52,11 @@ pub trait Router: Send + Sync {
     fn preparation(&self) -> Preparation {
         Preparation::None
     }
+
+    /// `llmrouter-automix`: the cascade to run once the small model has answered.
+    fn cascade(&self) -> Option<Arc<learned::automix::Cascade>> {
+        None
+    }
 }
 
 /// Work a router needs done on the query before its first pick, off the pick itself (which
@@ -74,6 +79,13 @@ pub fn build(
 ) -> Box<dyn Router> {
     if let RoutingStrategy::LlmRouter(name) = &settings.routing_strategy {
         let fallback = build(&learned::fallback_settings(settings), deployments, models);
+        if name == learned::automix::STRATEGY {
+            return Box::new(learned::automix::AutoMix::new(
+                settings,
+                deployments,
+                fallback,
+            ));
+        }
         if name == learned::ask::STRATEGY {
             return Box::new(learned::ask::LlmAsked::new(
                 name,
@@ -151,6 +163,11 @@ impl ModelGroup {
     /// What the group's router needs computed from the query before it picks.
     pub fn preparation(&self) -> Preparation {
         self.router.preparation()
+    }
+
+    /// The group's AutoMix cascade, if it routes with `llmrouter-automix`.
+    pub fn cascade(&self) -> Option<Arc<learned::automix::Cascade>> {
+        self.router.cascade()
     }
 
     /// Picks a deployment for `req`, skipping `excluded` ones (already tried) unless

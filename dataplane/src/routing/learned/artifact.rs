@@ -78,10 +78,13 @@ enum Scorer {
     Knn {
         k: usize,
         labels: Vec<usize>,
-        /// Training rows transposed: `dim` runs of `rows` values, so a sparse query reads
-        /// only the runs of its non-zero features.
+        /// Training rows transposed: one run of `rows` values per dimension, so a sparse
+        /// query reads only the runs of its non-zero features.
         columns: Vec<f32>,
         rows: usize,
+        /// `projection` (`p x dim`, stored transposed): rows and queries are compared
+        /// after projecting to `p` dimensions and normalising.
+        projection: Option<(Vec<f32>, usize)>,
     },
     Onnx {
         sessions: SessionPool,
@@ -126,6 +129,18 @@ impl std::fmt::Debug for Model {
             .field("version", &self.manifest.version)
             .finish()
     }
+}
+
+/// `W e` for `W` stored transposed (`dim` runs of `d`), reading only `e`'s non-zero
+/// entries.
+fn project(w_t: &[f32], d: usize, e: &[f32]) -> Vec<f32> {
+    let mut q = vec![0f32; d];
+    for (i, x) in e.iter().enumerate().filter(|(_, x)| **x != 0.0) {
+        for (acc, w) in q.iter_mut().zip(&w_t[i * d..(i + 1) * d]) {
+            *acc += x * w;
+        }
+    }
+    q
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -199,6 +214,8 @@ impl Files {
 struct KnnParams {
     k: usize,
     labels: Vec<usize>,
+    #[serde(default)]
+    projection: Option<Vec<Vec<f32>>>,
 }
 
 #[derive(Deserialize)]
@@ -297,17 +314,23 @@ impl Model {
             "knn" => {
                 needs_features(&featurizer)?;
                 let p: KnnParams = parse(&files, "params.json")?;
+                let projection = p
+                    .projection
+                    .as_deref()
+                    .map(|w| transposed(w, dim))
+                    .transpose()?;
+                let width = projection.as_ref().map_or(dim, |(_, d)| *d);
                 let raw = files.get("knn.f32")?;
                 let rows = p.labels.len();
-                if raw.len() != rows * dim * 4 || p.k == 0 || p.labels.iter().any(|l| *l >= k) {
+                if raw.len() != rows * width * 4 || p.k == 0 || p.labels.iter().any(|l| *l >= k) {
                     return Err(invalid(format!(
-                        "knn.f32 has {} bytes, expected {rows} rows x {dim} x 4; k {} labels < {k}",
+                        "knn.f32 has {} bytes, expected {rows} rows x {width} x 4; k {} labels < {k}",
                         raw.len(),
                         p.k
                     )));
                 }
-                let mut columns = vec![0f32; rows * dim];
-                for (r, row) in raw.chunks_exact(dim * 4).enumerate() {
+                let mut columns = vec![0f32; rows * width];
+                for (r, row) in raw.chunks_exact(width * 4).enumerate() {
                     for (i, x) in row.chunks_exact(4).enumerate() {
                         columns[i * rows + r] = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
                     }
@@ -317,6 +340,7 @@ impl Model {
                     labels: p.labels,
                     columns,
                     rows,
+                    projection,
                 }
             }
             "svm" | "mlp" => {
@@ -477,7 +501,6 @@ impl Model {
                 e.len()
             )));
         }
-        let nonzero = || e.iter().enumerate().filter(|(_, x)| **x != 0.0);
         Ok(match &self.scorer {
             Scorer::Fixed(s) => s.iter().copied().map(Some).collect(),
             Scorer::Knn {
@@ -485,9 +508,16 @@ impl Model {
                 labels,
                 columns,
                 rows,
+                projection,
             } => {
+                let projected = projection.as_ref().map(|(p_t, d)| {
+                    let mut q = project(p_t, *d, e);
+                    super::featurize::normalise(&mut q);
+                    q
+                });
+                let q = projected.as_deref().unwrap_or(e);
                 let mut sims = vec![0f32; *rows];
-                for (i, x) in nonzero() {
+                for (i, x) in q.iter().enumerate().filter(|(_, x)| **x != 0.0) {
                     let col = &columns[i * rows..(i + 1) * rows];
                     for (s, c) in sims.iter_mut().zip(col) {
                         *s += x * c;
@@ -526,12 +556,7 @@ impl Model {
                 h,
                 b,
             } => {
-                let mut q = vec![0f32; *d];
-                for (i, x) in nonzero() {
-                    for (acc, w) in q.iter_mut().zip(&w_t[i * d..(i + 1) * d]) {
-                        *acc += x * w;
-                    }
-                }
+                let mut q = project(w_t, *d, e);
                 if *cosine {
                     super::featurize::normalise(&mut q);
                 }

@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod ask;
+pub mod automix;
 pub mod featurize;
 pub mod models;
 mod onnx;
