@@ -3,7 +3,7 @@
 # into DIR/<strategy>/ (hashed n-gram features) and DIR/knn-minilm/ (the MiniLM encoder),
 # and writes beside each artifact the pipeline's own scores and choices for the fixed
 # parity queries (expected.json), which the Rust parity test and the end-to-end tests
-# compare against. Takes about 25 s.
+# compare against. Takes about 40 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

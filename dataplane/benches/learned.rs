@@ -127,7 +127,7 @@ fn benches(c: &mut Criterion) {
     }
     let mut report = Vec::new();
     for strategy in [
-        "knn", "svm", "mlp", "mf", "graph", "hybrid", "elo", "smallest", "largest",
+        "knn", "svm", "mlp", "mf", "graph", "routerdc", "hybrid", "elo", "smallest", "largest",
     ] {
         let dir = artifacts().join("hashed").join(strategy);
         let Some(live) = state(&rt, strategy, &dir) else {

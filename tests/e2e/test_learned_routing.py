@@ -90,7 +90,7 @@ def clear_choices(dir: Path) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("strategy", ["knn", "svm", "mlp", "mf", "graph", "hybrid", "elo", "largest"])
+@pytest.mark.parametrize("strategy", ["knn", "svm", "mlp", "mf", "graph", "routerdc", "hybrid", "elo", "largest"])
 def test_the_gateway_routes_as_the_pipeline_chose(mock, gateway, strategy):
     mock.faults()
     dir = ARTIFACTS / strategy

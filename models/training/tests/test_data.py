@@ -38,6 +38,21 @@ def test_llmrouter_records_give_the_same_table(fixture_paths, tmp_path):
     converted = load_table(path, llms)
     assert converted.queries == table.queries[:50]  # the incomplete query is left out
     np.testing.assert_array_equal(converted.scores, table.scores[:50])
+    assert converted.cluster_ids is None  # records have no clusters
+
+
+def test_cluster_ids_follow_their_queries(fixture_paths, tmp_path):
+    data, llms = fixture_paths
+    rows = json.loads(data.read_text())
+    table = load_table(data, llms)
+    assert list(table.cluster_ids) == [r["cluster_id"] for r in rows]
+    held = heldout_mask(table.queries)
+    part = table.subset(held)
+    assert list(part.cluster_ids) == [r["cluster_id"] for r, h in zip(rows, held) if h]
+    del rows[3]["cluster_id"]  # a record without one: no clusters at all
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(rows))
+    assert load_table(path, llms).cluster_ids is None
 
 
 def test_unknown_llm_is_an_error(tmp_path, fixture_paths):

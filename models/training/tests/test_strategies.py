@@ -87,7 +87,7 @@ def test_file_layout_per_strategy(trained):
     files = {s: set(json.loads((out / s / "manifest.json").read_text())["files"]) for s in ALL}
     assert files["knn"] == {"params.json", "knn.f32"}
     assert files["svm"] == files["mlp"] == {"model.onnx"}
-    for s in ("mf", "graph", "elo", "hybrid"):
+    for s in ("mf", "graph", "routerdc", "elo", "hybrid"):
         assert files[s] == {"params.json"}
     assert files["smallest"] == files["largest"] == set()
     knn = json.loads((out / "knn" / "params.json").read_text())
@@ -96,6 +96,11 @@ def test_file_layout_per_strategy(trained):
     assert np.array(mf["W"]).shape == (64, 1024) and np.array(mf["P"]).shape == (9, 64)
     graph = json.loads((out / "graph" / "params.json").read_text())
     assert np.array(graph["H"]).shape == (9, 64) and len(graph["b"]) == 9
+    routerdc = json.loads((out / "routerdc" / "params.json").read_text())
+    assert set(routerdc) == {"W", "H"} and np.array(routerdc["W"]).shape == (64, 1024)
+    h = np.array(routerdc["H"])
+    assert h.shape == (9, 64)
+    np.testing.assert_allclose(np.linalg.norm(h, axis=1), 1, atol=1e-6)  # unit rows
     hybrid = json.loads((out / "hybrid" / "params.json").read_text())
     assert set(hybrid) == {"small", "large", "coef", "intercept", "threshold"}
 

@@ -32,10 +32,10 @@ from . import adam
 from .common import Trained, TrainSet, f32, matrix
 
 D = 64
-LR = 0.01
-MAX_STEPS = 200
-EVERY = 20
-TAUS = (0.1, 0.3)
+LR = 0.003
+MAX_STEPS = 150
+EVERY = 10
+TAUS = (0.3, 1.0)
 K_PLUS = 3
 K_MINUS = 3
 LAMBDA = 1.0
@@ -140,10 +140,10 @@ def loss_and_gradients(p: adam.Params, features: np.ndarray, pairs, tau: float,
         per_anchor, grad = _info_nce(logits, np.ones(logits.shape, dtype=bool))
         loss += weight * float(per_anchor.mean())
         grad *= weight / (tau * len(anchors))
-        # pairs[a, o] = d loss / d (u_unit[a] . u_unit[o]), a sparse [n, n]
-        pairs = sparse.csr_matrix(
+        # d_cos[a, o] = d loss / d (u_unit[a] . u_unit[o]), a sparse [n, n]
+        d_cos = sparse.csr_matrix(
             (grad.ravel(), (np.repeat(anchors, others.shape[1]), others.ravel())), (n, n))
-        d_u_unit += pairs @ u_unit + pairs.T @ u_unit
+        d_u_unit += d_cos @ u_unit + d_cos.T @ u_unit
     d_u = _through_normalise(d_u_unit, u_unit, u_norms)
     return loss, {"W": (features.T @ d_u).T,
                   "H": _through_normalise(d_h_unit, h_unit, h_norms)}
