@@ -560,3 +560,67 @@ def test_automix_keeps_a_verified_draft_and_escalates_a_doubtful_one(mock, gatew
                             "messages": [{"role": "user", "content": "hi"}]}) as s:
         assert s.status_code == 200 and s.headers["x-litellm-model-id"] == large
         s.read()
+
+
+def multiround_config(mock, strategy: str, **args) -> dict:
+    names = candidates(ARTIFACTS / "knn")
+    return {
+        "model_list": [deployment(mock, "auto", n) for n in names] + [
+            {"model_name": "router", "litellm_params": {"model": "openai/the-router",
+                                                        "api_base": f"{mock.url}/v1", "api_key": "k"}}],
+        "router_settings": {"routing_strategy": f"llmrouter-{strategy}",
+                            "routing_strategy_args": {"router_model": "router", **args}},
+    }
+
+
+def requests_to(mock, model: str) -> int:
+    return mock.stats().get(model, {}).get("requests", 0)
+
+
+def test_llm_multiround_decomposes_routes_answers_and_aggregates(mock, gateway):
+    """The router model (the mock provider, which echoes) decomposes the question, routes
+    the sub-question (its echo names a candidate), the candidate answers, and the router
+    model writes the final answer from the notes: four calls besides the client's."""
+    mock.faults()
+    names = candidates(ARTIFACTS / "knn")
+    g = gateway(multiround_config(mock, "llm-multiround"))
+    router0, cand0 = requests_to(mock, "the-router"), requests_to(mock, names[2])
+    r = g.chat("auto", content=f"{names[2]} knows: what is 2 + 2?")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-routeiq-router"] == "llmrouter-llm-multiround"
+    assert r.headers["x-routeiq-router-candidate"] == names[2]
+    assert r.headers["x-litellm-model-id"] != names[2]  # the router model answered
+    text = r.json()["choices"][0]["message"]["content"]
+    assert f"Answer from {names[2]}" in text
+    assert requests_to(mock, "the-router") - router0 == 3  # decompose, route, final
+    assert requests_to(mock, names[2]) - cand0 == 1
+    with httpx.stream("POST", f"{g.url}/v1/chat/completions", headers=auth(), timeout=10,
+                      json={"model": "auto", "stream": True,
+                            "messages": [{"role": "user", "content": f"{names[2]}: hi"}]}) as s:
+        assert s.status_code == 200
+        assert "data: [DONE]" in s.read().decode()
+
+
+def test_knn_multiround_routes_sub_questions_with_the_artifact(mock, gateway):
+    mock.faults()
+    names = candidates(ARTIFACTS / "knn")
+    g = gateway(multiround_config(mock, "knn-multiround", model_path=str(ARTIFACTS / "knn")))
+    wait_loaded(g)
+    before = {n: requests_to(mock, n) for n in names}
+    r = g.chat("auto", content="Explain the causes of the French Revolution.")
+    assert r.status_code == 200, r.text
+    consulted = r.headers["x-routeiq-router-candidate"]
+    assert consulted in names
+    assert requests_to(mock, consulted) - before[consulted] == 1
+
+
+def test_router_r1_consults_candidates_in_turns(mock, gateway):
+    mock.faults()
+    names = candidates(ARTIFACTS / "knn")
+    g = gateway(multiround_config(mock, "router-r1", max_rounds=3))
+    before = requests_to(mock, names[5])
+    r = g.chat("auto", content=f"<search>{names[5]}: what is the capital of Peru?</search>")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-routeiq-router"] == "llmrouter-router-r1"
+    assert r.headers["x-routeiq-router-candidate"] == names[5]
+    assert requests_to(mock, names[5]) - before == 1

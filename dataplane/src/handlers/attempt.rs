@@ -70,24 +70,7 @@ pub async fn plan<'a>(
         },
     )?;
     if let Some(query) = plan.request().query.clone() {
-        match plan.preparation() {
-            Preparation::None => {}
-            Preparation::Embed(encoder) => learned::prepare(&encoder, &query).await,
-            Preparation::Ask(ask) => {
-                let answer = super::internal::complete(
-                    app,
-                    live,
-                    &ask.router_model,
-                    ask.body(&query.text),
-                    ask.timeout,
-                )
-                .await;
-                if let Ok(a) = &answer {
-                    ctx.extra_cost += a.cost;
-                }
-                ask.answered(&query, answer.map(|a| a.text));
-            }
-        }
+        prepare(app, live, ctx, plan.preparation(), &query).await;
     }
     let first = plan.first()?;
     ctx.deployment = Some(Arc::clone(&first));
@@ -101,6 +84,35 @@ pub async fn plan<'a>(
         return Err(e);
     }
     Ok((plan, first))
+}
+
+/// Computes what a router needs of `query` before it picks (`Preparation`): an
+/// embedding, or a router model's answer (whose cost the request pays).
+pub async fn prepare(
+    app: &App,
+    live: &LiveState,
+    ctx: &mut RequestCtx,
+    preparation: Preparation,
+    query: &Query,
+) {
+    match preparation {
+        Preparation::None => {}
+        Preparation::Embed(encoder) => learned::prepare(&encoder, query).await,
+        Preparation::Ask(ask) => {
+            let answer = super::internal::complete(
+                app,
+                live,
+                &ask.router_model,
+                ask.body(&query.text),
+                ask.timeout,
+            )
+            .await;
+            if let Ok(a) = &answer {
+                ctx.extra_cost += a.cost;
+            }
+            ask.answered(query, answer.map(|a| a.text));
+        }
+    }
 }
 
 /// Tries `first`, then what `plan` offers after each failure. `build` makes the upstream

@@ -11,10 +11,14 @@ use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
 use crate::providers::{self, Operation};
 use crate::respond;
+use crate::routing::failover::Failover;
+use crate::routing::learned::Decision;
+use crate::routing::{Compound, RouteRequest};
 use crate::sse;
 use crate::state::{App, CompiledDeployment, LiveState};
 use crate::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
 use crate::usage;
+use std::sync::Arc;
 
 /// The text learned strategies route on: the last user message's text (a string, or its
 /// text parts joined by newlines), else empty.
@@ -99,15 +103,47 @@ pub async fn completion(
     }
     let build = |d: &CompiledDeployment| upstream_body(&req, client, d);
     let op = Operation::Chat { stream };
-    let mut served =
-        attempt::serve(app, ctx, &mut plan, first, op, MAX_RESPONSE_BYTES, build).await?;
-    if let (Some(cascade), Some(query)) = (plan.cascade(), plan.request().query.clone()) {
+    let compound = plan.compound();
+    let query = plan.request().query.clone();
+    let mut served = match (&compound, &query) {
+        (Some(Compound::MultiRound(mr)), Some(query)) => {
+            // The rounds replace the first pick; the router model gives the final answer.
+            plan.abandon(&first);
+            let (messages, consulted) =
+                super::multiround::rounds(app, live, ctx, mr, &model, &query.text).await;
+            let mut last = req.clone();
+            last.set("messages", &messages)?;
+            let mut last_plan = Failover::new(
+                app,
+                live,
+                &mr.router_model,
+                RouteRequest {
+                    stream,
+                    ..RouteRequest::default()
+                },
+            )?;
+            let d = last_plan.first()?;
+            let served = attempt::serve(app, ctx, &mut last_plan, d, op, MAX_RESPONSE_BYTES, |d| {
+                upstream_body(&last, client, d)
+            })
+            .await?;
+            ctx.routed = Some(Decision {
+                strategy: mr.strategy.clone(),
+                version: Some(mr.router_model.clone()),
+                candidate: Some(consulted.join(",")).filter(|c| !c.is_empty()),
+                query: Arc::clone(&query.text),
+            });
+            served
+        }
+        _ => attempt::serve(app, ctx, &mut plan, first, op, MAX_RESPONSE_BYTES, build).await?,
+    };
+    if let (Some(Compound::AutoMix(cascade)), Some(query)) = (&compound, &query) {
         served = super::cascade::run(
             app,
             live,
             ctx,
             &mut plan,
-            &cascade,
+            cascade,
             served,
             &query.text,
             op,

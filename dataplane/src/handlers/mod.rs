@@ -6,6 +6,7 @@ mod chat;
 mod embeddings;
 mod info;
 mod internal;
+mod multiround;
 mod request;
 
 use bytes::Bytes;

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
+#[derive(Clone)]
 pub struct RawObject(BTreeMap<String, Box<RawValue>>);
 
 impl RawObject {

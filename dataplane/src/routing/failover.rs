@@ -153,9 +153,9 @@ impl<'a> Failover<'a> {
         self.group.preparation()
     }
 
-    /// The current group's AutoMix cascade, if any.
-    pub fn cascade(&self) -> Option<Arc<super::learned::automix::Cascade>> {
-        self.group.cascade()
+    /// What the current group's router runs around the picked deployment, if anything.
+    pub fn compound(&self) -> Option<super::Compound> {
+        self.group.compound()
     }
 
     /// The deployment for the first attempt. When the model has none available (all

@@ -53,10 +53,20 @@ pub trait Router: Send + Sync {
         Preparation::None
     }
 
-    /// `llmrouter-automix`: the cascade to run once the small model has answered.
-    fn cascade(&self) -> Option<Arc<learned::automix::Cascade>> {
+    /// Strategies that make several model calls per request (`llmrouter-automix`, the
+    /// multi-round ones): what the chat handler runs around the picked deployment.
+    fn compound(&self) -> Option<Compound> {
         None
     }
+}
+
+/// A request served by several model calls (see [`Router::compound`]).
+#[derive(Clone)]
+pub enum Compound {
+    /// Draft with the small model, verify, escalate (`handlers::cascade`).
+    AutoMix(Arc<learned::automix::Cascade>),
+    /// Decompose, route and answer sub-queries, then aggregate (`handlers::multiround`).
+    MultiRound(Arc<learned::multiround::MultiRound>),
 }
 
 /// Work a router needs done on the query before its first pick, off the pick itself (which
@@ -83,6 +93,15 @@ pub fn build(
             return Box::new(learned::automix::AutoMix::new(
                 settings,
                 deployments,
+                fallback,
+            ));
+        }
+        if let Some(mode) = learned::multiround::Mode::of(name) {
+            return Box::new(learned::multiround::MultiRoundRouter::new(
+                mode,
+                settings,
+                deployments,
+                models,
                 fallback,
             ));
         }
@@ -165,9 +184,9 @@ impl ModelGroup {
         self.router.preparation()
     }
 
-    /// The group's AutoMix cascade, if it routes with `llmrouter-automix`.
-    pub fn cascade(&self) -> Option<Arc<learned::automix::Cascade>> {
-        self.router.cascade()
+    /// What the group's router runs around the picked deployment, if anything.
+    pub fn compound(&self) -> Option<Compound> {
+        self.router.compound()
     }
 
     /// Picks a deployment for `req`, skipping `excluded` ones (already tried) unless

@@ -89,6 +89,23 @@ impl Ask {
     }
 }
 
+/// The candidates' descriptions: `routing_strategy_args.llm_data_path`, LLMRouter's
+/// `llm_data` JSON (`{name: {feature, ...}}`); empty when absent or unreadable.
+pub fn descriptions(settings: &RouterSettings) -> serde_json::Map<String, Value> {
+    settings
+        .routing_strategy_args
+        .get("llm_data_path")
+        .and_then(Value::as_str)
+        .and_then(|p| match std::fs::read(p) {
+            Ok(b) => serde_json::from_slice(&b).ok(),
+            Err(e) => {
+                tracing::warn!(path = p, error = %e, "llm_data_path unreadable; candidates go without descriptions");
+                None
+            }
+        })
+        .unwrap_or_default()
+}
+
 /// The router of `llmrouter-causallm` groups.
 pub struct LlmAsked {
     ask: Arc<Ask>,
@@ -106,17 +123,7 @@ impl LlmAsked {
     ) -> Self {
         let args = &settings.routing_strategy_args;
         let names = super::candidate_names(deployments);
-        let descriptions = args
-            .get("llm_data_path")
-            .and_then(Value::as_str)
-            .and_then(|p| match std::fs::read(p) {
-                Ok(b) => serde_json::from_slice::<serde_json::Map<String, Value>>(&b).ok(),
-                Err(e) => {
-                    tracing::warn!(path = p, error = %e, "llm_data_path unreadable; candidates go without descriptions");
-                    None
-                }
-            })
-            .unwrap_or_default();
+        let descriptions = descriptions(settings);
         let mut candidates: Vec<String> = names.iter().map(|n| n[1].clone()).collect();
         candidates.sort();
         candidates.dedup();

@@ -156,8 +156,8 @@ impl Router for AutoMix {
         }
     }
 
-    fn cascade(&self) -> Option<Arc<Cascade>> {
-        Some(Arc::clone(&self.cascade))
+    fn compound(&self) -> Option<crate::routing::Compound> {
+        Some(crate::routing::Compound::AutoMix(Arc::clone(&self.cascade)))
     }
 }
 

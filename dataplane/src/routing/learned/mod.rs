@@ -10,6 +10,7 @@ pub mod ask;
 pub mod automix;
 pub mod featurize;
 pub mod models;
+pub mod multiround;
 mod onnx;
 
 use std::sync::{Arc, Mutex};
@@ -232,7 +233,7 @@ impl Router for LearnedRouter {
 
 /// Per deployment, the names it may have among a router's candidates: its upstream model
 /// id, and that id's last `/` segment.
-fn candidate_names(deployments: &[Arc<CompiledDeployment>]) -> Vec<[String; 2]> {
+pub(crate) fn candidate_names(deployments: &[Arc<CompiledDeployment>]) -> Vec<[String; 2]> {
     deployments
         .iter()
         .map(|d| {
