@@ -66,7 +66,9 @@ pub async fn plan<'a>(
             prompt_tokens: estimate.prompt,
             tokens: estimate.tokens(),
             tags: r.tags,
-            query: r.query.map(|q| Arc::new(Query::new(q))),
+            query: r
+                .query
+                .map(|q| Arc::new(Query::for_user(q, ctx.end_user.clone()))),
         },
     )?;
     if let Some(query) = plan.request().query.clone() {

@@ -46,6 +46,8 @@ fn features(model: &Model, query: &str) -> Vec<f32> {
 #[derive(serde::Deserialize)]
 struct Expected {
     query: String,
+    #[serde(default)]
+    user: Option<String>,
     scores: Vec<Option<f32>>,
     choice: usize,
 }
@@ -65,7 +67,9 @@ fn every_artifact_matches_the_pipeline() {
             serde_json::from_slice(&std::fs::read(&expected).unwrap()).unwrap();
         assert!(!rows.is_empty());
         for row in &rows {
-            let scores = model.scores(&features(&model, &row.query)).unwrap();
+            let scores = model
+                .scores(&features(&model, &row.query), row.user.as_deref())
+                .unwrap();
             assert_eq!(scores.len(), row.scores.len());
             for (i, (got, want)) in scores.iter().zip(&row.scores).enumerate() {
                 match (got, want) {

@@ -94,6 +94,8 @@ enum Scorer {
     /// transposed; `routerdc` (`cosine`) normalises `W e` first (its `H` rows are unit).
     Projected {
         cosine: bool,
+        /// `personalized`: a score bias per user; `gmt`: a latent shift per user.
+        users: Users,
         w_t: Vec<f32>,
         d: usize,
         h: Vec<f32>,
@@ -107,6 +109,15 @@ enum Scorer {
         threshold: f32,
     },
     Fixed(Vec<f32>),
+}
+
+/// Per-user terms of the personalised strategies, by end-user id.
+enum Users {
+    None,
+    /// Added to the scores (K values).
+    Bias(HashMap<String, Vec<f32>>),
+    /// Added to the projected query (d values).
+    Latent(HashMap<String, Vec<f32>>),
 }
 
 /// A verified, ready routing model.
@@ -129,6 +140,22 @@ impl std::fmt::Debug for Model {
             .field("version", &self.manifest.version)
             .finish()
     }
+}
+
+/// The `n` rows with the highest similarity (ties: the lower row), in one pass keeping a
+/// sorted list of the best `n` (`n` is small: knn's `k`).
+fn nearest(sims: &[f32], n: usize) -> Vec<usize> {
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(n + 1);
+    for (r, s) in sims.iter().copied().enumerate() {
+        if best.len() == n && best.last().is_some_and(|(w, _)| s <= *w) {
+            continue;
+        }
+        // After the entries at least as similar (earlier rows win ties).
+        let at = best.partition_point(|(b, _)| *b >= s);
+        best.insert(at, (s, r));
+        best.truncate(n);
+    }
+    best.into_iter().map(|(_, r)| r).collect()
 }
 
 /// `W e` for `W` stored transposed (`dim` runs of `d`), reading only `e`'s non-zero
@@ -235,6 +262,9 @@ struct GraphParams {
     #[serde(rename = "H")]
     h: Vec<Vec<f32>>,
     b: Vec<f32>,
+    /// `personalized` (K per user) and `gmt` (d per user).
+    #[serde(default)]
+    users: HashMap<String, Vec<f32>>,
 }
 
 #[derive(Deserialize)]
@@ -380,23 +410,40 @@ impl Model {
                 }
                 Scorer::Projected {
                     cosine: false,
+                    users: Users::None,
                     w_t,
                     d,
                     h,
                     b: vec![0.0; k],
                 }
             }
-            "graph" => {
+            "graph" | "personalized" | "gmt" => {
                 needs_features(&featurizer)?;
                 let p: GraphParams = parse(&files, "params.json")?;
                 let (w_t, d) = transposed(&p.w, dim)?;
+                let strategy = manifest.strategy.as_str();
                 if p.h.len() != k || p.h.iter().any(|r| r.len() != d) || p.b.len() != k {
                     return Err(invalid(format!(
-                        "graph: H must be {k} x {d} and b {k} long"
+                        "{strategy}: H must be {k} x {d} and b {k} long"
+                    )));
+                }
+                let (users, width) = match strategy {
+                    "personalized" => (Users::Bias(p.users), k),
+                    "gmt" => (Users::Latent(p.users), d),
+                    _ => (Users::None, 0),
+                };
+                let bad = match &users {
+                    Users::Bias(u) | Users::Latent(u) => u.iter().find(|(_, v)| v.len() != width),
+                    Users::None => None,
+                };
+                if let Some((user, _)) = bad {
+                    return Err(invalid(format!(
+                        "{strategy}: user `{user}` must have {width} values"
                     )));
                 }
                 Scorer::Projected {
                     cosine: false,
+                    users,
                     w_t,
                     d,
                     h: p.h.concat(),
@@ -416,6 +463,7 @@ impl Model {
                 }
                 Scorer::Projected {
                     cosine: true,
+                    users: Users::None,
                     w_t,
                     d,
                     h,
@@ -492,7 +540,12 @@ impl Model {
 
     /// One score per candidate (`None`: unscored) from the query's features (`e` is empty
     /// for query-independent strategies).
-    pub fn scores(&self, e: &[f32]) -> Result<Vec<Option<f32>>, LoadError> {
+    /// `user`: the request's end user, for the personalised strategies.
+    pub fn scores<'a>(
+        &'a self,
+        e: &[f32],
+        user: Option<&str>,
+    ) -> Result<Vec<Option<f32>>, LoadError> {
         let k = self.manifest.candidates.len();
         let dim = self.featurizer.dim();
         if e.len() != dim {
@@ -523,14 +576,9 @@ impl Model {
                         *s += x * c;
                     }
                 }
-                let mut order: Vec<usize> = (0..*rows).collect();
-                let by = |a: &usize, b: &usize| sims[*b].total_cmp(&sims[*a]).then(a.cmp(b));
-                if *nn < *rows {
-                    order.select_nth_unstable_by(*nn - 1, by);
-                }
                 let mut votes = vec![0f32; k];
-                for r in &order[..*nn] {
-                    votes[labels[*r]] += 1.0;
+                for r in nearest(&sims, *nn) {
+                    votes[labels[r]] += 1.0;
                 }
                 votes.iter().map(|v| Some(v / *nn as f32)).collect()
             }
@@ -551,6 +599,7 @@ impl Model {
             }
             Scorer::Projected {
                 cosine,
+                users,
                 w_t,
                 d,
                 h,
@@ -560,9 +609,26 @@ impl Model {
                 if *cosine {
                     super::featurize::normalise(&mut q);
                 }
+                let of = |u: &'a HashMap<String, Vec<f32>>| user.and_then(|id| u.get(id));
+                if let Some(shift) = match users {
+                    Users::Latent(u) => of(u),
+                    _ => None,
+                } {
+                    for (x, s) in q.iter_mut().zip(shift) {
+                        *x += s;
+                    }
+                }
+                let bias = match users {
+                    Users::Bias(u) => of(u),
+                    _ => None,
+                };
                 h.chunks_exact(*d)
                     .zip(b)
-                    .map(|(hm, bm)| Some(hm.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>() + bm))
+                    .enumerate()
+                    .map(|(m, (hm, bm))| {
+                        let s = hm.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>() + bm;
+                        Some(s + bias.map_or(0.0, |v| v[m]))
+                    })
                     .collect()
             }
             Scorer::Hybrid {
@@ -580,5 +646,19 @@ impl Model {
                 s
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest;
+
+    #[test]
+    fn nearest_rows_by_similarity_then_lower_row() {
+        let sims = [0.1, 0.9, 0.5, 0.9, 0.5, -1.0];
+        assert_eq!(nearest(&sims, 1), vec![1]);
+        assert_eq!(nearest(&sims, 3), vec![1, 3, 2]);
+        assert_eq!(nearest(&sims, 4), vec![1, 3, 2, 4]);
+        assert_eq!(nearest(&sims, 10), vec![1, 3, 2, 4, 0, 5]);
     }
 }

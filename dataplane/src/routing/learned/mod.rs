@@ -49,6 +49,8 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct Query {
     pub text: Arc<str>,
+    /// The request's end user (personalised strategies).
+    pub user: Option<String>,
     /// Features by featurizer (hashed: its dimension; encoder: its address).
     features: Mutex<Vec<(usize, Arc<[f32]>)>>,
     /// The candidate a router model named (`llmrouter-causallm`).
@@ -58,8 +60,14 @@ pub struct Query {
 
 impl Query {
     pub fn new(text: String) -> Self {
+        Self::for_user(text, None)
+    }
+
+    /// A query made for `user` (the request's end user).
+    pub fn for_user(text: String, user: Option<String>) -> Self {
         Self {
             text: text.into(),
+            user,
             features: Mutex::new(Vec::new()),
             choice: Mutex::new(None),
             decision: Mutex::new(None),
@@ -164,7 +172,7 @@ impl LearnedRouter {
             return None;
         }
         let features = query.features(&model.featurizer)?;
-        let scores = match model.scores(&features) {
+        let scores = match model.scores(&features, query.user.as_deref()) {
             Ok(s) => s,
             Err(e) => {
                 self.slot.scoring_failed(&e);
