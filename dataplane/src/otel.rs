@@ -84,6 +84,9 @@ impl Spans {
         if let Some(m) = &ctx.model {
             attrs.push(KeyValue::new("gen_ai.request.model", m.clone()));
         }
+        if let Some(u) = &ctx.end_user {
+            attrs.push(KeyValue::new("routeiq.end_user", u.clone()));
+        }
         match &ctx.routed {
             Some(r) => {
                 attrs.push(KeyValue::new("routeiq.route.strategy", r.strategy.clone()));
