@@ -3,7 +3,9 @@
 # into DIR/<strategy>/ (hashed n-gram features) and DIR/knn-minilm/ (the MiniLM encoder),
 # and writes beside each artifact the pipeline's own scores and choices for the fixed
 # parity queries (expected.json), which the Rust parity test and the end-to-end tests
-# compare against. Takes about 40 s.
+# compare against. The personalised strategies (DIR/personalized/, DIR/gmt/) are trained
+# with 3 simulated users (sim-0..sim-2) and their expected.json comes from
+# parity_users.json ({"query", "user"} objects; rows also carry "user"). Takes about 50 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -17,6 +19,15 @@ train --out "$out" --featurizer hashed-ngram
 train --out "$out/minilm" --featurizer minilm --strategies knn
 mv "$out/minilm/knn" "$out/knn-minilm"
 rm -rf "$out/minilm"
+train --out "$out/personal" --featurizer hashed-ngram --strategies personalized,gmt --simulate-users 3
+for s in personalized gmt; do
+  rm -rf "${out:?}/$s" && mv "$out/personal/$s" "$out/$s"
+done
+rm -rf "$out/personal"
 for dir in "$out"/*/; do
-  pipeline parity --artifact "$dir" --queries "$fixtures/parity_queries.json" --out "$dir/expected.json"
+  case "$(basename "$dir")" in
+    personalized | gmt) queries="$fixtures/parity_users.json" ;;
+    *) queries="$fixtures/parity_queries.json" ;;
+  esac
+  pipeline parity --artifact "$dir" --queries "$queries" --out "$dir/expected.json"
 done

@@ -24,8 +24,19 @@ pub enum RoutingStrategy {
 }
 
 /// The learned strategies served from routing-model artifacts (`llmrouter-<name>`).
-pub const LEARNED_STRATEGIES: [&str; 10] = [
-    "knn", "svm", "mlp", "mf", "elo", "hybrid", "graph", "routerdc", "smallest", "largest",
+pub const LEARNED_STRATEGIES: [&str; 12] = [
+    "knn",
+    "svm",
+    "mlp",
+    "mf",
+    "elo",
+    "hybrid",
+    "graph",
+    "routerdc",
+    "personalized",
+    "gmt",
+    "smallest",
+    "largest",
 ];
 
 impl RoutingStrategy {

@@ -146,7 +146,7 @@ def test_a_missing_artifact_routes_with_the_fallback_strategy(mock, gateway):
 
 def test_an_unserved_strategy_says_so_and_keeps_serving(mock, gateway):
     mock.faults()
-    g = gateway(config(mock, "gmt"))
+    g = gateway(config(mock, "bert"))
     assert g.chat("auto").status_code == 200
     assert "not served by this version" in status(g)["last_error"]
 
@@ -624,3 +624,33 @@ def test_router_r1_consults_candidates_in_turns(mock, gateway):
     assert r.headers["x-routeiq-router"] == "llmrouter-router-r1"
     assert r.headers["x-routeiq-router-candidate"] == names[5]
     assert requests_to(mock, names[5]) - before == 1
+
+
+@pytest.mark.parametrize("strategy", ["personalized", "gmt"])
+def test_personalised_routing_follows_the_end_user(mock, gateway, strategy):
+    """Artifacts trained with simulated users (scripts/train-fixture-artifacts.sh): the
+    body's `user` picks the user's terms; an unknown user gets the base scores."""
+    mock.faults()
+    dir = ARTIFACTS / strategy
+    g = gateway(config(mock, strategy, model_path=str(dir)))
+    wait_loaded(g)
+    names = candidates(dir)
+    rows = json.loads((dir / "expected.json").read_text())
+    checked = 0
+    for row in rows:
+        scores = sorted((s for s in row["scores"] if s is not None), reverse=True)
+        if len(scores) > 1 and scores[0] - scores[1] <= TOLERANCE:
+            continue
+        body = {"user": row["user"]} if row.get("user") else {}
+        r = g.chat("auto", content=row["query"], **body)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-routeiq-router-candidate"] == names[row["choice"]], row
+        checked += 1
+    assert checked >= 8
+    # The users' terms matter: without its user, some query is routed elsewhere.
+    moved = 0
+    for row in rows:
+        if row.get("user") and row["user"].startswith("sim-"):
+            base = g.chat("auto", content=row["query"]).headers["x-routeiq-router-candidate"]
+            moved += base != names[row["choice"]]
+    assert moved >= 1

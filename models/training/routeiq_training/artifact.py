@@ -16,7 +16,7 @@ import numpy as np
 from . import featurize
 from .choice import pick
 from .data import Candidate
-from .strategies import QUERY_INDEPENDENT, module
+from .strategies import PERSONALISED, QUERY_INDEPENDENT, module
 
 FORMAT = "routeiq-router/1"
 MANIFEST = "manifest.json"
@@ -37,7 +37,9 @@ class Router:
     manifest: dict
     candidates: list[Candidate]
     featurizer: Callable[[list[str]], np.ndarray] | None
-    score_features: Callable[[np.ndarray], np.ndarray]
+    # score_features(features, users=None): users, one id (or None) per row, only change
+    # the personalised strategies' scores
+    score_features: Callable[..., np.ndarray]
 
     @property
     def prices(self) -> np.ndarray:
@@ -48,12 +50,13 @@ class Router:
             return np.zeros((len(queries), 0), dtype=np.float32)
         return self.featurizer(queries)
 
-    def scores(self, queries: list[str]) -> np.ndarray:
+    def scores(self, queries: list[str], users: list[str | None] | None = None) -> np.ndarray:
         """[N, K] scores, NaN for unscored candidates."""
-        return self.score_features(self.features(queries))
+        return self.score_features(self.features(queries), users)
 
-    def choose(self, queries: list[str], cost_weight: float = 0.0) -> np.ndarray:
-        return pick(self.scores(queries), self.prices, cost_weight)
+    def choose(self, queries: list[str], cost_weight: float = 0.0,
+               users: list[str | None] | None = None) -> np.ndarray:
+        return pick(self.scores(queries, users), self.prices, cost_weight)
 
 
 def build_router(manifest: dict, files: dict[str, bytes], threads: int = 1) -> Router:
@@ -63,9 +66,15 @@ def build_router(manifest: dict, files: dict[str, bytes], threads: int = 1) -> R
     strategy = manifest["strategy"]
     params = json.loads(files[PARAMS]) if PARAMS in files else None
     score = module(strategy).scorer(params, files, manifest)
+    if strategy not in PERSONALISED:
+        score = _ignoring_users(score)
     featurizer = featurize.from_manifest(manifest["featurizer"], files, threads)
     candidates = [Candidate.from_json(c) for c in manifest["candidates"]]
     return Router(manifest, candidates, featurizer, score)
+
+
+def _ignoring_users(score: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    return lambda features, users=None: score(features)
 
 
 def read_files(directory: Path, manifest: dict) -> dict[str, bytes]:

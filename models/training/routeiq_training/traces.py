@@ -7,7 +7,8 @@ are averaged).
 
 Every `routeiq.route` span whose trace has feedback becomes one row:
 `{"query": routeiq.route.query, "model_name": routeiq.route.candidate,
-"performance": feedback score, "cost": routeiq.cost_usd, "latency": span seconds}`.
+"performance": feedback score, "cost": routeiq.cost_usd, "latency": span seconds}`, plus
+`"user": routeiq.end_user` when the request named its end user (personalised training).
 """
 
 import base64
@@ -22,6 +23,7 @@ ROUTE_SPAN = "routeiq.route"
 QUERY = "routeiq.route.query"
 CANDIDATE = "routeiq.route.candidate"
 COST = "routeiq.cost_usd"
+END_USER = "routeiq.end_user"
 _HEX_ID = re.compile(r"[0-9a-fA-F]{16,32}")
 
 
@@ -100,10 +102,13 @@ def records(spans: list[dict], feedback: dict[str, float]) -> tuple[list[dict], 
             raise ValueError(f"trace {span['trace_id']}: a {ROUTE_SPAN} span without "
                              f"{QUERY} or {CANDIDATE}")
         cost = attrs.get(COST)
-        rows.append({"query": attrs[QUERY], "model_name": attrs[CANDIDATE],
-                     "performance": feedback[span["trace_id"]],
-                     "cost": None if cost is None else float(cost),
-                     "latency": span["seconds"]})
+        row = {"query": attrs[QUERY], "model_name": attrs[CANDIDATE],
+               "performance": feedback[span["trace_id"]],
+               "cost": None if cost is None else float(cost),
+               "latency": span["seconds"]}
+        if attrs.get(END_USER):
+            row["user"] = attrs[END_USER]
+        rows.append(row)
     return rows, unrated
 
 

@@ -3,6 +3,9 @@
 Each artifact's held-out metrics are computed by a router built from the files just
 written (the same path `eval` and `parity` take), then the manifest is written last.
 A summary with the tuned hyperparameters goes to `<out>/training-report.json`.
+With `simulate_users` (`--simulate-users N`), every strategy trains and is evaluated on the
+simulated users' scores (`simulate.py`), and the manifests' metrics say so
+(`simulated_users`).
 """
 
 import json
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact, featurize
+from . import artifact, featurize, simulate
 from .data import heldout_mask, load_table
 from .metrics import baselines, evaluate, query_costs
 from .strategies import QUERY_INDEPENDENT, module
@@ -38,12 +41,15 @@ def flat_metrics(result: dict, notes: dict) -> dict:
 
 def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer_name: str,
         dim: int, seed: int, encoder: Path | None = None, tokenizer: Path | None = None,
-        threads: int = 1) -> tuple[dict, dict]:
+        threads: int = 1, simulate_users: int = 0) -> tuple[dict, dict]:
     """Returns the summary written to training-report.json and, per strategy, the
     in-memory `Trained` (tests compare it with the artifact)."""
     for s in strategies:
         module(s)  # unknown names fail before any work
     table = load_table(data, llm_data)
+    if simulate_users:
+        table = simulate.apply(table, simulate_users)
+        log(f"simulated users: {simulate.describe(simulate_users)}")
     held = heldout_mask(table.queries)
     train_table, held_table = table.subset(~held), table.subset(held)
     log(f"{len(table.queries)} queries, {len(table.candidates)} candidates: "
@@ -61,7 +67,7 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer
     held_costs = query_costs(held_table.queries, held_table.candidates)
     summary = {"featurizer": featurizer.manifest(), "training_data_sha256": table.source_sha256,
                "n_train": len(train_table.queries), "n_heldout": len(held_table.queries),
-               "strategies": {}}
+               "simulated_users": simulate_users, "strategies": {}}
     in_memory = {}
     for strategy in strategies:
         started = time.monotonic()
@@ -70,7 +76,7 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer
             else train_features
         trained = module(strategy).train(TrainSet(
             strategy, features, train_table.scores, train_table.queries,
-            train_table.candidates, seed, train_table.cluster_ids))
+            train_table.candidates, seed, train_table.cluster_ids, train_table.users))
         in_memory[strategy] = trained
 
         files = dict(trained.files)
@@ -88,8 +94,11 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer
                                        threads)
         eval_features = np.zeros((len(held_table.queries), 0), np.float32) if independent \
             else held_features
-        result = evaluate(router.score_features(eval_features), held_table, base)
+        result = evaluate(router.score_features(eval_features, held_table.users), held_table,
+                          base)
         manifest["metrics"] = flat_metrics(result, trained.notes)
+        if simulate_users:
+            manifest["metrics"]["simulated_users"] = simulate_users
         extra = {}
         if strategy == "hybrid":
             extra["heldout_by_threshold"] = threshold_table(

@@ -69,3 +69,15 @@ def test_minilm_artifacts_reproduce_the_in_memory_models(minilm_artifacts):
         e = router.features(queries)
         np.testing.assert_allclose(router.score_features(e), in_memory[strategy].reference(e),
                                    atol=1e-4)
+
+
+def test_minilm_knn_rows_are_projected_to_the_tuned_width(minilm_artifacts):
+    out, _ = minilm_artifacts
+    params = json.loads((out / "knn" / "params.json").read_text())
+    width = len(params["projection"]) if "projection" in params else 384
+    assert width in (32, 64, 128, 384)
+    if "projection" in params:
+        assert np.array(params["projection"]).shape == (width, 384)
+    rows = np.frombuffer((out / "knn" / "knn.f32").read_bytes(), "<f4")
+    rows = rows.reshape(len(params["labels"]), width).astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)

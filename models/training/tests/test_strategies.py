@@ -91,7 +91,8 @@ def test_file_layout_per_strategy(trained):
         assert files[s] == {"params.json"}
     assert files["smallest"] == files["largest"] == set()
     knn = json.loads((out / "knn" / "params.json").read_text())
-    assert (out / "knn" / "knn.f32").stat().st_size == len(knn["labels"]) * 1024 * 4
+    width = len(knn["projection"]) if "projection" in knn else 1024
+    assert (out / "knn" / "knn.f32").stat().st_size == len(knn["labels"]) * width * 4
     mf = json.loads((out / "mf" / "params.json").read_text())
     assert np.array(mf["W"]).shape == (64, 1024) and np.array(mf["P"]).shape == (9, 64)
     graph = json.loads((out / "graph" / "params.json").read_text())

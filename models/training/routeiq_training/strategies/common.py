@@ -18,6 +18,7 @@ class TrainSet:
     candidates: list[Candidate]
     seed: int = 0
     cluster_ids: np.ndarray | None = None  # [n] query clusters, when the data has them
+    users: np.ndarray | None = None  # [n] user id (str) or None per row, when the data has them
 
     @property
     def prices(self) -> np.ndarray:
@@ -43,7 +44,9 @@ class Trained:
     params: dict | None = None  # params.json
     files: dict[str, bytes] = field(default_factory=dict)  # other files (knn.f32, model.onnx)
     score_columns: list[int] | None = None  # ONNX strategies
-    reference: Callable[[np.ndarray], np.ndarray] | None = None  # the in-memory model
+    # the in-memory model: reference(features), or reference(features, users) for the
+    # personalised strategies
+    reference: Callable[..., np.ndarray] | None = None
     notes: dict = field(default_factory=dict)  # tuned hyperparameters, for the manifest
 
 

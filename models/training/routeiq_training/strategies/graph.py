@@ -76,7 +76,9 @@ def _init(dim: int, n_candidates: int, seed: int) -> adam.Params:
             "b": np.zeros(n_candidates)}
 
 
-def train(ts: TrainSet) -> Trained:
+def fit_model(ts: TrainSet) -> tuple[adam.Params, np.ndarray, int, dict[int, float]]:
+    """The fitted parameters, the LLM states H, the tuned number of steps and the inner
+    quality per number of steps (also the base model of `personalized` and `gmt`)."""
     dim, n_candidates = ts.features.shape[1], len(ts.candidates)
     fit, validate = ts.inner_split()
     fit_messages = llm_messages(ts.features[fit], ts.scores[fit])
@@ -93,7 +95,11 @@ def train(ts: TrainSet) -> Trained:
     messages = llm_messages(ts.features, ts.scores)
     p = adam.run(_init(dim, n_candidates, ts.seed),
                  _gradients(ts.features, ts.scores, messages), steps, LR)
-    h = node_states(p, messages)
+    return p, node_states(p, messages), steps, quality
+
+
+def train(ts: TrainSet) -> Trained:
+    p, h, steps, quality = fit_model(ts)
     return Trained(
         params={"W": f32(p["W"]), "H": f32(h), "b": f32(p["b"])},
         reference=lambda features: scores_from_states(p["W"], h, p["b"], features),
