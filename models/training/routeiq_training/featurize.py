@@ -4,7 +4,10 @@ computes the same vectors in Rust).
 - `hashed-ngram` v1: words, word bigrams and character trigrams of the lower-cased UTF-8
   bytes, hashed with 64-bit FNV-1a into signed buckets, then L2-normalised.
 - `minilm` v1: all-MiniLM-L6-v2 (int8 ONNX), one query at a time (no padding),
-  truncation at 256 tokens, mean over all tokens, L2-normalised.
+  truncation at 256 tokens, mean over all tokens, L2-normalised. With `layers` < 6 the
+  ONNX graph is cut after that many transformer layers (`truncate_encoder`); the cut
+  graph is what the artifact carries as `encoder.onnx`, so the data plane needs nothing
+  else.
 """
 
 import re
@@ -22,6 +25,7 @@ _WORD = re.compile(rb"[0-9A-Za-z\x80-\xff]+")
 
 MINILM_DIM = 384
 MINILM_MAX_TOKENS = 256
+MINILM_LAYERS = 6
 
 
 @lru_cache(maxsize=1 << 20)
@@ -81,7 +85,8 @@ class MiniLm:
     one pads to 128): they are overridden here, as the contract says."""
 
     def __init__(self, encoder_bytes: bytes, tokenizer_bytes: bytes,
-                 max_tokens: int = MINILM_MAX_TOKENS, threads: int = 1):
+                 max_tokens: int = MINILM_MAX_TOKENS, threads: int = 1,
+                 layers: int | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -97,10 +102,14 @@ class MiniLm:
         self.session = ort.InferenceSession(encoder_bytes, options,
                                             providers=["CPUExecutionProvider"])
         self.dim = MINILM_DIM
+        self.layers = layers  # informational: the encoder bytes are already cut
 
     def manifest(self) -> dict:
-        return {"name": "minilm", "version": 1, "dim": MINILM_DIM,
+        spec = {"name": "minilm", "version": 1, "dim": MINILM_DIM,
                 "max_tokens": self.max_tokens, "quantized": True}
+        if self.layers is not None and self.layers != MINILM_LAYERS:
+            spec["layers"] = self.layers  # extra key: the data plane ignores it
+        return spec
 
     def files(self) -> dict[str, bytes]:
         return {"encoder.onnx": self.encoder_bytes, "tokenizer.json": self.tokenizer_bytes}
@@ -150,18 +159,97 @@ def read_from_zip(zip_path: Path, name: str) -> bytes:
         return z.read(name)
 
 
+_LAYER_OUTPUT = re.compile(r"encoder[./]layer[._](\d+)[./]output[./]LayerNorm")
+
+
+def _layer_outputs(graph) -> dict[int, str]:
+    """Transformer layer index -> the tensor its final LayerNorm writes. The layer is
+    recognised by the node's name (`/encoder/layer.3/output/LayerNorm/...`, older
+    exporters) or by its scale initializer's name (`inner.encoder.layer.3.output.
+    LayerNorm.weight`, the dynamo exporter, whose node names are `node_layer_norm_7`)."""
+    found = {}
+    for node in graph.node:
+        if node.op_type != "LayerNormalization":
+            continue
+        for name in [node.name] + list(node.input[1:2]):
+            match = _LAYER_OUTPUT.search(name)
+            if match:
+                found[int(match.group(1))] = node.output[0]
+                break
+    return found
+
+
+def encoder_layers(encoder_bytes: bytes) -> int:
+    """How many transformer layers an encoder graph has."""
+    import onnx
+
+    return len(_layer_outputs(onnx.load_from_string(encoder_bytes).graph))
+
+
+def truncate_encoder(encoder_bytes: bytes, layers: int) -> bytes:
+    """The encoder cut after its first `layers` transformer layers: same inputs, a single
+    output `last_hidden_state` ([batch, sequence, 384]) that is layer `layers - 1`'s
+    output; nodes, initializers and value infos no longer needed are dropped."""
+    import onnx
+
+    model = onnx.load_from_string(encoder_bytes)
+    graph = model.graph
+    outputs = _layer_outputs(graph)
+    if sorted(outputs) != list(range(len(outputs))) or not outputs:
+        raise ValueError(f"cannot find the encoder's layers (found {sorted(outputs)})")
+    if not 1 <= layers <= len(outputs):
+        raise ValueError(f"--encoder-layers must be in 1..{len(outputs)}, got {layers}")
+    if layers == len(outputs):
+        return encoder_bytes
+    (old_output,) = graph.output
+    target = outputs[layers - 1]
+
+    # keep the nodes the new output depends on (graph.node is topologically sorted)
+    needed, keep = {target}, []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+            for attr in node.attribute:  # subgraphs (If/Loop) read outer tensors
+                if attr.g.node:
+                    raise ValueError("encoders with subgraphs are not supported")
+    keep.reverse()
+    for node in keep:  # rename the cut tensor to the contract's output name
+        node.output[:] = [old_output.name if o == target else o for o in node.output]
+        node.input[:] = [old_output.name if i == target else i for i in node.input]
+    del graph.node[:]
+    graph.node.extend(keep)
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    value_info = [v for v in graph.value_info if v.name in needed and v.name != target]
+    del graph.value_info[:]
+    graph.value_info.extend(value_info)
+    for inp in graph.input:
+        if inp.name not in needed:
+            raise ValueError(f"input {inp.name!r} would be unused after the cut")
+    graph.output[0].CopyFrom(old_output)  # same name, type and shape
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def build(name: str, dim: int, encoder: Path | None = None, tokenizer: Path | None = None,
-          threads: int = 1):
+          threads: int = 1, layers: int = MINILM_LAYERS):
     """A featurizer for training. `encoder`/`tokenizer` override the installed minilm files
-    (`tokenizer` is a `tokenizer.json`, or a zip holding one)."""
+    (`tokenizer` is a `tokenizer.json`, or a zip holding one); `layers` < 6 cuts the
+    encoder after that many transformer layers (`truncate_encoder`)."""
+    if layers != MINILM_LAYERS and name != "minilm":
+        raise ValueError("--encoder-layers applies to the minilm featurizer only")
     if name == "hashed-ngram":
         return HashedNgram(dim)
     if name == "minilm":
         encoder_bytes = Path(encoder or default_encoder_path()).read_bytes()
+        if layers != MINILM_LAYERS:
+            encoder_bytes = truncate_encoder(encoder_bytes, layers)
         tokenizer_path = Path(tokenizer or default_model_zip())
         tokenizer_bytes = read_from_zip(tokenizer_path, "tokenizer.json") \
             if tokenizer_path.suffix == ".zip" else tokenizer_path.read_bytes()
-        return MiniLm(encoder_bytes, tokenizer_bytes, threads=threads)
+        return MiniLm(encoder_bytes, tokenizer_bytes, threads=threads, layers=layers)
     raise ValueError(f"unknown featurizer {name!r}: expected hashed-ngram or minilm")
 
 
@@ -173,5 +261,6 @@ def from_manifest(spec: dict | None, files: dict[str, bytes], threads: int = 1):
         return HashedNgram(int(spec["dim"]))
     if spec["name"] == "minilm" and spec["version"] == 1:
         return MiniLm(files["encoder.onnx"], files["tokenizer.json"],
-                      max_tokens=int(spec["max_tokens"]), threads=threads)
+                      max_tokens=int(spec["max_tokens"]), threads=threads,
+                      layers=spec.get("layers"))
     raise ValueError(f"unsupported featurizer {spec['name']!r} version {spec['version']}")

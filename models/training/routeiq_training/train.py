@@ -41,7 +41,8 @@ def flat_metrics(result: dict, notes: dict) -> dict:
 
 def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer_name: str,
         dim: int, seed: int, encoder: Path | None = None, tokenizer: Path | None = None,
-        threads: int = 1, simulate_users: int = 0) -> tuple[dict, dict]:
+        threads: int = 1, simulate_users: int = 0,
+        encoder_layers: int = featurize.MINILM_LAYERS) -> tuple[dict, dict]:
     """Returns the summary written to training-report.json and, per strategy, the
     in-memory `Trained` (tests compare it with the artifact)."""
     for s in strategies:
@@ -55,7 +56,8 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer
     log(f"{len(table.queries)} queries, {len(table.candidates)} candidates: "
         f"{len(train_table.queries)} for training, {len(held_table.queries)} held out")
 
-    featurizer = featurize.build(featurizer_name, dim, encoder, tokenizer, threads)
+    featurizer = featurize.build(featurizer_name, dim, encoder, tokenizer, threads,
+                                   encoder_layers)
     train_features = held_features = None
     if any(s not in QUERY_INDEPENDENT for s in strategies):
         started = time.monotonic()

@@ -81,3 +81,45 @@ def test_minilm_knn_rows_are_projected_to_the_tuned_width(minilm_artifacts):
     rows = np.frombuffer((out / "knn" / "knn.f32").read_bytes(), "<f4")
     rows = rows.reshape(len(params["labels"]), width).astype(np.float64)
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)
+
+
+def test_encoder_layers_cuts_the_graph_and_keeps_the_contract():
+    import onnx
+    import onnxruntime as ort
+
+    full = ENCODER.read_bytes()
+    assert featurize.encoder_layers(full) == 6
+    assert featurize.truncate_encoder(full, 6) == full
+    cut = featurize.truncate_encoder(full, 2)
+    full_model, cut_model = onnx.load_from_string(full), onnx.load_from_string(cut)
+    assert featurize.encoder_layers(cut) == 2
+    assert len(cut_model.graph.node) < len(full_model.graph.node)
+    assert len(cut_model.graph.initializer) < len(full_model.graph.initializer)
+    assert [i.name for i in cut_model.graph.input] == \
+        ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in cut_model.graph.output] == ["last_hidden_state"]
+    assert cut_model.graph.output[0] == full_model.graph.output[0]  # same type and shape
+    with pytest.raises(ValueError):
+        featurize.truncate_encoder(full, 7)
+    with pytest.raises(ValueError):
+        featurize.build("hashed-ngram", 64, layers=2)
+
+    # the cut output is the full graph's layer-1 output tensor
+    tap = featurize._layer_outputs(full_model.graph)[1]
+    full_model.graph.output.append(onnx.helper.make_tensor_value_info(tap, 1, None))
+    tapped = ort.InferenceSession(full_model.SerializeToString(),
+                                  providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(cut, providers=["CPUExecutionProvider"])
+    ids = np.array([[101, 7592, 2088, 102]])
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+              "token_type_ids": np.zeros_like(ids)}
+    (hidden,) = session.run(None, inputs)
+    assert hidden.shape == (1, 4, 384)
+    np.testing.assert_array_equal(hidden, tapped.run([tap], inputs)[0])
+    full_hidden = tapped.run(["last_hidden_state"], inputs)[0]
+    assert not np.allclose(hidden, full_hidden)
+
+    enc = featurize.build("minilm", 0, layers=2)
+    assert enc.files()["encoder.onnx"] == cut
+    assert enc.manifest()["layers"] == 2
+    assert "layers" not in featurize.build("minilm", 0).manifest()

@@ -78,8 +78,9 @@ enum Scorer {
     Knn {
         k: usize,
         labels: Vec<usize>,
-        /// Training rows transposed: one run of `rows` values per dimension, so a sparse
-        /// query reads only the runs of its non-zero features.
+        /// Without a projection, the training rows transposed (one run of `rows` values
+        /// per dimension, so a sparse query reads only its non-zero runs); with one, the
+        /// projected rows as they are (`rows` runs of `p`).
         columns: Vec<f32>,
         rows: usize,
         /// `projection` (`p x dim`, stored transposed): rows and queries are compared
@@ -140,6 +141,24 @@ impl std::fmt::Debug for Model {
             .field("version", &self.manifest.version)
             .finish()
     }
+}
+
+/// `a . b` in eight lanes (so it vectorises), summed lane by lane at the end.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The `n` rows with the highest similarity (ties: the lower row), in one pass keeping a
@@ -359,12 +378,20 @@ impl Model {
                         p.k
                     )));
                 }
-                let mut columns = vec![0f32; rows * width];
-                for (r, row) in raw.chunks_exact(width * 4).enumerate() {
-                    for (i, x) in row.chunks_exact(4).enumerate() {
-                        columns[i * rows + r] = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                let values = raw
+                    .chunks_exact(4)
+                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+                // Projected rows are dense: kept row by row for dot products. Sparse
+                // (hashed) rows are transposed so a query reads only its non-zero runs.
+                let columns = if projection.is_some() {
+                    values.collect()
+                } else {
+                    let mut columns = vec![0f32; rows * width];
+                    for (j, v) in values.enumerate() {
+                        columns[(j % width) * rows + j / width] = v;
                     }
-                }
+                    columns
+                };
                 Scorer::Knn {
                     k: p.k.min(rows),
                     labels: p.labels,
@@ -563,19 +590,23 @@ impl Model {
                 rows,
                 projection,
             } => {
-                let projected = projection.as_ref().map(|(p_t, d)| {
-                    let mut q = project(p_t, *d, e);
-                    super::featurize::normalise(&mut q);
-                    q
-                });
-                let q = projected.as_deref().unwrap_or(e);
-                let mut sims = vec![0f32; *rows];
-                for (i, x) in q.iter().enumerate().filter(|(_, x)| **x != 0.0) {
-                    let col = &columns[i * rows..(i + 1) * rows];
-                    for (s, c) in sims.iter_mut().zip(col) {
-                        *s += x * c;
+                let sims = match projection {
+                    Some((p_t, d)) => {
+                        let mut q = project(p_t, *d, e);
+                        super::featurize::normalise(&mut q);
+                        columns.chunks_exact(*d).map(|row| dot(row, &q)).collect()
                     }
-                }
+                    None => {
+                        let mut sims = vec![0f32; *rows];
+                        for (i, x) in e.iter().enumerate().filter(|(_, x)| **x != 0.0) {
+                            let col = &columns[i * rows..(i + 1) * rows];
+                            for (s, c) in sims.iter_mut().zip(col) {
+                                *s += x * c;
+                            }
+                        }
+                        sims
+                    }
+                };
                 let mut votes = vec![0f32; k];
                 for r in nearest(&sims, *nn) {
                     votes[labels[r]] += 1.0;
@@ -651,7 +682,16 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use super::nearest;
+    use super::{dot, nearest};
+
+    #[test]
+    fn dot_products_in_lanes() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-4);
+        assert_eq!(dot(&[], &[]), 0.0);
+    }
 
     #[test]
     fn nearest_rows_by_similarity_then_lower_row() {
