@@ -20,6 +20,7 @@ def knn_artifact(request, fixture_paths, tmp_path_factory):
     choices = {"tuned": knn.P_CHOICES, "p64": (64,), "none": (None,)}[request.param]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(knn, "P_CHOICES", choices)
+        mp.setattr(knn, "MAX_P", 64)
         summary, _ = train.run(*fixture_paths, out, ["knn"], "hashed-ngram", 1024, seed=0)
     table = load_table(*fixture_paths)
     held = heldout_mask(table.queries)
