@@ -250,12 +250,26 @@ impl RouterSettings {
         self.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_TIME)
     }
 
+    /// `routing_strategy_args[key]` when it is a finite number.
+    pub fn arg_number(&self, key: &str) -> Option<f64> {
+        self.routing_strategy_args
+            .get(key)
+            .and_then(serde_json::Value::as_f64)
+            .filter(|v| v.is_finite())
+    }
+
+    /// `routing_strategy_args[key]` when it is a non-empty string.
+    pub fn arg_text(&self, key: &str) -> Option<&str> {
+        self.routing_strategy_args
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
     /// `lowest_latency_buffer` from `routing_strategy_args` (0 when absent).
     pub fn lowest_latency_buffer(&self) -> f64 {
-        self.routing_strategy_args
-            .get("lowest_latency_buffer")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|b| b.is_finite() && *b >= 0.0)
+        self.arg_number("lowest_latency_buffer")
+            .filter(|b| *b >= 0.0)
             .unwrap_or(0.0)
     }
 
@@ -263,10 +277,8 @@ impl RouterSettings {
     /// `routing_strategy_args.ttl` (seconds, LiteLLM's key), default an hour. Older, a
     /// deployment counts as unmeasured and is measured again.
     pub fn latency_ttl(&self) -> Duration {
-        self.routing_strategy_args
-            .get("ttl")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|t| t.is_finite() && *t > 0.0 && *t <= MAX_SECS)
+        self.arg_number("ttl")
+            .filter(|t| *t > 0.0 && *t <= MAX_SECS)
             .map_or(Duration::from_secs(3600), Duration::from_secs_f64)
     }
 

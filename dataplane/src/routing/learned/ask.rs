@@ -121,7 +121,6 @@ impl LlmAsked {
         deployments: &[Arc<CompiledDeployment>],
         fallback: Box<dyn Router>,
     ) -> Self {
-        let args = &settings.routing_strategy_args;
         let names = super::candidate_names(deployments);
         let descriptions = descriptions(settings);
         let mut candidates: Vec<String> = names.iter().map(|n| n[1].clone()).collect();
@@ -142,17 +141,15 @@ impl LlmAsked {
         }
         let mut by_length = candidates;
         by_length.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        let timeout = args
-            .get("router_timeout")
-            .and_then(Value::as_f64)
-            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 600.0)
+        let timeout = settings
+            .arg_number("router_timeout")
+            .filter(|s| *s > 0.0 && *s <= 600.0)
             .unwrap_or(DEFAULT_TIMEOUT_SECS);
         Self {
             ask: Arc::new(Ask {
                 strategy: strategy.to_owned(),
-                router_model: args
-                    .get("router_model")
-                    .and_then(Value::as_str)
+                router_model: settings
+                    .arg_text("router_model")
                     .unwrap_or_default()
                     .to_owned(),
                 timeout: Duration::from_secs_f64(timeout),

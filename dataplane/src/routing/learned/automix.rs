@@ -39,18 +39,8 @@ pub struct Cascade {
 
 impl Cascade {
     fn of(settings: &RouterSettings) -> Self {
-        let args = &settings.routing_strategy_args;
-        let text = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let num = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_f64)
-                .filter(|v| v.is_finite())
-        };
+        let text = |k: &str| settings.arg_text(k).unwrap_or_default().to_owned();
+        let num = |k: &str| settings.arg_number(k);
         Self {
             small: text("small_model"),
             large: text("large_model"),

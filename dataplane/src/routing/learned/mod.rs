@@ -149,10 +149,8 @@ impl LearnedRouter {
     ) -> Self {
         let names = candidate_names(deployments);
         let cost_weight = settings
-            .routing_strategy_args
-            .get("cost_weight")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|w| w.is_finite() && *w >= 0.0)
+            .arg_number("cost_weight")
+            .filter(|w| *w >= 0.0)
             .unwrap_or(0.0);
         Self {
             slot,

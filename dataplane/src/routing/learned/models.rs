@@ -61,11 +61,7 @@ impl Spec {
             return None;
         };
         let args = &settings.routing_strategy_args;
-        let text = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        };
+        let text = |k: &str| settings.arg_text(k);
         let name = strategy.trim_start_matches("llmrouter-");
         let source = if !LEARNED_STRATEGIES.contains(&name) {
             Source::None(format!(
@@ -97,10 +93,9 @@ impl Spec {
                     .into(),
             )
         };
-        let reload = args
-            .get("reload_interval")
-            .and_then(Value::as_f64)
-            .filter(|s| s.is_finite() && *s >= 0.1 && *s <= 86_400.0)
+        let reload = settings
+            .arg_number("reload_interval")
+            .filter(|s| *s >= 0.1 && *s <= 86_400.0)
             .unwrap_or(DEFAULT_RELOAD_SECS);
         Some(Self {
             strategy: strategy.clone(),

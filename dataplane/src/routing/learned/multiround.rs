@@ -178,12 +178,7 @@ impl MultiRoundRouter {
         models: &Arc<super::Models>,
         fallback: Box<dyn Router>,
     ) -> Self {
-        let args = &settings.routing_strategy_args;
-        let num = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_f64)
-                .filter(|v| v.is_finite())
-        };
+        let num = |k: &str| settings.arg_number(k);
         let sub_router: Box<dyn Router> = match mode {
             Mode::Knn => {
                 let knn = RouterSettings {
@@ -232,9 +227,8 @@ impl MultiRoundRouter {
             rounds: Arc::new(MultiRound {
                 mode,
                 strategy,
-                router_model: args
-                    .get("router_model")
-                    .and_then(Value::as_str)
+                router_model: settings
+                    .arg_text("router_model")
                     .unwrap_or_default()
                     .to_owned(),
                 max_subqueries: num("max_subqueries").map_or(3, |n| n.clamp(1.0, 8.0) as usize),
