@@ -13,12 +13,8 @@ use crate::error::ApiError;
 use crate::providers::{self, Operation};
 use crate::routing::failover::Failover;
 use crate::routing::learned::automix::Cascade;
+use crate::routing::learned::is_candidate;
 use crate::state::{App, CompiledDeployment, LiveState};
-
-fn named(d: &CompiledDeployment, name: &str) -> bool {
-    let m = &d.deployment.upstream_model;
-    !name.is_empty() && (m == name || m.rsplit('/').next() == Some(name))
-}
 
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -37,7 +33,7 @@ pub async fn run(
     let Reply::Full(draft) = &served.reply else {
         return Ok(served);
     };
-    if !named(small, &cascade.small) {
+    if !is_candidate(small, &cascade.small) {
         return Ok(served);
     }
     let format = providers::get(small.deployment.provider).chat_format();
@@ -65,7 +61,7 @@ pub async fn run(
     let large = live.group(&small.deployment.model_name).and_then(|g| {
         g.deployments
             .iter()
-            .find(|d| named(d, &cascade.large))
+            .find(|d| is_candidate(d, &cascade.large))
             .cloned()
     });
     let Some(large) = large.filter(|_| confidence < cascade.threshold) else {

@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use super::attempt;
 use super::internal;
 use crate::context::RequestCtx;
-use crate::routing::learned::multiround::{cut, Mode, MultiRound};
+use crate::routing::learned::multiround::{Mode, MultiRound, MAX_TEXT_BYTES};
 use crate::routing::learned::Query;
+use crate::routing::learned::{cut, is_candidate};
 use crate::routing::RouteRequest;
 use crate::state::{App, CompiledDeployment, LiveState};
 
@@ -116,7 +117,7 @@ async fn r1(
 ) -> (Vec<Value>, Vec<String>) {
     let mut messages = vec![
         MultiRound::message("system", mr.r1_system()),
-        MultiRound::message("user", cut(question)),
+        MultiRound::message("user", cut(question, MAX_TEXT_BYTES)),
     ];
     let mut consulted = Vec::new();
     for _ in 0..mr.max_rounds {
@@ -130,10 +131,7 @@ async fn r1(
         let d = live.group(model).and_then(|g| {
             g.deployments
                 .iter()
-                .find(|d| {
-                    let m = &d.deployment.upstream_model;
-                    *m == name || m.rsplit('/').next() == Some(name.as_str())
-                })
+                .find(|d| is_candidate(d, &name))
                 .cloned()
         });
         let info = match d {
@@ -149,7 +147,7 @@ async fn r1(
         };
         messages.push(MultiRound::message(
             "user",
-            format!("<information>{}</information>", cut(&info)),
+            format!("<information>{}</information>", cut(&info, MAX_TEXT_BYTES)),
         ));
     }
     messages.push(MultiRound::message(

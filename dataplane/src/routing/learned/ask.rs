@@ -37,15 +37,11 @@ pub struct Ask {
 impl Ask {
     /// The request to send (OpenAI chat shape) for `query`.
     pub fn body(&self, query: &str) -> Value {
-        let mut end = query.len().min(MAX_QUERY_BYTES);
-        while !query.is_char_boundary(end) {
-            end -= 1;
-        }
         json!({
             "model": self.router_model,
             "messages": [
                 {"role": "system", "content": self.system},
-                {"role": "user", "content": &query[..end]},
+                {"role": "user", "content": super::cut(query, MAX_QUERY_BYTES)},
             ],
             "max_tokens": 32,
             "temperature": 0,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use routeiq_proto::RouterSettings;
 use serde_json::{json, Value};
 
-use super::{candidate_names, Decision};
+use super::{candidate_names, cut, Decision};
 use crate::routing::{RouteRequest, Router};
 use crate::state::CompiledDeployment;
 
@@ -62,7 +62,7 @@ impl Cascade {
                 {"role": "system", "content": "You check answers. Given a question and a proposed answer, reply Yes if the answer is correct and complete, otherwise No. Reply with one word."},
                 {"role": "user", "content": format!(
                     "Question: {}\n\nProposed answer: {}\n\nIs the proposed answer correct?",
-                    cut(question), cut(answer)
+                    cut(question, MAX_VERIFY_BYTES), cut(answer, MAX_VERIFY_BYTES)
                 )},
             ],
             "max_tokens": 4,
@@ -77,14 +77,6 @@ impl Cascade {
             .get(..3)
             .is_some_and(|w| w.eq_ignore_ascii_case("yes"))
     }
-}
-
-fn cut(s: &str) -> &str {
-    let mut end = s.len().min(MAX_VERIFY_BYTES);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The router of `llmrouter-automix` groups.

@@ -237,17 +237,35 @@ impl Router for LearnedRouter {
     }
 }
 
-/// Per deployment, the names it may have among a router's candidates: its upstream model
-/// id, and that id's last `/` segment.
+/// The names a deployment may have among a router's candidates: its upstream model id,
+/// and that id's last `/` segment.
+fn names_of(d: &CompiledDeployment) -> [&str; 2] {
+    let m = d.deployment.upstream_model.as_str();
+    [m, m.rsplit('/').next().unwrap_or(m)]
+}
+
+/// Per deployment, its names among a router's candidates ([`names_of`]), precomputed for
+/// the routers' picks.
 pub(crate) fn candidate_names(deployments: &[Arc<CompiledDeployment>]) -> Vec<[String; 2]> {
     deployments
         .iter()
-        .map(|d| {
-            let m = &d.deployment.upstream_model;
-            let last = m.rsplit('/').next().unwrap_or(m);
-            [m.clone(), last.to_owned()]
-        })
+        .map(|d| names_of(d).map(str::to_owned))
         .collect()
+}
+
+/// Whether `d` is the candidate called `name`.
+pub fn is_candidate(d: &CompiledDeployment, name: &str) -> bool {
+    !name.is_empty() && names_of(d).contains(&name)
+}
+
+/// At most the first `max` bytes of `s`, cut on a character boundary (texts passed to
+/// router and verifier models).
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Computes the query's embedding for `encoder` (on the blocking pool) unless it has it.

@@ -20,12 +20,12 @@ use std::time::Duration;
 use routeiq_proto::{RouterSettings, RoutingStrategy};
 use serde_json::{json, Value};
 
-use super::{candidate_names, Decision};
+use super::{candidate_names, cut, Decision};
 use crate::routing::{RouteRequest, Router};
 use crate::state::CompiledDeployment;
 
 /// Bytes of a question or answer passed between rounds.
-const MAX_TEXT_BYTES: usize = 6000;
+pub const MAX_TEXT_BYTES: usize = 6000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -43,14 +43,6 @@ impl Mode {
             _ => None,
         }
     }
-}
-
-pub fn cut(s: &str) -> &str {
-    let mut end = s.len().min(MAX_TEXT_BYTES);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A multi-round strategy's settings and sub-question router.
@@ -85,7 +77,7 @@ impl MultiRound {
                     "Split the user's question into at most {} self-contained sub-questions that together answer it. Write one sub-question per line, with no numbering and nothing else. If the question needs no splitting, write it back as one line.",
                     self.max_subqueries
                 )),
-                Self::message("user", cut(question)),
+                Self::message("user", cut(question, MAX_TEXT_BYTES)),
             ],
             "temperature": 0,
         })
@@ -107,7 +99,7 @@ impl MultiRound {
             .take(self.max_subqueries)
             .collect();
         if subs.is_empty() {
-            vec![cut(question).to_owned()]
+            vec![cut(question, MAX_TEXT_BYTES).to_owned()]
         } else {
             subs
         }
@@ -123,12 +115,12 @@ impl MultiRound {
         for (sub, model, answer) in answers {
             notes.push_str(&format!(
                 "Sub-question: {sub}\nAnswer from {model}: {}\n\n",
-                cut(answer)
+                cut(answer, MAX_TEXT_BYTES)
             ));
         }
         vec![
             Self::message("system", "Answer the user's question. Notes gathered from other models follow; use what is correct in them."),
-            Self::message("user", format!("{}\n\nNotes:\n{notes}", cut(question))),
+            Self::message("user", format!("{}\n\nNotes:\n{notes}", cut(question, MAX_TEXT_BYTES))),
         ]
     }
 
