@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from gradients import numeric_gradient
 
 from conftest import FIXTURES
 from routeiq_training import artifact, evaluation, parity, simulate, train
@@ -16,19 +17,6 @@ from routeiq_training.strategies.common import TrainSet
 
 PERSONAL = ["personalized", "gmt"]
 DIM = 256
-
-
-def _numeric_gradient(loss, values: np.ndarray, eps=1e-6) -> np.ndarray:
-    grad = np.zeros_like(values)
-    for idx in np.ndindex(values.shape):
-        old = values[idx]
-        values[idx] = old + eps
-        up = loss()
-        values[idx] = old - eps
-        down = loss()
-        values[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +55,7 @@ def test_user_gradients_match_finite_differences(strategy):
 
     value, grad = personal.loss_and_gradients(strategy, theta, base, targets, rows, h, 0.7)
     assert value > 0
-    np.testing.assert_allclose(grad, _numeric_gradient(loss, theta), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(grad, numeric_gradient(loss, theta), rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("strategy", PERSONAL)

@@ -3,24 +3,12 @@ it draws, and training without query clusters."""
 
 import numpy as np
 import pytest
+from gradients import numeric_gradient
 
 from routeiq_training import featurize
 from routeiq_training.data import load_table
 from routeiq_training.strategies import routerdc
 from routeiq_training.strategies.common import TrainSet
-
-
-def _numeric_gradient(loss, values: np.ndarray, eps=1e-6) -> np.ndarray:
-    grad = np.zeros_like(values)
-    for idx in np.ndindex(values.shape):
-        old = values[idx]
-        values[idx] = old + eps
-        up = loss()
-        values[idx] = old - eps
-        down = loss()
-        values[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("with_clusters", [False, True])
@@ -41,7 +29,7 @@ def test_gradients_match_finite_differences(with_clusters):
     value, grads = routerdc.loss_and_gradients(p, features, pairs, 0.3, partners)
     assert value > 0
     for key in ("W", "H"):
-        numeric = _numeric_gradient(loss, p[key])
+        numeric = numeric_gradient(loss, p[key])
         np.testing.assert_allclose(grads[key], numeric, rtol=1e-5, atol=1e-8)
     if with_clusters:  # the sample-sample term is there and weighted
         no_clusters = routerdc.loss_and_gradients(p, features, pairs, 0.3)[0]
