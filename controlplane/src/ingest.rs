@@ -28,7 +28,7 @@ use sqlx::{PgPool, Row};
 use crate::changes;
 use crate::error::StoreError;
 use crate::keys::stored_hash;
-use crate::nats::Streams;
+use crate::nats::{reconnected, Reconnects, Streams};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,21 +54,37 @@ pub struct Status {
     pub rejected: AtomicU64,
 }
 
-/// Runs forever, starting over after any failure (unacked events are redelivered).
-pub async fn run(pool: PgPool, streams: Arc<Streams>, cfg: Config, status: Arc<Status>) {
+/// Runs forever, starting over after any failure (unacked events are redelivered), and at
+/// once when NATS reconnects (a restarted server has forgotten the pending pull).
+pub async fn run(
+    pool: PgPool,
+    streams: Arc<Streams>,
+    cfg: Config,
+    status: Arc<Status>,
+    mut reconnects: Reconnects,
+) {
     loop {
-        if let Err(e) = consume(&pool, &streams, &cfg, &status).await {
-            tracing::warn!(error = %format!("{e:#}"), "usage ingestion stopped; retrying");
+        reconnects.borrow_and_update();
+        match consume(&pool, &streams, &cfg, &status, &mut reconnects).await {
+            Ok(()) => tracing::info!("NATS reconnected; usage consumer started anew"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "usage ingestion stopped; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = reconnected(&mut reconnects) => {}
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
+/// Consumes until a failure, or `Ok` when NATS reconnects.
 async fn consume(
     pool: &PgPool,
     streams: &Streams,
     cfg: &Config,
     status: &Status,
+    reconnects: &mut Reconnects,
 ) -> anyhow::Result<()> {
     // Recreates the streams if NATS lost them (idempotent otherwise).
     crate::nats::ensure(streams.js.clone()).await?;
@@ -92,7 +108,11 @@ async fn consume(
         .messages()
         .await?;
     loop {
-        let Some(first) = messages.next().await else {
+        let first = tokio::select! {
+            first = messages.next() => first,
+            () = reconnected(reconnects) => return Ok(()),
+        };
+        let Some(first) = first else {
             anyhow::bail!("the usage consumer ended");
         };
         let mut batch = vec![first?];

@@ -111,7 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let client = args.nats.connect("routeiq-controlplane").await?;
+    let (client, reconnects) = args.nats.connect("routeiq-controlplane").await?;
     let streams = Arc::new(nats::ensure(async_nats::jetstream::new(client.clone())).await?);
     let pub_status = Arc::new(publisher::Status::default());
     let ingest_status = Arc::new(ingest::Status::default());
@@ -126,12 +126,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..publisher::Config::default()
         },
         Arc::clone(&pub_status),
+        reconnects.clone(),
     ));
     tokio::spawn(ingest::run(
         pool.clone(),
         Arc::clone(&streams),
         ingest::Config::default(),
         Arc::clone(&ingest_status),
+        reconnects,
     ));
     tokio::spawn(resets::run(
         pool.clone(),

@@ -23,7 +23,7 @@ use sqlx::{Connection, PgPool, Row};
 
 use crate::changes::NOTIFY_CHANNEL;
 use crate::crypto::SecretBox;
-use crate::nats::Streams;
+use crate::nats::{reconnected, Reconnects, Streams};
 use crate::snapshot;
 
 /// Advisory lock id of the publisher leader ("RIQP").
@@ -57,15 +57,19 @@ pub struct Status {
     pub snapshot_version: AtomicU64,
 }
 
-/// Runs forever: waits for leadership, publishes, and starts over after any failure.
+/// Runs forever: waits for leadership, publishes, and starts over after any failure: after
+/// a second, or at once when NATS reconnects (its loss of storage is found and repaired
+/// then, not at the next failure).
 pub async fn run(
     pool: PgPool,
     secrets: Arc<SecretBox>,
     streams: Arc<Streams>,
     cfg: Config,
     status: Arc<Status>,
+    mut reconnects: Reconnects,
 ) {
     loop {
+        reconnects.borrow_and_update();
         let mut p = Publisher {
             pool: pool.clone(),
             secrets: Arc::clone(&secrets),
@@ -76,11 +80,15 @@ pub async fn run(
             snapshot_at: Instant::now(),
             since_snapshot: 0,
         };
-        if let Err(e) = p.lead().await {
+        if let Err(e) = p.lead(&mut reconnects).await {
             tracing::warn!(error = %format!("{e:#}"), "snapshot publisher stopped; retrying");
+            status.leader.store(false, Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = reconnected(&mut reconnects) => {}
+            }
         }
         status.leader.store(false, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -96,7 +104,8 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn lead(&mut self) -> anyhow::Result<()> {
+    /// Leads until a failure, or `Ok` when NATS reconnects (to check the streams again).
+    async fn lead(&mut self, reconnects: &mut Reconnects) -> anyhow::Result<()> {
         // A connection of its own: the lock lives as long as it does.
         let mut lock = self.pool.acquire().await?.detach();
         loop {
@@ -126,6 +135,10 @@ impl Publisher {
                 self.write_snapshot().await?;
             }
             tokio::select! {
+                () = reconnected(reconnects) => {
+                    tracing::info!("NATS reconnected; checking the streams");
+                    return Ok(());
+                }
                 n = listener.recv() => { n?; }
                 _ = tick.tick() => {
                     // Still holding the lock? (A broken connection has lost it.)

@@ -5,7 +5,6 @@
 pub mod access;
 pub mod attached;
 pub mod auth;
-pub mod base64;
 pub mod budgets;
 pub mod clock;
 pub mod context;

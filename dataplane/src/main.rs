@@ -200,13 +200,14 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let client = match rt.block_on(args.nats.connect(url, &format!("routeiq-dataplane {id}"))) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("routeiq-dataplane: NATS: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (client, reconnects) =
+        match rt.block_on(args.nats.connect(url, &format!("routeiq-dataplane {id}"))) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("routeiq-dataplane: NATS: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
     let js = async_nats::jetstream::new(client.clone());
     tracing::info!(nats = url, dataplane_id = %id, "fetching the snapshot");
     let stored = rt.block_on(attached::snapshot::bootstrap(&js, &Default::default()));
@@ -231,6 +232,7 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
         js.clone(),
         Arc::clone(&app),
         stored.delta_seq,
+        reconnects,
     ));
     rt.spawn(attached::report::publish(js, events, id, Arc::clone(&app)));
     tracing::info!(listen = %args.listen, version, threads, "routeiq-dataplane serving (attached)");

@@ -43,6 +43,17 @@ pub struct CompiledDeployment {
     pub health: Arc<DeploymentHealth>,
 }
 
+impl CompiledDeployment {
+    /// How client-facing errors name the deployment: its id and model group, never its
+    /// address.
+    pub fn label(&self) -> String {
+        format!(
+            "deployment `{}` of model group `{}`",
+            self.deployment.id, self.deployment.model_name
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidSnapshot {
     #[error(transparent)]

@@ -2,6 +2,9 @@
 //!
 //! Connections are kept alive and reused per (address, TLS, SNI). Host names are resolved
 //! asynchronously and cached, so no DNS lookup blocks the reactor.
+//!
+//! Client-facing errors name the deployment (its id and model group, as the caller labels
+//! it), never the upstream's address: addresses go to the logs only.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,7 +53,7 @@ impl Default for Upstream {
 }
 
 impl Upstream {
-    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ApiError> {
+    async fn resolve(&self, host: &str, port: u16, who: &str) -> Result<SocketAddr, ApiError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }
@@ -67,10 +70,11 @@ impl Upstream {
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| {
+                tracing::warn!(host, who, "cannot resolve the upstream host");
                 ApiError::upstream(
                     502,
                     ErrorKind::Upstream,
-                    format!("cannot resolve upstream host `{host}`"),
+                    format!("{who}: cannot resolve its api_base host"),
                 )
             })?;
         if let Ok(mut cache) = self.dns.lock() {
@@ -79,19 +83,20 @@ impl Upstream {
         Ok(addr)
     }
 
-    /// Sends `req` and waits for the response header. `timeout` bounds the wait for the
-    /// header and every later read.
+    /// Sends `req` and waits for the response header. `reads`, when given, bounds the wait
+    /// for the header and every later body read (streams); without it the caller bounds the
+    /// whole exchange with one timer of its own. `who` names the deployment in errors.
     pub async fn send(
         self: &Arc<Self>,
         target: &Target,
         req: UpstreamRequest,
-        timeout: Duration,
+        reads: Option<Duration>,
+        who: String,
     ) -> Result<Exchange, ApiError> {
-        let addr = self.resolve(&target.host, target.port).await?;
+        let addr = self.resolve(&target.host, target.port, &who).await?;
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT.min(timeout));
-        peer.options.read_timeout = Some(timeout);
-        peer.options.write_timeout = Some(timeout);
+        peer.options.connection_timeout =
+            Some(reads.map_or(CONNECT_TIMEOUT, |t| CONNECT_TIMEOUT.min(t)));
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
 
         // A pooled connection first. Opening a new one (TCP, maybe TLS) is a large future, so
@@ -102,7 +107,7 @@ impl Upstream {
             None => {
                 Box::pin(self.connector.get_http_session(&peer))
                     .await
-                    .map_err(|e| connect_error(target, &e))?
+                    .map_err(|e| connect_error(target, &who, &e))?
                     .0
             }
         };
@@ -116,10 +121,15 @@ impl Upstream {
             session.finish_body().await?;
             session.read_response().await
         };
-        match tokio::time::timeout(timeout, io).await {
-            Err(_) => Err(timeout_error(target, timeout)),
-            Ok(Err(e)) => Err(io_error(target, &e, timeout)),
-            Ok(Ok(_)) => {
+        let io = match reads {
+            Some(t) => tokio::time::timeout(t, io)
+                .await
+                .map_err(|_| reads_timeout(target, &who, t))?,
+            None => io.await,
+        };
+        match io {
+            Err(e) => Err(io_error(target, &who, &e, reads)),
+            Ok(_) => {
                 let status = session
                     .resp_header()
                     .map(|h| h.status.as_u16())
@@ -136,8 +146,8 @@ impl Upstream {
                     peer,
                     upstream: Arc::clone(self),
                     target_label: target.authority.clone(),
-                    timeout,
-                    bound_reads: false,
+                    who,
+                    reads,
                 })
             }
         }
@@ -156,37 +166,44 @@ fn build_header(target: &Target, req: &UpstreamRequest) -> pingora::Result<Reque
     Ok(h)
 }
 
-fn connect_error(target: &Target, e: &pingora::Error) -> ApiError {
+fn connect_error(target: &Target, who: &str, e: &pingora::Error) -> ApiError {
+    tracing::warn!(upstream = %target.authority, who, error = %e, "cannot connect upstream");
+    if e.etype() == &pingora::ErrorType::ConnectTimedout {
+        return ApiError::timeout(format!(
+            "{who}: no connection within {:.1}s",
+            CONNECT_TIMEOUT.as_secs_f64()
+        ));
+    }
     ApiError::upstream(
         502,
         ErrorKind::Upstream,
-        format!(
-            "cannot connect to upstream {}: {}",
-            target.authority,
-            e.etype().as_str()
-        ),
+        format!("{who}: cannot connect ({})", e.etype().as_str()),
     )
 }
 
-fn timeout_error(target: &Target, timeout: Duration) -> ApiError {
+/// A stream's first bytes did not come within its `stream_timeout`.
+fn reads_timeout(target: &Target, who: &str, t: Duration) -> ApiError {
+    tracing::warn!(upstream = %target.authority, who, "upstream sent nothing in time");
     ApiError::timeout(format!(
-        "upstream {} did not answer within {:.1}s (litellm_params.timeout / router_settings.timeout)",
-        target.authority,
-        timeout.as_secs_f64()
+        "{who} sent nothing for {:.1}s (litellm_params.stream_timeout / router_settings.stream_timeout)",
+        t.as_secs_f64()
     ))
 }
 
-fn io_error(target: &Target, e: &pingora::Error, timeout: Duration) -> ApiError {
+fn io_error(target: &Target, who: &str, e: &pingora::Error, reads: Option<Duration>) -> ApiError {
     use pingora::ErrorType;
-    match e.etype() {
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {
-            timeout_error(target, timeout)
+    match (e.etype(), reads) {
+        (ErrorType::ReadTimedout | ErrorType::WriteTimedout, Some(t)) => {
+            reads_timeout(target, who, t)
         }
-        other => ApiError::upstream(
-            502,
-            ErrorKind::Upstream,
-            format!("upstream {} failed: {}", target.authority, other.as_str()),
-        ),
+        (other, _) => {
+            tracing::warn!(upstream = %target.authority, who, error = %e, "upstream request failed");
+            ApiError::upstream(
+                502,
+                ErrorKind::Upstream,
+                format!("{who} failed: {}", other.as_str()),
+            )
+        }
     }
 }
 
@@ -198,10 +215,12 @@ pub struct Exchange {
     session: Option<HttpSession>,
     peer: HttpPeer,
     upstream: Arc<Upstream>,
+    /// The upstream's address, for logs.
     target_label: String,
-    timeout: Duration,
-    /// Each body read is bounded by `timeout` (streams).
-    pub bound_reads: bool,
+    /// The deployment, for the client's errors.
+    who: String,
+    /// Bounds each body read (streams).
+    reads: Option<Duration>,
 }
 
 impl Exchange {
@@ -213,20 +232,15 @@ impl Exchange {
         // pingora's read timeout covers the response header, not body reads: a stream's
         // reads are bounded here (its `stream_timeout` between chunks); a whole body is
         // bounded by its caller, once.
-        let read = if self.bound_reads {
-            match tokio::time::timeout(self.timeout, session.read_body_bytes()).await {
+        let read = match self.reads {
+            Some(t) => match tokio::time::timeout(t, session.read_body_bytes()).await {
                 Ok(r) => r,
                 Err(_) => {
                     self.session = None;
-                    return Err(ApiError::timeout(format!(
-                        "upstream {} sent nothing for {:.1}s",
-                        self.target_label,
-                        self.timeout.as_secs_f64()
-                    )));
+                    return Err(self.silent(t));
                 }
-            }
-        } else {
-            session.read_body_bytes().await
+            },
+            None => session.read_body_bytes().await,
         };
         match read {
             Ok(Some(chunk)) => Ok(Some(chunk)),
@@ -241,24 +255,29 @@ impl Exchange {
             }
             Err(e) => {
                 self.session = None;
-                Err(match e.etype() {
-                    pingora::ErrorType::ReadTimedout => ApiError::timeout(format!(
-                        "upstream {} sent nothing for {:.1}s",
-                        self.target_label,
-                        self.timeout.as_secs_f64()
-                    )),
-                    other => ApiError::upstream(
-                        502,
-                        ErrorKind::Upstream,
-                        format!(
-                            "upstream {} broke off the response: {}",
-                            self.target_label,
-                            other.as_str()
-                        ),
-                    ),
+                Err(match (e.etype(), self.reads) {
+                    (pingora::ErrorType::ReadTimedout, Some(t)) => self.silent(t),
+                    (other, _) => {
+                        tracing::warn!(upstream = %self.target_label, who = %self.who, error = %e, "upstream broke off the response");
+                        ApiError::upstream(
+                            502,
+                            ErrorKind::Upstream,
+                            format!("{} broke off the response: {}", self.who, other.as_str()),
+                        )
+                    }
                 })
             }
         }
+    }
+
+    /// A stream went quiet for longer than its `stream_timeout`.
+    fn silent(&self, t: Duration) -> ApiError {
+        tracing::warn!(upstream = %self.target_label, who = %self.who, "upstream stream went quiet");
+        ApiError::timeout(format!(
+            "{} sent nothing for {:.1}s (litellm_params.stream_timeout / router_settings.stream_timeout)",
+            self.who,
+            t.as_secs_f64()
+        ))
     }
 
     /// The whole body, failing once it exceeds `limit` bytes.
@@ -269,10 +288,7 @@ impl Exchange {
                 return Err(ApiError::upstream(
                     502,
                     ErrorKind::Upstream,
-                    format!(
-                        "upstream {} sent a body over {limit} bytes",
-                        self.target_label
-                    ),
+                    format!("{} sent a body over {limit} bytes", self.who),
                 ));
             }
             buf.extend_from_slice(&chunk);

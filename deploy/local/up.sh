@@ -8,7 +8,9 @@
 #   deploy/local/up.sh status   what is running
 #
 # State lives in $ROUTEIQ_LOCAL (default ~/.cache/routeiq/local); ports: data plane 4000,
-# admin API 4001, control plane gRPC 50051 and health 4100, NATS 4222, PostgreSQL 55432.
+# admin API 4001, control plane gRPC 50051 and health 4100, NATS 4222, PostgreSQL 55432
+# (each overridable: ROUTEIQ_LOCAL_*_PORT, ROUTEIQ_LOCAL_LISTEN, ROUTEIQ_LOCAL_ADMIN_LISTEN).
+# ROUTEIQ_LOCAL_BIN_DIR runs binaries already built there instead of a release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
@@ -22,13 +24,26 @@ DP_LISTEN="${ROUTEIQ_LOCAL_LISTEN:-0.0.0.0:4000}"
 ADMIN_LISTEN="${ROUTEIQ_LOCAL_ADMIN_LISTEN:-0.0.0.0:4001}"
 CONFIG="${ROUTEIQ_LOCAL_CONFIG:-config/example.yaml}"
 
-running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+BIN="${ROUTEIQ_LOCAL_BIN_DIR:-$CARGO_TARGET_DIR/release}"
+
+# Whether service $1 runs: its recorded pid is alive (not a zombie: `kill -0` succeeds on
+# a process killed but not yet reaped) and still runs the program recorded with it (not a
+# reused pid).
+running() {
+  local pid state
+  pid="$(cat "$STATE/$1.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)"
+  case "$state" in Z|X|x|"") return 1 ;; esac
+  [ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" = "$(cat "$STATE/$1.cmd" 2>/dev/null)" ]
+}
 
 start_bg() { # name command...
   local name="$1"; shift
   if running "$name"; then return; fi
   "$@" >"$STATE/$name.log" 2>&1 &
   echo $! >"$STATE/$name.pid"
+  printf '%s' "$1" >"$STATE/$name.cmd"
 }
 
 wait_url() { # url what
@@ -43,7 +58,7 @@ down() {
       kill "$(cat "$STATE/$name.pid")"
       for _ in $(seq 100); do running "$name" || break; sleep 0.1; done
     fi
-    rm -f "$STATE/$name.pid"
+    rm -f "$STATE/$name.pid" "$STATE/$name.cmd"
   done
   stop_postgres "$STATE/pg"
   echo "stopped (state kept in $STATE)"
@@ -59,8 +74,10 @@ status() {
 up() {
   ensure_build_deps
   ensure_python_venv deploy/local/requirements.txt
-  step "cargo build --release (control plane, data plane)"
-  cargo build --release --locked -p routeiq-controlplane -p routeiq-dataplane -p routeiq-admin >&2
+  if [ -z "${ROUTEIQ_LOCAL_BIN_DIR:-}" ]; then
+    step "cargo build --release (control plane, data plane, admin API)"
+    cargo build --release --locked -p routeiq-controlplane -p routeiq-dataplane -p routeiq-admin >&2
+  fi
   mkdir -p "$STATE"
   chmod 755 "$STATE"
   [ -f "$STATE/salt_key" ] || { head -c 32 /dev/urandom | base64 >"$STATE/salt_key"; chmod 600 "$STATE/salt_key"; }
@@ -83,17 +100,17 @@ up() {
 
   step "routeiq-controlplane (gRPC $GRPC, health http://$CP_HTTP)"
   ROUTEIQ_SALT_KEY="$(cat "$STATE/salt_key")" start_bg controlplane \
-    "$CARGO_TARGET_DIR/release/routeiq-controlplane" --database-url "$db" --config "$CONFIG" \
+    "$BIN/routeiq-controlplane" --database-url "$db" --config "$CONFIG" \
     --nats "nats://127.0.0.1:$NATS_PORT" --grpc-listen "$GRPC" --http-listen "$CP_HTTP"
   wait_url "http://$CP_HTTP/health/readiness" "the control plane"
 
   step "routeiq-dataplane --nats (listening on $DP_LISTEN)"
-  start_bg dataplane "$CARGO_TARGET_DIR/release/routeiq-dataplane" \
+  start_bg dataplane "$BIN/routeiq-dataplane" \
     --nats "nats://127.0.0.1:$NATS_PORT" --listen "$DP_LISTEN" --dataplane-id local-1
   wait_url "http://127.0.0.1:${DP_LISTEN##*:}/health/readiness" "the data plane"
 
   step "routeiq-admin (listening on $ADMIN_LISTEN)"
-  start_bg admin "$CARGO_TARGET_DIR/release/routeiq-admin" \
+  start_bg admin "$BIN/routeiq-admin" \
     --listen "$ADMIN_LISTEN" --controlplane "http://$GRPC"
   wait_url "http://127.0.0.1:${ADMIN_LISTEN##*:}/health/readiness" "the admin API"
 

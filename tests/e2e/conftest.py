@@ -192,8 +192,8 @@ def make_stack(tmp_path, pb, request):
 
     stacks = []
 
-    def make(cp_args=()):
-        s = Stack(tmp_path, pb, cp_args)
+    def make(cp_args=(), start=True):
+        s = Stack(tmp_path, pb, cp_args, start=start)
         stacks.append(s)
         return s
 

@@ -92,3 +92,28 @@ def test_listen_env_var(tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+UNKNOWN_PROVIDER = """model_list:
+  - model_name: ok
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_key: sk-test
+  - model_name: claude-bedrock
+    litellm_params:
+      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      aws_region_name: us-east-1
+      api_key: sk-not-for-openai
+"""
+
+
+def test_unknown_provider_prefix_fails_the_check_naming_the_entry(tmp_path):
+    """A prefix the gateway does not speak is refused, never sent to OpenAI with the
+    deployment's key."""
+    cfg = tmp_path / "unknown.yaml"
+    cfg.write_text(UNKNOWN_PROVIDER)
+    r = run_binary("--config", str(cfg), "--check")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "model_list[1].litellm_params.model" in r.stderr, r.stderr
+    assert "unknown provider `bedrock`" in r.stderr, r.stderr
+    assert "sk-not-for-openai" not in r.stderr

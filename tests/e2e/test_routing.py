@@ -235,7 +235,8 @@ def test_when_everything_fails_one_error_names_every_attempt(mock, gateway):
     assert err["type"] == "overloaded_error"
     msg = err["message"]
     assert "all 4 attempts failed (2 retries, 1 fallbacks)" in msg, msg
-    assert "m (ex_a)" in msg and "backup (ex_b)" in msg and "mock fault 503 for ex_b" in msg
+    assert "deployment `ex_a` of model group `m`" in msg and "deployment `ex_b` of model group `backup`" in msg
+    assert "mock fault 503 for ex_b" in msg
 
 
 def test_bad_requests_are_neither_retried_nor_sent_elsewhere(mock, gateway):
@@ -352,22 +353,35 @@ def test_timeouts_give_504_and_stream_timeout_bounds_each_chunk(mock, gateway):
     g = gateway({"model_list": [deployment(mock, "slow", "to_slow", timeout=0.3),
                                 deployment(mock, "drip", "to_drip")],
                  "router_settings": {"num_retries": 0, "stream_timeout": 0.5}})
-    started = time.monotonic()
-    r = g.chat("slow")
-    assert r.status_code == 504
-    assert r.json()["error"]["type"] == "timeout_error"
-    assert "0.3s" in r.json()["error"]["message"]
-    assert time.monotonic() - started < 2
+    address = mock.url.removeprefix("http://")
+    # One timer per attempt: the same message every time, naming the deployment and its
+    # group, never the upstream's address.
+    messages = set()
+    for _ in range(8):
+        started = time.monotonic()
+        r = g.chat("slow")
+        assert r.status_code == 504
+        assert r.json()["error"]["type"] == "timeout_error"
+        assert time.monotonic() - started < 2
+        messages.add(r.json()["error"]["message"])
+    assert len(messages) == 1, messages
+    message = messages.pop()
+    assert message.startswith("deployment `") and "` of model group `slow` did not answer within 0.3s" in message, message
+    assert address not in message and "127.0.0.1" not in message, message
     # The first chunk comes at once; the next is 2 s away, past the 0.5 s stream_timeout.
     started = time.monotonic()
     r, events = stream_events(g, "drip")
     assert r.status_code == 200
     assert "error" in json.loads(events[-1])
     assert "timeout" in events[-1]
+    assert "of model group `drip` sent nothing for 0.5s" in events[-1] and address not in events[-1]
     assert time.monotonic() - started < 2
     # A stream whose first chunk is late is a 504 before anything was sent.
-    r, _ = stream_events(g, "slow")
+    r = httpx.post(f"{g.url}/v1/chat/completions", headers=AUTH, timeout=10,
+                   json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 504
+    message = r.json()["error"]["message"]
+    assert "of model group `slow` sent nothing for 0.5s" in message and address not in message, message
 
 
 def test_load_with_one_deployment_failing_half_the_time_shows_clients_no_errors(mock, gateway):

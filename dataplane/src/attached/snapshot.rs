@@ -10,6 +10,9 @@
 //!
 //! A delta that cannot be decoded or applied is refused, logged and counted, and handled
 //! like a gap; the last good state keeps serving throughout, also while NATS is down.
+//!
+//! The ordered consumer lives in the NATS server's memory: when the client reconnects (a
+//! server restart), the follower creates a new one from its position at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,7 @@ use routeiq_proto::wire::pb;
 use routeiq_proto::{subjects, Delta};
 use tokio::io::AsyncReadExt;
 
+use super::{reconnected, Reconnects};
 use crate::state::{App, Lasting, LiveState};
 
 /// A full snapshot as stored, with the stream position to continue from.
@@ -96,25 +100,37 @@ struct Position {
     created: Option<async_nats::datetime::DateTime>,
 }
 
+/// How long to wait before following again after a failure (NATS or JetStream not ready).
+const RETRY: Duration = Duration::from_millis(200);
+
 /// Follows the delta stream forever from `delta_seq + 1`.
-pub async fn follow(js: jetstream::Context, app: Arc<App>, delta_seq: u64) {
+pub async fn follow(
+    js: jetstream::Context,
+    app: Arc<App>,
+    delta_seq: u64,
+    mut reconnects: Reconnects,
+) {
     let mut pos = Position {
         seq: delta_seq,
         created: None,
     };
     loop {
-        if let Err(e) = follow_from(&js, &app, &mut pos).await {
+        if let Err(e) = follow_from(&js, &app, &mut pos, &mut reconnects).await {
             tracing::warn!(error = %format!("{e:#}"), delta_seq = pos.seq, "delta stream interrupted; resuming");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(RETRY).await;
         }
     }
 }
 
+/// Follows until a failure, a refetch, or a reconnect (`Ok`: follow again at once).
 async fn follow_from(
     js: &jetstream::Context,
     app: &Arc<App>,
     pos: &mut Position,
+    reconnects: &mut Reconnects,
 ) -> anyhow::Result<()> {
+    // A reconnect from here on means the consumer made below may be gone.
+    reconnects.borrow_and_update();
     let stream = js.get_stream(subjects::DELTA_STREAM).await?;
     let info = stream.get_info().await?;
     let end = info.state.last_sequence;
@@ -154,7 +170,17 @@ async fn follow_from(
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    while let Some(m) = messages.next().await {
+    loop {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            () = reconnected(reconnects) => {
+                tracing::info!(delta_seq = *delta_seq, "NATS reconnected; following the delta stream anew");
+                return Ok(());
+            }
+        };
+        let Some(m) = next else {
+            anyhow::bail!("the delta consumer ended");
+        };
         let m = m?;
         let seq = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
         match handle(app, &m.payload) {
@@ -167,7 +193,6 @@ async fn follow_from(
             }
         }
     }
-    anyhow::bail!("the delta consumer ended")
 }
 
 /// Applies one delta. `Err(v)`: the state must be replaced by a full snapshot newer than
@@ -255,6 +280,6 @@ async fn refetch(js: &jetstream::Context, app: &App, wanted: Wanted, delta_seq: 
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot fetch the full snapshot"),
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(5));
+        wait = (wait * 2).min(Duration::from_secs(1));
     }
 }

@@ -191,10 +191,7 @@ pub(super) async fn send(
             None => Err(ApiError::upstream(
                 502,
                 ErrorKind::Upstream,
-                format!(
-                    "deployment {} ended the stream before sending anything",
-                    d.deployment.id
-                ),
+                format!("{} ended the stream before sending anything", d.label()),
             )),
         };
     }
@@ -205,8 +202,8 @@ pub(super) async fn send(
     match tokio::time::timeout(d.timeout, call).await {
         Ok(r) => r.map(Reply::Full),
         Err(_) => Err(ApiError::timeout(format!(
-            "deployment {} did not answer within {:.1}s (litellm_params.timeout / router_settings.timeout)",
-            d.deployment.id,
+            "{} did not answer within {:.1}s (litellm_params.timeout / router_settings.timeout)",
+            d.label(),
             d.timeout.as_secs_f64()
         ))),
     }

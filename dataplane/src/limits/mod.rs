@@ -13,6 +13,12 @@
 //! every request, so a changed limit applies at once). Keys without limits cost nothing
 //! here. With Redis configured, RPM and TPM are shared by every data plane ([`shared`]);
 //! `max_parallel_requests` stays per data plane.
+//!
+//! Shared, each data plane holds the tokens Redis granted it for the minute and admits a
+//! request while its own tokens (used plus reserved) are below that grant, exactly as one
+//! data plane does against the limit alone. Redis never grants past the limit, so the data
+//! planes together admit at most the limit plus one request's tokens per data plane (and
+//! what requests use beyond their reservation).
 
 pub mod shared;
 
@@ -43,11 +49,11 @@ struct Window {
     /// This data plane's admitted requests, and tokens used plus reserved.
     requests: u64,
     tokens: u64,
-    /// Shared mode: what is left of this data plane's grants, tokens used beyond them (to
-    /// be added in Redis), and the minute's totals across data planes at the last grant.
+    /// Shared mode: the requests granted and not yet admitted, the tokens granted to this
+    /// data plane (compared with `tokens`), and the minute's grants across data planes at
+    /// the last grant.
     lease_requests: u64,
-    lease_tokens: u64,
-    debt: u64,
+    granted_tokens: u64,
     total_requests: u64,
     total_tokens: u64,
 }
@@ -85,8 +91,6 @@ pub struct Admission {
     counters: Arc<Counters>,
     minute: u64,
     reserved: u64,
-    /// Taken from a shared grant (unused tokens go back to it).
-    shared: bool,
     settled: bool,
     /// `x-ratelimit-*` headers for the response.
     pub headers: Vec<(&'static str, String)>,
@@ -133,7 +137,7 @@ impl Limiter {
             let w = *lock(&counters.window);
             Err(Refusal::Parallel(headers(key, &w, reset)))
         } else if key.rpm_limit.is_none() && key.tpm_limit.is_none() {
-            Ok((false, headers(key, &Window::default(), reset), minute))
+            Ok((headers(key, &Window::default(), reset), minute))
         } else {
             match self.shared.as_deref().filter(|s| s.usable()) {
                 Some(s) => {
@@ -147,13 +151,12 @@ impl Limiter {
             }
         };
         match outcome {
-            Ok((shared, headers, minute)) => {
+            Ok((headers, minute)) => {
                 slot.keep(); // the admission gives it back
                 Ok(Some(Admission {
                     counters,
                     minute,
                     reserved: reserve,
-                    shared,
                     settled: false,
                     headers,
                 }))
@@ -185,17 +188,12 @@ impl Limiter {
                     let mut w = lock(&counters.window);
                     if w.minute == minute {
                         w.lease_requests += g.requests;
-                        w.lease_tokens += g.tokens;
+                        w.granted_tokens += g.tokens;
                         w.total_requests = g.total_requests;
                         w.total_tokens = g.total_tokens;
                     }
                 }
                 Err(e) => {
-                    // A timed-out script may have run (and taken the debt): only a failure
-                    // that certainly did not reach Redis keeps the debt here.
-                    if !matches!(e, shared::SharedError::Timeout(_)) {
-                        lock(&counters.window).debt += ask.debt;
-                    }
                     s.failed(&e);
                     return admit_local(key, counters, minute, reserve, reset, s.dataplanes());
                 }
@@ -204,16 +202,18 @@ impl Limiter {
     }
 }
 
-/// Admitted: whether from a shared grant, the headers, and the window's minute.
-type Admitted = Result<(bool, Vec<(&'static str, String)>, u64), Refusal>;
+/// Admitted: the headers, and the window's minute.
+type Admitted = Result<(Vec<(&'static str, String)>, u64), Refusal>;
 
 enum Step {
     Done(Admitted),
     Ask(shared::Ask),
 }
 
-/// Shared mode, without waiting: admit from the grant if it covers the request (or if a
-/// new grant was already asked for: what is left decides), else say what to ask Redis.
+/// Shared mode, without waiting: admit while this data plane's tokens are below its grant
+/// and a granted request is left, asking Redis first when the grant does not cover the
+/// request. Once asked, what is left decides: a request admitted on a partial grant may
+/// end past it by its own tokens, as the last request below a local limit does.
 fn take_or_ask(
     key: &Holder<'_>,
     counters: &Counters,
@@ -224,28 +224,22 @@ fn take_or_ask(
 ) -> Step {
     let mut w = lock(&counters.window);
     w.roll(minute);
+    let left = w.granted_tokens.saturating_sub(w.tokens);
     let short_requests = key.rpm_limit.is_some() && w.lease_requests == 0;
-    // Owed tokens go to Redis before more are served from the grant.
-    let short_tokens = key.tpm_limit.is_some() && (w.lease_tokens < reserve || w.debt > 0);
+    let short_tokens = key.tpm_limit.is_some() && left < reserve;
     if asked || (!short_requests && !short_tokens) {
         if short_requests {
             return Step::Done(Err(Refusal::Requests(shared_headers(key, &w, reset))));
         }
-        if key.tpm_limit.is_some() && w.lease_tokens == 0 {
+        if key.tpm_limit.is_some() && left == 0 {
             return Step::Done(Err(Refusal::Tokens(shared_headers(key, &w, reset))));
         }
         if key.rpm_limit.is_some() {
             w.lease_requests -= 1;
         }
-        if key.tpm_limit.is_some() {
-            // Admitted below the limit: what the grant does not cover is owed.
-            let covered = reserve.min(w.lease_tokens);
-            w.lease_tokens -= covered;
-            w.debt += reserve - covered;
-        }
         w.requests += 1;
         w.tokens = w.tokens.saturating_add(reserve);
-        return Step::Done(Ok((true, shared_headers(key, &w, reset), w.minute)));
+        return Step::Done(Ok((shared_headers(key, &w, reset), w.minute)));
     }
     let chunk =
         |limit: Option<u64>, total: u64| limit.map_or(0, |l| (l.saturating_sub(total) / 8).max(1));
@@ -256,15 +250,12 @@ fn take_or_ask(
             0
         },
         tokens: if short_tokens {
-            reserve
-                .saturating_sub(w.lease_tokens)
-                .saturating_add(chunk(key.tpm_limit, w.total_tokens))
+            (reserve - left).saturating_add(chunk(key.tpm_limit, w.total_tokens))
         } else {
             0
         },
         rpm: key.rpm_limit,
         tpm: key.tpm_limit,
-        debt: std::mem::take(&mut w.debt),
     })
 }
 
@@ -366,19 +357,20 @@ fn admit_local(
     }
     w.requests += 1;
     w.tokens = w.tokens.saturating_add(reserve);
-    Ok((false, headers(key, &w, reset), w.minute))
+    Ok((headers(key, &w, reset), w.minute))
 }
 
 /// Shared mode's headers: what is left across data planes (as of the last grant) plus
 /// this data plane's unused grant.
 fn shared_headers(key: &Holder<'_>, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
+    let left = w.granted_tokens.saturating_sub(w.tokens);
     let view = Window {
         requests: key.rpm_limit.map_or(0, |l| {
             l.saturating_sub(w.lease_requests).min(w.total_requests)
         }),
         tokens: key
             .tpm_limit
-            .map_or(0, |l| l.saturating_sub(w.lease_tokens).min(w.total_tokens)),
+            .map_or(0, |l| l.saturating_sub(left).min(w.total_tokens)),
         ..*w
     };
     headers(key, &view, reset)
@@ -418,22 +410,8 @@ impl Admission {
         self.settled = true;
         let mut w = lock(&self.counters.window);
         if w.minute == self.minute {
+            // Shared too: what the request did not use is again below the grant.
             w.tokens = w.tokens.saturating_sub(self.reserved).saturating_add(used);
-            if self.shared {
-                // Unused tokens pay the debt, then go back to the grant; overuse comes out of
-                // the grant, and what it does not cover is owed to Redis.
-                if used <= self.reserved {
-                    let refund = self.reserved - used;
-                    let paid = refund.min(w.debt);
-                    w.debt -= paid;
-                    w.lease_tokens += refund - paid;
-                } else {
-                    let over = used - self.reserved;
-                    let covered = over.min(w.lease_tokens);
-                    w.lease_tokens -= covered;
-                    w.debt += over - covered;
-                }
-            }
         } else {
             // The window moved on: the usage counts in the new one.
             w.roll(crate::clock::minute().0);
@@ -546,5 +524,75 @@ mod tests {
         drop(a);
         assert!(admit(&l, &k, 1).is_ok());
         assert!(admit(&l, &key(None, None, None), 1).unwrap().is_none());
+    }
+
+    /// Redis's grant script, in-process, against `planes` data planes admitting and
+    /// settling requests in a random order: the tokens used never exceed the limit plus
+    /// one request per data plane (the documented bound), whatever the interleaving.
+    #[test]
+    fn shared_grants_bound_tokens_to_the_limit_plus_one_request_per_data_plane() {
+        const LIMIT: u64 = 100;
+        const RESERVE: u64 = 24;
+        const USED: u64 = 16;
+        let k = key(None, Some(LIMIT), None);
+        let holder = Holder::key(&k);
+        let minute = crate::clock::minute().0;
+        for seed in 0..300u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let planes: Vec<Arc<Counters>> = (0..1 + seed % 3)
+                .map(|_| Arc::new(Counters::default()))
+                .collect();
+            let mut granted = 0;
+            let (mut in_flight, mut used, mut admitted) = (Vec::new(), 0, 0);
+            for _ in 0..400 {
+                if in_flight.is_empty() || rng.bool() {
+                    let c = &planes[rng.usize(..planes.len())];
+                    let mut asked = false;
+                    loop {
+                        match take_or_ask(&holder, c, minute, RESERVE, 1, asked) {
+                            Step::Done(Ok((_, m))) => {
+                                c.in_flight.fetch_add(1, Ordering::AcqRel);
+                                admitted += 1;
+                                in_flight.push(Admission {
+                                    counters: Arc::clone(c),
+                                    minute: m,
+                                    reserved: RESERVE,
+                                    settled: false,
+                                    headers: Vec::new(),
+                                });
+                                break;
+                            }
+                            Step::Done(Err(_)) => break,
+                            Step::Ask(ask) => {
+                                let grant = ask.tokens.min(LIMIT - granted);
+                                granted += grant;
+                                let mut w = lock(&c.window);
+                                w.granted_tokens += grant;
+                                w.total_tokens = granted;
+                                asked = true;
+                            }
+                        }
+                    }
+                } else {
+                    let a: Admission = in_flight.swap_remove(rng.usize(..in_flight.len()));
+                    a.settle(USED);
+                    used += USED;
+                }
+            }
+            for a in in_flight {
+                a.settle(USED);
+                used += USED;
+            }
+            let bound = LIMIT + planes.len() as u64 * USED;
+            assert!(
+                used <= bound,
+                "seed {seed}: {admitted} admitted on {} data planes used {used} > {bound}",
+                planes.len()
+            );
+            assert!(
+                granted <= LIMIT && used >= LIMIT - RESERVE,
+                "seed {seed}: {used}"
+            );
+        }
     }
 }

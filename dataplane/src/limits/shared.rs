@@ -3,10 +3,13 @@
 //! Each key's minute has one Redis hash (`routeiq:rl:<key hash>:<minute>`) counting the
 //! requests and tokens *granted* to data planes. A data plane takes grants in chunks (an
 //! eighth of what is left, at least what the request needs) with one Lua script that never
-//! grants past the limit, and serves requests from its grant without calling Redis. So the
-//! data planes together admit at most the limit (tokens: plus what requests used beyond
-//! their reservation), and Redis sees one call per chunk, not per request. Grants left
-//! unused when the minute ends are lost, which can only refuse early, never admit more.
+//! grants past the limit, and serves requests from its grant without calling Redis: a
+//! request is admitted while the data plane's tokens (used plus reserved) are below its
+//! grant, and what a request leaves unused of its reservation is again below it. So the
+//! data planes together admit at most the limit plus one request's tokens per data plane
+//! (plus what requests use beyond their reservation), and Redis sees one call per chunk,
+//! not per request. Grants left unused when the minute ends are lost, which can only refuse
+//! early, never admit more.
 //!
 //! When Redis fails (or answers slower than [`TIMEOUT`]) the data plane falls back to its
 //! local window for [`BACKOFF`], limiting each key to its share: the limit divided by the
@@ -29,8 +32,7 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 const ALIVE_FOR_MS: u64 = 10_000;
 const DATAPLANES: &str = "routeiq:dataplanes";
 
-/// Grants requests and tokens up to the limits; pays a token debt first. Returns the
-/// grants and the minute's totals.
+/// Grants requests and tokens up to the limits. Returns the grants and the minute's totals.
 const LEASE: &str = r"
 local function take(field, want, limit)
   if limit < 0 or want <= 0 then return 0 end
@@ -39,8 +41,6 @@ local function take(field, want, limit)
   if grant > 0 then redis.call('HINCRBY', KEYS[1], field, grant) end
   return grant
 end
-local debt = tonumber(ARGV[5])
-if debt > 0 then redis.call('HINCRBY', KEYS[1], 'tok', debt) end
 local r = take('req', tonumber(ARGV[1]), tonumber(ARGV[3]))
 local t = take('tok', tonumber(ARGV[2]), tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[1], 120)
@@ -64,8 +64,6 @@ pub struct Ask {
     pub tokens: u64,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
-    /// Tokens used beyond earlier grants, added unconditionally.
-    pub debt: u64,
 }
 
 pub struct Shared {
@@ -170,8 +168,7 @@ impl Shared {
             .arg(ask.requests)
             .arg(ask.tokens)
             .arg(limit(ask.rpm))
-            .arg(limit(ask.tpm))
-            .arg(ask.debt);
+            .arg(limit(ask.tpm));
         let out: Vec<u64> = tokio::time::timeout(TIMEOUT, call.invoke_async(&mut conn))
             .await
             .map_err(|_| SharedError::Timeout(TIMEOUT))??;

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -181,7 +182,7 @@ fn embeddings(req: &Value) -> Result<Value, ApiError> {
             let v = vector(text);
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-                Value::String(crate::base64::encode(&bytes))
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&bytes))
             } else {
                 json!(v)
             };

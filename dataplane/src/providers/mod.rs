@@ -89,26 +89,26 @@ pub trait Provider: Send + Sync {
         op: Operation,
         body: Bytes,
     ) -> Result<ProviderResponse, ApiError> {
-        let target = d.target.as_ref().ok_or_else(|| {
-            ApiError::internal(format!(
-                "deployment {} has no upstream address",
-                d.deployment.id
-            ))
-        })?;
+        let target = d
+            .target
+            .as_ref()
+            .ok_or_else(|| ApiError::internal(format!("{} has no upstream address", d.label())))?;
         let req = self.request(d, target, op, body)?;
-        let timeout = match op {
-            Operation::Chat { stream: true } => d.stream_timeout,
-            _ => d.timeout,
+        // A stream's reads are bounded one by one; anything else is bounded whole by the
+        // caller (`timeout`), with one timer.
+        let reads = match op {
+            Operation::Chat { stream: true } => Some(d.stream_timeout),
+            _ => None,
         };
-        let mut ex = upstream.send(target, req, timeout).await?;
-        ex.bound_reads = matches!(op, Operation::Chat { stream: true });
+        let ex = upstream.send(target, req, reads, d.label()).await?;
         let status = ex.status;
         let retry_after = ex.retry_after;
         let mut body = Body::Http(Box::new(ex));
         if !(200..300).contains(&status) {
             let err_body = body.read_error().await;
-            return Err(upstream_error(d.deployment.provider, status, &err_body)
-                .with_retry_after(retry_after));
+            let mut e = upstream_error(d.deployment.provider, status, &err_body);
+            e.message = format!("{}: {}", d.label(), e.message);
+            return Err(e.with_retry_after(retry_after));
         }
         Ok(ProviderResponse { status, body })
     }

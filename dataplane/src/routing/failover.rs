@@ -238,10 +238,8 @@ impl<'a> Failover<'a> {
                 }
             }
         }
-        self.log.push(format!(
-            "{} ({}): {}",
-            d.deployment.model_name, d.deployment.id, e.message
-        ));
+        // Attempt errors name their deployment and group (`CompiledDeployment::label`).
+        self.log.push(e.message.clone());
 
         let allowed = match failure {
             Failure::ContextWindow => 0,

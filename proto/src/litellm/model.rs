@@ -38,43 +38,65 @@ pub struct ParsedModel {
     pub default_api_base: Option<&'static str>,
 }
 
-/// Splits `<provider>/<id>`. A string without a known provider prefix is inferred the way
-/// LiteLLM does for bare names: `claude-*` is Anthropic, anything else OpenAI.
-pub fn parse_model(model: &str) -> ParsedModel {
-    if let Some((prefix, rest)) = model.split_once('/') {
-        let known = match prefix {
-            "anthropic" => Some((ProviderKind::Anthropic, Some("https://api.anthropic.com"))),
-            "azure" => Some((ProviderKind::Azure, None)),
-            "mock" => Some((ProviderKind::Mock, None)),
-            _ => OPENAI_COMPATIBLE
-                .iter()
-                .find(|(p, _)| *p == prefix)
-                .map(|(_, base)| (ProviderKind::OpenAi, *base)),
+/// A `model` whose `<provider>/` prefix this gateway does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown provider `{prefix}` in `{model}`; known providers: {known}",
+    known = known_prefixes().join(", ")
+)]
+pub struct UnknownProvider {
+    pub prefix: String,
+    pub model: String,
+}
+
+/// Every provider prefix [`parse_model`] accepts.
+pub fn known_prefixes() -> Vec<&'static str> {
+    ["anthropic", "azure", "mock"]
+        .into_iter()
+        .chain(OPENAI_COMPATIBLE.iter().map(|(p, _)| *p))
+        .collect()
+}
+
+/// Splits `<provider>/<id>`. A string without a `/` is inferred the way LiteLLM does for
+/// bare names: `claude-*` is Anthropic, anything else OpenAI. A prefix this gateway does
+/// not know is refused, as LiteLLM refuses it: never guessed to be OpenAI.
+pub fn parse_model(model: &str) -> Result<ParsedModel, UnknownProvider> {
+    let Some((prefix, rest)) = model.split_once('/') else {
+        let (provider, prefix, base) = if model.starts_with("claude") {
+            (
+                ProviderKind::Anthropic,
+                "anthropic",
+                "https://api.anthropic.com",
+            )
+        } else {
+            (ProviderKind::OpenAi, "openai", "https://api.openai.com/v1")
         };
-        if let Some((provider, default_api_base)) = known {
-            return ParsedModel {
-                provider,
-                prefix: prefix.to_owned(),
-                upstream_model: rest.to_owned(),
-                default_api_base,
-            };
-        }
-    }
-    let (provider, prefix, base) = if model.starts_with("claude") {
-        (
-            ProviderKind::Anthropic,
-            "anthropic",
-            "https://api.anthropic.com",
-        )
-    } else {
-        (ProviderKind::OpenAi, "openai", "https://api.openai.com/v1")
+        return Ok(ParsedModel {
+            provider,
+            prefix: prefix.to_owned(),
+            upstream_model: model.to_owned(),
+            default_api_base: Some(base),
+        });
     };
-    ParsedModel {
+    let (provider, default_api_base) = match prefix {
+        "anthropic" => (ProviderKind::Anthropic, Some("https://api.anthropic.com")),
+        "azure" => (ProviderKind::Azure, None),
+        "mock" => (ProviderKind::Mock, None),
+        _ => OPENAI_COMPATIBLE
+            .iter()
+            .find(|(p, _)| *p == prefix)
+            .map(|(_, base)| (ProviderKind::OpenAi, *base))
+            .ok_or_else(|| UnknownProvider {
+                prefix: prefix.to_owned(),
+                model: model.to_owned(),
+            })?,
+    };
+    Ok(ParsedModel {
         provider,
         prefix: prefix.to_owned(),
-        upstream_model: model.to_owned(),
-        default_api_base: Some(base),
-    }
+        upstream_model: rest.to_owned(),
+        default_api_base,
+    })
 }
 
 #[cfg(test)]
@@ -83,30 +105,54 @@ mod tests {
 
     #[test]
     fn known_prefixes_split_once() {
-        let p = parse_model("hosted_vllm/meta-llama/Llama-3.1-8B");
+        let p = parse_model("hosted_vllm/meta-llama/Llama-3.1-8B").unwrap();
         assert_eq!(p.provider, ProviderKind::OpenAi);
         assert_eq!(p.upstream_model, "meta-llama/Llama-3.1-8B");
         assert_eq!(p.default_api_base, None);
-        let p = parse_model("anthropic/claude-sonnet-4");
+        let p = parse_model("anthropic/claude-sonnet-4").unwrap();
         assert_eq!(p.provider, ProviderKind::Anthropic);
         assert_eq!(p.upstream_model, "claude-sonnet-4");
-        assert_eq!(parse_model("azure/my-gpt").provider, ProviderKind::Azure);
-        assert_eq!(parse_model("mock/echo").provider, ProviderKind::Mock);
         assert_eq!(
-            parse_model("groq/llama3").default_api_base,
+            parse_model("azure/my-gpt").unwrap().provider,
+            ProviderKind::Azure
+        );
+        assert_eq!(
+            parse_model("mock/echo").unwrap().provider,
+            ProviderKind::Mock
+        );
+        assert_eq!(
+            parse_model("groq/llama3").unwrap().default_api_base,
             Some("https://api.groq.com/openai/v1")
         );
     }
 
     #[test]
     fn bare_names_are_inferred() {
-        assert_eq!(parse_model("gpt-4o").provider, ProviderKind::OpenAi);
         assert_eq!(
-            parse_model("claude-3-5-haiku").provider,
+            parse_model("gpt-4o").unwrap().provider,
+            ProviderKind::OpenAi
+        );
+        assert_eq!(
+            parse_model("claude-3-5-haiku").unwrap().provider,
             ProviderKind::Anthropic
         );
-        let p = parse_model("unknownhost/model");
-        assert_eq!(p.provider, ProviderKind::OpenAi);
-        assert_eq!(p.upstream_model, "unknownhost/model");
+    }
+
+    #[test]
+    fn unknown_prefixes_are_refused_not_sent_to_openai() {
+        for model in [
+            "bedrock/anthropic.claude-3-5-sonnet",
+            "gemini/gemini-2.0-flash",
+            "opneai/gpt-4o",
+        ] {
+            let e = parse_model(model).unwrap_err();
+            assert_eq!(e.model, model);
+            let message = e.to_string();
+            assert!(
+                message.contains(&format!("unknown provider `{}`", e.prefix)),
+                "{message}"
+            );
+            assert!(message.contains("groq"), "{message}");
+        }
     }
 }

@@ -410,7 +410,8 @@ pub fn compile_deployment(
     if raw.model_name.trim().is_empty() {
         return Err((format!("{at}.model_name"), "must not be empty".into()));
     }
-    let parsed = parse_model(&p.model);
+    let parsed =
+        parse_model(&p.model).map_err(|e| (format!("{at}.litellm_params.model"), e.to_string()))?;
     if parsed.upstream_model.is_empty() {
         return Err((
             format!("{at}.litellm_params.model"),

@@ -150,6 +150,9 @@ fn malformed_configs_name_the_yaml_path() {
         ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      litellm_credential_name: nope\n", "litellm_credential_name"),
         ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      timeout: -1\n", "model_list[0].litellm_params.timeout"),
         ("general_settings:\n  master_key: ''\n", "general_settings.master_key"),
+        // An unknown provider prefix is refused (never sent to OpenAI), even with keys
+        // that provider would read.
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n  - model_name: b\n    litellm_params:\n      model: bedrock/anthropic.claude-3-5-sonnet\n      aws_region_name: us-east-1\n", "model_list[1].litellm_params.model`: unknown provider `bedrock`"),
     ];
     for (text, path) in cases {
         let err = load(text, &[]).unwrap_err().to_string();
