@@ -5,7 +5,8 @@
 # same nginx upstream as overhead.sh and sends N and then 1 sequential chat requests over one
 # connection; the difference divided by N-1 is the cost of one request.
 #
-#   bench/instructions.sh [N]     (default 1001)
+#   bench/instructions.sh [N] [wrk script]     (defaults: 1001, bench/chat.lua; e.g.
+#                                                bench/chat-realistic.lua)
 #
 # Needs: valgrind, nginx (Debian packages; installed if missing), a release build.
 set -euo pipefail
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 N="${1:-1001}"
+BODY="${2:-bench/chat.lua}"
 apt_install nginx valgrind
 step "cargo build --release -p routeiq-dataplane"
 cargo build --release --locked -p routeiq-dataplane >&2
@@ -32,10 +34,10 @@ count() { # requests -> instructions of the whole run
     >"$work/gw.log" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$GW_PORT/health/liveliness" >/dev/null && break; sleep 0.2; done
-  python3 - "$1" "$GW_PORT" <<'PY'
+  python3 - "$1" "$GW_PORT" "$BODY" <<'PY'
 import http.client, sys
 n, port = int(sys.argv[1]), int(sys.argv[2])
-body = open("bench/chat.lua").read().split("wrk.body = '", 1)[1].rsplit("'", 1)[0]
+body = open(sys.argv[3]).read().split("wrk.body = '", 1)[1].rsplit("'", 1)[0]
 c = http.client.HTTPConnection("127.0.0.1", port)
 for _ in range(n):
     c.request("POST", "/v1/chat/completions", body,
@@ -48,4 +50,4 @@ PY
 }
 many=$(count "$N")
 one=$(count 1)
-echo "instructions per request: $(( (many - one) / (N - 1) ))  (runs: $N requests $many, 1 request $one)"
+echo "instructions per request ($BODY): $(( (many - one) / (N - 1) ))  (runs: $N requests $many, 1 request $one)"

@@ -2,9 +2,11 @@
 # Gateway overhead benchmark. In one run it measures the same wrk load straight to a fast
 # mock upstream (nginx answering a fixed chat completion) and through routeiq-dataplane,
 # at concurrency 1, 16 and 64, and reports added latency, throughput share, peak RSS and
-# gateway CPU time per request.
+# gateway CPU time per request. Each request body is measured in turn: by default the
+# realistic one (bench/chat-realistic.lua: about 470 bytes, system and user turns, sampling
+# parameters, max_tokens, n, stream, user), then the small one (bench/chat.lua).
 #
-#   bench/overhead.sh [duration-seconds] [config template]
+#   bench/overhead.sh [duration-seconds] [config template] [wrk script...]
 #       (defaults: 10, bench/config.yaml.in: one deployment; bench/config-latency.yaml.in:
 #        three deployments with latency-based-routing)
 #
@@ -15,6 +17,9 @@ cd "$(dirname "$0")/.."
 
 DURATION="${1:-10}"
 CONFIG="${2:-bench/config.yaml.in}"
+shift $(( $# < 2 ? $# : 2 ))
+BODIES=("$@")
+[ "${#BODIES[@]}" -gt 0 ] || BODIES=(bench/chat-realistic.lua bench/chat.lua)
 apt_install nginx wrk
 step "cargo build --release -p routeiq-dataplane"
 cargo build --release --locked -p routeiq-dataplane >&2
@@ -37,9 +42,9 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GW_PORT/health/liveliness" >
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$GW_PID/stat"; }
 TCK=$(getconf CLK_TCK)
 
-run_wrk() { # url concurrency -> wrk output file
+run_wrk() { # url concurrency script -> wrk output file
   local threads=$(( $2 < 2 ? 1 : 2 ))
-  wrk -t"$threads" -c"$2" -d"${DURATION}s" --latency -s bench/chat.lua "$1/v1/chat/completions" > "$work/wrk.out"
+  wrk -t"$threads" -c"$2" -d"${DURATION}s" --latency -s "$3" "$1/v1/chat/completions" > "$work/wrk.out"
   cat "$work/wrk.out"
 }
 
@@ -47,11 +52,13 @@ run_wrk() { # url concurrency -> wrk output file
 wrk -t1 -c4 -d2s -s bench/chat.lua "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); duration ${DURATION}s per run; config $CONFIG"
+for body in "${BODIES[@]}"; do
+echo "body: $body ($(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$body" | wc -c) bytes)"
 printf '%-5s %-8s %10s %10s %10s %12s %10s\n' conc path p50_ms p99_ms req_s cpu_us_req rss_mb
 for c in 1 16 64; do
-  run_wrk "http://127.0.0.1:$NGINX_PORT" "$c" > "$work/direct.$c"
+  run_wrk "http://127.0.0.1:$NGINX_PORT" "$c" "$body" > "$work/direct.$c"
   before=$(cpu_ticks)
-  run_wrk "http://127.0.0.1:$GW_PORT" "$c" > "$work/gw.$c"
+  run_wrk "http://127.0.0.1:$GW_PORT" "$c" "$body" > "$work/gw.$c"
   after=$(cpu_ticks)
   python3 - "$work/direct.$c" "$work/gw.$c" "$c" "$(( after - before ))" "$TCK" "$GW_PID" <<'PY'
 import re, sys
@@ -73,4 +80,5 @@ print(f"{conc:<5} {'direct':<8} {d[0]:10.3f} {d[1]:10.3f} {d[2]:10.0f}")
 print(f"{conc:<5} {'gateway':<8} {g[0]:10.3f} {g[1]:10.3f} {g[2]:10.0f} {cpu_us:12.1f} {rss:10.1f}")
 print(f"{conc:<5} {'added':<8} {g[0]-d[0]:10.3f} {g[1]-d[1]:10.3f} {100*g[2]/d[2]:9.1f}%  non-2xx: direct {d[4]}, gateway {g[4]}")
 PY
+done
 done

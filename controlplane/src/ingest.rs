@@ -28,7 +28,9 @@ use sqlx::{PgPool, Row};
 use crate::changes;
 use crate::error::StoreError;
 use crate::keys::stored_hash;
-use crate::nats::{reconnected, Reconnects, Streams};
+use routeiq_nats::{reconnected, Reconnects};
+
+use crate::nats::Streams;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use routeiq_controlplane::crypto::SecretBox;
-use routeiq_controlplane::nats::NatsArgs;
 use routeiq_controlplane::{db, grpc, health, import, ingest, nats, publisher, resets, snapshot};
+use routeiq_nats::NatsArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,7 +111,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let (client, reconnects) = args.nats.connect("routeiq-controlplane").await?;
+    let url = args
+        .nats
+        .url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--nats (ROUTEIQ_NATS_URL) is required"))?;
+    let (client, reconnects) = args.nats.connect(url, "routeiq-controlplane").await?;
     let streams = Arc::new(nats::ensure(async_nats::jetstream::new(client.clone())).await?);
     let pub_status = Arc::new(publisher::Status::default());
     let ingest_status = Arc::new(ingest::Status::default());

@@ -1,107 +1,11 @@
-//! The NATS connection and the JetStream streams and bucket the control plane owns (names in
-//! `routeiq_proto::subjects`, described in docs/architecture.md).
+//! The JetStream streams and bucket the control plane owns (names in
+//! `routeiq_proto::subjects`, described in docs/architecture.md). The connection itself is
+//! `routeiq_nats`'s.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store, stream};
 use routeiq_proto::subjects;
-
-/// How to reach NATS.
-#[derive(Debug, Clone, clap::Args)]
-pub struct NatsArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long = "nats", env = "ROUTEIQ_NATS_URL")]
-    pub url: Option<String>,
-    /// NATS credentials file (JWT + nkey).
-    #[arg(long = "nats-creds", env = "ROUTEIQ_NATS_CREDS")]
-    pub creds: Option<PathBuf>,
-    /// NATS token.
-    #[arg(
-        long = "nats-token",
-        env = "ROUTEIQ_NATS_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// NATS user (with --nats-password).
-    #[arg(long = "nats-user", env = "ROUTEIQ_NATS_USER")]
-    pub user: Option<String>,
-    #[arg(
-        long = "nats-password",
-        env = "ROUTEIQ_NATS_PASSWORD",
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
-    /// CA certificate to verify the NATS server with (enables TLS).
-    #[arg(long = "nats-tls-ca", env = "ROUTEIQ_NATS_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-}
-
-impl NatsArgs {
-    /// Connects, retrying in the background if NATS is not up yet. The [`Reconnects`]
-    /// count every (re)connection.
-    pub async fn connect(&self, name: &str) -> anyhow::Result<(async_nats::Client, Reconnects)> {
-        let url = self
-            .url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("--nats (ROUTEIQ_NATS_URL) is required"))?;
-        let (tx, reconnects) = tokio::sync::watch::channel(0);
-        let mut o = async_nats::ConnectOptions::new()
-            .name(name)
-            .event_callback(move |event| {
-                let tx = tx.clone();
-                async move { on_event(&tx, &event) }
-            })
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            // Back within half a second of NATS (the default backoff grows past 4 s).
-            .reconnect_delay_callback(reconnect_delay)
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(path) = &self.creds {
-            o = o.credentials_file(path).await?;
-        }
-        if let Some(t) = &self.token {
-            o = o.token(t.clone());
-        }
-        if let (Some(u), Some(p)) = (&self.user, &self.password) {
-            o = o.user_and_password(u.clone(), p.clone());
-        }
-        if let Some(ca) = &self.tls_ca {
-            o = o.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        Ok((o.connect(url).await?, reconnects))
-    }
-}
-
-/// How many times the client has (re)connected to NATS. A server restart drops what lives
-/// only in its memory (ephemeral consumers, pending pulls): whoever consumes a stream
-/// starts over when this changes, at once, instead of noticing missed heartbeats seconds
-/// later.
-pub type Reconnects = tokio::sync::watch::Receiver<u64>;
-
-/// The wait before reconnect attempt `n`: 100 ms more per attempt, at most 500 ms.
-fn reconnect_delay(attempts: usize) -> Duration {
-    Duration::from_millis((100 * attempts as u64).min(500))
-}
-
-fn on_event(tx: &tokio::sync::watch::Sender<u64>, event: &async_nats::Event) {
-    match event {
-        async_nats::Event::Connected => {
-            tx.send_modify(|n| *n += 1);
-            tracing::info!("NATS connected");
-        }
-        async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-        other => tracing::debug!(event = %other, "NATS event"),
-    }
-}
-
-/// Resolves when NATS reconnects after `reconnects` was last marked seen (never, if the
-/// client is gone). Cancel-safe.
-pub async fn reconnected(reconnects: &mut Reconnects) {
-    if reconnects.changed().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
 
 /// The streams and bucket, created if missing.
 pub struct Streams {

@@ -23,11 +23,15 @@ use sqlx::{Connection, PgPool, Row};
 
 use crate::changes::NOTIFY_CHANNEL;
 use crate::crypto::SecretBox;
-use crate::nats::{reconnected, Reconnects, Streams};
+use routeiq_nats::{reconnected, Reconnects};
+
+use crate::nats::Streams;
 use crate::snapshot;
 
 /// Advisory lock id of the publisher leader ("RIQP").
 const LEADER_LOCK: i64 = 0x5249_5150;
+/// Longest wait for the tick's stream check.
+const STREAM_CHECK: Duration = Duration::from_millis(250);
 /// Largest object-store chunk: below NATS's default 1 MiB max payload.
 const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -58,8 +62,8 @@ pub struct Status {
 }
 
 /// Runs forever: waits for leadership, publishes, and starts over after any failure: after
-/// a second, or at once when NATS reconnects (its loss of storage is found and repaired
-/// then, not at the next failure).
+/// a second, or at once when NATS reconnects. A leader stays leader across a NATS
+/// reconnect and checks the streams then (a loss of storage is repaired at once).
 pub async fn run(
     pool: PgPool,
     secrets: Arc<SecretBox>,
@@ -69,7 +73,6 @@ pub async fn run(
     mut reconnects: Reconnects,
 ) {
     loop {
-        reconnects.borrow_and_update();
         let mut p = Publisher {
             pool: pool.clone(),
             secrets: Arc::clone(&secrets),
@@ -82,13 +85,12 @@ pub async fn run(
         };
         if let Err(e) = p.lead(&mut reconnects).await {
             tracing::warn!(error = %format!("{e:#}"), "snapshot publisher stopped; retrying");
-            status.leader.store(false, Ordering::Relaxed);
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = reconnected(&mut reconnects) => {}
-            }
         }
         status.leader.store(false, Ordering::Relaxed);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = reconnected(&mut reconnects) => {}
+        }
     }
 }
 
@@ -104,7 +106,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    /// Leads until a failure, or `Ok` when NATS reconnects (to check the streams again).
+    /// Leads until a failure.
     async fn lead(&mut self, reconnects: &mut Reconnects) -> anyhow::Result<()> {
         // A connection of its own: the lock lives as long as it does.
         let mut lock = self.pool.acquire().await?.detach();
@@ -120,12 +122,10 @@ impl Publisher {
         }
         tracing::info!("snapshot publisher: leader");
         self.status.leader.store(true, Ordering::Relaxed);
-        // Recreates the streams and bucket if NATS lost them (idempotent otherwise).
-        crate::nats::ensure(self.streams.js.clone()).await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
-        self.forget_lost_sequences().await?;
-        self.write_snapshot().await?;
+        reconnects.borrow_and_update();
+        self.take_over().await?;
         // Created once: a steady stream of NOTIFYs must not starve the health checks.
         let mut tick = tokio::time::interval(self.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,18 +137,31 @@ impl Publisher {
             tokio::select! {
                 () = reconnected(reconnects) => {
                     tracing::info!("NATS reconnected; checking the streams");
-                    return Ok(());
+                    self.take_over().await?;
                 }
                 n = listener.recv() => { n?; }
                 _ = tick.tick() => {
                     // Still holding the lock? (A broken connection has lost it.)
                     lock.ping().await?;
                     // Is the stream still there? If NATS lost it, start over: that
-                    // recreates it and positions a new full snapshot on it.
-                    self.streams.deltas.get_info().await?;
+                    // recreates it and positions a new full snapshot on it. While NATS is
+                    // away the request waits for its timeout: not for that long here (the
+                    // reconnect branch checks the streams when NATS is back).
+                    if let Ok(info) = tokio::time::timeout(STREAM_CHECK, self.streams.deltas.get_info()).await {
+                        info?;
+                    }
                 }
             }
         }
+    }
+
+    /// Makes the streams right and writes a full snapshot on them: on taking over, and
+    /// after NATS reconnects (it may have lost its storage).
+    async fn take_over(&mut self) -> anyhow::Result<()> {
+        // Recreates the streams and bucket if NATS lost them (idempotent otherwise).
+        crate::nats::ensure(self.streams.js.clone()).await?;
+        self.forget_lost_sequences().await?;
+        self.write_snapshot().await
     }
 
     /// If the delta stream holds fewer messages than were recorded (it was deleted or NATS

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use routeiq_dataplane::attached::{self, report::Reporter, NatsArgs};
+use routeiq_dataplane::attached::{self, report::Reporter};
 use routeiq_dataplane::{server, state};
+use routeiq_nats::NatsArgs;
 use routeiq_proto::litellm as config;
 
 // mimalloc: fewer cycles per allocation than glibc malloc on the request path and less

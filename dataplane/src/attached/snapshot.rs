@@ -25,8 +25,8 @@ use routeiq_proto::wire::pb;
 use routeiq_proto::{subjects, Delta};
 use tokio::io::AsyncReadExt;
 
-use super::{reconnected, Reconnects};
 use crate::state::{App, Lasting, LiveState};
+use routeiq_nats::{reconnected, Reconnects};
 
 /// A full snapshot as stored, with the stream position to continue from.
 pub struct Stored {
