@@ -34,6 +34,7 @@ pub fn app(cp: client::Grpc) -> Router {
         access: auth::Access::from_spec(&spec),
     });
     router
+        .route_layer(axum::middleware::from_fn(routes::nul_free_uri))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::path::{Operation, Parameter};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayItems, ObjectBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, OpenApi as Spec, RefOr, Response};
+use utoipa::openapi::{Content, OpenApi as Spec, Ref, RefOr, Response};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -148,15 +152,167 @@ fn document_errors(op: &mut Operation) {
     }
 }
 
-/// The finished document, without serving it.
-pub fn spec() -> Spec {
-    finish(router().split_for_parts().1)
+/// No text in this API may hold U+0000 (PostgreSQL cannot store it; the server refuses it
+/// with a 400 naming the field): the pattern of string schemas that have none of their own.
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// The component free-form objects (`metadata`, ...) hold: any JSON without U+0000 in a
+/// text or a key.
+const JSON: &str = "Json";
+
+fn text_without_nul() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(NO_NUL))
+        .into()
 }
 
-/// Adds the security scheme and the documented errors of every operation.
-pub fn finish(mut spec: Spec) -> Spec {
-    for item in spec.paths.paths.values_mut() {
-        for op in [
+/// The [`JSON`] component. It has no `type`, so each keyword constrains only the values it
+/// applies to: `pattern` texts, `items` arrays, `propertyNames` and `additionalProperties`
+/// objects. (A union of typed schemas would say the same, but client generators reject
+/// recursive unions.)
+fn json_without_nul() -> Schema {
+    let json = || RefOr::Ref(Ref::from_schema_name(JSON));
+    let mut items = Extensions::default();
+    // utoipa's `Object` has no `items`; its extensions are written as they are given.
+    items.insert(
+        "items".into(),
+        serde_json::json!({ "$ref": format!("#/components/schemas/{JSON}") }),
+    );
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some("Any JSON value without U+0000 in a text or a key."))
+        .pattern(Some(NO_NUL))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .pattern(Some(NO_NUL)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(json())))
+        .extensions(Some(items))
+        .into()
+}
+
+fn has_type(t: &SchemaType, wanted: Type) -> bool {
+    match t {
+        SchemaType::Type(t) => *t == wanted,
+        SchemaType::Array(ts) => ts.contains(&wanted),
+        SchemaType::AnyValue => false,
+    }
+}
+
+/// Applies [`NO_NUL`] to `schema` and everything inside it: texts without a pattern get it;
+/// free-form objects hold [`JSON`] values under keys without U+0000. The components it
+/// refers to are pushed on `refs`.
+fn forbid_nul(schema: &mut RefOr<Schema>, refs: &mut Vec<String>) {
+    match schema {
+        RefOr::T(schema) => forbid_nul_in(schema, refs),
+        RefOr::Ref(r) => refs.extend(
+            r.ref_location
+                .strip_prefix("#/components/schemas/")
+                .map(str::to_owned),
+        ),
+    }
+}
+
+fn forbid_nul_in(schema: &mut Schema, refs: &mut Vec<String>) {
+    let mut each = |items: &mut Vec<RefOr<Schema>>| {
+        items.iter_mut().for_each(|s| forbid_nul(s, refs));
+    };
+    match schema {
+        Schema::Object(o) => {
+            let (text, object) = (
+                has_type(&o.schema_type, Type::String),
+                has_type(&o.schema_type, Type::Object),
+            );
+            if text && o.pattern.is_none() && o.enum_values.is_none() {
+                o.pattern = Some(NO_NUL.into());
+            }
+            for p in o.properties.values_mut() {
+                forbid_nul(p, refs);
+            }
+            let free_form = match o.additional_properties.as_deref_mut() {
+                Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(v))))
+                    if v.schema_type == SchemaType::AnyValue =>
+                {
+                    true
+                }
+                Some(AdditionalProperties::RefOr(v)) => {
+                    forbid_nul(v, refs);
+                    false
+                }
+                Some(AdditionalProperties::FreeForm(allowed)) => *allowed,
+                None => o.properties.is_empty(),
+            };
+            if object && free_form {
+                o.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::Ref(
+                    Ref::from_schema_name(JSON),
+                ))));
+            }
+            match &mut o.property_names {
+                Some(names) => forbid_nul_in(names, refs),
+                None if object && o.additional_properties.is_some() => {
+                    o.property_names = Some(Box::new(text_without_nul()));
+                }
+                None => {}
+            }
+        }
+        Schema::Array(a) => {
+            if let ArrayItems::RefOrSchema(items) = &mut a.items {
+                forbid_nul(items, refs);
+            }
+        }
+        Schema::OneOf(x) => each(&mut x.items),
+        Schema::AllOf(x) => each(&mut x.items),
+        Schema::AnyOf(x) => each(&mut x.items),
+        _ => {}
+    }
+}
+
+/// Applies [`forbid_nul`] to what the API takes: every operation's parameters and request
+/// body, and the components they use. (Answers are left alone: an error may quote input.)
+fn forbid_nul_in_input(spec: &mut Spec) {
+    let mut refs = Vec::new();
+    for op in operations(spec) {
+        for p in op.parameters.iter_mut().flatten() {
+            if let RefOr::T(Parameter {
+                schema: Some(schema),
+                ..
+            }) = p
+            {
+                forbid_nul(schema, &mut refs);
+            }
+        }
+        if let Some(RefOr::T(body)) = &mut op.request_body {
+            for c in body.content.values_mut() {
+                if let RefOr::T(Content {
+                    schema: Some(schema),
+                    ..
+                }) = c
+                {
+                    forbid_nul(schema, &mut refs);
+                }
+            }
+        }
+    }
+    let components = spec.components.get_or_insert_with(Default::default);
+    let mut done = std::collections::HashSet::new();
+    while let Some(name) = refs.pop() {
+        if done.insert(name.clone()) {
+            if let Some(schema) = components.schemas.get_mut(&name) {
+                forbid_nul(schema, &mut refs);
+            }
+        }
+    }
+    components
+        .schemas
+        .insert(JSON.into(), RefOr::T(json_without_nul()));
+}
+
+/// Every operation of `spec`.
+fn operations(spec: &mut Spec) -> impl Iterator<Item = &mut Operation> {
+    spec.paths.paths.values_mut().flat_map(|item| {
+        [
             &mut item.get,
             &mut item.post,
             &mut item.put,
@@ -165,11 +321,26 @@ pub fn finish(mut spec: Spec) -> Spec {
         ]
         .into_iter()
         .flatten()
-        {
-            document_errors(op);
-        }
-    }
+    })
+}
+
+/// The finished document, without serving it.
+pub fn spec() -> Spec {
+    finish(router().split_for_parts().1)
+}
+
+/// Adds the security scheme, the documented errors of every operation, and the input's
+/// [`NO_NUL`] rule.
+pub fn finish(mut spec: Spec) -> Spec {
+    operations(&mut spec).for_each(document_errors);
+    forbid_nul_in_input(&mut spec);
     let components = spec.components.get_or_insert_with(Default::default);
+    if let Some(RefOr::T(Schema::Object(params))) = components
+        .schemas
+        .get_mut(&*<models::LitellmParams as utoipa::ToSchema>::name())
+    {
+        params.extensions = Some(models::litellm_conditions());
+    }
     components.add_security_scheme(
         SCHEME,
         SecurityScheme::Http(

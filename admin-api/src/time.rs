@@ -45,35 +45,37 @@ pub fn iso(unix_secs: i64) -> String {
     )
 }
 
-/// Unix seconds of `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SS[Z]`.
+/// Unix seconds of `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ`, exactly: the
+/// grammar of [`crate::routes::DATE_PATTERN`].
 pub fn parse(text: &str) -> Option<i64> {
-    let (date, time) = match text.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
-        None => (text, None),
+    let number = |from: usize, to: usize| {
+        text.get(from..to)
+            .filter(|part| part.bytes().all(|b| b.is_ascii_digit()))?
+            .parse::<u32>()
+            .ok()
     };
-    let mut parts = date.splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1..=9999).contains(&y) {
+    let at = |i: usize, c: u8| text.as_bytes().get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-')) {
+        return None;
+    }
+    let (y, m, d) = (i64::from(number(0, 4)?), number(5, 7)?, number(8, 10)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     let days = days_from_civil(y, m, d);
     if civil_from_days(days) != (y, m, d) {
         return None; // February 30th and the like.
     }
-    let secs = match time {
-        None => 0,
-        Some(t) => {
-            let mut hms = t.splitn(3, ':');
-            let h: i64 = hms.next()?.parse().ok()?;
-            let mi: i64 = hms.next()?.parse().ok()?;
-            let s: f64 = hms.next().unwrap_or("0").parse().ok()?;
-            if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0.0..61.0).contains(&s) {
+    let secs = match text.len() {
+        10 => 0,
+        20 if at(10, b'T') && at(13, b':') && at(16, b':') && at(19, b'Z') => {
+            let (h, mi, s) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
+            if h > 23 || mi > 59 || s > 59 {
                 return None;
             }
-            h * 3600 + mi * 60 + s as i64
+            i64::from(h * 3600 + mi * 60 + s)
         }
+        _ => return None,
     };
     Some(days * 86_400 + secs)
 }
@@ -89,15 +91,29 @@ mod tests {
         assert_eq!(iso(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(parse("2026-11-23T10:00:00Z"), Some(1_795_428_000));
         assert_eq!(parse("2000-02-29"), Some(951_782_400));
+        assert_eq!(parse("0000-02-29"), Some(-62_162_121_600));
+        assert_eq!(parse("9999-12-31T23:59:59Z"), Some(253_402_300_799));
         for bad in [
+            "",
             "2026-02-30",
+            "2100-02-29",
+            "2026-04-31",
             "2026-13-01",
+            "2026-00-10",
+            "2026-1-05",
+            "+2026-11-23",
             "yesterday",
-            "2026-11-23T25:00:00",
+            "2026-11-23T25:00:00Z",
+            "2026-11-23T10:00:60Z",
+            "2026-11-23T10:00:00",
+            "2026-11-23 10:00:00Z",
+            "2026-11-23T10:00Z",
+            "2026-11-23T10:00:00.5Z",
+            " 2026-11-23",
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
-        for day in (-719_000..2_900_000).step_by(997) {
+        for day in (-719_528..2_932_897).step_by(997) {
             let secs = day * 86_400 + 3_723;
             assert_eq!(parse(&iso(secs)), Some(secs));
         }

@@ -13,17 +13,18 @@ pub struct Window {
     pub interval: String,
 }
 
+/// The grammar of [`parse`], for error messages; the admin API's spec states it as the
+/// pattern `^[1-9][0-9]{0,5}(s|m|h|d|mo)$`.
+pub const GRAMMAR: &str =
+    "1 to 6 digits without a leading zero, then a unit: s, m, h, d or mo (e.g. 30d)";
+
+/// Reads a window exactly as [`GRAMMAR`] says: nothing around it (no spaces), at most six
+/// digits, so that `now()` plus the window stays far inside PostgreSQL's timestamps.
 pub fn parse(text: &str) -> Result<Window, StoreError> {
-    let bad = || {
-        StoreError::Invalid(format!(
-            "budget_duration `{text}`: expected a number and a unit: s, m, h, d or mo (e.g. 30d)"
-        ))
-    };
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = t.split_at(split);
-    let n: u32 = n.parse().map_err(|_| bad())?;
-    if n == 0 {
+    let bad = || StoreError::Invalid(format!("budget_duration `{text}`: expected {GRAMMAR}"));
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    if !(1..=6).contains(&n.len()) || n.starts_with('0') {
         return Err(bad());
     }
     let unit = match unit {
@@ -35,7 +36,7 @@ pub fn parse(text: &str) -> Result<Window, StoreError> {
         _ => return Err(bad()),
     };
     Ok(Window {
-        text: t.to_owned(),
+        text: text.to_owned(),
         interval: format!("{n} {unit}"),
     })
 }
@@ -48,8 +49,23 @@ mod tests {
     fn litellm_units() {
         assert_eq!(parse("30d").unwrap().interval, "30 days");
         assert_eq!(parse("1mo").unwrap().interval, "1 months");
-        assert_eq!(parse(" 90s ").unwrap().interval, "90 seconds");
-        for bad in ["", "d", "30", "30x", "0d", "-1d", "1.5h"] {
+        assert_eq!(parse("90s").unwrap().interval, "90 seconds");
+        assert_eq!(parse("999999mo").unwrap().interval, "999999 months");
+        for bad in [
+            "",
+            "d",
+            "30",
+            "30x",
+            "0d",
+            "-1d",
+            "1.5h",
+            " 90s ",
+            "90s ",
+            "030d",
+            "1000000d",
+            "4294967296mo",
+            "٣d",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -154,7 +154,7 @@ pub async fn compile_entry(
             let (values, _) = credential_values(pool, secrets, name)
                 .await?
                 .ok_or_else(|| {
-                    StoreError::Invalid(format!(
+                    StoreError::NotFound(format!(
                         "litellm_params.litellm_credential_name: no credential named `{name}`"
                     ))
                 })?;

@@ -105,7 +105,7 @@ pub fn new_key() -> Result<String, StoreError> {
 /// A caller-chosen key (checked) or a new one.
 fn chosen(key: Option<String>) -> Result<String, StoreError> {
     match key {
-        Some(k) if !k.starts_with("sk-") || k.len() < 11 => Err(StoreError::Invalid(
+        Some(k) if !k.starts_with("sk-") || k.chars().count() < 11 => Err(StoreError::Invalid(
             "a custom key must start with `sk-` and have at least 8 more characters".into(),
         )),
         Some(k) if k.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(
@@ -138,9 +138,9 @@ struct Checked {
 }
 
 /// `model_max_budget` checked and normalised: each model maps to `{"budget_limit": USD}`
-/// (a number; LiteLLM also accepts a numeric string) and an optional `"time_period"`
-/// (`1d`, `30d`, `1mo`, ...: the window the spend is counted in; absent: for the key's
-/// life).
+/// (a number, or as LiteLLM also takes it a numeric string: see [`decimal`]) and an
+/// optional `"time_period"` (`1d`, `30d`, `1mo`, ...: the window the spend is counted in;
+/// absent: for the key's life).
 fn model_max_budget(v: &Value) -> Result<Value, StoreError> {
     let bad = |m: &str, why: &str| StoreError::Invalid(format!("model_max_budget.{m}: {why}"));
     let Value::Object(models) = v else {
@@ -152,7 +152,7 @@ fn model_max_budget(v: &Value) -> Result<Value, StoreError> {
     for (model, entry) in models {
         let limit = match entry.get("budget_limit") {
             Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(Value::String(s)) => decimal(s),
             _ => None,
         }
         .filter(|l| l.is_finite() && *l >= 0.0)
@@ -163,17 +163,25 @@ fn model_max_budget(v: &Value) -> Result<Value, StoreError> {
             let text = p
                 .as_str()
                 .ok_or_else(|| bad(model, "time_period must be a string like 1d"))?;
-            budget::parse(text).map_err(|_| {
-                bad(
-                    model,
-                    "time_period: expected a number and a unit: s, m, h, d or mo",
-                )
-            })?;
+            budget::parse(text)
+                .map_err(|_| bad(model, &format!("time_period: expected {}", budget::GRAMMAR)))?;
             e.insert("time_period".into(), text.into());
         }
         out.insert(model.clone(), Value::Object(e));
     }
     Ok(Value::Object(out))
+}
+
+/// A budget given as text: 1 to 15 digits, optionally a `.` and 1 to 15 more (`"10"`,
+/// `"0.5"`): the admin API's spec states this grammar as the pattern
+/// `^[0-9]{1,15}(\.[0-9]{1,15})?$`.
+fn decimal(s: &str) -> Option<f64> {
+    let digits = |p: &str| (1..=15).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let plain = match s.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+        None => digits(s),
+    };
+    plain.then(|| s.parse().ok()).flatten()
 }
 
 fn check(f: &KeyFields) -> Result<Checked, StoreError> {
@@ -185,9 +193,7 @@ fn check(f: &KeyFields) -> Result<Checked, StoreError> {
         .as_deref()
         .map(|d| {
             budget::parse(d).map_err(|_| {
-                StoreError::Invalid(format!(
-                    "duration `{d}`: expected a number and a unit: s, m, h, d or mo (e.g. 30d)"
-                ))
+                StoreError::Invalid(format!("duration `{d}`: expected {}", budget::GRAMMAR))
             })
         })
         .transpose()?;
@@ -216,7 +222,9 @@ async fn ensure_owner(conn: &mut PgConnection, f: &KeyFields) -> Result<(), Stor
             .fetch_optional(&mut *conn)
             .await?;
         if found.is_none() {
-            return Err(StoreError::Invalid(format!("team `{team}` does not exist")));
+            return Err(StoreError::NotFound(format!(
+                "team `{team}` does not exist"
+            )));
         }
     }
     Ok(())
@@ -641,4 +649,30 @@ pub async fn views_of_team(
     .fetch_all(conn)
     .await?;
     rows.iter().map(view).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_in_text_are_plain_decimals() {
+        assert_eq!(decimal("10"), Some(10.0));
+        assert_eq!(decimal("0.5"), Some(0.5));
+        for bad in [
+            "",
+            " 1",
+            "1 ",
+            "1.",
+            ".5",
+            "-1",
+            "+1",
+            "1e3",
+            "inf",
+            "1.2.3",
+            "1234567890123456",
+        ] {
+            assert_eq!(decimal(bad), None, "{bad}");
+        }
+    }
 }

@@ -100,7 +100,7 @@ pub async fn upsert(
             .await?
             .is_none()
         {
-            return Err(StoreError::Invalid(format!("budget `{b}` does not exist")));
+            return Err(StoreError::NotFound(format!("budget `{b}` does not exist")));
         }
     }
     sqlx::query(

@@ -73,7 +73,7 @@ fn location(uri: &str) -> Result<Location, StoreError> {
 }
 
 fn strategy_name(s: &str) -> Result<String, StoreError> {
-    let name = s.trim().trim_start_matches("llmrouter-");
+    let name = s.strip_prefix("llmrouter-").unwrap_or(s);
     if LEARNED_STRATEGIES.contains(&name) {
         Ok(name.to_owned())
     } else {
@@ -94,7 +94,7 @@ pub async fn register(
 ) -> Result<Version, StoreError> {
     let strategy = strategy_name(strategy)?;
     location(artifact_uri)?;
-    let sha256 = sha256.trim().to_ascii_lowercase();
+    let sha256 = sha256.to_ascii_lowercase();
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(StoreError::Invalid(
             "sha256 must be the manifest's SHA-256 in 64 hex digits".into(),
@@ -237,5 +237,8 @@ mod tests {
         );
         assert!(location("knn").is_err() && location("s3:///x").is_err());
         assert!(strategy_name("llmrouter-knn").is_ok() && strategy_name("causallm").is_err());
+        for bad in [" knn", "llmrouter-llmrouter-knn", ""] {
+            assert!(strategy_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -73,7 +73,7 @@ fn fk(e: sqlx::Error) -> StoreError {
         [
             (
                 "teams_organization_id_fkey",
-                StoreError::Invalid("organization does not exist".into()),
+                StoreError::NotFound("organization does not exist".into()),
             ),
             (
                 "teams_pkey",

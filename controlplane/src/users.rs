@@ -84,7 +84,7 @@ fn constraint(e: sqlx::Error) -> StoreError {
             ),
             (
                 "users_organization_id_fkey",
-                StoreError::Invalid("organization does not exist".into()),
+                StoreError::NotFound("organization does not exist".into()),
             ),
         ],
     )

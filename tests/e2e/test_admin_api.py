@@ -232,11 +232,23 @@ def test_invalid_input_gets_openai_shaped_errors(make_stack):
     error_of(admin.call("POST", "/key/generate", json={"budget_duration": "fortnight"}), 400)
     error_of(admin.call("POST", "/key/generate", json={"duration": "soon"}), 400)
     error_of(admin.call("POST", "/key/generate", json={"key": "short"}), 400)
-    error_of(admin.call("POST", "/key/generate", json={"team_id": "no-such-team"}), 400)
+    # An object the request refers to that does not exist is a 404 naming it.
+    err = error_of(admin.call("POST", "/key/generate", json={"team_id": "no-such-team"}), 404)
+    assert "no-such-team" in err["message"]
     admin.ok("POST", "/key/generate", json={"key_alias": "dup"})
     error_of(admin.call("POST", "/key/generate", json={"key_alias": "dup"}), 409)
     error_of(admin.call("GET", "/key/info", params={"key": "sk-unknown-key"}), 404)
-    error_of(admin.call("POST", "/key/delete", json={}), 400)
+    assert admin.ok("POST", "/key/delete", json={}) == {"deleted_keys": []}
+    # The master key is not a stored key and has no user: name the key or user to describe.
+    assert error_of(admin.call("GET", "/key/info"), 404)["param"] == "key"
+    assert error_of(admin.call("GET", "/user/info"), 404)["param"] == "user_id"
+    # PostgreSQL cannot store U+0000: refused, naming the field, in bodies and URLs.
+    err = error_of(admin.call("POST", "/team/new", json={"metadata": {"a": ["ok", "x\u0000"]}}), 400)
+    assert err["param"] == "metadata.a[1]"
+    error_of(admin.call("GET", "/team/info", params={"team_id": "x\u0000"}), 400)
+    # JSON Schema's integers: 5.0 is 5. An empty date is no bound.
+    assert admin.ok("POST", "/key/generate", json={"rpm_limit": 5.0})["rpm_limit"] == 5
+    admin.ok("GET", "/spend/logs", params={"start_date": "", "end_date": ""})
     error_of(admin.call("GET", "/spend/logs", params={"start_date": "yesterday"}), 400)
     error_of(admin.call("GET", "/user/list", params={"page": "first"}), 422)
     error_of(admin.call("POST", "/team/new", json={"members_with_roles": [{"user_id": "x", "role": "owner"}]}), 422)
@@ -433,6 +445,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(make_stack, tm
         "content_type_conformance",
         "response_schema_conformance",
         "negative_data_rejection",
+        "positive_data_acceptance",
     ])
     r = subprocess.run(
         [st, "run", f"{admin.url}/openapi.json",

@@ -25,7 +25,7 @@ def test_teams_users_organizations_and_budgets(make_stack):
     assert org.budget_id == "gold"
     with pytest.raises(grpc.RpcError) as e:
         stub.CreateOrganization(p.CreateOrganizationRequest(organization_id="x", fields=p.OrganizationFields(budget_id="nope")))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
     team = stub.CreateTeam(p.CreateTeamRequest(
         actor=actor(s), team_id="search", fields=p.TeamFields(team_alias="Search", organization_id="acme", models=["priced"], set_models=True, limits=p.Limits(max_budget=5, tpm_limit=1000)),

@@ -79,7 +79,7 @@ def test_grpc_errors_are_typed(make_stack, pb):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as e:
         s.generate_key(team_id="no-such-team")
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
     s.generate_key(key_alias="dup")
     with pytest.raises(grpc.RpcError) as e:
         s.generate_key(key_alias="dup")

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{count_param, date_ms, Params, DEFAULT_PAGE_SIZE, MAX_PAGE};
+use super::{count_param, date_ms, Date, Params, DEFAULT_PAGE_SIZE, MAX_PAGE};
 use crate::error::ApiResult;
 use crate::time;
 use crate::AppState;
@@ -24,9 +24,11 @@ pub struct AuditQuery {
     /// `key`, `team`, `user`, `organization`, `budget`, `model`, `credential`.
     pub object_type: Option<String>,
     pub object_id: Option<String>,
-    /// `YYYY-MM-DD` or ISO 8601 (UTC), inclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), inclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub start_date: Option<String>,
-    /// `YYYY-MM-DD` or ISO 8601 (UTC), exclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), exclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub end_date: Option<String>,
     #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,

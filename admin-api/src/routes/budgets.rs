@@ -15,7 +15,7 @@ use crate::error::ApiResult;
 use crate::time::iso;
 use crate::AppState;
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct NewBudgetRequest {
     /// Generated when absent.
     pub budget_id: Option<String>,
@@ -23,19 +23,21 @@ pub struct NewBudgetRequest {
     pub limits: LimitFields,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct UpdateBudgetRequest {
+    #[schema(min_length = 1)]
     pub budget_id: String,
     #[serde(flatten)]
     pub limits: LimitFields,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct BudgetInfoRequest {
+    #[schema(min_items = 1)]
     pub budgets: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct DeleteBudgetRequest {
     pub id: String,
 }

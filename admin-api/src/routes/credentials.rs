@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use routeiq_proto::wire::pb;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
 
 use super::{json_text, object, Body};
@@ -22,17 +23,30 @@ use crate::AppState;
 /// What a stored value is shown as.
 const MASK: &str = "********";
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct NewCredentialRequest {
+    #[schema(min_length = 1)]
     pub credential_name: String,
-    /// Secret values: `api_key`, `api_base`, `api_version`, ...
+    #[schema(schema_with = secret_values)]
     pub credential_values: BTreeMap<String, String>,
     /// Non-secret description.
     #[schema(value_type = Option<Object>)]
     pub credential_info: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// A new credential's values: at least one.
+fn secret_values() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Secret values: `api_key`, `api_base`, `api_version`, ...",
+        ))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .min_properties(Some(1))
+        .build()
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct UpdateCredentialRequest {
     /// Replaces every value when given.
     pub credential_values: Option<BTreeMap<String, String>>,

@@ -11,9 +11,15 @@ use axum::{Extension, Json};
 use routeiq_proto::wire::pb;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{
+    AdditionalProperties, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{count_param, non_empty, object, total_pages, Body, LimitFields, Params, MAX_PAGE};
+use super::{
+    count_param, non_empty, object, total_pages, Body, Duration, LimitFields, Params, MAX_PAGE,
+};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
@@ -21,7 +27,7 @@ use crate::AppState;
 
 /// Settable key fields (absent: unchanged on update). Fields RouteIQ does not support are
 /// ignored, as LiteLLM ignores unknown ones.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct KeySettings {
     /// A unique, human-readable name.
     pub key_alias: Option<String>,
@@ -30,16 +36,14 @@ pub struct KeySettings {
     #[serde(flatten)]
     pub limits: LimitFields,
     /// Lifetime from now (`30d`, ...); the key expires then. Absent: never.
+    #[schema(value_type = Option<Duration>, inline)]
     pub duration: Option<String>,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     pub tags: Option<Vec<String>>,
-    /// Budgets per model, LiteLLM's shape: `{"gpt-4o": {"budget_limit": 0.5,
-    /// "time_period": "1d"}}` (`time_period` absent: for the key's life). Replaces the
-    /// key's.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = model_budgets)]
     pub model_max_budget: Option<Map<String, Value>>,
 }
 
@@ -66,15 +70,70 @@ impl KeySettings {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// `model_max_budget`, as the control plane reads it.
+fn model_budgets() -> Object {
+    let limit = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]{1,15}(\\.[0-9]{1,15})?$")),
+        )
+        .description(Some("USD: a number, or one in a string (`\"0.5\"`)."));
+    let budget = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("budget_limit", limit)
+        .required("budget_limit")
+        .property(
+            "time_period",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .pattern(Some(super::DURATION_PATTERN))
+                .description(Some(
+                    "The window spend is counted in; absent: the key's life.",
+                )),
+        )
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .description(Some(
+            "Budgets per model, LiteLLM's shape: `{\"gpt-4o\": {\"budget_limit\": 0.5, \
+             \"time_period\": \"1d\"}}`. Replaces the key's.",
+        ))
+        .additional_properties(Some(budget))
+        .build()
+}
+
+/// What a chosen key may be, as the control plane checks it: `sk-`, then at least 8
+/// characters that are neither whitespace nor control characters (Rust's `char` classes).
+const CUSTOM_KEY: &str = "^sk-[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{8,}$";
+
+/// The schema of a chosen key.
+pub struct CustomKey;
+
+impl utoipa::PartialSchema for CustomKey {
+    fn schema() -> RefOr<Schema> {
+        super::text_matching(CUSTOM_KEY)
+    }
+}
+
+impl ToSchema for CustomKey {}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct GenerateKeyRequest {
-    /// A chosen key (`sk-` and at least 8 more characters); generated when absent.
+    /// A chosen key (`sk-` and at least 8 more characters, none a space or a control
+    /// character); generated when absent.
+    #[schema(value_type = Option<CustomKey>, inline)]
     pub key: Option<String>,
     #[serde(flatten)]
     pub settings: KeySettings,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct UpdateKeyRequest {
     /// The key, or its token (SHA-256, hex).
     pub key: String,
@@ -82,23 +141,24 @@ pub struct UpdateKeyRequest {
     pub settings: KeySettings,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct RegenerateKeyRequest {
     /// The key to replace, or its token.
     pub key: String,
-    /// The replacement (`sk-...`); generated when absent.
+    /// The replacement (as `key` of `/key/generate`); generated when absent.
+    #[schema(value_type = Option<CustomKey>, inline)]
     pub new_key: Option<String>,
     #[serde(flatten)]
     pub settings: KeySettings,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct KeyRequest {
     /// The key, or its token.
     pub key: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct DeleteKeyRequest {
     /// Keys or tokens.
     #[serde(default)]
@@ -190,7 +250,8 @@ pub struct DeleteKeyResponse {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct KeyInfoQuery {
-    /// The key or its token; absent: the calling key.
+    /// The key or its token; absent: the calling key (404 for the master key, which is not
+    /// a stored key).
     pub key: Option<String>,
 }
 
@@ -411,7 +472,10 @@ pub async fn info(
     let asked = match q.key {
         Some(k) => k,
         None if caller.principal.master => {
-            return Err(ApiError::bad_request("`key` is required with the master key").param("key"))
+            return Err(ApiError::not_found(
+                "the master key is not a stored key: give `key` to describe one",
+            )
+            .param("key"))
         }
         None => caller.principal.key_hash.clone(),
     };
@@ -454,7 +518,8 @@ pub async fn update(
     Ok(Json(k.into()))
 }
 
-/// Delete keys, by key, token or alias. Unknown keys fail the whole request.
+/// Delete keys, by key, token or alias. Unknown keys fail the whole request; none given
+/// deletes none.
 #[utoipa::path(post, path = "/key/delete", tag = "keys", request_body = DeleteKeyRequest,
     responses((status = 200, description = "Deleted", body = DeleteKeyResponse)),
     security(("api_key" = ["proxy_admin", "team_admin", "internal_user"])))]
@@ -463,9 +528,6 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Body(req): Body<DeleteKeyRequest>,
 ) -> ApiResult<Json<DeleteKeyResponse>> {
-    if req.keys.is_empty() && req.key_aliases.is_empty() {
-        return Err(ApiError::bad_request("give `keys` or `key_aliases`").param("keys"));
-    }
     let mut refs = Vec::new();
     for key in &req.keys {
         manageable(&state, &caller, key).await?;
@@ -488,14 +550,16 @@ pub async fn delete(
         manageable(&state, &caller, &found.key_hash).await?;
         refs.push(key_ref(&found.key_hash));
     }
-    state
-        .cp
-        .clone()
-        .delete_keys(pb::DeleteKeysRequest {
-            actor: Some(caller.actor),
-            refs,
-        })
-        .await?;
+    if !refs.is_empty() {
+        state
+            .cp
+            .clone()
+            .delete_keys(pb::DeleteKeysRequest {
+                actor: Some(caller.actor),
+                refs,
+            })
+            .await?;
+    }
     let mut deleted_keys = req.keys;
     deleted_keys.extend(req.key_aliases);
     Ok(Json(DeleteKeyResponse { deleted_keys }))

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
 use crate::AppState;
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct OrgSettings {
     pub organization_alias: Option<String>,
     /// A budget from `/budget/new`.
@@ -38,26 +38,29 @@ impl OrgSettings {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct NewOrgRequest {
     /// Generated when absent.
     pub organization_id: Option<String>,
     #[serde(flatten)]
     pub settings: OrgSettings,
-    /// Limits for a budget created for the organization (when no `budget_id` is given).
+    /// Limits for a budget created for the organization; ignored when `budget_id` names a
+    /// budget, as LiteLLM ignores them.
     #[serde(flatten)]
     pub limits: LimitFields,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct UpdateOrgRequest {
+    #[schema(min_length = 1)]
     pub organization_id: String,
     #[serde(flatten)]
     pub settings: OrgSettings,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct DeleteOrgRequest {
+    #[schema(min_items = 1)]
     pub organization_ids: Vec<String>,
 }
 
@@ -100,7 +103,7 @@ pub struct OrgQuery {
     pub organization_id: String,
 }
 
-/// Create an organization (and its budget, when limits are given).
+/// Create an organization (and its budget, when limits are given without a `budget_id`).
 #[utoipa::path(post, path = "/organization/new", tag = "organizations", request_body = NewOrgRequest,
     responses((status = 200, description = "The new organization", body = OrgObject)),
     security(("api_key" = ["proxy_admin"])))]
@@ -110,13 +113,12 @@ pub async fn new(
     Body(mut req): Body<NewOrgRequest>,
 ) -> ApiResult<Json<OrgObject>> {
     let mut cp = state.cp.clone();
-    if !req.limits.is_empty() {
-        if req.settings.budget_id.is_some() {
-            return Err(ApiError::bad_request(
-                "give either `budget_id` or budget limits, not both",
-            )
-            .param("budget_id"));
-        }
+    let names_budget = req
+        .settings
+        .budget_id
+        .as_ref()
+        .is_some_and(|b| !b.is_empty());
+    if !names_budget && !req.limits.is_empty() {
         let budget = cp
             .create_budget(pb::UpsertBudgetRequest {
                 actor: Some(caller.actor.clone()),

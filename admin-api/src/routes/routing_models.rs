@@ -9,8 +9,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::{Extension, Json};
 use routeiq_proto::wire::pb;
+use routeiq_proto::LEARNED_STRATEGIES;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Body, Params};
@@ -19,14 +21,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
 use crate::AppState;
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct NewRoutingModelRequest {
-    /// `knn`, `svm`, `mlp`, `mf`, `graph`, `hybrid`, `elo`, `smallest`, `largest` (the
-    /// `llmrouter-` prefix is optional).
+    #[schema(schema_with = learned_strategy)]
     pub strategy: String,
     /// `s3://bucket/prefix`, `file:///dir` or `/dir`: where `manifest.json` is.
+    #[schema(pattern = "^(?:s3://[^/\\u0000]|(?:file://)?/)[^\\u0000]*$")]
     pub artifact_uri: String,
     /// SHA-256 of the artifact's `manifest.json`, 64 hex digits.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: String,
     /// Evaluation metrics (the manifest's `metrics`).
     #[schema(value_type = Option<Object>)]
@@ -36,7 +39,23 @@ pub struct NewRoutingModelRequest {
     pub activate: bool,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// The strategies a version can be registered for: the learned ones, each also with its
+/// `llmrouter-` prefix.
+fn learned_strategy() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "A learned strategy (the `llmrouter-` prefix is optional).",
+        ))
+        .enum_values(Some(
+            LEARNED_STRATEGIES
+                .iter()
+                .flat_map(|s| [s.to_string(), format!("llmrouter-{s}")]),
+        ))
+        .build()
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ActivateRoutingModelRequest {
     pub id: i64,
 }

@@ -11,7 +11,7 @@ use routeiq_proto::KeyHash;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{count_param, date_ms, non_empty, Params, DEFAULT_PAGE_SIZE, MAX_PAGE};
+use super::{count_param, date_ms, non_empty, Date, Params, DEFAULT_PAGE_SIZE, MAX_PAGE};
 use crate::error::ApiResult;
 use crate::time;
 use crate::AppState;
@@ -25,9 +25,11 @@ pub struct SpendLogsQuery {
     pub team_id: Option<String>,
     /// The model name clients asked for.
     pub model: Option<String>,
-    /// `YYYY-MM-DD` or ISO 8601 (UTC), inclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), inclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub start_date: Option<String>,
-    /// `YYYY-MM-DD` or ISO 8601 (UTC), exclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), exclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub end_date: Option<String>,
     #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,
@@ -95,9 +97,11 @@ impl From<pb::SpendLog> for SpendLogObject {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
-    /// `YYYY-MM-DD` (UTC), inclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), inclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub start_date: Option<String>,
-    /// `YYYY-MM-DD` (UTC), exclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), exclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub end_date: Option<String>,
 }
 
@@ -116,9 +120,11 @@ pub enum GroupBy {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
-    /// `YYYY-MM-DD` (UTC), inclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), inclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub start_date: Option<String>,
-    /// `YYYY-MM-DD` (UTC), exclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), exclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub end_date: Option<String>,
     /// Default: `day`.
     pub group_by: Option<GroupBy>,
@@ -130,9 +136,11 @@ pub struct TopQuery {
     /// How many (default 10).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// `YYYY-MM-DD` (UTC), inclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), inclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub start_date: Option<String>,
-    /// `YYYY-MM-DD` (UTC), exclusive.
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), exclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
     pub end_date: Option<String>,
 }
 

@@ -37,8 +37,9 @@ impl MemberRole {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct Member {
+    #[schema(min_length = 1)]
     pub user_id: String,
     #[serde(default)]
     pub role: MemberRole,
@@ -55,7 +56,7 @@ impl Member {
     }
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct TeamSettings {
     pub team_alias: Option<String>,
     pub organization_id: Option<String>,
@@ -83,7 +84,7 @@ impl TeamSettings {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct NewTeamRequest {
     /// Generated when absent.
     pub team_id: Option<String>,
@@ -93,33 +94,39 @@ pub struct NewTeamRequest {
     pub members_with_roles: Vec<Member>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct UpdateTeamRequest {
     pub team_id: String,
     #[serde(flatten)]
     pub settings: TeamSettings,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct DeleteTeamRequest {
+    #[schema(min_items = 1)]
     pub team_ids: Vec<String>,
 }
 
 /// One member or several.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Members {
     One(Member),
-    Many(Vec<Member>),
+    Many(MemberList),
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// Members, at least one.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(min_items = 1)]
+pub struct MemberList(Vec<Member>);
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct MemberAddRequest {
     pub team_id: String,
     pub member: Members,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct MemberDeleteRequest {
     pub team_id: String,
     pub user_id: String,
@@ -367,7 +374,7 @@ pub async fn member_add(
     }
     let members = match req.member {
         Members::One(m) => vec![m],
-        Members::Many(ms) => ms,
+        Members::Many(MemberList(ms)) => ms,
     };
     let t = state
         .cp

@@ -14,8 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::keys::KeyObject;
 use super::teams::TeamObject;
 use super::{
-    count_param, json_text, non_empty, object, total_pages, Body, LimitFields, LimitsObject,
-    Params, DEFAULT_PAGE_SIZE, MAX_PAGE,
+    count_param, json_text, non_empty, object, total_pages, Body, Duration, LimitFields,
+    LimitsObject, Params, DEFAULT_PAGE_SIZE, MAX_PAGE,
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -42,7 +42,7 @@ impl UserRole {
     }
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct UserSettings {
     pub user_email: Option<String>,
     /// Default for new users: `internal_user`.
@@ -69,7 +69,7 @@ impl UserSettings {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct NewUserRequest {
     /// Generated when absent.
     pub user_id: Option<String>,
@@ -86,18 +86,20 @@ pub struct NewUserRequest {
     /// The alias of that key.
     pub key_alias: Option<String>,
     /// That key's lifetime (`30d`, ...).
+    #[schema(value_type = Option<Duration>, inline)]
     pub duration: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct UpdateUserRequest {
     pub user_id: String,
     #[serde(flatten)]
     pub settings: UserSettings,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct DeleteUserRequest {
+    #[schema(min_items = 1)]
     pub user_ids: Vec<String>,
 }
 
@@ -177,7 +179,8 @@ pub struct UserListResponse {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UserQuery {
-    /// Absent: the caller's own user.
+    /// Absent: the caller's own user (404 for the master key and other keys without a
+    /// user).
     pub user_id: Option<String>,
 }
 
@@ -291,7 +294,12 @@ pub async fn info(
         (Some(u), me) if caller.is_viewer() || me == Some(u.as_str()) => u,
         (Some(_), _) => return Err(ApiError::forbidden("you may only view your own user")),
         (None, Some(me)) => me.to_owned(),
-        (None, None) => return Err(ApiError::bad_request("`user_id` is required").param("user_id")),
+        (None, None) => {
+            return Err(ApiError::not_found(
+                "this key has no user (the master key or a service key): give `user_id`",
+            )
+            .param("user_id"))
+        }
     };
     let mut cp = state.cp.clone();
     let user = cp

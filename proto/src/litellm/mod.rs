@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::Snapshot;
 
-pub use model::parse_model;
+pub use model::{known_prefixes, parse_model};
 
 /// A config that could not be loaded. Every variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -149,12 +149,14 @@ pub fn compile_model(
     Ok((d, warnings))
 }
 
-/// The credential a `/model/new` body refers to (`litellm_params.litellm_credential_name`).
+/// The credential a `/model/new` body refers to (`litellm_params.litellm_credential_name`;
+/// empty: none, as LiteLLM reads it).
 pub fn credential_name(entry: &serde_json::Value) -> Option<&str> {
     entry
         .get("litellm_params")?
         .get("litellm_credential_name")?
         .as_str()
+        .filter(|name| !name.is_empty())
 }
 
 #[cfg(test)]

@@ -424,9 +424,13 @@ pub fn compile_deployment(
         parsed.provider
     };
 
-    let credential = match &p.litellm_credential_name {
+    let credential = match p
+        .litellm_credential_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    {
         None => None,
-        Some(name) => Some(*credentials.get(name.as_str()).ok_or_else(|| {
+        Some(name) => Some(*credentials.get(name).ok_or_else(|| {
             (
                 format!("{at}.litellm_params.litellm_credential_name"),
                 format!("no credential named `{name}` in credential_list"),
@@ -486,15 +490,38 @@ pub fn compile_deployment(
         ));
     }
 
-    for (name, v) in [("rpm", p.rpm), ("tpm", p.tpm)] {
+    let mi = &raw.model_info;
+    for (name, v) in [
+        ("litellm_params.rpm", p.rpm),
+        ("litellm_params.tpm", p.tpm),
+        ("model_info.max_tokens", mi.max_tokens),
+        ("model_info.max_input_tokens", mi.max_input_tokens),
+        ("model_info.max_output_tokens", mi.max_output_tokens),
+    ] {
         if v.is_some_and(|v| v > i64::MAX as u64) {
             return Err((
-                format!("{at}.litellm_params.{name}"),
+                format!("{at}.{name}"),
                 format!("must be at most {}", i64::MAX),
             ));
         }
     }
-    let mi = &raw.model_info;
+    for (name, v) in [
+        ("litellm_params.weight", p.weight),
+        (
+            "litellm_params.input_cost_per_token",
+            p.input_cost_per_token,
+        ),
+        (
+            "litellm_params.output_cost_per_token",
+            p.output_cost_per_token,
+        ),
+        ("model_info.input_cost_per_token", mi.input_cost_per_token),
+        ("model_info.output_cost_per_token", mi.output_cost_per_token),
+    ] {
+        if v.is_some_and(|v| v.is_nan() || v < 0.0) {
+            return Err((format!("{at}.{name}"), "must not be negative".into()));
+        }
+    }
     let id = mi
         .id
         .clone()

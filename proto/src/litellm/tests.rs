@@ -149,6 +149,9 @@ fn malformed_configs_name_the_yaml_path() {
         ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: not a url\n", "model_list[0].litellm_params.api_base"),
         ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      litellm_credential_name: nope\n", "litellm_credential_name"),
         ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      timeout: -1\n", "model_list[0].litellm_params.timeout"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      weight: -1\n", "model_list[0].litellm_params.weight"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n    model_info:\n      output_cost_per_token: -0.5\n", "model_list[0].model_info.output_cost_per_token"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n    model_info:\n      max_output_tokens: 9223372036854775808\n", "model_list[0].model_info.max_output_tokens"),
         ("general_settings:\n  master_key: ''\n", "general_settings.master_key"),
         // An unknown provider prefix is refused (never sent to OpenAI), even with keys
         // that provider would read.
@@ -162,6 +165,14 @@ fn malformed_configs_name_the_yaml_path() {
         load("model_list: [", &[]),
         Err(ConfigError::Yaml { .. })
     ));
+}
+
+#[test]
+fn an_empty_credential_name_names_no_credential() {
+    let text = "model_list:\n  - model_name: m\n    litellm_params:\n      model: mock/x\n      litellm_credential_name: ''\n";
+    assert_eq!(load(text, &[]).unwrap().snapshot.deployments.len(), 1);
+    let entry = serde_json::json!({"litellm_params": {"litellm_credential_name": ""}});
+    assert_eq!(credential_name(&entry), None);
 }
 
 #[test]
