@@ -253,25 +253,45 @@ def test_shared_limits_hold_their_bound_on_1_2_and_3_data_planes_over_20_runs(ma
                                      timeout=5).status_code == 200 for dp in dps),
                what="every key on every data plane")
 
+    fallbacks = lambda planes: sum(dp.metric("routeiq_redis_fallbacks_total") for dp in planes)
     with ThreadPoolExecutor(max_workers=100) as pool:
         for n in (1, 2, 3):
             planes = dps[:n]
+            shared_runs = 0
             for run, key in enumerate(tpm_keys[n]):
                 fresh_minute()
+                before = fallbacks(planes)
                 results = list(pool.map(lambda i: chat(planes[i % n], key, max_tokens=5), range(100)))
+                fell_back = fallbacks(planes) - before
                 ok = [r for r in results if r.status_code == 200]
                 refused = [r for r in results if r.status_code == 429]
                 assert len(ok) + len(refused) == 100, [r.status_code for r in results]
                 used = [r.json()["usage"]["total_tokens"] for r in ok]
                 assert ok and refused, (n, run, len(ok))
-                bound = 100 + n * max(used)
-                print(f"{n} data planes, run {run}: admitted {len(ok)}, tokens {sum(used)} (bound {bound})")
-                assert sum(used) <= bound, (n, run, len(ok), used)
+                if fell_back == 0:
+                    bound = 100 + n * max(used)
+                    shared_runs += 1
+                else:
+                    # A Redis call slower than 50 ms (this machine under load) sends the data
+                    # plane to its share of the limit for a second: each admits while its
+                    # tokens are below its grant or its share (limit / data planes), so
+                    # together at most twice the limit plus one request each.
+                    bound = 2 * 100 + n * max(used)
+                print(f"{n} data planes, run {run}: admitted {len(ok)}, tokens {sum(used)} "
+                      f"(bound {bound}; Redis fallbacks {fell_back:.0f})")
+                assert sum(used) <= bound, (n, run, fell_back, len(ok), used)
                 assert all("tpm_limit of 100" in r.json()["error"]["message"] for r in refused)
+            # The shared path itself was measured, not only the fallback.
+            assert shared_runs >= 1, f"every run with {n} data planes fell back"
             for key in rpm_keys[n]:
                 fresh_minute()
+                before = fallbacks(planes)
                 codes = list(pool.map(lambda i: chat(planes[i % n], key).status_code, range(50)))
-                assert codes.count(200) == 10 and codes.count(429) == 40, (n, codes)
+                assert set(codes) == {200, 429}, codes
+                if fallbacks(planes) == before:
+                    assert codes.count(200) == 10, (n, codes)
+                else:  # as above: each data plane's grant or share
+                    assert codes.count(200) <= 2 * 10, (n, codes)
 
             key, costs = budget_keys[n], {}
 
