@@ -21,6 +21,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 use prost::Message;
+use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::wire::pb;
 use routeiq_proto::{subjects, DeltaOp, ScopeKind, UsageEvent};
 use sqlx::{PgPool, Row};
@@ -28,8 +29,6 @@ use sqlx::{PgPool, Row};
 use crate::changes;
 use crate::error::StoreError;
 use crate::keys::stored_hash;
-use routeiq_nats::{reconnected, Reconnects};
-
 use crate::nats::Streams;
 
 #[derive(Debug, Clone)]

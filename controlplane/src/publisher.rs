@@ -17,14 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::object_store::ObjectMetadata;
+use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::subjects;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgPool, Row};
 
 use crate::changes::NOTIFY_CHANNEL;
 use crate::crypto::SecretBox;
-use routeiq_nats::{reconnected, Reconnects};
-
 use crate::nats::Streams;
 use crate::snapshot;
 

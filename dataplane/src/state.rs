@@ -41,16 +41,18 @@ pub struct CompiledDeployment {
     pub prices: crate::cost::Prices,
     /// What this data plane has seen of the deployment (shared by every snapshot version).
     pub health: Arc<DeploymentHealth>,
+    /// How client-facing errors name the deployment ([`CompiledDeployment::label_of`]),
+    /// built once here rather than on each request.
+    pub label: Arc<str>,
 }
 
 impl CompiledDeployment {
-    /// How client-facing errors name the deployment: its id and model group, never its
-    /// address.
-    pub fn label(&self) -> String {
-        format!(
+    /// The deployment's id and model group, never its address.
+    pub fn label_of(d: &Deployment) -> Arc<str> {
+        Arc::from(format!(
             "deployment `{}` of model group `{}`",
-            self.deployment.id, self.deployment.model_name
-        )
+            d.id, d.model_name
+        ))
     }
 }
 
@@ -365,6 +367,7 @@ fn compile_groups(
                 stream_timeout,
                 prices: crate::cost::prices(d),
                 health: lasting.health.of(&d.id),
+                label: CompiledDeployment::label_of(d),
             }));
     }
     let mut model_names: Vec<String> = by_name.keys().cloned().collect();

@@ -91,7 +91,7 @@ impl Upstream {
         target: &Target,
         req: UpstreamRequest,
         reads: Option<Duration>,
-        who: String,
+        who: Arc<str>,
     ) -> Result<Exchange, ApiError> {
         let addr = self.resolve(&target.host, target.port, &who).await?;
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
@@ -124,7 +124,7 @@ impl Upstream {
         let io = match reads {
             Some(t) => tokio::time::timeout(t, io)
                 .await
-                .map_err(|_| reads_timeout(target, &who, t))?,
+                .map_err(|_| silent(&target.authority, &who, t))?,
             None => io.await,
         };
         match io {
@@ -181,9 +181,9 @@ fn connect_error(target: &Target, who: &str, e: &pingora::Error) -> ApiError {
     )
 }
 
-/// A stream's first bytes did not come within its `stream_timeout`.
-fn reads_timeout(target: &Target, who: &str, t: Duration) -> ApiError {
-    tracing::warn!(upstream = %target.authority, who, "upstream sent nothing in time");
+/// A stream sent nothing (its header, or its next chunk) within its `stream_timeout`.
+fn silent(upstream: &str, who: &str, t: Duration) -> ApiError {
+    tracing::warn!(upstream, who, "upstream sent nothing in time");
     ApiError::timeout(format!(
         "{who} sent nothing for {:.1}s (litellm_params.stream_timeout / router_settings.stream_timeout)",
         t.as_secs_f64()
@@ -194,7 +194,7 @@ fn io_error(target: &Target, who: &str, e: &pingora::Error, reads: Option<Durati
     use pingora::ErrorType;
     match (e.etype(), reads) {
         (ErrorType::ReadTimedout | ErrorType::WriteTimedout, Some(t)) => {
-            reads_timeout(target, who, t)
+            silent(&target.authority, who, t)
         }
         (other, _) => {
             tracing::warn!(upstream = %target.authority, who, error = %e, "upstream request failed");
@@ -218,7 +218,7 @@ pub struct Exchange {
     /// The upstream's address, for logs.
     target_label: String,
     /// The deployment, for the client's errors.
-    who: String,
+    who: Arc<str>,
     /// Bounds each body read (streams).
     reads: Option<Duration>,
 }
@@ -237,7 +237,7 @@ impl Exchange {
                 Ok(r) => r,
                 Err(_) => {
                     self.session = None;
-                    return Err(self.silent(t));
+                    return Err(silent(&self.target_label, &self.who, t));
                 }
             },
             None => session.read_body_bytes().await,
@@ -256,7 +256,9 @@ impl Exchange {
             Err(e) => {
                 self.session = None;
                 Err(match (e.etype(), self.reads) {
-                    (pingora::ErrorType::ReadTimedout, Some(t)) => self.silent(t),
+                    (pingora::ErrorType::ReadTimedout, Some(t)) => {
+                        silent(&self.target_label, &self.who, t)
+                    }
                     (other, _) => {
                         tracing::warn!(upstream = %self.target_label, who = %self.who, error = %e, "upstream broke off the response");
                         ApiError::upstream(
@@ -268,16 +270,6 @@ impl Exchange {
                 })
             }
         }
-    }
-
-    /// A stream went quiet for longer than its `stream_timeout`.
-    fn silent(&self, t: Duration) -> ApiError {
-        tracing::warn!(upstream = %self.target_label, who = %self.who, "upstream stream went quiet");
-        ApiError::timeout(format!(
-            "{} sent nothing for {:.1}s (litellm_params.stream_timeout / router_settings.stream_timeout)",
-            self.who,
-            t.as_secs_f64()
-        ))
     }
 
     /// The whole body, failing once it exceeds `limit` bytes.

@@ -21,12 +21,12 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self, object_store::ObjectStore};
 use futures_util::StreamExt;
 use prost::Message;
+use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::wire::pb;
 use routeiq_proto::{subjects, Delta};
 use tokio::io::AsyncReadExt;
 
 use crate::state::{App, Lasting, LiveState};
-use routeiq_nats::{reconnected, Reconnects};
 
 /// A full snapshot as stored, with the stream position to continue from.
 pub struct Stored {

@@ -191,7 +191,7 @@ pub(super) async fn send(
             None => Err(ApiError::upstream(
                 502,
                 ErrorKind::Upstream,
-                format!("{} ended the stream before sending anything", d.label()),
+                format!("{} ended the stream before sending anything", d.label),
             )),
         };
     }
@@ -203,7 +203,7 @@ pub(super) async fn send(
         Ok(r) => r.map(Reply::Full),
         Err(_) => Err(ApiError::timeout(format!(
             "{} did not answer within {:.1}s (litellm_params.timeout / router_settings.timeout)",
-            d.label(),
+            d.label,
             d.timeout.as_secs_f64()
         ))),
     }

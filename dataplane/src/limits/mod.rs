@@ -59,6 +59,11 @@ struct Window {
 }
 
 impl Window {
+    /// Shared mode: the tokens this data plane's grants still allow.
+    fn left(&self) -> u64 {
+        self.granted_tokens.saturating_sub(self.tokens)
+    }
+
     /// Moves to `minute` if it is later (a request that read the clock just before a
     /// minute ended counts in the newer window, never rolls it back).
     fn roll(&mut self, minute: u64) {
@@ -224,7 +229,7 @@ fn take_or_ask(
 ) -> Step {
     let mut w = lock(&counters.window);
     w.roll(minute);
-    let left = w.granted_tokens.saturating_sub(w.tokens);
+    let left = w.left();
     let short_requests = key.rpm_limit.is_some() && w.lease_requests == 0;
     let short_tokens = key.tpm_limit.is_some() && left < reserve;
     if asked || (!short_requests && !short_tokens) {
@@ -363,7 +368,7 @@ fn admit_local(
 /// Shared mode's headers: what is left across data planes (as of the last grant) plus
 /// this data plane's unused grant.
 fn shared_headers(key: &Holder<'_>, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
-    let left = w.granted_tokens.saturating_sub(w.tokens);
+    let left = w.left();
     let view = Window {
         requests: key.rpm_limit.map_or(0, |l| {
             l.saturating_sub(w.lease_requests).min(w.total_requests)

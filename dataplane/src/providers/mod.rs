@@ -92,7 +92,7 @@ pub trait Provider: Send + Sync {
         let target = d
             .target
             .as_ref()
-            .ok_or_else(|| ApiError::internal(format!("{} has no upstream address", d.label())))?;
+            .ok_or_else(|| ApiError::internal(format!("{} has no upstream address", d.label)))?;
         let req = self.request(d, target, op, body)?;
         // A stream's reads are bounded one by one; anything else is bounded whole by the
         // caller (`timeout`), with one timer.
@@ -100,14 +100,16 @@ pub trait Provider: Send + Sync {
             Operation::Chat { stream: true } => Some(d.stream_timeout),
             _ => None,
         };
-        let ex = upstream.send(target, req, reads, d.label()).await?;
+        let ex = upstream
+            .send(target, req, reads, Arc::clone(&d.label))
+            .await?;
         let status = ex.status;
         let retry_after = ex.retry_after;
         let mut body = Body::Http(Box::new(ex));
         if !(200..300).contains(&status) {
             let err_body = body.read_error().await;
             let mut e = upstream_error(d.deployment.provider, status, &err_body);
-            e.message = format!("{}: {}", d.label(), e.message);
+            e.message = format!("{}: {}", d.label, e.message);
             return Err(e.with_retry_after(retry_after));
         }
         Ok(ProviderResponse { status, body })

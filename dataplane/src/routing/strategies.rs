@@ -201,12 +201,14 @@ mod tests {
     use std::time::Duration;
 
     pub fn dep(id: &str, weight: Option<f64>, rpm: Option<u64>) -> Arc<CompiledDeployment> {
+        let deployment = Deployment {
+            rpm,
+            weight,
+            ..Deployment::mock(id, "m")
+        };
         Arc::new(CompiledDeployment {
-            deployment: Deployment {
-                rpm,
-                weight,
-                ..Deployment::mock(id, "m")
-            },
+            label: CompiledDeployment::label_of(&deployment),
+            deployment,
             target: None,
             timeout: Duration::from_secs(1),
             stream_timeout: Duration::from_secs(1),
