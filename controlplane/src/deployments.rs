@@ -1,9 +1,10 @@
 //! Model deployments in `model_deployments`: the snapshot's `Deployment`s, with the API key
 //! encrypted at rest.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use routeiq_proto::{Deployment, DeploymentId, ModelInfo, ProviderKind, Secret};
+use routeiq_proto::{Deployment, DeploymentId, ModelInfo, ProviderKind, ProviderSettings, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgExecutor, Row};
@@ -23,6 +24,9 @@ struct Params {
     stream_timeout_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tags: Vec<String>,
+    /// Plain provider settings (`vertex_project`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    provider: BTreeMap<String, String>,
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Value, StoreError> {
@@ -45,21 +49,34 @@ pub async fn upsert(
         mock_response: d.mock_response.clone(),
         stream_timeout_seconds: d.stream_timeout.map(|t| t.as_secs_f64()),
         tags: d.tags.clone(),
+        provider: d.settings.params.clone(),
     };
     let api_key = d
         .api_key
         .as_ref()
         .map(|k| secrets.seal(k.expose()))
         .transpose()?;
+    let secret_params = if d.settings.secrets.is_empty() {
+        None
+    } else {
+        let plain: BTreeMap<&str, &str> = d
+            .settings
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        Some(secrets.seal(&json(&plain)?.to_string())?)
+    };
     sqlx::query(
         "INSERT INTO model_deployments
-           (model_id, model_name, provider, upstream_model, api_base, api_key, litellm_params, model_info, source)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           (model_id, model_name, provider, upstream_model, api_base, api_key, litellm_params, model_info, source, secret_params)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (model_id) DO UPDATE SET
            model_name = EXCLUDED.model_name, provider = EXCLUDED.provider,
            upstream_model = EXCLUDED.upstream_model, api_base = EXCLUDED.api_base,
            api_key = EXCLUDED.api_key, litellm_params = EXCLUDED.litellm_params,
-           model_info = EXCLUDED.model_info, source = EXCLUDED.source, updated_at = now()",
+           model_info = EXCLUDED.model_info, source = EXCLUDED.source,
+           secret_params = EXCLUDED.secret_params, updated_at = now()",
     )
     .bind(&d.id.0)
     .bind(&d.model_name)
@@ -70,6 +87,7 @@ pub async fn upsert(
     .bind(json(&params)?)
     .bind(json(&d.model_info)?)
     .bind(source)
+    .bind(secret_params)
     .execute(conn)
     .await?;
     Ok(())
@@ -82,20 +100,16 @@ pub async fn load_all(
 ) -> Result<Vec<(Deployment, String)>, StoreError> {
     let rows = sqlx::query(
         "SELECT model_id, model_name, provider, upstream_model, api_base, api_key,
-                litellm_params, model_info, source
+                litellm_params, model_info, source, secret_params
            FROM model_deployments ORDER BY created_at, model_id",
     )
     .fetch_all(conn)
     .await?;
     rows.into_iter()
         .map(|r| {
-            let provider = match r.try_get::<String, _>("provider")?.as_str() {
-                "openai" => ProviderKind::OpenAi,
-                "azure" => ProviderKind::Azure,
-                "anthropic" => ProviderKind::Anthropic,
-                "mock" => ProviderKind::Mock,
-                other => return Err(StoreError::Corrupt(format!("provider `{other}`"))),
-            };
+            let provider_name: String = r.try_get("provider")?;
+            let provider = ProviderKind::parse(&provider_name)
+                .ok_or_else(|| StoreError::Corrupt(format!("provider `{provider_name}`")))?;
             let params: Params = serde_json::from_value(r.try_get("litellm_params")?)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let model_info: ModelInfo = serde_json::from_value(r.try_get("model_info")?)
@@ -104,6 +118,12 @@ pub async fn load_all(
                 .try_get::<Option<Vec<u8>>, _>("api_key")?
                 .map(|b| secrets.open(&b).map(Secret::new))
                 .transpose()?;
+            let secret_params: BTreeMap<String, String> =
+                match r.try_get::<Option<Vec<u8>>, _>("secret_params")? {
+                    None => BTreeMap::new(),
+                    Some(b) => serde_json::from_str(&secrets.open(&b)?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                };
             let d = Deployment {
                 id: DeploymentId(r.try_get("model_id")?),
                 model_name: r.try_get("model_name")?,
@@ -124,6 +144,13 @@ pub async fn load_all(
                     .and_then(|s| Duration::try_from_secs_f64(s).ok()),
                 tags: params.tags,
                 model_info,
+                settings: ProviderSettings {
+                    params: params.provider,
+                    secrets: secret_params
+                        .into_iter()
+                        .map(|(k, v)| (k, Secret::new(v)))
+                        .collect(),
+                },
             };
             Ok((d, r.try_get("source")?))
         })

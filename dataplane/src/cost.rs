@@ -59,17 +59,28 @@ const TABLE: &[(&str, f64, f64, f64)] = &[
     ("claude-3-5-haiku", 0.80, 4.00, 0.08),
     ("claude-3-opus", 15.00, 75.00, 1.50),
     ("claude-3-haiku", 0.25, 1.25, 0.03),
+    // Gemini: the prices of prompts up to 200k tokens.
+    ("gemini-2.5-pro", 1.25, 10.00, 0.31),
+    ("gemini-2.5-flash", 0.30, 2.50, 0.075),
+    ("gemini-2.5-flash-lite", 0.10, 0.40, 0.025),
+    ("gemini-2.0-flash", 0.10, 0.40, 0.025),
+    ("gemini-2.0-flash-lite", 0.075, 0.30, 0.075),
+    ("gemini-1.5-pro", 1.25, 5.00, 0.3125),
+    ("gemini-1.5-flash", 0.075, 0.30, 0.01875),
+    ("text-embedding-004", 0.0, 0.0, 0.0),
+    ("gemini-embedding-001", 0.15, 0.0, 0.15),
 ];
 
 /// The built-in prices of `model`: the longest table entry that is the whole name or the
-/// name up to a `-` (a dated or tagged version).
+/// name up to a `-` or `@` (a dated or tagged version: `gpt-4o-2024-08-06`, Vertex AI's
+/// `claude-3-5-sonnet@20240620`).
 pub fn builtin(model: &str) -> Option<Prices> {
     TABLE
         .iter()
         .filter(|(name, ..)| {
             model
                 .strip_prefix(name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '@']))
         })
         .max_by_key(|(name, ..)| name.len())
         .map(|&(_, input, output, cached)| Prices {
@@ -121,6 +132,9 @@ mod tests {
         assert_eq!(p("claude-sonnet-4-5-20250929"), Some((3.0, 15.0)));
         assert_eq!(p("claude-3-5-haiku-latest"), Some((0.8, 4.0)));
         assert_eq!(p("gpt-4o2"), None);
+        assert_eq!(p("claude-3-5-sonnet@20240620"), Some((3.0, 15.0)));
+        assert_eq!(p("gemini-2.5-flash-preview-09-2025"), Some((0.3, 2.5)));
+        assert_eq!(p("gemini-2.5-flash-lite"), Some((0.1, 0.4)));
         assert_eq!(p("my-finetune"), None);
         let cost = builtin("gpt-4o-mini").unwrap_or_default().of(&Usage {
             input_tokens: 1_000_000,

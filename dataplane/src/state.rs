@@ -19,10 +19,13 @@ use crate::holder::ScopeEntry;
 use crate::attached::report::Reporter;
 use crate::error::ApiError;
 use crate::keymap::{Change, KeyMap};
+use crate::providers::google_auth::GoogleTokens;
+use crate::providers::vertex::VertexAuth;
 use crate::routing::health::{DeploymentHealth, Health};
 use crate::routing::learned::Models;
 use crate::routing::ModelGroup;
 use crate::telemetry::Metrics;
+use crate::translate::ChatFormat;
 use crate::upstream::{Target, Upstream};
 
 /// Upstream timeout when neither the deployment nor the router settings give one.
@@ -44,6 +47,11 @@ pub struct CompiledDeployment {
     /// How client-facing errors name the deployment ([`CompiledDeployment::label_of`]),
     /// built once here rather than on each request.
     pub label: Arc<str>,
+    /// The chat wire format the deployment speaks.
+    pub format: ChatFormat,
+    /// Vertex AI deployments: project, location and token source, or why the deployment
+    /// cannot be used (its requests then fail with that reason).
+    pub vertex: Option<Result<VertexAuth, Arc<str>>>,
 }
 
 impl CompiledDeployment {
@@ -129,6 +137,10 @@ impl Scopes {
 pub struct Lasting {
     pub health: Arc<Health>,
     pub models: Arc<Models>,
+    /// The pooled upstream client.
+    pub upstream: Arc<Upstream>,
+    /// Service accounts' access tokens (Vertex AI).
+    pub google: Arc<GoogleTokens>,
 }
 
 impl LiveState {
@@ -357,6 +369,12 @@ fn compile_groups(
             .stream_timeout
             .or(router.stream_timeout)
             .unwrap_or(timeout);
+        let vertex = (d.provider == ProviderKind::VertexAi).then(|| {
+            VertexAuth::prepare(d, &lasting.google, &lasting.upstream).map_err(|why| {
+                tracing::warn!(deployment = %d.id, reason = %why, "Vertex AI deployment unusable");
+                Arc::from(why)
+            })
+        });
         by_name
             .entry(d.model_name.clone())
             .or_default()
@@ -368,6 +386,8 @@ fn compile_groups(
                 prices: crate::cost::prices(d),
                 health: lasting.health.of(&d.id),
                 label: CompiledDeployment::label_of(d),
+                format: crate::providers::get(d.provider).chat_format(d),
+                vertex,
             }));
     }
     let mut model_names: Vec<String> = by_name.keys().cloned().collect();
@@ -425,9 +445,10 @@ impl App {
         let cooldowns = shared.as_ref().map(|s| {
             crate::routing::shared::start(s.connection(), Arc::clone(&state.lasting().health))
         });
+        let upstream = Arc::clone(&state.lasting().upstream);
         Ok(Self {
             live: ArcSwap::from_pointee(state),
-            upstream: Arc::new(Upstream::default()),
+            upstream,
             limiter: crate::limits::Limiter::new(shared),
             budgets: crate::budgets::Budgets::default(),
             cooldowns,

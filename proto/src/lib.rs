@@ -24,6 +24,6 @@ pub use router::{
 pub use scopes::{Scope, ScopeKind};
 pub use secret::Secret;
 pub use snapshot::{
-    ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, Snapshot,
-    SnapshotError,
+    ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, ProviderSettings,
+    Snapshot, SnapshotError,
 };

@@ -16,6 +16,11 @@ pub enum ProviderKind {
     Azure,
     /// Anthropic Messages API.
     Anthropic,
+    /// Google's Gemini API (`generativelanguage.googleapis.com`), with an API key.
+    Gemini,
+    /// Google Cloud Vertex AI: Gemini models, and Anthropic models on Vertex, with a
+    /// service account's OAuth2 token.
+    VertexAi,
     /// Built-in deterministic provider; answers without any upstream.
     Mock,
 }
@@ -27,8 +32,23 @@ impl ProviderKind {
             Self::OpenAi => "openai",
             Self::Azure => "azure",
             Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::VertexAi => "vertex_ai",
             Self::Mock => "mock",
         }
+    }
+
+    /// The kind [`as_str`](Self::as_str) names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "openai" => Self::OpenAi,
+            "azure" => Self::Azure,
+            "anthropic" => Self::Anthropic,
+            "gemini" => Self::Gemini,
+            "vertex_ai" => Self::VertexAi,
+            "mock" => Self::Mock,
+            _ => return None,
+        })
     }
 }
 
@@ -88,6 +108,27 @@ pub struct Deployment {
     /// `litellm_params.tags`, for tag filtering.
     pub tags: Vec<String>,
     pub model_info: ModelInfo,
+    /// What only some providers read (`vertex_project`, ...).
+    pub settings: ProviderSettings,
+}
+
+/// A deployment's provider-specific `litellm_params`, by their LiteLLM names: plain ones
+/// (`vertex_project`, `vertex_location`) and secret ones (`vertex_credentials`), which are
+/// kept as [`Secret`]s and sealed at rest like `api_key`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProviderSettings {
+    pub params: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl ProviderSettings {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    pub fn secret(&self, name: &str) -> Option<&Secret> {
+        self.secrets.get(name)
+    }
 }
 
 impl Deployment {
@@ -110,6 +151,7 @@ impl Deployment {
             mock_response: None,
             tags: Vec::new(),
             model_info: ModelInfo::default(),
+            settings: ProviderSettings::default(),
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::{
     Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelBudget, ModelInfo,
-    ProviderKind, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent,
-    VirtualKey,
+    ProviderKind, ProviderSettings, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret,
+    Snapshot, UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -184,6 +184,13 @@ impl From<&Deployment> for pb::Deployment {
             mock_response: d.mock_response.clone(),
             tags: d.tags.clone(),
             stream_timeout_seconds: d.stream_timeout.map(|t| t.as_secs_f64()),
+            params: d.settings.params.clone().into_iter().collect(),
+            secret_params: d
+                .settings
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
             model_info: Some(pb::ModelInfo {
                 max_input_tokens: mi.max_input_tokens,
                 max_output_tokens: mi.max_output_tokens,
@@ -204,13 +211,8 @@ impl From<&Deployment> for pb::Deployment {
 impl TryFrom<pb::Deployment> for Deployment {
     type Error = InvalidMessage;
     fn try_from(d: pb::Deployment) -> Result<Self, InvalidMessage> {
-        let provider = match d.provider.as_str() {
-            "openai" => ProviderKind::OpenAi,
-            "azure" => ProviderKind::Azure,
-            "anthropic" => ProviderKind::Anthropic,
-            "mock" => ProviderKind::Mock,
-            other => return Err(invalid("deployment.provider", format!("unknown `{other}`"))),
-        };
+        let provider = ProviderKind::parse(&d.provider)
+            .ok_or_else(|| invalid("deployment.provider", format!("unknown `{}`", d.provider)))?;
         let mi = d.model_info.unwrap_or_default();
         let extra: BTreeMap<String, serde_json::Value> = if mi.extra_json.is_empty() {
             BTreeMap::new()
@@ -244,6 +246,14 @@ impl TryFrom<pb::Deployment> for Deployment {
                 mode: mi.mode,
                 access_groups: mi.access_groups,
                 extra,
+            },
+            settings: ProviderSettings {
+                params: d.params.into_iter().collect(),
+                secrets: d
+                    .secret_params
+                    .into_iter()
+                    .map(|(k, v)| (k, Secret::new(v)))
+                    .collect(),
             },
         })
     }

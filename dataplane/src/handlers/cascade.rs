@@ -10,7 +10,7 @@ use super::attempt::{self, Reply, Served};
 use super::internal;
 use crate::context::RequestCtx;
 use crate::error::ApiError;
-use crate::providers::{self, Operation};
+use crate::providers::Operation;
 use crate::routing::failover::Failover;
 use crate::routing::learned::automix::Cascade;
 use crate::routing::learned::is_candidate;
@@ -36,7 +36,7 @@ pub async fn run(
     if !is_candidate(small, &cascade.small) {
         return Ok(served);
     }
-    let format = providers::get(small.deployment.provider).chat_format();
+    let format = small.format;
     let answer = internal::reply_text(format, draft).unwrap_or_default();
     let verdicts = futures_util::future::join_all((0..cascade.samples).map(|_| {
         internal::complete_on(

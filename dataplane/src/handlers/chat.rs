@@ -9,14 +9,16 @@ use super::request::RawObject;
 use super::response_headers;
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
-use crate::providers::{self, Operation};
+use crate::providers::Operation;
 use crate::respond;
 use crate::routing::failover::Failover;
 use crate::routing::learned::Decision;
 use crate::routing::{Compound, RouteRequest};
 use crate::sse;
 use crate::state::{App, CompiledDeployment, LiveState};
-use crate::translate::{anthropic_to_openai, openai_to_anthropic, stream, ChatFormat};
+use crate::translate::{
+    anthropic_to_openai, openai_to_anthropic, openai_to_gemini, stream, ChatFormat,
+};
 use crate::usage;
 use std::sync::Arc;
 
@@ -154,7 +156,7 @@ pub async fn completion(
     }
     let d = served.deployment;
     let sent = served.sent;
-    let native = providers::get(d.deployment.provider).chat_format();
+    let native = d.format;
     let mut headers = response_headers(ctx, &d);
 
     let (mut resp, first_chunk) = match served.reply {
@@ -173,6 +175,15 @@ pub async fn completion(
                 }
                 (ChatFormat::OpenAi, ClientApi::Anthropic) => {
                     let (v, u) = anthropic_to_openai::response(&body, &model)?;
+                    (to_bytes(&v), u)
+                }
+                (ChatFormat::Gemini, ClientApi::OpenAi) => {
+                    let (v, u) = openai_to_gemini::response(&body, &model)?;
+                    (to_bytes(&v), u)
+                }
+                (ChatFormat::Gemini, ClientApi::Anthropic) => {
+                    let (v, u) = openai_to_gemini::response(&body, &model)?;
+                    let (v, _) = anthropic_to_openai::response(&to_bytes(&v), &model)?;
                     (to_bytes(&v), u)
                 }
             };
@@ -243,8 +254,7 @@ pub(super) fn upstream_body(
     d: &CompiledDeployment,
 ) -> Result<Bytes, ApiError> {
     let upstream_model = d.deployment.upstream_model.as_str();
-    let native = providers::get(d.deployment.provider).chat_format();
-    Ok(match (client, native) {
+    Ok(match (client, d.format) {
         (ClientApi::OpenAi, ChatFormat::OpenAi) | (ClientApi::Anthropic, ChatFormat::Anthropic) => {
             req.with("model", &upstream_model)?
         }
@@ -257,6 +267,16 @@ pub(super) fn upstream_body(
             &req.to_map()?,
             upstream_model,
         )?),
+        (ClientApi::OpenAi, ChatFormat::Gemini) => {
+            to_bytes(&openai_to_gemini::request(&req.to_map()?)?)
+        }
+        (ClientApi::Anthropic, ChatFormat::Gemini) => {
+            let openai = anthropic_to_openai::request(&req.to_map()?, upstream_model)?;
+            let Value::Object(openai) = openai else {
+                return Err(ApiError::internal("translated request is not an object"));
+            };
+            to_bytes(&openai_to_gemini::request(&openai)?)
+        }
     })
 }
 

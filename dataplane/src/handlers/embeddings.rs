@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::providers::Operation;
 use crate::respond;
 use crate::state::{App, LiveState};
+use crate::translate::{openai_to_gemini, ChatFormat};
 use crate::usage;
 
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -55,7 +56,13 @@ pub async fn create(
         first,
         Operation::Embeddings,
         MAX_RESPONSE_BYTES,
-        |d| req.with("model", &d.deployment.upstream_model),
+        |d| match d.format {
+            ChatFormat::Gemini => Ok(Bytes::from(
+                openai_to_gemini::embeddings_request(&req.to_map()?, &d.deployment.upstream_model)?
+                    .to_string(),
+            )),
+            _ => req.with("model", &d.deployment.upstream_model),
+        },
     )
     .await?;
     let (d, sent) = (served.deployment, served.sent);
@@ -63,7 +70,17 @@ pub async fn create(
         return Err(ApiError::internal("embeddings answered with a stream"));
     };
     ctx.upstream_latency = Some(sent.elapsed());
-    ctx.usage = usage::from_body(&out);
+    let out = match d.format {
+        ChatFormat::Gemini => {
+            let (v, u) = openai_to_gemini::embeddings_response(&out, &req.to_map()?, &model)?;
+            ctx.usage = Some(u);
+            Bytes::from(v.to_string())
+        }
+        _ => {
+            ctx.usage = usage::from_body(&out);
+            out
+        }
+    };
     let mut headers = response_headers(ctx, &d);
     headers.extend(super::cost_header(ctx));
     if let Err(e) = respond::json(session, ctx, &headers, out).await {

@@ -13,11 +13,11 @@ use serde_json::Value;
 use super::attempt::{self, Reply};
 use super::request::RawObject;
 use crate::error::ClientApi;
-use crate::providers::{self, Operation};
+use crate::providers::Operation;
 use crate::routing::failover::Failover;
 use crate::routing::{Lease, RouteRequest};
 use crate::state::{App, CompiledDeployment, LiveState};
-use crate::translate::{openai_to_anthropic, ChatFormat};
+use crate::translate::{openai_to_anthropic, openai_to_gemini, ChatFormat};
 
 /// Largest reply read.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -115,7 +115,7 @@ async fn once(
 /// The text and cost of `d`'s reply.
 fn answer(d: &CompiledDeployment, body: &Bytes) -> Result<Answer, String> {
     let usage = crate::usage::from_body(body);
-    let text = reply_text(providers::get(d.deployment.provider).chat_format(), body)?;
+    let text = reply_text(d.format, body)?;
     Ok(Answer {
         text,
         cost: usage.map_or(0.0, |u| d.prices.of(&u)),
@@ -128,6 +128,11 @@ pub fn reply_text(format: ChatFormat, body: &Bytes) -> Result<String, String> {
         ChatFormat::OpenAi => serde_json::from_slice(body).map_err(|e| e.to_string())?,
         ChatFormat::Anthropic => {
             openai_to_anthropic::response(body)
+                .map_err(|e| e.message)?
+                .0
+        }
+        ChatFormat::Gemini => {
+            openai_to_gemini::response(body, "")
                 .map_err(|e| e.message)?
                 .0
         }

@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
 use crate::upstream::{Target, UpstreamRequest};
+use routeiq_proto::Deployment;
 
 pub struct Anthropic;
 
@@ -16,7 +17,7 @@ pub struct Anthropic;
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl Provider for Anthropic {
-    fn chat_format(&self) -> ChatFormat {
+    fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::Anthropic
     }
 

@@ -8,11 +8,12 @@ use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
 use crate::upstream::{Target, UpstreamRequest};
+use routeiq_proto::Deployment;
 
 pub struct Azure;
 
 impl Provider for Azure {
-    fn chat_format(&self) -> ChatFormat {
+    fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::OpenAi
     }
 

@@ -17,6 +17,7 @@ use crate::sse;
 use crate::state::CompiledDeployment;
 use crate::translate::{content_text, ChatFormat};
 use crate::upstream::{Target, Upstream, UpstreamRequest};
+use routeiq_proto::Deployment;
 
 pub struct Mock;
 
@@ -25,7 +26,7 @@ const EMBEDDING_DIMS: usize = 16;
 
 #[async_trait]
 impl Provider for Mock {
-    fn chat_format(&self) -> ChatFormat {
+    fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::OpenAi
     }
 

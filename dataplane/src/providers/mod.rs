@@ -6,15 +6,18 @@
 
 mod anthropic;
 mod azure;
+mod gemini;
+pub mod google_auth;
 mod mock;
 mod openai;
+pub mod vertex;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use routeiq_proto::ProviderKind;
+use routeiq_proto::{Deployment, ProviderKind};
 
 use crate::error::{ApiError, ErrorKind};
 use crate::state::CompiledDeployment;
@@ -68,8 +71,8 @@ pub struct ProviderResponse {
 
 #[async_trait]
 pub trait Provider: Send + Sync {
-    /// The chat wire format this provider speaks.
-    fn chat_format(&self) -> ChatFormat;
+    /// The chat wire format the deployment speaks (read once, when it is compiled).
+    fn chat_format(&self, d: &Deployment) -> ChatFormat;
 
     /// The upstream request for `op`, whose `body` is already in the provider's format.
     fn request(
@@ -89,31 +92,46 @@ pub trait Provider: Send + Sync {
         op: Operation,
         body: Bytes,
     ) -> Result<ProviderResponse, ApiError> {
-        let target = d
-            .target
-            .as_ref()
-            .ok_or_else(|| ApiError::internal(format!("{} has no upstream address", d.label)))?;
-        let req = self.request(d, target, op, body)?;
-        // A stream's reads are bounded one by one; anything else is bounded whole by the
-        // caller (`timeout`), with one timer.
-        let reads = match op {
-            Operation::Chat { stream: true } => Some(d.stream_timeout),
-            _ => None,
-        };
-        let ex = upstream
-            .send(target, req, reads, Arc::clone(&d.label))
-            .await?;
-        let status = ex.status;
-        let retry_after = ex.retry_after;
-        let mut body = Body::Http(Box::new(ex));
-        if !(200..300).contains(&status) {
-            let err_body = body.read_error().await;
-            let mut e = upstream_error(d.deployment.provider, status, &err_body);
-            e.message = format!("{}: {}", d.label, e.message);
-            return Err(e.with_retry_after(retry_after));
-        }
-        Ok(ProviderResponse { status, body })
+        let req = self.request(d, target_of(d)?, op, body)?;
+        exchange(upstream, d, op, req).await
     }
+}
+
+/// The deployment's upstream address.
+fn target_of(d: &CompiledDeployment) -> Result<&Target, ApiError> {
+    d.target
+        .as_ref()
+        .ok_or_else(|| ApiError::internal(format!("{} has no upstream address", d.label)))
+}
+
+/// Sends a built request and returns the response once its status is known; non-2xx
+/// statuses come back as errors carrying the provider's message.
+async fn exchange(
+    upstream: &Arc<Upstream>,
+    d: &CompiledDeployment,
+    op: Operation,
+    req: UpstreamRequest,
+) -> Result<ProviderResponse, ApiError> {
+    let target = target_of(d)?;
+    // A stream's reads are bounded one by one; anything else is bounded whole by the
+    // caller (`timeout`), with one timer.
+    let reads = match op {
+        Operation::Chat { stream: true } => Some(d.stream_timeout),
+        _ => None,
+    };
+    let ex = upstream
+        .send(target, req, reads, Arc::clone(&d.label))
+        .await?;
+    let status = ex.status;
+    let retry_after = ex.retry_after;
+    let mut body = Body::Http(Box::new(ex));
+    if !(200..300).contains(&status) {
+        let err_body = body.read_error().await;
+        let mut e = upstream_error(d.deployment.provider, status, &err_body);
+        e.message = format!("{}: {}", d.label, e.message);
+        return Err(e.with_retry_after(retry_after));
+    }
+    Ok(ProviderResponse { status, body })
 }
 
 /// The provider implementation for a kind.
@@ -122,6 +140,8 @@ pub fn get(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::OpenAi => &openai::OpenAi,
         ProviderKind::Azure => &azure::Azure,
         ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Gemini => &gemini::Gemini,
+        ProviderKind::VertexAi => &vertex::Vertex,
         ProviderKind::Mock => &mock::Mock,
     }
 }
@@ -163,7 +183,7 @@ pub fn upstream_error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiEr
 
 /// The code of a provider's 400: the two failures with their own fallbacks
 /// (`context_window_fallbacks`, `content_policy_fallbacks`) are recognised by OpenAI's,
-/// Azure's and Anthropic's codes and messages.
+/// Azure's, Anthropic's and Google's codes and messages.
 fn bad_request_code(body: &[u8], message: &str) -> &'static str {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let code = parsed
@@ -175,6 +195,7 @@ fn bad_request_code(body: &[u8], message: &str) -> &'static str {
         || m.contains("maximum context length")
         || m.contains("prompt is too long")
         || m.contains("context window")
+        || m.contains("exceeds the maximum number of tokens")
     {
         "context_length_exceeded"
     } else if code == "content_policy_violation"
@@ -188,7 +209,8 @@ fn bad_request_code(body: &[u8], message: &str) -> &'static str {
     }
 }
 
-/// `error.message` from an OpenAI- or Anthropic-shaped error body, else the body's text.
+/// `error.message` from an OpenAI-, Anthropic- or Google-shaped error body, else the
+/// body's text.
 fn provider_message(body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let from_json = parsed.as_ref().and_then(|v| {

@@ -214,6 +214,8 @@ mod tests {
             stream_timeout: Duration::from_secs(1),
             prices: Default::default(),
             health: Arc::new(DeploymentHealth::default()),
+            format: crate::translate::ChatFormat::OpenAi,
+            vertex: None,
         })
     }
 

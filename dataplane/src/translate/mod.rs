@@ -1,11 +1,14 @@
-//! Translation between the two chat wire formats the gateway speaks: OpenAI Chat
-//! Completions and Anthropic Messages, requests, responses and streams, both ways.
+//! Translation between the chat wire formats the gateway speaks: OpenAI Chat Completions
+//! and Anthropic Messages (client and provider formats, both ways), and Google's
+//! `generateContent` (provider format only).
 //!
 //! The gateway passes a request through untouched (but for the model name) when client and
-//! provider speak the same format, and translates only when they differ.
+//! provider speak the same format, and translates only when they differ. Anthropic clients
+//! reach Gemini deployments through the OpenAI format.
 
 pub mod anthropic_to_openai;
 pub mod openai_to_anthropic;
+pub mod openai_to_gemini;
 pub mod stream;
 
 use serde_json::{Map, Value};
@@ -15,6 +18,8 @@ use serde_json::{Map, Value};
 pub enum ChatFormat {
     OpenAi,
     Anthropic,
+    /// Google's `generateContent` (Gemini API, Vertex AI).
+    Gemini,
 }
 
 /// Anthropic requires `max_tokens`; this is what an OpenAI request without one gets

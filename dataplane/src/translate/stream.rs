@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::anthropic_to_openai::{message_id, stop_reason};
 use super::openai_to_anthropic::{finish_reason, openai_usage};
+use super::openai_to_gemini as gemini;
 use super::ChatFormat;
 use crate::clock::now_secs;
 use crate::cost::Prices;
@@ -49,6 +50,161 @@ pub fn converter(
             model: model.to_owned(),
             ..Default::default()
         }),
+        (ChatFormat::Gemini, ClientApi::OpenAi) => Box::new(GeminiToOpenAi {
+            include_usage: client_wants_usage,
+            model: model.to_owned(),
+            prices,
+            ..Default::default()
+        }),
+        // Through the OpenAI format: Gemini → OpenAI chunks → Anthropic events.
+        (ChatFormat::Gemini, ClientApi::Anthropic) => Box::new(Chain {
+            first: Box::new(GeminiToOpenAi {
+                include_usage: true,
+                model: model.to_owned(),
+                prices,
+                ..Default::default()
+            }),
+            second: Box::new(OpenAiToAnthropic {
+                model: model.to_owned(),
+                ..Default::default()
+            }),
+            parser: sse::Parser::default(),
+            between: Vec::new(),
+        }),
+    }
+}
+
+/// Two converters in a row, through the format between them.
+struct Chain {
+    first: Box<dyn StreamConverter>,
+    second: Box<dyn StreamConverter>,
+    parser: sse::Parser,
+    between: Vec<Bytes>,
+}
+
+impl Chain {
+    fn pass(&mut self, out: &mut Vec<Bytes>) {
+        for chunk in self.between.drain(..) {
+            // The first converter writes whole events, well under the parser's limit.
+            if let Ok(events) = self.parser.feed(&chunk) {
+                events.iter().for_each(|ev| self.second.event(ev, out));
+            }
+        }
+    }
+}
+
+impl StreamConverter for Chain {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        self.first.event(ev, &mut self.between);
+        self.pass(out);
+    }
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        self.first.finish(&mut self.between);
+        self.pass(out);
+        self.second.finish(out);
+    }
+    fn usage(&self) -> Option<Usage> {
+        self.first.usage()
+    }
+}
+
+/// Gemini `streamGenerateContent?alt=sse` chunks → OpenAI `chat.completion.chunk`s. Each
+/// Gemini chunk is a whole `GenerateContentResponse`; function calls arrive whole.
+#[derive(Default)]
+struct GeminiToOpenAi {
+    prices: Prices,
+    include_usage: bool,
+    model: String,
+    id: String,
+    created: u64,
+    started: bool,
+    usage: Option<Usage>,
+    tools: usize,
+    finished: bool,
+}
+
+impl GeminiToOpenAi {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        sse::data(&c.to_string())
+    }
+}
+
+impl StreamConverter for GeminiToOpenAi {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        let Some(v) = parse(&ev.data) else { return };
+        if let Some(e) = v.get("error") {
+            let msg = e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream stream error");
+            let err = ApiError::upstream(
+                502,
+                crate::error::ErrorKind::Upstream,
+                format!("Gemini: {msg}"),
+            );
+            out.push(error_event(ClientApi::OpenAi, &err));
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            self.id = format!("chatcmpl-{}", gemini::response_id(&v));
+            self.created = now_secs();
+            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+        if let Some(u) = gemini::usage(&v) {
+            self.usage = Some(u);
+        }
+        if let Some(err) = gemini::blocked(&v) {
+            out.push(error_event(ClientApi::OpenAi, &err));
+            return;
+        }
+        let Some(candidate) = v.get("candidates").and_then(|c| c.get(0)) else {
+            return;
+        };
+        let p = gemini::parts(candidate, &self.id, self.tools);
+        if !p.reasoning.is_empty() {
+            out.push(self.chunk(json!({"reasoning_content": p.reasoning}), None));
+        }
+        if !p.text.is_empty() {
+            out.push(self.chunk(json!({"content": p.text}), None));
+        }
+        if !p.tool_calls.is_empty() {
+            self.tools += p.tool_calls.len();
+            out.push(self.chunk(json!({"tool_calls": p.tool_calls}), None));
+        }
+        if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
+            out.push(self.chunk(
+                json!({}),
+                Some(gemini::finish_reason(reason, self.tools > 0)),
+            ));
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let (true, Some(u)) = (self.include_usage, self.usage) {
+            let c = json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [],
+                "usage": with_cost(openai_usage(u), &u, &self.prices),
+            });
+            out.push(sse::data(&c.to_string()));
+        }
+        out.push(Bytes::from_static(sse::DONE));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 

@@ -2,31 +2,172 @@
 
 use crate::ProviderKind;
 
-/// OpenAI-compatible providers LiteLLM knows by prefix, with their default base URL
-/// (`None`: `api_base` is required).
-const OPENAI_COMPATIBLE: &[(&str, Option<&str>)] = &[
-    ("openai", Some("https://api.openai.com/v1")),
-    ("text-completion-openai", Some("https://api.openai.com/v1")),
-    ("hosted_vllm", None),
-    ("vllm", None),
-    ("openai_compatible", None),
-    ("custom_openai", None),
-    ("lm_studio", Some("http://localhost:1234/v1")),
-    ("ollama_chat", Some("http://localhost:11434/v1")),
-    ("groq", Some("https://api.groq.com/openai/v1")),
-    ("deepseek", Some("https://api.deepseek.com/v1")),
-    ("together_ai", Some("https://api.together.xyz/v1")),
-    (
+/// An OpenAI-compatible provider LiteLLM knows by prefix.
+pub struct Compatible {
+    pub prefix: &'static str,
+    /// Default base URL (`None`: `api_base` is required).
+    pub api_base: Option<&'static str>,
+    /// Environment variables LiteLLM reads the API key from, in order.
+    pub key_vars: &'static [&'static str],
+    /// Environment variables LiteLLM reads `api_base` from, in order.
+    pub base_vars: &'static [&'static str],
+}
+
+const fn compatible(
+    prefix: &'static str,
+    api_base: Option<&'static str>,
+    key_vars: &'static [&'static str],
+    base_vars: &'static [&'static str],
+) -> Compatible {
+    Compatible {
+        prefix,
+        api_base,
+        key_vars,
+        base_vars,
+    }
+}
+
+/// The OpenAI-compatible family, one row per prefix.
+pub const OPENAI_COMPATIBLE: &[Compatible] = &[
+    compatible(
+        "openai",
+        Some("https://api.openai.com/v1"),
+        &["OPENAI_API_KEY"],
+        &["OPENAI_API_BASE", "OPENAI_BASE_URL"],
+    ),
+    compatible(
+        "text-completion-openai",
+        Some("https://api.openai.com/v1"),
+        &["OPENAI_API_KEY"],
+        &["OPENAI_API_BASE"],
+    ),
+    compatible(
+        "hosted_vllm",
+        None,
+        &["HOSTED_VLLM_API_KEY"],
+        &["HOSTED_VLLM_API_BASE"],
+    ),
+    compatible(
+        "vllm",
+        None,
+        &["HOSTED_VLLM_API_KEY"],
+        &["HOSTED_VLLM_API_BASE"],
+    ),
+    compatible("openai_compatible", None, &[], &[]),
+    compatible("custom_openai", None, &[], &[]),
+    compatible(
+        "lm_studio",
+        Some("http://localhost:1234/v1"),
+        &["LM_STUDIO_API_KEY"],
+        &["LM_STUDIO_API_BASE"],
+    ),
+    compatible(
+        "ollama_chat",
+        Some("http://localhost:11434/v1"),
+        &["OLLAMA_API_KEY"],
+        &["OLLAMA_API_BASE"],
+    ),
+    compatible(
+        "groq",
+        Some("https://api.groq.com/openai/v1"),
+        &["GROQ_API_KEY"],
+        &["GROQ_API_BASE"],
+    ),
+    compatible(
+        "deepseek",
+        Some("https://api.deepseek.com/v1"),
+        &["DEEPSEEK_API_KEY"],
+        &["DEEPSEEK_API_BASE"],
+    ),
+    compatible(
+        "together_ai",
+        Some("https://api.together.xyz/v1"),
+        &[
+            "TOGETHERAI_API_KEY",
+            "TOGETHER_AI_API_KEY",
+            "TOGETHER_API_KEY",
+        ],
+        &["TOGETHERAI_API_BASE"],
+    ),
+    compatible(
         "fireworks_ai",
         Some("https://api.fireworks.ai/inference/v1"),
+        &[
+            "FIREWORKS_AI_API_KEY",
+            "FIREWORKS_API_KEY",
+            "FIREWORKSAI_API_KEY",
+        ],
+        &["FIREWORKS_AI_API_BASE", "FIREWORKS_API_BASE"],
     ),
-    ("mistral", Some("https://api.mistral.ai/v1")),
-    ("perplexity", Some("https://api.perplexity.ai")),
-    ("openrouter", Some("https://openrouter.ai/api/v1")),
-    ("xai", Some("https://api.x.ai/v1")),
-    ("deepinfra", Some("https://api.deepinfra.com/v1/openai")),
-    ("cerebras", Some("https://api.cerebras.ai/v1")),
+    compatible(
+        "mistral",
+        Some("https://api.mistral.ai/v1"),
+        &["MISTRAL_API_KEY"],
+        &["MISTRAL_API_BASE"],
+    ),
+    compatible(
+        "perplexity",
+        Some("https://api.perplexity.ai"),
+        &["PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"],
+        &["PERPLEXITY_API_BASE"],
+    ),
+    compatible(
+        "openrouter",
+        Some("https://openrouter.ai/api/v1"),
+        &["OPENROUTER_API_KEY", "OR_API_KEY"],
+        &["OPENROUTER_API_BASE"],
+    ),
+    compatible(
+        "xai",
+        Some("https://api.x.ai/v1"),
+        &["XAI_API_KEY"],
+        &["XAI_API_BASE"],
+    ),
+    compatible(
+        "deepinfra",
+        Some("https://api.deepinfra.com/v1/openai"),
+        &["DEEPINFRA_API_KEY"],
+        &["DEEPINFRA_API_BASE"],
+    ),
+    compatible(
+        "cerebras",
+        Some("https://api.cerebras.ai/v1"),
+        &["CEREBRAS_API_KEY"],
+        &["CEREBRAS_API_BASE"],
+    ),
+    compatible(
+        "nvidia_nim",
+        Some("https://integrate.api.nvidia.com/v1"),
+        &["NVIDIA_NIM_API_KEY"],
+        &["NVIDIA_NIM_API_BASE"],
+    ),
+    compatible(
+        "sambanova",
+        Some("https://api.sambanova.ai/v1"),
+        &["SAMBANOVA_API_KEY"],
+        &["SAMBANOVA_API_BASE"],
+    ),
 ];
+
+/// The row of the OpenAI-compatible family for `prefix`.
+pub fn compatible_row(prefix: &str) -> Option<&'static Compatible> {
+    OPENAI_COMPATIBLE.iter().find(|c| c.prefix == prefix)
+}
+
+/// Google's Gemini API base (v1beta: tools, system instructions and JSON schema).
+pub const GEMINI_API_BASE: &str = "https://generativelanguage.googleapis.com/v1beta";
+
+/// Vertex AI's regional base URL for `location` (`global` has no region in its host).
+pub fn vertex_api_base(location: &str) -> String {
+    if location == "global" {
+        "https://aiplatform.googleapis.com".to_owned()
+    } else {
+        format!("https://{location}-aiplatform.googleapis.com")
+    }
+}
+
+/// Vertex AI's default location, as LiteLLM's.
+pub const VERTEX_DEFAULT_LOCATION: &str = "us-central1";
 
 /// A parsed `model` string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +192,9 @@ pub struct UnknownProvider {
 
 /// Every provider prefix [`parse_model`] accepts.
 pub fn known_prefixes() -> Vec<&'static str> {
-    ["anthropic", "azure", "mock"]
+    ["anthropic", "azure", "gemini", "vertex_ai", "mock"]
         .into_iter()
-        .chain(OPENAI_COMPATIBLE.iter().map(|(p, _)| *p))
+        .chain(OPENAI_COMPATIBLE.iter().map(|c| c.prefix))
         .collect()
 }
 
@@ -81,11 +222,12 @@ pub fn parse_model(model: &str) -> Result<ParsedModel, UnknownProvider> {
     let (provider, default_api_base) = match prefix {
         "anthropic" => (ProviderKind::Anthropic, Some("https://api.anthropic.com")),
         "azure" => (ProviderKind::Azure, None),
+        "gemini" => (ProviderKind::Gemini, Some(GEMINI_API_BASE)),
+        // The base depends on `vertex_location`: set when the deployment is compiled.
+        "vertex_ai" => (ProviderKind::VertexAi, None),
         "mock" => (ProviderKind::Mock, None),
-        _ => OPENAI_COMPATIBLE
-            .iter()
-            .find(|(p, _)| *p == prefix)
-            .map(|(_, base)| (ProviderKind::OpenAi, *base))
+        _ => compatible_row(prefix)
+            .map(|c| (ProviderKind::OpenAi, c.api_base))
             .ok_or_else(|| UnknownProvider {
                 prefix: prefix.to_owned(),
                 model: model.to_owned(),
@@ -140,11 +282,7 @@ mod tests {
 
     #[test]
     fn unknown_prefixes_are_refused_not_sent_to_openai() {
-        for model in [
-            "bedrock/anthropic.claude-3-5-sonnet",
-            "gemini/gemini-2.0-flash",
-            "opneai/gpt-4o",
-        ] {
+        for model in ["bedrock/anthropic.claude-3-5-sonnet", "opneai/gpt-4o"] {
             let e = parse_model(model).unwrap_err();
             assert_eq!(e.model, model);
             let message = e.to_string();

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::{
-    Deployment, DeploymentId, KeyHash, ModelInfo, ProviderKind, RouterSettings, RoutingStrategy,
-    Secret, Snapshot,
+    Deployment, DeploymentId, KeyHash, ModelInfo, ProviderKind, ProviderSettings, RouterSettings,
+    RoutingStrategy, Secret, Snapshot,
 };
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::model::parse_model;
+use super::model::{compatible_row, parse_model, vertex_api_base, VERTEX_DEFAULT_LOCATION};
 
 type Unknown = BTreeMap<String, serde_norway::Value>;
 
@@ -63,6 +63,9 @@ struct RawLitellmParams {
     litellm_credential_name: Option<String>,
     input_cost_per_token: Option<f64>,
     output_cost_per_token: Option<f64>,
+    vertex_project: Option<String>,
+    vertex_location: Option<String>,
+    vertex_credentials: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -440,25 +443,40 @@ pub fn compile_deployment(
     let from_credential = |key: &str| credential.and_then(|c| c.get(key).cloned());
     let env_fallback = |var: &str| env(var).filter(|v| !v.is_empty());
 
-    let (key_var, base_var, version_var) = match provider {
-        ProviderKind::OpenAi if parsed.prefix == "openai" => {
-            (Some("OPENAI_API_KEY"), Some("OPENAI_API_BASE"), None)
-        }
+    let (key_vars, base_vars, version_var): (&[&str], &[&str], _) = match provider {
+        ProviderKind::OpenAi => compatible_row(&parsed.prefix)
+            .map_or((&[], &[], None), |c| (c.key_vars, c.base_vars, None)),
         ProviderKind::Azure => (
-            Some("AZURE_API_KEY"),
-            Some("AZURE_API_BASE"),
+            &["AZURE_API_KEY"],
+            &["AZURE_API_BASE"],
             Some("AZURE_API_VERSION"),
         ),
-        ProviderKind::Anthropic => (Some("ANTHROPIC_API_KEY"), Some("ANTHROPIC_API_BASE"), None),
-        _ => (None, None, None),
+        ProviderKind::Anthropic => (&["ANTHROPIC_API_KEY"], &["ANTHROPIC_API_BASE"], None),
+        ProviderKind::Gemini => (
+            &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+            &["GEMINI_API_BASE"],
+            None,
+        ),
+        ProviderKind::VertexAi | ProviderKind::Mock => (&[], &[], None),
     };
+    let first_env = |vars: &[&str]| vars.iter().find_map(|v| env_fallback(v));
+    let settings = provider_settings(provider, p, &from_credential, &first_env);
 
     let api_base = p
         .api_base
         .clone()
         .or_else(|| from_credential("api_base"))
-        .or_else(|| base_var.and_then(env_fallback))
-        .or_else(|| parsed.default_api_base.map(str::to_owned));
+        .or_else(|| first_env(base_vars))
+        .or_else(|| parsed.default_api_base.map(str::to_owned))
+        .or_else(|| {
+            (provider == ProviderKind::VertexAi).then(|| {
+                vertex_api_base(
+                    settings
+                        .param("vertex_location")
+                        .unwrap_or(VERTEX_DEFAULT_LOCATION),
+                )
+            })
+        });
     let api_base = match (provider, api_base) {
         (ProviderKind::Mock, base) => base.unwrap_or_default(),
         (_, Some(base)) => {
@@ -476,7 +494,7 @@ pub fn compile_deployment(
         .api_key
         .clone()
         .or_else(|| from_credential("api_key"))
-        .or_else(|| key_var.and_then(env_fallback))
+        .or_else(|| first_env(key_vars))
         .map(Secret::new);
     let api_version = p
         .api_version
@@ -553,7 +571,60 @@ pub fn compile_deployment(
             access_groups: mi.access_groups.clone(),
             extra: mi.extra.clone(),
         },
+        settings,
     })
+}
+
+/// The provider-specific `litellm_params` of a deployment: given, else from its
+/// credential, else from LiteLLM's environment variables. Vertex AI's project may come
+/// from its service account instead, which the data plane reads.
+fn provider_settings(
+    provider: ProviderKind,
+    p: &RawLitellmParams,
+    from_credential: &dyn Fn(&str) -> Option<String>,
+    first_env: &dyn Fn(&[&str]) -> Option<String>,
+) -> ProviderSettings {
+    let mut settings = ProviderSettings::default();
+    if provider != ProviderKind::VertexAi {
+        return settings;
+    }
+    let pick = |given: &Option<String>, name: &str, vars: &[&str]| {
+        given
+            .clone()
+            .filter(|v| !v.is_empty())
+            .or_else(|| from_credential(name))
+            .or_else(|| first_env(vars))
+    };
+    for (name, given, vars) in [
+        (
+            "vertex_project",
+            &p.vertex_project,
+            &["VERTEXAI_PROJECT", "VERTEX_PROJECT"][..],
+        ),
+        (
+            "vertex_location",
+            &p.vertex_location,
+            &["VERTEXAI_LOCATION", "VERTEX_LOCATION"][..],
+        ),
+    ] {
+        if let Some(v) = pick(given, name, vars) {
+            settings.params.insert(name.to_owned(), v);
+        }
+    }
+    if let Some(v) = pick(
+        &p.vertex_credentials,
+        "vertex_credentials",
+        &[
+            "VERTEXAI_CREDENTIALS",
+            "VERTEX_CREDENTIALS",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ],
+    ) {
+        settings
+            .secrets
+            .insert("vertex_credentials".to_owned(), Secret::new(v));
+    }
+    settings
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters (for a URL's userinfo).

@@ -1,5 +1,5 @@
-//! Anthropic Messages API: text, tool use, max_tokens, and the real streaming event
-//! sequence.
+//! Anthropic Messages API, direct and as Claude on Vertex AI: text, tool use, max_tokens,
+//! and the real streaming event sequence.
 
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, StatusCode};
@@ -18,6 +18,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// `POST /v1/messages`: Anthropic's own API, `x-api-key` and `anthropic-version` headers.
 pub async fn messages(
     AxumState(state): AxumState<State>,
     headers: HeaderMap,
@@ -38,6 +39,55 @@ pub async fn messages(
             "anthropic-version header is required",
         );
     }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    respond(&state, &headers, &body, model).await
+}
+
+/// The `anthropic_version` Claude on Vertex AI requires in the body.
+pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
+/// Claude on Vertex AI (`rawPredict` / `streamRawPredict`, the caller has checked the
+/// bearer token): a Messages request whose model is in the path, not the body, and whose
+/// version is in the body, not a header. Answers as `/v1/messages` does.
+pub async fn vertex_messages(
+    state: &State,
+    headers: &HeaderMap,
+    body: &Value,
+    model: &str,
+) -> Response {
+    if body.get("model").is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model: Extra inputs are not permitted (on Vertex AI the model is in the URL)",
+        );
+    }
+    match body.get("anthropic_version").and_then(Value::as_str) {
+        Some(VERTEX_VERSION) => {}
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("anthropic_version: must be {VERTEX_VERSION}, not {other}"),
+            )
+        }
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("anthropic_version: Field required (use {VERTEX_VERSION})"),
+            )
+        }
+    }
+    respond(state, headers, body, model.to_owned()).await
+}
+
+/// A Messages request's answer, once the transport's own checks passed.
+async fn respond(state: &State, headers: &HeaderMap, body: &Value, model: String) -> Response {
     let Some(max_tokens) = body.get("max_tokens").and_then(Value::as_u64) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -45,11 +95,6 @@ pub async fn messages(
             "max_tokens: Field required",
         );
     };
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -63,11 +108,11 @@ pub async fn messages(
         .unwrap_or(Value::Null);
     let content = last_user.get("content").cloned().unwrap_or(Value::Null);
     let last_text = common::text_of(&content);
-    if let Some(status) = common::requested_status(&headers, &last_text) {
+    if let Some(status) = common::requested_status(headers, &last_text) {
         let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(s, "api_error", &format!("mock failure {status}"));
     }
-    common::maybe_delay(&headers, &model).await;
+    common::maybe_delay(headers, &model).await;
 
     let tool_result = content.as_array().and_then(|blocks| {
         blocks

@@ -1,4 +1,4 @@
-//! What both protocols share: recorded requests, fault injection, reply text and token
+//! What every protocol shares: recorded requests, fault injection, reply text and token
 //! counts.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +16,8 @@ pub struct State {
     last: Arc<Mutex<Value>>,
     faults: Arc<Mutex<HashMap<String, Fault>>>,
     stats: Arc<Mutex<BTreeMap<String, Stats>>>,
+    /// Google service accounts and the access tokens given out for them.
+    pub oauth: crate::oauth::Registry,
 }
 
 /// Faults injected for one upstream model (`POST /__faults` with `{model: fault}`), so a
@@ -37,7 +39,8 @@ pub struct Fault {
     pub chunk_delay_ms: Option<u64>,
     /// Streams: break the connection after this many events.
     pub reset_after_chunks: Option<usize>,
-    /// A prompt over this many tokens gets OpenAI's `context_length_exceeded` 400.
+    /// A prompt over this many tokens gets the provider's context-length 400 (OpenAI's
+    /// `context_length_exceeded`).
     pub max_prompt_tokens: Option<u64>,
     /// Not a fault: report this many prompt tokens as read from the prompt cache.
     pub cached_tokens: Option<u64>,
@@ -56,6 +59,8 @@ pub struct Injected {
     pub message: String,
     pub code: String,
     pub retry_after: Option<u64>,
+    /// For `context_length_exceeded`: the prompt limit the fault set.
+    pub max_prompt_tokens: Option<u64>,
 }
 
 /// How a stream should misbehave (and how many prompt tokens came from the cache).
@@ -86,6 +91,7 @@ impl State {
                 message: format!("This model's maximum context length is {max} tokens. However, your messages resulted in {prompt_tokens} tokens."),
                 code: "context_length_exceeded".into(),
                 retry_after: None,
+                max_prompt_tokens: Some(max),
             });
         } else if let Some(status) = fault.status {
             if fastrand::f64() < fault.fail_rate.unwrap_or(1.0) {
@@ -94,6 +100,7 @@ impl State {
                     message: format!("mock fault {status} for {model}"),
                     code: fault.code.clone().unwrap_or_else(|| "mock_fault".into()),
                     retry_after: fault.retry_after,
+                    max_prompt_tokens: fault.max_prompt_tokens,
                 });
             }
         }

@@ -1,0 +1,55 @@
+//! Google's Gemini API with an API key: `<api_base>/models/<model>:generateContent`,
+//! `:streamGenerateContent?alt=sse` and `:batchEmbedContents`, with `x-goog-api-key`.
+//! Translation from and to the OpenAI format is in `translate::openai_to_gemini`.
+
+use bytes::Bytes;
+use routeiq_proto::Deployment;
+
+use super::{Operation, Provider};
+use crate::error::ApiError;
+use crate::state::CompiledDeployment;
+use crate::translate::ChatFormat;
+use crate::upstream::{Target, UpstreamRequest};
+
+pub struct Gemini;
+
+/// The `<model>:<method>` part of a Gemini or Vertex AI URL for `op`.
+pub fn method(op: Operation) -> &'static str {
+    match op {
+        Operation::Chat { stream: false } => "generateContent",
+        Operation::Chat { stream: true } => "streamGenerateContent?alt=sse",
+        Operation::Embeddings => "batchEmbedContents",
+    }
+}
+
+impl Provider for Gemini {
+    fn chat_format(&self, _d: &Deployment) -> ChatFormat {
+        ChatFormat::Gemini
+    }
+
+    fn request(
+        &self,
+        d: &CompiledDeployment,
+        target: &Target,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let dep = &d.deployment;
+        let headers = dep
+            .api_key
+            .as_ref()
+            .filter(|k| !k.is_empty())
+            .map(|k| vec![("x-goog-api-key", k.expose().to_owned())])
+            .unwrap_or_default();
+        Ok(UpstreamRequest {
+            path: format!(
+                "{}/models/{}:{}",
+                target.base_path,
+                dep.upstream_model,
+                method(op)
+            ),
+            headers,
+            body,
+        })
+    }
+}
