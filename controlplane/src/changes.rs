@@ -7,7 +7,7 @@
 
 use prost::Message;
 use routeiq_proto::wire::pb;
-use routeiq_proto::{Delta, DeltaOp, Deployment};
+use routeiq_proto::{Delta, DeltaOp};
 use sqlx::{Postgres, Transaction};
 
 /// Advisory lock id serialising version assignment ("RIQV").
@@ -29,13 +29,16 @@ pub async fn append(
             .fetch_one(&mut **tx)
             .await?;
     let version = next as u64;
-    // Provider keys stay encrypted at rest: the outbox row carries none, and the publisher
-    // fills them in from `model_deployments` when it sends the delta (`with_secrets`).
+    // Provider secrets stay encrypted at rest: the outbox row carries no API key and no
+    // secret provider settings; the publisher fills them in from `model_deployments` when
+    // it sends the delta (`with_secrets`).
     let ops = ops
         .into_iter()
         .map(|op| match op {
-            DeltaOp::UpsertDeployment(d) => {
-                DeltaOp::UpsertDeployment(Deployment { api_key: None, ..d })
+            DeltaOp::UpsertDeployment(mut d) => {
+                d.api_key = None;
+                d.settings.secrets.clear();
+                DeltaOp::UpsertDeployment(d)
             }
             other => other,
         })
@@ -83,11 +86,13 @@ pub async fn with_secrets(
     if ids.is_empty() {
         return Ok(ops);
     }
-    let keys = crate::deployments::api_keys(conn, secrets, &ids).await?;
+    let mut stored = crate::deployments::secrets_of(conn, secrets, &ids).await?;
     let mut decoded = decoded;
     for op in &mut decoded.ops {
         if let Some(pb::delta_op::Op::UpsertDeployment(d)) = &mut op.op {
-            d.api_key = keys.get(&d.id).cloned();
+            let s = stored.remove(&d.id).unwrap_or_default();
+            d.api_key = s.api_key;
+            d.secret_params = s.params.into_iter().collect();
         }
     }
     Ok(decoded.encode_to_vec())

@@ -118,12 +118,7 @@ pub async fn load_all(
                 .try_get::<Option<Vec<u8>>, _>("api_key")?
                 .map(|b| secrets.open(&b).map(Secret::new))
                 .transpose()?;
-            let secret_params: BTreeMap<String, String> =
-                match r.try_get::<Option<Vec<u8>>, _>("secret_params")? {
-                    None => BTreeMap::new(),
-                    Some(b) => serde_json::from_str(&secrets.open(&b)?)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                };
+            let secret_params = open_params(secrets, r.try_get("secret_params")?)?;
             let d = Deployment {
                 id: DeploymentId(r.try_get("model_id")?),
                 model_name: r.try_get("model_name")?,
@@ -563,23 +558,46 @@ pub async fn put_credential(
     Ok(())
 }
 
-/// The decrypted API keys of the given deployments (those that have one).
-pub async fn api_keys(
+/// What the outbox leaves out of a deployment: its API key and secret provider settings.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    pub api_key: Option<String>,
+    pub params: BTreeMap<String, String>,
+}
+
+/// The secrets of deployments `ids` (those that have any), decrypted, for the publisher.
+pub async fn secrets_of(
     conn: impl PgExecutor<'_>,
     secrets: &SecretBox,
     ids: &[String],
-) -> Result<std::collections::HashMap<String, String>, StoreError> {
+) -> Result<std::collections::HashMap<String, Secrets>, StoreError> {
     let rows = sqlx::query(
-        "SELECT model_id, api_key FROM model_deployments
-          WHERE model_id = ANY($1) AND api_key IS NOT NULL",
+        "SELECT model_id, api_key, secret_params FROM model_deployments
+          WHERE model_id = ANY($1) AND (api_key IS NOT NULL OR secret_params IS NOT NULL)",
     )
     .bind(ids)
     .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|r| {
-            let sealed: Vec<u8> = r.try_get("api_key")?;
-            Ok((r.try_get("model_id")?, secrets.open(&sealed)?))
+            let api_key = r
+                .try_get::<Option<Vec<u8>>, _>("api_key")?
+                .map(|sealed| secrets.open(&sealed))
+                .transpose()?;
+            let params = open_params(secrets, r.try_get("secret_params")?)?;
+            Ok((r.try_get("model_id")?, Secrets { api_key, params }))
         })
         .collect()
+}
+
+/// Secret provider settings from their sealed JSON (`NULL`: none).
+fn open_params(
+    secrets: &SecretBox,
+    sealed: Option<Vec<u8>>,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    match sealed {
+        None => Ok(BTreeMap::new()),
+        Some(b) => serde_json::from_str(&secrets.open(&b)?)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
 }

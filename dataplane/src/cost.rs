@@ -69,18 +69,37 @@ const TABLE: &[(&str, f64, f64, f64)] = &[
     ("gemini-1.5-flash", 0.075, 0.30, 0.01875),
     ("text-embedding-004", 0.0, 0.0, 0.0),
     ("gemini-embedding-001", 0.15, 0.0, 0.15),
+    // Bedrock's own models (by their id without the vendor: `amazon.nova-pro-v1:0`).
+    ("nova-premier", 2.50, 12.50, 0.625),
+    ("nova-pro", 0.80, 3.20, 0.20),
+    ("nova-lite", 0.06, 0.24, 0.015),
+    ("nova-micro", 0.035, 0.14, 0.00875),
+    ("titan-embed-text-v2", 0.02, 0.0, 0.02),
+    ("titan-embed-text-v1", 0.10, 0.0, 0.10),
+    // Cohere.
+    ("command-a", 2.50, 10.00, 2.50),
+    ("command-r-plus", 2.50, 10.00, 2.50),
+    ("command-r", 0.15, 0.60, 0.15),
+    ("command-r7b", 0.0375, 0.15, 0.0375),
+    ("embed-v4.0", 0.12, 0.0, 0.12),
+    ("embed-english-v3.0", 0.10, 0.0, 0.10),
+    ("embed-multilingual-v3.0", 0.10, 0.0, 0.10),
+    ("embed-english-v3", 0.10, 0.0, 0.10),
+    ("embed-multilingual-v3", 0.10, 0.0, 0.10),
 ];
 
 /// The built-in prices of `model`: the longest table entry that is the whole name or the
-/// name up to a `-` or `@` (a dated or tagged version: `gpt-4o-2024-08-06`, Vertex AI's
-/// `claude-3-5-sonnet@20240620`).
+/// name up to a `-`, `@` or `:` (a dated or tagged version: `gpt-4o-2024-08-06`, Vertex
+/// AI's `claude-3-5-sonnet@20240620`, Bedrock's `...-v1:0`). Bedrock ids are looked up
+/// without their route, region profile and vendor (`invoke/us.anthropic.claude-...`).
 pub fn builtin(model: &str) -> Option<Prices> {
+    let model = bedrock_base(model);
     TABLE
         .iter()
         .filter(|(name, ..)| {
             model
                 .strip_prefix(name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '@']))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '@', ':']))
         })
         .max_by_key(|(name, ..)| name.len())
         .map(|&(_, input, output, cached)| Prices {
@@ -88,6 +107,31 @@ pub fn builtin(model: &str) -> Option<Prices> {
             output: output * M,
             cached_input: cached * M,
         })
+}
+
+/// `anthropic.claude-3-5-sonnet-20240620-v1:0` of `invoke/us.anthropic.claude-...`, and
+/// `claude-...` of that; other names unchanged.
+fn bedrock_base(model: &str) -> &str {
+    let model = model.rsplit('/').next().unwrap_or(model);
+    let model = ["us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au."]
+        .iter()
+        .find_map(|p| model.strip_prefix(p))
+        .unwrap_or(model);
+    [
+        "anthropic.",
+        "amazon.",
+        "meta.",
+        "mistral.",
+        "cohere.",
+        "ai21.",
+        "deepseek.",
+        "openai.",
+        "qwen.",
+        "writer.",
+    ]
+    .iter()
+    .find_map(|p| model.strip_prefix(p))
+    .unwrap_or(model)
 }
 
 /// The prices of a deployment (see the module docs).
@@ -135,6 +179,16 @@ mod tests {
         assert_eq!(p("claude-3-5-sonnet@20240620"), Some((3.0, 15.0)));
         assert_eq!(p("gemini-2.5-flash-preview-09-2025"), Some((0.3, 2.5)));
         assert_eq!(p("gemini-2.5-flash-lite"), Some((0.1, 0.4)));
+        assert_eq!(
+            p("anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            Some((3.0, 15.0))
+        );
+        assert_eq!(
+            p("invoke/us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            Some((3.0, 15.0))
+        );
+        assert_eq!(p("amazon.nova-pro-v1:0"), Some((0.8, 3.2)));
+        assert_eq!(p("command-r-plus-08-2024"), Some((2.5, 10.0)));
         assert_eq!(p("my-finetune"), None);
         let cost = builtin("gpt-4o-mini").unwrap_or_default().of(&Usage {
             input_tokens: 1_000_000,

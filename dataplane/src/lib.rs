@@ -10,6 +10,7 @@ pub mod clock;
 pub mod context;
 pub mod cost;
 pub mod error;
+pub mod eventstream;
 pub mod handlers;
 pub mod holder;
 pub mod keymap;

@@ -19,8 +19,8 @@ use crate::holder::ScopeEntry;
 use crate::attached::report::Reporter;
 use crate::error::ApiError;
 use crate::keymap::{Change, KeyMap};
+use crate::providers::aws_auth::AwsSources;
 use crate::providers::google_auth::GoogleTokens;
-use crate::providers::vertex::VertexAuth;
 use crate::routing::health::{DeploymentHealth, Health};
 use crate::routing::learned::Models;
 use crate::routing::ModelGroup;
@@ -49,9 +49,9 @@ pub struct CompiledDeployment {
     pub label: Arc<str>,
     /// The chat wire format the deployment speaks.
     pub format: ChatFormat,
-    /// Vertex AI deployments: project, location and token source, or why the deployment
-    /// cannot be used (its requests then fail with that reason).
-    pub vertex: Option<Result<VertexAuth, Arc<str>>>,
+    /// What the provider needs besides `api_key` (Vertex AI, Bedrock), or why the
+    /// deployment cannot be used (see `providers::credentials`).
+    pub credentials: Option<Result<crate::providers::Credentials, Arc<str>>>,
 }
 
 impl CompiledDeployment {
@@ -141,6 +141,8 @@ pub struct Lasting {
     pub upstream: Arc<Upstream>,
     /// Service accounts' access tokens (Vertex AI).
     pub google: Arc<GoogleTokens>,
+    /// AWS credentials (Bedrock).
+    pub aws: Arc<AwsSources>,
 }
 
 impl LiveState {
@@ -369,12 +371,6 @@ fn compile_groups(
             .stream_timeout
             .or(router.stream_timeout)
             .unwrap_or(timeout);
-        let vertex = (d.provider == ProviderKind::VertexAi).then(|| {
-            VertexAuth::prepare(d, &lasting.google, &lasting.upstream).map_err(|why| {
-                tracing::warn!(deployment = %d.id, reason = %why, "Vertex AI deployment unusable");
-                Arc::from(why)
-            })
-        });
         by_name
             .entry(d.model_name.clone())
             .or_default()
@@ -387,7 +383,7 @@ fn compile_groups(
                 health: lasting.health.of(&d.id),
                 label: CompiledDeployment::label_of(d),
                 format: crate::providers::get(d.provider).chat_format(d),
-                vertex,
+                credentials: crate::providers::credentials(d, lasting),
             }));
     }
     let mut model_names: Vec<String> = by_name.keys().cloned().collect();

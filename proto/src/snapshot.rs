@@ -21,6 +21,10 @@ pub enum ProviderKind {
     /// Google Cloud Vertex AI: Gemini models, and Anthropic models on Vertex, with a
     /// service account's OAuth2 token.
     VertexAi,
+    /// AWS Bedrock Runtime: Converse (and InvokeModel for `bedrock/invoke/...`), SigV4.
+    Bedrock,
+    /// Cohere's v2 API: chat, embed, rerank.
+    Cohere,
     /// Built-in deterministic provider; answers without any upstream.
     Mock,
 }
@@ -34,6 +38,8 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::Gemini => "gemini",
             Self::VertexAi => "vertex_ai",
+            Self::Bedrock => "bedrock",
+            Self::Cohere => "cohere",
             Self::Mock => "mock",
         }
     }
@@ -46,6 +52,8 @@ impl ProviderKind {
             "anthropic" => Self::Anthropic,
             "gemini" => Self::Gemini,
             "vertex_ai" => Self::VertexAi,
+            "bedrock" => Self::Bedrock,
+            "cohere" => Self::Cohere,
             "mock" => Self::Mock,
             _ => return None,
         })
@@ -113,8 +121,9 @@ pub struct Deployment {
 }
 
 /// A deployment's provider-specific `litellm_params`, by their LiteLLM names: plain ones
-/// (`vertex_project`, `vertex_location`) and secret ones (`vertex_credentials`), which are
-/// kept as [`Secret`]s and sealed at rest like `api_key`.
+/// (`vertex_project`, `aws_region_name`, ...) and secret ones (`vertex_credentials`,
+/// `aws_secret_access_key`, ...), which are kept as [`Secret`]s and sealed at rest like
+/// `api_key`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProviderSettings {
     pub params: BTreeMap<String, String>,

@@ -383,6 +383,9 @@ def test_vertex_deployment_added_through_the_admin_api(make_stack, mock_provider
     stored = s.sql("SELECT secret_params, litellm_params::text FROM model_deployments WHERE model_id = %s",
                    "vertex-added-1")[0]
     assert stored[0] is not None and private.encode() not in bytes(stored[0])
+    # Nor in the outbox of snapshot deltas: the publisher fills secrets in as it sends.
+    for (ops,) in s.sql("SELECT ops FROM snapshot_deltas"):
+        assert private.encode() not in bytes(ops)
     assert "added-project" in stored[1] and private not in stored[1]
     assert private not in admin.call("GET", "/model/info").text
     assert private not in s.logs_full()

@@ -14,10 +14,10 @@ use crate::respond;
 use crate::routing::failover::Failover;
 use crate::routing::learned::Decision;
 use crate::routing::{Compound, RouteRequest};
-use crate::sse;
 use crate::state::{App, CompiledDeployment, LiveState};
 use crate::translate::{
-    anthropic_to_openai, openai_to_anthropic, openai_to_gemini, stream, ChatFormat,
+    anthropic_to_openai, openai_to_anthropic, openai_to_bedrock, openai_to_cohere,
+    openai_to_gemini, stream, ChatFormat,
 };
 use crate::usage;
 use std::sync::Arc;
@@ -177,12 +177,12 @@ pub async fn completion(
                     let (v, u) = anthropic_to_openai::response(&body, &model)?;
                     (to_bytes(&v), u)
                 }
-                (ChatFormat::Gemini, ClientApi::OpenAi) => {
-                    let (v, u) = openai_to_gemini::response(&body, &model)?;
+                (native, ClientApi::OpenAi) => {
+                    let (v, u) = native_to_openai(native, &body, &model)?;
                     (to_bytes(&v), u)
                 }
-                (ChatFormat::Gemini, ClientApi::Anthropic) => {
-                    let (v, u) = openai_to_gemini::response(&body, &model)?;
+                (native, ClientApi::Anthropic) => {
+                    let (v, u) = native_to_openai(native, &body, &model)?;
                     let (v, _) = anthropic_to_openai::response(&to_bytes(&v), &model)?;
                     (to_bytes(&v), u)
                 }
@@ -198,7 +198,7 @@ pub async fn completion(
     ctx.time_to_first_token = Some(sent.elapsed());
 
     let mut conv = stream::converter(native, client, client_wants_usage, &model, d.prices);
-    let mut parser = sse::Parser::default();
+    let mut parser = crate::eventstream::Decoder::for_provider(d.deployment.provider);
     let mut out = Vec::new();
     if respond::stream_start(session, ctx, &headers).await.is_err() {
         return Ok(()); // client gone
@@ -267,17 +267,49 @@ pub(super) fn upstream_body(
             &req.to_map()?,
             upstream_model,
         )?),
-        (ClientApi::OpenAi, ChatFormat::Gemini) => {
-            to_bytes(&openai_to_gemini::request(&req.to_map()?)?)
+        (ClientApi::OpenAi, native) => {
+            to_bytes(&openai_to_native(native, &req.to_map()?, upstream_model)?)
         }
-        (ClientApi::Anthropic, ChatFormat::Gemini) => {
+        (ClientApi::Anthropic, native) => {
             let openai = anthropic_to_openai::request(&req.to_map()?, upstream_model)?;
             let Value::Object(openai) = openai else {
                 return Err(ApiError::internal("translated request is not an object"));
             };
-            to_bytes(&openai_to_gemini::request(&openai)?)
+            to_bytes(&openai_to_native(native, &openai, upstream_model)?)
         }
     })
+}
+
+/// A request in a provider-only format (Gemini, Bedrock Converse) from an OpenAI one.
+fn openai_to_native(
+    native: ChatFormat,
+    req: &Map<String, Value>,
+    upstream_model: &str,
+) -> Result<Value, ApiError> {
+    match native {
+        ChatFormat::Gemini => openai_to_gemini::request(req),
+        ChatFormat::Bedrock => openai_to_bedrock::request(req),
+        ChatFormat::Cohere => openai_to_cohere::request(req, upstream_model),
+        ChatFormat::OpenAi | ChatFormat::Anthropic => Err(ApiError::internal(
+            "OpenAI and Anthropic requests are not translated through the OpenAI format",
+        )),
+    }
+}
+
+/// An OpenAI response from a provider-only format's.
+fn native_to_openai(
+    native: ChatFormat,
+    body: &[u8],
+    model: &str,
+) -> Result<(Value, Option<usage::Usage>), ApiError> {
+    match native {
+        ChatFormat::Gemini => openai_to_gemini::response(body, model),
+        ChatFormat::Bedrock => openai_to_bedrock::response(body, model),
+        ChatFormat::Cohere => openai_to_cohere::response(body, model),
+        ChatFormat::OpenAi | ChatFormat::Anthropic => Err(ApiError::internal(
+            "OpenAI and Anthropic responses are not translated through the OpenAI format",
+        )),
+    }
 }
 
 fn to_bytes(v: &Value) -> Bytes {

@@ -10,9 +10,10 @@ use crate::context::RequestCtx;
 use crate::error::ApiError;
 use crate::providers::Operation;
 use crate::respond;
-use crate::state::{App, LiveState};
-use crate::translate::{openai_to_gemini, ChatFormat};
+use crate::state::{App, CompiledDeployment, LiveState};
+use crate::translate::{openai_to_bedrock, openai_to_cohere, openai_to_gemini};
 use crate::usage;
+use routeiq_proto::ProviderKind;
 
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -56,13 +57,7 @@ pub async fn create(
         first,
         Operation::Embeddings,
         MAX_RESPONSE_BYTES,
-        |d| match d.format {
-            ChatFormat::Gemini => Ok(Bytes::from(
-                openai_to_gemini::embeddings_request(&req.to_map()?, &d.deployment.upstream_model)?
-                    .to_string(),
-            )),
-            _ => req.with("model", &d.deployment.upstream_model),
-        },
+        |d| upstream_body(&req, d),
     )
     .await?;
     let (d, sent) = (served.deployment, served.sent);
@@ -70,13 +65,26 @@ pub async fn create(
         return Err(ApiError::internal("embeddings answered with a stream"));
     };
     ctx.upstream_latency = Some(sent.elapsed());
-    let out = match d.format {
-        ChatFormat::Gemini => {
-            let (v, u) = openai_to_gemini::embeddings_response(&out, &req.to_map()?, &model)?;
+    let translated = match d.deployment.provider {
+        ProviderKind::Gemini => Some(openai_to_gemini::embeddings_response(
+            &out,
+            &req.to_map()?,
+            &model,
+        )?),
+        ProviderKind::Bedrock => Some(openai_to_bedrock::embeddings_response(
+            &out,
+            &req.to_map()?,
+            &model,
+        )?),
+        ProviderKind::Cohere => Some(openai_to_cohere::embeddings_response(&out, &model)?),
+        _ => None,
+    };
+    let out = match translated {
+        Some((v, u)) => {
             ctx.usage = Some(u);
             Bytes::from(v.to_string())
         }
-        _ => {
+        None => {
             ctx.usage = usage::from_body(&out);
             out
         }
@@ -87,4 +95,22 @@ pub async fn create(
         tracing::debug!(error = %e, "client went away");
     }
     Ok(())
+}
+
+/// The request body for deployment `d`: the client's with the model renamed (OpenAI's
+/// format), or translated to the provider's embeddings API.
+fn upstream_body(req: &RawObject, d: &CompiledDeployment) -> Result<Bytes, ApiError> {
+    let model = d.deployment.upstream_model.as_str();
+    let translated = match d.deployment.provider {
+        ProviderKind::Gemini | ProviderKind::VertexAi => {
+            openai_to_gemini::embeddings_request(&req.to_map()?, model)?
+        }
+        ProviderKind::Bedrock => openai_to_bedrock::embeddings_request(
+            &req.to_map()?,
+            crate::providers::bedrock::embedding_model(&d.deployment),
+        )?,
+        ProviderKind::Cohere => openai_to_cohere::embeddings_request(&req.to_map()?, model)?,
+        _ => return req.with("model", &model),
+    };
+    Ok(Bytes::from(translated.to_string()))
 }

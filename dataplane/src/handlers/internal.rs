@@ -17,7 +17,9 @@ use crate::providers::Operation;
 use crate::routing::failover::Failover;
 use crate::routing::{Lease, RouteRequest};
 use crate::state::{App, CompiledDeployment, LiveState};
-use crate::translate::{openai_to_anthropic, openai_to_gemini, ChatFormat};
+use crate::translate::{
+    openai_to_anthropic, openai_to_bedrock, openai_to_cohere, openai_to_gemini, ChatFormat,
+};
 
 /// Largest reply read.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -133,6 +135,16 @@ pub fn reply_text(format: ChatFormat, body: &Bytes) -> Result<String, String> {
         }
         ChatFormat::Gemini => {
             openai_to_gemini::response(body, "")
+                .map_err(|e| e.message)?
+                .0
+        }
+        ChatFormat::Bedrock => {
+            openai_to_bedrock::response(body, "")
+                .map_err(|e| e.message)?
+                .0
+        }
+        ChatFormat::Cohere => {
+            openai_to_cohere::response(body, "")
                 .map_err(|e| e.message)?
                 .0
         }

@@ -3,19 +3,18 @@
 //! plane's own pooled connections.
 //!
 //! Tokens are cached per service account in [`GoogleTokens`], which outlives snapshot
-//! swaps. A token is fetched when its deployment is compiled and refreshed in the
-//! background once it has less than [`REFRESH_AHEAD`] left; a request waits for a fetch
-//! only when there is no usable token at all (the first fetch failed, or the account was
-//! just added and its fetch has not finished).
+//! swaps, and refreshed ahead of expiry (see `refresh`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::refresh::{Fetch, Refreshing};
 use crate::clock::now_secs;
 use crate::error::{ApiError, ErrorKind};
 use crate::upstream::{Target, Upstream, UpstreamRequest};
@@ -25,11 +24,6 @@ const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Lifetime asked for in the assertion (Google's maximum).
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
-/// A token with less than this left is refreshed in the background.
-pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
-/// A token with less than this left is not used at all.
-const MIN_LEFT: Duration = Duration::from_secs(10);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 /// The parts of a service account key file the grant needs.
@@ -112,82 +106,16 @@ impl ServiceAccount {
     }
 }
 
-#[derive(Clone)]
-struct Token {
-    value: Arc<str>,
-    expires: Instant,
-}
+#[async_trait]
+impl Fetch for ServiceAccount {
+    type Value = Arc<str>;
 
-/// One service account's token, shared by every deployment that uses the account.
-pub struct TokenSource {
-    account: ServiceAccount,
-    current: Mutex<Option<Token>>,
-    /// One fetch at a time.
-    fetching: tokio::sync::Mutex<()>,
-}
-
-impl TokenSource {
-    pub fn account(&self) -> &ServiceAccount {
-        &self.account
-    }
-
-    fn cached(&self, min_left: Duration) -> Option<Token> {
-        let t = self.current.lock().ok()?.clone()?;
-        (t.expires.saturating_duration_since(Instant::now()) > min_left).then_some(t)
-    }
-
-    /// A bearer token for a request: the cached one (refreshed in the background when it
-    /// is near its end), or a fresh one when there is none.
-    pub async fn token(self: &Arc<Self>, upstream: &Arc<Upstream>) -> Result<Arc<str>, ApiError> {
-        if let Some(t) = self.cached(MIN_LEFT) {
-            if t.expires.saturating_duration_since(Instant::now()) < REFRESH_AHEAD {
-                self.refresh_in_background(upstream);
-            }
-            return Ok(t.value);
-        }
-        self.fetch(upstream, MIN_LEFT).await
-    }
-
-    /// Starts a refresh unless one is running.
-    pub fn refresh_in_background(self: &Arc<Self>, upstream: &Arc<Upstream>) {
-        let (me, upstream) = (Arc::clone(self), Arc::clone(upstream));
-        tokio::spawn(async move {
-            if let Err(e) = me.fetch(&upstream, REFRESH_AHEAD).await {
-                tracing::warn!(account = %me.account.client_email, error = %e.message, "cannot refresh the service account's access token");
-            }
-        });
-    }
-
-    /// Fetches a token unless another caller did while this one waited, or the cached one
-    /// still has `min_left`.
     async fn fetch(
         &self,
         upstream: &Arc<Upstream>,
-        min_left: Duration,
-    ) -> Result<Arc<str>, ApiError> {
-        let _one = self.fetching.lock().await;
-        if let Some(t) = self.cached(min_left) {
-            return Ok(t.value);
-        }
-        let token = tokio::time::timeout(FETCH_TIMEOUT, self.grant(upstream))
-            .await
-            .map_err(|_| {
-                ApiError::timeout(format!(
-                    "the token endpoint of service account `{}` did not answer within {}s",
-                    self.account.client_email,
-                    FETCH_TIMEOUT.as_secs()
-                ))
-            })??;
-        let value = Arc::clone(&token.value);
-        if let Ok(mut current) = self.current.lock() {
-            *current = Some(token);
-        }
-        Ok(value)
-    }
-
-    async fn grant(&self, upstream: &Arc<Upstream>) -> Result<Token, ApiError> {
-        let assertion = self.account.assertion(now_secs())?;
-        let target = &self.account.token_target;
+    ) -> Result<(Arc<str>, Option<Instant>), ApiError> {
+        let assertion = self.assertion(now_secs())?;
+        let target = &self.token_target;
         let path = if target.base_path.is_empty() {
             "/".to_owned()
         } else {
@@ -204,10 +132,7 @@ impl TokenSource {
                 GRANT_TYPE.replace(':', "%3A")
             )),
         };
-        let who: Arc<str> = Arc::from(format!(
-            "the token endpoint of service account `{}`",
-            self.account.client_email
-        ));
+        let who: Arc<str> = Arc::from(self.describe());
         let started = Instant::now();
         let mut ex = upstream.send(target, req, None, Arc::clone(&who)).await?;
         let status = ex.status;
@@ -236,12 +161,20 @@ impl TokenSource {
                 format!("{who} answered without an access token: {e}"),
             )
         })?;
-        Ok(Token {
-            value: Arc::from(g.access_token),
-            expires: started + Duration::from_secs(g.expires_in.unwrap_or(3600)),
-        })
+        let expires = started + Duration::from_secs(g.expires_in.unwrap_or(3600));
+        Ok((Arc::from(g.access_token), Some(expires)))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "the token endpoint of service account `{}`",
+            self.client_email
+        )
     }
 }
+
+/// One service account's access tokens.
+pub type TokenSource = Refreshing<ServiceAccount>;
 
 /// Token sources by service account, across snapshot versions.
 #[derive(Default)]
@@ -265,14 +198,7 @@ impl GoogleTokens {
         if let Some(s) = sources.get(&id) {
             return Ok(Arc::clone(s));
         }
-        let source = Arc::new(TokenSource {
-            account: ServiceAccount::from_setting(credentials)?,
-            current: Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
-        });
-        if tokio::runtime::Handle::try_current().is_ok() {
-            source.refresh_in_background(upstream);
-        }
+        let source = Refreshing::start(ServiceAccount::from_setting(credentials)?, upstream);
         sources.insert(id, Arc::clone(&source));
         Ok(source)
     }

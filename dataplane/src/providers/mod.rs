@@ -5,11 +5,15 @@
 //! lives in `translate`; the providers only move bytes.
 
 mod anthropic;
+pub mod aws_auth;
 mod azure;
+pub mod bedrock;
+mod cohere;
 mod gemini;
 pub mod google_auth;
 mod mock;
 mod openai;
+pub mod refresh;
 pub mod vertex;
 
 use std::collections::VecDeque;
@@ -20,7 +24,7 @@ use bytes::Bytes;
 use routeiq_proto::{Deployment, ProviderKind};
 
 use crate::error::{ApiError, ErrorKind};
-use crate::state::CompiledDeployment;
+use crate::state::{CompiledDeployment, Lasting};
 use crate::translate::ChatFormat;
 use crate::upstream::{Exchange, Target, Upstream, UpstreamRequest};
 
@@ -134,6 +138,48 @@ async fn exchange(
     Ok(ProviderResponse { status, body })
 }
 
+/// What a deployment's provider needs besides `api_key`, resolved when it is compiled.
+#[derive(Debug)]
+pub enum Credentials {
+    Vertex(vertex::VertexAuth),
+    Bedrock(bedrock::BedrockAuth),
+}
+
+/// The credentials of `d`'s provider, if it needs any, or why the deployment cannot be
+/// used (its requests then fail with that reason).
+pub fn credentials(d: &Deployment, lasting: &Lasting) -> Option<Result<Credentials, Arc<str>>> {
+    let prepared = match d.provider {
+        ProviderKind::VertexAi => {
+            vertex::VertexAuth::prepare(d, &lasting.google, &lasting.upstream)
+                .map(Credentials::Vertex)
+        }
+        ProviderKind::Bedrock => bedrock::BedrockAuth::prepare(d, &lasting.aws, &lasting.upstream)
+            .map(Credentials::Bedrock),
+        _ => return None,
+    };
+    Some(prepared.map_err(|why| {
+        tracing::warn!(deployment = %d.id, reason = %why, "deployment unusable");
+        Arc::from(why)
+    }))
+}
+
+/// The prepared credentials of a deployment whose provider needs them.
+fn credentials_of(d: &CompiledDeployment) -> Result<&Credentials, ApiError> {
+    match &d.credentials {
+        Some(Ok(c)) => Ok(c),
+        Some(Err(why)) => Err(ApiError::upstream(
+            502,
+            ErrorKind::Upstream,
+            format!("{} cannot be used: {why}", d.label),
+        )
+        .with_code("upstream_auth_error")),
+        None => Err(ApiError::internal(format!(
+            "{} was compiled without its provider's credentials",
+            d.label
+        ))),
+    }
+}
+
 /// The provider implementation for a kind.
 pub fn get(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
@@ -142,6 +188,8 @@ pub fn get(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::Anthropic => &anthropic::Anthropic,
         ProviderKind::Gemini => &gemini::Gemini,
         ProviderKind::VertexAi => &vertex::Vertex,
+        ProviderKind::Bedrock => &bedrock::Bedrock,
+        ProviderKind::Cohere => &cohere::Cohere,
         ProviderKind::Mock => &mock::Mock,
     }
 }
@@ -196,6 +244,8 @@ fn bad_request_code(body: &[u8], message: &str) -> &'static str {
         || m.contains("prompt is too long")
         || m.contains("context window")
         || m.contains("exceeds the maximum number of tokens")
+        || m.contains("input is too long")
+        || m.contains("too many tokens")
     {
         "context_length_exceeded"
     } else if code == "content_policy_violation"
@@ -209,16 +259,19 @@ fn bad_request_code(body: &[u8], message: &str) -> &'static str {
     }
 }
 
-/// `error.message` from an OpenAI-, Anthropic- or Google-shaped error body, else the
-/// body's text.
+/// `error.message` from an OpenAI-, Anthropic- or Google-shaped error body, `message`
+/// from an AWS- or Cohere-shaped one, else the body's text.
 fn provider_message(body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let from_json = parsed.as_ref().and_then(|v| {
-        let e = v.get("error")?;
-        e.get("message")
-            .and_then(serde_json::Value::as_str)
-            .or_else(|| e.as_str())
-            .map(str::to_owned)
+        let text = match v.get("error") {
+            Some(e) => e
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .or_else(|| e.as_str()),
+            None => v.get("message").and_then(serde_json::Value::as_str),
+        };
+        text.map(str::to_owned)
     });
     from_json.unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);

@@ -13,7 +13,7 @@ use routeiq_proto::Deployment;
 use serde_json::Value;
 
 use super::google_auth::{GoogleTokens, TokenSource};
-use super::{exchange, gemini, target_of, Operation, Provider, ProviderResponse};
+use super::{exchange, gemini, target_of, Credentials, Operation, Provider, ProviderResponse};
 use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
@@ -47,7 +47,7 @@ impl VertexAuth {
         let project = s
             .param("vertex_project")
             .map(str::to_owned)
-            .or_else(|| tokens.account().project_id.clone())
+            .or_else(|| tokens.fetcher().project_id.clone())
             .ok_or_else(|| {
                 "vertex_ai deployments need vertex_project (or a service account with a project_id)"
                     .to_owned()
@@ -69,7 +69,7 @@ impl std::fmt::Debug for VertexAuth {
         f.debug_struct("VertexAuth")
             .field("project", &self.project)
             .field("location", &self.location)
-            .field("account", &self.tokens.account().client_email)
+            .field("account", &self.tokens.fetcher().client_email)
             .finish()
     }
 }
@@ -134,7 +134,7 @@ impl Provider for Vertex {
         body: Bytes,
     ) -> Result<ProviderResponse, ApiError> {
         let mut req = self.request(d, target_of(d)?, op, body)?;
-        let token = auth(d)?.tokens.token(upstream).await.map_err(|mut e| {
+        let token = auth(d)?.tokens.get(upstream).await.map_err(|mut e| {
             e.message = format!("{}: {}", d.label, e.message);
             e
         })?;
@@ -145,16 +145,10 @@ impl Provider for Vertex {
 }
 
 fn auth(d: &CompiledDeployment) -> Result<&VertexAuth, ApiError> {
-    match &d.vertex {
-        Some(Ok(a)) => Ok(a),
-        Some(Err(why)) => Err(ApiError::upstream(
-            502,
-            crate::error::ErrorKind::Upstream,
-            format!("{} cannot be used: {why}", d.label),
-        )
-        .with_code("upstream_auth_error")),
-        None => Err(ApiError::internal(format!(
-            "{} was compiled without its Vertex AI settings",
+    match super::credentials_of(d)? {
+        Credentials::Vertex(a) => Ok(a),
+        Credentials::Bedrock(_) => Err(ApiError::internal(format!(
+            "{} has Bedrock credentials",
             d.label
         ))),
     }

@@ -215,7 +215,7 @@ mod tests {
             prices: Default::default(),
             health: Arc::new(DeploymentHealth::default()),
             format: crate::translate::ChatFormat::OpenAi,
-            vertex: None,
+            credentials: None,
         })
     }
 

@@ -1,13 +1,15 @@
 //! Translation between the chat wire formats the gateway speaks: OpenAI Chat Completions
 //! and Anthropic Messages (client and provider formats, both ways), and Google's
-//! `generateContent` (provider format only).
+//! `generateContent`, Bedrock's Converse and Cohere's v2 chat (provider formats only).
 //!
 //! The gateway passes a request through untouched (but for the model name) when client and
 //! provider speak the same format, and translates only when they differ. Anthropic clients
-//! reach Gemini deployments through the OpenAI format.
+//! reach provider-only formats through the OpenAI format.
 
 pub mod anthropic_to_openai;
 pub mod openai_to_anthropic;
+pub mod openai_to_bedrock;
+pub mod openai_to_cohere;
 pub mod openai_to_gemini;
 pub mod stream;
 
@@ -20,6 +22,10 @@ pub enum ChatFormat {
     Anthropic,
     /// Google's `generateContent` (Gemini API, Vertex AI).
     Gemini,
+    /// Bedrock's Converse API.
+    Bedrock,
+    /// Cohere's v2 chat API.
+    Cohere,
 }
 
 /// Anthropic requires `max_tokens`; this is what an OpenAI request without one gets

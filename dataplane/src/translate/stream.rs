@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 
 use super::anthropic_to_openai::{message_id, stop_reason};
 use super::openai_to_anthropic::{finish_reason, openai_usage};
+use super::openai_to_bedrock as bedrock;
+use super::openai_to_cohere as cohere;
 use super::openai_to_gemini as gemini;
 use super::ChatFormat;
 use crate::clock::now_secs;
@@ -56,21 +58,30 @@ pub fn converter(
             prices,
             ..Default::default()
         }),
-        // Through the OpenAI format: Gemini → OpenAI chunks → Anthropic events.
-        (ChatFormat::Gemini, ClientApi::Anthropic) => Box::new(Chain {
-            first: Box::new(GeminiToOpenAi {
-                include_usage: true,
-                model: model.to_owned(),
-                prices,
-                ..Default::default()
-            }),
-            second: Box::new(OpenAiToAnthropic {
-                model: model.to_owned(),
-                ..Default::default()
-            }),
-            parser: sse::Parser::default(),
-            between: Vec::new(),
+        (ChatFormat::Bedrock, ClientApi::OpenAi) => Box::new(BedrockToOpenAi {
+            include_usage: client_wants_usage,
+            model: model.to_owned(),
+            prices,
+            ..Default::default()
         }),
+        (ChatFormat::Cohere, ClientApi::OpenAi) => Box::new(CohereToOpenAi {
+            include_usage: client_wants_usage,
+            model: model.to_owned(),
+            prices,
+            ..Default::default()
+        }),
+        // Through the OpenAI format: provider → OpenAI chunks → Anthropic events.
+        (ChatFormat::Gemini | ChatFormat::Bedrock | ChatFormat::Cohere, ClientApi::Anthropic) => {
+            Box::new(Chain {
+                first: converter(provider, ClientApi::OpenAi, true, model, prices),
+                second: Box::new(OpenAiToAnthropic {
+                    model: model.to_owned(),
+                    ..Default::default()
+                }),
+                parser: sse::Parser::default(),
+                between: Vec::new(),
+            })
+        }
     }
 }
 
@@ -470,6 +481,276 @@ impl StreamConverter for AnthropicToOpenAi {
 
     fn usage(&self) -> Option<Usage> {
         self.seen_usage.then_some(self.usage)
+    }
+}
+
+/// Bedrock ConverseStream events → OpenAI `chat.completion.chunk`s.
+#[derive(Default)]
+struct BedrockToOpenAi {
+    prices: Prices,
+    include_usage: bool,
+    model: String,
+    id: String,
+    created: u64,
+    started: bool,
+    usage: Option<Usage>,
+    /// Content block index → tool call index, for toolUse blocks.
+    tool_blocks: Vec<(u64, usize)>,
+    finished: bool,
+}
+
+impl BedrockToOpenAi {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        sse::data(&c.to_string())
+    }
+
+    fn start(&mut self, out: &mut Vec<Bytes>) {
+        if !self.started {
+            self.started = true;
+            self.id = format!("chatcmpl-{:016x}", fastrand::u64(..));
+            self.created = now_secs();
+            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+    }
+}
+
+impl StreamConverter for BedrockToOpenAi {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        let Some(v) = parse(&ev.data) else { return };
+        let block = v
+            .get("contentBlockIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        match ev.event.as_deref() {
+            Some("messageStart") => self.start(out),
+            Some("contentBlockStart") => {
+                self.start(out);
+                if let Some(tool) = v.pointer("/start/toolUse") {
+                    let index = self.tool_blocks.len();
+                    self.tool_blocks.push((block, index));
+                    out.push(self.chunk(
+                        json!({"tool_calls": [{
+                            "index": index,
+                            "id": tool.get("toolUseId").cloned().unwrap_or_default(),
+                            "type": "function",
+                            "function": {"name": tool.get("name").cloned().unwrap_or_default(), "arguments": ""},
+                        }]}),
+                        None,
+                    ));
+                }
+            }
+            Some("contentBlockDelta") => {
+                self.start(out);
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                if let Some(t) = d.get("text").and_then(Value::as_str) {
+                    out.push(self.chunk(json!({"content": t}), None));
+                } else if let Some(t) = d.pointer("/reasoningContent/text").and_then(Value::as_str)
+                {
+                    out.push(self.chunk(json!({"reasoning_content": t}), None));
+                } else if let Some(input) = d.pointer("/toolUse/input").and_then(Value::as_str) {
+                    let index = self
+                        .tool_blocks
+                        .iter()
+                        .find(|(b, _)| *b == block)
+                        .map_or(0, |(_, t)| *t);
+                    out.push(self.chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": input}}]}),
+                        None,
+                    ));
+                }
+            }
+            Some("messageStop") => {
+                self.start(out);
+                let stop = v
+                    .get("stopReason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("end_turn");
+                out.push(self.chunk(json!({}), Some(bedrock::finish_reason(stop))));
+            }
+            Some("metadata") => {
+                if let Some(u) = v.get("usage").and_then(bedrock::usage) {
+                    self.usage = Some(u);
+                }
+            }
+            Some("error") => {
+                let e = v.get("error").unwrap_or(&Value::Null);
+                let kind = e.get("type").and_then(Value::as_str).unwrap_or("error");
+                let msg = e
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream stream error");
+                let err = ApiError::upstream(
+                    502,
+                    crate::error::ErrorKind::Upstream,
+                    format!("Bedrock: {kind}: {msg}"),
+                );
+                out.push(error_event(ClientApi::OpenAi, &err));
+            }
+            _ => {} // contentBlockStop
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let (true, Some(u)) = (self.include_usage, self.usage) {
+            let c = json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [],
+                "usage": with_cost(openai_usage(u), &u, &self.prices),
+            });
+            out.push(sse::data(&c.to_string()));
+        }
+        out.push(Bytes::from_static(sse::DONE));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// Cohere v2 chat stream events → OpenAI `chat.completion.chunk`s.
+#[derive(Default)]
+struct CohereToOpenAi {
+    prices: Prices,
+    include_usage: bool,
+    model: String,
+    id: String,
+    created: u64,
+    started: bool,
+    usage: Option<Usage>,
+    /// Tool calls started so far (Cohere numbers them with `index`).
+    tools: usize,
+    finished: bool,
+}
+
+impl CohereToOpenAi {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        sse::data(&c.to_string())
+    }
+}
+
+impl StreamConverter for CohereToOpenAi {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        let Some(v) = parse(&ev.data) else { return };
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or("");
+        if !self.started {
+            self.started = true;
+            self.id = v.get("id").and_then(Value::as_str).map_or_else(
+                || format!("chatcmpl-{:016x}", fastrand::u64(..)),
+                str::to_owned,
+            );
+            self.created = now_secs();
+            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+        let message = v.pointer("/delta/message").unwrap_or(&Value::Null);
+        match kind {
+            "content-delta" => {
+                if let Some(t) = message.pointer("/content/text").and_then(Value::as_str) {
+                    out.push(self.chunk(json!({"content": t}), None));
+                }
+            }
+            "tool-call-start" => {
+                let call = message.get("tool_calls").unwrap_or(&Value::Null);
+                let index = v
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(self.tools, |i| i as usize);
+                self.tools = self.tools.max(index + 1);
+                out.push(self.chunk(
+                    json!({"tool_calls": [{
+                        "index": index,
+                        "id": call.get("id").cloned().unwrap_or_default(),
+                        "type": "function",
+                        "function": {
+                            "name": call.pointer("/function/name").cloned().unwrap_or_default(),
+                            "arguments": call.pointer("/function/arguments").cloned().unwrap_or_else(|| json!("")),
+                        },
+                    }]}),
+                    None,
+                ));
+            }
+            "tool-call-delta" => {
+                let index = v
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(self.tools.saturating_sub(1), |i| i as usize);
+                if let Some(a) = message
+                    .pointer("/tool_calls/function/arguments")
+                    .and_then(Value::as_str)
+                {
+                    out.push(self.chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": a}}]}),
+                        None,
+                    ));
+                }
+            }
+            "message-end" => {
+                let delta = v.get("delta").unwrap_or(&Value::Null);
+                if let Some(u) = delta.get("usage").and_then(cohere::usage) {
+                    self.usage = Some(u);
+                }
+                let reason = delta
+                    .get("finish_reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("COMPLETE");
+                if reason == "ERROR" {
+                    let msg = delta
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("upstream stream error");
+                    let err = ApiError::upstream(
+                        502,
+                        crate::error::ErrorKind::Upstream,
+                        format!("Cohere: {msg}"),
+                    );
+                    out.push(error_event(ClientApi::OpenAi, &err));
+                } else {
+                    out.push(self.chunk(json!({}), Some(cohere::finish_reason(reason))));
+                }
+            }
+            _ => {} // message-start, content-start/end, tool-plan-delta, tool-call-end
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let (true, Some(u)) = (self.include_usage, self.usage) {
+            let c = json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [],
+                "usage": with_cost(openai_usage(u), &u, &self.prices),
+            });
+            out.push(sse::data(&c.to_string()));
+        }
+        out.push(Bytes::from_static(sse::DONE));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::Snapshot;
 
-pub use model::{known_prefixes, parse_model, VERTEX_DEFAULT_LOCATION};
+pub use model::{known_prefixes, parse_model, BEDROCK_DEFAULT_REGION, VERTEX_DEFAULT_LOCATION};
 
 /// A config that could not be loaded. Every variant names where the problem is.
 #[derive(Debug, thiserror::Error)]

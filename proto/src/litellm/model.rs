@@ -166,6 +166,17 @@ pub fn vertex_api_base(location: &str) -> String {
     }
 }
 
+/// Bedrock Runtime's regional endpoint.
+pub fn bedrock_api_base(region: &str) -> String {
+    format!("https://bedrock-runtime.{region}.amazonaws.com")
+}
+
+/// Bedrock's region when none is configured, as LiteLLM's.
+pub const BEDROCK_DEFAULT_REGION: &str = "us-west-2";
+
+/// Cohere's API base.
+pub const COHERE_API_BASE: &str = "https://api.cohere.com";
+
 /// Vertex AI's default location, as LiteLLM's.
 pub const VERTEX_DEFAULT_LOCATION: &str = "us-central1";
 
@@ -192,10 +203,18 @@ pub struct UnknownProvider {
 
 /// Every provider prefix [`parse_model`] accepts.
 pub fn known_prefixes() -> Vec<&'static str> {
-    ["anthropic", "azure", "gemini", "vertex_ai", "mock"]
-        .into_iter()
-        .chain(OPENAI_COMPATIBLE.iter().map(|c| c.prefix))
-        .collect()
+    [
+        "anthropic",
+        "azure",
+        "gemini",
+        "vertex_ai",
+        "bedrock",
+        "cohere",
+        "mock",
+    ]
+    .into_iter()
+    .chain(OPENAI_COMPATIBLE.iter().map(|c| c.prefix))
+    .collect()
 }
 
 /// Splits `<provider>/<id>`. A string without a `/` is inferred the way LiteLLM does for
@@ -225,6 +244,9 @@ pub fn parse_model(model: &str) -> Result<ParsedModel, UnknownProvider> {
         "gemini" => (ProviderKind::Gemini, Some(GEMINI_API_BASE)),
         // The base depends on `vertex_location`: set when the deployment is compiled.
         "vertex_ai" => (ProviderKind::VertexAi, None),
+        // The base depends on `aws_region_name`: set when the deployment is compiled.
+        "bedrock" => (ProviderKind::Bedrock, None),
+        "cohere" | "cohere_chat" => (ProviderKind::Cohere, Some(COHERE_API_BASE)),
         "mock" => (ProviderKind::Mock, None),
         _ => compatible_row(prefix)
             .map(|c| (ProviderKind::OpenAi, c.api_base))
@@ -269,6 +291,40 @@ mod tests {
     }
 
     #[test]
+    fn cloud_providers_are_known() {
+        let p = parse_model("bedrock/invoke/us.anthropic.claude-sonnet-4-5-v1:0").unwrap();
+        assert_eq!(p.provider, ProviderKind::Bedrock);
+        assert_eq!(
+            p.upstream_model,
+            "invoke/us.anthropic.claude-sonnet-4-5-v1:0"
+        );
+        assert_eq!(
+            parse_model("gemini/gemini-2.0-flash")
+                .unwrap()
+                .default_api_base,
+            Some(GEMINI_API_BASE)
+        );
+        assert_eq!(
+            parse_model("vertex_ai/claude-sonnet-4-5@20250929")
+                .unwrap()
+                .provider,
+            ProviderKind::VertexAi
+        );
+        assert_eq!(
+            parse_model("cohere_chat/command-r").unwrap().provider,
+            ProviderKind::Cohere
+        );
+        assert_eq!(
+            vertex_api_base("global"),
+            "https://aiplatform.googleapis.com"
+        );
+        assert_eq!(
+            vertex_api_base("europe-west4"),
+            "https://europe-west4-aiplatform.googleapis.com"
+        );
+    }
+
+    #[test]
     fn bare_names_are_inferred() {
         assert_eq!(
             parse_model("gpt-4o").unwrap().provider,
@@ -282,7 +338,7 @@ mod tests {
 
     #[test]
     fn unknown_prefixes_are_refused_not_sent_to_openai() {
-        for model in ["bedrock/anthropic.claude-3-5-sonnet", "opneai/gpt-4o"] {
+        for model in ["sagemaker/my-endpoint", "opneai/gpt-4o"] {
             let e = parse_model(model).unwrap_err();
             assert_eq!(e.model, model);
             let message = e.to_string();

@@ -13,7 +13,10 @@ use crate::{
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::model::{compatible_row, parse_model, vertex_api_base, VERTEX_DEFAULT_LOCATION};
+use super::model::{
+    bedrock_api_base, compatible_row, parse_model, vertex_api_base, BEDROCK_DEFAULT_REGION,
+    VERTEX_DEFAULT_LOCATION,
+};
 
 type Unknown = BTreeMap<String, serde_norway::Value>;
 
@@ -66,6 +69,16 @@ struct RawLitellmParams {
     vertex_project: Option<String>,
     vertex_location: Option<String>,
     vertex_credentials: Option<String>,
+    aws_access_key_id: Option<String>,
+    aws_secret_access_key: Option<String>,
+    aws_session_token: Option<String>,
+    aws_region_name: Option<String>,
+    aws_role_name: Option<String>,
+    aws_session_name: Option<String>,
+    aws_profile_name: Option<String>,
+    aws_web_identity_token: Option<String>,
+    aws_sts_endpoint: Option<String>,
+    aws_bedrock_runtime_endpoint: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -457,7 +470,12 @@ pub fn compile_deployment(
             &["GEMINI_API_BASE"],
             None,
         ),
-        ProviderKind::VertexAi | ProviderKind::Mock => (&[], &[], None),
+        ProviderKind::Cohere => (
+            &["COHERE_API_KEY", "CO_API_KEY"],
+            &["COHERE_API_BASE"],
+            None,
+        ),
+        ProviderKind::VertexAi | ProviderKind::Bedrock | ProviderKind::Mock => (&[], &[], None),
     };
     let first_env = |vars: &[&str]| vars.iter().find_map(|v| env_fallback(v));
     let settings = provider_settings(provider, p, &from_credential, &first_env);
@@ -468,14 +486,25 @@ pub fn compile_deployment(
         .or_else(|| from_credential("api_base"))
         .or_else(|| first_env(base_vars))
         .or_else(|| parsed.default_api_base.map(str::to_owned))
-        .or_else(|| {
-            (provider == ProviderKind::VertexAi).then(|| {
-                vertex_api_base(
-                    settings
-                        .param("vertex_location")
-                        .unwrap_or(VERTEX_DEFAULT_LOCATION),
-                )
-            })
+        .or_else(|| match provider {
+            ProviderKind::VertexAi => Some(vertex_api_base(
+                settings
+                    .param("vertex_location")
+                    .unwrap_or(VERTEX_DEFAULT_LOCATION),
+            )),
+            ProviderKind::Bedrock => {
+                Some(settings.param("aws_bedrock_runtime_endpoint").map_or_else(
+                    || {
+                        bedrock_api_base(
+                            settings
+                                .param("aws_region_name")
+                                .unwrap_or(BEDROCK_DEFAULT_REGION),
+                        )
+                    },
+                    str::to_owned,
+                ))
+            }
+            _ => None,
         });
     let api_base = match (provider, api_base) {
         (ProviderKind::Mock, base) => base.unwrap_or_default(),
@@ -575,6 +604,76 @@ pub fn compile_deployment(
     })
 }
 
+/// The provider-specific `litellm_params` each provider reads: (name, secret, environment
+/// variables LiteLLM falls back to).
+type SettingSpec = (&'static str, bool, &'static [&'static str]);
+
+const VERTEX_SETTINGS: &[SettingSpec] = &[
+    (
+        "vertex_project",
+        false,
+        &["VERTEXAI_PROJECT", "VERTEX_PROJECT"],
+    ),
+    (
+        "vertex_location",
+        false,
+        &["VERTEXAI_LOCATION", "VERTEX_LOCATION"],
+    ),
+    (
+        "vertex_credentials",
+        true,
+        &[
+            "VERTEXAI_CREDENTIALS",
+            "VERTEX_CREDENTIALS",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ],
+    ),
+];
+
+/// Bedrock's; without keys, role or profile the AWS SDK's default chain applies (which
+/// reads `AWS_ACCESS_KEY_ID`, profiles, web identity (IRSA) and instance roles itself).
+const BEDROCK_SETTINGS: &[SettingSpec] = &[
+    (
+        "aws_region_name",
+        false,
+        &["AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION"],
+    ),
+    ("aws_role_name", false, &[]),
+    ("aws_session_name", false, &[]),
+    ("aws_profile_name", false, &[]),
+    ("aws_sts_endpoint", false, &[]),
+    (
+        "aws_bedrock_runtime_endpoint",
+        false,
+        &["AWS_BEDROCK_RUNTIME_ENDPOINT"],
+    ),
+    ("aws_access_key_id", true, &[]),
+    ("aws_secret_access_key", true, &[]),
+    ("aws_session_token", true, &[]),
+    ("aws_web_identity_token", true, &[]),
+];
+
+impl RawLitellmParams {
+    fn setting(&self, name: &str) -> Option<&String> {
+        match name {
+            "vertex_project" => self.vertex_project.as_ref(),
+            "vertex_location" => self.vertex_location.as_ref(),
+            "vertex_credentials" => self.vertex_credentials.as_ref(),
+            "aws_access_key_id" => self.aws_access_key_id.as_ref(),
+            "aws_secret_access_key" => self.aws_secret_access_key.as_ref(),
+            "aws_session_token" => self.aws_session_token.as_ref(),
+            "aws_region_name" => self.aws_region_name.as_ref(),
+            "aws_role_name" => self.aws_role_name.as_ref(),
+            "aws_session_name" => self.aws_session_name.as_ref(),
+            "aws_profile_name" => self.aws_profile_name.as_ref(),
+            "aws_web_identity_token" => self.aws_web_identity_token.as_ref(),
+            "aws_sts_endpoint" => self.aws_sts_endpoint.as_ref(),
+            "aws_bedrock_runtime_endpoint" => self.aws_bedrock_runtime_endpoint.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// The provider-specific `litellm_params` of a deployment: given, else from its
 /// credential, else from LiteLLM's environment variables. Vertex AI's project may come
 /// from its service account instead, which the data plane reads.
@@ -584,45 +683,28 @@ fn provider_settings(
     from_credential: &dyn Fn(&str) -> Option<String>,
     first_env: &dyn Fn(&[&str]) -> Option<String>,
 ) -> ProviderSettings {
-    let mut settings = ProviderSettings::default();
-    if provider != ProviderKind::VertexAi {
-        return settings;
-    }
-    let pick = |given: &Option<String>, name: &str, vars: &[&str]| {
-        given
-            .clone()
-            .filter(|v| !v.is_empty())
-            .or_else(|| from_credential(name))
-            .or_else(|| first_env(vars))
+    let specs = match provider {
+        ProviderKind::VertexAi => VERTEX_SETTINGS,
+        ProviderKind::Bedrock => BEDROCK_SETTINGS,
+        _ => &[],
     };
-    for (name, given, vars) in [
-        (
-            "vertex_project",
-            &p.vertex_project,
-            &["VERTEXAI_PROJECT", "VERTEX_PROJECT"][..],
-        ),
-        (
-            "vertex_location",
-            &p.vertex_location,
-            &["VERTEXAI_LOCATION", "VERTEX_LOCATION"][..],
-        ),
-    ] {
-        if let Some(v) = pick(given, name, vars) {
-            settings.params.insert(name.to_owned(), v);
+    let mut settings = ProviderSettings::default();
+    for &(name, secret, vars) in specs {
+        let value = p
+            .setting(name)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .or_else(|| from_credential(name))
+            .or_else(|| first_env(vars));
+        match (value, secret) {
+            (None, _) => {}
+            (Some(v), true) => {
+                settings.secrets.insert(name.to_owned(), Secret::new(v));
+            }
+            (Some(v), false) => {
+                settings.params.insert(name.to_owned(), v);
+            }
         }
-    }
-    if let Some(v) = pick(
-        &p.vertex_credentials,
-        "vertex_credentials",
-        &[
-            "VERTEXAI_CREDENTIALS",
-            "VERTEX_CREDENTIALS",
-            "GOOGLE_APPLICATION_CREDENTIALS",
-        ],
-    ) {
-        settings
-            .secrets
-            .insert("vertex_credentials".to_owned(), Secret::new(v));
     }
     settings
 }

@@ -155,7 +155,7 @@ fn malformed_configs_name_the_yaml_path() {
         ("general_settings:\n  master_key: ''\n", "general_settings.master_key"),
         // An unknown provider prefix is refused (never sent to OpenAI), even with keys
         // that provider would read.
-        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n  - model_name: b\n    litellm_params:\n      model: bedrock/anthropic.claude-3-5-sonnet\n      aws_region_name: us-east-1\n", "model_list[1].litellm_params.model`: unknown provider `bedrock`"),
+        ("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n  - model_name: b\n    litellm_params:\n      model: sagemaker/my-endpoint\n      aws_region_name: us-east-1\n", "model_list[1].litellm_params.model`: unknown provider `sagemaker`"),
     ];
     for (text, path) in cases {
         let err = load(text, &[]).unwrap_err().to_string();
@@ -165,6 +165,87 @@ fn malformed_configs_name_the_yaml_path() {
         load("model_list: [", &[]),
         Err(ConfigError::Yaml { .. })
     ));
+}
+
+#[test]
+fn cloud_provider_settings_come_from_params_credentials_and_litellms_variables() {
+    let text = r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: gemini/gemini-2.0-flash}
+  - model_name: v
+    litellm_params:
+      model: vertex_ai/gemini-2.5-pro
+      vertex_project: p1
+      vertex_credentials: '{"type": "service_account"}'
+  - model_name: b
+    litellm_params:
+      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      litellm_credential_name: aws
+      aws_role_name: arn:aws:iam::1:role/r
+  - model_name: b2
+    litellm_params:
+      model: bedrock/amazon.nova-pro-v1:0
+      aws_bedrock_runtime_endpoint: https://vpce-1.bedrock-runtime.eu-west-1.vpce.amazonaws.com
+  - model_name: c
+    litellm_params: {model: cohere/command-r-plus}
+  - model_name: m
+    litellm_params: {model: mistral/mistral-large-latest}
+credential_list:
+  - credential_name: aws
+    credential_values: {aws_access_key_id: AKIA1, aws_secret_access_key: s3cr3t, aws_region_name: eu-central-1}
+"#;
+    let env: &'static [(&str, &str)] = &[
+        ("GEMINI_API_KEY", "gk"),
+        ("VERTEXAI_LOCATION", "europe-west4"),
+        ("COHERE_API_KEY", "ck"),
+        ("MISTRAL_API_KEY", "mk"),
+        ("AWS_REGION_NAME", "ap-south-1"),
+    ];
+    let s = load(text, env).unwrap().snapshot;
+    let d = |name: &str| s.deployments.iter().find(|d| d.model_name == name).unwrap();
+    assert_eq!(d("g").api_key.as_ref().unwrap().expose(), "gk");
+    assert_eq!(
+        d("g").api_base,
+        "https://generativelanguage.googleapis.com/v1beta"
+    );
+    let v = d("v");
+    assert_eq!(v.provider, ProviderKind::VertexAi);
+    assert_eq!(v.settings.param("vertex_project"), Some("p1"));
+    assert_eq!(v.settings.param("vertex_location"), Some("europe-west4"));
+    assert_eq!(v.api_base, "https://europe-west4-aiplatform.googleapis.com");
+    assert!(v.settings.secret("vertex_credentials").is_some());
+    assert!(
+        !v.settings.params.contains_key("vertex_credentials"),
+        "secrets stay secret"
+    );
+    let b = d("b");
+    assert_eq!(b.settings.param("aws_region_name"), Some("eu-central-1"));
+    assert_eq!(
+        b.api_base,
+        "https://bedrock-runtime.eu-central-1.amazonaws.com"
+    );
+    assert_eq!(
+        b.settings.secret("aws_secret_access_key").unwrap().expose(),
+        "s3cr3t"
+    );
+    assert_eq!(
+        b.settings.param("aws_role_name"),
+        Some("arn:aws:iam::1:role/r")
+    );
+    let b2 = d("b2");
+    assert_eq!(b2.settings.param("aws_region_name"), Some("ap-south-1"));
+    assert_eq!(
+        b2.api_base,
+        "https://vpce-1.bedrock-runtime.eu-west-1.vpce.amazonaws.com"
+    );
+    assert_eq!(d("c").api_key.as_ref().unwrap().expose(), "ck");
+    assert_eq!(d("c").api_base, "https://api.cohere.com");
+    assert_eq!(d("m").api_key.as_ref().unwrap().expose(), "mk");
+    // Provider settings survive the wire.
+    let pb = crate::wire::pb::Deployment::from(b);
+    let back = crate::Deployment::try_from(pb).unwrap();
+    assert_eq!(&back, b);
 }
 
 #[test]

@@ -1,0 +1,252 @@
+//! AWS Bedrock Runtime, signed with SigV4 per request (credentials from `aws_auth`):
+//! - chat through Converse: `<api_base>/model/<id>/converse` and `/converse-stream`
+//!   (binary event stream), for every model family;
+//! - `bedrock/invoke/anthropic.*` through InvokeModel with Anthropic's Messages body:
+//!   `/model/<id>/invoke` and `/invoke-with-response-stream`, as LiteLLM does;
+//! - embeddings through InvokeModel: Titan (`amazon.titan-embed*`) and Cohere
+//!   (`cohere.embed*`).
+//!
+//! `api_base` is the region's endpoint unless `aws_bedrock_runtime_endpoint` (a VPC
+//! endpoint) or `api_base` says otherwise.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use routeiq_proto::Deployment;
+use serde_json::Value;
+
+use super::aws_auth::{sign_headers, AwsSources, CredentialSource};
+use super::{exchange, target_of, Credentials, Operation, Provider, ProviderResponse};
+use crate::error::ApiError;
+use crate::state::CompiledDeployment;
+use crate::translate::ChatFormat;
+use crate::upstream::{Target, Upstream, UpstreamRequest};
+
+pub struct Bedrock;
+
+/// The `anthropic_version` Bedrock takes in Anthropic InvokeModel bodies.
+const ANTHROPIC_BEDROCK_VERSION: &str = "bedrock-2023-05-31";
+
+/// A Bedrock deployment's region and credentials, resolved when it is compiled.
+pub struct BedrockAuth {
+    region: String,
+    credentials: Arc<CredentialSource>,
+}
+
+impl std::fmt::Debug for BedrockAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BedrockAuth")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BedrockAuth {
+    pub fn prepare(
+        d: &Deployment,
+        sources: &AwsSources,
+        upstream: &Arc<Upstream>,
+    ) -> Result<Self, String> {
+        let region = d
+            .settings
+            .param("aws_region_name")
+            .unwrap_or(routeiq_proto::litellm::BEDROCK_DEFAULT_REGION)
+            .to_owned();
+        let credentials = sources.source(d, &region, upstream)?;
+        Ok(Self {
+            region,
+            credentials,
+        })
+    }
+}
+
+/// Which API a model goes through, and its Bedrock model id.
+enum Api<'a> {
+    Converse(&'a str),
+    InvokeAnthropic(&'a str),
+}
+
+fn api(d: &Deployment) -> Api<'_> {
+    let model = d.upstream_model.as_str();
+    if let Some(id) = model.strip_prefix("invoke/") {
+        // The model itself, or a cross-region profile of it (`us.anthropic.claude-...`).
+        let anthropic = id.starts_with("anthropic.")
+            || id
+                .split_once('.')
+                .is_some_and(|(_, rest)| rest.starts_with("anthropic."));
+        return if anthropic {
+            Api::InvokeAnthropic(id)
+        } else {
+            Api::Converse(id)
+        };
+    }
+    Api::Converse(model.strip_prefix("converse/").unwrap_or(model))
+}
+
+/// A model id as a path segment: everything but RFC 3986's unreserved characters encoded
+/// (`:` in versions, `/` in ARNs), as the AWS SDKs send it.
+fn encode_id(id: &str) -> String {
+    let mut out = String::with_capacity(id.len() + 8);
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Provider for Bedrock {
+    fn chat_format(&self, d: &Deployment) -> ChatFormat {
+        match api(d) {
+            Api::Converse(_) => ChatFormat::Bedrock,
+            Api::InvokeAnthropic(_) => ChatFormat::Anthropic,
+        }
+    }
+
+    fn request(
+        &self,
+        d: &CompiledDeployment,
+        target: &Target,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let (id, action, body) = match (api(&d.deployment), op) {
+            (Api::Converse(id), Operation::Chat { stream }) => (
+                id,
+                if stream {
+                    "converse-stream"
+                } else {
+                    "converse"
+                },
+                body,
+            ),
+            (Api::InvokeAnthropic(id), Operation::Chat { stream }) => (
+                id,
+                if stream {
+                    "invoke-with-response-stream"
+                } else {
+                    "invoke"
+                },
+                anthropic_body(&body)?,
+            ),
+            (Api::Converse(id) | Api::InvokeAnthropic(id), Operation::Embeddings) => {
+                (id, "invoke", body)
+            }
+        };
+        let mut headers = Vec::new();
+        if let Operation::Chat { stream: true } = op {
+            headers.push(("accept", "application/vnd.amazon.eventstream".to_owned()));
+        }
+        Ok(UpstreamRequest {
+            path: format!("{}/model/{}/{action}", target.base_path, encode_id(id)),
+            headers,
+            body,
+        })
+    }
+
+    async fn send(
+        &self,
+        upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<ProviderResponse, ApiError> {
+        let target = target_of(d)?;
+        let mut req = self.request(d, target, op, body)?;
+        let auth = auth(d)?;
+        let creds = auth.credentials.get(upstream).await.map_err(|mut e| {
+            e.message = format!("{}: {}", d.label, e.message);
+            e
+        })?;
+        let scheme = if target.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}{}", target.authority, req.path);
+        let signed = sign_headers(
+            &creds,
+            &auth.region,
+            "bedrock",
+            &url,
+            &[
+                ("host", target.authority.as_str()),
+                ("content-type", "application/json"),
+            ],
+            &req.body,
+        )?;
+        req.headers.extend(signed);
+        exchange(upstream, d, op, req).await
+    }
+}
+
+fn auth(d: &CompiledDeployment) -> Result<&BedrockAuth, ApiError> {
+    match super::credentials_of(d)? {
+        Credentials::Bedrock(a) => Ok(a),
+        Credentials::Vertex(_) => Err(ApiError::internal(format!(
+            "{} has Vertex AI credentials",
+            d.label
+        ))),
+    }
+}
+
+/// An Anthropic Messages body as Bedrock's InvokeModel takes it: the model and whether it
+/// streams are in the URL, and the body names the API version.
+fn anthropic_body(body: &Bytes) -> Result<Bytes, ApiError> {
+    let mut v: serde_json::Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::internal(format!("translated body is not JSON: {e}")))?;
+    v.remove("model");
+    v.remove("stream");
+    v.insert(
+        "anthropic_version".into(),
+        Value::String(ANTHROPIC_BEDROCK_VERSION.to_owned()),
+    );
+    Ok(Bytes::from(Value::Object(v).to_string()))
+}
+
+/// The Bedrock model id of an embeddings deployment.
+pub fn embedding_model(d: &Deployment) -> &str {
+    match api(d) {
+        Api::Converse(id) | Api::InvokeAnthropic(id) => id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(model: &str) -> Deployment {
+        Deployment {
+            upstream_model: model.into(),
+            ..Deployment::mock("b", "b")
+        }
+    }
+
+    #[test]
+    fn models_pick_their_api() {
+        assert!(matches!(
+            api(&dep("anthropic.claude-3-5-sonnet-20240620-v1:0")),
+            Api::Converse(_)
+        ));
+        assert!(matches!(
+            api(&dep("invoke/anthropic.claude-3-5-sonnet-20240620-v1:0")),
+            Api::InvokeAnthropic("anthropic.claude-3-5-sonnet-20240620-v1:0")
+        ));
+        assert!(matches!(
+            api(&dep("invoke/us.anthropic.claude-sonnet-4-5-v1:0")),
+            Api::InvokeAnthropic(_)
+        ));
+        assert!(matches!(
+            api(&dep("invoke/meta.llama3-70b-instruct-v1:0")),
+            Api::Converse(_)
+        ));
+        assert!(matches!(
+            api(&dep("converse/amazon.nova-pro-v1:0")),
+            Api::Converse("amazon.nova-pro-v1:0")
+        ));
+        assert_eq!(
+            encode_id("arn:aws:bedrock:us-east-1:1:inference-profile/us.x-v1:0"),
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x-v1%3A0"
+        );
+    }
+}

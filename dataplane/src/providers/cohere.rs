@@ -1,0 +1,41 @@
+//! Cohere's v2 API: `<api_base>/v2/chat` (SSE streams) and `<api_base>/v2/embed`, with
+//! `Bearer` auth. Translation is in `translate::openai_to_cohere`.
+
+use bytes::Bytes;
+use routeiq_proto::Deployment;
+
+use super::{bearer, Operation, Provider};
+use crate::error::ApiError;
+use crate::state::CompiledDeployment;
+use crate::translate::ChatFormat;
+use crate::upstream::{Target, UpstreamRequest};
+
+pub struct Cohere;
+
+impl Provider for Cohere {
+    fn chat_format(&self, _d: &Deployment) -> ChatFormat {
+        ChatFormat::Cohere
+    }
+
+    fn request(
+        &self,
+        d: &CompiledDeployment,
+        target: &Target,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<UpstreamRequest, ApiError> {
+        let endpoint = match op {
+            Operation::Chat { .. } => "chat",
+            Operation::Embeddings => "embed",
+        };
+        let base = target
+            .base_path
+            .strip_suffix("/v2")
+            .unwrap_or(&target.base_path);
+        Ok(UpstreamRequest {
+            path: format!("{base}/v2/{endpoint}"),
+            headers: bearer(d),
+            body,
+        })
+    }
+}
