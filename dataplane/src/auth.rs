@@ -9,9 +9,21 @@ use routeiq_proto::{KeyHash, VirtualKey};
 use crate::error::ApiError;
 use crate::state::LiveState;
 
-/// The key a client presented: `Authorization: Bearer`, `x-api-key` (Anthropic clients),
-/// or `api-key` (Azure clients).
+/// The key a client presented: `x-litellm-api-key` (LiteLLM's header, for pass-through
+/// clients that sign `authorization` themselves), `Authorization: Bearer`, `x-api-key`
+/// (Anthropic clients), `api-key` (Azure clients) or `x-goog-api-key` (Google's).
 pub fn presented_key(req: &RequestHeader) -> Option<&str> {
+    // LiteLLM's own header first: pass-through clients (boto3) sign `authorization` with
+    // their provider's scheme.
+    if let Some(k) = req
+        .headers
+        .get("x-litellm-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        return Some(k.strip_prefix("Bearer ").unwrap_or(k).trim());
+    }
     if let Some(v) = req
         .headers
         .get("authorization")
@@ -27,13 +39,15 @@ pub fn presented_key(req: &RequestHeader) -> Option<&str> {
             return Some(key);
         }
     }
-    ["x-api-key", "api-key"].into_iter().find_map(|h| {
-        req.headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-    })
+    ["x-api-key", "api-key", "x-goog-api-key"]
+        .into_iter()
+        .find_map(|h| {
+            req.headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+        })
 }
 
 /// Who a request is from.
@@ -109,6 +123,21 @@ mod tests {
         assert_eq!(presented_key(&req(&[("x-api-key", "sk-2")])), Some("sk-2"));
         assert_eq!(presented_key(&req(&[("api-key", "sk-3")])), Some("sk-3"));
         assert_eq!(presented_key(&req(&[("authorization", "Bearer ")])), None);
+        assert_eq!(
+            presented_key(&req(&[("x-goog-api-key", "sk-4")])),
+            Some("sk-4")
+        );
+        // A pass-through client's own signature does not hide LiteLLM's header.
+        assert_eq!(
+            presented_key(&req(&[
+                (
+                    "authorization",
+                    "AWS4-HMAC-SHA256 Credential=AKIA/x, Signature=y"
+                ),
+                ("x-litellm-api-key", "Bearer sk-5"),
+            ])),
+            Some("sk-5")
+        );
     }
 }
 

@@ -109,12 +109,23 @@ pub async fn stream_start(
     ctx: &mut RequestCtx,
     extra: &[(&'static str, String)],
 ) -> pingora::Result<()> {
-    let mut h = header(200, "text/event-stream", extra)?;
+    start(session, ctx, 200, "text/event-stream", extra).await
+}
+
+/// Starts a response whose body follows in chunks (`stream_write`, `stream_end`).
+pub async fn start(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    content_type: &str,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let mut h = header(status, content_type, extra)?;
     h.insert_header("cache-control", "no-cache")?;
     if session.req_header().version < http::Version::HTTP_2 {
         h.insert_header("transfer-encoding", "chunked")?;
     }
-    ctx.status = 200;
+    ctx.status = status;
     ctx.response_started = true;
     session.write_response_header(Box::new(h), false).await
 }

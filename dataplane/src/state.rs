@@ -310,6 +310,11 @@ impl LiveState {
         ApiError::unknown_model(model, &names)
     }
 
+    /// Every deployment, compiled (pass-through routes look deployments up by provider).
+    pub fn compiled(&self) -> impl Iterator<Item = &Arc<CompiledDeployment>> {
+        self.groups.values().flat_map(|g| g.deployments.iter())
+    }
+
     pub fn group(&self, model: &str) -> Option<&ModelGroup> {
         self.groups.get(model)
     }

@@ -224,6 +224,17 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// A response header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.session
+            .as_ref()?
+            .resp_header()?
+            .headers
+            .get(name)?
+            .to_str()
+            .ok()
+    }
+
     /// The next body chunk, or `None` at the end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
         let Some(session) = self.session.as_mut() else {

@@ -7,6 +7,7 @@ mod embeddings;
 mod info;
 mod internal;
 mod multiround;
+mod passthrough;
 mod request;
 
 use bytes::Bytes;
@@ -85,6 +86,24 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
                 ClientApi::OpenAi,
                 info::hot_reload(&live, session, ctx).await,
             )
+        }
+        ("POST", p) if passthrough::route(p).is_some() => {
+            ctx.route = "passthrough";
+            let api = match passthrough::route(p) {
+                Some((routeiq_proto::ProviderKind::Anthropic, _)) => ClientApi::Anthropic,
+                _ => ClientApi::OpenAi,
+            };
+            let r = match (
+                passthrough::route(p),
+                authed_body(&live, session, ctx).await,
+            ) {
+                (_, Err(e)) => Err(e),
+                (Some((kind, rest)), Ok(body)) => {
+                    passthrough::forward(app, &live, session, ctx, kind, rest, body).await
+                }
+                (None, Ok(_)) => Err(ApiError::not_found_route(&method, p)),
+            };
+            (api, r)
         }
         (_, p) if known_path(p) => (
             ClientApi::OpenAi,

@@ -2,13 +2,16 @@
 //! `anthropic-version` headers. Translation from and to the OpenAI format is in
 //! `translate::openai_to_anthropic`.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Operation, Provider};
 use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
-use crate::upstream::{Target, UpstreamRequest};
+use crate::upstream::{Target, Upstream, UpstreamRequest};
 use routeiq_proto::Deployment;
 
 pub struct Anthropic;
@@ -16,6 +19,7 @@ pub struct Anthropic;
 /// The API version RouteIQ's translation is written against.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+#[async_trait]
 impl Provider for Anthropic {
     fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::Anthropic
@@ -40,13 +44,35 @@ impl Provider for Anthropic {
             .strip_suffix("/v1")
             .unwrap_or(&target.base_path);
         let mut headers = vec![("anthropic-version", ANTHROPIC_VERSION.to_owned())];
-        if let Some(k) = d.deployment.api_key.as_ref() {
-            headers.push(("x-api-key", k.expose().to_owned()));
-        }
+        headers.extend(key_header(d));
         Ok(UpstreamRequest {
             path: format!("{base}/v1/messages"),
             headers,
             body,
         })
     }
+
+    /// The key; and the API version unless the client's request names one.
+    async fn authorize(
+        &self,
+        _upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        _target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
+        if !req.headers.iter().any(|(n, _)| *n == "anthropic-version") {
+            req.headers
+                .push(("anthropic-version", ANTHROPIC_VERSION.to_owned()));
+        }
+        req.headers.extend(key_header(d));
+        Ok(())
+    }
+}
+
+/// `x-api-key: <key>` when the deployment has a key.
+fn key_header(d: &CompiledDeployment) -> Option<(&'static str, String)> {
+    d.deployment
+        .api_key
+        .as_ref()
+        .map(|k| ("x-api-key", k.expose().to_owned()))
 }

@@ -1,17 +1,21 @@
 //! Azure OpenAI: `<api_base>/openai/deployments/<deployment>/<op>?api-version=<v>` with an
 //! `api-key` header. The deployment name is the part of `model` after `azure/`.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Operation, Provider};
 use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
-use crate::upstream::{Target, UpstreamRequest};
+use crate::upstream::{Target, Upstream, UpstreamRequest};
 use routeiq_proto::Deployment;
 
 pub struct Azure;
 
+#[async_trait]
 impl Provider for Azure {
     fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::OpenAi
@@ -30,18 +34,33 @@ impl Provider for Azure {
         };
         let dep = &d.deployment;
         let version = dep.api_version.as_deref().unwrap_or_default();
-        let headers = dep
-            .api_key
-            .as_ref()
-            .map(|k| vec![("api-key", k.expose().to_owned())])
-            .unwrap_or_default();
         Ok(UpstreamRequest {
             path: format!(
                 "{}/openai/deployments/{}/{endpoint}?api-version={version}",
                 target.base_path, dep.upstream_model
             ),
-            headers,
+            headers: key_header(d),
             body,
         })
     }
+
+    async fn authorize(
+        &self,
+        _upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        _target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
+        req.headers.extend(key_header(d));
+        Ok(())
+    }
+}
+
+/// `api-key: <key>` when the deployment has a key.
+fn key_header(d: &CompiledDeployment) -> Vec<(&'static str, String)> {
+    d.deployment
+        .api_key
+        .as_ref()
+        .map(|k| vec![("api-key", k.expose().to_owned())])
+        .unwrap_or_default()
 }

@@ -148,15 +148,14 @@ impl Provider for Bedrock {
         })
     }
 
-    async fn send(
+    /// SigV4 over the request as it will be sent.
+    async fn authorize(
         &self,
         upstream: &Arc<Upstream>,
         d: &CompiledDeployment,
-        op: Operation,
-        body: Bytes,
-    ) -> Result<ProviderResponse, ApiError> {
-        let target = target_of(d)?;
-        let mut req = self.request(d, target, op, body)?;
+        target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
         let auth = auth(d)?;
         let creds = auth.credentials.get(upstream).await.map_err(|mut e| {
             e.message = format!("{}: {}", d.label, e.message);
@@ -176,6 +175,19 @@ impl Provider for Bedrock {
             &req.body,
         )?;
         req.headers.extend(signed);
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        op: Operation,
+        body: Bytes,
+    ) -> Result<ProviderResponse, ApiError> {
+        let target = target_of(d)?;
+        let mut req = self.request(d, target, op, body)?;
+        self.authorize(upstream, d, target, &mut req).await?;
         exchange(upstream, d, op, req).await
     }
 }

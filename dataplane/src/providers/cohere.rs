@@ -1,6 +1,9 @@
 //! Cohere's v2 API: `<api_base>/v2/chat` (SSE streams) and `<api_base>/v2/embed`, with
 //! `Bearer` auth. Translation is in `translate::openai_to_cohere`.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use bytes::Bytes;
 use routeiq_proto::Deployment;
 
@@ -8,10 +11,11 @@ use super::{bearer, Operation, Provider};
 use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
-use crate::upstream::{Target, UpstreamRequest};
+use crate::upstream::{Target, Upstream, UpstreamRequest};
 
 pub struct Cohere;
 
+#[async_trait]
 impl Provider for Cohere {
     fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::Cohere
@@ -37,5 +41,16 @@ impl Provider for Cohere {
             headers: bearer(d),
             body,
         })
+    }
+
+    async fn authorize(
+        &self,
+        _upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        _target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
+        req.headers.extend(bearer(d));
+        Ok(())
     }
 }

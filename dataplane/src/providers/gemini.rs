@@ -2,6 +2,9 @@
 //! `:streamGenerateContent?alt=sse` and `:batchEmbedContents`, with `x-goog-api-key`.
 //! Translation from and to the OpenAI format is in `translate::openai_to_gemini`.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use bytes::Bytes;
 use routeiq_proto::Deployment;
 
@@ -9,7 +12,7 @@ use super::{Operation, Provider};
 use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
-use crate::upstream::{Target, UpstreamRequest};
+use crate::upstream::{Target, Upstream, UpstreamRequest};
 
 pub struct Gemini;
 
@@ -22,6 +25,7 @@ pub fn method(op: Operation) -> &'static str {
     }
 }
 
+#[async_trait]
 impl Provider for Gemini {
     fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::Gemini
@@ -35,12 +39,6 @@ impl Provider for Gemini {
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
         let dep = &d.deployment;
-        let headers = dep
-            .api_key
-            .as_ref()
-            .filter(|k| !k.is_empty())
-            .map(|k| vec![("x-goog-api-key", k.expose().to_owned())])
-            .unwrap_or_default();
         Ok(UpstreamRequest {
             path: format!(
                 "{}/models/{}:{}",
@@ -48,8 +46,28 @@ impl Provider for Gemini {
                 dep.upstream_model,
                 method(op)
             ),
-            headers,
+            headers: key_header(d).into_iter().collect(),
             body,
         })
     }
+
+    async fn authorize(
+        &self,
+        _upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        _target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
+        req.headers.extend(key_header(d));
+        Ok(())
+    }
+}
+
+/// `x-goog-api-key: <key>` when the deployment has a key.
+fn key_header(d: &CompiledDeployment) -> Option<(&'static str, String)> {
+    d.deployment
+        .api_key
+        .as_ref()
+        .filter(|k| !k.is_empty())
+        .map(|k| ("x-goog-api-key", k.expose().to_owned()))
 }

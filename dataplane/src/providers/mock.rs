@@ -42,6 +42,19 @@ impl Provider for Mock {
         ))
     }
 
+    async fn authorize(
+        &self,
+        _upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        _target: &Target,
+        _req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
+        Err(ApiError::unsupported(format!(
+            "model `{}` is served by the built-in mock provider, which has no native API to pass through to",
+            d.deployment.model_name
+        )))
+    }
+
     async fn send(
         &self,
         _upstream: &Arc<Upstream>,

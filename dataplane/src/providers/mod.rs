@@ -87,6 +87,17 @@ pub trait Provider: Send + Sync {
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError>;
 
+    /// Adds the deployment's credentials to a request built for its provider: the
+    /// client's native request on a pass-through route, or the gateway's own (Vertex AI,
+    /// Bedrock).
+    async fn authorize(
+        &self,
+        upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError>;
+
     /// Sends `op` to the deployment and returns the response once its status is known.
     /// Non-2xx statuses come back as errors carrying the provider's message.
     async fn send(

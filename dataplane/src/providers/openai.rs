@@ -1,17 +1,21 @@
 //! OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, ...): `Bearer` auth,
 //! `<api_base>/chat/completions` and `<api_base>/embeddings`.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{bearer, Operation, Provider};
 use crate::error::ApiError;
 use crate::state::CompiledDeployment;
 use crate::translate::ChatFormat;
-use crate::upstream::{Target, UpstreamRequest};
+use crate::upstream::{Target, Upstream, UpstreamRequest};
 use routeiq_proto::Deployment;
 
 pub struct OpenAi;
 
+#[async_trait]
 impl Provider for OpenAi {
     fn chat_format(&self, _d: &Deployment) -> ChatFormat {
         ChatFormat::OpenAi
@@ -33,5 +37,16 @@ impl Provider for OpenAi {
             headers: bearer(d),
             body,
         })
+    }
+
+    async fn authorize(
+        &self,
+        _upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        _target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
+        req.headers.extend(bearer(d));
+        Ok(())
     }
 }

@@ -126,6 +126,23 @@ impl Provider for Vertex {
         })
     }
 
+    /// The service account's access token.
+    async fn authorize(
+        &self,
+        upstream: &Arc<Upstream>,
+        d: &CompiledDeployment,
+        _target: &Target,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), ApiError> {
+        let token = auth(d)?.tokens.get(upstream).await.map_err(|mut e| {
+            e.message = format!("{}: {}", d.label, e.message);
+            e
+        })?;
+        req.headers
+            .push(("authorization", format!("Bearer {token}")));
+        Ok(())
+    }
+
     async fn send(
         &self,
         upstream: &Arc<Upstream>,
@@ -133,13 +150,9 @@ impl Provider for Vertex {
         op: Operation,
         body: Bytes,
     ) -> Result<ProviderResponse, ApiError> {
-        let mut req = self.request(d, target_of(d)?, op, body)?;
-        let token = auth(d)?.tokens.get(upstream).await.map_err(|mut e| {
-            e.message = format!("{}: {}", d.label, e.message);
-            e
-        })?;
-        req.headers
-            .push(("authorization", format!("Bearer {token}")));
+        let target = target_of(d)?;
+        let mut req = self.request(d, target, op, body)?;
+        self.authorize(upstream, d, target, &mut req).await?;
         exchange(upstream, d, op, req).await
     }
 }
