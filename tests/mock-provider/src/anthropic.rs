@@ -88,12 +88,145 @@ pub async fn vertex_messages(
 
 /// A Messages request's answer, once the transport's own checks passed.
 async fn respond(state: &State, headers: &HeaderMap, body: &Value, model: String) -> Response {
+    let answer = match reply(state, headers, body, &model).await {
+        Ok(answer) => answer,
+        Err(refusal) => return refused(refusal),
+    };
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        return Json(answer.message()).into_response();
+    }
+    let events = answer
+        .events()
+        .iter()
+        .map(|e| {
+            let name = e.get("type").and_then(Value::as_str).unwrap_or("");
+            format!("event: {name}\ndata: {e}\n\n")
+        })
+        .collect();
+    sse(events, answer.stream_fault)
+}
+
+/// Anthropic's error for a refused request.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Invalid(message) => {
+            error(StatusCode::BAD_REQUEST, "invalid_request_error", &message)
+        }
+        Refusal::Requested(status) => {
+            let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(s, "api_error", &format!("mock failure {status}"))
+        }
+        Refusal::Injected(e, input_tokens) => {
+            let status =
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let kind = match e.status {
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                400 => "invalid_request_error",
+                _ => "api_error",
+            };
+            let message = if e.code == "context_length_exceeded" {
+                format!("prompt is too long: {input_tokens} tokens > maximum")
+            } else {
+                e.message
+            };
+            let mut r = error(status, kind, &message);
+            if let Some(s) = e.retry_after {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+                    r.headers_mut().insert("retry-after", v);
+                }
+            }
+            r
+        }
+    }
+}
+
+/// Why a Messages request gets no answer. Each transport (Anthropic's API, Vertex AI,
+/// Bedrock) shapes the error its own way.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request is malformed (a 400 with this message).
+    Invalid(String),
+    /// `mock-status-NNN` in the last user turn (or the `x-mock-status` header).
+    Requested(u16),
+    /// A `/__faults` injection, and the prompt's input tokens.
+    Injected(common::Injected, u64),
+}
+
+/// What the mock Claude answers to a Messages request.
+#[derive(Debug)]
+pub struct Answer {
+    pub model: String,
+    pub text: String,
+    /// A call of this tool, with `{"location": "Paris"}`.
+    pub tool: Option<String>,
+    pub stop: &'static str,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub stream_fault: common::StreamFault,
+}
+
+impl Answer {
+    fn input() -> Value {
+        json!({"location": "Paris"})
+    }
+
+    /// The non-streamed response body.
+    pub fn message(&self) -> Value {
+        let mut blocks = vec![json!({"type": "text", "text": self.text})];
+        if let Some(name) = &self.tool {
+            blocks.push(json!({"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": Self::input()}));
+        }
+        json!({
+            "id": "msg_mock_1", "type": "message", "role": "assistant", "model": self.model,
+            "content": blocks, "stop_reason": self.stop, "stop_sequence": null,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+        })
+    }
+
+    /// The streamed events, in order; each names itself in `type`.
+    pub fn events(&self) -> Vec<Value> {
+        let mut events = vec![
+            json!({"type": "message_start", "message": {
+                "id": "msg_mock_1", "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "ping"}),
+        ];
+        for piece in self.text.split_inclusive(' ') {
+            events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}));
+        }
+        events.push(json!({"type": "content_block_stop", "index": 0}));
+        if let Some(name) = &self.tool {
+            events.push(json!({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {}}}));
+            let s = Self::input().to_string();
+            let (a, b) = s.split_at(s.len() / 2);
+            for part in [a, b] {
+                events.push(json!({"type": "content_block_delta", "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": part}}));
+            }
+            events.push(json!({"type": "content_block_stop", "index": 1}));
+        }
+        events.push(json!({"type": "message_delta",
+            "delta": {"stop_reason": self.stop, "stop_sequence": null},
+            "usage": {"output_tokens": self.output_tokens}}));
+        events.push(json!({"type": "message_stop"}));
+        events
+    }
+}
+
+/// Reads a Messages request, applies the test's faults and answers it: text, a tool call
+/// when tools are declared, the tool result echoed back, `max_tokens` honoured.
+pub async fn reply(
+    state: &State,
+    headers: &HeaderMap,
+    body: &Value,
+    model: &str,
+) -> Result<Answer, Refusal> {
     let Some(max_tokens) = body.get("max_tokens").and_then(Value::as_u64) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "max_tokens: Field required",
-        );
+        return Err(Refusal::Invalid("max_tokens: Field required".into()));
     };
     let messages = body
         .get("messages")
@@ -109,10 +242,9 @@ async fn respond(state: &State, headers: &HeaderMap, body: &Value, model: String
     let content = last_user.get("content").cloned().unwrap_or(Value::Null);
     let last_text = common::text_of(&content);
     if let Some(status) = common::requested_status(headers, &last_text) {
-        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return error(s, "api_error", &format!("mock failure {status}"));
+        return Err(Refusal::Requested(status));
     }
-    common::maybe_delay(headers, &model).await;
+    common::maybe_delay(headers, model).await;
 
     let tool_result = content.as_array().and_then(|blocks| {
         blocks
@@ -135,27 +267,9 @@ async fn respond(state: &State, headers: &HeaderMap, body: &Value, model: String
             .map(|s| common::text_of(s).len())
             .unwrap_or(0);
     let input_tokens = common::prompt_tokens(chars);
-    let (fault, stream_fault) = state.inject(&model, input_tokens).await;
+    let (fault, stream_fault) = state.inject(model, input_tokens).await;
     if let Some(e) = fault {
-        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let kind = match e.status {
-            429 => "rate_limit_error",
-            529 => "overloaded_error",
-            400 => "invalid_request_error",
-            _ => "api_error",
-        };
-        let message = if e.code == "context_length_exceeded" {
-            format!("prompt is too long: {input_tokens} tokens > maximum")
-        } else {
-            e.message
-        };
-        let mut r = error(status, kind, &message);
-        if let Some(s) = e.retry_after {
-            if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
-                r.headers_mut().insert("retry-after", v);
-            }
-        }
-        return r;
+        return Err(Refusal::Injected(e, input_tokens));
     }
 
     let (mut text, tool) = match (tool_result, &tool_name) {
@@ -174,64 +288,13 @@ async fn respond(state: &State, headers: &HeaderMap, body: &Value, model: String
         stop = "max_tokens";
     }
     let output_tokens = common::words(&text) + if tool.is_some() { 5 } else { 0 };
-    let input = json!({"location": "Paris"});
-
-    if body.get("stream").and_then(Value::as_bool) != Some(true) {
-        let mut blocks = vec![json!({"type": "text", "text": text})];
-        if let Some(name) = &tool {
-            blocks.push(
-                json!({"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": input}),
-            );
-        }
-        return Json(json!({
-            "id": "msg_mock_1", "type": "message", "role": "assistant", "model": model,
-            "content": blocks, "stop_reason": stop, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-        }))
-        .into_response();
-    }
-
-    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut events = vec![
-        ev(
-            "message_start",
-            json!({"type": "message_start", "message": {
-            "id": "msg_mock_1", "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
-        ),
-        ev(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
-        ev("ping", json!({"type": "ping"})),
-    ];
-    for piece in text.split_inclusive(' ') {
-        events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
-    }
-    events.push(ev(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
-    if let Some(name) = &tool {
-        events.push(ev("content_block_start", json!({"type": "content_block_start", "index": 1,
-            "content_block": {"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {}}})));
-        let s = input.to_string();
-        let (a, b) = s.split_at(s.len() / 2);
-        for part in [a, b] {
-            events.push(ev(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 1,
-                "delta": {"type": "input_json_delta", "partial_json": part}}),
-            ));
-        }
-        events.push(ev(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 1}),
-        ));
-    }
-    events.push(ev("message_delta", json!({"type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}})));
-    events.push(ev("message_stop", json!({"type": "message_stop"})));
-    sse(events, stream_fault)
+    Ok(Answer {
+        model: model.to_owned(),
+        text,
+        tool,
+        stop,
+        input_tokens,
+        output_tokens,
+        stream_fault,
+    })
 }

@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State as AxumState;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -18,6 +21,8 @@ pub struct State {
     stats: Arc<Mutex<BTreeMap<String, Stats>>>,
     /// Google service accounts and the access tokens given out for them.
     pub oauth: crate::oauth::Registry,
+    /// AWS credentials whose SigV4 signatures verify, including those STS gave out.
+    pub aws: crate::aws::Registry,
 }
 
 /// Faults injected for one upstream model (`POST /__faults` with `{model: fault}`), so a
@@ -54,6 +59,7 @@ pub struct Stats {
 }
 
 /// An error the fault asks for, before the provider shapes it.
+#[derive(Debug)]
 pub struct Injected {
     pub status: u16,
     pub message: String,
@@ -159,6 +165,41 @@ pub async fn last_request(AxumState(state): AxumState<State>) -> Json<Value> {
     Json(state.last.lock().map(|v| v.clone()).unwrap_or(Value::Null))
 }
 
+/// A streamed body, one write per chunk (an SSE event, an event-stream frame); `fault` may
+/// slow it down (`chunk_delay_ms` before each chunk after the first) or break the connection
+/// off (`reset_after_chunks`).
+pub fn streamed(chunks: Vec<Bytes>, fault: StreamFault, content_type: &'static str) -> Response {
+    let cut = fault.reset_after_chunks.unwrap_or(usize::MAX);
+    let delay = fault.chunk_delay_ms.map(Duration::from_millis);
+    let stream = futures_util::StreamExt::then(
+        futures_util::stream::iter(chunks.into_iter().enumerate()),
+        move |(i, chunk)| async move {
+            if i > 0 {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            if i >= cut {
+                if i > 0 {
+                    // Let the server flush the chunks before, so the client sees them, then
+                    // the reset.
+                    tokio::task::yield_now().await;
+                }
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "mock stream reset",
+                ))
+            } else {
+                Ok(chunk)
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", content_type)
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 /// Text of a string content or an array of text parts/blocks.
 pub fn text_of(content: &Value) -> String {
     match content {
@@ -218,10 +259,16 @@ pub async fn maybe_delay(headers: &HeaderMap, model: &str) {
 
 /// A tiny deterministic unit vector for embeddings.
 pub fn vector(text: &str) -> Vec<f32> {
+    vector_n(text, 8)
+}
+
+/// A deterministic unit vector of `dims` dimensions, for APIs that ask for a size (its first
+/// eight values are not [`vector`]'s: both are normalized).
+pub fn vector_n(text: &str, dims: usize) -> Vec<f32> {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut v = Vec::with_capacity(8);
-    for i in 0..8u8 {
-        for b in text.bytes().chain([i]) {
+    let mut v = Vec::with_capacity(dims);
+    for i in 0..dims {
+        for b in text.bytes().chain([i as u8]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -281,5 +328,10 @@ mod tests {
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(vector("x"), vector("x"));
+        assert_eq!(vector("x"), vector_n("x", 8));
+        let long = vector_n("x", 1024);
+        assert_eq!(long.len(), 1024);
+        let norm: f32 = long.iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-3);
     }
 }

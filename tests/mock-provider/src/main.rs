@@ -9,13 +9,25 @@
 //!   token): the same Gemini methods under `google/models`, and Claude's `rawPredict` /
 //!   `streamRawPredict` under `anthropic/models`;
 //! - Google's OAuth2 token endpoint (`POST /token`, the service-account JWT-bearer grant),
-//!   whose tokens Vertex AI accepts.
+//!   whose tokens Vertex AI accepts;
+//! - AWS Bedrock Runtime (`/model/{modelId}/{converse,converse-stream,invoke,
+//!   invoke-with-response-stream}`, every request SigV4-signed with registered credentials):
+//!   Converse, ConverseStream (binary event stream), and InvokeModel for Claude (Anthropic
+//!   Messages), Titan and Cohere embeddings;
+//! - AWS STS (`POST /sts`, or `POST /` with an `Action`, where the AWS SDKs post):
+//!   AssumeRole and AssumeRoleWithWebIdentity, whose temporary credentials Bedrock accepts;
+//! - Cohere v2 (bearer API key): `/v2/chat` (SSE streaming too), `/v2/embed`, `/v2/rerank`.
 //!
 //! Test controls: `POST /__faults`, `GET /__stats`, `GET /__last_request`,
 //! `POST /__service_accounts` (a service account's public key), `GET /__oauth` (tokens
-//! issued).
+//! issued), `POST /__aws_credentials` (the AWS keys whose signatures verify),
+//! `POST /__aws_credentials/lifetime` (how long STS credentials live), `GET /__aws` (requests
+//! verified, roles assumed).
 
 mod anthropic;
+mod aws;
+mod bedrock;
+mod cohere;
 mod common;
 mod gemini;
 mod oauth;
@@ -61,9 +73,27 @@ async fn main() -> anyhow::Result<()> {
             "/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model_and_method}",
             post(gemini::vertex_anthropic),
         )
+        .route("/model/{model_id}/converse", post(bedrock::converse))
+        .route(
+            "/model/{model_id}/converse-stream",
+            post(bedrock::converse_stream),
+        )
+        .route("/model/{model_id}/invoke", post(bedrock::invoke))
+        .route(
+            "/model/{model_id}/invoke-with-response-stream",
+            post(bedrock::invoke_stream),
+        )
+        .route("/sts", post(aws::sts))
+        .route("/", post(aws::root))
+        .route("/v2/chat", post(cohere::chat))
+        .route("/v2/embed", post(cohere::embed))
+        .route("/v2/rerank", post(cohere::rerank))
         .route("/token", post(oauth::token))
         .route("/__service_accounts", post(oauth::register))
         .route("/__oauth", get(oauth::stats))
+        .route("/__aws_credentials", post(aws::register))
+        .route("/__aws_credentials/lifetime", post(aws::set_lifetime))
+        .route("/__aws", get(aws::stats))
         .route("/__last_request", get(common::last_request))
         .route("/__faults", post(common::set_faults))
         .route("/__stats", get(common::stats))

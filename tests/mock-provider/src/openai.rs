@@ -1,6 +1,5 @@
 //! OpenAI and Azure OpenAI: chat completions (streaming and tools) and embeddings.
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +33,8 @@ fn error(status: StatusCode, message: &str, code: &str) -> Response {
     r
 }
 
-fn bearer_ok(headers: &HeaderMap) -> bool {
+/// An `Authorization: Bearer <something>` header.
+pub fn bearer_ok(headers: &HeaderMap) -> bool {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -222,33 +222,18 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
     sse(events, stream_fault)
 }
 
-/// A streamed body, one write per event; `fault` may slow it down or break it off.
+/// A Server-Sent Events body, one write per event; `fault` may slow it down or break it off.
 pub fn sse(events: Vec<String>, fault: common::StreamFault) -> Response {
-    let cut = fault.reset_after_chunks.unwrap_or(usize::MAX);
-    let delay = fault.chunk_delay_ms.map(std::time::Duration::from_millis);
-    let stream = futures_util::StreamExt::then(
-        futures_util::stream::iter(events.into_iter().enumerate()),
-        move |(i, e)| async move {
-            if i > 0 {
-                if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
-                }
-            }
-            if i >= cut {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "mock stream reset",
-                ))
-            } else {
-                Ok(Bytes::from(e))
-            }
-        },
+    let mut r = common::streamed(
+        events.into_iter().map(Bytes::from).collect(),
+        fault,
+        "text/event-stream",
     );
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    r.headers_mut().insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    r
 }
 
 pub async fn embeddings(
