@@ -597,7 +597,8 @@ fn open_params(
 ) -> Result<BTreeMap<String, String>, StoreError> {
     match sealed {
         None => Ok(BTreeMap::new()),
-        Some(b) => serde_json::from_str(&secrets.open(&b)?)
-            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        Some(b) => {
+            serde_json::from_str(&secrets.open(&b)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
     }
 }
