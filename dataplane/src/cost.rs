@@ -1,12 +1,18 @@
 //! What a request cost: tokens times the deployment's prices per token.
 //!
 //! Prices come from the deployment (`input_cost_per_token` / `output_cost_per_token` in
-//! `model_info` or `litellm_params`), else from the built-in table below, looked up by
+//! `model_info` or `litellm_params`), else from the operator's price file (LiteLLM's
+//! `model_prices_and_context_window.json`, `--model-prices`; read from disk at startup,
+//! never fetched), else from the built-in table below, looked up by
 //! `model_info.base_model` or the upstream model name (dated versions such as
-//! `gpt-4o-2024-08-06` match `gpt-4o`). A model in neither costs 0. Resolved once per
+//! `gpt-4o-2024-08-06` match `gpt-4o`). A model in none costs 0. Resolved once per
 //! deployment when a snapshot is compiled.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use routeiq_proto::Deployment;
+use serde::Deserialize;
 
 use crate::usage::Usage;
 
@@ -109,6 +115,91 @@ pub fn builtin(model: &str) -> Option<Prices> {
         })
 }
 
+/// The operator's price file: LiteLLM's `model_prices_and_context_window.json` format, a
+/// map from model name (`gpt-4o`, `gemini/gemini-2.0-flash`,
+/// `anthropic.claude-3-5-sonnet-20240620-v1:0`, ...) to its prices per token.
+#[derive(Debug, Default)]
+pub struct PriceFile(HashMap<String, Prices>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PriceFileError {
+    #[error("cannot read the price file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the price file {path} is not LiteLLM's model price JSON: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+impl PriceFile {
+    pub fn load(path: &Path) -> Result<Self, PriceFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PriceFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| PriceFileError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Entries with an input or output price; others (`sample_spec`, image models priced
+    /// per image) are skipped.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Entry {
+            input_cost_per_token: Option<f64>,
+            output_cost_per_token: Option<f64>,
+            cache_read_input_token_cost: Option<f64>,
+        }
+        let raw: HashMap<String, serde_json::Value> = serde_json::from_str(text)?;
+        let valid = |p: Option<f64>| p.filter(|p| p.is_finite() && *p >= 0.0);
+        Ok(Self(
+            raw.into_iter()
+                .filter_map(|(name, v)| {
+                    let e: Entry = serde_json::from_value(v).ok()?;
+                    let (input, output) = (
+                        valid(e.input_cost_per_token),
+                        valid(e.output_cost_per_token),
+                    );
+                    if input.is_none() && output.is_none() {
+                        return None;
+                    }
+                    let input = input.unwrap_or(0.0);
+                    Some((
+                        name,
+                        Prices {
+                            input,
+                            output: output.unwrap_or(0.0),
+                            cached_input: valid(e.cache_read_input_token_cost).unwrap_or(input),
+                        },
+                    ))
+                })
+                .collect(),
+        ))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `<provider>/<model>` (LiteLLM's key for most non-OpenAI models), else `<model>`.
+    fn get(&self, provider: &str, model: &str) -> Option<Prices> {
+        self.0
+            .get(&format!("{provider}/{model}"))
+            .or_else(|| self.0.get(model))
+            .copied()
+    }
+}
+
 /// `anthropic.claude-3-5-sonnet-20240620-v1:0` of `invoke/us.anthropic.claude-...`, and
 /// `claude-...` of that; other names unchanged.
 fn bedrock_base(model: &str) -> &str {
@@ -135,14 +226,17 @@ fn bedrock_base(model: &str) -> &str {
 }
 
 /// The prices of a deployment (see the module docs).
-pub fn prices(d: &Deployment) -> Prices {
+pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
     let info = &d.model_info;
     let name = info
         .extra
         .get("base_model")
         .and_then(|v| v.as_str())
         .unwrap_or(&d.upstream_model);
-    let table = builtin(name).unwrap_or_default();
+    let table = file
+        .get(d.provider.as_str(), name)
+        .or_else(|| builtin(name))
+        .unwrap_or_default();
     let input = info.input_cost_per_token.unwrap_or(table.input);
     // A deployment's own input price without a cached price of its own: no discount
     // assumed (the table's cached price belongs to the table's input price).
@@ -166,6 +260,34 @@ pub fn prices(d: &Deployment) -> Prices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_price_file_comes_before_the_built_in_table() {
+        let file = PriceFile::parse(
+            r#"{
+              "sample_spec": {"max_tokens": "set to max_output_tokens if provider specifies it"},
+              "gemini/gemini-2.0-flash": {"input_cost_per_token": 2e-7, "output_cost_per_token": 8e-7, "litellm_provider": "gemini"},
+              "gpt-4o": {"input_cost_per_token": 5e-6, "output_cost_per_token": 2e-5, "cache_read_input_token_cost": 1e-6},
+              "dall-e-3": {"output_cost_per_image": 0.04}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(file.len(), 2);
+        let dep = |provider, model: &str| Deployment {
+            provider,
+            upstream_model: model.into(),
+            ..Deployment::mock("d", "d")
+        };
+        use routeiq_proto::ProviderKind;
+        let p = prices(&dep(ProviderKind::Gemini, "gemini-2.0-flash"), &file);
+        assert_eq!((p.input, p.output, p.cached_input), (2e-7, 8e-7, 2e-7));
+        let p = prices(&dep(ProviderKind::OpenAi, "gpt-4o"), &file);
+        assert_eq!((p.input, p.output, p.cached_input), (5e-6, 2e-5, 1e-6));
+        // Not in the file: the built-in table.
+        let p = prices(&dep(ProviderKind::OpenAi, "gpt-4o-mini"), &file);
+        assert_eq!(p.input, 0.15 * M);
+        assert!(PriceFile::parse("[1, 2]").is_err());
+    }
 
     #[test]
     fn table_lookup_prefers_the_longest_name() {

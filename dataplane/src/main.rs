@@ -52,9 +52,35 @@ struct Args {
     /// not given. Without either, limits and health are per data plane.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// LiteLLM's `model_prices_and_context_window.json` (or a file in its format): prices
+    /// for models the deployments do not price themselves, before the built-in table.
+    /// Read once at startup; nothing is fetched.
+    #[arg(long, env = "ROUTEIQ_MODEL_PRICES")]
+    model_prices: Option<PathBuf>,
     /// Check the config and exit.
     #[arg(long)]
     check: bool,
+}
+
+/// What outlives snapshot versions, with the operator's price file loaded.
+fn lasting(args: &Args) -> Result<state::Lasting, ExitCode> {
+    let prices = match &args.model_prices {
+        None => Default::default(),
+        Some(path) => match routeiq_dataplane::cost::PriceFile::load(path) {
+            Ok(p) => {
+                tracing::info!(path = %path.display(), models = p.len(), "model prices loaded");
+                p
+            }
+            Err(e) => {
+                eprintln!("routeiq-dataplane: {e}");
+                return Err(ExitCode::from(2));
+            }
+        },
+    };
+    Ok(state::Lasting {
+        prices: std::sync::Arc::new(prices),
+        ..Default::default()
+    })
 }
 
 fn main() -> ExitCode {
@@ -96,7 +122,11 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
         tracing::warn!("{w}");
     }
     let deployments = loaded.snapshot.deployments.len();
-    let live = match state::LiveState::prepare(loaded.snapshot, &Default::default()) {
+    let lasting = match lasting(args) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let live = match state::LiveState::prepare(loaded.snapshot, &lasting) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("routeiq-dataplane: {}: {e}", path.display());
@@ -211,7 +241,11 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
         };
     let js = async_nats::jetstream::new(client.clone());
     tracing::info!(nats = url, dataplane_id = %id, "fetching the snapshot");
-    let stored = rt.block_on(attached::snapshot::bootstrap(&js, &Default::default()));
+    let lasting = match lasting(args) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let stored = rt.block_on(attached::snapshot::bootstrap(&js, &lasting));
     let version = stored.state.version;
     let (reporter, events) = Reporter::new(&id, args.usage_buffer);
     let app = match state::App::new(

@@ -143,6 +143,8 @@ pub struct Lasting {
     pub google: Arc<GoogleTokens>,
     /// AWS credentials (Bedrock).
     pub aws: Arc<AwsSources>,
+    /// The operator's price file (`--model-prices`), if any.
+    pub prices: Arc<crate::cost::PriceFile>,
 }
 
 impl LiveState {
@@ -384,7 +386,7 @@ fn compile_groups(
                 target,
                 timeout,
                 stream_timeout,
-                prices: crate::cost::prices(d),
+                prices: crate::cost::prices(d, &lasting.prices),
                 health: lasting.health.of(&d.id),
                 label: CompiledDeployment::label_of(d),
                 format: crate::providers::get(d.provider).chat_format(d),

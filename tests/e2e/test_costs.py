@@ -1,6 +1,8 @@
 """Request cost: prompt tokens read from the provider's cache are priced at the cached
 price (the built-in table's, or `model_info.cache_read_input_token_cost`)."""
 
+import json
+
 import pytest
 
 from test_routing import Gateway, deployment, mock  # noqa: F401  (the module's fixture)
@@ -10,8 +12,8 @@ from test_routing import Gateway, deployment, mock  # noqa: F401  (the module's 
 def gateway(tmp_path):
     started = []
 
-    def start(config: dict):
-        g = Gateway(tmp_path, config)
+    def start(config: dict, extra=()):
+        g = Gateway(tmp_path, config, extra)
         started.append(g)
         return g
 
@@ -59,3 +61,47 @@ def test_streams_carry_their_cost_in_the_usage_chunk(mock, gateway):
     u = chunks[-1]["usage"]
     expected = (u["prompt_tokens"] - 100) * 1e-6 + 100 * 1e-7 + u["completion_tokens"] * 2e-6
     assert u["cost"] == pytest.approx(expected, rel=1e-9), u
+
+
+def test_a_price_file_prices_models_the_table_does_not_know(mock, gateway, tmp_path):
+    """`--model-prices` reads LiteLLM's model_prices_and_context_window.json format: a
+    deployment without prices of its own is priced from it (`<provider>/<model>` or
+    `<model>`) before the built-in table; a deployment's own prices still come first; a
+    file that is not the format stops the data plane at startup, naming it."""
+    import subprocess
+
+    from test_routing import BIN_DIR
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({
+        "sample_spec": {"max_tokens": "set to max_output_tokens if provider specifies it"},
+        # Overrides the built-in gpt-4o-mini price.
+        "gpt-4o-mini": {"input_cost_per_token": 3e-6, "output_cost_per_token": 7e-6,
+                        "litellm_provider": "openai", "mode": "chat"},
+        "private-model-x": {"input_cost_per_token": 2e-6, "output_cost_per_token": 5e-6},
+        "dall-e-3": {"output_cost_per_image": 0.04},
+    }))
+    g = gateway({"model_list": [
+        deployment(mock, "file", "price-file", model_info={"base_model": "gpt-4o-mini"}),
+        deployment(mock, "private", "price-private", model_info={"base_model": "private-model-x"}),
+        deployment(mock, "own", "price-own", input_cost_per_token=1e-6, output_cost_per_token=1e-6,
+                   model_info={"base_model": "gpt-4o-mini"}),
+        deployment(mock, "unpriced", "price-unpriced", model_info={"base_model": "no-such-model"}),
+    ]}, extra=("--model-prices", str(prices)))
+    for model, (input_, output) in {"file": (3e-6, 7e-6), "private": (2e-6, 5e-6),
+                                    "own": (1e-6, 1e-6), "unpriced": (0, 0)}.items():
+        r = g.chat(model, "price me")
+        assert r.status_code == 200, r.text
+        u = r.json()["usage"]
+        expected = u["prompt_tokens"] * input_ + u["completion_tokens"] * output
+        assert float(r.headers["x-litellm-response-cost"]) == pytest.approx(expected, rel=1e-9), model
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    cfg = tmp_path / "check.yaml"
+    cfg.write_text(json.dumps({"model_list": [deployment(mock, "file", "price-file")]}))
+    out = subprocess.run([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg),
+                          "--listen", "127.0.0.1:1", "--model-prices", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out
+    assert "bad.json" in out.stderr and "model price JSON" in out.stderr, out.stderr
