@@ -5,8 +5,9 @@
 # same nginx upstream as overhead.sh and sends N and then 1 sequential chat requests over one
 # connection; the difference divided by N-1 is the cost of one request.
 #
-#   bench/instructions.sh [N] [wrk script]     (defaults: 1001, bench/chat.lua; e.g.
-#                                                bench/chat-realistic.lua)
+#   bench/instructions.sh [N] [wrk script] [config template]
+#       (defaults: 1001, bench/chat.lua, bench/config.yaml.in; e.g. bench/chat-realistic.lua,
+#        bench/config-bedrock.yaml.in)
 #
 # Needs: valgrind, nginx (Debian packages; installed if missing), a release build.
 set -euo pipefail
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 N="${1:-1001}"
 BODY="${2:-bench/chat.lua}"
+CONFIG="${3:-bench/config.yaml.in}"
 apt_install nginx valgrind
 step "cargo build --release -p routeiq-dataplane"
 cargo build --release --locked -p routeiq-dataplane >&2
@@ -26,7 +28,7 @@ NGINX_PORT=18091
 GW_PORT=18090
 sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
-sed -e "s#__PORT__#$NGINX_PORT#g" bench/config.yaml.in > "$work/config.yaml"
+sed -e "s#__PORT__#$NGINX_PORT#g" "$CONFIG" > "$work/config.yaml"
 
 count() { # requests -> instructions of the whole run
   ROUTEIQ_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
@@ -50,4 +52,4 @@ PY
 }
 many=$(count "$N")
 one=$(count 1)
-echo "instructions per request ($BODY): $(( (many - one) / (N - 1) ))  (runs: $N requests $many, 1 request $one)"
+echo "instructions per request ($BODY, $CONFIG): $(( (many - one) / (N - 1) ))  (runs: $N requests $many, 1 request $one)"

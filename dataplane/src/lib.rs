@@ -16,6 +16,7 @@ pub mod holder;
 pub mod keymap;
 pub mod limits;
 pub mod otel;
+pub mod params;
 pub mod per_key;
 pub mod providers;
 pub mod respond;

@@ -52,6 +52,8 @@ pub struct CompiledDeployment {
     /// What the provider needs besides `api_key` (Vertex AI, Bedrock), or why the
     /// deployment cannot be used (see `providers::credentials`).
     pub credentials: Option<Result<crate::providers::Credentials, Arc<str>>>,
+    /// Which request parameters the deployment takes (`drop_params`, provider quirks).
+    pub params: crate::params::ParamPolicy,
 }
 
 impl CompiledDeployment {
@@ -391,6 +393,7 @@ fn compile_groups(
                 label: CompiledDeployment::label_of(d),
                 format: crate::providers::get(d.provider).chat_format(d),
                 credentials: crate::providers::credentials(d, lasting),
+                params: crate::params::ParamPolicy::of(d),
             }));
     }
     let mut model_names: Vec<String> = by_name.keys().cloned().collect();

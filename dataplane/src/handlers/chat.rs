@@ -76,6 +76,8 @@ pub async fn completion(
     };
 
     let tags = super::take_tags(&mut req)?;
+    // LiteLLM's per-request switch; never sent upstream.
+    let drop_params = req.remove("drop_params").is_some_and(|v| v.get() == "true");
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .into_iter()
         .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
@@ -103,7 +105,7 @@ pub async fn completion(
         opts.insert("include_usage".into(), Value::Bool(true));
         req.set("stream_options", &opts)?;
     }
-    let build = |d: &CompiledDeployment| upstream_body(&req, client, d);
+    let build = |d: &CompiledDeployment| upstream_body(&req, client, d, drop_params);
     let op = Operation::Chat { stream };
     let compound = plan.compound();
     let query = plan.request().query.clone();
@@ -126,7 +128,7 @@ pub async fn completion(
             )?;
             let d = last_plan.first()?;
             let served = attempt::serve(app, ctx, &mut last_plan, d, op, MAX_RESPONSE_BYTES, |d| {
-                upstream_body(&last, client, d)
+                upstream_body(&last, client, d, drop_params)
             })
             .await?;
             ctx.routed = Some(Decision {
@@ -248,25 +250,52 @@ pub async fn completion(
 
 /// The request body for deployment `d`: the client's, with the model renamed, when both
 /// speak the same wire format; translated otherwise.
+/// `drop_params`: the request's own (see `params`).
 pub(super) fn upstream_body(
     req: &RawObject,
     client: ClientApi,
     d: &CompiledDeployment,
+    drop_params: bool,
 ) -> Result<Bytes, ApiError> {
     let upstream_model = d.deployment.upstream_model.as_str();
     Ok(match (client, d.format) {
-        (ClientApi::OpenAi, ChatFormat::OpenAi) | (ClientApi::Anthropic, ChatFormat::Anthropic) => {
-            req.with("model", &upstream_model)?
+        (ClientApi::OpenAi, ChatFormat::OpenAi) => {
+            let edit = d
+                .params
+                .edit(req.keys(), &d.deployment.model_name, drop_params)?;
+            req.with_edit("model", &upstream_model, &edit)?
         }
+        (ClientApi::Anthropic, ChatFormat::Anthropic) => req.with("model", &upstream_model)?,
         (ClientApi::OpenAi, ChatFormat::Anthropic) => to_bytes(&openai_to_anthropic::request(
             &req.to_map()?,
             upstream_model,
             d.deployment.model_info.max_output_tokens,
         )?),
-        (ClientApi::Anthropic, ChatFormat::OpenAi) => to_bytes(&anthropic_to_openai::request(
-            &req.to_map()?,
-            upstream_model,
-        )?),
+        (ClientApi::Anthropic, ChatFormat::OpenAi) => {
+            let mut openai = anthropic_to_openai::request(&req.to_map()?, upstream_model)?;
+            if let Value::Object(m) = &mut openai {
+                let edit = d.params.edit(
+                    m.keys().map(String::as_str),
+                    &d.deployment.model_name,
+                    drop_params,
+                )?;
+                let (omit, renames): (Vec<String>, _) = (
+                    edit.omit.iter().map(|f| (*f).to_owned()).collect(),
+                    edit.renames,
+                );
+                for (from, to) in renames {
+                    if !m.contains_key(*to) {
+                        if let Some(v) = m.remove(*from) {
+                            m.insert((*to).to_owned(), v);
+                        }
+                    }
+                }
+                for f in omit {
+                    m.remove(&f);
+                }
+            }
+            to_bytes(&openai)
+        }
         (ClientApi::OpenAi, native) => {
             to_bytes(&openai_to_native(native, &req.to_map()?, upstream_model)?)
         }

@@ -94,7 +94,7 @@ async fn once(
     d: &CompiledDeployment,
     raw: &RawObject,
 ) -> Result<Bytes, crate::error::ApiError> {
-    let body = super::chat::upstream_body(raw, ClientApi::OpenAi, d)?;
+    let body = super::chat::upstream_body(raw, ClientApi::OpenAi, d, false)?;
     let _lease = Lease::start(d, 0);
     match attempt::send(
         app,

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::params::Edit;
 
 #[derive(Clone)]
 pub struct RawObject(BTreeMap<String, Box<RawValue>>);
@@ -96,16 +97,40 @@ impl RawObject {
         self.0.remove(key)
     }
 
+    /// The top-level field names.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// The body as JSON bytes with one field replaced (or added); `self` is unchanged, so
     /// each attempt of a retried request starts from the client's body.
     pub fn with(&self, key: &str, value: &impl Serialize) -> Result<Bytes, ApiError> {
+        self.with_edit(key, value, &Edit::default())
+    }
+
+    /// [`Self::with`], leaving out and renaming the fields `edit` names (a deployment's
+    /// parameter rules, see `params`). A rename does not replace a field the body has.
+    pub fn with_edit(
+        &self,
+        key: &str,
+        value: &impl Serialize,
+        edit: &Edit<'_>,
+    ) -> Result<Bytes, ApiError> {
         let raw = serde_json::value::to_raw_value(value)
             .map_err(|e| ApiError::internal(format!("cannot encode `{key}`: {e}")))?;
         let mut fields: BTreeMap<&str, &RawValue> = self
             .0
             .iter()
+            .filter(|(k, _)| !edit.omit.contains(&k.as_str()))
             .map(|(k, v)| (k.as_str(), v.as_ref()))
             .collect();
+        for (from, to) in edit.renames {
+            if !self.0.contains_key(*to) {
+                if let Some(v) = fields.remove(from) {
+                    fields.insert(to, v);
+                }
+            }
+        }
         fields.insert(key, &raw);
         Ok(Bytes::from(serde_json::to_vec(&fields).unwrap_or_default()))
     }

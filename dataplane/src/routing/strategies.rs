@@ -216,6 +216,7 @@ mod tests {
             health: Arc::new(DeploymentHealth::default()),
             format: crate::translate::ChatFormat::OpenAi,
             credentials: None,
+            params: Default::default(),
         })
     }
 

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 
 use crate::Snapshot;
 
-pub use model::{known_prefixes, parse_model, BEDROCK_DEFAULT_REGION, VERTEX_DEFAULT_LOCATION};
+pub use model::{
+    compatible_row, known_prefixes, parse_model, ChatParams, Compatible, BEDROCK_DEFAULT_REGION,
+    OPENAI_CHAT_PARAMS, VERTEX_DEFAULT_LOCATION,
+};
+pub use schema::{ADDITIONAL_DROP_PARAMS, CUSTOM_LLM_PROVIDER, DROP_PARAMS};
 
 /// A config that could not be loaded. Every variant names where the problem is.
 #[derive(Debug, thiserror::Error)]

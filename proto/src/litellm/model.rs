@@ -11,6 +11,70 @@ pub struct Compatible {
     pub key_vars: &'static [&'static str],
     /// Environment variables LiteLLM reads `api_base` from, in order.
     pub base_vars: &'static [&'static str],
+    /// Which of OpenAI's chat parameters ([`OPENAI_CHAT_PARAMS`]) the provider takes.
+    pub params: ChatParams,
+    /// OpenAI parameters the provider names differently: `(openai, provider's)`.
+    pub renames: &'static [(&'static str, &'static str)],
+}
+
+/// OpenAI's chat-completion parameters besides `model`, `messages` and `stream`: the ones a
+/// provider of the OpenAI-compatible family may refuse. Fields outside this list are the
+/// provider's own extensions (`top_k`, `safe_prompt`, ...) and are always passed on.
+pub const OPENAI_CHAT_PARAMS: &[&str] = &[
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+];
+
+/// The OpenAI chat parameters a provider takes (its documented limits, as LiteLLM's
+/// provider configs record them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatParams {
+    All,
+    AllBut(&'static [&'static str]),
+    Only(&'static [&'static str]),
+}
+
+impl ChatParams {
+    /// Whether the provider takes the top-level request field `field`.
+    pub fn takes(self, field: &str) -> bool {
+        if !OPENAI_CHAT_PARAMS.contains(&field) {
+            return true;
+        }
+        match self {
+            Self::All => true,
+            Self::AllBut(refused) => !refused.contains(&field),
+            Self::Only(taken) => taken.contains(&field),
+        }
+    }
 }
 
 const fn compatible(
@@ -24,6 +88,22 @@ const fn compatible(
         api_base,
         key_vars,
         base_vars,
+        params: ChatParams::All,
+        renames: &[],
+    }
+}
+
+impl Compatible {
+    const fn quirks(
+        self,
+        params: ChatParams,
+        renames: &'static [(&'static str, &'static str)],
+    ) -> Self {
+        Self {
+            params,
+            renames,
+            ..self
+        }
     }
 }
 
@@ -72,6 +152,11 @@ pub const OPENAI_COMPATIBLE: &[Compatible] = &[
         Some("https://api.groq.com/openai/v1"),
         &["GROQ_API_KEY"],
         &["GROQ_API_BASE"],
+    )
+    // Groq answers 400 to these (its OpenAI-compatibility notes).
+    .quirks(
+        ChatParams::AllBut(&["logprobs", "top_logprobs", "logit_bias"]),
+        &[],
     ),
     compatible(
         "deepseek",
@@ -104,12 +189,44 @@ pub const OPENAI_COMPATIBLE: &[Compatible] = &[
         Some("https://api.mistral.ai/v1"),
         &["MISTRAL_API_KEY"],
         &["MISTRAL_API_BASE"],
+    )
+    // Mistral refuses fields it does not know ("extra_forbidden").
+    .quirks(
+        ChatParams::Only(&[
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "max_completion_tokens",
+            "tools",
+            "tool_choice",
+            "seed",
+            "stop",
+            "response_format",
+            "parallel_tool_calls",
+            "reasoning_effort",
+        ]),
+        &[("max_completion_tokens", "max_tokens"), ("seed", "random_seed")],
     ),
     compatible(
         "perplexity",
         Some("https://api.perplexity.ai"),
         &["PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"],
         &["PERPLEXITY_API_BASE"],
+    )
+    // No tools, no stop, no n, no seed.
+    .quirks(
+        ChatParams::Only(&[
+            "frequency_penalty",
+            "max_tokens",
+            "max_completion_tokens",
+            "presence_penalty",
+            "response_format",
+            "temperature",
+            "top_p",
+            "reasoning_effort",
+            "web_search_options",
+        ]),
+        &[],
     ),
     compatible(
         "openrouter",
@@ -134,6 +251,23 @@ pub const OPENAI_COMPATIBLE: &[Compatible] = &[
         Some("https://api.cerebras.ai/v1"),
         &["CEREBRAS_API_KEY"],
         &["CEREBRAS_API_BASE"],
+    )
+    .quirks(
+        ChatParams::Only(&[
+            "max_tokens",
+            "max_completion_tokens",
+            "response_format",
+            "seed",
+            "stop",
+            "stream_options",
+            "temperature",
+            "top_p",
+            "tool_choice",
+            "tools",
+            "user",
+            "reasoning_effort",
+        ]),
+        &[("max_completion_tokens", "max_tokens")],
     ),
     compatible(
         "nvidia_nim",
@@ -322,6 +456,24 @@ mod tests {
             vertex_api_base("europe-west4"),
             "https://europe-west4-aiplatform.googleapis.com"
         );
+    }
+
+    #[test]
+    fn provider_quirks_name_only_openai_parameters() {
+        for row in OPENAI_COMPATIBLE {
+            let listed: &[&str] = match row.params {
+                ChatParams::All => &[],
+                ChatParams::AllBut(l) | ChatParams::Only(l) => l,
+            };
+            for p in listed.iter().chain(row.renames.iter().map(|(from, _)| from)) {
+                assert!(OPENAI_CHAT_PARAMS.contains(p), "{}: {p}", row.prefix);
+            }
+        }
+        let groq = compatible_row("groq").unwrap().params;
+        assert!(!groq.takes("logprobs") && groq.takes("temperature") && groq.takes("top_k"));
+        let mistral = compatible_row("mistral").unwrap().params;
+        assert!(!mistral.takes("user") && mistral.takes("safe_prompt") && mistral.takes("tools"));
+        assert!(compatible_row("openai").unwrap().params.takes("logprobs"));
     }
 
     #[test]

@@ -79,6 +79,8 @@ struct RawLitellmParams {
     aws_web_identity_token: Option<String>,
     aws_sts_endpoint: Option<String>,
     aws_bedrock_runtime_endpoint: Option<String>,
+    drop_params: Option<bool>,
+    additional_drop_params: Option<Vec<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -299,7 +301,10 @@ impl RawConfig {
         warn_unknown(
             warnings,
             "litellm_settings",
-            &unknown_of(&self.litellm_settings.all, &LITELLM_SETTINGS_ROUTER_KEYS),
+            &unknown_of(
+                &self.litellm_settings.all,
+                &[&LITELLM_SETTINGS_ROUTER_KEYS[..], &[DROP_PARAMS]].concat(),
+            ),
         );
         for (i, d) in self.model_list.iter().enumerate() {
             d.collect_unknown(&format!("model_list[{i}]"), warnings);
@@ -350,11 +355,28 @@ impl RawConfig {
             }
         }
 
+        // `litellm_settings.drop_params`: the default of every deployment here.
+        let drop_params = match self.litellm_settings.all.get(DROP_PARAMS) {
+            None | Some(serde_norway::Value::Null) => false,
+            Some(serde_norway::Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err((
+                    "litellm_settings.drop_params".into(),
+                    "must be true or false".into(),
+                ))
+            }
+        };
         let mut deployments = Vec::with_capacity(self.model_list.len());
         let mut ids = HashSet::new();
         for (i, raw) in self.model_list.iter().enumerate() {
             let at = format!("model_list[{i}]");
-            let d = compile_deployment(raw, &at, &credentials, env)?;
+            let mut d = compile_deployment(raw, &at, &credentials, env)?;
+            if drop_params {
+                d.settings
+                    .params
+                    .entry(DROP_PARAMS.to_owned())
+                    .or_insert_with(|| "true".to_owned());
+            }
             if !ids.insert(d.id.0.clone()) {
                 return Err((
                     format!("{at}.model_info.id"),
@@ -478,7 +500,9 @@ pub fn compile_deployment(
         ProviderKind::VertexAi | ProviderKind::Bedrock | ProviderKind::Mock => (&[], &[], None),
     };
     let first_env = |vars: &[&str]| vars.iter().find_map(|v| env_fallback(v));
-    let settings = provider_settings(provider, p, &from_credential, &first_env);
+    let mut settings = provider_settings(provider, p, &from_credential, &first_env);
+    request_param_settings(&mut settings, provider, &parsed.prefix, p)
+        .map_err(|m| (format!("{at}.litellm_params.additional_drop_params"), m))?;
 
     let api_base = p
         .api_base
@@ -708,6 +732,47 @@ fn provider_settings(
     }
     settings
 }
+
+/// What decides which request parameters reach the deployment, kept in its
+/// `settings.params` under LiteLLM's names: `drop_params` (`"true"`/`"false"`, when set),
+/// `additional_drop_params` (comma-separated) and, for the OpenAI-compatible family,
+/// `custom_llm_provider` (the prefix, whose row holds the provider's parameter quirks).
+fn request_param_settings(
+    settings: &mut ProviderSettings,
+    provider: ProviderKind,
+    prefix: &str,
+    p: &RawLitellmParams,
+) -> Result<(), String> {
+    if let Some(drop) = p.drop_params {
+        settings
+            .params
+            .insert(DROP_PARAMS.to_owned(), drop.to_string());
+    }
+    if let Some(names) = p.additional_drop_params.as_ref().filter(|n| !n.is_empty()) {
+        if let Some(bad) = names
+            .iter()
+            .find(|n| n.is_empty() || n.contains(',') || n.contains('.'))
+        {
+            return Err(format!(
+                "`{bad}` is not a top-level request field name (nested paths are not supported)"
+            ));
+        }
+        settings
+            .params
+            .insert(ADDITIONAL_DROP_PARAMS.to_owned(), names.join(","));
+    }
+    if provider == ProviderKind::OpenAi && prefix != "openai" && compatible_row(prefix).is_some() {
+        settings
+            .params
+            .insert(CUSTOM_LLM_PROVIDER.to_owned(), prefix.to_owned());
+    }
+    Ok(())
+}
+
+/// `settings.params` names (see [`request_param_settings`]).
+pub const DROP_PARAMS: &str = "drop_params";
+pub const ADDITIONAL_DROP_PARAMS: &str = "additional_drop_params";
+pub const CUSTOM_LLM_PROVIDER: &str = "custom_llm_provider";
 
 /// Percent-encodes everything but RFC 3986's unreserved characters (for a URL's userinfo).
 fn percent_encode(s: &str) -> String {

@@ -101,10 +101,51 @@ fn compiles_a_full_litellm_config() {
         .warnings
         .iter()
         .any(|w| w.contains("general_settings.some_future_setting")));
-    assert!(l
+    // `litellm_settings.drop_params` is known: every deployment's default.
+    assert!(!l
         .warnings
         .iter()
         .any(|w| w.contains("litellm_settings.drop_params")));
+    assert!(s
+        .deployments
+        .iter()
+        .all(|d| d.settings.param("drop_params") == Some("true")));
+}
+
+#[test]
+fn request_parameter_settings_are_kept_per_deployment() {
+    let yaml = r#"
+model_list:
+  - model_name: g
+    litellm_params:
+      model: groq/llama-3.1-8b-instant
+      api_key: k
+      drop_params: false
+      additional_drop_params: ["user", "metadata"]
+  - model_name: o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: k
+  - model_name: bad
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: k
+      additional_drop_params: ["messages.0.name"]
+"#;
+    let e = load(yaml, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("model_list[2].litellm_params.additional_drop_params"),
+        "{e}"
+    );
+    let yaml = yaml.split("  - model_name: bad").next().unwrap();
+    let s = load(yaml, &[]).unwrap().snapshot;
+    let g = &s.deployments[0].settings;
+    assert_eq!(g.param("drop_params"), Some("false"));
+    assert_eq!(g.param("additional_drop_params"), Some("user,metadata"));
+    assert_eq!(g.param("custom_llm_provider"), Some("groq"));
+    let o = &s.deployments[1].settings;
+    assert_eq!(o.param("drop_params"), None);
+    assert_eq!(o.param("custom_llm_provider"), None);
 }
 
 #[test]
