@@ -187,5 +187,25 @@ fn budgets(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches, keys, limits, budgets);
+fn routes(c: &mut Criterion) {
+    use routeiq_dataplane::handlers::routes::{Found, ROUTES};
+    let post = http::Method::POST;
+    for (name, path) in [
+        ("chat", "/v1/chat/completions"),
+        (
+            "passthrough",
+            "/bedrock/model/anthropic.claude-3-5-sonnet-20240620-v1:0/converse",
+        ),
+        ("unknown", "/v1/no/such/path"),
+    ] {
+        c.bench_function(&format!("routes/lookup_{name}"), |b| {
+            b.iter(|| {
+                let found = ROUTES.find(&post, std::hint::black_box(path));
+                std::hint::black_box(matches!(found, Found::Route(..)))
+            })
+        });
+    }
+}
+
+criterion_group!(hot_path, benches, keys, limits, budgets, routes);
 criterion_main!(hot_path);

@@ -139,7 +139,9 @@ mod tests {
         let fields = ["model", "messages", "logprobs", "temperature", "top_k"];
         let e = groq.edit(fields.into_iter(), "g", false).unwrap_err();
         assert_eq!((e.status, e.param), (400, Some("logprobs")));
-        assert!(e.message.contains("`groq` does not support the parameter `logprobs`"));
+        assert!(e
+            .message
+            .contains("`groq` does not support the parameter `logprobs`"));
         assert!(e.message.contains("drop_params"));
         let edit = groq.edit(fields.into_iter(), "g", true).unwrap();
         assert_eq!(edit.omit, ["logprobs"]);
@@ -160,7 +162,13 @@ mod tests {
             ("custom_llm_provider", "mistral"),
             ("additional_drop_params", "safe_prompt,temperature"),
         ]));
-        let fields = ["model", "seed", "temperature", "safe_prompt", "stream_options"];
+        let fields = [
+            "model",
+            "seed",
+            "temperature",
+            "safe_prompt",
+            "stream_options",
+        ];
         let edit = mistral.edit(fields.into_iter(), "g", false).unwrap();
         assert_eq!(edit.omit, ["temperature", "safe_prompt", "stream_options"]);
         assert!(edit.renames.contains(&("seed", "random_seed")));

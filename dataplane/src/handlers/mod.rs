@@ -9,6 +9,7 @@ mod internal;
 mod multiround;
 mod passthrough;
 mod request;
+pub mod routes;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -18,100 +19,27 @@ use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
 use crate::respond;
 use crate::state::{App, LiveState};
+use routes::{Endpoint, Found, Needs, Route, ROUTES};
 
 /// Answers one request. Every outcome, errors included, is written to the client here.
 pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     let live = app.load();
-    let method = session.req_header().method.as_str().to_owned();
+    let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_owned();
-    let (api, result) = match (method.as_str(), path.as_str()) {
-        ("POST", "/v1/chat/completions" | "/chat/completions" | "/openai/v1/chat/completions") => {
-            ctx.route = "chat";
-            let r = authed_body(&live, session, ctx).await;
-            let r = match r {
-                Ok(body) => {
-                    chat::completion(app, &live, session, ctx, ClientApi::OpenAi, body).await
-                }
-                Err(e) => Err(e),
-            };
-            (ClientApi::OpenAi, r)
+    let (api, result) = match ROUTES.find(&method, &path) {
+        Found::Route(route, rest) => {
+            ctx.route = route.name;
+            let rest = rest.map(|r| format!("/{r}"));
+            let r = serve(app, &live, session, ctx, route, rest.as_deref()).await;
+            (route.api, r)
         }
-        ("POST", "/v1/messages" | "/anthropic/v1/messages") => {
-            ctx.route = "messages";
-            let r = match authed_body(&live, session, ctx).await {
-                Ok(body) => {
-                    chat::completion(app, &live, session, ctx, ClientApi::Anthropic, body).await
-                }
-                Err(e) => Err(e),
-            };
-            (ClientApi::Anthropic, r)
-        }
-        ("POST", "/v1/embeddings" | "/embeddings") => {
-            ctx.route = "embeddings";
-            let r = match authed_body(&live, session, ctx).await {
-                Ok(body) => embeddings::create(app, &live, session, ctx, body).await,
-                Err(e) => Err(e),
-            };
-            (ClientApi::OpenAi, r)
-        }
-        ("GET", "/v1/models" | "/models") => {
-            ctx.route = "models";
-            let r = match auth::authenticate(&live, session.req_header()) {
-                Ok(caller) => {
-                    ctx.key = caller.into_key();
-                    info::models(app, &live, session, ctx).await
-                }
-                Err(e) => Err(e),
-            };
-            (ClientApi::OpenAi, r)
-        }
-        ("GET", "/health/liveliness" | "/health/liveness") => {
-            ctx.route = "health";
-            (ClientApi::OpenAi, info::liveliness(session, ctx).await)
-        }
-        ("GET", "/health/readiness") => {
-            ctx.route = "health";
-            (
-                ClientApi::OpenAi,
-                info::readiness(app, &live, session, ctx).await,
-            )
-        }
-        ("GET", "/metrics") => {
-            ctx.route = "metrics";
-            (ClientApi::OpenAi, info::metrics(app, session, ctx).await)
-        }
-        ("GET", "/hot-reload/status") => {
-            ctx.route = "health";
-            (
-                ClientApi::OpenAi,
-                info::hot_reload(&live, session, ctx).await,
-            )
-        }
-        ("POST", p) if passthrough::route(p).is_some() => {
-            ctx.route = "passthrough";
-            let api = match passthrough::route(p) {
-                Some((routeiq_proto::ProviderKind::Anthropic, _)) => ClientApi::Anthropic,
-                _ => ClientApi::OpenAi,
-            };
-            let r = match (
-                passthrough::route(p),
-                authed_body(&live, session, ctx).await,
-            ) {
-                (_, Err(e)) => Err(e),
-                (Some((kind, rest)), Ok(body)) => {
-                    passthrough::forward(app, &live, session, ctx, kind, rest, body).await
-                }
-                (None, Ok(_)) => Err(ApiError::not_found_route(&method, p)),
-            };
-            (api, r)
-        }
-        (_, p) if known_path(p) => (
+        Found::MethodNotAllowed => (
             ClientApi::OpenAi,
-            Err(ApiError::method_not_allowed(&method, p)),
+            Err(ApiError::method_not_allowed(method.as_str(), &path)),
         ),
-        (_, p) => (
+        Found::NotFound => (
             ClientApi::OpenAi,
-            Err(ApiError::not_found_route(&method, p)),
+            Err(ApiError::not_found_route(method.as_str(), &path)),
         ),
     };
     if let Err(e) = result {
@@ -123,24 +51,39 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     }
 }
 
-fn known_path(p: &str) -> bool {
-    matches!(
-        p,
-        "/v1/chat/completions"
-            | "/chat/completions"
-            | "/openai/v1/chat/completions"
-            | "/v1/messages"
-            | "/anthropic/v1/messages"
-            | "/v1/embeddings"
-            | "/embeddings"
-            | "/v1/models"
-            | "/models"
-            | "/health/liveliness"
-            | "/health/liveness"
-            | "/health/readiness"
-            | "/metrics"
-            | "/hot-reload/status"
-    )
+/// Checks what the route needs, then runs its handler. `rest`: a pass-through path's
+/// provider path (from its `/`).
+async fn serve(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &Route,
+    rest: Option<&str>,
+) -> Result<(), ApiError> {
+    let body = match route.needs {
+        Needs::Nothing => Bytes::new(),
+        Needs::Key => {
+            ctx.key = auth::authenticate(live, session.req_header())?.into_key();
+            Bytes::new()
+        }
+        Needs::KeyAndBody => authed_body(live, session, ctx).await?,
+    };
+    match route.endpoint {
+        Endpoint::Chat => chat::completion(app, live, session, ctx, ClientApi::OpenAi, body).await,
+        Endpoint::Messages => {
+            chat::completion(app, live, session, ctx, ClientApi::Anthropic, body).await
+        }
+        Endpoint::Embeddings => embeddings::create(app, live, session, ctx, body).await,
+        Endpoint::Models => info::models(app, live, session, ctx).await,
+        Endpoint::Liveliness => info::liveliness(session, ctx).await,
+        Endpoint::Readiness => info::readiness(app, live, session, ctx).await,
+        Endpoint::Metrics => info::metrics(app, session, ctx).await,
+        Endpoint::HotReload => info::hot_reload(live, session, ctx).await,
+        Endpoint::PassThrough(kind) => {
+            passthrough::forward(app, live, session, ctx, kind, rest.unwrap_or("/"), body).await
+        }
+    }
 }
 
 /// Authenticates, then reads the body (so that an unauthenticated client cannot make the

@@ -29,30 +29,12 @@ use crate::translate::{
 };
 use crate::usage::{self, Usage};
 
-/// The prefixes and the provider each reaches.
-const ROUTES: &[(&str, ProviderKind)] = &[
-    ("/gemini", ProviderKind::Gemini),
-    ("/vertex_ai", ProviderKind::VertexAi),
-    ("/bedrock", ProviderKind::Bedrock),
-    ("/anthropic", ProviderKind::Anthropic),
-    ("/openai", ProviderKind::OpenAi),
-    ("/cohere", ProviderKind::Cohere),
-];
-
 /// Client headers forwarded upstream (the provider's API options); the rest, credentials
 /// above all, stay behind.
 const FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta", "openai-beta"];
 
 /// A non-streaming reply is kept (for its usage) up to this size; larger ones still pass.
 const MAX_USAGE_BODY: usize = 16 * 1024 * 1024;
-
-/// The provider and the rest of the path (from its `/`) of a pass-through path.
-pub fn route(path: &str) -> Option<(ProviderKind, &str)> {
-    ROUTES.iter().find_map(|(prefix, kind)| {
-        let rest = path.strip_prefix(prefix)?;
-        (rest.starts_with('/') && rest.len() > 1).then_some((*kind, rest))
-    })
-}
 
 /// The upstream model a native request names, and the format its reply comes in (for
 /// reading its usage; `None`: not read).
@@ -391,16 +373,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_and_models() {
-        assert_eq!(
-            route("/gemini/v1beta/models/gemini-2.0-flash:generateContent"),
-            Some((
-                ProviderKind::Gemini,
-                "/v1beta/models/gemini-2.0-flash:generateContent"
-            ))
-        );
-        assert_eq!(route("/gemini"), None);
-        assert_eq!(route("/geminix/v1"), None);
+    fn models_from_paths() {
         let (m, f) = model_and_format(
             ProviderKind::Bedrock,
             "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream",

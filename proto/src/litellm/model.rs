@@ -205,7 +205,10 @@ pub const OPENAI_COMPATIBLE: &[Compatible] = &[
             "parallel_tool_calls",
             "reasoning_effort",
         ]),
-        &[("max_completion_tokens", "max_tokens"), ("seed", "random_seed")],
+        &[
+            ("max_completion_tokens", "max_tokens"),
+            ("seed", "random_seed"),
+        ],
     ),
     compatible(
         "perplexity",
@@ -465,7 +468,10 @@ mod tests {
                 ChatParams::All => &[],
                 ChatParams::AllBut(l) | ChatParams::Only(l) => l,
             };
-            for p in listed.iter().chain(row.renames.iter().map(|(from, _)| from)) {
+            for p in listed
+                .iter()
+                .chain(row.renames.iter().map(|(from, _)| from))
+            {
                 assert!(OPENAI_CHAT_PARAMS.contains(p), "{}: {p}", row.prefix);
             }
         }

@@ -1,0 +1,326 @@
+//! The data plane's route table: for each endpoint, its method, its paths (LiteLLM's
+//! aliases included), the client API whose error shape it answers in, and what it needs
+//! before its handler runs. Paths are matched by `matchit` (the router axum uses); 404 and
+//! 405 come from the table, so the list of known paths is kept once, here.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use http::Method;
+use routeiq_proto::ProviderKind;
+
+use crate::error::ClientApi;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Messages,
+    Embeddings,
+    Models,
+    Liveliness,
+    Readiness,
+    Metrics,
+    HotReload,
+    /// A provider's native API (`handlers::passthrough`).
+    PassThrough(ProviderKind),
+}
+
+/// What is checked and read before the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    /// A key (master or virtual).
+    Key,
+    /// A key, then the body (never read for an unauthenticated client).
+    KeyAndBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub endpoint: Endpoint,
+    /// The error shape of its answers.
+    pub api: ClientApi,
+    pub needs: Needs,
+    /// Its name in metrics and logs.
+    pub name: &'static str,
+}
+
+/// One row of the table.
+struct Spec {
+    method: Method,
+    paths: &'static [&'static str],
+    endpoint: Endpoint,
+    api: ClientApi,
+    needs: Needs,
+    name: &'static str,
+}
+
+const fn spec(
+    method: Method,
+    paths: &'static [&'static str],
+    endpoint: Endpoint,
+    api: ClientApi,
+    needs: Needs,
+    name: &'static str,
+) -> Spec {
+    Spec {
+        method,
+        paths,
+        endpoint,
+        api,
+        needs,
+        name,
+    }
+}
+
+/// Pass-through paths end in `{*rest}`: the rest of the path, the provider's own.
+const TABLE: &[Spec] = &[
+    spec(
+        Method::POST,
+        &[
+            "/v1/chat/completions",
+            "/chat/completions",
+            "/openai/v1/chat/completions",
+        ],
+        Endpoint::Chat,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "chat",
+    ),
+    spec(
+        Method::POST,
+        &["/v1/messages", "/anthropic/v1/messages"],
+        Endpoint::Messages,
+        ClientApi::Anthropic,
+        Needs::KeyAndBody,
+        "messages",
+    ),
+    spec(
+        Method::POST,
+        &["/v1/embeddings", "/embeddings", "/openai/v1/embeddings"],
+        Endpoint::Embeddings,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "embeddings",
+    ),
+    spec(
+        Method::GET,
+        &["/v1/models", "/models"],
+        Endpoint::Models,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "models",
+    ),
+    spec(
+        Method::GET,
+        &["/health/liveliness", "/health/liveness"],
+        Endpoint::Liveliness,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "health",
+    ),
+    spec(
+        Method::GET,
+        &["/health/readiness"],
+        Endpoint::Readiness,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "health",
+    ),
+    spec(
+        Method::GET,
+        &["/metrics"],
+        Endpoint::Metrics,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "metrics",
+    ),
+    spec(
+        Method::GET,
+        &["/hot-reload/status"],
+        Endpoint::HotReload,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "health",
+    ),
+    spec(
+        Method::POST,
+        &["/gemini/{*rest}"],
+        Endpoint::PassThrough(ProviderKind::Gemini),
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "passthrough",
+    ),
+    spec(
+        Method::POST,
+        &["/vertex_ai/{*rest}"],
+        Endpoint::PassThrough(ProviderKind::VertexAi),
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "passthrough",
+    ),
+    spec(
+        Method::POST,
+        &["/bedrock/{*rest}"],
+        Endpoint::PassThrough(ProviderKind::Bedrock),
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "passthrough",
+    ),
+    spec(
+        Method::POST,
+        &["/anthropic/{*rest}"],
+        Endpoint::PassThrough(ProviderKind::Anthropic),
+        ClientApi::Anthropic,
+        Needs::KeyAndBody,
+        "passthrough",
+    ),
+    spec(
+        Method::POST,
+        &["/openai/{*rest}"],
+        Endpoint::PassThrough(ProviderKind::OpenAi),
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "passthrough",
+    ),
+    spec(
+        Method::POST,
+        &["/cohere/{*rest}"],
+        Endpoint::PassThrough(ProviderKind::Cohere),
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "passthrough",
+    ),
+];
+
+/// The outcome of a lookup.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found<'r, 'p> {
+    /// The route, and the `{*rest}` of a pass-through path.
+    Route(&'r Route, Option<&'p str>),
+    /// The path is known, not with this method.
+    MethodNotAllowed,
+    NotFound,
+}
+
+pub struct Routes(matchit::Router<Vec<Route>>);
+
+/// The table, built on first use.
+pub static ROUTES: LazyLock<Routes> = LazyLock::new(Routes::build);
+
+impl Routes {
+    fn build() -> Self {
+        let mut by_path: BTreeMap<&str, Vec<Route>> = BTreeMap::new();
+        for s in TABLE {
+            for path in s.paths {
+                by_path.entry(path).or_default().push(Route {
+                    method: s.method.clone(),
+                    endpoint: s.endpoint,
+                    api: s.api,
+                    needs: s.needs,
+                    name: s.name,
+                });
+            }
+        }
+        let mut router = matchit::Router::new();
+        for (path, routes) in by_path {
+            // The table is a constant: `every_table_path_is_routed` proves each entry goes in.
+            if let Err(e) = router.insert(path, routes) {
+                tracing::error!(path, error = %e, "route table entry refused");
+            }
+        }
+        Self(router)
+    }
+
+    pub fn find<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Found<'r, 'p> {
+        let Ok(m) = self.0.at(path) else {
+            return Found::NotFound;
+        };
+        match m.value.iter().find(|r| r.method == *method) {
+            Some(route) => Found::Route(route, m.params.get("rest")),
+            None => Found::MethodNotAllowed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(method: Method, path: &str) -> Option<(Endpoint, Option<&str>)> {
+        match ROUTES.find(&method, path) {
+            Found::Route(r, rest) => Some((r.endpoint, rest)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_alias_and_pass_through_is_found() {
+        for p in [
+            "/v1/chat/completions",
+            "/chat/completions",
+            "/openai/v1/chat/completions",
+        ] {
+            assert_eq!(
+                endpoint(Method::POST, p),
+                Some((Endpoint::Chat, None)),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            endpoint(Method::POST, "/anthropic/v1/messages"),
+            Some((Endpoint::Messages, None))
+        );
+        assert_eq!(
+            endpoint(Method::POST, "/anthropic/v1/messages/count_tokens"),
+            Some((
+                Endpoint::PassThrough(ProviderKind::Anthropic),
+                Some("v1/messages/count_tokens")
+            ))
+        );
+        assert_eq!(
+            endpoint(
+                Method::POST,
+                "/gemini/v1beta/models/gemini-2.0-flash:generateContent"
+            ),
+            Some((
+                Endpoint::PassThrough(ProviderKind::Gemini),
+                Some("v1beta/models/gemini-2.0-flash:generateContent")
+            ))
+        );
+        assert_eq!(
+            endpoint(Method::GET, "/health/liveness"),
+            Some((Endpoint::Liveliness, None))
+        );
+    }
+
+    #[test]
+    fn every_table_path_is_routed() {
+        for s in TABLE {
+            for path in s.paths {
+                let concrete = path.replace("{*rest}", "some/native/path");
+                match ROUTES.find(&s.method, &concrete) {
+                    Found::Route(r, _) => assert_eq!(r.endpoint, s.endpoint, "{path}"),
+                    other => panic!("{path}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        assert_eq!(
+            ROUTES.find(&Method::GET, "/v1/chat/completions"),
+            Found::MethodNotAllowed
+        );
+        assert_eq!(
+            ROUTES.find(&Method::GET, "/bedrock/model/x/converse"),
+            Found::MethodNotAllowed
+        );
+        assert_eq!(ROUTES.find(&Method::POST, "/v2/chat"), Found::NotFound);
+        assert_eq!(ROUTES.find(&Method::POST, "/gemini/"), Found::NotFound);
+        assert_eq!(ROUTES.find(&Method::POST, "/gemini"), Found::NotFound);
+    }
+}
