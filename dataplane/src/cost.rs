@@ -23,6 +23,8 @@ pub struct Prices {
     pub output: f64,
     /// A prompt token read from the provider's cache.
     pub cached_input: f64,
+    /// A search (Cohere's rerank `search_units`), USD.
+    pub per_query: f64,
 }
 
 impl Prices {
@@ -94,6 +96,13 @@ const TABLE: &[(&str, f64, f64, f64)] = &[
     ("embed-multilingual-v3", 0.10, 0.0, 0.10),
 ];
 
+/// Rerank models, USD per search (Cohere's list price, $2.00 per 1,000 searches).
+const PER_QUERY: &[(&str, f64)] = &[
+    ("rerank-v3.5", 0.002),
+    ("rerank-english-v3.0", 0.002),
+    ("rerank-multilingual-v3.0", 0.002),
+];
+
 /// The built-in prices of `model`: the longest table entry that is the whole name or the
 /// name up to a `-`, `@` or `:` (a dated or tagged version: `gpt-4o-2024-08-06`, Vertex
 /// AI's `claude-3-5-sonnet@20240620`, Bedrock's `...-v1:0`). Bedrock ids are looked up
@@ -112,6 +121,7 @@ pub fn builtin(model: &str) -> Option<Prices> {
             input: input * M,
             output: output * M,
             cached_input: cached * M,
+            per_query: 0.0,
         })
 }
 
@@ -155,6 +165,7 @@ impl PriceFile {
             input_cost_per_token: Option<f64>,
             output_cost_per_token: Option<f64>,
             cache_read_input_token_cost: Option<f64>,
+            input_cost_per_query: Option<f64>,
         }
         let raw: HashMap<String, serde_json::Value> = serde_json::from_str(text)?;
         let valid = |p: Option<f64>| p.filter(|p| p.is_finite() && *p >= 0.0);
@@ -162,11 +173,12 @@ impl PriceFile {
             raw.into_iter()
                 .filter_map(|(name, v)| {
                     let e: Entry = serde_json::from_value(v).ok()?;
-                    let (input, output) = (
+                    let (input, output, per_query) = (
                         valid(e.input_cost_per_token),
                         valid(e.output_cost_per_token),
+                        valid(e.input_cost_per_query),
                     );
-                    if input.is_none() && output.is_none() {
+                    if input.is_none() && output.is_none() && per_query.is_none() {
                         return None;
                     }
                     let input = input.unwrap_or(0.0);
@@ -176,6 +188,7 @@ impl PriceFile {
                             input,
                             output: output.unwrap_or(0.0),
                             cached_input: valid(e.cache_read_input_token_cost).unwrap_or(input),
+                            per_query: per_query.unwrap_or(0.0),
                         },
                     ))
                 })
@@ -236,6 +249,15 @@ pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
     let table = file
         .get(d.provider.as_str(), name)
         .or_else(|| builtin(name))
+        .or_else(|| {
+            PER_QUERY
+                .iter()
+                .find(|(m, _)| *m == name)
+                .map(|&(_, per_query)| Prices {
+                    per_query,
+                    ..Prices::default()
+                })
+        })
         .unwrap_or_default();
     let input = info.input_cost_per_token.unwrap_or(table.input);
     // A deployment's own input price without a cached price of its own: no discount
@@ -250,10 +272,17 @@ pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
         } else {
             table.cached_input
         });
+    let per_query = info
+        .extra
+        .get("input_cost_per_query")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|p| p.is_finite() && *p >= 0.0)
+        .unwrap_or(table.per_query);
     Prices {
         input,
         output: info.output_cost_per_token.unwrap_or(table.output),
         cached_input,
+        per_query,
     }
 }
 

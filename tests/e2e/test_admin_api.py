@@ -192,12 +192,12 @@ def test_models_credentials_orgs_and_budgets(make_stack):
     error_of(admin.call("POST", "/model/update", json={"model_name": "x", "litellm_params": {"model": "openai/x"}}), 400)
     # An unknown provider prefix is refused, naming it, and nothing is stored.
     err = error_of(admin.call("POST", "/model/new", json={
-        "model_name": "on-bedrock",
-        "litellm_params": {"model": "bedrock/anthropic.claude-3-5-sonnet", "api_key": "sk-bedrock-key"},
+        "model_name": "on-sagemaker",
+        "litellm_params": {"model": "sagemaker/my-endpoint", "api_key": "sk-bedrock-key"},
     }), 400)
-    assert "litellm_params.model" in err["message"] and "unknown provider `bedrock`" in err["message"], err
+    assert "litellm_params.model" in err["message"] and "unknown provider `sagemaker`" in err["message"], err
     assert "sk-bedrock-key" not in str(err)
-    assert not any(m["model_name"] == "on-bedrock" for m in admin.ok("GET", "/model/info")["data"])
+    assert not any(m["model_name"] == "on-sagemaker" for m in admin.ok("GET", "/model/info")["data"])
     assert admin.ok("POST", "/model/delete", json={"id": "added-1"}) == {"deleted": ["added-1"]}
     wait_until(lambda: dp.chat(STACK_MASTER_KEY, model="added").status_code == 404, what="model removed")
     assert admin.ok("DELETE", "/credentials/mock-cred") == {"deleted": ["mock-cred"]}

@@ -343,12 +343,12 @@ def test_control_plane_import_refuses_an_unknown_provider_prefix(make_stack, tmp
     s = make_stack(start=False)
     cfg = tmp_path / "unknown.yaml"
     cfg.write_text("model_list:\n  - model_name: g\n    litellm_params:\n"
-                   "      model: gemini/gemini-2.0-flash\n      api_key: sk-gemini-key\n")
+                   "      model: sagemaker/my-endpoint\n      api_key: sk-gemini-key\n")
     r = subprocess.run(
         [str(BIN_DIR / "routeiq-controlplane"), "--database-url", s.db, "--nats", s.nats.url,
          "--config", str(cfg), "--once"],
         capture_output=True, text=True, timeout=60, env=dict(os.environ, ROUTEIQ_SALT_KEY=SALT_KEY))
     assert r.returncode != 0, r.stderr
-    assert "model_list[0].litellm_params.model" in r.stderr and "unknown provider `gemini`" in r.stderr, r.stderr
+    assert "model_list[0].litellm_params.model" in r.stderr and "unknown provider `sagemaker`" in r.stderr, r.stderr
     assert "sk-gemini-key" not in r.stderr
     assert s.sql("SELECT count(*) FROM model_deployments")[0][0] == 0

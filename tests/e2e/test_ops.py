@@ -99,9 +99,9 @@ UNKNOWN_PROVIDER = """model_list:
     litellm_params:
       model: openai/gpt-4o-mini
       api_key: sk-test
-  - model_name: claude-bedrock
+  - model_name: on-sagemaker
     litellm_params:
-      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      model: sagemaker/my-endpoint
       aws_region_name: us-east-1
       api_key: sk-not-for-openai
 """
@@ -115,5 +115,5 @@ def test_unknown_provider_prefix_fails_the_check_naming_the_entry(tmp_path):
     r = run_binary("--config", str(cfg), "--check")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "model_list[1].litellm_params.model" in r.stderr, r.stderr
-    assert "unknown provider `bedrock`" in r.stderr, r.stderr
+    assert "unknown provider `sagemaker`" in r.stderr, r.stderr
     assert "sk-not-for-openai" not in r.stderr

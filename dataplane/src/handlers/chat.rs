@@ -61,6 +61,7 @@ pub async fn completion(
     let mut req = RawObject::parse(&body)?;
     let model = req.model()?;
     crate::access::check(live, ctx.key.as_deref(), &model)?;
+    super::oneshot::check_mode(live, &model, None, Operation::Chat { stream: false })?;
     super::end_user_from_body(ctx, &req);
     if !req.is_array("messages", false) {
         return Err(ApiError::missing_field("messages"));

@@ -3,10 +3,10 @@
 mod attempt;
 mod cascade;
 mod chat;
-mod embeddings;
 mod info;
 mod internal;
 mod multiround;
+mod oneshot;
 mod passthrough;
 mod request;
 pub mod routes;
@@ -74,7 +74,15 @@ async fn serve(
         Endpoint::Messages => {
             chat::completion(app, live, session, ctx, ClientApi::Anthropic, body).await
         }
-        Endpoint::Embeddings => embeddings::create(app, live, session, ctx, body).await,
+        Endpoint::Embeddings => {
+            oneshot::create(app, live, session, ctx, oneshot::Kind::Embeddings, body).await
+        }
+        Endpoint::Rerank => {
+            oneshot::create(app, live, session, ctx, oneshot::Kind::Rerank, body).await
+        }
+        Endpoint::Moderations => {
+            oneshot::create(app, live, session, ctx, oneshot::Kind::Moderations, body).await
+        }
         Endpoint::Models => info::models(app, live, session, ctx).await,
         Endpoint::Liveliness => info::liveliness(session, ctx).await,
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,

@@ -17,6 +17,9 @@ pub enum Endpoint {
     Chat,
     Messages,
     Embeddings,
+    /// Cohere's rerank shape.
+    Rerank,
+    Moderations,
     Models,
     Liveliness,
     Readiness,
@@ -104,6 +107,22 @@ const TABLE: &[Spec] = &[
         ClientApi::OpenAi,
         Needs::KeyAndBody,
         "embeddings",
+    ),
+    spec(
+        Method::POST,
+        &["/v1/rerank", "/rerank", "/v2/rerank"],
+        Endpoint::Rerank,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "rerank",
+    ),
+    spec(
+        Method::POST,
+        &["/v1/moderations", "/moderations", "/openai/v1/moderations"],
+        Endpoint::Moderations,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "moderations",
     ),
     spec(
         Method::GET,

@@ -32,12 +32,8 @@ impl Provider for Anthropic {
         op: Operation,
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
-        if op == Operation::Embeddings {
-            return Err(ApiError::unsupported(format!(
-                "model `{}` is an Anthropic model; Anthropic has no embeddings API",
-                d.deployment.model_name
-            ))
-            .with_param("model"));
+        if !matches!(op, Operation::Chat { .. }) {
+            return Err(super::unsupported(&d.deployment, "Anthropic", op));
         }
         let base = target
             .base_path

@@ -31,6 +31,9 @@ impl Provider for Azure {
         let endpoint = match op {
             Operation::Chat { .. } => "chat/completions",
             Operation::Embeddings => "embeddings",
+            Operation::Rerank | Operation::Moderations => {
+                return Err(super::unsupported(&d.deployment, "Azure OpenAI", op))
+            }
         };
         let dep = &d.deployment;
         let version = dep.api_version.as_deref().unwrap_or_default();

@@ -136,6 +136,9 @@ impl Provider for Bedrock {
             (Api::Converse(id) | Api::InvokeAnthropic(id), Operation::Embeddings) => {
                 (id, "invoke", body)
             }
+            (_, Operation::Rerank | Operation::Moderations) => {
+                return Err(super::unsupported(&d.deployment, "Bedrock", op))
+            }
         };
         let mut headers = Vec::new();
         if let Operation::Chat { stream: true } = op {

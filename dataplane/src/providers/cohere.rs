@@ -31,6 +31,8 @@ impl Provider for Cohere {
         let endpoint = match op {
             Operation::Chat { .. } => "chat",
             Operation::Embeddings => "embed",
+            Operation::Rerank => "rerank",
+            Operation::Moderations => return Err(super::unsupported(&d.deployment, "Cohere", op)),
         };
         let base = target
             .base_path

@@ -16,12 +16,14 @@ use crate::upstream::{Target, Upstream, UpstreamRequest};
 
 pub struct Gemini;
 
-/// The `<model>:<method>` part of a Gemini or Vertex AI URL for `op`.
-pub fn method(op: Operation) -> &'static str {
+/// The `<model>:<method>` part of a Gemini or Vertex AI URL for `op` (`None`: no such
+/// API).
+pub fn method(op: Operation) -> Option<&'static str> {
     match op {
-        Operation::Chat { stream: false } => "generateContent",
-        Operation::Chat { stream: true } => "streamGenerateContent?alt=sse",
-        Operation::Embeddings => "batchEmbedContents",
+        Operation::Chat { stream: false } => Some("generateContent"),
+        Operation::Chat { stream: true } => Some("streamGenerateContent?alt=sse"),
+        Operation::Embeddings => Some("batchEmbedContents"),
+        Operation::Rerank | Operation::Moderations => None,
     }
 }
 
@@ -39,12 +41,11 @@ impl Provider for Gemini {
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
         let dep = &d.deployment;
+        let method = method(op).ok_or_else(|| super::unsupported(dep, "Gemini", op))?;
         Ok(UpstreamRequest {
             path: format!(
-                "{}/models/{}:{}",
-                target.base_path,
-                dep.upstream_model,
-                method(op)
+                "{}/models/{}:{method}",
+                target.base_path, dep.upstream_model,
             ),
             headers: key_header(d).into_iter().collect(),
             body,

@@ -70,6 +70,13 @@ impl Provider for Mock {
             }
             Operation::Chat { stream: true } => chat_stream(d, &req),
             Operation::Embeddings => VecDeque::from([Bytes::from(embeddings(&req)?.to_string())]),
+            Operation::Rerank | Operation::Moderations => {
+                return Err(super::unsupported(
+                    &d.deployment,
+                    "the built-in mock provider",
+                    op,
+                ))
+            }
         };
         Ok(ProviderResponse {
             status: 200,

@@ -31,8 +31,36 @@ use crate::upstream::{Exchange, Target, Upstream, UpstreamRequest};
 /// What a call asks the provider to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    Chat { stream: bool },
+    Chat {
+        stream: bool,
+    },
     Embeddings,
+    /// Cohere's rerank (`/v1/rerank`).
+    Rerank,
+    /// OpenAI's moderations.
+    Moderations,
+}
+
+impl Operation {
+    /// The endpoint, for errors.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Self::Chat { .. } => "chat completions",
+            Self::Embeddings => "embeddings",
+            Self::Rerank => "rerank",
+            Self::Moderations => "moderations",
+        }
+    }
+}
+
+/// The 400 for an operation a provider does not offer.
+pub fn unsupported(d: &Deployment, provider: &str, op: Operation) -> ApiError {
+    ApiError::unsupported(format!(
+        "model group `{}` is served by {provider}, which RouteIQ does not send {} requests to",
+        d.model_name,
+        op.endpoint()
+    ))
+    .with_param("model")
 }
 
 /// A response body: from an upstream connection, or produced in-process (mock).

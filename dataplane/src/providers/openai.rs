@@ -31,6 +31,9 @@ impl Provider for OpenAi {
         let endpoint = match op {
             Operation::Chat { .. } => "/chat/completions",
             Operation::Embeddings => "/embeddings",
+            // vLLM, Jina, Infinity and other OpenAI-compatible servers take Cohere's shape.
+            Operation::Rerank => "/rerank",
+            Operation::Moderations => "/moderations",
         };
         Ok(UpstreamRequest {
             path: format!("{}{endpoint}", target.base_path),

@@ -98,6 +98,9 @@ impl Provider for Vertex {
         let auth = auth(d)?;
         let dep = &d.deployment;
         let (publisher, method, body) = match (is_anthropic(dep), op) {
+            (_, Operation::Rerank | Operation::Moderations) => {
+                return Err(super::unsupported(dep, "Vertex AI", op))
+            }
             (_, Operation::Embeddings) => {
                 return Err(ApiError::unsupported(format!(
                     "model `{}` is a Vertex AI deployment; RouteIQ does not send embeddings to Vertex AI yet (use a `gemini/` deployment)",
@@ -110,7 +113,11 @@ impl Provider for Vertex {
                 if stream { "streamRawPredict" } else { "rawPredict" },
                 anthropic_body(&body)?,
             ),
-            (false, op) => ("google", gemini::method(op), body),
+            (false, op) => (
+                "google",
+                gemini::method(op).ok_or_else(|| super::unsupported(dep, "Vertex AI", op))?,
+                body,
+            ),
         };
         let base = target
             .base_path

@@ -930,6 +930,7 @@ mod tests {
         input: 1e-6,
         output: 2e-6,
         cached_input: 1e-6,
+        per_query: 0.0,
     };
 
     fn run(conv: &mut dyn StreamConverter, input: &str) -> Vec<Event> {

@@ -485,10 +485,25 @@ pub async fn rerank(
     Json(body): Json<Value>,
 ) -> Response {
     state.record("/v2/rerank", &headers, &body);
-    if let Some(r) = unauthorized(&headers) {
+    rank(&state, &headers, &body, false).await
+}
+
+/// `POST /v1/rerank` (and `/rerank`): the same in the shape OpenAI-compatible servers
+/// (vLLM, Jina, Infinity) answer, with `usage` and each result's `document`.
+pub async fn compatible_rerank(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record("/v1/rerank", &headers, &body);
+    rank(&state, &headers, &body, true).await
+}
+
+async fn rank(state: &State, headers: &HeaderMap, body: &Value, compatible: bool) -> Response {
+    if let Some(r) = unauthorized(headers) {
         return r;
     }
-    let Some(model) = model_of(&body) else {
+    let Some(model) = model_of(body) else {
         return invalid("model is required");
     };
     let Some(query) = body
@@ -534,8 +549,21 @@ pub async fn rerank(
     let results: Vec<Value> = scored
         .into_iter()
         .take(top_n)
-        .map(|(index, score)| json!({"index": index, "relevance_score": score}))
+        .map(|(index, score)| {
+            if compatible {
+                json!({"index": index, "relevance_score": score, "document": {"text": documents[index]}})
+            } else {
+                json!({"index": index, "relevance_score": score})
+            }
+        })
         .collect();
+    if compatible {
+        return Json(json!({
+            "id": RESPONSE_ID, "model": model, "results": results,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }))
+        .into_response();
+    }
     let search_units = documents.len().div_ceil(100).max(1);
     Json(json!({
         "id": RESPONSE_ID, "results": results,

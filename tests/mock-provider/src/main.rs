@@ -1,7 +1,8 @@
 //! `routeiq-mock-provider --listen 127.0.0.1:PORT`: a deterministic LLM provider that speaks
 //! the real wire protocols, streaming included, for the gateway's end-to-end tests:
 //!
-//! - OpenAI and Azure OpenAI: chat completions and embeddings;
+//! - OpenAI and Azure OpenAI: chat completions and embeddings; OpenAI moderations; rerank in
+//!   the shape OpenAI-compatible servers (vLLM) answer it (`/v1/rerank`);
 //! - Anthropic Messages (`/v1/messages`);
 //! - Google Gemini API (`/v1beta/models/{model}:{method}`, API key): generateContent,
 //!   streamGenerateContent (`alt=sse`), embedContent, batchEmbedContents;
@@ -57,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
             post(openai::azure_chat),
         )
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/moderations", post(openai::moderations))
+        .route("/v1/rerank", post(cohere::compatible_rerank))
         .route("/embeddings", post(openai::embeddings))
         .route(
             "/openai/deployments/{deployment}/embeddings",

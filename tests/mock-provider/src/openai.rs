@@ -319,3 +319,76 @@ async fn embed(state: &State, body: Value, model: String) -> Response {
     Json(json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
         .into_response()
 }
+
+/// `POST /v1/moderations`: `{model?, input: string | [string]}`. An input containing
+/// `mock-flag` is flagged for violence; everything else is clean.
+pub async fn moderations(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record("/v1/moderations", &headers, &body);
+    if !bearer_ok(&headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided",
+            "invalid_api_key",
+        );
+    }
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "input must be a string or a non-empty array of strings",
+                "invalid_input",
+            )
+        }
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("omni-moderation-latest")
+        .to_owned();
+    let chars = inputs.iter().map(String::len).sum();
+    if let (Some(e), _) = state.inject(&model, common::prompt_tokens(chars)).await {
+        return injected(e);
+    }
+    const CATEGORIES: [&str; 13] = [
+        "harassment",
+        "harassment/threatening",
+        "hate",
+        "hate/threatening",
+        "illicit",
+        "illicit/violent",
+        "self-harm",
+        "self-harm/instructions",
+        "self-harm/intent",
+        "sexual",
+        "sexual/minors",
+        "violence",
+        "violence/graphic",
+    ];
+    let results: Vec<Value> = inputs
+        .iter()
+        .map(|text| {
+            let flagged = text.contains("mock-flag");
+            let mut categories = serde_json::Map::new();
+            let mut scores = serde_json::Map::new();
+            let mut applied = serde_json::Map::new();
+            for c in CATEGORIES {
+                let hit = flagged && c == "violence";
+                categories.insert(c.into(), json!(hit));
+                scores.insert(c.into(), json!(if hit { 0.97 } else { 0.0001 }));
+                applied.insert(c.into(), json!(["text"]));
+            }
+            json!({"flagged": flagged, "categories": categories, "category_scores": scores,
+                   "category_applied_input_types": applied})
+        })
+        .collect();
+    Json(json!({"id": "modr-mock", "model": model, "results": results})).into_response()
+}

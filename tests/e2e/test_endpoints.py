@@ -1,0 +1,135 @@
+"""Rerank (Cohere's shape, to Cohere and to an OpenAI-compatible rerank server) and
+moderations (the official openai SDK), through the same keys, routing, fallbacks, usage and
+cost as chat; `model_info.mode` decides which endpoints a model group serves."""
+
+import httpx
+import openai
+import pytest
+
+from test_routing import AUTH, MASTER_KEY, gateway, mock  # noqa: F401  (the module's fixtures)
+
+DOCS = ["Paris is the capital of France", "Berlin is in Germany", "The capital of Italy is Rome"]
+
+
+def config(mock) -> dict:
+    return {
+        "model_list": [
+            {"model_name": "cohere-rerank",
+             "litellm_params": {"model": "cohere/rerank-v3.5", "api_base": mock.url,
+                                "api_key": "co-key"},
+             "model_info": {"id": "rerank-v3.5", "mode": "rerank"}},
+            {"model_name": "vllm-rerank",
+             "litellm_params": {"model": "hosted_vllm/bge-reranker-v2-m3",
+                                "api_base": f"{mock.url}/v1", "api_key": "k",
+                                "input_cost_per_token": 1e-6},
+             "model_info": {"id": "bge-reranker-v2-m3", "mode": "rerank"}},
+            {"model_name": "flaky-rerank",
+             "litellm_params": {"model": "cohere/rerank-flaky", "api_base": mock.url,
+                                "api_key": "co-key"},
+             "model_info": {"id": "rerank-flaky", "mode": "rerank"}},
+            {"model_name": "mod",
+             "litellm_params": {"model": "openai/omni-moderation-latest",
+                                "api_base": f"{mock.url}/v1", "api_key": "k"},
+             "model_info": {"id": "omni-moderation-latest", "mode": "moderation"}},
+            {"model_name": "claude",
+             "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_base": mock.url,
+                                "api_key": "k"},
+             "model_info": {"id": "claude-sonnet-4-5"}},
+            {"model_name": "embedder",
+             "litellm_params": {"model": "openai/text-embedding-3-small",
+                                "api_base": f"{mock.url}/v1", "api_key": "k"},
+             "model_info": {"id": "text-embedding-3-small", "mode": "embedding"}},
+        ],
+        "router_settings": {"num_retries": 0, "fallbacks": [{"flaky-rerank": ["vllm-rerank"]}]},
+    }
+
+
+def last(mock) -> dict:
+    return httpx.get(f"{mock.url}/__last_request").json()
+
+
+def rerank(g, path="/v1/rerank", **body):
+    return httpx.post(f"{g.url}{path}", headers=AUTH, timeout=10, json=body)
+
+
+def test_rerank_to_cohere_and_to_an_openai_compatible_server(mock, gateway):
+    g = gateway(config(mock))
+    for path in ("/v1/rerank", "/rerank", "/v2/rerank"):
+        r = rerank(g, path, model="cohere-rerank", query="capital of France", documents=DOCS,
+                   top_n=2)
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [x["index"] for x in results] == [0, 2]
+        assert results[0]["relevance_score"] > results[1]["relevance_score"]
+        # Cohere bills searches: 1 search of rerank-v3.5 at the built-in $0.002.
+        assert float(r.headers["x-litellm-response-cost"]) == pytest.approx(0.002)
+        assert r.headers["x-litellm-model-id"] == "rerank-v3.5"
+        sent = last(mock)
+        assert sent["path"] == "/v2/rerank" and sent["body"]["model"] == "rerank-v3.5"
+        assert sent["headers"]["authorization"] == "Bearer co-key"
+
+    r = rerank(g, model="vllm-rerank", query="capital of France",
+               documents=[{"text": d} for d in DOCS])
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["results"][0]["document"]["text"] == DOCS[0]
+    assert float(r.headers["x-litellm-response-cost"]) == pytest.approx(
+        out["usage"]["prompt_tokens"] * 1e-6)
+    assert last(mock)["path"] == "/v1/rerank"
+
+
+def test_rerank_falls_back_and_bad_input_is_a_clear_400(mock, gateway):
+    g = gateway(config(mock))
+    mock.faults(**{"rerank-flaky": {"status": 503}})
+    try:
+        r = rerank(g, model="flaky-rerank", query="capital of France", documents=DOCS)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-litellm-model-id"] == "bge-reranker-v2-m3"
+    finally:
+        mock.faults()
+    for body, param in [
+        ({"model": "cohere-rerank", "documents": DOCS}, "query"),
+        ({"model": "cohere-rerank", "query": "q", "documents": []}, "documents"),
+        ({"model": "cohere-rerank", "query": "q", "documents": DOCS, "top_n": 0}, "top_n"),
+    ]:
+        r = rerank(g, **body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+    assert httpx.get(f"{g.url}/v1/rerank", headers=AUTH).status_code == 405
+    assert rerank(g, model="cohere-rerank", query="q", documents=DOCS).status_code == 200
+    assert httpx.post(f"{g.url}/v1/rerank", json={"model": "cohere-rerank", "query": "q",
+                                                  "documents": DOCS}).status_code == 401
+
+
+def test_moderations_with_the_openai_sdk(mock, gateway):
+    g = gateway(config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    r = c.moderations.create(model="mod", input=["hello there", "mock-flag this"])
+    assert [x.flagged for x in r.results] == [False, True]
+    assert r.results[1].categories.violence is True
+    sent = last(mock)
+    assert sent["path"] == "/v1/moderations" and sent["body"]["model"] == "omni-moderation-latest"
+
+    with pytest.raises(openai.BadRequestError) as e:
+        c.moderations.create(model="claude", input="hello")
+    assert e.value.body["code"] == "unsupported", e.value.body
+    assert "moderations" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        c.moderations.create(model="mod", input=[])
+    assert e.value.body["param"] == "input"
+
+
+def test_model_info_mode_decides_the_endpoints(mock, gateway):
+    g = gateway(config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="embedder", messages=[{"role": "user", "content": "hi"}])
+    err = e.value.body
+    assert err["code"] == "wrong_endpoint" and err["param"] == "model", err
+    assert "`embedding`" in err["message"] and "chat completions" in err["message"]
+    r = rerank(g, model="mod", query="q", documents=DOCS)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_endpoint", r.text
+    with pytest.raises(openai.BadRequestError):
+        c.embeddings.create(model="cohere-rerank", input="hi")
+    # A group without a mode serves any endpoint it can: embeddings still work.
+    assert c.embeddings.create(model="embedder", input="hi").data[0].embedding
