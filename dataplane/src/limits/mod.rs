@@ -144,15 +144,18 @@ impl Limiter {
         } else if key.rpm_limit.is_none() && key.tpm_limit.is_none() {
             Ok((headers(key, &Window::default(), reset), minute))
         } else {
-            match self.shared.as_deref().filter(|s| s.usable()) {
-                Some(s) => {
+            match self.shared.as_deref() {
+                Some(s) if s.usable() => {
                     self.admit_shared(s, key, &counters, minute, reserve, reset)
                         .await
                 }
-                None => {
-                    let share = self.shared.as_deref().map_or(1, shared::Shared::dataplanes);
-                    admit_local(key, &counters, minute, reserve, reset, share)
+                Some(s) => {
+                    // Within the backoff after a Redis failure: a decision on the local
+                    // share, counted as one like the decision that met the failure.
+                    s.fallbacks.inc();
+                    admit_local(key, &counters, minute, reserve, reset, s.dataplanes())
                 }
+                None => admit_local(key, &counters, minute, reserve, reset, 1),
             }
         };
         match outcome {
