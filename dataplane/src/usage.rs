@@ -33,6 +33,12 @@ impl Usage {
             .get("prompt_tokens_details")
             .and_then(|d| d.get("cached_tokens"))
             .and_then(serde_json::Value::as_u64)
+            .or_else(|| {
+                // The Responses API's.
+                v.get("input_tokens_details")
+                    .and_then(|d| d.get("cached_tokens"))
+                    .and_then(serde_json::Value::as_u64)
+            })
             .or_else(|| get("cache_read_input_tokens"))
             .unwrap_or(0);
         match (input, output) {

@@ -278,6 +278,12 @@ def test_spend_is_exact_across_a_control_plane_crash(make_stack):
 def test_version_gap_triggers_a_full_refetch(make_stack):
     # Full snapshots only when a publisher takes over, so the stored one stays old.
     s = make_stack(cp_args=["--snapshot-interval", "3600", "--snapshot-every", "1000000"])
+    # The leader's full snapshot is written when it takes over, which may come after the
+    # control plane answers: the keys must come after it, or it holds them and there is
+    # no gap to see.
+    stored = lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=5).json()
+    wait_until(lambda: stored()["publisher_leader"] and stored()["snapshot_version"] > 0,
+               what="the leader's full snapshot")
     first, _ = s.generate_key()
     second, _ = s.generate_key()
     wait_until(

@@ -184,7 +184,7 @@ pub(super) async fn send(
     max_response_bytes: usize,
 ) -> Result<Reply, ApiError> {
     let provider = providers::get(d.deployment.provider);
-    if let Operation::Chat { stream: true } = op {
+    if op.is_stream() {
         let mut resp = provider.send(&app.upstream, d, op, body).await?;
         return match resp.body.next_chunk().await? {
             Some(first) => Ok(Reply::Stream { resp, first }),

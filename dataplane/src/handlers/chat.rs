@@ -199,54 +199,22 @@ pub async fn completion(
         }
     };
     ctx.time_to_first_token = Some(sent.elapsed());
-
-    let mut conv = stream::converter(native, client, client_wants_usage, &model, d.prices);
-    let mut parser = crate::eventstream::Decoder::for_provider(d.deployment.provider);
-    let mut out = Vec::new();
-    if respond::stream_start(session, ctx, &headers).await.is_err() {
-        return Ok(()); // client gone
-    }
-    let mut pending = Some(first_chunk);
-    loop {
-        let next = match pending.take() {
-            Some(chunk) => Ok(Some(chunk)),
-            None => resp.body.next_chunk().await,
-        };
-        match next {
-            Ok(Some(chunk)) => match parser.feed(&chunk) {
-                Ok(events) => events.iter().for_each(|ev| conv.event(ev, &mut out)),
-                Err(e) => {
-                    let err =
-                        ApiError::upstream(502, crate::error::ErrorKind::Upstream, e.to_string());
-                    out.push(stream::error_event(client, &err));
-                    ctx.error_type = Some(err.kind.type_str());
-                    break;
-                }
-            },
-            Ok(None) => {
-                if let Some(ev) = parser.finish() {
-                    conv.event(&ev, &mut out);
-                }
-                conv.finish(&mut out);
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, model = %model, "upstream stream failed mid-way");
-                out.push(stream::error_event(client, &e));
-                ctx.error_type = Some(e.kind.type_str());
-                break;
-            }
-        }
-        if respond::stream_write(session, &mut out).await.is_err() {
-            ctx.usage = conv.usage();
-            return Ok(()); // client gone; dropping the upstream body closes it
-        }
-    }
-    ctx.upstream_latency = Some(sent.elapsed());
-    ctx.usage = conv.usage();
-    let _ = respond::stream_write(session, &mut out).await;
-    let _ = respond::stream_end(session).await;
-    Ok(())
+    let conv = stream::converter(native, client, client_wants_usage, &model, d.prices);
+    super::streaming::pump(
+        session,
+        ctx,
+        super::streaming::Stream {
+            resp: &mut resp,
+            first: first_chunk,
+            sent,
+            provider: d.deployment.provider,
+            client,
+            model: &model,
+        },
+        conv,
+        &headers,
+    )
+    .await
 }
 
 /// The request body for deployment `d`: the client's, with the model renamed, when both

@@ -9,7 +9,9 @@ mod multiround;
 mod oneshot;
 mod passthrough;
 mod request;
+mod responses;
 pub mod routes;
+mod streaming;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -83,6 +85,7 @@ async fn serve(
         Endpoint::Moderations => {
             oneshot::create(app, live, session, ctx, oneshot::Kind::Moderations, body).await
         }
+        Endpoint::Responses => responses::create(app, live, session, ctx, body).await,
         Endpoint::Models => info::models(app, live, session, ctx).await,
         Endpoint::Liveliness => info::liveliness(session, ctx).await,
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,

@@ -20,6 +20,8 @@ pub enum Endpoint {
     /// Cohere's rerank shape.
     Rerank,
     Moderations,
+    /// OpenAI's Responses API.
+    Responses,
     Models,
     Liveliness,
     Readiness,
@@ -123,6 +125,14 @@ const TABLE: &[Spec] = &[
         ClientApi::OpenAi,
         Needs::KeyAndBody,
         "moderations",
+    ),
+    spec(
+        Method::POST,
+        &["/v1/responses", "/responses", "/openai/v1/responses"],
+        Endpoint::Responses,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "responses",
     ),
     spec(
         Method::GET,

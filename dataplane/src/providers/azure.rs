@@ -28,15 +28,26 @@ impl Provider for Azure {
         op: Operation,
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
+        let dep = &d.deployment;
+        let version = dep.api_version.as_deref().unwrap_or_default();
         let endpoint = match op {
             Operation::Chat { .. } => "chat/completions",
             Operation::Embeddings => "embeddings",
+            // Not under the deployment: the body's `model` names it.
+            Operation::Responses { .. } => {
+                return Ok(UpstreamRequest {
+                    path: format!(
+                        "{}/openai/responses?api-version={version}",
+                        target.base_path
+                    ),
+                    headers: key_header(d),
+                    body,
+                })
+            }
             Operation::Rerank | Operation::Moderations => {
-                return Err(super::unsupported(&d.deployment, "Azure OpenAI", op))
+                return Err(super::unsupported(dep, "Azure OpenAI", op))
             }
         };
-        let dep = &d.deployment;
-        let version = dep.api_version.as_deref().unwrap_or_default();
         Ok(UpstreamRequest {
             path: format!(
                 "{}/openai/deployments/{}/{endpoint}?api-version={version}",

@@ -136,7 +136,7 @@ impl Provider for Bedrock {
             (Api::Converse(id) | Api::InvokeAnthropic(id), Operation::Embeddings) => {
                 (id, "invoke", body)
             }
-            (_, Operation::Rerank | Operation::Moderations) => {
+            (_, Operation::Rerank | Operation::Moderations | Operation::Responses { .. }) => {
                 return Err(super::unsupported(&d.deployment, "Bedrock", op))
             }
         };

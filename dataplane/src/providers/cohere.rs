@@ -32,7 +32,9 @@ impl Provider for Cohere {
             Operation::Chat { .. } => "chat",
             Operation::Embeddings => "embed",
             Operation::Rerank => "rerank",
-            Operation::Moderations => return Err(super::unsupported(&d.deployment, "Cohere", op)),
+            Operation::Moderations | Operation::Responses { .. } => {
+                return Err(super::unsupported(&d.deployment, "Cohere", op))
+            }
         };
         let base = target
             .base_path

@@ -39,6 +39,10 @@ pub enum Operation {
     Rerank,
     /// OpenAI's moderations.
     Moderations,
+    /// OpenAI's Responses API.
+    Responses {
+        stream: bool,
+    },
 }
 
 impl Operation {
@@ -49,7 +53,17 @@ impl Operation {
             Self::Embeddings => "embeddings",
             Self::Rerank => "rerank",
             Self::Moderations => "moderations",
+            Self::Responses { .. } => "responses",
         }
+    }
+
+    /// Whether the answer is a stream (read chunk by chunk, each within the
+    /// deployment's `stream_timeout`).
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            Self::Chat { stream: true } | Self::Responses { stream: true }
+        )
     }
 }
 
@@ -158,10 +172,7 @@ async fn exchange(
     let target = target_of(d)?;
     // A stream's reads are bounded one by one; anything else is bounded whole by the
     // caller (`timeout`), with one timer.
-    let reads = match op {
-        Operation::Chat { stream: true } => Some(d.stream_timeout),
-        _ => None,
-    };
+    let reads = op.is_stream().then_some(d.stream_timeout);
     let ex = upstream
         .send(target, req, reads, Arc::clone(&d.label))
         .await?;
@@ -240,6 +251,11 @@ pub fn upstream_error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiEr
     let message = provider_message(body);
     let text = format!("{provider} returned {status}: {message}");
     match status {
+        // An object the request names (the Responses API's `previous_response_id`) is not
+        // there: the client's 404, as the provider said it.
+        404 if error_code(body).as_deref() == Some("previous_response_not_found") => {
+            ApiError::not_found(text).with_code("previous_response_not_found")
+        }
         // The deployment's model or path does not exist there: the deployment is
         // misconfigured, not the request (retried on the group's other deployments).
         404 => ApiError::upstream(
@@ -268,15 +284,17 @@ pub fn upstream_error(provider: ProviderKind, status: u16, body: &[u8]) -> ApiEr
     }
 }
 
+/// `error.code` of an OpenAI-shaped error body.
+fn error_code(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("error")?.get("code")?.as_str().map(str::to_owned)
+}
+
 /// The code of a provider's 400: the two failures with their own fallbacks
 /// (`context_window_fallbacks`, `content_policy_fallbacks`) are recognised by OpenAI's,
 /// Azure's, Anthropic's and Google's codes and messages.
 fn bad_request_code(body: &[u8], message: &str) -> &'static str {
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let code = parsed
-        .as_ref()
-        .and_then(|v| v.get("error")?.get("code")?.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let code = error_code(body).unwrap_or_default();
     let m = message.to_ascii_lowercase();
     if code == "context_length_exceeded"
         || m.contains("maximum context length")

@@ -34,6 +34,7 @@ impl Provider for OpenAi {
             // vLLM, Jina, Infinity and other OpenAI-compatible servers take Cohere's shape.
             Operation::Rerank => "/rerank",
             Operation::Moderations => "/moderations",
+            Operation::Responses { .. } => "/responses",
         };
         Ok(UpstreamRequest {
             path: format!("{}{endpoint}", target.base_path),

@@ -278,6 +278,39 @@ impl StreamConverter for OpenAiPassthrough {
 }
 
 /// Anthropic → Anthropic: byte for byte, reading usage from `message_start`/`message_delta`.
+/// The Responses API's typed events, passed through; the usage read from the final
+/// `response.completed` (or `response.incomplete` / `response.failed`).
+pub fn responses_passthrough() -> Box<dyn StreamConverter> {
+    Box::new(ResponsesPassthrough::default())
+}
+
+#[derive(Default)]
+struct ResponsesPassthrough {
+    usage: Option<Usage>,
+}
+
+impl StreamConverter for ResponsesPassthrough {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        if matches!(
+            ev.event.as_deref(),
+            Some("response.completed" | "response.incomplete" | "response.failed")
+        ) {
+            if let Some(u) = parse(&ev.data)
+                .as_ref()
+                .and_then(|v| v.get("response")?.get("usage"))
+                .and_then(Usage::from_json)
+            {
+                self.usage = Some(u);
+            }
+        }
+        out.push(ev.raw.clone());
+    }
+    fn finish(&mut self, _out: &mut Vec<Bytes>) {}
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
 #[derive(Default)]
 struct AnthropicPassthrough {
     usage: Usage,

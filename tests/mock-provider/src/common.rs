@@ -23,6 +23,8 @@ pub struct State {
     pub oauth: crate::oauth::Registry,
     /// AWS credentials whose SigV4 signatures verify, including those STS gave out.
     pub aws: crate::aws::Registry,
+    /// Responses API answers given (their ids).
+    responses: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Faults injected for one upstream model (`POST /__faults` with `{model: fault}`), so a
@@ -126,6 +128,13 @@ impl State {
     }
 
     /// Remembers a request so tests can see what the gateway sent upstream.
+    /// The next Responses API answer's number.
+    pub fn next_response(&self) -> u64 {
+        self.responses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
     pub fn record(&self, path: &str, headers: &HeaderMap, body: &Value) {
         let headers: BTreeMap<String, String> = headers
             .iter()

@@ -3,6 +3,7 @@
 //!
 //! - OpenAI and Azure OpenAI: chat completions and embeddings; OpenAI moderations; rerank in
 //!   the shape OpenAI-compatible servers (vLLM) answer it (`/v1/rerank`);
+//! - OpenAI Responses (`/v1/responses`, Azure `/openai/responses`), streams included;
 //! - Anthropic Messages (`/v1/messages`);
 //! - Google Gemini API (`/v1beta/models/{model}:{method}`, API key): generateContent,
 //!   streamGenerateContent (`alt=sse`), embedContent, batchEmbedContents;
@@ -33,6 +34,7 @@ mod common;
 mod gemini;
 mod oauth;
 mod openai;
+mod responses;
 
 use std::net::SocketAddr;
 
@@ -59,6 +61,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/moderations", post(openai::moderations))
+        .route("/v1/responses", post(responses::openai))
+        .route("/openai/responses", post(responses::azure))
         .route("/v1/rerank", post(cohere::compatible_rerank))
         .route("/embeddings", post(openai::embeddings))
         .route(

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::{self, State};
 
-fn injected(e: common::Injected) -> Response {
+pub fn injected(e: common::Injected) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = error(status, &e.message, &e.code);
     if let Some(s) = e.retry_after {

@@ -1,0 +1,82 @@
+//! Sending a provider's stream to the client: each upstream chunk decoded (SSE or AWS's
+//! event stream), converted to the client's events, and written as it arrives; an upstream
+//! failure mid-way ends the stream with an error event in the client's format. The usage
+//! the converter read is the request's.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+use routeiq_proto::ProviderKind;
+
+use crate::context::RequestCtx;
+use crate::error::{ApiError, ClientApi, ErrorKind};
+use crate::providers::ProviderResponse;
+use crate::respond;
+use crate::translate::stream::{self, StreamConverter};
+
+/// A stream whose first chunk has arrived.
+pub struct Stream<'a> {
+    pub resp: &'a mut ProviderResponse,
+    pub first: Bytes,
+    /// When the request was sent upstream.
+    pub sent: Instant,
+    pub provider: ProviderKind,
+    /// The error events' format.
+    pub client: ClientApi,
+    pub model: &'a str,
+}
+
+pub async fn pump(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    s: Stream<'_>,
+    mut conv: Box<dyn StreamConverter>,
+    headers: &[(&'static str, String)],
+) -> Result<(), ApiError> {
+    let mut parser = crate::eventstream::Decoder::for_provider(s.provider);
+    let mut out = Vec::new();
+    if respond::stream_start(session, ctx, headers).await.is_err() {
+        return Ok(()); // client gone
+    }
+    let mut pending = Some(s.first);
+    loop {
+        let next = match pending.take() {
+            Some(chunk) => Ok(Some(chunk)),
+            None => s.resp.body.next_chunk().await,
+        };
+        match next {
+            Ok(Some(chunk)) => match parser.feed(&chunk) {
+                Ok(events) => events.iter().for_each(|ev| conv.event(ev, &mut out)),
+                Err(e) => {
+                    let err = ApiError::upstream(502, ErrorKind::Upstream, e.to_string());
+                    out.push(stream::error_event(s.client, &err));
+                    ctx.error_type = Some(err.kind.type_str());
+                    break;
+                }
+            },
+            Ok(None) => {
+                if let Some(ev) = parser.finish() {
+                    conv.event(&ev, &mut out);
+                }
+                conv.finish(&mut out);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, model = %s.model, "upstream stream failed mid-way");
+                out.push(stream::error_event(s.client, &e));
+                ctx.error_type = Some(e.kind.type_str());
+                break;
+            }
+        }
+        if respond::stream_write(session, &mut out).await.is_err() {
+            ctx.usage = conv.usage();
+            return Ok(()); // client gone; dropping the upstream body closes it
+        }
+    }
+    ctx.upstream_latency = Some(s.sent.elapsed());
+    ctx.usage = conv.usage();
+    let _ = respond::stream_write(session, &mut out).await;
+    let _ = respond::stream_end(session).await;
+    Ok(())
+}
