@@ -25,6 +25,8 @@ pub struct Prices {
     pub cached_input: f64,
     /// A search (Cohere's rerank `search_units`), USD.
     pub per_query: f64,
+    /// A generated image (`output_cost_per_image`), USD.
+    pub per_image: f64,
 }
 
 impl Prices {
@@ -103,6 +105,10 @@ const PER_QUERY: &[(&str, f64)] = &[
     ("rerank-multilingual-v3.0", 0.002),
 ];
 
+/// Image models priced per image, USD (OpenAI's list prices for a standard 1024x1024
+/// image; other sizes and qualities are priced by `output_cost_per_image`).
+const PER_IMAGE: &[(&str, f64)] = &[("dall-e-3", 0.04), ("dall-e-2", 0.02)];
+
 /// The built-in prices of `model`: the longest table entry that is the whole name or the
 /// name up to a `-`, `@` or `:` (a dated or tagged version: `gpt-4o-2024-08-06`, Vertex
 /// AI's `claude-3-5-sonnet@20240620`, Bedrock's `...-v1:0`). Bedrock ids are looked up
@@ -122,6 +128,7 @@ pub fn builtin(model: &str) -> Option<Prices> {
             output: output * M,
             cached_input: cached * M,
             per_query: 0.0,
+            per_image: 0.0,
         })
 }
 
@@ -166,6 +173,7 @@ impl PriceFile {
             output_cost_per_token: Option<f64>,
             cache_read_input_token_cost: Option<f64>,
             input_cost_per_query: Option<f64>,
+            output_cost_per_image: Option<f64>,
         }
         let raw: HashMap<String, serde_json::Value> = serde_json::from_str(text)?;
         let valid = |p: Option<f64>| p.filter(|p| p.is_finite() && *p >= 0.0);
@@ -173,12 +181,16 @@ impl PriceFile {
             raw.into_iter()
                 .filter_map(|(name, v)| {
                     let e: Entry = serde_json::from_value(v).ok()?;
-                    let (input, output, per_query) = (
+                    let (input, output, per_query, per_image) = (
                         valid(e.input_cost_per_token),
                         valid(e.output_cost_per_token),
                         valid(e.input_cost_per_query),
+                        valid(e.output_cost_per_image),
                     );
-                    if input.is_none() && output.is_none() && per_query.is_none() {
+                    if [input, output, per_query, per_image]
+                        .iter()
+                        .all(Option::is_none)
+                    {
                         return None;
                     }
                     let input = input.unwrap_or(0.0);
@@ -189,6 +201,7 @@ impl PriceFile {
                             output: output.unwrap_or(0.0),
                             cached_input: valid(e.cache_read_input_token_cost).unwrap_or(input),
                             per_query: per_query.unwrap_or(0.0),
+                            per_image: per_image.unwrap_or(0.0),
                         },
                     ))
                 })
@@ -258,6 +271,15 @@ pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
                     ..Prices::default()
                 })
         })
+        .or_else(|| {
+            PER_IMAGE
+                .iter()
+                .find(|(m, _)| *m == name)
+                .map(|&(_, per_image)| Prices {
+                    per_image,
+                    ..Prices::default()
+                })
+        })
         .unwrap_or_default();
     let input = info.input_cost_per_token.unwrap_or(table.input);
     // A deployment's own input price without a cached price of its own: no discount
@@ -272,17 +294,20 @@ pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
         } else {
             table.cached_input
         });
-    let per_query = info
-        .extra
-        .get("input_cost_per_query")
-        .and_then(serde_json::Value::as_f64)
-        .filter(|p| p.is_finite() && *p >= 0.0)
-        .unwrap_or(table.per_query);
+    let own = |name: &str| {
+        info.extra
+            .get(name)
+            .and_then(serde_json::Value::as_f64)
+            .filter(|p| p.is_finite() && *p >= 0.0)
+    };
+    let per_query = own("input_cost_per_query").unwrap_or(table.per_query);
+    let per_image = own("output_cost_per_image").unwrap_or(table.per_image);
     Prices {
         input,
         output: info.output_cost_per_token.unwrap_or(table.output),
         cached_input,
         per_query,
+        per_image,
     }
 }
 
@@ -301,7 +326,8 @@ mod tests {
             }"#,
         )
         .unwrap();
-        assert_eq!(file.len(), 2);
+        // dall-e-3 is priced per image only; sample_spec has no price.
+        assert_eq!(file.len(), 3);
         let dep = |provider, model: &str| Deployment {
             provider,
             upstream_model: model.into(),

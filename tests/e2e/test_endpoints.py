@@ -133,3 +133,59 @@ def test_model_info_mode_decides_the_endpoints(mock, gateway):
         c.embeddings.create(model="cohere-rerank", input="hi")
     # A group without a mode serves any endpoint it can: embeddings still work.
     assert c.embeddings.create(model="embedder", input="hi").data[0].embedding
+
+
+def images_config(mock) -> dict:
+    return {
+        "model_list": [
+            {"model_name": "dalle",
+             "litellm_params": {"model": "openai/dall-e-3", "api_base": f"{mock.url}/v1", "api_key": "k"},
+             "model_info": {"id": "dall-e-3", "mode": "image_generation"}},
+            {"model_name": "gpt-image",
+             "litellm_params": {"model": "openai/gpt-image-1", "api_base": f"{mock.url}/v1", "api_key": "k",
+                                "input_cost_per_token": 5e-6, "output_cost_per_token": 4e-5},
+             "model_info": {"id": "gpt-image-1", "mode": "image_generation"}},
+            {"model_name": "azure-dalle",
+             "litellm_params": {"model": "azure/my-dalle", "api_base": mock.url, "api_key": "az",
+                                "api_version": "2024-10-21"},
+             "model_info": {"id": "my-dalle", "output_cost_per_image": 0.08}},
+            {"model_name": "claude",
+             "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_base": mock.url,
+                                "api_key": "k"},
+             "model_info": {"id": "claude-sonnet-4-5"}},
+        ],
+    }
+
+
+def test_image_generations_with_the_openai_sdk(mock, gateway):
+    g = gateway(images_config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    raw = c.images.with_raw_response.generate(model="dalle", prompt="a lighthouse at dusk", n=2)
+    r = raw.parse()
+    assert len(r.data) == 2 and r.data[0].url.endswith(".png")
+    # dall-e-3 is priced per image: 2 x $0.04.
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(0.08)
+    sent = last(mock)
+    assert sent["path"] == "/v1/images/generations" and sent["body"]["model"] == "dall-e-3"
+
+    # gpt-image-1 reports tokens: priced per token.
+    raw = c.images.with_raw_response.generate(model="gpt-image", prompt="a lighthouse")
+    r = raw.parse()
+    assert r.data[0].b64_json
+    cost = r.usage.input_tokens * 5e-6 + r.usage.output_tokens * 4e-5
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(cost, rel=1e-9)
+
+    raw = c.images.with_raw_response.generate(model="azure-dalle", prompt="a lighthouse")
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(0.08)
+    assert last(mock)["path"] == "/openai/deployments/my-dalle/images/generations"
+
+    with pytest.raises(openai.BadRequestError) as e:
+        c.images.generate(model="claude", prompt="a lighthouse")
+    assert e.value.body["code"] == "unsupported"
+    for body, param in [({"model": "dalle", "prompt": " "}, "prompt"),
+                        ({"model": "dalle", "prompt": "x", "n": 11}, "n")]:
+        r = httpx.post(f"{g.url}/v1/images/generations", headers=AUTH, json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="dalle", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "wrong_endpoint"

@@ -86,6 +86,9 @@ async fn serve(
             oneshot::create(app, live, session, ctx, oneshot::Kind::Moderations, body).await
         }
         Endpoint::Responses => responses::create(app, live, session, ctx, body).await,
+        Endpoint::ImageGenerations => {
+            oneshot::create(app, live, session, ctx, oneshot::Kind::Images, body).await
+        }
         Endpoint::Models => info::models(app, live, session, ctx).await,
         Endpoint::Liveliness => info::liveliness(session, ctx).await,
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,

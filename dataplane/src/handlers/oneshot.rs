@@ -1,5 +1,5 @@
 //! Endpoints answered with one JSON body and no stream: `POST /v1/embeddings`,
-//! `/v1/rerank` (Cohere's shape) and `/v1/moderations`. Each goes through the same key,
+//! `/v1/rerank` (Cohere's shape), `/v1/moderations` and `/v1/images/generations`. Each goes through the same key,
 //! access, limits, budgets, routing, retries, fallbacks, usage and cost as chat; a
 //! [`Kind`] says what differs: what the request must hold, which deployments may serve it
 //! (`model_info.mode`), the body each provider takes and how its answer reads.
@@ -27,6 +27,7 @@ pub enum Kind {
     Embeddings,
     Rerank,
     Moderations,
+    Images,
 }
 
 impl Kind {
@@ -35,6 +36,7 @@ impl Kind {
             Self::Embeddings => Operation::Embeddings,
             Self::Rerank => Operation::Rerank,
             Self::Moderations => Operation::Moderations,
+            Self::Images => Operation::Images,
         }
     }
 
@@ -44,6 +46,7 @@ impl Kind {
             Self::Embeddings => "embedding",
             Self::Rerank => "rerank",
             Self::Moderations => "moderation",
+            Self::Images => "image_generation",
         }
     }
 
@@ -55,6 +58,22 @@ impl Kind {
                         "`input` must be a string or a non-empty array",
                     )
                     .with_param("input"));
+                }
+            }
+            Self::Images => {
+                let prompt_ok = req
+                    .value("prompt")
+                    .and_then(|p| p.as_str().map(|p| !p.trim().is_empty()))
+                    == Some(true);
+                if !prompt_ok {
+                    return Err(ApiError::bad_request("`prompt` must be a non-empty string")
+                        .with_param("prompt"));
+                }
+                if let Some(n) = req.raw("n") {
+                    if !n.parse::<u64>().is_ok_and(|n| (1..=10).contains(&n)) {
+                        return Err(ApiError::bad_request("`n` must be an integer from 1 to 10")
+                            .with_param("n"));
+                    }
                 }
             }
             Self::Rerank => {
@@ -165,6 +184,16 @@ fn search_units(out: &[u8]) -> u64 {
         .unwrap_or(1)
 }
 
+/// Images in an image generation's answer (`data`).
+fn images(out: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Data {
+        #[serde(default)]
+        data: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Data>(out).map_or(0, |d| d.data.len() as u64)
+}
+
 pub async fn create(
     app: &App,
     live: &LiveState,
@@ -213,8 +242,10 @@ pub async fn create(
         )));
     };
     ctx.upstream_latency = Some(sent.elapsed());
-    if kind == Kind::Rerank {
-        ctx.extra_cost += search_units(&out) as f64 * d.prices.per_query;
+    match kind {
+        Kind::Rerank => ctx.extra_cost += search_units(&out) as f64 * d.prices.per_query,
+        Kind::Images => ctx.extra_cost += images(&out) as f64 * d.prices.per_image,
+        Kind::Embeddings | Kind::Moderations => {}
     }
     let (out, usage) = kind.response(out, &req, &d, &model)?;
     ctx.usage = Some(usage);
@@ -274,6 +305,10 @@ mod tests {
         let vllm = br#"{"id":"x","results":[],"usage":{"total_tokens":12,"prompt_tokens":12}}"#;
         assert_eq!(rerank_usage(vllm).input_tokens, 12);
         assert_eq!(search_units(vllm), 1);
+        assert_eq!(
+            images(br#"{"created":1,"data":[{"url":"u"},{"url":"v"}]}"#),
+            2
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub enum Endpoint {
     Moderations,
     /// OpenAI's Responses API.
     Responses,
+    ImageGenerations,
     Models,
     Liveliness,
     Readiness,
@@ -133,6 +134,18 @@ const TABLE: &[Spec] = &[
         ClientApi::OpenAi,
         Needs::KeyAndBody,
         "responses",
+    ),
+    spec(
+        Method::POST,
+        &[
+            "/v1/images/generations",
+            "/images/generations",
+            "/openai/v1/images/generations",
+        ],
+        Endpoint::ImageGenerations,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "images",
     ),
     spec(
         Method::GET,

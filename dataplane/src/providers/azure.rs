@@ -33,6 +33,7 @@ impl Provider for Azure {
         let endpoint = match op {
             Operation::Chat { .. } => "chat/completions",
             Operation::Embeddings => "embeddings",
+            Operation::Images => "images/generations",
             // Not under the deployment: the body's `model` names it.
             Operation::Responses { .. } => {
                 return Ok(UpstreamRequest {

@@ -136,9 +136,13 @@ impl Provider for Bedrock {
             (Api::Converse(id) | Api::InvokeAnthropic(id), Operation::Embeddings) => {
                 (id, "invoke", body)
             }
-            (_, Operation::Rerank | Operation::Moderations | Operation::Responses { .. }) => {
-                return Err(super::unsupported(&d.deployment, "Bedrock", op))
-            }
+            (
+                _,
+                Operation::Rerank
+                | Operation::Moderations
+                | Operation::Responses { .. }
+                | Operation::Images,
+            ) => return Err(super::unsupported(&d.deployment, "Bedrock", op)),
         };
         let mut headers = Vec::new();
         if let Operation::Chat { stream: true } = op {

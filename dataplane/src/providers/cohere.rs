@@ -32,7 +32,7 @@ impl Provider for Cohere {
             Operation::Chat { .. } => "chat",
             Operation::Embeddings => "embed",
             Operation::Rerank => "rerank",
-            Operation::Moderations | Operation::Responses { .. } => {
+            Operation::Moderations | Operation::Responses { .. } | Operation::Images => {
                 return Err(super::unsupported(&d.deployment, "Cohere", op))
             }
         };

@@ -23,7 +23,10 @@ pub fn method(op: Operation) -> Option<&'static str> {
         Operation::Chat { stream: false } => Some("generateContent"),
         Operation::Chat { stream: true } => Some("streamGenerateContent?alt=sse"),
         Operation::Embeddings => Some("batchEmbedContents"),
-        Operation::Rerank | Operation::Moderations | Operation::Responses { .. } => None,
+        Operation::Rerank
+        | Operation::Moderations
+        | Operation::Responses { .. }
+        | Operation::Images => None,
     }
 }
 

@@ -70,7 +70,10 @@ impl Provider for Mock {
             }
             Operation::Chat { stream: true } => chat_stream(d, &req),
             Operation::Embeddings => VecDeque::from([Bytes::from(embeddings(&req)?.to_string())]),
-            Operation::Rerank | Operation::Moderations | Operation::Responses { .. } => {
+            Operation::Rerank
+            | Operation::Moderations
+            | Operation::Responses { .. }
+            | Operation::Images => {
                 return Err(super::unsupported(
                     &d.deployment,
                     "the built-in mock provider",

@@ -43,6 +43,8 @@ pub enum Operation {
     Responses {
         stream: bool,
     },
+    /// OpenAI's image generations.
+    Images,
 }
 
 impl Operation {
@@ -54,6 +56,7 @@ impl Operation {
             Self::Rerank => "rerank",
             Self::Moderations => "moderations",
             Self::Responses { .. } => "responses",
+            Self::Images => "image generation",
         }
     }
 

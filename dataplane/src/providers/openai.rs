@@ -35,6 +35,7 @@ impl Provider for OpenAi {
             Operation::Rerank => "/rerank",
             Operation::Moderations => "/moderations",
             Operation::Responses { .. } => "/responses",
+            Operation::Images => "/images/generations",
         };
         Ok(UpstreamRequest {
             path: format!("{}{endpoint}", target.base_path),

@@ -964,6 +964,7 @@ mod tests {
         output: 2e-6,
         cached_input: 1e-6,
         per_query: 0.0,
+        per_image: 0.0,
     };
 
     fn run(conv: &mut dyn StreamConverter, input: &str) -> Vec<Event> {

@@ -1,8 +1,9 @@
 //! `routeiq-mock-provider --listen 127.0.0.1:PORT`: a deterministic LLM provider that speaks
 //! the real wire protocols, streaming included, for the gateway's end-to-end tests:
 //!
-//! - OpenAI and Azure OpenAI: chat completions and embeddings; OpenAI moderations; rerank in
-//!   the shape OpenAI-compatible servers (vLLM) answer it (`/v1/rerank`);
+//! - OpenAI and Azure OpenAI: chat completions, embeddings and image generations; OpenAI
+//!   moderations; rerank in the shape OpenAI-compatible servers (vLLM) answer it
+//!   (`/v1/rerank`);
 //! - OpenAI Responses (`/v1/responses`, Azure `/openai/responses`), streams included;
 //! - Anthropic Messages (`/v1/messages`);
 //! - Google Gemini API (`/v1beta/models/{model}:{method}`, API key): generateContent,
@@ -61,6 +62,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/moderations", post(openai::moderations))
+        .route("/v1/images/generations", post(openai::images))
+        .route(
+            "/openai/deployments/{deployment}/images/generations",
+            post(openai::azure_images),
+        )
         .route("/v1/responses", post(responses::openai))
         .route("/openai/responses", post(responses::azure))
         .route("/v1/rerank", post(cohere::compatible_rerank))

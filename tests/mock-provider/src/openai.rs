@@ -392,3 +392,84 @@ pub async fn moderations(
         .collect();
     Json(json!({"id": "modr-mock", "model": model, "results": results})).into_response()
 }
+
+/// `POST /v1/images/generations`: `{model, prompt, n?, response_format?}` → `n` tiny PNGs
+/// (`b64_json`) or URLs; `gpt-image-*` models also report token usage, as OpenAI's do.
+pub async fn images(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record("/v1/images/generations", &headers, &body);
+    if !bearer_ok(&headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided",
+            "invalid_api_key",
+        );
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("dall-e-2")
+        .to_owned();
+    generate(&state, body, model).await
+}
+
+pub async fn azure_images(
+    AxumState(state): AxumState<State>,
+    Path(deployment): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.record(
+        &format!("/openai/deployments/{deployment}/images/generations"),
+        &headers,
+        &body,
+    );
+    if let Some(r) = azure_error(&headers, &query) {
+        return r;
+    }
+    generate(&state, body, deployment).await
+}
+
+async fn generate(state: &State, body: Value, model: String) -> Response {
+    let Some(prompt) = body
+        .get("prompt")
+        .and_then(Value::as_str)
+        .filter(|p| !p.trim().is_empty())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "prompt is required",
+            "invalid_prompt",
+        );
+    };
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+    let tokens = common::prompt_tokens(prompt.len());
+    if let (Some(e), _) = state.inject(&model, tokens).await {
+        return injected(e);
+    }
+    // A 1x1 transparent PNG.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5ErkJggg==";
+    let b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json")
+        || model.starts_with("gpt-image");
+    let data: Vec<Value> = (0..n)
+        .map(|i| {
+            if b64 {
+                json!({"b64_json": PNG, "revised_prompt": prompt})
+            } else {
+                json!({"url": format!("https://images.mock.invalid/{i}.png"), "revised_prompt": prompt})
+            }
+        })
+        .collect();
+    let mut out = json!({"created": 1_700_000_000u64, "data": data});
+    if model.starts_with("gpt-image") {
+        let output = 272 * n;
+        out["usage"] = json!({"input_tokens": tokens, "output_tokens": output,
+                              "total_tokens": tokens + output,
+                              "input_tokens_details": {"text_tokens": tokens, "image_tokens": 0}});
+    }
+    Json(out).into_response()
+}
