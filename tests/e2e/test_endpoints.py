@@ -177,7 +177,7 @@ def test_image_generations_with_the_openai_sdk(mock, gateway):
 
     raw = c.images.with_raw_response.generate(model="azure-dalle", prompt="a lighthouse")
     assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(0.08)
-    assert last(mock)["path"] == "/openai/deployments/my-dalle/images/generations"
+    assert last(mock)["path"] == "/openai/deployments/my-dalle/images/generations?api-version=2024-10-21"
 
     with pytest.raises(openai.BadRequestError) as e:
         c.images.generate(model="claude", prompt="a lighthouse")

@@ -64,38 +64,52 @@ fn azure_error(
     None
 }
 
+/// Records an OpenAI call and checks its bearer key: the 401 when it is missing.
+fn refused(state: &State, path: &str, headers: &HeaderMap, body: &Value) -> Option<Response> {
+    state.record(path, headers, body);
+    (!bearer_ok(headers)).then(|| {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided",
+            "invalid_api_key",
+        )
+    })
+}
+
+/// The body's `model` (empty when absent).
+fn model_of(body: &Value) -> String {
+    body.get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
 pub async fn chat(
     AxumState(state): AxumState<State>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    state.record("/v1/chat/completions", &headers, &body);
-    if !bearer_ok(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect API key provided",
-            "invalid_api_key",
-        );
+    if let Some(r) = refused(&state, "/v1/chat/completions", &headers, &body) {
+        return r;
     }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+    let model = model_of(&body);
     complete(&state, &headers, body, model).await
 }
 
-pub async fn azure_chat(
+/// `POST /openai/deployments/{deployment}/{endpoint}`: Azure's chat completions,
+/// embeddings and image generations, the deployment standing for the model.
+pub async fn azure(
     AxumState(state): AxumState<State>,
-    Path(deployment): Path<String>,
+    Path((deployment, endpoint)): Path<(String, String)>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    qs.sort();
     state.record(
         &format!(
-            "/openai/deployments/{deployment}/chat/completions?{}",
+            "/openai/deployments/{deployment}/{endpoint}?{}",
             qs.join("&")
         ),
         &headers,
@@ -104,7 +118,12 @@ pub async fn azure_chat(
     if let Some(r) = azure_error(&headers, &query) {
         return r;
     }
-    complete(&state, &headers, body, deployment).await
+    match endpoint.as_str() {
+        "chat/completions" => complete(&state, &headers, body, deployment).await,
+        "embeddings" => embed(&state, body, deployment).await,
+        "images/generations" => generate(&state, body, deployment).await,
+        _ => error(StatusCode::NOT_FOUND, "Resource not found", "404"),
+    }
 }
 
 async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String) -> Response {
@@ -241,38 +260,11 @@ pub async fn embeddings(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    state.record("/v1/embeddings", &headers, &body);
-    if !bearer_ok(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect API key provided",
-            "invalid_api_key",
-        );
-    }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    embed(&state, body, model).await
-}
-
-pub async fn azure_embeddings(
-    AxumState(state): AxumState<State>,
-    Path(deployment): Path<String>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    state.record(
-        &format!("/openai/deployments/{deployment}/embeddings"),
-        &headers,
-        &body,
-    );
-    if let Some(r) = azure_error(&headers, &query) {
+    if let Some(r) = refused(&state, "/v1/embeddings", &headers, &body) {
         return r;
     }
-    embed(&state, body, deployment).await
+    let model = model_of(&body);
+    embed(&state, body, model).await
 }
 
 async fn embed(state: &State, body: Value, model: String) -> Response {
@@ -327,13 +319,8 @@ pub async fn moderations(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    state.record("/v1/moderations", &headers, &body);
-    if !bearer_ok(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect API key provided",
-            "invalid_api_key",
-        );
+    if let Some(r) = refused(&state, "/v1/moderations", &headers, &body) {
+        return r;
     }
     let inputs: Vec<String> = match body.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
@@ -400,38 +387,13 @@ pub async fn images(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    state.record("/v1/images/generations", &headers, &body);
-    if !bearer_ok(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect API key provided",
-            "invalid_api_key",
-        );
-    }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("dall-e-2")
-        .to_owned();
-    generate(&state, body, model).await
-}
-
-pub async fn azure_images(
-    AxumState(state): AxumState<State>,
-    Path(deployment): Path<String>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    state.record(
-        &format!("/openai/deployments/{deployment}/images/generations"),
-        &headers,
-        &body,
-    );
-    if let Some(r) = azure_error(&headers, &query) {
+    if let Some(r) = refused(&state, "/v1/images/generations", &headers, &body) {
         return r;
     }
-    generate(&state, body, deployment).await
+    let model = Some(model_of(&body))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "dall-e-2".into());
+    generate(&state, body, model).await
 }
 
 async fn generate(state: &State, body: Value, model: String) -> Response {
