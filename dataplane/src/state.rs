@@ -49,6 +49,8 @@ pub struct CompiledDeployment {
     pub label: Arc<str>,
     /// The chat wire format the deployment speaks.
     pub format: ChatFormat,
+    /// Whether it answers legacy `/completions` itself (else they go through chat).
+    pub text_completions: bool,
     /// What the provider needs besides `api_key` (Vertex AI, Bedrock), or why the
     /// deployment cannot be used (see `providers::credentials`).
     pub credentials: Option<Result<crate::providers::Credentials, Arc<str>>>,
@@ -392,6 +394,7 @@ fn compile_groups(
                 health: lasting.health.of(&d.id),
                 label: CompiledDeployment::label_of(d),
                 format: crate::providers::get(d.provider).chat_format(d),
+                text_completions: crate::providers::get(d.provider).text_completions(d),
                 credentials: crate::providers::credentials(d, lasting),
                 params: crate::params::ParamPolicy::of(d),
             }));

@@ -184,6 +184,7 @@ pub(super) async fn send(
     max_response_bytes: usize,
 ) -> Result<Reply, ApiError> {
     let provider = providers::get(d.deployment.provider);
+    let op = op.on(d);
     if op.is_stream() {
         let mut resp = provider.send(&app.upstream, d, op, body).await?;
         return match resp.body.next_chunk().await? {

@@ -58,11 +58,11 @@ pub async fn completion(
     client: ClientApi,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let mut req = RawObject::parse(&body)?;
-    let model = req.model()?;
-    crate::access::check(live, ctx.key.as_deref(), &model)?;
-    super::oneshot::check_mode(live, &model, None, Operation::Chat { stream: false })?;
-    super::end_user_from_body(ctx, &req);
+    let super::Incoming {
+        mut req,
+        model,
+        tags,
+    } = super::incoming(live, ctx, &body, None, Operation::Chat { stream: false })?;
     if !req.is_array("messages", false) {
         return Err(ApiError::missing_field("messages"));
     }
@@ -76,9 +76,9 @@ pub async fn completion(
         }
     };
 
-    let tags = super::take_tags(&mut req)?;
     // LiteLLM's per-request switch; never sent upstream.
-    let drop_params = req.remove("drop_params").is_some_and(|v| v.get() == "true");
+    let drop_params = req.flag("drop_params")?;
+    req.remove("drop_params");
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .into_iter()
         .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
@@ -167,27 +167,15 @@ pub async fn completion(
         Reply::Full(body) => {
             ctx.upstream_latency = Some(sent.elapsed());
             let (out, usage) = match (native, client) {
-                (ChatFormat::OpenAi, ClientApi::OpenAi)
-                | (ChatFormat::Anthropic, ClientApi::Anthropic) => {
+                (ChatFormat::Anthropic, ClientApi::Anthropic) => {
                     let usage = usage::from_body(&body);
                     (body, usage)
                 }
-                (ChatFormat::Anthropic, ClientApi::OpenAi) => {
-                    let (v, u) = openai_to_anthropic::response(&body)?;
-                    (to_bytes(&v), u)
-                }
-                (ChatFormat::OpenAi, ClientApi::Anthropic) => {
-                    let (v, u) = anthropic_to_openai::response(&body, &model)?;
-                    (to_bytes(&v), u)
-                }
-                (native, ClientApi::OpenAi) => {
-                    let (v, u) = native_to_openai(native, &body, &model)?;
-                    (to_bytes(&v), u)
-                }
+                (native, ClientApi::OpenAi) => openai_response(native, body, &model)?,
                 (native, ClientApi::Anthropic) => {
-                    let (v, u) = native_to_openai(native, &body, &model)?;
-                    let (v, _) = anthropic_to_openai::response(&to_bytes(&v), &model)?;
-                    (to_bytes(&v), u)
+                    let (openai, usage) = openai_response(native, body, &model)?;
+                    let (v, _) = anthropic_to_openai::response(&openai, &model)?;
+                    (to_bytes(&v), usage)
                 }
             };
             ctx.usage = usage;
@@ -241,29 +229,16 @@ pub(super) fn upstream_body(
             d.deployment.model_info.max_output_tokens,
         )?),
         (ClientApi::Anthropic, ChatFormat::OpenAi) => {
-            let mut openai = anthropic_to_openai::request(&req.to_map()?, upstream_model)?;
-            if let Value::Object(m) = &mut openai {
-                let edit = d.params.edit(
-                    m.keys().map(String::as_str),
-                    &d.deployment.model_name,
-                    drop_params,
-                )?;
-                let (omit, renames): (Vec<String>, _) = (
-                    edit.omit.iter().map(|f| (*f).to_owned()).collect(),
-                    edit.renames,
-                );
-                for (from, to) in renames {
-                    if !m.contains_key(*to) {
-                        if let Some(v) = m.remove(*from) {
-                            m.insert((*to).to_owned(), v);
-                        }
-                    }
-                }
-                for f in omit {
-                    m.remove(&f);
-                }
-            }
-            to_bytes(&openai)
+            // Translated, then edited as an OpenAI client's request would be.
+            let openai = to_bytes(&anthropic_to_openai::request(
+                &req.to_map()?,
+                upstream_model,
+            )?);
+            let openai = RawObject::parse(&openai)?;
+            let edit = d
+                .params
+                .edit(openai.keys(), &d.deployment.model_name, drop_params)?;
+            openai.with_edit("model", &upstream_model, &edit)?
         }
         (ClientApi::OpenAi, native) => {
             to_bytes(&openai_to_native(native, &req.to_map()?, upstream_model)?)
@@ -292,6 +267,28 @@ fn openai_to_native(
             "OpenAI and Anthropic requests are not translated through the OpenAI format",
         )),
     }
+}
+
+/// A deployment's chat answer in OpenAI's format, and its usage.
+pub(super) fn openai_response(
+    native: ChatFormat,
+    body: Bytes,
+    model: &str,
+) -> Result<(Bytes, Option<usage::Usage>), ApiError> {
+    Ok(match native {
+        ChatFormat::OpenAi => {
+            let usage = usage::from_body(&body);
+            (body, usage)
+        }
+        ChatFormat::Anthropic => {
+            let (v, u) = openai_to_anthropic::response(&body)?;
+            (to_bytes(&v), u)
+        }
+        native => {
+            let (v, u) = native_to_openai(native, &body, model)?;
+            (to_bytes(&v), u)
+        }
+    })
 }
 
 /// An OpenAI response from a provider-only format's.

@@ -3,6 +3,7 @@
 mod attempt;
 mod cascade;
 mod chat;
+mod completions;
 mod info;
 mod internal;
 mod multiround;
@@ -19,6 +20,7 @@ use pingora::proxy::Session;
 use crate::auth;
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
+use crate::providers::Operation;
 use crate::respond;
 use crate::state::{App, LiveState};
 use routes::{Endpoint, Found, Needs, Route, ROUTES};
@@ -86,6 +88,7 @@ async fn serve(
             oneshot::create(app, live, session, ctx, oneshot::Kind::Moderations, body).await
         }
         Endpoint::Responses => responses::create(app, live, session, ctx, body).await,
+        Endpoint::Completions => completions::create(app, live, session, ctx, body).await,
         Endpoint::ImageGenerations => {
             oneshot::create(app, live, session, ctx, oneshot::Kind::Images, body).await
         }
@@ -119,6 +122,62 @@ async fn authed_body(
             .map(str::to_owned);
     }
     respond::read_body(session, live.max_request_body_bytes).await
+}
+
+/// A model endpoint's request, after the checks each of them makes first.
+struct Incoming {
+    req: request::RawObject,
+    /// The model group asked for.
+    model: String,
+    /// For tag routing, taken out of the body.
+    tags: Vec<String>,
+}
+
+/// Parses a model endpoint's body and checks that it names a model group open to the key
+/// and served on this endpoint (`mode`, see [`check_mode`]); takes its end user and tags.
+fn incoming(
+    live: &LiveState,
+    ctx: &mut RequestCtx,
+    body: &[u8],
+    mode: Option<&str>,
+    op: Operation,
+) -> Result<Incoming, ApiError> {
+    let mut req = request::RawObject::parse(body)?;
+    let model = req.model()?;
+    crate::access::check(live, ctx.key.as_deref(), &model)?;
+    check_mode(live, &model, mode, op)?;
+    end_user_from_body(ctx, &req);
+    let tags = take_tags(&mut req)?;
+    Ok(Incoming { req, model, tags })
+}
+
+/// `model_info.mode` decides which endpoints a deployment serves: a model group whose
+/// deployments all declare a mode, none of them `mode` (`None`: a chat endpoint, served by
+/// `chat`, `completion` and `responses` deployments), is refused with a 400 naming the
+/// endpoints it does serve. Deployments without a mode serve any endpoint.
+fn check_mode(
+    live: &LiveState,
+    model: &str,
+    mode: Option<&str>,
+    op: Operation,
+) -> Result<(), ApiError> {
+    let Some(declared) = live.group(model).and_then(|g| g.modes.as_deref()) else {
+        return Ok(());
+    };
+    let serves = |m: &String| match mode {
+        Some(wanted) => m == wanted,
+        None => matches!(m.as_str(), "chat" | "completion" | "responses"),
+    };
+    if declared.iter().any(serves) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "model group `{model}` serves `{}` (model_info.mode), not {}",
+        declared.join("`, `"),
+        op.endpoint()
+    ))
+    .with_param("model")
+    .with_code("wrong_endpoint"))
 }
 
 /// The end user from the body's `user` field (OpenAI's), unless a header named it.

@@ -202,13 +202,9 @@ pub async fn create(
     kind: Kind,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let mut req = RawObject::parse(&body)?;
-    let model = req.model()?;
-    crate::access::check(live, ctx.key.as_deref(), &model)?;
-    super::end_user_from_body(ctx, &req);
+    let super::Incoming { req, model, tags } =
+        super::incoming(live, ctx, &body, Some(kind.mode()), kind.op())?;
     kind.validate(&req)?;
-    check_mode(live, &model, Some(kind.mode()), kind.op())?;
-    let tags = super::take_tags(&mut req)?;
     // No completion tokens: the input is the whole reservation.
     let (mut plan, first) = attempt::plan(
         app,
@@ -255,42 +251,6 @@ pub async fn create(
         tracing::debug!(error = %e, "client went away");
     }
     Ok(())
-}
-
-/// `model_info.mode` decides which endpoints a deployment serves: a model group whose
-/// deployments all declare a mode, none of them `mode` (`None`: a chat endpoint, served by
-/// `chat`, `completion` and `responses` deployments), is refused with a 400 naming the
-/// endpoints it does serve. Deployments without a mode serve any endpoint.
-pub(super) fn check_mode(
-    live: &LiveState,
-    model: &str,
-    mode: Option<&str>,
-    op: Operation,
-) -> Result<(), ApiError> {
-    let Some(group) = live.group(model) else {
-        return Ok(());
-    };
-    let serves = |m: &str| match mode {
-        Some(wanted) => m == wanted,
-        None => matches!(m, "chat" | "completion" | "responses"),
-    };
-    let mut declared = Vec::new();
-    for d in &group.deployments {
-        match d.deployment.model_info.mode.as_deref() {
-            None => return Ok(()),
-            Some(m) if serves(m) => return Ok(()),
-            Some(m) => declared.push(m),
-        }
-    }
-    declared.sort_unstable();
-    declared.dedup();
-    Err(ApiError::bad_request(format!(
-        "model group `{model}` serves `{}` (model_info.mode), not {}",
-        declared.join("`, `"),
-        op.endpoint()
-    ))
-    .with_param("model")
-    .with_code("wrong_endpoint"))
 }
 
 #[cfg(test)]

@@ -28,20 +28,21 @@ pub async fn create(
     ctx: &mut RequestCtx,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let mut req = RawObject::parse(&body)?;
-    let model = req.model()?;
-    crate::access::check(live, ctx.key.as_deref(), &model)?;
+    let super::Incoming { req, model, tags } = super::incoming(
+        live,
+        ctx,
+        &body,
+        None,
+        Operation::Responses { stream: false },
+    )?;
     let stream = req.flag("stream")?;
     let op = Operation::Responses { stream };
-    super::oneshot::check_mode(live, &model, None, op)?;
-    super::end_user_from_body(ctx, &req);
     if !(req.is_string("input") || req.is_array("input", true)) {
         return Err(ApiError::bad_request(
             "`input` must be a string or a non-empty array of items",
         )
         .with_param("input"));
     }
-    let tags = super::take_tags(&mut req)?;
     let max_tokens = req.value("max_output_tokens").and_then(|v| v.as_u64());
     let (mut plan, first) = attempt::plan(
         app,

@@ -22,6 +22,8 @@ pub enum Endpoint {
     Moderations,
     /// OpenAI's Responses API.
     Responses,
+    /// OpenAI's legacy text completions.
+    Completions,
     ImageGenerations,
     Models,
     Liveliness,
@@ -94,6 +96,14 @@ const TABLE: &[Spec] = &[
         ClientApi::OpenAi,
         Needs::KeyAndBody,
         "chat",
+    ),
+    spec(
+        Method::POST,
+        &["/v1/completions", "/completions", "/openai/v1/completions"],
+        Endpoint::Completions,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "completions",
     ),
     spec(
         Method::POST,

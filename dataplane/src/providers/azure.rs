@@ -21,6 +21,10 @@ impl Provider for Azure {
         ChatFormat::OpenAi
     }
 
+    fn text_completions(&self, d: &Deployment) -> bool {
+        super::openai_text_completions(d)
+    }
+
     fn request(
         &self,
         d: &CompiledDeployment,
@@ -34,6 +38,7 @@ impl Provider for Azure {
             Operation::Chat { .. } => "chat/completions",
             Operation::Embeddings => "embeddings",
             Operation::Images => "images/generations",
+            Operation::Completions { .. } => "completions",
             // Not under the deployment: the body's `model` names it.
             Operation::Responses { .. } => {
                 return Ok(UpstreamRequest {

@@ -141,7 +141,8 @@ impl Provider for Bedrock {
                 Operation::Rerank
                 | Operation::Moderations
                 | Operation::Responses { .. }
-                | Operation::Images,
+                | Operation::Images
+                | Operation::Completions { .. },
             ) => return Err(super::unsupported(&d.deployment, "Bedrock", op)),
         };
         let mut headers = Vec::new();

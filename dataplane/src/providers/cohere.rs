@@ -32,7 +32,10 @@ impl Provider for Cohere {
             Operation::Chat { .. } => "chat",
             Operation::Embeddings => "embed",
             Operation::Rerank => "rerank",
-            Operation::Moderations | Operation::Responses { .. } | Operation::Images => {
+            Operation::Moderations
+            | Operation::Responses { .. }
+            | Operation::Images
+            | Operation::Completions { .. } => {
                 return Err(super::unsupported(&d.deployment, "Cohere", op))
             }
         };

@@ -26,7 +26,8 @@ pub fn method(op: Operation) -> Option<&'static str> {
         Operation::Rerank
         | Operation::Moderations
         | Operation::Responses { .. }
-        | Operation::Images => None,
+        | Operation::Images
+        | Operation::Completions { .. } => None,
     }
 }
 

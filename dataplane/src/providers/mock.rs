@@ -73,7 +73,8 @@ impl Provider for Mock {
             Operation::Rerank
             | Operation::Moderations
             | Operation::Responses { .. }
-            | Operation::Images => {
+            | Operation::Images
+            | Operation::Completions { .. } => {
                 return Err(super::unsupported(
                     &d.deployment,
                     "the built-in mock provider",

@@ -45,6 +45,11 @@ pub enum Operation {
     },
     /// OpenAI's image generations.
     Images,
+    /// OpenAI's legacy text completions (`/completions`), for deployments that answer
+    /// them themselves ([`Operation::on`]).
+    Completions {
+        stream: bool,
+    },
 }
 
 impl Operation {
@@ -57,6 +62,16 @@ impl Operation {
             Self::Moderations => "moderations",
             Self::Responses { .. } => "responses",
             Self::Images => "image generation",
+            Self::Completions { .. } => "completions",
+        }
+    }
+
+    /// The operation deployment `d` is sent: legacy completions go through chat where
+    /// the deployment has no `/completions` of its own.
+    pub fn on(self, d: &CompiledDeployment) -> Self {
+        match self {
+            Self::Completions { stream } if !d.text_completions => Self::Chat { stream },
+            op => op,
         }
     }
 
@@ -65,9 +80,23 @@ impl Operation {
     pub fn is_stream(self) -> bool {
         matches!(
             self,
-            Self::Chat { stream: true } | Self::Responses { stream: true }
+            Self::Chat { stream: true }
+                | Self::Responses { stream: true }
+                | Self::Completions { stream: true }
         )
     }
+}
+
+/// Whether an OpenAI-format deployment answers `/completions` itself: its
+/// `model_info.mode` is `completion`, or LiteLLM knows its model as a completion model.
+fn openai_text_completions(d: &Deployment) -> bool {
+    d.model_info.mode.as_deref() == Some("completion")
+        || routeiq_proto::litellm::text_completion_model(
+            d.settings
+                .param(routeiq_proto::litellm::CUSTOM_LLM_PROVIDER)
+                .unwrap_or("openai"),
+            &d.upstream_model,
+        )
 }
 
 /// The 400 for an operation a provider does not offer.
@@ -122,6 +151,12 @@ pub struct ProviderResponse {
 pub trait Provider: Send + Sync {
     /// The chat wire format the deployment speaks (read once, when it is compiled).
     fn chat_format(&self, d: &Deployment) -> ChatFormat;
+
+    /// Whether the deployment answers legacy `/completions` itself (read once, when it
+    /// is compiled); otherwise they go through chat.
+    fn text_completions(&self, _d: &Deployment) -> bool {
+        false
+    }
 
     /// The upstream request for `op`, whose `body` is already in the provider's format.
     fn request(

@@ -21,6 +21,10 @@ impl Provider for OpenAi {
         ChatFormat::OpenAi
     }
 
+    fn text_completions(&self, d: &Deployment) -> bool {
+        super::openai_text_completions(d)
+    }
+
     fn request(
         &self,
         d: &CompiledDeployment,
@@ -36,6 +40,7 @@ impl Provider for OpenAi {
             Operation::Moderations => "/moderations",
             Operation::Responses { .. } => "/responses",
             Operation::Images => "/images/generations",
+            Operation::Completions { .. } => "/completions",
         };
         Ok(UpstreamRequest {
             path: format!("{}{endpoint}", target.base_path),

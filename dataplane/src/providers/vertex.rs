@@ -98,7 +98,14 @@ impl Provider for Vertex {
         let auth = auth(d)?;
         let dep = &d.deployment;
         let (publisher, method, body) = match (is_anthropic(dep), op) {
-            (_, Operation::Rerank | Operation::Moderations | Operation::Responses { .. } | Operation::Images) => {
+            (
+                _,
+                Operation::Rerank
+                | Operation::Moderations
+                | Operation::Responses { .. }
+                | Operation::Images
+                | Operation::Completions { .. },
+            ) => {
                 return Err(super::unsupported(dep, "Vertex AI", op))
             }
             (_, Operation::Embeddings) => {

@@ -140,6 +140,9 @@ pub fn build(
 pub struct ModelGroup {
     pub name: String,
     pub deployments: Vec<Arc<CompiledDeployment>>,
+    /// The `model_info.mode`s its deployments declare, sorted and deduplicated; `None`
+    /// when one of them declares none, and so serves every endpoint.
+    pub modes: Option<Vec<String>>,
     router: Box<dyn Router>,
 }
 
@@ -172,9 +175,19 @@ impl ModelGroup {
         models: &Arc<learned::Models>,
     ) -> Self {
         let router = build(settings, &deployments, models);
+        let modes = deployments
+            .iter()
+            .map(|d| d.deployment.model_info.mode.clone())
+            .collect::<Option<Vec<_>>>()
+            .map(|mut modes| {
+                modes.sort_unstable();
+                modes.dedup();
+                modes
+            });
         Self {
             name,
             deployments,
+            modes,
             router,
         }
     }

@@ -215,6 +215,7 @@ mod tests {
             prices: Default::default(),
             health: Arc::new(DeploymentHealth::default()),
             format: crate::translate::ChatFormat::OpenAi,
+            text_completions: false,
             credentials: None,
             params: Default::default(),
         })

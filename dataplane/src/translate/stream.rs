@@ -85,6 +85,28 @@ pub fn converter(
     }
 }
 
+/// A legacy text-completions stream from a deployment answering in chat: its chunks in
+/// OpenAI's chat format first, then as `text_completion` chunks.
+pub fn completions_through_chat(
+    provider: ChatFormat,
+    client_wants_usage: bool,
+    model: &str,
+    prices: Prices,
+) -> Box<dyn StreamConverter> {
+    Box::new(Chain {
+        first: converter(
+            provider,
+            ClientApi::OpenAi,
+            client_wants_usage,
+            model,
+            prices,
+        ),
+        second: Box::new(super::chat_to_completions::ChunksToCompletions),
+        parser: sse::Parser::default(),
+        between: Vec::new(),
+    })
+}
+
 /// Two converters in a row, through the format between them.
 struct Chain {
     first: Box<dyn StreamConverter>,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::Snapshot;
 
 pub use model::{
-    compatible_row, known_prefixes, parse_model, ChatParams, Compatible, BEDROCK_DEFAULT_REGION,
-    OPENAI_CHAT_PARAMS, VERTEX_DEFAULT_LOCATION,
+    compatible_row, known_prefixes, parse_model, text_completion_model, ChatParams, Compatible,
+    BEDROCK_DEFAULT_REGION, OPENAI_CHAT_PARAMS, VERTEX_DEFAULT_LOCATION,
 };
 pub use schema::{ADDITIONAL_DROP_PARAMS, CUSTOM_LLM_PROVIDER, DROP_PARAMS};
 

@@ -286,6 +286,16 @@ pub const OPENAI_COMPATIBLE: &[Compatible] = &[
     ),
 ];
 
+/// Whether a deployment of the OpenAI wire format answers legacy `/completions` itself,
+/// as LiteLLM decides: the `text-completion-openai/` prefix, or one of OpenAI's
+/// completion models. Others take `/v1/completions` through chat, unless their
+/// `model_info.mode` is `completion`.
+pub fn text_completion_model(prefix: &str, upstream_model: &str) -> bool {
+    prefix == "text-completion-openai"
+        || upstream_model.starts_with("gpt-3.5-turbo-instruct")
+        || matches!(upstream_model, "davinci-002" | "babbage-002")
+}
+
 /// The row of the OpenAI-compatible family for `prefix`.
 pub fn compatible_row(prefix: &str) -> Option<&'static Compatible> {
     OPENAI_COMPATIBLE.iter().find(|c| c.prefix == prefix)

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/v1/chat/completions", post(openai::chat))
         .route("/chat/completions", post(openai::chat))
+        .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route(
             "/openai/deployments/{deployment}/{*endpoint}",

@@ -1,4 +1,5 @@
-//! OpenAI and Azure OpenAI: chat completions (streaming and tools) and embeddings.
+//! OpenAI and Azure OpenAI: chat completions (streaming and tools), legacy text completions,
+//! embeddings, moderations and image generations.
 
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode};
@@ -120,6 +121,7 @@ pub async fn azure(
     }
     match endpoint.as_str() {
         "chat/completions" => complete(&state, &headers, body, deployment).await,
+        "completions" => text_complete(&state, body, deployment).await,
         "embeddings" => embed(&state, body, deployment).await,
         "images/generations" => generate(&state, body, deployment).await,
         _ => error(StatusCode::NOT_FOUND, "Resource not found", "404"),
@@ -235,6 +237,103 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
         == Some(true);
     if wants_usage {
         let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage});
+        events.push(format!("data: {c}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    sse(events, stream_fault)
+}
+
+/// `POST /v1/completions`: OpenAI's legacy text completions.
+pub async fn completions(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(r) = refused(&state, "/v1/completions", &headers, &body) {
+        return r;
+    }
+    let model = model_of(&body);
+    text_complete(&state, body, model).await
+}
+
+/// One choice per prompt (a string, strings, or token ids), each at most `max_tokens`
+/// words (OpenAI's default: 16); `echo` puts the prompt first.
+async fn text_complete(state: &State, body: Value, model: String) -> Response {
+    let prompts: Vec<String> = match body.get("prompt") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) && !items.is_empty() => {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        }
+        Some(Value::Array(items)) if !items.is_empty() => vec![format!("{} tokens", items.len())],
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "prompt must be a string, strings or token ids",
+                "invalid_prompt",
+            )
+        }
+    };
+    let chars = prompts.iter().map(String::len).sum();
+    let prompt = common::prompt_tokens(chars);
+    let (fault, stream_fault) = state.inject(&model, prompt).await;
+    if let Some(e) = fault {
+        return injected(e);
+    }
+    let max = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(16) as usize;
+    let echo = body.get("echo").and_then(Value::as_bool) == Some(true);
+    let mut completion = 0;
+    let choices: Vec<(String, &str)> = prompts
+        .iter()
+        .map(|p| {
+            let reply = common::reply_to(p);
+            let words: Vec<&str> = reply.split_whitespace().collect();
+            let finish = if words.len() > max { "length" } else { "stop" };
+            let text = words[..words.len().min(max)].join(" ");
+            completion += common::words(&text);
+            let text = if echo {
+                format!("{p} {text}")
+            } else {
+                format!(" {text}")
+            };
+            (text, finish)
+        })
+        .collect();
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    let (id, created) = ("cmpl-mock-1", 1_700_000_000u64);
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        let choices: Vec<Value> = choices
+            .iter()
+            .enumerate()
+            .map(|(i, (text, finish))| json!({"text": text, "index": i, "logprobs": null, "finish_reason": finish}))
+            .collect();
+        return Json(json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": choices, "usage": usage,
+        }))
+        .into_response();
+    }
+    let chunk = |i: usize, text: &str, finish: Option<&str>| {
+        let c = json!({"id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"text": text, "index": i, "logprobs": null, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let mut events = Vec::new();
+    for (i, (text, finish)) in choices.iter().enumerate() {
+        for piece in text.split_inclusive(' ') {
+            events.push(chunk(i, piece, None));
+        }
+        events.push(chunk(i, "", Some(finish)));
+    }
+    if body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        let c = json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": [], "usage": usage});
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());
