@@ -8,6 +8,7 @@ pub mod auth;
 pub mod budgets;
 pub mod clock;
 pub mod context;
+pub mod conversations;
 pub mod cost;
 pub mod error;
 pub mod eventstream;

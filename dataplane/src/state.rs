@@ -51,6 +51,8 @@ pub struct CompiledDeployment {
     pub format: ChatFormat,
     /// Whether it answers legacy `/completions` itself (else they go through chat).
     pub text_completions: bool,
+    /// Whether it has the Responses API itself (else it goes through chat).
+    pub responses_api: bool,
     /// What the provider needs besides `api_key` (Vertex AI, Bedrock), or why the
     /// deployment cannot be used (see `providers::credentials`).
     pub credentials: Option<Result<crate::providers::Credentials, Arc<str>>>,
@@ -395,6 +397,7 @@ fn compile_groups(
                 label: CompiledDeployment::label_of(d),
                 format: crate::providers::get(d.provider).chat_format(d),
                 text_completions: crate::providers::get(d.provider).text_completions(d),
+                responses_api: crate::providers::get(d.provider).responses_api(d),
                 credentials: crate::providers::credentials(d, lasting),
                 params: crate::params::ParamPolicy::of(d),
             }));
@@ -433,6 +436,9 @@ pub struct App {
     pub cooldowns: Option<crate::routing::shared::CooldownSender>,
     /// With an OTLP endpoint in the environment: the routing spans' exporter.
     pub spans: Option<crate::otel::Spans>,
+    /// Responses answered through chat, for `previous_response_id` (in Redis too, where
+    /// rate limits are shared).
+    pub conversations: Arc<crate::conversations::Conversations>,
 }
 
 impl App {
@@ -455,7 +461,11 @@ impl App {
             crate::routing::shared::start(s.connection(), Arc::clone(&state.lasting().health))
         });
         let upstream = Arc::clone(&state.lasting().upstream);
+        let conversations = Arc::new(crate::conversations::Conversations::new(
+            shared.as_ref().map(|s| s.connection()),
+        ));
         Ok(Self {
+            conversations,
             live: ArcSwap::from_pointee(state),
             upstream,
             limiter: crate::limits::Limiter::new(shared),

@@ -31,10 +31,10 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_owned();
     let (api, result) = match ROUTES.find(&method, &path) {
-        Found::Route(route, rest) => {
+        Found::Route(route, param) => {
             ctx.route = route.name;
-            let rest = rest.map(|r| format!("/{r}"));
-            let r = serve(app, &live, session, ctx, route, rest.as_deref()).await;
+            let param = param.map(str::to_owned);
+            let r = serve(app, &live, session, ctx, route, param.as_deref()).await;
             (route.api, r)
         }
         Found::MethodNotAllowed => (
@@ -55,15 +55,15 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     }
 }
 
-/// Checks what the route needs, then runs its handler. `rest`: a pass-through path's
-/// provider path (from its `/`).
+/// Checks what the route needs, then runs its handler. `param`: the path's parameter
+/// (a response id, a pass-through's provider path).
 async fn serve(
     app: &App,
     live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: &Route,
-    rest: Option<&str>,
+    param: Option<&str>,
 ) -> Result<(), ApiError> {
     let body = match route.needs {
         Needs::Nothing => Bytes::new(),
@@ -97,8 +97,14 @@ async fn serve(
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,
         Endpoint::Metrics => info::metrics(app, session, ctx).await,
         Endpoint::HotReload => info::hot_reload(live, session, ctx).await,
+        Endpoint::ResponseGet => responses::get(app, session, ctx, param.unwrap_or("")).await,
+        Endpoint::ResponseDelete => responses::delete(app, session, ctx, param.unwrap_or("")).await,
+        Endpoint::ResponseInputItems => {
+            responses::input_items_of(app, session, ctx, param.unwrap_or("")).await
+        }
         Endpoint::PassThrough(kind) => {
-            passthrough::forward(app, live, session, ctx, kind, rest.unwrap_or("/"), body).await
+            let rest = format!("/{}", param.unwrap_or(""));
+            passthrough::forward(app, live, session, ctx, kind, &rest, body).await
         }
     }
 }

@@ -1,21 +1,30 @@
-//! `POST /v1/responses`: OpenAI's Responses API (the default of the OpenAI Agents SDK and
-//! Codex), through the same keys, access, limits, budgets, routing, retries, fallbacks,
-//! usage and cost as chat. It is native to OpenAI, Azure OpenAI and OpenAI-compatible
-//! servers that have it: the request goes up with its model renamed and the answer (the
-//! typed event stream included) comes back unchanged, its usage read on the side. Other
-//! providers answer a 400 until the translation through chat exists (issue 17).
+//! OpenAI's Responses API (the default of the OpenAI Agents SDK and Codex), through the
+//! same keys, access, limits, budgets, routing, retries, fallbacks, usage and cost as chat.
+//!
+//! - `POST /v1/responses` is native to OpenAI and Azure (and to any OpenAI-format
+//!   deployment whose `model_info.mode` is `responses`): the request goes up with its
+//!   model renamed and the answer, typed event stream included, comes back unchanged.
+//! - Every other deployment gets it through chat (`translate::responses_via_chat`),
+//!   streams included. Those responses are kept by the gateway (`conversations`), so that
+//!   `previous_response_id` continues them and `GET`/`DELETE /v1/responses/{id}` and
+//!   `/input_items` find them.
+
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use pingora::proxy::Session;
+use serde_json::{json, Map, Value};
 
 use super::attempt::{self, Reply};
 use super::request::RawObject;
 use super::response_headers;
 use crate::context::RequestCtx;
+use crate::conversations;
 use crate::error::{ApiError, ClientApi};
 use crate::providers::Operation;
 use crate::respond;
 use crate::state::{App, CompiledDeployment, LiveState};
+use crate::translate::responses_via_chat::{self, Meta};
 use crate::translate::stream;
 use crate::usage;
 
@@ -43,6 +52,14 @@ pub async fn create(
         )
         .with_param("input"));
     }
+    let owner = conversations::owner(ctx.key.as_deref());
+    let previous = match req.value("previous_response_id") {
+        Some(Value::String(id)) => {
+            let stored = app.conversations.get(&id).await;
+            Previous::Named(id, stored.filter(|s| s.readable_by(&owner)))
+        }
+        _ => Previous::None,
+    };
     let max_tokens = req.value("max_output_tokens").and_then(|v| v.as_u64());
     let (mut plan, first) = attempt::plan(
         app,
@@ -58,13 +75,211 @@ pub async fn create(
         },
     )
     .await?;
+    // Translated once, by the first deployment that needs it.
+    let via_chat = OnceLock::new();
     let served = attempt::serve(app, ctx, &mut plan, first, op, MAX_RESPONSE_BYTES, |d| {
-        upstream_body(&req, d)
+        if d.responses_api {
+            native_body(&req, d, &previous)
+        } else {
+            let chat = via_chat.get_or_init(|| chat_request(&req, &previous));
+            let (_, chat) = chat.as_ref().map_err(Clone::clone)?;
+            super::chat::upstream_body(chat, ClientApi::OpenAi, d, false)
+        }
     })
     .await?;
     let (d, sent) = (served.deployment, served.sent);
     let mut headers = response_headers(ctx, &d);
+    if d.responses_api {
+        return native_reply(session, ctx, served.reply, sent, &d, &model, headers).await;
+    }
+    let Some(Ok((request, _))) = via_chat.into_inner() else {
+        return Err(ApiError::internal("a translated request was not kept"));
+    };
+    let meta = Meta {
+        id: format!("resp_{}", ctx.request_id),
+        created_at: crate::clock::now_secs(),
+        model: model.clone(),
+    };
+    let keep = (request.get("store") != Some(&Value::Bool(false))).then(|| Keep {
+        conversations: Arc::clone(&app.conversations),
+        id: meta.id.clone(),
+        owner,
+        history: previous.messages(),
+        input: request.get("input").cloned().unwrap_or(Value::Null),
+    });
     match served.reply {
+        Reply::Full(out) => {
+            ctx.upstream_latency = Some(sent.elapsed());
+            let (chat, usage) = super::chat::openai_response(d.format, out, &model)?;
+            ctx.usage = usage;
+            let response = responses_via_chat::response(&request, &meta, &chat)?;
+            if let Some(keep) = keep {
+                let (id, stored) = keep.stored(&response);
+                keep.conversations.put(&id, stored).await;
+            }
+            headers.extend(super::cost_header(ctx));
+            let out = Bytes::from(response.to_string());
+            if let Err(e) = respond::json(session, ctx, &headers, out).await {
+                tracing::debug!(error = %e, "client went away");
+            }
+            Ok(())
+        }
+        Reply::Stream { mut resp, first } => {
+            ctx.time_to_first_token = Some(sent.elapsed());
+            // Kept before the client hears the response is complete, so that a
+            // follow-up can name it at once: here at once, in Redis a moment later.
+            let on_done = keep.map(|keep| -> responses_via_chat::OnDone {
+                Box::new(move |response: &Value| {
+                    let (id, stored) = keep.stored(response);
+                    let stored = Arc::new(stored);
+                    keep.conversations.put_local(&id, Arc::clone(&stored));
+                    let conversations = keep.conversations;
+                    tokio::spawn(async move { conversations.put_shared(&id, &stored).await });
+                })
+            });
+            let conv = stream::responses_through_chat(
+                d.format,
+                &model,
+                d.prices,
+                responses_via_chat::ChunksToResponses::new(request, meta, on_done),
+            );
+            super::streaming::pump(
+                session,
+                ctx,
+                super::streaming::Stream {
+                    resp: &mut resp,
+                    first,
+                    sent,
+                    provider: d.deployment.provider,
+                    client: ClientApi::OpenAi,
+                    model: &model,
+                },
+                conv,
+                &headers,
+            )
+            .await
+        }
+    }
+}
+
+/// What `previous_response_id` names.
+enum Previous {
+    None,
+    /// The id, and the response when the gateway answered it itself.
+    Named(String, Option<Arc<conversations::Stored>>),
+}
+
+impl Previous {
+    /// The conversation before this turn, as chat messages.
+    fn messages(&self) -> Vec<Value> {
+        match self {
+            Self::Named(_, Some(s)) => s.messages.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A translated response to keep, once it is complete.
+struct Keep {
+    conversations: Arc<conversations::Conversations>,
+    id: String,
+    owner: String,
+    history: Vec<Value>,
+    input: Value,
+}
+
+impl Keep {
+    fn stored(&self, response: &Value) -> (String, conversations::Stored) {
+        let mut messages = self.history.clone();
+        messages.extend(responses_via_chat::input_messages(&self.input).unwrap_or_default());
+        messages.extend(responses_via_chat::output_messages(response));
+        let stored = conversations::Stored {
+            owner: self.owner.clone(),
+            response: response.clone(),
+            messages,
+            input_items: input_items(&self.input, &self.id),
+        };
+        (self.id.clone(), stored)
+    }
+}
+
+/// This turn's input as items, each with an id (`/input_items`).
+fn input_items(input: &Value, response_id: &str) -> Vec<Value> {
+    let items = match input {
+        Value::String(s) => vec![json!({"type": "message", "role": "user",
+                                       "content": [{"type": "input_text", "text": s}]})],
+        Value::Array(items) => items.clone(),
+        _ => Vec::new(),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut item)| {
+            if let Value::Object(m) = &mut item {
+                m.entry("id")
+                    .or_insert_with(|| format!("item_{i}_{response_id}").into());
+                m.entry("type").or_insert_with(|| "message".into());
+            }
+            item
+        })
+        .collect()
+}
+
+/// The chat request (and the Responses request it came from) for a deployment without
+/// the Responses API: a 404 when `previous_response_id` names a response the gateway
+/// does not hold.
+fn chat_request(
+    req: &RawObject,
+    previous: &Previous,
+) -> Result<(Map<String, Value>, RawObject), ApiError> {
+    if let Previous::Named(id, None) = previous {
+        return Err(ApiError::not_found(format!(
+            "Previous response with id '{id}' not found (responses answered through chat are \
+             kept for {} h)",
+            conversations::TTL.as_secs() / 3600
+        ))
+        .with_param("previous_response_id")
+        .with_code("previous_response_not_found"));
+    }
+    let request = req.to_map()?;
+    let chat = responses_via_chat::request(&request, &previous.messages())?;
+    let chat = RawObject::parse(&serde_json::to_vec(&chat).unwrap_or_default())?;
+    Ok((request, chat))
+}
+
+/// The client's request with the model renamed. A conversation the gateway holds goes
+/// up as input items, since the provider never saw it.
+fn native_body(
+    req: &RawObject,
+    d: &CompiledDeployment,
+    previous: &Previous,
+) -> Result<Bytes, ApiError> {
+    let Previous::Named(_, Some(stored)) = previous else {
+        return req.with("model", &d.deployment.upstream_model);
+    };
+    let mut req = req.clone();
+    req.remove("previous_response_id");
+    let mut input = responses_via_chat::history_items(&stored.messages);
+    match req.value("input") {
+        Some(Value::String(s)) => input.push(json!({"role": "user", "content": s})),
+        Some(Value::Array(items)) => input.extend(items),
+        _ => {}
+    }
+    req.set("input", &input)?;
+    req.with("model", &d.deployment.upstream_model)
+}
+
+/// A native deployment's answer, passed on; its usage read on the side.
+async fn native_reply(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reply: Reply,
+    sent: std::time::Instant,
+    d: &CompiledDeployment,
+    model: &str,
+    mut headers: Vec<(&'static str, String)>,
+) -> Result<(), ApiError> {
+    match reply {
         Reply::Full(out) => {
             ctx.upstream_latency = Some(sent.elapsed());
             ctx.usage = usage::from_body(&out);
@@ -85,7 +300,7 @@ pub async fn create(
                     sent,
                     provider: d.deployment.provider,
                     client: ClientApi::OpenAi,
-                    model: &model,
+                    model,
                 },
                 stream::responses_passthrough(),
                 &headers,
@@ -95,8 +310,76 @@ pub async fn create(
     }
 }
 
-/// The client's request with the model renamed. Providers without the API refuse it with
-/// a 400 (`providers::unsupported`) before anything is sent.
-fn upstream_body(req: &RawObject, d: &CompiledDeployment) -> Result<Bytes, ApiError> {
-    req.with("model", &d.deployment.upstream_model)
+/// A response the gateway holds, if the caller may read it; else a 404.
+async fn held(
+    app: &App,
+    ctx: &RequestCtx,
+    id: &str,
+) -> Result<Arc<conversations::Stored>, ApiError> {
+    let owner = conversations::owner(ctx.key.as_deref());
+    app.conversations
+        .get(id)
+        .await
+        .filter(|s| s.readable_by(&owner))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Response with id '{id}' not found. The gateway holds the responses it \
+                 answered through chat; responses of OpenAI and Azure deployments are read \
+                 from the provider"
+            ))
+            .with_code("response_not_found")
+        })
+}
+
+/// `GET /v1/responses/{id}`.
+pub async fn get(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    id: &str,
+) -> Result<(), ApiError> {
+    let stored = held(app, ctx, id).await?;
+    let out = Bytes::from(stored.response.to_string());
+    if let Err(e) = respond::json(session, ctx, &[], out).await {
+        tracing::debug!(error = %e, "client went away");
+    }
+    Ok(())
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub async fn delete(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    id: &str,
+) -> Result<(), ApiError> {
+    held(app, ctx, id).await?;
+    app.conversations.delete(id).await;
+    let out = json!({"id": id, "object": "response", "deleted": true});
+    if let Err(e) = respond::json(session, ctx, &[], Bytes::from(out.to_string())).await {
+        tracing::debug!(error = %e, "client went away");
+    }
+    Ok(())
+}
+
+/// `GET /v1/responses/{id}/input_items`: the turn's input, in order (one page).
+pub async fn input_items_of(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    id: &str,
+) -> Result<(), ApiError> {
+    let stored = held(app, ctx, id).await?;
+    let items = &stored.input_items;
+    let out = json!({
+        "object": "list",
+        "data": items,
+        "first_id": items.first().and_then(|i| i.get("id")),
+        "last_id": items.last().and_then(|i| i.get("id")),
+        "has_more": false,
+    });
+    if let Err(e) = respond::json(session, ctx, &[], Bytes::from(out.to_string())).await {
+        tracing::debug!(error = %e, "client went away");
+    }
+    Ok(())
 }

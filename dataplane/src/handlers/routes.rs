@@ -24,6 +24,12 @@ pub enum Endpoint {
     Responses,
     /// OpenAI's legacy text completions.
     Completions,
+    /// `GET /v1/responses/{id}`.
+    ResponseGet,
+    /// `DELETE /v1/responses/{id}`.
+    ResponseDelete,
+    /// `GET /v1/responses/{id}/input_items`.
+    ResponseInputItems,
     ImageGenerations,
     Models,
     Liveliness,
@@ -83,7 +89,8 @@ const fn spec(
     }
 }
 
-/// Pass-through paths end in `{*rest}`: the rest of the path, the provider's own.
+/// Pass-through paths end in `{*rest}`: the rest of the path, the provider's own. A path
+/// has at most one parameter.
 const TABLE: &[Spec] = &[
     spec(
         Method::POST,
@@ -143,6 +150,42 @@ const TABLE: &[Spec] = &[
         Endpoint::Responses,
         ClientApi::OpenAi,
         Needs::KeyAndBody,
+        "responses",
+    ),
+    spec(
+        Method::GET,
+        &[
+            "/v1/responses/{id}",
+            "/responses/{id}",
+            "/openai/v1/responses/{id}",
+        ],
+        Endpoint::ResponseGet,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "responses",
+    ),
+    spec(
+        Method::DELETE,
+        &[
+            "/v1/responses/{id}",
+            "/responses/{id}",
+            "/openai/v1/responses/{id}",
+        ],
+        Endpoint::ResponseDelete,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "responses",
+    ),
+    spec(
+        Method::GET,
+        &[
+            "/v1/responses/{id}/input_items",
+            "/responses/{id}/input_items",
+            "/openai/v1/responses/{id}/input_items",
+        ],
+        Endpoint::ResponseInputItems,
+        ClientApi::OpenAi,
+        Needs::Key,
         "responses",
     ),
     spec(
@@ -250,7 +293,7 @@ const TABLE: &[Spec] = &[
 /// The outcome of a lookup.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Found<'r, 'p> {
-    /// The route, and the `{*rest}` of a pass-through path.
+    /// The route, and its path's parameter (`{id}`, a pass-through's `{*rest}`).
     Route(&'r Route, Option<&'p str>),
     /// The path is known, not with this method.
     MethodNotAllowed,
@@ -291,7 +334,7 @@ impl Routes {
             return Found::NotFound;
         };
         match m.value.iter().find(|r| r.method == *method) {
-            Some(route) => Found::Route(route, m.params.get("rest")),
+            Some(route) => Found::Route(route, m.params.iter().next().map(|(_, v)| v)),
             None => Found::MethodNotAllowed,
         }
     }
@@ -346,13 +389,27 @@ mod tests {
             endpoint(Method::GET, "/health/liveness"),
             Some((Endpoint::Liveliness, None))
         );
+        assert_eq!(
+            endpoint(Method::DELETE, "/openai/v1/responses/resp_1"),
+            Some((Endpoint::ResponseDelete, Some("resp_1")))
+        );
+        assert_eq!(
+            endpoint(Method::GET, "/v1/responses/resp_1/input_items"),
+            Some((Endpoint::ResponseInputItems, Some("resp_1")))
+        );
+        assert_eq!(
+            ROUTES.find(&Method::PUT, "/v1/responses/resp_1"),
+            Found::MethodNotAllowed
+        );
     }
 
     #[test]
     fn every_table_path_is_routed() {
         for s in TABLE {
             for path in s.paths {
-                let concrete = path.replace("{*rest}", "some/native/path");
+                let concrete = path
+                    .replace("{*rest}", "some/native/path")
+                    .replace("{id}", "resp_1");
                 match ROUTES.find(&s.method, &concrete) {
                     Found::Route(r, _) => assert_eq!(r.endpoint, s.endpoint, "{path}"),
                     other => panic!("{path}: {other:?}"),

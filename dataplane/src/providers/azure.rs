@@ -25,6 +25,10 @@ impl Provider for Azure {
         super::openai_text_completions(d)
     }
 
+    fn responses_api(&self, _d: &Deployment) -> bool {
+        true
+    }
+
     fn request(
         &self,
         d: &CompiledDeployment,

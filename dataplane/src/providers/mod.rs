@@ -66,11 +66,12 @@ impl Operation {
         }
     }
 
-    /// The operation deployment `d` is sent: legacy completions go through chat where
-    /// the deployment has no `/completions` of its own.
+    /// The operation deployment `d` is sent: legacy completions and the Responses API go
+    /// through chat where the deployment has no endpoint of its own for them.
     pub fn on(self, d: &CompiledDeployment) -> Self {
         match self {
             Self::Completions { stream } if !d.text_completions => Self::Chat { stream },
+            Self::Responses { stream } if !d.responses_api => Self::Chat { stream },
             op => op,
         }
     }
@@ -97,6 +98,15 @@ fn openai_text_completions(d: &Deployment) -> bool {
                 .unwrap_or("openai"),
             &d.upstream_model,
         )
+}
+
+/// Whether an OpenAI deployment has the Responses API: OpenAI's own (no
+/// compatible-family prefix), or any whose `model_info.mode` is `responses`.
+fn openai_responses_api(d: &Deployment) -> bool {
+    d.model_info.mode.as_deref() == Some("responses")
+        || d.settings
+            .param(routeiq_proto::litellm::CUSTOM_LLM_PROVIDER)
+            .is_none()
 }
 
 /// The 400 for an operation a provider does not offer.
@@ -155,6 +165,12 @@ pub trait Provider: Send + Sync {
     /// Whether the deployment answers legacy `/completions` itself (read once, when it
     /// is compiled); otherwise they go through chat.
     fn text_completions(&self, _d: &Deployment) -> bool {
+        false
+    }
+
+    /// Whether the deployment has the Responses API itself (read once, when it is
+    /// compiled); otherwise it goes through chat.
+    fn responses_api(&self, _d: &Deployment) -> bool {
         false
     }
 

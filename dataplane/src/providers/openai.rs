@@ -25,6 +25,10 @@ impl Provider for OpenAi {
         super::openai_text_completions(d)
     }
 
+    fn responses_api(&self, d: &Deployment) -> bool {
+        super::openai_responses_api(d)
+    }
+
     fn request(
         &self,
         d: &CompiledDeployment,

@@ -216,6 +216,7 @@ mod tests {
             health: Arc::new(DeploymentHealth::default()),
             format: crate::translate::ChatFormat::OpenAi,
             text_completions: false,
+            responses_api: false,
             credentials: None,
             params: Default::default(),
         })

@@ -4,8 +4,8 @@
 //!
 //! The gateway passes a request through untouched (but for the model name) when client and
 //! provider speak the same format, and translates only when they differ. Anthropic clients
-//! reach provider-only formats through the OpenAI format. Legacy text completions reach
-//! chat-only providers through the OpenAI chat format too.
+//! reach provider-only formats through the OpenAI format. Legacy text completions and the
+//! Responses API reach chat-only providers through the OpenAI chat format too.
 
 pub mod anthropic_to_openai;
 pub mod chat_to_completions;
@@ -13,6 +13,7 @@ pub mod openai_to_anthropic;
 pub mod openai_to_bedrock;
 pub mod openai_to_cohere;
 pub mod openai_to_gemini;
+pub mod responses_via_chat;
 pub mod stream;
 
 use serde_json::{Map, Value};

@@ -107,6 +107,22 @@ pub fn completions_through_chat(
     })
 }
 
+/// A Responses API stream from a deployment answering in chat: its chunks in OpenAI's
+/// chat format first, then as the Responses API's events.
+pub fn responses_through_chat(
+    provider: ChatFormat,
+    model: &str,
+    prices: Prices,
+    second: super::responses_via_chat::ChunksToResponses,
+) -> Box<dyn StreamConverter> {
+    Box::new(Chain {
+        first: converter(provider, ClientApi::OpenAi, true, model, prices),
+        second: Box::new(second),
+        parser: sse::Parser::default(),
+        between: Vec::new(),
+    })
+}
+
 /// Two converters in a row, through the format between them.
 struct Chain {
     first: Box<dyn StreamConverter>,
