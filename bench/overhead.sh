@@ -9,7 +9,8 @@
 #   bench/overhead.sh [duration-seconds] [config template] [wrk script...]
 #       (defaults: 10, bench/config.yaml.in: one deployment; bench/config-latency.yaml.in:
 #        three deployments with latency-based-routing; bench/config-bedrock.yaml.in: one
-#        Bedrock deployment, translated to Converse and signed with SigV4 per request)
+#        Bedrock deployment, translated to Converse and signed with SigV4 per request;
+#        bench/config-anthropic.yaml.in: one Anthropic deployment, translated to Messages)
 #
 # Needs: nginx, wrk (Debian packages; installed if missing), a release build.
 set -euo pipefail

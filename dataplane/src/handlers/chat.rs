@@ -215,58 +215,48 @@ pub(super) fn upstream_body(
     drop_params: bool,
 ) -> Result<Bytes, ApiError> {
     let upstream_model = d.deployment.upstream_model.as_str();
-    Ok(match (client, d.format) {
+    match (client, d.format) {
         (ClientApi::OpenAi, ChatFormat::OpenAi) => {
             let edit = d
                 .params
                 .edit(req.keys(), &d.deployment.model_name, drop_params)?;
-            req.with_edit("model", &upstream_model, &edit)?
+            req.with_edit("model", &upstream_model, &edit)
         }
-        (ClientApi::Anthropic, ChatFormat::Anthropic) => req.with("model", &upstream_model)?,
-        (ClientApi::OpenAi, ChatFormat::Anthropic) => to_bytes(&openai_to_anthropic::request(
-            &req.to_map()?,
-            upstream_model,
-            d.deployment.model_info.max_output_tokens,
-        )?),
-        (ClientApi::Anthropic, ChatFormat::OpenAi) => {
-            // Translated, then edited as an OpenAI client's request would be.
-            let openai = to_bytes(&anthropic_to_openai::request(
-                &req.to_map()?,
-                upstream_model,
-            )?);
-            let openai = RawObject::parse(&openai)?;
-            let edit = d
-                .params
-                .edit(openai.keys(), &d.deployment.model_name, drop_params)?;
-            openai.with_edit("model", &upstream_model, &edit)?
-        }
-        (ClientApi::OpenAi, native) => {
-            to_bytes(&openai_to_native(native, &req.to_map()?, upstream_model)?)
-        }
-        (ClientApi::Anthropic, native) => {
+        (ClientApi::Anthropic, ChatFormat::Anthropic) => req.with("model", &upstream_model),
+        (ClientApi::OpenAi, _) => from_openai(&req.to_map()?, d, drop_params),
+        (ClientApi::Anthropic, _) => {
             let openai = anthropic_to_openai::request(&req.to_map()?, upstream_model)?;
             let Value::Object(openai) = openai else {
                 return Err(ApiError::internal("translated request is not an object"));
             };
-            to_bytes(&openai_to_native(native, &openai, upstream_model)?)
+            from_openai(&openai, d, drop_params)
         }
-    })
+    }
 }
 
-/// A request in a provider-only format (Gemini, Bedrock Converse) from an OpenAI one.
-fn openai_to_native(
-    native: ChatFormat,
+/// The request body for deployment `d` from an OpenAI chat request's fields: edited as
+/// an OpenAI client's would be (see `params`), or translated to the provider's format.
+pub(super) fn from_openai(
     req: &Map<String, Value>,
-    upstream_model: &str,
-) -> Result<Value, ApiError> {
-    match native {
-        ChatFormat::Gemini => openai_to_gemini::request(req),
-        ChatFormat::Bedrock => openai_to_bedrock::request(req),
-        ChatFormat::Cohere => openai_to_cohere::request(req, upstream_model),
-        ChatFormat::OpenAi | ChatFormat::Anthropic => Err(ApiError::internal(
-            "OpenAI and Anthropic requests are not translated through the OpenAI format",
-        )),
-    }
+    d: &CompiledDeployment,
+    drop_params: bool,
+) -> Result<Bytes, ApiError> {
+    let upstream_model = d.deployment.upstream_model.as_str();
+    let translated = match d.format {
+        ChatFormat::OpenAi => {
+            let req = RawObject::parse(&serde_json::to_vec(req).unwrap_or_default())?;
+            return upstream_body(&req, ClientApi::OpenAi, d, drop_params);
+        }
+        ChatFormat::Anthropic => openai_to_anthropic::request(
+            req,
+            upstream_model,
+            d.deployment.model_info.max_output_tokens,
+        )?,
+        ChatFormat::Gemini => openai_to_gemini::request(req)?,
+        ChatFormat::Bedrock => openai_to_bedrock::request(req)?,
+        ChatFormat::Cohere => openai_to_cohere::request(req, upstream_model)?,
+    };
+    Ok(to_bytes(&translated))
 }
 
 /// A deployment's chat answer in OpenAI's format, and its usage.
@@ -275,35 +265,35 @@ pub(super) fn openai_response(
     body: Bytes,
     model: &str,
 ) -> Result<(Bytes, Option<usage::Usage>), ApiError> {
-    Ok(match native {
-        ChatFormat::OpenAi => {
-            let usage = usage::from_body(&body);
-            (body, usage)
-        }
-        ChatFormat::Anthropic => {
-            let (v, u) = openai_to_anthropic::response(&body)?;
-            (to_bytes(&v), u)
-        }
-        native => {
-            let (v, u) = native_to_openai(native, &body, model)?;
-            (to_bytes(&v), u)
-        }
-    })
+    if native == ChatFormat::OpenAi {
+        let usage = usage::from_body(&body);
+        return Ok((body, usage));
+    }
+    let (v, u) = openai_answer(native, &body, model)?;
+    Ok((to_bytes(&v), u))
 }
 
-/// An OpenAI response from a provider-only format's.
-fn native_to_openai(
+/// A deployment's chat answer as OpenAI's, parsed, and its usage.
+pub(super) fn openai_answer(
     native: ChatFormat,
     body: &[u8],
     model: &str,
 ) -> Result<(Value, Option<usage::Usage>), ApiError> {
     match native {
+        ChatFormat::OpenAi => {
+            let v = serde_json::from_slice(body).map_err(|e| {
+                ApiError::upstream(
+                    502,
+                    crate::error::ErrorKind::Upstream,
+                    format!("provider sent a body that is not JSON: {e}"),
+                )
+            })?;
+            Ok((v, usage::from_body(body)))
+        }
+        ChatFormat::Anthropic => openai_to_anthropic::response(body),
         ChatFormat::Gemini => openai_to_gemini::response(body, model),
         ChatFormat::Bedrock => openai_to_bedrock::response(body, model),
         ChatFormat::Cohere => openai_to_cohere::response(body, model),
-        ChatFormat::OpenAi | ChatFormat::Anthropic => Err(ApiError::internal(
-            "OpenAI and Anthropic responses are not translated through the OpenAI format",
-        )),
     }
 }
 

@@ -97,9 +97,9 @@ pub async fn create(
                 ctx.usage = crate::usage::from_body(&out);
                 out
             } else {
-                let (chat, usage) = super::chat::openai_response(d.format, out, &model)?;
+                let (chat, usage) = super::chat::openai_answer(d.format, &out, &model)?;
                 ctx.usage = usage;
-                Bytes::from(chat_to_completions::response(&chat)?.to_string())
+                Bytes::from(chat_to_completions::response(&chat).to_string())
             };
             headers.extend(super::cost_header(ctx));
             if let Err(e) = respond::json(session, ctx, &headers, out).await {

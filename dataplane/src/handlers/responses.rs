@@ -82,8 +82,8 @@ pub async fn create(
             native_body(&req, d, &previous)
         } else {
             let chat = via_chat.get_or_init(|| chat_request(&req, &previous));
-            let (_, chat) = chat.as_ref().map_err(Clone::clone)?;
-            super::chat::upstream_body(chat, ClientApi::OpenAi, d, false)
+            let t = chat.as_ref().map_err(Clone::clone)?;
+            super::chat::from_openai(&t.chat, d, false)
         }
     })
     .await?;
@@ -92,7 +92,7 @@ pub async fn create(
     if d.responses_api {
         return native_reply(session, ctx, served.reply, sent, &d, &model, headers).await;
     }
-    let Some(Ok((request, _))) = via_chat.into_inner() else {
+    let Some(Ok(Translated { request, .. })) = via_chat.into_inner() else {
         return Err(ApiError::internal("a translated request was not kept"));
     };
     let meta = Meta {
@@ -110,12 +110,12 @@ pub async fn create(
     match served.reply {
         Reply::Full(out) => {
             ctx.upstream_latency = Some(sent.elapsed());
-            let (chat, usage) = super::chat::openai_response(d.format, out, &model)?;
+            let (chat, usage) = super::chat::openai_answer(d.format, &out, &model)?;
             ctx.usage = usage;
-            let response = responses_via_chat::response(&request, &meta, &chat)?;
+            let response = responses_via_chat::response(&request, &meta, &chat);
             if let Some(keep) = keep {
-                let (id, stored) = keep.stored(&response);
-                keep.conversations.put(&id, stored).await;
+                let json = keep.encode(&response);
+                keep.conversations.put(&keep.id, json).await;
             }
             headers.extend(super::cost_header(ctx));
             let out = Bytes::from(response.to_string());
@@ -130,11 +130,11 @@ pub async fn create(
             // follow-up can name it at once: here at once, in Redis a moment later.
             let on_done = keep.map(|keep| -> responses_via_chat::OnDone {
                 Box::new(move |response: &Value| {
-                    let (id, stored) = keep.stored(response);
-                    let stored = Arc::new(stored);
-                    keep.conversations.put_local(&id, Arc::clone(&stored));
-                    let conversations = keep.conversations;
-                    tokio::spawn(async move { conversations.put_shared(&id, &stored).await });
+                    let json = keep.encode(response);
+                    keep.conversations.put_local(&keep.id, Arc::clone(&json));
+                    tokio::spawn(async move {
+                        keep.conversations.put_shared(&keep.id, &json).await;
+                    });
                 })
             });
             let conv = stream::responses_through_chat(
@@ -166,7 +166,7 @@ pub async fn create(
 enum Previous {
     None,
     /// The id, and the response when the gateway answered it itself.
-    Named(String, Option<Arc<conversations::Stored>>),
+    Named(String, Option<conversations::Stored>),
 }
 
 impl Previous {
@@ -189,17 +189,19 @@ struct Keep {
 }
 
 impl Keep {
-    fn stored(&self, response: &Value) -> (String, conversations::Stored) {
-        let mut messages = self.history.clone();
+    /// The response's JSON text as stored: with the conversation so far and its input.
+    fn encode(&self, response: &Value) -> Arc<str> {
+        let mut messages = Vec::with_capacity(self.history.len() + 2);
+        messages.extend(self.history.iter().cloned());
         messages.extend(responses_via_chat::input_messages(&self.input).unwrap_or_default());
         messages.extend(responses_via_chat::output_messages(response));
-        let stored = conversations::Stored {
-            owner: self.owner.clone(),
-            response: response.clone(),
-            messages,
-            input_items: input_items(&self.input, &self.id),
-        };
-        (self.id.clone(), stored)
+        conversations::ToStore {
+            owner: &self.owner,
+            response,
+            messages: &messages,
+            input_items: &input_items(&self.input, &self.id),
+        }
+        .encode()
     }
 }
 
@@ -225,13 +227,16 @@ fn input_items(input: &Value, response_id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A Responses request and the chat request it becomes.
+struct Translated {
+    request: Map<String, Value>,
+    chat: Map<String, Value>,
+}
+
 /// The chat request (and the Responses request it came from) for a deployment without
 /// the Responses API: a 404 when `previous_response_id` names a response the gateway
 /// does not hold.
-fn chat_request(
-    req: &RawObject,
-    previous: &Previous,
-) -> Result<(Map<String, Value>, RawObject), ApiError> {
+fn chat_request(req: &RawObject, previous: &Previous) -> Result<Translated, ApiError> {
     if let Previous::Named(id, None) = previous {
         return Err(ApiError::not_found(format!(
             "Previous response with id '{id}' not found (responses answered through chat are \
@@ -243,8 +248,7 @@ fn chat_request(
     }
     let request = req.to_map()?;
     let chat = responses_via_chat::request(&request, &previous.messages())?;
-    let chat = RawObject::parse(&serde_json::to_vec(&chat).unwrap_or_default())?;
-    Ok((request, chat))
+    Ok(Translated { request, chat })
 }
 
 /// The client's request with the model renamed. A conversation the gateway holds goes
@@ -311,11 +315,7 @@ async fn native_reply(
 }
 
 /// A response the gateway holds, if the caller may read it; else a 404.
-async fn held(
-    app: &App,
-    ctx: &RequestCtx,
-    id: &str,
-) -> Result<Arc<conversations::Stored>, ApiError> {
+async fn held(app: &App, ctx: &RequestCtx, id: &str) -> Result<conversations::Stored, ApiError> {
     let owner = conversations::owner(ctx.key.as_deref());
     app.conversations
         .get(id)

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::stream::StreamConverter;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::ApiError;
 use crate::sse::{self, Event};
 use crate::usage::Usage;
 
@@ -422,14 +422,7 @@ fn call_item(id: &str, call_id: &Value, name: &Value, arguments: &str, status: &
 }
 
 /// A `response` from a chat answer in OpenAI's format.
-pub fn response(req: &Map<String, Value>, meta: &Meta, chat: &[u8]) -> Result<Value, ApiError> {
-    let chat: Value = serde_json::from_slice(chat).map_err(|e| {
-        ApiError::upstream(
-            502,
-            ErrorKind::Upstream,
-            format!("provider sent a body that is not JSON: {e}"),
-        )
-    })?;
+pub fn response(req: &Map<String, Value>, meta: &Meta, chat: &Value) -> Value {
     let choice = chat.pointer("/choices/0");
     let finish = choice
         .and_then(|c| c.get("finish_reason"))
@@ -465,14 +458,14 @@ pub fn response(req: &Map<String, Value>, meta: &Meta, chat: &[u8]) -> Result<Va
             ));
         }
     }
-    Ok(response_object(
+    response_object(
         req,
         meta,
         status(finish),
         finish,
         output,
         usage(chat.get("usage")),
-    ))
+    )
 }
 
 /// The chat messages an answer adds to the conversation: its text and function calls, as
@@ -884,10 +877,10 @@ mod tests {
             created_at: 7,
             model: "g".into(),
         };
-        let chat = br#"{"choices":[{"index":0,"finish_reason":"length","message":{"role":"assistant","content":"Hi",
+        let chat = r#"{"choices":[{"index":0,"finish_reason":"length","message":{"role":"assistant","content":"Hi",
             "tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}}],
             "usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":2}}}"#;
-        let r = response(&req, &meta, chat).unwrap();
+        let r = response(&req, &meta, &serde_json::from_str(chat).unwrap());
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
         assert_eq!(r["output"][0]["content"][0]["text"], "Hi");
