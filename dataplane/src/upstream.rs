@@ -31,6 +31,7 @@ pub use routeiq_proto::ApiBase as Target;
 /// One upstream request, ready to send.
 #[derive(Debug)]
 pub struct UpstreamRequest {
+    pub method: http::Method,
     /// Path and query, appended to nothing: already includes `base_path`.
     pub path: String,
     pub headers: Vec<(&'static str, String)>,
@@ -155,7 +156,11 @@ impl Upstream {
 }
 
 fn build_header(target: &Target, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
-    let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(req.headers.len() + 4))?;
+    let mut h = RequestHeader::build(
+        req.method.as_str(),
+        req.path.as_bytes(),
+        Some(req.headers.len() + 4),
+    )?;
     h.insert_header("host", target.authority.as_str())?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", req.body.len().to_string())?;

@@ -3,6 +3,7 @@ deployments, through chat for every other provider (streams, function tools,
 `previous_response_id`, and `GET`/`DELETE /v1/responses/{id}` included), with the same keys,
 fallbacks, usage and cost as chat."""
 
+import base64
 import json
 
 import httpx
@@ -35,6 +36,14 @@ def config(mock) -> dict:
                                 "api_key": "k", "input_cost_per_token": PRICE_IN,
                                 "output_cost_per_token": PRICE_OUT},
              "model_info": {"id": "claude-sonnet-4-5"}},
+            {"model_name": "pair",
+             "litellm_params": {"model": "openai/pair-a", "api_base": f"{mock.url}/v1",
+                                "api_key": "sk-up"},
+             "model_info": {"id": "pair-a"}},
+            {"model_name": "pair",
+             "litellm_params": {"model": "openai/pair-b", "api_base": f"{mock.url}/v1",
+                                "api_key": "sk-up"},
+             "model_info": {"id": "pair-b"}},
             {"model_name": "gemini",
              "litellm_params": {"model": "gemini/gemini-2.0-flash",
                                 "api_base": f"{mock.url}/v1beta", "api_key": "g-key"},
@@ -93,7 +102,9 @@ def test_function_tools_and_previous_response_id(mock, gateway):
         model="gpt", previous_response_id=first.id, tools=tools,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
     assert second.status == "completed"
-    assert last(mock)["body"]["previous_response_id"] == first.id
+    # The client's ids name the deployment; the provider gets its own id back.
+    upstream_id = last(mock)["body"]["previous_response_id"]
+    assert upstream_id.startswith("resp_mock_") and first.id != upstream_id
     # A streamed tool call: the arguments arrive as deltas.
     events = list(c.responses.create(model="gpt", input="now call the tool", tools=tools,
                                      stream=True))
@@ -243,3 +254,42 @@ def test_conversations_are_shared_through_redis(mock, gateway, tmp_path):
         assert client(b).responses.retrieve(first.id).output_text == first.output_text
     finally:
         redis.stop()
+
+
+def test_native_ids_reach_the_deployment_that_holds_them(mock, gateway):
+    g = gateway(config(mock))
+    c = client(g)
+    for model in ("gpt", "azure-gpt"):
+        r = c.responses.create(model=model, input="remember this")
+        got = c.responses.retrieve(r.id)
+        assert got.id == r.id and got.output_text == "mock reply to: remember this"
+        sent = last(mock)
+        assert sent["path"].startswith("GET /openai/responses/resp_mock_" if model == "azure-gpt"
+                                       else "GET /v1/responses/resp_mock_"), sent["path"]
+        items = c.responses.input_items.list(r.id)
+        assert items.data[0].content[0].text == "remember this"
+        c.responses.delete(r.id)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.retrieve(r.id)
+
+    # A streamed response's id is the client's in every event that carries it.
+    events = list(c.responses.create(model="gpt", input="stream it", stream=True))
+    ids = {e.response.id for e in events if hasattr(e, "response")}
+    assert len(ids) == 1
+    (sid,) = ids
+    assert c.responses.retrieve(sid).output_text == "mock reply to: stream it"
+
+    # In a group of two, a conversation stays on the deployment that holds it.
+    first = c.responses.with_raw_response.create(model="pair", input="start")
+    holder = first.headers["x-litellm-model-id"]
+    prev = first.parse().id
+    for i in range(8):
+        raw = c.responses.with_raw_response.create(model="pair", input=f"turn {i}",
+                                                   previous_response_id=prev)
+        assert raw.headers["x-litellm-model-id"] == holder
+        prev = raw.parse().id
+
+    # An id naming no deployment of this gateway: 404, nothing sent upstream.
+    forged = "resp_" + base64.urlsafe_b64encode(b"routeiq;nope;resp_mock_1").decode().rstrip("=")
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(forged)

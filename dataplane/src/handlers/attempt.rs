@@ -43,6 +43,8 @@ pub struct Request<'a> {
     pub tags: Vec<String>,
     /// The text learned strategies route on (when one is configured).
     pub query: Option<String>,
+    /// The deployment that must serve it, where its group has it (`RouteRequest::pinned`).
+    pub pinned: Option<String>,
 }
 
 /// Plans the attempts for the request (`routing::failover`) and admits it under the
@@ -69,6 +71,7 @@ pub async fn plan<'a>(
             query: r
                 .query
                 .map(|q| Arc::new(Query::for_user(q, ctx.end_user.clone()))),
+            pinned: r.pinned,
         },
     )?;
     if let Some(query) = plan.request().query.clone() {

@@ -93,6 +93,7 @@ pub async fn completion(
             stream,
             tags,
             query: live.learned_routing().then(|| query_text(&req)),
+            pinned: None,
         },
     )
     .await?;

@@ -79,6 +79,7 @@ pub async fn create(
             stream,
             tags,
             query: None,
+            pinned: None,
         },
     )
     .await?;

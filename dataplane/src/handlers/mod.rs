@@ -97,10 +97,12 @@ async fn serve(
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,
         Endpoint::Metrics => info::metrics(app, session, ctx).await,
         Endpoint::HotReload => info::hot_reload(live, session, ctx).await,
-        Endpoint::ResponseGet => responses::get(app, session, ctx, param.unwrap_or("")).await,
-        Endpoint::ResponseDelete => responses::delete(app, session, ctx, param.unwrap_or("")).await,
+        Endpoint::ResponseGet => responses::get(app, live, session, ctx, param.unwrap_or("")).await,
+        Endpoint::ResponseDelete => {
+            responses::delete(app, live, session, ctx, param.unwrap_or("")).await
+        }
         Endpoint::ResponseInputItems => {
-            responses::input_items_of(app, session, ctx, param.unwrap_or("")).await
+            responses::input_items_of(app, live, session, ctx, param.unwrap_or("")).await
         }
         Endpoint::PassThrough(kind) => {
             let rest = format!("/{}", param.unwrap_or(""));

@@ -217,6 +217,7 @@ pub async fn create(
             stream: false,
             tags,
             query: None,
+            pinned: None,
         },
     )
     .await?;

@@ -213,6 +213,7 @@ pub async fn forward(
         })
         .collect();
     let mut req = crate::upstream::UpstreamRequest {
+        method: http::Method::POST,
         path: format!("{}{rest}{query}", root(&target.base_path)),
         headers,
         body,

@@ -3,7 +3,9 @@
 //!
 //! - `POST /v1/responses` is native to OpenAI and Azure (and to any OpenAI-format
 //!   deployment whose `model_info.mode` is `responses`): the request goes up with its
-//!   model renamed and the answer, typed event stream included, comes back unchanged.
+//!   model renamed and the answer, typed event stream included, comes back unchanged but
+//!   for its id, which names the deployment ([`native_id`]): `previous_response_id`
+//!   then reaches that deployment, and `GET`/`DELETE /v1/responses/{id}` are sent to it.
 //! - Every other deployment gets it through chat (`translate::responses_via_chat`),
 //!   streams included. Those responses are kept by the gateway (`conversations`), so that
 //!   `previous_response_id` continues them and `GET`/`DELETE /v1/responses/{id}` and
@@ -11,8 +13,12 @@
 
 use std::sync::{Arc, OnceLock};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use bytes::Bytes;
+use http::Method;
 use pingora::proxy::Session;
+use routeiq_proto::ProviderKind;
 use serde_json::{json, Map, Value};
 
 use super::attempt::{self, Reply};
@@ -54,10 +60,16 @@ pub async fn create(
     }
     let owner = conversations::owner(ctx.key.as_deref());
     let previous = match req.value("previous_response_id") {
-        Some(Value::String(id)) => {
-            let stored = app.conversations.get(&id).await;
-            Previous::Named(id, stored.filter(|s| s.readable_by(&owner)))
-        }
+        Some(Value::String(id)) => match parse_native_id(&id) {
+            Some((deployment, upstream)) => Previous::Native {
+                deployment,
+                upstream,
+            },
+            None => {
+                let stored = app.conversations.get(&id).await;
+                Previous::Named(id, stored.filter(|s| s.readable_by(&owner)))
+            }
+        },
         _ => Previous::None,
     };
     let max_tokens = req.value("max_output_tokens").and_then(|v| v.as_u64());
@@ -72,6 +84,10 @@ pub async fn create(
             stream,
             tags,
             query: None,
+            pinned: match &previous {
+                Previous::Native { deployment, .. } => Some(deployment.clone()),
+                _ => None,
+            },
         },
     )
     .await?;
@@ -167,6 +183,11 @@ enum Previous {
     None,
     /// The id, and the response when the gateway answered it itself.
     Named(String, Option<conversations::Stored>),
+    /// A response a deployment with the API holds: its id and the provider's response id.
+    Native {
+        deployment: String,
+        upstream: String,
+    },
 }
 
 impl Previous {
@@ -237,14 +258,22 @@ struct Translated {
 /// the Responses API: a 404 when `previous_response_id` names a response the gateway
 /// does not hold.
 fn chat_request(req: &RawObject, previous: &Previous) -> Result<Translated, ApiError> {
-    if let Previous::Named(id, None) = previous {
-        return Err(ApiError::not_found(format!(
+    let missing = match previous {
+        Previous::Named(id, None) => Some(format!(
             "Previous response with id '{id}' not found (responses answered through chat are \
              kept for {} h)",
             conversations::TTL.as_secs() / 3600
-        ))
-        .with_param("previous_response_id")
-        .with_code("previous_response_not_found"));
+        )),
+        Previous::Native { deployment, .. } => Some(format!(
+            "the previous response is held by deployment `{deployment}`, which cannot serve \
+             this request; a conversation continues on the deployment that holds it"
+        )),
+        _ => None,
+    };
+    if let Some(message) = missing {
+        return Err(ApiError::not_found(message)
+            .with_param("previous_response_id")
+            .with_code("previous_response_not_found"));
     }
     let request = req.to_map()?;
     let chat = responses_via_chat::request(&request, &previous.messages())?;
@@ -258,8 +287,14 @@ fn native_body(
     d: &CompiledDeployment,
     previous: &Previous,
 ) -> Result<Bytes, ApiError> {
-    let Previous::Named(_, Some(stored)) = previous else {
-        return req.with("model", &d.deployment.upstream_model);
+    let stored = match previous {
+        Previous::Named(_, Some(stored)) => stored,
+        Previous::Native { upstream, .. } => {
+            let mut req = req.clone();
+            req.set("previous_response_id", upstream)?;
+            return req.with("model", &d.deployment.upstream_model);
+        }
+        _ => return req.with("model", &d.deployment.upstream_model),
     };
     let mut req = req.clone();
     req.remove("previous_response_id");
@@ -287,6 +322,7 @@ async fn native_reply(
         Reply::Full(out) => {
             ctx.upstream_latency = Some(sent.elapsed());
             ctx.usage = usage::from_body(&out);
+            let out = with_native_id(out, &d.deployment.id.0);
             headers.extend(super::cost_header(ctx));
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
@@ -306,7 +342,10 @@ async fn native_reply(
                     client: ClientApi::OpenAi,
                     model,
                 },
-                stream::responses_passthrough(),
+                stream::responses_passthrough(Box::new({
+                    let deployment = d.deployment.id.0.clone();
+                    move |id: &str| native_id(&deployment, id)
+                })),
                 &headers,
             )
             .await
@@ -334,10 +373,14 @@ async fn held(app: &App, ctx: &RequestCtx, id: &str) -> Result<conversations::St
 /// `GET /v1/responses/{id}`.
 pub async fn get(
     app: &App,
+    live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
+    if let Some(native) = parse_native_id(id) {
+        return at_provider(app, live, session, ctx, Method::GET, native, "", id).await;
+    }
     let stored = held(app, ctx, id).await?;
     let out = Bytes::from(stored.response.to_string());
     if let Err(e) = respond::json(session, ctx, &[], out).await {
@@ -349,10 +392,14 @@ pub async fn get(
 /// `DELETE /v1/responses/{id}`.
 pub async fn delete(
     app: &App,
+    live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
+    if let Some(native) = parse_native_id(id) {
+        return at_provider(app, live, session, ctx, Method::DELETE, native, "", id).await;
+    }
     held(app, ctx, id).await?;
     app.conversations.delete(id).await;
     let out = json!({"id": id, "object": "response", "deleted": true});
@@ -365,10 +412,21 @@ pub async fn delete(
 /// `GET /v1/responses/{id}/input_items`: the turn's input, in order (one page).
 pub async fn input_items_of(
     app: &App,
+    live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
+    if let Some(native) = parse_native_id(id) {
+        let query = session
+            .req_header()
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let rest = format!("/input_items{query}");
+        return at_provider(app, live, session, ctx, Method::GET, native, &rest, id).await;
+    }
     let stored = held(app, ctx, id).await?;
     let items = &stored.input_items;
     let out = json!({
@@ -382,4 +440,145 @@ pub async fn input_items_of(
         tracing::debug!(error = %e, "client went away");
     }
     Ok(())
+}
+
+/// The id a client sees for a response of deployment `deployment` whose own id is
+/// `upstream`: `resp_` and the URL-safe base64 of `routeiq;<deployment>;<upstream>`.
+fn native_id(deployment: &str, upstream: &str) -> String {
+    format!(
+        "resp_{}",
+        URL_SAFE_NO_PAD.encode(format!("{NATIVE_ID_TAG}{deployment};{upstream}"))
+    )
+}
+
+const NATIVE_ID_TAG: &str = "routeiq;";
+
+/// The deployment and provider's id of a [`native_id`]; `None` for any other id.
+fn parse_native_id(id: &str) -> Option<(String, String)> {
+    let decoded = URL_SAFE_NO_PAD.decode(id.strip_prefix("resp_")?).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (deployment, upstream) = decoded.strip_prefix(NATIVE_ID_TAG)?.rsplit_once(';')?;
+    Some((deployment.to_owned(), upstream.to_owned()))
+}
+
+/// A native answer with its top-level `id` made a [`native_id`]; unchanged if it has none.
+fn with_native_id(out: Bytes, deployment: &str) -> Bytes {
+    let Ok(obj) = RawObject::parse(&out) else {
+        return out;
+    };
+    match obj.value("id") {
+        Some(Value::String(id)) => obj.with("id", &native_id(deployment, &id)).unwrap_or(out),
+        _ => out,
+    }
+}
+
+/// `GET`/`DELETE /v1/responses/{id}{rest}` for a response a deployment with the API
+/// holds: sent to that deployment with its own id, the answer passed back with the
+/// client's id.
+#[allow(clippy::too_many_arguments)]
+async fn at_provider(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    method: Method,
+    (deployment, upstream): (String, String),
+    rest: &str,
+    client_id: &str,
+) -> Result<(), ApiError> {
+    let not_found = || {
+        ApiError::not_found(format!("Response with id '{client_id}' not found."))
+            .with_code("response_not_found")
+    };
+    let d = live
+        .compiled()
+        .find(|d| d.deployment.id.0 == deployment)
+        .cloned()
+        .ok_or_else(not_found)?;
+    crate::access::check(live, ctx.key.as_deref(), &d.deployment.model_name)?;
+    ctx.model = Some(d.deployment.model_name.clone());
+    ctx.deployment = Some(Arc::clone(&d));
+    let target = d.target.as_ref().ok_or_else(not_found)?;
+    let path = match d.deployment.provider {
+        ProviderKind::Azure => format!(
+            "{}/openai/responses/{upstream}{rest}{sep}api-version={}",
+            target.base_path,
+            d.deployment.api_version.as_deref().unwrap_or_default(),
+            sep = if rest.contains('?') { '&' } else { '?' },
+        ),
+        _ => format!("{}/responses/{upstream}{rest}", target.base_path),
+    };
+    let mut req = crate::upstream::UpstreamRequest {
+        method,
+        path,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    };
+    crate::providers::get(d.deployment.provider)
+        .authorize(&app.upstream, &d, target, &mut req)
+        .await?;
+    let call = async {
+        let mut ex = app
+            .upstream
+            .send(target, req, None, Arc::clone(&d.label))
+            .await?;
+        let status = ex.status;
+        let body = ex.read_all(MAX_RESPONSE_BYTES).await?;
+        Ok::<_, ApiError>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(d.timeout, call).await.map_err(|_| {
+        ApiError::timeout(format!(
+            "{} did not answer within {:.1}s",
+            d.label,
+            d.timeout.as_secs_f64()
+        ))
+    })??;
+    match status {
+        200..=299 => {}
+        404 => return Err(not_found()),
+        _ => {
+            return Err(crate::providers::upstream_error(
+                d.deployment.provider,
+                status,
+                &body,
+            ))
+        }
+    }
+    let body = if rest.is_empty() {
+        // The response itself (or the deletion's answer) names the client's id.
+        match RawObject::parse(&body) {
+            Ok(obj) if obj.raw("id").is_some() => obj.with("id", &client_id).unwrap_or(body),
+            _ => body,
+        }
+    } else {
+        body
+    };
+    if let Err(e) = respond::json(session, ctx, &[], body).await {
+        tracing::debug!(error = %e, "client went away");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_ids_round_trip() {
+        let id = native_id("dep;with;semicolons", "resp_abc");
+        assert!(id.starts_with("resp_"));
+        assert_eq!(
+            parse_native_id(&id),
+            Some(("dep;with;semicolons".into(), "resp_abc".into()))
+        );
+        assert_eq!(parse_native_id("resp_abc"), None);
+        assert_eq!(parse_native_id("resp_0123456789abcdef"), None);
+        let out = with_native_id(Bytes::from_static(br#"{"id":"resp_abc","output":[]}"#), "d");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            parse_native_id(v["id"].as_str().unwrap()),
+            Some(("d".into(), "resp_abc".into()))
+        );
+        assert_eq!(v["output"], json!([]));
+    }
 }

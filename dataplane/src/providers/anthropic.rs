@@ -42,6 +42,7 @@ impl Provider for Anthropic {
         let mut headers = vec![("anthropic-version", ANTHROPIC_VERSION.to_owned())];
         headers.extend(key_header(d));
         Ok(UpstreamRequest {
+            method: http::Method::POST,
             path: format!("{base}/v1/messages"),
             headers,
             body,

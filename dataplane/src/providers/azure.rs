@@ -46,6 +46,7 @@ impl Provider for Azure {
             // Not under the deployment: the body's `model` names it.
             Operation::Responses { .. } => {
                 return Ok(UpstreamRequest {
+                    method: http::Method::POST,
                     path: format!(
                         "{}/openai/responses?api-version={version}",
                         target.base_path
@@ -59,6 +60,7 @@ impl Provider for Azure {
             }
         };
         Ok(UpstreamRequest {
+            method: http::Method::POST,
             path: format!(
                 "{}/openai/deployments/{}/{endpoint}?api-version={version}",
                 target.base_path, dep.upstream_model

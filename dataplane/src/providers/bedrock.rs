@@ -150,6 +150,7 @@ impl Provider for Bedrock {
             headers.push(("accept", "application/vnd.amazon.eventstream".to_owned()));
         }
         Ok(UpstreamRequest {
+            method: http::Method::POST,
             path: format!("{}/model/{}/{action}", target.base_path, encode_id(id)),
             headers,
             body,

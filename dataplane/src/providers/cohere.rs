@@ -44,6 +44,7 @@ impl Provider for Cohere {
             .strip_suffix("/v2")
             .unwrap_or(&target.base_path);
         Ok(UpstreamRequest {
+            method: http::Method::POST,
             path: format!("{base}/v2/{endpoint}"),
             headers: bearer(d),
             body,

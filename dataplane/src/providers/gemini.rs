@@ -47,6 +47,7 @@ impl Provider for Gemini {
         let dep = &d.deployment;
         let method = method(op).ok_or_else(|| super::unsupported(dep, "Gemini", op))?;
         Ok(UpstreamRequest {
+            method: http::Method::POST,
             path: format!(
                 "{}/models/{}:{method}",
                 target.base_path, dep.upstream_model,

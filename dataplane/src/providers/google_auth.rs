@@ -122,6 +122,7 @@ impl Fetch for ServiceAccount {
             target.base_path.clone()
         };
         let req = UpstreamRequest {
+            method: http::Method::POST,
             path,
             headers: vec![(
                 "content-type",

@@ -47,6 +47,7 @@ impl Provider for OpenAi {
             Operation::Completions { .. } => "/completions",
         };
         Ok(UpstreamRequest {
+            method: http::Method::POST,
             path: format!("{}{endpoint}", target.base_path),
             headers: bearer(d),
             body,

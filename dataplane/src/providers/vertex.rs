@@ -131,6 +131,7 @@ impl Provider for Vertex {
             .strip_suffix("/v1")
             .unwrap_or(&target.base_path);
         Ok(UpstreamRequest {
+            method: http::Method::POST,
             path: format!(
                 "{base}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{}:{method}",
                 auth.project, auth.location, dep.upstream_model

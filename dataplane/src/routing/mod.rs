@@ -35,6 +35,9 @@ pub struct RouteRequest {
     pub tags: Vec<String>,
     /// What learned strategies route on; `None` unless one is configured.
     pub query: Option<Arc<learned::Query>>,
+    /// The one deployment (by id) that may serve the request in a group that has it: the
+    /// provider holds state the request refers to (a stored response).
+    pub pinned: Option<String>,
 }
 
 pub trait Router: Send + Sync {
@@ -220,7 +223,15 @@ impl ModelGroup {
         let mut tag_filter = settings
             .enable_tag_filtering
             .then(|| TagFilter::new(self, req));
+        let pinned = req.pinned.as_deref().and_then(|id| {
+            self.deployments
+                .iter()
+                .position(|d| d.deployment.id.0 == id)
+        });
         for (i, d) in self.deployments.iter().enumerate() {
+            if pinned.is_some_and(|p| p != i) {
+                continue;
+            }
             if let Some(f) = &mut tag_filter {
                 if !f.admits(d) {
                     continue;

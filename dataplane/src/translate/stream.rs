@@ -315,33 +315,54 @@ impl StreamConverter for OpenAiPassthrough {
     }
 }
 
-/// Anthropic → Anthropic: byte for byte, reading usage from `message_start`/`message_delta`.
-/// The Responses API's typed events, passed through; the usage read from the final
+/// The client's id for a provider's response id.
+pub type ResponseIds = Box<dyn Fn(&str) -> String + Send>;
+
+/// The Responses API's typed events, passed through, but for the response's id in the
+/// events that carry the whole response (`response.created` ... `response.completed`),
+/// which becomes the client's (`ids`); the usage read from the final
 /// `response.completed` (or `response.incomplete` / `response.failed`).
-pub fn responses_passthrough() -> Box<dyn StreamConverter> {
-    Box::new(ResponsesPassthrough::default())
+pub fn responses_passthrough(ids: ResponseIds) -> Box<dyn StreamConverter> {
+    Box::new(ResponsesPassthrough { usage: None, ids })
 }
 
-#[derive(Default)]
 struct ResponsesPassthrough {
     usage: Option<Usage>,
+    ids: ResponseIds,
 }
 
 impl StreamConverter for ResponsesPassthrough {
     fn event(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        let kind = ev.event.as_deref().unwrap_or_default();
+        let whole = matches!(
+            kind,
+            "response.created"
+                | "response.queued"
+                | "response.in_progress"
+                | "response.completed"
+                | "response.incomplete"
+                | "response.failed"
+        );
+        let Some(mut v) = whole.then(|| parse(&ev.data)).flatten() else {
+            out.push(ev.raw.clone());
+            return;
+        };
         if matches!(
-            ev.event.as_deref(),
-            Some("response.completed" | "response.incomplete" | "response.failed")
+            kind,
+            "response.completed" | "response.incomplete" | "response.failed"
         ) {
-            if let Some(u) = parse(&ev.data)
-                .as_ref()
-                .and_then(|v| v.get("response")?.get("usage"))
+            if let Some(u) = v
+                .get("response")
+                .and_then(|r| r.get("usage"))
                 .and_then(Usage::from_json)
             {
                 self.usage = Some(u);
             }
         }
-        out.push(ev.raw.clone());
+        if let Some(Value::String(id)) = v.pointer_mut("/response/id") {
+            *id = (self.ids)(id);
+        }
+        out.push(sse::named(kind, &v.to_string()));
     }
     fn finish(&mut self, _out: &mut Vec<Bytes>) {}
     fn usage(&self) -> Option<Usage> {

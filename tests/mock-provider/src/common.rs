@@ -14,6 +14,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// A stored Responses API answer and its input items.
+pub type StoredResponse = (Value, Vec<Value>);
+
 #[derive(Clone, Default)]
 pub struct State {
     last: Arc<Mutex<Value>>,
@@ -25,6 +28,8 @@ pub struct State {
     pub aws: crate::aws::Registry,
     /// Responses API answers given (their ids).
     responses: Arc<std::sync::atomic::AtomicU64>,
+    /// The Responses API answers stored, by id: the response and its input items.
+    pub stored_responses: Arc<Mutex<HashMap<String, StoredResponse>>>,
 }
 
 /// Faults injected for one upstream model (`POST /__faults` with `{model: fault}`), so a

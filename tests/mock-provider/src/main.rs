@@ -66,6 +66,14 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/images/generations", post(openai::images))
         .route("/v1/responses", post(responses::openai))
         .route("/openai/responses", post(responses::azure))
+        .route(
+            "/v1/responses/{*rest}",
+            get(responses::stored).delete(responses::stored),
+        )
+        .route(
+            "/openai/responses/{*rest}",
+            get(responses::stored).delete(responses::stored),
+        )
         .route("/v1/rerank", post(cohere::compatible_rerank))
         .route("/embeddings", post(openai::embeddings))
         .route("/v1/messages", post(anthropic::messages))

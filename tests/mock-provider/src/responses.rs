@@ -43,6 +43,72 @@ fn last_user_text(input: &Value) -> String {
     }
 }
 
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("Response with id '{id}' not found."),
+        "not_found",
+    )
+}
+
+/// `GET`/`DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`, OpenAI's
+/// and Azure's (`/openai/responses/...?api-version=`).
+pub async fn stored(
+    AxumState(state): AxumState<State>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path().to_owned();
+    state.record(&format!("{method} {}", uri), &headers, &Value::Null);
+    let azure = path.starts_with("/openai/");
+    let authorised = if azure {
+        headers.get("api-key").is_some() && uri.query().is_some_and(|q| q.contains("api-version="))
+    } else {
+        bearer_ok(&headers)
+    };
+    if !authorised {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing credentials or api-version",
+            "invalid_api_key",
+        );
+    }
+    let rest = path
+        .strip_prefix("/v1/responses/")
+        .or_else(|| path.strip_prefix("/openai/responses/"))
+        .unwrap_or_default();
+    let (id, items) = match rest.strip_suffix("/input_items") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    let Ok(mut stored) = state.stored_responses.lock() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "poisoned",
+            "server_error",
+        );
+    };
+    if method == axum::http::Method::DELETE {
+        return match stored.remove(id) {
+            Some(_) => {
+                Json(json!({"id": id, "object": "response", "deleted": true})).into_response()
+            }
+            None => not_found(id),
+        };
+    }
+    match stored.get(id) {
+        Some((_, input)) if items => Json(json!({
+            "object": "list", "data": input, "has_more": false,
+            "first_id": input.first().and_then(|i| i.get("id")),
+            "last_id": input.last().and_then(|i| i.get("id")),
+        }))
+        .into_response(),
+        Some((response, _)) => Json(response.clone()).into_response(),
+        None => not_found(id),
+    }
+}
+
 pub async fn openai(
     AxumState(state): AxumState<State>,
     headers: HeaderMap,
@@ -160,6 +226,22 @@ async fn respond(state: &State, body: Value) -> Response {
             "metadata": {}, "temperature": 1.0, "top_p": 1.0, "text": {"format": {"type": "text"}}, "truncation": "disabled",
         })
     };
+    let items: Vec<Value> = match input {
+        Value::String(s) => vec![
+            json!({"id": format!("msg_in_{n}"), "type": "message", "role": "user",
+                                         "content": [{"type": "input_text", "text": s}]}),
+        ],
+        Value::Array(items) => items.clone(),
+        _ => Vec::new(),
+    };
+    if body.get("store").and_then(Value::as_bool) != Some(false) {
+        if let Ok(mut stored) = state.stored_responses.lock() {
+            stored.insert(
+                id.clone(),
+                (response("completed", json!([item]), usage.clone()), items),
+            );
+        }
+    }
     if body.get("stream").and_then(Value::as_bool) != Some(true) {
         return Json(response("completed", json!([item]), usage)).into_response();
     }
