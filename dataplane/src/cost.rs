@@ -27,6 +27,10 @@ pub struct Prices {
     pub per_query: f64,
     /// A generated image (`output_cost_per_image`), USD.
     pub per_image: f64,
+    /// A second of audio transcribed or translated (`input_cost_per_second`), USD.
+    pub per_second: f64,
+    /// A character of text spoken (`input_cost_per_character`), USD.
+    pub per_character: f64,
 }
 
 impl Prices {
@@ -98,16 +102,44 @@ const TABLE: &[(&str, f64, f64, f64)] = &[
     ("embed-multilingual-v3", 0.10, 0.0, 0.10),
 ];
 
-/// Rerank models, USD per search (Cohere's list price, $2.00 per 1,000 searches).
-const PER_QUERY: &[(&str, f64)] = &[
-    ("rerank-v3.5", 0.002),
-    ("rerank-english-v3.0", 0.002),
-    ("rerank-multilingual-v3.0", 0.002),
+/// What a model priced per unit (not per token) charges for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// A search (Cohere's rerank).
+    Query,
+    /// An image, standard 1024x1024 (other sizes and qualities: `output_cost_per_image`).
+    Image,
+    /// A second of audio.
+    Second,
+    /// A character spoken.
+    Character,
+}
+
+/// Models priced per unit, USD (list prices: Cohere's $2.00 per 1,000 searches; OpenAI's
+/// images, $0.006 a minute of whisper-1, $15 and $30 per million characters of speech).
+const PER_UNIT: &[(&str, Unit, f64)] = &[
+    ("rerank-v3.5", Unit::Query, 0.002),
+    ("rerank-english-v3.0", Unit::Query, 0.002),
+    ("rerank-multilingual-v3.0", Unit::Query, 0.002),
+    ("dall-e-3", Unit::Image, 0.04),
+    ("dall-e-2", Unit::Image, 0.02),
+    ("whisper-1", Unit::Second, 0.0001),
+    ("tts-1", Unit::Character, 0.000_015),
+    ("tts-1-hd", Unit::Character, 0.000_03),
 ];
 
-/// Image models priced per image, USD (OpenAI's list prices for a standard 1024x1024
-/// image; other sizes and qualities are priced by `output_cost_per_image`).
-const PER_IMAGE: &[(&str, f64)] = &[("dall-e-3", 0.04), ("dall-e-2", 0.02)];
+impl Prices {
+    fn per(unit: Unit, price: f64) -> Self {
+        let mut p = Self::default();
+        *match unit {
+            Unit::Query => &mut p.per_query,
+            Unit::Image => &mut p.per_image,
+            Unit::Second => &mut p.per_second,
+            Unit::Character => &mut p.per_character,
+        } = price;
+        p
+    }
+}
 
 /// The built-in prices of `model`: the longest table entry that is the whole name or the
 /// name up to a `-`, `@` or `:` (a dated or tagged version: `gpt-4o-2024-08-06`, Vertex
@@ -127,8 +159,7 @@ pub fn builtin(model: &str) -> Option<Prices> {
             input: input * M,
             output: output * M,
             cached_input: cached * M,
-            per_query: 0.0,
-            per_image: 0.0,
+            ..Prices::default()
         })
 }
 
@@ -174,6 +205,8 @@ impl PriceFile {
             cache_read_input_token_cost: Option<f64>,
             input_cost_per_query: Option<f64>,
             output_cost_per_image: Option<f64>,
+            input_cost_per_second: Option<f64>,
+            input_cost_per_character: Option<f64>,
         }
         let raw: HashMap<String, serde_json::Value> = serde_json::from_str(text)?;
         let valid = |p: Option<f64>| p.filter(|p| p.is_finite() && *p >= 0.0);
@@ -181,15 +214,24 @@ impl PriceFile {
             raw.into_iter()
                 .filter_map(|(name, v)| {
                     let e: Entry = serde_json::from_value(v).ok()?;
-                    let (input, output, per_query, per_image) = (
+                    let (input, output, per_query, per_image, per_second, per_character) = (
                         valid(e.input_cost_per_token),
                         valid(e.output_cost_per_token),
                         valid(e.input_cost_per_query),
                         valid(e.output_cost_per_image),
+                        valid(e.input_cost_per_second),
+                        valid(e.input_cost_per_character),
                     );
-                    if [input, output, per_query, per_image]
-                        .iter()
-                        .all(Option::is_none)
+                    if [
+                        input,
+                        output,
+                        per_query,
+                        per_image,
+                        per_second,
+                        per_character,
+                    ]
+                    .iter()
+                    .all(Option::is_none)
                     {
                         return None;
                     }
@@ -202,6 +244,8 @@ impl PriceFile {
                             cached_input: valid(e.cache_read_input_token_cost).unwrap_or(input),
                             per_query: per_query.unwrap_or(0.0),
                             per_image: per_image.unwrap_or(0.0),
+                            per_second: per_second.unwrap_or(0.0),
+                            per_character: per_character.unwrap_or(0.0),
                         },
                     ))
                 })
@@ -263,22 +307,10 @@ pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
         .get(d.provider.as_str(), name)
         .or_else(|| builtin(name))
         .or_else(|| {
-            PER_QUERY
+            PER_UNIT
                 .iter()
-                .find(|(m, _)| *m == name)
-                .map(|&(_, per_query)| Prices {
-                    per_query,
-                    ..Prices::default()
-                })
-        })
-        .or_else(|| {
-            PER_IMAGE
-                .iter()
-                .find(|(m, _)| *m == name)
-                .map(|&(_, per_image)| Prices {
-                    per_image,
-                    ..Prices::default()
-                })
+                .find(|(m, ..)| *m == name)
+                .map(|&(_, unit, price)| Prices::per(unit, price))
         })
         .unwrap_or_default();
     let input = info.input_cost_per_token.unwrap_or(table.input);
@@ -308,6 +340,8 @@ pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
         cached_input,
         per_query,
         per_image,
+        per_second: own("input_cost_per_second").unwrap_or(table.per_second),
+        per_character: own("input_cost_per_character").unwrap_or(table.per_character),
     }
 }
 

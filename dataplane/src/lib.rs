@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod holder;
 pub mod keymap;
 pub mod limits;
+pub mod multipart;
 pub mod otel;
 pub mod params;
 pub mod per_key;

@@ -94,25 +94,7 @@ impl Upstream {
         reads: Option<Duration>,
         who: Arc<str>,
     ) -> Result<Exchange, ApiError> {
-        let addr = self.resolve(&target.host, target.port, &who).await?;
-        let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
-        peer.options.connection_timeout =
-            Some(reads.map_or(CONNECT_TIMEOUT, |t| CONNECT_TIMEOUT.min(t)));
-        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-
-        // A pooled connection first. Opening a new one (TCP, maybe TLS) is a large future, so
-        // it is boxed: that keeps this future, and every future holding it, small, which
-        // matters because pingora and async-trait box (copy) them on every request.
-        let mut session = match self.connector.reused_http_session(&peer).await {
-            Some(s) => s,
-            None => {
-                Box::pin(self.connector.get_http_session(&peer))
-                    .await
-                    .map_err(|e| connect_error(target, &who, &e))?
-                    .0
-            }
-        };
-
+        let (mut session, peer) = self.connect(target, reads, &who).await?;
         let header = build_header(target, &req).map_err(|e| {
             ApiError::internal(format!("cannot build upstream request header: {e}"))
         })?;
@@ -130,29 +112,101 @@ impl Upstream {
         };
         match io {
             Err(e) => Err(io_error(target, &who, &e, reads)),
-            Ok(_) => {
-                let status = session
-                    .resp_header()
-                    .map(|h| h.status.as_u16())
-                    .unwrap_or(502);
-                let retry_after = session
-                    .resp_header()
-                    .and_then(|h| h.headers.get("retry-after"))
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                Ok(Exchange {
-                    status,
-                    retry_after,
-                    session: Some(session),
-                    peer,
-                    upstream: Arc::clone(self),
-                    target_label: target.authority.clone(),
-                    who,
-                    reads,
-                })
-            }
+            Ok(_) => Ok(self.exchange(session, peer, target, reads, who)),
         }
     }
+
+    /// [`Self::send`] for an upload: `req.body` first, then what `rest` gives as it
+    /// arrives (the client's body, never held whole). `req.headers` must hold its
+    /// `content-length`. The caller bounds the whole exchange.
+    pub async fn send_upload(
+        self: &Arc<Self>,
+        target: &Target,
+        req: UpstreamRequest,
+        rest: &mut dyn BodySource,
+        who: Arc<str>,
+    ) -> Result<Exchange, ApiError> {
+        let (mut session, peer) = self.connect(target, None, &who).await?;
+        let header = build_header(target, &req).map_err(|e| {
+            ApiError::internal(format!("cannot build upstream request header: {e}"))
+        })?;
+        let failed = |e: Box<pingora::Error>| io_error(target, &who, &e, None);
+        session
+            .write_request_header(Box::new(header))
+            .await
+            .map_err(failed)?;
+        session.write_body(&req.body).await.map_err(failed)?;
+        while let Some(chunk) = rest.next().await? {
+            session.write_body(&chunk).await.map_err(failed)?;
+        }
+        session.finish_body().await.map_err(failed)?;
+        session.read_response().await.map_err(failed)?;
+        Ok(self.exchange(session, peer, target, None, who))
+    }
+
+    /// A pooled connection to `target`, or a new one.
+    async fn connect(
+        &self,
+        target: &Target,
+        reads: Option<Duration>,
+        who: &str,
+    ) -> Result<(HttpSession, HttpPeer), ApiError> {
+        let addr = self.resolve(&target.host, target.port, who).await?;
+        let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+        peer.options.connection_timeout =
+            Some(reads.map_or(CONNECT_TIMEOUT, |t| CONNECT_TIMEOUT.min(t)));
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+
+        // A pooled connection first. Opening a new one (TCP, maybe TLS) is a large future, so
+        // it is boxed: that keeps this future, and every future holding it, small, which
+        // matters because pingora and async-trait box (copy) them on every request.
+        let session = match self.connector.reused_http_session(&peer).await {
+            Some(s) => s,
+            None => {
+                Box::pin(self.connector.get_http_session(&peer))
+                    .await
+                    .map_err(|e| connect_error(target, who, &e))?
+                    .0
+            }
+        };
+        Ok((session, peer))
+    }
+
+    /// The exchange whose response header has arrived.
+    fn exchange(
+        self: &Arc<Self>,
+        session: HttpSession,
+        peer: HttpPeer,
+        target: &Target,
+        reads: Option<Duration>,
+        who: Arc<str>,
+    ) -> Exchange {
+        let status = session
+            .resp_header()
+            .map(|h| h.status.as_u16())
+            .unwrap_or(502);
+        let retry_after = session
+            .resp_header()
+            .and_then(|h| h.headers.get("retry-after"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        Exchange {
+            status,
+            retry_after,
+            session: Some(session),
+            peer,
+            upstream: Arc::clone(self),
+            target_label: target.authority.clone(),
+            who,
+            reads,
+        }
+    }
+}
+
+/// The rest of an upload's body, chunk by chunk.
+#[async_trait::async_trait]
+pub trait BodySource: Send {
+    async fn next(&mut self) -> Result<Option<Bytes>, ApiError>;
 }
 
 fn build_header(target: &Target, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {

@@ -1,6 +1,7 @@
 //! Request handlers: one per endpoint, each a few steps over the modules that do the work.
 
 mod attempt;
+mod audio;
 mod cascade;
 mod chat;
 mod completions;
@@ -97,6 +98,13 @@ async fn serve(
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,
         Endpoint::Metrics => info::metrics(app, session, ctx).await,
         Endpoint::HotReload => info::hot_reload(live, session, ctx).await,
+        Endpoint::AudioTranscriptions => {
+            audio::upload(app, live, session, ctx, audio::Upload::Transcriptions).await
+        }
+        Endpoint::AudioTranslations => {
+            audio::upload(app, live, session, ctx, audio::Upload::Translations).await
+        }
+        Endpoint::AudioSpeech => audio::speech(app, live, session, ctx, body).await,
         Endpoint::ResponseGet => responses::get(app, live, session, ctx, param.unwrap_or("")).await,
         Endpoint::ResponseDelete => {
             responses::delete(app, live, session, ctx, param.unwrap_or("")).await

@@ -24,6 +24,11 @@ pub enum Endpoint {
     Responses,
     /// OpenAI's legacy text completions.
     Completions,
+    /// Multipart uploads, streamed to the deployment.
+    AudioTranscriptions,
+    AudioTranslations,
+    /// The audio streams back.
+    AudioSpeech,
     /// `GET /v1/responses/{id}`.
     ResponseGet,
     /// `DELETE /v1/responses/{id}`.
@@ -151,6 +156,42 @@ const TABLE: &[Spec] = &[
         ClientApi::OpenAi,
         Needs::KeyAndBody,
         "responses",
+    ),
+    spec(
+        Method::POST,
+        &[
+            "/v1/audio/transcriptions",
+            "/audio/transcriptions",
+            "/openai/v1/audio/transcriptions",
+        ],
+        Endpoint::AudioTranscriptions,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "audio",
+    ),
+    spec(
+        Method::POST,
+        &[
+            "/v1/audio/translations",
+            "/audio/translations",
+            "/openai/v1/audio/translations",
+        ],
+        Endpoint::AudioTranslations,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "audio",
+    ),
+    spec(
+        Method::POST,
+        &[
+            "/v1/audio/speech",
+            "/audio/speech",
+            "/openai/v1/audio/speech",
+        ],
+        Endpoint::AudioSpeech,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
+        "audio",
     ),
     spec(
         Method::GET,

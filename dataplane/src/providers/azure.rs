@@ -43,6 +43,9 @@ impl Provider for Azure {
             Operation::Embeddings => "embeddings",
             Operation::Images => "images/generations",
             Operation::Completions { .. } => "completions",
+            Operation::Transcriptions => "audio/transcriptions",
+            Operation::Translations => "audio/translations",
+            Operation::Speech => "audio/speech",
             // Not under the deployment: the body's `model` names it.
             Operation::Responses { .. } => {
                 return Ok(UpstreamRequest {

@@ -142,7 +142,10 @@ impl Provider for Bedrock {
                 | Operation::Moderations
                 | Operation::Responses { .. }
                 | Operation::Images
-                | Operation::Completions { .. },
+                | Operation::Completions { .. }
+                | Operation::Transcriptions
+                | Operation::Translations
+                | Operation::Speech,
             ) => return Err(super::unsupported(&d.deployment, "Bedrock", op)),
         };
         let mut headers = Vec::new();

@@ -35,9 +35,10 @@ impl Provider for Cohere {
             Operation::Moderations
             | Operation::Responses { .. }
             | Operation::Images
-            | Operation::Completions { .. } => {
-                return Err(super::unsupported(&d.deployment, "Cohere", op))
-            }
+            | Operation::Completions { .. }
+            | Operation::Transcriptions
+            | Operation::Translations
+            | Operation::Speech => return Err(super::unsupported(&d.deployment, "Cohere", op)),
         };
         let base = target
             .base_path

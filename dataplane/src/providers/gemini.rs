@@ -27,7 +27,10 @@ pub fn method(op: Operation) -> Option<&'static str> {
         | Operation::Moderations
         | Operation::Responses { .. }
         | Operation::Images
-        | Operation::Completions { .. } => None,
+        | Operation::Completions { .. }
+        | Operation::Transcriptions
+        | Operation::Translations
+        | Operation::Speech => None,
     }
 }
 

@@ -74,7 +74,10 @@ impl Provider for Mock {
             | Operation::Moderations
             | Operation::Responses { .. }
             | Operation::Images
-            | Operation::Completions { .. } => {
+            | Operation::Completions { .. }
+            | Operation::Transcriptions
+            | Operation::Translations
+            | Operation::Speech => {
                 return Err(super::unsupported(
                     &d.deployment,
                     "the built-in mock provider",

@@ -50,6 +50,12 @@ pub enum Operation {
     Completions {
         stream: bool,
     },
+    /// OpenAI's audio transcriptions (a multipart upload).
+    Transcriptions,
+    /// OpenAI's audio translations (a multipart upload).
+    Translations,
+    /// OpenAI's text to speech: the audio streams back.
+    Speech,
 }
 
 impl Operation {
@@ -63,6 +69,9 @@ impl Operation {
             Self::Responses { .. } => "responses",
             Self::Images => "image generation",
             Self::Completions { .. } => "completions",
+            Self::Transcriptions => "audio transcriptions",
+            Self::Translations => "audio translations",
+            Self::Speech => "audio speech",
         }
     }
 
@@ -84,6 +93,7 @@ impl Operation {
             Self::Chat { stream: true }
                 | Self::Responses { stream: true }
                 | Self::Completions { stream: true }
+                | Self::Speech
         )
     }
 }

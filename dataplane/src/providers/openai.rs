@@ -45,6 +45,9 @@ impl Provider for OpenAi {
             Operation::Responses { .. } => "/responses",
             Operation::Images => "/images/generations",
             Operation::Completions { .. } => "/completions",
+            Operation::Transcriptions => "/audio/transcriptions",
+            Operation::Translations => "/audio/translations",
+            Operation::Speech => "/audio/speech",
         };
         Ok(UpstreamRequest {
             method: http::Method::POST,

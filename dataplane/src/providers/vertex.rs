@@ -104,7 +104,10 @@ impl Provider for Vertex {
                 | Operation::Moderations
                 | Operation::Responses { .. }
                 | Operation::Images
-                | Operation::Completions { .. },
+                | Operation::Completions { .. }
+                | Operation::Transcriptions
+                | Operation::Translations
+                | Operation::Speech,
             ) => {
                 return Err(super::unsupported(dep, "Vertex AI", op))
             }

@@ -1024,6 +1024,8 @@ mod tests {
         cached_input: 1e-6,
         per_query: 0.0,
         per_image: 0.0,
+        per_second: 0.0,
+        per_character: 0.0,
     };
 
     fn run(conv: &mut dyn StreamConverter, input: &str) -> Vec<Event> {

@@ -1,7 +1,8 @@
 //! `routeiq-mock-provider --listen 127.0.0.1:PORT`: a deterministic LLM provider that speaks
 //! the real wire protocols, streaming included, for the gateway's end-to-end tests:
 //!
-//! - OpenAI and Azure OpenAI: chat completions, embeddings and image generations; OpenAI
+//! - OpenAI and Azure OpenAI: chat completions, legacy completions, embeddings, image
+//!   generations, audio transcriptions, translations and speech; OpenAI
 //!   moderations; rerank in the shape OpenAI-compatible servers (vLLM) answer it
 //!   (`/v1/rerank`);
 //! - OpenAI Responses (`/v1/responses`, Azure `/openai/responses`), streams included;
@@ -28,6 +29,7 @@
 //! verified, roles assumed).
 
 mod anthropic;
+mod audio;
 mod aws;
 mod bedrock;
 mod cohere;
@@ -57,6 +59,13 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions))
+        .route("/v1/audio/translations", post(audio::translations))
+        .route("/v1/audio/speech", post(audio::speech))
+        .route(
+            "/openai/deployments/{deployment}/audio/{task}",
+            post(audio::azure),
+        )
         .route("/v1/embeddings", post(openai::embeddings))
         .route(
             "/openai/deployments/{deployment}/{*endpoint}",

@@ -1,0 +1,386 @@
+//! OpenAI's audio endpoints, to OpenAI and Azure deployments, through the same keys,
+//! access, limits, budgets, routing, usage and cost as chat:
+//!
+//! - `POST /v1/audio/transcriptions` and `/v1/audio/translations` take a
+//!   `multipart/form-data` upload. The gateway reads the fields before the file part
+//!   (`model` first of all), renames the model in place, and streams the rest of the
+//!   upload to the deployment as it arrives: an upload is never held whole. When `model`
+//!   comes after the file (`curl -F file=@a.wav -F model=...`), the body is read whole,
+//!   within the request size limit, to find it.
+//! - `POST /v1/audio/speech` takes JSON; the audio streams back as it arrives.
+//!
+//! An upload cannot be replayed, so these requests are not retried or sent to fallbacks.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use serde_json::Value;
+
+use super::attempt::{self, Reply};
+use super::response_headers;
+use crate::context::RequestCtx;
+use crate::error::{ApiError, ErrorKind};
+use crate::multipart::{self, Parts};
+use crate::providers::{self, Body, Operation};
+use crate::respond;
+use crate::routing::Lease;
+use crate::state::{App, LiveState};
+use crate::upstream::{BodySource, UpstreamRequest};
+use routeiq_proto::ProviderKind;
+
+/// The fields before an upload's file part may take this much; past it the body is read
+/// whole (within the request size limit) as if `model` came after the file.
+const HEAD_LIMIT: usize = 1024 * 1024;
+/// Largest transcription answer accepted.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Transcription or translation.
+#[derive(Debug, Clone, Copy)]
+pub enum Upload {
+    Transcriptions,
+    Translations,
+}
+
+impl Upload {
+    fn op(self) -> Operation {
+        match self {
+            Self::Transcriptions => Operation::Transcriptions,
+            Self::Translations => Operation::Translations,
+        }
+    }
+}
+
+/// The client's body after the part already read: chunks as they arrive, no more than
+/// the content length declared.
+struct ClientBody<'s> {
+    session: &'s mut Session,
+    left: usize,
+}
+
+#[async_trait::async_trait]
+impl BodySource for ClientBody<'_> {
+    async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        match self.session.read_request_body().await {
+            Ok(Some(chunk)) if chunk.len() <= self.left => {
+                self.left -= chunk.len();
+                Ok(Some(chunk))
+            }
+            Ok(Some(_)) => Err(ApiError::bad_request(
+                "the request body is longer than its content-length",
+            )),
+            Ok(None) => Err(ApiError::bad_request(
+                "the request body ended before its content-length",
+            )),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "could not read the request body: {}",
+                e.etype().as_str()
+            ))),
+        }
+    }
+}
+
+/// Reads the body until the fields before its file part are known (all of it when
+/// `whole`, or when the file comes first without `model`): the bytes read and the parts.
+async fn read_head(
+    session: &mut Session,
+    boundary: &str,
+    limit: usize,
+    declared: Option<usize>,
+) -> Result<(BytesMut, Parts), ApiError> {
+    let mut buf = BytesMut::new();
+    let mut whole = declared.is_none();
+    loop {
+        if !whole {
+            if let Some(parts) = multipart::parse(&buf, boundary, false)? {
+                if parts.end || parts.field(&buf, "model").is_some() {
+                    return Ok((buf, parts));
+                }
+                // The file comes before `model`: read on to the end.
+                whole = true;
+            } else if buf.len() > HEAD_LIMIT {
+                whole = true;
+            }
+        }
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    session.set_keepalive(None);
+                    return Err(ApiError::too_large(limit));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => {
+                let parts = multipart::parse(&buf, boundary, true)?
+                    .ok_or_else(|| ApiError::bad_request("the multipart body is incomplete"))?;
+                return Ok((buf, parts));
+            }
+            Err(e) => {
+                session.set_keepalive(None);
+                return Err(ApiError::bad_request(format!(
+                    "could not read the request body: {}",
+                    e.etype().as_str()
+                )));
+            }
+        }
+    }
+}
+
+pub async fn upload(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    kind: Upload,
+) -> Result<(), ApiError> {
+    let header = session.req_header();
+    let content_type = header
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let Some(boundary) = multipart::boundary(&content_type).map(str::to_owned) else {
+        return Err(ApiError::bad_request(
+            "the body must be multipart/form-data with a `file` and a `model`",
+        ));
+    };
+    let declared = header
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let limit = live.max_request_body_bytes;
+    if declared.is_some_and(|n| n > limit) {
+        session.set_keepalive(None);
+        return Err(ApiError::too_large(limit));
+    }
+    let (head, parts) = read_head(session, &boundary, limit, declared).await?;
+    let model = parts
+        .field(&head, "model")
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::missing_field("model"))?
+        .to_owned();
+    if parts.file.as_ref().is_none_or(|(name, _)| name != "file") {
+        return Err(ApiError::missing_field("file"));
+    }
+    crate::access::check(live, ctx.key.as_deref(), &model)?;
+    super::check_mode(live, &model, Some("audio_transcription"), kind.op())?;
+    let (plan, d) = attempt::plan(
+        app,
+        live,
+        ctx,
+        attempt::Request {
+            model: &model,
+            // The audio is not text: only the fields count towards the prompt.
+            body_len: parts.fields.iter().map(|f| f.value.len()).sum(),
+            max_tokens: Some(0),
+            stream: false,
+            tags: Vec::new(),
+            query: None,
+            pinned: None,
+        },
+    )
+    .await?;
+    if !matches!(
+        d.deployment.provider,
+        ProviderKind::OpenAi | ProviderKind::Azure
+    ) {
+        plan.abandon(&d);
+        return Err(providers::unsupported(
+            &d.deployment,
+            d.deployment.provider.as_str(),
+            kind.op(),
+        ));
+    }
+    let Some(target) = d.target.as_ref() else {
+        plan.abandon(&d);
+        return Err(ApiError::unsupported(format!(
+            "{} has no upstream address",
+            d.label
+        )));
+    };
+    let head_len = head.len();
+    let model_field = parts.fields.iter().find(|f| f.name == "model");
+    let first = match model_field {
+        Some(f) => multipart::replace(&head, f, &d.deployment.upstream_model),
+        None => head.freeze(),
+    };
+    // The part read (renamed), then what is left of the declared length, streamed.
+    let left = declared.map_or(0, |n| n.saturating_sub(head_len));
+    let mut req: UpstreamRequest =
+        providers::get(d.deployment.provider).request(&d, target, kind.op(), Bytes::new())?;
+    req.headers.push(("content-type", content_type));
+    req.headers
+        .push(("content-length", (first.len() + left).to_string()));
+    req.body = first;
+    providers::get(d.deployment.provider)
+        .authorize(&app.upstream, &d, target, &mut req)
+        .await?;
+    let mut rest = ClientBody { session, left };
+    ctx.lease = Some(Lease::start(&d, 0));
+    let sent = std::time::Instant::now();
+    let call = async {
+        let mut ex = app
+            .upstream
+            .send_upload(target, req, &mut rest, Arc::clone(&d.label))
+            .await?;
+        let status = ex.status;
+        let content_type = ex
+            .header("content-type")
+            .unwrap_or("application/json")
+            .to_owned();
+        let body = if (200..300).contains(&status) {
+            ex.read_all(MAX_RESPONSE_BYTES).await?
+        } else {
+            ex.read_error_body().await
+        };
+        Ok::<_, ApiError>((status, content_type, body))
+    };
+    let result = tokio::time::timeout(d.timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::timeout(format!(
+            "{} did not answer within {:.1}s (litellm_params.timeout / router_settings.timeout)",
+            d.label,
+            d.timeout.as_secs_f64()
+        )))
+        });
+    let (status, content_type, body) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // The upload may be half read: the connection cannot be reused.
+            rest.session.set_keepalive(None);
+            plan.abandon(&d);
+            return Err(e);
+        }
+    };
+    if !(200..300).contains(&status) {
+        plan.abandon(&d);
+        return Err(providers::upstream_error(
+            d.deployment.provider,
+            status,
+            &body,
+        ));
+    }
+    plan.succeeded(&d);
+    ctx.upstream_latency = Some(sent.elapsed());
+    charge(ctx, &d.prices, &body);
+    let mut headers = response_headers(ctx, &d);
+    headers.extend(super::cost_header(ctx));
+    if respond::start(rest.session, ctx, 200, &content_type, &headers)
+        .await
+        .is_ok()
+    {
+        let _ = respond::stream_write(rest.session, &mut vec![body]).await;
+        let _ = respond::stream_end(rest.session).await;
+    }
+    Ok(())
+}
+
+/// A transcription's usage and cost, from what the answer reports: OpenAI's `usage`
+/// (`{"type": "tokens", ...}` or `{"type": "duration", "seconds": ...}`), or the
+/// `duration` of a `verbose_json` answer, priced per second.
+fn charge(ctx: &mut RequestCtx, prices: &crate::cost::Prices, body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return; // text, srt, vtt: nothing reported
+    };
+    let usage = v.get("usage");
+    let seconds = usage
+        .filter(|u| u.get("type").and_then(Value::as_str) == Some("duration"))
+        .and_then(|u| u.get("seconds"))
+        .or_else(|| v.get("duration"))
+        .and_then(Value::as_f64);
+    if let Some(s) = seconds {
+        ctx.extra_cost += s * prices.per_second;
+    }
+    ctx.usage = Some(
+        usage
+            .and_then(crate::usage::Usage::from_json)
+            .unwrap_or_default(),
+    );
+}
+
+/// `POST /v1/audio/speech`: the audio relayed as it arrives, priced per character of
+/// `input` (`input_cost_per_character`).
+pub async fn speech(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Bytes,
+) -> Result<(), ApiError> {
+    let super::Incoming { req, model, tags } =
+        super::incoming(live, ctx, &body, Some("audio_speech"), Operation::Speech)?;
+    let input = match req.value("input") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        _ => {
+            return Err(
+                ApiError::bad_request("`input` must be a non-empty string").with_param("input")
+            )
+        }
+    };
+    if !req.is_string("voice") && req.raw("voice").is_none_or(|v| !v.starts_with('{')) {
+        return Err(ApiError::missing_field("voice"));
+    }
+    let (mut plan, first) = attempt::plan(
+        app,
+        live,
+        ctx,
+        attempt::Request {
+            model: &model,
+            body_len: body.len(),
+            max_tokens: Some(0),
+            stream: true,
+            tags,
+            query: None,
+            pinned: None,
+        },
+    )
+    .await?;
+    let served = attempt::serve(app, ctx, &mut plan, first, Operation::Speech, 0, |d| {
+        req.with("model", &d.deployment.upstream_model)
+    })
+    .await?;
+    let (d, sent) = (served.deployment, served.sent);
+    let Reply::Stream { mut resp, first } = served.reply else {
+        return Err(ApiError::internal("speech answered without a stream"));
+    };
+    ctx.time_to_first_token = Some(sent.elapsed());
+    ctx.extra_cost += input.chars().count() as f64 * d.prices.per_character;
+    ctx.usage = Some(crate::usage::Usage::default());
+    let content_type = match &resp.body {
+        Body::Http(ex) => ex.header("content-type").unwrap_or("audio/mpeg").to_owned(),
+        Body::Local(_) => "audio/mpeg".to_owned(),
+    };
+    let mut headers = response_headers(ctx, &d);
+    headers.extend(super::cost_header(ctx));
+    if respond::start(session, ctx, 200, &content_type, &headers)
+        .await
+        .is_err()
+    {
+        return Ok(()); // client gone
+    }
+    let mut out = vec![first];
+    loop {
+        if respond::stream_write(session, &mut out).await.is_err() {
+            return Ok(()); // client gone; dropping the upstream body closes it
+        }
+        match resp.body.next_chunk().await {
+            Ok(Some(chunk)) => out.push(chunk),
+            Ok(None) => break,
+            Err(e) => {
+                // The status is out; all that is left is to end the body early.
+                tracing::warn!(error = %e, model = %model, "speech broke off");
+                ctx.error_type = Some(ErrorKind::Upstream.type_str());
+                break;
+            }
+        }
+    }
+    ctx.upstream_latency = Some(sent.elapsed());
+    let _ = respond::stream_end(session).await;
+    Ok(())
+}
