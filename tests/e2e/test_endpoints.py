@@ -189,3 +189,38 @@ def test_image_generations_with_the_openai_sdk(mock, gateway):
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="dalle", messages=[{"role": "user", "content": "hi"}])
     assert e.value.body["code"] == "wrong_endpoint"
+
+
+# A 1x1 PNG, uploaded for editing.
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+       b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00"
+       b"\x00\x00\x00IEND\xaeB`\x82")
+
+
+def test_image_edits_stream_the_upload(mock, gateway):
+    g = gateway(images_config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    raw = c.images.with_raw_response.edit(model="dalle", image=("a.png", PNG, "image/png"),
+                                          prompt="add a moon", n=2)
+    assert len(raw.parse().data) == 2
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(2 * 0.04)
+    sent = last(mock)
+    assert sent["path"] == "/v1/images/edits"
+    assert sent["body"]["model"] == "dall-e-3" and sent["body"]["prompt"] == "add a moon"
+    assert sent["body"]["image_bytes"] == len(PNG)
+    # gpt-image-1 takes several images (`image[]`) and reports tokens.
+    raw = c.images.with_raw_response.edit(model="gpt-image", prompt="merge",
+                                          image=[("a.png", PNG), ("b.png", PNG)])
+    assert raw.parse().usage.output_tokens == 272
+    r = c.images.edit(model="azure-dalle", image=("a.png", PNG), prompt="add a moon")
+    assert r.data[0].url
+    assert last(mock)["headers"]["api-key"]
+    # Bad uploads: a 4xx with an OpenAI-shaped error.
+    with pytest.raises(openai.BadRequestError) as e:
+        c.images.edit(model="dalle", image=("a.png", PNG), prompt="")
+    assert e.value.body["param"] == "prompt"
+    r = httpx.post(f"{g.url}/v1/images/edits", headers=AUTH, data={"model": "dalle", "prompt": "x"},
+                   files={"mask": ("m.png", PNG)})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "image", r.text
+    with pytest.raises(openai.BadRequestError):
+        c.images.edit(model="dalle", image=("a.png", b"not a png"), prompt="x")

@@ -1,7 +1,6 @@
 //! Request handlers: one per endpoint, each a few steps over the modules that do the work.
 
 mod attempt;
-mod audio;
 mod cascade;
 mod chat;
 mod completions;
@@ -13,7 +12,9 @@ mod passthrough;
 mod request;
 mod responses;
 pub mod routes;
+mod speech;
 mod streaming;
+mod uploads;
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -99,12 +100,15 @@ async fn serve(
         Endpoint::Metrics => info::metrics(app, session, ctx).await,
         Endpoint::HotReload => info::hot_reload(live, session, ctx).await,
         Endpoint::AudioTranscriptions => {
-            audio::upload(app, live, session, ctx, audio::Upload::Transcriptions).await
+            uploads::upload(app, live, session, ctx, uploads::Upload::Transcriptions).await
         }
         Endpoint::AudioTranslations => {
-            audio::upload(app, live, session, ctx, audio::Upload::Translations).await
+            uploads::upload(app, live, session, ctx, uploads::Upload::Translations).await
         }
-        Endpoint::AudioSpeech => audio::speech(app, live, session, ctx, body).await,
+        Endpoint::AudioSpeech => speech::create(app, live, session, ctx, body).await,
+        Endpoint::ImageEdits => {
+            uploads::upload(app, live, session, ctx, uploads::Upload::ImageEdits).await
+        }
         Endpoint::ResponseGet => responses::get(app, live, session, ctx, param.unwrap_or("")).await,
         Endpoint::ResponseDelete => {
             responses::delete(app, live, session, ctx, param.unwrap_or("")).await

@@ -185,7 +185,7 @@ fn search_units(out: &[u8]) -> u64 {
 }
 
 /// Images in an image generation's answer (`data`).
-fn images(out: &[u8]) -> u64 {
+pub(super) fn images(out: &[u8]) -> u64 {
     #[derive(serde::Deserialize)]
     struct Data {
         #[serde(default)]

@@ -29,6 +29,8 @@ pub enum Endpoint {
     AudioTranslations,
     /// The audio streams back.
     AudioSpeech,
+    /// A multipart upload, streamed to the deployment.
+    ImageEdits,
     /// `GET /v1/responses/{id}`.
     ResponseGet,
     /// `DELETE /v1/responses/{id}`.
@@ -180,6 +182,18 @@ const TABLE: &[Spec] = &[
         ClientApi::OpenAi,
         Needs::Key,
         "audio",
+    ),
+    spec(
+        Method::POST,
+        &[
+            "/v1/images/edits",
+            "/images/edits",
+            "/openai/v1/images/edits",
+        ],
+        Endpoint::ImageEdits,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "images",
     ),
     spec(
         Method::POST,

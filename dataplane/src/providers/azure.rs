@@ -46,6 +46,7 @@ impl Provider for Azure {
             Operation::Transcriptions => "audio/transcriptions",
             Operation::Translations => "audio/translations",
             Operation::Speech => "audio/speech",
+            Operation::ImageEdits => "images/edits",
             // Not under the deployment: the body's `model` names it.
             Operation::Responses { .. } => {
                 return Ok(UpstreamRequest {

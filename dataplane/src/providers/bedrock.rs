@@ -145,7 +145,8 @@ impl Provider for Bedrock {
                 | Operation::Completions { .. }
                 | Operation::Transcriptions
                 | Operation::Translations
-                | Operation::Speech,
+                | Operation::Speech
+                | Operation::ImageEdits,
             ) => return Err(super::unsupported(&d.deployment, "Bedrock", op)),
         };
         let mut headers = Vec::new();

@@ -38,7 +38,8 @@ impl Provider for Cohere {
             | Operation::Completions { .. }
             | Operation::Transcriptions
             | Operation::Translations
-            | Operation::Speech => return Err(super::unsupported(&d.deployment, "Cohere", op)),
+            | Operation::Speech
+            | Operation::ImageEdits => return Err(super::unsupported(&d.deployment, "Cohere", op)),
         };
         let base = target
             .base_path

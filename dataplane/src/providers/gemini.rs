@@ -30,7 +30,8 @@ pub fn method(op: Operation) -> Option<&'static str> {
         | Operation::Completions { .. }
         | Operation::Transcriptions
         | Operation::Translations
-        | Operation::Speech => None,
+        | Operation::Speech
+        | Operation::ImageEdits => None,
     }
 }
 

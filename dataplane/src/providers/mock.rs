@@ -77,7 +77,8 @@ impl Provider for Mock {
             | Operation::Completions { .. }
             | Operation::Transcriptions
             | Operation::Translations
-            | Operation::Speech => {
+            | Operation::Speech
+            | Operation::ImageEdits => {
                 return Err(super::unsupported(
                     &d.deployment,
                     "the built-in mock provider",

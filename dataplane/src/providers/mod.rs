@@ -56,6 +56,8 @@ pub enum Operation {
     Translations,
     /// OpenAI's text to speech: the audio streams back.
     Speech,
+    /// OpenAI's image edits (a multipart upload).
+    ImageEdits,
 }
 
 impl Operation {
@@ -72,6 +74,7 @@ impl Operation {
             Self::Transcriptions => "audio transcriptions",
             Self::Translations => "audio translations",
             Self::Speech => "audio speech",
+            Self::ImageEdits => "image edits",
         }
     }
 

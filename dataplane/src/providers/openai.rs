@@ -48,6 +48,7 @@ impl Provider for OpenAi {
             Operation::Transcriptions => "/audio/transcriptions",
             Operation::Translations => "/audio/translations",
             Operation::Speech => "/audio/speech",
+            Operation::ImageEdits => "/images/edits",
         };
         Ok(UpstreamRequest {
             method: http::Method::POST,

@@ -107,7 +107,8 @@ impl Provider for Vertex {
                 | Operation::Completions { .. }
                 | Operation::Transcriptions
                 | Operation::Translations
-                | Operation::Speech,
+                | Operation::Speech
+                | Operation::ImageEdits,
             ) => {
                 return Err(super::unsupported(dep, "Vertex AI", op))
             }

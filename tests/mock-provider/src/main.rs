@@ -29,12 +29,12 @@
 //! verified, roles assumed).
 
 mod anthropic;
-mod audio;
 mod aws;
 mod bedrock;
 mod cohere;
 mod common;
 mod gemini;
+mod media;
 mod oauth;
 mod openai;
 mod responses;
@@ -59,12 +59,17 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
-        .route("/v1/audio/transcriptions", post(audio::transcriptions))
-        .route("/v1/audio/translations", post(audio::translations))
-        .route("/v1/audio/speech", post(audio::speech))
+        .route("/v1/audio/transcriptions", post(media::transcriptions))
+        .route("/v1/audio/translations", post(media::translations))
+        .route("/v1/audio/speech", post(media::speech))
+        .route("/v1/images/edits", post(media::edits))
+        .route(
+            "/openai/deployments/{deployment}/images/edits",
+            post(media::azure_edits),
+        )
         .route(
             "/openai/deployments/{deployment}/audio/{task}",
-            post(audio::azure),
+            post(media::azure),
         )
         .route("/v1/embeddings", post(openai::embeddings))
         .route(

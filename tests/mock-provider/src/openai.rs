@@ -495,7 +495,7 @@ pub async fn images(
     generate(&state, body, model).await
 }
 
-async fn generate(state: &State, body: Value, model: String) -> Response {
+pub(crate) async fn generate(state: &State, body: Value, model: String) -> Response {
     let Some(prompt) = body
         .get("prompt")
         .and_then(Value::as_str)

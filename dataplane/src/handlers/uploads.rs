@@ -1,13 +1,12 @@
-//! OpenAI's audio endpoints, to OpenAI and Azure deployments, through the same keys,
-//! access, limits, budgets, routing, usage and cost as chat:
+//! OpenAI's endpoints that take a `multipart/form-data` upload: `POST
+//! /v1/audio/transcriptions`, `/v1/audio/translations` and `/v1/images/edits`, to OpenAI
+//! and Azure deployments, through the same keys, access, limits, budgets, routing, usage
+//! and cost as chat.
 //!
-//! - `POST /v1/audio/transcriptions` and `/v1/audio/translations` take a
-//!   `multipart/form-data` upload. The gateway reads the fields before the file part
-//!   (`model` first of all), renames the model in place, and streams the rest of the
-//!   upload to the deployment as it arrives: an upload is never held whole. When `model`
-//!   comes after the file (`curl -F file=@a.wav -F model=...`), the body is read whole,
-//!   within the request size limit, to find it.
-//! - `POST /v1/audio/speech` takes JSON; the audio streams back as it arrives.
+//! The gateway reads the fields before the first file part (`model` first of all), renames
+//! the model in place, and streams the rest of the upload to the deployment as it arrives:
+//! an upload is never held whole. When `model` comes after a file (`curl -F file=@a.wav -F
+//! model=...`), the body is read whole, within the request size limit, to find it.
 //!
 //! An upload cannot be replayed, so these requests are not retried or sent to fallbacks.
 
@@ -17,12 +16,12 @@ use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
 
-use super::attempt::{self, Reply};
+use super::attempt;
 use super::response_headers;
 use crate::context::RequestCtx;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::ApiError;
 use crate::multipart::{self, Parts};
-use crate::providers::{self, Body, Operation};
+use crate::providers::{self, Operation};
 use crate::respond;
 use crate::routing::Lease;
 use crate::state::{App, LiveState};
@@ -32,14 +31,15 @@ use routeiq_proto::ProviderKind;
 /// The fields before an upload's file part may take this much; past it the body is read
 /// whole (within the request size limit) as if `model` came after the file.
 const HEAD_LIMIT: usize = 1024 * 1024;
-/// Largest transcription answer accepted.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest answer accepted (edited images come back as base64).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Transcription or translation.
-#[derive(Debug, Clone, Copy)]
+/// What is uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upload {
     Transcriptions,
     Translations,
+    ImageEdits,
 }
 
 impl Upload {
@@ -47,6 +47,31 @@ impl Upload {
         match self {
             Self::Transcriptions => Operation::Transcriptions,
             Self::Translations => Operation::Translations,
+            Self::ImageEdits => Operation::ImageEdits,
+        }
+    }
+
+    /// The `model_info.mode` of deployments that serve it.
+    fn mode(self) -> &'static str {
+        match self {
+            Self::Transcriptions | Self::Translations => "audio_transcription",
+            Self::ImageEdits => "image_generation",
+        }
+    }
+
+    /// Whether a file part's field name is the one the endpoint takes.
+    fn takes_file(self, name: &str) -> bool {
+        match self {
+            Self::Transcriptions | Self::Translations => name == "file",
+            Self::ImageEdits => matches!(name, "image" | "image[]"),
+        }
+    }
+
+    /// The file field, for errors.
+    fn file_field(self) -> &'static str {
+        match self {
+            Self::Transcriptions | Self::Translations => "file",
+            Self::ImageEdits => "image",
         }
     }
 }
@@ -159,16 +184,56 @@ pub async fn upload(
         return Err(ApiError::too_large(limit));
     }
     let (head, parts) = read_head(session, &boundary, limit, declared).await?;
+    let unread = declared.is_some_and(|n| n > head.len());
+    let sent = forward(
+        app,
+        live,
+        session,
+        ctx,
+        kind,
+        content_type,
+        declared,
+        head,
+        parts,
+    )
+    .await;
+    if sent.is_err() && unread {
+        // The rest of the upload stays unread: the connection cannot be reused.
+        session.set_keepalive(None);
+    }
+    sent
+}
+
+/// Checks an upload whose head is read, and streams it to a deployment.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    kind: Upload,
+    content_type: String,
+    declared: Option<usize>,
+    head: BytesMut,
+    parts: Parts,
+) -> Result<(), ApiError> {
     let model = parts
         .field(&head, "model")
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::missing_field("model"))?
         .to_owned();
-    if parts.file.as_ref().is_none_or(|(name, _)| name != "file") {
-        return Err(ApiError::missing_field("file"));
+    if parts
+        .file
+        .as_ref()
+        .is_none_or(|(name, _)| !kind.takes_file(name))
+    {
+        return Err(ApiError::missing_field(kind.file_field()));
+    }
+    if kind == Upload::ImageEdits && parts.field(&head, "prompt").is_none_or(str::is_empty) {
+        return Err(ApiError::missing_field("prompt"));
     }
     crate::access::check(live, ctx.key.as_deref(), &model)?;
-    super::check_mode(live, &model, Some("audio_transcription"), kind.op())?;
+    super::check_mode(live, &model, Some(kind.mode()), kind.op())?;
     let (plan, d) = attempt::plan(
         app,
         live,
@@ -252,8 +317,6 @@ pub async fn upload(
     let (status, content_type, body) = match result {
         Ok(r) => r,
         Err(e) => {
-            // The upload may be half read: the connection cannot be reused.
-            rest.session.set_keepalive(None);
             plan.abandon(&d);
             return Err(e);
         }
@@ -268,7 +331,13 @@ pub async fn upload(
     }
     plan.succeeded(&d);
     ctx.upstream_latency = Some(sent.elapsed());
-    charge(ctx, &d.prices, &body);
+    match kind {
+        Upload::ImageEdits => {
+            ctx.extra_cost += super::oneshot::images(&body) as f64 * d.prices.per_image;
+            ctx.usage = Some(crate::usage::from_body(&body).unwrap_or_default());
+        }
+        Upload::Transcriptions | Upload::Translations => charge(ctx, &d.prices, &body),
+    }
     let mut headers = response_headers(ctx, &d);
     headers.extend(super::cost_header(ctx));
     if respond::start(rest.session, ctx, 200, &content_type, &headers)
@@ -302,85 +371,4 @@ fn charge(ctx: &mut RequestCtx, prices: &crate::cost::Prices, body: &[u8]) {
             .and_then(crate::usage::Usage::from_json)
             .unwrap_or_default(),
     );
-}
-
-/// `POST /v1/audio/speech`: the audio relayed as it arrives, priced per character of
-/// `input` (`input_cost_per_character`).
-pub async fn speech(
-    app: &App,
-    live: &LiveState,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    body: Bytes,
-) -> Result<(), ApiError> {
-    let super::Incoming { req, model, tags } =
-        super::incoming(live, ctx, &body, Some("audio_speech"), Operation::Speech)?;
-    let input = match req.value("input") {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        _ => {
-            return Err(
-                ApiError::bad_request("`input` must be a non-empty string").with_param("input")
-            )
-        }
-    };
-    if !req.is_string("voice") && req.raw("voice").is_none_or(|v| !v.starts_with('{')) {
-        return Err(ApiError::missing_field("voice"));
-    }
-    let (mut plan, first) = attempt::plan(
-        app,
-        live,
-        ctx,
-        attempt::Request {
-            model: &model,
-            body_len: body.len(),
-            max_tokens: Some(0),
-            stream: true,
-            tags,
-            query: None,
-            pinned: None,
-        },
-    )
-    .await?;
-    let served = attempt::serve(app, ctx, &mut plan, first, Operation::Speech, 0, |d| {
-        req.with("model", &d.deployment.upstream_model)
-    })
-    .await?;
-    let (d, sent) = (served.deployment, served.sent);
-    let Reply::Stream { mut resp, first } = served.reply else {
-        return Err(ApiError::internal("speech answered without a stream"));
-    };
-    ctx.time_to_first_token = Some(sent.elapsed());
-    ctx.extra_cost += input.chars().count() as f64 * d.prices.per_character;
-    ctx.usage = Some(crate::usage::Usage::default());
-    let content_type = match &resp.body {
-        Body::Http(ex) => ex.header("content-type").unwrap_or("audio/mpeg").to_owned(),
-        Body::Local(_) => "audio/mpeg".to_owned(),
-    };
-    let mut headers = response_headers(ctx, &d);
-    headers.extend(super::cost_header(ctx));
-    if respond::start(session, ctx, 200, &content_type, &headers)
-        .await
-        .is_err()
-    {
-        return Ok(()); // client gone
-    }
-    let mut out = vec![first];
-    loop {
-        if respond::stream_write(session, &mut out).await.is_err() {
-            return Ok(()); // client gone; dropping the upstream body closes it
-        }
-        match resp.body.next_chunk().await {
-            Ok(Some(chunk)) => out.push(chunk),
-            Ok(None) => break,
-            Err(e) => {
-                // The status is out; all that is left is to end the body early.
-                tracing::warn!(error = %e, model = %model, "speech broke off");
-                ctx.error_type = Some(ErrorKind::Upstream.type_str());
-                break;
-            }
-        }
-    }
-    ctx.upstream_latency = Some(sent.elapsed());
-    let _ = respond::stream_end(session).await;
-    Ok(())
 }

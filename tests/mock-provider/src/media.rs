@@ -1,6 +1,6 @@
-//! OpenAI and Azure OpenAI audio: transcriptions and translations of a WAV upload
+//! OpenAI and Azure OpenAI media: transcriptions and translations of a WAV upload
 //! (`multipart/form-data`; the duration read from the WAV header is the usage), and
-//! speech (the audio streamed back in chunks).
+//! speech (the audio streamed back in chunks); image edits of a PNG upload.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
@@ -24,7 +24,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 type Form = (Vec<(String, String)>, Option<Vec<u8>>);
 
 /// The fields and the file (its bytes) of a multipart body.
-fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, String> {
+pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, String> {
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -200,4 +200,56 @@ pub async fn speech(
     audio.extend((0..total).map(|i| (i % 251) as u8));
     let chunks = audio.chunks(4096).map(Bytes::copy_from_slice).collect();
     common::streamed(chunks, stream_fault, content_type)
+}
+
+/// `POST /v1/images/edits` (and Azure's `deployments/{d}/images/edits`): a PNG `image`
+/// and a `prompt`, answered as an image generation.
+async fn edit(state: &State, headers: &HeaderMap, body: Bytes, model: Option<String>) -> Response {
+    let (fields, file) = match parse(headers, &body) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let mut request = json!({"image_bytes": file.as_ref().map_or(0, Vec::len)});
+    for (k, v) in &fields {
+        request[k] = match k.as_str() {
+            "n" => v.parse::<u64>().map_or(json!(v), |n| json!(n)),
+            _ => json!(v),
+        };
+    }
+    state.record("/v1/images/edits", headers, &request);
+    if !file.is_some_and(|f| f.starts_with(b"\x89PNG")) {
+        return error(StatusCode::BAD_REQUEST, "image must be a PNG file");
+    }
+    let model = model
+        .or_else(|| {
+            request
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    crate::openai::generate(state, request, model).await
+}
+
+pub async fn edits(
+    AxumState(state): AxumState<State>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !bearer_ok(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided");
+    }
+    edit(&state, &headers, body, None).await
+}
+
+pub async fn azure_edits(
+    AxumState(state): AxumState<State>,
+    Path(deployment): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers.get("api-key").is_none() {
+        return error(StatusCode::UNAUTHORIZED, "missing api-key header");
+    }
+    edit(&state, &headers, body, Some(deployment)).await
 }
