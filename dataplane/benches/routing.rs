@@ -64,6 +64,7 @@ fn benches(c: &mut Criterion) {
         tokens: 756,
         tags: Vec::new(),
         query: None,
+        pinned: None,
     };
     let mut report = Vec::new();
     for strategy in [

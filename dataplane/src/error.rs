@@ -114,6 +114,9 @@ impl ApiError {
         .with_param("model")
         .with_code("model_not_allowed")
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, ErrorKind::Permission, message)
+    }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, ErrorKind::NotFound, message)
     }

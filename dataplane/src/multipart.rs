@@ -25,11 +25,13 @@ pub fn boundary(content_type: &str) -> Option<&str> {
     })
 }
 
-/// A plain field: its name and where its value lies in the body.
+/// A plain field: its name, where its value lies in the body, and where the whole part
+/// lies (from its boundary line to the next one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     pub name: String,
     pub value: Range<usize>,
+    pub part: Range<usize>,
 }
 
 /// What [`parse`] found.
@@ -116,6 +118,7 @@ pub fn parse(body: &[u8], boundary: &str, whole: bool) -> Result<Option<Parts>, 
             parts.fields.push(Field {
                 name,
                 value: content..content + len,
+                part: at..content + len + 2,
             });
         }
         at = content + len + 2;
@@ -159,6 +162,14 @@ pub fn replace(body: &[u8], field: &Field, value: &str) -> Bytes {
     out.freeze()
 }
 
+/// `body` without `field`'s part.
+pub fn remove(body: &[u8], field: &Field) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len());
+    out.extend_from_slice(&body[..field.part.start]);
+    out.extend_from_slice(&body[field.part.end..]);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +207,11 @@ mod tests {
         let again = parse(&renamed, "XyZ", true).unwrap().unwrap();
         assert_eq!(again.field(&renamed, "model"), Some("whisper-1"));
         assert_eq!(renamed.len(), BODY.len() + 2);
+        let without = remove(BODY, f);
+        let rest = parse(&without, "XyZ", true).unwrap().unwrap();
+        assert_eq!(rest.field(&without, "model"), None);
+        assert_eq!(rest.field(&without, "language"), Some("en"));
+        assert_eq!(rest.file.unwrap().1, 0);
         assert!(parse(b"--XyZ\r\nno disposition\r\n\r\nx\r\n--XyZ--", "XyZ", true).is_err());
         assert!(parse(&BODY[..BODY.len() - 12], "XyZ", true).is_err());
     }

@@ -4,9 +4,11 @@ mod attempt;
 mod cascade;
 mod chat;
 mod completions;
+mod held;
 mod info;
 mod internal;
 mod multiround;
+mod objects;
 mod oneshot;
 mod passthrough;
 mod request;
@@ -106,6 +108,29 @@ async fn serve(
             uploads::upload(app, live, session, ctx, uploads::Upload::Translations).await
         }
         Endpoint::AudioSpeech => speech::create(app, live, session, ctx, body).await,
+        Endpoint::FileUpload => {
+            uploads::upload(app, live, session, ctx, uploads::Upload::Files).await
+        }
+        Endpoint::FileList => objects::list(app, live, session, ctx, objects::Kind::Files).await,
+        Endpoint::BatchList => objects::list(app, live, session, ctx, objects::Kind::Batches).await,
+        Endpoint::FileGet | Endpoint::FileDelete | Endpoint::FileContent => {
+            let ask = match route.endpoint {
+                Endpoint::FileDelete => objects::Ask::Delete,
+                Endpoint::FileContent => objects::Ask::Content,
+                _ => objects::Ask::Get,
+            };
+            let id = param.unwrap_or("");
+            objects::one(app, live, session, ctx, objects::Kind::Files, ask, id).await
+        }
+        Endpoint::BatchGet | Endpoint::BatchCancel => {
+            let ask = match route.endpoint {
+                Endpoint::BatchCancel => objects::Ask::Cancel,
+                _ => objects::Ask::Get,
+            };
+            let id = param.unwrap_or("");
+            objects::one(app, live, session, ctx, objects::Kind::Batches, ask, id).await
+        }
+        Endpoint::BatchCreate => objects::create_batch(app, live, session, ctx, body).await,
         Endpoint::ImageEdits => {
             uploads::upload(app, live, session, ctx, uploads::Upload::ImageEdits).await
         }

@@ -4,7 +4,7 @@
 //! - `POST /v1/responses` is native to OpenAI and Azure (and to any OpenAI-format
 //!   deployment whose `model_info.mode` is `responses`): the request goes up with its
 //!   model renamed and the answer, typed event stream included, comes back unchanged but
-//!   for its id, which names the deployment ([`native_id`]): `previous_response_id`
+//!   for its id, which names the deployment and the owner (`held`): `previous_response_id`
 //!   then reaches that deployment, and `GET`/`DELETE /v1/responses/{id}` are sent to it.
 //! - Every other deployment gets it through chat (`translate::responses_via_chat`),
 //!   streams included. Those responses are kept by the gateway (`conversations`), so that
@@ -13,15 +13,13 @@
 
 use std::sync::{Arc, OnceLock};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 use http::Method;
 use pingora::proxy::Session;
-use routeiq_proto::ProviderKind;
 use serde_json::{json, Map, Value};
 
 use super::attempt::{self, Reply};
+use super::held::{self, Held};
 use super::request::RawObject;
 use super::response_headers;
 use crate::context::RequestCtx;
@@ -60,11 +58,9 @@ pub async fn create(
     }
     let owner = conversations::owner(ctx.key.as_deref());
     let previous = match req.value("previous_response_id") {
-        Some(Value::String(id)) => match parse_native_id(&id) {
-            Some((deployment, upstream)) => Previous::Native {
-                deployment,
-                upstream,
-            },
+        Some(Value::String(id)) => match Held::parse(held::RESPONSE, &id) {
+            Some(h) if owner.is_empty() || h.owner == owner => Previous::Native(h),
+            Some(_) => Previous::Named(id, None),
             None => {
                 let stored = app.conversations.get(&id).await;
                 Previous::Named(id, stored.filter(|s| s.readable_by(&owner)))
@@ -85,7 +81,7 @@ pub async fn create(
             tags,
             query: None,
             pinned: match &previous {
-                Previous::Native { deployment, .. } => Some(deployment.clone()),
+                Previous::Native(h) => Some(h.deployment.clone()),
                 _ => None,
             },
         },
@@ -106,7 +102,12 @@ pub async fn create(
     let (d, sent) = (served.deployment, served.sent);
     let mut headers = response_headers(ctx, &d);
     if d.responses_api {
-        return native_reply(session, ctx, served.reply, sent, &d, &model, headers).await;
+        let held = Held {
+            deployment: d.deployment.id.0.clone(),
+            owner,
+            upstream: String::new(),
+        };
+        return native_reply(session, ctx, served.reply, sent, &d, &model, headers, held).await;
     }
     let Some(Ok(Translated { request, .. })) = via_chat.into_inner() else {
         return Err(ApiError::internal("a translated request was not kept"));
@@ -183,11 +184,8 @@ enum Previous {
     None,
     /// The id, and the response when the gateway answered it itself.
     Named(String, Option<conversations::Stored>),
-    /// A response a deployment with the API holds: its id and the provider's response id.
-    Native {
-        deployment: String,
-        upstream: String,
-    },
+    /// A response a deployment with the API holds.
+    Native(Held),
 }
 
 impl Previous {
@@ -264,9 +262,10 @@ fn chat_request(req: &RawObject, previous: &Previous) -> Result<Translated, ApiE
              kept for {} h)",
             conversations::TTL.as_secs() / 3600
         )),
-        Previous::Native { deployment, .. } => Some(format!(
-            "the previous response is held by deployment `{deployment}`, which cannot serve \
-             this request; a conversation continues on the deployment that holds it"
+        Previous::Native(h) => Some(format!(
+            "the previous response is held by deployment `{}`, which cannot serve this \
+             request; a conversation continues on the deployment that holds it",
+            h.deployment
         )),
         _ => None,
     };
@@ -289,9 +288,9 @@ fn native_body(
 ) -> Result<Bytes, ApiError> {
     let stored = match previous {
         Previous::Named(_, Some(stored)) => stored,
-        Previous::Native { upstream, .. } => {
+        Previous::Native(h) => {
             let mut req = req.clone();
-            req.set("previous_response_id", upstream)?;
+            req.set("previous_response_id", &h.upstream)?;
             return req.with("model", &d.deployment.upstream_model);
         }
         _ => return req.with("model", &d.deployment.upstream_model),
@@ -308,7 +307,9 @@ fn native_body(
     req.with("model", &d.deployment.upstream_model)
 }
 
-/// A native deployment's answer, passed on; its usage read on the side.
+/// A native deployment's answer, passed on with the client's id for the response
+/// (`held`: its deployment and owner); its usage read on the side.
+#[allow(clippy::too_many_arguments)]
 async fn native_reply(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -317,12 +318,13 @@ async fn native_reply(
     d: &CompiledDeployment,
     model: &str,
     mut headers: Vec<(&'static str, String)>,
+    held: Held,
 ) -> Result<(), ApiError> {
     match reply {
         Reply::Full(out) => {
             ctx.upstream_latency = Some(sent.elapsed());
             ctx.usage = usage::from_body(&out);
-            let out = with_native_id(out, &d.deployment.id.0);
+            let out = with_client_id(out, &held);
             headers.extend(super::cost_header(ctx));
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
@@ -342,9 +344,8 @@ async fn native_reply(
                     client: ClientApi::OpenAi,
                     model,
                 },
-                stream::responses_passthrough(Box::new({
-                    let deployment = d.deployment.id.0.clone();
-                    move |id: &str| native_id(&deployment, id)
+                stream::responses_passthrough(Box::new(move |id: &str| {
+                    held.sibling(id).id(held::RESPONSE)
                 })),
                 &headers,
             )
@@ -378,8 +379,8 @@ pub async fn get(
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
-    if let Some(native) = parse_native_id(id) {
-        return at_provider(app, live, session, ctx, Method::GET, native, "", id).await;
+    if let Some(h) = Held::parse(held::RESPONSE, id) {
+        return at_provider(app, live, session, ctx, Method::GET, h, "").await;
     }
     let stored = held(app, ctx, id).await?;
     let out = Bytes::from(stored.response.to_string());
@@ -397,8 +398,8 @@ pub async fn delete(
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
-    if let Some(native) = parse_native_id(id) {
-        return at_provider(app, live, session, ctx, Method::DELETE, native, "", id).await;
+    if let Some(h) = Held::parse(held::RESPONSE, id) {
+        return at_provider(app, live, session, ctx, Method::DELETE, h, "").await;
     }
     held(app, ctx, id).await?;
     app.conversations.delete(id).await;
@@ -417,7 +418,7 @@ pub async fn input_items_of(
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
-    if let Some(native) = parse_native_id(id) {
+    if let Some(h) = Held::parse(held::RESPONSE, id) {
         let query = session
             .req_header()
             .uri
@@ -425,7 +426,7 @@ pub async fn input_items_of(
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
         let rest = format!("/input_items{query}");
-        return at_provider(app, live, session, ctx, Method::GET, native, &rest, id).await;
+        return at_provider(app, live, session, ctx, Method::GET, h, &rest).await;
     }
     let stored = held(app, ctx, id).await?;
     let items = &stored.input_items;
@@ -442,32 +443,16 @@ pub async fn input_items_of(
     Ok(())
 }
 
-/// The id a client sees for a response of deployment `deployment` whose own id is
-/// `upstream`: `resp_` and the URL-safe base64 of `routeiq;<deployment>;<upstream>`.
-fn native_id(deployment: &str, upstream: &str) -> String {
-    format!(
-        "resp_{}",
-        URL_SAFE_NO_PAD.encode(format!("{NATIVE_ID_TAG}{deployment};{upstream}"))
-    )
-}
-
-const NATIVE_ID_TAG: &str = "routeiq;";
-
-/// The deployment and provider's id of a [`native_id`]; `None` for any other id.
-fn parse_native_id(id: &str) -> Option<(String, String)> {
-    let decoded = URL_SAFE_NO_PAD.decode(id.strip_prefix("resp_")?).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (deployment, upstream) = decoded.strip_prefix(NATIVE_ID_TAG)?.rsplit_once(';')?;
-    Some((deployment.to_owned(), upstream.to_owned()))
-}
-
-/// A native answer with its top-level `id` made a [`native_id`]; unchanged if it has none.
-fn with_native_id(out: Bytes, deployment: &str) -> Bytes {
+/// A native answer with its top-level `id` the client's (`held`: its deployment and
+/// owner); unchanged if it has none.
+fn with_client_id(out: Bytes, held: &Held) -> Bytes {
     let Ok(obj) = RawObject::parse(&out) else {
         return out;
     };
     match obj.value("id") {
-        Some(Value::String(id)) => obj.with("id", &native_id(deployment, &id)).unwrap_or(out),
+        Some(Value::String(id)) => obj
+            .with("id", &held.sibling(&id).id(held::RESPONSE))
+            .unwrap_or(out),
         _ => out,
     }
 }
@@ -475,75 +460,23 @@ fn with_native_id(out: Bytes, deployment: &str) -> Bytes {
 /// `GET`/`DELETE /v1/responses/{id}{rest}` for a response a deployment with the API
 /// holds: sent to that deployment with its own id, the answer passed back with the
 /// client's id.
-#[allow(clippy::too_many_arguments)]
 async fn at_provider(
     app: &App,
     live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     method: Method,
-    (deployment, upstream): (String, String),
+    h: Held,
     rest: &str,
-    client_id: &str,
 ) -> Result<(), ApiError> {
-    let not_found = || {
-        ApiError::not_found(format!("Response with id '{client_id}' not found."))
-            .with_code("response_not_found")
-    };
-    let d = live
-        .compiled()
-        .find(|d| d.deployment.id.0 == deployment)
-        .cloned()
-        .ok_or_else(not_found)?;
-    crate::access::check(live, ctx.key.as_deref(), &d.deployment.model_name)?;
-    ctx.model = Some(d.deployment.model_name.clone());
-    ctx.deployment = Some(Arc::clone(&d));
-    let target = d.target.as_ref().ok_or_else(not_found)?;
-    let path = match d.deployment.provider {
-        ProviderKind::Azure => format!(
-            "{}/openai/responses/{upstream}{rest}{sep}api-version={}",
-            target.base_path,
-            d.deployment.api_version.as_deref().unwrap_or_default(),
-            sep = if rest.contains('?') { '&' } else { '?' },
-        ),
-        _ => format!("{}/responses/{upstream}{rest}", target.base_path),
-    };
-    let mut req = crate::upstream::UpstreamRequest {
-        method,
-        path,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
-    crate::providers::get(d.deployment.provider)
-        .authorize(&app.upstream, &d, target, &mut req)
-        .await?;
-    let call = async {
-        let mut ex = app
-            .upstream
-            .send(target, req, None, Arc::clone(&d.label))
-            .await?;
-        let status = ex.status;
-        let body = ex.read_all(MAX_RESPONSE_BYTES).await?;
-        Ok::<_, ApiError>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(d.timeout, call).await.map_err(|_| {
-        ApiError::timeout(format!(
-            "{} did not answer within {:.1}s",
-            d.label,
-            d.timeout.as_secs_f64()
-        ))
-    })??;
-    match status {
-        200..=299 => {}
-        404 => return Err(not_found()),
-        _ => {
-            return Err(crate::providers::upstream_error(
-                d.deployment.provider,
-                status,
-                &body,
-            ))
-        }
+    let client_id = &h.id(held::RESPONSE);
+    let d = held::holder(live, ctx, &h, client_id)?;
+    if !held::supported(&d) {
+        return Err(held::not_found(client_id));
     }
+    let path = held::path(&d, &format!("/responses/{}{rest}", h.upstream));
+    let mut ex = held::call(app, &d, method, path, None, client_id).await?;
+    let body = ex.read_all(MAX_RESPONSE_BYTES).await?;
     let body = if rest.is_empty() {
         // The response itself (or the deletion's answer) names the client's id.
         match RawObject::parse(&body) {
@@ -564,21 +497,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn native_ids_round_trip() {
-        let id = native_id("dep;with;semicolons", "resp_abc");
-        assert!(id.starts_with("resp_"));
-        assert_eq!(
-            parse_native_id(&id),
-            Some(("dep;with;semicolons".into(), "resp_abc".into()))
-        );
-        assert_eq!(parse_native_id("resp_abc"), None);
-        assert_eq!(parse_native_id("resp_0123456789abcdef"), None);
-        let out = with_native_id(Bytes::from_static(br#"{"id":"resp_abc","output":[]}"#), "d");
+    fn native_answers_get_the_clients_id() {
+        let h = Held {
+            deployment: "d".into(),
+            owner: "team:t".into(),
+            upstream: String::new(),
+        };
+        let out = with_client_id(Bytes::from_static(br#"{"id":"resp_abc","output":[]}"#), &h);
         let v: Value = serde_json::from_slice(&out).unwrap();
+        let back = Held::parse(held::RESPONSE, v["id"].as_str().unwrap()).unwrap();
         assert_eq!(
-            parse_native_id(v["id"].as_str().unwrap()),
-            Some(("d".into(), "resp_abc".into()))
+            (back.deployment.as_str(), back.upstream.as_str()),
+            ("d", "resp_abc")
         );
+        assert_eq!(back.owner, "team:t");
         assert_eq!(v["output"], json!([]));
     }
 }

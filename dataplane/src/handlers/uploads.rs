@@ -1,7 +1,7 @@
 //! OpenAI's endpoints that take a `multipart/form-data` upload: `POST
-//! /v1/audio/transcriptions`, `/v1/audio/translations` and `/v1/images/edits`, to OpenAI
-//! and Azure deployments, through the same keys, access, limits, budgets, routing, usage
-//! and cost as chat.
+//! /v1/audio/transcriptions`, `/v1/audio/translations`, `/v1/images/edits` and
+//! `/v1/files`, to OpenAI and Azure deployments, through the same keys, access, limits,
+//! budgets, routing, usage and cost as chat.
 //!
 //! The gateway reads the fields before the first file part (`model` first of all), renames
 //! the model in place, and streams the rest of the upload to the deployment as it arrives:
@@ -26,7 +26,6 @@ use crate::respond;
 use crate::routing::Lease;
 use crate::state::{App, LiveState};
 use crate::upstream::{BodySource, UpstreamRequest};
-use routeiq_proto::ProviderKind;
 
 /// The fields before an upload's file part may take this much; past it the body is read
 /// whole (within the request size limit) as if `model` came after the file.
@@ -40,29 +39,48 @@ pub enum Upload {
     Transcriptions,
     Translations,
     ImageEdits,
+    /// A file for batches (or fine-tuning): kept by the deployment, its id naming it
+    /// (`held`). The model group comes from `target_model_names` (LiteLLM's field) or
+    /// `model`, and is not sent on.
+    Files,
 }
 
 impl Upload {
-    fn op(self) -> Operation {
+    /// The provider operation; `None` for files, which are not a model call.
+    fn op(self) -> Option<Operation> {
         match self {
-            Self::Transcriptions => Operation::Transcriptions,
-            Self::Translations => Operation::Translations,
-            Self::ImageEdits => Operation::ImageEdits,
+            Self::Transcriptions => Some(Operation::Transcriptions),
+            Self::Translations => Some(Operation::Translations),
+            Self::ImageEdits => Some(Operation::ImageEdits),
+            Self::Files => None,
         }
     }
 
-    /// The `model_info.mode` of deployments that serve it.
-    fn mode(self) -> &'static str {
+    /// The `model_info.mode` of deployments that serve it (`None`: any).
+    fn mode(self) -> Option<&'static str> {
         match self {
-            Self::Transcriptions | Self::Translations => "audio_transcription",
-            Self::ImageEdits => "image_generation",
+            Self::Transcriptions | Self::Translations => Some("audio_transcription"),
+            Self::ImageEdits => Some("image_generation"),
+            Self::Files => None,
+        }
+    }
+
+    /// The field that names the model group, and whether it goes upstream (renamed).
+    fn model_field(self, parts: &Parts, body: &[u8]) -> Option<(String, bool)> {
+        let named = |f: &str| parts.field(body, f).filter(|m| !m.is_empty());
+        match self {
+            Self::Files => named("target_model_names")
+                .map(|m| m.split(',').next().unwrap_or_default().trim())
+                .or_else(|| named("model"))
+                .map(|m| (m.to_owned(), false)),
+            _ => named("model").map(|m| (m.to_owned(), true)),
         }
     }
 
     /// Whether a file part's field name is the one the endpoint takes.
     fn takes_file(self, name: &str) -> bool {
         match self {
-            Self::Transcriptions | Self::Translations => name == "file",
+            Self::Transcriptions | Self::Translations | Self::Files => name == "file",
             Self::ImageEdits => matches!(name, "image" | "image[]"),
         }
     }
@@ -70,7 +88,7 @@ impl Upload {
     /// The file field, for errors.
     fn file_field(self) -> &'static str {
         match self {
-            Self::Transcriptions | Self::Translations => "file",
+            Self::Transcriptions | Self::Translations | Self::Files => "file",
             Self::ImageEdits => "image",
         }
     }
@@ -112,6 +130,7 @@ impl BodySource for ClientBody<'_> {
 /// `whole`, or when the file comes first without `model`): the bytes read and the parts.
 async fn read_head(
     session: &mut Session,
+    kind: Upload,
     boundary: &str,
     limit: usize,
     declared: Option<usize>,
@@ -121,7 +140,7 @@ async fn read_head(
     loop {
         if !whole {
             if let Some(parts) = multipart::parse(&buf, boundary, false)? {
-                if parts.end || parts.field(&buf, "model").is_some() {
+                if parts.end || kind.model_field(&parts, &buf).is_some() {
                     return Ok((buf, parts));
                 }
                 // The file comes before `model`: read on to the end.
@@ -183,7 +202,7 @@ pub async fn upload(
         session.set_keepalive(None);
         return Err(ApiError::too_large(limit));
     }
-    let (head, parts) = read_head(session, &boundary, limit, declared).await?;
+    let (head, parts) = read_head(session, kind, &boundary, limit, declared).await?;
     let unread = declared.is_some_and(|n| n > head.len());
     let sent = forward(
         app,
@@ -217,11 +236,16 @@ async fn forward(
     head: BytesMut,
     parts: Parts,
 ) -> Result<(), ApiError> {
-    let model = parts
-        .field(&head, "model")
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::missing_field("model"))?
-        .to_owned();
+    let Some((model, model_goes_up)) = kind.model_field(&parts, &head) else {
+        return Err(match kind {
+            Upload::Files => ApiError::bad_request(
+                "name the model group whose deployment keeps the file: `target_model_names` \
+                 (or `model`)",
+            )
+            .with_param("target_model_names"),
+            _ => ApiError::missing_field("model"),
+        });
+    };
     if parts
         .file
         .as_ref()
@@ -229,11 +253,15 @@ async fn forward(
     {
         return Err(ApiError::missing_field(kind.file_field()));
     }
-    if kind == Upload::ImageEdits && parts.field(&head, "prompt").is_none_or(str::is_empty) {
-        return Err(ApiError::missing_field("prompt"));
+    for (k, field) in [(Upload::ImageEdits, "prompt"), (Upload::Files, "purpose")] {
+        if kind == k && parts.field(&head, field).is_none_or(str::is_empty) {
+            return Err(ApiError::missing_field(field));
+        }
     }
     crate::access::check(live, ctx.key.as_deref(), &model)?;
-    super::check_mode(live, &model, Some(kind.mode()), kind.op())?;
+    if let (Some(mode), Some(op)) = (kind.mode(), kind.op()) {
+        super::check_mode(live, &model, Some(mode), op)?;
+    }
     let (plan, d) = attempt::plan(
         app,
         live,
@@ -250,16 +278,16 @@ async fn forward(
         },
     )
     .await?;
-    if !matches!(
-        d.deployment.provider,
-        ProviderKind::OpenAi | ProviderKind::Azure
-    ) {
+    if !super::held::supported(&d) {
         plan.abandon(&d);
-        return Err(providers::unsupported(
-            &d.deployment,
-            d.deployment.provider.as_str(),
-            kind.op(),
-        ));
+        return Err(match kind.op() {
+            Some(op) => providers::unsupported(&d.deployment, d.deployment.provider.as_str(), op),
+            None => ApiError::unsupported(format!(
+                "model group `{model}` is served by {}, which RouteIQ does not keep files at",
+                d.deployment.provider.as_str()
+            ))
+            .with_param("target_model_names"),
+        });
     }
     let Some(target) = d.target.as_ref() else {
         plan.abandon(&d);
@@ -269,15 +297,31 @@ async fn forward(
         )));
     };
     let head_len = head.len();
-    let model_field = parts.fields.iter().find(|f| f.name == "model");
-    let first = match model_field {
-        Some(f) => multipart::replace(&head, f, &d.deployment.upstream_model),
-        None => head.freeze(),
+    let model_fields: Vec<&multipart::Field> = parts
+        .fields
+        .iter()
+        .filter(|f| f.name == "model" || (kind == Upload::Files && f.name == "target_model_names"))
+        .collect();
+    let first = match model_fields.as_slice() {
+        [f] if model_goes_up => multipart::replace(&head, f, &d.deployment.upstream_model),
+        // Fields the provider does not take, last first so that earlier ranges hold.
+        fields if !model_goes_up => fields
+            .iter()
+            .rev()
+            .fold(head.freeze(), |body, f| multipart::remove(&body, f)),
+        _ => head.freeze(),
     };
     // The part read (renamed), then what is left of the declared length, streamed.
     let left = declared.map_or(0, |n| n.saturating_sub(head_len));
-    let mut req: UpstreamRequest =
-        providers::get(d.deployment.provider).request(&d, target, kind.op(), Bytes::new())?;
+    let mut req: UpstreamRequest = match kind.op() {
+        Some(op) => providers::get(d.deployment.provider).request(&d, target, op, Bytes::new())?,
+        None => UpstreamRequest {
+            method: http::Method::POST,
+            path: super::held::path(&d, "/files"),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        },
+    };
     req.headers.push(("content-type", content_type));
     req.headers
         .push(("content-length", (first.len() + left).to_string()));
@@ -314,7 +358,7 @@ async fn forward(
             d.timeout.as_secs_f64()
         )))
         });
-    let (status, content_type, body) = match result {
+    let (status, content_type, mut body) = match result {
         Ok(r) => r,
         Err(e) => {
             plan.abandon(&d);
@@ -337,6 +381,14 @@ async fn forward(
             ctx.usage = Some(crate::usage::from_body(&body).unwrap_or_default());
         }
         Upload::Transcriptions | Upload::Translations => charge(ctx, &d.prices, &body),
+        Upload::Files => {
+            let held = super::held::Held {
+                deployment: d.deployment.id.0.clone(),
+                owner: crate::conversations::owner(ctx.key.as_deref()),
+                upstream: String::new(),
+            };
+            body = super::held::rewrite(&body, &held, &[("id", super::held::FILE)]);
+        }
     }
     let mut headers = response_headers(ctx, &d);
     headers.extend(super::cost_header(ctx));

@@ -30,6 +30,8 @@ pub struct State {
     responses: Arc<std::sync::atomic::AtomicU64>,
     /// The Responses API answers stored, by id: the response and its input items.
     pub stored_responses: Arc<Mutex<HashMap<String, StoredResponse>>>,
+    /// Files and batches.
+    pub files: crate::files::Shared,
 }
 
 /// Faults injected for one upstream model (`POST /__faults` with `{model: fault}`), so a

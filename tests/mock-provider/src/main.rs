@@ -6,6 +6,7 @@
 //!   moderations; rerank in the shape OpenAI-compatible servers (vLLM) answer it
 //!   (`/v1/rerank`);
 //! - OpenAI Responses (`/v1/responses`, Azure `/openai/responses`), streams included;
+//! - OpenAI and Azure files and batches (`/v1/files`, `/v1/batches`, Azure's under `/openai/`);
 //! - Anthropic Messages (`/v1/messages`);
 //! - Google Gemini API (`/v1beta/models/{model}:{method}`, API key): generateContent,
 //!   streamGenerateContent (`alt=sse`), embedContent, batchEmbedContents;
@@ -33,6 +34,7 @@ mod aws;
 mod bedrock;
 mod cohere;
 mod common;
+mod files;
 mod gemini;
 mod media;
 mod oauth;
@@ -63,6 +65,26 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/audio/translations", post(media::translations))
         .route("/v1/audio/speech", post(media::speech))
         .route("/v1/images/edits", post(media::edits))
+        .route("/v1/files", get(files::files).post(files::files))
+        .route(
+            "/v1/files/{*rest}",
+            get(files::files).delete(files::files),
+        )
+        .route("/v1/batches", get(files::files).post(files::files))
+        .route(
+            "/v1/batches/{*rest}",
+            get(files::files).post(files::files),
+        )
+        .route("/openai/files", get(files::files).post(files::files))
+        .route(
+            "/openai/files/{*rest}",
+            get(files::files).delete(files::files),
+        )
+        .route("/openai/batches", get(files::files).post(files::files))
+        .route(
+            "/openai/batches/{*rest}",
+            get(files::files).post(files::files),
+        )
         .route(
             "/openai/deployments/{deployment}/images/edits",
             post(media::azure_edits),

@@ -1,0 +1,115 @@
+"""Files and batches with the official openai SDK: a JSONL uploaded through the gateway
+(streamed to the deployment of the model group it names), a batch created from it, polled,
+and its results fetched; ids that name their deployment, so later calls reach it."""
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from test_routing import MASTER_KEY, gateway, mock  # noqa: F401  (the module's fixtures)
+
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def config(mock) -> dict:
+    return {
+        "model_list": [
+            {"model_name": "gpt",
+             "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"{mock.url}/v1",
+                                "api_key": "sk-up"},
+             "model_info": {"id": "gpt-4o-mini"}},
+            {"model_name": "azure-gpt",
+             "litellm_params": {"model": "azure/my-gpt", "api_base": mock.url,
+                                "api_key": "az-key", "api_version": "2024-10-21"},
+             "model_info": {"id": "my-gpt"}},
+            {"model_name": "claude",
+             "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_base": mock.url,
+                                "api_key": "k"},
+             "model_info": {"id": "claude-sonnet-4-5"}},
+        ],
+    }
+
+
+def jsonl(n: int) -> bytes:
+    return "\n".join(json.dumps({
+        "custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i}"}]},
+    }) for i in range(n)).encode() + b"\n"
+
+
+def last(mock) -> dict:
+    return httpx.get(f"{mock.url}/__last_request").json()
+
+
+def client(g) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+@pytest.mark.parametrize("group,prefix", [("gpt", "POST /v1/files"), ("azure-gpt", "POST /openai/files?api-version=2024-10-21")])
+def test_upload_batch_poll_and_results(mock, gateway, group, prefix):
+    g = gateway(config(mock))
+    c = client(g)
+    data = jsonl(3)
+    f = c.files.create(file=("batch.jsonl", data), purpose="batch",
+                       extra_body={"target_model_names": group})
+    assert f.id.startswith("file-") and f.bytes == len(data) and f.purpose == "batch"
+    sent = last(mock)
+    assert sent["path"] == prefix, sent["path"]
+    # The model group is the gateway's: not sent on.
+    assert "target_model_names" not in sent["body"] and sent["body"]["file_bytes"] == len(data)
+    assert c.files.retrieve(f.id).id == f.id
+    assert c.files.content(f.id).content == data
+
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                         completion_window="24h", metadata={"job": "nightly"})
+    assert b.id.startswith("batch_") and b.input_file_id == f.id
+    assert last(mock)["body"]["input_file_id"].startswith("file-mock-")
+    for _ in range(20):
+        b = c.batches.retrieve(b.id)
+        if b.status == "completed":
+            break
+        time.sleep(0.1)
+    assert b.status == "completed" and b.request_counts.completed == 3
+    lines = [json.loads(x) for x in c.files.content(b.output_file_id).text.splitlines()]
+    assert [x["custom_id"] for x in lines] == ["req-0", "req-1", "req-2"]
+    assert lines[1]["response"]["body"]["choices"][0]["message"]["content"] == \
+        "mock reply to: question 1"
+
+    assert c.batches.cancel(b.id).status == "cancelled"
+    assert c.files.delete(f.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve(f.id)
+
+
+def test_listing_and_bad_requests(mock, gateway):
+    g = gateway(config(mock))
+    c = client(g)
+    f = c.files.create(file=("a.jsonl", jsonl(1)), purpose="batch",
+                       extra_body={"target_model_names": "gpt"})
+    listed = c.files.list(extra_query={"target_model_names": "gpt"})
+    assert f.id in [x.id for x in listed.data]
+    r = httpx.get(f"{g.url}/v1/files", headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "target_model_names"
+
+    r = httpx.post(f"{g.url}/v1/files", headers=AUTH, files={"file": ("a.jsonl", b"{}\n")},
+                   data={"purpose": "batch"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "target_model_names", r.text
+    r = httpx.post(f"{g.url}/v1/files", headers=AUTH, files={"file": ("a.jsonl", b"{}\n")},
+                   data={"target_model_names": "gpt"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "purpose", r.text
+    r = httpx.post(f"{g.url}/v1/files", headers=AUTH, files={"file": ("a.jsonl", b"{}\n")},
+                   data={"target_model_names": "claude", "purpose": "batch"})
+    assert r.status_code == 400 and "files" in r.json()["error"]["message"], r.text
+
+    with pytest.raises(openai.BadRequestError) as e:
+        c.batches.create(input_file_id="file-not-ours", endpoint="/v1/chat/completions",
+                         completion_window="24h")
+    assert e.value.body["param"] == "input_file_id"
+    with pytest.raises(openai.NotFoundError):
+        c.batches.retrieve("batch_unknown")
+    with pytest.raises(openai.NotFoundError):
+        c.files.content("file-unknown")
+    assert httpx.get(f"{g.url}/v1/files/{f.id}").status_code == 401
