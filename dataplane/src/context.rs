@@ -54,6 +54,19 @@ pub struct RequestCtx {
     pub extra_cost: f64,
     /// `llmrouter-automix`: the verification's confidence, and whether it escalated.
     pub automix: Option<(f64, bool)>,
+    /// A charge made on the request's behalf that must be counted once however often it
+    /// is made (a completed batch's, seen on every read of the batch): its cost (not the
+    /// serving deployment's prices for `usage`), and the request id and start (Unix ms)
+    /// its usage event carries, which the control plane counts once.
+    pub once: Option<Once>,
+}
+
+/// See [`RequestCtx::once`].
+#[derive(Debug, Clone)]
+pub struct Once {
+    pub cost: f64,
+    pub request_id: String,
+    pub started_at_ms: i64,
 }
 
 impl RequestCtx {
@@ -136,6 +149,9 @@ impl RequestCtx {
     /// What the request cost (USD): its usage at its deployment's prices, once both are
     /// known.
     pub fn cost(&self) -> Option<f64> {
+        if let Some(once) = &self.once {
+            return Some(once.cost);
+        }
         Some(self.deployment.as_ref()?.prices.of(self.usage.as_ref()?) + self.extra_cost)
     }
 
@@ -163,6 +179,7 @@ impl RequestCtx {
             routed: None,
             extra_cost: 0.0,
             automix: None,
+            once: None,
         }
     }
 }

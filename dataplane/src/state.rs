@@ -439,6 +439,8 @@ pub struct App {
     /// Responses answered through chat, for `previous_response_id` (in Redis too, where
     /// rate limits are shared).
     pub conversations: Arc<crate::conversations::Conversations>,
+    /// Batches whose cost this data plane has charged (see `handlers::objects`).
+    pub charged_batches: std::sync::Mutex<lru::LruCache<String, ()>>,
 }
 
 impl App {
@@ -466,6 +468,9 @@ impl App {
         ));
         Ok(Self {
             conversations,
+            charged_batches: std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(100_000).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             live: ArcSwap::from_pointee(state),
             upstream,
             limiter: crate::limits::Limiter::new(shared),

@@ -19,7 +19,8 @@ def config(mock) -> dict:
         "model_list": [
             {"model_name": "gpt",
              "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"{mock.url}/v1",
-                                "api_key": "sk-up"},
+                                "api_key": "sk-up", "input_cost_per_token": 1e-6,
+                                "output_cost_per_token": 2e-6},
              "model_info": {"id": "gpt-4o-mini"}},
             {"model_name": "azure-gpt",
              "litellm_params": {"model": "azure/my-gpt", "api_base": mock.url,
@@ -68,11 +69,19 @@ def test_upload_batch_poll_and_results(mock, gateway, group, prefix):
     assert b.id.startswith("batch_") and b.input_file_id == f.id
     assert last(mock)["body"]["input_file_id"].startswith("file-mock-")
     for _ in range(20):
-        b = c.batches.retrieve(b.id)
+        raw = c.batches.with_raw_response.retrieve(b.id)
+        b = raw.parse()
         if b.status == "completed":
             break
         time.sleep(0.1)
     assert b.status == "completed" and b.request_counts.completed == 3
+    # The read that sees it complete charges its cost, at batch prices (half the token
+    # prices): 3 answers of 3 prompt and 5 completion tokens. Later reads charge nothing.
+    if group == "gpt":
+        assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(
+            9 * 0.5e-6 + 15 * 1e-6)
+    again = c.batches.with_raw_response.retrieve(b.id)
+    assert "x-litellm-response-cost" not in again.headers
     lines = [json.loads(x) for x in c.files.content(b.output_file_id).text.splitlines()]
     assert [x["custom_id"] for x in lines] == ["req-0", "req-1", "req-2"]
     assert lines[1]["response"]["body"]["choices"][0]["message"]["content"] == \

@@ -63,8 +63,15 @@ impl Reporter {
         let elapsed = ctx.start.elapsed();
         let now_ms = crate::clock::now_ms() as i64;
         let key = ctx.key.as_deref();
+        let started_at_ms = match &ctx.once {
+            Some(once) => once.started_at_ms,
+            None => now_ms - elapsed.as_millis() as i64,
+        };
         let event = UsageEvent {
-            request_id: ctx.request_id.clone(),
+            request_id: ctx
+                .once
+                .as_ref()
+                .map_or_else(|| ctx.request_id.clone(), |o| o.request_id.clone()),
             key_hash: key.map(|k| k.hash),
             team_id: key.map(|k| k.team_id.clone()).unwrap_or_default(),
             user_id: key.map(|k| k.user_id.clone()).unwrap_or_default(),
@@ -76,7 +83,7 @@ impl Reporter {
             cost,
             latency_ms: elapsed.as_millis() as u64,
             status: ctx.status,
-            started_at_ms: now_ms - elapsed.as_millis() as i64,
+            started_at_ms,
             dataplane_id: self.dataplane_id.to_string(),
             end_user: ctx.end_user.clone().unwrap_or_default(),
         };

@@ -3,7 +3,7 @@
 //! or the key; see `conversations::owner`) and the provider's own id, so that any data
 //! plane sends a later request about the object to the deployment that holds it, and
 //! only to a caller of the same owner: `<prefix>` and the URL-safe base64 of the JSON
-//! array `[deployment id, owner, provider's id]`.
+//! array `[deployment id, owner, provider's id, creating key's hash]`.
 
 use std::sync::Arc;
 
@@ -25,25 +25,30 @@ pub struct Held {
     pub deployment: String,
     pub owner: String,
     pub upstream: String,
+    /// The creating key's hash (hex; empty for the master key): whom a batch's cost is
+    /// charged to.
+    pub creator: String,
 }
 
 impl Held {
     /// The client's id for it.
     pub fn id(&self, prefix: &str) -> String {
-        let json = serde_json::to_vec(&(&self.deployment, &self.owner, &self.upstream))
-            .unwrap_or_default();
+        let json =
+            serde_json::to_vec(&(&self.deployment, &self.owner, &self.upstream, &self.creator))
+                .unwrap_or_default();
         format!("{prefix}{}", URL_SAFE_NO_PAD.encode(json))
     }
 
     /// What a client's id names; `None` for an id this gateway did not give.
     pub fn parse(prefix: &str, id: &str) -> Option<Self> {
         let json = URL_SAFE_NO_PAD.decode(id.strip_prefix(prefix)?).ok()?;
-        let (deployment, owner, upstream) =
-            serde_json::from_slice::<(String, String, String)>(&json).ok()?;
+        let (deployment, owner, upstream, creator) =
+            serde_json::from_slice::<(String, String, String, String)>(&json).ok()?;
         Some(Self {
             deployment,
             owner,
             upstream,
+            creator,
         })
     }
 
@@ -60,6 +65,22 @@ impl Held {
 pub const RESPONSE: &str = "resp_";
 pub const FILE: &str = "file-";
 pub const BATCH: &str = "batch_";
+
+impl Held {
+    /// An object deployment `d` holds for the caller in `ctx` (its provider id to come).
+    pub fn of(d: &CompiledDeployment, ctx: &RequestCtx) -> Self {
+        Self {
+            deployment: d.deployment.id.0.clone(),
+            owner: crate::conversations::owner(ctx.key.as_deref()),
+            upstream: String::new(),
+            creator: ctx
+                .key
+                .as_ref()
+                .map(|k| k.hash.to_hex())
+                .unwrap_or_default(),
+        }
+    }
+}
 
 /// The deployment that holds `held`, when the caller owns it and may use the deployment's
 /// model group; a 404 naming `client_id` otherwise (a stranger learns nothing).
@@ -198,6 +219,7 @@ mod tests {
             deployment: "dep;with\"odd\"chars".into(),
             owner: "team:t".into(),
             upstream: "file-abc".into(),
+            creator: "ab".into(),
         };
         let id = h.id(FILE);
         assert!(id.starts_with("file-"));

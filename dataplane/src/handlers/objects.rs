@@ -4,17 +4,22 @@
 //! master key's listings `GET /v1/files` and `GET /v1/batches`. Uploads (`POST /v1/files`)
 //! go through `uploads`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::Method;
 use pingora::proxy::Session;
+use routeiq_proto::KeyHash;
 use serde_json::Value;
 
 use super::held::{self, Held};
 use super::request::RawObject;
-use crate::context::RequestCtx;
+use crate::context::{Once, RequestCtx};
+use crate::cost::Prices;
 use crate::error::ApiError;
 use crate::respond;
-use crate::state::{App, LiveState};
+use crate::state::{App, CompiledDeployment, LiveState};
+use crate::usage::Usage;
 
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -125,7 +130,122 @@ pub async fn one(
         return Ok(());
     }
     let body = ex.read_all(MAX_RESPONSE_BYTES).await?;
-    reply(session, ctx, held::rewrite(&body, &h, kind.ids())).await
+    if (kind, ask) == (Kind::Batches, Ask::Get) {
+        charge_batch(app, live, ctx, &d, &h, &body).await;
+    }
+    let mut headers = Vec::new();
+    headers.extend(super::cost_header(ctx));
+    let body = held::rewrite(&body, &h, kind.ids());
+    if let Err(e) = respond::json(session, ctx, &headers, body).await {
+        tracing::debug!(error = %e, "client went away");
+    }
+    Ok(())
+}
+
+/// Batch prices: the deployment's `input_cost_per_token_batches` and
+/// `output_cost_per_token_batches`, else half its token prices (OpenAI's Batch API
+/// discount).
+fn batch_prices(d: &CompiledDeployment) -> Prices {
+    let own = |name: &str| {
+        d.deployment
+            .model_info
+            .extra
+            .get(name)
+            .and_then(Value::as_f64)
+            .filter(|p| p.is_finite() && *p >= 0.0)
+    };
+    let input = own("input_cost_per_token_batches").unwrap_or(d.prices.input / 2.0);
+    Prices {
+        input,
+        cached_input: input,
+        output: own("output_cost_per_token_batches").unwrap_or(d.prices.output / 2.0),
+        ..Prices::default()
+    }
+}
+
+/// Charges a completed batch's cost, once, to the key that created it: the usage of each
+/// answer in its output file at batch prices. Read on every `GET` of the batch, it is
+/// charged by the first read that sees it complete; a later read on this data plane
+/// charges nothing, and on another data plane sends the same usage event (its request
+/// id and start are the batch's), which the control plane counts once.
+async fn charge_batch(
+    app: &App,
+    live: &LiveState,
+    ctx: &mut RequestCtx,
+    d: &Arc<CompiledDeployment>,
+    h: &Held,
+    body: &[u8],
+) {
+    let Ok(batch) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let (Some("completed"), Some(output)) = (
+        batch.get("status").and_then(Value::as_str),
+        batch.get("output_file_id").and_then(Value::as_str),
+    ) else {
+        return;
+    };
+    if app
+        .charged_batches
+        .lock()
+        .is_ok_and(|c| c.contains(&h.upstream))
+    {
+        return;
+    }
+    let path = held::path(d, &format!("/files/{output}/content"));
+    let mut usage = Usage::default();
+    let read = async {
+        let mut ex = held::call(app, d, Method::GET, path, None, output).await?;
+        let mut partial = Vec::new();
+        while let Some(chunk) = ex.next_chunk().await? {
+            partial.extend_from_slice(&chunk);
+            let complete = partial
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            add_lines(&partial[..complete], &mut usage);
+            partial.drain(..complete);
+        }
+        add_lines(&partial, &mut usage);
+        Ok::<_, ApiError>(())
+    };
+    if let Err(e) = read.await {
+        tracing::warn!(error = %e, batch = %h.upstream, "a completed batch's output could not be read; not charged yet");
+        return;
+    }
+    if let Ok(mut charged) = app.charged_batches.lock() {
+        if charged.put(h.upstream.clone(), ()).is_some() {
+            return; // another read charged it meanwhile
+        }
+    }
+    if let Some(creator) = KeyHash::from_hex(&h.creator).and_then(|k| live.keys.get(&k)) {
+        ctx.key = Some(Arc::clone(creator));
+    }
+    let started = batch
+        .get("completed_at")
+        .or_else(|| batch.get("created_at"))
+        .and_then(Value::as_i64)
+        .unwrap_or_default();
+    ctx.once = Some(Once {
+        cost: batch_prices(d).of(&usage),
+        request_id: format!("batch-{}", h.upstream),
+        started_at_ms: started * 1000,
+    });
+    ctx.usage = Some(usage);
+}
+
+/// Adds the usage of each answer in complete JSONL lines.
+fn add_lines(lines: &[u8], usage: &mut Usage) {
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Some(u) = serde_json::from_slice::<Value>(line)
+            .ok()
+            .and_then(|v| v.pointer("/response/body/usage").and_then(Usage::from_json))
+        {
+            usage.input_tokens += u.input_tokens;
+            usage.output_tokens += u.output_tokens;
+            usage.cached_input_tokens += u.cached_input_tokens;
+        }
+    }
 }
 
 /// `POST /v1/batches`: to the deployment that holds its input file, with the provider's
@@ -165,7 +285,21 @@ pub async fn create_batch(
     )
     .await?;
     let out = ex.read_all(MAX_RESPONSE_BYTES).await?;
-    reply(session, ctx, held::rewrite(&out, &h, Kind::Batches.ids())).await
+    // The batch is the caller's: its cost is charged to the key that creates it.
+    let batch = Held {
+        creator: ctx
+            .key
+            .as_ref()
+            .map(|k| k.hash.to_hex())
+            .unwrap_or_default(),
+        ..h
+    };
+    reply(
+        session,
+        ctx,
+        held::rewrite(&out, &batch, Kind::Batches.ids()),
+    )
+    .await
 }
 
 /// `GET /v1/files` and `GET /v1/batches`, for the master key: the provider's listing of
@@ -224,10 +358,6 @@ pub async fn list(
     let path = held::path(&d, &format!("{}{query}", kind.path()));
     let mut ex = held::call(app, &d, Method::GET, path, None, &model).await?;
     let out = ex.read_all(MAX_RESPONSE_BYTES).await?;
-    let h = Held {
-        deployment: d.deployment.id.0.clone(),
-        owner: String::new(),
-        upstream: String::new(),
-    };
+    let h = Held::of(&d, ctx);
     reply(session, ctx, held::rewrite(&out, &h, kind.ids())).await
 }

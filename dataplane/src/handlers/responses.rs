@@ -102,11 +102,7 @@ pub async fn create(
     let (d, sent) = (served.deployment, served.sent);
     let mut headers = response_headers(ctx, &d);
     if d.responses_api {
-        let held = Held {
-            deployment: d.deployment.id.0.clone(),
-            owner,
-            upstream: String::new(),
-        };
+        let held = Held::of(&d, ctx);
         return native_reply(session, ctx, served.reply, sent, &d, &model, headers, held).await;
     }
     let Some(Ok(Translated { request, .. })) = via_chat.into_inner() else {
@@ -502,6 +498,7 @@ mod tests {
             deployment: "d".into(),
             owner: "team:t".into(),
             upstream: String::new(),
+            creator: String::new(),
         };
         let out = with_client_id(Bytes::from_static(br#"{"id":"resp_abc","output":[]}"#), &h);
         let v: Value = serde_json::from_slice(&out).unwrap();

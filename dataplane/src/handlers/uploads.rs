@@ -382,11 +382,7 @@ async fn forward(
         }
         Upload::Transcriptions | Upload::Translations => charge(ctx, &d.prices, &body),
         Upload::Files => {
-            let held = super::held::Held {
-                deployment: d.deployment.id.0.clone(),
-                owner: crate::conversations::owner(ctx.key.as_deref()),
-                upstream: String::new(),
-            };
+            let held = super::held::Held::of(&d, ctx);
             body = super::held::rewrite(&body, &held, &[("id", super::held::FILE)]);
         }
     }
