@@ -187,19 +187,11 @@ pub async fn completion(
             return Ok(());
         }
     };
-    ctx.time_to_first_token = Some(sent.elapsed());
     let conv = stream::converter(native, client, client_wants_usage, &model, d.prices);
     super::streaming::pump(
         session,
         ctx,
-        super::streaming::Stream {
-            resp: &mut resp,
-            first: first_chunk,
-            sent,
-            provider: d.deployment.provider,
-            client,
-            model: &model,
-        },
+        super::streaming::Stream::of(&mut resp, first_chunk, sent, &d, client, &model),
         conv,
         &headers,
     )

@@ -109,7 +109,6 @@ pub async fn create(
             Ok(())
         }
         Reply::Stream { mut resp, first } => {
-            ctx.time_to_first_token = Some(sent.elapsed());
             let conv = if d.text_completions {
                 stream::converter(
                     d.format,
@@ -124,14 +123,7 @@ pub async fn create(
             super::streaming::pump(
                 session,
                 ctx,
-                super::streaming::Stream {
-                    resp: &mut resp,
-                    first,
-                    sent,
-                    provider: d.deployment.provider,
-                    client: ClientApi::OpenAi,
-                    model: &model,
-                },
+                super::streaming::Stream::of(&mut resp, first, sent, &d, ClientApi::OpenAi, &model),
                 conv,
                 &headers,
             )

@@ -138,7 +138,6 @@ pub async fn create(
             Ok(())
         }
         Reply::Stream { mut resp, first } => {
-            ctx.time_to_first_token = Some(sent.elapsed());
             // Kept before the client hears the response is complete, so that a
             // follow-up can name it at once: here at once, in Redis a moment later.
             let on_done = keep.map(|keep| -> responses_via_chat::OnDone {
@@ -159,14 +158,7 @@ pub async fn create(
             super::streaming::pump(
                 session,
                 ctx,
-                super::streaming::Stream {
-                    resp: &mut resp,
-                    first,
-                    sent,
-                    provider: d.deployment.provider,
-                    client: ClientApi::OpenAi,
-                    model: &model,
-                },
+                super::streaming::Stream::of(&mut resp, first, sent, &d, ClientApi::OpenAi, &model),
                 conv,
                 &headers,
             )
@@ -328,18 +320,10 @@ async fn native_reply(
             Ok(())
         }
         Reply::Stream { mut resp, first } => {
-            ctx.time_to_first_token = Some(sent.elapsed());
             super::streaming::pump(
                 session,
                 ctx,
-                super::streaming::Stream {
-                    resp: &mut resp,
-                    first,
-                    sent,
-                    provider: d.deployment.provider,
-                    client: ClientApi::OpenAi,
-                    model,
-                },
+                super::streaming::Stream::of(&mut resp, first, sent, d, ClientApi::OpenAi, model),
                 stream::responses_passthrough(Box::new(move |id: &str| {
                     held.sibling(id).id(held::RESPONSE)
                 })),

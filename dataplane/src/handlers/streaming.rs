@@ -13,6 +13,7 @@ use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi, ErrorKind};
 use crate::providers::ProviderResponse;
 use crate::respond;
+use crate::state::CompiledDeployment;
 use crate::translate::stream::{self, StreamConverter};
 
 /// A stream whose first chunk has arrived.
@@ -27,6 +28,29 @@ pub struct Stream<'a> {
     pub model: &'a str,
 }
 
+impl<'a> Stream<'a> {
+    /// The stream of deployment `d`'s answer, sent at `sent`.
+    pub fn of(
+        resp: &'a mut ProviderResponse,
+        first: Bytes,
+        sent: Instant,
+        d: &CompiledDeployment,
+        client: ClientApi,
+        model: &'a str,
+    ) -> Self {
+        Self {
+            resp,
+            first,
+            sent,
+            provider: d.deployment.provider,
+            client,
+            model,
+        }
+    }
+}
+
+/// Sends the stream to the client through `conv` (the first chunk has arrived: that is
+/// the time to first token).
 pub async fn pump(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -34,6 +58,7 @@ pub async fn pump(
     mut conv: Box<dyn StreamConverter>,
     headers: &[(&'static str, String)],
 ) -> Result<(), ApiError> {
+    ctx.time_to_first_token = Some(s.sent.elapsed());
     let mut parser = crate::eventstream::Decoder::for_provider(s.provider);
     let mut out = Vec::new();
     if respond::stream_start(session, ctx, headers).await.is_err() {

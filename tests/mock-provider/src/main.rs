@@ -61,9 +61,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
-        .route("/v1/audio/transcriptions", post(media::transcriptions))
-        .route("/v1/audio/translations", post(media::translations))
         .route("/v1/audio/speech", post(media::speech))
+        .route("/v1/audio/{task}", post(media::openai))
         .route("/v1/images/edits", post(media::edits))
         .route("/v1/files", get(files::files).post(files::files))
         .route(

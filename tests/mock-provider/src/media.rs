@@ -126,43 +126,44 @@ async fn answer(
     }
 }
 
-pub async fn transcriptions(
-    AxumState(state): AxumState<State>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !bearer_ok(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided");
+/// The task of an `audio/{task}` path's last segment.
+fn task(segment: &str) -> Option<&'static str> {
+    match segment {
+        "transcriptions" => Some("transcription"),
+        "translations" => Some("translation"),
+        _ => None,
     }
-    answer(&state, "transcription", &headers, body, None).await
 }
 
-pub async fn translations(
+/// `POST /v1/audio/{task}`: transcriptions and translations.
+pub async fn openai(
     AxumState(state): AxumState<State>,
+    Path(segment): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if !bearer_ok(&headers) {
         return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided");
     }
-    answer(&state, "translation", &headers, body, None).await
+    let Some(task) = task(&segment) else {
+        return error(StatusCode::NOT_FOUND, "Not found");
+    };
+    answer(&state, task, &headers, body, None).await
 }
 
 /// `POST /openai/deployments/{deployment}/audio/{task}`: Azure's, the deployment standing
 /// for the model.
 pub async fn azure(
     AxumState(state): AxumState<State>,
-    Path((deployment, task)): Path<(String, String)>,
+    Path((deployment, segment)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if headers.get("api-key").is_none() {
         return error(StatusCode::UNAUTHORIZED, "missing api-key header");
     }
-    let task = match task.as_str() {
-        "transcriptions" => "transcription",
-        "translations" => "translation",
-        _ => return error(StatusCode::NOT_FOUND, "Resource not found"),
+    let Some(task) = task(&segment) else {
+        return error(StatusCode::NOT_FOUND, "Resource not found");
     };
     answer(&state, task, &headers, body, Some(deployment)).await
 }
