@@ -224,3 +224,17 @@ def test_image_edits_stream_the_upload(mock, gateway):
     assert r.status_code == 400 and r.json()["error"]["param"] == "image", r.text
     with pytest.raises(openai.BadRequestError):
         c.images.edit(model="dalle", image=("a.png", b"not a png"), prompt="x")
+    # curl's order: the image first, then the prompt and the model.
+    boundary = "rq-edit"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + PNG + (
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nadd a moon"
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ndalle"
+        f"\r\n--{boundary}--\r\n").encode()
+    r = httpx.post(f"{g.url}/v1/images/edits", content=body, timeout=10,
+                   headers={**AUTH, "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 200, r.text
+    assert last(mock)["body"]["model"] == "dall-e-3"
+    r = httpx.post(f"{g.url}/v1/images/edits", headers=AUTH, files={"image": ("a.png", PNG)},
+                   data={"model": ["dalle", "gpt-image"], "prompt": "x"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model", r.text

@@ -2,6 +2,7 @@
 (streamed to the deployment of the model group it names), a batch created from it, polled,
 and its results fetched; ids that name their deployment, so later calls reach it."""
 
+import base64
 import json
 import time
 
@@ -34,10 +35,10 @@ def config(mock) -> dict:
     }
 
 
-def jsonl(n: int) -> bytes:
+def jsonl(n: int, model: str = "gpt-4o-mini") -> bytes:
     return "\n".join(json.dumps({
         "custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i}"}]},
+        "body": {"model": model, "messages": [{"role": "user", "content": f"question {i}"}]},
     }) for i in range(n)).encode() + b"\n"
 
 
@@ -49,11 +50,14 @@ def client(g) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
 
 
-@pytest.mark.parametrize("group,prefix", [("gpt", "POST /v1/files"), ("azure-gpt", "POST /openai/files?api-version=2024-10-21")])
-def test_upload_batch_poll_and_results(mock, gateway, group, prefix):
+@pytest.mark.parametrize("group,upstream,prefix", [
+    ("gpt", "gpt-4o-mini", "POST /v1/files"),
+    ("azure-gpt", "my-gpt", "POST /openai/files?api-version=2024-10-21"),
+])
+def test_upload_batch_poll_and_results(mock, gateway, group, upstream, prefix):
     g = gateway(config(mock))
     c = client(g)
-    data = jsonl(3)
+    data = jsonl(3, upstream)
     f = c.files.create(file=("batch.jsonl", data), purpose="batch",
                        extra_body={"target_model_names": group})
     assert f.id.startswith("file-") and f.bytes == len(data) and f.purpose == "batch"
@@ -117,6 +121,18 @@ def test_listing_and_bad_requests(mock, gateway):
         c.batches.create(input_file_id="file-not-ours", endpoint="/v1/chat/completions",
                          completion_window="24h")
     assert e.value.body["param"] == "input_file_id"
+    # A line for another model than the file's deployment runs: refused, naming the line.
+    other = c.files.create(file=("b.jsonl", jsonl(1) + jsonl(1, "o1-pro")), purpose="batch",
+                           extra_body={"target_model_names": "gpt"})
+    with pytest.raises(openai.BadRequestError) as e:
+        c.batches.create(input_file_id=other.id, endpoint="/v1/chat/completions",
+                         completion_window="24h")
+    assert "line 2" in e.value.body["message"] and "o1-pro" in e.value.body["message"]
+    # An id altered to name another owner: not found.
+    raw = base64.urlsafe_b64decode(f.id[5:] + "=" * (-len(f.id[5:]) % 4))
+    forged = "file-" + base64.urlsafe_b64encode(raw[:32] + raw[32:].replace(b'""', b'"team:x"', 1)).decode().rstrip("=")
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve(forged)
     with pytest.raises(openai.NotFoundError):
         c.batches.retrieve("batch_unknown")
     with pytest.raises(openai.NotFoundError):

@@ -2,8 +2,11 @@
 //! batches. The id a client gets names the deployment, the owner (the creating key's team,
 //! or the key; see `conversations::owner`) and the provider's own id, so that any data
 //! plane sends a later request about the object to the deployment that holds it, and
-//! only to a caller of the same owner: `<prefix>` and the URL-safe base64 of the JSON
-//! array `[deployment id, owner, provider's id, creating key's hash]`.
+//! only to a caller of the same owner: `<prefix>` and the URL-safe base64 of an
+//! HMAC-SHA256 tag followed by the JSON array `[deployment id, owner, provider's id,
+//! creating key's hash]`. The tag's key derives from the master key's hash, which every
+//! data plane of an install holds and no client sees, so a client cannot forge an id
+//! that names another owner's object.
 
 use std::sync::Arc;
 
@@ -19,8 +22,35 @@ use crate::error::ApiError;
 use crate::state::{App, CompiledDeployment, LiveState};
 use crate::upstream::{Exchange, UpstreamRequest};
 
+/// Signs and checks ids (see the module's documentation).
+#[derive(Debug, Clone)]
+pub struct Signer(ring::hmac::Key);
+
+impl Signer {
+    pub fn of(live: &LiveState) -> Self {
+        Self::new(live.master_key_hash)
+    }
+
+    /// The signer of an install whose master key has hash `master`.
+    pub fn new(master: Option<routeiq_proto::KeyHash>) -> Self {
+        let secret = master.map(|h| h.0).unwrap_or_default();
+        let key = [b"routeiq object ids:".as_slice(), &secret].concat();
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key))
+    }
+}
+
+/// A provider's id as the gateway accepts it in a path segment.
+fn plain(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id != "."
+        && id != ".."
+}
+
 /// An object held by a deployment, as a client's id names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Held {
     pub deployment: String,
     pub owner: String,
@@ -28,6 +58,7 @@ pub struct Held {
     /// The creating key's hash (hex; empty for the master key): whom a batch's cost is
     /// charged to.
     pub creator: String,
+    pub signer: Signer,
 }
 
 impl Held {
@@ -36,19 +67,29 @@ impl Held {
         let json =
             serde_json::to_vec(&(&self.deployment, &self.owner, &self.upstream, &self.creator))
                 .unwrap_or_default();
-        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(json))
+        let tag = ring::hmac::sign(&self.signer.0, &json);
+        let signed = [tag.as_ref(), &json].concat();
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(signed))
     }
 
-    /// What a client's id names; `None` for an id this gateway did not give.
-    pub fn parse(prefix: &str, id: &str) -> Option<Self> {
-        let json = URL_SAFE_NO_PAD.decode(id.strip_prefix(prefix)?).ok()?;
+    /// What a client's id names; `None` for an id this gateway did not give (or that
+    /// was altered).
+    pub fn parse(live: &LiveState, prefix: &str, id: &str) -> Option<Self> {
+        Self::parse_signed(Signer::of(live), prefix, id)
+    }
+
+    fn parse_signed(signer: Signer, prefix: &str, id: &str) -> Option<Self> {
+        let signed = URL_SAFE_NO_PAD.decode(id.strip_prefix(prefix)?).ok()?;
+        let (tag, json) = signed.split_at_checked(TAG_LEN)?;
+        ring::hmac::verify(&signer.0, json, tag).ok()?;
         let (deployment, owner, upstream, creator) =
-            serde_json::from_slice::<(String, String, String, String)>(&json).ok()?;
-        Some(Self {
+            serde_json::from_slice::<(String, String, String, String)>(json).ok()?;
+        plain(&upstream).then_some(Self {
             deployment,
             owner,
             upstream,
             creator,
+            signer,
         })
     }
 
@@ -61,6 +102,9 @@ impl Held {
     }
 }
 
+/// The length of an HMAC-SHA256 tag.
+const TAG_LEN: usize = 32;
+
 /// The object's kinds: the prefix of their client ids.
 pub const RESPONSE: &str = "resp_";
 pub const FILE: &str = "file-";
@@ -68,7 +112,7 @@ pub const BATCH: &str = "batch_";
 
 impl Held {
     /// An object deployment `d` holds for the caller in `ctx` (its provider id to come).
-    pub fn of(d: &CompiledDeployment, ctx: &RequestCtx) -> Self {
+    pub fn of(live: &LiveState, d: &CompiledDeployment, ctx: &RequestCtx) -> Self {
         Self {
             deployment: d.deployment.id.0.clone(),
             owner: crate::conversations::owner(ctx.key.as_deref()),
@@ -78,6 +122,7 @@ impl Held {
                 .as_ref()
                 .map(|k| k.hash.to_hex())
                 .unwrap_or_default(),
+            signer: Signer::of(live),
         }
     }
 }
@@ -212,27 +257,64 @@ pub fn rewrite(body: &[u8], held: &Held, fields: &[(&str, &str)]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use routeiq_proto::KeyHash;
+
+    fn signer(master: &str) -> Signer {
+        Signer::new(Some(KeyHash::of(master)))
+    }
+
+    fn parse_with(signer: &Signer, prefix: &str, id: &str) -> Option<Held> {
+        Held::parse_signed(signer.clone(), prefix, id)
+    }
 
     #[test]
-    fn ids_round_trip() {
+    fn ids_round_trip_and_cannot_be_forged() {
         let h = Held {
             deployment: "dep;with\"odd\"chars".into(),
             owner: "team:t".into(),
             upstream: "file-abc".into(),
             creator: "ab".into(),
+            signer: signer("sk-master"),
         };
         let id = h.id(FILE);
         assert!(id.starts_with("file-"));
-        assert_eq!(Held::parse(FILE, &id), Some(h.clone()));
-        assert_eq!(Held::parse(BATCH, &id), None);
-        assert_eq!(Held::parse(FILE, "file-abc"), None);
+        let back = parse_with(&h.signer, FILE, &id).unwrap();
+        assert_eq!(
+            (back.deployment, back.owner, back.upstream, back.creator),
+            (
+                h.deployment.clone(),
+                h.owner.clone(),
+                h.upstream.clone(),
+                h.creator.clone()
+            )
+        );
+        assert!(parse_with(&h.signer, BATCH, &id).is_none());
+        assert!(parse_with(&h.signer, FILE, "file-abc").is_none());
+        // Another install's key, or an altered owner: refused.
+        assert!(parse_with(&signer("sk-other"), FILE, &id).is_none());
+        let mut bytes = URL_SAFE_NO_PAD.decode(&id[5..]).unwrap();
+        let json = String::from_utf8(bytes.split_off(TAG_LEN)).unwrap();
+        let forged = [bytes, json.replace("team:t", "team:u").into_bytes()].concat();
+        assert!(parse_with(
+            &h.signer,
+            FILE,
+            &format!("file-{}", URL_SAFE_NO_PAD.encode(forged))
+        )
+        .is_none());
+        // A provider id that would change the upstream path: refused even when signed.
+        let odd = Held {
+            upstream: "../x?y".into(),
+            ..h.clone()
+        };
+        assert!(parse_with(&h.signer, FILE, &odd.id(FILE)).is_none());
+
         let out = rewrite(
             br#"{"object":"list","data":[{"id":"file-1"},{"id":"file-2"}],"last_id":"file-2"}"#,
             &h,
             &[("id", FILE)],
         );
         let v: Value = serde_json::from_slice(&out).unwrap();
-        let second = Held::parse(FILE, v["data"][1]["id"].as_str().unwrap()).unwrap();
+        let second = parse_with(&h.signer, FILE, v["data"][1]["id"].as_str().unwrap()).unwrap();
         assert_eq!(second.upstream, "file-2");
         assert_eq!(v["last_id"], v["data"][1]["id"]);
         let batch = rewrite(
@@ -245,12 +327,8 @@ mod tests {
             ],
         );
         let v: Value = serde_json::from_slice(&batch).unwrap();
-        assert_eq!(
-            Held::parse(BATCH, v["id"].as_str().unwrap())
-                .unwrap()
-                .upstream,
-            "batch_1"
-        );
+        let b = parse_with(&h.signer, BATCH, v["id"].as_str().unwrap()).unwrap();
+        assert_eq!(b.upstream, "batch_1");
         assert!(v["output_file_id"].is_null());
     }
 }

@@ -87,7 +87,7 @@ pub async fn one(
     ask: Ask,
     id: &str,
 ) -> Result<(), ApiError> {
-    let h = Held::parse(kind.prefix(), id).ok_or_else(|| held::not_found(id))?;
+    let h = Held::parse(live, kind.prefix(), id).ok_or_else(|| held::not_found(id))?;
     let d = held::holder(live, ctx, &h, id)?;
     let (method, rest) = match ask {
         Ask::Get => (Method::GET, ""),
@@ -121,8 +121,11 @@ pub async fn one(
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    // Not ended as if complete: the connection is dropped, so the client
+                    // sees the download fail.
                     tracing::warn!(error = %e, "file content broke off");
-                    break;
+                    session.set_keepalive(None);
+                    return Ok(());
                 }
             }
         }
@@ -140,6 +143,60 @@ pub async fn one(
         tracing::debug!(error = %e, "client went away");
     }
     Ok(())
+}
+
+/// Refuses a batch input whose lines name a model other than the deployment's: the key's
+/// model access (checked on the deployment's group) and the batch's price both assume
+/// the deployment's model.
+async fn check_batch_models(
+    app: &App,
+    d: &CompiledDeployment,
+    h: &Held,
+    file_id: &str,
+) -> Result<(), ApiError> {
+    let path = held::path(d, &format!("/files/{}/content", h.upstream));
+    let expected = d.deployment.upstream_model.as_str();
+    let check = async {
+        let mut ex = held::call(app, d, Method::GET, path, None, file_id).await?;
+        let mut partial = Vec::new();
+        let mut line_no = 0usize;
+        let mut check_lines = |lines: &[u8]| -> Result<(), ApiError> {
+            for line in lines.split(|b| *b == b'\n') {
+                line_no += 1;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let model = serde_json::from_slice::<Value>(line)
+                    .ok()
+                    .and_then(|v| v.pointer("/body/model")?.as_str().map(str::to_owned));
+                if model.as_deref() != Some(expected) {
+                    return Err(ApiError::bad_request(format!(
+                        "line {line_no} of the input file names model {}; this file's deployment \
+                         (model group `{}`) runs `{expected}` only",
+                        model.map_or("none".to_owned(), |m| format!("`{m}`")),
+                        d.deployment.model_name
+                    ))
+                    .with_param("input_file_id"));
+                }
+            }
+            Ok(())
+        };
+        while let Some(chunk) = ex.next_chunk().await? {
+            partial.extend_from_slice(&chunk);
+            if let Some(end) = partial.iter().rposition(|b| *b == b'\n') {
+                check_lines(&partial[..end])?;
+                partial.drain(..=end);
+            }
+        }
+        check_lines(&partial)
+    };
+    tokio::time::timeout(d.timeout, check)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::timeout(
+                "the batch's input file was not read in time",
+            ))
+        })
 }
 
 /// Batch prices: the deployment's `input_cost_per_token_batches` and
@@ -163,9 +220,10 @@ fn batch_prices(d: &CompiledDeployment) -> Prices {
     }
 }
 
-/// Charges a completed batch's cost, once, to the key that created it: the usage of each
-/// answer in its output file at batch prices. Read on every `GET` of the batch, it is
-/// charged by the first read that sees it complete; a later read on this data plane
+/// Charges a finished batch's cost (completed, cancelled or expired: the requests it
+/// completed), once, to the key that created it: the usage of each answer in its output
+/// file at batch prices. Read on every `GET` of the batch, it is charged by the first
+/// read that sees it finished; a later read on this data plane
 /// charges nothing, and on another data plane sends the same usage event (its request
 /// id and start are the batch's), which the control plane counts once.
 async fn charge_batch(
@@ -179,7 +237,8 @@ async fn charge_batch(
     let Ok(batch) = serde_json::from_slice::<Value>(body) else {
         return;
     };
-    let (Some("completed"), Some(output)) = (
+    // Cancelled and expired batches are billed for the requests they completed.
+    let (Some("completed" | "cancelled" | "expired"), Some(output)) = (
         batch.get("status").and_then(Value::as_str),
         batch.get("output_file_id").and_then(Value::as_str),
     ) else {
@@ -209,8 +268,11 @@ async fn charge_batch(
         add_lines(&partial, &mut usage);
         Ok::<_, ApiError>(())
     };
-    if let Err(e) = read.await {
-        tracing::warn!(error = %e, batch = %h.upstream, "a completed batch's output could not be read; not charged yet");
+    let read = tokio::time::timeout(d.timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::timeout("the batch output was not read in time")));
+    if let Err(e) = read {
+        tracing::warn!(error = %e, batch = %h.upstream, "a finished batch's output could not be read; not charged yet");
         return;
     }
     if let Ok(mut charged) = app.charged_batches.lock() {
@@ -221,9 +283,9 @@ async fn charge_batch(
     if let Some(creator) = KeyHash::from_hex(&h.creator).and_then(|k| live.keys.get(&k)) {
         ctx.key = Some(Arc::clone(creator));
     }
-    let started = batch
-        .get("completed_at")
-        .or_else(|| batch.get("created_at"))
+    let started = ["completed_at", "cancelled_at", "expired_at", "created_at"]
+        .iter()
+        .find_map(|f| batch.get(*f).filter(|v| !v.is_null()))
         .and_then(Value::as_i64)
         .unwrap_or_default();
     ctx.once = Some(Once {
@@ -266,13 +328,22 @@ pub async fn create_batch(
             return Err(ApiError::missing_field(field));
         }
     }
-    let h = Held::parse(held::FILE, &file_id).ok_or_else(|| {
+    let h = Held::parse(live, held::FILE, &file_id).ok_or_else(|| {
         ApiError::bad_request(format!(
             "`input_file_id` `{file_id}` is not a file uploaded through this gateway"
         ))
         .with_param("input_file_id")
     })?;
     let d = held::holder(live, ctx, &h, &file_id)?;
+    // Budgets and limits apply as for any request (the batch's cost comes later).
+    ctx.admit(
+        app,
+        live,
+        &d,
+        crate::limits::WorstCase::of(body.len(), Some(0), None),
+    )
+    .await?;
+    check_batch_models(app, &d, &h, &file_id).await?;
     let upstream_body = req.with("input_file_id", &h.upstream)?;
     let path = held::path(&d, "/batches");
     let mut ex = held::call(
@@ -326,12 +397,18 @@ pub async fn list(
         .unwrap_or_default()
         .to_owned();
     let mut model = None;
-    let mut rest = Vec::new();
+    let mut rest: Vec<String> = Vec::new();
+    let mut after = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("target_model_names" | "model", m)) => model = Some(m.to_owned()),
-            _ => rest.push(pair),
+            // A page after one of the gateway's ids: the provider's id.
+            Some(("after", id)) => after = Held::parse(live, kind.prefix(), id),
+            _ => rest.push(pair.to_owned()),
         }
+    }
+    if let Some(h) = after {
+        rest.push(format!("after={}", h.upstream));
     }
     let model = model.ok_or_else(|| {
         ApiError::bad_request("name the model group to list: `?target_model_names=<group>`")
@@ -358,6 +435,6 @@ pub async fn list(
     let path = held::path(&d, &format!("{}{query}", kind.path()));
     let mut ex = held::call(app, &d, Method::GET, path, None, &model).await?;
     let out = ex.read_all(MAX_RESPONSE_BYTES).await?;
-    let h = Held::of(&d, ctx);
+    let h = Held::of(live, &d, ctx);
     reply(session, ctx, held::rewrite(&out, &h, kind.ids())).await
 }

@@ -58,7 +58,7 @@ pub async fn create(
     }
     let owner = conversations::owner(ctx.key.as_deref());
     let previous = match req.value("previous_response_id") {
-        Some(Value::String(id)) => match Held::parse(held::RESPONSE, &id) {
+        Some(Value::String(id)) => match Held::parse(live, held::RESPONSE, &id) {
             Some(h) if owner.is_empty() || h.owner == owner => Previous::Native(h),
             Some(_) => Previous::Named(id, None),
             None => {
@@ -102,7 +102,7 @@ pub async fn create(
     let (d, sent) = (served.deployment, served.sent);
     let mut headers = response_headers(ctx, &d);
     if d.responses_api {
-        let held = Held::of(&d, ctx);
+        let held = Held::of(live, &d, ctx);
         return native_reply(session, ctx, served.reply, sent, &d, &model, headers, held).await;
     }
     let Some(Ok(Translated { request, .. })) = via_chat.into_inner() else {
@@ -281,7 +281,16 @@ fn native_body(
             req.set("previous_response_id", &h.upstream)?;
             return req.with("model", &d.deployment.upstream_model);
         }
-        _ => return req.with("model", &d.deployment.upstream_model),
+        // An id the gateway did not give is not passed on: it could name another
+        // tenant's response at the provider.
+        Previous::Named(id, None) => {
+            return Err(
+                ApiError::not_found(format!("Previous response with id '{id}' not found."))
+                    .with_param("previous_response_id")
+                    .with_code("previous_response_not_found"),
+            )
+        }
+        Previous::None => return req.with("model", &d.deployment.upstream_model),
     };
     let mut req = req.clone();
     req.remove("previous_response_id");
@@ -359,7 +368,7 @@ pub async fn get(
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
-    if let Some(h) = Held::parse(held::RESPONSE, id) {
+    if let Some(h) = Held::parse(live, held::RESPONSE, id) {
         return at_provider(app, live, session, ctx, Method::GET, h, "").await;
     }
     let stored = held(app, ctx, id).await?;
@@ -378,7 +387,7 @@ pub async fn delete(
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
-    if let Some(h) = Held::parse(held::RESPONSE, id) {
+    if let Some(h) = Held::parse(live, held::RESPONSE, id) {
         return at_provider(app, live, session, ctx, Method::DELETE, h, "").await;
     }
     held(app, ctx, id).await?;
@@ -398,7 +407,7 @@ pub async fn input_items_of(
     ctx: &mut RequestCtx,
     id: &str,
 ) -> Result<(), ApiError> {
-    if let Some(h) = Held::parse(held::RESPONSE, id) {
+    if let Some(h) = Held::parse(live, held::RESPONSE, id) {
         let query = session
             .req_header()
             .uri
@@ -483,15 +492,11 @@ mod tests {
             owner: "team:t".into(),
             upstream: String::new(),
             creator: String::new(),
+            signer: held::Signer::new(None),
         };
         let out = with_client_id(Bytes::from_static(br#"{"id":"resp_abc","output":[]}"#), &h);
         let v: Value = serde_json::from_slice(&out).unwrap();
-        let back = Held::parse(held::RESPONSE, v["id"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            (back.deployment.as_str(), back.upstream.as_str()),
-            ("d", "resp_abc")
-        );
-        assert_eq!(back.owner, "team:t");
+        assert_eq!(v["id"], h.sibling("resp_abc").id(held::RESPONSE));
         assert_eq!(v["output"], json!([]));
     }
 }

@@ -83,10 +83,13 @@ pub async fn create(
             Ok(Some(chunk)) => out.push(chunk),
             Ok(None) => break,
             Err(e) => {
-                // The status is out; all that is left is to end the body early.
+                // The status is out: the connection is dropped rather than the body ended
+                // as if complete, so the client sees the audio fail.
                 tracing::warn!(error = %e, model = %model, "speech broke off");
                 ctx.error_type = Some(ErrorKind::Upstream.type_str());
-                break;
+                ctx.upstream_latency = Some(sent.elapsed());
+                session.set_keepalive(None);
+                return Ok(());
             }
         }
     }

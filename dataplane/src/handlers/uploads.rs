@@ -85,6 +85,24 @@ impl Upload {
         }
     }
 
+    /// Fields the endpoint requires besides the model and the file.
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            Self::ImageEdits => &["prompt"],
+            Self::Files => &["purpose"],
+            Self::Transcriptions | Self::Translations => &[],
+        }
+    }
+
+    /// Whether the head holds what the request is checked and routed on.
+    fn head_complete(self, parts: &Parts, body: &[u8]) -> bool {
+        self.model_field(parts, body).is_some()
+            && self
+                .required()
+                .iter()
+                .all(|f| parts.field(body, f).is_some())
+    }
+
     /// The file field, for errors.
     fn file_field(self) -> &'static str {
         match self {
@@ -126,8 +144,11 @@ impl BodySource for ClientBody<'_> {
     }
 }
 
-/// Reads the body until the fields before its file part are known (all of it when
-/// `whole`, or when the file comes first without `model`): the bytes read and the parts.
+/// Reads the body until the fields before its file part are known: the bytes read and
+/// the parts. All of it is read when the client sent no length, or when `model` or a
+/// required field comes after the file (`curl -F file=@a.wav -F model=...`). The
+/// beginning is parsed again only once it has doubled, so a client that sends it byte by
+/// byte costs linear time.
 async fn read_head(
     session: &mut Session,
     kind: Upload,
@@ -137,13 +158,15 @@ async fn read_head(
 ) -> Result<(BytesMut, Parts), ApiError> {
     let mut buf = BytesMut::new();
     let mut whole = declared.is_none();
+    let mut parsed_at = 0;
     loop {
-        if !whole {
+        if !whole && buf.len() >= (2 * parsed_at).max(1) {
+            parsed_at = buf.len();
             if let Some(parts) = multipart::parse(&buf, boundary, false)? {
-                if parts.end || kind.model_field(&parts, &buf).is_some() {
+                if parts.end || kind.head_complete(&parts, &buf) {
                     return Ok((buf, parts));
                 }
-                // The file comes before `model`: read on to the end.
+                // The file comes before `model` or a required field: read on to the end.
                 whole = true;
             } else if buf.len() > HEAD_LIMIT {
                 whole = true;
@@ -253,8 +276,8 @@ async fn forward(
     {
         return Err(ApiError::missing_field(kind.file_field()));
     }
-    for (k, field) in [(Upload::ImageEdits, "prompt"), (Upload::Files, "purpose")] {
-        if kind == k && parts.field(&head, field).is_none_or(str::is_empty) {
+    for field in kind.required() {
+        if parts.field(&head, field).is_none_or(str::is_empty) {
             return Err(ApiError::missing_field(field));
         }
     }
@@ -302,6 +325,12 @@ async fn forward(
         .iter()
         .filter(|f| f.name == "model" || (kind == Upload::Files && f.name == "target_model_names"))
         .collect();
+    if model_goes_up && model_fields.len() > 1 {
+        return Err(ApiError::bad_request(
+            "the upload names its model more than once; send one `model`",
+        )
+        .with_param("model"));
+    }
     let first = match model_fields.as_slice() {
         [f] if model_goes_up => multipart::replace(&head, f, &d.deployment.upstream_model),
         // Fields the provider does not take, last first so that earlier ranges hold.
@@ -382,7 +411,7 @@ async fn forward(
         }
         Upload::Transcriptions | Upload::Translations => charge(ctx, &d.prices, &body),
         Upload::Files => {
-            let held = super::held::Held::of(&d, ctx);
+            let held = super::held::Held::of(live, &d, ctx);
             body = super::held::rewrite(&body, &held, &[("id", super::held::FILE)]);
         }
     }

@@ -594,7 +594,7 @@ impl ChunksToResponses {
     fn text_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
         if self.text.is_none() {
             let index = self.output.len() + self.calls.len();
-            let id = format!("msg_{}", self.meta.id);
+            let id = format!("msg_{}_{index}", self.meta.id);
             let mut item = message_item(&id, "", "in_progress");
             item["content"] = json!([]);
             self.emit(
@@ -727,8 +727,18 @@ impl ChunksToResponses {
         }
         self.ended = true;
         self.start(out);
-        self.close_text(out);
-        self.close_calls(out);
+        // Open items close in the order of their output indices.
+        let text_after_calls = matches!(
+            (self.text.as_ref(), self.calls.first()),
+            (Some((t, _)), Some((_, c, _))) if c < t
+        );
+        if text_after_calls {
+            self.close_calls(out);
+            self.close_text(out);
+        } else {
+            self.close_text(out);
+            self.close_calls(out);
+        }
         let finish = self.finish.clone();
         let status = status(finish.as_deref());
         let r = response_object(
@@ -968,5 +978,34 @@ mod tests {
         assert_eq!(r["output"][0]["content"][0]["text"], "Hi there");
         assert_eq!(r["output"][1]["arguments"], "{}");
         assert_eq!(r["usage"]["output_tokens"], 2);
+    }
+
+    #[test]
+    fn text_after_a_call_keeps_the_output_order() {
+        let done = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = std::sync::Arc::clone(&done);
+        let meta = Meta {
+            id: "resp_2".into(),
+            created_at: 7,
+            model: "g".into(),
+        };
+        let on_done: OnDone = Box::new(move |r: &Value| *slot.lock().unwrap() = Some(r.clone()));
+        let mut conv = ChunksToResponses::new(map(json!({"model": "g"})), meta, Some(on_done));
+        let mut out = Vec::new();
+        for data in [
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"after"}}]}"#,
+            "[DONE]",
+        ] {
+            let ev = Event {
+                event: None,
+                data: data.into(),
+                raw: sse::data(data),
+            };
+            conv.event(&ev, &mut out);
+        }
+        let r = done.lock().unwrap().clone().unwrap();
+        assert_eq!(r["output"][0]["type"], "function_call");
+        assert_eq!(r["output"][1]["type"], "message");
     }
 }
