@@ -115,12 +115,15 @@ enum Unit {
     Character,
 }
 
-/// Models priced per unit, USD (list prices: Cohere's $2.00 per 1,000 searches; OpenAI's
+/// Models priced per unit, USD (list prices: Cohere's $2.00 per 1,000 searches, on
+/// Bedrock too, and Amazon Rerank's $1.00; OpenAI's
 /// images, $0.006 a minute of whisper-1, $15 and $30 per million characters of speech).
 const PER_UNIT: &[(&str, Unit, f64)] = &[
     ("rerank-v3.5", Unit::Query, 0.002),
     ("rerank-english-v3.0", Unit::Query, 0.002),
     ("rerank-multilingual-v3.0", Unit::Query, 0.002),
+    ("cohere.rerank-v3-5:0", Unit::Query, 0.002),
+    ("amazon.rerank-v1:0", Unit::Query, 0.001),
     ("dall-e-3", Unit::Image, 0.04),
     ("dall-e-2", Unit::Image, 0.02),
     ("whisper-1", Unit::Second, 0.0001),

@@ -132,6 +132,10 @@ def test_bad_uploads_are_clear_4xx(mock, gateway):
             files={"other": ("x.txt", b"x")})
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == param, r.text
+    r = httpx.post(f"{g.url}/v1/audio/transcriptions", headers=AUTH, timeout=10,
+                   files={"file": ("a.wav", audio)},
+                   data={"model": "whisper", "response_format": "mp3"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_format", r.text
     r = httpx.post(f"{g.url}/v1/audio/transcriptions", headers=AUTH, json={"model": "whisper"})
     assert r.status_code == 400 and "multipart" in r.json()["error"]["message"]
     # Not a WAV: the provider's 400, passed on.

@@ -91,6 +91,12 @@ model_list:
   - model_name: bedrock-cohere-embed
     litellm_params:
       model: bedrock/cohere.embed-english-v3{keys}
+  - model_name: bedrock-rerank
+    litellm_params:
+      model: bedrock/amazon.rerank-v1:0
+      aws_region_name: us-west-2{keys}
+    model_info:
+      mode: rerank
   - model_name: cohere-chat
     litellm_params:
       model: cohere/command-r-plus
@@ -320,6 +326,31 @@ def test_embeddings(oa, cloud):
     assert [d.index for d in r.data] == [0, 1] and r.usage.prompt_tokens > 0
     sent = last(cloud)
     assert sent["path"] == "/v2/embed" and sent["headers"]["authorization"] == "Bearer cohere-secret"
+
+
+def test_bedrock_rerank(cloud):
+    docs = ["Paris is the capital of France", "Berlin is in Germany",
+            {"text": "The capital of Italy is Rome"}]
+    r = httpx.post(f"{cloud['url']}/v1/rerank", timeout=10,
+                   headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                   json={"model": "bedrock-rerank", "query": "capital of France",
+                         "documents": docs, "top_n": 2, "return_documents": True})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == [0, 2]
+    assert results[0]["document"]["text"] == docs[0]
+    assert results[0]["relevance_score"] > results[1]["relevance_score"]
+    # Amazon Rerank's built-in price: $1.00 per 1,000 queries.
+    assert float(r.headers["x-litellm-response-cost"]) == pytest.approx(0.001)
+    sent = last(cloud)
+    assert sent["path"] == "/rerank"
+    config = sent["body"]["rerankingConfiguration"]["bedrockRerankingConfiguration"]
+    assert config["modelConfiguration"]["modelArn"] == \
+        "arn:aws:bedrock:us-west-2::foundation-model/amazon.rerank-v1:0"
+    assert config["numberOfResults"] == 2
+    assert sent["body"]["sources"][2]["inlineDocumentSource"]["textDocument"]["text"] == \
+        "The capital of Italy is Rome"
+    assert sent["headers"]["authorization"].startswith("AWS4-HMAC-SHA256")
 
 
 def bedrock_client(cloud, key=MASTER_KEY):

@@ -106,6 +106,11 @@ impl Kind {
     /// translated to the provider's API.
     fn upstream_body(self, req: &RawObject, d: &CompiledDeployment) -> Result<Bytes, ApiError> {
         let model = d.deployment.upstream_model.as_str();
+        if self == Self::Rerank && d.deployment.provider == ProviderKind::Bedrock {
+            let arn = crate::providers::bedrock::rerank_model_arn(d)?;
+            let body = openai_to_bedrock::rerank_request(&req.to_map()?, &arn);
+            return Ok(Bytes::from(body.to_string()));
+        }
         if self != Self::Embeddings {
             return req.with("model", &model);
         }
@@ -142,6 +147,10 @@ impl Kind {
             (Self::Embeddings, ProviderKind::Cohere) => {
                 Some(openai_to_cohere::embeddings_response(&out, model)?)
             }
+            (Self::Rerank, ProviderKind::Bedrock) => Some((
+                openai_to_bedrock::rerank_response(&out, &req.to_map()?)?,
+                Usage::default(),
+            )),
             _ => None,
         };
         if let Some((v, u)) = translated {

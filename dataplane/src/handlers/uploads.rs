@@ -30,6 +30,16 @@ use crate::upstream::{BodySource, UpstreamRequest};
 /// The fields before an upload's file part may take this much; past it the body is read
 /// whole (within the request size limit) as if `model` came after the file.
 const HEAD_LIMIT: usize = 1024 * 1024;
+/// The `response_format`s of OpenAI's transcriptions and translations.
+const TRANSCRIPT_FORMATS: &[&str] = &[
+    "json",
+    "text",
+    "srt",
+    "verbose_json",
+    "vtt",
+    "diarized_json",
+];
+
 /// Largest answer accepted (edited images come back as base64).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -279,6 +289,17 @@ async fn forward(
     for field in kind.required() {
         if parts.field(&head, field).is_none_or(str::is_empty) {
             return Err(ApiError::missing_field(field));
+        }
+    }
+    if matches!(kind, Upload::Transcriptions | Upload::Translations) {
+        if let Some(format) = parts.field(&head, "response_format") {
+            if !TRANSCRIPT_FORMATS.contains(&format) {
+                return Err(ApiError::bad_request(format!(
+                    "`response_format` `{format}` is not one of {}",
+                    TRANSCRIPT_FORMATS.join(", ")
+                ))
+                .with_param("response_format"));
+            }
         }
     }
     crate::access::check(live, ctx.key.as_deref(), &model)?;

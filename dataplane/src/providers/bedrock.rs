@@ -136,10 +136,17 @@ impl Provider for Bedrock {
             (Api::Converse(id) | Api::InvokeAnthropic(id), Operation::Embeddings) => {
                 (id, "invoke", body)
             }
+            (Api::Converse(_) | Api::InvokeAnthropic(_), Operation::Rerank) => {
+                return Ok(UpstreamRequest {
+                    method: http::Method::POST,
+                    path: format!("{}/rerank", target.base_path),
+                    headers: Vec::new(),
+                    body,
+                })
+            }
             (
                 _,
-                Operation::Rerank
-                | Operation::Moderations
+                Operation::Moderations
                 | Operation::Responses { .. }
                 | Operation::Images
                 | Operation::Completions { .. }
@@ -198,11 +205,31 @@ impl Provider for Bedrock {
         op: Operation,
         body: Bytes,
     ) -> Result<ProviderResponse, ApiError> {
-        let target = target_of(d)?;
+        let runtime = target_of(d)?;
+        let agent = (op == Operation::Rerank)
+            .then(|| agent_target(runtime))
+            .flatten();
+        let target = agent.as_ref().unwrap_or(runtime);
         let mut req = self.request(d, target, op, body)?;
         self.authorize(upstream, d, target, &mut req).await?;
-        exchange(upstream, d, op, req).await
+        exchange(upstream, d, target, op, req).await
     }
+}
+
+/// Where Rerank goes: the Bedrock Agent Runtime of the runtime endpoint's region; `None`
+/// for an endpoint of the operator's (`aws_bedrock_runtime_endpoint`), which takes it too.
+fn agent_target(runtime: &Target) -> Option<Target> {
+    let region = runtime.host.strip_prefix("bedrock-runtime.")?;
+    Target::parse(&format!("https://bedrock-agent-runtime.{region}")).ok()
+}
+
+/// The ARN Rerank names a foundation model by.
+pub fn rerank_model_arn(d: &CompiledDeployment) -> Result<String, ApiError> {
+    Ok(format!(
+        "arn:aws:bedrock:{}::foundation-model/{}",
+        auth(d)?.region,
+        embedding_model(&d.deployment)
+    ))
 }
 
 fn auth(d: &CompiledDeployment) -> Result<&BedrockAuth, ApiError> {

@@ -216,8 +216,9 @@ pub trait Provider: Send + Sync {
         op: Operation,
         body: Bytes,
     ) -> Result<ProviderResponse, ApiError> {
-        let req = self.request(d, target_of(d)?, op, body)?;
-        exchange(upstream, d, op, req).await
+        let target = target_of(d)?;
+        let req = self.request(d, target, op, body)?;
+        exchange(upstream, d, target, op, req).await
     }
 }
 
@@ -233,10 +234,10 @@ fn target_of(d: &CompiledDeployment) -> Result<&Target, ApiError> {
 async fn exchange(
     upstream: &Arc<Upstream>,
     d: &CompiledDeployment,
+    target: &Target,
     op: Operation,
     req: UpstreamRequest,
 ) -> Result<ProviderResponse, ApiError> {
-    let target = target_of(d)?;
     // A stream's reads are bounded one by one; anything else is bounded whole by the
     // caller (`timeout`), with one timer.
     let reads = op.is_stream().then_some(d.stream_timeout);

@@ -172,7 +172,7 @@ impl Provider for Vertex {
         let target = target_of(d)?;
         let mut req = self.request(d, target, op, body)?;
         self.authorize(upstream, d, target, &mut req).await?;
-        exchange(upstream, d, op, req).await
+        exchange(upstream, d, target, op, req).await
     }
 }
 

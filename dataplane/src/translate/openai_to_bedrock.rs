@@ -331,6 +331,76 @@ fn embedding_texts(req: &Map<String, Value>) -> Result<Vec<&str>, ApiError> {
     })
 }
 
+/// The Bedrock Agent Runtime's Rerank body for a rerank request in Cohere's shape
+/// (`query`, `documents` as strings or `{"text": ...}`, `top_n`).
+pub fn rerank_request(req: &Map<String, Value>, model_arn: &str) -> Value {
+    let query = req.get("query").and_then(Value::as_str).unwrap_or_default();
+    let sources: Vec<Value> = req
+        .get("documents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let text = d
+                .as_str()
+                .or_else(|| d.get("text").and_then(Value::as_str))
+                .unwrap_or_default();
+            json!({"type": "INLINE",
+                   "inlineDocumentSource": {"type": "TEXT", "textDocument": {"text": text}}})
+        })
+        .collect();
+    let n = req
+        .get("top_n")
+        .and_then(Value::as_u64)
+        .unwrap_or(sources.len() as u64);
+    json!({
+        "queries": [{"type": "TEXT", "textQuery": {"text": query}}],
+        "sources": sources,
+        "rerankingConfiguration": {
+            "type": "BEDROCK_RERANKING_MODEL",
+            "bedrockRerankingConfiguration": {
+                "numberOfResults": n,
+                "modelConfiguration": {"modelArn": model_arn},
+            },
+        },
+    })
+}
+
+/// A rerank answer in Cohere's shape from Bedrock's (`results` of `index` and
+/// `relevanceScore`); the documents are added back when `return_documents` asks.
+pub fn rerank_response(body: &[u8], req: &Map<String, Value>) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::upstream(
+            502,
+            ErrorKind::Upstream,
+            format!("Bedrock returned a body that is not JSON: {e}"),
+        )
+    })?;
+    let documents = req.get("documents").and_then(Value::as_array);
+    let with_documents = req.get("return_documents").and_then(Value::as_bool) == Some(true);
+    let results: Vec<Value> = v
+        .get("results")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let index = r.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let mut out = json!({
+                "index": index,
+                "relevance_score": r.get("relevanceScore").cloned().unwrap_or(json!(0.0)),
+            });
+            if with_documents {
+                if let Some(d) = documents.and_then(|d| d.get(index as usize)) {
+                    let text = d.as_str().or_else(|| d.get("text").and_then(Value::as_str));
+                    out["document"] = json!({"text": text});
+                }
+            }
+            out
+        })
+        .collect();
+    Ok(json!({"results": results, "meta": {"billed_units": {"search_units": 1}}}))
+}
+
 /// The InvokeModel body for an embeddings request: Titan's (`inputText`, one text a
 /// request) or Cohere's (`texts`).
 pub fn embeddings_request(req: &Map<String, Value>, model_id: &str) -> Result<Value, ApiError> {

@@ -859,6 +859,78 @@ pub async fn invoke_stream(
     }
 }
 
+/// `POST /rerank`: the Bedrock Agent Runtime's Rerank (SigV4 for `bedrock`): text sources
+/// scored by word overlap with the query, best first.
+pub async fn rerank(
+    AxumState(state): AxumState<State>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match admit(&state, &uri, &headers, &body) {
+        Ok(body) => body,
+        Err(r) => return *r,
+    };
+    let config = &body["rerankingConfiguration"]["bedrockRerankingConfiguration"];
+    let arn = config["modelConfiguration"]["modelArn"]
+        .as_str()
+        .unwrap_or("");
+    let Some((_, model)) = arn
+        .strip_prefix("arn:aws:bedrock:")
+        .and_then(|r| r.split_once("::foundation-model/"))
+    else {
+        return aws_error(
+            400,
+            "ValidationException",
+            "modelArn must be a foundation model's ARN",
+        );
+    };
+    let Some(query) = body
+        .pointer("/queries/0/textQuery/text")
+        .and_then(Value::as_str)
+    else {
+        return aws_error(
+            400,
+            "ValidationException",
+            "queries[0].textQuery.text is required",
+        );
+    };
+    let texts: Vec<&str> = body["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            s.pointer("/inlineDocumentSource/textDocument/text")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    if texts.is_empty() {
+        return aws_error(
+            400,
+            "ValidationException",
+            "sources must hold inline text documents",
+        );
+    }
+    if let (Some(e), _) = state.inject(model, 1).await {
+        return aws_error(e.status, "ThrottlingException", &e.message);
+    }
+    let n = config["numberOfResults"]
+        .as_u64()
+        .map_or(texts.len(), |n| n as usize);
+    let mut scored: Vec<(usize, f64)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i, crate::cohere::relevance(query, t)))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let results: Vec<Value> = scored
+        .into_iter()
+        .take(n)
+        .map(|(i, s)| json!({"index": i, "relevanceScore": s}))
+        .collect();
+    Json(json!({"results": results})).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

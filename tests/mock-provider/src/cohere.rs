@@ -468,7 +468,7 @@ fn word_set(text: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// How relevant a document is: the share of the query's words it contains.
-fn relevance(query: &str, document: &str) -> f64 {
+pub fn relevance(query: &str, document: &str) -> f64 {
     let q = word_set(query);
     if q.is_empty() {
         return 0.0;

@@ -15,6 +15,7 @@
 //!   `streamRawPredict` under `anthropic/models`;
 //! - Google's OAuth2 token endpoint (`POST /token`, the service-account JWT-bearer grant),
 //!   whose tokens Vertex AI accepts;
+//! - AWS Bedrock Agent Runtime's Rerank (`/rerank`, SigV4);
 //! - AWS Bedrock Runtime (`/model/{modelId}/{converse,converse-stream,invoke,
 //!   invoke-with-response-stream}`, every request SigV4-signed with registered credentials):
 //!   Converse, ConverseStream (binary event stream), and InvokeModel for Claude (Anthropic
@@ -123,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             post(gemini::vertex_anthropic),
         )
         .route("/model/{model_id}/converse", post(bedrock::converse))
+        .route("/rerank", post(bedrock::rerank))
         .route(
             "/model/{model_id}/converse-stream",
             post(bedrock::converse_stream),
