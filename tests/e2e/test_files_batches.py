@@ -138,3 +138,53 @@ def test_listing_and_bad_requests(mock, gateway):
     with pytest.raises(openai.NotFoundError):
         c.files.content("file-unknown")
     assert httpx.get(f"{g.url}/v1/files/{f.id}").status_code == 401
+
+
+def test_a_batch_is_charged_once_across_data_planes(make_stack, mock):
+    """Attached: a key's batch, read finished on two data planes (and twice on one), is
+    charged once, to that key, in PostgreSQL."""
+    from stack import wait_until
+
+    s = make_stack()
+    admin = s.admin()
+    a, b = s.dataplane("dp-a"), s.dataplane("dp-b")
+    admin.ok("POST", "/model/new", json={
+        "model_name": "batchy",
+        "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"{mock.url}/v1",
+                           "api_key": "sk-up", "input_cost_per_token": 1e-6,
+                           "output_cost_per_token": 2e-6},
+        "model_info": {"id": "batchy-1"}})
+    key = admin.ok("POST", "/key/generate", json={})["key"]
+
+    def ready(dp):
+        r = httpx.get(f"{dp.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        return r.status_code == 200 and "batchy" in {m["id"] for m in r.json()["data"]}
+
+    for dp in (a, b):
+        wait_until(lambda: ready(dp), what=f"{dp.name} knows the key and the model")
+    ca = openai.OpenAI(base_url=f"{a.url}/v1", api_key=key, max_retries=0)
+    cb = openai.OpenAI(base_url=f"{b.url}/v1", api_key=key, max_retries=0)
+    f = ca.files.create(file=("b.jsonl", jsonl(3)), purpose="batch",
+                        extra_body={"target_model_names": "batchy"})
+    batch = ca.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    costs = []
+    for client in (ca, cb, ca, cb):
+        raw = client.batches.with_raw_response.retrieve(batch.id)
+        assert raw.parse().status == "completed"
+        costs.append(raw.headers.get("x-litellm-response-cost"))
+    expected = 9 * 0.5e-6 + 15 * 1e-6
+    # Each data plane charges on its first read: the same event, counted once.
+    assert [c is not None for c in costs] == [True, True, False, False], costs
+    assert float(costs[0]) == pytest.approx(expected)
+
+    def logged():
+        return s.sql("SELECT count(*), COALESCE(sum(cost), 0) FROM spend_logs "
+                     "WHERE request_id LIKE 'batch-%%'")[0]
+
+    wait_until(lambda: logged()[0] >= 1, timeout=20, what="the batch's usage ingested")
+    time.sleep(1)  # a second event would be ingested by now
+    count, cost = logged()
+    assert count == 1 and cost == pytest.approx(expected)
+    spend = admin.ok("GET", "/key/info", params={"key": key})["info"]["spend"]
+    assert spend == pytest.approx(expected)
