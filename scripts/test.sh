@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on Debian 12 and runs all of it:
-# formatting, clippy, the routing-model pipeline's tests, the Rust unit and integration
-# tests, and the end-to-end tests that drive the real binaries with the official OpenAI
-# and Anthropic Python SDKs.
+# formatting, clippy, the routing-model pipeline's tests, the deployment files' checks
+# (Dockerfile, compose, Helm), an offline build from vendored crates, the Rust unit and
+# integration tests, and the end-to-end tests that drive the real binaries with the
+# official OpenAI and Anthropic Python SDKs (the air-gapped bundle's install included).
 #
 # Idempotent: a second run reuses the installed packages, the Python venv and the cargo
 # target directory (kept outside the clone in $ROUTEIQ_CACHE, default ~/.cache/routeiq).
@@ -14,7 +15,9 @@ ensure_build_deps
 ensure_python_venv tests/e2e/requirements.txt
 ensure_python_venv models/training/requirements.txt
 ensure_python_venv models/training/requirements-encoder.txt --no-deps
+ensure_python_venv tests/deploy/requirements.txt
 ensure_nextest
+ensure_helm
 ensure_s3s_fs
 # ONNX Runtime for the data plane: the onnxruntime wheel's library (ort load-dynamic).
 ORT_DYLIB_PATH="$(ort_dylib)"
@@ -31,6 +34,15 @@ step "routing-model pipeline: its tests, then artifacts trained on the fixture d
 export ROUTEIQ_TEST_ARTIFACTS="$ROUTEIQ_CACHE/test-artifacts"
 rm -rf "$ROUTEIQ_TEST_ARTIFACTS" && mkdir -p "$ROUTEIQ_TEST_ARTIFACTS"
 scripts/train-fixture-artifacts.sh "$ROUTEIQ_TEST_ARTIFACTS"
+step "deployment files: Dockerfile lint, image root filesystems, compose files, Helm chart"
+apt_install tini strace iproute2
+ROUTEIQ_BIN_DIR="$CARGO_TARGET_DIR/debug" ROUTEIQ_HELM="$HELM" \
+  "$VENV/bin/python" -m pytest tests/deploy -q -p no:cacheprovider
+step "air-gapped build: the binaries from vendored crates with the network off (tests/e2e/test_airgap.py bundles them)"
+# Kept in the cache, at one path for every clone, so the offline build reuses its work.
+export ROUTEIQ_VENDOR_DIR="$ROUTEIQ_CACHE/vendor"
+deploy/airgap/vendor.sh "$ROUTEIQ_VENDOR_DIR"
+deploy/airgap/offline-build.sh
 step "PostgreSQL (throwaway cluster for the control-plane tests)"
 use_throwaway_postgres
 step "cargo nextest (unit and integration tests)"

@@ -1,6 +1,7 @@
 //! `routeiq-admin`: the admin API server.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,6 +29,16 @@ struct Args {
     /// Bearer token the control plane requires (its --grpc-token).
     #[arg(long, env = "ROUTEIQ_GRPC_TOKEN", hide_env_values = true)]
     grpc_token: Option<String>,
+    /// CA (PEM) to verify the control plane's certificate with (an https:// URL).
+    #[arg(long, env = "ROUTEIQ_CONTROLPLANE_CA")]
+    controlplane_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a control plane that requires one (mutual TLS).
+    #[arg(long, env = "ROUTEIQ_CONTROLPLANE_CERT", requires = "controlplane_key")]
+    controlplane_cert: Option<PathBuf>,
+    #[arg(long, env = "ROUTEIQ_CONTROLPLANE_KEY", requires = "controlplane_cert")]
+    controlplane_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: routeiq_service::tls::ServerTlsArgs,
     /// Deadline of each control-plane call, in milliseconds; past it the request gets 503.
     #[arg(long, env = "ROUTEIQ_ADMIN_TIMEOUT_MS", default_value_t = 5000)]
     timeout_ms: u64,
@@ -43,30 +54,32 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", routeiq_admin::openapi::spec().to_pretty_json()?);
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROUTEIQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    routeiq_service::tls::install_crypto_provider();
+    routeiq_service::init_logging("info");
     let cp = routeiq_admin::client::connect(
         &args.controlplane,
         args.grpc_token.as_deref(),
         Duration::from_millis(args.timeout_ms.max(1)),
+        &routeiq_admin::client::ClientTls {
+            ca: args.controlplane_ca.clone(),
+            cert: args.controlplane_cert.clone(),
+            key: args.controlplane_key.clone(),
+        },
     )?;
     let app = routeiq_admin::app(cp);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let tls = args
+        .tls
+        .load()?
+        .map(|t| t.server_config(true))
+        .transpose()?;
+    tracing::info!(
+        listen = %args.listen,
+        tls = tls.is_some(),
+        controlplane = %args.controlplane,
+        "admin API serving"
+    );
+    routeiq_service::http::serve(args.listen, app, tls)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, controlplane = %args.controlplane, "admin API serving");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+        .with_context(|| format!("cannot serve on {}", args.listen))?;
     Ok(())
 }

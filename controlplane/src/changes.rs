@@ -20,15 +20,39 @@ pub async fn append(
     tx: &mut Transaction<'_, Postgres>,
     ops: Vec<DeltaOp>,
 ) -> Result<u64, sqlx::Error> {
+    let version = lock(tx).await? + 1;
+    insert(tx, version, ops).await?;
+    Ok(version)
+}
+
+/// Appends a [`DeltaOp::Resync`] past both the database's versions and `streamed`, a
+/// version data planes may hold that the database does not know (it was restored from a
+/// dump): data planes take the full snapshot of the returned version, and later changes get
+/// versions they have not seen. Commits with `tx`.
+pub async fn resync_past(
+    tx: &mut Transaction<'_, Postgres>,
+    streamed: u64,
+) -> Result<u64, sqlx::Error> {
+    let version = lock(tx).await?.max(streamed) + 1;
+    insert(tx, version, vec![DeltaOp::Resync]).await?;
+    Ok(version)
+}
+
+/// Takes the version lock for the transaction; returns the latest committed version.
+async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(VERSION_LOCK)
         .execute(&mut **tx)
         .await?;
-    let (next,): (i64,) =
-        sqlx::query_as("SELECT COALESCE(MAX(version), 0) + 1 FROM snapshot_deltas")
-            .fetch_one(&mut **tx)
-            .await?;
-    let version = next as u64;
+    current(&mut **tx).await
+}
+
+async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    version: u64,
+    ops: Vec<DeltaOp>,
+) -> Result<(), sqlx::Error> {
+    let next = version as i64;
     // Provider secrets stay encrypted at rest: the outbox row carries no API key and no
     // secret provider settings; the publisher fills them in from `model_deployments` when
     // it sends the delta (`with_secrets`).
@@ -54,7 +78,7 @@ pub async fn append(
         .bind(next.to_string())
         .execute(&mut **tx)
         .await?;
-    Ok(version)
+    Ok(())
 }
 
 /// The latest committed version (0 before the first change).

@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod keys;
 pub mod nats;
 pub mod orgs;
+pub mod partitions;
 pub mod principal;
 pub mod publisher;
 pub mod resets;

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use routeiq_controlplane::crypto::SecretBox;
-use routeiq_controlplane::{db, grpc, health, import, ingest, nats, publisher, resets, snapshot};
+use routeiq_controlplane::{
+    db, grpc, health, import, ingest, nats, partitions, publisher, resets, snapshot,
+};
 use routeiq_nats::NatsArgs;
 
 #[derive(Debug, Parser)]
@@ -51,6 +53,17 @@ struct Args {
     /// How often due budgets are reset (seconds).
     #[arg(long, default_value_t = 30.0)]
     reset_interval: f64,
+    /// `spend_logs` months created ahead of the current one.
+    #[arg(long, default_value_t = 3)]
+    spend_logs_months_ahead: u32,
+    /// `spend_logs` months kept attached (the current one included); older ones are
+    /// detached, left as tables to archive or drop. Default: all are kept.
+    #[arg(long)]
+    spend_logs_retention_months: Option<u32>,
+    /// TLS for the gRPC and health listeners; `--tls-client-ca` makes gRPC callers (the
+    /// admin API) present a certificate (mutual TLS), while health stays open to probes.
+    #[command(flatten)]
+    tls: routeiq_service::tls::ServerTlsArgs,
     /// Migrate and import, then exit.
     #[arg(long)]
     once: bool,
@@ -58,14 +71,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROUTEIQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    routeiq_service::tls::install_crypto_provider();
+    routeiq_service::init_logging("info");
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -117,7 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--nats (ROUTEIQ_NATS_URL) is required"))?;
     let (client, reconnects) = args.nats.connect(url, "routeiq-controlplane").await?;
-    let streams = Arc::new(nats::ensure(async_nats::jetstream::new(client.clone())).await?);
+    let streams = Arc::new(nats::ensure(args.nats.jetstream(client.clone())).await?);
     let pub_status = Arc::new(publisher::Status::default());
     let ingest_status = Arc::new(ingest::Status::default());
 
@@ -140,35 +147,61 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::clone(&ingest_status),
         reconnects,
     ));
+    tokio::spawn(partitions::run(
+        pool.clone(),
+        partitions::Policy {
+            ahead: args.spend_logs_months_ahead,
+            retention: args.spend_logs_retention_months,
+        },
+    ));
     tokio::spawn(resets::run(
         pool.clone(),
         seconds("reset-interval", args.reset_interval)?,
     ));
 
-    let http = tokio::net::TcpListener::bind(args.http_listen).await?;
     let health = health::router(health::Health {
         pool: pool.clone(),
         nats: client,
         publisher: pub_status,
         ingest: ingest_status,
     });
+    let tls = args.tls.load()?;
+    let health_tls = tls.as_ref().map(|t| t.server_config(false)).transpose()?;
+    let http_listen = args.http_listen;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, health).await {
-            tracing::error!(error = %e, "health server stopped");
+        if let Err(e) = routeiq_service::http::serve(http_listen, health, health_tls).await {
+            tracing::error!(error = %e, listen = %http_listen, "health server stopped");
         }
     });
 
     let service = grpc::Service { pool, secrets };
     let token: Option<Arc<str>> = args.grpc_token.as_deref().map(Arc::from);
-    tracing::info!(grpc = %args.grpc_listen, http = %args.http_listen, "routeiq-controlplane serving");
-    tonic::transport::Server::builder()
-        .add_service(grpc::ControlPlaneServer::with_interceptor(
-            service,
-            grpc::check_token(token),
-        ))
-        .serve_with_shutdown(args.grpc_listen, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    tracing::info!(
+        grpc = %args.grpc_listen,
+        http = %args.http_listen,
+        tls = args.tls.cert.is_some(),
+        mtls = args.tls.client_ca.is_some(),
+        "routeiq-controlplane serving"
+    );
+    let grpc = tonic::transport::Server::builder().add_service(
+        grpc::ControlPlaneServer::with_interceptor(service, grpc::check_token(token)),
+    );
+    match tls {
+        None => {
+            grpc.serve_with_shutdown(args.grpc_listen, routeiq_service::shutdown_signal())
+                .await?
+        }
+        Some(tls) => {
+            // gRPC is HTTP/2 only.
+            let mut config = tls.server_config(true)?;
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            let listener = tokio::net::TcpListener::bind(args.grpc_listen).await?;
+            grpc.serve_with_incoming_shutdown(
+                routeiq_service::tls::incoming(listener, Arc::new(config)),
+                routeiq_service::shutdown_signal(),
+            )
+            .await?
+        }
+    }
     Ok(())
 }

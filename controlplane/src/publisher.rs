@@ -17,8 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::object_store::ObjectMetadata;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use prost::Message;
 use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::subjects;
+use routeiq_proto::wire::pb;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgPool, Row};
 
@@ -160,7 +163,49 @@ impl Publisher {
         // Recreates the streams and bucket if NATS lost them (idempotent otherwise).
         crate::nats::ensure(self.streams.js.clone()).await?;
         self.forget_lost_sequences().await?;
+        self.catch_up_with_stream().await?;
         self.write_snapshot().await
+    }
+
+    /// If the delta stream holds messages past the last one the database recorded
+    /// publishing, the database may not have the changes data planes applied from them: it
+    /// was restored from a dump taken before them (or this replica crashed between a
+    /// publish and its record, when they are the same changes). Either way a resync past
+    /// the stream's last version (`changes::resync_past`) is right: data planes replace
+    /// their state with the full snapshot written next, and no later change reuses a
+    /// version, or a message id, that is on the stream already.
+    async fn catch_up_with_stream(&self) -> anyhow::Result<()> {
+        let on_stream = self.streams.deltas.get_info().await?.state.last_sequence;
+        let (recorded,): (Option<i64>,) =
+            sqlx::query_as("SELECT max(stream_seq) FROM snapshot_deltas")
+                .fetch_one(&self.pool)
+                .await?;
+        if on_stream <= recorded.unwrap_or(0) as u64 {
+            return Ok(());
+        }
+        let last = match self
+            .streams
+            .deltas
+            .get_last_raw_message_by_subject(subjects::DELTA_SUBJECT)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let streamed = pb::SnapshotDelta::decode(last.payload.as_ref())?.version;
+        let mut tx = self.pool.begin().await?;
+        let version = crate::changes::resync_past(&mut tx, streamed).await?;
+        tx.commit().await?;
+        tracing::warn!(
+            on_stream,
+            recorded,
+            streamed,
+            version,
+            "the delta stream holds changes this database did not record publishing (restored \
+             from a dump?); data planes will take the full snapshot of version {version}"
+        );
+        Ok(())
     }
 
     /// If the delta stream holds fewer messages than were recorded (it was deleted or NATS

@@ -1,5 +1,6 @@
 //! Gateway-wide settings (`settings` table): the master key's hash, router settings, the
-//! request-size limit and the end-user header, as imported from `config.yaml`.
+//! request-size limit, the end-user header and the egress allow-list, as imported from
+//! `config.yaml`.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ fn to_json(s: &GatewaySettings) -> Value {
         "router": Value::Object(s.router.to_litellm()),
         "max_request_body_bytes": s.max_request_body_bytes,
         "user_header_name": s.user_header_name,
+        "allowed_egress": s.allowed_egress.as_ref().map(|e| e.entries()),
     })
 }
 
@@ -55,6 +57,17 @@ fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
             .get("user_header_name")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        allowed_egress: match v.get("allowed_egress") {
+            None | Some(Value::Null) => None,
+            Some(list) => {
+                let list: Vec<String> =
+                    serde_json::from_value(list.clone()).map_err(|_| corrupt("allowed_egress"))?;
+                Some(
+                    routeiq_proto::AllowedEgress::parse(&list)
+                        .map_err(|_| corrupt("allowed_egress"))?,
+                )
+            }
+        },
     })
 }
 

@@ -32,6 +32,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         router: s.router,
         max_request_body_bytes: s.max_request_body_bytes,
         user_header_name: s.user_header_name,
+        allowed_egress: s.allowed_egress,
         scopes,
     };
     snapshot

@@ -268,6 +268,16 @@ mod key_tests {
             }),
             Err(crate::state::InvalidSnapshot::VersionGap { current: 2, got: 4 })
         ));
+        // A resync (the control plane's database was restored) is never applied on top:
+        // only the full snapshot replaces the state.
+        assert!(matches!(
+            spent.apply(&Delta {
+                version: 3,
+                ops: vec![DeltaOp::UpsertKey(key("sk-c")), DeltaOp::Resync],
+            }),
+            Err(crate::state::InvalidSnapshot::Resync)
+        ));
+        assert!(authenticate(&spent, &bearer("sk-c")).is_err());
         // A settings delta replaces the master key; keys stay.
         let rekeyed = spent
             .apply(&Delta {

@@ -11,6 +11,7 @@ use routeiq_dataplane::attached::{self, report::Reporter};
 use routeiq_dataplane::{server, state};
 use routeiq_nats::NatsArgs;
 use routeiq_proto::litellm as config;
+use routeiq_service::tls::ServerTls;
 
 // mimalloc: fewer cycles per allocation than glibc malloc on the request path and less
 // fragmentation under many short-lived buffers (figures in docs/benchmarks.md).
@@ -52,11 +53,17 @@ struct Args {
     /// not given. Without either, limits and health are per data plane.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// CA (PEM) to verify a `rediss://` Redis with (default: the system's roots).
+    #[arg(long, env = "REDIS_TLS_CA")]
+    redis_tls_ca: Option<PathBuf>,
     /// LiteLLM's `model_prices_and_context_window.json` (or a file in its format): prices
     /// for models the deployments do not price themselves, before the built-in table.
     /// Read once at startup; nothing is fetched.
     #[arg(long, env = "ROUTEIQ_MODEL_PRICES")]
     model_prices: Option<PathBuf>,
+    /// TLS for the listener (HTTPS), with mutual TLS when --tls-client-ca is given.
+    #[command(flatten)]
+    tls: routeiq_service::tls::ServerTlsArgs,
     /// Check the config and exit.
     #[arg(long)]
     check: bool,
@@ -84,25 +91,24 @@ fn lasting(args: &Args) -> Result<state::Lasting, ExitCode> {
 }
 
 fn main() -> ExitCode {
-    // pingora and aws-sdk-s3 bring different rustls crypto providers; pick one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROUTEIQ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    routeiq_service::tls::install_crypto_provider();
+    routeiq_service::init_logging("info,pingora=warn");
     let args = Args::parse();
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let tls = match args.tls.load() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("routeiq-dataplane: TLS: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match (&args.nats.url, &args.config) {
-        (Some(url), _) => attached(&args, url, threads),
-        (None, Some(path)) => standalone(&args, path, threads),
+        (Some(url), _) => attached(&args, url, threads, tls),
+        (None, Some(path)) => standalone(&args, path, threads, tls),
         (None, None) => {
             eprintln!("routeiq-dataplane: give --config (standalone) or --nats (attached)");
             ExitCode::from(2)
@@ -110,7 +116,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
+fn standalone(args: &Args, path: &Path, threads: usize, tls: Option<ServerTls>) -> ExitCode {
     let loaded = match config::load(path) {
         Ok(l) => l,
         Err(e) => {
@@ -147,7 +153,12 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
         .redis_url
         .clone()
         .or_else(|| loaded.redis_url.as_ref().map(|u| u.expose().to_owned()));
-    let shared = match redis_limits(redis_url.as_deref(), &rt, &dataplane_id(args)) {
+    let shared = match redis_limits(
+        redis_url.as_deref(),
+        args.redis_tls_ca.as_deref(),
+        &rt,
+        &dataplane_id(args),
+    ) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -160,7 +171,7 @@ fn standalone(args: &Args, path: &Path, threads: usize) -> ExitCode {
     };
     app.load().lasting().models.start(rt.handle());
     tracing::info!(listen = %args.listen, deployments, threads, "routeiq-dataplane serving (standalone)");
-    server::run(app, args.listen, threads)
+    server::run(app, args.listen, threads, tls)
 }
 
 /// This data plane's id in usage events and in Redis: `--dataplane-id`, or host and pid.
@@ -193,13 +204,16 @@ fn side_runtime(name: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
 /// running, outages fall back to local shares.
 fn redis_limits(
     url: Option<&str>,
+    tls_ca: Option<&Path>,
     rt: &tokio::runtime::Runtime,
     id: &str,
 ) -> Result<Option<Arc<routeiq_dataplane::limits::shared::Shared>>, ExitCode> {
     let Some(url) = url else {
         return Ok(None);
     };
-    match rt.block_on(routeiq_dataplane::limits::shared::Shared::connect(url, id)) {
+    match rt.block_on(routeiq_dataplane::limits::shared::Shared::connect(
+        url, tls_ca, id,
+    )) {
         Ok(s) => {
             tracing::info!("rate limits shared through Redis");
             Ok(Some(s))
@@ -219,7 +233,7 @@ fn redacted(url: &str) -> String {
     }
 }
 
-fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
+fn attached(args: &Args, url: &str, threads: usize, tls: Option<ServerTls>) -> ExitCode {
     let id = dataplane_id(args);
     // NATS (and Redis) work runs on a runtime of its own, beside pingora's.
     let rt = match side_runtime("routeiq-nats") {
@@ -227,7 +241,12 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
         Err(code) => return code,
     };
     let _in_runtime = rt.enter();
-    let shared = match redis_limits(args.redis_url.as_deref(), &rt, &id) {
+    let shared = match redis_limits(
+        args.redis_url.as_deref(),
+        args.redis_tls_ca.as_deref(),
+        &rt,
+        &id,
+    ) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -239,7 +258,7 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    let js = async_nats::jetstream::new(client.clone());
+    let js = args.nats.jetstream(client.clone());
     tracing::info!(nats = url, dataplane_id = %id, "fetching the snapshot");
     let lasting = match lasting(args) {
         Ok(l) => l,
@@ -271,5 +290,5 @@ fn attached(args: &Args, url: &str, threads: usize) -> ExitCode {
     ));
     rt.spawn(attached::report::publish(js, events, id, Arc::clone(&app)));
     tracing::info!(listen = %args.listen, version, threads, "routeiq-dataplane serving (attached)");
-    server::run(app, args.listen, threads)
+    server::run(app, args.listen, threads, tls)
 }

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
+use routeiq_service::tls::ServerTls;
 
 use crate::context::RequestCtx;
 use crate::handlers;
@@ -87,8 +89,10 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Runs the gateway until the process is told to stop. Never returns.
-pub fn run(app: Arc<App>, listen: SocketAddr, threads: usize) -> ! {
+/// Runs the gateway until the process is told to stop. Never returns. With `tls`, the
+/// listener serves HTTPS with its reloading certificate (and verifies client certificates
+/// when it has a client CA).
+pub fn run(app: Arc<App>, listen: SocketAddr, threads: usize, tls: Option<ServerTls>) -> ! {
     let conf = ServerConf {
         threads: threads.max(1),
         grace_period_seconds: Some(1),
@@ -98,7 +102,24 @@ pub fn run(app: Arc<App>, listen: SocketAddr, threads: usize) -> ! {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, Gateway::new(app));
-    service.add_tcp(&listen.to_string());
+    match tls {
+        None => service.add_tcp(&listen.to_string()),
+        Some(tls) => {
+            // Files are not read here (the resolver serves the certificate).
+            let mut settings = match TlsSettings::intermediate("", "") {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("routeiq-dataplane: TLS settings: {e}");
+                    std::process::exit(2);
+                }
+            };
+            settings.set_cert_resolver(tls.resolver);
+            if let Some(verifier) = tls.client_verifier {
+                settings.set_client_cert_verifier(verifier);
+            }
+            service.add_tls_with_settings(&listen.to_string(), None, settings);
+        }
+    }
     server.add_service(service);
     server.run_forever()
 }

@@ -76,6 +76,10 @@ pub enum InvalidSnapshot {
     Snapshot(#[from] SnapshotError),
     #[error("delta version {got} does not follow snapshot version {current}")]
     VersionGap { current: u64, got: u64 },
+    #[error(
+        "the control plane's database went back in time: its full snapshot replaces this state"
+    )]
+    Resync,
 }
 
 pub struct LiveState {
@@ -84,6 +88,8 @@ pub struct LiveState {
     pub max_request_body_bytes: usize,
     /// The request header naming the end user (lowercase), if configured.
     pub user_header_name: Option<Arc<str>>,
+    /// `general_settings.allowed_egress`; `None`: every destination may be reached.
+    pub egress: Option<Arc<routeiq_proto::AllowedEgress>>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
     pub keys: KeyMap,
     /// The deployments and router settings the groups were compiled from (deltas that
@@ -166,6 +172,7 @@ impl LiveState {
             master_key_hash: snapshot.master_key_hash,
             max_request_body_bytes: snapshot.max_request_body_bytes,
             user_header_name: snapshot.user_header_name.as_deref().map(Arc::from),
+            egress: snapshot.allowed_egress.map(Arc::new),
             keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
@@ -243,6 +250,7 @@ impl LiveState {
                         all.upsert(s);
                     }
                 }
+                DeltaOp::Resync => return Err(InvalidSnapshot::Resync),
             }
         }
         let router = match &settings {
@@ -275,6 +283,10 @@ impl LiveState {
             user_header_name: match &settings {
                 Some(s) => s.user_header_name.as_deref().map(Arc::from),
                 None => self.user_header_name.clone(),
+            },
+            egress: match &settings {
+                Some(s) => s.allowed_egress.clone().map(Arc::new),
+                None => self.egress.clone(),
             },
             keys: if changes.is_empty() {
                 self.keys.clone()
@@ -463,6 +475,8 @@ impl App {
             crate::routing::shared::start(s.connection(), Arc::clone(&state.lasting().health))
         });
         let upstream = Arc::clone(&state.lasting().upstream);
+        metrics.register(Box::new(upstream.egress_refused.clone()))?;
+        upstream.set_egress(state.egress.clone());
         let conversations = Arc::new(crate::conversations::Conversations::new(
             shared.as_ref().map(|s| s.connection()),
         ));
@@ -491,6 +505,7 @@ impl App {
     /// Swaps in a prepared state.
     pub fn store(&self, state: LiveState) {
         self.metrics.set_snapshot_version(state.version);
+        self.upstream.set_egress(state.egress.clone());
         self.live.store(Arc::new(state));
     }
 }

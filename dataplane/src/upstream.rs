@@ -17,6 +17,10 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
+use arc_swap::ArcSwapOption;
+use prometheus::{IntCounterVec, Opts};
+use routeiq_proto::{AllowedEgress, EgressVerdict};
+
 use crate::error::{ApiError, ErrorKind};
 
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -42,18 +46,69 @@ pub struct UpstreamRequest {
 pub struct Upstream {
     connector: Connector,
     dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    /// The served state's `general_settings.allowed_egress` (`App::store` keeps it current):
+    /// every connection is checked against it before it is made.
+    egress: ArcSwapOption<AllowedEgress>,
+    /// Connections refused by it, by host (`routeiq_egress_refused_total`).
+    pub egress_refused: IntCounterVec,
 }
 
 impl Default for Upstream {
+    // The metric's name and label are fixed and valid; `new` cannot fail on them.
+    #[allow(clippy::expect_used)]
     fn default() -> Self {
         Self {
             connector: Connector::new(None),
             dns: Mutex::new(HashMap::new()),
+            egress: ArcSwapOption::empty(),
+            egress_refused: IntCounterVec::new(
+                Opts::new(
+                    "routeiq_egress_refused_total",
+                    "Upstream connections refused by general_settings.allowed_egress, by host",
+                ),
+                &["host"],
+            )
+            .expect("a valid metric definition"),
         }
     }
 }
 
 impl Upstream {
+    /// Follows the served state's egress allow-list.
+    pub fn set_egress(&self, egress: Option<Arc<AllowedEgress>>) {
+        self.egress.store(egress);
+    }
+
+    /// The refusal of a destination outside the allow-list, counted and logged.
+    fn refuse_egress(&self, host: &str, who: &str) -> ApiError {
+        self.egress_refused.with_label_values(&[host]).inc();
+        tracing::warn!(
+            host,
+            who,
+            "egress refused: not in general_settings.allowed_egress"
+        );
+        ApiError::forbidden(format!(
+            "{who}: its host is not in general_settings.allowed_egress; no connection was made"
+        ))
+    }
+
+    /// The address to connect to for `target`, checked against the allow-list (when there
+    /// is one): a name it refuses is not even looked up.
+    async fn destination(&self, target: &Target, who: &str) -> Result<SocketAddr, ApiError> {
+        let policy = self.egress.load_full();
+        let verdict = policy.as_ref().map(|p| p.by_name(&target.host));
+        if verdict == Some(EgressVerdict::Refused) {
+            return Err(self.refuse_egress(&target.host, who));
+        }
+        let addr = self.resolve(&target.host, target.port, who).await?;
+        if let (Some(p), Some(EgressVerdict::ByAddress)) = (&policy, verdict) {
+            if !p.allows_addr(addr.ip()) {
+                return Err(self.refuse_egress(&target.host, who));
+            }
+        }
+        Ok(addr)
+    }
+
     async fn resolve(&self, host: &str, port: u16, who: &str) -> Result<SocketAddr, ApiError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
@@ -151,7 +206,7 @@ impl Upstream {
         reads: Option<Duration>,
         who: &str,
     ) -> Result<(HttpSession, HttpPeer), ApiError> {
-        let addr = self.resolve(&target.host, target.port, who).await?;
+        let addr = self.destination(target, who).await?;
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
         peer.options.connection_timeout =
             Some(reads.map_or(CONNECT_TIMEOUT, |t| CONNECT_TIMEOUT.min(t)));

@@ -1,5 +1,5 @@
 //! The NATS connection of the control plane and the data plane: the command-line options
-//! both take (`--nats`, credentials, token, user and password, TLS CA), and a count of
+//! both take (`--nats`, credentials, token, user and password, TLS CA and client certificate), and a count of
 //! (re)connections ([`Reconnects`]) that stream consumers watch to start over at once after
 //! a NATS restart.
 
@@ -34,9 +34,37 @@ pub struct NatsArgs {
     /// CA certificate to verify the NATS server with (enables TLS).
     #[arg(long = "nats-tls-ca", env = "ROUTEIQ_NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a NATS server that verifies clients (with
+    /// --nats-tls-key).
+    #[arg(
+        long = "nats-tls-cert",
+        env = "ROUTEIQ_NATS_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(
+        long = "nats-tls-key",
+        env = "ROUTEIQ_NATS_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// JetStream domain of the control plane's streams, when they are not on the server
+    /// connected to: a data plane at an edge site connects to its local leaf node and
+    /// reaches the hub's JetStream through it (`$JS.<domain>.API`).
+    #[arg(long = "nats-js-domain", env = "ROUTEIQ_NATS_JS_DOMAIN")]
+    pub js_domain: Option<String>,
 }
 
 impl NatsArgs {
+    /// The JetStream context of the control plane's streams (in `--nats-js-domain`, when
+    /// given).
+    pub fn jetstream(&self, client: async_nats::Client) -> async_nats::jetstream::Context {
+        match self.js_domain.as_deref().filter(|d| !d.is_empty()) {
+            Some(domain) => async_nats::jetstream::with_domain(client, domain),
+            None => async_nats::jetstream::new(client),
+        }
+    }
+
     /// Connects to `url`, retrying in the background if NATS is not up yet, and keeps
     /// reconnecting forever once connected. The [`Reconnects`] count every (re)connection.
     pub async fn connect(
@@ -67,6 +95,11 @@ impl NatsArgs {
         }
         if let Some(ca) = &self.tls_ca {
             o = o.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            o = o
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
         }
         Ok((o.connect(url).await?, reconnects))
     }

@@ -41,6 +41,9 @@ pub enum DeltaOp {
         id: String,
         spend: f64,
     },
+    /// The control plane's database went back (restored from a dump) behind versions the
+    /// data planes may hold: replace the state with the full snapshot of this version.
+    Resync,
 }
 
 /// One request's usage, as a data plane reports it.

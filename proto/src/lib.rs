@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod delta;
+mod egress;
 mod keys;
 pub mod litellm;
 mod router;
@@ -17,6 +18,7 @@ pub mod subjects;
 pub mod wire;
 
 pub use delta::{Delta, DeltaOp, UsageEvent};
+pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
 pub use router::{
     ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy, LEARNED_STRATEGIES,

@@ -173,6 +173,8 @@ pub struct GatewaySettings {
     pub max_request_body_bytes: usize,
     /// `general_settings.user_header_name`: the request header naming the end user.
     pub user_header_name: Option<String>,
+    /// `general_settings.allowed_egress`; `None`: every destination may be reached.
+    pub allowed_egress: Option<crate::AllowedEgress>,
 }
 
 impl Default for GatewaySettings {
@@ -182,6 +184,7 @@ impl Default for GatewaySettings {
             router: RouterSettings::default(),
             max_request_body_bytes: Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES,
             user_header_name: None,
+            allowed_egress: None,
         }
     }
 }
@@ -277,6 +280,8 @@ pub struct Snapshot {
     pub user_header_name: Option<String>,
     /// Teams, users and organizations with a budget or limits.
     pub scopes: Vec<crate::Scope>,
+    /// `general_settings.allowed_egress`; `None`: every destination may be reached.
+    pub allowed_egress: Option<crate::AllowedEgress>,
 }
 
 impl Snapshot {
@@ -288,6 +293,7 @@ impl Snapshot {
             router: self.router.clone(),
             max_request_body_bytes: self.max_request_body_bytes,
             user_header_name: self.user_header_name.clone(),
+            allowed_egress: self.allowed_egress.clone(),
         }
     }
 

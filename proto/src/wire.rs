@@ -75,6 +75,7 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         keys: Vec::new(),
         user_header_name: s.user_header_name.clone().unwrap_or_default(),
         scopes: s.scopes.iter().map(Into::into).collect(),
+        allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
     }
 }
 
@@ -97,6 +98,10 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
                 .map_err(|e| invalid("snapshot.max_request_body_bytes", e.to_string()))?,
             user_header_name: Some(s.user_header_name).filter(|h| !h.is_empty()),
+            allowed_egress: s
+                .allowed_egress
+                .map(|e| egress_from_pb("snapshot.allowed_egress", e))
+                .transpose()?,
             scopes: s
                 .scopes
                 .into_iter()
@@ -146,8 +151,22 @@ impl From<&GatewaySettings> for pb::GatewaySettings {
             router: Some((&s.router).into()),
             max_request_body_bytes: s.max_request_body_bytes as u64,
             user_header_name: s.user_header_name.clone().unwrap_or_default(),
+            allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
         }
     }
+}
+
+fn egress_to_pb(e: &crate::AllowedEgress) -> pb::Egress {
+    pb::Egress {
+        allowed: e.entries().to_vec(),
+    }
+}
+
+fn egress_from_pb(
+    field: &'static str,
+    e: pb::Egress,
+) -> Result<crate::AllowedEgress, InvalidMessage> {
+    crate::AllowedEgress::parse(&e.allowed).map_err(|m| invalid(field, m))
 }
 
 impl TryFrom<pb::GatewaySettings> for GatewaySettings {
@@ -162,6 +181,10 @@ impl TryFrom<pb::GatewaySettings> for GatewaySettings {
             max_request_body_bytes: usize::try_from(s.max_request_body_bytes)
                 .map_err(|e| invalid("settings.max_request_body_bytes", e.to_string()))?,
             user_header_name: Some(s.user_header_name).filter(|h| !h.is_empty()),
+            allowed_egress: s
+                .allowed_egress
+                .map(|e| egress_from_pb("settings.allowed_egress", e))
+                .transpose()?,
         })
     }
 }
@@ -456,6 +479,7 @@ impl From<&Delta> for pb::SnapshotDelta {
                             id: id.clone(),
                             spend: *spend,
                         }),
+                        DeltaOp::Resync => Op::Resync(pb::Resync {}),
                     }),
                 })
                 .collect(),
@@ -496,6 +520,7 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                         id: s.id,
                         spend: s.spend,
                     },
+                    Op::Resync(pb::Resync {}) => DeltaOp::Resync,
                 })
             })
             .collect::<Result<_, InvalidMessage>>()?;
@@ -639,6 +664,7 @@ mod tests {
                     kind: ScopeKind::Organization,
                     id: "o1".into(),
                 },
+                DeltaOp::Resync,
             ],
         };
         let bytes = pb::SnapshotDelta::from(&delta).encode_to_vec();

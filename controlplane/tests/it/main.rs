@@ -61,6 +61,7 @@ model_list:
       model: mock/fake
 general_settings:
   master_key: sk-master-1
+  allowed_egress: ["*.openai.azure.com", "api.anthropic.com", "10.0.0.0/8"]
 router_settings:
   routing_strategy: simple-shuffle
 credential_list:
@@ -132,6 +133,12 @@ async fn config_import_is_idempotent_and_the_snapshot_matches_the_config() {
     let snap = snapshot::build(&pool, &secrets).await.unwrap();
     assert_eq!(snap.version, 1);
     assert_eq!(snap.master_key_hash, Some(KeyHash::of("sk-master-1")));
+    // The egress allow-list survives the database and the wire.
+    assert!(cfg.allowed_egress.is_some());
+    assert_eq!(snap.allowed_egress, cfg.allowed_egress);
+    let wire = routeiq_proto::wire::pb::Snapshot::from(&snap);
+    let back = routeiq_proto::Snapshot::try_from(wire).unwrap();
+    assert_eq!(back.allowed_egress, cfg.allowed_egress);
     let mut got = snap.deployments.clone();
     let mut want = cfg.deployments.clone();
     got.sort_by(|a, b| a.id.cmp(&b.id));
@@ -555,5 +562,93 @@ async fn provider_keys_stay_out_of_the_change_log_and_are_added_when_published()
     assert!(
         keys.contains(&"sk-upstream-secret-1234".to_string()),
         "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn spend_log_partitions_are_made_ahead_and_old_ones_detached() {
+    use routeiq_controlplane::partitions::{maintain_at, Month, Pass, Policy};
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let log = |id: &'static str, at: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO spend_logs (request_id, started_at) VALUES ($1, $2::timestamptz)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let home = |id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (t,): (String,) = sqlx::query_as(
+                "SELECT tableoid::regclass::text FROM spend_logs WHERE request_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            t
+        }
+    };
+    // Rows of the current month are in the default partition already: that month stays
+    // there, the next ones get partitions of their own.
+    log("dec", "2026-12-05 10:00:00+00").await;
+    let dec = Month::new(2026, 12);
+    let policy = Policy {
+        ahead: 2,
+        retention: None,
+    };
+    let pass = maintain_at(&pool, dec, policy).await.unwrap();
+    assert_eq!(pass.created, ["spend_logs_y2027m01", "spend_logs_y2027m02"]);
+    assert!(pass.detached.is_empty());
+    assert_eq!(
+        maintain_at(&pool, dec, policy).await.unwrap(),
+        Pass::default(),
+        "idempotent"
+    );
+    log("jan", "2027-01-31 23:59:59+00").await;
+    log("feb", "2027-02-01 00:00:00+00").await;
+    assert_eq!(home("dec").await, "spend_logs_default");
+    assert_eq!(home("jan").await, "spend_logs_y2027m01");
+    assert_eq!(home("feb").await, "spend_logs_y2027m02");
+
+    // A year on, keeping two months: the current month (empty in the default partition)
+    // is created, the old months are detached: out of spend_logs, kept as tables.
+    let pass = maintain_at(
+        &pool,
+        Month::new(2028, 1),
+        Policy {
+            ahead: 1,
+            retention: Some(2),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.created, ["spend_logs_y2028m01", "spend_logs_y2028m02"]);
+    assert_eq!(
+        pass.detached,
+        ["spend_logs_y2027m01", "spend_logs_y2027m02"]
+    );
+    let (visible,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM spend_logs WHERE request_id IN ('jan', 'feb')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(visible, 0);
+    let (kept,): (i64,) = sqlx::query_as("SELECT count(*) FROM spend_logs_y2027m01")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    assert_eq!(
+        home("dec").await,
+        "spend_logs_default",
+        "the default partition is never detached"
     );
 }

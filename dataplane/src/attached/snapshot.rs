@@ -26,13 +26,16 @@ use routeiq_proto::wire::pb;
 use routeiq_proto::{subjects, Delta};
 use tokio::io::AsyncReadExt;
 
-use crate::state::{App, Lasting, LiveState};
+use crate::state::{App, InvalidSnapshot, Lasting, LiveState};
 
 /// A full snapshot as stored, with the stream position to continue from.
 pub struct Stored {
     pub state: LiveState,
     pub delta_seq: u64,
 }
+
+/// Longest wait for the next part of the snapshot object.
+const STALL: Duration = Duration::from_secs(2);
 
 /// Fetches the stored full snapshot, retrying until there is one.
 pub async fn bootstrap(js: &jetstream::Context, lasting: &Lasting) -> Stored {
@@ -67,7 +70,15 @@ pub async fn fetch(js: &jetstream::Context, lasting: &Lasting) -> anyhow::Result
     let version = number(subjects::META_VERSION)?;
     let delta_seq = number(subjects::META_DELTA_SEQ)?;
     let mut bytes = Vec::with_capacity(object.info().size);
-    object.read_to_end(&mut bytes).await?;
+    // A read that began just before the control plane replaced the object waits forever
+    // for chunks that were purged: give up when it stops moving (the caller retries).
+    while tokio::time::timeout(STALL, object.read_buf(&mut bytes))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the snapshot object stopped arriving (replaced while read?)")
+        })??
+        > 0
+    {}
     let fetched = started.elapsed();
     let size = bytes.len();
     let snapshot = routeiq_proto::wire::decode_stored(&bytes)?;
@@ -100,6 +111,8 @@ struct Position {
     created: Option<async_nats::datetime::DateTime>,
 }
 
+/// How long the delta consumer may be silent before the stream's end is checked.
+const STALL_CHECK: Duration = Duration::from_secs(2);
 /// How long to wait before following again after a failure (NATS or JetStream not ready).
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -154,7 +167,7 @@ async fn follow_from(
             delta_seq = pos.seq,
             "the delta stream was reset; re-fetching the full snapshot"
         );
-        refetch(js, app, Wanted::OnStream(end), &mut pos.seq).await;
+        refetch(js, app, Wanted::OnStream, &mut pos.seq).await;
         pos.created = Some(info.created);
         return Ok(());
     }
@@ -170,6 +183,12 @@ async fn follow_from(
         })
         .await?;
     let mut messages = consumer.messages().await?;
+    // A consumer can go silent while the client's own connection stays up: an edge data
+    // plane's leaf node loses its link to the hub and gets it back. While nothing arrives,
+    // the stream's end is checked now and then; past what was applied, follow anew.
+    let mut check = tokio::time::interval(STALL_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.reset();
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
@@ -177,7 +196,17 @@ async fn follow_from(
                 tracing::info!(delta_seq = *delta_seq, "NATS reconnected; following the delta stream anew");
                 return Ok(());
             }
+            _ = check.tick() => {
+                if let Ok(Ok(end)) = tokio::time::timeout(STALL_CHECK, stream_end(js)).await {
+                    if end > *delta_seq {
+                        tracing::warn!(delta_seq = *delta_seq, stream_end = end, "the delta consumer went silent behind the stream; following anew");
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
         };
+        check.reset();
         let Some(m) = next else {
             anyhow::bail!("the delta consumer ended");
         };
@@ -231,6 +260,14 @@ fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
             );
             Ok(())
         }
+        Err(InvalidSnapshot::Resync) => {
+            tracing::warn!(
+                have = current.version,
+                version = delta.version,
+                "the control plane's database was restored; re-fetching its full snapshot"
+            );
+            Err(delta.version)
+        }
         Err(e) => {
             app.metrics.snapshot_rejected.inc();
             tracing::error!(error = %e, version = delta.version, "delta refused; the last good state keeps serving");
@@ -244,9 +281,16 @@ fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
 enum Wanted {
     /// Newer than the served state (after a gap or a refused delta).
     Newer,
-    /// Positioned on the current stream (at or before this sequence), not older than the
-    /// served state (after a stream reset).
-    OnStream(u64),
+    /// Positioned on the current stream (at or before its end, read at each try: the
+    /// control plane publishes on the new stream before it stores the snapshot), not older
+    /// than the served state (after a stream reset).
+    OnStream,
+}
+
+/// The delta stream's last sequence.
+async fn stream_end(js: &jetstream::Context) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(subjects::DELTA_STREAM).await?;
+    Ok(stream.info().await?.state.last_sequence)
 }
 
 /// Replaces the state with the stored full snapshot once it is the one `wanted`, and moves
@@ -256,11 +300,22 @@ async fn refetch(js: &jetstream::Context, app: &App, wanted: Wanted, delta_seq: 
     loop {
         app.metrics.snapshot_refetches.inc();
         let current = app.load().version;
+        let end = match wanted {
+            Wanted::Newer => u64::MAX,
+            Wanted::OnStream => match stream_end(js).await {
+                Ok(end) => end,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read the delta stream");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            },
+        };
         match fetch(js, app.load().lasting()).await {
             Ok(s)
                 if match wanted {
                     Wanted::Newer => s.state.version > current,
-                    Wanted::OnStream(end) => s.state.version >= current && s.delta_seq <= end,
+                    Wanted::OnStream => s.state.version >= current && s.delta_seq <= end,
                 } =>
             {
                 tracing::info!(

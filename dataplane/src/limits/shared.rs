@@ -91,12 +91,20 @@ pub enum SharedError {
     Timeout(Duration),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}: {1}")]
+    Ca(String, std::io::Error),
 }
 
 impl Shared {
     /// Connects (on the current tokio runtime, which drives the connection) and starts the
     /// heartbeat that counts live data planes.
-    pub async fn connect(url: &str, id: &str) -> Result<std::sync::Arc<Self>, SharedError> {
+    /// A `rediss://` URL is TLS, verified against `tls_ca` (PEM) when given, else the
+    /// system's roots.
+    pub async fn connect(
+        url: &str,
+        tls_ca: Option<&std::path::Path>,
+        id: &str,
+    ) -> Result<std::sync::Arc<Self>, SharedError> {
         let fallbacks = prometheus::IntCounter::new(
             "routeiq_redis_fallbacks_total",
             "Rate-limit decisions made with local shares because Redis failed",
@@ -105,7 +113,19 @@ impl Shared {
             "routeiq_redis_up",
             "1 while rate limits are shared through Redis, 0 while they fall back",
         )?;
-        let client = redis::Client::open(url)?;
+        let client = match tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(
+                        std::fs::read(ca)
+                            .map_err(|e| SharedError::Ca(ca.display().to_string(), e))?,
+                    ),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(1)))

@@ -35,6 +35,18 @@ pub enum ChatFormat {
 /// (LiteLLM's default too).
 pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
 
+/// A provider's answer body as JSON; a body that is not JSON is the provider's failure (502),
+/// named after `provider`.
+pub fn upstream_json(body: &[u8], provider: &str) -> Result<Value, crate::error::ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        crate::error::ApiError::upstream(
+            502,
+            crate::error::ErrorKind::Upstream,
+            format!("{provider} returned a body that is not JSON: {e}"),
+        )
+    })
+}
+
 /// Text of an OpenAI `content` (string or parts) or Anthropic content (string or blocks).
 pub fn content_text(content: &Value) -> String {
     match content {

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::content_text;
 use crate::clock::now_secs;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::ApiError;
 use crate::usage::Usage;
 
 /// Builds a Converse request from an OpenAI chat request. The model and whether it
@@ -248,13 +248,7 @@ pub fn usage(u: &Value) -> Option<Usage> {
 
 /// Converts a Converse response to an OpenAI chat completion for `model`.
 pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::upstream(
-            502,
-            ErrorKind::Upstream,
-            format!("Bedrock returned a body that is not JSON: {e}"),
-        )
-    })?;
+    let v = super::upstream_json(body, "Bedrock")?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
@@ -369,13 +363,7 @@ pub fn rerank_request(req: &Map<String, Value>, model_arn: &str) -> Value {
 /// A rerank answer in Cohere's shape from Bedrock's (`results` of `index` and
 /// `relevanceScore`); the documents are added back when `return_documents` asks.
 pub fn rerank_response(body: &[u8], req: &Map<String, Value>) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::upstream(
-            502,
-            ErrorKind::Upstream,
-            format!("Bedrock returned a body that is not JSON: {e}"),
-        )
-    })?;
+    let v = super::upstream_json(body, "Bedrock")?;
     let documents = req.get("documents").and_then(Value::as_array);
     let with_documents = req.get("return_documents").and_then(Value::as_bool) == Some(true);
     let results: Vec<Value> = v
@@ -438,13 +426,7 @@ pub fn embeddings_response(
     req: &Map<String, Value>,
     model: &str,
 ) -> Result<(Value, Usage), ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::upstream(
-            502,
-            ErrorKind::Upstream,
-            format!("Bedrock returned a body that is not JSON: {e}"),
-        )
-    })?;
+    let v = super::upstream_json(body, "Bedrock")?;
     let vectors: Vec<Value> = match (v.get("embedding"), v.get("embeddings")) {
         (Some(e), _) => vec![e.clone()],
         (None, Some(Value::Array(es))) => es.clone(),

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::clock::now_secs;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::ApiError;
 use crate::usage::Usage;
 
 /// Builds a `/v2/chat` request from an OpenAI chat request.
@@ -106,17 +106,9 @@ pub fn usage(u: &Value) -> Option<Usage> {
     })
 }
 
-fn not_json(e: serde_json::Error) -> ApiError {
-    ApiError::upstream(
-        502,
-        ErrorKind::Upstream,
-        format!("Cohere returned a body that is not JSON: {e}"),
-    )
-}
-
 /// Converts a `/v2/chat` response to an OpenAI chat completion for `model`.
 pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(not_json)?;
+    let v = super::upstream_json(body, "Cohere")?;
     let m = v.get("message").unwrap_or(&Value::Null);
     let text: String = m
         .get("content")
@@ -189,7 +181,7 @@ pub fn embeddings_request(
 
 /// Converts a `/v2/embed` response to OpenAI's list of embeddings.
 pub fn embeddings_response(body: &[u8], model: &str) -> Result<(Value, Usage), ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(not_json)?;
+    let v = super::upstream_json(body, "Cohere")?;
     let data: Vec<Value> = v
         .pointer("/embeddings/float")
         .and_then(Value::as_array)

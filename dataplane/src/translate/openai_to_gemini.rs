@@ -379,13 +379,7 @@ pub fn response_id(v: &Value) -> String {
 
 /// Converts a `generateContent` response to an OpenAI chat completion for `model`.
 pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::upstream(
-            502,
-            crate::error::ErrorKind::Upstream,
-            format!("Gemini returned a body that is not JSON: {e}"),
-        )
-    })?;
+    let v = super::upstream_json(body, "Gemini")?;
     let candidates = v
         .get("candidates")
         .and_then(Value::as_array)
@@ -506,13 +500,7 @@ pub fn embeddings_response(
     req: &Map<String, Value>,
     model: &str,
 ) -> Result<(Value, Usage), ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::upstream(
-            502,
-            crate::error::ErrorKind::Upstream,
-            format!("Gemini returned a body that is not JSON: {e}"),
-        )
-    })?;
+    let v = super::upstream_json(body, "Gemini")?;
     let data: Vec<Value> = v
         .get("embeddings")
         .and_then(Value::as_array)

@@ -914,36 +914,47 @@ mod tests {
         assert_eq!(input_messages(&Value::Array(items)).unwrap(), conversation);
     }
 
-    #[test]
-    fn chunks_become_events() {
+    /// Runs chat chunks (SSE `data`) through a converter to the end of the stream; returns
+    /// the events it wrote and the response its `on_done` received.
+    fn converted(id: &str, chunks: &[&str]) -> (Vec<bytes::Bytes>, Value) {
         let done = std::sync::Arc::new(std::sync::Mutex::new(None));
         let slot = std::sync::Arc::clone(&done);
         let meta = Meta {
-            id: "resp_1".into(),
+            id: id.into(),
             created_at: 7,
             model: "g".into(),
         };
         let on_done: OnDone = Box::new(move |r: &Value| *slot.lock().unwrap() = Some(r.clone()));
         let mut conv = ChunksToResponses::new(map(json!({"model": "g"})), meta, Some(on_done));
         let mut out = Vec::new();
-        for data in [
-            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"Hi "}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"there"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
-            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
-            "[DONE]",
-        ] {
+        for data in chunks {
             let ev = Event {
                 event: None,
-                data: data.into(),
+                data: (*data).into(),
                 raw: sse::data(data),
             };
             conv.event(&ev, &mut out);
         }
         conv.finish(&mut out);
+        let r = done.lock().unwrap().clone().unwrap();
+        (out, r)
+    }
+
+    #[test]
+    fn chunks_become_events() {
+        let (out, r) = converted(
+            "resp_1",
+            &[
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"content":"Hi "}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"content":"there"}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+                r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+                "[DONE]",
+            ],
+        );
         let kinds: Vec<String> = out
             .iter()
             .map(|b| {
@@ -974,7 +985,6 @@ mod tests {
                 "response.completed",
             ]
         );
-        let r = done.lock().unwrap().clone().unwrap();
         assert_eq!(r["output"][0]["content"][0]["text"], "Hi there");
         assert_eq!(r["output"][1]["arguments"], "{}");
         assert_eq!(r["usage"]["output_tokens"], 2);
@@ -982,29 +992,14 @@ mod tests {
 
     #[test]
     fn text_after_a_call_keeps_the_output_order() {
-        let done = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let slot = std::sync::Arc::clone(&done);
-        let meta = Meta {
-            id: "resp_2".into(),
-            created_at: 7,
-            model: "g".into(),
-        };
-        let on_done: OnDone = Box::new(move |r: &Value| *slot.lock().unwrap() = Some(r.clone()));
-        let mut conv = ChunksToResponses::new(map(json!({"model": "g"})), meta, Some(on_done));
-        let mut out = Vec::new();
-        for data in [
-            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{}"}}]}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"after"}}]}"#,
-            "[DONE]",
-        ] {
-            let ev = Event {
-                event: None,
-                data: data.into(),
-                raw: sse::data(data),
-            };
-            conv.event(&ev, &mut out);
-        }
-        let r = done.lock().unwrap().clone().unwrap();
+        let (_, r) = converted(
+            "resp_2",
+            &[
+                r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"content":"after"}}]}"#,
+                "[DONE]",
+            ],
+        );
         assert_eq!(r["output"][0]["type"], "function_call");
         assert_eq!(r["output"][1]["type"], "message");
     }

@@ -117,6 +117,7 @@ struct RawGeneralSettings {
     master_key: Option<String>,
     max_request_size_mb: Option<f64>,
     user_header_name: Option<String>,
+    allowed_egress: Option<Vec<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -417,7 +418,15 @@ impl RawConfig {
             }
         };
 
+        let allowed_egress = self
+            .general_settings
+            .allowed_egress
+            .as_deref()
+            .map(crate::AllowedEgress::parse)
+            .transpose()
+            .map_err(|e| ("general_settings.allowed_egress".to_owned(), e))?;
         let snapshot = Snapshot {
+            allowed_egress,
             version: 0,
             master_key_hash: master_key,
             deployments,
