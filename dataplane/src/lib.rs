@@ -10,6 +10,7 @@ pub mod clock;
 pub mod context;
 pub mod conversations;
 pub mod cost;
+pub mod egress;
 pub mod error;
 pub mod eventstream;
 pub mod handlers;

@@ -145,7 +145,7 @@ impl Scopes {
 /// What every state version shares with the ones before and after it: deployment health
 /// by id, and the routing models of the learned strategies (loaded and reloaded in the
 /// background).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Lasting {
     pub health: Arc<Health>,
     pub models: Arc<Models>,
@@ -157,6 +157,20 @@ pub struct Lasting {
     pub aws: Arc<AwsSources>,
     /// The operator's price file (`--model-prices`), if any.
     pub prices: Arc<crate::cost::PriceFile>,
+}
+
+impl Default for Lasting {
+    fn default() -> Self {
+        let upstream = Arc::new(Upstream::default());
+        Self {
+            health: Arc::default(),
+            models: Arc::new(Models::new(Arc::clone(&upstream.egress))),
+            upstream,
+            google: Arc::default(),
+            aws: Arc::default(),
+            prices: Arc::default(),
+        }
+    }
 }
 
 impl LiveState {
@@ -475,8 +489,8 @@ impl App {
             crate::routing::shared::start(s.connection(), Arc::clone(&state.lasting().health))
         });
         let upstream = Arc::clone(&state.lasting().upstream);
-        metrics.register(Box::new(upstream.egress_refused.clone()))?;
-        upstream.set_egress(state.egress.clone());
+        metrics.register(Box::new(upstream.egress.refused.clone()))?;
+        upstream.egress.set(state.egress.clone());
         let conversations = Arc::new(crate::conversations::Conversations::new(
             shared.as_ref().map(|s| s.connection()),
         ));
@@ -505,7 +519,7 @@ impl App {
     /// Swaps in a prepared state.
     pub fn store(&self, state: LiveState) {
         self.metrics.set_snapshot_version(state.version);
-        self.upstream.set_egress(state.egress.clone());
+        self.upstream.egress.set(state.egress.clone());
         self.live.store(Arc::new(state));
     }
 }

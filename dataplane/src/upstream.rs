@@ -17,10 +17,9 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
-use arc_swap::ArcSwapOption;
-use prometheus::{IntCounterVec, Opts};
-use routeiq_proto::{AllowedEgress, EgressVerdict};
+use routeiq_proto::EgressVerdict;
 
+use crate::egress::Egress;
 use crate::error::{ApiError, ErrorKind};
 
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -46,47 +45,25 @@ pub struct UpstreamRequest {
 pub struct Upstream {
     connector: Connector,
     dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
-    /// The served state's `general_settings.allowed_egress` (`App::store` keeps it current):
-    /// every connection is checked against it before it is made.
-    egress: ArcSwapOption<AllowedEgress>,
-    /// Connections refused by it, by host (`routeiq_egress_refused_total`).
-    pub egress_refused: IntCounterVec,
+    /// `general_settings.allowed_egress`: every connection is checked against it before it
+    /// is made (the AWS SDK's clients share it).
+    pub egress: Arc<Egress>,
 }
 
 impl Default for Upstream {
-    // The metric's name and label are fixed and valid; `new` cannot fail on them.
-    #[allow(clippy::expect_used)]
     fn default() -> Self {
         Self {
             connector: Connector::new(None),
             dns: Mutex::new(HashMap::new()),
-            egress: ArcSwapOption::empty(),
-            egress_refused: IntCounterVec::new(
-                Opts::new(
-                    "routeiq_egress_refused_total",
-                    "Upstream connections refused by general_settings.allowed_egress, by host",
-                ),
-                &["host"],
-            )
-            .expect("a valid metric definition"),
+            egress: Arc::default(),
         }
     }
 }
 
 impl Upstream {
-    /// Follows the served state's egress allow-list.
-    pub fn set_egress(&self, egress: Option<Arc<AllowedEgress>>) {
-        self.egress.store(egress);
-    }
-
     /// The refusal of a destination outside the allow-list, counted and logged.
     fn refuse_egress(&self, host: &str, who: &str) -> ApiError {
-        self.egress_refused.with_label_values(&[host]).inc();
-        tracing::warn!(
-            host,
-            who,
-            "egress refused: not in general_settings.allowed_egress"
-        );
+        self.egress.refuse(host, who);
         ApiError::forbidden(format!(
             "{who}: its host is not in general_settings.allowed_egress; no connection was made"
         ))
@@ -95,7 +72,7 @@ impl Upstream {
     /// The address to connect to for `target`, checked against the allow-list (when there
     /// is one): a name it refuses is not even looked up.
     async fn destination(&self, target: &Target, who: &str) -> Result<SocketAddr, ApiError> {
-        let policy = self.egress.load_full();
+        let policy = self.egress.policy();
         let verdict = policy.as_ref().map(|p| p.by_name(&target.host));
         if verdict == Some(EgressVerdict::Refused) {
             return Err(self.refuse_egress(&target.host, who));

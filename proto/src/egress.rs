@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+use crate::Deployment;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Rule {
     Host(String),
@@ -85,6 +87,24 @@ impl AllowedEgress {
             Rule::Net { addr, prefix } => in_net(ip, *addr, *prefix),
             _ => false,
         })
+    }
+
+    /// One warning per deployment whose `api_base` host this list refuses by its name
+    /// alone: every request to it would be refused, which is a mistake in the config.
+    pub fn unreachable(&self, deployments: &[Deployment]) -> Vec<String> {
+        deployments
+            .iter()
+            .filter_map(|d| {
+                let uri = d.api_base.parse::<http::Uri>().ok()?;
+                let host = uri.host()?;
+                (self.by_name(host) == Verdict::Refused).then(|| {
+                    format!(
+                        "deployment {} of `{}` is at {host}, which general_settings.allowed_egress refuses: every request to it will be refused",
+                        d.id.0, d.model_name
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Whether `host` (as written in the URL), which resolved to `ip`, may be reached.

@@ -131,6 +131,84 @@ general_settings:
         p.stop()
 
 
+WEB_IDENTITY = """
+  - model_name: bedrock
+    litellm_params:
+      model: bedrock/meta.llama3-70b-instruct-v1:0
+      aws_bedrock_runtime_endpoint: {runtime}
+      aws_role_name: arn:aws:iam::123456789012:role/routeiq-egress
+      aws_web_identity_token: header.eyJzdWIiOiJlZ3Jlc3MifQ.signature
+      aws_sts_endpoint: {sts}
+"""
+
+
+def test_the_aws_sdk_clients_are_held_to_the_list(mock_provider, tmp_path):
+    # STS is reached by the AWS SDK's own HTTP client, not the pooled upstream client: the
+    # list holds it too. Its endpoint here is an unlisted address, so the credentials
+    # cannot be fetched and nothing connects to it.
+    sts = CountingListener("127.0.0.2")
+    mock_port = mock_provider.rsplit(":", 1)[1]
+    deployment = WEB_IDENTITY.format(runtime=f"http://localhost:{mock_port}", sts=f"http://127.0.0.2:{sts.port}")
+    url, p = start(tmp_path, f"""
+model_list:{deployment}
+general_settings:
+  master_key: {MASTER}
+  allowed_egress: ["localhost"]
+""")
+    try:
+        r = chat(url, "bedrock")
+        assert r.status_code == 502, r.text
+        message = r.json()["error"]["message"]
+        assert "cannot get credentials" in message and "allowed_egress" in message, message
+        assert sts.accepted == 0, "STS was connected to"
+        assert refused_count(url, "127.0.0.2") >= 1
+    finally:
+        p.stop()
+        sts.close()
+
+
+def test_an_aws_endpoint_name_is_admitted_by_its_listed_address(mock_provider, tmp_path):
+    # `localhost` is not listed by name; it resolves to 127.0.0.1 (listed) and ::1 (not):
+    # the SDK's client connects to the listed address and STS answers.
+    mock_port = mock_provider.rsplit(":", 1)[1]
+    deployment = WEB_IDENTITY.format(runtime=f"http://127.0.0.1:{mock_port}", sts=f"http://localhost:{mock_port}")
+    url, p = start(tmp_path, f"""
+model_list:{deployment}
+general_settings:
+  master_key: {MASTER}
+  allowed_egress: ["127.0.0.1/32"]
+""")
+    try:
+        r = chat(url, "bedrock")
+        assert r.status_code == 200, r.text
+        assert refused_count(url, "localhost") == 0
+    finally:
+        p.stop()
+
+
+def test_unreachable_deployments_are_named_at_load(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("""
+model_list:
+  - model_name: public
+    litellm_params: {model: openai/gpt-4o-mini, api_key: k}
+    model_info: {id: public-1}
+  - model_name: local
+    litellm_params: {model: openai/llama, api_base: "http://vllm.internal.example:8000/v1", api_key: k}
+general_settings:
+  master_key: sk-x
+  allowed_egress: ["*.internal.example"]
+""")
+    import subprocess
+
+    r = subprocess.run([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--check"],
+                       capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    warned = [line for line in out.splitlines() if "allowed_egress refuses" in line]
+    assert len(warned) == 1 and "public-1" in warned[0] and "api.openai.com" in warned[0], out
+
+
 def test_a_bad_entry_is_a_config_error(tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("""

@@ -264,6 +264,40 @@ def test_postgres_accepts_only_verified_tls(pki, services):
         assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
 
 
+def test_control_plane_takes_postgres_tls_from_pgsslmode_and_pgsslrootcert(pki, services, tmp_path):
+    """The Helm chart's way: a database URL without `sslmode`, and `PGSSLMODE=verify-full`
+    with `PGSSLROOTCERT` naming the CA in the environment. The control plane migrates over
+    verified TLS; with a root that did not sign the server's certificate it refuses to."""
+    pg = services.pg
+    with psycopg.connect(pg.url(), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS routeiq_env")
+        c.execute("CREATE DATABASE routeiq_env")
+    bare_url = f"postgres://postgres@127.0.0.1:{pg.port}/routeiq_env"
+
+    def migrate(root: Path, name: str):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(ROUTEIQ_SALT_KEY=SALT_KEY, PGSSLMODE="verify-full", PGSSLROOTCERT=str(root))
+        p = Process([str(BIN_DIR / "routeiq-controlplane"), "--once", "--database-url", bare_url],
+                    tmp_path / f"{name}.log", env=env)
+        try:
+            code = p.proc.wait(timeout=60)
+        finally:
+            p.stop()
+        return code, p.output()
+
+    code, out = migrate(pki.rogue_ca, "rogue")
+    assert code != 0, out
+    assert "certificate" in out.lower(), out
+    with psycopg.connect(pg.url("routeiq_env")) as c:
+        assert c.execute("SELECT to_regclass('_sqlx_migrations')").fetchone() == (None,)
+
+    code, out = migrate(pki.ca, "trusted")
+    assert code == 0, out
+    with psycopg.connect(pg.url("routeiq_env")) as c:
+        applied = c.execute("SELECT count(*) FROM _sqlx_migrations WHERE success").fetchone()[0]
+    assert applied > 0
+
+
 async def nats_roundtrip(url: str, ctx: ssl.SSLContext) -> None:
     import nats
 

@@ -26,6 +26,7 @@ use routeiq_proto::Deployment;
 use sha2::{Digest, Sha256};
 
 use super::refresh::{Fetch, Refreshing};
+use crate::egress::Egress;
 use crate::error::{ApiError, ErrorKind};
 use crate::upstream::Upstream;
 
@@ -132,7 +133,11 @@ impl Recipe {
         }
     }
 
-    fn resolve(&self) -> futures_util::future::BoxFuture<'_, Result<Credentials, ApiError>> {
+    /// The credentials, from clients that connect only where `egress` admits.
+    fn resolve<'a>(
+        &'a self,
+        egress: &'a Arc<Egress>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Credentials, ApiError>> {
         Box::pin(async move {
             let fail = |e: String| {
                 ApiError::upstream(
@@ -146,6 +151,7 @@ impl Recipe {
                 Self::Static(c) => Ok(c.clone()),
                 Self::Profile(name) => {
                     aws_config::profile::ProfileFileCredentialsProvider::builder()
+                        .configure(&provider_config(egress))
                         .profile_name(name)
                         .build()
                         .provide_credentials()
@@ -154,6 +160,7 @@ impl Recipe {
                 }
                 Self::DefaultChain { region } => {
                     aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .configure(provider_config(egress))
                         .region(aws_config::Region::new(region.clone()))
                         .build()
                         .await
@@ -168,8 +175,8 @@ impl Recipe {
                     sts_endpoint,
                     region,
                 } => {
-                    let base = base.resolve().await?;
-                    let sts = sts_client(region, sts_endpoint.as_deref(), Some(base));
+                    let base = base.resolve(egress).await?;
+                    let sts = sts_client(egress, region, sts_endpoint.as_deref(), Some(base));
                     let out = sts
                         .assume_role()
                         .role_arn(role_arn)
@@ -188,7 +195,7 @@ impl Recipe {
                     sts_endpoint,
                     region,
                 } => {
-                    let sts = sts_client(region, sts_endpoint.as_deref(), None);
+                    let sts = sts_client(egress, region, sts_endpoint.as_deref(), None);
                     let out = sts
                         .assume_role_with_web_identity()
                         .role_arn(role_arn)
@@ -206,13 +213,20 @@ impl Recipe {
     }
 }
 
+fn provider_config(egress: &Arc<Egress>) -> aws_config::provider_config::ProviderConfig {
+    aws_config::provider_config::ProviderConfig::default()
+        .with_http_client(egress.aws_http_client())
+}
+
 fn sts_client(
+    egress: &Arc<Egress>,
     region: &str,
     endpoint: Option<&str>,
     credentials: Option<Credentials>,
 ) -> aws_sdk_sts::Client {
     let mut c = aws_sdk_sts::Config::builder()
         .behavior_version_latest()
+        .http_client(egress.aws_http_client())
         .region(aws_sdk_sts::config::Region::new(region.to_owned()));
     if let Some(e) = endpoint {
         c = c.endpoint_url(e);
@@ -238,8 +252,11 @@ fn temporary(c: Option<&aws_sdk_sts::types::Credentials>) -> Option<Credentials>
 impl Fetch for Recipe {
     type Value = Credentials;
 
-    async fn fetch(&self, _: &Arc<Upstream>) -> Result<(Credentials, Option<Instant>), ApiError> {
-        let c = self.resolve().await?;
+    async fn fetch(
+        &self,
+        upstream: &Arc<Upstream>,
+    ) -> Result<(Credentials, Option<Instant>), ApiError> {
+        let c = self.resolve(&upstream.egress).await?;
         let expires = c.expiry().map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
             Instant::now() + left

@@ -425,6 +425,9 @@ impl RawConfig {
             .map(crate::AllowedEgress::parse)
             .transpose()
             .map_err(|e| ("general_settings.allowed_egress".to_owned(), e))?;
+        if let Some(egress) = &allowed_egress {
+            warnings.extend(egress.unreachable(&deployments));
+        }
         let snapshot = Snapshot {
             allowed_egress,
             version: 0,

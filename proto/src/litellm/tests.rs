@@ -371,3 +371,66 @@ fn absurd_timeouts_are_errors_not_panics() {
     .unwrap_err();
     assert!(e.to_string().contains("litellm_params.timeout"), "{e}");
 }
+
+#[test]
+fn deployments_the_egress_allow_list_refuses_are_warned_about() {
+    let l = load(
+        r#"
+model_list:
+  - model_name: local
+    litellm_params:
+      model: openai/llama
+      api_base: http://vllm.internal:8000/v1
+  - model_name: cloud
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: k
+    model_info:
+      id: cloud-1
+  - model_name: unlisted-address
+    litellm_params:
+      model: openai/llama
+      api_base: http://10.1.2.3:8000/v1
+general_settings:
+  master_key: sk-test
+  allowed_egress: [vllm.internal, "*.corp.example"]
+"#,
+        &[],
+    )
+    .unwrap();
+    let egress: Vec<&String> = l
+        .warnings
+        .iter()
+        .filter(|w| w.contains("allowed_egress"))
+        .collect();
+    assert_eq!(egress.len(), 2, "{:?}", l.warnings);
+    assert!(
+        egress[0].contains("cloud-1") && egress[0].contains("api.openai.com"),
+        "{}",
+        egress[0]
+    );
+    assert!(egress[1].contains("10.1.2.3"), "{}", egress[1]);
+}
+
+#[test]
+fn names_the_allow_list_may_admit_by_address_are_not_warned_about() {
+    let l = load(
+        r#"
+model_list:
+  - model_name: cloud
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: k
+general_settings:
+  master_key: sk-test
+  allowed_egress: [10.0.0.0/8]
+"#,
+        &[],
+    )
+    .unwrap();
+    assert!(
+        l.warnings.iter().all(|w| !w.contains("allowed_egress")),
+        "{:?}",
+        l.warnings
+    );
+}

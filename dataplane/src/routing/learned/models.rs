@@ -239,10 +239,12 @@ pub struct Models {
     runtime: OnceLock<tokio::runtime::Handle>,
     metrics: Metrics,
     s3: tokio::sync::OnceCell<aws_sdk_s3::Client>,
+    /// The allow-list the S3 client connects under.
+    egress: Arc<crate::egress::Egress>,
 }
 
-impl Default for Models {
-    fn default() -> Self {
+impl Models {
+    pub fn new(egress: Arc<crate::egress::Egress>) -> Self {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "routeiq_router_model_reloads_total",
@@ -277,11 +279,9 @@ impl Default for Models {
             runtime: OnceLock::new(),
             metrics,
             s3: tokio::sync::OnceCell::new(),
+            egress,
         }
     }
-}
-
-impl Models {
     /// The collectors to register with the process's metrics.
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         vec![
@@ -378,6 +378,7 @@ impl Models {
         self.s3
             .get_or_init(|| async {
                 let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .http_client(self.egress.aws_http_client())
                     .region(
                         aws_config::meta::region::RegionProviderChain::default_provider()
                             .or_else("us-east-1"),
