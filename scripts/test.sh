@@ -34,7 +34,16 @@ step "routing-model pipeline: its tests, then artifacts trained on the fixture d
 export ROUTEIQ_TEST_ARTIFACTS="$ROUTEIQ_CACHE/test-artifacts"
 rm -rf "$ROUTEIQ_TEST_ARTIFACTS" && mkdir -p "$ROUTEIQ_TEST_ARTIFACTS"
 scripts/train-fixture-artifacts.sh "$ROUTEIQ_TEST_ARTIFACTS"
-step "deployment files: Dockerfile lint, image root filesystems, compose files, Helm chart"
+step "arm64: the binaries cross-compiled as deploy/Dockerfile's build stage does (run under qemu-user by tests/deploy/test_cross.py)"
+apt_install qemu-user
+cross=0
+deploy/cross-build.sh arm64 || cross=$?
+case "$cross" in
+  0) export ROUTEIQ_CROSS_DIR="$ROUTEIQ_CACHE/target-cross/aarch64-unknown-linux-gnu/debug" ;;
+  3) echo "note: rustup could not provide aarch64's standard library: tests/deploy/test_cross.py is skipped" >&2 ;;
+  *) exit "$cross" ;;
+esac
+step "deployment files: Dockerfile lint, image root filesystems, arm64 binaries, compose files, Helm chart"
 apt_install tini strace iproute2
 ROUTEIQ_BIN_DIR="$CARGO_TARGET_DIR/debug" ROUTEIQ_HELM="$HELM" \
   "$VENV/bin/python" -m pytest tests/deploy -q -p no:cacheprovider
