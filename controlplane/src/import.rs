@@ -33,6 +33,12 @@ pub async fn import(
     source: &str,
 ) -> Result<Imported, StoreError> {
     let (config, credentials) = (&loaded.snapshot, &loaded.credentials);
+    if !config.mcp_servers.is_empty() {
+        tracing::warn!(
+            servers = config.mcp_servers.len(),
+            "mcp_servers are not imported: the control plane has no MCP registry yet (standalone data planes serve them)"
+        );
+    }
     let mut tx = pool.begin().await?;
     deployments::lock(&mut tx).await?;
     sqlx::query(

@@ -33,6 +33,9 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         max_request_body_bytes: s.max_request_body_bytes,
         user_header_name: s.user_header_name,
         allowed_egress: s.allowed_egress,
+        // The MCP registry (the `mcp_servers` table and its API) is not built yet: attached
+        // data planes serve no MCP servers; `import` says so when a config names some.
+        mcp_servers: Vec::new(),
         scopes,
     };
     snapshot

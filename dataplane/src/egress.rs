@@ -229,7 +229,11 @@ mod tests {
         egress.set(policy(&["sts.example"]));
         let e = guard.resolve_dns("localhost").await.unwrap_err();
         let why = std::error::Error::source(&e).map(ToString::to_string);
-        assert!(why.as_deref().is_some_and(|w| w.contains("localhost is not in")), "{why:?}");
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains("localhost is not in")),
+            "{why:?}"
+        );
 
         // Left to the address: localhost's loopback addresses are admitted only when listed.
         egress.set(policy(&["127.0.0.0/8"]));

@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod holder;
 pub mod keymap;
 pub mod limits;
+pub mod mcp;
 pub mod multipart;
 pub mod otel;
 pub mod params;

@@ -90,6 +90,8 @@ pub struct LiveState {
     pub user_header_name: Option<Arc<str>>,
     /// `general_settings.allowed_egress`; `None`: every destination may be reached.
     pub egress: Option<Arc<routeiq_proto::AllowedEgress>>,
+    /// `mcp_servers`, compiled.
+    pub mcp: Arc<crate::mcp::Registry>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
     pub keys: KeyMap,
     /// The deployments and router settings the groups were compiled from (deltas that
@@ -157,6 +159,8 @@ pub struct Lasting {
     pub aws: Arc<AwsSources>,
     /// The operator's price file (`--model-prices`), if any.
     pub prices: Arc<crate::cost::PriceFile>,
+    /// Sessions with the MCP servers.
+    pub mcp_sessions: Arc<crate::mcp::client::Sessions>,
 }
 
 impl Default for Lasting {
@@ -169,6 +173,7 @@ impl Default for Lasting {
             google: Arc::default(),
             aws: Arc::default(),
             prices: Arc::default(),
+            mcp_sessions: Arc::default(),
         }
     }
 }
@@ -187,6 +192,7 @@ impl LiveState {
             max_request_body_bytes: snapshot.max_request_body_bytes,
             user_header_name: snapshot.user_header_name.as_deref().map(Arc::from),
             egress: snapshot.allowed_egress.map(Arc::new),
+            mcp: Arc::new(crate::mcp::Registry::compile(&snapshot.mcp_servers)),
             keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
@@ -302,6 +308,7 @@ impl LiveState {
                 Some(s) => s.allowed_egress.clone().map(Arc::new),
                 None => self.egress.clone(),
             },
+            mcp: Arc::clone(&self.mcp),
             keys: if changes.is_empty() {
                 self.keys.clone()
             } else {

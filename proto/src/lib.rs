@@ -10,6 +10,7 @@ mod delta;
 mod egress;
 mod keys;
 pub mod litellm;
+mod mcp;
 mod router;
 mod scopes;
 mod secret;
@@ -20,6 +21,7 @@ pub mod wire;
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
+pub use mcp::{McpAuth, McpServer, McpTransport};
 pub use router::{
     ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy, LEARNED_STRATEGIES,
 };

@@ -282,6 +282,8 @@ pub struct Snapshot {
     pub scopes: Vec<crate::Scope>,
     /// `general_settings.allowed_egress`; `None`: every destination may be reached.
     pub allowed_egress: Option<crate::AllowedEgress>,
+    /// `mcp_servers`, by name (unique).
+    pub mcp_servers: Vec<crate::McpServer>,
 }
 
 impl Snapshot {

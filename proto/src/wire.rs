@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{
-    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, ModelBudget, ModelInfo,
-    ProviderKind, ProviderSettings, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret,
-    Snapshot, UsageEvent, VirtualKey,
+    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth, McpServer,
+    McpTransport, ModelBudget, ModelInfo, ProviderKind, ProviderSettings, RouterSettings,
+    RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -76,6 +76,64 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         user_header_name: s.user_header_name.clone().unwrap_or_default(),
         scopes: s.scopes.iter().map(Into::into).collect(),
         allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
+        mcp_servers: s.mcp_servers.iter().map(Into::into).collect(),
+    }
+}
+
+impl From<&McpServer> for pb::McpServer {
+    fn from(m: &McpServer) -> Self {
+        let (auth_type, auth_value) = match &m.auth {
+            McpAuth::None => ("none", String::new()),
+            McpAuth::ApiKey(v)
+            | McpAuth::BearerToken(v)
+            | McpAuth::Basic(v)
+            | McpAuth::Authorization(v) => (m.auth.kind(), v.expose().to_owned()),
+        };
+        Self {
+            name: m.name.clone(),
+            description: m.description.clone().unwrap_or_default(),
+            transport: m.transport.as_str().to_owned(),
+            url: m.url.clone(),
+            auth_type: auth_type.to_owned(),
+            auth_value,
+            static_headers: m
+                .static_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            restrict_tools: m.allowed_tools.is_some(),
+            allowed_tools: m.allowed_tools.clone().unwrap_or_default(),
+            disallowed_tools: m.disallowed_tools.clone(),
+            access_groups: m.access_groups.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::McpServer> for McpServer {
+    type Error = InvalidMessage;
+    fn try_from(m: pb::McpServer) -> Result<Self, InvalidMessage> {
+        let transport = McpTransport::parse(&m.transport)
+            .ok_or_else(|| invalid("mcp_server.transport", m.transport.clone()))?;
+        let value = Some(Secret::new(m.auth_value)).filter(|v| !v.is_empty());
+        let auth = McpAuth::parse(Some(&m.auth_type), value)
+            .map_err(|e| invalid("mcp_server.auth_type", e))?;
+        let mut static_headers: Vec<(String, Secret)> = m
+            .static_headers
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect();
+        static_headers.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Self {
+            name: m.name,
+            description: Some(m.description).filter(|d| !d.is_empty()),
+            transport,
+            url: m.url,
+            auth,
+            static_headers,
+            allowed_tools: m.restrict_tools.then_some(m.allowed_tools),
+            disallowed_tools: m.disallowed_tools,
+            access_groups: m.access_groups,
+        })
     }
 }
 
@@ -102,6 +160,11 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .allowed_egress
                 .map(|e| egress_from_pb("snapshot.allowed_egress", e))
                 .transpose()?,
+            mcp_servers: s
+                .mcp_servers
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
             scopes: s
                 .scopes
                 .into_iter()
@@ -626,6 +689,33 @@ mod tests {
             max_parallel_requests: Some(4),
         };
         snap.scopes.push(team.clone());
+        snap.mcp_servers = vec![
+            McpServer {
+                name: "github".into(),
+                description: Some("code".into()),
+                transport: McpTransport::Http,
+                url: "https://mcp.example/mcp".into(),
+                auth: McpAuth::BearerToken(Secret::new("t")),
+                static_headers: vec![
+                    ("x-a".into(), Secret::new("1")),
+                    ("x-b".into(), Secret::new("2")),
+                ],
+                allowed_tools: Some(Vec::new()),
+                disallowed_tools: vec!["rm".into()],
+                access_groups: vec!["dev".into()],
+            },
+            McpServer {
+                name: "open".into(),
+                description: None,
+                transport: McpTransport::Http,
+                url: "http://10.0.0.1/mcp".into(),
+                auth: McpAuth::None,
+                static_headers: Vec::new(),
+                allowed_tools: None,
+                disallowed_tools: Vec::new(),
+                access_groups: Vec::new(),
+            },
+        ];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();
         let back = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, snap);

@@ -97,6 +97,7 @@ async fn serve(
             oneshot::create(app, live, session, ctx, oneshot::Kind::Images, body).await
         }
         Endpoint::Models => info::models(app, live, session, ctx).await,
+        Endpoint::Mcp => crate::mcp::serve(app, live, session, ctx, param).await,
         Endpoint::Liveliness => info::liveliness(session, ctx).await,
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,
         Endpoint::Metrics => info::metrics(app, session, ctx).await,

@@ -55,6 +55,8 @@ pub enum Endpoint {
     HotReload,
     /// A provider's native API (`handlers::passthrough`).
     PassThrough(ProviderKind),
+    /// The MCP gateway: every server (`/mcp`), or the path's one (`mcp`).
+    Mcp,
 }
 
 /// What is checked and read before the handler runs.
@@ -356,6 +358,30 @@ const TABLE: &[Spec] = &[
         ClientApi::OpenAi,
         Needs::Key,
         "models",
+    ),
+    spec(
+        Method::POST,
+        &["/mcp", "/mcp/", "/mcp/{server}", "/{server}/mcp"],
+        Endpoint::Mcp,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "mcp",
+    ),
+    spec(
+        Method::GET,
+        &["/mcp", "/mcp/", "/mcp/{server}", "/{server}/mcp"],
+        Endpoint::Mcp,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "mcp",
+    ),
+    spec(
+        Method::DELETE,
+        &["/mcp", "/mcp/", "/mcp/{server}", "/{server}/mcp"],
+        Endpoint::Mcp,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "mcp",
     ),
     spec(
         Method::GET,

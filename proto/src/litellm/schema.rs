@@ -32,6 +32,9 @@ pub struct RawConfig {
     router_settings: RawRouterSettings,
     #[serde(default)]
     litellm_settings: RawLitellmSettings,
+    /// By server name.
+    #[serde(default)]
+    mcp_servers: BTreeMap<String, RawMcpServer>,
     /// Consumed before deserialisation (see `env::environment_variables_section`).
     #[serde(default, rename = "environment_variables")]
     _environment_variables: Option<serde_norway::Value>,
@@ -110,6 +113,77 @@ struct RawCredential {
     credential_info: Option<serde_norway::Value>,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+/// One entry of `mcp_servers:`.
+#[derive(Debug, Deserialize)]
+struct RawMcpServer {
+    url: Option<String>,
+    transport: Option<String>,
+    description: Option<String>,
+    auth_type: Option<String>,
+    /// LiteLLM's two names for the credential.
+    #[serde(alias = "authentication_token")]
+    auth_value: Option<String>,
+    #[serde(default)]
+    static_headers: BTreeMap<String, String>,
+    allowed_tools: Option<Vec<String>>,
+    #[serde(default)]
+    disallowed_tools: Vec<String>,
+    #[serde(default)]
+    access_groups: Vec<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+impl RawMcpServer {
+    fn compile(self, name: &str, at: &str) -> Result<crate::McpServer, (String, String)> {
+        use crate::{McpAuth, McpServer, McpTransport};
+        if !McpServer::valid_name(name) {
+            return Err((
+                at.to_owned(),
+                "an MCP server name is 1 to 64 letters, digits, `_` or `-`".into(),
+            ));
+        }
+        let transport = match self.transport.as_deref() {
+            None => McpTransport::Http,
+            Some(t) => McpTransport::parse(t).ok_or_else(|| {
+                (
+                    format!("{at}.transport"),
+                    format!("unknown transport `{t}` (http, sse, stdio)"),
+                )
+            })?,
+        };
+        let url = self.url.unwrap_or_default();
+        if transport != McpTransport::Stdio {
+            let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !ok {
+                return Err((
+                    format!("{at}.url"),
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+        }
+        let auth = McpAuth::parse(self.auth_type.as_deref(), self.auth_value.map(Secret::new))
+            .map_err(|e| (format!("{at}.auth_type"), e))?;
+        Ok(McpServer {
+            name: name.to_owned(),
+            description: self.description,
+            transport,
+            url,
+            auth,
+            static_headers: self
+                .static_headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), Secret::new(v)))
+                .collect(),
+            allowed_tools: self.allowed_tools,
+            disallowed_tools: self.disallowed_tools,
+            access_groups: self.access_groups,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +384,9 @@ impl RawConfig {
         for (i, d) in self.model_list.iter().enumerate() {
             d.collect_unknown(&format!("model_list[{i}]"), warnings);
         }
+        for (name, m) in &self.mcp_servers {
+            warn_unknown(warnings, &format!("mcp_servers.{name}"), &m.unknown);
+        }
         for (i, c) in self.credential_list.iter().enumerate() {
             warn_unknown(warnings, &format!("credential_list[{i}]"), &c.unknown);
         }
@@ -428,8 +505,21 @@ impl RawConfig {
         if let Some(egress) = &allowed_egress {
             warnings.extend(egress.unreachable(&deployments));
         }
+        let mut mcp_servers = Vec::with_capacity(self.mcp_servers.len());
+        for (name, raw) in self.mcp_servers {
+            let server = raw.compile(&name, &format!("mcp_servers.{name}"))?;
+            if server.transport != crate::McpTransport::Http {
+                warnings.push(format!(
+                    "mcp_servers.{name}: transport {} is not served by this RouteIQ version (streamable HTTP is); the server is left out",
+                    server.transport.as_str()
+                ));
+                continue;
+            }
+            mcp_servers.push(server);
+        }
         let snapshot = Snapshot {
             allowed_egress,
+            mcp_servers,
             version: 0,
             master_key_hash: master_key,
             deployments,

@@ -434,3 +434,64 @@ general_settings:
         l.warnings
     );
 }
+
+#[test]
+fn mcp_servers_are_compiled_and_checked() {
+    let l = load(
+        r#"
+model_list: []
+mcp_servers:
+  github:
+    url: https://mcp.example/mcp
+    auth_type: bearer_token
+    authentication_token: os.environ/GH
+    static_headers: {X-Org: acme}
+    allowed_tools: [search]
+  local:
+    transport: stdio
+    command: python
+"#,
+        &[("GH", "gh-token")],
+    )
+    .unwrap();
+    let s = &l.snapshot.mcp_servers;
+    assert_eq!(s.len(), 1, "stdio is left out for now");
+    assert_eq!(s[0].name, "github");
+    assert_eq!(
+        s[0].auth.header(),
+        Some(("authorization", "Bearer gh-token".into()))
+    );
+    assert_eq!(s[0].static_headers[0].0, "x-org");
+    assert!(s[0].exposes("search") && !s[0].exposes("delete"));
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.contains("mcp_servers.local") && w.contains("stdio")));
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.contains("mcp_servers.local.command")));
+
+    for (entry, at) in [
+        ("bad/name: {url: http://x/mcp}", "mcp_servers.bad/name"),
+        ("s: {url: ftp://x/mcp}", "mcp_servers.s.url"),
+        (
+            "s: {url: http://x/mcp, auth_type: oauth9}",
+            "mcp_servers.s.auth_type",
+        ),
+        (
+            "s: {url: http://x/mcp, auth_type: api_key}",
+            "mcp_servers.s.auth_type",
+        ),
+        (
+            "s: {url: http://x/mcp, transport: grpc}",
+            "mcp_servers.s.transport",
+        ),
+    ] {
+        let text = format!("model_list: []\nmcp_servers:\n  {entry}\n");
+        match load(&text, &[]) {
+            Err(ConfigError::Invalid { at: got, .. }) => assert_eq!(got, at, "{entry}"),
+            other => panic!("{entry}: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The gateway as an MCP client of the servers it fronts: streamable HTTP on the pooled
+//! upstream client (so the egress allow-list applies), the session-based handshake
+//! (`initialize` offering 2025-11-25, whatever version the server answers), one session per
+//! server and data plane, opened on first use and reopened when the server forgets it.
+//! Replies come as JSON or as server-sent events; the one answering the request is taken.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::jsonrpc::{RpcError, INTERNAL_ERROR};
+use crate::sse;
+use crate::upstream::{Target, Upstream, UpstreamRequest};
+use routeiq_proto::McpServer;
+
+/// What the gateway offers in `initialize`.
+const HANDSHAKE_VERSION: &str = "2025-11-25";
+/// Replies larger than this are refused.
+const MAX_REPLY: usize = 16 * 1024 * 1024;
+/// Pages of `tools/list` followed per server.
+const MAX_PAGES: usize = 20;
+
+/// A server, compiled for calls.
+pub struct Server {
+    pub config: McpServer,
+    target: Target,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Server {
+    pub fn compile(config: McpServer) -> Result<Self, String> {
+        let uri: http::Uri = config
+            .url
+            .parse()
+            .map_err(|e| format!("`{}` is not a URL: {e}", config.url))?;
+        let target = Target::parse(&config.url)?;
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
+        headers.extend(config.auth.header());
+        for (name, value) in &config.static_headers {
+            headers.push((intern(name), value.expose().to_owned()));
+        }
+        Ok(Self {
+            config,
+            target,
+            path,
+            headers,
+        })
+    }
+
+    fn who(&self) -> Arc<str> {
+        Arc::from(format!("MCP server {}", self.config.name))
+    }
+}
+
+/// Header names from configuration, kept for the life of the process: one copy per
+/// distinct name, however often the configuration is reloaded.
+fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(Mutex::default);
+    let Ok(mut names) = names.lock() else {
+        return "x-routeiq-unnamed";
+    };
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// An open session with a server.
+#[derive(Debug, Clone)]
+struct Session {
+    id: Option<String>,
+    version: String,
+}
+
+/// Sessions by server name and URL, shared by every state version of this data plane.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<(String, String), Session>>);
+
+impl Sessions {
+    fn get(&self, s: &Server) -> Option<Session> {
+        let key = (s.config.name.clone(), s.config.url.clone());
+        self.0.lock().ok()?.get(&key).cloned()
+    }
+
+    fn put(&self, s: &Server, session: Session) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((s.config.name.clone(), s.config.url.clone()), session);
+        }
+    }
+
+    fn forget(&self, s: &Server) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&(s.config.name.clone(), s.config.url.clone()));
+        }
+    }
+}
+
+/// A failure to get an answer from a server; its JSON-RPC errors are passed through.
+fn unreachable(s: &Server, why: impl std::fmt::Display) -> RpcError {
+    RpcError::new(
+        200,
+        INTERNAL_ERROR,
+        format!("MCP server {}: {why}", s.config.name),
+    )
+}
+
+pub struct Client<'a> {
+    pub upstream: &'a Arc<Upstream>,
+    pub sessions: &'a Sessions,
+}
+
+impl Client<'_> {
+    /// Sends `method` and returns its result, opening (or reopening) the session first.
+    pub async fn request(
+        &self,
+        s: &Server,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, RpcError> {
+        let session = match self.sessions.get(s) {
+            Some(session) => session,
+            None => self.open(s, timeout).await?,
+        };
+        match self
+            .send(s, Some(&session), method, &params, timeout)
+            .await?
+        {
+            Reply::Gone if session.id.is_some() => {
+                // The server no longer knows the session (restarted, expired): once more.
+                self.sessions.forget(s);
+                let session = self.open(s, timeout).await?;
+                match self
+                    .send(s, Some(&session), method, &params, timeout)
+                    .await?
+                {
+                    Reply::Message(v) => answer(s, v),
+                    Reply::Gone | Reply::Accepted => {
+                        Err(unreachable(s, "the session was refused twice"))
+                    }
+                }
+            }
+            Reply::Message(v) => answer(s, v),
+            Reply::Gone | Reply::Accepted => Err(unreachable(s, "no answer to the request")),
+        }
+    }
+
+    /// Every tool the server lists, following its pages.
+    pub async fn list_tools(&self, s: &Server, timeout: Duration) -> Result<Vec<Value>, RpcError> {
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let mut page = self.request(s, "tools/list", params, timeout).await?;
+            if let Some(Value::Array(list)) = page.get_mut("tools").map(Value::take) {
+                tools.extend(list);
+            }
+            cursor = page
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(tools)
+    }
+
+    async fn open(&self, s: &Server, timeout: Duration) -> Result<Session, RpcError> {
+        let params = json!({
+            "protocolVersion": HANDSHAKE_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "routeiq", "version": env!("CARGO_PKG_VERSION")},
+        });
+        let (reply, id) = self
+            .exchange(s, None, "initialize", Some(&params), timeout)
+            .await?;
+        let Reply::Message(v) = reply else {
+            return Err(unreachable(s, "no answer to initialize"));
+        };
+        let result = answer(s, v)?;
+        let version = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(HANDSHAKE_VERSION)
+            .to_owned();
+        let session = Session { id, version };
+        // Its answer (202) carries nothing.
+        self.exchange(
+            s,
+            Some(&session),
+            "notifications/initialized",
+            None,
+            timeout,
+        )
+        .await?;
+        self.sessions.put(s, session.clone());
+        Ok(session)
+    }
+
+    async fn send(
+        &self,
+        s: &Server,
+        session: Option<&Session>,
+        method: &str,
+        params: &Value,
+        timeout: Duration,
+    ) -> Result<Reply, RpcError> {
+        Ok(self
+            .exchange(s, session, method, Some(params), timeout)
+            .await?
+            .0)
+    }
+
+    /// One POST: a request when `params` is given, else a notification. Returns the reply
+    /// and the session id the server set.
+    async fn exchange(
+        &self,
+        s: &Server,
+        session: Option<&Session>,
+        method: &str,
+        params: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(Reply, Option<String>), RpcError> {
+        let body = match params {
+            Some(p) => json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": p}),
+            None => json!({"jsonrpc": "2.0", "method": method}),
+        };
+        let mut headers = s.headers.clone();
+        if let Some(session) = session {
+            headers.push(("mcp-protocol-version", session.version.clone()));
+            if let Some(id) = &session.id {
+                headers.push(("mcp-session-id", id.clone()));
+            }
+        }
+        let req = UpstreamRequest {
+            method: http::Method::POST,
+            path: s.path.clone(),
+            headers,
+            body: Bytes::from(body.to_string()),
+        };
+        let io = async {
+            let mut ex = self
+                .upstream
+                .send(&s.target, req, None, s.who())
+                .await
+                .map_err(|e| unreachable(s, e.message))?;
+            let set_id = ex.header("mcp-session-id").map(str::to_owned);
+            let event_stream = ex
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("text/event-stream"));
+            let status = ex.status;
+            if status == 404 && session.is_some_and(|x| x.id.is_some()) {
+                ex.read_error_body().await;
+                return Ok((Reply::Gone, set_id));
+            }
+            if status == 202 {
+                ex.read_error_body().await;
+                return Ok((Reply::Accepted, set_id));
+            }
+            let body = ex
+                .read_all(MAX_REPLY)
+                .await
+                .map_err(|e| unreachable(s, e.message))?;
+            let message = if event_stream {
+                from_events(&body)
+            } else {
+                serde_json::from_slice::<Value>(&body).ok()
+            };
+            match message {
+                Some(m) if m.get("result").is_some() || m.get("error").is_some() => {
+                    Ok((Reply::Message(m), set_id))
+                }
+                _ => Err(unreachable(
+                    s,
+                    format!("HTTP {status} without a JSON-RPC answer"),
+                )),
+            }
+        };
+        tokio::time::timeout(timeout, io).await.unwrap_or_else(|_| {
+            Err(unreachable(
+                s,
+                format!("no answer within {:.0}s", timeout.as_secs_f64()),
+            ))
+        })
+    }
+}
+
+enum Reply {
+    Message(Value),
+    /// 202: a notification was taken.
+    Accepted,
+    /// 404 on a session: the server no longer has it.
+    Gone,
+}
+
+/// The answer among the events of a stream: the first response (notifications and the
+/// server's own requests are skipped).
+fn from_events(body: &[u8]) -> Option<Value> {
+    let mut parser = sse::Parser::default();
+    let mut events = parser.feed(body).ok()?;
+    events.extend(parser.finish());
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .find(|m| m.get("result").is_some() || m.get("error").is_some())
+}
+
+/// The result of a reply, or its error passed through.
+fn answer(s: &Server, mut v: Value) -> Result<Value, RpcError> {
+    if let Some(e) = v.get("error") {
+        let code = e
+            .get("code")
+            .and_then(Value::as_i64)
+            .unwrap_or(INTERNAL_ERROR);
+        let message = e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("error")
+            .to_owned();
+        let mut err = RpcError::new(200, code, message);
+        if let Some(d) = e.get("data") {
+            err = err.with_data(d.clone());
+        }
+        return Err(err);
+    }
+    match v.get_mut("result").map(Value::take) {
+        Some(r) => Ok(r),
+        None => Err(unreachable(s, "an answer without a result")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_is_found_among_events() {
+        let body = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n\
+                     event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\r\n\r\n";
+        assert_eq!(from_events(body).unwrap()["result"], json!({"tools": []}));
+        assert!(from_events(b": ping\n\n").is_none());
+    }
+
+    #[test]
+    fn header_names_are_interned_once() {
+        let a = intern("x-team");
+        let b = intern(&String::from("x-team"));
+        assert!(std::ptr::eq(a, b));
+    }
+}

@@ -1,0 +1,446 @@
+//! The MCP gateway: one streamable-HTTP endpoint per scope (`/mcp`, all servers, tools
+//! named `<server>-<tool>`; `/mcp/{server}` and `/{server}/mcp`, one server, its own tool
+//! names) in front of the MCP servers of `mcp_servers:`.
+//!
+//! Both protocol eras are served on each endpoint, chosen by `MCP-Protocol-Version`:
+//! - absent or a handshake version (2024-11-05 to 2025-11-25): `initialize` mints an
+//!   `Mcp-Session-Id`. The gateway keeps nothing per session (each request carries its key
+//!   and its scope), so a session id is honoured by every data plane;
+//! - 2026-07-28: stateless; `server/discover`, and the `Mcp-Method` / `Mcp-Name` headers
+//!   checked against the body.
+//!
+//! Only the master key may use MCP until keys carry MCP grants. A tool a server's
+//! `allowed_tools` / `disallowed_tools` hide is absent from every list and refused on call
+//! without being forwarded.
+
+pub mod client;
+pub mod jsonrpc;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use pingora::proxy::Session;
+use serde_json::{json, Map, Value};
+
+use crate::auth;
+use crate::context::RequestCtx;
+use crate::error::ApiError;
+use crate::respond;
+use crate::state::{App, LiveState};
+use client::{Client, Server};
+use jsonrpc::{Message, RpcError};
+
+/// The session-based revisions (reached through `initialize`), oldest first.
+const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// The stateless revision.
+const STATELESS_VERSION: &str = "2026-07-28";
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The servers of the served state, by name.
+#[derive(Default)]
+pub struct Registry {
+    servers: Vec<Arc<Server>>,
+}
+
+impl Registry {
+    /// Compiles the snapshot's servers; one whose URL cannot be used is left out, logged.
+    pub fn compile(servers: &[routeiq_proto::McpServer]) -> Self {
+        let mut out: Vec<Arc<Server>> = servers
+            .iter()
+            .filter_map(|s| match Server::compile(s.clone()) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    tracing::warn!(server = %s.name, error = %e, "MCP server left out");
+                    None
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        Self { servers: out }
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<Server>> {
+        self.servers.iter().find(|s| s.config.name == name)
+    }
+}
+
+/// Which servers a request reaches.
+enum Scope<'a> {
+    /// `/mcp`: these servers, tools prefixed with their names.
+    All(Vec<&'a Arc<Server>>),
+    /// `/mcp/{server}`: one server, its own names.
+    One(&'a Arc<Server>),
+}
+
+impl Scope<'_> {
+    fn servers(&self) -> Vec<&Arc<Server>> {
+        match self {
+            Self::All(list) => list.clone(),
+            Self::One(s) => vec![s],
+        }
+    }
+
+    /// The server and the server's own name of the tool the client calls `name`.
+    fn resolve<'n>(&self, name: &'n str) -> Option<(&Arc<Server>, &'n str)> {
+        match self {
+            Self::One(s) => Some((s, name)),
+            // The longest server name that prefixes it (names may hold `-`).
+            Self::All(list) => list
+                .iter()
+                .filter_map(|s| {
+                    let tool = name
+                        .strip_prefix(s.config.name.as_str())?
+                        .strip_prefix('-')?;
+                    Some((*s, tool))
+                })
+                .max_by_key(|(s, _)| s.config.name.len()),
+        }
+    }
+
+    fn public_name(&self, server: &Server, tool: &str) -> String {
+        match self {
+            Self::One(_) => tool.to_owned(),
+            Self::All(_) => format!("{}-{tool}", server.config.name),
+        }
+    }
+}
+
+/// Which revision the request speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Session,
+    Stateless,
+}
+
+/// Serves one request on an MCP endpoint; `server` is the path's server, if any. Every
+/// answer, errors included, is JSON-RPC; nothing here fails the request otherwise.
+pub async fn serve(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    server: Option<&str>,
+) -> Result<(), ApiError> {
+    let (status, headers, body) = match answer(app, live, session, ctx, server).await {
+        Ok(a) => a,
+        Err((id, e)) => {
+            ctx.error_type = Some("mcp_error");
+            (e.status, Vec::new(), Some(e.body(&id)))
+        }
+    };
+    let written = match body {
+        Some(b) => respond::full(session, ctx, status, "application/json", &headers, b).await,
+        None => respond::full(session, ctx, status, "text/plain", &headers, Bytes::new()).await,
+    };
+    written.map_err(|e| ApiError::internal(format!("writing the MCP answer: {e}")))
+}
+
+type Answer = (u16, Vec<(&'static str, String)>, Option<Bytes>);
+
+async fn answer(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    server: Option<&str>,
+) -> Result<Answer, (Value, RpcError)> {
+    let null = || Value::Null;
+    let req = session.req_header();
+    let caller = auth::authenticate(live, req).map_err(|e| {
+        (
+            null(),
+            RpcError::new(e.status, jsonrpc::INVALID_REQUEST, e.message),
+        )
+    })?;
+    if caller.into_key().is_some() {
+        return Err((
+            null(),
+            RpcError::new(
+                403,
+                jsonrpc::INVALID_REQUEST,
+                "this key has no MCP servers granted: only the master key may use MCP in this version",
+            ),
+        ));
+    }
+    let scope = scope(live, req, server).map_err(|e| (null(), e))?;
+    let era = era(req).map_err(|e| (null(), e))?;
+    let method = req.method.clone();
+    let has_session = req.headers.contains_key("mcp-session-id");
+    if method == http::Method::GET {
+        return Ok((405, vec![("allow", "POST".to_owned())], None));
+    }
+    if method == http::Method::DELETE {
+        return Ok(if era == Era::Session && has_session {
+            (204, Vec::new(), None)
+        } else {
+            (405, vec![("allow", "POST".to_owned())], None)
+        });
+    }
+    let limit = live.max_request_body_bytes;
+    let body = respond::read_body(session, limit).await.map_err(|e| {
+        (
+            null(),
+            RpcError::new(e.status, jsonrpc::INVALID_REQUEST, e.message),
+        )
+    })?;
+    let msg = Message::parse(&body).map_err(|e| (null(), e))?;
+    let Some(id) = msg.id.clone() else {
+        return Ok((202, Vec::new(), None));
+    };
+    if era == Era::Stateless {
+        check_stateless(session.req_header(), &msg).map_err(|e| (id.clone(), e))?;
+    }
+    let client = Client {
+        upstream: &app.upstream,
+        sessions: &live.lasting().mcp_sessions,
+    };
+    let mut headers = Vec::new();
+    let result = match (era, msg.method.as_str()) {
+        (Era::Session, "initialize") => {
+            let asked = msg.params.get("protocolVersion").and_then(Value::as_str);
+            let version = asked
+                .filter(|v| HANDSHAKE_VERSIONS.contains(v))
+                .unwrap_or(HANDSHAKE_VERSIONS[3]);
+            // It grants nothing (every request presents its key), so it need not be secret.
+            let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            headers.push(("mcp-session-id", id));
+            json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": false}},
+                "serverInfo": server_info(),
+            })
+        }
+        (Era::Session, "ping") => json!({}),
+        (Era::Stateless, "server/discover") => json!({
+            "resultType": "complete",
+            "supportedVersions": [STATELESS_VERSION],
+            "capabilities": {"tools": {}},
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
+        }),
+        (_, "tools/list") => {
+            let tools = list_tools(&client, &scope)
+                .await
+                .map_err(|e| (id.clone(), e))?;
+            let mut r = json!({"tools": tools});
+            if era == Era::Stateless {
+                r["ttlMs"] = json!(0);
+                r["cacheScope"] = json!("private");
+            }
+            r
+        }
+        (_, "tools/call") => {
+            let started = Instant::now();
+            let r = call_tool(&client, &scope, &msg.params).await;
+            let tool = msg
+                .params
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("");
+            tracing::info!(
+                request_id = %ctx.request_id,
+                tool,
+                ok = r.is_ok(),
+                ms = started.elapsed().as_millis() as u64,
+                "MCP tool call"
+            );
+            r.map_err(|e| (id.clone(), e))?
+        }
+        (_, other) => {
+            let status = if era == Era::Stateless { 404 } else { 200 };
+            return Err((
+                id,
+                RpcError::new(
+                    status,
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("Method not found: {other}"),
+                ),
+            ));
+        }
+    };
+    let result = match (era, result) {
+        (Era::Stateless, Value::Object(mut o)) => {
+            o.entry("resultType").or_insert(json!("complete"));
+            Value::Object(o)
+        }
+        (_, r) => r,
+    };
+    Ok((200, headers, Some(jsonrpc::result(&id, result))))
+}
+
+fn server_info() -> Value {
+    json!({"name": "routeiq", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// The servers of the request: the path's, or all narrowed by `x-mcp-servers`.
+fn scope<'a>(
+    live: &'a LiveState,
+    req: &pingora::http::RequestHeader,
+    server: Option<&str>,
+) -> Result<Scope<'a>, RpcError> {
+    let registry = &live.mcp;
+    if let Some(name) = server {
+        return registry.get(name).map(Scope::One).ok_or_else(|| {
+            RpcError::new(
+                404,
+                jsonrpc::INVALID_REQUEST,
+                format!("no MCP server named `{name}`"),
+            )
+        });
+    }
+    let narrowed = req
+        .headers
+        .get("x-mcp-servers")
+        .and_then(|v| v.to_str().ok());
+    let Some(list) = narrowed else {
+        return Ok(Scope::All(registry.servers.iter().collect()));
+    };
+    let mut servers = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let s = registry.get(name).ok_or_else(|| {
+            RpcError::new(
+                400,
+                jsonrpc::INVALID_REQUEST,
+                format!("x-mcp-servers: no MCP server named `{name}`"),
+            )
+        })?;
+        if !servers.iter().any(|x: &&Arc<Server>| Arc::ptr_eq(x, s)) {
+            servers.push(s);
+        }
+    }
+    Ok(Scope::All(servers))
+}
+
+fn era(req: &pingora::http::RequestHeader) -> Result<Era, RpcError> {
+    let Some(v) = req.headers.get("mcp-protocol-version") else {
+        return Ok(Era::Session);
+    };
+    let v = v.to_str().unwrap_or("");
+    if HANDSHAKE_VERSIONS.contains(&v) {
+        Ok(Era::Session)
+    } else if v == STATELESS_VERSION {
+        Ok(Era::Stateless)
+    } else {
+        let mut supported: Vec<&str> = HANDSHAKE_VERSIONS.to_vec();
+        supported.push(STATELESS_VERSION);
+        Err(RpcError::new(
+            400,
+            jsonrpc::UNSUPPORTED_VERSION,
+            format!("unsupported protocol version `{v}`"),
+        )
+        .with_data(json!({"supported": supported, "requested": v})))
+    }
+}
+
+/// 2026-07-28: the routing headers must repeat the body, and `_meta` must say who asks.
+fn check_stateless(req: &pingora::http::RequestHeader, msg: &Message) -> Result<(), RpcError> {
+    let header = |name: &str| -> Result<Option<String>, RpcError> {
+        let mut values = req.headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(RpcError::new(
+                400,
+                jsonrpc::HEADER_MISMATCH,
+                format!("{name} is given more than once"),
+            ));
+        }
+        Ok(first.and_then(|v| v.to_str().ok()).map(decode_header))
+    };
+    let mismatch = |what: &str| RpcError::new(400, jsonrpc::HEADER_MISMATCH, what.to_owned());
+    if header("mcp-method")?.as_deref() != Some(msg.method.as_str()) {
+        return Err(mismatch(
+            "Mcp-Method is missing or differs from the body's method",
+        ));
+    }
+    if msg.method == "tools/call" {
+        let name = msg.params.get("name").and_then(Value::as_str);
+        if header("mcp-name")?.as_deref() != name {
+            return Err(mismatch(
+                "Mcp-Name is missing or differs from the tool's name",
+            ));
+        }
+    }
+    let meta = msg.params.get("_meta");
+    let has = |k: &str| meta.and_then(|m| m.get(k)).is_some();
+    if !has("io.modelcontextprotocol/protocolVersion")
+        || !has("io.modelcontextprotocol/clientCapabilities")
+    {
+        return Err(RpcError::new(
+            400,
+            jsonrpc::INVALID_PARAMS,
+            "params._meta needs io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
+        ));
+    }
+    Ok(())
+}
+
+/// `=?base64?...?=` header values, decoded; others as they are.
+fn decode_header(v: &str) -> String {
+    v.strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| v.to_owned())
+}
+
+/// The tools of every server in scope, concurrently. With several servers, one that
+/// cannot be listed is left out (logged); with one, its error is the answer.
+async fn list_tools(client: &Client<'_>, scope: &Scope<'_>) -> Result<Vec<Value>, RpcError> {
+    let servers = scope.servers();
+    let lists =
+        futures_util::future::join_all(servers.iter().map(|s| client.list_tools(s, LIST_TIMEOUT)))
+            .await;
+    let mut tools = Vec::new();
+    for (s, listed) in servers.iter().zip(lists) {
+        let listed = match (listed, scope) {
+            (Ok(l), _) => l,
+            (Err(e), Scope::One(_)) => return Err(e),
+            (Err(e), Scope::All(_)) => {
+                tracing::warn!(server = %s.config.name, error = %e.message, "MCP server left out of tools/list");
+                continue;
+            }
+        };
+        for mut tool in listed {
+            let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            if !s.config.exposes(&name) {
+                continue;
+            }
+            tool["name"] = json!(scope.public_name(s, &name));
+            tools.push(tool);
+        }
+    }
+    Ok(tools)
+}
+
+async fn call_tool(
+    client: &Client<'_>,
+    scope: &Scope<'_>,
+    params: &Value,
+) -> Result<Value, RpcError> {
+    let Some(name) = params.get("name").and_then(Value::as_str) else {
+        return Err(RpcError::invalid_params("tools/call needs params.name"));
+    };
+    let unknown = || RpcError::invalid_params(format!("Unknown tool: {name}"));
+    let (server, tool) = scope.resolve(name).ok_or_else(unknown)?;
+    if !server.config.exposes(tool) {
+        return Err(unknown());
+    }
+    let mut forwarded = Map::new();
+    forwarded.insert("name".into(), json!(tool));
+    forwarded.insert(
+        "arguments".into(),
+        params
+            .get("arguments")
+            .cloned()
+            .unwrap_or_else(|| json!({})),
+    );
+    client
+        .request(server, "tools/call", Value::Object(forwarded), CALL_TIMEOUT)
+        .await
+}
