@@ -40,6 +40,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     fallbacks_ok: IntCounterVec,
     fallbacks_failed: IntCounterVec,
+    mcp_tool_calls: IntCounterVec,
+    mcp_tool_call_duration: HistogramVec,
 }
 
 fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -210,6 +212,18 @@ impl Metrics {
                 "Requests whose fallbacks all failed",
                 &["requested_model", "fallback_model"],
             )?,
+            mcp_tool_calls: counter(
+                &r,
+                "litellm_mcp_tool_calls_total",
+                "MCP tool calls forwarded, by server, tool and outcome (ok, error)",
+                &["server", "tool", "status"],
+            )?,
+            mcp_tool_call_duration: histogram(
+                &r,
+                "litellm_mcp_tool_call_duration_seconds",
+                "MCP tool call duration in seconds, by server and tool",
+                &["server", "tool"],
+            )?,
             registry: r,
         })
     }
@@ -238,6 +252,17 @@ impl Metrics {
         self.cooled_down
             .with_label_values(&[d.deployment.id.0.as_str(), &d.deployment.model_name, class])
             .inc();
+    }
+
+    /// A forwarded MCP tool call and how long the server took.
+    pub fn mcp_tool_call(&self, server: &str, tool: &str, ok: bool, seconds: f64) {
+        let status = if ok { "ok" } else { "error" };
+        self.mcp_tool_calls
+            .with_label_values(&[server, tool, status])
+            .inc();
+        self.mcp_tool_call_duration
+            .with_label_values(&[server, tool])
+            .observe(seconds);
     }
 
     pub fn retry(&self, group: &str, class: &str) {

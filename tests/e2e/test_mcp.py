@@ -267,3 +267,38 @@ def test_stateless_discover_answers_what_the_2026_revision_requires(mcp_env):
     assert result["supportedVersions"] == ["2026-07-28"] and result["resultType"] == "complete"
     assert result["ttlMs"] == 0 and result["cacheScope"] == "private" and "tools" in result["capabilities"]
     assert "mcp-session-id" not in r.headers
+
+
+def test_the_rest_routes_list_and_call(mcp_env):
+    h = {"Authorization": f"Bearer {MASTER}"}
+    r = httpx.get(f"{mcp_env.url}/mcp-rest/tools/list", headers=h, timeout=30)
+    assert r.status_code == 200, r.text
+    assert sorted(t["name"] for t in r.json()["tools"]) == [
+        "docs-search", "math-add", "math-die", "math-search", "math-whoami"]
+    r = httpx.get(f"{mcp_env.url}/mcp-rest/tools/list?server_name=docs", headers=h, timeout=30)
+    assert [t["name"] for t in r.json()["tools"]] == ["docs-search"]
+    assert httpx.get(f"{mcp_env.url}/mcp-rest/tools/list?server_name=nosuch", headers=h,
+                     timeout=30).status_code == 404
+    r = httpx.post(f"{mcp_env.url}/mcp-rest/tools/call", headers=h, timeout=30,
+                   json={"name": "math-add", "arguments": {"a": 20, "b": 22}})
+    assert r.status_code == 200, r.text
+    assert r.json()["content"][0]["text"] == "42"
+    r = httpx.post(f"{mcp_env.url}/mcp-rest/tools/call", headers=h, timeout=30,
+                   json={"name": "math-delete_everything", "arguments": {}})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+    assert not list(mcp_env.markers.iterdir())
+    assert httpx.post(f"{mcp_env.url}/mcp-rest/tools/call", timeout=30, json={}).status_code == 401
+
+
+def test_tool_calls_are_counted_by_server_and_tool(mcp_env):
+    def count() -> float:
+        for line in httpx.get(f"{mcp_env.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith('litellm_mcp_tool_calls_total{server="docs",status="ok",tool="search"}'):
+                return float(line.split()[1])
+        return 0.0
+
+    before = count()
+    assert run(call(f"{mcp_env.url}/mcp", "docs-search", {"q": "metrics"}))[0] is False
+    assert count() == before + 1
+    text = httpx.get(f"{mcp_env.url}/metrics", timeout=5).text
+    assert 'litellm_mcp_tool_call_duration_seconds_count{server="docs",tool="search"}' in text

@@ -57,6 +57,10 @@ pub enum Endpoint {
     PassThrough(ProviderKind),
     /// The MCP gateway: every server (`/mcp`), or the path's one (`mcp`).
     Mcp,
+    /// `GET /mcp-rest/tools/list`.
+    McpRestList,
+    /// `POST /mcp-rest/tools/call`.
+    McpRestCall,
 }
 
 /// What is checked and read before the handler runs.
@@ -381,6 +385,22 @@ const TABLE: &[Spec] = &[
         Endpoint::Mcp,
         ClientApi::OpenAi,
         Needs::Nothing,
+        "mcp",
+    ),
+    spec(
+        Method::GET,
+        &["/mcp-rest/tools/list"],
+        Endpoint::McpRestList,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "mcp",
+    ),
+    spec(
+        Method::POST,
+        &["/mcp-rest/tools/call"],
+        Endpoint::McpRestCall,
+        ClientApi::OpenAi,
+        Needs::KeyAndBody,
         "mcp",
     ),
     spec(

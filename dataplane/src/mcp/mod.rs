@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod jsonrpc;
+pub mod rest;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The servers of the served state, by name.
 #[derive(Default)]
 pub struct Registry {
-    servers: Vec<Arc<Server>>,
+    pub(crate) servers: Vec<Arc<Server>>,
 }
 
 impl Registry {
@@ -62,13 +63,13 @@ impl Registry {
         Self { servers: out }
     }
 
-    fn get(&self, name: &str) -> Option<&Arc<Server>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Server>> {
         self.servers.iter().find(|s| s.config.name == name)
     }
 }
 
 /// Which servers a request reaches.
-enum Scope<'a> {
+pub(crate) enum Scope<'a> {
     /// `/mcp`: these servers, tools prefixed with their names.
     All(Vec<&'a Arc<Server>>),
     /// `/mcp/{server}`: one server, its own names.
@@ -233,23 +234,9 @@ async fn answer(
             }
             r
         }
-        (_, "tools/call") => {
-            let started = Instant::now();
-            let r = call_tool(&client, &scope, &msg.params).await;
-            let tool = msg
-                .params
-                .get("name")
-                .and_then(|n| n.as_str())
-                .unwrap_or("");
-            tracing::info!(
-                request_id = %ctx.request_id,
-                tool,
-                ok = r.is_ok(),
-                ms = started.elapsed().as_millis() as u64,
-                "MCP tool call"
-            );
-            r.map_err(|e| (id.clone(), e))?
-        }
+        (_, "tools/call") => call_tool(app, &client, &scope, ctx, &msg.params)
+            .await
+            .map_err(|e| (id.clone(), e))?,
         (_, other) => {
             let status = if era == Era::Stateless { 404 } else { 200 };
             return Err((
@@ -389,7 +376,10 @@ fn decode_header(v: &str) -> String {
 
 /// The tools of every server in scope, concurrently. With several servers, one that
 /// cannot be listed is left out (logged); with one, its error is the answer.
-async fn list_tools(client: &Client<'_>, scope: &Scope<'_>) -> Result<Vec<Value>, RpcError> {
+pub(crate) async fn list_tools(
+    client: &Client<'_>,
+    scope: &Scope<'_>,
+) -> Result<Vec<Value>, RpcError> {
     let servers = scope.servers();
     let lists =
         futures_util::future::join_all(servers.iter().map(|s| client.list_tools(s, LIST_TIMEOUT)))
@@ -418,9 +408,12 @@ async fn list_tools(client: &Client<'_>, scope: &Scope<'_>) -> Result<Vec<Value>
     Ok(tools)
 }
 
-async fn call_tool(
+/// Forwards a call to a tool the scope exposes: counted, timed and logged.
+pub(crate) async fn call_tool(
+    app: &App,
     client: &Client<'_>,
     scope: &Scope<'_>,
+    ctx: &RequestCtx,
     params: &Value,
 ) -> Result<Value, RpcError> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
@@ -440,7 +433,23 @@ async fn call_tool(
             .cloned()
             .unwrap_or_else(|| json!({})),
     );
-    client
+    let started = Instant::now();
+    let result = client
         .request(server, "tools/call", Value::Object(forwarded), CALL_TIMEOUT)
-        .await
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let ok = result
+        .as_ref()
+        .is_ok_and(|r| r.get("isError") != Some(&Value::Bool(true)));
+    app.metrics
+        .mcp_tool_call(&server.config.name, tool, ok, seconds);
+    tracing::info!(
+        request_id = %ctx.request_id,
+        server = %server.config.name,
+        tool,
+        ok,
+        ms = (seconds * 1000.0) as u64,
+        "MCP tool call"
+    );
+    result
 }
