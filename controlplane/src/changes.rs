@@ -53,9 +53,10 @@ async fn insert(
     ops: Vec<DeltaOp>,
 ) -> Result<(), sqlx::Error> {
     let next = version as i64;
-    // Provider secrets stay encrypted at rest: the outbox row carries no API key and no
-    // secret provider settings; the publisher fills them in from `model_deployments` when
-    // it sends the delta (`with_secrets`).
+    // Provider and MCP secrets stay encrypted at rest: the outbox row carries no API key,
+    // no secret provider settings and no MCP credentials or headers; the publisher fills
+    // them in from `model_deployments` and `mcp_servers` when it sends the delta
+    // (`with_secrets`).
     let ops = ops
         .into_iter()
         .map(|op| match op {
@@ -63,6 +64,11 @@ async fn insert(
                 d.api_key = None;
                 d.settings.secrets.clear();
                 DeltaOp::UpsertDeployment(d)
+            }
+            DeltaOp::UpsertMcpServer(mut m) => {
+                m.auth = routeiq_proto::McpAuth::None;
+                m.static_headers.clear();
+                DeltaOp::UpsertMcpServer(m)
             }
             other => other,
         })
@@ -89,34 +95,63 @@ pub async fn current(conn: impl sqlx::PgExecutor<'_>) -> Result<u64, sqlx::Error
     Ok(v as u64)
 }
 
-/// An outbox row's encoded delta with the current provider keys of its deployments filled
-/// in, ready to publish. Rows without deployment upserts are returned as they are.
+/// An outbox row's encoded delta with the current secrets of its deployments (provider
+/// keys) and MCP servers (credentials, static headers) filled in, ready to publish. Rows
+/// without such upserts are returned as they are.
 pub async fn with_secrets(
-    conn: impl sqlx::PgExecutor<'_>,
+    pool: &sqlx::PgPool,
     secrets: &crate::crypto::SecretBox,
     ops: Vec<u8>,
 ) -> Result<Vec<u8>, crate::error::StoreError> {
     use crate::error::StoreError;
-    let decoded = pb::SnapshotDelta::decode(ops.as_slice())
+    use pb::delta_op::Op;
+    let mut decoded = pb::SnapshotDelta::decode(ops.as_slice())
         .map_err(|e| StoreError::Corrupt(format!("snapshot_deltas.ops: {e}")))?;
     let ids: Vec<String> = decoded
         .ops
         .iter()
         .filter_map(|op| match &op.op {
-            Some(pb::delta_op::Op::UpsertDeployment(d)) => Some(d.id.clone()),
+            Some(Op::UpsertDeployment(d)) => Some(d.id.clone()),
             _ => None,
         })
         .collect();
-    if ids.is_empty() {
+    let mcp = decoded
+        .ops
+        .iter()
+        .any(|op| matches!(op.op, Some(Op::UpsertMcpServer(_))));
+    if ids.is_empty() && !mcp {
         return Ok(ops);
     }
-    let mut stored = crate::deployments::secrets_of(conn, secrets, &ids).await?;
-    let mut decoded = decoded;
+    let mut stored = if ids.is_empty() {
+        Default::default()
+    } else {
+        crate::deployments::secrets_of(pool, secrets, &ids).await?
+    };
+    let servers: std::collections::HashMap<String, pb::McpServer> = if mcp {
+        crate::mcp_servers::load_all(pool, secrets)
+            .await?
+            .into_iter()
+            .map(|(m, _)| (m.name.clone(), pb::McpServer::from(&m)))
+            .collect()
+    } else {
+        Default::default()
+    };
     for op in &mut decoded.ops {
-        if let Some(pb::delta_op::Op::UpsertDeployment(d)) = &mut op.op {
-            let s = stored.remove(&d.id).unwrap_or_default();
-            d.api_key = s.api_key;
-            d.secret_params = s.params.into_iter().collect();
+        match &mut op.op {
+            Some(Op::UpsertDeployment(d)) => {
+                let s = stored.remove(&d.id).unwrap_or_default();
+                d.api_key = s.api_key;
+                d.secret_params = s.params.into_iter().collect();
+            }
+            // Deleted since: a later delta removes it.
+            Some(Op::UpsertMcpServer(m)) => {
+                if let Some(s) = servers.get(&m.name) {
+                    m.auth_type = s.auth_type.clone();
+                    m.auth_value = s.auth_value.clone();
+                    m.static_headers = s.static_headers.clone();
+                }
+            }
+            _ => {}
         }
     }
     Ok(decoded.encode_to_vec())

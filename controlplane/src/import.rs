@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
-use crate::{changes, deployments, settings};
+use crate::{changes, deployments, mcp_servers, settings};
 
 /// What an import did.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,12 +33,6 @@ pub async fn import(
     source: &str,
 ) -> Result<Imported, StoreError> {
     let (config, credentials) = (&loaded.snapshot, &loaded.credentials);
-    if !config.mcp_servers.is_empty() {
-        tracing::warn!(
-            servers = config.mcp_servers.len(),
-            "mcp_servers are not imported: the control plane has no MCP registry yet (standalone data planes serve them)"
-        );
-    }
     let mut tx = pool.begin().await?;
     deployments::lock(&mut tx).await?;
     sqlx::query(
@@ -88,6 +82,28 @@ pub async fn import(
             ops.push(DeltaOp::DeleteDeployment(routeiq_proto::DeploymentId(
                 id.clone(),
             )));
+            removed += 1;
+        }
+    }
+    let stored: BTreeMap<String, _> = mcp_servers::load_all(&mut *tx, secrets)
+        .await?
+        .into_iter()
+        .map(|(m, src)| (m.name.clone(), (m, src)))
+        .collect();
+    for m in &config.mcp_servers {
+        let same = stored
+            .get(&m.name)
+            .is_some_and(|(old, src)| old == m && src == "config");
+        if !same {
+            mcp_servers::upsert(&mut *tx, secrets, m, "config").await?;
+            ops.push(DeltaOp::UpsertMcpServer(m.clone()));
+            upserted += 1;
+        }
+    }
+    for (name, (_, src)) in &stored {
+        if src == "config" && !config.mcp_servers.iter().any(|m| &m.name == name) {
+            mcp_servers::delete(&mut *tx, name).await?;
+            ops.push(DeltaOp::DeleteMcpServer(name.clone()));
             removed += 1;
         }
     }

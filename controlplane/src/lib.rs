@@ -23,6 +23,7 @@ pub mod health;
 pub mod import;
 pub mod ingest;
 pub mod keys;
+pub mod mcp_servers;
 pub mod nats;
 pub mod orgs;
 pub mod partitions;

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
-use crate::{changes, deployments, keys, scopes, settings};
+use crate::{changes, deployments, keys, mcp_servers, scopes, settings};
 
 /// The snapshot as of the latest committed version, read in one repeatable-read
 /// transaction so the version and the rows agree.
@@ -23,6 +23,11 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         .collect();
     let keys = keys::load_all(&mut *tx).await?;
     let scopes = scopes::load_all(&mut *tx).await?;
+    let mcp_servers = mcp_servers::load_all(&mut *tx, secrets)
+        .await?
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
     tx.commit().await?;
     let snapshot = Snapshot {
         version,
@@ -33,9 +38,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         max_request_body_bytes: s.max_request_body_bytes,
         user_header_name: s.user_header_name,
         allowed_egress: s.allowed_egress,
-        // The MCP registry (the `mcp_servers` table and its API) is not built yet: attached
-        // data planes serve no MCP servers; `import` says so when a config names some.
-        mcp_servers: Vec::new(),
+        mcp_servers,
         scopes,
     };
     snapshot

@@ -217,6 +217,7 @@ impl LiveState {
         let mut deployments: Option<Vec<Deployment>> = None;
         let mut settings: Option<GatewaySettings> = None;
         let mut scopes: Option<Scopes> = None;
+        let mut mcp: Option<Vec<routeiq_proto::McpServer>> = None;
         for op in &delta.ops {
             match op {
                 DeltaOp::UpsertKey(k) => changes.push(Change::Upsert(Arc::new(k.clone()))),
@@ -271,6 +272,14 @@ impl LiveState {
                     }
                 }
                 DeltaOp::Resync => return Err(InvalidSnapshot::Resync),
+                DeltaOp::UpsertMcpServer(m) => {
+                    let list = mcp.get_or_insert_with(|| self.mcp.configs());
+                    list.retain(|x| x.name != m.name);
+                    list.push(m.clone());
+                }
+                DeltaOp::DeleteMcpServer(name) => mcp
+                    .get_or_insert_with(|| self.mcp.configs())
+                    .retain(|x| &x.name != name),
             }
         }
         let router = match &settings {
@@ -308,7 +317,10 @@ impl LiveState {
                 Some(s) => s.allowed_egress.clone().map(Arc::new),
                 None => self.egress.clone(),
             },
-            mcp: Arc::clone(&self.mcp),
+            mcp: match mcp {
+                Some(list) => Arc::new(crate::mcp::Registry::compile(&list)),
+                None => Arc::clone(&self.mcp),
+            },
             keys: if changes.is_empty() {
                 self.keys.clone()
             } else {

@@ -44,6 +44,10 @@ pub enum DeltaOp {
     /// The control plane's database went back (restored from a dump) behind versions the
     /// data planes may hold: replace the state with the full snapshot of this version.
     Resync,
+    /// An MCP server created or changed (by name).
+    UpsertMcpServer(crate::McpServer),
+    /// An MCP server removed, by name.
+    DeleteMcpServer(String),
 }
 
 /// One request's usage, as a data plane reports it.

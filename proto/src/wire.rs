@@ -543,6 +543,8 @@ impl From<&Delta> for pb::SnapshotDelta {
                             spend: *spend,
                         }),
                         DeltaOp::Resync => Op::Resync(pb::Resync {}),
+                        DeltaOp::UpsertMcpServer(m) => Op::UpsertMcpServer(m.into()),
+                        DeltaOp::DeleteMcpServer(name) => Op::DeleteMcpServer(name.clone()),
                     }),
                 })
                 .collect(),
@@ -584,6 +586,8 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                         spend: s.spend,
                     },
                     Op::Resync(pb::Resync {}) => DeltaOp::Resync,
+                    Op::UpsertMcpServer(m) => DeltaOp::UpsertMcpServer(m.try_into()?),
+                    Op::DeleteMcpServer(name) => DeltaOp::DeleteMcpServer(name),
                 })
             })
             .collect::<Result<_, InvalidMessage>>()?;

@@ -302,3 +302,44 @@ def test_tool_calls_are_counted_by_server_and_tool(mcp_env):
     assert count() == before + 1
     text = httpx.get(f"{mcp_env.url}/metrics", timeout=5).text
     assert 'litellm_mcp_tool_call_duration_seconds_count{server="docs",tool="search"}' in text
+
+
+def test_attached_data_planes_serve_the_imported_servers_and_follow_changes(mcp_env, tmp_path):
+    """The control plane imports `mcp_servers` (credentials sealed in PostgreSQL), publishes
+    them in the snapshot, and a later import that drops one reaches the data plane as a
+    delta."""
+    from stack import STACK_CONFIG, STACK_MASTER_KEY, Stack, wait_until
+
+    math = f"  math:\n    url: {mcp_env.math.url}\n    auth_type: bearer_token\n    auth_value: attached-token\n"
+    docs = f"  docs:\n    url: {mcp_env.docs.url}\n    allowed_tools: [search]\n"
+    s = Stack(tmp_path, start=False)
+    try:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(STACK_CONFIG + "mcp_servers:\n" + math + docs)
+        s.cp.start()
+        dp = s.dataplane("dp-mcp")
+        h = {"Authorization": f"Bearer {STACK_MASTER_KEY}"}
+
+        def names():
+            r = httpx.get(f"{dp.url}/mcp-rest/tools/list", headers=h, timeout=30)
+            assert r.status_code == 200, r.text
+            return sorted(t["name"] for t in r.json()["tools"])
+
+        assert names() == ["docs-search", "math-add", "math-delete_everything", "math-die", "math-search",
+                           "math-whoami"]
+        r = httpx.post(f"{dp.url}/mcp-rest/tools/call", headers=h, timeout=30,
+                       json={"name": "math-whoami", "arguments": {}})
+        assert r.json()["content"][0]["text"] == "Bearer attached-token team=- server=math", r.text
+        assert not any(b"attached-token" in bytes(row[0]) for row in s.sql("SELECT auth FROM mcp_servers"))
+
+        version = dp.version()
+        cfg.write_text(STACK_CONFIG + "mcp_servers:\n" + math)
+        s.cp.stop()
+        s.cp.start()
+        wait_until(lambda: dp.version() > version, timeout=15, interval=0.1, what="the import's delta")
+        assert names() == ["math-add", "math-delete_everything", "math-die", "math-search", "math-whoami"]
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.close()

@@ -652,3 +652,85 @@ async fn spend_log_partitions_are_made_ahead_and_old_ones_detached() {
         "the default partition is never detached"
     );
 }
+
+#[tokio::test]
+async fn mcp_servers_are_imported_sealed_and_follow_the_config() {
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let secrets = SecretBox::new("test-salt");
+    let two = r#"
+model_list: []
+mcp_servers:
+  github:
+    url: https://mcp.github.example/mcp
+    auth_type: bearer_token
+    auth_value: ghp-secret-token-1234
+    static_headers: {X-Org: acme-secret-org}
+    allowed_tools: [search]
+  docs:
+    url: http://docs.internal/mcp
+"#;
+    let first = import::import(&pool, &secrets, &loaded(two), "t.yaml")
+        .await
+        .unwrap();
+    assert_eq!((first.upserted, first.removed), (2, 0));
+    let snap = snapshot::build(&pool, &secrets).await.unwrap();
+    let mut want = config(two).mcp_servers;
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(snap.mcp_servers, want);
+
+    // The credential and the static headers are sealed at rest.
+    let raw: Vec<Vec<u8>> = sqlx::query("SELECT auth FROM mcp_servers")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get("auth"))
+        .collect();
+    for needle in ["ghp-secret-token-1234", "acme-secret-org"] {
+        assert!(raw
+            .iter()
+            .all(|b| !String::from_utf8_lossy(b).contains(needle)));
+    }
+
+    // The outbox holds no MCP secret; the publisher's copy has them back.
+    let rows: Vec<Vec<u8>> = sqlx::query("SELECT ops FROM snapshot_deltas ORDER BY version")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(rows
+        .iter()
+        .all(|b| !String::from_utf8_lossy(b).contains("ghp-secret-token-1234")));
+    let published = routeiq_controlplane::changes::with_secrets(&pool, &secrets, rows[0].clone())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&published).contains("ghp-secret-token-1234"));
+
+    // The same file changes nothing; one server fewer is one delete, published as a delta.
+    let again = import::import(&pool, &secrets, &loaded(two), "t.yaml")
+        .await
+        .unwrap();
+    assert_eq!((again.upserted, again.removed, again.version), (0, 0, None));
+    let one = "model_list: []\nmcp_servers:\n  docs:\n    url: http://docs.internal/mcp\n";
+    let third = import::import(&pool, &secrets, &loaded(one), "t.yaml")
+        .await
+        .unwrap();
+    assert_eq!((third.upserted, third.removed), (0, 1));
+    let ds = deltas_after(&pool, 0).await;
+    assert!(ds
+        .iter()
+        .flat_map(|d| &d.ops)
+        .any(|op| matches!(op, DeltaOp::DeleteMcpServer(n) if n == "github")));
+
+    let snap = snapshot::build(&pool, &secrets).await.unwrap();
+    assert_eq!(
+        snap.mcp_servers
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        ["docs"]
+    );
+}

@@ -51,6 +51,13 @@ impl Registry {
     pub fn compile(servers: &[routeiq_proto::McpServer]) -> Self {
         let mut out: Vec<Arc<Server>> = servers
             .iter()
+            .filter(|s| {
+                let served = s.transport == routeiq_proto::McpTransport::Http;
+                if !served {
+                    tracing::warn!(server = %s.name, transport = s.transport.as_str(), "MCP server left out: only streamable HTTP is served");
+                }
+                served
+            })
             .filter_map(|s| match Server::compile(s.clone()) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
@@ -61,6 +68,11 @@ impl Registry {
             .collect();
         out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         Self { servers: out }
+    }
+
+    /// The servers' configurations (a delta edits them, then they are compiled again).
+    pub fn configs(&self) -> Vec<routeiq_proto::McpServer> {
+        self.servers.iter().map(|s| s.config.clone()).collect()
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Server>> {
