@@ -75,6 +75,13 @@ impl Egress {
         );
     }
 
+    /// Whether the operator listed `host` (by name) or `ip`: what admits an internal
+    /// address (see [`is_internal`]).
+    pub fn lists(&self, host: &str, ip: IpAddr) -> bool {
+        self.policy()
+            .is_some_and(|p| p.by_name(host) == EgressVerdict::Allowed || p.allows_addr(ip))
+    }
+
     /// An HTTP client for AWS SDK clients that connects only where the allow-list admits
     /// (rustls with aws-lc, as the SDK's default client).
     pub fn aws_http_client(self: &Arc<Self>) -> SharedHttpClient {
@@ -83,6 +90,24 @@ impl Egress {
             .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
             .build_with_resolver(guard.clone());
         SharedHttpClient::new(GuardedClient { inner, guard })
+    }
+}
+
+/// Addresses a server known only by a URL someone registered must not reach unless the
+/// operator lists them (SSRF): loopback, link-local (the cloud metadata endpoint
+/// 169.254.169.254 among them), unspecified, and AWS's IPv6 metadata address.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => {
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+                    || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+            }
+        },
     }
 }
 
@@ -217,6 +242,37 @@ mod tests {
     fn policy(entries: &[&str]) -> Option<Arc<AllowedEgress>> {
         let list: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
         Some(Arc::new(AllowedEgress::parse(&list).unwrap()))
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:127.0.0.2",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "8.8.8.8",
+            "fd00::1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        let egress = Egress::default();
+        let lo = "127.0.0.1".parse().unwrap();
+        assert!(!egress.lists("localhost", lo), "no list lists nothing");
+        egress.set(policy(&["localhost"]));
+        assert!(egress.lists("localhost", lo) && !egress.lists("127.0.0.1", lo));
+        egress.set(policy(&["127.0.0.0/8"]));
+        assert!(egress.lists("anything", lo));
     }
 
     #[tokio::test]

@@ -69,6 +69,19 @@ impl Upstream {
         ))
     }
 
+    /// Refuses `target` when it resolves to a loopback, link-local or metadata address the
+    /// operator did not list in `allowed_egress` (for servers registered by URL: MCP).
+    pub async fn refuse_internal(&self, target: &Target, who: &str) -> Result<(), ApiError> {
+        let addr = self.resolve(&target.host, target.port, who).await?;
+        if crate::egress::is_internal(addr.ip()) && !self.egress.lists(&target.host, addr.ip()) {
+            self.egress.refuse(&target.host, who);
+            return Err(ApiError::forbidden(format!(
+                "{who}: its host is a loopback, link-local or metadata address; list it in general_settings.allowed_egress to allow it"
+            )));
+        }
+        Ok(())
+    }
+
     /// The address to connect to for `target`, checked against the allow-list (when there
     /// is one): a name it refuses is not even looked up.
     async fn destination(&self, target: &Target, who: &str) -> Result<SocketAddr, ApiError> {

@@ -77,6 +77,8 @@ mcp_servers:
     allowed_tools: [search]
 general_settings:
   master_key: {master}
+  # The servers are on loopback, which MCP reaches only when listed (SSRF guard).
+  allowed_egress: ["127.0.0.1/32"]
 """
 
 
@@ -315,7 +317,8 @@ def test_attached_data_planes_serve_the_imported_servers_and_follow_changes(mcp_
     s = Stack(tmp_path, start=False)
     try:
         cfg = tmp_path / "config.yaml"
-        cfg.write_text(STACK_CONFIG + "mcp_servers:\n" + math + docs)
+        listed = '  allowed_egress: ["127.0.0.1/32"]\n'
+        cfg.write_text(STACK_CONFIG + listed + "mcp_servers:\n" + math + docs)
         s.cp.start()
         dp = s.dataplane("dp-mcp")
         h = {"Authorization": f"Bearer {STACK_MASTER_KEY}"}
@@ -333,7 +336,7 @@ def test_attached_data_planes_serve_the_imported_servers_and_follow_changes(mcp_
         assert not any(b"attached-token" in bytes(row[0]) for row in s.sql("SELECT auth FROM mcp_servers"))
 
         version = dp.version()
-        cfg.write_text(STACK_CONFIG + "mcp_servers:\n" + math)
+        cfg.write_text(STACK_CONFIG + listed + "mcp_servers:\n" + math)
         s.cp.stop()
         s.cp.start()
         wait_until(lambda: dp.version() > version, timeout=15, interval=0.1, what="the import's delta")
@@ -343,3 +346,40 @@ def test_attached_data_planes_serve_the_imported_servers_and_follow_changes(mcp_
         raise
     finally:
         s.close()
+
+
+def test_loopback_and_metadata_servers_need_listing(tmp_path):
+    """An MCP server's URL on a loopback (or link-local, metadata) address is refused
+    before any connection unless `allowed_egress` lists it."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.2", 0))
+    listener.listen(4)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    config = f"""
+model_list:
+  - model_name: m
+    litellm_params: {{model: openai/gpt-4o, mock_response: "hi"}}
+mcp_servers:
+  inside:
+    url: http://127.0.0.2:{port}/mcp
+  metadata:
+    url: http://169.254.169.254/mcp
+general_settings:
+  master_key: {MASTER}
+"""
+    url, p = start_gateway(tmp_path, config, "ssrf")
+    try:
+        for server in ("inside", "metadata"):
+            r = rpc(f"{url}/mcp/{server}", {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                             "params": {"name": "add", "arguments": {}}})
+            assert r.status_code == 200, r.text
+            err = r.json()["error"]
+            assert err["code"] == -32603 and "allowed_egress" in err["message"], err
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    finally:
+        p.stop()
+        listener.close()

@@ -253,9 +253,14 @@ impl Client<'_> {
             body: Bytes::from(body.to_string()),
         };
         let io = async {
+            let who = s.who();
+            self.upstream
+                .refuse_internal(&s.target, &who)
+                .await
+                .map_err(|e| unreachable(s, e.message))?;
             let mut ex = self
                 .upstream
-                .send(&s.target, req, None, s.who())
+                .send(&s.target, req, None, who)
                 .await
                 .map_err(|e| unreachable(s, e.message))?;
             let set_id = ex.header("mcp-session-id").map(str::to_owned);
