@@ -1,5 +1,5 @@
 //! OpenTelemetry: one `routeiq.route` span per chat request (OpenAI or Anthropic API),
-//! exported over OTLP/gRPC in batches off the request path, when
+//! and one `execute_tool {name}` span per MCP tool call, exported over OTLP/gRPC in batches off the request path, when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
 //!
 //! The span's trace id is the request's id (`x-litellm-call-id`), so feedback collected
@@ -139,6 +139,32 @@ impl Spans {
         let mut span = self
             .tracer
             .build_with_context(builder, &parent(&ctx.request_id));
+        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+    }
+}
+
+impl Spans {
+    /// Records an MCP tool call's `execute_tool {tool}` span (OpenTelemetry's GenAI
+    /// conventions), in the trace of the request that made it.
+    pub fn tool_call(&self, request_id: &str, server: &str, tool: &str, seconds: f64, ok: bool) {
+        let end = SystemTime::now();
+        let start = end
+            .checked_sub(std::time::Duration::from_secs_f64(seconds))
+            .unwrap_or(end);
+        let attrs = vec![
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("gen_ai.tool.name", tool.to_owned()),
+            KeyValue::new("mcp.server.name", server.to_owned()),
+            KeyValue::new("routeiq.request_id", request_id.to_owned()),
+            KeyValue::new("routeiq.tool.ok", ok),
+        ];
+        let builder = self
+            .tracer
+            .span_builder(format!("execute_tool {tool}"))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(start)
+            .with_attributes(attrs);
+        let mut span = self.tracer.build_with_context(builder, &parent(request_id));
         opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
     }
 }

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from conftest import Process, free_port, wait_http
+from otlp import OtlpReceiver
 from test_routing import deployment, gateway, mock  # noqa: F401 (fixtures)
 
 ARTIFACTS = Path(os.environ.get("ROUTEIQ_TEST_ARTIFACTS", ""))
@@ -430,37 +431,6 @@ def test_publish_registers_and_activates_in_one_command(tmp_path, pb, mock, s3, 
         assert dp.chat(STACK_MASTER_KEY, model="auto").headers["x-routeiq-router-candidate"] == names[3]
     finally:
         s.close()
-
-
-class OtlpReceiver:
-    """An OTLP/gRPC trace receiver (the opentelemetry-proto service, as a collector
-    serves it) that keeps every export request."""
-
-    def __init__(self):
-        from concurrent import futures
-
-        import grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
-        received = self.received = []
-
-        class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request, context):
-                received.append(request)
-                return trace_service_pb2.ExportTraceServiceResponse()
-
-        self.port = free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
-        self.server.start()
-
-    def spans(self) -> list:
-        return [s for r in self.received for rs in r.resource_spans for ss in rs.scope_spans
-                for s in ss.spans if s.name == "routeiq.route"]
-
-    def stop(self):
-        self.server.stop(0)
 
 
 def test_routing_spans_go_out_over_otlp_and_become_training_records(mock, gateway, tmp_path, monkeypatch):

@@ -82,12 +82,12 @@ general_settings:
 """
 
 
-def start_gateway(path: Path, config: str, name: str):
+def start_gateway(path: Path, config: str, name: str, **env):
     cfg = path / f"{name}.yaml"
     cfg.write_text(config)
     port = free_port()
     p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
-                path / f"{name}.log", env=dict(os.environ, MATH_MCP_TOKEN="math-token"))
+                path / f"{name}.log", env=dict(os.environ, MATH_MCP_TOKEN="math-token", **env))
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health/liveliness", p.proc)
     return url, p
@@ -383,3 +383,32 @@ general_settings:
     finally:
         p.stop()
         listener.close()
+
+
+def test_each_tool_call_is_an_execute_tool_span_in_the_requests_trace(mcp_env, tmp_path):
+    import time
+
+    from otlp import OtlpReceiver
+
+    receiver = OtlpReceiver()
+    config = CONFIG.format(math=mcp_env.math.url, docs=mcp_env.docs.url, master=MASTER)
+    url, p = start_gateway(tmp_path, config, "otel", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+                           OTEL_BSP_SCHEDULE_DELAY="100")
+    try:
+        r = rpc(f"{url}/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                               "params": {"name": "docs-search", "arguments": {"q": "spans"}}})
+        assert r.json()["result"]["content"][0]["text"] == "docs found: spans", r.text
+        call_id = r.headers["x-litellm-call-id"]
+        deadline = time.time() + 15
+        while not receiver.spans("execute_tool search") and time.time() < deadline:
+            time.sleep(0.05)
+        [span] = receiver.spans("execute_tool search")
+        assert span.trace_id.hex() == call_id
+        attrs = {a.key: a.value for a in span.attributes}
+        assert attrs["gen_ai.operation.name"].string_value == "execute_tool"
+        assert attrs["gen_ai.tool.name"].string_value == "search"
+        assert attrs["mcp.server.name"].string_value == "docs"
+        assert attrs["routeiq.tool.ok"].bool_value is True
+    finally:
+        p.stop()
+        receiver.stop()

@@ -137,13 +137,14 @@ pub async fn serve(
     ctx: &mut RequestCtx,
     server: Option<&str>,
 ) -> Result<(), ApiError> {
-    let (status, headers, body) = match answer(app, live, session, ctx, server).await {
+    let (status, mut headers, body) = match answer(app, live, session, ctx, server).await {
         Ok(a) => a,
         Err((id, e)) => {
             ctx.error_type = Some("mcp_error");
             (e.status, Vec::new(), Some(e.body(&id)))
         }
     };
+    headers.push(("x-litellm-call-id", ctx.request_id.clone()));
     let written = match body {
         Some(b) => respond::full(session, ctx, status, "application/json", &headers, b).await,
         None => respond::full(session, ctx, status, "text/plain", &headers, Bytes::new()).await,
@@ -455,6 +456,9 @@ pub(crate) async fn call_tool(
         .is_ok_and(|r| r.get("isError") != Some(&Value::Bool(true)));
     app.metrics
         .mcp_tool_call(&server.config.name, tool, ok, seconds);
+    if let Some(spans) = &app.spans {
+        spans.tool_call(&ctx.request_id, &server.config.name, tool, seconds, ok);
+    }
     tracing::info!(
         request_id = %ctx.request_id,
         server = %server.config.name,
