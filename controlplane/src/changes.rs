@@ -143,9 +143,10 @@ pub async fn with_secrets(
                 d.api_key = s.api_key;
                 d.secret_params = s.params.into_iter().collect();
             }
-            // Deleted since: a later delta removes it.
+            // Deleted or moved since: a later delta removes or updates it, and this one's
+            // URL gets no credential meant for another.
             Some(Op::UpsertMcpServer(m)) => {
-                if let Some(s) = servers.get(&m.name) {
+                if let Some(s) = servers.get(&m.name).filter(|s| s.url == m.url) {
                     m.auth_type = s.auth_type.clone();
                     m.auth_value = s.auth_value.clone();
                     m.static_headers = s.static_headers.clone();

@@ -163,6 +163,13 @@ pub struct Lasting {
     pub mcp_sessions: Arc<crate::mcp::client::Sessions>,
 }
 
+/// The MCP servers compiled; sessions with servers no longer served are dropped.
+fn mcp_registry(servers: &[routeiq_proto::McpServer], lasting: &Lasting) -> crate::mcp::Registry {
+    let registry = crate::mcp::Registry::compile(servers);
+    lasting.mcp_sessions.retain(&registry.session_keys());
+    registry
+}
+
 impl Default for Lasting {
     fn default() -> Self {
         let upstream = Arc::new(Upstream::default());
@@ -192,7 +199,7 @@ impl LiveState {
             max_request_body_bytes: snapshot.max_request_body_bytes,
             user_header_name: snapshot.user_header_name.as_deref().map(Arc::from),
             egress: snapshot.allowed_egress.map(Arc::new),
-            mcp: Arc::new(crate::mcp::Registry::compile(&snapshot.mcp_servers)),
+            mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
             keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
@@ -318,7 +325,7 @@ impl LiveState {
                 None => self.egress.clone(),
             },
             mcp: match mcp {
-                Some(list) => Arc::new(crate::mcp::Registry::compile(&list)),
+                Some(list) => Arc::new(mcp_registry(&list, &self.lasting)),
                 None => Arc::clone(&self.mcp),
             },
             keys: if changes.is_empty() {

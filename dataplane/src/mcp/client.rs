@@ -29,6 +29,8 @@ pub struct Server {
     target: Target,
     path: String,
     headers: Vec<(&'static str, String)>,
+    /// A hash of the headers: sessions opened under other credentials are not reused.
+    credentials: u64,
 }
 
 impl Server {
@@ -46,12 +48,28 @@ impl Server {
         for (name, value) in &config.static_headers {
             headers.push((intern(name), value.expose().to_owned()));
         }
+        let credentials = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            headers.hash(&mut h);
+            h.finish()
+        };
         Ok(Self {
             config,
             target,
             path,
             headers,
+            credentials,
         })
+    }
+
+    /// Its session slot's key.
+    pub fn session_key(&self) -> (String, String, u64) {
+        (
+            self.config.name.clone(),
+            self.config.url.clone(),
+            self.credentials,
+        )
     }
 
     fn who(&self) -> Arc<str> {
@@ -82,25 +100,28 @@ struct Session {
     version: String,
 }
 
-/// Sessions by server name and URL, shared by every state version of this data plane.
+/// A server's slot: at most one session is opened at a time (the lock is held while
+/// opening), and the one open is shared by every request.
+type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
+
+/// Sessions by server (name, URL and credentials: a changed credential opens a new one),
+/// shared by every state version of this data plane.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<(String, String), Session>>);
+pub struct Sessions(Mutex<HashMap<(String, String, u64), Slot>>);
 
 impl Sessions {
-    fn get(&self, s: &Server) -> Option<Session> {
-        let key = (s.config.name.clone(), s.config.url.clone());
-        self.0.lock().ok()?.get(&key).cloned()
-    }
-
-    fn put(&self, s: &Server, session: Session) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert((s.config.name.clone(), s.config.url.clone()), session);
+    fn slot(&self, s: &Server) -> Slot {
+        let key = (s.config.name.clone(), s.config.url.clone(), s.credentials);
+        match self.0.lock() {
+            Ok(mut m) => Arc::clone(m.entry(key).or_default()),
+            Err(_) => Slot::default(),
         }
     }
 
-    fn forget(&self, s: &Server) {
+    /// Drops the slots of servers no longer served (`keep` names what is).
+    pub fn retain(&self, keep: &[(String, String, u64)]) {
         if let Ok(mut m) = self.0.lock() {
-            m.remove(&(s.config.name.clone(), s.config.url.clone()));
+            m.retain(|k, _| keep.contains(k));
         }
     }
 }
@@ -128,18 +149,18 @@ impl Client<'_> {
         params: Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
-        let session = match self.sessions.get(s) {
-            Some(session) => session,
-            None => self.open(s, timeout).await?,
-        };
+        let slot = self.sessions.slot(s);
+        let session = self.session(s, &slot, None, timeout).await?;
         match self
             .send(s, Some(&session), method, &params, timeout)
             .await?
         {
             Reply::Gone if session.id.is_some() => {
-                // The server no longer knows the session (restarted, expired): once more.
-                self.sessions.forget(s);
-                let session = self.open(s, timeout).await?;
+                // The server no longer knows the session (restarted, expired): once more,
+                // with a new one (unless another request has opened it already).
+                let session = self
+                    .session(s, &slot, session.id.as_deref(), timeout)
+                    .await?;
                 match self
                     .send(s, Some(&session), method, &params, timeout)
                     .await?
@@ -179,6 +200,26 @@ impl Client<'_> {
         Ok(tools)
     }
 
+    /// The slot's session, opened when there is none or when it is `stale`.
+    async fn session(
+        &self,
+        s: &Server,
+        slot: &Slot,
+        stale: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Session, RpcError> {
+        let mut held = slot.lock().await;
+        if let Some(session) = held.as_ref() {
+            if stale.is_none() || session.id.as_deref() != stale {
+                return Ok(session.clone());
+            }
+        }
+        *held = None;
+        let session = self.open(s, timeout).await?;
+        *held = Some(session.clone());
+        Ok(session)
+    }
+
     async fn open(&self, s: &Server, timeout: Duration) -> Result<Session, RpcError> {
         let params = json!({
             "protocolVersion": HANDSHAKE_VERSION,
@@ -207,7 +248,6 @@ impl Client<'_> {
             timeout,
         )
         .await?;
-        self.sessions.put(s, session.clone());
         Ok(session)
     }
 
@@ -276,13 +316,27 @@ impl Client<'_> {
                 ex.read_error_body().await;
                 return Ok((Reply::Accepted, set_id));
             }
-            let body = ex
-                .read_all(MAX_REPLY)
-                .await
-                .map_err(|e| unreachable(s, e.message))?;
             let message = if event_stream {
-                from_events(&body)
+                // Read until the answer: a server may keep the stream open after it.
+                let mut parser = sse::Parser::default();
+                let mut found = None;
+                while let Some(chunk) = ex
+                    .next_chunk()
+                    .await
+                    .map_err(|e| unreachable(s, e.message))?
+                {
+                    let events = parser.feed(&chunk).map_err(|e| unreachable(s, e))?;
+                    found = answer_among(&events);
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                found.or_else(|| answer_among(&parser.finish().into_iter().collect::<Vec<_>>()))
             } else {
+                let body = ex
+                    .read_all(MAX_REPLY)
+                    .await
+                    .map_err(|e| unreachable(s, e.message))?;
                 serde_json::from_slice::<Value>(&body).ok()
             };
             match message {
@@ -312,35 +366,33 @@ enum Reply {
     Gone,
 }
 
-/// The answer among the events of a stream: the first response (notifications and the
-/// server's own requests are skipped).
-fn from_events(body: &[u8]) -> Option<Value> {
-    let mut parser = sse::Parser::default();
-    let mut events = parser.feed(body).ok()?;
-    events.extend(parser.finish());
+/// The answer among events: the first response (notifications and the server's own
+/// requests are skipped).
+fn answer_among(events: &[sse::Event]) -> Option<Value> {
     events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
         .find(|m| m.get("result").is_some() || m.get("error").is_some())
 }
 
-/// The result of a reply, or its error passed through.
+/// The result of a reply, or its error: logged whole, and told to the client as the
+/// server's message under the gateway's code (invalid params stay the caller's; anything
+/// else is the server's), without the server's `data`.
 fn answer(s: &Server, mut v: Value) -> Result<Value, RpcError> {
     if let Some(e) = v.get("error") {
-        let code = e
-            .get("code")
-            .and_then(Value::as_i64)
-            .unwrap_or(INTERNAL_ERROR);
-        let message = e
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("error")
-            .to_owned();
-        let mut err = RpcError::new(200, code, message);
-        if let Some(d) = e.get("data") {
-            err = err.with_data(d.clone());
-        }
-        return Err(err);
+        tracing::warn!(server = %s.config.name, error = %e, "MCP server answered with an error");
+        let code = e.get("code").and_then(Value::as_i64);
+        let message = e.get("message").and_then(Value::as_str).unwrap_or("error");
+        let code = if code == Some(super::jsonrpc::INVALID_PARAMS) {
+            super::jsonrpc::INVALID_PARAMS
+        } else {
+            INTERNAL_ERROR
+        };
+        return Err(RpcError::new(
+            200,
+            code,
+            format!("MCP server {}: {message}", s.config.name),
+        ));
     }
     match v.get_mut("result").map(Value::take) {
         Some(r) => Ok(r),
@@ -356,8 +408,44 @@ mod tests {
     fn the_answer_is_found_among_events() {
         let body = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n\
                      event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\r\n\r\n";
-        assert_eq!(from_events(body).unwrap()["result"], json!({"tools": []}));
-        assert!(from_events(b": ping\n\n").is_none());
+        let events = sse::Parser::default().feed(body).unwrap();
+        assert_eq!(
+            answer_among(&events).unwrap()["result"],
+            json!({"tools": []})
+        );
+        let pings = sse::Parser::default().feed(b": ping\n\n").unwrap();
+        assert!(answer_among(&pings).is_none());
+    }
+
+    #[test]
+    fn a_servers_error_reaches_the_client_without_its_data() {
+        let s = Server::compile(McpServer {
+            name: "gh".into(),
+            description: None,
+            transport: routeiq_proto::McpTransport::Http,
+            url: "http://127.0.0.1:1/mcp".into(),
+            auth: routeiq_proto::McpAuth::None,
+            static_headers: Vec::new(),
+            allowed_tools: None,
+            disallowed_tools: Vec::new(),
+            access_groups: Vec::new(),
+        })
+        .unwrap();
+        let e = answer(
+            &s,
+            json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32022, "message": "boom", "data": {"trace": "internals"}}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str(), e.data),
+            (INTERNAL_ERROR, "MCP server gh: boom", None)
+        );
+        let e = answer(&s, json!({"error": {"code": -32602, "message": "bad a"}})).unwrap_err();
+        assert_eq!(e.code, super::super::jsonrpc::INVALID_PARAMS);
+        assert_eq!(
+            answer(&s, json!({"result": {"x": 1}})).unwrap(),
+            json!({"x": 1})
+        );
     }
 
     #[test]

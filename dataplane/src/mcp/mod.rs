@@ -70,6 +70,11 @@ impl Registry {
         Self { servers: out }
     }
 
+    /// The session keys of its servers (sessions of others are dropped).
+    pub fn session_keys(&self) -> Vec<(String, String, u64)> {
+        self.servers.iter().map(|s| s.session_key()).collect()
+    }
+
     /// The servers' configurations (a delta edits them, then they are compiled again).
     pub fn configs(&self) -> Vec<routeiq_proto::McpServer> {
         self.servers.iter().map(|s| s.config.clone()).collect()
@@ -292,13 +297,16 @@ fn scope<'a>(
             )
         });
     }
-    let narrowed = req
-        .headers
-        .get("x-mcp-servers")
-        .and_then(|v| v.to_str().ok());
-    let Some(list) = narrowed else {
+    let Some(narrowed) = req.headers.get("x-mcp-servers") else {
         return Ok(Scope::All(registry.servers.iter().collect()));
     };
+    let list = narrowed.to_str().map_err(|_| {
+        RpcError::new(
+            400,
+            jsonrpc::INVALID_REQUEST,
+            "x-mcp-servers: not a comma-separated list of server names",
+        )
+    })?;
     let mut servers = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let s = registry.get(name).ok_or_else(|| {
@@ -378,6 +386,18 @@ fn check_stateless(req: &pingora::http::RequestHeader, msg: &Message) -> Result<
     Ok(())
 }
 
+fn timed_out(s: &Server, after: Duration) -> RpcError {
+    RpcError::new(
+        200,
+        jsonrpc::INTERNAL_ERROR,
+        format!(
+            "MCP server {}: no answer within {:.0}s",
+            s.config.name,
+            after.as_secs_f64()
+        ),
+    )
+}
+
 /// `=?base64?...?=` header values, decoded; others as they are.
 fn decode_header(v: &str) -> String {
     v.strip_prefix("=?base64?")
@@ -394,9 +414,13 @@ pub(crate) async fn list_tools(
     scope: &Scope<'_>,
 ) -> Result<Vec<Value>, RpcError> {
     let servers = scope.servers();
-    let lists =
-        futures_util::future::join_all(servers.iter().map(|s| client.list_tools(s, LIST_TIMEOUT)))
-            .await;
+    // One deadline for all of a server's requests (a session to open, pages to follow).
+    let lists = futures_util::future::join_all(servers.iter().map(|s| async move {
+        tokio::time::timeout(LIST_TIMEOUT, client.list_tools(s, LIST_TIMEOUT))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(s, LIST_TIMEOUT)))
+    }))
+    .await;
     let mut tools = Vec::new();
     for (s, listed) in servers.iter().zip(lists) {
         let listed = match (listed, scope) {
@@ -414,7 +438,17 @@ pub(crate) async fn list_tools(
             if !s.config.exposes(&name) {
                 continue;
             }
-            tool["name"] = json!(scope.public_name(s, &name));
+            let public = scope.public_name(s, &name);
+            // `a` + `b-x` and `a-b` + `x` would both be `a-b-x`: a name that does not call
+            // back the tool it lists is left out.
+            let calls_back = scope
+                .resolve(&public)
+                .is_some_and(|(to, t)| Arc::ptr_eq(to, s) && t == name);
+            if !calls_back {
+                tracing::warn!(server = %s.config.name, tool = %name, "MCP tool left out: its name collides with another server's prefix");
+                continue;
+            }
+            tool["name"] = json!(public);
             tools.push(tool);
         }
     }
@@ -447,9 +481,10 @@ pub(crate) async fn call_tool(
             .unwrap_or_else(|| json!({})),
     );
     let started = Instant::now();
-    let result = client
-        .request(server, "tools/call", Value::Object(forwarded), CALL_TIMEOUT)
-        .await;
+    let call = client.request(server, "tools/call", Value::Object(forwarded), CALL_TIMEOUT);
+    let result = tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(server, CALL_TIMEOUT)));
     let seconds = started.elapsed().as_secs_f64();
     let ok = result
         .as_ref()
