@@ -51,16 +51,9 @@ pub async fn upsert(
         access_groups: m.access_groups.clone(),
         source: source.to_owned(),
     };
-    let (auth_type, auth_value) = match &m.auth {
-        McpAuth::None => ("none", ""),
-        McpAuth::ApiKey(v)
-        | McpAuth::BearerToken(v)
-        | McpAuth::Basic(v)
-        | McpAuth::Authorization(v) => (m.auth.kind(), v.expose()),
-    };
     let sealed = Sealed {
-        auth_type: auth_type.to_owned(),
-        auth_value: auth_value.to_owned(),
+        auth_type: m.auth.kind().to_owned(),
+        auth_value: m.auth.value().to_owned(),
         static_headers: m
             .static_headers
             .iter()
@@ -117,8 +110,8 @@ pub async fn load_all(
                     static_headers: BTreeMap::new(),
                 },
             };
-            let value = Some(Secret::new(sealed.auth_value)).filter(|v| !v.is_empty());
-            let auth = McpAuth::parse(Some(&sealed.auth_type), value).map_err(corrupt)?;
+            let auth =
+                McpAuth::from_parts(&sealed.auth_type, sealed.auth_value).map_err(corrupt)?;
             let server = McpServer {
                 name: r.try_get("server_id")?,
                 description: config.description,

@@ -69,6 +69,24 @@ impl McpAuth {
         }
     }
 
+    /// The credential's value (empty for `None`): stored and sent with [`Self::kind`].
+    pub fn value(&self) -> &str {
+        match self {
+            Self::None => "",
+            Self::ApiKey(v) | Self::BearerToken(v) | Self::Basic(v) | Self::Authorization(v) => {
+                v.expose()
+            }
+        }
+    }
+
+    /// From a stored [`Self::kind`] and [`Self::value`] (empty: no value).
+    pub fn from_parts(kind: &str, value: String) -> Result<Self, String> {
+        Self::parse(
+            Some(kind),
+            Some(Secret::new(value)).filter(|v| !v.is_empty()),
+        )
+    }
+
     /// From `auth_type` and its value; `Err` names what is wrong.
     pub fn parse(kind: Option<&str>, value: Option<Secret>) -> Result<Self, String> {
         let need = |v: Option<Secret>, k: &str| {

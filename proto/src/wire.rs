@@ -82,20 +82,13 @@ fn header(s: &Snapshot) -> pb::Snapshot {
 
 impl From<&McpServer> for pb::McpServer {
     fn from(m: &McpServer) -> Self {
-        let (auth_type, auth_value) = match &m.auth {
-            McpAuth::None => ("none", String::new()),
-            McpAuth::ApiKey(v)
-            | McpAuth::BearerToken(v)
-            | McpAuth::Basic(v)
-            | McpAuth::Authorization(v) => (m.auth.kind(), v.expose().to_owned()),
-        };
         Self {
             name: m.name.clone(),
             description: m.description.clone().unwrap_or_default(),
             transport: m.transport.as_str().to_owned(),
             url: m.url.clone(),
-            auth_type: auth_type.to_owned(),
-            auth_value,
+            auth_type: m.auth.kind().to_owned(),
+            auth_value: m.auth.value().to_owned(),
             static_headers: m
                 .static_headers
                 .iter()
@@ -114,8 +107,7 @@ impl TryFrom<pb::McpServer> for McpServer {
     fn try_from(m: pb::McpServer) -> Result<Self, InvalidMessage> {
         let transport = McpTransport::parse(&m.transport)
             .ok_or_else(|| invalid("mcp_server.transport", m.transport.clone()))?;
-        let value = Some(Secret::new(m.auth_value)).filter(|v| !v.is_empty());
-        let auth = McpAuth::parse(Some(&m.auth_type), value)
+        let auth = McpAuth::from_parts(&m.auth_type, m.auth_value)
             .map_err(|e| invalid("mcp_server.auth_type", e))?;
         let mut static_headers: Vec<(String, Secret)> = m
             .static_headers

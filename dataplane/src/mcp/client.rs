@@ -140,7 +140,15 @@ pub struct Client<'a> {
     pub sessions: &'a Sessions,
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    /// The process's pooled client and the served state's sessions.
+    pub fn new(app: &'a crate::state::App, live: &'a crate::state::LiveState) -> Self {
+        Self {
+            upstream: &app.upstream,
+            sessions: &live.lasting().mcp_sessions,
+        }
+    }
+
     /// Sends `method` and returns its result, opening (or reopening) the session first.
     pub async fn request(
         &self,

@@ -212,10 +212,7 @@ async fn answer(
     if era == Era::Stateless {
         check_stateless(session.req_header(), &msg).map_err(|e| (id.clone(), e))?;
     }
-    let client = Client {
-        upstream: &app.upstream,
-        sessions: &live.lasting().mcp_sessions,
-    };
+    let client = Client::new(app, live);
     let mut headers = Vec::new();
     let result = match (era, msg.method.as_str()) {
         (Era::Session, "initialize") => {

@@ -52,10 +52,7 @@ pub async fn list(
             .get(&name)
             .ok_or_else(|| ApiError::not_found(format!("no MCP server named `{name}`")))?]),
     };
-    let client = Client {
-        upstream: &app.upstream,
-        sessions: &live.lasting().mcp_sessions,
-    };
+    let client = Client::new(app, live);
     let tools = list_tools(&client, &scope).await.map_err(rest_error)?;
     let body = Bytes::from(json!({"tools": tools}).to_string());
     respond::json(session, ctx, &[], body)
@@ -79,10 +76,7 @@ pub async fn call(
         ));
     }
     let scope = Scope::All(live.mcp.servers.iter().collect());
-    let client = Client {
-        upstream: &app.upstream,
-        sessions: &live.lasting().mcp_sessions,
-    };
+    let client = Client::new(app, live);
     let result = call_tool(app, &client, &scope, ctx, &params)
         .await
         .map_err(rest_error)?;
