@@ -13,7 +13,7 @@ use crate::audit::{self, Actor};
 use crate::budget::{self, Limits};
 use crate::crypto;
 use crate::error::StoreError;
-use crate::{changes, Page};
+use crate::{changes, object_permission, Page};
 
 /// Settable key fields; `None` leaves a field as it is on update.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +32,8 @@ pub struct KeyFields {
     pub tags: Option<Vec<String>>,
     /// LiteLLM's `model_max_budget`: `{model: {budget_limit, time_period}}`; replaces.
     pub model_max_budget: Option<Value>,
+    /// LiteLLM's `object_permission` (its MCP fields); merged over the stored one.
+    pub object_permission: Option<Value>,
 }
 
 /// A key as stored (never the key itself).
@@ -58,6 +60,8 @@ pub struct KeyRecord {
     pub tags: Vec<String>,
     /// `{model: {"budget_limit": USD, "time_period": "1d"}}`.
     pub model_max_budget: Value,
+    /// The MCP part of LiteLLM's `object_permission` (null: none).
+    pub object_permission: Value,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -67,7 +71,7 @@ const COLUMNS: &str = "encode(key_hash, 'hex') AS hash, key_name, key_alias, tea
     EXTRACT(EPOCH FROM budget_reset_at)::bigint AS budget_reset_at,
     rpm_limit, tpm_limit, max_parallel_requests,
     EXTRACT(EPOCH FROM expires_at)::bigint AS expires_at, blocked, metadata, tags,
-    model_max_budget,
+    model_max_budget, COALESCE(object_permission, 'null'::jsonb) AS object_permission,
     EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
     EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at";
 
@@ -92,6 +96,7 @@ fn record(r: &PgRow) -> Result<KeyRecord, StoreError> {
         metadata: r.try_get("metadata")?,
         tags: r.try_get("tags")?,
         model_max_budget: r.try_get("model_max_budget")?,
+        object_permission: r.try_get("object_permission")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -135,6 +140,7 @@ struct Checked {
     budget: Option<budget::Window>,
     lifetime: Option<budget::Window>,
     model_max_budget: Option<Value>,
+    object_permission: Option<Value>,
 }
 
 /// `model_max_budget` checked and normalised: each model maps to `{"budget_limit": USD}`
@@ -204,6 +210,11 @@ fn check(f: &KeyFields) -> Result<Checked, StoreError> {
             .model_max_budget
             .as_ref()
             .map(model_max_budget)
+            .transpose()?,
+        object_permission: f
+            .object_permission
+            .as_ref()
+            .map(object_permission::patch)
             .transpose()?,
     })
 }
@@ -291,10 +302,11 @@ async fn apply(
              metadata = COALESCE($7, metadata),
              tags = COALESCE($8, tags),
              model_max_budget = COALESCE($17, model_max_budget),
-             {}, updated_at = now()
+             {}, {}, updated_at = now()
          WHERE key_hash = $1
          RETURNING {COLUMNS}",
-        budget::set_clauses(10)
+        budget::set_clauses(10),
+        object_permission::set_clause(18)
     );
     let q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(hash.0.to_vec())
@@ -309,6 +321,7 @@ async fn apply(
     f.limits
         .bind(q, checked.budget.as_ref())
         .bind(&checked.model_max_budget)
+        .bind(&checked.object_permission)
         .fetch_one(&mut *conn)
         .await
         .map_err(constraint)
@@ -546,7 +559,7 @@ const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
     COALESCE(t.models, '{}') AS team_models,
     k.max_budget, k.soft_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
-    k.max_parallel_requests, k.model_max_budget,
+    k.max_parallel_requests, k.model_max_budget, k.object_permission,
     (SELECT COALESCE(jsonb_object_agg(s.model, s.spend), '{}') FROM key_model_spend s
       WHERE s.key_hash = k.key_hash AND (s.reset_at IS NULL OR s.reset_at > now())) AS model_spend";
 const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";
@@ -587,6 +600,10 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
             &r.try_get::<Value, _>("model_max_budget")?,
             &r.try_get::<Value, _>("model_spend")?,
         ),
+        mcp: object_permission::grant(
+            r.try_get("object_permission")?,
+            "virtual_keys.object_permission",
+        )?,
     })
 }
 

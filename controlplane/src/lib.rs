@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod keys;
 pub mod mcp_servers;
 pub mod nats;
+pub mod object_permission;
 pub mod orgs;
 pub mod partitions;
 pub mod principal;

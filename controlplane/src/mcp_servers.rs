@@ -21,6 +21,8 @@ struct Config {
     disallowed_tools: Vec<String>,
     #[serde(default)]
     access_groups: Vec<String>,
+    #[serde(default)]
+    allow_all_keys: bool,
     source: String,
 }
 
@@ -49,6 +51,7 @@ pub async fn upsert(
         allowed_tools: m.allowed_tools.clone(),
         disallowed_tools: m.disallowed_tools.clone(),
         access_groups: m.access_groups.clone(),
+        allow_all_keys: m.allow_all_keys,
         source: source.to_owned(),
     };
     let sealed = Sealed {
@@ -126,6 +129,7 @@ pub async fn load_all(
                 allowed_tools: config.allowed_tools,
                 disallowed_tools: config.disallowed_tools,
                 access_groups: config.access_groups,
+                allow_all_keys: config.allow_all_keys,
             };
             Ok((server, config.source))
         })

@@ -16,6 +16,8 @@ pub struct OrgFields {
     pub budget_id: Option<String>,
     pub models: Option<Vec<String>>,
     pub metadata: Option<Value>,
+    /// LiteLLM's `object_permission` (its MCP fields); merged over the stored one.
+    pub object_permission: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,11 +28,14 @@ pub struct OrgRecord {
     pub models: Vec<String>,
     pub spend: f64,
     pub metadata: Value,
+    /// The MCP part of LiteLLM's `object_permission` (null: none).
+    pub object_permission: Value,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const COLUMNS: &str = "organization_id, organization_alias, budget_id, models, spend, metadata,
+    COALESCE(object_permission, 'null'::jsonb) AS object_permission,
     EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
     EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at";
 
@@ -42,6 +47,7 @@ fn read(r: &PgRow) -> Result<OrgRecord, StoreError> {
         models: r.try_get("models")?,
         spend: r.try_get("spend")?,
         metadata: r.try_get("metadata")?,
+        object_permission: r.try_get("object_permission")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -69,6 +75,11 @@ pub async fn upsert(
     if f.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(StoreError::Invalid("metadata must be a JSON object".into()));
     }
+    let permission = f
+        .object_permission
+        .as_ref()
+        .map(crate::object_permission::patch)
+        .transpose()?;
     let id = match id.filter(|i| !i.is_empty()) {
         Some(i) => i,
         None if create => crate::crypto::new_id()?,
@@ -103,17 +114,20 @@ pub async fn upsert(
             return Err(StoreError::NotFound(format!("budget `{b}` does not exist")));
         }
     }
-    sqlx::query(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE organizations SET organization_alias = COALESCE($2, organization_alias),
              budget_id = CASE WHEN $3::text IS NULL THEN budget_id ELSE NULLIF($3, '') END,
-             models = COALESCE($4, models), metadata = COALESCE($5, metadata), updated_at = now()
+             models = COALESCE($4, models), metadata = COALESCE($5, metadata), {},
+             updated_at = now()
          WHERE organization_id = $1",
-    )
+        crate::object_permission::set_clause(6)
+    )))
     .bind(&id)
     .bind(&f.alias)
     .bind(&f.budget_id)
     .bind(&f.models)
     .bind(&f.metadata)
+    .bind(permission)
     .execute(&mut *tx)
     .await?;
     let rec = load(&mut tx, &id).await?;

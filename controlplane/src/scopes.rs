@@ -1,5 +1,5 @@
 //! Teams, users and organizations as data planes enforce them (`Scope`): their budgets
-//! and rate limits apply on top of their keys'. Only those with something to enforce are
+//! and rate limits apply on top of their keys', their MCP grants bound their keys'. Only those with something to enforce are
 //! in the snapshot. A change to one sends `UpsertScope` (or `DeleteScope` once it has
 //! nothing left to enforce, or is deleted); ingestion and budget resets send `ScopeSpend`.
 
@@ -11,16 +11,16 @@ use crate::changes;
 use crate::error::StoreError;
 
 /// Every scope row, as `kind, id, max_budget, soft_budget, spend, rpm_limit, tpm_limit,
-/// max_parallel_requests` (an organization's limits are its budget's).
+/// max_parallel_requests, object_permission` (an organization's limits are its budget's).
 const ALL: &str = "
     SELECT 'team' AS kind, team_id AS id, max_budget, soft_budget, spend, rpm_limit,
-           tpm_limit, max_parallel_requests FROM teams
+           tpm_limit, max_parallel_requests, object_permission FROM teams
     UNION ALL
     SELECT 'user', user_id, max_budget, soft_budget, spend, rpm_limit, tpm_limit,
-           max_parallel_requests FROM users
+           max_parallel_requests, NULL::jsonb FROM users
     UNION ALL
     SELECT 'organization', o.organization_id, b.max_budget, b.soft_budget, o.spend,
-           b.rpm_limit, b.tpm_limit, b.max_parallel_requests
+           b.rpm_limit, b.tpm_limit, b.max_parallel_requests, o.object_permission
       FROM organizations o LEFT JOIN budgets b ON b.budget_id = o.budget_id";
 
 fn scope(r: &PgRow) -> Result<Scope, StoreError> {
@@ -40,6 +40,10 @@ fn scope(r: &PgRow) -> Result<Scope, StoreError> {
         rpm_limit: limit("rpm_limit")?,
         tpm_limit: limit("tpm_limit")?,
         max_parallel_requests: limit("max_parallel_requests")?,
+        mcp: crate::object_permission::grant(
+            r.try_get("object_permission")?,
+            &format!("{kind}s.object_permission"),
+        )?,
     })
 }
 

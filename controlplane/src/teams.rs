@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use crate::audit::{self, Actor};
 use crate::budget::{self, Limits, LimitsRecord, LIMIT_COLUMNS};
 use crate::error::StoreError;
-use crate::{changes, keys, scopes, Page};
+use crate::{changes, keys, object_permission, scopes, Page};
 
 #[derive(Debug, Clone, Default)]
 pub struct TeamFields {
@@ -20,6 +20,8 @@ pub struct TeamFields {
     pub limits: Limits,
     pub metadata: Option<Value>,
     pub blocked: Option<bool>,
+    /// LiteLLM's `object_permission` (its MCP fields); merged over the stored one.
+    pub object_permission: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,6 +40,8 @@ pub struct TeamRecord {
     pub spend: f64,
     pub blocked: bool,
     pub metadata: Value,
+    /// The MCP part of LiteLLM's `object_permission` (null: none).
+    pub object_permission: Value,
     pub members: Vec<Member>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -53,6 +57,7 @@ fn read(r: &PgRow, members: Vec<Member>) -> Result<TeamRecord, StoreError> {
         spend: r.try_get("spend")?,
         blocked: r.try_get("blocked")?,
         metadata: r.try_get("metadata")?,
+        object_permission: r.try_get("object_permission")?,
         members,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -62,6 +67,7 @@ fn read(r: &PgRow, members: Vec<Member>) -> Result<TeamRecord, StoreError> {
 fn columns() -> String {
     format!(
         "team_id, team_alias, organization_id, models, spend, blocked, metadata, {LIMIT_COLUMNS},
+         COALESCE(object_permission, 'null'::jsonb) AS object_permission,
          EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
          EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at"
     )
@@ -123,13 +129,19 @@ async fn apply(conn: &mut PgConnection, team_id: &str, f: &TeamFields) -> Result
         return Err(StoreError::Invalid("metadata must be a JSON object".into()));
     }
     let window = f.limits.check()?;
+    let permission = f
+        .object_permission
+        .as_ref()
+        .map(object_permission::patch)
+        .transpose()?;
     let sql = format!(
         "UPDATE teams SET team_alias = COALESCE($2, team_alias),
              organization_id = CASE WHEN $3::text IS NULL THEN organization_id ELSE NULLIF($3, '') END,
              models = COALESCE($4, models), metadata = COALESCE($5, metadata),
-             blocked = COALESCE($6, blocked), {}, updated_at = now()
+             blocked = COALESCE($6, blocked), {}, {}, updated_at = now()
          WHERE team_id = $1",
-        budget::set_clauses(7)
+        budget::set_clauses(7),
+        object_permission::set_clause(14)
     );
     let q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(team_id)
@@ -140,6 +152,7 @@ async fn apply(conn: &mut PgConnection, team_id: &str, f: &TeamFields) -> Result
         .bind(f.blocked);
     f.limits
         .bind(q, window.as_ref())
+        .bind(permission)
         .execute(&mut *conn)
         .await
         .map_err(fk)?;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{
-    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth, McpServer,
-    McpTransport, ModelBudget, ModelInfo, ProviderKind, ProviderSettings, RouterSettings,
-    RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent, VirtualKey,
+    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth, McpGrant,
+    McpServer, McpTransport, ModelBudget, ModelInfo, ProviderKind, ProviderSettings,
+    RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -98,8 +98,34 @@ impl From<&McpServer> for pb::McpServer {
             allowed_tools: m.allowed_tools.clone().unwrap_or_default(),
             disallowed_tools: m.disallowed_tools.clone(),
             access_groups: m.access_groups.clone(),
+            allow_all_keys: m.allow_all_keys,
         }
     }
+}
+
+impl From<&McpGrant> for pb::McpGrant {
+    fn from(g: &McpGrant) -> Self {
+        Self {
+            servers: g.servers.clone(),
+            access_groups: g.access_groups.clone(),
+            tools: g
+                .tools
+                .iter()
+                .map(|(s, t)| (s.clone(), pb::ToolNames { names: t.clone() }))
+                .collect(),
+        }
+    }
+}
+
+/// A grant off the wire; an empty one is none.
+fn grant(g: Option<pb::McpGrant>) -> Option<std::sync::Arc<McpGrant>> {
+    let g = g?;
+    let g = McpGrant {
+        servers: g.servers,
+        access_groups: g.access_groups,
+        tools: g.tools.into_iter().map(|(s, t)| (s, t.names)).collect(),
+    };
+    (!g.is_empty()).then(|| std::sync::Arc::new(g))
 }
 
 impl TryFrom<pb::McpServer> for McpServer {
@@ -125,6 +151,7 @@ impl TryFrom<pb::McpServer> for McpServer {
             allowed_tools: m.restrict_tools.then_some(m.allowed_tools),
             disallowed_tools: m.disallowed_tools,
             access_groups: m.access_groups,
+            allow_all_keys: m.allow_all_keys,
         })
     }
 }
@@ -364,6 +391,7 @@ impl From<&VirtualKey> for pb::VirtualKey {
             rpm_limit: k.rpm_limit,
             tpm_limit: k.tpm_limit,
             max_parallel_requests: k.max_parallel_requests,
+            mcp: k.mcp.as_deref().map(Into::into),
         }
     }
 }
@@ -396,6 +424,7 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             rpm_limit: k.rpm_limit,
             tpm_limit: k.tpm_limit,
             max_parallel_requests: k.max_parallel_requests,
+            mcp: grant(k.mcp),
         })
     }
 }
@@ -415,6 +444,7 @@ impl From<&Scope> for pb::Scope {
             rpm_limit: s.rpm_limit,
             tpm_limit: s.tpm_limit,
             max_parallel_requests: s.max_parallel_requests,
+            mcp: s.mcp.as_deref().map(Into::into),
         }
     }
 }
@@ -431,6 +461,7 @@ impl TryFrom<pb::Scope> for Scope {
             rpm_limit: s.rpm_limit,
             tpm_limit: s.tpm_limit,
             max_parallel_requests: s.max_parallel_requests,
+            mcp: grant(s.mcp),
         })
     }
 }
@@ -672,6 +703,11 @@ mod tests {
                 spend: 0.125,
             }]
             .into(),
+            mcp: Some(std::sync::Arc::new(McpGrant {
+                servers: vec!["github".into()],
+                access_groups: vec!["dev".into()],
+                tools: [("github".to_owned(), vec!["search".to_owned()])].into(),
+            })),
             ..VirtualKey::default()
         }));
         let team = Scope {
@@ -683,6 +719,10 @@ mod tests {
             rpm_limit: Some(60),
             tpm_limit: None,
             max_parallel_requests: Some(4),
+            mcp: Some(std::sync::Arc::new(McpGrant {
+                servers: vec!["open".into()],
+                ..McpGrant::default()
+            })),
         };
         snap.scopes.push(team.clone());
         snap.mcp_servers = vec![
@@ -699,6 +739,7 @@ mod tests {
                 allowed_tools: Some(Vec::new()),
                 disallowed_tools: vec!["rm".into()],
                 access_groups: vec!["dev".into()],
+                allow_all_keys: false,
             },
             McpServer {
                 name: "open".into(),
@@ -710,6 +751,7 @@ mod tests {
                 allowed_tools: None,
                 disallowed_tools: Vec::new(),
                 access_groups: Vec::new(),
+                allow_all_keys: true,
             },
         ];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();

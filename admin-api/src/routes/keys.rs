@@ -18,7 +18,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    count_param, non_empty, object, total_pages, Body, Duration, LimitFields, Params, MAX_PAGE,
+    count_param, non_empty, object, total_pages, Body, Duration, LimitFields, ObjectPermission,
+    Params, MAX_PAGE,
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -45,6 +46,8 @@ pub struct KeySettings {
     pub tags: Option<Vec<String>>,
     #[schema(schema_with = model_budgets)]
     pub model_max_budget: Option<Map<String, Value>>,
+    /// MCP grants (LiteLLM's `object_permission`).
+    pub object_permission: Option<ObjectPermission>,
 }
 
 impl KeySettings {
@@ -66,6 +69,7 @@ impl KeySettings {
             metadata_json: super::json_text(self.metadata),
             tags: self.tags.unwrap_or_default(),
             model_max_budget_json: super::json_text(self.model_max_budget),
+            object_permission_json: ObjectPermission::json_text(self.object_permission),
         }
     }
 }
@@ -195,6 +199,8 @@ pub struct KeyObject {
     /// Budgets per model (`{model: {budget_limit, time_period}}`).
     #[schema(value_type = Object)]
     pub model_max_budget: Map<String, Value>,
+    /// MCP grants; null: none.
+    pub object_permission: Option<ObjectPermission>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -221,6 +227,7 @@ impl From<pb::KeyInfo> for KeyObject {
             metadata: object(&k.metadata_json),
             tags: k.tags,
             model_max_budget: object(&k.model_max_budget_json),
+            object_permission: ObjectPermission::from_json_text(&k.object_permission_json),
             created_at: iso(k.created_at),
             updated_at: iso(k.updated_at),
         }

@@ -7,10 +7,11 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
@@ -96,18 +97,25 @@ fn typed<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
     })
 }
 
-/// The top-level field that fails to deserialize on its own, for errors in flattened
-/// fields (where serde loses the path).
+/// The top-level field at fault, for errors in flattened fields (where serde loses the
+/// path): the one without which the body is read, else the one that fails on its own.
 fn culprit<T: DeserializeOwned>(body: &Value) -> Option<String> {
     let Value::Object(fields) = body else {
         return None;
     };
-    fields.iter().find_map(|(name, v)| {
-        let alone = Value::Object(Map::from_iter([(name.clone(), v.clone())]));
-        match serde_json::from_value::<T>(alone) {
-            Err(e) if !e.to_string().starts_with("missing field") => Some(name.clone()),
-            _ => None,
-        }
+    let without = fields.keys().find(|name| {
+        let mut rest = fields.clone();
+        rest.remove(name.as_str());
+        serde_json::from_value::<T>(Value::Object(rest)).is_ok()
+    });
+    without.cloned().or_else(|| {
+        fields.iter().find_map(|(name, v)| {
+            let alone = Value::Object(Map::from_iter([(name.clone(), v.clone())]));
+            match serde_json::from_value::<T>(alone) {
+                Err(e) if !e.to_string().starts_with("missing field") => Some(name.clone()),
+                _ => None,
+            }
+        })
     })
 }
 
@@ -225,7 +233,7 @@ pub fn count_param(name: &str, v: Option<u32>, default: u32, max: u32) -> Result
 }
 
 /// Budget and rate limits of a team, user, organization or budget (absent: unchanged).
-#[derive(Debug, Default, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct LimitFields {
     /// Spend limit in USD.
     #[schema(minimum = 0)]
@@ -287,6 +295,34 @@ impl From<Option<routeiq_proto::wire::pb::LimitsInfo>> for LimitsObject {
             tpm_limit: l.tpm_limit,
             max_parallel_requests: l.max_parallel_requests,
         }
+    }
+}
+
+/// LiteLLM's `object_permission` on keys, teams and organizations. RouteIQ enforces its MCP
+/// fields; others LiteLLM has (`vector_stores`, ...) are accepted and ignored. On update, the
+/// fields given replace the stored ones and the others stay.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct ObjectPermission {
+    /// MCP servers (by name) the holder may use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<String>>,
+    /// Every MCP server in one of these access groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_access_groups: Option<Vec<String>>,
+    /// Per server, the only tools that may be called (the server is granted too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_tool_permissions: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+impl ObjectPermission {
+    /// For the control plane (`object_permission_json`).
+    pub fn json_text(p: Option<Self>) -> Option<String> {
+        p.and_then(|p| serde_json::to_string(&p).ok())
+    }
+
+    /// From the control plane's `object_permission_json` (`null`: none).
+    pub fn from_json_text(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{json_text, non_empty, object, Body, LimitFields, Params};
+use super::{json_text, non_empty, object, Body, LimitFields, ObjectPermission, Params};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
@@ -24,6 +24,8 @@ pub struct OrgSettings {
     pub models: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// MCP grants (LiteLLM's `object_permission`): they bound the organization's keys'.
+    pub object_permission: Option<ObjectPermission>,
 }
 
 impl OrgSettings {
@@ -34,6 +36,7 @@ impl OrgSettings {
             set_models: self.models.is_some(),
             models: self.models.unwrap_or_default(),
             metadata_json: json_text(self.metadata),
+            object_permission_json: ObjectPermission::json_text(self.object_permission),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct OrgObject {
     pub spend: f64,
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
+    /// MCP grants; null: none.
+    pub object_permission: Option<ObjectPermission>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -86,6 +91,7 @@ impl From<pb::OrganizationInfo> for OrgObject {
             models: o.models,
             spend: o.spend,
             metadata: object(&o.metadata_json),
+            object_permission: ObjectPermission::from_json_text(&o.object_permission_json),
             created_at: iso(o.created_at),
             updated_at: iso(o.updated_at),
         }

@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::keys::KeyObject;
-use super::{json_text, non_empty, object, Body, LimitFields, LimitsObject, Params};
+use super::{
+    json_text, non_empty, object, Body, LimitFields, LimitsObject, ObjectPermission, Params,
+};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
@@ -68,6 +70,8 @@ pub struct TeamSettings {
     pub metadata: Option<Map<String, Value>>,
     /// A blocked team's keys are refused.
     pub blocked: Option<bool>,
+    /// MCP grants (LiteLLM's `object_permission`): they bound the team's keys'.
+    pub object_permission: Option<ObjectPermission>,
 }
 
 impl TeamSettings {
@@ -80,6 +84,7 @@ impl TeamSettings {
             limits: Some(self.limits.into_pb()),
             metadata_json: json_text(self.metadata),
             blocked: self.blocked,
+            object_permission_json: ObjectPermission::json_text(self.object_permission),
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct TeamObject {
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     pub members_with_roles: Vec<MemberObject>,
+    /// MCP grants; null: none.
+    pub object_permission: Option<ObjectPermission>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -174,6 +181,7 @@ impl From<pb::TeamInfo> for TeamObject {
                     role: m.role,
                 })
                 .collect(),
+            object_permission: ObjectPermission::from_json_text(&t.object_permission_json),
             created_at: iso(t.created_at),
             updated_at: iso(t.updated_at),
         }

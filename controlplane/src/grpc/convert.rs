@@ -70,6 +70,7 @@ pub fn key_fields(f: Option<pb::KeyFields>) -> Result<KeyFields, Status> {
         metadata: metadata(f.metadata_json, "metadata")?,
         tags: (!f.tags.is_empty()).then_some(f.tags),
         model_max_budget: metadata(f.model_max_budget_json, "model_max_budget")?,
+        object_permission: metadata(f.object_permission_json, "object_permission")?,
     })
 }
 
@@ -97,6 +98,7 @@ pub fn key_info(r: KeyRecord, snapshot_version: u64) -> pb::KeyInfo {
         updated_at: r.updated_at,
         snapshot_version,
         model_max_budget_json: r.model_max_budget.to_string(),
+        object_permission_json: r.object_permission.to_string(),
     }
 }
 
@@ -133,6 +135,7 @@ pub fn team_fields(f: Option<pb::TeamFields>) -> Result<TeamFields, Status> {
         limits: limits(f.limits),
         metadata: metadata(f.metadata_json, "metadata")?,
         blocked: f.blocked,
+        object_permission: metadata(f.object_permission_json, "object_permission")?,
     })
 }
 
@@ -165,6 +168,7 @@ pub fn team_info(r: TeamRecord) -> pb::TeamInfo {
             .collect(),
         created_at: r.created_at,
         updated_at: r.updated_at,
+        object_permission_json: r.object_permission.to_string(),
     }
 }
 
@@ -203,6 +207,7 @@ pub fn org_fields(f: Option<pb::OrganizationFields>) -> Result<OrgFields, Status
         budget_id: f.budget_id,
         models: models(f.set_models, f.models),
         metadata: metadata(f.metadata_json, "metadata")?,
+        object_permission: metadata(f.object_permission_json, "object_permission")?,
     })
 }
 
@@ -216,6 +221,7 @@ pub fn org_info(r: OrgRecord) -> pb::OrganizationInfo {
         metadata_json: r.metadata.to_string(),
         created_at: r.created_at,
         updated_at: r.updated_at,
+        object_permission_json: r.object_permission.to_string(),
     }
 }
 

@@ -422,6 +422,7 @@ async fn team_budgets_reach_data_planes_as_scopes_with_their_spend_and_resets() 
         rpm_limit: Some(10),
         tpm_limit: None,
         max_parallel_requests: None,
+        mcp: None,
     };
     assert_eq!(
         deltas_after(&pool, v0).await.last().unwrap().ops,
@@ -461,6 +462,150 @@ async fn team_budgets_reach_data_planes_as_scopes_with_their_spend_and_resets() 
     assert_eq!(
         scope_spend(&deltas_after(&pool, v1).await.last().unwrap().ops),
         Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn mcp_grants_of_keys_teams_and_organizations_reach_data_planes_merged_field_by_field() {
+    use routeiq_controlplane::orgs::{self, OrgFields};
+    use routeiq_controlplane::teams::{self, TeamFields};
+    use routeiq_proto::{McpGrant, ScopeKind};
+    use serde_json::json;
+
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    let grant = |servers: &[&str], groups: &[&str], tools: &[(&str, &[&str])]| {
+        Some(std::sync::Arc::new(McpGrant {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            access_groups: groups.iter().map(|s| s.to_string()).collect(),
+            tools: tools
+                .iter()
+                .map(|(s, t)| (s.to_string(), t.iter().map(|t| t.to_string()).collect()))
+                .collect(),
+        }))
+    };
+    let org = orgs::upsert(
+        &pool,
+        &actor,
+        Some("o1".into()),
+        &OrgFields {
+            object_permission: Some(json!({"mcp_servers": ["a", "b"], "vector_stores": ["v"]})),
+            ..OrgFields::default()
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(org.object_permission, json!({"mcp_servers": ["a", "b"]}));
+    let team_fields = TeamFields {
+        organization_id: Some("o1".into()),
+        object_permission: Some(json!({"mcp_access_groups": ["dev"]})),
+        ..TeamFields::default()
+    };
+    teams::create(&pool, &actor, Some("t1".into()), &team_fields, &[])
+        .await
+        .unwrap();
+    let scope_grant = |ops: &[DeltaOp], kind: ScopeKind| {
+        ops.iter().find_map(|op| match op {
+            DeltaOp::UpsertScope(s) if s.kind == kind => Some(s.mcp.clone()),
+            _ => None,
+        })
+    };
+    let v0 = routeiq_controlplane::changes::current(&pool).await.unwrap();
+    // An update sets the fields it names and keeps the others.
+    let merged = teams::update(
+        &pool,
+        &actor,
+        "t1",
+        &TeamFields {
+            object_permission: Some(json!({"mcp_tool_permissions": {"a": ["search"]}})),
+            ..TeamFields::default()
+        },
+        &[],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        merged.object_permission,
+        json!({"mcp_access_groups": ["dev"], "mcp_tool_permissions": {"a": ["search"]}})
+    );
+    assert_eq!(
+        scope_grant(
+            &deltas_after(&pool, v0).await.last().unwrap().ops,
+            ScopeKind::Team
+        ),
+        Some(grant(&[], &["dev"], &[("a", &["search"])]))
+    );
+    // A key's own grant goes out with the key.
+    let (_, rec, _) = keys::generate(
+        &pool,
+        &actor,
+        None,
+        &KeyFields {
+            team_id: Some("t1".into()),
+            object_permission: Some(json!({"mcp_servers": ["a"]})),
+            ..KeyFields::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rec.object_permission, json!({"mcp_servers": ["a"]}));
+    let ops = deltas_after(&pool, v0).await.last().unwrap().ops.clone();
+    assert!(
+        matches!(&ops[0], DeltaOp::UpsertKey(k) if k.mcp == grant(&["a"], &[], &[]) && k.organization_id == "o1"),
+        "{ops:?}"
+    );
+    // Emptied, a grant is none (the key then inherits its team's).
+    let h = KeyHash::from_hex(&rec.hash).unwrap();
+    keys::update(
+        &pool,
+        &actor,
+        &h,
+        &KeyFields {
+            object_permission: Some(json!({"mcp_servers": []})),
+            ..KeyFields::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ops = deltas_after(&pool, v0).await.last().unwrap().ops.clone();
+    assert!(
+        matches!(&ops[0], DeltaOp::UpsertKey(k) if k.mcp.is_none()),
+        "{ops:?}"
+    );
+    // A malformed grant is refused, naming the field.
+    let bad = keys::update(
+        &pool,
+        &actor,
+        &h,
+        &KeyFields {
+            object_permission: Some(json!({"mcp_tool_permissions": ["a"]})),
+            ..KeyFields::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(&bad, Err(routeiq_controlplane::error::StoreError::Invalid(m)) if m.contains("mcp_tool_permissions")),
+        "{bad:?}"
+    );
+    // The full snapshot carries the same grants.
+    let snap = snapshot::build(&pool, &SecretBox::new("test-salt"))
+        .await
+        .unwrap();
+    let of = |kind| {
+        snap.scopes
+            .iter()
+            .find(|s| s.kind == kind)
+            .unwrap()
+            .mcp
+            .clone()
+    };
+    assert_eq!(of(ScopeKind::Organization), grant(&["a", "b"], &[], &[]));
+    assert_eq!(
+        of(ScopeKind::Team),
+        grant(&[], &["dev"], &[("a", &["search"])])
     );
 }
 

@@ -437,6 +437,7 @@ mod tests {
             allowed_tools: None,
             disallowed_tools: Vec::new(),
             access_groups: Vec::new(),
+            allow_all_keys: false,
         })
         .unwrap();
         let e = answer(

@@ -20,6 +20,8 @@ pub struct RpcError {
     pub code: i64,
     pub message: String,
     pub data: Option<Value>,
+    /// The caller may not do this (a grant refuses it): 403 on the REST face.
+    pub refused: bool,
 }
 
 impl RpcError {
@@ -29,6 +31,7 @@ impl RpcError {
             code,
             message: message.into(),
             data: None,
+            refused: false,
         }
     }
 
@@ -40,6 +43,14 @@ impl RpcError {
     /// Unknown or refused tools, bad arguments: the request is answered, not failed.
     pub fn invalid_params(message: impl Into<String>) -> Self {
         Self::new(200, INVALID_PARAMS, message)
+    }
+
+    /// A tool call the caller's grants refuse: answered like an unknown tool.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self {
+            refused: true,
+            ..Self::invalid_params(message)
+        }
     }
 
     /// The body of the error response to the request `id` (`null` when unknown).

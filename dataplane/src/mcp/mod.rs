@@ -9,11 +9,13 @@
 //! - 2026-07-28: stateless; `server/discover`, and the `Mcp-Method` / `Mcp-Name` headers
 //!   checked against the body.
 //!
-//! Only the master key may use MCP until keys carry MCP grants. A tool a server's
-//! `allowed_tools` / `disallowed_tools` hide is absent from every list and refused on call
-//! without being forwarded.
+//! What a caller may use is its grants' ([`grants`]): a server it may not use is absent
+//! from the aggregate, and refused by path or in `x-mcp-servers`; a tool it may not call,
+//! or that the server's `allowed_tools` / `disallowed_tools` hide, is absent from every
+//! list and refused on call without being forwarded.
 
 pub mod client;
+pub mod grants;
 pub mod jsonrpc;
 pub mod rest;
 
@@ -31,6 +33,7 @@ use crate::error::ApiError;
 use crate::respond;
 use crate::state::{App, LiveState};
 use client::{Client, Server};
+use grants::Access;
 use jsonrpc::{Message, RpcError};
 
 /// The session-based revisions (reached through `initialize`), oldest first.
@@ -82,6 +85,11 @@ impl Registry {
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Server>> {
         self.servers.iter().find(|s| s.config.name == name)
+    }
+
+    /// The servers the caller may use.
+    pub(crate) fn granted(&self, access: &Access) -> Vec<&Arc<Server>> {
+        self.servers.iter().filter(|s| access.server(s)).collect()
     }
 }
 
@@ -174,17 +182,9 @@ async fn answer(
             RpcError::new(e.status, jsonrpc::INVALID_REQUEST, e.message),
         )
     })?;
-    if caller.into_key().is_some() {
-        return Err((
-            null(),
-            RpcError::new(
-                403,
-                jsonrpc::INVALID_REQUEST,
-                "this key has no MCP servers granted: only the master key may use MCP in this version",
-            ),
-        ));
-    }
-    let scope = scope(live, req, server).map_err(|e| (null(), e))?;
+    let key = caller.into_key();
+    let access = Access::of(live, key.as_deref());
+    let scope = scope(live, &access, req, server).map_err(|e| (null(), e))?;
     let era = era(req).map_err(|e| (null(), e))?;
     let method = req.method.clone();
     let has_session = req.headers.contains_key("mcp-session-id");
@@ -239,7 +239,7 @@ async fn answer(
             "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
         }),
         (_, "tools/list") => {
-            let tools = list_tools(&client, &scope)
+            let tools = list_tools(&client, &scope, &access)
                 .await
                 .map_err(|e| (id.clone(), e))?;
             let mut r = json!({"tools": tools});
@@ -249,7 +249,7 @@ async fn answer(
             }
             r
         }
-        (_, "tools/call") => call_tool(app, &client, &scope, ctx, &msg.params)
+        (_, "tools/call") => call_tool(app, &client, &scope, &access, ctx, &msg.params)
             .await
             .map_err(|e| (id.clone(), e))?,
         (_, other) => {
@@ -278,24 +278,27 @@ fn server_info() -> Value {
     json!({"name": "routeiq", "version": env!("CARGO_PKG_VERSION")})
 }
 
-/// The servers of the request: the path's, or all narrowed by `x-mcp-servers`.
+/// The servers of the request that the caller may use: the path's, or all narrowed by
+/// `x-mcp-servers`.
 fn scope<'a>(
     live: &'a LiveState,
+    access: &Access,
     req: &pingora::http::RequestHeader,
     server: Option<&str>,
 ) -> Result<Scope<'a>, RpcError> {
     let registry = &live.mcp;
     if let Some(name) = server {
-        return registry.get(name).map(Scope::One).ok_or_else(|| {
+        let s = registry.get(name).ok_or_else(|| {
             RpcError::new(
                 404,
                 jsonrpc::INVALID_REQUEST,
                 format!("no MCP server named `{name}`"),
             )
-        });
+        })?;
+        return granted(access, s).map(Scope::One);
     }
     let Some(narrowed) = req.headers.get("x-mcp-servers") else {
-        return Ok(Scope::All(registry.servers.iter().collect()));
+        return Ok(Scope::All(registry.granted(access)));
     };
     let list = narrowed.to_str().map_err(|_| {
         RpcError::new(
@@ -313,11 +316,31 @@ fn scope<'a>(
                 format!("x-mcp-servers: no MCP server named `{name}`"),
             )
         })?;
+        let s = granted(access, s)?;
         if !servers.iter().any(|x: &&Arc<Server>| Arc::ptr_eq(x, s)) {
             servers.push(s);
         }
     }
     Ok(Scope::All(servers))
+}
+
+/// `server` if the caller may use it; else a 403.
+pub(crate) fn granted<'a>(
+    access: &Access,
+    server: &'a Arc<Server>,
+) -> Result<&'a Arc<Server>, RpcError> {
+    if access.server(server) {
+        Ok(server)
+    } else {
+        Err(RpcError::new(
+            403,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "this key may not use MCP server `{}`: grant it in the key's, team's or organization's object_permission",
+                server.config.name
+            ),
+        ))
+    }
 }
 
 fn era(req: &pingora::http::RequestHeader) -> Result<Era, RpcError> {
@@ -409,6 +432,7 @@ fn decode_header(v: &str) -> String {
 pub(crate) async fn list_tools(
     client: &Client<'_>,
     scope: &Scope<'_>,
+    access: &Access<'_>,
 ) -> Result<Vec<Value>, RpcError> {
     let servers = scope.servers();
     // One deadline for all of a server's requests (a session to open, pages to follow).
@@ -432,7 +456,7 @@ pub(crate) async fn list_tools(
             let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_owned) else {
                 continue;
             };
-            if !s.config.exposes(&name) {
+            if !access.tool(s, &name) {
                 continue;
             }
             let public = scope.public_name(s, &name);
@@ -457,6 +481,7 @@ pub(crate) async fn call_tool(
     app: &App,
     client: &Client<'_>,
     scope: &Scope<'_>,
+    access: &Access<'_>,
     ctx: &RequestCtx,
     params: &Value,
 ) -> Result<Value, RpcError> {
@@ -467,6 +492,11 @@ pub(crate) async fn call_tool(
     let (server, tool) = scope.resolve(name).ok_or_else(unknown)?;
     if !server.config.exposes(tool) {
         return Err(unknown());
+    }
+    if !access.tool(server, tool) {
+        return Err(RpcError::refused(format!(
+            "this key may not call tool `{name}`: the key's, team's or organization's mcp_tool_permissions leave it out"
+        )));
     }
     let mut forwarded = Map::new();
     forwarded.insert("name".into(), json!(tool));

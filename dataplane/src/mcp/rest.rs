@@ -8,25 +8,18 @@ use pingora::proxy::Session;
 use serde_json::{json, Value};
 
 use super::jsonrpc::{RpcError, INVALID_PARAMS};
-use super::{call_tool, list_tools, Client, Scope};
+use super::{call_tool, granted, list_tools, Access, Client, Scope};
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
 use crate::respond;
 use crate::state::{App, LiveState};
 
-fn master_only(ctx: &RequestCtx) -> Result<(), ApiError> {
-    match ctx.key {
-        None => Ok(()),
-        Some(_) => Err(ApiError::forbidden(
-            "this key has no MCP servers granted: only the master key may use MCP in this version",
-        )),
-    }
-}
-
 /// A JSON-RPC error as a REST one: unknown tools and bad arguments are the caller's, the
 /// rest the server's.
 fn rest_error(e: RpcError) -> ApiError {
-    if e.code == INVALID_PARAMS {
+    if e.refused || e.status == 403 {
+        ApiError::forbidden(e.message)
+    } else if e.code == INVALID_PARAMS {
         ApiError::bad_request(e.message)
     } else {
         ApiError::upstream(502, ErrorKind::Upstream, e.message)
@@ -39,21 +32,26 @@ pub async fn list(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
-    master_only(ctx)?;
+    let access = Access::of(live, ctx.key.as_deref());
     let wanted = session
         .req_header()
         .uri
         .query()
         .and_then(|q| url_query(q, "server_name"));
     let scope = match wanted {
-        None => Scope::All(live.mcp.servers.iter().collect()),
-        Some(name) => Scope::All(vec![live
-            .mcp
-            .get(&name)
-            .ok_or_else(|| ApiError::not_found(format!("no MCP server named `{name}`")))?]),
+        None => Scope::All(live.mcp.granted(&access)),
+        Some(name) => {
+            let s = live
+                .mcp
+                .get(&name)
+                .ok_or_else(|| ApiError::not_found(format!("no MCP server named `{name}`")))?;
+            Scope::All(vec![granted(&access, s).map_err(rest_error)?])
+        }
     };
     let client = Client::new(app, live);
-    let tools = list_tools(&client, &scope).await.map_err(rest_error)?;
+    let tools = list_tools(&client, &scope, &access)
+        .await
+        .map_err(rest_error)?;
     let body = Bytes::from(json!({"tools": tools}).to_string());
     respond::json(session, ctx, &[], body)
         .await
@@ -67,7 +65,7 @@ pub async fn call(
     ctx: &mut RequestCtx,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    master_only(ctx)?;
+    let access = Access::of(live, ctx.key.as_deref());
     let params: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
     if !params.is_object() {
@@ -75,9 +73,9 @@ pub async fn call(
             "the body is {\"name\": \"<server>-<tool>\", \"arguments\": {...}}",
         ));
     }
-    let scope = Scope::All(live.mcp.servers.iter().collect());
+    let scope = Scope::All(live.mcp.granted(&access));
     let client = Client::new(app, live);
-    let result = call_tool(app, &client, &scope, ctx, &params)
+    let result = call_tool(app, &client, &scope, &access, ctx, &params)
         .await
         .map_err(rest_error)?;
     respond::json(session, ctx, &[], Bytes::from(result.to_string()))

@@ -132,6 +132,8 @@ struct RawMcpServer {
     disallowed_tools: Vec<String>,
     #[serde(default)]
     access_groups: Vec<String>,
+    #[serde(default)]
+    allow_all_keys: bool,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -182,6 +184,7 @@ impl RawMcpServer {
             allowed_tools: self.allowed_tools,
             disallowed_tools: self.disallowed_tools,
             access_groups: self.access_groups,
+            allow_all_keys: self.allow_all_keys,
         })
     }
 }
