@@ -17,7 +17,8 @@ use utoipa_axum::routes;
 use crate::auth::SCHEME;
 use crate::error::ErrorBody;
 use crate::routes::{
-    audit, budgets, credentials, health, keys, models, orgs, routing_models, spend, teams, users,
+    audit, budgets, credentials, health, keys, mcp, models, orgs, routing_models, spend, teams,
+    users,
 };
 use crate::AppState;
 
@@ -26,7 +27,8 @@ use crate::AppState;
     info(
         title = "RouteIQ admin API",
         description = "LiteLLM-compatible management API of the RouteIQ gateway: virtual keys, \
-teams, users, organizations, models, credentials, budgets, spend and the audit log.\n\n\
+teams, users, organizations, models, credentials, MCP servers, budgets, spend and the audit \
+log.\n\n\
 Authenticate with `Authorization: Bearer <key>`: the master key, or a virtual key whose user \
 has a role. Each operation's security requirement lists the roles that may call it: \
 `proxy_admin`, `proxy_admin_viewer`, `internal_user`, `internal_user_viewer`, and \
@@ -40,6 +42,7 @@ has a role. Each operation's security requirement lists the roles that may call 
         (name = "organizations", description = "Organizations"),
         (name = "models", description = "Model deployments"),
         (name = "credentials", description = "Provider credentials"),
+        (name = "mcp", description = "MCP servers the gateway fronts"),
         (name = "budgets", description = "Reusable budgets"),
         (name = "spend", description = "Spend logs and reports"),
         (name = "audit", description = "Who changed what"),
@@ -86,6 +89,9 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(credentials::create, credentials::list))
         .routes(routes!(credentials::get))
         .routes(routes!(credentials::update, credentials::delete))
+        .routes(routes!(mcp::list, mcp::create, mcp::update))
+        .routes(routes!(mcp::get, mcp::delete))
+        .routes(routes!(mcp::access_groups))
         .routes(routes!(budgets::new))
         .routes(routes!(budgets::update))
         .routes(routes!(budgets::info))
@@ -340,6 +346,12 @@ pub fn finish(mut spec: Spec) -> Spec {
         .get_mut(&*<models::LitellmParams as utoipa::ToSchema>::name())
     {
         params.extensions = Some(models::litellm_conditions());
+    }
+    if let Some(RefOr::T(Schema::Object(settings))) = components
+        .schemas
+        .get_mut(&*<mcp::McpServerSettings as utoipa::ToSchema>::name())
+    {
+        settings.extensions = Some(mcp::auth_conditions());
     }
     components.add_security_scheme(
         SCHEME,

@@ -135,3 +135,162 @@ pub async fn load_all(
         })
         .collect()
 }
+
+/// A server as the audit log records it: everything but its secrets.
+fn redacted(m: &McpServer) -> serde_json::Value {
+    serde_json::json!({
+        "name": m.name, "url": m.url, "transport": m.transport.as_str(),
+        "auth_type": m.auth.kind(), "has_auth_value": !m.auth.value().is_empty(),
+        "static_headers": m.static_headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        "allowed_tools": m.allowed_tools, "disallowed_tools": m.disallowed_tools,
+        "access_groups": m.access_groups, "allow_all_keys": m.allow_all_keys,
+        "description": m.description,
+    })
+}
+
+/// A server change through the API (`source = 'api'`). `entry` is a LiteLLM `mcp_servers`
+/// entry; on update it is merged over the stored server's (its fields replace the stored
+/// ones, `null` removes one). Checked like a config entry, stored, audited and sent to data
+/// planes as one delta. Returns the server, the ignored fields and the version.
+pub async fn save(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    actor: &crate::audit::Actor,
+    name: &str,
+    entry: &serde_json::Value,
+    create: bool,
+) -> Result<(McpServer, Vec<String>, u64), StoreError> {
+    if !McpServer::valid_name(name) {
+        return Err(StoreError::Invalid(format!(
+            "server name `{name}`: 1 to 64 letters, digits, `_` or `-`"
+        )));
+    }
+    let serde_json::Value::Object(given) = entry else {
+        return Err(StoreError::Invalid(
+            "the server must be a JSON object".into(),
+        ));
+    };
+    let mut tx = pool.begin().await?;
+    crate::deployments::lock(&mut tx).await?;
+    let before = load_all(&mut *tx, secrets)
+        .await?
+        .into_iter()
+        .find(|(m, _)| m.name == name)
+        .map(|(m, _)| m);
+    let merged = match (&before, create) {
+        (Some(_), true) => {
+            return Err(StoreError::Conflict(format!(
+                "MCP server `{name}` already exists"
+            )))
+        }
+        (None, false) => {
+            return Err(StoreError::NotFound(format!(
+                "MCP server `{name}` not found"
+            )))
+        }
+        (Some(old), false) => {
+            let serde_json::Value::Object(mut e) = routeiq_proto::litellm::mcp_server_entry(old)
+            else {
+                return Err(StoreError::Corrupt(format!("mcp_servers.{name}")));
+            };
+            for (k, v) in given {
+                if v.is_null() {
+                    e.remove(k);
+                } else {
+                    e.insert(k.clone(), v.clone());
+                }
+            }
+            serde_json::Value::Object(e)
+        }
+        (None, true) => entry.clone(),
+    };
+    let (server, warnings) =
+        routeiq_proto::litellm::compile_mcp_server(name, &merged, &|v| std::env::var(v).ok())
+            .map_err(|(at, m)| {
+                StoreError::Invalid(if at.is_empty() {
+                    m
+                } else {
+                    format!("{at}: {m}")
+                })
+            })?;
+    if server.transport != McpTransport::Http {
+        return Err(StoreError::Invalid(format!(
+            "transport: {} is not served by this RouteIQ version (http, streamable HTTP, is)",
+            server.transport.as_str()
+        )));
+    }
+    upsert(&mut *tx, secrets, &server, "api").await?;
+    let version = crate::changes::append(
+        &mut tx,
+        vec![routeiq_proto::DeltaOp::UpsertMcpServer(server.clone())],
+    )
+    .await?;
+    crate::audit::record(
+        &mut *tx,
+        actor,
+        crate::audit::Entry {
+            action: if create {
+                "mcp_server.create"
+            } else {
+                "mcp_server.update"
+            },
+            object_type: "mcp_server",
+            object_id: name,
+            before: before.as_ref().map(redacted),
+            after: Some(redacted(&server)),
+            snapshot_version: Some(version),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((server, warnings, version))
+}
+
+/// Deletes servers by name, as one delta.
+pub async fn delete_many(
+    pool: &sqlx::PgPool,
+    secrets: &SecretBox,
+    actor: &crate::audit::Actor,
+    names: &[String],
+) -> Result<u64, StoreError> {
+    if names.is_empty() {
+        return Err(StoreError::Invalid("no MCP servers given".into()));
+    }
+    let mut tx = pool.begin().await?;
+    crate::deployments::lock(&mut tx).await?;
+    let all = load_all(&mut *tx, secrets).await?;
+    let mut befores = Vec::with_capacity(names.len());
+    for name in names {
+        let (m, _) = all
+            .iter()
+            .find(|(m, _)| &m.name == name)
+            .ok_or_else(|| StoreError::NotFound(format!("MCP server `{name}` not found")))?;
+        befores.push(redacted(m));
+    }
+    sqlx::query("DELETE FROM mcp_servers WHERE server_id = ANY($1)")
+        .bind(names)
+        .execute(&mut *tx)
+        .await?;
+    let ops = names
+        .iter()
+        .map(|n| routeiq_proto::DeltaOp::DeleteMcpServer(n.clone()))
+        .collect();
+    let version = crate::changes::append(&mut tx, ops).await?;
+    for (name, before) in names.iter().zip(befores) {
+        crate::audit::record(
+            &mut *tx,
+            actor,
+            crate::audit::Entry {
+                action: "mcp_server.delete",
+                object_type: "mcp_server",
+                object_id: name,
+                before: Some(before),
+                after: None,
+                snapshot_version: Some(version),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(version)
+}

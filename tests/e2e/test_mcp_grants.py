@@ -187,3 +187,80 @@ def test_grant_changes_reach_the_data_plane_and_updates_merge(env):
     assert r.status_code == 422 and r.json()["error"]["param"] == "object_permission", r.text
     assert names(url, env.keys["math"]) == ["math-add", "pub-search"]
     assert dp.version() > 0
+
+
+def test_the_registry_is_managed_through_the_admin_api_and_reaches_the_data_plane(env):
+    """LiteLLM's `/v1/mcp/server` routes: a server added, changed and deleted through the
+    admin API is served by the data plane; its credential is stored sealed, used upstream,
+    never returned, and kept by an update that does not give it."""
+    admin, dp, s = env.admin, env.dp, env.stack
+    listed = {m["server_id"]: m for m in admin.ok("GET", "/v1/mcp/server")}
+    assert sorted(listed) == ["docs", "math", "pub"] and listed["docs"]["source"] == "config"
+    assert listed["docs"]["mcp_access_groups"] == ["dev"] and listed["pub"]["allow_all_keys"] is True
+
+    docs_url = [m for m in listed.values() if m["server_id"] == "docs"][0]["url"]
+    body = {"server_name": "docs2", "url": docs_url, "transport": "http", "auth_type": "bearer_token",
+            "credentials": {"auth_value": "tok-docs2"}, "static_headers": {"X-Team": "red-7f3"},
+            "mcp_access_groups": ["dev"], "description": "the docs, again"}
+    r = admin.call("POST", "/v1/mcp/server", json=body)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["server_id"] == "docs2" and made["credentials"] is None and made["source"] == "api"
+    assert made["static_header_names"] == ["x-team"] and "tok-docs2" not in r.text and "red-7f3" not in r.text
+    assert admin.call("POST", "/v1/mcp/server", json=body).status_code == 409
+    assert not any(b"tok-docs2" in bytes(row[0]) for row in s.sql("SELECT auth FROM mcp_servers"))
+
+    url = f"{dp.url}/mcp"
+    wait_until(lambda: "docs2-whoami" in names(url, STACK_MASTER_KEY), timeout=15, interval=0.2,
+               what="the new server on the data plane")
+    assert call(url, STACK_MASTER_KEY, "docs2-whoami", {}) == "Bearer tok-docs2 team=red-7f3 server=docs"
+
+    # An update without credentials keeps them; the access group grants the team's key.
+    r = admin.call("PUT", "/v1/mcp/server", json={"server_id": "docs2", "allowed_tools": ["whoami"]})
+    assert r.status_code == 202 and r.json()["allowed_tools"] == ["whoami"], r.text
+    wait_until(lambda: [n for n in names(url, STACK_MASTER_KEY) if n.startswith("docs2-")] == ["docs2-whoami"],
+               timeout=15, interval=0.2, what="the update")
+    assert call(url, STACK_MASTER_KEY, "docs2-whoami", {}) == "Bearer tok-docs2 team=red-7f3 server=docs"
+    assert admin.ok("GET", "/v1/mcp/access_groups") == {"access_groups": ["dev"]}
+
+    # The data plane's own routes: the caller's tools, and each server checked live.
+    h = {"Authorization": f"Bearer {STACK_MASTER_KEY}"}
+    tools = httpx.get(f"{dp.url}/v1/mcp/tools?server_id=docs2", headers=h, timeout=30).json()["tools"]
+    assert [t["name"] for t in tools] == ["docs2-whoami"]
+    health = httpx.get(f"{dp.url}/v1/mcp/server/health", headers=h, timeout=30).json()
+    by_id = {c["server_id"]: c for c in health}
+    assert sorted(by_id) == ["docs", "docs2", "math", "pub"]
+    assert all(c["status"] == "healthy" for c in health), health
+    assert by_id["docs2"]["tools_count"] == 1 and by_id["math"]["tools_count"] == 4
+    key_health = httpx.get(f"{dp.url}/v1/mcp/server/health",
+                           headers={"Authorization": f"Bearer {env.keys['math']}"}, timeout=30).json()
+    assert sorted(c["server_id"] for c in key_health) == ["math", "pub"]
+    assert httpx.get(f"{dp.url}/v1/mcp/server/health?server_ids=docs",
+                     headers={"Authorization": f"Bearer {env.keys['math']}"}, timeout=30).status_code == 403
+
+    # Bad input is a clear 400 or 422, and nothing changes.
+    r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "url": "ftp://x/mcp"})
+    assert r.status_code == 400 and "url" in r.json()["error"]["message"], r.text
+    r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "transport": "stdio", "url": "http://x"})
+    assert r.status_code == 422 and "stdio" in r.json()["error"]["message"], r.text
+    r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "url": "http://x/mcp",
+                                                   "static_headers": {"bad header": "v"}})
+    assert r.status_code == 400 and "static_headers" in r.json()["error"]["message"], r.text
+    r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "url": "http://x/mcp", "auth_type": "api_key"})
+    assert r.status_code == 400 and "auth_value" in r.json()["error"]["message"], r.text
+    r = admin.call("POST", "/v1/mcp/server", json={"server_name": "a b", "url": "http://x/mcp"})
+    assert r.status_code in (400, 422), r.text
+    assert admin.call("PUT", "/v1/mcp/server", json={"server_id": "nosuch", "url": "http://x/mcp"}).status_code == 404
+    assert admin.call("POST", "/v1/mcp/server", key=env.keys["math"],
+                      json={"server_name": "x", "url": "http://x/mcp"}).status_code in (401, 403)
+
+    r = admin.call("DELETE", "/v1/mcp/server/docs2")
+    assert r.status_code == 202, r.text
+    assert admin.call("GET", "/v1/mcp/server/docs2").status_code == 404
+    wait_until(lambda: not any(n.startswith("docs2-") for n in names(url, STACK_MASTER_KEY)), timeout=15,
+               interval=0.2, what="the deletion")
+    actions = [row[0] for row in s.sql(
+        "SELECT action FROM audit_log WHERE object_type = 'mcp_server' ORDER BY id")]
+    assert actions == ["mcp_server.create", "mcp_server.update", "mcp_server.delete"], actions
+    audited = " ".join(str(row) for row in s.sql("SELECT before, after FROM audit_log WHERE object_type = 'mcp_server'"))
+    assert "tok-docs2" not in audited

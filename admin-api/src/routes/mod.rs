@@ -20,6 +20,7 @@ pub mod budgets;
 pub mod credentials;
 pub mod health;
 pub mod keys;
+pub mod mcp;
 pub mod models;
 pub mod orgs;
 pub mod routing_models;

@@ -225,6 +225,24 @@ pub fn org_info(r: OrgRecord) -> pb::OrganizationInfo {
     }
 }
 
+/// A server for the API: its credentials and static header values left out.
+pub fn mcp_server_info(
+    m: &routeiq_proto::McpServer,
+    source: &str,
+    version: u64,
+    warnings: Vec<String>,
+) -> pb::McpServerInfo {
+    let mut wire = pb::McpServer::from(m);
+    wire.auth_value.clear();
+    wire.static_headers.values_mut().for_each(String::clear);
+    pb::McpServerInfo {
+        server: Some(wire),
+        source: source.to_owned(),
+        snapshot_version: version,
+        warnings,
+    }
+}
+
 pub fn budget_info(r: BudgetRecord) -> pb::BudgetInfo {
     pb::BudgetInfo {
         budget_id: r.budget_id,

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
 use crate::{
-    audit, budget, changes, deployments, keys, orgs, principal, routing_models, snapshot, spend,
-    teams, users, Page,
+    audit, budget, changes, deployments, keys, mcp_servers, orgs, principal, routing_models,
+    snapshot, spend, teams, users, Page,
 };
 
 mod convert;
@@ -509,6 +509,53 @@ impl pb::control_plane_server::ControlPlane for Service {
         Ok(Response::new(pb::ListModelsResponse { models, total }))
     }
 
+    // ---- MCP servers ----
+
+    async fn create_mcp_server(
+        &self,
+        req: Request<pb::UpsertMcpServerRequest>,
+    ) -> Result<Response<pb::McpServerInfo>, Status> {
+        self.save_mcp_server(req.into_inner(), true).await
+    }
+
+    async fn update_mcp_server(
+        &self,
+        req: Request<pb::UpsertMcpServerRequest>,
+    ) -> Result<Response<pb::McpServerInfo>, Status> {
+        self.save_mcp_server(req.into_inner(), false).await
+    }
+
+    async fn delete_mcp_servers(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let version =
+            mcp_servers::delete_many(&self.pool, &self.secrets, &actor(r.actor), &r.ids).await?;
+        Ok(Response::new(deleted(r.ids, Some(version))))
+    }
+
+    async fn list_mcp_servers(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListMcpServersResponse>, Status> {
+        let r = req.into_inner();
+        let page = Page::new(r.page, r.page_size);
+        let all: Vec<_> = mcp_servers::load_all(&self.pool, &self.secrets)
+            .await?
+            .into_iter()
+            .filter(|(m, _)| r.ids.is_empty() || r.ids.contains(&m.name))
+            .collect();
+        let total = all.len() as u64;
+        let servers = all
+            .iter()
+            .skip(page.offset() as usize)
+            .take(page.limit() as usize)
+            .map(|(m, source)| mcp_server_info(m, source, 0, Vec::new()))
+            .collect();
+        Ok(Response::new(pb::ListMcpServersResponse { servers, total }))
+    }
+
     // ---- credentials ----
 
     async fn create_credential(
@@ -689,6 +736,25 @@ impl Service {
         let mut out = model(&d, "api", version);
         out.warnings = warnings;
         Ok(Response::new(out))
+    }
+
+    async fn save_mcp_server(
+        &self,
+        r: pb::UpsertMcpServerRequest,
+        create: bool,
+    ) -> Result<Response<pb::McpServerInfo>, Status> {
+        let entry: serde_json::Value = serde_json::from_str(&r.entry_json)
+            .map_err(|e| Status::invalid_argument(format!("entry_json: {e}")))?;
+        let (m, warnings, version) = mcp_servers::save(
+            &self.pool,
+            &self.secrets,
+            &actor(r.actor),
+            &r.name,
+            &entry,
+            create,
+        )
+        .await?;
+        Ok(Response::new(mcp_server_info(&m, "api", version, warnings)))
     }
 
     async fn save_credential(

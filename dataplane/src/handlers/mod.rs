@@ -99,6 +99,7 @@ async fn serve(
         Endpoint::Models => info::models(app, live, session, ctx).await,
         Endpoint::Mcp => crate::mcp::serve(app, live, session, ctx, param).await,
         Endpoint::McpRestList => crate::mcp::rest::list(app, live, session, ctx).await,
+        Endpoint::McpHealth => crate::mcp::rest::health(app, live, session, ctx).await,
         Endpoint::McpRestCall => crate::mcp::rest::call(app, live, session, ctx, body).await,
         Endpoint::Liveliness => info::liveliness(session, ctx).await,
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,

@@ -57,8 +57,10 @@ pub enum Endpoint {
     PassThrough(ProviderKind),
     /// The MCP gateway: every server (`/mcp`), or the path's one (`mcp`).
     Mcp,
-    /// `GET /mcp-rest/tools/list`.
+    /// `GET /mcp-rest/tools/list`, `GET /v1/mcp/tools`.
     McpRestList,
+    /// `GET /v1/mcp/server/health`.
+    McpHealth,
     /// `POST /mcp-rest/tools/call`.
     McpRestCall,
 }
@@ -389,8 +391,16 @@ const TABLE: &[Spec] = &[
     ),
     spec(
         Method::GET,
-        &["/mcp-rest/tools/list"],
+        &["/mcp-rest/tools/list", "/v1/mcp/tools"],
         Endpoint::McpRestList,
+        ClientApi::OpenAi,
+        Needs::Key,
+        "mcp",
+    ),
+    spec(
+        Method::GET,
+        &["/v1/mcp/server/health"],
+        Endpoint::McpHealth,
         ClientApi::OpenAi,
         Needs::Key,
         "mcp",

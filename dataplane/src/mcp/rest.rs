@@ -1,7 +1,8 @@
-//! LiteLLM's REST face of the MCP gateway: `GET /mcp-rest/tools/list` (every server's
-//! tools, `<server>-<tool>` names; `?server_name=` narrows to one) and
-//! `POST /mcp-rest/tools/call` (`{"name": "<server>-<tool>", "arguments": {...}}`).
-//! Same servers, filters and grants as `/mcp`; errors in OpenAI's shape.
+//! LiteLLM's REST face of the MCP gateway: `GET /mcp-rest/tools/list` and
+//! `GET /v1/mcp/tools` (every server's tools, `<server>-<tool>` names; `?server_name=` or
+//! `?server_id=` narrows to one), `POST /mcp-rest/tools/call` (`{"name":
+//! "<server>-<tool>", "arguments": {...}}`) and `GET /v1/mcp/server/health` (each server
+//! listed live). Same servers, filters and grants as `/mcp`; errors in OpenAI's shape.
 
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -33,11 +34,9 @@ pub async fn list(
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
     let access = Access::of(live, ctx.key.as_deref());
-    let wanted = session
-        .req_header()
-        .uri
-        .query()
-        .and_then(|q| url_query(q, "server_name"));
+    let query = session.req_header().uri.query();
+    let wanted =
+        query.and_then(|q| url_query(q, "server_name").or_else(|| url_query(q, "server_id")));
     let scope = match wanted {
         None => Scope::All(live.mcp.granted(&access)),
         Some(name) => {
@@ -81,6 +80,76 @@ pub async fn call(
     respond::json(session, ctx, &[], Bytes::from(result.to_string()))
         .await
         .map_err(|e| ApiError::internal(format!("writing the result: {e}")))
+}
+
+/// Lists each server the caller may use (`?server_ids=a&server_ids=b`: these) with a
+/// short deadline: `healthy` with its tool count, or `unhealthy` with the error.
+pub async fn health(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+    let access = Access::of(live, ctx.key.as_deref());
+    let wanted: Vec<String> = session
+        .req_header()
+        .uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "server_ids" || k == "server_id")
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut servers = Vec::new();
+    for name in &wanted {
+        let s = live
+            .mcp
+            .get(name)
+            .ok_or_else(|| ApiError::not_found(format!("no MCP server named `{name}`")))?;
+        servers.push(granted(&access, s).map_err(rest_error)?);
+    }
+    if wanted.is_empty() {
+        servers = live.mcp.granted(&access);
+    }
+    let client = Client::new(app, live);
+    let checks = futures_util::future::join_all(servers.iter().map(|s| {
+        let (client, access) = (&client, &access);
+        async move {
+            let started = std::time::Instant::now();
+            let listed = tokio::time::timeout(DEADLINE, client.list_tools(s, DEADLINE)).await;
+            let ms = started.elapsed().as_millis() as u64;
+            let name = &s.config.name;
+            match listed {
+                Ok(Ok(tools)) => {
+                    let visible = tools
+                        .iter()
+                        .filter_map(|t| t.get("name").and_then(Value::as_str))
+                        .filter(|t| access.tool(s, t))
+                        .count();
+                    json!({"server_id": name, "server_name": name, "status": "healthy",
+                        "tools_count": visible, "response_time_ms": ms, "error": null})
+                }
+                Ok(Err(e)) => json!({"server_id": name, "server_name": name,
+                    "status": "unhealthy", "tools_count": null, "response_time_ms": ms,
+                    "error": e.message}),
+                Err(_) => json!({"server_id": name, "server_name": name,
+                    "status": "unhealthy", "tools_count": null, "response_time_ms": ms,
+                    "error": format!("no answer within {}s", DEADLINE.as_secs())}),
+            }
+        }
+    }))
+    .await;
+    respond::json(
+        session,
+        ctx,
+        &[],
+        Bytes::from(Value::from(checks).to_string()),
+    )
+    .await
+    .map_err(|e| ApiError::internal(format!("writing the health: {e}")))
 }
 
 /// The value of `name` in a query string, percent-decoded.

@@ -153,6 +153,50 @@ pub fn compile_model(
     Ok((d, warnings))
 }
 
+/// An MCP server given through the management API: an `mcp_servers` entry as JSON (`url`,
+/// `transport`, `auth_type`, `auth_value`, `static_headers`, `allowed_tools`, ...) compiled
+/// exactly like one in `config.yaml`, `os.environ/NAME` resolved with `lookup`. Errors are
+/// `(path in the entry, message)`; the warnings name ignored fields.
+pub fn compile_mcp_server(
+    name: &str,
+    entry: &serde_json::Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(crate::McpServer, Vec<String>), (String, String)> {
+    let mut value: serde_norway::Value =
+        serde_json::from_value(entry.clone()).map_err(|e| (String::new(), e.to_string()))?;
+    env::resolve(&mut value, lookup)
+        .map_err(|e| (e.at, format!("environment variable `{}` is not set", e.var)))?;
+    schema::compile_mcp_entry(name, value)
+}
+
+/// A server as the `mcp_servers` entry that compiles to it, credentials included: what an
+/// update through the management API is merged over.
+pub fn mcp_server_entry(m: &crate::McpServer) -> serde_json::Value {
+    let mut e = serde_json::json!({
+        "url": m.url,
+        "transport": m.transport.as_str(),
+        "auth_type": m.auth.kind(),
+        "static_headers": m
+            .static_headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.expose())))
+            .collect::<serde_json::Map<_, _>>(),
+        "disallowed_tools": m.disallowed_tools,
+        "access_groups": m.access_groups,
+        "allow_all_keys": m.allow_all_keys,
+    });
+    if !m.auth.value().is_empty() {
+        e["auth_value"] = m.auth.value().into();
+    }
+    if let Some(d) = &m.description {
+        e["description"] = d.as_str().into();
+    }
+    if let Some(a) = &m.allowed_tools {
+        e["allowed_tools"] = a.clone().into();
+    }
+    e
+}
+
 /// The credential a `/model/new` body refers to (`litellm_params.litellm_credential_name`;
 /// empty: none, as LiteLLM reads it).
 pub fn credential_name(entry: &serde_json::Value) -> Option<&str> {

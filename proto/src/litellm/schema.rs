@@ -138,6 +138,22 @@ struct RawMcpServer {
     unknown: Unknown,
 }
 
+/// An `mcp_servers` entry given through the management API, compiled like one from the
+/// config file; unknown fields are warnings. Errors are `(path in the entry, message)`.
+pub(crate) fn compile_mcp_entry(
+    name: &str,
+    value: serde_norway::Value,
+) -> Result<(crate::McpServer, Vec<String>), (String, String)> {
+    let raw: RawMcpServer = serde_path_to_error::deserialize(value)
+        .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))?;
+    let mut warnings = Vec::new();
+    warn_unknown(&mut warnings, "", &raw.unknown);
+    let server = raw
+        .compile(name, "")
+        .map_err(|(at, m)| (at.trim_start_matches('.').to_owned(), m))?;
+    Ok((server, warnings))
+}
+
 impl RawMcpServer {
     fn compile(self, name: &str, at: &str) -> Result<crate::McpServer, (String, String)> {
         use crate::{McpAuth, McpServer, McpTransport};
@@ -170,6 +186,16 @@ impl RawMcpServer {
         }
         let auth = McpAuth::parse(self.auth_type.as_deref(), self.auth_value.map(Secret::new))
             .map_err(|e| (format!("{at}.auth_type"), e))?;
+        for (k, v) in &self.static_headers {
+            let valid = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                && http::HeaderValue::from_str(v).is_ok();
+            if !valid {
+                return Err((
+                    format!("{at}.static_headers"),
+                    format!("`{k}` is not a valid HTTP header name and value"),
+                ));
+            }
+        }
         Ok(McpServer {
             name: name.to_owned(),
             description: self.description,
@@ -181,7 +207,8 @@ impl RawMcpServer {
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), Secret::new(v)))
                 .collect(),
-            allowed_tools: self.allowed_tools,
+            // An empty list restricts nothing, as in LiteLLM.
+            allowed_tools: self.allowed_tools.filter(|a| !a.is_empty()),
             disallowed_tools: self.disallowed_tools,
             access_groups: self.access_groups,
             allow_all_keys: self.allow_all_keys,

@@ -495,3 +495,39 @@ mcp_servers:
         }
     }
 }
+
+#[test]
+fn an_mcp_server_entry_compiles_back_to_its_server() {
+    let entry = serde_json::json!({
+        "url": "https://mcp.example/mcp",
+        "auth_type": "bearer_token",
+        "auth_value": "os.environ/MCP_TOKEN",
+        "static_headers": {"X-Org": "acme"},
+        "allowed_tools": ["search"],
+        "access_groups": ["dev"],
+        "allow_all_keys": true,
+        "colour": "blue",
+    });
+    let lookup = |v: &str| (v == "MCP_TOKEN").then(|| "t0k".to_owned());
+    let (server, warnings) = super::compile_mcp_server("docs", &entry, &lookup).unwrap();
+    assert_eq!(server.auth.value(), "t0k");
+    assert_eq!(server.static_headers[0].0, "x-org");
+    assert!(server.allow_all_keys && warnings.len() == 1 && warnings[0].contains("colour"));
+    let (again, _) =
+        super::compile_mcp_server("docs", &super::mcp_server_entry(&server), &|_| None).unwrap();
+    assert_eq!(again, server);
+    let bad = serde_json::json!({"url": "ftp://x"});
+    assert_eq!(
+        super::compile_mcp_server("docs", &bad, &|_| None)
+            .unwrap_err()
+            .0,
+        "url"
+    );
+    let bad = serde_json::json!({"url": "http://x/mcp", "allowed_tools": "search"});
+    assert_eq!(
+        super::compile_mcp_server("docs", &bad, &|_| None)
+            .unwrap_err()
+            .0,
+        "allowed_tools"
+    );
+}
