@@ -353,6 +353,13 @@ pub fn finish(mut spec: Spec) -> Spec {
     {
         settings.extensions = Some(mcp::auth_conditions());
     }
+    // Flattened settings make it an `allOf`: the condition sits beside it.
+    if let Some(RefOr::T(Schema::AllOf(new))) = components
+        .schemas
+        .get_mut(&*<mcp::NewMcpServerRequest as utoipa::ToSchema>::name())
+    {
+        new.extensions = Some(mcp::new_conditions());
+    }
     components.add_security_scheme(
         SCHEME,
         SecurityScheme::Http(

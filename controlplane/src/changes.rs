@@ -68,6 +68,7 @@ async fn insert(
             DeltaOp::UpsertMcpServer(mut m) => {
                 m.auth = routeiq_proto::McpAuth::None;
                 m.static_headers.clear();
+                m.env.clear();
                 DeltaOp::UpsertMcpServer(m)
             }
             other => other,
@@ -96,7 +97,8 @@ pub async fn current(conn: impl sqlx::PgExecutor<'_>) -> Result<u64, sqlx::Error
 }
 
 /// An outbox row's encoded delta with the current secrets of its deployments (provider
-/// keys) and MCP servers (credentials, static headers) filled in, ready to publish. Rows
+/// keys) and MCP servers (credentials, static headers, a stdio server's environment) filled
+/// in, ready to publish. Rows
 /// without such upserts are returned as they are.
 pub async fn with_secrets(
     pool: &sqlx::PgPool,
@@ -146,10 +148,12 @@ pub async fn with_secrets(
             // Deleted or moved since: a later delta removes or updates it, and this one's
             // URL gets no credential meant for another.
             Some(Op::UpsertMcpServer(m)) => {
-                if let Some(s) = servers.get(&m.name).filter(|s| s.url == m.url) {
+                let same = |s: &&pb::McpServer| s.url == m.url && s.command == m.command;
+                if let Some(s) = servers.get(&m.name).filter(same) {
                     m.auth_type = s.auth_type.clone();
                     m.auth_value = s.auth_value.clone();
                     m.static_headers = s.static_headers.clone();
+                    m.env = s.env.clone();
                 }
             }
             _ => {}

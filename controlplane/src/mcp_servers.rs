@@ -23,6 +23,10 @@ struct Config {
     access_groups: Vec<String>,
     #[serde(default)]
     allow_all_keys: bool,
+    #[serde(default)]
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
     source: String,
 }
 
@@ -33,6 +37,9 @@ struct Sealed {
     auth_value: String,
     #[serde(default)]
     static_headers: BTreeMap<String, String>,
+    /// A stdio server's environment.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -52,6 +59,8 @@ pub async fn upsert(
         disallowed_tools: m.disallowed_tools.clone(),
         access_groups: m.access_groups.clone(),
         allow_all_keys: m.allow_all_keys,
+        command: m.command.clone(),
+        args: m.args.clone(),
         source: source.to_owned(),
     };
     let sealed = Sealed {
@@ -59,6 +68,11 @@ pub async fn upsert(
         auth_value: m.auth.value().to_owned(),
         static_headers: m
             .static_headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect(),
+        env: m
+            .env
             .iter()
             .map(|(k, v)| (k.clone(), v.expose().to_owned()))
             .collect(),
@@ -111,6 +125,7 @@ pub async fn load_all(
                     auth_type: "none".into(),
                     auth_value: String::new(),
                     static_headers: BTreeMap::new(),
+                    env: BTreeMap::new(),
                 },
             };
             let auth =
@@ -130,6 +145,13 @@ pub async fn load_all(
                 disallowed_tools: config.disallowed_tools,
                 access_groups: config.access_groups,
                 allow_all_keys: config.allow_all_keys,
+                command: config.command,
+                args: config.args,
+                env: sealed
+                    .env
+                    .into_iter()
+                    .map(|(k, v)| (k, Secret::new(v)))
+                    .collect(),
             };
             Ok((server, config.source))
         })
@@ -144,7 +166,8 @@ fn redacted(m: &McpServer) -> serde_json::Value {
         "static_headers": m.static_headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         "allowed_tools": m.allowed_tools, "disallowed_tools": m.disallowed_tools,
         "access_groups": m.access_groups, "allow_all_keys": m.allow_all_keys,
-        "description": m.description,
+        "description": m.description, "command": m.command, "args": m.args,
+        "env": m.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
     })
 }
 
@@ -213,12 +236,6 @@ pub async fn save(
                     format!("{at}: {m}")
                 })
             })?;
-    if server.transport != McpTransport::Http {
-        return Err(StoreError::Invalid(format!(
-            "transport: {} is not served by this RouteIQ version (http, streamable HTTP, is)",
-            server.transport.as_str()
-        )));
-    }
     upsert(&mut *tx, secrets, &server, "api").await?;
     let version = crate::changes::append(
         &mut tx,

@@ -64,6 +64,10 @@ struct Args {
     /// TLS for the listener (HTTPS), with mutual TLS when --tls-client-ca is given.
     #[command(flatten)]
     tls: routeiq_service::tls::ServerTlsArgs,
+    /// Spawn the `stdio` MCP servers of the control plane's registry (whoever may change
+    /// the registry may then run programs here). Standalone, the config file's always are.
+    #[arg(long, env = "ROUTEIQ_MCP_STDIO")]
+    mcp_stdio: bool,
     /// Check the config and exit.
     #[arg(long)]
     check: bool,
@@ -86,6 +90,7 @@ fn lasting(args: &Args) -> Result<state::Lasting, ExitCode> {
     };
     Ok(state::Lasting {
         prices: std::sync::Arc::new(prices),
+        mcp_stdio: args.mcp_stdio || args.config.is_some(),
         ..Default::default()
     })
 }

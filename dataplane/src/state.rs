@@ -161,11 +161,13 @@ pub struct Lasting {
     pub prices: Arc<crate::cost::PriceFile>,
     /// Sessions with the MCP servers.
     pub mcp_sessions: Arc<crate::mcp::client::Sessions>,
+    /// Whether `stdio` MCP servers are spawned.
+    pub mcp_stdio: bool,
 }
 
 /// The MCP servers compiled; sessions with servers no longer served are dropped.
 fn mcp_registry(servers: &[routeiq_proto::McpServer], lasting: &Lasting) -> crate::mcp::Registry {
-    let registry = crate::mcp::Registry::compile(servers);
+    let registry = crate::mcp::Registry::compile(servers, lasting.mcp_stdio);
     lasting.mcp_sessions.retain(&registry.session_keys());
     registry
 }
@@ -181,6 +183,7 @@ impl Default for Lasting {
             aws: Arc::default(),
             prices: Arc::default(),
             mcp_sessions: Arc::default(),
+            mcp_stdio: false,
         }
     }
 }

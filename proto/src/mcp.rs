@@ -130,6 +130,11 @@ pub struct McpServer {
     pub access_groups: Vec<String>,
     /// Every key may use it, whatever its grants (LiteLLM's `allow_all_keys`).
     pub allow_all_keys: bool,
+    /// `stdio`: the program the data plane runs, its arguments, and its environment
+    /// (values may be secrets).
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, Secret)>,
 }
 
 impl McpServer {
@@ -241,6 +246,9 @@ mod tests {
             disallowed_tools: disallowed.iter().map(|s| s.to_string()).collect(),
             access_groups: Vec::new(),
             allow_all_keys: false,
+            command: String::new(),
+            args: Vec::new(),
+            env: Vec::new(),
         }
     }
 

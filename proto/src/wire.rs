@@ -99,6 +99,13 @@ impl From<&McpServer> for pb::McpServer {
             disallowed_tools: m.disallowed_tools.clone(),
             access_groups: m.access_groups.clone(),
             allow_all_keys: m.allow_all_keys,
+            command: m.command.clone(),
+            args: m.args.clone(),
+            env: m
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
         }
     }
 }
@@ -141,6 +148,12 @@ impl TryFrom<pb::McpServer> for McpServer {
             .map(|(k, v)| (k, Secret::new(v)))
             .collect();
         static_headers.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut env: Vec<(String, Secret)> = m
+            .env
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect();
+        env.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Self {
             name: m.name,
             description: Some(m.description).filter(|d| !d.is_empty()),
@@ -152,6 +165,9 @@ impl TryFrom<pb::McpServer> for McpServer {
             disallowed_tools: m.disallowed_tools,
             access_groups: m.access_groups,
             allow_all_keys: m.allow_all_keys,
+            command: m.command,
+            args: m.args,
+            env,
         })
     }
 }
@@ -740,6 +756,9 @@ mod tests {
                 disallowed_tools: vec!["rm".into()],
                 access_groups: vec!["dev".into()],
                 allow_all_keys: false,
+                command: String::new(),
+                args: Vec::new(),
+                env: Vec::new(),
             },
             McpServer {
                 name: "open".into(),
@@ -752,6 +771,27 @@ mod tests {
                 disallowed_tools: Vec::new(),
                 access_groups: Vec::new(),
                 allow_all_keys: true,
+                command: String::new(),
+                args: Vec::new(),
+                env: Vec::new(),
+            },
+            McpServer {
+                name: "local".into(),
+                description: None,
+                transport: McpTransport::Stdio,
+                url: String::new(),
+                auth: McpAuth::None,
+                static_headers: Vec::new(),
+                allowed_tools: None,
+                disallowed_tools: Vec::new(),
+                access_groups: Vec::new(),
+                allow_all_keys: false,
+                command: "npx".into(),
+                args: vec!["-y".into(), "server".into()],
+                env: vec![
+                    ("A".into(), Secret::new("1")),
+                    ("B".into(), Secret::new("2")),
+                ],
             },
         ];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();

@@ -1,9 +1,13 @@
 """An MCP server for the gateway's tests, written with the official SDK (MCPServer) and
 served over streamable HTTP:
 
-    python mcp_server.py NAME PORT MARKER_DIR
+    python mcp_server.py NAME PORT MARKER_DIR [TRANSPORT]
 
-Its tools: `add`, `whoami` (the headers the gateway sent), `search`, `delete_everything`
+TRANSPORT is `streamable-http` (the default, on /mcp), `sse` (the legacy HTTP+SSE
+transport, on /sse) or `stdio` (PORT is then ignored).
+
+Its tools: `add`, `whoami` (the headers the gateway sent), `search`, `getenv` (a variable
+of its environment), `delete_everything`
 (leaves a marker file: the tests prove a hidden tool is never called) and `die` (the
 process exits mid-call)."""
 
@@ -15,6 +19,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 
 name, port, marker_dir = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+transport = sys.argv[4] if len(sys.argv) > 4 else "streamable-http"
 mcp = MCPServer(name, version="1.0.0")
 
 
@@ -38,6 +43,12 @@ def search(q: str) -> str:
 
 
 @mcp.tool()
+def getenv(var: str) -> str:
+    """An environment variable of the server's process (empty when unset)."""
+    return os.environ.get(var, "")
+
+
+@mcp.tool()
 def delete_everything() -> str:
     """A tool the gateway must never let through."""
     (marker_dir / f"{name}-deleted").write_text("called")
@@ -51,4 +62,10 @@ def die() -> str:
 
 
 if __name__ == "__main__":
-    mcp.run("streamable-http", host="127.0.0.1", port=port, streamable_http_path="/mcp")
+    print(f"{name}: serving over {transport}", file=sys.stderr, flush=True)
+    if transport == "stdio":
+        mcp.run("stdio")
+    elif transport == "sse":
+        mcp.run("sse", host="127.0.0.1", port=port)
+    else:
+        mcp.run("streamable-http", host="127.0.0.1", port=port, streamable_http_path="/mcp")

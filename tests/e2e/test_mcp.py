@@ -153,7 +153,7 @@ async def call_error(url: str, tool: str, args: dict, mode: str = "auto") -> MCP
 def test_the_aggregate_lists_every_servers_tools_prefixed(mcp_env, mode, version):
     negotiated, names = run(tool_names(f"{mcp_env.url}/mcp", mode))
     assert negotiated == version
-    assert names == ["docs-search", "math-add", "math-die", "math-search", "math-whoami"]
+    assert names == ["docs-search", "math-add", "math-die", "math-getenv", "math-search", "math-whoami"]
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -169,13 +169,13 @@ def test_x_mcp_servers_narrows_the_aggregate(mcp_env):
     _, names = run(tool_names(f"{mcp_env.url}/mcp", headers={"x-mcp-servers": "docs"}))
     assert names == ["docs-search"]
     _, names = run(tool_names(f"{mcp_env.url}/mcp", headers={"x-mcp-servers": "math, docs"}))
-    assert len(names) == 5
+    assert len(names) == 6
 
 
 @pytest.mark.parametrize("path", ["/mcp/math", "/math/mcp"])
 def test_a_servers_own_endpoint_uses_its_own_names(mcp_env, path):
     _, names = run(tool_names(f"{mcp_env.url}{path}"))
-    assert names == ["add", "die", "search", "whoami"]
+    assert names == ["add", "die", "getenv", "search", "whoami"]
     assert run(call(f"{mcp_env.url}{path}", "add", {"a": 40, "b": 2})) == (False, "42")
 
 
@@ -276,7 +276,7 @@ def test_the_rest_routes_list_and_call(mcp_env):
     r = httpx.get(f"{mcp_env.url}/mcp-rest/tools/list", headers=h, timeout=30)
     assert r.status_code == 200, r.text
     assert sorted(t["name"] for t in r.json()["tools"]) == [
-        "docs-search", "math-add", "math-die", "math-search", "math-whoami"]
+        "docs-search", "math-add", "math-die", "math-getenv", "math-search", "math-whoami"]
     r = httpx.get(f"{mcp_env.url}/mcp-rest/tools/list?server_name=docs", headers=h, timeout=30)
     assert [t["name"] for t in r.json()["tools"]] == ["docs-search"]
     assert httpx.get(f"{mcp_env.url}/mcp-rest/tools/list?server_name=nosuch", headers=h,
@@ -328,8 +328,8 @@ def test_attached_data_planes_serve_the_imported_servers_and_follow_changes(mcp_
             assert r.status_code == 200, r.text
             return sorted(t["name"] for t in r.json()["tools"])
 
-        assert names() == ["docs-search", "math-add", "math-delete_everything", "math-die", "math-search",
-                           "math-whoami"]
+        assert names() == ["docs-search", "math-add", "math-delete_everything", "math-die", "math-getenv",
+                           "math-search", "math-whoami"]
         r = httpx.post(f"{dp.url}/mcp-rest/tools/call", headers=h, timeout=30,
                        json={"name": "math-whoami", "arguments": {}})
         assert r.json()["content"][0]["text"] == "Bearer attached-token team=- server=math", r.text
@@ -340,7 +340,8 @@ def test_attached_data_planes_serve_the_imported_servers_and_follow_changes(mcp_
         s.cp.stop()
         s.cp.start()
         wait_until(lambda: dp.version() > version, timeout=15, interval=0.1, what="the import's delta")
-        assert names() == ["math-add", "math-delete_everything", "math-die", "math-search", "math-whoami"]
+        assert names() == ["math-add", "math-delete_everything", "math-die", "math-getenv", "math-search",
+                           "math-whoami"]
     except BaseException:
         print(s.logs())
         raise

@@ -100,7 +100,7 @@ def call(url: str, key: str, tool: str, args: dict):
     return asyncio.run(_call(url, key, tool, args))
 
 
-MATH = ["math-add", "math-die", "math-search", "math-whoami"]
+MATH = ["math-add", "math-die", "math-getenv", "math-search", "math-whoami"]
 
 
 @pytest.mark.parametrize("who, expected", [
@@ -231,7 +231,7 @@ def test_the_registry_is_managed_through_the_admin_api_and_reaches_the_data_plan
     by_id = {c["server_id"]: c for c in health}
     assert sorted(by_id) == ["docs", "docs2", "math", "pub"]
     assert all(c["status"] == "healthy" for c in health), health
-    assert by_id["docs2"]["tools_count"] == 1 and by_id["math"]["tools_count"] == 4
+    assert by_id["docs2"]["tools_count"] == 1 and by_id["math"]["tools_count"] == 5
     key_health = httpx.get(f"{dp.url}/v1/mcp/server/health",
                            headers={"Authorization": f"Bearer {env.keys['math']}"}, timeout=30).json()
     assert sorted(c["server_id"] for c in key_health) == ["math", "pub"]
@@ -242,7 +242,9 @@ def test_the_registry_is_managed_through_the_admin_api_and_reaches_the_data_plan
     r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "url": "ftp://x/mcp"})
     assert r.status_code == 400 and "url" in r.json()["error"]["message"], r.text
     r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "transport": "stdio", "url": "http://x"})
-    assert r.status_code == 422 and "stdio" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "command" in r.json()["error"]["message"], r.text
+    r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "transport": "grpc", "url": "http://x"})
+    assert r.status_code == 422 and "grpc" in r.json()["error"]["message"], r.text
     r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "url": "http://x/mcp",
                                                    "static_headers": {"bad header": "v"}})
     assert r.status_code == 400 and "static_headers" in r.json()["error"]["message"], r.text
@@ -264,3 +266,37 @@ def test_the_registry_is_managed_through_the_admin_api_and_reaches_the_data_plan
     assert actions == ["mcp_server.create", "mcp_server.update", "mcp_server.delete"], actions
     audited = " ".join(str(row) for row in s.sql("SELECT before, after FROM audit_log WHERE object_type = 'mcp_server'"))
     assert "tok-docs2" not in audited
+
+
+def test_an_attached_data_plane_runs_registry_stdio_servers_only_when_allowed(env, tmp_path):
+    """A stdio server added through the API is a program data planes would run: one started
+    without --mcp-stdio leaves it out (and says so); one started with it runs it."""
+    import sys
+    from pathlib import Path
+    from stack import DataPlane
+
+    server = Path(__file__).resolve().parent / "mcp_server.py"
+    r = env.admin.call("POST", "/v1/mcp/server", json={
+        "server_name": "proc", "transport": "stdio", "command": sys.executable,
+        "args": [str(server), "proc", "0", str(tmp_path), "stdio"], "env": {"PROC_SECRET": "p-1"},
+        "allow_all_keys": True})
+    assert r.status_code == 201, r.text
+    assert r.json()["env_names"] == ["PROC_SECRET"] and "p-1" not in r.text
+    allowed = DataPlane(tmp_path, env.stack.nats.url, "dp-stdio", ["--mcp-stdio"])
+    allowed.start()
+    env.stack.dps.append(allowed)
+    url = f"{allowed.url}/mcp/proc"
+    def listed():
+        try:
+            return "getenv" in names(url, STACK_MASTER_KEY)
+        except Exception:  # not there yet: the server is unknown (404)
+            return False
+
+    wait_until(listed, timeout=20, interval=0.3, what="the stdio server on the allowing data plane")
+    assert call(url, STACK_MASTER_KEY, "getenv", {"var": "PROC_SECRET"}) == "p-1"
+    assert call(url, env.keys["none"], "add", {"a": 1, "b": 2}) == "3", "allow_all_keys"
+    # The data plane without the flag has the change but does not run it.
+    wait_until(lambda: env.dp.version() >= allowed.version(), timeout=15, what="the same version")
+    assert not any(n.startswith("proc-") for n in names(f"{env.dp.url}/mcp", STACK_MASTER_KEY))
+    assert "only with --mcp-stdio" in (env.dp.dir / f"{env.dp.name}.log").read_text()
+    env.admin.call("DELETE", "/v1/mcp/server/proc")

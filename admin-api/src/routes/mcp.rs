@@ -21,13 +21,16 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
-/// How the gateway reaches the server: streamable HTTP (`sse` and `stdio` are not served
-/// by this version).
+/// How the gateway reaches the server: streamable HTTP, the legacy HTTP+SSE transport, or
+/// a program each data plane runs (`stdio`; data planes attached to the control plane run
+/// it only when started with `--mcp-stdio`).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     Http,
     StreamableHttp,
+    Sse,
+    Stdio,
 }
 
 /// The credential the gateway presents to the server.
@@ -73,6 +76,28 @@ pub struct McpServerSettings {
     pub mcp_access_groups: Option<Vec<String>>,
     /// Every key may use the server, whatever its grants.
     pub allow_all_keys: Option<bool>,
+    /// `stdio`: the program to run.
+    #[schema(min_length = 1)]
+    pub command: Option<String>,
+    /// `stdio`: its arguments.
+    pub args: Option<Vec<String>>,
+    /// `stdio`: its environment (stored encrypted, never returned).
+    #[schema(schema_with = env_map)]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// Environment variables: names and values without NUL or `=` in names.
+fn env_map() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z_][A-Za-z0-9_]{0,127}$")),
+        ))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
 }
 
 /// Header names and values as HTTP allows them.
@@ -113,19 +138,35 @@ pub fn auth_conditions() -> utoipa::openapi::extensions::Extensions {
     c
 }
 
-/// A new server.
+/// A new server: `url` is required, or `command` for `transport: stdio`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct NewMcpServerRequest {
     /// The server's name, which is also its `server_id`.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub server_name: String,
-    /// The server's MCP endpoint.
-    #[schema(
-        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$"
-    )]
-    pub url: String,
     #[serde(flatten)]
     pub settings: McpServerSettings,
+}
+
+/// The JSON-Schema condition of [`NewMcpServerRequest`]: a `stdio` server needs its
+/// `command`, others their `url` (added to the spec by `openapi::finish`).
+pub fn new_conditions() -> utoipa::openapi::extensions::Extensions {
+    let mut c = utoipa::openapi::extensions::Extensions::default();
+    c.extend([
+        (
+            "if".to_owned(),
+            json!({"required": ["transport"], "properties": {"transport": {"const": "stdio"}}}),
+        ),
+        (
+            "then".to_owned(),
+            json!({"required": ["command"], "properties": {"command": {"type": "string"}}}),
+        ),
+        (
+            "else".to_owned(),
+            json!({"required": ["url"], "properties": {"url": {"type": "string"}}}),
+        ),
+    ]);
+    c
 }
 
 /// A change to a server: the fields given replace the stored ones, the others stay
@@ -141,10 +182,10 @@ pub struct UpdateMcpServerRequest {
 
 impl McpServerSettings {
     /// The `mcp_servers` entry the control plane compiles: only the fields given.
-    fn entry(self, url: Option<String>) -> Value {
+    fn entry(self) -> Value {
         let entry = Entry {
             description: self.description,
-            url: url.or(self.url),
+            url: self.url,
             transport: self.transport,
             auth_type: self.auth_type,
             auth_value: self.credentials.and_then(|c| c.auth_value),
@@ -153,6 +194,9 @@ impl McpServerSettings {
             disallowed_tools: self.disallowed_tools,
             access_groups: self.mcp_access_groups,
             allow_all_keys: self.allow_all_keys,
+            command: self.command,
+            args: self.args,
+            env: self.env,
         };
         serde_json::to_value(entry).unwrap_or_else(|_| json!({}))
     }
@@ -181,6 +225,12 @@ struct Entry {
     access_groups: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     allow_all_keys: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<BTreeMap<String, String>>,
 }
 
 /// A server as stored, without its secrets.
@@ -203,6 +253,11 @@ pub struct McpServerObject {
     pub disallowed_tools: Vec<String>,
     pub mcp_access_groups: Vec<String>,
     pub allow_all_keys: bool,
+    /// `stdio`: the program, its arguments, and the names of its environment variables
+    /// (values are not returned).
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    pub env_names: Vec<String>,
     /// `config` (from config.yaml, replaced by the next import) or `api`.
     pub source: String,
 }
@@ -223,6 +278,9 @@ impl From<pb::McpServerInfo> for McpServerObject {
             disallowed_tools: s.disallowed_tools,
             mcp_access_groups: s.access_groups,
             allow_all_keys: s.allow_all_keys,
+            command: non_empty(s.command),
+            args: s.args,
+            env_names: s.env.into_keys().collect(),
             source: i.source,
         }
     }
@@ -317,7 +375,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Body(req): Body<NewMcpServerRequest>,
 ) -> ApiResult<(StatusCode, Json<SavedMcpServer>)> {
-    let entry = req.settings.entry(Some(req.url));
+    let entry = req.settings.entry();
     let saved = save(&state, caller, req.server_name, entry, true).await?;
     Ok((StatusCode::CREATED, saved))
 }
@@ -332,7 +390,7 @@ pub async fn update(
     Extension(caller): Extension<Caller>,
     Body(req): Body<UpdateMcpServerRequest>,
 ) -> ApiResult<(StatusCode, Json<SavedMcpServer>)> {
-    let entry = req.settings.entry(None);
+    let entry = req.settings.entry();
     let saved = save(&state, caller, req.server_id, entry, false).await?;
     Ok((StatusCode::ACCEPTED, saved))
 }

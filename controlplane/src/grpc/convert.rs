@@ -235,6 +235,7 @@ pub fn mcp_server_info(
     let mut wire = pb::McpServer::from(m);
     wire.auth_value.clear();
     wire.static_headers.values_mut().for_each(String::clear);
+    wire.env.values_mut().for_each(String::clear);
     pb::McpServerInfo {
         server: Some(wire),
         source: source.to_owned(),

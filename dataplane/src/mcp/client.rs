@@ -1,8 +1,10 @@
-//! The gateway as an MCP client of the servers it fronts: streamable HTTP on the pooled
-//! upstream client (so the egress allow-list applies), the session-based handshake
+//! The gateway as an MCP client of the servers it fronts, with the session-based handshake
 //! (`initialize` offering 2025-11-25, whatever version the server answers), one session per
-//! server and data plane, opened on first use and reopened when the server forgets it.
-//! Replies come as JSON or as server-sent events; the one answering the request is taken.
+//! server and data plane, opened on first use and reopened when the server forgets it:
+//! - streamable HTTP on the pooled upstream client (so the egress allow-list applies);
+//!   replies come as JSON or as server-sent events, the one answering the request is taken;
+//! - `sse` and `stdio` as [`channel`](super::channel)s, reopened (a process restarted)
+//!   when they end, after a backoff that grows while they keep failing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,23 +13,28 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::channel::{self, Channel};
 use super::jsonrpc::{RpcError, INTERNAL_ERROR};
 use crate::sse;
 use crate::upstream::{Target, Upstream, UpstreamRequest};
-use routeiq_proto::McpServer;
+use routeiq_proto::{McpServer, McpTransport};
 
 /// What the gateway offers in `initialize`.
-const HANDSHAKE_VERSION: &str = "2025-11-25";
+pub(crate) const HANDSHAKE_VERSION: &str = "2025-11-25";
 /// Replies larger than this are refused.
-const MAX_REPLY: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_REPLY: usize = 16 * 1024 * 1024;
+/// A channel that ends sooner than this after opening counts as a failure to open.
+const STABLE: Duration = Duration::from_secs(10);
+/// The longest wait before reopening a failing channel.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Pages of `tools/list` followed per server.
 const MAX_PAGES: usize = 20;
 
 /// A server, compiled for calls.
 pub struct Server {
     pub config: McpServer,
-    target: Target,
-    path: String,
+    /// Where an `http` or `sse` server is (`None`: `stdio`).
+    http: Option<(Target, String)>,
     headers: Vec<(&'static str, String)>,
     /// A hash of the headers: sessions opened under other credentials are not reused.
     credentials: u64,
@@ -35,14 +42,19 @@ pub struct Server {
 
 impl Server {
     pub fn compile(config: McpServer) -> Result<Self, String> {
-        let uri: http::Uri = config
-            .url
-            .parse()
-            .map_err(|e| format!("`{}` is not a URL: {e}", config.url))?;
-        let target = Target::parse(&config.url)?;
-        let path = uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let http = match config.transport {
+            McpTransport::Stdio => None,
+            McpTransport::Http | McpTransport::Sse => {
+                let uri: http::Uri = config
+                    .url
+                    .parse()
+                    .map_err(|e| format!("`{}` is not a URL: {e}", config.url))?;
+                let path = uri
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+                Some((Target::parse(&config.url)?, path))
+            }
+        };
         let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
         headers.extend(config.auth.header());
         for (name, value) in &config.static_headers {
@@ -52,15 +64,28 @@ impl Server {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             headers.hash(&mut h);
+            (&config.command, &config.args).hash(&mut h);
+            for (k, v) in &config.env {
+                (k, v.expose()).hash(&mut h);
+            }
             h.finish()
         };
         Ok(Self {
             config,
-            target,
-            path,
+            http,
             headers,
             credentials,
         })
+    }
+
+    /// Where an `http` or `sse` server is: its target and path.
+    pub(crate) fn http_target(&self) -> Option<(&Target, &str)> {
+        self.http.as_ref().map(|(t, p)| (t, p.as_str()))
+    }
+
+    /// The headers sent with every request (credential and static headers included).
+    pub(crate) fn headers(&self) -> &[(&'static str, String)] {
+        &self.headers
     }
 
     /// Its session slot's key.
@@ -72,7 +97,7 @@ impl Server {
         )
     }
 
-    fn who(&self) -> Arc<str> {
+    pub(crate) fn who(&self) -> Arc<str> {
         Arc::from(format!("MCP server {}", self.config.name))
     }
 }
@@ -100,9 +125,19 @@ struct Session {
     version: String,
 }
 
-/// A server's slot: at most one session is opened at a time (the lock is held while
-/// opening), and the one open is shared by every request.
-type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
+/// What is open with a server, and how its channels have fared.
+#[derive(Default)]
+struct Open {
+    session: Option<Session>,
+    channel: Option<Arc<Channel>>,
+    /// Channels in a row that failed to open or ended before [`STABLE`].
+    failures: u32,
+    last_attempt: Option<std::time::Instant>,
+}
+
+/// A server's slot: at most one session or channel is opened at a time (the lock is held
+/// while opening), and the one open is shared by every request.
+type Slot = Arc<tokio::sync::Mutex<Open>>;
 
 /// Sessions by server (name, URL and credentials: a changed credential opens a new one),
 /// shared by every state version of this data plane.
@@ -158,6 +193,11 @@ impl<'a> Client<'a> {
         timeout: Duration,
     ) -> Result<Value, RpcError> {
         let slot = self.sessions.slot(s);
+        if s.config.transport != McpTransport::Http {
+            let channel = self.channel(s, &slot).await?;
+            let reply = channel.call(s, method, params).await?;
+            return answer(s, reply);
+        }
         let session = self.session(s, &slot, None, timeout).await?;
         match self
             .send(s, Some(&session), method, &params, timeout)
@@ -217,15 +257,66 @@ impl<'a> Client<'a> {
         timeout: Duration,
     ) -> Result<Session, RpcError> {
         let mut held = slot.lock().await;
-        if let Some(session) = held.as_ref() {
+        if let Some(session) = held.session.as_ref() {
             if stale.is_none() || session.id.as_deref() != stale {
                 return Ok(session.clone());
             }
         }
-        *held = None;
+        held.session = None;
         let session = self.open(s, timeout).await?;
-        *held = Some(session.clone());
+        held.session = Some(session.clone());
         Ok(session)
+    }
+
+    /// The slot's channel (`sse`, `stdio`), opened when there is none or it ended: at once
+    /// after a channel that ran for a while, else after a backoff that doubles from 250 ms
+    /// to 30 s with each failure in a row. (The caller's deadline bounds the wait.)
+    async fn channel(&self, s: &Server, slot: &Slot) -> Result<Arc<Channel>, RpcError> {
+        let mut held = slot.lock().await;
+        if let Some(c) = &held.channel {
+            if c.alive() {
+                return Ok(Arc::clone(c));
+            }
+            let lasted = c.opened.elapsed();
+            held.failures = if lasted < STABLE {
+                held.failures + 1
+            } else {
+                0
+            };
+            tracing::warn!(server = %s.config.name, transport = s.config.transport.as_str(), lasted_s = lasted.as_secs(), "MCP server connection ended; reopening it");
+            held.channel = None;
+        }
+        if held.failures > 0 {
+            let backoff = Duration::from_millis(250)
+                .saturating_mul(1 << held.failures.min(8).saturating_sub(1))
+                .min(MAX_BACKOFF);
+            let since = held.last_attempt.map_or(backoff, |at| at.elapsed());
+            tokio::time::sleep(backoff.saturating_sub(since)).await;
+        }
+        held.last_attempt = Some(std::time::Instant::now());
+        let opened = match s.config.transport {
+            McpTransport::Stdio => {
+                let env: Vec<(String, String)> = s
+                    .config
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                    .collect();
+                channel::spawn(s, &env).await
+            }
+            McpTransport::Sse | McpTransport::Http => channel::connect_sse(s, self.upstream).await,
+        };
+        match opened {
+            Ok(c) => {
+                let c = Arc::new(c);
+                held.channel = Some(Arc::clone(&c));
+                Ok(c)
+            }
+            Err(e) => {
+                held.failures += 1;
+                Err(e)
+            }
+        }
     }
 
     async fn open(&self, s: &Server, timeout: Duration) -> Result<Session, RpcError> {
@@ -287,6 +378,9 @@ impl<'a> Client<'a> {
             Some(p) => json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": p}),
             None => json!({"jsonrpc": "2.0", "method": method}),
         };
+        let Some((target, path)) = s.http_target() else {
+            return Err(unreachable(s, "no URL"));
+        };
         let mut headers = s.headers.clone();
         if let Some(session) = session {
             headers.push(("mcp-protocol-version", session.version.clone()));
@@ -296,19 +390,19 @@ impl<'a> Client<'a> {
         }
         let req = UpstreamRequest {
             method: http::Method::POST,
-            path: s.path.clone(),
+            path: path.to_owned(),
             headers,
             body: Bytes::from(body.to_string()),
         };
         let io = async {
             let who = s.who();
             self.upstream
-                .refuse_internal(&s.target, &who)
+                .refuse_internal(target, &who)
                 .await
                 .map_err(|e| unreachable(s, e.message))?;
             let mut ex = self
                 .upstream
-                .send(&s.target, req, None, who)
+                .send(target, req, None, who)
                 .await
                 .map_err(|e| unreachable(s, e.message))?;
             let set_id = ex.header("mcp-session-id").map(str::to_owned);
@@ -386,7 +480,7 @@ fn answer_among(events: &[sse::Event]) -> Option<Value> {
 /// The result of a reply, or its error: logged whole, and told to the client as the
 /// server's message under the gateway's code (invalid params stay the caller's; anything
 /// else is the server's), without the server's `data`.
-fn answer(s: &Server, mut v: Value) -> Result<Value, RpcError> {
+pub(crate) fn answer(s: &Server, mut v: Value) -> Result<Value, RpcError> {
     if let Some(e) = v.get("error") {
         tracing::warn!(server = %s.config.name, error = %e, "MCP server answered with an error");
         let code = e.get("code").and_then(Value::as_i64);
@@ -438,6 +532,9 @@ mod tests {
             disallowed_tools: Vec::new(),
             access_groups: Vec::new(),
             allow_all_keys: false,
+            command: String::new(),
+            args: Vec::new(),
+            env: Vec::new(),
         })
         .unwrap();
         let e = answer(

@@ -113,6 +113,9 @@ mod tests {
             disallowed_tools: vec!["rm".into()],
             access_groups: groups.iter().map(|g| g.to_string()).collect(),
             allow_all_keys: all_keys,
+            command: String::new(),
+            args: Vec::new(),
+            env: Vec::new(),
         })
         .unwrap()
     }

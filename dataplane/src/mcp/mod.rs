@@ -14,6 +14,7 @@
 //! or that the server's `allowed_tools` / `disallowed_tools` hide, is absent from every
 //! list and refused on call without being forwarded.
 
+pub mod channel;
 pub mod client;
 pub mod grants;
 pub mod jsonrpc;
@@ -50,14 +51,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Compiles the snapshot's servers; one whose URL cannot be used is left out, logged.
-    pub fn compile(servers: &[routeiq_proto::McpServer]) -> Self {
+    /// Compiles the snapshot's servers; one whose URL cannot be used is left out, logged,
+    /// and so are `stdio` servers unless `stdio` allows spawning them.
+    pub fn compile(servers: &[routeiq_proto::McpServer], stdio: bool) -> Self {
         let mut out: Vec<Arc<Server>> = servers
             .iter()
             .filter(|s| {
-                let served = s.transport == routeiq_proto::McpTransport::Http;
+                let served = stdio || s.transport != routeiq_proto::McpTransport::Stdio;
                 if !served {
-                    tracing::warn!(server = %s.name, transport = s.transport.as_str(), "MCP server left out: only streamable HTTP is served");
+                    tracing::warn!(server = %s.name, "MCP server left out: this data plane spawns stdio servers only with --mcp-stdio");
                 }
                 served
             })

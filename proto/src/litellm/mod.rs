@@ -194,6 +194,16 @@ pub fn mcp_server_entry(m: &crate::McpServer) -> serde_json::Value {
     if let Some(a) = &m.allowed_tools {
         e["allowed_tools"] = a.clone().into();
     }
+    if !m.command.is_empty() {
+        e["command"] = m.command.as_str().into();
+        e["args"] = m.args.clone().into();
+        e["env"] = m
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.expose())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     e
 }
 

@@ -134,6 +134,11 @@ struct RawMcpServer {
     access_groups: Vec<String>,
     #[serde(default)]
     allow_all_keys: bool,
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -173,6 +178,13 @@ impl RawMcpServer {
             })?,
         };
         let url = self.url.unwrap_or_default();
+        let command = self.command.unwrap_or_default();
+        if transport == McpTransport::Stdio && command.trim().is_empty() {
+            return Err((
+                format!("{at}.command"),
+                "a stdio server needs the command to run".into(),
+            ));
+        }
         if transport != McpTransport::Stdio {
             let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
                 matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
@@ -212,6 +224,13 @@ impl RawMcpServer {
             disallowed_tools: self.disallowed_tools,
             access_groups: self.access_groups,
             allow_all_keys: self.allow_all_keys,
+            command,
+            args: self.args,
+            env: self
+                .env
+                .into_iter()
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect(),
         })
     }
 }
@@ -537,15 +556,7 @@ impl RawConfig {
         }
         let mut mcp_servers = Vec::with_capacity(self.mcp_servers.len());
         for (name, raw) in self.mcp_servers {
-            let server = raw.compile(&name, &format!("mcp_servers.{name}"))?;
-            if server.transport != crate::McpTransport::Http {
-                warnings.push(format!(
-                    "mcp_servers.{name}: transport {} is not served by this RouteIQ version (streamable HTTP is); the server is left out",
-                    server.transport.as_str()
-                ));
-                continue;
-            }
-            mcp_servers.push(server);
+            mcp_servers.push(raw.compile(&name, &format!("mcp_servers.{name}"))?);
         }
         let snapshot = Snapshot {
             allowed_egress,

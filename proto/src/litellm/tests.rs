@@ -450,27 +450,39 @@ mcp_servers:
   local:
     transport: stdio
     command: python
+    args: [server.py]
+    env: {TOKEN: os.environ/GH}
+  legacy:
+    transport: sse
+    url: http://127.0.0.1:9000/sse
 "#,
         &[("GH", "gh-token")],
     )
     .unwrap();
     let s = &l.snapshot.mcp_servers;
-    assert_eq!(s.len(), 1, "stdio is left out for now");
+    assert_eq!(s.len(), 3);
     assert_eq!(s[0].name, "github");
+    let local = s.iter().find(|m| m.name == "local").unwrap();
+    assert_eq!(
+        (local.command.as_str(), local.args.as_slice()),
+        ("python", &["server.py".to_owned()][..])
+    );
+    assert_eq!(local.env[0].1.expose(), "gh-token");
+    assert_eq!(
+        s.iter().find(|m| m.name == "legacy").unwrap().transport,
+        crate::McpTransport::Sse
+    );
     assert_eq!(
         s[0].auth.header(),
         Some(("authorization", "Bearer gh-token".into()))
     );
     assert_eq!(s[0].static_headers[0].0, "x-org");
     assert!(s[0].exposes("search") && !s[0].exposes("delete"));
-    assert!(l
-        .warnings
-        .iter()
-        .any(|w| w.contains("mcp_servers.local") && w.contains("stdio")));
-    assert!(l
-        .warnings
-        .iter()
-        .any(|w| w.contains("mcp_servers.local.command")));
+    assert!(
+        !l.warnings.iter().any(|w| w.contains("mcp_servers")),
+        "{:?}",
+        l.warnings
+    );
 
     for (entry, at) in [
         ("bad/name: {url: http://x/mcp}", "mcp_servers.bad/name"),
@@ -487,6 +499,7 @@ mcp_servers:
             "s: {url: http://x/mcp, transport: grpc}",
             "mcp_servers.s.transport",
         ),
+        ("s: {transport: stdio}", "mcp_servers.s.command"),
     ] {
         let text = format!("model_list: []\nmcp_servers:\n  {entry}\n");
         match load(&text, &[]) {
