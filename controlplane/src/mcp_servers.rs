@@ -27,6 +27,8 @@ struct Config {
     command: String,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default)]
+    oauth2: Option<routeiq_proto::OAuth2Client>,
     source: String,
 }
 
@@ -61,6 +63,7 @@ pub async fn upsert(
         allow_all_keys: m.allow_all_keys,
         command: m.command.clone(),
         args: m.args.clone(),
+        oauth2: m.oauth2.clone(),
         source: source.to_owned(),
     };
     let sealed = Sealed {
@@ -147,6 +150,7 @@ pub async fn load_all(
                 allow_all_keys: config.allow_all_keys,
                 command: config.command,
                 args: config.args,
+                oauth2: config.oauth2,
                 env: sealed
                     .env
                     .into_iter()

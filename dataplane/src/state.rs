@@ -161,6 +161,8 @@ pub struct Lasting {
     pub prices: Arc<crate::cost::PriceFile>,
     /// Sessions with the MCP servers.
     pub mcp_sessions: Arc<crate::mcp::client::Sessions>,
+    /// OAuth tokens for the MCP servers.
+    pub mcp_tokens: Arc<crate::mcp::oauth::Tokens>,
     /// Whether `stdio` MCP servers are spawned.
     pub mcp_stdio: bool,
 }
@@ -183,6 +185,7 @@ impl Default for Lasting {
             aws: Arc::default(),
             prices: Arc::default(),
             mcp_sessions: Arc::default(),
+            mcp_tokens: Arc::default(),
             mcp_stdio: false,
         }
     }

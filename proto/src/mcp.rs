@@ -50,13 +50,27 @@ pub enum McpAuth {
     Basic(Secret),
     /// `authorization: <value>`, as given.
     Authorization(Secret),
+    /// `authorization: Bearer <token>`, the token from the OAuth 2.0 client-credentials
+    /// grant ([`OAuth2Client`]); the value is the client secret.
+    OAuth2(Secret),
+}
+
+/// `auth_type: oauth2`: where and as whom the gateway gets its tokens (the client-credentials
+/// grant of RFC 6749 §4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuth2Client {
+    pub client_id: String,
+    pub token_url: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl McpAuth {
-    /// The header that carries the credential, if any.
+    /// The header that carries the credential, if any (an OAuth 2.0 token is fetched when
+    /// needed, so it is not one).
     pub fn header(&self) -> Option<(&'static str, String)> {
         match self {
-            Self::None => None,
+            Self::None | Self::OAuth2(_) => None,
             Self::ApiKey(v) => Some(("x-api-key", v.expose().to_owned())),
             Self::BearerToken(v) => Some(("authorization", format!("Bearer {}", v.expose()))),
             Self::Basic(v) => Some(("authorization", format!("Basic {}", v.expose()))),
@@ -71,6 +85,7 @@ impl McpAuth {
             Self::BearerToken(_) => "bearer_token",
             Self::Basic(_) => "basic",
             Self::Authorization(_) => "authorization",
+            Self::OAuth2(_) => "oauth2",
         }
     }
 
@@ -78,9 +93,11 @@ impl McpAuth {
     pub fn value(&self) -> &str {
         match self {
             Self::None => "",
-            Self::ApiKey(v) | Self::BearerToken(v) | Self::Basic(v) | Self::Authorization(v) => {
-                v.expose()
-            }
+            Self::ApiKey(v)
+            | Self::BearerToken(v)
+            | Self::Basic(v)
+            | Self::Authorization(v)
+            | Self::OAuth2(v) => v.expose(),
         }
     }
 
@@ -104,8 +121,9 @@ impl McpAuth {
             Some("bearer_token") => need(value, "bearer_token").map(Self::BearerToken),
             Some("basic") => need(value, "basic").map(Self::Basic),
             Some("authorization") => need(value, "authorization").map(Self::Authorization),
+            Some("oauth2") => need(value, "oauth2").map(Self::OAuth2),
             Some(other) => Err(format!(
-                "unknown auth_type `{other}` (none, api_key, bearer_token, basic, authorization)"
+                "unknown auth_type `{other}` (none, api_key, bearer_token, basic, authorization, oauth2)"
             )),
         }
     }
@@ -135,6 +153,8 @@ pub struct McpServer {
     pub command: String,
     pub args: Vec<String>,
     pub env: Vec<(String, Secret)>,
+    /// `auth_type: oauth2`: the token endpoint and client.
+    pub oauth2: Option<OAuth2Client>,
 }
 
 impl McpServer {
@@ -249,6 +269,7 @@ mod tests {
             command: String::new(),
             args: Vec::new(),
             env: Vec::new(),
+            oauth2: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth, McpGrant,
-    McpServer, McpTransport, ModelBudget, ModelInfo, ProviderKind, ProviderSettings,
+    McpServer, McpTransport, ModelBudget, ModelInfo, OAuth2Client, ProviderKind, ProviderSettings,
     RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent, VirtualKey,
 };
 
@@ -101,6 +101,21 @@ impl From<&McpServer> for pb::McpServer {
             allow_all_keys: m.allow_all_keys,
             command: m.command.clone(),
             args: m.args.clone(),
+            oauth2_client_id: m
+                .oauth2
+                .as_ref()
+                .map(|o| o.client_id.clone())
+                .unwrap_or_default(),
+            oauth2_token_url: m
+                .oauth2
+                .as_ref()
+                .map(|o| o.token_url.clone())
+                .unwrap_or_default(),
+            oauth2_scopes: m
+                .oauth2
+                .as_ref()
+                .map(|o| o.scopes.clone())
+                .unwrap_or_default(),
             env: m
                 .env
                 .iter()
@@ -168,6 +183,11 @@ impl TryFrom<pb::McpServer> for McpServer {
             command: m.command,
             args: m.args,
             env,
+            oauth2: (!m.oauth2_token_url.is_empty()).then_some(OAuth2Client {
+                client_id: m.oauth2_client_id,
+                token_url: m.oauth2_token_url,
+                scopes: m.oauth2_scopes,
+            }),
         })
     }
 }
@@ -759,6 +779,7 @@ mod tests {
                 command: String::new(),
                 args: Vec::new(),
                 env: Vec::new(),
+                oauth2: None,
             },
             McpServer {
                 name: "open".into(),
@@ -774,6 +795,7 @@ mod tests {
                 command: String::new(),
                 args: Vec::new(),
                 env: Vec::new(),
+                oauth2: None,
             },
             McpServer {
                 name: "local".into(),
@@ -792,6 +814,27 @@ mod tests {
                     ("A".into(), Secret::new("1")),
                     ("B".into(), Secret::new("2")),
                 ],
+                oauth2: None,
+            },
+            McpServer {
+                name: "m2m".into(),
+                description: None,
+                transport: McpTransport::Http,
+                url: "https://mcp.example/m2m".into(),
+                auth: McpAuth::OAuth2(Secret::new("client-secret")),
+                static_headers: Vec::new(),
+                allowed_tools: None,
+                disallowed_tools: Vec::new(),
+                access_groups: Vec::new(),
+                allow_all_keys: false,
+                command: String::new(),
+                args: Vec::new(),
+                env: Vec::new(),
+                oauth2: Some(OAuth2Client {
+                    client_id: "cid".into(),
+                    token_url: "https://auth.example/token".into(),
+                    scopes: vec!["tools:read".into()],
+                }),
             },
         ];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();

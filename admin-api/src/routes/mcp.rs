@@ -42,6 +42,9 @@ pub enum AuthType {
     BearerToken,
     Basic,
     Authorization,
+    /// OAuth 2.0 client credentials: `credentials.client_id`, `credentials.client_secret`,
+    /// `token_url` (and `credentials.scopes`); the gateway gets and renews its tokens.
+    Oauth2,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
@@ -49,6 +52,12 @@ pub struct Credentials {
     /// The API key, token or `base64(user:password)` for `auth_type`.
     #[schema(min_length = 1)]
     pub auth_value: Option<String>,
+    /// `oauth2`: the client.
+    #[schema(min_length = 1)]
+    pub client_id: Option<String>,
+    #[schema(min_length = 1)]
+    pub client_secret: Option<String>,
+    pub scopes: Option<Vec<String>>,
 }
 
 /// A server's settings, LiteLLM's shape.
@@ -76,6 +85,11 @@ pub struct McpServerSettings {
     pub mcp_access_groups: Option<Vec<String>>,
     /// Every key may use the server, whatever its grants.
     pub allow_all_keys: Option<bool>,
+    /// `oauth2`: the token endpoint.
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$"
+    )]
+    pub token_url: Option<String>,
     /// `stdio`: the program to run.
     #[schema(min_length = 1)]
     pub command: Option<String>,
@@ -122,19 +136,26 @@ fn header_map() -> utoipa::openapi::schema::Object {
 /// needs the credential (added to the spec by `openapi::finish`).
 pub fn auth_conditions() -> utoipa::openapi::extensions::Extensions {
     let mut c = utoipa::openapi::extensions::Extensions::default();
-    c.extend([
-        (
-            "if".to_owned(),
-            json!({"required": ["auth_type"], "properties": {"auth_type": {
-                "enum": ["api_key", "bearer_token", "basic", "authorization"]}}}),
-        ),
-        (
-            "then".to_owned(),
-            json!({"required": ["credentials"], "properties": {"credentials": {
-                "type": "object", "required": ["auth_value"],
-                "properties": {"auth_value": {"type": "string", "minLength": 1}}}}}),
-        ),
-    ]);
+    let string = json!({"type": "string", "minLength": 1});
+    c.insert(
+        "allOf".to_owned(),
+        json!([
+            {
+                "if": {"required": ["auth_type"], "properties": {"auth_type": {
+                    "enum": ["api_key", "bearer_token", "basic", "authorization"]}}},
+                "then": {"required": ["credentials"], "properties": {"credentials": {
+                    "type": "object", "required": ["auth_value"],
+                    "properties": {"auth_value": string}}}},
+            },
+            {
+                "if": {"required": ["auth_type"], "properties": {"auth_type": {"const": "oauth2"}}},
+                "then": {"required": ["credentials", "token_url"], "properties": {
+                    "token_url": {"type": "string"},
+                    "credentials": {"type": "object", "required": ["client_id", "client_secret"],
+                        "properties": {"client_id": string, "client_secret": string}}}},
+            },
+        ]),
+    );
     c
 }
 
@@ -183,12 +204,17 @@ pub struct UpdateMcpServerRequest {
 impl McpServerSettings {
     /// The `mcp_servers` entry the control plane compiles: only the fields given.
     fn entry(self) -> Value {
+        let credentials = self.credentials.unwrap_or_default();
         let entry = Entry {
             description: self.description,
             url: self.url,
             transport: self.transport,
             auth_type: self.auth_type,
-            auth_value: self.credentials.and_then(|c| c.auth_value),
+            auth_value: credentials.auth_value,
+            client_id: credentials.client_id,
+            client_secret: credentials.client_secret,
+            scopes: credentials.scopes,
+            token_url: self.token_url,
             static_headers: self.static_headers,
             allowed_tools: self.allowed_tools,
             disallowed_tools: self.disallowed_tools,
@@ -215,6 +241,14 @@ struct Entry {
     auth_type: Option<AuthType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scopes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     static_headers: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -258,6 +292,10 @@ pub struct McpServerObject {
     pub command: Option<String>,
     pub args: Vec<String>,
     pub env_names: Vec<String>,
+    /// `oauth2`: the client id, token endpoint and scopes (the secret is not returned).
+    pub client_id: Option<String>,
+    pub token_url: Option<String>,
+    pub scopes: Vec<String>,
     /// `config` (from config.yaml, replaced by the next import) or `api`.
     pub source: String,
 }
@@ -281,6 +319,9 @@ impl From<pb::McpServerInfo> for McpServerObject {
             command: non_empty(s.command),
             args: s.args,
             env_names: s.env.into_keys().collect(),
+            client_id: non_empty(s.oauth2_client_id),
+            token_url: non_empty(s.oauth2_token_url),
+            scopes: s.oauth2_scopes,
             source: i.source,
         }
     }

@@ -367,7 +367,11 @@ pub async fn spawn(s: &Server, env: &[(String, String)]) -> Result<Channel, RpcE
 
 /// Opens the server's event stream, waits for its `endpoint` event, and opens a channel
 /// that POSTs to that endpoint and reads answers from the stream.
-pub async fn connect_sse(s: &Server, upstream: &Arc<Upstream>) -> Result<Channel, RpcError> {
+pub async fn connect_sse(
+    s: &Server,
+    upstream: &Arc<Upstream>,
+    auth: Option<(&'static str, String)>,
+) -> Result<Channel, RpcError> {
     let who = s.who();
     let Some((target, path)) = s.http_target() else {
         return Err(unreachable(s, "no URL"));
@@ -377,6 +381,7 @@ pub async fn connect_sse(s: &Server, upstream: &Arc<Upstream>) -> Result<Channel
         .await
         .map_err(|e| unreachable(s, e.message))?;
     let mut headers = s.headers().to_vec();
+    headers.extend(auth);
     headers.retain(|(k, _)| *k != "accept");
     headers.push(("accept", "text/event-stream".to_owned()));
     let req = UpstreamRequest {

@@ -173,14 +173,17 @@ fn unreachable(s: &Server, why: impl std::fmt::Display) -> RpcError {
 pub struct Client<'a> {
     pub upstream: &'a Arc<Upstream>,
     pub sessions: &'a Sessions,
+    pub tokens: &'a super::oauth::Tokens,
 }
 
 impl<'a> Client<'a> {
-    /// The process's pooled client and the served state's sessions.
+    /// The process's pooled client, and the sessions and OAuth tokens kept across state
+    /// versions.
     pub fn new(app: &'a crate::state::App, live: &'a crate::state::LiveState) -> Self {
         Self {
             upstream: &app.upstream,
             sessions: &live.lasting().mcp_sessions,
+            tokens: &live.lasting().mcp_tokens,
         }
     }
 
@@ -304,7 +307,10 @@ impl<'a> Client<'a> {
                     .collect();
                 channel::spawn(s, &env).await
             }
-            McpTransport::Sse | McpTransport::Http => channel::connect_sse(s, self.upstream).await,
+            McpTransport::Sse | McpTransport::Http => {
+                let auth = self.tokens.header(self.upstream, s).await?;
+                channel::connect_sse(s, self.upstream, auth).await
+            }
         };
         match opened {
             Ok(c) => {
@@ -388,23 +394,37 @@ impl<'a> Client<'a> {
                 headers.push(("mcp-session-id", id.clone()));
             }
         }
-        let req = UpstreamRequest {
-            method: http::Method::POST,
-            path: path.to_owned(),
-            headers,
-            body: Bytes::from(body.to_string()),
-        };
+        let body = Bytes::from(body.to_string());
         let io = async {
             let who = s.who();
             self.upstream
                 .refuse_internal(target, &who)
                 .await
                 .map_err(|e| unreachable(s, e.message))?;
-            let mut ex = self
-                .upstream
-                .send(target, req, None, who)
-                .await
-                .map_err(|e| unreachable(s, e.message))?;
+            // With OAuth, a refused token is replaced once.
+            let mut fresh = false;
+            let mut ex = loop {
+                let mut headers = headers.clone();
+                headers.extend(self.tokens.header(self.upstream, s).await?);
+                let req = UpstreamRequest {
+                    method: http::Method::POST,
+                    path: path.to_owned(),
+                    headers,
+                    body: body.clone(),
+                };
+                let mut ex = self
+                    .upstream
+                    .send(target, req, None, Arc::clone(&who))
+                    .await
+                    .map_err(|e| unreachable(s, e.message))?;
+                if ex.status == 401 && s.config.oauth2.is_some() && !fresh {
+                    ex.read_error_body().await;
+                    self.tokens.forget(s).await;
+                    fresh = true;
+                    continue;
+                }
+                break ex;
+            };
             let set_id = ex.header("mcp-session-id").map(str::to_owned);
             let event_stream = ex
                 .header("content-type")
@@ -535,6 +555,7 @@ mod tests {
             command: String::new(),
             args: Vec::new(),
             env: Vec::new(),
+            oauth2: None,
         })
         .unwrap();
         let e = answer(

@@ -116,6 +116,7 @@ mod tests {
             command: String::new(),
             args: Vec::new(),
             env: Vec::new(),
+            oauth2: None,
         })
         .unwrap()
     }

@@ -18,6 +18,7 @@ pub mod channel;
 pub mod client;
 pub mod grants;
 pub mod jsonrpc;
+pub mod oauth;
 pub mod rest;
 
 use std::sync::Arc;

@@ -185,8 +185,15 @@ pub fn mcp_server_entry(m: &crate::McpServer) -> serde_json::Value {
         "access_groups": m.access_groups,
         "allow_all_keys": m.allow_all_keys,
     });
-    if !m.auth.value().is_empty() {
-        e["auth_value"] = m.auth.value().into();
+    match &m.oauth2 {
+        Some(o) => {
+            e["client_id"] = o.client_id.as_str().into();
+            e["client_secret"] = m.auth.value().into();
+            e["token_url"] = o.token_url.as_str().into();
+            e["scopes"] = o.scopes.clone().into();
+        }
+        None if !m.auth.value().is_empty() => e["auth_value"] = m.auth.value().into(),
+        None => {}
     }
     if let Some(d) = &m.description {
         e["description"] = d.as_str().into();

@@ -139,6 +139,13 @@ struct RawMcpServer {
     args: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// `auth_type: oauth2` (machine to machine: `client_credentials`).
+    oauth2_flow: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    token_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -196,8 +203,48 @@ impl RawMcpServer {
                 ));
             }
         }
-        let auth = McpAuth::parse(self.auth_type.as_deref(), self.auth_value.map(Secret::new))
+        let oauth2 = self
+            .auth_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("oauth2"));
+        let value = if oauth2 {
+            self.client_secret.or(self.auth_value)
+        } else {
+            self.auth_value
+        };
+        let auth = McpAuth::parse(self.auth_type.as_deref(), value.map(Secret::new))
             .map_err(|e| (format!("{at}.auth_type"), e))?;
+        let oauth2 = if oauth2 {
+            if let Some(flow) = self.oauth2_flow.filter(|f| f != "client_credentials") {
+                return Err((
+                    format!("{at}.oauth2_flow"),
+                    format!("`{flow}` is not supported: the gateway gets its own tokens with client_credentials"),
+                ));
+            }
+            let token_url = self.token_url.unwrap_or_default();
+            let ok = token_url.parse::<http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !ok {
+                return Err((
+                    format!("{at}.token_url"),
+                    format!("`{token_url}` is not an http(s) URL"),
+                ));
+            }
+            let client_id = self.client_id.filter(|c| !c.is_empty()).ok_or_else(|| {
+                (
+                    format!("{at}.client_id"),
+                    "auth_type oauth2 needs client_id".to_owned(),
+                )
+            })?;
+            Some(crate::OAuth2Client {
+                client_id,
+                token_url,
+                scopes: self.scopes,
+            })
+        } else {
+            None
+        };
         for (k, v) in &self.static_headers {
             let valid = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
                 && http::HeaderValue::from_str(v).is_ok();
@@ -225,6 +272,7 @@ impl RawMcpServer {
             access_groups: self.access_groups,
             allow_all_keys: self.allow_all_keys,
             command,
+            oauth2,
             args: self.args,
             env: self
                 .env

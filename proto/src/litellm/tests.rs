@@ -529,6 +529,43 @@ fn an_mcp_server_entry_compiles_back_to_its_server() {
     let (again, _) =
         super::compile_mcp_server("docs", &super::mcp_server_entry(&server), &|_| None).unwrap();
     assert_eq!(again, server);
+    let m2m = serde_json::json!({
+        "url": "https://mcp.example/mcp", "auth_type": "oauth2", "oauth2_flow": "client_credentials",
+        "client_id": "cid", "client_secret": "shh", "token_url": "https://auth.example/token",
+        "scopes": ["a", "b"],
+    });
+    let (server, _) = super::compile_mcp_server("m2m", &m2m, &|_| None).unwrap();
+    assert_eq!(server.auth.value(), "shh");
+    assert_eq!(server.oauth2.as_ref().unwrap().scopes, ["a", "b"]);
+    let (again, _) =
+        super::compile_mcp_server("m2m", &super::mcp_server_entry(&server), &|_| None).unwrap();
+    assert_eq!(again, server);
+    for (entry, at) in [
+        (
+            serde_json::json!({"url": "http://x/mcp", "auth_type": "oauth2", "client_secret": "s", "token_url": "http://t/token"}),
+            "client_id",
+        ),
+        (
+            serde_json::json!({"url": "http://x/mcp", "auth_type": "oauth2", "client_id": "c", "client_secret": "s"}),
+            "token_url",
+        ),
+        (
+            serde_json::json!({"url": "http://x/mcp", "auth_type": "oauth2", "client_id": "c", "token_url": "http://t/token"}),
+            "auth_type",
+        ),
+        (
+            serde_json::json!({"url": "http://x/mcp", "auth_type": "oauth2", "oauth2_flow": "authorization_code", "client_id": "c", "client_secret": "s", "token_url": "http://t/token"}),
+            "oauth2_flow",
+        ),
+    ] {
+        assert_eq!(
+            super::compile_mcp_server("m", &entry, &|_| None)
+                .unwrap_err()
+                .0,
+            at,
+            "{entry}"
+        );
+    }
     let bad = serde_json::json!({"url": "ftp://x"});
     assert_eq!(
         super::compile_mcp_server("docs", &bad, &|_| None)
