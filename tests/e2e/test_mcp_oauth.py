@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -30,6 +31,7 @@ class Authority:
         self.valid = set()
         self.requests = []
         self.lifetime = 3600
+        self.initializes = 0
 
     def issue(self) -> dict:
         with self.lock:
@@ -43,9 +45,13 @@ class Authority:
             self.valid.clear()
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 resets a burst of connections
+
+
 def serve(handler) -> tuple[ThreadingHTTPServer, int]:
     port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server = Server(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, port
 
@@ -58,6 +64,8 @@ def env(tmp_path_factory):
     authority = Authority()
 
     class TokenEndpoint(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
         def log_message(self, *args):
             pass
 
@@ -79,11 +87,16 @@ def env(tmp_path_factory):
     class Guard(BaseHTTPRequestHandler):
         """Lets through only requests with a valid token, to the MCP server."""
 
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, *args):
             pass
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            if json.loads(body or b"{}").get("method") == "initialize":
+                with authority.lock:
+                    authority.initializes += 1
             token = (self.headers.get("authorization") or "").removeprefix("Bearer ")
             if token not in authority.valid:
                 self.send_response(401)
@@ -142,7 +155,11 @@ def whoami(env) -> str:
 
 
 def test_the_token_is_fetched_once_sent_and_reused(env):
-    assert whoami(env) == "tok-1"
+    # The server's first use, by 16 calls at once: one token fetched, one session opened.
+    with ThreadPoolExecutor(16) as pool:
+        tokens = list(pool.map(lambda _: whoami(env), range(16)))
+    assert tokens == ["tok-1"] * 16
+    assert env.authority.initializes == 1
     for _ in range(5):
         assert whoami(env) == "tok-1"
     assert [r["client_id"] for r in env.authority.requests] == ["gw"]

@@ -380,8 +380,12 @@ impl<'a> Client<'a> {
         params: Option<&Value>,
         timeout: Duration,
     ) -> Result<(Reply, Option<String>), RpcError> {
+        // Unique per process: requests share a server's session, which tells concurrent
+        // requests apart by id.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = match params {
-            Some(p) => json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": p}),
+            Some(p) => json!({"jsonrpc": "2.0", "id": id, "method": method, "params": p}),
             None => json!({"jsonrpc": "2.0", "method": method}),
         };
         let Some((target, path)) = s.http_target() else {
@@ -448,12 +452,12 @@ impl<'a> Client<'a> {
                     .map_err(|e| unreachable(s, e.message))?
                 {
                     let events = parser.feed(&chunk).map_err(|e| unreachable(s, e))?;
-                    found = answer_among(&events);
+                    found = answer_among(&events, id);
                     if found.is_some() {
                         break;
                     }
                 }
-                found.or_else(|| answer_among(&parser.finish().into_iter().collect::<Vec<_>>()))
+                found.or_else(|| answer_among(&parser.finish().into_iter().collect::<Vec<_>>(), id))
             } else {
                 let body = ex
                     .read_all(MAX_REPLY)
@@ -462,7 +466,10 @@ impl<'a> Client<'a> {
                 serde_json::from_slice::<Value>(&body).ok()
             };
             match message {
-                Some(m) if m.get("result").is_some() || m.get("error").is_some() => {
+                Some(m)
+                    if (m.get("result").is_some() || m.get("error").is_some())
+                        && m.get("id").and_then(Value::as_u64) == Some(id) =>
+                {
                     Ok((Reply::Message(m), set_id))
                 }
                 _ => Err(unreachable(
@@ -488,13 +495,16 @@ enum Reply {
     Gone,
 }
 
-/// The answer among events: the first response (notifications and the server's own
-/// requests are skipped).
-fn answer_among(events: &[sse::Event]) -> Option<Value> {
+/// The answer to request `id` among events (notifications, the server's own requests and
+/// answers to other requests are skipped).
+fn answer_among(events: &[sse::Event], id: u64) -> Option<Value> {
     events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-        .find(|m| m.get("result").is_some() || m.get("error").is_some())
+        .find(|m| {
+            (m.get("result").is_some() || m.get("error").is_some())
+                && m.get("id").and_then(Value::as_u64) == Some(id)
+        })
 }
 
 /// The result of a reply, or its error: logged whole, and told to the client as the
@@ -532,11 +542,15 @@ mod tests {
                      event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\r\n\r\n";
         let events = sse::Parser::default().feed(body).unwrap();
         assert_eq!(
-            answer_among(&events).unwrap()["result"],
+            answer_among(&events, 1).unwrap()["result"],
             json!({"tools": []})
         );
+        assert!(
+            answer_among(&events, 2).is_none(),
+            "another request's answer"
+        );
         let pings = sse::Parser::default().feed(b": ping\n\n").unwrap();
-        assert!(answer_among(&pings).is_none());
+        assert!(answer_among(&pings, 1).is_none());
     }
 
     #[test]
