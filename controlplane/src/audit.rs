@@ -37,6 +37,35 @@ pub struct Entry<'a> {
     pub snapshot_version: Option<u64>,
 }
 
+/// One `<object_type>.delete` entry per deleted object (`ids` with their `befores`), all
+/// under the delta's snapshot version.
+pub async fn deletions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    actor: &Actor,
+    object_type: &str,
+    ids: &[String],
+    befores: Vec<Value>,
+    version: u64,
+) -> Result<(), StoreError> {
+    let action = format!("{object_type}.delete");
+    for (id, before) in ids.iter().zip(befores) {
+        record(
+            &mut **tx,
+            actor,
+            Entry {
+                action: &action,
+                object_type,
+                object_id: id,
+                before: Some(before),
+                after: None,
+                snapshot_version: Some(version),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn record(
     conn: impl PgExecutor<'_>,
     actor: &Actor,

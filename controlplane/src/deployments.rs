@@ -297,21 +297,7 @@ pub async fn delete(
         .execute(&mut *tx)
         .await?;
     let version = crate::changes::append(&mut tx, ops).await?;
-    for (id, before) in ids.iter().zip(befores) {
-        crate::audit::record(
-            &mut *tx,
-            actor,
-            crate::audit::Entry {
-                action: "model.delete",
-                object_type: "model",
-                object_id: id,
-                before: Some(before),
-                after: None,
-                snapshot_version: Some(version),
-            },
-        )
-        .await?;
-    }
+    crate::audit::deletions(&mut tx, actor, "model", ids, befores, version).await?;
     tx.commit().await?;
     Ok(version)
 }

@@ -297,21 +297,7 @@ pub async fn delete_many(
         .map(|n| routeiq_proto::DeltaOp::DeleteMcpServer(n.clone()))
         .collect();
     let version = crate::changes::append(&mut tx, ops).await?;
-    for (name, before) in names.iter().zip(befores) {
-        crate::audit::record(
-            &mut *tx,
-            actor,
-            crate::audit::Entry {
-                action: "mcp_server.delete",
-                object_type: "mcp_server",
-                object_id: name,
-                before: Some(before),
-                after: None,
-                snapshot_version: Some(version),
-            },
-        )
-        .await?;
-    }
+    crate::audit::deletions(&mut tx, actor, "mcp_server", names, befores, version).await?;
     tx.commit().await?;
     Ok(version)
 }
