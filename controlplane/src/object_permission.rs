@@ -13,9 +13,7 @@ use crate::error::StoreError;
 /// The fields `given` sets, checked: the patch an update merges over the stored value
 /// (`COALESCE(object_permission, '{}') || patch`).
 pub fn patch(given: &Value) -> Result<Value, StoreError> {
-    McpGrant::fields_of(given)
-        .map(Value::Object)
-        .map_err(StoreError::Invalid)
+    McpGrant::fields_of(given).map_err(StoreError::Invalid)
 }
 
 /// The SQL that merges the patch in parameter `$n` into the column (NULL: unchanged).

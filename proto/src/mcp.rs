@@ -199,16 +199,17 @@ impl McpGrant {
     /// (`vector_stores`, ...) are not RouteIQ's concern and are ignored. `Err` names what is
     /// wrong.
     pub fn from_object_permission(v: &serde_json::Value) -> Result<Self, String> {
-        let fields = Self::fields_of(v)?;
-        serde_path_to_error::deserialize(serde_json::Value::Object(fields))
-            .map_err(|e| format!("object_permission.{}: {}", e.path(), e.inner()))
+        Self::read(v).map(|(grant, _)| grant)
     }
 
-    /// The MCP fields an `object_permission` object sets (present and not null), checked:
-    /// what an update merges over the stored ones.
-    pub fn fields_of(
-        v: &serde_json::Value,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    /// The MCP fields an `object_permission` object sets (present and not null), checked,
+    /// as an object: what an update merges over the stored ones.
+    pub fn fields_of(v: &serde_json::Value) -> Result<serde_json::Value, String> {
+        Self::read(v).map(|(_, fields)| fields)
+    }
+
+    /// The grant and the object of the MCP fields it was read from.
+    fn read(v: &serde_json::Value) -> Result<(Self, serde_json::Value), String> {
         let serde_json::Value::Object(o) = v else {
             return Err("object_permission must be a JSON object".into());
         };
@@ -222,9 +223,10 @@ impl McpGrant {
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        serde_path_to_error::deserialize::<_, Self>(serde_json::Value::Object(fields.clone()))
+        let fields = serde_json::Value::Object(fields);
+        let grant = serde_path_to_error::deserialize(&fields)
             .map_err(|e| format!("object_permission.{}: {}", e.path(), e.inner()))?;
-        Ok(fields)
+        Ok((grant, fields))
     }
 
     /// Grants nothing, so it does not restrict either (a key without one inherits its

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use super::client::{Server, HANDSHAKE_VERSION, MAX_REPLY};
-use super::jsonrpc::{RpcError, INTERNAL_ERROR};
+use super::client::{endpoint, initialize_params, unreachable, Server, MAX_REPLY};
+use super::jsonrpc::RpcError;
 use crate::sse;
 use crate::upstream::{Target, Upstream, UpstreamRequest};
 
@@ -147,8 +147,6 @@ pub struct Channel {
     next: AtomicU64,
     turns: tokio::sync::Semaphore,
     pub opened: Instant,
-    /// The protocol version the server answered.
-    pub version: String,
     /// The reader (and for a process, its stderr logger); aborted on drop.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The process, killed on drop.
@@ -181,20 +179,15 @@ impl Channel {
             .pending
             .register(id)
             .ok_or_else(|| unreachable(s, "the connection is closed"))?;
-        let sent = self
-            .out
+        // The registration goes however this ends: answered, failed, or dropped at the
+        // caller's deadline.
+        let _registered = Forget(&self.pending, id);
+        self.out
             .send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await;
-        if let Err(e) = sent {
-            self.pending.forget(id);
-            return Err(unreachable(s, e));
-        }
-        // Dropped without an answer: the stream ended (a caller's deadline drops this
-        // future, and with it the registration's receiver).
-        let forget = Forget(&self.pending, id);
-        let answer = rx.await.map_err(|_| unreachable(s, ended(s)));
-        drop(forget);
-        answer
+            .await
+            .map_err(|e| unreachable(s, e))?;
+        // Dropped without an answer: the stream ended.
+        rx.await.map_err(|_| unreachable(s, ended(s)))
     }
 
     pub async fn notify(&self, s: &Server, method: &str) -> Result<(), RpcError> {
@@ -204,20 +197,11 @@ impl Channel {
             .map_err(|e| unreachable(s, e))
     }
 
-    /// Runs the handshake on a freshly opened channel.
-    async fn handshake(mut self, s: &Server) -> Result<Self, RpcError> {
-        let params = json!({
-            "protocolVersion": HANDSHAKE_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "routeiq", "version": env!("CARGO_PKG_VERSION")},
-        });
-        let reply = self.call(s, "initialize", params).await?;
-        let result = super::client::answer(s, reply)?;
-        self.version = result
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(HANDSHAKE_VERSION)
-            .to_owned();
+    /// Runs the handshake on a freshly opened channel (the version the server answers
+    /// needs no header here, unlike streamable HTTP's).
+    async fn handshake(self, s: &Server) -> Result<Self, RpcError> {
+        let reply = self.call(s, "initialize", initialize_params()).await?;
+        super::client::answer(s, reply)?;
         self.notify(s, "notifications/initialized").await?;
         Ok(self)
     }
@@ -234,7 +218,6 @@ impl Channel {
             next: AtomicU64::new(1),
             turns: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             opened: Instant::now(),
-            version: HANDSHAKE_VERSION.to_owned(),
             tasks,
             _child: child,
         }
@@ -248,14 +231,6 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.0.forget(self.1);
     }
-}
-
-fn unreachable(s: &Server, why: impl std::fmt::Display) -> RpcError {
-    RpcError::new(
-        200,
-        INTERNAL_ERROR,
-        format!("MCP server {}: {why}", s.config.name),
-    )
 }
 
 fn ended(s: &Server) -> &'static str {
@@ -283,7 +258,7 @@ async fn from_server(out: &Outbound, m: Value) {
 /// Spawns the server's process and opens a channel on its stdin and stdout. Its stderr
 /// goes to the log, line by line. The process gets a minimal environment (`PATH`, `HOME`,
 /// `LANG`, `TMPDIR`) plus the server's `env`: nothing else of the gateway's.
-pub async fn spawn(s: &Server, env: &[(String, String)]) -> Result<Channel, RpcError> {
+pub async fn spawn(s: &Server) -> Result<Channel, RpcError> {
     let c = &s.config;
     let mut cmd = tokio::process::Command::new(&c.command);
     cmd.args(&c.args)
@@ -297,7 +272,7 @@ pub async fn spawn(s: &Server, env: &[(String, String)]) -> Result<Channel, RpcE
             cmd.env(name, v);
         }
     }
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.envs(c.env.iter().map(|(k, v)| (k, v.expose())));
     let mut child = cmd
         .spawn()
         .map_err(|e| unreachable(s, format!("starting `{}`: {e}", c.command)))?;
@@ -352,11 +327,7 @@ pub async fn spawn(s: &Server, env: &[(String, String)]) -> Result<Channel, RpcE
     let logger = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(l)) = lines.next_line().await {
-            let end = (0..=l.len().min(MAX_LOG_LINE))
-                .rev()
-                .find(|i| l.is_char_boundary(*i))
-                .unwrap_or(0);
-            let l = &l[..end];
+            let l = crate::routing::learned::cut(&l, MAX_LOG_LINE);
             tracing::info!(server = %name, stderr = %l, "MCP server");
         }
     });
@@ -487,23 +458,18 @@ pub async fn connect_sse(
 
 /// The path messages are POSTed to: the endpoint event's URI, relative to the server's, on
 /// the same origin (another origin is refused: it would receive the server's credential).
-fn same_origin(s: &Server, target: &Target, endpoint: &str) -> Result<String, RpcError> {
-    let endpoint = endpoint.trim();
-    if endpoint.starts_with('/') && !endpoint.starts_with("//") {
-        return Ok(endpoint.to_owned());
+fn same_origin(s: &Server, target: &Target, named: &str) -> Result<String, RpcError> {
+    let named = named.trim();
+    if named.starts_with('/') && !named.starts_with("//") {
+        return Ok(named.to_owned());
     }
-    match Target::parse(endpoint) {
-        Ok(t) if (t.tls, &t.host, t.port) == (target.tls, &target.host, target.port) => {
-            let uri: http::Uri = endpoint
-                .parse()
-                .map_err(|_| unreachable(s, "its endpoint event is not a URI"))?;
-            Ok(uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()))
+    match endpoint(named) {
+        Ok((t, path)) if (t.tls, &t.host, t.port) == (target.tls, &target.host, target.port) => {
+            Ok(path)
         }
         _ => Err(unreachable(
             s,
-            format!("its endpoint event names another origin (`{endpoint}`); refused"),
+            format!("its endpoint event names another origin (`{named}`); refused"),
         )),
     }
 }

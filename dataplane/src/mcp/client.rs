@@ -44,16 +44,7 @@ impl Server {
     pub fn compile(config: McpServer) -> Result<Self, String> {
         let http = match config.transport {
             McpTransport::Stdio => None,
-            McpTransport::Http | McpTransport::Sse => {
-                let uri: http::Uri = config
-                    .url
-                    .parse()
-                    .map_err(|e| format!("`{}` is not a URL: {e}", config.url))?;
-                let path = uri
-                    .path_and_query()
-                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-                Some((Target::parse(&config.url)?, path))
-            }
+            McpTransport::Http | McpTransport::Sse => Some(endpoint(&config.url)?),
         };
         let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
         headers.extend(config.auth.header());
@@ -102,6 +93,26 @@ impl Server {
     }
 }
 
+/// Where an `http(s)` URL points: its target, and the path and query to request.
+pub(crate) fn endpoint(url: &str) -> Result<(Target, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    Ok((Target::parse(url)?, path))
+}
+
+/// What the gateway sends in `initialize`.
+pub(crate) fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": HANDSHAKE_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "routeiq", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
 /// Header names from configuration, kept for the life of the process: one copy per
 /// distinct name, however often the configuration is reloaded.
 fn intern(name: &str) -> &'static str {
@@ -146,9 +157,8 @@ pub struct Sessions(Mutex<HashMap<(String, String, u64), Slot>>);
 
 impl Sessions {
     fn slot(&self, s: &Server) -> Slot {
-        let key = (s.config.name.clone(), s.config.url.clone(), s.credentials);
         match self.0.lock() {
-            Ok(mut m) => Arc::clone(m.entry(key).or_default()),
+            Ok(mut m) => Arc::clone(m.entry(s.session_key()).or_default()),
             Err(_) => Slot::default(),
         }
     }
@@ -162,7 +172,7 @@ impl Sessions {
 }
 
 /// A failure to get an answer from a server; its JSON-RPC errors are passed through.
-fn unreachable(s: &Server, why: impl std::fmt::Display) -> RpcError {
+pub(crate) fn unreachable(s: &Server, why: impl std::fmt::Display) -> RpcError {
     RpcError::new(
         200,
         INTERNAL_ERROR,
@@ -298,15 +308,7 @@ impl<'a> Client<'a> {
         }
         held.last_attempt = Some(std::time::Instant::now());
         let opened = match s.config.transport {
-            McpTransport::Stdio => {
-                let env: Vec<(String, String)> = s
-                    .config
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.expose().to_owned()))
-                    .collect();
-                channel::spawn(s, &env).await
-            }
+            McpTransport::Stdio => channel::spawn(s).await,
             McpTransport::Sse | McpTransport::Http => {
                 let auth = self.tokens.header(self.upstream, s).await?;
                 channel::connect_sse(s, self.upstream, auth).await
@@ -326,11 +328,7 @@ impl<'a> Client<'a> {
     }
 
     async fn open(&self, s: &Server, timeout: Duration) -> Result<Session, RpcError> {
-        let params = json!({
-            "protocolVersion": HANDSHAKE_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "routeiq", "version": env!("CARGO_PKG_VERSION")},
-        });
+        let params = initialize_params();
         let (reply, id) = self
             .exchange(s, None, "initialize", Some(&params), timeout)
             .await?;

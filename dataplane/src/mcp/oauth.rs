@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::client::Server;
 use super::jsonrpc::{RpcError, INTERNAL_ERROR};
-use crate::upstream::{Target, Upstream, UpstreamRequest};
+use crate::upstream::{Upstream, UpstreamRequest};
 
 /// A token without `expires_in` is used this long.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -91,14 +91,7 @@ async fn fetch(upstream: &Arc<Upstream>, s: &Server) -> Result<Token, RpcError> 
     let Some(o) = s.config.oauth2.as_ref() else {
         return Err(failed(s, "no token endpoint"));
     };
-    let target = Target::parse(&o.token_url).map_err(|e| failed(s, e))?;
-    let uri: http::Uri = o
-        .token_url
-        .parse()
-        .map_err(|_| failed(s, "a bad token URL"))?;
-    let path = uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let (target, path) = super::client::endpoint(&o.token_url).map_err(|e| failed(s, e))?;
     let who: Arc<str> = Arc::from(format!("MCP server {} (token endpoint)", s.config.name));
     upstream
         .refuse_internal(&target, &who)
