@@ -9,7 +9,8 @@ transport, on /sse) or `stdio` (PORT is then ignored).
 Its tools: `add`, `whoami` (the headers the gateway sent), `search`, `getenv` (a variable
 of its environment), `delete_everything`
 (leaves a marker file: the tests prove a hidden tool is never called) and `die` (the
-process exits mid-call)."""
+process exits mid-call). A server named `weather` also has `forecast` (a `location`, as
+the mock provider's tool calls give)."""
 
 import os
 import sys
@@ -59,6 +60,14 @@ def delete_everything() -> str:
 def die() -> str:
     """Exits the process in the middle of the call."""
     os._exit(3)
+
+
+if name == "weather":
+
+    @mcp.tool()
+    def forecast(location: str) -> str:
+        """The weather at a place."""
+        return f"sunny in {location}"
 
 
 if __name__ == "__main__":

@@ -107,6 +107,27 @@ pub async fn completion(
         opts.insert("include_usage".into(), Value::Bool(true));
         req.set("stream_options", &opts)?;
     }
+    // MCP tools become the functions they stand for; those the gateway runs need rounds.
+    let offer = match client {
+        ClientApi::OpenAi => super::mcp_tools::offer(app, live, ctx, &mut req).await,
+        ClientApi::Anthropic => Ok(None),
+    };
+    let offer = match offer {
+        Ok(o) => o,
+        Err(e) => {
+            plan.abandon(&first);
+            return Err(e);
+        }
+    };
+    if let Some(offer) = offer.filter(super::mcp_tools::Offer::runs_tools) {
+        let turn = super::mcp_tools::Turn {
+            stream,
+            client_wants_usage,
+            model: model.clone(),
+            drop_params,
+        };
+        return super::mcp_tools::run(app, live, session, ctx, plan, first, req, offer, turn).await;
+    }
     let build = |d: &CompiledDeployment| upstream_body(&req, client, d, drop_params);
     let op = Operation::Chat { stream };
     let compound = plan.compound();

@@ -7,6 +7,7 @@ mod completions;
 mod held;
 mod info;
 mod internal;
+mod mcp_tools;
 mod multiround;
 mod objects;
 mod oneshot;

@@ -105,7 +105,7 @@ pub(crate) enum Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn servers(&self) -> Vec<&Arc<Server>> {
+    pub(crate) fn servers(&self) -> Vec<&Arc<Server>> {
         match self {
             Self::All(list) => list.clone(),
             Self::One(s) => vec![s],
