@@ -29,6 +29,8 @@ struct Config {
     args: Vec<String>,
     #[serde(default)]
     oauth2: Option<routeiq_proto::OAuth2Client>,
+    #[serde(default)]
+    spec_path: Option<String>,
     source: String,
 }
 
@@ -64,6 +66,7 @@ pub async fn upsert(
         command: m.command.clone(),
         args: m.args.clone(),
         oauth2: m.oauth2.clone(),
+        spec_path: m.spec_path.clone(),
         source: source.to_owned(),
     };
     let sealed = Sealed {
@@ -151,6 +154,7 @@ pub async fn load_all(
                 command: config.command,
                 args: config.args,
                 oauth2: config.oauth2,
+                spec_path: config.spec_path,
                 env: sealed
                     .env
                     .into_iter()
@@ -171,6 +175,7 @@ fn redacted(m: &McpServer) -> serde_json::Value {
         "allowed_tools": m.allowed_tools, "disallowed_tools": m.disallowed_tools,
         "access_groups": m.access_groups, "allow_all_keys": m.allow_all_keys,
         "description": m.description, "command": m.command, "args": m.args,
+        "spec_path": m.spec_path,
         "env": m.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
     })
 }

@@ -155,6 +155,9 @@ pub struct McpServer {
     pub env: Vec<(String, Secret)>,
     /// `auth_type: oauth2`: the token endpoint and client.
     pub oauth2: Option<OAuth2Client>,
+    /// An OpenAPI 3 description of the HTTP API at `url` (a file on each data plane's
+    /// host, JSON or YAML): each operation is a tool, called over HTTP.
+    pub spec_path: Option<String>,
 }
 
 impl McpServer {
@@ -272,6 +275,7 @@ mod tests {
             args: Vec::new(),
             env: Vec::new(),
             oauth2: None,
+            spec_path: None,
         }
     }
 

@@ -121,6 +121,7 @@ impl From<&McpServer> for pb::McpServer {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                 .collect(),
+            spec_path: m.spec_path.clone().unwrap_or_default(),
         }
     }
 }
@@ -188,6 +189,7 @@ impl TryFrom<pb::McpServer> for McpServer {
                 token_url: m.oauth2_token_url,
                 scopes: m.oauth2_scopes,
             }),
+            spec_path: Some(m.spec_path).filter(|p| !p.is_empty()),
         })
     }
 }
@@ -780,6 +782,7 @@ mod tests {
                 args: Vec::new(),
                 env: Vec::new(),
                 oauth2: None,
+                spec_path: None,
             },
             McpServer {
                 name: "open".into(),
@@ -796,6 +799,7 @@ mod tests {
                 args: Vec::new(),
                 env: Vec::new(),
                 oauth2: None,
+                spec_path: None,
             },
             McpServer {
                 name: "local".into(),
@@ -815,6 +819,7 @@ mod tests {
                     ("B".into(), Secret::new("2")),
                 ],
                 oauth2: None,
+                spec_path: None,
             },
             McpServer {
                 name: "m2m".into(),
@@ -835,6 +840,7 @@ mod tests {
                     token_url: "https://auth.example/token".into(),
                     scopes: vec!["tools:read".into()],
                 }),
+                spec_path: Some("/etc/routeiq/petstore.yaml".into()),
             },
         ];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();

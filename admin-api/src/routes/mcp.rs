@@ -98,6 +98,10 @@ pub struct McpServerSettings {
     /// `stdio`: its environment (stored encrypted, never returned).
     #[schema(schema_with = env_map)]
     pub env: Option<BTreeMap<String, String>>,
+    /// An OpenAPI 3 file (JSON or YAML) on each data plane's host: every operation of the
+    /// API at `url` becomes a tool.
+    #[schema(min_length = 1)]
+    pub spec_path: Option<String>,
 }
 
 /// Environment variables: names and values without NUL or `=` in names.
@@ -223,6 +227,7 @@ impl McpServerSettings {
             command: self.command,
             args: self.args,
             env: self.env,
+            spec_path: self.spec_path,
         };
         serde_json::to_value(entry).unwrap_or_else(|_| json!({}))
     }
@@ -265,6 +270,8 @@ struct Entry {
     args: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     env: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spec_path: Option<String>,
 }
 
 /// A server as stored, without its secrets.
@@ -296,6 +303,8 @@ pub struct McpServerObject {
     pub client_id: Option<String>,
     pub token_url: Option<String>,
     pub scopes: Vec<String>,
+    /// The OpenAPI file the server's tools come from.
+    pub spec_path: Option<String>,
     /// `config` (from config.yaml, replaced by the next import) or `api`.
     pub source: String,
 }
@@ -322,6 +331,7 @@ impl From<pb::McpServerInfo> for McpServerObject {
             client_id: non_empty(s.oauth2_client_id),
             token_url: non_empty(s.oauth2_token_url),
             scopes: s.oauth2_scopes,
+            spec_path: non_empty(s.spec_path),
             source: i.source,
         }
     }

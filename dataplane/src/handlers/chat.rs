@@ -108,9 +108,11 @@ pub async fn completion(
         req.set("stream_options", &opts)?;
     }
     // MCP tools become the functions they stand for; those the gateway runs need rounds.
-    let offer = match client {
-        ClientApi::OpenAi => super::mcp_tools::offer(app, live, ctx, &mut req).await,
-        ClientApi::Anthropic => Ok(None),
+    // Boxed: the MCP futures stay out of every chat request's own.
+    let offer = if client == ClientApi::OpenAi && super::mcp_tools::named(&req) {
+        Box::pin(super::mcp_tools::offer(app, live, ctx, &mut req)).await
+    } else {
+        Ok(None)
     };
     let offer = match offer {
         Ok(o) => o,
@@ -126,7 +128,8 @@ pub async fn completion(
             model: model.clone(),
             drop_params,
         };
-        return super::mcp_tools::run(app, live, session, ctx, plan, first, req, offer, turn).await;
+        let run = super::mcp_tools::run(app, live, session, ctx, plan, first, req, offer, turn);
+        return Box::pin(run).await;
     }
     let build = |d: &CompiledDeployment| upstream_body(&req, client, d, drop_params);
     let op = Operation::Chat { stream };

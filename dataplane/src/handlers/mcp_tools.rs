@@ -159,17 +159,19 @@ impl Spec {
     }
 }
 
-/// Replaces the request's MCP tools with the functions they stand for. `None`: it has
-/// none.
+/// Whether the request may name MCP tools (a cheap look at its raw `tools`).
+pub fn named(req: &RawObject) -> bool {
+    req.raw("tools").is_some_and(|t| t.contains("\"mcp\""))
+}
+
+/// Replaces the request's MCP tools with the functions they stand for (call when
+/// [`named`]). `None`: it has none.
 pub async fn offer(
     app: &App,
     live: &LiveState,
     ctx: &RequestCtx,
     req: &mut RawObject,
 ) -> Result<Option<Offer>, ApiError> {
-    if !req.raw("tools").is_some_and(|t| t.contains("\"mcp\"")) {
-        return Ok(None);
-    }
     let Some(Value::Array(tools)) = req.value("tools") else {
         return Ok(None);
     };

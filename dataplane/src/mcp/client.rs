@@ -4,7 +4,9 @@
 //! - streamable HTTP on the pooled upstream client (so the egress allow-list applies);
 //!   replies come as JSON or as server-sent events, the one answering the request is taken;
 //! - `sse` and `stdio` as [`channel`](super::channel)s, reopened (a process restarted)
-//!   when they end, after a backoff that grows while they keep failing.
+//!   when they end, after a backoff that grows while they keep failing;
+//! - an HTTP API described by OpenAPI (`spec_path`, [`openapi`](super::openapi)): no MCP
+//!   on the wire, each tool call one HTTP request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,7 +16,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::channel::{self, Channel};
-use super::jsonrpc::{RpcError, INTERNAL_ERROR};
+use super::jsonrpc::{RpcError, INTERNAL_ERROR, METHOD_NOT_FOUND};
+use super::openapi::Api;
 use crate::sse;
 use crate::upstream::{Target, Upstream, UpstreamRequest};
 use routeiq_proto::{McpServer, McpTransport};
@@ -38,6 +41,8 @@ pub struct Server {
     headers: Vec<(&'static str, String)>,
     /// A hash of the headers: sessions opened under other credentials are not reused.
     credentials: u64,
+    /// `spec_path`: the API's operations, read when the server is compiled.
+    api: Option<Api>,
 }
 
 impl Server {
@@ -46,6 +51,7 @@ impl Server {
             McpTransport::Stdio => None,
             McpTransport::Http | McpTransport::Sse => Some(endpoint(&config.url)?),
         };
+        let api = config.spec_path.as_deref().map(Api::load).transpose()?;
         let mut headers = vec![("accept", "application/json, text/event-stream".to_owned())];
         headers.extend(config.auth.header());
         for (name, value) in &config.static_headers {
@@ -66,6 +72,7 @@ impl Server {
             http,
             headers,
             credentials,
+            api,
         })
     }
 
@@ -205,6 +212,9 @@ impl<'a> Client<'a> {
         params: Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
+        if let Some(api) = &s.api {
+            return self.api_request(s, api, method, &params, timeout).await;
+        }
         let slot = self.sessions.slot(s);
         if s.config.transport != McpTransport::Http {
             let channel = self.channel(s, &slot).await?;
@@ -235,6 +245,92 @@ impl<'a> Client<'a> {
             Reply::Message(v) => answer(s, v),
             Reply::Gone | Reply::Accepted => Err(unreachable(s, "no answer to the request")),
         }
+    }
+
+    /// `method` on an OpenAPI server: its tools listed, or one called over HTTP.
+    async fn api_request(
+        &self,
+        s: &Server,
+        api: &Api,
+        method: &str,
+        params: &Value,
+        timeout: Duration,
+    ) -> Result<Value, RpcError> {
+        match method {
+            "tools/list" => return Ok(json!({"tools": api.tools()})),
+            "ping" => return Ok(json!({})),
+            "tools/call" => {}
+            other => {
+                return Err(RpcError::new(
+                    200,
+                    METHOD_NOT_FOUND,
+                    format!(
+                        "MCP server {} (OpenAPI) has no method `{other}`",
+                        s.config.name
+                    ),
+                ))
+            }
+        }
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let none = serde_json::Map::new();
+        let args = params
+            .get("arguments")
+            .and_then(Value::as_object)
+            .unwrap_or(&none);
+        let call = match api.call(name, args) {
+            None => return Err(RpcError::invalid_params(format!("Unknown tool: {name}"))),
+            Some(Err(e)) => return Err(RpcError::invalid_params(format!("{name}: {e}"))),
+            Some(Ok(c)) => c,
+        };
+        let Some((target, base)) = s.http_target() else {
+            return Err(unreachable(s, "no URL"));
+        };
+        let io = async {
+            let who = s.who();
+            self.upstream
+                .refuse_internal(target, &who)
+                .await
+                .map_err(|e| unreachable(s, e.message))?;
+            let mut headers: Vec<(&'static str, String)> = s
+                .headers
+                .iter()
+                .filter(|(k, _)| *k != "accept")
+                .cloned()
+                .collect();
+            headers.push(("accept", "application/json".to_owned()));
+            headers.extend(call.headers.iter().map(|(k, v)| (intern(k), v.clone())));
+            headers.extend(self.tokens.header(self.upstream, s).await?);
+            if call.body.is_some() {
+                headers.push(("content-type", "application/json".to_owned()));
+            }
+            let req = UpstreamRequest {
+                method: call.method,
+                path: format!("{}{}", base.trim_end_matches('/'), call.path),
+                headers,
+                body: Bytes::from(call.body.unwrap_or_default()),
+            };
+            let mut ex = self
+                .upstream
+                .send(target, req, None, Arc::clone(&who))
+                .await
+                .map_err(|e| unreachable(s, e.message))?;
+            let status = ex.status;
+            let body = ex
+                .read_all(MAX_REPLY)
+                .await
+                .map_err(|e| unreachable(s, e.message))?;
+            let body = String::from_utf8_lossy(&body);
+            let failed = status >= 400;
+            let text = if failed {
+                format!("HTTP {status}: {body}")
+            } else {
+                body.into_owned()
+            };
+            Ok(json!({"content": [{"type": "text", "text": text}], "isError": failed}))
+        };
+        tokio::time::timeout(timeout, io)
+            .await
+            .unwrap_or_else(|_| Err(unreachable(s, "no answer in time")))
     }
 
     /// Every tool the server lists, following its pages.
@@ -568,6 +664,7 @@ mod tests {
             args: Vec::new(),
             env: Vec::new(),
             oauth2: None,
+            spec_path: None,
         })
         .unwrap();
         let e = answer(

@@ -117,6 +117,7 @@ mod tests {
             args: Vec::new(),
             env: Vec::new(),
             oauth2: None,
+            spec_path: None,
         })
         .unwrap()
     }

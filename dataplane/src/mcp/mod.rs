@@ -19,6 +19,7 @@ pub mod client;
 pub mod grants;
 pub mod jsonrpc;
 pub mod oauth;
+pub mod openapi;
 pub mod rest;
 
 use std::sync::Arc;

@@ -201,6 +201,9 @@ pub fn mcp_server_entry(m: &crate::McpServer) -> serde_json::Value {
     if let Some(a) = &m.allowed_tools {
         e["allowed_tools"] = a.clone().into();
     }
+    if let Some(p) = &m.spec_path {
+        e["spec_path"] = p.as_str().into();
+    }
     if !m.command.is_empty() {
         e["command"] = m.command.as_str().into();
         e["args"] = m.args.clone().into();

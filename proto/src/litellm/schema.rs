@@ -146,6 +146,8 @@ struct RawMcpServer {
     token_url: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
+    /// An OpenAPI 3 file: the API at `url` as tools.
+    spec_path: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -190,6 +192,13 @@ impl RawMcpServer {
             return Err((
                 format!("{at}.command"),
                 "a stdio server needs the command to run".into(),
+            ));
+        }
+        let spec_path = self.spec_path.filter(|p| !p.trim().is_empty());
+        if spec_path.is_some() && transport != McpTransport::Http {
+            return Err((
+                format!("{at}.spec_path"),
+                "an OpenAPI server is called over HTTP: its transport is http, its url the API's base".into(),
             ));
         }
         if transport != McpTransport::Stdio {
@@ -273,6 +282,7 @@ impl RawMcpServer {
             allow_all_keys: self.allow_all_keys,
             command,
             oauth2,
+            spec_path,
             args: self.args,
             env: self
                 .env
