@@ -299,4 +299,8 @@ def test_an_attached_data_plane_runs_registry_stdio_servers_only_when_allowed(en
     wait_until(lambda: env.dp.version() >= allowed.version(), timeout=15, what="the same version")
     assert not any(n.startswith("proc-") for n in names(f"{env.dp.url}/mcp", STACK_MASTER_KEY))
     assert "only with --mcp-stdio" in (env.dp.dir / f"{env.dp.name}.log").read_text()
+    # A caller who names it is told why it is not there.
+    r = httpx.get(f"{env.dp.url}/v1/mcp/tools?server_name=proc",
+                  headers={"Authorization": f"Bearer {STACK_MASTER_KEY}"}, timeout=30)
+    assert r.status_code == 404 and "started with --mcp-stdio" in r.json()["error"]["message"], r.text
     env.admin.call("DELETE", "/v1/mcp/server/proc")

@@ -143,6 +143,10 @@ def test_an_unreadable_spec_leaves_its_server_out(env):
     servers = {s["server_name"]: s for s in r.json()}
     assert "broken" not in servers and servers["pets"]["status"] == "healthy"
     assert "spec_path" in env.gw.output() and "missing.yaml" in env.gw.output()
+    # Named, it is said to be left out, without the file's path.
+    r = httpx.get(f"{env.url}/mcp-rest/tools/list?server_name=broken", headers={"Authorization": f"Bearer {MASTER}"})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 404 and "not served by this data plane" in message and "missing.yaml" not in message
 
 
 def test_an_openapi_server_added_through_the_admin_api_reaches_an_attached_data_plane(env, tmp_path):

@@ -135,10 +135,7 @@ impl Spec {
         };
         let mut servers = Vec::new();
         for name in wanted {
-            let s = live
-                .mcp
-                .get(name)
-                .ok_or_else(|| ApiError::not_found(format!("no MCP server named `{name}`")))?;
+            let s = live.mcp.get(name).map_err(ApiError::not_found)?;
             servers.push(granted(access, s).map_err(|e| ApiError::forbidden(e.message))?);
         }
         Ok(Scope::All(servers))

@@ -50,31 +50,43 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Default)]
 pub struct Registry {
     pub(crate) servers: Vec<Arc<Server>>,
+    /// The servers of the snapshot this data plane does not serve, and why (said to
+    /// callers who name them).
+    left_out: Vec<(String, &'static str)>,
 }
 
 impl Registry {
     /// Compiles the snapshot's servers; one whose URL cannot be used is left out, logged,
     /// and so are `stdio` servers unless `stdio` allows spawning them.
     pub fn compile(servers: &[routeiq_proto::McpServer], stdio: bool) -> Self {
-        let mut out: Vec<Arc<Server>> = servers
-            .iter()
-            .filter(|s| {
-                let served = stdio || s.transport != routeiq_proto::McpTransport::Stdio;
-                if !served {
-                    tracing::warn!(server = %s.name, "MCP server left out: this data plane spawns stdio servers only with --mcp-stdio");
-                }
-                served
-            })
-            .filter_map(|s| match Server::compile(s.clone()) {
-                Ok(c) => Some(Arc::new(c)),
+        let mut out: Vec<Arc<Server>> = Vec::new();
+        let mut left_out = Vec::new();
+        for s in servers {
+            if !stdio && s.transport == routeiq_proto::McpTransport::Stdio {
+                tracing::warn!(server = %s.name, "MCP server left out: this data plane spawns stdio servers only with --mcp-stdio");
+                left_out.push((
+                    s.name.clone(),
+                    "it is a stdio server, and this data plane runs those only when started with --mcp-stdio",
+                ));
+                continue;
+            }
+            match Server::compile(s.clone()) {
+                Ok(c) => out.push(Arc::new(c)),
                 Err(e) => {
                     tracing::warn!(server = %s.name, error = %e, "MCP server left out");
-                    None
+                    // The reason stays in the log: it may name files and addresses.
+                    left_out.push((
+                        s.name.clone(),
+                        "its configuration could not be loaded (the data plane's log says why)",
+                    ));
                 }
-            })
-            .collect();
+            }
+        }
         out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
-        Self { servers: out }
+        Self {
+            servers: out,
+            left_out,
+        }
     }
 
     /// The session keys of its servers (sessions of others are dropped).
@@ -87,8 +99,17 @@ impl Registry {
         self.servers.iter().map(|s| s.config.clone()).collect()
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Server>> {
-        self.servers.iter().find(|s| s.config.name == name)
+    /// The server named `name`; else why there is none, for the caller.
+    pub(crate) fn get(&self, name: &str) -> Result<&Arc<Server>, String> {
+        if let Some(s) = self.servers.iter().find(|s| s.config.name == name) {
+            return Ok(s);
+        }
+        Err(match self.left_out.iter().find(|(n, _)| n == name) {
+            Some((_, why)) => {
+                format!("MCP server `{name}` is not served by this data plane: {why}")
+            }
+            None => format!("no MCP server named `{name}`"),
+        })
     }
 
     /// The servers the caller may use.
@@ -292,13 +313,9 @@ fn scope<'a>(
 ) -> Result<Scope<'a>, RpcError> {
     let registry = &live.mcp;
     if let Some(name) = server {
-        let s = registry.get(name).ok_or_else(|| {
-            RpcError::new(
-                404,
-                jsonrpc::INVALID_REQUEST,
-                format!("no MCP server named `{name}`"),
-            )
-        })?;
+        let s = registry
+            .get(name)
+            .map_err(|why| RpcError::new(404, jsonrpc::INVALID_REQUEST, why))?;
         return granted(access, s).map(Scope::One);
     }
     let Some(narrowed) = req.headers.get("x-mcp-servers") else {
@@ -313,11 +330,11 @@ fn scope<'a>(
     })?;
     let mut servers = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let s = registry.get(name).ok_or_else(|| {
+        let s = registry.get(name).map_err(|why| {
             RpcError::new(
                 400,
                 jsonrpc::INVALID_REQUEST,
-                format!("x-mcp-servers: no MCP server named `{name}`"),
+                format!("x-mcp-servers: {why}"),
             )
         })?;
         let s = granted(access, s)?;

@@ -40,10 +40,7 @@ pub async fn list(
     let scope = match wanted {
         None => Scope::All(live.mcp.granted(&access)),
         Some(name) => {
-            let s = live
-                .mcp
-                .get(&name)
-                .ok_or_else(|| ApiError::not_found(format!("no MCP server named `{name}`")))?;
+            let s = live.mcp.get(&name).map_err(ApiError::not_found)?;
             Scope::All(vec![granted(&access, s).map_err(rest_error)?])
         }
     };
@@ -105,10 +102,7 @@ pub async fn health(
         .unwrap_or_default();
     let mut servers = Vec::new();
     for name in &wanted {
-        let s = live
-            .mcp
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(format!("no MCP server named `{name}`")))?;
+        let s = live.mcp.get(name).map_err(ApiError::not_found)?;
         servers.push(granted(&access, s).map_err(rest_error)?);
     }
     if wanted.is_empty() {
