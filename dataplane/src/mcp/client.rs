@@ -286,11 +286,6 @@ impl<'a> Client<'a> {
             return Err(unreachable(s, "no URL"));
         };
         let io = async {
-            let who = s.who();
-            self.upstream
-                .refuse_internal(target, &who)
-                .await
-                .map_err(|e| unreachable(s, e.message))?;
             let mut headers: Vec<(&'static str, String)> = s
                 .headers
                 .iter()
@@ -299,21 +294,14 @@ impl<'a> Client<'a> {
                 .collect();
             headers.push(("accept", "application/json".to_owned()));
             headers.extend(call.headers.iter().map(|(k, v)| (intern(k), v.clone())));
-            headers.extend(self.tokens.header(self.upstream, s).await?);
             if call.body.is_some() {
                 headers.push(("content-type", "application/json".to_owned()));
             }
-            let req = UpstreamRequest {
-                method: call.method,
-                path: format!("{}{}", base.trim_end_matches('/'), call.path),
-                headers,
-                body: Bytes::from(call.body.unwrap_or_default()),
-            };
+            let path = format!("{}{}", base.trim_end_matches('/'), call.path);
+            let body = Bytes::from(call.body.unwrap_or_default());
             let mut ex = self
-                .upstream
-                .send(target, req, None, Arc::clone(&who))
-                .await
-                .map_err(|e| unreachable(s, e.message))?;
+                .send_http(s, target, call.method, path, headers, body)
+                .await?;
             let status = ex.status;
             let body = ex
                 .read_all(MAX_REPLY)
@@ -331,6 +319,47 @@ impl<'a> Client<'a> {
         tokio::time::timeout(timeout, io)
             .await
             .unwrap_or_else(|_| Err(unreachable(s, "no answer in time")))
+    }
+
+    /// One HTTP request to the server, once the egress policy allows it, with its OAuth
+    /// token (a refused token is replaced once) besides `headers`.
+    async fn send_http(
+        &self,
+        s: &Server,
+        target: &Target,
+        method: http::Method,
+        path: String,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    ) -> Result<crate::upstream::Exchange, RpcError> {
+        let who = s.who();
+        self.upstream
+            .refuse_internal(target, &who)
+            .await
+            .map_err(|e| unreachable(s, e.message))?;
+        let mut fresh = false;
+        loop {
+            let mut all = headers.clone();
+            all.extend(self.tokens.header(self.upstream, s).await?);
+            let req = UpstreamRequest {
+                method: method.clone(),
+                path: path.clone(),
+                headers: all,
+                body: body.clone(),
+            };
+            let mut ex = self
+                .upstream
+                .send(target, req, None, Arc::clone(&who))
+                .await
+                .map_err(|e| unreachable(s, e.message))?;
+            if ex.status == 401 && s.config.oauth2.is_some() && !fresh {
+                ex.read_error_body().await;
+                self.tokens.forget(s).await;
+                fresh = true;
+                continue;
+            }
+            return Ok(ex);
+        }
     }
 
     /// Every tool the server lists, following its pages.
@@ -494,35 +523,16 @@ impl<'a> Client<'a> {
         }
         let body = Bytes::from(body.to_string());
         let io = async {
-            let who = s.who();
-            self.upstream
-                .refuse_internal(target, &who)
-                .await
-                .map_err(|e| unreachable(s, e.message))?;
-            // With OAuth, a refused token is replaced once.
-            let mut fresh = false;
-            let mut ex = loop {
-                let mut headers = headers.clone();
-                headers.extend(self.tokens.header(self.upstream, s).await?);
-                let req = UpstreamRequest {
-                    method: http::Method::POST,
-                    path: path.to_owned(),
+            let mut ex = self
+                .send_http(
+                    s,
+                    target,
+                    http::Method::POST,
+                    path.to_owned(),
                     headers,
-                    body: body.clone(),
-                };
-                let mut ex = self
-                    .upstream
-                    .send(target, req, None, Arc::clone(&who))
-                    .await
-                    .map_err(|e| unreachable(s, e.message))?;
-                if ex.status == 401 && s.config.oauth2.is_some() && !fresh {
-                    ex.read_error_body().await;
-                    self.tokens.forget(s).await;
-                    fresh = true;
-                    continue;
-                }
-                break ex;
-            };
+                    body,
+                )
+                .await?;
             let set_id = ex.header("mcp-session-id").map(str::to_owned);
             let event_stream = ex
                 .header("content-type")
