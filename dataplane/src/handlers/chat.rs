@@ -127,6 +127,7 @@ pub async fn completion(
             client_wants_usage,
             model: model.clone(),
             drop_params,
+            shape: super::mcp_tools::Shape::Chat,
         };
         let run = super::mcp_tools::run(app, live, session, ctx, plan, first, req, offer, turn);
         return Box::pin(run).await;

@@ -1,4 +1,4 @@
-//! MCP tools in chat (`/v1/chat/completions`). A tool `{"type": "mcp", "server_url":
+//! MCP tools in chat (`/v1/chat/completions`, and `/v1/responses` through chat). A tool `{"type": "mcp", "server_url":
 //! "litellm_proxy", ...}` (LiteLLM's form) stands for the MCP tools the caller may use:
 //! the gateway lists them and offers them to the model as functions named
 //! `<server>-<tool>`. `server_url: "litellm_proxy/mcp/<server>[,<server>...]"` narrows
@@ -17,6 +17,9 @@
 //! text is every round's (a model may say something before it calls a tool), rounds
 //! separated by a blank line. A stream carries that text as it arrives; a round's tool
 //! calls and its end are held back, and go out only when that round is the answer.
+//!
+//! The rounds speak chat; a [`Shape`] turns the answer into another API's (the Responses
+//! API's), whole or as a stream.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -33,19 +36,17 @@ use crate::cost::Prices;
 use crate::error::{ApiError, ClientApi, ErrorKind};
 use crate::mcp::client::Client;
 use crate::mcp::grants::Access;
-use crate::mcp::{call_tool, granted, list_tools, Scope};
+use crate::mcp::{call_tool, granted, list_tools, Scope, PROXY_URL};
 use crate::providers::{Operation, ProviderResponse};
 use crate::respond;
 use crate::routing::failover::Failover;
 use crate::sse;
 use crate::state::{App, CompiledDeployment, LiveState};
-use crate::translate::stream;
+use crate::translate::stream::{self, StreamConverter};
 use crate::usage::Usage;
 
 /// Rounds of tool calls the gateway runs for one request.
 pub const MAX_ROUNDS: usize = 8;
-/// The `server_url` that means the gateway's own MCP servers.
-const PROXY: &str = "litellm_proxy";
 /// Largest non-streaming round read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -98,17 +99,17 @@ fn names(v: &Value, field: &str) -> Result<Vec<String>, ApiError> {
 impl Spec {
     fn parse(t: &Value) -> Result<Self, ApiError> {
         let url = t.get("server_url").and_then(Value::as_str).unwrap_or("");
-        let servers = if url == PROXY {
+        let servers = if url == PROXY_URL {
             None
         } else if let Some(list) = url
-            .strip_prefix(PROXY)
+            .strip_prefix(PROXY_URL)
             .and_then(|r| r.strip_prefix("/mcp/"))
             .filter(|l| !l.is_empty())
         {
             Some(list.split(',').map(str::to_owned).collect())
         } else {
             return Err(ApiError::bad_request(format!(
-                "an MCP tool's `server_url` must be `{PROXY}` (every MCP server the key may use) or `{PROXY}/mcp/<server>`: the gateway calls only the MCP servers registered with it (got `{url}`)"
+                "an MCP tool's `server_url` must be `{PROXY_URL}` (every MCP server the key may use) or `{PROXY_URL}/mcp/<server>`: the gateway calls only the MCP servers registered with it (got `{url}`)"
             )));
         };
         let allowed = match t.get("allowed_tools") {
@@ -270,6 +271,17 @@ pub struct Turn {
     /// The model group, as the client named it.
     pub model: String,
     pub drop_params: bool,
+    pub shape: Shape,
+}
+
+/// The format the client gets the answer in.
+pub enum Shape {
+    /// Chat's, as the rounds give it.
+    Chat,
+    /// Another API's answer, made from chat's whole answer (usage summed).
+    Full(Box<dyn FnOnce(Value) -> Value + Send>),
+    /// Another API's stream: the chat chunks the client would get go through this.
+    Stream(Box<dyn StreamConverter>),
 }
 
 /// The rounds before the answer: their usage, and their cost at the prices of the
@@ -327,7 +339,17 @@ pub async fn run(
         _ => Vec::new(),
     };
     let mut spent = Spent::default();
-    let mut out = Out::default();
+    let (mut out, mut full) = match turn.shape {
+        Shape::Chat => (Out::default(), None),
+        Shape::Full(f) => (Out::default(), Some(f)),
+        Shape::Stream(c) => (
+            Out {
+                convert: Some((c, sse::Parser::default())),
+                ..Out::default()
+            },
+            None,
+        ),
+    };
     // The text of the rounds before, for a non-streaming answer.
     let mut said = String::new();
     let mut d = first;
@@ -383,7 +405,11 @@ pub async fn run(
                     .and_then(Value::as_str);
                 body["choices"][0]["message"]["content"] = json!(joined(&said, last.unwrap_or("")));
             }
-            return finish(session, ctx, &mut out, &spent, &d, sent, answered, &turn).await;
+            let turn = Turn {
+                shape: full.take().map_or(Shape::Chat, Shape::Full),
+                ..turn
+            };
+            return finish(session, ctx, &mut out, &spent, &d, sent, answered, turn).await;
         }
         let text = answered.message.get("content").and_then(Value::as_str);
         said = joined(&said, text.unwrap_or(""));
@@ -427,7 +453,7 @@ async fn finish(
     d: &CompiledDeployment,
     sent: Instant,
     answered: Answered,
-    turn: &Turn,
+    turn: Turn,
 ) -> Result<(), ApiError> {
     ctx.upstream_latency = Some(sent.elapsed());
     if let Some(lease) = ctx.lease.take() {
@@ -450,6 +476,9 @@ async fn finish(
     match answered.body {
         Some(mut v) => {
             v["usage"] = usage(v["usage"].take());
+            if let Shape::Full(shape) = turn.shape {
+                v = shape(v);
+            }
             let mut headers = super::response_headers(ctx, d);
             headers.extend(super::cost_header(ctx));
             if let Err(e) = respond::json(session, ctx, &headers, Bytes::from(v.to_string())).await
@@ -678,9 +707,26 @@ struct Out {
     said: bool,
     /// The client went away.
     gone: bool,
+    /// [`Shape::Stream`]'s converter, and the parser of the chat events it reads.
+    convert: Option<(Box<dyn StreamConverter>, sse::Parser)>,
 }
 
 impl Out {
+    /// Chat events become the client's format.
+    fn convert(&mut self, events: &mut Vec<Bytes>) {
+        let Some((c, parser)) = &mut self.convert else {
+            return;
+        };
+        let mut out = Vec::new();
+        for b in events.drain(..) {
+            // Whole events, each written by the chat converter or this module.
+            for ev in parser.feed(&b).unwrap_or_default() {
+                c.event(&ev, &mut out);
+            }
+        }
+        *events = out;
+    }
+
     async fn write(
         &mut self,
         session: &mut Session,
@@ -688,6 +734,7 @@ impl Out {
         d: &CompiledDeployment,
         events: &mut Vec<Bytes>,
     ) {
+        self.convert(events);
         if self.gone || events.is_empty() {
             return;
         }
@@ -717,6 +764,7 @@ impl Out {
             return;
         }
         let mut events = vec![stream::error_event(ClientApi::OpenAi, e)];
+        self.convert(&mut events);
         let _ = respond::stream_write(session, &mut events).await;
         let _ = respond::stream_end(session).await;
     }

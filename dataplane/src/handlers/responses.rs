@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use super::attempt::{self, Reply};
 use super::held::{self, Held};
+use super::mcp_tools::Shape;
 use super::request::RawObject;
 use super::response_headers;
 use crate::context::RequestCtx;
@@ -27,6 +28,7 @@ use crate::conversations;
 use crate::error::{ApiError, ClientApi};
 use crate::providers::Operation;
 use crate::respond;
+use crate::routing::failover::Failover;
 use crate::state::{App, CompiledDeployment, LiveState};
 use crate::translate::responses_via_chat::{self, Meta};
 use crate::translate::stream;
@@ -87,6 +89,21 @@ pub async fn create(
         },
     )
     .await?;
+    if super::mcp_tools::named(&req)
+        && matches!(req.value("tools"), Some(Value::Array(t)) if t.iter().any(crate::mcp::proxied))
+    {
+        let run = with_mcp_tools(
+            app,
+            live,
+            session,
+            ctx,
+            (plan, first),
+            &req,
+            &previous,
+            owner,
+        );
+        return Box::pin(run).await;
+    }
     // Translated once, by the first deployment that needs it.
     let via_chat = OnceLock::new();
     let served = attempt::serve(app, ctx, &mut plan, first, op, MAX_RESPONSE_BYTES, |d| {
@@ -108,18 +125,8 @@ pub async fn create(
     let Some(Ok(Translated { request, .. })) = via_chat.into_inner() else {
         return Err(ApiError::internal("a translated request was not kept"));
     };
-    let meta = Meta {
-        id: format!("resp_{}", ctx.request_id),
-        created_at: crate::clock::now_secs(),
-        model: model.clone(),
-    };
-    let keep = (request.get("store") != Some(&Value::Bool(false))).then(|| Keep {
-        conversations: Arc::clone(&app.conversations),
-        id: meta.id.clone(),
-        owner,
-        history: previous.messages(),
-        input: request.get("input").cloned().unwrap_or(Value::Null),
-    });
+    let meta = meta(ctx, &model);
+    let keep = Keep::of(app, &request, &meta, owner, &previous);
     match served.reply {
         Reply::Full(out) => {
             ctx.upstream_latency = Some(sent.elapsed());
@@ -140,15 +147,7 @@ pub async fn create(
         Reply::Stream { mut resp, first } => {
             // Kept before the client hears the response is complete, so that a
             // follow-up can name it at once: here at once, in Redis a moment later.
-            let on_done = keep.map(|keep| -> responses_via_chat::OnDone {
-                Box::new(move |response: &Value| {
-                    let json = keep.encode(response);
-                    keep.conversations.put_local(&keep.id, Arc::clone(&json));
-                    tokio::spawn(async move {
-                        keep.conversations.put_shared(&keep.id, &json).await;
-                    });
-                })
-            });
+            let on_done = keep.map(Keep::on_done);
             let conv = stream::responses_through_chat(
                 d.format,
                 &model,
@@ -164,6 +163,71 @@ pub async fn create(
             )
             .await
         }
+    }
+}
+
+/// A request with the gateway's MCP tools (`handlers::mcp_tools`): served through chat on
+/// every deployment, since the gateway runs the tools (a deployment with the Responses
+/// API would look for a server at `litellm_proxy`).
+#[allow(clippy::too_many_arguments)]
+async fn with_mcp_tools(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    (plan, first): (Failover<'_>, Arc<CompiledDeployment>),
+    req: &RawObject,
+    previous: &Previous,
+    owner: String,
+) -> Result<(), ApiError> {
+    let prepared = async {
+        let Translated { request, chat } = chat_request(req, previous)?;
+        let mut chat = RawObject::parse(&Value::Object(chat).to_string().into_bytes())?;
+        let offer = super::mcp_tools::offer(app, live, ctx, &mut chat).await?;
+        Ok::<_, ApiError>((request, chat, offer))
+    };
+    let (request, chat, offer) = match prepared.await {
+        Ok((request, chat, Some(offer))) => (request, chat, offer),
+        Ok((_, _, None)) => return Err(ApiError::internal("the MCP tools were not found again")),
+        Err(e) => {
+            plan.abandon(&first);
+            return Err(e);
+        }
+    };
+    let model = req.model()?;
+    let stream = req.flag("stream")?;
+    let meta = meta(ctx, &model);
+    let keep = Keep::of(app, &request, &meta, owner, previous);
+    let shape = if stream {
+        let on_done = keep.map(Keep::on_done);
+        Shape::Stream(Box::new(responses_via_chat::ChunksToResponses::new(
+            request, meta, on_done,
+        )))
+    } else {
+        Shape::Full(Box::new(move |chat: Value| {
+            let response = responses_via_chat::response(&request, &meta, &chat);
+            if let Some(keep) = keep {
+                keep.on_done()(&response);
+            }
+            response
+        }))
+    };
+    let turn = super::mcp_tools::Turn {
+        stream,
+        client_wants_usage: true,
+        model,
+        drop_params: false,
+        shape,
+    };
+    super::mcp_tools::run(app, live, session, ctx, plan, first, chat, offer, turn).await
+}
+
+/// The response's id, time and model group.
+fn meta(ctx: &RequestCtx, model: &str) -> Meta {
+    Meta {
+        id: format!("resp_{}", ctx.request_id),
+        created_at: crate::clock::now_secs(),
+        model: model.to_owned(),
     }
 }
 
@@ -196,6 +260,36 @@ struct Keep {
 }
 
 impl Keep {
+    /// What to keep of a response answered through chat, unless the request says
+    /// `store: false`.
+    fn of(
+        app: &App,
+        request: &Map<String, Value>,
+        meta: &Meta,
+        owner: String,
+        previous: &Previous,
+    ) -> Option<Self> {
+        (request.get("store") != Some(&Value::Bool(false))).then(|| Keep {
+            conversations: Arc::clone(&app.conversations),
+            id: meta.id.clone(),
+            owner,
+            history: previous.messages(),
+            input: request.get("input").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    /// Keeps the response before the client hears that it is complete, so that a
+    /// follow-up can name it at once: here at once, in Redis a moment later.
+    fn on_done(self) -> responses_via_chat::OnDone {
+        Box::new(move |response: &Value| {
+            let json = self.encode(response);
+            self.conversations.put_local(&self.id, Arc::clone(&json));
+            tokio::spawn(async move {
+                self.conversations.put_shared(&self.id, &json).await;
+            });
+        })
+    }
+
     /// The response's JSON text as stored: with the conversation so far and its input.
     fn encode(&self, response: &Value) -> Arc<str> {
         let mut messages = Vec::with_capacity(self.history.len() + 2);

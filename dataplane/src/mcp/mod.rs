@@ -40,6 +40,19 @@ use grants::Access;
 use jsonrpc::{Message, RpcError};
 
 /// The session-based revisions (reached through `initialize`), oldest first.
+/// The `server_url` of an `mcp` tool in chat or responses that means the gateway's own
+/// MCP servers (LiteLLM's name for it), alone or followed by `/mcp/<server>[,...]`.
+pub const PROXY_URL: &str = "litellm_proxy";
+
+/// Whether `tool` is an `mcp` tool naming the gateway's own servers.
+pub fn proxied(tool: &serde_json::Value) -> bool {
+    tool.get("type").and_then(serde_json::Value::as_str) == Some("mcp")
+        && tool
+            .get("server_url")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|u| u.starts_with(PROXY_URL))
+}
+
 const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// The stateless revision.
 const STATELESS_VERSION: &str = "2026-07-28";

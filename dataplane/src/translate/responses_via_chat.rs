@@ -313,6 +313,16 @@ fn tool(t: &Value) -> Result<Value, ApiError> {
             }
             Ok(json!({"type": "function", "function": function}))
         }
+        // The gateway's MCP tools: the same in chat, where `handlers::mcp_tools` replaces
+        // them before the request goes up.
+        Some("mcp") if crate::mcp::proxied(t) => Ok(t.clone()),
+        Some("mcp") => Err(unsupported(
+            format!(
+                "an `mcp` tool with a remote `server_url` (a deployment with the Responses API calls those itself; the gateway's own MCP servers are `server_url: \"{}\"`)",
+                crate::mcp::PROXY_URL
+            ),
+            "tools",
+        )),
         Some(other) => Err(unsupported(format!("the `{other}` tool"), "tools")),
         None => Err(ApiError::bad_request("a tool needs a `type`").with_param("tools")),
     }
