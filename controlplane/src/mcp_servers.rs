@@ -31,6 +31,8 @@ struct Config {
     oauth2: Option<routeiq_proto::OAuth2Client>,
     #[serde(default)]
     spec_path: Option<String>,
+    #[serde(default)]
+    cost: routeiq_proto::McpToolCost,
     source: String,
 }
 
@@ -67,6 +69,7 @@ pub async fn upsert(
         args: m.args.clone(),
         oauth2: m.oauth2.clone(),
         spec_path: m.spec_path.clone(),
+        cost: m.cost.clone(),
         source: source.to_owned(),
     };
     let sealed = Sealed {
@@ -155,6 +158,7 @@ pub async fn load_all(
                 args: config.args,
                 oauth2: config.oauth2,
                 spec_path: config.spec_path,
+                cost: config.cost,
                 env: sealed
                     .env
                     .into_iter()
@@ -164,6 +168,20 @@ pub async fn load_all(
             Ok((server, config.source))
         })
         .collect()
+}
+
+/// A change as an entry of its own: the given fields, with a stand-in for the URL or
+/// command its transport needs.
+fn alone(given: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    let mut e = given.clone();
+    let stdio = e.get("transport").and_then(serde_json::Value::as_str) == Some("stdio");
+    let (field, stand_in) = if stdio {
+        ("command", "stand-in")
+    } else {
+        ("url", "http://stand-in.invalid/mcp")
+    };
+    e.entry(field).or_insert_with(|| stand_in.into());
+    serde_json::Value::Object(e)
 }
 
 /// A server as the audit log records it: everything but its secrets.
@@ -176,6 +194,7 @@ fn redacted(m: &McpServer) -> serde_json::Value {
         "access_groups": m.access_groups, "allow_all_keys": m.allow_all_keys,
         "description": m.description, "command": m.command, "args": m.args,
         "spec_path": m.spec_path,
+        "mcp_info": routeiq_proto::litellm::mcp_info(&m.cost),
         "env": m.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
     })
 }
@@ -236,15 +255,28 @@ pub async fn save(
         }
         (None, true) => entry.clone(),
     };
-    let (server, warnings) =
-        routeiq_proto::litellm::compile_mcp_server(name, &merged, &|v| std::env::var(v).ok())
-            .map_err(|(at, m)| {
-                StoreError::Invalid(if at.is_empty() {
+    let compile = |entry: &serde_json::Value| {
+        routeiq_proto::litellm::compile_mcp_server(name, entry, &|v| std::env::var(v).ok()).map_err(
+            |(at, m)| {
+                if at.is_empty() {
                     m
                 } else {
                     format!("{at}: {m}")
-                })
-            })?;
+                }
+            },
+        )
+    };
+    let (server, warnings) = match compile(&merged) {
+        Ok(compiled) => compiled,
+        // A change that is sound on its own but not with what is stored (an OpenAPI file
+        // for a stdio server): a conflict with the current state.
+        Err(e) if before.is_some() && compile(&alone(given)).is_ok() => {
+            return Err(StoreError::Conflict(format!(
+                "{e} (with the stored server's other fields: give those it depends on too)"
+            )))
+        }
+        Err(e) => return Err(StoreError::Invalid(e)),
+    };
     upsert(&mut *tx, secrets, &server, "api").await?;
     let version = crate::changes::append(
         &mut tx,

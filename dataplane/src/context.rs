@@ -39,6 +39,10 @@ pub struct RequestCtx {
     /// The budget reservations of the key and its team, user and organization, settled to
     /// the request's cost when it is logged.
     pub budget_holds: Vec<crate::budgets::Hold>,
+    /// Reservations for charges besides the request's own worst case (MCP tool calls in
+    /// chat), released once `budget_holds` are settled to the request's cost, which
+    /// includes those charges.
+    pub charge_holds: Vec<crate::budgets::Hold>,
     /// The end user the request was made for (`user_header_name`, or the body's `user`).
     pub end_user: Option<String>,
     /// The serving deployment's hold (in flight, usage), settled when the request is logged.
@@ -92,25 +96,16 @@ impl RequestCtx {
             .as_deref()
             .and_then(|m| key.model_budgets.iter().find(|b| b.model == m));
         let model_account = model_budget.map(|b| Holder::model_account(&key.hash, &b.model));
-        let mut holders: [Option<Holder<'_>>; 5] = [
+        let [team, user, organization] = scope_holders(live, &key);
+        let holders: [Option<Holder<'_>>; 5] = [
             Some(Holder::key(&key)),
             model_budget
                 .zip(model_account.as_ref())
                 .map(|(b, a)| Holder::key_model(b, a)),
-            None,
-            None,
-            None,
+            team,
+            user,
+            organization,
         ];
-        let scopes = live.scopes();
-        if !scopes.is_empty() {
-            for (slot, (kind, id)) in holders[2..].iter_mut().zip([
-                (ScopeKind::Team, &key.team_id),
-                (ScopeKind::User, &key.user_id),
-                (ScopeKind::Organization, &key.organization_id),
-            ]) {
-                *slot = scopes.get(kind, id).map(Holder::scope);
-            }
-        }
         let cost = d.prices.of(&Usage {
             input_tokens: worst.prompt,
             output_tokens: worst.completion,
@@ -147,12 +142,17 @@ impl RequestCtx {
     }
 
     /// What the request cost (USD): its usage at its deployment's prices, once both are
-    /// known.
+    /// known, plus its other charges; or, when no model served it, those charges alone.
     pub fn cost(&self) -> Option<f64> {
         if let Some(once) = &self.once {
             return Some(once.cost);
         }
-        Some(self.deployment.as_ref()?.prices.of(self.usage.as_ref()?) + self.extra_cost)
+        match (&self.deployment, &self.usage) {
+            (Some(d), Some(u)) => Some(d.prices.of(u) + self.extra_cost),
+            // No model served it: only its charges (MCP tool calls).
+            (None, _) if self.extra_cost > 0.0 => Some(self.extra_cost),
+            _ => None,
+        }
     }
 
     pub fn new() -> Self {
@@ -178,6 +178,7 @@ impl RequestCtx {
             fallbacks: 0,
             routed: None,
             extra_cost: 0.0,
+            charge_holds: Vec::new(),
             automix: None,
             once: None,
         }
@@ -188,4 +189,45 @@ impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The key's team, user and organization, where they enforce something.
+fn scope_holders<'a>(
+    live: &'a crate::state::LiveState,
+    key: &'a VirtualKey,
+) -> [Option<Holder<'a>>; 3] {
+    let mut holders = [None, None, None];
+    let scopes = live.scopes();
+    if !scopes.is_empty() {
+        for (slot, (kind, id)) in holders.iter_mut().zip([
+            (ScopeKind::Team, &key.team_id),
+            (ScopeKind::User, &key.user_id),
+            (ScopeKind::Organization, &key.organization_id),
+        ]) {
+            *slot = scopes.get(kind, id).map(Holder::scope);
+        }
+    }
+    holders
+}
+
+/// Holds `cost` (USD), a charge that is not a model's (an MCP tool call), against the
+/// budgets of `key` and its team, user and organization: refused when one of them is
+/// spent, like a request.
+pub fn hold_charge(
+    app: &crate::state::App,
+    live: &crate::state::LiveState,
+    key: &VirtualKey,
+    cost: f64,
+) -> Result<Vec<crate::budgets::Hold>, crate::error::ApiError> {
+    let [team, user, organization] = scope_holders(live, key);
+    let mut holds = Vec::new();
+    for h in [Some(Holder::key(key)), team, user, organization]
+        .iter()
+        .flatten()
+    {
+        if let Some(hold) = app.budgets.admit(h, live.version, cost)? {
+            holds.push(hold);
+        }
+    }
+    Ok(holds)
 }

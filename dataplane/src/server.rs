@@ -60,6 +60,7 @@ impl ProxyHttp for Gateway {
         for h in ctx.budget_holds.drain(..) {
             h.settle(cost);
         }
+        ctx.charge_holds.clear();
         if let Some(lease) = ctx.lease.take() {
             let served = ctx.status == 200 && ctx.error_type.is_none();
             lease.settle(

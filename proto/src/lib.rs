@@ -21,7 +21,7 @@ pub mod wire;
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
-pub use mcp::{McpAuth, McpGrant, McpServer, McpTransport, OAuth2Client};
+pub use mcp::{McpAuth, McpGrant, McpServer, McpToolCost, McpTransport, OAuth2Client};
 pub use router::{
     ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy, LEARNED_STRATEGIES,
 };

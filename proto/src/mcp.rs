@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::Secret;
 
 /// How the gateway reaches a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum McpTransport {
     /// Streamable HTTP (`http`, LiteLLM's default).
+    #[default]
     Http,
     /// The legacy HTTP+SSE transport.
     Sse,
@@ -39,8 +40,9 @@ impl McpTransport {
 }
 
 /// The credential the gateway presents to a server (`auth_type` with `auth_value`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum McpAuth {
+    #[default]
     None,
     /// `x-api-key: <value>`.
     ApiKey(Secret),
@@ -129,8 +131,32 @@ impl McpAuth {
     }
 }
 
-/// One MCP server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a call of a server's tools costs (USD): LiteLLM's
+/// `mcp_info.mcp_server_cost_info`, charged to the caller like a model's usage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct McpToolCost {
+    /// `default_cost_per_query`: a call of any tool not priced on its own.
+    pub per_call: f64,
+    /// `tool_name_to_cost_per_query`, by the server's own tool names.
+    pub per_tool: Vec<(String, f64)>,
+}
+
+impl McpToolCost {
+    /// What one call of `tool` (the server's own name) costs.
+    pub fn of(&self, tool: &str) -> f64 {
+        self.per_tool
+            .iter()
+            .find(|(t, _)| t == tool)
+            .map_or(self.per_call, |(_, c)| *c)
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.per_call == 0.0 && self.per_tool.iter().all(|(_, c)| *c == 0.0)
+    }
+}
+
+/// One MCP server (the default: an `http` server with nothing configured).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct McpServer {
     /// Its name: the prefix of its tools on the aggregate endpoint (`<name>-<tool>`) and
     /// the path segment of its own endpoint.
@@ -158,6 +184,7 @@ pub struct McpServer {
     /// An OpenAPI 3 description of the HTTP API at `url` (a file on each data plane's
     /// host, JSON or YAML): each operation is a tool, called over HTTP.
     pub spec_path: Option<String>,
+    pub cost: McpToolCost,
 }
 
 impl McpServer {
@@ -262,20 +289,10 @@ mod tests {
     fn server(allowed: Option<&[&str]>, disallowed: &[&str]) -> McpServer {
         McpServer {
             name: "s".into(),
-            description: None,
-            transport: McpTransport::Http,
             url: "http://x/mcp".into(),
-            auth: McpAuth::None,
-            static_headers: Vec::new(),
             allowed_tools: allowed.map(|a| a.iter().map(|s| s.to_string()).collect()),
             disallowed_tools: disallowed.iter().map(|s| s.to_string()).collect(),
-            access_groups: Vec::new(),
-            allow_all_keys: false,
-            command: String::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            oauth2: None,
-            spec_path: None,
+            ..McpServer::default()
         }
     }
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::{
     Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth, McpGrant,
-    McpServer, McpTransport, ModelBudget, ModelInfo, OAuth2Client, ProviderKind, ProviderSettings,
-    RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot, UsageEvent, VirtualKey,
+    McpServer, McpToolCost, McpTransport, ModelBudget, ModelInfo, OAuth2Client, ProviderKind,
+    ProviderSettings, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot,
+    UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -122,6 +123,8 @@ impl From<&McpServer> for pb::McpServer {
                 .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                 .collect(),
             spec_path: m.spec_path.clone().unwrap_or_default(),
+            cost_per_call: m.cost.per_call,
+            cost_per_tool: m.cost.per_tool.iter().cloned().collect(),
         }
     }
 }
@@ -170,6 +173,8 @@ impl TryFrom<pb::McpServer> for McpServer {
             .map(|(k, v)| (k, Secret::new(v)))
             .collect();
         env.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut per_tool: Vec<(String, f64)> = m.cost_per_tool.into_iter().collect();
+        per_tool.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Self {
             name: m.name,
             description: Some(m.description).filter(|d| !d.is_empty()),
@@ -190,6 +195,10 @@ impl TryFrom<pb::McpServer> for McpServer {
                 scopes: m.oauth2_scopes,
             }),
             spec_path: Some(m.spec_path).filter(|p| !p.is_empty()),
+            cost: McpToolCost {
+                per_call: m.cost_per_call,
+                per_tool,
+            },
         })
     }
 }
@@ -777,70 +786,40 @@ mod tests {
                 allowed_tools: Some(Vec::new()),
                 disallowed_tools: vec!["rm".into()],
                 access_groups: vec!["dev".into()],
-                allow_all_keys: false,
-                command: String::new(),
-                args: Vec::new(),
-                env: Vec::new(),
-                oauth2: None,
-                spec_path: None,
+                ..McpServer::default()
             },
             McpServer {
                 name: "open".into(),
-                description: None,
-                transport: McpTransport::Http,
                 url: "http://10.0.0.1/mcp".into(),
-                auth: McpAuth::None,
-                static_headers: Vec::new(),
-                allowed_tools: None,
-                disallowed_tools: Vec::new(),
-                access_groups: Vec::new(),
                 allow_all_keys: true,
-                command: String::new(),
-                args: Vec::new(),
-                env: Vec::new(),
-                oauth2: None,
-                spec_path: None,
+                ..McpServer::default()
             },
             McpServer {
                 name: "local".into(),
-                description: None,
                 transport: McpTransport::Stdio,
-                url: String::new(),
-                auth: McpAuth::None,
-                static_headers: Vec::new(),
-                allowed_tools: None,
-                disallowed_tools: Vec::new(),
-                access_groups: Vec::new(),
-                allow_all_keys: false,
                 command: "npx".into(),
                 args: vec!["-y".into(), "server".into()],
                 env: vec![
                     ("A".into(), Secret::new("1")),
                     ("B".into(), Secret::new("2")),
                 ],
-                oauth2: None,
-                spec_path: None,
+                ..McpServer::default()
             },
             McpServer {
                 name: "m2m".into(),
-                description: None,
-                transport: McpTransport::Http,
                 url: "https://mcp.example/m2m".into(),
                 auth: McpAuth::OAuth2(Secret::new("client-secret")),
-                static_headers: Vec::new(),
-                allowed_tools: None,
-                disallowed_tools: Vec::new(),
-                access_groups: Vec::new(),
-                allow_all_keys: false,
-                command: String::new(),
-                args: Vec::new(),
-                env: Vec::new(),
                 oauth2: Some(OAuth2Client {
                     client_id: "cid".into(),
                     token_url: "https://auth.example/token".into(),
                     scopes: vec!["tools:read".into()],
                 }),
                 spec_path: Some("/etc/routeiq/petstore.yaml".into()),
+                cost: McpToolCost {
+                    per_call: 0.01,
+                    per_tool: vec![("get_pet".into(), 0.05), ("list_pets".into(), 0.0)],
+                },
+                ..McpServer::default()
             },
         ];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.timeout(120)
 ANSWER = {"gpt": "tool result received: sunny in Paris",
           "claude": "Let me check.\n\ntool result received: sunny in Paris"}
 
-# USD per token, so the test can price the rounds itself.
+# USD per token, so the test can price the rounds itself; and per call of `forecast`.
 IN, OUT = 0.000_001, 0.000_002
+TOOL_PRICE = 0.25
 
 CONFIG = """
 model_list:
@@ -47,6 +48,10 @@ model_list:
 mcp_servers:
   weather:
     url: {weather}
+    mcp_info:
+      mcp_server_cost_info:
+        default_cost_per_query: 0.5
+        tool_name_to_cost_per_query: {{forecast: {tool_price}}}
   docs:
     url: {docs}
     allowed_tools: [search]
@@ -68,7 +73,7 @@ def env(mock_provider, tmp_path_factory):
         weather.start()
         docs.start()
         config = CONFIG.format(upstream=mock_provider, weather=weather.url, docs=docs.url,
-                               master=MASTER, inp=IN, out=OUT)
+                               master=MASTER, inp=IN, out=OUT, tool_price=TOOL_PRICE)
         url, gw = start_gateway(d, config, "dp")
         yield type("Env", (), {"url": url, "mock": mock_provider, "gw": gw})
     finally:
@@ -114,12 +119,14 @@ def test_the_gateway_runs_the_models_tool_call_and_returns_the_answer(env, model
     text = json.dumps(body)
     assert "sunny in Paris" in text
     assert "weather-forecast" in text and "docs-search" not in text, "allowed_tools narrows the offer"
-    # Usage and cost are both rounds': the second round's prompt holds the first's.
+    # Usage and cost are both rounds': the second round's prompt holds the first's. The
+    # cost also holds the tool call's price.
     u = r.usage
     assert u.total_tokens == u.prompt_tokens + u.completion_tokens
     assert u.prompt_tokens > 0 and u.completion_tokens > 0
     cost = float(raw.headers["x-litellm-response-cost"])
-    assert cost == pytest.approx(u.prompt_tokens * IN + u.completion_tokens * OUT, rel=1e-9)
+    assert cost == pytest.approx(u.prompt_tokens * IN + u.completion_tokens * OUT + TOOL_PRICE,
+                                 rel=1e-9)
 
 
 def test_one_round_alone_uses_fewer_tokens_than_the_loop(env):
@@ -165,12 +172,17 @@ def test_a_stream_carries_the_answer_and_never_the_gateways_tool_calls(env, mode
 def test_the_streamed_usage_matches_the_unstreamed(env, model):
     args = dict(model=model, messages=[{"role": "user", "content": "weather in Paris?"}],
                 tools=[mcp_tool(require_approval="never")])
-    whole = client(env).chat.completions.create(**args)
+    raw = client(env).chat.completions.with_raw_response.create(**args)
+    whole = raw.parse()
     chunks = list(client(env).chat.completions.create(**args, stream=True,
                                                       stream_options={"include_usage": True}))
     streamed = chunks[-1].usage
     assert (streamed.prompt_tokens, streamed.completion_tokens) == (
         whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    # The streamed cost is the request's, the tool call's price included.
+    assert streamed.model_extra["cost"] == pytest.approx(
+        float(raw.headers["x-litellm-response-cost"]), rel=1e-9)
+    assert streamed.model_extra["cost"] > TOOL_PRICE
 
 
 def test_without_approval_never_the_call_goes_back_to_the_client(env):
@@ -225,7 +237,8 @@ def test_bad_mcp_tools_are_openai_shaped_errors(env, tool, status, words):
 def test_an_mcp_server_down_leaves_its_tools_out(env, tmp_path):
     # A gateway whose only MCP server is not listening: nothing to offer, the model answers.
     config = CONFIG.format(upstream=env.mock, weather=f"http://127.0.0.1:{free_port()}/mcp",
-                           docs=f"http://127.0.0.1:{free_port()}/mcp", master=MASTER, inp=IN, out=OUT)
+                           docs=f"http://127.0.0.1:{free_port()}/mcp", master=MASTER, inp=IN, out=OUT,
+                           tool_price=TOOL_PRICE)
     url, gw = start_gateway(tmp_path, config, "dp-down")
     try:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key=MASTER, max_retries=0)

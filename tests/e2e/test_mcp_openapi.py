@@ -170,6 +170,14 @@ def test_an_openapi_server_added_through_the_admin_api_reaches_an_attached_data_
             "server_name": "pets2", "url": f"http://127.0.0.1:{port}/api", "spec_path": str(spec),
             "transport": "sse"})
         assert r.status_code in (400, 422) and "spec_path" in r.text, r.text
+        # A change that is sound alone but not with the stored server conflicts with it.
+        r = admin.call("POST", "/v1/mcp/server", json={
+            "server_name": "local", "transport": "stdio", "command": "true"})
+        assert r.status_code == 201, r.text
+        r = admin.call("PUT", "/v1/mcp/server", json={"server_id": "local", "spec_path": str(spec)})
+        assert r.status_code == 409 and "spec_path" in r.json()["error"]["message"], r.text
+        r = admin.call("PUT", "/v1/mcp/server", json={"server_id": "local", "transport": "grpc"})
+        assert r.status_code in (400, 422), r.text
         wait_until(lambda: "pets-getPet" in run(tool_names_as(f"{dp.url}/mcp", STACK_MASTER_KEY)),
                    timeout=15, interval=0.2, what="the OpenAPI server on the data plane")
         r = httpx.post(f"{dp.url}/mcp-rest/tools/call", headers={"Authorization": f"Bearer {STACK_MASTER_KEY}"},

@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from test_mcp_chat import ANSWER, IN, MASTER, OUT, client, env, forecast_calls, last_upstream  # noqa: F401
+from test_mcp_chat import (ANSWER, IN, MASTER, OUT, TOOL_PRICE, client, env,  # noqa: F401
+                           forecast_calls, last_upstream)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,7 +41,8 @@ def test_the_gateway_runs_the_tool_and_the_response_is_the_answer(env, model):
     assert u.input_tokens > 0 and u.output_tokens > 0
     assert u.total_tokens == u.input_tokens + u.output_tokens
     cost = float(raw.headers["x-litellm-response-cost"])
-    assert cost == pytest.approx(u.input_tokens * IN + u.output_tokens * OUT, rel=1e-9)
+    assert cost == pytest.approx(u.input_tokens * IN + u.output_tokens * OUT + TOOL_PRICE,
+                                 rel=1e-9)
 
 
 @pytest.mark.parametrize("model", ["gpt", "claude"])

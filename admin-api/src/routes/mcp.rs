@@ -102,6 +102,39 @@ pub struct McpServerSettings {
     /// API at `url` becomes a tool.
     #[schema(min_length = 1)]
     pub spec_path: Option<String>,
+    /// What calls of the server's tools cost, charged to the caller (LiteLLM's `mcp_info`).
+    pub mcp_info: Option<McpInfo>,
+}
+
+/// LiteLLM's `mcp_info`, as far as RouteIQ reads it (display fields are ignored).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct McpInfo {
+    pub mcp_server_cost_info: Option<McpServerCostInfo>,
+}
+
+/// The cost of a tool call, in USD.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct McpServerCostInfo {
+    /// A call of any tool not priced on its own.
+    #[schema(minimum = 0)]
+    pub default_cost_per_query: Option<f64>,
+    /// By the server's own tool names.
+    #[schema(schema_with = tool_prices)]
+    pub tool_name_to_cost_per_query: Option<BTreeMap<String, f64>>,
+}
+
+/// Tool names to a price of 0 or more.
+fn tool_prices() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Number))
+                .minimum(Some(0.0))
+                .into(),
+        )))
+        .build()
 }
 
 /// Environment variables: names and values without NUL or `=` in names.
@@ -157,6 +190,11 @@ pub fn auth_conditions() -> utoipa::openapi::extensions::Extensions {
                     "token_url": {"type": "string"},
                     "credentials": {"type": "object", "required": ["client_id", "client_secret"],
                         "properties": {"client_id": string, "client_secret": string}}}},
+            },
+            {
+                // An OpenAPI server is called over HTTP.
+                "if": {"required": ["spec_path"], "properties": {"spec_path": {"type": "string"}}},
+                "then": {"properties": {"transport": {"enum": ["http", null]}}},
             },
         ]),
     );
@@ -228,6 +266,7 @@ impl McpServerSettings {
             args: self.args,
             env: self.env,
             spec_path: self.spec_path,
+            mcp_info: self.mcp_info,
         };
         serde_json::to_value(entry).unwrap_or_else(|_| json!({}))
     }
@@ -272,6 +311,8 @@ struct Entry {
     env: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     spec_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_info: Option<McpInfo>,
 }
 
 /// A server as stored, without its secrets.
@@ -305,6 +346,8 @@ pub struct McpServerObject {
     pub scopes: Vec<String>,
     /// The OpenAPI file the server's tools come from.
     pub spec_path: Option<String>,
+    /// What its tool calls cost; null: nothing.
+    pub mcp_info: Option<McpInfo>,
     /// `config` (from config.yaml, replaced by the next import) or `api`.
     pub source: String,
 }
@@ -332,6 +375,12 @@ impl From<pb::McpServerInfo> for McpServerObject {
             token_url: non_empty(s.oauth2_token_url),
             scopes: s.oauth2_scopes,
             spec_path: non_empty(s.spec_path),
+            mcp_info: (s.cost_per_call > 0.0 || !s.cost_per_tool.is_empty()).then(|| McpInfo {
+                mcp_server_cost_info: Some(McpServerCostInfo {
+                    default_cost_per_query: Some(s.cost_per_call),
+                    tool_name_to_cost_per_query: Some(s.cost_per_tool.into_iter().collect()),
+                }),
+            }),
             source: i.source,
         }
     }

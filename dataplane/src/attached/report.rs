@@ -53,10 +53,16 @@ impl Reporter {
         )
     }
 
-    /// Queues the usage of a finished request that reached a deployment.
+    /// Queues the usage of a finished request that reached a deployment, or that was
+    /// charged without one (priced MCP tool calls: provider `mcp`, no deployment).
     pub fn record(&self, ctx: &RequestCtx, metrics: &Metrics) {
-        let Some(d) = &ctx.deployment else {
-            return;
+        let (deployment_id, provider) = match &ctx.deployment {
+            Some(d) => (
+                d.deployment.id.0.clone(),
+                d.deployment.provider.as_str().to_owned(),
+            ),
+            None if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
+            None => return,
         };
         let usage = ctx.usage.unwrap_or_default();
         let cost = ctx.cost().unwrap_or(0.0);
@@ -76,8 +82,8 @@ impl Reporter {
             team_id: key.map(|k| k.team_id.clone()).unwrap_or_default(),
             user_id: key.map(|k| k.user_id.clone()).unwrap_or_default(),
             model_group: ctx.model.clone().unwrap_or_default(),
-            deployment_id: d.deployment.id.0.clone(),
-            provider: d.deployment.provider.as_str().to_owned(),
+            deployment_id,
+            provider,
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
             cost,

@@ -36,7 +36,7 @@ use crate::cost::Prices;
 use crate::error::{ApiError, ClientApi, ErrorKind};
 use crate::mcp::client::Client;
 use crate::mcp::grants::Access;
-use crate::mcp::{call_tool, granted, list_tools, Scope, PROXY_URL};
+use crate::mcp::{call_tool, granted, list_tools, Charge, Scope, PROXY_URL};
 use crate::providers::{Operation, ProviderResponse};
 use crate::respond;
 use crate::routing::failover::Failover;
@@ -421,7 +421,11 @@ pub async fn run(
                 None,
             );
         }
-        let results = results(app, live, ctx, &answered.calls).await;
+        let (results, charges) = results(app, live, ctx, &answered.calls).await;
+        for c in charges {
+            ctx.extra_cost += c.cost;
+            ctx.charge_holds.extend(c.holds);
+        }
         messages.push(answered.message);
         messages.extend(results);
         req.set("messages", &messages)?;
@@ -507,9 +511,14 @@ async fn finish(
     Ok(())
 }
 
-/// The tool messages for `calls`, run concurrently. A call that fails answers with its
-/// error, so the model can take it into account.
-async fn results(app: &App, live: &LiveState, ctx: &RequestCtx, calls: &[Call]) -> Vec<Value> {
+/// The tool messages for `calls`, run concurrently, and the charges of those that ran. A
+/// call that fails answers with its error, so the model can take it into account.
+async fn results(
+    app: &App,
+    live: &LiveState,
+    ctx: &RequestCtx,
+    calls: &[Call],
+) -> (Vec<Value>, Vec<Charge>) {
     let access = Access::of(live, ctx.key.as_deref());
     let scope = Scope::All(live.mcp.granted(&access));
     let client = Client::new(app, live);
@@ -521,20 +530,31 @@ async fn results(app: &App, live: &LiveState, ctx: &RequestCtx, calls: &[Call]) 
             } else {
                 c.arguments.as_str()
             };
-            let content = match serde_json::from_str::<Value>(args) {
-                Err(e) => format!("error: the arguments are not JSON: {e}"),
+            let (content, charge) = match serde_json::from_str::<Value>(args) {
+                Err(e) => (format!("error: the arguments are not JSON: {e}"), None),
                 Ok(arguments) => {
                     let params = json!({"name": c.name, "arguments": arguments});
-                    match call_tool(app, client, scope, access, ctx, &params).await {
-                        Ok(result) => result_text(&result),
-                        Err(e) => format!("error: {}", e.message),
+                    let call = call_tool(app, live, client, (scope, access), ctx, &params);
+                    match call.await {
+                        Ok((result, charge)) => (result_text(&result), Some(charge)),
+                        Err(e) => (format!("error: {}", e.message), None),
                     }
                 }
             };
-            json!({"role": "tool", "tool_call_id": c.id, "content": content})
+            let message = json!({"role": "tool", "tool_call_id": c.id, "content": content});
+            (message, charge)
         }
     }))
     .await
+    .into_iter()
+    .fold(
+        (Vec::new(), Vec::new()),
+        |(mut messages, mut charges), (m, c)| {
+            messages.push(m);
+            charges.extend(c);
+            (messages, charges)
+        },
+    )
 }
 
 /// A `tools/call` result as a tool message's text: its text parts, other parts as JSON.

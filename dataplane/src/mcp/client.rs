@@ -661,20 +661,8 @@ mod tests {
     fn a_servers_error_reaches_the_client_without_its_data() {
         let s = Server::compile(McpServer {
             name: "gh".into(),
-            description: None,
-            transport: routeiq_proto::McpTransport::Http,
             url: "http://127.0.0.1:1/mcp".into(),
-            auth: routeiq_proto::McpAuth::None,
-            static_headers: Vec::new(),
-            allowed_tools: None,
-            disallowed_tools: Vec::new(),
-            access_groups: Vec::new(),
-            allow_all_keys: false,
-            command: String::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            oauth2: None,
-            spec_path: None,
+            ..McpServer::default()
         })
         .unwrap();
         let e = answer(

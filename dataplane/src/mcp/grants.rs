@@ -99,25 +99,16 @@ impl<'a> Access<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routeiq_proto::{McpAuth, McpServer, McpTransport};
+    use routeiq_proto::McpServer;
 
     fn server(name: &str, groups: &[&str], all_keys: bool) -> Server {
         Server::compile(McpServer {
             name: name.into(),
-            description: None,
-            transport: McpTransport::Http,
             url: "http://127.0.0.1:1/mcp".into(),
-            auth: McpAuth::None,
-            static_headers: Vec::new(),
-            allowed_tools: None,
             disallowed_tools: vec!["rm".into()],
             access_groups: groups.iter().map(|g| g.to_string()).collect(),
             allow_all_keys: all_keys,
-            command: String::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            oauth2: None,
-            spec_path: None,
+            ..McpServer::default()
         })
         .unwrap()
     }

@@ -20,8 +20,9 @@ pub struct RpcError {
     pub code: i64,
     pub message: String,
     pub data: Option<Value>,
-    /// The caller may not do this (a grant refuses it): 403 on the REST face.
-    pub refused: bool,
+    /// The REST face's error where the code does not give it: a grant's refusal (403), a
+    /// spent budget (429).
+    pub rest: Option<Box<crate::error::ApiError>>,
 }
 
 impl RpcError {
@@ -31,7 +32,7 @@ impl RpcError {
             code,
             message: message.into(),
             data: None,
-            refused: false,
+            rest: None,
         }
     }
 
@@ -47,9 +48,20 @@ impl RpcError {
 
     /// A tool call the caller's grants refuse: answered like an unknown tool.
     pub fn refused(message: impl Into<String>) -> Self {
+        let message = message.into();
         Self {
-            refused: true,
+            rest: Some(Box::new(crate::error::ApiError::forbidden(message.clone()))),
             ..Self::invalid_params(message)
+        }
+    }
+
+    /// A tool call the caller's budget (or its team's, user's or organization's) cannot
+    /// pay for.
+    pub fn over_budget(e: crate::error::ApiError) -> Self {
+        Self {
+            message: e.message.clone(),
+            rest: Some(Box::new(e)),
+            ..Self::new(200, INVALID_REQUEST, "")
         }
     }
 

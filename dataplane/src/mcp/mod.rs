@@ -287,9 +287,15 @@ async fn answer(
             }
             r
         }
-        (_, "tools/call") => call_tool(app, &client, &scope, &access, ctx, &msg.params)
-            .await
-            .map_err(|e| (id.clone(), e))?,
+        (_, "tools/call") => {
+            ctx.key = key.clone();
+            let (result, charge) =
+                call_tool(app, live, &client, (&scope, &access), ctx, &msg.params)
+                    .await
+                    .map_err(|e| (id.clone(), e))?;
+            charge.bill(ctx);
+            result
+        }
         (_, other) => {
             let status = if era == Era::Stateless { 404 } else { 200 };
             return Err((
@@ -511,14 +517,36 @@ pub(crate) async fn list_tools(
 }
 
 /// Forwards a call to a tool the scope exposes: counted, timed and logged.
+/// What a tool call charged: its price (the server's `mcp_info`), and the holds on the
+/// caller's budgets that reserved it.
+pub(crate) struct Charge {
+    pub cost: f64,
+    pub holds: Vec<crate::budgets::Hold>,
+    server: String,
+}
+
+impl Charge {
+    /// Charges a call made on its own (`/mcp`, `/mcp-rest`): the request's cost, logged
+    /// and reported as a usage event (model `mcp/<server>`, provider `mcp`) when priced.
+    pub fn bill(self, ctx: &mut RequestCtx) {
+        if self.cost > 0.0 {
+            ctx.model = Some(format!("mcp/{}", self.server));
+        }
+        ctx.extra_cost += self.cost;
+        ctx.budget_holds.extend(self.holds);
+    }
+}
+
+/// Calls a tool the caller may use: its price is held against the caller's budgets (a
+/// spent budget refuses the call) and charged when the server answers.
 pub(crate) async fn call_tool(
     app: &App,
+    live: &LiveState,
     client: &Client<'_>,
-    scope: &Scope<'_>,
-    access: &Access<'_>,
+    (scope, access): (&Scope<'_>, &Access<'_>),
     ctx: &RequestCtx,
     params: &Value,
-) -> Result<Value, RpcError> {
+) -> Result<(Value, Charge), RpcError> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(RpcError::invalid_params("tools/call needs params.name"));
     };
@@ -532,6 +560,13 @@ pub(crate) async fn call_tool(
             "this key may not call tool `{name}`: the key's, team's or organization's mcp_tool_permissions leave it out"
         )));
     }
+    let cost = server.config.cost.of(tool);
+    let holds = match ctx.key.as_deref() {
+        Some(key) if cost > 0.0 => {
+            crate::context::hold_charge(app, live, key, cost).map_err(RpcError::over_budget)?
+        }
+        _ => Vec::new(),
+    };
     let mut forwarded = Map::new();
     forwarded.insert("name".into(), json!(tool));
     forwarded.insert(
@@ -561,7 +596,18 @@ pub(crate) async fn call_tool(
         tool,
         ok,
         ms = (seconds * 1000.0) as u64,
+        cost,
         "MCP tool call"
     );
-    result
+    let server = server.config.name.clone();
+    result.map(|r| {
+        (
+            r,
+            Charge {
+                cost,
+                holds,
+                server,
+            },
+        )
+    })
 }

@@ -18,7 +18,9 @@ use crate::state::{App, LiveState};
 /// A JSON-RPC error as a REST one: unknown tools and bad arguments are the caller's, the
 /// rest the server's.
 fn rest_error(e: RpcError) -> ApiError {
-    if e.refused || e.status == 403 {
+    if let Some(e) = e.rest {
+        *e
+    } else if e.status == 403 {
         ApiError::forbidden(e.message)
     } else if e.code == INVALID_PARAMS {
         ApiError::bad_request(e.message)
@@ -71,9 +73,10 @@ pub async fn call(
     }
     let scope = Scope::All(live.mcp.granted(&access));
     let client = Client::new(app, live);
-    let result = call_tool(app, &client, &scope, &access, ctx, &params)
+    let (result, charge) = call_tool(app, live, &client, (&scope, &access), ctx, &params)
         .await
         .map_err(rest_error)?;
+    charge.bill(ctx);
     respond::json(session, ctx, &[], Bytes::from(result.to_string()))
         .await
         .map_err(|e| ApiError::internal(format!("writing the result: {e}")))

@@ -204,6 +204,9 @@ pub fn mcp_server_entry(m: &crate::McpServer) -> serde_json::Value {
     if let Some(p) = &m.spec_path {
         e["spec_path"] = p.as_str().into();
     }
+    if m.cost != crate::McpToolCost::default() {
+        e["mcp_info"] = mcp_info(&m.cost);
+    }
     if !m.command.is_empty() {
         e["command"] = m.command.as_str().into();
         e["args"] = m.args.clone().into();
@@ -215,6 +218,18 @@ pub fn mcp_server_entry(m: &crate::McpServer) -> serde_json::Value {
             .into();
     }
     e
+}
+
+/// LiteLLM's `mcp_info` for a server's tool-call cost.
+pub fn mcp_info(cost: &crate::McpToolCost) -> serde_json::Value {
+    serde_json::json!({"mcp_server_cost_info": {
+        "default_cost_per_query": cost.per_call,
+        "tool_name_to_cost_per_query": cost
+            .per_tool
+            .iter()
+            .map(|(t, c)| (t.clone(), serde_json::Value::from(*c)))
+            .collect::<serde_json::Map<_, _>>(),
+    }})
 }
 
 /// The credential a `/model/new` body refers to (`litellm_params.litellm_credential_name`;

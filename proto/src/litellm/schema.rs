@@ -148,8 +148,55 @@ struct RawMcpServer {
     scopes: Vec<String>,
     /// An OpenAPI 3 file: the API at `url` as tools.
     spec_path: Option<String>,
+    mcp_info: Option<RawMcpInfo>,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+/// LiteLLM's `mcp_info`: display fields (kept by LiteLLM's UI, ignored here) and the cost
+/// of tool calls.
+#[derive(Debug, Deserialize)]
+struct RawMcpInfo {
+    mcp_server_cost_info: Option<RawMcpCost>,
+    #[serde(flatten)]
+    _display: BTreeMap<String, Json>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcpCost {
+    default_cost_per_query: Option<f64>,
+    #[serde(default)]
+    tool_name_to_cost_per_query: BTreeMap<String, Option<f64>>,
+}
+
+impl RawMcpCost {
+    fn compile(self, at: &str) -> Result<crate::McpToolCost, (String, String)> {
+        let price = |v: f64, field: String| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(v)
+            } else {
+                Err((
+                    field,
+                    format!("`{v}` is not a price: a cost per call is 0 or more USD"),
+                ))
+            }
+        };
+        let at = format!("{at}.mcp_info.mcp_server_cost_info");
+        let per_call = price(
+            self.default_cost_per_query.unwrap_or(0.0),
+            format!("{at}.default_cost_per_query"),
+        )?;
+        let mut per_tool = Vec::new();
+        // A tool without a price (null) costs the default, as in LiteLLM.
+        for (tool, v) in self.tool_name_to_cost_per_query {
+            if let Some(v) = v {
+                let field = format!("{at}.tool_name_to_cost_per_query.{tool}");
+                per_tool.push((tool, price(v, field)?));
+            }
+        }
+        Ok(crate::McpToolCost { per_call, per_tool })
+    }
 }
 
 /// An `mcp_servers` entry given through the management API, compiled like one from the
@@ -254,6 +301,10 @@ impl RawMcpServer {
         } else {
             None
         };
+        let cost = match self.mcp_info.and_then(|i| i.mcp_server_cost_info) {
+            Some(c) => c.compile(at)?,
+            None => crate::McpToolCost::default(),
+        };
         for (k, v) in &self.static_headers {
             let valid = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
                 && http::HeaderValue::from_str(v).is_ok();
@@ -283,6 +334,7 @@ impl RawMcpServer {
             command,
             oauth2,
             spec_path,
+            cost,
             args: self.args,
             env: self
                 .env

@@ -500,6 +500,14 @@ mcp_servers:
             "mcp_servers.s.transport",
         ),
         ("s: {transport: stdio}", "mcp_servers.s.command"),
+        (
+            "s: {url: http://x/mcp, mcp_info: {mcp_server_cost_info: {default_cost_per_query: -1}}}",
+            "mcp_servers.s.mcp_info.mcp_server_cost_info.default_cost_per_query",
+        ),
+        (
+            "s: {url: http://x/mcp, mcp_info: {mcp_server_cost_info: {tool_name_to_cost_per_query: {t: .nan}}}}",
+            "mcp_servers.s.mcp_info.mcp_server_cost_info.tool_name_to_cost_per_query.t",
+        ),
     ] {
         let text = format!("model_list: []\nmcp_servers:\n  {entry}\n");
         match load(&text, &[]) {
@@ -520,10 +528,20 @@ fn an_mcp_server_entry_compiles_back_to_its_server() {
         "access_groups": ["dev"],
         "allow_all_keys": true,
         "colour": "blue",
+        "mcp_info": {"server_name": "Docs", "logo_url": "https://x/logo.png",
+                     "mcp_server_cost_info": {"default_cost_per_query": 0.01,
+                         "tool_name_to_cost_per_query": {"search": 0.05, "list": null}}},
     });
     let lookup = |v: &str| (v == "MCP_TOKEN").then(|| "t0k".to_owned());
     let (server, warnings) = super::compile_mcp_server("docs", &entry, &lookup).unwrap();
     assert_eq!(server.auth.value(), "t0k");
+    assert_eq!(server.cost.of("search"), 0.05);
+    assert_eq!(
+        server.cost.of("list"),
+        0.01,
+        "a tool priced null costs the default"
+    );
+    assert_eq!(server.cost.of("other"), 0.01);
     assert_eq!(server.static_headers[0].0, "x-org");
     assert!(server.allow_all_keys && warnings.len() == 1 && warnings[0].contains("colour"));
     let (again, _) =
