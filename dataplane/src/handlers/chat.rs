@@ -110,7 +110,14 @@ pub async fn completion(
     // MCP tools become the functions they stand for; those the gateway runs need rounds.
     // Boxed: the MCP futures stay out of every chat request's own.
     let offer = if client == ClientApi::OpenAi && super::mcp_tools::named(&req) {
-        Box::pin(super::mcp_tools::offer(app, live, ctx, &mut req)).await
+        Box::pin(super::mcp_tools::offer(
+            app,
+            live,
+            ctx,
+            session.req_header(),
+            &mut req,
+        ))
+        .await
     } else {
         Ok(None)
     };

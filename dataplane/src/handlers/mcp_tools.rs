@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 
@@ -35,6 +36,7 @@ use crate::context::RequestCtx;
 use crate::cost::Prices;
 use crate::error::{ApiError, ClientApi, ErrorKind};
 use crate::mcp::client::Client;
+use crate::mcp::forwarded::Forwarded;
 use crate::mcp::grants::Access;
 use crate::mcp::{call_tool, granted, list_tools, Charge, Scope, PROXY_URL};
 use crate::providers::{Operation, ProviderResponse};
@@ -54,6 +56,8 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Offer {
     /// The offered tools the gateway runs itself (`require_approval: "never"`).
     run: HashSet<String>,
+    /// The caller's `x-mcp-{server}-{header}` headers.
+    forwarded: Forwarded,
 }
 
 impl Offer {
@@ -168,6 +172,7 @@ pub async fn offer(
     app: &App,
     live: &LiveState,
     ctx: &RequestCtx,
+    headers: &RequestHeader,
     req: &mut RawObject,
 ) -> Result<Option<Offer>, ApiError> {
     let Some(Value::Array(tools)) = req.value("tools") else {
@@ -180,7 +185,8 @@ pub async fn offer(
         return Ok(None);
     }
     let access = Access::of(live, ctx.key.as_deref());
-    let client = Client::new(app, live);
+    let forwarded = Forwarded::of(headers, &live.mcp).map_err(ApiError::bad_request)?;
+    let client = Client::new(app, live).forwarding(forwarded.clone());
     let mut offered = Vec::new();
     let mut seen = HashSet::new();
     let mut run = HashSet::new();
@@ -222,7 +228,7 @@ pub async fn offer(
     } else {
         req.set("tools", &offered)?;
     }
-    Ok(Some(Offer { run }))
+    Ok(Some(Offer { run, forwarded }))
 }
 
 /// An MCP tool as a chat function.
@@ -421,7 +427,7 @@ pub async fn run(
                 None,
             );
         }
-        let (results, charges) = results(app, live, ctx, &answered.calls).await;
+        let (results, charges) = results(app, live, ctx, &offer, &answered.calls).await;
         for c in charges {
             ctx.extra_cost += c.cost;
             ctx.charge_holds.extend(c.holds);
@@ -517,11 +523,12 @@ async fn results(
     app: &App,
     live: &LiveState,
     ctx: &RequestCtx,
+    offer: &Offer,
     calls: &[Call],
 ) -> (Vec<Value>, Vec<Charge>) {
     let access = Access::of(live, ctx.key.as_deref());
     let scope = Scope::All(live.mcp.granted(&access));
-    let client = Client::new(app, live);
+    let client = Client::new(app, live).forwarding(offer.forwarded.clone());
     futures_util::future::join_all(calls.iter().map(|c| {
         let (access, scope, client) = (&access, &scope, &client);
         async move {

@@ -183,7 +183,8 @@ async fn with_mcp_tools(
     let prepared = async {
         let Translated { request, chat } = chat_request(req, previous)?;
         let mut chat = RawObject::parse(&Value::Object(chat).to_string().into_bytes())?;
-        let offer = super::mcp_tools::offer(app, live, ctx, &mut chat).await?;
+        let offer =
+            super::mcp_tools::offer(app, live, ctx, session.req_header(), &mut chat).await?;
         Ok::<_, ApiError>((request, chat, offer))
     };
     let (request, chat, offer) = match prepared.await {

@@ -337,11 +337,12 @@ pub async fn spawn(s: &Server) -> Result<Channel, RpcError> {
 }
 
 /// Opens the server's event stream, waits for its `endpoint` event, and opens a channel
-/// that POSTs to that endpoint and reads answers from the stream.
+/// that POSTs to that endpoint and reads answers from the stream; `headers` go with every
+/// request (the server's, its token, the caller's).
 pub async fn connect_sse(
     s: &Server,
     upstream: &Arc<Upstream>,
-    auth: Option<(&'static str, String)>,
+    mut headers: Vec<(&'static str, String)>,
 ) -> Result<Channel, RpcError> {
     let who = s.who();
     let Some((target, path)) = s.http_target() else {
@@ -351,8 +352,6 @@ pub async fn connect_sse(
         .refuse_internal(target, &who)
         .await
         .map_err(|e| unreachable(s, e.message))?;
-    let mut headers = s.headers().to_vec();
-    headers.extend(auth);
     headers.retain(|(k, _)| *k != "accept");
     headers.push(("accept", "text/event-stream".to_owned()));
     let req = UpstreamRequest {

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::channel::{self, Channel};
+use super::forwarded::Forwarded;
 use super::jsonrpc::{RpcError, INTERNAL_ERROR, METHOD_NOT_FOUND};
 use super::openapi::Api;
 use crate::sse;
@@ -87,7 +88,7 @@ impl Server {
     }
 
     /// Its session slot's key.
-    pub fn session_key(&self) -> (String, String, u64) {
+    pub fn session_key(&self) -> SessionKey {
         (
             self.config.name.clone(),
             self.config.url.clone(),
@@ -157,23 +158,38 @@ struct Open {
 /// while opening), and the one open is shared by every request.
 type Slot = Arc<tokio::sync::Mutex<Open>>;
 
-/// Sessions by server (name, URL and credentials: a changed credential opens a new one),
-/// shared by every state version of this data plane.
+/// Sessions by server (name, URL and credentials: a changed credential opens a new one)
+/// and by the caller's forwarded headers (0: none; see [`Forwarded`]), shared by every
+/// state version of this data plane.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<(String, String, u64), Slot>>);
+pub struct Sessions(Mutex<HashMap<(SessionKey, u64), Slot>>);
+
+/// A server's name, URL and credentials hash ([`Server::session_key`]).
+pub type SessionKey = (String, String, u64);
+
+/// Callers' own sessions kept (beyond those, idle ones are closed first).
+const MAX_CALLER_SESSIONS: usize = 1024;
 
 impl Sessions {
-    fn slot(&self, s: &Server) -> Slot {
-        match self.0.lock() {
-            Ok(mut m) => Arc::clone(m.entry(s.session_key()).or_default()),
-            Err(_) => Slot::default(),
+    fn slot(&self, s: &Server, caller: u64) -> Slot {
+        let Ok(mut m) = self.0.lock() else {
+            return Slot::default();
+        };
+        let key = (s.session_key(), caller);
+        if caller != 0 && !m.contains_key(&key) {
+            let callers = m.keys().filter(|(_, c)| *c != 0).count();
+            if callers >= MAX_CALLER_SESSIONS {
+                // Slots no request holds: their sessions are dropped.
+                m.retain(|(_, c), slot| *c == 0 || Arc::strong_count(slot) > 1);
+            }
         }
+        Arc::clone(m.entry(key).or_default())
     }
 
     /// Drops the slots of servers no longer served (`keep` names what is).
-    pub fn retain(&self, keep: &[(String, String, u64)]) {
+    pub fn retain(&self, keep: &[SessionKey]) {
         if let Ok(mut m) = self.0.lock() {
-            m.retain(|k, _| keep.contains(k));
+            m.retain(|(k, _), _| keep.contains(k));
         }
     }
 }
@@ -191,6 +207,8 @@ pub struct Client<'a> {
     pub upstream: &'a Arc<Upstream>,
     pub sessions: &'a Sessions,
     pub tokens: &'a super::oauth::Tokens,
+    /// The caller's own headers for the servers.
+    forwarded: Forwarded,
 }
 
 impl<'a> Client<'a> {
@@ -201,7 +219,17 @@ impl<'a> Client<'a> {
             upstream: &app.upstream,
             sessions: &live.lasting().mcp_sessions,
             tokens: &live.lasting().mcp_tokens,
+            forwarded: Forwarded::default(),
         }
+    }
+
+    /// The client for a caller who sent `forwarded` headers.
+    pub fn forwarding(self, forwarded: Forwarded) -> Self {
+        Self { forwarded, ..self }
+    }
+
+    fn slot(&self, s: &Server) -> Slot {
+        self.sessions.slot(s, self.forwarded.key(&s.config.name))
     }
 
     /// Sends `method` and returns its result, opening (or reopening) the session first.
@@ -215,7 +243,7 @@ impl<'a> Client<'a> {
         if let Some(api) = &s.api {
             return self.api_request(s, api, method, &params, timeout).await;
         }
-        let slot = self.sessions.slot(s);
+        let slot = self.slot(s);
         if s.config.transport != McpTransport::Http {
             let channel = self.channel(s, &slot).await?;
             let reply = channel.call(s, method, params).await?;
@@ -341,6 +369,7 @@ impl<'a> Client<'a> {
         loop {
             let mut all = headers.clone();
             all.extend(self.tokens.header(self.upstream, s).await?);
+            self.forwarded.apply(&s.config.name, &mut all);
             let req = UpstreamRequest {
                 method: method.clone(),
                 path: path.clone(),
@@ -435,8 +464,10 @@ impl<'a> Client<'a> {
         let opened = match s.config.transport {
             McpTransport::Stdio => channel::spawn(s).await,
             McpTransport::Sse | McpTransport::Http => {
-                let auth = self.tokens.header(self.upstream, s).await?;
-                channel::connect_sse(s, self.upstream, auth).await
+                let mut headers = s.headers().to_vec();
+                headers.extend(self.tokens.header(self.upstream, s).await?);
+                self.forwarded.apply(&s.config.name, &mut headers);
+                channel::connect_sse(s, self.upstream, headers).await
             }
         };
         match opened {

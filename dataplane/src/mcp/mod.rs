@@ -16,6 +16,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod forwarded;
 pub mod grants;
 pub mod jsonrpc;
 pub mod oauth;
@@ -250,7 +251,8 @@ async fn answer(
     if era == Era::Stateless {
         check_stateless(session.req_header(), &msg).map_err(|e| (id.clone(), e))?;
     }
-    let client = Client::new(app, live);
+    let client = client_for(app, live, session.req_header())
+        .map_err(|e| (id.clone(), RpcError::new(400, jsonrpc::INVALID_REQUEST, e)))?;
     let mut headers = Vec::new();
     let result = match (era, msg.method.as_str()) {
         (Era::Session, "initialize") => {
@@ -523,6 +525,15 @@ pub(crate) struct Charge {
     pub cost: f64,
     pub holds: Vec<crate::budgets::Hold>,
     server: String,
+}
+
+/// The MCP client for a request: with the caller's `x-mcp-{server}-{header}` headers.
+pub(crate) fn client_for<'a>(
+    app: &'a App,
+    live: &'a LiveState,
+    req: &pingora::http::RequestHeader,
+) -> Result<Client<'a>, String> {
+    Ok(Client::new(app, live).forwarding(forwarded::Forwarded::of(req, &live.mcp)?))
 }
 
 impl Charge {

@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use serde_json::{json, Value};
 
 use super::jsonrpc::{RpcError, INVALID_PARAMS};
-use super::{call_tool, granted, list_tools, Access, Client, Scope};
+use super::{call_tool, client_for, granted, list_tools, Access, Scope};
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
 use crate::respond;
@@ -46,7 +46,7 @@ pub async fn list(
             Scope::All(vec![granted(&access, s).map_err(rest_error)?])
         }
     };
-    let client = Client::new(app, live);
+    let client = client_for(app, live, session.req_header()).map_err(ApiError::bad_request)?;
     let tools = list_tools(&client, &scope, &access)
         .await
         .map_err(rest_error)?;
@@ -72,7 +72,7 @@ pub async fn call(
         ));
     }
     let scope = Scope::All(live.mcp.granted(&access));
-    let client = Client::new(app, live);
+    let client = client_for(app, live, session.req_header()).map_err(ApiError::bad_request)?;
     let (result, charge) = call_tool(app, live, &client, (&scope, &access), ctx, &params)
         .await
         .map_err(rest_error)?;
@@ -111,7 +111,7 @@ pub async fn health(
     if wanted.is_empty() {
         servers = live.mcp.granted(&access);
     }
-    let client = Client::new(app, live);
+    let client = client_for(app, live, session.req_header()).map_err(ApiError::bad_request)?;
     let checks = futures_util::future::join_all(servers.iter().map(|s| {
         let (client, access) = (&client, &access);
         async move {
