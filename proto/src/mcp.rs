@@ -188,6 +188,35 @@ pub struct McpServer {
 }
 
 impl McpServer {
+    /// The request headers a stdio server's env value takes (`${X-HEADER}`, each replaced by
+    /// that header of the request the process serves), in order. Only `x-` headers other than
+    /// the gateway's own (`x-api-key`, `x-litellm-api-key`, `x-mcp-*`) may be named: a
+    /// caller's key must never reach a process.
+    pub fn env_placeholders(value: &str) -> Result<Vec<&str>, String> {
+        let mut names = Vec::new();
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                return Err(format!("`${{` without a closing `}}` in `{value}`"));
+            };
+            let name = &after[..end];
+            let lower = name.to_ascii_lowercase();
+            let valid = http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && lower.starts_with("x-")
+                && !matches!(lower.as_str(), "x-api-key" | "x-litellm-api-key")
+                && !lower.starts_with("x-mcp-");
+            if !valid {
+                return Err(format!(
+                    "`${{{name}}}`: a request header named here starts with `x-` and is not one the gateway reads itself (x-api-key, x-litellm-api-key, x-mcp-*)"
+                ));
+            }
+            names.push(name);
+            rest = &after[end + 1..];
+        }
+        Ok(names)
+    }
+
     /// Whether the server's configuration exposes `tool`.
     pub fn exposes(&self, tool: &str) -> bool {
         self.allowed_tools
@@ -293,6 +322,27 @@ mod tests {
             allowed_tools: allowed.map(|a| a.iter().map(|s| s.to_string()).collect()),
             disallowed_tools: disallowed.iter().map(|s| s.to_string()).collect(),
             ..McpServer::default()
+        }
+    }
+
+    #[test]
+    fn env_values_name_request_headers() {
+        assert_eq!(
+            McpServer::env_placeholders("plain").unwrap(),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            McpServer::env_placeholders("Bearer ${X-Token} for ${x-team}").unwrap(),
+            ["X-Token", "x-team"]
+        );
+        for bad in [
+            "${Authorization}",
+            "${x-api-key}",
+            "${X-MCP-Servers}",
+            "${x-open",
+            "${x bad}",
+        ] {
+            assert!(McpServer::env_placeholders(bad).is_err(), "{bad}");
         }
     }
 

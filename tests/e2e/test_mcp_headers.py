@@ -6,6 +6,8 @@ chat. Each caller's headers get their own upstream session, so callers never see
 other's credential; headers the gateway sets itself cannot be forwarded."""
 
 import asyncio
+import sys
+from pathlib import Path
 
 import httpx
 import httpx2
@@ -37,6 +39,11 @@ mcp_servers:
   legacy:
     transport: sse
     url: {legacy}
+  local:
+    transport: stdio
+    command: {python}
+    args: ["{script}", local, "0", "{markers}", stdio]
+    env: {{ACCOUNT: "acct-${{X-Account}}", FIXED: fixed}}
 general_settings:
   master_key: {master}
   allowed_egress: ["127.0.0.1/32"]
@@ -55,9 +62,11 @@ def env(mock_provider, tmp_path_factory):
         for s in servers:
             s.start()
         config = CONFIG.format(upstream=mock_provider, gh=servers[0].url, ghe=servers[1].url,
-                               legacy=servers[2].url, master=MASTER)
+                               legacy=servers[2].url, master=MASTER, python=sys.executable,
+                               script=Path(__file__).resolve().parent / "mcp_server.py",
+                               markers=markers)
         url, gw = start_gateway(d, config, "dp-headers")
-        yield type("Env", (), {"url": url})
+        yield type("Env", (), {"url": url, "log": d / "dp-headers.log"})
     finally:
         if gw:
             gw.stop()
@@ -65,16 +74,20 @@ def env(mock_provider, tmp_path_factory):
             s.stop()
 
 
-async def _whoami(url: str, tool: str, headers: dict) -> str:
+async def _call(url: str, tool: str, args: dict, headers: dict) -> str:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {MASTER}", **headers},
                               timeout=httpx2.Timeout(30, read=60))
     async with http, Client(streamable_http_client(f"{url}/mcp", http_client=http)) as c:
-        r = await c.call_tool(tool, {})
+        r = await c.call_tool(tool, args)
         return r.content[0].text
 
 
 def whoami(env, tool: str, **headers) -> str:
-    return asyncio.run(_whoami(env.url, tool, headers))
+    return asyncio.run(_call(env.url, tool, {}, headers))
+
+
+def getenv(env, var: str, **headers) -> str:
+    return asyncio.run(_call(env.url, "local-getenv", {"var": var}, headers))
 
 
 def test_a_callers_header_replaces_the_configured_one(env):
@@ -128,3 +141,20 @@ def test_headers_the_gateway_sets_cannot_be_forwarded(env, header):
     r = httpx.get(f"{env.url}/mcp-rest/tools/list", timeout=30,
                   headers={"Authorization": f"Bearer {MASTER}", header: "x"})
     assert r.status_code == 400 and "cannot be forwarded" in r.json()["error"]["message"], r.text
+
+
+def test_a_stdio_servers_env_takes_the_callers_headers(env):
+    assert getenv(env, "ACCOUNT", **{"X-Account": "a1"}) == "acct-a1"
+    assert getenv(env, "ACCOUNT", **{"X-Account": "a2"}) == "acct-a2"
+    assert getenv(env, "FIXED", **{"X-Account": "a1"}) == "fixed"
+    # One process per distinct value: a1's is used again.
+    started = env.log.read_text().count("MCP server process started")
+    assert started == 2, env.log.read_text()[-3000:]
+    # Without the header the server cannot be used: a clean error naming it.
+    r = httpx.post(f"{env.url}/mcp-rest/tools/call", timeout=30,
+                   headers={"Authorization": f"Bearer {MASTER}"},
+                   json={"name": "local-getenv", "arguments": {"var": "ACCOUNT"}})
+    assert r.status_code == 502 and "X-Account" in r.json()["error"]["message"], r.text
+    names = [t["name"] for t in httpx.get(f"{env.url}/mcp-rest/tools/list", timeout=30,
+                                          headers={"Authorization": f"Bearer {MASTER}"}).json()["tools"]]
+    assert "gh-whoami" in names and "local-getenv" not in names

@@ -257,8 +257,9 @@ async fn from_server(out: &Outbound, m: Value) {
 
 /// Spawns the server's process and opens a channel on its stdin and stdout. Its stderr
 /// goes to the log, line by line. The process gets a minimal environment (`PATH`, `HOME`,
-/// `LANG`, `TMPDIR`) plus the server's `env`: nothing else of the gateway's.
-pub async fn spawn(s: &Server) -> Result<Channel, RpcError> {
+/// `LANG`, `TMPDIR`) plus the server's `env`, its `${X-HEADER}`s filled `from_request`:
+/// nothing else of the gateway's.
+pub async fn spawn(s: &Server, from_request: &[(String, String)]) -> Result<Channel, RpcError> {
     let c = &s.config;
     let mut cmd = tokio::process::Command::new(&c.command);
     cmd.args(&c.args)
@@ -273,6 +274,8 @@ pub async fn spawn(s: &Server) -> Result<Channel, RpcError> {
         }
     }
     cmd.envs(c.env.iter().map(|(k, v)| (k, v.expose())));
+    // Values filled from the request replace their `${X-HEADER}` forms.
+    cmd.envs(from_request.iter().map(|(k, v)| (k, v)));
     let mut child = cmd
         .spawn()
         .map_err(|e| unreachable(s, format!("starting `{}`: {e}", c.command)))?;

@@ -167,8 +167,8 @@ pub struct Sessions(Mutex<HashMap<(SessionKey, u64), Slot>>);
 /// A server's name, URL and credentials hash ([`Server::session_key`]).
 pub type SessionKey = (String, String, u64);
 
-/// Callers' own sessions kept (beyond those, idle ones are closed first).
-const MAX_CALLER_SESSIONS: usize = 1024;
+/// Callers' own sessions and processes kept (beyond those, idle ones are closed first).
+const MAX_CALLER_SESSIONS: usize = 256;
 
 impl Sessions {
     fn slot(&self, s: &Server, caller: u64) -> Slot {
@@ -243,9 +243,13 @@ impl<'a> Client<'a> {
         if let Some(api) = &s.api {
             return self.api_request(s, api, method, &params, timeout).await;
         }
+        let env = self
+            .forwarded
+            .env(&s.config.name)
+            .map_err(|header| unreachable(s, format!("it needs the request header `{header}`")))?;
         let slot = self.slot(s);
         if s.config.transport != McpTransport::Http {
-            let channel = self.channel(s, &slot).await?;
+            let channel = self.channel(s, &slot, env).await?;
             let reply = channel.call(s, method, params).await?;
             return answer(s, reply);
         }
@@ -435,10 +439,16 @@ impl<'a> Client<'a> {
         Ok(session)
     }
 
-    /// The slot's channel (`sse`, `stdio`), opened when there is none or it ended: at once
+    /// The slot's channel (`sse`, `stdio` with the env it takes from the request), opened
+    /// when there is none or it ended: at once
     /// after a channel that ran for a while, else after a backoff that doubles from 250 ms
     /// to 30 s with each failure in a row. (The caller's deadline bounds the wait.)
-    async fn channel(&self, s: &Server, slot: &Slot) -> Result<Arc<Channel>, RpcError> {
+    async fn channel(
+        &self,
+        s: &Server,
+        slot: &Slot,
+        env: &[(String, String)],
+    ) -> Result<Arc<Channel>, RpcError> {
         let mut held = slot.lock().await;
         if let Some(c) = &held.channel {
             if c.alive() {
@@ -462,7 +472,7 @@ impl<'a> Client<'a> {
         }
         held.last_attempt = Some(std::time::Instant::now());
         let opened = match s.config.transport {
-            McpTransport::Stdio => channel::spawn(s).await,
+            McpTransport::Stdio => channel::spawn(s, env).await,
             McpTransport::Sse | McpTransport::Http => {
                 let mut headers = s.headers().to_vec();
                 headers.extend(self.tokens.header(self.upstream, s).await?);

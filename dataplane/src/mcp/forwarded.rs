@@ -11,9 +11,12 @@
 //! - Header names are kept for the life of the process, one copy per name (the upstream
 //!   client takes `'static` names): at most [`MAX_NAMES`] distinct names, after which a new
 //!   one is refused.
-//! - A server session opened with forwarded headers is the caller's alone
-//!   (`client::Sessions` keys it by their hash), so one user's credential never carries
-//!   another's calls.
+//! - A `stdio` server's env values may name request headers (`${X-HEADER}`, see
+//!   `McpServer::env_placeholders`): its process gets them filled in from the request; a
+//!   request without such a header cannot use the server.
+//! - A server session (or process) opened with forwarded headers or env is the caller's
+//!   alone (`client::Sessions` keys it by their hash), so one user's credential never
+//!   carries another's calls.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -48,14 +51,35 @@ const RESERVED: [&str; 15] = [
     "last-event-id",
 ];
 
-/// The caller's headers for each server, by server name.
+/// The caller's headers for each server, and the env of `stdio` servers that take it
+/// from the request (or the header the request lacks), by server name.
 #[derive(Debug, Default, Clone)]
-pub struct Forwarded(Vec<(String, Vec<(&'static str, String)>)>);
+pub struct Forwarded {
+    headers: Vec<(String, Headers)>,
+    env: Vec<(String, Result<Env, String>)>,
+}
+
+/// Headers for one server.
+type Headers = Vec<(&'static str, String)>;
+/// Env variables for one process.
+type Env = Vec<(String, String)>;
 
 impl Forwarded {
-    /// The `x-mcp-{server}-{header}` headers of `req` for the servers of `registry`.
+    /// The `x-mcp-{server}-{header}` headers of `req` for the servers of `registry`, and
+    /// the env values its `stdio` servers take from `req`.
     pub fn of(req: &RequestHeader, registry: &Registry) -> Result<Self, String> {
-        let mut out: Vec<(String, Vec<(&'static str, String)>)> = Vec::new();
+        let headers = Self::headers(req, registry)?;
+        let env = registry
+            .servers
+            .iter()
+            .filter(|s| s.config.env.iter().any(|(_, v)| v.expose().contains("${")))
+            .map(|s| (s.config.name.clone(), env(req, &s.config.env)))
+            .collect();
+        Ok(Self { headers, env })
+    }
+
+    fn headers(req: &RequestHeader, registry: &Registry) -> Result<Vec<(String, Headers)>, String> {
+        let mut out: Vec<(String, Headers)> = Vec::new();
         for (name, value) in req.headers.iter() {
             let Some(rest) = name.as_str().strip_prefix(PREFIX) else {
                 continue;
@@ -91,25 +115,37 @@ impl Forwarded {
                 None => out.push((server.to_owned(), vec![(header, value.to_owned())])),
             }
         }
-        Ok(Self(out))
+        Ok(out)
     }
 
     /// The headers for `server`.
     pub fn for_server(&self, server: &str) -> &[(&'static str, String)] {
-        self.0
+        self.headers
             .iter()
             .find(|(s, _)| s == server)
             .map_or(&[], |(_, h)| h.as_slice())
     }
 
-    /// A hash of the headers for `server` (0: none), which keeps their sessions apart.
+    /// The env values `server` (`stdio`) takes from the request; `Err`: the header the
+    /// request lacks.
+    pub fn env(&self, server: &str) -> Result<&[(String, String)], &str> {
+        match self.env.iter().find(|(s, _)| s == server) {
+            None => Ok(&[]),
+            Some((_, Ok(vars))) => Ok(vars),
+            Some((_, Err(missing))) => Err(missing),
+        }
+    }
+
+    /// A hash of the headers and env for `server` (0: none), which keeps their sessions
+    /// and processes apart.
     pub fn key(&self, server: &str) -> u64 {
         let headers = self.for_server(server);
-        if headers.is_empty() {
+        let env = self.env(server).unwrap_or_default();
+        if headers.is_empty() && env.is_empty() {
             return 0;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        headers.hash(&mut h);
+        (headers, env).hash(&mut h);
         h.finish() | 1
     }
 
@@ -122,6 +158,28 @@ impl Forwarded {
         headers.retain(|(k, _)| !mine.iter().any(|(m, _)| m.eq_ignore_ascii_case(k)));
         headers.extend(mine.iter().cloned());
     }
+}
+
+/// `env` with its `${X-HEADER}`s filled from `req`; `Err`: a header `req` lacks.
+fn env(req: &RequestHeader, env: &[(String, routeiq_proto::Secret)]) -> Result<Env, String> {
+    let mut out = Vec::new();
+    for (k, v) in env {
+        let v = v.expose();
+        let names = routeiq_proto::McpServer::env_placeholders(v).unwrap_or_default();
+        if names.is_empty() {
+            continue;
+        }
+        let mut value = v.to_owned();
+        for name in names {
+            let given = req.headers.get(name).and_then(|h| h.to_str().ok());
+            let Some(given) = given else {
+                return Err(name.to_owned());
+            };
+            value = value.replace(&format!("${{{name}}}"), given);
+        }
+        out.push((k.clone(), value));
+    }
+    Ok(out)
 }
 
 /// The one copy of a forwarded header name (lowercase, as HTTP/2 and pingora give it).
@@ -206,6 +264,30 @@ mod tests {
                 ("authorization", "Bearer u1".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn a_stdio_servers_env_is_filled_from_the_request() {
+        let servers = [McpServer {
+            name: "local".into(),
+            transport: routeiq_proto::McpTransport::Stdio,
+            command: "true".into(),
+            env: vec![
+                ("TOKEN".into(), routeiq_proto::Secret::new("tok-${X-Token}")),
+                ("PLAIN".into(), routeiq_proto::Secret::new("p")),
+            ],
+            ..McpServer::default()
+        }];
+        let reg = Registry::compile(&servers, true);
+        let f = Forwarded::of(&request(&[("x-token", "u1")]), &reg).unwrap();
+        assert_eq!(
+            f.env("local"),
+            Ok(&[("TOKEN".to_owned(), "tok-u1".to_owned())][..])
+        );
+        let other = Forwarded::of(&request(&[("x-token", "u2")]), &reg).unwrap();
+        assert_ne!(f.key("local"), other.key("local"));
+        let none = Forwarded::of(&request(&[]), &reg).unwrap();
+        assert_eq!(none.env("local"), Err("X-Token"));
     }
 
     #[test]

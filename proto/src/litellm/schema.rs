@@ -301,6 +301,11 @@ impl RawMcpServer {
         } else {
             None
         };
+        for (k, v) in &self.env {
+            if let Err(e) = crate::McpServer::env_placeholders(v) {
+                return Err((format!("{at}.env.{k}"), e));
+            }
+        }
         let cost = match self.mcp_info.and_then(|i| i.mcp_server_cost_info) {
             Some(c) => c.compile(at)?,
             None => crate::McpToolCost::default(),

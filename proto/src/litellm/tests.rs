@@ -501,6 +501,10 @@ mcp_servers:
         ),
         ("s: {transport: stdio}", "mcp_servers.s.command"),
         (
+            "s: {transport: stdio, command: x, env: {T: '${Authorization}'}}",
+            "mcp_servers.s.env.T",
+        ),
+        (
             "s: {url: http://x/mcp, mcp_info: {mcp_server_cost_info: {default_cost_per_query: -1}}}",
             "mcp_servers.s.mcp_info.mcp_server_cost_info.default_cost_per_query",
         ),
