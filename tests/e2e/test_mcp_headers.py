@@ -154,7 +154,13 @@ def test_a_stdio_servers_env_takes_the_callers_headers(env):
     r = httpx.post(f"{env.url}/mcp-rest/tools/call", timeout=30,
                    headers={"Authorization": f"Bearer {MASTER}"},
                    json={"name": "local-getenv", "arguments": {"var": "ACCOUNT"}})
-    assert r.status_code == 502 and "X-Account" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "X-Account" in r.json()["error"]["message"], r.text
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "local-getenv", "arguments": {"var": "ACCOUNT"}}}
+    r = httpx.post(f"{env.url}/mcp", json=body, timeout=30,
+                   headers={"Authorization": f"Bearer {MASTER}", "MCP-Protocol-Version": "2025-06-18",
+                            "Accept": "application/json, text/event-stream"})
+    assert r.json()["error"]["code"] == -32600 and "X-Account" in r.json()["error"]["message"], r.text
     names = [t["name"] for t in httpx.get(f"{env.url}/mcp-rest/tools/list", timeout=30,
                                           headers={"Authorization": f"Bearer {MASTER}"}).json()["tools"]]
     assert "gh-whoami" in names and "local-getenv" not in names

@@ -64,10 +64,7 @@ pub struct Credentials {
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct McpServerSettings {
     pub description: Option<String>,
-    /// The server's MCP endpoint.
-    #[schema(
-        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$"
-    )]
+    #[schema(schema_with = endpoint_url)]
     pub url: Option<String>,
     pub transport: Option<Transport>,
     /// `api_key`, `bearer_token`, `basic` and `authorization` need `credentials.auth_value`
@@ -85,10 +82,7 @@ pub struct McpServerSettings {
     pub mcp_access_groups: Option<Vec<String>>,
     /// Every key may use the server, whatever its grants.
     pub allow_all_keys: Option<bool>,
-    /// `oauth2`: the token endpoint.
-    #[schema(
-        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$"
-    )]
+    #[schema(schema_with = token_url)]
     pub token_url: Option<String>,
     /// `stdio`: the program to run.
     #[schema(min_length = 1)]
@@ -136,6 +130,29 @@ fn tool_prices() -> utoipa::openapi::schema::Object {
         )))
         .build()
 }
+
+/// The server's MCP endpoint (a `schema_with` schema carries no doc comment, so the
+/// description is set here).
+fn endpoint_url() -> utoipa::openapi::schema::Object {
+    http_url("The server's MCP endpoint.")
+}
+
+fn token_url() -> utoipa::openapi::schema::Object {
+    http_url("`oauth2`: the token endpoint.")
+}
+
+/// An http(s) URL with a host (and a port in range), as the control plane accepts for a
+/// server's `url` and `token_url`; or null.
+fn http_url(description: &str) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some(description))
+        .pattern(Some(URL_PATTERN))
+        .build()
+}
+
+const URL_PATTERN: &str = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$";
 
 /// Environment variables: names and values without NUL or `=` in names.
 fn env_map() -> utoipa::openapi::schema::Object {

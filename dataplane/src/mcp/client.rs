@@ -228,6 +228,11 @@ impl<'a> Client<'a> {
         Self { forwarded, ..self }
     }
 
+    /// Whether the request can use `s` (it has the headers a stdio server's env needs).
+    pub fn usable(&self, s: &Server) -> bool {
+        self.forwarded.env(&s.config.name).is_ok()
+    }
+
     fn slot(&self, s: &Server) -> Slot {
         self.sessions.slot(s, self.forwarded.key(&s.config.name))
     }
@@ -246,7 +251,12 @@ impl<'a> Client<'a> {
         let env = self
             .forwarded
             .env(&s.config.name)
-            .map_err(|header| unreachable(s, format!("it needs the request header `{header}`")))?;
+            .map_err(|header| {
+                RpcError::incomplete(format!(
+                    "MCP server {} needs the request header `{header}`",
+                    s.config.name
+                ))
+            })?;
         let slot = self.slot(s);
         if s.config.transport != McpTransport::Http {
             let channel = self.channel(s, &slot, env).await?;

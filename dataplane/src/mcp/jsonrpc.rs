@@ -65,6 +65,16 @@ impl RpcError {
         }
     }
 
+    /// A request that lacks something the server needs from the caller (a header its
+    /// env names): the caller's to fix.
+    pub fn incomplete(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            rest: Some(Box::new(crate::error::ApiError::bad_request(message.clone()))),
+            ..Self::new(200, INVALID_REQUEST, message)
+        }
+    }
+
     /// The body of the error response to the request `id` (`null` when unknown).
     pub fn body(&self, id: &Value) -> Bytes {
         let mut error = json!({"code": self.code, "message": self.message});

@@ -476,7 +476,13 @@ pub(crate) async fn list_tools(
     scope: &Scope<'_>,
     access: &Access<'_>,
 ) -> Result<Vec<Value>, RpcError> {
-    let servers = scope.servers();
+    // On the aggregate, a server the request cannot use (a stdio server whose env needs a
+    // header it lacks) is left out quietly.
+    let servers: Vec<&Arc<Server>> = scope
+        .servers()
+        .into_iter()
+        .filter(|s| matches!(scope, Scope::One(_)) || client.usable(s))
+        .collect();
     // One deadline for all of a server's requests (a session to open, pages to follow).
     let lists = futures_util::future::join_all(servers.iter().map(|s| async move {
         tokio::time::timeout(LIST_TIMEOUT, client.list_tools(s, LIST_TIMEOUT))
