@@ -248,15 +248,12 @@ impl<'a> Client<'a> {
         if let Some(api) = &s.api {
             return self.api_request(s, api, method, &params, timeout).await;
         }
-        let env = self
-            .forwarded
-            .env(&s.config.name)
-            .map_err(|header| {
-                RpcError::incomplete(format!(
-                    "MCP server {} needs the request header `{header}`",
-                    s.config.name
-                ))
-            })?;
+        let env = self.forwarded.env(&s.config.name).map_err(|header| {
+            RpcError::incomplete(format!(
+                "MCP server {} needs the request header `{header}`",
+                s.config.name
+            ))
+        })?;
         let slot = self.slot(s);
         if s.config.transport != McpTransport::Http {
             let channel = self.channel(s, &slot, env).await?;

@@ -70,7 +70,9 @@ impl RpcError {
     pub fn incomplete(message: impl Into<String>) -> Self {
         let message = message.into();
         Self {
-            rest: Some(Box::new(crate::error::ApiError::bad_request(message.clone()))),
+            rest: Some(Box::new(crate::error::ApiError::bad_request(
+                message.clone(),
+            ))),
             ..Self::new(200, INVALID_REQUEST, message)
         }
     }

@@ -40,7 +40,6 @@ use client::{Client, Server};
 use grants::Access;
 use jsonrpc::{Message, RpcError};
 
-/// The session-based revisions (reached through `initialize`), oldest first.
 /// The `server_url` of an `mcp` tool in chat or responses that means the gateway's own
 /// MCP servers (LiteLLM's name for it), alone or followed by `/mcp/<server>[,...]`.
 pub const PROXY_URL: &str = "litellm_proxy";
@@ -54,6 +53,7 @@ pub fn proxied(tool: &serde_json::Value) -> bool {
             .is_some_and(|u| u.starts_with(PROXY_URL))
 }
 
+/// The session-based revisions (reached through `initialize`), oldest first.
 const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// The stateless revision.
 const STATELESS_VERSION: &str = "2026-07-28";
