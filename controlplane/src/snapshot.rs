@@ -39,6 +39,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         user_header_name: s.user_header_name,
         allowed_egress: s.allowed_egress,
         mcp_servers,
+        agents: Vec::new(),
         scopes,
     };
     snapshot

@@ -2,6 +2,7 @@
 //! in-memory snapshot.
 #![forbid(unsafe_code)]
 
+pub mod a2a;
 pub mod access;
 pub mod attached;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod eventstream;
 pub mod handlers;
 pub mod holder;
+pub mod jsonrpc;
 pub mod keymap;
 pub mod limits;
 pub mod mcp;

@@ -92,6 +92,8 @@ pub struct LiveState {
     pub egress: Option<Arc<routeiq_proto::AllowedEgress>>,
     /// `mcp_servers`, compiled.
     pub mcp: Arc<crate::mcp::Registry>,
+    /// `agents`, compiled.
+    pub agents: Arc<crate::a2a::Registry>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
     pub keys: KeyMap,
     /// The deployments and router settings the groups were compiled from (deltas that
@@ -165,6 +167,8 @@ pub struct Lasting {
     pub mcp_tokens: Arc<crate::mcp::oauth::Tokens>,
     /// Whether `stdio` MCP servers are spawned.
     pub mcp_stdio: bool,
+    /// A2A agents' own cards, as fetched.
+    pub a2a_cards: Arc<crate::a2a::Cards>,
 }
 
 /// The MCP servers compiled; sessions with servers no longer served are dropped.
@@ -187,6 +191,7 @@ impl Default for Lasting {
             mcp_sessions: Arc::default(),
             mcp_tokens: Arc::default(),
             mcp_stdio: false,
+            a2a_cards: Arc::default(),
         }
     }
 }
@@ -206,6 +211,7 @@ impl LiveState {
             user_header_name: snapshot.user_header_name.as_deref().map(Arc::from),
             egress: snapshot.allowed_egress.map(Arc::new),
             mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
+            agents: Arc::new(crate::a2a::Registry::compile(&snapshot.agents)),
             keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
@@ -334,6 +340,7 @@ impl LiveState {
                 Some(list) => Arc::new(mcp_registry(&list, &self.lasting)),
                 None => Arc::clone(&self.mcp),
             },
+            agents: Arc::clone(&self.agents),
             keys: if changes.is_empty() {
                 self.keys.clone()
             } else {

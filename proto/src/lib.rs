@@ -6,6 +6,7 @@
 //! `config.yaml` to a snapshot ([`litellm`]). No network or database I/O.
 #![forbid(unsafe_code)]
 
+mod a2a;
 mod delta;
 mod egress;
 mod keys;
@@ -18,6 +19,7 @@ mod snapshot;
 pub mod subjects;
 pub mod wire;
 
+pub use a2a::A2aAgent;
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};

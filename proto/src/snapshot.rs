@@ -284,6 +284,8 @@ pub struct Snapshot {
     pub allowed_egress: Option<crate::AllowedEgress>,
     /// `mcp_servers`, by name (unique).
     pub mcp_servers: Vec<crate::McpServer>,
+    /// `agents`, by name (unique).
+    pub agents: Vec<crate::A2aAgent>,
 }
 
 impl Snapshot {

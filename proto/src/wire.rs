@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{
-    Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth, McpGrant,
-    McpServer, McpToolCost, McpTransport, ModelBudget, ModelInfo, OAuth2Client, ProviderKind,
-    ProviderSettings, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret, Snapshot,
-    UsageEvent, VirtualKey,
+    A2aAgent, Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth,
+    McpGrant, McpServer, McpToolCost, McpTransport, ModelBudget, ModelInfo, OAuth2Client,
+    ProviderKind, ProviderSettings, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret,
+    Snapshot, UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -78,6 +78,49 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         scopes: s.scopes.iter().map(Into::into).collect(),
         allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
         mcp_servers: s.mcp_servers.iter().map(Into::into).collect(),
+        agents: s.agents.iter().map(Into::into).collect(),
+    }
+}
+
+impl From<&A2aAgent> for pb::A2aAgent {
+    fn from(a: &A2aAgent) -> Self {
+        Self {
+            name: a.name.clone(),
+            url: a.url.clone(),
+            card_json: a.card.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+            headers: a
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            public: a.public,
+        }
+    }
+}
+
+impl TryFrom<pb::A2aAgent> for A2aAgent {
+    type Error = InvalidMessage;
+    fn try_from(a: pb::A2aAgent) -> Result<Self, InvalidMessage> {
+        let card = match a.card_json.as_str() {
+            "" => None,
+            json => Some(
+                serde_json::from_str(json)
+                    .map_err(|e| invalid("agent.card_json", e.to_string()))?,
+            ),
+        };
+        let mut headers: Vec<(String, Secret)> = a
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect();
+        headers.sort_by(|x, y| x.0.cmp(&y.0));
+        Ok(Self {
+            name: a.name,
+            url: a.url,
+            card,
+            headers,
+            public: a.public,
+        })
     }
 }
 
@@ -228,6 +271,11 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .transpose()?,
             mcp_servers: s
                 .mcp_servers
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+            agents: s
+                .agents
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
@@ -820,6 +868,23 @@ mod tests {
                     per_tool: vec![("get_pet".into(), 0.05), ("list_pets".into(), 0.0)],
                 },
                 ..McpServer::default()
+            },
+        ];
+        snap.agents = vec![
+            A2aAgent {
+                name: "planner".into(),
+                url: "https://agents.example/planner/".into(),
+                card: Some(serde_json::json!({"name": "Planner", "url": "https://x/"})),
+                headers: vec![
+                    ("authorization".into(), Secret::new("Bearer t")),
+                    ("x-team".into(), Secret::new("a")),
+                ],
+                public: true,
+            },
+            A2aAgent {
+                name: "echo".into(),
+                url: "http://10.0.0.2:9000/".into(),
+                ..A2aAgent::default()
             },
         ];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();

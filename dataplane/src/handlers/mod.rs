@@ -102,6 +102,8 @@ async fn serve(
         Endpoint::McpRestList => crate::mcp::rest::list(app, live, session, ctx).await,
         Endpoint::McpHealth => crate::mcp::rest::health(app, live, session, ctx).await,
         Endpoint::McpRestCall => crate::mcp::rest::call(app, live, session, ctx, body).await,
+        Endpoint::A2aCard => crate::a2a::card(app, live, session, ctx, param.unwrap_or("")).await,
+        Endpoint::A2aCall => crate::a2a::call(app, live, session, ctx, param.unwrap_or("")).await,
         Endpoint::Liveliness => info::liveliness(session, ctx).await,
         Endpoint::Readiness => info::readiness(app, live, session, ctx).await,
         Endpoint::Metrics => info::metrics(app, session, ctx).await,

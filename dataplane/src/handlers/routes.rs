@@ -63,6 +63,10 @@ pub enum Endpoint {
     McpHealth,
     /// `POST /mcp-rest/tools/call`.
     McpRestCall,
+    /// `GET /a2a/{agent}/.well-known/agent-card.json`.
+    A2aCard,
+    /// `POST /a2a/{agent}`: a JSON-RPC request for the agent.
+    A2aCall,
 }
 
 /// What is checked and read before the handler runs.
@@ -415,6 +419,30 @@ const TABLE: &[Spec] = &[
     ),
     spec(
         Method::GET,
+        &[
+            "/a2a/{agent}/.well-known/agent-card.json",
+            "/a2a/{agent}/.well-known/agent.json",
+        ],
+        Endpoint::A2aCard,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "a2a",
+    ),
+    spec(
+        Method::POST,
+        &[
+            "/a2a/{agent}",
+            "/a2a/{agent}/",
+            "/a2a/{agent}/message/send",
+            "/v1/a2a/{agent}/message/send",
+        ],
+        Endpoint::A2aCall,
+        ClientApi::OpenAi,
+        Needs::Nothing,
+        "a2a",
+    ),
+    spec(
+        Method::GET,
         &["/health/liveliness", "/health/liveness"],
         Endpoint::Liveliness,
         ClientApi::OpenAi,
@@ -606,6 +634,17 @@ mod tests {
             ROUTES.find(&Method::PUT, "/v1/responses/resp_1"),
             Found::MethodNotAllowed
         );
+        assert_eq!(
+            endpoint(Method::GET, "/a2a/echo/.well-known/agent-card.json"),
+            Some((Endpoint::A2aCard, Some("echo")))
+        );
+        for p in ["/a2a/echo", "/a2a/echo/", "/v1/a2a/echo/message/send"] {
+            assert_eq!(
+                endpoint(Method::POST, p),
+                Some((Endpoint::A2aCall, Some("echo"))),
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
 use super::client::{endpoint, initialize_params, unreachable, Server, MAX_REPLY};
-use super::jsonrpc::RpcError;
+use crate::jsonrpc::RpcError;
 use crate::sse;
 use crate::upstream::{Target, Upstream, UpstreamRequest};
 
@@ -249,7 +249,7 @@ async fn from_server(out: &Outbound, m: Value) {
     let reply = if method == "ping" {
         json!({"jsonrpc": "2.0", "id": id, "result": {}})
     } else {
-        json!({"jsonrpc": "2.0", "id": id, "error": {"code": super::jsonrpc::METHOD_NOT_FOUND,
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::METHOD_NOT_FOUND,
             "message": format!("the gateway does not support {method}")}})
     };
     out.send(&reply).await.ok();

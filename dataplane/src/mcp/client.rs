@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use super::channel::{self, Channel};
 use super::forwarded::Forwarded;
-use super::jsonrpc::{RpcError, INTERNAL_ERROR, METHOD_NOT_FOUND};
 use super::openapi::Api;
+use crate::jsonrpc::{RpcError, INTERNAL_ERROR, METHOD_NOT_FOUND};
 use crate::sse;
 use crate::upstream::{Target, Upstream, UpstreamRequest};
 use routeiq_proto::{McpServer, McpTransport};
@@ -123,7 +123,7 @@ pub(crate) fn initialize_params() -> Value {
 
 /// Header names from configuration, kept for the life of the process: one copy per
 /// distinct name, however often the configuration is reloaded.
-fn intern(name: &str) -> &'static str {
+pub(crate) fn intern(name: &str) -> &'static str {
     static NAMES: OnceLock<Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
     let names = NAMES.get_or_init(Mutex::default);
     let Ok(mut names) = names.lock() else {
@@ -667,8 +667,8 @@ pub(crate) fn answer(s: &Server, mut v: Value) -> Result<Value, RpcError> {
         tracing::warn!(server = %s.config.name, error = %e, "MCP server answered with an error");
         let code = e.get("code").and_then(Value::as_i64);
         let message = e.get("message").and_then(Value::as_str).unwrap_or("error");
-        let code = if code == Some(super::jsonrpc::INVALID_PARAMS) {
-            super::jsonrpc::INVALID_PARAMS
+        let code = if code == Some(crate::jsonrpc::INVALID_PARAMS) {
+            crate::jsonrpc::INVALID_PARAMS
         } else {
             INTERNAL_ERROR
         };
@@ -723,7 +723,7 @@ mod tests {
             (INTERNAL_ERROR, "MCP server gh: boom", None)
         );
         let e = answer(&s, json!({"error": {"code": -32602, "message": "bad a"}})).unwrap_err();
-        assert_eq!(e.code, super::super::jsonrpc::INVALID_PARAMS);
+        assert_eq!(e.code, crate::jsonrpc::INVALID_PARAMS);
         assert_eq!(
             answer(&s, json!({"result": {"x": 1}})).unwrap(),
             json!({"x": 1})

@@ -18,7 +18,6 @@ pub mod channel;
 pub mod client;
 pub mod forwarded;
 pub mod grants;
-pub mod jsonrpc;
 pub mod oauth;
 pub mod openapi;
 pub mod rest;
@@ -34,11 +33,11 @@ use serde_json::{json, Map, Value};
 use crate::auth;
 use crate::context::RequestCtx;
 use crate::error::ApiError;
+use crate::jsonrpc::{self, Message, RpcError};
 use crate::respond;
 use crate::state::{App, LiveState};
 use client::{Client, Server};
 use grants::Access;
-use jsonrpc::{Message, RpcError};
 
 /// The `server_url` of an `mcp` tool in chat or responses that means the gateway's own
 /// MCP servers (LiteLLM's name for it), alone or followed by `/mcp/<server>[,...]`.

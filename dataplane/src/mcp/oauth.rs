@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::client::Server;
-use super::jsonrpc::{RpcError, INTERNAL_ERROR};
+use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
 use crate::upstream::{Upstream, UpstreamRequest};
 
 /// A token without `expires_in` is used this long.

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 
-use super::jsonrpc::{RpcError, INVALID_PARAMS};
 use super::{call_tool, client_for, granted, list_tools, Access, Scope};
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
+use crate::jsonrpc::{RpcError, INVALID_PARAMS};
 use crate::respond;
 use crate::state::{App, LiveState};
 

@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// By server name.
     #[serde(default)]
     mcp_servers: BTreeMap<String, RawMcpServer>,
+    /// A2A agents (`agent_list` before LiteLLM 1.95).
+    #[serde(default, alias = "agent_list")]
+    agents: Vec<RawAgent>,
     /// Consumed before deserialisation (see `env::environment_variables_section`).
     #[serde(default, rename = "environment_variables")]
     _environment_variables: Option<serde_norway::Value>,
@@ -196,6 +199,92 @@ impl RawMcpCost {
             }
         }
         Ok(crate::McpToolCost { per_call, per_tool })
+    }
+}
+
+/// One entry of `agents:`: LiteLLM's agent gateway.
+#[derive(Debug, Deserialize)]
+struct RawAgent {
+    agent_name: String,
+    /// The agent's card, or at least its `url`.
+    agent_card_params: serde_json::Map<String, Json>,
+    #[serde(default)]
+    litellm_params: RawAgentParams,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawAgentParams {
+    /// Presented to the agent as a bearer token.
+    api_key: Option<String>,
+    #[serde(default, alias = "extra_headers")]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    make_public: bool,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+impl RawAgent {
+    fn compile(self, at: &str) -> Result<crate::A2aAgent, (String, String)> {
+        let name = self.agent_name;
+        if !crate::A2aAgent::valid_name(&name) {
+            return Err((
+                format!("{at}.agent_name"),
+                format!("`{name}` cannot name an agent: it is a URL path segment (letters, digits, `-`, `_`, `.`; at most 128)"),
+            ));
+        }
+        let url = match self.agent_card_params.get("url") {
+            Some(Json::String(u)) => u.clone(),
+            _ => {
+                return Err((
+                    format!("{at}.agent_card_params.url"),
+                    "the agent's URL (its JSON-RPC endpoint) is required".into(),
+                ))
+            }
+        };
+        let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+        });
+        if !ok {
+            return Err((
+                format!("{at}.agent_card_params.url"),
+                format!("`{url}` is not an http(s) URL"),
+            ));
+        }
+        let params = self.litellm_params;
+        let mut headers = Vec::new();
+        if let Some(k) = params.api_key.filter(|k| !k.is_empty()) {
+            headers.push((
+                "authorization".to_owned(),
+                Secret::new(format!("Bearer {k}")),
+            ));
+        }
+        for (k, v) in params.headers {
+            let valid = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                && http::HeaderValue::from_str(&v).is_ok();
+            if !valid {
+                return Err((
+                    format!("{at}.litellm_params.headers"),
+                    format!("`{k}` is not a valid HTTP header name and value"),
+                ));
+            }
+            headers.push((k.to_ascii_lowercase(), Secret::new(v)));
+        }
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        headers.dedup_by(|a, b| a.0 == b.0);
+        let card = self
+            .agent_card_params
+            .contains_key("name")
+            .then_some(Json::Object(self.agent_card_params));
+        Ok(crate::A2aAgent {
+            name,
+            url,
+            card,
+            headers,
+            public: params.make_public,
+        })
     }
 }
 
@@ -551,6 +640,14 @@ impl RawConfig {
         for (name, m) in &self.mcp_servers {
             warn_unknown(warnings, &format!("mcp_servers.{name}"), &m.unknown);
         }
+        for (i, a) in self.agents.iter().enumerate() {
+            warn_unknown(warnings, &format!("agents[{i}]"), &a.unknown);
+            warn_unknown(
+                warnings,
+                &format!("agents[{i}].litellm_params"),
+                &a.litellm_params.unknown,
+            );
+        }
         for (i, c) in self.credential_list.iter().enumerate() {
             warn_unknown(warnings, &format!("credential_list[{i}]"), &c.unknown);
         }
@@ -673,9 +770,22 @@ impl RawConfig {
         for (name, raw) in self.mcp_servers {
             mcp_servers.push(raw.compile(&name, &format!("mcp_servers.{name}"))?);
         }
+        let mut agents: Vec<crate::A2aAgent> = Vec::with_capacity(self.agents.len());
+        for (i, raw) in self.agents.into_iter().enumerate() {
+            let at = format!("agents[{i}]");
+            let agent = raw.compile(&at)?;
+            if agents.iter().any(|a| a.name == agent.name) {
+                return Err((
+                    format!("{at}.agent_name"),
+                    format!("agent `{}` is configured twice", agent.name),
+                ));
+            }
+            agents.push(agent);
+        }
         let snapshot = Snapshot {
             allowed_egress,
             mcp_servers,
+            agents,
             version: 0,
             master_key_hash: master_key,
             deployments,

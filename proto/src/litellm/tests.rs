@@ -522,6 +522,86 @@ mcp_servers:
 }
 
 #[test]
+fn agents_are_compiled_and_checked() {
+    let l = load(
+        r#"
+model_list: []
+agent_list:
+  - agent_name: planner
+    agent_card_params: {url: "https://agents.example/planner/"}
+    litellm_params:
+      api_key: os.environ/PLANNER
+      headers: {X-Org: acme}
+      make_public: true
+      custom_llm_provider: a2a
+  - agent_name: support
+    agent_card_params: {name: Support, url: "http://10.0.0.9:8000/", skills: []}
+"#,
+        &[("PLANNER", "planner-token")],
+    )
+    .unwrap();
+    let a = &l.snapshot.agents;
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        (a[0].name.as_str(), a[0].url.as_str(), a[0].public),
+        ("planner", "https://agents.example/planner/", true)
+    );
+    assert!(a[0].card.is_none(), "a url alone is not a card");
+    let headers: Vec<(&str, &str)> = a[0]
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert_eq!(
+        headers,
+        [("authorization", "Bearer planner-token"), ("x-org", "acme")]
+    );
+    assert_eq!(a[1].card.as_ref().unwrap()["name"], "Support");
+    assert!(!a[1].public);
+    // LiteLLM's own agent parameters are not used here: said, not an error.
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("agents[0].litellm_params") && w.contains("custom_llm_provider")),
+        "{:?}",
+        l.warnings
+    );
+
+    for (entry, at) in [
+        (
+            "{agent_name: a/b, agent_card_params: {url: http://x/}}",
+            "agents[0].agent_name",
+        ),
+        (
+            "{agent_name: a, agent_card_params: {name: A}}",
+            "agents[0].agent_card_params.url",
+        ),
+        (
+            "{agent_name: a, agent_card_params: {url: ftp://x/}}",
+            "agents[0].agent_card_params.url",
+        ),
+        (
+            "{agent_name: a, agent_card_params: {url: http://x/}, litellm_params: {headers: {'bad header': v}}}",
+            "agents[0].litellm_params.headers",
+        ),
+    ] {
+        let text = format!("model_list: []\nagents:\n  - {entry}\n");
+        match load(&text, &[]) {
+            Err(ConfigError::Invalid { at: got, .. }) => assert_eq!(got, at, "{entry}"),
+            other => panic!("{entry}: {other:?}"),
+        }
+    }
+    let twice = "model_list: []\nagents:\n  - {agent_name: a, agent_card_params: {url: http://x/}}\n  - {agent_name: a, agent_card_params: {url: http://y/}}\n";
+    match load(twice, &[]) {
+        Err(ConfigError::Invalid { at, message, .. }) => {
+            assert_eq!(at, "agents[1].agent_name");
+            assert!(message.contains("twice"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn an_mcp_server_entry_compiles_back_to_its_server() {
     let entry = serde_json::json!({
         "url": "https://mcp.example/mcp",

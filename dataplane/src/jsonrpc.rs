@@ -1,4 +1,4 @@
-//! JSON-RPC 2.0 as MCP uses it: one message per HTTP request, errors with MCP's codes.
+//! JSON-RPC 2.0 as MCP and A2A use it: one message per HTTP request, errors with their codes.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -98,7 +98,7 @@ pub struct Message {
 
 impl Message {
     /// Parses a request body: one JSON-RPC request or notification (batches were removed
-    /// from MCP in 2025-06-18). Responses from the client (to server requests the gateway
+    /// from MCP in 2025-06-18, and A2A has none). Responses from the client (to server requests the gateway
     /// never makes) are accepted as notifications.
     pub fn parse(body: &[u8]) -> Result<Self, RpcError> {
         let v: Value = serde_json::from_slice(body)
@@ -107,7 +107,7 @@ impl Message {
             return Err(RpcError::new(
                 400,
                 INVALID_REQUEST,
-                "Invalid Request: one JSON-RPC object per request (batches are not part of MCP)",
+                "Invalid Request: one JSON-RPC object per request (batches are not served)",
             ));
         };
         if o.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {

@@ -1,0 +1,536 @@
+//! The A2A gateway: each agent of `agents:` at `/a2a/{agent}`, behind the gateway's keys.
+//!
+//! - `GET /a2a/{agent}/.well-known/agent-card.json` (and LiteLLM's `agent.json`): the
+//!   agent's card (the configured one, else the agent's own, fetched and kept for
+//!   [`CARD_TTL`]) with every JSON-RPC interface pointing at the gateway; interfaces of
+//!   other bindings, the agent's security schemes and its signatures are left out (callers
+//!   present the gateway's keys, and the rewritten card no longer matches a signature).
+//! - `POST /a2a/{agent}`: a JSON-RPC request, relayed to the agent unchanged with the
+//!   caller's `A2A-Version`, `A2A-Extensions` and `traceparent`, and the agent's configured
+//!   headers. A streamed answer is relayed event by event as it arrives; an agent that
+//!   breaks off a stream ends it with a JSON-RPC error event. Both protocol versions (1.0
+//!   and 0.3) pass through as the caller and the agent speak them.
+//!
+//! The agent is named by the path, never by the task: `GetTask`, `CancelTask` and the rest
+//! go to the agent whose URL the caller uses, so every data plane answers them alike.
+//!
+//! Who may call: the master key (or an open gateway) every agent; a virtual key, the
+//! agents marked `make_public`. Errors are JSON-RPC error objects with the HTTP status
+//! that fits (401, 403, 404, 400, 502).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use routeiq_proto::A2aAgent;
+use serde_json::{json, Value};
+
+use crate::auth;
+use crate::context::RequestCtx;
+use crate::error::ApiError;
+use crate::jsonrpc::{Message, RpcError, INTERNAL_ERROR, INVALID_REQUEST};
+use crate::respond;
+use crate::state::{App, LiveState};
+use crate::upstream::{Target, UpstreamRequest};
+
+/// How long an agent's own card is kept before it is fetched again.
+pub const CARD_TTL: Duration = Duration::from_secs(60);
+/// The longest wait for an agent's answer to begin, and between two of its stream's
+/// events (agents written with the A2A SDKs send a keep-alive every 15 s).
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest card, and the largest non-streamed answer, read from an agent.
+const MAX_CARD: usize = 1024 * 1024;
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
+/// Caller headers relayed to the agent.
+const RELAYED: [&str; 3] = ["a2a-version", "a2a-extensions", "traceparent"];
+
+/// An agent, compiled for calls.
+pub struct Agent {
+    pub config: A2aAgent,
+    target: Target,
+    /// The path of its JSON-RPC endpoint.
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    who: Arc<str>,
+}
+
+impl Agent {
+    fn compile(config: A2aAgent) -> Result<Self, String> {
+        let (target, path) = crate::mcp::client::endpoint(&config.url)?;
+        let headers = config
+            .headers
+            .iter()
+            .map(|(k, v)| (crate::mcp::client::intern(k), v.expose().to_owned()))
+            .collect();
+        let who = Arc::from(format!("agent {}", config.name));
+        Ok(Self {
+            config,
+            target,
+            path,
+            headers,
+            who,
+        })
+    }
+
+    /// The path of its own card: `/.well-known/agent-card.json` beside its endpoint.
+    fn card_path(&self) -> String {
+        let base = self.path.split('?').next().unwrap_or("");
+        format!("{}/.well-known/agent-card.json", base.trim_end_matches('/'))
+    }
+}
+
+/// The agents of the served state, by name.
+#[derive(Default)]
+pub struct Registry {
+    agents: Vec<Arc<Agent>>,
+    /// Agents of the snapshot whose URL this data plane cannot use (logged).
+    left_out: Vec<String>,
+}
+
+impl Registry {
+    pub fn compile(agents: &[A2aAgent]) -> Self {
+        let mut out = Self::default();
+        for a in agents {
+            match Agent::compile(a.clone()) {
+                Ok(agent) => out.agents.push(Arc::new(agent)),
+                Err(e) => {
+                    tracing::warn!(agent = %a.name, error = %e, "agent left out");
+                    out.left_out.push(a.name.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn get(&self, name: &str) -> Result<&Arc<Agent>, RpcError> {
+        if let Some(a) = self.agents.iter().find(|a| a.config.name == name) {
+            return Ok(a);
+        }
+        let message = if self.left_out.iter().any(|n| n == name) {
+            format!("agent `{name}` is not served by this data plane: its configuration could not be loaded (the data plane's log says why)")
+        } else {
+            format!("no agent named `{name}`")
+        };
+        Err(RpcError::new(404, INVALID_REQUEST, message))
+    }
+}
+
+/// Agents' own cards as fetched, by agent name and URL.
+#[derive(Default)]
+pub struct Cards(Mutex<HashMap<(String, String), Fetched>>);
+
+/// A card, and when it was fetched.
+type Fetched = (Instant, Arc<Value>);
+
+impl Cards {
+    fn fresh(&self, agent: &Agent) -> Option<Arc<Value>> {
+        let cards = self.0.lock().ok()?;
+        let (at, card) = cards.get(&(agent.config.name.clone(), agent.config.url.clone()))?;
+        (at.elapsed() < CARD_TTL).then(|| Arc::clone(card))
+    }
+
+    fn keep(&self, agent: &Agent, card: Arc<Value>) {
+        if let Ok(mut cards) = self.0.lock() {
+            cards.retain(|_, (at, _)| at.elapsed() < CARD_TTL);
+            let key = (agent.config.name.clone(), agent.config.url.clone());
+            cards.insert(key, (Instant::now(), card));
+        }
+    }
+}
+
+/// The caller (master key or virtual key), and the agent if the caller may use it.
+fn admit<'a>(
+    live: &'a LiveState,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+    name: &str,
+) -> Result<&'a Arc<Agent>, RpcError> {
+    let caller = auth::authenticate(live, req)
+        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+    ctx.key = caller.into_key();
+    let agent = live.agents.get(name)?;
+    ctx.model = Some(format!("a2a/{name}"));
+    if ctx.key.is_some() && !agent.config.public {
+        return Err(RpcError::new(
+            403,
+            INVALID_REQUEST,
+            format!("this key may not call agent `{name}`: only the master key may, unless the agent is made public (litellm_params.make_public)"),
+        ));
+    }
+    Ok(agent)
+}
+
+/// `GET /a2a/{agent}/.well-known/agent-card.json`.
+pub async fn card(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    name: &str,
+) -> Result<(), ApiError> {
+    let answer = async {
+        let agent = admit(live, session.req_header(), ctx, name)?;
+        let mut card = match &agent.config.card {
+            Some(c) => c.clone(),
+            None => fetch_card(app, live, agent).await?.as_ref().clone(),
+        };
+        rewrite(&mut card, &public_url(session.req_header(), name));
+        Ok::<_, RpcError>(Bytes::from(card.to_string()))
+    };
+    let (status, body) = match answer.await {
+        Ok(body) => (200, body),
+        Err(e) => {
+            ctx.error_type = Some("a2a_error");
+            (e.status, e.body(&Value::Null))
+        }
+    };
+    let headers = [("x-litellm-call-id", ctx.request_id.clone())];
+    respond::full(session, ctx, status, "application/json", &headers, body)
+        .await
+        .map_err(|e| ApiError::internal(format!("writing the agent card: {e}")))
+}
+
+/// The agent's own card: kept, or fetched now.
+async fn fetch_card(app: &App, live: &LiveState, agent: &Agent) -> Result<Arc<Value>, RpcError> {
+    let cards = &live.lasting().a2a_cards;
+    if let Some(card) = cards.fresh(agent) {
+        return Ok(card);
+    }
+    let failed = |why: String| {
+        tracing::warn!(agent = %agent.config.name, error = %why, "agent card not fetched");
+        RpcError::new(
+            502,
+            INTERNAL_ERROR,
+            format!(
+                "agent `{}`: its card could not be fetched: {why}",
+                agent.config.name
+            ),
+        )
+    };
+    app.upstream
+        .refuse_internal(&agent.target, &agent.who)
+        .await
+        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+    let mut headers = vec![("accept", "application/json".to_owned())];
+    headers.extend(agent.headers.iter().cloned());
+    let req = UpstreamRequest {
+        method: http::Method::GET,
+        path: agent.card_path(),
+        headers,
+        body: Bytes::new(),
+    };
+    let mut ex = app
+        .upstream
+        .send(
+            &agent.target,
+            req,
+            Some(READ_TIMEOUT),
+            Arc::clone(&agent.who),
+        )
+        .await
+        .map_err(|e| failed(e.message))?;
+    if ex.status != 200 {
+        ex.read_error_body().await;
+        return Err(failed(format!("HTTP {}", ex.status)));
+    }
+    let body = ex.read_all(MAX_CARD).await.map_err(|e| failed(e.message))?;
+    let card: Value = serde_json::from_slice(&body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| failed("it is not a JSON object".into()))?;
+    let card = Arc::new(card);
+    cards.keep(agent, Arc::clone(&card));
+    Ok(card)
+}
+
+/// Where callers reach agent `name`: this gateway, as the request addressed it.
+fn public_url(req: &RequestHeader, name: &str) -> String {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+        .or_else(|| req.uri.authority().map(http::uri::Authority::as_str))
+        .unwrap_or("localhost");
+    let scheme = match req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}/a2a/{name}")
+}
+
+/// Points the card's JSON-RPC interfaces (1.0's `supportedInterfaces`, 0.3's `url` and
+/// `additionalInterfaces`) at `url`, and leaves out what callers of the gateway cannot use.
+fn rewrite(card: &mut Value, url: &str) {
+    let Some(card) = card.as_object_mut() else {
+        return;
+    };
+    let jsonrpc = |i: &Value, field: &str| {
+        i.get(field)
+            .and_then(Value::as_str)
+            .is_none_or(|b| b.eq_ignore_ascii_case("JSONRPC"))
+    };
+    for (list, field) in [
+        ("supportedInterfaces", "protocolBinding"),
+        ("additionalInterfaces", "transport"),
+    ] {
+        if let Some(Value::Array(interfaces)) = card.get_mut(list) {
+            interfaces.retain(|i| jsonrpc(i, field));
+            for i in interfaces.iter_mut().filter_map(Value::as_object_mut) {
+                i.insert("url".into(), json!(url));
+            }
+        }
+    }
+    if card.contains_key("url") {
+        card.insert("url".into(), json!(url));
+    }
+    if card.contains_key("preferredTransport") {
+        card.insert("preferredTransport".into(), json!("JSONRPC"));
+    }
+    for field in [
+        "securitySchemes",
+        "security",
+        "securityRequirements",
+        "signatures",
+    ] {
+        card.remove(field);
+    }
+}
+
+/// `POST /a2a/{agent}`.
+pub async fn call(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    name: &str,
+) -> Result<(), ApiError> {
+    let mut id = Value::Null;
+    if let Err(e) = relay(app, live, session, ctx, name, &mut id).await {
+        ctx.error_type = Some("a2a_error");
+        if ctx.response_started {
+            return Ok(());
+        }
+        let headers = [("x-litellm-call-id", ctx.request_id.clone())];
+        respond::full(
+            session,
+            ctx,
+            e.status,
+            "application/json",
+            &headers,
+            e.body(&id),
+        )
+        .await
+        .map_err(|e| ApiError::internal(format!("writing the agent's error: {e}")))?;
+    }
+    Ok(())
+}
+
+async fn relay(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    name: &str,
+    id: &mut Value,
+) -> Result<(), RpcError> {
+    let agent = Arc::clone(admit(live, session.req_header(), ctx, name)?);
+    let body = respond::read_body(session, live.max_request_body_bytes)
+        .await
+        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+    let msg = Message::parse(&body)?;
+    *id = msg.id.unwrap_or(Value::Null);
+    let req = session.req_header();
+    let mut headers = vec![
+        ("content-type", "application/json".to_owned()),
+        (
+            "accept",
+            header(req, "accept")
+                .unwrap_or("application/json")
+                .to_owned(),
+        ),
+    ];
+    for name in RELAYED {
+        if let Some(v) = header(req, name) {
+            headers.push((name, v.to_owned()));
+        }
+    }
+    headers.extend(agent.headers.iter().cloned());
+    // A 1.0 caller reads a stream's error from an `error` event; 0.3's from a data frame.
+    let error_event = header(req, "a2a-version").is_some_and(|v| !v.starts_with("0."));
+    let unreachable = |why: String| {
+        tracing::warn!(agent = %agent.config.name, error = %why, "agent call failed");
+        RpcError::new(
+            502,
+            INTERNAL_ERROR,
+            format!("agent `{}` did not answer: {why}", agent.config.name),
+        )
+    };
+    app.upstream
+        .refuse_internal(&agent.target, &agent.who)
+        .await
+        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+    let sent = Instant::now();
+    let upstream = UpstreamRequest {
+        method: http::Method::POST,
+        path: agent.path.clone(),
+        headers,
+        body,
+    };
+    let mut ex = app
+        .upstream
+        .send(
+            &agent.target,
+            upstream,
+            Some(READ_TIMEOUT),
+            Arc::clone(&agent.who),
+        )
+        .await
+        .map_err(|e| unreachable(e.message))?;
+    if !(200..300).contains(&ex.status) {
+        ex.read_error_body().await;
+        return Err(unreachable(format!("it answered HTTP {}", ex.status)));
+    }
+    let content_type = ex
+        .header("content-type")
+        .unwrap_or("application/json")
+        .to_owned();
+    let extra = [("x-litellm-call-id", ctx.request_id.clone())];
+    if !content_type.starts_with("text/event-stream") {
+        let answer = ex
+            .read_all(MAX_ANSWER)
+            .await
+            .map_err(|e| unreachable(e.message))?;
+        ctx.upstream_latency = Some(sent.elapsed());
+        return respond::full(session, ctx, ex.status, &content_type, &extra, answer)
+            .await
+            .map_err(|_| RpcError::new(499, INTERNAL_ERROR, "the caller went away"));
+    }
+    if respond::start(session, ctx, ex.status, &content_type, &extra)
+        .await
+        .is_err()
+    {
+        return Ok(()); // the caller went away
+    }
+    let mut out = Vec::with_capacity(1);
+    loop {
+        match ex.next_chunk().await {
+            Ok(Some(chunk)) => {
+                if ctx.time_to_first_token.is_none() {
+                    ctx.time_to_first_token = Some(sent.elapsed());
+                }
+                out.push(chunk);
+                if respond::stream_write(session, &mut out).await.is_err() {
+                    break; // the caller went away; dropping the exchange closes the agent's
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(agent = %agent.config.name, error = %e.message, "agent stream broke off");
+                ctx.error_type = Some("a2a_error");
+                let error = RpcError::new(
+                    200,
+                    INTERNAL_ERROR,
+                    format!("agent `{}` broke off the stream", agent.config.name),
+                );
+                out.push(stream_error(&error, id, error_event));
+                let _ = respond::stream_write(session, &mut out).await;
+                break;
+            }
+        }
+    }
+    ctx.upstream_latency = Some(sent.elapsed());
+    let _ = respond::stream_end(session).await;
+    Ok(())
+}
+
+/// A JSON-RPC error as the last event of a stream (after a blank line, in case the agent
+/// broke off inside an event).
+fn stream_error(e: &RpcError, id: &Value, error_event: bool) -> Bytes {
+    let body = e.body(id);
+    let body = String::from_utf8_lossy(&body);
+    Bytes::from(if error_event {
+        format!("\r\n\r\nevent: error\r\ndata: {body}\r\n\r\n")
+    } else {
+        format!("\r\n\r\ndata: {body}\r\n\r\n")
+    })
+}
+
+fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_card_points_at_the_gateway_and_keeps_only_json_rpc() {
+        let mut card = json!({
+            "name": "Echo",
+            "supportedInterfaces": [
+                {"url": "http://10.0.0.5:9000/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+                {"url": "http://10.0.0.5:9000/", "protocolBinding": "JSONRPC", "protocolVersion": "0.3"},
+                {"url": "http://10.0.0.5:9001/", "protocolBinding": "GRPC", "protocolVersion": "1.0"}
+            ],
+            "url": "http://10.0.0.5:9000/",
+            "preferredTransport": "GRPC",
+            "additionalInterfaces": [
+                {"url": "http://10.0.0.5:9000/", "transport": "JSONRPC"},
+                {"url": "http://10.0.0.5:9000/v1", "transport": "HTTP+JSON"}
+            ],
+            "securitySchemes": {"oauth": {}},
+            "signatures": [{"signature": "x"}],
+            "skills": [{"id": "echo"}]
+        });
+        rewrite(&mut card, "https://gw.example/a2a/echo");
+        let text = card.to_string();
+        assert!(!text.contains("10.0.0.5"), "{text}");
+        assert_eq!(card["supportedInterfaces"].as_array().unwrap().len(), 2);
+        assert_eq!(card["additionalInterfaces"].as_array().unwrap().len(), 1);
+        assert_eq!(card["url"], "https://gw.example/a2a/echo");
+        assert_eq!(card["preferredTransport"], "JSONRPC");
+        assert!(card.get("securitySchemes").is_none() && card.get("signatures").is_none());
+        assert_eq!(card["skills"][0]["id"], "echo");
+    }
+
+    #[test]
+    fn the_card_is_beside_the_endpoint() {
+        let agent = |url: &str| {
+            Agent::compile(A2aAgent {
+                name: "a".into(),
+                url: url.into(),
+                ..A2aAgent::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            agent("http://h:1/").card_path(),
+            "/.well-known/agent-card.json"
+        );
+        assert_eq!(
+            agent("http://h:1/agents/x/").card_path(),
+            "/agents/x/.well-known/agent-card.json"
+        );
+        assert_eq!(
+            agent("http://h:1/rpc?v=1").card_path(),
+            "/rpc/.well-known/agent-card.json"
+        );
+    }
+
+    #[test]
+    fn a_broken_stream_ends_with_an_error_event() {
+        let e = RpcError::new(200, INTERNAL_ERROR, "gone");
+        let v1 = String::from_utf8(stream_error(&e, &json!("r1"), true).to_vec()).unwrap();
+        assert!(v1.contains("event: error\r\ndata: {") && v1.contains("\"id\":\"r1\""));
+        let v03 = String::from_utf8(stream_error(&e, &json!(3), false).to_vec()).unwrap();
+        assert!(!v03.contains("event:") && v03.contains("\"code\":-32603"));
+    }
+}
