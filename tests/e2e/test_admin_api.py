@@ -455,7 +455,9 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(make_stack, tm
          # constructor recursion depth mismatch" when two of schemathesis's threads describe
          # their filters at once).
          "--max-examples", "25", "--seed", "20261123", "--workers", "1",
-         "--request-timeout", "10", "--no-color",
+         # Unsanitized: a failure's curl line shows the body sent (the test stack's
+         # master key is no secret).
+         "--request-timeout", "10", "--no-color", "--output-sanitize", "false",
          "--report", "junit", "--report-dir", str(tmp_path / "schemathesis")],
         capture_output=True, text=True, timeout=840,
     )

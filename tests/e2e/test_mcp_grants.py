@@ -250,6 +250,12 @@ def test_the_registry_is_managed_through_the_admin_api_and_reaches_the_data_plan
     assert r.status_code == 400 and "static_headers" in r.json()["error"]["message"], r.text
     r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "url": "http://x/mcp", "auth_type": "api_key"})
     assert r.status_code == 400 and "auth_value" in r.json()["error"]["message"], r.text
+    # An empty credential is refused even where the server would not use it, as the spec says.
+    r = admin.call("POST", "/v1/mcp/server", json={"server_name": "bad", "transport": "stdio", "command": "x",
+                                                   "credentials": {"client_id": "", "client_secret": "s"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "credentials.client_id", r.text
+    r = admin.call("PUT", "/v1/mcp/server", json={"server_id": "docs2", "spec_path": ""})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "spec_path", r.text
     r = admin.call("POST", "/v1/mcp/server", json={"server_name": "a b", "url": "http://x/mcp"})
     assert r.status_code in (400, 422), r.text
     assert admin.call("PUT", "/v1/mcp/server", json={"server_id": "nosuch", "url": "http://x/mcp"}).status_code == 404

@@ -261,6 +261,34 @@ pub struct UpdateMcpServerRequest {
 }
 
 impl McpServerSettings {
+    /// A 400 naming the first field the spec says may not be empty that is: a credential
+    /// the server would not use is refused all the same, as the spec says.
+    fn check(&self) -> ApiResult<()> {
+        let credentials = self.credentials.as_ref();
+        let fields = [
+            ("command", self.command.as_deref()),
+            ("spec_path", self.spec_path.as_deref()),
+            (
+                "credentials.auth_value",
+                credentials.and_then(|c| c.auth_value.as_deref()),
+            ),
+            (
+                "credentials.client_id",
+                credentials.and_then(|c| c.client_id.as_deref()),
+            ),
+            (
+                "credentials.client_secret",
+                credentials.and_then(|c| c.client_secret.as_deref()),
+            ),
+        ];
+        match fields.into_iter().find(|(_, v)| *v == Some("")) {
+            Some((field, _)) => {
+                Err(ApiError::bad_request(format!("`{field}` may not be empty")).param(field))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The `mcp_servers` entry the control plane compiles: only the fields given.
     fn entry(self) -> Value {
         let credentials = self.credentials.unwrap_or_default();
@@ -492,6 +520,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Body(req): Body<NewMcpServerRequest>,
 ) -> ApiResult<(StatusCode, Json<SavedMcpServer>)> {
+    req.settings.check()?;
     let entry = req.settings.entry();
     let saved = save(&state, caller, req.server_name, entry, true).await?;
     Ok((StatusCode::CREATED, saved))
@@ -507,6 +536,7 @@ pub async fn update(
     Extension(caller): Extension<Caller>,
     Body(req): Body<UpdateMcpServerRequest>,
 ) -> ApiResult<(StatusCode, Json<SavedMcpServer>)> {
+    req.settings.check()?;
     let entry = req.settings.entry();
     let saved = save(&state, caller, req.server_id, entry, false).await?;
     Ok((StatusCode::ACCEPTED, saved))
