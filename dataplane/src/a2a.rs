@@ -6,8 +6,9 @@
 //!   other bindings, the agent's security schemes and its signatures are left out (callers
 //!   present the gateway's keys, and the rewritten card no longer matches a signature).
 //! - `POST /a2a/{agent}`: a JSON-RPC request, relayed to the agent unchanged with the
-//!   caller's `A2A-Version`, `A2A-Extensions` and `traceparent`, and the agent's configured
-//!   headers. A streamed answer is relayed event by event as it arrives; an agent that
+//!   caller's `A2A-Version` and `A2A-Extensions`, the agent's configured headers, and a
+//!   `traceparent` naming the gateway's `invoke_agent` span (in the caller's trace when it
+//!   sent one, else in the request's). A streamed answer is relayed event by event as it arrives; an agent that
 //!   breaks off a stream ends it with a JSON-RPC error event. Both protocol versions (1.0
 //!   and 0.3) pass through as the caller and the agent speak them.
 //!
@@ -45,7 +46,77 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_CARD: usize = 1024 * 1024;
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
 /// Caller headers relayed to the agent.
-const RELAYED: [&str; 3] = ["a2a-version", "a2a-extensions", "traceparent"];
+const RELAYED: [&str; 2] = ["a2a-version", "a2a-extensions"];
+
+/// The trace an agent call joins (W3C trace context): the caller's, from its
+/// `traceparent`, else the one named by the request id; and the id of the gateway's
+/// `invoke_agent` span, which the agent sees as its parent.
+pub struct Trace {
+    pub request_id: String,
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span (16 hex digits), if it sent one.
+    pub parent: Option<String>,
+    /// The gateway's span (16 hex digits).
+    pub span_id: String,
+    flags: String,
+    /// The gateway's span, when spans are exported.
+    span: Option<crate::otel::AgentSpan>,
+}
+
+impl Trace {
+    pub fn of(req: &RequestHeader, request_id: &str) -> Self {
+        let span_id = format!("{:016x}", fastrand::u64(1..));
+        let caller = header(req, "traceparent").and_then(|t| {
+            let parts: Vec<&str> = t.trim().split('-').collect();
+            let hex = |s: &str, n: usize| {
+                s.len() == n
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    && s.bytes().any(|b| b != b'0')
+            };
+            match parts.as_slice() {
+                [version, trace, parent, flags, ..]
+                    if version.len() == 2
+                        && *version != "ff"
+                        && hex(trace, 32)
+                        && hex(parent, 16)
+                        && flags.len() == 2
+                        && flags.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    Some((trace.to_string(), parent.to_string(), flags.to_string()))
+                }
+                _ => None,
+            }
+        });
+        let (trace_id, parent, flags) = match caller {
+            Some((trace, parent, flags)) => (trace, Some(parent), flags),
+            None => (request_id.to_owned(), None, "01".to_owned()),
+        };
+        Self {
+            request_id: request_id.to_owned(),
+            trace_id,
+            parent,
+            span_id,
+            flags,
+            span: None,
+        }
+    }
+
+    /// Opens the gateway's span for a call of `agent` (its id is the agent's parent).
+    fn start(&mut self, spans: Option<&crate::otel::Spans>, agent: &str) {
+        if let Some(spans) = spans {
+            let span = spans.agent_call(self, agent);
+            self.span_id = span.span_id();
+            self.span = Some(span);
+        }
+    }
+
+    /// The `traceparent` the agent is sent.
+    fn header(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+}
 
 /// An agent, compiled for calls.
 pub struct Agent {
@@ -313,7 +384,9 @@ pub async fn call(
     name: &str,
 ) -> Result<(), ApiError> {
     let mut id = Value::Null;
-    if let Err(e) = relay(app, live, session, ctx, name, &mut id).await {
+    let mut trace = Trace::of(session.req_header(), &ctx.request_id);
+    let relayed = relay(app, live, session, ctx, name, &mut trace, &mut id).await;
+    if let Err(e) = relayed {
         ctx.error_type = Some("a2a_error");
         if ctx.response_started {
             return Ok(());
@@ -339,9 +412,12 @@ async fn relay(
     session: &mut Session,
     ctx: &mut RequestCtx,
     name: &str,
+    trace: &mut Trace,
     id: &mut Value,
 ) -> Result<(), RpcError> {
     let agent = Arc::clone(admit(live, session.req_header(), ctx, name)?);
+    // An admitted call is a span.
+    trace.start(app.spans.as_ref(), name);
     let body = respond::read_body(session, live.max_request_body_bytes)
         .await
         .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
@@ -362,6 +438,7 @@ async fn relay(
             headers.push((name, v.to_owned()));
         }
     }
+    headers.push(("traceparent", trace.header()));
     headers.extend(agent.headers.iter().cloned());
     // A 1.0 caller reads a stream's error from an `error` event; 0.3's from a data frame.
     let error_event = header(req, "a2a-version").is_some_and(|v| !v.starts_with("0."));
@@ -523,6 +600,39 @@ mod tests {
             agent("http://h:1/rpc?v=1").card_path(),
             "/rpc/.well-known/agent-card.json"
         );
+    }
+
+    #[test]
+    fn the_agent_joins_the_callers_trace_under_the_gateways_span() {
+        let req = |tp: Option<&str>| {
+            let mut r = RequestHeader::build("POST", b"/a2a/x", None).unwrap();
+            if let Some(tp) = tp {
+                r.insert_header("traceparent", tp).unwrap();
+            }
+            r
+        };
+        let rid = "0123456789abcdef0123456789abcdef";
+        let t = Trace::of(
+            &req(Some(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )),
+            rid,
+        );
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent.as_deref(), Some("00f067aa0ba902b7"));
+        let sent = t.header();
+        assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"));
+        assert_ne!(&sent[36..52], "00f067aa0ba902b7");
+        // None, or one that is not W3C's: the request's own trace.
+        for tp in [
+            None,
+            Some("garbage"),
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+        ] {
+            let t = Trace::of(&req(tp), rid);
+            assert_eq!((t.trace_id.as_str(), t.parent), (rid, None), "{tp:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! OpenTelemetry: one `routeiq.route` span per chat request (OpenAI or Anthropic API),
-//! and one `execute_tool {name}` span per MCP tool call, exported over OTLP/gRPC in batches off the request path, when
+//! one `execute_tool {name}` span per MCP tool call, and one `invoke_agent {name}` span per
+//! A2A agent call (in the caller's trace when it sent `traceparent`), exported over OTLP/gRPC in batches off the request path, when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
 //!
 //! The span's trace id is the request's id (`x-litellm-call-id`), so feedback collected
@@ -167,6 +168,61 @@ impl Spans {
         let mut span = self.tracer.build_with_context(builder, &parent(request_id));
         opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
     }
+}
+
+impl Spans {
+    /// Starts an A2A agent call's `invoke_agent {agent}` span (OpenTelemetry's GenAI
+    /// conventions): a child of the caller's span when it sent one, else in the request's
+    /// trace. Its id goes to the agent in `traceparent`.
+    pub fn agent_call(&self, trace: &crate::a2a::Trace, agent: &str) -> AgentSpan {
+        let attrs = vec![
+            KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+            KeyValue::new("gen_ai.agent.name", agent.to_owned()),
+            KeyValue::new("routeiq.request_id", trace.request_id.clone()),
+        ];
+        let builder = self
+            .tracer
+            .span_builder(format!("invoke_agent {agent}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes(attrs);
+        let parent = match &trace.parent {
+            Some(span) => remote(&trace.trace_id, span),
+            None => parent(&trace.request_id),
+        };
+        AgentSpan(self.tracer.build_with_context(builder, &parent))
+    }
+}
+
+/// An agent call's span, open while the call lasts.
+pub struct AgentSpan(opentelemetry_sdk::trace::Span);
+
+impl AgentSpan {
+    /// Its id, 16 hex digits.
+    pub fn span_id(&self) -> String {
+        use opentelemetry::trace::Span;
+        self.0.span_context().span_id().to_string()
+    }
+
+    /// Ends it with the status the caller was answered with.
+    pub fn end(mut self, status: u16) {
+        use opentelemetry::trace::Span;
+        self.0.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        self.0.end();
+    }
+}
+
+/// A remote parent: the caller's span `span_id` in trace `trace_id` (both hex).
+fn remote(trace_id: &str, span_id: &str) -> Context {
+    Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from_hex(trace_id).unwrap_or(TraceId::INVALID),
+        SpanId::from_hex(span_id).unwrap_or(SpanId::INVALID),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
 }
 
 /// A remote parent carrying the request id as trace id, so the span joins that trace.

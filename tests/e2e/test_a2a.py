@@ -4,7 +4,7 @@ speaks A2A 1.0 and one whose card offers only 0.3, so that callers speak 0.3 to 
 Covered: the card with its interfaces pointing at the gateway, a streamed task (status
 updates, an artifact, completion), a non-streamed send, GetTask through a second data
 plane, CancelTask, the agent's configured credential in place of the caller's key, the
-trace context and protocol headers relayed, an agent that dies mid-stream, and the errors
+trace context continued under an `invoke_agent` span, the protocol headers relayed, an agent that dies mid-stream, and the errors
 (no key, wrong key, unknown agent, malformed JSON-RPC, an internal address not allowed)."""
 
 import asyncio
@@ -163,7 +163,10 @@ def test_a_streamed_task_through_the_gateway_on_1_0(env):
     assert rpc["headers"]["authorization"] == "Bearer agent-secret"
     assert rpc["headers"]["x-team"] == "blue"
     assert MASTER not in json.dumps(rpc)
-    assert rpc["headers"]["traceparent"] == TRACEPARENT
+    # The caller's trace continues under the gateway's span.
+    version, trace, parent, flags = rpc["headers"]["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", TRACEPARENT.split("-")[1], "01")
+    assert parent != TRACEPARENT.split("-")[2] and len(parent) == 16
 
 
 def test_an_agent_speaking_0_3_is_spoken_to_in_0_3(env):
@@ -253,6 +256,36 @@ def test_errors_are_json_rpc_with_the_right_status(env):
     assert r.status_code == 200 and r.json()["error"]["code"] == -32001 and r.json()["id"] == 7, r.text
     r = httpx.get(f"{env.url}/a2a/echo10", headers={"Authorization": f"Bearer {MASTER}"})
     assert r.status_code == 405
+
+
+def test_each_call_is_an_invoke_agent_span_in_the_callers_trace(env):
+    import time
+
+    from otlp import OtlpReceiver
+
+    receiver = OtlpReceiver()
+    config = CONFIG.format(master=MASTER, egress='["127.0.0.1/32"]', **{n: a.url for n, a in env.agents.items()})
+    url, p = start_gateway(env.dir, config, "dp-otel", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+                           OTEL_BSP_SCHEDULE_DELAY="100")
+    try:
+        r = httpx.post(f"{url}/a2a/echo10", json=GET, timeout=30, headers={
+            "Authorization": f"Bearer {MASTER}", "A2A-Version": "1.0", "traceparent": TRACEPARENT})
+        assert r.json()["error"]["code"] == -32001, r.text
+        sent = [s for s in env.agents["echo10"].seen() if s["method"] == "POST"][-1]["headers"]["traceparent"]
+        deadline = time.time() + 15
+        while not receiver.spans("invoke_agent echo10") and time.time() < deadline:
+            time.sleep(0.05)
+        [span] = receiver.spans("invoke_agent echo10")
+        assert span.trace_id.hex() == TRACEPARENT.split("-")[1]
+        assert span.parent_span_id.hex() == TRACEPARENT.split("-")[2]
+        assert span.span_id.hex() == sent.split("-")[2]
+        attrs = {a.key: a.value for a in span.attributes}
+        assert attrs["gen_ai.operation.name"].string_value == "invoke_agent"
+        assert attrs["gen_ai.agent.name"].string_value == "echo10"
+        assert attrs["routeiq.request_id"].string_value == r.headers["x-litellm-call-id"]
+    finally:
+        p.stop()
+        receiver.stop()
 
 
 def test_agents_at_internal_addresses_need_allowed_egress(env):
