@@ -146,10 +146,61 @@ impl Agent {
         })
     }
 
+    /// Sends a request to the agent (its address checked against the SSRF guard, its
+    /// configured headers added) and waits for a 2xx answer to begin.
+    async fn send(
+        &self,
+        app: &App,
+        method: http::Method,
+        path: String,
+        mut headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    ) -> Result<crate::upstream::Exchange, Unsent> {
+        app.upstream
+            .refuse_internal(&self.target, &self.who)
+            .await
+            .map_err(|e| Unsent::Refused(RpcError::new(e.status, INVALID_REQUEST, e.message)))?;
+        headers.extend(self.headers.iter().cloned());
+        let req = UpstreamRequest {
+            method,
+            path,
+            headers,
+            body,
+        };
+        let mut ex = app
+            .upstream
+            .send(&self.target, req, Some(READ_TIMEOUT), Arc::clone(&self.who))
+            .await
+            .map_err(|e| Unsent::Failed(e.message))?;
+        if !(200..300).contains(&ex.status) {
+            ex.read_error_body().await;
+            return Err(Unsent::Failed(format!("it answered HTTP {}", ex.status)));
+        }
+        Ok(ex)
+    }
+
     /// The path of its own card: `/.well-known/agent-card.json` beside its endpoint.
     fn card_path(&self) -> String {
         let base = self.path.split('?').next().unwrap_or("");
         format!("{}/.well-known/agent-card.json", base.trim_end_matches('/'))
+    }
+}
+
+/// Why a request to an agent got no 2xx answer.
+enum Unsent {
+    /// Refused before it was sent (the SSRF guard, the egress allow-list).
+    Refused(RpcError),
+    /// The agent did not answer well: why, in words for the caller's message.
+    Failed(String),
+}
+
+impl Unsent {
+    /// The caller's error, `failed` saying it for an agent that did not answer well.
+    fn or(self, failed: impl FnOnce(String) -> RpcError) -> RpcError {
+        match self {
+            Self::Refused(e) => e,
+            Self::Failed(why) => failed(why),
+        }
     }
 }
 
@@ -281,32 +332,17 @@ async fn fetch_card(app: &App, live: &LiveState, agent: &Agent) -> Result<Arc<Va
             ),
         )
     };
-    app.upstream
-        .refuse_internal(&agent.target, &agent.who)
-        .await
-        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
-    let mut headers = vec![("accept", "application/json".to_owned())];
-    headers.extend(agent.headers.iter().cloned());
-    let req = UpstreamRequest {
-        method: http::Method::GET,
-        path: agent.card_path(),
-        headers,
-        body: Bytes::new(),
-    };
-    let mut ex = app
-        .upstream
+    let headers = vec![("accept", "application/json".to_owned())];
+    let mut ex = agent
         .send(
-            &agent.target,
-            req,
-            Some(READ_TIMEOUT),
-            Arc::clone(&agent.who),
+            app,
+            http::Method::GET,
+            agent.card_path(),
+            headers,
+            Bytes::new(),
         )
         .await
-        .map_err(|e| failed(e.message))?;
-    if ex.status != 200 {
-        ex.read_error_body().await;
-        return Err(failed(format!("HTTP {}", ex.status)));
-    }
+        .map_err(|e| e.or(failed))?;
     let body = ex.read_all(MAX_CARD).await.map_err(|e| failed(e.message))?;
     let card: Value = serde_json::from_slice(&body)
         .ok()
@@ -439,7 +475,6 @@ async fn relay(
         }
     }
     headers.push(("traceparent", trace.header()));
-    headers.extend(agent.headers.iter().cloned());
     // A 1.0 caller reads a stream's error from an `error` event; 0.3's from a data frame.
     let error_event = header(req, "a2a-version").is_some_and(|v| !v.starts_with("0."));
     let unreachable = |why: String| {
@@ -450,31 +485,11 @@ async fn relay(
             format!("agent `{}` did not answer: {why}", agent.config.name),
         )
     };
-    app.upstream
-        .refuse_internal(&agent.target, &agent.who)
-        .await
-        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
     let sent = Instant::now();
-    let upstream = UpstreamRequest {
-        method: http::Method::POST,
-        path: agent.path.clone(),
-        headers,
-        body,
-    };
-    let mut ex = app
-        .upstream
-        .send(
-            &agent.target,
-            upstream,
-            Some(READ_TIMEOUT),
-            Arc::clone(&agent.who),
-        )
+    let mut ex = agent
+        .send(app, http::Method::POST, agent.path.clone(), headers, body)
         .await
-        .map_err(|e| unreachable(e.message))?;
-    if !(200..300).contains(&ex.status) {
-        ex.read_error_body().await;
-        return Err(unreachable(format!("it answered HTTP {}", ex.status)));
-    }
+        .map_err(|e| e.or(unreachable))?;
     let content_type = ex
         .header("content-type")
         .unwrap_or("application/json")

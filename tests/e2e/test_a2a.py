@@ -41,6 +41,8 @@ agents:
     agent_card_params: {{url: "{echo03}"}}
   - agent_name: dying
     agent_card_params: {{url: "{dying}"}}
+  - agent_name: gone
+    agent_card_params: {{url: "http://127.0.0.1:{gone}/"}}
   - agent_name: inline
     agent_card_params:
       name: Inline card
@@ -85,7 +87,7 @@ def env(tmp_path_factory):
     try:
         for name, version in (("echo10", "1.0"), ("echo03", "0.3"), ("dying", "1.0")):
             agents[name] = Agent(name, version, d)
-        urls = {n: a.url for n, a in agents.items()}
+        urls = {n: a.url for n, a in agents.items()} | {"gone": free_port()}
         config = CONFIG.format(master=MASTER, egress='["127.0.0.1/32"]', **urls)
         for name in ("dp1", "dp2"):
             gateways.append(start_gateway(d, config, name))
@@ -256,6 +258,13 @@ def test_errors_are_json_rpc_with_the_right_status(env):
     assert r.status_code == 200 and r.json()["error"]["code"] == -32001 and r.json()["id"] == 7, r.text
     r = httpx.get(f"{env.url}/a2a/echo10", headers={"Authorization": f"Bearer {MASTER}"})
     assert r.status_code == 405
+    # An agent that does not answer: 502, naming the agent, not its address.
+    for r in (httpx.get(f"{env.url}/a2a/gone/.well-known/agent-card.json",
+                        headers={"Authorization": f"Bearer {MASTER}"}, timeout=30),
+              rpc(f"{env.url}/a2a/gone", GET)):
+        assert r.status_code == 502, r.text
+        message = r.json()["error"]["message"]
+        assert "agent `gone`" in message and "127.0.0.1" not in message, message
 
 
 def test_each_call_is_an_invoke_agent_span_in_the_callers_trace(env):
@@ -264,7 +273,8 @@ def test_each_call_is_an_invoke_agent_span_in_the_callers_trace(env):
     from otlp import OtlpReceiver
 
     receiver = OtlpReceiver()
-    config = CONFIG.format(master=MASTER, egress='["127.0.0.1/32"]', **{n: a.url for n, a in env.agents.items()})
+    config = CONFIG.format(master=MASTER, egress='["127.0.0.1/32"]', gone=free_port(),
+                           **{n: a.url for n, a in env.agents.items()})
     url, p = start_gateway(env.dir, config, "dp-otel", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
                            OTEL_BSP_SCHEDULE_DELAY="100")
     try:
