@@ -202,6 +202,19 @@ impl RawMcpCost {
     }
 }
 
+/// Whether `url` is an http(s) URL with a host.
+fn http_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+}
+
+/// Whether `name: value` is a valid HTTP header.
+fn header(name: &str, value: &str) -> bool {
+    http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+        && http::HeaderValue::from_str(value).is_ok()
+}
+
 /// One entry of `agents:`: LiteLLM's agent gateway.
 #[derive(Debug, Deserialize)]
 struct RawAgent {
@@ -244,9 +257,7 @@ impl RawAgent {
                 ))
             }
         };
-        let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-        });
+        let ok = http_url(&url);
         if !ok {
             return Err((
                 format!("{at}.agent_card_params.url"),
@@ -262,8 +273,7 @@ impl RawAgent {
             ));
         }
         for (k, v) in params.headers {
-            let valid = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
-                && http::HeaderValue::from_str(&v).is_ok();
+            let valid = header(&k, &v);
             if !valid {
                 return Err((
                     format!("{at}.litellm_params.headers"),
@@ -338,9 +348,7 @@ impl RawMcpServer {
             ));
         }
         if transport != McpTransport::Stdio {
-            let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-            });
+            let ok = http_url(&url);
             if !ok {
                 return Err((
                     format!("{at}.url"),
@@ -367,9 +375,7 @@ impl RawMcpServer {
                 ));
             }
             let token_url = self.token_url.unwrap_or_default();
-            let ok = token_url.parse::<http::Uri>().ok().is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-            });
+            let ok = http_url(&token_url);
             if !ok {
                 return Err((
                     format!("{at}.token_url"),
@@ -400,8 +406,7 @@ impl RawMcpServer {
             None => crate::McpToolCost::default(),
         };
         for (k, v) in &self.static_headers {
-            let valid = http::HeaderName::from_bytes(k.as_bytes()).is_ok()
-                && http::HeaderValue::from_str(v).is_ok();
+            let valid = header(k, v);
             if !valid {
                 return Err((
                     format!("{at}.static_headers"),
