@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use crate::auth::SCHEME;
 use crate::error::ErrorBody;
 use crate::routes::{
-    audit, budgets, credentials, health, keys, mcp, models, orgs, routing_models, spend, teams,
-    users,
+    agents, audit, budgets, credentials, health, keys, mcp, models, orgs, routing_models, spend,
+    teams, users,
 };
 use crate::AppState;
 
@@ -43,6 +43,7 @@ has a role. Each operation's security requirement lists the roles that may call 
         (name = "models", description = "Model deployments"),
         (name = "credentials", description = "Provider credentials"),
         (name = "mcp", description = "MCP servers the gateway fronts"),
+        (name = "agents", description = "A2A agents the gateway fronts"),
         (name = "budgets", description = "Reusable budgets"),
         (name = "spend", description = "Spend logs and reports"),
         (name = "audit", description = "Who changed what"),
@@ -92,6 +93,13 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(mcp::list, mcp::create, mcp::update))
         .routes(routes!(mcp::get, mcp::delete))
         .routes(routes!(mcp::access_groups))
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(
+            agents::get,
+            agents::replace,
+            agents::patch,
+            agents::delete
+        ))
         .routes(routes!(budgets::new))
         .routes(routes!(budgets::update))
         .routes(routes!(budgets::info))

@@ -53,10 +53,10 @@ async fn insert(
     ops: Vec<DeltaOp>,
 ) -> Result<(), sqlx::Error> {
     let next = version as i64;
-    // Provider and MCP secrets stay encrypted at rest: the outbox row carries no API key,
-    // no secret provider settings and no MCP credentials or headers; the publisher fills
-    // them in from `model_deployments` and `mcp_servers` when it sends the delta
-    // (`with_secrets`).
+    // Provider, MCP and agent secrets stay encrypted at rest: the outbox row carries no API
+    // key, no secret provider settings, no MCP credentials or headers and no agent headers;
+    // the publisher fills them in from `model_deployments`, `mcp_servers` and `agents` when
+    // it sends the delta (`with_secrets`).
     let ops = ops
         .into_iter()
         .map(|op| match op {
@@ -70,6 +70,10 @@ async fn insert(
                 m.static_headers.clear();
                 m.env.clear();
                 DeltaOp::UpsertMcpServer(m)
+            }
+            DeltaOp::UpsertAgent(mut a) => {
+                a.headers.clear();
+                DeltaOp::UpsertAgent(a)
             }
             other => other,
         })
@@ -97,9 +101,9 @@ pub async fn current(conn: impl sqlx::PgExecutor<'_>) -> Result<u64, sqlx::Error
 }
 
 /// An outbox row's encoded delta with the current secrets of its deployments (provider
-/// keys) and MCP servers (credentials, static headers, a stdio server's environment) filled
-/// in, ready to publish. Rows
-/// without such upserts are returned as they are.
+/// keys), MCP servers (credentials, static headers, a stdio server's environment) and
+/// agents (headers) filled in, ready to publish. Rows without such upserts are returned as
+/// they are.
 pub async fn with_secrets(
     pool: &sqlx::PgPool,
     secrets: &crate::crypto::SecretBox,
@@ -121,7 +125,11 @@ pub async fn with_secrets(
         .ops
         .iter()
         .any(|op| matches!(op.op, Some(Op::UpsertMcpServer(_))));
-    if ids.is_empty() && !mcp {
+    let agents = decoded
+        .ops
+        .iter()
+        .any(|op| matches!(op.op, Some(Op::UpsertAgent(_))));
+    if ids.is_empty() && !mcp && !agents {
         return Ok(ops);
     }
     let mut stored = if ids.is_empty() {
@@ -134,6 +142,15 @@ pub async fn with_secrets(
             .await?
             .into_iter()
             .map(|(m, _)| (m.name.clone(), pb::McpServer::from(&m)))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let agents: std::collections::HashMap<String, routeiq_proto::A2aAgent> = if agents {
+        crate::agents::load_all(pool, secrets)
+            .await?
+            .into_iter()
+            .map(|s| (s.agent.id.clone(), s.agent))
             .collect()
     } else {
         Default::default()
@@ -154,6 +171,11 @@ pub async fn with_secrets(
                     m.auth_value = s.auth_value.clone();
                     m.static_headers = s.static_headers.clone();
                     m.env = s.env.clone();
+                }
+            }
+            Some(Op::UpsertAgent(a)) => {
+                if let Some(s) = agents.get(&a.id).filter(|s| s.url == a.url) {
+                    a.headers = pb::A2aAgent::from(s).headers;
                 }
             }
             _ => {}

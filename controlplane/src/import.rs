@@ -1,8 +1,10 @@
 //! Imports a LiteLLM `config.yaml` into PostgreSQL at startup, idempotently: deployments
 //! from the file are upserted (`source = 'config'`), config deployments no longer in the
 //! file are removed, credentials from `credential_list` are stored (encrypted) when new or
-//! changed, settings are replaced, and one snapshot delta records what actually changed.
-//! Importing the same file again changes nothing and appends no delta.
+//! changed, MCP servers and agents are upserted and removed like deployments, settings are
+//! replaced, and one snapshot delta records what actually changed. Importing the same file
+//! again changes nothing and appends no delta. A config agent whose name an agent made
+//! through the API already has is skipped, with a warning: the API's stays.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use sqlx::PgPool;
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
-use crate::{changes, deployments, mcp_servers, settings};
+use crate::{agents, changes, deployments, mcp_servers, settings};
 
 /// What an import did.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,6 +106,31 @@ pub async fn import(
         if src == "config" && !config.mcp_servers.iter().any(|m| &m.name == name) {
             mcp_servers::delete(&mut *tx, name).await?;
             ops.push(DeltaOp::DeleteMcpServer(name.clone()));
+            removed += 1;
+        }
+    }
+    let stored = agents::load_all(&mut *tx, secrets).await?;
+    for a in &config.agents {
+        match stored.iter().find(|s| s.agent.name == a.name) {
+            Some(s) if s.source != "config" => {
+                tracing::warn!(
+                    agent = %a.name,
+                    id = %s.agent.id,
+                    "agents: not imported: an agent made through the API has this name"
+                );
+            }
+            Some(s) if &s.agent == a => {}
+            _ => {
+                agents::upsert(&mut *tx, secrets, a, "config", "config-import").await?;
+                ops.push(DeltaOp::UpsertAgent(a.clone()));
+                upserted += 1;
+            }
+        }
+    }
+    for s in &stored {
+        if s.source == "config" && !config.agents.iter().any(|a| a.id == s.agent.id) {
+            agents::delete(&mut *tx, &s.agent.id).await?;
+            ops.push(DeltaOp::DeleteAgent(s.agent.id.clone()));
             removed += 1;
         }
     }

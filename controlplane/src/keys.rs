@@ -600,7 +600,7 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
             &r.try_get::<Value, _>("model_max_budget")?,
             &r.try_get::<Value, _>("model_spend")?,
         ),
-        mcp: object_permission::grant(
+        permission: object_permission::grant(
             r.try_get("object_permission")?,
             "virtual_keys.object_permission",
         )?,

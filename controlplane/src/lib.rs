@@ -2,7 +2,7 @@
 //!
 //! - `migrations/` and [`db`]: the schema; [`changes`]: the snapshot change log (outbox);
 //! - [`keys`], [`teams`], [`users`], [`orgs`], [`budget`], [`deployments`] (and
-//!   credentials), [`settings`]: state as stored; [`spend`]: spend queries; [`audit`]: who
+//!   credentials), [`mcp_servers`], [`agents`], [`settings`]: state as stored; [`spend`]: spend queries; [`audit`]: who
 //!   did what;
 //! - [`principal`]: who a presented key is (admin API access);
 //! - [`import`]: the LiteLLM `config.yaml` import; [`snapshot`]: the full snapshot;
@@ -11,6 +11,7 @@
 //!   [`health`]: liveness and readiness over HTTP; [`nats`]: streams and buckets.
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod audit;
 pub mod budget;
 pub mod changes;

@@ -104,12 +104,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
-        if !loaded.snapshot.agents.is_empty() {
-            tracing::warn!(
-                agents = loaded.snapshot.agents.len(),
-                "agents: not imported: the control plane does not store A2A agents yet (standalone data planes serve them from their config)"
-            );
-        }
         let r = import::import(&pool, &secrets, &loaded, &path.display().to_string()).await?;
         tracing::info!(?r, "config imported");
     }

@@ -40,7 +40,7 @@ fn scope(r: &PgRow) -> Result<Scope, StoreError> {
         rpm_limit: limit("rpm_limit")?,
         tpm_limit: limit("tpm_limit")?,
         max_parallel_requests: limit("max_parallel_requests")?,
-        mcp: crate::object_permission::grant(
+        permission: crate::object_permission::grant(
             r.try_get("object_permission")?,
             &format!("{kind}s.object_permission"),
         )?,

@@ -17,6 +17,7 @@ fn to_json(s: &GatewaySettings) -> Value {
         "max_request_body_bytes": s.max_request_body_bytes,
         "user_header_name": s.user_header_name,
         "allowed_egress": s.allowed_egress.as_ref().map(|e| e.entries()),
+        "agent_access_default_deny": s.agent_access_default_deny,
     })
 }
 
@@ -68,6 +69,10 @@ fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
                 )
             }
         },
+        agent_access_default_deny: v
+            .get("agent_access_default_deny")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 

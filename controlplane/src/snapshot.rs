@@ -5,7 +5,7 @@ use sqlx::PgPool;
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
-use crate::{changes, deployments, keys, mcp_servers, scopes, settings};
+use crate::{agents, changes, deployments, keys, mcp_servers, scopes, settings};
 
 /// The snapshot as of the latest committed version, read in one repeatable-read
 /// transaction so the version and the rows agree.
@@ -28,6 +28,11 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         .into_iter()
         .map(|(m, _)| m)
         .collect();
+    let agents = agents::load_all(&mut *tx, secrets)
+        .await?
+        .into_iter()
+        .map(|s| s.agent)
+        .collect();
     tx.commit().await?;
     let snapshot = Snapshot {
         version,
@@ -39,7 +44,8 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         user_header_name: s.user_header_name,
         allowed_egress: s.allowed_egress,
         mcp_servers,
-        agents: Vec::new(),
+        agents,
+        agent_access_default_deny: s.agent_access_default_deny,
         scopes,
     };
     snapshot

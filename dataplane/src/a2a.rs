@@ -15,9 +15,10 @@
 //! The agent is named by the path, never by the task: `GetTask`, `CancelTask` and the rest
 //! go to the agent whose URL the caller uses, so every data plane answers them alike.
 //!
-//! Who may call: the master key (or an open gateway) every agent; a virtual key, the
-//! agents marked `make_public`. Errors are JSON-RPC error objects with the HTTP status
-//! that fits (401, 403, 404, 400, 502).
+//! Who may call: the master key (or an open gateway) every agent; a virtual key, those its
+//! object permissions allow ([`crate::permission`]). An agent is named by its name or its
+//! registry id. Errors are JSON-RPC error objects with the HTTP status that fits (401, 403,
+//! 404, 400, 502).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -208,13 +209,18 @@ impl Unsent {
 #[derive(Default)]
 pub struct Registry {
     agents: Vec<Arc<Agent>>,
-    /// Agents of the snapshot whose URL this data plane cannot use (logged).
+    /// Agents of the snapshot whose URL this data plane cannot use (logged), by name.
     left_out: Vec<String>,
+    /// Every agent of the snapshot, as configured: what a delta changes.
+    configs: Vec<A2aAgent>,
 }
 
 impl Registry {
     pub fn compile(agents: &[A2aAgent]) -> Self {
-        let mut out = Self::default();
+        let mut out = Self {
+            configs: agents.to_vec(),
+            ..Self::default()
+        };
         for a in agents {
             match Agent::compile(a.clone()) {
                 Ok(agent) => out.agents.push(Arc::new(agent)),
@@ -227,8 +233,15 @@ impl Registry {
         out
     }
 
+    pub fn configs(&self) -> &[A2aAgent] {
+        &self.configs
+    }
+
+    /// The agent named `name`, or else whose id it is.
     fn get(&self, name: &str) -> Result<&Arc<Agent>, RpcError> {
-        if let Some(a) = self.agents.iter().find(|a| a.config.name == name) {
+        let found = (self.agents.iter().find(|a| a.config.name == name))
+            .or_else(|| self.agents.iter().find(|a| a.config.id == name));
+        if let Some(a) = found {
             return Ok(a);
         }
         let message = if self.left_out.iter().any(|n| n == name) {
@@ -274,12 +287,20 @@ fn admit<'a>(
         .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
     ctx.key = caller.into_key();
     let agent = live.agents.get(name)?;
-    ctx.model = Some(format!("a2a/{name}"));
-    if ctx.key.is_some() && !agent.config.public {
+    ctx.model = Some(format!("a2a/{}", agent.config.name));
+    let access = crate::permission::Access::of(live, ctx.key.as_deref());
+    if !access.agent(&agent.config, live.agent_access_default_deny) {
         return Err(RpcError::new(
             403,
             INVALID_REQUEST,
-            format!("this key may not call agent `{name}`: only the master key may, unless the agent is made public (litellm_params.make_public)"),
+            format!(
+                "this key may not call agent `{name}`: its object_permission (or its team's or organization's) does not grant it{}",
+                if live.agent_access_default_deny {
+                    ", and only public agents may be called without one (agent_access_default_deny)"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
     Ok(agent)

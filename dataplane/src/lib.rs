@@ -24,6 +24,7 @@ pub mod multipart;
 pub mod otel;
 pub mod params;
 pub mod per_key;
+pub mod permission;
 pub mod providers;
 pub mod respond;
 pub mod routing;

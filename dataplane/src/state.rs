@@ -94,6 +94,8 @@ pub struct LiveState {
     pub mcp: Arc<crate::mcp::Registry>,
     /// `agents`, compiled.
     pub agents: Arc<crate::a2a::Registry>,
+    /// `general_settings.agent_access_default_deny`.
+    pub agent_access_default_deny: bool,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
     pub keys: KeyMap,
     /// The deployments and router settings the groups were compiled from (deltas that
@@ -212,6 +214,7 @@ impl LiveState {
             egress: snapshot.allowed_egress.map(Arc::new),
             mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
             agents: Arc::new(crate::a2a::Registry::compile(&snapshot.agents)),
+            agent_access_default_deny: snapshot.agent_access_default_deny,
             keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
@@ -237,6 +240,7 @@ impl LiveState {
         let mut settings: Option<GatewaySettings> = None;
         let mut scopes: Option<Scopes> = None;
         let mut mcp: Option<Vec<routeiq_proto::McpServer>> = None;
+        let mut agents: Option<Vec<routeiq_proto::A2aAgent>> = None;
         for op in &delta.ops {
             match op {
                 DeltaOp::UpsertKey(k) => changes.push(Change::Upsert(Arc::new(k.clone()))),
@@ -299,6 +303,14 @@ impl LiveState {
                 DeltaOp::DeleteMcpServer(name) => mcp
                     .get_or_insert_with(|| self.mcp.configs())
                     .retain(|x| &x.name != name),
+                DeltaOp::UpsertAgent(a) => {
+                    let list = agents.get_or_insert_with(|| self.agents.configs().to_vec());
+                    list.retain(|x| x.id != a.id);
+                    list.push(a.clone());
+                }
+                DeltaOp::DeleteAgent(id) => agents
+                    .get_or_insert_with(|| self.agents.configs().to_vec())
+                    .retain(|x| &x.id != id),
             }
         }
         let router = match &settings {
@@ -340,7 +352,15 @@ impl LiveState {
                 Some(list) => Arc::new(mcp_registry(&list, &self.lasting)),
                 None => Arc::clone(&self.mcp),
             },
-            agents: Arc::clone(&self.agents),
+            agents: match agents {
+                Some(list) => Arc::new(crate::a2a::Registry::compile(&list)),
+                None => Arc::clone(&self.agents),
+            },
+            agent_access_default_deny: settings
+                .as_ref()
+                .map_or(self.agent_access_default_deny, |s| {
+                    s.agent_access_default_deny
+                }),
             keys: if changes.is_empty() {
                 self.keys.clone()
             } else {

@@ -6,6 +6,8 @@ use crate::Secret;
 /// One agent, reached at `/a2a/{name}`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct A2aAgent {
+    /// `agent_id`: the registry's id (an agent from `config.yaml` has its name).
+    pub id: String,
     /// `agent_name`: its path segment, unique.
     pub name: String,
     /// `agent_card_params.url`: the agent's JSON-RPC endpoint.
@@ -17,8 +19,11 @@ pub struct A2aAgent {
     /// Sent on every request to the agent (lowercase names): `litellm_params.api_key` as
     /// `authorization: Bearer ...`, and `litellm_params.headers`.
     pub headers: Vec<(String, Secret)>,
-    /// `litellm_params.make_public`: every key may call it, not only the master key.
+    /// `litellm_params.make_public`: every key may call it, even where agent access is
+    /// denied by default (`general_settings.agent_access_default_deny`).
     pub public: bool,
+    /// `agent_access_groups`: keys and teams granted one of these groups may call it.
+    pub access_groups: Vec<String>,
 }
 
 impl A2aAgent {

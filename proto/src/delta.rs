@@ -48,6 +48,10 @@ pub enum DeltaOp {
     UpsertMcpServer(crate::McpServer),
     /// An MCP server removed, by name.
     DeleteMcpServer(String),
+    /// An A2A agent created or changed (by id).
+    UpsertAgent(crate::A2aAgent),
+    /// An A2A agent removed, by id.
+    DeleteAgent(String),
 }
 
 /// One request's usage, as a data plane reports it.

@@ -90,9 +90,9 @@ pub struct VirtualKey {
     /// Per-model budgets (`model_max_budget`), with the key's spend on each model in the
     /// current window.
     pub model_budgets: std::sync::Arc<[ModelBudget]>,
-    /// The key's own MCP grant (`None`: it has none, so its team's and organization's
-    /// decide).
-    pub mcp: Option<std::sync::Arc<crate::McpGrant>>,
+    /// The key's own `object_permission` (`None`: it has none, so its team's and
+    /// organization's decide).
+    pub permission: Option<std::sync::Arc<crate::ObjectPermission>>,
 }
 
 /// A key's budget on one model (LiteLLM's `model_max_budget` entry).

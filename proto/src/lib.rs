@@ -12,6 +12,7 @@ mod egress;
 mod keys;
 pub mod litellm;
 mod mcp;
+mod permission;
 mod router;
 mod scopes;
 mod secret;
@@ -23,7 +24,8 @@ pub use a2a::A2aAgent;
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
-pub use mcp::{McpAuth, McpGrant, McpServer, McpToolCost, McpTransport, OAuth2Client};
+pub use mcp::{McpAuth, McpServer, McpToolCost, McpTransport, OAuth2Client};
+pub use permission::ObjectPermission;
 pub use router::{
     ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy, LEARNED_STRATEGIES,
 };

@@ -1,8 +1,6 @@
 //! MCP servers the gateway fronts (LiteLLM's `mcp_servers:`): where each is, how the gateway
-//! authenticates to it, and which of its tools it exposes; and what keys, teams and
-//! organizations may use of them ([`McpGrant`]).
-
-use std::collections::BTreeMap;
+//! authenticates to it, and which of its tools it exposes. What keys, teams and
+//! organizations may use of them is their [`crate::ObjectPermission`].
 
 use serde::{Deserialize, Serialize};
 
@@ -235,82 +233,6 @@ impl McpServer {
     }
 }
 
-/// What a key, team or organization may use of the MCP gateway: the MCP part of LiteLLM's
-/// `object_permission`. Servers are named by their name (RouteIQ's `server_id` is the
-/// name).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct McpGrant {
-    /// `mcp_servers`.
-    #[serde(default, rename = "mcp_servers")]
-    pub servers: Vec<String>,
-    /// `mcp_access_groups`: every server in one of these groups.
-    #[serde(default, rename = "mcp_access_groups")]
-    pub access_groups: Vec<String>,
-    /// `mcp_tool_permissions`: per server, the only tools that may be called. A server named
-    /// here is granted too.
-    #[serde(default, rename = "mcp_tool_permissions")]
-    pub tools: BTreeMap<String, Vec<String>>,
-}
-
-impl McpGrant {
-    /// The MCP part of an `object_permission` object; fields other than the three MCP ones
-    /// (`vector_stores`, ...) are not RouteIQ's concern and are ignored. `Err` names what is
-    /// wrong.
-    pub fn from_object_permission(v: &serde_json::Value) -> Result<Self, String> {
-        Self::read(v).map(|(grant, _)| grant)
-    }
-
-    /// The MCP fields an `object_permission` object sets (present and not null), checked,
-    /// as an object: what an update merges over the stored ones.
-    pub fn fields_of(v: &serde_json::Value) -> Result<serde_json::Value, String> {
-        Self::read(v).map(|(_, fields)| fields)
-    }
-
-    /// The grant and the object of the MCP fields it was read from.
-    fn read(v: &serde_json::Value) -> Result<(Self, serde_json::Value), String> {
-        let serde_json::Value::Object(o) = v else {
-            return Err("object_permission must be a JSON object".into());
-        };
-        let fields: serde_json::Map<_, _> = o
-            .iter()
-            .filter(|(k, v)| {
-                matches!(
-                    k.as_str(),
-                    "mcp_servers" | "mcp_access_groups" | "mcp_tool_permissions"
-                ) && !v.is_null()
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let fields = serde_json::Value::Object(fields);
-        let grant = serde_path_to_error::deserialize(&fields)
-            .map_err(|e| format!("object_permission.{}: {}", e.path(), e.inner()))?;
-        Ok((grant, fields))
-    }
-
-    /// Grants nothing, so it does not restrict either (a key without one inherits its
-    /// team's).
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty() && self.access_groups.is_empty() && self.tools.is_empty()
-    }
-
-    /// Whether it names `server` (by id), directly, through a group or through its tools.
-    pub fn names(&self, server: &McpServer) -> bool {
-        let id = server.name.as_str();
-        self.servers.iter().any(|s| s == id)
-            || self.tools.contains_key(id)
-            || server
-                .access_groups
-                .iter()
-                .any(|g| self.access_groups.contains(g))
-    }
-
-    /// The tools it lets be called on `server` (`None`: all the server exposes).
-    pub fn tools_of(&self, server: &str) -> Option<&[String]> {
-        self.tools.get(server).map(Vec::as_slice)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,39 +274,6 @@ mod tests {
         assert!(!server(None, &["rm"]).exposes("rm"));
         let s = server(Some(&["add", "rm"]), &["rm"]);
         assert!(s.exposes("add") && !s.exposes("rm") && !s.exposes("other"));
-    }
-
-    #[test]
-    fn grant_from_object_permission() {
-        let g = McpGrant::from_object_permission(&serde_json::json!({
-            "mcp_servers": ["github"],
-            "mcp_access_groups": null,
-            "mcp_tool_permissions": {"docs": ["search"]},
-            "vector_stores": ["vs-1"],
-        }))
-        .unwrap();
-        assert_eq!(g.servers, ["github"]);
-        assert!(g.access_groups.is_empty());
-        assert_eq!(g.tools_of("docs"), Some(&["search".to_owned()][..]));
-        let mut docs = server(None, &[]);
-        docs.name = "docs".into();
-        assert!(g.names(&docs), "a server with tool permissions is granted");
-        let mut dev = server(None, &[]);
-        dev.access_groups = vec!["dev".into()];
-        assert!(!g.names(&dev));
-        assert!(McpGrant::from_object_permission(
-            &serde_json::json!({"mcp_access_groups": ["dev"]})
-        )
-        .unwrap()
-        .names(&dev));
-        assert!(
-            McpGrant::from_object_permission(&serde_json::json!({"vector_stores": []}))
-                .unwrap()
-                .is_empty()
-        );
-        let bad = McpGrant::from_object_permission(&serde_json::json!({"mcp_servers": "github"}));
-        assert!(bad.unwrap_err().contains("mcp_servers"), "names the field");
-        assert!(McpGrant::from_object_permission(&serde_json::json!([])).is_err());
     }
 
     #[test]

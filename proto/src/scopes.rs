@@ -51,15 +51,15 @@ pub struct Scope {
     pub rpm_limit: Option<u64>,
     pub tpm_limit: Option<u64>,
     pub max_parallel_requests: Option<u64>,
-    /// Its MCP grant (`None`: none).
-    pub mcp: Option<std::sync::Arc<crate::McpGrant>>,
+    /// Its `object_permission` (`None`: none).
+    pub permission: Option<std::sync::Arc<crate::ObjectPermission>>,
 }
 
 impl Scope {
-    /// Whether it has a budget, a limit or an MCP grant (the control plane sends only
-    /// those).
+    /// Whether it has a budget, a limit or an object permission (the control plane sends
+    /// only those).
     pub fn enforces(&self) -> bool {
-        self.mcp.is_some()
+        self.permission.is_some()
             || self.max_budget.is_some()
             || self.soft_budget.is_some()
             || self.rpm_limit.is_some()

@@ -175,6 +175,8 @@ pub struct GatewaySettings {
     pub user_header_name: Option<String>,
     /// `general_settings.allowed_egress`; `None`: every destination may be reached.
     pub allowed_egress: Option<crate::AllowedEgress>,
+    /// `general_settings.agent_access_default_deny`: see [`Snapshot`].
+    pub agent_access_default_deny: bool,
 }
 
 impl Default for GatewaySettings {
@@ -185,6 +187,7 @@ impl Default for GatewaySettings {
             max_request_body_bytes: Snapshot::DEFAULT_MAX_REQUEST_BODY_BYTES,
             user_header_name: None,
             allowed_egress: None,
+            agent_access_default_deny: false,
         }
     }
 }
@@ -284,8 +287,12 @@ pub struct Snapshot {
     pub allowed_egress: Option<crate::AllowedEgress>,
     /// `mcp_servers`, by name (unique).
     pub mcp_servers: Vec<crate::McpServer>,
-    /// `agents`, by name (unique).
+    /// `agents`, unique by name and by id.
     pub agents: Vec<crate::A2aAgent>,
+    /// `general_settings.agent_access_default_deny`: a virtual key that no object
+    /// permission (its own, its team's, its organization's) restricts may call only the
+    /// public agents. `false`: it may call every agent, as in LiteLLM.
+    pub agent_access_default_deny: bool,
 }
 
 impl Snapshot {
@@ -298,6 +305,7 @@ impl Snapshot {
             max_request_body_bytes: self.max_request_body_bytes,
             user_header_name: self.user_header_name.clone(),
             allowed_egress: self.allowed_egress.clone(),
+            agent_access_default_deny: self.agent_access_default_deny,
         }
     }
 

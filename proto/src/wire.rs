@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     A2aAgent, Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth,
-    McpGrant, McpServer, McpToolCost, McpTransport, ModelBudget, ModelInfo, OAuth2Client,
+    McpServer, McpToolCost, McpTransport, ModelBudget, ModelInfo, OAuth2Client, ObjectPermission,
     ProviderKind, ProviderSettings, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret,
     Snapshot, UsageEvent, VirtualKey,
 };
@@ -77,6 +77,7 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         user_header_name: s.user_header_name.clone().unwrap_or_default(),
         scopes: s.scopes.iter().map(Into::into).collect(),
         allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
+        agent_access_default_deny: s.agent_access_default_deny,
         mcp_servers: s.mcp_servers.iter().map(Into::into).collect(),
         agents: s.agents.iter().map(Into::into).collect(),
     }
@@ -85,6 +86,7 @@ fn header(s: &Snapshot) -> pb::Snapshot {
 impl From<&A2aAgent> for pb::A2aAgent {
     fn from(a: &A2aAgent) -> Self {
         Self {
+            id: a.id.clone(),
             name: a.name.clone(),
             url: a.url.clone(),
             card_json: a.card.as_ref().map(|c| c.to_string()).unwrap_or_default(),
@@ -94,6 +96,7 @@ impl From<&A2aAgent> for pb::A2aAgent {
                 .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                 .collect(),
             public: a.public,
+            access_groups: a.access_groups.clone(),
         }
     }
 }
@@ -115,11 +118,13 @@ impl TryFrom<pb::A2aAgent> for A2aAgent {
             .collect();
         headers.sort_by(|x, y| x.0.cmp(&y.0));
         Ok(Self {
+            id: a.id,
             name: a.name,
             url: a.url,
             card,
             headers,
             public: a.public,
+            access_groups: a.access_groups,
         })
     }
 }
@@ -172,8 +177,8 @@ impl From<&McpServer> for pb::McpServer {
     }
 }
 
-impl From<&McpGrant> for pb::McpGrant {
-    fn from(g: &McpGrant) -> Self {
+impl From<&ObjectPermission> for pb::ObjectPermission {
+    fn from(g: &ObjectPermission) -> Self {
         Self {
             servers: g.servers.clone(),
             access_groups: g.access_groups.clone(),
@@ -182,17 +187,21 @@ impl From<&McpGrant> for pb::McpGrant {
                 .iter()
                 .map(|(s, t)| (s.clone(), pb::ToolNames { names: t.clone() }))
                 .collect(),
+            agents: g.agents.clone(),
+            agent_access_groups: g.agent_access_groups.clone(),
         }
     }
 }
 
-/// A grant off the wire; an empty one is none.
-fn grant(g: Option<pb::McpGrant>) -> Option<std::sync::Arc<McpGrant>> {
+/// An object permission off the wire; an empty one is none.
+fn permission(g: Option<pb::ObjectPermission>) -> Option<std::sync::Arc<ObjectPermission>> {
     let g = g?;
-    let g = McpGrant {
+    let g = ObjectPermission {
         servers: g.servers,
         access_groups: g.access_groups,
         tools: g.tools.into_iter().map(|(s, t)| (s, t.names)).collect(),
+        agents: g.agents,
+        agent_access_groups: g.agent_access_groups,
     };
     (!g.is_empty()).then(|| std::sync::Arc::new(g))
 }
@@ -269,6 +278,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .allowed_egress
                 .map(|e| egress_from_pb("snapshot.allowed_egress", e))
                 .transpose()?,
+            agent_access_default_deny: s.agent_access_default_deny,
             mcp_servers: s
                 .mcp_servers
                 .into_iter()
@@ -329,6 +339,7 @@ impl From<&GatewaySettings> for pb::GatewaySettings {
             max_request_body_bytes: s.max_request_body_bytes as u64,
             user_header_name: s.user_header_name.clone().unwrap_or_default(),
             allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
+            agent_access_default_deny: s.agent_access_default_deny,
         }
     }
 }
@@ -362,6 +373,7 @@ impl TryFrom<pb::GatewaySettings> for GatewaySettings {
                 .allowed_egress
                 .map(|e| egress_from_pb("settings.allowed_egress", e))
                 .transpose()?,
+            agent_access_default_deny: s.agent_access_default_deny,
         })
     }
 }
@@ -486,7 +498,7 @@ impl From<&VirtualKey> for pb::VirtualKey {
             rpm_limit: k.rpm_limit,
             tpm_limit: k.tpm_limit,
             max_parallel_requests: k.max_parallel_requests,
-            mcp: k.mcp.as_deref().map(Into::into),
+            object_permission: k.permission.as_deref().map(Into::into),
         }
     }
 }
@@ -519,7 +531,7 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             rpm_limit: k.rpm_limit,
             tpm_limit: k.tpm_limit,
             max_parallel_requests: k.max_parallel_requests,
-            mcp: grant(k.mcp),
+            permission: permission(k.object_permission),
         })
     }
 }
@@ -539,7 +551,7 @@ impl From<&Scope> for pb::Scope {
             rpm_limit: s.rpm_limit,
             tpm_limit: s.tpm_limit,
             max_parallel_requests: s.max_parallel_requests,
-            mcp: s.mcp.as_deref().map(Into::into),
+            object_permission: s.permission.as_deref().map(Into::into),
         }
     }
 }
@@ -556,7 +568,7 @@ impl TryFrom<pb::Scope> for Scope {
             rpm_limit: s.rpm_limit,
             tpm_limit: s.tpm_limit,
             max_parallel_requests: s.max_parallel_requests,
-            mcp: grant(s.mcp),
+            permission: permission(s.object_permission),
         })
     }
 }
@@ -663,6 +675,8 @@ impl From<&Delta> for pb::SnapshotDelta {
                         DeltaOp::Resync => Op::Resync(pb::Resync {}),
                         DeltaOp::UpsertMcpServer(m) => Op::UpsertMcpServer(m.into()),
                         DeltaOp::DeleteMcpServer(name) => Op::DeleteMcpServer(name.clone()),
+                        DeltaOp::UpsertAgent(a) => Op::UpsertAgent(a.into()),
+                        DeltaOp::DeleteAgent(id) => Op::DeleteAgent(id.clone()),
                     }),
                 })
                 .collect(),
@@ -706,6 +720,8 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                     Op::Resync(pb::Resync {}) => DeltaOp::Resync,
                     Op::UpsertMcpServer(m) => DeltaOp::UpsertMcpServer(m.try_into()?),
                     Op::DeleteMcpServer(name) => DeltaOp::DeleteMcpServer(name),
+                    Op::UpsertAgent(a) => DeltaOp::UpsertAgent(a.try_into()?),
+                    Op::DeleteAgent(id) => DeltaOp::DeleteAgent(id),
                 })
             })
             .collect::<Result<_, InvalidMessage>>()?;
@@ -798,10 +814,12 @@ mod tests {
                 spend: 0.125,
             }]
             .into(),
-            mcp: Some(std::sync::Arc::new(McpGrant {
+            permission: Some(std::sync::Arc::new(ObjectPermission {
                 servers: vec!["github".into()],
                 access_groups: vec!["dev".into()],
                 tools: [("github".to_owned(), vec!["search".to_owned()])].into(),
+                agents: vec!["planner".into()],
+                agent_access_groups: vec!["support".into()],
             })),
             ..VirtualKey::default()
         }));
@@ -814,9 +832,9 @@ mod tests {
             rpm_limit: Some(60),
             tpm_limit: None,
             max_parallel_requests: Some(4),
-            mcp: Some(std::sync::Arc::new(McpGrant {
+            permission: Some(std::sync::Arc::new(ObjectPermission {
                 servers: vec!["open".into()],
-                ..McpGrant::default()
+                ..ObjectPermission::default()
             })),
         };
         snap.scopes.push(team.clone());
@@ -872,6 +890,7 @@ mod tests {
         ];
         snap.agents = vec![
             A2aAgent {
+                id: "4f1c".into(),
                 name: "planner".into(),
                 url: "https://agents.example/planner/".into(),
                 card: Some(serde_json::json!({"name": "Planner", "url": "https://x/"})),
@@ -880,8 +899,10 @@ mod tests {
                     ("x-team".into(), Secret::new("a")),
                 ],
                 public: true,
+                access_groups: vec!["support".into()],
             },
             A2aAgent {
+                id: "echo".into(),
                 name: "echo".into(),
                 url: "http://10.0.0.2:9000/".into(),
                 ..A2aAgent::default()

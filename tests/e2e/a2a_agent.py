@@ -14,6 +14,7 @@ a JSON line.
 
 What it does with a message's text:
 - `slow`: a task that takes 30 s (to be cancelled);
+- `hold:<path>`: a task that waits (up to 30 s) for the file at <path> after its first update;
 - `die`: the process exits after the first status update (an agent dying mid-stream);
 - `msg`: one Message, no task;
 - anything else: a task with two `working` updates, one artifact `echo: <text>`, then
@@ -53,6 +54,11 @@ class Echo(AgentExecutor):
         if "die" in text:
             await asyncio.sleep(0.3)  # the update is on its way to the caller
             os._exit(3)
+        if text.startswith("hold:"):
+            for _ in range(300):
+                if os.path.exists(text[5:].strip()):
+                    break
+                await asyncio.sleep(0.1)
         await asyncio.sleep(30 if "slow" in text else 0.1)
         await up.update_status(TaskState.TASK_STATE_WORKING, up.new_agent_message([new_text_part("still working")]))
         await up.add_artifact([new_text_part(f"echo: {text}")], name="echo", last_chunk=True)

@@ -152,7 +152,7 @@ fn http_url(description: &str) -> utoipa::openapi::schema::Object {
         .build()
 }
 
-const URL_PATTERN: &str = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$";
+pub(super) const URL_PATTERN: &str = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$";
 
 /// Environment variables: names and values without NUL or `=` in names.
 fn env_map() -> utoipa::openapi::schema::Object {
@@ -169,7 +169,7 @@ fn env_map() -> utoipa::openapi::schema::Object {
 }
 
 /// Header names and values as HTTP allows them.
-fn header_map() -> utoipa::openapi::schema::Object {
+pub(super) fn header_map() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+pub mod agents;
 pub mod audit;
 pub mod budgets;
 pub mod credentials;
@@ -300,8 +301,8 @@ impl From<Option<routeiq_proto::wire::pb::LimitsInfo>> for LimitsObject {
 }
 
 /// LiteLLM's `object_permission` on keys, teams and organizations. RouteIQ enforces its MCP
-/// fields; others LiteLLM has (`vector_stores`, ...) are accepted and ignored. On update, the
-/// fields given replace the stored ones and the others stay.
+/// and agent fields; others LiteLLM has (`vector_stores`, ...) are accepted and ignored. On
+/// update, the fields given replace the stored ones and the others stay.
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct ObjectPermission {
     /// MCP servers (by name) the holder may use.
@@ -313,6 +314,12 @@ pub struct ObjectPermission {
     /// Per server, the only tools that may be called (the server is granted too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp_tool_permissions: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// A2A agents (by id or name) the holder may call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<String>>,
+    /// Every agent in one of these access groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_access_groups: Option<Vec<String>>,
 }
 
 impl ObjectPermission {

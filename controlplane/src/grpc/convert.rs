@@ -244,6 +244,21 @@ pub fn mcp_server_info(
     }
 }
 
+/// An agent as the admin API shows it: its headers' values hidden.
+pub fn agent_info(s: &crate::agents::Stored, version: u64, warnings: Vec<String>) -> pb::AgentInfo {
+    pb::AgentInfo {
+        agent_id: s.agent.id.clone(),
+        entry_json: routeiq_proto::litellm::agent_entry(&s.agent, false).to_string(),
+        source: s.source.clone(),
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        created_by: s.created_by.clone(),
+        updated_by: s.updated_by.clone(),
+        snapshot_version: version,
+        warnings,
+    }
+}
+
 pub fn budget_info(r: BudgetRecord) -> pb::BudgetInfo {
     pb::BudgetInfo {
         budget_id: r.budget_id,

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
 use crate::{
-    audit, budget, changes, deployments, keys, mcp_servers, orgs, principal, routing_models,
-    snapshot, spend, teams, users, Page,
+    agents, audit, budget, changes, deployments, keys, mcp_servers, orgs, principal,
+    routing_models, snapshot, spend, teams, users, Page,
 };
 
 mod convert;
@@ -556,6 +556,62 @@ impl pb::control_plane_server::ControlPlane for Service {
         Ok(Response::new(pb::ListMcpServersResponse { servers, total }))
     }
 
+    // ---- A2A agents ----
+
+    async fn create_agent(
+        &self,
+        req: Request<pb::UpsertAgentRequest>,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        self.save_agent(req.into_inner(), agents::Change::Create)
+            .await
+    }
+
+    async fn update_agent(
+        &self,
+        req: Request<pb::UpsertAgentRequest>,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        let r = req.into_inner();
+        let change = if r.patch {
+            agents::Change::Patch
+        } else {
+            agents::Change::Replace
+        };
+        self.save_agent(r, change).await
+    }
+
+    async fn delete_agent(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let [id] = r.ids.as_slice() else {
+            return Err(Status::invalid_argument("give one agent id"));
+        };
+        let version = agents::remove(&self.pool, &self.secrets, &actor(r.actor), id).await?;
+        Ok(Response::new(deleted(r.ids, Some(version))))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let r = req.into_inner();
+        let page = Page::new(r.page, r.page_size);
+        let all: Vec<_> = agents::load_all(&self.pool, &self.secrets)
+            .await?
+            .into_iter()
+            .filter(|s| r.ids.is_empty() || r.ids.contains(&s.agent.id))
+            .collect();
+        let total = all.len() as u64;
+        let agents = all
+            .iter()
+            .skip(page.offset() as usize)
+            .take(page.limit() as usize)
+            .map(|s| agent_info(s, 0, Vec::new()))
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents, total }))
+    }
+
     // ---- credentials ----
 
     async fn create_credential(
@@ -755,6 +811,25 @@ impl Service {
         )
         .await?;
         Ok(Response::new(mcp_server_info(&m, "api", version, warnings)))
+    }
+
+    async fn save_agent(
+        &self,
+        r: pb::UpsertAgentRequest,
+        change: agents::Change,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        let entry: serde_json::Value = serde_json::from_str(&r.entry_json)
+            .map_err(|e| Status::invalid_argument(format!("entry_json: {e}")))?;
+        let (stored, warnings, version) = agents::save(
+            &self.pool,
+            &self.secrets,
+            &actor(r.actor),
+            &r.agent_id,
+            &entry,
+            change,
+        )
+        .await?;
+        Ok(Response::new(agent_info(&stored, version, warnings)))
     }
 
     async fn save_credential(

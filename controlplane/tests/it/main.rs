@@ -422,7 +422,7 @@ async fn team_budgets_reach_data_planes_as_scopes_with_their_spend_and_resets() 
         rpm_limit: Some(10),
         tpm_limit: None,
         max_parallel_requests: None,
-        mcp: None,
+        permission: None,
     };
     assert_eq!(
         deltas_after(&pool, v0).await.last().unwrap().ops,
@@ -466,23 +466,25 @@ async fn team_budgets_reach_data_planes_as_scopes_with_their_spend_and_resets() 
 }
 
 #[tokio::test]
-async fn mcp_grants_of_keys_teams_and_organizations_reach_data_planes_merged_field_by_field() {
+async fn object_permissions_of_keys_teams_and_organizations_reach_data_planes_merged_field_by_field(
+) {
     use routeiq_controlplane::orgs::{self, OrgFields};
     use routeiq_controlplane::teams::{self, TeamFields};
-    use routeiq_proto::{McpGrant, ScopeKind};
+    use routeiq_proto::{ObjectPermission, ScopeKind};
     use serde_json::json;
 
     let pool = fresh_db().await;
     db::migrate(&pool).await.unwrap();
     let actor = Actor::system("test");
     let grant = |servers: &[&str], groups: &[&str], tools: &[(&str, &[&str])]| {
-        Some(std::sync::Arc::new(McpGrant {
+        Some(std::sync::Arc::new(ObjectPermission {
             servers: servers.iter().map(|s| s.to_string()).collect(),
             access_groups: groups.iter().map(|s| s.to_string()).collect(),
             tools: tools
                 .iter()
                 .map(|(s, t)| (s.to_string(), t.iter().map(|t| t.to_string()).collect()))
                 .collect(),
+            ..ObjectPermission::default()
         }))
     };
     let org = orgs::upsert(
@@ -508,7 +510,7 @@ async fn mcp_grants_of_keys_teams_and_organizations_reach_data_planes_merged_fie
         .unwrap();
     let scope_grant = |ops: &[DeltaOp], kind: ScopeKind| {
         ops.iter().find_map(|op| match op {
-            DeltaOp::UpsertScope(s) if s.kind == kind => Some(s.mcp.clone()),
+            DeltaOp::UpsertScope(s) if s.kind == kind => Some(s.permission.clone()),
             _ => None,
         })
     };
@@ -545,16 +547,27 @@ async fn mcp_grants_of_keys_teams_and_organizations_reach_data_planes_merged_fie
         None,
         &KeyFields {
             team_id: Some("t1".into()),
-            object_permission: Some(json!({"mcp_servers": ["a"]})),
+            object_permission: Some(
+                json!({"mcp_servers": ["a"], "agent_access_groups": ["support"]}),
+            ),
             ..KeyFields::default()
         },
     )
     .await
     .unwrap();
-    assert_eq!(rec.object_permission, json!({"mcp_servers": ["a"]}));
+    assert_eq!(
+        rec.object_permission,
+        json!({"mcp_servers": ["a"], "agent_access_groups": ["support"]})
+    );
     let ops = deltas_after(&pool, v0).await.last().unwrap().ops.clone();
+    let with_agents = grant(&["a"], &[], &[]).map(|g| {
+        std::sync::Arc::new(ObjectPermission {
+            agent_access_groups: vec!["support".into()],
+            ..(*g).clone()
+        })
+    });
     assert!(
-        matches!(&ops[0], DeltaOp::UpsertKey(k) if k.mcp == grant(&["a"], &[], &[]) && k.organization_id == "o1"),
+        matches!(&ops[0], DeltaOp::UpsertKey(k) if k.permission == with_agents && k.organization_id == "o1"),
         "{ops:?}"
     );
     // Emptied, a grant is none (the key then inherits its team's).
@@ -564,7 +577,7 @@ async fn mcp_grants_of_keys_teams_and_organizations_reach_data_planes_merged_fie
         &actor,
         &h,
         &KeyFields {
-            object_permission: Some(json!({"mcp_servers": []})),
+            object_permission: Some(json!({"mcp_servers": [], "agent_access_groups": []})),
             ..KeyFields::default()
         },
     )
@@ -572,7 +585,7 @@ async fn mcp_grants_of_keys_teams_and_organizations_reach_data_planes_merged_fie
     .unwrap();
     let ops = deltas_after(&pool, v0).await.last().unwrap().ops.clone();
     assert!(
-        matches!(&ops[0], DeltaOp::UpsertKey(k) if k.mcp.is_none()),
+        matches!(&ops[0], DeltaOp::UpsertKey(k) if k.permission.is_none()),
         "{ops:?}"
     );
     // A malformed grant is refused, naming the field.
@@ -599,7 +612,7 @@ async fn mcp_grants_of_keys_teams_and_organizations_reach_data_planes_merged_fie
             .iter()
             .find(|s| s.kind == kind)
             .unwrap()
-            .mcp
+            .permission
             .clone()
     };
     assert_eq!(of(ScopeKind::Organization), grant(&["a", "b"], &[], &[]));
@@ -796,6 +809,153 @@ async fn spend_log_partitions_are_made_ahead_and_old_ones_detached() {
         "spend_logs_default",
         "the default partition is never detached"
     );
+}
+
+#[tokio::test]
+async fn agents_are_imported_managed_sealed_and_sent_as_deltas() {
+    use routeiq_controlplane::agents::{self, Change};
+    use serde_json::json;
+
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let secrets = SecretBox::new("test-salt");
+    let actor = Actor::system("test");
+    let file = r#"
+model_list: []
+general_settings: {agent_access_default_deny: true}
+agents:
+  - agent_name: cfg
+    agent_card_params: {url: "https://agents.example/cfg/"}
+    litellm_params: {api_key: cfg-secret-token-1}
+    agent_access_groups: [ops]
+"#;
+    let first = import::import(&pool, &secrets, &loaded(file), "t.yaml")
+        .await
+        .unwrap();
+    assert_eq!(first.upserted, 1);
+    let snap = snapshot::build(&pool, &secrets).await.unwrap();
+    assert_eq!(snap.agents, config(file).agents);
+    assert!(snap.agent_access_default_deny);
+    assert_eq!(snap.agents[0].id, "cfg");
+
+    // Through the API: a new id; the credential sealed at rest and out of the outbox, back in
+    // the publisher's copy.
+    let (made, warnings, v1) = agents::save(
+        &pool,
+        &secrets,
+        &actor,
+        "",
+        &json!({"agent_name": "reg", "agent_card_params": {"url": "https://agents.example/reg/"},
+                "litellm_params": {"api_key": "reg-secret-token-2"}, "extra": 1}),
+        Change::Create,
+    )
+    .await
+    .unwrap();
+    let id = made.agent.id.clone();
+    assert_eq!((id.len(), made.source.as_str()), (32, "api"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let sealed: Vec<Option<Vec<u8>>> = sqlx::query("SELECT auth FROM agents")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get("auth"))
+        .collect();
+    for b in sealed.iter().flatten() {
+        let text = String::from_utf8_lossy(b);
+        assert!(!text.contains("secret-token"), "sealed");
+    }
+    let row: Vec<u8> = sqlx::query("SELECT ops FROM snapshot_deltas WHERE version = $1")
+        .bind(v1 as i64)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!String::from_utf8_lossy(&row).contains("reg-secret-token-2"));
+    let published = routeiq_controlplane::changes::with_secrets(&pool, &secrets, row)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&published).contains("Bearer reg-secret-token-2"));
+
+    // PATCH keeps what it does not name; PUT replaces the whole entry.
+    let (patched, _, _) = agents::save(
+        &pool,
+        &secrets,
+        &actor,
+        &id,
+        &json!({"agent_access_groups": ["support"]}),
+        Change::Patch,
+    )
+    .await
+    .unwrap();
+    assert_eq!(patched.agent.access_groups, ["support"]);
+    assert_eq!(patched.agent.headers, made.agent.headers);
+    let (replaced, _, _) = agents::save(
+        &pool,
+        &secrets,
+        &actor,
+        &id,
+        &json!({"agent_name": "reg", "agent_card_params": {"url": "https://agents.example/v2/"}}),
+        Change::Replace,
+    )
+    .await
+    .unwrap();
+    assert!(replaced.agent.headers.is_empty() && replaced.agent.access_groups.is_empty());
+
+    // Refused: a taken name, bad input naming the field, a config agent, an unknown id.
+    let save = |id: &str, entry: serde_json::Value, change| {
+        let (pool, secrets, actor) = (pool.clone(), &secrets, &actor);
+        let id = id.to_owned();
+        async move { agents::save(&pool, secrets, actor, &id, &entry, change).await }
+    };
+    use routeiq_controlplane::error::StoreError;
+    let taken = save(
+        "",
+        json!({"agent_name": "cfg", "agent_card_params": {"url": "https://a/"}}),
+        Change::Create,
+    )
+    .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let bad = save(
+        "",
+        json!({"agent_name": "x", "agent_card_params": {}}),
+        Change::Create,
+    )
+    .await;
+    assert!(
+        matches!(&bad, Err(StoreError::Invalid(m)) if m.contains("agent_card_params.url")),
+        "{bad:?}"
+    );
+    let config_owned = save("cfg", json!({"agent_access_groups": []}), Change::Patch).await;
+    assert!(matches!(config_owned, Err(StoreError::Conflict(_))));
+    let unknown = save("nope", json!({}), Change::Patch).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+
+    // A config agent named like an API agent is skipped; the API's stays. A config agent
+    // gone from the file is deleted.
+    let clash = "model_list: []\nagents:\n  - agent_name: reg\n    agent_card_params: {url: \"https://other/\"}\n";
+    let r = import::import(&pool, &secrets, &loaded(clash), "t.yaml")
+        .await
+        .unwrap();
+    assert_eq!((r.upserted, r.removed), (0, 1));
+    let snap = snapshot::build(&pool, &secrets).await.unwrap();
+    assert_eq!(snap.agents.len(), 1);
+    assert_eq!(snap.agents[0].url, "https://agents.example/v2/");
+    assert!(deltas_after(&pool, 0)
+        .await
+        .iter()
+        .flat_map(|d| &d.ops)
+        .any(|op| matches!(op, DeltaOp::DeleteAgent(n) if n == "cfg")));
+
+    // Deleted through the API: one delta, and gone from the snapshot.
+    let v = agents::remove(&pool, &secrets, &actor, &id).await.unwrap();
+    let last = deltas_after(&pool, v - 1).await;
+    assert_eq!(last[0].ops, [DeltaOp::DeleteAgent(id.clone())]);
+    assert!(snapshot::build(&pool, &secrets)
+        .await
+        .unwrap()
+        .agents
+        .is_empty());
 }
 
 #[tokio::test]

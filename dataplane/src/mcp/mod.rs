@@ -9,7 +9,7 @@
 //! - 2026-07-28: stateless; `server/discover`, and the `Mcp-Method` / `Mcp-Name` headers
 //!   checked against the body.
 //!
-//! What a caller may use is its grants' ([`grants`]): a server it may not use is absent
+//! What a caller may use is its object permissions' ([`crate::permission`]): a server it may not use is absent
 //! from the aggregate, and refused by path or in `x-mcp-servers`; a tool it may not call,
 //! or that the server's `allowed_tools` / `disallowed_tools` hide, is absent from every
 //! list and refused on call without being forwarded.
@@ -17,7 +17,6 @@
 pub mod channel;
 pub mod client;
 pub mod forwarded;
-pub mod grants;
 pub mod oauth;
 pub mod openapi;
 pub mod rest;
@@ -34,10 +33,10 @@ use crate::auth;
 use crate::context::RequestCtx;
 use crate::error::ApiError;
 use crate::jsonrpc::{self, Message, RpcError};
+use crate::permission::Access;
 use crate::respond;
 use crate::state::{App, LiveState};
 use client::{Client, Server};
-use grants::Access;
 
 /// The `server_url` of an `mcp` tool in chat or responses that means the gateway's own
 /// MCP servers (LiteLLM's name for it), alone or followed by `/mcp/<server>[,...]`.

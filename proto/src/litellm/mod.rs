@@ -220,6 +220,48 @@ pub fn mcp_server_entry(m: &crate::McpServer) -> serde_json::Value {
     e
 }
 
+/// An agent given through the management API (LiteLLM's `/v1/agents` body: `agent_name`,
+/// `agent_card_params`, `litellm_params`, `agent_access_groups`) compiled exactly like an
+/// `agents` entry in `config.yaml`, under the registry's `id`, `os.environ/NAME` resolved
+/// with `lookup`. Errors are `(path in the entry, message)`; the warnings name ignored
+/// fields.
+pub fn compile_agent(
+    id: &str,
+    entry: &serde_json::Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(crate::A2aAgent, Vec<String>), (String, String)> {
+    let mut value: serde_norway::Value =
+        serde_json::from_value(entry.clone()).map_err(|e| (String::new(), e.to_string()))?;
+    env::resolve(&mut value, lookup)
+        .map_err(|e| (e.at, format!("environment variable `{}` is not set", e.var)))?;
+    schema::compile_agent_entry(id, value)
+}
+
+/// An agent as the `agents` entry that compiles to it. `secrets`: with its headers' values
+/// (what an update is merged over); without, their names only, each valued `***` (what
+/// callers are shown).
+pub fn agent_entry(a: &crate::A2aAgent, secrets: bool) -> serde_json::Value {
+    let mut card = match &a.card {
+        Some(serde_json::Value::Object(c)) => c.clone(),
+        _ => serde_json::Map::new(),
+    };
+    card.entry("url").or_insert_with(|| a.url.as_str().into());
+    let headers: serde_json::Map<_, _> = a
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let v = if secrets { v.expose() } else { "***" };
+            (k.clone(), serde_json::Value::from(v))
+        })
+        .collect();
+    serde_json::json!({
+        "agent_name": a.name,
+        "agent_card_params": card,
+        "litellm_params": {"headers": headers, "make_public": a.public},
+        "agent_access_groups": a.access_groups,
+    })
+}
+
 /// LiteLLM's `mcp_info` for a server's tool-call cost.
 pub fn mcp_info(cost: &crate::McpToolCost) -> serde_json::Value {
     serde_json::json!({"mcp_server_cost_info": {

@@ -223,6 +223,8 @@ struct RawAgent {
     agent_card_params: serde_json::Map<String, Json>,
     #[serde(default)]
     litellm_params: RawAgentParams,
+    #[serde(default)]
+    agent_access_groups: Vec<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -237,6 +239,25 @@ struct RawAgentParams {
     make_public: bool,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+/// An `agents` entry given through the management API (`agent_name`, `agent_card_params`,
+/// `litellm_params`, `agent_access_groups`), compiled like one from the config file, with
+/// the registry's id; unknown fields are warnings. Errors are `(path in the entry, message)`.
+pub(crate) fn compile_agent_entry(
+    id: &str,
+    value: serde_norway::Value,
+) -> Result<(crate::A2aAgent, Vec<String>), (String, String)> {
+    let raw: RawAgent = serde_path_to_error::deserialize(value)
+        .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))?;
+    let mut warnings = Vec::new();
+    warn_unknown(&mut warnings, "", &raw.unknown);
+    warn_unknown(&mut warnings, "litellm_params", &raw.litellm_params.unknown);
+    let mut agent = raw
+        .compile("")
+        .map_err(|(at, m)| (at.trim_start_matches('.').to_owned(), m))?;
+    agent.id = id.to_owned();
+    Ok((agent, warnings))
 }
 
 impl RawAgent {
@@ -288,12 +309,25 @@ impl RawAgent {
             .agent_card_params
             .contains_key("name")
             .then_some(Json::Object(self.agent_card_params));
+        if let Some(g) = self
+            .agent_access_groups
+            .iter()
+            .find(|g| g.trim().is_empty())
+        {
+            return Err((
+                format!("{at}.agent_access_groups"),
+                format!("`{g}` cannot name an access group"),
+            ));
+        }
         Ok(crate::A2aAgent {
+            // An agent from the config file is known by its name.
+            id: name.clone(),
             name,
             url,
             card,
             headers,
             public: params.make_public,
+            access_groups: self.agent_access_groups,
         })
     }
 }
@@ -450,6 +484,8 @@ struct RawGeneralSettings {
     max_request_size_mb: Option<f64>,
     user_header_name: Option<String>,
     allowed_egress: Option<Vec<String>>,
+    #[serde(default)]
+    agent_access_default_deny: bool,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -791,6 +827,7 @@ impl RawConfig {
             allowed_egress,
             mcp_servers,
             agents,
+            agent_access_default_deny: self.general_settings.agent_access_default_deny,
             version: 0,
             master_key_hash: master_key,
             deployments,

@@ -536,6 +536,8 @@ agent_list:
       custom_llm_provider: a2a
   - agent_name: support
     agent_card_params: {name: Support, url: "http://10.0.0.9:8000/", skills: []}
+    agent_access_groups: [ops]
+general_settings: {agent_access_default_deny: true}
 "#,
         &[("PLANNER", "planner-token")],
     )
@@ -558,6 +560,11 @@ agent_list:
     );
     assert_eq!(a[1].card.as_ref().unwrap()["name"], "Support");
     assert!(!a[1].public);
+    assert_eq!(
+        (a[1].id.as_str(), &a[1].access_groups[..]),
+        ("support", &["ops".to_owned()][..])
+    );
+    assert!(l.snapshot.agent_access_default_deny);
     // LiteLLM's own agent parameters are not used here: said, not an error.
     assert!(
         l.warnings
@@ -599,6 +606,42 @@ agent_list:
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn an_agent_entry_compiles_back_to_its_agent() {
+    let entry = serde_json::json!({
+        "agent_name": "planner",
+        "agent_card_params": {"url": "https://agents.example/p/", "name": "Planner", "skills": []},
+        "litellm_params": {"api_key": "os.environ/PLANNER", "headers": {"X-Org": "acme"}},
+        "agent_access_groups": ["support"],
+        "colour": "blue",
+    });
+    let lookup = |v: &str| (v == "PLANNER").then(|| "t0k".to_owned());
+    let (agent, warnings) = super::compile_agent("id-1", &entry, &lookup).unwrap();
+    assert_eq!(
+        (agent.id.as_str(), agent.name.as_str()),
+        ("id-1", "planner")
+    );
+    assert_eq!(agent.headers[0].1.expose(), "Bearer t0k");
+    assert!(
+        warnings.iter().any(|w| w.contains("colour")),
+        "{warnings:?}"
+    );
+    // With its secrets, the entry compiles back to the same agent; without, values are hidden.
+    let back = super::compile_agent("id-1", &super::agent_entry(&agent, true), &|_| None)
+        .unwrap()
+        .0;
+    assert_eq!(back, agent);
+    let shown = super::agent_entry(&agent, false);
+    assert_eq!(shown["litellm_params"]["headers"]["authorization"], "***");
+    assert!(!shown.to_string().contains("t0k"));
+    let err = super::compile_agent("x", &serde_json::json!({"agent_name": "x"}), &|_| None);
+    let (at, message) = err.unwrap_err();
+    assert!(
+        format!("{at} {message}").contains("agent_card_params"),
+        "{at}: {message}"
+    );
 }
 
 #[test]
