@@ -1,5 +1,5 @@
 //! The A2A agent registry (`agents`): an agent's endpoint in `url`, the card served for it in
-//! `card` (`{}`: the agent's own), `make_public` and `agent_access_groups` in `config`, and
+//! `card_json` (JSON text, so a card may hold any text; NULL: the agent's own), `make_public` and `agent_access_groups` in `config`, and
 //! the headers sent to it sealed in `auth`, like provider keys. `config.source` says who
 //! owns the row (`config`: the imported config file, which replaces its rows on each
 //! import, keyed by name; `api`: `/v1/agents`, keyed by a generated id).
@@ -82,17 +82,17 @@ pub async fn upsert(
     };
     let sealed = secrets.seal(&serde_json::to_string(&sealed).map_err(corrupt)?)?;
     sqlx::query(
-        "INSERT INTO agents (agent_id, name, url, card, config, auth, created_by, updated_by)
+        "INSERT INTO agents (agent_id, name, url, card_json, config, auth, created_by, updated_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
          ON CONFLICT (agent_id) DO UPDATE SET
-           name = EXCLUDED.name, url = EXCLUDED.url, card = EXCLUDED.card,
+           name = EXCLUDED.name, url = EXCLUDED.url, card_json = EXCLUDED.card_json,
            config = EXCLUDED.config, auth = EXCLUDED.auth, updated_by = EXCLUDED.updated_by,
            updated_at = now()",
     )
     .bind(&a.id)
     .bind(&a.name)
     .bind(&a.url)
-    .bind(a.card.clone().unwrap_or_else(|| serde_json::json!({})))
+    .bind(a.card.as_ref().map(Value::to_string))
     .bind(serde_json::to_value(&config).map_err(corrupt)?)
     .bind(sealed)
     .bind(actor)
@@ -124,7 +124,7 @@ pub async fn load_all(
     secrets: &SecretBox,
 ) -> Result<Vec<Stored>, StoreError> {
     let rows = sqlx::query(
-        "SELECT agent_id, name, url, card, config, auth, created_by, updated_by,
+        "SELECT agent_id, name, url, card_json, config, auth, created_by, updated_by,
                 EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
                 EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at
            FROM agents ORDER BY name",
@@ -138,12 +138,15 @@ pub async fn load_all(
                 Some(b) => serde_json::from_str(&secrets.open(&b)?).map_err(corrupt)?,
                 None => Sealed::default(),
             };
-            let card: Value = r.try_get("card")?;
+            let card = match r.try_get::<Option<String>, _>("card_json")? {
+                Some(text) => Some(serde_json::from_str(&text).map_err(corrupt)?),
+                None => None,
+            };
             let agent = A2aAgent {
                 id: r.try_get("agent_id")?,
                 name: r.try_get("name")?,
                 url: r.try_get("url")?,
-                card: (card != serde_json::json!({})).then_some(card),
+                card,
                 headers: sealed
                     .headers
                     .into_iter()
@@ -164,9 +167,30 @@ pub async fn load_all(
         .collect()
 }
 
-/// An agent as the audit log records it: everything but its headers' values.
+/// An agent as the audit log records it: everything but its headers' values, and U+0000 in
+/// its card (which jsonb cannot hold) as U+FFFD.
 fn redacted(a: &A2aAgent) -> Value {
-    routeiq_proto::litellm::agent_entry(a, false)
+    fn printable(v: Value) -> Value {
+        let text = |s: String| {
+            if s.contains('\0') {
+                s.replace('\0', "\u{FFFD}")
+            } else {
+                s
+            }
+        };
+        match v {
+            Value::String(s) => Value::String(text(s)),
+            Value::Array(items) => Value::Array(items.into_iter().map(printable).collect()),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (text(k), printable(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    printable(routeiq_proto::litellm::agent_entry(a, false))
 }
 
 /// An agent change through the API (`source = 'api'`): `entry` is LiteLLM's `/v1/agents`

@@ -283,9 +283,28 @@ fn admit<'a>(
     ctx: &mut RequestCtx,
     name: &str,
 ) -> Result<&'a Arc<Agent>, RpcError> {
+    authenticate(live, req, ctx)?;
+    permitted(live, ctx, name)
+}
+
+/// Who calls: the master key or a virtual key (`ctx.key`).
+fn authenticate(
+    live: &LiveState,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<(), RpcError> {
     let caller = auth::authenticate(live, req)
         .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
     ctx.key = caller.into_key();
+    Ok(())
+}
+
+/// The agent named `name`, if the authenticated caller may call it.
+fn permitted<'a>(
+    live: &'a LiveState,
+    ctx: &mut RequestCtx,
+    name: &str,
+) -> Result<&'a Arc<Agent>, RpcError> {
     let agent = live.agents.get(name)?;
     ctx.model = Some(format!("a2a/{}", agent.config.name));
     let access = crate::permission::Access::of(live, ctx.key.as_deref());
@@ -472,14 +491,15 @@ async fn relay(
     trace: &mut Trace,
     id: &mut Value,
 ) -> Result<(), RpcError> {
-    let agent = Arc::clone(admit(live, session.req_header(), ctx, name)?);
-    // An admitted call is a span.
-    trace.start(app.spans.as_ref(), name);
+    authenticate(live, session.req_header(), ctx)?;
     let body = respond::read_body(session, live.max_request_body_bytes)
         .await
         .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
     let msg = Message::parse(&body)?;
     *id = msg.id.unwrap_or(Value::Null);
+    let agent = Arc::clone(permitted(live, ctx, name)?);
+    // An admitted call is a span.
+    trace.start(app.spans.as_ref(), name);
     let req = session.req_header();
     let mut headers = vec![
         ("content-type", "application/json".to_owned()),

@@ -40,8 +40,7 @@ pub struct AgentCardParams {
 /// How the gateway reaches the agent.
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct AgentLitellmParams {
-    /// Sent to the agent as `Authorization: Bearer <api_key>`.
-    #[schema(min_length = 1)]
+    /// Sent to the agent as `Authorization: Bearer <api_key>` (empty: none).
     pub api_key: Option<String>,
     /// Sent on every request to the agent (`extra_headers` is read the same).
     #[schema(schema_with = header_map)]
@@ -61,16 +60,19 @@ pub struct AgentRequest {
     pub litellm_params: Option<AgentLitellmParams>,
     /// Keys and teams granted one of these groups (`object_permission.agent_access_groups`)
     /// may call it.
+    #[schema(schema_with = group_names)]
     pub agent_access_groups: Option<Vec<String>>,
 }
 
 /// A change to an agent (`PATCH`): the fields given replace the stored ones.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct AgentPatch {
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$", nullable = false)]
     pub agent_name: Option<String>,
+    #[schema(nullable = false)]
     pub agent_card_params: Option<AgentCardParams>,
     pub litellm_params: Option<AgentLitellmParams>,
+    #[schema(schema_with = group_names)]
     pub agent_access_groups: Option<Vec<String>>,
 }
 
@@ -98,6 +100,19 @@ pub struct AgentResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentList {
     pub agents: Vec<AgentResponse>,
+}
+
+/// Access group names: not blank, without U+0000.
+fn group_names() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")),
+        )
+        .build()
 }
 
 fn agent_url() -> utoipa::openapi::schema::Object {

@@ -930,6 +930,20 @@ agents:
     assert!(matches!(config_owned, Err(StoreError::Conflict(_))));
     let unknown = save("nope", json!({}), Change::Patch).await;
     assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+    // A card may hold any text, U+0000 too (jsonb could not).
+    let (nul, _, _) = save(
+        "",
+        json!({"agent_name": "nul", "agent_card_params": {"url": "https://a/", "name": "N\u{0}L"}}),
+        Change::Create,
+    )
+    .await
+    .unwrap();
+    let stored = agents::load_all(&pool, &secrets).await.unwrap();
+    let back = stored.iter().find(|s| s.agent.id == nul.agent.id).unwrap();
+    assert_eq!(back.agent.card.as_ref().unwrap()["name"], "N\u{0}L");
+    agents::remove(&pool, &secrets, &actor, &nul.agent.id)
+        .await
+        .unwrap();
 
     // A config agent named like an API agent is skipped; the API's stays. A config agent
     // gone from the file is deleted.

@@ -221,10 +221,8 @@ struct RawAgent {
     agent_name: String,
     /// The agent's card, or at least its `url`.
     agent_card_params: serde_json::Map<String, Json>,
-    #[serde(default)]
-    litellm_params: RawAgentParams,
-    #[serde(default)]
-    agent_access_groups: Vec<String>,
+    litellm_params: Option<RawAgentParams>,
+    agent_access_groups: Option<Vec<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -233,10 +231,9 @@ struct RawAgent {
 struct RawAgentParams {
     /// Presented to the agent as a bearer token.
     api_key: Option<String>,
-    #[serde(default, alias = "extra_headers")]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    make_public: bool,
+    #[serde(alias = "extra_headers")]
+    headers: Option<BTreeMap<String, String>>,
+    make_public: Option<bool>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -252,7 +249,9 @@ pub(crate) fn compile_agent_entry(
         .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))?;
     let mut warnings = Vec::new();
     warn_unknown(&mut warnings, "", &raw.unknown);
-    warn_unknown(&mut warnings, "litellm_params", &raw.litellm_params.unknown);
+    if let Some(p) = &raw.litellm_params {
+        warn_unknown(&mut warnings, "litellm_params", &p.unknown);
+    }
     let mut agent = raw
         .compile("")
         .map_err(|(at, m)| (at.trim_start_matches('.').to_owned(), m))?;
@@ -285,7 +284,7 @@ impl RawAgent {
                 format!("`{url}` is not an http(s) URL"),
             ));
         }
-        let params = self.litellm_params;
+        let params = self.litellm_params.unwrap_or_default();
         let mut headers = Vec::new();
         if let Some(k) = params.api_key.filter(|k| !k.is_empty()) {
             headers.push((
@@ -293,7 +292,7 @@ impl RawAgent {
                 Secret::new(format!("Bearer {k}")),
             ));
         }
-        for (k, v) in params.headers {
+        for (k, v) in params.headers.unwrap_or_default() {
             let valid = header(&k, &v);
             if !valid {
                 return Err((
@@ -309,11 +308,8 @@ impl RawAgent {
             .agent_card_params
             .contains_key("name")
             .then_some(Json::Object(self.agent_card_params));
-        if let Some(g) = self
-            .agent_access_groups
-            .iter()
-            .find(|g| g.trim().is_empty())
-        {
+        let access_groups = self.agent_access_groups.unwrap_or_default();
+        if let Some(g) = access_groups.iter().find(|g| g.trim().is_empty()) {
             return Err((
                 format!("{at}.agent_access_groups"),
                 format!("`{g}` cannot name an access group"),
@@ -326,8 +322,8 @@ impl RawAgent {
             url,
             card,
             headers,
-            public: params.make_public,
-            access_groups: self.agent_access_groups,
+            public: params.make_public.unwrap_or(false),
+            access_groups,
         })
     }
 }
@@ -683,11 +679,9 @@ impl RawConfig {
         }
         for (i, a) in self.agents.iter().enumerate() {
             warn_unknown(warnings, &format!("agents[{i}]"), &a.unknown);
-            warn_unknown(
-                warnings,
-                &format!("agents[{i}].litellm_params"),
-                &a.litellm_params.unknown,
-            );
+            if let Some(p) = &a.litellm_params {
+                warn_unknown(warnings, &format!("agents[{i}].litellm_params"), &p.unknown);
+            }
         }
         for (i, c) in self.credential_list.iter().enumerate() {
             warn_unknown(warnings, &format!("credential_list[{i}]"), &c.unknown);
