@@ -1,8 +1,9 @@
-//! The A2A agent registry (`agents`): an agent's endpoint in `url`, the card served for it in
-//! `card_json` (JSON text, so a card may hold any text; NULL: the agent's own), `make_public` and `agent_access_groups` in `config`, and
-//! the headers sent to it sealed in `auth`, like provider keys. `config.source` says who
-//! owns the row (`config`: the imported config file, which replaces its rows on each
-//! import, keyed by name; `api`: `/v1/agents`, keyed by a generated id).
+//! The A2A agent registry (`agents`): an agent's endpoint in `url`, the card served for it
+//! in `card_json` (JSON text, so a card may hold any text; NULL: the agent's own),
+//! `make_public`, `agent_access_groups` and `cost_per_query` in `config`, and the headers
+//! sent to it sealed in `auth`, like provider keys. `config.source` says who owns the row
+//! (`config`: the imported config file, which replaces its rows on each import, keyed by
+//! name; `api`: `/v1/agents`, keyed by a generated id).
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,8 @@ struct Config {
     public: bool,
     #[serde(default)]
     access_groups: Vec<String>,
+    #[serde(default)]
+    cost_per_query: f64,
     source: String,
 }
 
@@ -71,6 +74,7 @@ pub async fn upsert(
     let config = Config {
         public: a.public,
         access_groups: a.access_groups.clone(),
+        cost_per_query: a.cost_per_query,
         source: source.to_owned(),
     };
     let sealed = Sealed {
@@ -154,6 +158,7 @@ pub async fn load_all(
                     .collect(),
                 public: config.public,
                 access_groups: config.access_groups,
+                cost_per_query: config.cost_per_query,
             };
             Ok(Stored {
                 agent,

@@ -498,6 +498,12 @@ async fn relay(
     let msg = Message::parse(&body)?;
     *id = msg.id.unwrap_or(Value::Null);
     let agent = Arc::clone(permitted(live, ctx, name)?);
+    // Budgets and rate limits, as for a model: its price held, no tokens.
+    let cost = agent.config.cost_per_query;
+    ctx.hold(app, live, cost, 0)
+        .await
+        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+    ctx.served_by = Some(("a2a", agent.config.id.clone()));
     // An admitted call is a span.
     trace.start(app.spans.as_ref(), name);
     let req = session.req_header();
@@ -531,6 +537,8 @@ async fn relay(
         .send(app, http::Method::POST, agent.path.clone(), headers, body)
         .await
         .map_err(|e| e.or(unreachable))?;
+    // Charged once the agent answers.
+    ctx.extra_cost += cost;
     let content_type = ex
         .header("content-type")
         .unwrap_or("application/json")

@@ -63,6 +63,10 @@ pub struct RequestCtx {
     /// serving deployment's prices for `usage`), and the request id and start (Unix ms)
     /// its usage event carries, which the control plane counts once.
     pub once: Option<Once>,
+    /// What served the request when no model deployment did: `(provider, id)`, an A2A
+    /// agent (`("a2a", agent_id)`). Reported as the usage event's provider and
+    /// deployment id.
+    pub served_by: Option<(&'static str, String)>,
 }
 
 /// See [`RequestCtx::once`].
@@ -86,6 +90,24 @@ impl RequestCtx {
         d: &CompiledDeployment,
         worst: crate::limits::WorstCase,
     ) -> Result<(), crate::error::ApiError> {
+        let cost = d.prices.of(&Usage {
+            input_tokens: worst.prompt,
+            output_tokens: worst.completion,
+            cached_input_tokens: 0,
+        });
+        self.hold(app, live, cost, worst.tokens()).await
+    }
+
+    /// Admits the request as [`Self::admit`] does, with `cost` (USD) held against the
+    /// budgets and `tokens` reserved under the token limits: a request no model serves (an
+    /// A2A agent call, with its price and no tokens).
+    pub async fn hold(
+        &mut self,
+        app: &crate::state::App,
+        live: &crate::state::LiveState,
+        cost: f64,
+        tokens: u64,
+    ) -> Result<(), crate::error::ApiError> {
         let Some(key) = self.key.clone() else {
             return Ok(());
         };
@@ -106,11 +128,6 @@ impl RequestCtx {
             user,
             organization,
         ];
-        let cost = d.prices.of(&Usage {
-            input_tokens: worst.prompt,
-            output_tokens: worst.completion,
-            cached_input_tokens: 0,
-        });
         let mut holds = Vec::new();
         for h in holders.iter().flatten() {
             if let Some(hold) = app.budgets.admit(h, live.version, cost)? {
@@ -122,7 +139,7 @@ impl RequestCtx {
         }
         let mut admissions = Vec::new();
         for h in holders.iter().flatten() {
-            match app.limiter.admit(h, worst.tokens()).await {
+            match app.limiter.admit(h, tokens).await {
                 Ok(Some(a)) => {
                     if h.kind == crate::holder::HolderKind::Key {
                         self.rate_headers = a.headers.clone();
@@ -181,6 +198,7 @@ impl RequestCtx {
             charge_holds: Vec::new(),
             automix: None,
             once: None,
+            served_by: None,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct A2aAgent {
     pub public: bool,
     /// `agent_access_groups`: keys and teams granted one of these groups may call it.
     pub access_groups: Vec<String>,
+    /// `litellm_params.cost_per_query`: what each call the agent answers costs (USD).
+    pub cost_per_query: f64,
 }
 
 impl A2aAgent {

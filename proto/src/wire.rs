@@ -97,6 +97,7 @@ impl From<&A2aAgent> for pb::A2aAgent {
                 .collect(),
             public: a.public,
             access_groups: a.access_groups.clone(),
+            cost_per_query: a.cost_per_query,
         }
     }
 }
@@ -125,6 +126,7 @@ impl TryFrom<pb::A2aAgent> for A2aAgent {
             headers,
             public: a.public,
             access_groups: a.access_groups,
+            cost_per_query: a.cost_per_query,
         })
     }
 }
@@ -900,6 +902,7 @@ mod tests {
                 ],
                 public: true,
                 access_groups: vec!["support".into()],
+                cost_per_query: 0.05,
             },
             A2aAgent {
                 id: "echo".into(),

@@ -198,6 +198,42 @@ def test_object_permissions_allow_and_refuse_agents(env):
     assert reaches(env.dp, "sup", keys["by_id"]) == 403
 
 
+def test_agent_calls_are_priced_limited_and_logged(env):
+    """A call the agent answers costs its `cost_per_query`, held against the key's budget
+    (a spent budget refuses the next call, 429) and counted against its rpm limit; every
+    call, priced or free, is a spend log row naming the agent (`model_id` = its id)."""
+    priced = create(env, {"agent_name": "priced", "agent_card_params": {"url": env.agents["one"].url},
+                          "litellm_params": {"cost_per_query": 0.25}})
+    assert priced["litellm_params"]["cost_per_query"] == 0.25
+    wait_until(lambda: reaches(env.dp, "priced") == 200, timeout=15, what="the priced agent")
+    budget = key_for(env, {"max_budget": 0.5})
+    assert [reaches(env.dp, "priced", budget) for _ in range(2)] == [200, 200]
+    r = rpc(env.dp, "priced", budget)
+    assert r.status_code == 429 and "Budget has been exceeded" in r.json()["error"]["message"], r.text
+    assert r.json()["id"] == 1
+    # A free agent is still refused once the key's budget is spent.
+    assert reaches(env.dp, "cfg", budget) == 429
+    limited = key_for(env, {"rpm_limit": 2})
+    assert [reaches(env.dp, "cfg", limited) for _ in range(3)] == [200, 200, 429]
+
+    def logged():
+        logs = env.admin.ok("GET", "/spend/logs", params={"api_key": budget})
+        info = env.admin.ok("GET", "/key/info", params={"key": budget})["info"]
+        return (logs, info) if len(logs) >= 2 and info["spend"] >= 0.5 else None
+
+    logs, info = wait_until(logged, timeout=20, what="the calls in the spend logs")
+    assert info["spend"] == pytest.approx(0.5)
+    answered = [l for l in logs if l["status"] == 200]
+    assert len(answered) == 2 and len(logs) == 2, logs
+    for l in answered:
+        assert l["model_group"] == "a2a/priced" and l["model_id"] == priced["agent_id"]
+        assert l["custom_llm_provider"] == "a2a" and l["spend"] == pytest.approx(0.25)
+    free = wait_until(lambda: env.admin.ok("GET", "/spend/logs", params={"api_key": limited}) or None,
+                      timeout=20, what="the free calls in the spend logs")
+    assert {l["model_group"] for l in free} == {"a2a/cfg"} and all(l["spend"] == 0 for l in free)
+    assert any(l["model_id"] == "cfg" for l in free)
+
+
 def test_a_key_blocked_while_its_stream_runs(env, tmp_path):
     """The stream admitted before the block runs to its end; the key's next call is refused
     as soon as the block reaches the data plane (docs/configuration.md says so). The agent

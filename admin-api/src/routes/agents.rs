@@ -48,6 +48,9 @@ pub struct AgentLitellmParams {
     /// Keys no object permission restricts may call it even under
     /// `general_settings.agent_access_default_deny`.
     pub make_public: Option<bool>,
+    /// USD charged for each call the agent answers (held against the caller's budgets).
+    #[schema(minimum = 0)]
+    pub cost_per_query: Option<f64>,
 }
 
 /// LiteLLM's `/v1/agents` body.

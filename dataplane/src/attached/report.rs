@@ -53,16 +53,18 @@ impl Reporter {
         )
     }
 
-    /// Queues the usage of a finished request that reached a deployment, or that was
-    /// charged without one (priced MCP tool calls: provider `mcp`, no deployment).
+    /// Queues the usage of a finished request that reached a deployment or an A2A agent
+    /// (provider `a2a`, the agent's id as the deployment), or that was charged without
+    /// either (priced MCP tool calls: provider `mcp`, no deployment).
     pub fn record(&self, ctx: &RequestCtx, metrics: &Metrics) {
-        let (deployment_id, provider) = match &ctx.deployment {
-            Some(d) => (
+        let (deployment_id, provider) = match (&ctx.deployment, &ctx.served_by) {
+            (Some(d), _) => (
                 d.deployment.id.0.clone(),
                 d.deployment.provider.as_str().to_owned(),
             ),
-            None if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
-            None => return,
+            (None, Some((provider, id))) => (id.clone(), (*provider).to_owned()),
+            (None, None) if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
+            (None, None) => return,
         };
         let usage = ctx.usage.unwrap_or_default();
         let cost = ctx.cost().unwrap_or(0.0);

@@ -254,10 +254,14 @@ pub fn agent_entry(a: &crate::A2aAgent, secrets: bool) -> serde_json::Value {
             (k.clone(), serde_json::Value::from(v))
         })
         .collect();
+    let mut params = serde_json::json!({"headers": headers, "make_public": a.public});
+    if a.cost_per_query > 0.0 {
+        params["cost_per_query"] = a.cost_per_query.into();
+    }
     serde_json::json!({
         "agent_name": a.name,
         "agent_card_params": card,
-        "litellm_params": {"headers": headers, "make_public": a.public},
+        "litellm_params": params,
         "agent_access_groups": a.access_groups,
     })
 }

@@ -234,6 +234,8 @@ struct RawAgentParams {
     #[serde(alias = "extra_headers")]
     headers: Option<BTreeMap<String, String>>,
     make_public: Option<bool>,
+    /// USD per call the agent answers.
+    cost_per_query: Option<f64>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -308,6 +310,13 @@ impl RawAgent {
             .agent_card_params
             .contains_key("name")
             .then_some(Json::Object(self.agent_card_params));
+        let cost_per_query = params.cost_per_query.unwrap_or(0.0);
+        if !(cost_per_query.is_finite() && cost_per_query >= 0.0) {
+            return Err((
+                format!("{at}.litellm_params.cost_per_query"),
+                format!("{cost_per_query} is not a price: a number of USD, 0 or more"),
+            ));
+        }
         let access_groups = self.agent_access_groups.unwrap_or_default();
         if let Some(g) = access_groups.iter().find(|g| g.trim().is_empty()) {
             return Err((
@@ -324,6 +333,7 @@ impl RawAgent {
             headers,
             public: params.make_public.unwrap_or(false),
             access_groups,
+            cost_per_query,
         })
     }
 }

@@ -591,6 +591,10 @@ general_settings: {agent_access_default_deny: true}
             "{agent_name: a, agent_card_params: {url: http://x/}, litellm_params: {headers: {'bad header': v}}}",
             "agents[0].litellm_params.headers",
         ),
+        (
+            "{agent_name: a, agent_card_params: {url: http://x/}, litellm_params: {cost_per_query: -1}}",
+            "agents[0].litellm_params.cost_per_query",
+        ),
     ] {
         let text = format!("model_list: []\nagents:\n  - {entry}\n");
         match load(&text, &[]) {
@@ -613,7 +617,8 @@ fn an_agent_entry_compiles_back_to_its_agent() {
     let entry = serde_json::json!({
         "agent_name": "planner",
         "agent_card_params": {"url": "https://agents.example/p/", "name": "Planner", "skills": []},
-        "litellm_params": {"api_key": "os.environ/PLANNER", "headers": {"X-Org": "acme"}},
+        "litellm_params": {"api_key": "os.environ/PLANNER", "headers": {"X-Org": "acme"},
+                           "cost_per_query": 0.25},
         "agent_access_groups": ["support"],
         "colour": "blue",
     });
@@ -624,6 +629,7 @@ fn an_agent_entry_compiles_back_to_its_agent() {
         ("id-1", "planner")
     );
     assert_eq!(agent.headers[0].1.expose(), "Bearer t0k");
+    assert_eq!(agent.cost_per_query, 0.25);
     assert!(
         warnings.iter().any(|w| w.contains("colour")),
         "{warnings:?}"
