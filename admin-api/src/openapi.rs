@@ -100,6 +100,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
             agents::patch,
             agents::delete
         ))
+        .routes(routes!(agents::daily_activity))
         .routes(routes!(budgets::new))
         .routes(routes!(budgets::update))
         .routes(routes!(budgets::info))

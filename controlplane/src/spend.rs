@@ -152,3 +152,56 @@ pub async fn report(pool: &PgPool, f: &Filter, by: Group) -> Result<Vec<ReportRo
         })
         .collect()
 }
+
+/// One agent's calls on one UTC day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDay {
+    pub day: String,
+    pub agent_id: String,
+    pub requests: i64,
+    pub successful: i64,
+    pub spend: f64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+/// Calls to A2A agents (spend logs of provider `a2a`, whose deployment is the agent) per
+/// UTC day and agent, within `[since_ms, until_ms)`, of `agent_ids` when not empty.
+pub async fn agent_activity(
+    pool: &PgPool,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    agent_ids: &[String],
+) -> Result<Vec<AgentDay>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT to_char((started_at AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD') AS day,
+                deployment_id AS agent_id, count(*) AS requests,
+                count(*) FILTER (WHERE status BETWEEN 200 AND 299) AS successful,
+                sum(cost) AS spend, sum(prompt_tokens)::bigint AS prompt_tokens,
+                sum(completion_tokens)::bigint AS completion_tokens
+           FROM spend_logs
+          WHERE provider = 'a2a'
+            AND ($1::bigint IS NULL OR started_at >= to_timestamp($1 / 1000.0))
+            AND ($2::bigint IS NULL OR started_at < to_timestamp($2 / 1000.0))
+            AND (cardinality($3::text[]) = 0 OR deployment_id = ANY($3))
+          GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(since_ms)
+    .bind(until_ms)
+    .bind(agent_ids)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AgentDay {
+                day: r.try_get("day")?,
+                agent_id: r.try_get("agent_id")?,
+                requests: r.try_get("requests")?,
+                successful: r.try_get("successful")?,
+                spend: r.try_get("spend")?,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                completion_tokens: r.try_get("completion_tokens")?,
+            })
+        })
+        .collect()
+}

@@ -14,6 +14,7 @@ from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.helpers import new_text_message
 from a2a.types import Role, SendMessageRequest
 
+from conftest import free_port
 from stack import STACK_CONFIG, STACK_MASTER_KEY, Stack, wait_until
 from test_a2a import Agent
 
@@ -232,6 +233,33 @@ def test_agent_calls_are_priced_limited_and_logged(env):
                       timeout=20, what="the free calls in the spend logs")
     assert {l["model_group"] for l in free} == {"a2a/cfg"} and all(l["spend"] == 0 for l in free)
     assert any(l["model_id"] == "cfg" for l in free)
+    # An agent that does not answer: a failed call, logged, not charged.
+    down = create(env, {"agent_name": "down", "agent_card_params": {"url": f"http://127.0.0.1:{free_port()}/"},
+                        "litellm_params": {"cost_per_query": 1.0}})
+    wait_until(lambda: reaches(env.dp, "down") == 502, timeout=15, what="the agent that is down")
+
+    # Per-agent activity, LiteLLM's daily activity shape.
+    def activity():
+        ids = f"{priced['agent_id']},{down['agent_id']}"
+        out = env.admin.ok("GET", "/agent/daily/activity", params={"agent_ids": ids})
+        return out if out["metadata"]["total_api_requests"] >= 4 else None
+
+    out = wait_until(activity, timeout=20, what="the activity")
+    day = out["results"][-1]
+    entities = day["breakdown"]["entities"]
+    assert entities[priced["agent_id"]]["metadata"]["agent_name"] == "priced"
+    # The key's two calls and the master key's first one, each charged.
+    m = entities[priced["agent_id"]]["metrics"]
+    assert (m["api_requests"], m["successful_requests"], m["failed_requests"]) == (3, 3, 0)
+    assert m["spend"] == pytest.approx(0.75)
+    m = entities[down["agent_id"]]["metrics"]
+    assert m["api_requests"] == m["failed_requests"] >= 1 and m["spend"] == 0
+    assert out["metadata"]["total_spend"] == pytest.approx(0.75)
+    assert out["metadata"]["total_failed_requests"] == m["failed_requests"]
+    assert out["metadata"]["page"] == 1
+    # A range that holds no call: nothing.
+    empty = env.admin.ok("GET", "/agent/daily/activity", params={"start_date": "2020-01-01", "end_date": "2020-01-02"})
+    assert empty["results"] == [] and empty["metadata"]["total_api_requests"] == 0
 
 
 def test_a_key_blocked_while_its_stream_runs(env, tmp_path):

@@ -1,5 +1,5 @@
 //! The A2A agent registry, LiteLLM's management routes: `GET` and `POST /v1/agents`, `GET`,
-//! `PUT`, `PATCH` and `DELETE /v1/agents/{agent_id}`. An agent made here gets a generated
+//! `PUT`, `PATCH` and `DELETE /v1/agents/{agent_id}`, and `GET /agent/daily/activity`. An agent made here gets a generated
 //! `agent_id`; one from `config.yaml` has its name as its id and is changed in the file.
 //! Data planes serve an agent at `/a2a/{agent_name}` (or `/a2a/{agent_id}`) once the change
 //! reaches them. Header values (and `litellm_params.api_key`, sent as a bearer token) are
@@ -14,10 +14,11 @@ use axum::{Extension, Json};
 use routeiq_proto::wire::pb;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::mcp::{header_map, URL_PATTERN};
 use super::Forwarded;
+use super::{Date, Params};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
@@ -282,4 +283,178 @@ pub async fn delete(
     Ok(Json(
         json!({"message": format!("Agent {id} deleted successfully")}),
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActivityQuery {
+    /// `YYYY-MM-DD` (UTC), inclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
+    pub start_date: Option<String>,
+    /// `YYYY-MM-DD` (UTC), inclusive; empty: no bound.
+    #[param(value_type = Option<Date>, inline)]
+    pub end_date: Option<String>,
+    /// Comma-separated agent ids; empty: every agent.
+    pub agent_ids: Option<String>,
+    #[param(minimum = 1, maximum = 1000000)]
+    pub page: Option<u32>,
+    #[param(minimum = 1, maximum = 1000)]
+    pub page_size: Option<u32>,
+}
+
+/// Calls, their outcome, tokens and spend.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ActivityMetrics {
+    pub spend: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub api_requests: u64,
+    pub successful_requests: u64,
+    pub failed_requests: u64,
+}
+
+impl ActivityMetrics {
+    fn add(&mut self, d: &pb::AgentDay) {
+        self.spend += d.spend;
+        self.prompt_tokens += d.prompt_tokens;
+        self.completion_tokens += d.completion_tokens;
+        self.total_tokens += d.prompt_tokens + d.completion_tokens;
+        self.api_requests += d.requests;
+        self.successful_requests += d.successful;
+        self.failed_requests += d.requests.saturating_sub(d.successful);
+    }
+}
+
+/// One agent's share of a day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentShare {
+    pub metrics: ActivityMetrics,
+    /// `agent_name` (empty when the agent has been deleted).
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityBreakdown {
+    /// By agent id.
+    pub entities: BTreeMap<String, AgentShare>,
+}
+
+/// One UTC day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityDay {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub metrics: ActivityMetrics,
+    pub breakdown: ActivityBreakdown,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ActivityTotals {
+    pub total_spend: f64,
+    pub total_prompt_tokens: u64,
+    pub total_completion_tokens: u64,
+    pub total_tokens: u64,
+    pub total_api_requests: u64,
+    pub total_successful_requests: u64,
+    pub total_failed_requests: u64,
+    pub page: u32,
+    pub total_pages: u64,
+    pub has_more: bool,
+}
+
+/// LiteLLM's daily activity shape: days with their totals and a breakdown by agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentActivity {
+    pub results: Vec<ActivityDay>,
+    pub metadata: ActivityTotals,
+}
+
+/// Calls to agents per UTC day: totals and each agent's share, from the spend logs (calls
+/// made through attached data planes). Pages are of days.
+#[utoipa::path(get, path = "/agent/daily/activity", tag = "agents", params(ActivityQuery),
+    responses((status = 200, description = "Days, oldest first", body = AgentActivity)),
+    security(("api_key" = ["proxy_admin", "proxy_admin_viewer"])))]
+pub async fn daily_activity(
+    State(state): State<Arc<AppState>>,
+    Params(q): Params<ActivityQuery>,
+) -> ApiResult<Json<AgentActivity>> {
+    let size = super::count_param("page_size", q.page_size, 10, 1000)?;
+    let page = super::count_param("page", q.page, 1, super::MAX_PAGE)?;
+    let filter = super::spend::range(q.start_date.as_deref(), None)?;
+    // The end day is included: the bound is the next day's start.
+    let until = super::spend::range(q.end_date.as_deref(), None)?
+        .since_ms
+        .map(|ms| ms + 86_400_000);
+    let agent_ids: Vec<String> = q
+        .agent_ids
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let days = state
+        .cp
+        .clone()
+        .agent_activity(pb::AgentActivityRequest {
+            since_ms: filter.since_ms,
+            until_ms: until,
+            agent_ids,
+        })
+        .await?
+        .into_inner()
+        .days;
+    let names: BTreeMap<String, String> = all(&state, Vec::new())
+        .await?
+        .into_iter()
+        .map(|a| (a.agent_id, a.agent_name))
+        .collect();
+    let mut totals = ActivityTotals::default();
+    let mut results: Vec<ActivityDay> = Vec::new();
+    for d in &days {
+        let mut whole = ActivityMetrics::default();
+        whole.add(d);
+        totals.total_spend += whole.spend;
+        totals.total_prompt_tokens += whole.prompt_tokens;
+        totals.total_completion_tokens += whole.completion_tokens;
+        totals.total_tokens += whole.total_tokens;
+        totals.total_api_requests += whole.api_requests;
+        totals.total_successful_requests += whole.successful_requests;
+        totals.total_failed_requests += whole.failed_requests;
+        if results.last().is_none_or(|r| r.date != d.day) {
+            results.push(ActivityDay {
+                date: d.day.clone(),
+                metrics: ActivityMetrics::default(),
+                breakdown: ActivityBreakdown {
+                    entities: BTreeMap::new(),
+                },
+            });
+        }
+        if let Some(day) = results.last_mut() {
+            day.metrics.add(d);
+            let name = names.get(&d.agent_id).cloned().unwrap_or_default();
+            day.breakdown.entities.insert(
+                d.agent_id.clone(),
+                AgentShare {
+                    metrics: whole,
+                    metadata: json!({"agent_name": name}),
+                },
+            );
+        }
+    }
+    totals.page = page;
+    totals.total_pages = super::total_pages(results.len() as u64, size);
+    totals.has_more = u64::from(page) < totals.total_pages;
+    let results = results
+        .into_iter()
+        .skip((page as usize - 1).saturating_mul(size as usize))
+        .take(size as usize)
+        .collect();
+    Ok(Json(AgentActivity {
+        results,
+        metadata: totals,
+    }))
 }

@@ -186,7 +186,7 @@ pub struct ModelSpend {
     pub total_spend: f64,
 }
 
-fn range(start: Option<&str>, end: Option<&str>) -> ApiResult<pb::SpendFilter> {
+pub(super) fn range(start: Option<&str>, end: Option<&str>) -> ApiResult<pb::SpendFilter> {
     Ok(pb::SpendFilter {
         since_ms: date_ms("start_date", start)?,
         until_ms: date_ms("end_date", end)?,

@@ -301,6 +301,18 @@ pub fn spend_filter(f: Option<pb::SpendFilter>) -> Result<spend::Filter, Status>
     })
 }
 
+pub fn agent_day(d: spend::AgentDay) -> pb::AgentDay {
+    pb::AgentDay {
+        day: d.day,
+        agent_id: d.agent_id,
+        requests: unsigned(Some(d.requests)).unwrap_or(0),
+        successful: unsigned(Some(d.successful)).unwrap_or(0),
+        spend: d.spend,
+        prompt_tokens: unsigned(Some(d.prompt_tokens)).unwrap_or(0),
+        completion_tokens: unsigned(Some(d.completion_tokens)).unwrap_or(0),
+    }
+}
+
 pub fn spend_log(l: spend::Log) -> pb::SpendLog {
     pb::SpendLog {
         request_id: l.request_id,

@@ -691,6 +691,19 @@ impl pb::control_plane_server::ControlPlane for Service {
         }))
     }
 
+    async fn agent_activity(
+        &self,
+        req: Request<pb::AgentActivityRequest>,
+    ) -> Result<Response<pb::AgentActivityResponse>, Status> {
+        let r = req.into_inner();
+        let days = spend::agent_activity(&self.pool, r.since_ms, r.until_ms, &r.agent_ids)
+            .await?
+            .into_iter()
+            .map(agent_day)
+            .collect();
+        Ok(Response::new(pb::AgentActivityResponse { days }))
+    }
+
     async fn list_audit_log(
         &self,
         req: Request<pb::AuditQuery>,
