@@ -202,11 +202,20 @@ impl RawMcpCost {
     }
 }
 
-/// Whether `url` is an http(s) URL with a host.
+/// Whether `url` is an http(s) URL with a host name (letters, digits, `.`, `-`) or an IP
+/// address, a port in range and no user info (the admin API's spec says the same).
 fn http_url(url: &str) -> bool {
-    url.parse::<http::Uri>()
-        .ok()
-        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+    let Ok(base) = crate::ApiBase::parse(url) else {
+        return false;
+    };
+    let host = &base.host;
+    let name = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    // No `user@` before the host: credentials go in headers.
+    let userinfo = base.authority.contains('@');
+    (name || host.parse::<std::net::Ipv6Addr>().is_ok()) && !userinfo
 }
 
 /// Whether `name: value` is a valid HTTP header.

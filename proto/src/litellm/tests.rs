@@ -588,6 +588,18 @@ general_settings: {agent_access_default_deny: true}
             "agents[0].agent_card_params.url",
         ),
         (
+            "{agent_name: a, agent_card_params: {url: 'http://a*b/'}}",
+            "agents[0].agent_card_params.url",
+        ),
+        (
+            "{agent_name: a, agent_card_params: {url: 'http://u:p@h/'}}",
+            "agents[0].agent_card_params.url",
+        ),
+        (
+            "{agent_name: a, agent_card_params: {url: 'http://h:70000/'}}",
+            "agents[0].agent_card_params.url",
+        ),
+        (
             "{agent_name: a, agent_card_params: {url: http://x/}, litellm_params: {headers: {'bad header': v}}}",
             "agents[0].litellm_params.headers",
         ),
