@@ -127,12 +127,31 @@ pub async fn load_all(
     conn: impl PgExecutor<'_>,
     secrets: &SecretBox,
 ) -> Result<Vec<Stored>, StoreError> {
+    load(conn, secrets, None).await
+}
+
+/// The agent whose id is `id`, if there is one.
+async fn find(
+    conn: impl PgExecutor<'_>,
+    secrets: &SecretBox,
+    id: &str,
+) -> Result<Option<Stored>, StoreError> {
+    Ok(load(conn, secrets, Some(id)).await?.pop())
+}
+
+/// Every agent, or only the one whose id is `only`, by name.
+async fn load(
+    conn: impl PgExecutor<'_>,
+    secrets: &SecretBox,
+    only: Option<&str>,
+) -> Result<Vec<Stored>, StoreError> {
     let rows = sqlx::query(
         "SELECT agent_id, name, url, card_json, config, auth, created_by, updated_by,
                 EXTRACT(EPOCH FROM created_at)::bigint AS created_at,
                 EXTRACT(EPOCH FROM updated_at)::bigint AS updated_at
-           FROM agents ORDER BY name",
+           FROM agents WHERE $1::text IS NULL OR agent_id = $1 ORDER BY name",
     )
+    .bind(only)
     .fetch_all(conn)
     .await?;
     rows.into_iter()
@@ -221,10 +240,8 @@ pub async fn save(
     let (id, before) = match change {
         Change::Create => (crate::crypto::new_id()?, None),
         Change::Replace | Change::Patch => {
-            let before = load_all(&mut *tx, secrets)
+            let before = find(&mut *tx, secrets, id)
                 .await?
-                .into_iter()
-                .find(|s| s.agent.id == id)
                 .ok_or_else(|| StoreError::NotFound(format!("agent `{id}` not found")))?;
             (id.to_owned(), Some(before))
         }
@@ -285,10 +302,8 @@ pub async fn save(
         },
     )
     .await?;
-    let stored = load_all(&mut *tx, secrets)
+    let stored = find(&mut *tx, secrets, &id)
         .await?
-        .into_iter()
-        .find(|s| s.agent.id == id)
         .ok_or_else(|| corrupt(format!("`{id}` vanished")))?;
     tx.commit().await?;
     Ok((stored, warnings, version))
@@ -303,10 +318,8 @@ pub async fn remove(
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     crate::deployments::lock(&mut tx).await?;
-    let before = load_all(&mut *tx, secrets)
+    let before = find(&mut *tx, secrets, id)
         .await?
-        .into_iter()
-        .find(|s| s.agent.id == id)
         .ok_or_else(|| StoreError::NotFound(format!("agent `{id}` not found")))?;
     if before.source == "config" {
         return Err(StoreError::Conflict(format!(

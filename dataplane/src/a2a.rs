@@ -160,7 +160,7 @@ impl Agent {
         app.upstream
             .refuse_internal(&self.target, &self.who)
             .await
-            .map_err(|e| Unsent::Refused(RpcError::new(e.status, INVALID_REQUEST, e.message)))?;
+            .map_err(|e| Unsent::Refused(refusal(e)))?;
         headers.extend(self.headers.iter().cloned());
         let req = UpstreamRequest {
             method,
@@ -208,10 +208,10 @@ impl Unsent {
 /// The agents of the served state, by name.
 #[derive(Default)]
 pub struct Registry {
+    /// The agents this data plane can use.
     agents: Vec<Arc<Agent>>,
-    /// Agents of the snapshot whose URL this data plane cannot use (logged), by name.
-    left_out: Vec<String>,
-    /// Every agent of the snapshot, as configured: what a delta changes.
+    /// Every agent of the snapshot, as configured (those not in `agents` have a URL this
+    /// data plane cannot use, logged): what a delta changes.
     configs: Vec<A2aAgent>,
 }
 
@@ -224,10 +224,7 @@ impl Registry {
         for a in agents {
             match Agent::compile(a.clone()) {
                 Ok(agent) => out.agents.push(Arc::new(agent)),
-                Err(e) => {
-                    tracing::warn!(agent = %a.name, error = %e, "agent left out");
-                    out.left_out.push(a.name.clone());
-                }
+                Err(e) => tracing::warn!(agent = %a.name, error = %e, "agent left out"),
             }
         }
         out
@@ -244,7 +241,8 @@ impl Registry {
         if let Some(a) = found {
             return Ok(a);
         }
-        let message = if self.left_out.iter().any(|n| n == name) {
+        let left_out = self.configs.iter().any(|a| a.name == name || a.id == name);
+        let message = if left_out {
             format!("agent `{name}` is not served by this data plane: its configuration could not be loaded (the data plane's log says why)")
         } else {
             format!("no agent named `{name}`")
@@ -287,14 +285,19 @@ fn admit<'a>(
     permitted(live, ctx, name)
 }
 
+/// The caller's error the gateway answered itself (no key, a limit, a body too large), as
+/// a JSON-RPC error with its HTTP status.
+fn refusal(e: crate::error::ApiError) -> RpcError {
+    RpcError::new(e.status, INVALID_REQUEST, e.message)
+}
+
 /// Who calls: the master key or a virtual key (`ctx.key`).
 fn authenticate(
     live: &LiveState,
     req: &RequestHeader,
     ctx: &mut RequestCtx,
 ) -> Result<(), RpcError> {
-    let caller = auth::authenticate(live, req)
-        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+    let caller = auth::authenticate(live, req).map_err(refusal)?;
     ctx.key = caller.into_key();
     Ok(())
 }
@@ -494,15 +497,13 @@ async fn relay(
     authenticate(live, session.req_header(), ctx)?;
     let body = respond::read_body(session, live.max_request_body_bytes)
         .await
-        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+        .map_err(refusal)?;
     let msg = Message::parse(&body)?;
     *id = msg.id.unwrap_or(Value::Null);
     let agent = Arc::clone(permitted(live, ctx, name)?);
     // Budgets and rate limits, as for a model: its price held, no tokens.
     let cost = agent.config.cost_per_query;
-    ctx.hold(app, live, cost, 0)
-        .await
-        .map_err(|e| RpcError::new(e.status, INVALID_REQUEST, e.message))?;
+    ctx.hold(app, live, cost, 0).await.map_err(refusal)?;
     ctx.served_by = Some(("a2a", agent.config.id.clone()));
     // An admitted call is a span.
     trace.start(app.spans.as_ref(), name);

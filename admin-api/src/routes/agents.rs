@@ -350,7 +350,7 @@ pub struct ActivityDay {
     pub breakdown: ActivityBreakdown,
 }
 
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActivityTotals {
     pub total_spend: f64,
     pub total_prompt_tokens: u64,
@@ -412,18 +412,12 @@ pub async fn daily_activity(
         .into_iter()
         .map(|a| (a.agent_id, a.agent_name))
         .collect();
-    let mut totals = ActivityTotals::default();
+    let mut all = ActivityMetrics::default();
     let mut results: Vec<ActivityDay> = Vec::new();
     for d in &days {
+        all.add(d);
         let mut whole = ActivityMetrics::default();
         whole.add(d);
-        totals.total_spend += whole.spend;
-        totals.total_prompt_tokens += whole.prompt_tokens;
-        totals.total_completion_tokens += whole.completion_tokens;
-        totals.total_tokens += whole.total_tokens;
-        totals.total_api_requests += whole.api_requests;
-        totals.total_successful_requests += whole.successful_requests;
-        totals.total_failed_requests += whole.failed_requests;
         if results.last().is_none_or(|r| r.date != d.day) {
             results.push(ActivityDay {
                 date: d.day.clone(),
@@ -445,9 +439,19 @@ pub async fn daily_activity(
             );
         }
     }
-    totals.page = page;
-    totals.total_pages = super::total_pages(results.len() as u64, size);
-    totals.has_more = u64::from(page) < totals.total_pages;
+    let total_pages = super::total_pages(results.len() as u64, size);
+    let totals = ActivityTotals {
+        total_spend: all.spend,
+        total_prompt_tokens: all.prompt_tokens,
+        total_completion_tokens: all.completion_tokens,
+        total_tokens: all.total_tokens,
+        total_api_requests: all.api_requests,
+        total_successful_requests: all.successful_requests,
+        total_failed_requests: all.failed_requests,
+        page,
+        total_pages,
+        has_more: u64::from(page) < total_pages,
+    };
     let results = results
         .into_iter()
         .skip((page as usize - 1).saturating_mul(size as usize))

@@ -162,11 +162,20 @@ pub fn compile_mcp_server(
     entry: &serde_json::Value,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(crate::McpServer, Vec<String>), (String, String)> {
+    schema::compile_mcp_entry(name, api_entry(entry, lookup)?)
+}
+
+/// An entry given through the management API as the config file's YAML, its
+/// `os.environ/NAME` values resolved with `lookup`.
+fn api_entry(
+    entry: &serde_json::Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<serde_norway::Value, (String, String)> {
     let mut value: serde_norway::Value =
         serde_json::from_value(entry.clone()).map_err(|e| (String::new(), e.to_string()))?;
     env::resolve(&mut value, lookup)
         .map_err(|e| (e.at, format!("environment variable `{}` is not set", e.var)))?;
-    schema::compile_mcp_entry(name, value)
+    Ok(value)
 }
 
 /// A server as the `mcp_servers` entry that compiles to it, credentials included: what an
@@ -230,11 +239,7 @@ pub fn compile_agent(
     entry: &serde_json::Value,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(crate::A2aAgent, Vec<String>), (String, String)> {
-    let mut value: serde_norway::Value =
-        serde_json::from_value(entry.clone()).map_err(|e| (String::new(), e.to_string()))?;
-    env::resolve(&mut value, lookup)
-        .map_err(|e| (e.at, format!("environment variable `{}` is not set", e.var)))?;
-    schema::compile_agent_entry(id, value)
+    schema::compile_agent_entry(id, api_entry(entry, lookup)?)
 }
 
 /// An agent as the `agents` entry that compiles to it. `secrets`: with its headers' values

@@ -259,10 +259,7 @@ pub(crate) fn compile_agent_entry(
     let raw: RawAgent = serde_path_to_error::deserialize(value)
         .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))?;
     let mut warnings = Vec::new();
-    warn_unknown(&mut warnings, "", &raw.unknown);
-    if let Some(p) = &raw.litellm_params {
-        warn_unknown(&mut warnings, "litellm_params", &p.unknown);
-    }
+    raw.warn(&mut warnings, "");
     let mut agent = raw
         .compile("")
         .map_err(|(at, m)| (at.trim_start_matches('.').to_owned(), m))?;
@@ -271,6 +268,19 @@ pub(crate) fn compile_agent_entry(
 }
 
 impl RawAgent {
+    /// Its fields RouteIQ does not read (`at`: where it is, `""` for an API entry).
+    fn warn(&self, warnings: &mut Vec<String>, at: &str) {
+        warn_unknown(warnings, at, &self.unknown);
+        if let Some(p) = &self.litellm_params {
+            let at = if at.is_empty() {
+                "litellm_params".to_owned()
+            } else {
+                format!("{at}.litellm_params")
+            };
+            warn_unknown(warnings, &at, &p.unknown);
+        }
+    }
+
     fn compile(self, at: &str) -> Result<crate::A2aAgent, (String, String)> {
         let name = self.agent_name;
         if !crate::A2aAgent::valid_name(&name) {
@@ -697,10 +707,7 @@ impl RawConfig {
             warn_unknown(warnings, &format!("mcp_servers.{name}"), &m.unknown);
         }
         for (i, a) in self.agents.iter().enumerate() {
-            warn_unknown(warnings, &format!("agents[{i}]"), &a.unknown);
-            if let Some(p) = &a.litellm_params {
-                warn_unknown(warnings, &format!("agents[{i}].litellm_params"), &p.unknown);
-            }
+            a.warn(warnings, &format!("agents[{i}]"));
         }
         for (i, c) in self.credential_list.iter().enumerate() {
             warn_unknown(warnings, &format!("credential_list[{i}]"), &c.unknown);
