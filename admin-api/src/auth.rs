@@ -201,8 +201,8 @@ impl Access {
     }
 }
 
-/// The key a request presents: `Authorization: Bearer`, `x-litellm-api-key` or `api-key`
-/// (LiteLLM's headers).
+/// The key a request presents: `Authorization: Bearer`, `x-litellm-api-key`, `api-key`
+/// or `x-api-key` (LiteLLM's headers; the last is the `anthropic` SDK's, for `/v1/skills`).
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let value = |name: &str| {
         headers
@@ -214,6 +214,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     value("authorization")
         .or_else(|| value("x-litellm-api-key"))
         .or_else(|| value("api-key"))
+        .or_else(|| value("x-api-key"))
 }
 
 /// Authenticates and authorizes every route that has a security requirement; puts the

@@ -9,6 +9,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Largest gRPC message either way (the control plane's limit).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 pub type Grpc = pb::control_plane_client::ControlPlaneClient<InterceptedService<Channel, Token>>;
 
 /// Adds `authorization: Bearer <token>` to every call when a token is configured.
@@ -86,10 +89,13 @@ pub fn connect(
                 .map_err(|_| ClientError::Token)
         })
         .transpose()?;
+    // Skill uploads and downloads carry bundles of up to 8 MiB.
     Ok(
         pb::control_plane_client::ControlPlaneClient::with_interceptor(
             endpoint.connect_lazy(),
             Token(token),
-        ),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
     )
 }

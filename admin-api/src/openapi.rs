@@ -11,14 +11,14 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Spec, Ref, RefOr, Response};
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::auth::SCHEME;
 use crate::error::ErrorBody;
 use crate::routes::{
-    agents, audit, budgets, credentials, health, keys, mcp, models, orgs, routing_models, spend,
-    teams, users,
+    agents, audit, budgets, credentials, health, keys, mcp, models, orgs, routing_models, skills,
+    spend, teams, users,
 };
 use crate::AppState;
 
@@ -44,6 +44,7 @@ has a role. Each operation's security requirement lists the roles that may call 
         (name = "credentials", description = "Provider credentials"),
         (name = "mcp", description = "MCP servers the gateway fronts"),
         (name = "agents", description = "A2A agents the gateway fronts"),
+        (name = "skills", description = "Skills (Anthropic's Skills API), copied to Anthropic deployments"),
         (name = "budgets", description = "Reusable budgets"),
         (name = "spend", description = "Spend logs and reports"),
         (name = "audit", description = "Who changed what"),
@@ -101,6 +102,13 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
             agents::delete
         ))
         .routes(routes!(agents::daily_activity))
+        .routes(routes!(skills::list, skills::create).layer(skills::upload_limit()))
+        .routes(routes!(skills::get, skills::delete))
+        .routes(
+            routes!(skills::list_versions, skills::create_version).layer(skills::upload_limit()),
+        )
+        .routes(routes!(skills::get_version, skills::delete_version))
+        .routes(routes!(skills::content))
         .routes(routes!(budgets::new))
         .routes(routes!(budgets::update))
         .routes(routes!(budgets::info))

@@ -16,6 +16,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A service the control plane needs besides PostgreSQL (the skill store) failed or is
+    /// not configured.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -42,6 +46,7 @@ impl From<StoreError> for tonic::Status {
             StoreError::NotFound(m) => tonic::Status::not_found(m.clone()),
             StoreError::Conflict(m) => tonic::Status::already_exists(m.clone()),
             StoreError::Invalid(m) => tonic::Status::invalid_argument(m.clone()),
+            StoreError::Unavailable(m) => tonic::Status::unavailable(m.clone()),
             StoreError::Db(sqlx::Error::Database(d)) => {
                 // The SQLSTATE says whose fault it is.
                 let code = d.code().unwrap_or_default();

@@ -2,7 +2,7 @@
 //!
 //! - `migrations/` and [`db`]: the schema; [`changes`]: the snapshot change log (outbox);
 //! - [`keys`], [`teams`], [`users`], [`orgs`], [`budget`], [`deployments`] (and
-//!   credentials), [`mcp_servers`], [`agents`], [`settings`]: state as stored; [`spend`]: spend queries; [`audit`]: who
+//!   credentials), [`mcp_servers`], [`agents`], [`skills`], [`settings`]: state as stored; [`spend`]: spend queries; [`audit`]: who
 //!   did what;
 //! - [`principal`]: who a presented key is (admin API access);
 //! - [`import`]: the LiteLLM `config.yaml` import; [`snapshot`]: the full snapshot;
@@ -35,6 +35,7 @@ pub mod resets;
 pub mod routing_models;
 pub mod scopes;
 pub mod settings;
+pub mod skills;
 pub mod snapshot;
 pub mod spend;
 pub mod teams;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use routeiq_controlplane::crypto::SecretBox;
 use routeiq_controlplane::{
-    db, grpc, health, import, ingest, nats, partitions, publisher, resets, snapshot,
+    db, grpc, health, import, ingest, nats, partitions, publisher, resets, skills, snapshot,
 };
 use routeiq_nats::NatsArgs;
 
@@ -64,6 +64,14 @@ struct Args {
     /// admin API) present a certificate (mutual TLS), while health stays open to probes.
     #[command(flatten)]
     tls: routeiq_service::tls::ServerTlsArgs,
+    /// Where skill bundles are stored (`s3://bucket[/prefix]`, credentials and endpoint from
+    /// the standard AWS variables); without it `/v1/skills` is unavailable.
+    #[arg(long, env = "ROUTEIQ_SKILL_STORE")]
+    skill_store: Option<String>,
+    /// How often skills are copied to Anthropic deployments that lack them (seconds);
+    /// every skill change starts a round at once.
+    #[arg(long, default_value_t = 30.0)]
+    skill_sync_interval: f64,
     /// Migrate and import, then exit.
     #[arg(long)]
     once: bool,
@@ -174,7 +182,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let service = grpc::Service { pool, secrets };
+    let skills = match &args.skill_store {
+        Some(uri) => {
+            let skills = skills::Skills::new(
+                skills::objects::Objects::new(uri)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            );
+            tokio::spawn(skills::sync::run(
+                pool.clone(),
+                Arc::clone(&secrets),
+                Arc::clone(&skills),
+                seconds("skill-sync-interval", args.skill_sync_interval)?,
+            ));
+            Some(skills)
+        }
+        None => None,
+    };
+    let service = grpc::Service {
+        pool,
+        secrets,
+        skills,
+    };
     let token: Option<Arc<str>> = args.grpc_token.as_deref().map(Arc::from);
     tracing::info!(
         grpc = %args.grpc_listen,
@@ -183,8 +212,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mtls = args.tls.client_ca.is_some(),
         "routeiq-controlplane serving"
     );
+    // Skill uploads carry bundles of up to 8 MiB.
     let grpc = tonic::transport::Server::builder().add_service(
-        grpc::ControlPlaneServer::with_interceptor(service, grpc::check_token(token)),
+        tonic::service::interceptor::InterceptedService::new(
+            grpc::ControlPlaneServer::new(service)
+                .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
+            grpc::check_token(token),
+        ),
     );
     match tls {
         None => {

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
-use crate::{agents, changes, deployments, keys, mcp_servers, scopes, settings};
+use crate::{agents, changes, deployments, keys, mcp_servers, scopes, settings, skills};
 
 /// The snapshot as of the latest committed version, read in one repeatable-read
 /// transaction so the version and the rows agree.
@@ -33,6 +33,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         .into_iter()
         .map(|s| s.agent)
         .collect();
+    let skills = skills::load_all(&mut tx).await?;
     tx.commit().await?;
     let snapshot = Snapshot {
         version,
@@ -47,6 +48,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         agents,
         agent_access_default_deny: s.agent_access_default_deny,
         scopes,
+        skills,
     };
     snapshot
         .validate()

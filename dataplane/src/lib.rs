@@ -29,6 +29,7 @@ pub mod providers;
 pub mod respond;
 pub mod routing;
 pub mod server;
+pub mod skills;
 pub mod sse;
 pub mod state;
 pub mod telemetry;

@@ -96,6 +96,8 @@ pub struct LiveState {
     pub agents: Arc<crate::a2a::Registry>,
     /// `general_settings.agent_access_default_deny`.
     pub agent_access_default_deny: bool,
+    /// The registry's skills by id, with their copies on Anthropic deployments.
+    pub skills: Arc<HashMap<String, routeiq_proto::Skill>>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
     pub keys: KeyMap,
     /// The deployments and router settings the groups were compiled from (deltas that
@@ -215,6 +217,13 @@ impl LiveState {
             mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
             agents: Arc::new(crate::a2a::Registry::compile(&snapshot.agents)),
             agent_access_default_deny: snapshot.agent_access_default_deny,
+            skills: Arc::new(
+                snapshot
+                    .skills
+                    .into_iter()
+                    .map(|s| (s.id.clone(), s))
+                    .collect(),
+            ),
             keys: KeyMap::new(snapshot.keys),
             deployments: Arc::new(snapshot.deployments),
             router: Arc::new(snapshot.router),
@@ -241,6 +250,7 @@ impl LiveState {
         let mut scopes: Option<Scopes> = None;
         let mut mcp: Option<Vec<routeiq_proto::McpServer>> = None;
         let mut agents: Option<Vec<routeiq_proto::A2aAgent>> = None;
+        let mut skills: Option<HashMap<String, routeiq_proto::Skill>> = None;
         for op in &delta.ops {
             match op {
                 DeltaOp::UpsertKey(k) => changes.push(Change::Upsert(Arc::new(k.clone()))),
@@ -311,6 +321,16 @@ impl LiveState {
                 DeltaOp::DeleteAgent(id) => agents
                     .get_or_insert_with(|| self.agents.configs().to_vec())
                     .retain(|x| &x.id != id),
+                DeltaOp::UpsertSkill(skill) => {
+                    skills
+                        .get_or_insert_with(|| HashMap::clone(&self.skills))
+                        .insert(skill.id.clone(), skill.clone());
+                }
+                DeltaOp::DeleteSkill(id) => {
+                    skills
+                        .get_or_insert_with(|| HashMap::clone(&self.skills))
+                        .remove(id);
+                }
             }
         }
         let router = match &settings {
@@ -361,6 +381,7 @@ impl LiveState {
                 .map_or(self.agent_access_default_deny, |s| {
                     s.agent_access_default_deny
                 }),
+            skills: skills.map_or_else(|| Arc::clone(&self.skills), Arc::new),
             keys: if changes.is_empty() {
                 self.keys.clone()
             } else {

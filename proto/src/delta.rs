@@ -52,6 +52,10 @@ pub enum DeltaOp {
     UpsertAgent(crate::A2aAgent),
     /// An A2A agent removed, by id.
     DeleteAgent(String),
+    /// A skill created or changed (a version or a copy added or removed), by id.
+    UpsertSkill(crate::Skill),
+    /// A skill removed, by id.
+    DeleteSkill(String),
 }
 
 /// One request's usage, as a data plane reports it.

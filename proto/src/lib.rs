@@ -16,6 +16,7 @@ mod permission;
 mod router;
 mod scopes;
 mod secret;
+mod skills;
 mod snapshot;
 pub mod subjects;
 pub mod wire;
@@ -31,6 +32,7 @@ pub use router::{
 };
 pub use scopes::{Scope, ScopeKind};
 pub use secret::Secret;
+pub use skills::{Skill, SkillCopy, SkillRefError};
 pub use snapshot::{
     ApiBase, Deployment, DeploymentId, GatewaySettings, ModelInfo, ProviderKind, ProviderSettings,
     Snapshot, SnapshotError,

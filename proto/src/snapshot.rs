@@ -293,6 +293,8 @@ pub struct Snapshot {
     /// permission (its own, its team's, its organization's) restricts may call only the
     /// public agents. `false`: it may call every agent, as in LiteLLM.
     pub agent_access_default_deny: bool,
+    /// Skills of the registry, with their copies on Anthropic deployments.
+    pub skills: Vec<crate::Skill>,
 }
 
 impl Snapshot {

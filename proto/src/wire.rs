@@ -9,7 +9,7 @@ use crate::{
     A2aAgent, Delta, DeltaOp, Deployment, DeploymentId, GatewaySettings, KeyHash, McpAuth,
     McpServer, McpToolCost, McpTransport, ModelBudget, ModelInfo, OAuth2Client, ObjectPermission,
     ProviderKind, ProviderSettings, RouterSettings, RoutingStrategy, Scope, ScopeKind, Secret,
-    Snapshot, UsageEvent, VirtualKey,
+    Skill, SkillCopy, Snapshot, UsageEvent, VirtualKey,
 };
 
 /// Generated code for package `routeiq.v1`.
@@ -80,6 +80,45 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         agent_access_default_deny: s.agent_access_default_deny,
         mcp_servers: s.mcp_servers.iter().map(Into::into).collect(),
         agents: s.agents.iter().map(Into::into).collect(),
+        skills: s.skills.iter().map(Into::into).collect(),
+    }
+}
+
+impl From<&Skill> for pb::Skill {
+    fn from(s: &Skill) -> Self {
+        Self {
+            id: s.id.clone(),
+            versions: s.versions.clone(),
+            copies: s
+                .copies
+                .iter()
+                .map(|c| pb::SkillCopy {
+                    version: c.version.clone(),
+                    deployment_id: c.deployment_id.clone(),
+                    upstream_skill_id: c.upstream_skill_id.clone(),
+                    upstream_version: c.upstream_version.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::Skill> for Skill {
+    fn from(s: pb::Skill) -> Self {
+        Self {
+            id: s.id,
+            versions: s.versions,
+            copies: s
+                .copies
+                .into_iter()
+                .map(|c| SkillCopy {
+                    version: c.version,
+                    deployment_id: c.deployment_id,
+                    upstream_skill_id: c.upstream_skill_id,
+                    upstream_version: c.upstream_version,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -291,6 +330,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
+            skills: s.skills.into_iter().map(Into::into).collect(),
             scopes: s
                 .scopes
                 .into_iter()
@@ -679,6 +719,8 @@ impl From<&Delta> for pb::SnapshotDelta {
                         DeltaOp::DeleteMcpServer(name) => Op::DeleteMcpServer(name.clone()),
                         DeltaOp::UpsertAgent(a) => Op::UpsertAgent(a.into()),
                         DeltaOp::DeleteAgent(id) => Op::DeleteAgent(id.clone()),
+                        DeltaOp::UpsertSkill(s) => Op::UpsertSkill(s.into()),
+                        DeltaOp::DeleteSkill(id) => Op::DeleteSkill(id.clone()),
                     }),
                 })
                 .collect(),
@@ -724,6 +766,8 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                     Op::DeleteMcpServer(name) => DeltaOp::DeleteMcpServer(name),
                     Op::UpsertAgent(a) => DeltaOp::UpsertAgent(a.try_into()?),
                     Op::DeleteAgent(id) => DeltaOp::DeleteAgent(id),
+                    Op::UpsertSkill(s) => DeltaOp::UpsertSkill(s.into()),
+                    Op::DeleteSkill(id) => DeltaOp::DeleteSkill(id),
                 })
             })
             .collect::<Result<_, InvalidMessage>>()?;
@@ -911,6 +955,16 @@ mod tests {
                 ..A2aAgent::default()
             },
         ];
+        snap.skills = vec![Skill {
+            id: "skill_1".into(),
+            versions: vec!["100".into(), "200".into()],
+            copies: vec![SkillCopy {
+                version: "200".into(),
+                deployment_id: "claude-1".into(),
+                upstream_skill_id: "skill_up".into(),
+                upstream_version: "9".into(),
+            }],
+        }];
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();
         let back = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, snap);
@@ -950,6 +1004,12 @@ mod tests {
                     id: "o1".into(),
                 },
                 DeltaOp::Resync,
+                DeltaOp::UpsertSkill(Skill {
+                    id: "skill_1".into(),
+                    versions: vec!["100".into()],
+                    copies: Vec::new(),
+                }),
+                DeltaOp::DeleteSkill("skill_2".into()),
             ],
         };
         let bytes = pb::SnapshotDelta::from(&delta).encode_to_vec();

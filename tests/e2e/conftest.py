@@ -57,6 +57,42 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+S3S_FS = Path(os.environ.get("ROUTEIQ_S3S_FS", Path.home() / ".cache/routeiq/bin/s3s-fs"))
+
+
+class S3Server:
+    """A real S3-compatible server (s3s-fs) over `dir/s3`, each bucket a directory; `env`
+    holds the AWS variables that reach it."""
+
+    def __init__(self, dir: Path, buckets=()):
+        assert S3S_FS.exists(), f"{S3S_FS} missing: scripts/test.sh installs s3s-fs"
+        self.data = dir / "s3"
+        for b in buckets:
+            (self.data / b).mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.process = Process([str(S3S_FS), "--host", "127.0.0.1", "--port", str(port),
+                                "--access-key", "routeiq", "--secret-key", "routeiq-secret",
+                                str(self.data)], dir / "s3s.log")
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 10
+        while True:
+            try:
+                httpx.get(self.url)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline and self.process.proc.poll() is None, \
+                    "s3s-fs did not start"
+                time.sleep(0.05)
+        self.env = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "routeiq",
+                    "AWS_SECRET_ACCESS_KEY": "routeiq-secret", "AWS_REGION": "us-east-1"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.stop()
+
+
 @pytest.fixture(scope="session")
 def mock_provider(tmp_path_factory):
     port = free_port()

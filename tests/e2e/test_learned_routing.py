@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Process, free_port, wait_http
+from conftest import Process, S3Server, free_port, wait_http
 from otlp import OtlpReceiver
 from test_routing import deployment, gateway, mock  # noqa: F401 (fixtures)
 
@@ -230,31 +230,10 @@ def test_hot_reload_from_a_file_under_load_and_a_corrupt_version_is_refused(mock
     assert metric(g, "routeiq_router_model_reloads_total", result="error", strategy="llmrouter-elo") >= 1
 
 
-S3S_FS = Path(os.environ.get("ROUTEIQ_S3S_FS", Path.home() / ".cache/routeiq/bin/s3s-fs"))
-
-
 @pytest.fixture
 def s3(tmp_path):
-    assert S3S_FS.exists(), f"{S3S_FS} missing: scripts/test.sh installs s3s-fs"
-    data = tmp_path / "s3"
-    (data / "models").mkdir(parents=True)  # a directory is a bucket
-    port = free_port()
-    p = Process([str(S3S_FS), "--host", "127.0.0.1", "--port", str(port),
-                 "--access-key", "routeiq", "--secret-key", "routeiq-secret", str(data)],
-                tmp_path / "s3s.log")
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 10
-    while True:
-        try:
-            httpx.get(url)
-            break
-        except httpx.TransportError:
-            assert time.time() < deadline and p.proc.poll() is None, "s3s-fs did not start"
-            time.sleep(0.05)
-    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "routeiq",
-           "AWS_SECRET_ACCESS_KEY": "routeiq-secret", "AWS_REGION": "us-east-1"}
-    yield url, env
-    p.stop()
+    with S3Server(tmp_path, buckets=("models",)) as server:
+        yield server.url, server.env
 
 
 def publish(dir: Path, prefix: str, url: str, env: dict):

@@ -25,6 +25,7 @@ pub mod mcp;
 pub mod models;
 pub mod orgs;
 pub mod routing_models;
+pub mod skills;
 pub mod spend;
 pub mod teams;
 pub mod users;

@@ -417,3 +417,50 @@ pub fn principal_message(v: principal::Verdict) -> pb::Principal {
         admin_team_ids: p.admin_team_ids,
     }
 }
+
+pub fn skill_files(files: Vec<pb::SkillFile>) -> Vec<crate::skills::bundle::File> {
+    files
+        .into_iter()
+        .map(|f| crate::skills::bundle::File {
+            path: f.path,
+            content: f.content,
+        })
+        .collect()
+}
+
+pub fn skill_info(s: crate::skills::SkillInfo, version: u64) -> pb::SkillInfo {
+    pb::SkillInfo {
+        id: s.id,
+        display_name: s.display_name,
+        name: s.name,
+        latest_version: s.latest_version,
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.updated_at_ms,
+        created_by: s.created_by,
+        copies: s
+            .copies
+            .into_iter()
+            .map(|c| pb::SkillCopyInfo {
+                version: c.version,
+                deployment_id: c.deployment_id,
+                upstream_skill_id: c.upstream_skill_id,
+                upstream_version: c.upstream_version,
+            })
+            .collect(),
+        snapshot_version: version,
+        description: s.description,
+    }
+}
+
+pub fn skill_version_info(v: crate::skills::VersionInfo, version: u64) -> pb::SkillVersionInfo {
+    pb::SkillVersionInfo {
+        skill_id: v.skill_id,
+        version: v.version,
+        name: v.name,
+        description: v.description,
+        created_at_ms: v.created_at_ms,
+        size: v.size,
+        sha256: v.sha256,
+        snapshot_version: version,
+    }
+}

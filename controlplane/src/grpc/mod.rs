@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
+use crate::skills::{self, Skills};
 use crate::{
     agents, audit, budget, changes, deployments, keys, mcp_servers, orgs, principal,
     routing_models, snapshot, spend, teams, users, Page,
@@ -21,9 +22,14 @@ use convert::*;
 
 pub use pb::control_plane_server::ControlPlaneServer;
 
+/// Largest gRPC message either way: a skill upload carries a bundle of up to 8 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 pub struct Service {
     pub pool: PgPool,
     pub secrets: Arc<SecretBox>,
+    /// The skill registry's object store and uploader; `None`: no `--skill-store`.
+    pub skills: Option<Arc<Skills>>,
 }
 
 /// Rejects calls without `authorization: Bearer <token>` when a token is configured.
@@ -612,6 +618,125 @@ impl pb::control_plane_server::ControlPlane for Service {
         Ok(Response::new(pb::ListAgentsResponse { agents, total }))
     }
 
+    // ---- skills ----
+
+    async fn create_skill(
+        &self,
+        req: Request<pb::CreateSkillRequest>,
+    ) -> Result<Response<pb::SkillInfo>, Status> {
+        let r = req.into_inner();
+        let (info, version) = skills::create(
+            &self.pool,
+            self.skills()?,
+            &actor(r.actor),
+            r.display_name,
+            skill_files(r.files),
+        )
+        .await?;
+        Ok(Response::new(skill_info(info, version)))
+    }
+
+    async fn get_skill(
+        &self,
+        req: Request<pb::SkillRef>,
+    ) -> Result<Response<pb::SkillInfo>, Status> {
+        let info = skills::get(&self.pool, &req.into_inner().skill_id).await?;
+        Ok(Response::new(skill_info(info, 0)))
+    }
+
+    async fn list_skills(
+        &self,
+        req: Request<pb::ListSkillsRequest>,
+    ) -> Result<Response<pb::ListSkillsResponse>, Status> {
+        let r = req.into_inner();
+        let (list, next) = skills::list(&self.pool, skills::Cursor::new(r.limit, &r.page)?).await?;
+        Ok(Response::new(pb::ListSkillsResponse {
+            skills: list.into_iter().map(|s| skill_info(s, 0)).collect(),
+            next_page: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_skill(
+        &self,
+        req: Request<pb::SkillRef>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let version = skills::delete(
+            &self.pool,
+            self.skills()?,
+            &self.secrets,
+            &actor(r.actor),
+            &r.skill_id,
+        )
+        .await?;
+        Ok(Response::new(deleted(vec![r.skill_id], Some(version))))
+    }
+
+    async fn create_skill_version(
+        &self,
+        req: Request<pb::CreateSkillRequest>,
+    ) -> Result<Response<pb::SkillVersionInfo>, Status> {
+        let r = req.into_inner();
+        let (v, version) = skills::add_version(
+            &self.pool,
+            self.skills()?,
+            &actor(r.actor),
+            &r.skill_id,
+            skill_files(r.files),
+        )
+        .await?;
+        Ok(Response::new(skill_version_info(v, version)))
+    }
+
+    async fn get_skill_version(
+        &self,
+        req: Request<pb::SkillRef>,
+    ) -> Result<Response<pb::SkillVersionInfo>, Status> {
+        let r = req.into_inner();
+        let v = skills::get_version(&self.pool, &r.skill_id, &r.version).await?;
+        Ok(Response::new(skill_version_info(v, 0)))
+    }
+
+    async fn list_skill_versions(
+        &self,
+        req: Request<pb::ListSkillsRequest>,
+    ) -> Result<Response<pb::ListSkillVersionsResponse>, Status> {
+        let r = req.into_inner();
+        let cursor = skills::Cursor::new(r.limit, &r.page)?;
+        let (list, next) = skills::list_versions(&self.pool, &r.skill_id, cursor).await?;
+        Ok(Response::new(pb::ListSkillVersionsResponse {
+            versions: list.into_iter().map(|v| skill_version_info(v, 0)).collect(),
+            next_page: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_skill_version(
+        &self,
+        req: Request<pb::SkillRef>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let version = skills::delete_version(
+            &self.pool,
+            self.skills()?,
+            &self.secrets,
+            &actor(r.actor),
+            &r.skill_id,
+            &r.version,
+        )
+        .await?;
+        Ok(Response::new(deleted(vec![r.version], Some(version))))
+    }
+
+    async fn get_skill_content(
+        &self,
+        req: Request<pb::SkillRef>,
+    ) -> Result<Response<pb::SkillContent>, Status> {
+        let r = req.into_inner();
+        let (zip, name) =
+            skills::content(&self.pool, self.skills()?, &r.skill_id, &r.version).await?;
+        Ok(Response::new(pb::SkillContent { zip, name }))
+    }
+
     // ---- credentials ----
 
     async fn create_credential(
@@ -775,6 +900,15 @@ fn deleted(ids: Vec<String>, version: Option<u64>) -> pb::DeleteResponse {
 }
 
 impl Service {
+    /// The skill registry, or why there is none.
+    fn skills(&self) -> Result<&Arc<Skills>, Status> {
+        self.skills.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "skills need an object store: start the control plane with --skill-store s3://bucket/prefix",
+            )
+        })
+    }
+
     async fn save_model(
         &self,
         r: pb::UpsertModelRequest,

@@ -62,7 +62,16 @@ pub async fn completion(
         mut req,
         model,
         tags,
-    } = super::incoming(live, ctx, &body, None, Operation::Chat { stream: false })?;
+    } = super::incoming(
+        live,
+        ctx,
+        &body,
+        None,
+        Operation::Chat {
+            stream: false,
+            skills: false,
+        },
+    )?;
     if !req.is_array("messages", false) {
         return Err(ApiError::missing_field("messages"));
     }
@@ -139,8 +148,26 @@ pub async fn completion(
         let run = super::mcp_tools::run(app, live, session, ctx, plan, first, req, offer, turn);
         return Box::pin(run).await;
     }
-    let build = |d: &CompiledDeployment| upstream_body(&req, client, d, drop_params);
-    let op = Operation::Chat { stream };
+    // Skills the request loads: a registry skill becomes the serving deployment's copy.
+    let skills = match crate::skills::Loads::of(req.value("container"), client, &live.skills) {
+        Ok(s) => s,
+        Err(e) => {
+            plan.abandon(&first);
+            return Err(e);
+        }
+    };
+    let build = |d: &CompiledDeployment| match &skills {
+        None => upstream_body(&req, client, d, drop_params),
+        Some(loads) => {
+            let mut on_d = req.clone();
+            on_d.set("container", &loads.container_on(d)?)?;
+            upstream_body(&on_d, client, d, drop_params)
+        }
+    };
+    let op = Operation::Chat {
+        stream,
+        skills: skills.is_some(),
+    };
     let compound = plan.compound();
     let query = plan.request().query.clone();
     let mut served = match (&compound, &query) {

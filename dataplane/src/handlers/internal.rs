@@ -99,7 +99,10 @@ async fn once(
     match attempt::send(
         app,
         d,
-        Operation::Chat { stream: false },
+        Operation::Chat {
+            stream: false,
+            skills: false,
+        },
         body,
         MAX_RESPONSE_BYTES,
     )

@@ -361,6 +361,7 @@ pub async fn run(
     let mut d = first;
     let op = Operation::Chat {
         stream: turn.stream,
+        skills: false,
     };
     for round in 0..=MAX_ROUNDS {
         if round == MAX_ROUNDS {

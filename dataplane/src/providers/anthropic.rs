@@ -32,14 +32,17 @@ impl Provider for Anthropic {
         op: Operation,
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
-        if !matches!(op, Operation::Chat { .. }) {
+        let Operation::Chat { skills, .. } = op else {
             return Err(super::unsupported(&d.deployment, "Anthropic", op));
-        }
+        };
         let base = target
             .base_path
             .strip_suffix("/v1")
             .unwrap_or(&target.base_path);
         let mut headers = vec![("anthropic-version", ANTHROPIC_VERSION.to_owned())];
+        if skills {
+            headers.push(("anthropic-beta", crate::skills::BETAS.to_owned()));
+        }
         headers.extend(key_header(d));
         Ok(UpstreamRequest {
             method: http::Method::POST,

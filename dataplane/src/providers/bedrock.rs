@@ -115,7 +115,7 @@ impl Provider for Bedrock {
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
         let (id, action, body) = match (api(&d.deployment), op) {
-            (Api::Converse(id), Operation::Chat { stream }) => (
+            (Api::Converse(id), Operation::Chat { stream, .. }) => (
                 id,
                 if stream {
                     "converse-stream"
@@ -124,7 +124,7 @@ impl Provider for Bedrock {
                 },
                 body,
             ),
-            (Api::InvokeAnthropic(id), Operation::Chat { stream }) => (
+            (Api::InvokeAnthropic(id), Operation::Chat { stream, .. }) => (
                 id,
                 if stream {
                     "invoke-with-response-stream"
@@ -157,7 +157,7 @@ impl Provider for Bedrock {
             ) => return Err(super::unsupported(&d.deployment, "Bedrock", op)),
         };
         let mut headers = Vec::new();
-        if let Operation::Chat { stream: true } = op {
+        if let Operation::Chat { stream: true, .. } = op {
             headers.push(("accept", "application/vnd.amazon.eventstream".to_owned()));
         }
         Ok(UpstreamRequest {

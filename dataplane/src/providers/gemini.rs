@@ -20,8 +20,8 @@ pub struct Gemini;
 /// API).
 pub fn method(op: Operation) -> Option<&'static str> {
     match op {
-        Operation::Chat { stream: false } => Some("generateContent"),
-        Operation::Chat { stream: true } => Some("streamGenerateContent?alt=sse"),
+        Operation::Chat { stream: false, .. } => Some("generateContent"),
+        Operation::Chat { stream: true, .. } => Some("streamGenerateContent?alt=sse"),
         Operation::Embeddings => Some("batchEmbedContents"),
         Operation::Rerank
         | Operation::Moderations

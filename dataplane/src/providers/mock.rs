@@ -65,10 +65,10 @@ impl Provider for Mock {
         let req: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("request body is not JSON: {e}")))?;
         let chunks = match op {
-            Operation::Chat { stream: false } => {
+            Operation::Chat { stream: false, .. } => {
                 VecDeque::from([Bytes::from(chat(d, &req).to_string())])
             }
-            Operation::Chat { stream: true } => chat_stream(d, &req),
+            Operation::Chat { stream: true, .. } => chat_stream(d, &req),
             Operation::Embeddings => VecDeque::from([Bytes::from(embeddings(&req)?.to_string())]),
             Operation::Rerank
             | Operation::Moderations

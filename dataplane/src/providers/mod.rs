@@ -33,6 +33,9 @@ use crate::upstream::{Exchange, Target, Upstream, UpstreamRequest};
 pub enum Operation {
     Chat {
         stream: bool,
+        /// The request loads skills (`container.skills`): Anthropic's Skills and
+        /// code-execution betas go with it.
+        skills: bool,
     },
     Embeddings,
     /// Cohere's rerank (`/v1/rerank`).
@@ -82,8 +85,14 @@ impl Operation {
     /// through chat where the deployment has no endpoint of its own for them.
     pub fn on(self, d: &CompiledDeployment) -> Self {
         match self {
-            Self::Completions { stream } if !d.text_completions => Self::Chat { stream },
-            Self::Responses { stream } if !d.responses_api => Self::Chat { stream },
+            Self::Completions { stream } if !d.text_completions => Self::Chat {
+                stream,
+                skills: false,
+            },
+            Self::Responses { stream } if !d.responses_api => Self::Chat {
+                stream,
+                skills: false,
+            },
             op => op,
         }
     }
@@ -93,7 +102,7 @@ impl Operation {
     pub fn is_stream(self) -> bool {
         matches!(
             self,
-            Self::Chat { stream: true }
+            Self::Chat { stream: true, .. }
                 | Self::Responses { stream: true }
                 | Self::Completions { stream: true }
                 | Self::Speech

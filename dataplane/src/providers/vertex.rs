@@ -119,7 +119,7 @@ impl Provider for Vertex {
                 ))
                 .with_param("model"))
             }
-            (true, Operation::Chat { stream }) => (
+            (true, Operation::Chat { stream, .. }) => (
                 "anthropic",
                 if stream { "streamRawPredict" } else { "rawPredict" },
                 anthropic_body(&body)?,

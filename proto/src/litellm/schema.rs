@@ -853,6 +853,8 @@ impl RawConfig {
             deployments,
             keys: Vec::new(),
             scopes: Vec::new(),
+            // Skills live in the control plane's registry only.
+            skills: Vec::new(),
             router,
             max_request_body_bytes,
             user_header_name: self

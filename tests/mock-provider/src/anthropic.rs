@@ -39,6 +39,9 @@ pub async fn messages(
             "anthropic-version header is required",
         );
     }
+    if let Err(refused) = crate::skills::check_container(&state, &headers, &body) {
+        return refused.into_response();
+    }
     let model = body
         .get("model")
         .and_then(Value::as_str)

@@ -32,6 +32,8 @@ pub struct State {
     pub stored_responses: Arc<Mutex<HashMap<String, StoredResponse>>>,
     /// Files and batches.
     pub files: crate::files::Shared,
+    /// Skills uploaded through the Skills API.
+    pub skills: crate::skills::Shared,
 }
 
 /// Faults injected for one upstream model (`POST /__faults` with `{model: fault}`), so a

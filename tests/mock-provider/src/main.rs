@@ -7,7 +7,8 @@
 //!   (`/v1/rerank`);
 //! - OpenAI Responses (`/v1/responses`, Azure `/openai/responses`), streams included;
 //! - OpenAI and Azure files and batches (`/v1/files`, `/v1/batches`, Azure's under `/openai/`);
-//! - Anthropic Messages (`/v1/messages`);
+//! - Anthropic Messages (`/v1/messages`) and Skills (`/v1/skills`, the `skills-2025-10-02`
+//!   beta), whose custom skills messages may load (`container.skills`);
 //! - Google Gemini API (`/v1beta/models/{model}:{method}`, API key): generateContent,
 //!   streamGenerateContent (`alt=sse`), embedContent, batchEmbedContents;
 //! - Vertex AI (`/v1/projects/{project}/locations/{location}/publishers/...`, OAuth2 bearer
@@ -28,7 +29,7 @@
 //! `POST /__service_accounts` (a service account's public key), `GET /__oauth` (tokens
 //! issued), `POST /__aws_credentials` (the AWS keys whose signatures verify),
 //! `POST /__aws_credentials/lifetime` (how long STS credentials live), `GET /__aws` (requests
-//! verified, roles assumed).
+//! verified, roles assumed), `GET /__skills` (the skills uploaded).
 
 mod anthropic;
 mod aws;
@@ -41,6 +42,7 @@ mod media;
 mod oauth;
 mod openai;
 mod responses;
+mod skills;
 
 use std::net::SocketAddr;
 
@@ -113,6 +115,14 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/rerank", post(cohere::compatible_rerank))
         .route("/embeddings", post(openai::embeddings))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/skills", post(skills::create))
+        .route("/v1/skills/{id}", axum::routing::delete(skills::delete))
+        .route("/v1/skills/{id}/versions", post(skills::create_version))
+        .route(
+            "/v1/skills/{id}/versions/{version}",
+            axum::routing::delete(skills::delete_version),
+        )
+        .route("/__skills", get(skills::list))
         .route("/v1beta/models/{model_and_method}", post(gemini::gemini_api))
         .route("/v1/models/{model_and_method}", post(gemini::gemini_api))
         .route(

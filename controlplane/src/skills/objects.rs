@@ -1,0 +1,103 @@
+//! Skill bundles in the S3-compatible object store (`--skill-store s3://bucket/prefix`):
+//! one zip per version, `<prefix>/skills/<skill id>/<version>.zip`. The client takes its
+//! credentials, region and endpoint from the standard AWS variables (`AWS_ENDPOINT_URL`
+//! for an S3-compatible server, which is then addressed path-style).
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::error::StoreError;
+
+pub struct Objects {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn unavailable(what: &str, key: &str, e: impl std::fmt::Display) -> StoreError {
+    tracing::warn!(key, error = %e, "skill store: {what} failed");
+    StoreError::Unavailable(format!(
+        "the skill store could not {what} `{key}`; see the control plane's log"
+    ))
+}
+
+impl Objects {
+    /// The store `uri` (`s3://bucket[/prefix]`) names.
+    pub async fn new(uri: &str) -> Result<Self, String> {
+        let rest = uri
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("--skill-store `{uri}` must be s3://bucket[/prefix]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("--skill-store `{uri}` names no bucket"));
+        }
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(
+                aws_config::meta::region::RegionProviderChain::default_provider()
+                    .or_else("us-east-1"),
+            )
+            .load()
+            .await;
+        let custom = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        let s3 = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(custom)
+            .build();
+        Ok(Self {
+            client: aws_sdk_s3::Client::from_conf(s3),
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    /// Where a version's bundle goes.
+    pub fn key(&self, skill_id: &str, version: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("skills/{skill_id}/{version}.zip")
+        } else {
+            format!("{}/skills/{skill_id}/{version}.zip", self.prefix)
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/zip")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| unavailable("store", key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| unavailable("read", key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| unavailable("read", key, e))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    /// Removes an object; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| unavailable("delete", key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+}
