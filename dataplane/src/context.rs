@@ -67,6 +67,8 @@ pub struct RequestCtx {
     /// agent (`("a2a", agent_id)`). Reported as the usage event's provider and
     /// deployment id.
     pub served_by: Option<(&'static str, String)>,
+    /// The registry's skills the request loads (their ids), for its span.
+    pub skills: Vec<String>,
 }
 
 /// See [`RequestCtx::once`].
@@ -199,6 +201,7 @@ impl RequestCtx {
             automix: None,
             once: None,
             served_by: None,
+            skills: Vec::new(),
         }
     }
 }

@@ -131,6 +131,9 @@ impl Spans {
         if let Some(c) = ctx.cost() {
             attrs.push(KeyValue::new("routeiq.cost_usd", c));
         }
+        if !ctx.skills.is_empty() {
+            attrs.push(KeyValue::new("routeiq.skills", ctx.skills.join(",")));
+        }
         let builder = self
             .tracer
             .span_builder("routeiq.route")

@@ -4,8 +4,9 @@ attached data planes, and the mock provider speaking Anthropic's Skills and Mess
 Driven with the official `anthropic` SDK, unmodified: skills created, listed, read,
 versioned, downloaded and deleted; each version copied to every Anthropic deployment under
 that deployment's key; a Messages request that loads a registry skill reaching the serving
-deployment's copy with the betas it needs; refusals; a control-plane restart that copies
-nothing twice; and the registry without an object store."""
+deployment's copy with the betas it needs (the request span naming the skill); refusals; a
+control-plane restart that copies nothing twice; and the registry without an object
+store."""
 
 import io
 import os
@@ -18,6 +19,7 @@ import openai
 import pytest
 
 from conftest import S3Server
+from otlp import OtlpReceiver
 from stack import STACK_CONFIG, STACK_MASTER_KEY, Stack, wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -179,11 +181,23 @@ def test_skill_lifecycle_through_the_anthropic_sdk(env):
     assert pinned.content
     assert last_request(env)["body"]["container"]["skills"][0]["version"] == \
         by[(v1, ids["claude"])]["upstream_version"]
-    # A data plane started now gets the skills in its first snapshot.
-    late = env.stack.dataplane("dp-skills-late")
-    assert load(late, "claude", {"type": "custom", "skill_id": skill.id}).content
-    assert last_request(env)["body"]["container"]["skills"][0]["skill_id"] == \
-        by[(v2, ids["claude"])]["upstream_skill_id"]
+    # A data plane started now gets the skills in its first snapshot; its request span names
+    # the registry skills loaded.
+    receiver = OtlpReceiver()
+    try:
+        os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+                          OTEL_BSP_SCHEDULE_DELAY="100")
+        late = env.stack.dataplane("dp-skills-late")
+        for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_BSP_SCHEDULE_DELAY"):
+            del os.environ[k]
+        assert load(late, "claude", {"type": "custom", "skill_id": skill.id}).content
+        assert last_request(env)["body"]["container"]["skills"][0]["skill_id"] == \
+            by[(v2, ids["claude"])]["upstream_skill_id"]
+        spans = wait_until(receiver.spans, what="the request span")
+        attrs = {a.key: a.value.string_value for a in spans[0].attributes}
+        assert attrs["routeiq.skills"] == skill.id
+    finally:
+        receiver.stop()
 
     # Refusals, OpenAI-shaped, naming the cause.
     with pytest.raises(anthropic.NotFoundError, match="has no version"):

@@ -12,6 +12,7 @@ use std::time::Duration;
 use routeiq_proto::{Deployment, ProviderKind, SkillCopy};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
+use tracing::Instrument;
 
 use super::bundle::{self, File};
 use super::Skills;
@@ -205,16 +206,19 @@ pub async fn once(
                     bundles.entry(v.object_key.clone()).or_insert(files)
                 }
             };
+            let span = tracing::info_span!("skill.copy", skill = %v.skill_id, version = %v.version, deployment = %d.id.0);
             let copied = match &upstream {
                 Some(up) => skills
                     .anthropic
                     .create_version(d, up, files)
+                    .instrument(span)
                     .await
                     .map(|ver| (up.clone(), ver)),
                 None => {
                     skills
                         .anthropic
                         .create_skill(d, &v.display_name, files)
+                        .instrument(span)
                         .await
                 }
             };

@@ -156,6 +156,9 @@ pub async fn completion(
             return Err(e);
         }
     };
+    if let Some(loads) = &skills {
+        ctx.skills = loads.registry_ids().map(str::to_owned).collect();
+    }
     let build = |d: &CompiledDeployment| match &skills {
         None => upstream_body(&req, client, d, drop_params),
         Some(loads) => {
