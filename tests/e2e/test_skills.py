@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import S3Server
+from conftest import S3Server, free_port
 from otlp import OtlpReceiver
 from stack import STACK_CONFIG, STACK_MASTER_KEY, Stack, wait_until
 
@@ -311,6 +311,86 @@ def test_uploads_are_checked_and_roles_enforced(env):
     assert set(made) <= set(seen) and len(seen) == len(set(seen))
     for i in made:
         env.admin.ok("DELETE", f"/v1/skills/{i}")
+
+
+def test_copies_follow_deployments_and_failed_uploads_are_retried(env):
+    """A deployment added later gets the skill; one whose key changes gets a new copy under
+    the new key; a removed one's copies are forgotten. A deployment the control plane cannot
+    reach has no copy, and a request routed there is a 503 to retry, until it can."""
+    client = admin_client(env)
+    skill = client.beta.skills.create(files=[("later/SKILL.md", manifest("later"), "text/markdown")])
+    dead = free_port()
+    env.admin.ok("POST", "/model/new", json={
+        "model_name": "claude-late",
+        "litellm_params": {"model": "anthropic/claude-opus-4-1", "api_base": env.mock,
+                           "api_key": "sk-ant-late-1"},
+        "model_info": {"id": "claude-late-1"}})
+    env.admin.ok("POST", "/model/new", json={
+        "model_name": "claude-down",
+        "litellm_params": {"model": "anthropic/claude-opus-4-1",
+                           "api_base": f"http://127.0.0.1:{dead}", "api_key": "sk-ant-down"},
+        "model_info": {"id": "claude-down-1"}})
+
+    def copy_on(deployment):
+        return next((c for c in copies(env, skill.id) if c["deployment_id"] == deployment), None)
+
+    first = wait_until(lambda: copy_on("claude-late-1"), timeout=20, interval=0.2,
+                       what="a copy on the added deployment")
+    assert mock_skills(env)[first["upstream_skill_id"]]["api_key"] == "sk-ant-late-1"
+    wait_until(lambda: httpx.get(f"{env.dp.url}/v1/models", headers={
+        "Authorization": f"Bearer {STACK_MASTER_KEY}"}).text.count("claude-down") == 1,
+        what="the deployments on the data plane")
+    assert load(env.dp, "claude-late", {"type": "custom", "skill_id": skill.id}).content
+    # The unreachable deployment: no copy, a 503 with retry-after, other copies unharmed.
+    time.sleep(2.5)
+    assert copy_on("claude-down-1") is None
+    down = httpx.post(f"{env.dp.url}/v1/messages", headers={
+        "x-api-key": STACK_MASTER_KEY, "anthropic-version": "2023-06-01"}, json={
+        "model": "claude-down", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}],
+        "container": {"skills": [{"type": "custom", "skill_id": skill.id}]}})
+    assert down.status_code == 503 and down.headers["retry-after"] == "5", down.text
+    assert "has not reached deployment `claude-down-1`" in down.text
+
+    # The deployment comes up (a server at its address): the next rounds copy the skill.
+    server = MockAt(dead, env.dir)
+    try:
+        wait_until(lambda: copy_on("claude-down-1"), timeout=20, interval=0.2,
+                   what="the copy once the deployment is reachable")
+    finally:
+        server.stop()
+
+    # A new key: a new copy, made with it; the old one is forgotten.
+    env.admin.ok("POST", "/model/update", json={
+        "model_name": "claude-late",
+        "litellm_params": {"model": "anthropic/claude-opus-4-1", "api_base": env.mock,
+                           "api_key": "sk-ant-late-2"},
+        "model_info": {"id": "claude-late-1"}})
+    second = wait_until(lambda: (c := copy_on("claude-late-1")) and
+                        c["upstream_skill_id"] != first["upstream_skill_id"] and c,
+                        timeout=20, interval=0.2, what="a copy under the new key")
+    assert mock_skills(env)[second["upstream_skill_id"]]["api_key"] == "sk-ant-late-2"
+    # Removed deployments' copies are forgotten.
+    for d in ("claude-late-1", "claude-down-1"):
+        env.admin.ok("POST", "/model/delete", json={"id": d})
+    wait_until(lambda: copy_on("claude-late-1") is None and copy_on("claude-down-1") is None,
+               timeout=20, interval=0.2, what="copies of removed deployments forgotten")
+    ids = deployment_ids(env)
+    assert {c["deployment_id"] for c in copies(env, skill.id)} == {ids["claude"], ids["claude-b"]}
+    client.beta.skills.delete(skill.id)
+
+
+class MockAt:
+    """A second mock provider, on a given port."""
+
+    def __init__(self, port: int, dir):
+        from conftest import BIN_DIR, Process, wait_http
+        self.p = Process([str(BIN_DIR / "routeiq-mock-provider"), "--listen",
+                          f"127.0.0.1:{port}"], dir / f"mock-{port}.log")
+        wait_http(f"http://127.0.0.1:{port}/health", self.p.proc)
+
+    def stop(self):
+        self.p.stop()
 
 
 def test_without_an_object_store_the_registry_says_so(tmp_path):
