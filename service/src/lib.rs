@@ -2,6 +2,8 @@
 //! `routeiq-admin`: how they log, when they stop, and how their listeners serve TLS.
 
 pub mod http;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod tls;
 
 /// Logs to stderr with the `ROUTEIQ_LOG` filter (`default` when it is unset), in colour

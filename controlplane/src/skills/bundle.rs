@@ -227,6 +227,9 @@ fn front_matter(skill_md: &[u8]) -> Result<(String, String), StoreError> {
         .map(|d| d.trim().to_owned())
         .filter(|d| !d.is_empty())
         .ok_or_else(|| invalid("SKILL.md: the front matter has no `description`"))?;
+    if description.contains('\0') {
+        return Err(invalid("SKILL.md: the description holds U+0000"));
+    }
     if description.chars().count() > 1024 {
         return Err(invalid(
             "SKILL.md: the description is longer than 1,024 characters",

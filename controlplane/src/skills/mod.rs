@@ -211,8 +211,13 @@ pub async fn load_all(conn: &mut sqlx::PgConnection) -> Result<Vec<Skill>, Store
             }),
         }
     }
+    let at: std::collections::HashMap<String, usize> = skills
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
     for (id, c) in copies(&mut *conn, None).await? {
-        if let Ok(i) = skills.binary_search_by(|s| s.id.as_str().cmp(&id)) {
+        if let Some(&i) = at.get(&id) {
             skills[i].copies.push(c);
         }
     }
@@ -259,6 +264,22 @@ async fn store_bundle(
     let key = skills.objects.key(id, version);
     skills.objects.put(&key, zip).await?;
     Ok((key, size, sha))
+}
+
+/// After a new version's transaction: its stored bundle is removed when the transaction
+/// failed; else the copier starts a round.
+async fn settle<T>(
+    skills: &Skills,
+    key: &str,
+    saved: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match &saved {
+        Err(_) => {
+            let _ = skills.objects.delete(key).await;
+        }
+        Ok(_) => skills.wake.notify_one(),
+    }
+    saved
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -370,12 +391,7 @@ pub async fn create(
         Ok::<_, StoreError>((info, snapshot_version))
     }
     .await;
-    if saved.is_err() {
-        let _ = skills.objects.delete(&key).await;
-    } else {
-        skills.wake.notify_one();
-    }
-    saved
+    settle(skills, &key, saved).await
 }
 
 /// Adds a version to skill `id` (`POST /v1/skills/{id}/versions`). Its SKILL.md must name
@@ -435,12 +451,7 @@ pub async fn add_version(
         Ok::<_, StoreError>((v, snapshot_version))
     }
     .await;
-    if saved.is_err() {
-        let _ = skills.objects.delete(&key).await;
-    } else {
-        skills.wake.notify_one();
-    }
-    saved
+    settle(skills, &key, saved).await
 }
 
 async fn get_in(conn: &mut sqlx::PgConnection, id: &str) -> Result<SkillInfo, StoreError> {

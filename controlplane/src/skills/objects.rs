@@ -1,7 +1,6 @@
 //! Skill bundles in the S3-compatible object store (`--skill-store s3://bucket/prefix`):
-//! one zip per version, `<prefix>/skills/<skill id>/<version>.zip`. The client takes its
-//! credentials, region and endpoint from the standard AWS variables (`AWS_ENDPOINT_URL`
-//! for an S3-compatible server, which is then addressed path-style).
+//! one zip per version, `<prefix>/skills/<skill id>/<version>.zip`, through the planes'
+//! shared S3 client (`routeiq_service::s3`: the standard AWS variables).
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -30,21 +29,8 @@ impl Objects {
         if bucket.is_empty() {
             return Err(format!("--skill-store `{uri}` names no bucket"));
         }
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(
-                aws_config::meta::region::RegionProviderChain::default_provider()
-                    .or_else("us-east-1"),
-            )
-            .load()
-            .await;
-        let custom = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-            .iter()
-            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
-        let s3 = aws_sdk_s3::config::Builder::from(&conf)
-            .force_path_style(custom)
-            .build();
         Ok(Self {
-            client: aws_sdk_s3::Client::from_conf(s3),
+            client: routeiq_service::s3::client(None).await,
             bucket: bucket.to_owned(),
             prefix: prefix.trim_matches('/').to_owned(),
         })

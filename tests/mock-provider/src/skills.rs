@@ -89,6 +89,27 @@ fn admitted(headers: &HeaderMap) -> Result<String, Refused> {
     Ok(key)
 }
 
+/// An upload as received: the key it came with, its files' paths, its `display_title` and
+/// the SKILL.md name.
+struct Upload {
+    key: String,
+    paths: Vec<String>,
+    title: Option<String>,
+    name: String,
+}
+
+/// The key, beta and files of an upload, checked as Anthropic checks them.
+async fn received(headers: &HeaderMap, mp: Multipart) -> Result<Upload, Refused> {
+    let key = admitted(headers)?;
+    let (paths, title, name) = upload(mp).await?;
+    Ok(Upload {
+        key,
+        paths,
+        title,
+        name,
+    })
+}
+
 /// The uploaded files' paths and `display_title`, checked as Anthropic checks them.
 async fn upload(mut mp: Multipart) -> Result<(Vec<String>, Option<String>, String), Refused> {
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, "invalid_request_error", m);
@@ -133,11 +154,12 @@ pub async fn create(
     headers: HeaderMap,
     mp: Multipart,
 ) -> Response {
-    let key = match admitted(&headers) {
-        Ok(k) => k,
-        Err(r) => return r.into_response(),
-    };
-    let (paths, title, name) = match upload(mp).await {
+    let Upload {
+        key,
+        paths,
+        title,
+        name,
+    } = match received(&headers, mp).await {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
@@ -171,11 +193,9 @@ pub async fn create_version(
     headers: HeaderMap,
     mp: Multipart,
 ) -> Response {
-    let key = match admitted(&headers) {
-        Ok(k) => k,
-        Err(r) => return r.into_response(),
-    };
-    let (paths, _, name) = match upload(mp).await {
+    let Upload {
+        key, paths, name, ..
+    } = match received(&headers, mp).await {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };

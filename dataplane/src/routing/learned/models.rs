@@ -376,25 +376,7 @@ impl Models {
 
     async fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3
-            .get_or_init(|| async {
-                let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .http_client(self.egress.aws_http_client())
-                    .region(
-                        aws_config::meta::region::RegionProviderChain::default_provider()
-                            .or_else("us-east-1"),
-                    )
-                    .load()
-                    .await;
-                // S3-compatible servers (an endpoint URL is set) usually want path-style
-                // addressing.
-                let custom = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-                    .iter()
-                    .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
-                let s3 = aws_sdk_s3::config::Builder::from(&conf)
-                    .force_path_style(custom)
-                    .build();
-                aws_sdk_s3::Client::from_conf(s3)
-            })
+            .get_or_init(|| routeiq_service::s3::client(Some(self.egress.aws_http_client())))
             .await
     }
 }
