@@ -1,6 +1,7 @@
 -- Expand only: the skill registry (/v1/skills). `skills` (from the initial schema) gains its
--- label and authors; each version's bundle lies in the object store under `object_key`, with
--- the SKILL.md front matter's name and description; `skill_copies` records each version
+-- label and authors (its `description` column stays unused: a skill's description is its
+-- latest version's); each version's bundle lies in the object store under `object_key`,
+-- with the SKILL.md front matter's name and description and the files' directory; `skill_copies` records each version
 -- uploaded to each Anthropic deployment under that provider's ids, and a fingerprint of the
 -- deployment's address and key, so a changed account gets a new copy. Older control planes
 -- ignore the new columns and tables.
@@ -13,6 +14,7 @@ CREATE TABLE IF NOT EXISTS skill_versions (
     version     text NOT NULL,
     name        text NOT NULL,
     description text NOT NULL,
+    directory   text NOT NULL,
     object_key  text NOT NULL,
     size        bigint NOT NULL,
     sha256      text NOT NULL,

@@ -126,8 +126,9 @@ def test_skill_lifecycle_through_the_anthropic_sdk(env):
     assert v1
 
     # The bundle is a zip in the object store; the download is the same archive.
-    obj = env.s3.data / "skills" / "gw" / "skills" / skill.id / f"{v1}.zip"
-    assert obj.exists(), list((env.s3.data / "skills").rglob("*"))
+    objs = list((env.s3.data / "skills" / "gw" / "skills" / skill.id).glob(f"{v1}-*.zip"))
+    assert len(objs) == 1, list((env.s3.data / "skills").rglob("*"))
+    obj = objs[0]
     stored = zipfile.ZipFile(io.BytesIO(obj.read_bytes()))
     assert stored.namelist() == ["report-writer/SKILL.md", "report-writer/scripts/render.py"]
     downloaded = client.beta.skills.versions.download(v1, skill_id=skill.id).read()
@@ -144,8 +145,9 @@ def test_skill_lifecycle_through_the_anthropic_sdk(env):
     assert got.latest_version_id == v2 and got.description == "Writes reports, v2."
     listed = [s.id for s in client.beta.skills.list()]
     assert skill.id in listed
-    versions = [v.id for v in client.beta.skills.versions.list(skill.id)]
-    assert versions == [v2, v1], "newest first"
+    versions = list(client.beta.skills.versions.list(skill.id))
+    assert [v.id for v in versions] == [v2, v1], "newest first"
+    assert versions[1].model_extra["directory"] == "report-writer"
     assert client.beta.skills.versions.retrieve("latest", skill_id=skill.id).id == v2
     wrong = httpx.post(f"{env.admin.url}/v1/skills/{skill.id}/versions",
                        headers={"x-api-key": STACK_MASTER_KEY},
@@ -229,6 +231,10 @@ def test_skill_lifecycle_through_the_anthropic_sdk(env):
     # Deleting a version removes its copies; deleting the skill removes everything.
     deleted = client.beta.skills.versions.delete(v1, skill_id=skill.id)
     assert deleted.id == v1 and deleted.type == "skill_version_deleted"
+    # `latest` names the newest version; the answer names the version deleted.
+    v3 = client.beta.skills.versions.create(
+        skill.id, files=[("report-writer/SKILL.md", manifest(), "text/markdown")]).id
+    assert client.beta.skills.versions.delete("latest", skill_id=skill.id).id == v3
     wait_until(lambda: all(list(mock_skills(env).get(u, {}).get("versions", {})) ==
                            [by[(v2, ids[m])]["upstream_version"]]
                            for m, u in ((m, by[(v2, ids[m])]["upstream_skill_id"])

@@ -201,7 +201,7 @@ impl From<pb::SkillVersionInfo> for SkillVersion {
             id: v.version.clone(),
             version: v.version,
             skill_id: v.skill_id,
-            directory: v.name.clone(),
+            directory: v.directory,
             name: v.name,
             description: v.description,
             created_at: ms_iso(v.created_at_ms),
@@ -215,8 +215,9 @@ impl From<pb::SkillVersionInfo> for SkillVersion {
 async fn upload(
     mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(Vec<pb::SkillFile>, Option<String>)> {
-    let unreadable =
-        |e: &dyn std::fmt::Display| ApiError::bad_request(format!("unreadable upload: {e}"));
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(e.status(), format!("unreadable upload: {}", e.body_text()))
+    };
     let mut mp = mp.map_err(|e| {
         ApiError::bad_request(format!(
             "upload the skill as multipart/form-data (files[] and display_name): {}",
@@ -224,7 +225,7 @@ async fn upload(
         ))
     })?;
     let (mut files, mut display) = (Vec::new(), None);
-    while let Some(field) = mp.next_field().await.map_err(|e| unreadable(&e))? {
+    while let Some(field) = mp.next_field().await.map_err(unreadable)? {
         match field.name().unwrap_or_default() {
             "files" | "files[]" => {
                 let path = field
@@ -237,14 +238,14 @@ async fn upload(
                         )
                         .param("files")
                     })?;
-                let content: Bytes = field.bytes().await.map_err(|e| unreadable(&e))?;
+                let content: Bytes = field.bytes().await.map_err(unreadable)?;
                 files.push(pb::SkillFile {
                     path,
                     content: content.to_vec(),
                 });
             }
             "display_name" | "display_title" => {
-                let text = field.text().await.map_err(|e| unreadable(&e))?;
+                let text = field.text().await.map_err(unreadable)?;
                 if text.contains('\0') {
                     return Err(
                         ApiError::bad_request("display_name holds U+0000").param("display_name")
@@ -267,7 +268,8 @@ fn page_of(next: String) -> (bool, Option<String>) {
 /// Create a skill from its files.
 #[utoipa::path(post, path = "/v1/skills", tag = "skills",
     request_body(content = SkillUpload, content_type = "multipart/form-data"),
-    responses((status = 200, description = "The skill", body = Skill)),
+    responses((status = 200, description = "The skill", body = Skill),
+              (status = 413, description = "The upload is larger than 9 MiB", body = crate::error::ErrorBody)),
     security(("api_key" = ["proxy_admin"])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -374,7 +376,8 @@ pub async fn delete(
 #[utoipa::path(post, path = "/v1/skills/{skill_id}/versions", tag = "skills",
     params(("skill_id" = String, Path, description = "The skill's id")),
     request_body(content = SkillUpload, content_type = "multipart/form-data"),
-    responses((status = 200, description = "The version", body = SkillVersion)),
+    responses((status = 200, description = "The version", body = SkillVersion),
+              (status = 413, description = "The upload is larger than 9 MiB", body = crate::error::ErrorBody)),
     security(("api_key" = ["proxy_admin"])))]
 pub async fn create_version(
     State(state): State<Arc<AppState>>,

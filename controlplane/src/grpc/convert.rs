@@ -458,6 +458,7 @@ pub fn skill_version_info(v: crate::skills::VersionInfo, version: u64) -> pb::Sk
         version: v.version,
         name: v.name,
         description: v.description,
+        directory: v.directory,
         created_at_ms: v.created_at_ms,
         size: v.size,
         sha256: v.sha256,

@@ -715,7 +715,7 @@ impl pb::control_plane_server::ControlPlane for Service {
         req: Request<pb::SkillRef>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.into_inner();
-        let version = skills::delete_version(
+        let (snapshot, version) = skills::delete_version(
             &self.pool,
             self.skills()?,
             &self.secrets,
@@ -724,7 +724,7 @@ impl pb::control_plane_server::ControlPlane for Service {
             &r.version,
         )
         .await?;
-        Ok(Response::new(deleted(vec![r.version], Some(version))))
+        Ok(Response::new(deleted(vec![version], Some(snapshot))))
     }
 
     async fn get_skill_content(

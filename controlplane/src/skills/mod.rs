@@ -61,6 +61,8 @@ pub struct VersionInfo {
     pub version: String,
     pub name: String,
     pub description: String,
+    /// The top-level directory of its files.
+    pub directory: String,
     pub created_at_ms: i64,
     pub size: u64,
     pub sha256: String,
@@ -146,7 +148,8 @@ fn info_of(r: &sqlx::postgres::PgRow) -> Result<SkillInfo, StoreError> {
     })
 }
 
-const VERSION_COLUMNS: &str = "skill_id, version, name, description, size, sha256, object_key,
+const VERSION_COLUMNS: &str =
+    "skill_id, version, name, description, directory, size, sha256, object_key,
     (EXTRACT(EPOCH FROM created_at) * 1000)::bigint AS created_at_ms";
 
 fn version_of(r: &sqlx::postgres::PgRow) -> Result<VersionInfo, StoreError> {
@@ -155,6 +158,7 @@ fn version_of(r: &sqlx::postgres::PgRow) -> Result<VersionInfo, StoreError> {
         version: r.try_get("version")?,
         name: r.try_get("name")?,
         description: r.try_get("description")?,
+        directory: r.try_get("directory")?,
         created_at_ms: r.try_get("created_at_ms")?,
         size: r.try_get::<i64, _>("size")? as u64,
         sha256: r.try_get("sha256")?,
@@ -162,18 +166,18 @@ fn version_of(r: &sqlx::postgres::PgRow) -> Result<VersionInfo, StoreError> {
     })
 }
 
-/// The copies of skill `id` (every skill's when `None`).
+/// The copies of skills `ids` (every skill's when `None`), with their skill's id.
 async fn copies(
     conn: impl PgExecutor<'_>,
-    id: Option<&str>,
+    ids: Option<&[String]>,
 ) -> Result<Vec<(String, SkillCopy)>, StoreError> {
     let rows = sqlx::query(
         "SELECT c.skill_id, c.version, c.deployment_id, c.upstream_skill_id, c.upstream_version
            FROM skill_copies c JOIN skill_versions v USING (skill_id, version)
-          WHERE $1::text IS NULL OR c.skill_id = $1
+          WHERE $1::text[] IS NULL OR c.skill_id = ANY($1)
           ORDER BY c.skill_id, v.created_at, c.version, c.deployment_id",
     )
-    .bind(id)
+    .bind(ids)
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -189,6 +193,29 @@ async fn copies(
             ))
         })
         .collect()
+}
+
+/// The copies of skill `id`.
+async fn copies_of(conn: impl PgExecutor<'_>, id: &str) -> Result<Vec<SkillCopy>, StoreError> {
+    let ids = [id.to_owned()];
+    Ok(copies(conn, Some(&ids))
+        .await?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect())
+}
+
+/// Takes skill `id`'s row lock for the transaction; `false`: there is no such skill. Every
+/// change to a skill (a version, a copy, a delete) takes it first, so each delta reads
+/// the skill as the change before it left it.
+async fn lock(conn: &mut sqlx::PgConnection, id: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query("SELECT 1 FROM skills WHERE skill_id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .is_some(),
+    )
 }
 
 /// Every skill as data planes see it (the snapshot).
@@ -235,15 +262,11 @@ async fn view(conn: &mut sqlx::PgConnection, id: &str) -> Result<Skill, StoreErr
     Ok(Skill {
         id: id.to_owned(),
         versions,
-        copies: copies(&mut *conn, Some(id))
-            .await?
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect(),
+        copies: copies_of(&mut *conn, id).await?,
     })
 }
 
-/// Sends skill `id` as it now is to data planes, in `tx`.
+/// Sends skill `id` as it now is to data planes, in `tx`, which holds its [`lock`].
 async fn publish(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: &str,
@@ -261,7 +284,11 @@ async fn store_bundle(
 ) -> Result<(String, usize, String), StoreError> {
     let zip = bundle.to_zip()?;
     let (size, sha) = (zip.len(), bundle::sha256_hex(&zip));
-    let key = skills.objects.key(id, version);
+    // A key of its own (another upload may draw the same version before one of them fails
+    // on it), so a failed upload's cleanup never removes a stored version's bundle.
+    let key = skills
+        .objects
+        .key(id, version, &crate::crypto::new_id()?[..8]);
     skills.objects.put(&key, zip).await?;
     Ok((key, size, sha))
 }
@@ -293,13 +320,14 @@ async fn insert_version(
     sha: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO skill_versions (skill_id, version, name, description, object_key, size, sha256)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO skill_versions (skill_id, version, name, description, directory, object_key, size, sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id)
     .bind(version)
     .bind(&bundle.name)
     .bind(&bundle.description)
+    .bind(&bundle.directory)
     .bind(key)
     .bind(size as i64)
     .bind(sha)
@@ -347,12 +375,11 @@ pub async fn create(
     let saved = async {
         let mut tx = pool.begin().await?;
         sqlx::query(
-            "INSERT INTO skills (skill_id, name, description, display_name, created_by, updated_by)
-             VALUES ($1, $2, $3, $4, $5, $5)",
+            "INSERT INTO skills (skill_id, name, display_name, created_by, updated_by)
+             VALUES ($1, $2, $3, $4, $4)",
         )
         .bind(&id)
         .bind(&bundle.name)
-        .bind(&bundle.description)
         .bind(&display)
         .bind(&actor.id)
         .execute(&mut *tx)
@@ -420,11 +447,9 @@ pub async fn add_version(
     let saved = async {
         let mut tx = pool.begin().await?;
         let updated = sqlx::query(
-            "UPDATE skills SET description = $2, updated_by = $3, updated_at = now()
-              WHERE skill_id = $1",
+            "UPDATE skills SET updated_by = $2, updated_at = now() WHERE skill_id = $1",
         )
         .bind(id)
-        .bind(&bundle.description)
         .bind(&actor.id)
         .execute(&mut *tx)
         .await?;
@@ -463,11 +488,7 @@ async fn get_in(conn: &mut sqlx::PgConnection, id: &str) -> Result<SkillInfo, St
     .await?
     .ok_or_else(|| not_found(id))?;
     let mut info = info_of(&row)?;
-    info.copies = copies(&mut *conn, Some(id))
-        .await?
-        .into_iter()
-        .map(|(_, c)| c)
-        .collect();
+    info.copies = copies_of(&mut *conn, id).await?;
     Ok(info)
 }
 
@@ -482,7 +503,6 @@ pub async fn list(
 ) -> Result<(Vec<SkillInfo>, Option<String>), StoreError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {INFO_COLUMNS} FROM skills s
-          WHERE EXISTS (SELECT 1 FROM skill_versions v WHERE v.skill_id = s.skill_id)
           ORDER BY s.created_at DESC, s.skill_id LIMIT $1 OFFSET $2"
     )))
     .bind(cursor.limit + 1)
@@ -495,7 +515,8 @@ pub async fn list(
         .take(cursor.limit as usize)
         .map(info_of)
         .collect::<Result<Vec<_>, _>>()?;
-    let mut all = copies(pool, None).await?;
+    let ids: Vec<String> = skills.iter().map(|s| s.id.clone()).collect();
+    let mut all = copies(pool, Some(&ids)).await?;
     for s in &mut skills {
         s.copies = all
             .iter_mut()
@@ -581,6 +602,9 @@ pub async fn delete(
     id: &str,
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
+    if !lock(&mut tx, id).await? {
+        return Err(not_found(id));
+    }
     let before = get_in(&mut tx, id).await?;
     let keys: Vec<String> =
         sqlx::query_scalar("SELECT object_key FROM skill_versions WHERE skill_id = $1")
@@ -623,7 +647,8 @@ pub async fn delete(
     Ok(version)
 }
 
-/// Deletes one version of skill `id`; a skill keeps at least one (delete the skill instead).
+/// Deletes one version of skill `id` (`latest`: the newest); a skill keeps at least one
+/// (delete the skill instead). Returns the snapshot version and the version deleted.
 pub async fn delete_version(
     pool: &PgPool,
     skills: &Arc<Skills>,
@@ -631,13 +656,11 @@ pub async fn delete_version(
     actor: &Actor,
     id: &str,
     version: &str,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, String), StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM skills WHERE skill_id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    if !lock(&mut tx, id).await? {
+        return Err(not_found(id));
+    }
     let v = version_in(&mut *tx, id, version).await?;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM skill_versions WHERE skill_id = $1")
         .bind(id)
@@ -649,10 +672,9 @@ pub async fn delete_version(
             v.version
         )));
     }
-    let gone: Vec<SkillCopy> = copies(&mut *tx, Some(id))
+    let gone: Vec<SkillCopy> = copies_of(&mut *tx, id)
         .await?
         .into_iter()
-        .map(|(_, c)| c)
         .filter(|c| c.version == v.version)
         .collect();
     sqlx::query("DELETE FROM skill_versions WHERE skill_id = $1 AND version = $2")
@@ -688,5 +710,5 @@ pub async fn delete_version(
         gone,
         false,
     ));
-    Ok(snapshot_version)
+    Ok((snapshot_version, v.version))
 }

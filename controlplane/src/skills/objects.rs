@@ -1,5 +1,5 @@
 //! Skill bundles in the S3-compatible object store (`--skill-store s3://bucket/prefix`):
-//! one zip per version, `<prefix>/skills/<skill id>/<version>.zip`, through the planes'
+//! one zip per version, `<prefix>/skills/<skill id>/<version>-<upload>.zip`, through the planes'
 //! shared S3 client (`routeiq_service::s3`: the standard AWS variables).
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -36,12 +36,12 @@ impl Objects {
         })
     }
 
-    /// Where a version's bundle goes.
-    pub fn key(&self, skill_id: &str, version: &str) -> String {
+    /// Where one upload of a version's bundle goes (`unique` tells uploads apart).
+    pub fn key(&self, skill_id: &str, version: &str, unique: &str) -> String {
         if self.prefix.is_empty() {
-            format!("skills/{skill_id}/{version}.zip")
+            format!("skills/{skill_id}/{version}-{unique}.zip")
         } else {
-            format!("{}/skills/{skill_id}/{version}.zip", self.prefix)
+            format!("{}/skills/{skill_id}/{version}-{unique}.zip", self.prefix)
         }
     }
 

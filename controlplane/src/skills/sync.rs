@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use tracing::Instrument;
 
-use super::bundle::{self, File};
+use super::bundle;
 use super::Skills;
 use crate::crypto::SecretBox;
 use crate::error::StoreError;
@@ -28,19 +28,30 @@ pub struct Report {
     pub copied: usize,
     pub failed: usize,
     pub dropped: usize,
+    /// Another control plane was copying: nothing was done.
+    pub busy: bool,
 }
 
-/// Rounds until the process ends.
+/// Rounds until the process ends. A round that found another control plane copying is
+/// tried again a second later, so a change made here waits no longer than that.
 pub async fn run(pool: PgPool, secrets: Arc<SecretBox>, skills: Arc<Skills>, interval: Duration) {
     loop {
-        match once(&pool, &secrets, &skills).await {
-            Ok(r) if r != Report::default() => tracing::info!(?r, "skill copies updated"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "skill copying failed; retrying"),
-        }
+        let wait = match once(&pool, &secrets, &skills).await {
+            Ok(r) if r.busy => Duration::from_secs(1).min(interval),
+            Ok(r) => {
+                if r != Report::default() {
+                    tracing::info!(?r, "skill copies updated");
+                }
+                interval
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "skill copying failed; retrying");
+                interval
+            }
+        };
         tokio::select! {
             _ = skills.wake.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -90,7 +101,8 @@ struct Copy {
 }
 
 /// One round: drops the copies of deployments that are gone or changed accounts, and
-/// copies each version a deployment lacks.
+/// copies each version a deployment lacks, one version's bundle in memory at a time. A
+/// deployment that fails an upload is left until the next round.
 pub async fn once(
     pool: &PgPool,
     secrets: &SecretBox,
@@ -102,7 +114,10 @@ pub async fn once(
         .fetch_one(&mut *guard)
         .await?;
     if !locked {
-        return Ok(Report::default());
+        return Ok(Report {
+            busy: true,
+            ..Report::default()
+        });
     }
     let mut report = Report::default();
     let deployments: Vec<Deployment> = crate::deployments::load_all(pool, secrets)
@@ -150,29 +165,14 @@ pub async fn once(
     .collect::<Result<_, _>>()?;
 
     // Copies of deployments that are gone, or that now reach another account.
-    let stale: Vec<&Copy> = copies
-        .iter()
-        .filter(|c| accounts.get(c.deployment_id.as_str()) != Some(&c.account))
-        .collect();
-    let mut touched: HashSet<&str> = HashSet::new();
-    if !stale.is_empty() {
-        let mut tx = pool.begin().await?;
-        for c in &stale {
-            sqlx::query(
-                "DELETE FROM skill_copies WHERE skill_id = $1 AND version = $2 AND deployment_id = $3",
-            )
-            .bind(&c.skill_id)
-            .bind(&c.version)
-            .bind(&c.deployment_id)
-            .execute(&mut *tx)
-            .await?;
-            touched.insert(c.skill_id.as_str());
+    let mut stale: HashMap<&str, Vec<&Copy>> = HashMap::new();
+    for c in &copies {
+        if accounts.get(c.deployment_id.as_str()) != Some(&c.account) {
+            stale.entry(c.skill_id.as_str()).or_default().push(c);
         }
-        for id in &touched {
-            super::publish(&mut tx, id).await?;
-        }
-        tx.commit().await?;
-        report.dropped = stale.len();
+    }
+    for (skill_id, gone) in &stale {
+        report.dropped += drop_copies(pool, skill_id, gone).await?;
     }
     let live: Vec<&Copy> = copies
         .iter()
@@ -180,44 +180,64 @@ pub async fn once(
         .collect();
 
     let egress = crate::settings::load(pool).await?.allowed_egress;
-    let mut bundles: HashMap<String, Vec<File>> = HashMap::new();
+    let mut targets: Vec<&Deployment> = Vec::new();
     for d in &deployments {
-        if !reachable(egress.as_ref(), d).await {
+        if reachable(egress.as_ref(), d).await {
+            targets.push(d);
+        } else {
             tracing::warn!(deployment = %d.id.0, "general_settings.allowed_egress does not list this deployment's host: skills are not copied to it");
+        }
+    }
+    // Upstream skill ids made this round, by (skill, deployment); deployments that failed.
+    let mut made: HashMap<(&str, &str), String> = HashMap::new();
+    let mut failing: HashSet<&str> = HashSet::new();
+    for v in &versions {
+        let lacking: Vec<&Deployment> = targets
+            .iter()
+            .copied()
+            .filter(|d| !failing.contains(d.id.0.as_str()))
+            .filter(|d| {
+                !live.iter().any(|c| {
+                    c.skill_id == v.skill_id && c.deployment_id == d.id.0 && c.version == v.version
+                })
+            })
+            .collect();
+        if lacking.is_empty() {
             continue;
         }
-        // Upstream skill ids made this round, by skill.
-        let mut made: HashMap<String, String> = HashMap::new();
-        for v in &versions {
-            let has = |c: &&Copy| c.skill_id == v.skill_id && c.deployment_id == d.id.0;
-            if live.iter().any(|c| has(c) && c.version == v.version) {
+        let files = match skills.objects.get(&v.object_key).await {
+            Ok(zip) => bundle::unzip(&zip),
+            Err(e) => Err(e),
+        };
+        let files = match files {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(skill = %v.skill_id, version = %v.version, error = %e, "a skill version's bundle is unreadable: not copied");
+                report.failed += lacking.len();
                 continue;
             }
-            let upstream = made.get(&v.skill_id).cloned().or_else(|| {
-                live.iter()
-                    .find(|c| has(c))
-                    .map(|c| c.upstream_skill_id.clone())
-            });
-            let files = match bundles.get(&v.object_key) {
-                Some(f) => f,
-                None => {
-                    let zip = skills.objects.get(&v.object_key).await?;
-                    let files = bundle::unzip(&zip)?;
-                    bundles.entry(v.object_key.clone()).or_insert(files)
-                }
-            };
+        };
+        for d in lacking {
+            let upstream = made
+                .get(&(v.skill_id.as_str(), d.id.0.as_str()))
+                .cloned()
+                .or_else(|| {
+                    live.iter()
+                        .find(|c| c.skill_id == v.skill_id && c.deployment_id == d.id.0)
+                        .map(|c| c.upstream_skill_id.clone())
+                });
             let span = tracing::info_span!("skill.copy", skill = %v.skill_id, version = %v.version, deployment = %d.id.0);
             let copied = match &upstream {
                 Some(up) => skills
                     .anthropic
-                    .create_version(d, up, files)
+                    .create_version(d, up, &files)
                     .instrument(span)
                     .await
                     .map(|ver| (up.clone(), ver)),
                 None => {
                     skills
                         .anthropic
-                        .create_skill(d, &v.display_name, files)
+                        .create_skill(d, &v.display_name, &files)
                         .instrument(span)
                         .await
                 }
@@ -225,12 +245,13 @@ pub async fn once(
             let (up_id, up_version) = match copied {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(skill = %v.skill_id, version = %v.version, deployment = %d.id.0, error = %e, "copying a skill version failed");
+                    tracing::warn!(skill = %v.skill_id, version = %v.version, deployment = %d.id.0, error = %e, "copying a skill version failed; the deployment is tried again next round");
                     report.failed += 1;
+                    failing.insert(d.id.0.as_str());
                     continue;
                 }
             };
-            made.insert(v.skill_id.clone(), up_id.clone());
+            made.insert((v.skill_id.as_str(), d.id.0.as_str()), up_id.clone());
             let copy = SkillCopy {
                 version: v.version.clone(),
                 deployment_id: d.id.0.clone(),
@@ -244,6 +265,12 @@ pub async fn once(
                     .anthropic
                     .delete_version(d, &copy.upstream_skill_id, &copy.upstream_version)
                     .await;
+                if upstream.is_none() {
+                    let _ = skills
+                        .anthropic
+                        .delete_skill(d, &copy.upstream_skill_id)
+                        .await;
+                }
                 continue;
             }
             report.copied += 1;
@@ -251,6 +278,29 @@ pub async fn once(
     }
     guard.rollback().await?;
     Ok(report)
+}
+
+/// Forgets copies of one skill (their deployment is gone or reaches another account) and
+/// sends the skill to data planes; nothing when the skill itself is gone. Returns how many
+/// were dropped.
+async fn drop_copies(pool: &PgPool, skill_id: &str, gone: &[&Copy]) -> Result<usize, StoreError> {
+    let mut tx = pool.begin().await?;
+    if !super::lock(&mut tx, skill_id).await? {
+        return Ok(0);
+    }
+    for c in gone {
+        sqlx::query(
+            "DELETE FROM skill_copies WHERE skill_id = $1 AND version = $2 AND deployment_id = $3",
+        )
+        .bind(&c.skill_id)
+        .bind(&c.version)
+        .bind(&c.deployment_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    super::publish(&mut tx, skill_id).await?;
+    tx.commit().await?;
+    Ok(gone.len())
 }
 
 /// Records a copy and sends the skill to data planes.
@@ -261,6 +311,9 @@ async fn record(
     account: &str,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    if !super::lock(&mut tx, skill_id).await? {
+        return Err(StoreError::NotFound(format!("skill `{skill_id}` is gone")));
+    }
     sqlx::query(
         "INSERT INTO skill_copies (skill_id, version, deployment_id, account, upstream_skill_id, upstream_version)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -309,11 +362,21 @@ pub async fn forget(
             return;
         }
     };
+    let egress = match crate::settings::load(&pool).await {
+        Ok(s) => s.allowed_egress,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot remove a deleted skill's copies at the providers");
+            return;
+        }
+    };
     let mut skills_at: HashSet<(&str, &str)> = HashSet::new();
     for c in &copies {
         let Some(d) = deployments.get(&c.deployment_id) else {
             continue;
         };
+        if !reachable(egress.as_ref(), d).await {
+            continue;
+        }
         if let Err(e) = skills
             .anthropic
             .delete_version(d, &c.upstream_skill_id, &c.upstream_version)

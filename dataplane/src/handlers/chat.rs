@@ -116,7 +116,19 @@ pub async fn completion(
         opts.insert("include_usage".into(), Value::Bool(true));
         req.set("stream_options", &opts)?;
     }
-    // MCP tools become the functions they stand for; those the gateway runs need rounds.
+    // Skills the request loads: a registry skill becomes the serving deployment's copy.
+    let skills = match crate::skills::Loads::of(req.value("container"), client, &live.skills) {
+        Ok(s) => s,
+        Err(e) => {
+            plan.abandon(&first);
+            return Err(e);
+        }
+    };
+    if let Some(loads) = &skills {
+        ctx.skills = loads.registry_ids().map(str::to_owned).collect();
+    }
+    // MCP tools become the functions they stand for; those the gateway runs need rounds
+    // (OpenAI-format requests only, which load no skills).
     // Boxed: the MCP futures stay out of every chat request's own.
     let offer = if client == ClientApi::OpenAi && super::mcp_tools::named(&req) {
         Box::pin(super::mcp_tools::offer(
@@ -148,25 +160,8 @@ pub async fn completion(
         let run = super::mcp_tools::run(app, live, session, ctx, plan, first, req, offer, turn);
         return Box::pin(run).await;
     }
-    // Skills the request loads: a registry skill becomes the serving deployment's copy.
-    let skills = match crate::skills::Loads::of(req.value("container"), client, &live.skills) {
-        Ok(s) => s,
-        Err(e) => {
-            plan.abandon(&first);
-            return Err(e);
-        }
-    };
-    if let Some(loads) = &skills {
-        ctx.skills = loads.registry_ids().map(str::to_owned).collect();
-    }
-    let build = |d: &CompiledDeployment| match &skills {
-        None => upstream_body(&req, client, d, drop_params),
-        Some(loads) => {
-            let mut on_d = req.clone();
-            on_d.set("container", &loads.container_on(d)?)?;
-            upstream_body(&on_d, client, d, drop_params)
-        }
-    };
+    let build =
+        |d: &CompiledDeployment| body_loading(&req, skills.as_ref(), client, d, drop_params);
     let op = Operation::Chat {
         stream,
         skills: skills.is_some(),
@@ -192,7 +187,7 @@ pub async fn completion(
             )?;
             let d = last_plan.first()?;
             let served = attempt::serve(app, ctx, &mut last_plan, d, op, MAX_RESPONSE_BYTES, |d| {
-                upstream_body(&last, client, d, drop_params)
+                body_loading(&last, skills.as_ref(), client, d, drop_params)
             })
             .await?;
             ctx.routed = Some(Decision {
@@ -258,6 +253,24 @@ pub async fn completion(
         &headers,
     )
     .await
+}
+
+/// [`upstream_body`] with the skills the request loads named as deployment `d` has them.
+fn body_loading(
+    req: &RawObject,
+    skills: Option<&crate::skills::Loads>,
+    client: ClientApi,
+    d: &CompiledDeployment,
+    drop_params: bool,
+) -> Result<Bytes, ApiError> {
+    match skills {
+        None => upstream_body(req, client, d, drop_params),
+        Some(loads) => {
+            let mut on_d = req.clone();
+            on_d.set("container", &loads.container_on(d)?)?;
+            upstream_body(&on_d, client, d, drop_params)
+        }
+    }
 }
 
 /// The request body for deployment `d`: the client's, with the model renamed, when both
