@@ -307,7 +307,13 @@ def test_split_planes(tier):
     assert host_port(env["ROUTEIQ_NATS_URL"]) == ("nats", 4222)
     assert_config_import = mount(cp, env.get("ROUTEIQ_CONFIG", ""))
     assert assert_config_import and Path(assert_config_import["source"]) == ROOT / "config" / "example.yaml"
-    assert depends(cp) == {"postgres": "service_healthy", "nats": "service_healthy"}
+    want = {"postgres": "service_healthy", "nats": "service_healthy"}
+    if tier == 4:
+        # Skill bundles: the store's buckets exist before the control plane starts.
+        want["s3-init"] = "service_completed_successfully"
+        assert env["ROUTEIQ_SKILL_STORE"] == "s3://skills"
+        assert host_port(env["AWS_ENDPOINT_URL"]) == ("s3", 9000)
+    assert depends(cp) == want
 
     dps = of_kind(path, "dataplane")
     assert len(dps) >= 2
