@@ -357,6 +357,20 @@ def test_copies_follow_deployments_and_failed_uploads_are_retried(env):
         "container": {"skills": [{"type": "custom", "skill_id": skill.id}]}})
     assert down.status_code == 503 and down.headers["retry-after"] == "5", down.text
     assert "has not reached deployment `claude-down-1`" in down.text
+    # With a deployment in the group that has the copy, every request reaches that one.
+    env.admin.ok("POST", "/model/new", json={
+        "model_name": "claude-down",
+        "litellm_params": {"model": "anthropic/claude-opus-4-1", "api_base": env.mock,
+                           "api_key": "sk-ant-late-1"},
+        "model_info": {"id": "claude-down-2"}})
+    wait_until(lambda: copy_on("claude-down-2"), timeout=20, interval=0.2,
+               what="a copy on the group's reachable deployment")
+    wait_until(lambda: env.dp.version() >= env.stack.sql(
+        "SELECT max(version) FROM snapshot_deltas")[0][0], what="the copy on the data plane")
+    for _ in range(8):
+        assert load(env.dp, "claude-down", {"type": "custom", "skill_id": skill.id}).content
+        assert last_request(env)["headers"]["x-api-key"] == "sk-ant-late-1"
+    env.admin.ok("POST", "/model/delete", json={"id": "claude-down-2"})
 
     # The deployment comes up (a server at its address): the next rounds copy the skill.
     server = MockAt(dead, env.dir)

@@ -121,7 +121,8 @@ pub async fn prepare(
 }
 
 /// Tries `first`, then what `plan` offers after each failure. `build` makes the upstream
-/// body for a deployment; its errors are the client's and end the request at once.
+/// body for a deployment; its errors are the client's and end the request at once, but for
+/// a 503, which says that deployment cannot take the request (the next one is tried).
 /// Records the serving deployment, retries and fallbacks in `ctx`.
 pub async fn serve(
     app: &App,
@@ -138,6 +139,12 @@ pub async fn serve(
         ctx.deployment = Some(Arc::clone(&d));
         let body = match build(&d) {
             Ok(b) => b,
+            // 503: `d` cannot take this request now (a skill it loads is not on `d` yet);
+            // another deployment of the group may.
+            Err(e) if e.status == 503 => {
+                d = plan.skip(&d, e)?;
+                continue;
+            }
             Err(e) => {
                 plan.abandon(&d);
                 return Err(e);

@@ -189,6 +189,33 @@ impl<'a> Failover<'a> {
         }
     }
 
+    /// The request could not be sent to `d` at all (it needs something `d` lacks, such as a
+    /// skill not copied to it yet): the group's next deployment not tried yet, without a
+    /// retry or a mark against `d`; else `e` as it is.
+    pub fn skip(
+        &mut self,
+        d: &CompiledDeployment,
+        e: ApiError,
+    ) -> Result<Arc<CompiledDeployment>, ApiError> {
+        self.abandon(d);
+        match self
+            .group
+            .pick(self.settings, &self.req, &self.tried, now_ms())
+        {
+            Ok(p) if !self.tried.contains(&p.index) => {
+                self.log.push(e.message);
+                Ok(self.take(p))
+            }
+            Ok(p) => {
+                if p.probe {
+                    self.group.deployments[p.index].health.release_probe();
+                }
+                Err(e)
+            }
+            Err(_) => Err(e),
+        }
+    }
+
     /// The attempt on `d` succeeded (its response began): if it was the half-open probe,
     /// the breaker closes.
     pub fn succeeded(&self, d: &CompiledDeployment) {
