@@ -207,6 +207,8 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     let mut status = Vec::with_capacity(n);
     let mut dataplane = Vec::with_capacity(n);
     let mut end_user = Vec::with_capacity(n);
+    let mut cache_hit = Vec::with_capacity(n);
+    let mut saved_cost = Vec::with_capacity(n);
     for e in events {
         request_id.push(e.request_id.as_str());
         started_ms.push(e.started_at_ms);
@@ -223,20 +225,28 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
         status.push(i32::from(e.status));
         dataplane.push(e.dataplane_id.as_str());
         end_user.push(e.end_user.as_str());
+        cache_hit.push(e.cache_hit);
+        saved_cost.push(if e.saved_cost.is_finite() {
+            e.saved_cost
+        } else {
+            0.0
+        });
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         r"WITH ins AS (
             INSERT INTO spend_logs (request_id, started_at, key_hash, team_id, user_id,
                    model_group, deployment_id, provider, prompt_tokens, completion_tokens, cost,
-                   latency_ms, status, dataplane_id, end_user)
+                   latency_ms, status, dataplane_id, end_user, cache_hit, saved_cost)
             SELECT u.rid, to_timestamp(u.ms / 1000.0), NULLIF(u.kh, '\x'::bytea),
                    NULLIF(u.team, ''), NULLIF(u.usr, ''), u.mg, u.dep, u.prov, u.pt, u.ct,
-                   u.cost, u.lat, u.st, u.dp, NULLIF(u.eu, '')
+                   u.cost, u.lat, u.st, u.dp, NULLIF(u.eu, ''), u.hit, u.saved
               FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::text[],
                           $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[],
-                          $11::float8[], $12::bigint[], $13::int[], $14::text[], $15::text[])
-                AS u(rid, ms, kh, team, usr, mg, dep, prov, pt, ct, cost, lat, st, dp, eu)
+                          $11::float8[], $12::bigint[], $13::int[], $14::text[], $15::text[],
+                          $16::bool[], $17::float8[])
+                AS u(rid, ms, kh, team, usr, mg, dep, prov, pt, ct, cost, lat, st, dp, eu,
+                     hit, saved)
             ON CONFLICT DO NOTHING
             RETURNING key_hash, team_id, user_id, model_group, cost, prompt_tokens,
                       completion_tokens, started_at
@@ -334,6 +344,8 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     .bind(&status)
     .bind(&dataplane)
     .bind(&end_user)
+    .bind(&cache_hit)
+    .bind(&saved_cost)
     .fetch_one(&mut *tx)
     .await?;
     let inserted: i64 = row.try_get("inserted")?;

@@ -1,6 +1,6 @@
 //! Gateway-wide settings (`settings` table): the master key's hash, router settings, the
-//! request-size limit, the end-user header and the egress allow-list, as imported from
-//! `config.yaml`.
+//! request-size limit, the end-user header, the egress allow-list and the response cache,
+//! as imported from `config.yaml`.
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ fn to_json(s: &GatewaySettings) -> Value {
         "user_header_name": s.user_header_name,
         "allowed_egress": s.allowed_egress.as_ref().map(|e| e.entries()),
         "agent_access_default_deny": s.agent_access_default_deny,
+        "cache": s.cache.as_ref().map(|c| Value::Object(c.to_litellm())),
     })
 }
 
@@ -73,6 +74,13 @@ fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
             .get("agent_access_default_deny")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        cache: match v.get("cache") {
+            Some(Value::Object(m)) => Some(
+                routeiq_proto::CacheSettings::from_litellm(m, "cache", &mut Vec::new())
+                    .map_err(|(at, _)| corrupt(&at))?,
+            ),
+            _ => None,
+        },
     })
 }
 

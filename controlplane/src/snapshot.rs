@@ -47,6 +47,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         mcp_servers,
         agents,
         agent_access_default_deny: s.agent_access_default_deny,
+        cache: s.cache,
         scopes,
         skills,
     };

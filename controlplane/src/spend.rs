@@ -36,6 +36,10 @@ pub struct Log {
     pub status: i32,
     pub dataplane_id: String,
     pub end_user: Option<String>,
+    /// Answered from the response cache.
+    pub cache_hit: bool,
+    /// A hit's: what the cached answer cost when it was made (USD).
+    pub saved_cost: f64,
 }
 
 /// Newest first.
@@ -63,7 +67,7 @@ pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, Sto
         "SELECT request_id, (EXTRACT(EPOCH FROM started_at) * 1000)::bigint AS started_at_ms,
                 encode(key_hash, 'hex') AS key_hash, team_id, user_id, model_group,
                 deployment_id, provider, prompt_tokens, completion_tokens, cost, latency_ms,
-                status, dataplane_id, end_user
+                status, dataplane_id, end_user, cache_hit, saved_cost
            FROM spend_logs
           WHERE {DIMENSIONS}
             AND ($5::bigint IS NULL OR started_at >= to_timestamp($5 / 1000.0))
@@ -94,6 +98,8 @@ pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, Sto
                 status: r.try_get("status")?,
                 dataplane_id: r.try_get("dataplane_id")?,
                 end_user: r.try_get("end_user")?,
+                cache_hit: r.try_get("cache_hit")?,
+                saved_cost: r.try_get("saved_cost")?,
             })
         })
         .collect()

@@ -69,6 +69,8 @@ pub struct RequestCtx {
     pub served_by: Option<(&'static str, String)>,
     /// The registry's skills the request loads (their ids), for its span.
     pub skills: Vec<String>,
+    /// How the response cache took part (`None`: the cache is off for the request).
+    pub cache: Option<crate::cache::Outcome>,
 }
 
 /// See [`RequestCtx::once`].
@@ -163,6 +165,9 @@ impl RequestCtx {
     /// What the request cost (USD): its usage at its deployment's prices, once both are
     /// known, plus its other charges; or, when no model served it, those charges alone.
     pub fn cost(&self) -> Option<f64> {
+        if self.cache_hit() {
+            return Some(0.0);
+        }
         if let Some(once) = &self.once {
             return Some(once.cost);
         }
@@ -172,6 +177,11 @@ impl RequestCtx {
             (None, _) if self.extra_cost > 0.0 => Some(self.extra_cost),
             _ => None,
         }
+    }
+
+    /// Whether the response cache answered the request.
+    pub fn cache_hit(&self) -> bool {
+        matches!(self.cache, Some(crate::cache::Outcome::Hit { .. }))
     }
 
     pub fn new() -> Self {
@@ -202,6 +212,7 @@ impl RequestCtx {
             once: None,
             served_by: None,
             skills: Vec::new(),
+            cache: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod access;
 pub mod attached;
 pub mod auth;
 pub mod budgets;
+pub mod cache;
 pub mod clock;
 pub mod context;
 pub mod conversations;

@@ -52,7 +52,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let tokens = ctx.usage.as_ref().map_or(0, crate::usage::Usage::total);
+        // A cached answer uses no tokens of the key's limits.
+        let tokens = match &ctx.usage {
+            Some(u) if !ctx.cache_hit() => u.total(),
+            _ => 0,
+        };
         for a in ctx.admissions.drain(..) {
             a.settle(tokens);
         }

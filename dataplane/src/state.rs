@@ -96,6 +96,8 @@ pub struct LiveState {
     pub agents: Arc<crate::a2a::Registry>,
     /// `general_settings.agent_access_default_deny`.
     pub agent_access_default_deny: bool,
+    /// The response cache's settings, when it is on.
+    pub cache: Option<Arc<routeiq_proto::CacheSettings>>,
     /// The registry's skills by id, with their copies on Anthropic deployments.
     pub skills: Arc<HashMap<String, routeiq_proto::Skill>>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
@@ -217,6 +219,7 @@ impl LiveState {
             mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
             agents: Arc::new(crate::a2a::Registry::compile(&snapshot.agents)),
             agent_access_default_deny: snapshot.agent_access_default_deny,
+            cache: snapshot.cache.map(Arc::new),
             skills: Arc::new(
                 snapshot
                     .skills
@@ -381,6 +384,10 @@ impl LiveState {
                 .map_or(self.agent_access_default_deny, |s| {
                     s.agent_access_default_deny
                 }),
+            cache: match &settings {
+                Some(s) => s.cache.clone().map(Arc::new),
+                None => self.cache.clone(),
+            },
             skills: skills.map_or_else(|| Arc::clone(&self.skills), Arc::new),
             keys: if changes.is_empty() {
                 self.keys.clone()
@@ -545,6 +552,8 @@ pub struct App {
     /// Responses answered through chat, for `previous_response_id` (in Redis too, where
     /// rate limits are shared).
     pub conversations: Arc<crate::conversations::Conversations>,
+    /// The response cache (its memory tier, and Redis where rate limits are shared).
+    pub cache: Arc<crate::cache::Cache>,
     /// Batches whose cost this data plane has charged (see `handlers::objects`).
     pub charged_batches: std::sync::Mutex<lru::LruCache<String, ()>>,
 }
@@ -574,8 +583,16 @@ impl App {
         let conversations = Arc::new(crate::conversations::Conversations::new(
             shared.as_ref().map(|s| s.connection()),
         ));
+        let cache = Arc::new(crate::cache::Cache::new(
+            shared.as_ref().map(|s| s.connection()),
+        )?);
+        for c in cache.metrics.collectors() {
+            metrics.register(c)?;
+        }
+        cache.configure(state.cache.as_deref());
         Ok(Self {
             conversations,
+            cache,
             charged_batches: std::sync::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(100_000).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
@@ -599,6 +616,7 @@ impl App {
     /// Swaps in a prepared state.
     pub fn store(&self, state: LiveState) {
         self.metrics.set_snapshot_version(state.version);
+        self.cache.configure(state.cache.as_deref());
         self.upstream.egress.set(state.egress.clone());
         self.live.store(Arc::new(state));
     }

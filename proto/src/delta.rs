@@ -78,4 +78,8 @@ pub struct UsageEvent {
     pub dataplane_id: String,
     /// The end user the request was made for (empty: none given).
     pub end_user: String,
+    /// Answered from the response cache (its cost is 0).
+    pub cache_hit: bool,
+    /// A cache hit's: what the cached answer cost when it was made (USD).
+    pub saved_cost: f64,
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod a2a;
+mod cache;
 mod delta;
 mod egress;
 mod keys;
@@ -22,6 +23,7 @@ pub mod subjects;
 pub mod wire;
 
 pub use a2a::A2aAgent;
+pub use cache::{CacheKind, CacheMode, CacheScope, CacheSettings, CallTypes};
 pub use delta::{Delta, DeltaOp, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};

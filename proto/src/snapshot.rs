@@ -177,6 +177,8 @@ pub struct GatewaySettings {
     pub allowed_egress: Option<crate::AllowedEgress>,
     /// `general_settings.agent_access_default_deny`: see [`Snapshot`].
     pub agent_access_default_deny: bool,
+    /// See [`Snapshot`].
+    pub cache: Option<crate::CacheSettings>,
 }
 
 impl Default for GatewaySettings {
@@ -188,6 +190,7 @@ impl Default for GatewaySettings {
             user_header_name: None,
             allowed_egress: None,
             agent_access_default_deny: false,
+            cache: None,
         }
     }
 }
@@ -293,6 +296,8 @@ pub struct Snapshot {
     /// permission (its own, its team's, its organization's) restricts may call only the
     /// public agents. `false`: it may call every agent, as in LiteLLM.
     pub agent_access_default_deny: bool,
+    /// `litellm_settings.cache_params` when `litellm_settings.cache` is on.
+    pub cache: Option<crate::CacheSettings>,
     /// Skills of the registry, with their copies on Anthropic deployments.
     pub skills: Vec<crate::Skill>,
 }
@@ -308,6 +313,7 @@ impl Snapshot {
             user_header_name: self.user_header_name.clone(),
             allowed_egress: self.allowed_egress.clone(),
             agent_access_default_deny: self.agent_access_default_deny,
+            cache: self.cache.clone(),
         }
     }
 

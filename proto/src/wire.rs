@@ -81,6 +81,7 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         mcp_servers: s.mcp_servers.iter().map(Into::into).collect(),
         agents: s.agents.iter().map(Into::into).collect(),
         skills: s.skills.iter().map(Into::into).collect(),
+        cache: s.cache.as_ref().map(cache_to_pb),
     }
 }
 
@@ -320,6 +321,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .map(|e| egress_from_pb("snapshot.allowed_egress", e))
                 .transpose()?,
             agent_access_default_deny: s.agent_access_default_deny,
+            cache: s.cache.map(cache_from_pb).transpose()?,
             mcp_servers: s
                 .mcp_servers
                 .into_iter()
@@ -382,8 +384,61 @@ impl From<&GatewaySettings> for pb::GatewaySettings {
             user_header_name: s.user_header_name.clone().unwrap_or_default(),
             allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
             agent_access_default_deny: s.agent_access_default_deny,
+            cache: s.cache.as_ref().map(cache_to_pb),
         }
     }
+}
+
+fn cache_to_pb(c: &crate::CacheSettings) -> pb::CacheSettings {
+    pb::CacheSettings {
+        r#type: c.kind.as_str().into(),
+        ttl_seconds: c.ttl.as_secs_f64(),
+        namespace: c.namespace.clone().unwrap_or_default(),
+        chat: c.call_types.chat,
+        messages: c.call_types.messages,
+        default_off: c.mode == crate::CacheMode::DefaultOff,
+        scope: c.scope.as_str().into(),
+        similarity_threshold: c.similarity_threshold,
+        max_memory_bytes: c.max_memory_bytes,
+        store_truncated: c.store_truncated,
+    }
+}
+
+fn cache_from_pb(c: pb::CacheSettings) -> Result<crate::CacheSettings, InvalidMessage> {
+    use crate::{CacheKind, CacheMode, CacheScope};
+    Ok(crate::CacheSettings {
+        kind: match c.r#type.as_str() {
+            "local" => CacheKind::Local,
+            "redis" => CacheKind::Redis,
+            other => return Err(invalid("settings.cache.type", format!("unknown `{other}`"))),
+        },
+        ttl: duration("settings.cache.ttl_seconds", Some(c.ttl_seconds))?
+            .ok_or(InvalidMessage::Missing("settings.cache.ttl_seconds"))?,
+        namespace: Some(c.namespace).filter(|n| !n.is_empty()),
+        call_types: crate::CallTypes {
+            chat: c.chat,
+            messages: c.messages,
+        },
+        mode: if c.default_off {
+            CacheMode::DefaultOff
+        } else {
+            CacheMode::DefaultOn
+        },
+        scope: match c.scope.as_str() {
+            "team" => CacheScope::Team,
+            "key" => CacheScope::Key,
+            "global" => CacheScope::Global,
+            other => {
+                return Err(invalid(
+                    "settings.cache.scope",
+                    format!("unknown `{other}`"),
+                ))
+            }
+        },
+        similarity_threshold: c.similarity_threshold,
+        max_memory_bytes: c.max_memory_bytes,
+        store_truncated: c.store_truncated,
+    })
 }
 
 fn egress_to_pb(e: &crate::AllowedEgress) -> pb::Egress {
@@ -416,6 +471,7 @@ impl TryFrom<pb::GatewaySettings> for GatewaySettings {
                 .map(|e| egress_from_pb("settings.allowed_egress", e))
                 .transpose()?,
             agent_access_default_deny: s.agent_access_default_deny,
+            cache: s.cache.map(cache_from_pb).transpose()?,
         })
     }
 }
@@ -798,6 +854,8 @@ impl From<&UsageEvent> for pb::UsageEvent {
             started_at_ms: u.started_at_ms,
             dataplane_id: u.dataplane_id.clone(),
             end_user: u.end_user.clone(),
+            cache_hit: u.cache_hit,
+            saved_cost: u.saved_cost,
         }
     }
 }
@@ -825,6 +883,8 @@ impl TryFrom<pb::UsageEvent> for UsageEvent {
             started_at_ms: u.started_at_ms,
             dataplane_id: u.dataplane_id,
             end_user: u.end_user,
+            cache_hit: u.cache_hit,
+            saved_cost: u.saved_cost,
         })
     }
 }

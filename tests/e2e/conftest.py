@@ -228,8 +228,8 @@ def make_stack(tmp_path, pb, request):
 
     stacks = []
 
-    def make(cp_args=(), start=True):
-        s = Stack(tmp_path, pb, cp_args, start=start)
+    def make(cp_args=(), start=True, **kw):
+        s = Stack(tmp_path, pb, cp_args, start=start, **kw)
         stacks.append(s)
         return s
 

@@ -289,14 +289,14 @@ class Stack:
     false), plus the data planes added with `dataplane()`. `pb` is what `grpc_modules`
     returns, for `grpc()` and `generate_key()`."""
 
-    def __init__(self, tmp: Path, pb=None, cp_args=(), start=True):
+    def __init__(self, tmp: Path, pb=None, cp_args=(), start=True, config: str = STACK_CONFIG):
         self.tmp = tmp
         self.pb, self.pb_grpc = pb if pb else (None, None)
         self.db = fresh_database()
         self.nats = Nats(tmp)
         self.nats.start()
         cfg = tmp / "config.yaml"
-        cfg.write_text(STACK_CONFIG)
+        cfg.write_text(config)
         self.cp = ControlPlane(tmp, self.db, self.nats.url, cfg, cp_args)
         if start:
             self.cp.start()

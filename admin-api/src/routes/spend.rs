@@ -65,6 +65,10 @@ pub struct SpendLogObject {
     pub dataplane_id: String,
     /// The end user the request was made for (`user_header_name`, or the body's `user`).
     pub end_user: Option<String>,
+    /// Answered from the response cache (its spend is 0).
+    pub cache_hit: bool,
+    /// A cache hit's: what the cached answer cost when it was made (USD).
+    pub saved_cost: f64,
 }
 
 impl From<pb::SpendLog> for SpendLogObject {
@@ -90,6 +94,8 @@ impl From<pb::SpendLog> for SpendLogObject {
             latency_ms: l.latency_ms,
             dataplane_id: l.dataplane_id,
             end_user: non_empty(l.end_user),
+            cache_hit: l.cache_hit,
+            saved_cost: l.saved_cost,
         }
     }
 }

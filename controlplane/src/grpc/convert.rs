@@ -330,6 +330,8 @@ pub fn spend_log(l: spend::Log) -> pb::SpendLog {
         status: u32::try_from(l.status).unwrap_or(0),
         dataplane_id: l.dataplane_id,
         end_user: l.end_user.unwrap_or_default(),
+        cache_hit: l.cache_hit,
+        saved_cost: l.saved_cost,
     }
 }
 

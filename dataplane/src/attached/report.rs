@@ -64,6 +64,7 @@ impl Reporter {
             ),
             (None, Some((provider, id))) => (id.clone(), (*provider).to_owned()),
             (None, None) if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
+            (None, None) if ctx.cache_hit() => (String::new(), "cache".to_owned()),
             (None, None) => return,
         };
         let usage = ctx.usage.unwrap_or_default();
@@ -94,6 +95,11 @@ impl Reporter {
             started_at_ms,
             dataplane_id: self.dataplane_id.to_string(),
             end_user: ctx.end_user.clone().unwrap_or_default(),
+            cache_hit: ctx.cache_hit(),
+            saved_cost: match &ctx.cache {
+                Some(crate::cache::Outcome::Hit { saved_cost, .. }) => *saved_cost,
+                _ => 0.0,
+            },
         };
         if self.tx.try_send(event).is_err() {
             metrics.usage_dropped.inc();

@@ -88,6 +88,22 @@ pub async fn completion(
     // LiteLLM's per-request switch; never sent upstream.
     let drop_params = req.flag("drop_params")?;
     req.remove("drop_params");
+    let cache = lookup(
+        app,
+        live,
+        session,
+        ctx,
+        client,
+        &model,
+        &mut req,
+        stream,
+        client_wants_usage,
+    )
+    .await?;
+    let cache = match cache {
+        Lookup::Answered => return Ok(()),
+        Lookup::Miss(plan) => plan,
+    };
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .into_iter()
         .find_map(|f| req.value(f).and_then(|v| v.as_u64()));
@@ -238,21 +254,105 @@ pub async fn completion(
             };
             ctx.usage = usage;
             headers.extend(super::cost_header(ctx));
+            if let Some(plan) = &cache {
+                let truncated = !plan.store_truncated
+                    && crate::cache::replay::truncated(client, Some(&out), &[]);
+                if !truncated {
+                    let answer = crate::cache::Answer::Full(out.clone());
+                    app.cache
+                        .put(plan, answer, usage, ctx.cost().unwrap_or(0.0));
+                }
+            }
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
             }
             return Ok(());
         }
     };
-    let conv = stream::converter(native, client, client_wants_usage, &model, d.prices);
+    // A stream the cache keeps is recorded with OpenAI's usage chunk, which the client
+    // gets only if it asked.
+    let mut recording = cache
+        .as_ref()
+        .filter(|p| p.store.is_some())
+        .map(|_| crate::cache::Recording::new(!client_wants_usage));
+    let wants_usage = client_wants_usage || recording.is_some();
+    let conv = stream::converter(native, client, wants_usage, &model, d.prices);
     super::streaming::pump(
         session,
         ctx,
         super::streaming::Stream::of(&mut resp, first_chunk, sent, &d, client, &model),
         conv,
         &headers,
+        recording.as_mut(),
     )
-    .await
+    .await?;
+    if let (Some(plan), Some(r)) = (&cache, recording) {
+        if ctx.error_type.is_none() {
+            if let Some(answer) = r.keepable(client, plan) {
+                app.cache
+                    .put(plan, answer, ctx.usage, ctx.cost().unwrap_or(0.0));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the response cache did with a request.
+enum Lookup {
+    /// A hit, sent.
+    Answered,
+    /// Not answered from the cache: the plan to store the answer under, if any.
+    Miss(Option<crate::cache::Plan>),
+}
+
+/// Looks the request up in the response cache (taking out its `cache` controls), and
+/// answers it from there on a hit.
+#[allow(clippy::too_many_arguments)]
+async fn lookup(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    client: ClientApi,
+    model: &str,
+    req: &mut RawObject,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Lookup, ApiError> {
+    let cache_control = session
+        .req_header()
+        .headers
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok());
+    let plan = crate::cache::Plan::of(
+        live.cache.as_deref(),
+        ctx.key.as_deref(),
+        client,
+        model,
+        req,
+        cache_control,
+    )?;
+    let Some(plan) = plan else {
+        if live.cache.is_some() {
+            ctx.cache = Some(crate::cache::Outcome::Bypass);
+        }
+        return Ok(Lookup::Miss(None));
+    };
+    if !plan.read {
+        ctx.cache = Some(crate::cache::Outcome::Bypass);
+        return Ok(Lookup::Miss(Some(plan)));
+    }
+    if let Some(entry) = app.cache.get(&plan).await {
+        if let Some(reply) = super::cached::Reply::of(&entry, client, stream, include_usage) {
+            super::cached::answer(app, live, session, ctx, model, &plan, &entry, reply).await?;
+            return Ok(Lookup::Answered);
+        }
+    }
+    app.cache.metrics.misses.with_label_values(&[model]).inc();
+    ctx.cache = Some(crate::cache::Outcome::Miss {
+        key: plan.hex.clone(),
+    });
+    Ok(Lookup::Miss(Some(plan)))
 }
 
 /// [`upstream_body`] with the skills the request loads named as deployment `d` has them.

@@ -126,6 +126,7 @@ pub async fn create(
                 super::streaming::Stream::of(&mut resp, first, sent, &d, ClientApi::OpenAi, &model),
                 conv,
                 &headers,
+                None,
             )
             .await
         }

@@ -1,6 +1,7 @@
 //! Request handlers: one per endpoint, each a few steps over the modules that do the work.
 
 mod attempt;
+mod cached;
 mod cascade;
 mod chat;
 mod completions;
@@ -12,7 +13,7 @@ mod multiround;
 mod objects;
 mod oneshot;
 mod passthrough;
-mod request;
+pub(crate) mod request;
 mod responses;
 pub mod routes;
 mod speech;
@@ -274,6 +275,9 @@ fn response_headers(
         ("x-litellm-attempted-fallbacks", ctx.fallbacks.to_string()),
     ];
     h.extend(ctx.rate_headers.iter().cloned());
+    if let Some(c) = &ctx.cache {
+        h.extend(c.headers());
+    }
     if !d.deployment.api_base.is_empty() {
         h.push(("x-litellm-model-api-base", d.deployment.api_base.clone()));
     }

@@ -39,6 +39,11 @@ impl RawObject {
         }
     }
 
+    /// Every field's name and raw text, sorted by name.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.get()))
+    }
+
     /// The raw text of a field; `None` when absent or `null`.
     pub fn raw(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(|v| v.get()).filter(|v| *v != "null")

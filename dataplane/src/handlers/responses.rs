@@ -160,6 +160,7 @@ pub async fn create(
                 super::streaming::Stream::of(&mut resp, first, sent, &d, ClientApi::OpenAi, &model),
                 conv,
                 &headers,
+                None,
             )
             .await
         }
@@ -432,6 +433,7 @@ async fn native_reply(
                     held.sibling(id).id(held::RESPONSE)
                 })),
                 &headers,
+                None,
             )
             .await
         }

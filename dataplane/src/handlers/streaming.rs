@@ -50,13 +50,15 @@ impl<'a> Stream<'a> {
 }
 
 /// Sends the stream to the client through `conv` (the first chunk has arrived: that is
-/// the time to first token).
+/// the time to first token). `recording`: what the client gets is recorded there, for the
+/// response cache.
 pub async fn pump(
     session: &mut Session,
     ctx: &mut RequestCtx,
     s: Stream<'_>,
     mut conv: Box<dyn StreamConverter>,
     headers: &[(&'static str, String)],
+    mut recording: Option<&mut crate::cache::Recording>,
 ) -> Result<(), ApiError> {
     ctx.time_to_first_token = Some(s.sent.elapsed());
     let mut parser = crate::eventstream::Decoder::for_provider(s.provider);
@@ -85,6 +87,9 @@ pub async fn pump(
                     conv.event(&ev, &mut out);
                 }
                 conv.finish(&mut out);
+                if let Some(r) = recording.as_deref_mut() {
+                    r.complete = true;
+                }
                 break;
             }
             Err(e) => {
@@ -94,13 +99,22 @@ pub async fn pump(
                 break;
             }
         }
+        if let Some(r) = recording.as_deref_mut() {
+            r.pass(&mut out);
+        }
         if respond::stream_write(session, &mut out).await.is_err() {
             ctx.usage = conv.usage();
+            if let Some(r) = recording.as_deref_mut() {
+                r.complete = false;
+            }
             return Ok(()); // client gone; dropping the upstream body closes it
         }
     }
     ctx.upstream_latency = Some(s.sent.elapsed());
     ctx.usage = conv.usage();
+    if let Some(r) = recording {
+        r.pass(&mut out);
+    }
     let _ = respond::stream_write(session, &mut out).await;
     let _ = respond::stream_end(session).await;
     Ok(())

@@ -544,27 +544,53 @@ struct RawLitellmSettings {
 impl RawConfig {
     /// `redis://[:password@]host:port` from `router_settings.redis_host`, `redis_port`
     /// (default 6379) and `redis_password`; `None` without a host.
+    /// Without `redis_host`, the cache's `litellm_settings.cache_params.host` (`port`,
+    /// `password`) when its `type` is `redis`.
     pub fn redis_url(&self) -> Result<Option<crate::Secret>, (String, String)> {
-        let get = |k: &str| self.router_settings.all.get(k).filter(|v| !v.is_null());
+        let cache_params = match self.litellm_settings.all.get("cache_params") {
+            Some(serde_norway::Value::Mapping(m)) => Some(m),
+            _ => None,
+        };
+        let router_has_host = self
+            .router_settings
+            .all
+            .get("redis_host")
+            .is_some_and(|v| !v.is_null());
+        let (section, prefix) = match cache_params {
+            Some(m) if !router_has_host => (
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.clone())))
+                    .collect::<BTreeMap<_, _>>(),
+                "",
+            ),
+            _ => (self.router_settings.all.clone(), "redis_"),
+        };
+        let at = |k: &str| {
+            if prefix.is_empty() {
+                format!("litellm_settings.cache_params.{k}")
+            } else {
+                format!("router_settings.{prefix}{k}")
+            }
+        };
         let text = |k: &str| -> Result<Option<String>, (String, String)> {
-            match get(k) {
+            match section
+                .get(&format!("{prefix}{k}"))
+                .filter(|v| !v.is_null())
+            {
                 None => Ok(None),
                 Some(serde_norway::Value::String(s)) => Ok(Some(s.clone())),
                 Some(serde_norway::Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(_) => Err((format!("router_settings.{k}"), "must be a string".into())),
+                Some(_) => Err((at(k), "must be a string".into())),
             }
         };
-        let Some(host) = text("redis_host")?.filter(|h| !h.is_empty()) else {
+        let Some(host) = text("host")?.filter(|h| !h.is_empty()) else {
             return Ok(None);
         };
-        let port = text("redis_port")?.unwrap_or_else(|| "6379".into());
+        let port = text("port")?.unwrap_or_else(|| "6379".into());
         if port.parse::<u16>().is_err() {
-            return Err((
-                "router_settings.redis_port".into(),
-                format!("`{port}` is not a port"),
-            ));
+            return Err((at("port"), format!("`{port}` is not a port")));
         }
-        let auth = match text("redis_password")?.filter(|p| !p.is_empty()) {
+        let auth = match text("password")?.filter(|p| !p.is_empty()) {
             Some(p) => format!(":{}@", percent_encode(&p)),
             None => String::new(),
         };
@@ -576,6 +602,45 @@ impl RawConfig {
         Ok(Some(crate::Secret::new(format!(
             "redis://{auth}{host}:{port}"
         ))))
+    }
+
+    /// `litellm_settings.cache_params` when `litellm_settings.cache` is true.
+    fn cache(
+        &self,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<crate::CacheSettings>, (String, String)> {
+        let on = match self.litellm_settings.all.get("cache") {
+            None | Some(serde_norway::Value::Null) => false,
+            Some(serde_norway::Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err((
+                    "litellm_settings.cache".into(),
+                    "must be true or false".into(),
+                ))
+            }
+        };
+        let params = match self.litellm_settings.all.get("cache_params") {
+            None | Some(serde_norway::Value::Null) => serde_json::Map::new(),
+            Some(v) => match serde_json::to_value(v) {
+                Ok(Json::Object(m)) => m,
+                _ => {
+                    return Err((
+                        "litellm_settings.cache_params".into(),
+                        "must be a mapping".into(),
+                    ))
+                }
+            },
+        };
+        if !on {
+            if !params.is_empty() {
+                warnings.push(
+                    "litellm_settings.cache_params is set but litellm_settings.cache is not true: responses are not cached".into(),
+                );
+            }
+            return Ok(None);
+        }
+        crate::CacheSettings::from_litellm(&params, "litellm_settings.cache_params", warnings)
+            .map(Some)
     }
 
     /// The router settings: `router_settings`, plus the router keys of `litellm_settings`
@@ -697,7 +762,11 @@ impl RawConfig {
             "litellm_settings",
             &unknown_of(
                 &self.litellm_settings.all,
-                &[&LITELLM_SETTINGS_ROUTER_KEYS[..], &[DROP_PARAMS]].concat(),
+                &[
+                    &LITELLM_SETTINGS_ROUTER_KEYS[..],
+                    &[DROP_PARAMS, "cache", "cache_params"],
+                ]
+                .concat(),
             ),
         );
         for (i, d) in self.model_list.iter().enumerate() {
@@ -755,6 +824,7 @@ impl RawConfig {
             }
         }
 
+        let cache = self.cache(warnings)?;
         // `litellm_settings.drop_params`: the default of every deployment here.
         let drop_params = match self.litellm_settings.all.get(DROP_PARAMS) {
             None | Some(serde_norway::Value::Null) => false,
@@ -844,6 +914,7 @@ impl RawConfig {
             agents.push(agent);
         }
         let snapshot = Snapshot {
+            cache,
             allowed_egress,
             mcp_servers,
             agents,

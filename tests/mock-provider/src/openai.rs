@@ -1,4 +1,5 @@
-//! OpenAI and Azure OpenAI: chat completions (streaming and tools), legacy text completions,
+//! OpenAI and Azure OpenAI: chat completions (streaming, tools and, with `reasoning_effort`,
+//! `reasoning_content`), legacy text completions,
 //! embeddings, moderations and image generations.
 
 use axum::extract::{Path, Query, State as AxumState};
@@ -190,11 +191,19 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
         usage["prompt_tokens_details"] = json!({"cached_tokens": cached.min(prompt)});
     }
     let args = r#"{"location":"Paris"}"#;
+    // A reasoning model's thoughts (DeepSeek's and vLLM's `reasoning_content`), when asked.
+    let reasoning = body
+        .get("reasoning_effort")
+        .is_some()
+        .then_some("Thinking it over first.");
     let id = "chatcmpl-mock-1";
     let created = 1_700_000_000u64;
 
     if body.get("stream").and_then(Value::as_bool) != Some(true) {
         let mut message = json!({"role": "assistant", "content": text});
+        if let Some(r) = reasoning {
+            message["reasoning_content"] = r.into();
+        }
         if let Some(name) = &tool {
             message["tool_calls"] = json!([{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": args}}]);
         }
@@ -212,6 +221,9 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
         format!("data: {c}\n\n")
     };
     let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    for piece in reasoning.iter().flat_map(|r| r.split_inclusive(' ')) {
+        events.push(chunk(json!({"reasoning_content": piece}), None));
+    }
     if let Some(name) = &tool {
         events.push(chunk(
             json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": ""}}]}),

@@ -1,0 +1,696 @@
+//! The response cache (`litellm_settings.cache`): exact answers to chat requests
+//! (`/v1/chat/completions`, `/v1/messages`), by a key over everything that changes the
+//! answer ([`key`]), scoped to the tenant.
+//!
+//! Two tiers. Each data plane keeps answers in memory in a TinyUFO cache (admission by
+//! TinyLFU, sized in bytes: `cache_params.max_memory_mb`). With `type: redis` and a Redis
+//! (`--redis-url`), answers are also kept in Redis under `routeiq:cache:<key>` for their
+//! TTL, shared by every data plane: a memory miss reads Redis, and a Redis hit is kept in
+//! memory. Writes to Redis happen off the request path. Redis trouble is a miss, never an
+//! error: it is counted in `routeiq_cache_redis_errors_total`, and after a failure Redis is
+//! left alone for [`REDIS_BACKOFF`].
+//!
+//! Only complete, successful answers are stored: a stream is kept as the events the client
+//! got, with their boundaries, and replayed as they were ([`replay`] converts between a
+//! stream and one response when the delivery differs).
+
+pub mod control;
+pub mod key;
+pub mod replay;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use redis::aio::ConnectionManager;
+use routeiq_proto::{CacheMode, CacheSettings};
+
+use crate::clock::now_ms;
+use crate::context::RequestCtx;
+use crate::error::{ApiError, ClientApi};
+use crate::handlers::request::RawObject;
+use crate::usage::Usage;
+
+/// A Redis call's longest wait on the request path.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+/// After a Redis failure, how long lookups skip it.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+/// The memory tier counts weight in KiB (TinyUFO weights are 16-bit).
+const KIB: usize = 1024;
+/// Largest answer kept in memory (the largest TinyUFO weight).
+const MAX_MEMORY_ENTRY: usize = u16::MAX as usize * KIB;
+/// Largest answer kept at all.
+const MAX_ENTRY: usize = 16 * 1024 * 1024;
+const REDIS_PREFIX: &str = "routeiq:cache:";
+
+/// What the request was answered from, for its headers, logs and span.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Hit {
+        key: String,
+        /// What the answer cost when it was made (USD).
+        saved_cost: f64,
+    },
+    Miss {
+        key: String,
+    },
+    Bypass,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Hit { .. } => "hit",
+            Self::Miss { .. } => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+
+    /// `x-routeiq-cache` and, when the cache was consulted, `x-litellm-cache-key`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![("x-routeiq-cache", self.label().to_owned())];
+        if let Self::Hit { key, .. } | Self::Miss { key } = self {
+            h.push(("x-litellm-cache-key", key.clone()));
+        }
+        h
+    }
+}
+
+/// A stored answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub answer: Answer,
+    pub usage: Option<Usage>,
+    /// What the answer cost (USD).
+    pub cost: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The response body the client got.
+    Full(Bytes),
+    /// The stream's events as the client got them (OpenAI's usage chunk included).
+    Stream(Vec<Bytes>),
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        match &self.answer {
+            Answer::Full(b) => b.len(),
+            Answer::Stream(e) => e.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    const MAGIC: &'static [u8; 4] = b"RQC1";
+
+    /// The entry as stored in Redis.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.size() + 64);
+        b.put_slice(Self::MAGIC);
+        b.put_u64(self.created_ms);
+        b.put_u64(self.expires_ms);
+        b.put_f64(self.cost);
+        match self.usage {
+            Some(u) => {
+                b.put_u8(1);
+                b.put_u64(u.input_tokens);
+                b.put_u64(u.output_tokens);
+                b.put_u64(u.cached_input_tokens);
+            }
+            None => b.put_u8(0),
+        }
+        let parts: &[Bytes] = match &self.answer {
+            Answer::Full(body) => {
+                b.put_u8(0);
+                std::slice::from_ref(body)
+            }
+            Answer::Stream(events) => {
+                b.put_u8(1);
+                events
+            }
+        };
+        b.put_u32(parts.len() as u32);
+        for p in parts {
+            b.put_u32(p.len() as u32);
+            b.put_slice(p);
+        }
+        b.freeze()
+    }
+
+    /// An entry read from Redis; `None` if it is not one.
+    pub fn decode(mut b: Bytes) -> Option<Self> {
+        let need = |b: &Bytes, n: usize| (b.remaining() >= n).then_some(());
+        need(&b, 4 + 8 * 3 + 1)?;
+        if &b.split_to(4)[..] != Self::MAGIC {
+            return None;
+        }
+        let created_ms = b.get_u64();
+        let expires_ms = b.get_u64();
+        let cost = b.get_f64();
+        let usage = match b.get_u8() {
+            0 => None,
+            _ => {
+                need(&b, 24)?;
+                Some(Usage {
+                    input_tokens: b.get_u64(),
+                    output_tokens: b.get_u64(),
+                    cached_input_tokens: b.get_u64(),
+                })
+            }
+        };
+        need(&b, 5)?;
+        let kind = b.get_u8();
+        let n = b.get_u32() as usize;
+        let mut parts = Vec::with_capacity(n.min(65_536));
+        for _ in 0..n {
+            need(&b, 4)?;
+            let len = b.get_u32() as usize;
+            need(&b, len)?;
+            parts.push(b.split_to(len));
+        }
+        let answer = match kind {
+            0 if parts.len() == 1 => Answer::Full(parts.pop()?),
+            1 => Answer::Stream(parts),
+            _ => return None,
+        };
+        Some(Self {
+            created_ms,
+            expires_ms,
+            answer,
+            usage,
+            cost,
+        })
+    }
+}
+
+/// How one request uses the cache (see [`Plan::of`]).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub key: [u8; 32],
+    pub hex: String,
+    /// Answer from the cache when it can.
+    pub read: bool,
+    /// Accept only entries at most this old.
+    pub max_age: Option<Duration>,
+    /// Keep the answer this long (`None`: do not keep it).
+    pub store: Option<Duration>,
+    pub store_truncated: bool,
+}
+
+impl Plan {
+    /// How a chat request uses the cache under `settings` and its own controls (its body's
+    /// `cache` field is taken out whatever the settings). `None`: it does not (the cache is
+    /// off, or not for this call type, or `default_off` and the request did not ask).
+    pub fn of(
+        settings: Option<&CacheSettings>,
+        key: Option<&routeiq_proto::VirtualKey>,
+        client: ClientApi,
+        model: &str,
+        req: &mut RawObject,
+        cache_control: Option<&str>,
+    ) -> Result<Option<Self>, ApiError> {
+        let controls = control::Controls::take(req, cache_control)?;
+        let Some(s) = settings else {
+            return Ok(None);
+        };
+        let supported = match client {
+            ClientApi::OpenAi => s.call_types.chat,
+            ClientApi::Anthropic => s.call_types.messages,
+        };
+        if !supported || (s.mode == CacheMode::DefaultOff && !controls.use_cache) {
+            return Ok(None);
+        }
+        let read = !controls.no_cache;
+        let store = (!controls.no_store).then(|| controls.ttl.unwrap_or(s.ttl));
+        if !read && store.is_none() {
+            return Ok(None);
+        }
+        let namespace = match (&s.namespace, &controls.namespace) {
+            (Some(a), Some(b)) => format!("{a}/{b}"),
+            (Some(a), None) => a.clone(),
+            (None, Some(b)) => b.clone(),
+            (None, None) => String::new(),
+        };
+        let tenant = key::tenant(s.scope, key);
+        let k = key::of(client, &tenant, &namespace, model, req)?;
+        Ok(Some(Self {
+            key: k,
+            hex: routeiq_proto::hex(&k),
+            read,
+            max_age: controls.max_age,
+            store: store.filter(|t| !t.is_zero()),
+            store_truncated: s.store_truncated,
+        }))
+    }
+}
+
+/// A stream being recorded for the cache (see `handlers::streaming::pump`). It is
+/// recorded with OpenAI's usage chunk, which [`Recording::pass`] then takes out of what a
+/// client that did not ask for it gets.
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub events: Vec<Bytes>,
+    bytes: usize,
+    /// The client did not ask for the usage chunk.
+    pub drop_usage: bool,
+    /// The upstream stream ended normally.
+    pub complete: bool,
+    /// Past [`MAX_ENTRY`]: not kept.
+    pub too_large: bool,
+}
+
+impl Recording {
+    pub fn new(drop_usage: bool) -> Self {
+        Self {
+            drop_usage,
+            ..Self::default()
+        }
+    }
+
+    /// Records the events about to go to the client, and takes out those it must not get.
+    pub fn pass(&mut self, out: &mut Vec<Bytes>) {
+        if !self.too_large {
+            self.bytes += out.iter().map(Bytes::len).sum::<usize>();
+            if self.bytes > MAX_ENTRY {
+                self.too_large = true;
+                self.events = Vec::new();
+            } else {
+                self.events.extend(out.iter().cloned());
+            }
+        }
+        if self.drop_usage {
+            out.retain(|e| !replay::is_usage_chunk(e));
+        }
+    }
+
+    /// The stream to keep, if it may be kept.
+    pub fn keepable(self, client: ClientApi, plan: &Plan) -> Option<Answer> {
+        let ok = self.complete
+            && !self.too_large
+            && !self.events.is_empty()
+            && (plan.store_truncated || !replay::truncated(client, None, &self.events));
+        ok.then_some(Answer::Stream(self.events))
+    }
+}
+
+/// One data plane's memory tier: a TinyUFO cache of entries by key.
+struct Memory {
+    ufo: tinyufo::TinyUfo<[u8; 32], Arc<Stored>>,
+    limit_bytes: u64,
+}
+
+/// An entry and its key (TinyUFO keeps only a 64-bit hash of the key: the full key is
+/// checked on every read).
+struct Stored {
+    key: [u8; 32],
+    entry: Entry,
+}
+
+impl Memory {
+    fn new(limit_bytes: u64) -> Self {
+        let kib = (limit_bytes as usize / KIB).max(1);
+        // The ghost queue's estimate: entries of ~4 KiB.
+        Self {
+            ufo: tinyufo::TinyUfo::new(kib, (kib / 4).max(64)),
+            limit_bytes,
+        }
+    }
+}
+
+pub struct CacheMetrics {
+    pub hits: IntCounterVec,
+    pub misses: IntCounterVec,
+    pub cached_tokens: IntCounterVec,
+    pub memory_bytes: IntGauge,
+    pub memory_entries: IntGauge,
+    pub evictions: IntCounter,
+    pub redis_errors: IntCounter,
+    pub stored: IntCounterVec,
+    pub similarity: Histogram,
+}
+
+impl CacheMetrics {
+    fn new() -> prometheus::Result<Self> {
+        let by_model =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["model"]);
+        Ok(Self {
+            hits: by_model("litellm_cache_hits_metric", "Requests answered from the response cache")?,
+            misses: by_model(
+                "litellm_cache_misses_metric",
+                "Requests the response cache could not answer",
+            )?,
+            cached_tokens: by_model(
+                "litellm_cached_tokens_metric",
+                "Tokens (prompt and completion) of answers served from the response cache",
+            )?,
+            memory_bytes: IntGauge::new(
+                "routeiq_cache_memory_bytes",
+                "Bytes of answers in this data plane's memory tier",
+            )?,
+            memory_entries: IntGauge::new(
+                "routeiq_cache_memory_entries",
+                "Answers in this data plane's memory tier",
+            )?,
+            evictions: IntCounter::new(
+                "routeiq_cache_evictions_total",
+                "Answers evicted from the memory tier to make room",
+            )?,
+            redis_errors: IntCounter::new(
+                "routeiq_cache_redis_errors_total",
+                "Response-cache Redis calls that failed or timed out (each served as a miss or not shared)",
+            )?,
+            stored: IntCounterVec::new(
+                Opts::new(
+                    "routeiq_cache_stored_total",
+                    "Answers offered to the response cache, by tier (memory, redis)",
+                ),
+                &["tier"],
+            )?,
+            similarity: Histogram::with_opts(
+                HistogramOpts::new(
+                    "routeiq_cache_semantic_similarity",
+                    "Cosine similarity of semantic-cache lookups",
+                )
+                .buckets(vec![0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0]),
+            )?,
+        })
+    }
+
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.hits.clone()),
+            Box::new(self.misses.clone()),
+            Box::new(self.cached_tokens.clone()),
+            Box::new(self.memory_bytes.clone()),
+            Box::new(self.memory_entries.clone()),
+            Box::new(self.evictions.clone()),
+            Box::new(self.redis_errors.clone()),
+            Box::new(self.stored.clone()),
+            Box::new(self.similarity.clone()),
+        ]
+    }
+}
+
+/// The response cache of one data plane.
+pub struct Cache {
+    memory: ArcSwap<Memory>,
+    redis: Option<ConnectionManager>,
+    redis_down_until_ms: AtomicU64,
+    pub metrics: CacheMetrics,
+}
+
+impl Cache {
+    pub fn new(redis: Option<ConnectionManager>) -> prometheus::Result<Self> {
+        Ok(Self {
+            memory: ArcSwap::from_pointee(Memory::new(CacheSettings::DEFAULT_MEMORY_BYTES)),
+            redis,
+            redis_down_until_ms: AtomicU64::new(0),
+            metrics: CacheMetrics::new()?,
+        })
+    }
+
+    /// Follows the settings of a new state: a different memory size starts an empty
+    /// memory tier of that size.
+    pub fn configure(&self, settings: Option<&CacheSettings>) {
+        let Some(s) = settings else {
+            return;
+        };
+        if self.memory.load().limit_bytes != s.max_memory_bytes {
+            self.replace_memory(s.max_memory_bytes);
+        }
+    }
+
+    fn replace_memory(&self, limit: u64) {
+        self.memory.store(Arc::new(Memory::new(limit)));
+        self.metrics.memory_bytes.set(0);
+        self.metrics.memory_entries.set(0);
+    }
+
+    /// Empties this data plane's memory tier.
+    pub fn flush_memory(&self) {
+        let limit = self.memory.load().limit_bytes;
+        self.replace_memory(limit);
+    }
+
+    /// Removes entries by key (hex) from memory and Redis; how many Redis held.
+    pub async fn delete(&self, keys: &[String]) -> Result<u64, redis::RedisError> {
+        let memory = self.memory.load();
+        for k in keys {
+            if let Some(key) = parse_hex(k) {
+                if let Some(old) = memory.ufo.remove(&key) {
+                    self.forget(&old);
+                }
+            }
+        }
+        let Some(conn) = &self.redis else {
+            return Ok(0);
+        };
+        let names: Vec<String> = keys.iter().map(|k| format!("{REDIS_PREFIX}{k}")).collect();
+        redis::AsyncCommands::del(&mut conn.clone(), names).await
+    }
+
+    fn forget(&self, old: &Stored) {
+        self.metrics.memory_entries.dec();
+        self.metrics.memory_bytes.sub(old.entry.size() as i64);
+    }
+
+    /// The entry under `plan`'s key, if there is one young enough: from memory, else
+    /// Redis.
+    pub async fn get(&self, plan: &Plan) -> Option<Entry> {
+        let now = now_ms();
+        let fresh = |e: &Entry| {
+            e.expires_ms > now
+                && plan
+                    .max_age
+                    .is_none_or(|age| now.saturating_sub(e.created_ms) <= age.as_millis() as u64)
+        };
+        let memory = self.memory.load();
+        if let Some(s) = memory.ufo.get(&plan.key) {
+            if s.key == plan.key {
+                if fresh(&s.entry) {
+                    return Some(s.entry.clone());
+                }
+                if s.entry.expires_ms <= now {
+                    if let Some(old) = memory.ufo.remove(&plan.key) {
+                        self.forget(&old);
+                    }
+                }
+            }
+        }
+        let entry = self.redis_get(&plan.hex).await?;
+        if !fresh(&entry) {
+            return None;
+        }
+        self.keep_in_memory(plan.key, entry.clone());
+        Some(entry)
+    }
+
+    async fn redis_get(&self, hex: &str) -> Option<Entry> {
+        let conn = self.redis.as_ref()?;
+        if now_ms() < self.redis_down_until_ms.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut conn = conn.clone();
+        let get = redis::AsyncCommands::get::<_, Option<Vec<u8>>>(
+            &mut conn,
+            format!("{REDIS_PREFIX}{hex}"),
+        );
+        match tokio::time::timeout(REDIS_TIMEOUT, get).await {
+            Ok(Ok(v)) => v.and_then(|b| Entry::decode(Bytes::from(b))),
+            Ok(Err(e)) => {
+                self.redis_failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.redis_failed("timed out");
+                None
+            }
+        }
+    }
+
+    fn redis_failed(&self, error: &str) {
+        self.metrics.redis_errors.inc();
+        let until = now_ms() + REDIS_BACKOFF.as_millis() as u64;
+        let before = self.redis_down_until_ms.swap(until, Ordering::Relaxed);
+        if before < now_ms() {
+            tracing::warn!(
+                error,
+                "response cache: Redis failed; serving misses from memory only for a while"
+            );
+        }
+    }
+
+    fn keep_in_memory(&self, key: [u8; 32], entry: Entry) {
+        let size = entry.size();
+        if size > MAX_MEMORY_ENTRY {
+            return;
+        }
+        let weight = size.div_ceil(KIB).max(1) as u16;
+        let memory = self.memory.load();
+        if let Some(old) = memory.ufo.remove(&key) {
+            self.forget(&old);
+        }
+        self.metrics.stored.with_label_values(&["memory"]).inc();
+        self.metrics.memory_entries.inc();
+        self.metrics.memory_bytes.add(size as i64);
+        let evicted = memory.ufo.put(key, Arc::new(Stored { key, entry }), weight);
+        for kv in evicted {
+            // The new entry itself is returned when TinyLFU does not admit it.
+            self.metrics.memory_entries.dec();
+            self.metrics.memory_bytes.sub(kv.data.entry.size() as i64);
+            if kv.data.key != key {
+                self.metrics.evictions.inc();
+            }
+        }
+    }
+
+    /// Keeps an answer: in memory now, in Redis in the background.
+    pub fn put(self: &Arc<Self>, plan: &Plan, answer: Answer, usage: Option<Usage>, cost: f64) {
+        let Some(ttl) = plan.store else {
+            return;
+        };
+        let now = now_ms();
+        let entry = Entry {
+            created_ms: now,
+            expires_ms: now + ttl.as_millis() as u64,
+            answer,
+            usage,
+            cost,
+        };
+        if entry.size() > MAX_ENTRY {
+            return;
+        }
+        if self.redis.is_some() {
+            let encoded = entry.encode();
+            let me = Arc::clone(self);
+            let name = format!("{REDIS_PREFIX}{}", plan.hex);
+            let secs = ttl.as_secs().max(1);
+            tokio::spawn(async move {
+                let Some(conn) = &me.redis else {
+                    return;
+                };
+                let mut conn = conn.clone();
+                let set = redis::AsyncCommands::set_ex::<_, _, ()>(
+                    &mut conn,
+                    name,
+                    encoded.as_ref(),
+                    secs,
+                );
+                match tokio::time::timeout(Duration::from_secs(2), set).await {
+                    Ok(Ok(())) => me.metrics.stored.with_label_values(&["redis"]).inc(),
+                    Ok(Err(e)) => me.redis_failed(&e.to_string()),
+                    Err(_) => me.redis_failed("timed out"),
+                }
+            });
+        }
+        self.keep_in_memory(plan.key, entry);
+    }
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Records a hit on `ctx`: its usage is the answer's (for the logs), its cost 0.
+pub fn hit(ctx: &mut RequestCtx, plan: &Plan, entry: &Entry) {
+    ctx.usage = entry.usage;
+    ctx.cache = Some(Outcome::Hit {
+        key: plan.hex.clone(),
+        saved_cost: entry.cost,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(key: u8, store: Option<Duration>) -> Plan {
+        Plan {
+            key: [key; 32],
+            hex: routeiq_proto::hex(&[key; 32]),
+            read: true,
+            max_age: None,
+            store,
+            store_truncated: false,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_through_their_encoding() {
+        for answer in [
+            Answer::Full(Bytes::from_static(b"{\"a\":1}")),
+            Answer::Stream(vec![Bytes::from_static(b"data: 1\n\n"), Bytes::new()]),
+        ] {
+            let e = Entry {
+                created_ms: 1,
+                expires_ms: 2,
+                answer,
+                usage: Some(Usage {
+                    input_tokens: 3,
+                    output_tokens: 4,
+                    cached_input_tokens: 1,
+                }),
+                cost: 0.25,
+            };
+            assert_eq!(Entry::decode(e.encode()), Some(e.clone()));
+            let enc = e.encode();
+            assert_eq!(Entry::decode(enc.slice(..enc.len() - 1)), None, "truncated");
+        }
+        assert_eq!(Entry::decode(Bytes::from_static(b"nope")), None);
+    }
+
+    #[tokio::test]
+    async fn memory_tier_hits_expires_and_flushes() {
+        let cache = Arc::new(Cache::new(None).unwrap());
+        let p = plan(1, Some(Duration::from_secs(60)));
+        assert!(cache.get(&p).await.is_none());
+        cache.put(&p, Answer::Full(Bytes::from_static(b"x")), None, 0.5);
+        let e = cache.get(&p).await.unwrap();
+        assert_eq!(e.answer, Answer::Full(Bytes::from_static(b"x")));
+        assert_eq!(e.cost, 0.5);
+        assert!(cache.get(&plan(2, None)).await.is_none(), "another key");
+        let mut young = p.clone();
+        young.max_age = Some(Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(cache.get(&young).await.is_none(), "s-maxage 0 refuses it");
+        let short = plan(3, Some(Duration::from_millis(1)));
+        cache.put(&short, Answer::Full(Bytes::from_static(b"y")), None, 0.0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(cache.get(&short).await.is_none(), "expired");
+        assert_eq!(cache.metrics.memory_entries.get(), 1);
+        cache.flush_memory();
+        assert!(cache.get(&p).await.is_none());
+        assert_eq!(cache.metrics.memory_entries.get(), 0);
+    }
+
+    #[test]
+    fn no_store_keeps_nothing() {
+        let cache = Arc::new(Cache::new(None).unwrap());
+        cache.put(
+            &plan(1, None),
+            Answer::Full(Bytes::from_static(b"x")),
+            None,
+            0.0,
+        );
+        assert_eq!(cache.metrics.memory_entries.get(), 0);
+    }
+
+    #[test]
+    fn hex_keys_parse() {
+        let k = [0xab; 32];
+        assert_eq!(parse_hex(&routeiq_proto::hex(&k)), Some(k));
+        assert_eq!(parse_hex("zz"), None);
+    }
+}

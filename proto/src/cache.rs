@@ -1,0 +1,379 @@
+//! Response caching settings: LiteLLM's `litellm_settings.cache` and `cache_params`.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+
+/// Where cached answers live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Each data plane's memory only.
+    Local,
+    /// Each data plane's memory, then Redis, shared by every data plane.
+    Redis,
+}
+
+impl CacheKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+/// Whose requests may share an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// The key's team (a key without a team is its own tenant). The default.
+    Team,
+    /// Each virtual key alone.
+    Key,
+    /// Everyone: the operator asks for cross-tenant hits.
+    Global,
+}
+
+impl CacheScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Team => "team",
+            Self::Key => "key",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// LiteLLM's `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Every request of a supported call type uses the cache unless it says otherwise.
+    DefaultOn,
+    /// Only requests that ask (`cache: {"use-cache": true}`) use it.
+    DefaultOff,
+}
+
+/// The call types RouteIQ caches (LiteLLM's `supported_call_types` names, sync and async
+/// spellings alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTypes {
+    /// `completion` / `acompletion`: `/v1/chat/completions`.
+    pub chat: bool,
+    /// `anthropic_messages` / `aanthropic_messages`: `/v1/messages`.
+    pub messages: bool,
+}
+
+impl CallTypes {
+    const ALL: CallTypes = CallTypes {
+        chat: true,
+        messages: true,
+    };
+
+    fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.chat {
+            v.extend(["completion", "acompletion"]);
+        }
+        if self.messages {
+            v.extend(["anthropic_messages", "aanthropic_messages"]);
+        }
+        v
+    }
+}
+
+/// LiteLLM call types RouteIQ accepts in `supported_call_types` but does not cache (yet).
+const UNCACHED_CALL_TYPES: [&str; 12] = [
+    "embedding",
+    "aembedding",
+    "text_completion",
+    "atext_completion",
+    "transcription",
+    "atranscription",
+    "rerank",
+    "arerank",
+    "responses",
+    "aresponses",
+    "image_generation",
+    "aimage_generation",
+];
+
+/// The cache, when `litellm_settings.cache` is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    pub kind: CacheKind,
+    /// How long an answer is kept (`ttl`; a request's `cache.ttl` overrides it).
+    pub ttl: Duration,
+    /// Prefix of every key (`namespace`); a request's `cache.namespace` adds to it.
+    pub namespace: Option<String>,
+    pub call_types: CallTypes,
+    pub mode: CacheMode,
+    pub scope: CacheScope,
+    /// `similarity_threshold` (cosine), kept for the semantic cache.
+    pub similarity_threshold: f64,
+    /// RouteIQ's `max_memory_mb`: the bytes each data plane's memory tier holds.
+    pub max_memory_bytes: u64,
+    /// RouteIQ's `cache_truncated`: also keep answers cut short by `max_tokens`.
+    pub store_truncated: bool,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            kind: CacheKind::Local,
+            ttl: Self::DEFAULT_TTL,
+            namespace: None,
+            call_types: CallTypes::ALL,
+            mode: CacheMode::DefaultOn,
+            scope: CacheScope::Team,
+            similarity_threshold: 0.9,
+            max_memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            store_truncated: false,
+        }
+    }
+}
+
+/// Longest TTL accepted (30 days).
+const MAX_TTL_SECS: f64 = 30.0 * 86_400.0;
+
+impl CacheSettings {
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+    pub const DEFAULT_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+
+    /// The keys of `cache_params` read here; `host`, `port` and `password` name the
+    /// Redis server and are read with the config's other Redis keys.
+    pub const KEYS: [&'static str; 13] = [
+        "type",
+        "ttl",
+        "namespace",
+        "supported_call_types",
+        "mode",
+        "similarity_threshold",
+        "scope",
+        "max_memory_mb",
+        "cache_truncated",
+        "host",
+        "port",
+        "password",
+        "default_in_memory_ttl",
+    ];
+
+    /// `cache_params` (`prefix` is its path, for errors). Warnings name what is accepted
+    /// but not done.
+    pub fn from_litellm(
+        m: &Map<String, Json>,
+        prefix: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Self, (String, String)> {
+        let mut s = Self::default();
+        for (k, v) in m {
+            if v.is_null() {
+                continue;
+            }
+            let at = format!("{prefix}.{k}");
+            let text = || {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| (at.clone(), "must be a string".to_owned()))
+            };
+            match k.as_str() {
+                "type" => {
+                    s.kind = match text()?.as_str() {
+                        "local" | "in-memory" => CacheKind::Local,
+                        "redis" => CacheKind::Redis,
+                        "redis-semantic" | "qdrant-semantic" => {
+                            warnings.push(format!(
+                                "{at}: the semantic cache is not available in this RouteIQ version; requests use the exact cache (in memory and Redis)"
+                            ));
+                            CacheKind::Redis
+                        }
+                        other => {
+                            return Err((
+                                at,
+                                format!("`{other}` is not a cache type RouteIQ has (local, redis)"),
+                            ))
+                        }
+                    }
+                }
+                "ttl" | "default_in_memory_ttl" => {
+                    let secs = v
+                        .as_f64()
+                        .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_TTL_SECS)
+                        .ok_or_else(|| {
+                            (
+                                at.clone(),
+                                format!("must be a number of seconds above 0, at most {MAX_TTL_SECS}"),
+                            )
+                        })?;
+                    if k == "ttl" || !m.contains_key("ttl") {
+                        s.ttl = Duration::from_secs_f64(secs);
+                    }
+                }
+                "namespace" => s.namespace = Some(text()?).filter(|n| !n.is_empty()),
+                "supported_call_types" => {
+                    let list = v
+                        .as_array()
+                        .ok_or_else(|| (at.clone(), "must be a list of call types".to_owned()))?;
+                    let mut t = CallTypes {
+                        chat: false,
+                        messages: false,
+                    };
+                    for (i, name) in list.iter().enumerate() {
+                        let name = name.as_str().ok_or_else(|| {
+                            (format!("{at}[{i}]"), "must be a string".to_owned())
+                        })?;
+                        match name {
+                            "completion" | "acompletion" => t.chat = true,
+                            "anthropic_messages" | "aanthropic_messages" => t.messages = true,
+                            n if UNCACHED_CALL_TYPES.contains(&n) => warnings.push(format!(
+                                "{at}[{i}]: `{n}` calls are not cached by this RouteIQ version"
+                            )),
+                            n => {
+                                return Err((
+                                    format!("{at}[{i}]"),
+                                    format!("`{n}` is not a LiteLLM call type"),
+                                ))
+                            }
+                        }
+                    }
+                    s.call_types = t;
+                }
+                "mode" => {
+                    s.mode = match text()?.as_str() {
+                        "default_on" => CacheMode::DefaultOn,
+                        "default_off" => CacheMode::DefaultOff,
+                        other => {
+                            return Err((
+                                at,
+                                format!("`{other}` is not a mode (default_on, default_off)"),
+                            ))
+                        }
+                    }
+                }
+                "scope" => {
+                    s.scope = match text()?.as_str() {
+                        "team" => CacheScope::Team,
+                        "key" => CacheScope::Key,
+                        "global" => CacheScope::Global,
+                        other => {
+                            return Err((
+                                at,
+                                format!("`{other}` is not a scope (team, key, global)"),
+                            ))
+                        }
+                    }
+                }
+                "similarity_threshold" => {
+                    s.similarity_threshold = v
+                        .as_f64()
+                        .filter(|t| (0.0..=1.0).contains(t))
+                        .ok_or_else(|| (at.clone(), "must be a number from 0 to 1".to_owned()))?;
+                }
+                "max_memory_mb" => {
+                    let mb = v
+                        .as_u64()
+                        .filter(|mb| (1..=1 << 20).contains(mb))
+                        .ok_or_else(|| {
+                            (at.clone(), "must be a whole number of MiB, at least 1".to_owned())
+                        })?;
+                    s.max_memory_bytes = mb * 1024 * 1024;
+                }
+                "cache_truncated" => {
+                    s.store_truncated = v
+                        .as_bool()
+                        .ok_or_else(|| (at.clone(), "must be true or false".to_owned()))?;
+                }
+                "host" | "port" | "password" => {}
+                other => warnings.push(format!(
+                    "config key `{prefix}.{other}` is not supported by this RouteIQ version and is ignored"
+                )),
+            }
+        }
+        Ok(s)
+    }
+
+    /// The settings as `cache_params` (what [`Self::from_litellm`] reads back).
+    pub fn to_litellm(&self) -> Map<String, Json> {
+        let mut m = Map::new();
+        m.insert("type".into(), self.kind.as_str().into());
+        m.insert("ttl".into(), self.ttl.as_secs_f64().into());
+        if let Some(n) = &self.namespace {
+            m.insert("namespace".into(), n.as_str().into());
+        }
+        m.insert(
+            "supported_call_types".into(),
+            self.call_types.names().into(),
+        );
+        m.insert(
+            "mode".into(),
+            match self.mode {
+                CacheMode::DefaultOn => "default_on",
+                CacheMode::DefaultOff => "default_off",
+            }
+            .into(),
+        );
+        m.insert("scope".into(), self.scope.as_str().into());
+        m.insert(
+            "similarity_threshold".into(),
+            self.similarity_threshold.into(),
+        );
+        m.insert(
+            "max_memory_mb".into(),
+            (self.max_memory_bytes / (1024 * 1024)).into(),
+        );
+        m.insert("cache_truncated".into(), self.store_truncated.into());
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Json) -> Result<(CacheSettings, Vec<String>), (String, String)> {
+        let mut w = Vec::new();
+        let Json::Object(m) = v else { panic!() };
+        CacheSettings::from_litellm(&m, "litellm_settings.cache_params", &mut w).map(|s| (s, w))
+    }
+
+    #[test]
+    fn reads_litellm_keys_and_round_trips() {
+        let (s, w) = parse(json!({
+            "type": "redis", "ttl": 30, "namespace": "ns", "mode": "default_off",
+            "supported_call_types": ["acompletion", "embedding"], "scope": "key",
+            "similarity_threshold": 0.8, "max_memory_mb": 8, "host": "localhost"
+        }))
+        .unwrap();
+        assert_eq!(s.kind, CacheKind::Redis);
+        assert_eq!(s.ttl, Duration::from_secs(30));
+        assert_eq!(s.namespace.as_deref(), Some("ns"));
+        assert_eq!(s.mode, CacheMode::DefaultOff);
+        assert!(s.call_types.chat && !s.call_types.messages);
+        assert_eq!(s.scope, CacheScope::Key);
+        assert_eq!(s.max_memory_bytes, 8 << 20);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("embedding"), "{w:?}");
+        let (back, _) = parse(Json::Object(s.to_litellm())).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (v, at) in [
+            (
+                json!({"type": "disk"}),
+                "litellm_settings.cache_params.type",
+            ),
+            (json!({"ttl": -1}), "litellm_settings.cache_params.ttl"),
+            (
+                json!({"scope": "org"}),
+                "litellm_settings.cache_params.scope",
+            ),
+            (
+                json!({"supported_call_types": ["chat"]}),
+                "litellm_settings.cache_params.supported_call_types[0]",
+            ),
+        ] {
+            assert_eq!(parse(v).unwrap_err().0, at);
+        }
+    }
+}

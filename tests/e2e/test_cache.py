@@ -1,0 +1,326 @@
+"""The response cache (`litellm_settings.cache`), end to end with real Redis servers: exact
+hits with byte-identical bodies, streams replayed event for event through the official
+openai and anthropic SDKs (tool calls and reasoning included, and across deliveries),
+tenant scoping, TTL and the per-request controls, two data planes sharing Redis, Redis
+killed and restarted mid-run, and hits in the spend logs at cost 0."""
+
+import json
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from stack import STACK_MASTER_KEY, Redis, wait_until
+from test_routing import MASTER_KEY, gateway, mock  # noqa: F401  (the module's fixtures)
+
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}
+
+
+def config(mock, **cache_params) -> dict:
+    return {
+        "model_list": [
+            {"model_name": "gpt",
+             "litellm_params": {"model": "openai/cache-gpt", "api_base": f"{mock.url}/v1",
+                                "api_key": "sk-up", "input_cost_per_token": 1e-6,
+                                "output_cost_per_token": 2e-6},
+             "model_info": {"id": "cache-gpt"}},
+            {"model_name": "claude",
+             "litellm_params": {"model": "anthropic/cache-claude", "api_base": mock.url,
+                                "api_key": "k"},
+             "model_info": {"id": "cache-claude"}},
+        ],
+        "router_settings": {"num_retries": 0},
+        "litellm_settings": {"cache": True, "cache_params": cache_params},
+    }
+
+
+def upstream_calls(mock, model: str) -> int:
+    return mock.stats().get(model, {}).get("requests", 0)
+
+
+def post(g, body: dict, headers=None) -> httpx.Response:
+    return httpx.post(f"{g.url}/v1/chat/completions", headers={**AUTH, **(headers or {})},
+                      json=body, timeout=10)
+
+
+def unique(text: str) -> str:
+    """A prompt no other test sends (the mock is shared by the module)."""
+    return f"{text} #{time.monotonic_ns()}"
+
+
+def test_identical_request_hits_with_the_same_bytes(mock, gateway):
+    g = gateway(config(mock))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": unique("hello cache")}],
+            "temperature": 0.2}
+    before = upstream_calls(mock, "cache-gpt")
+    first = post(g, body)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-routeiq-cache"] == "miss"
+    key = first.headers["x-litellm-cache-key"]
+    assert len(key) == 64
+    assert float(first.headers["x-litellm-response-cost"]) > 0
+    # Key order, spacing, `user` and `metadata` do not change the answer.
+    same = {"temperature": 0.2, "metadata": {"run": 2}, "user": "someone",
+            "messages": body["messages"], "model": "gpt"}
+    second = post(g, same)
+    assert second.status_code == 200, second.text
+    assert second.headers["x-routeiq-cache"] == "hit"
+    assert second.headers["x-litellm-cache-key"] == key
+    assert second.headers["x-litellm-response-cost"] == "0"
+    assert second.content == first.content
+    assert upstream_calls(mock, "cache-gpt") == before + 1
+    # What changes the answer is a different entry.
+    other = post(g, {**body, "temperature": 0.9})
+    assert other.headers["x-routeiq-cache"] == "miss"
+    assert other.headers["x-litellm-cache-key"] != key
+    metrics = httpx.get(f"{g.url}/metrics").text
+    assert 'litellm_cache_hits_metric{model="gpt"} 1' in metrics
+    assert 'litellm_cache_misses_metric{model="gpt"} 2' in metrics
+
+
+def test_openai_stream_hit_replays_every_chunk(mock, gateway):
+    g = gateway(config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    messages = [{"role": "user", "content": unique("weather in Paris?")}]
+    kw = dict(model="gpt", messages=messages, tools=[WEATHER_TOOL], reasoning_effort="low",
+              stream=True, stream_options={"include_usage": True})
+    before = upstream_calls(mock, "cache-gpt")
+    raw = c.chat.completions.with_raw_response.create(**kw)
+    assert raw.headers["x-routeiq-cache"] == "miss"
+    first = [ch.model_dump() for ch in raw.parse()]
+    raw = c.chat.completions.with_raw_response.create(**kw)
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    again = [ch.model_dump() for ch in raw.parse()]
+    assert again == first
+    # The tool call's arguments arrive in the pieces the provider sent, and the reasoning too.
+    args = [tc["function"]["arguments"] for ch in first if ch["choices"]
+            for tc in (ch["choices"][0]["delta"].get("tool_calls") or [])]
+    assert len(args) == 3 and "".join(args) == '{"location":"Paris"}'
+    reasoning = "".join(ch["choices"][0]["delta"].get("reasoning_content") or ""
+                        for ch in first if ch["choices"])
+    assert reasoning == "Thinking it over first."
+    assert first[-1]["usage"]["completion_tokens"] > 0
+    # Without include_usage the replay has no usage chunk, as a live stream would not.
+    plain = dict(kw)
+    plain.pop("stream_options")
+    chunks = [ch.model_dump() for ch in c.chat.completions.create(**plain)]
+    assert all(ch["choices"] for ch in chunks)
+    assert len(chunks) == len(first) - 1
+    # A non-streamed request gets the same answer as one response.
+    full = c.chat.completions.with_raw_response.create(
+        model="gpt", messages=messages, tools=[WEATHER_TOOL], reasoning_effort="low")
+    assert full.headers["x-routeiq-cache"] == "hit"
+    m = full.parse().choices[0].message
+    assert m.tool_calls[0].function.arguments == '{"location":"Paris"}'
+    assert m.model_extra.get("reasoning_content") == "Thinking it over first."
+    assert upstream_calls(mock, "cache-gpt") == before + 1
+
+
+def test_full_answer_serves_a_later_stream(mock, gateway):
+    g = gateway(config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    messages = [{"role": "user", "content": unique("tell me something")}]
+    full = c.chat.completions.create(model="gpt", messages=messages)
+    raw = c.chat.completions.with_raw_response.create(
+        model="gpt", messages=messages, stream=True, stream_options={"include_usage": True})
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    chunks = list(raw.parse())
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[-1].usage.total_tokens == full.usage.total_tokens
+
+
+def test_anthropic_stream_hit_replays_every_event(mock, gateway):
+    g = gateway(config(mock))
+    c = anthropic.Anthropic(base_url=g.url, api_key=MASTER_KEY, max_retries=0)
+    kw = dict(model="claude", max_tokens=200,
+              messages=[{"role": "user", "content": unique("weather in Paris?")}],
+              tools=[{"name": "get_weather", "description": "Weather of a city",
+                      "input_schema": {"type": "object",
+                                       "properties": {"location": {"type": "string"}}}}])
+    before = upstream_calls(mock, "cache-claude")
+    raw = c.messages.with_raw_response.create(**kw, stream=True)
+    assert raw.headers["x-routeiq-cache"] == "miss"
+    first = [e.model_dump() for e in raw.parse()]
+    raw = c.messages.with_raw_response.create(**kw, stream=True)
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    again = [e.model_dump() for e in raw.parse()]
+    assert again == first
+    deltas = [e["delta"] for e in first if e["type"] == "content_block_delta"]
+    assert any(d["type"] == "input_json_delta" for d in deltas)
+    assert upstream_calls(mock, "cache-claude") == before + 1
+    # The SDK's stream helper assembles the replay like any stream.
+    with c.messages.stream(**kw) as s:
+        first_message = s.get_final_message()
+    assert first_message.content[-1].input == {"location": "Paris"}
+    # The non-streamed answer from the stream: the same blocks, the tool input whole.
+    full = c.messages.with_raw_response.create(**kw)
+    assert full.headers["x-routeiq-cache"] == "hit"
+    msg = full.parse()
+    assert [b.model_dump() for b in msg.content] == [b.model_dump() for b in first_message.content]
+    assert msg.stop_reason == first_message.stop_reason == "tool_use"
+    assert msg.usage.output_tokens == first_message.usage.output_tokens
+    assert upstream_calls(mock, "cache-claude") == before + 1
+
+
+def test_ttl_and_request_controls(mock, gateway):
+    g = gateway(config(mock, ttl=60))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": unique("controls")}]}
+    before = upstream_calls(mock, "cache-gpt")
+    # no-store: answered, not kept.
+    r = post(g, {**body, "cache": {"no-store": True}})
+    assert r.status_code == 200 and r.headers["x-routeiq-cache"] == "miss"
+    assert post(g, body).headers["x-routeiq-cache"] == "miss", "no-store kept nothing"
+    assert post(g, body).headers["x-routeiq-cache"] == "hit"
+    # no-cache (body or header): a fresh answer, stored again.
+    for extra, headers in [({"cache": {"no-cache": True}}, None), ({}, {"Cache-Control": "no-cache"})]:
+        r = post(g, {**body, **extra}, headers)
+        assert r.status_code == 200 and r.headers["x-routeiq-cache"] == "bypass"
+    assert upstream_calls(mock, "cache-gpt") == before + 4
+    # s-maxage: only younger answers.
+    time.sleep(1.1)
+    assert post(g, {**body, "cache": {"s-maxage": 1}}).headers["x-routeiq-cache"] == "miss"
+    # A request's own ttl.
+    short = {"model": "gpt", "messages": [{"role": "user", "content": unique("short ttl")}]}
+    assert post(g, {**short, "cache": {"ttl": 1}}).headers["x-routeiq-cache"] == "miss"
+    assert post(g, short).headers["x-routeiq-cache"] == "hit"
+    time.sleep(1.2)
+    assert post(g, short).headers["x-routeiq-cache"] == "miss", "expired"
+    # Malformed controls are a 400 naming the field; the cache field never goes upstream.
+    bad = post(g, {**body, "cache": {"no_cache": True}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "cache"
+    post(g, {**body, "cache": {"no-cache": True}})
+    assert "cache" not in httpx.get(f"{mock.url}/__last_request").json()["body"]
+
+
+def test_truncated_answers_are_not_kept(mock, gateway):
+    g = gateway(config(mock))
+    body = {"model": "gpt", "max_tokens": 2,
+            "messages": [{"role": "user", "content": unique("a long answer please")}]}
+    r = post(g, body)
+    assert r.json()["choices"][0]["finish_reason"] == "length"
+    assert post(g, body).headers["x-routeiq-cache"] == "miss"
+    # The operator may keep them.
+    g2 = gateway(config(mock, cache_truncated=True))
+    post(g2, body)
+    assert post(g2, body).headers["x-routeiq-cache"] == "hit"
+
+
+def test_default_off_caches_only_requests_that_ask(mock, gateway):
+    g = gateway(config(mock, mode="default_off"))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": unique("opt in")}]}
+    assert post(g, body).headers["x-routeiq-cache"] == "bypass"
+    assert post(g, body).headers["x-routeiq-cache"] == "bypass"
+    ask = {**body, "cache": {"use-cache": True}}
+    assert post(g, ask).headers["x-routeiq-cache"] == "miss"
+    assert post(g, ask).headers["x-routeiq-cache"] == "hit"
+
+
+def test_namespaces_separate_entries(mock, gateway):
+    g = gateway(config(mock, namespace="prod"))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": unique("ns")}]}
+    post(g, body)
+    assert post(g, body).headers["x-routeiq-cache"] == "hit"
+    assert post(g, {**body, "cache": {"namespace": "a"}}).headers["x-routeiq-cache"] == "miss"
+    assert post(g, {**body, "cache": {"namespace": "a"}}).headers["x-routeiq-cache"] == "hit"
+
+
+def test_two_dataplanes_share_redis_and_survive_its_loss_and_restart(mock, gateway, tmp_path):
+    redis = Redis(tmp_path)
+    redis.start()
+    try:
+        cfg = config(mock, type="redis")
+        a = gateway(cfg, extra=["--redis-url", redis.url])
+        b = gateway(json.loads(json.dumps(cfg)), extra=["--redis-url", redis.url])
+        body = {"model": "gpt", "messages": [{"role": "user", "content": unique("shared")}]}
+        first = post(a, body)
+        assert first.headers["x-routeiq-cache"] == "miss"
+        # Written off the request path: it reaches Redis within moments.
+        wait_until(lambda: post(b, body).headers["x-routeiq-cache"] == "hit", timeout=5,
+                   what="the other data plane hits")
+        assert post(b, body).content == first.content
+
+        # Redis killed mid-run: every request is answered (misses), none fails.
+        redis.stop()
+        statuses = []
+        for i in range(40):
+            r = post(a if i % 2 else b,
+                     {"model": "gpt", "messages": [{"role": "user", "content": unique(f"down {i}")}]})
+            statuses.append(r.status_code)
+        assert statuses == [200] * 40
+        assert post(a, body).headers["x-routeiq-cache"] == "hit", "memory still serves"
+        errors = [line for line in httpx.get(f"{a.url}/metrics").text.splitlines()
+                  if line.startswith("routeiq_cache_redis_errors_total ")]
+        assert errors and float(errors[0].split()[1]) > 0
+
+        # Restarted (empty): sharing resumes once the back-off is over.
+        redis.start()
+        again = {"model": "gpt", "messages": [{"role": "user", "content": unique("back")}]}
+
+        def shared_again():
+            post(a, {**again, "cache": {"no-cache": True}})
+            return post(b, again).headers["x-routeiq-cache"] == "hit"
+
+        wait_until(shared_again, timeout=15, interval=0.5, what="sharing resumes")
+    finally:
+        redis.stop()
+
+
+CACHE_STACK_CONFIG = f"""
+model_list:
+  - model_name: priced
+    litellm_params:
+      model: mock/priced
+    model_info:
+      input_cost_per_token: 0.000001
+      output_cost_per_token: 0.000002
+general_settings:
+  master_key: {STACK_MASTER_KEY}
+litellm_settings:
+  cache: true
+  cache_params:
+    type: local
+"""
+
+
+def test_teams_never_share_answers_and_hits_cost_nothing(make_stack):
+    s = make_stack(config=CACHE_STACK_CONFIG)
+    dp = s.dataplane("dp-cache")
+    admin = s.admin()
+    keys = {}
+    for team in ("t-red", "t-blue"):
+        admin.ok("POST", "/team/new", json={"team_id": team})
+        keys[team] = [admin.ok("POST", "/key/generate", json={"team_id": team})["key"]
+                      for _ in range(2)]
+    every = [k for ks in keys.values() for k in ks]
+    wait_until(lambda: all(dp.chat(k, content="warm up").status_code == 200 for k in every),
+               what="the keys reach the data plane")
+
+    def ask(key):
+        return dp.chat(key, content="the same prompt for everyone")
+
+    red = ask(keys["t-red"][0])
+    assert red.headers["x-routeiq-cache"] == "miss"
+    blue = ask(keys["t-blue"][0])
+    assert blue.headers["x-routeiq-cache"] == "miss", "another team never gets red's answer"
+    assert blue.headers["x-litellm-cache-key"] != red.headers["x-litellm-cache-key"]
+    hit = ask(keys["t-red"][1])
+    assert hit.headers["x-routeiq-cache"] == "hit", "a team shares its answers"
+    assert hit.content == red.content
+    rid = hit.headers["x-litellm-call-id"]
+    rows = []
+    wait_until(lambda: rows.extend(s.sql(
+        "SELECT cost, cache_hit, saved_cost, provider FROM spend_logs WHERE request_id = %s",
+        rid)) or rows, what="the hit's spend log")
+    cost, cache_hit, saved, provider = rows[0]
+    assert (cost, cache_hit, provider) == (0.0, True, "cache")
+    assert saved == pytest.approx(float(red.headers["x-litellm-response-cost"]), rel=1e-9)
+    logs = admin.ok("GET", "/spend/logs", params={"team_id": "t-red"})
+    entry = next(log for log in logs if log["request_id"] == rid)
+    assert entry["cache_hit"] is True and entry["spend"] == 0
+    assert entry["saved_cost"] == pytest.approx(saved, rel=1e-9)
