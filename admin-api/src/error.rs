@@ -99,6 +99,10 @@ impl From<tonic::Status> for ApiError {
                 )
             }
             Code::PermissionDenied => StatusCode::FORBIDDEN,
+            // A service the control plane needs (its skill store, Redis): its reason.
+            Code::Unavailable if s.metadata().get("routeiq-dependency-unavailable").is_some() => {
+                return Self::unavailable(message)
+            }
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::Cancelled

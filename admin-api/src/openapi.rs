@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use crate::auth::SCHEME;
 use crate::error::ErrorBody;
 use crate::routes::{
-    agents, audit, budgets, credentials, health, keys, mcp, models, orgs, routing_models, skills,
-    spend, teams, users,
+    agents, audit, budgets, cache, credentials, health, keys, mcp, models, orgs, routing_models,
+    skills, spend, teams, users,
 };
 use crate::AppState;
 
@@ -46,6 +46,7 @@ has a role. Each operation's security requirement lists the roles that may call 
         (name = "agents", description = "A2A agents the gateway fronts"),
         (name = "skills", description = "Skills (Anthropic's Skills API), copied to Anthropic deployments"),
         (name = "budgets", description = "Reusable budgets"),
+        (name = "cache", description = "The response cache"),
         (name = "spend", description = "Spend logs and reports"),
         (name = "audit", description = "Who changed what"),
         (name = "routing models", description = "Versions of the learned routers' models"),
@@ -109,6 +110,10 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         )
         .routes(routes!(skills::get_version, skills::delete_version))
         .routes(routes!(skills::content))
+        .routes(routes!(cache::ping))
+        .routes(routes!(cache::delete))
+        .routes(routes!(cache::flushall))
+        .routes(routes!(cache::redis_info))
         .routes(routes!(budgets::new))
         .routes(routes!(budgets::update))
         .routes(routes!(budgets::info))

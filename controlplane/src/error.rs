@@ -16,6 +16,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request needs configuration the gateway does not have (the response cache is
+    /// off, or has no Redis here).
+    #[error("{0}")]
+    Precondition(String),
     /// A service the control plane needs besides PostgreSQL (the skill store) failed or is
     /// not configured.
     #[error("{0}")]
@@ -40,13 +44,27 @@ impl StoreError {
     }
 }
 
+/// The metadata key of an Unavailable status caused by a service the control plane needs
+/// (an object store, Redis), not by the control plane itself.
+pub const DEPENDENCY_UNAVAILABLE: &str = "routeiq-dependency-unavailable";
+
 impl From<StoreError> for tonic::Status {
     fn from(e: StoreError) -> Self {
         match &e {
             StoreError::NotFound(m) => tonic::Status::not_found(m.clone()),
             StoreError::Conflict(m) => tonic::Status::already_exists(m.clone()),
             StoreError::Invalid(m) => tonic::Status::invalid_argument(m.clone()),
-            StoreError::Unavailable(m) => tonic::Status::unavailable(m.clone()),
+            StoreError::Precondition(m) => tonic::Status::failed_precondition(m.clone()),
+            StoreError::Unavailable(m) => {
+                // Marked, so that the admin API passes the reason on (a plain Unavailable
+                // is the control plane itself out of reach).
+                let mut s = tonic::Status::unavailable(m.clone());
+                s.metadata_mut().insert(
+                    DEPENDENCY_UNAVAILABLE,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                s
+            }
             StoreError::Db(sqlx::Error::Database(d)) => {
                 // The SQLSTATE says whose fault it is.
                 let code = d.code().unwrap_or_default();

@@ -191,9 +191,7 @@ fn decimal(s: &str) -> Option<f64> {
 }
 
 fn check(f: &KeyFields) -> Result<Checked, StoreError> {
-    if f.metadata.as_ref().is_some_and(|m| !m.is_object()) {
-        return Err(StoreError::Invalid("metadata must be a JSON object".into()));
-    }
+    check_metadata(f.metadata.as_ref())?;
     let lifetime = f
         .duration
         .as_deref()
@@ -552,7 +550,20 @@ pub async fn list(
     Ok((keys, total as u64))
 }
 
-/// The data plane's view: a key of a blocked team is blocked.
+/// A key's or team's `metadata`: a JSON object, whose `cache` (if any) is a cache policy.
+pub fn check_metadata(metadata: Option<&Value>) -> Result<(), StoreError> {
+    let Some(m) = metadata else {
+        return Ok(());
+    };
+    if !m.is_object() {
+        return Err(StoreError::Invalid("metadata must be a JSON object".into()));
+    }
+    routeiq_proto::CachePolicy::from_metadata(m).map_err(StoreError::Invalid)?;
+    Ok(())
+}
+
+/// The data plane's view: a key of a blocked team is blocked; a key without a cache
+/// policy has its team's.
 const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
     COALESCE(k.team_id, '') AS team_id, COALESCE(k.user_id, '') AS user_id,
     COALESCE(k.organization_id, t.organization_id, '') AS organization_id, k.models,
@@ -560,6 +571,7 @@ const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
     k.max_budget, k.soft_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
     k.max_parallel_requests, k.model_max_budget, k.object_permission,
+    jsonb_build_object('cache', COALESCE(k.metadata->'cache', t.metadata->'cache')) AS cache_policy,
     (SELECT COALESCE(jsonb_object_agg(s.model, s.spend), '{}') FROM key_model_spend s
       WHERE s.key_hash = k.key_hash AND (s.reset_at IS NULL OR s.reset_at > now())) AS model_spend";
 const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";
@@ -604,6 +616,8 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
             r.try_get("object_permission")?,
             "virtual_keys.object_permission",
         )?,
+        cache: routeiq_proto::CachePolicy::from_metadata(&r.try_get::<Value, _>("cache_policy")?)
+            .map_err(|e| StoreError::Corrupt(format!("virtual_keys/teams.{e}")))?,
     })
 }
 

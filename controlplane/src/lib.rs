@@ -14,6 +14,7 @@
 pub mod agents;
 pub mod audit;
 pub mod budget;
+pub mod cache;
 pub mod changes;
 pub mod crypto;
 pub mod db;

@@ -72,6 +72,10 @@ struct Args {
     /// every skill change starts a round at once.
     #[arg(long, default_value_t = 30.0)]
     skill_sync_interval: f64,
+    /// The Redis the data planes share (`redis://[:password@]host:port[/db]`): the response
+    /// cache's `/cache/*` operations reach it from here.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// Migrate and import, then exit.
     #[arg(long)]
     once: bool,
@@ -199,10 +203,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let redis = args
+        .redis_url
+        .as_deref()
+        .map(routeiq_controlplane::cache::Redis::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
     let service = grpc::Service {
         pool,
         secrets,
         skills,
+        redis,
     };
     let token: Option<Arc<str>> = args.grpc_token.as_deref().map(Arc::from);
     tracing::info!(

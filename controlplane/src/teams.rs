@@ -125,9 +125,7 @@ async fn load(
 }
 
 async fn apply(conn: &mut PgConnection, team_id: &str, f: &TeamFields) -> Result<(), StoreError> {
-    if f.metadata.as_ref().is_some_and(|m| !m.is_object()) {
-        return Err(StoreError::Invalid("metadata must be a JSON object".into()));
-    }
+    crate::keys::check_metadata(f.metadata.as_ref())?;
     let window = f.limits.check()?;
     let permission = f
         .object_permission
@@ -251,11 +249,12 @@ pub async fn update(
     }
     let rec = load(&mut tx, team_id, false).await?;
     let scope_version = scopes::send(&mut tx, &[(ScopeKind::Team, team_id)], false).await?;
-    // Keys carry their team's `blocked`, `models` and organization: re-send them when one
-    // changes.
+    // Keys carry their team's `blocked`, `models`, organization and cache policy: re-send
+    // them when one changes.
     let version = if rec.blocked == before.blocked
         && rec.models == before.models
         && rec.organization_id == before.organization_id
+        && rec.metadata.get("cache") == before.metadata.get("cache")
     {
         scope_version
     } else {

@@ -308,6 +308,8 @@ impl LiveState {
                     }
                 }
                 DeltaOp::Resync => return Err(InvalidSnapshot::Resync),
+                // Not state: `attached::snapshot` drops the answers from the cache.
+                DeltaOp::ForgetCached(_) => {}
                 DeltaOp::UpsertMcpServer(m) => {
                     let list = mcp.get_or_insert_with(|| self.mcp.configs());
                     list.retain(|x| x.name != m.name);

@@ -324,10 +324,85 @@ impl CacheSettings {
     }
 }
 
+/// A key's or team's own use of the cache: its `metadata.cache` (the key's, else its
+/// team's). `false` keeps its requests out of the cache; `true` opts them in under
+/// `default_off`; an object takes LiteLLM's request controls, which its requests cannot
+/// undo: `no-cache` (never answered from the cache), `no-store` (never stored),
+/// `use-cache` (opted in), `namespace` (its entries' own namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CachePolicy {
+    pub no_cache: bool,
+    pub no_store: bool,
+    pub use_cache: bool,
+    pub namespace: Option<String>,
+}
+
+impl CachePolicy {
+    /// The policy of `metadata.cache`; `Ok(None)` when it is absent or null.
+    pub fn from_metadata(metadata: &Json) -> Result<Option<Self>, String> {
+        let off = |on: bool| Self {
+            no_cache: !on,
+            no_store: !on,
+            use_cache: on,
+            namespace: None,
+        };
+        match metadata.get("cache") {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Bool(on)) => Ok(Some(off(*on))),
+            Some(Json::Object(m)) => {
+                let mut p = Self::default();
+                for (k, v) in m {
+                    let flag = || {
+                        v.as_bool()
+                            .ok_or_else(|| format!("metadata.cache.{k} must be true or false"))
+                    };
+                    match k.as_str() {
+                        "no-cache" => p.no_cache = flag()?,
+                        "no-store" => p.no_store = flag()?,
+                        "use-cache" => p.use_cache = flag()?,
+                        "namespace" => {
+                            p.namespace = Some(
+                                v.as_str()
+                                    .ok_or("metadata.cache.namespace must be a string")?
+                                    .to_owned(),
+                            )
+                            .filter(|n| !n.is_empty())
+                        }
+                        other => {
+                            return Err(format!(
+                                "metadata.cache.{other} is not a cache control (no-cache, no-store, use-cache, namespace)"
+                            ))
+                        }
+                    }
+                }
+                Ok(Some(p))
+            }
+            Some(_) => Err("metadata.cache must be true, false or an object".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn key_policies_read_from_metadata() {
+        let p = |v: Json| CachePolicy::from_metadata(&json!({ "cache": v }));
+        assert_eq!(CachePolicy::from_metadata(&json!({})), Ok(None));
+        let off = p(json!(false)).unwrap().unwrap();
+        assert!(off.no_cache && off.no_store && !off.use_cache);
+        let on = p(json!(true)).unwrap().unwrap();
+        assert!(!on.no_cache && !on.no_store && on.use_cache);
+        let ns = p(json!({"namespace": "team-a", "no-store": true}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ns.namespace.as_deref(), Some("team-a"));
+        assert!(ns.no_store && !ns.no_cache);
+        assert!(p(json!({"nocache": true})).is_err());
+        assert!(p(json!("yes")).is_err());
+    }
 
     fn parse(v: Json) -> Result<(CacheSettings, Vec<String>), (String, String)> {
         let mut w = Vec::new();

@@ -56,6 +56,16 @@ pub enum DeltaOp {
     UpsertSkill(crate::Skill),
     /// A skill removed, by id.
     DeleteSkill(String),
+    /// Answers removed from the response cache: data planes drop them from memory.
+    ForgetCached(ForgetCached),
+}
+
+/// See [`DeltaOp::ForgetCached`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForgetCached {
+    All,
+    /// Cache keys (64 hex digits).
+    Keys(Vec<String>),
 }
 
 /// One request's usage, as a data plane reports it.

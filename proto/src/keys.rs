@@ -93,6 +93,8 @@ pub struct VirtualKey {
     /// The key's own `object_permission` (`None`: it has none, so its team's and
     /// organization's decide).
     pub permission: Option<std::sync::Arc<crate::ObjectPermission>>,
+    /// Its use of the response cache (`metadata.cache`, the key's else its team's).
+    pub cache: Option<crate::CachePolicy>,
 }
 
 /// A key's budget on one model (LiteLLM's `model_max_budget` entry).

@@ -23,8 +23,8 @@ pub mod subjects;
 pub mod wire;
 
 pub use a2a::A2aAgent;
-pub use cache::{CacheKind, CacheMode, CacheScope, CacheSettings, CallTypes};
-pub use delta::{Delta, DeltaOp, UsageEvent};
+pub use cache::{CacheKind, CacheMode, CachePolicy, CacheScope, CacheSettings, CallTypes};
+pub use delta::{Delta, DeltaOp, ForgetCached, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
 pub use mcp::{McpAuth, McpServer, McpToolCost, McpTransport, OAuth2Client};

@@ -597,6 +597,12 @@ impl From<&VirtualKey> for pb::VirtualKey {
             tpm_limit: k.tpm_limit,
             max_parallel_requests: k.max_parallel_requests,
             object_permission: k.permission.as_deref().map(Into::into),
+            cache: k.cache.as_ref().map(|c| pb::KeyCachePolicy {
+                no_cache: c.no_cache,
+                no_store: c.no_store,
+                use_cache: c.use_cache,
+                namespace: c.namespace.clone().unwrap_or_default(),
+            }),
         }
     }
 }
@@ -630,6 +636,12 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             tpm_limit: k.tpm_limit,
             max_parallel_requests: k.max_parallel_requests,
             permission: permission(k.object_permission),
+            cache: k.cache.map(|c| crate::CachePolicy {
+                no_cache: c.no_cache,
+                no_store: c.no_store,
+                use_cache: c.use_cache,
+                namespace: Some(c.namespace).filter(|n| !n.is_empty()),
+            }),
         })
     }
 }
@@ -777,6 +789,16 @@ impl From<&Delta> for pb::SnapshotDelta {
                         DeltaOp::DeleteAgent(id) => Op::DeleteAgent(id.clone()),
                         DeltaOp::UpsertSkill(s) => Op::UpsertSkill(s.into()),
                         DeltaOp::DeleteSkill(id) => Op::DeleteSkill(id.clone()),
+                        DeltaOp::ForgetCached(f) => Op::ForgetCached(match f {
+                            crate::ForgetCached::All => pb::ForgetCached {
+                                all: true,
+                                keys: Vec::new(),
+                            },
+                            crate::ForgetCached::Keys(keys) => pb::ForgetCached {
+                                all: false,
+                                keys: keys.clone(),
+                            },
+                        }),
                     }),
                 })
                 .collect(),
@@ -824,6 +846,8 @@ impl TryFrom<pb::SnapshotDelta> for Delta {
                     Op::DeleteAgent(id) => DeltaOp::DeleteAgent(id),
                     Op::UpsertSkill(s) => DeltaOp::UpsertSkill(s.into()),
                     Op::DeleteSkill(id) => DeltaOp::DeleteSkill(id),
+                    Op::ForgetCached(f) if f.all => DeltaOp::ForgetCached(crate::ForgetCached::All),
+                    Op::ForgetCached(f) => DeltaOp::ForgetCached(crate::ForgetCached::Keys(f.keys)),
                 })
             })
             .collect::<Result<_, InvalidMessage>>()?;
@@ -1070,6 +1094,8 @@ mod tests {
                     copies: Vec::new(),
                 }),
                 DeltaOp::DeleteSkill("skill_2".into()),
+                DeltaOp::ForgetCached(crate::ForgetCached::All),
+                DeltaOp::ForgetCached(crate::ForgetCached::Keys(vec!["ab".repeat(32)])),
             ],
         };
         let bytes = pb::SnapshotDelta::from(&delta).encode_to_vec();

@@ -320,7 +320,94 @@ def test_teams_never_share_answers_and_hits_cost_nothing(make_stack):
     cost, cache_hit, saved, provider = rows[0]
     assert (cost, cache_hit, provider) == (0.0, True, "cache")
     assert saved == pytest.approx(float(red.headers["x-litellm-response-cost"]), rel=1e-9)
+    # A team that keeps its traffic out of the cache; its requests cannot opt back in.
+    admin.ok("POST", "/team/new", json={"team_id": "t-private", "metadata": {"cache": False}})
+    private = admin.ok("POST", "/key/generate", json={"team_id": "t-private"})["key"]
+    wait_until(lambda: dp.chat(private, content="warm up").status_code == 200,
+               what="the private key reaches the data plane")
+    for _ in range(2):
+        r = httpx.post(f"{dp.url}/v1/chat/completions", timeout=5,
+                       headers={"Authorization": f"Bearer {private}"},
+                       json={"model": "priced", "cache": {"use-cache": True},
+                             "messages": [{"role": "user", "content": "the same prompt for everyone"}]})
+        assert r.headers["x-routeiq-cache"] == "bypass"
+    # A team's policy change reaches its keys: red stops storing, still reads.
+    admin.ok("POST", "/team/update", json={"team_id": "t-red", "metadata": {"cache": {"no-store": True}}})
+
+    def stops_storing():
+        fresh = unique("a prompt red asks after the change")
+        return [dp.chat(keys["t-red"][0], content=fresh).headers["x-routeiq-cache"]
+                for _ in range(2)] == ["miss", "miss"]
+
+    wait_until(stops_storing, what="red's new policy")
+    assert ask(keys["t-red"][1]).headers["x-routeiq-cache"] == "hit"
+    bad = admin.call("POST", "/key/generate", json={"metadata": {"cache": "yes"}})
+    assert bad.status_code == 400 and "metadata.cache" in bad.json()["error"]["message"], bad.text
+    # A memory-only cache has no Redis to show.
+    ping = admin.ok("GET", "/cache/ping")
+    assert (ping["cache_type"], ping["ping_response"]) == ("local", None)
+    info = admin.call("GET", "/cache/redis/info")
+    assert info.status_code == 409 and "local" in info.json()["error"]["message"], info.text
     logs = admin.ok("GET", "/spend/logs", params={"team_id": "t-red"})
     entry = next(log for log in logs if log["request_id"] == rid)
     assert entry["cache_hit"] is True and entry["spend"] == 0
     assert entry["saved_cost"] == pytest.approx(saved, rel=1e-9)
+
+
+def test_flush_and_delete_reach_redis_and_every_dataplane(make_stack, tmp_path):
+    redis = Redis(tmp_path)
+    redis.start()
+    try:
+        s = make_stack(cp_args=["--redis-url", redis.url],
+                       config=CACHE_STACK_CONFIG.replace("type: local", "type: redis"))
+        dps = [s.dataplane("dp-a", redis=redis), s.dataplane("dp-b", redis=redis)]
+        admin = s.admin()
+        ping = admin.ok("GET", "/cache/ping")
+        assert (ping["status"], ping["cache_type"], ping["ping_response"]) == ("healthy", "redis", True)
+        assert ping["litellm_cache_params"]["scope"] == "team"
+        assert "redis_version" in admin.ok("GET", "/cache/redis/info")["info"]
+
+        def ask(dp, prompt, **extra):
+            return httpx.post(f"{dp.url}/v1/chat/completions", timeout=5,
+                              headers={"Authorization": f"Bearer {STACK_MASTER_KEY}"},
+                              json={"model": "priced", **extra,
+                                    "messages": [{"role": "user", "content": prompt}]})
+
+        keys = {}
+        for prompt in ("prompt x", "prompt y"):
+            keys[prompt] = ask(dps[0], prompt).headers["x-litellm-cache-key"]
+            wait_until(lambda: ask(dps[1], prompt).headers["x-routeiq-cache"] == "hit",
+                       what="the other data plane has it")
+        # Lookups that store nothing, so each data plane shows its own memory.
+        probe = {"cache": {"no-store": True}}
+        assert all(ask(dp, p, **probe).headers["x-routeiq-cache"] == "hit"
+                   for dp in dps for p in keys)
+
+        gone = admin.ok("POST", "/cache/delete", json={"keys": [keys["prompt x"]]})
+        assert (gone["status"], gone["redis_deleted"]) == ("success", 1)
+        for dp in dps:
+            wait_until(lambda: dp.version() >= gone["snapshot_version"], what="the delete's delta")
+            assert ask(dp, "prompt x", **probe).headers["x-routeiq-cache"] == "miss"
+            assert ask(dp, "prompt y", **probe).headers["x-routeiq-cache"] == "hit"
+
+        flushed = admin.ok("POST", "/cache/flushall")
+        assert flushed["redis_deleted"] >= 1
+        for dp in dps:
+            wait_until(lambda: dp.version() >= flushed["snapshot_version"], what="the flush's delta")
+            assert ask(dp, "prompt y", **probe).headers["x-routeiq-cache"] == "miss"
+        assert redis_keys(redis) == []
+        bad = admin.call("POST", "/cache/delete", json={"keys": ["not-a-key"]})
+        assert bad.status_code == 400 and "not-a-key" in bad.json()["error"]["message"], bad.text
+        actions = {e["action"] for e in admin.ok("GET", "/audit")["entries"]}
+        assert {"cache.delete", "cache.flush"} <= actions
+    finally:
+        redis.stop()
+
+
+def redis_keys(redis: Redis) -> list[str]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=2) as sock:
+        sock.sendall(b"KEYS routeiq:cache:*\r\n")
+        reply = sock.recv(65536).decode()
+    return [] if reply.startswith("*0") else reply.split("\r\n")[2::2][:-1]

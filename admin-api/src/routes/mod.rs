@@ -18,6 +18,7 @@ use crate::error::ApiError;
 pub mod agents;
 pub mod audit;
 pub mod budgets;
+pub mod cache;
 pub mod credentials;
 pub mod health;
 pub mod keys;

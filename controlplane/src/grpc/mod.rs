@@ -30,6 +30,8 @@ pub struct Service {
     pub secrets: Arc<SecretBox>,
     /// The skill registry's object store and uploader; `None`: no `--skill-store`.
     pub skills: Option<Arc<Skills>>,
+    /// The Redis the data planes share (`--redis-url`), for the response cache.
+    pub redis: Option<crate::cache::Redis>,
 }
 
 /// Rejects calls without `authorization: Bearer <token>` when a token is configured.
@@ -735,6 +737,58 @@ impl pb::control_plane_server::ControlPlane for Service {
         let (zip, name) =
             skills::content(&self.pool, self.skills()?, &r.skill_id, &r.version).await?;
         Ok(Response::new(pb::SkillContent { zip, name }))
+    }
+
+    // ---- response cache ----
+
+    async fn ping_cache(
+        &self,
+        _req: Request<pb::CacheRequest>,
+    ) -> Result<Response<pb::CachePing>, Status> {
+        let p = crate::cache::ping(&self.pool, self.redis.as_ref()).await?;
+        Ok(Response::new(pb::CachePing {
+            cache_type: p.settings.kind.as_str().into(),
+            params_json: serde_json::Value::Object(p.settings.to_litellm()).to_string(),
+            redis_ok: p.redis_ok.unwrap_or(false),
+        }))
+    }
+
+    async fn delete_cache_keys(
+        &self,
+        req: Request<pb::DeleteCacheKeysRequest>,
+    ) -> Result<Response<pb::CacheChange>, Status> {
+        let r = req.into_inner();
+        let what = routeiq_proto::ForgetCached::Keys(r.keys);
+        let (snapshot_version, redis_deleted) =
+            crate::cache::forget(&self.pool, self.redis.as_ref(), &actor(r.actor), what).await?;
+        Ok(Response::new(pb::CacheChange {
+            snapshot_version,
+            redis_deleted,
+        }))
+    }
+
+    async fn flush_cache(
+        &self,
+        req: Request<pb::CacheRequest>,
+    ) -> Result<Response<pb::CacheChange>, Status> {
+        let r = req.into_inner();
+        let what = routeiq_proto::ForgetCached::All;
+        let (snapshot_version, redis_deleted) =
+            crate::cache::forget(&self.pool, self.redis.as_ref(), &actor(r.actor), what).await?;
+        Ok(Response::new(pb::CacheChange {
+            snapshot_version,
+            redis_deleted,
+        }))
+    }
+
+    async fn cache_redis_info(
+        &self,
+        _req: Request<pb::CacheRequest>,
+    ) -> Result<Response<pb::CacheRedisInfoResponse>, Status> {
+        let info = crate::cache::redis_info(&self.pool, self.redis.as_ref()).await?;
+        Ok(Response::new(pb::CacheRedisInfoResponse {
+            info: info.into_iter().collect(),
+        }))
     }
 
     // ---- credentials ----

@@ -252,6 +252,12 @@ fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
     }
     match current.apply(&delta) {
         Ok(next) => {
+            // Before the version shows: once it does, the answers are gone.
+            for op in &delta.ops {
+                if let routeiq_proto::DeltaOp::ForgetCached(what) = op {
+                    app.cache.forget(what);
+                }
+            }
             app.store(next);
             tracing::debug!(
                 version = delta.version,
@@ -324,6 +330,8 @@ async fn refetch(js: &jetstream::Context, app: &App, wanted: Wanted, delta_seq: 
                     "state replaced by the full snapshot"
                 );
                 *delta_seq = s.delta_seq;
+                // Cache deletions may be among the deltas skipped.
+                app.cache.flush_memory();
                 app.store(s.state);
                 return;
             }

@@ -203,9 +203,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// How a chat request uses the cache under `settings` and its own controls (its body's
-    /// `cache` field is taken out whatever the settings). `None`: it does not (the cache is
-    /// off, or not for this call type, or `default_off` and the request did not ask).
+    /// How a chat request uses the cache under `settings`, its key's (or team's) policy and
+    /// its own controls (its body's `cache` field is taken out whatever the settings).
+    /// `None`: it does not (the cache is off, or not for this call type, or off for the
+    /// key, or `default_off` and neither the request nor its key asked).
     pub fn of(
         settings: Option<&CacheSettings>,
         key: Option<&routeiq_proto::VirtualKey>,
@@ -222,20 +223,27 @@ impl Plan {
             ClientApi::OpenAi => s.call_types.chat,
             ClientApi::Anthropic => s.call_types.messages,
         };
-        if !supported || (s.mode == CacheMode::DefaultOff && !controls.use_cache) {
+        // The key's (else its team's) policy: what it turns off, its requests cannot undo.
+        let policy = key.and_then(|k| k.cache.as_ref());
+        let opted_in = controls.use_cache || policy.is_some_and(|p| p.use_cache);
+        if !supported || (s.mode == CacheMode::DefaultOff && !opted_in) {
             return Ok(None);
         }
-        let read = !controls.no_cache;
-        let store = (!controls.no_store).then(|| controls.ttl.unwrap_or(s.ttl));
+        let read = !controls.no_cache && !policy.is_some_and(|p| p.no_cache);
+        let store = (!controls.no_store && !policy.is_some_and(|p| p.no_store))
+            .then(|| controls.ttl.unwrap_or(s.ttl));
         if !read && store.is_none() {
             return Ok(None);
         }
-        let namespace = match (&s.namespace, &controls.namespace) {
-            (Some(a), Some(b)) => format!("{a}/{b}"),
-            (Some(a), None) => a.clone(),
-            (None, Some(b)) => b.clone(),
-            (None, None) => String::new(),
-        };
+        let namespace = [
+            s.namespace.as_deref(),
+            policy.and_then(|p| p.namespace.as_deref()),
+            controls.namespace.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("/");
         let tenant = key::tenant(s.scope, key);
         let k = key::of(client, &tenant, &namespace, model, req)?;
         Ok(Some(Self {
@@ -437,24 +445,22 @@ impl Cache {
         self.replace_memory(limit);
     }
 
-    /// Removes entries by key (hex) from memory and Redis; how many Redis held.
-    pub async fn delete(&self, keys: &[String]) -> Result<u64, redis::RedisError> {
+    /// Drops answers from this data plane's memory tier (the control plane removed them
+    /// from Redis).
+    pub fn forget(&self, what: &routeiq_proto::ForgetCached) {
+        let keys = match what {
+            routeiq_proto::ForgetCached::All => return self.flush_memory(),
+            routeiq_proto::ForgetCached::Keys(keys) => keys,
+        };
         let memory = self.memory.load();
-        for k in keys {
-            if let Some(key) = parse_hex(k) {
-                if let Some(old) = memory.ufo.remove(&key) {
-                    self.forget(&old);
-                }
+        for key in keys.iter().filter_map(|k| parse_hex(k)) {
+            if let Some(old) = memory.ufo.remove(&key) {
+                self.forget_one(&old);
             }
         }
-        let Some(conn) = &self.redis else {
-            return Ok(0);
-        };
-        let names: Vec<String> = keys.iter().map(|k| format!("{REDIS_PREFIX}{k}")).collect();
-        redis::AsyncCommands::del(&mut conn.clone(), names).await
     }
 
-    fn forget(&self, old: &Stored) {
+    fn forget_one(&self, old: &Stored) {
         self.metrics.memory_entries.dec();
         self.metrics.memory_bytes.sub(old.entry.size() as i64);
     }
@@ -477,7 +483,7 @@ impl Cache {
                 }
                 if s.entry.expires_ms <= now {
                     if let Some(old) = memory.ufo.remove(&plan.key) {
-                        self.forget(&old);
+                        self.forget_one(&old);
                     }
                 }
             }
@@ -533,7 +539,7 @@ impl Cache {
         let weight = size.div_ceil(KIB).max(1) as u16;
         let memory = self.memory.load();
         if let Some(old) = memory.ufo.remove(&key) {
-            self.forget(&old);
+            self.forget_one(&old);
         }
         self.metrics.stored.with_label_values(&["memory"]).inc();
         self.metrics.memory_entries.inc();
@@ -685,6 +691,46 @@ mod tests {
             0.0,
         );
         assert_eq!(cache.metrics.memory_entries.get(), 0);
+    }
+
+    #[test]
+    fn key_policies_narrow_what_requests_may_do() {
+        use routeiq_proto::{CachePolicy, VirtualKey};
+        let plan = |policy: Option<CachePolicy>, s: &CacheSettings| {
+            let key = VirtualKey {
+                cache: policy,
+                ..Default::default()
+            };
+            let body = br#"{"model":"m","messages":[],"cache":{"no-cache":false}}"#;
+            let mut req = RawObject::parse(body).unwrap();
+            Plan::of(Some(s), Some(&key), ClientApi::OpenAi, "m", &mut req, None).unwrap()
+        };
+        let on = CacheSettings::default();
+        let open = plan(None, &on).unwrap();
+        assert!(open.read && open.store.is_some());
+        let off = CachePolicy::from_metadata(&serde_json::json!({"cache": false})).unwrap();
+        assert!(plan(off, &on).is_none(), "the key is kept out");
+        let no_store = CachePolicy {
+            no_store: true,
+            ..Default::default()
+        };
+        let p = plan(Some(no_store), &on).unwrap();
+        assert!(p.read && p.store.is_none());
+        let ns = CachePolicy {
+            namespace: Some("a".into()),
+            ..Default::default()
+        };
+        assert_ne!(plan(Some(ns), &on).unwrap().key, open.key);
+        let default_off = CacheSettings {
+            mode: CacheMode::DefaultOff,
+            ..CacheSettings::default()
+        };
+        assert!(plan(None, &default_off).is_none());
+        let opted = CachePolicy {
+            use_cache: true,
+            ..Default::default()
+        };
+        assert!(plan(Some(opted), &default_off).is_some());
     }
 
     #[test]

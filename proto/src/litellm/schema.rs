@@ -419,6 +419,15 @@ impl RawMcpServer {
             .auth_type
             .as_deref()
             .is_some_and(|t| t.eq_ignore_ascii_case("oauth2"));
+        // A token URL given is checked even where it goes unused.
+        if let Some(t) = self.token_url.as_deref().filter(|t| !t.is_empty()) {
+            if !http_url(t) {
+                return Err((
+                    format!("{at}.token_url"),
+                    format!("`{t}` is not an http(s) URL"),
+                ));
+            }
+        }
         let value = if oauth2 {
             self.client_secret.or(self.auth_value)
         } else {
