@@ -7,7 +7,9 @@
 #
 #   bench/instructions.sh [N] [wrk script] [config template]
 #       (defaults: 1001, bench/chat.lua, bench/config.yaml.in; e.g. bench/chat-realistic.lua,
-#        bench/config-bedrock.yaml.in)
+#        bench/config-bedrock.yaml.in). A body's `__N__` becomes each request's number
+#       (bench/chat-unique.lua: every prompt differs, so the response cache never hits;
+#        bench/config-cache.yaml.in turns the cache on).
 #
 # Needs: valgrind, nginx (Debian packages; installed if missing), a release build.
 set -euo pipefail
@@ -41,8 +43,8 @@ import http.client, sys
 n, port = int(sys.argv[1]), int(sys.argv[2])
 body = open(sys.argv[3]).read().split("wrk.body = '", 1)[1].rsplit("'", 1)[0]
 c = http.client.HTTPConnection("127.0.0.1", port)
-for _ in range(n):
-    c.request("POST", "/v1/chat/completions", body,
+for i in range(n):
+    c.request("POST", "/v1/chat/completions", body.replace("__N__", str(i)),
               {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"})
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status

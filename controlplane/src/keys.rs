@@ -571,7 +571,8 @@ const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
     k.max_budget, k.soft_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
     k.max_parallel_requests, k.model_max_budget, k.object_permission,
-    jsonb_build_object('cache', COALESCE(k.metadata->'cache', t.metadata->'cache')) AS cache_policy,
+    jsonb_build_object('cache', COALESCE(NULLIF(k.metadata->'cache', 'null'::jsonb),
+        t.metadata->'cache')) AS cache_policy,
     (SELECT COALESCE(jsonb_object_agg(s.model, s.spend), '{}') FROM key_model_spend s
       WHERE s.key_hash = k.key_hash AND (s.reset_at IS NULL OR s.reset_at > now())) AS model_spend";
 const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";

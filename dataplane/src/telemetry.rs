@@ -320,7 +320,8 @@ impl Metrics {
         if let Some(d) = ctx.time_to_first_token {
             self.ttft.with_label_values(&tl).observe(d.as_secs_f64());
         }
-        if let Some(u) = ctx.usage {
+        // A hit's tokens are the cache's (`litellm_cached_tokens_metric`), not a provider's.
+        if let Some(u) = ctx.usage.filter(|_| !ctx.cache_hit()) {
             self.input_tokens
                 .with_label_values(&tl)
                 .inc_by(u.input_tokens);

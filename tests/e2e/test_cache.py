@@ -29,6 +29,10 @@ def config(mock, **cache_params) -> dict:
                                 "api_key": "sk-up", "input_cost_per_token": 1e-6,
                                 "output_cost_per_token": 2e-6},
              "model_info": {"id": "cache-gpt"}},
+            {"model_name": "broken",
+             "litellm_params": {"model": "openai/cache-broken", "api_base": f"{mock.url}/v1",
+                                "api_key": "sk-up"},
+             "model_info": {"id": "cache-broken"}},
             {"model_name": "claude",
              "litellm_params": {"model": "anthropic/cache-claude", "api_base": mock.url,
                                 "api_key": "k"},
@@ -96,6 +100,10 @@ def test_openai_stream_hit_replays_every_chunk(mock, gateway):
     raw = c.chat.completions.with_raw_response.create(**kw)
     assert raw.headers["x-routeiq-cache"] == "hit"
     again = [ch.model_dump() for ch in raw.parse()]
+    # The same chunks; the usage chunk's cost is the hit's: 0.
+    assert first[-1]["usage"]["cost"] > 0 and again[-1]["usage"]["cost"] == 0
+    for ch in (first[-1], again[-1]):
+        ch["usage"].pop("cost")
     assert again == first
     # The tool call's arguments arrive in the pieces the provider sent, and the reasoning too.
     args = [tc["function"]["arguments"] for ch in first if ch["choices"]
@@ -187,9 +195,9 @@ def test_ttl_and_request_controls(mock, gateway):
     assert post(g, {**body, "cache": {"s-maxage": 1}}).headers["x-routeiq-cache"] == "miss"
     # A request's own ttl.
     short = {"model": "gpt", "messages": [{"role": "user", "content": unique("short ttl")}]}
-    assert post(g, {**short, "cache": {"ttl": 1}}).headers["x-routeiq-cache"] == "miss"
+    assert post(g, {**short, "cache": {"ttl": 2}}).headers["x-routeiq-cache"] == "miss"
     assert post(g, short).headers["x-routeiq-cache"] == "hit"
-    time.sleep(1.2)
+    time.sleep(2.2)
     assert post(g, short).headers["x-routeiq-cache"] == "miss", "expired"
     # Malformed controls are a 400 naming the field; the cache field never goes upstream.
     bad = post(g, {**body, "cache": {"no_cache": True}})
@@ -209,6 +217,24 @@ def test_truncated_answers_are_not_kept(mock, gateway):
     g2 = gateway(config(mock, cache_truncated=True))
     post(g2, body)
     assert post(g2, body).headers["x-routeiq-cache"] == "hit"
+
+
+def test_broken_streams_are_not_kept(mock, gateway):
+    g = gateway(config(mock))
+    body = {"model": "broken", "stream": True,
+            "messages": [{"role": "user", "content": unique("a stream that breaks")}]}
+    mock.faults(**{"cache-broken": {"reset_after_chunks": 3}})
+    try:
+        with httpx.stream("POST", f"{g.url}/v1/chat/completions", headers=AUTH, json=body,
+                          timeout=10) as r:
+            assert r.headers["x-routeiq-cache"] == "miss"
+            text = r.read().decode()
+        assert '"error"' in text and "[DONE]" not in text
+    finally:
+        mock.faults()
+    again = post(g, body)
+    assert again.headers["x-routeiq-cache"] == "miss", "the broken stream was not kept"
+    assert post(g, body).headers["x-routeiq-cache"] == "hit", "the whole one was"
 
 
 def test_default_off_caches_only_requests_that_ask(mock, gateway):
@@ -238,12 +264,16 @@ def test_two_dataplanes_share_redis_and_survive_its_loss_and_restart(mock, gatew
         a = gateway(cfg, extra=["--redis-url", redis.url])
         b = gateway(json.loads(json.dumps(cfg)), extra=["--redis-url", redis.url])
         body = {"model": "gpt", "messages": [{"role": "user", "content": unique("shared")}]}
+        before = upstream_calls(mock, "cache-gpt")
         first = post(a, body)
         assert first.headers["x-routeiq-cache"] == "miss"
-        # Written off the request path: it reaches Redis within moments.
-        wait_until(lambda: post(b, body).headers["x-routeiq-cache"] == "hit", timeout=5,
+        # Written off the request path: it reaches Redis within moments. The probes store
+        # nothing, so b's hit can only come from Redis.
+        probe = {**body, "cache": {"no-store": True}}
+        wait_until(lambda: post(b, probe).headers["x-routeiq-cache"] == "hit", timeout=5,
                    what="the other data plane hits")
-        assert post(b, body).content == first.content
+        assert post(b, probe).json()["choices"] == first.json()["choices"]
+        assert upstream_calls(mock, "cache-gpt") == before + 1
 
         # Redis killed mid-run: every request is answered (misses), none fails.
         redis.stop()
@@ -264,9 +294,26 @@ def test_two_dataplanes_share_redis_and_survive_its_loss_and_restart(mock, gatew
 
         def shared_again():
             post(a, {**again, "cache": {"no-cache": True}})
-            return post(b, again).headers["x-routeiq-cache"] == "hit"
+            return post(b, {**again, "cache": {"no-store": True}}).headers["x-routeiq-cache"] == "hit"
 
         wait_until(shared_again, timeout=15, interval=0.5, what="sharing resumes")
+    finally:
+        redis.stop()
+
+
+def test_a_local_cache_stays_local_beside_a_shared_redis(mock, gateway, tmp_path):
+    redis = Redis(tmp_path)
+    redis.start()
+    try:
+        cfg = config(mock, type="local")
+        a = gateway(cfg, extra=["--redis-url", redis.url])
+        b = gateway(json.loads(json.dumps(cfg)), extra=["--redis-url", redis.url])
+        body = {"model": "gpt", "messages": [{"role": "user", "content": unique("local")}]}
+        assert post(a, body).headers["x-routeiq-cache"] == "miss"
+        assert post(a, body).headers["x-routeiq-cache"] == "hit"
+        time.sleep(0.3)
+        assert post(b, body).headers["x-routeiq-cache"] == "miss", "b has its own memory only"
+        assert redis_keys(redis) == []
     finally:
         redis.stop()
 
@@ -378,7 +425,8 @@ def test_flush_and_delete_reach_redis_and_every_dataplane(make_stack, tmp_path):
             keys[prompt] = ask(dps[0], prompt).headers["x-litellm-cache-key"]
             wait_until(lambda: ask(dps[1], prompt).headers["x-routeiq-cache"] == "hit",
                        what="the other data plane has it")
-        # Lookups that store nothing, so each data plane shows its own memory.
+        # Lookups that store nothing: a hit is an answer still in the data plane's memory or
+        # in Redis, so a miss after a deletion shows it gone from both.
         probe = {"cache": {"no-store": True}}
         assert all(ask(dp, p, **probe).headers["x-routeiq-cache"] == "hit"
                    for dp in dps for p in keys)

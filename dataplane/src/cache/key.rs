@@ -52,29 +52,34 @@ pub fn tenant(scope: CacheScope, key: Option<&VirtualKey>) -> String {
     }
 }
 
+/// The namespaces a key is under: the configured one, the key's (or team's) and the
+/// request's. Each is hashed in its own place, so none can stand for another.
+pub type Namespaces<'a> = [Option<&'a str>; 3];
+
 /// The key of `req` (a request for model group `model` in `client`'s API).
 pub fn of(
     client: ClientApi,
     tenant: &str,
-    namespace: &str,
+    namespaces: Namespaces<'_>,
     model: &str,
     req: &RawObject,
 ) -> Result<[u8; 32], ApiError> {
     let mut h = Sha256::new();
-    let api: &[u8] = match client {
-        ClientApi::OpenAi => b"openai-chat",
-        ClientApi::Anthropic => b"anthropic-messages",
+    let api = match client {
+        ClientApi::OpenAi => "openai-chat",
+        ClientApi::Anthropic => "anthropic-messages",
     };
-    for part in [
-        b"routeiq-cache-v1".as_slice(),
-        api,
-        tenant.as_bytes(),
-        namespace.as_bytes(),
-        model.as_bytes(),
-    ] {
-        h.update(part);
-        h.update([0]);
+    for p in ["routeiq-cache-v1", api, tenant] {
+        part(&mut h, p.as_bytes());
     }
+    for ns in namespaces {
+        match ns {
+            Some(n) => part(&mut h, n.as_bytes()),
+            // No namespace: a length no part has (not the empty namespace).
+            None => h.update(u64::MAX.to_le_bytes()),
+        }
+    }
+    part(&mut h, model.as_bytes());
     let mut buf = Vec::with_capacity(1024);
     // `RawObject` keeps its fields sorted by name.
     for (name, raw) in req.fields() {
@@ -88,12 +93,16 @@ pub fn of(
         }
         buf.clear();
         canonical(&v, &mut buf);
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update(&buf);
-        h.update([0]);
+        part(&mut h, name.as_bytes());
+        part(&mut h, &buf);
     }
     Ok(h.finalize().into())
+}
+
+/// One part of the key, with its length: no part can run into the next.
+fn part(h: &mut Sha256, p: &[u8]) {
+    h.update((p.len() as u64).to_le_bytes());
+    h.update(p);
 }
 
 /// `v` as JSON with object keys sorted and no whitespace.
@@ -141,7 +150,7 @@ mod tests {
         of(
             ClientApi::OpenAi,
             "team:t",
-            "",
+            [None; 3],
             "m",
             &RawObject::parse(body.as_bytes()).unwrap(),
         )
@@ -171,13 +180,31 @@ mod tests {
             assert_ne!(base, key(other), "{other}");
         }
         let req = RawObject::parse(br#"{"messages":[]}"#).unwrap();
-        let k =
-            |api, tenant: &str, ns: &str, model: &str| of(api, tenant, ns, model, &req).unwrap();
-        let base = k(ClientApi::OpenAi, "team:a", "", "m");
-        assert_ne!(base, k(ClientApi::OpenAi, "team:b", "", "m"));
-        assert_ne!(base, k(ClientApi::OpenAi, "team:a", "ns", "m"));
-        assert_ne!(base, k(ClientApi::OpenAi, "team:a", "", "m2"));
-        assert_ne!(base, k(ClientApi::Anthropic, "team:a", "", "m"));
+        let k = |api, tenant: &str, ns: Namespaces, model: &str| {
+            of(api, tenant, ns, model, &req).unwrap()
+        };
+        let base = k(ClientApi::OpenAi, "team:a", [None; 3], "m");
+        assert_ne!(base, k(ClientApi::OpenAi, "team:b", [None; 3], "m"));
+        assert_ne!(
+            base,
+            k(ClientApi::OpenAi, "team:a", [None, None, Some("ns")], "m")
+        );
+        assert_ne!(
+            base,
+            k(ClientApi::OpenAi, "team:a", [None, None, Some("")], "m")
+        );
+        assert_ne!(base, k(ClientApi::OpenAi, "team:a", [None; 3], "m2"));
+        assert_ne!(base, k(ClientApi::Anthropic, "team:a", [None; 3], "m"));
+        // A request's namespace never stands for a key's or the configured one.
+        let key_ns = k(ClientApi::OpenAi, "", [None, Some("x"), None], "m");
+        assert_ne!(
+            key_ns,
+            k(ClientApi::OpenAi, "", [None, None, Some("x")], "m")
+        );
+        assert_ne!(
+            key_ns,
+            k(ClientApi::OpenAi, "", [Some("x"), None, None], "m")
+        );
     }
 
     #[test]

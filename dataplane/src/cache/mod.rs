@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use redis::aio::ConnectionManager;
 use routeiq_proto::{CacheMode, CacheSettings};
 
@@ -200,6 +200,11 @@ pub struct Plan {
     /// Keep the answer this long (`None`: do not keep it).
     pub store: Option<Duration>,
     pub store_truncated: bool,
+    /// `type: redis`: Redis is a tier (else memory only, even where the data plane has a
+    /// Redis for its limits).
+    pub shared: bool,
+    /// The cache's epoch when the request was looked up (see [`Cache::epoch`]).
+    pub epoch: u64,
 }
 
 impl Plan {
@@ -235,17 +240,13 @@ impl Plan {
         if !read && store.is_none() {
             return Ok(None);
         }
-        let namespace = [
+        let namespaces = [
             s.namespace.as_deref(),
             policy.and_then(|p| p.namespace.as_deref()),
             controls.namespace.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join("/");
+        ];
         let tenant = key::tenant(s.scope, key);
-        let k = key::of(client, &tenant, &namespace, model, req)?;
+        let k = key::of(client, &tenant, namespaces, model, req)?;
         Ok(Some(Self {
             key: k,
             hex: routeiq_proto::hex(&k),
@@ -253,6 +254,8 @@ impl Plan {
             max_age: controls.max_age,
             store: store.filter(|t| !t.is_zero()),
             store_truncated: s.store_truncated,
+            shared: s.kind == routeiq_proto::CacheKind::Redis,
+            epoch: 0,
         }))
     }
 }
@@ -296,11 +299,13 @@ impl Recording {
         }
     }
 
-    /// The stream to keep, if it may be kept.
+    /// The stream to keep, if it may be kept: it ended with its closing event and carried
+    /// no error event.
     pub fn keepable(self, client: ClientApi, plan: &Plan) -> Option<Answer> {
         let ok = self.complete
             && !self.too_large
-            && !self.events.is_empty()
+            && replay::closed(client, &self.events)
+            && !self.events.iter().any(replay::is_error)
             && (plan.store_truncated || !replay::truncated(client, None, &self.events));
         ok.then_some(Answer::Stream(self.events))
     }
@@ -310,6 +315,9 @@ impl Recording {
 struct Memory {
     ufo: tinyufo::TinyUfo<[u8; 32], Arc<Stored>>,
     limit_bytes: u64,
+    /// This tier's entries and their bytes (the gauges show the current tier's).
+    entries: std::sync::atomic::AtomicI64,
+    bytes: std::sync::atomic::AtomicI64,
 }
 
 /// An entry and its key (TinyUFO keeps only a 64-bit hash of the key: the full key is
@@ -319,14 +327,26 @@ struct Stored {
     entry: Entry,
 }
 
+/// Entries TinyUFO's frequency sketch is sized for, at most (it takes memory up front).
+const MAX_ESTIMATED_ENTRIES: usize = 1 << 20;
+
 impl Memory {
     fn new(limit_bytes: u64) -> Self {
         let kib = (limit_bytes as usize / KIB).max(1);
-        // The ghost queue's estimate: entries of ~4 KiB.
+        // The sketch's estimate: entries of ~4 KiB.
         Self {
-            ufo: tinyufo::TinyUfo::new(kib, (kib / 4).max(64)),
+            ufo: tinyufo::TinyUfo::new(kib, (kib / 4).clamp(64, MAX_ESTIMATED_ENTRIES)),
             limit_bytes,
+            entries: 0.into(),
+            bytes: 0.into(),
         }
+    }
+
+    fn count(&self, entries: i64, bytes: i64, m: &CacheMetrics) {
+        let e = self.entries.fetch_add(entries, Ordering::Relaxed) + entries;
+        let b = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        m.memory_entries.set(e);
+        m.memory_bytes.set(b);
     }
 }
 
@@ -339,7 +359,6 @@ pub struct CacheMetrics {
     pub evictions: IntCounter,
     pub redis_errors: IntCounter,
     pub stored: IntCounterVec,
-    pub similarity: Histogram,
 }
 
 impl CacheMetrics {
@@ -379,13 +398,6 @@ impl CacheMetrics {
                 ),
                 &["tier"],
             )?,
-            similarity: Histogram::with_opts(
-                HistogramOpts::new(
-                    "routeiq_cache_semantic_similarity",
-                    "Cosine similarity of semantic-cache lookups",
-                )
-                .buckets(vec![0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0]),
-            )?,
         })
     }
 
@@ -399,7 +411,6 @@ impl CacheMetrics {
             Box::new(self.evictions.clone()),
             Box::new(self.redis_errors.clone()),
             Box::new(self.stored.clone()),
-            Box::new(self.similarity.clone()),
         ]
     }
 }
@@ -409,6 +420,8 @@ pub struct Cache {
     memory: ArcSwap<Memory>,
     redis: Option<ConnectionManager>,
     redis_down_until_ms: AtomicU64,
+    /// Moves on at every deletion: an answer looked up before one is not stored after it.
+    epoch: AtomicU64,
     pub metrics: CacheMetrics,
 }
 
@@ -418,22 +431,32 @@ impl Cache {
             memory: ArcSwap::from_pointee(Memory::new(CacheSettings::DEFAULT_MEMORY_BYTES)),
             redis,
             redis_down_until_ms: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             metrics: CacheMetrics::new()?,
         })
     }
 
     /// Follows the settings of a new state: a different memory size starts an empty
-    /// memory tier of that size.
+    /// memory tier of that size; a cache turned off empties it (it must not answer with
+    /// old entries when it is turned on again).
     pub fn configure(&self, settings: Option<&CacheSettings>) {
-        let Some(s) = settings else {
-            return;
-        };
-        if self.memory.load().limit_bytes != s.max_memory_bytes {
-            self.replace_memory(s.max_memory_bytes);
+        let memory = self.memory.load();
+        match settings {
+            Some(s) if memory.limit_bytes != s.max_memory_bytes => {
+                self.replace_memory(s.max_memory_bytes)
+            }
+            None if memory.entries.load(Ordering::Relaxed) > 0 => self.flush_memory(),
+            _ => {}
         }
     }
 
+    /// The current epoch (see [`Plan::epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     fn replace_memory(&self, limit: u64) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.memory.store(Arc::new(Memory::new(limit)));
         self.metrics.memory_bytes.set(0);
         self.metrics.memory_entries.set(0);
@@ -452,17 +475,13 @@ impl Cache {
             routeiq_proto::ForgetCached::All => return self.flush_memory(),
             routeiq_proto::ForgetCached::Keys(keys) => keys,
         };
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         let memory = self.memory.load();
         for key in keys.iter().filter_map(|k| parse_hex(k)) {
             if let Some(old) = memory.ufo.remove(&key) {
-                self.forget_one(&old);
+                memory.count(-1, -(old.entry.size() as i64), &self.metrics);
             }
         }
-    }
-
-    fn forget_one(&self, old: &Stored) {
-        self.metrics.memory_entries.dec();
-        self.metrics.memory_bytes.sub(old.entry.size() as i64);
     }
 
     /// The entry under `plan`'s key, if there is one young enough: from memory, else
@@ -475,33 +494,25 @@ impl Cache {
                     .max_age
                     .is_none_or(|age| now.saturating_sub(e.created_ms) <= age.as_millis() as u64)
         };
-        let memory = self.memory.load();
-        if let Some(s) = memory.ufo.get(&plan.key) {
-            if s.key == plan.key {
-                if fresh(&s.entry) {
-                    return Some(s.entry.clone());
-                }
-                if s.entry.expires_ms <= now {
-                    if let Some(old) = memory.ufo.remove(&plan.key) {
-                        self.forget_one(&old);
-                    }
-                }
+        // An expired entry stays until a new answer replaces it or TinyUFO evicts it.
+        if let Some(s) = self.memory.load().ufo.get(&plan.key) {
+            if s.key == plan.key && fresh(&s.entry) {
+                return Some(s.entry.clone());
             }
+        }
+        if !plan.shared {
+            return None;
         }
         let entry = self.redis_get(&plan.hex).await?;
         if !fresh(&entry) {
             return None;
         }
-        self.keep_in_memory(plan.key, entry.clone());
+        self.keep_in_memory(plan, entry.clone());
         Some(entry)
     }
 
     async fn redis_get(&self, hex: &str) -> Option<Entry> {
-        let conn = self.redis.as_ref()?;
-        if now_ms() < self.redis_down_until_ms.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut conn = conn.clone();
+        let mut conn = self.redis_now()?;
         let get = redis::AsyncCommands::get::<_, Option<Vec<u8>>>(
             &mut conn,
             format!("{REDIS_PREFIX}{hex}"),
@@ -519,6 +530,12 @@ impl Cache {
         }
     }
 
+    /// Redis, unless there is none or it failed within [`REDIS_BACKOFF`].
+    fn redis_now(&self) -> Option<ConnectionManager> {
+        let conn = self.redis.as_ref()?;
+        (now_ms() >= self.redis_down_until_ms.load(Ordering::Relaxed)).then(|| conn.clone())
+    }
+
     fn redis_failed(&self, error: &str) {
         self.metrics.redis_errors.inc();
         let until = now_ms() + REDIS_BACKOFF.as_millis() as u64;
@@ -531,24 +548,29 @@ impl Cache {
         }
     }
 
-    fn keep_in_memory(&self, key: [u8; 32], entry: Entry) {
+    /// Keeps an answer in memory, unless a deletion came after `plan` was made (the
+    /// answer may be one of those deleted) or a fresh answer is there already.
+    fn keep_in_memory(&self, plan: &Plan, entry: Entry) {
         let size = entry.size();
-        if size > MAX_MEMORY_ENTRY {
+        if size > MAX_MEMORY_ENTRY || self.epoch() != plan.epoch {
             return;
         }
+        let key = plan.key;
         let weight = size.div_ceil(KIB).max(1) as u16;
         let memory = self.memory.load();
-        if let Some(old) = memory.ufo.remove(&key) {
-            self.forget_one(&old);
-        }
+        // TinyUFO replaces an entry in place; removing it first would unsettle its queues.
+        let replaced = match memory.ufo.get(&key) {
+            Some(old) if old.key == key && old.entry.expires_ms > now_ms() => return,
+            Some(old) => old.entry.size() as i64,
+            None => 0,
+        };
         self.metrics.stored.with_label_values(&["memory"]).inc();
-        self.metrics.memory_entries.inc();
-        self.metrics.memory_bytes.add(size as i64);
+        let entries = if replaced > 0 { 0 } else { 1 };
+        memory.count(entries, size as i64 - replaced, &self.metrics);
         let evicted = memory.ufo.put(key, Arc::new(Stored { key, entry }), weight);
         for kv in evicted {
-            // The new entry itself is returned when TinyLFU does not admit it.
-            self.metrics.memory_entries.dec();
-            self.metrics.memory_bytes.sub(kv.data.entry.size() as i64);
+            // The new entry itself comes back when TinyLFU does not admit it.
+            memory.count(-1, -(kv.data.entry.size() as i64), &self.metrics);
             if kv.data.key != key {
                 self.metrics.evictions.inc();
             }
@@ -568,19 +590,19 @@ impl Cache {
             usage,
             cost,
         };
-        if entry.size() > MAX_ENTRY {
+        if entry.size() > MAX_ENTRY || self.epoch() != plan.epoch {
             return;
         }
-        if self.redis.is_some() {
+        if let Some(mut conn) = self.redis_now().filter(|_| plan.shared) {
             let encoded = entry.encode();
             let me = Arc::clone(self);
             let name = format!("{REDIS_PREFIX}{}", plan.hex);
             let secs = ttl.as_secs().max(1);
+            let epoch = plan.epoch;
             tokio::spawn(async move {
-                let Some(conn) = &me.redis else {
+                if me.epoch() != epoch {
                     return;
-                };
-                let mut conn = conn.clone();
+                }
                 let set = redis::AsyncCommands::set_ex::<_, _, ()>(
                     &mut conn,
                     name,
@@ -594,7 +616,7 @@ impl Cache {
                 }
             });
         }
-        self.keep_in_memory(plan.key, entry);
+        self.keep_in_memory(plan, entry);
     }
 }
 
@@ -630,6 +652,8 @@ mod tests {
             max_age: None,
             store,
             store_truncated: false,
+            shared: false,
+            epoch: 0,
         }
     }
 
@@ -675,10 +699,28 @@ mod tests {
         cache.put(&short, Answer::Full(Bytes::from_static(b"y")), None, 0.0);
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(cache.get(&short).await.is_none(), "expired");
+        assert_eq!(cache.metrics.memory_entries.get(), 2, "kept until replaced");
+        // A fresh answer replaces the expired one in place; a fresh one stays.
+        let long = plan(3, Some(Duration::from_secs(60)));
+        cache.put(&long, Answer::Full(Bytes::from_static(b"z")), None, 0.0);
+        cache.put(&long, Answer::Full(Bytes::from_static(b"w")), None, 0.0);
+        let e = cache.get(&long).await.unwrap();
+        assert_eq!(e.answer, Answer::Full(Bytes::from_static(b"z")));
+        assert_eq!(cache.metrics.memory_entries.get(), 2);
+        assert_eq!(cache.metrics.memory_bytes.get(), 2);
+        // An answer looked up before a deletion is not stored after it.
+        let before = plan(4, Some(Duration::from_secs(60)));
+        cache.forget(&routeiq_proto::ForgetCached::Keys(vec![
+            routeiq_proto::hex(&[9; 32]),
+        ]));
+        cache.put(&before, Answer::Full(Bytes::from_static(b"v")), None, 0.0);
+        assert!(cache.get(&before).await.is_none());
+        cache.forget(&routeiq_proto::ForgetCached::Keys(vec![p.hex.clone()]));
         assert_eq!(cache.metrics.memory_entries.get(), 1);
         cache.flush_memory();
-        assert!(cache.get(&p).await.is_none());
+        assert!(cache.get(&long).await.is_none());
         assert_eq!(cache.metrics.memory_entries.get(), 0);
+        assert_eq!(cache.metrics.memory_bytes.get(), 0);
     }
 
     #[test]

@@ -68,6 +68,62 @@ pub fn is_usage_chunk(event: &Bytes) -> bool {
 /// The stop reason of a response or event that means "cut short", if it has one.
 type StopReason = fn(&Value) -> Option<&str>;
 
+/// Whether a stream's events end as a finished answer does: OpenAI's `[DONE]` after a
+/// chunk with a `finish_reason`, Anthropic's `message_stop`.
+pub fn closed(client: ClientApi, events: &[Bytes]) -> bool {
+    let text = |e: &Bytes| std::str::from_utf8(e).unwrap_or("").trim_end().to_owned();
+    match client {
+        ClientApi::OpenAi => {
+            events.last().is_some_and(|e| text(e) == "data: [DONE]")
+                && events.iter().rev().take(4).any(|e| {
+                    parsed(std::slice::from_ref(e)).any(|(_, v)| {
+                        v.get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(|c| c.iter().any(|c| !c["finish_reason"].is_null()))
+                    })
+                })
+        }
+        ClientApi::Anthropic => events
+            .iter()
+            .rev()
+            .filter(|e| memchr::memmem::find(e, b"message_stop").is_some())
+            .any(|e| {
+                parsed(std::slice::from_ref(e))
+                    .any(|(_, v)| v.get("type").and_then(Value::as_str) == Some("message_stop"))
+            }),
+    }
+}
+
+/// Whether an event reports an error (`event: error`, or a body with a top-level `error`).
+pub fn is_error(event: &Bytes) -> bool {
+    if memchr::memmem::find(event, b"error").is_none() {
+        return false;
+    }
+    parsed(std::slice::from_ref(event)).any(|(name, v)| {
+        name.as_deref() == Some("error")
+            || v.get("error").is_some_and(|e| !e.is_null())
+            || v.get("type").and_then(Value::as_str) == Some("error")
+    })
+}
+
+/// An OpenAI usage chunk with its `usage.cost` (what the gateway adds) set to 0: what a hit
+/// costs. Other events are returned as they are.
+pub fn without_cost(event: &Bytes) -> Bytes {
+    if !is_usage_chunk(event) {
+        return event.clone();
+    }
+    let Some((_, mut v)) = parsed(std::slice::from_ref(event)).next() else {
+        return event.clone();
+    };
+    match v.get_mut("usage").and_then(Value::as_object_mut) {
+        Some(u) if u.contains_key("cost") => {
+            u.insert("cost".into(), json!(0.0));
+            sse::data(&v.to_string())
+        }
+        _ => event.clone(),
+    }
+}
+
 /// Whether a stored answer was cut short by the token limit (`finish_reason: length`,
 /// `stop_reason: max_tokens`).
 pub fn truncated(client: ClientApi, full: Option<&[u8]>, events: &[Bytes]) -> bool {
@@ -176,6 +232,10 @@ fn openai_full(events: &[Bytes]) -> Option<Value> {
         "choices".into(),
         Value::Array(choices.into_iter().map(Value::Object).collect()),
     );
+    if let Some(cost) = usage.get_mut("cost") {
+        // What the gateway added when the stream was made; a hit costs nothing.
+        *cost = json!(0.0);
+    }
     if !usage.is_null() {
         out.insert("usage".into(), usage);
     }
@@ -442,6 +502,10 @@ mod tests {
         assert_eq!(back, full);
         let without = stream_from_full(ClientApi::OpenAi, &body(&full), false).unwrap();
         assert!(!without.iter().any(is_usage_chunk));
+        let priced = sse::data(r#"{"choices":[],"usage":{"total_tokens":3,"cost":0.5}}"#);
+        let free: Value = parsed(&[without_cost(&priced)]).next().unwrap().1;
+        assert_eq!(free["usage"], json!({"total_tokens": 3, "cost": 0.0}));
+        assert_eq!(without_cost(&events[0]), events[0]);
     }
 
     #[test]
@@ -466,6 +530,44 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
         )];
         assert!(truncated(ClientApi::OpenAi, None, &cut));
+    }
+
+    #[test]
+    fn only_closed_streams_without_errors_count_as_answers() {
+        let chunk = |v: Value| sse::data(&v.to_string());
+        let done = Bytes::from_static(sse::DONE);
+        let finished = vec![
+            chunk(
+                json!({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}),
+            ),
+            chunk(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+            chunk(json!({"choices": [], "usage": {"total_tokens": 2}})),
+            done.clone(),
+        ];
+        assert!(closed(ClientApi::OpenAi, &finished));
+        assert!(!closed(ClientApi::OpenAi, &finished[..3]), "no [DONE]");
+        assert!(
+            !closed(ClientApi::OpenAi, &[finished[0].clone(), done.clone()]),
+            "no finish"
+        );
+        let failed = chunk(json!({"error": {"message": "overloaded", "type": "server_error"}}));
+        assert!(is_error(&failed) && !is_error(&finished[0]));
+        let named = sse::named(
+            "error",
+            r#"{"type":"error","error":{"type":"overloaded_error"}}"#,
+        );
+        assert!(is_error(&named));
+        let anthropic = stream_from_full(
+            ClientApi::Anthropic,
+            br#"{"id":"m","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}"#,
+            true,
+        )
+        .unwrap();
+        assert!(closed(ClientApi::Anthropic, &anthropic));
+        assert!(!closed(
+            ClientApi::Anthropic,
+            &anthropic[..anthropic.len() - 1]
+        ));
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl Reply {
                 events
                     .iter()
                     .filter(|e| !(drop_usage && replay::is_usage_chunk(e)))
-                    .cloned()
+                    .map(replay::without_cost)
                     .collect(),
             )),
             (Answer::Full(body), true) => {
@@ -76,16 +76,13 @@ pub async fn answer(
     }
     let sent = match reply {
         Reply::Full(body) => respond::json(session, ctx, &headers, body).await,
-        Reply::Stream(mut events) => {
-            ctx.time_to_first_token = Some(ctx.start.elapsed());
-            match respond::stream_start(session, ctx, &headers).await {
-                Ok(()) => match respond::stream_write(session, &mut events).await {
-                    Ok(()) => respond::stream_end(session).await,
-                    Err(e) => Err(e),
-                },
+        Reply::Stream(mut events) => match respond::stream_start(session, ctx, &headers).await {
+            Ok(()) => match respond::stream_write(session, &mut events).await {
+                Ok(()) => respond::stream_end(session).await,
                 Err(e) => Err(e),
-            }
-        }
+            },
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = sent {
         tracing::debug!(error = %e, "client went away");

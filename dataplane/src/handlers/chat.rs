@@ -332,12 +332,16 @@ async fn lookup(
         req,
         cache_control,
     )?;
-    let Some(plan) = plan else {
+    // MCP tools: which ones a key gets, and whether it may use them at all, is decided
+    // afresh for each request; their answers are not shared.
+    let mcp = client == ClientApi::OpenAi && super::mcp_tools::named(req);
+    let Some(mut plan) = plan.filter(|_| !mcp) else {
         if live.cache.is_some() {
             ctx.cache = Some(crate::cache::Outcome::Bypass);
         }
         return Ok(Lookup::Miss(None));
     };
+    plan.epoch = app.cache.epoch();
     if !plan.read {
         ctx.cache = Some(crate::cache::Outcome::Bypass);
         return Ok(Lookup::Miss(Some(plan)));

@@ -554,10 +554,20 @@ impl RawConfig {
     /// `redis://[:password@]host:port` from `router_settings.redis_host`, `redis_port`
     /// (default 6379) and `redis_password`; `None` without a host.
     /// Without `redis_host`, the cache's `litellm_settings.cache_params.host` (`port`,
-    /// `password`) when its `type` is `redis`.
+    /// `password`) when the cache is on and its `type` is `redis`.
     pub fn redis_url(&self) -> Result<Option<crate::Secret>, (String, String)> {
+        // Only a Redis cache that is on names a Redis.
+        let cache_on = matches!(
+            self.litellm_settings.all.get("cache"),
+            Some(serde_norway::Value::Bool(true))
+        );
         let cache_params = match self.litellm_settings.all.get("cache_params") {
-            Some(serde_norway::Value::Mapping(m)) => Some(m),
+            Some(serde_norway::Value::Mapping(m))
+                if cache_on
+                    && m.get("type").and_then(serde_norway::Value::as_str) == Some("redis") =>
+            {
+                Some(m)
+            }
             _ => None,
         };
         let router_has_host = self
