@@ -45,6 +45,8 @@ const MAX_MEMORY_ENTRY: usize = u16::MAX as usize * KIB;
 /// Largest answer kept at all.
 const MAX_ENTRY: usize = 16 * 1024 * 1024;
 const REDIS_PREFIX: &str = "routeiq:cache:";
+/// The memory tier's size before the settings give one.
+const UNCONFIGURED_BYTES: u64 = 64 * 1024;
 
 /// What the request was answered from, for its headers, logs and span.
 #[derive(Debug, Clone)]
@@ -426,9 +428,11 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A cache with a token memory tier: [`Cache::configure`] sizes it when the cache is
+    /// on (TinyUFO sizes its frequency sketch up front).
     pub fn new(redis: Option<ConnectionManager>) -> prometheus::Result<Self> {
         Ok(Self {
-            memory: ArcSwap::from_pointee(Memory::new(CacheSettings::DEFAULT_MEMORY_BYTES)),
+            memory: ArcSwap::from_pointee(Memory::new(UNCONFIGURED_BYTES)),
             redis,
             redis_down_until_ms: AtomicU64::new(0),
             epoch: AtomicU64::new(0),

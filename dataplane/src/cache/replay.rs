@@ -127,14 +127,15 @@ pub fn without_cost(event: &Bytes) -> Bytes {
 /// Whether a stored answer was cut short by the token limit (`finish_reason: length`,
 /// `stop_reason: max_tokens`).
 pub fn truncated(client: ClientApi, full: Option<&[u8]>, events: &[Bytes]) -> bool {
+    // The stop reason's value is the needle: most answers are read no further.
     let (needle, reason): (&[u8], StopReason) = match client {
-        ClientApi::OpenAi => (b"finish_reason", |v| {
+        ClientApi::OpenAi => (b"length", |v| {
             v.get("choices")?
                 .as_array()?
                 .iter()
                 .find_map(|c| c.get("finish_reason")?.as_str().filter(|r| *r == "length"))
         }),
-        ClientApi::Anthropic => (b"stop_reason", |v| {
+        ClientApi::Anthropic => (b"max_tokens", |v| {
             v.get("stop_reason")
                 .or_else(|| v.get("delta")?.get("stop_reason"))?
                 .as_str()
@@ -164,19 +165,7 @@ fn openai_full(events: &[Bytes]) -> Option<Value> {
             continue;
         };
         if head.is_none() {
-            let mut h = Map::new();
-            for k in [
-                "id",
-                "created",
-                "model",
-                "system_fingerprint",
-                "service_tier",
-            ] {
-                if let Some(v) = chunk.get(k) {
-                    h.insert(k.into(), v.clone());
-                }
-            }
-            head = Some(h);
+            head = Some(head_of(&chunk));
         }
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
             usage = u.clone();
@@ -345,19 +334,16 @@ fn anthropic_full(events: &[Bytes]) -> Option<Value> {
     Some(Value::Object(m))
 }
 
+/// The fields an OpenAI completion and each of its chunks share.
+fn head_of(v: &Map<String, Value>) -> Map<String, Value> {
+    ["id", "created", "model", "system_fingerprint", "service_tier"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), v.get(k)?.clone())))
+        .collect()
+}
+
 fn openai_stream(v: &Value, include_usage: bool) -> Option<Vec<Bytes>> {
-    let mut head = Map::new();
-    for k in [
-        "id",
-        "created",
-        "model",
-        "system_fingerprint",
-        "service_tier",
-    ] {
-        if let Some(x) = v.get(k) {
-            head.insert(k.into(), x.clone());
-        }
-    }
+    let mut head = head_of(v.as_object()?);
     head.insert("object".into(), "chat.completion.chunk".into());
     let chunk = |choices: Value, usage: Option<&Value>| {
         let mut c = head.clone();
