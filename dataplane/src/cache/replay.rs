@@ -336,10 +336,16 @@ fn anthropic_full(events: &[Bytes]) -> Option<Value> {
 
 /// The fields an OpenAI completion and each of its chunks share.
 fn head_of(v: &Map<String, Value>) -> Map<String, Value> {
-    ["id", "created", "model", "system_fingerprint", "service_tier"]
-        .into_iter()
-        .filter_map(|k| Some((k.to_owned(), v.get(k)?.clone())))
-        .collect()
+    [
+        "id",
+        "created",
+        "model",
+        "system_fingerprint",
+        "service_tier",
+    ]
+    .into_iter()
+    .filter_map(|k| Some((k.to_owned(), v.get(k)?.clone())))
+    .collect()
 }
 
 fn openai_stream(v: &Value, include_usage: bool) -> Option<Vec<Bytes>> {
