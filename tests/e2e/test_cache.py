@@ -459,3 +459,28 @@ def redis_keys(redis: Redis) -> list[str]:
         sock.sendall(b"KEYS routeiq:cache:*\r\n")
         reply = sock.recv(65536).decode()
     return [] if reply.startswith("*0") else reply.split("\r\n")[2::2][:-1]
+
+
+def test_a_flush_made_while_nats_is_down_reaches_the_data_planes_when_it_is_back(make_stack):
+    s = make_stack(config=CACHE_STACK_CONFIG)
+    dps = [s.dataplane("dp-a"), s.dataplane("dp-b")]
+    admin = s.admin()
+    for dp in dps:
+        dp.chat(STACK_MASTER_KEY, content="kept across the outage")
+        assert dp.chat(STACK_MASTER_KEY, content="kept across the outage").headers["x-routeiq-cache"] == "hit"
+
+    s.nats.stop()
+    flushed = admin.ok("POST", "/cache/flushall")
+    # Not delivered yet: the data planes still answer from memory.
+    for dp in dps:
+        assert dp.chat(STACK_MASTER_KEY, content="kept across the outage").headers["x-routeiq-cache"] == "hit"
+
+    s.nats.start()
+    for dp in dps:
+        wait_until(lambda: dp.version() >= flushed["snapshot_version"], timeout=30,
+                   what="the flush after NATS came back")
+        probe = httpx.post(f"{dp.url}/v1/chat/completions", timeout=5,
+                           headers={"Authorization": f"Bearer {STACK_MASTER_KEY}"},
+                           json={"model": "priced", "cache": {"no-store": True},
+                                 "messages": [{"role": "user", "content": "kept across the outage"}]})
+        assert probe.headers["x-routeiq-cache"] == "miss"
