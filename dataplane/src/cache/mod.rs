@@ -482,8 +482,25 @@ impl Cache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let memory = self.memory.load();
         for key in keys.iter().filter_map(|k| parse_hex(k)) {
-            if let Some(old) = memory.ufo.remove(&key) {
-                memory.count(-1, -(old.entry.size() as i64), &self.metrics);
+            // Replaced in place by an expired, empty entry: TinyUFO's `remove` leaves the
+            // key in its queues, which unsettles their weights.
+            if let Some(old) = memory.ufo.get(&key) {
+                let tombstone = Entry {
+                    created_ms: 0,
+                    expires_ms: 0,
+                    answer: Answer::Full(Bytes::new()),
+                    usage: None,
+                    cost: 0.0,
+                };
+                memory.count(0, -(old.entry.size() as i64), &self.metrics);
+                memory.ufo.put(
+                    key,
+                    Arc::new(Stored {
+                        key,
+                        entry: tombstone,
+                    }),
+                    1,
+                );
             }
         }
     }
@@ -565,12 +582,12 @@ impl Cache {
         // TinyUFO replaces an entry in place; removing it first would unsettle its queues.
         let replaced = match memory.ufo.get(&key) {
             Some(old) if old.key == key && old.entry.expires_ms > now_ms() => return,
-            Some(old) => old.entry.size() as i64,
-            None => 0,
+            Some(old) => Some(old.entry.size() as i64),
+            None => None,
         };
         self.metrics.stored.with_label_values(&["memory"]).inc();
-        let entries = if replaced > 0 { 0 } else { 1 };
-        memory.count(entries, size as i64 - replaced, &self.metrics);
+        let (entries, freed) = replaced.map_or((1, 0), |bytes| (0, bytes));
+        memory.count(entries, size as i64 - freed, &self.metrics);
         let evicted = memory.ufo.put(key, Arc::new(Stored { key, entry }), weight);
         for kv in evicted {
             // The new entry itself comes back when TinyLFU does not admit it.
@@ -720,7 +737,19 @@ mod tests {
         cache.put(&before, Answer::Full(Bytes::from_static(b"v")), None, 0.0);
         assert!(cache.get(&before).await.is_none());
         cache.forget(&routeiq_proto::ForgetCached::Keys(vec![p.hex.clone()]));
-        assert_eq!(cache.metrics.memory_entries.get(), 1);
+        assert!(cache.get(&p).await.is_none(), "deleted");
+        // Its place is held by an empty, expired entry until it is replaced or evicted.
+        assert_eq!(cache.metrics.memory_entries.get(), 2);
+        assert_eq!(cache.metrics.memory_bytes.get(), 1);
+        let mut again = p.clone();
+        again.epoch = cache.epoch();
+        cache.put(&again, Answer::Full(Bytes::from_static(b"x2")), None, 0.0);
+        assert_eq!(
+            cache.get(&again).await.unwrap().answer,
+            Answer::Full(Bytes::from_static(b"x2"))
+        );
+        assert_eq!(cache.metrics.memory_entries.get(), 2);
+        assert_eq!(cache.metrics.memory_bytes.get(), 3);
         cache.flush_memory();
         assert!(cache.get(&long).await.is_none());
         assert_eq!(cache.metrics.memory_entries.get(), 0);
