@@ -132,42 +132,23 @@ pub async fn forget(
     actor: &Actor,
     what: ForgetCached,
 ) -> Result<(u64, u64), StoreError> {
-    if let ForgetCached::Keys(keys) = &what {
-        if keys.is_empty() {
-            return Err(StoreError::Invalid(
-                "`keys` must name at least one key".into(),
-            ));
-        }
-        if let Some(bad) = keys
-            .iter()
-            .find(|k| k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(StoreError::Invalid(format!(
-                "`{bad}` is not a cache key (x-litellm-cache-key: 64 hex digits)"
-            )));
-        }
-    }
+    // Keys as data planes name them: lower-case hex.
+    let what = match what {
+        ForgetCached::Keys(keys) => ForgetCached::Keys(checked_keys(keys)?),
+        all => all,
+    };
     let settings = on(pool).await?;
     let deleted = match (redis_of(&settings, redis)?, &what) {
         (None, _) => 0,
         (Some(r), ForgetCached::All) => r.delete_all().await?,
         (Some(r), ForgetCached::Keys(keys)) => {
-            let names: Vec<String> = keys
-                .iter()
-                .map(|k| format!("{REDIS_PREFIX}{}", k.to_ascii_lowercase()))
-                .collect();
+            let names: Vec<String> = keys.iter().map(|k| format!("{REDIS_PREFIX}{k}")).collect();
             r.run(redis::cmd("UNLINK").arg(&names)).await?
         }
     };
     let (action, id, keys) = match &what {
         ForgetCached::All => ("cache.flush", "all", None),
         ForgetCached::Keys(keys) => ("cache.delete", "keys", Some(keys.clone())),
-    };
-    let what = match what {
-        ForgetCached::Keys(keys) => {
-            ForgetCached::Keys(keys.iter().map(|k| k.to_ascii_lowercase()).collect())
-        }
-        all => all,
     };
     let mut tx = pool.begin().await?;
     let version = changes::append(&mut tx, vec![DeltaOp::ForgetCached(what)]).await?;
@@ -186,6 +167,26 @@ pub async fn forget(
     .await?;
     tx.commit().await?;
     Ok((version, deleted))
+}
+
+/// `keys`, each a cache key (64 hex digits), in lower case; at least one.
+fn checked_keys(keys: Vec<String>) -> Result<Vec<String>, StoreError> {
+    if keys.is_empty() {
+        return Err(StoreError::Invalid(
+            "`keys` must name at least one key".into(),
+        ));
+    }
+    keys.into_iter()
+        .map(|k| {
+            if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(k.to_ascii_lowercase())
+            } else {
+                Err(StoreError::Invalid(format!(
+                    "`{k}` is not a cache key (x-litellm-cache-key: 64 hex digits)"
+                )))
+            }
+        })
+        .collect()
 }
 
 /// Redis `INFO`, field by field.

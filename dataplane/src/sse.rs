@@ -70,7 +70,9 @@ fn find_terminator(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-fn parse_event(raw: Bytes) -> Option<Event> {
+/// One whole event (its bytes, with or without the blank line ending it); `None` for a
+/// comment or keep-alive.
+pub fn parse_event(raw: Bytes) -> Option<Event> {
     let text = std::str::from_utf8(&raw).ok()?;
     let mut event = None;
     let mut data: Option<String> = None;

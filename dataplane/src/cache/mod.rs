@@ -202,6 +202,8 @@ pub struct Plan {
     /// Keep the answer this long (`None`: do not keep it).
     pub store: Option<Duration>,
     pub store_truncated: bool,
+    /// The client's API: the answers' format.
+    pub client: ClientApi,
     /// `type: redis`: Redis is a tier (else memory only, even where the data plane has a
     /// Redis for its limits).
     pub shared: bool,
@@ -256,6 +258,7 @@ impl Plan {
             max_age: controls.max_age,
             store: store.filter(|t| !t.is_zero()),
             store_truncated: s.store_truncated,
+            client,
             shared: s.kind == routeiq_proto::CacheKind::Redis,
             epoch: 0,
         }))
@@ -302,13 +305,12 @@ impl Recording {
     }
 
     /// The stream to keep, if it may be kept: it ended with its closing event and carried
-    /// no error event.
-    pub fn keepable(self, client: ClientApi, plan: &Plan) -> Option<Answer> {
+    /// no error event (whether it was cut short is [`Cache::put`]'s to decide).
+    pub fn keepable(self, plan: &Plan) -> Option<Answer> {
         let ok = self.complete
             && !self.too_large
-            && replay::closed(client, &self.events)
-            && !self.events.iter().any(replay::is_error)
-            && (plan.store_truncated || !replay::truncated(client, None, &self.events));
+            && replay::closed(plan.client, &self.events)
+            && !self.events.iter().any(replay::is_error);
         ok.then_some(Answer::Stream(self.events))
     }
 }
@@ -481,7 +483,10 @@ impl Cache {
         };
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let memory = self.memory.load();
-        for key in keys.iter().filter_map(|k| parse_hex(k)) {
+        let keys = keys
+            .iter()
+            .filter_map(|k| routeiq_proto::KeyHash::from_hex(k));
+        for routeiq_proto::KeyHash(key) in keys {
             // Replaced in place by an expired, empty entry: TinyUFO's `remove` leaves the
             // key in its queues, which unsettles their weights.
             if let Some(old) = memory.ufo.get(&key) {
@@ -598,11 +603,15 @@ impl Cache {
         }
     }
 
-    /// Keeps an answer: in memory now, in Redis in the background.
+    /// Keeps an answer: in memory now, in Redis in the background. An answer cut short by
+    /// the token limit is kept only with `cache_truncated`.
     pub fn put(self: &Arc<Self>, plan: &Plan, answer: Answer, usage: Option<Usage>, cost: f64) {
         let Some(ttl) = plan.store else {
             return;
         };
+        if !plan.store_truncated && replay::truncated(plan.client, &answer) {
+            return;
+        }
         let now = now_ms();
         let entry = Entry {
             created_ms: now,
@@ -641,17 +650,6 @@ impl Cache {
     }
 }
 
-fn parse_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Records a hit on `ctx`: its usage is the answer's (for the logs), its cost 0.
 pub fn hit(ctx: &mut RequestCtx, plan: &Plan, entry: &Entry) {
     ctx.usage = entry.usage;
@@ -673,6 +671,7 @@ mod tests {
             max_age: None,
             store,
             store_truncated: false,
+            client: ClientApi::OpenAi,
             shared: false,
             epoch: 0,
         }
@@ -811,7 +810,8 @@ mod tests {
     #[test]
     fn hex_keys_parse() {
         let k = [0xab; 32];
-        assert_eq!(parse_hex(&routeiq_proto::hex(&k)), Some(k));
-        assert_eq!(parse_hex("zz"), None);
+        let parse = |s: &str| routeiq_proto::KeyHash::from_hex(s).map(|h| h.0);
+        assert_eq!(parse(&routeiq_proto::hex(&k)), Some(k));
+        assert_eq!(parse("zz"), None);
     }
 }

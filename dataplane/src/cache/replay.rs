@@ -8,27 +8,22 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::Answer;
 use crate::error::ClientApi;
 use crate::sse;
 
-/// The JSON of each `data:` line of `events` (skipping `[DONE]`), with its event name.
+/// A stored event's name and JSON data (`None` for `[DONE]` and data that is not JSON).
+fn json_of(event: &Bytes) -> Option<(Option<String>, Value)> {
+    let ev = sse::parse_event(event.clone())?;
+    if ev.data.is_empty() || ev.data == "[DONE]" {
+        return None;
+    }
+    Some((ev.event, serde_json::from_str(&ev.data).ok()?))
+}
+
+/// [`json_of`] of each event that has JSON data.
 fn parsed(events: &[Bytes]) -> impl Iterator<Item = (Option<String>, Value)> + '_ {
-    events.iter().filter_map(|e| {
-        let text = std::str::from_utf8(e).ok()?;
-        let mut name = None;
-        let mut data = String::new();
-        for line in text.lines() {
-            if let Some(n) = line.strip_prefix("event:") {
-                name = Some(n.trim().to_owned());
-            } else if let Some(d) = line.strip_prefix("data:") {
-                data.push_str(d.strip_prefix(' ').unwrap_or(d));
-            }
-        }
-        if data.is_empty() || data == "[DONE]" {
-            return None;
-        }
-        Some((name, serde_json::from_str(&data).ok()?))
-    })
+    events.iter().filter_map(json_of)
 }
 
 /// A stored stream as one response body in `client`'s API; `None` if it does not read as
@@ -57,12 +52,15 @@ pub fn is_usage_chunk(event: &Bytes) -> bool {
     if memchr::memmem::find(event, b"\"usage\"").is_none() {
         return false;
     }
-    parsed(std::slice::from_ref(event)).any(|(_, v)| {
-        v.get("usage").is_some_and(Value::is_object)
-            && v.get("choices")
-                .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty)
-    })
+    json_of(event).is_some_and(|(_, v)| usage_chunk(&v))
+}
+
+/// See [`is_usage_chunk`].
+fn usage_chunk(v: &Value) -> bool {
+    v.get("usage").is_some_and(Value::is_object)
+        && v.get("choices")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
 }
 
 /// The stop reason of a response or event that means "cut short", if it has one.
@@ -71,12 +69,14 @@ type StopReason = fn(&Value) -> Option<&str>;
 /// Whether a stream's events end as a finished answer does: OpenAI's `[DONE]` after a
 /// chunk with a `finish_reason`, Anthropic's `message_stop`.
 pub fn closed(client: ClientApi, events: &[Bytes]) -> bool {
-    let text = |e: &Bytes| std::str::from_utf8(e).unwrap_or("").trim_end().to_owned();
     match client {
         ClientApi::OpenAi => {
-            events.last().is_some_and(|e| text(e) == "data: [DONE]")
+            events
+                .last()
+                .and_then(|e| sse::parse_event(e.clone()))
+                .is_some_and(|ev| ev.data == "[DONE]")
                 && events.iter().rev().take(4).any(|e| {
-                    parsed(std::slice::from_ref(e)).any(|(_, v)| {
+                    json_of(e).is_some_and(|(_, v)| {
                         v.get("choices")
                             .and_then(Value::as_array)
                             .is_some_and(|c| c.iter().any(|c| !c["finish_reason"].is_null()))
@@ -88,8 +88,9 @@ pub fn closed(client: ClientApi, events: &[Bytes]) -> bool {
             .rev()
             .filter(|e| memchr::memmem::find(e, b"message_stop").is_some())
             .any(|e| {
-                parsed(std::slice::from_ref(e))
-                    .any(|(_, v)| v.get("type").and_then(Value::as_str) == Some("message_stop"))
+                json_of(e).is_some_and(|(_, v)| {
+                    v.get("type").and_then(Value::as_str) == Some("message_stop")
+                })
             }),
     }
 }
@@ -99,7 +100,7 @@ pub fn is_error(event: &Bytes) -> bool {
     if memchr::memmem::find(event, b"error").is_none() {
         return false;
     }
-    parsed(std::slice::from_ref(event)).any(|(name, v)| {
+    json_of(event).is_some_and(|(name, v)| {
         name.as_deref() == Some("error")
             || v.get("error").is_some_and(|e| !e.is_null())
             || v.get("type").and_then(Value::as_str) == Some("error")
@@ -109,10 +110,10 @@ pub fn is_error(event: &Bytes) -> bool {
 /// An OpenAI usage chunk with its `usage.cost` (what the gateway adds) set to 0: what a hit
 /// costs. Other events are returned as they are.
 pub fn without_cost(event: &Bytes) -> Bytes {
-    if !is_usage_chunk(event) {
+    if memchr::memmem::find(event, b"\"cost\"").is_none() {
         return event.clone();
     }
-    let Some((_, mut v)) = parsed(std::slice::from_ref(event)).next() else {
+    let Some((_, mut v)) = json_of(event).filter(|(_, v)| usage_chunk(v)) else {
         return event.clone();
     };
     match v.get_mut("usage").and_then(Value::as_object_mut) {
@@ -126,7 +127,7 @@ pub fn without_cost(event: &Bytes) -> Bytes {
 
 /// Whether a stored answer was cut short by the token limit (`finish_reason: length`,
 /// `stop_reason: max_tokens`).
-pub fn truncated(client: ClientApi, full: Option<&[u8]>, events: &[Bytes]) -> bool {
+pub fn truncated(client: ClientApi, answer: &Answer) -> bool {
     // The stop reason's value is the needle: most answers are read no further.
     let (needle, reason): (&[u8], StopReason) = match client {
         ClientApi::OpenAi => (b"length", |v| {
@@ -142,17 +143,17 @@ pub fn truncated(client: ClientApi, full: Option<&[u8]>, events: &[Bytes]) -> bo
                 .filter(|r| *r == "max_tokens")
         }),
     };
-    match full {
-        Some(body) => {
+    match answer {
+        Answer::Full(body) => {
             memchr::memmem::find(body, needle).is_some()
                 && serde_json::from_slice::<Value>(body)
                     .ok()
                     .is_some_and(|v| reason(&v).is_some())
         }
-        None => events
+        Answer::Stream(events) => events
             .iter()
             .filter(|e| memchr::memmem::find(e, needle).is_some())
-            .any(|e| parsed(std::slice::from_ref(e)).any(|(_, v)| reason(&v).is_some())),
+            .any(|e| json_of(e).is_some_and(|(_, v)| reason(&v).is_some())),
     }
 }
 
@@ -495,7 +496,7 @@ mod tests {
         let without = stream_from_full(ClientApi::OpenAi, &body(&full), false).unwrap();
         assert!(!without.iter().any(is_usage_chunk));
         let priced = sse::data(r#"{"choices":[],"usage":{"total_tokens":3,"cost":0.5}}"#);
-        let free: Value = parsed(&[without_cost(&priced)]).next().unwrap().1;
+        let free: Value = json_of(&without_cost(&priced)).unwrap().1;
         assert_eq!(free["usage"], json!({"total_tokens": 3, "cost": 0.0}));
         assert_eq!(without_cost(&events[0]), events[0]);
     }
@@ -517,11 +518,14 @@ mod tests {
         assert_eq!(m["content"], "Hello");
         assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"x\":2}");
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-        assert!(!truncated(ClientApi::OpenAi, None, &chunks));
+        assert!(!truncated(
+            ClientApi::OpenAi,
+            &Answer::Stream(chunks.clone())
+        ));
         let cut = [sse::data(
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
         )];
-        assert!(truncated(ClientApi::OpenAi, None, &cut));
+        assert!(truncated(ClientApi::OpenAi, &Answer::Stream(cut.to_vec())));
     }
 
     #[test]
@@ -582,11 +586,17 @@ mod tests {
             serde_json::from_slice(&full_from_stream(ClientApi::Anthropic, &events).unwrap())
                 .unwrap();
         assert_eq!(back, full);
-        assert!(!truncated(ClientApi::Anthropic, Some(&body(&full)), &[]));
+        assert!(!truncated(
+            ClientApi::Anthropic,
+            &Answer::Full(body(&full).into())
+        ));
         let mut cut = full.clone();
         cut["stop_reason"] = "max_tokens".into();
-        assert!(truncated(ClientApi::Anthropic, Some(&body(&cut)), &[]));
+        assert!(truncated(
+            ClientApi::Anthropic,
+            &Answer::Full(body(&cut).into())
+        ));
         let events = stream_from_full(ClientApi::Anthropic, &body(&cut), true).unwrap();
-        assert!(truncated(ClientApi::Anthropic, None, &events));
+        assert!(truncated(ClientApi::Anthropic, &Answer::Stream(events)));
     }
 }

@@ -76,13 +76,14 @@ pub async fn answer(
     }
     let sent = match reply {
         Reply::Full(body) => respond::json(session, ctx, &headers, body).await,
-        Reply::Stream(mut events) => match respond::stream_start(session, ctx, &headers).await {
-            Ok(()) => match respond::stream_write(session, &mut events).await {
-                Ok(()) => respond::stream_end(session).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
+        Reply::Stream(mut events) => {
+            async {
+                respond::stream_start(session, ctx, &headers).await?;
+                respond::stream_write(session, &mut events).await?;
+                respond::stream_end(session).await
+            }
+            .await
+        }
     };
     if let Err(e) = sent {
         tracing::debug!(error = %e, "client went away");

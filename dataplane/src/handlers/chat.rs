@@ -255,13 +255,9 @@ pub async fn completion(
             ctx.usage = usage;
             headers.extend(super::cost_header(ctx));
             if let Some(plan) = &cache {
-                let truncated = !plan.store_truncated
-                    && crate::cache::replay::truncated(client, Some(&out), &[]);
-                if !truncated {
-                    let answer = crate::cache::Answer::Full(out.clone());
-                    app.cache
-                        .put(plan, answer, usage, ctx.cost().unwrap_or(0.0));
-                }
+                let answer = crate::cache::Answer::Full(out.clone());
+                app.cache
+                    .put(plan, answer, usage, ctx.cost().unwrap_or(0.0));
             }
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
@@ -288,7 +284,7 @@ pub async fn completion(
     .await?;
     if let (Some(plan), Some(r)) = (&cache, recording) {
         if ctx.error_type.is_none() {
-            if let Some(answer) = r.keepable(client, plan) {
+            if let Some(answer) = r.keepable(plan) {
                 app.cache
                     .put(plan, answer, ctx.usage, ctx.cost().unwrap_or(0.0));
             }

@@ -103,11 +103,10 @@ pub async fn pump(
             r.pass(&mut out);
         }
         if respond::stream_write(session, &mut out).await.is_err() {
+            // Client gone (the recording is not complete: the end was never read); dropping
+            // the upstream body closes it.
             ctx.usage = conv.usage();
-            if let Some(r) = recording.as_deref_mut() {
-                r.complete = false;
-            }
-            return Ok(()); // client gone; dropping the upstream body closes it
+            return Ok(());
         }
     }
     ctx.upstream_latency = Some(s.sent.elapsed());
