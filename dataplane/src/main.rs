@@ -275,7 +275,7 @@ fn attached(args: &Args, url: &str, threads: usize, tls: Option<ServerTls>) -> E
     let app = match state::App::new(
         stored.state,
         Some(state::Attached {
-            nats: client,
+            nats: client.clone(),
             reporter,
         }),
         shared,
@@ -292,6 +292,13 @@ fn attached(args: &Args, url: &str, threads: usize, tls: Option<ServerTls>) -> E
         Arc::clone(&app),
         stored.delta_seq,
         reconnects,
+    ));
+    if let Some(entries) = app.cache.share_semantic(id.clone()) {
+        rt.spawn(attached::semantic::share(client.clone(), entries));
+    }
+    rt.spawn(attached::semantic::receive(
+        client.clone(),
+        Arc::clone(&app),
     ));
     rt.spawn(attached::report::publish(js, events, id, Arc::clone(&app)));
     tracing::info!(listen = %args.listen, version, threads, "routeiq-dataplane serving (attached)");

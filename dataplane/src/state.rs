@@ -98,6 +98,9 @@ pub struct LiveState {
     pub agent_access_default_deny: bool,
     /// The response cache's settings, when it is on.
     pub cache: Option<Arc<routeiq_proto::CacheSettings>>,
+    /// The semantic cache's sentence encoder (its slot, loading or loaded), when the cache
+    /// is a semantic one.
+    pub semantic_encoder: Option<Arc<crate::routing::learned::Slot>>,
     /// The registry's skills by id, with their copies on Anthropic deployments.
     pub skills: Arc<HashMap<String, routeiq_proto::Skill>>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
@@ -219,6 +222,7 @@ impl LiveState {
             mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
             agents: Arc::new(crate::a2a::Registry::compile(&snapshot.agents)),
             agent_access_default_deny: snapshot.agent_access_default_deny,
+            semantic_encoder: semantic_encoder(snapshot.cache.as_ref(), lasting),
             cache: snapshot.cache.map(Arc::new),
             skills: Arc::new(
                 snapshot
@@ -390,6 +394,10 @@ impl LiveState {
                 Some(s) => s.cache.clone().map(Arc::new),
                 None => self.cache.clone(),
             },
+            semantic_encoder: match &settings {
+                Some(s) => semantic_encoder(s.cache.as_ref(), &self.lasting),
+                None => self.semantic_encoder.clone(),
+            },
             skills: skills.map_or_else(|| Arc::clone(&self.skills), Arc::new),
             keys: if changes.is_empty() {
                 self.keys.clone()
@@ -472,6 +480,16 @@ fn access_groups(deployments: &[Deployment]) -> HashMap<String, HashSet<String>>
         }
     }
     out
+}
+
+/// The slot of the semantic cache's encoder, shared with every state that names it.
+fn semantic_encoder(
+    cache: Option<&routeiq_proto::CacheSettings>,
+    lasting: &Lasting,
+) -> Option<Arc<crate::routing::learned::Slot>> {
+    let semantic = cache?.semantic.as_ref()?;
+    let spec = crate::routing::learned::Spec::encoder(&semantic.encoder);
+    Some(lasting.models.slot(spec))
 }
 
 fn compile_groups(

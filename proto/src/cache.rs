@@ -96,6 +96,50 @@ const UNCACHED_CALL_TYPES: [&str; 12] = [
     "aimage_generation",
 ];
 
+/// Where the semantic cache's sentence encoder comes from: a routing-model artifact with
+/// the `minilm` featurizer (`models/ARTIFACTS.md`), such as a `knn` model the learned
+/// routers serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncoderSource {
+    /// `semantic_model_path`: the artifact's directory.
+    Path(String),
+    /// `semantic_model_s3_bucket` and `semantic_model_s3_key` (the manifest's prefix).
+    S3 { bucket: String, key: String },
+}
+
+/// The semantic cache (`type: redis-semantic`, `local-semantic` or `qdrant-semantic`): a
+/// request the exact cache cannot answer gets the answer of a similar enough earlier one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticSettings {
+    pub encoder: EncoderSource,
+    /// Only requests with at most this many messages (system messages aside) are looked up
+    /// and stored semantically (`semantic_max_messages`): multi-turn traffic would be given
+    /// stale answers.
+    pub max_messages: u32,
+    /// The entries each data plane's index holds (`semantic_max_entries`).
+    pub max_entries: u32,
+}
+
+impl SemanticSettings {
+    pub const DEFAULT_MAX_MESSAGES: u32 = 1;
+    pub const DEFAULT_MAX_ENTRIES: u32 = 100_000;
+}
+
+/// A semantic-cache entry one data plane indexed, shared with the others (over core NATS,
+/// `subjects::CACHE_SEMANTIC_SUBJECT`). Its answer is in Redis under `key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticEntry {
+    /// The data plane that indexed it.
+    pub origin: String,
+    /// The request's key without its last message.
+    pub partition: [u8; 32],
+    /// The exact key its answer is stored under.
+    pub key: [u8; 32],
+    pub expires_ms: u64,
+    /// The last message's embedding.
+    pub vector: Vec<f32>,
+}
+
 /// The cache, when `litellm_settings.cache` is on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheSettings {
@@ -107,8 +151,10 @@ pub struct CacheSettings {
     pub call_types: CallTypes,
     pub mode: CacheMode,
     pub scope: CacheScope,
-    /// `similarity_threshold` (cosine), kept for the semantic cache.
+    /// `similarity_threshold`: the cosine similarity a semantic hit needs at least.
     pub similarity_threshold: f64,
+    /// The semantic cache, when the type is a semantic one.
+    pub semantic: Option<SemanticSettings>,
     /// RouteIQ's `max_memory_mb`: the bytes each data plane's memory tier holds.
     pub max_memory_bytes: u64,
     /// RouteIQ's `cache_truncated`: also keep answers cut short by `max_tokens`.
@@ -124,7 +170,8 @@ impl Default for CacheSettings {
             call_types: CallTypes::ALL,
             mode: CacheMode::DefaultOn,
             scope: CacheScope::Team,
-            similarity_threshold: 0.9,
+            similarity_threshold: Self::DEFAULT_SIMILARITY,
+            semantic: None,
             max_memory_bytes: Self::DEFAULT_MEMORY_BYTES,
             store_truncated: false,
         }
@@ -137,10 +184,13 @@ const MAX_TTL_SECS: f64 = 30.0 * 86_400.0;
 impl CacheSettings {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
     pub const DEFAULT_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+    /// The default `similarity_threshold`, from the paraphrase evaluation in
+    /// `docs/configuration.md`.
+    pub const DEFAULT_SIMILARITY: f64 = 0.95;
 
     /// The keys of `cache_params` read here; `host`, `port` and `password` name the
     /// Redis server and are read with the config's other Redis keys.
-    pub const KEYS: [&'static str; 13] = [
+    pub const KEYS: [&'static str; 20] = [
         "type",
         "ttl",
         "namespace",
@@ -154,6 +204,13 @@ impl CacheSettings {
         "port",
         "password",
         "default_in_memory_ttl",
+        "semantic_model_path",
+        "semantic_model_s3_bucket",
+        "semantic_model_s3_key",
+        "semantic_max_messages",
+        "semantic_max_entries",
+        "redis_semantic_cache_embedding_model",
+        "qdrant_semantic_cache_embedding_model",
     ];
 
     /// `cache_params` (`prefix` is its path, for errors). Warnings name what is accepted
@@ -164,6 +221,11 @@ impl CacheSettings {
         warnings: &mut Vec<String>,
     ) -> Result<Self, (String, String)> {
         let mut s = Self::default();
+        let mut semantic = false;
+        let (mut max_messages, mut max_entries) = (
+            SemanticSettings::DEFAULT_MAX_MESSAGES,
+            SemanticSettings::DEFAULT_MAX_ENTRIES,
+        );
         for (k, v) in m {
             if v.is_null() {
                 continue;
@@ -179,16 +241,25 @@ impl CacheSettings {
                     s.kind = match text()?.as_str() {
                         "local" | "in-memory" => CacheKind::Local,
                         "redis" => CacheKind::Redis,
-                        "redis-semantic" | "qdrant-semantic" => {
-                            warnings.push(format!(
-                                "{at}: the semantic cache is not available in this RouteIQ version; requests use the exact cache (in memory and Redis)"
-                            ));
+                        "redis-semantic" => {
+                            semantic = true;
                             CacheKind::Redis
+                        }
+                        "local-semantic" => {
+                            semantic = true;
+                            CacheKind::Local
+                        }
+                        "qdrant-semantic" => {
+                            warnings.push(format!(
+                                "{at}: RouteIQ keeps its semantic index in each data plane's memory; Qdrant is not used (as `local-semantic`)"
+                            ));
+                            semantic = true;
+                            CacheKind::Local
                         }
                         other => {
                             return Err((
                                 at,
-                                format!("`{other}` is not a cache type RouteIQ has (local, redis)"),
+                                format!("`{other}` is not a cache type RouteIQ has (local, redis, local-semantic, redis-semantic, qdrant-semantic)"),
                             ))
                         }
                     }
@@ -281,11 +352,58 @@ impl CacheSettings {
                         .as_bool()
                         .ok_or_else(|| (at.clone(), "must be true or false".to_owned()))?;
                 }
-                "host" | "port" | "password" => {}
+                "semantic_max_messages" | "semantic_max_entries" => {
+                    let n = v
+                        .as_u64()
+                        .filter(|n| (1..=10_000_000).contains(n))
+                        .ok_or_else(|| {
+                            (at.clone(), "must be a whole number from 1 to 10000000".to_owned())
+                        })? as u32;
+                    if k == "semantic_max_messages" {
+                        max_messages = n;
+                    } else {
+                        max_entries = n;
+                    }
+                }
+                "redis_semantic_cache_embedding_model" | "qdrant_semantic_cache_embedding_model" => {
+                    warnings.push(format!(
+                        "{at}: embedding deployments are not used by this RouteIQ version; the encoder at `semantic_model_path` (or in S3) embeds"
+                    ));
+                }
+                "host" | "port" | "password" | "semantic_model_path" | "semantic_model_s3_bucket"
+                | "semantic_model_s3_key" => {}
                 other => warnings.push(format!(
                     "config key `{prefix}.{other}` is not supported by this RouteIQ version and is ignored"
                 )),
             }
+        }
+        if semantic {
+            let text = |k: &str| -> Result<Option<String>, (String, String)> {
+                match m.get(k) {
+                    None | Some(Json::Null) => Ok(None),
+                    Some(Json::String(t)) if !t.is_empty() => Ok(Some(t.clone())),
+                    Some(_) => Err((format!("{prefix}.{k}"), "must be a string".to_owned())),
+                }
+            };
+            let encoder = match (
+                text("semantic_model_path")?,
+                text("semantic_model_s3_bucket")?,
+                text("semantic_model_s3_key")?,
+            ) {
+                (Some(path), _, _) => EncoderSource::Path(path),
+                (None, Some(bucket), Some(key)) => EncoderSource::S3 { bucket, key },
+                _ => {
+                    return Err((
+                        format!("{prefix}.type"),
+                        "a semantic cache needs its sentence encoder: `semantic_model_path` (or `semantic_model_s3_bucket` and `semantic_model_s3_key`), a routing-model artifact with the minilm featurizer".to_owned(),
+                    ))
+                }
+            };
+            s.semantic = Some(SemanticSettings {
+                encoder,
+                max_messages,
+                max_entries,
+            });
         }
         Ok(s)
     }
@@ -293,7 +411,25 @@ impl CacheSettings {
     /// The settings as `cache_params` (what [`Self::from_litellm`] reads back).
     pub fn to_litellm(&self) -> Map<String, Json> {
         let mut m = Map::new();
-        m.insert("type".into(), self.kind.as_str().into());
+        let kind = match (&self.semantic, self.kind) {
+            (None, k) => k.as_str(),
+            (Some(_), CacheKind::Local) => "local-semantic",
+            (Some(_), CacheKind::Redis) => "redis-semantic",
+        };
+        m.insert("type".into(), kind.into());
+        if let Some(sem) = &self.semantic {
+            match &sem.encoder {
+                EncoderSource::Path(p) => {
+                    m.insert("semantic_model_path".into(), p.as_str().into());
+                }
+                EncoderSource::S3 { bucket, key } => {
+                    m.insert("semantic_model_s3_bucket".into(), bucket.as_str().into());
+                    m.insert("semantic_model_s3_key".into(), key.as_str().into());
+                }
+            }
+            m.insert("semantic_max_messages".into(), sem.max_messages.into());
+            m.insert("semantic_max_entries".into(), sem.max_entries.into());
+        }
         m.insert("ttl".into(), self.ttl.as_secs_f64().into());
         if let Some(n) = &self.namespace {
             m.insert("namespace".into(), n.as_str().into());
@@ -432,6 +568,43 @@ mod tests {
     }
 
     #[test]
+    fn semantic_types_need_an_encoder_and_round_trip() {
+        let (s, w) = parse(json!({
+            "type": "redis-semantic", "similarity_threshold": 0.85,
+            "semantic_model_path": "/models/knn-minilm", "semantic_max_messages": 2,
+            "redis_semantic_cache_embedding_model": "text-embedding-3-small"
+        }))
+        .unwrap();
+        assert_eq!(s.kind, CacheKind::Redis);
+        let sem = s.semantic.clone().unwrap();
+        assert_eq!(
+            sem.encoder,
+            EncoderSource::Path("/models/knn-minilm".into())
+        );
+        assert_eq!(sem.max_messages, 2);
+        assert_eq!(sem.max_entries, SemanticSettings::DEFAULT_MAX_ENTRIES);
+        assert!(w[0].contains("embedding deployments"), "{w:?}");
+        let (back, _) = parse(Json::Object(s.to_litellm())).unwrap();
+        assert_eq!(back, s);
+        let (s3, _) = parse(json!({
+            "type": "local-semantic", "semantic_model_s3_bucket": "b",
+            "semantic_model_s3_key": "routers/knn/"
+        }))
+        .unwrap();
+        assert_eq!(s3.kind, CacheKind::Local);
+        let (back, _) = parse(Json::Object(s3.to_litellm())).unwrap();
+        assert_eq!(back, s3);
+        let e = parse(json!({"type": "redis-semantic"})).unwrap_err();
+        assert_eq!(e.0, "litellm_settings.cache_params.type");
+        assert!(e.1.contains("semantic_model_path"), "{e:?}");
+        assert!(parse(json!({"type": "local", "semantic_model_path": "/m"}))
+            .unwrap()
+            .0
+            .semantic
+            .is_none());
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         for (v, at) in [
             (
@@ -439,6 +612,10 @@ mod tests {
                 "litellm_settings.cache_params.type",
             ),
             (json!({"ttl": -1}), "litellm_settings.cache_params.ttl"),
+            (
+                json!({"type": "local-semantic", "semantic_model_path": "/m", "semantic_max_entries": 0}),
+                "litellm_settings.cache_params.semantic_max_entries",
+            ),
             (
                 json!({"scope": "org"}),
                 "litellm_settings.cache_params.scope",

@@ -23,7 +23,10 @@ pub mod subjects;
 pub mod wire;
 
 pub use a2a::A2aAgent;
-pub use cache::{CacheKind, CacheMode, CachePolicy, CacheScope, CacheSettings, CallTypes};
+pub use cache::{
+    CacheKind, CacheMode, CachePolicy, CacheScope, CacheSettings, CallTypes, EncoderSource,
+    SemanticEntry, SemanticSettings,
+};
 pub use delta::{Delta, DeltaOp, ForgetCached, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
 pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};

@@ -14,6 +14,10 @@ pub const META_DELTA_SEQ: &str = "delta_seq";
 pub const DELTA_STREAM: &str = "ROUTEIQ_DELTAS";
 pub const DELTA_SUBJECT: &str = "routeiq.snapshot.delta";
 
+/// Core NATS subject (no stream: best effort) on which data planes share the entries of
+/// their semantic-cache indexes (`routeiq.v1.SemanticEntry`).
+pub const CACHE_SEMANTIC_SUBJECT: &str = "routeiq.cache.semantic";
+
 /// Stream of usage events (`routeiq.v1.UsageEvent`), one subject per data plane.
 pub const USAGE_STREAM: &str = "ROUTEIQ_USAGE";
 pub const USAGE_SUBJECTS: &str = "routeiq.usage.>";

@@ -401,6 +401,21 @@ fn cache_to_pb(c: &crate::CacheSettings) -> pb::CacheSettings {
         similarity_threshold: c.similarity_threshold,
         max_memory_bytes: c.max_memory_bytes,
         store_truncated: c.store_truncated,
+        semantic: c.semantic.as_ref().map(|s| {
+            let (model_path, s3_bucket, s3_key) = match &s.encoder {
+                crate::EncoderSource::Path(p) => (p.clone(), String::new(), String::new()),
+                crate::EncoderSource::S3 { bucket, key } => {
+                    (String::new(), bucket.clone(), key.clone())
+                }
+            };
+            pb::SemanticCache {
+                model_path,
+                s3_bucket,
+                s3_key,
+                max_messages: s.max_messages,
+                max_entries: s.max_entries,
+            }
+        }),
     }
 }
 
@@ -438,6 +453,65 @@ fn cache_from_pb(c: pb::CacheSettings) -> Result<crate::CacheSettings, InvalidMe
         similarity_threshold: c.similarity_threshold,
         max_memory_bytes: c.max_memory_bytes,
         store_truncated: c.store_truncated,
+        semantic: c.semantic.map(semantic_from_pb).transpose()?,
+    })
+}
+
+impl From<&crate::SemanticEntry> for pb::SemanticEntry {
+    fn from(e: &crate::SemanticEntry) -> Self {
+        Self {
+            origin: e.origin.clone(),
+            partition: e.partition.to_vec(),
+            key: e.key.to_vec(),
+            expires_ms: e.expires_ms,
+            vector: e.vector.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::SemanticEntry> for crate::SemanticEntry {
+    type Error = InvalidMessage;
+
+    fn try_from(e: pb::SemanticEntry) -> Result<Self, InvalidMessage> {
+        if e.vector.is_empty() || e.vector.iter().any(|x| !x.is_finite()) {
+            return Err(invalid(
+                "semantic_entry.vector",
+                "empty, or not finite".to_owned(),
+            ));
+        }
+        Ok(Self {
+            partition: key_hash("semantic_entry.partition", &e.partition)?.0,
+            key: key_hash("semantic_entry.key", &e.key)?.0,
+            origin: e.origin,
+            expires_ms: e.expires_ms,
+            vector: e.vector,
+        })
+    }
+}
+
+fn semantic_from_pb(s: pb::SemanticCache) -> Result<crate::SemanticSettings, InvalidMessage> {
+    let encoder = if !s.model_path.is_empty() {
+        crate::EncoderSource::Path(s.model_path)
+    } else if !s.s3_bucket.is_empty() {
+        crate::EncoderSource::S3 {
+            bucket: s.s3_bucket,
+            key: s.s3_key,
+        }
+    } else {
+        return Err(InvalidMessage::Missing(
+            "settings.cache.semantic.model_path",
+        ));
+    };
+    if s.max_messages == 0 || s.max_entries == 0 {
+        return Err(invalid(
+            "settings.cache.semantic",
+            "max_messages and max_entries must be above 0".to_owned(),
+        ));
+    }
+    Ok(crate::SemanticSettings {
+        encoder,
+        max_messages: s.max_messages,
+        max_entries: s.max_entries,
     })
 }
 

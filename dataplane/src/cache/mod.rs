@@ -13,10 +13,15 @@
 //! Only complete, successful answers are stored: a stream is kept as the events the client
 //! got, with their boundaries, and replayed as they were ([`replay`] converts between a
 //! stream and one response when the delivery differs).
+//!
+//! With a semantic type (`redis-semantic`, `local-semantic`), a request the exact cache
+//! cannot answer may be answered with the answer of a similar earlier request
+//! ([`semantic`]).
 
 pub mod control;
 pub mod key;
 pub mod replay;
+pub mod semantic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 use redis::aio::ConnectionManager;
 use routeiq_proto::{CacheMode, CacheSettings};
 
@@ -32,6 +37,7 @@ use crate::clock::now_ms;
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
 use crate::handlers::request::RawObject;
+use crate::routing::learned::featurize::Encoder;
 use crate::usage::Usage;
 
 /// A Redis call's longest wait on the request path.
@@ -55,6 +61,8 @@ pub enum Outcome {
         key: String,
         /// What the answer cost when it was made (USD).
         saved_cost: f64,
+        /// A semantic hit: how similar the answered request was (cosine).
+        similarity: Option<f32>,
     },
     Miss {
         key: String,
@@ -76,6 +84,13 @@ impl Outcome {
         let mut h = vec![("x-routeiq-cache", self.label().to_owned())];
         if let Self::Hit { key, .. } | Self::Miss { key } = self {
             h.push(("x-litellm-cache-key", key.clone()));
+        }
+        if let Self::Hit {
+            similarity: Some(s),
+            ..
+        } = self
+        {
+            h.push(("x-litellm-semantic-similarity", format!("{s:.4}")));
         }
         h
     }
@@ -209,6 +224,8 @@ pub struct Plan {
     pub shared: bool,
     /// The cache's epoch when the request was looked up (see [`Cache::epoch`]).
     pub epoch: u64,
+    /// What the semantic cache matches the request on, when it takes the request.
+    pub semantic: Option<semantic::Query>,
 }
 
 impl Plan {
@@ -251,6 +268,21 @@ impl Plan {
         ];
         let tenant = key::tenant(s.scope, key);
         let k = key::of(client, &tenant, namespaces, model, req)?;
+        let split = s
+            .semantic
+            .as_ref()
+            .and_then(|sem| semantic::Query::split(client, req, sem));
+        let semantic = match split {
+            Some((text, rest)) => Some(semantic::Query {
+                partition: semantic::partition(&key::of(
+                    client, &tenant, namespaces, model, &rest,
+                )?),
+                text,
+                threshold: s.similarity_threshold as f32,
+                vector: None,
+            }),
+            None => None,
+        };
         Ok(Some(Self {
             key: k,
             hex: routeiq_proto::hex(&k),
@@ -261,6 +293,7 @@ impl Plan {
             client,
             shared: s.kind == routeiq_proto::CacheKind::Redis,
             epoch: 0,
+            semantic,
         }))
     }
 }
@@ -363,6 +396,8 @@ pub struct CacheMetrics {
     pub evictions: IntCounter,
     pub redis_errors: IntCounter,
     pub stored: IntCounterVec,
+    pub semantic_similarity: Histogram,
+    pub semantic_entries: IntGauge,
 }
 
 impl CacheMetrics {
@@ -402,6 +437,17 @@ impl CacheMetrics {
                 ),
                 &["tier"],
             )?,
+            semantic_similarity: Histogram::with_opts(
+                HistogramOpts::new(
+                    "routeiq_cache_semantic_similarity",
+                    "Cosine similarity of the nearest stored request, per semantic lookup that found one",
+                )
+                .buckets(vec![0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0]),
+            )?,
+            semantic_entries: IntGauge::new(
+                "routeiq_cache_semantic_entries",
+                "Requests in this data plane's semantic index",
+            )?,
         })
     }
 
@@ -415,6 +461,8 @@ impl CacheMetrics {
             Box::new(self.evictions.clone()),
             Box::new(self.redis_errors.clone()),
             Box::new(self.stored.clone()),
+            Box::new(self.semantic_similarity.clone()),
+            Box::new(self.semantic_entries.clone()),
         ]
     }
 }
@@ -426,6 +474,13 @@ pub struct Cache {
     redis_down_until_ms: AtomicU64,
     /// Moves on at every deletion: an answer looked up before one is not stored after it.
     epoch: AtomicU64,
+    semantic: Arc<semantic::Index>,
+    /// Attached with Redis: where the entries this data plane indexes go to be shared with
+    /// the others (see [`Cache::share_semantic`]), and this data plane's id.
+    share: std::sync::OnceLock<(
+        String,
+        tokio::sync::mpsc::Sender<routeiq_proto::SemanticEntry>,
+    )>,
     pub metrics: CacheMetrics,
 }
 
@@ -438,6 +493,10 @@ impl Cache {
             redis,
             redis_down_until_ms: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            semantic: Arc::new(semantic::Index::new(
+                routeiq_proto::SemanticSettings::DEFAULT_MAX_ENTRIES as usize,
+            )),
+            share: std::sync::OnceLock::new(),
             metrics: CacheMetrics::new()?,
         })
     }
@@ -454,6 +513,13 @@ impl Cache {
             None if memory.entries.load(Ordering::Relaxed) > 0 => self.flush_memory(),
             _ => {}
         }
+        match settings.and_then(|s| s.semantic.as_ref()) {
+            Some(sem) => self.semantic.configure(sem.max_entries as usize),
+            None => self.semantic.clear(),
+        }
+        self.metrics
+            .semantic_entries
+            .set(self.semantic.len() as i64);
     }
 
     /// The current epoch (see [`Plan::epoch`]).
@@ -464,8 +530,10 @@ impl Cache {
     fn replace_memory(&self, limit: u64) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.memory.store(Arc::new(Memory::new(limit)));
+        self.semantic.clear();
         self.metrics.memory_bytes.set(0);
         self.metrics.memory_entries.set(0);
+        self.metrics.semantic_entries.set(0);
     }
 
     /// Empties this data plane's memory tier.
@@ -535,6 +603,51 @@ impl Cache {
         }
         self.keep_in_memory(plan, entry.clone());
         Some(entry)
+    }
+
+    /// On an exact miss: the answer of the most similar earlier request in the plan's
+    /// partition, when it is similar enough (the plan of that answer, the answer, the
+    /// similarity). The request's last message is embedded first (kept in the plan, for
+    /// [`Cache::put`] to index the answer under).
+    pub async fn similar(
+        &self,
+        plan: &mut Plan,
+        encoder: Option<Arc<Encoder>>,
+    ) -> Option<(Plan, Entry, f32)> {
+        let read = plan.read;
+        let query = plan.semantic.as_mut()?;
+        let vector = match encoder?.embed(&query.text).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "semantic cache: the encoder failed; exact cache only");
+                return None;
+            }
+        };
+        query.vector = Some(Arc::clone(&vector));
+        if !read {
+            return None;
+        }
+        let found = match self.semantic.search(&query.partition, &vector, now_ms()) {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(error = %e, "semantic cache: search failed");
+                return None;
+            }
+        };
+        self.metrics
+            .semantic_similarity
+            .observe(f64::from(found.similarity));
+        if found.similarity < query.threshold {
+            return None;
+        }
+        let matched = Plan {
+            key: found.key,
+            hex: routeiq_proto::hex(&found.key),
+            semantic: None,
+            ..plan.clone()
+        };
+        let entry = self.get(&matched).await?;
+        Some((matched, entry, found.similarity))
     }
 
     async fn redis_get(&self, hex: &str) -> Option<Entry> {
@@ -623,6 +736,9 @@ impl Cache {
         if entry.size() > MAX_ENTRY || self.epoch() != plan.epoch {
             return;
         }
+        if let Some(q) = &plan.semantic {
+            self.index(plan, q, entry.expires_ms);
+        }
         if let Some(mut conn) = self.redis_now().filter(|_| plan.shared) {
             let encoded = entry.encode();
             let me = Arc::clone(self);
@@ -650,12 +766,82 @@ impl Cache {
     }
 }
 
+/// Entries waiting to be shared; past this, new ones are not shared.
+const SHARE_BUFFER: usize = 1024;
+
+impl Cache {
+    /// Indexes a stored answer under its request's embedding, off the request path; with
+    /// Redis (where the answer is shared), the entry is offered to the other data planes.
+    fn index(self: &Arc<Self>, plan: &Plan, q: &semantic::Query, expires_ms: u64) {
+        let Some(vector) = q.vector.clone() else {
+            return;
+        };
+        let (me, partition, key, epoch) = (Arc::clone(self), q.partition, plan.key, plan.epoch);
+        let share = plan.shared;
+        tokio::task::spawn_blocking(move || {
+            if me.epoch() != epoch {
+                return;
+            }
+            if !me.index_entry(partition, key, expires_ms, &vector) || !share {
+                return;
+            }
+            if let Some((origin, tx)) = me.share.get() {
+                let entry = routeiq_proto::SemanticEntry {
+                    origin: origin.clone(),
+                    partition,
+                    key,
+                    expires_ms,
+                    vector: vector.to_vec(),
+                };
+                if tx.try_send(entry).is_err() {
+                    tracing::debug!("semantic cache: share buffer full; entry kept local");
+                }
+            }
+        });
+    }
+
+    fn index_entry(&self, partition: [u8; 32], key: [u8; 32], expires_ms: u64, v: &[f32]) -> bool {
+        let done = self.semantic.insert(partition, key, expires_ms, v);
+        if let Err(e) = &done {
+            tracing::warn!(error = %e, "semantic cache: indexing failed");
+        }
+        self.metrics
+            .semantic_entries
+            .set(self.semantic.len() as i64);
+        done.is_ok()
+    }
+
+    /// Starts sharing indexed entries (attached, for `redis-semantic`): the receiver gets
+    /// each entry this data plane (`origin`) indexes from now on.
+    pub fn share_semantic(
+        &self,
+        origin: String,
+    ) -> Option<tokio::sync::mpsc::Receiver<routeiq_proto::SemanticEntry>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(SHARE_BUFFER);
+        self.share.set((origin, tx)).ok()?;
+        Some(rx)
+    }
+
+    /// Indexes an entry another data plane shared (its answer is in Redis), unless it is
+    /// this data plane's own or already expired.
+    pub fn index_shared(&self, e: &routeiq_proto::SemanticEntry) {
+        let own = self
+            .share
+            .get()
+            .is_some_and(|(origin, _)| *origin == e.origin);
+        if !own && e.expires_ms > now_ms() {
+            self.index_entry(e.partition, e.key, e.expires_ms, &e.vector);
+        }
+    }
+}
+
 /// Records a hit on `ctx`: its usage is the answer's (for the logs), its cost 0.
-pub fn hit(ctx: &mut RequestCtx, plan: &Plan, entry: &Entry) {
+pub fn hit(ctx: &mut RequestCtx, plan: &Plan, entry: &Entry, similarity: Option<f32>) {
     ctx.usage = entry.usage;
     ctx.cache = Some(Outcome::Hit {
         key: plan.hex.clone(),
         saved_cost: entry.cost,
+        similarity,
     });
 }
 
@@ -674,6 +860,7 @@ mod tests {
             client: ClientApi::OpenAi,
             shared: false,
             epoch: 0,
+            semantic: None,
         }
     }
 
@@ -805,6 +992,67 @@ mod tests {
             ..Default::default()
         };
         assert!(plan(Some(opted), &default_off).is_some());
+    }
+
+    #[test]
+    fn semantic_partitions_are_scoped_like_exact_keys() {
+        use routeiq_proto::{EncoderSource, SemanticSettings, VirtualKey};
+        let settings = CacheSettings {
+            semantic: Some(SemanticSettings {
+                encoder: EncoderSource::Path("/m".into()),
+                max_messages: 1,
+                max_entries: 10,
+            }),
+            ..CacheSettings::default()
+        };
+        let query = |team: &str, system: &str, text: &str| {
+            let key = VirtualKey {
+                team_id: team.into(),
+                ..Default::default()
+            };
+            let body = serde_json::json!({"model": "m", "messages": [
+                {"role": "system", "content": system}, {"role": "user", "content": text}]});
+            let mut req = RawObject::parse(body.to_string().as_bytes()).unwrap();
+            let plan = Plan::of(
+                Some(&settings),
+                Some(&key),
+                ClientApi::OpenAi,
+                "m",
+                &mut req,
+                None,
+            )
+            .unwrap()
+            .unwrap();
+            let q = plan.semantic.unwrap();
+            assert_eq!(&*q.text, text);
+            assert_ne!(q.partition, plan.key, "never an exact key");
+            q.partition
+        };
+        let p = query("a", "brief", "What is the capital of France?");
+        assert_eq!(p, query("a", "brief", "Which city is France's capital?"));
+        assert_ne!(
+            p,
+            query("b", "brief", "What is the capital of France?"),
+            "another team"
+        );
+        assert_ne!(
+            p,
+            query("a", "long", "What is the capital of France?"),
+            "another system"
+        );
+        let exact_only = CacheSettings::default();
+        let mut req =
+            RawObject::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
+                .unwrap();
+        let plan = Plan::of(
+            Some(&exact_only),
+            None,
+            ClientApi::OpenAi,
+            "m",
+            &mut req,
+            None,
+        );
+        assert!(plan.unwrap().unwrap().semantic.is_none());
     }
 
     #[test]

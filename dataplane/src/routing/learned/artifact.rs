@@ -37,6 +37,9 @@ pub enum FeaturizerSpec {
         version: u32,
         dim: usize,
         max_tokens: usize,
+        /// The transformer layers kept when the pipeline cut the encoder (informational).
+        #[serde(default)]
+        layers: Option<u32>,
     },
 }
 
@@ -340,6 +343,7 @@ impl Model {
                 version: 1,
                 dim,
                 max_tokens,
+                ..
             }) if *dim > 0 && *max_tokens > 0 => Featurizer::Encoder(Arc::new(Encoder::new(
                 files.get("encoder.onnx")?,
                 files.get("tokenizer.json")?,

@@ -54,7 +54,31 @@ pub struct Spec {
     pub pin: Option<String>,
 }
 
+/// The strategy name of the semantic cache's encoder slot: its artifact may be any
+/// strategy's, as long as its featurizer is a sentence encoder.
+pub const SEMANTIC_ENCODER: &str = "semantic-cache-encoder";
+/// all-MiniLM-L6-v2's layers: the semantic cache refuses an encoder cut shorter.
+const FULL_ENCODER_LAYERS: u32 = 6;
+
 impl Spec {
+    /// The spec of the semantic cache's sentence encoder.
+    pub fn encoder(source: &routeiq_proto::EncoderSource) -> Self {
+        let source = match source {
+            routeiq_proto::EncoderSource::Path(p) => Source::File(artifact_dir(p)),
+            routeiq_proto::EncoderSource::S3 { bucket, key } => Source::S3 {
+                bucket: bucket.clone(),
+                prefix: manifest_prefix(key),
+            },
+        };
+        Self {
+            strategy: SEMANTIC_ENCODER.to_owned(),
+            source,
+            hot_reload: true,
+            reload_ms: (DEFAULT_RELOAD_SECS * 1000.0) as u64,
+            pin: None,
+        }
+    }
+
     /// The spec of a learned strategy; `None` for LiteLLM's strategies.
     pub fn of(settings: &RouterSettings) -> Option<Self> {
         let RoutingStrategy::LlmRouter(strategy) = &settings.routing_strategy else {
@@ -71,21 +95,11 @@ impl Spec {
                     .join(", ")
             ))
         } else if let Some(path) = text("model_path") {
-            let p = PathBuf::from(path);
-            let dir = if p.file_name().is_some_and(|n| n == MANIFEST) {
-                p.parent().map(Path::to_path_buf).unwrap_or_default()
-            } else {
-                p
-            };
-            Source::File(dir)
+            Source::File(artifact_dir(path))
         } else if let (Some(bucket), Some(key)) = (text("model_s3_bucket"), text("model_s3_key")) {
-            let prefix = key
-                .trim_end_matches('/')
-                .trim_end_matches(MANIFEST)
-                .trim_end_matches('/');
             Source::S3 {
                 bucket: bucket.to_owned(),
-                prefix: prefix.to_owned(),
+                prefix: manifest_prefix(key),
             }
         } else {
             Source::None(
@@ -108,6 +122,24 @@ impl Spec {
             pin: text("model_sha256").map(str::to_ascii_lowercase),
         })
     }
+}
+
+/// The artifact directory `path` names (the directory, or its manifest).
+fn artifact_dir(path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.file_name().is_some_and(|n| n == MANIFEST) {
+        p.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        p
+    }
+}
+
+/// The S3 prefix of the artifact `key` names (the prefix, or its manifest).
+fn manifest_prefix(key: &str) -> String {
+    key.trim_end_matches('/')
+        .trim_end_matches(MANIFEST)
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +166,14 @@ pub struct Slot {
 impl Slot {
     pub fn current(&self) -> Option<Arc<Model>> {
         self.model.load_full()
+    }
+
+    /// The sentence encoder of the current model, if it has one.
+    pub fn encoder(&self) -> Option<Arc<super::featurize::Encoder>> {
+        match &self.current()?.featurizer {
+            super::artifact::Featurizer::Encoder(e) => Some(Arc::clone(e)),
+            _ => None,
+        }
     }
 
     pub(super) fn decided(&self, by_model: bool) {
@@ -356,10 +396,7 @@ impl Models {
             .iter()
             .find(|(spec, _)| spec.strategy == strategy)
             .and_then(|(_, w)| w.upgrade())?;
-        match &slot.current()?.featurizer {
-            super::artifact::Featurizer::Encoder(e) => Some(Arc::clone(e)),
-            _ => None,
-        }
+        slot.encoder()
     }
 
     /// `/hot-reload/status`: every live slot.
@@ -530,6 +567,27 @@ async fn check_s3(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str, slot:
     (seen, built.map(Some))
 }
 
+/// Checks that an artifact carries an encoder fit for the semantic cache: the minilm
+/// featurizer, not cut short (a cut encoder scores different questions as paraphrases:
+/// `semantic-eval` in docs/configuration.md).
+fn semantic_encoder(manifest: &artifact::Manifest) -> Result<(), LoadError> {
+    match manifest.featurizer {
+        Some(artifact::FeaturizerSpec::Minilm { layers, .. })
+            if layers.is_none_or(|l| l >= FULL_ENCODER_LAYERS) =>
+        {
+            Ok(())
+        }
+        Some(artifact::FeaturizerSpec::Minilm { layers, .. }) => Err(LoadError::Invalid(format!(
+            "the semantic cache needs the whole encoder: this one is cut to {} layers, which scores different questions as paraphrases",
+            layers.unwrap_or_default()
+        ))),
+        _ => Err(LoadError::Invalid(
+            "the semantic cache needs an artifact with the minilm featurizer (a sentence encoder)"
+                .into(),
+        )),
+    }
+}
+
 /// Verifies and builds a model on the blocking pool.
 async fn build(
     slot: &Slot,
@@ -538,7 +596,11 @@ async fn build(
     files: HashMap<String, Vec<u8>>,
 ) -> Result<Model, LoadError> {
     let want = slot.spec.strategy.trim_start_matches("llmrouter-");
-    if manifest.strategy != want {
+    let encoder_only = slot.spec.strategy == SEMANTIC_ENCODER;
+    if encoder_only {
+        semantic_encoder(&manifest)?;
+    }
+    if !encoder_only && manifest.strategy != want {
         return Err(LoadError::Invalid(format!(
             "the artifact is a `{}` model, the routing strategy is `{}`",
             manifest.strategy, slot.spec.strategy
@@ -556,4 +618,35 @@ async fn build(
     })
     .await
     .map_err(|e| LoadError::Invalid(format!("building the model: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(featurizer: Value) -> artifact::Manifest {
+        let m = json!({
+            "format": "routeiq-router/1", "strategy": "knn", "version": "v1",
+            "candidates": [{"name": "a"}], "featurizer": featurizer, "files": {}
+        });
+        artifact::manifest(m.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_semantic_cache_takes_only_a_whole_sentence_encoder() {
+        let minilm = |extra: Value| {
+            let mut f = json!({"name": "minilm", "version": 1, "dim": 384, "max_tokens": 256});
+            if let (Some(f), Value::Object(extra)) = (f.as_object_mut(), extra) {
+                f.extend(extra);
+            }
+            semantic_encoder(&manifest(f))
+        };
+        assert!(minilm(json!({})).is_ok());
+        assert!(minilm(json!({"layers": 6})).is_ok());
+        let cut = minilm(json!({"layers": 2})).unwrap_err().to_string();
+        assert!(cut.contains("cut to 2 layers"), "{cut}");
+        let hashed = json!({"name": "hashed-ngram", "version": 1, "dim": 64});
+        assert!(semantic_encoder(&manifest(hashed)).is_err());
+        assert!(semantic_encoder(&manifest(Value::Null)).is_err());
+    }
 }

@@ -1,0 +1,242 @@
+"""The semantic cache (`cache_params.type: local-semantic` / `redis-semantic`), end to end:
+the MiniLM encoder of a real routing-model artifact embeds each request's last message in
+the data plane, a paraphrase is answered with the earlier answer (through the official
+openai and anthropic SDKs, streamed or not), and a different question, another system
+prompt or sampling parameter, a longer conversation, tools or another namespace are not.
+With no encoder loaded the exact cache still works."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+
+from conftest import BIN_DIR
+from test_cache import WEATHER_TOOL, config, post, upstream_calls
+from test_routing import MASTER_KEY, gateway, mock  # noqa: F401  (the module's fixtures)
+
+ENCODER = Path(os.environ.get("ROUTEIQ_TEST_ARTIFACTS", "")) / "knn-minilm"
+THRESHOLD = 0.93
+# Cosine similarities with the artifact's encoder (see docs/configuration.md):
+QUESTION = "What is the capital of France?"
+PARAPHRASE = "What's the capital city of France?"  # 0.957
+OTHER_PARAPHRASE = "Which city is the capital of France?"  # 0.942
+DIFFERENT = "What is the capital of Germany?"  # 0.661
+
+
+def semantic(mock, **extra) -> dict:
+    return config(mock, type="local-semantic", semantic_model_path=str(ENCODER),
+                  similarity_threshold=THRESHOLD, **extra)
+
+
+def wait_encoder(g, timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    status = None
+    while time.time() < deadline:
+        routers = httpx.get(f"{g.url}/hot-reload/status").json()["routers"]
+        status = next((r for r in routers if r["strategy"] == "semantic-cache-encoder"), None)
+        if status and status["loaded"]:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"encoder not loaded: {status}")
+
+
+def metric(g, name: str, **labels) -> float:
+    for line in httpx.get(f"{g.url}/metrics", timeout=5).text.splitlines():
+        if line.split("{")[0].split(" ")[0] == name and \
+                all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_indexed(g, n: int, timeout: float = 5):
+    """The index is written off the request path: waits for it to hold `n` entries."""
+    deadline = time.time() + timeout
+    while metric(g, "routeiq_cache_semantic_entries") < n:
+        assert time.time() < deadline, f"fewer than {n} entries indexed"
+        time.sleep(0.01)
+
+
+def ask(g, content: str, **extra) -> httpx.Response:
+    r = post(g, {"model": "gpt", "messages": [{"role": "user", "content": content}], **extra})
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_a_paraphrase_hits_and_a_different_question_does_not(mock, gateway):
+    g = gateway(semantic(mock))
+    wait_encoder(g)
+    before = upstream_calls(mock, "cache-gpt")
+    first = ask(g, QUESTION)
+    assert first.headers["x-routeiq-cache"] == "miss"
+    assert "x-litellm-semantic-similarity" not in first.headers
+    wait_indexed(g, 1)
+    hit = ask(g, PARAPHRASE)
+    assert hit.headers["x-routeiq-cache"] == "hit", hit.headers
+    similarity = float(hit.headers["x-litellm-semantic-similarity"])
+    assert THRESHOLD <= similarity <= 1.0, similarity
+    assert abs(similarity - 0.957) < 0.02, similarity
+    # The stored answer, byte for byte, under the key it was stored with; it cost nothing.
+    assert hit.content == first.content
+    assert hit.headers["x-litellm-cache-key"] == first.headers["x-litellm-cache-key"]
+    assert hit.headers["x-litellm-response-cost"] == "0"
+    other = ask(g, DIFFERENT)
+    assert other.headers["x-routeiq-cache"] == "miss"
+    assert "x-litellm-semantic-similarity" not in other.headers
+    assert upstream_calls(mock, "cache-gpt") == before + 2
+    assert metric(g, "routeiq_cache_semantic_similarity_count") >= 2
+    assert metric(g, "litellm_cache_hits_metric", model="gpt") == 1
+
+
+def test_semantic_hits_stream_through_the_sdks(mock, gateway):
+    g = gateway(semantic(mock))
+    wait_encoder(g)
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    full = c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": QUESTION}])
+    wait_indexed(g, 1)
+    raw = c.chat.completions.with_raw_response.create(
+        model="gpt", messages=[{"role": "user", "content": OTHER_PARAPHRASE}], stream=True)
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    assert float(raw.headers["x-litellm-semantic-similarity"]) >= THRESHOLD
+    text = "".join(ch.choices[0].delta.content or "" for ch in raw.parse() if ch.choices)
+    assert text == full.choices[0].message.content
+
+    a = anthropic.Anthropic(base_url=g.url, api_key=MASTER_KEY, max_retries=0)
+    kw = dict(model="claude", max_tokens=100)
+    first = a.messages.create(**kw, messages=[{"role": "user", "content": "Who wrote Pride and Prejudice?"}])
+    wait_indexed(g, 2)
+    raw = a.messages.with_raw_response.create(
+        **kw, messages=[{"role": "user", "content": "Who is the author of Pride and Prejudice?"}])
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    assert raw.parse().content[0].text == first.content[0].text
+    missed = a.messages.with_raw_response.create(
+        **kw, messages=[{"role": "user", "content": "Who wrote War and Peace?"}])
+    assert missed.headers["x-routeiq-cache"] == "miss"
+
+
+def test_only_requests_alike_in_all_but_the_last_message_match(mock, gateway):
+    g = gateway(semantic(mock))
+    wait_encoder(g)
+    system = {"role": "system", "content": "Answer in one word."}
+    r = post(g, {"model": "gpt", "messages": [system, {"role": "user", "content": QUESTION}],
+                 "temperature": 0.1})
+    assert r.headers["x-routeiq-cache"] == "miss"
+    wait_indexed(g, 1)
+    hit = post(g, {"model": "gpt", "messages": [system, {"role": "user", "content": PARAPHRASE}],
+                   "temperature": 0.1})
+    assert hit.headers["x-routeiq-cache"] == "hit"
+    before = upstream_calls(mock, "cache-gpt")
+    misses = [
+        # Another system prompt, another temperature, no system prompt.
+        {"messages": [{"role": "system", "content": "Answer at length."},
+                      {"role": "user", "content": PARAPHRASE}], "temperature": 0.1},
+        {"messages": [system, {"role": "user", "content": PARAPHRASE}], "temperature": 0.7},
+        {"messages": [{"role": "user", "content": PARAPHRASE}], "temperature": 0.1},
+        # Another namespace.
+        {"messages": [system, {"role": "user", "content": PARAPHRASE}], "temperature": 0.1,
+         "cache": {"namespace": "elsewhere"}},
+        # A longer conversation: never matched semantically (semantic_max_messages: 1).
+        {"messages": [system, {"role": "user", "content": "hi"},
+                      {"role": "assistant", "content": "hello"},
+                      {"role": "user", "content": PARAPHRASE}], "temperature": 0.1},
+        # Tools: never matched semantically.
+        {"messages": [system, {"role": "user", "content": PARAPHRASE}], "temperature": 0.1,
+         "tools": [WEATHER_TOOL]},
+    ]
+    for body in misses:
+        r = post(g, {"model": "gpt", **body})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-routeiq-cache"] == "miss", body
+        assert "x-litellm-semantic-similarity" not in r.headers
+    assert upstream_calls(mock, "cache-gpt") == before + len(misses)
+
+
+def test_no_cache_and_no_store_hold_for_semantic_matches(mock, gateway):
+    g = gateway(semantic(mock))
+    wait_encoder(g)
+    # Not stored: nothing to match later.
+    ask(g, QUESTION, cache={"no-store": True})
+    time.sleep(0.2)
+    assert metric(g, "routeiq_cache_semantic_entries") == 0
+    assert ask(g, PARAPHRASE).headers["x-routeiq-cache"] == "miss"
+    wait_indexed(g, 1)
+    # Now stored (the paraphrase's answer): a no-cache request is not answered from it...
+    assert ask(g, OTHER_PARAPHRASE, cache={"no-cache": True}).headers["x-routeiq-cache"] == "bypass"
+    # ...but an ordinary one is.
+    assert ask(g, QUESTION).headers["x-routeiq-cache"] == "hit"
+
+
+def test_without_its_encoder_the_exact_cache_still_answers(mock, gateway):
+    g = gateway(config(mock, type="local-semantic", semantic_model_path="/nonexistent/encoder"))
+    status = None
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        routers = httpx.get(f"{g.url}/hot-reload/status").json()["routers"]
+        status = next((r for r in routers if r["strategy"] == "semantic-cache-encoder"), None)
+        if status and status.get("last_error"):
+            break
+        time.sleep(0.05)
+    assert status and "nonexistent" in status["last_error"], status
+    assert ask(g, QUESTION).headers["x-routeiq-cache"] == "miss"
+    assert ask(g, QUESTION).headers["x-routeiq-cache"] == "hit"
+    assert ask(g, PARAPHRASE).headers["x-routeiq-cache"] == "miss"
+
+
+def test_a_semantic_type_without_an_encoder_is_a_config_error(mock, tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(json.dumps(config(mock, type="redis-semantic")))
+    r = subprocess.run([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--check"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "litellm_settings.cache_params.type" in r.stderr, r.stderr
+    assert "semantic_model_path" in r.stderr, r.stderr
+
+
+def test_attached_data_planes_share_semantic_entries_over_nats(make_stack, tmp_path):
+    from stack import STACK_MASTER_KEY, Redis, wait_until
+    from test_cache import CACHE_STACK_CONFIG
+
+    redis = Redis(tmp_path)
+    redis.start()
+    try:
+        cfg = CACHE_STACK_CONFIG.replace("type: local", f"""type: redis-semantic
+    similarity_threshold: {THRESHOLD}
+    semantic_model_path: {ENCODER}""")
+        s = make_stack(cp_args=["--redis-url", redis.url], config=cfg)
+        dps = [s.dataplane("dp-a", redis=redis), s.dataplane("dp-b", redis=redis)]
+        for dp in dps:
+            wait_encoder(dp)
+
+        def ask_dp(dp, prompt, **extra):
+            r = httpx.post(f"{dp.url}/v1/chat/completions", timeout=10,
+                           headers={"Authorization": f"Bearer {STACK_MASTER_KEY}"},
+                           json={"model": "priced", **extra,
+                                 "messages": [{"role": "user", "content": prompt}]})
+            assert r.status_code == 200, r.text
+            return r
+
+        first = ask_dp(dps[0], QUESTION)
+        assert first.headers["x-routeiq-cache"] == "miss"
+        # dp-b indexes the entry dp-a shared, and reads the answer from Redis.
+        wait_indexed(dps[1], 1)
+        hit = ask_dp(dps[1], PARAPHRASE)
+        assert hit.headers["x-routeiq-cache"] == "hit", hit.headers
+        assert float(hit.headers["x-litellm-semantic-similarity"]) >= THRESHOLD
+        assert hit.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+        # And the other way round.
+        ask_dp(dps[1], "Who wrote Pride and Prejudice?")
+        wait_indexed(dps[0], 2)
+        back = ask_dp(dps[0], "Who is the author of Pride and Prejudice?")
+        assert back.headers["x-routeiq-cache"] == "hit"
+        # A flush empties every data plane's index as well as Redis.
+        flushed = s.admin().ok("POST", "/cache/flushall")
+        for dp in dps:
+            wait_until(lambda: dp.version() >= flushed["snapshot_version"], what="the flush")
+            assert metric(dp, "routeiq_cache_semantic_entries") == 0
+            assert ask_dp(dp, OTHER_PARAPHRASE, cache={"no-store": True}).headers["x-routeiq-cache"] == "miss"
+    finally:
+        redis.stop()
