@@ -4,8 +4,8 @@
 //!
 //! The entries are 384-dimensional unit vectors in 500 clusters (a centre plus noise), as
 //! sentence embeddings cluster by topic; searches are near an entry's cluster. Two cases:
-//! every entry in the searched partition, and 100 partitions (each a graph of its own, of
-//! 1,000 entries). The encoder comes from `ROUTEIQ_BENCH_ENCODER`, a routing-model
+//! every entry in the searched partition, 100 partitions (each a graph of its own, of
+//! 1,000 entries), and 1,000 partitions of 100 entries (each scanned exactly). The encoder comes from `ROUTEIQ_BENCH_ENCODER`, a routing-model
 //! artifact with the minilm featurizer (default `/tmp/routeiq-artifacts/minilm/knn`), with
 //! ONNX Runtime at `ORT_DYLIB_PATH`.
 
@@ -14,13 +14,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use routeiq_dataplane::cache::semantic::Index;
+use routeiq_dataplane::cache::semantic::{Index, Origin};
 use routeiq_dataplane::state::{Lasting, LiveState};
 use routeiq_proto::{CacheSettings, EncoderSource, SemanticSettings, Snapshot};
 
 const DIM: usize = 384;
 const ENTRIES: usize = 100_000;
 const CLUSTERS: usize = 500;
+/// The synthetic vectors' encoder id.
+const ENCODER: &str = "bench";
 
 /// xorshift: the same vectors every run.
 struct Rng(u64);
@@ -54,21 +56,32 @@ fn percentiles(mut samples: Vec<u64>) -> (f64, f64) {
 }
 
 fn partition(i: usize, partitions: usize) -> [u8; 32] {
-    [(i % partitions) as u8; 32]
+    let mut p = [0u8; 32];
+    p[..8].copy_from_slice(&((i % partitions) as u64).to_le_bytes());
+    p
 }
 
-fn build(partitions: usize, centres: &[Vec<f32>], rng: &mut Rng) -> (Index, Duration) {
+/// An index of [`ENTRIES`] entries of `encoder` in `partitions` partitions, and how long
+/// filling it took (`None`, reported, if usearch refused an entry).
+fn build(
+    encoder: &std::sync::Arc<str>,
+    partitions: usize,
+    centres: &[Vec<f32>],
+    rng: &mut Rng,
+) -> Option<(Index, Duration)> {
     let index = Index::new(ENTRIES);
     let t = Instant::now();
     for i in 0..ENTRIES {
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        let v = near(&centres[i % CLUSTERS], rng);
-        index
-            .insert(partition(i, partitions), key, u64::MAX, &v)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let v: std::sync::Arc<[f32]> = near(&centres[i % CLUSTERS], rng).into();
+        let p = partition(i, partitions);
+        if let Err(e) = index.insert(Origin::Local, encoder, p, key, u64::MAX, &v, || true) {
+            eprintln!("{e}");
+            return None;
+        }
     }
-    (index, t.elapsed())
+    Some((index, t.elapsed()))
 }
 
 fn encoder() -> Option<std::sync::Arc<routeiq_dataplane::routing::learned::featurize::Encoder>> {
@@ -123,15 +136,16 @@ fn benches(c: &mut Criterion) {
         .map(|i| near(&centres[(i * 7) % CLUSTERS], &mut rng))
         .collect();
     let mut report = Vec::new();
-    let mut one = None;
-    for partitions in [1usize, 100] {
-        let (index, took) = build(partitions, &centres, &mut rng);
+    for partitions in [1usize, 100, 1000] {
+        let Some((index, took)) = build(&ENCODER.into(), partitions, &centres, &mut rng) else {
+            return;
+        };
         let target = partition(0, partitions);
         let samples = queries
             .iter()
             .map(|q| {
                 let t = Instant::now();
-                black_box(index.search(&target, black_box(q), 0).ok());
+                black_box(index.search(ENCODER, &target, black_box(q), 0).ok());
                 t.elapsed().as_nanos() as u64
             })
             .collect();
@@ -145,14 +159,16 @@ fn benches(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) % queries.len();
-                black_box(index.search(&target, &queries[i], 0).ok())
+                black_box(index.search(ENCODER, &target, &queries[i], 0).ok())
             })
         });
-        if partitions == 1 {
-            one = Some(index);
-        }
     }
-    if let (Some(index), Some(encoder)) = (one, encoder()) {
+    let encoder = encoder();
+    // The one-partition index again, under the encoder's id.
+    let built = encoder
+        .as_ref()
+        .and_then(|e| build(&e.id, 1, &centres, &mut rng).map(|(index, _)| (e, index)));
+    if let Some((encoder, index)) = built {
         // "word " is one token; [CLS] and [SEP] make two more: 128 tokens.
         let text = "word ".repeat(126);
         let target = partition(0, 1);
@@ -162,7 +178,7 @@ fn benches(c: &mut Criterion) {
                 // A fresh text each time: the encoder's own cache must not answer.
                 let v = encoder.embed_now(&format!("{text}{i}")).ok();
                 if let Some(v) = v {
-                    black_box(index.search(&target, &v, 0).ok());
+                    black_box(index.search(&encoder.id, &target, &v, 0).ok());
                 }
                 t.elapsed().as_nanos() as u64
             })

@@ -131,6 +131,9 @@ impl SemanticSettings {
 pub struct SemanticEntry {
     /// The data plane that indexed it.
     pub origin: String,
+    /// The encoder that made `vector` (its files' SHA-256 and truncation): data planes
+    /// serving another encoder drop the entry.
+    pub encoder: String,
     /// The request's key without its last message.
     pub partition: [u8; 32],
     /// The exact key its answer is stored under.
@@ -251,10 +254,10 @@ impl CacheSettings {
                         }
                         "qdrant-semantic" => {
                             warnings.push(format!(
-                                "{at}: RouteIQ keeps its semantic index in each data plane's memory; Qdrant is not used (as `local-semantic`)"
+                                "{at}: RouteIQ keeps its semantic index in each data plane's memory and its answers in Redis; Qdrant is not used (as `redis-semantic`)"
                             ));
                             semantic = true;
-                            CacheKind::Local
+                            CacheKind::Redis
                         }
                         other => {
                             return Err((
@@ -390,20 +393,22 @@ impl CacheSettings {
                 text("semantic_model_s3_bucket")?,
                 text("semantic_model_s3_key")?,
             ) {
-                (Some(path), _, _) => EncoderSource::Path(path),
-                (None, Some(bucket), Some(key)) => EncoderSource::S3 { bucket, key },
-                _ => {
-                    return Err((
-                        format!("{prefix}.type"),
-                        "a semantic cache needs its sentence encoder: `semantic_model_path` (or `semantic_model_s3_bucket` and `semantic_model_s3_key`), a routing-model artifact with the minilm featurizer".to_owned(),
-                    ))
-                }
+                (Some(path), _, _) => Some(EncoderSource::Path(path)),
+                (None, Some(bucket), Some(key)) => Some(EncoderSource::S3 { bucket, key }),
+                _ => None,
             };
-            s.semantic = Some(SemanticSettings {
-                encoder,
-                max_messages,
-                max_entries,
-            });
+            match encoder {
+                Some(encoder) => {
+                    s.semantic = Some(SemanticSettings {
+                        encoder,
+                        max_messages,
+                        max_entries,
+                    })
+                }
+                None => warnings.push(format!(
+                    "{prefix}.type: a semantic cache needs its sentence encoder, `semantic_model_path` (or `semantic_model_s3_bucket` and `semantic_model_s3_key`: a routing-model artifact with the minilm featurizer); without one, requests use the exact cache only"
+                )),
+            }
         }
         Ok(s)
     }
@@ -594,9 +599,10 @@ mod tests {
         assert_eq!(s3.kind, CacheKind::Local);
         let (back, _) = parse(Json::Object(s3.to_litellm())).unwrap();
         assert_eq!(back, s3);
-        let e = parse(json!({"type": "redis-semantic"})).unwrap_err();
-        assert_eq!(e.0, "litellm_settings.cache_params.type");
-        assert!(e.1.contains("semantic_model_path"), "{e:?}");
+        // LiteLLM configs name no encoder: they load, warned, with the exact cache.
+        let (exact, w) = parse(json!({"type": "redis-semantic"})).unwrap();
+        assert_eq!((exact.kind, exact.semantic), (CacheKind::Redis, None));
+        assert!(w[0].contains("semantic_model_path"), "{w:?}");
         assert!(parse(json!({"type": "local", "semantic_model_path": "/m"}))
             .unwrap()
             .0

@@ -461,6 +461,7 @@ impl From<&crate::SemanticEntry> for pb::SemanticEntry {
     fn from(e: &crate::SemanticEntry) -> Self {
         Self {
             origin: e.origin.clone(),
+            encoder: e.encoder.clone(),
             partition: e.partition.to_vec(),
             key: e.key.to_vec(),
             expires_ms: e.expires_ms,
@@ -483,6 +484,7 @@ impl TryFrom<pb::SemanticEntry> for crate::SemanticEntry {
             partition: key_hash("semantic_entry.partition", &e.partition)?.0,
             key: key_hash("semantic_entry.key", &e.key)?.0,
             origin: e.origin,
+            encoder: e.encoder,
             expires_ms: e.expires_ms,
             vector: e.vector,
         })

@@ -60,9 +60,7 @@ pub async fn receive(client: async_nats::Client, app: Arc<App>) {
                     c.semantic.is_some() && c.kind == routeiq_proto::CacheKind::Redis
                 });
             if shared_semantic {
-                let app = Arc::clone(&app);
-                // An insert takes tens of microseconds: off this runtime's one thread.
-                tokio::task::spawn_blocking(move || app.cache.index_shared(&entry));
+                app.cache.index_shared(entry);
             }
         }
     }

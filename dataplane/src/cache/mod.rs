@@ -105,6 +105,9 @@ pub struct Entry {
     pub usage: Option<Usage>,
     /// What the answer cost (USD).
     pub cost: f64,
+    /// The semantic partition of the request it answered, if the semantic cache took it: a
+    /// semantic hit must match it (see [`semantic`]).
+    pub partition: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +126,7 @@ impl Entry {
         }
     }
 
-    const MAGIC: &'static [u8; 4] = b"RQC1";
+    const MAGIC: &'static [u8; 4] = b"RQC2";
 
     /// The entry as stored in Redis.
     pub fn encode(&self) -> Bytes {
@@ -138,6 +141,13 @@ impl Entry {
                 b.put_u64(u.input_tokens);
                 b.put_u64(u.output_tokens);
                 b.put_u64(u.cached_input_tokens);
+            }
+            None => b.put_u8(0),
+        }
+        match &self.partition {
+            Some(p) => {
+                b.put_u8(1);
+                b.put_slice(p);
             }
             None => b.put_u8(0),
         }
@@ -180,6 +190,16 @@ impl Entry {
                 })
             }
         };
+        need(&b, 1)?;
+        let partition = match b.get_u8() {
+            0 => None,
+            _ => {
+                need(&b, 32)?;
+                let mut p = [0u8; 32];
+                b.copy_to_slice(&mut p);
+                Some(p)
+            }
+        };
         need(&b, 5)?;
         let kind = b.get_u8();
         let n = b.get_u32() as usize;
@@ -201,6 +221,7 @@ impl Entry {
             answer,
             usage,
             cost,
+            partition,
         })
     }
 }
@@ -280,6 +301,7 @@ impl Plan {
                 text,
                 threshold: s.similarity_threshold as f32,
                 vector: None,
+                encoder: None,
             }),
             None => None,
         };
@@ -473,14 +495,12 @@ pub struct Cache {
     redis: Option<ConnectionManager>,
     redis_down_until_ms: AtomicU64,
     /// Moves on at every deletion: an answer looked up before one is not stored after it.
-    epoch: AtomicU64,
+    epoch: Arc<AtomicU64>,
     semantic: Arc<semantic::Index>,
-    /// Attached with Redis: where the entries this data plane indexes go to be shared with
-    /// the others (see [`Cache::share_semantic`]), and this data plane's id.
-    share: std::sync::OnceLock<(
-        String,
-        tokio::sync::mpsc::Sender<routeiq_proto::SemanticEntry>,
-    )>,
+    indexer: semantic::Indexer,
+    /// Attached: where the entries this data plane indexes go to be shared with the others
+    /// (see [`Cache::share_semantic`]), and this data plane's id.
+    share: semantic::Share,
     pub metrics: CacheMetrics,
 }
 
@@ -488,16 +508,27 @@ impl Cache {
     /// A cache with a token memory tier: [`Cache::configure`] sizes it when the cache is
     /// on (TinyUFO sizes its frequency sketch up front).
     pub fn new(redis: Option<ConnectionManager>) -> prometheus::Result<Self> {
+        let metrics = CacheMetrics::new()?;
+        let epoch = Arc::new(AtomicU64::new(0));
+        let semantic = Arc::new(semantic::Index::new(
+            routeiq_proto::SemanticSettings::DEFAULT_MAX_ENTRIES as usize,
+        ));
+        let share = semantic::Share::default();
+        let indexer = semantic::Indexer::start(
+            Arc::clone(&semantic),
+            Arc::clone(&epoch),
+            Arc::clone(&share),
+            metrics.semantic_entries.clone(),
+        );
         Ok(Self {
             memory: ArcSwap::from_pointee(Memory::new(UNCONFIGURED_BYTES)),
             redis,
             redis_down_until_ms: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            semantic: Arc::new(semantic::Index::new(
-                routeiq_proto::SemanticSettings::DEFAULT_MAX_ENTRIES as usize,
-            )),
-            share: std::sync::OnceLock::new(),
-            metrics: CacheMetrics::new()?,
+            epoch,
+            semantic,
+            indexer,
+            share,
+            metrics,
         })
     }
 
@@ -564,6 +595,7 @@ impl Cache {
                     answer: Answer::Full(Bytes::new()),
                     usage: None,
                     cost: 0.0,
+                    partition: None,
                 };
                 memory.count(0, -(old.entry.size() as i64), &self.metrics);
                 memory.ufo.put(
@@ -607,8 +639,9 @@ impl Cache {
 
     /// On an exact miss: the answer of the most similar earlier request in the plan's
     /// partition, when it is similar enough (the plan of that answer, the answer, the
-    /// similarity). The request's last message is embedded first (kept in the plan, for
-    /// [`Cache::put`] to index the answer under).
+    /// similarity). The request's last message is embedded only when its partition has
+    /// entries (the embedding is kept in the plan; otherwise [`Cache::put`] has the indexer
+    /// embed it off the request path).
     pub async fn similar(
         &self,
         plan: &mut Plan,
@@ -616,38 +649,54 @@ impl Cache {
     ) -> Option<(Plan, Entry, f32)> {
         let read = plan.read;
         let query = plan.semantic.as_mut()?;
-        let vector = match encoder?.embed(&query.text).await {
-            Ok(v) => v,
-            Err(e) => {
+        let encoder = encoder?;
+        query.encoder = Some(Arc::clone(&encoder));
+        if !read || !self.semantic.has(&encoder.id, &query.partition) {
+            return None;
+        }
+        let embedded = tokio::time::timeout(EMBED_WAIT, encoder.embed_whole_async(&query.text));
+        let vector = match embedded.await {
+            Ok(Ok(v)) => v?,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "semantic cache: the encoder failed; exact cache only");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("semantic cache: the encoder is busy; a miss");
                 return None;
             }
         };
         query.vector = Some(Arc::clone(&vector));
-        if !read {
-            return None;
-        }
-        let found = match self.semantic.search(&query.partition, &vector, now_ms()) {
-            Ok(found) => found?,
-            Err(e) => {
+        let found = self
+            .semantic
+            .search(&encoder.id, &query.partition, &vector, now_ms())
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "semantic cache: search failed");
-                return None;
-            }
-        };
-        self.metrics
-            .semantic_similarity
-            .observe(f64::from(found.similarity));
-        if found.similarity < query.threshold {
-            return None;
+                Vec::new()
+            });
+        if let Some(best) = found.first() {
+            self.metrics
+                .semantic_similarity
+                .observe(f64::from(best.similarity));
         }
-        let matched = Plan {
-            key: found.key,
-            hex: routeiq_proto::hex(&found.key),
-            semantic: None,
-            ..plan.clone()
-        };
-        let entry = self.get(&matched).await?;
-        Some((matched, entry, found.similarity))
+        let (partition, threshold) = (query.partition, query.threshold);
+        // Best first; an answer deleted or evicted since leaves the next one its chance.
+        for m in found.into_iter().take_while(|m| m.similarity >= threshold) {
+            let matched = Plan {
+                key: m.key,
+                hex: routeiq_proto::hex(&m.key),
+                semantic: None,
+                ..plan.clone()
+            };
+            if let Some(entry) = self.get(&matched).await {
+                // Only an answer stored for this very partition (an entry shared by
+                // another data plane is not taken on trust).
+                if entry.partition == Some(partition) {
+                    return Some((matched, entry, m.similarity));
+                }
+            }
+        }
+        None
     }
 
     async fn redis_get(&self, hex: &str) -> Option<Entry> {
@@ -732,6 +781,7 @@ impl Cache {
             answer,
             usage,
             cost,
+            partition: plan.semantic.as_ref().map(|q| q.partition),
         };
         if entry.size() > MAX_ENTRY || self.epoch() != plan.epoch {
             return;
@@ -768,51 +818,26 @@ impl Cache {
 
 /// Entries waiting to be shared; past this, new ones are not shared.
 const SHARE_BUFFER: usize = 1024;
+/// The longest a lookup waits for the encoder (it is a miss after that).
+const EMBED_WAIT: Duration = Duration::from_secs(1);
 
 impl Cache {
-    /// Indexes a stored answer under its request's embedding, off the request path; with
-    /// Redis (where the answer is shared), the entry is offered to the other data planes.
-    fn index(self: &Arc<Self>, plan: &Plan, q: &semantic::Query, expires_ms: u64) {
-        let Some(vector) = q.vector.clone() else {
-            return;
-        };
-        let (me, partition, key, epoch) = (Arc::clone(self), q.partition, plan.key, plan.epoch);
-        let share = plan.shared;
-        tokio::task::spawn_blocking(move || {
-            if me.epoch() != epoch {
-                return;
-            }
-            if !me.index_entry(partition, key, expires_ms, &vector) || !share {
-                return;
-            }
-            if let Some((origin, tx)) = me.share.get() {
-                let entry = routeiq_proto::SemanticEntry {
-                    origin: origin.clone(),
-                    partition,
-                    key,
-                    expires_ms,
-                    vector: vector.to_vec(),
-                };
-                if tx.try_send(entry).is_err() {
-                    tracing::debug!("semantic cache: share buffer full; entry kept local");
-                }
-            }
-        });
-    }
-
-    fn index_entry(&self, partition: [u8; 32], key: [u8; 32], expires_ms: u64, v: &[f32]) -> bool {
-        let done = self.semantic.insert(partition, key, expires_ms, v);
-        if let Err(e) = &done {
-            tracing::warn!(error = %e, "semantic cache: indexing failed");
+    /// Has the indexer index a stored answer under its request's embedding; with Redis
+    /// (where the answer is shared), the entry is offered to the other data planes.
+    fn index(&self, plan: &Plan, query: &semantic::Query, expires_ms: u64) {
+        if query.encoder.is_some() {
+            self.indexer.offer(semantic::Job::Local {
+                query: query.clone(),
+                key: plan.key,
+                expires_ms,
+                epoch: plan.epoch,
+                share: plan.shared,
+            });
         }
-        self.metrics
-            .semantic_entries
-            .set(self.semantic.len() as i64);
-        done.is_ok()
     }
 
-    /// Starts sharing indexed entries (attached, for `redis-semantic`): the receiver gets
-    /// each entry this data plane (`origin`) indexes from now on.
+    /// Starts sharing indexed entries (attached): the receiver gets each entry this data
+    /// plane (`origin`) indexes for a `redis-semantic` cache from now on.
     pub fn share_semantic(
         &self,
         origin: String,
@@ -822,16 +847,10 @@ impl Cache {
         Some(rx)
     }
 
-    /// Indexes an entry another data plane shared (its answer is in Redis), unless it is
-    /// this data plane's own or already expired.
-    pub fn index_shared(&self, e: &routeiq_proto::SemanticEntry) {
-        let own = self
-            .share
-            .get()
-            .is_some_and(|(origin, _)| *origin == e.origin);
-        if !own && e.expires_ms > now_ms() {
-            self.index_entry(e.partition, e.key, e.expires_ms, &e.vector);
-        }
+    /// Has the indexer index an entry another data plane shared (its answer is in Redis),
+    /// unless it is this data plane's own or expired, or of another encoder.
+    pub fn index_shared(&self, e: routeiq_proto::SemanticEntry) {
+        self.indexer.offer(semantic::Job::Peer(e));
     }
 }
 
@@ -880,6 +899,7 @@ mod tests {
                     cached_input_tokens: 1,
                 }),
                 cost: 0.25,
+                partition: Some([7; 32]),
             };
             assert_eq!(Entry::decode(e.encode()), Some(e.clone()));
             let enc = e.encode();

@@ -12,11 +12,13 @@
 //! key of the request without its last message (tenant, namespaces, model group, system
 //! prompt, sampling parameters...), so a semantic hit is scoped exactly like an exact one.
 //!
-//! The [`Index`] is each data plane's own: an HNSW graph per partition (usearch, int8
-//! cosine) over the embeddings of stored answers, bounded to `semantic_max_entries` in
-//! all (the oldest entry goes first; an expired one is never matched). An entry points at the exact key its answer is
+//! The [`Index`] is each data plane's own, per partition (scanned exactly while small, an
+//! HNSW graph past that), bounded to `semantic_max_entries` in all (the oldest entry goes
+//! first; an expired one is never matched). Its entries are added by the [`Indexer`], a
+//! thread of its own, off the request path. An entry points at the exact key its answer is
 //! stored under, so the answer itself lives in the memory tier and Redis, and a deleted or
-//! evicted answer is a miss.
+//! evicted answer is a miss; a stored answer also records its partition, which a semantic
+//! hit must match.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -27,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ClientApi;
 use crate::handlers::request::RawObject;
+use crate::routing::learned::featurize::Encoder;
 
 /// What a request is matched on (see [`Query::of`]).
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct Query {
     pub threshold: f32,
     /// The text's embedding, once computed (at lookup, to store it under after).
     pub vector: Option<Arc<[f32]>>,
+    /// The encoder serving when the request was looked up (none: not loaded).
+    pub encoder: Option<Arc<Encoder>>,
 }
 
 impl Query {
@@ -115,26 +120,30 @@ pub struct Match {
     pub similarity: f32,
 }
 
-/// One entry's facts (its partition's graph holds its vector under its label).
+/// One entry's facts.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     key: [u8; 32],
     expires_ms: u64,
 }
 
-/// Candidates a graph returns per search (the best one that passes is used).
+/// Candidates a search returns, best first (the first whose answer is still there wins).
 const CANDIDATES: usize = 4;
-/// A partition graph's first reservation; it doubles as the partition grows.
-const FIRST_RESERVE: usize = 16;
+/// A partition is scanned exactly up to this many entries; past it, it gets a graph.
+const FLAT_MAX: usize = 256;
 
-/// Each data plane's semantic index: one HNSW graph per partition, so a search only ever
-/// walks entries it may match, however many tenants and prompts share the index.
+/// Each data plane's semantic index. Each partition is searched on its own, so a search
+/// only ever reads entries it may match, however many tenants and prompts share the index:
+/// a small partition is scanned exactly, a large one (past [`FLAT_MAX`]) has an HNSW
+/// graph (usearch, cosine over int8-quantised vectors).
 pub struct Index {
     inner: RwLock<Inner>,
 }
 
 struct Inner {
-    /// The embeddings' dimension (the first entry's; another one starts afresh).
+    /// The encoder whose vectors the index holds (the first entry's; a local entry of
+    /// another encoder starts afresh, a shared one is dropped).
+    encoder: Arc<str>,
     dim: usize,
     max_entries: usize,
     parts: HashMap<[u8; 32], Part>,
@@ -147,8 +156,10 @@ struct Inner {
 }
 
 struct Part {
-    graph: usearch::Index,
     meta: HashMap<u64, Meta>,
+    /// The vectors while the partition is small (unit length: a dot product is the cosine).
+    flat: Vec<(u64, Arc<[f32]>)>,
+    graph: Option<usearch::Index>,
 }
 
 /// Why the index could not take or search an entry (usearch's own error).
@@ -160,6 +171,15 @@ fn index_err(e: impl std::fmt::Display) -> IndexError {
     IndexError(e.to_string())
 }
 
+/// Where an entry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This data plane stored its answer.
+    Local,
+    /// Another data plane shared it.
+    Peer,
+}
+
 impl Index {
     pub fn new(max_entries: usize) -> Self {
         Self {
@@ -167,155 +187,195 @@ impl Index {
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.inner.read().map_or(0, |i| i.entries)
+        self.read().entries
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether `partition` has entries of `encoder` (a lookup is worth an embedding).
+    pub fn has(&self, encoder: &str, partition: &[u8; 32]) -> bool {
+        let inner = self.read();
+        *inner.encoder == *encoder && inner.parts.contains_key(partition)
+    }
+
     /// The bound the index holds; a new one empties it.
     pub fn configure(&self, max_entries: usize) {
-        let Ok(mut inner) = self.inner.write() else {
-            return;
-        };
-        if inner.max_entries != max_entries.max(1) {
-            *inner = Inner::empty(max_entries);
+        if self.read().max_entries != max_entries.max(1) {
+            self.replace(max_entries);
         }
     }
 
     /// Forgets every entry.
     pub fn clear(&self) {
-        let Ok(mut inner) = self.inner.write() else {
-            return;
-        };
-        *inner = Inner::empty(inner.max_entries);
+        let max = self.read().max_entries;
+        self.replace(max);
     }
 
-    /// Adds the embedding of a stored answer's request (its exact `key`), making room by
-    /// dropping the oldest entries. An embedding of another dimension (a new encoder)
-    /// starts the index afresh.
+    /// Starts empty; the old entries are dropped after the lock is released.
+    fn replace(&self, max_entries: usize) {
+        let old = std::mem::replace(&mut *self.write(), Inner::empty(max_entries));
+        drop(old);
+    }
+
+    /// Adds the embedding of a stored answer's request (its exact `key`), made by
+    /// `encoder`, making room by dropping the oldest entries, unless `still` (asked under
+    /// the lock) says it no longer should.
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
+        origin: Origin,
+        encoder: &Arc<str>,
         partition: [u8; 32],
         key: [u8; 32],
         expires_ms: u64,
-        vector: &[f32],
+        vector: &Arc<[f32]>,
+        still: impl FnOnce() -> bool,
     ) -> Result<(), IndexError> {
-        let mut inner = self.inner.write().map_err(index_err)?;
-        if inner.dim != vector.len() {
-            *inner = Inner::empty(inner.max_entries);
-            inner.dim = vector.len();
+        let mut guard = self.write();
+        if !still() {
+            return Ok(());
         }
-        if let Some((part, label)) = inner.labels.remove(&key) {
-            inner.drop_entry(&part, label)?;
-        }
-        // The oldest go first: when there is no room, and while they have expired.
-        let now = crate::clock::now_ms();
-        while let Some(&(label, part)) = inner.order.front() {
-            let meta = inner
-                .parts
-                .get(&part)
-                .and_then(|p| p.meta.get(&label))
-                .copied();
-            let full = inner.entries >= inner.max_entries;
-            match meta {
-                Some(m) if full || m.expires_ms <= now => {
-                    inner.labels.remove(&m.key);
-                    inner.drop_entry(&part, label)?;
-                }
-                // Replaced since.
-                None => {}
-                Some(_) => break,
+        let old = if *guard.encoder != **encoder || guard.dim != vector.len() {
+            if origin == Origin::Peer && guard.entries > 0 {
+                // Another encoder's vectors are not comparable with these.
+                return Ok(());
             }
-            inner.order.pop_front();
-        }
-        let label = inner.next_label;
-        inner.next_label += 1;
-        let dim = inner.dim;
-        let part = match inner.parts.entry(partition) {
-            std::collections::hash_map::Entry::Occupied(p) => p.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(Part::new(dim)?),
+            let mut fresh = Inner::empty(guard.max_entries);
+            fresh.encoder = Arc::clone(encoder);
+            fresh.dim = vector.len();
+            Some(std::mem::replace(&mut *guard, fresh))
+        } else {
+            None
         };
-        let graph = &part.graph;
-        if graph.size() + 1 > graph.capacity() {
-            graph
-                .reserve((graph.capacity() * 2).max(FIRST_RESERVE))
-                .map_err(index_err)?;
-        }
-        graph.add(label, vector).map_err(index_err)?;
-        part.meta.insert(label, Meta { key, expires_ms });
-        inner.labels.insert(key, (partition, label));
-        inner.order.push_back((label, partition));
-        inner.entries += 1;
-        if inner.order.len() > 2 * inner.max_entries {
-            // Mostly replaced entries' labels: keep the live ones.
-            let Inner { order, parts, .. } = &mut *inner;
-            order.retain(|(l, p)| parts.get(p).is_some_and(|x| x.meta.contains_key(l)));
-        }
-        Ok(())
+        let done = guard.add(partition, key, expires_ms, vector);
+        drop(guard);
+        drop(old);
+        done
     }
 
-    /// The most similar live entry of `partition` to `vector`, if any.
+    /// The live entries of `partition` most similar to `vector` (of `encoder`), best first.
     pub fn search(
         &self,
+        encoder: &str,
         partition: &[u8; 32],
         vector: &[f32],
         now_ms: u64,
-    ) -> Result<Option<Match>, IndexError> {
-        let inner = self.inner.read().map_err(index_err)?;
-        let Some(part) = inner
+    ) -> Result<Vec<Match>, IndexError> {
+        let inner = self.read();
+        let part = inner
             .parts
             .get(partition)
-            .filter(|_| inner.dim == vector.len())
-        else {
-            return Ok(None);
+            .filter(|_| *inner.encoder == *encoder && inner.dim == vector.len());
+        let Some(part) = part else {
+            return Ok(Vec::new());
         };
-        let meta = &part.meta;
-        let found = part
-            .graph
-            .filtered_search(vector, CANDIDATES, |label: u64| {
-                meta.get(&label).is_some_and(|m| m.expires_ms > now_ms)
-            })
-            .map_err(index_err)?;
-        let best = found
-            .keys
-            .iter()
-            .zip(&found.distances)
-            .filter_map(|(label, d)| Some((meta.get(label)?, 1.0 - d)))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        Ok(best.map(|(m, similarity)| Match {
-            key: m.key,
-            similarity,
-        }))
+        let live = |label: &u64| part.meta.get(label).filter(|m| m.expires_ms > now_ms);
+        let mut found: Vec<Match> = match &part.graph {
+            None => part
+                .flat
+                .iter()
+                .filter_map(|(label, v)| {
+                    let m = live(label)?;
+                    Some(Match {
+                        key: m.key,
+                        similarity: crate::routing::learned::artifact::dot(v, vector),
+                    })
+                })
+                .collect(),
+            Some(graph) => {
+                let hits = graph
+                    .filtered_search(vector, CANDIDATES, |label: u64| live(&label).is_some())
+                    .map_err(index_err)?;
+                hits.keys
+                    .iter()
+                    .zip(&hits.distances)
+                    .filter_map(|(label, d)| {
+                        Some(Match {
+                            key: live(label)?.key,
+                            similarity: 1.0 - d,
+                        })
+                    })
+                    .collect()
+            }
+        };
+        found.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        found.truncate(CANDIDATES);
+        Ok(found)
     }
 }
 
 impl Part {
-    fn new(dim: usize) -> Result<Self, IndexError> {
-        let graph = usearch::Index::new(&usearch::IndexOptions {
-            dimensions: dim,
-            metric: usearch::MetricKind::Cos,
-            quantization: usearch::ScalarKind::I8,
-            connectivity: 16,
-            expansion_add: 64,
-            expansion_search: 48,
-            multi: false,
-        })
-        .map_err(index_err)?;
-        graph.reserve(FIRST_RESERVE).map_err(index_err)?;
-        Ok(Self {
-            graph,
+    fn new() -> Self {
+        Self {
             meta: HashMap::new(),
-        })
+            flat: Vec::new(),
+            graph: None,
+        }
     }
+
+    fn add(&mut self, label: u64, vector: &Arc<[f32]>) -> Result<(), IndexError> {
+        if self.graph.is_none() && self.flat.len() < FLAT_MAX {
+            self.flat.push((label, Arc::clone(vector)));
+            return Ok(());
+        }
+        if self.graph.is_none() {
+            let graph = new_graph(vector.len())?;
+            graph.reserve(FLAT_MAX * 2).map_err(index_err)?;
+            for (l, v) in &self.flat {
+                graph.add(*l, v).map_err(index_err)?;
+            }
+            self.flat = Vec::new();
+            self.graph = Some(graph);
+        }
+        if let Some(graph) = &self.graph {
+            if graph.size() + 1 > graph.capacity() {
+                graph.reserve(graph.capacity() * 2).map_err(index_err)?;
+            }
+            graph.add(label, vector).map_err(index_err)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, label: u64) -> Result<(), IndexError> {
+        match &self.graph {
+            Some(graph) => graph.remove(label).map(drop).map_err(index_err),
+            None => {
+                self.flat.retain(|(l, _)| *l != label);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn new_graph(dim: usize) -> Result<usearch::Index, IndexError> {
+    usearch::Index::new(&usearch::IndexOptions {
+        dimensions: dim,
+        metric: usearch::MetricKind::Cos,
+        quantization: usearch::ScalarKind::I8,
+        connectivity: 16,
+        expansion_add: 64,
+        expansion_search: 48,
+        multi: false,
+    })
+    .map_err(index_err)
 }
 
 impl Inner {
     fn empty(max_entries: usize) -> Self {
         Self {
+            encoder: Arc::from(""),
             dim: 0,
             max_entries: max_entries.max(1),
             parts: HashMap::new(),
@@ -326,6 +386,53 @@ impl Inner {
         }
     }
 
+    fn add(
+        &mut self,
+        partition: [u8; 32],
+        key: [u8; 32],
+        expires_ms: u64,
+        vector: &Arc<[f32]>,
+    ) -> Result<(), IndexError> {
+        if let Some((part, label)) = self.labels.remove(&key) {
+            self.drop_entry(&part, label)?;
+        }
+        // The oldest go first: when there is no room, and while they have expired.
+        let now = crate::clock::now_ms();
+        while let Some(&(label, part)) = self.order.front() {
+            let meta = self
+                .parts
+                .get(&part)
+                .and_then(|p| p.meta.get(&label))
+                .copied();
+            let full = self.entries >= self.max_entries;
+            match meta {
+                Some(m) if full || m.expires_ms <= now => {
+                    self.labels.remove(&m.key);
+                    self.drop_entry(&part, label)?;
+                }
+                // Replaced since.
+                None => {}
+                Some(_) => break,
+            }
+            self.order.pop_front();
+        }
+        let label = self.next_label;
+        self.next_label += 1;
+        let part = self.parts.entry(partition).or_insert_with(Part::new);
+        part.add(label, vector)?;
+        part.meta.insert(label, Meta { key, expires_ms });
+        self.labels.insert(key, (partition, label));
+        self.order.push_back((label, partition));
+        self.entries += 1;
+        if self.order.len() > 2 * self.max_entries {
+            // Mostly replaced entries' labels: keep the live ones.
+            let parts = &self.parts;
+            self.order
+                .retain(|(l, p)| parts.get(p).is_some_and(|x| x.meta.contains_key(l)));
+        }
+        Ok(())
+    }
+
     /// Drops an entry from its partition (and the partition once it is empty).
     fn drop_entry(&mut self, partition: &[u8; 32], label: u64) -> Result<(), IndexError> {
         let Some(part) = self.parts.get_mut(partition) else {
@@ -333,12 +440,154 @@ impl Inner {
         };
         if part.meta.remove(&label).is_some() {
             self.entries -= 1;
-            part.graph.remove(label).map_err(index_err)?;
+            part.remove(label)?;
         }
         if part.meta.is_empty() {
             self.parts.remove(partition);
         }
         Ok(())
+    }
+}
+
+/// Work for the [`Indexer`].
+pub enum Job {
+    /// An answer this data plane stored: its request's query (embedded here when the
+    /// lookup did not), under the cache epoch it was looked up in.
+    Local {
+        query: Query,
+        key: [u8; 32],
+        expires_ms: u64,
+        epoch: u64,
+        /// Offer it to the other data planes (its answer is in Redis).
+        share: bool,
+    },
+    /// An entry another data plane shared.
+    Peer(routeiq_proto::SemanticEntry),
+}
+
+/// Jobs waiting; past this, new ones are dropped (each costs a future hit, nothing else).
+const JOBS: usize = 4096;
+
+/// Where this data plane's new entries go to be shared, and its id (attached mode).
+pub type Share = Arc<
+    std::sync::OnceLock<(
+        String,
+        tokio::sync::mpsc::Sender<routeiq_proto::SemanticEntry>,
+    )>,
+>;
+
+/// One thread that embeds (when needed) and indexes stored answers and shared entries, off
+/// the request path, one at a time, from a bounded queue.
+pub struct Indexer {
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+}
+
+impl Indexer {
+    pub fn start(
+        index: Arc<Index>,
+        epoch: Arc<std::sync::atomic::AtomicU64>,
+        share: Share,
+        entries: prometheus::IntGauge,
+    ) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(JOBS);
+        let run = move || {
+            for job in rx {
+                run(&index, &epoch, &share, job);
+                entries.set(index.len() as i64);
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("routeiq-semantic".into())
+            .spawn(run);
+        if let Err(e) = &spawned {
+            tracing::error!(error = %e, "semantic cache: cannot start its indexer; nothing is indexed");
+        }
+        Self {
+            jobs: spawned.ok().map(|_| tx),
+        }
+    }
+
+    /// Queues a job; a full queue drops it.
+    pub fn offer(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            if jobs.try_send(job).is_err() {
+                tracing::debug!("semantic cache: indexer busy; an entry is not indexed");
+            }
+        }
+    }
+}
+
+fn run(index: &Index, epoch: &std::sync::atomic::AtomicU64, share: &Share, job: Job) {
+    use std::sync::atomic::Ordering;
+    let done = match job {
+        Job::Local {
+            query,
+            key,
+            expires_ms,
+            epoch: at,
+            share: shared,
+        } => {
+            let Some(encoder) = query.encoder.clone() else {
+                return;
+            };
+            let vector = match query.vector.clone() {
+                Some(v) => Some(v),
+                None => encoder.embed_whole(&query.text).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "semantic cache: the encoder failed");
+                    None
+                }),
+            };
+            let Some(vector) = vector else {
+                return;
+            };
+            let still = || epoch.load(Ordering::Acquire) == at;
+            let id = &encoder.id;
+            let done = index.insert(
+                Origin::Local,
+                id,
+                query.partition,
+                key,
+                expires_ms,
+                &vector,
+                still,
+            );
+            if done.is_ok() && shared {
+                if let Some((origin, tx)) = share.get() {
+                    let entry = routeiq_proto::SemanticEntry {
+                        origin: origin.clone(),
+                        encoder: id.to_string(),
+                        partition: query.partition,
+                        key,
+                        expires_ms,
+                        vector: vector.to_vec(),
+                    };
+                    if tx.try_send(entry).is_err() {
+                        tracing::debug!("semantic cache: share buffer full; entry kept local");
+                    }
+                }
+            }
+            done
+        }
+        Job::Peer(e) => {
+            let own = share.get().is_some_and(|(origin, _)| *origin == e.origin);
+            if own || e.expires_ms <= crate::clock::now_ms() {
+                return;
+            }
+            let vector: Arc<[f32]> = e.vector.into();
+            let encoder: Arc<str> = e.encoder.into();
+            index.insert(
+                Origin::Peer,
+                &encoder,
+                e.partition,
+                e.key,
+                e.expires_ms,
+                &vector,
+                || true,
+            )
+        }
+    };
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "semantic cache: indexing failed");
     }
 }
 
@@ -400,53 +649,144 @@ mod tests {
         assert!(split(empty_tools, 1).is_some());
     }
 
+    fn add(index: &Index, origin: Origin, enc: &str, p: [u8; 32], key: u8, exp: u64, v: &[f32]) {
+        let v: Arc<[f32]> = v.into();
+        index
+            .insert(origin, &Arc::from(enc), p, [key; 32], exp, &v, || true)
+            .unwrap();
+    }
+
+    fn best(index: &Index, enc: &str, p: &[u8; 32], v: &[f32], now: u64) -> Option<Match> {
+        index.search(enc, p, v, now).unwrap().first().copied()
+    }
+
     #[test]
     fn finds_the_nearest_entry_of_its_partition_only() {
         let index = Index::new(100);
         let (p, q) = ([1u8; 32], [2u8; 32]);
-        index
-            .insert(p, [10; 32], u64::MAX, &unit(&[1.0, 0.0, 0.0, 0.1]))
+        add(
+            &index,
+            Origin::Local,
+            "e",
+            p,
+            10,
+            u64::MAX,
+            &unit(&[1.0, 0.0, 0.0, 0.1]),
+        );
+        add(
+            &index,
+            Origin::Local,
+            "e",
+            p,
+            11,
+            u64::MAX,
+            &unit(&[0.0, 1.0, 0.0, 0.1]),
+        );
+        add(
+            &index,
+            Origin::Local,
+            "e",
+            q,
+            12,
+            u64::MAX,
+            &unit(&[1.0, 0.05, 0.0, 0.1]),
+        );
+        assert!(index.has("e", &p) && !index.has("other", &p) && !index.has("e", &[3; 32]));
+        let found = index
+            .search("e", &p, &unit(&[0.9, 0.1, 0.0, 0.1]), 0)
             .unwrap();
-        index
-            .insert(p, [11; 32], u64::MAX, &unit(&[0.0, 1.0, 0.0, 0.1]))
-            .unwrap();
-        index
-            .insert(q, [12; 32], u64::MAX, &unit(&[1.0, 0.05, 0.0, 0.1]))
-            .unwrap();
-        let m = index
-            .search(&p, &unit(&[0.9, 0.1, 0.0, 0.1]), 0)
-            .unwrap()
-            .unwrap();
-        assert_eq!(m.key, [10; 32]);
-        assert!(m.similarity > 0.95 && m.similarity <= 1.01, "{m:?}");
-        let m = index
-            .search(&q, &unit(&[0.0, 1.0, 0.0, 0.1]), 0)
-            .unwrap()
-            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].key, [10; 32], "best first");
+        assert!(
+            found[0].similarity > 0.95 && found[0].similarity <= 1.01,
+            "{found:?}"
+        );
+        assert!(found[1].similarity < found[0].similarity);
+        let m = best(&index, "e", &q, &unit(&[0.0, 1.0, 0.0, 0.1]), 0).unwrap();
         assert_eq!(m.key, [12; 32], "only its own partition");
         assert!(m.similarity < 0.2, "{m:?}");
         assert_eq!(
-            index
-                .search(&[3; 32], &unit(&[1.0, 0.0, 0.0, 0.0]), 0)
-                .unwrap(),
+            best(&index, "e", &[3; 32], &unit(&[1.0, 0.0, 0.0, 0.0]), 0),
             None
         );
+        assert_eq!(
+            best(&index, "other", &p, &unit(&[1.0, 0.0, 0.0, 0.1]), 0),
+            None,
+            "another encoder"
+        );
         // Expired entries are never matched.
-        index
-            .insert(p, [13; 32], 5, &unit(&[0.0, 0.0, 1.0, 0.0]))
-            .unwrap();
-        let m = index
-            .search(&p, &unit(&[0.0, 0.0, 1.0, 0.0]), 10)
-            .unwrap()
-            .unwrap();
+        add(
+            &index,
+            Origin::Local,
+            "e",
+            p,
+            13,
+            5,
+            &unit(&[0.0, 0.0, 1.0, 0.0]),
+        );
+        let m = best(&index, "e", &p, &unit(&[0.0, 0.0, 1.0, 0.0]), 10).unwrap();
         assert_ne!(m.key, [13; 32]);
+        assert_eq!(index.len(), 4);
+        // An insert that no longer should (a flush came first) is dropped under the lock.
+        let v: Arc<[f32]> = unit(&[0.5, 0.5, 0.0, 0.0]).into();
+        index
+            .insert(
+                Origin::Local,
+                &Arc::from("e"),
+                p,
+                [14; 32],
+                u64::MAX,
+                &v,
+                || false,
+            )
+            .unwrap();
         assert_eq!(index.len(), 4);
         index.clear();
         assert!(index.is_empty());
-        assert_eq!(
-            index.search(&p, &unit(&[1.0, 0.0, 0.0, 0.1]), 0).unwrap(),
-            None
-        );
+        assert_eq!(best(&index, "e", &p, &unit(&[1.0, 0.0, 0.0, 0.1]), 0), None);
+    }
+
+    #[test]
+    fn another_encoders_entries_start_afresh_or_are_dropped() {
+        let index = Index::new(100);
+        let p = [1u8; 32];
+        add(&index, Origin::Local, "a", p, 1, u64::MAX, &[1.0, 0.0]);
+        // A peer's entry of another encoder (or dimension) is not comparable: dropped.
+        add(&index, Origin::Peer, "b", p, 2, u64::MAX, &[1.0, 0.0]);
+        add(&index, Origin::Peer, "a", p, 3, u64::MAX, &[1.0, 0.0, 0.0]);
+        assert_eq!(index.len(), 1);
+        add(&index, Origin::Peer, "a", p, 4, u64::MAX, &[0.0, 1.0]);
+        assert_eq!(index.len(), 2);
+        // This data plane's new encoder starts the index afresh.
+        add(&index, Origin::Local, "b", p, 5, u64::MAX, &[1.0, 0.0]);
+        assert_eq!(index.len(), 1);
+        assert_eq!(best(&index, "b", &p, &[1.0, 0.0], 0).unwrap().key, [5; 32]);
+        assert_eq!(best(&index, "a", &p, &[1.0, 0.0], 0), None);
+    }
+
+    #[test]
+    fn a_large_partition_moves_to_a_graph_and_still_finds_its_entries() {
+        let index = Index::new(10_000);
+        let p = [1u8; 32];
+        let vector = |i: usize| -> Vec<f32> {
+            let a = i as f32 * 0.37;
+            unit(&[a.cos(), a.sin(), (a * 0.5).cos(), (a * 1.7).sin()])
+        };
+        for i in 0..(FLAT_MAX + 100) {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let v: Arc<[f32]> = vector(i).into();
+            index
+                .insert(Origin::Local, &Arc::from("e"), p, key, u64::MAX, &v, || {
+                    true
+                })
+                .unwrap();
+        }
+        assert!(index.read().parts[&p].graph.is_some());
+        for i in [0, 7, FLAT_MAX + 50] {
+            let m = best(&index, "e", &p, &vector(i), 0).unwrap();
+            assert!(m.similarity > 0.99, "{i}: {m:?}");
+        }
     }
 
     #[test]
@@ -455,27 +795,24 @@ mod tests {
         let p = [1u8; 32];
         for i in 0..10u8 {
             let angle = f32::from(i) * 0.3;
-            index
-                .insert(p, [i; 32], u64::MAX, &[angle.cos(), angle.sin()])
-                .unwrap();
+            add(
+                &index,
+                Origin::Local,
+                "e",
+                p,
+                i,
+                u64::MAX,
+                &[angle.cos(), angle.sin()],
+            );
             assert!(index.len() <= 3);
         }
         assert_eq!(index.len(), 3);
         // The oldest went first: the first entries' own vectors find only newer ones.
-        let m = index.search(&p, &[1.0, 0.0], 0).unwrap().unwrap();
-        assert_eq!(m.key, [7; 32]);
+        assert_eq!(best(&index, "e", &p, &[1.0, 0.0], 0).unwrap().key, [7; 32]);
         // Storing a key again replaces its entry.
-        index.insert(p, [9; 32], u64::MAX, &[1.0, 0.0]).unwrap();
+        add(&index, Origin::Local, "e", p, 9, u64::MAX, &[1.0, 0.0]);
         assert_eq!(index.len(), 3);
-        assert_eq!(
-            index.search(&p, &[1.0, 0.0], 0).unwrap().unwrap().key,
-            [9; 32]
-        );
-        // A new dimension (a new encoder) starts afresh.
-        index
-            .insert(p, [20; 32], u64::MAX, &[1.0, 0.0, 0.0])
-            .unwrap();
-        assert_eq!(index.len(), 1);
+        assert_eq!(best(&index, "e", &p, &[1.0, 0.0], 0).unwrap().key, [9; 32]);
         index.configure(5);
         assert!(index.is_empty(), "a new bound empties it");
     }

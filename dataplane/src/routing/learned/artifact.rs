@@ -147,7 +147,7 @@ impl std::fmt::Debug for Model {
 }
 
 /// `a . b` in eight lanes (so it vectorises), summed lane by lane at the end.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a8
@@ -190,6 +190,17 @@ fn project(w_t: &[f32], d: usize, e: &[f32]) -> Vec<f32> {
         }
     }
     q
+}
+
+/// What identifies an encoder's embeddings: its model's and tokenizer's SHA-256 (from the
+/// manifest, checked against the files) and its truncation.
+fn encoder_id(manifest: &Manifest, max_tokens: usize) -> String {
+    let file = |name: &str| manifest.files.get(name).map_or("", String::as_str);
+    format!(
+        "{}:{}:{max_tokens}",
+        file("encoder.onnx"),
+        file("tokenizer.json")
+    )
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -349,6 +360,7 @@ impl Model {
                 files.get("tokenizer.json")?,
                 *max_tokens,
                 *dim,
+                encoder_id(&manifest, *max_tokens),
             )?)),
             Some(other) => return Err(invalid(format!("unsupported featurizer {other:?}"))),
         };

@@ -87,6 +87,11 @@ pub struct Encoder {
     tokenizer: Tokenizer,
     sessions: SessionPool,
     pub dim: usize,
+    /// Tokens read at most (the rest of a longer text is cut off).
+    pub max_tokens: usize,
+    /// Identifies the embeddings this encoder makes (its files and truncation): vectors of
+    /// two encoders are not comparable.
+    pub id: Arc<str>,
     cache: Mutex<lru::LruCache<u64, Arc<[f32]>>>,
     /// Bounds the embeddings computed at once (one per pooled session).
     permits: tokio::sync::Semaphore,
@@ -104,6 +109,7 @@ impl Encoder {
         tokenizer: &[u8],
         max_tokens: usize,
         dim: usize,
+        id: String,
     ) -> Result<Self, LoadError> {
         let mut tokenizer = Tokenizer::from_bytes(tokenizer)
             .map_err(|e| LoadError::Invalid(format!("tokenizer.json: {e}")))?;
@@ -120,6 +126,8 @@ impl Encoder {
             tokenizer,
             sessions,
             dim,
+            max_tokens,
+            id: id.into(),
             cache: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -138,27 +146,79 @@ impl Encoder {
         if let Some(e) = self.cached(key) {
             return Ok(e);
         }
+        let t = Arc::clone(text);
+        let e = self.on_pool(move |me| me.embed_now(&t)).await?;
+        self.keep(key, &e);
+        Ok(e)
+    }
+
+    /// [`Encoder::embed_whole`] on the blocking pool, unless cached.
+    pub async fn embed_whole_async(
+        self: &Arc<Self>,
+        text: &Arc<str>,
+    ) -> Result<Option<Arc<[f32]>>, LoadError> {
+        let key = prompt_hash(text);
+        // A cached embedding may be of a cut text; a short text's is whole.
+        if let Some(e) = self.cached(key).filter(|_| self.short(text)) {
+            return Ok(Some(e));
+        }
+        let t = Arc::clone(text);
+        let e = self.on_pool(move |me| me.embed_whole(&t)).await?;
+        if let Some(e) = &e {
+            self.keep(key, e);
+        }
+        Ok(e)
+    }
+
+    async fn on_pool<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Encoder) -> Result<T, LoadError> + Send + 'static,
+    ) -> Result<T, LoadError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| LoadError::Invalid("encoder closed".into()))?;
-        let (me, text) = (Arc::clone(self), Arc::clone(text));
-        let e = tokio::task::spawn_blocking(move || me.embed_now(&text))
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&me))
             .await
-            .map_err(|e| LoadError::Invalid(format!("encoder task: {e}")))??;
+            .map_err(|e| LoadError::Invalid(format!("encoder task: {e}")))?
+    }
+
+    fn keep(&self, key: u64, e: &Arc<[f32]>) {
         if let Ok(mut c) = self.cache.lock() {
-            c.put(key, Arc::clone(&e));
+            c.put(key, Arc::clone(e));
         }
-        Ok(e)
+    }
+
+    /// A token is at least one byte, plus [CLS] and [SEP]: a text this short always fits.
+    fn short(&self, text: &str) -> bool {
+        text.len() + 2 <= self.max_tokens
+    }
+
+    /// The embedding of the whole of `text`, on this thread; `None` when the encoder would
+    /// read only its first [`Encoder::max_tokens`] tokens (two texts alike up to there
+    /// would get the same embedding).
+    pub fn embed_whole(&self, text: &str) -> Result<Option<Arc<[f32]>>, LoadError> {
+        let enc = self.tokenize(text)?;
+        if !self.short(text) && !enc.get_overflowing().is_empty() {
+            return Ok(None);
+        }
+        self.embed_encoding(&enc).map(Some)
+    }
+
+    fn tokenize(&self, text: &str) -> Result<tokenizers::Encoding, LoadError> {
+        self.tokenizer
+            .encode(text, true)
+            .map_err(|e| LoadError::Invalid(format!("tokenize: {e}")))
     }
 
     /// The embedding of `text`, on this thread.
     pub fn embed_now(&self, text: &str) -> Result<Arc<[f32]>, LoadError> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| LoadError::Invalid(format!("tokenize: {e}")))?;
+        self.embed_encoding(&self.tokenize(text)?)
+    }
+
+    fn embed_encoding(&self, enc: &tokenizers::Encoding) -> Result<Arc<[f32]>, LoadError> {
         let ids: Vec<i64> = enc.get_ids().iter().map(|x| i64::from(*x)).collect();
         let mask: Vec<i64> = enc
             .get_attention_mask()
