@@ -55,12 +55,15 @@ pub async fn receive(client: async_nats::Client, app: Arc<App>) {
                     continue;
                 }
             };
-            let shared_semantic =
-                app.load().cache.as_ref().is_some_and(|c| {
-                    c.semantic.is_some() && c.kind == routeiq_proto::CacheKind::Redis
-                });
-            if shared_semantic {
-                app.cache.index_shared(entry);
+            let live = app.load();
+            let shared_semantic = live
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.semantic.is_some() && c.kind == routeiq_proto::CacheKind::Redis);
+            // Entries are comparable only with this data plane's own (loaded) encoder.
+            let encoder = live.semantic_encoder.as_ref().and_then(|s| s.encoder());
+            if let Some(encoder) = encoder.filter(|_| shared_semantic) {
+                app.cache.index_shared(entry, &encoder.id);
             }
         }
     }

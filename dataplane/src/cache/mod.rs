@@ -127,6 +127,8 @@ impl Entry {
     }
 
     const MAGIC: &'static [u8; 4] = b"RQC2";
+    /// The format before answers recorded their partition (read as having none).
+    const MAGIC_V1: &'static [u8; 4] = b"RQC1";
 
     /// The entry as stored in Redis.
     pub fn encode(&self) -> Bytes {
@@ -173,9 +175,11 @@ impl Entry {
     pub fn decode(mut b: Bytes) -> Option<Self> {
         let need = |b: &Bytes, n: usize| (b.remaining() >= n).then_some(());
         need(&b, 4 + 8 * 3 + 1)?;
-        if &b.split_to(4)[..] != Self::MAGIC {
-            return None;
-        }
+        let v1 = match &b.split_to(4)[..] {
+            m if m == Self::MAGIC => false,
+            m if m == Self::MAGIC_V1 => true,
+            _ => return None,
+        };
         let created_ms = b.get_u64();
         let expires_ms = b.get_u64();
         let cost = b.get_f64();
@@ -191,7 +195,7 @@ impl Entry {
             }
         };
         need(&b, 1)?;
-        let partition = match b.get_u8() {
+        let partition = match if v1 { 0 } else { b.get_u8() } {
             0 => None,
             _ => {
                 need(&b, 32)?;
@@ -545,8 +549,8 @@ impl Cache {
             _ => {}
         }
         match settings.and_then(|s| s.semantic.as_ref()) {
-            Some(sem) => self.semantic.configure(sem.max_entries as usize),
-            None => self.semantic.clear(),
+            Some(sem) => self.semantic.configure(Some(sem.max_entries as usize)),
+            None => self.semantic.configure(None),
         }
         self.metrics
             .semantic_entries
@@ -650,13 +654,19 @@ impl Cache {
         let read = plan.read;
         let query = plan.semantic.as_mut()?;
         let encoder = encoder?;
+        self.semantic.follow(&encoder.id);
         query.encoder = Some(Arc::clone(&encoder));
         if !read || !self.semantic.has(&encoder.id, &query.partition) {
             return None;
         }
         let embedded = tokio::time::timeout(EMBED_WAIT, encoder.embed_whole_async(&query.text));
         let vector = match embedded.await {
-            Ok(Ok(v)) => v?,
+            Ok(Ok(Some(v))) => v,
+            Ok(Ok(None)) => {
+                // Longer than the encoder reads: matched exactly only, and not indexed.
+                plan.semantic = None;
+                return None;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "semantic cache: the encoder failed; exact cache only");
                 return None;
@@ -848,8 +858,10 @@ impl Cache {
     }
 
     /// Has the indexer index an entry another data plane shared (its answer is in Redis),
-    /// unless it is this data plane's own or expired, or of another encoder.
-    pub fn index_shared(&self, e: routeiq_proto::SemanticEntry) {
+    /// unless it is this data plane's own, expired, not a unit vector, or of another
+    /// encoder than `encoder` (this data plane's).
+    pub fn index_shared(&self, e: routeiq_proto::SemanticEntry, encoder: &Arc<str>) {
+        self.semantic.follow(encoder);
         self.indexer.offer(semantic::Job::Peer(e));
     }
 }
@@ -906,6 +918,19 @@ mod tests {
             assert_eq!(Entry::decode(enc.slice(..enc.len() - 1)), None, "truncated");
         }
         assert_eq!(Entry::decode(Bytes::from_static(b"nope")), None);
+        // An entry written before answers recorded their partition reads as having none.
+        let e = Entry {
+            created_ms: 1,
+            expires_ms: 2,
+            answer: Answer::Full(Bytes::from_static(b"{}")),
+            usage: None,
+            cost: 0.5,
+            partition: None,
+        };
+        let mut v1 = e.encode().to_vec();
+        v1[..4].copy_from_slice(b"RQC1");
+        v1.remove(4 + 8 * 3 + 1);
+        assert_eq!(Entry::decode(Bytes::from(v1)), Some(e));
     }
 
     #[tokio::test]

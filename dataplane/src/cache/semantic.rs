@@ -77,12 +77,16 @@ impl Query {
         if last["role"].as_str() != Some("user") {
             return None;
         }
-        let text = text_of(&last["content"])?;
+        let text = text_of(&last["content"]).filter(|t| t.len() <= MAX_TEXT_BYTES)?;
         let mut rest = req.clone();
         rest.set("messages", &messages).ok()?;
         Some((text.into(), rest))
     }
 }
+
+/// Longest last message the semantic cache takes (far more than the encoder's 256 tokens
+/// read; a longer one is matched exactly only anyway, see `Encoder::embed_whole`).
+const MAX_TEXT_BYTES: usize = 16 * 1024;
 
 /// A message's content as text: a string, or parts that are all text (joined by a new
 /// line). `None` for anything else (images, documents, tool results).
@@ -141,8 +145,11 @@ pub struct Index {
 }
 
 struct Inner {
-    /// The encoder whose vectors the index holds (the first entry's; a local entry of
-    /// another encoder starts afresh, a shared one is dropped).
+    /// Whether the semantic cache is on (entries queued before it was turned off are
+    /// dropped).
+    enabled: bool,
+    /// The encoder whose vectors the index holds: the one lookups last used (see
+    /// [`Index::follow`]); entries of any other are dropped.
     encoder: Arc<str>,
     dim: usize,
     max_entries: usize,
@@ -210,22 +217,51 @@ impl Index {
         *inner.encoder == *encoder && inner.parts.contains_key(partition)
     }
 
-    /// The bound the index holds; a new one empties it.
-    pub fn configure(&self, max_entries: usize) {
-        if self.read().max_entries != max_entries.max(1) {
-            self.replace(max_entries);
+    /// Turns the index on with this bound (a new one empties it), or off (`None`: empty,
+    /// and taking nothing until turned on again).
+    pub fn configure(&self, max_entries: Option<usize>) {
+        let now = {
+            let i = self.read();
+            i.enabled.then_some(i.max_entries)
+        };
+        match max_entries {
+            Some(max) if now != Some(max.max(1)) => self.replace(max, Arc::from("")),
+            None if now.is_some() || !self.is_empty() => {
+                let old = std::mem::replace(&mut *self.write(), Inner::disabled());
+                drop(old);
+            }
+            _ => {}
         }
     }
 
     /// Forgets every entry.
     pub fn clear(&self) {
-        let max = self.read().max_entries;
-        self.replace(max);
+        let (enabled, max, encoder) = {
+            let i = self.read();
+            (i.enabled, i.max_entries, Arc::clone(&i.encoder))
+        };
+        if enabled {
+            self.replace(max, encoder);
+        }
+    }
+
+    /// Makes `encoder` the one whose vectors the index holds: a new one (a reload)
+    /// empties it, and entries of the old one still queued are dropped.
+    pub fn follow(&self, encoder: &Arc<str>) {
+        let (same, max) = {
+            let i = self.read();
+            (*i.encoder == **encoder || !i.enabled, i.max_entries)
+        };
+        if !same {
+            self.replace(max, Arc::clone(encoder));
+        }
     }
 
     /// Starts empty; the old entries are dropped after the lock is released.
-    fn replace(&self, max_entries: usize) {
-        let old = std::mem::replace(&mut *self.write(), Inner::empty(max_entries));
+    fn replace(&self, max_entries: usize, encoder: Arc<str>) {
+        let mut fresh = Inner::empty(max_entries);
+        fresh.encoder = encoder;
+        let old = std::mem::replace(&mut *self.write(), fresh);
         drop(old);
     }
 
@@ -244,25 +280,19 @@ impl Index {
         still: impl FnOnce() -> bool,
     ) -> Result<(), IndexError> {
         let mut guard = self.write();
-        if !still() {
+        if !guard.enabled || !still() {
             return Ok(());
         }
-        let old = if *guard.encoder != **encoder || guard.dim != vector.len() {
-            if origin == Origin::Peer && guard.entries > 0 {
-                // Another encoder's vectors are not comparable with these.
-                return Ok(());
-            }
-            let mut fresh = Inner::empty(guard.max_entries);
-            fresh.encoder = Arc::clone(encoder);
-            fresh.dim = vector.len();
-            Some(std::mem::replace(&mut *guard, fresh))
-        } else {
-            None
-        };
-        let done = guard.add(partition, key, expires_ms, vector);
-        drop(guard);
-        drop(old);
-        done
+        if guard.encoder.is_empty() && origin == Origin::Local {
+            // The first entry since the index started: its encoder is the live one.
+            guard.encoder = Arc::clone(encoder);
+        }
+        // Another encoder's vectors are not comparable with these.
+        if *guard.encoder != **encoder || (guard.dim != 0 && guard.dim != vector.len()) {
+            return Ok(());
+        }
+        guard.dim = vector.len();
+        guard.add(partition, key, expires_ms, vector)
     }
 
     /// The live entries of `partition` most similar to `vector` (of `encoder`), best first.
@@ -293,6 +323,7 @@ impl Index {
                         similarity: crate::routing::learned::artifact::dot(v, vector),
                     })
                 })
+                .filter(|m| m.similarity.is_finite())
                 .collect(),
             Some(graph) => {
                 let hits = graph
@@ -307,6 +338,7 @@ impl Index {
                             similarity: 1.0 - d,
                         })
                     })
+                    .filter(|m| m.similarity.is_finite())
                     .collect()
             }
         };
@@ -375,6 +407,7 @@ fn new_graph(dim: usize) -> Result<usearch::Index, IndexError> {
 impl Inner {
     fn empty(max_entries: usize) -> Self {
         Self {
+            enabled: true,
             encoder: Arc::from(""),
             dim: 0,
             max_entries: max_entries.max(1),
@@ -383,6 +416,13 @@ impl Inner {
             order: VecDeque::new(),
             entries: 0,
             next_label: 0,
+        }
+    }
+
+    fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::empty(routeiq_proto::SemanticSettings::DEFAULT_MAX_ENTRIES as usize)
         }
     }
 
@@ -419,7 +459,12 @@ impl Inner {
         let label = self.next_label;
         self.next_label += 1;
         let part = self.parts.entry(partition).or_insert_with(Part::new);
-        part.add(label, vector)?;
+        if let Err(e) = part.add(label, vector) {
+            if part.meta.is_empty() {
+                self.parts.remove(&partition);
+            }
+            return Err(e);
+        }
         part.meta.insert(label, Meta { key, expires_ms });
         self.labels.insert(key, (partition, label));
         self.order.push_back((label, partition));
@@ -438,14 +483,15 @@ impl Inner {
         let Some(part) = self.parts.get_mut(partition) else {
             return Ok(());
         };
+        let mut done = Ok(());
         if part.meta.remove(&label).is_some() {
             self.entries -= 1;
-            part.remove(label)?;
+            done = part.remove(label);
         }
         if part.meta.is_empty() {
             self.parts.remove(partition);
         }
-        Ok(())
+        done
     }
 }
 
@@ -463,6 +509,13 @@ pub enum Job {
     },
     /// An entry another data plane shared.
     Peer(routeiq_proto::SemanticEntry),
+}
+
+/// Whether a shared vector is what an encoder makes: finite, of length 1 (a longer one
+/// would out-score every real match).
+fn unit_length(v: &[f32]) -> bool {
+    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 1e-3
 }
 
 /// Jobs waiting; past this, new ones are dropped (each costs a future hit, nothing else).
@@ -570,7 +623,7 @@ fn run(index: &Index, epoch: &std::sync::atomic::AtomicU64, share: &Share, job: 
         }
         Job::Peer(e) => {
             let own = share.get().is_some_and(|(origin, _)| *origin == e.origin);
-            if own || e.expires_ms <= crate::clock::now_ms() {
+            if own || e.expires_ms <= crate::clock::now_ms() || !unit_length(&e.vector) {
                 return;
             }
             let vector: Arc<[f32]> = e.vector.into();
@@ -747,21 +800,29 @@ mod tests {
     }
 
     #[test]
-    fn another_encoders_entries_start_afresh_or_are_dropped() {
+    fn only_the_live_encoders_entries_are_taken() {
         let index = Index::new(100);
         let p = [1u8; 32];
+        // The first local entry names the encoder.
         add(&index, Origin::Local, "a", p, 1, u64::MAX, &[1.0, 0.0]);
-        // A peer's entry of another encoder (or dimension) is not comparable: dropped.
+        // Another encoder's entries (or another dimension) are not comparable: dropped.
         add(&index, Origin::Peer, "b", p, 2, u64::MAX, &[1.0, 0.0]);
-        add(&index, Origin::Peer, "a", p, 3, u64::MAX, &[1.0, 0.0, 0.0]);
+        add(&index, Origin::Local, "b", p, 3, u64::MAX, &[1.0, 0.0]);
+        add(&index, Origin::Peer, "a", p, 4, u64::MAX, &[1.0, 0.0, 0.0]);
         assert_eq!(index.len(), 1);
-        add(&index, Origin::Peer, "a", p, 4, u64::MAX, &[0.0, 1.0]);
+        add(&index, Origin::Peer, "a", p, 5, u64::MAX, &[0.0, 1.0]);
         assert_eq!(index.len(), 2);
-        // This data plane's new encoder starts the index afresh.
-        add(&index, Origin::Local, "b", p, 5, u64::MAX, &[1.0, 0.0]);
+        // A reload: lookups follow the new encoder, which empties the index; entries of
+        // the old one still queued are dropped.
+        index.follow(&Arc::from("b"));
+        assert!(index.is_empty());
+        add(&index, Origin::Local, "a", p, 6, u64::MAX, &[1.0, 0.0]);
+        add(&index, Origin::Local, "b", p, 7, u64::MAX, &[1.0, 0.0]);
         assert_eq!(index.len(), 1);
-        assert_eq!(best(&index, "b", &p, &[1.0, 0.0], 0).unwrap().key, [5; 32]);
+        assert_eq!(best(&index, "b", &p, &[1.0, 0.0], 0).unwrap().key, [7; 32]);
         assert_eq!(best(&index, "a", &p, &[1.0, 0.0], 0), None);
+        index.follow(&Arc::from("b"));
+        assert_eq!(index.len(), 1, "the same encoder keeps its entries");
     }
 
     #[test]
@@ -813,7 +874,27 @@ mod tests {
         add(&index, Origin::Local, "e", p, 9, u64::MAX, &[1.0, 0.0]);
         assert_eq!(index.len(), 3);
         assert_eq!(best(&index, "e", &p, &[1.0, 0.0], 0).unwrap().key, [9; 32]);
-        index.configure(5);
+        index.configure(Some(5));
         assert!(index.is_empty(), "a new bound empties it");
+        // Off: empty, and entries still queued are dropped; on again: it takes them.
+        add(&index, Origin::Local, "e", p, 1, u64::MAX, &[1.0, 0.0]);
+        index.configure(None);
+        add(&index, Origin::Local, "e", p, 2, u64::MAX, &[1.0, 0.0]);
+        assert!(index.is_empty());
+        index.configure(Some(5));
+        add(&index, Origin::Local, "e", p, 3, u64::MAX, &[1.0, 0.0]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn shared_vectors_must_be_unit_length_and_finite() {
+        assert!(unit_length(&unit(&[3.0, 4.0])));
+        assert!(
+            !unit_length(&[3.0, 4.0]),
+            "scaled up: would out-score every match"
+        );
+        assert!(!unit_length(&[f32::NAN, 1.0]));
+        assert!(!unit_length(&[f32::INFINITY, 0.0]));
+        assert!(!unit_length(&[]));
     }
 }

@@ -94,7 +94,7 @@ pub struct Encoder {
     pub id: Arc<str>,
     cache: Mutex<lru::LruCache<u64, Arc<[f32]>>>,
     /// Bounds the embeddings computed at once (one per pooled session).
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -121,7 +121,7 @@ impl Encoder {
             }))
             .map_err(|e| LoadError::Invalid(format!("tokenizer truncation: {e}")))?;
         let sessions = SessionPool::new(model, encoder_sessions())?;
-        let permits = tokio::sync::Semaphore::new(sessions.size());
+        let permits = Arc::new(tokio::sync::Semaphore::new(sessions.size()));
         Ok(Self {
             tokenizer,
             sessions,
@@ -174,15 +174,19 @@ impl Encoder {
         self: &Arc<Self>,
         f: impl FnOnce(&Encoder) -> Result<T, LoadError> + Send + 'static,
     ) -> Result<T, LoadError> {
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| LoadError::Invalid("encoder closed".into()))?;
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&me))
-            .await
-            .map_err(|e| LoadError::Invalid(format!("encoder task: {e}")))?
+        // The permit goes with the work: a caller that stops waiting does not free it
+        // before the embedding is done.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&me)
+        })
+        .await
+        .map_err(|e| LoadError::Invalid(format!("encoder task: {e}")))?
     }
 
     fn keep(&self, key: u64, e: &Arc<[f32]>) {
@@ -191,7 +195,8 @@ impl Encoder {
         }
     }
 
-    /// A token is at least one byte, plus [CLS] and [SEP]: a text this short always fits.
+    /// A text this short always fits: a WordPiece token (all-MiniLM-L6-v2's tokenizer) is
+    /// at least one byte of the text, plus [CLS] and [SEP].
     fn short(&self, text: &str) -> bool {
         text.len() + 2 <= self.max_tokens
     }
@@ -201,7 +206,7 @@ impl Encoder {
     /// would get the same embedding).
     pub fn embed_whole(&self, text: &str) -> Result<Option<Arc<[f32]>>, LoadError> {
         let enc = self.tokenize(text)?;
-        if !self.short(text) && !enc.get_overflowing().is_empty() {
+        if !enc.get_overflowing().is_empty() {
             return Ok(None);
         }
         self.embed_encoding(&enc).map(Some)
