@@ -37,6 +37,7 @@ lower="${triple//-/_}"
 export "CARGO_TARGET_${upper//-/_}_LINKER=${gnu}-gcc" "CC_${lower}=${gnu}-gcc" \
   "CXX_${lower}=${gnu}-g++" "AR_${lower}=${gnu}-ar"
 step "cargo build --target $triple ${profile[*]}"
-CARGO_TARGET_DIR="$ROUTEIQ_CACHE/target-cross" cargo build --locked --target "$triple" \
+# No incremental data: this target dir is rebuilt as a whole, and it would keep gigabytes.
+CARGO_INCREMENTAL=0 CARGO_TARGET_DIR="$ROUTEIQ_CACHE/target-cross" cargo build --locked --target "$triple" \
   "${profile[@]}" \
   -p routeiq-dataplane -p routeiq-controlplane -p routeiq-admin -p routeiq-service --bins >&2

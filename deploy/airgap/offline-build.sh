@@ -26,7 +26,8 @@ else
   echo "note: not root or no unshare: building offline but not in an empty network namespace" >&2
 fi
 step "cargo build --offline --locked from $VENDOR ${isolate[*]:+(network namespace: loopback only)}"
-CARGO_TARGET_DIR="$ROUTEIQ_CACHE/target-offline" "${isolate[@]}" cargo build --offline --locked \
+# No incremental data: this target dir is rebuilt as a whole, and it would keep gigabytes.
+CARGO_INCREMENTAL=0 CARGO_TARGET_DIR="$ROUTEIQ_CACHE/target-offline" "${isolate[@]}" cargo build --offline --locked \
   "${profile[@]}" \
   --config 'source.crates-io.replace-with="vendored-sources"' \
   --config "source.vendored-sources.directory=\"$VENDOR\"" \

@@ -227,13 +227,16 @@ def test_attached_data_planes_share_semantic_entries_over_nats(make_stack, tmp_p
         for dp in dps:
             wait_encoder(dp)
 
-        def ask_dp(dp, prompt, **extra):
+        def ask_as(dp, key, prompt, **extra):
             r = httpx.post(f"{dp.url}/v1/chat/completions", timeout=10,
-                           headers={"Authorization": f"Bearer {STACK_MASTER_KEY}"},
+                           headers={"Authorization": f"Bearer {key}"},
                            json={"model": "priced", **extra,
                                  "messages": [{"role": "user", "content": prompt}]})
             assert r.status_code == 200, r.text
             return r
+
+        def ask_dp(dp, prompt, **extra):
+            return ask_as(dp, STACK_MASTER_KEY, prompt, **extra)
 
         first = ask_dp(dps[0], QUESTION)
         assert first.headers["x-routeiq-cache"] == "miss"
@@ -259,14 +262,6 @@ def test_attached_data_planes_share_semantic_entries_over_nats(make_stack, tmp_p
         every = [k for ks in keys.values() for k in ks]
         wait_until(lambda: all(dp.chat(k, content="warm up").status_code == 200
                                for dp in dps for k in every), what="the keys reach the data planes")
-
-        def ask_as(dp, key, prompt, **extra):
-            r = httpx.post(f"{dp.url}/v1/chat/completions", timeout=10,
-                           headers={"Authorization": f"Bearer {key}"},
-                           json={"model": "priced", **extra,
-                                 "messages": [{"role": "user", "content": prompt}]})
-            assert r.status_code == 200, r.text
-            return r
 
         red = ask_as(dps[0], keys["t-red"][0], "Explain photosynthesis in simple terms.")
         assert red.headers["x-routeiq-cache"] == "miss"
