@@ -207,5 +207,58 @@ fn routes(c: &mut Criterion) {
     }
 }
 
-criterion_group!(hot_path, benches, keys, limits, budgets, routes);
+/// What the exact response cache adds to a request it cannot answer (memory tier only):
+/// the key over a realistic body (`bench/chat-realistic.lua`'s), the lookup that misses,
+/// and keeping the answer. Each iteration is a new prompt, so every lookup misses.
+fn cache_miss(c: &mut Criterion) {
+    use routeiq_dataplane::cache::{Answer, Api, Cache, Plan};
+    use routeiq_dataplane::handlers::request::RawObject;
+    use routeiq_proto::CacheSettings;
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    let Ok(cache) = Cache::new(None) else {
+        return;
+    };
+    let cache = std::sync::Arc::new(cache);
+    let settings = CacheSettings::default();
+    cache.configure(Some(&settings));
+    let body = |i: u64| {
+        format!(
+            r#"{{"model":"bench","messages":[{{"role":"system","content":"You are a careful assistant for an online bookshop. Answer in two or three sentences, cite the catalogue section when you can, and never invent prices or availability."}},{{"role":"user","content":"I am looking for a readable introduction to distributed systems for a team of backend engineers. Which book would you suggest? ({i})"}}],"temperature":0.7,"top_p":0.95,"max_tokens":256,"n":1,"stream":false,"user":"bench-user-0001"}}"#
+        )
+        .into_bytes()
+    };
+    let answer = bytes::Bytes::from_static(br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":9,"total_tokens":33}}"#);
+    let mut i = 0u64;
+    let plan_of = |i: u64| {
+        let Ok(mut req) = RawObject::parse(&body(i)) else {
+            return None;
+        };
+        Plan::of(Some(&settings), None, Api::Chat, "bench", &mut req, None)
+            .ok()
+            .flatten()
+    };
+    // What parsing the body costs (the request's own work, with or without the cache).
+    c.bench_function("cache/parse_body_baseline", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(RawObject::parse(&body(i)).is_ok())
+        })
+    });
+    c.bench_function("cache/miss_key_lookup_and_keep", |b| {
+        b.iter(|| {
+            i += 1;
+            let Some(mut plan) = plan_of(i) else {
+                return;
+            };
+            plan.epoch = cache.epoch();
+            if rt.block_on(cache.get(&plan)).is_none() {
+                cache.put(&plan, Answer::Full(answer.clone()), None, 0.001);
+            }
+        })
+    });
+}
+
+criterion_group!(hot_path, benches, keys, limits, budgets, routes, cache_miss);
 criterion_main!(hot_path);

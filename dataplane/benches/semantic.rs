@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use routeiq_dataplane::cache::semantic::{Index, Origin};
-use routeiq_dataplane::state::{Lasting, LiveState};
+use routeiq_dataplane::state::{Lasting, LiveState, SemanticEmbedder};
 use routeiq_proto::{CacheSettings, EncoderSource, SemanticSettings, Snapshot};
 
 const DIM: usize = 384;
@@ -111,7 +111,9 @@ fn encoder() -> Option<std::sync::Arc<routeiq_dataplane::routing::learned::featu
     )
     .ok()?;
     lasting.models.start(rt.handle());
-    let slot = live.semantic_encoder.clone()?;
+    let Some(SemanticEmbedder::Encoder(slot)) = live.semantic.clone() else {
+        return None;
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(e) = slot.encoder() {

@@ -166,7 +166,8 @@ impl RequestCtx {
     /// known, plus its other charges; or, when no model served it, those charges alone.
     pub fn cost(&self) -> Option<f64> {
         if self.cache_hit() {
-            return Some(0.0);
+            // The answer is free; the semantic cache's embedding deployment is not.
+            return Some(self.extra_cost);
         }
         if let Some(once) = &self.once {
             return Some(once.cost);

@@ -17,6 +17,7 @@ use routeiq_proto::{
 use crate::holder::ScopeEntry;
 
 use crate::attached::report::Reporter;
+use crate::cache::semantic::Embedder;
 use crate::error::ApiError;
 use crate::keymap::{Change, KeyMap};
 use crate::providers::aws_auth::AwsSources;
@@ -98,9 +99,8 @@ pub struct LiveState {
     pub agent_access_default_deny: bool,
     /// The response cache's settings, when it is on.
     pub cache: Option<Arc<routeiq_proto::CacheSettings>>,
-    /// The semantic cache's sentence encoder (its slot, loading or loaded), when the cache
-    /// is a semantic one.
-    pub semantic_encoder: Option<Arc<crate::routing::learned::Slot>>,
+    /// What embeds for the semantic cache, when the cache is a semantic one.
+    pub semantic: Option<SemanticEmbedder>,
     /// The registry's skills by id, with their copies on Anthropic deployments.
     pub skills: Arc<HashMap<String, routeiq_proto::Skill>>,
     /// Virtual keys by hash; a delta copies only the recent changes (see `keymap`).
@@ -222,7 +222,7 @@ impl LiveState {
             mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
             agents: Arc::new(crate::a2a::Registry::compile(&snapshot.agents)),
             agent_access_default_deny: snapshot.agent_access_default_deny,
-            semantic_encoder: semantic_encoder(snapshot.cache.as_ref(), lasting),
+            semantic: SemanticEmbedder::of(snapshot.cache.as_ref(), lasting, &groups),
             cache: snapshot.cache.map(Arc::new),
             skills: Arc::new(
                 snapshot
@@ -346,6 +346,7 @@ impl LiveState {
             Some(s) => Arc::new(s.router.clone()),
             None => Arc::clone(&self.router),
         };
+        let regrouped = deployments.is_some() || settings.is_some();
         let (deployments, groups, model_names, access) = match (deployments, &settings) {
             (None, None) => (
                 Arc::clone(&self.deployments),
@@ -390,13 +391,17 @@ impl LiveState {
                 .map_or(self.agent_access_default_deny, |s| {
                     s.agent_access_default_deny
                 }),
+            semantic: if regrouped {
+                let cache = settings
+                    .as_ref()
+                    .map_or(self.cache.as_deref(), |s| s.cache.as_ref());
+                SemanticEmbedder::of(cache, &self.lasting, &groups)
+            } else {
+                self.semantic.clone()
+            },
             cache: match &settings {
                 Some(s) => s.cache.clone().map(Arc::new),
                 None => self.cache.clone(),
-            },
-            semantic_encoder: match &settings {
-                Some(s) => semantic_encoder(s.cache.as_ref(), &self.lasting),
-                None => self.semantic_encoder.clone(),
             },
             skills: skills.map_or_else(|| Arc::clone(&self.skills), Arc::new),
             keys: if changes.is_empty() {
@@ -482,14 +487,62 @@ fn access_groups(deployments: &[Deployment]) -> HashMap<String, HashSet<String>>
     out
 }
 
-/// The slot of the semantic cache's encoder, shared with every state that names it.
-fn semantic_encoder(
-    cache: Option<&routeiq_proto::CacheSettings>,
-    lasting: &Lasting,
-) -> Option<Arc<crate::routing::learned::Slot>> {
-    let semantic = cache?.semantic.as_ref()?;
-    let spec = crate::routing::learned::Spec::encoder(&semantic.encoder);
-    Some(lasting.models.slot(spec))
+/// What embeds for the semantic cache.
+#[derive(Clone)]
+pub enum SemanticEmbedder {
+    /// The sentence encoder's slot (loading or loaded), shared with every state that names
+    /// it.
+    Encoder(Arc<crate::routing::learned::Slot>),
+    /// A model group of embedding deployments.
+    Deployment {
+        group: String,
+        /// The group and its deployments' models (see [`Embedder::Deployment`]).
+        id: Arc<str>,
+    },
+}
+
+impl SemanticEmbedder {
+    fn of(
+        cache: Option<&routeiq_proto::CacheSettings>,
+        lasting: &Lasting,
+        groups: &HashMap<String, ModelGroup>,
+    ) -> Option<Self> {
+        let semantic = cache?.semantic.as_ref()?;
+        Some(match &semantic.encoder {
+            routeiq_proto::EncoderSource::Deployment(group) => {
+                let mut models: Vec<String> = groups
+                    .get(group)
+                    .map(|g| {
+                        g.deployments
+                            .iter()
+                            .map(|d| {
+                                let d = &d.deployment;
+                                format!("{}/{}", d.provider.as_str(), d.upstream_model)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                models.sort_unstable();
+                models.dedup();
+                Self::Deployment {
+                    group: group.clone(),
+                    id: format!("deployments:{group}:{}", models.join(",")).into(),
+                }
+            }
+            source => {
+                let spec = crate::routing::learned::Spec::encoder(source)?;
+                Self::Encoder(lasting.models.slot(spec))
+            }
+        })
+    }
+
+    /// The embedder a lookup uses now (`None`: the encoder has not loaded).
+    pub fn embedder(&self) -> Option<Embedder> {
+        match self {
+            Self::Encoder(slot) => slot.encoder().map(Embedder::Encoder),
+            Self::Deployment { id, .. } => Some(Embedder::Deployment { id: Arc::clone(id) }),
+        }
+    }
 }
 
 fn compile_groups(

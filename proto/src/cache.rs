@@ -60,12 +60,20 @@ pub struct CallTypes {
     pub chat: bool,
     /// `anthropic_messages` / `aanthropic_messages`: `/v1/messages`.
     pub messages: bool,
+    /// `responses` / `aresponses`: `/v1/responses`.
+    pub responses: bool,
 }
 
 impl CallTypes {
     const ALL: CallTypes = CallTypes {
         chat: true,
         messages: true,
+        responses: true,
+    };
+    const NONE: CallTypes = CallTypes {
+        chat: false,
+        messages: false,
+        responses: false,
     };
 
     fn names(self) -> Vec<&'static str> {
@@ -76,12 +84,15 @@ impl CallTypes {
         if self.messages {
             v.extend(["anthropic_messages", "aanthropic_messages"]);
         }
+        if self.responses {
+            v.extend(["responses", "aresponses"]);
+        }
         v
     }
 }
 
 /// LiteLLM call types RouteIQ accepts in `supported_call_types` but does not cache (yet).
-const UNCACHED_CALL_TYPES: [&str; 12] = [
+const UNCACHED_CALL_TYPES: [&str; 10] = [
     "embedding",
     "aembedding",
     "text_completion",
@@ -90,21 +101,22 @@ const UNCACHED_CALL_TYPES: [&str; 12] = [
     "atranscription",
     "rerank",
     "arerank",
-    "responses",
-    "aresponses",
     "image_generation",
     "aimage_generation",
 ];
 
-/// Where the semantic cache's sentence encoder comes from: a routing-model artifact with
-/// the `minilm` featurizer (`models/ARTIFACTS.md`), such as a `knn` model the learned
-/// routers serve.
+/// Where the semantic cache's embeddings come from: the in-process sentence encoder of a
+/// routing-model artifact with the `minilm` featurizer (`models/ARTIFACTS.md`), such as a
+/// `knn` model the learned routers serve; or a model group of `model_list` that serves
+/// embeddings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EncoderSource {
     /// `semantic_model_path`: the artifact's directory.
     Path(String),
     /// `semantic_model_s3_bucket` and `semantic_model_s3_key` (the manifest's prefix).
     S3 { bucket: String, key: String },
+    /// `redis_semantic_cache_embedding_model` (LiteLLM's key): a model group name.
+    Deployment(String),
 }
 
 /// The semantic cache (`type: redis-semantic`, `local-semantic` or `qdrant-semantic`): a
@@ -286,10 +298,7 @@ impl CacheSettings {
                     let list = v
                         .as_array()
                         .ok_or_else(|| (at.clone(), "must be a list of call types".to_owned()))?;
-                    let mut t = CallTypes {
-                        chat: false,
-                        messages: false,
-                    };
+                    let mut t = CallTypes::NONE;
                     for (i, name) in list.iter().enumerate() {
                         let name = name.as_str().ok_or_else(|| {
                             (format!("{at}[{i}]"), "must be a string".to_owned())
@@ -297,6 +306,7 @@ impl CacheSettings {
                         match name {
                             "completion" | "acompletion" => t.chat = true,
                             "anthropic_messages" | "aanthropic_messages" => t.messages = true,
+                            "responses" | "aresponses" => t.responses = true,
                             n if UNCACHED_CALL_TYPES.contains(&n) => warnings.push(format!(
                                 "{at}[{i}]: `{n}` calls are not cached by this RouteIQ version"
                             )),
@@ -368,13 +378,14 @@ impl CacheSettings {
                         max_entries = n;
                     }
                 }
-                "redis_semantic_cache_embedding_model" | "qdrant_semantic_cache_embedding_model" => {
-                    warnings.push(format!(
-                        "{at}: embedding deployments are not used by this RouteIQ version; the encoder at `semantic_model_path` (or in S3) embeds"
-                    ));
-                }
-                "host" | "port" | "password" | "semantic_model_path" | "semantic_model_s3_bucket"
-                | "semantic_model_s3_key" => {}
+                "host"
+                | "port"
+                | "password"
+                | "semantic_model_path"
+                | "semantic_model_s3_bucket"
+                | "semantic_model_s3_key"
+                | "redis_semantic_cache_embedding_model"
+                | "qdrant_semantic_cache_embedding_model" => {}
                 other => warnings.push(format!(
                     "config key `{prefix}.{other}` is not supported by this RouteIQ version and is ignored"
                 )),
@@ -388,7 +399,7 @@ impl CacheSettings {
                     Some(_) => Err((format!("{prefix}.{k}"), "must be a string".to_owned())),
                 }
             };
-            let encoder = match (
+            let artifact = match (
                 text("semantic_model_path")?,
                 text("semantic_model_s3_bucket")?,
                 text("semantic_model_s3_key")?,
@@ -396,6 +407,23 @@ impl CacheSettings {
                 (Some(path), _, _) => Some(EncoderSource::Path(path)),
                 (None, Some(bucket), Some(key)) => Some(EncoderSource::S3 { bucket, key }),
                 _ => None,
+            };
+            let deployment = match text("redis_semantic_cache_embedding_model")? {
+                Some(group) => Some(group),
+                None => text("qdrant_semantic_cache_embedding_model")?,
+            };
+            let encoder = match (artifact, deployment) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        format!("{prefix}.redis_semantic_cache_embedding_model"),
+                        "name either an embedding model group or the encoder's artifact \
+                         (`semantic_model_path` or S3), not both"
+                            .to_owned(),
+                    ))
+                }
+                (Some(artifact), None) => Some(artifact),
+                (None, Some(group)) => Some(EncoderSource::Deployment(group)),
+                (None, None) => None,
             };
             match encoder {
                 Some(encoder) => {
@@ -406,7 +434,7 @@ impl CacheSettings {
                     })
                 }
                 None => warnings.push(format!(
-                    "{prefix}.type: a semantic cache needs its sentence encoder, `semantic_model_path` (or `semantic_model_s3_bucket` and `semantic_model_s3_key`: a routing-model artifact with the minilm featurizer); without one, requests use the exact cache only"
+                    "{prefix}.type: a semantic cache needs its embeddings: `redis_semantic_cache_embedding_model` (a model group of model_list), or `semantic_model_path` (or `semantic_model_s3_bucket` and `semantic_model_s3_key`: a routing-model artifact with the minilm featurizer); without one, requests use the exact cache only"
                 )),
             }
         }
@@ -430,6 +458,12 @@ impl CacheSettings {
                 EncoderSource::S3 { bucket, key } => {
                     m.insert("semantic_model_s3_bucket".into(), bucket.as_str().into());
                     m.insert("semantic_model_s3_key".into(), key.as_str().into());
+                }
+                EncoderSource::Deployment(group) => {
+                    m.insert(
+                        "redis_semantic_cache_embedding_model".into(),
+                        group.as_str().into(),
+                    );
                 }
             }
             m.insert("semantic_max_messages".into(), sem.max_messages.into());
@@ -555,7 +589,7 @@ mod tests {
     fn reads_litellm_keys_and_round_trips() {
         let (s, w) = parse(json!({
             "type": "redis", "ttl": 30, "namespace": "ns", "mode": "default_off",
-            "supported_call_types": ["acompletion", "embedding"], "scope": "key",
+            "supported_call_types": ["acompletion", "embedding", "aresponses"], "scope": "key",
             "similarity_threshold": 0.8, "max_memory_mb": 8, "host": "localhost"
         }))
         .unwrap();
@@ -563,7 +597,7 @@ mod tests {
         assert_eq!(s.ttl, Duration::from_secs(30));
         assert_eq!(s.namespace.as_deref(), Some("ns"));
         assert_eq!(s.mode, CacheMode::DefaultOff);
-        assert!(s.call_types.chat && !s.call_types.messages);
+        assert!(s.call_types.chat && !s.call_types.messages && s.call_types.responses);
         assert_eq!(s.scope, CacheScope::Key);
         assert_eq!(s.max_memory_bytes, 8 << 20);
         assert_eq!(w.len(), 1, "{w:?}");
@@ -577,7 +611,6 @@ mod tests {
         let (s, w) = parse(json!({
             "type": "redis-semantic", "similarity_threshold": 0.85,
             "semantic_model_path": "/models/knn-minilm", "semantic_max_messages": 2,
-            "redis_semantic_cache_embedding_model": "text-embedding-3-small"
         }))
         .unwrap();
         assert_eq!(s.kind, CacheKind::Redis);
@@ -588,9 +621,27 @@ mod tests {
         );
         assert_eq!(sem.max_messages, 2);
         assert_eq!(sem.max_entries, SemanticSettings::DEFAULT_MAX_ENTRIES);
-        assert!(w[0].contains("embedding deployments"), "{w:?}");
+        assert!(w.is_empty(), "{w:?}");
         let (back, _) = parse(Json::Object(s.to_litellm())).unwrap();
         assert_eq!(back, s);
+        // LiteLLM's key: a model group embeds.
+        let (remote, w) = parse(json!({
+            "type": "redis-semantic",
+            "redis_semantic_cache_embedding_model": "text-embedding-3-small"
+        }))
+        .unwrap();
+        assert_eq!(
+            remote.semantic.as_ref().unwrap().encoder,
+            EncoderSource::Deployment("text-embedding-3-small".into())
+        );
+        assert!(w.is_empty(), "{w:?}");
+        let (back, _) = parse(Json::Object(remote.to_litellm())).unwrap();
+        assert_eq!(back, remote);
+        let both = parse(json!({
+            "type": "redis-semantic", "semantic_model_path": "/m",
+            "redis_semantic_cache_embedding_model": "e"
+        }));
+        assert!(both.unwrap_err().1.contains("not both"));
         let (s3, _) = parse(json!({
             "type": "local-semantic", "semantic_model_s3_bucket": "b",
             "semantic_model_s3_key": "routers/knn/"

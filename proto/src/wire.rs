@@ -396,25 +396,27 @@ fn cache_to_pb(c: &crate::CacheSettings) -> pb::CacheSettings {
         namespace: c.namespace.clone().unwrap_or_default(),
         chat: c.call_types.chat,
         messages: c.call_types.messages,
+        responses: c.call_types.responses,
         default_off: c.mode == crate::CacheMode::DefaultOff,
         scope: c.scope.as_str().into(),
         similarity_threshold: c.similarity_threshold,
         max_memory_bytes: c.max_memory_bytes,
         store_truncated: c.store_truncated,
         semantic: c.semantic.as_ref().map(|s| {
-            let (model_path, s3_bucket, s3_key) = match &s.encoder {
-                crate::EncoderSource::Path(p) => (p.clone(), String::new(), String::new()),
-                crate::EncoderSource::S3 { bucket, key } => {
-                    (String::new(), bucket.clone(), key.clone())
-                }
-            };
-            pb::SemanticCache {
-                model_path,
-                s3_bucket,
-                s3_key,
+            let mut pb = pb::SemanticCache {
                 max_messages: s.max_messages,
                 max_entries: s.max_entries,
+                ..Default::default()
+            };
+            match &s.encoder {
+                crate::EncoderSource::Path(p) => pb.model_path = p.clone(),
+                crate::EncoderSource::S3 { bucket, key } => {
+                    pb.s3_bucket = bucket.clone();
+                    pb.s3_key = key.clone();
+                }
+                crate::EncoderSource::Deployment(group) => pb.embedding_model = group.clone(),
             }
+            pb
         }),
     }
 }
@@ -433,6 +435,7 @@ fn cache_from_pb(c: pb::CacheSettings) -> Result<crate::CacheSettings, InvalidMe
         call_types: crate::CallTypes {
             chat: c.chat,
             messages: c.messages,
+            responses: c.responses,
         },
         mode: if c.default_off {
             CacheMode::DefaultOff
@@ -494,6 +497,8 @@ impl TryFrom<pb::SemanticEntry> for crate::SemanticEntry {
 fn semantic_from_pb(s: pb::SemanticCache) -> Result<crate::SemanticSettings, InvalidMessage> {
     let encoder = if !s.model_path.is_empty() {
         crate::EncoderSource::Path(s.model_path)
+    } else if !s.embedding_model.is_empty() {
+        crate::EncoderSource::Deployment(s.embedding_model)
     } else if !s.s3_bucket.is_empty() {
         crate::EncoderSource::S3 {
             bucket: s.s3_bucket,

@@ -484,3 +484,118 @@ def test_a_flush_made_while_nats_is_down_reaches_the_data_planes_when_it_is_back
                            json={"model": "priced", "cache": {"no-store": True},
                                  "messages": [{"role": "user", "content": "kept across the outage"}]})
         assert probe.headers["x-routeiq-cache"] == "miss"
+
+
+RESPONSE_TOOLS = [{"type": "function", "name": "get_weather", "description": "weather",
+                   "parameters": {"type": "object",
+                                  "properties": {"location": {"type": "string"}}}}]
+# A deployment with the Responses API (OpenAI), and one served through chat (Anthropic).
+RESPONSES_MODELS = [("gpt", "cache-gpt"), ("claude", "cache-claude")]
+
+
+def last_sent(mock) -> dict:
+    return httpx.get(f"{mock.url}/__last_request").json()["body"]
+
+
+@pytest.mark.parametrize("model,upstream", RESPONSES_MODELS)
+def test_responses_hits_are_responses_of_their_own(mock, gateway, model, upstream):
+    g = gateway(config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    kw = dict(model=model, input=unique("what does a response cache keep?"),
+              instructions="be brief")
+    before = upstream_calls(mock, upstream)
+    raw = c.responses.with_raw_response.create(**kw)
+    assert raw.headers["x-routeiq-cache"] == "miss"
+    key = raw.headers["x-litellm-cache-key"]
+    first = raw.parse()
+    raw = c.responses.with_raw_response.create(**kw)
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    assert raw.headers["x-litellm-cache-key"] == key
+    assert raw.headers["x-litellm-response-cost"] == "0"
+    hit = raw.parse()
+    assert hit.output_text == first.output_text and hit.usage == first.usage
+    assert hit.id != first.id and hit.id.startswith("resp_")
+    # The stored response as a stream: the SDK's helper rebuilds the same answer from it.
+    with c.responses.stream(**kw) as s:
+        kinds = [e.type for e in s]
+        streamed = s.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"], kinds
+    assert "response.output_text.delta" in kinds and kinds[-1] == "response.completed", kinds
+    assert streamed.output_text == first.output_text
+    assert streamed.id not in (first.id, hit.id)
+    assert upstream_calls(mock, upstream) == before + 1
+    # A hit is kept as the gateway's own response: read back, and continued (a turn of a
+    # conversation is not answered from the cache).
+    assert c.responses.retrieve(hit.id).output_text == hit.output_text
+    follow = c.responses.with_raw_response.create(model=model, input="and then?",
+                                                  previous_response_id=hit.id)
+    assert follow.headers["x-routeiq-cache"] == "bypass"
+    assert follow.parse().output_text == "mock reply to: and then?"
+    sent = json.dumps(last_sent(mock))
+    assert kw["input"] in sent and first.output_text in sent, sent
+    assert upstream_calls(mock, upstream) == before + 2
+    # `store: false`: answered from the cache, but not kept.
+    unkept = c.responses.create(**kw, store=False)
+    assert unkept.output_text == first.output_text
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(unkept.id)
+
+
+@pytest.mark.parametrize("model,upstream", RESPONSES_MODELS)
+def test_responses_streams_replay_their_events(mock, gateway, model, upstream):
+    g = gateway(config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    kw = dict(model=model, input=unique("please call the tool: weather in Paris?"),
+              tools=RESPONSE_TOOLS)
+    before = upstream_calls(mock, upstream)
+    raw = c.responses.with_raw_response.create(**kw, stream=True)
+    assert raw.headers["x-routeiq-cache"] == "miss"
+    first = [e.model_dump() for e in raw.parse()]
+    raw = c.responses.with_raw_response.create(**kw, stream=True)
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    again = [e.model_dump() for e in raw.parse()]
+
+    def ids(events):
+        out = set()
+        for e in events:
+            if e.get("response"):
+                out.add(e["response"].pop("id"))
+        return out
+
+    first_ids, again_ids = ids(first), ids(again)
+    # The same events, under a response id of the hit's own.
+    assert len(first_ids) == 1 and len(again_ids) == 1 and first_ids != again_ids
+    assert again == first
+    args = "".join(e["delta"] for e in again
+                   if e["type"] == "response.function_call_arguments.delta")
+    assert args == '{"location":"Paris"}'
+    # A non-streamed request gets the stored stream as one response.
+    raw = c.responses.with_raw_response.create(**kw)
+    assert raw.headers["x-routeiq-cache"] == "hit"
+    call = [o for o in raw.parse().output if o.type == "function_call"][0]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"location": "Paris"}
+    assert upstream_calls(mock, upstream) == before + 1
+
+
+def test_responses_cut_short_or_not_cached_are_not_kept(mock, gateway):
+    g = gateway(config(mock))
+    c = openai.OpenAI(base_url=f"{g.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    # Cut short by `max_output_tokens`: status `incomplete`, not kept.
+    kw = dict(model="claude", input=unique("a long answer please"), max_output_tokens=2)
+    cut = c.responses.create(**kw)
+    assert cut.status == "incomplete", cut
+    raw = c.responses.with_raw_response.create(**kw)
+    assert raw.headers["x-routeiq-cache"] == "miss"
+    raw = c.responses.with_raw_response.create(**kw, stream=True)
+    assert raw.headers["x-routeiq-cache"] == "miss"
+    assert [e.type for e in raw.parse()][-1] == "response.incomplete"
+    # Background responses are not answered from the cache.
+    r = httpx.post(f"{g.url}/v1/responses", headers=AUTH, timeout=10,
+                   json={"model": "gpt", "input": "in the background", "background": True})
+    assert r.headers["x-routeiq-cache"] == "bypass", r.text
+    # An operator who caches chat only.
+    g2 = gateway(config(mock, supported_call_types=["acompletion"]))
+    c2 = openai.OpenAI(base_url=f"{g2.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    for _ in range(2):
+        raw = c2.responses.with_raw_response.create(model="gpt", input="chat only")
+        assert raw.headers["x-routeiq-cache"] == "bypass"

@@ -60,10 +60,10 @@ pub async fn receive(client: async_nats::Client, app: Arc<App>) {
                 .cache
                 .as_ref()
                 .is_some_and(|c| c.semantic.is_some() && c.kind == routeiq_proto::CacheKind::Redis);
-            // Entries are comparable only with this data plane's own (loaded) encoder.
-            let encoder = live.semantic_encoder.as_ref().and_then(|s| s.encoder());
-            if let Some(encoder) = encoder.filter(|_| shared_semantic) {
-                app.cache.index_shared(entry, &encoder.id);
+            // Entries are comparable only with this data plane's own (loaded) embedder's.
+            let embedder = live.semantic.as_ref().and_then(|s| s.embedder());
+            if let Some(embedder) = embedder.filter(|_| shared_semantic) {
+                app.cache.index_shared(entry, embedder.id());
             }
         }
     }

@@ -10,7 +10,8 @@ use routeiq_proto::{CacheScope, VirtualKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ApiError, ClientApi};
+use super::Api;
+use crate::error::ApiError;
 use crate::handlers::request::RawObject;
 
 /// Body fields that do not change the answer: who asked (`user`, `metadata`), how it is
@@ -56,18 +57,19 @@ pub fn tenant(scope: CacheScope, key: Option<&VirtualKey>) -> String {
 /// request's. Each is hashed in its own place, so none can stand for another.
 pub type Namespaces<'a> = [Option<&'a str>; 3];
 
-/// The key of `req` (a request for model group `model` in `client`'s API).
+/// The key of `req` (a request for model group `model` in `api`).
 pub fn of(
-    client: ClientApi,
+    api: Api,
     tenant: &str,
     namespaces: Namespaces<'_>,
     model: &str,
     req: &RawObject,
 ) -> Result<[u8; 32], ApiError> {
     let mut h = Sha256::new();
-    let api = match client {
-        ClientApi::OpenAi => "openai-chat",
-        ClientApi::Anthropic => "anthropic-messages",
+    let api = match api {
+        Api::Chat => "openai-chat",
+        Api::Messages => "anthropic-messages",
+        Api::Responses => "openai-responses",
     };
     for p in ["routeiq-cache-v1", api, tenant] {
         part(&mut h, p.as_bytes());
@@ -148,7 +150,7 @@ mod tests {
 
     fn key(body: &str) -> [u8; 32] {
         of(
-            ClientApi::OpenAi,
+            Api::Chat,
             "team:t",
             [None; 3],
             "m",
@@ -183,28 +185,17 @@ mod tests {
         let k = |api, tenant: &str, ns: Namespaces, model: &str| {
             of(api, tenant, ns, model, &req).unwrap()
         };
-        let base = k(ClientApi::OpenAi, "team:a", [None; 3], "m");
-        assert_ne!(base, k(ClientApi::OpenAi, "team:b", [None; 3], "m"));
-        assert_ne!(
-            base,
-            k(ClientApi::OpenAi, "team:a", [None, None, Some("ns")], "m")
-        );
-        assert_ne!(
-            base,
-            k(ClientApi::OpenAi, "team:a", [None, None, Some("")], "m")
-        );
-        assert_ne!(base, k(ClientApi::OpenAi, "team:a", [None; 3], "m2"));
-        assert_ne!(base, k(ClientApi::Anthropic, "team:a", [None; 3], "m"));
+        let base = k(Api::Chat, "team:a", [None; 3], "m");
+        assert_ne!(base, k(Api::Chat, "team:b", [None; 3], "m"));
+        assert_ne!(base, k(Api::Chat, "team:a", [None, None, Some("ns")], "m"));
+        assert_ne!(base, k(Api::Chat, "team:a", [None, None, Some("")], "m"));
+        assert_ne!(base, k(Api::Chat, "team:a", [None; 3], "m2"));
+        assert_ne!(base, k(Api::Messages, "team:a", [None; 3], "m"));
+        assert_ne!(base, k(Api::Responses, "team:a", [None; 3], "m"));
         // A request's namespace never stands for a key's or the configured one.
-        let key_ns = k(ClientApi::OpenAi, "", [None, Some("x"), None], "m");
-        assert_ne!(
-            key_ns,
-            k(ClientApi::OpenAi, "", [None, None, Some("x")], "m")
-        );
-        assert_ne!(
-            key_ns,
-            k(ClientApi::OpenAi, "", [Some("x"), None, None], "m")
-        );
+        let key_ns = k(Api::Chat, "", [None, Some("x"), None], "m");
+        assert_ne!(key_ns, k(Api::Chat, "", [None, None, Some("x")], "m"));
+        assert_ne!(key_ns, k(Api::Chat, "", [Some("x"), None, None], "m"));
     }
 
     #[test]

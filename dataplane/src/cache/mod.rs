@@ -1,6 +1,6 @@
 //! The response cache (`litellm_settings.cache`): exact answers to chat requests
-//! (`/v1/chat/completions`, `/v1/messages`), by a key over everything that changes the
-//! answer ([`key`]), scoped to the tenant.
+//! (`/v1/chat/completions`, `/v1/messages`) and to Responses requests (`/v1/responses`), by
+//! a key over everything that changes the answer ([`key`]), scoped to the tenant.
 //!
 //! Two tiers. Each data plane keeps answers in memory in a TinyUFO cache (admission by
 //! TinyLFU, sized in bytes: `cache_params.max_memory_mb`). With `type: redis` and a Redis
@@ -37,7 +37,6 @@ use crate::clock::now_ms;
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ClientApi};
 use crate::handlers::request::RawObject;
-use crate::routing::learned::featurize::Encoder;
 use crate::usage::Usage;
 
 /// A Redis call's longest wait on the request path.
@@ -53,6 +52,28 @@ const MAX_ENTRY: usize = 16 * 1024 * 1024;
 const REDIS_PREFIX: &str = "routeiq:cache:";
 /// The memory tier's size before the settings give one.
 const UNCONFIGURED_BYTES: u64 = 64 * 1024;
+
+/// The API a cached answer is in: each has its own keys, and its own way to read a stream
+/// as one response and the other way round ([`replay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI's `/v1/chat/completions`.
+    Chat,
+    /// Anthropic's `/v1/messages`.
+    Messages,
+    /// OpenAI's `/v1/responses`.
+    Responses,
+}
+
+impl Api {
+    /// The chat API a client speaks.
+    pub fn chat(client: ClientApi) -> Self {
+        match client {
+            ClientApi::OpenAi => Self::Chat,
+            ClientApi::Anthropic => Self::Messages,
+        }
+    }
+}
 
 /// What the request was answered from, for its headers, logs and span.
 #[derive(Debug, Clone)]
@@ -242,8 +263,8 @@ pub struct Plan {
     /// Keep the answer this long (`None`: do not keep it).
     pub store: Option<Duration>,
     pub store_truncated: bool,
-    /// The client's API: the answers' format.
-    pub client: ClientApi,
+    /// The answers' API.
+    pub api: Api,
     /// `type: redis`: Redis is a tier (else memory only, even where the data plane has a
     /// Redis for its limits).
     pub shared: bool,
@@ -261,7 +282,7 @@ impl Plan {
     pub fn of(
         settings: Option<&CacheSettings>,
         key: Option<&routeiq_proto::VirtualKey>,
-        client: ClientApi,
+        api: Api,
         model: &str,
         req: &mut RawObject,
         cache_control: Option<&str>,
@@ -270,9 +291,10 @@ impl Plan {
         let Some(s) = settings else {
             return Ok(None);
         };
-        let supported = match client {
-            ClientApi::OpenAi => s.call_types.chat,
-            ClientApi::Anthropic => s.call_types.messages,
+        let supported = match api {
+            Api::Chat => s.call_types.chat,
+            Api::Messages => s.call_types.messages,
+            Api::Responses => s.call_types.responses,
         };
         // The key's (else its team's) policy: what it turns off, its requests cannot undo.
         let policy = key.and_then(|k| k.cache.as_ref());
@@ -292,20 +314,18 @@ impl Plan {
             controls.namespace.as_deref(),
         ];
         let tenant = key::tenant(s.scope, key);
-        let k = key::of(client, &tenant, namespaces, model, req)?;
+        let k = key::of(api, &tenant, namespaces, model, req)?;
         let split = s
             .semantic
             .as_ref()
-            .and_then(|sem| semantic::Query::split(client, req, sem));
+            .and_then(|sem| semantic::Query::split(api, req, sem));
         let semantic = match split {
             Some((text, rest)) => Some(semantic::Query {
-                partition: semantic::partition(&key::of(
-                    client, &tenant, namespaces, model, &rest,
-                )?),
+                partition: semantic::partition(&key::of(api, &tenant, namespaces, model, &rest)?),
                 text,
                 threshold: s.similarity_threshold as f32,
                 vector: None,
-                encoder: None,
+                embedder: None,
             }),
             None => None,
         };
@@ -316,7 +336,7 @@ impl Plan {
             max_age: controls.max_age,
             store: store.filter(|t| !t.is_zero()),
             store_truncated: s.store_truncated,
-            client,
+            api,
             shared: s.kind == routeiq_proto::CacheKind::Redis,
             epoch: 0,
             semantic,
@@ -368,7 +388,7 @@ impl Recording {
     pub fn keepable(self, plan: &Plan) -> Option<Answer> {
         let ok = self.complete
             && !self.too_large
-            && replay::closed(plan.client, &self.events)
+            && replay::closed(plan.api, &self.events)
             && !self.events.iter().any(replay::is_error);
         ok.then_some(Answer::Stream(self.events))
     }
@@ -424,6 +444,7 @@ pub struct CacheMetrics {
     pub stored: IntCounterVec,
     pub semantic_similarity: Histogram,
     pub semantic_entries: IntGauge,
+    pub semantic_embedding_errors: IntCounter,
 }
 
 impl CacheMetrics {
@@ -474,6 +495,10 @@ impl CacheMetrics {
                 "routeiq_cache_semantic_entries",
                 "Requests in this data plane's semantic index",
             )?,
+            semantic_embedding_errors: IntCounter::new(
+                "routeiq_cache_semantic_embedding_errors_total",
+                "Messages the semantic cache's embedding deployments did not embed (each request matched exactly only)",
+            )?,
         })
     }
 
@@ -489,6 +514,7 @@ impl CacheMetrics {
             Box::new(self.stored.clone()),
             Box::new(self.semantic_similarity.clone()),
             Box::new(self.semantic_entries.clone()),
+            Box::new(self.semantic_embedding_errors.clone()),
         ]
     }
 }
@@ -505,6 +531,9 @@ pub struct Cache {
     /// Attached: where the entries this data plane indexes go to be shared with the others
     /// (see [`Cache::share_semantic`]), and this data plane's id.
     share: semantic::Share,
+    /// When an embedding failure was last logged (they are counted each, logged at most
+    /// every [`EMBED_WARN_EVERY`]).
+    embedding_warned_ms: AtomicU64,
     pub metrics: CacheMetrics,
 }
 
@@ -532,6 +561,7 @@ impl Cache {
             semantic,
             indexer,
             share,
+            embedding_warned_ms: AtomicU64::new(0),
             metrics,
         })
     }
@@ -643,43 +673,53 @@ impl Cache {
 
     /// On an exact miss: the answer of the most similar earlier request in the plan's
     /// partition, when it is similar enough (the plan of that answer, the answer, the
-    /// similarity). The request's last message is embedded only when its partition has
-    /// entries (the embedding is kept in the plan; otherwise [`Cache::put`] has the indexer
-    /// embed it off the request path).
+    /// similarity). With the in-process encoder, the request's last message is embedded
+    /// only when its partition has entries (the embedding is kept in the plan; otherwise
+    /// [`Cache::put`] has the indexer embed it off the request path); an embedding
+    /// deployment's vector is in the plan already.
     pub async fn similar(
         &self,
         plan: &mut Plan,
-        encoder: Option<Arc<Encoder>>,
+        embedder: Option<semantic::Embedder>,
     ) -> Option<(Plan, Entry, f32)> {
         let read = plan.read;
         let query = plan.semantic.as_mut()?;
-        let encoder = encoder?;
-        self.semantic.follow(&encoder.id);
-        query.encoder = Some(Arc::clone(&encoder));
-        if !read || !self.semantic.has(&encoder.id, &query.partition) {
+        let embedder = embedder?;
+        let id = Arc::clone(embedder.id());
+        self.semantic.follow(&id);
+        query.embedder = Some(embedder.clone());
+        if !read || !self.semantic.has(&id, &query.partition) {
             return None;
         }
-        let embedded = tokio::time::timeout(EMBED_WAIT, encoder.embed_whole_async(&query.text));
-        let vector = match embedded.await {
-            Ok(Ok(Some(v))) => v,
-            Ok(Ok(None)) => {
-                // Longer than the encoder reads: matched exactly only, and not indexed.
-                plan.semantic = None;
-                return None;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "semantic cache: the encoder failed; exact cache only");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!("semantic cache: the encoder is busy; a miss");
-                return None;
+        let vector = match (&query.vector, &embedder) {
+            (Some(v), _) => Arc::clone(v),
+            (None, semantic::Embedder::Deployment { .. }) => return None,
+            (None, semantic::Embedder::Encoder(encoder)) => {
+                let embedded =
+                    tokio::time::timeout(EMBED_WAIT, encoder.embed_whole_async(&query.text));
+                match embedded.await {
+                    Ok(Ok(Some(v))) => v,
+                    Ok(Ok(None)) => {
+                        // Longer than the encoder reads: matched exactly only, and not
+                        // indexed.
+                        plan.semantic = None;
+                        return None;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "semantic cache: the encoder failed; exact cache only");
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::debug!("semantic cache: the encoder is busy; a miss");
+                        return None;
+                    }
+                }
             }
         };
         query.vector = Some(Arc::clone(&vector));
         let found = self
             .semantic
-            .search(&encoder.id, &query.partition, &vector, now_ms())
+            .search(&id, &query.partition, &vector, now_ms())
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "semantic cache: search failed");
                 Vec::new()
@@ -781,7 +821,7 @@ impl Cache {
         let Some(ttl) = plan.store else {
             return;
         };
-        if !plan.store_truncated && replay::truncated(plan.client, &answer) {
+        if !plan.store_truncated && replay::truncated(plan.api, &answer) {
             return;
         }
         let now = now_ms();
@@ -826,16 +866,19 @@ impl Cache {
     }
 }
 
+/// At most one embedding failure is logged in this time (all are counted).
+const EMBED_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Entries waiting to be shared; past this, new ones are not shared.
 const SHARE_BUFFER: usize = 1024;
 /// The longest a lookup waits for the encoder (it is a miss after that).
-const EMBED_WAIT: Duration = Duration::from_secs(1);
+pub const EMBED_WAIT: Duration = Duration::from_secs(1);
 
 impl Cache {
     /// Has the indexer index a stored answer under its request's embedding; with Redis
     /// (where the answer is shared), the entry is offered to the other data planes.
     fn index(&self, plan: &Plan, query: &semantic::Query, expires_ms: u64) {
-        if query.encoder.is_some() {
+        if query.embedder.is_some() {
             self.indexer.offer(semantic::Job::Local {
                 query: query.clone(),
                 key: plan.key,
@@ -843,6 +886,23 @@ impl Cache {
                 epoch: plan.epoch,
                 share: plan.shared,
             });
+        }
+    }
+
+    /// Counts a message the embedding deployments of model group `group` did not embed
+    /// (the request is matched exactly only).
+    pub fn embedding_failed(&self, group: &str, error: &str) {
+        self.metrics.semantic_embedding_errors.inc();
+        let now = now_ms();
+        let last = self.embedding_warned_ms.load(Ordering::Relaxed);
+        let due = now >= last + EMBED_WARN_EVERY.as_millis() as u64;
+        if due
+            && self
+                .embedding_warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(group, error, "semantic cache: the embedding deployments failed; exact cache only (logged at most every 10 s)");
         }
     }
 
@@ -888,7 +948,7 @@ mod tests {
             max_age: None,
             store,
             store_truncated: false,
-            client: ClientApi::OpenAi,
+            api: Api::Chat,
             shared: false,
             epoch: 0,
             semantic: None,
@@ -1009,7 +1069,7 @@ mod tests {
             };
             let body = br#"{"model":"m","messages":[],"cache":{"no-cache":false}}"#;
             let mut req = RawObject::parse(body).unwrap();
-            Plan::of(Some(s), Some(&key), ClientApi::OpenAi, "m", &mut req, None).unwrap()
+            Plan::of(Some(s), Some(&key), Api::Chat, "m", &mut req, None).unwrap()
         };
         let on = CacheSettings::default();
         let open = plan(None, &on).unwrap();
@@ -1058,16 +1118,9 @@ mod tests {
             let body = serde_json::json!({"model": "m", "messages": [
                 {"role": "system", "content": system}, {"role": "user", "content": text}]});
             let mut req = RawObject::parse(body.to_string().as_bytes()).unwrap();
-            let plan = Plan::of(
-                Some(&settings),
-                Some(&key),
-                ClientApi::OpenAi,
-                "m",
-                &mut req,
-                None,
-            )
-            .unwrap()
-            .unwrap();
+            let plan = Plan::of(Some(&settings), Some(&key), Api::Chat, "m", &mut req, None)
+                .unwrap()
+                .unwrap();
             let q = plan.semantic.unwrap();
             assert_eq!(&*q.text, text);
             assert_ne!(q.partition, plan.key, "never an exact key");
@@ -1089,14 +1142,7 @@ mod tests {
         let mut req =
             RawObject::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
                 .unwrap();
-        let plan = Plan::of(
-            Some(&exact_only),
-            None,
-            ClientApi::OpenAi,
-            "m",
-            &mut req,
-            None,
-        );
+        let plan = Plan::of(Some(&exact_only), None, Api::Chat, "m", &mut req, None);
         assert!(plan.unwrap().unwrap().semantic.is_none());
     }
 

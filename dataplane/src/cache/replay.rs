@@ -1,6 +1,7 @@
 //! Cached answers in the other delivery: a stored stream as one response (a non-streamed
 //! request that hits an entry a stream made), and a stored response as a stream (the other
-//! way round), in the client's API (OpenAI chat chunks, Anthropic message events).
+//! way round), in the client's API (OpenAI chat chunks, Anthropic message events, OpenAI
+//! Responses events).
 //!
 //! A stored stream replayed as a stream needs none of this: its events go out as they were
 //! sent the first time, with their original boundaries.
@@ -8,8 +9,7 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::Answer;
-use crate::error::ClientApi;
+use super::{Answer, Api};
 use crate::sse;
 
 /// A stored event's name and JSON data (`None` for `[DONE]` and data that is not JSON).
@@ -26,23 +26,25 @@ fn parsed(events: &[Bytes]) -> impl Iterator<Item = (Option<String>, Value)> + '
     events.iter().filter_map(json_of)
 }
 
-/// A stored stream as one response body in `client`'s API; `None` if it does not read as
-/// one (nothing is served from it then).
-pub fn full_from_stream(client: ClientApi, events: &[Bytes]) -> Option<Bytes> {
-    let v = match client {
-        ClientApi::OpenAi => openai_full(events)?,
-        ClientApi::Anthropic => anthropic_full(events)?,
+/// A stored stream as one response body in `api`; `None` if it does not read as one
+/// (nothing is served from it then).
+pub fn full_from_stream(api: Api, events: &[Bytes]) -> Option<Bytes> {
+    let v = match api {
+        Api::Chat => openai_full(events)?,
+        Api::Messages => anthropic_full(events)?,
+        Api::Responses => responses_full(events)?,
     };
     Some(Bytes::from(v.to_string()))
 }
 
-/// A stored response as a stream in `client`'s API. `include_usage`: an OpenAI client's
-/// `stream_options.include_usage` (Anthropic streams always carry usage).
-pub fn stream_from_full(client: ClientApi, body: &[u8], include_usage: bool) -> Option<Vec<Bytes>> {
+/// A stored response as a stream in `api`. `include_usage`: an OpenAI chat client's
+/// `stream_options.include_usage` (the other APIs' streams always carry usage).
+pub fn stream_from_full(api: Api, body: &[u8], include_usage: bool) -> Option<Vec<Bytes>> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    match client {
-        ClientApi::OpenAi => openai_stream(&v, include_usage),
-        ClientApi::Anthropic => anthropic_stream(&v),
+    match api {
+        Api::Chat => openai_stream(&v, include_usage),
+        Api::Messages => anthropic_stream(&v),
+        Api::Responses => responses_stream(&v),
     }
 }
 
@@ -67,10 +69,11 @@ fn usage_chunk(v: &Value) -> bool {
 type StopReason = fn(&Value) -> Option<&str>;
 
 /// Whether a stream's events end as a finished answer does: OpenAI's `[DONE]` after a
-/// chunk with a `finish_reason`, Anthropic's `message_stop`.
-pub fn closed(client: ClientApi, events: &[Bytes]) -> bool {
-    match client {
-        ClientApi::OpenAi => {
+/// chunk with a `finish_reason`, Anthropic's `message_stop`, the Responses API's
+/// `response.completed` (or `response.incomplete`: cut short, see [`truncated`]).
+pub fn closed(api: Api, events: &[Bytes]) -> bool {
+    match api {
+        Api::Chat => {
             events
                 .last()
                 .and_then(|e| sse::parse_event(e.clone()))
@@ -83,7 +86,7 @@ pub fn closed(client: ClientApi, events: &[Bytes]) -> bool {
                     })
                 })
         }
-        ClientApi::Anthropic => events
+        Api::Messages => events
             .iter()
             .rev()
             .filter(|e| memchr::memmem::find(e, b"message_stop").is_some())
@@ -92,6 +95,11 @@ pub fn closed(client: ClientApi, events: &[Bytes]) -> bool {
                     v.get("type").and_then(Value::as_str) == Some("message_stop")
                 })
             }),
+        Api::Responses => events
+            .iter()
+            .rev()
+            .find_map(json_of)
+            .is_some_and(|(_, v)| response_end(&v).is_some()),
     }
 }
 
@@ -125,22 +133,30 @@ pub fn without_cost(event: &Bytes) -> Bytes {
     }
 }
 
-/// Whether a stored answer was cut short by the token limit (`finish_reason: length`,
-/// `stop_reason: max_tokens`).
-pub fn truncated(client: ClientApi, answer: &Answer) -> bool {
+/// Whether a stored answer was cut short (`finish_reason: length`, `stop_reason:
+/// max_tokens`, a response's `status: incomplete`).
+pub fn truncated(api: Api, answer: &Answer) -> bool {
     // The stop reason's value is the needle: most answers are read no further.
-    let (needle, reason): (&[u8], StopReason) = match client {
-        ClientApi::OpenAi => (b"length", |v| {
+    let (needle, reason): (&[u8], StopReason) = match api {
+        Api::Chat => (b"length", |v| {
             v.get("choices")?
                 .as_array()?
                 .iter()
                 .find_map(|c| c.get("finish_reason")?.as_str().filter(|r| *r == "length"))
         }),
-        ClientApi::Anthropic => (b"max_tokens", |v| {
+        Api::Messages => (b"max_tokens", |v| {
             v.get("stop_reason")
                 .or_else(|| v.get("delta")?.get("stop_reason"))?
                 .as_str()
                 .filter(|r| *r == "max_tokens")
+        }),
+        // A response, or an event that carries one.
+        Api::Responses => (b"\"incomplete\"", |v| {
+            v.get("response")
+                .unwrap_or(v)
+                .get("status")?
+                .as_str()
+                .filter(|s| *s == "incomplete")
         }),
     };
     match answer {
@@ -467,6 +483,180 @@ fn anthropic_stream(v: &Value) -> Option<Vec<Bytes>> {
     Some(out)
 }
 
+/// The response a Responses event carries when it ends the stream (`response.completed`,
+/// `response.incomplete`).
+fn response_end(event: &Value) -> Option<&Value> {
+    match event.get("type").and_then(Value::as_str) {
+        Some("response.completed" | "response.incomplete") => event.get("response"),
+        _ => None,
+    }
+}
+
+/// A stored Responses stream as one response: the one its last event carries.
+fn responses_full(events: &[Bytes]) -> Option<Value> {
+    events
+        .iter()
+        .rev()
+        .filter(|e| memchr::memmem::find(e, b"response.").is_some())
+        .find_map(|e| json_of(e).and_then(|(_, v)| response_end(&v).cloned()))
+}
+
+/// A Responses response body with `id` as its id.
+pub fn with_response_id(body: Bytes, id: &str) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    match v.get_mut("id") {
+        Some(old) => *old = id.into(),
+        None => return body,
+    }
+    Bytes::from(v.to_string())
+}
+
+/// A Responses stream event with `id` as the id of the response it carries, if it carries
+/// one (`response.created`, `response.completed`, ...); other events are returned as
+/// they are.
+pub fn event_with_response_id(event: Bytes, id: &str) -> Bytes {
+    if memchr::memmem::find(&event, b"\"response\":").is_none() {
+        return event;
+    }
+    let Some((name, mut v)) = json_of(&event) else {
+        return event;
+    };
+    match v.pointer_mut("/response/id") {
+        Some(old) => *old = id.into(),
+        None => return event,
+    }
+    match name {
+        Some(name) => sse::named(&name, &v.to_string()),
+        None => sse::data(&v.to_string()),
+    }
+}
+
+/// A stored response as the Responses API's typed events: the response created and in
+/// progress, then each output item added, its content in one delta each, and done, then
+/// the response as it ended.
+fn responses_stream(v: &Value) -> Option<Vec<Bytes>> {
+    let end = match v.get("status").and_then(Value::as_str) {
+        Some("incomplete") => "response.incomplete",
+        _ => "response.completed",
+    };
+    let items = v.get("output")?.as_array()?;
+    let mut start = v.as_object()?.clone();
+    start.insert("status".into(), "in_progress".into());
+    start.insert("output".into(), json!([]));
+    start.insert("usage".into(), Value::Null);
+    start.insert("incomplete_details".into(), Value::Null);
+    let start = Value::Object(start);
+    let mut out = Vec::new();
+    let mut push = |kind: &str, mut data: Value| {
+        data["type"] = kind.into();
+        data["sequence_number"] = out.len().into();
+        out.push(sse::named(kind, &data.to_string()));
+    };
+    push("response.created", json!({"response": start}));
+    push("response.in_progress", json!({"response": start}));
+    for (i, item) in items.iter().enumerate() {
+        let item_id = item.get("id").cloned().unwrap_or(Value::Null);
+        let at = |mut data: Value| {
+            data["item_id"] = item_id.clone();
+            data["output_index"] = i.into();
+            data
+        };
+        let mut added = item.clone();
+        if added.is_object() {
+            added["status"] = "in_progress".into();
+        }
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => added["content"] = json!([]),
+            Some("function_call") => added["arguments"] = json!(""),
+            Some("reasoning") => added["summary"] = json!([]),
+            _ => {}
+        }
+        push(
+            "response.output_item.added",
+            json!({"output_index": i, "item": added}),
+        );
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                let parts = item.get("content").and_then(Value::as_array);
+                for (j, part) in parts.into_iter().flatten().enumerate() {
+                    let (field, delta, done) = match part.get("type").and_then(Value::as_str) {
+                        Some("output_text") => ("text", "output_text.delta", "output_text.done"),
+                        Some("refusal") => ("refusal", "refusal.delta", "refusal.done"),
+                        _ => continue,
+                    };
+                    let whole = part.get(field).cloned().unwrap_or(json!(""));
+                    let mut empty = part.clone();
+                    empty[field] = json!("");
+                    if field == "text" {
+                        empty["annotations"] = json!([]);
+                    }
+                    let mut on = |kind: &str, mut data: Value| {
+                        data["content_index"] = j.into();
+                        push(kind, at(data));
+                    };
+                    on("response.content_part.added", json!({"part": empty}));
+                    let logprobs = || part.get("logprobs").cloned().unwrap_or(json!([]));
+                    let mut d = json!({"delta": whole.clone()});
+                    let mut w = json!({ field: whole });
+                    if field == "text" {
+                        d["logprobs"] = logprobs();
+                        w["logprobs"] = logprobs();
+                    }
+                    on(&format!("response.{delta}"), d);
+                    on(&format!("response.{done}"), w);
+                    on("response.content_part.done", json!({"part": part}));
+                }
+            }
+            Some("function_call") => {
+                let args = item.get("arguments").cloned().unwrap_or(json!(""));
+                push(
+                    "response.function_call_arguments.delta",
+                    at(json!({"delta": args.clone()})),
+                );
+                push(
+                    "response.function_call_arguments.done",
+                    at(json!({"arguments": args})),
+                );
+            }
+            Some("reasoning") => {
+                let summary = item.get("summary").and_then(Value::as_array);
+                for (j, s) in summary.into_iter().flatten().enumerate() {
+                    let text = s.get("text").cloned().unwrap_or(json!(""));
+                    let mut on = |kind: &str, mut data: Value| {
+                        data["summary_index"] = j.into();
+                        push(kind, at(data));
+                    };
+                    on(
+                        "response.reasoning_summary_part.added",
+                        json!({"part": {"type": "summary_text", "text": ""}}),
+                    );
+                    on(
+                        "response.reasoning_summary_text.delta",
+                        json!({"delta": text.clone()}),
+                    );
+                    on(
+                        "response.reasoning_summary_text.done",
+                        json!({"text": text.clone()}),
+                    );
+                    on(
+                        "response.reasoning_summary_part.done",
+                        json!({"part": {"type": "summary_text", "text": text}}),
+                    );
+                }
+            }
+            _ => {}
+        }
+        push(
+            "response.output_item.done",
+            json!({"output_index": i, "item": item}),
+        );
+    }
+    push(end, json!({"response": v}));
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,13 +677,13 @@ mod tests {
                     ]}}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
         });
-        let events = stream_from_full(ClientApi::OpenAi, &body(&full), true).unwrap();
+        let events = stream_from_full(Api::Chat, &body(&full), true).unwrap();
         assert!(is_usage_chunk(&events[events.len() - 2]));
         assert_eq!(events.last().unwrap().as_ref(), sse::DONE);
         let back: Value =
-            serde_json::from_slice(&full_from_stream(ClientApi::OpenAi, &events).unwrap()).unwrap();
+            serde_json::from_slice(&full_from_stream(Api::Chat, &events).unwrap()).unwrap();
         assert_eq!(back, full);
-        let without = stream_from_full(ClientApi::OpenAi, &body(&full), false).unwrap();
+        let without = stream_from_full(Api::Chat, &body(&full), false).unwrap();
         assert!(!without.iter().any(is_usage_chunk));
         let priced = sse::data(r#"{"choices":[],"usage":{"total_tokens":3,"cost":0.5}}"#);
         let free: Value = json_of(&without_cost(&priced)).unwrap().1;
@@ -513,19 +703,16 @@ mod tests {
         .chain([Bytes::from_static(sse::DONE)])
         .collect();
         let v: Value =
-            serde_json::from_slice(&full_from_stream(ClientApi::OpenAi, &chunks).unwrap()).unwrap();
+            serde_json::from_slice(&full_from_stream(Api::Chat, &chunks).unwrap()).unwrap();
         let m = &v["choices"][0]["message"];
         assert_eq!(m["content"], "Hello");
         assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"x\":2}");
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-        assert!(!truncated(
-            ClientApi::OpenAi,
-            &Answer::Stream(chunks.clone())
-        ));
+        assert!(!truncated(Api::Chat, &Answer::Stream(chunks.clone())));
         let cut = [sse::data(
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
         )];
-        assert!(truncated(ClientApi::OpenAi, &Answer::Stream(cut.to_vec())));
+        assert!(truncated(Api::Chat, &Answer::Stream(cut.to_vec())));
     }
 
     #[test]
@@ -540,10 +727,10 @@ mod tests {
             chunk(json!({"choices": [], "usage": {"total_tokens": 2}})),
             done.clone(),
         ];
-        assert!(closed(ClientApi::OpenAi, &finished));
-        assert!(!closed(ClientApi::OpenAi, &finished[..3]), "no [DONE]");
+        assert!(closed(Api::Chat, &finished));
+        assert!(!closed(Api::Chat, &finished[..3]), "no [DONE]");
         assert!(
-            !closed(ClientApi::OpenAi, &[finished[0].clone(), done.clone()]),
+            !closed(Api::Chat, &[finished[0].clone(), done.clone()]),
             "no finish"
         );
         let failed = chunk(json!({"error": {"message": "overloaded", "type": "server_error"}}));
@@ -554,16 +741,13 @@ mod tests {
         );
         assert!(is_error(&named));
         let anthropic = stream_from_full(
-            ClientApi::Anthropic,
+            Api::Messages,
             br#"{"id":"m","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}"#,
             true,
         )
         .unwrap();
-        assert!(closed(ClientApi::Anthropic, &anthropic));
-        assert!(!closed(
-            ClientApi::Anthropic,
-            &anthropic[..anthropic.len() - 1]
-        ));
+        assert!(closed(Api::Messages, &anthropic));
+        assert!(!closed(Api::Messages, &anthropic[..anthropic.len() - 1]));
     }
 
     #[test]
@@ -578,25 +762,89 @@ mod tests {
             "stop_reason": "tool_use", "stop_sequence": null,
             "usage": {"input_tokens": 5, "output_tokens": 6}
         });
-        let events = stream_from_full(ClientApi::Anthropic, &body(&full), true).unwrap();
+        let events = stream_from_full(Api::Messages, &body(&full), true).unwrap();
         assert!(std::str::from_utf8(&events[0])
             .unwrap()
             .starts_with("event: message_start\n"));
         let back: Value =
-            serde_json::from_slice(&full_from_stream(ClientApi::Anthropic, &events).unwrap())
-                .unwrap();
+            serde_json::from_slice(&full_from_stream(Api::Messages, &events).unwrap()).unwrap();
         assert_eq!(back, full);
-        assert!(!truncated(
-            ClientApi::Anthropic,
-            &Answer::Full(body(&full).into())
-        ));
+        assert!(!truncated(Api::Messages, &Answer::Full(body(&full).into())));
         let mut cut = full.clone();
         cut["stop_reason"] = "max_tokens".into();
-        assert!(truncated(
-            ClientApi::Anthropic,
-            &Answer::Full(body(&cut).into())
+        assert!(truncated(Api::Messages, &Answer::Full(body(&cut).into())));
+        let events = stream_from_full(Api::Messages, &body(&cut), true).unwrap();
+        assert!(truncated(Api::Messages, &Answer::Stream(events)));
+    }
+
+    #[test]
+    fn responses_answers_survive_both_ways_under_a_new_id() {
+        let full = json!({
+            "id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+            "model": "m", "max_output_tokens": 100, "incomplete_details": null,
+            "output": [
+                {"type": "reasoning", "id": "rs_1", "summary": [
+                    {"type": "summary_text", "text": "think"}]},
+                {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "text": "Hi", "annotations": []}]},
+                {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f",
+                 "arguments": "{\"a\":1}", "status": "completed"}
+            ],
+            "usage": {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
+        });
+        let events = stream_from_full(Api::Responses, &body(&full), true).unwrap();
+        let kinds: Vec<(String, Value)> = events
+            .iter()
+            .map(|e| json_of(e).map(|(n, v)| (n.unwrap(), v)).unwrap())
+            .collect();
+        for (i, (name, v)) in kinds.iter().enumerate() {
+            assert_eq!(v["type"], name.as_str());
+            assert_eq!(v["sequence_number"], i);
+        }
+        let names: Vec<&str> = kinds.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.first(), Some(&"response.created"));
+        assert_eq!(names.last(), Some(&"response.completed"));
+        for kind in [
+            "response.reasoning_summary_text.delta",
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+        ] {
+            assert_eq!(names.iter().filter(|n| **n == kind).count(), 1, "{kind}");
+        }
+        assert_eq!(kinds[0].1["response"]["status"], "in_progress");
+        assert!(closed(Api::Responses, &events));
+        assert!(!closed(Api::Responses, &events[..events.len() - 1]));
+        let back: Value =
+            serde_json::from_slice(&full_from_stream(Api::Responses, &events).unwrap()).unwrap();
+        assert_eq!(back, full);
+        // Under another id: the response's, in each event that carries it.
+        let renamed: Vec<Bytes> = events
+            .iter()
+            .map(|e| event_with_response_id(e.clone(), "resp_2"))
+            .collect();
+        let back: Value =
+            serde_json::from_slice(&full_from_stream(Api::Responses, &renamed).unwrap()).unwrap();
+        assert_eq!(back["id"], "resp_2");
+        assert_eq!(json_of(&renamed[0]).unwrap().1["response"]["id"], "resp_2");
+        assert_eq!(renamed[3], events[3], "an item's event is left as it was");
+        let v: Value =
+            serde_json::from_slice(&with_response_id(body(&full).into(), "resp_3")).unwrap();
+        assert_eq!(v["id"], "resp_3");
+        // Cut short (`max_output_tokens` in the request echo is no sign of it).
+        assert!(!truncated(
+            Api::Responses,
+            &Answer::Full(body(&full).into())
         ));
-        let events = stream_from_full(ClientApi::Anthropic, &body(&cut), true).unwrap();
-        assert!(truncated(ClientApi::Anthropic, &Answer::Stream(events)));
+        assert!(!truncated(Api::Responses, &Answer::Stream(events)));
+        let mut cut = full.clone();
+        cut["status"] = "incomplete".into();
+        cut["incomplete_details"] = json!({"reason": "max_output_tokens"});
+        assert!(truncated(Api::Responses, &Answer::Full(body(&cut).into())));
+        let events = stream_from_full(Api::Responses, &body(&cut), true).unwrap();
+        assert!(
+            json_of(events.last().unwrap()).unwrap().0.as_deref() == Some("response.incomplete")
+        );
+        assert!(closed(Api::Responses, &events));
+        assert!(truncated(Api::Responses, &Answer::Stream(events)));
     }
 }

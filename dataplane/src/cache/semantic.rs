@@ -24,10 +24,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use routeiq_proto::SemanticSettings;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::ClientApi;
+use super::Api;
 use crate::handlers::request::RawObject;
 use crate::routing::learned::featurize::Encoder;
 
@@ -42,16 +42,58 @@ pub struct Query {
     pub threshold: f32,
     /// The text's embedding, once computed (at lookup, to store it under after).
     pub vector: Option<Arc<[f32]>>,
-    /// The encoder serving when the request was looked up (none: not loaded).
-    pub encoder: Option<Arc<Encoder>>,
+    /// What embedded (or embeds) the text when the request was looked up (none: the
+    /// encoder is not loaded).
+    pub embedder: Option<Embedder>,
+}
+
+/// What makes the semantic cache's vectors.
+#[derive(Clone)]
+pub enum Embedder {
+    /// The MiniLM encoder, in process: a lookup embeds when its partition has entries,
+    /// the indexer otherwise.
+    Encoder(Arc<Encoder>),
+    /// A model group's embedding deployments (`redis_semantic_cache_embedding_model`):
+    /// the handler embeds each request the semantic cache takes before its lookup (the
+    /// request pays for it), so its query always has its vector.
+    Deployment {
+        /// The group and its deployments' models: vectors of one are comparable.
+        id: Arc<str>,
+    },
+}
+
+impl Embedder {
+    /// Which vectors it makes: the index holds one embedder's at a time.
+    pub fn id(&self) -> &Arc<str> {
+        match self {
+            Self::Encoder(e) => &e.id,
+            Self::Deployment { id } => id,
+        }
+    }
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Embedder").field(self.id()).finish()
+    }
+}
+
+/// A vector an embedding deployment returned, as the index takes it: finite, not zero,
+/// scaled to unit length (providers do not all normalise).
+pub fn unit(v: &[f32]) -> Option<Arc<[f32]>> {
+    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    (!v.is_empty() && norm.is_finite() && norm > 0.0)
+        .then(|| v.iter().map(|x| (f64::from(*x) / norm) as f32).collect())
 }
 
 impl Query {
     /// The request's last message and the rest of it, when the semantic cache takes the
     /// request: at most `max_messages` messages (system messages aside), no tools, and a
-    /// last message from the user in text.
+    /// last message from the user in text. A Responses request's messages are its `input`
+    /// (a string is one user message); one that continues a stored conversation
+    /// (`previous_response_id`, `conversation`) is not taken.
     pub fn split(
-        client: ClientApi,
+        api: Api,
         req: &RawObject,
         settings: &SemanticSettings,
     ) -> Option<(Arc<str>, RawObject)> {
@@ -62,24 +104,33 @@ impl Query {
         if has("tools") || has("functions") {
             return None;
         }
-        let Some(Value::Array(mut messages)) = req.value("messages") else {
-            return None;
+        let field = match api {
+            Api::Responses if has("previous_response_id") || has("conversation") => return None,
+            Api::Responses => "input",
+            Api::Chat | Api::Messages => "messages",
+        };
+        let mut messages = match req.value(field)? {
+            Value::Array(m) => m,
+            Value::String(text) if api == Api::Responses => {
+                vec![json!({"role": "user", "content": text})]
+            }
+            _ => return None,
         };
         let system = |m: &Value| {
-            client == ClientApi::OpenAi
-                && matches!(m["role"].as_str(), Some("system" | "developer"))
+            api != Api::Messages && matches!(m["role"].as_str(), Some("system" | "developer"))
         };
         let turns = messages.iter().filter(|m| !system(m)).count();
         if turns == 0 || turns > settings.max_messages as usize {
             return None;
         }
         let last = messages.pop()?;
-        if last["role"].as_str() != Some("user") {
+        let is_message = last.get("type").is_none_or(|t| t == "message");
+        if !is_message || last["role"].as_str() != Some("user") {
             return None;
         }
         let text = text_of(&last["content"]).filter(|t| t.len() <= MAX_TEXT_BYTES)?;
         let mut rest = req.clone();
-        rest.set("messages", &messages).ok()?;
+        rest.set(field, &messages).ok()?;
         Some((text.into(), rest))
     }
 }
@@ -88,8 +139,9 @@ impl Query {
 /// read; a longer one is matched exactly only anyway, see `Encoder::embed_whole`).
 const MAX_TEXT_BYTES: usize = 16 * 1024;
 
-/// A message's content as text: a string, or parts that are all text (joined by a new
-/// line). `None` for anything else (images, documents, tool results).
+/// A message's content as text: a string, or parts that are all text (`text`, or the
+/// Responses API's `input_text`; joined by a new line). `None` for anything else (images,
+/// documents, tool results).
 fn text_of(content: &Value) -> Option<String> {
     match content {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
@@ -97,7 +149,7 @@ fn text_of(content: &Value) -> Option<String> {
             let texts: Option<Vec<&str>> = parts
                 .iter()
                 .map(|p| match p["type"].as_str() {
-                    Some("text") => p["text"].as_str(),
+                    Some("text" | "input_text") => p["text"].as_str(),
                     _ => None,
                 })
                 .collect();
@@ -580,21 +632,25 @@ fn run(index: &Index, epoch: &std::sync::atomic::AtomicU64, share: &Share, job: 
             epoch: at,
             share: shared,
         } => {
-            let Some(encoder) = query.encoder.clone() else {
+            let Some(embedder) = query.embedder.clone() else {
                 return;
             };
-            let vector = match query.vector.clone() {
-                Some(v) => Some(v),
-                None => encoder.embed_whole(&query.text).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "semantic cache: the encoder failed");
-                    None
-                }),
+            let vector = match (query.vector.clone(), &embedder) {
+                (Some(v), _) => Some(v),
+                (None, Embedder::Encoder(encoder)) => {
+                    encoder.embed_whole(&query.text).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "semantic cache: the encoder failed");
+                        None
+                    })
+                }
+                // Its lookup could not embed it: not indexed.
+                (None, Embedder::Deployment { .. }) => None,
             };
             let Some(vector) = vector else {
                 return;
             };
             let still = || epoch.load(Ordering::Acquire) == at;
-            let id = &encoder.id;
+            let id = embedder.id();
             let done = index.insert(
                 Origin::Local,
                 id,
@@ -665,7 +721,7 @@ mod tests {
     fn takes_short_text_conversations_only() {
         let split = |body: serde_json::Value, n: u32| {
             let req = RawObject::parse(body.to_string().as_bytes()).unwrap();
-            Query::split(ClientApi::OpenAi, &req, &settings(n))
+            Query::split(Api::Chat, &req, &settings(n))
                 .map(|(t, rest)| (t.to_string(), rest.value("messages").unwrap()))
         };
         let (text, rest) = split(
@@ -700,6 +756,48 @@ mod tests {
         }
         let empty_tools = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": []});
         assert!(split(empty_tools, 1).is_some());
+    }
+
+    #[test]
+    fn deployment_vectors_are_scaled_to_unit_length() {
+        let v = super::unit(&[3.0, 4.0]).unwrap();
+        assert_eq!(&*v, &[0.6, 0.8]);
+        assert!(unit_length(&v));
+        assert!(super::unit(&[]).is_none());
+        assert!(super::unit(&[0.0, 0.0]).is_none());
+        assert!(super::unit(&[f32::NAN, 1.0]).is_none());
+        assert!(super::unit(&[f32::INFINITY, 1.0]).is_none());
+    }
+
+    #[test]
+    fn takes_a_responses_input_as_its_messages() {
+        let split = |body: serde_json::Value| {
+            let req = RawObject::parse(body.to_string().as_bytes()).unwrap();
+            Query::split(Api::Responses, &req, &settings(1))
+                .map(|(t, rest)| (t.to_string(), rest.value("input").unwrap()))
+        };
+        let (text, rest) = split(json!({"model": "m", "input": "What is 2+2?",
+                                        "instructions": "be brief"}))
+        .unwrap();
+        assert_eq!((text.as_str(), rest), ("What is 2+2?", json!([])));
+        let (text, rest) = split(json!({"model": "m", "input": [
+            {"role": "developer", "content": "be brief"},
+            {"type": "message", "role": "user",
+             "content": [{"type": "input_text", "text": "What is 2+2?"}]}]}))
+        .unwrap();
+        assert_eq!(text, "What is 2+2?");
+        assert_eq!(rest, json!([{"role": "developer", "content": "be brief"}]));
+        for body in [
+            json!({"model": "m", "input": "x", "previous_response_id": "resp_1"}),
+            json!({"model": "m", "input": "x", "conversation": "conv_1"}),
+            json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
+            json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c",
+                                           "output": "4"}]}),
+            json!({"model": "m", "input": [{"role": "user", "content": [
+                {"type": "input_image", "image_url": "data:,"}]}]}),
+        ] {
+            assert!(split(body.clone()).is_none(), "{body}");
+        }
     }
 
     fn add(index: &Index, origin: Origin, enc: &str, p: [u8; 32], key: u8, exp: u64, v: &[f32]) {

@@ -1,16 +1,153 @@
-//! Answering a chat request from the response cache: in the delivery the client asked for
-//! (a stored stream's own events, or the stored response as a stream, or one response
-//! from either), with the key's rate limits and budgets checked as for any request, and a
-//! cost of 0.
+//! The response cache on the request path: looking a request up (by exact key, then by
+//! similarity), answering a hit in the delivery the client asked for (a stored stream's
+//! own events, or the stored response as a stream, or one response from either) with the
+//! key's rate limits and budgets checked as for any request and a cost of 0 (but for an
+//! embedding deployment's embedding), and keeping a miss's answer.
 
 use bytes::Bytes;
 use pingora::proxy::Session;
 
-use crate::cache::{replay, Answer, Entry, Plan};
+use super::request::RawObject;
+use crate::cache::{replay, semantic, Answer, Api, Entry, Outcome, Plan, Recording, EMBED_WAIT};
 use crate::context::RequestCtx;
-use crate::error::{ApiError, ClientApi};
+use crate::error::ApiError;
 use crate::respond;
-use crate::state::{App, LiveState};
+use crate::state::{App, LiveState, SemanticEmbedder};
+
+/// How a request asks the cache.
+pub struct Ask<'a> {
+    pub api: Api,
+    /// The model group.
+    pub model: &'a str,
+    pub stream: bool,
+    /// An OpenAI chat client's `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// The request must not be answered from the cache nor stored (its answer depends on
+    /// more than its body, such as MCP tools a key is offered afresh each time).
+    pub bypass: bool,
+}
+
+/// What the response cache did with a request.
+pub enum Lookup {
+    /// A stored answer to send with [`answer`].
+    Hit(Hit),
+    /// Not answered from the cache: the plan to store the answer under, if any.
+    Miss(Option<Plan>),
+}
+
+/// An answer the cache has for a request.
+pub struct Hit {
+    /// The plan of the request the answer was stored for.
+    pub plan: Plan,
+    pub entry: Entry,
+    /// A semantic hit: how similar that request was.
+    pub similarity: Option<f32>,
+    /// The answer in the delivery the client asked for.
+    pub reply: Reply,
+}
+
+/// Looks the request up in the response cache (taking out its `cache` controls).
+pub async fn lookup(
+    app: &App,
+    live: &LiveState,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    ask: Ask<'_>,
+    req: &mut RawObject,
+) -> Result<Lookup, ApiError> {
+    let cache_control = session
+        .req_header()
+        .headers
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok());
+    let plan = Plan::of(
+        live.cache.as_deref(),
+        ctx.key.as_deref(),
+        ask.api,
+        ask.model,
+        req,
+        cache_control,
+    )?;
+    let Some(mut plan) = plan.filter(|_| !ask.bypass) else {
+        if live.cache.is_some() {
+            ctx.cache = Some(Outcome::Bypass);
+        }
+        return Ok(Lookup::Miss(None));
+    };
+    plan.epoch = app.cache.epoch();
+    if !plan.read {
+        // Not answered from the cache, but its answer is indexed under its embedding.
+        similar(app, live, ctx, &mut plan).await;
+        ctx.cache = Some(Outcome::Bypass);
+        return Ok(Lookup::Miss(Some(plan)));
+    }
+    let found = match app.cache.get(&plan).await {
+        Some(entry) => Some((None, entry, None)),
+        None => similar(app, live, ctx, &mut plan)
+            .await
+            .map(|(matched, entry, similarity)| (Some(matched), entry, Some(similarity))),
+    };
+    if let Some((matched, entry, similarity)) = found {
+        if let Some(reply) = Reply::of(&entry, ask.api, ask.stream, ask.include_usage) {
+            return Ok(Lookup::Hit(Hit {
+                plan: matched.unwrap_or(plan),
+                entry,
+                similarity,
+                reply,
+            }));
+        }
+    }
+    app.cache
+        .metrics
+        .misses
+        .with_label_values(&[ask.model])
+        .inc();
+    ctx.cache = Some(Outcome::Miss {
+        key: plan.hex.clone(),
+    });
+    Ok(Lookup::Miss(Some(plan)))
+}
+
+/// The semantic cache's answer to a request the exact cache has none for (see
+/// [`crate::cache::Cache::similar`]); an embedding deployment embeds its message first.
+async fn similar(
+    app: &App,
+    live: &LiveState,
+    ctx: &mut RequestCtx,
+    plan: &mut Plan,
+) -> Option<(Plan, Entry, f32)> {
+    let source = live.semantic.as_ref()?;
+    if let SemanticEmbedder::Deployment { group, .. } = source {
+        embed_on(app, live, ctx, group, plan).await;
+    }
+    app.cache.similar(plan, source.embedder()).await
+}
+
+/// Embeds the message the semantic cache matches the request on with the embedding
+/// deployments of model group `group`, at the request's cost. On a failure the request
+/// uses the exact cache only.
+async fn embed_on(app: &App, live: &LiveState, ctx: &mut RequestCtx, group: &str, plan: &mut Plan) {
+    let Some(query) = plan.semantic.as_mut() else {
+        return;
+    };
+    let embedded = super::internal::embed(app, live, group, &query.text, EMBED_WAIT).await;
+    match embedded.map(|e| (semantic::unit(&e.vector), e.cost)) {
+        Ok((Some(vector), cost)) => {
+            ctx.extra_cost += cost;
+            query.vector = Some(vector);
+        }
+        Ok((None, cost)) => {
+            ctx.extra_cost += cost;
+            app.cache
+                .embedding_failed(group, "the embedding is empty or not finite");
+            plan.semantic = None;
+        }
+        Err(e) => {
+            app.cache.embedding_failed(group, &e);
+            plan.semantic = None;
+        }
+    }
+}
 
 /// What a hit sends.
 pub enum Reply {
@@ -21,12 +158,12 @@ pub enum Reply {
 impl Reply {
     /// `entry` in the delivery asked for; `None` when a stored answer cannot be read in it
     /// (the request is then served as a miss).
-    pub fn of(entry: &Entry, client: ClientApi, stream: bool, include_usage: bool) -> Option<Self> {
-        let drop_usage = client == ClientApi::OpenAi && !include_usage;
+    fn of(entry: &Entry, api: Api, stream: bool, include_usage: bool) -> Option<Self> {
+        let drop_usage = api == Api::Chat && !include_usage;
         match (&entry.answer, stream) {
             (Answer::Full(body), false) => Some(Self::Full(body.clone())),
             (Answer::Stream(events), false) => {
-                replay::full_from_stream(client, events).map(Self::Full)
+                replay::full_from_stream(api, events).map(Self::Full)
             }
             (Answer::Stream(events), true) => Some(Self::Stream(
                 events
@@ -36,29 +173,53 @@ impl Reply {
                     .collect(),
             )),
             (Answer::Full(body), true) => {
-                replay::stream_from_full(client, body, include_usage).map(Self::Stream)
+                replay::stream_from_full(api, body, include_usage).map(Self::Stream)
             }
         }
     }
+
+    /// A Responses answer under response id `id`: each hit is a response of its own.
+    pub fn with_response_id(self, id: &str) -> Self {
+        match self {
+            Self::Full(body) => Self::Full(replay::with_response_id(body, id)),
+            Self::Stream(events) => Self::Stream(
+                events
+                    .into_iter()
+                    .map(|e| replay::event_with_response_id(e, id))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The response a Responses answer ends with.
+    pub fn response(&self) -> Option<serde_json::Value> {
+        let body = match self {
+            Self::Full(body) => body.clone(),
+            Self::Stream(events) => replay::full_from_stream(Api::Responses, events)?,
+        };
+        serde_json::from_slice(&body).ok()
+    }
 }
 
-/// Sends a hit for model group `model` (`similarity`: a semantic one).
-#[allow(clippy::too_many_arguments)]
+/// Sends a hit for model group `model`.
 pub async fn answer(
     app: &App,
     live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     model: &str,
-    plan: &Plan,
-    entry: &Entry,
-    similarity: Option<f32>,
-    reply: Reply,
+    hit: Hit,
 ) -> Result<(), ApiError> {
+    let Hit {
+        plan,
+        entry,
+        similarity,
+        reply,
+    } = hit;
     ctx.model = Some(model.to_owned());
     // Rate limits count the request; budgets must not be exhausted; nothing is charged.
     ctx.hold(app, live, 0.0, 0).await?;
-    crate::cache::hit(ctx, plan, entry, similarity);
+    crate::cache::hit(ctx, &plan, &entry, similarity);
     let m = &app.cache.metrics;
     m.hits.with_label_values(&[model]).inc();
     if let Some(u) = entry.usage {
@@ -69,7 +230,10 @@ pub async fn answer(
     let mut headers = vec![
         ("x-litellm-call-id", ctx.request_id.clone()),
         ("x-litellm-model-group", model.to_owned()),
-        ("x-litellm-response-cost", "0".to_owned()),
+        (
+            "x-litellm-response-cost",
+            ctx.cost().unwrap_or(0.0).to_string(),
+        ),
     ];
     headers.extend(ctx.rate_headers.iter().cloned());
     if let Some(c) = &ctx.cache {
@@ -90,4 +254,34 @@ pub async fn answer(
         tracing::debug!(error = %e, "client went away");
     }
     Ok(())
+}
+
+/// A recording of the stream about to be served, when the cache keeps its answer
+/// (`drop_usage`: see [`Recording`]).
+pub fn recorder(plan: Option<&Plan>, drop_usage: bool) -> Option<Recording> {
+    plan.filter(|p| p.store.is_some())
+        .map(|_| Recording::new(drop_usage))
+}
+
+/// Keeps a served stream's recording, once the stream is over, if it is a complete and
+/// successful answer.
+pub fn keep_stream(app: &App, ctx: &RequestCtx, plan: Option<&Plan>, recording: Option<Recording>) {
+    let (Some(plan), Some(r)) = (plan, recording) else {
+        return;
+    };
+    if ctx.error_type.is_none() {
+        if let Some(answer) = r.keepable(plan) {
+            app.cache
+                .put(plan, answer, ctx.usage, ctx.cost().unwrap_or(0.0));
+        }
+    }
+}
+
+/// Keeps a served response body.
+pub fn keep_full(app: &App, ctx: &RequestCtx, plan: Option<&Plan>, body: &Bytes) {
+    if let Some(plan) = plan {
+        let answer = Answer::Full(body.clone());
+        app.cache
+            .put(plan, answer, ctx.usage, ctx.cost().unwrap_or(0.0));
+    }
 }

@@ -88,21 +88,20 @@ pub async fn completion(
     // LiteLLM's per-request switch; never sent upstream.
     let drop_params = req.flag("drop_params")?;
     req.remove("drop_params");
-    let cache = lookup(
-        app,
-        live,
-        session,
-        ctx,
-        client,
-        &model,
-        &mut req,
+    let ask = super::cached::Ask {
+        api: crate::cache::Api::chat(client),
+        model: &model,
         stream,
-        client_wants_usage,
-    )
-    .await?;
-    let cache = match cache {
-        Lookup::Answered => return Ok(()),
-        Lookup::Miss(plan) => plan,
+        include_usage: client_wants_usage,
+        // MCP tools: which ones a key gets, and whether it may use them at all, is decided
+        // afresh for each request; their answers are not shared.
+        bypass: client == ClientApi::OpenAi && super::mcp_tools::named(&req),
+    };
+    let cache = match super::cached::lookup(app, live, session, ctx, ask, &mut req).await? {
+        super::cached::Lookup::Hit(hit) => {
+            return super::cached::answer(app, live, session, ctx, &model, hit).await
+        }
+        super::cached::Lookup::Miss(plan) => plan,
     };
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .into_iter()
@@ -254,11 +253,7 @@ pub async fn completion(
             };
             ctx.usage = usage;
             headers.extend(super::cost_header(ctx));
-            if let Some(plan) = &cache {
-                let answer = crate::cache::Answer::Full(out.clone());
-                app.cache
-                    .put(plan, answer, usage, ctx.cost().unwrap_or(0.0));
-            }
+            super::cached::keep_full(app, ctx, cache.as_ref(), &out);
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
             }
@@ -267,10 +262,7 @@ pub async fn completion(
     };
     // A stream the cache keeps is recorded with OpenAI's usage chunk, which the client
     // gets only if it asked.
-    let mut recording = cache
-        .as_ref()
-        .filter(|p| p.store.is_some())
-        .map(|_| crate::cache::Recording::new(!client_wants_usage));
+    let mut recording = super::cached::recorder(cache.as_ref(), !client_wants_usage);
     let wants_usage = client_wants_usage || recording.is_some();
     let conv = stream::converter(native, client, wants_usage, &model, d.prices);
     super::streaming::pump(
@@ -282,94 +274,8 @@ pub async fn completion(
         recording.as_mut(),
     )
     .await?;
-    if let (Some(plan), Some(r)) = (&cache, recording) {
-        if ctx.error_type.is_none() {
-            if let Some(answer) = r.keepable(plan) {
-                app.cache
-                    .put(plan, answer, ctx.usage, ctx.cost().unwrap_or(0.0));
-            }
-        }
-    }
+    super::cached::keep_stream(app, ctx, cache.as_ref(), recording);
     Ok(())
-}
-
-/// What the response cache did with a request.
-enum Lookup {
-    /// A hit, sent.
-    Answered,
-    /// Not answered from the cache: the plan to store the answer under, if any.
-    Miss(Option<crate::cache::Plan>),
-}
-
-/// Looks the request up in the response cache (taking out its `cache` controls), and
-/// answers it from there on a hit.
-#[allow(clippy::too_many_arguments)]
-async fn lookup(
-    app: &App,
-    live: &LiveState,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    client: ClientApi,
-    model: &str,
-    req: &mut RawObject,
-    stream: bool,
-    include_usage: bool,
-) -> Result<Lookup, ApiError> {
-    let cache_control = session
-        .req_header()
-        .headers
-        .get(http::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok());
-    let plan = crate::cache::Plan::of(
-        live.cache.as_deref(),
-        ctx.key.as_deref(),
-        client,
-        model,
-        req,
-        cache_control,
-    )?;
-    // MCP tools: which ones a key gets, and whether it may use them at all, is decided
-    // afresh for each request; their answers are not shared.
-    let mcp = client == ClientApi::OpenAi && super::mcp_tools::named(req);
-    let Some(mut plan) = plan.filter(|_| !mcp) else {
-        if live.cache.is_some() {
-            ctx.cache = Some(crate::cache::Outcome::Bypass);
-        }
-        return Ok(Lookup::Miss(None));
-    };
-    plan.epoch = app.cache.epoch();
-    let encoder = || live.semantic_encoder.as_ref().and_then(|s| s.encoder());
-    if !plan.read {
-        // Not answered from the cache, but its answer is indexed under its embedding.
-        app.cache.similar(&mut plan, encoder()).await;
-        ctx.cache = Some(crate::cache::Outcome::Bypass);
-        return Ok(Lookup::Miss(Some(plan)));
-    }
-    let similar;
-    let found = match app.cache.get(&plan).await {
-        Some(entry) => Some((&plan, entry, None)),
-        None => match app.cache.similar(&mut plan, encoder()).await {
-            Some((matched, entry, similarity)) => {
-                similar = matched;
-                Some((&similar, entry, Some(similarity)))
-            }
-            None => None,
-        },
-    };
-    if let Some((matched, entry, similarity)) = found {
-        if let Some(reply) = super::cached::Reply::of(&entry, client, stream, include_usage) {
-            super::cached::answer(
-                app, live, session, ctx, model, matched, &entry, similarity, reply,
-            )
-            .await?;
-            return Ok(Lookup::Answered);
-        }
-    }
-    app.cache.metrics.misses.with_label_values(&[model]).inc();
-    ctx.cache = Some(crate::cache::Outcome::Miss {
-        key: plan.hex.clone(),
-    });
-    Ok(Lookup::Miss(Some(plan)))
 }
 
 /// [`upstream_body`] with the skills the request loads named as deployment `d` has them.

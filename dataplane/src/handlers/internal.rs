@@ -1,8 +1,9 @@
 //! Calls the gateway makes on a request's behalf: `llmrouter-causallm` asking its router
-//! model, `llmrouter-automix` asking its small model to verify a draft. A non-streaming
-//! chat completion through the same providers and translation as a client's request (on a
-//! model group, with its retries and fallbacks, or on one deployment), without learned
-//! routing of its own (no query). Its cost is added to the request's.
+//! model, `llmrouter-automix` asking its small model to verify a draft (a non-streaming
+//! chat completion), the semantic cache embedding a message (an embedding). Each goes
+//! through the same providers and translation as a client's request (on a model group,
+//! with its retries and fallbacks, or on one deployment), without learned routing of its
+//! own (no query). Its cost is added to the request's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,37 @@ pub async fn complete(
     body: Value,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    within(timeout, model, on_group(app, live, model, body)).await
+    let raw = RawObject::parse(body.to_string().as_bytes()).map_err(|e| e.message)?;
+    let call = async {
+        let (d, reply) = on_group(app, live, model, &raw, Call::Chat).await?;
+        answer(&d, &reply)
+    };
+    within(timeout, model, call).await
+}
+
+/// An embedding and what it cost.
+#[derive(Debug)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    /// USD, as [`Answer::cost`].
+    pub cost: f64,
+}
+
+/// `model`'s embedding of `text`, within `timeout`.
+pub async fn embed(
+    app: &App,
+    live: &LiveState,
+    model: &str,
+    text: &str,
+    timeout: Duration,
+) -> Result<Embedding, String> {
+    let body = serde_json::json!({"model": model, "input": text});
+    let raw = RawObject::parse(body.to_string().as_bytes()).map_err(|e| e.message)?;
+    let call = async {
+        let reply = on_group(app, live, model, &raw, Call::Embeddings).await?;
+        embedding(model, &raw, &reply)
+    };
+    within(timeout, model, call).await
 }
 
 /// Deployment `d`'s answer to `body`, one attempt, within `timeout`.
@@ -52,17 +83,19 @@ pub async fn complete_on(
 ) -> Result<Answer, String> {
     let call = async {
         let raw = RawObject::parse(body.to_string().as_bytes()).map_err(|e| e.message)?;
-        let reply = once(app, d, &raw).await.map_err(|e| e.message)?;
+        let reply = once(app, d, &raw, Call::Chat)
+            .await
+            .map_err(|e| e.message)?;
         answer(d, &reply)
     };
     within(timeout, &d.deployment.id.0, call).await
 }
 
-async fn within(
+async fn within<T>(
     timeout: Duration,
     what: &str,
-    call: impl std::future::Future<Output = Result<Answer, String>>,
-) -> Result<Answer, String> {
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
         Err(_) => Err(format!(
@@ -72,16 +105,31 @@ async fn within(
     }
 }
 
-async fn on_group(app: &App, live: &LiveState, model: &str, body: Value) -> Result<Answer, String> {
-    let raw = RawObject::parse(body.to_string().as_bytes()).map_err(|e| e.message)?;
+/// What an internal call asks for.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// A non-streaming chat completion.
+    Chat,
+    Embeddings,
+}
+
+/// A model group's reply to `raw` (read as [`Call`] says), with its retries and
+/// fallbacks; [`answer`] or [`embedding`] reads it.
+async fn on_group(
+    app: &App,
+    live: &LiveState,
+    model: &str,
+    raw: &RawObject,
+    call: Call,
+) -> Result<(Arc<CompiledDeployment>, Bytes), String> {
     let mut plan =
         Failover::new(app, live, model, RouteRequest::default()).map_err(|e| e.message)?;
     let mut d = plan.first().map_err(|e| e.message)?;
     loop {
-        match once(app, &d, &raw).await {
+        match once(app, &d, raw, call).await {
             Ok(reply) => {
                 plan.succeeded(&d);
-                return answer(&d, &reply);
+                return Ok((d, reply));
             }
             Err(e) => d = plan.failed(&d, e).await.map_err(|e| e.message)?,
         }
@@ -93,21 +141,23 @@ async fn once(
     app: &App,
     d: &CompiledDeployment,
     raw: &RawObject,
+    call: Call,
 ) -> Result<Bytes, crate::error::ApiError> {
-    let body = super::chat::upstream_body(raw, ClientApi::OpenAi, d, false)?;
+    let (body, op) = match call {
+        Call::Chat => (
+            super::chat::upstream_body(raw, ClientApi::OpenAi, d, false)?,
+            Operation::Chat {
+                stream: false,
+                skills: false,
+            },
+        ),
+        Call::Embeddings => (
+            super::oneshot::Kind::Embeddings.upstream_body(raw, d)?,
+            Operation::Embeddings,
+        ),
+    };
     let _lease = Lease::start(d, 0);
-    match attempt::send(
-        app,
-        d,
-        Operation::Chat {
-            stream: false,
-            skills: false,
-        },
-        body,
-        MAX_RESPONSE_BYTES,
-    )
-    .await?
-    {
+    match attempt::send(app, d, op, body, MAX_RESPONSE_BYTES).await? {
         Reply::Full(bytes) => Ok(bytes),
         Reply::Stream { .. } => Err(crate::error::ApiError::upstream(
             502,
@@ -115,6 +165,38 @@ async fn once(
             "the deployment answered with a stream",
         )),
     }
+}
+
+/// The first embedding of a model group's reply to embeddings request `raw`, and its
+/// cost.
+fn embedding(
+    model: &str,
+    raw: &RawObject,
+    (d, body): &(Arc<CompiledDeployment>, Bytes),
+) -> Result<Embedding, String> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        data: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        embedding: Vec<f32>,
+    }
+    let (out, usage) = super::oneshot::Kind::Embeddings
+        .response(body.clone(), raw, d, model)
+        .map_err(|e| e.message)?;
+    let reply: Reply = serde_json::from_slice(&out)
+        .map_err(|e| format!("{} answered with no embedding: {e}", d.label))?;
+    let vector = reply
+        .data
+        .into_iter()
+        .next()
+        .map(|i| i.embedding)
+        .ok_or_else(|| format!("{} answered with no embedding", d.label))?;
+    Ok(Embedding {
+        vector,
+        cost: d.prices.of(&usage),
+    })
 }
 
 /// The text and cost of `d`'s reply.

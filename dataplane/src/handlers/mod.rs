@@ -13,7 +13,7 @@ mod multiround;
 mod objects;
 mod oneshot;
 mod passthrough;
-pub(crate) mod request;
+pub mod request;
 mod responses;
 pub mod routes;
 mod speech;

@@ -104,7 +104,11 @@ impl Kind {
 
     /// The request body for deployment `d`: the client's with the model renamed, or
     /// translated to the provider's API.
-    fn upstream_body(self, req: &RawObject, d: &CompiledDeployment) -> Result<Bytes, ApiError> {
+    pub(super) fn upstream_body(
+        self,
+        req: &RawObject,
+        d: &CompiledDeployment,
+    ) -> Result<Bytes, ApiError> {
         let model = d.deployment.upstream_model.as_str();
         if self == Self::Rerank && d.deployment.provider == ProviderKind::Bedrock {
             let arn = crate::providers::bedrock::rerank_model_arn(d)?;
@@ -130,7 +134,7 @@ impl Kind {
 
     /// The client's answer and the request's usage, from the provider's answer. The
     /// `model` a client sees is its model group, as for chat.
-    fn response(
+    pub(super) fn response(
         self,
         out: Bytes,
         req: &RawObject,

@@ -10,6 +10,10 @@
 //!   streams included. Those responses are kept by the gateway (`conversations`), so that
 //!   `previous_response_id` continues them and `GET`/`DELETE /v1/responses/{id}` and
 //!   `/input_items` find them.
+//! - The response cache answers a request that starts a conversation (no
+//!   `previous_response_id` nor `conversation`, not in the background, no MCP tools). A
+//!   hit is a response of its own, under the request's id, kept by the gateway as if it
+//!   had answered through chat.
 
 use std::sync::{Arc, OnceLock};
 
@@ -19,10 +23,12 @@ use pingora::proxy::Session;
 use serde_json::{json, Map, Value};
 
 use super::attempt::{self, Reply};
+use super::cached::{self, Lookup};
 use super::held::{self, Held};
 use super::mcp_tools::Shape;
 use super::request::RawObject;
 use super::response_headers;
+use crate::cache::Api;
 use crate::context::RequestCtx;
 use crate::conversations;
 use crate::error::{ApiError, ClientApi};
@@ -43,7 +49,11 @@ pub async fn create(
     ctx: &mut RequestCtx,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let super::Incoming { req, model, tags } = super::incoming(
+    let super::Incoming {
+        mut req,
+        model,
+        tags,
+    } = super::incoming(
         live,
         ctx,
         &body,
@@ -69,6 +79,24 @@ pub async fn create(
             }
         },
         _ => Previous::None,
+    };
+    let named = |f: &str| req.value(f).is_some_and(|v| !v.is_null());
+    let ask = cached::Ask {
+        api: Api::Responses,
+        model: &model,
+        stream,
+        include_usage: true,
+        // A turn of a stored conversation depends on it (which may since have been
+        // deleted), a background response is fetched later, and MCP tools are offered
+        // afresh to each request.
+        bypass: named("previous_response_id")
+            || named("conversation")
+            || req.value("background") == Some(Value::Bool(true))
+            || super::mcp_tools::named(&req),
+    };
+    let cache = match cached::lookup(app, live, session, ctx, ask, &mut req).await? {
+        Lookup::Hit(hit) => return answer_cached(app, live, session, ctx, &req, &model, hit).await,
+        Lookup::Miss(plan) => plan,
     };
     let max_tokens = req.value("max_output_tokens").and_then(|v| v.as_u64());
     let (mut plan, first) = attempt::plan(
@@ -120,7 +148,13 @@ pub async fn create(
     let mut headers = response_headers(ctx, &d);
     if d.responses_api {
         let held = Held::of(live, &d, ctx);
-        return native_reply(session, ctx, served.reply, sent, &d, &model, headers, held).await;
+        let upstream = Upstream {
+            reply: served.reply,
+            sent,
+            deployment: &d,
+            model: &model,
+        };
+        return native_reply(app, session, ctx, upstream, headers, held, cache.as_ref()).await;
     }
     let Some(Ok(Translated { request, .. })) = via_chat.into_inner() else {
         return Err(ApiError::internal("a translated request was not kept"));
@@ -139,6 +173,7 @@ pub async fn create(
             }
             headers.extend(super::cost_header(ctx));
             let out = Bytes::from(response.to_string());
+            cached::keep_full(app, ctx, cache.as_ref(), &out);
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
             }
@@ -154,17 +189,46 @@ pub async fn create(
                 d.prices,
                 responses_via_chat::ChunksToResponses::new(request, meta, on_done),
             );
+            let mut recording = cached::recorder(cache.as_ref(), false);
             super::streaming::pump(
                 session,
                 ctx,
                 super::streaming::Stream::of(&mut resp, first, sent, &d, ClientApi::OpenAi, &model),
                 conv,
                 &headers,
-                None,
+                recording.as_mut(),
             )
-            .await
+            .await?;
+            cached::keep_stream(app, ctx, cache.as_ref(), recording);
+            Ok(())
         }
     }
+}
+
+/// Sends a cached answer as a response of its own: under this request's id, and kept by
+/// the gateway (unless the request says `store: false`), so that `previous_response_id`
+/// continues it and `GET /v1/responses/{id}` finds it, whichever deployment made the
+/// answer.
+async fn answer_cached(
+    app: &App,
+    live: &LiveState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    req: &RawObject,
+    model: &str,
+    mut hit: cached::Hit,
+) -> Result<(), ApiError> {
+    let owner = conversations::owner(ctx.key.as_deref());
+    let meta = meta(ctx, model);
+    hit.reply = hit.reply.with_response_id(&meta.id);
+    let request = req.to_map()?;
+    if let Some(keep) = Keep::of(app, &request, &meta, owner, &Previous::None) {
+        match hit.reply.response() {
+            Some(response) => keep.on_done()(&response),
+            None => tracing::warn!("a cached response could not be read to keep"),
+        }
+    }
+    cached::answer(app, live, session, ctx, model, hit).await
 }
 
 /// A request with the gateway's MCP tools (`handlers::mcp_tools`): served through chat on
@@ -400,31 +464,47 @@ fn native_body(
     req.with("model", &d.deployment.upstream_model)
 }
 
-/// A native deployment's answer, passed on with the client's id for the response
-/// (`held`: its deployment and owner); its usage read on the side.
-#[allow(clippy::too_many_arguments)]
-async fn native_reply(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
+/// A deployment's answer: what came back, when the request was sent, who sent it and
+/// for which model group.
+struct Upstream<'a> {
     reply: Reply,
     sent: std::time::Instant,
-    d: &CompiledDeployment,
-    model: &str,
+    deployment: &'a CompiledDeployment,
+    model: &'a str,
+}
+
+/// A native deployment's answer, passed on with the client's id for the response
+/// (`held`: its deployment and owner); its usage read on the side. `cache`: the plan
+/// to keep it under.
+async fn native_reply(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    upstream: Upstream<'_>,
     mut headers: Vec<(&'static str, String)>,
     held: Held,
+    cache: Option<&crate::cache::Plan>,
 ) -> Result<(), ApiError> {
+    let Upstream {
+        reply,
+        sent,
+        deployment: d,
+        model,
+    } = upstream;
     match reply {
         Reply::Full(out) => {
             ctx.upstream_latency = Some(sent.elapsed());
             ctx.usage = usage::from_body(&out);
             let out = with_client_id(out, &held);
             headers.extend(super::cost_header(ctx));
+            cached::keep_full(app, ctx, cache, &out);
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
             }
             Ok(())
         }
         Reply::Stream { mut resp, first } => {
+            let mut recording = cached::recorder(cache, false);
             super::streaming::pump(
                 session,
                 ctx,
@@ -433,9 +513,11 @@ async fn native_reply(
                     held.sibling(id).id(held::RESPONSE)
                 })),
                 &headers,
-                None,
+                recording.as_mut(),
             )
-            .await
+            .await?;
+            cached::keep_stream(app, ctx, cache, recording);
+            Ok(())
         }
     }
 }

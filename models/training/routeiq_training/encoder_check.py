@@ -1,5 +1,7 @@
 """`encoder-check`: how close the int8 ONNX encoder's sentence embeddings are to fp32
-all-MiniLM-L6-v2's, computed here by a plain numpy BERT forward pass.
+all-MiniLM-L6-v2's, computed here by a plain numpy BERT forward pass. The encoder is the
+one artifacts carry (the package's, quantised by `featurize.quantize_encoder`) unless
+`--encoder` names a file.
 
 The fp32 weights are read from `model.safetensors` directly (an 8-byte little-endian
 header length, a JSON header of name -> dtype, shape and byte offsets, then the raw
@@ -98,8 +100,9 @@ def run(data: Path, n: int = 50, encoder: Path | None = None, model_zip: Path | 
     with zipfile.ZipFile(model_zip) as z:
         weights = read_safetensors(z.read("model.safetensors"))
         tokenizer = z.read("tokenizer.json")
-    int8 = featurize.MiniLm(Path(encoder or featurize.default_encoder_path()).read_bytes(),
-                            tokenizer, threads=threads)
+    encoder_bytes = Path(encoder).read_bytes() if encoder else \
+        featurize.quantize_encoder(featurize.default_encoder_path().read_bytes())
+    int8 = featurize.MiniLm(encoder_bytes, tokenizer, threads=threads)
     weights64 = {k: v.astype(np.float64) for k, v in weights.items() if v.dtype != np.int64}
     cosines = []
     for text in sentences(data, n):

@@ -5,9 +5,9 @@ computes the same vectors in Rust).
   bytes, hashed with 64-bit FNV-1a into signed buckets, then L2-normalised.
 - `minilm` v1: all-MiniLM-L6-v2 (int8 ONNX), one query at a time (no padding),
   truncation at 256 tokens, mean over all tokens, L2-normalised. With `layers` < 6 the
-  ONNX graph is cut after that many transformer layers (`truncate_encoder`); the cut
-  graph is what the artifact carries as `encoder.onnx`, so the data plane needs nothing
-  else.
+  ONNX graph is cut after that many transformer layers (`truncate_encoder`); its matrix
+  products are then quantised to run in int8 (`quantize_encoder`). The resulting graph
+  is what the artifact carries as `encoder.onnx`, so the data plane needs nothing else.
 """
 
 import re
@@ -233,11 +233,35 @@ def truncate_encoder(encoder_bytes: bytes, layers: int) -> bytes:
     return model.SerializeToString()
 
 
+def quantize_encoder(encoder_bytes: bytes) -> bytes:
+    """The encoder with its matrix products run in int8: ONNX Runtime's dynamic
+    quantisation, weights per output channel, activations per call. The package's graph
+    stores int8 weights but dequantises them and multiplies in fp32; this one is about
+    2.5 times as fast on one core (docs/benchmarks.md) and its embeddings keep a cosine of
+    about 0.99 to the package graph's. The graph's constant dequantisation is folded first
+    (ONNX Runtime's basic optimisations) so that the quantiser sees fp32 matrices. The
+    result is the same for the same input."""
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folded, quantized = Path(tmp) / "folded.onnx", Path(tmp) / "quantized.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(folded)
+        ort.InferenceSession(encoder_bytes, options, providers=["CPUExecutionProvider"])
+        quantize_dynamic(folded, quantized, weight_type=QuantType.QInt8, per_channel=True)
+        return quantized.read_bytes()
+
+
 def build(name: str, dim: int, encoder: Path | None = None, tokenizer: Path | None = None,
           threads: int = 1, layers: int = MINILM_LAYERS):
     """A featurizer for training. `encoder`/`tokenizer` override the installed minilm files
     (`tokenizer` is a `tokenizer.json`, or a zip holding one); `layers` < 6 cuts the
-    encoder after that many transformer layers (`truncate_encoder`)."""
+    encoder after that many transformer layers (`truncate_encoder`); the encoder is then
+    quantised (`quantize_encoder`)."""
     if layers != MINILM_LAYERS and name != "minilm":
         raise ValueError("--encoder-layers applies to the minilm featurizer only")
     if name == "hashed-ngram":
@@ -246,6 +270,7 @@ def build(name: str, dim: int, encoder: Path | None = None, tokenizer: Path | No
         encoder_bytes = Path(encoder or default_encoder_path()).read_bytes()
         if layers != MINILM_LAYERS:
             encoder_bytes = truncate_encoder(encoder_bytes, layers)
+        encoder_bytes = quantize_encoder(encoder_bytes)
         tokenizer_path = Path(tokenizer or default_model_zip())
         tokenizer_bytes = read_from_zip(tokenizer_path, "tokenizer.json") \
             if tokenizer_path.suffix == ".zip" else tokenizer_path.read_bytes()

@@ -35,7 +35,7 @@ def test_encoder_and_tokenizer_are_copied_into_the_artifact(minilm_artifacts):
                                       "max_tokens": 256, "quantized": True}
     assert set(manifest["files"]) == {"params.json", "knn.f32", "encoder.onnx", "tokenizer.json"}
     encoder = (out / "knn" / "encoder.onnx").read_bytes()
-    assert encoder == ENCODER.read_bytes()
+    assert encoder == featurize.quantize_encoder(ENCODER.read_bytes())
     assert manifest["files"]["encoder.onnx"] == hashlib.sha256(encoder).hexdigest()
     assert (out / "knn" / "tokenizer.json").read_bytes() == \
         featurize.read_from_zip(MODEL_ZIP, "tokenizer.json")
@@ -120,6 +120,28 @@ def test_encoder_layers_cuts_the_graph_and_keeps_the_contract():
     assert not np.allclose(hidden, full_hidden)
 
     enc = featurize.build("minilm", 0, layers=2)
-    assert enc.files()["encoder.onnx"] == cut
+    assert enc.files()["encoder.onnx"] == featurize.quantize_encoder(cut)
     assert enc.manifest()["layers"] == 2
     assert "layers" not in featurize.build("minilm", 0).manifest()
+
+
+def test_quantised_encoder_runs_in_int8_and_keeps_the_embeddings():
+    import onnx
+
+    full = ENCODER.read_bytes()
+    quantized = featurize.quantize_encoder(full)
+    graph = onnx.load_from_string(quantized).graph
+    weights = {t.name for t in graph.initializer}
+    # Six products with a weight matrix in each of the six layers; the attention's
+    # products of two activations stay in fp32.
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 36
+    assert not [n.name for n in graph.node
+                if n.op_type == "MatMul" and any(i in weights for i in n.input)]
+    assert featurize.quantize_encoder(full) == quantized, "deterministic"
+    tokenizer = featurize.read_from_zip(MODEL_ZIP, "tokenizer.json")
+    before = featurize.MiniLm(full, tokenizer)
+    after = featurize.MiniLm(quantized, tokenizer)
+    texts = ["What is the capital of France?", "How do I sort a list in Python?",
+             "Explain the difference between TCP and UDP in two sentences.", "hi"]
+    cos = np.sum(before(texts) * after(texts), axis=1)
+    assert cos.min() > 0.98, cos

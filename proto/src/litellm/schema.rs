@@ -878,6 +878,21 @@ impl RawConfig {
             warnings
                 .push("config has an empty `model_list`: every model request will get 404".into());
         }
+        let embedder = cache
+            .as_ref()
+            .and_then(|c| c.semantic.as_ref())
+            .and_then(|s| match &s.encoder {
+                crate::EncoderSource::Deployment(group) => Some(group),
+                _ => None,
+            });
+        if let Some(group) = embedder {
+            if !deployments.iter().any(|d| &d.model_name == group) {
+                return Err((
+                    "litellm_settings.cache_params.redis_semantic_cache_embedding_model".into(),
+                    format!("`{group}` is not a model_name of model_list"),
+                ));
+            }
+        }
 
         let router = self.router(warnings)?;
         let max_request_body_bytes = match self.general_settings.max_request_size_mb {

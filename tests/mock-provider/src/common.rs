@@ -280,6 +280,32 @@ pub fn vector(text: &str) -> Vec<f32> {
     vector_n(text, 8)
 }
 
+/// A bag-of-words unit vector of 256 dimensions: each lower-cased word (letters and digits)
+/// adds one to a dimension chosen by its hash. Texts that share most of their words are
+/// close, as with a real embedding model, so semantic matching can be tested end to end
+/// (upstream models named `mock-bow-*`).
+pub fn bag_of_words(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 256];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in word.to_lowercase().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        v[(h % 256) as usize] += 1.0;
+    }
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    v.iter().map(|x| x / norm).collect()
+}
+
 /// A deterministic unit vector of `dims` dimensions, for APIs that ask for a size (its first
 /// eight values are not [`vector`]'s: both are normalized).
 pub fn vector_n(text: &str, dims: usize) -> Vec<f32> {

@@ -408,7 +408,11 @@ async fn embed(state: &State, body: Value, model: String) -> Response {
         .enumerate()
         .map(|(i, text)| {
             tokens += common::prompt_tokens(text.len());
-            let v = common::vector(text);
+            let v = if model.starts_with("mock-bow") {
+                common::bag_of_words(text)
+            } else {
+                common::vector(text)
+            };
             let emb = if base64 {
                 json!(common::base64(
                     &v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>()

@@ -61,22 +61,24 @@ pub const SEMANTIC_ENCODER: &str = "semantic-cache-encoder";
 const FULL_ENCODER_LAYERS: u32 = 6;
 
 impl Spec {
-    /// The spec of the semantic cache's sentence encoder.
-    pub fn encoder(source: &routeiq_proto::EncoderSource) -> Self {
+    /// The spec of the semantic cache's sentence encoder (`None`: the cache embeds with
+    /// deployments, not an artifact).
+    pub fn encoder(source: &routeiq_proto::EncoderSource) -> Option<Self> {
         let source = match source {
             routeiq_proto::EncoderSource::Path(p) => Source::File(artifact_dir(p)),
             routeiq_proto::EncoderSource::S3 { bucket, key } => Source::S3 {
                 bucket: bucket.clone(),
                 prefix: manifest_prefix(key),
             },
+            routeiq_proto::EncoderSource::Deployment(_) => return None,
         };
-        Self {
+        Some(Self {
             strategy: SEMANTIC_ENCODER.to_owned(),
             source,
             hot_reload: true,
             reload_ms: (DEFAULT_RELOAD_SECS * 1000.0) as u64,
             pin: None,
-        }
+        })
     }
 
     /// The spec of a learned strategy; `None` for LiteLLM's strategies.
