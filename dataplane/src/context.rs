@@ -174,8 +174,8 @@ impl RequestCtx {
         }
         match (&self.deployment, &self.usage) {
             (Some(d), Some(u)) => Some(d.prices.of(u) + self.extra_cost),
-            // No model served it: only its charges (MCP tool calls).
-            (None, _) if self.extra_cost > 0.0 => Some(self.extra_cost),
+            // No model answered: only its charges (MCP tool calls, an embedding).
+            _ if self.extra_cost > 0.0 => Some(self.extra_cost),
             _ => None,
         }
     }

@@ -504,17 +504,22 @@ def test_responses_hits_are_responses_of_their_own(mock, gateway, model, upstrea
     kw = dict(model=model, input=unique("what does a response cache keep?"),
               instructions="be brief")
     before = upstream_calls(mock, upstream)
-    raw = c.responses.with_raw_response.create(**kw)
+    raw = c.responses.with_raw_response.create(**kw, user="first-caller",
+                                               metadata={"caller": "first"})
     assert raw.headers["x-routeiq-cache"] == "miss"
     key = raw.headers["x-litellm-cache-key"]
     first = raw.parse()
-    raw = c.responses.with_raw_response.create(**kw)
+    # Another caller: who asked is not in the key, and the hit shows its own fields, not
+    # the first caller's.
+    raw = c.responses.with_raw_response.create(**kw, user="second-caller")
     assert raw.headers["x-routeiq-cache"] == "hit"
     assert raw.headers["x-litellm-cache-key"] == key
     assert raw.headers["x-litellm-response-cost"] == "0"
     hit = raw.parse()
     assert hit.output_text == first.output_text and hit.usage == first.usage
     assert hit.id != first.id and hit.id.startswith("resp_")
+    assert hit.user == "second-caller" and not hit.metadata
+    assert hit.created_at >= first.created_at
     # The stored response as a stream: the SDK's helper rebuilds the same answer from it.
     with c.responses.stream(**kw) as s:
         kinds = [e.type for e in s]
@@ -555,17 +560,20 @@ def test_responses_streams_replay_their_events(mock, gateway, model, upstream):
     assert raw.headers["x-routeiq-cache"] == "hit"
     again = [e.model_dump() for e in raw.parse()]
 
-    def ids(events):
-        out = set()
-        for e in events:
-            if e.get("response"):
-                out.add(e["response"].pop("id"))
-        return out
+    def normalized(events):
+        """The events with their response's id (wherever it appears: item ids of responses
+        made through chat are built from it) and creation time taken out."""
+        (rid,) = {e["response"]["id"] for e in events if e.get("response")}
+        out = json.loads(json.dumps(events).replace(rid, "RESPONSE_ID"))
+        created = {e["response"].pop("created_at") for e in out if e.get("response")}
+        return rid, created, out
 
-    first_ids, again_ids = ids(first), ids(again)
-    # The same events, under a response id of the hit's own.
-    assert len(first_ids) == 1 and len(again_ids) == 1 and first_ids != again_ids
-    assert again == first
+    first_id, first_created, first_events = normalized(first)
+    again_id, again_created, again_events = normalized(again)
+    # The same events, under a response id of the hit's own, made now.
+    assert first_id != again_id
+    assert len(again_created) == 1 and min(again_created) >= max(first_created)
+    assert again_events == first_events
     args = "".join(e["delta"] for e in again
                    if e["type"] == "response.function_call_arguments.delta")
     assert args == '{"location":"Paris"}'

@@ -54,8 +54,9 @@ impl Reporter {
     }
 
     /// Queues the usage of a finished request that reached a deployment or an A2A agent
-    /// (provider `a2a`, the agent's id as the deployment), or that was charged without
-    /// either (priced MCP tool calls: provider `mcp`, no deployment).
+    /// (provider `a2a`, the agent's id as the deployment), that the response cache
+    /// answered (provider `cache`), or that was charged without either (priced MCP tool
+    /// calls: provider `mcp`, no deployment).
     pub fn record(&self, ctx: &RequestCtx, metrics: &Metrics) {
         let (deployment_id, provider) = match (&ctx.deployment, &ctx.served_by) {
             (Some(d), _) => (
@@ -63,8 +64,8 @@ impl Reporter {
                 d.deployment.provider.as_str().to_owned(),
             ),
             (None, Some((provider, id))) => (id.clone(), (*provider).to_owned()),
-            (None, None) if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
             (None, None) if ctx.cache_hit() => (String::new(), "cache".to_owned()),
+            (None, None) if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
             (None, None) => return,
         };
         let usage = ctx.usage.unwrap_or_default();

@@ -265,6 +265,9 @@ pub struct Plan {
     pub store_truncated: bool,
     /// The answers' API.
     pub api: Api,
+    /// What embedding the request's message cost (an embedding deployment's): part of the
+    /// request's cost, not of the answer's.
+    pub embedding_cost: f64,
     /// `type: redis`: Redis is a tier (else memory only, even where the data plane has a
     /// Redis for its limits).
     pub shared: bool,
@@ -337,6 +340,7 @@ impl Plan {
             store: store.filter(|t| !t.is_zero()),
             store_truncated: s.store_truncated,
             api,
+            embedding_cost: 0.0,
             shared: s.kind == routeiq_proto::CacheKind::Redis,
             epoch: 0,
             semantic,
@@ -824,6 +828,9 @@ impl Cache {
         if !plan.store_truncated && replay::truncated(plan.api, &answer) {
             return;
         }
+        if plan.api == Api::Responses && !replay::response_finished(&answer) {
+            return;
+        }
         let now = now_ms();
         let entry = Entry {
             created_ms: now,
@@ -889,6 +896,11 @@ impl Cache {
         }
     }
 
+    /// Whether the semantic index holds entries of embedder `id` in `partition`.
+    pub fn indexed(&self, id: &str, partition: &[u8; 32]) -> bool {
+        self.semantic.has(id, partition)
+    }
+
     /// Counts a message the embedding deployments of model group `group` did not embed
     /// (the request is matched exactly only).
     pub fn embedding_failed(&self, group: &str, error: &str) {
@@ -926,7 +938,8 @@ impl Cache {
     }
 }
 
-/// Records a hit on `ctx`: its usage is the answer's (for the logs), its cost 0.
+/// Records a hit on `ctx`: its usage is the answer's (for the logs); it costs nothing but
+/// what embedding its message cost (see `RequestCtx::cost`).
 pub fn hit(ctx: &mut RequestCtx, plan: &Plan, entry: &Entry, similarity: Option<f32>) {
     ctx.usage = entry.usage;
     ctx.cache = Some(Outcome::Hit {
@@ -949,6 +962,7 @@ mod tests {
             store,
             store_truncated: false,
             api: Api::Chat,
+            embedding_cost: 0.0,
             shared: false,
             epoch: 0,
             semantic: None,

@@ -492,45 +492,147 @@ fn response_end(event: &Value) -> Option<&Value> {
     }
 }
 
-/// A stored Responses stream as one response: the one its last event carries.
+/// A stored Responses stream as one response: the one its last event carries. Where that
+/// one has no output (some servers send it without), the output is the items the stream
+/// finished (`response.output_item.done`), in order.
 fn responses_full(events: &[Bytes]) -> Option<Value> {
-    events
+    let mut response = events
         .iter()
         .rev()
         .filter(|e| memchr::memmem::find(e, b"response.").is_some())
-        .find_map(|e| json_of(e).and_then(|(_, v)| response_end(&v).cloned()))
+        .find_map(|e| json_of(e).and_then(|(_, v)| response_end(&v).cloned()))?;
+    let empty = response
+        .get("output")
+        .is_none_or(|o| o.as_array().is_none_or(Vec::is_empty));
+    if empty {
+        let mut items: Vec<(u64, Value)> = parsed(events)
+            .filter(|(_, v)| v["type"] == "response.output_item.done")
+            .filter_map(|(_, v)| Some((v.get("output_index")?.as_u64()?, v.get("item")?.clone())))
+            .collect();
+        items.sort_by_key(|(i, _)| *i);
+        response["output"] = Value::Array(items.into_iter().map(|(_, item)| item).collect());
+    }
+    Some(response)
 }
 
-/// A Responses response body with `id` as its id.
-pub fn with_response_id(body: Bytes, id: &str) -> Bytes {
+/// The stored response's own id: a full body's, or a stream's first response event's.
+fn stored_response_id(first: &[u8]) -> Option<String> {
+    let v: Value = match sse::parse_event(Bytes::copy_from_slice(first)) {
+        Some(ev) if !ev.data.is_empty() => serde_json::from_str(&ev.data).ok()?,
+        _ => serde_json::from_slice(first).ok()?,
+    };
+    let id = v.get("response").unwrap_or(&v).get("id")?.as_str()?;
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// `bytes` with every occurrence of `old` replaced by `new` (response ids: item ids of
+/// responses made through chat are built from them).
+fn replaced(bytes: &Bytes, old: &str, new: &str) -> Bytes {
+    if memchr::memmem::find(bytes, old.as_bytes()).is_none() {
+        return bytes.clone();
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Bytes::from(text.replace(old, new)),
+        Err(_) => bytes.clone(),
+    }
+}
+
+/// The fields a response echoes from its request that are not in the cache key (who
+/// asked, how it is kept), and what each is when the request does not set it.
+pub const ECHOED: [&str; 5] = [
+    "user",
+    "metadata",
+    "safety_identifier",
+    "prompt_cache_key",
+    "store",
+];
+
+fn echoed_default(field: &str) -> Value {
+    match field {
+        "metadata" => json!({}),
+        "store" => json!(true),
+        _ => Value::Null,
+    }
+}
+
+/// A response object re-issued: made now, with the [`ECHOED`] fields as `echo` (the
+/// request's own) has them, or their defaults, in place of the first requester's.
+fn reissue(response: &mut Value, echo: &Map<String, Value>) {
+    let Some(r) = response.as_object_mut() else {
+        return;
+    };
+    r.insert("created_at".into(), crate::clock::now_secs().into());
+    for field in ECHOED {
+        match echo.get(field) {
+            Some(v) => {
+                r.insert(field.to_owned(), v.clone());
+            }
+            None if r.contains_key(field) => {
+                r.insert(field.to_owned(), echoed_default(field));
+            }
+            None => {}
+        }
+    }
+}
+
+/// A stored Responses body re-issued under response id `id` (see [`reissue`]).
+pub fn reissue_full(body: Bytes, id: &str, echo: &Map<String, Value>) -> Bytes {
+    let body = match stored_response_id(&body) {
+        Some(old) => replaced(&body, &old, id),
+        None => body,
+    };
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    match v.get_mut("id") {
-        Some(old) => *old = id.into(),
-        None => return body,
-    }
+    v["id"] = id.into();
+    reissue(&mut v, echo);
     Bytes::from(v.to_string())
 }
 
-/// A Responses stream event with `id` as the id of the response it carries, if it carries
-/// one (`response.created`, `response.completed`, ...); other events are returned as
-/// they are.
-pub fn event_with_response_id(event: Bytes, id: &str) -> Bytes {
-    if memchr::memmem::find(&event, b"\"response\":").is_none() {
-        return event;
-    }
-    let Some((name, mut v)) = json_of(&event) else {
-        return event;
+/// A stored Responses stream re-issued under response id `id`: the id replaced in every
+/// event, and each event that carries the response re-issued (see [`reissue`]).
+pub fn reissue_stream(events: Vec<Bytes>, id: &str, echo: &Map<String, Value>) -> Vec<Bytes> {
+    let old = events.first().and_then(|e| stored_response_id(e));
+    events
+        .into_iter()
+        .map(|e| {
+            let e = match &old {
+                Some(old) => replaced(&e, old, id),
+                None => e,
+            };
+            if memchr::memmem::find(&e, b"\"response\":").is_none() {
+                return e;
+            }
+            let Some((name, mut v)) = json_of(&e) else {
+                return e;
+            };
+            let Some(response) = v.get_mut("response").filter(|r| r.is_object()) else {
+                return e;
+            };
+            response["id"] = id.into();
+            reissue(response, echo);
+            match name {
+                Some(name) => sse::named(&name, &v.to_string()),
+                None => sse::data(&v.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Whether a stored Responses answer is a finished one: its response completed (or ended
+/// incomplete: cut short, see [`truncated`]) with no error. A response that failed, was
+/// cancelled or is still queued or in progress is never kept.
+pub fn response_finished(answer: &Answer) -> bool {
+    let response = match answer {
+        Answer::Full(body) => serde_json::from_slice::<Value>(body).ok(),
+        Answer::Stream(events) => responses_full(events),
     };
-    match v.pointer_mut("/response/id") {
-        Some(old) => *old = id.into(),
-        None => return event,
-    }
-    match name {
-        Some(name) => sse::named(&name, &v.to_string()),
-        None => sse::data(&v.to_string()),
-    }
+    response.is_some_and(|r| {
+        matches!(
+            r.get("status").and_then(Value::as_str),
+            Some("completed" | "incomplete")
+        ) && r.get("error").is_none_or(Value::is_null)
+    })
 }
 
 /// A stored response as the Responses API's typed events: the response created and in
@@ -539,7 +641,8 @@ pub fn event_with_response_id(event: Bytes, id: &str) -> Bytes {
 fn responses_stream(v: &Value) -> Option<Vec<Bytes>> {
     let end = match v.get("status").and_then(Value::as_str) {
         Some("incomplete") => "response.incomplete",
-        _ => "response.completed",
+        Some("completed") => "response.completed",
+        _ => return None,
     };
     let items = v.get("output")?.as_array()?;
     let mut start = v.as_object()?.clone();
@@ -580,12 +683,17 @@ fn responses_stream(v: &Value) -> Option<Vec<Bytes>> {
         match item.get("type").and_then(Value::as_str) {
             Some("message") => {
                 let parts = item.get("content").and_then(Value::as_array);
-                for (j, part) in parts.into_iter().flatten().enumerate() {
-                    let (field, delta, done) = match part.get("type").and_then(Value::as_str) {
-                        Some("output_text") => ("text", "output_text.delta", "output_text.done"),
-                        Some("refusal") => ("refusal", "refusal.delta", "refusal.done"),
-                        _ => continue,
-                    };
+                // Parts of other types are not replayed: indices count those that are.
+                let replayed = parts.into_iter().flatten().filter_map(|part| {
+                    match part.get("type").and_then(Value::as_str) {
+                        Some("output_text") => {
+                            Some((part, "text", "output_text.delta", "output_text.done"))
+                        }
+                        Some("refusal") => Some((part, "refusal", "refusal.delta", "refusal.done")),
+                        _ => None,
+                    }
+                });
+                for (j, (part, field, delta, done)) in replayed.enumerate() {
                     let whole = part.get(field).cloned().unwrap_or(json!(""));
                     let mut empty = part.clone();
                     empty[field] = json!("");
@@ -817,19 +925,57 @@ mod tests {
         let back: Value =
             serde_json::from_slice(&full_from_stream(Api::Responses, &events).unwrap()).unwrap();
         assert_eq!(back, full);
-        // Under another id: the response's, in each event that carries it.
-        let renamed: Vec<Bytes> = events
-            .iter()
-            .map(|e| event_with_response_id(e.clone(), "resp_2"))
-            .collect();
+        // Re-issued: another id wherever the stored one is (item ids built from it too),
+        // made now, and the request's own echoed fields.
+        let mut echo = Map::new();
+        echo.insert("user".into(), "u2".into());
+        let mut stored = full.clone();
+        stored["user"] = "first-requester".into();
+        stored["metadata"] = json!({"first": "requester"});
+        stored["output"][1]["id"] = "msg_resp_1_0".into();
+        let events = stream_from_full(Api::Responses, &body(&stored), true).unwrap();
+        let renamed = reissue_stream(events.clone(), "resp_2", &echo);
         let back: Value =
             serde_json::from_slice(&full_from_stream(Api::Responses, &renamed).unwrap()).unwrap();
         assert_eq!(back["id"], "resp_2");
+        assert_eq!(back["user"], "u2");
+        assert_eq!(back["metadata"], json!({}));
+        assert!(back.get("safety_identifier").is_none(), "not added as null");
+        assert_eq!(back["output"][1]["id"], "msg_resp_2_0");
+        assert!(back["created_at"].as_u64().unwrap() > 1);
         assert_eq!(json_of(&renamed[0]).unwrap().1["response"]["id"], "resp_2");
-        assert_eq!(renamed[3], events[3], "an item's event is left as it was");
+        assert!(!renamed
+            .iter()
+            .any(|e| memchr::memmem::find(e, b"resp_1").is_some()));
         let v: Value =
-            serde_json::from_slice(&with_response_id(body(&full).into(), "resp_3")).unwrap();
-        assert_eq!(v["id"], "resp_3");
+            serde_json::from_slice(&reissue_full(body(&stored).into(), "resp_3", &echo)).unwrap();
+        assert_eq!((&v["id"], &v["user"]), (&json!("resp_3"), &json!("u2")));
+        assert_eq!(v["output"][1]["id"], "msg_resp_3_0");
+        // Only finished responses are kept.
+        assert!(response_finished(&Answer::Full(body(&full).into())));
+        assert!(response_finished(&Answer::Stream(events)));
+        for (k, bad) in [
+            ("status", json!("failed")),
+            ("status", json!("in_progress")),
+            ("error", json!({"code": "server_error"})),
+        ] {
+            let mut f = full.clone();
+            f[k] = bad;
+            assert!(!response_finished(&Answer::Full(body(&f).into())), "{k}");
+            assert!(stream_from_full(Api::Responses, &body(&f), true).is_none() || k == "error");
+        }
+        // A stream whose last event carries no output: its finished items are the output.
+        let mut bare = full.clone();
+        bare["output"] = Value::Null;
+        let mut events = stream_from_full(Api::Responses, &body(&full), true).unwrap();
+        let last = events.len() - 1;
+        events[last] = sse::named(
+            "response.completed",
+            &json!({"type": "response.completed", "response": bare}).to_string(),
+        );
+        let back: Value =
+            serde_json::from_slice(&full_from_stream(Api::Responses, &events).unwrap()).unwrap();
+        assert_eq!(back["output"], full["output"]);
         // Cut short (`max_output_tokens` in the request echo is no sign of it).
         assert!(!truncated(
             Api::Responses,

@@ -90,8 +90,8 @@ impl Query {
     /// The request's last message and the rest of it, when the semantic cache takes the
     /// request: at most `max_messages` messages (system messages aside), no tools, and a
     /// last message from the user in text. A Responses request's messages are its `input`
-    /// (a string is one user message); one that continues a stored conversation
-    /// (`previous_response_id`, `conversation`) is not taken.
+    /// (a string is one user message; one that continues a stored conversation never gets
+    /// here: `handlers::responses` keeps it from the cache).
     pub fn split(
         api: Api,
         req: &RawObject,
@@ -105,7 +105,6 @@ impl Query {
             return None;
         }
         let field = match api {
-            Api::Responses if has("previous_response_id") || has("conversation") => return None,
             Api::Responses => "input",
             Api::Chat | Api::Messages => "messages",
         };
@@ -788,8 +787,6 @@ mod tests {
         assert_eq!(text, "What is 2+2?");
         assert_eq!(rest, json!([{"role": "developer", "content": "be brief"}]));
         for body in [
-            json!({"model": "m", "input": "x", "previous_response_id": "resp_1"}),
-            json!({"model": "m", "input": "x", "conversation": "conv_1"}),
             json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
             json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c",
                                            "output": "4"}]}),

@@ -117,7 +117,15 @@ async fn similar(
     plan: &mut Plan,
 ) -> Option<(Plan, Entry, f32)> {
     let source = live.semantic.as_ref()?;
-    if let SemanticEmbedder::Deployment { group, .. } = source {
+    if let SemanticEmbedder::Deployment { group, id } = source {
+        // Embedded only when the vector can be used: to search entries there are, or to
+        // index the answer to be kept.
+        let useful = plan.semantic.as_ref().is_some_and(|q| {
+            plan.store.is_some() || (plan.read && app.cache.indexed(id, &q.partition))
+        });
+        if !useful {
+            return None;
+        }
         embed_on(app, live, ctx, group, plan).await;
     }
     app.cache.similar(plan, source.embedder()).await
@@ -134,6 +142,7 @@ async fn embed_on(app: &App, live: &LiveState, ctx: &mut RequestCtx, group: &str
     match embedded.map(|e| (semantic::unit(&e.vector), e.cost)) {
         Ok((Some(vector), cost)) => {
             ctx.extra_cost += cost;
+            plan.embedding_cost += cost;
             query.vector = Some(vector);
         }
         Ok((None, cost)) => {
@@ -178,16 +187,14 @@ impl Reply {
         }
     }
 
-    /// A Responses answer under response id `id`: each hit is a response of its own.
-    pub fn with_response_id(self, id: &str) -> Self {
+    /// A Responses answer re-issued as a response of this request's own: under response
+    /// id `id` (in place of the stored one wherever it appears, item ids included), made
+    /// now, with `echo`'s fields (see `replay::reissue`) the request's, not the first
+    /// requester's.
+    pub fn reissued(self, id: &str, echo: &serde_json::Map<String, serde_json::Value>) -> Self {
         match self {
-            Self::Full(body) => Self::Full(replay::with_response_id(body, id)),
-            Self::Stream(events) => Self::Stream(
-                events
-                    .into_iter()
-                    .map(|e| replay::event_with_response_id(e, id))
-                    .collect(),
-            ),
+            Self::Full(body) => Self::Full(replay::reissue_full(body, id, echo)),
+            Self::Stream(events) => Self::Stream(replay::reissue_stream(events, id, echo)),
         }
     }
 
@@ -201,7 +208,7 @@ impl Reply {
     }
 }
 
-/// Sends a hit for model group `model`.
+/// Sends a hit for model group `model`, once its key's limits and budgets admit it.
 pub async fn answer(
     app: &App,
     live: &LiveState,
@@ -210,23 +217,36 @@ pub async fn answer(
     model: &str,
     hit: Hit,
 ) -> Result<(), ApiError> {
-    let Hit {
-        plan,
-        entry,
-        similarity,
-        reply,
-    } = hit;
+    admit(app, live, ctx, model, &hit).await?;
+    send(session, ctx, model, hit).await;
+    Ok(())
+}
+
+/// Admits a hit for model group `model`: rate limits count the request, budgets must not
+/// be exhausted, nothing is charged. Records it as a hit.
+pub async fn admit(
+    app: &App,
+    live: &LiveState,
+    ctx: &mut RequestCtx,
+    model: &str,
+    hit: &Hit,
+) -> Result<(), ApiError> {
     ctx.model = Some(model.to_owned());
-    // Rate limits count the request; budgets must not be exhausted; nothing is charged.
     ctx.hold(app, live, 0.0, 0).await?;
-    crate::cache::hit(ctx, &plan, &entry, similarity);
+    crate::cache::hit(ctx, &hit.plan, &hit.entry, hit.similarity);
     let m = &app.cache.metrics;
     m.hits.with_label_values(&[model]).inc();
-    if let Some(u) = entry.usage {
+    if let Some(u) = hit.entry.usage {
         m.cached_tokens
             .with_label_values(&[model])
             .inc_by(u.total());
     }
+    Ok(())
+}
+
+/// Sends an admitted hit.
+pub async fn send(session: &mut Session, ctx: &mut RequestCtx, model: &str, hit: Hit) {
+    let reply = hit.reply;
     let mut headers = vec![
         ("x-litellm-call-id", ctx.request_id.clone()),
         ("x-litellm-model-group", model.to_owned()),
@@ -253,7 +273,6 @@ pub async fn answer(
     if let Err(e) = sent {
         tracing::debug!(error = %e, "client went away");
     }
-    Ok(())
 }
 
 /// A recording of the stream about to be served, when the cache keeps its answer
@@ -272,7 +291,7 @@ pub fn keep_stream(app: &App, ctx: &RequestCtx, plan: Option<&Plan>, recording: 
     if ctx.error_type.is_none() {
         if let Some(answer) = r.keepable(plan) {
             app.cache
-                .put(plan, answer, ctx.usage, ctx.cost().unwrap_or(0.0));
+                .put(plan, answer, ctx.usage, answer_cost(ctx, plan));
         }
     }
 }
@@ -282,6 +301,12 @@ pub fn keep_full(app: &App, ctx: &RequestCtx, plan: Option<&Plan>, body: &Bytes)
     if let Some(plan) = plan {
         let answer = Answer::Full(body.clone());
         app.cache
-            .put(plan, answer, ctx.usage, ctx.cost().unwrap_or(0.0));
+            .put(plan, answer, ctx.usage, answer_cost(ctx, plan));
     }
+}
+
+/// What the answer cost (what a hit on it saves): the request's cost without its
+/// embedding.
+fn answer_cost(ctx: &RequestCtx, plan: &Plan) -> f64 {
+    (ctx.cost().unwrap_or(0.0) - plan.embedding_cost).max(0.0)
 }

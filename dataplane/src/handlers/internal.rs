@@ -182,6 +182,13 @@ fn embedding(
     struct Item {
         embedding: Vec<f32>,
     }
+    // A fallback group's model makes vectors the index cannot compare with its own.
+    if d.deployment.model_name != model {
+        return Err(format!(
+            "`{model}` fell back to `{}`, whose embeddings the cache does not use",
+            d.deployment.model_name
+        ));
+    }
     let (out, usage) = super::oneshot::Kind::Embeddings
         .response(body.clone(), raw, d, model)
         .map_err(|e| e.message)?;

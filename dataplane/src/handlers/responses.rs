@@ -205,10 +205,10 @@ pub async fn create(
     }
 }
 
-/// Sends a cached answer as a response of its own: under this request's id, and kept by
-/// the gateway (unless the request says `store: false`), so that `previous_response_id`
-/// continues it and `GET /v1/responses/{id}` finds it, whichever deployment made the
-/// answer.
+/// Sends a cached answer as a response of its own, once the key's limits admit it: under
+/// this request's id, with this request's own echoed fields, and kept by the gateway
+/// (unless the request says `store: false`), so that `previous_response_id` continues it
+/// and `GET /v1/responses/{id}` finds it, whichever deployment made the answer.
 async fn answer_cached(
     app: &App,
     live: &LiveState,
@@ -218,9 +218,10 @@ async fn answer_cached(
     model: &str,
     mut hit: cached::Hit,
 ) -> Result<(), ApiError> {
+    cached::admit(app, live, ctx, model, &hit).await?;
     let owner = conversations::owner(ctx.key.as_deref());
     let meta = meta(ctx, model);
-    hit.reply = hit.reply.with_response_id(&meta.id);
+    hit.reply = hit.reply.reissued(&meta.id, &echo(req));
     let request = req.to_map()?;
     if let Some(keep) = Keep::of(app, &request, &meta, owner, &Previous::None) {
         match hit.reply.response() {
@@ -228,7 +229,17 @@ async fn answer_cached(
             None => tracing::warn!("a cached response could not be read to keep"),
         }
     }
-    cached::answer(app, live, session, ctx, model, hit).await
+    cached::send(session, ctx, model, hit).await;
+    Ok(())
+}
+
+/// The fields a response echoes that are not in its cache key, as this request sets them:
+/// a hit shows these, not the first requester's.
+fn echo(req: &RawObject) -> Map<String, Value> {
+    crate::cache::replay::ECHOED
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), req.value(k)?)))
+        .collect()
 }
 
 /// A request with the gateway's MCP tools (`handlers::mcp_tools`): served through chat on

@@ -750,7 +750,11 @@ impl ChunksToResponses {
             self.close_calls(out);
         }
         let finish = self.finish.clone();
-        let status = status(finish.as_deref());
+        // A stream that ended before the model said it finished is not a complete answer.
+        let status = match finish {
+            Some(_) => status(finish.as_deref()),
+            None => "incomplete",
+        };
         let r = response_object(
             &self.req,
             &self.meta,

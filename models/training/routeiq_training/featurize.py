@@ -235,10 +235,10 @@ def truncate_encoder(encoder_bytes: bytes, layers: int) -> bytes:
 
 def quantize_encoder(encoder_bytes: bytes) -> bytes:
     """The encoder with its matrix products run in int8: ONNX Runtime's dynamic
-    quantisation, weights per output channel, activations per call. The package's graph
-    stores int8 weights but dequantises them and multiplies in fp32; this one is about
-    2.5 times as fast on one core (docs/benchmarks.md) and its embeddings keep a cosine of
-    about 0.99 to the package graph's. The graph's constant dequantisation is folded first
+    quantisation, weights per output channel (7 bits), activations per call. The
+    package's graph stores int8 weights but dequantises them and multiplies in fp32; this
+    one is about twice as fast on one core (docs/benchmarks.md) and its embeddings keep a
+    cosine of about 0.99 to the package graph's. The graph's constant dequantisation is folded first
     (ONNX Runtime's basic optimisations) so that the quantiser sees fp32 matrices. The
     result is the same for the same input."""
     import tempfile
@@ -252,7 +252,10 @@ def quantize_encoder(encoder_bytes: bytes) -> bytes:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(folded)
         ort.InferenceSession(encoder_bytes, options, providers=["CPUExecutionProvider"])
-        quantize_dynamic(folded, quantized, weight_type=QuantType.QInt8, per_channel=True)
+        # 7-bit weights (`reduce_range`): x86 CPUs without VNNI would saturate 8-bit ones
+        # in ONNX Runtime's u8 x s8 kernels, so every data plane embeds alike.
+        quantize_dynamic(folded, quantized, weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True)
         return quantized.read_bytes()
 
 

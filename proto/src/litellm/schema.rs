@@ -886,11 +886,26 @@ impl RawConfig {
                 _ => None,
             });
         if let Some(group) = embedder {
-            if !deployments.iter().any(|d| &d.model_name == group) {
-                return Err((
-                    "litellm_settings.cache_params.redis_semantic_cache_embedding_model".into(),
-                    format!("`{group}` is not a model_name of model_list"),
-                ));
+            let at = "litellm_settings.cache_params.redis_semantic_cache_embedding_model";
+            let mut models: Vec<(&str, &str)> = deployments
+                .iter()
+                .filter(|d| &d.model_name == group)
+                .map(|d| (d.provider.as_str(), d.upstream_model.as_str()))
+                .collect();
+            models.sort_unstable();
+            models.dedup();
+            match models.len() {
+                0 => {
+                    return Err((
+                        at.into(),
+                        format!("`{group}` is not a model_name of model_list"),
+                    ))
+                }
+                1 => {}
+                _ => warnings.push(format!(
+                    "{at}: `{group}` has deployments of {} models; the semantic cache compares vectors of any of them with each other, so give the group one embedding model",
+                    models.len()
+                )),
             }
         }
 
