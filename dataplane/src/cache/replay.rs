@@ -500,7 +500,8 @@ fn responses_full(events: &[Bytes]) -> Option<Value> {
         .iter()
         .rev()
         .filter(|e| memchr::memmem::find(e, b"response.").is_some())
-        .find_map(|e| json_of(e).and_then(|(_, v)| response_end(&v).cloned()))?;
+        .find_map(|e| json_of(e).and_then(|(_, v)| response_end(&v).cloned()))
+        .filter(Value::is_object)?;
     let empty = response
         .get("output")
         .is_none_or(|o| o.as_array().is_none_or(Vec::is_empty));
@@ -584,7 +585,10 @@ pub fn reissue_full(body: Bytes, id: &str, echo: &Map<String, Value>) -> Bytes {
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    v["id"] = id.into();
+    let Some(r) = v.as_object_mut() else {
+        return body;
+    };
+    r.insert("id".into(), id.into());
     reissue(&mut v, echo);
     Bytes::from(v.to_string())
 }
@@ -620,18 +624,22 @@ pub fn reissue_stream(events: Vec<Bytes>, id: &str, echo: &Map<String, Value>) -
 }
 
 /// Whether a stored Responses answer is a finished one: its response completed (or ended
-/// incomplete: cut short, see [`truncated`]) with no error. A response that failed, was
-/// cancelled or is still queued or in progress is never kept.
+/// incomplete for a reason: cut short, see [`truncated`]) with no error. A response that
+/// failed, was cancelled, broke off or is still queued or in progress is never kept.
 pub fn response_finished(answer: &Answer) -> bool {
     let response = match answer {
         Answer::Full(body) => serde_json::from_slice::<Value>(body).ok(),
         Answer::Stream(events) => responses_full(events),
     };
     response.is_some_and(|r| {
-        matches!(
-            r.get("status").and_then(Value::as_str),
-            Some("completed" | "incomplete")
-        ) && r.get("error").is_none_or(Value::is_null)
+        let status = r.get("status").and_then(Value::as_str);
+        // Cut short for a reason (`max_output_tokens`, `content_filter`): a stream that
+        // broke off ends incomplete with none, and is never kept.
+        let reasoned = r
+            .pointer("/incomplete_details/reason")
+            .is_some_and(|v| !v.is_null());
+        (status == Some("completed") || (status == Some("incomplete") && reasoned))
+            && r.get("error").is_none_or(Value::is_null)
     })
 }
 
@@ -986,6 +994,13 @@ mod tests {
         cut["status"] = "incomplete".into();
         cut["incomplete_details"] = json!({"reason": "max_output_tokens"});
         assert!(truncated(Api::Responses, &Answer::Full(body(&cut).into())));
+        assert!(response_finished(&Answer::Full(body(&cut).into())));
+        let mut broken = cut.clone();
+        broken["incomplete_details"] = Value::Null;
+        assert!(
+            !response_finished(&Answer::Full(body(&broken).into())),
+            "broke off"
+        );
         let events = stream_from_full(Api::Responses, &body(&cut), true).unwrap();
         assert!(
             json_of(events.last().unwrap()).unwrap().0.as_deref() == Some("response.incomplete")

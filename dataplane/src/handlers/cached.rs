@@ -147,6 +147,7 @@ async fn embed_on(app: &App, live: &LiveState, ctx: &mut RequestCtx, group: &str
         }
         Ok((None, cost)) => {
             ctx.extra_cost += cost;
+            plan.embedding_cost += cost;
             app.cache
                 .embedding_failed(group, "the embedding is empty or not finite");
             plan.semantic = None;

@@ -126,6 +126,14 @@ async fn on_group(
         Failover::new(app, live, model, RouteRequest::default()).map_err(|e| e.message)?;
     let mut d = plan.first().map_err(|e| e.message)?;
     loop {
+        // A fallback group's embedding model makes vectors the semantic cache cannot
+        // compare with its own: not called at all.
+        if matches!(call, Call::Embeddings) && d.deployment.model_name != model {
+            return Err(format!(
+                "`{model}` fell back to `{}`, whose embeddings the cache does not use",
+                d.deployment.model_name
+            ));
+        }
         match once(app, &d, raw, call).await {
             Ok(reply) => {
                 plan.succeeded(&d);
@@ -181,13 +189,6 @@ fn embedding(
     #[derive(serde::Deserialize)]
     struct Item {
         embedding: Vec<f32>,
-    }
-    // A fallback group's model makes vectors the index cannot compare with its own.
-    if d.deployment.model_name != model {
-        return Err(format!(
-            "`{model}` fell back to `{}`, whose embeddings the cache does not use",
-            d.deployment.model_name
-        ));
     }
     let (out, usage) = super::oneshot::Kind::Embeddings
         .response(body.clone(), raw, d, model)

@@ -258,6 +258,11 @@ fn take_tags(req: &mut request::RawObject) -> Result<Vec<String>, ApiError> {
 /// `x-litellm-response-cost`: the request's cost in USD, once its usage is known (not on
 /// streams, whose headers go out first).
 fn cost_header(ctx: &RequestCtx) -> Option<(&'static str, String)> {
+    // A deployment's answer without usage has no known cost (its side charges alone
+    // would understate it).
+    if ctx.deployment.is_some() && ctx.usage.is_none() {
+        return None;
+    }
     ctx.cost()
         .map(|c| ("x-litellm-response-cost", c.to_string()))
 }

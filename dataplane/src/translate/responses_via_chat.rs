@@ -549,6 +549,8 @@ pub struct ChunksToResponses {
     finish: Option<String>,
     usage: Value,
     ended: bool,
+    /// The upstream's `[DONE]` arrived.
+    done: bool,
     on_done: Option<OnDone>,
 }
 
@@ -565,6 +567,7 @@ impl ChunksToResponses {
             finish: None,
             usage: Value::Null,
             ended: false,
+            done: false,
             on_done,
         }
     }
@@ -750,10 +753,11 @@ impl ChunksToResponses {
             self.close_calls(out);
         }
         let finish = self.finish.clone();
-        // A stream that ended before the model said it finished is not a complete answer.
-        let status = match finish {
-            Some(_) => status(finish.as_deref()),
-            None => "incomplete",
+        // A stream that broke off (no finish reason, and no `[DONE]`: the converter is
+        // finished by the end of the upstream's body) is not a complete answer.
+        let status = match (&finish, self.done) {
+            (None, false) => "incomplete",
+            _ => status(finish.as_deref()),
         };
         let r = response_object(
             &self.req,
@@ -781,6 +785,7 @@ impl StreamConverter for ChunksToResponses {
             return;
         }
         if ev.data.trim() == "[DONE]" {
+            self.done = true;
             self.end(out);
             return;
         }
@@ -952,6 +957,20 @@ mod tests {
         conv.finish(&mut out);
         let r = done.lock().unwrap().clone().unwrap();
         (out, r)
+    }
+
+    #[test]
+    fn a_stream_that_breaks_off_ends_incomplete() {
+        let text = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}"#;
+        // No finish reason but `[DONE]`: an upstream's quirk, the answer is whole.
+        let (_, r) = converted("resp_1", &[text, "[DONE]"]);
+        assert_eq!(r["status"], "completed");
+        // Neither: the body ended mid-answer.
+        let (out, r) = converted("resp_2", &[text]);
+        assert_eq!(r["status"], "incomplete");
+        assert!(r["incomplete_details"].is_null());
+        let last = String::from_utf8(out.last().unwrap().to_vec()).unwrap();
+        assert!(last.starts_with("event: response.incomplete"), "{last}");
     }
 
     #[test]

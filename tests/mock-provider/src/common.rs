@@ -297,13 +297,18 @@ pub fn bag_of_words(text: &str) -> Vec<f32> {
         }
         v[(h % 256) as usize] += 1.0;
     }
+    unit(v)
+}
+
+/// `v` scaled to length 1.
+fn unit(v: Vec<f32>) -> Vec<f32> {
     let norm = v
         .iter()
         .map(|x| x * x)
         .sum::<f32>()
         .sqrt()
         .max(f32::EPSILON);
-    v.iter().map(|x| x / norm).collect()
+    v.into_iter().map(|x| x / norm).collect()
 }
 
 /// A deterministic unit vector of `dims` dimensions, for APIs that ask for a size (its first
@@ -318,13 +323,7 @@ pub fn vector_n(text: &str, dims: usize) -> Vec<f32> {
         }
         v.push(((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5);
     }
-    let norm = v
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::EPSILON);
-    v.iter().map(|x| x / norm).collect()
+    unit(v)
 }
 
 pub fn base64(input: &[u8]) -> String {
