@@ -887,25 +887,36 @@ impl RawConfig {
             });
         if let Some(group) = embedder {
             let at = "litellm_settings.cache_params.redis_semantic_cache_embedding_model";
-            let mut models: Vec<(&str, &str)> = deployments
+            let in_group: Vec<&Deployment> = deployments
                 .iter()
                 .filter(|d| &d.model_name == group)
-                .map(|d| (d.provider.as_str(), d.upstream_model.as_str()))
+                .collect();
+            // The model each serves: `model_info.base_model` where given, else the upstream
+            // model (an Azure deployment's name says nothing of its model: not compared).
+            let mut models: Vec<&str> = in_group
+                .iter()
+                .filter_map(|d| {
+                    let base = d.model_info.extra.get("base_model").and_then(Json::as_str);
+                    match (base, d.provider) {
+                        (Some(base), _) => Some(base),
+                        (None, ProviderKind::Azure) => None,
+                        (None, _) => Some(d.upstream_model.as_str()),
+                    }
+                })
                 .collect();
             models.sort_unstable();
             models.dedup();
-            match models.len() {
-                0 => {
-                    return Err((
-                        at.into(),
-                        format!("`{group}` is not a model_name of model_list"),
-                    ))
-                }
-                1 => {}
-                _ => warnings.push(format!(
+            if in_group.is_empty() {
+                return Err((
+                    at.into(),
+                    format!("`{group}` is not a model_name of model_list"),
+                ));
+            }
+            if models.len() > 1 {
+                warnings.push(format!(
                     "{at}: `{group}` has deployments of {} models; the semantic cache compares vectors of any of them with each other, so give the group one embedding model",
                     models.len()
-                )),
+                ));
             }
         }
 

@@ -744,3 +744,41 @@ fn an_mcp_server_entry_compiles_back_to_its_server() {
         "allowed_tools"
     );
 }
+
+#[test]
+fn the_semantic_cache_embedding_model_must_be_a_group_of_one_model() {
+    let config = |second: &str, group: &str| {
+        format!(
+            r#"
+model_list:
+  - model_name: embedder
+    litellm_params: {{model: azure/emb-eu, api_base: https://eu.example.com, api_key: k, api_version: "2024-10-21"}}
+    model_info: {{base_model: text-embedding-3-small}}
+  - model_name: embedder
+    litellm_params: {second}
+litellm_settings:
+  cache: true
+  cache_params: {{type: redis-semantic, redis_semantic_cache_embedding_model: {group}}}
+"#
+        )
+    };
+    let warned = |l: &Loaded| {
+        l.warnings
+            .iter()
+            .any(|w| w.contains("redis_semantic_cache_embedding_model"))
+    };
+    let same = "{model: openai/text-embedding-3-small, api_key: k}";
+    let l = load(&config(same, "embedder"), &[]).unwrap();
+    assert!(!warned(&l), "{:?}", l.warnings);
+    // An Azure deployment without base_model is not compared.
+    let unknown =
+        "{model: azure/emb-us, api_base: https://us.example.com, api_key: k, api_version: v1}";
+    assert!(!warned(&load(&config(unknown, "embedder"), &[]).unwrap()));
+    let other = "{model: openai/text-embedding-3-large, api_key: k}";
+    assert!(warned(&load(&config(other, "embedder"), &[]).unwrap()));
+    let err = load(&config(same, "nope"), &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("redis_semantic_cache_embedding_model") && err.contains("`nope`"),
+        "{err}"
+    );
+}
