@@ -129,6 +129,8 @@ async fn on_group(
         // A fallback group's embedding model makes vectors the semantic cache cannot
         // compare with its own: not called at all.
         if matches!(call, Call::Embeddings) && d.deployment.model_name != model {
+            // Not tried: a half-open breaker's probe taken for it is released.
+            plan.abandon(&d);
             return Err(format!(
                 "`{model}` fell back to `{}`, whose embeddings the cache does not use",
                 d.deployment.model_name
