@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::connectors::http::v1::Connector;
-use pingora::http::RequestHeader;
+use pingora::connectors::TransportConnector;
 use pingora::protocols::http::v1::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::Stream;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use tokio::io::AsyncWriteExt;
 
 use routeiq_proto::EgressVerdict;
 
@@ -43,7 +44,7 @@ pub struct UpstreamRequest {
 
 /// The pooled client shared by all requests of the process.
 pub struct Upstream {
-    connector: Connector,
+    connector: TransportConnector,
     dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
     /// `general_settings.allowed_egress`: every connection is checked against it before it
     /// is made (the AWS SDK's clients share it).
@@ -53,7 +54,7 @@ pub struct Upstream {
 impl Default for Upstream {
     fn default() -> Self {
         Self {
-            connector: Connector::new(None),
+            connector: TransportConnector::new(None),
             dns: Mutex::new(HashMap::new()),
             egress: Arc::default(),
         }
@@ -139,15 +140,14 @@ impl Upstream {
         reads: Option<Duration>,
         who: Arc<str>,
     ) -> Result<Exchange, ApiError> {
-        let (mut session, peer) = self.connect(target, reads, &who).await?;
-        let header = build_header(target, &req).map_err(|e| {
-            ApiError::internal(format!("cannot build upstream request header: {e}"))
-        })?;
+        let mut wire = head(target, &req, &who)?;
+        wire.extend_from_slice(&req.body);
+        let (mut stream, peer) = self.connect(target, reads, &who).await?;
         let io = async {
-            session.write_request_header(Box::new(header)).await?;
-            session.write_body(&req.body).await?;
-            session.finish_body().await?;
-            session.read_response().await
+            write(&mut stream, &wire).await?;
+            let mut session = HttpSession::new_with_options(stream, &peer);
+            session.read_response().await?;
+            Ok::<_, Box<pingora::Error>>(session)
         };
         let io = match reads {
             Some(t) => tokio::time::timeout(t, io)
@@ -157,7 +157,7 @@ impl Upstream {
         };
         match io {
             Err(e) => Err(io_error(target, &who, &e, reads)),
-            Ok(_) => Ok(self.exchange(session, peer, target, reads, who)),
+            Ok(session) => Ok(self.exchange(session, peer, target, reads, who)),
         }
     }
 
@@ -171,20 +171,15 @@ impl Upstream {
         rest: &mut dyn BodySource,
         who: Arc<str>,
     ) -> Result<Exchange, ApiError> {
-        let (mut session, peer) = self.connect(target, None, &who).await?;
-        let header = build_header(target, &req).map_err(|e| {
-            ApiError::internal(format!("cannot build upstream request header: {e}"))
-        })?;
+        let mut wire = head(target, &req, &who)?;
+        wire.extend_from_slice(&req.body);
+        let (mut stream, peer) = self.connect(target, None, &who).await?;
         let failed = |e: Box<pingora::Error>| io_error(target, &who, &e, None);
-        session
-            .write_request_header(Box::new(header))
-            .await
-            .map_err(failed)?;
-        session.write_body(&req.body).await.map_err(failed)?;
+        write(&mut stream, &wire).await.map_err(failed)?;
         while let Some(chunk) = rest.next().await? {
-            session.write_body(&chunk).await.map_err(failed)?;
+            write(&mut stream, &chunk).await.map_err(failed)?;
         }
-        session.finish_body().await.map_err(failed)?;
+        let mut session = HttpSession::new_with_options(stream, &peer);
         session.read_response().await.map_err(failed)?;
         Ok(self.exchange(session, peer, target, None, who))
     }
@@ -195,7 +190,7 @@ impl Upstream {
         target: &Target,
         reads: Option<Duration>,
         who: &str,
-    ) -> Result<(HttpSession, HttpPeer), ApiError> {
+    ) -> Result<(Stream, HttpPeer), ApiError> {
         let addr = self.destination(target, who).await?;
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
         peer.options.connection_timeout =
@@ -205,16 +200,22 @@ impl Upstream {
         // A pooled connection first. Opening a new one (TCP, maybe TLS) is a large future, so
         // it is boxed: that keeps this future, and every future holding it, small, which
         // matters because pingora and async-trait box (copy) them on every request.
-        let session = match self.connector.reused_http_session(&peer).await {
+        let stream = match self.connector.reused_stream(&peer).await {
             Some(s) => s,
-            None => {
-                Box::pin(self.connector.get_http_session(&peer))
-                    .await
-                    .map_err(|e| connect_error(target, who, &e))?
-                    .0
-            }
+            None => Box::pin(self.connector.new_stream(&peer))
+                .await
+                .map_err(|e| connect_error(target, who, &e))?,
         };
-        Ok((session, peer))
+        Ok((stream, peer))
+    }
+
+    /// Returns `session`'s connection to the pool when it can carry another request.
+    async fn release(&self, mut session: HttpSession, peer: &HttpPeer) {
+        session.respect_keepalive();
+        if let Some(stream) = session.reuse().await {
+            self.connector
+                .release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE_TIMEOUT));
+        }
     }
 
     /// The exchange whose response header has arrived.
@@ -254,20 +255,70 @@ pub trait BodySource: Send {
     async fn next(&mut self) -> Result<Option<Bytes>, ApiError>;
 }
 
-fn build_header(target: &Target, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
-    let mut h = RequestHeader::build(
-        req.method.as_str(),
-        req.path.as_bytes(),
-        Some(req.headers.len() + 4),
-    )?;
-    h.insert_header("host", target.authority.as_str())?;
-    h.insert_header("content-type", "application/json")?;
-    h.insert_header("content-length", req.body.len().to_string())?;
-    h.insert_header("user-agent", concat!("routeiq/", env!("CARGO_PKG_VERSION")))?;
-    for (name, value) in &req.headers {
-        h.insert_header(*name, value.as_str())?;
+/// `req`'s request line and headers, ready for its body: the request leaves in one write
+/// (pingora's own client flushes the header and the body apart, which costs a second
+/// system call and wakes the upstream twice per request). The host, `content-type`
+/// (`application/json`), `content-length` and `user-agent` are set unless `req.headers`
+/// sets them; a name given twice keeps its last value.
+fn head(target: &Target, req: &UpstreamRequest, who: &str) -> Result<Vec<u8>, ApiError> {
+    let refuse = |what: &str| {
+        ApiError::internal(format!("{who}: cannot build the upstream request: {what}"))
+    };
+    // The response to HEAD has no body whatever its headers say, which the session reading
+    // it would not know: no caller sends one.
+    if req.method == http::Method::HEAD {
+        return Err(refuse("HEAD is not sent upstream"));
     }
-    Ok(h)
+    if !req.path.starts_with('/') || !req.path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse("its path is not a valid request target"));
+    }
+    let length = req.body.len().to_string();
+    let defaults = [
+        ("host", target.authority.as_str()),
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+        ("user-agent", concat!("routeiq/", env!("CARGO_PKG_VERSION"))),
+    ];
+    let given = &req.headers;
+    let later = |i: usize, name: &str| given[i..].iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut out = Vec::with_capacity(256 + req.path.len() + req.body.len());
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let defaults = defaults.iter().filter(|(name, _)| !later(0, name));
+    let own = given
+        .iter()
+        .enumerate()
+        .filter(|(i, (name, _))| !later(i + 1, name))
+        .map(|(_, (name, value))| (*name, value.as_str()));
+    for (name, value) in defaults.copied().chain(own) {
+        // A control character (CR or LF above all) would end the header early and let the
+        // value write headers of its own.
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(refuse(&format!("header {name} holds a control character")));
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
+}
+
+/// Writes `bytes` and flushes them: one system call for a request that fits the stream's
+/// write buffer or exceeds it.
+async fn write(stream: &mut Stream, bytes: &[u8]) -> pingora::Result<()> {
+    use pingora::{ErrorType, OrErr};
+    stream
+        .write_all(bytes)
+        .await
+        .or_err(ErrorType::WriteError, "writing the request")?;
+    stream
+        .flush()
+        .await
+        .or_err(ErrorType::WriteError, "flushing the request")
 }
 
 fn connect_error(target: &Target, who: &str, e: &pingora::Error) -> ApiError {
@@ -361,10 +412,7 @@ impl Exchange {
             Ok(Some(chunk)) => Ok(Some(chunk)),
             Ok(None) => {
                 if let Some(session) = self.session.take() {
-                    self.upstream
-                        .connector
-                        .release_http_session(session, &self.peer, Some(POOL_IDLE_TIMEOUT))
-                        .await;
+                    self.upstream.release(session, &self.peer).await;
                 }
                 Ok(None)
             }
@@ -432,5 +480,77 @@ mod tests {
         let t = Target::parse("http://[::1]:8080/x").unwrap();
         assert_eq!(t.host, "::1");
         assert!(Target::parse("ftp://x").is_err());
+    }
+
+    fn request(
+        method: http::Method,
+        path: &str,
+        headers: &[(&'static str, &str)],
+    ) -> UpstreamRequest {
+        UpstreamRequest {
+            method,
+            path: path.into(),
+            headers: headers.iter().map(|(n, v)| (*n, v.to_string())).collect(),
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn writes_the_request_head_once() {
+        let t = Target::parse("http://127.0.0.1:9100/v1").unwrap();
+        let req = request(
+            http::Method::POST,
+            "/v1/chat",
+            &[("authorization", "Bearer k")],
+        );
+        let wire = String::from_utf8(head(&t, &req, "d").unwrap()).unwrap();
+        assert_eq!(
+            wire,
+            format!(
+                "POST /v1/chat HTTP/1.1\r\nhost: 127.0.0.1:9100\r\ncontent-type: application/json\r\n\
+                 content-length: 2\r\nuser-agent: routeiq/{}\r\nauthorization: Bearer k\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        // A header the caller sets replaces the default; a name given twice keeps its last value.
+        let req = request(
+            http::Method::GET,
+            "/x?a=1",
+            &[("content-type", "text/plain"), ("x-a", "1"), ("X-A", "2")],
+        );
+        let wire = String::from_utf8(head(&t, &req, "d").unwrap()).unwrap();
+        assert!(wire.starts_with("GET /x?a=1 HTTP/1.1\r\n"), "{wire}");
+        assert_eq!(wire.matches("content-type").count(), 1, "{wire}");
+        assert!(wire.contains("content-type: text/plain\r\n"), "{wire}");
+        assert!(
+            !wire.contains("x-a: 1") && wire.contains("X-A: 2\r\n"),
+            "{wire}"
+        );
+    }
+
+    #[test]
+    fn refuses_what_would_split_the_request() {
+        let t = Target::parse("http://127.0.0.1:9100").unwrap();
+        let bad = [
+            request(http::Method::POST, "/a", &[("x-a", "1\r\nx-b: 2")]),
+            request(http::Method::POST, "/a", &[("x-a", "1\n")]),
+            request(http::Method::POST, "/a b", &[]),
+            request(http::Method::POST, "a", &[]),
+            request(http::Method::HEAD, "/a", &[]),
+        ];
+        for req in bad {
+            let e = head(&t, &req, "dep-1").unwrap_err();
+            assert!(
+                e.message.starts_with("dep-1: cannot build"),
+                "{}",
+                e.message
+            );
+        }
+        assert!(head(
+            &t,
+            &request(http::Method::POST, "/a", &[("x-a", "a\tb")]),
+            "d"
+        )
+        .is_ok());
     }
 }
