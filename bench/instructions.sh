@@ -20,9 +20,14 @@ N="${1:-1001}"
 BODY="${2:-bench/chat.lua}"
 CONFIG="${3:-bench/config.yaml.in}"
 apt_install nginx valgrind
-step "cargo build --release -p routeiq-dataplane"
-cargo build --release --locked -p routeiq-dataplane >&2
-BIN="$CARGO_TARGET_DIR/release/routeiq-dataplane"
+# ROUTEIQ_BENCH_BIN: another build of the gateway to count (e.g. an older commit's, to
+# compare); by default this checkout's release build.
+BIN="${ROUTEIQ_BENCH_BIN:-}"
+if [ -z "$BIN" ]; then
+  step "cargo build --release -p routeiq-dataplane"
+  cargo build --release --locked -p routeiq-dataplane >&2
+  BIN="$CARGO_TARGET_DIR/release/routeiq-dataplane"
+fi
 
 work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT

@@ -14,6 +14,11 @@ use routeiq_dataplane::usage;
 use routeiq_proto::litellm as config;
 use serde_json::{json, Map, Value};
 
+// The gateway's allocator (`src/main.rs`), so that allocations cost here what they cost
+// there (since 2026-12-05; the figures before that date are glibc malloc's).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn chat_request() -> Map<String, Value> {
     match json!({
         "model": "gpt", "max_tokens": 256, "temperature": 0.2,

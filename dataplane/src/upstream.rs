@@ -1,4 +1,6 @@
-//! HTTP calls to upstream providers through pingora's pooled connector.
+//! HTTP calls to upstream providers through pingora's pooled connector. Each request
+//! leaves in one write (its head and body together); pingora's HTTP/1 session reads the
+//! response.
 //!
 //! Connections are kept alive and reused per (address, TLS, SNI). Host names are resolved
 //! asynchronously and cached, so no DNS lookup blocks the reactor.

@@ -6,8 +6,11 @@
 //! ([`IGNORED`]). Each field's value is written canonically (object keys sorted, no
 //! whitespace), so two bodies that differ only in key order or spacing share an answer.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use routeiq_proto::{CacheScope, VirtualKey};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
 
 use super::Api;
@@ -88,13 +91,13 @@ pub fn of(
         if IGNORED.contains(&name) {
             continue;
         }
-        let v: Value = serde_json::from_str(raw)
+        let v: Json = serde_json::from_str(raw)
             .map_err(|e| ApiError::bad_request(format!("`{name}` is not valid JSON: {e}")))?;
-        if v.is_null() {
+        if matches!(v, Json::Null) {
             continue;
         }
         buf.clear();
-        canonical(&v, &mut buf);
+        v.canonical(&mut buf);
         part(&mut h, name.as_bytes());
         part(&mut h, &buf);
     }
@@ -107,41 +110,142 @@ fn part(h: &mut Sha256, p: &[u8]) {
     h.update(p);
 }
 
-/// `v` as JSON with object keys sorted and no whitespace.
-fn canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_unstable();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+/// A JSON value parsed for its canonical form only: its strings are borrowed from the
+/// body unless they hold escapes, and an object is a list of members (no map is built).
+enum Json<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+impl Json<'_> {
+    /// Writes the value as JSON with object keys sorted (a key given twice keeps its last
+    /// value) and no whitespace: the form `serde_json::Value` prints, without building one.
+    fn canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Null => out.extend_from_slice(b"null"),
+            Self::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            // Writing a number to a `Vec` cannot fail (serde_json writes them as `Value` does).
+            Self::U64(n) => drop(serde_json::to_writer(&mut *out, n)),
+            Self::I64(n) => drop(serde_json::to_writer(&mut *out, n)),
+            Self::F64(f) => drop(serde_json::to_writer(&mut *out, f)),
+            Self::Str(s) => string(s, out),
+            Self::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.canonical(out);
                 }
-                string(k, out);
-                out.push(b':');
-                canonical(&m[k], out);
+                out.push(b']');
             }
-            out.push(b'}');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            Self::Object(members) => {
+                let mut sorted: Vec<&(Cow<str>, Json)> = members.iter().collect();
+                // Stable: of a key given twice, the last member is last.
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                out.push(b'{');
+                let mut first = true;
+                for (i, (k, v)) in sorted.iter().enumerate() {
+                    if sorted.get(i + 1).is_some_and(|next| next.0 == *k) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    string(k, out);
+                    out.push(b':');
+                    v.canonical(out);
                 }
-                canonical(x, out);
+                out.push(b'}');
             }
-            out.push(b']');
         }
-        Value::String(s) => string(s, out),
-        other => out.extend_from_slice(other.to_string().as_bytes()),
     }
 }
 
 fn string(s: &str, out: &mut Vec<u8>) {
-    // Writing a `str` to a `Vec` cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // What JSON escapes: a quote, a backslash, a control character. Most strings hold none
+    // and are copied as they are.
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Writing a `str` to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Json<'de>, E> {
+        Ok(Json::U64(n))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Json<'de>, E> {
+        Ok(Json::I64(n))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Json<'de>, E> {
+        Ok(Json::F64(f))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut members = Vec::new();
+        while let Some((k, v)) = map.next_entry::<Key<'de>, Json<'de>>()? {
+            members.push((k.0, v));
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+/// An object key, borrowed unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Json::deserialize(d)? {
+            Json::Str(s) => Ok(Key(s)),
+            _ => Err(serde::de::Error::custom("an object key is not a string")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +300,27 @@ mod tests {
         let key_ns = k(Api::Chat, "", [None, Some("x"), None], "m");
         assert_ne!(key_ns, k(Api::Chat, "", [None, None, Some("x")], "m"));
         assert_ne!(key_ns, k(Api::Chat, "", [Some("x"), None, None], "m"));
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_one_serde_json_prints_sorted() {
+        for raw in [
+            r#"{"b":1,"a":[true,false,null,{"z":"x","y":-2}],"c":"h\u00e9\"\n"}"#,
+            r#"[0.2, 1e2, 1.0, -0.0, 18446744073709551615, -9223372036854775808, 3.141592653589793]"#,
+            r#"{"k":1,"k":2,"\u006b":3,"j":{}}"#,
+            r#""plain""#,
+            r#"{"nested":{"b":{"d":1,"c":[1,{"f":2,"e":3}]},"a":"\t"}}"#,
+        ] {
+            let v: Json = serde_json::from_str(raw).unwrap();
+            let mut out = Vec::new();
+            v.canonical(&mut out);
+            // serde_json's `Value` keeps object keys sorted (a key given twice keeps its
+            // last value): the form the key had before it was written without one.
+            let expected = serde_json::from_str::<serde_json::Value>(raw)
+                .unwrap()
+                .to_string();
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{raw}");
+        }
     }
 
     #[test]

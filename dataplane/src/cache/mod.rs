@@ -446,6 +446,9 @@ pub struct CacheMetrics {
     pub evictions: IntCounter,
     pub redis_errors: IntCounter,
     pub stored: IntCounterVec,
+    /// `stored`'s two series, resolved once.
+    stored_memory: IntCounter,
+    stored_redis: IntCounter,
     pub semantic_similarity: Histogram,
     pub semantic_entries: IntGauge,
     pub semantic_embedding_errors: IntCounter,
@@ -455,7 +458,17 @@ impl CacheMetrics {
     fn new() -> prometheus::Result<Self> {
         let by_model =
             |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["model"]);
+        let stored = IntCounterVec::new(
+            Opts::new(
+                "routeiq_cache_stored_total",
+                "Answers offered to the response cache, by tier (memory, redis)",
+            ),
+            &["tier"],
+        )?;
         Ok(Self {
+            stored_memory: stored.with_label_values(&["memory"]),
+            stored_redis: stored.with_label_values(&["redis"]),
+            stored,
             hits: by_model("litellm_cache_hits_metric", "Requests answered from the response cache")?,
             misses: by_model(
                 "litellm_cache_misses_metric",
@@ -480,13 +493,6 @@ impl CacheMetrics {
             redis_errors: IntCounter::new(
                 "routeiq_cache_redis_errors_total",
                 "Response-cache Redis calls that failed or timed out (each served as a miss or not shared)",
-            )?,
-            stored: IntCounterVec::new(
-                Opts::new(
-                    "routeiq_cache_stored_total",
-                    "Answers offered to the response cache, by tier (memory, redis)",
-                ),
-                &["tier"],
             )?,
             semantic_similarity: Histogram::with_opts(
                 HistogramOpts::new(
@@ -806,7 +812,7 @@ impl Cache {
             Some(old) => Some(old.entry.size() as i64),
             None => None,
         };
-        self.metrics.stored.with_label_values(&["memory"]).inc();
+        self.metrics.stored_memory.inc();
         let (entries, freed) = replaced.map_or((1, 0), |bytes| (0, bytes));
         memory.count(entries, size as i64 - freed, &self.metrics);
         let evicted = memory.ufo.put(key, Arc::new(Stored { key, entry }), weight);
@@ -863,7 +869,7 @@ impl Cache {
                     secs,
                 );
                 match tokio::time::timeout(Duration::from_secs(2), set).await {
-                    Ok(Ok(())) => me.metrics.stored.with_label_values(&["redis"]).inc(),
+                    Ok(Ok(())) => me.metrics.stored_redis.inc(),
                     Ok(Err(e)) => me.redis_failed(&e.to_string()),
                     Err(_) => me.redis_failed("timed out"),
                 }
