@@ -55,8 +55,9 @@ impl Reporter {
 
     /// Queues the usage of a finished request that reached a deployment or an A2A agent
     /// (provider `a2a`, the agent's id as the deployment), that the response cache
-    /// answered (provider `cache`), or that was charged without either (priced MCP tool
-    /// calls: provider `mcp`, no deployment).
+    /// answered or charged for its embedding before the request was refused (provider
+    /// `cache`), or that was charged without any of these (priced MCP tool calls: provider
+    /// `mcp`, no deployment).
     pub fn record(&self, ctx: &RequestCtx, metrics: &Metrics) {
         let (deployment_id, provider) = match (&ctx.deployment, &ctx.served_by) {
             (Some(d), _) => (
@@ -64,7 +65,11 @@ impl Reporter {
                 d.deployment.provider.as_str().to_owned(),
             ),
             (None, Some((provider, id))) => (id.clone(), (*provider).to_owned()),
-            (None, None) if ctx.cache_hit() => (String::new(), "cache".to_owned()),
+            // A request that consulted the cache and was charged without reaching a
+            // deployment paid for the semantic cache's embedding.
+            (None, None) if ctx.cache_hit() || (ctx.cache.is_some() && ctx.extra_cost > 0.0) => {
+                (String::new(), "cache".to_owned())
+            }
             (None, None) if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
             (None, None) => return,
         };
@@ -186,5 +191,37 @@ async fn send(
     match failure {
         None => Ok(sent),
         Some(e) => Err((sent, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Outcome;
+
+    fn provider_of(ctx: &RequestCtx) -> Option<String> {
+        let (reporter, mut rx) = Reporter::new("dp", 4);
+        reporter.record(ctx, &Metrics::new().unwrap());
+        rx.try_recv().ok().map(|e| e.provider)
+    }
+
+    #[test]
+    fn charges_without_a_deployment_are_labelled_by_what_made_them() {
+        let mut ctx = RequestCtx::default();
+        assert_eq!(provider_of(&ctx), None, "nothing reached, nothing charged");
+        ctx.extra_cost = 0.002;
+        assert_eq!(provider_of(&ctx).as_deref(), Some("mcp"));
+        // Refused after the semantic cache's embedding deployment was paid.
+        ctx.cache = Some(Outcome::Miss { key: "k".into() });
+        ctx.status = 429;
+        assert_eq!(provider_of(&ctx).as_deref(), Some("cache"));
+        ctx.extra_cost = 0.0;
+        assert_eq!(provider_of(&ctx), None);
+        ctx.cache = Some(Outcome::Hit {
+            key: "k".into(),
+            saved_cost: 0.1,
+            similarity: None,
+        });
+        assert_eq!(provider_of(&ctx).as_deref(), Some("cache"));
     }
 }
