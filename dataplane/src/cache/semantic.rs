@@ -81,7 +81,7 @@ impl std::fmt::Debug for Embedder {
 /// A vector an embedding deployment returned, as the index takes it: finite, not zero,
 /// scaled to unit length (providers do not all normalise).
 pub fn unit(v: &[f32]) -> Option<Arc<[f32]>> {
-    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let norm = norm(v);
     (!v.is_empty() && norm.is_finite() && norm > 0.0)
         .then(|| v.iter().map(|x| (f64::from(*x) / norm) as f32).collect())
 }
@@ -565,8 +565,12 @@ pub enum Job {
 /// Whether a shared vector is what an encoder makes: finite, of length 1 (a longer one
 /// would out-score every real match).
 fn unit_length(v: &[f32]) -> bool {
-    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 1e-3
+    v.iter().all(|x| x.is_finite()) && (norm(v) - 1.0).abs() < 1e-3
+}
+
+/// `v`'s Euclidean length, summed in f64.
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()
 }
 
 /// Jobs waiting; past this, new ones are dropped (each costs a future hit, nothing else).
@@ -704,8 +708,7 @@ mod tests {
     use super::*;
 
     fn unit(v: &[f32]) -> Vec<f32> {
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter().map(|x| x / n).collect()
+        super::unit(v).unwrap().to_vec()
     }
 
     fn settings(max_messages: u32) -> SemanticSettings {
