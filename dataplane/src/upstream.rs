@@ -18,6 +18,7 @@ use pingora::connectors::TransportConnector;
 use pingora::protocols::http::v1::client::HttpSession;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::{ErrorType, OrErr};
 use tokio::io::AsyncWriteExt;
 
 use routeiq_proto::EgressVerdict;
@@ -142,11 +143,27 @@ impl Upstream {
         reads: Option<Duration>,
         who: Arc<str>,
     ) -> Result<Exchange, ApiError> {
-        let mut wire = head(target, &req, &who)?;
-        wire.extend_from_slice(&req.body);
+        let mut head = head(target, &req, req.body.len() as u64, &who)?;
+        // A body of common size leaves in the same write as the head (one system call and
+        // one wake-up of the upstream, where pingora's client flushes the two apart); a
+        // larger one is not copied.
+        let joined = req.body.len() <= JOINED_BODY;
+        if joined {
+            head.extend_from_slice(&req.body);
+        }
         let (mut stream, peer) = self.connect(target, reads, &who).await?;
         let io = async {
-            write(&mut stream, &wire).await?;
+            stream
+                .write_all(&head)
+                .await
+                .or_err(ErrorType::WriteError, "writing the request")?;
+            if !joined {
+                stream
+                    .write_all(&req.body)
+                    .await
+                    .or_err(ErrorType::WriteError, "writing the request body")?;
+            }
+            flush(&mut stream).await?;
             let mut session = HttpSession::new_with_options(stream, &peer);
             session.read_response().await?;
             Ok::<_, Box<pingora::Error>>(session)
@@ -159,13 +176,14 @@ impl Upstream {
         };
         match io {
             Err(e) => Err(io_error(target, &who, &e, reads)),
-            Ok(session) => Ok(self.exchange(session, peer, target, reads, who)),
+            Ok(session) => Ok(self.exchange(session, peer, target, &req.method, reads, who)),
         }
     }
 
     /// [`Self::send`] for an upload: `req.body` first, then what `rest` gives as it
     /// arrives (the client's body, never held whole). `req.headers` must hold its
-    /// `content-length`. The caller bounds the whole exchange.
+    /// `content-length`, which the body must fill exactly. The caller bounds the whole
+    /// exchange.
     pub async fn send_upload(
         self: &Arc<Self>,
         target: &Target,
@@ -173,17 +191,51 @@ impl Upstream {
         rest: &mut dyn BodySource,
         who: Arc<str>,
     ) -> Result<Exchange, ApiError> {
-        let mut wire = head(target, &req, &who)?;
-        wire.extend_from_slice(&req.body);
+        let length = req
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::internal(format!("{who}: an upload without its length")))?;
+        let head = head(target, &req, length, &who)?;
+        let mismatch = |written: u64| {
+            ApiError::internal(format!(
+                "{who}: the upload's body ({written} bytes or more) does not match its length ({length})"
+            ))
+        };
+        let mut written = req.body.len() as u64;
+        if written > length {
+            return Err(mismatch(written));
+        }
         let (mut stream, peer) = self.connect(target, None, &who).await?;
         let failed = |e: Box<pingora::Error>| io_error(target, &who, &e, None);
-        write(&mut stream, &wire).await.map_err(failed)?;
-        while let Some(chunk) = rest.next().await? {
-            write(&mut stream, &chunk).await.map_err(failed)?;
+        for part in [&head[..], &req.body[..]] {
+            stream
+                .write_all(part)
+                .await
+                .or_err(ErrorType::WriteError, "writing the upload")
+                .map_err(failed)?;
         }
+        while let Some(chunk) = rest.next().await? {
+            written += chunk.len() as u64;
+            if written > length {
+                break;
+            }
+            stream
+                .write_all(&chunk)
+                .await
+                .or_err(ErrorType::WriteError, "writing the upload")
+                .map_err(failed)?;
+        }
+        // A body that does not fill its length exactly would leave the upstream reading
+        // the next request from it: the connection is dropped (closed), never pooled.
+        if written != length {
+            return Err(mismatch(written));
+        }
+        flush(&mut stream).await.map_err(failed)?;
         let mut session = HttpSession::new_with_options(stream, &peer);
         session.read_response().await.map_err(failed)?;
-        Ok(self.exchange(session, peer, target, None, who))
+        Ok(self.exchange(session, peer, target, &req.method, None, who))
     }
 
     /// A pooled connection to `target`, or a new one.
@@ -226,6 +278,7 @@ impl Upstream {
         session: HttpSession,
         peer: HttpPeer,
         target: &Target,
+        method: &http::Method,
         reads: Option<Duration>,
         who: Arc<str>,
     ) -> Exchange {
@@ -247,6 +300,7 @@ impl Upstream {
             target_label: target.authority.clone(),
             who,
             reads,
+            bodiless: method == http::Method::HEAD,
         }
     }
 }
@@ -257,33 +311,51 @@ pub trait BodySource: Send {
     async fn next(&mut self) -> Result<Option<Bytes>, ApiError>;
 }
 
-/// `req`'s request line and headers, ready for its body: the request leaves in one write
-/// (pingora's own client flushes the header and the body apart, which costs a second
-/// system call and wakes the upstream twice per request). The host, `content-type`
-/// (`application/json`), `content-length` and `user-agent` are set unless `req.headers`
-/// sets them; a name given twice keeps its last value.
-fn head(target: &Target, req: &UpstreamRequest, who: &str) -> Result<Vec<u8>, ApiError> {
+/// Bodies up to this size leave in the same write as the request head, copied after it.
+const JOINED_BODY: usize = 64 * 1024;
+
+/// Headers a caller's request never carries: the gateway frames each request itself (with
+/// `content-length`) and manages its connections. Hop-by-hop headers (RFC 9110, 7.6.1)
+/// and framing would otherwise let a header value make the upstream read part of the body
+/// as another request.
+const FRAMING: [&str; 8] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `req`'s request line and headers, ready for a body of `length` bytes. The host,
+/// `content-type` (`application/json`) and `user-agent` are set unless `req.headers` sets
+/// them, and a name given twice keeps its last value; `content-length` is `length`, and
+/// the caller's framing and hop-by-hop headers ([`FRAMING`]) are left out.
+fn head(
+    target: &Target,
+    req: &UpstreamRequest,
+    length: u64,
+    who: &str,
+) -> Result<Vec<u8>, ApiError> {
     let refuse = |what: &str| {
         ApiError::internal(format!("{who}: cannot build the upstream request: {what}"))
     };
-    // The response to HEAD has no body whatever its headers say, which the session reading
-    // it would not know: no caller sends one.
-    if req.method == http::Method::HEAD {
-        return Err(refuse("HEAD is not sent upstream"));
-    }
-    if !req.path.starts_with('/') || !req.path.bytes().all(|b| b.is_ascii_graphic()) {
+    // As the `http` crate takes a request target: no space or control character (bytes
+    // past ASCII go as they are).
+    if !req.path.starts_with('/') || req.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(refuse("its path is not a valid request target"));
     }
-    let length = req.body.len().to_string();
+    let length = length.to_string();
     let defaults = [
         ("host", target.authority.as_str()),
         ("content-type", "application/json"),
-        ("content-length", length.as_str()),
         ("user-agent", concat!("routeiq/", env!("CARGO_PKG_VERSION"))),
     ];
     let given = &req.headers;
     let later = |i: usize, name: &str| given[i..].iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    let mut out = Vec::with_capacity(256 + req.path.len() + req.body.len());
+    let mut out = Vec::with_capacity(256 + req.path.len() + req.body.len().min(JOINED_BODY));
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.path.as_bytes());
@@ -292,9 +364,15 @@ fn head(target: &Target, req: &UpstreamRequest, who: &str) -> Result<Vec<u8>, Ap
     let own = given
         .iter()
         .enumerate()
-        .filter(|(i, (name, _))| !later(i + 1, name))
+        .filter(|(i, (name, _))| {
+            !later(i + 1, name) && !FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f))
+        })
         .map(|(_, (name, value))| (*name, value.as_str()));
-    for (name, value) in defaults.copied().chain(own) {
+    let length = [("content-length", length.as_str())];
+    for (name, value) in defaults.copied().chain(own).chain(length) {
+        if name.is_empty() || !name.bytes().all(token) {
+            return Err(refuse(&format!("{name:?} is not a header name")));
+        }
         // A control character (CR or LF above all) would end the header early and let the
         // value write headers of its own.
         if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
@@ -309,14 +387,13 @@ fn head(target: &Target, req: &UpstreamRequest, who: &str) -> Result<Vec<u8>, Ap
     Ok(out)
 }
 
-/// Writes `bytes` and flushes them: one system call for a request that fits the stream's
-/// write buffer or exceeds it.
-async fn write(stream: &mut Stream, bytes: &[u8]) -> pingora::Result<()> {
-    use pingora::{ErrorType, OrErr};
-    stream
-        .write_all(bytes)
-        .await
-        .or_err(ErrorType::WriteError, "writing the request")?;
+/// Whether `b` may be part of a header name (RFC 9110's `tchar`).
+fn token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Sends what the stream holds.
+async fn flush(stream: &mut Stream) -> pingora::Result<()> {
     stream
         .flush()
         .await
@@ -378,6 +455,9 @@ pub struct Exchange {
     who: Arc<str>,
     /// Bounds each body read (streams).
     reads: Option<Duration>,
+    /// The answer to a HEAD request: no body, whatever its headers say (the session
+    /// reading it did not write the request, so it does not know).
+    bodiless: bool,
 }
 
 impl Exchange {
@@ -397,6 +477,12 @@ impl Exchange {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
+        if self.bodiless {
+            // Its body reader was never told the response has none: the connection is
+            // closed rather than pooled.
+            self.session = None;
+            return Ok(None);
+        }
         // pingora's read timeout covers the response header, not body reads: a stream's
         // reads are bounded here (its `stream_timeout` between chunks); a whole body is
         // bounded by its caller, once.
@@ -505,29 +591,67 @@ mod tests {
             "/v1/chat",
             &[("authorization", "Bearer k")],
         );
-        let wire = String::from_utf8(head(&t, &req, "d").unwrap()).unwrap();
+        let wire = String::from_utf8(head(&t, &req, 2, "d").unwrap()).unwrap();
         assert_eq!(
             wire,
             format!(
                 "POST /v1/chat HTTP/1.1\r\nhost: 127.0.0.1:9100\r\ncontent-type: application/json\r\n\
-                 content-length: 2\r\nuser-agent: routeiq/{}\r\nauthorization: Bearer k\r\n\r\n",
+                 user-agent: routeiq/{}\r\nauthorization: Bearer k\r\ncontent-length: 2\r\n\r\n",
                 env!("CARGO_PKG_VERSION")
             )
         );
-        // A header the caller sets replaces the default; a name given twice keeps its last value.
+        // A header the caller sets replaces the default; a name given twice keeps its last
+        // value; bytes past ASCII in the path go as they are.
         let req = request(
             http::Method::GET,
-            "/x?a=1",
+            "/x/caf\u{e9}?a=1",
             &[("content-type", "text/plain"), ("x-a", "1"), ("X-A", "2")],
         );
-        let wire = String::from_utf8(head(&t, &req, "d").unwrap()).unwrap();
-        assert!(wire.starts_with("GET /x?a=1 HTTP/1.1\r\n"), "{wire}");
+        let wire = String::from_utf8(head(&t, &req, 0, "d").unwrap()).unwrap();
+        assert!(
+            wire.starts_with("GET /x/caf\u{e9}?a=1 HTTP/1.1\r\n"),
+            "{wire}"
+        );
         assert_eq!(wire.matches("content-type").count(), 1, "{wire}");
         assert!(wire.contains("content-type: text/plain\r\n"), "{wire}");
         assert!(
             !wire.contains("x-a: 1") && wire.contains("X-A: 2\r\n"),
             "{wire}"
         );
+        assert!(head(&t, &request(http::Method::HEAD, "/a", &[]), 0, "d").is_ok());
+    }
+
+    #[test]
+    fn the_gateway_frames_the_request_itself() {
+        let t = Target::parse("http://127.0.0.1:9100").unwrap();
+        let req = request(
+            http::Method::POST,
+            "/a",
+            &[
+                ("Content-Length", "1"),
+                ("transfer-encoding", "chunked"),
+                ("Connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("te", "trailers"),
+                ("x-kept", "yes"),
+            ],
+        );
+        let wire = String::from_utf8(head(&t, &req, 2, "d").unwrap())
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            wire.ends_with("x-kept: yes\r\ncontent-length: 2\r\n\r\n"),
+            "{wire}"
+        );
+        for gone in [
+            "content-length: 1",
+            "transfer-encoding",
+            "connection",
+            "upgrade",
+            "te:",
+        ] {
+            assert!(!wire.contains(gone), "{gone}: {wire}");
+        }
     }
 
     #[test]
@@ -536,12 +660,16 @@ mod tests {
         let bad = [
             request(http::Method::POST, "/a", &[("x-a", "1\r\nx-b: 2")]),
             request(http::Method::POST, "/a", &[("x-a", "1\n")]),
+            request(http::Method::POST, "/a", &[("x-a\r\nx-b", "1")]),
+            request(http::Method::POST, "/a", &[("x a", "1")]),
+            request(http::Method::POST, "/a", &[("x:a", "1")]),
+            request(http::Method::POST, "/a", &[("", "1")]),
             request(http::Method::POST, "/a b", &[]),
+            request(http::Method::POST, "/a\r\nb", &[]),
             request(http::Method::POST, "a", &[]),
-            request(http::Method::HEAD, "/a", &[]),
         ];
         for req in bad {
-            let e = head(&t, &req, "dep-1").unwrap_err();
+            let e = head(&t, &req, 2, "dep-1").unwrap_err();
             assert!(
                 e.message.starts_with("dep-1: cannot build"),
                 "{}",
@@ -551,6 +679,7 @@ mod tests {
         assert!(head(
             &t,
             &request(http::Method::POST, "/a", &[("x-a", "a\tb")]),
+            2,
             "d"
         )
         .is_ok());

@@ -3,9 +3,10 @@ standard library only:
 
     python openapi_app.py PORT
 
-`GET /api/pets?limit=N`, `GET /api/pets/{id}` (404 when unknown), `POST /api/pets` (a JSON
-pet, answered 201 with its id) and `GET /api/whoami` (the authorization and x-trace headers
-it received)."""
+`GET /api/pets?limit=N`, `GET /api/pets/{id}` (404 when unknown; `HEAD` answers its
+headers, the length of the body it would send included, and no body), `POST /api/pets` (a
+JSON pet, answered 201 with its id) and `GET /api/whoami` (the authorization and x-trace
+headers it received)."""
 
 import json
 import sys
@@ -38,6 +39,13 @@ class Handler(BaseHTTPRequestHandler):
             pet = PETS.get(int(url.path.rsplit("/", 1)[1]) if url.path.rsplit("/", 1)[1].isdigit() else -1)
             return self.reply(200, pet) if pet else self.reply(404, {"error": "no such pet"})
         self.reply(404, {"error": "no such route"})
+
+    def do_HEAD(self):
+        pet = PETS.get(int(self.path.rsplit("/", 1)[1])) if self.path.rsplit("/", 1)[1].isdigit() else None
+        self.send_response(200 if pet else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(json.dumps(pet or {"error": "no such pet"}))))
+        self.end_headers()
 
     def do_POST(self):
         if urlparse(self.path).path != "/api/pets":

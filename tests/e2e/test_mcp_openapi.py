@@ -41,6 +41,10 @@ paths:
       operationId: getPet
       parameters:
         - {name: id, in: path, required: true, schema: {type: integer}}
+    head:
+      operationId: petExists
+      parameters:
+        - {name: id, in: path, required: true, schema: {type: integer}}
   /whoami:
     get:
       parameters:
@@ -102,9 +106,9 @@ def rest_call(env, name: str, arguments: dict) -> httpx.Response:
 
 def test_operations_are_listed_as_tools(env):
     _, names = run(tool_names(f"{env.url}/mcp/pets"))
-    assert names == ["createPet", "getPet", "get_whoami", "listPets"]
+    assert names == ["createPet", "getPet", "get_whoami", "listPets", "petExists"]
     _, names = run(tool_names(f"{env.url}/mcp"))
-    assert names == ["pets-createPet", "pets-getPet", "pets-get_whoami", "pets-listPets"]
+    assert names == ["pets-createPet", "pets-getPet", "pets-get_whoami", "pets-listPets", "pets-petExists"]
     r = httpx.get(f"{env.url}/mcp-rest/tools/list", headers={"Authorization": f"Bearer {MASTER}"})
     tools = {t["name"]: t for t in r.json()["tools"]}
     assert tools["pets-listPets"]["description"] == "List the pets"
@@ -122,6 +126,18 @@ def test_calls_are_http_requests_to_the_api(env):
     # The server's credential, and a header parameter.
     error, text = run(call(f"{env.url}/mcp/pets", "get_whoami", {"x-trace": "t-1"}))
     assert json.loads(text) == {"authorization": "Bearer pets-token", "x-trace": "t-1"}
+
+
+def test_a_head_operation_answers_without_a_body(env):
+    # The answer's content-length is that of the body a GET would send; none follows, and
+    # the next call (on the same server) is not disturbed.
+    for _ in range(3):
+        error, text = run(call(f"{env.url}/mcp/pets", "petExists", {"id": 1}))
+        assert not error and text == "", text
+        error, text = run(call(f"{env.url}/mcp/pets", "getPet", {"id": 2}))
+        assert not error and json.loads(text) == {"id": 2, "name": "Tom"}
+    error, text = run(call(f"{env.url}/mcp/pets", "petExists", {"id": 99}))
+    assert error and text.startswith("HTTP 404"), text
 
 
 def test_an_api_error_is_a_tool_error(env):

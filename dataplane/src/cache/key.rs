@@ -126,6 +126,9 @@ enum Json<'a> {
 impl Json<'_> {
     /// Writes the value as JSON with object keys sorted (a key given twice keeps its last
     /// value) and no whitespace: the form `serde_json::Value` prints, without building one.
+    /// (One difference: `Value` reads an object whose first key is serde_json's private
+    /// raw-value marker as the JSON text of its value, or refuses it; here it is an object
+    /// like any other, so it never shares a key with the value it spells out.)
     fn canonical(&self, out: &mut Vec<u8>) {
         match self {
             Self::Null => out.extend_from_slice(b"null"),
@@ -321,6 +324,12 @@ mod tests {
                 .to_string();
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{raw}");
         }
+        let raw = r#"{"$serde_json::private::RawValue":"[1, 2]"}"#;
+        let mut out = Vec::new();
+        serde_json::from_str::<Json>(raw)
+            .unwrap()
+            .canonical(&mut out);
+        assert_eq!(out, br#"{"$serde_json::private::RawValue":"[1, 2]"}"#);
     }
 
     #[test]

@@ -136,7 +136,6 @@ impl State {
         )
     }
 
-    /// Remembers a request so tests can see what the gateway sent upstream.
     /// The next Responses API answer's number.
     pub fn next_response(&self) -> u64 {
         self.responses
@@ -144,6 +143,7 @@ impl State {
             + 1
     }
 
+    /// Remembers a request so tests can see what the gateway sent upstream.
     pub fn record(&self, path: &str, headers: &HeaderMap, body: &Value) {
         let headers: BTreeMap<String, String> = headers
             .iter()
