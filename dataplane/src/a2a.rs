@@ -66,32 +66,15 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn of(req: &RequestHeader, request_id: &str) -> Self {
+    /// The trace of a request whose id is `request_id`, whose caller sent `caller`.
+    pub fn of(caller: Option<&crate::otel::TraceParent>, request_id: &str) -> Self {
         let span_id = format!("{:016x}", fastrand::u64(1..));
-        let caller = header(req, "traceparent").and_then(|t| {
-            let parts: Vec<&str> = t.trim().split('-').collect();
-            let hex = |s: &str, n: usize| {
-                s.len() == n
-                    && s.bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                    && s.bytes().any(|b| b != b'0')
-            };
-            match parts.as_slice() {
-                [version, trace, parent, flags, ..]
-                    if version.len() == 2
-                        && *version != "ff"
-                        && hex(trace, 32)
-                        && hex(parent, 16)
-                        && flags.len() == 2
-                        && flags.bytes().all(|b| b.is_ascii_hexdigit()) =>
-                {
-                    Some((trace.to_string(), parent.to_string(), flags.to_string()))
-                }
-                _ => None,
-            }
-        });
         let (trace_id, parent, flags) = match caller {
-            Some((trace, parent, flags)) => (trace, Some(parent), flags),
+            Some(t) => (
+                t.trace_id.clone(),
+                Some(t.parent_id.clone()),
+                t.flags.clone(),
+            ),
             None => (request_id.to_owned(), None, "01".to_owned()),
         };
         Self {
@@ -463,7 +446,7 @@ pub async fn call(
     name: &str,
 ) -> Result<(), ApiError> {
     let mut id = Value::Null;
-    let mut trace = Trace::of(session.req_header(), &ctx.request_id);
+    let mut trace = Trace::of(ctx.traceparent.as_ref(), &ctx.request_id);
     let relayed = relay(app, live, session, ctx, name, &mut trace, &mut id).await;
     if let Err(e) = relayed {
         ctx.error_type = Some("a2a_error");
@@ -669,18 +652,13 @@ mod tests {
 
     #[test]
     fn the_agent_joins_the_callers_trace_under_the_gateways_span() {
-        let req = |tp: Option<&str>| {
-            let mut r = RequestHeader::build("POST", b"/a2a/x", None).unwrap();
-            if let Some(tp) = tp {
-                r.insert_header("traceparent", tp).unwrap();
-            }
-            r
-        };
+        let caller = |tp: Option<&str>| tp.and_then(crate::otel::TraceParent::parse);
         let rid = "0123456789abcdef0123456789abcdef";
         let t = Trace::of(
-            &req(Some(
+            caller(Some(
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            )),
+            ))
+            .as_ref(),
             rid,
         );
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -693,11 +671,19 @@ mod tests {
             None,
             Some("garbage"),
             Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
             Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"),
         ] {
-            let t = Trace::of(&req(tp), rid);
+            let t = Trace::of(caller(tp).as_ref(), rid);
             assert_eq!((t.trace_id.as_str(), t.parent), (rid, None), "{tp:?}");
         }
+        // A later version's extra fields are ignored.
+        let later = caller(Some(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes",
+        ));
+        assert_eq!(later.unwrap().parent_id, "00f067aa0ba902b7");
     }
 
     #[test]

@@ -15,6 +15,11 @@ use crate::usage::Usage;
 pub struct RequestCtx {
     pub start: Instant,
     pub request_id: String,
+    /// The caller's W3C trace context, when it sent a valid `traceparent`: the request's
+    /// span joins that trace (else the trace named by `request_id`).
+    pub traceparent: Option<crate::otel::TraceParent>,
+    /// The request's own span, when spans are exported (chat requests).
+    pub span: Option<crate::otel::RouteSpan>,
     /// Low-cardinality route label (`chat`, `messages`, ...).
     pub route: &'static str,
     /// The virtual key that authenticated the request (none for the master key).
@@ -185,10 +190,27 @@ impl RequestCtx {
         matches!(self.cache, Some(crate::cache::Outcome::Hit { .. }))
     }
 
+    /// The `traceparent` to send upstream: the request's span in its trace when it has one
+    /// (spans are exported), else the caller's own, passed on as it came; `None` when there
+    /// is neither.
+    pub fn outgoing_traceparent(&self) -> Option<String> {
+        match (&self.span, &self.traceparent) {
+            (Some(span), caller) => {
+                let (trace, id) = span.ids();
+                let flags = caller.as_ref().map_or("01", |t| t.flags.as_str());
+                Some(format!("00-{trace}-{id}-{flags}"))
+            }
+            (None, Some(t)) => Some(format!("00-{}-{}-{}", t.trace_id, t.parent_id, t.flags)),
+            (None, None) => None,
+        }
+    }
+
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
             request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            traceparent: None,
+            span: None,
             route: "other",
             key: None,
             model: None,
@@ -263,4 +285,18 @@ pub fn hold_charge(
         }
     }
     Ok(holds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_span_the_callers_trace_context_goes_on_as_it_came() {
+        let mut ctx = RequestCtx::new();
+        assert_eq!(ctx.outgoing_traceparent(), None);
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        ctx.traceparent = crate::otel::TraceParent::parse(caller);
+        assert_eq!(ctx.outgoing_traceparent().as_deref(), Some(caller));
+    }
 }

@@ -19,6 +19,44 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 use crate::context::RequestCtx;
 
+/// A caller's W3C trace context (its `traceparent` header): the trace it is in, its span
+/// (the parent of the gateway's) and its flags, lowercase hex each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: String,
+    pub parent_id: String,
+    pub flags: String,
+}
+
+impl TraceParent {
+    /// `value` read as W3C's `traceparent` (any version but `ff`, fields after the fourth
+    /// ignored, as the specification asks of versions it does not know); `None` when it is
+    /// not one (upper case, zero ids, wrong lengths).
+    pub fn parse(value: &str) -> Option<Self> {
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let mut parts = value.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        (hex(version, 2)
+            && version != "ff"
+            && hex(trace, 32)
+            && nonzero(trace)
+            && hex(parent, 16)
+            && nonzero(parent)
+            && hex(flags, 2))
+        .then(|| Self {
+            trace_id: trace.to_owned(),
+            parent_id: parent.to_owned(),
+            flags: flags.to_owned(),
+        })
+    }
+}
+
 /// The exporter and tracer; spans are sent by a task on the runtime it was built on.
 pub struct Spans {
     /// Kept so the exporter lives as long as the process.
@@ -69,13 +107,34 @@ impl Spans {
         })
     }
 
-    /// Records the request's `routeiq.route` span (chat requests only).
-    pub fn record(&self, ctx: &RequestCtx, strategy: &str) {
+    /// Opens the request's `routeiq.route` span (chat requests only: `ctx.route` is set),
+    /// in the caller's trace when it sent one, else in the trace named by the request id.
+    /// Its id is the parent the providers are sent (`RequestCtx::outgoing_traceparent`).
+    pub fn start(&self, ctx: &RequestCtx) -> Option<RouteSpan> {
         if !matches!(ctx.route, "chat" | "messages") {
-            return;
+            return None;
         }
+        let now = SystemTime::now();
+        let start = now.checked_sub(ctx.start.elapsed()).unwrap_or(now);
+        let builder = self
+            .tracer
+            .span_builder("routeiq.route")
+            .with_kind(SpanKind::Server)
+            .with_start_time(start);
+        let caller = match &ctx.traceparent {
+            Some(t) => remote(&t.trace_id, &t.parent_id),
+            None => parent(&ctx.request_id),
+        };
+        Some(RouteSpan(self.tracer.build_with_context(builder, &caller)))
+    }
+
+    /// Ends the request's `routeiq.route` span (see [`Self::start`]) with what became of
+    /// the request.
+    pub fn record(&self, ctx: &mut RequestCtx, strategy: &str) {
+        let Some(RouteSpan(mut span)) = ctx.span.take() else {
+            return;
+        };
         let end = SystemTime::now();
-        let start = end.checked_sub(ctx.start.elapsed()).unwrap_or(end);
         let mut attrs = vec![
             KeyValue::new("routeiq.request_id", ctx.request_id.clone()),
             KeyValue::new("http.response.status_code", i64::from(ctx.status)),
@@ -134,16 +193,21 @@ impl Spans {
         if !ctx.skills.is_empty() {
             attrs.push(KeyValue::new("routeiq.skills", ctx.skills.join(",")));
         }
-        let builder = self
-            .tracer
-            .span_builder("routeiq.route")
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .with_attributes(attrs);
-        let mut span = self
-            .tracer
-            .build_with_context(builder, &parent(&ctx.request_id));
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+        use opentelemetry::trace::Span;
+        span.set_attributes(attrs);
+        span.end_with_timestamp(end);
+    }
+}
+
+/// The request's `routeiq.route` span, open while the request is served.
+pub struct RouteSpan(opentelemetry_sdk::trace::Span);
+
+impl RouteSpan {
+    /// Its trace and span ids, 32 and 16 hex digits.
+    pub fn ids(&self) -> (String, String) {
+        use opentelemetry::trace::Span;
+        let c = self.0.span_context();
+        (c.trace_id().to_string(), c.span_id().to_string())
     }
 }
 

@@ -76,7 +76,7 @@ impl ProxyHttp for Gateway {
         self.app.metrics.observe(ctx);
         if let Some(spans) = &self.app.spans {
             spans.record(
-                ctx,
+                &mut *ctx,
                 self.app.load().router_settings().routing_strategy.name(),
             );
         }

@@ -152,7 +152,8 @@ pub async fn serve(
         };
         let lease = Lease::start(&d, tokens);
         let sent = Instant::now();
-        match send(app, &d, op, body, max_response_bytes).await {
+        let trace = ctx.outgoing_traceparent();
+        match send(app, &d, op, body, max_response_bytes, trace).await {
             Ok(reply) => {
                 plan.succeeded(&d);
                 ctx.lease = Some(lease);
@@ -192,11 +193,12 @@ pub(super) async fn send(
     op: Operation,
     body: Bytes,
     max_response_bytes: usize,
+    trace: Option<String>,
 ) -> Result<Reply, ApiError> {
     let provider = providers::get(d.deployment.provider);
     let op = op.on(d);
     if op.is_stream() {
-        let mut resp = provider.send(&app.upstream, d, op, body).await?;
+        let mut resp = provider.send(&app.upstream, d, op, body, trace).await?;
         return match resp.body.next_chunk().await? {
             Some(first) => Ok(Reply::Stream { resp, first }),
             None => Err(ApiError::upstream(
@@ -207,7 +209,7 @@ pub(super) async fn send(
         };
     }
     let call = async {
-        let mut resp = provider.send(&app.upstream, d, op, body).await?;
+        let mut resp = provider.send(&app.upstream, d, op, body, trace).await?;
         resp.body.read_all(max_response_bytes).await
     };
     match tokio::time::timeout(d.timeout, call).await {

@@ -167,7 +167,7 @@ async fn once(
         ),
     };
     let _lease = Lease::start(d, 0);
-    match attempt::send(app, d, op, body, MAX_RESPONSE_BYTES).await? {
+    match attempt::send(app, d, op, body, MAX_RESPONSE_BYTES, None).await? {
         Reply::Full(bytes) => Ok(bytes),
         Reply::Stream { .. } => Err(crate::error::ApiError::upstream(
             502,

@@ -34,11 +34,18 @@ use routes::{Endpoint, Found, Needs, Route, ROUTES};
 /// Answers one request. Every outcome, errors included, is written to the client here.
 pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     let live = app.load();
+    ctx.traceparent = session
+        .req_header()
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::otel::TraceParent::parse);
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_owned();
     let (api, result) = match ROUTES.find(&method, &path) {
         Found::Route(route, param) => {
             ctx.route = route.name;
+            ctx.span = app.spans.as_ref().and_then(|s| s.start(ctx));
             let param = param.map(str::to_owned);
             let r = serve(app, &live, session, ctx, route, param.as_deref()).await;
             (route.api, r)

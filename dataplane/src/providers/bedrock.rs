@@ -204,6 +204,7 @@ impl Provider for Bedrock {
         d: &CompiledDeployment,
         op: Operation,
         body: Bytes,
+        trace: Option<String>,
     ) -> Result<ProviderResponse, ApiError> {
         let runtime = target_of(d)?;
         let agent = (op == Operation::Rerank)
@@ -212,7 +213,7 @@ impl Provider for Bedrock {
         let target = agent.as_ref().unwrap_or(runtime);
         let mut req = self.request(d, target, op, body)?;
         self.authorize(upstream, d, target, &mut req).await?;
-        exchange(upstream, d, target, op, req).await
+        exchange(upstream, d, target, op, req, trace).await
     }
 }
 

@@ -217,17 +217,19 @@ pub trait Provider: Send + Sync {
     ) -> Result<(), ApiError>;
 
     /// Sends `op` to the deployment and returns the response once its status is known.
-    /// Non-2xx statuses come back as errors carrying the provider's message.
+    /// Non-2xx statuses come back as errors carrying the provider's message. `trace`: the
+    /// `traceparent` to send (see `RequestCtx::outgoing_traceparent`).
     async fn send(
         &self,
         upstream: &Arc<Upstream>,
         d: &CompiledDeployment,
         op: Operation,
         body: Bytes,
+        trace: Option<String>,
     ) -> Result<ProviderResponse, ApiError> {
         let target = target_of(d)?;
         let req = self.request(d, target, op, body)?;
-        exchange(upstream, d, target, op, req).await
+        exchange(upstream, d, target, op, req, trace).await
     }
 }
 
@@ -245,8 +247,13 @@ async fn exchange(
     d: &CompiledDeployment,
     target: &Target,
     op: Operation,
-    req: UpstreamRequest,
+    mut req: UpstreamRequest,
+    trace: Option<String>,
 ) -> Result<ProviderResponse, ApiError> {
+    // Not signed (SigV4 signs what `authorize` saw): a header the signature leaves out.
+    if let Some(t) = trace {
+        req.headers.push(("traceparent", t));
+    }
     // A stream's reads are bounded one by one; anything else is bounded whole by the
     // caller (`timeout`), with one timer.
     let reads = op.is_stream().then_some(d.stream_timeout);

@@ -168,11 +168,12 @@ impl Provider for Vertex {
         d: &CompiledDeployment,
         op: Operation,
         body: Bytes,
+        trace: Option<String>,
     ) -> Result<ProviderResponse, ApiError> {
         let target = target_of(d)?;
         let mut req = self.request(d, target, op, body)?;
         self.authorize(upstream, d, target, &mut req).await?;
-        exchange(upstream, d, target, op, req).await
+        exchange(upstream, d, target, op, req, trace).await
     }
 }
 
