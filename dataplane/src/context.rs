@@ -20,6 +20,8 @@ pub struct RequestCtx {
     pub traceparent: Option<crate::otel::TraceParent>,
     /// The request's own span, when spans are exported (chat requests).
     pub span: Option<crate::otel::RouteSpan>,
+    /// The span of the provider attempt that served the request (ended with the request).
+    pub attempt_span: Option<crate::otel::AttemptSpan>,
     /// Low-cardinality route label (`chat`, `messages`, ...).
     pub route: &'static str,
     /// The virtual key that authenticated the request (none for the master key).
@@ -211,6 +213,7 @@ impl RequestCtx {
             request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
             traceparent: None,
             span: None,
+            attempt_span: None,
             route: "other",
             key: None,
             model: None,

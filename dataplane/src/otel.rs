@@ -17,7 +17,12 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
+use routeiq_proto::ProviderKind;
+
 use crate::context::RequestCtx;
+use crate::error::ApiError;
+use crate::providers::Operation;
+use crate::state::CompiledDeployment;
 
 /// A caller's W3C trace context (its `traceparent` header): the trace it is in, its span
 /// (the parent of the gateway's) and its flags, lowercase hex each.
@@ -194,6 +199,9 @@ impl Spans {
             attrs.push(KeyValue::new("routeiq.skills", ctx.skills.join(",")));
         }
         use opentelemetry::trace::Span;
+        if let Some(attempt) = ctx.attempt_span.take() {
+            attempt.served(ctx, end);
+        }
         span.set_attributes(attrs);
         span.end_with_timestamp(end);
     }
@@ -201,6 +209,116 @@ impl Spans {
 
 /// The request's `routeiq.route` span, open while the request is served.
 pub struct RouteSpan(opentelemetry_sdk::trace::Span);
+
+impl Spans {
+    /// Opens the GenAI client span of one provider attempt (`{operation} {model}`,
+    /// OpenTelemetry's GenAI model-span conventions), a child of the request's span:
+    /// retries and fallbacks are its siblings.
+    pub fn attempt(&self, route: &RouteSpan, d: &CompiledDeployment, op: Operation) -> AttemptSpan {
+        use opentelemetry::trace::Span;
+        let operation = operation_name(op);
+        let model = &d.deployment.upstream_model;
+        let mut attrs = vec![
+            KeyValue::new("gen_ai.operation.name", operation),
+            KeyValue::new("gen_ai.provider.name", provider_name(d.deployment.provider)),
+            KeyValue::new("gen_ai.request.model", model.clone()),
+            KeyValue::new("routeiq.deployment.id", d.deployment.id.0.clone()),
+        ];
+        if let Some(t) = &d.target {
+            attrs.push(KeyValue::new("server.address", t.host.clone()));
+            attrs.push(KeyValue::new("server.port", i64::from(t.port)));
+        }
+        let builder = self
+            .tracer
+            .span_builder(format!("{operation} {model}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes(attrs);
+        let parent = Context::new().with_remote_span_context(route.0.span_context().clone());
+        AttemptSpan(self.tracer.build_with_context(builder, &parent))
+    }
+}
+
+/// A provider attempt's span, open while the attempt lasts (for the attempt that serves the
+/// request: until the request ends, its answer streamed and its usage known).
+pub struct AttemptSpan(opentelemetry_sdk::trace::Span);
+
+impl AttemptSpan {
+    /// The `traceparent` the provider is sent: this span, in its trace.
+    pub fn traceparent(&self) -> String {
+        use opentelemetry::trace::Span;
+        let c = self.0.span_context();
+        format!("00-{}-{}-01", c.trace_id(), c.span_id())
+    }
+
+    /// Ends a failed attempt: `error.type` is the error's class (and its status).
+    pub fn failed(mut self, e: &ApiError) {
+        use opentelemetry::trace::{Span, Status};
+        self.0
+            .set_attribute(KeyValue::new("error.type", e.kind.type_str()));
+        self.0.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(e.status),
+        ));
+        self.0.set_status(Status::error(e.message.clone()));
+        self.0.end();
+    }
+
+    /// Ends the attempt that served the request, with what it answered.
+    fn served(mut self, ctx: &RequestCtx, end: SystemTime) {
+        use opentelemetry::trace::Span;
+        if let Some(d) = &ctx.deployment {
+            self.0.set_attribute(KeyValue::new(
+                "gen_ai.response.model",
+                d.deployment.upstream_model.clone(),
+            ));
+        }
+        if let Some(u) = &ctx.usage {
+            self.0.set_attribute(KeyValue::new(
+                "gen_ai.usage.input_tokens",
+                u.input_tokens as i64,
+            ));
+            self.0.set_attribute(KeyValue::new(
+                "gen_ai.usage.output_tokens",
+                u.output_tokens as i64,
+            ));
+        }
+        if let Some(t) = ctx.error_type {
+            self.0.set_attribute(KeyValue::new("error.type", t));
+        }
+        self.0.end_with_timestamp(end);
+    }
+}
+
+/// `gen_ai.operation.name` of an operation: the conventions' names where they have one.
+fn operation_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Chat { .. } | Operation::Responses { .. } => "chat",
+        Operation::Embeddings => "embeddings",
+        Operation::Completions { .. } => "text_completion",
+        Operation::Rerank => "rerank",
+        Operation::Moderations => "moderation",
+        Operation::Images => "image_generation",
+        Operation::ImageEdits => "image_edit",
+        Operation::Transcriptions => "transcription",
+        Operation::Translations => "translation",
+        Operation::Speech => "speech",
+    }
+}
+
+/// `gen_ai.provider.name`: the conventions' well-known values (the OpenAI-compatible
+/// providers speak OpenAI's API, and are named for it).
+fn provider_name(p: ProviderKind) -> &'static str {
+    match p {
+        ProviderKind::OpenAi => "openai",
+        ProviderKind::Azure => "azure.ai.openai",
+        ProviderKind::Anthropic => "anthropic",
+        ProviderKind::Gemini => "gcp.gemini",
+        ProviderKind::VertexAi => "gcp.vertex_ai",
+        ProviderKind::Bedrock => "aws.bedrock",
+        ProviderKind::Cohere => "cohere",
+        ProviderKind::Mock => "routeiq.mock",
+    }
+}
 
 impl RouteSpan {
     /// Its trace and span ids, 32 and 16 hex digits.

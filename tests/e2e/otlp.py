@@ -25,9 +25,12 @@ class OtlpReceiver:
         self.server.add_insecure_port(f"127.0.0.1:{self.port}")
         self.server.start()
 
-    def spans(self, name: str = "routeiq.route") -> list:
+    def received_spans(self) -> list:
         return [s for r in self.received for rs in r.resource_spans for ss in rs.scope_spans
-                for s in ss.spans if s.name == name]
+                for s in ss.spans]
+
+    def spans(self, name: str = "routeiq.route") -> list:
+        return [s for s in self.received_spans() if s.name == name]
 
     def stop(self):
         self.server.stop(0)

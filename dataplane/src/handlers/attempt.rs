@@ -152,9 +152,18 @@ pub async fn serve(
         };
         let lease = Lease::start(&d, tokens);
         let sent = Instant::now();
-        let trace = ctx.outgoing_traceparent();
+        let span = app
+            .spans
+            .as_ref()
+            .zip(ctx.span.as_ref())
+            .map(|(spans, route)| spans.attempt(route, &d, op.on(&d)));
+        let trace = match &span {
+            Some(s) => Some(s.traceparent()),
+            None => ctx.outgoing_traceparent(),
+        };
         match send(app, &d, op, body, max_response_bytes, trace).await {
             Ok(reply) => {
+                ctx.attempt_span = span;
                 plan.succeeded(&d);
                 ctx.lease = Some(lease);
                 ctx.routed = plan.request().query.as_ref().and_then(|q| q.decision());
@@ -178,6 +187,9 @@ pub async fn serve(
             }
             Err(e) => {
                 drop(lease);
+                if let Some(span) = span {
+                    span.failed(&e);
+                }
                 tracing::debug!(deployment = %d.deployment.id, error = %e, "attempt failed");
                 ctx.retries = plan.retries;
                 ctx.fallbacks = plan.fallbacks;
