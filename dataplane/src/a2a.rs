@@ -446,7 +446,7 @@ pub async fn call(
     name: &str,
 ) -> Result<(), ApiError> {
     let mut id = Value::Null;
-    let mut trace = Trace::of(ctx.traceparent.as_ref(), &ctx.request_id);
+    let mut trace = Trace::of(ctx.traceparent.as_deref(), &ctx.request_id);
     let relayed = relay(app, live, session, ctx, name, &mut trace, &mut id).await;
     if let Err(e) = relayed {
         ctx.error_type = Some("a2a_error");

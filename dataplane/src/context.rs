@@ -17,7 +17,7 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The caller's W3C trace context, when it sent a valid `traceparent`: the request's
     /// span joins that trace (else the trace named by `request_id`).
-    pub traceparent: Option<crate::otel::TraceParent>,
+    pub traceparent: Option<Box<crate::otel::TraceParent>>,
     /// The request's own span, when spans are exported (chat requests).
     pub span: Option<crate::otel::RouteSpan>,
     /// The span of the provider attempt that served the request (ended with the request).
@@ -299,7 +299,7 @@ mod tests {
         let mut ctx = RequestCtx::new();
         assert_eq!(ctx.outgoing_traceparent(), None);
         let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-        ctx.traceparent = crate::otel::TraceParent::parse(caller);
+        ctx.traceparent = crate::otel::TraceParent::parse(caller).map(Box::new);
         assert_eq!(ctx.outgoing_traceparent().as_deref(), Some(caller));
     }
 }

@@ -130,7 +130,9 @@ impl Spans {
             Some(t) => remote(&t.trace_id, &t.parent_id),
             None => parent(&ctx.request_id),
         };
-        Some(RouteSpan(self.tracer.build_with_context(builder, &caller)))
+        Some(RouteSpan(Box::new(
+            self.tracer.build_with_context(builder, &caller),
+        )))
     }
 
     /// Ends the request's `routeiq.route` span (see [`Self::start`]) with what became of
@@ -207,8 +209,9 @@ impl Spans {
     }
 }
 
-/// The request's `routeiq.route` span, open while the request is served.
-pub struct RouteSpan(opentelemetry_sdk::trace::Span);
+/// The request's `routeiq.route` span, open while the request is served. Boxed, as the
+/// attempt's span: an SDK span is large, and futures holding one are copied when boxed.
+pub struct RouteSpan(Box<opentelemetry_sdk::trace::Span>);
 
 impl Spans {
     /// Opens the GenAI client span of one provider attempt (`{operation} {model}`,
@@ -234,13 +237,13 @@ impl Spans {
             .with_kind(SpanKind::Client)
             .with_attributes(attrs);
         let parent = Context::new().with_remote_span_context(route.0.span_context().clone());
-        AttemptSpan(self.tracer.build_with_context(builder, &parent))
+        AttemptSpan(Box::new(self.tracer.build_with_context(builder, &parent)))
     }
 }
 
 /// A provider attempt's span, open while the attempt lasts (for the attempt that serves the
 /// request: until the request ends, its answer streamed and its usage known).
-pub struct AttemptSpan(opentelemetry_sdk::trace::Span);
+pub struct AttemptSpan(Box<opentelemetry_sdk::trace::Span>);
 
 impl AttemptSpan {
     /// The `traceparent` the provider is sent: this span, in its trace.

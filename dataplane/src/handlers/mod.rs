@@ -39,7 +39,8 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         .headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::otel::TraceParent::parse);
+        .and_then(crate::otel::TraceParent::parse)
+        .map(Box::new);
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_owned();
     let (api, result) = match ROUTES.find(&method, &path) {
