@@ -60,7 +60,8 @@ pub struct Trace {
     pub parent: Option<String>,
     /// The gateway's span (16 hex digits).
     pub span_id: String,
-    flags: String,
+    /// The caller's flags (`01` without a caller's trace).
+    pub flags: String,
     /// The gateway's span, when spans are exported.
     span: Option<crate::otel::AgentSpan>,
 }
@@ -679,7 +680,11 @@ mod tests {
             let t = Trace::of(caller(tp).as_ref(), rid);
             assert_eq!((t.trace_id.as_str(), t.parent), (rid, None), "{tp:?}");
         }
-        // A later version's extra fields are ignored.
+        // Version 00 has four fields; a later version's extra fields are ignored.
+        assert!(caller(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"
+        ))
+        .is_none());
         let later = caller(Some(
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes",
         ));

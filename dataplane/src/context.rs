@@ -20,8 +20,12 @@ pub struct RequestCtx {
     pub traceparent: Option<Box<crate::otel::TraceParent>>,
     /// The request's own span, when spans are exported (chat requests).
     pub span: Option<crate::otel::RouteSpan>,
-    /// The span of the provider attempt that served the request (ended with the request).
+    /// The span of the provider attempt that served the request (ended with the request;
+    /// in a request of several calls, each replaced span ends when it is replaced).
     pub attempt_span: Option<crate::otel::AttemptSpan>,
+    /// What the response cache's own work cost the request (an embedding deployment's
+    /// embedding of its message for the semantic cache): part of `extra_cost`.
+    pub cache_cost: f64,
     /// Low-cardinality route label (`chat`, `messages`, ...).
     pub route: &'static str,
     /// The virtual key that authenticated the request (none for the master key).
@@ -192,19 +196,12 @@ impl RequestCtx {
         matches!(self.cache, Some(crate::cache::Outcome::Hit { .. }))
     }
 
-    /// The `traceparent` to send upstream: the request's span in its trace when it has one
-    /// (spans are exported), else the caller's own, passed on as it came; `None` when there
-    /// is neither.
+    /// The `traceparent` to send upstream when the request has no span of its own (spans
+    /// are not exported, or not for its route): the caller's, passed on as it came.
     pub fn outgoing_traceparent(&self) -> Option<String> {
-        match (&self.span, &self.traceparent) {
-            (Some(span), caller) => {
-                let (trace, id) = span.ids();
-                let flags = caller.as_ref().map_or("01", |t| t.flags.as_str());
-                Some(format!("00-{trace}-{id}-{flags}"))
-            }
-            (None, Some(t)) => Some(format!("00-{}-{}-{}", t.trace_id, t.parent_id, t.flags)),
-            (None, None) => None,
-        }
+        self.traceparent
+            .as_ref()
+            .map(|t| format!("00-{}-{}-{}", t.trace_id, t.parent_id, t.flags))
     }
 
     pub fn new() -> Self {
@@ -214,6 +211,7 @@ impl RequestCtx {
             traceparent: None,
             span: None,
             attempt_span: None,
+            cache_cost: 0.0,
             route: "other",
             key: None,
             model: None,

@@ -1,12 +1,14 @@
-//! OpenTelemetry: one `routeiq.route` span per chat request (OpenAI or Anthropic API),
-//! one `execute_tool {name}` span per MCP tool call, and one `invoke_agent {name}` span per
-//! A2A agent call (in the caller's trace when it sent `traceparent`), exported over OTLP/gRPC in batches off the request path, when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//! OpenTelemetry: per chat request (OpenAI or Anthropic API) a `routeiq.route` span and,
+//! under it, one GenAI client span per provider attempt; one `execute_tool {name}` span per
+//! MCP tool call; one `invoke_agent {name}` span per A2A agent call. A request joins its
+//! caller's trace when it sent a W3C `traceparent` ([`TraceParent`]), else the trace named
+//! by its id (`x-litellm-call-id`), so feedback collected by call id joins the trace
+//! (`routeiq_training traces`). Spans are exported over OTLP/gRPC in batches off the
+//! request path when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+//! is set.
 //!
-//! The span's trace id is the request's id (`x-litellm-call-id`), so feedback collected
-//! by call id joins the trace (`routeiq_training traces`). It carries the routing
-//! decision (strategy, model version, candidate, deployment), the query a learned
-//! strategy routed on, tokens, cost and status.
+//! The route span carries the routing decision (strategy, model version, candidate,
+//! deployment), the query a learned strategy routed on, tokens, cost and status.
 
 use std::time::SystemTime;
 
@@ -34,9 +36,9 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
-    /// `value` read as W3C's `traceparent` (any version but `ff`, fields after the fourth
-    /// ignored, as the specification asks of versions it does not know); `None` when it is
-    /// not one (upper case, zero ids, wrong lengths).
+    /// `value` read as W3C's `traceparent` (any version but `ff`; fields after the fourth
+    /// are ignored in a version after `00`, as the specification asks of versions it does
+    /// not know); `None` when it is not one (upper case, zero ids, wrong lengths).
     pub fn parse(value: &str) -> Option<Self> {
         let hex = |s: &str, n: usize| {
             s.len() == n
@@ -47,8 +49,11 @@ impl TraceParent {
         let (version, trace, parent, flags) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        // Version 00 has exactly four fields; a later one may add more.
+        let extra = parts.next().is_some();
         (hex(version, 2)
             && version != "ff"
+            && !(version == "00" && extra)
             && hex(trace, 32)
             && nonzero(trace)
             && hex(parent, 16)
@@ -127,7 +132,7 @@ impl Spans {
             .with_kind(SpanKind::Server)
             .with_start_time(start);
         let caller = match &ctx.traceparent {
-            Some(t) => remote(&t.trace_id, &t.parent_id),
+            Some(t) => remote(&t.trace_id, &t.parent_id, &t.flags),
             None => parent(&ctx.request_id),
         };
         Some(RouteSpan(Box::new(
@@ -246,11 +251,17 @@ impl Spans {
 pub struct AttemptSpan(Box<opentelemetry_sdk::trace::Span>);
 
 impl AttemptSpan {
-    /// The `traceparent` the provider is sent: this span, in its trace.
+    /// The `traceparent` the provider is sent: this span, in its trace, sampled or not as
+    /// the SDK's sampler decided.
     pub fn traceparent(&self) -> String {
         use opentelemetry::trace::Span;
         let c = self.0.span_context();
-        format!("00-{}-{}-01", c.trace_id(), c.span_id())
+        format!(
+            "00-{}-{}-{:02x}",
+            c.trace_id(),
+            c.span_id(),
+            c.trace_flags().to_u8()
+        )
     }
 
     /// Ends a failed attempt: `error.type` is the error's class (and its status).
@@ -285,9 +296,8 @@ impl AttemptSpan {
                 u.output_tokens as i64,
             ));
         }
-        if let Some(t) = ctx.error_type {
-            self.0.set_attribute(KeyValue::new("error.type", t));
-        }
+        // Whatever became of the request after it (a cascade's escalation, a later MCP
+        // round) is the request's span's to say.
         self.0.end_with_timestamp(end);
     }
 }
@@ -323,19 +333,11 @@ fn provider_name(p: ProviderKind) -> &'static str {
     }
 }
 
-impl RouteSpan {
-    /// Its trace and span ids, 32 and 16 hex digits.
-    pub fn ids(&self) -> (String, String) {
-        use opentelemetry::trace::Span;
-        let c = self.0.span_context();
-        (c.trace_id().to_string(), c.span_id().to_string())
-    }
-}
-
 impl Spans {
     /// Records an MCP tool call's `execute_tool {tool}` span (OpenTelemetry's GenAI
     /// conventions), in the trace of the request that made it.
-    pub fn tool_call(&self, request_id: &str, server: &str, tool: &str, seconds: f64, ok: bool) {
+    pub fn tool_call(&self, ctx: &RequestCtx, server: &str, tool: &str, seconds: f64, ok: bool) {
+        let request_id = &ctx.request_id;
         let end = SystemTime::now();
         let start = end
             .checked_sub(std::time::Duration::from_secs_f64(seconds))
@@ -353,8 +355,21 @@ impl Spans {
             .with_kind(SpanKind::Internal)
             .with_start_time(start)
             .with_attributes(attrs);
-        let mut span = self.tracer.build_with_context(builder, &parent(request_id));
+        let mut span = self
+            .tracer
+            .build_with_context(builder, &request_parent(ctx));
         opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+    }
+}
+
+/// Where a span of the request's own work goes: under the request's span when it has one
+/// (a chat request), else under the caller's span, else in the trace named by its id.
+fn request_parent(ctx: &RequestCtx) -> Context {
+    use opentelemetry::trace::Span;
+    match (&ctx.span, &ctx.traceparent) {
+        (Some(route), _) => Context::new().with_remote_span_context(route.0.span_context().clone()),
+        (None, Some(t)) => remote(&t.trace_id, &t.parent_id, &t.flags),
+        (None, None) => parent(&ctx.request_id),
     }
 }
 
@@ -374,7 +389,7 @@ impl Spans {
             .with_kind(SpanKind::Client)
             .with_attributes(attrs);
         let parent = match &trace.parent {
-            Some(span) => remote(&trace.trace_id, span),
+            Some(span) => remote(&trace.trace_id, span, &trace.flags),
             None => parent(&trace.request_id),
         };
         AgentSpan(self.tracer.build_with_context(builder, &parent))
@@ -402,12 +417,14 @@ impl AgentSpan {
     }
 }
 
-/// A remote parent: the caller's span `span_id` in trace `trace_id` (both hex).
-fn remote(trace_id: &str, span_id: &str) -> Context {
+/// A remote parent: the caller's span `span_id` in trace `trace_id`, with its `flags` (all
+/// hex): a parent-based sampler follows the caller's sampled flag.
+fn remote(trace_id: &str, span_id: &str, flags: &str) -> Context {
+    let flags = u8::from_str_radix(flags, 16).unwrap_or(1) & TraceFlags::SAMPLED.to_u8();
     Context::new().with_remote_span_context(SpanContext::new(
         TraceId::from_hex(trace_id).unwrap_or(TraceId::INVALID),
         SpanId::from_hex(span_id).unwrap_or(SpanId::INVALID),
-        TraceFlags::SAMPLED,
+        TraceFlags::new(flags),
         true,
         TraceState::default(),
     ))

@@ -410,6 +410,17 @@ def test_each_tool_call_is_an_execute_tool_span_in_the_requests_trace(mcp_env, t
         assert attrs["gen_ai.tool.name"].string_value == "search"
         assert attrs["mcp.server.name"].string_value == "docs"
         assert attrs["routeiq.tool.ok"].bool_value is True
+        # A caller's trace: the span joins it, under the caller's span.
+        caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        r = rpc(f"{url}/mcp", {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                               "params": {"name": "docs-search", "arguments": {"q": "traces"}}},
+                headers={"traceparent": caller})
+        assert r.json()["result"]["content"][0]["text"] == "docs found: traces", r.text
+        while len(receiver.spans("execute_tool search")) < 2 and time.time() < deadline + 15:
+            time.sleep(0.05)
+        [joined] = [s for s in receiver.spans("execute_tool search") if s.trace_id.hex() != call_id]
+        assert joined.trace_id.hex() == caller.split("-")[1]
+        assert joined.parent_span_id.hex() == caller.split("-")[2]
     finally:
         p.stop()
         receiver.stop()

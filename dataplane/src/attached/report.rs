@@ -67,7 +67,7 @@ impl Reporter {
             (None, Some((provider, id))) => (id.clone(), (*provider).to_owned()),
             // A request that consulted the cache and was charged without reaching a
             // deployment paid for the semantic cache's embedding.
-            (None, None) if ctx.cache_hit() || (ctx.cache.is_some() && ctx.extra_cost > 0.0) => {
+            (None, None) if ctx.cache_hit() || ctx.cache_cost > 0.0 => {
                 (String::new(), "cache".to_owned())
             }
             (None, None) if ctx.extra_cost > 0.0 => (String::new(), "mcp".to_owned()),
@@ -211,11 +211,15 @@ mod tests {
         assert_eq!(provider_of(&ctx), None, "nothing reached, nothing charged");
         ctx.extra_cost = 0.002;
         assert_eq!(provider_of(&ctx).as_deref(), Some("mcp"));
-        // Refused after the semantic cache's embedding deployment was paid.
+        // A router model's cost on a request then refused is not the cache's.
         ctx.cache = Some(Outcome::Miss { key: "k".into() });
         ctx.status = 429;
+        assert_eq!(provider_of(&ctx).as_deref(), Some("mcp"));
+        // Refused after the semantic cache's embedding deployment was paid.
+        ctx.cache_cost = 0.002;
         assert_eq!(provider_of(&ctx).as_deref(), Some("cache"));
         ctx.extra_cost = 0.0;
+        ctx.cache_cost = 0.0;
         assert_eq!(provider_of(&ctx), None);
         ctx.cache = Some(Outcome::Hit {
             key: "k".into(),

@@ -576,8 +576,7 @@ fn reissue(response: &mut Value, echo: &Map<String, Value>) {
     }
 }
 
-/// A stored Responses body re-issued under response id `id` (see [`reissue`]), its
-/// output items under fresh ids (see [`fresh_item_ids`]).
+/// A stored Responses body re-issued under response id `id` (see [`reissue`]).
 pub fn reissue_full(body: Bytes, id: &str, echo: &Map<String, Value>) -> Bytes {
     let body = match stored_response_id(&body) {
         Some(old) => replaced(&body, &old, id),
@@ -586,47 +585,25 @@ pub fn reissue_full(body: Bytes, id: &str, echo: &Map<String, Value>) -> Bytes {
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    let renamed = fresh_item_ids(&v, id);
     let Some(r) = v.as_object_mut() else {
         return body;
     };
     r.insert("id".into(), id.into());
-    // In a response, an item's id is only in the item.
-    for item in r
-        .get_mut("output")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        if let Some((_, new)) = renamed.iter().find(|(old, _)| item["id"] == old.as_str()) {
-            item["id"] = new.as_str().into();
-        }
-    }
     reissue(&mut v, echo);
     Bytes::from(v.to_string())
 }
 
 /// A stored Responses stream re-issued under response id `id`: the id replaced in every
-/// event, each output item's id by a fresh one (see [`fresh_item_ids`]) wherever it is
-/// named, and each event that carries the response re-issued (see [`reissue`]).
+/// event, and each event that carries the response re-issued (see [`reissue`]).
 pub fn reissue_stream(events: Vec<Bytes>, id: &str, echo: &Map<String, Value>) -> Vec<Bytes> {
-    let events: Vec<Bytes> = match events.first().and_then(|e| stored_response_id(e)) {
-        Some(old) => events.iter().map(|e| replaced(e, &old, id)).collect(),
-        None => events,
-    };
-    // Item ids are JSON strings wherever an event names them (`id`, `item_id`).
-    let renamed: Vec<(String, String)> = responses_full(&events)
-        .map(|r| fresh_item_ids(&r, id))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(old, new)| (format!("\"{old}\""), format!("\"{new}\"")))
-        .collect();
+    let old = events.first().and_then(|e| stored_response_id(e));
     events
         .into_iter()
         .map(|e| {
-            let e = renamed
-                .iter()
-                .fold(e, |e, (old, new)| replaced(&e, old, new));
+            let e = match &old {
+                Some(old) => replaced(&e, old, id),
+                None => e,
+            };
             if memchr::memmem::find(&e, b"\"response\":").is_none() {
                 return e;
             }
@@ -642,28 +619,6 @@ pub fn reissue_stream(events: Vec<Bytes>, id: &str, echo: &Map<String, Value>) -
                 Some(name) => sse::named(&name, &v.to_string()),
                 None => sse::data(&v.to_string()),
             }
-        })
-        .collect()
-}
-
-/// New ids for the output items of `response` (re-issued as response `id`) that the
-/// provider named itself (`msg_…`, `rs_…`, `fc_…`), with the same prefix: two hits on one
-/// answer never share an item id. Ids built from the response id changed with it already.
-fn fresh_item_ids(response: &Value, id: &str) -> Vec<(String, String)> {
-    let items = response.get("output").and_then(Value::as_array);
-    items
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.get("id")?.as_str())
-        .filter(|old| !old.is_empty() && !old.contains(id))
-        .map(|old| {
-            let prefix = old.split_once('_').map_or("item", |(p, _)| p);
-            let new = format!(
-                "{prefix}_{:016x}{:016x}",
-                fastrand::u64(..),
-                fastrand::u64(..)
-            );
-            (old.to_owned(), new)
         })
         .collect()
 }
@@ -995,35 +950,6 @@ mod tests {
         assert_eq!(back["metadata"], json!({}));
         assert!(back.get("safety_identifier").is_none(), "not added as null");
         assert_eq!(back["output"][1]["id"], "msg_resp_2_0");
-        // The provider's own item ids are new, the same in every event that names them.
-        let rs = back["output"][0]["id"].as_str().unwrap();
-        let fc = back["output"][2]["id"].as_str().unwrap();
-        assert!(rs.starts_with("rs_") && rs.len() == 35, "{rs}");
-        assert!(fc.starts_with("fc_") && fc != "fc_1", "{fc}");
-        assert_eq!(
-            back["output"][2]["call_id"], "c1",
-            "the call id is the model's"
-        );
-        for e in &renamed {
-            let (_, v) = json_of(e).unwrap();
-            for named in [&v["item_id"], &v["item"]["id"]] {
-                if let Some(n) = named.as_str() {
-                    assert!([rs, "msg_resp_2_0", fc].contains(&n), "{n} in {v}");
-                }
-            }
-        }
-        assert!(!renamed
-            .iter()
-            .any(|e| memchr::memmem::find(e, b"\"rs_1\"").is_some()));
-        let again: Value = serde_json::from_slice(
-            &full_from_stream(
-                Api::Responses,
-                &reissue_stream(events.clone(), "resp_2", &echo),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        assert_ne!(again["output"][0]["id"], back["output"][0]["id"]);
         assert!(back["created_at"].as_u64().unwrap() > 1);
         assert_eq!(json_of(&renamed[0]).unwrap().1["response"]["id"], "resp_2");
         assert!(!renamed
@@ -1033,9 +959,6 @@ mod tests {
             serde_json::from_slice(&reissue_full(body(&stored).into(), "resp_3", &echo)).unwrap();
         assert_eq!((&v["id"], &v["user"]), (&json!("resp_3"), &json!("u2")));
         assert_eq!(v["output"][1]["id"], "msg_resp_3_0");
-        let fc = v["output"][2]["id"].as_str().unwrap();
-        assert!(fc.starts_with("fc_") && fc != "fc_1", "{fc}");
-        assert_ne!(v["output"][0]["id"], "rs_1");
         // Only finished responses are kept.
         assert!(response_finished(&Answer::Full(body(&full).into())));
         assert!(response_finished(&Answer::Stream(events)));

@@ -142,11 +142,13 @@ async fn embed_on(app: &App, live: &LiveState, ctx: &mut RequestCtx, group: &str
     match embedded.map(|e| (semantic::unit(&e.vector), e.cost)) {
         Ok((Some(vector), cost)) => {
             ctx.extra_cost += cost;
+            ctx.cache_cost += cost;
             plan.embedding_cost += cost;
             query.vector = Some(vector);
         }
         Ok((None, cost)) => {
             ctx.extra_cost += cost;
+            ctx.cache_cost += cost;
             plan.embedding_cost += cost;
             app.cache
                 .embedding_failed(group, "the embedding is empty or not finite");

@@ -603,7 +603,7 @@ pub(crate) async fn call_tool(
     app.metrics
         .mcp_tool_call(&server.config.name, tool, ok, seconds);
     if let Some(spans) = &app.spans {
-        spans.tool_call(&ctx.request_id, &server.config.name, tool, seconds, ok);
+        spans.tool_call(ctx, &server.config.name, tool, seconds, ok);
     }
     tracing::info!(
         request_id = %ctx.request_id,

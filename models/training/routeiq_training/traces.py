@@ -24,6 +24,7 @@ QUERY = "routeiq.route.query"
 CANDIDATE = "routeiq.route.candidate"
 COST = "routeiq.cost_usd"
 END_USER = "routeiq.end_user"
+REQUEST_ID = "routeiq.request_id"
 _HEX_ID = re.compile(r"[0-9a-fA-F]{16,32}")
 
 
@@ -95,7 +96,9 @@ def records(spans: list[dict], feedback: dict[str, float]) -> tuple[list[dict], 
         if span["name"] != ROUTE_SPAN:
             continue
         attrs = span["attributes"]
-        if span["trace_id"] not in feedback:
+        # Feedback is by call id: the span's trace id, unless the caller's trace held it.
+        call_id = trace_id(attrs[REQUEST_ID]) if attrs.get(REQUEST_ID) else span["trace_id"]
+        if call_id not in feedback:
             unrated += 1
             continue
         if attrs.get(QUERY) is None or attrs.get(CANDIDATE) is None:
@@ -103,7 +106,7 @@ def records(spans: list[dict], feedback: dict[str, float]) -> tuple[list[dict], 
                              f"{QUERY} or {CANDIDATE}")
         cost = attrs.get(COST)
         row = {"query": attrs[QUERY], "model_name": attrs[CANDIDATE],
-               "performance": feedback[span["trace_id"]],
+               "performance": feedback[call_id],
                "cost": None if cost is None else float(cost),
                "latency": span["seconds"]}
         if attrs.get(END_USER):

@@ -68,6 +68,16 @@ def test_file_exporter_lines_and_base64_ids(tmp_path):
     assert [r["query"] for r in rows] == ["What is 2+2?"] and unrated == 2
 
 
+def test_feedback_is_by_call_id_when_the_span_joined_the_callers_trace():
+    # A request whose caller sent a traceparent: its span is in the caller's trace, and
+    # its call id is in `routeiq.request_id`.
+    span = route_span(T3, "joined", "gemma-2-9b-it", 0, 1_000_000_000, 0.0)
+    span["attributes"].append(attr("routeiq.request_id", stringValue=T2))
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    rows, unrated = traces.records(list(traces.otlp_spans(doc)), {T2: 0.5})
+    assert [(r["query"], r["performance"]) for r in rows] == [("joined", 0.5)] and unrated == 0
+
+
 def test_attribute_values():
     assert traces.otlp_value({"intValue": "42"}) == 42
     assert traces.otlp_value({"doubleValue": 0.5}) == 0.5
