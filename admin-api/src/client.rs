@@ -14,7 +14,8 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 pub type Grpc = pb::control_plane_client::ControlPlaneClient<InterceptedService<Channel, Token>>;
 
-/// Adds `authorization: Bearer <token>` to every call when a token is configured.
+/// Adds `authorization: Bearer <token>` to every call when a token is configured, and the
+/// `traceparent` of the admin call being served when it is in a span.
 #[derive(Clone)]
 pub struct Token(Option<MetadataValue<Ascii>>);
 
@@ -22,6 +23,11 @@ impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(v) = &self.0 {
             req.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(v) = routeiq_service::telemetry::current_traceparent()
+            .and_then(|t| MetadataValue::try_from(t).ok())
+        {
+            req.metadata_mut().insert("traceparent", v);
         }
         Ok(req)
     }

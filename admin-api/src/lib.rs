@@ -25,8 +25,9 @@ pub struct AppState {
 }
 
 /// The whole service: routes, access checks, the spec at `/openapi.json` and the docs page
-/// at `/docs`.
-pub fn app(cp: client::Grpc) -> Router {
+/// at `/docs`. Each routed call is served in a server span when `spans` has a tracer, and
+/// its calls to the control plane carry that span's `traceparent`.
+pub fn app(cp: client::Grpc, spans: routeiq_service::telemetry::ServerSpans) -> Router {
     let (router, spec) = openapi::router().split_for_parts();
     let spec = openapi::finish(spec);
     let state = Arc::new(AppState {
@@ -39,6 +40,7 @@ pub fn app(cp: client::Grpc) -> Router {
             state.clone(),
             auth::authorize,
         ))
+        .route_layer(spans)
         .with_state(state)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(routes::not_found)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use routeiq_service::telemetry::{Protocol, ServerSpans, Tracing};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -66,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
             key: args.controlplane_key.clone(),
         },
     )?;
-    let app = routeiq_admin::app(cp);
+    let tracing = Tracing::from_env("routeiq-admin");
+    let app = routeiq_admin::app(cp, ServerSpans::new(tracing.as_ref(), Protocol::Http));
     let tls = args
         .tls
         .load()?
@@ -78,8 +80,11 @@ async fn main() -> anyhow::Result<()> {
         controlplane = %args.controlplane,
         "admin API serving"
     );
-    routeiq_service::http::serve(args.listen, app, tls)
+    let served = routeiq_service::http::serve(args.listen, app, tls)
         .await
-        .with_context(|| format!("cannot serve on {}", args.listen))?;
-    Ok(())
+        .with_context(|| format!("cannot serve on {}", args.listen));
+    if let Some(t) = &tracing {
+        t.flush();
+    }
+    served
 }

@@ -20,6 +20,9 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
+use opentelemetry::trace::{Span as _, Status as SpanStatus};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::SdkTracer;
 use prost::Message;
 use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::wire::pb;
@@ -36,6 +39,9 @@ pub struct Config {
     pub max_batch: usize,
     /// How long a batch waits to fill once its first event arrived.
     pub batch_wait: Duration,
+    /// With spans exported: one `routeiq.usage.ingest` consumer span per event, a child of
+    /// the request's span (the message's `traceparent`), from its delivery to its commit.
+    pub tracer: Option<SdkTracer>,
 }
 
 impl Default for Config {
@@ -43,6 +49,7 @@ impl Default for Config {
         Self {
             max_batch: 5_000,
             batch_wait: Duration::from_millis(50),
+            tracer: None,
         }
     }
 }
@@ -126,12 +133,16 @@ async fn consume(
         }
         let mut events = Vec::with_capacity(batch.len());
         let mut valid = Vec::with_capacity(batch.len());
+        let mut spans = Vec::new();
         for m in batch {
             match pb::UsageEvent::decode(m.payload.as_ref())
                 .map_err(|e| e.to_string())
                 .and_then(|e| UsageEvent::try_from(e).map_err(|e| e.to_string()))
             {
                 Ok(e) => {
+                    if let Some(tracer) = &cfg.tracer {
+                        spans.push(ingest_span(tracer, &m, &e));
+                    }
                     events.push(e);
                     valid.push(m);
                 }
@@ -144,7 +155,20 @@ async fn consume(
                 }
             }
         }
-        match write_retrying(pool, &events).await {
+        let written = write_retrying(pool, &events).await;
+        for mut span in spans {
+            match &written {
+                Ok(_) => {
+                    span.set_attribute(KeyValue::new("routeiq.usage.batch", events.len() as i64))
+                }
+                Err(e) => {
+                    span.set_attribute(KeyValue::new("error.type", "storage"));
+                    span.set_status(SpanStatus::error(e.to_string()));
+                }
+            }
+            span.end();
+        }
+        match written {
             Ok(inserted) => {
                 status.ingested.fetch_add(inserted, Ordering::Relaxed);
                 status
@@ -165,6 +189,32 @@ async fn consume(
             }
         }
     }
+}
+
+/// The `routeiq.usage.ingest` span of one event: in the trace of the request it accounts
+/// for when the message carries that request's `traceparent`.
+fn ingest_span(
+    tracer: &SdkTracer,
+    m: &async_nats::jetstream::Message,
+    e: &UsageEvent,
+) -> opentelemetry_sdk::trace::Span {
+    let traceparent = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str());
+    routeiq_service::telemetry::consumer_span(
+        tracer,
+        "routeiq.usage.ingest",
+        traceparent,
+        vec![
+            KeyValue::new("messaging.system", "nats"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", m.subject.to_string()),
+            KeyValue::new("routeiq.request_id", e.request_id.clone()),
+            KeyValue::new("routeiq.dataplane.id", e.dataplane_id.clone()),
+        ],
+    )
 }
 
 /// [`write`], retried when PostgreSQL aborts it for a deadlock or a serialization failure

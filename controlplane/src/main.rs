@@ -16,6 +16,7 @@ use routeiq_controlplane::{
     db, grpc, health, import, ingest, nats, partitions, publisher, resets, skills, snapshot,
 };
 use routeiq_nats::NatsArgs;
+use routeiq_service::telemetry::{Protocol, ServerSpans, Tracing};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -135,6 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .url
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--nats (ROUTEIQ_NATS_URL) is required"))?;
+    let tracing = Tracing::from_env("routeiq-controlplane");
     let (client, reconnects) = args.nats.connect(url, "routeiq-controlplane").await?;
     let streams = Arc::new(nats::ensure(args.nats.jetstream(client.clone())).await?);
     let pub_status = Arc::new(publisher::Status::default());
@@ -155,7 +157,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(ingest::run(
         pool.clone(),
         Arc::clone(&streams),
-        ingest::Config::default(),
+        ingest::Config {
+            tracer: tracing.as_ref().map(|t| t.tracer().clone()),
+            ..ingest::Config::default()
+        },
         Arc::clone(&ingest_status),
         reconnects,
     ));
@@ -224,14 +229,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "routeiq-controlplane serving"
     );
     // Skill uploads carry bundles of up to 8 MiB.
-    let grpc = tonic::transport::Server::builder().add_service(
-        tonic::service::interceptor::InterceptedService::new(
+    let grpc = tonic::transport::Server::builder()
+        .layer(ServerSpans::new(tracing.as_ref(), Protocol::Grpc))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             grpc::ControlPlaneServer::new(service)
                 .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
             grpc::check_token(token),
-        ),
-    );
+        ));
     match tls {
         None => {
             grpc.serve_with_shutdown(args.grpc_listen, routeiq_service::shutdown_signal())
@@ -248,6 +253,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
             .await?
         }
+    }
+    if let Some(t) = &tracing {
+        t.flush();
     }
     Ok(())
 }

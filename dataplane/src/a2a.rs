@@ -447,7 +447,12 @@ pub async fn call(
     name: &str,
 ) -> Result<(), ApiError> {
     let mut id = Value::Null;
-    let mut trace = Trace::of(ctx.traceparent.as_deref(), &ctx.request_id);
+    // Under the request's span when spans are exported, else under the caller's.
+    let route = ctx.span.as_ref().map(crate::otel::RouteSpan::traceparent);
+    let mut trace = Trace::of(
+        route.as_ref().or(ctx.traceparent.as_deref()),
+        &ctx.request_id,
+    );
     let relayed = relay(app, live, session, ctx, name, &mut trace, &mut id).await;
     if let Err(e) = relayed {
         ctx.error_type = Some("a2a_error");

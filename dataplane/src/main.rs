@@ -175,8 +175,35 @@ fn standalone(args: &Args, path: &Path, threads: usize, tls: Option<ServerTls>) 
         }
     };
     app.load().lasting().models.start(rt.handle());
-    tracing::info!(listen = %args.listen, deployments, threads, "routeiq-dataplane serving (standalone)");
+    announce(&app, "standalone", args, threads);
     server::run(app, args.listen, threads, tls)
+}
+
+/// The startup summary: what serves, from which snapshot, and which optional parts are on
+/// (never a secret: no key, URL or credential).
+fn announce(app: &state::App, mode: &'static str, args: &Args, threads: usize) {
+    let live = app.load();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        mode,
+        listen = %args.listen,
+        tls = args.tls.cert.is_some(),
+        threads,
+        snapshot = live.version,
+        models = live.model_names.len(),
+        deployments = live.deployment_count(),
+        keys = live.keys.len(),
+        routing_strategy = live.router_settings().routing_strategy.name(),
+        redis = app.cooldowns.is_some(),
+        otlp = app.spans.is_some(),
+        cache = live.cache.as_ref().map_or("off", |c| match (&c.kind, &c.semantic) {
+            (_, Some(_)) => "semantic",
+            (routeiq_proto::CacheKind::Local, None) => "local",
+            (routeiq_proto::CacheKind::Redis, None) => "redis",
+        }),
+        mcp_servers = live.mcp.len(),
+        "routeiq-dataplane serving"
+    );
 }
 
 /// This data plane's id in usage events and in Redis: `--dataplane-id`, or host and pid.
@@ -270,7 +297,6 @@ fn attached(args: &Args, url: &str, threads: usize, tls: Option<ServerTls>) -> E
         Err(code) => return code,
     };
     let stored = rt.block_on(attached::snapshot::bootstrap(&js, &lasting));
-    let version = stored.state.version;
     let (reporter, events) = Reporter::new(&id, args.usage_buffer);
     let app = match state::App::new(
         stored.state,
@@ -301,6 +327,6 @@ fn attached(args: &Args, url: &str, threads: usize, tls: Option<ServerTls>) -> E
         Arc::clone(&app),
     ));
     rt.spawn(attached::report::publish(js, events, id, Arc::clone(&app)));
-    tracing::info!(listen = %args.listen, version, threads, "routeiq-dataplane serving (attached)");
+    announce(&app, "attached", args, threads);
     server::run(app, args.listen, threads, tls)
 }

@@ -1,23 +1,25 @@
-//! OpenTelemetry: per chat request (OpenAI or Anthropic API) a `routeiq.route` span and,
-//! under it, one GenAI client span per provider attempt; one `execute_tool {name}` span per
-//! MCP tool call; one `invoke_agent {name}` span per A2A agent call. A request joins its
-//! caller's trace when it sent a W3C `traceparent` ([`TraceParent`]), else the trace named
-//! by its id (`x-litellm-call-id`), so feedback collected by call id joins the trace
-//! (`routeiq_training traces`). Spans are exported over OTLP/gRPC in batches off the
-//! request path when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
-//! is set.
+//! OpenTelemetry spans of the data plane. Per request on a route that takes a key, a
+//! `routeiq.route` server span; under it, the steps (`routeiq.auth`, `routeiq.limits`,
+//! `routeiq.routing`, `routeiq.cache.lookup`) and one GenAI client span per provider
+//! attempt, one `execute_tool {name}` span per MCP tool call and one `invoke_agent {name}`
+//! span per A2A agent call. A request joins its caller's trace when it sent a W3C
+//! `traceparent` ([`TraceParent`]), else it is the root of the trace named by its id
+//! (`x-litellm-call-id`), so feedback collected by call id joins the trace
+//! (`routeiq_training traces`). The exporter is the one the three services share
+//! (`routeiq_service::telemetry`): OTLP/gRPC in batches off the request path when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, sampled
+//! as `OTEL_TRACES_SAMPLER` says.
 //!
 //! The route span carries the routing decision (strategy, model version, candidate,
-//! deployment), the query a learned strategy routed on, tokens, cost and status.
+//! deployment), tokens, cost and status; prompt text (the query a learned strategy routed
+//! on) only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
-    TracerProvider,
-};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracer;
+use routeiq_service::telemetry::{in_trace, Tracing};
 
 use routeiq_proto::ProviderKind;
 
@@ -26,118 +28,76 @@ use crate::error::ApiError;
 use crate::providers::Operation;
 use crate::state::CompiledDeployment;
 
-/// A caller's W3C trace context (its `traceparent` header): the trace it is in, its span
-/// (the parent of the gateway's) and its flags, lowercase hex each.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceParent {
-    pub trace_id: String,
-    pub parent_id: String,
-    pub flags: String,
-}
+pub use routeiq_service::telemetry::TraceParent;
 
-impl TraceParent {
-    /// `value` read as W3C's `traceparent` (any version but `ff`; fields after the fourth
-    /// are ignored in a version after `00`, as the specification asks of versions it does
-    /// not know); `None` when it is not one (upper case, zero ids, wrong lengths).
-    pub fn parse(value: &str) -> Option<Self> {
-        let hex = |s: &str, n: usize| {
-            s.len() == n
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        let mut parts = value.trim().split('-');
-        let (version, trace, parent, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-        // Version 00 has exactly four fields; a later one may add more.
-        let extra = parts.next().is_some();
-        (hex(version, 2)
-            && version != "ff"
-            && !(version == "00" && extra)
-            && hex(trace, 32)
-            && nonzero(trace)
-            && hex(parent, 16)
-            && nonzero(parent)
-            && hex(flags, 2))
-        .then(|| Self {
-            trace_id: trace.to_owned(),
-            parent_id: parent.to_owned(),
-            flags: flags.to_owned(),
-        })
-    }
-}
-
-/// The exporter and tracer; spans are sent by a task on the runtime it was built on.
+/// The exporter and tracer (the setup the three services share).
 pub struct Spans {
-    /// Kept so the exporter lives as long as the process.
-    _provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    tracing: Tracing,
+    /// `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`: spans may carry prompt text
+    /// (the query a learned strategy routed on). Off by default.
+    capture_content: bool,
 }
 
 impl Spans {
     /// Set up when an OTLP endpoint is configured (must run inside a Tokio runtime).
     pub fn from_env() -> Option<Self> {
-        let configured = [
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
-        if !configured {
-            return None;
-        }
-        let exporter = match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-        {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "OTLP span exporter not set up; no traces");
-                return None;
-            }
-        };
-        let batch = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-            exporter,
-            opentelemetry_sdk::runtime::Tokio,
-        )
-        .build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(batch)
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name("routeiq-dataplane")
-                    .build(),
-            )
-            .build();
-        let tracer = provider.tracer("routeiq");
-        tracing::info!("exporting routing spans over OTLP");
+        let tracing = Tracing::from_env("routeiq-dataplane")?;
+        let capture_content = std::env::var("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
         Some(Self {
-            _provider: provider,
-            tracer,
+            tracing,
+            capture_content,
         })
     }
 
-    /// Opens the request's `routeiq.route` span (chat requests only: `ctx.route` is set),
-    /// in the caller's trace when it sent one, else in the trace named by the request id.
-    /// Its id is the parent the providers are sent (`RequestCtx::outgoing_traceparent`).
-    pub fn start(&self, ctx: &RequestCtx) -> Option<RouteSpan> {
-        if !matches!(ctx.route, "chat" | "messages") {
-            return None;
-        }
+    fn tracer(&self) -> &SdkTracer {
+        self.tracing.tracer()
+    }
+
+    /// Opens the request's `routeiq.route` span (a server span; for the routes that take a
+    /// key: probes and metrics have none), in the caller's trace when it sent one, else as
+    /// the root of the trace named by the request id. Its id is the parent the providers
+    /// are sent when no attempt span is (`RequestCtx::outgoing_traceparent`).
+    pub fn start(&self, ctx: &RequestCtx, method: &str) -> RouteSpan {
         let now = SystemTime::now();
         let start = now.checked_sub(ctx.start.elapsed()).unwrap_or(now);
         let builder = self
-            .tracer
+            .tracer()
             .span_builder("routeiq.route")
             .with_kind(SpanKind::Server)
-            .with_start_time(start);
-        let caller = match &ctx.traceparent {
-            Some(t) => remote(&t.trace_id, &t.parent_id, &t.flags),
-            None => parent(&ctx.request_id),
+            .with_start_time(start)
+            .with_attributes([
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("routeiq.endpoint", ctx.route),
+            ]);
+        let span = match &ctx.traceparent {
+            Some(t) => self.tracer().build_with_context(builder, &t.context()),
+            None => in_trace(&ctx.request_id, || {
+                self.tracer().build_with_context(builder, &Context::new())
+            }),
         };
-        Some(RouteSpan(Box::new(
-            self.tracer.build_with_context(builder, &caller),
-        )))
+        RouteSpan(Box::new(span))
+    }
+
+    /// Records a step of the request that began at `started` and ends now (authentication,
+    /// limits, the routing decision, the cache lookup) as a child of its span.
+    pub fn step(
+        &self,
+        route: &RouteSpan,
+        name: &'static str,
+        started: Instant,
+        attrs: Vec<KeyValue>,
+    ) {
+        let end = SystemTime::now();
+        let start = end.checked_sub(started.elapsed()).unwrap_or(end);
+        let builder = self
+            .tracer()
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(start)
+            .with_attributes(attrs);
+        let mut span = self.tracer().build_with_context(builder, &route.context());
+        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
     }
 
     /// Ends the request's `routeiq.route` span (see [`Self::start`]) with what became of
@@ -166,12 +126,17 @@ impl Spans {
                     "routeiq.route.version",
                     r.version.clone().unwrap_or_else(|| "fallback".into()),
                 ));
-                attrs.push(KeyValue::new("routeiq.route.query", r.query.to_string()));
+                if self.capture_content {
+                    attrs.push(KeyValue::new("routeiq.route.query", r.query.to_string()));
+                }
                 if let Some(c) = &r.candidate {
                     attrs.push(KeyValue::new("routeiq.route.candidate", c.clone()));
                 }
             }
-            None => attrs.push(KeyValue::new("routeiq.route.strategy", strategy.to_owned())),
+            None if ctx.deployment.is_some() => {
+                attrs.push(KeyValue::new("routeiq.route.strategy", strategy.to_owned()));
+            }
+            None => {}
         }
         if let Some(d) = &ctx.deployment {
             attrs.push(KeyValue::new(
@@ -205,9 +170,16 @@ impl Spans {
         if !ctx.skills.is_empty() {
             attrs.push(KeyValue::new("routeiq.skills", ctx.skills.join(",")));
         }
+        if let Some(e) = ctx.error_type {
+            attrs.push(KeyValue::new("error.type", e));
+        }
         use opentelemetry::trace::Span;
         if let Some(attempt) = ctx.attempt_span.take() {
             attempt.served(ctx, end);
+        }
+        // A server span is an error when the server failed (5xx), not the client.
+        if ctx.status >= 500 {
+            span.set_status(opentelemetry::trace::Status::error(String::new()));
         }
         span.set_attributes(attrs);
         span.end_with_timestamp(end);
@@ -218,12 +190,31 @@ impl Spans {
 /// attempt's span: an SDK span is large, and futures holding one are copied when boxed.
 pub struct RouteSpan(Box<opentelemetry_sdk::trace::Span>);
 
+impl RouteSpan {
+    /// A context whose (remote) span is this one, for its children.
+    fn context(&self) -> Context {
+        use opentelemetry::trace::Span;
+        Context::new().with_remote_span_context(self.0.span_context().clone())
+    }
+
+    /// This span as a caller's trace context (for the spans of work done on the request's
+    /// behalf that take one, and the usage event's `traceparent`).
+    pub fn traceparent(&self) -> TraceParent {
+        use opentelemetry::trace::Span;
+        let c = self.0.span_context();
+        TraceParent {
+            trace_id: c.trace_id().to_string(),
+            parent_id: c.span_id().to_string(),
+            flags: format!("{:02x}", c.trace_flags().to_u8()),
+        }
+    }
+}
+
 impl Spans {
     /// Opens the GenAI client span of one provider attempt (`{operation} {model}`,
     /// OpenTelemetry's GenAI model-span conventions), a child of the request's span:
     /// retries and fallbacks are its siblings.
     pub fn attempt(&self, route: &RouteSpan, d: &CompiledDeployment, op: Operation) -> AttemptSpan {
-        use opentelemetry::trace::Span;
         let operation = operation_name(op);
         let model = &d.deployment.upstream_model;
         let mut attrs = vec![
@@ -232,17 +223,24 @@ impl Spans {
             KeyValue::new("gen_ai.request.model", model.clone()),
             KeyValue::new("routeiq.deployment.id", d.deployment.id.0.clone()),
         ];
+        if let Operation::Chat { stream: true, .. }
+        | Operation::Responses { stream: true }
+        | Operation::Completions { stream: true } = op
+        {
+            attrs.push(KeyValue::new("gen_ai.request.stream", true));
+        }
         if let Some(t) = &d.target {
             attrs.push(KeyValue::new("server.address", t.host.clone()));
             attrs.push(KeyValue::new("server.port", i64::from(t.port)));
         }
         let builder = self
-            .tracer
+            .tracer()
             .span_builder(format!("{operation} {model}"))
             .with_kind(SpanKind::Client)
             .with_attributes(attrs);
-        let parent = Context::new().with_remote_span_context(route.0.span_context().clone());
-        AttemptSpan(Box::new(self.tracer.build_with_context(builder, &parent)))
+        AttemptSpan(Box::new(
+            self.tracer().build_with_context(builder, &route.context()),
+        ))
     }
 }
 
@@ -255,13 +253,7 @@ impl AttemptSpan {
     /// the SDK's sampler decided.
     pub fn traceparent(&self) -> String {
         use opentelemetry::trace::Span;
-        let c = self.0.span_context();
-        format!(
-            "00-{}-{}-{:02x}",
-            c.trace_id(),
-            c.span_id(),
-            c.trace_flags().to_u8()
-        )
+        TraceParent::header(self.0.span_context())
     }
 
     /// Ends a failed attempt: `error.type` is the error's class (and its status).
@@ -294,6 +286,13 @@ impl AttemptSpan {
             self.0.set_attribute(KeyValue::new(
                 "gen_ai.usage.output_tokens",
                 u.output_tokens as i64,
+            ));
+        }
+        if let Some(ttft) = ctx.time_to_first_token {
+            // A stream's first chunk, from the moment the attempt was sent.
+            self.0.set_attribute(KeyValue::new(
+                "gen_ai.response.time_to_first_chunk",
+                ttft.as_secs_f64(),
             ));
         }
         // Whatever became of the request after it (a cascade's escalation, a later MCP
@@ -350,26 +349,31 @@ impl Spans {
             KeyValue::new("routeiq.tool.ok", ok),
         ];
         let builder = self
-            .tracer
+            .tracer()
             .span_builder(format!("execute_tool {tool}"))
             .with_kind(SpanKind::Internal)
             .with_start_time(start)
             .with_attributes(attrs);
-        let mut span = self
-            .tracer
-            .build_with_context(builder, &request_parent(ctx));
+        let mut span = self.build_for(ctx, builder);
         opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
     }
 }
 
-/// Where a span of the request's own work goes: under the request's span when it has one
-/// (a chat request), else under the caller's span, else in the trace named by its id.
-fn request_parent(ctx: &RequestCtx) -> Context {
-    use opentelemetry::trace::Span;
-    match (&ctx.span, &ctx.traceparent) {
-        (Some(route), _) => Context::new().with_remote_span_context(route.0.span_context().clone()),
-        (None, Some(t)) => remote(&t.trace_id, &t.parent_id, &t.flags),
-        (None, None) => parent(&ctx.request_id),
+impl Spans {
+    /// Builds a span of the request's own work: under the request's span when it has one,
+    /// else under the caller's span, else as the root of the trace named by its id.
+    fn build_for(
+        &self,
+        ctx: &RequestCtx,
+        builder: opentelemetry::trace::SpanBuilder,
+    ) -> opentelemetry_sdk::trace::Span {
+        match (&ctx.span, &ctx.traceparent) {
+            (Some(route), _) => self.tracer().build_with_context(builder, &route.context()),
+            (None, Some(t)) => self.tracer().build_with_context(builder, &t.context()),
+            (None, None) => in_trace(&ctx.request_id, || {
+                self.tracer().build_with_context(builder, &Context::new())
+            }),
+        }
     }
 }
 
@@ -384,15 +388,23 @@ impl Spans {
             KeyValue::new("routeiq.request_id", trace.request_id.clone()),
         ];
         let builder = self
-            .tracer
+            .tracer()
             .span_builder(format!("invoke_agent {agent}"))
             .with_kind(SpanKind::Client)
             .with_attributes(attrs);
-        let parent = match &trace.parent {
-            Some(span) => remote(&trace.trace_id, span, &trace.flags),
-            None => parent(&trace.request_id),
-        };
-        AgentSpan(self.tracer.build_with_context(builder, &parent))
+        AgentSpan(match &trace.parent {
+            Some(span) => {
+                let caller = TraceParent {
+                    trace_id: trace.trace_id.clone(),
+                    parent_id: span.clone(),
+                    flags: trace.flags.clone(),
+                };
+                self.tracer().build_with_context(builder, &caller.context())
+            }
+            None => in_trace(&trace.request_id, || {
+                self.tracer().build_with_context(builder, &Context::new())
+            }),
+        })
     }
 }
 
@@ -415,34 +427,4 @@ impl AgentSpan {
         ));
         self.0.end();
     }
-}
-
-/// A remote parent: the caller's span `span_id` in trace `trace_id`, with its `flags` (all
-/// hex): a parent-based sampler follows the caller's sampled flag.
-fn remote(trace_id: &str, span_id: &str, flags: &str) -> Context {
-    let flags = u8::from_str_radix(flags, 16).unwrap_or(1) & TraceFlags::SAMPLED.to_u8();
-    Context::new().with_remote_span_context(SpanContext::new(
-        TraceId::from_hex(trace_id).unwrap_or(TraceId::INVALID),
-        SpanId::from_hex(span_id).unwrap_or(SpanId::INVALID),
-        TraceFlags::new(flags),
-        true,
-        TraceState::default(),
-    ))
-}
-
-/// A remote parent carrying the request id as trace id, so the span joins that trace.
-fn parent(request_id: &str) -> Context {
-    let trace_id = TraceId::from_hex(request_id).unwrap_or(TraceId::INVALID);
-    let span_id = request_id
-        .get(16..)
-        .and_then(|s| SpanId::from_hex(s).ok())
-        .filter(|s| *s != SpanId::INVALID)
-        .unwrap_or(SpanId::from(1u64));
-    Context::new().with_remote_span_context(SpanContext::new(
-        trace_id,
-        span_id,
-        TraceFlags::SAMPLED,
-        true,
-        TraceState::default(),
-    ))
 }

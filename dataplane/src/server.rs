@@ -74,6 +74,16 @@ impl ProxyHttp for Gateway {
             );
         }
         self.app.metrics.observe(ctx);
+        // The usage event carries the request's trace context, so that its ingestion in the
+        // control plane joins the trace: its span, else the caller's.
+        let trace = match (&self.app.attached, &ctx.span) {
+            (None, _) => None,
+            (Some(_), Some(span)) => Some(span.traceparent()),
+            (Some(_), None) => ctx.traceparent.as_deref().cloned(),
+        };
+        if tracing::enabled!(target: "routeiq.request", tracing::Level::DEBUG) {
+            log_request(ctx);
+        }
         if let Some(spans) = &self.app.spans {
             spans.record(
                 &mut *ctx,
@@ -81,17 +91,54 @@ impl ProxyHttp for Gateway {
             );
         }
         if let Some(a) = &self.app.attached {
-            a.reporter.record(ctx, &self.app.metrics);
+            a.reporter.record(ctx, trace, &self.app.metrics);
         }
-        tracing::debug!(
-            request_id = %ctx.request_id,
-            route = ctx.route,
-            model = ctx.model.as_deref().unwrap_or(""),
-            status = ctx.status,
-            elapsed_us = ctx.start.elapsed().as_micros() as u64,
-            "request"
-        );
     }
+}
+
+/// The request's one structured line (target `routeiq.request`, level debug): ids and
+/// trace, model group, deployment, key (alias and hash prefix), team, user, tokens, cost,
+/// latency parts, cache, status and error class. Never content or a secret.
+fn log_request(ctx: &RequestCtx) {
+    // The request's span; without one, the caller's trace (and no span of ours).
+    let own = ctx.span.as_ref().map(crate::otel::RouteSpan::traceparent);
+    let trace_id = own
+        .as_ref()
+        .or(ctx.traceparent.as_deref())
+        .map_or("", |t| t.trace_id.as_str());
+    let span_id = own.as_ref().map_or("", |t| t.parent_id.as_str());
+    let key = ctx.key.as_deref();
+    let usage = ctx.usage.unwrap_or_default();
+    let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
+    let total = ctx.start.elapsed();
+    tracing::debug!(
+        target: "routeiq.request",
+        request_id = %ctx.request_id,
+        trace_id,
+        span_id,
+        route = ctx.route,
+        model_group = ctx.model.as_deref().unwrap_or(""),
+        deployment = ctx.deployment.as_ref().map_or("", |d| d.deployment.id.0.as_str()),
+        provider = ctx.deployment.as_ref().map_or("", |d| d.deployment.provider.as_str()),
+        key_alias = key.map_or("", |k| k.alias.as_str()),
+        key_hash = %key.map_or_else(String::new, |k| routeiq_proto::hex(&k.hash.0[..4])),
+        team_id = key.map_or("", |k| k.team_id.as_str()),
+        user_id = key.map_or("", |k| k.user_id.as_str()),
+        end_user = ctx.end_user.as_deref().unwrap_or(""),
+        prompt_tokens = usage.input_tokens,
+        completion_tokens = usage.output_tokens,
+        cost = ctx.cost().unwrap_or(0.0),
+        total_ms = total.as_secs_f64() * 1000.0,
+        llm_api_ms = ms(ctx.upstream_latency),
+        time_to_first_token_ms = ms(ctx.time_to_first_token),
+        overhead_ms = ctx.upstream_latency.map_or(-1.0, |u| total.saturating_sub(u).as_secs_f64() * 1000.0),
+        cache_hit = ctx.cache_hit(),
+        status = ctx.status,
+        error_class = ctx.error_type.unwrap_or(""),
+        retries = ctx.retries,
+        fallbacks = ctx.fallbacks,
+        "request"
+    );
 }
 
 /// Runs the gateway until the process is told to stop. Never returns. With `tls`, the

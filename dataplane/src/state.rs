@@ -424,6 +424,11 @@ impl LiveState {
         &self.scopes
     }
 
+    /// How many deployments the snapshot has.
+    pub fn deployment_count(&self) -> usize {
+        self.deployments.len()
+    }
+
     pub fn router_settings(&self) -> &RouterSettings {
         &self.router
     }

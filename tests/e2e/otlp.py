@@ -32,5 +32,15 @@ class OtlpReceiver:
     def spans(self, name: str = "routeiq.route") -> list:
         return [s for s in self.received_spans() if s.name == name]
 
+    def service_spans(self) -> list:
+        """(service.name, span) of every span received."""
+        out = []
+        for r in self.received:
+            for rs in r.resource_spans:
+                service = next((a.value.string_value for a in rs.resource.attributes
+                                if a.key == "service.name"), "")
+                out.extend((service, s) for ss in rs.scope_spans for s in ss.spans)
+        return out
+
     def stop(self):
         self.server.stop(0)

@@ -423,6 +423,8 @@ def test_routing_spans_go_out_over_otlp_and_become_training_records(mock, gatewa
     try:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        # The query is prompt text: on spans only when content capture is asked for.
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         dir = ARTIFACTS / "knn"
         g = gateway(config(mock, "knn", model_path=str(dir)))
         wait_loaded(g)
@@ -443,6 +445,16 @@ def test_routing_spans_go_out_over_otlp_and_become_training_records(mock, gatewa
             assert attrs["routeiq.deployment.id"].string_value == deployment_id
             assert attrs["routeiq.route.query"].string_value == query
             assert attrs["gen_ai.usage.output_tokens"].int_value > 0
+            # The routing step under it: every scored candidate with its score, the chosen
+            # one the best.
+            (step,) = [x for x in receiver.spans("routeiq.routing")
+                       if x.trace_id.hex() == call_id and x.parent_span_id == spans[call_id].span_id]
+            step_attrs = {a.key: a.value for a in step.attributes}
+            names = [v.string_value for v in step_attrs["routeiq.route.candidates"].array_value.values]
+            scores = [v.double_value for v in step_attrs["routeiq.route.scores"].array_value.values]
+            assert len(names) == len(scores) >= 2 and want in names
+            assert scores[names.index(want)] == max(scores)
+            assert step_attrs["routeiq.route.version"].string_value == attrs["routeiq.route.version"].string_value
         export = tmp_path / "traces.jsonl"
         export.write_text("\n".join(json.dumps(MessageToDict(r)) for r in receiver.received))
         feedback = tmp_path / "feedback.json"

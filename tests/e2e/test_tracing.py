@@ -1,8 +1,10 @@
 """W3C trace context through the gateway: a caller's `traceparent` is honoured, and the
 providers are sent one, so their spans join the caller's trace."""
 
+import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from conftest import BIN_DIR, MASTER_KEY, Process, free_port, wait_http
@@ -64,23 +66,27 @@ general_settings:
             httpx.post(f"{mock_provider}/__faults", json={}).raise_for_status()
 
         def spans_of(call_id: str) -> tuple:
-            deadline = time.time() + 15
-            while time.time() < deadline:
-                routes = [s for s in receiver.spans() if attr(s, "routeiq.request_id") == call_id]
-                if routes:
-                    (route,) = routes
-                    attempts = [s for s in receiver.received_spans()
-                                if s.parent_span_id == route.span_id and s.trace_id == route.trace_id]
-                    if attempts:
-                        return route, attempts
-                time.sleep(0.05)
-            raise AssertionError(f"no spans for {call_id}")
+            """The request's span and its attempts (client spans under it)."""
+            route, children = tree_of(receiver, call_id)
+            return route, [c for c in children if c.kind == c.SPAN_KIND_CLIENT]
 
         _, trace, parent, _ = CALLER.split("-")
         # In the caller's trace, under the caller's span; the provider's parent is the
         # attempt's span, a GenAI client span under the request's.
         route, [attempt] = spans_of(joined.headers["x-litellm-call-id"])
         assert route.trace_id.hex() == trace and route.parent_span_id.hex() == parent
+        assert route.kind == route.SPAN_KIND_SERVER
+        # The steps before the attempt are its siblings, each within the request's time.
+        _, children = tree_of(receiver, joined.headers["x-litellm-call-id"])
+        steps = {c.name: c for c in children if c.kind == c.SPAN_KIND_INTERNAL}
+        assert {"routeiq.auth", "routeiq.routing", "routeiq.limits"} <= set(steps), steps.keys()
+        for step in steps.values():
+            assert route.start_time_unix_nano <= step.start_time_unix_nano <= step.end_time_unix_nano
+            assert step.end_time_unix_nano <= attempt.start_time_unix_nano
+        assert attr(steps["routeiq.routing"], "routeiq.deployment.id") == attr(attempt, "routeiq.deployment.id")
+        assert attr(steps["routeiq.routing"], "routeiq.route.strategy") == "simple-shuffle"
+        # No content by default.
+        assert attr(route, "routeiq.route.query") is None
         assert joined_sent["traceparent"] == f"00-{trace}-{attempt.span_id.hex()}-01"
         assert attempt.name == "chat gpt-4o-mini" and attempt.kind == attempt.SPAN_KIND_CLIENT
         assert attr(attempt, "gen_ai.operation.name") == "chat"
@@ -99,9 +105,128 @@ general_settings:
         failed = by_name["chat gpt-4o-flaky"]
         assert attr(failed, "error.type") and failed.status.code == failed.status.STATUS_CODE_ERROR
         assert "error.type" not in {a.key for a in by_name["chat gpt-4o-mini"].attributes}
+        # A stream: the attempt that served it records its first chunk's delay.
+        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=30,
+                          headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                          json={"model": "gpt-upstream", "stream": True,
+                                "messages": [{"role": "user", "content": "hi"}]}) as r:
+            assert r.status_code == 200
+            streamed = r.headers["x-litellm-call-id"]
+            assert "[DONE]" in r.read().decode()
+        route, [attempt] = spans_of(streamed)
+        ttfc = attr(attempt, "gen_ai.response.time_to_first_chunk")
+        assert ttfc is not None and 0 < ttfc * 1e9 <= attempt.end_time_unix_nano - attempt.start_time_unix_nano
+        assert attr(attempt, "gen_ai.usage.output_tokens") > 0
     finally:
         p.stop()
         receiver.stop()
+
+
+def tree_of(receiver: OtlpReceiver, call_id: str, timeout: float = 15) -> tuple:
+    """The request's `routeiq.route` span and every span under it (waits until its
+    attempts have arrived)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        routes = [s for s in receiver.spans() if attr(s, "routeiq.request_id") == call_id]
+        if routes:
+            (route,) = routes
+            children = [s for s in receiver.received_spans()
+                        if s.parent_span_id == route.span_id and s.trace_id == route.trace_id]
+            if any(c.kind == c.SPAN_KIND_CLIENT for c in children):
+                return route, children
+        time.sleep(0.05)
+    raise AssertionError(f"no spans for {call_id}")
+
+
+def start_gateway(tmp_path, mock_provider, receiver_port: int | None, **env) -> tuple[str, Process]:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""
+model_list:
+  - model_name: gpt-upstream
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock_provider}/v1", api_key: sk-provider-secret-9f2}}
+general_settings:
+  master_key: {MASTER_KEY}
+""")
+    port = free_port()
+    if receiver_port:
+        env.update(OTEL_BSP_SCHEDULE_DELAY="100", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver_port}")
+    p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+                tmp_path / "gw.log", env=dict(os.environ, **env))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health/liveliness", p.proc)
+    return url, p
+
+
+def test_the_sampler_decides_new_traces_and_follows_the_callers_flag(mock_provider, tmp_path):
+    """`OTEL_TRACES_SAMPLER=parentbased_traceidratio` at 0: a request without a trace starts
+    none that is exported (its id still names the trace the provider is told of, unsampled);
+    a caller's sampled trace is followed, and a caller's unsampled one too."""
+    receiver = OtlpReceiver()
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port,
+                           OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0")
+    try:
+        own, own_sent = ask(url, mock_provider, None)
+        call_id = own.headers["x-litellm-call-id"]
+        version, trace, span, flags = own_sent["traceparent"].split("-")
+        assert (version, trace, flags) == ("00", call_id, "00")
+        unsampled = CALLER[:-2] + "00"
+        off, off_sent = ask(url, mock_provider, unsampled)
+        assert off_sent["traceparent"].endswith("-00") and off_sent["traceparent"].split("-")[1] == CALLER.split("-")[1]
+        joined, _ = ask(url, mock_provider, CALLER)
+        route, _ = tree_of(receiver, joined.headers["x-litellm-call-id"])
+        assert route.trace_id.hex() == CALLER.split("-")[1]
+        time.sleep(0.5)
+        exported = {attr(s, "routeiq.request_id") for s in receiver.spans()}
+        assert exported == {joined.headers["x-litellm-call-id"]}, exported
+    finally:
+        p.stop()
+        receiver.stop()
+
+
+def test_a_dead_collector_fails_no_request_and_memory_stays_bounded(mock_provider, tmp_path):
+    """The collector goes away mid-run: every request is still answered, the span queue is
+    bounded (spans past it are dropped), and the logs are JSON lines carrying the request's
+    trace and span ids, with no key, prompt or provider secret in them at any level."""
+    receiver = OtlpReceiver()
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port, ROUTEIQ_LOG_FORMAT="json",
+                           ROUTEIQ_LOG="debug,pingora=warn,h2=info,tonic=info,tower=info,hyper=info")
+
+    def run(n: int, content: str) -> list[int]:
+        with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {MASTER_KEY}"}) as c:
+            def one(_):
+                return c.post(f"{url}/v1/chat/completions", json={
+                    "model": "gpt-upstream", "messages": [{"role": "user", "content": content}]}).status_code
+            with ThreadPoolExecutor(8) as pool:
+                return list(pool.map(one, range(n)))
+
+    def rss_kb() -> int:
+        for line in open(f"/proc/{p.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    try:
+        first = ask(url, mock_provider, None)[0].headers["x-litellm-call-id"]
+        route, _ = tree_of(receiver, first)
+        receiver.stop()
+        assert set(run(1500, "a secret prompt 7c1e")) == {200}
+        settled = rss_kb()
+        assert set(run(1500, "a secret prompt 7c1e")) == {200}
+        grown = rss_kb() - settled
+        # 7,500 more spans could not be sent; the queue (2,048 spans) holds what it can.
+        assert grown < 16 * 1024, f"RSS grew {grown} kB over 1,500 requests with the collector gone"
+    finally:
+        p.stop()
+    log = (tmp_path / "gw.log").read_text()
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    requests = [line for line in lines if line.get("message") == "request"]
+    assert len(requests) >= 3001
+    (line,) = [r for r in requests if r["request_id"] == first]
+    assert line["trace_id"] == first and line["span_id"] == route.span_id.hex()
+    assert line["model_group"] == "gpt-upstream" and line["status"] == 200
+    assert line["completion_tokens"] > 0 and line["llm_api_ms"] > 0 and line["total_ms"] >= line["llm_api_ms"]
+    for secret in (MASTER_KEY, "sk-provider-secret-9f2", "a secret prompt 7c1e"):
+        assert secret not in log
 
 
 def attr(span, key: str):
@@ -110,3 +235,65 @@ def attr(span, key: str):
             v = a.value
             return getattr(v, v.WhichOneof("value"))
     return None
+
+
+def test_one_trace_from_the_admin_api_and_from_a_request_into_postgres(make_stack, monkeypatch):
+    """Every service exports to the same collector. An admin call joins its caller's trace
+    and the control plane's gRPC span is its child; a chat request through an attached data
+    plane joins its caller's trace, and the control plane's ingestion of its usage event
+    (the event's `traceparent` on NATS) is a child of the request's span, ended once the
+    event is in PostgreSQL."""
+    receiver = OtlpReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    try:
+        s = make_stack()
+        admin = s.admin()
+        admin_caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        r = admin.call("POST", "/key/generate", json={"key_alias": "traced"},
+                       headers={"traceparent": admin_caller})
+        assert r.status_code == 200, r.text
+        key = r.json()["key"]
+        dp = s.dataplane("dp-traced")
+        from stack import accepted, wait_until
+        wait_until(lambda: accepted(dp, key), what="key accepted")
+        r = httpx.post(f"{dp.url}/v1/chat/completions", timeout=10,
+                       headers={"Authorization": f"Bearer {key}", "traceparent": CALLER},
+                       json={"model": "priced", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+        call_id = r.headers["x-litellm-call-id"]
+        _, trace, caller_span, _ = CALLER.split("-")
+
+        def find(predicate, what):
+            deadline = time.time() + 15
+            while time.time() < deadline:
+                found = [(svc, sp) for svc, sp in receiver.service_spans() if predicate(svc, sp)]
+                if found:
+                    return found
+                time.sleep(0.05)
+            raise AssertionError(f"no {what}; got {[(svc, sp.name) for svc, sp in receiver.service_spans()]}")
+
+        # The admin API's server span, under its caller; the control plane's gRPC span under it.
+        _, admin_trace, admin_parent, _ = admin_caller.split("-")
+        [(_, http_span)] = find(lambda svc, sp: svc == "routeiq-admin" and sp.name == "POST /key/generate",
+                                "admin span")
+        assert http_span.trace_id.hex() == admin_trace and http_span.parent_span_id.hex() == admin_parent
+        assert attr(http_span, "http.response.status_code") == 200
+        [(_, grpc_span)] = find(lambda svc, sp: svc == "routeiq-controlplane" and sp.parent_span_id == http_span.span_id
+                                and sp.name == "routeiq.v1.ControlPlane/GenerateKey", "control-plane gRPC span")
+        assert grpc_span.trace_id == http_span.trace_id and grpc_span.kind == grpc_span.SPAN_KIND_SERVER
+        assert attr(grpc_span, "rpc.system") == "grpc" and attr(grpc_span, "rpc.grpc.status_code") == 0
+
+        # The request's span on the data plane, then its usage ingestion under it.
+        [(_, route)] = find(lambda svc, sp: svc == "routeiq-dataplane" and sp.name == "routeiq.route"
+                            and attr(sp, "routeiq.request_id") == call_id, "request span")
+        assert route.trace_id.hex() == trace and route.parent_span_id.hex() == caller_span
+        [(_, ingest)] = find(lambda svc, sp: svc == "routeiq-controlplane" and sp.name == "routeiq.usage.ingest"
+                             and attr(sp, "routeiq.request_id") == call_id, "ingestion span")
+        assert ingest.trace_id == route.trace_id and ingest.parent_span_id == route.span_id
+        assert ingest.kind == ingest.SPAN_KIND_CONSUMER and attr(ingest, "messaging.system") == "nats"
+        assert ingest.status.code != ingest.status.STATUS_CODE_ERROR
+        # Ended after the commit: the row is there.
+        assert s.sql("SELECT count(*) FROM spend_logs WHERE request_id = %s", call_id) == [(1,)]
+    finally:
+        receiver.stop()

@@ -1,5 +1,7 @@
 //! Usage events: one `routeiq.v1.UsageEvent` per routed request, published to
-//! `routeiq.usage.<dataplane-id>` with `Nats-Msg-Id` = the request id.
+//! `routeiq.usage.<dataplane-id>` with `Nats-Msg-Id` = the request id and, when the request
+//! is in a trace, `traceparent` = its span (else its caller's), so that its ingestion joins
+//! the trace.
 //!
 //! The request path only does a non-blocking send into a bounded channel (the local buffer).
 //! A publisher task drains it in batches and waits for JetStream's acks; a batch that is not
@@ -18,12 +20,20 @@ use routeiq_proto::{subjects, UsageEvent};
 use tokio::sync::mpsc;
 
 use crate::context::RequestCtx;
+use crate::otel::TraceParent;
 use crate::state::App;
 use crate::telemetry::Metrics;
 
+/// A usage event and the trace context of its request (sent as the message's
+/// `traceparent` header).
+pub struct Queued {
+    pub event: UsageEvent,
+    pub trace: Option<TraceParent>,
+}
+
 /// The request path's handle: cheap to call, never waits.
 pub struct Reporter {
-    tx: mpsc::Sender<UsageEvent>,
+    tx: mpsc::Sender<Queued>,
     dataplane_id: Arc<str>,
 }
 
@@ -42,7 +52,7 @@ pub fn subject_token(id: &str) -> String {
 
 impl Reporter {
     /// The reporter and the receiving end for [`publish`].
-    pub fn new(dataplane_id: &str, buffer: usize) -> (Self, mpsc::Receiver<UsageEvent>) {
+    pub fn new(dataplane_id: &str, buffer: usize) -> (Self, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         (
             Self {
@@ -58,7 +68,7 @@ impl Reporter {
     /// answered or charged for its embedding before the request was refused (provider
     /// `cache`), or that was charged without any of these (priced MCP tool calls: provider
     /// `mcp`, no deployment).
-    pub fn record(&self, ctx: &RequestCtx, metrics: &Metrics) {
+    pub fn record(&self, ctx: &RequestCtx, trace: Option<TraceParent>, metrics: &Metrics) {
         let (deployment_id, provider) = match (&ctx.deployment, &ctx.served_by) {
             (Some(d), _) => (
                 d.deployment.id.0.clone(),
@@ -107,7 +117,7 @@ impl Reporter {
                 _ => 0.0,
             },
         };
-        if self.tx.try_send(event).is_err() {
+        if self.tx.try_send(Queued { event, trace }).is_err() {
             metrics.usage_dropped.inc();
         }
     }
@@ -116,7 +126,7 @@ impl Reporter {
 /// Publishes queued events forever (until every [`Reporter`] is gone).
 pub async fn publish(
     js: jetstream::Context,
-    mut rx: mpsc::Receiver<UsageEvent>,
+    mut rx: mpsc::Receiver<Queued>,
     dataplane_id: String,
     app: Arc<App>,
 ) {
@@ -153,14 +163,20 @@ pub async fn publish(
 async fn send(
     js: &jetstream::Context,
     subject: &str,
-    batch: &mut Vec<UsageEvent>,
+    batch: &mut Vec<Queued>,
 ) -> Result<u64, (u64, String)> {
     let mut acks = Vec::with_capacity(batch.len());
     let mut failure = None;
-    for e in batch.iter() {
+    for q in batch.iter() {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", e.request_id.as_str());
-        let payload = pb::UsageEvent::from(e).encode_to_vec();
+        headers.insert("Nats-Msg-Id", q.event.request_id.as_str());
+        if let Some(t) = &q.trace {
+            headers.insert(
+                "traceparent",
+                format!("00-{}-{}-{}", t.trace_id, t.parent_id, t.flags).as_str(),
+            );
+        }
+        let payload = pb::UsageEvent::from(&q.event).encode_to_vec();
         match js
             .publish_with_headers(subject.to_owned(), headers, payload.into())
             .await
@@ -201,8 +217,8 @@ mod tests {
 
     fn provider_of(ctx: &RequestCtx) -> Option<String> {
         let (reporter, mut rx) = Reporter::new("dp", 4);
-        reporter.record(ctx, &Metrics::new().unwrap());
-        rx.try_recv().ok().map(|e| e.provider)
+        reporter.record(ctx, None, &Metrics::new().unwrap());
+        rx.try_recv().ok().map(|q| q.event.provider)
     }
 
     #[test]

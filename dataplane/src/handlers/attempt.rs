@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
@@ -59,6 +60,7 @@ pub async fn plan<'a>(
 ) -> Result<(Failover<'a>, Arc<CompiledDeployment>), ApiError> {
     let estimate = crate::limits::WorstCase::of(r.body_len, r.max_tokens, None);
     ctx.model = Some(r.model.to_owned());
+    let routing = ctx.span.is_some().then(Instant::now);
     let mut plan = Failover::new(
         app,
         live,
@@ -79,16 +81,81 @@ pub async fn plan<'a>(
     }
     let first = plan.first()?;
     ctx.deployment = Some(Arc::clone(&first));
+    if let (Some(started), Some(spans), Some(span)) = (routing, &app.spans, &ctx.span) {
+        spans.step(
+            span,
+            "routeiq.routing",
+            started,
+            routing_attrs(live, &plan, &first),
+        );
+    }
     let worst = crate::limits::WorstCase::of(
         r.body_len,
         r.max_tokens,
         first.deployment.model_info.max_output_tokens,
     );
-    if let Err(e) = ctx.admit(app, live, &first, worst).await {
+    let limits = ctx.span.is_some().then(Instant::now);
+    let admitted = ctx.admit(app, live, &first, worst).await;
+    if let (Some(started), Some(spans), Some(span)) = (limits, &app.spans, &ctx.span) {
+        let attrs = match &admitted {
+            Ok(()) => vec![KeyValue::new(
+                "routeiq.limits.reserved_tokens",
+                worst.tokens() as i64,
+            )],
+            Err(e) => vec![
+                KeyValue::new("routeiq.limits.reserved_tokens", worst.tokens() as i64),
+                KeyValue::new("error.type", e.kind.type_str()),
+            ],
+        };
+        spans.step(span, "routeiq.limits", started, attrs);
+    }
+    if let Err(e) = admitted {
         plan.abandon(&first);
         return Err(e);
     }
     Ok((plan, first))
+}
+
+/// The `routeiq.routing` step's attributes: the strategy, what a learned router decided
+/// (its version, candidate and every candidate's score), and the deployment picked.
+fn routing_attrs(
+    live: &LiveState,
+    plan: &Failover<'_>,
+    first: &CompiledDeployment,
+) -> Vec<KeyValue> {
+    let mut attrs = vec![
+        KeyValue::new(
+            "routeiq.route.strategy",
+            live.router_settings().routing_strategy.name().to_owned(),
+        ),
+        KeyValue::new("routeiq.deployment.id", first.deployment.id.0.clone()),
+    ];
+    if let Some(d) = plan.request().query.as_ref().and_then(|q| q.decision()) {
+        attrs[0] = KeyValue::new("routeiq.route.strategy", d.strategy);
+        attrs.push(KeyValue::new(
+            "routeiq.route.version",
+            d.version.unwrap_or_else(|| "fallback".into()),
+        ));
+        if let Some(c) = d.candidate {
+            attrs.push(KeyValue::new("routeiq.route.candidate", c));
+        }
+        if !d.scores.is_empty() {
+            let (names, scores): (Vec<_>, Vec<_>) = d
+                .scores
+                .into_iter()
+                .map(|(n, s)| (opentelemetry::StringValue::from(n), f64::from(s)))
+                .unzip();
+            attrs.push(KeyValue::new(
+                "routeiq.route.candidates",
+                opentelemetry::Value::Array(names.into()),
+            ));
+            attrs.push(KeyValue::new(
+                "routeiq.route.scores",
+                opentelemetry::Value::Array(scores.into()),
+            ));
+        }
+    }
+    attrs
 }
 
 /// Computes what a router needs of `query` before it picks (`Preparation`): an

@@ -75,11 +75,45 @@ pub async fn lookup(
         return Ok(Lookup::Miss(None));
     };
     plan.epoch = app.cache.epoch();
+    let started = ctx.span.is_some().then(std::time::Instant::now);
+    let found = look(app, live, ctx, &ask, plan).await;
+    if let (Some(started), Some(spans), Some(span)) = (started, &app.spans, &ctx.span) {
+        let mut attrs = vec![opentelemetry::KeyValue::new(
+            "routeiq.cache.result",
+            match &found {
+                Lookup::Hit(_) => "hit",
+                Lookup::Miss(_) if matches!(ctx.cache, Some(Outcome::Bypass)) => "bypass",
+                Lookup::Miss(_) => "miss",
+            },
+        )];
+        if let Lookup::Hit(Hit {
+            similarity: Some(s),
+            ..
+        }) = &found
+        {
+            attrs.push(opentelemetry::KeyValue::new(
+                "routeiq.cache.similarity",
+                f64::from(*s),
+            ));
+        }
+        spans.step(span, "routeiq.cache.lookup", started, attrs);
+    }
+    Ok(found)
+}
+
+/// Looks `plan` up: exactly, then semantically.
+async fn look(
+    app: &App,
+    live: &LiveState,
+    ctx: &mut RequestCtx,
+    ask: &Ask<'_>,
+    mut plan: Plan,
+) -> Lookup {
     if !plan.read {
         // Not answered from the cache, but its answer is indexed under its embedding.
         similar(app, live, ctx, &mut plan).await;
         ctx.cache = Some(Outcome::Bypass);
-        return Ok(Lookup::Miss(Some(plan)));
+        return Lookup::Miss(Some(plan));
     }
     let found = match app.cache.get(&plan).await {
         Some(entry) => Some((None, entry, None)),
@@ -89,12 +123,12 @@ pub async fn lookup(
     };
     if let Some((matched, entry, similarity)) = found {
         if let Some(reply) = Reply::of(&entry, ask.api, ask.stream, ask.include_usage) {
-            return Ok(Lookup::Hit(Hit {
+            return Lookup::Hit(Hit {
                 plan: matched.unwrap_or(plan),
                 entry,
                 similarity,
                 reply,
-            }));
+            });
         }
     }
     app.cache
@@ -105,7 +139,7 @@ pub async fn lookup(
     ctx.cache = Some(Outcome::Miss {
         key: plan.hex.clone(),
     });
-    Ok(Lookup::Miss(Some(plan)))
+    Lookup::Miss(Some(plan))
 }
 
 /// The semantic cache's answer to a request the exact cache has none for (see

@@ -210,6 +210,7 @@ pub async fn completion(
                 version: Some(mr.router_model.clone()),
                 candidate: Some(consulted.join(",")).filter(|c| !c.is_empty()),
                 query: Arc::clone(&query.text),
+                scores: Vec::new(),
             });
             served
         }

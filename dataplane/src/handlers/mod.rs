@@ -41,12 +41,15 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         .and_then(|v| v.to_str().ok())
         .and_then(crate::otel::TraceParent::parse)
         .map(Box::new);
+    // Probes and metrics (routes without a key) have no span.
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_owned();
     let (api, result) = match ROUTES.find(&method, &path) {
         Found::Route(route, param) => {
             ctx.route = route.name;
-            ctx.span = app.spans.as_ref().and_then(|s| s.start(ctx));
+            if route.needs != Needs::Nothing {
+                ctx.span = app.spans.as_ref().map(|s| s.start(ctx, method.as_str()));
+            }
             let param = param.map(str::to_owned);
             let r = serve(app, &live, session, ctx, route, param.as_deref()).await;
             (route.api, r)
@@ -82,10 +85,10 @@ async fn serve(
     let body = match route.needs {
         Needs::Nothing => Bytes::new(),
         Needs::Key => {
-            ctx.key = auth::authenticate(live, session.req_header())?.into_key();
+            authenticate(app, live, session, ctx)?;
             Bytes::new()
         }
-        Needs::KeyAndBody => authed_body(live, session, ctx).await?,
+        Needs::KeyAndBody => authed_body(app, live, session, ctx).await?,
     };
     match route.endpoint {
         Endpoint::Chat => chat::completion(app, live, session, ctx, ClientApi::OpenAi, body).await,
@@ -167,11 +170,12 @@ async fn serve(
 /// Authenticates, then reads the body (so that an unauthenticated client cannot make the
 /// gateway buffer a large body).
 async fn authed_body(
+    app: &App,
     live: &LiveState,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<Bytes, ApiError> {
-    ctx.key = auth::authenticate(live, session.req_header())?.into_key();
+    authenticate(app, live, session, ctx)?;
     if let Some(name) = live.user_header_name.as_deref() {
         ctx.end_user = session
             .req_header()
@@ -183,6 +187,34 @@ async fn authed_body(
             .map(str::to_owned);
     }
     respond::read_body(session, live.max_request_body_bytes).await
+}
+
+/// Authenticates the request's key (a `routeiq.auth` step of its span).
+fn authenticate(
+    app: &App,
+    live: &LiveState,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    let started = ctx.span.is_some().then(std::time::Instant::now);
+    let key = auth::authenticate(live, session.req_header()).map(auth::Caller::into_key);
+    if let (Some(started), Some(spans), Some(route)) = (started, &app.spans, &ctx.span) {
+        let mut attrs = Vec::with_capacity(2);
+        match &key {
+            Ok(Some(k)) if !k.team_id.is_empty() => attrs.push(opentelemetry::KeyValue::new(
+                "routeiq.team_id",
+                k.team_id.clone(),
+            )),
+            Ok(_) => {}
+            Err(e) => attrs.push(opentelemetry::KeyValue::new(
+                "error.type",
+                e.kind.type_str(),
+            )),
+        }
+        spans.step(route, "routeiq.auth", started, attrs);
+    }
+    ctx.key = key?;
+    Ok(())
 }
 
 /// A model endpoint's request, after the checks each of them makes first.

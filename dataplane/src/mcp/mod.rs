@@ -107,6 +107,15 @@ impl Registry {
     }
 
     /// The servers' configurations (a delta edits them, then they are compiled again).
+    /// How many servers this data plane serves.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
     pub fn configs(&self) -> Vec<routeiq_proto::McpServer> {
         self.servers.iter().map(|s| s.config.clone()).collect()
     }

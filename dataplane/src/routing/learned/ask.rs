@@ -179,6 +179,7 @@ impl Router for LlmAsked {
                 version: chosen.as_ref().map(|_| self.ask.router_model.clone()),
                 candidate: chosen.as_ref().map(|(_, n)| n.clone()),
                 query: Arc::clone(&q.text),
+                scores: Vec::new(),
             });
         }
         match chosen {

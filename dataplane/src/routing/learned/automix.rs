@@ -130,6 +130,7 @@ impl Router for AutoMix {
                 version: chosen.as_ref().map(|_| "cascade".to_owned()),
                 candidate: chosen.as_ref().map(|(_, n)| n.clone()),
                 query: Arc::clone(&q.text),
+                scores: Vec::new(),
             });
         }
         match chosen {

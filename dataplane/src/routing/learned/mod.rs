@@ -42,7 +42,12 @@ pub struct Decision {
     pub candidate: Option<String>,
     /// The text routed on.
     pub query: Arc<str>,
+    /// Each scored candidate's name and score (empty when the fallback routed).
+    pub scores: Scores,
 }
+
+/// Scored candidates' names and scores, in the router's order.
+pub type Scores = Vec<(String, f32)>;
 
 /// The text a learned router routes on (the last user message), with its features once
 /// computed, and the decision made.
@@ -160,8 +165,14 @@ impl LearnedRouter {
         }
     }
 
-    /// The best-scored candidate, or `None` to leave the pick to the fallback.
-    fn choose(&self, model: &Model, candidates: &[usize], query: &Query) -> Option<(usize, usize)> {
+    /// The best-scored candidate and every scored candidate's score, or `None` to leave the
+    /// pick to the fallback.
+    fn choose(
+        &self,
+        model: &Model,
+        candidates: &[usize],
+        query: &Query,
+    ) -> Option<(usize, usize, Scores)> {
         let labels: smallvec::SmallVec<[Option<usize>; 16]> = candidates
             .iter()
             .map(|i| self.names[*i].iter().find_map(|n| model.candidate(n)))
@@ -180,9 +191,11 @@ impl LearnedRouter {
         // The highest value; ties go to the cheaper candidate, then the lower label (as the
         // pipeline decides them).
         let mut best: Option<(usize, usize, f64)> = None;
+        let mut scored = Vec::with_capacity(candidates.len());
         for (i, label) in candidates.iter().zip(&labels) {
             let Some(label) = *label else { continue };
             let Some(score) = scores[label] else { continue };
+            scored.push((model.manifest.candidates[label].name.clone(), score));
             let price = model.unit_price[label];
             let value = f64::from(score) - self.cost_weight * price;
             let better = best.is_none_or(|(_, bl, bv)| {
@@ -193,7 +206,7 @@ impl LearnedRouter {
                 best = Some((*i, label, value));
             }
         }
-        best.map(|(i, label, _)| (i, label))
+        best.map(|(i, label, _)| (i, label, scored))
     }
 }
 
@@ -206,13 +219,14 @@ impl Router for LearnedRouter {
         now_ms: u64,
     ) -> Option<usize> {
         if let (Some(model), Some(query)) = (self.slot.current(), &req.query) {
-            if let Some((i, label)) = self.choose(&model, candidates, query) {
+            if let Some((i, label, scores)) = self.choose(&model, candidates, query) {
                 self.slot.decided(true);
                 query.decide(Decision {
                     strategy: self.slot.spec.strategy.clone(),
                     version: Some(model.manifest.version.clone()),
                     candidate: Some(model.manifest.candidates[label].name.clone()),
                     query: Arc::clone(&query.text),
+                    scores,
                 });
                 return Some(i);
             }
@@ -224,6 +238,7 @@ impl Router for LearnedRouter {
                 version: None,
                 candidate: None,
                 query: Arc::clone(&query.text),
+                scores: Vec::new(),
             });
         }
         self.fallback.pick(group, candidates, req, now_ms)

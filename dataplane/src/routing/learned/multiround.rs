@@ -252,6 +252,7 @@ impl Router for MultiRoundRouter {
                 version: None,
                 candidate: None,
                 query: Arc::clone(&q.text),
+                scores: Vec::new(),
             });
         }
         self.fallback.pick(group, candidates, req, now_ms)

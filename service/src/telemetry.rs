@@ -1,0 +1,471 @@
+//! Telemetry the three binaries share: their logs (text, or JSON lines), the OTLP span
+//! exporter set up from the standard `OTEL_*` variables, W3C trace context, and a server
+//! span per HTTP or gRPC call ([`ServerSpans`]).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use opentelemetry::context::FutureExt;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer, TracerProvider,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer, SdkTracerProvider};
+
+/// Logs to stderr with the `ROUTEIQ_LOG` filter (`default` when it is unset). As JSON lines
+/// when `ROUTEIQ_LOG_FORMAT=json` (or LiteLLM's `JSON_LOGS=true`), one object per event
+/// with its fields at the top level; otherwise as text, in colour only on a terminal.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROUTEIQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs() {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+fn json_logs() -> bool {
+    let set = |k: &str, yes: &[&str]| {
+        std::env::var(k).is_ok_and(|v| yes.iter().any(|y| v.trim().eq_ignore_ascii_case(y)))
+    };
+    set("ROUTEIQ_LOG_FORMAT", &["json"]) || set("JSON_LOGS", &["true", "1"])
+}
+
+/// The OTLP span exporter and the tracer of one service. Spans are sent in batches by a task
+/// on the Tokio runtime this was built on, never on a request's path; the sampler is the
+/// one `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name (parent-based, always on by
+/// default), and `OTEL_BSP_*` tune the batches.
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl Tracing {
+    /// Set up when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is
+    /// (and `OTEL_SDK_DISABLED` is not `true`); must run inside a Tokio runtime.
+    /// `OTEL_SERVICE_NAME` overrides `service`.
+    pub fn from_env(service: &'static str) -> Option<Self> {
+        let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        let disabled =
+            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        if disabled
+            || !(set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "OTLP span exporter not set up; no traces");
+                return None;
+            }
+        };
+        let batch =
+            opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                exporter,
+                opentelemetry_sdk::runtime::Tokio,
+            )
+            .build();
+        let name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| service.to_owned());
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(batch)
+            .with_id_generator(RequestTraceIds::default())
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(name)
+                    .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("routeiq");
+        tracing::info!("exporting spans over OTLP");
+        Some(Self { provider, tracer })
+    }
+
+    pub fn tracer(&self) -> &SdkTracer {
+        &self.tracer
+    }
+
+    /// Sends the spans still queued (at shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::debug!(error = %e, "spans not flushed");
+        }
+    }
+}
+
+thread_local! {
+    /// The trace id the next root span built on this thread takes ([`in_trace`]).
+    static NEXT_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// Random ids, except that a root span built inside [`in_trace`] takes the trace id it
+/// names: a request without a caller's trace gets its call id as trace id, and the sampler
+/// still decides on it as on any new trace.
+#[derive(Debug, Default)]
+struct RequestTraceIds(RandomIdGenerator);
+
+impl IdGenerator for RequestTraceIds {
+    fn new_trace_id(&self) -> TraceId {
+        NEXT_TRACE_ID
+            .take()
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+/// Runs `build`, in which a root span built on `tracer` is in trace `id` (32 hex digits;
+/// a random trace when it is not a valid trace id).
+pub fn in_trace<T>(id: &str, build: impl FnOnce() -> T) -> T {
+    let id = TraceId::from_hex(id)
+        .ok()
+        .filter(|t| *t != TraceId::INVALID);
+    NEXT_TRACE_ID.set(id);
+    let out = build();
+    NEXT_TRACE_ID.set(None);
+    out
+}
+
+/// A W3C `traceparent`: the trace, the span that is the parent of the receiver's, and the
+/// flags, lowercase hex each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: String,
+    pub parent_id: String,
+    pub flags: String,
+}
+
+impl TraceParent {
+    /// `value` read as W3C's `traceparent` (any version but `ff`; fields after the fourth
+    /// are ignored in a version after `00`, as the specification asks of versions it does
+    /// not know); `None` when it is not one (upper case, zero ids, wrong lengths).
+    pub fn parse(value: &str) -> Option<Self> {
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let mut parts = value.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        // Version 00 has exactly four fields; a later one may add more.
+        let extra = parts.next().is_some();
+        (hex(version, 2)
+            && version != "ff"
+            && !(version == "00" && extra)
+            && hex(trace, 32)
+            && nonzero(trace)
+            && hex(parent, 16)
+            && nonzero(parent)
+            && hex(flags, 2))
+        .then(|| Self {
+            trace_id: trace.to_owned(),
+            parent_id: parent.to_owned(),
+            flags: flags.to_owned(),
+        })
+    }
+
+    /// The header naming `span` (version 00).
+    pub fn header(span: &SpanContext) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            span.trace_id(),
+            span.span_id(),
+            span.trace_flags().to_u8()
+        )
+    }
+
+    /// A context whose remote span is this one: spans built in it are its children, and a
+    /// parent-based sampler follows its sampled flag.
+    pub fn context(&self) -> Context {
+        let flags = u8::from_str_radix(&self.flags, 16).unwrap_or(1) & TraceFlags::SAMPLED.to_u8();
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex(&self.trace_id).unwrap_or(TraceId::INVALID),
+            SpanId::from_hex(&self.parent_id).unwrap_or(SpanId::INVALID),
+            TraceFlags::new(flags),
+            true,
+            TraceState::default(),
+        ))
+    }
+}
+
+/// The `traceparent` naming the current context's span (the server span of the call being
+/// served, see [`ServerSpans`]), for a call made on its behalf; `None` outside any span.
+pub fn current_traceparent() -> Option<String> {
+    let cx = Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| TraceParent::header(sc))
+}
+
+/// The context of `headers`' `traceparent`, or an empty one (a new trace).
+fn caller_context(headers: &http::HeaderMap) -> Context {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map_or_else(Context::new, |t| t.context())
+}
+
+/// Which protocol a server speaks, for its spans' names and attributes.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    /// `{method} {route}`, the route being axum's matched path (use as a route layer).
+    Http,
+    /// `{service}/{method}`, OpenTelemetry's RPC conventions.
+    Grpc,
+}
+
+/// A tower layer that serves every call inside a server span: a child of the caller's
+/// `traceparent`, ended with the call's status. The span is the current OpenTelemetry
+/// context while the call is served, so the calls it makes ([`current_traceparent`]) and
+/// the spans it starts join the trace. Without a tracer, calls pass through.
+#[derive(Clone)]
+pub struct ServerSpans {
+    tracer: Option<SdkTracer>,
+    protocol: Protocol,
+}
+
+impl ServerSpans {
+    pub fn new(tracing: Option<&Tracing>, protocol: Protocol) -> Self {
+        Self {
+            tracer: tracing.map(|t| t.tracer.clone()),
+            protocol,
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ServerSpans {
+    type Service = ServerSpan<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerSpan {
+            inner,
+            tracer: self.tracer.clone(),
+            protocol: self.protocol,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ServerSpan<S> {
+    inner: S,
+    tracer: Option<SdkTracer>,
+    protocol: Protocol,
+}
+
+type Boxed<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for ServerSpan<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Boxed<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let Some(tracer) = &self.tracer else {
+            return Box::pin(self.inner.call(req));
+        };
+        let (name, mut attrs) = match self.protocol {
+            Protocol::Http => http_span(&req),
+            Protocol::Grpc => grpc_span(&req),
+        };
+        let parent = caller_context(req.headers());
+        attrs.shrink_to_fit();
+        let builder = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attrs);
+        let span = tracer.build_with_context(builder, &parent);
+        let cx = parent.with_span(span);
+        let protocol = self.protocol;
+        let served = self.inner.call(req).with_context(cx.clone());
+        Box::pin(async move {
+            let out = served.await;
+            let span = cx.span();
+            match &out {
+                Ok(res) => finish(&span, protocol, res),
+                Err(_) => span.set_status(Status::error("the call failed")),
+            }
+            span.end();
+            out
+        })
+    }
+}
+
+fn http_span<B>(req: &http::Request<B>) -> (String, Vec<KeyValue>) {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let mut attrs = vec![KeyValue::new("http.request.method", method.clone())];
+    let name = match route {
+        Some(r) => {
+            attrs.push(KeyValue::new("http.route", r.clone()));
+            format!("{method} {r}")
+        }
+        None => method,
+    };
+    (name, attrs)
+}
+
+fn grpc_span<B>(req: &http::Request<B>) -> (String, Vec<KeyValue>) {
+    let path = req.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let attrs = vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", service.to_owned()),
+        KeyValue::new("rpc.method", method.to_owned()),
+    ];
+    (path.to_owned(), attrs)
+}
+
+/// Ends a served call's span with its status: the HTTP status (5xx an error), or the gRPC
+/// status of a trailers-only answer (an error; a successful call's status comes in the
+/// trailers, which the layer does not wait for, and is `0`).
+fn finish<R>(
+    span: &opentelemetry::trace::SpanRef<'_>,
+    protocol: Protocol,
+    res: &http::Response<R>,
+) {
+    match protocol {
+        Protocol::Http => {
+            let status = res.status().as_u16();
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            if status >= 500 {
+                span.set_attribute(KeyValue::new("error.type", status.to_string()));
+                span.set_status(Status::error(String::new()));
+            }
+        }
+        Protocol::Grpc => {
+            let code = res
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
+            // Server errors, as the RPC conventions count them: UNKNOWN, DEADLINE_EXCEEDED,
+            // UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+            if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
+                span.set_attribute(KeyValue::new("error.type", code.to_string()));
+                span.set_status(Status::error(String::new()));
+            }
+        }
+    }
+}
+
+/// A span of work done for a message received from NATS (a consumer span): a child of the
+/// `traceparent` the message carries, else a new trace. End it with [`Span::end`].
+pub fn consumer_span(
+    tracer: &SdkTracer,
+    name: &'static str,
+    traceparent: Option<&str>,
+    attrs: Vec<KeyValue>,
+) -> opentelemetry_sdk::trace::Span {
+    let parent = traceparent
+        .and_then(TraceParent::parse)
+        .map_or_else(Context::new, |t| t.context());
+    let builder = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Consumer)
+        .with_attributes(attrs);
+    tracer.build_with_context(builder, &parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::Span;
+
+    #[test]
+    fn traceparent_round_trips() {
+        let v = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceParent::parse(v).unwrap();
+        let cx = t.context();
+        assert_eq!(TraceParent::header(cx.span().span_context()), v);
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad}");
+        }
+        // A later version may carry more fields.
+        assert!(TraceParent::parse(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn a_root_span_takes_the_named_trace_and_the_samplers_decision() {
+        use opentelemetry_sdk::trace::Sampler;
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        let build = |sampler: Sampler| {
+            let provider = SdkTracerProvider::builder()
+                .with_id_generator(RequestTraceIds::default())
+                .with_sampler(sampler)
+                .build();
+            let tracer = provider.tracer("t");
+            let span = in_trace(id, || tracer.start("root"));
+            let sc = span.span_context().clone();
+            // Only the span built inside `in_trace` takes the id.
+            let other = tracer.start("other");
+            (sc, other.span_context().trace_id())
+        };
+        let (on, other) = build(Sampler::AlwaysOn);
+        assert_eq!(on.trace_id().to_string(), id);
+        assert!(on.is_sampled());
+        assert_ne!(other.to_string(), id);
+        let (off, _) = build(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            0.0,
+        ))));
+        assert_eq!(off.trace_id().to_string(), id);
+        assert!(!off.is_sampled(), "a ratio of 0 samples no new trace");
+        // Not a trace id: a random one.
+        let provider = SdkTracerProvider::builder()
+            .with_id_generator(RequestTraceIds::default())
+            .build();
+        let span = in_trace("call-1", || provider.tracer("t").start("root"));
+        assert!(span.span_context().is_valid());
+    }
+}
