@@ -140,8 +140,8 @@ async fn consume(
                 .and_then(|e| UsageEvent::try_from(e).map_err(|e| e.to_string()))
             {
                 Ok(e) => {
-                    if let Some(tracer) = &cfg.tracer {
-                        spans.push(ingest_span(tracer, &m, &e));
+                    if let Some(span) = cfg.tracer.as_ref().and_then(|t| ingest_span(t, &m, &e)) {
+                        spans.push(span);
                     }
                     events.push(e);
                     valid.push(m);
@@ -191,19 +191,16 @@ async fn consume(
     }
 }
 
-/// The `routeiq.usage.ingest` span of one event: in the trace of the request it accounts
-/// for when the message carries that request's `traceparent`.
+/// The `routeiq.usage.ingest` span of one event, in the trace of the request it accounts
+/// for; none when the message carries no `traceparent` (the request was in no trace: a
+/// span of its own would start one trace per event).
 fn ingest_span(
     tracer: &SdkTracer,
     m: &async_nats::jetstream::Message,
     e: &UsageEvent,
-) -> opentelemetry_sdk::trace::Span {
-    let traceparent = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("traceparent"))
-        .map(|v| v.as_str());
-    routeiq_service::telemetry::consumer_span(
+) -> Option<opentelemetry_sdk::trace::Span> {
+    let traceparent = m.headers.as_ref()?.get("traceparent")?.as_str();
+    Some(routeiq_service::telemetry::consumer_span(
         tracer,
         "routeiq.usage.ingest",
         traceparent,
@@ -214,7 +211,7 @@ fn ingest_span(
             KeyValue::new("routeiq.request_id", e.request_id.clone()),
             KeyValue::new("routeiq.dataplane.id", e.dataplane_id.clone()),
         ],
-    )
+    ))
 }
 
 /// [`write`], retried when PostgreSQL aborts it for a deadlock or a serialization failure

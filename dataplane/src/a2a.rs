@@ -93,6 +93,8 @@ impl Trace {
         if let Some(spans) = spans {
             let span = spans.agent_call(self, agent);
             self.span_id = span.span_id();
+            // The sampler's decision: a new trace it dropped is not sampled downstream.
+            self.flags = span.flags();
             self.span = Some(span);
         }
     }

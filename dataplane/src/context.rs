@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub cache_cost: f64,
     /// Low-cardinality route label (`chat`, `messages`, ...).
     pub route: &'static str,
+    /// Counted in `litellm_in_flight_requests` (until it is logged).
+    pub in_flight: bool,
     /// The virtual key that authenticated the request (none for the master key).
     pub key: Option<Arc<VirtualKey>>,
     pub model: Option<String>,
@@ -213,6 +215,7 @@ impl RequestCtx {
             attempt_span: None,
             cache_cost: 0.0,
             route: "other",
+            in_flight: false,
             key: None,
             model: None,
             deployment: None,

@@ -88,6 +88,9 @@ impl Spans {
         started: Instant,
         attrs: Vec<KeyValue>,
     ) {
+        if !route.sampled() {
+            return;
+        }
         let end = SystemTime::now();
         let start = end.checked_sub(started.elapsed()).unwrap_or(end);
         let builder = self
@@ -106,6 +109,11 @@ impl Spans {
         let Some(RouteSpan(mut span)) = ctx.span.take() else {
             return;
         };
+        use opentelemetry::trace::Span;
+        if !span.is_recording() {
+            ctx.attempt_span = None;
+            return;
+        }
         let end = SystemTime::now();
         let mut attrs = vec![
             KeyValue::new("routeiq.request_id", ctx.request_id.clone()),
@@ -173,7 +181,6 @@ impl Spans {
         if let Some(e) = ctx.error_type {
             attrs.push(KeyValue::new("error.type", e));
         }
-        use opentelemetry::trace::Span;
         if let Some(attempt) = ctx.attempt_span.take() {
             attempt.served(ctx, end);
         }
@@ -191,6 +198,13 @@ impl Spans {
 pub struct RouteSpan(Box<opentelemetry_sdk::trace::Span>);
 
 impl RouteSpan {
+    /// Whether the sampler kept it: its children are kept with it, or dropped with it (so
+    /// nothing is built for them).
+    pub fn sampled(&self) -> bool {
+        use opentelemetry::trace::Span;
+        self.0.span_context().is_sampled()
+    }
+
     /// A context whose (remote) span is this one, for its children.
     fn context(&self) -> Context {
         use opentelemetry::trace::Span;
@@ -215,6 +229,16 @@ impl Spans {
     /// OpenTelemetry's GenAI model-span conventions), a child of the request's span:
     /// retries and fallbacks are its siblings.
     pub fn attempt(&self, route: &RouteSpan, d: &CompiledDeployment, op: Operation) -> AttemptSpan {
+        if !route.sampled() {
+            // Dropped with its parent: only its ids are needed (the provider's traceparent).
+            let builder = self
+                .tracer()
+                .span_builder("attempt")
+                .with_kind(SpanKind::Client);
+            return AttemptSpan(Box::new(
+                self.tracer().build_with_context(builder, &route.context()),
+            ));
+        }
         let operation = operation_name(op);
         let model = &d.deployment.upstream_model;
         let mut attrs = vec![
@@ -416,6 +440,12 @@ impl AgentSpan {
     pub fn span_id(&self) -> String {
         use opentelemetry::trace::Span;
         self.0.span_context().span_id().to_string()
+    }
+
+    /// Its trace flags, 2 hex digits (`01`: sampled).
+    pub fn flags(&self) -> String {
+        use opentelemetry::trace::Span;
+        format!("{:02x}", self.0.span_context().trace_flags().to_u8())
     }
 
     /// Ends it with the status the caller was answered with.

@@ -35,6 +35,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.app.metrics.in_flight.inc();
+        ctx.in_flight = true;
         handlers::handle(&self.app, session, ctx).await;
         Ok(true)
     }

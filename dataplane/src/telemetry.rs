@@ -1,28 +1,222 @@
-//! Prometheus metrics, named as LiteLLM names them where it has a name, so existing
-//! dashboards keep working.
+//! Prometheus metrics, named, labelled and bucketed as LiteLLM's (litellm 1.110.2) where it
+//! has a name, so its dashboards keep working; RouteIQ's own carry a `routeiq_` prefix.
+//!
+//! A finished request updates a dozen families with LiteLLM's label sets (up to 16 labels
+//! each). Resolving those label sets per request would cost microseconds, so the children
+//! of one label combination (key, deployment, requested model, route, status, error class)
+//! are resolved once into a [`Series`] and found again by one hash lookup ([`SeriesCache`]).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::context::RequestCtx;
 
+/// Buckets of RouteIQ's own duration histograms, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0, 300.0, 600.0,
 ];
 
+/// LiteLLM's `LATENCY_BUCKETS`, in seconds (`+Inf` is implied).
+const LITELLM_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 420.0,
+    600.0,
+];
+
+/// prometheus_client's default buckets: LiteLLM's latency per output token has no others.
+const CLIENT_DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// A label LiteLLM sets and RouteIQ does not know or does not export (its Python `None`).
+const NONE: &str = "None";
+
+/// LiteLLM's label sets, in its order. `end_user`, `user_email`, `client_ip`, `user_agent`,
+/// `team_alias`, `org_alias` and `service_tier` are always `None` (the first four are the
+/// client's to choose and would let a client grow the series without bound; the aliases are
+/// not in the data plane's snapshot).
+const PROXY_TOTAL: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "user",
+    "status_code",
+    "user_email",
+    "route",
+    "client_ip",
+    "user_agent",
+    "model_id",
+    "api_provider",
+    "org_id",
+    "org_alias",
+];
+const PROXY_FAILED: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "user",
+    "user_email",
+    "exception_status",
+    "exception_class",
+    "route",
+    "client_ip",
+    "user_agent",
+    "model_id",
+    "api_provider",
+    "org_id",
+    "org_alias",
+];
+const REQUESTS: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "model",
+    "team",
+    "team_alias",
+    "user",
+    "user_email",
+    "client_ip",
+    "user_agent",
+    "requested_model",
+    "model_id",
+    "api_provider",
+    "org_id",
+    "org_alias",
+];
+const SPEND: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "model",
+    "team",
+    "team_alias",
+    "user",
+    "user_email",
+    "client_ip",
+    "user_agent",
+    "requested_model",
+    "model_id",
+    "api_provider",
+    "service_tier",
+    "org_id",
+    "org_alias",
+];
+const TOKENS: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "model",
+    "team",
+    "team_alias",
+    "user",
+    "user_email",
+    "requested_model",
+    "model_id",
+    "api_provider",
+    "org_id",
+    "org_alias",
+];
+const TOKEN_DETAILS: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "model",
+    "team",
+    "team_alias",
+    "user",
+    "user_email",
+    "requested_model",
+    "model_id",
+    "api_provider",
+];
+const TOTAL_LATENCY: &[&str] = &[
+    "model_group",
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "user",
+    "model",
+    "model_id",
+    "api_provider",
+    "service_tier",
+    "org_id",
+    "org_alias",
+];
+const LLM_LATENCY: &[&str] = &[
+    "model_group",
+    "model",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "requested_model",
+    "end_user",
+    "user",
+    "model_id",
+    "api_provider",
+    "service_tier",
+    "org_id",
+    "org_alias",
+];
+const OVERHEAD: &[&str] = &[
+    "model_group",
+    "api_provider",
+    "api_base",
+    "litellm_model_name",
+    "hashed_api_key",
+    "api_key_alias",
+    "model_id",
+];
+const PER_OUTPUT_TOKEN: &[&str] = &[
+    "model_group",
+    "litellm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "org_id",
+    "org_alias",
+];
+const DEPLOYMENT_REQUESTS: &[&str] = &[
+    "model_group",
+    "requested_model",
+    "litellm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "client_ip",
+    "user_agent",
+];
+const KEY_BUDGET: &[&str] = &["hashed_api_key", "api_key_alias"];
+
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    failed: IntCounterVec,
-    latency: HistogramVec,
-    llm_latency: HistogramVec,
-    ttft: HistogramVec,
-    input_tokens: IntCounterVec,
-    output_tokens: IntCounterVec,
-    total_tokens: IntCounterVec,
+    families: Families,
+    series: SeriesCache,
+    /// `litellm_in_flight_requests`: requests being served.
+    pub in_flight: IntGauge,
     snapshot_version: IntGauge,
     /// Attached mode: snapshot updates refused (the last good state kept serving).
     pub snapshot_rejected: IntCounter,
@@ -83,68 +277,17 @@ impl Metrics {
 
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        let req_labels = ["requested_model", "provider", "route", "status_code"];
-        let tok_labels = ["requested_model", "provider"];
         let snapshot_version = IntGauge::new(
             "routeiq_snapshot_version",
             "Version of the snapshot this data plane serves from",
         )?;
         r.register(Box::new(snapshot_version.clone()))?;
+        let in_flight = IntGauge::new("litellm_in_flight_requests", "Requests being served")?;
+        r.register(Box::new(in_flight.clone()))?;
         Ok(Self {
-            requests: counter(
-                &r,
-                "litellm_proxy_total_requests_metric_total",
-                "Requests made to the proxy",
-                &req_labels,
-            )?,
-            failed: counter(
-                &r,
-                "litellm_proxy_failed_requests_metric_total",
-                "Requests that failed",
-                &[
-                    "requested_model",
-                    "provider",
-                    "route",
-                    "exception_status",
-                    "exception_class",
-                ],
-            )?,
-            latency: histogram(
-                &r,
-                "litellm_request_total_latency_metric",
-                "Total request latency in seconds, as the client sees it",
-                &req_labels,
-            )?,
-            llm_latency: histogram(
-                &r,
-                "litellm_llm_api_latency_metric",
-                "Upstream LLM API latency in seconds",
-                &tok_labels,
-            )?,
-            ttft: histogram(
-                &r,
-                "litellm_llm_api_time_to_first_token_metric",
-                "Time to first token of streaming responses, seconds",
-                &tok_labels,
-            )?,
-            input_tokens: counter(
-                &r,
-                "litellm_input_tokens_metric_total",
-                "Input (prompt) tokens",
-                &tok_labels,
-            )?,
-            output_tokens: counter(
-                &r,
-                "litellm_output_tokens_metric_total",
-                "Output (completion) tokens",
-                &tok_labels,
-            )?,
-            total_tokens: counter(
-                &r,
-                "litellm_total_tokens_metric_total",
-                "Input plus output tokens",
-                &tok_labels,
-            )?,
+            families: Families::new(&r)?,
+            series: SeriesCache::default(),
+            in_flight,
             snapshot_version,
             snapshot_rejected: plain_counter(
                 &r,
@@ -285,50 +428,67 @@ impl Metrics {
 
     /// Records a finished request.
     pub fn observe(&self, ctx: &RequestCtx) {
+        if ctx.in_flight {
+            self.in_flight.dec();
+        }
         if matches!(ctx.route, "metrics" | "health") {
             return;
         }
-        let model = ctx.model.as_deref().unwrap_or("");
-        let provider = ctx
-            .deployment
-            .as_ref()
-            .map(|d| d.deployment.provider.as_str())
-            .unwrap_or("");
-        let status = status_label(ctx.status);
-        let labels = [model, provider, ctx.route, status];
-        self.requests.with_label_values(&labels).inc();
-        self.latency
-            .with_label_values(&labels)
-            .observe(ctx.start.elapsed().as_secs_f64());
-        if ctx.status >= 400 {
-            self.failed
-                .with_label_values(&[
-                    model,
-                    provider,
-                    ctx.route,
-                    status,
-                    ctx.error_type.unwrap_or(""),
-                ])
-                .inc();
+        let series = self.series.get(&self.families, ctx);
+        series.requests.inc();
+        let total = ctx.start.elapsed();
+        if let Some(failed) = &series.failed {
+            failed.inc();
         }
-        let tl = [model, provider];
-        if let Some(d) = ctx.upstream_latency {
-            self.llm_latency
-                .with_label_values(&tl)
-                .observe(d.as_secs_f64());
+        let Some(served) = &series.served else {
+            return;
+        };
+        served.latency.observe(total.as_secs_f64());
+        if ctx.status < 400 {
+            served.requests.inc();
+            served.deployment_success.inc();
+            served.deployment_total.inc();
+            if let Some(d) = ctx.upstream_latency {
+                served.llm_latency.observe(d.as_secs_f64());
+                served
+                    .overhead
+                    .observe(total.saturating_sub(d).as_secs_f64());
+            }
+            if let Some(d) = ctx.time_to_first_token {
+                served.ttft.observe(d.as_secs_f64());
+            }
         }
-        if let Some(d) = ctx.time_to_first_token {
-            self.ttft.with_label_values(&tl).observe(d.as_secs_f64());
+        // What a failed request used and cost before it failed (earlier rounds) counts too.
+        if let Some(cost) = ctx.cost().filter(|c| *c > 0.0) {
+            served.spend.inc_by(cost);
         }
         // A hit's tokens are the cache's (`litellm_cached_tokens_metric`), not a provider's.
         if let Some(u) = ctx.usage.filter(|_| !ctx.cache_hit()) {
-            self.input_tokens
-                .with_label_values(&tl)
-                .inc_by(u.input_tokens);
-            self.output_tokens
-                .with_label_values(&tl)
-                .inc_by(u.output_tokens);
-            self.total_tokens.with_label_values(&tl).inc_by(u.total());
+            served.input_tokens.inc_by(u.input_tokens);
+            served.output_tokens.inc_by(u.output_tokens);
+            served.total_tokens.inc_by(u.total());
+            if u.cached_input_tokens > 0 {
+                served.cached_input_tokens.inc_by(u.cached_input_tokens);
+            }
+            if u.output_tokens > 0 {
+                let took = ctx
+                    .time_to_first_token
+                    .or(ctx.upstream_latency)
+                    .unwrap_or(total);
+                served
+                    .per_output_token
+                    .observe(took.as_secs_f64() / u.output_tokens as f64);
+            }
+        }
+        if let (Some(k), Some((remaining, max))) = (ctx.key.as_deref(), &series.key_budget) {
+            // The snapshot's spend plus this request's: what LiteLLM reports after a request.
+            match k.max_budget {
+                Some(m) => {
+                    max.set(m);
+                    remaining.set(m - k.spend - ctx.cost().unwrap_or(0.0));
+                }
+                None => remaining.set(f64::INFINITY),
+            }
         }
     }
 
@@ -342,24 +502,488 @@ impl Metrics {
     }
 }
 
-fn status_label(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        413 => "413",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        0 => "0",
-        s if s < 300 => "2xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
+/// The request families, labelled as LiteLLM labels them.
+struct Families {
+    requests: IntCounterVec,
+    failed: IntCounterVec,
+    requests_metric: IntCounterVec,
+    spend: CounterVec,
+    input_tokens: IntCounterVec,
+    output_tokens: IntCounterVec,
+    total_tokens: IntCounterVec,
+    cached_input_tokens: IntCounterVec,
+    latency: HistogramVec,
+    llm_latency: HistogramVec,
+    ttft: HistogramVec,
+    overhead: HistogramVec,
+    per_output_token: HistogramVec,
+    deployment_success: IntCounterVec,
+    deployment_total: IntCounterVec,
+    remaining_key_budget: GaugeVec,
+    key_max_budget: GaugeVec,
+}
+
+impl Families {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        let hist = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )?;
+            r.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let spend = CounterVec::new(
+            Opts::new("litellm_spend_metric_total", "Spend on LLM requests, USD"),
+            SPEND,
+        )?;
+        r.register(Box::new(spend.clone()))?;
+        let gauge = |name: &str, help: &str| {
+            let g = GaugeVec::new(Opts::new(name, help), KEY_BUDGET)?;
+            r.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        Ok(Self {
+            remaining_key_budget: gauge(
+                "litellm_remaining_api_key_budget_metric",
+                "Remaining budget of a key, USD (+Inf without a max_budget)",
+            )?,
+            key_max_budget: gauge("litellm_api_key_max_budget_metric", "A key's max_budget, USD")?,
+            requests: counter(
+                r,
+                "litellm_proxy_total_requests_metric_total",
+                "Requests made to the proxy",
+                PROXY_TOTAL,
+            )?,
+            failed: counter(
+                r,
+                "litellm_proxy_failed_requests_metric_total",
+                "Requests that failed",
+                PROXY_FAILED,
+            )?,
+            requests_metric: counter(
+                r,
+                "litellm_requests_metric_total",
+                "Successful LLM requests (deprecated by LiteLLM; kept for its dashboards)",
+                REQUESTS,
+            )?,
+            spend,
+            input_tokens: counter(r, "litellm_input_tokens_metric_total", "Input (prompt) tokens", TOKENS)?,
+            output_tokens: counter(
+                r,
+                "litellm_output_tokens_metric_total",
+                "Output (completion) tokens",
+                TOKENS,
+            )?,
+            total_tokens: counter(r, "litellm_total_tokens_metric_total", "Input plus output tokens", TOKENS)?,
+            cached_input_tokens: counter(
+                r,
+                "litellm_input_cached_tokens_metric_total",
+                "Input tokens the provider read from its prompt cache",
+                TOKEN_DETAILS,
+            )?,
+            latency: hist(
+                "litellm_request_total_latency_metric",
+                "Total request latency in seconds, as the client sees it",
+                TOTAL_LATENCY,
+                LITELLM_BUCKETS,
+            )?,
+            llm_latency: hist(
+                "litellm_llm_api_latency_metric",
+                "Upstream LLM API latency in seconds",
+                LLM_LATENCY,
+                LITELLM_BUCKETS,
+            )?,
+            ttft: hist(
+                "litellm_llm_api_time_to_first_token_metric",
+                "Time to first token of streaming responses, seconds",
+                LLM_LATENCY,
+                LITELLM_BUCKETS,
+            )?,
+            overhead: hist(
+                "litellm_overhead_latency_metric",
+                "The gateway's own time in a request (total minus the provider's), seconds",
+                OVERHEAD,
+                LITELLM_BUCKETS,
+            )?,
+            per_output_token: hist(
+                "litellm_deployment_latency_per_output_token",
+                "Latency (time to first token of a stream) per output token, seconds",
+                PER_OUTPUT_TOKEN,
+                CLIENT_DEFAULT_BUCKETS,
+            )?,
+            deployment_success: counter(
+                r,
+                "litellm_deployment_success_responses_total",
+                "Requests a deployment answered",
+                DEPLOYMENT_REQUESTS,
+            )?,
+            deployment_total: counter(
+                r,
+                "litellm_deployment_total_requests_total",
+                "Requests a deployment served to the end (failures are in litellm_deployment_failure_responses_total)",
+                DEPLOYMENT_REQUESTS,
+            )?,
+        })
+    }
+}
+
+/// A request's label values, as LiteLLM fills them.
+struct Labels {
+    hashed_api_key: String,
+    alias: String,
+    team: String,
+    user: String,
+    org: String,
+    requested: String,
+    route: &'static str,
+    status: String,
+    exception_class: &'static str,
+    /// `model_id`, `api_provider`, `model` (the deployment's model), `model_group` (its
+    /// group: a fallback's when one served), `api_base`; `None` without a deployment.
+    model_id: String,
+    provider: String,
+    model: String,
+    model_group: String,
+    api_base: String,
+}
+
+impl Labels {
+    fn of(ctx: &RequestCtx) -> Self {
+        let or_none = |s: &str| {
+            if s.is_empty() {
+                NONE.to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        let key = ctx.key.as_deref();
+        let d = ctx.deployment.as_deref().map(|d| &d.deployment);
+        Self {
+            hashed_api_key: key.map_or_else(|| NONE.to_owned(), |k| k.hash.to_hex()),
+            alias: or_none(key.map_or("", |k| k.alias.as_str())),
+            team: or_none(key.map_or("", |k| k.team_id.as_str())),
+            user: or_none(key.map_or("", |k| k.user_id.as_str())),
+            org: or_none(key.map_or("", |k| k.organization_id.as_str())),
+            requested: or_none(ctx.model.as_deref().unwrap_or("")),
+            route: ctx.route,
+            status: ctx.status.to_string(),
+            exception_class: ctx.error_type.unwrap_or(NONE),
+            model_id: or_none(d.map_or("", |d| d.id.0.as_str())),
+            provider: or_none(d.map_or("", |d| d.provider.as_str())),
+            model: or_none(d.map_or("", |d| d.upstream_model.as_str())),
+            model_group: or_none(d.map_or("", |d| d.model_name.as_str())),
+            api_base: or_none(d.map_or("", |d| d.api_base.as_str())),
+        }
+    }
+}
+
+/// The children of one label combination, resolved once.
+struct Series {
+    /// What it was resolved for (a hash match is checked against it).
+    id: SeriesId,
+    requests: IntCounter,
+    /// For a request that failed (status 400 or more).
+    failed: Option<IntCounter>,
+    /// For a request with a deployment or usage ([`served`]).
+    served: Option<Served>,
+    /// For a request with a virtual key: its remaining budget and its max budget.
+    key_budget: Option<(Gauge, Gauge)>,
+}
+
+struct Served {
+    latency: Histogram,
+    requests: IntCounter,
+    spend: Counter,
+    input_tokens: IntCounter,
+    output_tokens: IntCounter,
+    total_tokens: IntCounter,
+    cached_input_tokens: IntCounter,
+    llm_latency: Histogram,
+    ttft: Histogram,
+    overhead: Histogram,
+    per_output_token: Histogram,
+    deployment_success: IntCounter,
+    deployment_total: IntCounter,
+}
+
+impl Series {
+    fn resolve(f: &Families, id: SeriesId, ctx: &RequestCtx) -> Self {
+        let l = Labels::of(ctx);
+        let requests = f.requests.with_label_values(&[
+            NONE,
+            &l.hashed_api_key,
+            &l.alias,
+            &l.requested,
+            &l.team,
+            NONE,
+            &l.user,
+            &l.status,
+            NONE,
+            l.route,
+            NONE,
+            NONE,
+            &l.model_id,
+            &l.provider,
+            &l.org,
+            NONE,
+        ]);
+        let failed = (ctx.status >= 400).then(|| {
+            f.failed.with_label_values(&[
+                NONE,
+                &l.hashed_api_key,
+                &l.alias,
+                &l.requested,
+                &l.team,
+                NONE,
+                &l.user,
+                NONE,
+                &l.status,
+                l.exception_class,
+                l.route,
+                NONE,
+                NONE,
+                &l.model_id,
+                &l.provider,
+                &l.org,
+                NONE,
+            ])
+        });
+        let served = served(ctx).then(|| {
+            let tokens = [
+                NONE,
+                &l.hashed_api_key,
+                &l.alias,
+                &l.model,
+                &l.team,
+                NONE,
+                &l.user,
+                NONE,
+                &l.requested,
+                &l.model_id,
+                &l.provider,
+                &l.org,
+                NONE,
+            ];
+            let llm = [
+                &l.model_group,
+                &l.model,
+                &l.hashed_api_key,
+                &l.alias,
+                &l.team,
+                NONE,
+                &l.requested,
+                NONE,
+                &l.user,
+                &l.model_id,
+                &l.provider,
+                NONE,
+                &l.org,
+                NONE,
+            ];
+            let deployment = [
+                &l.model_group,
+                &l.requested,
+                &l.model,
+                &l.model_id,
+                &l.api_base,
+                &l.provider,
+                &l.hashed_api_key,
+                &l.alias,
+                &l.team,
+                NONE,
+                NONE,
+                NONE,
+            ];
+            Served {
+                latency: f.latency.with_label_values(&[
+                    &l.model_group,
+                    NONE,
+                    &l.hashed_api_key,
+                    &l.alias,
+                    &l.requested,
+                    &l.team,
+                    NONE,
+                    &l.user,
+                    &l.model,
+                    &l.model_id,
+                    &l.provider,
+                    NONE,
+                    &l.org,
+                    NONE,
+                ]),
+                requests: f.requests_metric.with_label_values(&[
+                    NONE,
+                    &l.hashed_api_key,
+                    &l.alias,
+                    &l.model,
+                    &l.team,
+                    NONE,
+                    &l.user,
+                    NONE,
+                    NONE,
+                    NONE,
+                    &l.requested,
+                    &l.model_id,
+                    &l.provider,
+                    &l.org,
+                    NONE,
+                ]),
+                spend: f.spend.with_label_values(&[
+                    NONE,
+                    &l.hashed_api_key,
+                    &l.alias,
+                    &l.model,
+                    &l.team,
+                    NONE,
+                    &l.user,
+                    NONE,
+                    NONE,
+                    NONE,
+                    &l.requested,
+                    &l.model_id,
+                    &l.provider,
+                    NONE,
+                    &l.org,
+                    NONE,
+                ]),
+                input_tokens: f.input_tokens.with_label_values(&tokens),
+                output_tokens: f.output_tokens.with_label_values(&tokens),
+                total_tokens: f.total_tokens.with_label_values(&tokens),
+                cached_input_tokens: f.cached_input_tokens.with_label_values(&tokens[..11]),
+                llm_latency: f.llm_latency.with_label_values(&llm),
+                ttft: f.ttft.with_label_values(&llm),
+                overhead: f.overhead.with_label_values(&[
+                    &l.model_group,
+                    &l.provider,
+                    &l.api_base,
+                    &l.model,
+                    &l.hashed_api_key,
+                    &l.alias,
+                    &l.model_id,
+                ]),
+                per_output_token: f.per_output_token.with_label_values(&[
+                    &l.model_group,
+                    &l.model,
+                    &l.model_id,
+                    &l.api_base,
+                    &l.provider,
+                    &l.hashed_api_key,
+                    &l.alias,
+                    &l.team,
+                    NONE,
+                    &l.org,
+                    NONE,
+                ]),
+                deployment_success: f.deployment_success.with_label_values(&deployment),
+                deployment_total: f.deployment_total.with_label_values(&deployment),
+            }
+        });
+        let key_budget = ctx.key.is_some().then(|| {
+            let labels = [l.hashed_api_key.as_str(), l.alias.as_str()];
+            (
+                f.remaining_key_budget.with_label_values(&labels),
+                f.key_max_budget.with_label_values(&labels),
+            )
+        });
+        Self {
+            id,
+            requests,
+            failed,
+            served,
+            key_budget,
+        }
+    }
+}
+
+/// Whether a request has the families of a served one: it reached a deployment, or it used
+/// tokens (the rounds of a request that failed later).
+fn served(ctx: &RequestCtx) -> bool {
+    ctx.deployment.is_some() || ctx.usage.is_some()
+}
+
+/// What makes a request's label values: its key and its deployment (the very versions it
+/// was served with: a key or deployment changed by a snapshot is another allocation, so its
+/// new aliases or address make new series), the model group asked for, its route, status
+/// and error class. Holding them keeps their allocations from being reused for another.
+struct SeriesId {
+    key: Option<Arc<routeiq_proto::VirtualKey>>,
+    deployment: Option<Arc<crate::state::CompiledDeployment>>,
+    requested: Option<String>,
+    route: &'static str,
+    status: u16,
+    error: Option<&'static str>,
+    served: bool,
+}
+
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl SeriesId {
+    fn matches(&self, ctx: &RequestCtx) -> bool {
+        same(&self.key, &ctx.key)
+            && same(&self.deployment, &ctx.deployment)
+            && self.requested == ctx.model
+            && self.route == ctx.route
+            && self.status == ctx.status
+            && self.error == ctx.error_type
+            && self.served == served(ctx)
+    }
+
+    fn of(ctx: &RequestCtx) -> Self {
+        Self {
+            key: ctx.key.clone(),
+            deployment: ctx.deployment.clone(),
+            requested: ctx.model.clone(),
+            route: ctx.route,
+            status: ctx.status,
+            error: ctx.error_type,
+            served: served(ctx),
+        }
+    }
+
+    /// The hash of `ctx`'s id, computed without building it.
+    fn hash(ctx: &RequestCtx) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ctx.key.as_ref().map(Arc::as_ptr).hash(&mut h);
+        ctx.deployment.as_ref().map(Arc::as_ptr).hash(&mut h);
+        ctx.model.hash(&mut h);
+        ctx.route.hash(&mut h);
+        ctx.status.hash(&mut h);
+        ctx.error_type.hash(&mut h);
+        served(ctx).hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Resolved series by the hash of their id, at most [`SeriesCache::MAX`] (then it starts
+/// over: the children stay registered, only their handles are resolved again).
+#[derive(Default)]
+struct SeriesCache(RwLock<HashMap<u64, Arc<Series>>>);
+
+impl SeriesCache {
+    const MAX: usize = 10_000;
+
+    fn get(&self, f: &Families, ctx: &RequestCtx) -> Arc<Series> {
+        let hash = SeriesId::hash(ctx);
+        if let Ok(map) = self.0.read() {
+            if let Some(s) = map.get(&hash).filter(|s| s.id.matches(ctx)) {
+                return Arc::clone(s);
+            }
+        }
+        let series = Arc::new(Series::resolve(f, SeriesId::of(ctx), ctx));
+        if let Ok(mut map) = self.0.write() {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(hash, Arc::clone(&series));
+        }
+        series
     }
 }
 
@@ -383,11 +1007,65 @@ mod tests {
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
             "litellm_proxy_total_requests_metric_total",
-            "litellm_request_total_latency_metric_bucket",
-            "litellm_total_tokens_metric_total",
+            "litellm_in_flight_requests",
             "routeiq_snapshot_version",
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
+    }
+
+    /// The value of the one sample of `name` whose labels include every one of `labels`.
+    fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| labels.iter().all(|want| l.contains(want)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn a_requests_series_is_resolved_once_and_follows_its_status() {
+        let m = Metrics::new().unwrap();
+        let mut ctx = RequestCtx::new();
+        ctx.route = "chat";
+        ctx.model = Some("gpt".into());
+        ctx.status = 200;
+        m.observe(&ctx);
+        m.observe(&ctx);
+        assert_eq!(m.series.0.read().unwrap().len(), 1);
+        ctx.status = 429;
+        ctx.error_type = Some("rate_limit_error");
+        m.observe(&ctx);
+        assert_eq!(m.series.0.read().unwrap().len(), 2);
+        let text = String::from_utf8(m.render()).unwrap();
+        let total = "litellm_proxy_total_requests_metric_total";
+        assert_eq!(value(&text, total, &["status_code=\"200\""]), Some(2.0));
+        assert_eq!(value(&text, total, &["status_code=\"429\""]), Some(1.0));
+        let failed = "litellm_proxy_failed_requests_metric_total";
+        let labels = [
+            "exception_status=\"429\"",
+            "exception_class=\"rate_limit_error\"",
+            "end_user=\"None\"",
+        ];
+        assert_eq!(value(&text, failed, &labels), Some(1.0));
+        // LiteLLM's 16 labels, whatever RouteIQ does not know as "None".
+        let line = text.lines().find(|l| l.starts_with(total)).unwrap();
+        assert_eq!(line.matches("=\"").count(), PROXY_TOTAL.len(), "{line}");
+        assert!(line.contains("hashed_api_key=\"None\""), "{line}");
+        // A request that failed after using tokens (an earlier round) counts them.
+        ctx.status = 400;
+        ctx.error_type = Some("context_window_exceeded");
+        ctx.usage = Some(crate::usage::Usage {
+            input_tokens: 5,
+            output_tokens: 7,
+            cached_input_tokens: 0,
+        });
+        m.observe(&ctx);
+        let text = String::from_utf8(m.render()).unwrap();
+        let input = "litellm_input_tokens_metric_total";
+        assert_eq!(
+            value(&text, input, &["requested_model=\"gpt\""]),
+            Some(5.0),
+            "{text}"
+        );
     }
 }

@@ -140,13 +140,19 @@ impl IdGenerator for RequestTraceIds {
 /// Runs `build`, in which a root span built on `tracer` is in trace `id` (32 hex digits;
 /// a random trace when it is not a valid trace id).
 pub fn in_trace<T>(id: &str, build: impl FnOnce() -> T) -> T {
+    /// Clears the id however `build` ends, so that it never names another span's trace.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            NEXT_TRACE_ID.set(None);
+        }
+    }
     let id = TraceId::from_hex(id)
         .ok()
         .filter(|t| *t != TraceId::INVALID);
     NEXT_TRACE_ID.set(id);
-    let out = build();
-    NEXT_TRACE_ID.set(None);
-    out
+    let _clear = Clear;
+    build()
 }
 
 /// A W3C `traceparent`: the trace, the span that is the parent of the receiver's, and the
@@ -294,7 +300,9 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let Some(tracer) = &self.tracer else {
+        // Probes are not traced (a readiness probe would make a trace every few seconds).
+        let probe = req.uri().path().starts_with("/health/");
+        let Some(tracer) = self.tracer.as_ref().filter(|_| !probe) else {
             return Box::pin(self.inner.call(req));
         };
         let (name, mut attrs) = match self.protocol {
@@ -391,16 +399,15 @@ fn finish<R>(
 }
 
 /// A span of work done for a message received from NATS (a consumer span): a child of the
-/// `traceparent` the message carries, else a new trace. End it with [`Span::end`].
+/// `traceparent` the message carries (a new trace when it is not a valid one). End it with
+/// `Span::end`.
 pub fn consumer_span(
     tracer: &SdkTracer,
     name: &'static str,
-    traceparent: Option<&str>,
+    traceparent: &str,
     attrs: Vec<KeyValue>,
 ) -> opentelemetry_sdk::trace::Span {
-    let parent = traceparent
-        .and_then(TraceParent::parse)
-        .map_or_else(Context::new, |t| t.context());
+    let parent = TraceParent::parse(traceparent).map_or_else(Context::new, |t| t.context());
     let builder = tracer
         .span_builder(name)
         .with_kind(SpanKind::Consumer)

@@ -287,8 +287,15 @@ def test_each_call_is_an_invoke_agent_span_in_the_callers_trace(env):
             time.sleep(0.05)
         [span] = receiver.spans("invoke_agent echo10")
         assert span.trace_id.hex() == TRACEPARENT.split("-")[1]
-        assert span.parent_span_id.hex() == TRACEPARENT.split("-")[2]
+        # Under the request's span, itself under the caller's; the agent is told of the
+        # gateway's span, sampled as the caller's trace is.
+        deadline = time.time() + 15
+        while not [s for s in receiver.spans() if s.span_id == span.parent_span_id] and time.time() < deadline:
+            time.sleep(0.05)
+        [route] = [s for s in receiver.spans() if s.span_id == span.parent_span_id]
+        assert route.parent_span_id.hex() == TRACEPARENT.split("-")[2]
         assert span.span_id.hex() == sent.split("-")[2]
+        assert sent.split("-")[3] == TRACEPARENT.split("-")[3]
         attrs = {a.key: a.value for a in span.attributes}
         assert attrs["gen_ai.operation.name"].string_value == "invoke_agent"
         assert attrs["gen_ai.agent.name"].string_value == "echo10"

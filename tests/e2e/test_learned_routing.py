@@ -423,9 +423,24 @@ def test_routing_spans_go_out_over_otlp_and_become_training_records(mock, gatewa
     try:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-        # The query is prompt text: on spans only when content capture is asked for.
-        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         dir = ARTIFACTS / "knn"
+        # The query is prompt text: not on spans unless content capture is asked for.
+        g = gateway(config(mock, "knn", model_path=str(dir)))
+        wait_loaded(g)
+        query, want = clear_choices(dir)[0]
+        r = g.chat("auto", content=query)
+        assert r.headers["x-routeiq-router-candidate"] == want
+        deadline = time.time() + 15
+        call_id = r.headers["x-litellm-call-id"]
+        mine = lambda: [s for s in receiver.spans() if s.trace_id.hex() == call_id]  # noqa: E731
+        while not mine() and time.time() < deadline:
+            time.sleep(0.05)
+        [plain] = mine()
+        keys = {a.key for a in plain.attributes}
+        assert "routeiq.route.candidate" in keys and "routeiq.route.query" not in keys
+        g.stop()
+        receiver.received.clear()
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         g = gateway(config(mock, "knn", model_path=str(dir)))
         wait_loaded(g)
         sent = {}
@@ -434,9 +449,10 @@ def test_routing_spans_go_out_over_otlp_and_become_training_records(mock, gatewa
             assert r.headers["x-routeiq-router-candidate"] == want
             sent[r.headers["x-litellm-call-id"]] = (query, want, r.headers["x-litellm-model-id"])
         deadline = time.time() + 15
-        while len(receiver.spans()) < len(sent) and time.time() < deadline:
+        chats = lambda: [s for s in receiver.spans() if s.trace_id.hex() in sent]  # noqa: E731
+        while len(chats()) < len(sent) and time.time() < deadline:
             time.sleep(0.05)
-        spans = {s.trace_id.hex(): s for s in receiver.spans()}
+        spans = {s.trace_id.hex(): s for s in chats()}
         assert set(spans) == set(sent)
         for call_id, (query, want, deployment_id) in sent.items():
             attrs = {a.key: a.value for a in spans[call_id].attributes}

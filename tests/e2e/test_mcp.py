@@ -420,7 +420,11 @@ def test_each_tool_call_is_an_execute_tool_span_in_the_requests_trace(mcp_env, t
             time.sleep(0.05)
         [joined] = [s for s in receiver.spans("execute_tool search") if s.trace_id.hex() != call_id]
         assert joined.trace_id.hex() == caller.split("-")[1]
-        assert joined.parent_span_id.hex() == caller.split("-")[2]
+        # Under the request's span, itself under the caller's.
+        [route] = [s for s in receiver.spans() if s.span_id == joined.parent_span_id]
+        assert route.parent_span_id.hex() == caller.split("-")[2]
+        assert {a.key: a.value for a in route.attributes}["routeiq.request_id"].string_value == \
+            r.headers["x-litellm-call-id"]
     finally:
         p.stop()
         receiver.stop()

@@ -11,6 +11,8 @@ counted. Bad MCP tools are 4xx errors in OpenAI's shape."""
 
 import json
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -284,7 +286,10 @@ def test_a_round_that_fails_ends_the_request_and_the_rounds_before_are_counted(e
                     text.extend(ch.delta.content or "" for ch in chunk.choices)
             assert "".join(text) == "Let me check."
             assert "prompt is too long" in str(e.value), e.value
-        after = tokens_counted(env)
+        # Counted when the request is logged, just after its answer went out.
+        deadline = time.time() + 5
+        while (after := tokens_counted(env)) == before and time.time() < deadline:
+            time.sleep(0.02)
         assert after[0] - before[0] == first.usage.prompt_tokens
         assert after[1] - before[1] == first.usage.completion_tokens
     finally:

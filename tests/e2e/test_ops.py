@@ -1,5 +1,6 @@
 """Health, metrics, and the binary's command line."""
 
+import re
 import subprocess
 
 import httpx
@@ -17,25 +18,63 @@ def test_health(gateway):
     assert body["models"] >= 5
 
 
-def test_metrics_count_requests_tokens_and_latency(gateway, openai_client):
+def samples(text: str, name: str) -> list[tuple[dict, float]]:
+    """The samples of `name` in a Prometheus text exposition, with their labels."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        if m and m.group(1) == name:
+            labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.append((labels, float(m.group(3))))
+    return out
+
+
+def total(text: str, name: str, **labels) -> float:
+    return sum(v for l, v in samples(text, name) if all(l.get(k) == v2 for k, v2 in labels.items()))
+
+
+# LiteLLM's label sets (litellm 1.110.2), in its order; the exposition sorts them.
+PROXY_TOTAL = {"end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias", "user",
+               "status_code", "user_email", "route", "client_ip", "user_agent", "model_id", "api_provider",
+               "org_id", "org_alias"}
+TOKENS = {"end_user", "hashed_api_key", "api_key_alias", "model", "team", "team_alias", "user", "user_email",
+          "requested_model", "model_id", "api_provider", "org_id", "org_alias"}
+TOTAL_LATENCY = {"model_group", "end_user", "hashed_api_key", "api_key_alias", "requested_model", "team",
+                 "team_alias", "user", "model", "model_id", "api_provider", "service_tier", "org_id", "org_alias"}
+LITELLM_BUCKETS = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2", "5", "10", "30", "60",
+                   "120", "300", "420", "600", "+Inf"]
+
+
+def test_metrics_count_requests_tokens_and_latency_with_litellms_labels(gateway, openai_client):
     openai_client.chat.completions.create(model="fixed-mock", messages=[{"role": "user", "content": "count me"}])
     text = httpx.get(f"{gateway.url}/metrics").text
-
-    def value(prefix):
-        lines = [l for l in text.splitlines() if l.startswith(prefix)]
-        assert lines, f"{prefix} not in metrics"
-        return sum(float(l.rsplit(" ", 1)[1]) for l in lines)
-
-    assert value('litellm_proxy_total_requests_metric_total{provider="mock",requested_model="fixed-mock"') >= 1
-    assert value('litellm_output_tokens_metric_total{provider="mock",requested_model="fixed-mock"}') >= 2
-    assert value('litellm_request_total_latency_metric_count{provider="mock",requested_model="fixed-mock"') >= 1
+    requests = samples(text, "litellm_proxy_total_requests_metric_total")
+    assert requests and all(set(l) == PROXY_TOTAL for l, _ in requests)
+    assert total(text, "litellm_proxy_total_requests_metric_total", api_provider="mock",
+                 requested_model="fixed-mock", status_code="200", route="chat", end_user="None") >= 1
+    tokens = samples(text, "litellm_output_tokens_metric_total")
+    assert tokens and all(set(l) == TOKENS for l, _ in tokens)
+    assert total(text, "litellm_output_tokens_metric_total", api_provider="mock", requested_model="fixed-mock") >= 2
+    assert total(text, "litellm_spend_metric_total", requested_model="fixed-mock") >= 0
+    buckets = samples(text, "litellm_request_total_latency_metric_bucket")
+    assert buckets and all(set(l) - {"le"} == TOTAL_LATENCY for l, _ in buckets)
+    mine = [l for l, _ in buckets if l["requested_model"] == "fixed-mock"]
+    assert [l["le"] for l in mine][:len(LITELLM_BUCKETS)] == LITELLM_BUCKETS
+    assert total(text, "litellm_request_total_latency_metric_count", requested_model="fixed-mock") >= 1
+    for name in ("litellm_llm_api_latency_metric_count", "litellm_overhead_latency_metric_count",
+                 "litellm_deployment_success_responses_total", "litellm_deployment_total_requests_total",
+                 "litellm_requests_metric_total", "litellm_deployment_latency_per_output_token_count"):
+        assert total(text, name) >= 1, name
+    # This scrape is itself in flight.
+    assert total(text, "litellm_in_flight_requests") >= 0
     assert "routeiq_snapshot_version 0" in text
 
 
 def test_failed_requests_are_counted(gateway):
     httpx.post(f"{gateway.url}/v1/chat/completions", json={})
     text = httpx.get(f"{gateway.url}/metrics").text
-    assert 'litellm_proxy_failed_requests_metric_total{exception_class="authentication_error",exception_status="401"' in text
+    assert total(text, "litellm_proxy_failed_requests_metric_total", exception_class="authentication_error",
+                 exception_status="401", hashed_api_key="None") >= 1
 
 
 def run_binary(*args, env=None):

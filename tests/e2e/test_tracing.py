@@ -183,12 +183,43 @@ def test_the_sampler_decides_new_traces_and_follows_the_callers_flag(mock_provid
         receiver.stop()
 
 
+class Blackhole:
+    """A collector that accepts connections and never answers: every export waits for its
+    timeout while spans keep coming."""
+
+    def __init__(self, port: int):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def stop(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
 def test_a_dead_collector_fails_no_request_and_memory_stays_bounded(mock_provider, tmp_path):
-    """The collector goes away mid-run: every request is still answered, the span queue is
-    bounded (spans past it are dropped), and the logs are JSON lines carrying the request's
-    trace and span ids, with no key, prompt or provider secret in them at any level."""
+    """The collector goes away mid-run, then one that never answers takes its port: every
+    request is still answered, and the span queue is bounded (spans past it are dropped).
+    The logs are JSON lines carrying the request's trace and span ids, with no key, prompt
+    or provider secret in them at any level."""
     receiver = OtlpReceiver()
     url, p = start_gateway(tmp_path, mock_provider, receiver.port, ROUTEIQ_LOG_FORMAT="json",
+                           OTEL_EXPORTER_OTLP_TIMEOUT="30000",
                            ROUTEIQ_LOG="debug,pingora=warn,h2=info,tonic=info,tower=info,hyper=info")
 
     def run(n: int, content: str) -> list[int]:
@@ -205,36 +236,33 @@ def test_a_dead_collector_fails_no_request_and_memory_stays_bounded(mock_provide
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
 
+    hole = None
     try:
         first = ask(url, mock_provider, None)[0].headers["x-litellm-call-id"]
         route, _ = tree_of(receiver, first)
         receiver.stop()
-        assert set(run(1500, "a secret prompt 7c1e")) == {200}
+        # The collector's own port, now held by one that never answers.
+        hole = Blackhole(receiver.port)
+        assert set(run(2000, "a secret prompt 7c1e")) == {200}
         settled = rss_kb()
-        assert set(run(1500, "a secret prompt 7c1e")) == {200}
+        assert set(run(3000, "a secret prompt 7c1e")) == {200}
         grown = rss_kb() - settled
-        # 7,500 more spans could not be sent; the queue (2,048 spans) holds what it can.
-        assert grown < 16 * 1024, f"RSS grew {grown} kB over 1,500 requests with the collector gone"
+        # 15,000 more spans (about 1 kB each) could not be sent; the queue holds 2,048.
+        assert grown < 6 * 1024, f"RSS grew {grown} kB over 3,000 requests with the collector hung"
     finally:
         p.stop()
+        if hole:
+            hole.stop()
     log = (tmp_path / "gw.log").read_text()
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]
     requests = [line for line in lines if line.get("message") == "request"]
-    assert len(requests) >= 3001
+    assert len(requests) >= 5001
     (line,) = [r for r in requests if r["request_id"] == first]
     assert line["trace_id"] == first and line["span_id"] == route.span_id.hex()
     assert line["model_group"] == "gpt-upstream" and line["status"] == 200
     assert line["completion_tokens"] > 0 and line["llm_api_ms"] > 0 and line["total_ms"] >= line["llm_api_ms"]
     for secret in (MASTER_KEY, "sk-provider-secret-9f2", "a secret prompt 7c1e"):
         assert secret not in log
-
-
-def attr(span, key: str):
-    for a in span.attributes:
-        if a.key == key:
-            v = a.value
-            return getattr(v, v.WhichOneof("value"))
-    return None
 
 
 def test_one_trace_from_the_admin_api_and_from_a_request_into_postgres(make_stack, monkeypatch):
@@ -283,6 +311,14 @@ def test_one_trace_from_the_admin_api_and_from_a_request_into_postgres(make_stac
                                 and sp.name == "routeiq.v1.ControlPlane/GenerateKey", "control-plane gRPC span")
         assert grpc_span.trace_id == http_span.trace_id and grpc_span.kind == grpc_span.SPAN_KIND_SERVER
         assert attr(grpc_span, "rpc.system") == "grpc" and attr(grpc_span, "rpc.grpc.status_code") == 0
+        # A call the control plane refuses: its gRPC status is on its span.
+        r = admin.call("GET", "/key/info", params={"key": "sk-no-such-key"})
+        assert r.status_code == 404, r.text
+        [(_, info)] = find(lambda svc, sp: svc == "routeiq-admin" and sp.name == "GET /key/info", "admin span")
+        assert attr(info, "http.response.status_code") == 404
+        [(_, refused)] = find(lambda svc, sp: svc == "routeiq-controlplane" and sp.parent_span_id == info.span_id
+                              and attr(sp, "rpc.grpc.status_code") != 0, "refused gRPC span")
+        assert attr(refused, "rpc.grpc.status_code") == 5  # NOT_FOUND
 
         # The request's span on the data plane, then its usage ingestion under it.
         [(_, route)] = find(lambda svc, sp: svc == "routeiq-dataplane" and sp.name == "routeiq.route"
@@ -297,3 +333,11 @@ def test_one_trace_from_the_admin_api_and_from_a_request_into_postgres(make_stac
         assert s.sql("SELECT count(*) FROM spend_logs WHERE request_id = %s", call_id) == [(1,)]
     finally:
         receiver.stop()
+
+
+def attr(span, key: str):
+    for a in span.attributes:
+        if a.key == key:
+            v = a.value
+            return getattr(v, v.WhichOneof("value"))
+    return None

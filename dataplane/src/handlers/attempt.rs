@@ -60,7 +60,11 @@ pub async fn plan<'a>(
 ) -> Result<(Failover<'a>, Arc<CompiledDeployment>), ApiError> {
     let estimate = crate::limits::WorstCase::of(r.body_len, r.max_tokens, None);
     ctx.model = Some(r.model.to_owned());
-    let routing = ctx.span.is_some().then(Instant::now);
+    let routing = ctx
+        .span
+        .as_ref()
+        .is_some_and(crate::otel::RouteSpan::sampled)
+        .then(Instant::now);
     let mut plan = Failover::new(
         app,
         live,
@@ -70,9 +74,16 @@ pub async fn plan<'a>(
             prompt_tokens: estimate.prompt,
             tokens: estimate.tokens(),
             tags: r.tags,
-            query: r
-                .query
-                .map(|q| Arc::new(Query::for_user(q, ctx.end_user.clone()))),
+            query: r.query.map(|q| {
+                let query = Query::for_user(q, ctx.end_user.clone());
+                Arc::new(
+                    query.explained(
+                        ctx.span
+                            .as_ref()
+                            .is_some_and(crate::otel::RouteSpan::sampled),
+                    ),
+                )
+            }),
             pinned: r.pinned,
         },
     )?;
@@ -94,7 +105,11 @@ pub async fn plan<'a>(
         r.max_tokens,
         first.deployment.model_info.max_output_tokens,
     );
-    let limits = ctx.span.is_some().then(Instant::now);
+    let limits = ctx
+        .span
+        .as_ref()
+        .is_some_and(crate::otel::RouteSpan::sampled)
+        .then(Instant::now);
     let admitted = ctx.admit(app, live, &first, worst).await;
     if let (Some(started), Some(spans), Some(span)) = (limits, &app.spans, &ctx.span) {
         let attrs = match &admitted {

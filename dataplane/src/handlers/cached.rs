@@ -75,7 +75,11 @@ pub async fn lookup(
         return Ok(Lookup::Miss(None));
     };
     plan.epoch = app.cache.epoch();
-    let started = ctx.span.is_some().then(std::time::Instant::now);
+    let started = ctx
+        .span
+        .as_ref()
+        .is_some_and(crate::otel::RouteSpan::sampled)
+        .then(std::time::Instant::now);
     let found = look(app, live, ctx, &ask, plan).await;
     if let (Some(started), Some(spans), Some(span)) = (started, &app.spans, &ctx.span) {
         let mut attrs = vec![opentelemetry::KeyValue::new(

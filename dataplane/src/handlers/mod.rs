@@ -41,13 +41,16 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         .and_then(|v| v.to_str().ok())
         .and_then(crate::otel::TraceParent::parse)
         .map(Box::new);
-    // Probes and metrics (routes without a key) have no span.
+    // Probes and metrics have no span.
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_owned();
     let (api, result) = match ROUTES.find(&method, &path) {
         Found::Route(route, param) => {
             ctx.route = route.name;
-            if route.needs != Needs::Nothing {
+            if !matches!(
+                route.endpoint,
+                Endpoint::Liveliness | Endpoint::Readiness | Endpoint::Metrics
+            ) {
                 ctx.span = app.spans.as_ref().map(|s| s.start(ctx, method.as_str()));
             }
             let param = param.map(str::to_owned);
@@ -196,7 +199,11 @@ fn authenticate(
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
-    let started = ctx.span.is_some().then(std::time::Instant::now);
+    let started = ctx
+        .span
+        .as_ref()
+        .is_some_and(crate::otel::RouteSpan::sampled)
+        .then(std::time::Instant::now);
     let key = auth::authenticate(live, session.req_header()).map(auth::Caller::into_key);
     if let (Some(started), Some(spans), Some(route)) = (started, &app.spans, &ctx.span) {
         let mut attrs = Vec::with_capacity(2);

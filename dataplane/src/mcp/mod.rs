@@ -106,7 +106,6 @@ impl Registry {
         self.servers.iter().map(|s| s.session_key()).collect()
     }
 
-    /// The servers' configurations (a delta edits them, then they are compiled again).
     /// How many servers this data plane serves.
     pub fn len(&self) -> usize {
         self.servers.len()
@@ -116,6 +115,7 @@ impl Registry {
         self.servers.is_empty()
     }
 
+    /// The servers' configurations (a delta edits them, then they are compiled again).
     pub fn configs(&self) -> Vec<routeiq_proto::McpServer> {
         self.servers.iter().map(|s| s.config.clone()).collect()
     }

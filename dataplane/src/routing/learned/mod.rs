@@ -42,7 +42,8 @@ pub struct Decision {
     pub candidate: Option<String>,
     /// The text routed on.
     pub query: Arc<str>,
-    /// Each scored candidate's name and score (empty when the fallback routed).
+    /// Each scored candidate's name and score, when the query asked for them (empty when
+    /// the fallback routed).
     pub scores: Scores,
 }
 
@@ -56,6 +57,8 @@ pub struct Query {
     pub text: Arc<str>,
     /// The request's end user (personalised strategies).
     pub user: Option<String>,
+    /// Whether the decision carries the candidates' scores ([`Decision::scores`]).
+    explain: bool,
     /// Features by featurizer (hashed: its dimension; encoder: its address).
     features: Mutex<Vec<(usize, Arc<[f32]>)>>,
     /// The candidate a router model named (`llmrouter-causallm`).
@@ -73,10 +76,17 @@ impl Query {
         Self {
             text: text.into(),
             user,
+            explain: false,
             features: Mutex::new(Vec::new()),
             choice: Mutex::new(None),
             decision: Mutex::new(None),
         }
+    }
+
+    /// The decision will carry every candidate's score (for the request's span).
+    pub fn explained(mut self, explain: bool) -> Self {
+        self.explain = explain;
+        self
     }
 
     fn cached(&self, key: usize) -> Option<Arc<[f32]>> {
@@ -191,11 +201,13 @@ impl LearnedRouter {
         // The highest value; ties go to the cheaper candidate, then the lower label (as the
         // pipeline decides them).
         let mut best: Option<(usize, usize, f64)> = None;
-        let mut scored = Vec::with_capacity(candidates.len());
+        let mut scored = Vec::with_capacity(if query.explain { candidates.len() } else { 0 });
         for (i, label) in candidates.iter().zip(&labels) {
             let Some(label) = *label else { continue };
             let Some(score) = scores[label] else { continue };
-            scored.push((model.manifest.candidates[label].name.clone(), score));
+            if query.explain {
+                scored.push((model.manifest.candidates[label].name.clone(), score));
+            }
             let price = model.unit_price[label];
             let value = f64::from(score) - self.cost_weight * price;
             let better = best.is_none_or(|(_, bl, bv)| {
