@@ -11,8 +11,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::context::RequestCtx;
@@ -209,7 +209,6 @@ const DEPLOYMENT_REQUESTS: &[&str] = &[
     "client_ip",
     "user_agent",
 ];
-const KEY_BUDGET: &[&str] = &["hashed_api_key", "api_key_alias"];
 
 pub struct Metrics {
     registry: Registry,
@@ -444,10 +443,12 @@ impl Metrics {
             return;
         };
         served.latency.observe(total.as_secs_f64());
-        if ctx.status < 400 {
+        if ctx.deployment.is_some() {
+            served.deployment_total.inc();
+        }
+        if !failed(ctx) {
             served.requests.inc();
             served.deployment_success.inc();
-            served.deployment_total.inc();
             if let Some(d) = ctx.upstream_latency {
                 served.llm_latency.observe(d.as_secs_f64());
                 served
@@ -480,16 +481,6 @@ impl Metrics {
                     .observe(took.as_secs_f64() / u.output_tokens as f64);
             }
         }
-        if let (Some(k), Some((remaining, max))) = (ctx.key.as_deref(), &series.key_budget) {
-            // The snapshot's spend plus this request's: what LiteLLM reports after a request.
-            match k.max_budget {
-                Some(m) => {
-                    max.set(m);
-                    remaining.set(m - k.spend - ctx.cost().unwrap_or(0.0));
-                }
-                None => remaining.set(f64::INFINITY),
-            }
-        }
     }
 
     /// The Prometheus text exposition.
@@ -519,8 +510,6 @@ struct Families {
     per_output_token: HistogramVec,
     deployment_success: IntCounterVec,
     deployment_total: IntCounterVec,
-    remaining_key_budget: GaugeVec,
-    key_max_budget: GaugeVec,
 }
 
 impl Families {
@@ -538,17 +527,7 @@ impl Families {
             SPEND,
         )?;
         r.register(Box::new(spend.clone()))?;
-        let gauge = |name: &str, help: &str| {
-            let g = GaugeVec::new(Opts::new(name, help), KEY_BUDGET)?;
-            r.register(Box::new(g.clone()))?;
-            Ok::<_, prometheus::Error>(g)
-        };
         Ok(Self {
-            remaining_key_budget: gauge(
-                "litellm_remaining_api_key_budget_metric",
-                "Remaining budget of a key, USD (+Inf without a max_budget)",
-            )?,
-            key_max_budget: gauge("litellm_api_key_max_budget_metric", "A key's max_budget, USD")?,
             requests: counter(
                 r,
                 "litellm_proxy_total_requests_metric_total",
@@ -568,14 +547,24 @@ impl Families {
                 REQUESTS,
             )?,
             spend,
-            input_tokens: counter(r, "litellm_input_tokens_metric_total", "Input (prompt) tokens", TOKENS)?,
+            input_tokens: counter(
+                r,
+                "litellm_input_tokens_metric_total",
+                "Input (prompt) tokens",
+                TOKENS,
+            )?,
             output_tokens: counter(
                 r,
                 "litellm_output_tokens_metric_total",
                 "Output (completion) tokens",
                 TOKENS,
             )?,
-            total_tokens: counter(r, "litellm_total_tokens_metric_total", "Input plus output tokens", TOKENS)?,
+            total_tokens: counter(
+                r,
+                "litellm_total_tokens_metric_total",
+                "Input plus output tokens",
+                TOKENS,
+            )?,
             cached_input_tokens: counter(
                 r,
                 "litellm_input_cached_tokens_metric_total",
@@ -621,7 +610,7 @@ impl Families {
             deployment_total: counter(
                 r,
                 "litellm_deployment_total_requests_total",
-                "Requests a deployment served to the end (failures are in litellm_deployment_failure_responses_total)",
+                "Requests served by a deployment, failed or not",
                 DEPLOYMENT_REQUESTS,
             )?,
         })
@@ -687,8 +676,6 @@ struct Series {
     failed: Option<IntCounter>,
     /// For a request with a deployment or usage ([`served`]).
     served: Option<Served>,
-    /// For a request with a virtual key: its remaining budget and its max budget.
-    key_budget: Option<(Gauge, Gauge)>,
 }
 
 struct Served {
@@ -728,7 +715,7 @@ impl Series {
             &l.org,
             NONE,
         ]);
-        let failed = (ctx.status >= 400).then(|| {
+        let failed = failed(ctx).then(|| {
             f.failed.with_label_values(&[
                 NONE,
                 &l.hashed_api_key,
@@ -879,21 +866,19 @@ impl Series {
                 deployment_total: f.deployment_total.with_label_values(&deployment),
             }
         });
-        let key_budget = ctx.key.is_some().then(|| {
-            let labels = [l.hashed_api_key.as_str(), l.alias.as_str()];
-            (
-                f.remaining_key_budget.with_label_values(&labels),
-                f.key_max_budget.with_label_values(&labels),
-            )
-        });
         Self {
             id,
             requests,
             failed,
             served,
-            key_budget,
         }
     }
+}
+
+/// Whether a request failed: an error status, or an error after a 200 went out (a stream
+/// that broke off).
+fn failed(ctx: &RequestCtx) -> bool {
+    ctx.status >= 400 || ctx.error_type.is_some()
 }
 
 /// Whether a request has the families of a served one: it reached a deployment, or it used

@@ -46,6 +46,42 @@ def exported(text: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| )", text, re.M)}
 
 
+def labels_of(text: str) -> dict[str, set[str]]:
+    """Each exported metric's label names."""
+    out: dict[str, set[str]] = {}
+    for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", text, re.M):
+        out.setdefault(m.group(1), set()).update(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(2)))
+    return out
+
+
+def grouping_labels(target: dict) -> set[str]:
+    """The labels a panel target groups by or shows in its legend: `le` aside, and the
+    target labels Prometheus adds when it scrapes (`instance`, `job`)."""
+    expr = target.get("expr", "")
+    found = set()
+    for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+        found.update(x.strip() for x in group.split(",") if x.strip())
+    found.update(re.findall(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}", target.get("legendFormat", "")))
+    return found - {"le", "instance", "job"}
+
+
+def targets(dashboard: Path) -> list[dict]:
+    out = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            if isinstance(o.get("expr"), str):
+                out.append(o)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for x in o:
+                walk(x)
+
+    walk(json.loads(dashboard.read_text()))
+    return out
+
+
 def test_the_extractor_reads_names_not_labels():
     expr = ('sum by (litellm_model_name, model_id) (rate(litellm_deployment_failure_responses_total'
             '{model_id=~"$m"}[5m])) / label_values(litellm_proxy_total_requests_metric_total, requested_model)')
@@ -114,3 +150,13 @@ general_settings:
         redis.stop()
     missing = {name: board for name, board in wanted.items() if name not in exported(text)}
     assert not missing, f"queried by a dashboard, not exported: {missing}"
+    # Every label a panel groups by or names in its legend is on the metrics it reads.
+    have = labels_of(text)
+    unlabelled = []
+    for d in DASHBOARDS:
+        for t in targets(d):
+            names = metric_names(t["expr"])
+            on = set().union(*(have.get(n, set()) for n in names)) if names else set()
+            for label in grouping_labels(t) - on:
+                unlabelled.append((d.name, label, sorted(names)))
+    assert not unlabelled, f"grouped by labels the metrics do not have: {unlabelled}"

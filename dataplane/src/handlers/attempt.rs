@@ -59,7 +59,6 @@ pub async fn plan<'a>(
     r: Request<'a>,
 ) -> Result<(Failover<'a>, Arc<CompiledDeployment>), ApiError> {
     let estimate = crate::limits::WorstCase::of(r.body_len, r.max_tokens, None);
-    ctx.model = Some(r.model.to_owned());
     let routing = ctx
         .span
         .as_ref()
@@ -87,6 +86,9 @@ pub async fn plan<'a>(
             pinned: r.pinned,
         },
     )?;
+    // Only a model group that exists names the request (in metrics and logs): a client's
+    // unknown name never becomes a label value.
+    ctx.model = Some(r.model.to_owned());
     if let Some(query) = plan.request().query.clone() {
         prepare(app, live, ctx, plan.preparation(), &query).await;
     }
