@@ -513,8 +513,9 @@ struct Families {
 }
 
 impl Families {
-    fn new(r: &Registry) -> prometheus::Result<Self> {
-        let hist = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let r = registry.clone();
+        let histogram_in = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
             let h = HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(buckets.to_vec()),
                 labels,
@@ -529,86 +530,86 @@ impl Families {
         r.register(Box::new(spend.clone()))?;
         Ok(Self {
             requests: counter(
-                r,
+                &r,
                 "litellm_proxy_total_requests_metric_total",
                 "Requests made to the proxy",
                 PROXY_TOTAL,
             )?,
             failed: counter(
-                r,
+                &r,
                 "litellm_proxy_failed_requests_metric_total",
                 "Requests that failed",
                 PROXY_FAILED,
             )?,
             requests_metric: counter(
-                r,
+                &r,
                 "litellm_requests_metric_total",
                 "Successful LLM requests (deprecated by LiteLLM; kept for its dashboards)",
                 REQUESTS,
             )?,
             spend,
             input_tokens: counter(
-                r,
+                &r,
                 "litellm_input_tokens_metric_total",
                 "Input (prompt) tokens",
                 TOKENS,
             )?,
             output_tokens: counter(
-                r,
+                &r,
                 "litellm_output_tokens_metric_total",
                 "Output (completion) tokens",
                 TOKENS,
             )?,
             total_tokens: counter(
-                r,
+                &r,
                 "litellm_total_tokens_metric_total",
                 "Input plus output tokens",
                 TOKENS,
             )?,
             cached_input_tokens: counter(
-                r,
+                &r,
                 "litellm_input_cached_tokens_metric_total",
                 "Input tokens the provider read from its prompt cache",
                 TOKEN_DETAILS,
             )?,
-            latency: hist(
+            latency: histogram_in(
                 "litellm_request_total_latency_metric",
                 "Total request latency in seconds, as the client sees it",
                 TOTAL_LATENCY,
                 LITELLM_BUCKETS,
             )?,
-            llm_latency: hist(
+            llm_latency: histogram_in(
                 "litellm_llm_api_latency_metric",
                 "Upstream LLM API latency in seconds",
                 LLM_LATENCY,
                 LITELLM_BUCKETS,
             )?,
-            ttft: hist(
+            ttft: histogram_in(
                 "litellm_llm_api_time_to_first_token_metric",
                 "Time to first token of streaming responses, seconds",
                 LLM_LATENCY,
                 LITELLM_BUCKETS,
             )?,
-            overhead: hist(
+            overhead: histogram_in(
                 "litellm_overhead_latency_metric",
                 "The gateway's own time in a request (total minus the provider's), seconds",
                 OVERHEAD,
                 LITELLM_BUCKETS,
             )?,
-            per_output_token: hist(
+            per_output_token: histogram_in(
                 "litellm_deployment_latency_per_output_token",
                 "Latency (time to first token of a stream) per output token, seconds",
                 PER_OUTPUT_TOKEN,
                 CLIENT_DEFAULT_BUCKETS,
             )?,
             deployment_success: counter(
-                r,
+                &r,
                 "litellm_deployment_success_responses_total",
                 "Requests a deployment answered",
                 DEPLOYMENT_REQUESTS,
             )?,
             deployment_total: counter(
-                r,
+                &r,
                 "litellm_deployment_total_requests_total",
                 "Requests served by a deployment, failed or not",
                 DEPLOYMENT_REQUESTS,
