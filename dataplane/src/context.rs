@@ -28,8 +28,9 @@ pub struct RequestCtx {
     pub cache_cost: f64,
     /// Low-cardinality route label (`chat`, `messages`, ...).
     pub route: &'static str,
-    /// Counted in `litellm_in_flight_requests` (until it is logged).
-    pub in_flight: bool,
+    /// Its count in `litellm_in_flight_requests`, taken back when the context is dropped
+    /// (after it is logged, or when its task ends any other way).
+    pub in_flight: Option<crate::telemetry::InFlight>,
     /// The virtual key that authenticated the request (none for the master key).
     pub key: Option<Arc<VirtualKey>>,
     pub model: Option<String>,
@@ -215,7 +216,7 @@ impl RequestCtx {
             attempt_span: None,
             cache_cost: 0.0,
             route: "other",
-            in_flight: false,
+            in_flight: None,
             key: None,
             model: None,
             deployment: None,

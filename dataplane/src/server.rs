@@ -35,8 +35,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.app.metrics.in_flight.inc();
-        ctx.in_flight = true;
+        ctx.in_flight = Some(self.app.metrics.in_flight());
         handlers::handle(&self.app, session, ctx).await;
         Ok(true)
     }

@@ -214,8 +214,8 @@ pub struct Metrics {
     registry: Registry,
     families: Families,
     series: SeriesCache,
-    /// `litellm_in_flight_requests`: requests being served.
-    pub in_flight: IntGauge,
+    /// `litellm_in_flight_requests`: requests being served (see [`InFlight`]).
+    in_flight: IntGauge,
     snapshot_version: IntGauge,
     /// Attached mode: snapshot updates refused (the last good state kept serving).
     pub snapshot_rejected: IntCounter,
@@ -425,11 +425,14 @@ impl Metrics {
             .set(i64::try_from(v).unwrap_or(i64::MAX));
     }
 
+    /// Counts a request in `litellm_in_flight_requests` until the returned guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
     /// Records a finished request.
     pub fn observe(&self, ctx: &RequestCtx) {
-        if ctx.in_flight {
-            self.in_flight.dec();
-        }
         if matches!(ctx.route, "metrics" | "health") {
             return;
         }
@@ -490,6 +493,16 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// A request's count in `litellm_in_flight_requests`: taken back on drop, so a request
+/// whose task ends without being logged (a panic) is not counted for ever.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -1006,6 +1019,22 @@ mod tests {
             .filter(|l| l.starts_with(&format!("{name}{{")))
             .find(|l| labels.iter().all(|want| l.contains(want)))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn a_request_is_in_flight_until_its_guard_drops() {
+        let m = Metrics::new().unwrap();
+        let a = m.in_flight();
+        let b = m.in_flight();
+        assert_eq!(m.in_flight.get(), 2);
+        drop(a);
+        assert_eq!(m.in_flight.get(), 1);
+        // However the request ends: a panicking task drops its context too.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = b;
+            panic!("handler panicked");
+        }));
+        assert_eq!(m.in_flight.get(), 0);
     }
 
     #[test]
