@@ -18,7 +18,8 @@ pub struct RequestCtx {
     /// The caller's W3C trace context, when it sent a valid `traceparent`: the request's
     /// span joins that trace (else the trace named by `request_id`).
     pub traceparent: Option<Box<crate::otel::TraceParent>>,
-    /// The request's own span, when spans are exported (chat requests).
+    /// The request's own span, when spans are exported (every route but the probes and
+    /// `/metrics`).
     pub span: Option<crate::otel::RouteSpan>,
     /// The span of the provider attempt that served the request (ended with the request;
     /// in a request of several calls, each replaced span ends when it is replaced).
@@ -202,9 +203,7 @@ impl RequestCtx {
     /// The `traceparent` to send upstream when the request has no span of its own (spans
     /// are not exported, or not for its route): the caller's, passed on as it came.
     pub fn outgoing_traceparent(&self) -> Option<String> {
-        self.traceparent
-            .as_ref()
-            .map(|t| format!("00-{}-{}-{}", t.trace_id, t.parent_id, t.flags))
+        self.traceparent.as_ref().map(ToString::to_string)
     }
 
     pub fn new() -> Self {

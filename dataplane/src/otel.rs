@@ -1,4 +1,4 @@
-//! OpenTelemetry spans of the data plane. Per request on a route that takes a key, a
+//! OpenTelemetry spans of the data plane. Per request (but the probes and `/metrics`), a
 //! `routeiq.route` server span; under it, the steps (`routeiq.auth`, `routeiq.limits`,
 //! `routeiq.routing`, `routeiq.cache.lookup`) and one GenAI client span per provider
 //! attempt, one `execute_tool {name}` span per MCP tool call and one `invoke_agent {name}`
@@ -54,10 +54,9 @@ impl Spans {
         self.tracing.tracer()
     }
 
-    /// Opens the request's `routeiq.route` span (a server span; for the routes that take a
-    /// key: probes and metrics have none), in the caller's trace when it sent one, else as
-    /// the root of the trace named by the request id. Its id is the parent the providers
-    /// are sent when no attempt span is (`RequestCtx::outgoing_traceparent`).
+    /// Opens the request's `routeiq.route` span (a server span; probes and metrics have
+    /// none), in the caller's trace when it sent one, else as the root of the trace named
+    /// by the request id.
     pub fn start(&self, ctx: &RequestCtx, method: &str) -> RouteSpan {
         let now = SystemTime::now();
         let start = now.checked_sub(ctx.start.elapsed()).unwrap_or(now);
@@ -70,13 +69,11 @@ impl Spans {
                 KeyValue::new("http.request.method", method.to_owned()),
                 KeyValue::new("routeiq.endpoint", ctx.route),
             ]);
-        let span = match &ctx.traceparent {
-            Some(t) => self.tracer().build_with_context(builder, &t.context()),
-            None => in_trace(&ctx.request_id, || {
-                self.tracer().build_with_context(builder, &Context::new())
-            }),
-        };
-        RouteSpan(Box::new(span))
+        RouteSpan(Box::new(self.build_under(
+            ctx.traceparent.as_deref(),
+            &ctx.request_id,
+            builder,
+        )))
     }
 
     /// Records a step of the request that began at `started` and ends now (authentication,
@@ -215,12 +212,7 @@ impl RouteSpan {
     /// behalf that take one, and the usage event's `traceparent`).
     pub fn traceparent(&self) -> TraceParent {
         use opentelemetry::trace::Span;
-        let c = self.0.span_context();
-        TraceParent {
-            trace_id: c.trace_id().to_string(),
-            parent_id: c.span_id().to_string(),
-            flags: format!("{:02x}", c.trace_flags().to_u8()),
-        }
+        TraceParent::of(self.0.span_context())
     }
 }
 
@@ -391,10 +383,23 @@ impl Spans {
         ctx: &RequestCtx,
         builder: opentelemetry::trace::SpanBuilder,
     ) -> opentelemetry_sdk::trace::Span {
-        match (&ctx.span, &ctx.traceparent) {
-            (Some(route), _) => self.tracer().build_with_context(builder, &route.context()),
-            (None, Some(t)) => self.tracer().build_with_context(builder, &t.context()),
-            (None, None) => in_trace(&ctx.request_id, || {
+        match &ctx.span {
+            Some(route) => self.tracer().build_with_context(builder, &route.context()),
+            None => self.build_under(ctx.traceparent.as_deref(), &ctx.request_id, builder),
+        }
+    }
+
+    /// Builds a span under `caller`'s span, else as the root of the trace named by
+    /// `request_id` (a random one when that is not a trace id).
+    fn build_under(
+        &self,
+        caller: Option<&TraceParent>,
+        request_id: &str,
+        builder: opentelemetry::trace::SpanBuilder,
+    ) -> opentelemetry_sdk::trace::Span {
+        match caller {
+            Some(t) => self.tracer().build_with_context(builder, &t.context()),
+            None => in_trace(request_id, || {
                 self.tracer().build_with_context(builder, &Context::new())
             }),
         }
@@ -416,19 +421,12 @@ impl Spans {
             .span_builder(format!("invoke_agent {agent}"))
             .with_kind(SpanKind::Client)
             .with_attributes(attrs);
-        AgentSpan(match &trace.parent {
-            Some(span) => {
-                let caller = TraceParent {
-                    trace_id: trace.trace_id.clone(),
-                    parent_id: span.clone(),
-                    flags: trace.flags.clone(),
-                };
-                self.tracer().build_with_context(builder, &caller.context())
-            }
-            None => in_trace(&trace.request_id, || {
-                self.tracer().build_with_context(builder, &Context::new())
-            }),
-        })
+        let caller = trace.parent.as_ref().map(|span| TraceParent {
+            trace_id: trace.trace_id.clone(),
+            parent_id: span.clone(),
+            flags: trace.flags.clone(),
+        });
+        AgentSpan(self.build_under(caller.as_ref(), &trace.request_id, builder))
     }
 }
 

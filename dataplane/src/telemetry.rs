@@ -259,9 +259,10 @@ fn histogram(
     name: &str,
     help: &str,
     labels: &[&str],
+    buckets: &[f64],
 ) -> prometheus::Result<HistogramVec> {
     let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
         labels,
     )?;
     r.register(Box::new(h.clone()))?;
@@ -365,6 +366,7 @@ impl Metrics {
                 "litellm_mcp_tool_call_duration_seconds",
                 "MCP tool call duration in seconds, by server and tool",
                 &["server", "tool"],
+                LATENCY_BUCKETS,
             )?,
             registry: r,
         })
@@ -528,14 +530,6 @@ struct Families {
 impl Families {
     fn new(registry: &Registry) -> prometheus::Result<Self> {
         let r = registry.clone();
-        let histogram_in = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-                labels,
-            )?;
-            r.register(Box::new(h.clone()))?;
-            Ok::<_, prometheus::Error>(h)
-        };
         let spend = CounterVec::new(
             Opts::new("litellm_spend_metric_total", "Spend on LLM requests, USD"),
             SPEND,
@@ -585,31 +579,36 @@ impl Families {
                 "Input tokens the provider read from its prompt cache",
                 TOKEN_DETAILS,
             )?,
-            latency: histogram_in(
+            latency: histogram(
+                &r,
                 "litellm_request_total_latency_metric",
                 "Total request latency in seconds, as the client sees it",
                 TOTAL_LATENCY,
                 LITELLM_BUCKETS,
             )?,
-            llm_latency: histogram_in(
+            llm_latency: histogram(
+                &r,
                 "litellm_llm_api_latency_metric",
                 "Upstream LLM API latency in seconds",
                 LLM_LATENCY,
                 LITELLM_BUCKETS,
             )?,
-            ttft: histogram_in(
+            ttft: histogram(
+                &r,
                 "litellm_llm_api_time_to_first_token_metric",
                 "Time to first token of streaming responses, seconds",
                 LLM_LATENCY,
                 LITELLM_BUCKETS,
             )?,
-            overhead: histogram_in(
+            overhead: histogram(
+                &r,
                 "litellm_overhead_latency_metric",
                 "The gateway's own time in a request (total minus the provider's), seconds",
                 OVERHEAD,
                 LITELLM_BUCKETS,
             )?,
-            per_output_token: histogram_in(
+            per_output_token: histogram(
+                &r,
                 "litellm_deployment_latency_per_output_token",
                 "Latency (time to first token of a stream) per output token, seconds",
                 PER_OUTPUT_TOKEN,

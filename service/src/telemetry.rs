@@ -195,14 +195,18 @@ impl TraceParent {
         })
     }
 
+    /// `span` as the parent of a receiver's span.
+    pub fn of(span: &SpanContext) -> Self {
+        Self {
+            trace_id: span.trace_id().to_string(),
+            parent_id: span.span_id().to_string(),
+            flags: format!("{:02x}", span.trace_flags().to_u8()),
+        }
+    }
+
     /// The header naming `span` (version 00).
     pub fn header(span: &SpanContext) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            span.trace_id(),
-            span.span_id(),
-            span.trace_flags().to_u8()
-        )
+        Self::of(span).to_string()
     }
 
     /// A context whose remote span is this one: spans built in it are its children, and a
@@ -219,6 +223,21 @@ impl TraceParent {
     }
 }
 
+/// The header's value (version 00).
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "00-{}-{}-{}", self.trace_id, self.parent_id, self.flags)
+    }
+}
+
+/// The context a `traceparent` value names, or an empty one (a new trace) when there is
+/// none or it is not valid.
+fn context_of(traceparent: Option<&str>) -> Context {
+    traceparent
+        .and_then(TraceParent::parse)
+        .map_or_else(Context::new, |t| t.context())
+}
+
 /// The `traceparent` naming the current context's span (the server span of the call being
 /// served, see [`ServerSpans`]), for a call made on its behalf; `None` outside any span.
 pub fn current_traceparent() -> Option<String> {
@@ -230,11 +249,7 @@ pub fn current_traceparent() -> Option<String> {
 
 /// The context of `headers`' `traceparent`, or an empty one (a new trace).
 fn caller_context(headers: &http::HeaderMap) -> Context {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map_or_else(Context::new, |t| t.context())
+    context_of(headers.get("traceparent").and_then(|v| v.to_str().ok()))
 }
 
 /// Which protocol a server speaks, for its spans' names and attributes.
@@ -407,7 +422,7 @@ pub fn consumer_span(
     traceparent: &str,
     attrs: Vec<KeyValue>,
 ) -> opentelemetry_sdk::trace::Span {
-    let parent = TraceParent::parse(traceparent).map_or_else(Context::new, |t| t.context());
+    let parent = context_of(Some(traceparent));
     let builder = tracer
         .span_builder(name)
         .with_kind(SpanKind::Consumer)

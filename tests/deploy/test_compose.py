@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +25,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from promql import dashboard_queries, promql_labels, promql_metrics  # noqa: E402
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
 COMPOSE_FILES = sorted(COMPOSE_DIR.glob("*.yaml")) + [ROOT / "deploy" / "mlops" / "compose.yaml"]
@@ -481,58 +484,10 @@ def rust_string_literals() -> frozenset[str]:
     return frozenset(words)
 
 
-PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset",
-                   "bool", "and", "or", "unless", "inf", "nan", "le"}
-GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
-
-
-def promql_metrics(expr: str) -> set[str]:
-    e = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
-    e = re.sub(r"\{[^}]*\}", " ", e)
-    e = re.sub(r"\[[^\]]*\]", " ", e)
-    e = GROUPING.sub(" ", e)
-    e = re.sub(r"\$\{[^}]*\}|\$\w+", " ", e)
-    names = set()
-    for m in re.finditer(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*", e):
-        if e[m.end():].lstrip().startswith("(") or m.group(0).lower() in PROMQL_KEYWORDS:
-            continue
-        names.add(m.group(0))
-    return names
-
-
-def promql_labels(expr: str, legend: str) -> set[str]:
-    labels = set(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", " ".join(re.findall(r"\{([^}]*)\}", expr))))
-    for _, group in GROUPING.findall(expr):
-        labels |= {w.strip() for w in group.split(",") if w.strip()}
-    labels |= set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend or ""))
-    return labels
-
-
-def dashboard_queries() -> list[tuple[str, str, str]]:
-    dash = json.loads(DASHBOARD.read_text())
-    out = []
-
-    def walk(panels):
-        for p in panels:
-            for t in p.get("targets", []):
-                out.append((p.get("title", "?"), t["expr"], t.get("legendFormat", "")))
-            walk(p.get("panels", []))
-
-    walk(dash["panels"])
-    for v in dash.get("templating", {}).get("list", []):
-        q = v.get("query")
-        if v.get("type") == "query":
-            q = q.get("query") if isinstance(q, dict) else q
-            m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", q)
-            assert m, f"variable {v['name']}: {q}"
-            out.append((f"variable {v['name']}", m.group(1), "{{" + m.group(2) + "}}"))
-    return out
-
-
 def test_dashboard_queries_only_exported_metrics():
     exported = exported_metrics()
     assert len(exported) >= 10, f"metric registrations not found in the source: {exported}"
-    queries = dashboard_queries()
+    queries = dashboard_queries(DASHBOARD)
     used = set()
     for title, expr, legend in queries:
         names = promql_metrics(expr)

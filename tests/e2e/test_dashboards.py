@@ -3,43 +3,18 @@ stack: every metric any of their queries uses is exported by the control plane o
 plane once traffic has gone through (successes, a stream, retries, fallbacks that serve and
 that fail, a cooldown, Redis)."""
 
-import json
 import re
+import sys
 import time
-from pathlib import Path
 
 import httpx
 from conftest import ROOT
 from stack import STACK_MASTER_KEY, Redis, wait_until
 
+sys.path.insert(0, str(ROOT / "tests"))
+from promql import dashboard_queries, promql_labels, promql_metrics  # noqa: E402
+
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
-
-
-def queries(dashboard: Path) -> list[str]:
-    """Every PromQL expression and variable query of a dashboard."""
-    out = []
-
-    def walk(o):
-        if isinstance(o, dict):
-            for k, v in o.items():
-                if k in ("expr", "query", "definition") and isinstance(v, str):
-                    out.append(v)
-                else:
-                    walk(v)
-        elif isinstance(o, list):
-            for x in o:
-                walk(x)
-
-    walk(json.loads(dashboard.read_text()))
-    return out
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression reads (label names and matchers left out)."""
-    expr = re.sub(r"\{[^}]*\}", "", expr)                       # label matchers
-    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)      # grouping labels
-    expr = re.sub(r"(label_values\(\s*[a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*[a-zA-Z_]+\s*\)", r"\1)", expr)
-    return set(re.findall(r"\b((?:litellm|routeiq)_[a-zA-Z0-9_:]+)", expr))
 
 
 def exported(text: str) -> set[str]:
@@ -54,48 +29,21 @@ def labels_of(text: str) -> dict[str, set[str]]:
     return out
 
 
-def grouping_labels(target: dict) -> set[str]:
-    """The labels a panel target groups by or shows in its legend: `le` aside, and the
-    target labels Prometheus adds when it scrapes (`instance`, `job`)."""
-    expr = target.get("expr", "")
-    found = set()
-    for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
-        found.update(x.strip() for x in group.split(",") if x.strip())
-    found.update(re.findall(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}", target.get("legendFormat", "")))
-    return found - {"le", "instance", "job"}
-
-
-def targets(dashboard: Path) -> list[dict]:
-    out = []
-
-    def walk(o):
-        if isinstance(o, dict):
-            if isinstance(o.get("expr"), str):
-                out.append(o)
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for x in o:
-                walk(x)
-
-    walk(json.loads(dashboard.read_text()))
-    return out
-
-
 def test_the_extractor_reads_names_not_labels():
     expr = ('sum by (litellm_model_name, model_id) (rate(litellm_deployment_failure_responses_total'
-            '{model_id=~"$m"}[5m])) / label_values(litellm_proxy_total_requests_metric_total, requested_model)')
-    assert metric_names(expr) == {"litellm_deployment_failure_responses_total",
-                                  "litellm_proxy_total_requests_metric_total"}
+            '{model_id=~"$m"}[5m])) / sum(litellm_proxy_total_requests_metric_total)')
+    assert promql_metrics(expr) == {"litellm_deployment_failure_responses_total",
+                                    "litellm_proxy_total_requests_metric_total"}
+    assert promql_labels(expr, "{{model_id}}") == {"litellm_model_name", "model_id"}
 
 
 def test_every_metric_a_dashboard_queries_is_exported(make_stack, mock_provider, tmp_path):
     assert DASHBOARDS, "no dashboards shipped"
+    queries = [(d.name, expr, legend) for d in DASHBOARDS for _, expr, legend in dashboard_queries(d)]
     wanted = {}
-    for d in DASHBOARDS:
-        for expr in queries(d):
-            for name in metric_names(expr):
-                wanted.setdefault(name, d.name)
+    for board, expr, _ in queries:
+        for name in promql_metrics(expr):
+            wanted.setdefault(name, board)
     assert wanted
 
     base = f"{mock_provider}/v1"
@@ -150,13 +98,13 @@ general_settings:
         redis.stop()
     missing = {name: board for name, board in wanted.items() if name not in exported(text)}
     assert not missing, f"queried by a dashboard, not exported: {missing}"
-    # Every label a panel groups by or names in its legend is on the metrics it reads.
+    # Every label a query matches on, groups by or names in its legend is on the metrics it
+    # reads (`le` aside, and the target labels Prometheus adds when it scrapes).
     have = labels_of(text)
     unlabelled = []
-    for d in DASHBOARDS:
-        for t in targets(d):
-            names = metric_names(t["expr"])
-            on = set().union(*(have.get(n, set()) for n in names)) if names else set()
-            for label in grouping_labels(t) - on:
-                unlabelled.append((d.name, label, sorted(names)))
-    assert not unlabelled, f"grouped by labels the metrics do not have: {unlabelled}"
+    for board, expr, legend in queries:
+        names = promql_metrics(expr)
+        on = set().union(*(have.get(n, set()) for n in names))
+        for label in promql_labels(expr, legend) - on - {"le", "instance", "job"}:
+            unlabelled.append((board, label, sorted(names)))
+    assert not unlabelled, f"labels the metrics do not have: {unlabelled}"

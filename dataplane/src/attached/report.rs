@@ -171,10 +171,7 @@ async fn send(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", q.event.request_id.as_str());
         if let Some(t) = &q.trace {
-            headers.insert(
-                "traceparent",
-                format!("00-{}-{}-{}", t.trace_id, t.parent_id, t.flags).as_str(),
-            );
+            headers.insert("traceparent", t.to_string().as_str());
         }
         let payload = pb::UsageEvent::from(&q.event).encode_to_vec();
         match js
