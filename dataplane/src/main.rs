@@ -44,6 +44,11 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "ROUTEIQ_LISTEN", default_value = "0.0.0.0:4000")]
     listen: SocketAddr,
+    /// A second listener, plain HTTP, that serves only `GET /metrics`: for a scraper kept
+    /// off the API port. LiteLLM's `PROMETHEUS_METRICS_PORT` (a port) sets it on 0.0.0.0
+    /// when this is not given. `/metrics` stays on the API listener too.
+    #[arg(long, env = "ROUTEIQ_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "ROUTEIQ_THREADS")]
     threads: Option<usize>,
@@ -111,9 +116,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let listeners = match listeners(&args, tls) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     match (&args.nats.url, &args.config) {
-        (Some(url), _) => attached(&args, url, threads, tls),
-        (None, Some(path)) => standalone(&args, path, threads, tls),
+        (Some(url), _) => attached(&args, url, threads, listeners),
+        (None, Some(path)) => standalone(&args, path, threads, listeners),
         (None, None) => {
             eprintln!("routeiq-dataplane: give --config (standalone) or --nats (attached)");
             ExitCode::from(2)
@@ -121,7 +130,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn standalone(args: &Args, path: &Path, threads: usize, tls: Option<ServerTls>) -> ExitCode {
+/// The listeners: the API's, and the metrics one when `--metrics-listen` or
+/// `PROMETHEUS_METRICS_PORT` asks for it.
+fn listeners(args: &Args, tls: Option<ServerTls>) -> Result<server::Listeners, ExitCode> {
+    let metrics = match (args.metrics_listen, std::env::var("PROMETHEUS_METRICS_PORT")) {
+        (Some(addr), _) => Some(addr),
+        (None, Err(_)) => None,
+        (None, Ok(port)) => match port.trim().parse::<u16>() {
+            Ok(port) => Some(SocketAddr::from(([0, 0, 0, 0], port))),
+            Err(_) => {
+                eprintln!("routeiq-dataplane: PROMETHEUS_METRICS_PORT must be a port, not {port:?}");
+                return Err(ExitCode::from(2));
+            }
+        },
+    };
+    Ok(server::Listeners {
+        api: args.listen,
+        tls,
+        metrics,
+    })
+}
+
+fn standalone(args: &Args, path: &Path, threads: usize, listeners: server::Listeners) -> ExitCode {
     let loaded = match config::load(path) {
         Ok(l) => l,
         Err(e) => {
@@ -175,19 +205,20 @@ fn standalone(args: &Args, path: &Path, threads: usize, tls: Option<ServerTls>) 
         }
     };
     app.load().lasting().models.start(rt.handle());
-    announce(&app, "standalone", args, threads);
-    server::run(app, args.listen, threads, tls)
+    announce(&app, "standalone", &listeners, threads);
+    server::run(app, listeners, threads)
 }
 
 /// The startup summary: what serves, from which snapshot, and which optional parts are on
 /// (never a secret: no key, URL or credential).
-fn announce(app: &state::App, mode: &'static str, args: &Args, threads: usize) {
+fn announce(app: &state::App, mode: &'static str, listeners: &server::Listeners, threads: usize) {
     let live = app.load();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         mode,
-        listen = %args.listen,
-        tls = args.tls.cert.is_some(),
+        listen = %listeners.api,
+        tls = listeners.tls.is_some(),
+        metrics_listen = listeners.metrics.map(tracing::field::display),
         threads,
         snapshot = live.version,
         models = live.model_names.len(),
@@ -265,7 +296,7 @@ fn redacted(url: &str) -> String {
     }
 }
 
-fn attached(args: &Args, url: &str, threads: usize, tls: Option<ServerTls>) -> ExitCode {
+fn attached(args: &Args, url: &str, threads: usize, listeners: server::Listeners) -> ExitCode {
     let id = dataplane_id(args);
     // NATS (and Redis) work runs on a runtime of its own, beside pingora's.
     let rt = match side_runtime("routeiq-nats") {
@@ -327,6 +358,6 @@ fn attached(args: &Args, url: &str, threads: usize, tls: Option<ServerTls>) -> E
         Arc::clone(&app),
     ));
     rt.spawn(attached::report::publish(js, events, id, Arc::clone(&app)));
-    announce(&app, "attached", args, threads);
-    server::run(app, args.listen, threads, tls)
+    announce(&app, "attached", &listeners, threads);
+    server::run(app, listeners, threads)
 }

@@ -18,11 +18,23 @@ use crate::state::App;
 
 pub struct Gateway {
     app: Arc<App>,
+    /// The separate metrics listener: `GET /metrics` only.
+    metrics_only: bool,
 }
 
 impl Gateway {
     pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+        Self {
+            app,
+            metrics_only: false,
+        }
+    }
+
+    fn metrics_only(app: Arc<App>) -> Self {
+        Self {
+            app,
+            metrics_only: true,
+        }
     }
 }
 
@@ -35,6 +47,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.metrics_only {
+            handlers::metrics_listener(&self.app, session, ctx).await;
+            return Ok(true);
+        }
         ctx.in_flight = Some(self.app.metrics.in_flight());
         handlers::handle(&self.app, session, ctx).await;
         Ok(true)
@@ -53,6 +69,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if self.metrics_only {
+            return;
+        }
         // A cached answer uses no tokens of the key's limits.
         let tokens = match &ctx.usage {
             Some(u) if !ctx.cache_hit() => u.total(),
@@ -142,10 +161,23 @@ fn log_request(ctx: &RequestCtx) {
     );
 }
 
-/// Runs the gateway until the process is told to stop. Never returns. With `tls`, the
-/// listener serves HTTPS with its reloading certificate (and verifies client certificates
-/// when it has a client CA).
-pub fn run(app: Arc<App>, listen: SocketAddr, threads: usize, tls: Option<ServerTls>) -> ! {
+/// Where the gateway listens.
+pub struct Listeners {
+    pub api: SocketAddr,
+    /// HTTPS for the API listener, with its reloading certificate (and client certificate
+    /// checks when it has a client CA).
+    pub tls: Option<ServerTls>,
+    /// A second, plain-HTTP listener that serves only `GET /metrics` (one thread).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs the gateway until the process is told to stop. Never returns.
+pub fn run(app: Arc<App>, listeners: Listeners, threads: usize) -> ! {
+    let Listeners {
+        api: listen,
+        tls,
+        metrics,
+    } = listeners;
     let conf = ServerConf {
         threads: threads.max(1),
         grace_period_seconds: Some(1),
@@ -154,6 +186,13 @@ pub fn run(app: Arc<App>, listen: SocketAddr, threads: usize, tls: Option<Server
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    if let Some(addr) = metrics {
+        let mut scrape =
+            http_proxy_service(&server.configuration, Gateway::metrics_only(Arc::clone(&app)));
+        scrape.threads = Some(1);
+        scrape.add_tcp(&addr.to_string());
+        server.add_service(scrape);
+    }
     let mut service = http_proxy_service(&server.configuration, Gateway::new(app));
     match tls {
         None => service.add_tcp(&listen.to_string()),

@@ -105,32 +105,82 @@ def test_missing_env_var_exits_naming_it(tmp_path):
     assert "model_list[0].litellm_params.api_key" in r.stderr
 
 
-def test_listen_env_var(tmp_path):
+def start_example(**env) -> subprocess.Popen:
+    """The example config's gateway, with `env` added, once its API listener answers."""
     import os
+    import time
+
+    p = subprocess.Popen(
+        [str(BIN_DIR / "routeiq-dataplane"), "--config", str(ROOT / "config" / "example.yaml")],
+        env=dict(os.environ, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://{env['ROUTEIQ_LISTEN']}"
+    for _ in range(200):
+        try:
+            assert httpx.get(f"{url}/health/liveliness", timeout=0.5).status_code == 200
+            return p
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    p.terminate()
+    p.wait(timeout=10)
+    raise AssertionError("gateway did not listen on ROUTEIQ_LISTEN")
+
+
+def test_listen_env_var():
+    from conftest import free_port
+
+    p = start_example(ROUTEIQ_LISTEN=f"127.0.0.1:{free_port()}")
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def test_metrics_listener_serves_the_api_listeners_metrics_and_nothing_else():
+    """LiteLLM's PROMETHEUS_METRICS_PORT: a second listener for the scraper. It reports the
+    API listener's requests, is not itself counted, and answers nothing but /metrics."""
     import time
 
     from conftest import free_port
 
-    port = free_port()
-    p = subprocess.Popen(
-        [str(BIN_DIR / "routeiq-dataplane"), "--config", str(ROOT / "config" / "example.yaml")],
-        env=dict(os.environ, ROUTEIQ_LISTEN=f"127.0.0.1:{port}"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    api, scrape = free_port(), free_port()
+    p = start_example(ROUTEIQ_LISTEN=f"127.0.0.1:{api}", PROMETHEUS_METRICS_PORT=str(scrape))
     try:
+        metrics = f"http://127.0.0.1:{scrape}/metrics"
         for _ in range(200):
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=0.5)
-                assert r.status_code == 200
+                httpx.get(metrics, timeout=0.5)
                 break
             except httpx.HTTPError:
                 time.sleep(0.05)
-        else:
-            raise AssertionError("gateway did not listen on ROUTEIQ_LISTEN")
+        assert httpx.post(f"http://127.0.0.1:{api}/v1/chat/completions", json={}).status_code == 401
+        # The failed request is reported once its logging ran; no scrape is ever in flight.
+        for _ in range(100):
+            text = httpx.get(metrics).text
+            if total(text, "litellm_proxy_failed_requests_metric_total", exception_status="401") >= 1:
+                break
+            time.sleep(0.05)
+        assert total(text, "litellm_proxy_failed_requests_metric_total", exception_status="401") == 1
+        assert total(text, "litellm_proxy_total_requests_metric_total") == 1
+        assert total(text, "litellm_in_flight_requests") == 0
+        assert httpx.get(f"{metrics}/").status_code == 200
+        r = httpx.get(f"http://127.0.0.1:{scrape}/v1/models")
+        assert r.status_code == 404 and "no route for GET /v1/models" in r.json()["error"]["message"]
+        assert httpx.post(metrics).status_code == 405
+        # The API listener keeps its own /metrics.
+        assert "litellm_proxy_failed_requests_metric_total" in httpx.get(f"http://127.0.0.1:{api}/metrics").text
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+def test_metrics_port_that_is_not_a_port_exits_naming_it():
+    import os
+
+    r = run_binary("--config", str(ROOT / "config" / "example.yaml"), "--check",
+                   env=dict(os.environ, PROMETHEUS_METRICS_PORT="metrics"))
+    assert r.returncode == 2
+    assert "PROMETHEUS_METRICS_PORT" in r.stderr
 
 
 UNKNOWN_PROVIDER = """model_list:

@@ -75,6 +75,24 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     }
 }
 
+/// Answers one request on the separate metrics listener: `GET /metrics`, else 404 or 405.
+pub async fn metrics_listener(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
+    ctx.route = "metrics";
+    let req = session.req_header();
+    let method = req.method.clone();
+    let path = req.uri.path().to_owned();
+    let result = match path.as_str() {
+        "/metrics" | "/metrics/" if method == http::Method::GET => {
+            info::metrics(app, session, ctx).await
+        }
+        "/metrics" | "/metrics/" => Err(ApiError::method_not_allowed(method.as_str(), &path)),
+        _ => Err(ApiError::not_found_route(method.as_str(), &path)),
+    };
+    if let Err(e) = result {
+        respond::error(session, ctx, ClientApi::OpenAi, &e).await;
+    }
+}
+
 /// Checks what the route needs, then runs its handler. `param`: the path's parameter
 /// (a response id, a pass-through's provider path).
 async fn serve(

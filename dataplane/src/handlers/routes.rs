@@ -459,7 +459,7 @@ const TABLE: &[Spec] = &[
     ),
     spec(
         Method::GET,
-        &["/metrics"],
+        &["/metrics", "/metrics/"],
         Endpoint::Metrics,
         ClientApi::OpenAi,
         Needs::Nothing,
