@@ -13,9 +13,8 @@
 //! same transaction: data planes enforce budgets on spend that is one batch old at most
 //! (plus what they spent themselves since, see the data plane's `budgets`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
@@ -23,6 +22,7 @@ use futures_util::StreamExt;
 use opentelemetry::trace::{Span as _, Status as SpanStatus};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SdkTracer;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use prost::Message;
 use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::wire::pb;
@@ -54,12 +54,73 @@ impl Default for Config {
     }
 }
 
-/// Counters for health and metrics.
-#[derive(Debug, Default)]
+/// What ingestion has done, for metrics.
+#[derive(Debug, Clone)]
 pub struct Status {
-    pub ingested: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub rejected: AtomicU64,
+    pub ingested: IntCounter,
+    pub duplicates: IntCounter,
+    pub rejected: IntCounter,
+    /// From the request's end on its data plane to the commit of its event here: the
+    /// time its spend takes to reach PostgreSQL (and budgets), buffering included.
+    pub lag: Histogram,
+    /// Events on the stream not yet delivered to this consumer, as of the last delivery.
+    pub pending: IntGauge,
+}
+
+impl Status {
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let s = Self {
+            ingested: IntCounter::new(
+                "routeiq_usage_events_ingested_total",
+                "Usage events written to spend_logs",
+            )?,
+            duplicates: IntCounter::new(
+                "routeiq_usage_events_duplicate_total",
+                "Usage events delivered again and counted once",
+            )?,
+            rejected: IntCounter::new(
+                "routeiq_usage_events_rejected_total",
+                "Usage events that did not decode, dropped",
+            )?,
+            lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "routeiq_usage_ingest_lag_seconds",
+                    "From a request's end on its data plane to the commit of its usage event",
+                )
+                .buckets(vec![
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    900.0, 3600.0,
+                ]),
+            )?,
+            pending: IntGauge::new(
+                "routeiq_usage_ingest_pending",
+                "Usage events on the stream not yet delivered to this consumer",
+            )?,
+        };
+        r.register(Box::new(s.ingested.clone()))?;
+        r.register(Box::new(s.duplicates.clone()))?;
+        r.register(Box::new(s.rejected.clone()))?;
+        r.register(Box::new(s.lag.clone()))?;
+        r.register(Box::new(s.pending.clone()))?;
+        Ok(s)
+    }
+
+    /// Counts a committed batch: `inserted` of `events` were new.
+    fn committed(&self, events: &[UsageEvent], inserted: u64) {
+        self.ingested.inc_by(inserted);
+        self.duplicates.inc_by(events.len() as u64 - inserted);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for e in events {
+            let ended = e
+                .started_at_ms
+                .saturating_add(i64::try_from(e.latency_ms).unwrap_or(i64::MAX));
+            // Clocks of different hosts: an end "after" now is no lag.
+            self.lag
+                .observe(now_ms.saturating_sub(ended).max(0) as f64 / 1000.0);
+        }
+    }
 }
 
 /// Runs forever, starting over after any failure (unacked events are redelivered), and at
@@ -68,7 +129,7 @@ pub async fn run(
     pool: PgPool,
     streams: Arc<Streams>,
     cfg: Config,
-    status: Arc<Status>,
+    status: Status,
     mut reconnects: Reconnects,
 ) {
     loop {
@@ -131,6 +192,11 @@ async fn consume(
                 Ok(None) | Err(_) => break,
             }
         }
+        if let Some(info) = batch.last().and_then(|m| m.info().ok()) {
+            status
+                .pending
+                .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+        }
         let mut events = Vec::with_capacity(batch.len());
         let mut valid = Vec::with_capacity(batch.len());
         let mut spans = Vec::new();
@@ -148,7 +214,7 @@ async fn consume(
                 }
                 Err(e) => {
                     tracing::warn!(subject = %m.subject, error = %e, "invalid usage event dropped");
-                    status.rejected.fetch_add(1, Ordering::Relaxed);
+                    status.rejected.inc();
                     m.ack_with(AckKind::Term)
                         .await
                         .map_err(|e| anyhow::anyhow!(e))?;
@@ -170,10 +236,7 @@ async fn consume(
         }
         match written {
             Ok(inserted) => {
-                status.ingested.fetch_add(inserted, Ordering::Relaxed);
-                status
-                    .duplicates
-                    .fetch_add(events.len() as u64 - inserted, Ordering::Relaxed);
+                status.committed(&events, inserted);
                 for m in valid {
                     m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
                 }

@@ -139,8 +139,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tracing = Tracing::from_env("routeiq-controlplane");
     let (client, reconnects) = args.nats.connect(url, "routeiq-controlplane").await?;
     let streams = Arc::new(nats::ensure(args.nats.jetstream(client.clone())).await?);
-    let pub_status = Arc::new(publisher::Status::default());
-    let ingest_status = Arc::new(ingest::Status::default());
+    let registry = prometheus::Registry::new();
+    let pub_status = publisher::Status::new(&registry)?;
+    let ingest_status = ingest::Status::new(&registry)?;
+    let reset_status = resets::Status::new(&registry)?;
 
     tokio::spawn(publisher::run(
         pool.clone(),
@@ -151,7 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             snapshot_every: args.snapshot_every.max(1),
             ..publisher::Config::default()
         },
-        Arc::clone(&pub_status),
+        pub_status.clone(),
         reconnects.clone(),
     ));
     tokio::spawn(ingest::run(
@@ -161,7 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracer: tracing.as_ref().map(|t| t.tracer().clone()),
             ..ingest::Config::default()
         },
-        Arc::clone(&ingest_status),
+        ingest_status,
         reconnects,
     ));
     tokio::spawn(partitions::run(
@@ -174,14 +176,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(resets::run(
         pool.clone(),
         seconds("reset-interval", args.reset_interval)?,
+        reset_status,
     ));
 
-    let health = health::router(health::Health {
-        pool: pool.clone(),
-        nats: client,
-        publisher: pub_status,
-        ingest: ingest_status,
-    });
+    let health = health::router(health::Health::new(
+        pool.clone(),
+        client,
+        pub_status,
+        registry,
+    )?);
     let tls = args.tls.load()?;
     let health_tls = tls.as_ref().map(|t| t.server_config(false)).transpose()?;
     let http_listen = args.http_listen;

@@ -12,12 +12,12 @@
 //!    `snapshot_every` deltas went out since.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::object_store::ObjectMetadata;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
 use prost::Message;
 use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::subjects;
@@ -55,12 +55,57 @@ impl Default for Config {
     }
 }
 
-/// What the publisher has done, for health and metrics.
-#[derive(Debug, Default)]
+/// What the publisher has done, for readiness and metrics.
+#[derive(Debug, Clone)]
 pub struct Status {
-    pub leader: AtomicBool,
-    pub published_version: AtomicU64,
-    pub snapshot_version: AtomicU64,
+    /// 1 while this replica holds the publisher lock.
+    pub leader: IntGauge,
+    pub published_version: IntGauge,
+    /// The version of the full snapshot in the object store.
+    pub snapshot_version: IntGauge,
+    /// The delta stream's sequence of the last delta published (or found on it).
+    pub delta_sequence: IntGauge,
+    /// From a change's commit to JetStream's ack of its delta.
+    pub publish_lag: Histogram,
+}
+
+impl Status {
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let s = Self {
+            leader: IntGauge::new(
+                "routeiq_controlplane_publisher_leader",
+                "1 while this replica is the snapshot publisher",
+            )?,
+            published_version: IntGauge::new(
+                "routeiq_controlplane_published_version",
+                "Snapshot version of the last delta published",
+            )?,
+            snapshot_version: IntGauge::new(
+                "routeiq_controlplane_snapshot_version",
+                "Version of the full snapshot in the object store",
+            )?,
+            delta_sequence: IntGauge::new(
+                "routeiq_controlplane_delta_sequence",
+                "Delta stream sequence of the last delta published",
+            )?,
+            publish_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "routeiq_controlplane_publish_lag_seconds",
+                    "From a change's commit to JetStream's ack of its delta",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ]),
+            )?,
+        };
+        r.register(Box::new(s.leader.clone()))?;
+        r.register(Box::new(s.published_version.clone()))?;
+        r.register(Box::new(s.snapshot_version.clone()))?;
+        r.register(Box::new(s.delta_sequence.clone()))?;
+        r.register(Box::new(s.publish_lag.clone()))?;
+        Ok(s)
+    }
 }
 
 /// Runs forever: waits for leadership, publishes, and starts over after any failure: after
@@ -71,7 +116,7 @@ pub async fn run(
     secrets: Arc<SecretBox>,
     streams: Arc<Streams>,
     cfg: Config,
-    status: Arc<Status>,
+    status: Status,
     mut reconnects: Reconnects,
 ) {
     loop {
@@ -80,7 +125,7 @@ pub async fn run(
             secrets: Arc::clone(&secrets),
             streams: Arc::clone(&streams),
             cfg: cfg.clone(),
-            status: Arc::clone(&status),
+            status: status.clone(),
             snapshot_version: None,
             snapshot_at: Instant::now(),
             since_snapshot: 0,
@@ -88,7 +133,7 @@ pub async fn run(
         if let Err(e) = p.lead(&mut reconnects).await {
             tracing::warn!(error = %format!("{e:#}"), "snapshot publisher stopped; retrying");
         }
-        status.leader.store(false, Ordering::Relaxed);
+        status.leader.set(0);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = reconnected(&mut reconnects) => {}
@@ -101,7 +146,7 @@ struct Publisher {
     secrets: Arc<SecretBox>,
     streams: Arc<Streams>,
     cfg: Config,
-    status: Arc<Status>,
+    status: Status,
     snapshot_version: Option<u64>,
     snapshot_at: Instant,
     since_snapshot: u64,
@@ -123,7 +168,7 @@ impl Publisher {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         tracing::info!("snapshot publisher: leader");
-        self.status.leader.store(true, Ordering::Relaxed);
+        self.status.leader.set(1);
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         reconnects.borrow_and_update();
@@ -176,6 +221,7 @@ impl Publisher {
     /// version, or a message id, that is on the stream already.
     async fn catch_up_with_stream(&self) -> anyhow::Result<()> {
         let on_stream = self.streams.deltas.get_info().await?.state.last_sequence;
+        self.status.delta_sequence.set(on_stream as i64);
         let (recorded,): (Option<i64>,) =
             sqlx::query_as("SELECT max(stream_seq) FROM snapshot_deltas")
                 .fetch_one(&self.pool)
@@ -227,7 +273,7 @@ impl Publisher {
     }
 
     fn snapshot_due(&self) -> bool {
-        let published = self.status.published_version.load(Ordering::Relaxed);
+        let published = self.status.published_version.get() as u64;
         let behind = self.snapshot_version.is_none_or(|v| v < published);
         behind
             && (self.snapshot_at.elapsed() >= self.cfg.snapshot_interval
@@ -238,7 +284,9 @@ impl Publisher {
     async fn publish_pending(&mut self, upto: Option<u64>) -> anyhow::Result<()> {
         loop {
             let rows = sqlx::query(
-                "SELECT version, ops FROM snapshot_deltas
+                "SELECT version, ops,
+                        EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 AS age
+                   FROM snapshot_deltas
                   WHERE published_at IS NULL AND ($1::bigint IS NULL OR version <= $1)
                   ORDER BY version LIMIT 1000",
             )
@@ -248,6 +296,7 @@ impl Publisher {
             if rows.is_empty() {
                 return Ok(());
             }
+            let selected = Instant::now();
             // Pipelined: send them all, then collect the acks in order.
             let mut pending = Vec::with_capacity(rows.len());
             for r in &rows {
@@ -270,6 +319,11 @@ impl Publisher {
                 versions.push(version);
                 seqs.push(ack.sequence as i64);
             }
+            let acked = selected.elapsed().as_secs_f64();
+            for r in &rows {
+                let age: f64 = r.try_get("age")?;
+                self.status.publish_lag.observe(age.max(0.0) + acked);
+            }
             sqlx::query(
                 "UPDATE snapshot_deltas d SET published_at = now(), stream_seq = u.seq
                    FROM UNNEST($1::bigint[], $2::bigint[]) AS u(version, seq)
@@ -279,10 +333,9 @@ impl Publisher {
             .bind(&seqs)
             .execute(&self.pool)
             .await?;
-            if let Some(&v) = versions.last() {
-                self.status
-                    .published_version
-                    .store(v as u64, Ordering::Relaxed);
+            if let (Some(&v), Some(&seq)) = (versions.last(), seqs.last()) {
+                self.status.published_version.set(v);
+                self.status.delta_sequence.set(seq);
             }
             self.since_snapshot += versions.len() as u64;
             tracing::debug!(count = versions.len(), "deltas published");
@@ -342,9 +395,7 @@ impl Publisher {
         self.snapshot_version = Some(version);
         self.snapshot_at = Instant::now();
         self.since_snapshot = 0;
-        self.status
-            .snapshot_version
-            .store(version, Ordering::Relaxed);
+        self.status.snapshot_version.set(version as i64);
         tracing::info!(
             version,
             delta_seq,

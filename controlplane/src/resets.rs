@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use routeiq_proto::{DeltaOp, ScopeKind};
 use sqlx::{PgPool, Row};
 
@@ -17,31 +18,90 @@ use crate::{budget, changes};
 /// Advisory lock id of the reset pass ("RIQR").
 const RESET_LOCK: i64 = 0x5249_5152;
 
+/// What the passes did, for metrics.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Budgets reset, by scope: `key`, `team`, `user`, `key_model`.
+    pub resets: IntCounterVec,
+    pub failed_passes: IntCounter,
+}
+
+impl Status {
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
+        let s = Self {
+            resets: IntCounterVec::new(
+                Opts::new(
+                    "routeiq_controlplane_budget_resets_total",
+                    "Budgets whose window ended and whose spend went back to 0",
+                ),
+                &["scope"],
+            )?,
+            failed_passes: IntCounter::new(
+                "routeiq_controlplane_budget_reset_failures_total",
+                "Budget reset passes that failed (retried at the next one)",
+            )?,
+        };
+        r.register(Box::new(s.resets.clone()))?;
+        r.register(Box::new(s.failed_passes.clone()))?;
+        Ok(s)
+    }
+}
+
+/// How many budgets one pass reset, by scope.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resets {
+    pub keys: u64,
+    pub teams: u64,
+    pub users: u64,
+    /// Per-model key budgets.
+    pub key_models: u64,
+}
+
+impl Resets {
+    pub fn total(&self) -> u64 {
+        self.keys + self.teams + self.users + self.key_models
+    }
+}
+
 /// Runs a pass every `every`, forever.
-pub async fn run(pool: PgPool, every: Duration) {
+pub async fn run(pool: PgPool, every: Duration, status: Status) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match reset_due(&pool).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(reset = n, "budgets reset"),
-            Err(e) => tracing::warn!(error = %e, "budget reset pass failed"),
+            Ok(r) => {
+                for (scope, n) in [
+                    ("key", r.keys),
+                    ("team", r.teams),
+                    ("user", r.users),
+                    ("key_model", r.key_models),
+                ] {
+                    status.resets.with_label_values(&[scope]).inc_by(n);
+                }
+                if r.total() > 0 {
+                    tracing::info!(reset = r.total(), "budgets reset");
+                }
+            }
+            Err(e) => {
+                status.failed_passes.inc();
+                tracing::warn!(error = %e, "budget reset pass failed");
+            }
         }
     }
 }
 
 /// One pass; returns how many budgets were reset.
-pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
+pub async fn reset_due(pool: &PgPool) -> Result<Resets, StoreError> {
     let mut tx = pool.begin().await?;
     let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
         .bind(RESET_LOCK)
         .fetch_one(&mut *tx)
         .await?;
     if !got {
-        return Ok(0);
+        return Ok(Resets::default());
     }
-    let mut total = 0;
+    let mut done = Resets::default();
     let mut key_ops = Vec::new();
     for (table, id) in [
         ("virtual_keys", "key_hash"),
@@ -87,7 +147,12 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
         .bind(&intervals)
         .fetch_all(&mut *tx)
         .await?;
-        total += reset.len() as u64;
+        let n = reset.len() as u64;
+        match table {
+            "virtual_keys" => done.keys = n,
+            "teams" => done.teams = n,
+            _ => done.users = n,
+        }
         for r in &reset {
             key_ops.push(match table {
                 "virtual_keys" => {
@@ -118,7 +183,7 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
     )
     .fetch_all(&mut *tx)
     .await?;
-    total += ended.len() as u64;
+    done.key_models = ended.len() as u64;
     for r in &ended {
         let h: Vec<u8> = r.try_get("key_hash")?;
         key_ops.push(DeltaOp::KeyModelSpend {
@@ -127,8 +192,8 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
             spend: 0.0,
         });
     }
-    if total == 0 {
-        return Ok(0);
+    if done.total() == 0 {
+        return Ok(done);
     }
     let version = if key_ops.is_empty() {
         None
@@ -143,11 +208,11 @@ pub async fn reset_due(pool: &PgPool) -> Result<u64, StoreError> {
             object_type: "budget",
             object_id: "",
             before: None,
-            after: Some(serde_json::json!({ "reset": total })),
+            after: Some(serde_json::json!({ "reset": done.total() })),
             snapshot_version: version,
         },
     )
     .await?;
     tx.commit().await?;
-    Ok(total)
+    Ok(done)
 }

@@ -133,13 +133,18 @@ fn main() -> ExitCode {
 /// The listeners: the API's, and the metrics one when `--metrics-listen` or
 /// `PROMETHEUS_METRICS_PORT` asks for it.
 fn listeners(args: &Args, tls: Option<ServerTls>) -> Result<server::Listeners, ExitCode> {
-    let metrics = match (args.metrics_listen, std::env::var("PROMETHEUS_METRICS_PORT")) {
+    let metrics = match (
+        args.metrics_listen,
+        std::env::var("PROMETHEUS_METRICS_PORT"),
+    ) {
         (Some(addr), _) => Some(addr),
         (None, Err(_)) => None,
         (None, Ok(port)) => match port.trim().parse::<u16>() {
             Ok(port) => Some(SocketAddr::from(([0, 0, 0, 0], port))),
             Err(_) => {
-                eprintln!("routeiq-dataplane: PROMETHEUS_METRICS_PORT must be a port, not {port:?}");
+                eprintln!(
+                    "routeiq-dataplane: PROMETHEUS_METRICS_PORT must be a port, not {port:?}"
+                );
                 return Err(ExitCode::from(2));
             }
         },

@@ -187,8 +187,10 @@ pub fn run(app: Arc<App>, listeners: Listeners, threads: usize) -> ! {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     if let Some(addr) = metrics {
-        let mut scrape =
-            http_proxy_service(&server.configuration, Gateway::metrics_only(Arc::clone(&app)));
+        let mut scrape = http_proxy_service(
+            &server.configuration,
+            Gateway::metrics_only(Arc::clone(&app)),
+        );
         scrape.threads = Some(1);
         scrape.add_tcp(&addr.to_string());
         server.add_service(scrape);

@@ -3,6 +3,7 @@
 planes as processes, and a gRPC client generated from `proto/` at test time."""
 
 import os
+import re
 import signal
 import sys
 import time
@@ -65,6 +66,20 @@ def fresh_database() -> str:
         c.execute(f"CREATE DATABASE {name}")
     return admin.rsplit("/", 1)[0] + "/" + name
 
+
+def samples(text: str, name: str) -> list[tuple[dict, float]]:
+    """The samples of `name` in a Prometheus text exposition, with their labels."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        if m and m.group(1) == name:
+            labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.append((labels, float(m.group(3))))
+    return out
+
+
+def total(text: str, name: str, **labels) -> float:
+    return sum(v for l, v in samples(text, name) if all(l.get(k) == v2 for k, v2 in labels.items()))
 
 class Nats:
     """nats-server with JetStream, file storage in `dir`; restartable on the same port."""

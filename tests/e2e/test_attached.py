@@ -14,7 +14,7 @@ import openai
 import psycopg
 import pytest
 
-from stack import accepted, wait_until
+from stack import accepted, total, wait_until
 
 PRICE_IN, PRICE_OUT = 0.000001, 0.000002
 
@@ -328,14 +328,62 @@ def test_budget_crossed_then_reset(make_stack):
 
 def test_control_plane_readiness_tracks_postgres_and_nats(make_stack):
     s = make_stack()
+    nats_up = lambda: total(httpx.get(f"{s.cp.http}/metrics", timeout=5).text, "routeiq_controlplane_nats_connected")
     r = httpx.get(f"{s.cp.http}/health/readiness", timeout=5)
     assert r.status_code == 200 and r.json()["db"] == "connected" and r.json()["nats"] == "connected"
+    assert nats_up() == 1
     assert httpx.get(f"{s.cp.http}/health/liveliness", timeout=5).status_code == 200
     s.nats.stop()
     wait_until(lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=5).status_code == 503, what="not ready")
     assert httpx.get(f"{s.cp.http}/health/readiness", timeout=5).json()["nats"] == "disconnected"
+    assert nats_up() == 0
     s.nats.start()
     wait_until(lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=5).status_code == 200, what="ready again")
+    assert nats_up() == 1
+
+
+def test_control_plane_metrics_follow_publishing_ingestion_the_pool_and_resets(make_stack):
+    s = make_stack(cp_args=["--reset-interval", "1"])
+    dp = s.dataplane("dp-a")
+    scrape = lambda: httpx.get(f"{s.cp.http}/metrics", timeout=5).text
+    key, _ = s.generate_key(max_budget=10.0, budget_duration="2s")
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+    for _ in range(3):
+        assert dp.chat(key).status_code == 200
+
+    # Publishing: the version the data plane serves, its stream position, one lag per delta.
+    text = scrape()
+    assert total(text, "routeiq_controlplane_publisher_leader") == 1
+    assert total(text, "routeiq_controlplane_published_version") == dp.version() >= 1
+    assert total(text, "routeiq_controlplane_delta_sequence") >= 1
+    lags = total(text, "routeiq_controlplane_publish_lag_seconds_count")
+    assert lags >= 1
+    assert 0 < total(text, "routeiq_controlplane_publish_lag_seconds_sum") / lags < 5
+
+    # Ingestion: every event the data plane published is written once, with its lag.
+    made = int(dp.metric("routeiq_usage_events_published_total"))
+    assert made >= 4
+    wait_until(lambda: total(scrape(), "routeiq_usage_events_ingested_total") == made, what="events ingested")
+    text = scrape()
+    assert total(text, "routeiq_usage_ingest_lag_seconds_count") == made
+    assert total(text, "routeiq_usage_ingest_lag_seconds_sum") / made < 5
+    assert total(text, "routeiq_usage_ingest_pending") == 0
+    assert total(text, "routeiq_usage_events_duplicate_total") == 0
+    assert total(text, "routeiq_usage_events_rejected_total") == 0
+
+    # The pool as it is at the scrape.
+    assert total(text, "routeiq_controlplane_db_pool_max_connections") == 16
+    open_ = total(text, "routeiq_controlplane_db_pool_connections")
+    assert 1 <= open_ <= 16
+    # The publisher's NOTIFY listener holds one.
+    assert total(text, "routeiq_controlplane_db_pool_connections", state="in_use") >= 1
+
+    # The key's 2 s budget window ends: one reset, by scope.
+    wait_until(lambda: total(scrape(), "routeiq_controlplane_budget_resets_total", scope="key") >= 1,
+               what="budget reset counted")
+    text = scrape()
+    assert total(text, "routeiq_controlplane_budget_resets_total", scope="team") == 0
+    assert total(text, "routeiq_controlplane_budget_reset_failures_total") == 0
 
 
 def test_control_plane_import_refuses_an_unknown_provider_prefix(make_stack, tmp_path):

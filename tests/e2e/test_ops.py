@@ -1,10 +1,10 @@
 """Health, metrics, and the binary's command line."""
 
-import re
 import subprocess
 
 import httpx
 from conftest import BIN_DIR, ROOT
+from stack import samples, total
 
 
 def test_health(gateway):
@@ -16,21 +16,6 @@ def test_health(gateway):
     assert body["status"] == "healthy"
     assert body["snapshot_version"] == 0
     assert body["models"] >= 5
-
-
-def samples(text: str, name: str) -> list[tuple[dict, float]]:
-    """The samples of `name` in a Prometheus text exposition, with their labels."""
-    out = []
-    for line in text.splitlines():
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
-        if m and m.group(1) == name:
-            labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-            out.append((labels, float(m.group(3))))
-    return out
-
-
-def total(text: str, name: str, **labels) -> float:
-    return sum(v for l, v in samples(text, name) if all(l.get(k) == v2 for k, v2 in labels.items()))
 
 
 # LiteLLM's label sets (litellm 1.110.2), in its order; the exposition sorts them.

@@ -294,13 +294,19 @@ async fn due_budgets_reset_once_and_go_out_as_deltas() {
     let h = KeyHash::of(&key);
     ingest::write(&pool, &[event("r1", h, 0.5)]).await.unwrap();
     // Not due yet.
-    assert_eq!(resets::reset_due(&pool).await.unwrap(), 0);
+    assert_eq!(resets::reset_due(&pool).await.unwrap().total(), 0);
     sqlx::query("UPDATE virtual_keys SET budget_reset_at = now() - interval '1 second'")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(resets::reset_due(&pool).await.unwrap(), 1);
-    assert_eq!(resets::reset_due(&pool).await.unwrap(), 0);
+    assert_eq!(
+        resets::reset_due(&pool).await.unwrap(),
+        resets::Resets {
+            keys: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(resets::reset_due(&pool).await.unwrap().total(), 0);
     let rec = keys::get(&pool, &h).await.unwrap();
     assert_eq!(rec.spend, 0.0);
     let next = rec.budget_reset_at.unwrap() - rec.updated_at;
@@ -360,7 +366,13 @@ async fn per_model_key_spend_is_counted_in_windows_and_resets_go_out_as_deltas()
         .await
         .unwrap();
     let v1 = routeiq_controlplane::changes::current(&pool).await.unwrap();
-    assert_eq!(resets::reset_due(&pool).await.unwrap(), 1);
+    assert_eq!(
+        resets::reset_due(&pool).await.unwrap(),
+        resets::Resets {
+            key_models: 1,
+            ..Default::default()
+        }
+    );
     let ds = deltas_after(&pool, v1).await;
     assert_eq!(spend(&ds.last().unwrap().ops), Some(0.0));
     ingest::write(&pool, &[event("m3", h, 0.125)])
@@ -458,7 +470,13 @@ async fn team_budgets_reach_data_planes_as_scopes_with_their_spend_and_resets() 
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(resets::reset_due(&pool).await.unwrap(), 1);
+    assert_eq!(
+        resets::reset_due(&pool).await.unwrap(),
+        resets::Resets {
+            teams: 1,
+            ..Default::default()
+        }
+    );
     assert_eq!(
         scope_spend(&deltas_after(&pool, v1).await.last().unwrap().ops),
         Some(0.0)
