@@ -23,6 +23,7 @@ pub mod limits;
 pub mod mcp;
 pub mod multipart;
 pub mod otel;
+pub mod otel_genai;
 pub mod params;
 pub mod per_key;
 pub mod permission;

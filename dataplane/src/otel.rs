@@ -24,7 +24,9 @@ use routeiq_service::telemetry::{in_trace, Tracing};
 use routeiq_proto::ProviderKind;
 
 use crate::context::RequestCtx;
-use crate::error::ApiError;
+use crate::error::{ApiError, ClientApi};
+use crate::handlers::request::RawObject;
+use crate::otel_genai::Answer;
 use crate::providers::Operation;
 use crate::state::CompiledDeployment;
 
@@ -69,11 +71,22 @@ impl Spans {
                 KeyValue::new("http.request.method", method.to_owned()),
                 KeyValue::new("routeiq.endpoint", ctx.route),
             ]);
-        RouteSpan(Box::new(self.build_under(
-            ctx.traceparent.as_deref(),
-            &ctx.request_id,
-            builder,
-        )))
+        RouteSpan {
+            span: Box::new(self.build_under(
+                ctx.traceparent.as_deref(),
+                &ctx.request_id,
+                builder,
+            )),
+            request: Vec::new(),
+        }
+    }
+
+    /// Notes a sampled chat request's `gen_ai.request.*` parameters (and, with content
+    /// capture, its messages) for its attempts' spans.
+    pub fn note_request(&self, ctx: &mut RequestCtx, req: &RawObject, client: ClientApi) {
+        if let Some(route) = ctx.span.as_mut().filter(|r| r.sampled()) {
+            route.request = crate::otel_genai::request_attributes(req, client, self.capture_content);
+        }
     }
 
     /// Records a step of the request that began at `started` and ends now (authentication,
@@ -103,7 +116,7 @@ impl Spans {
     /// Ends the request's `routeiq.route` span (see [`Self::start`]) with what became of
     /// the request.
     pub fn record(&self, ctx: &mut RequestCtx, strategy: &str) {
-        let Some(RouteSpan(mut span)) = ctx.span.take() else {
+        let Some(RouteSpan { mut span, .. }) = ctx.span.take() else {
             return;
         };
         use opentelemetry::trace::Span;
@@ -192,27 +205,31 @@ impl Spans {
 
 /// The request's `routeiq.route` span, open while the request is served. Boxed, as the
 /// attempt's span: an SDK span is large, and futures holding one are copied when boxed.
-pub struct RouteSpan(Box<opentelemetry_sdk::trace::Span>);
+pub struct RouteSpan {
+    span: Box<opentelemetry_sdk::trace::Span>,
+    /// The request's GenAI attributes, for each attempt's span ([`Spans::note_request`]).
+    request: Vec<KeyValue>,
+}
 
 impl RouteSpan {
     /// Whether the sampler kept it: its children are kept with it, or dropped with it (so
     /// nothing is built for them).
     pub fn sampled(&self) -> bool {
         use opentelemetry::trace::Span;
-        self.0.span_context().is_sampled()
+        self.span.span_context().is_sampled()
     }
 
     /// A context whose (remote) span is this one, for its children.
     fn context(&self) -> Context {
         use opentelemetry::trace::Span;
-        Context::new().with_remote_span_context(self.0.span_context().clone())
+        Context::new().with_remote_span_context(self.span.span_context().clone())
     }
 
     /// This span as a caller's trace context (for the spans of work done on the request's
     /// behalf that take one, and the usage event's `traceparent`).
     pub fn traceparent(&self) -> TraceParent {
         use opentelemetry::trace::Span;
-        TraceParent::of(self.0.span_context())
+        TraceParent::of(self.span.span_context())
     }
 }
 
@@ -227,9 +244,10 @@ impl Spans {
                 .tracer()
                 .span_builder("attempt")
                 .with_kind(SpanKind::Client);
-            return AttemptSpan(Box::new(
-                self.tracer().build_with_context(builder, &route.context()),
-            ));
+            return AttemptSpan {
+                span: Box::new(self.tracer().build_with_context(builder, &route.context())),
+                answer: None,
+            };
         }
         let operation = operation_name(op);
         let model = &d.deployment.upstream_model;
@@ -239,6 +257,7 @@ impl Spans {
             KeyValue::new("gen_ai.request.model", model.clone()),
             KeyValue::new("routeiq.deployment.id", d.deployment.id.0.clone()),
         ];
+        attrs.extend(route.request.iter().cloned());
         if let Operation::Chat { stream: true, .. }
         | Operation::Responses { stream: true }
         | Operation::Completions { stream: true } = op
@@ -254,66 +273,101 @@ impl Spans {
             .span_builder(format!("{operation} {model}"))
             .with_kind(SpanKind::Client)
             .with_attributes(attrs);
-        AttemptSpan(Box::new(
-            self.tracer().build_with_context(builder, &route.context()),
-        ))
+        AttemptSpan {
+            span: Box::new(self.tracer().build_with_context(builder, &route.context())),
+            answer: Some(Box::new(Answer::new(self.capture_content))),
+        }
     }
 }
 
 /// A provider attempt's span, open while the attempt lasts (for the attempt that serves the
 /// request: until the request ends, its answer streamed and its usage known).
-pub struct AttemptSpan(Box<opentelemetry_sdk::trace::Span>);
+pub struct AttemptSpan {
+    span: Box<opentelemetry_sdk::trace::Span>,
+    /// What the answer says of itself; none when the span is dropped.
+    answer: Option<Box<Answer>>,
+}
 
 impl AttemptSpan {
+    /// Reads a whole answer, in the client's format, for the span.
+    pub fn read_body(&mut self, body: &[u8]) {
+        if let Some(a) = &mut self.answer {
+            a.read_body(body);
+        }
+    }
+
+    /// Reads a whole answer already parsed, for the span.
+    pub fn read_value(&mut self, v: &serde_json::Value) {
+        if let Some(a) = &mut self.answer {
+            a.read_value(v);
+        }
+    }
+
+    /// Reads a stream's events, as sent to the client, for the span.
+    pub fn read_events(&mut self, events: &[bytes::Bytes]) {
+        if let Some(a) = &mut self.answer {
+            a.read_events(events);
+        }
+    }
+
     /// The `traceparent` the provider is sent: this span, in its trace, sampled or not as
     /// the SDK's sampler decided.
     pub fn traceparent(&self) -> String {
         use opentelemetry::trace::Span;
-        TraceParent::header(self.0.span_context())
+        TraceParent::header(self.span.span_context())
     }
 
     /// Ends a failed attempt: `error.type` is the error's class (and its status).
     pub fn failed(mut self, e: &ApiError) {
         use opentelemetry::trace::{Span, Status};
-        self.0
+        self.span
             .set_attribute(KeyValue::new("error.type", e.kind.type_str()));
-        self.0.set_attribute(KeyValue::new(
+        self.span.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(e.status),
         ));
-        self.0.set_status(Status::error(e.message.clone()));
-        self.0.end();
+        self.span.set_status(Status::error(e.message.clone()));
+        self.span.end();
     }
 
     /// Ends the attempt that served the request, with what it answered.
     fn served(mut self, ctx: &RequestCtx, end: SystemTime) {
         use opentelemetry::trace::Span;
         if let Some(d) = &ctx.deployment {
-            self.0.set_attribute(KeyValue::new(
+            self.span.set_attribute(KeyValue::new(
                 "gen_ai.response.model",
                 d.deployment.upstream_model.clone(),
             ));
         }
         if let Some(u) = &ctx.usage {
-            self.0.set_attribute(KeyValue::new(
+            self.span.set_attribute(KeyValue::new(
                 "gen_ai.usage.input_tokens",
                 u.input_tokens as i64,
             ));
-            self.0.set_attribute(KeyValue::new(
+            self.span.set_attribute(KeyValue::new(
                 "gen_ai.usage.output_tokens",
                 u.output_tokens as i64,
             ));
         }
+        if let Some(u) = ctx.usage.filter(|u| u.cached_input_tokens > 0) {
+            self.span.set_attribute(KeyValue::new(
+                "gen_ai.usage.cache_read.input_tokens",
+                u.cached_input_tokens as i64,
+            ));
+        }
+        if let Some(a) = self.answer.take() {
+            self.span.set_attributes(a.attributes());
+        }
         if let Some(ttft) = ctx.time_to_first_token {
             // A stream's first chunk, from the moment the attempt was sent.
-            self.0.set_attribute(KeyValue::new(
+            self.span.set_attribute(KeyValue::new(
                 "gen_ai.response.time_to_first_chunk",
                 ttft.as_secs_f64(),
             ));
         }
         // Whatever became of the request after it (a cascade's escalation, a later MCP
         // round) is the request's span's to say.
-        self.0.end_with_timestamp(end);
+        self.span.end_with_timestamp(end);
     }
 }
 

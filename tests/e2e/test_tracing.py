@@ -341,3 +341,90 @@ def attr(span, key: str):
             v = a.value
             return getattr(v, v.WhichOneof("value"))
     return None
+
+
+def strings(span, key: str) -> list[str] | None:
+    v = attr(span, key)
+    return None if v is None else [x.string_value for x in v.values]
+
+
+def test_attempt_spans_carry_the_requests_parameters_and_the_answers_id_and_finish_reasons(mock_provider, tmp_path):
+    """GenAI attributes read from the bodies: `gen_ai.request.*` from the client's request,
+    `gen_ai.response.id` and `.finish_reasons` from the answer (whole, streamed, and in
+    Anthropic's shape); prompt and completion text only with content capture."""
+    receiver = OtlpReceiver()
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    params = {"temperature": 0.25, "top_p": 0.5, "max_tokens": 40, "seed": 11, "stop": ["END"],
+              "presence_penalty": 0.1, "n": 1}
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the secret prompt"}]
+
+    def attempt_of(call_id: str):
+        _, children = tree_of(receiver, call_id)
+        (attempt,) = [c for c in children if c.kind == c.SPAN_KIND_CLIENT]
+        return attempt
+
+    try:
+        for capture in (False, True):
+            env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"} if capture else {}
+            url, p = start_gateway(tmp_path, mock_provider, receiver.port, **env)
+            try:
+                r = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
+                               json={"model": "gpt-upstream", "messages": messages, **params})
+                assert r.status_code == 200, r.text
+                attempt = attempt_of(r.headers["x-litellm-call-id"])
+                assert attr(attempt, "gen_ai.request.temperature") == 0.25
+                assert attr(attempt, "gen_ai.request.top_p") == 0.5
+                assert attr(attempt, "gen_ai.request.max_tokens") == 40
+                assert attr(attempt, "gen_ai.request.seed") == 11
+                assert attr(attempt, "gen_ai.request.presence_penalty") == 0.1
+                assert strings(attempt, "gen_ai.request.stop_sequences") == ["END"]
+                assert attr(attempt, "gen_ai.request.choice.count") is None  # n = 1
+                assert attr(attempt, "gen_ai.response.id") == r.json()["id"]
+                assert strings(attempt, "gen_ai.response.finish_reasons") == [r.json()["choices"][0]["finish_reason"]]
+                content = attr(attempt, "gen_ai.input.messages")
+                if not capture:
+                    assert content is None and attr(attempt, "gen_ai.output.messages") is None
+                else:
+                    assert json.loads(content) == [
+                        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+                        {"role": "user", "parts": [{"type": "text", "content": "the secret prompt"}]}]
+                    (out,) = json.loads(attr(attempt, "gen_ai.output.messages"))
+                    assert out["role"] == "assistant" and out["finish_reason"] == r.json()["choices"][0]["finish_reason"]
+                    assert out["parts"] == [{"type": "text", "content": r.json()["choices"][0]["message"]["content"]}]
+
+                # A stream: the id and finish reason come from its chunks, the text is theirs.
+                with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=30, headers=headers,
+                                  json={"model": "gpt-upstream", "stream": True, "messages": messages}) as s:
+                    assert s.status_code == 200
+                    call_id = s.headers["x-litellm-call-id"]
+                    chunks = [json.loads(line[6:]) for line in s.read().decode().splitlines()
+                              if line.startswith("data: {")]
+                attempt = attempt_of(call_id)
+                assert attr(attempt, "gen_ai.response.id") == chunks[0]["id"]
+                finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+                assert strings(attempt, "gen_ai.response.finish_reasons") == finish[-1:]
+                if capture:
+                    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+                    (out,) = json.loads(attr(attempt, "gen_ai.output.messages"))
+                    assert out["parts"] == [{"type": "text", "content": text}]
+
+                # Anthropic's shape, in and out.
+                a = httpx.post(f"{url}/v1/messages", timeout=30,
+                               headers={"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"},
+                               json={"model": "gpt-upstream", "max_tokens": 30, "top_k": 3, "system": "sys",
+                                     "stop_sequences": ["X", "Y"], "messages": [{"role": "user", "content": "hey"}]})
+                assert a.status_code == 200, a.text
+                attempt = attempt_of(a.headers["x-litellm-call-id"])
+                assert attr(attempt, "gen_ai.request.max_tokens") == 30
+                assert attr(attempt, "gen_ai.request.top_k") == 3.0
+                assert strings(attempt, "gen_ai.request.stop_sequences") == ["X", "Y"]
+                assert attr(attempt, "gen_ai.response.id") == a.json()["id"]
+                assert strings(attempt, "gen_ai.response.finish_reasons") == [a.json()["stop_reason"]]
+                if capture:
+                    assert json.loads(attr(attempt, "gen_ai.system_instructions")) == [{"type": "text", "content": "sys"}]
+                else:
+                    assert attr(attempt, "gen_ai.system_instructions") is None
+            finally:
+                p.stop()
+    finally:
+        receiver.stop()

@@ -76,6 +76,9 @@ pub async fn completion(
         return Err(ApiError::missing_field("messages"));
     }
     let stream = req.flag("stream")?;
+    if let Some(spans) = &app.spans {
+        spans.note_request(ctx, &req, client);
+    }
     let client_wants_usage = match client {
         ClientApi::Anthropic => true,
         ClientApi::OpenAi => {
@@ -253,6 +256,9 @@ pub async fn completion(
                 }
             };
             ctx.usage = usage;
+            if let Some(a) = &mut ctx.attempt_span {
+                a.read_body(&out);
+            }
             headers.extend(super::cost_header(ctx));
             super::cached::keep_full(app, ctx, cache.as_ref(), &out);
             if let Err(e) = respond::json(session, ctx, &headers, out).await {

@@ -102,6 +102,9 @@ pub async fn create(
                 ctx.usage = usage;
                 Bytes::from(chat_to_completions::response(&chat).to_string())
             };
+            if let Some(a) = &mut ctx.attempt_span {
+                a.read_body(&out);
+            }
             headers.extend(super::cost_header(ctx));
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");

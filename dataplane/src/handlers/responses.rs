@@ -167,6 +167,9 @@ pub async fn create(
             let (chat, usage) = super::chat::openai_answer(d.format, &out, &model)?;
             ctx.usage = usage;
             let response = responses_via_chat::response(&request, &meta, &chat);
+            if let Some(a) = &mut ctx.attempt_span {
+                a.read_value(&response);
+            }
             if let Some(keep) = keep {
                 let json = keep.encode(&response);
                 keep.conversations.put(&keep.id, json).await;
@@ -507,6 +510,9 @@ async fn native_reply(
             ctx.upstream_latency = Some(sent.elapsed());
             ctx.usage = usage::from_body(&out);
             let out = with_client_id(out, &held);
+            if let Some(a) = &mut ctx.attempt_span {
+                a.read_body(&out);
+            }
             headers.extend(super::cost_header(ctx));
             cached::keep_full(app, ctx, cache, &out);
             if let Err(e) = respond::json(session, ctx, &headers, out).await {

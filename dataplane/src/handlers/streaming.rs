@@ -99,6 +99,9 @@ pub async fn pump(
                 break;
             }
         }
+        if let Some(a) = &mut ctx.attempt_span {
+            a.read_events(&out);
+        }
         if let Some(r) = recording.as_deref_mut() {
             r.pass(&mut out);
         }
@@ -111,6 +114,9 @@ pub async fn pump(
     }
     ctx.upstream_latency = Some(s.sent.elapsed());
     ctx.usage = conv.usage();
+    if let Some(a) = &mut ctx.attempt_span {
+        a.read_events(&out);
+    }
     if let Some(r) = recording {
         r.pass(&mut out);
     }

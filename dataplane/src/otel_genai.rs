@@ -1,0 +1,583 @@
+//! The GenAI attributes a provider attempt's span takes from the bodies it carries, as
+//! OpenTelemetry's GenAI conventions name them (`open-telemetry/semantic-conventions-genai`
+//! at `002c8a6`, `docs/gen-ai/gen-ai-spans.md`): the request's `gen_ai.request.*`
+//! parameters, and the answer's `gen_ai.response.id` and `.finish_reasons`, read from a
+//! whole body or from a stream's events in the client's format (OpenAI's chat, legacy
+//! completions and Responses shapes, Anthropic's messages). With content capture on, the
+//! opt-in `gen_ai.input.messages`, `gen_ai.system_instructions` and
+//! `gen_ai.output.messages` too, as JSON in the conventions' parts format.
+//!
+//! Only sampled requests come here: nothing of this runs for a request whose span is
+//! dropped.
+
+use opentelemetry::{Array, KeyValue, StringValue, Value as OtelValue};
+use serde_json::{json, Map, Value};
+
+use crate::error::ClientApi;
+use crate::handlers::request::RawObject;
+
+/// `gen_ai.request.*` of a chat request in `client`'s shape; with `capture`, its messages
+/// (`gen_ai.input.messages`) and Anthropic's `system` (`gen_ai.system_instructions`).
+pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> Vec<KeyValue> {
+    let mut attrs = Vec::new();
+    let number = |k: &str| req.value(k).and_then(|v| v.as_f64());
+    let int = |k: &str| req.value(k).and_then(|v| v.as_i64());
+    if let Some(n) = int("max_completion_tokens").or_else(|| int("max_tokens")) {
+        attrs.push(KeyValue::new("gen_ai.request.max_tokens", n));
+    }
+    for (field, name) in [
+        ("temperature", "gen_ai.request.temperature"),
+        ("top_p", "gen_ai.request.top_p"),
+        ("top_k", "gen_ai.request.top_k"),
+        ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+        ("presence_penalty", "gen_ai.request.presence_penalty"),
+    ] {
+        if let Some(x) = number(field) {
+            attrs.push(KeyValue::new(name, x));
+        }
+    }
+    if let Some(seed) = int("seed") {
+        attrs.push(KeyValue::new("gen_ai.request.seed", seed));
+    }
+    // Required only when it is not 1.
+    if let Some(n) = int("n").filter(|n| *n != 1) {
+        attrs.push(KeyValue::new("gen_ai.request.choice.count", n));
+    }
+    let stop = match client {
+        ClientApi::OpenAi => req.value("stop"),
+        ClientApi::Anthropic => req.value("stop_sequences"),
+    };
+    let stops: Vec<StringValue> = match stop {
+        Some(Value::String(s)) => vec![s.into()],
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .filter_map(|v| v.as_str().map(|s| StringValue::from(s.to_owned())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !stops.is_empty() {
+        attrs.push(KeyValue::new(
+            "gen_ai.request.stop_sequences",
+            OtelValue::Array(Array::String(stops)),
+        ));
+    }
+    let format = req
+        .value("response_format")
+        .and_then(|f| f.get("type").and_then(Value::as_str).map(str::to_owned));
+    if let Some(t) = format {
+        let output = if t == "text" { "text" } else { "json" };
+        attrs.push(KeyValue::new("gen_ai.output.type", output));
+    }
+    if capture {
+        let messages = req.value("messages").unwrap_or(Value::Null);
+        let (system, input) = match client {
+            ClientApi::OpenAi => (None, openai_messages(&messages)),
+            ClientApi::Anthropic => (
+                req.value("system").map(|s| parts_of_anthropic(&s)),
+                anthropic_messages(&messages),
+            ),
+        };
+        attrs.push(KeyValue::new("gen_ai.input.messages", input.to_string()));
+        if let Some(system) = system {
+            attrs.push(KeyValue::new(
+                "gen_ai.system_instructions",
+                system.to_string(),
+            ));
+        }
+    }
+    attrs
+}
+
+/// OpenAI chat messages in the conventions' parts format.
+fn openai_messages(messages: &Value) -> Value {
+    let Some(list) = messages.as_array() else {
+        return json!([]);
+    };
+    let out: Vec<Value> = list
+        .iter()
+        .map(|m| {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+            let mut parts = Vec::new();
+            if role == "tool" {
+                parts.push(json!({
+                    "type": "tool_call_response",
+                    "id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "result": text_of(m.get("content")),
+                }));
+            } else {
+                parts.extend(content_parts(m.get("content")));
+            }
+            for call in m
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let f = call.get("function");
+                parts.push(json!({
+                    "type": "tool_call",
+                    "id": call.get("id").cloned().unwrap_or(Value::Null),
+                    "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
+                    "arguments": f.and_then(|f| f.get("arguments")).cloned().unwrap_or(Value::Null),
+                }));
+            }
+            json!({ "role": role, "parts": parts })
+        })
+        .collect();
+    Value::Array(out)
+}
+
+/// An OpenAI message's `content`: a string, or an array of typed parts (text as text,
+/// anything else by its type alone).
+fn content_parts(content: Option<&Value>) -> Vec<Value> {
+    match content {
+        Some(Value::String(s)) => vec![json!({ "type": "text", "content": s })],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|p| match p.get("text").and_then(Value::as_str) {
+                Some(t) => json!({ "type": "text", "content": t }),
+                None => json!({ "type": p.get("type").cloned().unwrap_or(Value::Null) }),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The text of a string content or of an array of text parts.
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Anthropic messages in the conventions' parts format.
+fn anthropic_messages(messages: &Value) -> Value {
+    let Some(list) = messages.as_array() else {
+        return json!([]);
+    };
+    let out: Vec<Value> = list
+        .iter()
+        .map(|m| {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+            let parts = match m.get("content") {
+                Some(c) => parts_of_anthropic(c),
+                None => json!([]),
+            };
+            json!({ "role": role, "parts": parts })
+        })
+        .collect();
+    Value::Array(out)
+}
+
+/// Anthropic content (a string or blocks) as parts.
+fn parts_of_anthropic(content: &Value) -> Value {
+    let blocks = match content {
+        Value::String(s) => return json!([{ "type": "text", "content": s }]),
+        Value::Array(b) => b,
+        _ => return json!([]),
+    };
+    let parts: Vec<Value> = blocks
+        .iter()
+        .map(|b| match b.get("type").and_then(Value::as_str) {
+            Some("text") => json!({ "type": "text", "content": b.get("text").cloned().unwrap_or(Value::Null) }),
+            Some("tool_use") => json!({
+                "type": "tool_call",
+                "id": b.get("id").cloned().unwrap_or(Value::Null),
+                "name": b.get("name").cloned().unwrap_or(Value::Null),
+                "arguments": b.get("input").cloned().unwrap_or(Value::Null),
+            }),
+            Some("tool_result") => json!({
+                "type": "tool_call_response",
+                "id": b.get("tool_use_id").cloned().unwrap_or(Value::Null),
+                "result": match b.get("content") {
+                    Some(Value::String(s)) => Value::String(s.clone()),
+                    other => Value::String(text_of(other)),
+                },
+            }),
+            other => json!({ "type": other }),
+        })
+        .collect();
+    Value::Array(parts)
+}
+
+/// What an answer says of itself, gathered from its body or its stream.
+#[derive(Debug, Default)]
+pub struct Answer {
+    capture: bool,
+    id: Option<String>,
+    /// Per choice (by index): its finish reason and, with capture, its text and tool calls.
+    choices: Vec<Choice>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Choice {
+    finish_reason: Option<String>,
+    text: String,
+    tool_calls: Vec<Value>,
+}
+
+impl Answer {
+    pub fn new(capture: bool) -> Self {
+        Self {
+            capture,
+            ..Self::default()
+        }
+    }
+
+    fn choice(&mut self, index: usize) -> &mut Choice {
+        // A provider's index is small; a wild one is folded onto the last choice.
+        let index = index.min(15);
+        if self.choices.len() <= index {
+            self.choices.resize(index + 1, Choice::default());
+        }
+        &mut self.choices[index]
+    }
+
+    /// A whole answer in the client's format.
+    pub fn read_body(&mut self, body: &[u8]) {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            self.read_object(&v, false);
+        }
+    }
+
+    /// A whole answer already parsed.
+    pub fn read_value(&mut self, v: &Value) {
+        self.read_object(v, false);
+    }
+
+    /// The events a stream sent the client (`data:` lines of server-sent events).
+    pub fn read_events(&mut self, events: &[bytes::Bytes]) {
+        for e in events {
+            for line in e.split(|b| *b == b'\n') {
+                let Some(data) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
+                if let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) {
+                    self.read_object(&v, true);
+                }
+            }
+        }
+    }
+
+    /// One answer object or stream event, of whichever shape it is.
+    fn read_object(&mut self, v: &Value, delta: bool) {
+        let set_id = |a: &mut Self, id: Option<&Value>| {
+            if a.id.is_none() {
+                a.id = id.and_then(Value::as_str).map(str::to_owned);
+            }
+        };
+        if v.get("object").and_then(Value::as_str) == Some("response") {
+            // OpenAI's Responses API, whole.
+            return self.read_response(v);
+        }
+        match v.get("type").and_then(Value::as_str) {
+            // Anthropic's stream.
+            Some("message_start") => set_id(self, v.get("message").and_then(|m| m.get("id"))),
+            Some("content_block_delta") => {
+                if self.capture {
+                    if let Some(t) = v
+                        .get("delta")
+                        .and_then(|d| d.get("text"))
+                        .and_then(Value::as_str)
+                    {
+                        self.choice(0).text.push_str(t);
+                    }
+                }
+            }
+            Some("message_delta") => {
+                if let Some(r) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    self.choice(0).finish_reason = Some(r.to_owned());
+                }
+            }
+            // Anthropic's whole message.
+            Some("message") => {
+                set_id(self, v.get("id"));
+                let capture = self.capture;
+                let c = self.choice(0);
+                c.finish_reason = v
+                    .get("stop_reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if capture {
+                    for b in v
+                        .get("content")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        match b.get("type").and_then(Value::as_str) {
+                            Some("text") => {
+                                c.text.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
+                            }
+                            Some("tool_use") => c.tool_calls.push(json!({
+                                "type": "tool_call",
+                                "id": b.get("id").cloned().unwrap_or(Value::Null),
+                                "name": b.get("name").cloned().unwrap_or(Value::Null),
+                                "arguments": b.get("input").cloned().unwrap_or(Value::Null),
+                            })),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            // OpenAI's Responses API stream.
+            Some("response.created" | "response.completed" | "response.incomplete" | "response.failed") => {
+                if let Some(r) = v.get("response") {
+                    self.read_response_status(r);
+                }
+            }
+            Some("response.output_text.delta") => {
+                if self.capture {
+                    if let Some(t) = v.get("delta").and_then(Value::as_str) {
+                        self.choice(0).text.push_str(t);
+                    }
+                }
+            }
+            // OpenAI chat (or legacy completions), whole or a chunk.
+            _ => {
+                set_id(self, v.get("id"));
+                let capture = self.capture;
+                for (i, choice) in v
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let index = choice
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .map_or(i, |n| n as usize);
+                    let c = self.choice(index);
+                    if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+                        c.finish_reason = Some(r.to_owned());
+                    }
+                    if !capture {
+                        continue;
+                    }
+                    let message = choice.get(if delta { "delta" } else { "message" });
+                    let text = message
+                        .and_then(|m| m.get("content"))
+                        .or_else(|| choice.get("text"))
+                        .and_then(Value::as_str);
+                    if let Some(t) = text {
+                        c.text.push_str(t);
+                    }
+                    // A stream's tool calls come in pieces: only a whole answer's are kept.
+                    if !delta {
+                        for call in message
+                            .and_then(|m| m.get("tool_calls"))
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            let f = call.get("function");
+                            c.tool_calls.push(json!({
+                                "type": "tool_call",
+                                "id": call.get("id").cloned().unwrap_or(Value::Null),
+                                "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
+                                "arguments": f.and_then(|f| f.get("arguments")).cloned().unwrap_or(Value::Null),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A whole Responses API response.
+    fn read_response(&mut self, r: &Value) {
+        self.read_response_status(r);
+        if !self.capture {
+            return;
+        }
+        let text: String = r
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|o| o.get("content").and_then(Value::as_array).into_iter().flatten())
+            .filter_map(|c| c.get("text").and_then(Value::as_str))
+            .collect();
+        self.choice(0).text.push_str(&text);
+    }
+
+    fn read_response_status(&mut self, r: &Value) {
+        if self.id.is_none() {
+            self.id = r.get("id").and_then(Value::as_str).map(str::to_owned);
+        }
+        match r.get("status").and_then(Value::as_str) {
+            None | Some("in_progress" | "queued") => {}
+            Some(s) => self.choice(0).finish_reason = Some(s.to_owned()),
+        }
+    }
+
+    /// `gen_ai.response.id`, `.finish_reasons`, and with capture `gen_ai.output.messages`.
+    pub fn attributes(self) -> Vec<KeyValue> {
+        let mut attrs = Vec::new();
+        if let Some(id) = self.id {
+            attrs.push(KeyValue::new("gen_ai.response.id", id));
+        }
+        let reasons: Vec<StringValue> = self
+            .choices
+            .iter()
+            .filter_map(|c| c.finish_reason.clone().map(StringValue::from))
+            .collect();
+        if !reasons.is_empty() {
+            attrs.push(KeyValue::new(
+                "gen_ai.response.finish_reasons",
+                OtelValue::Array(Array::String(reasons)),
+            ));
+        }
+        if self.capture && !self.choices.is_empty() {
+            let messages: Vec<Value> = self
+                .choices
+                .into_iter()
+                .map(|c| {
+                    let mut parts = Vec::new();
+                    if !c.text.is_empty() {
+                        parts.push(json!({ "type": "text", "content": c.text }));
+                    }
+                    parts.extend(c.tool_calls);
+                    let mut m = Map::new();
+                    m.insert("role".into(), "assistant".into());
+                    m.insert("parts".into(), Value::Array(parts));
+                    m.insert(
+                        "finish_reason".into(),
+                        c.finish_reason.map_or(Value::Null, Value::String),
+                    );
+                    Value::Object(m)
+                })
+                .collect();
+            attrs.push(KeyValue::new(
+                "gen_ai.output.messages",
+                Value::Array(messages).to_string(),
+            ));
+        }
+        attrs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a OtelValue> {
+        attrs.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn request_parameters_of_both_shapes() {
+        let openai = RawObject::parse(
+            br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"x"}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"42"}],
+                "max_completion_tokens":50,"temperature":0.2,"top_p":0.9,"seed":7,"n":2,"stop":"END","frequency_penalty":0.5,"presence_penalty":-0.5,"response_format":{"type":"json_object"}}"#,
+        )
+        .unwrap();
+        let a = request_attributes(&openai, ClientApi::OpenAi, false);
+        assert_eq!(attr(&a, "gen_ai.request.max_tokens"), Some(&OtelValue::I64(50)));
+        assert_eq!(attr(&a, "gen_ai.request.temperature"), Some(&OtelValue::F64(0.2)));
+        assert_eq!(attr(&a, "gen_ai.request.top_p"), Some(&OtelValue::F64(0.9)));
+        assert_eq!(attr(&a, "gen_ai.request.seed"), Some(&OtelValue::I64(7)));
+        assert_eq!(attr(&a, "gen_ai.request.choice.count"), Some(&OtelValue::I64(2)));
+        assert_eq!(attr(&a, "gen_ai.request.frequency_penalty"), Some(&OtelValue::F64(0.5)));
+        assert_eq!(attr(&a, "gen_ai.request.presence_penalty"), Some(&OtelValue::F64(-0.5)));
+        assert_eq!(
+            attr(&a, "gen_ai.request.stop_sequences"),
+            Some(&OtelValue::Array(Array::String(vec!["END".into()])))
+        );
+        assert_eq!(attr(&a, "gen_ai.output.type"), Some(&OtelValue::from("json")));
+        // No content without capture.
+        assert!(attr(&a, "gen_ai.input.messages").is_none());
+
+        let captured = request_attributes(&openai, ClientApi::OpenAi, true);
+        let input: Value =
+            serde_json::from_str(&attr(&captured, "gen_ai.input.messages").unwrap().to_string()).unwrap();
+        assert_eq!(
+            input,
+            json!([
+                {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+                {"role": "user", "parts": [{"type": "text", "content": "hi"}, {"type": "image_url"}]},
+                {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "f", "arguments": "{}"}]},
+                {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "result": "42"}]},
+            ])
+        );
+
+        let anthropic = RawObject::parse(
+            br#"{"model":"m","max_tokens":20,"top_k":5,"stop_sequences":["a","b"],"system":"sys","messages":[{"role":"user","content":"hello"}],"n":1}"#,
+        )
+        .unwrap();
+        let a = request_attributes(&anthropic, ClientApi::Anthropic, true);
+        assert_eq!(attr(&a, "gen_ai.request.max_tokens"), Some(&OtelValue::I64(20)));
+        assert_eq!(attr(&a, "gen_ai.request.top_k"), Some(&OtelValue::F64(5.0)));
+        assert!(attr(&a, "gen_ai.request.choice.count").is_none(), "n = 1 is not recorded");
+        assert_eq!(
+            attr(&a, "gen_ai.request.stop_sequences"),
+            Some(&OtelValue::Array(Array::String(vec!["a".into(), "b".into()])))
+        );
+        assert_eq!(
+            attr(&a, "gen_ai.system_instructions").unwrap().to_string(),
+            r#"[{"content":"sys","type":"text"}]"#
+        );
+    }
+
+    fn answer_of(capture: bool, read: impl FnOnce(&mut Answer)) -> Vec<KeyValue> {
+        let mut a = Answer::new(capture);
+        read(&mut a);
+        a.attributes()
+    }
+
+    #[test]
+    fn answers_whole_and_streamed() {
+        let body = br#"{"id":"chatcmpl-1","choices":[{"index":0,"message":{"role":"assistant","content":"yes"},"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":"no"},"finish_reason":"length"}]}"#;
+        let a = answer_of(true, |a| a.read_body(body));
+        assert_eq!(attr(&a, "gen_ai.response.id"), Some(&OtelValue::from("chatcmpl-1")));
+        assert_eq!(
+            attr(&a, "gen_ai.response.finish_reasons"),
+            Some(&OtelValue::Array(Array::String(vec!["stop".into(), "length".into()])))
+        );
+        let out: Value =
+            serde_json::from_str(&attr(&a, "gen_ai.output.messages").unwrap().to_string()).unwrap();
+        assert_eq!(out[1], json!({"role": "assistant", "parts": [{"type": "text", "content": "no"}], "finish_reason": "length"}));
+        // Without capture: no content.
+        let a = answer_of(false, |a| a.read_body(body));
+        assert!(attr(&a, "gen_ai.output.messages").is_none());
+        assert!(attr(&a, "gen_ai.response.finish_reasons").is_some());
+
+        let chunks: Vec<bytes::Bytes> = [
+            "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"he\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"llo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        ]
+        .into_iter()
+        .map(bytes::Bytes::from)
+        .collect();
+        let a = answer_of(true, |a| a.read_events(&chunks));
+        assert_eq!(attr(&a, "gen_ai.response.id"), Some(&OtelValue::from("c2")));
+        assert!(attr(&a, "gen_ai.output.messages").unwrap().to_string().contains("\"hello\""));
+
+        let anthropic: Vec<bytes::Bytes> = [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
+        ]
+        .into_iter()
+        .map(bytes::Bytes::from)
+        .collect();
+        let a = answer_of(false, |a| a.read_events(&anthropic));
+        assert_eq!(attr(&a, "gen_ai.response.id"), Some(&OtelValue::from("msg_1")));
+        assert_eq!(
+            attr(&a, "gen_ai.response.finish_reasons"),
+            Some(&OtelValue::Array(Array::String(vec!["end_turn".into()])))
+        );
+    }
+}
