@@ -403,29 +403,47 @@ fn provider_name(p: ProviderKind) -> &'static str {
 }
 
 impl Spans {
-    /// Records an MCP tool call's `execute_tool {tool}` span (OpenTelemetry's GenAI
-    /// conventions), in the trace of the request that made it.
-    pub fn tool_call(&self, ctx: &RequestCtx, server: &str, tool: &str, seconds: f64, ok: bool) {
-        let request_id = &ctx.request_id;
-        let end = SystemTime::now();
-        let start = end
-            .checked_sub(std::time::Duration::from_secs_f64(seconds))
-            .unwrap_or(end);
+    /// Starts an MCP tool call's `execute_tool {tool}` span (OpenTelemetry's GenAI
+    /// conventions, with the MCP conventions' client attributes), in the trace of the
+    /// request that makes it. Its id goes to the server in the call's
+    /// `params._meta.traceparent`, so the server's span is its child.
+    pub fn tool_call(&self, ctx: &RequestCtx, server: &str, tool: &str) -> ToolSpan {
         let attrs = vec![
             KeyValue::new("gen_ai.operation.name", "execute_tool"),
             KeyValue::new("gen_ai.tool.name", tool.to_owned()),
+            KeyValue::new("mcp.method.name", "tools/call"),
             KeyValue::new("mcp.server.name", server.to_owned()),
-            KeyValue::new("routeiq.request_id", request_id.to_owned()),
-            KeyValue::new("routeiq.tool.ok", ok),
+            KeyValue::new("routeiq.request_id", ctx.request_id.clone()),
         ];
         let builder = self
             .tracer()
             .span_builder(format!("execute_tool {tool}"))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(start)
+            .with_kind(SpanKind::Client)
             .with_attributes(attrs);
-        let mut span = self.build_for(ctx, builder);
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+        ToolSpan(self.build_for(ctx, builder))
+    }
+}
+
+/// An MCP tool call's span, open while the call lasts.
+pub struct ToolSpan(opentelemetry_sdk::trace::Span);
+
+impl ToolSpan {
+    /// The `traceparent` the server is sent: this span, in its trace.
+    pub fn traceparent(&self) -> String {
+        use opentelemetry::trace::Span;
+        TraceParent::header(self.0.span_context())
+    }
+
+    /// Ends it: `error` is the JSON-RPC error's code, or `tool_error` for a result with
+    /// `isError` (the MCP conventions' `error.type`).
+    pub fn end(mut self, ok: bool, error: Option<String>) {
+        use opentelemetry::trace::{Span, Status};
+        self.0.set_attribute(KeyValue::new("routeiq.tool.ok", ok));
+        if let Some(e) = error {
+            self.0.set_attribute(KeyValue::new("error.type", e.clone()));
+            self.0.set_status(Status::error(e));
+        }
+        self.0.end();
     }
 }
 

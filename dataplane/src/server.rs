@@ -18,23 +18,11 @@ use crate::state::App;
 
 pub struct Gateway {
     app: Arc<App>,
-    /// The separate metrics listener: `GET /metrics` only.
-    metrics_only: bool,
 }
 
 impl Gateway {
     pub fn new(app: Arc<App>) -> Self {
-        Self {
-            app,
-            metrics_only: false,
-        }
-    }
-
-    fn metrics_only(app: Arc<App>) -> Self {
-        Self {
-            app,
-            metrics_only: true,
-        }
+        Self { app }
     }
 }
 
@@ -47,10 +35,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if self.metrics_only {
-            handlers::metrics_listener(&self.app, session, ctx).await;
-            return Ok(true);
-        }
         ctx.in_flight = Some(self.app.metrics.in_flight());
         handlers::handle(&self.app, session, ctx).await;
         Ok(true)
@@ -69,9 +53,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if self.metrics_only {
-            return;
-        }
         // A cached answer uses no tokens of the key's limits.
         let tokens = match &ctx.usage {
             Some(u) if !ctx.cache_hit() => u.total(),
@@ -113,6 +94,38 @@ impl ProxyHttp for Gateway {
         if let Some(a) = &self.app.attached {
             a.reporter.record(ctx, trace, &self.app.metrics);
         }
+    }
+}
+
+/// The separate metrics listener: `GET /metrics` and nothing else; its scrapes are not
+/// requests of the gateway (no metrics, spans or usage of their own). A service of its own,
+/// so the gateway's request future stays what it was.
+struct Scrape {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl ProxyHttp for Scrape {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        handlers::metrics_listener(&self.app, session, ctx).await;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Error::e_explain(
+            ErrorType::InternalError,
+            "every request is answered in request_filter",
+        )
     }
 }
 
@@ -189,7 +202,9 @@ pub fn run(app: Arc<App>, listeners: Listeners, threads: usize) -> ! {
     if let Some(addr) = metrics {
         let mut scrape = http_proxy_service(
             &server.configuration,
-            Gateway::metrics_only(Arc::clone(&app)),
+            Scrape {
+                app: Arc::clone(&app),
+            },
         );
         scrape.threads = Some(1);
         scrape.add_tcp(&addr.to_string());

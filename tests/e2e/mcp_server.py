@@ -6,7 +6,8 @@ served over streamable HTTP:
 TRANSPORT is `streamable-http` (the default, on /mcp), `sse` (the legacy HTTP+SSE
 transport, on /sse) or `stdio` (PORT is then ignored).
 
-Its tools: `add`, `whoami` (the headers the gateway sent), `search`, `getenv` (a variable
+Its tools: `add`, `whoami` (the headers the gateway sent), `search` (logs the W3C
+`traceparent` of the call's `_meta` to stderr, for the tracing tests), `getenv` (a variable
 of its environment), `delete_everything`
 (leaves a marker file: the tests prove a hidden tool is never called) and `die` (the
 process exits mid-call). A server named `weather` also has `forecast` (a `location`, as
@@ -38,8 +39,10 @@ def whoami(ctx: Context) -> str:
 
 
 @mcp.tool()
-def search(q: str) -> str:
+def search(q: str, ctx: Context) -> str:
     """Search the docs."""
+    meta = ctx.request_context.meta or {}
+    print(f"search q={q} traceparent={meta.get('traceparent', '-')}", file=sys.stderr, flush=True)
     return f"{name} found: {q}"
 
 

@@ -386,6 +386,17 @@ general_settings:
         listener.close()
 
 
+def test_without_exported_spans_a_callers_traceparent_reaches_the_server_as_it_came(mcp_env):
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for q, headers in (("passed-on", {"traceparent": caller}), ("no-trace", {})):
+        r = rpc(f"{mcp_env.url}/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                       "params": {"name": "docs-search", "arguments": {"q": q}}}, headers=headers)
+        assert r.json()["result"]["content"][0]["text"] == f"docs found: {q}", r.text
+    log = mcp_env.docs.proc.output()
+    assert f"q=passed-on traceparent={caller}" in log
+    assert "q=no-trace traceparent=-" in log
+
+
 def test_each_tool_call_is_an_execute_tool_span_in_the_requests_trace(mcp_env, tmp_path):
     import time
 
@@ -410,6 +421,10 @@ def test_each_tool_call_is_an_execute_tool_span_in_the_requests_trace(mcp_env, t
         assert attrs["gen_ai.tool.name"].string_value == "search"
         assert attrs["mcp.server.name"].string_value == "docs"
         assert attrs["routeiq.tool.ok"].bool_value is True
+        assert attrs["mcp.method.name"].string_value == "tools/call"
+        assert span.kind == span.SPAN_KIND_CLIENT
+        # The server is told of the span in the call's `_meta`, its flags the sampler's.
+        assert f"q=spans traceparent=00-{call_id}-{span.span_id.hex()}-01" in mcp_env.docs.proc.output()
         # A caller's trace: the span joins it, under the caller's span.
         caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         r = rpc(f"{url}/mcp", {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -420,6 +435,7 @@ def test_each_tool_call_is_an_execute_tool_span_in_the_requests_trace(mcp_env, t
             time.sleep(0.05)
         [joined] = [s for s in receiver.spans("execute_tool search") if s.trace_id.hex() != call_id]
         assert joined.trace_id.hex() == caller.split("-")[1]
+        assert f"q=traces traceparent=00-{joined.trace_id.hex()}-{joined.span_id.hex()}-01" in mcp_env.docs.proc.output()
         # Under the request's span, itself under the caller's.
         [route] = [s for s in receiver.spans() if s.span_id == joined.parent_span_id]
         assert route.parent_span_id.hex() == caller.split("-")[2]

@@ -600,19 +600,35 @@ pub(crate) async fn call_tool(
             .cloned()
             .unwrap_or_else(|| json!({})),
     );
+    // The request's trace goes on in the call's `_meta` (MCP's place for it, whatever the
+    // transport): the tool call's span, else the caller's trace as it came.
+    let span = app
+        .spans
+        .as_ref()
+        .map(|spans| spans.tool_call(ctx, &server.config.name, tool));
+    let trace = match &span {
+        Some(s) => Some(s.traceparent()),
+        None => ctx.outgoing_traceparent(),
+    };
+    if let Some(t) = trace {
+        forwarded.insert("_meta".into(), json!({ "traceparent": t }));
+    }
     let started = Instant::now();
     let call = client.request(server, "tools/call", Value::Object(forwarded), CALL_TIMEOUT);
     let result = tokio::time::timeout(CALL_TIMEOUT, call)
         .await
         .unwrap_or_else(|_| Err(timed_out(server, CALL_TIMEOUT)));
     let seconds = started.elapsed().as_secs_f64();
-    let ok = result
-        .as_ref()
-        .is_ok_and(|r| r.get("isError") != Some(&Value::Bool(true)));
+    let error = match &result {
+        Err(e) => Some(e.code.to_string()),
+        Ok(r) if r.get("isError") == Some(&Value::Bool(true)) => Some("tool_error".to_owned()),
+        Ok(_) => None,
+    };
+    let ok = error.is_none();
     app.metrics
         .mcp_tool_call(&server.config.name, tool, ok, seconds);
-    if let Some(spans) = &app.spans {
-        spans.tool_call(ctx, &server.config.name, tool, seconds, ok);
+    if let Some(span) = span {
+        span.end(ok, error);
     }
     tracing::info!(
         request_id = %ctx.request_id,
