@@ -66,17 +66,21 @@ impl Spans {
             .tracer()
             .span_builder("routeiq.route")
             .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .with_attributes([
-                KeyValue::new("http.request.method", method.to_owned()),
-                KeyValue::new("routeiq.endpoint", ctx.route),
-            ]);
+            .with_start_time(start);
+        let mut span = self.build_under(ctx.traceparent.as_deref(), &ctx.request_id, builder);
+        // Set once the sampler kept it (no sampler here reads attributes): a dropped span
+        // costs no allocation for them.
+        if opentelemetry::trace::Span::is_recording(&span) {
+            opentelemetry::trace::Span::set_attributes(
+                &mut span,
+                [
+                    KeyValue::new("http.request.method", method.to_owned()),
+                    KeyValue::new("routeiq.endpoint", ctx.route),
+                ],
+            );
+        }
         RouteSpan {
-            span: Box::new(self.build_under(
-                ctx.traceparent.as_deref(),
-                &ctx.request_id,
-                builder,
-            )),
+            span: Box::new(span),
             request: Vec::new(),
         }
     }
@@ -85,7 +89,8 @@ impl Spans {
     /// capture, its messages) for its attempts' spans.
     pub fn note_request(&self, ctx: &mut RequestCtx, req: &RawObject, client: ClientApi) {
         if let Some(route) = ctx.span.as_mut().filter(|r| r.sampled()) {
-            route.request = crate::otel_genai::request_attributes(req, client, self.capture_content);
+            route.request =
+                crate::otel_genai::request_attributes(req, client, self.capture_content);
         }
     }
 

@@ -185,7 +185,9 @@ fn parts_of_anthropic(content: &Value) -> Value {
     let parts: Vec<Value> = blocks
         .iter()
         .map(|b| match b.get("type").and_then(Value::as_str) {
-            Some("text") => json!({ "type": "text", "content": b.get("text").cloned().unwrap_or(Value::Null) }),
+            Some("text") => {
+                json!({ "type": "text", "content": b.get("text").cloned().unwrap_or(Value::Null) })
+            }
             Some("tool_use") => json!({
                 "type": "tool_call",
                 "id": b.get("id").cloned().unwrap_or(Value::Null),
@@ -316,9 +318,9 @@ impl Answer {
                         .flatten()
                     {
                         match b.get("type").and_then(Value::as_str) {
-                            Some("text") => {
-                                c.text.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
-                            }
+                            Some("text") => c
+                                .text
+                                .push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
                             Some("tool_use") => c.tool_calls.push(json!({
                                 "type": "tool_call",
                                 "id": b.get("id").cloned().unwrap_or(Value::Null),
@@ -331,7 +333,12 @@ impl Answer {
                 }
             }
             // OpenAI's Responses API stream.
-            Some("response.created" | "response.completed" | "response.incomplete" | "response.failed") => {
+            Some(
+                "response.created"
+                | "response.completed"
+                | "response.incomplete"
+                | "response.failed",
+            ) => {
                 if let Some(r) = v.get("response") {
                     self.read_response_status(r);
                 }
@@ -406,7 +413,12 @@ impl Answer {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .flat_map(|o| o.get("content").and_then(Value::as_array).into_iter().flatten())
+            .flat_map(|o| {
+                o.get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
             .filter_map(|c| c.get("text").and_then(Value::as_str))
             .collect();
         self.choice(0).text.push_str(&text);
@@ -473,7 +485,10 @@ mod tests {
     use super::*;
 
     fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a OtelValue> {
-        attrs.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+        attrs
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
     }
 
     #[test]
@@ -484,24 +499,46 @@ mod tests {
         )
         .unwrap();
         let a = request_attributes(&openai, ClientApi::OpenAi, false);
-        assert_eq!(attr(&a, "gen_ai.request.max_tokens"), Some(&OtelValue::I64(50)));
-        assert_eq!(attr(&a, "gen_ai.request.temperature"), Some(&OtelValue::F64(0.2)));
+        assert_eq!(
+            attr(&a, "gen_ai.request.max_tokens"),
+            Some(&OtelValue::I64(50))
+        );
+        assert_eq!(
+            attr(&a, "gen_ai.request.temperature"),
+            Some(&OtelValue::F64(0.2))
+        );
         assert_eq!(attr(&a, "gen_ai.request.top_p"), Some(&OtelValue::F64(0.9)));
         assert_eq!(attr(&a, "gen_ai.request.seed"), Some(&OtelValue::I64(7)));
-        assert_eq!(attr(&a, "gen_ai.request.choice.count"), Some(&OtelValue::I64(2)));
-        assert_eq!(attr(&a, "gen_ai.request.frequency_penalty"), Some(&OtelValue::F64(0.5)));
-        assert_eq!(attr(&a, "gen_ai.request.presence_penalty"), Some(&OtelValue::F64(-0.5)));
+        assert_eq!(
+            attr(&a, "gen_ai.request.choice.count"),
+            Some(&OtelValue::I64(2))
+        );
+        assert_eq!(
+            attr(&a, "gen_ai.request.frequency_penalty"),
+            Some(&OtelValue::F64(0.5))
+        );
+        assert_eq!(
+            attr(&a, "gen_ai.request.presence_penalty"),
+            Some(&OtelValue::F64(-0.5))
+        );
         assert_eq!(
             attr(&a, "gen_ai.request.stop_sequences"),
             Some(&OtelValue::Array(Array::String(vec!["END".into()])))
         );
-        assert_eq!(attr(&a, "gen_ai.output.type"), Some(&OtelValue::from("json")));
+        assert_eq!(
+            attr(&a, "gen_ai.output.type"),
+            Some(&OtelValue::from("json"))
+        );
         // No content without capture.
         assert!(attr(&a, "gen_ai.input.messages").is_none());
 
         let captured = request_attributes(&openai, ClientApi::OpenAi, true);
-        let input: Value =
-            serde_json::from_str(&attr(&captured, "gen_ai.input.messages").unwrap().to_string()).unwrap();
+        let input: Value = serde_json::from_str(
+            &attr(&captured, "gen_ai.input.messages")
+                .unwrap()
+                .to_string(),
+        )
+        .unwrap();
         assert_eq!(
             input,
             json!([
@@ -517,12 +554,21 @@ mod tests {
         )
         .unwrap();
         let a = request_attributes(&anthropic, ClientApi::Anthropic, true);
-        assert_eq!(attr(&a, "gen_ai.request.max_tokens"), Some(&OtelValue::I64(20)));
+        assert_eq!(
+            attr(&a, "gen_ai.request.max_tokens"),
+            Some(&OtelValue::I64(20))
+        );
         assert_eq!(attr(&a, "gen_ai.request.top_k"), Some(&OtelValue::F64(5.0)));
-        assert!(attr(&a, "gen_ai.request.choice.count").is_none(), "n = 1 is not recorded");
+        assert!(
+            attr(&a, "gen_ai.request.choice.count").is_none(),
+            "n = 1 is not recorded"
+        );
         assert_eq!(
             attr(&a, "gen_ai.request.stop_sequences"),
-            Some(&OtelValue::Array(Array::String(vec!["a".into(), "b".into()])))
+            Some(&OtelValue::Array(Array::String(vec![
+                "a".into(),
+                "b".into()
+            ])))
         );
         assert_eq!(
             attr(&a, "gen_ai.system_instructions").unwrap().to_string(),
@@ -540,14 +586,23 @@ mod tests {
     fn answers_whole_and_streamed() {
         let body = br#"{"id":"chatcmpl-1","choices":[{"index":0,"message":{"role":"assistant","content":"yes"},"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":"no"},"finish_reason":"length"}]}"#;
         let a = answer_of(true, |a| a.read_body(body));
-        assert_eq!(attr(&a, "gen_ai.response.id"), Some(&OtelValue::from("chatcmpl-1")));
+        assert_eq!(
+            attr(&a, "gen_ai.response.id"),
+            Some(&OtelValue::from("chatcmpl-1"))
+        );
         assert_eq!(
             attr(&a, "gen_ai.response.finish_reasons"),
-            Some(&OtelValue::Array(Array::String(vec!["stop".into(), "length".into()])))
+            Some(&OtelValue::Array(Array::String(vec![
+                "stop".into(),
+                "length".into()
+            ])))
         );
         let out: Value =
             serde_json::from_str(&attr(&a, "gen_ai.output.messages").unwrap().to_string()).unwrap();
-        assert_eq!(out[1], json!({"role": "assistant", "parts": [{"type": "text", "content": "no"}], "finish_reason": "length"}));
+        assert_eq!(
+            out[1],
+            json!({"role": "assistant", "parts": [{"type": "text", "content": "no"}], "finish_reason": "length"})
+        );
         // Without capture: no content.
         let a = answer_of(false, |a| a.read_body(body));
         assert!(attr(&a, "gen_ai.output.messages").is_none());
@@ -563,7 +618,10 @@ mod tests {
         .collect();
         let a = answer_of(true, |a| a.read_events(&chunks));
         assert_eq!(attr(&a, "gen_ai.response.id"), Some(&OtelValue::from("c2")));
-        assert!(attr(&a, "gen_ai.output.messages").unwrap().to_string().contains("\"hello\""));
+        assert!(attr(&a, "gen_ai.output.messages")
+            .unwrap()
+            .to_string()
+            .contains("\"hello\""));
 
         let anthropic: Vec<bytes::Bytes> = [
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\"}}\n\n",
@@ -574,7 +632,10 @@ mod tests {
         .map(bytes::Bytes::from)
         .collect();
         let a = answer_of(false, |a| a.read_events(&anthropic));
-        assert_eq!(attr(&a, "gen_ai.response.id"), Some(&OtelValue::from("msg_1")));
+        assert_eq!(
+            attr(&a, "gen_ai.response.id"),
+            Some(&OtelValue::from("msg_1"))
+        );
         assert_eq!(
             attr(&a, "gen_ai.response.finish_reasons"),
             Some(&OtelValue::Array(Array::String(vec!["end_turn".into()])))

@@ -198,15 +198,24 @@ impl TraceParent {
     /// `span` as the parent of a receiver's span.
     pub fn of(span: &SpanContext) -> Self {
         Self {
-            trace_id: span.trace_id().to_string(),
-            parent_id: span.span_id().to_string(),
-            flags: format!("{:02x}", span.trace_flags().to_u8()),
+            trace_id: lower_hex(&span.trace_id().to_bytes()),
+            parent_id: lower_hex(&span.span_id().to_bytes()),
+            flags: lower_hex(&[span.trace_flags().to_u8()]),
         }
     }
 
-    /// The header naming `span` (version 00).
+    /// The header naming `span` (version 00). Written by hand: it goes out with every
+    /// provider request, and the formatting machinery cost more than the rest of it.
     pub fn header(span: &SpanContext) -> String {
-        Self::of(span).to_string()
+        let mut out = Vec::with_capacity(55);
+        out.extend_from_slice(b"00-");
+        push_hex(&mut out, &span.trace_id().to_bytes());
+        out.push(b'-');
+        push_hex(&mut out, &span.span_id().to_bytes());
+        out.push(b'-');
+        push_hex(&mut out, &[span.trace_flags().to_u8()]);
+        // Only ASCII was written.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// A context whose remote span is this one: spans built in it are its children, and a
@@ -227,6 +236,22 @@ impl TraceParent {
 impl std::fmt::Display for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "00-{}-{}-{}", self.trace_id, self.parent_id, self.flags)
+    }
+}
+
+/// `bytes` as lowercase hex.
+fn lower_hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
 }
 
@@ -441,6 +466,19 @@ mod tests {
         let t = TraceParent::parse(v).unwrap();
         let cx = t.context();
         assert_eq!(TraceParent::header(cx.span().span_context()), v);
+        assert_eq!(TraceParent::of(cx.span().span_context()), t);
+        // The hand-written hex is the SDK's, for ids of every digit and unsampled flags.
+        let sc = SpanContext::new(
+            TraceId::from_hex("0123456789abcdeffedcba9876543210").unwrap(),
+            SpanId::from_hex("a0b1c2d3e4f50617").unwrap(),
+            TraceFlags::default(),
+            false,
+            TraceState::default(),
+        );
+        assert_eq!(
+            TraceParent::header(&sc),
+            format!("00-{}-{}-00", sc.trace_id(), sc.span_id())
+        );
         for bad in [
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
