@@ -1,5 +1,5 @@
-"""An OTLP/gRPC trace sink for bench/tracing.sh: it accepts every export and answers at
-once, without decoding the spans (so that the collector's work does not weigh on the
+"""An OTLP/gRPC trace and metrics sink for bench/tracing.sh: it accepts every export and
+answers at once, without decoding it (so that the collector's work does not weigh on the
 gateway's share of the machine). It counts exports and bytes, printed on SIGTERM."""
 
 import signal
@@ -17,17 +17,20 @@ def export(request: bytes, context) -> bytes:
     with lock:
         received["exports"] += 1
         received["bytes"] += len(request)
-    return b""  # an empty ExportTraceServiceResponse
+    return b""  # an empty Export{Trace,Metrics}ServiceResponse
 
 
 def main():
     port = int(sys.argv[1])
-    handler = grpc.method_handlers_generic_handler(
-        "opentelemetry.proto.collector.trace.v1.TraceService",
-        {"Export": grpc.unary_unary_rpc_method_handler(export)},
+    handlers = tuple(
+        grpc.method_handlers_generic_handler(
+            f"opentelemetry.proto.collector.{service}",
+            {"Export": grpc.unary_unary_rpc_method_handler(export)},
+        )
+        for service in ("trace.v1.TraceService", "metrics.v1.MetricsService")
     )
     server = grpc.server(futures.ThreadPoolExecutor(2))
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers(handlers)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     done = threading.Event()

@@ -14,7 +14,7 @@
 //! (plus what they spent themselves since, see the data plane's `budgets`).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::AckKind;
@@ -54,16 +54,19 @@ impl Default for Config {
     }
 }
 
+/// How often an idle consumer reads its backlog.
+const PENDING_CHECK: Duration = Duration::from_secs(5);
+
 /// What ingestion has done, for metrics.
 #[derive(Debug, Clone)]
 pub struct Status {
     pub ingested: IntCounter,
     pub duplicates: IntCounter,
     pub rejected: IntCounter,
-    /// From the request's end on its data plane to the commit of its event here: the
-    /// time its spend takes to reach PostgreSQL (and budgets), buffering included.
+    /// From an event's arrival on the stream to its commit here (each delivery of it).
     pub lag: Histogram,
-    /// Events on the stream not yet delivered to this consumer, as of the last delivery.
+    /// Events on the stream not yet delivered to the consumer: as of the last delivery,
+    /// and checked every few seconds while none arrive.
     pub pending: IntGauge,
 }
 
@@ -85,7 +88,7 @@ impl Status {
             lag: Histogram::with_opts(
                 HistogramOpts::new(
                     "routeiq_usage_ingest_lag_seconds",
-                    "From a request's end on its data plane to the commit of its usage event",
+                    "From a usage event's arrival on the stream to its commit in PostgreSQL",
                 )
                 .buckets(vec![
                     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -105,20 +108,15 @@ impl Status {
         Ok(s)
     }
 
-    /// Counts a committed batch: `inserted` of `events` were new.
-    fn committed(&self, events: &[UsageEvent], inserted: u64) {
+    /// Counts a committed batch of `events`, `inserted` of them new, which the stream
+    /// stored at `stored`.
+    fn committed(&self, events: usize, inserted: u64, stored: &[async_nats::datetime::DateTime]) {
         self.ingested.inc_by(inserted);
-        self.duplicates.inc_by(events.len() as u64 - inserted);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        for e in events {
-            let ended = e
-                .started_at_ms
-                .saturating_add(i64::try_from(e.latency_ms).unwrap_or(i64::MAX));
-            // Clocks of different hosts: an end "after" now is no lag.
-            self.lag
-                .observe(now_ms.saturating_sub(ended).max(0) as f64 / 1000.0);
+        self.duplicates.inc_by(events as u64 - inserted);
+        let now = async_nats::datetime::now();
+        for at in stored {
+            // The stream's clock against this host's: a time "after" now is no lag.
+            self.lag.observe((now - *at).as_seconds_f64().max(0.0));
         }
     }
 }
@@ -176,10 +174,20 @@ async fn consume(
         .max_messages_per_batch(cfg.max_batch)
         .messages()
         .await?;
+    // While no event arrives, the backlog is read from the consumer now and then (another
+    // replica may be taking the events).
+    let mut idle = tokio::time::interval(PENDING_CHECK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             first = messages.next() => first,
             () = reconnected(reconnects) => return Ok(()),
+            _ = idle.tick() => {
+                if let Ok(info) = consumer.get_info().await {
+                    status.pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                }
+                continue;
+            }
         };
         let Some(first) = first else {
             anyhow::bail!("the usage consumer ended");
@@ -199,6 +207,7 @@ async fn consume(
         }
         let mut events = Vec::with_capacity(batch.len());
         let mut valid = Vec::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
         let mut spans = Vec::new();
         for m in batch {
             match pb::UsageEvent::decode(m.payload.as_ref())
@@ -208,6 +217,9 @@ async fn consume(
                 Ok(e) => {
                     if let Some(span) = cfg.tracer.as_ref().and_then(|t| ingest_span(t, &m, &e)) {
                         spans.push(span);
+                    }
+                    if let Ok(info) = m.info() {
+                        stored.push(info.published);
                     }
                     events.push(e);
                     valid.push(m);
@@ -236,7 +248,7 @@ async fn consume(
         }
         match written {
             Ok(inserted) => {
-                status.committed(&events, inserted);
+                status.committed(events.len(), inserted, &stored);
                 for m in valid {
                     m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
                 }

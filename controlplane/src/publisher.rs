@@ -320,10 +320,6 @@ impl Publisher {
                 seqs.push(ack.sequence as i64);
             }
             let acked = selected.elapsed().as_secs_f64();
-            for r in &rows {
-                let age: f64 = r.try_get("age")?;
-                self.status.publish_lag.observe(age.max(0.0) + acked);
-            }
             sqlx::query(
                 "UPDATE snapshot_deltas d SET published_at = now(), stream_seq = u.seq
                    FROM UNNEST($1::bigint[], $2::bigint[]) AS u(version, seq)
@@ -333,6 +329,11 @@ impl Publisher {
             .bind(&seqs)
             .execute(&self.pool)
             .await?;
+            // Observed once recorded: a batch whose record failed is sent again.
+            for r in &rows {
+                let age: f64 = r.try_get("age")?;
+                self.status.publish_lag.observe(age.max(0.0) + acked);
+            }
             if let (Some(&v), Some(&seq)) = (versions.last(), seqs.last()) {
                 self.status.published_version.set(v);
                 self.status.delta_sequence.set(seq);

@@ -24,6 +24,8 @@ pub struct RequestCtx {
     /// The span of the provider attempt that served the request (ended with the request;
     /// in a request of several calls, each replaced span ends when it is replaced).
     pub attempt_span: Option<crate::otel::AttemptSpan>,
+    /// What the serving attempt asked of its provider (for the OTLP GenAI metrics).
+    pub operation: Option<crate::providers::Operation>,
     /// What the response cache's own work cost the request (an embedding deployment's
     /// embedding of its message for the semantic cache): part of `extra_cost`.
     pub cache_cost: f64,
@@ -44,6 +46,8 @@ pub struct RequestCtx {
     /// Time spent waiting for the upstream (or the mock) to answer.
     pub upstream_latency: Option<Duration>,
     pub time_to_first_token: Option<Duration>,
+    /// From the request's arrival to the first chunk of its (provider) stream.
+    pub first_chunk: Option<Duration>,
     /// `error.type` of a failed request.
     pub error_type: Option<&'static str>,
     /// The rate-limit slots and token reservations of the key and its team, user and
@@ -213,6 +217,8 @@ impl RequestCtx {
             traceparent: None,
             span: None,
             attempt_span: None,
+            first_chunk: None,
+            operation: None,
             cache_cost: 0.0,
             route: "other",
             in_flight: None,

@@ -24,6 +24,7 @@ pub mod mcp;
 pub mod multipart;
 pub mod otel;
 pub mod otel_genai;
+pub mod otel_metrics;
 pub mod params;
 pub mod per_key;
 pub mod permission;

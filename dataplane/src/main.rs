@@ -133,13 +133,13 @@ fn main() -> ExitCode {
 /// The listeners: the API's, and the metrics one when `--metrics-listen` or
 /// `PROMETHEUS_METRICS_PORT` asks for it.
 fn listeners(args: &Args, tls: Option<ServerTls>) -> Result<server::Listeners, ExitCode> {
-    let metrics = match (
-        args.metrics_listen,
-        std::env::var("PROMETHEUS_METRICS_PORT"),
-    ) {
+    let port = std::env::var("PROMETHEUS_METRICS_PORT")
+        .ok()
+        .filter(|p| !p.trim().is_empty());
+    let metrics = match (args.metrics_listen, port) {
         (Some(addr), _) => Some(addr),
-        (None, Err(_)) => None,
-        (None, Ok(port)) => match port.trim().parse::<u16>() {
+        (None, None) => None,
+        (None, Some(port)) => match port.trim().parse::<u16>() {
             Ok(port) => Some(SocketAddr::from(([0, 0, 0, 0], port))),
             Err(_) => {
                 eprintln!(
@@ -149,6 +149,13 @@ fn listeners(args: &Args, tls: Option<ServerTls>) -> Result<server::Listeners, E
             }
         },
     };
+    if let Some(m) = metrics.filter(|m| m.port() == args.listen.port()) {
+        eprintln!(
+            "routeiq-dataplane: the metrics listener ({m}) needs a port of its own; the API listens on {}",
+            args.listen
+        );
+        return Err(ExitCode::from(2));
+    }
     Ok(server::Listeners {
         api: args.listen,
         tls,
@@ -232,6 +239,7 @@ fn announce(app: &state::App, mode: &'static str, listeners: &server::Listeners,
         routing_strategy = live.router_settings().routing_strategy.name(),
         redis = app.cooldowns.is_some(),
         otlp = app.spans.is_some(),
+        otlp_metrics = app.genai_metrics.is_some(),
         cache = live.cache.as_ref().map_or("off", |c| match (&c.kind, &c.semantic) {
             (_, Some(_)) => "semantic",
             (routeiq_proto::CacheKind::Local, None) => "local",

@@ -377,7 +377,7 @@ impl AttemptSpan {
 }
 
 /// `gen_ai.operation.name` of an operation: the conventions' names where they have one.
-fn operation_name(op: Operation) -> &'static str {
+pub(crate) fn operation_name(op: Operation) -> &'static str {
     match op {
         Operation::Chat { .. } | Operation::Responses { .. } => "chat",
         Operation::Embeddings => "embeddings",
@@ -394,7 +394,7 @@ fn operation_name(op: Operation) -> &'static str {
 
 /// `gen_ai.provider.name`: the conventions' well-known values (the OpenAI-compatible
 /// providers speak OpenAI's API, and are named for it).
-fn provider_name(p: ProviderKind) -> &'static str {
+pub(crate) fn provider_name(p: ProviderKind) -> &'static str {
     match p {
         ProviderKind::OpenAi => "openai",
         ProviderKind::Azure => "azure.ai.openai",

@@ -213,11 +213,15 @@ fn parts_of_anthropic(content: &Value) -> Value {
 pub struct Answer {
     capture: bool,
     id: Option<String>,
-    /// Per choice (by index): its finish reason and, with capture, its text and tool calls.
-    choices: Vec<Choice>,
+    /// Per choice, in index order: its finish reason and, with capture, its text and tool
+    /// calls. Only the choices the answer names.
+    choices: Vec<(usize, Choice)>,
 }
 
-#[derive(Debug, Default, Clone)]
+/// The most choices read of one answer (OpenAI's bound on `n`); a higher index is ignored.
+const MAX_CHOICES: usize = 128;
+
+#[derive(Debug, Default)]
 struct Choice {
     finish_reason: Option<String>,
     text: String,
@@ -232,13 +236,16 @@ impl Answer {
         }
     }
 
+    /// The choice at `index` (below [`MAX_CHOICES`]), made on its first mention.
     fn choice(&mut self, index: usize) -> &mut Choice {
-        // A provider's index is small; a wild one is folded onto the last choice.
-        let index = index.min(15);
-        if self.choices.len() <= index {
-            self.choices.resize(index + 1, Choice::default());
-        }
-        &mut self.choices[index]
+        let at = match self.choices.binary_search_by_key(&index, |(i, _)| *i) {
+            Ok(at) => at,
+            Err(at) => {
+                self.choices.insert(at, (index, Choice::default()));
+                at
+            }
+        };
+        &mut self.choices[at].1
     }
 
     /// A whole answer in the client's format.
@@ -364,7 +371,10 @@ impl Answer {
                     let index = choice
                         .get("index")
                         .and_then(Value::as_u64)
-                        .map_or(i, |n| n as usize);
+                        .map_or(i, |n| usize::try_from(n).unwrap_or(usize::MAX));
+                    if index >= MAX_CHOICES {
+                        continue;
+                    }
                     let c = self.choice(index);
                     if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
                         c.finish_reason = Some(r.to_owned());
@@ -443,7 +453,7 @@ impl Answer {
         let reasons: Vec<StringValue> = self
             .choices
             .iter()
-            .filter_map(|c| c.finish_reason.clone().map(StringValue::from))
+            .filter_map(|(_, c)| c.finish_reason.clone().map(StringValue::from))
             .collect();
         if !reasons.is_empty() {
             attrs.push(KeyValue::new(
@@ -455,7 +465,7 @@ impl Answer {
             let messages: Vec<Value> = self
                 .choices
                 .into_iter()
-                .map(|c| {
+                .map(|(_, c)| {
                     let mut parts = Vec::new();
                     if !c.text.is_empty() {
                         parts.push(json!({ "type": "text", "content": c.text }));
@@ -603,6 +613,16 @@ mod tests {
             out[1],
             json!({"role": "assistant", "parts": [{"type": "text", "content": "no"}], "finish_reason": "length"})
         );
+        // A high index is a choice of its own; past OpenAI's bound on `n` it is ignored.
+        let sparse = br#"{"id":"x","choices":[{"index":40,"message":{"content":"a"},"finish_reason":"stop"},{"index":1000,"message":{"content":"b"},"finish_reason":"length"}]}"#;
+        let a = answer_of(true, |a| a.read_body(sparse));
+        assert_eq!(
+            attr(&a, "gen_ai.response.finish_reasons"),
+            Some(&OtelValue::Array(Array::String(vec!["stop".into()])))
+        );
+        let out: Value =
+            serde_json::from_str(&attr(&a, "gen_ai.output.messages").unwrap().to_string()).unwrap();
+        assert_eq!(out.as_array().unwrap().len(), 1);
         // Without capture: no content.
         let a = answer_of(false, |a| a.read_body(body));
         assert!(attr(&a, "gen_ai.output.messages").is_none());

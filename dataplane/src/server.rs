@@ -75,6 +75,9 @@ impl ProxyHttp for Gateway {
             );
         }
         self.app.metrics.observe(ctx);
+        if let Some(m) = &self.app.genai_metrics {
+            m.record(ctx);
+        }
         // The usage event carries the request's trace context, so that its ingestion in the
         // control plane joins the trace: its span, else the caller's.
         let trace = match (&self.app.attached, &ctx.span) {

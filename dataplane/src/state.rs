@@ -627,6 +627,8 @@ pub struct App {
     pub cooldowns: Option<crate::routing::shared::CooldownSender>,
     /// With an OTLP endpoint in the environment: the routing spans' exporter.
     pub spans: Option<crate::otel::Spans>,
+    /// With an OTLP metrics endpoint in the environment: the GenAI metrics.
+    pub genai_metrics: Option<crate::otel_metrics::GenAiMetrics>,
     /// Responses answered through chat, for `previous_response_id` (in Redis too, where
     /// rate limits are shared).
     pub conversations: Arc<crate::conversations::Conversations>,
@@ -681,6 +683,7 @@ impl App {
             cooldowns,
             metrics,
             spans: crate::otel::Spans::from_env(),
+            genai_metrics: crate::otel_metrics::GenAiMetrics::from_env(),
             started: Instant::now(),
             attached,
         })

@@ -1,6 +1,6 @@
-//! Telemetry the three binaries share: their logs (text, or JSON lines), the OTLP span
-//! exporter set up from the standard `OTEL_*` variables, W3C trace context, and a server
-//! span per HTTP or gRPC call ([`ServerSpans`]).
+//! Telemetry the three binaries share: their logs (text, or JSON lines), the OTLP span and
+//! metric exporters set up from the standard `OTEL_*` variables, W3C trace context, and a
+//! server span per HTTP or gRPC call ([`ServerSpans`]).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -59,12 +59,7 @@ impl Tracing {
     /// (and `OTEL_SDK_DISABLED` is not `true`); must run inside a Tokio runtime.
     /// `OTEL_SERVICE_NAME` overrides `service`.
     pub fn from_env(service: &'static str) -> Option<Self> {
-        let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-        let disabled =
-            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        if disabled
-            || !(set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        {
+        if !exporting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER") {
             return None;
         }
         let exporter = match opentelemetry_otlp::SpanExporter::builder()
@@ -83,19 +78,10 @@ impl Tracing {
                 opentelemetry_sdk::runtime::Tokio,
             )
             .build();
-        let name = std::env::var("OTEL_SERVICE_NAME")
-            .ok()
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| service.to_owned());
         let provider = SdkTracerProvider::builder()
             .with_span_processor(batch)
             .with_id_generator(RequestTraceIds::default())
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name(name)
-                    .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-                    .build(),
-            )
+            .with_resource(resource(service))
             .build();
         let tracer = provider.tracer("routeiq");
         tracing::info!("exporting spans over OTLP");
@@ -111,6 +97,76 @@ impl Tracing {
         if let Err(e) = self.provider.force_flush() {
             tracing::debug!(error = %e, "spans not flushed");
         }
+    }
+}
+
+/// Whether a signal is exported: an OTLP endpoint is set (the signal's own, or the common
+/// one), its `OTEL_*_EXPORTER` is not `none`, and `OTEL_SDK_DISABLED` is not `true`.
+fn exporting(endpoint: &str, exporter: &str) -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let is = |k: &str, v: &str| std::env::var(k).is_ok_and(|x| x.trim().eq_ignore_ascii_case(v));
+    !is("OTEL_SDK_DISABLED", "true")
+        && !is(exporter, "none")
+        && (set(endpoint) || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+/// The service's resource: `OTEL_SERVICE_NAME` (else `service`) and its version.
+fn resource(service: &'static str) -> opentelemetry_sdk::Resource {
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| service.to_owned());
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The OTLP metric exporter of one service: its instruments are read and sent every
+/// `OTEL_METRIC_EXPORT_INTERVAL` (60 s by default) by a task on the Tokio runtime this was
+/// built on; recording a measurement never waits on the collector.
+pub struct OtlpMetrics {
+    provider: opentelemetry_sdk::metrics::SdkMeterProvider,
+}
+
+impl OtlpMetrics {
+    /// Set up when `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is
+    /// (and neither `OTEL_METRICS_EXPORTER=none` nor `OTEL_SDK_DISABLED=true`); must run
+    /// inside a Tokio runtime. Temporality as
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` says (cumulative by default).
+    pub fn from_env(service: &'static str) -> Option<Self> {
+        if !exporting(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "OTEL_METRICS_EXPORTER",
+        ) {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "OTLP metric exporter not set up; no OTLP metrics");
+                return None;
+            }
+        };
+        let reader =
+            opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
+                exporter,
+                opentelemetry_sdk::runtime::Tokio,
+            )
+            .build();
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_reader(reader)
+            .with_resource(resource(service))
+            .build();
+        tracing::info!("exporting metrics over OTLP");
+        Some(Self { provider })
+    }
+
+    pub fn meter(&self) -> opentelemetry::metrics::Meter {
+        opentelemetry::metrics::MeterProvider::meter(&self.provider, "routeiq")
     }
 }
 

@@ -1,27 +1,35 @@
-"""An OTLP/gRPC trace receiver for the tests that check the data plane's spans."""
+"""An OTLP/gRPC receiver for the tests that check the planes' spans and metrics."""
 
 from concurrent import futures
 
 import grpc
 from conftest import free_port
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
 class OtlpReceiver:
-    """An OTLP/gRPC trace receiver (the opentelemetry-proto service, as a collector
-    serves it) that keeps every export request."""
+    """An OTLP/gRPC trace and metrics receiver (the opentelemetry-proto services, as a
+    collector serves them) that keeps every export request."""
 
     def __init__(self):
         received = self.received = []
+        metric_exports = self.metric_exports = []
 
-        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request, context):
                 received.append(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):
+                metric_exports.append(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
         self.port = free_port()
         self.server = grpc.server(futures.ThreadPoolExecutor(2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
         self.server.add_insecure_port(f"127.0.0.1:{self.port}")
         self.server.start()
 
@@ -41,6 +49,16 @@ class OtlpReceiver:
                                 if a.key == "service.name"), "")
                 out.extend((service, s) for ss in rs.scope_spans for s in ss.spans)
         return out
+
+    def metric(self, name: str):
+        """The latest export of metric `name` (cumulative: the totals so far), or None."""
+        for r in reversed(self.metric_exports):
+            for rm in r.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.name == name:
+                            return m
+        return None
 
     def stop(self):
         self.server.stop(0)

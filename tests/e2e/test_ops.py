@@ -159,13 +159,20 @@ def test_metrics_listener_serves_the_api_listeners_metrics_and_nothing_else():
         p.wait(timeout=10)
 
 
-def test_metrics_port_that_is_not_a_port_exits_naming_it():
+def test_a_metrics_port_that_is_not_a_free_port_exits_naming_it():
     import os
 
-    r = run_binary("--config", str(ROOT / "config" / "example.yaml"), "--check",
-                   env=dict(os.environ, PROMETHEUS_METRICS_PORT="metrics"))
+    example = str(ROOT / "config" / "example.yaml")
+    r = run_binary("--config", example, "--check", env=dict(os.environ, PROMETHEUS_METRICS_PORT="metrics"))
     assert r.returncode == 2
     assert "PROMETHEUS_METRICS_PORT" in r.stderr
+    # The API's own port: refused at once, not a bind failure later.
+    r = run_binary("--config", example, "--check", "--listen", "127.0.0.1:4555",
+                   env=dict(os.environ, PROMETHEUS_METRICS_PORT="4555"))
+    assert r.returncode == 2 and "port of its own" in r.stderr
+    # Empty is unset, as for the other variables.
+    r = run_binary("--config", example, "--check", env=dict(os.environ, PROMETHEUS_METRICS_PORT=""))
+    assert r.returncode == 0, r.stderr
 
 
 UNKNOWN_PROVIDER = """model_list:

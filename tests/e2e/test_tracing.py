@@ -384,6 +384,8 @@ def test_attempt_spans_carry_the_requests_parameters_and_the_answers_id_and_fini
                 content = attr(attempt, "gen_ai.input.messages")
                 if not capture:
                     assert content is None and attr(attempt, "gen_ai.output.messages") is None
+                    # On no span, in no attribute.
+                    assert "the secret prompt" not in str(receiver.received)
                 else:
                     assert json.loads(content) == [
                         {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
@@ -427,4 +429,124 @@ def test_attempt_spans_carry_the_requests_parameters_and_the_answers_id_and_fini
             finally:
                 p.stop()
     finally:
+        receiver.stop()
+
+
+def test_genai_metrics_go_out_over_otlp_with_the_conventions_names_units_and_buckets(mock_provider, tmp_path):
+    """gen_ai.client.token.usage and gen_ai.client.operation.duration (a failed attempt
+    with its error.type), gen_ai.server.request.duration, and for a stream the server's time
+    to first token and time per output token, read from a real OTLP/gRPC receiver."""
+    receiver = OtlpReceiver()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""
+model_list:
+  - model_name: gpt-upstream
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock_provider}/v1", api_key: k}}
+  - model_name: flaky
+    litellm_params: {{model: openai/gpt-4o-flaky, api_base: "{mock_provider}/v1", api_key: k}}
+  - model_name: whole-only
+    litellm_params: {{model: openai/gpt-4o-whole, api_base: "{mock_provider}/v1", api_key: k}}
+  - model_name: broken
+    litellm_params: {{model: openai/gpt-4o-broken, api_base: "{mock_provider}/v1", api_key: k}}
+router_settings:
+  num_retries: 0
+  fallbacks: [{{flaky: [gpt-upstream]}}]
+general_settings:
+  master_key: {MASTER_KEY}
+""")
+    port = free_port()
+    # Metrics only: no spans are exported.
+    p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+                tmp_path / "gw.log", env=dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200", OTEL_TRACES_EXPORTER="none",
+                                              OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}"))
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    try:
+        wait_http(f"{url}/health/liveliness", p.proc)
+        usage = {"input": 0, "output": 0}
+        for model in ("gpt-upstream", "whole-only"):
+            r, _ = ask(url, mock_provider, None, model=model)
+            usage["input"] += r.json()["usage"]["prompt_tokens"]
+            usage["output"] += r.json()["usage"]["completion_tokens"]
+        httpx.post(f"{mock_provider}/__faults", json={"gpt-4o-flaky": {"status": 500},
+                                                      "gpt-4o-broken": {"status": 500}}).raise_for_status()
+        try:
+            r, _ = ask(url, mock_provider, None, model="flaky")
+            usage["input"] += r.json()["usage"]["prompt_tokens"]
+            usage["output"] += r.json()["usage"]["completion_tokens"]
+            # No fallback: the request fails with its only attempt.
+            assert httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30, json={
+                "model": "broken", "messages": [{"role": "user", "content": "x"}]}).status_code >= 500
+        finally:
+            httpx.post(f"{mock_provider}/__faults", json={}).raise_for_status()
+        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=30, headers=headers,
+                          json={"model": "gpt-upstream", "stream": True, "stream_options": {"include_usage": True},
+                                "messages": [{"role": "user", "content": "hi"}]}) as s:
+            chunks = [json.loads(line[6:]) for line in s.read().decode().splitlines() if line.startswith("data: {")]
+        streamed = next(c["usage"] for c in chunks if c.get("usage"))
+        usage["input"] += streamed["prompt_tokens"]
+        usage["output"] += streamed["completion_tokens"]
+        # A request that reaches no provider makes no GenAI operation.
+        assert httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
+                          json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}).status_code == 404
+
+        def points(name):
+            m = receiver.metric(name)
+            return [] if m is None else list(m.histogram.data_points)
+
+        def labels(dp):
+            return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in dp.attributes}
+
+        def tokens_by_type():
+            out = {}
+            for d in points("gen_ai.client.token.usage"):
+                out[labels(d)["gen_ai.token.type"]] = out.get(labels(d)["gen_ai.token.type"], 0) + d.sum
+            return out
+
+        # Each request is recorded after its answer went out, instrument by instrument, and
+        # exported every 200 ms: wait for an export that holds all of the last one.
+        deadline = time.time() + 15
+        while time.time() < deadline and not (
+                sum(d.count for d in points("gen_ai.server.request.duration")) == 5 and tokens_by_type() == usage
+                and points("gen_ai.server.time_to_first_token")
+                and (streamed["completion_tokens"] <= 1 or points("gen_ai.server.time_per_output_token"))):
+            time.sleep(0.1)
+        requests = points("gen_ai.server.request.duration")
+        # Five requests reached a provider: four served (the fallback's among them), one failed.
+        assert sum(d.count for d in requests) == 5, requests
+        [failed_request] = [d for d in requests if "error.type" in labels(d)]
+        assert failed_request.count == 1 and labels(failed_request)["gen_ai.request.model"] == "gpt-4o-broken"
+        assert all(labels(d)["gen_ai.operation.name"] == "chat" for d in requests)
+        assert all(labels(d)["gen_ai.provider.name"] == "openai" for d in requests)
+        assert list(requests[0].explicit_bounds) == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
+                                                     10.24, 20.48, 40.96, 81.92]
+        assert receiver.metric("gen_ai.server.request.duration").unit == "s"
+
+        attempts = points("gen_ai.client.operation.duration")
+        failed = [d for d in attempts if "error.type" in labels(d)]
+        assert sorted(labels(d)["gen_ai.request.model"] for d in failed) == ["gpt-4o-broken", "gpt-4o-flaky"]
+        assert sum(d.count for d in failed) == 2
+        assert sum(d.count for d in attempts if "error.type" not in labels(d)) == 4
+        assert labels(attempts[0])["server.address"] == "127.0.0.1"
+
+        tokens = points("gen_ai.client.token.usage")
+        assert receiver.metric("gen_ai.client.token.usage").unit == "{token}"
+        assert tokens_by_type() == usage
+        assert list(tokens[0].explicit_bounds)[:3] == [1, 4, 16]
+
+        ttft = points("gen_ai.server.time_to_first_token")
+        # Only the streamed request's deployment has a series (the others never streamed).
+        assert [labels(d)["gen_ai.request.model"] for d in ttft] == ["gpt-4o-mini"]
+        assert sum(d.count for d in ttft) == 1 and 0 < ttft[0].sum < 5
+        assert list(ttft[0].explicit_bounds)[:3] == [0.001, 0.005, 0.01]
+        tpot = points("gen_ai.server.time_per_output_token")
+        assert sum(d.count for d in tpot) == (1 if streamed["completion_tokens"] > 1 else 0)
+        # A series is exported once something was recorded in it, not before.
+        for name in ("gen_ai.server.request.duration", "gen_ai.client.operation.duration", "gen_ai.client.token.usage",
+                     "gen_ai.server.time_to_first_token", "gen_ai.server.time_per_output_token"):
+            assert all(d.count > 0 for d in points(name)), name
+        # No spans went out: traces were turned off on their own.
+        assert receiver.received_spans() == []
+    finally:
+        p.stop()
         receiver.stop()

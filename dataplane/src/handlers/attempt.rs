@@ -235,6 +235,7 @@ pub async fn serve(
             }
         };
         let lease = Lease::start(&d, tokens);
+        ctx.operation = Some(op.on(&d));
         let sent = Instant::now();
         let span = app
             .spans
@@ -273,6 +274,14 @@ pub async fn serve(
                 drop(lease);
                 if let Some(span) = span {
                     span.failed(&e);
+                }
+                if let Some(m) = &app.genai_metrics {
+                    m.failed_attempt(
+                        &d,
+                        op.on(&d),
+                        sent.elapsed().as_secs_f64(),
+                        e.kind.type_str(),
+                    );
                 }
                 tracing::debug!(deployment = %d.deployment.id, error = %e, "attempt failed");
                 ctx.retries = plan.retries;

@@ -61,6 +61,7 @@ pub async fn pump(
     mut recording: Option<&mut crate::cache::Recording>,
 ) -> Result<(), ApiError> {
     ctx.time_to_first_token = Some(s.sent.elapsed());
+    ctx.first_chunk = Some(ctx.start.elapsed());
     let mut parser = crate::eventstream::Decoder::for_provider(s.provider);
     let mut out = Vec::new();
     if respond::stream_start(session, ctx, headers).await.is_err() {
