@@ -1,7 +1,7 @@
 """The shipped Grafana dashboards (`deploy/grafana/dashboards/*.json`) against a running
 stack: every metric any of their queries uses is exported by the control plane or a data
 plane once traffic has gone through (successes, a stream, retries, fallbacks that serve and
-that fail, a cooldown, Redis)."""
+that fail, a cooldown, Redis, a cache miss and hit, a learned strategy's fallback)."""
 
 import re
 import sys
@@ -64,6 +64,13 @@ router_settings:
   allowed_fails: 1
   cooldown_time: 30
   fallbacks: [{{flaky: [good]}}, {{broken: [flaky]}}]
+  # A learned strategy without its model: its fallback (the default strategy) routes, and
+  # the decisions and the failed load are counted.
+  routing_strategy: llmrouter-knn
+  routing_strategy_args: {{model_path: {tmp_path / "no-router-model"}, fallback_strategy: simple-shuffle}}
+litellm_settings:
+  cache: true
+  cache_params: {{type: local, mode: default_off}}
 general_settings:
   master_key: {STACK_MASTER_KEY}
 """
@@ -86,6 +93,11 @@ general_settings:
                           json={"model": "good", "messages": ask, "stream": True}) as r:
                 assert r.status_code == 200 and "[DONE]" in r.read().decode()
             assert c.post(f"{dp.url}/v1/chat/completions", json={"model": "good", "messages": "x"}).status_code == 400
+            # The cache is asked for: a miss, then a hit.
+            for _ in range(2):
+                assert c.post(f"{dp.url}/v1/chat/completions", json={
+                    "model": "good", "messages": [{"role": "user", "content": "cache me"}],
+                    "cache": {"use-cache": True}}).status_code == 200
             # Two failures of one deployment of a pair (more than allowed_fails) cool it down.
             for _ in range(10):
                 assert c.post(f"{dp.url}/v1/chat/completions", json={"model": "pair", "messages": ask}).status_code == 200

@@ -456,7 +456,7 @@ pub struct CacheMetrics {
 
 impl CacheMetrics {
     fn new() -> prometheus::Result<Self> {
-        let by_model =
+        let counter_by_model =
             |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["model"]);
         let stored = IntCounterVec::new(
             Opts::new(
@@ -469,12 +469,12 @@ impl CacheMetrics {
             stored_memory: stored.with_label_values(&["memory"]),
             stored_redis: stored.with_label_values(&["redis"]),
             stored,
-            hits: by_model("litellm_cache_hits_metric", "Requests answered from the response cache")?,
-            misses: by_model(
+            hits: counter_by_model("litellm_cache_hits_metric", "Requests answered from the response cache")?,
+            misses: counter_by_model(
                 "litellm_cache_misses_metric",
                 "Requests the response cache could not answer",
             )?,
-            cached_tokens: by_model(
+            cached_tokens: counter_by_model(
                 "litellm_cached_tokens_metric",
                 "Tokens (prompt and completion) of answers served from the response cache",
             )?,
