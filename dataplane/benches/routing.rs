@@ -65,6 +65,7 @@ fn benches(c: &mut Criterion) {
         tags: Vec::new(),
         query: None,
         pinned: None,
+        key: None,
     };
     let mut report = Vec::new();
     for strategy in [

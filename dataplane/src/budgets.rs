@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use routeiq_proto::KeyHash;
 
-use crate::holder::Holder;
+use crate::holder::{Holder, HolderKind};
 
 use crate::error::ApiError;
 use crate::per_key::{lock, PerKey};
@@ -59,11 +59,31 @@ pub struct Budgets {
     accounts: PerKey<Mutex<Account>>,
 }
 
+/// Whose budget a hold is on, for the remaining-budget gauges.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub kind: HolderKind,
+    /// The account (a key's: its hash).
+    pub hash: KeyHash,
+    /// The key's alias (may be empty) or the scope's id.
+    pub name: String,
+    pub max_budget: Option<f64>,
+}
+
+/// What a settled hold leaves: its owner's spend as this data plane sees it, the request's
+/// cost included.
+#[derive(Debug)]
+pub struct Settled {
+    pub owner: Owner,
+    pub spent: f64,
+}
+
 /// A request's hold on its key's budget, settled when the request is logged (or dropped:
 /// settled at zero cost).
 #[derive(Debug)]
 pub struct Hold {
     account: Arc<Mutex<Account>>,
+    owner: Owner,
     reserved: f64,
     settled: bool,
     /// The key's spend had reached its `soft_budget` (the request still passes).
@@ -115,6 +135,12 @@ impl Budgets {
         drop(a);
         Ok(Some(Hold {
             account,
+            owner: Owner {
+                kind: key.kind,
+                hash: *key.hash,
+                name: key.name.to_owned(),
+                max_budget: key.max_budget,
+            },
             reserved: worst_case,
             settled: false,
             over_soft_budget,
@@ -124,25 +150,33 @@ impl Budgets {
 
 impl Hold {
     /// Replaces the reservation with what the request cost.
-    pub fn settle(mut self, cost: f64) {
-        self.finish(cost);
+    pub fn settle(mut self, cost: f64) -> Settled {
+        let spent = self.finish(cost);
+        let owner = Owner {
+            name: std::mem::take(&mut self.owner.name),
+            ..self.owner.clone()
+        };
+        Settled { owner, spent }
     }
 
-    fn finish(&mut self, cost: f64) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
+    /// Returns the owner's spend after it.
+    fn finish(&mut self, cost: f64) -> f64 {
         let mut a = lock(&self.account);
-        a.reserved = (a.reserved - self.reserved).max(0.0);
-        a.local += cost.max(0.0);
-        a.in_flight -= 1;
+        if !self.settled {
+            self.settled = true;
+            a.reserved = (a.reserved - self.reserved).max(0.0);
+            a.local += cost.max(0.0);
+            a.in_flight -= 1;
+        }
+        a.base + a.local
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.finish(0.0);
+        if !self.settled {
+            self.finish(0.0);
+        }
     }
 }
 
@@ -177,7 +211,10 @@ mod tests {
         let h2 = admit(&b, &k, 1, 0.6).unwrap().unwrap(); // 0.6 < 1.0: admitted
         assert_eq!(admit(&b, &k, 1, 0.1).unwrap_err().status, 429); // 1.2 reserved
         h1.settle(0.3);
-        h2.settle(0.3); // 0.6 spent here, unreported
+        // 0.6 spent here, unreported: the spend the remaining-budget gauges read.
+        let settled = h2.settle(0.3);
+        assert!((settled.spent - 0.6).abs() < 1e-9, "{}", settled.spent);
+        assert_eq!(settled.owner.max_budget, Some(1.0));
         let h3 = admit(&b, &k, 1, 0.3).unwrap().unwrap();
         drop(h3); // costs nothing
                   // The control plane reports 0.5 of it (version 2): the rest (0.1) stays local.

@@ -204,10 +204,14 @@ impl RequestCtx {
         matches!(self.cache, Some(crate::cache::Outcome::Hit { .. }))
     }
 
-    /// The `traceparent` to send upstream when the request has no span of its own (spans
-    /// are not exported, or not for its route): the caller's, passed on as it came.
+    /// The `traceparent` a call made on the request's behalf carries when the call has no
+    /// span of its own: the request's span, else (spans not exported) the caller's, passed
+    /// on as it came.
     pub fn outgoing_traceparent(&self) -> Option<String> {
-        self.traceparent.as_ref().map(ToString::to_string)
+        match &self.span {
+            Some(span) => Some(span.header()),
+            None => self.traceparent.as_ref().map(ToString::to_string),
+        }
     }
 
     pub fn new() -> Self {

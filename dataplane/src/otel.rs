@@ -230,6 +230,12 @@ impl RouteSpan {
         Context::new().with_remote_span_context(self.span.span_context().clone())
     }
 
+    /// The `traceparent` header naming this span.
+    pub fn header(&self) -> String {
+        use opentelemetry::trace::Span;
+        TraceParent::header(self.span.span_context())
+    }
+
     /// This span as a caller's trace context (for the spans of work done on the request's
     /// behalf that take one, and the usage event's `traceparent`).
     pub fn traceparent(&self) -> TraceParent {

@@ -63,7 +63,7 @@ impl ProxyHttp for Gateway {
         }
         let cost = ctx.cost().unwrap_or(0.0);
         for h in ctx.budget_holds.drain(..) {
-            h.settle(cost);
+            self.app.metrics.budget(&h.settle(cost));
         }
         ctx.charge_holds.clear();
         if let Some(lease) = ctx.lease.take() {

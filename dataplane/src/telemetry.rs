@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    Counter, CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -235,6 +235,94 @@ pub struct Metrics {
     fallbacks_failed: IntCounterVec,
     mcp_tool_calls: IntCounterVec,
     mcp_tool_call_duration: HistogramVec,
+    budgets: BudgetGauges,
+}
+
+/// LiteLLM's remaining-budget gauges of keys, teams, users and organizations: set, when a
+/// request with a budget hold is logged, to `max_budget` minus the spend this data plane
+/// sees (the control plane's last figure, plus its own unreported requests, this one
+/// included); `+Inf` without a `max_budget` (a soft budget only). Aliases of teams and
+/// organizations are not in the snapshot: `""`.
+struct BudgetGauges {
+    key: [GaugeVec; 2],
+    team: [GaugeVec; 2],
+    user: [GaugeVec; 2],
+    organization: [GaugeVec; 2],
+}
+
+impl BudgetGauges {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        let pair = |remaining: &str, max: &str, what: &str, labels: &[&str]| {
+            prometheus::Result::Ok([
+                gauge(
+                    r,
+                    remaining,
+                    &format!("Remaining budget for {what}"),
+                    labels,
+                )?,
+                gauge(r, max, &format!("Maximum budget set for {what}"), labels)?,
+            ])
+        };
+        Ok(Self {
+            key: pair(
+                "litellm_remaining_api_key_budget_metric",
+                "litellm_api_key_max_budget_metric",
+                "api key",
+                &["hashed_api_key", "api_key_alias"],
+            )?,
+            team: pair(
+                "litellm_remaining_team_budget_metric",
+                "litellm_team_max_budget_metric",
+                "team",
+                &["team", "team_alias"],
+            )?,
+            user: pair(
+                "litellm_remaining_user_budget_metric",
+                "litellm_user_max_budget_metric",
+                "user",
+                &["user"],
+            )?,
+            organization: pair(
+                "litellm_remaining_org_budget_metric",
+                "litellm_org_max_budget_metric",
+                "organization",
+                &["org_id", "org_alias"],
+            )?,
+        })
+    }
+
+    fn set(&self, s: &crate::budgets::Settled) {
+        use crate::holder::HolderKind;
+        use routeiq_proto::ScopeKind;
+        let o = &s.owner;
+        let hashed;
+        let (gauges, labels): (_, &[&str]) = match o.kind {
+            HolderKind::Key => {
+                hashed = o.hash.to_hex();
+                (&self.key, &[hashed.as_str(), o.name.as_str()])
+            }
+            HolderKind::Scope(ScopeKind::Team) => (&self.team, &[o.name.as_str(), ""]),
+            HolderKind::Scope(ScopeKind::User) => (&self.user, &[o.name.as_str()]),
+            HolderKind::Scope(ScopeKind::Organization) => {
+                (&self.organization, &[o.name.as_str(), ""])
+            }
+            // A key's budget on one model has no LiteLLM gauge.
+            HolderKind::KeyModel => return,
+        };
+        let [remaining, max] = gauges;
+        remaining
+            .with_label_values(labels)
+            .set(o.max_budget.map_or(f64::INFINITY, |m| m - s.spent));
+        if let Some(m) = o.max_budget {
+            max.with_label_values(labels).set(m);
+        }
+    }
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
 }
 
 fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -275,6 +363,11 @@ impl Metrics {
         self.registry.register(c)
     }
 
+    /// Sets the remaining-budget gauges of a settled hold's owner.
+    pub fn budget(&self, settled: &crate::budgets::Settled) {
+        self.budgets.set(settled);
+    }
+
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
         let snapshot_version = IntGauge::new(
@@ -286,6 +379,7 @@ impl Metrics {
         r.register(Box::new(in_flight.clone()))?;
         Ok(Self {
             families: Families::new(&r)?,
+            budgets: BudgetGauges::new(&r)?,
             series: SeriesCache::default(),
             in_flight,
             snapshot_version,
@@ -320,7 +414,7 @@ impl Metrics {
                         "litellm_deployment_state",
                         "Circuit breaker of a deployment: 0 closed (healthy), 1 half-open, 2 open (cooling down)",
                     ),
-                    &["model_id", "litellm_model_name", "api_provider"],
+                    &["litellm_model_name", "model_id", "api_base", "api_provider"],
                 )?;
                 r.register(Box::new(g.clone()))?;
                 g
@@ -329,13 +423,34 @@ impl Metrics {
                 &r,
                 "litellm_deployment_failure_responses_total",
                 "Failed attempts on a deployment, by error class",
-                &["model_id", "litellm_model_name", "exception_class"],
+                &[
+                    "model_group",
+                    "requested_model",
+                    "litellm_model_name",
+                    "model_id",
+                    "api_base",
+                    "api_provider",
+                    "exception_status",
+                    "exception_class",
+                    "hashed_api_key",
+                    "api_key_alias",
+                    "team",
+                    "team_alias",
+                    "client_ip",
+                    "user_agent",
+                ],
             )?,
             cooled_down: counter(
                 &r,
                 "litellm_deployment_cooled_down_total",
                 "Times a deployment was put in cooldown (its breaker opened)",
-                &["model_id", "litellm_model_name", "exception_class"],
+                &[
+                    "litellm_model_name",
+                    "model_id",
+                    "api_base",
+                    "api_provider",
+                    "exception_status",
+                ],
             )?,
             retries: counter(
                 &r,
@@ -347,13 +462,33 @@ impl Metrics {
                 &r,
                 "litellm_deployment_successful_fallbacks_total",
                 "Requests served by a fallback model group",
-                &["requested_model", "fallback_model"],
+                &[
+                    "requested_model",
+                    "fallback_model",
+                    "hashed_api_key",
+                    "api_key_alias",
+                    "team",
+                    "team_alias",
+                    "exception_status",
+                    "exception_class",
+                    "model_id",
+                ],
             )?,
             fallbacks_failed: counter(
                 &r,
                 "litellm_deployment_failed_fallbacks_total",
                 "Requests whose fallbacks all failed",
-                &["requested_model", "fallback_model"],
+                &[
+                    "requested_model",
+                    "fallback_model",
+                    "hashed_api_key",
+                    "api_key_alias",
+                    "team",
+                    "team_alias",
+                    "exception_status",
+                    "exception_class",
+                    "model_id",
+                ],
             )?,
             mcp_tool_calls: counter(
                 &r,
@@ -377,24 +512,60 @@ impl Metrics {
         d: &crate::state::CompiledDeployment,
         state: crate::routing::health::BreakerState,
     ) {
+        let d = &d.deployment;
         self.deployment_state
             .with_label_values(&[
-                d.deployment.id.0.as_str(),
-                &d.deployment.model_name,
-                d.deployment.provider.as_str(),
+                d.upstream_model.as_str(),
+                d.id.0.as_str(),
+                or_none(&d.api_base),
+                d.provider.as_str(),
             ])
             .set(state as i64);
     }
 
-    pub fn deployment_failure(&self, d: &crate::state::CompiledDeployment, class: &str) {
+    /// A failed attempt on `d` for a request of model group `requested` (and `key`), with
+    /// the error's status and class.
+    pub fn deployment_failure(
+        &self,
+        d: &crate::state::CompiledDeployment,
+        requested: &str,
+        key: Option<&routeiq_proto::VirtualKey>,
+        (status, class): (u16, &str),
+    ) {
+        let k = KeyLabels::of(key);
+        let d = &d.deployment;
         self.deployment_failures
-            .with_label_values(&[d.deployment.id.0.as_str(), &d.deployment.model_name, class])
+            .with_label_values(&[
+                d.model_name.as_str(),
+                requested,
+                d.upstream_model.as_str(),
+                d.id.0.as_str(),
+                or_none(&d.api_base),
+                d.provider.as_str(),
+                &status.to_string(),
+                class,
+                &k.hashed,
+                k.alias,
+                k.team,
+                NONE,
+                NONE,
+                NONE,
+            ])
             .inc();
     }
 
-    pub fn cooled_down(&self, d: &crate::state::CompiledDeployment, class: &str) {
+    /// `d`'s breaker opened on an error of `status`. LiteLLM names the deployment by its
+    /// model group here.
+    pub fn cooled_down(&self, d: &crate::state::CompiledDeployment, status: u16) {
+        let d = &d.deployment;
         self.cooled_down
-            .with_label_values(&[d.deployment.id.0.as_str(), &d.deployment.model_name, class])
+            .with_label_values(&[
+                d.model_name.as_str(),
+                d.id.0.as_str(),
+                or_none(&d.api_base),
+                d.provider.as_str(),
+                &status.to_string(),
+            ])
             .inc();
     }
 
@@ -413,13 +584,34 @@ impl Metrics {
         self.retries.with_label_values(&[group, class]).inc();
     }
 
-    pub fn fallback(&self, requested: &str, fallback: &str, served: bool) {
+    /// A request of `requested` (and `key`) that fell back, after a failure of `cause`
+    /// (status, class), to `fallback`, which served it or not.
+    pub fn fallback(
+        &self,
+        requested: &str,
+        fallback: &str,
+        key: Option<&routeiq_proto::VirtualKey>,
+        (status, class): (u16, &str),
+        served: bool,
+    ) {
         let c = if served {
             &self.fallbacks_ok
         } else {
             &self.fallbacks_failed
         };
-        c.with_label_values(&[requested, fallback]).inc();
+        let k = KeyLabels::of(key);
+        c.with_label_values(&[
+            requested,
+            fallback,
+            &k.hashed,
+            k.alias,
+            k.team,
+            NONE,
+            &status.to_string(),
+            class,
+            NONE,
+        ])
+        .inc();
     }
 
     pub fn set_snapshot_version(&self, v: u64) {
@@ -627,6 +819,32 @@ impl Families {
                 DEPLOYMENT_REQUESTS,
             )?,
         })
+    }
+}
+
+/// `s`, or LiteLLM's `None` for an unset label.
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        NONE
+    } else {
+        s
+    }
+}
+
+/// A key's labels on the deployment and fallback metrics, as LiteLLM fills them.
+struct KeyLabels<'a> {
+    hashed: String,
+    alias: &'a str,
+    team: &'a str,
+}
+
+impl<'a> KeyLabels<'a> {
+    fn of(key: Option<&'a routeiq_proto::VirtualKey>) -> Self {
+        Self {
+            hashed: key.map_or_else(|| NONE.to_owned(), |k| k.hash.to_hex()),
+            alias: or_none(key.map_or("", |k| k.alias.as_str())),
+            team: or_none(key.map_or("", |k| k.team_id.as_str())),
+        }
     }
 }
 
@@ -1018,6 +1236,50 @@ mod tests {
             .filter(|l| l.starts_with(&format!("{name}{{")))
             .find(|l| labels.iter().all(|want| l.contains(want)))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn budget_gauges_name_their_holder_in_litellms_labels() {
+        use crate::budgets::{Owner, Settled};
+        use crate::holder::HolderKind;
+        let m = Metrics::new().unwrap();
+        let hash = routeiq_proto::KeyHash::of("sk-gauge");
+        let settled = |kind, name: &str, max_budget| Settled {
+            owner: Owner {
+                kind,
+                hash,
+                name: name.into(),
+                max_budget,
+            },
+            spent: 2.5,
+        };
+        m.budget(&settled(HolderKind::Key, "alias-1", Some(10.0)));
+        m.budget(&settled(
+            HolderKind::Scope(routeiq_proto::ScopeKind::Team),
+            "team-1",
+            None,
+        ));
+        m.budget(&settled(HolderKind::KeyModel, "gpt", Some(1.0)));
+        let text = String::from_utf8(m.render()).unwrap();
+        let hashed = format!("hashed_api_key=\"{}\"", hash.to_hex());
+        let key = [hashed.as_str(), "api_key_alias=\"alias-1\""];
+        assert_eq!(
+            value(&text, "litellm_remaining_api_key_budget_metric", &key),
+            Some(7.5)
+        );
+        assert_eq!(
+            value(&text, "litellm_api_key_max_budget_metric", &key),
+            Some(10.0)
+        );
+        // No max_budget: +Inf remaining, no maximum.
+        let team = ["team=\"team-1\"", "team_alias=\"\""];
+        assert_eq!(
+            value(&text, "litellm_remaining_team_budget_metric", &team),
+            Some(f64::INFINITY)
+        );
+        assert_eq!(value(&text, "litellm_team_max_budget_metric", &team), None);
+        // A key's budget on one model has no LiteLLM gauge.
+        assert!(!text.contains("gpt"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ NATS restarts with buffered usage; exact spend across a control-plane crash; a v
 forcing a full re-fetch; budgets crossed and reset."""
 
 import asyncio
+import hashlib
 import time
 
 import grpc
@@ -375,6 +376,22 @@ def test_control_plane_metrics_follow_publishing_ingestion_the_pool_and_resets(m
     assert total(text, "routeiq_usage_ingest_pending") == 0
     assert total(text, "routeiq_usage_events_duplicate_total") == 0
     assert total(text, "routeiq_usage_events_rejected_total") == 0
+
+    # The data plane's remaining budget of a key without resets: its max_budget minus every
+    # request's cost (LiteLLM's gauge), as PostgreSQL has it once everything is ingested.
+    steady, _ = s.generate_key(max_budget=10.0)
+    wait_until(lambda: accepted(dp, steady), what="second key accepted")
+    for _ in range(2):
+        assert dp.chat(steady).status_code == 200
+    hashed = hashlib.sha256(steady.encode()).hexdigest()
+    wait_until(lambda: dp.metric("routeiq_usage_events_published_total") >= made + 3, what="events published")
+    wait_until(lambda: total(scrape(), "routeiq_usage_events_ingested_total")
+               == dp.metric("routeiq_usage_events_published_total"), what="every event ingested")
+    spent = s.sql("SELECT sum(cost) FROM spend_logs WHERE key_hash = decode(%s, 'hex')", hashed)[0][0]
+    assert spent > 0
+    dp_text = httpx.get(f"{dp.url}/metrics", timeout=5).text
+    assert abs(total(dp_text, "litellm_remaining_api_key_budget_metric", hashed_api_key=hashed) - (10.0 - spent)) < 1e-9
+    assert total(dp_text, "litellm_api_key_max_budget_metric", hashed_api_key=hashed) == 10.0
 
     # The pool as it is at the scrape.
     assert total(text, "routeiq_controlplane_db_pool_max_connections") == 16

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from conftest import BIN_DIR, MASTER_KEY, Process, free_port, wait_http
+from stack import samples
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
@@ -211,6 +212,14 @@ def test_connection_refused_and_429_are_retried_elsewhere(mock, gateway):
     assert mock.stats()["rl_limited"]["requests"] == 1
 
 
+# LiteLLM's label sets (litellm 1.110.2), in its order; the exposition sorts them.
+FALLBACK_LABELS = {"requested_model", "fallback_model", "hashed_api_key", "api_key_alias", "team", "team_alias",
+                   "exception_status", "exception_class", "model_id"}
+FAILURE_LABELS = {"model_group", "requested_model", "litellm_model_name", "model_id", "api_base", "api_provider",
+                  "exception_status", "exception_class", "hashed_api_key", "api_key_alias", "team", "team_alias",
+                  "client_ip", "user_agent"}
+
+
 def test_fallbacks_are_followed_in_order(mock, gateway):
     mock.faults(fb_primary={"status": 503}, fb_second={"status": 500})
     g = gateway({"model_list": [deployment(mock, "primary", "fb_primary"), deployment(mock, "second", "fb_second"),
@@ -222,7 +231,12 @@ def test_fallbacks_are_followed_in_order(mock, gateway):
     assert r.headers["x-litellm-attempted-fallbacks"] == "2"
     s = mock.stats()
     assert s["fb_primary"]["requests"] == s["fb_second"]["requests"] == s["fb_third"]["requests"] == 1
-    assert 'litellm_deployment_successful_fallbacks_total{fallback_model="third",requested_model="primary"} 1' in g.metrics()
+    # LiteLLM's labels: the cause is the failure that started the fallbacks (the first
+    # group's 503).
+    [(labels, n)] = samples(g.metrics(), "litellm_deployment_successful_fallbacks_total")
+    assert n == 1 and set(labels) == FALLBACK_LABELS
+    assert (labels["requested_model"], labels["fallback_model"]) == ("primary", "third")
+    assert (labels["exception_status"], labels["exception_class"]) == ("503", "internal_server")
 
 
 def test_when_everything_fails_one_error_names_every_attempt(mock, gateway):
@@ -287,9 +301,19 @@ def test_cooldown_skips_a_failing_deployment_and_the_breaker_recovers(mock, gate
         g.served_by(g.chat("m"))
     # Two failures in the minute (more than allowed_fails) opened the breaker.
     assert mock.stats()["cd_bad"]["requests"] == 2
-    state = 'litellm_deployment_state{api_provider="openai",litellm_model_name="m",model_id="cd_bad"}'
+    base = f"{mock.url}/v1"
+    state = f'litellm_deployment_state{{api_base="{base}",api_provider="openai",litellm_model_name="cd_bad",model_id="cd_bad"}}'
     assert f"{state} 2" in g.metrics()
-    assert 'litellm_deployment_cooled_down_total{exception_class="internal_server",litellm_model_name="m",model_id="cd_bad"} 1' in g.metrics()
+    # LiteLLM names the deployment by its group on the cooldown counter.
+    # exception_status is the status the attempt's error carries (the provider's 500 is
+    # the gateway's 502).
+    [(labels, n)] = samples(g.metrics(), "litellm_deployment_cooled_down_total")
+    assert (labels, n) == ({"api_base": base, "api_provider": "openai", "exception_status": "502",
+                            "litellm_model_name": "m", "model_id": "cd_bad"}, 1)
+    [(labels, n)] = samples(g.metrics(), "litellm_deployment_failure_responses_total")
+    assert n == 2 and set(labels) == FAILURE_LABELS
+    assert (labels["model_group"], labels["requested_model"], labels["litellm_model_name"]) == ("m", "m", "cd_bad")
+    assert (labels["exception_status"], labels["exception_class"]) == ("502", "internal_server")
     # Healthy again: after the cooldown one probe goes through, succeeds, and closes it.
     mock.faults()
     time.sleep(1.6)

@@ -550,3 +550,68 @@ general_settings:
     finally:
         p.stop()
         receiver.stop()
+
+
+def test_pass_through_and_upload_requests_carry_the_requests_trace(mock_provider, tmp_path):
+    """Calls without an attempt span of their own name the request's span: a provider's
+    native route (pass-through) and a multipart upload."""
+    import io
+    import wave
+
+    receiver = OtlpReceiver()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""
+model_list:
+  - model_name: gpt-upstream
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock_provider}/v1", api_key: k}}
+  - model_name: whisper
+    litellm_params: {{model: openai/whisper-1, api_base: "{mock_provider}/v1", api_key: k}}
+    model_info: {{mode: audio_transcription}}
+  - model_name: cohere-chat
+    litellm_params: {{model: cohere/command-r-plus, api_base: "{mock_provider}", api_key: k}}
+general_settings:
+  master_key: {MASTER_KEY}
+""")
+    port = free_port()
+    p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+                tmp_path / "gw.log", env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100",
+                                              OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}"))
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+    def route_span(call_id: str):
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            found = [s for s in receiver.spans() if attr(s, "routeiq.request_id") == call_id]
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no span for {call_id}")
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 800)
+    try:
+        wait_http(f"{url}/health/liveliness", p.proc)
+        # Cohere's native API, passed through.
+        r = httpx.post(f"{url}/cohere/v2/chat", headers=headers, timeout=30,
+                       json={"model": "command-r-plus", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+        sent = httpx.get(f"{mock_provider}/__last_request").json()
+        assert sent["path"] == "/v2/chat"
+        route = route_span(r.headers["x-litellm-call-id"])
+        assert sent["headers"]["traceparent"] == f"00-{route.trace_id.hex()}-{route.span_id.hex()}-01"
+
+        r = httpx.post(f"{url}/v1/audio/transcriptions", headers=headers, timeout=30,
+                       data={"model": "whisper"}, files={"file": ("a.wav", buf.getvalue(), "audio/wav")})
+        assert r.status_code == 200, r.text
+        sent = httpx.get(f"{mock_provider}/__last_request").json()
+        assert sent["path"].startswith("/v1/audio/transcription")
+        route = route_span(r.headers["x-litellm-call-id"])
+        assert sent["headers"]["traceparent"] == f"00-{route.trace_id.hex()}-{route.span_id.hex()}-01"
+    finally:
+        p.stop()
+        receiver.stop()

@@ -69,6 +69,7 @@ pub async fn plan<'a>(
         live,
         r.model,
         RouteRequest {
+            key: ctx.key.clone(),
             stream: r.stream,
             prompt_tokens: estimate.prompt,
             tokens: estimate.tokens(),

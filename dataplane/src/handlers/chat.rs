@@ -200,6 +200,7 @@ pub async fn completion(
                 &mr.router_model,
                 RouteRequest {
                     stream,
+                    key: ctx.key.clone(),
                     ..RouteRequest::default()
                 },
             )?;

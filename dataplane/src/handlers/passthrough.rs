@@ -211,6 +211,7 @@ pub async fn forward(
             let v = session.req_header().headers.get(*name)?.to_str().ok()?;
             Some((*name, v.to_owned()))
         })
+        .chain(ctx.outgoing_traceparent().map(|t| ("traceparent", t)))
         .collect();
     let mut req = crate::upstream::UpstreamRequest {
         method: http::Method::POST,

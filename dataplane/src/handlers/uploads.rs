@@ -375,6 +375,9 @@ async fn forward(
     req.headers.push(("content-type", content_type));
     req.headers
         .push(("content-length", (first.len() + left).to_string()));
+    if let Some(t) = ctx.outgoing_traceparent() {
+        req.headers.push(("traceparent", t));
+    }
     req.body = first;
     providers::get(d.deployment.provider)
         .authorize(&app.upstream, &d, target, &mut req)

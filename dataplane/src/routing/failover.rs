@@ -110,6 +110,8 @@ pub struct Failover<'a> {
     pub fallbacks: u32,
     /// Attempts made and failed.
     attempts: u32,
+    /// The status and class of the failure that sent the request to its fallbacks.
+    fell_back_on: Option<(u16, &'static str)>,
     /// One line per failed attempt (and per group that had nothing to offer), for the
     /// final error.
     log: Vec<String>,
@@ -139,6 +141,7 @@ impl<'a> Failover<'a> {
             retries: 0,
             fallbacks: 0,
             attempts: 0,
+            fell_back_on: None,
             log: Vec::new(),
         })
     }
@@ -222,9 +225,14 @@ impl<'a> Failover<'a> {
         if self.probe && d.health.probe_succeeded() {
             self.metrics.deployment_state(d, BreakerState::Closed);
         }
-        if self.fallbacks > 0 {
-            self.metrics
-                .fallback(self.model, &d.deployment.model_name, true);
+        if let Some(cause) = self.fell_back_on.filter(|_| self.fallbacks > 0) {
+            self.metrics.fallback(
+                self.model,
+                &d.deployment.model_name,
+                self.req.key.as_deref(),
+                cause,
+                true,
+            );
         }
     }
 
@@ -238,7 +246,12 @@ impl<'a> Failover<'a> {
         let failure = Failure::of(&e);
         let now = now_ms();
         self.attempts += 1;
-        self.metrics.deployment_failure(d, failure.label());
+        self.metrics.deployment_failure(
+            d,
+            self.model,
+            self.req.key.as_deref(),
+            (e.status, failure.label()),
+        );
         if failure.client_caused() {
             // The request's fault, not the deployment's: nothing against its breaker.
             self.abandon(d);
@@ -258,7 +271,7 @@ impl<'a> Failover<'a> {
                     error = failure.label(),
                     "deployment cooling down"
                 );
-                self.metrics.cooled_down(d, failure.label());
+                self.metrics.cooled_down(d, e.status);
                 self.metrics.deployment_state(d, BreakerState::Open);
                 if let Some(tx) = &self.app.cooldowns {
                     let _ = tx.try_send((d.deployment.id.clone(), until));
@@ -318,6 +331,7 @@ impl<'a> Failover<'a> {
         }
         if self.chain.is_none() {
             self.chain = Some(self.fallback_groups(failure).into_iter());
+            self.fell_back_on = Some((last.status, failure.label()));
         }
         while let Some(name) = self.chain.as_mut().and_then(Iterator::next) {
             let Some(group) = self.live.group(&name) else {
@@ -338,8 +352,14 @@ impl<'a> Failover<'a> {
                 }
             }
         }
-        if self.fallbacks > 0 {
-            self.metrics.fallback(self.model, &self.group.name, false);
+        if let Some(cause) = self.fell_back_on.filter(|_| self.fallbacks > 0) {
+            self.metrics.fallback(
+                self.model,
+                &self.group.name,
+                self.req.key.as_deref(),
+                cause,
+                false,
+            );
         }
         Err(self.exhausted(last))
     }
@@ -399,6 +419,70 @@ mod tests {
         };
         let live = LiveState::prepare(snapshot, &Default::default()).unwrap();
         App::new(live, None, None).unwrap()
+    }
+
+    #[test]
+    fn failures_and_fallbacks_carry_the_keys_labels_in_litellms_places() {
+        let app = app(RouterSettings {
+            num_retries: Some(0),
+            disable_cooldowns: true,
+            fallbacks: vec![Fallback {
+                model: "m".into(),
+                fallbacks: vec!["backup".into()],
+            }],
+            ..RouterSettings::default()
+        });
+        let live = app.load();
+        let key = Arc::new(routeiq_proto::VirtualKey {
+            hash: routeiq_proto::KeyHash::of("sk-labels"),
+            alias: "the-alias".into(),
+            team_id: "the-team".into(),
+            ..routeiq_proto::VirtualKey::default()
+        });
+        let req = RouteRequest {
+            key: Some(Arc::clone(&key)),
+            ..RouteRequest::default()
+        };
+        run(async {
+            let mut plan = Failover::new(&app, &live, "m", req).unwrap();
+            let first = plan.first().unwrap();
+            let served = plan.failed(&first, boom()).await.unwrap();
+            assert_eq!(served.deployment.id.0, "f");
+            plan.succeeded(&served);
+        });
+        let text = String::from_utf8(app.metrics.render()).unwrap();
+        let hashed = format!("hashed_api_key=\"{}\"", key.hash.to_hex());
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}{{")))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .to_owned()
+        };
+        let failure = line("litellm_deployment_failure_responses_total");
+        for want in [
+            hashed.as_str(),
+            "api_key_alias=\"the-alias\"",
+            "team=\"the-team\"",
+            "team_alias=\"None\"",
+            "model_group=\"m\"",
+            "requested_model=\"m\"",
+            "exception_status=\"502\"",
+            "client_ip=\"None\"",
+        ] {
+            assert!(failure.contains(want), "{want} not in {failure}");
+        }
+        let fallback = line("litellm_deployment_successful_fallbacks_total");
+        for want in [
+            hashed.as_str(),
+            "api_key_alias=\"the-alias\"",
+            "team=\"the-team\"",
+            "requested_model=\"m\"",
+            "fallback_model=\"backup\"",
+            "exception_status=\"502\"",
+            "model_id=\"None\"",
+        ] {
+            assert!(fallback.contains(want), "{want} not in {fallback}");
+        }
     }
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {

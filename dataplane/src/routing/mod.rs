@@ -38,6 +38,9 @@ pub struct RouteRequest {
     /// The one deployment (by id) that may serve the request in a group that has it: the
     /// provider holds state the request refers to (a stored response).
     pub pinned: Option<String>,
+    /// The caller's key (for the key labels of the failure and fallback metrics); none for
+    /// the gateway's own calls.
+    pub key: Option<Arc<routeiq_proto::VirtualKey>>,
 }
 
 pub trait Router: Send + Sync {
