@@ -586,6 +586,10 @@ mod tests {
         );
     }
 
+    fn events(lines: &[&'static str]) -> Vec<bytes::Bytes> {
+        lines.iter().copied().map(bytes::Bytes::from).collect()
+    }
+
     fn answer_of(capture: bool, read: impl FnOnce(&mut Answer)) -> Vec<KeyValue> {
         let mut a = Answer::new(capture);
         read(&mut a);
@@ -628,14 +632,11 @@ mod tests {
         assert!(attr(&a, "gen_ai.output.messages").is_none());
         assert!(attr(&a, "gen_ai.response.finish_reasons").is_some());
 
-        let chunks: Vec<bytes::Bytes> = [
+        let chunks = events(&[
             "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"he\"},\"finish_reason\":null}]}\n\n",
             "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"llo\"},\"finish_reason\":\"stop\"}]}\n\n",
             "data: [DONE]\n\n",
-        ]
-        .into_iter()
-        .map(bytes::Bytes::from)
-        .collect();
+        ]);
         let a = answer_of(true, |a| a.read_events(&chunks));
         assert_eq!(attr(&a, "gen_ai.response.id"), Some(&OtelValue::from("c2")));
         assert!(attr(&a, "gen_ai.output.messages")
@@ -643,14 +644,11 @@ mod tests {
             .to_string()
             .contains("\"hello\""));
 
-        let anthropic: Vec<bytes::Bytes> = [
+        let anthropic = events(&[
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\"}}\n\n",
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
             "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
-        ]
-        .into_iter()
-        .map(bytes::Bytes::from)
-        .collect();
+        ]);
         let a = answer_of(false, |a| a.read_events(&anthropic));
         assert_eq!(
             attr(&a, "gen_ai.response.id"),

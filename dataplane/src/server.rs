@@ -45,11 +45,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // Unreachable: request_filter answers every request.
-        Error::e_explain(
-            ErrorType::InternalError,
-            "every request is answered in request_filter",
-        )
+        no_peer()
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -100,6 +96,14 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// Unreachable: `request_filter` answers every request, so pingora never asks for a peer.
+fn no_peer() -> Result<Box<HttpPeer>> {
+    Error::e_explain(
+        ErrorType::InternalError,
+        "every request is answered in request_filter",
+    )
+}
+
 /// The separate metrics listener: `GET /metrics` and nothing else; its scrapes are not
 /// requests of the gateway (no metrics, spans or usage of their own). A service of its own,
 /// so the gateway's request future stays what it was.
@@ -125,10 +129,7 @@ impl ProxyHttp for Scrape {
         _session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Error::e_explain(
-            ErrorType::InternalError,
-            "every request is answered in request_filter",
-        )
+        no_peer()
     }
 }
 

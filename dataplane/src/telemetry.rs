@@ -209,6 +209,41 @@ const DEPLOYMENT_REQUESTS: &[&str] = &[
     "client_ip",
     "user_agent",
 ];
+const DEPLOYMENT_STATE: &[&str] = &["litellm_model_name", "model_id", "api_base", "api_provider"];
+const DEPLOYMENT_FAILURES: &[&str] = &[
+    "model_group",
+    "requested_model",
+    "litellm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+    "exception_status",
+    "exception_class",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "client_ip",
+    "user_agent",
+];
+const COOLED_DOWN: &[&str] = &[
+    "litellm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+    "exception_status",
+];
+const FALLBACKS: &[&str] = &[
+    "requested_model",
+    "fallback_model",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "exception_status",
+    "exception_class",
+    "model_id",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -414,7 +449,7 @@ impl Metrics {
                         "litellm_deployment_state",
                         "Circuit breaker of a deployment: 0 closed (healthy), 1 half-open, 2 open (cooling down)",
                     ),
-                    &["litellm_model_name", "model_id", "api_base", "api_provider"],
+                    DEPLOYMENT_STATE,
                 )?;
                 r.register(Box::new(g.clone()))?;
                 g
@@ -423,34 +458,13 @@ impl Metrics {
                 &r,
                 "litellm_deployment_failure_responses_total",
                 "Failed attempts on a deployment, by error class",
-                &[
-                    "model_group",
-                    "requested_model",
-                    "litellm_model_name",
-                    "model_id",
-                    "api_base",
-                    "api_provider",
-                    "exception_status",
-                    "exception_class",
-                    "hashed_api_key",
-                    "api_key_alias",
-                    "team",
-                    "team_alias",
-                    "client_ip",
-                    "user_agent",
-                ],
+                DEPLOYMENT_FAILURES,
             )?,
             cooled_down: counter(
                 &r,
                 "litellm_deployment_cooled_down_total",
                 "Times a deployment was put in cooldown (its breaker opened)",
-                &[
-                    "litellm_model_name",
-                    "model_id",
-                    "api_base",
-                    "api_provider",
-                    "exception_status",
-                ],
+                COOLED_DOWN,
             )?,
             retries: counter(
                 &r,
@@ -462,33 +476,13 @@ impl Metrics {
                 &r,
                 "litellm_deployment_successful_fallbacks_total",
                 "Requests served by a fallback model group",
-                &[
-                    "requested_model",
-                    "fallback_model",
-                    "hashed_api_key",
-                    "api_key_alias",
-                    "team",
-                    "team_alias",
-                    "exception_status",
-                    "exception_class",
-                    "model_id",
-                ],
+                FALLBACKS,
             )?,
             fallbacks_failed: counter(
                 &r,
                 "litellm_deployment_failed_fallbacks_total",
                 "Requests whose fallbacks all failed",
-                &[
-                    "requested_model",
-                    "fallback_model",
-                    "hashed_api_key",
-                    "api_key_alias",
-                    "team",
-                    "team_alias",
-                    "exception_status",
-                    "exception_class",
-                    "model_id",
-                ],
+                FALLBACKS,
             )?,
             mcp_tool_calls: counter(
                 &r,

@@ -35,28 +35,18 @@ def test_without_exported_spans_the_callers_traceparent_goes_on_as_it_came(gatew
     assert "traceparent" not in sent
 
 
-def test_each_attempt_is_a_genai_client_span_under_the_requests_span(mock_provider, tmp_path):
-    receiver = OtlpReceiver()
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"""
-model_list:
-  - model_name: gpt-upstream
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock_provider}/v1", api_key: k}}
-  - model_name: flaky
-    litellm_params: {{model: openai/gpt-4o-flaky, api_base: "{mock_provider}/v1", api_key: k}}
+# A deployment that the tests make fail, and its fallback to gpt-upstream.
+FLAKY = """  - model_name: flaky
+    litellm_params: {{model: openai/gpt-4o-flaky, api_base: "{mock}/v1", api_key: k}}
 router_settings:
   num_retries: 0
-  fallbacks: [{{flaky: [gpt-upstream]}}]
-general_settings:
-  master_key: {MASTER_KEY}
-""")
-    port = free_port()
-    p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
-                tmp_path / "gw.log", env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100",
-                                              OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}"))
-    url = f"http://127.0.0.1:{port}"
+  fallbacks: [{{flaky: [gpt-upstream]}}]"""
+
+
+def test_each_attempt_is_a_genai_client_span_under_the_requests_span(mock_provider, tmp_path):
+    receiver = OtlpReceiver()
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port, FLAKY.format(mock=mock_provider))
     try:
-        wait_http(f"{url}/health/liveliness", p.proc)
         joined, joined_sent = ask(url, mock_provider, CALLER)
         own, own_sent = ask(url, mock_provider, None)
         httpx.post(f"{mock_provider}/__faults", json={"gpt-4o-flaky": {"status": 500}}).raise_for_status()
@@ -138,12 +128,16 @@ def tree_of(receiver: OtlpReceiver, call_id: str, timeout: float = 15) -> tuple:
     raise AssertionError(f"no spans for {call_id}")
 
 
-def start_gateway(tmp_path, mock_provider, receiver_port: int | None, **env) -> tuple[str, Process]:
+def start_gateway(tmp_path, mock_provider, receiver_port: int | None, extra: str = "",
+                  **env) -> tuple[str, Process]:
+    """A standalone gateway with the `gpt-upstream` deployment and `extra` YAML (more
+    deployments of the model list, `router_settings`), exporting to `receiver_port`."""
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"""
 model_list:
   - model_name: gpt-upstream
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock_provider}/v1", api_key: sk-provider-secret-9f2}}
+{extra}
 general_settings:
   master_key: {MASTER_KEY}
 """)
@@ -437,32 +431,16 @@ def test_genai_metrics_go_out_over_otlp_with_the_conventions_names_units_and_buc
     with its error.type), gen_ai.server.request.duration, and for a stream the server's time
     to first token and time per output token, read from a real OTLP/gRPC receiver."""
     receiver = OtlpReceiver()
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"""
-model_list:
-  - model_name: gpt-upstream
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock_provider}/v1", api_key: k}}
-  - model_name: flaky
-    litellm_params: {{model: openai/gpt-4o-flaky, api_base: "{mock_provider}/v1", api_key: k}}
-  - model_name: whole-only
+    more = f"""  - model_name: whole-only
     litellm_params: {{model: openai/gpt-4o-whole, api_base: "{mock_provider}/v1", api_key: k}}
   - model_name: broken
     litellm_params: {{model: openai/gpt-4o-broken, api_base: "{mock_provider}/v1", api_key: k}}
-router_settings:
-  num_retries: 0
-  fallbacks: [{{flaky: [gpt-upstream]}}]
-general_settings:
-  master_key: {MASTER_KEY}
-""")
-    port = free_port()
+"""
     # Metrics only: no spans are exported.
-    p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
-                tmp_path / "gw.log", env=dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200", OTEL_TRACES_EXPORTER="none",
-                                              OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}"))
-    url = f"http://127.0.0.1:{port}"
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port, more + FLAKY.format(mock=mock_provider),
+                           OTEL_METRIC_EXPORT_INTERVAL="200", OTEL_TRACES_EXPORTER="none")
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     try:
-        wait_http(f"{url}/health/liveliness", p.proc)
         usage = {"input": 0, "output": 0}
         for model in ("gpt-upstream", "whole-only"):
             r, _ = ask(url, mock_provider, None, model=model)
@@ -559,24 +537,11 @@ def test_pass_through_and_upload_requests_carry_the_requests_trace(mock_provider
     import wave
 
     receiver = OtlpReceiver()
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"""
-model_list:
-  - model_name: gpt-upstream
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock_provider}/v1", api_key: k}}
-  - model_name: whisper
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port, f"""  - model_name: whisper
     litellm_params: {{model: openai/whisper-1, api_base: "{mock_provider}/v1", api_key: k}}
     model_info: {{mode: audio_transcription}}
   - model_name: cohere-chat
-    litellm_params: {{model: cohere/command-r-plus, api_base: "{mock_provider}", api_key: k}}
-general_settings:
-  master_key: {MASTER_KEY}
-""")
-    port = free_port()
-    p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
-                tmp_path / "gw.log", env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100",
-                                              OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}"))
-    url = f"http://127.0.0.1:{port}"
+    litellm_params: {{model: cohere/command-r-plus, api_base: "{mock_provider}", api_key: k}}""")
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
 
     def route_span(call_id: str):
@@ -595,7 +560,6 @@ general_settings:
         w.setframerate(8000)
         w.writeframes(b"\0\0" * 800)
     try:
-        wait_http(f"{url}/health/liveliness", p.proc)
         # Cohere's native API, passed through.
         r = httpx.post(f"{url}/cohere/v2/chat", headers=headers, timeout=30,
                        json={"model": "command-r-plus", "messages": [{"role": "user", "content": "hi"}]})
