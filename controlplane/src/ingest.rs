@@ -154,7 +154,7 @@ async fn consume(
     reconnects: &mut Reconnects,
 ) -> anyhow::Result<()> {
     // Recreates the streams if NATS lost them (idempotent otherwise).
-    crate::nats::ensure(streams.js.clone()).await?;
+    crate::nats::ensure(streams.js.clone(), streams.usage_max_bytes).await?;
     let consumer = streams
         .usage
         .get_or_create_consumer(

@@ -51,6 +51,11 @@ struct Args {
     /// Also rewrite the full snapshot after this many deltas.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// The most bytes the `ROUTEIQ_USAGE` stream holds: data planes' usage events not yet
+    /// ingested (while the control plane is away). Reserved in the NATS server's file store
+    /// when the stream is created; an existing stream keeps its size.
+    #[arg(long, env = "ROUTEIQ_USAGE_STREAM_BYTES", default_value_t = nats::USAGE_MAX_BYTES)]
+    usage_stream_bytes: i64,
     /// How often due budgets are reset (seconds).
     #[arg(long, default_value_t = 30.0)]
     reset_interval: f64,
@@ -138,7 +143,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--nats (ROUTEIQ_NATS_URL) is required"))?;
     let tracing = Tracing::from_env("routeiq-controlplane");
     let (client, reconnects) = args.nats.connect(url, "routeiq-controlplane").await?;
-    let streams = Arc::new(nats::ensure(args.nats.jetstream(client.clone())).await?);
+    let streams = Arc::new(
+        nats::ensure(
+            args.nats.jetstream(client.clone()),
+            args.usage_stream_bytes.max(1024 * 1024),
+        )
+        .await?,
+    );
     let registry = prometheus::Registry::new();
     let pub_status = publisher::Status::new(&registry)?;
     let ingest_status = ingest::Status::new(&registry)?;

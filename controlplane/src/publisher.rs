@@ -206,7 +206,7 @@ impl Publisher {
     /// after NATS reconnects (it may have lost its storage).
     async fn take_over(&mut self) -> anyhow::Result<()> {
         // Recreates the streams and bucket if NATS lost them (idempotent otherwise).
-        crate::nats::ensure(self.streams.js.clone()).await?;
+        crate::nats::ensure(self.streams.js.clone(), self.streams.usage_max_bytes).await?;
         self.forget_lost_sequences().await?;
         self.catch_up_with_stream().await?;
         self.write_snapshot().await

@@ -99,7 +99,9 @@ up() {
   for _ in $(seq 100); do grep -q "Server is ready" "$STATE/nats.log" && break; sleep 0.1; done
 
   step "routeiq-controlplane (gRPC $GRPC, health http://$CP_HTTP)"
-  ROUTEIQ_SALT_KEY="$(cat "$STATE/salt_key")" start_bg controlplane \
+  # A developer's disk: the usage stream reserves 1 GiB of NATS's file store, not 8.
+  ROUTEIQ_USAGE_STREAM_BYTES="${ROUTEIQ_USAGE_STREAM_BYTES:-1073741824}" \
+    ROUTEIQ_SALT_KEY="$(cat "$STATE/salt_key")" start_bg controlplane \
     "$BIN/routeiq-controlplane" --database-url "$db" --config "$CONFIG" \
     --nats "nats://127.0.0.1:$NATS_PORT" --grpc-listen "$GRPC" --http-listen "$CP_HTTP"
   wait_url "http://$CP_HTTP/health/readiness" "the control plane"

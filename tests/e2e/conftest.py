@@ -13,6 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("ROUTEIQ_BIN_DIR", ROOT / "target" / "debug"))
+# The tests' control planes reserve a usage stream of 256 MiB in their NATS servers' file
+# stores, not the default 8 GiB: JetStream refuses a reservation past 75 % of the free disk.
+os.environ.setdefault("ROUTEIQ_USAGE_STREAM_BYTES", str(256 * 1024 * 1024))
 MASTER_KEY = "sk-e2e-master"
 
 

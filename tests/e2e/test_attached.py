@@ -428,3 +428,37 @@ def test_control_plane_import_refuses_an_unknown_provider_prefix(make_stack, tmp
     assert "model_list[0].litellm_params.model" in r.stderr and "unknown provider `sagemaker`" in r.stderr, r.stderr
     assert "sk-gemini-key" not in r.stderr
     assert s.sql("SELECT count(*) FROM model_deployments")[0][0] == 0
+
+
+def test_a_usage_stream_larger_than_the_nats_store_is_refused_naming_the_flag(make_stack, tmp_path):
+    """JetStream refuses a stream reservation past its file store: the control plane says
+    which flag makes the usage stream fit, and starts with it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import Process, free_port, wait_http
+    from stack import BIN_DIR, SALT_KEY
+
+    s = make_stack(start=False)
+    port = free_port()
+    conf = tmp_path / "small.conf"
+    conf.write_text(f'port: {port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "js"}", max_file_store: 64MB }}\n')
+    nats = Process([str(Path(sys.executable).parent / "nats-server"), "-c", str(conf)], tmp_path / "small-nats.log")
+    try:
+        wait_until(lambda: "Server is ready" in nats.output(), what="nats-server ready")
+        args = [str(BIN_DIR / "routeiq-controlplane"), "--database-url", s.db, "--nats", f"nats://127.0.0.1:{port}",
+                "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{free_port()}"]
+        env = dict(os.environ, ROUTEIQ_SALT_KEY=SALT_KEY, ROUTEIQ_USAGE_STREAM_BYTES=str(1024 ** 3))
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode != 0
+        assert "--usage-stream-bytes" in r.stderr and "insufficient storage" in r.stderr, r.stderr
+        http = args[-1]
+        cp = Process(args, tmp_path / "cp-small.log", env=dict(env, ROUTEIQ_USAGE_STREAM_BYTES=str(16 * 1024 ** 2)))
+        try:
+            wait_http(f"http://{http}/health/readiness", cp.proc)
+        finally:
+            cp.stop()
+    finally:
+        nats.stop()
