@@ -113,13 +113,7 @@ fn openai_messages(messages: &Value) -> Value {
                 .into_iter()
                 .flatten()
             {
-                let f = call.get("function");
-                parts.push(json!({
-                    "type": "tool_call",
-                    "id": call.get("id").cloned().unwrap_or(Value::Null),
-                    "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
-                    "arguments": f.and_then(|f| f.get("arguments")).cloned().unwrap_or(Value::Null),
-                }));
+                parts.push(openai_tool_call(call));
             }
             json!({ "role": role, "parts": parts })
         })
@@ -145,15 +139,28 @@ fn content_parts(content: Option<&Value>) -> Vec<Value> {
 
 /// The text of a string content or of an array of text parts.
 fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
+    content.map_or_else(String::new, crate::translate::content_lines)
+}
+
+/// An OpenAI tool call (`tool_calls[]`) as a `tool_call` part.
+fn openai_tool_call(call: &Value) -> Value {
+    let f = call.get("function");
+    json!({
+        "type": "tool_call",
+        "id": call.get("id").cloned().unwrap_or(Value::Null),
+        "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
+        "arguments": f.and_then(|f| f.get("arguments")).cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// An Anthropic `tool_use` block as a `tool_call` part.
+fn anthropic_tool_call(block: &Value) -> Value {
+    json!({
+        "type": "tool_call",
+        "id": block.get("id").cloned().unwrap_or(Value::Null),
+        "name": block.get("name").cloned().unwrap_or(Value::Null),
+        "arguments": block.get("input").cloned().unwrap_or(Value::Null),
+    })
 }
 
 /// Anthropic messages in the conventions' parts format.
@@ -188,19 +195,11 @@ fn parts_of_anthropic(content: &Value) -> Value {
             Some("text") => {
                 json!({ "type": "text", "content": b.get("text").cloned().unwrap_or(Value::Null) })
             }
-            Some("tool_use") => json!({
-                "type": "tool_call",
-                "id": b.get("id").cloned().unwrap_or(Value::Null),
-                "name": b.get("name").cloned().unwrap_or(Value::Null),
-                "arguments": b.get("input").cloned().unwrap_or(Value::Null),
-            }),
+            Some("tool_use") => anthropic_tool_call(b),
             Some("tool_result") => json!({
                 "type": "tool_call_response",
                 "id": b.get("tool_use_id").cloned().unwrap_or(Value::Null),
-                "result": match b.get("content") {
-                    Some(Value::String(s)) => Value::String(s.clone()),
-                    other => Value::String(text_of(other)),
-                },
+                "result": text_of(b.get("content")),
             }),
             other => json!({ "type": other }),
         })
@@ -328,12 +327,7 @@ impl Answer {
                             Some("text") => c
                                 .text
                                 .push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
-                            Some("tool_use") => c.tool_calls.push(json!({
-                                "type": "tool_call",
-                                "id": b.get("id").cloned().unwrap_or(Value::Null),
-                                "name": b.get("name").cloned().unwrap_or(Value::Null),
-                                "arguments": b.get("input").cloned().unwrap_or(Value::Null),
-                            })),
+                            Some("tool_use") => c.tool_calls.push(anthropic_tool_call(b)),
                             _ => {}
                         }
                     }
@@ -398,13 +392,7 @@ impl Answer {
                             .into_iter()
                             .flatten()
                         {
-                            let f = call.get("function");
-                            c.tool_calls.push(json!({
-                                "type": "tool_call",
-                                "id": call.get("id").cloned().unwrap_or(Value::Null),
-                                "name": f.and_then(|f| f.get("name")).cloned().unwrap_or(Value::Null),
-                                "arguments": f.and_then(|f| f.get("arguments")).cloned().unwrap_or(Value::Null),
-                            }));
+                            c.tool_calls.push(openai_tool_call(call));
                         }
                     }
                 }

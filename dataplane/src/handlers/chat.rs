@@ -28,23 +28,12 @@ fn query_text(req: &RawObject) -> String {
     let Some(Value::Array(messages)) = req.value("messages") else {
         return String::new();
     };
-    let Some(content) = messages
+    messages
         .iter()
         .rev()
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .and_then(|m| m.get("content"))
-    else {
-        return String::new();
-    };
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
+        .map_or_else(String::new, crate::translate::content_lines)
 }
 
 /// Largest non-streaming upstream response accepted.

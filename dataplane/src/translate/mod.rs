@@ -60,6 +60,19 @@ pub fn content_text(content: &Value) -> String {
     }
 }
 
+/// Text of an OpenAI `content` (string or parts), its text parts joined by newlines.
+pub fn content_lines(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
