@@ -631,3 +631,97 @@ def test_personalised_routing_follows_the_end_user(mock, gateway, strategy):
             base = g.chat("auto", content=row["query"]).headers["x-routeiq-router-candidate"]
             moved += base != names[row["choice"]]
     assert moved >= 1
+
+
+def with_operating(src: Path, dst: Path, operating: dict) -> Path:
+    """A copy of the artifact at `src` whose manifest carries `operating` (the files it
+    lists are unchanged, so their hashes still hold)."""
+    shutil.copytree(src, dst)
+    m = manifest(src)
+    m["operating"] = operating
+    m["version"] += "-operating"
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def picks(g, queries: list[str]) -> list[str]:
+    out = []
+    for q in queries:
+        r = g.chat("auto", content=q)
+        assert r.status_code == 200, r.text
+        out.append(r.headers["x-routeiq-router-candidate"])
+    return out
+
+
+def test_the_pipeline_calibrates_and_validates_operating_points(mock, gateway):
+    """Every query-dependent artifact the pipeline trains carries its calibration and
+    operating points, and the gateway loads and routes by them: a price cap below the
+    envelope's first vertex is that vertex's policy for every request."""
+    mock.faults()
+    dir = ARTIFACTS / "mf"
+    m = manifest(dir)
+    assert m["calibration"]["method"] == "platt"
+    curve = m["operating"]["curve"]
+    assert [v["price_per_m"] for v in curve] == sorted(v["price_per_m"] for v in curve)
+    assert [v["quality"] for v in curve] == sorted(v["quality"] for v in curve)
+    g = gateway(config(mock, "mf", model_path=str(dir),
+                       max_price_per_m=curve[0]["price_per_m"] / 2))
+    wait_loaded(g)
+    got = set(picks(g, [q for q, _ in clear_choices(dir)[:12]]))
+    if "candidate" in curve[0]:
+        assert got == {m["candidates"][curve[0]["candidate"]]["name"]}
+    else:
+        assert len(got) >= 1
+
+
+def test_conservative_mode_keeps_the_best_single_model_unless_the_gain_clears_the_margin(
+        mock, gateway, tmp_path):
+    mock.faults()
+    src = ARTIFACTS / "mf"
+    names = candidates(src)
+    rows = clear_choices(src)[:20]
+    chosen = {want for _, want in rows}
+    assert len(chosen) > 1, "the fixture's mf must choose more than one candidate"
+    best = max(chosen, key=lambda n: sum(w == n for _, w in rows))
+    operating = lambda margin: {  # noqa: E731
+        "best_single": names.index(best), "quality": 0.6, "price_per_m": 1.0,
+        "margin": margin,
+        "curve": [{"price_per_m": 1.0, "quality": 0.6, "cost_weight": 0.0}]}
+    # Probabilities differ by less than 1: a margin of 1 never leaves the best single model.
+    wide = with_operating(src, tmp_path / "wide", operating(1.0))
+    g = gateway(config(mock, "mf", model_path=str(wide), conservative=True))
+    wait_loaded(g)
+    assert set(picks(g, [q for q, _ in rows])) == {best}
+    # A margin of 0 leaves it for any gain: the pipeline's own choices.
+    narrow = with_operating(src, tmp_path / "narrow", operating(0.0))
+    g = gateway(config(mock, "mf", model_path=str(narrow), conservative=True))
+    wait_loaded(g)
+    assert picks(g, [q for q, _ in rows]) == [w for _, w in rows]
+
+
+def test_the_dollar_knob_mixes_two_operating_points(mock, gateway, tmp_path):
+    """`max_price_per_m` a quarter of the way from the cheap vertex to the dear one sends a
+    quarter of the requests to the dear one; `quality_floor` does the same on quality."""
+    mock.faults()
+    src = ARTIFACTS / "mf"
+    names = candidates(src)
+    cheap, dear = names[0], names[-1]
+    curve = [{"price_per_m": 0.2, "quality": 0.3, "candidate": 0},
+             {"price_per_m": 1.0, "quality": 0.7, "candidate": len(names) - 1}]
+    art = with_operating(src, tmp_path / "knob", {
+        "best_single": len(names) - 1, "quality": 0.7, "price_per_m": 1.0, "margin": 0.0,
+        "curve": curve})
+    queries = [f"question {i}" for i in range(400)]
+    for args in ({"max_price_per_m": 0.4}, {"quality_floor": 0.4 / 0.7}):
+        g = gateway(config(mock, "mf", model_path=str(art), **args))
+        wait_loaded(g)
+        got = picks(g, queries)
+        assert set(got) == {cheap, dear}, args
+        share = got.count(dear) / len(got)
+        # Binomial(400, 0.25): sd 0.022; 0.25 ± 0.09 is four of them.
+        assert abs(share - 0.25) < 0.09, (args, share)
+    for args, only in (({"max_price_per_m": 0.1}, cheap), ({"max_price_per_m": 5.0}, dear),
+                       ({"quality_floor": 1.5}, dear)):
+        g = gateway(config(mock, "mf", model_path=str(art), **args))
+        wait_loaded(g)
+        assert set(picks(g, queries[:30])) == {only}, args

@@ -105,6 +105,15 @@ fn every_artifact_matches_the_pipeline() {
                 row.choice
             );
         }
+        // The pipeline calibrates every query-dependent strategy and validates its operating
+        // points (`--calibration-folds`): the scores compared above are probabilities.
+        let query_dependent = !matches!(model.featurizer, Featurizer::None);
+        assert_eq!(
+            model.manifest.calibration.is_some() && model.operating.is_some(),
+            query_dependent,
+            "{}: calibration and operating points",
+            model.strategy()
+        );
         checked.push(model.strategy().to_owned());
     }
     checked.sort();

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::featurize::{Encoder, HashedNgram};
 use super::onnx::SessionPool;
+use super::operating::{Calibration, CalibrationSpec, Operating, OperatingSpec};
 use super::LoadError;
 
 pub const FORMAT: &str = "routeiq-router/1";
@@ -55,6 +56,10 @@ pub struct Manifest {
     pub score_columns: Option<Vec<usize>>,
     #[serde(default)]
     pub created_at: Option<String>,
+    #[serde(default)]
+    pub calibration: Option<CalibrationSpec>,
+    #[serde(default)]
+    pub operating: Option<OperatingSpec>,
 }
 
 /// The featurizer a model needs.
@@ -135,6 +140,9 @@ pub struct Model {
     index: HashMap<String, usize>,
     /// Mean of input and output price per candidate (cost-aware routing).
     pub unit_price: Vec<f64>,
+    calibration: Option<Calibration>,
+    /// The validated operating points (conservative mode, the dollar knob).
+    pub operating: Option<Operating>,
 }
 
 impl std::fmt::Debug for Model {
@@ -563,6 +571,18 @@ impl Model {
             .iter()
             .map(|c| (c.input_price + c.output_price) / 2.0)
             .collect();
+        let calibration = manifest
+            .calibration
+            .as_ref()
+            .map(|c| Calibration::of(c, k))
+            .transpose()
+            .map_err(invalid)?;
+        let operating = manifest
+            .operating
+            .as_ref()
+            .map(|o| Operating::of(o, k))
+            .transpose()
+            .map_err(invalid)?;
         Ok(Self {
             manifest,
             sha256,
@@ -570,6 +590,8 @@ impl Model {
             scorer,
             index,
             unit_price,
+            calibration,
+            operating,
         })
     }
 
@@ -582,7 +604,7 @@ impl Model {
     }
 
     /// One score per candidate (`None`: unscored) from the query's features (`e` is empty
-    /// for query-independent strategies).
+    /// for query-independent strategies): a probability when the artifact is calibrated.
     /// `user`: the request's end user, for the personalised strategies.
     pub fn scores<'a>(
         &'a self,
@@ -597,7 +619,7 @@ impl Model {
                 e.len()
             )));
         }
-        Ok(match &self.scorer {
+        let mut scores = match &self.scorer {
             Scorer::Fixed(s) => s.iter().copied().map(Some).collect(),
             Scorer::Knn {
                 k: nn,
@@ -692,7 +714,11 @@ impl Model {
                 s[*small] = Some(if up { 0.0 } else { 1.0 });
                 s
             }
-        })
+        };
+        if let Some(c) = &self.calibration {
+            c.apply(&mut scores);
+        }
+        Ok(scores)
     }
 }
 

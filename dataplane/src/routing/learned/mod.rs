@@ -12,7 +12,9 @@ pub mod featurize;
 pub mod models;
 pub mod multiround;
 mod onnx;
+pub mod operating;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use routeiq_proto::{RouterSettings, RoutingStrategy};
@@ -21,6 +23,7 @@ use super::{RouteRequest, Router};
 use crate::state::CompiledDeployment;
 use artifact::{Featurizer, Model};
 pub use models::{Models, Slot, Spec};
+use operating::{Knob, Policy};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
@@ -153,6 +156,13 @@ pub struct LearnedRouter {
     /// `routing_strategy_args.cost_weight`: USD per million tokens one score point is
     /// worth giving up.
     cost_weight: f64,
+    /// `routing_strategy_args.conservative`: leave the model's best single candidate only
+    /// for a calibrated gain above its margin.
+    conservative: bool,
+    /// `max_price_per_m` or `quality_floor`: a mix of the model's operating points.
+    knob: Option<Knob>,
+    /// Whether the "no operating points" warning was logged (once per router).
+    warned: AtomicBool,
 }
 
 impl LearnedRouter {
@@ -167,15 +177,44 @@ impl LearnedRouter {
             .arg_number("cost_weight")
             .filter(|w| *w >= 0.0)
             .unwrap_or(0.0);
+        let conservative = settings
+            .routing_strategy_args
+            .get("conservative")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
         Self {
             slot,
             names,
             fallback,
             cost_weight,
+            conservative,
+            knob: Knob::of(settings),
+            warned: AtomicBool::new(false),
         }
     }
 
-    /// The best-scored candidate and every scored candidate's score, or `None` to leave the
+    /// The policy for this request: the knob's mix of operating points, else the router
+    /// at `cost_weight`.
+    fn policy(&self, model: &Model) -> Policy {
+        match (self.knob, &model.operating) {
+            (Some(knob), Some(o)) => o.mix(knob).draw(fastrand::f64()),
+            (Some(_), None) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        strategy = %self.slot.spec.strategy,
+                        version = %model.manifest.version,
+                        "the routing model has no operating points (train it with \
+                         --calibration-folds); max_price_per_m / quality_floor are ignored and \
+                         cost_weight routes"
+                    );
+                }
+                Policy::Router(self.cost_weight)
+            }
+            (None, _) => Policy::Router(self.cost_weight),
+        }
+    }
+
+    /// The chosen candidate and every scored candidate's score, or `None` to leave the
     /// pick to the fallback.
     fn choose(
         &self,
@@ -190,6 +229,15 @@ impl LearnedRouter {
         if labels.iter().all(Option::is_none) {
             return None;
         }
+        let position = |label: usize| labels.iter().position(|l| *l == Some(label));
+        let cost_weight = match self.policy(model) {
+            Policy::Candidate(label) => match position(label) {
+                Some(p) => return Some((candidates[p], label, Vec::new())),
+                // Not available now: the router decides, at the configured weight.
+                None => self.cost_weight,
+            },
+            Policy::Router(w) => w,
+        };
         let features = query.features(&model.featurizer)?;
         let scores = match model.scores(&features, query.user.as_deref()) {
             Ok(s) => s,
@@ -198,24 +246,39 @@ impl LearnedRouter {
                 return None;
             }
         };
+        let value = |label: usize| {
+            scores[label].map(|s| f64::from(s) - cost_weight * model.unit_price[label])
+        };
         // The highest value; ties go to the cheaper candidate, then the lower label (as the
         // pipeline decides them).
         let mut best: Option<(usize, usize, f64)> = None;
         let mut scored = Vec::with_capacity(if query.explain { candidates.len() } else { 0 });
         for (i, label) in candidates.iter().zip(&labels) {
             let Some(label) = *label else { continue };
-            let Some(score) = scores[label] else { continue };
+            let Some(v) = value(label) else { continue };
             if query.explain {
-                scored.push((model.manifest.candidates[label].name.clone(), score));
+                scored.push((
+                    model.manifest.candidates[label].name.clone(),
+                    scores[label].unwrap_or_default(),
+                ));
             }
             let price = model.unit_price[label];
-            let value = f64::from(score) - self.cost_weight * price;
             let better = best.is_none_or(|(_, bl, bv)| {
                 let bp = model.unit_price[bl];
-                value > bv || (value == bv && (price < bp || (price == bp && label < bl)))
+                v > bv || (v == bv && (price < bp || (price == bp && label < bl)))
             });
             if better {
-                best = Some((*i, label, value));
+                best = Some((*i, label, v));
+            }
+        }
+        if let (true, Some(o), Some((_, label, v))) = (self.conservative, &model.operating, best) {
+            let keep = o.best_single;
+            if label != keep {
+                if let (Some(p), Some(kv)) = (position(keep), value(keep)) {
+                    if v - kv <= o.margin {
+                        best = Some((candidates[p], keep, kv));
+                    }
+                }
             }
         }
         best.map(|(i, label, _)| (i, label, scored))
