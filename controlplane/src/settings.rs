@@ -19,6 +19,7 @@ fn to_json(s: &GatewaySettings) -> Value {
         "allowed_egress": s.allowed_egress.as_ref().map(|e| e.entries()),
         "agent_access_default_deny": s.agent_access_default_deny,
         "cache": s.cache.as_ref().map(|c| Value::Object(c.to_litellm())),
+        "turn_off_message_logging": s.turn_off_message_logging,
     })
 }
 
@@ -81,6 +82,10 @@ fn from_json(v: &Value) -> Result<GatewaySettings, StoreError> {
             ),
             _ => None,
         },
+        turn_off_message_logging: v
+            .get("turn_off_message_logging")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
@@ -103,4 +108,28 @@ pub async fn store(conn: impl PgExecutor<'_>, s: &GatewaySettings) -> Result<(),
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_form_keeps_every_flag() {
+        for flag in [false, true] {
+            let s = GatewaySettings {
+                agent_access_default_deny: flag,
+                turn_off_message_logging: !flag,
+                user_header_name: Some("x-end-user".into()),
+                ..GatewaySettings::default()
+            };
+            assert_eq!(from_json(&to_json(&s)).unwrap(), s);
+        }
+        // Settings stored before the flag existed read as off.
+        let mut old = to_json(&GatewaySettings::default());
+        old.as_object_mut()
+            .unwrap()
+            .remove("turn_off_message_logging");
+        assert!(!from_json(&old).unwrap().turn_off_message_logging);
+    }
 }

@@ -48,6 +48,7 @@ pub async fn build(pool: &PgPool, secrets: &SecretBox) -> Result<Snapshot, Store
         agents,
         agent_access_default_deny: s.agent_access_default_deny,
         cache: s.cache,
+        turn_off_message_logging: s.turn_off_message_logging,
         scopes,
         skills,
     };

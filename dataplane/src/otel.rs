@@ -36,7 +36,8 @@ pub use routeiq_service::telemetry::TraceParent;
 pub struct Spans {
     tracing: Tracing,
     /// `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`: spans may carry prompt text
-    /// (the query a learned strategy routed on). Off by default.
+    /// (the query a learned strategy routed on) unless the snapshot's
+    /// `litellm_settings.turn_off_message_logging` is on. Off by default.
     capture_content: bool,
 }
 
@@ -59,7 +60,9 @@ impl Spans {
     /// Opens the request's `routeiq.route` span (a server span; probes and metrics have
     /// none), in the caller's trace when it sent one, else as the root of the trace named
     /// by the request id.
-    pub fn start(&self, ctx: &RequestCtx, method: &str) -> RouteSpan {
+    /// `message_logging`: whether the live settings allow message content in telemetry
+    /// (`litellm_settings.turn_off_message_logging` off).
+    pub fn start(&self, ctx: &RequestCtx, method: &str, message_logging: bool) -> RouteSpan {
         let now = SystemTime::now();
         let start = now.checked_sub(ctx.start.elapsed()).unwrap_or(now);
         let builder = self
@@ -82,6 +85,7 @@ impl Spans {
         RouteSpan {
             span: Box::new(span),
             request: Vec::new(),
+            capture: self.capture_content && message_logging,
         }
     }
 
@@ -89,8 +93,7 @@ impl Spans {
     /// capture, its messages) for its attempts' spans.
     pub fn note_request(&self, ctx: &mut RequestCtx, req: &RawObject, client: ClientApi) {
         if let Some(route) = ctx.span.as_mut().filter(|r| r.sampled()) {
-            route.request =
-                crate::otel_genai::request_attributes(req, client, self.capture_content);
+            route.request = crate::otel_genai::request_attributes(req, client, route.capture);
         }
     }
 
@@ -121,7 +124,10 @@ impl Spans {
     /// Ends the request's `routeiq.route` span (see [`Self::start`]) with what became of
     /// the request.
     pub fn record(&self, ctx: &mut RequestCtx, strategy: &str) {
-        let Some(RouteSpan { mut span, .. }) = ctx.span.take() else {
+        let Some(RouteSpan {
+            mut span, capture, ..
+        }) = ctx.span.take()
+        else {
             return;
         };
         use opentelemetry::trace::Span;
@@ -149,7 +155,7 @@ impl Spans {
                     "routeiq.route.version",
                     r.version.clone().unwrap_or_else(|| "fallback".into()),
                 ));
-                if self.capture_content {
+                if capture {
                     attrs.push(KeyValue::new("routeiq.route.query", r.query.to_string()));
                 }
                 if let Some(c) = &r.candidate {
@@ -214,6 +220,8 @@ pub struct RouteSpan {
     span: Box<opentelemetry_sdk::trace::Span>,
     /// The request's GenAI attributes, for each attempt's span ([`Spans::note_request`]).
     request: Vec<KeyValue>,
+    /// Whether its spans may carry message content.
+    capture: bool,
 }
 
 impl RouteSpan {
@@ -286,7 +294,7 @@ impl Spans {
             .with_attributes(attrs);
         AttemptSpan {
             span: Box::new(self.tracer().build_with_context(builder, &route.context())),
-            answer: Some(Box::new(Answer::new(self.capture_content))),
+            answer: Some(Box::new(Answer::new(route.capture))),
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct LiveState {
     pub agents: Arc<crate::a2a::Registry>,
     /// `general_settings.agent_access_default_deny`.
     pub agent_access_default_deny: bool,
+    /// `litellm_settings.turn_off_message_logging`: spans carry no message content.
+    pub turn_off_message_logging: bool,
     /// The response cache's settings, when it is on.
     pub cache: Option<Arc<routeiq_proto::CacheSettings>>,
     /// What embeds for the semantic cache, when the cache is a semantic one.
@@ -222,6 +224,7 @@ impl LiveState {
             mcp: Arc::new(mcp_registry(&snapshot.mcp_servers, lasting)),
             agents: Arc::new(crate::a2a::Registry::compile(&snapshot.agents)),
             agent_access_default_deny: snapshot.agent_access_default_deny,
+            turn_off_message_logging: snapshot.turn_off_message_logging,
             semantic: SemanticEmbedder::of(snapshot.cache.as_ref(), lasting, &groups),
             cache: snapshot.cache.map(Arc::new),
             skills: Arc::new(
@@ -390,6 +393,11 @@ impl LiveState {
                 .as_ref()
                 .map_or(self.agent_access_default_deny, |s| {
                     s.agent_access_default_deny
+                }),
+            turn_off_message_logging: settings
+                .as_ref()
+                .map_or(self.turn_off_message_logging, |s| {
+                    s.turn_off_message_logging
                 }),
             semantic: if regrouped {
                 let cache = settings

@@ -179,6 +179,8 @@ pub struct GatewaySettings {
     pub agent_access_default_deny: bool,
     /// See [`Snapshot`].
     pub cache: Option<crate::CacheSettings>,
+    /// See [`Snapshot`].
+    pub turn_off_message_logging: bool,
 }
 
 impl Default for GatewaySettings {
@@ -191,6 +193,7 @@ impl Default for GatewaySettings {
             allowed_egress: None,
             agent_access_default_deny: false,
             cache: None,
+            turn_off_message_logging: false,
         }
     }
 }
@@ -298,6 +301,9 @@ pub struct Snapshot {
     pub agent_access_default_deny: bool,
     /// `litellm_settings.cache_params` when `litellm_settings.cache` is on.
     pub cache: Option<crate::CacheSettings>,
+    /// `litellm_settings.turn_off_message_logging`: spans never carry message content,
+    /// even with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
+    pub turn_off_message_logging: bool,
     /// Skills of the registry, with their copies on Anthropic deployments.
     pub skills: Vec<crate::Skill>,
 }
@@ -314,6 +320,7 @@ impl Snapshot {
             allowed_egress: self.allowed_egress.clone(),
             agent_access_default_deny: self.agent_access_default_deny,
             cache: self.cache.clone(),
+            turn_off_message_logging: self.turn_off_message_logging,
         }
     }
 

@@ -78,6 +78,7 @@ fn header(s: &Snapshot) -> pb::Snapshot {
         scopes: s.scopes.iter().map(Into::into).collect(),
         allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
         agent_access_default_deny: s.agent_access_default_deny,
+        turn_off_message_logging: s.turn_off_message_logging,
         mcp_servers: s.mcp_servers.iter().map(Into::into).collect(),
         agents: s.agents.iter().map(Into::into).collect(),
         skills: s.skills.iter().map(Into::into).collect(),
@@ -321,6 +322,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                 .map(|e| egress_from_pb("snapshot.allowed_egress", e))
                 .transpose()?,
             agent_access_default_deny: s.agent_access_default_deny,
+            turn_off_message_logging: s.turn_off_message_logging,
             cache: s.cache.map(cache_from_pb).transpose()?,
             mcp_servers: s
                 .mcp_servers
@@ -384,6 +386,7 @@ impl From<&GatewaySettings> for pb::GatewaySettings {
             user_header_name: s.user_header_name.clone().unwrap_or_default(),
             allowed_egress: s.allowed_egress.as_ref().map(egress_to_pb),
             agent_access_default_deny: s.agent_access_default_deny,
+            turn_off_message_logging: s.turn_off_message_logging,
             cache: s.cache.as_ref().map(cache_to_pb),
         }
     }
@@ -552,6 +555,7 @@ impl TryFrom<pb::GatewaySettings> for GatewaySettings {
                 .map(|e| egress_from_pb("settings.allowed_egress", e))
                 .transpose()?,
             agent_access_default_deny: s.agent_access_default_deny,
+            turn_off_message_logging: s.turn_off_message_logging,
             cache: s.cache.map(cache_from_pb).transpose()?,
         })
     }
@@ -1130,6 +1134,7 @@ mod tests {
                 upstream_version: "9".into(),
             }],
         }];
+        snap.turn_off_message_logging = true;
         let bytes = pb::Snapshot::from(&snap).encode_to_vec();
         let back = Snapshot::try_from(pb::Snapshot::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, snap);

@@ -345,7 +345,8 @@ def strings(span, key: str) -> list[str] | None:
 def test_attempt_spans_carry_the_requests_parameters_and_the_answers_id_and_finish_reasons(mock_provider, tmp_path):
     """GenAI attributes read from the bodies: `gen_ai.request.*` from the client's request,
     `gen_ai.response.id` and `.finish_reasons` from the answer (whole, streamed, and in
-    Anthropic's shape); prompt and completion text only with content capture."""
+    Anthropic's shape); prompt and completion text only with content capture, and never
+    with LiteLLM's `litellm_settings.turn_off_message_logging`."""
     receiver = OtlpReceiver()
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     params = {"temperature": 0.25, "top_p": 0.5, "max_tokens": 40, "seed": 11, "stop": ["END"],
@@ -358,9 +359,13 @@ def test_attempt_spans_carry_the_requests_parameters_and_the_answers_id_and_fini
         return attempt
 
     try:
-        for capture in (False, True):
-            env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"} if capture else {}
-            url, p = start_gateway(tmp_path, mock_provider, receiver.port, **env)
+        # Content capture off, on but turned off by the config, on: the prompt must be on no
+        # span before the last run.
+        for env_on, turned_off in ((False, False), (True, True), (True, False)):
+            capture = env_on and not turned_off
+            env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"} if env_on else {}
+            extra = "litellm_settings:\n  turn_off_message_logging: true\n" if turned_off else ""
+            url, p = start_gateway(tmp_path, mock_provider, receiver.port, extra, **env)
             try:
                 r = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
                                json={"model": "gpt-upstream", "messages": messages, **params})

@@ -51,7 +51,10 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
                 route.endpoint,
                 Endpoint::Liveliness | Endpoint::Readiness | Endpoint::Metrics
             ) {
-                ctx.span = app.spans.as_ref().map(|s| s.start(ctx, method.as_str()));
+                ctx.span = app
+                    .spans
+                    .as_ref()
+                    .map(|s| s.start(ctx, method.as_str(), !live.turn_off_message_logging));
             }
             let param = param.map(str::to_owned);
             let r = serve(app, &live, session, ctx, route, param.as_deref()).await;

@@ -551,6 +551,18 @@ struct RawLitellmSettings {
 }
 
 impl RawConfig {
+    /// `litellm_settings.<key>` as a boolean (false when absent or null).
+    fn litellm_flag(&self, key: &str) -> Result<bool, (String, String)> {
+        match self.litellm_settings.all.get(key) {
+            None | Some(serde_norway::Value::Null) => Ok(false),
+            Some(serde_norway::Value::Bool(b)) => Ok(*b),
+            Some(_) => Err((
+                format!("litellm_settings.{key}"),
+                "must be true or false".into(),
+            )),
+        }
+    }
+
     /// `redis://[:password@]host:port` from `router_settings.redis_host`, `redis_port`
     /// (default 6379) and `redis_password`; `None` without a host.
     /// Without `redis_host`, the cache's `litellm_settings.cache_params.host` (`port`,
@@ -783,7 +795,12 @@ impl RawConfig {
                 &self.litellm_settings.all,
                 &[
                     &LITELLM_SETTINGS_ROUTER_KEYS[..],
-                    &[DROP_PARAMS, "cache", "cache_params"],
+                    &[
+                        DROP_PARAMS,
+                        "cache",
+                        "cache_params",
+                        TURN_OFF_MESSAGE_LOGGING,
+                    ],
                 ]
                 .concat(),
             ),
@@ -845,16 +862,8 @@ impl RawConfig {
 
         let cache = self.cache(warnings)?;
         // `litellm_settings.drop_params`: the default of every deployment here.
-        let drop_params = match self.litellm_settings.all.get(DROP_PARAMS) {
-            None | Some(serde_norway::Value::Null) => false,
-            Some(serde_norway::Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err((
-                    "litellm_settings.drop_params".into(),
-                    "must be true or false".into(),
-                ))
-            }
-        };
+        let drop_params = self.litellm_flag(DROP_PARAMS)?;
+        let turn_off_message_logging = self.litellm_flag(TURN_OFF_MESSAGE_LOGGING)?;
         let mut deployments = Vec::with_capacity(self.model_list.len());
         let mut ids = HashSet::new();
         for (i, raw) in self.model_list.iter().enumerate() {
@@ -979,6 +988,7 @@ impl RawConfig {
             mcp_servers,
             agents,
             agent_access_default_deny: self.general_settings.agent_access_default_deny,
+            turn_off_message_logging,
             version: 0,
             master_key_hash: master_key,
             deployments,
@@ -1334,6 +1344,8 @@ fn request_param_settings(
 
 /// `settings.params` names (see [`request_param_settings`]).
 pub const DROP_PARAMS: &str = "drop_params";
+/// `litellm_settings.turn_off_message_logging`: no message content in telemetry.
+const TURN_OFF_MESSAGE_LOGGING: &str = "turn_off_message_logging";
 pub const ADDITIONAL_DROP_PARAMS: &str = "additional_drop_params";
 pub const CUSTOM_LLM_PROVIDER: &str = "custom_llm_provider";
 

@@ -363,6 +363,28 @@ fn redis_settings_become_a_url_and_router_keys_do_not_warn() {
 }
 
 #[test]
+fn turn_off_message_logging_is_read_into_the_snapshot() {
+    let on = load("litellm_settings:\n  turn_off_message_logging: true\n", &[]).unwrap();
+    assert!(on.snapshot.turn_off_message_logging);
+    assert!(on.snapshot.settings().turn_off_message_logging);
+    assert!(!on
+        .warnings
+        .iter()
+        .any(|w| w.contains("turn_off_message_logging")));
+    assert!(!load("{}", &[]).unwrap().snapshot.turn_off_message_logging);
+    let e = load(
+        "litellm_settings:\n  turn_off_message_logging: yes please\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("litellm_settings.turn_off_message_logging"),
+        "{e}"
+    );
+}
+
+#[test]
 fn absurd_timeouts_are_errors_not_panics() {
     let e = load(
         "model_list:\n  - model_name: m\n    litellm_params:\n      model: mock/m\n      timeout: 1.2e308\n",
