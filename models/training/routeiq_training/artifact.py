@@ -2,6 +2,8 @@
 
 `Router` scores queries from an artifact's files only; `train` evaluates through it
 before writing the manifest, and `eval` and `parity` load artifacts from disk into it.
+With the manifest's `calibration`, its scores are the calibrated probabilities, as the
+data plane's.
 """
 
 import hashlib
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import featurize
+from . import calibration, featurize
 from .choice import pick
 from .data import Candidate
 from .strategies import PERSONALISED, QUERY_INDEPENDENT, module
@@ -68,6 +70,8 @@ def build_router(manifest: dict, files: dict[str, bytes], threads: int = 1) -> R
     score = module(strategy).scorer(params, files, manifest)
     if strategy not in PERSONALISED:
         score = _ignoring_users(score)
+    if "calibration" in manifest:
+        score = _calibrated(score, manifest["calibration"])
     featurizer = featurize.from_manifest(manifest["featurizer"], files, threads)
     candidates = [Candidate.from_json(c) for c in manifest["candidates"]]
     return Router(manifest, candidates, featurizer, score)
@@ -75,6 +79,10 @@ def build_router(manifest: dict, files: dict[str, bytes], threads: int = 1) -> R
 
 def _ignoring_users(score: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
     return lambda features, users=None: score(features)
+
+
+def _calibrated(score: Callable[..., np.ndarray], fitted: dict) -> Callable[..., np.ndarray]:
+    return lambda features, users=None: calibration.apply(fitted, score(features, users))
 
 
 def read_files(directory: Path, manifest: dict) -> dict[str, bytes]:
@@ -110,7 +118,10 @@ def find(root: Path) -> list[Path]:
 
 def draft_manifest(strategy: str, candidates: list[Candidate], featurizer_spec: dict | None,
                    files: dict[str, bytes], training_data_sha256: str,
-                   score_columns: list[int] | None, now: datetime | None = None) -> dict:
+                   score_columns: list[int] | None, calibrated: dict | None = None,
+                   now: datetime | None = None) -> dict:
+    """The manifest before its metrics; `calibrated` holds its `calibration` and
+    `operating` (`train.calibrate`), when it has them."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     manifest = {
         "format": FORMAT,
@@ -125,6 +136,8 @@ def draft_manifest(strategy: str, candidates: list[Candidate], featurizer_spec: 
     }
     if score_columns is not None:
         manifest["score_columns"] = score_columns
+    if calibrated is not None:
+        manifest.update(calibrated)
     return manifest
 
 

@@ -20,17 +20,27 @@ def resamples(n: int, rounds: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(rounds, n))
 
 
-def interval(values: np.ndarray, draws: np.ndarray) -> dict:
-    """The mean of the per-query `values` with its percentile bootstrap interval."""
-    resampled = values[draws].mean(axis=1)
+def _percentiles(estimate: float, resampled: np.ndarray) -> dict:
     tail = (1 - CONFIDENCE) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
-    return {"mean": float(values.mean()), "low": float(low), "high": float(high)}
+    return {"mean": float(estimate), "low": float(low), "high": float(high)}
+
+
+def interval(values: np.ndarray, draws: np.ndarray) -> dict:
+    """The mean of the per-query `values` with its percentile bootstrap interval."""
+    return _percentiles(values.mean(), values[draws].mean(axis=1))
 
 
 def paired(a: np.ndarray, b: np.ndarray, draws: np.ndarray) -> dict:
     """`a − b` (per query, aligned) with its interval, both resampled with the same draws."""
     return interval(a - b, draws)
+
+
+def ratio(a: np.ndarray, b: np.ndarray, draws: np.ndarray) -> dict:
+    """`mean(a) / mean(b)` (per query, aligned) with its interval, both means taken over
+    the same draws: e.g. a router's cost as a share of the best single model's, which a
+    difference in dollars per query does not give."""
+    return _percentiles(a.mean() / b.mean(), a[draws].mean(axis=1) / b[draws].mean(axis=1))
 
 
 def verdict(difference: dict) -> str:

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from .calibration import DEFAULT_FOLDS
 from .splits import SPLITS
 from .strategies import DEFAULT, PERSONALISED
 
@@ -42,6 +43,10 @@ def _training_args(p: argparse.ArgumentParser) -> None:
                    help="minilm: cut the encoder after its first N transformer layers "
                         "(default 6 = the whole encoder); train writes the cut encoder "
                         "into the artifact as encoder.onnx")
+    p.add_argument("--calibration-folds", type=int, default=DEFAULT_FOLDS, metavar="N",
+                   help="fit every query-dependent strategy N more times on N folds of its "
+                        "training queries; their out-of-fold scores give its calibration "
+                        f"and operating points (default {DEFAULT_FOLDS}; 0 = off)")
 
 
 def _names(value: str) -> list[str]:
@@ -160,14 +165,15 @@ def main(argv: list[str] | None = None) -> int:
 
             train.run(args.data, args.llm_data, args.out, _names(args.strategies),
                       args.featurizer, args.dim, args.seed, args.encoder, args.tokenizer,
-                      args.threads, args.simulate_users, args.encoder_layers)
+                      args.threads, args.simulate_users, args.encoder_layers,
+                      args.calibration_folds)
         elif args.command == "robust-eval":
             from . import robust_eval
 
             robust_eval.run(args.data, args.llm_data, args.out, _names(args.strategies),
                             _names(args.splits), args.featurizer, args.dim, args.seed,
                             args.bootstrap, args.encoder, args.tokenizer, args.threads,
-                            args.encoder_layers)
+                            args.encoder_layers, args.calibration_folds)
             print((args.out / "report.md").read_text(encoding="utf-8"))
         elif args.command == "eval":
             from . import evaluation

@@ -221,11 +221,18 @@ class Baselines:
         }
 
 
+def best_single(scores: np.ndarray, prices: np.ndarray) -> int:
+    """The candidate with the highest mean score over the rows of `scores` ([N, K]); ties
+    to the cheaper, then the lower index."""
+    means = scores.mean(axis=0)
+    return min(range(len(prices)), key=lambda i: (-means[i], prices[i], i))
+
+
 def baselines(train: RoutingTable, heldout: RoutingTable) -> Baselines:
     prices = train.prices
     k = len(train.candidates)
     means = train.scores.mean(axis=0)
-    best_single = min(range(k), key=lambda i: (-means[i], prices[i], i))
+    best = best_single(train.scores, prices)
     cheapest = min(range(k), key=lambda i: (prices[i], -means[i], i))
     costs = query_costs(heldout.queries, heldout.candidates)
     n = len(heldout.queries)
@@ -233,7 +240,7 @@ def baselines(train: RoutingTable, heldout: RoutingTable) -> Baselines:
     y = heldout.scores
     random = averages(random_per_query(y, costs))
     oracle = at_choice(pick(y, prices), y, costs)
-    return Baselines(train.candidates, single, best_single, cheapest, random, oracle)
+    return Baselines(train.candidates, single, best, cheapest, random, oracle)
 
 
 def evaluate(router_scores: np.ndarray, heldout: RoutingTable, base: Baselines) -> dict:

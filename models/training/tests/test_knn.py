@@ -21,7 +21,8 @@ def knn_artifact(request, fixture_paths, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(knn, "P_CHOICES", choices)
         mp.setattr(knn, "MAX_P", 64)
-        summary, _ = train.run(*fixture_paths, out, ["knn"], "hashed-ngram", 1024, seed=0)
+        summary, _ = train.run(*fixture_paths, out, ["knn"], "hashed-ngram", 1024, seed=0,
+                               calibration_folds=0)
     table = load_table(*fixture_paths)
     held = heldout_mask(table.queries)
     training = [q for q, h in zip(table.queries, held) if not h]

@@ -24,7 +24,8 @@ def minilm_artifacts(fixture_paths, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("minilm")
     small = tmp / "routing_small.json"
     small.write_text(json.dumps(json.loads(data.read_text())[:200]))
-    _, in_memory = train.run(small, llms, tmp / "out", ["knn", "mlp", "elo"], "minilm", 0, 0)
+    _, in_memory = train.run(small, llms, tmp / "out", ["knn", "mlp", "elo"], "minilm", 0, 0,
+                             calibration_folds=0)
     return tmp / "out", in_memory
 
 

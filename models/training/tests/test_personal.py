@@ -24,7 +24,7 @@ def simulated(tmp_path_factory, fixture_paths):
     """personalized, gmt and mf trained on the fixture with 3 simulated users."""
     out = tmp_path_factory.mktemp("personal")
     summary, in_memory = train.run(*fixture_paths, out, PERSONAL + ["mf"], "hashed-ngram", DIM,
-                                   seed=0, simulate_users=3)
+                                   seed=0, simulate_users=3, calibration_folds=0)
     return out, summary, in_memory
 
 
@@ -115,7 +115,7 @@ def test_params_and_an_unknown_or_absent_user_gets_the_base_model(simulated, str
 
 def test_without_users_both_are_the_graph_model(fixture_paths, tmp_path):
     _, in_memory = train.run(*fixture_paths, tmp_path, ["graph"] + PERSONAL, "hashed-ngram",
-                             DIM, seed=0)
+                             DIM, seed=0, calibration_folds=0)
     graph = json.loads((tmp_path / "graph" / "params.json").read_text())
     for strategy in PERSONAL:
         params = json.loads((tmp_path / strategy / "params.json").read_text())

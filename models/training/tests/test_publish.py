@@ -24,7 +24,8 @@ class RecordingS3:
 
 @pytest.fixture
 def knn_artifact(fixture_paths, tmp_path):
-    train.run(*fixture_paths, tmp_path, ["knn"], "hashed-ngram", 64, seed=0)
+    train.run(*fixture_paths, tmp_path, ["knn"], "hashed-ngram", 64, seed=0,
+              calibration_folds=0)
     return tmp_path / "knn"
 
 

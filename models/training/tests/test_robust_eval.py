@@ -52,26 +52,58 @@ def test_best_single_and_training_come_from_the_training_rows_only(monkeypatch):
     assert "verdict" not in rows["oracle"]
 
 
+def test_calibrated_conservative_and_knob_routers_on_known_scores():
+    y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    prices = np.array([2.0, 1.0])
+    costs = np.tile(prices, (4, 1))
+    raw = np.array([[2.0, -2.0], [-2.0, 2.0], [0.1, 0.0], [0.0, 0.1]])
+    calibrated = {
+        "calibration": {"method": "platt", "a": [1.0, 1.0], "b": [0.0, 0.0]},
+        "operating": {"best_single": 0, "quality": 0.6, "price_per_m": 2.0, "margin": 0.2,
+                      "curve": [{"price_per_m": 1.0, "quality": 0.5, "candidate": 1},
+                                {"price_per_m": 1.5, "quality": 0.75, "cost_weight": 0.0}]}}
+    values, mix = robust_eval.calibrated_routers("s", calibrated, raw, y, costs, prices)
+    # on sigmoid(raw) the router picks 0, 1, 0, 1
+    assert values["s calibrated"]["accuracy"].tolist() == [1, 1, 1, 0]
+    # row 3's gain over the best single model (0.525 - 0.5) is within the margin
+    assert values["s conservative"]["accuracy"].tolist() == [1, 1, 1, 0]
+    assert values["s conservative"]["cost_per_query"].tolist() == [2, 1, 2, 2]
+    # quality 0.6 lies 0.4 of the way from vertex 0 (candidate 1) to vertex 1 (the router)
+    assert mix == {"low": 0, "high": 1, "weight": pytest.approx(0.4)}
+    np.testing.assert_allclose(values["s quality_floor 1"]["accuracy"], [0.4, 1, 1, 0])
+    np.testing.assert_allclose(values["s quality_floor 1"]["cost_per_query"], [1.4, 1, 1.4, 1])
+
+
 def test_report_from_the_command_line(fixture_paths, tmp_path, capsys):
     data, llms = map(str, fixture_paths)
     out = tmp_path / "robust"
     assert main(["robust-eval", "--data", data, "--llm-data", llms, "--out", str(out),
-                 "--strategies", "elo,mlp", "--dim", "64", "--bootstrap", "100"]) == 0
+                 "--strategies", "elo,mlp", "--dim", "64", "--bootstrap", "100",
+                 "--calibration-folds", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert list(report["splits"]) == ["hash", "cluster", "length"]
+    calibrated = ["mlp calibrated", "mlp conservative", "mlp quality_floor 1"]
+    assert report["routers"] == ["elo", "mlp"] + calibrated  # elo is query-independent
     for split in report["splits"].values():
         for fold in split["folds"]:
             assert fold["n_train"] + fold["n_test"] == 800
             assert set(fold["training"]) == {"elo", "mlp"}
+            assert set(fold["training"]["mlp"]["quality_floor_mix"]) == {"low", "high", "weight"}
             results = fold["results"]
-            assert set(results) == {"elo", "mlp", "best single", "oracle", "cheapest", "random"}
+            assert set(results) == {"elo", "mlp", "best single", "oracle", "cheapest",
+                                    "random", *calibrated}
             for r in results.values():
                 for metric in robust_eval.METRICS:
                     assert r[metric]["low"] <= r[metric]["mean"] <= r[metric]["high"]
-            assert results["mlp"]["verdict"] in ("beats", "ties", "loses")
-            gain = results["mlp"]["accuracy_minus_best_single"]["mean"]
-            assert gain == pytest.approx(results["mlp"]["accuracy"]["mean"]
-                                         - results["best single"]["accuracy"]["mean"])
+            for router in report["routers"]:
+                r, best = results[router], results["best single"]
+                assert r["verdict"] in ("beats", "ties", "loses")
+                gain = r["accuracy_minus_best_single"]["mean"]
+                assert gain == pytest.approx(r["accuracy"]["mean"] - best["accuracy"]["mean"])
+                ratio = r["cost_ratio_to_best_single"]
+                assert ratio["mean"] == pytest.approx(r["cost_per_query"]["mean"]
+                                                      / best["cost_per_query"]["mean"])
+                assert ratio["low"] <= ratio["mean"] <= ratio["high"]
         assert (split["pooled"] is None) == (len(split["folds"]) == 1)
     cluster = report["splits"]["cluster"]
     assert len(cluster["folds"]) == 3 and cluster["pooled"]["n_test"] == 800
@@ -81,6 +113,8 @@ def test_report_from_the_command_line(fixture_paths, tmp_path, capsys):
                                        for f in folds) / 800)
     printed = capsys.readouterr().out
     assert "| router | hash: held out | cluster: cluster 0 |" in printed
+    assert "## Cost ÷ best single model, per test set" in printed
+    assert "| mlp quality_floor 1 | " in printed
     assert printed == (out / "report.md").read_text() + "\n"
 
 

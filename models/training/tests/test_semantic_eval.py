@@ -53,7 +53,7 @@ def test_a_minilm_artifact_ranks_paraphrases_above_near_misses(tmp_path, fixture
     data, llms = fixture_paths
     small = tmp_path / "routing_small.json"
     small.write_text(json.dumps(json.loads(data.read_text())[:60]))
-    train.run(small, llms, tmp_path / "out", ["knn"], "minilm", 0, 0)
+    train.run(small, llms, tmp_path / "out", ["knn"], "minilm", 0, 0, calibration_folds=0)
     report = semantic_eval.run(tmp_path / "out" / "knn", PAIRS, small, 40, 0, 1)
     for name in ("pairs", "llmrouter"):
         table = report["sets"][name]["table"]

@@ -23,7 +23,8 @@ ALL = list(STRATEGIES)
 def trained(tmp_path_factory, fixture_paths):
     out = tmp_path_factory.mktemp("artifacts")
     data, llms = fixture_paths
-    summary, in_memory = train.run(data, llms, out, ALL, "hashed-ngram", 1024, seed=0)
+    summary, in_memory = train.run(data, llms, out, ALL, "hashed-ngram", 1024, seed=0,
+                                     calibration_folds=0)
     return out, summary, in_memory
 
 
@@ -155,8 +156,8 @@ def test_parity_rows(trained, tmp_path):
 def test_training_is_deterministic(fixture_paths, tmp_path):
     data, llms = fixture_paths
     cheap = ["knn", "svm", "elo", "hybrid"]
-    train.run(data, llms, tmp_path / "a", cheap, "hashed-ngram", 256, seed=0)
-    train.run(data, llms, tmp_path / "b", cheap, "hashed-ngram", 256, seed=0)
+    train.run(data, llms, tmp_path / "a", cheap, "hashed-ngram", 256, seed=0, calibration_folds=0)
+    train.run(data, llms, tmp_path / "b", cheap, "hashed-ngram", 256, seed=0, calibration_folds=0)
     for s in cheap:
         a = json.loads((tmp_path / "a" / s / "manifest.json").read_text())
         b = json.loads((tmp_path / "b" / s / "manifest.json").read_text())
