@@ -7,6 +7,8 @@
 //! (`ORT_DYLIB_PATH`), and queries from `ROUTEIQ_BENCH_QUERIES` (LLMRouter-format JSON,
 //! default the committed fixture subset). Percentiles come from single timed decisions
 //! (queries taken in turn, each a fresh request with nothing cached).
+//! `ROUTEIQ_BENCH_ARGS`: a JSON object of more `routing_strategy_args` (e.g.
+//! `{"conservative": true}` or `{"max_price_per_m": 0.5}`), to time those modes.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -68,7 +70,15 @@ fn state(rt: &tokio::runtime::Runtime, strategy: &str, dir: &Path) -> Option<Liv
             ..Deployment::mock(c, "auto")
         })
         .collect();
-    let args = serde_json::json!({"model_path": dir, "hot_reload": false});
+    let mut args = serde_json::json!({"model_path": dir, "hot_reload": false});
+    if let (Some(more), Some(args)) = (
+        std::env::var("ROUTEIQ_BENCH_ARGS")
+            .ok()
+            .and_then(|a| serde_json::from_str::<serde_json::Map<_, _>>(&a).ok()),
+        args.as_object_mut(),
+    ) {
+        args.extend(more);
+    }
     let lasting = Lasting::default();
     let live = LiveState::prepare(
         Snapshot {
