@@ -401,6 +401,9 @@ def test_attempt_spans_carry_the_requests_parameters_and_the_answers_id_and_fini
                     chunks = [json.loads(line[6:]) for line in s.read().decode().splitlines()
                               if line.startswith("data: {")]
                 attempt = attempt_of(call_id)
+                if not capture:
+                    assert attr(attempt, "gen_ai.input.messages") is None
+                    assert attr(attempt, "gen_ai.output.messages") is None
                 assert attr(attempt, "gen_ai.response.id") == chunks[0]["id"]
                 finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
                 assert strings(attempt, "gen_ai.response.finish_reasons") == finish[-1:]
@@ -425,6 +428,10 @@ def test_attempt_spans_carry_the_requests_parameters_and_the_answers_id_and_fini
                     assert json.loads(attr(attempt, "gen_ai.system_instructions")) == [{"type": "text", "content": "sys"}]
                 else:
                     assert attr(attempt, "gen_ai.system_instructions") is None
+                    assert attr(attempt, "gen_ai.input.messages") is None
+                    assert attr(attempt, "gen_ai.output.messages") is None
+                    # Streamed and Anthropic requests too: on no span, in no attribute.
+                    assert "the secret prompt" not in str(receiver.received)
             finally:
                 p.stop()
     finally:

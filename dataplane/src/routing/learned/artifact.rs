@@ -577,6 +577,10 @@ impl Model {
             .map(|c| Calibration::of(c, k))
             .transpose()
             .map_err(invalid)?;
+        if manifest.operating.is_some() && calibration.is_none() {
+            // Its margin and cost weights are in the calibrated scale.
+            return Err(invalid("operating points need a calibration".into()));
+        }
         let operating = manifest
             .operating
             .as_ref()

@@ -161,7 +161,8 @@ pub struct LearnedRouter {
     conservative: bool,
     /// `max_price_per_m` or `quality_floor`: a mix of the model's operating points.
     knob: Option<Knob>,
-    /// Whether the "no operating points" warning was logged (once per router).
+    /// Whether the "no operating points" warning was logged (once per router: a snapshot
+    /// with these settings).
     warned: AtomicBool,
 }
 
@@ -193,24 +194,30 @@ impl LearnedRouter {
         }
     }
 
+    /// The model's operating points when the settings use them (a knob, `conservative`);
+    /// without them, a warning the first time.
+    fn operating<'m>(&self, model: &'m Model) -> Option<&'m operating::Operating> {
+        if self.knob.is_none() && !self.conservative {
+            return None;
+        }
+        if model.operating.is_none() && !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                strategy = %self.slot.spec.strategy,
+                version = %model.manifest.version,
+                "the routing model has no operating points (train it with \
+                 --calibration-folds); max_price_per_m, quality_floor and conservative are \
+                 ignored and cost_weight routes"
+            );
+        }
+        model.operating.as_ref()
+    }
+
     /// The policy for this request: the knob's mix of operating points, else the router
     /// at `cost_weight`.
-    fn policy(&self, model: &Model) -> Policy {
-        match (self.knob, &model.operating) {
+    fn policy(&self, operating: Option<&operating::Operating>) -> Policy {
+        match (self.knob, operating) {
             (Some(knob), Some(o)) => o.mix(knob).draw(fastrand::f64()),
-            (Some(_), None) => {
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        strategy = %self.slot.spec.strategy,
-                        version = %model.manifest.version,
-                        "the routing model has no operating points (train it with \
-                         --calibration-folds); max_price_per_m / quality_floor are ignored and \
-                         cost_weight routes"
-                    );
-                }
-                Policy::Router(self.cost_weight)
-            }
-            (None, _) => Policy::Router(self.cost_weight),
+            _ => Policy::Router(self.cost_weight),
         }
     }
 
@@ -230,7 +237,8 @@ impl LearnedRouter {
             return None;
         }
         let position = |label: usize| labels.iter().position(|l| *l == Some(label));
-        let cost_weight = match self.policy(model) {
+        let operating = self.operating(model);
+        let cost_weight = match self.policy(operating) {
             Policy::Candidate(label) => match position(label) {
                 Some(p) => return Some((candidates[p], label, Vec::new())),
                 // Not available now: the router decides, at the configured weight.
@@ -271,7 +279,7 @@ impl LearnedRouter {
                 best = Some((*i, label, v));
             }
         }
-        if let (true, Some(o), Some((_, label, v))) = (self.conservative, &model.operating, best) {
+        if let (true, Some(o), Some((_, label, v))) = (self.conservative, operating, best) {
             let keep = o.best_single;
             if label != keep {
                 if let (Some(p), Some(kv)) = (position(keep), value(keep)) {

@@ -146,9 +146,9 @@ impl Operating {
             };
             if curve
                 .last()
-                .is_some_and(|p: &Vertex| vertex.price < p.price || vertex.quality < p.quality)
+                .is_some_and(|p: &Vertex| vertex.price <= p.price || vertex.quality <= p.quality)
             {
-                return Err("the operating curve must ascend in price and quality".into());
+                return Err("the operating curve must strictly ascend in price and quality".into());
             }
             curve.push(vertex);
         }
@@ -392,6 +392,8 @@ mod tests {
         assert!(Operating::of(&spec(2, vec![]), 3).is_err(), "empty curve");
         let descending = vec![ok[1].clone(), ok[0].clone()];
         assert!(Operating::of(&spec(2, descending), 3).is_err());
+        let same_price = vec![ok[0].clone(), vertex(0.1, 0.4, None, Some(1.0))];
+        assert!(Operating::of(&spec(2, same_price), 3).is_err());
         let both = vec![vertex(0.1, 0.3, Some(0), Some(0.1))];
         assert!(Operating::of(&spec(2, both), 3).is_err());
         let neither = vec![vertex(0.1, 0.3, None, None)];
