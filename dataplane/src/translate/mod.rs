@@ -49,26 +49,23 @@ pub fn upstream_json(body: &[u8], provider: &str) -> Result<Value, crate::error:
 
 /// Text of an OpenAI `content` (string or parts) or Anthropic content (string or blocks).
 pub fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
+    joined_text(content, "")
 }
 
 /// Text of an OpenAI `content` (string or parts), its text parts joined by newlines.
 pub fn content_lines(content: &Value) -> String {
+    joined_text(content, "\n")
+}
+
+/// A content's string, or its parts' texts joined by `separator`.
+fn joined_text(content: &Value, separator: &str) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
             .iter()
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect::<Vec<_>>()
-            .join("\n"),
+            .join(separator),
         _ => String::new(),
     }
 }
