@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use crate::auth::SCHEME;
 use crate::error::ErrorBody;
 use crate::routes::{
-    agents, audit, budgets, cache, credentials, health, keys, mcp, models, orgs, routing_models,
-    skills, spend, teams, users,
+    agents, audit, budgets, cache, credentials, feedback, health, keys, mcp, models, orgs,
+    routing_models, skills, spend, teams, users,
 };
 use crate::AppState;
 
@@ -49,7 +49,9 @@ has a role. Each operation's security requirement lists the roles that may call 
         (name = "cache", description = "The response cache"),
         (name = "spend", description = "Spend logs and reports"),
         (name = "audit", description = "Who changed what"),
-        (name = "routing models", description = "Versions of the learned routers' models"),
+        (name = "routing models", description = "Versions of the learned routers' models: \
+registration, activation, shadow and A/B evaluation, and the per-version report"),
+        (name = "feedback", description = "Scores of answers, by request id, for the routing-model report"),
         (name = "health", description = "Liveness and readiness"),
     ),
     components(schemas(ErrorBody, spend::GroupBy, users::UserRole))
@@ -129,6 +131,11 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(routing_models::new))
         .routes(routes!(routing_models::activate))
         .routes(routes!(routing_models::list))
+        .routes(routes!(routing_models::shadow))
+        .routes(routes!(routing_models::ab))
+        .routes(routes!(routing_models::stop))
+        .routes(routes!(routing_models::report))
+        .routes(routes!(feedback::feedback))
         .routes(routes!(health::liveliness))
         .routes(routes!(health::readiness))
 }
@@ -374,6 +381,12 @@ pub fn finish(mut spec: Spec) -> Spec {
         .get_mut(&*<mcp::McpServerSettings as utoipa::ToSchema>::name())
     {
         settings.extensions = Some(mcp::auth_conditions());
+    }
+    if let Some(RefOr::T(Schema::Object(body))) = components
+        .schemas
+        .get_mut(&*<feedback::FeedbackRequest as utoipa::ToSchema>::name())
+    {
+        body.extensions = Some(feedback::score_or_rating());
     }
     // Flattened settings make it an `allOf`: the condition sits beside it.
     if let Some(RefOr::T(Schema::AllOf(new))) = components

@@ -331,6 +331,11 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     let mut end_user = Vec::with_capacity(n);
     let mut cache_hit = Vec::with_capacity(n);
     let mut saved_cost = Vec::with_capacity(n);
+    let mut router_sha256 = Vec::with_capacity(n);
+    let mut router_arm = Vec::with_capacity(n);
+    let mut router_candidate = Vec::with_capacity(n);
+    let mut shadow_sha256 = Vec::with_capacity(n);
+    let mut shadow_candidate = Vec::with_capacity(n);
     for e in events {
         request_id.push(e.request_id.as_str());
         started_ms.push(e.started_at_ms);
@@ -353,22 +358,32 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
         } else {
             0.0
         });
+        router_sha256.push(e.router_sha256.as_str());
+        router_arm.push(e.router_arm.as_str());
+        router_candidate.push(e.router_candidate.as_str());
+        shadow_sha256.push(e.shadow_sha256.as_str());
+        shadow_candidate.push(e.shadow_candidate.as_str());
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         r"WITH ins AS (
             INSERT INTO spend_logs (request_id, started_at, key_hash, team_id, user_id,
                    model_group, deployment_id, provider, prompt_tokens, completion_tokens, cost,
-                   latency_ms, status, dataplane_id, end_user, cache_hit, saved_cost)
+                   latency_ms, status, dataplane_id, end_user, cache_hit, saved_cost,
+                   router_sha256, router_arm, router_candidate, shadow_sha256,
+                   shadow_candidate)
             SELECT u.rid, to_timestamp(u.ms / 1000.0), NULLIF(u.kh, '\x'::bytea),
                    NULLIF(u.team, ''), NULLIF(u.usr, ''), u.mg, u.dep, u.prov, u.pt, u.ct,
-                   u.cost, u.lat, u.st, u.dp, NULLIF(u.eu, ''), u.hit, u.saved
+                   u.cost, u.lat, u.st, u.dp, NULLIF(u.eu, ''), u.hit, u.saved,
+                   NULLIF(u.rsha, ''), NULLIF(u.rarm, ''), NULLIF(u.rcand, ''),
+                   NULLIF(u.ssha, ''), NULLIF(u.scand, '')
               FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::text[],
                           $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[],
                           $11::float8[], $12::bigint[], $13::int[], $14::text[], $15::text[],
-                          $16::bool[], $17::float8[])
+                          $16::bool[], $17::float8[], $18::text[], $19::text[], $20::text[],
+                          $21::text[], $22::text[])
                 AS u(rid, ms, kh, team, usr, mg, dep, prov, pt, ct, cost, lat, st, dp, eu,
-                     hit, saved)
+                     hit, saved, rsha, rarm, rcand, ssha, scand)
             ON CONFLICT DO NOTHING
             RETURNING key_hash, team_id, user_id, model_group, cost, prompt_tokens,
                       completion_tokens, started_at
@@ -468,6 +483,11 @@ pub async fn write(pool: &PgPool, events: &[UsageEvent]) -> Result<u64, StoreErr
     .bind(&end_user)
     .bind(&cache_hit)
     .bind(&saved_cost)
+    .bind(&router_sha256)
+    .bind(&router_arm)
+    .bind(&router_candidate)
+    .bind(&shadow_sha256)
+    .bind(&shadow_candidate)
     .fetch_one(&mut *tx)
     .await?;
     let inserted: i64 = row.try_get("inserted")?;

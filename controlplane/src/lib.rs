@@ -4,6 +4,8 @@
 //! - [`keys`], [`teams`], [`users`], [`orgs`], [`budget`], [`deployments`] (and
 //!   credentials), [`mcp_servers`], [`agents`], [`skills`], [`settings`]: state as stored; [`spend`]: spend queries; [`audit`]: who
 //!   did what;
+//! - [`routing_models`]: the routing-model registry, its shadow and A/B experiments and the
+//!   per-version report; [`feedback`]: scores of answers, by request id;
 //! - [`principal`]: who a presented key is (admin API access);
 //! - [`import`]: the LiteLLM `config.yaml` import; [`snapshot`]: the full snapshot;
 //! - [`grpc`]: the `ControlPlane` service; [`publisher`]: snapshots and deltas to NATS;
@@ -20,6 +22,7 @@ pub mod crypto;
 pub mod db;
 pub mod deployments;
 pub mod error;
+pub mod feedback;
 pub mod grpc;
 pub mod health;
 pub mod import;

@@ -9,6 +9,8 @@
 //! (queries taken in turn, each a fresh request with nothing cached).
 //! `ROUTEIQ_BENCH_ARGS`: a JSON object of more `routing_strategy_args` (e.g.
 //! `{"conservative": true}` or `{"max_price_per_m": 0.5}`), to time those modes.
+//! `learned/mlp+shadow` is `mlp` with `svm` as its shadow version: the request path's
+//! share of shadowing (handing the query to the shadow worker), against `learned/mlp`.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -61,8 +63,13 @@ fn candidates(dir: &Path) -> Vec<String> {
 }
 
 /// A state whose group `auto` has one deployment per candidate, routed by `strategy`
-/// from `dir`, with its model loaded.
-fn state(rt: &tokio::runtime::Runtime, strategy: &str, dir: &Path) -> Option<LiveState> {
+/// from `dir` with `extra` arguments, with its models loaded.
+fn state(
+    rt: &tokio::runtime::Runtime,
+    strategy: &str,
+    dir: &Path,
+    extra: serde_json::Value,
+) -> Option<LiveState> {
     let deployments = candidates(dir)
         .iter()
         .map(|c| Deployment {
@@ -71,6 +78,9 @@ fn state(rt: &tokio::runtime::Runtime, strategy: &str, dir: &Path) -> Option<Liv
         })
         .collect();
     let mut args = serde_json::json!({"model_path": dir, "hot_reload": false});
+    if let (Some(args), Some(extra)) = (args.as_object_mut(), extra.as_object()) {
+        args.extend(extra.clone());
+    }
     if let (Some(more), Some(args)) = (
         std::env::var("ROUTEIQ_BENCH_ARGS")
             .ok()
@@ -97,12 +107,13 @@ fn state(rt: &tokio::runtime::Runtime, strategy: &str, dir: &Path) -> Option<Liv
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let s = lasting.models.status();
-        if s["routers"][0]["loaded"] == true {
-            return Some(live);
-        }
-        if let Some(e) = s["routers"][0]["last_error"].as_str() {
+        let routers = s["routers"].as_array().cloned().unwrap_or_default();
+        if let Some(e) = routers.iter().find_map(|r| r["last_error"].as_str()) {
             eprintln!("{strategy}: {e}");
             return None;
+        }
+        if !routers.is_empty() && routers.iter().all(|r| r["loaded"] == true) {
+            return Some(live);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -122,6 +133,31 @@ fn percentiles(mut samples: Vec<u64>) -> (u64, u64) {
     (at(0.5), at(0.99))
 }
 
+/// `routeiq_learned_shadow_decisions_total` by outcome (scored, unscored, dropped).
+fn shadow_outcomes(live: &LiveState) -> String {
+    live.lasting()
+        .models
+        .collectors()
+        .iter()
+        .flat_map(|c| c.collect())
+        .filter(|f| f.name() == "routeiq_learned_shadow_decisions_total")
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| {
+                    let outcome = m.get_label().iter().find(|l| l.name() == "outcome");
+                    format!(
+                        "{} {}",
+                        outcome.map_or("", |l| l.value()),
+                        m.get_counter().get_value()
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn benches(c: &mut Criterion) {
     let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -136,11 +172,19 @@ fn benches(c: &mut Criterion) {
         return;
     }
     let mut report = Vec::new();
-    for strategy in [
+    let shadow = serde_json::json!({"shadow": {
+        "strategy": "llmrouter-svm",
+        "model_path": artifacts().join("hashed").join("svm"),
+    }});
+    for (name, strategy, extra) in [
         "knn", "svm", "mlp", "mf", "graph", "routerdc", "hybrid", "elo", "smallest", "largest",
-    ] {
+    ]
+    .map(|s| (s.to_owned(), s, serde_json::Value::Null))
+    .into_iter()
+    .chain([("mlp+shadow".to_owned(), "mlp", shadow)])
+    {
         let dir = artifacts().join("hashed").join(strategy);
-        let Some(live) = state(&rt, strategy, &dir) else {
+        let Some(live) = state(&rt, strategy, &dir, extra) else {
             eprintln!("skipping {strategy}: no artifact at {}", dir.display());
             continue;
         };
@@ -149,7 +193,7 @@ fn benches(c: &mut Criterion) {
         };
         let settings = live.router_settings();
         let mut i = 0;
-        c.bench_function(&format!("learned/{strategy}"), |b| {
+        c.bench_function(&format!("learned/{name}"), |b| {
             b.iter(|| {
                 i = (i + 1) % queries.len();
                 group
@@ -167,14 +211,17 @@ fn benches(c: &mut Criterion) {
             .collect();
         let (p50, p99) = percentiles(samples);
         report.push(format!(
-            "decision llmrouter-{strategy}: p50 {:.1} µs, p99 {:.1} µs",
+            "decision llmrouter-{name}: p50 {:.1} µs, p99 {:.1} µs",
             p50 as f64 / 1e3,
             p99 as f64 / 1e3
         ));
+        if name.ends_with("+shadow") {
+            report.push(format!("  shadow decisions: {}", shadow_outcomes(&live)));
+        }
     }
     // The encoder alone, one thread, at fixed token counts.
     let dir = artifacts().join("minilm").join("knn");
-    if let Some(live) = state(&rt, "knn", &dir) {
+    if let Some(live) = state(&rt, "knn", &dir, serde_json::Value::Null) {
         let encoder = live.lasting().models.encoder_of("llmrouter-knn");
         if let Some(encoder) = encoder {
             for tokens in [16usize, 128, 256] {

@@ -161,6 +161,22 @@ impl Spans {
                 if let Some(c) = &r.candidate {
                     attrs.push(KeyValue::new("routeiq.route.candidate", c.clone()));
                 }
+                if r.sha256.is_some() {
+                    attrs.push(KeyValue::new("routeiq.route.arm", r.arm.name()));
+                }
+                if let Some(s) = r.shadow.as_ref().and_then(|c| c.get()) {
+                    attrs.push(KeyValue::new(
+                        "routeiq.route.shadow.version",
+                        s.version.clone(),
+                    ));
+                    attrs.push(KeyValue::new(
+                        "routeiq.route.shadow.sha256",
+                        s.sha256.clone(),
+                    ));
+                    if let Some(c) = &s.candidate {
+                        attrs.push(KeyValue::new("routeiq.route.shadow.candidate", c.clone()));
+                    }
+                }
             }
             None if ctx.deployment.is_some() => {
                 attrs.push(KeyValue::new("routeiq.route.strategy", strategy.to_owned()));

@@ -92,4 +92,12 @@ pub struct UsageEvent {
     pub cache_hit: bool,
     /// A cache hit's: what the cached answer cost when it was made (USD).
     pub saved_cost: f64,
+    /// The learned router that decided: its artifact's manifest sha256, its arm
+    /// (`serving` or `ab`) and the candidate it chose (empty: no learned model decided).
+    pub router_sha256: String,
+    pub router_arm: String,
+    pub router_candidate: String,
+    /// The shadow version's choice, never acted on (empty: none, or not ready in time).
+    pub shadow_sha256: String,
+    pub shadow_candidate: String,
 }

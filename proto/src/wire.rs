@@ -965,6 +965,11 @@ impl From<&UsageEvent> for pb::UsageEvent {
             end_user: u.end_user.clone(),
             cache_hit: u.cache_hit,
             saved_cost: u.saved_cost,
+            router_sha256: u.router_sha256.clone(),
+            router_arm: u.router_arm.clone(),
+            router_candidate: u.router_candidate.clone(),
+            shadow_sha256: u.shadow_sha256.clone(),
+            shadow_candidate: u.shadow_candidate.clone(),
         }
     }
 }
@@ -994,6 +999,11 @@ impl TryFrom<pb::UsageEvent> for UsageEvent {
             end_user: u.end_user,
             cache_hit: u.cache_hit,
             saved_cost: u.saved_cost,
+            router_sha256: u.router_sha256,
+            router_arm: u.router_arm,
+            router_candidate: u.router_candidate,
+            shadow_sha256: u.shadow_sha256,
+            shadow_candidate: u.shadow_candidate,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod budgets;
 pub mod cache;
 pub mod credentials;
+pub mod feedback;
 pub mod health;
 pub mod keys;
 pub mod mcp;

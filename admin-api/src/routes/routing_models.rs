@@ -2,6 +2,15 @@
 //! `/routing_model/new` registers an artifact version, `/routing_model/activate` routes
 //! with it from now on (the router settings switch to its strategy and artifact, pinned by
 //! its manifest's sha256, and data planes load it), `/routing_model/list` lists versions.
+//!
+//! Evaluation beside the serving version: `/routing_model/shadow` makes a version decide
+//! every learned-routed request too, never acted on; `/routing_model/ab` lets it decide a
+//! share of the clients (sticky per end user or key); `/routing_model/stop` ends either;
+//! `/routing_model/report` compares the versions (requests, cost, agreement with the
+//! acting router, feedback from `/feedback`). Promoting the challenger is
+//! `/routing_model/activate` of it (which ends its experiment); rolling back is
+//! `/routing_model/activate` of the previous version.
+//!
 //! Admins manage them; viewers read.
 
 use std::sync::Arc;
@@ -15,7 +24,7 @@ use serde_json::Value;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Body, Params};
+use super::{date_ms, Body, Date, Params};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::time::iso;
@@ -77,8 +86,15 @@ pub struct RoutingModelObject {
     pub metrics: Value,
     pub active: bool,
     pub created_at: String,
-    /// The snapshot version that carried the activation to data planes (activations).
+    /// The snapshot version that carried the change to data planes (activations,
+    /// experiments started or stopped).
     pub snapshot_version: Option<u64>,
+    /// `shadow` or `ab` while the version is evaluated; null otherwise.
+    pub mode: Option<String>,
+    /// An A/B version's share of the clients.
+    pub share: Option<f64>,
+    /// An A/B version's client identity: `user` or `key`.
+    pub sticky: Option<String>,
 }
 
 impl From<pb::RoutingModelInfo> for RoutingModelObject {
@@ -92,6 +108,173 @@ impl From<pb::RoutingModelInfo> for RoutingModelObject {
             active: m.active,
             created_at: iso(m.created_at),
             snapshot_version: (m.snapshot_version > 0).then_some(m.snapshot_version),
+            mode: m.mode,
+            share: m.share,
+            sticky: m.sticky,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct ShadowRoutingModelRequest {
+    /// The version to run in shadow: registered, not the serving one.
+    pub id: i64,
+}
+
+/// What keeps a client on one side of an A/B split: its end user (else its key), or its
+/// key (else its end user).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Sticky {
+    User,
+    Key,
+}
+
+impl Sticky {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Key => "key",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct AbRoutingModelRequest {
+    /// The version to A/B test: registered, not the serving one.
+    pub id: i64,
+    /// The share of the clients it decides for, strictly between 0 and 1.
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 1)]
+    pub share: f64,
+    /// Default `user`.
+    pub sticky: Option<Sticky>,
+}
+
+/// An experiment: `shadow` or `ab`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExperimentMode {
+    Shadow,
+    Ab,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct StopRoutingExperimentRequest {
+    pub mode: ExperimentMode,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RoutingModelReportQuery {
+    /// Only this strategy's versions.
+    pub strategy: Option<String>,
+    /// Requests from then on: `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC); empty or
+    /// absent: the last 7 days.
+    #[param(value_type = Option<Date>, inline)]
+    pub since: Option<String>,
+}
+
+/// A 95 % interval.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntervalObject {
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Feedback scores (0 to 1) on a set of requests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackStatsObject {
+    pub n: u64,
+    /// Null without scores.
+    pub mean: Option<f64>,
+    /// mean ± 1.96·sd/√n within [0, 1]; null below 2 scores.
+    pub interval: Option<IntervalObject>,
+}
+
+/// The requests a version decided, as the serving version or as the A/B version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServedObject {
+    pub requests: u64,
+    /// Of them, those it decided as the A/B version.
+    pub ab_requests: u64,
+    /// USD.
+    pub cost: f64,
+    /// Null without requests.
+    pub cost_per_request: Option<f64>,
+    pub feedback: FeedbackStatsObject,
+}
+
+/// The requests a version decided in shadow, never acted on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShadowObject {
+    pub requests: u64,
+    /// Of them, those where the acting router's choice is known too.
+    pub compared: u64,
+    /// Of those, the ones where both chose the same candidate.
+    pub agreed: u64,
+    /// `agreed / compared`; null when nothing was compared.
+    pub agreement: Option<f64>,
+    /// The agreement's 95 % Wilson interval.
+    pub agreement_interval: Option<IntervalObject>,
+    /// Feedback on the compared requests where the shadow agreed ...
+    pub feedback_agreed: FeedbackStatsObject,
+    /// ... and where it did not (the acting router's choice was served there).
+    pub feedback_disagreed: FeedbackStatsObject,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoutingModelReportRow {
+    pub model: RoutingModelObject,
+    pub served: ServedObject,
+    pub shadow: ShadowObject,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoutingModelReport {
+    /// The report's start (ISO 8601, UTC).
+    pub since: String,
+    /// One row per version that is serving, under evaluation, or decided requests since.
+    pub data: Vec<RoutingModelReportRow>,
+}
+
+fn interval(i: Option<pb::ScoreInterval>) -> Option<IntervalObject> {
+    i.map(|i| IntervalObject {
+        low: i.low,
+        high: i.high,
+    })
+}
+
+impl From<Option<pb::FeedbackStats>> for FeedbackStatsObject {
+    fn from(f: Option<pb::FeedbackStats>) -> Self {
+        let f = f.unwrap_or_default();
+        Self {
+            n: f.n,
+            mean: f.mean,
+            interval: interval(f.interval),
+        }
+    }
+}
+
+impl From<pb::RoutingModelReportRow> for RoutingModelReportRow {
+    fn from(r: pb::RoutingModelReportRow) -> Self {
+        Self {
+            model: r.model.unwrap_or_default().into(),
+            served: ServedObject {
+                requests: r.requests,
+                ab_requests: r.ab_requests,
+                cost: r.cost,
+                cost_per_request: r.cost_per_request,
+                feedback: r.feedback.into(),
+            },
+            shadow: ShadowObject {
+                requests: r.shadow_requests,
+                compared: r.shadow_compared,
+                agreed: r.shadow_agreed,
+                agreement: r.agreement,
+                agreement_interval: interval(r.agreement_interval),
+                feedback_agreed: r.feedback_agreed.into(),
+                feedback_disagreed: r.feedback_disagreed.into(),
+            },
         }
     }
 }
@@ -177,4 +360,116 @@ pub async fn list(
         .await?
         .into_inner();
     Ok(Json(r.models.into_iter().map(Into::into).collect()))
+}
+
+/// Run a version in shadow: it decides every learned-routed request too, and its choice is
+/// logged, never acted on. A version in shadow before leaves it. The gateway must route with
+/// a learned strategy.
+#[utoipa::path(post, path = "/routing_model/shadow", tag = "routing models",
+    request_body = ShadowRoutingModelRequest,
+    responses((status = 200, description = "The version, now in shadow", body = RoutingModelObject)),
+    security(("api_key" = ["proxy_admin"])))]
+pub async fn shadow(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<ShadowRoutingModelRequest>,
+) -> ApiResult<Json<RoutingModelObject>> {
+    let m = state
+        .cp
+        .clone()
+        .start_routing_experiment(pb::StartRoutingExperimentRequest {
+            actor: Some(caller.actor),
+            id: req.id,
+            mode: "shadow".into(),
+            share: 0.0,
+            sticky: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(m.into()))
+}
+
+/// A/B test a version: it decides for `share` of the clients, each client staying on its
+/// side (by end user or by key). A version in A/B before leaves it. The gateway must route
+/// with a learned strategy.
+#[utoipa::path(post, path = "/routing_model/ab", tag = "routing models",
+    request_body = AbRoutingModelRequest,
+    responses((status = 200, description = "The version, now A/B tested", body = RoutingModelObject)),
+    security(("api_key" = ["proxy_admin"])))]
+pub async fn ab(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<AbRoutingModelRequest>,
+) -> ApiResult<Json<RoutingModelObject>> {
+    if !(req.share > 0.0 && req.share < 1.0) {
+        return Err(ApiError::bad_request(format!(
+            "`share` must be strictly between 0 and 1, got {}",
+            req.share
+        ))
+        .param("share"));
+    }
+    let m = state
+        .cp
+        .clone()
+        .start_routing_experiment(pb::StartRoutingExperimentRequest {
+            actor: Some(caller.actor),
+            id: req.id,
+            mode: "ab".into(),
+            share: req.share,
+            sticky: req.sticky.unwrap_or(Sticky::User).as_str().into(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(m.into()))
+}
+
+/// End the shadow or A/B experiment; answers the version that was in it (404: none was).
+#[utoipa::path(post, path = "/routing_model/stop", tag = "routing models",
+    request_body = StopRoutingExperimentRequest,
+    responses((status = 200, description = "The version, out of the experiment", body = RoutingModelObject)),
+    security(("api_key" = ["proxy_admin"])))]
+pub async fn stop(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<StopRoutingExperimentRequest>,
+) -> ApiResult<Json<RoutingModelObject>> {
+    let mode = match req.mode {
+        ExperimentMode::Shadow => "shadow",
+        ExperimentMode::Ab => "ab",
+    };
+    let m = state
+        .cp
+        .clone()
+        .stop_routing_experiment(pb::StopRoutingExperimentRequest {
+            actor: Some(caller.actor),
+            mode: mode.into(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(m.into()))
+}
+
+/// Per version: the requests it decided (serving or A/B) with their cost and feedback, and
+/// the requests it decided in shadow with its agreement with the acting router.
+#[utoipa::path(get, path = "/routing_model/report", tag = "routing models",
+    params(RoutingModelReportQuery),
+    responses((status = 200, description = "The report", body = RoutingModelReport)),
+    security(("api_key" = ["proxy_admin", "proxy_admin_viewer"])))]
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    Params(q): Params<RoutingModelReportQuery>,
+) -> ApiResult<Json<RoutingModelReport>> {
+    let r = state
+        .cp
+        .clone()
+        .routing_model_report(pb::RoutingModelReportRequest {
+            strategy: q.strategy.unwrap_or_default(),
+            since_ms: date_ms("since", q.since.as_deref())?,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(RoutingModelReport {
+        since: iso(r.since_ms.div_euclid(1000)),
+        data: r.rows.into_iter().map(Into::into).collect(),
+    }))
 }

@@ -12,7 +12,7 @@ use crate::keys::{KeyFields, KeyRecord};
 use crate::orgs::{OrgFields, OrgRecord};
 use crate::teams::{Member, TeamFields, TeamRecord};
 use crate::users::{UserFields, UserRecord};
-use crate::{principal, spend};
+use crate::{principal, routing_models, spend};
 
 pub fn actor(a: Option<pb::Actor>) -> Actor {
     a.map(|a| Actor {
@@ -30,7 +30,7 @@ pub fn key_ref(r: Option<pb::KeyRef>) -> Result<KeyHash, Status> {
     }
 }
 
-fn hash(h: &str) -> Result<KeyHash, Status> {
+pub fn hash(h: &str) -> Result<KeyHash, Status> {
     KeyHash::from_hex(h).ok_or_else(|| Status::invalid_argument("key_hash must be 64 hex digits"))
 }
 
@@ -368,7 +368,7 @@ pub fn audit_filter(q: &pb::AuditQuery) -> audit::Filter {
 }
 
 pub fn routing_model_info(
-    v: crate::routing_models::Version,
+    v: routing_models::Version,
     snapshot_version: u64,
 ) -> pb::RoutingModelInfo {
     pb::RoutingModelInfo {
@@ -380,6 +380,39 @@ pub fn routing_model_info(
         active: v.active,
         created_at: v.created_at_ms / 1000,
         snapshot_version,
+        mode: v.mode,
+        share: v.share,
+        sticky: v.sticky,
+    }
+}
+
+pub fn routing_report_row(r: routing_models::ReportRow) -> pb::RoutingModelReportRow {
+    let count = |n: i64| unsigned(Some(n)).unwrap_or(0);
+    let interval = |i: Option<routing_models::Interval>| {
+        i.map(|i| pb::ScoreInterval {
+            low: i.low,
+            high: i.high,
+        })
+    };
+    let feedback = |f: routing_models::Feedback| pb::FeedbackStats {
+        n: count(f.n),
+        mean: f.mean,
+        interval: interval(f.interval),
+    };
+    pb::RoutingModelReportRow {
+        model: Some(routing_model_info(r.version, 0)),
+        requests: count(r.served.requests),
+        ab_requests: count(r.served.ab_requests),
+        cost: r.served.cost,
+        cost_per_request: r.served.cost_per_request,
+        feedback: Some(feedback(r.served.feedback)),
+        shadow_requests: count(r.shadow.requests),
+        shadow_compared: count(r.shadow.compared),
+        shadow_agreed: count(r.shadow.agreed),
+        agreement: r.shadow.agreement,
+        agreement_interval: interval(r.shadow.agreement_interval),
+        feedback_agreed: Some(feedback(r.shadow.feedback_agreed)),
+        feedback_disagreed: Some(feedback(r.shadow.feedback_disagreed)),
     }
 }
 

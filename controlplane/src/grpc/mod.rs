@@ -13,7 +13,7 @@ use crate::crypto::SecretBox;
 use crate::error::StoreError;
 use crate::skills::{self, Skills};
 use crate::{
-    agents, audit, budget, changes, deployments, keys, mcp_servers, orgs, principal,
+    agents, audit, budget, changes, deployments, feedback, keys, mcp_servers, orgs, principal,
     routing_models, snapshot, spend, teams, users, Page,
 };
 
@@ -942,6 +942,64 @@ impl pb::control_plane_server::ControlPlane for Service {
                 .into_iter()
                 .map(|v| routing_model_info(v, 0))
                 .collect(),
+        }))
+    }
+
+    async fn start_routing_experiment(
+        &self,
+        req: Request<pb::StartRoutingExperimentRequest>,
+    ) -> Result<Response<pb::RoutingModelInfo>, Status> {
+        let r = req.into_inner();
+        let mode = match routing_models::Kind::parse(&r.mode)? {
+            routing_models::Kind::Shadow => routing_models::Mode::Shadow,
+            routing_models::Kind::Ab => routing_models::Mode::Ab {
+                share: r.share,
+                sticky: routing_models::Sticky::parse(&r.sticky)?,
+            },
+        };
+        let (v, version) =
+            routing_models::start_experiment(&self.pool, &actor(r.actor), r.id, mode).await?;
+        Ok(Response::new(routing_model_info(v, version)))
+    }
+
+    async fn stop_routing_experiment(
+        &self,
+        req: Request<pb::StopRoutingExperimentRequest>,
+    ) -> Result<Response<pb::RoutingModelInfo>, Status> {
+        let r = req.into_inner();
+        let kind = routing_models::Kind::parse(&r.mode)?;
+        let (v, version) =
+            routing_models::stop_experiment(&self.pool, &actor(r.actor), kind).await?;
+        Ok(Response::new(routing_model_info(v, version)))
+    }
+
+    async fn record_feedback(
+        &self,
+        req: Request<pb::RecordFeedbackRequest>,
+    ) -> Result<Response<pb::RecordFeedbackResponse>, Status> {
+        let r = req.into_inner();
+        let only_key = r.key_hash.as_deref().map(hash).transpose()?;
+        feedback::record(
+            &self.pool,
+            &r.request_id,
+            r.score,
+            r.comment.as_deref(),
+            only_key,
+        )
+        .await?;
+        Ok(Response::new(pb::RecordFeedbackResponse {}))
+    }
+
+    async fn routing_model_report(
+        &self,
+        req: Request<pb::RoutingModelReportRequest>,
+    ) -> Result<Response<pb::RoutingModelReportResponse>, Status> {
+        let r = req.into_inner();
+        let since_ms = r.since_ms.unwrap_or_else(routing_models::default_since_ms);
+        let rows = routing_models::report(&self.pool, &r.strategy, since_ms).await?;
+        Ok(Response::new(pb::RoutingModelReportResponse {
+            rows: rows.into_iter().map(routing_report_row).collect(),
+            since_ms,
         }))
     }
 }

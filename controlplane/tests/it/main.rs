@@ -1071,3 +1071,345 @@ mcp_servers:
         ["docs"]
     );
 }
+
+#[tokio::test]
+async fn routing_models_are_shadowed_ab_tested_scored_and_reported() {
+    use routeiq_controlplane::error::StoreError;
+    use routeiq_controlplane::routing_models::{self as rm, Interval, Kind, Mode, Sticky};
+    use routeiq_controlplane::{feedback, settings};
+    use serde_json::json;
+
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    let (sha_a, sha_b, sha_c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let register = |strategy: &'static str, uri: &'static str, sha: String| {
+        let (pool, actor) = (pool.clone(), actor.clone());
+        async move {
+            rm::register(&pool, &actor, strategy, uri, &sha, json!({}))
+                .await
+                .unwrap()
+        }
+    };
+    let serving = register("knn", "/srv/knn-a", sha_a.clone()).await;
+    let challenger = register("llmrouter-knn", "file:///srv/knn-b", sha_b.clone()).await;
+    let third = register("mlp", "s3://models/routers/mlp/", sha_c.clone()).await;
+    let idle = register("knn", "/srv/knn-d", "d".repeat(64)).await;
+    let args = || {
+        let pool = pool.clone();
+        async move {
+            settings::load(&pool)
+                .await
+                .unwrap()
+                .router
+                .routing_strategy_args
+        }
+    };
+
+    // Nothing learned serves yet: there is nothing to evaluate against.
+    let early = rm::start_experiment(&pool, &actor, challenger.id, Mode::Shadow).await;
+    assert!(
+        matches!(&early, Err(StoreError::Invalid(m)) if m.contains("llmrouter")),
+        "{early:?}"
+    );
+    rm::activate(&pool, &actor, serving.id).await.unwrap();
+
+    // Shadow: the version's artifact goes into `shadow`, sent as a settings delta; the
+    // serving version stays.
+    let (shadowed, v) = rm::start_experiment(&pool, &actor, challenger.id, Mode::Shadow)
+        .await
+        .unwrap();
+    assert_eq!(
+        (shadowed.mode.as_deref(), shadowed.share, shadowed.sticky),
+        (Some("shadow"), None, None)
+    );
+    let want_shadow =
+        json!({"strategy": "llmrouter-knn", "model_path": "/srv/knn-b", "model_sha256": sha_b});
+    let now = args().await;
+    assert_eq!(now.get("shadow"), Some(&want_shadow));
+    assert_eq!(now.get("model_sha256"), Some(&json!(sha_a)));
+    let deltas = deltas_after(&pool, v - 1).await;
+    assert_eq!(deltas.len(), 1);
+    assert!(
+        matches!(&deltas[0].ops[..], [DeltaOp::Settings(g)]
+            if g.router.routing_strategy_args.get("shadow") == Some(&want_shadow)),
+        "{:?}",
+        deltas[0].ops
+    );
+
+    // Refused: the serving version, an unknown one, a share outside (0, 1).
+    let of_serving = rm::start_experiment(&pool, &actor, serving.id, Mode::Shadow).await;
+    assert!(
+        matches!(of_serving, Err(StoreError::Invalid(_))),
+        "{of_serving:?}"
+    );
+    let unknown = rm::start_experiment(&pool, &actor, 999, Mode::Shadow).await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+    for share in [0.0, 1.0, f64::NAN] {
+        let sticky = Sticky::User;
+        let r = rm::start_experiment(&pool, &actor, third.id, Mode::Ab { share, sticky }).await;
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{share}: {r:?}");
+    }
+
+    // A/B, beside the shadow, with another strategy.
+    let ab = Mode::Ab {
+        share: 0.25,
+        sticky: Sticky::Key,
+    };
+    let (tested, _) = rm::start_experiment(&pool, &actor, third.id, ab)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            tested.mode.as_deref(),
+            tested.share,
+            tested.sticky.as_deref()
+        ),
+        (Some("ab"), Some(0.25), Some("key"))
+    );
+    let now = args().await;
+    assert_eq!(
+        now.get("ab"),
+        Some(
+            &json!({"strategy": "llmrouter-mlp", "model_s3_bucket": "models",
+                     "model_s3_key": "routers/mlp", "model_sha256": sha_c,
+                     "share": 0.25, "sticky": "key"})
+        )
+    );
+    assert_eq!(now.get("shadow"), Some(&want_shadow));
+    let listed: Vec<_> = rm::list(&pool, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.id, v.active, v.mode))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (serving.id, true, None),
+            (challenger.id, false, Some("shadow".to_owned())),
+            (third.id, false, Some("ab".to_owned())),
+            (idle.id, false, None),
+        ]
+    );
+
+    // Stopped: the version leaves the mode and its arguments go; again, nothing is in it.
+    let (stopped, _) = rm::stop_experiment(&pool, &actor, Kind::Ab).await.unwrap();
+    assert_eq!(
+        (stopped.id, stopped.mode, stopped.share),
+        (third.id, None, None)
+    );
+    let now = args().await;
+    assert!(now.get("ab").is_none() && now.get("shadow").is_some());
+    let again = rm::stop_experiment(&pool, &actor, Kind::Ab).await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))), "{again:?}");
+
+    // A version moved from A/B to shadow leaves A/B; the shadow before it leaves shadow.
+    let ab = Mode::Ab {
+        share: 0.5,
+        sticky: Sticky::parse("").unwrap(),
+    };
+    rm::start_experiment(&pool, &actor, third.id, ab)
+        .await
+        .unwrap();
+    assert_eq!(args().await["ab"]["sticky"], "user");
+    rm::start_experiment(&pool, &actor, third.id, Mode::Shadow)
+        .await
+        .unwrap();
+    let now = args().await;
+    assert!(now.get("ab").is_none());
+    assert_eq!(now["shadow"]["model_sha256"], json!(sha_c));
+    assert!(now["shadow"].get("share").is_none());
+    rm::start_experiment(&pool, &actor, challenger.id, Mode::Shadow)
+        .await
+        .unwrap();
+    assert_eq!(args().await.get("shadow"), Some(&want_shadow));
+
+    // Promoting the shadow version ends its experiment.
+    let (promoted, _) = rm::activate(&pool, &actor, challenger.id).await.unwrap();
+    assert!(promoted.active && promoted.mode.is_none());
+    let now = args().await;
+    assert!(now.get("shadow").is_none() && now.get("ab").is_none());
+    assert_eq!(now.get("model_sha256"), Some(&json!(sha_b)));
+    assert!(rm::list(&pool, "")
+        .await
+        .unwrap()
+        .iter()
+        .all(|v| v.mode.is_none() && v.active == (v.id == challenger.id)));
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE object_type = 'routing_model' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let want: Vec<String> = [
+        "register", "register", "register", "register", "activate", "shadow", "ab", "stop", "ab",
+        "shadow", "shadow", "activate",
+    ]
+    .iter()
+    .map(|a| format!("routing_model.{a}"))
+    .collect();
+    assert_eq!(actions, want);
+
+    // Requests as data planes log them: the serving version decided r1 to r3 with the
+    // challenger in shadow (agreeing on r1 and r3); the A/B version decided r4, whose shadow
+    // decision came too late; r5 is older than the report's default 7 days.
+    let (mine, theirs) = (KeyHash::of("sk-mine"), KeyHash::of("sk-theirs"));
+    let logged = [
+        ("r1", 0, &sha_a, "serving", "gpt", Some("gpt"), 1.0),
+        ("r2", 0, &sha_a, "serving", "gpt", Some("claude"), 2.0),
+        ("r3", 0, &sha_a, "serving", "claude", Some("claude"), 3.0),
+        ("r4", 0, &sha_c, "ab", "gpt", None, 4.0),
+        ("r5", 30, &sha_a, "serving", "gpt", Some("gpt"), 5.0),
+    ];
+    for (id, days_ago, router, arm, chose, shadow_chose, cost) in logged {
+        sqlx::query(
+            "INSERT INTO spend_logs (request_id, started_at, key_hash, cost, router_sha256,
+                    router_arm, router_candidate, shadow_sha256, shadow_candidate)
+             VALUES ($1, now() - make_interval(days => $2), $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(days_ago)
+        .bind(mine.0.to_vec())
+        .bind(cost)
+        .bind(router)
+        .bind(arm)
+        .bind(chose)
+        .bind(&sha_b)
+        .bind(shadow_chose)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    // Feedback: a later score replaces the earlier; bad input is refused; a key scores only
+    // its own requests.
+    feedback::record(&pool, "r1", 0.0, None, None)
+        .await
+        .unwrap();
+    feedback::record(&pool, "r1", 1.0, Some("right model"), None)
+        .await
+        .unwrap();
+    let (score, comment): (f64, Option<String>) =
+        sqlx::query_as("SELECT score, comment FROM routing_feedback WHERE request_id = 'r1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((score, comment.as_deref()), (1.0, Some("right model")));
+    let long = "x".repeat(257);
+    for (id, score) in [
+        ("r2", 1.5),
+        ("r2", -0.1),
+        ("r2", f64::NAN),
+        ("", 0.5),
+        (long.as_str(), 0.5),
+    ] {
+        let r = feedback::record(&pool, id, score, None, None).await;
+        assert!(
+            matches!(r, Err(StoreError::Invalid(_))),
+            "{id} {score}: {r:?}"
+        );
+    }
+    let foreign = feedback::record(&pool, "r2", 0.0, None, Some(theirs)).await;
+    assert!(
+        matches!(&foreign, Err(StoreError::NotFound(m)) if m.contains("r2")),
+        "{foreign:?}"
+    );
+    feedback::record(&pool, "r2", 0.0, None, Some(mine))
+        .await
+        .unwrap();
+    feedback::record(&pool, "r3", 0.5, None, None)
+        .await
+        .unwrap();
+    feedback::record(&pool, "r4", 1.0, None, None)
+        .await
+        .unwrap();
+
+    // The report: every version serving, evaluated or deciding since; not `idle`.
+    let report = rm::report(&pool, "", rm::default_since_ms()).await.unwrap();
+    let ids: Vec<i64> = report.iter().map(|r| r.version.id).collect();
+    assert_eq!(ids, [serving.id, challenger.id, third.id]);
+    let a = &report[0];
+    assert_eq!(
+        (
+            a.served.requests,
+            a.served.ab_requests,
+            a.served.cost,
+            a.served.cost_per_request
+        ),
+        (3, 0, 6.0, Some(2.0))
+    );
+    // Scores 1, 0 and 0.5: mean 0.5 ± 0.566, clamped.
+    assert_eq!(
+        (
+            a.served.feedback.n,
+            a.served.feedback.mean,
+            a.served.feedback.interval
+        ),
+        (
+            3,
+            Some(0.5),
+            Some(Interval {
+                low: 0.0,
+                high: 1.0
+            })
+        )
+    );
+    assert_eq!(a.shadow.requests, 0);
+    let b = &report[1];
+    assert_eq!(
+        (
+            b.served.requests,
+            b.shadow.requests,
+            b.shadow.compared,
+            b.shadow.agreed
+        ),
+        (0, 4, 3, 2)
+    );
+    assert_eq!(b.shadow.agreement, Some(2.0 / 3.0));
+    let wilson = b.shadow.agreement_interval.unwrap();
+    assert!((wilson.low - 0.2077).abs() < 1e-3 && (wilson.high - 0.9385).abs() < 1e-3);
+    assert_eq!(
+        (b.shadow.feedback_agreed.n, b.shadow.feedback_agreed.mean),
+        (2, Some(0.75))
+    );
+    assert_eq!(
+        (
+            b.shadow.feedback_disagreed.n,
+            b.shadow.feedback_disagreed.mean,
+            b.shadow.feedback_disagreed.interval
+        ),
+        (1, Some(0.0), None)
+    );
+    let c = &report[2];
+    assert_eq!(
+        (
+            c.served.requests,
+            c.served.ab_requests,
+            c.served.cost,
+            c.served.feedback.n,
+            c.served.feedback.mean
+        ),
+        (1, 1, 4.0, 1, Some(1.0))
+    );
+    assert_eq!((c.shadow.requests, c.shadow.agreement), (0, None));
+
+    // By strategy; and from long ago, r5 counts too.
+    let mlp = rm::report(&pool, "llmrouter-mlp", rm::default_since_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        mlp.iter().map(|r| r.version.id).collect::<Vec<_>>(),
+        [third.id]
+    );
+    let knn = rm::report(&pool, "knn", 0).await.unwrap();
+    assert_eq!(
+        knn.iter()
+            .map(|r| (r.version.id, r.served.requests))
+            .collect::<Vec<_>>(),
+        [(serving.id, 4), (challenger.id, 0)]
+    );
+}

@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 
 use crate::context::RequestCtx;
 use crate::otel::TraceParent;
+use crate::routing::learned::experiment::ShadowCell;
+use crate::routing::learned::Decision;
 use crate::state::App;
 use crate::telemetry::Metrics;
 
@@ -29,7 +31,14 @@ use crate::telemetry::Metrics;
 pub struct Queued {
     pub event: UsageEvent,
     pub trace: Option<TraceParent>,
+    /// The shadow version's decision, still being made when the request ended: its
+    /// fields are filled when the event is published.
+    pub shadow: Option<Arc<ShadowCell>>,
 }
+
+/// How long a batch waits for its requests' shadow decisions (the shadow worker is
+/// behind); past it, an event goes without them.
+const SHADOW_WAIT: Duration = Duration::from_millis(50);
 
 /// The request path's handle: cheap to call, never waits.
 pub struct Reporter {
@@ -116,8 +125,18 @@ impl Reporter {
                 Some(crate::cache::Outcome::Hit { saved_cost, .. }) => *saved_cost,
                 _ => 0.0,
             },
+            ..routed(ctx.routed.as_ref())
         };
-        if self.tx.try_send(Queued { event, trace }).is_err() {
+        let shadow = ctx.routed.as_ref().and_then(|d| d.shadow.clone());
+        if self
+            .tx
+            .try_send(Queued {
+                event,
+                trace,
+                shadow,
+            })
+            .is_err()
+        {
             metrics.usage_dropped.inc();
         }
     }
@@ -140,6 +159,7 @@ pub async fn publish(
         if rx.recv_many(&mut batch, 1024).await == 0 {
             return;
         }
+        settle(&mut batch).await;
         let mut wait = Duration::from_millis(100);
         loop {
             match send(&js, &subject, &mut batch).await {
@@ -204,6 +224,43 @@ async fn send(
     match failure {
         None => Ok(sent),
         Some(e) => Err((sent, e)),
+    }
+}
+
+/// Waits (at most [`SHADOW_WAIT`]) for the batch's shadow decisions, then writes them into
+/// their events.
+async fn settle(batch: &mut [Queued]) {
+    let deadline = tokio::time::Instant::now() + SHADOW_WAIT;
+    while batch
+        .iter()
+        .any(|q| q.shadow.as_ref().is_some_and(|c| !c.settled()))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for q in batch {
+        if let Some(s) = q.shadow.take().as_deref().and_then(ShadowCell::get) {
+            q.event.shadow_sha256 = s.sha256.clone();
+            q.event.shadow_candidate = s.candidate.clone().unwrap_or_default();
+        }
+    }
+}
+
+/// The usage event's router fields: the learned version that decided the request (the
+/// shadow's are filled when it is published, see [`settle`]).
+fn routed(d: Option<&Decision>) -> UsageEvent {
+    let Some(d) = d else {
+        return UsageEvent::default();
+    };
+    UsageEvent {
+        router_sha256: d.sha256.clone().unwrap_or_default(),
+        router_arm: if d.sha256.is_some() {
+            d.arm.name().to_owned()
+        } else {
+            String::new()
+        },
+        router_candidate: d.candidate.clone().unwrap_or_default(),
+        ..UsageEvent::default()
     }
 }
 

@@ -198,13 +198,12 @@ pub async fn completion(
                 body_loading(&last, skills.as_ref(), client, d, drop_params)
             })
             .await?;
-            ctx.routed = Some(Decision {
-                strategy: mr.strategy.clone(),
-                version: Some(mr.router_model.clone()),
-                candidate: Some(consulted.join(",")).filter(|c| !c.is_empty()),
-                query: Arc::clone(&query.text),
-                scores: Vec::new(),
-            });
+            ctx.routed = Some(Decision::plain(
+                mr.strategy.clone(),
+                Some(mr.router_model.clone()),
+                Some(consulted.join(",")).filter(|c| !c.is_empty()),
+                Arc::clone(&query.text),
+            ));
             served
         }
         _ => attempt::serve(app, ctx, &mut plan, first, op, MAX_RESPONSE_BYTES, build).await?,

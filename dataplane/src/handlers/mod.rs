@@ -363,6 +363,9 @@ fn response_headers(
         if let Some(c) = &r.candidate {
             h.push(("x-routeiq-router-candidate", c.clone()));
         }
+        if r.sha256.is_some() {
+            h.push(("x-routeiq-router-arm", r.arm.name().to_owned()));
+        }
     }
     if let Some((confidence, escalated)) = ctx.automix {
         h.push(("x-routeiq-automix-confidence", format!("{confidence:.3}")));

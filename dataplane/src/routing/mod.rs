@@ -125,6 +125,7 @@ pub fn build(
                 settings,
                 deployments,
                 fallback,
+                models,
             ));
         }
     }

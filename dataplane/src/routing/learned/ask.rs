@@ -174,13 +174,12 @@ impl Router for LlmAsked {
                 .map(|i| (*i, name))
         });
         if let Some(q) = query {
-            q.decide(Decision {
-                strategy: self.ask.strategy.clone(),
-                version: chosen.as_ref().map(|_| self.ask.router_model.clone()),
-                candidate: chosen.as_ref().map(|(_, n)| n.clone()),
-                query: Arc::clone(&q.text),
-                scores: Vec::new(),
-            });
+            q.decide(Decision::plain(
+                self.ask.strategy.clone(),
+                chosen.as_ref().map(|_| self.ask.router_model.clone()),
+                chosen.as_ref().map(|(_, n)| n.clone()),
+                Arc::clone(&q.text),
+            ));
         }
         match chosen {
             Some((i, _)) => Some(i),

@@ -125,13 +125,12 @@ impl Router for AutoMix {
             .iter()
             .find_map(|name| self.find(candidates, name).map(|i| (i, (*name).clone())));
         if let Some(q) = &req.query {
-            q.decide(Decision {
-                strategy: STRATEGY.to_owned(),
-                version: chosen.as_ref().map(|_| "cascade".to_owned()),
-                candidate: chosen.as_ref().map(|(_, n)| n.clone()),
-                query: Arc::clone(&q.text),
-                scores: Vec::new(),
-            });
+            q.decide(Decision::plain(
+                STRATEGY.to_owned(),
+                chosen.as_ref().map(|_| "cascade".to_owned()),
+                chosen.as_ref().map(|(_, n)| n.clone()),
+                Arc::clone(&q.text),
+            ));
         }
         match chosen {
             Some((i, _)) => Some(i),

@@ -3,11 +3,13 @@
 //! the best-scored available deployment wins. Models load and reload off the request
 //! path (`models`); until one is loaded, or when it cannot score a request, the group
 //! routes with `routing_strategy_args.fallback_strategy` (default simple-shuffle), so a
-//! missing or broken artifact never fails a request.
+//! missing or broken artifact never fails a request. Versions under evaluation decide
+//! beside the serving one (`experiment`: shadow, A/B).
 
 pub mod artifact;
 pub mod ask;
 pub mod automix;
+pub mod experiment;
 pub mod featurize;
 pub mod models;
 pub mod multiround;
@@ -22,6 +24,7 @@ use routeiq_proto::{RouterSettings, RoutingStrategy};
 use super::{RouteRequest, Router};
 use crate::state::CompiledDeployment;
 use artifact::{Featurizer, Model};
+use experiment::{Ab, Arm, Shadow, ShadowCell};
 pub use models::{Models, Slot, Spec};
 use operating::{Knob, Policy};
 
@@ -48,10 +51,49 @@ pub struct Decision {
     /// Each scored candidate's name and score, when the query asked for them (empty when
     /// the fallback routed).
     pub scores: Scores,
+    /// The deciding artifact's manifest sha256 (`None`: no artifact decided).
+    pub sha256: Option<String>,
+    /// Which version decided: the serving one, or the A/B one.
+    pub arm: Arm,
+    /// The shadow version's decision, filled off the request path (`None`: no shadow, or
+    /// its queue was full).
+    pub shadow: Option<Arc<ShadowCell>>,
+}
+
+impl Decision {
+    /// A decision by a strategy with no artifact (or its fallback): no sha256, no
+    /// experiment.
+    pub fn plain(
+        strategy: String,
+        version: Option<String>,
+        candidate: Option<String>,
+        query: Arc<str>,
+    ) -> Self {
+        Self {
+            strategy,
+            version,
+            candidate,
+            query,
+            scores: Vec::new(),
+            sha256: None,
+            arm: Arm::Serving,
+            shadow: None,
+        }
+    }
 }
 
 /// Scored candidates' names and scores, in the router's order.
 pub type Scores = Vec<(String, f32)>;
+
+/// A model's choice among a group's candidates.
+struct Choice {
+    /// The deployment's index in the group.
+    index: usize,
+    /// The candidate's label in the model.
+    label: usize,
+    /// Every scored candidate's score, when the query asked for them.
+    scores: Scores,
+}
 
 /// The text a learned router routes on (the last user message), with its features once
 /// computed, and the decision made.
@@ -67,6 +109,8 @@ pub struct Query {
     /// The candidate a router model named (`llmrouter-causallm`).
     choice: Mutex<Option<String>>,
     decision: Mutex<Option<Decision>>,
+    /// The shadow version's decision (see [`experiment::Shadow`]).
+    shadow: Arc<ShadowCell>,
 }
 
 impl Query {
@@ -83,6 +127,7 @@ impl Query {
             features: Mutex::new(Vec::new()),
             choice: Mutex::new(None),
             decision: Mutex::new(None),
+            shadow: Arc::default(),
         }
     }
 
@@ -147,12 +192,13 @@ fn encoder_key(e: &Arc<featurize::Encoder>) -> usize {
     Arc::as_ptr(e) as usize | 1
 }
 
-/// `llmrouter-<name>` over a model slot, with the fallback strategy's router.
-pub struct LearnedRouter {
-    slot: Arc<Slot>,
+/// How a learned router turns a model's scores into a choice: the routing policy of the
+/// group's settings, shared by the serving version and the versions under evaluation.
+pub struct Chooser {
+    /// The serving strategy (`llmrouter-<name>`), for warnings.
+    strategy: String,
     /// Per deployment of the group, the names it may have among the candidates.
     names: Vec<[String; 2]>,
-    fallback: Box<dyn Router>,
     /// `routing_strategy_args.cost_weight`: USD per million tokens one score point is
     /// worth giving up.
     cost_weight: f64,
@@ -166,14 +212,8 @@ pub struct LearnedRouter {
     warned: AtomicBool,
 }
 
-impl LearnedRouter {
-    pub fn new(
-        slot: Arc<Slot>,
-        settings: &RouterSettings,
-        deployments: &[Arc<CompiledDeployment>],
-        fallback: Box<dyn Router>,
-    ) -> Self {
-        let names = candidate_names(deployments);
+impl Chooser {
+    fn new(settings: &RouterSettings, deployments: &[Arc<CompiledDeployment>]) -> Self {
         let cost_weight = settings
             .arg_number("cost_weight")
             .filter(|w| *w >= 0.0)
@@ -184,9 +224,8 @@ impl LearnedRouter {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
         Self {
-            slot,
-            names,
-            fallback,
+            strategy: settings.routing_strategy.name().to_owned(),
+            names: candidate_names(deployments),
             cost_weight,
             conservative,
             knob: Knob::of(settings),
@@ -202,7 +241,7 @@ impl LearnedRouter {
         }
         if model.operating.is_none() && !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                strategy = %self.slot.spec.strategy,
+                strategy = %self.strategy,
                 version = %model.manifest.version,
                 "the routing model has no operating points (train it with \
                  --calibration-folds); max_price_per_m, quality_floor and conservative are \
@@ -221,14 +260,15 @@ impl LearnedRouter {
         }
     }
 
-    /// The chosen candidate and every scored candidate's score, or `None` to leave the
-    /// pick to the fallback.
+    /// The chosen candidate, or `None` to leave the pick to the fallback (a failed score
+    /// is reported on `slot`).
     fn choose(
         &self,
+        slot: &Slot,
         model: &Model,
         candidates: &[usize],
         query: &Query,
-    ) -> Option<(usize, usize, Scores)> {
+    ) -> Option<Choice> {
         let labels: smallvec::SmallVec<[Option<usize>; 16]> = candidates
             .iter()
             .map(|i| self.names[*i].iter().find_map(|n| model.candidate(n)))
@@ -240,7 +280,13 @@ impl LearnedRouter {
         let operating = self.operating(model);
         let cost_weight = match self.policy(operating) {
             Policy::Candidate(label) => match position(label) {
-                Some(p) => return Some((candidates[p], label, Vec::new())),
+                Some(p) => {
+                    return Some(Choice {
+                        index: candidates[p],
+                        label,
+                        scores: Vec::new(),
+                    })
+                }
                 // Not available now: the router decides, at the configured weight.
                 None => self.cost_weight,
             },
@@ -250,7 +296,7 @@ impl LearnedRouter {
         let scores = match model.scores(&features, query.user.as_deref()) {
             Ok(s) => s,
             Err(e) => {
-                self.slot.scoring_failed(&e);
+                slot.scoring_failed(&e);
                 return None;
             }
         };
@@ -289,7 +335,74 @@ impl LearnedRouter {
                 }
             }
         }
-        best.map(|(i, label, _)| (i, label, scored))
+        best.map(|(index, label, _)| Choice {
+            index,
+            label,
+            scores: scored,
+        })
+    }
+}
+
+/// `llmrouter-<name>` over a model slot, with the fallback strategy's router, and the
+/// versions under evaluation beside it (`experiment`).
+pub struct LearnedRouter {
+    slot: Arc<Slot>,
+    chooser: Arc<Chooser>,
+    fallback: Box<dyn Router>,
+    /// `routing_strategy_args.ab`: the version deciding a share of the clients.
+    ab: Option<Ab>,
+    /// `routing_strategy_args.shadow`: the version deciding beside, never acted on.
+    shadow: Option<Shadow>,
+}
+
+impl LearnedRouter {
+    pub fn new(
+        slot: Arc<Slot>,
+        settings: &RouterSettings,
+        deployments: &[Arc<CompiledDeployment>],
+        fallback: Box<dyn Router>,
+        models: &Arc<Models>,
+    ) -> Self {
+        let ab =
+            experiment::spec(settings, "ab").and_then(|spec| Ab::new(models.slot(spec), settings));
+        let shadow = experiment::spec(settings, "shadow").and_then(|spec| {
+            let queue = models.shadow_queue()?;
+            Some(Shadow::new(models.slot(spec), queue))
+        });
+        Self {
+            slot,
+            chooser: Arc::new(Chooser::new(settings, deployments)),
+            fallback,
+            ab,
+            shadow,
+        }
+    }
+
+    /// The A/B version's choice when the request's client is on its side and it can
+    /// decide, else the serving version's.
+    fn decide(
+        &self,
+        candidates: &[usize],
+        req: &RouteRequest,
+        query: &Query,
+    ) -> Option<(Arc<Model>, Arm, Choice)> {
+        let key = req.key.as_ref().map(|k| &k.hash.0[..]);
+        if let Some(ab) = self
+            .ab
+            .as_ref()
+            .filter(|ab| ab.takes(query.user.as_deref(), key))
+        {
+            if let Some(model) = ab.slot.current() {
+                if let Some(c) = self.chooser.choose(&ab.slot, &model, candidates, query) {
+                    ab.slot.decided(true);
+                    return Some((model, Arm::Ab, c));
+                }
+            }
+        }
+        let model = self.slot.current()?;
+        let c = self.chooser.choose(&self.slot, &model, candidates, query)?;
+        self.slot.decided(true);
+        Some((model, Arm::Serving, c))
     }
 }
 
@@ -301,36 +414,50 @@ impl Router for LearnedRouter {
         req: &RouteRequest,
         now_ms: u64,
     ) -> Option<usize> {
-        if let (Some(model), Some(query)) = (self.slot.current(), &req.query) {
-            if let Some((i, label, scores)) = self.choose(&model, candidates, query) {
-                self.slot.decided(true);
-                query.decide(Decision {
-                    strategy: self.slot.spec.strategy.clone(),
-                    version: Some(model.manifest.version.clone()),
-                    candidate: Some(model.manifest.candidates[label].name.clone()),
-                    query: Arc::clone(&query.text),
-                    scores,
-                });
-                return Some(i);
-            }
-        }
-        self.slot.decided(false);
-        if let Some(query) = &req.query {
+        let Some(query) = &req.query else {
+            self.slot.decided(false);
+            return self.fallback.pick(group, candidates, req, now_ms);
+        };
+        let shadow = self
+            .shadow
+            .as_ref()
+            .and_then(|s| s.submit(&self.chooser, candidates, query));
+        if let Some((model, arm, c)) = self.decide(candidates, req, query) {
             query.decide(Decision {
                 strategy: self.slot.spec.strategy.clone(),
-                version: None,
-                candidate: None,
+                version: Some(model.manifest.version.clone()),
+                candidate: Some(model.manifest.candidates[c.label].name.clone()),
                 query: Arc::clone(&query.text),
-                scores: Vec::new(),
+                scores: c.scores,
+                sha256: Some(model.sha256.clone()),
+                arm,
+                shadow,
             });
+            return Some(c.index);
         }
+        self.slot.decided(false);
+        query.decide(Decision {
+            shadow,
+            ..Decision::plain(
+                self.slot.spec.strategy.clone(),
+                None,
+                None,
+                Arc::clone(&query.text),
+            )
+        });
         self.fallback.pick(group, candidates, req, now_ms)
     }
 
     fn preparation(&self) -> super::Preparation {
-        match self.slot.current().map(|m| m.featurizer.clone()) {
-            Some(Featurizer::Encoder(e)) => super::Preparation::Embed(e),
-            _ => super::Preparation::None,
+        // The serving version's encoder, else the A/B version's (a shadow embeds on its own
+        // thread).
+        let encoder = self
+            .slot
+            .encoder()
+            .or_else(|| self.ab.as_ref().and_then(|ab| ab.slot.encoder()));
+        match encoder {
+            Some(e) => super::Preparation::Embed(e),
+            None => super::Preparation::None,
         }
     }
 }

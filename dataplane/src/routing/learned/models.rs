@@ -52,6 +52,9 @@ pub struct Spec {
     /// `model_sha256`: only the artifact whose manifest has this SHA-256 loads (the control
     /// plane's registry pins the activated version).
     pub pin: Option<String>,
+    /// A version under evaluation (`routing_strategy_args.shadow`, `.ab`): it never
+    /// inherits the serving model while it loads, nor lends it.
+    pub challenger: bool,
 }
 
 /// The strategy name of the semantic cache's encoder slot: its artifact may be any
@@ -78,6 +81,7 @@ impl Spec {
             hot_reload: true,
             reload_ms: (DEFAULT_RELOAD_SECS * 1000.0) as u64,
             pin: None,
+            challenger: false,
         })
     }
 
@@ -122,6 +126,7 @@ impl Spec {
                 .unwrap_or(true),
             reload_ms: (reload * 1000.0) as u64,
             pin: text("model_sha256").map(str::to_ascii_lowercase),
+            challenger: false,
         })
     }
 }
@@ -250,6 +255,7 @@ impl Slot {
             "source": self.spec.source.to_string(),
             "hot_reload": self.spec.hot_reload,
             "reload_interval_ms": self.spec.reload_ms,
+            "challenger": self.spec.challenger,
             "loaded": model.is_some(),
             "version": model.as_ref().map(|m| m.manifest.version.clone()),
             "sha256": model.as_ref().map(|m| m.sha256.clone()),
@@ -271,6 +277,7 @@ struct Metrics {
     reloads: IntCounterVec,
     loaded: IntGaugeVec,
     decisions: IntCounterVec,
+    shadow: IntCounterVec,
 }
 
 /// Every routing model of the process, shared by all live-state versions.
@@ -283,6 +290,8 @@ pub struct Models {
     s3: tokio::sync::OnceCell<aws_sdk_s3::Client>,
     /// The allow-list the S3 client connects under.
     egress: Arc<crate::egress::Egress>,
+    /// The shadow versions' worker, started by the first router with a shadow.
+    shadow: OnceLock<Option<Arc<super::experiment::ShadowQueue>>>,
 }
 
 impl Models {
@@ -308,12 +317,21 @@ impl Models {
             ),
             &["strategy", "by"],
         );
+        let shadow = IntCounterVec::new(
+            Opts::new(
+                "routeiq_learned_shadow_decisions_total",
+                "Shadow versions' decisions by strategy and outcome (scored; unscored: no \
+                 model or features; dropped: the shadow queue was full)",
+            ),
+            &["strategy", "outcome"],
+        );
         // The names and labels are fixed and valid; `new` cannot fail on them.
         #[allow(clippy::unwrap_used)]
         let metrics = Metrics {
             reloads: reloads.unwrap(),
             loaded: loaded.unwrap(),
             decisions: decisions.unwrap(),
+            shadow: shadow.unwrap(),
         };
         Self {
             slots: Mutex::default(),
@@ -322,6 +340,7 @@ impl Models {
             metrics,
             s3: tokio::sync::OnceCell::new(),
             egress,
+            shadow: OnceLock::new(),
         }
     }
     /// The collectors to register with the process's metrics.
@@ -330,7 +349,22 @@ impl Models {
             Box::new(self.metrics.reloads.clone()),
             Box::new(self.metrics.loaded.clone()),
             Box::new(self.metrics.decisions.clone()),
+            Box::new(self.metrics.shadow.clone()),
         ]
+    }
+
+    /// The shadow worker, started on first use (`None`: its thread could not start, and
+    /// shadows are off).
+    pub fn shadow_queue(&self) -> Option<Arc<super::experiment::ShadowQueue>> {
+        self.shadow
+            .get_or_init(|| {
+                super::experiment::ShadowQueue::start(self.metrics.shadow.clone())
+                    .inspect_err(|e| {
+                        tracing::error!(error = %e, "the shadow worker did not start; shadow versions are off")
+                    })
+                    .ok()
+            })
+            .clone()
     }
 
     /// The slot for `spec`, shared by every group and state version that uses it; a new
@@ -344,10 +378,10 @@ impl Models {
             return s;
         }
         // A new source for a strategy (a new version activated, a path changed): the model
-        // serving now keeps serving until the new one has loaded.
+        // serving now keeps serving until the new one has loaded. A challenger starts empty.
         let serving = slots
             .iter()
-            .filter(|(s, _)| s.strategy == spec.strategy)
+            .filter(|(s, _)| !spec.challenger && !s.challenger && s.strategy == spec.strategy)
             .find_map(|(_, w)| w.upgrade()?.current());
         let slot = self.new_slot(spec.clone());
         slot.model.store(serving);
@@ -396,7 +430,7 @@ impl Models {
         let slots = self.slots.lock().ok()?;
         let slot = slots
             .iter()
-            .find(|(spec, _)| spec.strategy == strategy)
+            .find(|(spec, _)| spec.strategy == strategy && !spec.challenger)
             .and_then(|(_, w)| w.upgrade())?;
         slot.encoder()
     }

@@ -185,6 +185,7 @@ impl MultiRoundRouter {
                         settings,
                         deployments,
                         fallback,
+                        models,
                     )),
                     None => fallback,
                 }
@@ -247,13 +248,12 @@ impl Router for MultiRoundRouter {
         now_ms: u64,
     ) -> Option<usize> {
         if let Some(q) = &req.query {
-            q.decide(Decision {
-                strategy: self.rounds.strategy.clone(),
-                version: None,
-                candidate: None,
-                query: Arc::clone(&q.text),
-                scores: Vec::new(),
-            });
+            q.decide(Decision::plain(
+                self.rounds.strategy.clone(),
+                None,
+                None,
+                Arc::clone(&q.text),
+            ));
         }
         self.fallback.pick(group, candidates, req, now_ms)
     }
