@@ -10,7 +10,11 @@
 #       (defaults: 10, bench/config.yaml.in: one deployment; bench/config-latency.yaml.in:
 #        three deployments with latency-based-routing; bench/config-bedrock.yaml.in: one
 #        Bedrock deployment, translated to Converse and signed with SigV4 per request;
-#        bench/config-anthropic.yaml.in: one Anthropic deployment, translated to Messages)
+#        bench/config-anthropic.yaml.in: one Anthropic deployment, translated to Messages;
+#        bench/config-learned.yaml.in: nine deployments routed by llmrouter-mlp, and
+#        bench/config-learned-shadow.yaml.in: the same with llmrouter-svm in shadow; both
+#        need ROUTEIQ_BENCH_ARTIFACTS, default /tmp/routeiq-artifacts, holding hashed/mlp
+#        and hashed/svm, and ORT_DYLIB_PATH)
 #
 # Needs: nginx, wrk (Debian packages; installed if missing), a release build.
 set -euo pipefail
@@ -23,6 +27,7 @@ shift $(( $# < 2 ? $# : 2 ))
 BODIES=("$@")
 [ "${#BODIES[@]}" -gt 0 ] || BODIES=(bench/chat-realistic.lua bench/chat.lua)
 apt_install nginx wrk
+case "$CONFIG" in *learned*) export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ort_dylib)}" ;; esac
 step "cargo build --release -p routeiq-dataplane"
 cargo build --release --locked -p routeiq-dataplane >&2
 
@@ -34,7 +39,8 @@ GW_PORT=18080
 sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 
-sed -e "s#__PORT__#$NGINX_PORT#g" "$CONFIG" > "$work/config.yaml"
+sed -e "s#__PORT__#$NGINX_PORT#g" -e "s#__ARTIFACTS__#${ROUTEIQ_BENCH_ARTIFACTS:-/tmp/routeiq-artifacts}#g" \
+  "$CONFIG" > "$work/config.yaml"
 ROUTEIQ_LOG=warn "$CARGO_TARGET_DIR/release/routeiq-dataplane" --config "$work/config.yaml" \
   --listen "127.0.0.1:$GW_PORT" >"$work/gw.log" 2>&1 &
 echo $! > "$work/gw.pid"

@@ -40,3 +40,18 @@ CREATE TABLE IF NOT EXISTS routing_feedback (
     comment    text,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- One serving version at a time, of any strategy (the gateway routes with one): earlier
+-- releases kept one active per strategy. Keep the one the gateway's router settings pin,
+-- else the most recent, and enforce it.
+UPDATE routing_model_versions v SET active = false
+ WHERE v.active
+   AND v.id <> COALESCE(
+       (SELECT r.id FROM routing_model_versions r, settings s
+         WHERE s.name = 'gateway' AND r.active
+           AND 'llmrouter-' || r.strategy = s.value #>> '{router,routing_strategy}'
+           AND r.sha256 = s.value #>> '{router,routing_strategy_args,model_sha256}'
+         ORDER BY r.id DESC LIMIT 1),
+       (SELECT max(id) FROM routing_model_versions WHERE active));
+CREATE UNIQUE INDEX IF NOT EXISTS routing_model_versions_one_serving
+    ON routing_model_versions ((true)) WHERE active;

@@ -38,6 +38,13 @@ pub async fn resync_past(
     Ok(version)
 }
 
+/// Takes the version lock for the rest of `tx`: a mutation that reads shared state (the
+/// gateway settings) and writes it back holds it before reading, so concurrent ones do
+/// not overwrite each other. (Taking it again in [`append`] is free.)
+pub async fn hold(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    lock(tx).await.map(|_| ())
+}
+
 /// Takes the version lock for the transaction; returns the latest committed version.
 async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")

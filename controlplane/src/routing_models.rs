@@ -240,14 +240,20 @@ pub async fn activate(
     id: i64,
 ) -> Result<(Version, u64), StoreError> {
     let mut tx = pool.begin().await?;
+    // Settings are read, changed and written back: concurrent registry writes wait.
+    changes::hold(&mut tx).await?;
     let before = locked(&mut *tx, id).await?;
     let ended = Kind::of(&before);
     if let Some(kind) = ended {
         clear_mode(&mut *tx, kind).await?;
     }
     // The gateway routes with one version: activating one deactivates every other, of any
-    // strategy.
-    sqlx::query("UPDATE routing_model_versions SET active = (id = $1) WHERE active OR id = $1")
+    // strategy (first, so the one-serving index never sees two).
+    sqlx::query("UPDATE routing_model_versions SET active = false WHERE active AND id <> $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE routing_model_versions SET active = true WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -303,6 +309,8 @@ pub async fn start_experiment(
     }
     let kind = mode.kind();
     let mut tx = pool.begin().await?;
+    // Settings are read, changed and written back: concurrent registry writes wait.
+    changes::hold(&mut tx).await?;
     let before = locked(&mut *tx, id).await?;
     if before.active {
         return Err(StoreError::Invalid(format!(
@@ -374,6 +382,8 @@ pub async fn stop_experiment(
     kind: Kind,
 ) -> Result<(Version, u64), StoreError> {
     let mut tx = pool.begin().await?;
+    // Settings are read, changed and written back: concurrent registry writes wait.
+    changes::hold(&mut tx).await?;
     let row = sqlx::query(concat!(
         "SELECT ",
         columns!(),

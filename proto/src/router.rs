@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// How the router picks among deployments that share a `model_name`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -256,6 +257,67 @@ impl RouterSettings {
             .get(key)
             .and_then(serde_json::Value::as_f64)
             .filter(|v| v.is_finite())
+    }
+
+    /// What is wrong with the learned strategies' `routing_strategy_args` (each ignored
+    /// where it is, as the data plane ignores it), for `--check` and config loads: wrong
+    /// types and ranges, and `shadow` / `ab` versions that name no artifact.
+    pub fn learned_arg_warnings(&self) -> Vec<String> {
+        let RoutingStrategy::LlmRouter(_) = &self.routing_strategy else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        learned_args_check(&self.routing_strategy_args, "", &mut out);
+        for key in ["shadow", "ab"] {
+            let Some(v) = self.routing_strategy_args.get(key) else {
+                continue;
+            };
+            let at = format!("router_settings.routing_strategy_args.{key}");
+            let Some(own) = v.as_object() else {
+                out.push(format!("{at} must be an object; the {key} version is off"));
+                continue;
+            };
+            learned_args_check(own, &format!("{key}."), &mut out);
+            let has = |k: &str| {
+                own.get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
+            };
+            let located = has("model_path") || (has("model_s3_bucket") && has("model_s3_key"));
+            if !located {
+                out.push(format!(
+                    "{at} needs model_path, or model_s3_bucket and model_s3_key; the {key} version is off"
+                ));
+            }
+            if let Some(strategy) = own.get("strategy") {
+                let name = strategy
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("llmrouter-");
+                if !LEARNED_STRATEGIES.contains(&name) {
+                    out.push(format!(
+                        "{at}.strategy {strategy} is not a learned strategy ({}); the {key} version is off",
+                        LEARNED_STRATEGIES.join(", ")
+                    ));
+                }
+            }
+            if key == "ab" {
+                let share = own.get("share").and_then(Value::as_f64);
+                if !share.is_some_and(|s| s.is_finite() && s > 0.0 && s < 1.0) {
+                    out.push(format!(
+                        "{at}.share must be a number between 0 and 1 (exclusive); the ab version is off"
+                    ));
+                }
+                if let Some(sticky) = own.get("sticky") {
+                    if !matches!(sticky.as_str(), Some("user" | "key")) {
+                        out.push(format!(
+                            "{at}.sticky {sticky} must be \"user\" or \"key\"; \"user\" is used"
+                        ));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// `routing_strategy_args[key]` when it is a non-empty string.
@@ -518,9 +580,87 @@ impl RouterSettings {
     }
 }
 
+/// The learned strategies' scalar arguments in `args` (`prefix`: where they are, under
+/// `routing_strategy_args`) that the data plane would ignore.
+fn learned_args_check(args: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
+    let at = |k: &str| format!("router_settings.routing_strategy_args.{prefix}{k}");
+    for k in ["cost_weight", "max_price_per_m", "quality_floor"] {
+        if let Some(v) = args.get(k) {
+            if !v.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0) {
+                out.push(format!("{} {v} must be a number >= 0; ignored", at(k)));
+            }
+        }
+    }
+    if let Some(v) = args.get("reload_interval") {
+        if !v.as_f64().is_some_and(|x| (0.1..=86_400.0).contains(&x)) {
+            out.push(format!(
+                "{} {v} must be a number of seconds from 0.1 to 86400; 10 is used",
+                at("reload_interval")
+            ));
+        }
+    }
+    for k in ["conservative", "hot_reload"] {
+        if let Some(v) = args.get(k).filter(|v| !v.is_boolean()) {
+            out.push(format!("{} {v} must be true or false; ignored", at(k)));
+        }
+    }
+    if let Some(v) = args.get("model_sha256") {
+        let ok = v
+            .as_str()
+            .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            out.push(format!(
+                "{} {v} must be 64 hex digits (the manifest's SHA-256); no artifact will match it",
+                at("model_sha256")
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learned_arguments_the_data_plane_would_ignore_are_named() {
+        let settings = |args: Value| RouterSettings {
+            routing_strategy: RoutingStrategy::LlmRouter("llmrouter-mlp".into()),
+            routing_strategy_args: args.as_object().cloned().unwrap_or_default(),
+            ..RouterSettings::default()
+        };
+        let good = settings(serde_json::json!({
+            "model_path": "/srv/mlp", "cost_weight": 0.5, "conservative": true,
+            "reload_interval": 2,
+            "shadow": {"strategy": "llmrouter-knn", "model_path": "/srv/knn"},
+            "ab": {"model_s3_bucket": "m", "model_s3_key": "mlp/v4", "share": 0.1, "sticky": "key"},
+        }));
+        assert_eq!(good.learned_arg_warnings(), Vec::<String>::new());
+        let bad = settings(serde_json::json!({
+            "conservative": "yes", "max_price_per_m": -1, "model_sha256": "abc",
+            "shadow": {"strategy": "causallm", "cost_weight": "high"},
+            "ab": {"model_path": "/srv/v4", "share": 1, "sticky": "team"},
+        }))
+        .learned_arg_warnings();
+        for want in [
+            "routing_strategy_args.conservative \"yes\" must be true or false",
+            "routing_strategy_args.max_price_per_m -1 must be a number >= 0",
+            "routing_strategy_args.model_sha256 \"abc\" must be 64 hex digits",
+            "routing_strategy_args.shadow.cost_weight \"high\" must be a number >= 0",
+            "routing_strategy_args.shadow needs model_path",
+            "routing_strategy_args.shadow.strategy \"causallm\" is not a learned strategy",
+            "routing_strategy_args.ab.share must be a number between 0 and 1",
+            "routing_strategy_args.ab.sticky \"team\" must be \"user\" or \"key\"",
+        ] {
+            assert!(bad.iter().any(|w| w.contains(want)), "{want}: {bad:#?}");
+        }
+        assert_eq!(bad.len(), 8, "{bad:#?}");
+        // Not a learned strategy: its arguments are not ours to judge.
+        let other = RouterSettings {
+            routing_strategy: RoutingStrategy::SimpleShuffle,
+            ..settings(serde_json::json!({"conservative": "yes"}))
+        };
+        assert!(other.learned_arg_warnings().is_empty());
+    }
 
     #[test]
     fn strategy_names_round_trip() {

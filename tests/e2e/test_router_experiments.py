@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from otlp import OtlpReceiver
 from test_learned_routing import ARTIFACTS, artifacts_present, candidates, clear_choices, metric  # noqa: F401
 from test_routing import deployment, gateway, mock  # noqa: F401 (fixtures)
 
@@ -77,6 +78,65 @@ def test_a_shadow_version_decides_beside_and_is_never_acted_on(mock, gateway):
         time.sleep(0.05)
     assert metric(g, "routeiq_learned_shadow_decisions_total", outcome="scored") == len(queries)
     assert metric(g, "routeiq_learned_shadow_decisions_total", outcome="dropped") == 0
+
+
+def test_the_shadow_choice_is_on_the_route_span(mock, gateway, monkeypatch):
+    """The shadow's decision is on the request's `routeiq.route` span (the upstream answers
+    in 150 ms here, so the shadow worker, which looks for work at least every 16 ms, is
+    done before the request ends)."""
+    queries = distinct_queries()[:6]
+    mock.faults(**{n: {"delay_ms": 150} for n in candidates(ARTIFACTS / SERVING)})
+    receiver = OtlpReceiver()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        g = gateway(experiment_config(mock, shadow=challenger()))
+        wait_all_loaded(g, 2)
+        sent = {}
+        for q, serving, other in queries:
+            r = g.chat("auto", content=q)
+            assert r.status_code == 200, r.text
+            sent[r.headers["x-litellm-call-id"]] = (serving, other)
+        deadline = time.time() + 15
+        spans = lambda: {s.trace_id.hex(): s for s in receiver.spans() if s.trace_id.hex() in sent}  # noqa: E731
+        while len(spans()) < len(sent) and time.time() < deadline:
+            time.sleep(0.05)
+        got = spans()
+        assert set(got) == set(sent)
+        shadow_sha = sha(ARTIFACTS / CHALLENGER)
+        for call, (serving, other) in sent.items():
+            attrs = {a.key: a.value for a in got[call].attributes}
+            assert attrs["routeiq.route.candidate"].string_value == serving
+            assert attrs["routeiq.route.arm"].string_value == "serving"
+            assert attrs["routeiq.route.shadow.candidate"].string_value == other
+            assert attrs["routeiq.route.shadow.sha256"].string_value == shadow_sha
+            assert attrs["routeiq.route.shadow.version"].string_value == \
+                json.loads((ARTIFACTS / CHALLENGER / "manifest.json").read_text())["version"]
+    finally:
+        mock.faults()
+        receiver.stop()
+
+
+def test_a_request_that_falls_back_to_another_group_keeps_no_learned_decision(mock, gateway):
+    """The learned group's decision (and its shadow) belong to that group: the fallback
+    group, whose deployments are no candidates of the model, routes with the fallback
+    strategy, and the response says so, not what the first group decided."""
+    names = candidates(ARTIFACTS / SERVING)
+    mock.faults(**{n: {"status": 503} for n in names})
+    config = experiment_config(mock, shadow=challenger())
+    config["model_list"].append(deployment(mock, "plain", "fb-plain"))
+    config["router_settings"].update({"num_retries": 0, "fallbacks": [{"auto": ["plain"]}]})
+    try:
+        g = gateway(config)
+        wait_all_loaded(g, 2)
+        q, _, _ = distinct_queries()[0]
+        r = g.chat("auto", content=q)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-litellm-model-group"] == "plain"
+        assert r.headers["x-routeiq-router-version"] == "fallback", dict(r.headers)
+        assert "x-routeiq-router-candidate" not in r.headers and "x-routeiq-router-arm" not in r.headers
+    finally:
+        mock.faults()
 
 
 def test_an_ab_version_decides_for_a_sticky_share_the_same_on_every_data_plane(mock, gateway):

@@ -35,8 +35,13 @@ pub struct FeedbackRequest {
     pub score: Option<f64>,
     /// Thumbs up (`true`, score 1) or down (`false`, score 0).
     pub rating: Option<bool>,
+    /// At most 4,096 characters.
+    #[schema(max_length = 4096)]
     pub comment: Option<String>,
 }
+
+/// The longest comment kept, in characters.
+const MAX_COMMENT_CHARS: usize = 4096;
 
 /// The JSON-Schema condition of [`FeedbackRequest`]: exactly one of `score` and `rating`.
 pub fn score_or_rating() -> Extensions {
@@ -96,7 +101,7 @@ pub struct FeedbackResponse {
 #[utoipa::path(post, path = "/feedback", tag = "feedback",
     request_body = FeedbackRequest,
     responses((status = 200, description = "Recorded", body = FeedbackResponse)),
-    security(("api_key" = ["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer", "team_admin"])))]
+    security(("api_key" = ["proxy_admin", "internal_user", "team_admin"])))]
 pub async fn feedback(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -104,6 +109,16 @@ pub async fn feedback(
 ) -> ApiResult<Json<FeedbackResponse>> {
     let call_id = req.call_id()?.to_owned();
     let score = req.score()?;
+    if req
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS)
+    {
+        return Err(ApiError::bad_request(format!(
+            "`comment` may have at most {MAX_COMMENT_CHARS} characters"
+        ))
+        .param("comment"));
+    }
     // Anyone but an admin: only requests made with the caller's own key.
     let key_hash = (!caller.is_admin()).then(|| caller.principal.key_hash.clone());
     state

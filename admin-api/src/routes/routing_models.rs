@@ -187,7 +187,8 @@ pub struct FeedbackStatsObject {
     pub n: u64,
     /// Null without scores.
     pub mean: Option<f64>,
-    /// mean ± 1.96·sd/√n within [0, 1]; null below 2 scores.
+    /// 95 %: Wilson when every score is 0 or 1 (thumbs), else mean ± t·sd/√n (Student
+    /// t), within [0, 1]; null below 2 scores.
     pub interval: Option<IntervalObject>,
 }
 

@@ -59,7 +59,8 @@ pub struct Feedback {
     pub n: i64,
     /// `None` without scores.
     pub mean: Option<f64>,
-    /// mean ± 1.96·sd/√n, within [0, 1]; `None` below 2 scores.
+    /// 95 %: Wilson when every score is 0 or 1, else mean ± t·sd/√n (Student), within
+    /// [0, 1]; `None` below 2 scores.
     pub interval: Option<Interval>,
 }
 
@@ -98,7 +99,8 @@ pub async fn report(
              SELECT router_sha256 AS served_sha256, count(*) AS served_requests,
                     count(*) FILTER (WHERE router_arm = 'ab') AS served_ab_requests,
                     sum(cost) AS served_cost, count(score) AS served_n,
-                    avg(score) AS served_mean, stddev_samp(score) AS served_sd
+                    avg(score) AS served_mean, stddev_samp(score) AS served_sd,
+                    bool_and(score IN (0, 1)) AS served_binary
                FROM logs WHERE router_sha256 IS NOT NULL GROUP BY 1
          ),
          shadowed AS (
@@ -110,12 +112,16 @@ pub async fn report(
                     avg(score) FILTER (WHERE shadow_candidate = router_candidate) AS agreed_mean,
                     stddev_samp(score) FILTER (WHERE shadow_candidate = router_candidate)
                         AS agreed_sd,
+                    bool_and(score IN (0, 1)) FILTER (WHERE shadow_candidate = router_candidate)
+                        AS agreed_binary,
                     count(score) FILTER (WHERE shadow_candidate <> router_candidate)
                         AS disagreed_n,
                     avg(score) FILTER (WHERE shadow_candidate <> router_candidate)
                         AS disagreed_mean,
                     stddev_samp(score) FILTER (WHERE shadow_candidate <> router_candidate)
-                        AS disagreed_sd
+                        AS disagreed_sd,
+                    bool_and(score IN (0, 1)) FILTER (WHERE shadow_candidate <> router_candidate)
+                        AS disagreed_binary
                FROM logs WHERE shadow_sha256 IS NOT NULL GROUP BY 1
          )
          SELECT ",
@@ -124,12 +130,13 @@ pub async fn report(
                 COALESCE(served_requests, 0) AS served_requests,
                 COALESCE(served_ab_requests, 0) AS served_ab_requests,
                 COALESCE(served_cost, 0)::float8 AS served_cost,
-                COALESCE(served_n, 0) AS served_n, served_mean, served_sd,
+                COALESCE(served_n, 0) AS served_n, served_mean, served_sd, served_binary,
                 COALESCE(shadow_requests, 0) AS shadow_requests,
                 COALESCE(shadow_compared, 0) AS shadow_compared,
                 COALESCE(shadow_agreed, 0) AS shadow_agreed,
-                COALESCE(agreed_n, 0) AS agreed_n, agreed_mean, agreed_sd,
-                COALESCE(disagreed_n, 0) AS disagreed_n, disagreed_mean, disagreed_sd
+                COALESCE(agreed_n, 0) AS agreed_n, agreed_mean, agreed_sd, agreed_binary,
+                COALESCE(disagreed_n, 0) AS disagreed_n, disagreed_mean, disagreed_sd,
+                disagreed_binary
            FROM routing_model_versions
            LEFT JOIN served ON served_sha256 = sha256
            LEFT JOIN shadowed ON shadow_sha256 = sha256
@@ -151,6 +158,8 @@ fn row(r: &sqlx::postgres::PgRow) -> Result<ReportRow, StoreError> {
             r.try_get(format!("{prefix}_n").as_str())?,
             r.try_get(format!("{prefix}_mean").as_str())?,
             r.try_get(format!("{prefix}_sd").as_str())?,
+            r.try_get::<Option<bool>, _>(format!("{prefix}_binary").as_str())?
+                .unwrap_or(false),
         ))
     };
     let requests: i64 = r.try_get("served_requests")?;
@@ -178,26 +187,42 @@ fn row(r: &sqlx::postgres::PgRow) -> Result<ReportRow, StoreError> {
     })
 }
 
-/// Feedback of `n` scores with their mean and sample standard deviation.
-fn summary(n: i64, mean: Option<f64>, sd: Option<f64>) -> Feedback {
+/// Feedback of `n` scores with their mean and sample standard deviation; `binary`: every
+/// score is 0 or 1 (thumbs), whose mean gets a Wilson interval.
+fn summary(n: i64, mean: Option<f64>, sd: Option<f64>, binary: bool) -> Feedback {
     let interval = match (mean, sd) {
+        (Some(mean), _) if binary && n >= 2 => wilson((mean * n as f64).round() as i64, n),
         (Some(mean), Some(sd)) => mean_interval(n, mean, sd),
         _ => None,
     };
     Feedback { n, mean, interval }
 }
 
-/// The 95 % interval of a mean of `n` scores in [0, 1]: mean ± 1.96·sd/√n, clamped to
-/// [0, 1]; `None` below 2 scores.
+/// The 95 % interval of a mean of `n` scores in [0, 1]: mean ± t·sd/√n with Student's t
+/// for n − 1 degrees of freedom, clamped to [0, 1]; `None` below 2 scores.
 fn mean_interval(n: i64, mean: f64, sd: f64) -> Option<Interval> {
     if n < 2 {
         return None;
     }
-    let half = Z95 * sd / (n as f64).sqrt();
+    let half = t975(n - 1) * sd / (n as f64).sqrt();
     Some(Interval {
         low: (mean - half).clamp(0.0, 1.0),
         high: (mean + half).clamp(0.0, 1.0),
     })
+}
+
+/// Student's t 0.975 quantile for `df` degrees of freedom: the table to 30, then
+/// 1.96 + 2.4/df (within 0.002 of the exact value past 30).
+fn t975(df: i64) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match usize::try_from(df) {
+        Ok(d @ 1..=30) => TABLE[d - 1],
+        _ => Z95 + 2.4 / df.max(1) as f64,
+    }
 }
 
 /// The 95 % Wilson score interval of `k` successes in `n` trials; `None` when `n` is 0.
@@ -240,14 +265,27 @@ mod tests {
 
     #[test]
     fn mean_intervals_are_clamped_and_need_two_scores() {
-        // sd 0.5 over 25 scores: ± 1.96 · 0.1.
-        assert!(close(mean_interval(25, 0.5, 0.5), 0.304, 0.696));
-        assert!(close(mean_interval(4, 0.9, 0.2), 0.704, 1.0));
+        // sd 0.5 over 25 scores: ± t(24) · 0.1.
+        assert!(close(mean_interval(25, 0.5, 0.5), 0.2936, 0.7064));
+        // 4 scores: t(3) = 3.182.
+        assert!(close(mean_interval(4, 0.7, 0.2), 0.3818, 1.0));
         assert!(close(mean_interval(3, 0.5, 0.5), 0.0, 1.0));
         assert_eq!(mean_interval(1, 0.5, 0.0), None);
-        assert_eq!(summary(1, Some(1.0), None).interval, None);
+        assert!((t975(60) - 2.000).abs() < 0.002 && (t975(120) - 1.980).abs() < 0.002);
+        assert_eq!(summary(1, Some(1.0), None, true).interval, None);
+        // Thumbs: 3 up of 3 is not certainty.
+        assert!(close(
+            summary(3, Some(1.0), Some(0.0), true).interval,
+            0.4385,
+            1.0
+        ));
+        assert!(close(
+            summary(10, Some(0.8), Some(0.42), true).interval,
+            0.490,
+            0.943
+        ));
         assert_eq!(
-            summary(0, None, None),
+            summary(0, None, None, false),
             Feedback {
                 n: 0,
                 mean: None,

@@ -340,6 +340,10 @@ impl<'a> Failover<'a> {
             };
             self.group = group;
             self.tried.clear();
+            // The first group's router decision is not this group's.
+            if let Some(q) = &self.req.query {
+                q.forget_decision();
+            }
             self.group_retries = 0;
             match group.pick(self.settings, &self.req, &[], now_ms()) {
                 Ok(p) => {

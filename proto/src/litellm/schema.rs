@@ -723,6 +723,7 @@ impl RawConfig {
                 "router_settings.routing_strategy `{n}` is not a known strategy; using simple-shuffle"
             ));
         }
+        warnings.extend(s.learned_arg_warnings());
         Ok(s)
     }
 }

@@ -10,9 +10,9 @@
 //! learned strategy (`strategy`). Both decide with the serving router's policy
 //! (`cost_weight`, the dollar knob, `conservative`), so their choices compare.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use prometheus::IntCounterVec;
 use routeiq_proto::{RouterSettings, RoutingStrategy};
@@ -24,6 +24,11 @@ use super::{Chooser, Query, Slot, Spec};
 /// Shadow decisions waiting for the worker; past this, requests go unshadowed (and are
 /// counted), so a shadow never costs more than one core however heavy it is.
 const SHADOW_QUEUE: usize = 1024;
+/// How often the worker looks for work: soon after it found some, backing off to
+/// [`IDLE_POLL`] when there is none. The request path only pushes onto a queue (no wake-up,
+/// no system call).
+const BUSY_POLL: Duration = Duration::from_millis(1);
+const IDLE_POLL: Duration = Duration::from_millis(16);
 
 /// The spec of the challenger under `routing_strategy_args[key]` (`shadow`, `ab`): the
 /// serving settings with the challenger's own strategy and artifact.
@@ -94,24 +99,21 @@ pub struct Ab {
 impl Ab {
     pub fn new(slot: Arc<Slot>, settings: &RouterSettings) -> Option<Self> {
         let own = settings.routing_strategy_args.get("ab")?;
-        let Some(share) = own
+        // Out of range: off (`RouterSettings::learned_arg_warnings` names it at load).
+        let share = own
             .get("share")
             .and_then(Value::as_f64)
-            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1.0)
-        else {
-            tracing::warn!(
-                share = %own.get("share").unwrap_or(&serde_json::Value::Null),
-                "routing_strategy_args.ab.share must be a number between 0 and 1 (exclusive); \
-                 the A/B version is off"
-            );
-            return None;
-        };
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1.0)?;
         let sticky = match own.get("sticky").and_then(Value::as_str) {
             Some("key") => Sticky::Key,
             _ => Sticky::User,
         };
-        let salt = fnv1a(FNV_OFFSET, slot.spec.source.to_string().as_bytes());
-        let salt = fnv1a(salt, slot.spec.pin.as_deref().unwrap_or("").as_bytes());
+        // The artifact's pinned hash when there is one (the registry always pins), else
+        // its source as written.
+        let salt = match &slot.spec.pin {
+            Some(pin) => fnv1a(FNV_OFFSET, pin.as_bytes()),
+            None => fnv1a(FNV_OFFSET, slot.spec.source.to_string().as_bytes()),
+        };
         Some(Self {
             slot,
             share,
@@ -121,15 +123,16 @@ impl Ab {
     }
 
     /// Whether the request's client is on the A/B version's side: a stable hash of its
-    /// end user or key under the share; a client with neither draws at random.
-    pub fn takes(&self, user: Option<&str>, key: Option<&[u8]>) -> bool {
+    /// end user or key under the share; a client with neither goes by `draw`, the
+    /// request's own uniform draw (the same on every pick of the request).
+    pub fn takes(&self, user: Option<&str>, key: Option<&[u8]>, draw: f64) -> bool {
         let id = match self.sticky {
             Sticky::User => user.map(str::as_bytes).or(key),
             Sticky::Key => key.or(user.map(str::as_bytes)),
         };
         let draw = match id {
             Some(id) => unit(fnv1a(self.salt, id)),
-            None => fastrand::f64(),
+            None => draw,
         };
         draw < self.share
     }
@@ -170,7 +173,9 @@ pub struct Shadowed {
 /// Where the worker leaves a request's shadow decision, read when the request ends.
 #[derive(Debug, Default)]
 pub struct ShadowCell {
-    sent: AtomicBool,
+    /// The router (its policy's address; 0: none yet) that handed the request to the
+    /// worker. A request that falls back to another group is not shadowed again there.
+    sent: AtomicUsize,
     /// Set once the worker is done: `None` when the version had no model loaded or could
     /// not embed the query.
     decided: OnceLock<Option<Shadowed>>,
@@ -200,7 +205,8 @@ impl Shadow {
     }
 
     /// Hands the request to the shadow worker (once per request: retries pick again);
-    /// returns the cell its decision will be in, or `None` when the queue is full.
+    /// returns the cell its decision will be in, or `None` when the queue is full or the
+    /// request was shadowed in another group.
     pub fn submit(
         &self,
         chooser: &Arc<Chooser>,
@@ -208,8 +214,14 @@ impl Shadow {
         query: &Arc<Query>,
     ) -> Option<Arc<ShadowCell>> {
         let cell = Arc::clone(&query.shadow);
-        if cell.sent.swap(true, Ordering::Relaxed) {
-            return Some(cell);
+        let me = Arc::as_ptr(chooser) as usize;
+        match cell
+            .sent
+            .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => {}
+            Err(router) if router == me => return Some(cell),
+            Err(_) => return None,
         }
         let job = Job {
             chooser: Arc::clone(chooser),
@@ -217,12 +229,11 @@ impl Shadow {
             candidates: candidates.to_vec(),
             query: Arc::clone(query),
         };
-        match self.queue.tx.try_send(job) {
-            Ok(()) => Some(cell),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queue.count(&self.slot, "dropped");
-                None
-            }
+        if self.queue.push(job) {
+            Some(cell)
+        } else {
+            self.queue.count(&self.slot, "dropped");
+            None
         }
     }
 }
@@ -234,10 +245,18 @@ struct Job {
     query: Arc<Query>,
 }
 
+/// A job that never ran (a full queue, a panic in the worker) still settles its cell, so
+/// nothing waits for it.
+impl Drop for Job {
+    fn drop(&mut self) {
+        let _ = self.query.shadow.decided.set(None);
+    }
+}
+
 impl Job {
     /// Decides with the slot's current model, embedding the query on this thread when its
     /// encoder's embedding was not made for the serving version.
-    fn run(self) -> bool {
+    fn run(&self) -> bool {
         let decided = self.decide();
         let scored = decided.as_ref().is_some_and(|d| d.candidate.is_some());
         let _ = self.query.shadow.decided.set(decided);
@@ -264,35 +283,74 @@ impl Job {
     }
 }
 
-/// The process's shadow worker: one thread, fed through a bounded queue.
+/// The process's shadow worker: one thread, taking jobs from a bounded queue.
 pub struct ShadowQueue {
-    tx: SyncSender<Job>,
+    jobs: Mutex<Vec<Job>>,
     outcomes: IntCounterVec,
 }
 
 impl ShadowQueue {
-    /// Starts the worker thread; `outcomes` counts shadow decisions by strategy and
-    /// outcome (`scored`, `unscored`, `dropped`).
+    /// Starts the worker thread (it ends when the queue is dropped); `outcomes` counts
+    /// shadow decisions by strategy and outcome (`scored`, `unscored`, `failed`,
+    /// `dropped`).
     pub fn start(outcomes: IntCounterVec) -> std::io::Result<Arc<Self>> {
-        let (tx, rx) = sync_channel::<Job>(SHADOW_QUEUE);
-        let queue = Arc::new(Self { tx, outcomes });
-        let counts = queue.outcomes.clone();
+        let queue = Arc::new(Self {
+            jobs: Mutex::new(Vec::with_capacity(SHADOW_QUEUE)),
+            outcomes,
+        });
+        let weak = Arc::downgrade(&queue);
         std::thread::Builder::new()
             .name("routeiq-shadow".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let strategy = job.slot.spec.strategy.clone();
-                    let outcome = if job.run() { "scored" } else { "unscored" };
-                    counts.with_label_values(&[&strategy, outcome]).inc();
-                }
-            })?;
+            .spawn(move || work(&weak))?;
         Ok(queue)
+    }
+
+    /// Queues `job`; `false` (the job dropped, its cell settled) when the queue is full.
+    fn push(&self, job: Job) -> bool {
+        let Ok(mut jobs) = self.jobs.lock() else {
+            return false;
+        };
+        if jobs.len() >= SHADOW_QUEUE {
+            return false;
+        }
+        jobs.push(job);
+        true
     }
 
     fn count(&self, slot: &Slot, outcome: &str) {
         self.outcomes
             .with_label_values(&[&slot.spec.strategy, outcome])
             .inc();
+    }
+}
+
+/// The worker: runs what is queued, in order, then sleeps ([`BUSY_POLL`], doubling to
+/// [`IDLE_POLL`] while nothing comes).
+fn work(queue: &Weak<ShadowQueue>) {
+    let mut batch = Vec::with_capacity(SHADOW_QUEUE);
+    let mut pause = BUSY_POLL;
+    loop {
+        let Some(q) = queue.upgrade() else { return };
+        if let Ok(mut jobs) = q.jobs.lock() {
+            std::mem::swap(&mut *jobs, &mut batch);
+        }
+        pause = if batch.is_empty() {
+            (pause * 2).min(IDLE_POLL)
+        } else {
+            BUSY_POLL
+        };
+        for job in batch.drain(..) {
+            // A panic in a model ends the job (its cell is settled on drop), not the worker.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+            let outcome = match run {
+                Ok(true) => "scored",
+                Ok(false) => "unscored",
+                Err(_) => "failed",
+            };
+            q.count(&job.slot, outcome);
+        }
+        drop(q);
+        std::thread::sleep(pause);
     }
 }
 

@@ -111,6 +111,9 @@ pub struct Query {
     decision: Mutex<Option<Decision>>,
     /// The shadow version's decision (see [`experiment::Shadow`]).
     shadow: Arc<ShadowCell>,
+    /// A uniform draw in [0, 1), fixed for the request: an A/B split's side for a client
+    /// with neither an end user nor a key, the same on every pick.
+    draw: f64,
 }
 
 impl Query {
@@ -128,6 +131,7 @@ impl Query {
             choice: Mutex::new(None),
             decision: Mutex::new(None),
             shadow: Arc::default(),
+            draw: fastrand::f64(),
         }
     }
 
@@ -185,11 +189,24 @@ impl Query {
             *slot = Some(d);
         }
     }
+
+    /// Forgets the decision: the request falls back to another model group, whose router
+    /// decides afresh (or not at all).
+    pub fn forget_decision(&self) {
+        if let Ok(mut slot) = self.decision.lock() {
+            *slot = None;
+        }
+    }
 }
 
-fn encoder_key(e: &Arc<featurize::Encoder>) -> usize {
-    // Addresses are at least 8-aligned; the low bit keeps them apart from dimensions.
-    Arc::as_ptr(e) as usize | 1
+/// The features cache's key for `e`'s embeddings: its id (files and truncation), so two
+/// loaded artifacts with the same encoder (a serving and an A/B version) share one
+/// embedding; the low bit keeps it apart from the hashed featurizers' dimensions.
+fn encoder_key(e: &featurize::Encoder) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    e.id.hash(&mut h);
+    h.finish() as usize | 1
 }
 
 /// How a learned router turns a model's scores into a choice: the routing policy of the
@@ -390,7 +407,7 @@ impl LearnedRouter {
         if let Some(ab) = self
             .ab
             .as_ref()
-            .filter(|ab| ab.takes(query.user.as_deref(), key))
+            .filter(|ab| ab.takes(query.user.as_deref(), key, query.draw))
         {
             if let Some(model) = ab.slot.current() {
                 if let Some(c) = self.chooser.choose(&ab.slot, &model, candidates, query) {

@@ -85,6 +85,15 @@ impl Spec {
         })
     }
 
+    /// The `role` label of the slot's metrics: `serving`, or `challenger` (shadow, A/B).
+    pub fn role(&self) -> &'static str {
+        if self.challenger {
+            "challenger"
+        } else {
+            "serving"
+        }
+    }
+
     /// The spec of a learned strategy; `None` for LiteLLM's strategies.
     pub fn of(settings: &RouterSettings) -> Option<Self> {
         let RoutingStrategy::LlmRouter(strategy) = &settings.routing_strategy else {
@@ -233,12 +242,12 @@ impl Slot {
         if let Some(r) = result {
             self.metrics
                 .reloads
-                .with_label_values(&[&self.spec.strategy, r])
+                .with_label_values(&[&self.spec.strategy, self.spec.role(), r])
                 .inc();
         }
         self.metrics
             .loaded
-            .with_label_values(&[&self.spec.strategy])
+            .with_label_values(&[&self.spec.strategy, self.spec.role()])
             .set(i64::from(self.model.load().is_some()));
     }
 
@@ -299,29 +308,30 @@ impl Models {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "routeiq_router_model_reloads_total",
-                "Routing-model loads by strategy and result (ok, error)",
+                "Routing-model loads by strategy, role (serving, challenger) and result (ok, error)",
             ),
-            &["strategy", "result"],
+            &["strategy", "role", "result"],
         );
         let loaded = IntGaugeVec::new(
             Opts::new(
                 "routeiq_router_model_loaded",
-                "1 when the strategy has a routing model loaded",
+                "1 when the strategy's slot (serving, or a challenger) has a routing model loaded",
             ),
-            &["strategy"],
+            &["strategy", "role"],
         );
         let decisions = IntCounterVec::new(
             Opts::new(
                 "routeiq_learned_routing_decisions_total",
                 "Picks by learned strategies: by the model, or by the fallback strategy",
             ),
-            &["strategy", "by"],
+            &["strategy", "role", "by"],
         );
         let shadow = IntCounterVec::new(
             Opts::new(
                 "routeiq_learned_shadow_decisions_total",
                 "Shadow versions' decisions by strategy and outcome (scored; unscored: no \
-                 model or features; dropped: the shadow queue was full)",
+                 model or features; failed: the model panicked; dropped: the shadow queue \
+                 was full)",
             ),
             &["strategy", "outcome"],
         );
@@ -378,11 +388,28 @@ impl Models {
             return s;
         }
         // A new source for a strategy (a new version activated, a path changed): the model
-        // serving now keeps serving until the new one has loaded. A challenger starts empty.
-        let serving = slots
-            .iter()
-            .filter(|(s, _)| !spec.challenger && !s.challenger && s.strategy == spec.strategy)
-            .find_map(|(_, w)| w.upgrade()?.current());
+        // serving now keeps serving until the new one has loaded, or, when a challenger is
+        // promoted, the challenger's model (the same artifact) serves at once. A challenger
+        // starts empty.
+        let promoted = || {
+            slots
+                .iter()
+                .filter(|(s, _)| {
+                    s.challenger && s.source == spec.source && s.pin == spec.pin && s.pin.is_some()
+                })
+                .find_map(|(_, w)| w.upgrade()?.current())
+        };
+        let previous = || {
+            slots
+                .iter()
+                .filter(|(s, _)| !s.challenger && s.strategy == spec.strategy)
+                .find_map(|(_, w)| w.upgrade()?.current())
+        };
+        let serving = if spec.challenger {
+            None
+        } else {
+            promoted().or_else(previous)
+        };
         let slot = self.new_slot(spec.clone());
         slot.model.store(serving);
         slots.insert(spec, Arc::downgrade(&slot));
@@ -401,8 +428,12 @@ impl Models {
     fn new_slot(&self, spec: Spec) -> Arc<Slot> {
         let m = &self.metrics;
         Arc::new(Slot {
-            by_model: m.decisions.with_label_values(&[&spec.strategy, "model"]),
-            by_fallback: m.decisions.with_label_values(&[&spec.strategy, "fallback"]),
+            by_model: m
+                .decisions
+                .with_label_values(&[&spec.strategy, spec.role(), "model"]),
+            by_fallback: m
+                .decisions
+                .with_label_values(&[&spec.strategy, spec.role(), "fallback"]),
             metrics: m.clone(),
             spec,
             model: ArcSwapOption::empty(),
