@@ -264,8 +264,6 @@ pub async fn activate(
         router.routing_strategy_args.remove(kind.as_str());
     }
     point_at(&mut router.routing_strategy_args, &before)?;
-    settings::store(&mut *tx, &gateway).await?;
-    let version = changes::append(&mut tx, vec![DeltaOp::Settings(gateway)]).await?;
     let after = Version {
         active: true,
         mode: None,
@@ -273,20 +271,15 @@ pub async fn activate(
         sticky: None,
         ..before.clone()
     };
-    audit::record(
-        &mut *tx,
+    let version = publish(
+        tx,
         actor,
-        audit::Entry {
-            action: "routing_model.activate",
-            object_type: "routing_model",
-            object_id: &id.to_string(),
-            before: audit::json(&before),
-            after: audit::json(&after),
-            snapshot_version: Some(version),
-        },
+        gateway,
+        "routing_model.activate",
+        &before,
+        &after,
     )
     .await?;
-    tx.commit().await?;
     Ok((after, version))
 }
 
@@ -313,14 +306,14 @@ pub async fn start_experiment(
     changes::hold(&mut tx).await?;
     let before = locked(&mut *tx, id).await?;
     if before.active {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Conflict(format!(
             "routing model version {id} is the serving (active) one; evaluate another version"
         )));
     }
     let mut gateway = settings::load(&mut *tx).await?;
     let router = &mut gateway.router;
     if !matches!(router.routing_strategy, RoutingStrategy::LlmRouter(_)) {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Precondition(format!(
             "the gateway routes with `{}`: shadow and A/B evaluation need a learned \
              (llmrouter-*) strategy serving; activate a routing model version first",
             router.routing_strategy.name()
@@ -351,26 +344,11 @@ pub async fn start_experiment(
         kind.as_str().into(),
         Value::Object(experiment_args(&after)?),
     );
-    settings::store(&mut *tx, &gateway).await?;
-    let version = changes::append(&mut tx, vec![DeltaOp::Settings(gateway)]).await?;
     let action = match kind {
         Kind::Shadow => "routing_model.shadow",
         Kind::Ab => "routing_model.ab",
     };
-    audit::record(
-        &mut *tx,
-        actor,
-        audit::Entry {
-            action,
-            object_type: "routing_model",
-            object_id: &id.to_string(),
-            before: audit::json(&before),
-            after: audit::json(&after),
-            snapshot_version: Some(version),
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    let version = publish(tx, actor, gateway, action, &before, &after).await?;
     Ok((after, version))
 }
 
@@ -402,28 +380,13 @@ pub async fn stop_experiment(
     clear_mode(&mut *tx, kind).await?;
     let mut gateway = settings::load(&mut *tx).await?;
     gateway.router.routing_strategy_args.remove(kind.as_str());
-    settings::store(&mut *tx, &gateway).await?;
-    let version = changes::append(&mut tx, vec![DeltaOp::Settings(gateway)]).await?;
     let after = Version {
         mode: None,
         share: None,
         sticky: None,
         ..before.clone()
     };
-    audit::record(
-        &mut *tx,
-        actor,
-        audit::Entry {
-            action: "routing_model.stop",
-            object_type: "routing_model",
-            object_id: &before.id.to_string(),
-            before: audit::json(&before),
-            after: audit::json(&after),
-            snapshot_version: Some(version),
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    let version = publish(tx, actor, gateway, "routing_model.stop", &before, &after).await?;
     Ok((after, version))
 }
 
@@ -468,6 +431,36 @@ fn artifact_args(v: &Version) -> Result<Map<String, Value>, StoreError> {
     }
     args.insert("model_sha256".into(), v.sha256.clone().into());
     Ok(args)
+}
+
+/// Stores the changed gateway settings, sends them to data planes as one settings delta,
+/// audits `action` on the version (`before` → `after`) and commits; returns the delta's
+/// snapshot version.
+async fn publish(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    actor: &Actor,
+    gateway: routeiq_proto::GatewaySettings,
+    action: &'static str,
+    before: &Version,
+    after: &Version,
+) -> Result<u64, StoreError> {
+    settings::store(&mut *tx, &gateway).await?;
+    let version = changes::append(&mut tx, vec![DeltaOp::Settings(gateway)]).await?;
+    audit::record(
+        &mut *tx,
+        actor,
+        audit::Entry {
+            action,
+            object_type: "routing_model",
+            object_id: &before.id.to_string(),
+            before: audit::json(before),
+            after: audit::json(after),
+            snapshot_version: Some(version),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(version)
 }
 
 /// Points `routing_strategy_args` at `v`'s artifact, pinned by its sha256; other

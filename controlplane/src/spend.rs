@@ -40,6 +40,13 @@ pub struct Log {
     pub cache_hit: bool,
     /// A hit's: what the cached answer cost when it was made (USD).
     pub saved_cost: f64,
+    /// The learned router that decided: its manifest sha256, arm and candidate.
+    pub router_sha256: Option<String>,
+    pub router_arm: Option<String>,
+    pub router_candidate: Option<String>,
+    /// The shadow version's choice, never acted on.
+    pub shadow_sha256: Option<String>,
+    pub shadow_candidate: Option<String>,
 }
 
 /// Newest first.
@@ -67,7 +74,8 @@ pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, Sto
         "SELECT request_id, (EXTRACT(EPOCH FROM started_at) * 1000)::bigint AS started_at_ms,
                 encode(key_hash, 'hex') AS key_hash, team_id, user_id, model_group,
                 deployment_id, provider, prompt_tokens, completion_tokens, cost, latency_ms,
-                status, dataplane_id, end_user, cache_hit, saved_cost
+                status, dataplane_id, end_user, cache_hit, saved_cost, router_sha256,
+                router_arm, router_candidate, shadow_sha256, shadow_candidate
            FROM spend_logs
           WHERE {DIMENSIONS}
             AND ($5::bigint IS NULL OR started_at >= to_timestamp($5 / 1000.0))
@@ -100,6 +108,11 @@ pub async fn logs(pool: &PgPool, f: &Filter, page: Page) -> Result<Vec<Log>, Sto
                 end_user: r.try_get("end_user")?,
                 cache_hit: r.try_get("cache_hit")?,
                 saved_cost: r.try_get("saved_cost")?,
+                router_sha256: r.try_get("router_sha256")?,
+                router_arm: r.try_get("router_arm")?,
+                router_candidate: r.try_get("router_candidate")?,
+                shadow_sha256: r.try_get("shadow_sha256")?,
+                shadow_candidate: r.try_get("shadow_candidate")?,
             })
         })
         .collect()

@@ -191,7 +191,7 @@ def test_the_registry_shadows_ab_tests_reports_promotes_and_rolls_back(tmp_path,
         v1 = register(SERVING, activate=True)
         v2 = register(CHALLENGER)
         bad = admin.call("POST", "/routing_model/shadow", json={"id": v1["id"]})
-        assert bad.status_code == 400, bad.text
+        assert bad.status_code == 409 and "serving" in bad.json()["error"]["message"], bad.text
         shadowed = admin.ok("POST", "/routing_model/shadow", json={"id": v2["id"]})
         assert shadowed["mode"] == "shadow" and not shadowed["active"]
         wait_all_loaded(dp, 2)
@@ -215,6 +215,12 @@ def test_the_registry_shadows_ab_tests_reports_promotes_and_rolls_back(tmp_path,
         logged = {r[0]: r[1:] for r in rows}
         for call, serving, other in calls:
             assert logged[call] == (serving_sha, "serving", serving, challenger_sha, other), call
+        # The same through LiteLLM's /spend/logs.
+        listed = {l["request_id"]: l for l in admin.ok("GET", "/spend/logs", params={"model": "auto", "page_size": 1000})}
+        assert (listed[ids[1]]["router_sha256"], listed[ids[1]]["router_arm"],
+                listed[ids[1]]["router_candidate"], listed[ids[1]]["shadow_sha256"],
+                listed[ids[1]]["shadow_candidate"]) == (serving_sha, "serving", calls[1][1],
+                                                        challenger_sha, calls[1][2])
 
         # Feedback by call id: thumbs up where the serving version chose the first half's
         # candidates, a score elsewhere; a later one replaces an earlier one.

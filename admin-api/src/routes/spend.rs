@@ -69,6 +69,17 @@ pub struct SpendLogObject {
     pub cache_hit: bool,
     /// A cache hit's: what the cached answer cost when it was made (USD).
     pub saved_cost: f64,
+    /// The learned router version that decided (its artifact manifest's SHA-256), null
+    /// when no learned model decided.
+    pub router_sha256: Option<String>,
+    /// `serving`, or `ab` when the A/B version decided.
+    pub router_arm: Option<String>,
+    /// The candidate the learned router chose.
+    pub router_candidate: Option<String>,
+    /// The shadow version (its manifest's SHA-256) and what it would have chosen; never
+    /// acted on.
+    pub shadow_sha256: Option<String>,
+    pub shadow_candidate: Option<String>,
 }
 
 impl From<pb::SpendLog> for SpendLogObject {
@@ -96,6 +107,11 @@ impl From<pb::SpendLog> for SpendLogObject {
             end_user: non_empty(l.end_user),
             cache_hit: l.cache_hit,
             saved_cost: l.saved_cost,
+            router_sha256: non_empty(l.router_sha256),
+            router_arm: non_empty(l.router_arm),
+            router_candidate: non_empty(l.router_candidate),
+            shadow_sha256: non_empty(l.shadow_sha256),
+            shadow_candidate: non_empty(l.shadow_candidate),
         }
     }
 }

@@ -332,6 +332,11 @@ pub fn spend_log(l: spend::Log) -> pb::SpendLog {
         end_user: l.end_user.unwrap_or_default(),
         cache_hit: l.cache_hit,
         saved_cost: l.saved_cost,
+        router_sha256: l.router_sha256.unwrap_or_default(),
+        router_arm: l.router_arm.unwrap_or_default(),
+        router_candidate: l.router_candidate.unwrap_or_default(),
+        shadow_sha256: l.shadow_sha256.unwrap_or_default(),
+        shadow_candidate: l.shadow_candidate.unwrap_or_default(),
     }
 }
 

@@ -1109,7 +1109,7 @@ async fn routing_models_are_shadowed_ab_tested_scored_and_reported() {
     // Nothing learned serves yet: there is nothing to evaluate against.
     let early = rm::start_experiment(&pool, &actor, challenger.id, Mode::Shadow).await;
     assert!(
-        matches!(&early, Err(StoreError::Invalid(m)) if m.contains("llmrouter")),
+        matches!(&early, Err(StoreError::Precondition(m)) if m.contains("llmrouter")),
         "{early:?}"
     );
     rm::activate(&pool, &actor, serving.id).await.unwrap();
@@ -1140,7 +1140,7 @@ async fn routing_models_are_shadowed_ab_tested_scored_and_reported() {
     // Refused: the serving version, an unknown one, a share outside (0, 1).
     let of_serving = rm::start_experiment(&pool, &actor, serving.id, Mode::Shadow).await;
     assert!(
-        matches!(of_serving, Err(StoreError::Invalid(_))),
+        matches!(of_serving, Err(StoreError::Conflict(_))),
         "{of_serving:?}"
     );
     let unknown = rm::start_experiment(&pool, &actor, 999, Mode::Shadow).await;

@@ -378,6 +378,58 @@ mod tests {
         assert!((150..=350).contains(&both), "{both}");
     }
 
+    /// A shadow slot with nothing to load, the worker, and a query.
+    fn shadow() -> (Arc<super::super::Models>, Shadow, Arc<Chooser>) {
+        let models = Arc::new(super::super::Models::new(Arc::default()));
+        let settings = RouterSettings {
+            routing_strategy: RoutingStrategy::LlmRouter("llmrouter-knn".into()),
+            ..RouterSettings::default()
+        };
+        let spec = Spec::of(&settings).map(|mut s| {
+            s.challenger = true;
+            s
+        });
+        let slot = models.slot(spec.unwrap_or_else(|| unreachable!("a learned strategy")));
+        let queue = models.shadow_queue();
+        let shadow = Shadow::new(slot, queue.unwrap_or_else(|| unreachable!("worker")));
+        (models, shadow, Arc::new(Chooser::new(&settings, &[])))
+    }
+
+    #[test]
+    fn every_handed_over_request_is_settled_decided_or_not() {
+        let (_models, shadow, chooser) = shadow();
+        let query = Arc::new(Query::new("what is 2 + 2?".into()));
+        let cell = shadow.submit(&chooser, &[], &query);
+        let cell = cell.unwrap_or_else(|| unreachable!("the queue has room"));
+        // No model loaded: the worker settles the request without a decision.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cell.settled() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(cell.settled() && cell.get().is_none());
+        // Picked again (a retry): the same cell, not a second job.
+        let again = shadow.submit(&chooser, &[], &query);
+        assert!(again.is_some_and(|c| Arc::ptr_eq(&c, &cell)));
+        // Another router (a fallback group's) does not shadow the request again.
+        let other = Arc::new(Chooser::new(&RouterSettings::default(), &[]));
+        assert!(shadow.submit(&other, &[], &query).is_none());
+    }
+
+    #[test]
+    fn a_job_that_never_runs_settles_its_request() {
+        let (_models, shadow, chooser) = shadow();
+        let query = Arc::new(Query::new("hello".into()));
+        let job = Job {
+            chooser,
+            slot: Arc::clone(&shadow.slot),
+            candidates: Vec::new(),
+            query: Arc::clone(&query),
+        };
+        assert!(!query.shadow.settled());
+        drop(job);
+        assert!(query.shadow.settled() && query.shadow.get().is_none());
+    }
+
     #[test]
     fn unit_is_in_range() {
         for h in [0, 1, u64::MAX, 0x8000_0000_0000_0000] {
