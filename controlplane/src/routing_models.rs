@@ -294,7 +294,7 @@ pub async fn start_experiment(
     mode: Mode,
 ) -> Result<(Version, u64), StoreError> {
     if let Mode::Ab { share, .. } = mode {
-        if !(share > 0.0 && share < 1.0) {
+        if !routeiq_proto::is_ab_share(share) {
             return Err(StoreError::Invalid(format!(
                 "share must be between 0 and 1 (both excluded), got {share}"
             )));

@@ -33,7 +33,8 @@ pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
 pub use mcp::{McpAuth, McpServer, McpToolCost, McpTransport, OAuth2Client};
 pub use permission::ObjectPermission;
 pub use router::{
-    ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy, LEARNED_STRATEGIES,
+    is_ab_share, ErrorClass, Fallback, PerClass, RouterSettings, RoutingStrategy,
+    LEARNED_STRATEGIES,
 };
 pub use scopes::{Scope, ScopeKind};
 pub use secret::Secret;

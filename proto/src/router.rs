@@ -303,7 +303,7 @@ impl RouterSettings {
             }
             if key == "ab" {
                 let share = own.get("share").and_then(Value::as_f64);
-                if !share.is_some_and(|s| s.is_finite() && s > 0.0 && s < 1.0) {
+                if !share.is_some_and(is_ab_share) {
                     out.push(format!(
                         "{at}.share must be a number between 0 and 1 (exclusive); the ab version is off"
                     ));
@@ -578,6 +578,12 @@ impl RouterSettings {
         }
         m
     }
+}
+
+/// Whether `share` is an A/B version's share of the clients: strictly between 0 and 1 (the
+/// one rule of the config check, the data plane, the registry and the admin API).
+pub fn is_ab_share(share: f64) -> bool {
+    share > 0.0 && share < 1.0
 }
 
 /// The learned strategies' scalar arguments in `args` (`prefix`: where they are, under

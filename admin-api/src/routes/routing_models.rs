@@ -402,7 +402,7 @@ pub async fn ab(
     Extension(caller): Extension<Caller>,
     Body(req): Body<AbRoutingModelRequest>,
 ) -> ApiResult<Json<RoutingModelObject>> {
-    if !(req.share > 0.0 && req.share < 1.0) {
+    if !routeiq_proto::is_ab_share(req.share) {
         return Err(ApiError::bad_request(format!(
             "`share` must be strictly between 0 and 1, got {}",
             req.share

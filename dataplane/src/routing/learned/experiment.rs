@@ -103,7 +103,7 @@ impl Ab {
         let share = own
             .get("share")
             .and_then(Value::as_f64)
-            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1.0)?;
+            .filter(|s| routeiq_proto::is_ab_share(*s))?;
         let sticky = match own.get("sticky").and_then(Value::as_str) {
             Some("key") => Sticky::Key,
             _ => Sticky::User,
