@@ -109,7 +109,7 @@ impl From<tonic::Status> for ApiError {
             | Code::Unknown
             | Code::ResourceExhausted
             | Code::Unauthenticated => {
-                tracing::warn!(code = ?s.code(), message = %message, "control plane call failed");
+                tracing::warn!(code = ?s.code(), detail = %message, "control plane call failed");
                 return Self::unavailable(format!(
                     "the control plane is unavailable ({}); retry later",
                     describe(&s)
@@ -117,7 +117,7 @@ impl From<tonic::Status> for ApiError {
             }
             _ => {
                 // The detail stays in the log: it can describe stored data.
-                tracing::error!(code = ?s.code(), message = %message, "control plane error");
+                tracing::error!(code = ?s.code(), detail = %message, "control plane error");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error in the control plane; see its logs",

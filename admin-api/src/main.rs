@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     let tracing = Tracing::from_env("routeiq-admin");
+    routeiq_service::telemetry::export_logs("routeiq-admin");
     let app = routeiq_admin::app(cp, ServerSpans::new(tracing.as_ref(), Protocol::Http));
     let tls = args
         .tls
@@ -86,5 +87,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(t) = &tracing {
         t.flush();
     }
+    routeiq_service::telemetry::flush_logs();
     served
 }

@@ -142,6 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--nats (ROUTEIQ_NATS_URL) is required"))?;
     let tracing = Tracing::from_env("routeiq-controlplane");
+    routeiq_service::telemetry::export_logs("routeiq-controlplane");
     let (client, reconnects) = args.nats.connect(url, "routeiq-controlplane").await?;
     let streams = Arc::new(
         nats::ensure(
@@ -271,5 +272,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = &tracing {
         t.flush();
     }
+    routeiq_service::telemetry::flush_logs();
     Ok(())
 }

@@ -196,6 +196,7 @@ fn standalone(args: &Args, path: &Path, threads: usize, listeners: server::Liste
         Err(code) => return code,
     };
     let _in_runtime = rt.enter();
+    routeiq_service::telemetry::export_logs("routeiq-dataplane");
     let redis_url = args
         .redis_url
         .clone()
@@ -240,6 +241,7 @@ fn announce(app: &state::App, mode: &'static str, listeners: &server::Listeners,
         redis = app.cooldowns.is_some(),
         otlp = app.spans.is_some(),
         otlp_metrics = app.genai_metrics.is_some(),
+        otlp_logs = routeiq_service::telemetry::exporting_logs(),
         cache = live.cache.as_ref().map_or("off", |c| match (&c.kind, &c.semantic) {
             (_, Some(_)) => "semantic",
             (routeiq_proto::CacheKind::Local, None) => "local",
@@ -317,6 +319,7 @@ fn attached(args: &Args, url: &str, threads: usize, listeners: server::Listeners
         Err(code) => return code,
     };
     let _in_runtime = rt.enter();
+    routeiq_service::telemetry::export_logs("routeiq-dataplane");
     let shared = match redis_limits(
         args.redis_url.as_deref(),
         args.redis_tls_ca.as_deref(),

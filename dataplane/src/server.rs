@@ -134,7 +134,7 @@ impl ProxyHttp for Scrape {
 }
 
 /// The request's one structured line (target `routeiq.request`, level debug): ids and
-/// trace, model group, deployment, key (alias and hash prefix), team, user, tokens, cost,
+/// trace (as fields, and as the OTLP log record's context), model group, deployment, key (alias and hash prefix), team, user, tokens, cost,
 /// latency parts, cache, status and error class. Never content or a secret.
 fn log_request(ctx: &RequestCtx) {
     // The request's span; without one, the caller's trace (and no span of ours).
@@ -144,6 +144,9 @@ fn log_request(ctx: &RequestCtx) {
         .or(ctx.traceparent.as_deref())
         .map_or("", |t| t.trace_id.as_str());
     let span_id = own.as_ref().map_or("", |t| t.parent_id.as_str());
+    // The request's span is the current context while the line is logged, so an OTLP log
+    // record of it carries the trace and span.
+    let _in_span = own.as_ref().map(|t| t.context().attach());
     let key = ctx.key.as_deref();
     let usage = ctx.usage.unwrap_or_default();
     let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);

@@ -1,6 +1,11 @@
-//! Telemetry the three binaries share: their logs (text, or JSON lines), the OTLP span and
-//! metric exporters set up from the standard `OTEL_*` variables, W3C trace context, and a
-//! server span per HTTP or gRPC call ([`ServerSpans`]).
+//! Telemetry the three binaries share: their logs (text or JSON lines, and OTLP), the OTLP
+//! span and metric exporters set up from the standard `OTEL_*` variables, W3C trace
+//! context, and a server span per HTTP or gRPC call ([`ServerSpans`]).
+
+mod logs;
+mod otlp;
+
+pub use logs::{export_logs, exporting_logs, flush_logs, init_logging};
 
 use std::cell::Cell;
 use std::future::Future;
@@ -14,36 +19,6 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer, SdkTracerProvider};
-
-/// Logs to stderr with the `ROUTEIQ_LOG` filter (`default` when it is unset). As JSON lines
-/// when `ROUTEIQ_LOG_FORMAT=json` (or LiteLLM's `JSON_LOGS=true`), one object per event
-/// with its fields at the top level; otherwise as text, in colour only on a terminal.
-pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROUTEIQ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json_logs() {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
-}
-
-fn json_logs() -> bool {
-    let set = |k: &str, yes: &[&str]| {
-        std::env::var(k).is_ok_and(|v| yes.iter().any(|y| v.trim().eq_ignore_ascii_case(y)))
-    };
-    set("ROUTEIQ_LOG_FORMAT", &["json"]) || set("JSON_LOGS", &["true", "1"])
-}
 
 /// The OTLP span exporter and the tracer of one service. Spans are sent in batches by a task
 /// on the Tokio runtime this was built on, never on a request's path; the sampler is the
@@ -62,10 +37,7 @@ impl Tracing {
         if !exporting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER") {
             return None;
         }
-        let exporter = match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-        {
+        let exporter = match otlp::span_exporter() {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "OTLP span exporter not set up; no traces");
@@ -141,10 +113,7 @@ impl OtlpMetrics {
         ) {
             return None;
         }
-        let exporter = match opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .build()
-        {
+        let exporter = match otlp::metric_exporter() {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "OTLP metric exporter not set up; no OTLP metrics");

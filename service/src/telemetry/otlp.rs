@@ -1,0 +1,141 @@
+//! The OTLP exporters of the three signals, over gRPC or HTTP/protobuf as the standard
+//! variables choose: `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL`, else
+//! `OTEL_EXPORTER_OTLP_PROTOCOL`, else gRPC (RouteIQ's default since its first release;
+//! the specification's is `http/protobuf`). Endpoints, headers, timeouts and compression
+//! come from the same variables, read by `opentelemetry-otlp`.
+
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_otlp::{
+    LogExporter, MetricExporter, Protocol, SpanExporter, WithExportConfig, WithHttpConfig,
+};
+
+/// How one signal goes to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// One signal's variables.
+struct Signal {
+    protocol: &'static str,
+    timeout: &'static str,
+}
+
+const TRACES: Signal = Signal {
+    protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    timeout: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+};
+const METRICS: Signal = Signal {
+    protocol: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    timeout: "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+};
+const LOGS: Signal = Signal {
+    protocol: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    timeout: "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
+};
+
+/// The transport `value` names (`grpc` or `http/protobuf`); an error naming the values
+/// RouteIQ takes otherwise (`http/json` included: it is not built in).
+fn transport_named(var: &str, value: &str) -> Result<Transport, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "grpc" => Ok(Transport::Grpc),
+        "http/protobuf" => Ok(Transport::HttpProtobuf),
+        other => Err(format!(
+            "{var}={other:?} is not a protocol RouteIQ exports with; use grpc or http/protobuf"
+        )),
+    }
+}
+
+fn transport(signal: &Signal) -> Result<Transport, String> {
+    let set = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    for var in [signal.protocol, "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Some(v) = set(var) {
+            return transport_named(var, &v);
+        }
+    }
+    Ok(Transport::Grpc)
+}
+
+/// The export timeout: the signal's variable, else `OTEL_EXPORTER_OTLP_TIMEOUT`, in
+/// milliseconds; 10 s by default.
+fn timeout(signal: &Signal) -> Duration {
+    [signal.timeout, "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
+}
+
+/// The HTTP client of an HTTP/protobuf exporter: hyper on the exporter's Tokio runtime,
+/// `https://` endpoints verified against the system's roots (as the gRPC exporter's are
+/// not configured for TLS, an `https://` collector needs this transport).
+fn http_client(signal: &Signal) -> Result<HyperClient<HttpsConnector<HttpConnector>>, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("no TLS roots for the OTLP/HTTP client: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(HyperClient::new(connector, timeout(signal), None))
+}
+
+pub(super) fn span_exporter() -> Result<SpanExporter, String> {
+    let built = match transport(&TRACES)? {
+        Transport::Grpc => SpanExporter::builder().with_tonic().build(),
+        Transport::HttpProtobuf => SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(http_client(&TRACES)?)
+            .build(),
+    };
+    built.map_err(|e| e.to_string())
+}
+
+pub(super) fn metric_exporter() -> Result<MetricExporter, String> {
+    let built = match transport(&METRICS)? {
+        Transport::Grpc => MetricExporter::builder().with_tonic().build(),
+        Transport::HttpProtobuf => MetricExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(http_client(&METRICS)?)
+            .build(),
+    };
+    built.map_err(|e| e.to_string())
+}
+
+pub(super) fn log_exporter() -> Result<LogExporter, String> {
+    let built = match transport(&LOGS)? {
+        Transport::Grpc => LogExporter::builder().with_tonic().build(),
+        Transport::HttpProtobuf => LogExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(http_client(&LOGS)?)
+            .build(),
+    };
+    built.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_are_named_as_the_specification_names_them() {
+        let v = "OTEL_EXPORTER_OTLP_PROTOCOL";
+        assert_eq!(transport_named(v, "grpc"), Ok(Transport::Grpc));
+        assert_eq!(
+            transport_named(v, " HTTP/protobuf "),
+            Ok(Transport::HttpProtobuf)
+        );
+        let e = transport_named(v, "http/json").unwrap_err();
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && e.contains("grpc or http/protobuf"),
+            "{e}"
+        );
+        assert!(transport_named(v, "otlp").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+"""OTLP transports and logs: the services export over HTTP/protobuf when
+`OTEL_EXPORTER_OTLP_PROTOCOL` says so, and their log events go out as OTLP log records
+(and JSON lines) carrying the trace and span of the call they were logged in."""
+
+import json
+import os
+import time
+
+import httpx
+from conftest import BIN_DIR, MASTER_KEY, Process, free_port, wait_http
+from otlp import OtlpHttpReceiver, OtlpReceiver, attributes
+from test_tracing import CALLER, ask, start_gateway, tree_of
+
+SECRETS = (MASTER_KEY, "sk-provider-secret-9f2")
+
+
+def wait_for(what: str, find, timeout: float = 15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no {what}")
+
+
+def test_spans_metrics_and_logs_go_out_over_http_protobuf(mock_provider, tmp_path):
+    """`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`: the data plane posts its spans, GenAI
+    metrics and log records to the collector's `/v1/traces`, `/v1/metrics` and `/v1/logs`
+    as protobuf, with `OTEL_EXPORTER_OTLP_HEADERS`. The request's log record is in the
+    request's trace and span; no record carries a key or the provider's secret."""
+    receiver = OtlpHttpReceiver()
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port,
+                           OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+                           OTEL_EXPORTER_OTLP_HEADERS="x-collector-tenant=t1",
+                           OTEL_METRIC_EXPORT_INTERVAL="200", OTEL_BLRP_SCHEDULE_DELAY="100",
+                           ROUTEIQ_LOG="info,routeiq.request=debug")
+    try:
+        r, sent = ask(url, mock_provider, CALLER)
+        call_id = r.headers["x-litellm-call-id"]
+        route, children = tree_of(receiver, call_id)
+        _, trace, caller_span, _ = CALLER.split("-")
+        assert route.trace_id.hex() == trace and route.parent_span_id.hex() == caller_span
+        assert any(c.name.startswith("chat ") for c in children)
+        usage = wait_for("token usage metric", lambda: receiver.metric("gen_ai.client.token.usage"))
+        assert usage.histogram.data_points
+
+        def request_record():
+            return [lr for svc, lr in receiver.log_records()
+                    if svc == "routeiq-dataplane" and attributes(lr).get("request_id") == call_id]
+        [record] = wait_for("request log record", request_record)
+        assert record.body.string_value == "request"
+        assert record.trace_id == route.trace_id and record.span_id == route.span_id
+        assert record.severity_text == "DEBUG"
+        a = attributes(record)
+        assert a["model_group"] == "gpt-upstream" and a["status"] == 200
+        # The startup summary is exported too, outside any trace.
+        startup = [lr for svc, lr in receiver.log_records() if "serving" in lr.body.string_value]
+        assert startup and not startup[0].trace_id
+    finally:
+        p.stop()
+        receiver.stop()
+    paths = {path for path, _ in receiver.requests}
+    assert paths == {"/v1/traces", "/v1/metrics", "/v1/logs"}, paths
+    for _, headers in receiver.requests:
+        assert headers.get("content-type") == "application/x-protobuf"
+        assert headers.get("x-collector-tenant") == "t1"
+    exported = "".join(str(lr) for _, lr in receiver.log_records())
+    for secret in SECRETS:
+        assert secret not in exported
+
+
+def test_a_protocol_the_gateway_does_not_speak_is_named_and_nothing_is_exported(mock_provider, tmp_path):
+    """`http/json` is not built in: the gateway says so at startup, still serves, and sends
+    the collector nothing."""
+    receiver = OtlpHttpReceiver()
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port, OTEL_EXPORTER_OTLP_PROTOCOL="http/json")
+    try:
+        ask(url, mock_provider, None)
+        time.sleep(0.5)
+    finally:
+        p.stop()
+        receiver.stop()
+    log = p.output()
+    assert 'OTEL_EXPORTER_OTLP_PROTOCOL="http/json" is not a protocol RouteIQ exports with' in log, log
+    assert receiver.requests == []
+
+
+def test_an_admin_calls_log_lines_carry_its_trace_in_json_and_in_otlp(tmp_path):
+    """The admin API in front of a control plane that is not there: a traced call is
+    answered 503 and its warning is logged inside the call's server span, as a JSON line
+    with the span's `trace_id` and `span_id`, and as an OTLP/gRPC log record in that span."""
+    receiver = OtlpReceiver()
+    port, dead = free_port(), free_port()
+    env = dict(os.environ, ROUTEIQ_LOG_FORMAT="json", ROUTEIQ_LOG="info",
+               OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+               OTEL_BSP_SCHEDULE_DELAY="100", OTEL_BLRP_SCHEDULE_DELAY="100")
+    admin = Process([str(BIN_DIR / "routeiq-admin"), "--listen", f"127.0.0.1:{port}",
+                     "--controlplane", f"http://127.0.0.1:{dead}", "--timeout-ms", "500"],
+                    tmp_path / "admin.log", env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/liveliness", admin.proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/key/generate", json={}, timeout=10,
+                       headers={"Authorization": f"Bearer {MASTER_KEY}", "traceparent": CALLER})
+        assert r.status_code == 503, r.text
+        _, trace, caller_span, _ = CALLER.split("-")
+        [span] = wait_for("admin span", lambda: [s for svc, s in receiver.service_spans()
+                                                 if svc == "routeiq-admin" and s.name == "POST /key/generate"])
+        assert span.trace_id.hex() == trace and span.parent_span_id.hex() == caller_span
+
+        def warning_record():
+            return [lr for svc, lr in receiver.log_records()
+                    if svc == "routeiq-admin" and lr.body.string_value == "control plane call failed"]
+        [record] = wait_for("warning log record", warning_record)
+        assert record.trace_id == span.trace_id and record.span_id == span.span_id
+        assert record.severity_text == "WARN"
+    finally:
+        admin.stop()
+        receiver.stop()
+    lines = [json.loads(line) for line in admin.output().splitlines() if line.strip()]
+    [warning] = [line for line in lines if line.get("message") == "control plane call failed"]
+    assert warning["level"] == "WARN" and warning["target"].startswith("routeiq_admin")
+    assert warning["trace_id"] == trace and warning["span_id"] == span.span_id.hex()
+    # Lines logged outside any call carry no trace.
+    serving = [line for line in lines if line.get("message") == "admin API serving"]
+    assert serving and "trace_id" not in serving[0]
+    assert MASTER_KEY not in admin.output()
