@@ -385,6 +385,17 @@ def test_component_wiring():
     assert env["ROUTEIQ_GRPC_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "grpc-token"
 
 
+def test_otlp_endpoint_and_protocol_reach_the_data_plane():
+    env = env_of(pod_spec(named(render(), "Deployment", f"{PREFIX}-dataplane"))["containers"][0])
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env and "OTEL_EXPORTER_OTLP_PROTOCOL" not in env
+    docs = render(None, "dataplane.otlp.endpoint=http://collector:4318",
+                  "dataplane.otlp.protocol=http/protobuf", "dataplane.otlp.port=4318")
+    env = env_of(pod_spec(named(docs, "Deployment", f"{PREFIX}-dataplane"))["containers"][0])
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://collector:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "http/protobuf"
+    assert "/dataplane/otlp/protocol" in render_error("dataplane.otlp.protocol=http/json")
+
+
 # --- the migration Job -------------------------------------------------------------------
 
 
