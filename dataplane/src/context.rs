@@ -117,6 +117,7 @@ impl RequestCtx {
             input_tokens: worst.prompt,
             output_tokens: worst.completion,
             cached_input_tokens: 0,
+            ..Usage::default()
         });
         self.hold(app, live, cost, worst.tokens()).await
     }

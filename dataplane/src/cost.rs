@@ -23,6 +23,9 @@ pub struct Prices {
     pub output: f64,
     /// A prompt token read from the provider's cache.
     pub cached_input: f64,
+    /// A prompt token written to the provider's cache (LiteLLM's
+    /// `cache_creation_input_token_cost`).
+    pub cache_write_input: f64,
     /// A search (Cohere's rerank `search_units`), USD.
     pub per_query: f64,
     /// A generated image (`output_cost_per_image`), USD.
@@ -36,8 +39,12 @@ pub struct Prices {
 impl Prices {
     pub fn of(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
-        (usage.input_tokens - cached) as f64 * self.input
+        let written = usage
+            .cache_write_input_tokens
+            .min(usage.input_tokens - cached);
+        (usage.input_tokens - cached - written) as f64 * self.input
             + cached as f64 * self.cached_input
+            + written as f64 * self.cache_write_input
             + usage.output_tokens as f64 * self.output
     }
 }
@@ -45,7 +52,8 @@ impl Prices {
 const M: f64 = 1e-6;
 
 /// Public list prices in USD per million tokens (input, output, cached input: a prompt
-/// token read from the provider's prompt cache), for the common models.
+/// token read from the provider's prompt cache), for the common models. A prompt token
+/// written to the cache costs the input price, except on Claude models ([`builtin`]).
 const TABLE: &[(&str, f64, f64, f64)] = &[
     ("gpt-4o", 2.50, 10.00, 1.25),
     ("gpt-4o-mini", 0.15, 0.60, 0.075),
@@ -158,10 +166,18 @@ pub fn builtin(model: &str) -> Option<Prices> {
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '@', ':']))
         })
         .max_by_key(|(name, ..)| name.len())
-        .map(|&(_, input, output, cached)| Prices {
+        .map(|&(name, input, output, cached)| Prices {
             input: input * M,
             output: output * M,
             cached_input: cached * M,
+            // Anthropic's price for a write to its 5-minute cache: 1.25 times the input's.
+            cache_write_input: input
+                * M
+                * if name.starts_with("claude") {
+                    1.25
+                } else {
+                    1.0
+                },
             ..Prices::default()
         })
 }
@@ -206,6 +222,7 @@ impl PriceFile {
             input_cost_per_token: Option<f64>,
             output_cost_per_token: Option<f64>,
             cache_read_input_token_cost: Option<f64>,
+            cache_creation_input_token_cost: Option<f64>,
             input_cost_per_query: Option<f64>,
             output_cost_per_image: Option<f64>,
             input_cost_per_second: Option<f64>,
@@ -245,6 +262,8 @@ impl PriceFile {
                             input,
                             output: output.unwrap_or(0.0),
                             cached_input: valid(e.cache_read_input_token_cost).unwrap_or(input),
+                            cache_write_input: valid(e.cache_creation_input_token_cost)
+                                .unwrap_or(input),
                             per_query: per_query.unwrap_or(0.0),
                             per_image: per_image.unwrap_or(0.0),
                             per_second: per_second.unwrap_or(0.0),
@@ -335,12 +354,20 @@ pub fn prices(d: &Deployment, file: &PriceFile) -> Prices {
             .and_then(serde_json::Value::as_f64)
             .filter(|p| p.is_finite() && *p >= 0.0)
     };
+    // As the cached price: a deployment's own input price brings no markup of the table's.
+    let cache_write_input =
+        own("cache_creation_input_token_cost").unwrap_or(if info.input_cost_per_token.is_some() {
+            input
+        } else {
+            table.cache_write_input
+        });
     let per_query = own("input_cost_per_query").unwrap_or(table.per_query);
     let per_image = own("output_cost_per_image").unwrap_or(table.per_image);
     Prices {
         input,
         output: info.output_cost_per_token.unwrap_or(table.output),
         cached_input,
+        cache_write_input,
         per_query,
         per_image,
         per_second: own("input_cost_per_second").unwrap_or(table.per_second),
@@ -408,6 +435,7 @@ mod tests {
             input_tokens: 1_000_000,
             output_tokens: 1_000_000,
             cached_input_tokens: 0,
+            ..Usage::default()
         });
         assert!((cost - 0.75).abs() < 1e-9, "{cost}");
         // Half the prompt from the cache: 0.5M × 0.15 + 0.5M × 0.075 + 1M × 0.60 per 1M.
@@ -415,7 +443,51 @@ mod tests {
             input_tokens: 1_000_000,
             output_tokens: 1_000_000,
             cached_input_tokens: 500_000,
+            ..Usage::default()
         });
         assert!((cost - 0.7125).abs() < 1e-9, "{cost}");
+    }
+
+    #[test]
+    fn cache_writes_cost_what_the_provider_charges_for_them() {
+        // Claude: 2M prompt tokens, 1M read from the cache, 0.5M written to it, 0.5M plain:
+        // 0.5 × 3 + 1 × 0.30 + 0.5 × 3.75, and 1M out × 15.
+        let usage = Usage {
+            input_tokens: 2_000_000,
+            output_tokens: 1_000_000,
+            cached_input_tokens: 1_000_000,
+            cache_write_input_tokens: 500_000,
+            reasoning_tokens: 0,
+        };
+        let cost = builtin("claude-sonnet-4-5").unwrap_or_default().of(&usage);
+        assert!((cost - (1.5 + 0.3 + 1.875 + 15.0)).abs() < 1e-9, "{cost}");
+        // Elsewhere a write costs the input price.
+        let p = builtin("gpt-4o").unwrap_or_default();
+        assert_eq!(p.cache_write_input, p.input);
+        // The price file's own, else its input price; a deployment's own, else its input.
+        let file = PriceFile::parse(
+            r#"{"claude-x": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
+                             "cache_creation_input_token_cost": 1.5e-6},
+                "other": {"input_cost_per_token": 1e-6}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            file.get("anthropic", "claude-x").unwrap().cache_write_input,
+            1.5e-6
+        );
+        assert_eq!(file.get("openai", "other").unwrap().cache_write_input, 1e-6);
+        let mut d = Deployment {
+            provider: routeiq_proto::ProviderKind::Anthropic,
+            upstream_model: "claude-sonnet-4-5".into(),
+            ..Deployment::mock("d", "d")
+        };
+        assert!((prices(&d, &PriceFile::default()).cache_write_input - 3.75 * M).abs() < 1e-15);
+        d.model_info.input_cost_per_token = Some(2e-6);
+        assert_eq!(prices(&d, &PriceFile::default()).cache_write_input, 2e-6);
+        d.model_info.extra.insert(
+            "cache_creation_input_token_cost".into(),
+            serde_json::json!(4e-6),
+        );
+        assert_eq!(prices(&d, &PriceFile::default()).cache_write_input, 4e-6);
     }
 }

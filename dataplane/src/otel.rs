@@ -384,11 +384,22 @@ impl AttemptSpan {
                 u.output_tokens as i64,
             ));
         }
-        if let Some(u) = ctx.usage.filter(|u| u.cached_input_tokens > 0) {
-            self.span.set_attribute(KeyValue::new(
-                "gen_ai.usage.cache_read.input_tokens",
-                u.cached_input_tokens as i64,
-            ));
+        if let Some(u) = &ctx.usage {
+            for (name, n) in [
+                (
+                    "gen_ai.usage.cache_read.input_tokens",
+                    u.cached_input_tokens,
+                ),
+                (
+                    "gen_ai.usage.cache_creation.input_tokens",
+                    u.cache_write_input_tokens,
+                ),
+                ("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens),
+            ] {
+                if n > 0 {
+                    self.span.set_attribute(KeyValue::new(name, n as i64));
+                }
+            }
         }
         if let Some(a) = self.answer.take() {
             self.span.set_attributes(a.attributes());

@@ -654,7 +654,7 @@ impl App {
         shared: Option<Arc<crate::limits::shared::Shared>>,
     ) -> prometheus::Result<Self> {
         let metrics = Metrics::new()?;
-        metrics.set_snapshot_version(state.version);
+        metrics.snapshot_served(&state);
         if let Some(s) = &shared {
             metrics.register(Box::new(s.fallbacks.clone()))?;
             metrics.register(Box::new(s.up.clone()))?;
@@ -704,7 +704,7 @@ impl App {
 
     /// Swaps in a prepared state.
     pub fn store(&self, state: LiveState) {
-        self.metrics.set_snapshot_version(state.version);
+        self.metrics.snapshot_served(&state);
         self.cache.configure(state.cache.as_deref());
         self.upstream.egress.set(state.egress.clone());
         self.live.store(Arc::new(state));

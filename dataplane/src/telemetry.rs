@@ -209,6 +209,26 @@ const DEPLOYMENT_REQUESTS: &[&str] = &[
     "client_ip",
     "user_agent",
 ];
+/// `litellm_provider_cache_read_input_tokens_metric_total` and its creation twin.
+const PROVIDER_CACHE: &[&str] = &[
+    "model",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "end_user",
+    "user",
+    "model_id",
+    "api_provider",
+];
+/// `litellm_deployment_rpm_limit` and `litellm_deployment_tpm_limit`.
+const DEPLOYMENT_LIMIT: &[&str] = &[
+    "model_group",
+    "litellm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+];
 const DEPLOYMENT_STATE: &[&str] = &["litellm_model_name", "model_id", "api_base", "api_provider"];
 const DEPLOYMENT_FAILURES: &[&str] = &[
     "model_group",
@@ -263,6 +283,9 @@ pub struct Metrics {
     /// Requests admitted while their key's spend was past its `soft_budget`.
     pub soft_budget_exceeded: IntCounter,
     deployment_state: IntGaugeVec,
+    /// `litellm_deployment_rpm_limit` and `litellm_deployment_tpm_limit`: each deployment's
+    /// configured `rpm` and `tpm`, as of the snapshot served.
+    deployment_limits: [IntGaugeVec; 2],
     deployment_failures: IntCounterVec,
     cooled_down: IntCounterVec,
     retries: IntCounterVec,
@@ -356,6 +379,17 @@ impl BudgetGauges {
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
     let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn int_gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
 }
@@ -454,6 +488,20 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            deployment_limits: [
+                int_gauge(
+                    &r,
+                    "litellm_deployment_rpm_limit",
+                    "A deployment's configured requests per minute (rpm)",
+                    DEPLOYMENT_LIMIT,
+                )?,
+                int_gauge(
+                    &r,
+                    "litellm_deployment_tpm_limit",
+                    "A deployment's configured tokens per minute (tpm)",
+                    DEPLOYMENT_LIMIT,
+                )?,
+            ],
             deployment_failures: counter(
                 &r,
                 "litellm_deployment_failure_responses_total",
@@ -608,9 +656,31 @@ impl Metrics {
         .inc();
     }
 
-    pub fn set_snapshot_version(&self, v: u64) {
+    /// What depends on the snapshot served: its version, and the deployments' limits (a
+    /// deployment gone, or without its limit any more, leaves no series behind).
+    pub fn snapshot_served(&self, state: &crate::state::LiveState) {
         self.snapshot_version
-            .set(i64::try_from(v).unwrap_or(i64::MAX));
+            .set(i64::try_from(state.version).unwrap_or(i64::MAX));
+        let [rpm, tpm] = &self.deployment_limits;
+        rpm.reset();
+        tpm.reset();
+        for d in state.compiled() {
+            let d = &d.deployment;
+            let labels = [
+                d.model_name.as_str(),
+                d.upstream_model.as_str(),
+                d.id.0.as_str(),
+                or_none(&d.api_base),
+                d.provider.as_str(),
+            ];
+            for (gauge, limit) in [(rpm, d.rpm), (tpm, d.tpm)] {
+                if let Some(l) = limit {
+                    gauge
+                        .with_label_values(&labels)
+                        .set(i64::try_from(l).unwrap_or(i64::MAX));
+                }
+            }
+        }
     }
 
     /// Counts a request in `litellm_in_flight_requests` until the returned guard drops.
@@ -654,13 +724,21 @@ impl Metrics {
         if let Some(cost) = ctx.cost().filter(|c| *c > 0.0) {
             served.spend.inc_by(cost);
         }
-        // A hit's tokens are the cache's (`litellm_cached_tokens_metric`), not a provider's.
+        // A hit's tokens are the cache's (`litellm_cached_tokens_metric_total`), not a provider's.
         if let Some(u) = ctx.usage.filter(|_| !ctx.cache_hit()) {
             served.input_tokens.inc_by(u.input_tokens);
             served.output_tokens.inc_by(u.output_tokens);
             served.total_tokens.inc_by(u.total());
-            if u.cached_input_tokens > 0 {
-                served.cached_input_tokens.inc_by(u.cached_input_tokens);
+            for (counter, n) in [
+                (&served.cached_input_tokens, u.cached_input_tokens),
+                (&served.provider_cache_read, u.cached_input_tokens),
+                (&served.cache_creation_tokens, u.cache_write_input_tokens),
+                (&served.provider_cache_creation, u.cache_write_input_tokens),
+                (&served.reasoning_tokens, u.reasoning_tokens),
+            ] {
+                if n > 0 {
+                    counter.inc_by(n);
+                }
             }
             if u.output_tokens > 0 {
                 let took = ctx
@@ -704,6 +782,10 @@ struct Families {
     output_tokens: IntCounterVec,
     total_tokens: IntCounterVec,
     cached_input_tokens: IntCounterVec,
+    cache_creation_tokens: IntCounterVec,
+    reasoning_tokens: IntCounterVec,
+    provider_cache_read: IntCounterVec,
+    provider_cache_creation: IntCounterVec,
     latency: HistogramVec,
     llm_latency: HistogramVec,
     ttft: HistogramVec,
@@ -764,6 +846,30 @@ impl Families {
                 "litellm_input_cached_tokens_metric_total",
                 "Input tokens the provider read from its prompt cache",
                 TOKEN_DETAILS,
+            )?,
+            cache_creation_tokens: counter(
+                &r,
+                "litellm_input_cache_creation_tokens_metric_total",
+                "Input tokens written to the provider's prompt cache",
+                TOKEN_DETAILS,
+            )?,
+            reasoning_tokens: counter(
+                &r,
+                "litellm_output_reasoning_tokens_metric_total",
+                "Output tokens the model spent reasoning",
+                TOKEN_DETAILS,
+            )?,
+            provider_cache_read: counter(
+                &r,
+                "litellm_provider_cache_read_input_tokens_metric_total",
+                "Input tokens the provider read from its prompt cache",
+                PROVIDER_CACHE,
+            )?,
+            provider_cache_creation: counter(
+                &r,
+                "litellm_provider_cache_creation_input_tokens_metric_total",
+                "Input tokens the provider wrote to its prompt cache",
+                PROVIDER_CACHE,
             )?,
             latency: histogram(
                 &r,
@@ -911,6 +1017,10 @@ struct Served {
     output_tokens: IntCounter,
     total_tokens: IntCounter,
     cached_input_tokens: IntCounter,
+    cache_creation_tokens: IntCounter,
+    reasoning_tokens: IntCounter,
+    provider_cache_read: IntCounter,
+    provider_cache_creation: IntCounter,
     llm_latency: Histogram,
     ttft: Histogram,
     overhead: Histogram,
@@ -962,6 +1072,17 @@ impl Series {
             ])
         });
         let served = served(ctx).then(|| {
+            let provider_cache = [
+                &l.model,
+                &l.hashed_api_key,
+                &l.alias,
+                &l.team,
+                NONE,
+                NONE,
+                &l.user,
+                &l.model_id,
+                &l.provider,
+            ];
             let tokens = [
                 NONE,
                 &l.hashed_api_key,
@@ -1063,6 +1184,12 @@ impl Series {
                 output_tokens: f.output_tokens.with_label_values(&tokens),
                 total_tokens: f.total_tokens.with_label_values(&tokens),
                 cached_input_tokens: f.cached_input_tokens.with_label_values(&tokens[..11]),
+                cache_creation_tokens: f.cache_creation_tokens.with_label_values(&tokens[..11]),
+                reasoning_tokens: f.reasoning_tokens.with_label_values(&tokens[..11]),
+                provider_cache_read: f.provider_cache_read.with_label_values(&provider_cache),
+                provider_cache_creation: f
+                    .provider_cache_creation
+                    .with_label_values(&provider_cache),
                 llm_latency: f.llm_latency.with_label_values(&llm),
                 ttft: f.ttft.with_label_values(&llm),
                 overhead: f.overhead.with_label_values(&[
@@ -1212,6 +1339,7 @@ mod tests {
             input_tokens: 2,
             output_tokens: 3,
             cached_input_tokens: 0,
+            ..crate::usage::Usage::default()
         });
         m.observe(&ctx);
         let text = String::from_utf8(m.render()).unwrap();
@@ -1328,6 +1456,7 @@ mod tests {
             input_tokens: 5,
             output_tokens: 7,
             cached_input_tokens: 0,
+            ..crate::usage::Usage::default()
         });
         m.observe(&ctx);
         let text = String::from_utf8(m.render()).unwrap();

@@ -83,8 +83,8 @@ def test_identical_request_hits_with_the_same_bytes(mock, gateway):
     assert other.headers["x-routeiq-cache"] == "miss"
     assert other.headers["x-litellm-cache-key"] != key
     metrics = httpx.get(f"{g.url}/metrics").text
-    assert 'litellm_cache_hits_metric{model="gpt"} 1' in metrics
-    assert 'litellm_cache_misses_metric{model="gpt"} 2' in metrics
+    assert 'litellm_cache_hits_metric_total{model="gpt"} 1' in metrics
+    assert 'litellm_cache_misses_metric_total{model="gpt"} 2' in metrics
 
 
 def test_openai_stream_hit_replays_every_chunk(mock, gateway):

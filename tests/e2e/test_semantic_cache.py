@@ -89,7 +89,7 @@ def test_a_paraphrase_hits_and_a_different_question_does_not(mock, gateway):
     assert "x-litellm-semantic-similarity" not in other.headers
     assert upstream_calls(mock, "cache-gpt") == before + 2
     assert metric(g, "routeiq_cache_semantic_similarity_count") >= 2
-    assert metric(g, "litellm_cache_hits_metric", model="gpt") == 1
+    assert metric(g, "litellm_cache_hits_metric_total", model="gpt") == 1
 
 
 def test_semantic_hits_stream_through_the_sdks(mock, gateway):

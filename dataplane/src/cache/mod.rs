@@ -147,7 +147,9 @@ impl Entry {
         }
     }
 
-    const MAGIC: &'static [u8; 4] = b"RQC2";
+    const MAGIC: &'static [u8; 4] = b"RQC3";
+    /// The format before usage recorded cache writes and reasoning tokens (read as none).
+    const MAGIC_V2: &'static [u8; 4] = b"RQC2";
     /// The format before answers recorded their partition (read as having none).
     const MAGIC_V1: &'static [u8; 4] = b"RQC1";
 
@@ -164,6 +166,8 @@ impl Entry {
                 b.put_u64(u.input_tokens);
                 b.put_u64(u.output_tokens);
                 b.put_u64(u.cached_input_tokens);
+                b.put_u64(u.cache_write_input_tokens);
+                b.put_u64(u.reasoning_tokens);
             }
             None => b.put_u8(0),
         }
@@ -196,9 +200,10 @@ impl Entry {
     pub fn decode(mut b: Bytes) -> Option<Self> {
         let need = |b: &Bytes, n: usize| (b.remaining() >= n).then_some(());
         need(&b, 4 + 8 * 3 + 1)?;
-        let v1 = match &b.split_to(4)[..] {
-            m if m == Self::MAGIC => false,
-            m if m == Self::MAGIC_V1 => true,
+        let version = match &b.split_to(4)[..] {
+            m if m == Self::MAGIC => 3,
+            m if m == Self::MAGIC_V2 => 2,
+            m if m == Self::MAGIC_V1 => 1,
             _ => return None,
         };
         let created_ms = b.get_u64();
@@ -207,16 +212,22 @@ impl Entry {
         let usage = match b.get_u8() {
             0 => None,
             _ => {
-                need(&b, 24)?;
-                Some(Usage {
+                need(&b, if version >= 3 { 40 } else { 24 })?;
+                let mut u = Usage {
                     input_tokens: b.get_u64(),
                     output_tokens: b.get_u64(),
                     cached_input_tokens: b.get_u64(),
-                })
+                    ..Usage::default()
+                };
+                if version >= 3 {
+                    u.cache_write_input_tokens = b.get_u64();
+                    u.reasoning_tokens = b.get_u64();
+                }
+                Some(u)
             }
         };
         need(&b, 1)?;
-        let partition = match if v1 { 0 } else { b.get_u8() } {
+        let partition = match if version == 1 { 0 } else { b.get_u8() } {
             0 => None,
             _ => {
                 need(&b, 32)?;
@@ -469,13 +480,13 @@ impl CacheMetrics {
             stored_memory: stored.with_label_values(&["memory"]),
             stored_redis: stored.with_label_values(&["redis"]),
             stored,
-            hits: counter_by_model("litellm_cache_hits_metric", "Requests answered from the response cache")?,
+            hits: counter_by_model("litellm_cache_hits_metric_total", "Requests answered from the response cache")?,
             misses: counter_by_model(
-                "litellm_cache_misses_metric",
+                "litellm_cache_misses_metric_total",
                 "Requests the response cache could not answer",
             )?,
             cached_tokens: counter_by_model(
-                "litellm_cached_tokens_metric",
+                "litellm_cached_tokens_metric_total",
                 "Tokens (prompt and completion) of answers served from the response cache",
             )?,
             memory_bytes: IntGauge::new(
@@ -989,6 +1000,8 @@ mod tests {
                     input_tokens: 3,
                     output_tokens: 4,
                     cached_input_tokens: 1,
+                    cache_write_input_tokens: 2,
+                    reasoning_tokens: 3,
                 }),
                 cost: 0.25,
                 partition: Some([7; 32]),
@@ -1011,6 +1024,26 @@ mod tests {
         v1[..4].copy_from_slice(b"RQC1");
         v1.remove(4 + 8 * 3 + 1);
         assert_eq!(Entry::decode(Bytes::from(v1)), Some(e));
+        // One written before usage recorded cache writes and reasoning reads them as none.
+        let e = Entry {
+            created_ms: 1,
+            expires_ms: 2,
+            answer: Answer::Full(Bytes::from_static(b"{}")),
+            usage: Some(Usage {
+                input_tokens: 3,
+                output_tokens: 4,
+                cached_input_tokens: 1,
+                ..Usage::default()
+            }),
+            cost: 0.5,
+            partition: None,
+        };
+        let mut v2 = e.encode().to_vec();
+        v2[..4].copy_from_slice(b"RQC2");
+        // The usage flag, then three counts of 8 bytes; the two after them go.
+        let at = 4 + 8 * 3 + 1 + 8 * 3;
+        v2.drain(at..at + 16);
+        assert_eq!(Entry::decode(Bytes::from(v2)), Some(e));
     }
 
     #[tokio::test]

@@ -303,6 +303,8 @@ fn add(a: Usage, b: Usage) -> Usage {
         input_tokens: a.input_tokens + b.input_tokens,
         output_tokens: a.output_tokens + b.output_tokens,
         cached_input_tokens: a.cached_input_tokens + b.cached_input_tokens,
+        cache_write_input_tokens: a.cache_write_input_tokens + b.cache_write_input_tokens,
+        reasoning_tokens: a.reasoning_tokens + b.reasoning_tokens,
     }
 }
 
@@ -984,6 +986,7 @@ mod tests {
                 input_tokens: 10,
                 output_tokens: 5,
                 cached_input_tokens: 0,
+                ..Usage::default()
             },
             cost: 1.0,
         };
@@ -996,6 +999,7 @@ mod tests {
             input_tokens: 20,
             output_tokens: 2,
             cached_input_tokens: 0,
+            ..Usage::default()
         };
         let total = spent.settle(&mut ctx, &prices, Some(last));
         assert_eq!(total.input_tokens, 30);

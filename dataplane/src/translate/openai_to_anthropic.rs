@@ -303,6 +303,13 @@ pub fn openai_usage(u: Usage) -> Value {
     if u.cached_input_tokens > 0 {
         v["prompt_tokens_details"] = json!({"cached_tokens": u.cached_input_tokens});
     }
+    // As LiteLLM reports an Anthropic answer's cache writes.
+    if u.cache_write_input_tokens > 0 {
+        v["cache_creation_input_tokens"] = json!(u.cache_write_input_tokens);
+    }
+    if u.reasoning_tokens > 0 {
+        v["completion_tokens_details"] = json!({"reasoning_tokens": u.reasoning_tokens});
+    }
     v
 }
 
@@ -402,6 +409,7 @@ mod tests {
                 input_tokens: 10,
                 output_tokens: 5,
                 cached_input_tokens: 0,
+                ..Usage::default()
             })
         );
         assert_eq!(out["object"], "chat.completion");

@@ -238,11 +238,14 @@ pub fn finish_reason(stop: &str) -> &'static str {
 pub fn usage(u: &Value) -> Option<Usage> {
     let get = |k: &str| u.get(k).and_then(Value::as_u64);
     let cached = get("cacheReadInputTokens").unwrap_or(0);
-    let input = get("inputTokens")? + cached + get("cacheWriteInputTokens").unwrap_or(0);
+    let written = get("cacheWriteInputTokens").unwrap_or(0);
+    let input = get("inputTokens")? + cached + written;
     Some(Usage {
         input_tokens: input,
         output_tokens: get("outputTokens").unwrap_or(0),
         cached_input_tokens: cached,
+        cache_write_input_tokens: written,
+        ..Usage::default()
     })
 }
 

@@ -103,6 +103,7 @@ pub fn usage(u: &Value) -> Option<Usage> {
         input_tokens: get("input_tokens")?,
         output_tokens: get("output_tokens").unwrap_or(0),
         cached_input_tokens: 0,
+        ..Usage::default()
     })
 }
 

@@ -308,6 +308,8 @@ pub fn usage(v: &Value) -> Option<Usage> {
         input_tokens: input,
         output_tokens: get("candidatesTokenCount") + get("thoughtsTokenCount"),
         cached_input_tokens: get("cachedContentTokenCount").min(input),
+        reasoning_tokens: get("thoughtsTokenCount"),
+        ..Usage::default()
     })
 }
 

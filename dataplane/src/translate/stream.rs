@@ -390,21 +390,8 @@ impl StreamConverter for AnthropicPassthrough {
                 }
             }
             Some("message_delta") => {
-                if let Some(v) = parse(&ev.data) {
-                    let u = v.get("usage");
-                    if let Some(o) = u
-                        .and_then(|u| u.get("output_tokens"))
-                        .and_then(Value::as_u64)
-                    {
-                        self.usage.output_tokens = o;
-                        self.seen = true;
-                    }
-                    if let Some(i) = u
-                        .and_then(|u| u.get("input_tokens"))
-                        .and_then(Value::as_u64)
-                    {
-                        self.usage.input_tokens = i;
-                    }
+                if let Some(u) = parse(&ev.data).as_ref().and_then(|v| v.get("usage")) {
+                    self.seen |= anthropic_delta_usage(&mut self.usage, u);
                 }
             }
             _ => {}
@@ -415,6 +402,26 @@ impl StreamConverter for AnthropicPassthrough {
     fn usage(&self) -> Option<Usage> {
         self.seen.then_some(self.usage)
     }
+}
+
+/// Folds a `message_delta`'s cumulative `usage` into what `message_start` said: its
+/// output tokens, and, when it restates them, its prompt tokens (Anthropic's
+/// `input_tokens` leaves out the cache reads and writes, which `usage` counts as input).
+/// Whether it carried output tokens.
+fn anthropic_delta_usage(usage: &mut Usage, u: &Value) -> bool {
+    let get = |k: &str| u.get(k).and_then(Value::as_u64);
+    if let Some(i) = get("input_tokens") {
+        let cached = get("cache_read_input_tokens").unwrap_or(usage.cached_input_tokens);
+        let written = get("cache_creation_input_tokens").unwrap_or(usage.cache_write_input_tokens);
+        usage.input_tokens = i + cached + written;
+        usage.cached_input_tokens = cached;
+        usage.cache_write_input_tokens = written;
+    }
+    let Some(o) = get("output_tokens") else {
+        return false;
+    };
+    usage.output_tokens = o;
+    true
 }
 
 /// Anthropic events → OpenAI `chat.completion.chunk`s.
@@ -522,13 +529,7 @@ impl StreamConverter for AnthropicToOpenAi {
             }
             Some("message_delta") => {
                 if let Some(u) = v.get("usage") {
-                    if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
-                        self.usage.output_tokens = o;
-                        self.seen_usage = true;
-                    }
-                    if let Some(i) = u.get("input_tokens").and_then(Value::as_u64) {
-                        self.usage.input_tokens = i;
-                    }
+                    self.seen_usage |= anthropic_delta_usage(&mut self.usage, u);
                 }
                 let reason = finish_reason(
                     v.get("delta")
@@ -1022,6 +1023,7 @@ mod tests {
         input: 1e-6,
         output: 2e-6,
         cached_input: 1e-6,
+        cache_write_input: 1.5e-6,
         per_query: 0.0,
         per_image: 0.0,
         per_second: 0.0,
@@ -1037,6 +1039,48 @@ mod tests {
         conv.finish(&mut out);
         let joined: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
         sse::Parser::default().feed(&joined).unwrap()
+    }
+
+    #[test]
+    fn anthropic_cache_reads_and_writes_are_kept_when_the_delta_restates_the_prompt() {
+        let input = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":10,\"cache_creation_input_tokens\":20,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":5,\"output_tokens\":7}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let want = Usage {
+            input_tokens: 35,
+            output_tokens: 7,
+            cached_input_tokens: 10,
+            cache_write_input_tokens: 20,
+            reasoning_tokens: 0,
+        };
+        for client in [ClientApi::OpenAi, ClientApi::Anthropic] {
+            let mut c = converter(ChatFormat::Anthropic, client, true, "alias", PRICES);
+            let evs = run(c.as_mut(), input);
+            assert_eq!(c.usage(), Some(want), "{client:?}");
+            if client == ClientApi::OpenAi {
+                let last = evs
+                    .iter()
+                    .filter(|e| e.data != "[DONE]")
+                    .map(|e| parse(&e.data).unwrap())
+                    .last()
+                    .unwrap();
+                let u = &last["usage"];
+                assert_eq!(
+                    (u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64()),
+                    (Some(35), Some(7))
+                );
+                assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 10);
+                assert_eq!(u["cache_creation_input_tokens"], 20);
+                // 5 × 1 + 10 × 1 + 20 × 1.5 + 7 × 2 micro-dollars.
+                let cost = u["cost"].as_f64().unwrap();
+                assert!((cost - 59e-6).abs() < 1e-12, "{cost}");
+            }
+        }
     }
 
     #[test]
@@ -1092,6 +1136,7 @@ mod tests {
                 input_tokens: 7,
                 output_tokens: 9,
                 cached_input_tokens: 0,
+                ..Usage::default()
             })
         );
     }
@@ -1142,6 +1187,7 @@ mod tests {
                 input_tokens: 4,
                 output_tokens: 6,
                 cached_input_tokens: 0,
+                ..Usage::default()
             })
         );
     }
@@ -1161,6 +1207,7 @@ mod tests {
                 input_tokens: 1,
                 output_tokens: 2,
                 cached_input_tokens: 0,
+                ..Usage::default()
             })
         );
         let mut c = converter(ChatFormat::OpenAi, ClientApi::OpenAi, true, "m", PRICES);

@@ -174,6 +174,35 @@ impl Answer {
         json!({"location": "Paris"})
     }
 
+    /// The prompt's usage as Anthropic counts it: `input_tokens` leaves out the tokens
+    /// read from and written to the prompt cache, which have fields of their own.
+    fn prompt_usage(&self) -> Value {
+        let read = self
+            .stream_fault
+            .cached_tokens
+            .unwrap_or(0)
+            .min(self.input_tokens);
+        let written = self
+            .stream_fault
+            .cache_write_tokens
+            .unwrap_or(0)
+            .min(self.input_tokens - read);
+        let mut u = json!({"input_tokens": self.input_tokens - read - written});
+        if self.stream_fault.cached_tokens.is_some()
+            || self.stream_fault.cache_write_tokens.is_some()
+        {
+            u["cache_read_input_tokens"] = json!(read);
+            u["cache_creation_input_tokens"] = json!(written);
+        }
+        u
+    }
+
+    fn usage(&self, output_tokens: u64) -> Value {
+        let mut u = self.prompt_usage();
+        u["output_tokens"] = json!(output_tokens);
+        u
+    }
+
     /// The non-streamed response body.
     pub fn message(&self) -> Value {
         let mut blocks = vec![json!({"type": "text", "text": self.text})];
@@ -183,7 +212,7 @@ impl Answer {
         json!({
             "id": "msg_mock_1", "type": "message", "role": "assistant", "model": self.model,
             "content": blocks, "stop_reason": self.stop, "stop_sequence": null,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+            "usage": self.usage(self.output_tokens),
         })
     }
 
@@ -193,7 +222,7 @@ impl Answer {
             json!({"type": "message_start", "message": {
                 "id": "msg_mock_1", "type": "message", "role": "assistant", "model": self.model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": self.input_tokens, "output_tokens": 1}}}),
+                "usage": self.usage(1)}}),
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
             json!({"type": "ping"}),
         ];
@@ -212,9 +241,15 @@ impl Answer {
             }
             events.push(json!({"type": "content_block_stop", "index": 1}));
         }
+        // With cache figures, the delta restates the whole usage, as the current API does.
+        let usage = if self.prompt_usage().get("cache_read_input_tokens").is_some() {
+            self.usage(self.output_tokens)
+        } else {
+            json!({"output_tokens": self.output_tokens})
+        };
         events.push(json!({"type": "message_delta",
             "delta": {"stop_reason": self.stop, "stop_sequence": null},
-            "usage": {"output_tokens": self.output_tokens}}));
+            "usage": usage}));
         events.push(json!({"type": "message_stop"}));
         events
     }

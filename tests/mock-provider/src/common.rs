@@ -60,6 +60,12 @@ pub struct Fault {
     pub max_prompt_tokens: Option<u64>,
     /// Not a fault: report this many prompt tokens as read from the prompt cache.
     pub cached_tokens: Option<u64>,
+    /// Not a fault: report this many prompt tokens as written to the prompt cache
+    /// (Anthropic's `cache_creation_input_tokens`).
+    pub cache_write_tokens: Option<u64>,
+    /// Not a fault: report this many completion tokens as reasoning (OpenAI's
+    /// `completion_tokens_details.reasoning_tokens`).
+    pub reasoning_tokens: Option<u64>,
 }
 
 /// What `GET /__stats` reports per upstream model.
@@ -86,6 +92,8 @@ pub struct StreamFault {
     pub chunk_delay_ms: Option<u64>,
     pub reset_after_chunks: Option<usize>,
     pub cached_tokens: Option<u64>,
+    pub cache_write_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
 }
 
 impl State {
@@ -132,6 +140,8 @@ impl State {
                 chunk_delay_ms: fault.chunk_delay_ms,
                 reset_after_chunks: fault.reset_after_chunks,
                 cached_tokens: fault.cached_tokens,
+                cache_write_tokens: fault.cache_write_tokens,
+                reasoning_tokens: fault.reasoning_tokens,
             },
         )
     }

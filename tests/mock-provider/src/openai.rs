@@ -190,6 +190,9 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
     if let Some(cached) = stream_fault.cached_tokens {
         usage["prompt_tokens_details"] = json!({"cached_tokens": cached.min(prompt)});
     }
+    if let Some(r) = stream_fault.reasoning_tokens {
+        usage["completion_tokens_details"] = json!({"reasoning_tokens": r.min(completion)});
+    }
     let args = r#"{"location":"Paris"}"#;
     // A reasoning model's thoughts (DeepSeek's and vLLM's `reasoning_content`), when asked.
     let reasoning = body
