@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_build_deps
+# A test run gains nothing from incremental compilation, and each clone's path keeps a
+# cache of its own in the shared target directory: off, and old ones removed.
+export CARGO_INCREMENTAL=0
+find "$CARGO_TARGET_DIR/debug/incremental" -mindepth 1 -maxdepth 1 -mtime +1 -exec rm -rf {} + 2>/dev/null || true
 ensure_python_venv tests/e2e/requirements.txt
 ensure_python_venv models/training/requirements.txt
 ensure_python_venv models/training/requirements-encoder.txt --no-deps

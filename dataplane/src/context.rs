@@ -12,6 +12,13 @@ use crate::state::CompiledDeployment;
 
 use crate::usage::Usage;
 
+/// The rate-limit standings of a request's key and team, for those with limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standings {
+    pub key: Option<crate::limits::Standing>,
+    pub team: Option<crate::limits::Standing>,
+}
+
 pub struct RequestCtx {
     pub start: Instant,
     pub request_id: String,
@@ -55,6 +62,11 @@ pub struct RequestCtx {
     pub admissions: Vec<crate::limits::Admission>,
     /// `x-ratelimit-*` headers for the response (keys with limits).
     pub rate_headers: Vec<(&'static str, String)>,
+    /// Where the key and its team stood against their rate limits when admitted (LiteLLM's
+    /// rate-limit gauges).
+    pub standing: Standings,
+    /// What the serving provider said is left of its own rate limits.
+    pub provider_remaining: crate::providers::Remaining,
     /// The budget reservations of the key and its team, user and organization, settled to
     /// the request's cost when it is logged.
     pub budget_holds: Vec<crate::budgets::Hold>,
@@ -165,8 +177,15 @@ impl RequestCtx {
         for h in holders.iter().flatten() {
             match app.limiter.admit(h, tokens).await {
                 Ok(Some(a)) => {
-                    if h.kind == crate::holder::HolderKind::Key {
-                        self.rate_headers = a.headers.clone();
+                    match h.kind {
+                        crate::holder::HolderKind::Key => {
+                            self.rate_headers = a.standing.headers();
+                            self.standing.key = Some(a.standing);
+                        }
+                        crate::holder::HolderKind::Scope(ScopeKind::Team) => {
+                            self.standing.team = Some(a.standing);
+                        }
+                        _ => {}
                     }
                     admissions.push(a);
                 }
@@ -238,6 +257,8 @@ impl RequestCtx {
             error_type: None,
             admissions: Vec::new(),
             rate_headers: Vec::new(),
+            standing: Standings::default(),
+            provider_remaining: Default::default(),
             budget_holds: Vec::new(),
             end_user: None,
             lease: None,

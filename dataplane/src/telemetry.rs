@@ -209,6 +209,16 @@ const DEPLOYMENT_REQUESTS: &[&str] = &[
     "client_ip",
     "user_agent",
 ];
+/// `litellm_remaining_requests_metric` and `litellm_remaining_tokens_metric`.
+const PROVIDER_REMAINING: &[&str] = &[
+    "model_group",
+    "api_provider",
+    "api_base",
+    "litellm_model_name",
+    "hashed_api_key",
+    "api_key_alias",
+    "model_id",
+];
 /// `litellm_provider_cache_read_input_tokens_metric_total` and its creation twin.
 const PROVIDER_CACHE: &[&str] = &[
     "model",
@@ -286,6 +296,7 @@ pub struct Metrics {
     /// `litellm_deployment_rpm_limit` and `litellm_deployment_tpm_limit`: each deployment's
     /// configured `rpm` and `tpm`, as of the snapshot served.
     deployment_limits: [IntGaugeVec; 2],
+    rate_limits: RateLimitGauges,
     deployment_failures: IntCounterVec,
     cooled_down: IntCounterVec,
     retries: IntCounterVec,
@@ -294,6 +305,110 @@ pub struct Metrics {
     mcp_tool_calls: IntCounterVec,
     mcp_tool_call_duration: HistogramVec,
     budgets: BudgetGauges,
+}
+
+/// LiteLLM's rate-limit gauges, set when a request admitted under a key's or team's
+/// `rpm_limit` / `tpm_limit` is logged, from where the holder stood at its admission (the
+/// request counted): `litellm_api_key_rate_limit_{allowed,used}_metric` and
+/// `litellm_team_rate_limit_{allowed,used}_metric` by `rate_limit_type` (`requests`,
+/// `tokens`), and `litellm_remaining_api_key_{requests,tokens}_for_model` (a key's limits
+/// hold for every model, so what is left of them is what is left for the model asked for).
+struct RateLimitGauges {
+    key: [IntGaugeVec; 2],
+    team: [IntGaugeVec; 2],
+    for_model: [IntGaugeVec; 2],
+}
+
+impl RateLimitGauges {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        let key = ["hashed_api_key", "api_key_alias", "rate_limit_type"];
+        let team = ["team", "team_alias", "rate_limit_type"];
+        let model = ["hashed_api_key", "api_key_alias", "model", "model_id"];
+        Ok(Self {
+            key: [
+                int_gauge(
+                    r,
+                    "litellm_api_key_rate_limit_allowed_metric",
+                    "A key's rpm_limit (requests) or tpm_limit (tokens)",
+                    &key,
+                )?,
+                int_gauge(
+                    r,
+                    "litellm_api_key_rate_limit_used_metric",
+                    "Requests or tokens a key used of its limit this minute",
+                    &key,
+                )?,
+            ],
+            team: [
+                int_gauge(
+                    r,
+                    "litellm_team_rate_limit_allowed_metric",
+                    "A team's rpm_limit (requests) or tpm_limit (tokens)",
+                    &team,
+                )?,
+                int_gauge(
+                    r,
+                    "litellm_team_rate_limit_used_metric",
+                    "Requests or tokens a team used of its limit this minute",
+                    &team,
+                )?,
+            ],
+            for_model: [
+                int_gauge(
+                    r,
+                    "litellm_remaining_api_key_requests_for_model",
+                    "Requests left this minute under the key's rpm_limit",
+                    &model,
+                )?,
+                int_gauge(
+                    r,
+                    "litellm_remaining_api_key_tokens_for_model",
+                    "Tokens left this minute under the key's tpm_limit",
+                    &model,
+                )?,
+            ],
+        })
+    }
+
+    fn set(&self, ctx: &RequestCtx) {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let both = |s: &crate::limits::Standing| [("requests", s.requests), ("tokens", s.tokens)];
+        if let (Some(s), Some(k)) = (ctx.standing.key, ctx.key.as_deref()) {
+            let hash = k.hash.to_hex();
+            let alias = or_none(&k.alias);
+            let model = or_none(ctx.model.as_deref().unwrap_or(""));
+            let model_id = or_none(
+                ctx.deployment
+                    .as_ref()
+                    .map_or("", |d| d.deployment.id.0.as_str()),
+            );
+            for (i, (kind, left)) in both(&s).into_iter().enumerate() {
+                let Some(l) = left else { continue };
+                let [allowed, used] = &self.key;
+                allowed
+                    .with_label_values(&[&hash, alias, kind])
+                    .set(int(l.limit));
+                used.with_label_values(&[&hash, alias, kind])
+                    .set(int(l.limit - l.remaining));
+                self.for_model[i]
+                    .with_label_values(&[&hash, alias, model, model_id])
+                    .set(int(l.remaining));
+            }
+        }
+        if let (Some(s), Some(k)) = (ctx.standing.team, ctx.key.as_deref()) {
+            let team = or_none(&k.team_id);
+            for (kind, left) in both(&s) {
+                let Some(l) = left else { continue };
+                let [allowed, used] = &self.team;
+                // Team aliases are not in the snapshot.
+                allowed
+                    .with_label_values(&[team, NONE, kind])
+                    .set(int(l.limit));
+                used.with_label_values(&[team, NONE, kind])
+                    .set(int(l.limit - l.remaining));
+            }
+        }
+    }
 }
 
 /// LiteLLM's remaining-budget gauges of keys, teams, users and organizations: set, when a
@@ -502,6 +617,7 @@ impl Metrics {
                     DEPLOYMENT_LIMIT,
                 )?,
             ],
+            rate_limits: RateLimitGauges::new(&r)?,
             deployment_failures: counter(
                 &r,
                 "litellm_deployment_failure_responses_total",
@@ -622,6 +738,55 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// `litellm_remaining_requests_metric` and `litellm_remaining_tokens_metric` of a
+    /// served request: what its provider said is left of its own limits, else, for a
+    /// deployment with `rpm` / `tpm`, what is left of those this minute (as LiteLLM's
+    /// router reports it). Nothing when neither is known.
+    fn provider_remaining(&self, served: &Served, ctx: &RequestCtx) {
+        let Some(d) = ctx.deployment.as_deref() else {
+            return;
+        };
+        let said = ctx.provider_remaining;
+        let (limits, wanted) = (
+            (d.deployment.rpm, d.deployment.tpm),
+            [said.requests, said.tokens],
+        );
+        if wanted.iter().all(Option::is_none) && limits == (None, None) {
+            return;
+        }
+        let mut this_minute = None;
+        let mut used =
+            || *this_minute.get_or_insert_with(|| d.health.usage(crate::clock::now_ms()));
+        let values = [
+            said.requests
+                .or_else(|| limits.0.map(|l| l.saturating_sub(used().0))),
+            said.tokens
+                .or_else(|| limits.1.map(|l| l.saturating_sub(used().1))),
+        ];
+        let gauges = served.remaining.get_or_init(|| {
+            let l = Labels::of(ctx);
+            let labels = [
+                l.model_group.as_str(),
+                l.provider.as_str(),
+                l.api_base.as_str(),
+                l.model.as_str(),
+                l.hashed_api_key.as_str(),
+                l.alias.as_str(),
+                l.model_id.as_str(),
+            ];
+            let [requests, tokens] = &self.families.remaining;
+            [
+                requests.with_label_values(&labels),
+                tokens.with_label_values(&labels),
+            ]
+        });
+        for (gauge, v) in gauges.iter().zip(values) {
+            if let Some(v) = v {
+                gauge.set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
     pub fn retry(&self, group: &str, class: &str) {
         self.retries.with_label_values(&[group, class]).inc();
     }
@@ -694,6 +859,7 @@ impl Metrics {
         if matches!(ctx.route, "metrics" | "health") {
             return;
         }
+        self.rate_limits.set(ctx);
         let series = self.series.get(&self.families, ctx);
         series.requests.inc();
         let total = ctx.start.elapsed();
@@ -710,6 +876,7 @@ impl Metrics {
         if !failed(ctx) {
             served.requests.inc();
             served.deployment_success.inc();
+            self.provider_remaining(served, ctx);
             if let Some(d) = ctx.upstream_latency {
                 served.llm_latency.observe(d.as_secs_f64());
                 served
@@ -786,6 +953,8 @@ struct Families {
     reasoning_tokens: IntCounterVec,
     provider_cache_read: IntCounterVec,
     provider_cache_creation: IntCounterVec,
+    /// `litellm_remaining_requests_metric`, `litellm_remaining_tokens_metric`.
+    remaining: [IntGaugeVec; 2],
     latency: HistogramVec,
     llm_latency: HistogramVec,
     ttft: HistogramVec,
@@ -871,6 +1040,20 @@ impl Families {
                 "Input tokens the provider wrote to its prompt cache",
                 PROVIDER_CACHE,
             )?,
+            remaining: [
+                int_gauge(
+                    &r,
+                    "litellm_remaining_requests_metric",
+                    "Requests left in the provider's rate-limit window for the deployment",
+                    PROVIDER_REMAINING,
+                )?,
+                int_gauge(
+                    &r,
+                    "litellm_remaining_tokens_metric",
+                    "Tokens left in the provider's rate-limit window for the deployment",
+                    PROVIDER_REMAINING,
+                )?,
+            ],
             latency: histogram(
                 &r,
                 "litellm_request_total_latency_metric",
@@ -1021,6 +1204,8 @@ struct Served {
     reasoning_tokens: IntCounter,
     provider_cache_read: IntCounter,
     provider_cache_creation: IntCounter,
+    /// The provider's remaining requests and tokens, resolved when first known.
+    remaining: std::sync::OnceLock<[IntGauge; 2]>,
     llm_latency: Histogram,
     ttft: Histogram,
     overhead: Histogram,
@@ -1190,6 +1375,7 @@ impl Series {
                 provider_cache_creation: f
                     .provider_cache_creation
                     .with_label_values(&provider_cache),
+                remaining: std::sync::OnceLock::new(),
                 llm_latency: f.llm_latency.with_label_values(&llm),
                 ttft: f.ttft.with_label_values(&llm),
                 overhead: f.overhead.with_label_values(&[

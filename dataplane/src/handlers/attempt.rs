@@ -248,7 +248,8 @@ pub async fn serve(
             None => ctx.outgoing_traceparent(),
         };
         match send(app, &d, op, body, max_response_bytes, trace).await {
-            Ok(reply) => {
+            Ok((reply, remaining)) => {
+                ctx.provider_remaining = remaining;
                 ctx.attempt_span = span;
                 plan.succeeded(&d);
                 ctx.lease = Some(lease);
@@ -293,6 +294,7 @@ pub async fn serve(
     }
 }
 
+/// Sends one attempt: its reply, and what the provider says is left of its rate limits.
 pub(super) async fn send(
     app: &App,
     d: &CompiledDeployment,
@@ -300,13 +302,14 @@ pub(super) async fn send(
     body: Bytes,
     max_response_bytes: usize,
     trace: Option<String>,
-) -> Result<Reply, ApiError> {
+) -> Result<(Reply, providers::Remaining), ApiError> {
     let provider = providers::get(d.deployment.provider);
     let op = op.on(d);
     if op.is_stream() {
         let mut resp = provider.send(&app.upstream, d, op, body, trace).await?;
+        let remaining = resp.remaining;
         return match resp.body.next_chunk().await? {
-            Some(first) => Ok(Reply::Stream { resp, first }),
+            Some(first) => Ok((Reply::Stream { resp, first }, remaining)),
             None => Err(ApiError::upstream(
                 502,
                 ErrorKind::Upstream,
@@ -316,10 +319,11 @@ pub(super) async fn send(
     }
     let call = async {
         let mut resp = provider.send(&app.upstream, d, op, body, trace).await?;
-        resp.body.read_all(max_response_bytes).await
+        let whole = resp.body.read_all(max_response_bytes).await?;
+        Ok((Reply::Full(whole), resp.remaining))
     };
     match tokio::time::timeout(d.timeout, call).await {
-        Ok(r) => r.map(Reply::Full),
+        Ok(r) => r,
         Err(_) => Err(ApiError::timeout(format!(
             "{} did not answer within {:.1}s (litellm_params.timeout / router_settings.timeout)",
             d.label,

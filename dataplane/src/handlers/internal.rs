@@ -167,7 +167,10 @@ async fn once(
         ),
     };
     let _lease = Lease::start(d, 0);
-    match attempt::send(app, d, op, body, MAX_RESPONSE_BYTES, None).await? {
+    match attempt::send(app, d, op, body, MAX_RESPONSE_BYTES, None)
+        .await?
+        .0
+    {
         Reply::Full(bytes) => Ok(bytes),
         Reply::Stream { .. } => Err(crate::error::ApiError::upstream(
             502,

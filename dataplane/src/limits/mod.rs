@@ -97,8 +97,42 @@ pub struct Admission {
     minute: u64,
     reserved: u64,
     settled: bool,
-    /// `x-ratelimit-*` headers for the response.
-    pub headers: Vec<(&'static str, String)>,
+    /// Where the holder stood against its limits when it was admitted.
+    pub standing: Standing,
+}
+
+/// Where a holder stands against its limits: what each limit allows and what is left of it
+/// this minute (with the request just admitted counted), and the seconds until the minute
+/// ends. The `x-ratelimit-*` headers and LiteLLM's rate-limit gauges say the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub requests: Option<Left>,
+    pub tokens: Option<Left>,
+    reset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub limit: u64,
+    pub remaining: u64,
+}
+
+impl Standing {
+    /// The `x-ratelimit-*` headers (OpenAI's names).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(l) = self.requests {
+            h.push(("x-ratelimit-limit-requests", l.limit.to_string()));
+            h.push(("x-ratelimit-remaining-requests", l.remaining.to_string()));
+            h.push(("x-ratelimit-reset-requests", format!("{}s", self.reset)));
+        }
+        if let Some(l) = self.tokens {
+            h.push(("x-ratelimit-limit-tokens", l.limit.to_string()));
+            h.push(("x-ratelimit-remaining-tokens", l.remaining.to_string()));
+            h.push(("x-ratelimit-reset-tokens", format!("{}s", self.reset)));
+        }
+        h
+    }
 }
 
 /// A refused request: the 429 and its `x-ratelimit-*` headers.
@@ -140,9 +174,9 @@ impl Limiter {
         let parallel = slot.parallel;
         let outcome = if key.max_parallel_requests.is_some_and(|max| parallel > max) {
             let w = *lock(&counters.window);
-            Err(Refusal::Parallel(headers(key, &w, reset)))
+            Err(Refusal::Parallel(standing(key, &w, reset)))
         } else if key.rpm_limit.is_none() && key.tpm_limit.is_none() {
-            Ok((headers(key, &Window::default(), reset), minute))
+            Ok((standing(key, &Window::default(), reset), minute))
         } else {
             match self.shared.as_deref() {
                 Some(s) if s.usable() => {
@@ -159,14 +193,14 @@ impl Limiter {
             }
         };
         match outcome {
-            Ok((headers, minute)) => {
+            Ok((standing, minute)) => {
                 slot.keep(); // the admission gives it back
                 Ok(Some(Admission {
                     counters,
                     minute,
                     reserved: reserve,
                     settled: false,
-                    headers,
+                    standing,
                 }))
             }
             Err(refusal) => Err(refusal.into_refused(key, reset)),
@@ -210,8 +244,8 @@ impl Limiter {
     }
 }
 
-/// Admitted: the headers, and the window's minute.
-type Admitted = Result<(Vec<(&'static str, String)>, u64), Refusal>;
+/// Admitted: the holder's standing, and the window's minute.
+type Admitted = Result<(Standing, u64), Refusal>;
 
 enum Step {
     Done(Admitted),
@@ -237,17 +271,17 @@ fn take_or_ask(
     let short_tokens = key.tpm_limit.is_some() && left < reserve;
     if asked || (!short_requests && !short_tokens) {
         if short_requests {
-            return Step::Done(Err(Refusal::Requests(shared_headers(key, &w, reset))));
+            return Step::Done(Err(Refusal::Requests(shared_standing(key, &w, reset))));
         }
         if key.tpm_limit.is_some() && left == 0 {
-            return Step::Done(Err(Refusal::Tokens(shared_headers(key, &w, reset))));
+            return Step::Done(Err(Refusal::Tokens(shared_standing(key, &w, reset))));
         }
         if key.rpm_limit.is_some() {
             w.lease_requests -= 1;
         }
         w.requests += 1;
         w.tokens = w.tokens.saturating_add(reserve);
-        return Step::Done(Ok((shared_headers(key, &w, reset), w.minute)));
+        return Step::Done(Ok((shared_standing(key, &w, reset), w.minute)));
     }
     let chunk =
         |limit: Option<u64>, total: u64| limit.map_or(0, |l| (l.saturating_sub(total) / 8).max(1));
@@ -298,11 +332,11 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Why a request was refused, with the headers to send.
+/// Why a request was refused, with the standing its headers show.
 enum Refusal {
-    Parallel(Vec<(&'static str, String)>),
-    Requests(Vec<(&'static str, String)>),
-    Tokens(Vec<(&'static str, String)>),
+    Parallel(Standing),
+    Requests(Standing),
+    Tokens(Standing),
 }
 
 impl Refusal {
@@ -338,7 +372,7 @@ impl Refusal {
         };
         Refused {
             error: ApiError::rate_limited(message).with_retry_after(Some(retry)),
-            headers,
+            headers: headers.headers(),
         }
     }
 }
@@ -358,19 +392,19 @@ fn admit_local(
     let mut w = lock(&counters.window);
     w.roll(minute);
     if rpm.is_some_and(|max| w.requests >= max) {
-        return Err(Refusal::Requests(headers(key, &w, reset)));
+        return Err(Refusal::Requests(standing(key, &w, reset)));
     }
     if tpm.is_some_and(|max| w.tokens >= max) {
-        return Err(Refusal::Tokens(headers(key, &w, reset)));
+        return Err(Refusal::Tokens(standing(key, &w, reset)));
     }
     w.requests += 1;
     w.tokens = w.tokens.saturating_add(reserve);
-    Ok((headers(key, &w, reset), w.minute))
+    Ok((standing(key, &w, reset), w.minute))
 }
 
-/// Shared mode's headers: what is left across data planes (as of the last grant) plus
+/// Shared mode's standing: what is left across data planes (as of the last grant) plus
 /// this data plane's unused grant.
-fn shared_headers(key: &Holder<'_>, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
+fn shared_standing(key: &Holder<'_>, w: &Window, reset: u64) -> Standing {
     let left = w.left();
     let view = Window {
         requests: key.rpm_limit.map_or(0, |l| {
@@ -381,28 +415,21 @@ fn shared_headers(key: &Holder<'_>, w: &Window, reset: u64) -> Vec<(&'static str
             .map_or(0, |l| l.saturating_sub(left).min(w.total_tokens)),
         ..*w
     };
-    headers(key, &view, reset)
+    standing(key, &view, reset)
 }
 
-fn headers(key: &Holder<'_>, w: &Window, reset: u64) -> Vec<(&'static str, String)> {
-    let mut h = Vec::new();
-    if let Some(max) = key.rpm_limit {
-        h.push(("x-ratelimit-limit-requests", max.to_string()));
-        h.push((
-            "x-ratelimit-remaining-requests",
-            max.saturating_sub(w.requests).to_string(),
-        ));
-        h.push(("x-ratelimit-reset-requests", format!("{reset}s")));
+fn standing(key: &Holder<'_>, w: &Window, reset: u64) -> Standing {
+    let left = |limit: Option<u64>, used: u64| {
+        limit.map(|limit| Left {
+            limit,
+            remaining: limit.saturating_sub(used),
+        })
+    };
+    Standing {
+        requests: left(key.rpm_limit, w.requests),
+        tokens: left(key.tpm_limit, w.tokens),
+        reset,
     }
-    if let Some(max) = key.tpm_limit {
-        h.push(("x-ratelimit-limit-tokens", max.to_string()));
-        h.push((
-            "x-ratelimit-remaining-tokens",
-            max.saturating_sub(w.tokens).to_string(),
-        ));
-        h.push(("x-ratelimit-reset-tokens", format!("{reset}s")));
-    }
-    h
 }
 
 impl Admission {
@@ -512,8 +539,17 @@ mod tests {
         b.settle(10); // 20 used
         let c = admit(&l, &k, 50).unwrap().unwrap();
         assert!(c
-            .headers
+            .standing
+            .headers()
             .contains(&("x-ratelimit-remaining-tokens", "30".into())));
+        assert_eq!(
+            c.standing.tokens,
+            Some(Left {
+                limit: 100,
+                remaining: 30
+            })
+        );
+        assert_eq!(c.standing.requests, None);
         drop(c); // dropped without settling: nothing used
         assert!(admit(&l, &k, 79).is_ok());
     }
@@ -566,7 +602,7 @@ mod tests {
                                     minute: m,
                                     reserved: RESERVE,
                                     settled: false,
-                                    headers: Vec::new(),
+                                    standing: Standing::default(),
                                 });
                                 break;
                             }

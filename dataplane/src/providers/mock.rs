@@ -90,6 +90,7 @@ impl Provider for Mock {
         Ok(ProviderResponse {
             status: 200,
             body: Body::Local(chunks),
+            remaining: Default::default(),
         })
     }
 }

@@ -177,6 +177,38 @@ impl Body {
 pub struct ProviderResponse {
     pub status: u16,
     pub body: Body,
+    /// What the provider says is left of its own rate limits for the deployment's key.
+    pub remaining: Remaining,
+}
+
+/// A provider's own rate-limit headers: the requests and tokens left in its window
+/// (OpenAI's and Azure's `x-ratelimit-remaining-*`, Anthropic's
+/// `anthropic-ratelimit-*-remaining`), as LiteLLM reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Remaining {
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+}
+
+impl Remaining {
+    fn of(ex: &Exchange) -> Self {
+        let read = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|n| ex.header(n))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        Self {
+            requests: read([
+                "x-ratelimit-remaining-requests",
+                "anthropic-ratelimit-requests-remaining",
+            ]),
+            tokens: read([
+                "x-ratelimit-remaining-tokens",
+                "anthropic-ratelimit-tokens-remaining",
+            ]),
+        }
+    }
 }
 
 #[async_trait]
@@ -262,6 +294,7 @@ async fn exchange(
         .await?;
     let status = ex.status;
     let retry_after = ex.retry_after;
+    let remaining = Remaining::of(&ex);
     let mut body = Body::Http(Box::new(ex));
     if !(200..300).contains(&status) {
         let err_body = body.read_error().await;
@@ -269,7 +302,11 @@ async fn exchange(
         e.message = format!("{}: {}", d.label, e.message);
         return Err(e.with_retry_after(retry_after));
     }
-    Ok(ProviderResponse { status, body })
+    Ok(ProviderResponse {
+        status,
+        body,
+        remaining,
+    })
 }
 
 /// What a deployment's provider needs besides `api_key`, resolved when it is compiled.

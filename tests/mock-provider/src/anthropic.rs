@@ -95,8 +95,13 @@ async fn respond(state: &State, headers: &HeaderMap, body: &Value, model: String
         Ok(answer) => answer,
         Err(refusal) => return refused(refusal),
     };
+    const RATELIMIT: [&str; 2] = [
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+    ];
+    let fault = answer.stream_fault;
     if body.get("stream").and_then(Value::as_bool) != Some(true) {
-        return Json(answer.message()).into_response();
+        return fault.ratelimit_headers(Json(answer.message()).into_response(), RATELIMIT);
     }
     let events = answer
         .events()
@@ -106,7 +111,7 @@ async fn respond(state: &State, headers: &HeaderMap, body: &Value, model: String
             format!("event: {name}\ndata: {e}\n\n")
         })
         .collect();
-    sse(events, answer.stream_fault)
+    fault.ratelimit_headers(sse(events, fault), RATELIMIT)
 }
 
 /// Anthropic's error for a refused request.

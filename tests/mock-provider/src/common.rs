@@ -66,6 +66,10 @@ pub struct Fault {
     /// Not a fault: report this many completion tokens as reasoning (OpenAI's
     /// `completion_tokens_details.reasoning_tokens`).
     pub reasoning_tokens: Option<u64>,
+    /// Not a fault: the requests and tokens left in the provider's rate-limit window, sent
+    /// in its headers (OpenAI's `x-ratelimit-remaining-*`, Anthropic's
+    /// `anthropic-ratelimit-*-remaining`).
+    pub ratelimit_remaining: Option<[u64; 2]>,
 }
 
 /// What `GET /__stats` reports per upstream model.
@@ -94,6 +98,24 @@ pub struct StreamFault {
     pub cached_tokens: Option<u64>,
     pub cache_write_tokens: Option<u64>,
     pub reasoning_tokens: Option<u64>,
+    pub ratelimit_remaining: Option<[u64; 2]>,
+}
+
+impl StreamFault {
+    /// Adds the rate-limit headers the fault asks for, under `names` (requests, tokens).
+    pub fn ratelimit_headers(
+        &self,
+        mut r: axum::response::Response,
+        names: [&'static str; 2],
+    ) -> axum::response::Response {
+        if let Some(left) = self.ratelimit_remaining {
+            for (name, n) in names.into_iter().zip(left) {
+                r.headers_mut()
+                    .insert(name, axum::http::HeaderValue::from(n));
+            }
+        }
+        r
+    }
 }
 
 impl State {
@@ -142,6 +164,7 @@ impl State {
                 cached_tokens: fault.cached_tokens,
                 cache_write_tokens: fault.cache_write_tokens,
                 reasoning_tokens: fault.reasoning_tokens,
+                ratelimit_remaining: fault.ratelimit_remaining,
             },
         )
     }

@@ -129,6 +129,12 @@ pub async fn azure(
     }
 }
 
+/// OpenAI's rate-limit headers.
+const RATELIMIT: [&str; 2] = [
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+];
+
 async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String) -> Response {
     let messages = body
         .get("messages")
@@ -210,12 +216,13 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
         if let Some(name) = &tool {
             message["tool_calls"] = json!([{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": args}}]);
         }
-        return Json(json!({
+        let r = Json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }))
         .into_response();
+        return stream_fault.ratelimit_headers(r, RATELIMIT);
     }
 
     let chunk = |delta: Value, finish: Option<&str>| {
@@ -255,7 +262,7 @@ async fn complete(state: &State, headers: &HeaderMap, body: Value, model: String
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_owned());
-    sse(events, stream_fault)
+    stream_fault.ratelimit_headers(sse(events, stream_fault), RATELIMIT)
 }
 
 /// `POST /v1/completions`: OpenAI's legacy text completions.
