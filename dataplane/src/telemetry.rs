@@ -425,7 +425,7 @@ struct BudgetGauges {
 
 impl BudgetGauges {
     fn new(r: &Registry) -> prometheus::Result<Self> {
-        let pair = |remaining: &str, max: &str, what: &str, labels: &[&str]| {
+        let gauge_pair = |remaining: &str, max: &str, what: &str, labels: &[&str]| {
             prometheus::Result::Ok([
                 gauge(
                     r,
@@ -437,25 +437,25 @@ impl BudgetGauges {
             ])
         };
         Ok(Self {
-            key: pair(
+            key: gauge_pair(
                 "litellm_remaining_api_key_budget_metric",
                 "litellm_api_key_max_budget_metric",
                 "api key",
                 &["hashed_api_key", "api_key_alias"],
             )?,
-            team: pair(
+            team: gauge_pair(
                 "litellm_remaining_team_budget_metric",
                 "litellm_team_max_budget_metric",
                 "team",
                 &["team", "team_alias"],
             )?,
-            user: pair(
+            user: gauge_pair(
                 "litellm_remaining_user_budget_metric",
                 "litellm_user_max_budget_metric",
                 "user",
                 &["user"],
             )?,
-            organization: pair(
+            organization: gauge_pair(
                 "litellm_remaining_org_budget_metric",
                 "litellm_org_max_budget_metric",
                 "organization",

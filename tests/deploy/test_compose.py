@@ -34,6 +34,7 @@ TIERS = {n: COMPOSE_DIR / f for n, f in {
     1: "tier1-standalone.yaml", 2: "tier2-redis.yaml", 3: "tier3-split.yaml", 4: "tier4-full.yaml",
 }.items()}
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "routeiq.json"
+DASHBOARDS = sorted(DASHBOARD.parent.glob("*.json"))
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 # The port each RouteIQ image serves its health endpoints on (deploy/Dockerfile).
@@ -459,7 +460,9 @@ def exported_metrics() -> dict[str, str]:
     each with a (name, help) pair (`counter(&r, "name", "help", ...)`, `IntGauge::new(...)`,
     `Opts::new(...)`, `HistogramOpts::new(...)`); the control plane writes `# TYPE` lines."""
     found: dict[str, str] = {}
-    call = re.compile(r'\b((?:\w+::)*\w+)\(\s*(?:&\w+\s*,\s*)?"([a-zA-Z_:][a-zA-Z0-9_:]*)"\s*,\s*"')
+    call = re.compile(r'\b((?:\w+::)*\w+)\(\s*(?:&?\w+\s*,\s*)?"([a-zA-Z_:][a-zA-Z0-9_:]*)"\s*,\s*"')
+    # `gauge_pair("remaining", "max", ...)`: two gauges.
+    pair = re.compile(r'\bgauge_pair\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"\s*,\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"')
     for src in ("dataplane/src", "controlplane/src"):
         for f in (ROOT / src).rglob("*.rs"):
             text = f.read_text()
@@ -470,6 +473,9 @@ def exported_metrics() -> dict[str, str]:
                 histogram = "histogram" in last.lower()
                 if histogram or name not in found:
                     found[name] = "histogram" if histogram else "other"
+            for names in pair.findall(text):
+                for name in names:
+                    found.setdefault(name, "other")
             for name, kind in re.findall(r"# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)", text):
                 found[name] = kind
     return found
@@ -484,10 +490,11 @@ def rust_string_literals() -> frozenset[str]:
     return frozenset(words)
 
 
-def test_dashboard_queries_only_exported_metrics():
+@pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_queries_only_exported_metrics(dashboard):
     exported = exported_metrics()
     assert len(exported) >= 10, f"metric registrations not found in the source: {exported}"
-    queries = dashboard_queries(DASHBOARD)
+    queries = dashboard_queries(dashboard)
     used = set()
     for title, expr, legend in queries:
         names = promql_metrics(expr)
@@ -507,8 +514,9 @@ def test_dashboard_queries_only_exported_metrics():
     assert used & {m for m, k in exported.items() if k == "histogram"}, "no latency histogram"
 
 
-def test_dashboard_is_provisionable():
-    dash = json.loads(DASHBOARD.read_text())
+@pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_is_provisionable(dashboard):
+    dash = json.loads(dashboard.read_text())
     assert dash["uid"] and dash["title"] and dash["panels"]
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"

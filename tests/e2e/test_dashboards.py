@@ -1,7 +1,8 @@
 """The shipped Grafana dashboards (`deploy/grafana/dashboards/*.json`) against a running
 stack: every metric any of their queries uses is exported by the control plane or a data
 plane once traffic has gone through (successes, a stream, retries, fallbacks that serve and
-that fail, a cooldown, Redis, a cache miss and hit, a learned strategy's fallback)."""
+that fail, a cooldown, Redis, a cache miss and hit, a learned strategy's fallback, a key
+whose team and user have budgets and rate limits)."""
 
 import re
 import sys
@@ -50,7 +51,7 @@ def test_every_metric_a_dashboard_queries_is_exported(make_stack, mock_provider,
     config = f"""
 model_list:
   - model_name: good
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{base}", api_key: sk-k}}
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{base}", api_key: sk-k, rpm: 10000, tpm: 10000000}}
   - model_name: flaky
     litellm_params: {{model: openai/gpt-4o-dash-flaky, api_base: "{base}", api_key: sk-k}}
   - model_name: broken
@@ -82,7 +83,14 @@ general_settings:
     try:
         s = make_stack(config=config)
         dp = s.dataplane("dp-dash", redis=redis)
-        key, _ = s.generate_key(key_alias="dash")
+        # A key, its team and its user with budgets and rate limits: their gauges.
+        admin = s.admin()
+        admin.ok("POST", "/team/new", json={"team_id": "t-dash", "max_budget": 100,
+                                           "rpm_limit": 1000, "tpm_limit": 1000000})
+        admin.ok("POST", "/user/new", json={"user_id": "u-dash", "max_budget": 50})
+        key = admin.ok("POST", "/key/generate", json={
+            "key_alias": "dash", "team_id": "t-dash", "user_id": "u-dash", "max_budget": 10,
+            "rpm_limit": 1000, "tpm_limit": 1000000})["key"]
         wait_until(lambda: dp.chat(key, model="good").status_code == 200, what="key accepted")
         headers = {"Authorization": f"Bearer {key}"}
         ask = [{"role": "user", "content": "hi"}]
