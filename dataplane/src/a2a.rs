@@ -514,6 +514,9 @@ async fn relay(
         }
     }
     headers.push(("traceparent", trace.header()));
+    if let Some(s) = &ctx.tracestate {
+        headers.push(("tracestate", s.as_ref().to_owned()));
+    }
     // A 1.0 caller reads a stream's error from an `error` event; 0.3's from a data frame.
     let error_event = header(req, "a2a-version").is_some_and(|v| !v.starts_with("0."));
     let unreachable = |why: String| {

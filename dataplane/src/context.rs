@@ -25,6 +25,9 @@ pub struct RequestCtx {
     /// The caller's W3C trace context, when it sent a valid `traceparent`: the request's
     /// span joins that trace (else the trace named by `request_id`).
     pub traceparent: Option<Box<crate::otel::TraceParent>>,
+    /// The caller's W3C `tracestate` (only with a valid `traceparent`), passed on with the
+    /// trace to providers, MCP servers and agents.
+    pub tracestate: Option<Arc<str>>,
     /// The request's own span, when spans are exported (every route but the probes and
     /// `/metrics`).
     pub span: Option<crate::otel::RouteSpan>,
@@ -234,11 +237,22 @@ impl RequestCtx {
         }
     }
 
+    /// The trace context of a call made on the request's behalf: `own`, the `traceparent`
+    /// of the call's span when it has one, else [`Self::outgoing_traceparent`]; with the
+    /// caller's `tracestate`.
+    pub fn outgoing_trace(&self, own: Option<String>) -> Option<crate::otel::Outgoing> {
+        Some(crate::otel::Outgoing {
+            traceparent: own.or_else(|| self.outgoing_traceparent())?,
+            tracestate: self.tracestate.clone(),
+        })
+    }
+
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
             request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
             traceparent: None,
+            tracestate: None,
             span: None,
             attempt_span: None,
             first_chunk: None,

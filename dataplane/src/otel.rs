@@ -32,6 +32,43 @@ use crate::state::CompiledDeployment;
 
 pub use routeiq_service::telemetry::TraceParent;
 
+/// The W3C trace context a call made on a request's behalf carries: a `traceparent`, and
+/// the caller's `tracestate` passed on as it came (RouteIQ adds no entry of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub traceparent: String,
+    pub tracestate: Option<std::sync::Arc<str>>,
+}
+
+impl Outgoing {
+    /// Its headers.
+    pub fn headers(self) -> impl Iterator<Item = (&'static str, String)> {
+        std::iter::once(("traceparent", self.traceparent)).chain(
+            self.tracestate
+                .map(|s| ("tracestate", s.as_ref().to_owned())),
+        )
+    }
+}
+
+/// A caller's `tracestate` header values, combined as the specification says (joined with
+/// commas); `None` when there is none, or it is not printable ASCII of at most 512 bytes
+/// (the length the specification asks participants to propagate at least).
+pub fn tracestate<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<std::sync::Arc<str>> {
+    let mut joined = String::new();
+    for v in values {
+        let v = std::str::from_utf8(v).ok()?.trim();
+        if v.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(v);
+    }
+    let printable = joined.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    (!joined.is_empty() && joined.len() <= 512 && printable).then(|| joined.into())
+}
+
 /// The exporter and tracer (the setup the three services share).
 pub struct Spans {
     tracing: Tracing,
@@ -70,7 +107,12 @@ impl Spans {
             .span_builder("routeiq.route")
             .with_kind(SpanKind::Server)
             .with_start_time(start);
-        let mut span = self.build_under(ctx.traceparent.as_deref(), &ctx.request_id, builder);
+        let mut span = self.build_under(
+            ctx.traceparent.as_deref(),
+            ctx.tracestate.as_deref(),
+            &ctx.request_id,
+            builder,
+        );
         // Set once the sampler kept it (no sampler here reads attributes): a dropped span
         // costs no allocation for them.
         if opentelemetry::trace::Span::is_recording(&span) {
@@ -503,7 +545,12 @@ impl Spans {
     ) -> opentelemetry_sdk::trace::Span {
         match &ctx.span {
             Some(route) => self.tracer().build_with_context(builder, &route.context()),
-            None => self.build_under(ctx.traceparent.as_deref(), &ctx.request_id, builder),
+            None => self.build_under(
+                ctx.traceparent.as_deref(),
+                ctx.tracestate.as_deref(),
+                &ctx.request_id,
+                builder,
+            ),
         }
     }
 
@@ -512,11 +559,14 @@ impl Spans {
     fn build_under(
         &self,
         caller: Option<&TraceParent>,
+        tracestate: Option<&str>,
         request_id: &str,
         builder: opentelemetry::trace::SpanBuilder,
     ) -> opentelemetry_sdk::trace::Span {
         match caller {
-            Some(t) => self.tracer().build_with_context(builder, &t.context()),
+            Some(t) => self
+                .tracer()
+                .build_with_context(builder, &t.context_with_state(tracestate)),
             None => in_trace(request_id, || {
                 self.tracer().build_with_context(builder, &Context::new())
             }),
@@ -544,7 +594,7 @@ impl Spans {
             parent_id: span.clone(),
             flags: trace.flags.clone(),
         });
-        AgentSpan(self.build_under(caller.as_ref(), &trace.request_id, builder))
+        AgentSpan(self.build_under(caller.as_ref(), None, &trace.request_id, builder))
     }
 }
 
@@ -572,5 +622,45 @@ impl AgentSpan {
             i64::from(status),
         ));
         self.0.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_tracestate_is_passed_on_only_when_it_is_one() {
+        let one = |v: &[&str]| tracestate(v.iter().map(|s| s.as_bytes()));
+        assert_eq!(
+            one(&["rojo=00f067aa0ba902b7"]).as_deref(),
+            Some("rojo=00f067aa0ba902b7")
+        );
+        // Several header lines are one list.
+        assert_eq!(one(&["a=1", " b=2 ", ""]).as_deref(), Some("a=1,b=2"));
+        assert_eq!(one(&[]), None);
+        assert_eq!(one(&[""]), None);
+        let long = format!("v={}", "x".repeat(511));
+        assert_eq!(one(&[&long]), None, "over 512 bytes");
+        assert_eq!(one(&["v=caf\u{e9}"]), None);
+        assert_eq!(one(&["v=\u{7}"]), None);
+        assert_eq!(tracestate([b"v=\xff".as_slice()].into_iter()), None);
+        let out = Outgoing {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: one(&["a=1"]),
+        };
+        let headers: Vec<_> = out.clone().headers().collect();
+        assert_eq!(
+            headers,
+            [
+                ("traceparent", out.traceparent.clone()),
+                ("tracestate", "a=1".to_owned())
+            ]
+        );
+        let bare = Outgoing {
+            tracestate: None,
+            ..out
+        };
+        assert_eq!(bare.headers().count(), 1);
     }
 }

@@ -492,10 +492,17 @@ impl BudgetGauges {
     }
 }
 
+/// `c`, registered in `r`.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
-    let g = GaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+    registered(r, GaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 fn int_gauge(
@@ -504,15 +511,11 @@ fn int_gauge(
     help: &str,
     labels: &[&str],
 ) -> prometheus::Result<IntGaugeVec> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
-    let c = IntCounter::new(name, help)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+    registered(r, IntCounter::new(name, help)?)
 }
 
 fn counter(
@@ -521,9 +524,7 @@ fn counter(
     help: &str,
     labels: &[&str],
 ) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels)?)
 }
 
 fn histogram(
@@ -533,12 +534,13 @@ fn histogram(
     labels: &[&str],
     buckets: &[f64],
 ) -> prometheus::Result<HistogramVec> {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
-    )?;
-    r.register(Box::new(h.clone()))?;
-    Ok(h)
+    registered(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )?,
+    )
 }
 
 impl Metrics {
@@ -554,13 +556,17 @@ impl Metrics {
 
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        let snapshot_version = IntGauge::new(
-            "routeiq_snapshot_version",
-            "Version of the snapshot this data plane serves from",
+        let snapshot_version = registered(
+            &r,
+            IntGauge::new(
+                "routeiq_snapshot_version",
+                "Version of the snapshot this data plane serves from",
+            )?,
         )?;
-        r.register(Box::new(snapshot_version.clone()))?;
-        let in_flight = IntGauge::new("litellm_in_flight_requests", "Requests being served")?;
-        r.register(Box::new(in_flight.clone()))?;
+        let in_flight = registered(
+            &r,
+            IntGauge::new("litellm_in_flight_requests", "Requests being served")?,
+        )?;
         Ok(Self {
             families: Families::new(&r)?,
             budgets: BudgetGauges::new(&r)?,
@@ -592,17 +598,12 @@ impl Metrics {
                 "routeiq_usage_events_published_total",
                 "Usage events accepted by JetStream",
             )?,
-            deployment_state: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "litellm_deployment_state",
-                        "Circuit breaker of a deployment: 0 closed (healthy), 1 half-open, 2 open (cooling down)",
-                    ),
-                    DEPLOYMENT_STATE,
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            deployment_state: int_gauge(
+                &r,
+                "litellm_deployment_state",
+                "Circuit breaker of a deployment: 0 closed (healthy), 1 half-open, 2 open (cooling down)",
+                DEPLOYMENT_STATE,
+            )?,
             deployment_limits: [
                 int_gauge(
                     &r,
@@ -967,11 +968,13 @@ struct Families {
 impl Families {
     fn new(registry: &Registry) -> prometheus::Result<Self> {
         let r = registry.clone();
-        let spend = CounterVec::new(
-            Opts::new("litellm_spend_metric_total", "Spend on LLM requests, USD"),
-            SPEND,
+        let spend = registered(
+            &r,
+            CounterVec::new(
+                Opts::new("litellm_spend_metric_total", "Spend on LLM requests, USD"),
+                SPEND,
+            )?,
         )?;
-        r.register(Box::new(spend.clone()))?;
         Ok(Self {
             requests: counter(
                 &r,

@@ -42,7 +42,8 @@ def whoami(ctx: Context) -> str:
 def search(q: str, ctx: Context) -> str:
     """Search the docs."""
     meta = ctx.request_context.meta or {}
-    print(f"search q={q} traceparent={meta.get('traceparent', '-')}", file=sys.stderr, flush=True)
+    print(f"search q={q} traceparent={meta.get('traceparent', '-')} tracestate={meta.get('tracestate', '-')}",
+          file=sys.stderr, flush=True)
     return f"{name} found: {q}"
 
 

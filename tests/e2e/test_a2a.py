@@ -279,9 +279,12 @@ def test_each_call_is_an_invoke_agent_span_in_the_callers_trace(env):
                            OTEL_BSP_SCHEDULE_DELAY="100")
     try:
         r = httpx.post(f"{url}/a2a/echo10", json=GET, timeout=30, headers={
-            "Authorization": f"Bearer {MASTER}", "A2A-Version": "1.0", "traceparent": TRACEPARENT})
+            "Authorization": f"Bearer {MASTER}", "A2A-Version": "1.0", "traceparent": TRACEPARENT,
+            "tracestate": "rojo=00f067aa0ba902b7"})
         assert r.json()["error"]["code"] == -32001, r.text
-        sent = [s for s in env.agents["echo10"].seen() if s["method"] == "POST"][-1]["headers"]["traceparent"]
+        agent_headers = [s for s in env.agents["echo10"].seen() if s["method"] == "POST"][-1]["headers"]
+        sent = agent_headers["traceparent"]
+        assert agent_headers["tracestate"] == "rojo=00f067aa0ba902b7"
         deadline = time.time() + 15
         while not receiver.spans("invoke_agent echo10") and time.time() < deadline:
             time.sleep(0.05)

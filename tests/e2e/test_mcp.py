@@ -388,13 +388,14 @@ general_settings:
 
 def test_without_exported_spans_a_callers_traceparent_reaches_the_server_as_it_came(mcp_env):
     caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    for q, headers in (("passed-on", {"traceparent": caller}), ("no-trace", {})):
+    state = "rojo=00f067aa0ba902b7"
+    for q, headers in (("passed-on", {"traceparent": caller, "tracestate": state}), ("no-trace", {})):
         r = rpc(f"{mcp_env.url}/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                                        "params": {"name": "docs-search", "arguments": {"q": q}}}, headers=headers)
         assert r.json()["result"]["content"][0]["text"] == f"docs found: {q}", r.text
     log = mcp_env.docs.proc.output()
-    assert f"q=passed-on traceparent={caller}" in log
-    assert "q=no-trace traceparent=-" in log
+    assert f"q=passed-on traceparent={caller} tracestate={state}" in log
+    assert "q=no-trace traceparent=- tracestate=-" in log
 
 
 def test_each_tool_call_is_an_execute_tool_span_in_the_requests_trace(mcp_env, tmp_path):

@@ -11,13 +11,16 @@ from conftest import BIN_DIR, MASTER_KEY, Process, free_port, wait_http
 from otlp import OtlpReceiver
 
 CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+STATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
 
 
 def ask(url: str, mock_url: str, traceparent: str | None,
-        model: str = "gpt-upstream") -> tuple[httpx.Response, dict]:
+        model: str = "gpt-upstream", tracestate: str | bytes | None = None) -> tuple[httpx.Response, dict]:
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     if traceparent:
         headers["traceparent"] = traceparent
+    if tracestate:
+        headers["tracestate"] = tracestate
     r = httpx.post(f"{url}/v1/chat/completions", timeout=30, headers=headers,
                    json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200, r.text
@@ -33,6 +36,15 @@ def test_without_exported_spans_the_callers_traceparent_goes_on_as_it_came(gatew
     # Not W3C's: neither honoured nor passed on.
     _, sent = ask(gateway.url, mock_provider, "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")
     assert "traceparent" not in sent
+    # The caller's tracestate goes with its trace, as it came; not without a trace, and not
+    # when it is not one a participant must pass on (over 512 bytes, not printable ASCII).
+    _, sent = ask(gateway.url, mock_provider, CALLER, tracestate=STATE)
+    assert (sent["traceparent"], sent["tracestate"]) == (CALLER, STATE)
+    _, sent = ask(gateway.url, mock_provider, None, tracestate=STATE)
+    assert "tracestate" not in sent
+    for bad in (b"v=" + b"x" * 600, "v=caf\u00e9".encode()):
+        _, sent = ask(gateway.url, mock_provider, CALLER, tracestate=bad)
+        assert "tracestate" not in sent and sent["traceparent"] == CALLER
 
 
 # A deployment that the tests make fail, and its fallback to gpt-upstream.
@@ -47,7 +59,7 @@ def test_each_attempt_is_a_genai_client_span_under_the_requests_span(mock_provid
     receiver = OtlpReceiver()
     url, p = start_gateway(tmp_path, mock_provider, receiver.port, FLAKY.format(mock=mock_provider))
     try:
-        joined, joined_sent = ask(url, mock_provider, CALLER)
+        joined, joined_sent = ask(url, mock_provider, CALLER, tracestate=STATE)
         own, own_sent = ask(url, mock_provider, None)
         httpx.post(f"{mock_provider}/__faults", json={"gpt-4o-flaky": {"status": 500}}).raise_for_status()
         try:
@@ -78,6 +90,9 @@ def test_each_attempt_is_a_genai_client_span_under_the_requests_span(mock_provid
         # No content by default.
         assert attr(route, "routeiq.route.query") is None
         assert joined_sent["traceparent"] == f"00-{trace}-{attempt.span_id.hex()}-01"
+        # The caller's tracestate: on the spans of its trace, and on to the provider.
+        assert route.trace_state == attempt.trace_state == STATE
+        assert joined_sent["tracestate"] == STATE
         assert attempt.name == "chat gpt-4o-mini" and attempt.kind == attempt.SPAN_KIND_CLIENT
         assert attr(attempt, "gen_ai.operation.name") == "chat"
         assert attr(attempt, "gen_ai.provider.name") == "openai"

@@ -243,10 +243,7 @@ pub async fn serve(
             .as_ref()
             .zip(ctx.span.as_ref())
             .map(|(spans, route)| spans.attempt(route, &d, op.on(&d)));
-        let trace = match &span {
-            Some(s) => Some(s.traceparent()),
-            None => ctx.outgoing_traceparent(),
-        };
+        let trace = ctx.outgoing_trace(span.as_ref().map(|s| s.traceparent()));
         match send(app, &d, op, body, max_response_bytes, trace).await {
             Ok((reply, remaining)) => {
                 ctx.provider_remaining = remaining;
@@ -301,7 +298,7 @@ pub(super) async fn send(
     op: Operation,
     body: Bytes,
     max_response_bytes: usize,
-    trace: Option<String>,
+    trace: Option<crate::otel::Outgoing>,
 ) -> Result<(Reply, providers::Remaining), ApiError> {
     let provider = providers::get(d.deployment.provider);
     let op = op.on(d);

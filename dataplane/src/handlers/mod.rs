@@ -41,6 +41,16 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
         .and_then(|v| v.to_str().ok())
         .and_then(crate::otel::TraceParent::parse)
         .map(Box::new);
+    if ctx.traceparent.is_some() {
+        ctx.tracestate = crate::otel::tracestate(
+            session
+                .req_header()
+                .headers
+                .get_all("tracestate")
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+    }
     // Probes and metrics have no span.
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_owned();

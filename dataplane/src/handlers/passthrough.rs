@@ -211,7 +211,11 @@ pub async fn forward(
             let v = session.req_header().headers.get(*name)?.to_str().ok()?;
             Some((*name, v.to_owned()))
         })
-        .chain(ctx.outgoing_traceparent().map(|t| ("traceparent", t)))
+        .chain(
+            ctx.outgoing_trace(None)
+                .into_iter()
+                .flat_map(crate::otel::Outgoing::headers),
+        )
         .collect();
     let mut req = crate::upstream::UpstreamRequest {
         method: http::Method::POST,

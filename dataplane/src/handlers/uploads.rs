@@ -375,8 +375,8 @@ async fn forward(
     req.headers.push(("content-type", content_type));
     req.headers
         .push(("content-length", (first.len() + left).to_string()));
-    if let Some(t) = ctx.outgoing_traceparent() {
-        req.headers.push(("traceparent", t));
+    if let Some(t) = ctx.outgoing_trace(None) {
+        req.headers.extend(t.headers());
     }
     req.body = first;
     providers::get(d.deployment.provider)

@@ -606,12 +606,12 @@ pub(crate) async fn call_tool(
         .spans
         .as_ref()
         .map(|spans| spans.tool_call(ctx, &server.config.name, tool));
-    let trace = match &span {
-        Some(s) => Some(s.traceparent()),
-        None => ctx.outgoing_traceparent(),
-    };
-    if let Some(t) = trace {
-        forwarded.insert("_meta".into(), json!({ "traceparent": t }));
+    if let Some(t) = ctx.outgoing_trace(span.as_ref().map(|s| s.traceparent())) {
+        let mut meta = json!({ "traceparent": t.traceparent });
+        if let Some(s) = t.tracestate {
+            meta["tracestate"] = json!(s.as_ref());
+        }
+        forwarded.insert("_meta".into(), meta);
     }
     let started = Instant::now();
     let call = client.request(server, "tools/call", Value::Object(forwarded), CALL_TIMEOUT);

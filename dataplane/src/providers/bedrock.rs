@@ -204,7 +204,7 @@ impl Provider for Bedrock {
         d: &CompiledDeployment,
         op: Operation,
         body: Bytes,
-        trace: Option<String>,
+        trace: Option<crate::otel::Outgoing>,
     ) -> Result<ProviderResponse, ApiError> {
         let runtime = target_of(d)?;
         let agent = (op == Operation::Rerank)

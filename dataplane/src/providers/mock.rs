@@ -61,7 +61,7 @@ impl Provider for Mock {
         d: &CompiledDeployment,
         op: Operation,
         body: Bytes,
-        _trace: Option<String>,
+        _trace: Option<crate::otel::Outgoing>,
     ) -> Result<ProviderResponse, ApiError> {
         let req: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("request body is not JSON: {e}")))?;

@@ -257,7 +257,7 @@ pub trait Provider: Send + Sync {
         d: &CompiledDeployment,
         op: Operation,
         body: Bytes,
-        trace: Option<String>,
+        trace: Option<crate::otel::Outgoing>,
     ) -> Result<ProviderResponse, ApiError> {
         let target = target_of(d)?;
         let req = self.request(d, target, op, body)?;
@@ -280,11 +280,11 @@ async fn exchange(
     target: &Target,
     op: Operation,
     mut req: UpstreamRequest,
-    trace: Option<String>,
+    trace: Option<crate::otel::Outgoing>,
 ) -> Result<ProviderResponse, ApiError> {
     // Not signed (SigV4 signs what `authorize` saw): a header the signature leaves out.
     if let Some(t) = trace {
-        req.headers.push(("traceparent", t));
+        req.headers.extend(t.headers());
     }
     // A stream's reads are bounded one by one; anything else is bounded whole by the
     // caller (`timeout`), with one timer.

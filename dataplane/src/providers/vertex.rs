@@ -168,7 +168,7 @@ impl Provider for Vertex {
         d: &CompiledDeployment,
         op: Operation,
         body: Bytes,
-        trace: Option<String>,
+        trace: Option<crate::otel::Outgoing>,
     ) -> Result<ProviderResponse, ApiError> {
         let target = target_of(d)?;
         let mut req = self.request(d, target, op, body)?;

@@ -246,13 +246,22 @@ impl TraceParent {
     /// A context whose remote span is this one: spans built in it are its children, and a
     /// parent-based sampler follows its sampled flag.
     pub fn context(&self) -> Context {
+        self.context_with_state(None)
+    }
+
+    /// [`Self::context`] with the caller's `tracestate`, which the spans built in it carry
+    /// (dropped when it is not a valid one).
+    pub fn context_with_state(&self, tracestate: Option<&str>) -> Context {
         let flags = u8::from_str_radix(&self.flags, 16).unwrap_or(1) & TraceFlags::SAMPLED.to_u8();
+        let state = tracestate
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default();
         Context::new().with_remote_span_context(SpanContext::new(
             TraceId::from_hex(&self.trace_id).unwrap_or(TraceId::INVALID),
             SpanId::from_hex(&self.parent_id).unwrap_or(SpanId::INVALID),
             TraceFlags::new(flags),
             true,
-            TraceState::default(),
+            state,
         ))
     }
 }
@@ -297,9 +306,13 @@ pub fn current_traceparent() -> Option<String> {
     sc.is_valid().then(|| TraceParent::header(sc))
 }
 
-/// The context of `headers`' `traceparent`, or an empty one (a new trace).
+/// The context of `headers`' `traceparent` (and `tracestate`), or an empty one (a new
+/// trace).
 fn caller_context(headers: &http::HeaderMap) -> Context {
-    context_of(headers.get("traceparent").and_then(|v| v.to_str().ok()))
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    text("traceparent")
+        .and_then(TraceParent::parse)
+        .map_or_else(Context::new, |t| t.context_with_state(text("tracestate")))
 }
 
 /// Which protocol a server speaks, for its spans' names and attributes.
