@@ -489,6 +489,15 @@ pub struct Exchange {
 
 impl Exchange {
     /// A response header's value.
+    /// The response's headers, as they came.
+    pub fn headers(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
+        self.session
+            .as_ref()
+            .and_then(|s| s.resp_header())
+            .into_iter()
+            .flat_map(|h| h.headers.iter())
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.session
             .as_ref()?

@@ -191,23 +191,35 @@ pub struct Remaining {
 }
 
 impl Remaining {
-    fn of(ex: &Exchange) -> Self {
-        let read = |names: [&str; 2]| {
-            names
-                .iter()
-                .find_map(|n| ex.header(n))
-                .and_then(|v| v.trim().parse().ok())
-        };
-        Self {
-            requests: read([
+    /// What `ex`'s headers say, for a provider that sends them (OpenAI and the servers
+    /// speaking its API, Azure, Anthropic); none for the others. One pass over the
+    /// headers: looking each name up by a `&str` costs more (it is parsed and hashed).
+    fn of(ex: &Exchange, provider: ProviderKind) -> Self {
+        let names: [&str; 2] = match provider {
+            ProviderKind::OpenAi | ProviderKind::Azure => [
                 "x-ratelimit-remaining-requests",
-                "anthropic-ratelimit-requests-remaining",
-            ]),
-            tokens: read([
                 "x-ratelimit-remaining-tokens",
+            ],
+            ProviderKind::Anthropic => [
+                "anthropic-ratelimit-requests-remaining",
                 "anthropic-ratelimit-tokens-remaining",
-            ]),
+            ],
+            ProviderKind::Gemini
+            | ProviderKind::VertexAi
+            | ProviderKind::Bedrock
+            | ProviderKind::Cohere
+            | ProviderKind::Mock => return Self::default(),
+        };
+        let mut left = Self::default();
+        for (name, value) in ex.headers() {
+            let slot = match name.as_str() {
+                n if n == names[0] => &mut left.requests,
+                n if n == names[1] => &mut left.tokens,
+                _ => continue,
+            };
+            *slot = value.to_str().ok().and_then(|v| v.trim().parse().ok());
         }
+        left
     }
 }
 
@@ -294,7 +306,7 @@ async fn exchange(
         .await?;
     let status = ex.status;
     let retry_after = ex.retry_after;
-    let remaining = Remaining::of(&ex);
+    let remaining = Remaining::of(&ex, d.deployment.provider);
     let mut body = Body::Http(Box::new(ex));
     if !(200..300).contains(&status) {
         let err_body = body.read_error().await;
