@@ -108,7 +108,9 @@ def test_the_gateway_routes_as_the_pipeline_chose(mock, gateway, strategy):
         assert r.headers["x-routeiq-router-version"] == loaded["version"]
         assert r.headers["x-routeiq-router-candidate"] == want, query
         assert r.headers["x-litellm-model-id"] == want
-    assert "routeiq_learned_routing_decisions_total" in g.metrics()
+    # Every decision counted under the version that made it.
+    assert metric(g, "routeiq_learned_routing_decisions_total", by="model", strategy=f"llmrouter-{strategy}",
+                  version=loaded["version"]) == len(rows)
 
 
 def test_a_sentence_encoder_artifact_routes_too(mock, gateway):

@@ -174,7 +174,8 @@ pub struct Slot {
     pub spec: Spec,
     model: ArcSwapOption<Model>,
     status: Mutex<Status>,
-    by_model: IntCounter,
+    /// Decisions by the model serving now (its version's series; none without a model).
+    by_model: ArcSwapOption<IntCounter>,
     by_fallback: IntCounter,
     metrics: Metrics,
 }
@@ -194,7 +195,9 @@ impl Slot {
 
     pub(super) fn decided(&self, by_model: bool) {
         if by_model {
-            self.by_model.inc();
+            if let Some(c) = self.by_model.load().as_deref() {
+                c.inc();
+            }
         } else {
             self.by_fallback.inc();
         }
@@ -202,6 +205,19 @@ impl Slot {
 
     pub(super) fn scoring_failed(&self, e: &LoadError) {
         tracing::warn!(strategy = %self.spec.strategy, error = %e, "routing model failed to score; routing with the fallback strategy");
+    }
+
+    /// Serves `model` from now on; its decisions count under its version.
+    fn serve(&self, model: Option<Arc<Model>>) {
+        self.by_model.store(model.as_ref().map(|m| {
+            Arc::new(self.metrics.decisions.with_label_values(&[
+                &self.spec.strategy,
+                self.spec.role(),
+                "model",
+                &m.manifest.version,
+            ]))
+        }));
+        self.model.store(model);
     }
 
     fn with_status(&self, f: impl FnOnce(&mut Status)) {
@@ -216,7 +232,7 @@ impl Slot {
             Ok(None) => None,
             Ok(Some(model)) => {
                 tracing::info!(strategy = %self.spec.strategy, version = %model.manifest.version, source = %self.spec.source, "routing model loaded");
-                self.model.store(Some(Arc::new(model)));
+                self.serve(Some(Arc::new(model)));
                 Some("ok")
             }
             Err(e) => {
@@ -322,9 +338,10 @@ impl Models {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "routeiq_learned_routing_decisions_total",
-                "Picks by learned strategies: by the model, or by the fallback strategy",
+                "Picks by learned strategies: by the model (and its version), or by the \
+                 fallback strategy",
             ),
-            &["strategy", "role", "by"],
+            &["strategy", "role", "by", "version"],
         );
         let shadow = IntCounterVec::new(
             Opts::new(
@@ -411,7 +428,7 @@ impl Models {
             promoted().or_else(previous)
         };
         let slot = self.new_slot(spec.clone());
-        slot.model.store(serving);
+        slot.serve(serving);
         slots.insert(spec, Arc::downgrade(&slot));
         drop(slots);
         match self.runtime.get() {
@@ -428,12 +445,13 @@ impl Models {
     fn new_slot(&self, spec: Spec) -> Arc<Slot> {
         let m = &self.metrics;
         Arc::new(Slot {
-            by_model: m
-                .decisions
-                .with_label_values(&[&spec.strategy, spec.role(), "model"]),
-            by_fallback: m
-                .decisions
-                .with_label_values(&[&spec.strategy, spec.role(), "fallback"]),
+            by_model: ArcSwapOption::empty(),
+            by_fallback: m.decisions.with_label_values(&[
+                &spec.strategy,
+                spec.role(),
+                "fallback",
+                "",
+            ]),
             metrics: m.clone(),
             spec,
             model: ArcSwapOption::empty(),
