@@ -76,9 +76,12 @@ async fn main() -> anyhow::Result<()> {
         .map(|t| t.server_config(true))
         .transpose()?;
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
         listen = %args.listen,
         tls = tls.is_some(),
         controlplane = %args.controlplane,
+        otlp = tracing.is_some(),
+        otlp_logs = routeiq_service::telemetry::exporting_logs(),
         "admin API serving"
     );
     let served = routeiq_service::http::serve(args.listen, app, tls)

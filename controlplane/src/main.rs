@@ -229,6 +229,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(routeiq_controlplane::cache::Redis::new)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+    let redis_on = redis.is_some();
     let service = grpc::Service {
         pool,
         secrets,
@@ -237,10 +238,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let token: Option<Arc<str>> = args.grpc_token.as_deref().map(Arc::from);
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
         grpc = %args.grpc_listen,
         http = %args.http_listen,
         tls = args.tls.cert.is_some(),
         mtls = args.tls.client_ca.is_some(),
+        grpc_token = token.is_some(),
+        redis = redis_on,
+        otlp = tracing.is_some(),
+        otlp_logs = routeiq_service::telemetry::exporting_logs(),
         "routeiq-controlplane serving"
     );
     // Skill uploads carry bundles of up to 8 MiB.

@@ -124,4 +124,6 @@ def test_an_admin_calls_log_lines_carry_its_trace_in_json_and_in_otlp(tmp_path):
     # Lines logged outside any call carry no trace.
     serving = [line for line in lines if line.get("message") == "admin API serving"]
     assert serving and "trace_id" not in serving[0]
+    # The startup summary says what is on.
+    assert serving[0]["otlp"] is True and serving[0]["otlp_logs"] is True and serving[0]["version"]
     assert MASTER_KEY not in admin.output()
