@@ -371,11 +371,18 @@ impl RateLimitGauges {
     }
 
     fn set(&self, ctx: &RequestCtx) {
+        let standing = ctx.standing;
+        let Some(key) = ctx.key.as_deref() else {
+            return;
+        };
+        if standing.key.is_none() && standing.team.is_none() {
+            return;
+        }
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let both = |s: &crate::limits::Standing| [("requests", s.requests), ("tokens", s.tokens)];
-        if let (Some(s), Some(k)) = (ctx.standing.key, ctx.key.as_deref()) {
-            let hash = k.hash.to_hex();
-            let alias = or_none(&k.alias);
+        let k = KeyLabels::of(Some(key));
+        if let Some(s) = standing.key {
+            let (hash, alias) = (k.hashed.as_str(), k.alias);
             let model = or_none(ctx.model.as_deref().unwrap_or(""));
             let model_id = or_none(
                 ctx.deployment
@@ -386,17 +393,17 @@ impl RateLimitGauges {
                 let Some(l) = left else { continue };
                 let [allowed, used] = &self.key;
                 allowed
-                    .with_label_values(&[&hash, alias, kind])
+                    .with_label_values(&[hash, alias, kind])
                     .set(int(l.limit));
-                used.with_label_values(&[&hash, alias, kind])
+                used.with_label_values(&[hash, alias, kind])
                     .set(int(l.limit - l.remaining));
                 self.for_model[i]
-                    .with_label_values(&[&hash, alias, model, model_id])
+                    .with_label_values(&[hash, alias, model, model_id])
                     .set(int(l.remaining));
             }
         }
-        if let (Some(s), Some(k)) = (ctx.standing.team, ctx.key.as_deref()) {
-            let team = or_none(&k.team_id);
+        if let Some(s) = standing.team {
+            let team = k.team;
             for (kind, left) in both(&s) {
                 let Some(l) = left else { continue };
                 let [allowed, used] = &self.team;
@@ -671,14 +678,8 @@ impl Metrics {
         d: &crate::state::CompiledDeployment,
         state: crate::routing::health::BreakerState,
     ) {
-        let d = &d.deployment;
         self.deployment_state
-            .with_label_values(&[
-                d.upstream_model.as_str(),
-                d.id.0.as_str(),
-                or_none(&d.api_base),
-                d.provider.as_str(),
-            ])
+            .with_label_values(&deployment_labels(&d.deployment))
             .set(state as i64);
     }
 
@@ -832,13 +833,8 @@ impl Metrics {
         tpm.reset();
         for d in state.compiled() {
             let d = &d.deployment;
-            let labels = [
-                d.model_name.as_str(),
-                d.upstream_model.as_str(),
-                d.id.0.as_str(),
-                or_none(&d.api_base),
-                d.provider.as_str(),
-            ];
+            let [model, id, api_base, provider] = deployment_labels(d);
+            let labels = [d.model_name.as_str(), model, id, api_base, provider];
             for (gauge, limit) in [(rpm, d.rpm), (tpm, d.tpm)] {
                 if let Some(l) = limit {
                     gauge
@@ -1106,6 +1102,17 @@ impl Families {
             )?,
         })
     }
+}
+
+/// A deployment's `litellm_model_name` (its model), `model_id`, `api_base` and
+/// `api_provider`: [`DEPLOYMENT_STATE`]'s values, and the last four of [`DEPLOYMENT_LIMIT`].
+fn deployment_labels(d: &routeiq_proto::Deployment) -> [&str; 4] {
+    [
+        d.upstream_model.as_str(),
+        d.id.0.as_str(),
+        or_none(&d.api_base),
+        d.provider.as_str(),
+    ]
 }
 
 /// `s`, or LiteLLM's `None` for an unset label.
