@@ -10,7 +10,10 @@
 //! Only sampled requests come here: nothing of this runs for a request whose span is
 //! dropped.
 
+use std::borrow::Cow;
+
 use opentelemetry::{Array, KeyValue, StringValue, Value as OtelValue};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::ClientApi;
@@ -217,6 +220,35 @@ pub struct Answer {
     choices: Vec<(usize, Choice)>,
 }
 
+/// The fields of a whole answer read without content capture, borrowed from the body
+/// where they need no unescaping: OpenAI's chat and completions (`id`, each choice's
+/// `finish_reason`), Anthropic's message (`type`, `id`, `stop_reason`) and the Responses
+/// API's response (`object`, `id`, `status`). Any other field is skipped unread; a body in
+/// which one of these has another type falls back to the JSON tree.
+#[derive(Debug, Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<HeadChoice<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeadChoice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
 /// The most choices read of one answer (OpenAI's bound on `n`); a higher index is ignored.
 const MAX_CHOICES: usize = 128;
 
@@ -247,10 +279,66 @@ impl Answer {
         &mut self.choices[at].1
     }
 
-    /// A whole answer in the client's format.
+    /// A whole answer in the client's format. Without content capture only its id and
+    /// finish reasons are read, borrowed from the body ([`Head`]): a span then costs no
+    /// JSON tree of the answer.
     pub fn read_body(&mut self, body: &[u8]) {
+        if !self.capture {
+            if let Ok(head) = serde_json::from_slice::<Head<'_>>(body) {
+                if self.read_head(head) {
+                    return;
+                }
+            }
+        }
         if let Ok(v) = serde_json::from_slice::<Value>(body) {
             self.read_object(&v, false);
+        }
+    }
+
+    /// What [`Self::read_object`] takes from a whole answer without capture; `false` for a
+    /// shape it does not cover (a stream's event), left to [`Self::read_object`].
+    fn read_head(&mut self, h: Head<'_>) -> bool {
+        if h.object.as_deref() == Some("response") {
+            self.read_status(h.id.as_deref(), h.status.as_deref());
+            return true;
+        }
+        match h.kind.as_deref() {
+            Some("message") => {
+                self.set_id(h.id.as_deref());
+                self.choice(0).finish_reason = h.stop_reason.map(Cow::into_owned);
+            }
+            Some(
+                "message_start"
+                | "content_block_delta"
+                | "message_delta"
+                | "response.created"
+                | "response.completed"
+                | "response.incomplete"
+                | "response.failed"
+                | "response.output_text.delta",
+            ) => return false,
+            _ => {
+                self.set_id(h.id.as_deref());
+                for (i, choice) in h.choices.unwrap_or_default().into_iter().enumerate() {
+                    let index = choice
+                        .index
+                        .map_or(i, |n| usize::try_from(n).unwrap_or(usize::MAX));
+                    if index >= MAX_CHOICES {
+                        continue;
+                    }
+                    let c = self.choice(index);
+                    if let Some(r) = choice.finish_reason {
+                        c.finish_reason = Some(r.into_owned());
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn set_id(&mut self, id: Option<&str>) {
+        if self.id.is_none() {
+            self.id = id.map(str::to_owned);
         }
     }
 
@@ -275,11 +363,7 @@ impl Answer {
 
     /// One answer object or stream event, of whichever shape it is.
     fn read_object(&mut self, v: &Value, delta: bool) {
-        let set_id = |a: &mut Self, id: Option<&Value>| {
-            if a.id.is_none() {
-                a.id = id.and_then(Value::as_str).map(str::to_owned);
-            }
-        };
+        let set_id = |a: &mut Self, id: Option<&Value>| a.set_id(id.and_then(Value::as_str));
         if v.get("object").and_then(Value::as_str) == Some("response") {
             // OpenAI's Responses API, whole.
             return self.read_response(v);
@@ -423,10 +507,16 @@ impl Answer {
     }
 
     fn read_response_status(&mut self, r: &Value) {
-        if self.id.is_none() {
-            self.id = r.get("id").and_then(Value::as_str).map(str::to_owned);
-        }
-        match r.get("status").and_then(Value::as_str) {
+        self.read_status(
+            r.get("id").and_then(Value::as_str),
+            r.get("status").and_then(Value::as_str),
+        );
+    }
+
+    /// A Responses API response's id and status (its finish reason once it is final).
+    fn read_status(&mut self, id: Option<&str>, status: Option<&str>) {
+        self.set_id(id);
+        match status {
             None | Some("in_progress" | "queued") => {}
             Some(s) => self.choice(0).finish_reason = Some(s.to_owned()),
         }
@@ -582,6 +672,34 @@ mod tests {
         let mut a = Answer::new(capture);
         read(&mut a);
         a.attributes()
+    }
+
+    #[test]
+    fn a_body_read_without_capture_gives_what_its_json_tree_gives() {
+        let bodies: [&[u8]; 9] = [
+            br#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"yes"},"finish_reason":"stop"},{"index":1,"message":{"content":null,"tool_calls":[]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3}}"#,
+            br#"{"id":"x","choices":[{"index":40,"finish_reason":"stop"},{"index":1000,"finish_reason":"length"},{"finish_reason":null}]}"#,
+            br#"{"id":"cmpl-\u00e9\"q","object":"text_completion","choices":[{"text":"a","index":0,"finish_reason":"length"}]}"#,
+            br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1}}"#,
+            br#"{"id":"resp_1","object":"response","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"ok"}]}]}"#,
+            br#"{"id":"resp_2","object":"response","status":"in_progress"}"#,
+            // Shapes the borrowed read does not take: left to the tree.
+            br#"{"id":7,"choices":null,"status":{"a":1}}"#,
+            br#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"}}"#,
+            br#"{"id":"y","choices":[{"index":-1,"finish_reason":"stop"}]}"#,
+        ];
+        for body in bodies {
+            let borrowed = answer_of(false, |a| a.read_body(body));
+            let tree: Value = serde_json::from_slice(body).unwrap();
+            let whole = answer_of(false, |a| a.read_value(&tree));
+            assert_eq!(borrowed, whole, "{}", String::from_utf8_lossy(body));
+        }
+        let a = answer_of(false, |a| a.read_body(bodies[2]));
+        assert_eq!(
+            attr(&a, "gen_ai.response.id"),
+            Some(&OtelValue::from("cmpl-\u{e9}\"q"))
+        );
+        assert!(answer_of(false, |a| a.read_body(bodies[3])).len() == 2);
     }
 
     #[test]

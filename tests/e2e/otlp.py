@@ -70,9 +70,9 @@ def attributes(record) -> dict:
 
 
 class OtlpReceiver(_Received):
-    """An OTLP/gRPC receiver of traces, metrics and logs."""
+    """An OTLP/gRPC receiver of traces, metrics and logs (on `port`, else a free one)."""
 
-    def __init__(self):
+    def __init__(self, port: int | None = None):
         super().__init__()
         received, metric_exports, log_exports = self.received, self.metric_exports, self.log_exports
 
@@ -91,7 +91,7 @@ class OtlpReceiver(_Received):
                 log_exports.append(request)
                 return logs_service_pb2.ExportLogsServiceResponse()
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = grpc.server(futures.ThreadPoolExecutor(2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self.server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)

@@ -86,6 +86,63 @@ def test_a_protocol_the_gateway_does_not_speak_is_named_and_nothing_is_exported(
     assert receiver.requests == []
 
 
+def test_compression_the_gateway_does_not_do_is_named_and_no_span_is_exported(mock_provider, tmp_path):
+    """Spans are sent uncompressed: `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` is refused by
+    name at startup (the gateway still serves), as is a gRPC collector behind TLS."""
+    receiver = OtlpReceiver()
+    try:
+        for env, said in (
+            ({"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"},
+             'OTEL_EXPORTER_OTLP_COMPRESSION="gzip": RouteIQ sends spans uncompressed'),
+            ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"https://127.0.0.1:{receiver.port}"},
+             "the OTLP/gRPC span exporter does not speak TLS"),
+        ):
+            url, p = start_gateway(tmp_path, mock_provider, receiver.port, OTEL_METRICS_EXPORTER="none",
+                                   OTEL_LOGS_EXPORTER="none", **env)
+            try:
+                assert ask(url, mock_provider, None)[0].status_code == 200
+                time.sleep(0.5)
+            finally:
+                p.stop()
+            log = p.output()
+            assert said in log and "OTLP span exporter not set up; no traces" in log, log
+    finally:
+        receiver.stop()
+    assert receiver.received == []
+
+
+def test_a_collector_that_is_down_is_logged_once_and_its_return_once(mock_provider, tmp_path):
+    """Nothing listens on the collector's port: every request is answered, the failed
+    exports are logged once (not once per batch), and when a collector comes up on that
+    port the spans of new requests reach it and the recovery is logged once."""
+    port = free_port()
+    url, p = start_gateway(tmp_path, mock_provider, port, OTEL_METRICS_EXPORTER="none",
+                           OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_TIMEOUT="2000")
+    receiver = None
+    try:
+        for _ in range(5):
+            assert ask(url, mock_provider, None)[0].status_code == 200
+            time.sleep(0.3)  # past the 100 ms batch delay: each request is a batch of its own
+        receiver = OtlpReceiver(port)
+        call_id = None
+
+        def arrived():
+            nonlocal call_id
+            r, _ = ask(url, mock_provider, None)
+            call_id = r.headers["x-litellm-call-id"]
+            time.sleep(0.3)
+            return any(attributes(s).get("routeiq.request_id") == call_id for s in receiver.spans())
+        wait_for("spans at the collector once it is up", arrived, timeout=30)
+        tree_of(receiver, call_id)
+    finally:
+        p.stop()
+        if receiver:
+            receiver.stop()
+    log = p.output()
+    assert log.count("OTLP span export failed") == 1, log
+    assert log.count("OTLP span export works again") == 1, log
+
+
 def test_an_admin_calls_log_lines_carry_its_trace_in_json_and_in_otlp(tmp_path):
     """The admin API in front of a control plane that is not there: a traced call is
     answered 503 and its warning is logged inside the call's server span, as a JSON line

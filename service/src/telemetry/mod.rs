@@ -4,6 +4,9 @@
 
 mod logs;
 mod otlp;
+mod span_batch;
+mod span_encode;
+mod span_export;
 
 pub use logs::{export_logs, exporting_logs, flush_logs, init_logging};
 
@@ -37,19 +40,14 @@ impl Tracing {
         if !exporting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER") {
             return None;
         }
-        let exporter = match otlp::span_exporter() {
+        let exporter = match span_export::OtlpSpanExporter::from_env() {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "OTLP span exporter not set up; no traces");
                 return None;
             }
         };
-        let batch =
-            opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-                exporter,
-                opentelemetry_sdk::runtime::Tokio,
-            )
-            .build();
+        let batch = span_batch::SpanBatcher::start(exporter, span_batch::Batching::from_env());
         let provider = SdkTracerProvider::builder()
             .with_span_processor(batch)
             .with_id_generator(RequestTraceIds::default())

@@ -1,32 +1,31 @@
-//! The OTLP exporters of the three signals, over gRPC or HTTP/protobuf as the standard
+//! The OTLP transports of the three signals, over gRPC or HTTP/protobuf as the standard
 //! variables choose: `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL`, else
 //! `OTEL_EXPORTER_OTLP_PROTOCOL`, else gRPC (RouteIQ's default since its first release;
-//! the specification's is `http/protobuf`). Endpoints, headers, timeouts and compression
-//! come from the same variables, read by `opentelemetry-otlp`.
+//! the specification's is `http/protobuf`). The metric and log exporters are
+//! `opentelemetry-otlp`'s, which read endpoints, headers, timeouts and compression from the
+//! same variables; spans go through RouteIQ's own exporter (`span_export`).
 
 use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry_http::hyper::HyperClient;
-use opentelemetry_otlp::{
-    LogExporter, MetricExporter, Protocol, SpanExporter, WithExportConfig, WithHttpConfig,
-};
+use opentelemetry_otlp::{LogExporter, MetricExporter, Protocol, WithExportConfig, WithHttpConfig};
 
 /// How one signal goes to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
+pub(super) enum Transport {
     Grpc,
     HttpProtobuf,
 }
 
 /// One signal's variables.
-struct Signal {
+pub(super) struct Signal {
     protocol: &'static str,
     timeout: &'static str,
 }
 
-const TRACES: Signal = Signal {
+pub(super) const TRACES: Signal = Signal {
     protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     timeout: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
 };
@@ -51,7 +50,7 @@ fn transport_named(var: &str, value: &str) -> Result<Transport, String> {
     }
 }
 
-fn transport(signal: &Signal) -> Result<Transport, String> {
+pub(super) fn transport(signal: &Signal) -> Result<Transport, String> {
     let set = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     for var in [signal.protocol, "OTEL_EXPORTER_OTLP_PROTOCOL"] {
         if let Some(v) = set(var) {
@@ -63,7 +62,7 @@ fn transport(signal: &Signal) -> Result<Transport, String> {
 
 /// The export timeout: the signal's variable, else `OTEL_EXPORTER_OTLP_TIMEOUT`, in
 /// milliseconds; 10 s by default.
-fn timeout(signal: &Signal) -> Duration {
+pub(super) fn timeout(signal: &Signal) -> Duration {
     [signal.timeout, "OTEL_EXPORTER_OTLP_TIMEOUT"]
         .iter()
         .find_map(|k| std::env::var(k).ok()?.trim().parse::<u64>().ok())
@@ -73,7 +72,9 @@ fn timeout(signal: &Signal) -> Duration {
 /// The HTTP client of an HTTP/protobuf exporter: hyper on the exporter's Tokio runtime,
 /// `https://` endpoints verified against the system's roots (as the gRPC exporter's are
 /// not configured for TLS, an `https://` collector needs this transport).
-fn http_client(signal: &Signal) -> Result<HyperClient<HttpsConnector<HttpConnector>>, String> {
+pub(super) fn http_client(
+    signal: &Signal,
+) -> Result<HyperClient<HttpsConnector<HttpConnector>>, String> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("no TLS roots for the OTLP/HTTP client: {e}"))?
@@ -81,18 +82,6 @@ fn http_client(signal: &Signal) -> Result<HyperClient<HttpsConnector<HttpConnect
         .enable_http1()
         .build();
     Ok(HyperClient::new(connector, timeout(signal), None))
-}
-
-pub(super) fn span_exporter() -> Result<SpanExporter, String> {
-    let built = match transport(&TRACES)? {
-        Transport::Grpc => SpanExporter::builder().with_tonic().build(),
-        Transport::HttpProtobuf => SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_http_client(http_client(&TRACES)?)
-            .build(),
-    };
-    built.map_err(|e| e.to_string())
 }
 
 pub(super) fn metric_exporter() -> Result<MetricExporter, String> {

@@ -1,0 +1,248 @@
+//! The span processor of the three services: finished, sampled spans are queued, and a
+//! task on the Tokio runtime sends them in batches through [`OtlpSpanExporter`], never on
+//! a request's path.
+//!
+//! The SDK's batch processor sends every span to its task over a channel, so each span
+//! wakes the task and is moved several times: about 2,000 instructions a span under
+//! callgrind (`docs/benchmarks.md`). Here a span is pushed onto a locked `Vec`, and the
+//! task is woken only when a batch is full (or by its timer, or a flush). The standard
+//! variables tune it as they tune the SDK's:
+//! - `OTEL_BSP_SCHEDULE_DELAY`: the longest a span waits for its batch, 5,000 ms;
+//! - `OTEL_BSP_MAX_QUEUE_SIZE`: spans queued at most, 2,048; past it spans are dropped
+//!   (logged once);
+//! - `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: spans per export, 512 (at most the queue size);
+//! - `OTEL_BSP_EXPORT_TIMEOUT`: the longest one export may take, 30,000 ms.
+//!
+//! One export runs at a time (the SDK's default for `OTEL_BSP_MAX_CONCURRENT_EXPORTS`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::Context;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use opentelemetry_sdk::Resource;
+use tokio::sync::Notify;
+
+use super::span_export::OtlpSpanExporter;
+
+/// How spans are batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Batching {
+    pub delay: Duration,
+    pub max_queue: usize,
+    pub max_batch: usize,
+    pub timeout: Duration,
+}
+
+impl Batching {
+    pub(super) fn from_env() -> Self {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let number = |k: &str, default: u64| {
+            var(k)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        let max_queue = usize::try_from(number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)).unwrap_or(2048);
+        let max_batch = usize::try_from(number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+            .unwrap_or(512)
+            .min(max_queue);
+        Self {
+            delay: Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 5_000)),
+            max_queue,
+            max_batch,
+            timeout: Duration::from_millis(number("OTEL_BSP_EXPORT_TIMEOUT", 30_000)),
+        }
+    }
+}
+
+/// Queues finished spans for the export task.
+#[derive(Debug)]
+pub(super) struct SpanBatcher {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    batching: Batching,
+    queue: Mutex<Vec<SpanData>>,
+    /// Wakes the task: a batch is full, a flush is asked for, or it is to stop.
+    wake: Notify,
+    /// Flushes waiting for the task to have sent every span queued before them.
+    flushes: Mutex<Vec<std::sync::mpsc::SyncSender<()>>>,
+    stopping: AtomicBool,
+    /// Whether the task still runs: not once it stopped, or its runtime dropped it.
+    running: AtomicBool,
+    dropped: AtomicU64,
+    exporter: OtlpSpanExporter,
+}
+
+impl SpanBatcher {
+    /// Starts the export task (must run inside a Tokio runtime).
+    pub(super) fn start(exporter: OtlpSpanExporter, batching: Batching) -> Self {
+        let shared = Arc::new(Shared {
+            batching,
+            queue: Mutex::new(Vec::with_capacity(batching.max_batch)),
+            wake: Notify::new(),
+            flushes: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            running: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+            exporter,
+        });
+        tokio::spawn(run(shared.clone()));
+        Self { shared }
+    }
+
+    /// Asks the task to send everything queued, and waits for it (at most `timeout`).
+    /// Called from outside the runtime's tasks (a binary's `main` at shutdown); it blocks
+    /// its thread.
+    fn flush_and_wait(&self, timeout: Duration) -> OTelSdkResult {
+        if !self.shared.running.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        lock(&self.shared.flushes).push(done);
+        self.shared.wake.notify_one();
+        wait.recv_timeout(timeout)
+            .map_err(|_| OTelSdkError::Timeout(timeout))
+    }
+}
+
+impl SpanProcessor for SpanBatcher {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        let full = {
+            let mut queue = lock(&self.shared.queue);
+            if queue.len() >= self.shared.batching.max_queue {
+                drop(queue);
+                if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        max_queue = self.shared.batching.max_queue,
+                        "span queue full: spans are dropped until the collector keeps up \
+                         (OTEL_BSP_MAX_QUEUE_SIZE)"
+                    );
+                }
+                return;
+            }
+            queue.push(span);
+            queue.len() == self.shared.batching.max_batch
+        };
+        if full {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.flush_and_wait(self.shared.batching.timeout)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        let flushed = self.flush_and_wait(timeout);
+        let dropped = self.shared.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(dropped, "spans dropped on a full queue since startup");
+        }
+        flushed
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.shared.exporter.set_resource(resource);
+    }
+}
+
+/// The export task: wakes on a full batch, a flush, or its timer, and sends everything
+/// queued, a batch at a time.
+async fn run(shared: Arc<Shared>) {
+    /// Marks the task stopped however it ends (returned, or dropped with its runtime).
+    struct Running(Arc<Shared>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.running.store(false, Ordering::Release);
+            // A flush waiting now would wait for nothing.
+            lock(&self.0.flushes).clear();
+        }
+    }
+    let _running = Running(shared.clone());
+    loop {
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(shared.batching.delay) => {}
+        }
+        // The flushes asked for before this pass are answered after it.
+        let flushes = std::mem::take(&mut *lock(&shared.flushes));
+        loop {
+            let batch = {
+                let mut queue = lock(&shared.queue);
+                if queue.is_empty() {
+                    break;
+                }
+                let rest = if queue.len() > shared.batching.max_batch {
+                    queue.split_off(shared.batching.max_batch)
+                } else {
+                    Vec::with_capacity(shared.batching.max_batch)
+                };
+                std::mem::replace(&mut *queue, rest)
+            };
+            // A failure is the exporter's to log; the batch is dropped either way.
+            let _ =
+                tokio::time::timeout(shared.batching.timeout, shared.exporter.export(batch)).await;
+        }
+        for f in flushes {
+            let _ = f.try_send(());
+        }
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+/// A lock that outlives a panic elsewhere: the queue holds plain data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batching_reads_the_standard_variables() {
+        let none = Batching::from_vars(|_| None);
+        assert_eq!(
+            none,
+            Batching {
+                delay: Duration::from_secs(5),
+                max_queue: 2048,
+                max_batch: 512,
+                timeout: Duration::from_secs(30),
+            }
+        );
+        let set = Batching::from_vars(|k| {
+            Some(
+                match k {
+                    "OTEL_BSP_SCHEDULE_DELAY" => "250",
+                    "OTEL_BSP_MAX_QUEUE_SIZE" => "100",
+                    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => "512",
+                    "OTEL_BSP_EXPORT_TIMEOUT" => "nonsense",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        });
+        assert_eq!(set.delay, Duration::from_millis(250));
+        assert_eq!(set.max_queue, 100);
+        assert_eq!(set.max_batch, 100, "a batch is at most the queue");
+        assert_eq!(set.timeout, Duration::from_secs(30));
+    }
+}
