@@ -565,8 +565,10 @@ pub fn check_metadata(metadata: Option<&Value>) -> Result<(), StoreError> {
 /// The data plane's view: a key of a blocked team is blocked; a key without a cache
 /// policy has its team's.
 const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
-    COALESCE(k.team_id, '') AS team_id, COALESCE(k.user_id, '') AS user_id,
-    COALESCE(k.organization_id, t.organization_id, '') AS organization_id, k.models,
+    COALESCE(k.team_id, '') AS team_id, COALESCE(t.team_alias, '') AS team_alias,
+    COALESCE(k.user_id, '') AS user_id,
+    COALESCE(k.organization_id, t.organization_id, '') AS organization_id,
+    COALESCE(o.organization_alias, '') AS organization_alias, k.models,
     COALESCE(t.models, '{}') AS team_models,
     k.max_budget, k.soft_budget, k.spend, EXTRACT(EPOCH FROM k.expires_at)::bigint AS expires_at,
     (k.blocked OR COALESCE(t.blocked, false)) AS blocked, k.rpm_limit, k.tpm_limit,
@@ -575,7 +577,8 @@ const VIEW_COLUMNS: &str = "k.key_hash, COALESCE(k.key_alias, '') AS key_alias,
         t.metadata->'cache')) AS cache_policy,
     (SELECT COALESCE(jsonb_object_agg(s.model, s.spend), '{}') FROM key_model_spend s
       WHERE s.key_hash = k.key_hash AND (s.reset_at IS NULL OR s.reset_at > now())) AS model_spend";
-const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id";
+const VIEW_FROM: &str = "virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id
+    LEFT JOIN organizations o ON o.organization_id = COALESCE(k.organization_id, t.organization_id)";
 
 /// A key hash as stored; `what` (`table.column`) names it in the error when it is not 32
 /// bytes.
@@ -597,8 +600,10 @@ fn view(r: &PgRow) -> Result<VirtualKey, StoreError> {
         hash: stored_hash(&hash, "virtual_keys.key_hash")?,
         alias: r.try_get("key_alias")?,
         team_id: r.try_get("team_id")?,
+        team_alias: r.try_get("team_alias")?,
         user_id: r.try_get("user_id")?,
         organization_id: r.try_get("organization_id")?,
+        organization_alias: r.try_get("organization_alias")?,
         models: r.try_get::<Vec<String>, _>("models")?.into(),
         team_models: r.try_get::<Vec<String>, _>("team_models")?.into(),
         max_budget: r.try_get("max_budget")?,
@@ -667,6 +672,39 @@ pub async fn load_all(
         keys.push(std::sync::Arc::new(view(&r)?));
     }
     Ok(keys)
+}
+
+/// The keys in an organization: their own, or their team's.
+pub async fn hashes_in_organization(
+    conn: impl PgExecutor<'_>,
+    organization_id: &str,
+) -> Result<Vec<KeyHash>, StoreError> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT k.key_hash FROM virtual_keys k LEFT JOIN teams t ON t.team_id = k.team_id
+          WHERE COALESCE(k.organization_id, t.organization_id) = $1",
+    )
+    .bind(organization_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|(h,)| stored_hash(h, "virtual_keys.key_hash"))
+        .collect()
+}
+
+/// Sends the current views of `keys` to the data planes (after something they carry
+/// changed); the delta's version, `None` for no keys.
+pub async fn resend(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    keys: &[KeyHash],
+) -> Result<Option<u64>, StoreError> {
+    let mut ops = Vec::with_capacity(keys.len());
+    for k in keys {
+        ops.push(DeltaOp::UpsertKey(view_of(&mut **tx, k).await?));
+    }
+    if ops.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(changes::append(tx, ops).await?))
 }
 
 /// The data-plane views of a team's keys (after the team changed).

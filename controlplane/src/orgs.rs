@@ -131,7 +131,13 @@ pub async fn upsert(
     .execute(&mut *tx)
     .await?;
     let rec = load(&mut tx, &id).await?;
-    let version = crate::scopes::send(&mut tx, &[(ScopeKind::Organization, &id)], create).await?;
+    let mut version =
+        crate::scopes::send(&mut tx, &[(ScopeKind::Organization, &id)], create).await?;
+    // Keys carry their organization's alias (a metric label): re-send them when it changes.
+    if before.as_ref().is_some_and(|b| b.alias != rec.alias) {
+        let keys = crate::keys::hashes_in_organization(&mut *tx, &id).await?;
+        version = crate::keys::resend(&mut tx, &keys).await?.or(version);
+    }
     audit::record(
         &mut *tx,
         actor,
@@ -162,8 +168,10 @@ pub async fn delete(pool: &PgPool, actor: &Actor, ids: &[String]) -> Result<(), 
         .iter()
         .map(|id| (ScopeKind::Organization, id.as_str()))
         .collect();
+    let mut keys = Vec::new();
     for id in ids {
         let before = load(&mut tx, id).await?;
+        keys.extend(crate::keys::hashes_in_organization(&mut *tx, id).await?);
         sqlx::query("DELETE FROM organizations WHERE organization_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -183,6 +191,8 @@ pub async fn delete(pool: &PgPool, actor: &Actor, ids: &[String]) -> Result<(), 
         .await?;
     }
     crate::scopes::send(&mut tx, &gone, false).await?;
+    // Their keys (and teams' keys) lost the organization, its id and alias with it.
+    crate::keys::resend(&mut tx, &keys).await?;
     tx.commit().await?;
     Ok(())
 }

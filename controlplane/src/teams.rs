@@ -249,9 +249,10 @@ pub async fn update(
     }
     let rec = load(&mut tx, team_id, false).await?;
     let scope_version = scopes::send(&mut tx, &[(ScopeKind::Team, team_id)], false).await?;
-    // Keys carry their team's `blocked`, `models`, organization and cache policy: re-send
-    // them when one changes.
+    // Keys carry their team's `blocked`, alias, `models`, organization and cache policy:
+    // re-send them when one changes.
     let version = if rec.blocked == before.blocked
+        && rec.alias == before.alias
         && rec.models == before.models
         && rec.organization_id == before.organization_id
         && rec.metadata.get("cache") == before.metadata.get("cache")

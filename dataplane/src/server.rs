@@ -59,7 +59,7 @@ impl ProxyHttp for Gateway {
         }
         let cost = ctx.cost().unwrap_or(0.0);
         for h in ctx.budget_holds.drain(..) {
-            self.app.metrics.budget(&h.settle(cost));
+            self.app.metrics.budget(&h.settle(cost), ctx.key.as_deref());
         }
         ctx.charge_holds.clear();
         if let Some(lease) = ctx.lease.take() {
@@ -163,7 +163,9 @@ fn log_request(ctx: &RequestCtx) {
         key_alias = key.map_or("", |k| k.alias.as_str()),
         key_hash = %key.map_or_else(String::new, |k| routeiq_proto::hex(&k.hash.0[..4])),
         team_id = key.map_or("", |k| k.team_id.as_str()),
+        team_alias = key.map_or("", |k| k.team_alias.as_str()),
         user_id = key.map_or("", |k| k.user_id.as_str()),
+        org_id = key.map_or("", |k| k.organization_id.as_str()),
         end_user = ctx.end_user.as_deref().unwrap_or(""),
         prompt_tokens = usage.input_tokens,
         completion_tokens = usage.output_tokens,

@@ -37,10 +37,10 @@ const CLIENT_DEFAULT_BUCKETS: &[f64] = &[
 /// A label LiteLLM sets and RouteIQ does not know or does not export (its Python `None`).
 const NONE: &str = "None";
 
-/// LiteLLM's label sets, in its order. `end_user`, `user_email`, `client_ip`, `user_agent`,
-/// `team_alias`, `org_alias` and `service_tier` are always `None` (the first four are the
-/// client's to choose and would let a client grow the series without bound; the aliases are
-/// not in the data plane's snapshot).
+/// LiteLLM's label sets, in its order. `end_user`, `user_email`, `client_ip`, `user_agent`
+/// and `service_tier` are always `None` (the first four are the client's to choose and
+/// would let a client grow the series without bound). `team_alias` and `org_alias` are the
+/// key's team's and organization's, carried on the key's snapshot view.
 const PROXY_TOTAL: &[&str] = &[
     "end_user",
     "hashed_api_key",
@@ -403,15 +403,14 @@ impl RateLimitGauges {
             }
         }
         if let Some(s) = standing.team {
-            let team = k.team;
+            let (team, alias) = (k.team, k.team_alias);
             for (kind, left) in both(&s) {
                 let Some(l) = left else { continue };
                 let [allowed, used] = &self.team;
-                // Team aliases are not in the snapshot.
                 allowed
-                    .with_label_values(&[team, NONE, kind])
+                    .with_label_values(&[team, alias, kind])
                     .set(int(l.limit));
-                used.with_label_values(&[team, NONE, kind])
+                used.with_label_values(&[team, alias, kind])
                     .set(int(l.limit - l.remaining));
             }
         }
@@ -471,20 +470,27 @@ impl BudgetGauges {
         })
     }
 
-    fn set(&self, s: &crate::budgets::Settled) {
+    /// `key`: the request's key, whose view names its team's and organization's aliases.
+    fn set(&self, s: &crate::budgets::Settled, key: Option<&routeiq_proto::VirtualKey>) {
         use crate::holder::HolderKind;
         use routeiq_proto::ScopeKind;
         let o = &s.owner;
         let hashed;
+        let team_alias = key
+            .filter(|k| k.team_id == o.name)
+            .map_or("", |k| k.team_alias.as_str());
+        let org_alias = key
+            .filter(|k| k.organization_id == o.name)
+            .map_or("", |k| k.organization_alias.as_str());
         let (gauges, labels): (_, &[&str]) = match o.kind {
             HolderKind::Key => {
                 hashed = o.hash.to_hex();
                 (&self.key, &[hashed.as_str(), o.name.as_str()])
             }
-            HolderKind::Scope(ScopeKind::Team) => (&self.team, &[o.name.as_str(), ""]),
+            HolderKind::Scope(ScopeKind::Team) => (&self.team, &[o.name.as_str(), team_alias]),
             HolderKind::Scope(ScopeKind::User) => (&self.user, &[o.name.as_str()]),
             HolderKind::Scope(ScopeKind::Organization) => {
-                (&self.organization, &[o.name.as_str(), ""])
+                (&self.organization, &[o.name.as_str(), org_alias])
             }
             // A key's budget on one model has no LiteLLM gauge.
             HolderKind::KeyModel => return,
@@ -557,8 +563,13 @@ impl Metrics {
     }
 
     /// Sets the remaining-budget gauges of a settled hold's owner.
-    pub fn budget(&self, settled: &crate::budgets::Settled) {
-        self.budgets.set(settled);
+    /// A budget hold of a request by `key` settled.
+    pub fn budget(
+        &self,
+        settled: &crate::budgets::Settled,
+        key: Option<&routeiq_proto::VirtualKey>,
+    ) {
+        self.budgets.set(settled, key);
     }
 
     pub fn new() -> prometheus::Result<Self> {
@@ -707,7 +718,7 @@ impl Metrics {
                 &k.hashed,
                 k.alias,
                 k.team,
-                NONE,
+                k.team_alias,
                 NONE,
                 NONE,
             ])
@@ -815,7 +826,7 @@ impl Metrics {
             &k.hashed,
             k.alias,
             k.team,
-            NONE,
+            k.team_alias,
             &status.to_string(),
             class,
             NONE,
@@ -1129,6 +1140,7 @@ struct KeyLabels<'a> {
     hashed: String,
     alias: &'a str,
     team: &'a str,
+    team_alias: &'a str,
 }
 
 impl<'a> KeyLabels<'a> {
@@ -1137,6 +1149,7 @@ impl<'a> KeyLabels<'a> {
             hashed: key.map_or_else(|| NONE.to_owned(), |k| k.hash.to_hex()),
             alias: or_none(key.map_or("", |k| k.alias.as_str())),
             team: or_none(key.map_or("", |k| k.team_id.as_str())),
+            team_alias: or_none(key.map_or("", |k| k.team_alias.as_str())),
         }
     }
 }
@@ -1146,8 +1159,10 @@ struct Labels {
     hashed_api_key: String,
     alias: String,
     team: String,
+    team_alias: String,
     user: String,
     org: String,
+    org_alias: String,
     requested: String,
     route: &'static str,
     status: String,
@@ -1176,8 +1191,10 @@ impl Labels {
             hashed_api_key: key.map_or_else(|| NONE.to_owned(), |k| k.hash.to_hex()),
             alias: or_none(key.map_or("", |k| k.alias.as_str())),
             team: or_none(key.map_or("", |k| k.team_id.as_str())),
+            team_alias: or_none(key.map_or("", |k| k.team_alias.as_str())),
             user: or_none(key.map_or("", |k| k.user_id.as_str())),
             org: or_none(key.map_or("", |k| k.organization_id.as_str())),
+            org_alias: or_none(key.map_or("", |k| k.organization_alias.as_str())),
             requested: or_none(ctx.model.as_deref().unwrap_or("")),
             route: ctx.route,
             status: ctx.status.to_string(),
@@ -1233,7 +1250,7 @@ impl Series {
             &l.alias,
             &l.requested,
             &l.team,
-            NONE,
+            &l.team_alias,
             &l.user,
             &l.status,
             NONE,
@@ -1243,7 +1260,7 @@ impl Series {
             &l.model_id,
             &l.provider,
             &l.org,
-            NONE,
+            &l.org_alias,
         ]);
         let failed = failed(ctx).then(|| {
             f.failed.with_label_values(&[
@@ -1252,7 +1269,7 @@ impl Series {
                 &l.alias,
                 &l.requested,
                 &l.team,
-                NONE,
+                &l.team_alias,
                 &l.user,
                 NONE,
                 &l.status,
@@ -1263,7 +1280,7 @@ impl Series {
                 &l.model_id,
                 &l.provider,
                 &l.org,
-                NONE,
+                &l.org_alias,
             ])
         });
         let served = served(ctx).then(|| {
@@ -1272,7 +1289,7 @@ impl Series {
                 &l.hashed_api_key,
                 &l.alias,
                 &l.team,
-                NONE,
+                &l.team_alias,
                 NONE,
                 &l.user,
                 &l.model_id,
@@ -1284,14 +1301,14 @@ impl Series {
                 &l.alias,
                 &l.model,
                 &l.team,
-                NONE,
+                &l.team_alias,
                 &l.user,
                 NONE,
                 &l.requested,
                 &l.model_id,
                 &l.provider,
                 &l.org,
-                NONE,
+                &l.org_alias,
             ];
             let llm = [
                 &l.model_group,
@@ -1299,7 +1316,7 @@ impl Series {
                 &l.hashed_api_key,
                 &l.alias,
                 &l.team,
-                NONE,
+                &l.team_alias,
                 &l.requested,
                 NONE,
                 &l.user,
@@ -1307,7 +1324,7 @@ impl Series {
                 &l.provider,
                 NONE,
                 &l.org,
-                NONE,
+                &l.org_alias,
             ];
             let deployment = [
                 &l.model_group,
@@ -1319,7 +1336,7 @@ impl Series {
                 &l.hashed_api_key,
                 &l.alias,
                 &l.team,
-                NONE,
+                &l.team_alias,
                 NONE,
                 NONE,
             ];
@@ -1331,14 +1348,14 @@ impl Series {
                     &l.alias,
                     &l.requested,
                     &l.team,
-                    NONE,
+                    &l.team_alias,
                     &l.user,
                     &l.model,
                     &l.model_id,
                     &l.provider,
                     NONE,
                     &l.org,
-                    NONE,
+                    &l.org_alias,
                 ]),
                 requests: f.requests_metric.with_label_values(&[
                     NONE,
@@ -1346,7 +1363,7 @@ impl Series {
                     &l.alias,
                     &l.model,
                     &l.team,
-                    NONE,
+                    &l.team_alias,
                     &l.user,
                     NONE,
                     NONE,
@@ -1355,7 +1372,7 @@ impl Series {
                     &l.model_id,
                     &l.provider,
                     &l.org,
-                    NONE,
+                    &l.org_alias,
                 ]),
                 spend: f.spend.with_label_values(&[
                     NONE,
@@ -1363,7 +1380,7 @@ impl Series {
                     &l.alias,
                     &l.model,
                     &l.team,
-                    NONE,
+                    &l.team_alias,
                     &l.user,
                     NONE,
                     NONE,
@@ -1373,7 +1390,7 @@ impl Series {
                     &l.provider,
                     NONE,
                     &l.org,
-                    NONE,
+                    &l.org_alias,
                 ]),
                 input_tokens: f.input_tokens.with_label_values(&tokens),
                 output_tokens: f.output_tokens.with_label_values(&tokens),
@@ -1406,9 +1423,9 @@ impl Series {
                     &l.hashed_api_key,
                     &l.alias,
                     &l.team,
-                    NONE,
+                    &l.team_alias,
                     &l.org,
-                    NONE,
+                    &l.org_alias,
                 ]),
                 deployment_success: f.deployment_success.with_label_values(&deployment),
                 deployment_total: f.deployment_total.with_label_values(&deployment),
@@ -1571,13 +1588,40 @@ mod tests {
             },
             spent: 2.5,
         };
-        m.budget(&settled(HolderKind::Key, "alias-1", Some(10.0)));
-        m.budget(&settled(
-            HolderKind::Scope(routeiq_proto::ScopeKind::Team),
-            "team-1",
+        let key = routeiq_proto::VirtualKey {
+            team_id: "team-2".into(),
+            team_alias: "Search".into(),
+            organization_id: "org-1".into(),
+            organization_alias: "Acme".into(),
+            ..routeiq_proto::VirtualKey::default()
+        };
+        m.budget(&settled(HolderKind::Key, "alias-1", Some(10.0)), Some(&key));
+        m.budget(
+            &settled(
+                HolderKind::Scope(routeiq_proto::ScopeKind::Team),
+                "team-1",
+                None,
+            ),
             None,
-        ));
-        m.budget(&settled(HolderKind::KeyModel, "gpt", Some(1.0)));
+        );
+        // The request's key names its team's and organization's aliases.
+        m.budget(
+            &settled(
+                HolderKind::Scope(routeiq_proto::ScopeKind::Team),
+                "team-2",
+                Some(5.0),
+            ),
+            Some(&key),
+        );
+        m.budget(
+            &settled(
+                HolderKind::Scope(routeiq_proto::ScopeKind::Organization),
+                "org-1",
+                Some(4.0),
+            ),
+            Some(&key),
+        );
+        m.budget(&settled(HolderKind::KeyModel, "gpt", Some(1.0)), None);
         let text = String::from_utf8(m.render()).unwrap();
         let hashed = format!("hashed_api_key=\"{}\"", hash.to_hex());
         let key = [hashed.as_str(), "api_key_alias=\"alias-1\""];
@@ -1596,6 +1640,16 @@ mod tests {
             Some(f64::INFINITY)
         );
         assert_eq!(value(&text, "litellm_team_max_budget_metric", &team), None);
+        let named = ["team=\"team-2\"", "team_alias=\"Search\""];
+        assert_eq!(
+            value(&text, "litellm_remaining_team_budget_metric", &named),
+            Some(2.5)
+        );
+        let org = ["org_id=\"org-1\"", "org_alias=\"Acme\""];
+        assert_eq!(
+            value(&text, "litellm_remaining_org_budget_metric", &org),
+            Some(1.5)
+        );
         // A key's budget on one model has no LiteLLM gauge.
         assert!(!text.contains("gpt"), "{text}");
     }

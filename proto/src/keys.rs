@@ -68,9 +68,13 @@ pub struct VirtualKey {
     pub hash: KeyHash,
     pub alias: String,
     pub team_id: String,
+    /// Its team's `team_alias` (empty: none), for metric labels.
+    pub team_alias: String,
     pub user_id: String,
     /// The key's organization, else its team's (empty: none).
     pub organization_id: String,
+    /// That organization's `organization_alias` (empty: none), for metric labels.
+    pub organization_alias: String,
     /// Models the key may call; empty means all.
     /// Shared: keys with the same list point at one copy (see `wire::decode_stored`).
     pub models: std::sync::Arc<[String]>,

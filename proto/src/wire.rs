@@ -660,8 +660,10 @@ impl From<&VirtualKey> for pb::VirtualKey {
             key_hash: k.hash.0.to_vec(),
             key_alias: k.alias.clone(),
             team_id: k.team_id.clone(),
+            team_alias: k.team_alias.clone(),
             user_id: k.user_id.clone(),
             organization_id: k.organization_id.clone(),
+            organization_alias: k.organization_alias.clone(),
             model_budgets: k
                 .model_budgets
                 .iter()
@@ -699,8 +701,10 @@ impl TryFrom<pb::VirtualKey> for VirtualKey {
             hash: key_hash("virtual_key.key_hash", &k.key_hash)?,
             alias: k.key_alias,
             team_id: k.team_id,
+            team_alias: k.team_alias,
             user_id: k.user_id,
             organization_id: k.organization_id,
+            organization_alias: k.organization_alias,
             model_budgets: k
                 .model_budgets
                 .into_iter()
@@ -1032,7 +1036,10 @@ mod tests {
             soft_budget: Some(0.5),
             max_budget: Some(1.5),
             expires_at: Some(1_900_000_000),
+            team_id: "team-1".into(),
+            team_alias: "Search".into(),
             organization_id: "org-1".into(),
+            organization_alias: "Acme".into(),
             model_budgets: vec![ModelBudget {
                 model: "gpt-4o-mini".into(),
                 max_budget: 0.5,

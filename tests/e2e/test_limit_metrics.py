@@ -96,3 +96,53 @@ general_settings:
     assert one(text, "litellm_remaining_requests_metric", model_id="dep-counted") == 29
     counted_tokens = one(text, "litellm_remaining_tokens_metric", model_id="dep-counted")
     assert 0 < counted_tokens < 5000
+
+
+def test_team_and_organization_aliases_label_the_series_and_follow_a_rename(make_stack, mock_provider):
+    """A key's team and organization aliases fill LiteLLM's `team_alias` and `org_alias`
+    labels; renaming the team or the organization re-sends its keys, and the next
+    request's series carry the new names."""
+    config = f"""
+model_list:
+  - model_name: aliased
+    litellm_params: {{model: openai/gpt-4o-mini-aliased, api_base: "{mock_provider}/v1", api_key: sk-k}}
+general_settings:
+  master_key: {STACK_MASTER_KEY}
+"""
+    s = make_stack(config=config)
+    admin = s.admin()
+    admin.ok("POST", "/organization/new", json={"organization_id": "o-al", "organization_alias": "Acme"})
+    admin.ok("POST", "/team/new", json={"team_id": "t-al", "team_alias": "Search", "organization_id": "o-al",
+                                        "rpm_limit": 100})
+    key = admin.ok("POST", "/key/generate", json={"team_id": "t-al", "key_alias": "aliased-key"})["key"]
+    dp = s.dataplane("dp-aliases")
+
+    def labelled(team_alias: str, org_alias: str) -> bool:
+        r = dp.chat(key, model="aliased")
+        if r.status_code != 200:
+            return False
+        text = httpx.get(f"{dp.url}/metrics", timeout=5).text
+        return any(l.get("team_alias") == team_alias and l.get("org_alias") == org_alias
+                   and l.get("team") == "t-al" and l.get("org_id") == "o-al"
+                   for l, _ in samples(text, "litellm_proxy_total_requests_metric_total"))
+
+    wait_until(lambda: labelled("Search", "Acme"), interval=0.2, what="series labelled with both aliases")
+    text = httpx.get(f"{dp.url}/metrics", timeout=5).text
+    assert one(text, "litellm_team_rate_limit_allowed_metric", team="t-al", team_alias="Search",
+               rate_limit_type="requests") == 100
+    spend = samples(text, "litellm_spend_metric_total")
+    assert any(l.get("team_alias") == "Search" and l.get("org_alias") == "Acme" for l, _ in spend), spend
+
+    admin.ok("POST", "/team/update", json={"team_id": "t-al", "team_alias": "Search v2"})
+    wait_until(lambda: labelled("Search v2", "Acme"), interval=0.2, what="the team's new alias")
+    admin.ok("PATCH", "/organization/update", json={"organization_id": "o-al", "organization_alias": "Acme Corp"})
+    wait_until(lambda: labelled("Search v2", "Acme Corp"), interval=0.2, what="the organization's new alias")
+    # The organization deleted: its team and key lose it, and the series name none.
+    admin.ok("DELETE", "/organization/delete", json={"organization_ids": ["o-al"]})
+
+    def without_organization() -> bool:
+        assert dp.chat(key, model="aliased").status_code == 200
+        text = httpx.get(f"{dp.url}/metrics", timeout=5).text
+        return any(l.get("team_alias") == "Search v2" and l.get("org_id") == "None" and l.get("org_alias") == "None"
+                   for l, _ in samples(text, "litellm_proxy_total_requests_metric_total"))
+    wait_until(without_organization, interval=0.2, what="the key without its deleted organization")

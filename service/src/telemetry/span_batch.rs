@@ -161,8 +161,9 @@ impl SpanProcessor for SpanBatcher {
     }
 }
 
-/// The export task: wakes on a full batch, a flush, or its timer, and sends everything
-/// queued, a batch at a time.
+/// The export task: wakes on a full batch, a flush, or its timer (every
+/// `OTEL_BSP_SCHEDULE_DELAY`, not put off by full batches: no span waits longer), and sends
+/// what is queued a batch at a time, oldest first.
 async fn run(shared: Arc<Shared>) {
     /// Marks the task stopped however it ends (returned, or dropped with its runtime).
     struct Running(Arc<Shared>);
@@ -174,23 +175,32 @@ async fn run(shared: Arc<Shared>) {
         }
     }
     let _running = Running(shared.clone());
+    let mut due = tokio::time::Instant::now() + shared.batching.delay;
     loop {
-        tokio::select! {
-            () = shared.wake.notified() => {}
-            () = tokio::time::sleep(shared.batching.delay) => {}
+        // Woken for a full batch: send full batches only (what is left waits for the next
+        // one, or for the timer). On the timer, a flush or at the end: send everything.
+        let timer = tokio::select! {
+            () = shared.wake.notified() => false,
+            () = tokio::time::sleep_until(due) => true,
+        };
+        if timer {
+            due = tokio::time::Instant::now() + shared.batching.delay;
         }
         // The flushes asked for before this pass are answered after it.
         let flushes = std::mem::take(&mut *lock(&shared.flushes));
+        let stopping = shared.stopping.load(Ordering::Relaxed);
+        let everything = timer || stopping || !flushes.is_empty();
         loop {
             let batch = {
                 let mut queue = lock(&shared.queue);
-                if queue.is_empty() {
+                let max = shared.batching.max_batch;
+                if queue.is_empty() || (!everything && queue.len() < max) {
                     break;
                 }
-                let rest = if queue.len() > shared.batching.max_batch {
-                    queue.split_off(shared.batching.max_batch)
+                let rest = if queue.len() > max {
+                    queue.split_off(max)
                 } else {
-                    Vec::with_capacity(shared.batching.max_batch)
+                    Vec::with_capacity(max)
                 };
                 std::mem::replace(&mut *queue, rest)
             };
@@ -201,7 +211,7 @@ async fn run(shared: Arc<Shared>) {
         for f in flushes {
             let _ = f.try_send(());
         }
-        if shared.stopping.load(Ordering::Relaxed) {
+        if stopping {
             return;
         }
     }
