@@ -94,6 +94,11 @@ impl Spans {
         self.tracing.tracer()
     }
 
+    /// Sends the spans still queued (at shutdown; blocks the thread).
+    pub fn flush(&self) {
+        self.tracing.flush();
+    }
+
     /// Opens the request's `routeiq.route` span (a server span; probes and metrics have
     /// none), in the caller's trace when it sent one, else as the root of the trace named
     /// by the request id.

@@ -39,7 +39,7 @@ const TPOT_BUCKETS: [f64; 13] = [
 
 pub struct GenAiMetrics {
     /// Kept: dropping it would stop the exports.
-    _exporter: OtlpMetrics,
+    exporter: OtlpMetrics,
     token_usage: Histogram<u64>,
     operation_duration: Histogram<f64>,
     request_duration: Histogram<f64>,
@@ -49,6 +49,11 @@ pub struct GenAiMetrics {
 }
 
 impl GenAiMetrics {
+    /// Sends the measurements not yet exported (at shutdown; blocks the thread).
+    pub fn flush(&self) {
+        self.exporter.flush();
+    }
+
     /// Set up when an OTLP metrics endpoint is configured (must run inside a Tokio runtime).
     pub fn from_env() -> Option<Self> {
         let exporter = OtlpMetrics::from_env("routeiq-dataplane")?;
@@ -88,7 +93,7 @@ impl GenAiMetrics {
                 "Time per output token generated after the first token for successful responses.",
                 &TPOT_BUCKETS,
             ),
-            _exporter: exporter,
+            exporter,
             bound: BoundCache::default(),
         })
     }

@@ -193,7 +193,8 @@ pub struct Listeners {
     pub metrics: Option<SocketAddr>,
 }
 
-/// Runs the gateway until the process is told to stop. Never returns.
+/// Runs the gateway until the process is told to stop, then sends what its requests queued
+/// (usage events, spans, log records; [`App::finish`]) and exits. Never returns.
 pub fn run(app: Arc<App>, listeners: Listeners, threads: usize) -> ! {
     let Listeners {
         api: listen,
@@ -219,7 +220,7 @@ pub fn run(app: Arc<App>, listeners: Listeners, threads: usize) -> ! {
         scrape.add_tcp(&addr.to_string());
         server.add_service(scrape);
     }
-    let mut service = http_proxy_service(&server.configuration, Gateway::new(app));
+    let mut service = http_proxy_service(&server.configuration, Gateway::new(Arc::clone(&app)));
     match tls {
         None => service.add_tcp(&listen.to_string()),
         Some(tls) => {
@@ -239,5 +240,9 @@ pub fn run(app: Arc<App>, listeners: Listeners, threads: usize) -> ! {
         }
     }
     server.add_service(service);
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    // Every request has been answered (or cut at the shutdown timeout): what they queued
+    // for others goes out before the process ends.
+    app.finish();
+    std::process::exit(0)
 }

@@ -619,6 +619,9 @@ pub struct Attached {
     pub reporter: Reporter,
 }
 
+/// How long a stopping data plane waits for its queued usage events ([`App::finish`]).
+pub const USAGE_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide application: live state, upstream client, metrics.
 pub struct App {
     live: ArcSwap<LiveState>,
@@ -695,6 +698,28 @@ impl App {
             started: Instant::now(),
             attached,
         })
+    }
+
+    /// After the server stopped serving (SIGTERM; its in-flight requests finished or cut):
+    /// waits up to [`USAGE_DRAIN`] for the usage events still queued to be acknowledged,
+    /// then sends the spans, OTLP metrics and log records still queued.
+    pub fn finish(&self) {
+        if let Some(a) = &self.attached {
+            let left = a.reporter.drain(USAGE_DRAIN);
+            if left > 0 {
+                tracing::warn!(
+                    left,
+                    "usage events not acknowledged by JetStream before exit: their spend is lost"
+                );
+            }
+        }
+        if let Some(s) = &self.spans {
+            s.flush();
+        }
+        if let Some(m) = &self.genai_metrics {
+            m.flush();
+        }
+        routeiq_service::telemetry::flush_logs();
     }
 
     /// The current state; hold it for the whole request.

@@ -462,3 +462,32 @@ def test_a_usage_stream_larger_than_the_nats_store_is_refused_naming_the_flag(ma
             cp.stop()
     finally:
         nats.stop()
+
+
+def test_a_stopping_data_plane_waits_for_its_usage_to_be_acknowledged(make_stack):
+    """NATS is down while a data plane answers three requests, so their usage events wait
+    in its buffer. The data plane is told to stop (SIGTERM) and NATS comes back a second
+    later: before it exits, the data plane publishes them, and their spend reaches
+    PostgreSQL."""
+    import threading
+
+    s = make_stack()
+    dp = s.dataplane("dp-stopping")
+    key, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+    s.nats.stop()
+    ids = []
+    for _ in range(3):
+        r = dp.chat(key)
+        assert r.status_code == 200, r.text
+        ids.append(r.headers["x-litellm-call-id"])
+    stopping = threading.Thread(target=dp.stop)
+    stopping.start()
+    time.sleep(1)
+    s.nats.start()
+    stopping.join(timeout=15)
+    assert not stopping.is_alive()
+    logged = lambda: s.sql("SELECT count(*) FROM spend_logs WHERE request_id = ANY(%s)", ids)[0][0]
+    wait_until(lambda: logged() == 3, timeout=15, what="the three requests' spend")
+    log = (dp.dir / "dp-stopping.log").read_text()
+    assert "before exit" not in log, log

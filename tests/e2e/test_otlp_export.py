@@ -143,6 +143,27 @@ def test_a_collector_that_is_down_is_logged_once_and_its_return_once(mock_provid
     assert log.count("OTLP span export works again") == 1, log
 
 
+def test_a_stopping_gateway_sends_the_spans_and_metrics_it_still_holds(mock_provider, tmp_path):
+    """Batches wait up to a minute here, so a request's spans and GenAI metrics are still
+    queued when the gateway is told to stop (SIGTERM): it sends them before it exits."""
+    receiver = OtlpReceiver()
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port, OTEL_BSP_SCHEDULE_DELAY="60000",
+                           OTEL_METRIC_EXPORT_INTERVAL="60000", OTEL_LOGS_EXPORTER="none")
+    try:
+        r, _ = ask(url, mock_provider, None)
+        call_id = r.headers["x-litellm-call-id"]
+        time.sleep(0.5)
+        assert receiver.spans() == [] and receiver.metric("gen_ai.client.token.usage") is None
+        p.stop()
+        assert p.proc.returncode == 0
+        route, children = tree_of(receiver, call_id, timeout=1)
+        assert any(c.name.startswith("chat ") for c in children)
+        assert receiver.metric("gen_ai.client.token.usage").histogram.data_points
+    finally:
+        p.stop()
+        receiver.stop()
+
+
 def test_an_admin_calls_log_lines_carry_its_trace_in_json_and_in_otlp(tmp_path):
     """The admin API in front of a control plane that is not there: a traced call is
     answered 503 and its warning is logged inside the call's server span, as a JSON line

@@ -158,7 +158,8 @@ general_settings:
 """)
     port = free_port()
     if receiver_port:
-        env.update(OTEL_BSP_SCHEDULE_DELAY="100", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver_port}")
+        env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "100")
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver_port}"
     p = Process([str(BIN_DIR / "routeiq-dataplane"), "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
                 tmp_path / "gw.log", env=dict(os.environ, **env))
     url = f"http://127.0.0.1:{port}"

@@ -10,6 +10,7 @@
 //! (`routeiq_usage_events_dropped_total`). Re-sent events are deduplicated by JetStream
 //! (message id) and by the control plane (request id).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ const SHADOW_WAIT: Duration = Duration::from_millis(50);
 pub struct Reporter {
     tx: mpsc::Sender<Queued>,
     dataplane_id: Arc<str>,
+    /// Events queued and not yet acknowledged by JetStream (what [`Self::drain`] waits for).
+    unsent: AtomicU64,
 }
 
 /// A data-plane id usable as one NATS subject token.
@@ -60,6 +63,24 @@ pub fn subject_token(id: &str) -> String {
 }
 
 impl Reporter {
+    /// `n` queued events were acknowledged by JetStream.
+    fn acknowledged(&self, n: u64) {
+        self.unsent.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Waits, blocking the thread, until every queued event is acknowledged or `timeout`
+    /// has passed (at shutdown, once the server no longer serves); how many are left.
+    pub fn drain(&self, timeout: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = self.unsent.load(Ordering::Acquire);
+            if left == 0 || std::time::Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The reporter and the receiving end for [`publish`].
     pub fn new(dataplane_id: &str, buffer: usize) -> (Self, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(buffer.max(1));
@@ -67,6 +88,7 @@ impl Reporter {
             Self {
                 tx,
                 dataplane_id: Arc::from(dataplane_id),
+                unsent: AtomicU64::new(0),
             },
             rx,
         )
@@ -128,6 +150,9 @@ impl Reporter {
             ..routed(ctx.routed.as_ref())
         };
         let shadow = ctx.routed.as_ref().and_then(|d| d.shadow.clone());
+        // Counted before it is sent, so that the publisher never acknowledges more than
+        // were counted.
+        self.unsent.fetch_add(1, Ordering::AcqRel);
         if self
             .tx
             .try_send(Queued {
@@ -137,6 +162,7 @@ impl Reporter {
             })
             .is_err()
         {
+            self.unsent.fetch_sub(1, Ordering::AcqRel);
             metrics.usage_dropped.inc();
         }
     }
@@ -162,13 +188,19 @@ pub async fn publish(
         settle(&mut batch).await;
         let mut wait = Duration::from_millis(100);
         loop {
+            let acknowledged = |sent: u64| {
+                app.metrics.usage_published.inc_by(sent);
+                if let Some(a) = &app.attached {
+                    a.reporter.acknowledged(sent);
+                }
+            };
             match send(&js, &subject, &mut batch).await {
                 Ok(sent) => {
-                    app.metrics.usage_published.inc_by(sent);
+                    acknowledged(sent);
                     break;
                 }
                 Err((sent, e)) => {
-                    app.metrics.usage_published.inc_by(sent);
+                    acknowledged(sent);
                     tracing::warn!(error = %e, pending = batch.len(), "usage events not published yet; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));

@@ -135,6 +135,13 @@ impl OtlpMetrics {
     pub fn meter(&self) -> opentelemetry::metrics::Meter {
         opentelemetry::metrics::MeterProvider::meter(&self.provider, "routeiq")
     }
+
+    /// Sends the measurements not yet exported (at shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::debug!(error = %e, "metrics not flushed");
+        }
+    }
 }
 
 thread_local! {

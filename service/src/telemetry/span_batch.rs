@@ -142,8 +142,10 @@ impl SpanProcessor for SpanBatcher {
         }
     }
 
+    /// Waits at most 5 s (or the export timeout, when shorter): a flush runs at shutdown,
+    /// which a collector that hangs must not hold up for long.
     fn force_flush(&self) -> OTelSdkResult {
-        self.flush_and_wait(self.shared.batching.timeout)
+        self.flush_and_wait(self.shared.batching.timeout.min(Duration::from_secs(5)))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
