@@ -692,15 +692,26 @@ pub async fn hashes_in_organization(
 }
 
 /// Sends the current views of `keys` to the data planes (after something they carry
-/// changed); the delta's version, `None` for no keys.
+/// changed), read in one query (a key deleted meanwhile is left out); the delta's
+/// version, `None` for no keys.
 pub async fn resend(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     keys: &[KeyHash],
 ) -> Result<Option<u64>, StoreError> {
-    let mut ops = Vec::with_capacity(keys.len());
-    for k in keys {
-        ops.push(DeltaOp::UpsertKey(view_of(&mut **tx, k).await?));
+    if keys.is_empty() {
+        return Ok(None);
     }
+    let hashes: Vec<Vec<u8>> = keys.iter().map(|k| k.0.to_vec()).collect();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.key_hash = ANY($1)"
+    )))
+    .bind(hashes)
+    .fetch_all(&mut **tx)
+    .await?;
+    let ops = rows
+        .iter()
+        .map(|r| view(r).map(DeltaOp::UpsertKey))
+        .collect::<Result<Vec<_>, _>>()?;
     if ops.is_empty() {
         return Ok(None);
     }

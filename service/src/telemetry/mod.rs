@@ -136,10 +136,18 @@ impl OtlpMetrics {
         opentelemetry::metrics::MeterProvider::meter(&self.provider, "routeiq")
     }
 
-    /// Sends the measurements not yet exported (at shutdown).
+    /// Sends the measurements not yet exported (at shutdown), waiting at most 5 s: the
+    /// SDK's flush waits for the export, which a hung collector would hold up.
     pub fn flush(&self) {
-        if let Err(e) = self.provider.force_flush() {
-            tracing::debug!(error = %e, "metrics not flushed");
+        let provider = self.provider.clone();
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let _ = done.send(provider.force_flush());
+        });
+        match wait.recv_timeout(std::time::Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "metrics not flushed"),
+            Err(_) => tracing::debug!("metrics not flushed within 5 s"),
         }
     }
 }

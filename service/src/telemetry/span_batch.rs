@@ -109,6 +109,10 @@ impl SpanBatcher {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         lock(&self.shared.flushes).push(done);
         self.shared.wake.notify_one();
+        // The task may have ended just before the flush was queued: nothing would answer it.
+        if !self.shared.running.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
         wait.recv_timeout(timeout)
             .map_err(|_| OTelSdkError::Timeout(timeout))
     }
