@@ -158,14 +158,8 @@ impl Spans {
         }
         let end = SystemTime::now();
         let start = end.checked_sub(started.elapsed()).unwrap_or(end);
-        let builder = self
-            .tracer()
-            .span_builder(name)
-            .with_kind(SpanKind::Internal)
-            .with_start_time(start)
-            .with_attributes(attrs);
-        let mut span = self.tracer().build_with_context(builder, &route.context());
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+        let parent = opentelemetry::trace::Span::span_context(route.span.as_ref());
+        self.tracing.child(parent, name, start, end, attrs);
     }
 
     /// Ends the request's `routeiq.route` span (see [`Self::start`]) with what became of

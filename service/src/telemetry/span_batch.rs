@@ -61,8 +61,8 @@ impl Batching {
     }
 }
 
-/// Queues finished spans for the export task.
-#[derive(Debug)]
+/// Queues finished spans for the export task. A clone queues onto the same task.
+#[derive(Debug, Clone)]
 pub(super) struct SpanBatcher {
     shared: Arc<Shared>,
 }
