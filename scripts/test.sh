@@ -16,6 +16,12 @@ ensure_build_deps
 # cache of its own in the shared target directory: off, and old ones removed.
 export CARGO_INCREMENTAL=0
 find "$CARGO_TARGET_DIR/debug/incremental" -mindepth 1 -maxdepth 1 -mtime +1 -exec rm -rf {} + 2>/dev/null || true
+# With less than 30 GiB free they all go (a build for tests never reads them): a full disk
+# fails the end-to-end tests in ways that look like anything but a full disk.
+mkdir -p "$CARGO_TARGET_DIR"
+if [ "$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')" -lt $((30 * 1024 * 1024)) ]; then
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+fi
 ensure_python_venv tests/e2e/requirements.txt
 ensure_python_venv models/training/requirements.txt
 ensure_python_venv models/training/requirements-encoder.txt --no-deps
