@@ -708,6 +708,29 @@ pub async fn resend(
     .bind(hashes)
     .fetch_all(&mut **tx)
     .await?;
+    send_views(tx, &rows).await
+}
+
+/// Sends the current views of a team's keys to the data planes (after the team changed);
+/// the delta's version, `None` for no keys.
+pub async fn resend_team(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    team_id: &str,
+) -> Result<Option<u64>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.team_id = $1"
+    )))
+    .bind(team_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    send_views(tx, &rows).await
+}
+
+/// One delta upserting the keys of `rows` (read with `VIEW_COLUMNS`); `None` for none.
+async fn send_views(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<Option<u64>, StoreError> {
     let ops = rows
         .iter()
         .map(|r| view(r).map(DeltaOp::UpsertKey))
@@ -716,20 +739,6 @@ pub async fn resend(
         return Ok(None);
     }
     Ok(Some(changes::append(tx, ops).await?))
-}
-
-/// The data-plane views of a team's keys (after the team changed).
-pub async fn views_of_team(
-    conn: impl PgExecutor<'_>,
-    team_id: &str,
-) -> Result<Vec<VirtualKey>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {VIEW_COLUMNS} FROM {VIEW_FROM} WHERE k.team_id = $1"
-    )))
-    .bind(team_id)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(view).collect()
 }
 
 #[cfg(test)]

@@ -259,16 +259,7 @@ pub async fn update(
     {
         scope_version
     } else {
-        let ops: Vec<DeltaOp> = keys::views_of_team(&mut *tx, team_id)
-            .await?
-            .into_iter()
-            .map(DeltaOp::UpsertKey)
-            .collect();
-        if ops.is_empty() {
-            None
-        } else {
-            Some(changes::append(&mut tx, ops).await?)
-        }
+        keys::resend_team(&mut tx, team_id).await?.or(scope_version)
     };
     let action = match (add.is_empty(), remove.is_empty()) {
         (false, _) => "team.member_add",

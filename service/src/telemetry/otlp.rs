@@ -51,13 +51,19 @@ fn transport_named(var: &str, value: &str) -> Result<Transport, String> {
 }
 
 pub(super) fn transport(signal: &Signal) -> Result<Transport, String> {
-    let set = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    for var in [signal.protocol, "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-        if let Some(v) = set(var) {
-            return transport_named(var, &v);
-        }
+    match first_set(&[signal.protocol, "OTEL_EXPORTER_OTLP_PROTOCOL"]) {
+        Some((var, v)) => transport_named(var, &v),
+        None => Ok(Transport::Grpc),
     }
-    Ok(Transport::Grpc)
+}
+
+/// The first of `vars` that is set and not blank (a signal's own variable before the
+/// common one), with its value.
+pub(super) fn first_set<'a>(vars: &[&'a str]) -> Option<(&'a str, String)> {
+    vars.iter().find_map(|k| {
+        let v = std::env::var(k).ok().filter(|v| !v.trim().is_empty())?;
+        Some((*k, v))
+    })
 }
 
 /// The export timeout: the signal's variable, else `OTEL_EXPORTER_OTLP_TIMEOUT`, in

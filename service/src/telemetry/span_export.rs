@@ -79,9 +79,11 @@ impl OtlpSpanExporter {
         let headers = headers_from_env();
         let sink = match otlp::transport(&TRACES)? {
             Transport::Grpc => {
-                let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                    .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-                    .unwrap_or_else(|| "http://localhost:4317".to_owned());
+                let endpoint = otlp::first_set(&[
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                ])
+                .map_or_else(|| "http://localhost:4317".to_owned(), |(_, v)| v);
                 if endpoint.trim().starts_with("https://") {
                     return Err(format!(
                         "the OTLP/gRPC span exporter does not speak TLS ({endpoint}); set \
@@ -100,10 +102,10 @@ impl OtlpSpanExporter {
                 }
             }
             Transport::HttpProtobuf => {
-                let endpoint = match var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-                    Some(e) => e,
-                    None => match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                        Some(base) => {
+                let endpoint = match otlp::first_set(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]) {
+                    Some((_, e)) => e,
+                    None => match otlp::first_set(&["OTEL_EXPORTER_OTLP_ENDPOINT"]) {
+                        Some((_, base)) => {
                             format!("{}/v1/traces", base.trim().trim_end_matches('/'))
                         }
                         None => "http://localhost:4318/v1/traces".to_owned(),
@@ -213,27 +215,21 @@ impl OtlpSpanExporter {
     }
 }
 
-fn var(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
-}
-
 /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION` (else `OTEL_EXPORTER_OTLP_COMPRESSION`): only
 /// `none` is built in.
 fn refuse_compression() -> Result<(), String> {
-    for k in [
+    let Some((k, v)) = otlp::first_set(&[
         "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
         "OTEL_EXPORTER_OTLP_COMPRESSION",
-    ] {
-        if let Some(v) = var(k) {
-            return match v.trim().to_ascii_lowercase().as_str() {
-                "none" => Ok(()),
-                other => Err(format!(
-                    "{k}={other:?}: RouteIQ sends spans uncompressed; unset it or use none"
-                )),
-            };
-        }
+    ]) else {
+        return Ok(());
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "none" => Ok(()),
+        other => Err(format!(
+            "{k}={other:?}: RouteIQ sends spans uncompressed; unset it or use none"
+        )),
     }
-    Ok(())
 }
 
 /// The export's headers: `OTEL_EXPORTER_OTLP_HEADERS`, then the signal's own
@@ -244,7 +240,7 @@ fn headers_from_env() -> Vec<(String, String)> {
         "OTEL_EXPORTER_OTLP_HEADERS",
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     ] {
-        if let Some(v) = var(k) {
+        if let Some((_, v)) = otlp::first_set(&[k]) {
             for (name, value) in parse_headers(&v) {
                 out.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
                 out.push((name, value));
