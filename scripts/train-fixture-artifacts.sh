@@ -3,7 +3,8 @@
 # into DIR/<strategy>/ (hashed n-gram features) and DIR/knn-minilm/ (the MiniLM encoder),
 # and writes beside each artifact the pipeline's own scores and choices for the fixed
 # parity queries (expected.json), which the Rust parity test and the end-to-end tests
-# compare against. The personalised strategies (DIR/personalized/, DIR/gmt/) are trained
+# compare against, and DIR/mlp-concat/ (the three featurizers joined: hashed n-grams of
+# 256 buckets, MiniLM and the structure measures). The personalised strategies (DIR/personalized/, DIR/gmt/) are trained
 # with 3 simulated users (sim-0..sim-2) and their expected.json comes from
 # parity_users.json ({"query", "user"} objects; rows also carry "user"). Every
 # query-dependent artifact is calibrated (manifest "calibration" and "operating", and
@@ -24,6 +25,9 @@ train --out "$out" --featurizer hashed-ngram
 train --out "$out/minilm" --featurizer minilm --strategies knn
 mv "$out/minilm/knn" "$out/knn-minilm"
 rm -rf "$out/minilm"
+train --out "$out/concat" --featurizer hashed-ngram+minilm+structure --dim 256 --strategies mlp
+mv "$out/concat/mlp" "$out/mlp-concat"
+rm -rf "$out/concat"
 train --out "$out/personal" --featurizer hashed-ngram --strategies personalized,gmt --simulate-users 3
 for s in personalized gmt; do
   rm -rf "${out:?}/$s" && mv "$out/personal/$s" "$out/$s"

@@ -11,6 +11,9 @@
 //! `{"conservative": true}` or `{"max_price_per_m": 0.5}`), to time those modes.
 //! `learned/mlp+shadow` is `mlp` with `svm` as its shadow version: the request path's
 //! share of shadowing (handing the query to the shadow worker), against `learned/mlp`.
+//! `featurize/*` times the inline featurizers alone (no artifact needed); an artifact
+//! directory whose `hashed/` holds strategies trained on another featurizer (e.g.
+//! `--featurizer hashed-ngram+structure`) times their decisions the same way.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use routeiq_dataplane::clock::now_ms;
-use routeiq_dataplane::routing::learned::Query;
+use routeiq_dataplane::routing::learned::{featurize, Query};
 use routeiq_dataplane::routing::RouteRequest;
 use routeiq_dataplane::state::{Lasting, LiveState};
 use routeiq_proto::{Deployment, RouterSettings, RoutingStrategy, Snapshot};
@@ -171,6 +174,21 @@ fn benches(c: &mut Criterion) {
         eprintln!("no queries");
         return;
     }
+    // The featurizers computed inline, alone (a decision includes one of them).
+    let hashed = featurize::HashedNgram { dim: 1024 };
+    let mut i = 0;
+    c.bench_function("featurize/hashed-ngram-1024", |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            hashed.features(black_box(&queries[i]))
+        })
+    });
+    c.bench_function("featurize/structure", |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            featurize::structure(black_box(&queries[i]))
+        })
+    });
     let mut report = Vec::new();
     let shadow = serde_json::json!({"shadow": {
         "strategy": "llmrouter-svm",

@@ -113,14 +113,21 @@ def test_the_gateway_routes_as_the_pipeline_chose(mock, gateway, strategy):
                   version=loaded["version"]) == len(rows)
 
 
-def test_a_sentence_encoder_artifact_routes_too(mock, gateway):
+@pytest.mark.parametrize("strategy,artifact", [("knn", "knn-minilm"), ("mlp", "mlp-concat")])
+def test_sentence_encoder_and_joined_featurizer_artifacts_route_too(mock, gateway, strategy, artifact):
+    """knn on the MiniLM encoder, and mlp on hashed n-grams, MiniLM and the structure
+    measures side by side (a `concat` featurizer: its encoder part is embedded before
+    routing, like a lone encoder's)."""
     mock.faults()
-    dir = ARTIFACTS / "knn-minilm"
-    g = gateway(config(mock, "knn", model_path=str(dir)))
+    dir = ARTIFACTS / artifact
+    g = gateway(config(mock, strategy, model_path=str(dir)))
     wait_loaded(g)
-    for query, want in clear_choices(dir)[:15]:
+    rows = clear_choices(dir)[:15]
+    assert len(rows) >= 10
+    for query, want in rows:
         r = g.chat("auto", content=query)
         assert r.headers["x-routeiq-router-candidate"] == want, query
+    assert metric(g, "routeiq_learned_routing_decisions_total", by="model", strategy=f"llmrouter-{strategy}") == len(rows)
 
 
 def test_cost_weight_trades_quality_for_price(mock, gateway):

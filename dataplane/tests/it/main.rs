@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use routeiq_dataplane::routing::learned::artifact::{self, Featurizer, Files, Model};
+use routeiq_dataplane::routing::learned::featurize;
 
 /// Scores may differ by float summation order; choices may differ only between near-ties.
 const TOLERANCE: f32 = 1e-4;
@@ -35,11 +36,17 @@ fn load(dir: &Path) -> Result<Model, String> {
     Model::build(manifest, artifact::sha256_hex(&raw), files).map_err(|e| e.to_string())
 }
 
-fn features(model: &Model, query: &str) -> Vec<f32> {
-    match &model.featurizer {
+fn features(featurizer: &Featurizer, query: &str) -> Vec<f32> {
+    match featurizer {
         Featurizer::None => Vec::new(),
         Featurizer::Hashed(h) => h.features(query),
         Featurizer::Encoder(e) => e.embed_now(query).unwrap().to_vec(),
+        Featurizer::Structure => featurize::structure(query).to_vec(),
+        Featurizer::Concat(parts) => {
+            let mut v: Vec<f32> = parts.iter().flat_map(|p| features(p, query)).collect();
+            featurize::normalise(&mut v);
+            v
+        }
     }
 }
 
@@ -56,6 +63,7 @@ struct Expected {
 fn every_artifact_matches_the_pipeline() {
     let root = artifacts();
     let mut checked = Vec::new();
+    let mut concat_parts = 0;
     for entry in std::fs::read_dir(&root).unwrap() {
         let dir = entry.unwrap().path();
         let expected = dir.join("expected.json");
@@ -68,7 +76,10 @@ fn every_artifact_matches_the_pipeline() {
         assert!(!rows.is_empty());
         for row in &rows {
             let scores = model
-                .scores(&features(&model, &row.query), row.user.as_deref())
+                .scores(
+                    &features(&model.featurizer, &row.query),
+                    row.user.as_deref(),
+                )
                 .unwrap();
             assert_eq!(scores.len(), row.scores.len());
             for (i, (got, want)) in scores.iter().zip(&row.scores).enumerate() {
@@ -116,8 +127,13 @@ fn every_artifact_matches_the_pipeline() {
             "{}: calibration and operating points",
             model.strategy()
         );
+        if let Featurizer::Concat(parts) = &model.featurizer {
+            concat_parts = parts.len();
+        }
         checked.push(model.strategy().to_owned());
     }
+    // One artifact joins all three featurizers (`hashed-ngram+minilm+structure`).
+    assert_eq!(concat_parts, 3, "no concat artifact checked");
     checked.sort();
     for s in [
         "elo", "graph", "hybrid", "knn", "largest", "mf", "mlp", "smallest", "svm",

@@ -31,7 +31,9 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help=f"comma-separated (default {DEFAULT_STRATEGIES}; the personalised "
                         f"{', '.join(sorted(PERSONALISED))} only by name)")
-    p.add_argument("--featurizer", choices=["hashed-ngram", "minilm"], default="hashed-ngram")
+    p.add_argument("--featurizer", default="hashed-ngram",
+                   help="hashed-ngram, minilm or structure, or several joined by + (a "
+                        "concat of them), e.g. hashed-ngram+structure")
     p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoder", type=Path,

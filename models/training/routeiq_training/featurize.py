@@ -8,8 +8,14 @@ computes the same vectors in Rust).
   ONNX graph is cut after that many transformer layers (`truncate_encoder`); its matrix
   products are then quantised to run in int8 (`quantize_encoder`). The resulting graph
   is what the artifact carries as `encoder.onnx`, so the data plane needs nothing else.
+- `structure` v1: 16 cheap measures of the query's form (length, lines, digits, code and
+  math markers, multiple-choice options, ...), each in [0, 1], not normalised.
+- `concat` v1: several of the above, each computed as it is alone, concatenated, then the
+  whole L2-normalised. The pipeline names it `hashed-ngram+structure`,
+  `hashed-ngram+minilm`, ... (`--featurizer`).
 """
 
+import math
 import re
 from functools import lru_cache
 from itertools import pairwise
@@ -76,6 +82,94 @@ class HashedNgram:
     def __call__(self, queries: list[str]) -> np.ndarray:
         return np.stack([hashed_ngram(q, self.dim) for q in queries]) if queries \
             else np.zeros((0, self.dim), dtype=np.float32)
+
+
+STRUCTURE_DIM = 16
+_CODE_MARKERS = (b"```", b"def ", b"return", b"#include", b"function", b"=>", b"import ",
+                 b"class ")
+_MATH_MARKERS = (b"$", b"\\", b"^")
+_WHITESPACE = frozenset(b" \t\n\r")
+_PUNCTUATION = frozenset(b for b in range(33, 127) if not chr(b).isalnum())
+_MATH_SYMBOLS = frozenset(b"+-*/=^<>")
+_CODE_SYMBOLS = frozenset(b"{}[];")
+
+
+def _options(raw: bytes) -> int:
+    """Distinct multiple-choice letters A-E written as an option: `A.`, `A)` or `A:` at the
+    start or after a space, tab, newline or `(`; after `(` only `A)`."""
+    seen = set()
+    for i, b in enumerate(raw):
+        if b not in b"ABCDE" or i + 1 >= len(raw):
+            continue
+        prev, nxt = raw[i - 1] if i > 0 else 0x0A, raw[i + 1]
+        if prev == 0x28 and nxt == 0x29 or prev in b" \t\n" and nxt in b".):":
+            seen.add(b)
+    return len(seen)
+
+
+def structure(query: str) -> np.ndarray:
+    """`structure` v1 (models/ARTIFACTS.md): computed in f64, stored in f32."""
+    raw = query.encode("utf-8")[:MAX_QUERY_BYTES]
+    n = max(len(raw), 1)
+    ws = _WORD.findall(raw)
+    count = lambda members: sum(1 for b in raw if b in members)  # noqa: E731
+    stripped = raw.rstrip(b" \t\n\r")
+    v = [
+        min(math.log2(1 + len(raw)) / 13, 1.0),
+        min(math.log2(1 + len(ws)) / 12, 1.0),
+        min(math.log2(1 + raw.count(b"\n")) / 12, 1.0),
+        sum(1 for b in raw if 0x30 <= b <= 0x39) / n,
+        sum(1 for b in raw if 0x41 <= b <= 0x5A) / n,
+        sum(1 for b in raw if b >= 0x80) / n,
+        count(_WHITESPACE) / n,
+        count(_PUNCTUATION) / n,
+        count(_MATH_SYMBOLS) / n,
+        count(_CODE_SYMBOLS) / n,
+        min(raw.count(b"?"), 4) / 4,
+        1.0 if stripped.endswith(b"?") or stripped.endswith("？".encode()) else 0.0,
+        1.0 if any(m in raw for m in _CODE_MARKERS) else 0.0,
+        1.0 if any(m in raw for m in _MATH_MARKERS) else 0.0,
+        _options(raw) / 5,
+        min(sum(len(w) for w in ws) / max(len(ws), 1), 20) / 20,
+    ]
+    return np.array(v, dtype=np.float64).astype(np.float32)
+
+
+class Structure:
+    dim = STRUCTURE_DIM
+
+    def manifest(self) -> dict:
+        return {"name": "structure", "version": 1, "dim": STRUCTURE_DIM}
+
+    def files(self) -> dict[str, bytes]:
+        return {}
+
+    def __call__(self, queries: list[str]) -> np.ndarray:
+        return np.stack([structure(q) for q in queries]) if queries \
+            else np.zeros((0, STRUCTURE_DIM), dtype=np.float32)
+
+
+class Concat:
+    """Its parts' vectors side by side, the whole L2-normalised (in f64)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.dim = sum(p.dim for p in parts)
+
+    def manifest(self) -> dict:
+        return {"name": "concat", "version": 1, "dim": self.dim,
+                "parts": [p.manifest() for p in self.parts]}
+
+    def files(self) -> dict[str, bytes]:
+        files = {}
+        for p in self.parts:
+            files.update(p.files())
+        return files
+
+    def __call__(self, queries: list[str]) -> np.ndarray:
+        v = np.concatenate([p(queries) for p in self.parts], axis=1).astype(np.float64)
+        norms = np.sqrt(np.sum(v ** 2, axis=1, keepdims=True))
+        return np.where(norms > 0, v / np.where(norms > 0, norms, 1), v).astype(np.float32)
 
 
 class MiniLm:
@@ -259,26 +353,41 @@ def quantize_encoder(encoder_bytes: bytes) -> bytes:
         return quantized.read_bytes()
 
 
+FEATURIZERS = ("hashed-ngram", "minilm", "structure")
+
+
 def build(name: str, dim: int, encoder: Path | None = None, tokenizer: Path | None = None,
           threads: int = 1, layers: int = MINILM_LAYERS):
-    """A featurizer for training. `encoder`/`tokenizer` override the installed minilm files
-    (`tokenizer` is a `tokenizer.json`, or a zip holding one); `layers` < 6 cuts the
+    """A featurizer for training: one of `FEATURIZERS`, or several joined by `+` (a
+    `concat` of them, in that order). `encoder`/`tokenizer` override the installed minilm
+    files (`tokenizer` is a `tokenizer.json`, or a zip holding one); `layers` < 6 cuts the
     encoder after that many transformer layers (`truncate_encoder`); the encoder is then
     quantised (`quantize_encoder`)."""
-    if layers != MINILM_LAYERS and name != "minilm":
+    names = name.split("+")
+    unknown = [n for n in names if n not in FEATURIZERS]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"unknown featurizer {name!r}: expected one or more of "
+                         f"{', '.join(FEATURIZERS)}, each once, joined by +")
+    if layers != MINILM_LAYERS and "minilm" not in names:
         raise ValueError("--encoder-layers applies to the minilm featurizer only")
+    parts = [_build_one(n, dim, encoder, tokenizer, threads, layers) for n in names]
+    return parts[0] if len(parts) == 1 else Concat(parts)
+
+
+def _build_one(name: str, dim: int, encoder: Path | None, tokenizer: Path | None,
+               threads: int, layers: int):
     if name == "hashed-ngram":
         return HashedNgram(dim)
-    if name == "minilm":
-        encoder_bytes = Path(encoder or default_encoder_path()).read_bytes()
-        if layers != MINILM_LAYERS:
-            encoder_bytes = truncate_encoder(encoder_bytes, layers)
-        encoder_bytes = quantize_encoder(encoder_bytes)
-        tokenizer_path = Path(tokenizer or default_model_zip())
-        tokenizer_bytes = read_from_zip(tokenizer_path, "tokenizer.json") \
-            if tokenizer_path.suffix == ".zip" else tokenizer_path.read_bytes()
-        return MiniLm(encoder_bytes, tokenizer_bytes, threads=threads, layers=layers)
-    raise ValueError(f"unknown featurizer {name!r}: expected hashed-ngram or minilm")
+    if name == "structure":
+        return Structure()
+    encoder_bytes = Path(encoder or default_encoder_path()).read_bytes()
+    if layers != MINILM_LAYERS:
+        encoder_bytes = truncate_encoder(encoder_bytes, layers)
+    encoder_bytes = quantize_encoder(encoder_bytes)
+    tokenizer_path = Path(tokenizer or default_model_zip())
+    tokenizer_bytes = read_from_zip(tokenizer_path, "tokenizer.json") \
+        if tokenizer_path.suffix == ".zip" else tokenizer_path.read_bytes()
+    return MiniLm(encoder_bytes, tokenizer_bytes, threads=threads, layers=layers)
 
 
 def from_manifest(spec: dict | None, files: dict[str, bytes], threads: int = 1):
@@ -291,4 +400,11 @@ def from_manifest(spec: dict | None, files: dict[str, bytes], threads: int = 1):
         return MiniLm(files["encoder.onnx"], files["tokenizer.json"],
                       max_tokens=int(spec["max_tokens"]), threads=threads,
                       layers=spec.get("layers"))
+    if spec["name"] == "structure" and spec["version"] == 1:
+        return Structure()
+    if spec["name"] == "concat" and spec["version"] == 1:
+        parts = [from_manifest(p, files, threads) for p in spec["parts"]]
+        if len(parts) < 2 or any(p["name"] == "concat" for p in spec["parts"]):
+            raise ValueError("a concat featurizer has two or more parts, none a concat")
+        return Concat(parts)
     raise ValueError(f"unsupported featurizer {spec['name']!r} version {spec['version']}")

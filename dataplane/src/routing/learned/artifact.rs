@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::featurize::{Encoder, HashedNgram};
+use super::featurize::{Encoder, HashedNgram, STRUCTURE_DIM};
 use super::onnx::SessionPool;
 use super::operating::{Calibration, CalibrationSpec, Operating, OperatingSpec};
 use super::LoadError;
@@ -42,6 +42,15 @@ pub enum FeaturizerSpec {
         #[serde(default)]
         layers: Option<u32>,
     },
+    Structure {
+        version: u32,
+        dim: usize,
+    },
+    /// Its parts' vectors side by side, the whole L2-normalised.
+    Concat {
+        version: u32,
+        parts: Vec<FeaturizerSpec>,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +78,9 @@ pub enum Featurizer {
     None,
     Hashed(HashedNgram),
     Encoder(Arc<Encoder>),
+    Structure,
+    /// Two or more of the above (none `None`, at most one encoder), side by side.
+    Concat(Vec<Featurizer>),
 }
 
 impl Featurizer {
@@ -77,7 +89,61 @@ impl Featurizer {
             Self::None => 0,
             Self::Hashed(h) => h.dim,
             Self::Encoder(e) => e.dim,
+            Self::Structure => STRUCTURE_DIM,
+            Self::Concat(parts) => parts.iter().map(Self::dim).sum(),
         }
+    }
+
+    /// The sentence encoder whose embedding the features need, if any.
+    pub fn encoder(&self) -> Option<&Arc<Encoder>> {
+        match self {
+            Self::Encoder(e) => Some(e),
+            Self::Concat(parts) => parts.iter().find_map(Self::encoder),
+            _ => None,
+        }
+    }
+
+    /// The featurizer `spec` names, with the artifact's encoder files.
+    fn of(spec: &FeaturizerSpec, manifest: &Manifest, files: &Files) -> Result<Self, LoadError> {
+        Ok(match spec {
+            FeaturizerSpec::HashedNgram { version: 1, dim } if *dim > 0 => {
+                Self::Hashed(HashedNgram { dim: *dim })
+            }
+            FeaturizerSpec::Minilm {
+                version: 1,
+                dim,
+                max_tokens,
+                ..
+            } if *dim > 0 && *max_tokens > 0 => Self::Encoder(Arc::new(Encoder::new(
+                files.get("encoder.onnx")?,
+                files.get("tokenizer.json")?,
+                *max_tokens,
+                *dim,
+                encoder_id(manifest, *max_tokens),
+            )?)),
+            FeaturizerSpec::Structure { version: 1, dim } if *dim == STRUCTURE_DIM => {
+                Self::Structure
+            }
+            FeaturizerSpec::Concat { version: 1, parts }
+                if parts.len() >= 2
+                    && parts
+                        .iter()
+                        .all(|p| !matches!(p, FeaturizerSpec::Concat { .. }))
+                    && parts
+                        .iter()
+                        .filter(|p| matches!(p, FeaturizerSpec::Minilm { .. }))
+                        .count()
+                        <= 1 =>
+            {
+                Self::Concat(
+                    parts
+                        .iter()
+                        .map(|p| Self::of(p, manifest, files))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            other => return Err(invalid(format!("unsupported featurizer {other:?}"))),
+        })
     }
 }
 
@@ -355,22 +421,7 @@ impl Model {
         let k = manifest.candidates.len();
         let featurizer = match &manifest.featurizer {
             None => Featurizer::None,
-            Some(FeaturizerSpec::HashedNgram { version: 1, dim }) if *dim > 0 => {
-                Featurizer::Hashed(HashedNgram { dim: *dim })
-            }
-            Some(FeaturizerSpec::Minilm {
-                version: 1,
-                dim,
-                max_tokens,
-                ..
-            }) if *dim > 0 && *max_tokens > 0 => Featurizer::Encoder(Arc::new(Encoder::new(
-                files.get("encoder.onnx")?,
-                files.get("tokenizer.json")?,
-                *max_tokens,
-                *dim,
-                encoder_id(&manifest, *max_tokens),
-            )?)),
-            Some(other) => return Err(invalid(format!("unsupported featurizer {other:?}"))),
+            Some(spec) => Featurizer::of(spec, &manifest, &files)?,
         };
         let dim = featurizer.dim();
         let needs_features = |f: &Featurizer| {

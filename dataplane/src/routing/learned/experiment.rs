@@ -18,7 +18,6 @@ use prometheus::IntCounterVec;
 use routeiq_proto::{RouterSettings, RoutingStrategy};
 use serde_json::Value;
 
-use super::artifact::Featurizer;
 use super::{Chooser, Query, Slot, Spec};
 
 /// Shadow decisions waiting for the worker; past this, requests go unshadowed (and are
@@ -265,7 +264,7 @@ impl Job {
 
     fn decide(&self) -> Option<Shadowed> {
         let model = self.slot.current()?;
-        if let Featurizer::Encoder(e) = &model.featurizer {
+        if let Some(e) = model.featurizer.encoder() {
             if self.query.features(&model.featurizer).is_none() {
                 let v = e.embed_now(&self.query.text).ok()?;
                 self.query.store(super::encoder_key(e), v);

@@ -1,6 +1,7 @@
 //! Query featurizers shared by the learned strategies (`models/ARTIFACTS.md`): the hashed
-//! n-gram featurizer, computed inline in a few microseconds, and the MiniLM sentence
-//! encoder, run on the blocking pool behind a semaphore and cached by prompt hash.
+//! n-gram featurizer and the structure measures, computed inline in a few microseconds,
+//! and the MiniLM sentence encoder, run on the blocking pool behind a semaphore and cached
+//! by prompt hash.
 
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
@@ -56,6 +57,118 @@ impl HashedNgram {
         normalise(&mut v);
         v
     }
+}
+
+/// Values of `structure` version 1.
+pub const STRUCTURE_DIM: usize = 16;
+const CODE_MARKERS: [&[u8]; 8] = [
+    b"```",
+    b"def ",
+    b"return",
+    b"#include",
+    b"function",
+    b"=>",
+    b"import ",
+    b"class ",
+];
+const MATH_MARKERS: [&[u8]; 3] = [b"$", b"\\", b"^"];
+
+/// `structure` version 1: 16 measures of the query's form, each in [0, 1], computed in f64
+/// and stored in f32 (`models/ARTIFACTS.md` defines each).
+pub fn structure(text: &str) -> [f32; STRUCTURE_DIM] {
+    let raw = &text.as_bytes()[..text.len().min(MAX_QUERY_BYTES)];
+    // One pass counting each class of byte, words and option letters.
+    let mut c = Counts::default();
+    let mut prev = b'\n';
+    let mut in_word = false;
+    let mut options = [false; 5];
+    for (i, &b) in raw.iter().enumerate() {
+        let word_byte = b.is_ascii_alphanumeric() || b >= 0x80;
+        if word_byte {
+            c.word_bytes += 1;
+            c.words += usize::from(!in_word);
+        }
+        in_word = word_byte;
+        match b {
+            b'0'..=b'9' => c.digits += 1,
+            b'A'..=b'Z' => {
+                c.upper += 1;
+                if b <= b'E' {
+                    let next = raw.get(i + 1).copied().unwrap_or(0);
+                    if (prev == b'(' && next == b')')
+                        || (matches!(prev, b' ' | b'\t' | b'\n')
+                            && matches!(next, b'.' | b')' | b':'))
+                    {
+                        options[usize::from(b - b'A')] = true;
+                    }
+                }
+            }
+            b' ' | b'\t' | b'\r' => c.space += 1,
+            b'\n' => {
+                c.space += 1;
+                c.newlines += 1;
+            }
+            0x80.. => c.high += 1,
+            _ => {}
+        }
+        if (33..=126).contains(&b) && !b.is_ascii_alphanumeric() {
+            c.punct += 1;
+            match b {
+                b'+' | b'-' | b'*' | b'/' | b'=' | b'^' | b'<' | b'>' => c.math += 1,
+                b'{' | b'}' | b'[' | b']' | b';' => c.code += 1,
+                b'?' => c.questions += 1,
+                _ => {}
+            }
+        }
+        prev = b;
+    }
+    let n = raw.len().max(1) as f64;
+    let share = |x: usize| x as f64 / n;
+    let contains = |m: &[u8]| memchr::memmem::find(raw, m).is_some();
+    let end = raw.len()
+        - raw
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+    let stripped = &raw[..end];
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    let log = |x: usize, scale: f64| ((1.0 + x as f64).log2() / scale).min(1.0);
+    let v: [f64; STRUCTURE_DIM] = [
+        log(raw.len(), 13.0),
+        log(c.words, 12.0),
+        log(c.newlines, 12.0),
+        share(c.digits),
+        share(c.upper),
+        share(c.high),
+        share(c.space),
+        share(c.punct),
+        share(c.math),
+        share(c.code),
+        c.questions.min(4) as f64 / 4.0,
+        flag(stripped.ends_with(b"?") || stripped.ends_with("\u{ff1f}".as_bytes())),
+        flag(CODE_MARKERS.iter().any(|m| contains(m))),
+        flag(MATH_MARKERS.iter().any(|m| contains(m))),
+        options.iter().filter(|o| **o).count() as f64 / 5.0,
+        (c.word_bytes as f64 / c.words.max(1) as f64).min(20.0) / 20.0,
+    ];
+    v.map(|x| x as f32)
+}
+
+/// Byte counts of a query for [`structure`].
+#[derive(Default)]
+struct Counts {
+    words: usize,
+    word_bytes: usize,
+    digits: usize,
+    upper: usize,
+    high: usize,
+    space: usize,
+    newlines: usize,
+    punct: usize,
+    math: usize,
+    code: usize,
+    questions: usize,
 }
 
 fn fnv1a(parts: &[&[u8]]) -> u64 {
@@ -298,5 +411,73 @@ mod tests {
         let v = f.features(&long);
         let norm: f64 = v.iter().map(|x| f64::from(*x).powi(2)).sum();
         assert!((norm - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn structure_of_a_short_question() {
+        let v = structure("What is 2+2?");
+        let n = 12.0;
+        let want = [
+            13f64.log2() / 13.0,
+            5f64.log2() / 12.0,
+            0.0,
+            2.0 / n,
+            1.0 / n,
+            0.0,
+            2.0 / n,
+            2.0 / n,
+            1.0 / n,
+            0.0,
+            0.25,
+            1.0,
+            0.0,
+            0.0,
+            0.0,
+            8.0 / 4.0 / 20.0,
+        ];
+        for (i, (got, want)) in v.iter().zip(want).enumerate() {
+            assert_eq!(*got, want as f32, "measure {i}");
+        }
+        assert_eq!(structure(""), [0.0; STRUCTURE_DIM]);
+    }
+
+    #[test]
+    fn structure_markers() {
+        let mc = "Pick one:\n(A) red\n(B) blue\nC. green\nD: plain A) B.";
+        assert_eq!(structure(mc)[14], 0.8);
+        assert_eq!(structure("Plan A is fine")[14], 0.0);
+        assert_eq!(structure("```py\nx = 1\n```")[12], 1.0);
+        assert_eq!(structure("compute $x^2$")[13], 1.0);
+        let cjk = structure("机器学习是什么？");
+        assert_eq!((cjk[5], cjk[11]), (1.0, 1.0));
+        let long = "Why? ".repeat(5000);
+        let v = structure(&long);
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{v:?}");
+        assert_eq!(v, structure(&long[..8192]));
+    }
+
+    /// The pipeline's own vectors for the parity queries and a few more
+    /// (`tests/fixtures/llmrouter/structure_expected.json`, checked on the Python side to
+    /// be its current output): equal value for value.
+    #[test]
+    fn structure_matches_the_pipeline() {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            query: String,
+            structure: Vec<f32>,
+        }
+        let rows: Vec<Row> = serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/llmrouter/structure_expected.json"
+        ))
+        .unwrap();
+        assert!(rows.len() >= 40);
+        for row in rows {
+            assert_eq!(
+                structure(&row.query).to_vec(),
+                row.structure,
+                "{:?}",
+                row.query
+            );
+        }
     }
 }

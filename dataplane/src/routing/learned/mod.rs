@@ -154,8 +154,8 @@ impl Query {
         }
     }
 
-    /// The features `featurizer` gives this query: computed now for the hashed featurizer,
-    /// `None` for an encoder whose embedding was not prepared (see [`ModelGroup::prepare`]).
+    /// The features `featurizer` gives this query: computed now for the hashed and
+    /// structure featurizers, `None` for an encoder whose embedding was not prepared (see [`ModelGroup::prepare`]).
     ///
     /// [`ModelGroup::prepare`]: super::ModelGroup::prepare
     fn features(&self, featurizer: &Featurizer) -> Option<Arc<[f32]>> {
@@ -167,6 +167,15 @@ impl Query {
                 Some(v)
             }),
             Featurizer::Encoder(e) => self.cached(encoder_key(e)),
+            Featurizer::Structure => Some(Arc::from(featurize::structure(&self.text))),
+            Featurizer::Concat(parts) => {
+                let mut v = Vec::with_capacity(featurizer.dim());
+                for part in parts {
+                    v.extend_from_slice(&self.features(part)?);
+                }
+                featurize::normalise(&mut v);
+                Some(v.into())
+            }
         }
     }
 

@@ -187,10 +187,7 @@ impl Slot {
 
     /// The sentence encoder of the current model, if it has one.
     pub fn encoder(&self) -> Option<Arc<super::featurize::Encoder>> {
-        match &self.current()?.featurizer {
-            super::artifact::Featurizer::Encoder(e) => Some(Arc::clone(e)),
-            _ => None,
-        }
+        self.current()?.featurizer.encoder().cloned()
     }
 
     pub(super) fn decided(&self, by_model: bool) {
