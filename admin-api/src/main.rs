@@ -87,9 +87,6 @@ async fn main() -> anyhow::Result<()> {
     let served = routeiq_service::http::serve(args.listen, app, tls)
         .await
         .with_context(|| format!("cannot serve on {}", args.listen));
-    if let Some(t) = &tracing {
-        t.flush();
-    }
-    routeiq_service::telemetry::flush_logs();
+    routeiq_service::telemetry::flush_all(tracing.as_ref());
     served
 }

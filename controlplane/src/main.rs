@@ -275,9 +275,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?
         }
     }
-    if let Some(t) = &tracing {
-        t.flush();
-    }
-    routeiq_service::telemetry::flush_logs();
+    routeiq_service::telemetry::flush_all(tracing.as_ref());
     Ok(())
 }

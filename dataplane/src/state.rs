@@ -702,7 +702,7 @@ impl App {
 
     /// After the server stopped serving (SIGTERM; its in-flight requests finished or cut):
     /// waits up to [`USAGE_DRAIN`] for the usage events still queued to be acknowledged,
-    /// then sends the spans, OTLP metrics and log records still queued.
+    /// then sends the spans, OTLP metrics and log records still queued (at most 5 s).
     pub fn finish(&self) {
         if let Some(a) = &self.attached {
             let left = a.reporter.drain(USAGE_DRAIN);
@@ -713,13 +713,16 @@ impl App {
                 );
             }
         }
-        if let Some(s) = &self.spans {
-            s.flush();
-        }
-        if let Some(m) = &self.genai_metrics {
-            m.flush();
-        }
-        routeiq_service::telemetry::flush_logs();
+        // Side by side: each flush waits at most 5 s for a collector that hangs.
+        std::thread::scope(|scope| {
+            if let Some(s) = &self.spans {
+                scope.spawn(|| s.flush());
+            }
+            if let Some(m) = &self.genai_metrics {
+                scope.spawn(|| m.flush());
+            }
+            scope.spawn(routeiq_service::telemetry::flush_logs);
+        });
     }
 
     /// The current state; hold it for the whole request.

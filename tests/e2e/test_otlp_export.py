@@ -4,9 +4,12 @@
 
 import json
 import os
+import socket
+import threading
 import time
 
 import httpx
+import pytest
 from conftest import BIN_DIR, MASTER_KEY, Process, free_port, wait_http
 from otlp import OtlpHttpReceiver, OtlpReceiver, attributes
 from test_tracing import CALLER, ask, start_gateway, tree_of
@@ -162,6 +165,69 @@ def test_a_stopping_gateway_sends_the_spans_and_metrics_it_still_holds(mock_prov
     finally:
         p.stop()
         receiver.stop()
+
+
+class HungCollector:
+    """Accepts connections and reads what is sent, but never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.received = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn):
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.received += len(data)
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_collector_that_hangs_delays_a_stop_by_at_most_the_flush_caps(mock_provider, tmp_path, protocol):
+    """A collector that takes the exports and never answers, with a 30 s export timeout:
+    at SIGTERM the spans, the OTLP metrics and the log records still queued are flushed
+    side by side, each for at most 5 s, so the data plane exits within pingora's 1 s grace
+    period plus 5 s (it took 41 s when the log flush had no cap and the flushes ran one
+    after another)."""
+    collector = HungCollector()
+    url, p = start_gateway(tmp_path, mock_provider, collector.port, OTEL_BSP_SCHEDULE_DELAY="60000",
+                           OTEL_METRIC_EXPORT_INTERVAL="60000", OTEL_BLRP_SCHEDULE_DELAY="60000",
+                           OTEL_EXPORTER_OTLP_TIMEOUT="30000", OTEL_EXPORTER_OTLP_PROTOCOL=protocol)
+    try:
+        for _ in range(3):
+            assert ask(url, mock_provider, None)[0].status_code == 200
+        started = time.monotonic()
+        p.proc.terminate()
+        p.proc.wait(timeout=60)
+        took = time.monotonic() - started
+        assert p.proc.returncode == 0, p.output()
+        assert took <= 1 + 5 + 2, (took, p.output())
+        assert collector.received > 0  # the flushes did send
+    finally:
+        p.stop()
+        collector.stop()
 
 
 def test_an_admin_calls_log_lines_carry_its_trace_in_json_and_in_otlp(tmp_path):

@@ -198,12 +198,11 @@ pub fn exporting_logs() -> bool {
     BRIDGE.get().is_some()
 }
 
-/// Sends the log records still queued (at shutdown).
+/// Sends the log records still queued (at shutdown), waiting at most 5 s.
 pub fn flush_logs() {
     if let Some((provider, _)) = BRIDGE.get() {
-        if let Err(e) = provider.force_flush() {
-            tracing::debug!(error = %e, "log records not flushed");
-        }
+        let provider = provider.clone();
+        super::flush_within("log records", move || provider.force_flush());
     }
 }
 

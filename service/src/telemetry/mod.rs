@@ -114,7 +114,7 @@ impl Tracing {
         &self.tracer
     }
 
-    /// Sends the spans still queued (at shutdown).
+    /// Sends the spans still queued (at shutdown; at most 5 s, `SpanBatcher::force_flush`).
     pub fn flush(&self) {
         if let Err(e) = self.provider.force_flush() {
             tracing::debug!(error = %e, "spans not flushed");
@@ -188,19 +188,38 @@ impl OtlpMetrics {
         opentelemetry::metrics::MeterProvider::meter(&self.provider, "routeiq")
     }
 
-    /// Sends the measurements not yet exported (at shutdown), waiting at most 5 s: the
-    /// SDK's flush waits for the export, which a hung collector would hold up.
+    /// Sends the measurements not yet exported (at shutdown), waiting at most 5 s.
     pub fn flush(&self) {
         let provider = self.provider.clone();
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let _ = done.send(provider.force_flush());
-        });
-        match wait.recv_timeout(std::time::Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "metrics not flushed"),
-            Err(_) => tracing::debug!("metrics not flushed within 5 s"),
+        flush_within("metrics", move || provider.force_flush());
+    }
+}
+
+/// At a service's exit: sends the spans and log records still queued, side by side (each
+/// waits at most 5 s for a collector that hangs).
+pub fn flush_all(tracing: Option<&Tracing>) {
+    std::thread::scope(|scope| {
+        if let Some(t) = tracing {
+            scope.spawn(|| t.flush());
         }
+        scope.spawn(flush_logs);
+    });
+}
+
+/// Runs an SDK `force_flush` at shutdown on a thread of its own and waits for it at most
+/// 5 s: the SDK's flush waits for the export, which a hung collector would hold up.
+pub(crate) fn flush_within(
+    what: &'static str,
+    flush: impl FnOnce() -> opentelemetry_sdk::error::OTelSdkResult + Send + 'static,
+) {
+    let (done, wait) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = done.send(flush());
+    });
+    match wait.recv_timeout(std::time::Duration::from_secs(5)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "{what} not flushed"),
+        Err(_) => tracing::debug!("{what} not flushed within 5 s"),
     }
 }
 
