@@ -2,6 +2,7 @@
 `OTEL_EXPORTER_OTLP_PROTOCOL` says so, and their log events go out as OTLP log records
 (and JSON lines) carrying the trace and span of the call they were logged in."""
 
+import http.server
 import json
 import os
 import socket
@@ -165,6 +166,41 @@ def test_a_stopping_gateway_sends_the_spans_and_metrics_it_still_holds(mock_prov
     finally:
         p.stop()
         receiver.stop()
+
+
+def test_a_2xx_answer_that_is_not_protobuf_counts_as_delivered(mock_provider, tmp_path):
+    """A collector off the specification that answers `200 ok` in plain text has taken the
+    spans: no export failure is logged, and later batches are sent as usual."""
+    posts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            posts.append((self.path, len(body)))
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, p = start_gateway(tmp_path, mock_provider, server.server_address[1], OTEL_METRICS_EXPORTER="none",
+                           OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+    try:
+        for _ in range(2):
+            assert ask(url, mock_provider, None)[0].status_code == 200
+            wait_for("a span export", lambda: len([x for x in posts if x[0] == "/v1/traces"]) >= 1)
+            time.sleep(0.3)
+        wait_for("two span exports", lambda: len([x for x in posts if x[0] == "/v1/traces"]) >= 2)
+    finally:
+        p.stop()
+        server.shutdown()
+    assert all(size > 0 for _, size in posts)
+    assert "OTLP span export failed" not in p.output()
 
 
 class HungCollector:
