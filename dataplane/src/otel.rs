@@ -289,6 +289,12 @@ impl RouteSpan {
         self.span.span_context().is_sampled()
     }
 
+    /// The context a sampled request is served in when log lines carry trace ids (JSON
+    /// or OTLP logs): the lines logged while it is served name this span's trace and id.
+    pub fn log_context(&self) -> Option<Context> {
+        (self.sampled() && routeiq_service::telemetry::logs_carry_traces()).then(|| self.context())
+    }
+
     /// A context whose (remote) span is this one, for its children.
     fn context(&self) -> Context {
         use opentelemetry::trace::Span;

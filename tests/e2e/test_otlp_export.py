@@ -203,6 +203,47 @@ def test_a_2xx_answer_that_is_not_protobuf_counts_as_delivered(mock_provider, tm
     assert "OTLP span export failed" not in p.output()
 
 
+def test_lines_logged_while_a_sampled_request_is_served_carry_its_trace(mock_provider, tmp_path):
+    """JSON and OTLP logs: a warning logged while a sampled request is served (its
+    deployment refuses connections) names the request's trace and span, in the JSON line and
+    in the OTLP record; the same warning for an unsampled request (the caller's flags 00)
+    names none."""
+    receiver = OtlpReceiver()
+    dead = free_port()
+    extra = f"""  - model_name: dead
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:{dead}/v1", api_key: sk-x}}
+router_settings:
+  num_retries: 0"""
+    url, p = start_gateway(tmp_path, mock_provider, receiver.port, extra, ROUTEIQ_LOG_FORMAT="json",
+                           OTEL_BLRP_SCHEDULE_DELAY="100", OTEL_METRICS_EXPORTER="none")
+    unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    try:
+        ids = []
+        for traceparent in (None, unsampled):
+            headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+            if traceparent:
+                headers["traceparent"] = traceparent
+            r = httpx.post(f"{url}/v1/chat/completions", timeout=30, headers=headers,
+                           json={"model": "dead", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code >= 500, r.text
+            ids.append(r.headers["x-litellm-call-id"])
+        route, _ = tree_of(receiver, ids[0])
+
+        def records():
+            return [lr for svc, lr in receiver.log_records()
+                    if svc == "routeiq-dataplane" and lr.body.string_value == "cannot connect upstream"]
+        found = wait_for("two warnings over OTLP", lambda: len(records()) >= 2 and records())
+        assert [(r.trace_id, r.span_id) for r in found] == [(route.trace_id, route.span_id), (b"", b"")]
+    finally:
+        p.stop()
+        receiver.stop()
+    lines = [json.loads(line) for line in p.output().splitlines() if line.startswith("{")]
+    warned = [line for line in lines if line.get("message") == "cannot connect upstream"]
+    assert len(warned) == 2, warned
+    assert warned[0]["trace_id"] == route.trace_id.hex() and warned[0]["span_id"] == route.span_id.hex()
+    assert "trace_id" not in warned[1]
+
+
 class HungCollector:
     """Accepts connections and reads what is sent, but never answers."""
 

@@ -67,7 +67,15 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
                     .map(|s| s.start(ctx, method.as_str(), !live.turn_off_message_logging));
             }
             let param = param.map(str::to_owned);
-            let r = serve(app, &live, session, ctx, route, param.as_deref()).await;
+            let logged = ctx
+                .span
+                .as_ref()
+                .and_then(crate::otel::RouteSpan::log_context);
+            let serving = serve(app, &live, session, ctx, route, param.as_deref());
+            let r = match logged {
+                Some(cx) => opentelemetry::context::FutureExt::with_context(serving, cx).await,
+                None => serving.await,
+            };
             (route.api, r)
         }
         Found::MethodNotAllowed => (

@@ -42,6 +42,14 @@ pub fn init_logging(default: &str) {
         .init();
 }
 
+/// Whether log lines show trace ids: as JSON lines, or exported over OTLP (set up by
+/// [`init_logging`] and [`export_logs`]; a service attaches a call's trace to the lines
+/// logged while it serves the call only then).
+pub fn logs_carry_traces() -> bool {
+    static JSON: OnceLock<bool> = OnceLock::new();
+    *JSON.get_or_init(json_logs) || exporting_logs()
+}
+
 fn json_logs() -> bool {
     let set = |k: &str, yes: &[&str]| {
         std::env::var(k).is_ok_and(|v| yes.iter().any(|y| v.trim().eq_ignore_ascii_case(y)))

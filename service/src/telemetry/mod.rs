@@ -8,7 +8,7 @@ mod span_batch;
 mod span_encode;
 mod span_export;
 
-pub use logs::{export_logs, exporting_logs, flush_logs, init_logging};
+pub use logs::{export_logs, exporting_logs, flush_logs, init_logging, logs_carry_traces};
 
 use std::cell::Cell;
 use std::future::Future;
