@@ -669,3 +669,32 @@ mod tests {
         assert_eq!(bare.headers().count(), 1);
     }
 }
+
+pin_project_lite::pin_project! {
+    /// A future polled with an OpenTelemetry context attached, when it has one (lines
+    /// logged meanwhile carry its trace); without one, the future alone, at no cost.
+    pub struct InContext<F> {
+        #[pin]
+        inner: F,
+        cx: Option<Context>,
+    }
+}
+
+impl<F> InContext<F> {
+    pub fn new(inner: F, cx: Option<Context>) -> Self {
+        Self { inner, cx }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InContext<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _attached = this.cx.as_ref().map(|cx| cx.clone().attach());
+        this.inner.poll(task)
+    }
+}

@@ -72,10 +72,7 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
                 .as_ref()
                 .and_then(crate::otel::RouteSpan::log_context);
             let serving = serve(app, &live, session, ctx, route, param.as_deref());
-            let r = match logged {
-                Some(cx) => opentelemetry::context::FutureExt::with_context(serving, cx).await,
-                None => serving.await,
-            };
+            let r = crate::otel::InContext::new(serving, logged).await;
             (route.api, r)
         }
         Found::MethodNotAllowed => (
