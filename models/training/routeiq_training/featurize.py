@@ -168,7 +168,8 @@ class Concat:
 
     def __call__(self, queries: list[str]) -> np.ndarray:
         v = np.concatenate([p(queries) for p in self.parts], axis=1).astype(np.float64)
-        norms = np.sqrt(np.sum(v ** 2, axis=1, keepdims=True))
+        # squares added in index order, as the data plane adds them (np.sum adds in blocks)
+        norms = np.sqrt(np.cumsum(v * v, axis=1)[:, -1:])
         return np.where(norms > 0, v / np.where(norms > 0, norms, 1), v).astype(np.float32)
 
 
@@ -400,11 +401,15 @@ def from_manifest(spec: dict | None, files: dict[str, bytes], threads: int = 1):
         return MiniLm(files["encoder.onnx"], files["tokenizer.json"],
                       max_tokens=int(spec["max_tokens"]), threads=threads,
                       layers=spec.get("layers"))
-    if spec["name"] == "structure" and spec["version"] == 1:
+    if spec["name"] == "structure" and spec["version"] == 1 and spec["dim"] == STRUCTURE_DIM:
         return Structure()
     if spec["name"] == "concat" and spec["version"] == 1:
-        parts = [from_manifest(p, files, threads) for p in spec["parts"]]
-        if len(parts) < 2 or any(p["name"] == "concat" for p in spec["parts"]):
-            raise ValueError("a concat featurizer has two or more parts, none a concat")
-        return Concat(parts)
+        names = [p["name"] for p in spec["parts"]]
+        if len(names) < 2 or "concat" in names or names.count("minilm") > 1:
+            raise ValueError("a concat featurizer has two or more parts, none a concat, "
+                             "at most one minilm")
+        concat = Concat([from_manifest(p, files, threads) for p in spec["parts"]])
+        if spec.get("dim", concat.dim) != concat.dim:
+            raise ValueError(f"a concat featurizer's dim is its parts' sum, {concat.dim}")
+        return concat
     raise ValueError(f"unsupported featurizer {spec['name']!r} version {spec['version']}")

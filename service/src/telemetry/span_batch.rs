@@ -78,6 +78,9 @@ struct Shared {
     stopping: AtomicBool,
     /// Whether the task still runs: not once it stopped, or its runtime dropped it.
     running: AtomicBool,
+    /// Whether the last flush timed out (an export hangs): shutdown then does not wait
+    /// for it again.
+    stuck: AtomicBool,
     dropped: AtomicU64,
     exporter: OtlpSpanExporter,
 }
@@ -91,6 +94,7 @@ impl SpanBatcher {
             wake: Notify::new(),
             flushes: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            stuck: AtomicBool::new(false),
             running: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             exporter,
@@ -113,8 +117,13 @@ impl SpanBatcher {
         if !self.shared.running.load(Ordering::Acquire) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        wait.recv_timeout(timeout)
-            .map_err(|_| OTelSdkError::Timeout(timeout))
+        let done = wait.recv_timeout(timeout).is_ok();
+        self.shared.stuck.store(!done, Ordering::Relaxed);
+        if done {
+            Ok(())
+        } else {
+            Err(OTelSdkError::Timeout(timeout))
+        }
     }
 }
 
@@ -154,7 +163,13 @@ impl SpanProcessor for SpanBatcher {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         self.shared.stopping.store(true, Ordering::Relaxed);
-        let flushed = self.flush_and_wait(timeout);
+        // A service flushes before it drops its tracer provider (which shuts this down):
+        // after a flush that timed out, waiting again would only add to the stop.
+        let flushed = if self.shared.stuck.load(Ordering::Relaxed) {
+            Err(OTelSdkError::Timeout(Duration::ZERO))
+        } else {
+            self.flush_and_wait(timeout)
+        };
         let dropped = self.shared.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!(dropped, "spans dropped on a full queue since startup");

@@ -49,6 +49,9 @@ pub enum FeaturizerSpec {
     /// Its parts' vectors side by side, the whole L2-normalised.
     Concat {
         version: u32,
+        /// The sum of its parts' (checked when given).
+        #[serde(default)]
+        dim: Option<usize>,
         parts: Vec<FeaturizerSpec>,
     },
 }
@@ -124,23 +127,33 @@ impl Featurizer {
             FeaturizerSpec::Structure { version: 1, dim } if *dim == STRUCTURE_DIM => {
                 Self::Structure
             }
-            FeaturizerSpec::Concat { version: 1, parts }
-                if parts.len() >= 2
-                    && parts
-                        .iter()
-                        .all(|p| !matches!(p, FeaturizerSpec::Concat { .. }))
-                    && parts
-                        .iter()
-                        .filter(|p| matches!(p, FeaturizerSpec::Minilm { .. }))
-                        .count()
-                        <= 1 =>
+            FeaturizerSpec::Concat {
+                version: 1,
+                dim,
+                parts,
+            } if parts.len() >= 2
+                && parts
+                    .iter()
+                    .all(|p| !matches!(p, FeaturizerSpec::Concat { .. }))
+                && parts
+                    .iter()
+                    .filter(|p| matches!(p, FeaturizerSpec::Minilm { .. }))
+                    .count()
+                    <= 1 =>
             {
-                Self::Concat(
+                let concat = Self::Concat(
                     parts
                         .iter()
                         .map(|p| Self::of(p, manifest, files))
                         .collect::<Result<_, _>>()?,
-                )
+                );
+                if dim.is_some_and(|d| d != concat.dim()) {
+                    return Err(invalid(format!(
+                        "concat featurizer: dim {dim:?} is not its parts' sum {}",
+                        concat.dim()
+                    )));
+                }
+                concat
             }
             other => return Err(invalid(format!("unsupported featurizer {other:?}"))),
         })

@@ -265,7 +265,7 @@ impl Job {
     fn decide(&self) -> Option<Shadowed> {
         let model = self.slot.current()?;
         if let Some(e) = model.featurizer.encoder() {
-            if self.query.features(&model.featurizer).is_none() {
+            if self.query.cached(super::encoder_key(e)).is_none() {
                 let v = e.embed_now(&self.query.text).ok()?;
                 self.query.store(super::encoder_key(e), v);
             }
