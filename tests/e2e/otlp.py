@@ -1,8 +1,10 @@
 """OTLP receivers for the tests that check the services' spans, metrics and logs: one over
 gRPC (the opentelemetry-proto services, as a collector serves them) and one over
 HTTP/protobuf (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`, as a collector's OTLP/HTTP
-receiver takes them). Both keep every export request."""
+receiver takes them). Both keep every export request. And a collector that never
+answers (`Blackhole`)."""
 
+import socket
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,3 +153,43 @@ class OtlpHttpReceiver(_Received):
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Blackhole:
+    """A collector that accepts connections and reads what it is sent, but never answers:
+    every export waits for its timeout. `port` takes over a given port (a receiver's that
+    went away)."""
+
+    def __init__(self, port: int | None = None):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        self.received = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn):
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.received += len(data)
+
+    def stop(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()

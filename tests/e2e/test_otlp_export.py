@@ -5,14 +5,13 @@
 import http.server
 import json
 import os
-import socket
 import threading
 import time
 
 import httpx
 import pytest
 from conftest import BIN_DIR, MASTER_KEY, Process, free_port, wait_http
-from otlp import OtlpHttpReceiver, OtlpReceiver, attributes
+from otlp import Blackhole, OtlpHttpReceiver, OtlpReceiver, attributes
 from test_tracing import CALLER, ask, start_gateway, tree_of
 
 SECRETS = (MASTER_KEY, "sk-provider-secret-9f2")
@@ -246,43 +245,6 @@ router_settings:
     assert "trace_id" not in warned[1]
 
 
-class HungCollector:
-    """Accepts connections and reads what is sent, but never answers."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.received = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn):
-        while True:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            self.received += len(data)
-
-    def stop(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_a_collector_that_hangs_delays_a_stop_by_at_most_the_flush_caps(mock_provider, tmp_path, protocol):
     """A collector that takes the exports and never answers, with a 30 s export timeout:
@@ -290,7 +252,7 @@ def test_a_collector_that_hangs_delays_a_stop_by_at_most_the_flush_caps(mock_pro
     side by side, each for at most 5 s, so the data plane exits within pingora's 1 s grace
     period plus 5 s (with 5 s to spare for a loaded machine; it took 41 s when the log
     flush had no cap and the flushes ran one after another)."""
-    collector = HungCollector()
+    collector = Blackhole()
     url, p = start_gateway(tmp_path, mock_provider, collector.port, OTEL_BSP_SCHEDULE_DELAY="60000",
                            OTEL_METRIC_EXPORT_INTERVAL="60000", OTEL_BLRP_SCHEDULE_DELAY="60000",
                            OTEL_EXPORTER_OTLP_TIMEOUT="30000", OTEL_EXPORTER_OTLP_PROTOCOL=protocol)
@@ -310,23 +272,38 @@ def test_a_collector_that_hangs_delays_a_stop_by_at_most_the_flush_caps(mock_pro
         collector.stop()
 
 
+def start_admin_without_controlplane(tmp_path, env: dict) -> Process:
+    """The admin API in front of a control plane that is not there (its calls fail fast)."""
+    port, dead = free_port(), free_port()
+    admin = Process([str(BIN_DIR / "routeiq-admin"), "--listen", f"127.0.0.1:{port}",
+                     "--controlplane", f"http://127.0.0.1:{dead}", "--timeout-ms", "500"],
+                    tmp_path / "admin.log", env=env)
+    admin.url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{admin.url}/health/liveliness", admin.proc)
+    except BaseException:
+        admin.stop()
+        raise
+    return admin
+
+
+def traced_key_generate(admin: Process) -> httpx.Response:
+    """`POST /key/generate` in the caller's trace (answered 503 without a control plane)."""
+    return httpx.post(f"{admin.url}/key/generate", json={}, timeout=10,
+                      headers={"Authorization": f"Bearer {MASTER_KEY}", "traceparent": CALLER})
+
+
 def test_the_admin_api_stops_within_one_flush_cap_when_the_collector_hangs(tmp_path):
     """The admin API's spans and log records still queued at SIGTERM, a collector that
     never answers: it flushes both side by side (at most 5 s), and dropping its tracer
     provider afterwards does not wait for the hung export a second time."""
-    collector = HungCollector()
-    port, dead = free_port(), free_port()
+    collector = Blackhole()
     env = dict(os.environ, ROUTEIQ_LOG="info", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
                OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BLRP_SCHEDULE_DELAY="60000",
                OTEL_EXPORTER_OTLP_TIMEOUT="30000")
-    admin = Process([str(BIN_DIR / "routeiq-admin"), "--listen", f"127.0.0.1:{port}",
-                     "--controlplane", f"http://127.0.0.1:{dead}", "--timeout-ms", "500"],
-                    tmp_path / "admin.log", env=env)
+    admin = start_admin_without_controlplane(tmp_path, env)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health/liveliness", admin.proc)
-        r = httpx.post(f"http://127.0.0.1:{port}/key/generate", json={}, timeout=10,
-                       headers={"Authorization": f"Bearer {MASTER_KEY}", "traceparent": CALLER})
-        assert r.status_code == 503, r.text
+        assert traced_key_generate(admin).status_code == 503
         started = time.monotonic()
         admin.proc.terminate()
         admin.proc.wait(timeout=60)
@@ -344,18 +321,12 @@ def test_an_admin_calls_log_lines_carry_its_trace_in_json_and_in_otlp(tmp_path):
     answered 503 and its warning is logged inside the call's server span, as a JSON line
     with the span's `trace_id` and `span_id`, and as an OTLP/gRPC log record in that span."""
     receiver = OtlpReceiver()
-    port, dead = free_port(), free_port()
     env = dict(os.environ, ROUTEIQ_LOG_FORMAT="json", ROUTEIQ_LOG="info",
                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
                OTEL_BSP_SCHEDULE_DELAY="100", OTEL_BLRP_SCHEDULE_DELAY="100")
-    admin = Process([str(BIN_DIR / "routeiq-admin"), "--listen", f"127.0.0.1:{port}",
-                     "--controlplane", f"http://127.0.0.1:{dead}", "--timeout-ms", "500"],
-                    tmp_path / "admin.log", env=env)
+    admin = start_admin_without_controlplane(tmp_path, env)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health/liveliness", admin.proc)
-        r = httpx.post(f"http://127.0.0.1:{port}/key/generate", json={}, timeout=10,
-                       headers={"Authorization": f"Bearer {MASTER_KEY}", "traceparent": CALLER})
-        assert r.status_code == 503, r.text
+        assert traced_key_generate(admin).status_code == 503
         _, trace, caller_span, _ = CALLER.split("-")
         [span] = wait_for("admin span", lambda: [s for svc, s in receiver.service_spans()
                                                  if svc == "routeiq-admin" and s.name == "POST /key/generate"])

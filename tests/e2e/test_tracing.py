@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from conftest import BIN_DIR, MASTER_KEY, Process, free_port, wait_http
-from otlp import OtlpReceiver
+from otlp import Blackhole, OtlpReceiver
 
 CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 STATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
@@ -191,35 +191,6 @@ def test_the_sampler_decides_new_traces_and_follows_the_callers_flag(mock_provid
     finally:
         p.stop()
         receiver.stop()
-
-
-class Blackhole:
-    """A collector that accepts connections and never answers: every export waits for its
-    timeout while spans keep coming."""
-
-    def __init__(self, port: int):
-        import socket
-        import threading
-
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(64)
-        self.held = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def stop(self):
-        self.sock.close()
-        for c in self.held:
-            c.close()
 
 
 def test_a_dead_collector_fails_no_request_and_memory_stays_bounded(mock_provider, tmp_path):
