@@ -87,6 +87,6 @@ async fn main() -> anyhow::Result<()> {
     let served = routeiq_service::http::serve(args.listen, app, tls)
         .await
         .with_context(|| format!("cannot serve on {}", args.listen));
-    routeiq_service::telemetry::flush_all(tracing.as_ref());
+    routeiq_service::telemetry::flush_all(tracing.as_ref(), None);
     served
 }

@@ -275,6 +275,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?
         }
     }
-    routeiq_service::telemetry::flush_all(tracing.as_ref());
+    routeiq_service::telemetry::flush_all(tracing.as_ref(), None);
     Ok(())
 }

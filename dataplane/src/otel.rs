@@ -94,9 +94,9 @@ impl Spans {
         self.tracing.tracer()
     }
 
-    /// Sends the spans still queued (at shutdown; blocks the thread).
-    pub fn flush(&self) {
-        self.tracing.flush();
+    /// The exporting pipeline (to flush it at shutdown).
+    pub fn tracing(&self) -> &Tracing {
+        &self.tracing
     }
 
     /// Opens the request's `routeiq.route` span (a server span; probes and metrics have

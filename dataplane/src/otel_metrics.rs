@@ -49,9 +49,9 @@ pub struct GenAiMetrics {
 }
 
 impl GenAiMetrics {
-    /// Sends the measurements not yet exported (at shutdown; blocks the thread).
-    pub fn flush(&self) {
-        self.exporter.flush();
+    /// The exporter (to flush it at shutdown).
+    pub fn exporter(&self) -> &OtlpMetrics {
+        &self.exporter
     }
 
     /// Set up when an OTLP metrics endpoint is configured (must run inside a Tokio runtime).

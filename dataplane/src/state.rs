@@ -713,16 +713,12 @@ impl App {
                 );
             }
         }
-        // Side by side: each flush waits at most 5 s for a collector that hangs.
-        std::thread::scope(|scope| {
-            if let Some(s) = &self.spans {
-                scope.spawn(|| s.flush());
-            }
-            if let Some(m) = &self.genai_metrics {
-                scope.spawn(|| m.flush());
-            }
-            scope.spawn(routeiq_service::telemetry::flush_logs);
-        });
+        routeiq_service::telemetry::flush_all(
+            self.spans.as_ref().map(crate::otel::Spans::tracing),
+            self.genai_metrics
+                .as_ref()
+                .map(crate::otel_metrics::GenAiMetrics::exporter),
+        );
     }
 
     /// The current state; hold it for the whole request.

@@ -705,6 +705,20 @@ def test_conservative_mode_keeps_the_best_single_model_unless_the_gain_clears_th
     g = gateway(config(mock, "mf", model_path=str(narrow), conservative=True))
     wait_loaded(g)
     assert picks(g, [q for q, _ in rows]) == [w for _, w in rows]
+    # Queries shorter or longer than the training ones (`query_bytes`, in UTF-8 bytes)
+    # keep the best single model whatever their gain; the others, the pipeline's choices.
+    lengths = sorted(len(q.encode()) for q, _ in rows)
+    low, high = lengths[len(lengths) // 4], lengths[3 * len(lengths) // 4]
+    ranged = with_operating(src, tmp_path / "ranged",
+                            {**operating(0.0), "query_bytes": {"min": low, "max": high}})
+    g = gateway(config(mock, "mf", model_path=str(ranged), conservative=True))
+    wait_loaded(g)
+    inside = [low <= len(q.encode()) <= high for q, _ in rows]
+    assert 0 < sum(inside) < len(rows)
+    assert any(w != best for (_, w), i in zip(rows, inside) if not i), \
+        "some query outside the range must have had another choice"
+    assert picks(g, [q for q, _ in rows]) == [
+        w if i else best for (_, w), i in zip(rows, inside)]
 
 
 def test_the_dollar_knob_mixes_two_operating_points(mock, gateway, tmp_path):

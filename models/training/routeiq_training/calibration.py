@@ -6,7 +6,8 @@ logits), so a `cost_weight` trades differently per strategy and per retraining, 
 client cannot say "the best single model's quality, cheaper". Mapped to each candidate's
 probability of being correct, scores share one scale; the operating points then say
 what the router reaches at each price (`curve`), which candidate to fall back to
-(`best_single`), and how large a calibrated gain must be before leaving it (`margin`).
+(`best_single`), how large a calibrated gain must be before leaving it (`margin`), and
+which queries are like the training ones at all (`query_bytes`).
 
 Everything is fitted on out-of-fold scores of the training rows (`train.calibrate`): a
 model's scores on its own training rows are overconfident (knn with k = 1 scores its own
@@ -101,9 +102,20 @@ def choose_margin(p: np.ndarray, y: np.ndarray, prices: np.ndarray, best: int,
     return float(MARGINS[int(np.argmax(lows))])
 
 
-def operating_points(p: np.ndarray, y: np.ndarray, prices: np.ndarray, seed: int) -> dict:
+def query_bytes(queries: list[str]) -> dict:
+    """`operating.query_bytes`: the shortest and longest training query, in UTF-8 bytes.
+    Outside that range the router would extrapolate: a model fitted on short questions has
+    no evidence about long ones, and on the length split (every test query longer than
+    every training query) calibrated gains that cleared the margin still lost to the best
+    single model. The conservative mode keeps the best single model there."""
+    lengths = [len(q.encode("utf-8")) for q in queries]
+    return {"min": min(lengths), "max": max(lengths)}
+
+
+def operating_points(p: np.ndarray, y: np.ndarray, prices: np.ndarray, seed: int,
+                     queries: list[str]) -> dict:
     """The manifest's `operating` from calibrated out-of-fold scores `p` and true scores
-    `y` ([N, K]) of the training rows."""
+    `y` ([N, K]) of the training rows, and those rows' `queries`."""
     best = best_single(y, prices)
     rows = np.arange(len(y))
     # each point's policy, keyed by its (price per million tokens, quality); a single
@@ -121,6 +133,7 @@ def operating_points(p: np.ndarray, y: np.ndarray, prices: np.ndarray, seed: int
         "best_single": best, "quality": float(y[:, best].mean()),
         "price_per_m": float(prices[best]),
         "margin": choose_margin(p, y, prices, best, seed),
+        "query_bytes": query_bytes(queries),
         "curve": [{"price_per_m": price, "quality": quality, **policies[(price, quality)]}
                   for price, quality in envelope(list(policies))],
     }

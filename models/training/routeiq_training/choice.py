@@ -7,8 +7,9 @@ candidate, then to the lower index. The same rule labels training rows with thei
 candidate (cost_weight 0 on the true scores) and picks the oracle's candidate.
 
 With an artifact's `operating` points (calibrated scores), two more rules: the
-conservative mode, which leaves the best single model only for a clear gain, and the cost
-knob, which mixes two adjacent vertices of the cost-quality curve.
+conservative mode, which leaves the best single model only for a clear gain on a query
+like the training ones, and the cost knob, which mixes two adjacent vertices of the
+cost-quality curve.
 """
 
 from bisect import bisect_right
@@ -27,17 +28,32 @@ def pick(scores: np.ndarray, prices: np.ndarray, cost_weight: float = 0.0) -> np
 
 
 def conservative(scores: np.ndarray, prices: np.ndarray, best: int, margin: float,
-                 cost_weight: float = 0.0) -> np.ndarray:
-    """`routing_strategy_args.conservative`: per row, the usual choice `c` only when it is
-    `best` (the best single model), when `best` is unscored, or when `c`'s cost-adjusted
-    score exceeds `best`'s by more than `margin`; otherwise `best`. A router whose gains
-    over the best single model are within its noise then costs nothing in quality."""
+                 cost_weight: float = 0.0, familiar: np.ndarray | None = None) -> np.ndarray:
+    """`routing_strategy_args.conservative`: per row, `best` (the best single model) when
+    the row's query is unlike every training query (`familiar` False: see `familiar`);
+    otherwise the usual choice `c` only when it is `best`, when `best` is unscored, or when
+    `c`'s cost-adjusted score exceeds `best`'s by more than `margin`, else `best`. A router
+    whose gains over the best single model are within its noise, or who is asked about
+    queries it never saw the like of, then costs nothing in quality."""
     scores = np.asarray(scores, dtype=np.float64)
     chosen = pick(scores, prices, cost_weight)
     adjusted = scores - cost_weight * prices
     gain = adjusted[np.arange(len(chosen)), chosen] - adjusted[:, best]
     keep_best = ~np.isnan(scores[:, best]) & ~(gain > margin)
+    if familiar is not None:
+        keep_best |= ~familiar
     return np.where(keep_best, best, chosen)
+
+
+def familiar(operating: dict, queries: list[str]) -> np.ndarray | None:
+    """Per query, whether its length in UTF-8 bytes lies within the training queries'
+    (`operating["query_bytes"]`, both ends included); None for operating points without
+    that range (made before it existed), which the conservative mode then does not test."""
+    span = operating.get("query_bytes")
+    if span is None:
+        return None
+    lengths = np.array([len(q.encode("utf-8")) for q in queries])
+    return (lengths >= span["min"]) & (lengths <= span["max"])
 
 
 class Mix(NamedTuple):

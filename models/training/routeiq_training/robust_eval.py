@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bootstrap, calibration, featurize, splits
-from .choice import conservative, knob, pick, vertex_choice
+from .choice import conservative, familiar, knob, pick, vertex_choice
 from .data import RoutingTable, load_table
 from .metrics import (
     CHOICE_DEFINITIONS,
@@ -70,9 +70,10 @@ class FoldResult:
 
 
 def calibrated_routers(strategy: str, calibrated: dict, raw: np.ndarray, y: np.ndarray,
-                       costs: np.ndarray, prices: np.ndarray) -> tuple[dict, dict]:
+                       costs: np.ndarray, prices: np.ndarray,
+                       queries: list[str]) -> tuple[dict, dict]:
     """Per-query values of the strategy's calibrated, conservative and knob routers on the
-    test rows (`raw` their raw scores), and the knob's mix."""
+    test rows (`raw` their raw scores, `queries` their queries), and the knob's mix."""
     p = calibration.apply(calibrated["calibration"], raw)
     operating = calibrated["operating"]
     mix = knob(operating, quality_floor=QUALITY_FLOOR)
@@ -81,7 +82,8 @@ def calibrated_routers(strategy: str, calibrated: dict, raw: np.ndarray, y: np.n
     values = {
         f"{strategy} calibrated": per_query(pick(p, prices), y, costs),
         f"{strategy} conservative": per_query(
-            conservative(p, prices, operating["best_single"], operating["margin"]), y, costs),
+            conservative(p, prices, operating["best_single"], operating["margin"],
+                         familiar=familiar(operating, queries)), y, costs),
         f"{strategy} quality_floor {QUALITY_FLOOR:g}": {
             m: mix.weight * high[m] + (1 - mix.weight) * low[m] for m in METRICS},
     }
@@ -107,7 +109,8 @@ def run_fold(table: RoutingTable, features: np.ndarray, test: np.ndarray,
         if calibration_folds and calibrated(strategy):
             started = time.monotonic()
             fitted = calibrate(strategy, train_table, features[~test], seed, calibration_folds)
-            more, mix = calibrated_routers(strategy, fitted, scores, y, costs, prices)
+            more, mix = calibrated_routers(strategy, fitted, scores, y, costs, prices,
+                                           test_table.queries)
             values.update(more)
             routers += list(more)
             training[strategy].update({
@@ -269,7 +272,8 @@ def markdown(report: dict) -> str:
             f"out-of-fold scores of the fold's training queries ({report['calibration_folds']}"
             " folds of them, as `train --calibration-folds` writes them into the manifest). "
             "*<strategy> calibrated* chooses on the calibrated scores at cost weight 0; "
-            "*conservative* keeps the best single model (of the training queries) unless the "
+            "*conservative* keeps the best single model (of the training queries) for a test "
+            "query shorter or longer than every training query, and otherwise unless the "
             "calibrated choice beats it by more than the operating points' margin; "
             f"*quality_floor {QUALITY_FLOOR:g}* is the cost knob at the best single model's "
             "training quality, each test query counting the expected value of the mix of the "

@@ -110,7 +110,7 @@ def calibrate(strategy: str, table: RoutingTable, features: np.ndarray, seed: in
     raw = out_of_fold_scores(strategy, table, features, seed, folds)
     fitted = calibration.fit(raw, table.scores)
     operating = calibration.operating_points(calibration.apply(fitted, raw), table.scores,
-                                             table.prices, seed)
+                                             table.prices, seed, table.queries)
     log(f"  {strategy}: out-of-fold scores over {folds} folds, calibration and operating "
         f"points in {time.monotonic() - started:.1f} s")
     return {"calibration": fitted, "operating": operating}

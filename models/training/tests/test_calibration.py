@@ -10,8 +10,8 @@ import pytest
 
 from conftest import FIXTURES
 from routeiq_training import artifact, calibration, evaluation, parity, train
-from routeiq_training.choice import conservative, knob, pick, vertex_choice
-from routeiq_training.data import Candidate, RoutingTable, heldout_mask
+from routeiq_training.choice import conservative, familiar, knob, pick, vertex_choice
+from routeiq_training.data import Candidate, RoutingTable, heldout_mask, load_table
 from routeiq_training.metrics import envelope_value
 
 
@@ -90,7 +90,8 @@ def test_separable_scores_keep_a_finite_slope():
 def _operating(seed: int = 0):
     raw, y, prices = _synthetic(seed=seed)
     p = calibration.apply(calibration.fit(raw, y), raw)
-    return p, y, prices, calibration.operating_points(p, y, prices, seed)
+    queries = [f"query {i}" for i in range(len(y))]
+    return p, y, prices, calibration.operating_points(p, y, prices, seed, queries)
 
 
 def test_the_curve_is_a_monotone_concave_envelope_of_every_policy():
@@ -126,7 +127,7 @@ def test_the_margin_makes_a_noise_router_no_worse_than_the_best_single():
     y = rng.binomial(1, [0.3, 0.7, 0.5], size=(500, 3)).astype(np.float64)
     p = rng.uniform(0.4, 0.6, size=(500, 3)).astype(np.float32)  # knows nothing
     prices = np.array([0.1, 0.5, 1.0])
-    operating = calibration.operating_points(p, y, prices, 0)
+    operating = calibration.operating_points(p, y, prices, 0, ["q"] * len(y))
     assert operating["best_single"] == 1
     chosen = conservative(p, prices, 1, operating["margin"])
     assert (chosen == 1).mean() > 0.95
@@ -149,6 +150,19 @@ def test_conservative_keeps_the_best_single_unless_the_gain_exceeds_the_margin()
     # a huge margin is the best single model wherever it is scored
     p_rand, _, prices_rand = _synthetic(200, 4, 1)
     assert (conservative(p_rand, prices_rand, 2, 1e9) == 2).all()
+    # an unfamiliar query keeps the best single model whatever the gain, scored or not
+    familiar = np.array([True, False, False, False])
+    assert conservative(p, prices, 1, 0.05, familiar=familiar).tolist() == [1, 1, 1, 1]
+    assert conservative(p, prices, 1, 0.05, familiar=~familiar).tolist() == [1, 0, 0, 0]
+
+
+def test_familiar_queries_lie_within_the_training_lengths_in_bytes():
+    operating = {"query_bytes": calibration.query_bytes(["abcd", "ab", "abcdef"])}
+    assert operating["query_bytes"] == {"min": 2, "max": 6}
+    # "é" is two bytes: "aé" is 3, "ééé" is 6, "éééé" is 8
+    got = familiar(operating, ["a", "ab", "aé", "ééé", "abcdefg", "éééé"])
+    assert got.tolist() == [False, True, True, True, False, False]
+    assert familiar({}, ["a"]) is None  # operating points made before the range existed
 
 
 CURVE = {"best_single": 2, "quality": 0.6, "price_per_m": 0.9, "margin": 0.02, "curve": [
@@ -247,14 +261,19 @@ def calibrated_artifacts(tmp_path_factory, fixture_paths):
     return out, summary, in_memory
 
 
-def test_train_writes_calibration_and_operating_points(calibrated_artifacts):
+def test_train_writes_calibration_and_operating_points(calibrated_artifacts, fixture_paths):
     out, summary, _ = calibrated_artifacts
+    queries = load_table(*fixture_paths).queries
+    training = [q for q, held in zip(queries, heldout_mask(queries)) if not held]
     assert summary["calibration_folds"] == 2
     for strategy in ("svm", "mlp"):
         manifest = json.loads((out / strategy / "manifest.json").read_text())
         cal, operating = manifest["calibration"], manifest["operating"]
         assert cal["method"] == "platt" and len(cal["a"]) == len(cal["b"]) == 9
-        assert set(operating) == {"best_single", "quality", "price_per_m", "margin", "curve"}
+        assert set(operating) == {"best_single", "quality", "price_per_m", "margin",
+                                  "query_bytes", "curve"}
+        lengths = [len(q.encode("utf-8")) for q in training]
+        assert operating["query_bytes"] == {"min": min(lengths), "max": max(lengths)}
         prices = [(c["input_price"] + c["output_price"]) / 2 for c in manifest["candidates"]]
         assert operating["price_per_m"] == prices[operating["best_single"]]
         assert 0 <= operating["margin"] <= 0.3

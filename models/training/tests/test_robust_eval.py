@@ -62,12 +62,21 @@ def test_calibrated_conservative_and_knob_routers_on_known_scores():
         "operating": {"best_single": 0, "quality": 0.6, "price_per_m": 2.0, "margin": 0.2,
                       "curve": [{"price_per_m": 1.0, "quality": 0.5, "candidate": 1},
                                 {"price_per_m": 1.5, "quality": 0.75, "cost_weight": 0.0}]}}
-    values, mix = robust_eval.calibrated_routers("s", calibrated, raw, y, costs, prices)
+    queries = ["one", "two", "three", "four"]
+    values, mix = robust_eval.calibrated_routers("s", calibrated, raw, y, costs, prices,
+                                                 queries)
     # on sigmoid(raw) the router picks 0, 1, 0, 1
     assert values["s calibrated"]["accuracy"].tolist() == [1, 1, 1, 0]
     # row 3's gain over the best single model (0.525 - 0.5) is within the margin
     assert values["s conservative"]["accuracy"].tolist() == [1, 1, 1, 0]
     assert values["s conservative"]["cost_per_query"].tolist() == [2, 1, 2, 2]
+    # with the training queries 4 to 5 bytes long, rows 0 and 1 (3 bytes) are unfamiliar:
+    # row 1 keeps the best single model although its gain clears the margin
+    calibrated["operating"]["query_bytes"] = {"min": 4, "max": 5}
+    values, _ = robust_eval.calibrated_routers("s", calibrated, raw, y, costs, prices,
+                                               queries)
+    assert values["s conservative"]["accuracy"].tolist() == [1, 0, 1, 0]
+    assert values["s conservative"]["cost_per_query"].tolist() == [2, 2, 2, 2]
     # quality 0.6 lies 0.4 of the way from vertex 0 (candidate 1) to vertex 1 (the router)
     assert mix == {"low": 0, "high": 1, "weight": pytest.approx(0.4)}
     np.testing.assert_allclose(values["s quality_floor 1"]["accuracy"], [0.4, 1, 1, 0])

@@ -207,7 +207,7 @@ pub fn exporting_logs() -> bool {
 }
 
 /// Sends the log records still queued (at shutdown), waiting at most 5 s.
-pub fn flush_logs() {
+pub(crate) fn flush_logs() {
     if let Some((provider, _)) = BRIDGE.get() {
         let provider = provider.clone();
         super::flush_within("log records", move || provider.force_flush());

@@ -8,7 +8,7 @@ mod span_batch;
 mod span_encode;
 mod span_export;
 
-pub use logs::{export_logs, exporting_logs, flush_logs, init_logging, logs_carry_traces};
+pub use logs::{export_logs, exporting_logs, init_logging, logs_carry_traces};
 
 use std::cell::Cell;
 use std::future::Future;
@@ -195,14 +195,17 @@ impl OtlpMetrics {
     }
 }
 
-/// At a service's exit: sends the spans and log records still queued, side by side (each
-/// waits at most 5 s for a collector that hangs).
-pub fn flush_all(tracing: Option<&Tracing>) {
+/// At a service's exit: sends the spans, OTLP metrics and log records still queued, side
+/// by side (each waits at most 5 s for a collector that hangs).
+pub fn flush_all(tracing: Option<&Tracing>, metrics: Option<&OtlpMetrics>) {
     std::thread::scope(|scope| {
         if let Some(t) = tracing {
             scope.spawn(|| t.flush());
         }
-        scope.spawn(flush_logs);
+        if let Some(m) = metrics {
+            scope.spawn(|| m.flush());
+        }
+        scope.spawn(logs::flush_logs);
     });
 }
 

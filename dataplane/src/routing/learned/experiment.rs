@@ -265,9 +265,10 @@ impl Job {
     fn decide(&self) -> Option<Shadowed> {
         let model = self.slot.current()?;
         if let Some(e) = model.featurizer.encoder() {
-            if self.query.cached(super::encoder_key(e)).is_none() {
+            let key = super::FeatureKey::encoder(e);
+            if self.query.cached(key).is_none() {
                 let v = e.embed_now(&self.query.text).ok()?;
-                self.query.store(super::encoder_key(e), v);
+                self.query.store(key, v);
             }
         }
         let chosen = self

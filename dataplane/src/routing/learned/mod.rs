@@ -16,6 +16,7 @@ pub mod multiround;
 mod onnx;
 pub mod operating;
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -104,8 +105,8 @@ pub struct Query {
     pub user: Option<String>,
     /// Whether the decision carries the candidates' scores ([`Decision::scores`]).
     explain: bool,
-    /// Features by featurizer (hashed: its dimension; encoder: its address).
-    features: Mutex<Vec<(usize, Arc<[f32]>)>>,
+    /// Features by featurizer, each computed once for the versions deciding on it.
+    features: Mutex<Vec<(FeatureKey, Arc<[f32]>)>>,
     /// The candidate a router model named (`llmrouter-causallm`).
     choice: Mutex<Option<String>>,
     decision: Mutex<Option<Decision>>,
@@ -141,14 +142,14 @@ impl Query {
         self
     }
 
-    fn cached(&self, key: usize) -> Option<Arc<[f32]>> {
+    fn cached(&self, key: FeatureKey) -> Option<Arc<[f32]>> {
         let f = self.features.lock().ok()?;
         f.iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| Arc::clone(v))
     }
 
-    fn store(&self, key: usize, v: Arc<[f32]>) {
+    fn store(&self, key: FeatureKey, v: Arc<[f32]>) {
         if let Ok(mut f) = self.features.lock() {
             f.push((key, v));
         }
@@ -159,24 +160,29 @@ impl Query {
     ///
     /// [`ModelGroup::prepare`]: super::ModelGroup::prepare
     fn features(&self, featurizer: &Featurizer) -> Option<Arc<[f32]>> {
-        match featurizer {
-            Featurizer::None => Some(Arc::from(Vec::new())),
-            Featurizer::Hashed(h) => self.cached(h.dim).or_else(|| {
-                let v: Arc<[f32]> = h.features(&self.text).into();
-                self.store(h.dim, Arc::clone(&v));
-                Some(v)
-            }),
-            Featurizer::Encoder(e) => self.cached(encoder_key(e)),
-            Featurizer::Structure => Some(Arc::from(featurize::structure(&self.text))),
+        if let Featurizer::None = featurizer {
+            return Some(Arc::from(Vec::new()));
+        }
+        let key = FeatureKey::of(featurizer);
+        if let Some(v) = self.cached(key) {
+            return Some(v);
+        }
+        let v: Arc<[f32]> = match featurizer {
+            Featurizer::Hashed(h) => h.features(&self.text).into(),
+            Featurizer::Structure => Arc::from(featurize::structure(&self.text)),
             Featurizer::Concat(parts) => {
                 let mut v = Vec::with_capacity(featurizer.dim());
                 for part in parts {
                     v.extend_from_slice(&self.features(part)?);
                 }
                 featurize::normalise(&mut v);
-                Some(v.into())
+                v.into()
             }
-        }
+            // An encoder's embedding is made before the decision (`prepare`), or not at all.
+            Featurizer::None | Featurizer::Encoder(_) => return None,
+        };
+        self.store(key, Arc::clone(&v));
+        Some(v)
     }
 
     fn choice(&self) -> Option<String> {
@@ -208,14 +214,41 @@ impl Query {
     }
 }
 
-/// The features cache's key for `e`'s embeddings: its id (files and truncation), so two
-/// loaded artifacts with the same encoder (a serving and an A/B version) share one
-/// embedding; the low bit keeps it apart from the hashed featurizers' dimensions.
-fn encoder_key(e: &featurize::Encoder) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    e.id.hash(&mut h);
-    h.finish() as usize | 1
+/// What a query's features are cached under: the versions deciding on one request (serving,
+/// A/B, shadow) compute each featurizer's vector once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FeatureKey {
+    None,
+    /// Hashed n-grams in this many buckets.
+    Hashed(usize),
+    /// An encoder's embedding, by a hash of its id (files and truncation): two loaded
+    /// artifacts with the same encoder share one embedding.
+    Encoder(u64),
+    Structure,
+    /// A concat's vector, by a hash of its parts' keys in order.
+    Concat(u64),
+}
+
+impl FeatureKey {
+    fn of(featurizer: &Featurizer) -> Self {
+        match featurizer {
+            Featurizer::None => Self::None,
+            Featurizer::Hashed(h) => Self::Hashed(h.dim),
+            Featurizer::Encoder(e) => Self::encoder(e),
+            Featurizer::Structure => Self::Structure,
+            Featurizer::Concat(parts) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                parts.iter().for_each(|p| Self::of(p).hash(&mut h));
+                Self::Concat(h.finish())
+            }
+        }
+    }
+
+    fn encoder(e: &featurize::Encoder) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        e.id.hash(&mut h);
+        Self::Encoder(h.finish())
+    }
 }
 
 /// How a learned router turns a model's scores into a choice: the routing policy of the
@@ -229,7 +262,7 @@ pub struct Chooser {
     /// worth giving up.
     cost_weight: f64,
     /// `routing_strategy_args.conservative`: leave the model's best single candidate only
-    /// for a calibrated gain above its margin.
+    /// for a query like the training ones, and a calibrated gain above its margin.
     conservative: bool,
     /// `max_price_per_m` or `quality_floor`: a mix of the model's operating points.
     knob: Option<Knob>,
@@ -318,6 +351,18 @@ impl Chooser {
             },
             Policy::Router(w) => w,
         };
+        if let (true, Some(o)) = (self.conservative, operating) {
+            // A query unlike the training ones: the router's gains there are guesses.
+            if !o.familiar(&query.text) {
+                if let Some(p) = position(o.best_single) {
+                    return Some(Choice {
+                        index: candidates[p],
+                        label: o.best_single,
+                        scores: Vec::new(),
+                    });
+                }
+            }
+        }
         let features = query.features(&model.featurizer)?;
         let scores = match model.scores(&features, query.user.as_deref()) {
             Ok(s) => s,
@@ -521,7 +566,7 @@ pub fn cut(s: &str, max: usize) -> &str {
 
 /// Computes the query's embedding for `encoder` (on the blocking pool) unless it has it.
 pub async fn prepare(encoder: &Arc<featurize::Encoder>, query: &Query) {
-    let key = encoder_key(encoder);
+    let key = FeatureKey::encoder(encoder);
     if query.cached(key).is_some() {
         return;
     }
@@ -550,5 +595,37 @@ pub fn fallback_settings(settings: &RouterSettings) -> RouterSettings {
     RouterSettings {
         routing_strategy: strategy,
         ..settings.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_computes_each_featurizers_vector_once() {
+        let hashed = || Featurizer::Hashed(featurize::HashedNgram { dim: 32 });
+        let concat = Featurizer::Concat(vec![hashed(), Featurizer::Structure]);
+        let query = Query::new("What is 2 + 2? Answer with a number.".into());
+        let first = query.features(&concat).unwrap();
+        let dim = 32 + Featurizer::Structure.dim();
+        assert_eq!(first.len(), dim);
+        let norm: f32 = first.iter().map(|x| x * x).sum();
+        assert!(
+            (norm - 1.0).abs() < 1e-5,
+            "the whole is L2-normalised: {norm}"
+        );
+        // A second decision on the same concat (an A/B or shadow version) reuses it.
+        assert!(Arc::ptr_eq(&first, &query.features(&concat).unwrap()));
+        // Its parts were cached on the way, and two concats of other parts are apart.
+        assert!(Arc::ptr_eq(
+            &query.features(&hashed()).unwrap(),
+            &query.features(&hashed()).unwrap()
+        ));
+        let reversed = Featurizer::Concat(vec![Featurizer::Structure, hashed()]);
+        assert_ne!(FeatureKey::of(&concat), FeatureKey::of(&reversed));
+        let other = query.features(&reversed).unwrap();
+        assert_eq!(other.len(), dim);
+        assert_ne!(&other[..], &first[..]);
     }
 }

@@ -1,7 +1,8 @@
 //! A routing model's calibration and operating points (`models/ARTIFACTS.md`, "Calibration
 //! and operating points"): raw scores turned into probabilities of being correct, so one
 //! `cost_weight` means the same for every strategy; the conservative rule that keeps the
-//! best single model unless the calibrated gain clears a margin; and the dollar knob
+//! best single model for a query unlike the training ones, and otherwise unless the
+//! calibrated gain clears a margin; and the dollar knob
 //! (`max_price_per_m`, `quality_floor`) that picks a mix of two policies on the artifact's
 //! validated cost-quality envelope.
 
@@ -23,7 +24,18 @@ pub struct OperatingSpec {
     pub quality: f64,
     pub price_per_m: f64,
     pub margin: f64,
+    /// Absent in artifacts made before it: the conservative mode then tests every query.
+    #[serde(default)]
+    pub query_bytes: Option<QueryBytesSpec>,
     pub curve: Vec<VertexSpec>,
+}
+
+/// `operating.query_bytes`: the training queries' shortest and longest length in UTF-8
+/// bytes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct QueryBytesSpec {
+    pub min: usize,
+    pub max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +115,9 @@ pub struct Operating {
     quality: f64,
     /// The conservative mode's margin.
     pub margin: f64,
+    /// The training queries' lengths in bytes, both ends included (all lengths when the
+    /// artifact does not say).
+    query_bytes: std::ops::RangeInclusive<usize>,
     /// The envelope's vertices, ascending in price and quality.
     curve: Vec<Vertex>,
 }
@@ -155,12 +170,28 @@ impl Operating {
         if curve.is_empty() {
             return Err("the operating curve has no vertex".into());
         }
+        let query_bytes = match spec.query_bytes {
+            Some(QueryBytesSpec { min, max }) if min > max => {
+                return Err(format!(
+                    "operating query_bytes min {min} is above its max {max}"
+                ))
+            }
+            Some(QueryBytesSpec { min, max }) => min..=max,
+            None => 0..=usize::MAX,
+        };
         Ok(Self {
             best_single: spec.best_single,
             quality: finite(spec.quality, "quality")?,
             margin: spec.margin,
+            query_bytes,
             curve,
         })
+    }
+
+    /// Whether `query` is as long as some training query and no longer than every one:
+    /// outside that range the conservative mode does not trust the router at all.
+    pub fn familiar(&self, query: &str) -> bool {
+        self.query_bytes.contains(&query.len())
     }
 
     /// The mix of two adjacent vertices the knob asks for.
@@ -250,6 +281,7 @@ mod tests {
             quality: 0.6,
             price_per_m: 0.9,
             margin: 0.05,
+            query_bytes: None,
             curve: curve
                 .iter()
                 .map(|(price, quality, p)| VertexSpec {
@@ -378,6 +410,7 @@ mod tests {
             quality: 0.6,
             price_per_m: 0.9,
             margin: 0.0,
+            query_bytes: None,
             curve,
         };
         let ok = vec![
@@ -400,5 +433,41 @@ mod tests {
         assert!(Operating::of(&spec(2, neither), 3).is_err());
         let unknown = vec![vertex(0.1, 0.3, Some(5), None)];
         assert!(Operating::of(&spec(2, unknown), 3).is_err());
+        let range = |min, max| OperatingSpec {
+            query_bytes: Some(QueryBytesSpec { min, max }),
+            ..spec(2, ok.clone())
+        };
+        assert!(Operating::of(&range(7, 6), 3).is_err(), "min above max");
+        assert!(Operating::of(&range(6, 6), 3).is_ok());
+    }
+
+    #[test]
+    fn familiar_queries_are_as_long_in_bytes_as_the_training_ones() {
+        let range = |query_bytes| {
+            let spec = OperatingSpec {
+                best_single: 0,
+                quality: 0.5,
+                price_per_m: 1.0,
+                margin: 0.0,
+                query_bytes,
+                curve: vec![VertexSpec {
+                    price_per_m: 1.0,
+                    quality: 0.5,
+                    candidate: Some(0),
+                    cost_weight: None,
+                }],
+            };
+            Operating::of(&spec, 1).unwrap()
+        };
+        let o = range(Some(QueryBytesSpec { min: 2, max: 6 }));
+        // "é" is two bytes: as the pipeline counts (`len(q.encode("utf-8"))`)
+        let got: Vec<bool> = ["a", "ab", "aé", "ééé", "abcdefg", "éééé"]
+            .iter()
+            .map(|q| o.familiar(q))
+            .collect();
+        assert_eq!(got, [false, true, true, true, false, false]);
+        // made before the range existed: every query is familiar
+        let old = range(None);
+        assert!(old.familiar("") && old.familiar(&"x".repeat(100_000)));
     }
 }
