@@ -436,6 +436,7 @@ async fn finish(
     hash: &KeyHash,
     replaces: Option<&KeyHash>,
 ) -> Result<u64, StoreError> {
+    hold_scopes(tx, hash).await?;
     let key = view_of(&mut **tx, hash).await?;
     let mut ops: Vec<DeltaOp> = replaces
         .map(|old| DeltaOp::DeleteKey(*old))
@@ -457,6 +458,38 @@ async fn finish(
     )
     .await?;
     Ok(version)
+}
+
+/// Holds the key's team and organization rows (`FOR SHARE`) until the transaction ends, so
+/// that its view and a concurrent change of either (alias, `blocked`, `models`, ...) are
+/// ordered. A team or organization update in progress is waited for, and the view then
+/// reads what it committed; one that starts later waits for this transaction, and its
+/// re-send of the team's or organization's keys includes this key. Without it, a key
+/// created while its team was being blocked could reach the data planes unblocked, after
+/// the team's re-send. The order is team, then organization, as an update of a team
+/// takes them.
+async fn hold_scopes(conn: &mut PgConnection, hash: &KeyHash) -> Result<(), StoreError> {
+    let (team, own_org): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT team_id, organization_id FROM virtual_keys WHERE key_hash = $1")
+            .bind(hash.0.to_vec())
+            .fetch_one(&mut *conn)
+            .await?;
+    let mut org = own_org;
+    if let Some(team) = team {
+        let team_org: Option<Option<String>> =
+            sqlx::query_scalar("SELECT organization_id FROM teams WHERE team_id = $1 FOR SHARE")
+                .bind(team)
+                .fetch_optional(&mut *conn)
+                .await?;
+        org = org.or(team_org.flatten());
+    }
+    if let Some(org) = org {
+        sqlx::query("SELECT 1 FROM organizations WHERE organization_id = $1 FOR SHARE")
+            .bind(org)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Deletes keys; unknown ones are an error and nothing is deleted.

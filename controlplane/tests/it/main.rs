@@ -709,6 +709,65 @@ async fn key_mutations_are_versioned_and_audited() {
     assert!(audit.iter().all(|a| a.source_ip == "10.0.0.1"));
 }
 
+/// A key made while its team or organization is being changed waits for that change and
+/// carries it: otherwise its delta, sent after the team's re-send of its keys, would undo
+/// the change on the data planes (a blocked team's new key let through).
+#[tokio::test]
+async fn a_key_made_while_its_team_or_organization_changes_carries_the_change() {
+    use routeiq_controlplane::orgs::{self, OrgFields};
+    use routeiq_controlplane::teams::{self, TeamFields};
+
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    let org = OrgFields {
+        alias: Some("org-old".into()),
+        ..OrgFields::default()
+    };
+    orgs::upsert(&pool, &actor, Some("o1".into()), &org, true)
+        .await
+        .unwrap();
+    let team = TeamFields {
+        alias: Some("old".into()),
+        organization_id: Some("o1".into()),
+        ..TeamFields::default()
+    };
+    teams::create(&pool, &actor, Some("t1".into()), &team, &[])
+        .await
+        .unwrap();
+    let in_team = KeyFields {
+        team_id: Some("t1".into()),
+        ..KeyFields::default()
+    };
+    for (change, check) in [
+        (
+            "UPDATE teams SET team_alias = 'new', blocked = true WHERE team_id = 't1'",
+            (|k: &routeiq_proto::VirtualKey| k.team_alias == "new" && k.blocked)
+                as fn(&routeiq_proto::VirtualKey) -> bool,
+        ),
+        (
+            "UPDATE organizations SET organization_alias = 'org-new' WHERE organization_id = 'o1'",
+            |k| k.organization_alias == "org-new",
+        ),
+    ] {
+        // The change in progress: its row written, not committed.
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(change).execute(&mut *tx).await.unwrap();
+        let (p, a, f) = (pool.clone(), actor.clone(), in_team.clone());
+        let made = tokio::spawn(async move { keys::generate(&p, &a, None, &f).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!made.is_finished(), "{change}: the key did not wait");
+        tx.commit().await.unwrap();
+        let (_, _, version) = made.await.unwrap().unwrap();
+        let ds = deltas_after(&pool, version - 1).await;
+        assert!(
+            matches!(ds[0].ops[..], [DeltaOp::UpsertKey(ref k)] if check(k)),
+            "{change}: {:?}",
+            ds[0].ops
+        );
+    }
+}
+
 #[tokio::test]
 async fn provider_keys_stay_out_of_the_change_log_and_are_added_when_published() {
     use prost::Message;
