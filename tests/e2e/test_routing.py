@@ -122,9 +122,16 @@ def test_least_busy_avoids_the_deployment_with_requests_in_flight(mock, gateway)
     mock.faults(lb_slow={"delay_ms": 400})
     g = gateway({"model_list": [deployment(mock, "m", "lb_slow"), deployment(mock, "m", "lb_fast")],
                  "router_settings": {"routing_strategy": "least-busy"}})
+    started = time.monotonic()
     c = shares(g, "m", 120, workers=6)
-    # The slow deployment holds its requests for 400 ms; the fast one frees up at once.
-    assert c["lb_fast"] > 100, c
+    elapsed = time.monotonic() - started
+    # The slow deployment holds each request 400 ms; the fast one frees up at once. Least-busy
+    # sends to the slow one only while it has no more requests in flight than the fast one:
+    # of 6 clients' requests, at most 3 at a time, one more when the data plane's two
+    # threads decide at once on a tie. So over the run it can start at most 4 per 400 ms
+    # (a random choice would give it about half of the 120).
+    assert c["lb_slow"] <= 4 * (elapsed / 0.4 + 1), (c, elapsed)
+    assert c["lb_fast"] > 2 * c["lb_slow"], c
 
 
 def test_latency_based_routing_prefers_the_faster_deployment(mock, gateway):
