@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from .calibration import DEFAULT_FOLDS
+from .featurize import DEFAULT as DEFAULT_FEATURIZER
+from .selection import DEFAULT_FEATURIZERS
+from .selection import DEFAULT_STRATEGIES as SELECT_STRATEGIES
 from .splits import SPLITS
 from .strategies import DEFAULT, PERSONALISED
 
@@ -31,9 +34,10 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help=f"comma-separated (default {DEFAULT_STRATEGIES}; the personalised "
                         f"{', '.join(sorted(PERSONALISED))} only by name)")
-    p.add_argument("--featurizer", default="hashed-ngram",
+    p.add_argument("--featurizer", default=DEFAULT_FEATURIZER,
                    help="hashed-ngram, minilm or structure, or several joined by + (a "
-                        "concat of them), e.g. hashed-ngram+structure")
+                        "concat of them); default "
+                        f"{DEFAULT_FEATURIZER}, chosen by select on validation folds")
     p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoder", type=Path,
@@ -94,6 +98,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="ROUNDS",
                    help="bootstrap resamples per test set (default 1000; seeded by --seed)")
     _training_args(p)
+    _threads(p)
+
+    p = commands.add_parser(
+        "select", help="choose the featurizer and strategy on validation folds; test once",
+        description="Within every outer fold's training queries, fits each featurizer with "
+                    "each strategy on validation folds made by the same split, chooses the "
+                    "one with the largest gain over the best single model, and tests only "
+                    "that one on the outer fold's test queries; then chooses the default on "
+                    "the whole table. Writes report.json and report.md (selection.py).")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory for report.json and report.md")
+    p.add_argument("--featurizers", default=",".join(DEFAULT_FEATURIZERS),
+                   help="comma-separated featurizers to choose from, cheapest first (ties "
+                        f"go to the first; default {','.join(DEFAULT_FEATURIZERS)})")
+    p.add_argument("--strategies", default=",".join(SELECT_STRATEGIES),
+                   help=f"comma-separated (default {','.join(SELECT_STRATEGIES)})")
+    p.add_argument("--splits", default=",".join(SPLITS),
+                   help=f"comma-separated, of {', '.join(SPLITS)} (default all)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="ROUNDS",
+                   help="bootstrap resamples per test set (default 1000; seeded by --seed)")
+    p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoder", type=Path, help="minilm ONNX encoder (as for train)")
+    p.add_argument("--tokenizer", type=Path, help="minilm tokenizer (as for train)")
+    p.add_argument("--calibration-folds", type=int, default=DEFAULT_FOLDS, metavar="N",
+                   help=f"calibration of the chosen router (as for train; default "
+                        f"{DEFAULT_FOLDS})")
     _threads(p)
 
     p = commands.add_parser("parity", help="expected scores of an artifact, for the data "
@@ -176,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                             _names(args.splits), args.featurizer, args.dim, args.seed,
                             args.bootstrap, args.encoder, args.tokenizer, args.threads,
                             args.encoder_layers, args.calibration_folds)
+            print((args.out / "report.md").read_text(encoding="utf-8"))
+        elif args.command == "select":
+            from . import selection
+
+            selection.run(args.data, args.llm_data, args.out, _names(args.featurizers),
+                          _names(args.strategies), _names(args.splits), args.dim, args.seed,
+                          args.bootstrap, args.encoder, args.tokenizer, args.threads,
+                          args.calibration_folds)
             print((args.out / "report.md").read_text(encoding="utf-8"))
         elif args.command == "eval":
             from . import evaluation

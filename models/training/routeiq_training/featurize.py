@@ -355,6 +355,9 @@ def quantize_encoder(encoder_bytes: bytes) -> bytes:
 
 
 FEATURIZERS = ("hashed-ngram", "minilm", "structure")
+# `train`'s and `robust-eval`'s default: the featurizer `select` chose on validation folds
+# (models/training/README.md, "Choosing the default on validation folds").
+DEFAULT = "hashed-ngram+minilm+structure"
 
 
 def build(name: str, dim: int, encoder: Path | None = None, tokenizer: Path | None = None,

@@ -2,7 +2,7 @@
 
 import json
 
-from routeiq_training.cli import main
+from routeiq_training.cli import main, parser
 
 
 def test_train_parity_and_eval_from_the_command_line(fixture_paths, tmp_path, capsys):
@@ -31,3 +31,16 @@ def test_errors_name_the_problem(fixture_paths, tmp_path, capsys):
     assert main(["parity", "--artifact", str(tmp_path), "--queries", data,
                  "--out", str(tmp_path / "x.json")]) == 1
     assert "expected a JSON list of strings" in capsys.readouterr().err
+
+
+def test_the_default_featurizer_is_the_one_select_chose():
+    """`train` and `robust-eval` default to the featurizer `select` chose on validation
+    folds (README, "Choosing the default on validation folds"); `select` lists it among
+    its candidates."""
+    from routeiq_training.selection import DEFAULT_FEATURIZERS
+
+    args = ["--data", "d", "--llm-data", "l", "--out", "o"]
+    for command in ("train", "robust-eval"):
+        assert parser().parse_args([command, *args]).featurizer == \
+            "hashed-ngram+minilm+structure"
+    assert "hashed-ngram+minilm+structure" in DEFAULT_FEATURIZERS

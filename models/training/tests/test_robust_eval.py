@@ -87,7 +87,8 @@ def test_report_from_the_command_line(fixture_paths, tmp_path, capsys):
     data, llms = map(str, fixture_paths)
     out = tmp_path / "robust"
     assert main(["robust-eval", "--data", data, "--llm-data", llms, "--out", str(out),
-                 "--strategies", "elo,mlp", "--dim", "64", "--bootstrap", "100",
+                 "--strategies", "elo,mlp", "--featurizer", "hashed-ngram", "--dim", "64",
+                 "--bootstrap", "100",
                  "--calibration-folds", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert list(report["splits"]) == ["hash", "cluster", "length"]
