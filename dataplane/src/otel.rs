@@ -16,7 +16,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use routeiq_service::telemetry::{in_trace, Tracing};
@@ -118,19 +118,20 @@ impl Spans {
             &ctx.request_id,
             builder,
         );
-        // Set once the sampler kept it (no sampler here reads attributes): a dropped span
-        // costs no allocation for them.
-        if opentelemetry::trace::Span::is_recording(&span) {
-            opentelemetry::trace::Span::set_attributes(
-                &mut span,
-                [
-                    KeyValue::new("http.request.method", method.to_owned()),
-                    KeyValue::new("routeiq.endpoint", ctx.route),
-                ],
-            );
-        }
+        use opentelemetry::trace::Span;
+        let context = span.span_context().clone();
+        // Kept only when the sampler kept it (no sampler here reads attributes): a dropped
+        // span keeps its ids alone, and costs no allocation for its attributes.
+        let span = context.is_sampled().then(|| {
+            span.set_attributes([
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("routeiq.endpoint", ctx.route),
+            ]);
+            Box::new(span)
+        });
         RouteSpan {
-            span: Box::new(span),
+            span,
+            context,
             request: Vec::new(),
             capture: self.capture_content && message_logging,
         }
@@ -158,24 +159,22 @@ impl Spans {
         }
         let end = SystemTime::now();
         let start = end.checked_sub(started.elapsed()).unwrap_or(end);
-        let parent = opentelemetry::trace::Span::span_context(route.span.as_ref());
-        self.tracing.child(parent, name, start, end, attrs);
+        self.tracing.child(&route.context, name, start, end, attrs);
     }
 
     /// Ends the request's `routeiq.route` span (see [`Self::start`]) with what became of
     /// the request.
     pub fn record(&self, ctx: &mut RequestCtx, strategy: &str) {
         let Some(RouteSpan {
-            mut span, capture, ..
+            span: Some(mut span),
+            capture,
+            ..
         }) = ctx.span.take()
         else {
+            ctx.attempt_span = None;
             return;
         };
         use opentelemetry::trace::Span;
-        if !span.is_recording() {
-            ctx.attempt_span = None;
-            return;
-        }
         let end = SystemTime::now();
         let mut attrs = vec![
             KeyValue::new("routeiq.request_id", ctx.request_id.clone()),
@@ -271,10 +270,13 @@ impl Spans {
     }
 }
 
-/// The request's `routeiq.route` span, open while the request is served. Boxed, as the
-/// attempt's span: an SDK span is large, and futures holding one are copied when boxed.
+/// The request's `routeiq.route` span, open while the request is served: the SDK's span
+/// when the sampler kept it, else only its ids. Boxed, as the attempt's span: an SDK span
+/// is large, and futures holding one are copied when boxed.
 pub struct RouteSpan {
-    span: Box<opentelemetry_sdk::trace::Span>,
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
+    /// Its ids and flags (also when it is not recorded).
+    context: SpanContext,
     /// The request's GenAI attributes, for each attempt's span ([`Spans::note_request`]).
     request: Vec<KeyValue>,
     /// Whether its spans may carry message content.
@@ -285,8 +287,7 @@ impl RouteSpan {
     /// Whether the sampler kept it: its children are kept with it, or dropped with it (so
     /// nothing is built for them).
     pub fn sampled(&self) -> bool {
-        use opentelemetry::trace::Span;
-        self.span.span_context().is_sampled()
+        self.span.is_some()
     }
 
     /// The context a sampled request is served in when log lines carry trace ids (JSON
@@ -297,21 +298,18 @@ impl RouteSpan {
 
     /// A context whose (remote) span is this one, for its children.
     fn context(&self) -> Context {
-        use opentelemetry::trace::Span;
-        Context::new().with_remote_span_context(self.span.span_context().clone())
+        Context::new().with_remote_span_context(self.context.clone())
     }
 
     /// The `traceparent` header naming this span.
     pub fn header(&self) -> String {
-        use opentelemetry::trace::Span;
-        TraceParent::header(self.span.span_context())
+        TraceParent::header(&self.context)
     }
 
     /// This span as a caller's trace context (for the spans of work done on the request's
     /// behalf that take one, and the usage event's `traceparent`).
     pub fn traceparent(&self) -> TraceParent {
-        use opentelemetry::trace::Span;
-        TraceParent::of(self.span.span_context())
+        TraceParent::of(&self.context)
     }
 }
 
@@ -321,13 +319,18 @@ impl Spans {
     /// retries and fallbacks are its siblings.
     pub fn attempt(&self, route: &RouteSpan, d: &CompiledDeployment, op: Operation) -> AttemptSpan {
         if !route.sampled() {
-            // Dropped with its parent: only its ids are needed (the provider's traceparent).
-            let builder = self
-                .tracer()
-                .span_builder("attempt")
-                .with_kind(SpanKind::Client);
+            // Dropped with its parent: only its ids are needed (the provider's traceparent),
+            // so no SDK span is built for it.
+            let parent = &route.context;
             return AttemptSpan {
-                span: Box::new(self.tracer().build_with_context(builder, &route.context())),
+                span: None,
+                context: SpanContext::new(
+                    parent.trace_id(),
+                    self.tracing.new_span_id(),
+                    parent.trace_flags(),
+                    false,
+                    parent.trace_state().clone(),
+                ),
                 answer: None,
             };
         }
@@ -355,8 +358,10 @@ impl Spans {
             .span_builder(format!("{operation} {model}"))
             .with_kind(SpanKind::Client)
             .with_attributes(attrs);
+        let span = self.tracer().build_with_context(builder, &route.context());
         AttemptSpan {
-            span: Box::new(self.tracer().build_with_context(builder, &route.context())),
+            context: opentelemetry::trace::Span::span_context(&span).clone(),
+            span: Some(Box::new(span)),
             answer: Some(Box::new(Answer::new(route.capture))),
         }
     }
@@ -365,7 +370,10 @@ impl Spans {
 /// A provider attempt's span, open while the attempt lasts (for the attempt that serves the
 /// request: until the request ends, its answer streamed and its usage known).
 pub struct AttemptSpan {
-    span: Box<opentelemetry_sdk::trace::Span>,
+    /// The SDK's span, when its request's span was sampled.
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
+    /// Its ids and flags (also when it is not recorded).
+    context: SpanContext,
     /// What the answer says of itself; none when the span is dropped.
     answer: Option<Box<Answer>>,
 }
@@ -395,38 +403,42 @@ impl AttemptSpan {
     /// The `traceparent` the provider is sent: this span, in its trace, sampled or not as
     /// the SDK's sampler decided.
     pub fn traceparent(&self) -> String {
-        use opentelemetry::trace::Span;
-        TraceParent::header(self.span.span_context())
+        TraceParent::header(&self.context)
     }
 
     /// Ends a failed attempt: `error.type` is the error's class (and its status).
-    pub fn failed(mut self, e: &ApiError) {
+    pub fn failed(self, e: &ApiError) {
         use opentelemetry::trace::{Span, Status};
-        self.span
-            .set_attribute(KeyValue::new("error.type", e.kind.type_str()));
-        self.span.set_attribute(KeyValue::new(
+        let Some(mut span) = self.span else {
+            return;
+        };
+        span.set_attribute(KeyValue::new("error.type", e.kind.type_str()));
+        span.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(e.status),
         ));
-        self.span.set_status(Status::error(e.message.clone()));
-        self.span.end();
+        span.set_status(Status::error(e.message.clone()));
+        span.end();
     }
 
     /// Ends the attempt that served the request, with what it answered.
-    fn served(mut self, ctx: &RequestCtx, end: SystemTime) {
+    fn served(self, ctx: &RequestCtx, end: SystemTime) {
         use opentelemetry::trace::Span;
+        let (Some(mut span), answer) = (self.span, self.answer) else {
+            return;
+        };
         if let Some(d) = &ctx.deployment {
-            self.span.set_attribute(KeyValue::new(
+            span.set_attribute(KeyValue::new(
                 "gen_ai.response.model",
                 d.deployment.upstream_model.clone(),
             ));
         }
         if let Some(u) = &ctx.usage {
-            self.span.set_attribute(KeyValue::new(
+            span.set_attribute(KeyValue::new(
                 "gen_ai.usage.input_tokens",
                 u.input_tokens as i64,
             ));
-            self.span.set_attribute(KeyValue::new(
+            span.set_attribute(KeyValue::new(
                 "gen_ai.usage.output_tokens",
                 u.output_tokens as i64,
             ));
@@ -444,23 +456,23 @@ impl AttemptSpan {
                 ("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens),
             ] {
                 if n > 0 {
-                    self.span.set_attribute(KeyValue::new(name, n as i64));
+                    span.set_attribute(KeyValue::new(name, n as i64));
                 }
             }
         }
-        if let Some(a) = self.answer.take() {
-            self.span.set_attributes(a.attributes());
+        if let Some(a) = answer {
+            span.set_attributes(a.attributes());
         }
         if let Some(ttft) = ctx.time_to_first_token {
             // A stream's first chunk, from the moment the attempt was sent.
-            self.span.set_attribute(KeyValue::new(
+            span.set_attribute(KeyValue::new(
                 "gen_ai.response.time_to_first_chunk",
                 ttft.as_secs_f64(),
             ));
         }
         // Whatever became of the request after it (a cascade's escalation, a later MCP
         // round) is the request's span's to say.
-        self.span.end_with_timestamp(end);
+        span.end_with_timestamp(end);
     }
 }
 

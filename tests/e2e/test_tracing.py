@@ -182,6 +182,12 @@ def test_the_sampler_decides_new_traces_and_follows_the_callers_flag(mock_provid
         unsampled = CALLER[:-2] + "00"
         off, off_sent = ask(url, mock_provider, unsampled)
         assert off_sent["traceparent"].endswith("-00") and off_sent["traceparent"].split("-")[1] == CALLER.split("-")[1]
+        # The provider is told of the attempt as a span of its own (a new id, never the
+        # caller's), though nothing is recorded for it.
+        _, again_sent = ask(url, mock_provider, unsampled)
+        ids = {sent["traceparent"].split("-")[2] for sent in (own_sent, off_sent, again_sent)}
+        assert len(ids) == 3 and CALLER.split("-")[2] not in ids
+        assert all(len(i) == 16 and int(i, 16) != 0 for i in ids)
         joined, _ = ask(url, mock_provider, CALLER)
         route, _ = tree_of(receiver, joined.headers["x-litellm-call-id"])
         assert route.trace_id.hex() == CALLER.split("-")[1]

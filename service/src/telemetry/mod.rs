@@ -114,6 +114,12 @@ impl Tracing {
         &self.tracer
     }
 
+    /// A new span id, for a span that is not recorded but whose id goes out (an unsampled
+    /// request's call to a provider names it in `traceparent`).
+    pub fn new_span_id(&self) -> SpanId {
+        self.ids.new_span_id()
+    }
+
     /// Sends the spans still queued (at shutdown; at most 5 s, `SpanBatcher::force_flush`).
     pub fn flush(&self) {
         if let Err(e) = self.provider.force_flush() {

@@ -160,10 +160,9 @@ impl Query {
     ///
     /// [`ModelGroup::prepare`]: super::ModelGroup::prepare
     fn features(&self, featurizer: &Featurizer) -> Option<Arc<[f32]>> {
-        if let Featurizer::None = featurizer {
+        let Some(key) = FeatureKey::of(featurizer) else {
             return Some(Arc::from(Vec::new()));
-        }
-        let key = FeatureKey::of(featurizer);
+        };
         if let Some(v) = self.cached(key) {
             return Some(v);
         }
@@ -218,7 +217,6 @@ impl Query {
 /// A/B, shadow) compute each featurizer's vector once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum FeatureKey {
-    None,
     /// Hashed n-grams in this many buckets.
     Hashed(usize),
     /// An encoder's embedding, by a hash of its id (files and truncation): two loaded
@@ -230,9 +228,10 @@ enum FeatureKey {
 }
 
 impl FeatureKey {
-    fn of(featurizer: &Featurizer) -> Self {
-        match featurizer {
-            Featurizer::None => Self::None,
+    /// `None` for no featurizer (a query-independent strategy's empty features).
+    fn of(featurizer: &Featurizer) -> Option<Self> {
+        Some(match featurizer {
+            Featurizer::None => return None,
             Featurizer::Hashed(h) => Self::Hashed(h.dim),
             Featurizer::Encoder(e) => Self::encoder(e),
             Featurizer::Structure => Self::Structure,
@@ -241,7 +240,7 @@ impl FeatureKey {
                 parts.iter().for_each(|p| Self::of(p).hash(&mut h));
                 Self::Concat(h.finish())
             }
-        }
+        })
     }
 
     fn encoder(e: &featurize::Encoder) -> Self {
