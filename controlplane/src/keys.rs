@@ -436,7 +436,7 @@ async fn finish(
     hash: &KeyHash,
     replaces: Option<&KeyHash>,
 ) -> Result<u64, StoreError> {
-    hold_scopes(tx, hash).await?;
+    hold_scopes(tx, hash, before.and_then(|b| b.team_id.as_deref())).await?;
     let key = view_of(&mut **tx, hash).await?;
     let mut ops: Vec<DeltaOp> = replaces
         .map(|old| DeltaOp::DeleteKey(*old))
@@ -466,28 +466,41 @@ async fn finish(
 /// reads what it committed; one that starts later waits for this transaction, and its
 /// re-send of the team's or organization's keys includes this key. Without it, a key
 /// created while its team was being blocked could reach the data planes unblocked, after
-/// the team's re-send. The order is team, then organization, as an update of a team
-/// takes them.
-async fn hold_scopes(conn: &mut PgConnection, hash: &KeyHash) -> Result<(), StoreError> {
+/// the team's re-send. `left`, the team the key was in before this change, is held too
+/// (with its organization): a key moved out of a team while that team changes would
+/// otherwise be read in the team's re-send before the move commits, and sent as still in
+/// it after the move's delta. Teams are taken before organizations, as an update of a
+/// team takes them, each kind in the order of its ids.
+async fn hold_scopes(
+    conn: &mut PgConnection,
+    hash: &KeyHash,
+    left: Option<&str>,
+) -> Result<(), StoreError> {
     let (team, own_org): (Option<String>, Option<String>) =
         sqlx::query_as("SELECT team_id, organization_id FROM virtual_keys WHERE key_hash = $1")
             .bind(hash.0.to_vec())
             .fetch_one(&mut *conn)
             .await?;
-    let mut org = own_org;
-    if let Some(team) = team {
-        let team_org: Option<Option<String>> =
-            sqlx::query_scalar("SELECT organization_id FROM teams WHERE team_id = $1 FOR SHARE")
-                .bind(team)
-                .fetch_optional(&mut *conn)
-                .await?;
-        org = org.or(team_org.flatten());
+    let teams: Vec<String> = team.into_iter().chain(left.map(str::to_owned)).collect();
+    let mut orgs: Vec<String> = own_org.into_iter().collect();
+    if !teams.is_empty() {
+        let team_orgs: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT organization_id FROM teams WHERE team_id = ANY($1)
+              ORDER BY team_id FOR SHARE",
+        )
+        .bind(&teams)
+        .fetch_all(&mut *conn)
+        .await?;
+        orgs.extend(team_orgs.into_iter().flatten());
     }
-    if let Some(org) = org {
-        sqlx::query("SELECT 1 FROM organizations WHERE organization_id = $1 FOR SHARE")
-            .bind(org)
-            .execute(&mut *conn)
-            .await?;
+    if !orgs.is_empty() {
+        sqlx::query(
+            "SELECT 1 FROM organizations WHERE organization_id = ANY($1)
+              ORDER BY organization_id FOR SHARE",
+        )
+        .bind(&orgs)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }

@@ -769,6 +769,72 @@ async fn a_key_made_while_its_team_or_organization_changes_carries_the_change() 
 }
 
 #[tokio::test]
+async fn a_key_moved_out_of_a_team_while_the_team_changes_ends_in_its_new_team() {
+    use routeiq_controlplane::teams::{self, TeamFields};
+
+    let pool = fresh_db().await;
+    db::migrate(&pool).await.unwrap();
+    let actor = Actor::system("test");
+    for team in ["t1", "t2"] {
+        teams::create(
+            &pool,
+            &actor,
+            Some(team.into()),
+            &TeamFields::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    let in_t1 = KeyFields {
+        team_id: Some("t1".into()),
+        ..KeyFields::default()
+    };
+    let (key, _, _) = keys::generate(&pool, &actor, None, &in_t1).await.unwrap();
+    let hash = KeyHash::of(&key);
+
+    // t1 is being blocked: its row written and its keys re-sent, not committed.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("UPDATE teams SET blocked = true WHERE team_id = 't1'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let to_t2 = KeyFields {
+        team_id: Some("t2".into()),
+        ..KeyFields::default()
+    };
+    let (p, a) = (pool.clone(), actor.clone());
+    let moved = tokio::spawn(async move { keys::update(&p, &a, &hash, &to_t2).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !moved.is_finished(),
+        "the move did not wait for its old team"
+    );
+    // The re-send reads the key as last committed: still in t1, so blocked with it.
+    let resent = keys::resend_team(&mut tx, "t1").await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    let (rec, version) = moved.await.unwrap().unwrap();
+    assert_eq!(rec.team_id.as_deref(), Some("t2"));
+    assert!(
+        version > resent,
+        "the move's delta comes after the team's re-send"
+    );
+    // The last word on the key, as data planes apply deltas in order: in t2, not blocked.
+    let last = deltas_after(&pool, resent - 1)
+        .await
+        .into_iter()
+        .flat_map(|d| d.ops)
+        .filter_map(|op| match op {
+            DeltaOp::UpsertKey(k) if k.hash == hash => Some(k),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert_eq!(last.team_id, "t2");
+    assert!(!last.blocked);
+}
+
+#[tokio::test]
 async fn provider_keys_stay_out_of_the_change_log_and_are_added_when_published() {
     use prost::Message;
     let pool = fresh_db().await;
