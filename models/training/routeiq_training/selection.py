@@ -5,23 +5,24 @@ A candidate is one featurizer with one strategy. Reading `robust-eval`'s test fo
 shipping the best candidate there would report an optimistic figure: the test rows chose
 it. Here every choice is made on validation folds, and the test rows are scored once:
 
-- **Nested, per outer fold of each split** (`splits.py`): the outer fold's test rows are
-  set aside. Its training rows are split again by the same rule
-  (`splits.validation_folds`: leave out each of their clusters; their longest rows; hash
-  bucket 2). Every candidate is fitted to each validation fold's training rows and scored
-  on its validation rows; its *validation gain* is its accuracy minus the best single
-  model's (chosen on that validation fold's training rows), averaged over the validation
-  rows of all the folds pooled. The candidate with the largest gain is chosen (on a tie,
-  the one listed first). Only then is the chosen candidate fitted to the outer fold's
-  training rows, calibrated on them as `robust-eval` does, and scored on the outer test
-  rows: raw, calibrated, conservative and at `quality_floor: 1`, against the best single
-  model of those training rows. The routers are named `selected ...` whatever was chosen,
-  so a split's folds pool as in `robust-eval`: the pooled figure is what the procedure
-  (choose on validation, then route) scores on unseen kinds of query.
-- **The default**: the same choice made once on the whole table, every split's folds
-  serving as validation folds; a candidate's gain is the mean of its pooled gains over
-  the splits. This is what `train` should ship; the nested figures above are its
-  expected test performance, as the procedure that chose it was tested there.
+- **The rule of every choice** (`choose_on`), given some rows: each split is made again
+  within them (`splits.validation_folds`: leave out each of their clusters in turn; their
+  longest rows; hash bucket 2 of them). Every candidate is fitted to each validation
+  fold's training rows and scored on its validation rows. Its gain on a split is its
+  accuracy minus the best single model's (chosen on that validation fold's training
+  rows), over the split's validation rows pooled; its score is the mean of its gains over
+  the splits. The candidate with the largest score is chosen (on a tie, the one listed
+  first). The choice reads the raw routers, uncalibrated.
+- **Nested, per outer fold of each split** (`splits.py`): the rule is applied to the outer
+  fold's training rows only. Only then is the chosen candidate fitted to those rows,
+  calibrated on them as `robust-eval` does, and scored once on the outer test rows: raw,
+  calibrated, conservative and at `quality_floor: 1`, against the best single model of
+  those training rows. The routers are named `selected ...` whatever was chosen, so a
+  split's folds pool as in `robust-eval`: the pooled figure is what the procedure (choose
+  by the rule, then route) scores on kinds of query it never saw.
+- **The default**: the rule applied once to the whole table. No row is left to test it
+  on, as for any final choice; the nested figures are its expected performance on unseen
+  traffic, since they test the same rule.
 """
 
 import json
@@ -35,7 +36,7 @@ from . import bootstrap, calibration, featurize, splits
 from .data import RoutingTable, load_table
 from .metrics import CHOICE_DEFINITIONS
 from .robust_eval import BEST_SINGLE, QUALITY_FLOOR, pooled, run_fold, summarise
-from .strategies import QUERY_INDEPENDENT, module
+from .strategies import PERSONALISED, QUERY_INDEPENDENT, module
 from .train import check_calibration_folds, log
 
 DEFAULT_FEATURIZERS = ("hashed-ngram", "hashed-ngram+structure",
@@ -80,24 +81,59 @@ def validation_gains(table: RoutingTable, features: dict[str, np.ndarray],
     return {name: np.concatenate(g) for name, g in gains.items()}
 
 
-def choose(gains: dict[str, np.ndarray], cands: list[Candidate]) -> Candidate:
+def choose(means: dict[str, float], cands: list[Candidate]) -> Candidate:
     """The candidate with the largest mean gain; the first listed of those tied."""
     best = cands[0]
     for c in cands[1:]:
-        if gains[c.name].mean() > gains[best.name].mean():
+        if means[c.name] > means[best.name]:
             best = c
     return best
+
+
+@dataclass
+class Choice:
+    chosen: Candidate
+    # per split: per candidate, its gain on each of the split's validation rows
+    gains: dict[str, dict[str, np.ndarray]]
+    # per candidate: the mean over the splits of its mean gain there
+    means: dict[str, float]
+
+    def json(self, rounds: int, seed: int) -> dict:
+        return {"chosen": self.chosen.name, "featurizer": self.chosen.featurizer,
+                "strategy": self.chosen.strategy, "validation_mean": self.means,
+                "validation_gain": {
+                    split: {name: bootstrap.interval(g, bootstrap.resamples(len(g), rounds,
+                                                                            seed))
+                            for name, g in gains.items()}
+                    for split, gains in self.gains.items()},
+                "n_validation": {split: len(next(iter(gains.values())))
+                                 for split, gains in self.gains.items()}}
+
+
+def choose_on(table: RoutingTable, features: dict[str, np.ndarray], split_names: list[str],
+              cands: list[Candidate], seed: int) -> Choice:
+    """The rule every choice follows, for an outer fold's training rows as for the whole
+    table: each split's validation folds of `table` (`splits.validation_folds`), each
+    candidate's pooled gain per split, and the candidate with the largest mean of those
+    over the splits."""
+    gains = {}
+    for name in split_names:
+        log(f" {name} validation folds")
+        gains[name] = validation_gains(table, features, splits.validation_folds(name, table),
+                                       cands, seed)
+    means = {c.name: float(np.mean([gains[s][c.name].mean() for s in split_names]))
+             for c in cands}
+    return Choice(choose(means, cands), gains, means)
 
 
 def _selected(values: dict, strategy: str) -> dict:
     """The outer fold's routers renamed `selected ...`, so folds that chose different
     candidates pool."""
-    return {(SELECTED + name[len(strategy):] if name.startswith(strategy) else name): v
-            for name, v in values.items()}
-
-
-def _gain_rows(gains: dict[str, np.ndarray], draws: np.ndarray) -> dict:
-    return {name: bootstrap.interval(g, draws) for name, g in gains.items()}
+    def renamed(name: str) -> str:
+        if name == strategy or name.startswith(strategy + " "):
+            return SELECTED + name[len(strategy):]
+        return name
+    return {renamed(name): v for name, v in values.items()}
 
 
 def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategies: list[str],
@@ -109,6 +145,8 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
         if s in QUERY_INDEPENDENT:
             raise ValueError(f"{s} does not read the query: there is no featurizer to choose "
                              "for it")
+        if s in PERSONALISED:
+            raise ValueError(f"{s} is personalised: select compares routers without users")
     check_calibration_folds(calibration_folds)
     if rounds < 1:
         raise ValueError("--bootstrap needs at least one resample")
@@ -116,6 +154,9 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
         raise ValueError("select needs at least one featurizer, strategy and split")
     table = load_table(data, llm_data)
     outer = {name: splits.folds(name, table) for name in split_names}
+    if "cluster" in outer and len(outer["cluster"]) < 3:
+        raise ValueError("select's cluster split needs at least three clusters: an outer "
+                         "fold's training rows must hold two, to leave one out")
     cands = candidates(featurizers, strategies)
 
     features, manifests = {}, {}
@@ -130,6 +171,7 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
     report = {"data": str(data), "training_data_sha256": table.source_sha256,
               "n_queries": len(table.queries), "featurizers": manifests,
               "strategies": strategies, "candidates": [c.name for c in cands],
+              "validation_splits": split_names,
               "calibration_folds": calibration_folds, "seed": seed,
               "bootstrap_rounds": rounds, "confidence": bootstrap.CONFIDENCE,
               "splits": {}, "default": None}
@@ -139,23 +181,21 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
             started = time.monotonic()
             log(f"{split_name}, {fold.name}: choosing on the training rows' validation folds")
             inside = table.subset(~fold.test)
-            gains = validation_gains(
-                inside, {f: v[~fold.test] for f, v in features.items()},
-                splits.validation_folds(split_name, inside), cands, seed)
-            chosen = choose(gains, cands)
-            log(f"  chose {chosen.name} (validation gain "
-                f"{gains[chosen.name].mean():+.4f}); testing it once")
+            choice = choose_on(inside, {f: v[~fold.test] for f, v in features.items()},
+                               split_names, cands, seed)
+            chosen = choice.chosen
+            log(f"  chose {chosen.name} (mean validation gain "
+                f"{choice.means[chosen.name]:+.4f}); testing it once")
             result = run_fold(table, features[chosen.featurizer], fold.test,
                               [chosen.strategy], seed, calibration_folds)
             result.values = _selected(result.values, chosen.strategy)
             result.routers = [SELECTED + r[len(chosen.strategy):] for r in result.routers]
             results.append(result)
-            n_val, n_test = len(next(iter(gains.values()))), int(fold.test.sum())
+            n_test = int(fold.test.sum())
             folds_json.append({
                 "fold": fold.name, "n_train": result.n_train, "n_test": n_test,
-                "n_validation": n_val, "chosen": chosen.name,
-                "validation_gain": _gain_rows(gains, bootstrap.resamples(n_val, rounds, seed)),
-                "models": result.models, "training": result.training,
+                "choice": choice.json(rounds, seed), "models": result.models,
+                "training": result.training,
                 "seconds": round(time.monotonic() - started, 1),
                 "results": summarise(result.values, result.routers,
                                      bootstrap.resamples(n_test, rounds, seed))})
@@ -168,20 +208,10 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
         report["splits"][split_name] = split
         report["routers"] = results[0].routers
 
-    log("the default: choosing on the whole table, each split's folds as validation folds")
-    per_split = {name: validation_gains(table, features, folds, cands, seed)
-                 for name, folds in outer.items()}
-    means = {c.name: np.array([float(np.mean([per_split[s][c.name].mean()
-                                              for s in outer]))]) for c in cands}
-    default = choose(means, cands)
-    report["default"] = {
-        "chosen": default.name, "featurizer": default.featurizer,
-        "strategy": default.strategy,
-        "validation_gain": {c.name: float(means[c.name][0]) for c in cands},
-        "per_split": {s: _gain_rows(g, bootstrap.resamples(len(next(iter(g.values()))),
-                                                           rounds, seed))
-                      for s, g in per_split.items()}}
-    log(f"default: {default.name}")
+    log("the default: choosing on the whole table by the same rule")
+    default = choose_on(table, features, split_names, cands, seed)
+    report["default"] = default.json(rounds, seed)
+    log(f"default: {default.chosen.name}")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,11 +226,26 @@ def _value(r: dict, signed: bool = True, digits: int = 4) -> str:
     return f"{r['mean']:{spec}} [{r['low']:{spec}}, {r['high']:{spec}}]"
 
 
+def _choice_table(choice: dict, candidates: list[str]) -> list[str]:
+    """A choice's validation gains: per candidate, per split, and their mean."""
+    names = list(choice["validation_gain"])
+    lines = ["| candidate | " + " | ".join(
+                 f"{s} ({choice['n_validation'][s]} rows)" for s in names) + " | mean |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for c in candidates:
+        mark = "**" if c == choice["chosen"] else ""
+        lines.append(f"| {mark}`{c}`{mark} | " + " | ".join(
+            _value(choice["validation_gain"][s][c]) for s in names)
+            + f" | {choice['validation_mean'][c]:+.4f} |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = ["# Choosing the featurizer and strategy on validation folds", "",
              f"Data: `{report['data']}` (sha256 `{report['training_data_sha256'][:12]}…`), "
              f"{report['n_queries']} queries; seed {report['seed']}. Candidates: "
-             + ", ".join(f"`{c}`" for c in report["candidates"]) + ".", "",
+             + ", ".join(f"`{c}`" for c in report["candidates"]) + ". Validation splits: "
+             + ", ".join(report["validation_splits"]) + ".", "",
              "## Splits", "", splits.DEFINITIONS,
              "## Method", "", __doc__.split("\n\n", 1)[1].strip(), "", CHOICE_DEFINITIONS,
              f"Intervals: {report['confidence'] * 100:g} % percentile bootstrap "
@@ -208,13 +253,13 @@ def markdown(report: dict) -> str:
              "model when the interval of its paired accuracy difference is above 0, "
              "**loses** when below, **ties** otherwise.", ""]
     lines += ["## Chosen per outer fold, and its test result", "",
-              "| split: fold | chosen on validation | its validation gain | test: "
+              "| split: fold | chosen on validation | its mean validation gain | test: "
               + " | test: ".join(report["routers"]) + " |",
               "|---|---|---|" + "---|" * len(report["routers"])]
     for split_name, split in report["splits"].items():
-        rows = [(f"{split_name}: {f['fold']}", f"`{f['chosen']}`",
-                 _value(f["validation_gain"][f["chosen"]]), f["results"])
-                for f in split["folds"]]
+        rows = [(f"{split_name}: {f['fold']}", f"`{f['choice']['chosen']}`",
+                 f"{f['choice']['validation_mean'][f['choice']['chosen']]:+.4f}",
+                 f["results"]) for f in split["folds"]]
         if split["pooled"]:
             rows.append((f"{split_name}: all folds", "(each fold's)", "",
                          split["pooled"]["results"]))
@@ -235,22 +280,14 @@ def markdown(report: dict) -> str:
                 for r in report["routers"]) + " |")
     for split_name, split in report["splits"].items():
         for f in split["folds"]:
-            lines += ["", f"### Validation gains, {split_name}: {f['fold']}", "",
-                      f"{f['n_validation']} validation rows, drawn from the outer fold's "
-                      f"{f['n_train']} training rows; {f['seconds']} s for the fold (the "
-                      "validation fits and the chosen router's).", "",
-                      "| candidate | accuracy − best single |", "|---|---|"]
-            lines += [f"| `{c}` | {_value(g)} |" for c, g in f["validation_gain"].items()]
+            lines += ["", f"### Validation gains inside {split_name}: {f['fold']}", "",
+                      f"Validation folds made within the outer fold's {f['n_train']} "
+                      f"training rows; {f['seconds']} s for the fold (the validation fits "
+                      "and the chosen router's).", ""]
+            lines += _choice_table(f["choice"], report["candidates"])
     d = report["default"]
-    splits_ = list(d["per_split"])
     lines += ["", "## The default", "",
-              f"Chosen on the whole table, each split's folds as validation folds: "
-              f"**`{d['chosen']}`** (featurizer `{d['featurizer']}`, strategy "
-              f"`{d['strategy']}`).", "",
-              "| candidate | " + " | ".join(splits_) + " | mean |",
-              "|---|" + "---|" * (len(splits_) + 1)]
-    for c in report["candidates"]:
-        lines.append(f"| `{c}` | " + " | ".join(_value(d["per_split"][s][c])
-                                              for s in splits_)
-                     + f" | {d['validation_gain'][c]:+.4f} |")
+              f"Chosen by the same rule on the whole table: **`{d['chosen']}`** (featurizer "
+              f"`{d['featurizer']}`, strategy `{d['strategy']}`).", ""]
+    lines += _choice_table(d, report["candidates"])
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ import pytest
 
 from routeiq_training import selection, splits
 from routeiq_training.cli import main
-from routeiq_training.data import Candidate, RoutingTable, split_bucket
+from routeiq_training.data import Candidate, RoutingTable, load_table, split_bucket
 
 
 def test_validation_folds_are_the_split_made_again_inside_the_training_rows():
@@ -34,11 +34,17 @@ def test_the_largest_mean_gain_is_chosen_and_a_tie_goes_to_the_first_listed():
     cands = selection.candidates(["hashed-ngram", "structure"], ["mlp", "mf"])
     assert [c.name for c in cands] == ["mlp on hashed-ngram", "mf on hashed-ngram",
                                        "mlp on structure", "mf on structure"]
-    gains = {"mlp on hashed-ngram": np.array([0.0, 0.1]), "mf on hashed-ngram": np.array([0.1]),
-             "mlp on structure": np.array([0.2, -0.1]), "mf on structure": np.array([0.0])}
-    assert selection.choose(gains, cands).name == "mf on hashed-ngram"
-    gains["mf on structure"] = np.array([0.3])
-    assert selection.choose(gains, cands) == selection.Candidate("structure", "mf")
+    means = {"mlp on hashed-ngram": 0.05, "mf on hashed-ngram": 0.1,
+             "mlp on structure": 0.05, "mf on structure": 0.1}
+    assert selection.choose(means, cands).name == "mf on hashed-ngram"
+    means["mf on structure"] = 0.3
+    assert selection.choose(means, cands) == selection.Candidate("structure", "mf")
+
+
+def test_only_the_chosen_strategys_routers_are_renamed():
+    values = {"mf": 1, "mf conservative": 2, "mfx": 3, "best single": 4}
+    assert selection._selected(values, "mf") == {
+        "selected": 1, "selected conservative": 2, "mfx": 3, "best single": 4}
 
 
 def test_nested_choice_never_sees_the_outer_test_rows(fixture_paths, tmp_path, monkeypatch,
@@ -56,47 +62,78 @@ def test_nested_choice_never_sees_the_outer_test_rows(fixture_paths, tmp_path, m
     out = tmp_path / "select"
     assert main(["select", "--data", data, "--llm-data", llms, "--out", str(out),
                  "--featurizers", "hashed-ngram,structure", "--strategies", "mlp,graph",
-                 "--splits", "cluster", "--dim", "64", "--bootstrap", "50",
+                 "--splits", "cluster,length", "--dim", "64", "--bootstrap", "50",
                  "--calibration-folds", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
-    folds = report["splits"]["cluster"]["folds"]
-    assert len(folds) == 3
+    table = load_table(*fixture_paths)
+    all_queries = set(table.queries)
+    by_cluster = {c: {q for q, k in zip(table.queries, table.cluster_ids) if k == c}
+                  for c in sorted(set(table.cluster_ids.tolist()))}
+    assert len(by_cluster) == 3
 
-    # per outer fold: 2 validation folds × 2 featurizers, then the chosen router once
-    per_fold = 2 * 2 + 1
-    all_queries = calls[4][0]
-    for i, fold in enumerate(folds):
-        outer_test = calls[i * per_fold + 4][1]
-        assert len(outer_test) == fold["n_test"]
-        for table_queries, _, strategies, calibration_folds in calls[i * per_fold:
-                                                                      i * per_fold + 4]:
-            assert not table_queries & outer_test
-            assert strategies == ["mlp", "graph"] and calibration_folds == 0
-        table_queries, _, strategies, calibration_folds = calls[i * per_fold + 4]
-        assert table_queries == all_queries
-        chosen = max(fold["validation_gain"].items(), key=lambda kv: kv[1]["mean"])[0]
-        assert fold["chosen"] == chosen
-        assert strategies == [chosen.split(" on ")[0]] and calibration_folds == 2
+    # per outer fold, 2 featurizers per validation fold, over the cluster split's
+    # validation folds and the length split's one, then the chosen router once
+    position = 0
+    outer = [(f, "cluster") for f in report["splits"]["cluster"]["folds"]] + \
+        [(f, "length") for f in report["splits"]["length"]["folds"]]
+    assert len(outer) == 4
+    for fold, split in outer:
+        clusters_inside = 2 if split == "cluster" else 3
+        n_validation = 2 * (clusters_inside + 1)
+        validation = calls[position:position + n_validation]
+        table_queries, outer_test, strategies, calibration_folds = \
+            calls[position + n_validation]
+        position += n_validation + 1
+        assert table_queries == all_queries and len(outer_test) == fold["n_test"]
+        if split == "cluster":
+            assert outer_test in by_cluster.values()
+        for inside, held, strategies_v, folds_v in validation:
+            assert inside == all_queries - outer_test
+            assert strategies_v == ["mlp", "graph"] and folds_v == 0
+        # the cluster split's validation folds leave out, in turn, each cluster's rows
+        # among the outer fold's training rows
+        held_clusters = [held for _, held, _, _ in validation[:2 * clusters_inside:2]]
+        inside = all_queries - outer_test
+        assert held_clusters == [c & inside for c in by_cluster.values() if c & inside]
+        choice = fold["choice"]
+        means = {c: sum(choice["validation_gain"][s][c]["mean"] for s in ("cluster", "length"))
+                 / 2 for c in report["candidates"]}
+        assert choice["validation_mean"] == pytest.approx(means)
+        assert choice["chosen"] == max(means, key=means.get)
+        assert strategies == [choice["strategy"]] and calibration_folds == 2
         assert set(fold["results"]) >= {"selected", "selected calibrated",
                                         "selected conservative", "selected quality_floor 1",
                                         "best single"}
         r = fold["results"]["selected"]
         assert r["accuracy_minus_best_single"]["mean"] == pytest.approx(
             r["accuracy"]["mean"] - fold["results"]["best single"]["accuracy"]["mean"])
-    pooled = report["splits"]["cluster"]["pooled"]
-    assert pooled["n_test"] == len(all_queries) == 800
+    assert report["splits"]["cluster"]["pooled"]["n_test"] == 800
 
-    # the default: the whole table's cluster folds as validation folds
-    default_calls = calls[3 * per_fold:]
-    assert len(default_calls) == 3 * 2
-    assert all(t | v == all_queries for t, v, _, _ in default_calls)
+    # the default: the same rule on the whole table (3 cluster folds and 1 length fold)
+    default_calls = calls[position:]
+    assert len(default_calls) == 2 * (3 + 1)
+    assert all(t == all_queries for t, _, _, _ in default_calls)
+    assert [held for _, held, _, _ in default_calls[:6:2]] == list(by_cluster.values())
     default = report["default"]
-    assert default["chosen"] == max(default["validation_gain"].items(),
-                                    key=lambda kv: kv[1])[0]
-    assert default["featurizer"] in ("hashed-ngram", "structure")
+    assert default["chosen"] == max(default["validation_mean"],
+                                    key=default["validation_mean"].get)
     printed = capsys.readouterr().out
     assert "## The default" in printed and f"**`{default['chosen']}`**" in printed
     assert printed == (out / "report.md").read_text() + "\n"
+
+
+def test_strategies_it_cannot_compare_and_too_few_clusters_are_refused(
+        fixture_paths, tmp_path, capsys):
+    data, llms = map(str, fixture_paths)
+    assert main(["select", "--data", data, "--llm-data", llms, "--out", str(tmp_path),
+                 "--strategies", "mlp,gmt"]) == 1
+    assert "gmt is personalised" in capsys.readouterr().err
+    rows = json.loads(open(data).read())
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps([r for r in rows if r.get("cluster_id") in (0, 1)]))
+    assert main(["select", "--data", str(two), "--llm-data", llms, "--out", str(tmp_path),
+                 "--splits", "cluster"]) == 1
+    assert "at least three clusters" in capsys.readouterr().err
 
 
 def test_a_query_independent_strategy_is_refused(fixture_paths, tmp_path, capsys):
