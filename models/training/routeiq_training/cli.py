@@ -116,7 +116,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", default=",".join(SELECT_STRATEGIES),
                    help=f"comma-separated (default {','.join(SELECT_STRATEGIES)})")
     p.add_argument("--splits", default=",".join(SPLITS),
-                   help=f"comma-separated, of {', '.join(SPLITS)} (default all)")
+                   help=f"the outer folds' splits, comma-separated, of {', '.join(SPLITS)} "
+                        "(default all)")
+    p.add_argument("--validation-splits",
+                   help="the splits every choice is made on (default: --splits)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="ROUNDS",
                    help="bootstrap resamples per test set (default 1000; seeded by --seed)")
     p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
@@ -215,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             selection.run(args.data, args.llm_data, args.out, _names(args.featurizers),
                           _names(args.strategies), _names(args.splits), args.dim, args.seed,
                           args.bootstrap, args.encoder, args.tokenizer, args.threads,
-                          args.calibration_folds)
+                          args.calibration_folds,
+                          _names(args.validation_splits or args.splits))
             print((args.out / "report.md").read_text(encoding="utf-8"))
         elif args.command == "eval":
             from . import evaluation

@@ -139,7 +139,11 @@ def _selected(values: dict, strategy: str) -> dict:
 def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategies: list[str],
         split_names: list[str], dim: int, seed: int, rounds: int,
         encoder: Path | None = None, tokenizer: Path | None = None, threads: int = 1,
-        calibration_folds: int = calibration.DEFAULT_FOLDS) -> dict:
+        calibration_folds: int = calibration.DEFAULT_FOLDS,
+        validation_splits: list[str] | None = None) -> dict:
+    """`split_names` give the outer folds; `validation_splits` (default: the same) the
+    splits every choice is made on."""
+    validation_splits = validation_splits or split_names
     for s in strategies:
         module(s)  # unknown names fail before any work
         if s in QUERY_INDEPENDENT:
@@ -154,7 +158,9 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
         raise ValueError("select needs at least one featurizer, strategy and split")
     table = load_table(data, llm_data)
     outer = {name: splits.folds(name, table) for name in split_names}
-    if "cluster" in outer and len(outer["cluster"]) < 3:
+    for name in validation_splits:
+        splits.folds(name, table)  # an unknown or impossible split fails before any work
+    if "cluster" in outer and "cluster" in validation_splits and len(outer["cluster"]) < 3:
         raise ValueError("select's cluster split needs at least three clusters: an outer "
                          "fold's training rows must hold two, to leave one out")
     cands = candidates(featurizers, strategies)
@@ -171,7 +177,7 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
     report = {"data": str(data), "training_data_sha256": table.source_sha256,
               "n_queries": len(table.queries), "featurizers": manifests,
               "strategies": strategies, "candidates": [c.name for c in cands],
-              "validation_splits": split_names,
+              "validation_splits": validation_splits,
               "calibration_folds": calibration_folds, "seed": seed,
               "bootstrap_rounds": rounds, "confidence": bootstrap.CONFIDENCE,
               "splits": {}, "default": None}
@@ -182,7 +188,7 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
             log(f"{split_name}, {fold.name}: choosing on the training rows' validation folds")
             inside = table.subset(~fold.test)
             choice = choose_on(inside, {f: v[~fold.test] for f, v in features.items()},
-                               split_names, cands, seed)
+                               validation_splits, cands, seed)
             chosen = choice.chosen
             log(f"  chose {chosen.name} (mean validation gain "
                 f"{choice.means[chosen.name]:+.4f}); testing it once")
@@ -209,7 +215,7 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
         report["routers"] = results[0].routers
 
     log("the default: choosing on the whole table by the same rule")
-    default = choose_on(table, features, split_names, cands, seed)
+    default = choose_on(table, features, validation_splits, cands, seed)
     report["default"] = default.json(rounds, seed)
     log(f"default: {default.chosen.name}")
 

@@ -141,3 +141,22 @@ def test_a_query_independent_strategy_is_refused(fixture_paths, tmp_path, capsys
     assert main(["select", "--data", data, "--llm-data", llms, "--out", str(tmp_path),
                  "--strategies", "mlp,elo"]) == 1
     assert "elo does not read the query" in capsys.readouterr().err
+
+
+def test_choices_may_be_made_on_other_splits_than_the_outer_folds(fixture_paths, tmp_path):
+    data, llms = map(str, fixture_paths)
+    assert main(["select", "--data", data, "--llm-data", llms, "--out", str(tmp_path),
+                 "--featurizers", "hashed-ngram", "--strategies", "mlp,graph",
+                 "--splits", "length", "--validation-splits", "cluster,hash", "--dim", "64",
+                 "--bootstrap", "20", "--calibration-folds", "2"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["validation_splits"] == ["cluster", "hash"]
+    assert list(report["splits"]) == ["length"]
+    (fold,) = report["splits"]["length"]["folds"]
+    for choice in (fold["choice"], report["default"]):
+        assert list(choice["validation_gain"]) == ["cluster", "hash"]
+        means = choice["validation_mean"]
+        assert choice["chosen"] == max(means, key=means.get)
+    # the outer fold's training rows hold every cluster: three validation folds of it,
+    # together all its rows
+    assert fold["choice"]["n_validation"]["cluster"] == fold["n_train"]
