@@ -55,6 +55,18 @@ def _training_args(p: argparse.ArgumentParser) -> None:
                         f"and operating points (default {DEFAULT_FOLDS}; 0 = off)")
 
 
+def _shift_args(p: argparse.ArgumentParser) -> None:
+    """The data, the report's folder, the splits and the resamples (robust-eval, select)."""
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory for report.json and report.md")
+    p.add_argument("--splits", default=",".join(SPLITS),
+                   help=f"the test folds' splits, comma-separated, of {', '.join(SPLITS)} "
+                        "(default all)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="ROUNDS",
+                   help="bootstrap resamples per test set (default 1000; seeded by --seed)")
+
+
 def _names(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
 
@@ -90,38 +102,26 @@ def parser() -> argparse.ArgumentParser:
                     "training queries only and tests them on its test queries against the "
                     "best single model (by training mean), with percentile bootstrap "
                     "intervals; writes report.json and report.md (robust_eval.py).")
-    _data_args(p)
-    p.add_argument("--out", type=Path, required=True,
-                   help="directory for report.json and report.md")
-    p.add_argument("--splits", default=",".join(SPLITS),
-                   help=f"comma-separated, of {', '.join(SPLITS)} (default all)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="ROUNDS",
-                   help="bootstrap resamples per test set (default 1000; seeded by --seed)")
+    _shift_args(p)
     _training_args(p)
     _threads(p)
 
     p = commands.add_parser(
         "select", help="choose the featurizer and strategy on validation folds; test once",
         description="Within every outer fold's training queries, fits each featurizer with "
-                    "each strategy on validation folds made by the same split, chooses the "
-                    "one with the largest gain over the best single model, and tests only "
-                    "that one on the outer fold's test queries; then chooses the default on "
-                    "the whole table. Writes report.json and report.md (selection.py).")
-    _data_args(p)
-    p.add_argument("--out", type=Path, required=True,
-                   help="directory for report.json and report.md")
+                    "each strategy on validation folds (each validation split made again "
+                    "within those queries), chooses the one with the largest mean gain over "
+                    "the best single model, and tests only that one on the outer fold's test "
+                    "queries; then chooses the default by the same rule on the whole table. "
+                    "Writes report.json and report.md (selection.py).")
+    _shift_args(p)
     p.add_argument("--featurizers", default=",".join(DEFAULT_FEATURIZERS),
                    help="comma-separated featurizers to choose from, cheapest first (ties "
                         f"go to the first; default {','.join(DEFAULT_FEATURIZERS)})")
     p.add_argument("--strategies", default=",".join(SELECT_STRATEGIES),
                    help=f"comma-separated (default {','.join(SELECT_STRATEGIES)})")
-    p.add_argument("--splits", default=",".join(SPLITS),
-                   help=f"the outer folds' splits, comma-separated, of {', '.join(SPLITS)} "
-                        "(default all)")
     p.add_argument("--validation-splits",
                    help="the splits every choice is made on (default: --splits)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="ROUNDS",
-                   help="bootstrap resamples per test set (default 1000; seeded by --seed)")
     p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoder", type=Path, help="minilm ONNX encoder (as for train)")

@@ -157,6 +157,27 @@ def pooled(results: list[FoldResult]) -> dict[str, dict[str, np.ndarray]]:
             for name in results[0].values}
 
 
+def write_report(out: Path, report: dict, text: str) -> None:
+    """`report.json` and `report.md` (`text`) in `out`, made if needed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
+    (out / "report.md").write_text(text, encoding="utf-8")
+
+
+def split_report(results: list[FoldResult], folds_json: list[dict], rounds: int,
+                 seed: int) -> dict:
+    """A split's part of a report: its folds, and the folds' test rows pooled when there
+    are several."""
+    split = {"folds": folds_json, "pooled": None}
+    if len(results) > 1:
+        values = pooled(results)
+        n = len(values[BEST_SINGLE]["accuracy"])
+        split["pooled"] = {"n_test": n, "results": summarise(
+            values, results[0].routers, bootstrap.resamples(n, rounds, seed))}
+    return split
+
+
 def run(data: Path, llm_data: Path, out: Path, strategies: list[str], split_names: list[str],
         featurizer_name: str, dim: int, seed: int, rounds: int,
         encoder: Path | None = None, tokenizer: Path | None = None, threads: int = 1,
@@ -199,19 +220,9 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], split_name
                 "models": result.models, "training": result.training,
                 "results": summarise(result.values, result.routers,
                                      bootstrap.resamples(n_test, rounds, seed))})
-        split = {"folds": folds_json, "pooled": None}
-        if len(results) > 1:
-            values = pooled(results)
-            n = len(values[BEST_SINGLE]["accuracy"])
-            split["pooled"] = {"n_test": n, "results": summarise(
-                values, results[0].routers, bootstrap.resamples(n, rounds, seed))}
-        report["splits"][name] = split
+        report["splits"][name] = split_report(results, folds_json, rounds, seed)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
-    (out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_report(Path(out), report, markdown(report))
     return report
 
 

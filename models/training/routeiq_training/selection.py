@@ -25,7 +25,6 @@ it. Here every choice is made on validation folds, and the test rows are scored 
   traffic, since they test the same rule.
 """
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 from . import bootstrap, calibration, featurize, splits
 from .data import RoutingTable, load_table
 from .metrics import CHOICE_DEFINITIONS
-from .robust_eval import BEST_SINGLE, QUALITY_FLOOR, pooled, run_fold, summarise
+from .robust_eval import BEST_SINGLE, run_fold, split_report, summarise, write_report
 from .strategies import PERSONALISED, QUERY_INDEPENDENT, module
 from .train import check_calibration_folds, log
 
@@ -205,13 +204,7 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
                 "seconds": round(time.monotonic() - started, 1),
                 "results": summarise(result.values, result.routers,
                                      bootstrap.resamples(n_test, rounds, seed))})
-        split = {"folds": folds_json, "pooled": None}
-        if len(results) > 1:
-            values = pooled(results)
-            n = len(values[BEST_SINGLE]["accuracy"])
-            split["pooled"] = {"n_test": n, "results": summarise(
-                values, results[0].routers, bootstrap.resamples(n, rounds, seed))}
-        report["splits"][split_name] = split
+        report["splits"][split_name] = split_report(results, folds_json, rounds, seed)
         report["routers"] = results[0].routers
 
     log("the default: choosing on the whole table by the same rule")
@@ -219,11 +212,7 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
     report["default"] = default.json(rounds, seed)
     log(f"default: {default.chosen.name}")
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
-    (out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_report(Path(out), report, markdown(report))
     return report
 
 
