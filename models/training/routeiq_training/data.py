@@ -84,13 +84,18 @@ def split_bucket(query: str) -> int:
     return int(hashlib.sha256(query.encode("utf-8")).hexdigest()[:8], 16) % 5
 
 
+def bucket_mask(queries: list[str], bucket: int) -> np.ndarray:
+    """Which queries lie in `bucket` (`split_bucket`)."""
+    return np.array([split_bucket(q) == bucket for q in queries], dtype=bool)
+
+
 def heldout_mask(queries: list[str]) -> np.ndarray:
-    return np.array([split_bucket(q) == 0 for q in queries], dtype=bool)
+    return bucket_mask(queries, 0)
 
 
 def inner_validation_mask(queries: list[str]) -> np.ndarray:
     """Within the training split (buckets 1..4), bucket 1 validates hyperparameters."""
-    return np.array([split_bucket(q) == 1 for q in queries], dtype=bool)
+    return bucket_mask(queries, 1)
 
 
 def parse_size_b(size: str | float) -> float:

@@ -226,17 +226,20 @@ def run(data: Path, llm_data: Path, out: Path, strategies: list[str], split_name
     return report
 
 
-def _value(r: dict, digits: int = 4, signed: bool = False) -> str:
+def value_text(r: dict, digits: int = 4, signed: bool = False) -> str:
+    """A metric with its interval, `mean [low, high]`."""
     spec = f"{'+' if signed else ''}.{digits}f"
     return f"{r['mean']:{spec}} [{r['low']:{spec}}, {r['high']:{spec}}]"
 
 
-def _gain(row: dict) -> str:
-    return f"{_value(row['accuracy_minus_best_single'], signed=True)} {row['verdict']}"
+def gain_text(row: dict) -> str:
+    """A router's paired accuracy difference to the best single model, and its verdict."""
+    return f"{value_text(row['accuracy_minus_best_single'], signed=True)} {row['verdict']}"
 
 
-def _cost_ratio(row: dict) -> str:
-    return _value(row["cost_ratio_to_best_single"], 3)
+def cost_ratio_text(row: dict) -> str:
+    """A router's cost as a share of the best single model's, with its interval."""
+    return value_text(row["cost_ratio_to_best_single"], 3)
 
 
 def _columns(report: dict) -> list[tuple[str, dict]]:
@@ -255,10 +258,10 @@ def _table(results: dict, models: dict | None) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         label = f"{name} ({models[name]})" if models and name in models else name
-        cells = [_value(r["accuracy"]), _value(r["cost_per_query"], 7)]
+        cells = [value_text(r["accuracy"]), value_text(r["cost_per_query"], 7)]
         if "verdict" in r:
-            cells += [_value(r["accuracy_minus_best_single"], signed=True),
-                      _value(r["cost_minus_best_single"], 7, signed=True), _cost_ratio(r),
+            cells += [value_text(r["accuracy_minus_best_single"], signed=True),
+                      value_text(r["cost_minus_best_single"], 7, signed=True), cost_ratio_text(r),
                       r["verdict"]]
         else:
             cells += ["", "", "", ""]
@@ -309,11 +312,11 @@ def markdown(report: dict) -> str:
               "|---|" + "---|" * len(columns)]
     lines += header
     for router in report["routers"]:
-        lines.append(f"| {router} | " + " | ".join(_gain(r[router]) for _, r in columns)
+        lines.append(f"| {router} | " + " | ".join(gain_text(r[router]) for _, r in columns)
                      + " |")
     lines += ["", "## Cost ÷ best single model, per test set", ""] + header
     for router in report["routers"]:
-        lines.append(f"| {router} | " + " | ".join(_cost_ratio(r[router]) for _, r in columns)
+        lines.append(f"| {router} | " + " | ".join(cost_ratio_text(r[router]) for _, r in columns)
                      + " |")
     for name, split in report["splits"].items():
         for f in split["folds"]:

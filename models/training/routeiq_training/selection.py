@@ -34,7 +34,16 @@ import numpy as np
 from . import bootstrap, calibration, featurize, splits
 from .data import RoutingTable, load_table
 from .metrics import CHOICE_DEFINITIONS
-from .robust_eval import BEST_SINGLE, run_fold, split_report, summarise, write_report
+from .robust_eval import (
+    BEST_SINGLE,
+    cost_ratio_text,
+    gain_text,
+    run_fold,
+    split_report,
+    summarise,
+    value_text,
+    write_report,
+)
 from .strategies import PERSONALISED, QUERY_INDEPENDENT, module
 from .train import check_calibration_folds, log
 
@@ -125,14 +134,12 @@ def choose_on(table: RoutingTable, features: dict[str, np.ndarray], split_names:
     return Choice(choose(means, cands), gains, means)
 
 
-def _selected(values: dict, strategy: str) -> dict:
-    """The outer fold's routers renamed `selected ...`, so folds that chose different
-    candidates pool."""
-    def renamed(name: str) -> str:
-        if name == strategy or name.startswith(strategy + " "):
-            return SELECTED + name[len(strategy):]
-        return name
-    return {renamed(name): v for name, v in values.items()}
+def _selected(name: str, strategy: str) -> str:
+    """The chosen strategy's router `name` as `selected ...` (any other name as it is), so
+    outer folds that chose different candidates pool."""
+    if name == strategy or name.startswith(strategy + " "):
+        return SELECTED + name[len(strategy):]
+    return name
 
 
 def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategies: list[str],
@@ -193,8 +200,9 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
                 f"{choice.means[chosen.name]:+.4f}); testing it once")
             result = run_fold(table, features[chosen.featurizer], fold.test,
                               [chosen.strategy], seed, calibration_folds)
-            result.values = _selected(result.values, chosen.strategy)
-            result.routers = [SELECTED + r[len(chosen.strategy):] for r in result.routers]
+            result.values = {_selected(name, chosen.strategy): v
+                             for name, v in result.values.items()}
+            result.routers = [_selected(r, chosen.strategy) for r in result.routers]
             results.append(result)
             n_test = int(fold.test.sum())
             folds_json.append({
@@ -216,11 +224,6 @@ def run(data: Path, llm_data: Path, out: Path, featurizers: list[str], strategie
     return report
 
 
-def _value(r: dict, signed: bool = True, digits: int = 4) -> str:
-    spec = f"{'+' if signed else ''}.{digits}f"
-    return f"{r['mean']:{spec}} [{r['low']:{spec}}, {r['high']:{spec}}]"
-
-
 def _choice_table(choice: dict, candidates: list[str]) -> list[str]:
     """A choice's validation gains: per candidate, per split, and their mean."""
     names = list(choice["validation_gain"])
@@ -230,7 +233,7 @@ def _choice_table(choice: dict, candidates: list[str]) -> list[str]:
     for c in candidates:
         mark = "**" if c == choice["chosen"] else ""
         lines.append(f"| {mark}`{c}`{mark} | " + " | ".join(
-            _value(choice["validation_gain"][s][c]) for s in names)
+            value_text(choice["validation_gain"][s][c], signed=True) for s in names)
             + f" | {choice['validation_mean'][c]:+.4f} |")
     return lines
 
@@ -259,8 +262,7 @@ def markdown(report: dict) -> str:
             rows.append((f"{split_name}: all folds", "(each fold's)", "",
                          split["pooled"]["results"]))
         for label, chosen, gain, results in rows:
-            cells = [f"{_value(results[r]['accuracy_minus_best_single'])} "
-                     f"{results[r]['verdict']}" for r in report["routers"]]
+            cells = [gain_text(results[r]) for r in report["routers"]]
             lines.append(f"| {label} | {chosen} | {gain} | " + " | ".join(cells) + " |")
     lines += ["", "Cost ÷ best single model on the test rows:", "",
               "| split: fold | " + " | ".join(report["routers"]) + " |",
@@ -271,8 +273,7 @@ def markdown(report: dict) -> str:
             rows.append((f"{split_name}: all folds", split["pooled"]["results"]))
         for label, results in rows:
             lines.append(f"| {label} | " + " | ".join(
-                _value(results[r]["cost_ratio_to_best_single"], False, 3)
-                for r in report["routers"]) + " |")
+                cost_ratio_text(results[r]) for r in report["routers"]) + " |")
     for split_name, split in report["splits"].items():
         for f in split["folds"]:
             lines += ["", f"### Validation gains inside {split_name}: {f['fold']}", "",

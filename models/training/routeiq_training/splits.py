@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import RoutingTable, heldout_mask, split_bucket
+from .data import RoutingTable, bucket_mask, heldout_mask
 
 LENGTH_TEST_SHARE = 0.2
 
@@ -81,10 +81,10 @@ VALIDATION_BUCKET = 2  # of `data.split_bucket`: 0 is the hash split's test rows
 def validation_folds(name: str, table: RoutingTable) -> list[Fold]:
     """The split's folds made again within `table`, an outer fold's training rows: the
     validation folds that choose between routers before the outer fold's test rows are
-    scored (`select.py`). The cluster and length splits are the same rule applied to these
+    scored (`selection.py`). The cluster and length splits are the same rule applied to these
     rows (leave out each of their clusters; their longest rows); the hash split, whose
     test bucket these rows do not hold, validates on hash bucket 2."""
     if name == "hash":
-        return [Fold(f"bucket {VALIDATION_BUCKET}", np.array(
-            [split_bucket(q) == VALIDATION_BUCKET for q in table.queries], dtype=bool))]
+        return [Fold(f"bucket {VALIDATION_BUCKET}", bucket_mask(table.queries,
+                                                                VALIDATION_BUCKET))]
     return folds(name, table)
