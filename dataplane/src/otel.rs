@@ -321,16 +321,9 @@ impl Spans {
         if !route.sampled() {
             // Dropped with its parent: only its ids are needed (the provider's traceparent),
             // so no SDK span is built for it.
-            let parent = &route.context;
             return AttemptSpan {
                 span: None,
-                context: SpanContext::new(
-                    parent.trace_id(),
-                    self.tracing.new_span_id(),
-                    parent.trace_flags(),
-                    false,
-                    parent.trace_state().clone(),
-                ),
+                context: self.tracing.child_context(&route.context),
                 answer: None,
             };
         }

@@ -88,13 +88,7 @@ impl Tracing {
             return;
         }
         self.batch.on_end(opentelemetry_sdk::trace::SpanData {
-            span_context: SpanContext::new(
-                parent.trace_id(),
-                self.ids.new_span_id(),
-                parent.trace_flags(),
-                false,
-                parent.trace_state().clone(),
-            ),
+            span_context: self.child_context(parent),
             parent_span_id: parent.span_id(),
             parent_span_is_remote: false,
             span_kind: SpanKind::Internal,
@@ -114,10 +108,17 @@ impl Tracing {
         &self.tracer
     }
 
-    /// A new span id, for a span that is not recorded but whose id goes out (an unsampled
-    /// request's call to a provider names it in `traceparent`).
-    pub fn new_span_id(&self) -> SpanId {
-        self.ids.new_span_id()
+    /// The ids of a new span under `parent`, in its trace, with its flags and state: for a
+    /// span built without the SDK's span objects ([`Self::child`]), or not recorded at all
+    /// but named in a `traceparent` (an unsampled request's call to a provider).
+    pub fn child_context(&self, parent: &SpanContext) -> SpanContext {
+        SpanContext::new(
+            parent.trace_id(),
+            self.ids.new_span_id(),
+            parent.trace_flags(),
+            false,
+            parent.trace_state().clone(),
+        )
     }
 
     /// Sends the spans still queued (at shutdown; at most 5 s, `SpanBatcher::force_flush`).
