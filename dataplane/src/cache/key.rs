@@ -129,18 +129,17 @@ impl Json<'_> {
     /// (One difference: `Value` reads an object whose first key is serde_json's private
     /// raw-value marker as the JSON text of its value, or refuses it; here it is an object
     /// like any other, so it never shares a key with the value it spells out.)
-    fn canonical(&self, out: &mut Vec<u8>) {
+    fn canonical(self, out: &mut Vec<u8>) {
         match self {
             Self::Null => out.extend_from_slice(b"null"),
-            Self::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            // Writing a number to a `Vec` cannot fail (serde_json writes them as `Value` does).
-            Self::U64(n) => drop(serde_json::to_writer(&mut *out, n)),
-            Self::I64(n) => drop(serde_json::to_writer(&mut *out, n)),
-            Self::F64(f) => drop(serde_json::to_writer(&mut *out, f)),
+            Self::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            Self::U64(n) => drop(serde_json::to_writer(&mut *out, &n)),
+            Self::I64(n) => drop(serde_json::to_writer(&mut *out, &n)),
+            Self::F64(f) => drop(serde_json::to_writer(&mut *out, &f)),
             Self::Str(s) => string(s, out),
             Self::Array(items) => {
                 out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.into_iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
@@ -148,14 +147,14 @@ impl Json<'_> {
                 }
                 out.push(b']');
             }
-            Self::Object(members) => {
-                let mut sorted: Vec<&(Cow<str>, Json)> = members.iter().collect();
-                // Stable: of a key given twice, the last member is last.
-                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            Self::Object(mut members) => {
+                // A stable sort: of a key given twice, the last value is written.
+                members.sort_by(|a, b| a.0.cmp(&b.0));
                 out.push(b'{');
                 let mut first = true;
-                for (i, (k, v)) in sorted.iter().enumerate() {
-                    if sorted.get(i + 1).is_some_and(|next| next.0 == *k) {
+                let mut members = members.into_iter().peekable();
+                while let Some((k, v)) = members.next() {
+                    if members.peek().is_some_and(|next| next.0 == k) {
                         continue;
                     }
                     if !first {
@@ -172,16 +171,18 @@ impl Json<'_> {
     }
 }
 
-fn string(s: &str, out: &mut Vec<u8>) {
-    // What JSON escapes: a quote, a backslash, a control character. Most strings hold none
-    // and are copied as they are.
-    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        // Writing a `str` to a `Vec` cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+/// A string as JSON. One borrowed from the body held no escape there, so it holds nothing
+/// to escape (a quote or a backslash would have been escaped, and serde_json refuses a
+/// control character in a string): it is copied as it is. One that held escapes is written
+/// by serde_json (writing to a `Vec` cannot fail).
+fn string(s: Cow<str>, out: &mut Vec<u8>) {
+    match s {
+        Cow::Borrowed(s) => {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(s) => drop(serde_json::to_writer(&mut *out, &s)),
     }
 }
 
@@ -313,6 +314,7 @@ mod tests {
             r#"{"k":1,"k":2,"\u006b":3,"j":{}}"#,
             r#""plain""#,
             r#"{"nested":{"b":{"d":1,"c":[1,{"f":2,"e":3}]},"a":"\t"}}"#,
+            r#"{"é":"naïve ☃","e\u0301":"\u00e9","\/":"a\/b","":""}"#,
         ] {
             let v: Json = serde_json::from_str(raw).unwrap();
             let mut out = Vec::new();

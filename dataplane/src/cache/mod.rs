@@ -2,8 +2,10 @@
 //! (`/v1/chat/completions`, `/v1/messages`) and to Responses requests (`/v1/responses`), by
 //! a key over everything that changes the answer ([`key`]), scoped to the tenant.
 //!
-//! Two tiers. Each data plane keeps answers in memory in a TinyUFO cache (admission by
-//! TinyLFU, sized in bytes: `cache_params.max_memory_mb`). With `type: redis` and a Redis
+//! Two tiers. Each data plane keeps answers in memory in a quick_cache cache (CLOCK-Pro: a
+//! new answer starts cold and goes first unless it is asked for again, so a run of one-off
+//! requests does not push out the answers that are; weighed in bytes:
+//! `cache_params.max_memory_mb`). With `type: redis` and a Redis
 //! (`--redis-url`), answers are also kept in Redis under `routeiq:cache:<key>` for their
 //! TTL, shared by every data plane: a memory miss reads Redis, and a Redis hit is kept in
 //! memory. Writes to Redis happen off the request path. Redis trouble is a miss, never an
@@ -23,7 +25,7 @@ pub mod key;
 pub mod replay;
 pub mod semantic;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,10 +45,6 @@ use crate::usage::Usage;
 const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// After a Redis failure, how long lookups skip it.
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
-/// The memory tier counts weight in KiB (TinyUFO weights are 16-bit).
-const KIB: usize = 1024;
-/// Largest answer kept in memory (the largest TinyUFO weight).
-const MAX_MEMORY_ENTRY: usize = u16::MAX as usize * KIB;
 /// Largest answer kept at all.
 const MAX_ENTRY: usize = 16 * 1024 * 1024;
 const REDIS_PREFIX: &str = "routeiq:cache:";
@@ -409,42 +407,100 @@ impl Recording {
     }
 }
 
-/// One data plane's memory tier: a TinyUFO cache of entries by key.
+/// One data plane's memory tier: answers by key, weighed in bytes.
 struct Memory {
-    ufo: tinyufo::TinyUfo<[u8; 32], Arc<Stored>>,
+    answers: quick_cache::sync::Cache<
+        [u8; 32],
+        Arc<Stored>,
+        ByBytes,
+        quick_cache::DefaultHashBuilder,
+        Tally,
+    >,
     limit_bytes: u64,
-    /// This tier's entries and their bytes (the gauges show the current tier's).
-    entries: std::sync::atomic::AtomicI64,
-    bytes: std::sync::atomic::AtomicI64,
+    tally: Tally,
 }
 
-/// An entry and its key (TinyUFO keeps only a 64-bit hash of the key: the full key is
-/// checked on every read).
+/// An entry and its size (the weigher reads it on every eviction scan).
 struct Stored {
-    key: [u8; 32],
+    bytes: usize,
     entry: Entry,
 }
 
-/// Entries TinyUFO's frequency sketch is sized for, at most (it takes memory up front).
-const MAX_ESTIMATED_ENTRIES: usize = 1 << 20;
+/// Weighs an answer by its bytes (at least 1: an entry of weight 0 is never evicted).
+#[derive(Clone)]
+struct ByBytes;
 
-impl Memory {
-    fn new(limit_bytes: u64) -> Self {
-        let kib = (limit_bytes as usize / KIB).max(1);
-        // The sketch's estimate: entries of ~4 KiB.
-        Self {
-            ufo: tinyufo::TinyUfo::new(kib, (kib / 4).clamp(64, MAX_ESTIMATED_ENTRIES)),
-            limit_bytes,
-            entries: 0.into(),
-            bytes: 0.into(),
-        }
+impl quick_cache::Weighter<[u8; 32], Arc<Stored>> for ByBytes {
+    fn weight(&self, _: &[u8; 32], s: &Arc<Stored>) -> u64 {
+        s.bytes.max(1) as u64
     }
+}
 
-    fn count(&self, entries: i64, bytes: i64, m: &CacheMetrics) {
+/// A memory tier's entries and bytes, kept in its gauges; counts its evictions.
+#[derive(Clone)]
+struct Tally {
+    entries: Arc<AtomicI64>,
+    bytes: Arc<AtomicI64>,
+    entries_gauge: IntGauge,
+    bytes_gauge: IntGauge,
+    evictions: IntCounter,
+}
+
+impl Tally {
+    fn add(&self, entries: i64, bytes: i64) {
         let e = self.entries.fetch_add(entries, Ordering::Relaxed) + entries;
         let b = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        m.memory_entries.set(e);
-        m.memory_bytes.set(b);
+        self.entries_gauge.set(e);
+        self.bytes_gauge.set(b);
+    }
+}
+
+/// The answers an insertion pushes out (the one it replaces, the ones it evicts, or itself
+/// when the tier does not admit it): counted out of the tally, and the first two freed after
+/// the shard's lock is released.
+#[derive(Default)]
+struct Leaving {
+    /// The key inserted: an answer of another key leaving is an eviction.
+    key: [u8; 32],
+    held: [Option<Arc<Stored>>; 2],
+}
+
+impl quick_cache::Lifecycle<[u8; 32], Arc<Stored>> for Tally {
+    type RequestState = Leaving;
+
+    fn on_evict(&self, state: &mut Leaving, key: [u8; 32], s: Arc<Stored>) {
+        self.add(-1, -(s.bytes as i64));
+        if key != state.key {
+            self.evictions.inc();
+        }
+        if let Some(slot) = state.held.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(s);
+        }
+    }
+}
+
+impl Memory {
+    fn new(limit_bytes: u64, m: &CacheMetrics) -> Self {
+        let tally = Tally {
+            entries: Arc::default(),
+            bytes: Arc::default(),
+            entries_gauge: m.memory_entries.clone(),
+            bytes_gauge: m.memory_bytes.clone(),
+            evictions: m.evictions.clone(),
+        };
+        // The estimate sizes the shards' tables: answers of ~4 KiB.
+        let estimated = (limit_bytes / 4096).clamp(16, 1 << 20) as usize;
+        Self {
+            answers: quick_cache::sync::Cache::with(
+                estimated,
+                limit_bytes.max(1),
+                ByBytes,
+                quick_cache::DefaultHashBuilder::default(),
+                tally.clone(),
+            ),
+            limit_bytes,
+            tally,
+        }
     }
 }
 
@@ -575,7 +631,7 @@ impl Cache {
             metrics.semantic_entries.clone(),
         );
         Ok(Self {
-            memory: ArcSwap::from_pointee(Memory::new(UNCONFIGURED_BYTES)),
+            memory: ArcSwap::from_pointee(Memory::new(UNCONFIGURED_BYTES, &metrics)),
             redis,
             redis_down_until_ms: AtomicU64::new(0),
             epoch,
@@ -596,7 +652,7 @@ impl Cache {
             Some(s) if memory.limit_bytes != s.max_memory_bytes => {
                 self.replace_memory(s.max_memory_bytes)
             }
-            None if memory.entries.load(Ordering::Relaxed) > 0 => self.flush_memory(),
+            None if memory.tally.entries.load(Ordering::Relaxed) > 0 => self.flush_memory(),
             _ => {}
         }
         match settings.and_then(|s| s.semantic.as_ref()) {
@@ -615,7 +671,8 @@ impl Cache {
 
     fn replace_memory(&self, limit: u64) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.memory.store(Arc::new(Memory::new(limit)));
+        self.memory
+            .store(Arc::new(Memory::new(limit, &self.metrics)));
         self.semantic.clear();
         self.metrics.memory_bytes.set(0);
         self.metrics.memory_entries.set(0);
@@ -641,26 +698,8 @@ impl Cache {
             .iter()
             .filter_map(|k| routeiq_proto::KeyHash::from_hex(k));
         for routeiq_proto::KeyHash(key) in keys {
-            // Replaced in place by an expired, empty entry: TinyUFO's `remove` leaves the
-            // key in its queues, which unsettles their weights.
-            if let Some(old) = memory.ufo.get(&key) {
-                let tombstone = Entry {
-                    created_ms: 0,
-                    expires_ms: 0,
-                    answer: Answer::Full(Bytes::new()),
-                    usage: None,
-                    cost: 0.0,
-                    partition: None,
-                };
-                memory.count(0, -(old.entry.size() as i64), &self.metrics);
-                memory.ufo.put(
-                    key,
-                    Arc::new(Stored {
-                        key,
-                        entry: tombstone,
-                    }),
-                    1,
-                );
+            if let Some((_, old)) = memory.answers.remove(&key) {
+                memory.tally.add(-1, -(old.bytes as i64));
             }
         }
     }
@@ -675,9 +714,9 @@ impl Cache {
                     .max_age
                     .is_none_or(|age| now.saturating_sub(e.created_ms) <= age.as_millis() as u64)
         };
-        // An expired entry stays until a new answer replaces it or TinyUFO evicts it.
-        if let Some(s) = self.memory.load().ufo.get(&plan.key) {
-            if s.key == plan.key && fresh(&s.entry) {
+        // An expired entry stays until a new answer replaces it or it is evicted.
+        if let Some(s) = self.memory.load().answers.get(&plan.key) {
+            if fresh(&s.entry) {
                 return Some(s.entry.clone());
             }
         }
@@ -807,33 +846,25 @@ impl Cache {
         }
     }
 
-    /// Keeps an answer in memory, unless a deletion came after `plan` was made (the
-    /// answer may be one of those deleted) or a fresh answer is there already.
+    /// Keeps an answer in memory (in place of an answer of the same key), unless a deletion
+    /// came after `plan` was made (the answer may be one of those deleted).
     fn keep_in_memory(&self, plan: &Plan, entry: Entry) {
-        let size = entry.size();
-        if size > MAX_MEMORY_ENTRY || self.epoch() != plan.epoch {
+        let memory = self.memory.load();
+        let bytes = entry.size();
+        // The tier admits nothing heavier than most of a shard's share of it.
+        if bytes as u64 > memory.answers.shard_capacity() / 2 || self.epoch() != plan.epoch {
             return;
         }
-        let key = plan.key;
-        let weight = size.div_ceil(KIB).max(1) as u16;
-        let memory = self.memory.load();
-        // TinyUFO replaces an entry in place; removing it first would unsettle its queues.
-        let replaced = match memory.ufo.get(&key) {
-            Some(old) if old.key == key && old.entry.expires_ms > now_ms() => return,
-            Some(old) => Some(old.entry.size() as i64),
-            None => None,
-        };
         self.metrics.stored_memory.inc();
-        let (entries, freed) = replaced.map_or((1, 0), |bytes| (0, bytes));
-        memory.count(entries, size as i64 - freed, &self.metrics);
-        let evicted = memory.ufo.put(key, Arc::new(Stored { key, entry }), weight);
-        for kv in evicted {
-            // The new entry itself comes back when TinyLFU does not admit it.
-            memory.count(-1, -(kv.data.entry.size() as i64), &self.metrics);
-            if kv.data.key != key {
-                self.metrics.evictions.inc();
-            }
-        }
+        memory.tally.add(1, bytes as i64);
+        let mut leaving = Leaving {
+            key: plan.key,
+            held: Default::default(),
+        };
+        let stored = Arc::new(Stored { bytes, entry });
+        memory
+            .answers
+            .insert_with_lifecycle(plan.key, stored, &mut leaving);
     }
 
     /// Keeps an answer: in memory now, in Redis in the background. An answer cut short by
@@ -1065,12 +1096,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(cache.get(&short).await.is_none(), "expired");
         assert_eq!(cache.metrics.memory_entries.get(), 2, "kept until replaced");
-        // A fresh answer replaces the expired one in place; a fresh one stays.
+        // A new answer replaces the one of its key.
         let long = plan(3, Some(Duration::from_secs(60)));
         cache.put(&long, Answer::Full(Bytes::from_static(b"z")), None, 0.0);
         cache.put(&long, Answer::Full(Bytes::from_static(b"w")), None, 0.0);
         let e = cache.get(&long).await.unwrap();
-        assert_eq!(e.answer, Answer::Full(Bytes::from_static(b"z")));
+        assert_eq!(e.answer, Answer::Full(Bytes::from_static(b"w")));
+        assert_eq!(
+            cache.metrics.evictions.get(),
+            0,
+            "a replacement is no eviction"
+        );
         assert_eq!(cache.metrics.memory_entries.get(), 2);
         assert_eq!(cache.metrics.memory_bytes.get(), 2);
         // An answer looked up before a deletion is not stored after it.
@@ -1082,8 +1118,7 @@ mod tests {
         assert!(cache.get(&before).await.is_none());
         cache.forget(&routeiq_proto::ForgetCached::Keys(vec![p.hex.clone()]));
         assert!(cache.get(&p).await.is_none(), "deleted");
-        // Its place is held by an empty, expired entry until it is replaced or evicted.
-        assert_eq!(cache.metrics.memory_entries.get(), 2);
+        assert_eq!(cache.metrics.memory_entries.get(), 1);
         assert_eq!(cache.metrics.memory_bytes.get(), 1);
         let mut again = p.clone();
         again.epoch = cache.epoch();
@@ -1098,6 +1133,33 @@ mod tests {
         assert!(cache.get(&long).await.is_none());
         assert_eq!(cache.metrics.memory_entries.get(), 0);
         assert_eq!(cache.metrics.memory_bytes.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn memory_tier_stays_within_its_bytes_and_counts_evictions() {
+        let cache = Arc::new(Cache::new(None).unwrap());
+        cache.configure(Some(&CacheSettings {
+            max_memory_bytes: 4096,
+            ..CacheSettings::default()
+        }));
+        let body = Bytes::from(vec![b'a'; 100]);
+        for k in 0..100 {
+            let mut p = plan(k, Some(Duration::from_secs(60)));
+            p.epoch = cache.epoch();
+            cache.put(&p, Answer::Full(body.clone()), None, 0.0);
+        }
+        let mut kept = 0;
+        for k in 0..100 {
+            if cache.get(&plan(k, None)).await.is_some() {
+                kept += 1;
+            }
+        }
+        assert!(kept > 0 && kept * 100 <= 4096, "{kept} answers kept");
+        assert_eq!(cache.metrics.memory_entries.get(), kept);
+        assert_eq!(cache.metrics.memory_bytes.get(), kept * 100);
+        assert_eq!(cache.metrics.evictions.get(), 100 - kept as u64);
+        // The most recent answer is kept: a new one starts cold, but stays until more come.
+        assert!(cache.get(&plan(99, None)).await.is_some());
     }
 
     #[test]

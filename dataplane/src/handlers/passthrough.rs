@@ -47,7 +47,8 @@ fn model_and_format(
         let (_, tail) = rest.split_once(after)?;
         let segment = tail.split('/').next()?;
         let model = segment.split(':').next()?;
-        Some(percent_decode(model)).filter(|m| !m.is_empty())
+        let model = percent_encoding::percent_decode_str(model).decode_utf8_lossy();
+        Some(model.into_owned()).filter(|m| !m.is_empty())
     };
     let from_body = || -> Option<String> {
         let v: Value = serde_json::from_slice(body).ok()?;
@@ -101,30 +102,6 @@ fn model_and_format(
             Some(ChatFormat::OpenAi),
         ),
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied(),
-            bytes.get(i + 2).copied(),
-        ) {
-            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The model id a deployment is reached by on its provider's native API.

@@ -291,12 +291,7 @@ fn encoder_id(manifest: &Manifest, max_tokens: usize) -> String {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    routeiq_proto::hex(&Sha256::digest(bytes))
 }
 
 /// Reads the manifest of an artifact.
