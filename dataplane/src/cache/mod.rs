@@ -2,10 +2,10 @@
 //! (`/v1/chat/completions`, `/v1/messages`) and to Responses requests (`/v1/responses`), by
 //! a key over everything that changes the answer ([`key`]), scoped to the tenant.
 //!
-//! Two tiers. Each data plane keeps answers in memory in a quick_cache cache (CLOCK-Pro: a
-//! new answer starts cold and goes first unless it is asked for again, so a run of one-off
-//! requests does not push out the answers that are; weighed in bytes:
-//! `cache_params.max_memory_mb`). With `type: redis` and a Redis
+//! Two tiers. Each data plane keeps answers in memory in a quick_cache cache (CLOCK-Pro:
+//! once the tier is full, a new answer enters cold and goes first unless it is asked for
+//! again, so a run of one-off requests does not push out the answers that are; weighed in
+//! bytes: `cache_params.max_memory_mb`). With `type: redis` and a Redis
 //! (`--redis-url`), answers are also kept in Redis under `routeiq:cache:<key>` for their
 //! TTL, shared by every data plane: a memory miss reads Redis, and a Redis hit is kept in
 //! memory. Writes to Redis happen off the request path. Redis trouble is a miss, never an
@@ -34,6 +34,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 use redis::aio::ConnectionManager;
 use routeiq_proto::{CacheMode, CacheSettings};
+use smallvec::SmallVec;
 
 use crate::clock::now_ms;
 use crate::context::RequestCtx;
@@ -456,13 +457,13 @@ impl Tally {
 }
 
 /// The answers an insertion pushes out (the one it replaces, the ones it evicts, or itself
-/// when the tier does not admit it): counted out of the tally, and the first two freed after
-/// the shard's lock is released.
+/// when the tier does not admit it): counted out of the tally, and freed after the shard's
+/// lock is released.
 #[derive(Default)]
 struct Leaving {
     /// The key inserted: an answer of another key leaving is an eviction.
     key: [u8; 32],
-    held: [Option<Arc<Stored>>; 2],
+    held: SmallVec<[Arc<Stored>; 2]>,
 }
 
 impl quick_cache::Lifecycle<[u8; 32], Arc<Stored>> for Tally {
@@ -473,9 +474,7 @@ impl quick_cache::Lifecycle<[u8; 32], Arc<Stored>> for Tally {
         if key != state.key {
             self.evictions.inc();
         }
-        if let Some(slot) = state.held.iter_mut().find(|slot| slot.is_none()) {
-            *slot = Some(s);
-        }
+        state.held.push(s);
     }
 }
 
@@ -490,17 +489,35 @@ impl Memory {
         };
         // The estimate sizes the shards' tables: answers of ~4 KiB.
         let estimated = (limit_bytes / 4096).clamp(16, 1 << 20) as usize;
+        let weight = limit_bytes.max(1);
+        // Shards of at least twice the largest answer kept (see [`Memory::fits`]), up to
+        // 64 (a power of two: quick_cache rounds a count up to one).
+        let shards = 1 << (limit_bytes / (2 * MAX_ENTRY as u64)).clamp(1, 64).ilog2();
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(estimated)
+            .weight_capacity(weight)
+            .shards(shards)
+            .build();
+        let hasher = quick_cache::DefaultHashBuilder::default;
+        let answers = match options {
+            Ok(o) => quick_cache::sync::Cache::with_options(o, ByBytes, hasher(), tally.clone()),
+            // Not reached: both required options are set.
+            Err(_) => {
+                quick_cache::sync::Cache::with(estimated, weight, ByBytes, hasher(), tally.clone())
+            }
+        };
         Self {
-            answers: quick_cache::sync::Cache::with(
-                estimated,
-                limit_bytes.max(1),
-                ByBytes,
-                quick_cache::DefaultHashBuilder::default(),
-                tally.clone(),
-            ),
+            answers,
             limit_bytes,
             tally,
         }
+    }
+
+    /// Whether an answer of `bytes` is kept in memory: at most half a shard's share of the
+    /// tier (quick_cache refuses one heavier than most of a shard), so answers up to
+    /// [`MAX_ENTRY`] in a tier of at least 32 MiB, up to half the tier in a smaller one.
+    fn fits(&self, bytes: usize) -> bool {
+        bytes as u64 <= self.answers.shard_capacity() / 2
     }
 }
 
@@ -616,7 +633,7 @@ pub struct Cache {
 
 impl Cache {
     /// A cache with a token memory tier: [`Cache::configure`] sizes it when the cache is
-    /// on (TinyUFO sizes its frequency sketch up front).
+    /// on.
     pub fn new(redis: Option<ConnectionManager>) -> prometheus::Result<Self> {
         let metrics = CacheMetrics::new()?;
         let epoch = Arc::new(AtomicU64::new(0));
@@ -851,8 +868,7 @@ impl Cache {
     fn keep_in_memory(&self, plan: &Plan, entry: Entry) {
         let memory = self.memory.load();
         let bytes = entry.size();
-        // The tier admits nothing heavier than most of a shard's share of it.
-        if bytes as u64 > memory.answers.shard_capacity() / 2 || self.epoch() != plan.epoch {
+        if !memory.fits(bytes) || self.epoch() != plan.epoch {
             return;
         }
         self.metrics.stored_memory.inc();
@@ -889,6 +905,10 @@ impl Cache {
             partition: plan.semantic.as_ref().map(|q| q.partition),
         };
         if entry.size() > MAX_ENTRY || self.epoch() != plan.epoch {
+            return;
+        }
+        // Kept nowhere: not indexed either.
+        if !plan.shared && !self.memory.load().fits(entry.size()) {
             return;
         }
         if let Some(q) = &plan.semantic {
@@ -1158,8 +1178,19 @@ mod tests {
         assert_eq!(cache.metrics.memory_entries.get(), kept);
         assert_eq!(cache.metrics.memory_bytes.get(), kept * 100);
         assert_eq!(cache.metrics.evictions.get(), 100 - kept as u64);
-        // The most recent answer is kept: a new one starts cold, but stays until more come.
+        // The most recent answer is still there.
         assert!(cache.get(&plan(99, None)).await.is_some());
+    }
+
+    #[test]
+    fn the_memory_tier_keeps_any_answer_the_cache_keeps() {
+        let m = CacheMetrics::new().unwrap();
+        for mib in [32, 256, 1024] {
+            assert!(Memory::new(mib << 20, &m).fits(MAX_ENTRY), "{mib} MiB");
+        }
+        // A smaller tier keeps answers up to half its size.
+        let small = Memory::new(8 << 20, &m);
+        assert!(small.fits(4 << 20) && !small.fits((4 << 20) + 1));
     }
 
     #[test]
