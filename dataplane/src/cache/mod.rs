@@ -418,6 +418,8 @@ struct Memory {
         Tally,
     >,
     limit_bytes: u64,
+    /// The largest answer kept (see [`Memory::new`]).
+    largest: u64,
     tally: Tally,
 }
 
@@ -506,18 +508,21 @@ impl Memory {
                 quick_cache::sync::Cache::with(estimated, weight, ByBytes, hasher(), tally.clone())
             }
         };
+        // At most half a shard's share of the tier (quick_cache refuses an answer heavier
+        // than most of a shard): up to [`MAX_ENTRY`] in a tier of at least 32 MiB, up to
+        // half the tier in a smaller one.
+        let largest = answers.shard_capacity() / 2;
         Self {
             answers,
             limit_bytes,
+            largest,
             tally,
         }
     }
 
-    /// Whether an answer of `bytes` is kept in memory: at most half a shard's share of the
-    /// tier (quick_cache refuses one heavier than most of a shard), so answers up to
-    /// [`MAX_ENTRY`] in a tier of at least 32 MiB, up to half the tier in a smaller one.
+    /// Whether an answer of `bytes` is kept in memory.
     fn fits(&self, bytes: usize) -> bool {
-        bytes as u64 <= self.answers.shard_capacity() / 2
+        bytes as u64 <= self.largest
     }
 }
 
@@ -904,11 +909,12 @@ impl Cache {
             cost,
             partition: plan.semantic.as_ref().map(|q| q.partition),
         };
-        if entry.size() > MAX_ENTRY || self.epoch() != plan.epoch {
+        let bytes = entry.size();
+        if bytes > MAX_ENTRY || self.epoch() != plan.epoch {
             return;
         }
         // Kept nowhere: not indexed either.
-        if !plan.shared && !self.memory.load().fits(entry.size()) {
+        if !plan.shared && !self.memory.load().fits(bytes) {
             return;
         }
         if let Some(q) = &plan.semantic {
