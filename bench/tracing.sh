@@ -24,8 +24,9 @@ cargo build --release --locked -p routeiq-dataplane >&2
 
 work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
-NGINX_PORT=18091
-SINK_PORT=18092
+# Free ports: a gateway left over from an interrupted run would share a fixed one.
+NGINX_PORT=$(free_port)
+SINK_PORT=$(free_port)
 sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 sed -e "s#__PORT__#$NGINX_PORT#g" bench/config.yaml.in > "$work/config.yaml"
@@ -42,10 +43,11 @@ start_gw() { # name port [env...]
   wrk -t1 -c4 -d2s -s bench/chat.lua "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
 }
 OTLP=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT")
-start_gw off 18093
-start_gw all 18094 "${OTLP[@]}" OTEL_TRACES_SAMPLER=parentbased_always_on
-start_gw tenth 18095 "${OTLP[@]}" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1
-declare -A PORTS=([off]=18093 [all]=18094 [tenth]=18095)
+declare -A PORTS=([off]=$(free_port) [all]=$(free_port) [tenth]=$(free_port))
+start_gw off "${PORTS[off]}"
+start_gw all "${PORTS[all]}" "${OTLP[@]}" OTEL_TRACES_SAMPLER=parentbased_always_on
+start_gw tenth "${PORTS[tenth]}" "${OTLP[@]}" OTEL_TRACES_SAMPLER=parentbased_traceidratio \
+  OTEL_TRACES_SAMPLER_ARG=0.1
 TCK=$(getconf CLK_TCK)
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); ${DURATION}s runs, c=$CONC, body bench/chat-realistic.lua"
