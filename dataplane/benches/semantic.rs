@@ -3,11 +3,14 @@
 //! then searching) when an encoder artifact is at hand.
 //!
 //! The entries are 384-dimensional unit vectors in 500 clusters (a centre plus noise), as
-//! sentence embeddings cluster by topic; searches are near an entry's cluster. Two cases:
+//! sentence embeddings cluster by topic; searches are near an entry's cluster. Three cases:
 //! every entry in the searched partition, 100 partitions (each a graph of its own, of
-//! 1,000 entries), and 1,000 partitions of 100 entries (each scanned exactly). The encoder comes from `ROUTEIQ_BENCH_ENCODER`, a routing-model
-//! artifact with the minilm featurizer (default `/tmp/routeiq-artifacts/minilm/knn`), with
-//! ONNX Runtime at `ORT_DYLIB_PATH`.
+//! 1,000 entries), and 1,000 partitions of 100 entries (each scanned exactly). In the one
+//! partition it also counts the graph's recall of near-duplicates: an entry's vector with
+//! a little noise (cosine about 0.98 to it) must find that entry first, as a paraphrase
+//! must find its cached answer. The encoder comes from `ROUTEIQ_BENCH_ENCODER`, a
+//! routing-model artifact with the minilm featurizer (default
+//! `/tmp/routeiq-artifacts/minilm/knn`), with ONNX Runtime at `ORT_DYLIB_PATH`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -61,15 +64,20 @@ fn partition(i: usize, partitions: usize) -> [u8; 32] {
     p
 }
 
-/// An index of [`ENTRIES`] entries of `encoder` in `partitions` partitions, and how long
-/// filling it took (`None`, reported, if usearch refused an entry).
+/// Entries' keys and vectors.
+type Sample = Vec<([u8; 32], Vec<f32>)>;
+
+/// An index of [`ENTRIES`] entries of `encoder` in `partitions` partitions, how long
+/// filling it took, and every 97th entry's key and vector (`None`, reported, if usearch
+/// refused an entry).
 fn build(
     encoder: &std::sync::Arc<str>,
     partitions: usize,
     centres: &[Vec<f32>],
     rng: &mut Rng,
-) -> Option<(Index, Duration)> {
+) -> Option<(Index, Duration, Sample)> {
     let index = Index::new(ENTRIES);
+    let mut sample = Vec::new();
     let t = Instant::now();
     for i in 0..ENTRIES {
         let mut key = [0u8; 32];
@@ -80,8 +88,32 @@ fn build(
             eprintln!("{e}");
             return None;
         }
+        if i % 97 == 0 {
+            sample.push((key, v.to_vec()));
+        }
     }
-    Some((index, t.elapsed()))
+    Some((index, t.elapsed(), sample))
+}
+
+/// How many of `sample`'s entries a search finds first from a near-duplicate of their
+/// vector, of how many, and the near-duplicates' mean cosine to their entries.
+fn near_duplicate_recall(
+    index: &Index,
+    target: &[u8; 32],
+    sample: &[([u8; 32], Vec<f32>)],
+    rng: &mut Rng,
+) -> (usize, usize, f32) {
+    let mut found = 0;
+    let mut cosine = 0.0;
+    for (key, v) in sample {
+        let q = unit(v.iter().map(|x| x + 0.018 * rng.next()).collect());
+        cosine += q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
+        let best = index.search(ENCODER, target, &q, 0).ok();
+        if best.and_then(|m| m.first().map(|m| m.key)) == Some(*key) {
+            found += 1;
+        }
+    }
+    (found, sample.len(), cosine / sample.len().max(1) as f32)
 }
 
 fn encoder() -> Option<std::sync::Arc<routeiq_dataplane::routing::learned::featurize::Encoder>> {
@@ -139,7 +171,8 @@ fn benches(c: &mut Criterion) {
         .collect();
     let mut report = Vec::new();
     for partitions in [1usize, 100, 1000] {
-        let Some((index, took)) = build(&ENCODER.into(), partitions, &centres, &mut rng) else {
+        let Some((index, took, sample)) = build(&ENCODER.into(), partitions, &centres, &mut rng)
+        else {
             return;
         };
         let target = partition(0, partitions);
@@ -157,6 +190,12 @@ fn benches(c: &mut Criterion) {
             took.as_secs_f64(),
             took.as_secs_f64() * 1e6 / ENTRIES as f64
         ));
+        if partitions == 1 {
+            let (found, of, cosine) = near_duplicate_recall(&index, &target, &sample, &mut rng);
+            report.push(format!(
+                "near-duplicates (cosine {cosine:.3}) found first, {ENTRIES} entries in 1 partition: {found} of {of}"
+            ));
+        }
         c.bench_function(&format!("semantic_search_100k_{partitions}p"), |b| {
             let mut i = 0;
             b.iter(|| {
@@ -169,7 +208,7 @@ fn benches(c: &mut Criterion) {
     // The one-partition index again, under the encoder's id.
     let built = encoder
         .as_ref()
-        .and_then(|e| build(&e.id, 1, &centres, &mut rng).map(|(index, _)| (e, index)));
+        .and_then(|e| build(&e.id, 1, &centres, &mut rng).map(|(index, ..)| (e, index)));
     if let Some((encoder, index)) = built {
         // "word " is one token; [CLS] and [SEP] make two more: 128 tokens.
         let text = "word ".repeat(126);
