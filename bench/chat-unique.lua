@@ -1,7 +1,8 @@
 -- wrk script: bench/chat.lua with a prompt no other request has, so the response cache
--- never hits. `__N__` becomes the run's start time, the thread's number and the request's:
--- one gateway serves several wrk runs (bench/overhead.sh's concurrencies), and a later
--- run must not send the prompts an earlier one stored.
+-- never hits. `__N__` becomes the time the thread started, its number and the request's:
+-- one gateway serves several wrk runs (bench/overhead.sh's concurrencies, each at least
+-- one run's duration after the last), and a later run must not send the prompts an
+-- earlier one stored.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
@@ -11,7 +12,6 @@ local threads = 0
 function setup(thread)
   threads = threads + 1
   thread:set("tid", threads)
-  thread:set("run", run)
 end
 local n = 0
 request = function()

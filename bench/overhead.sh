@@ -35,8 +35,7 @@ work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 # Free ports: a gateway left over from an interrupted run would share a fixed one
 # (the listener sets SO_REUSEPORT) and answer part of the load unseen.
-NGINX_PORT=$(free_port)
-GW_PORT=$(free_port)
+read -r NGINX_PORT GW_PORT < <(free_ports 2)
 
 sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"

@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 N="${1:-308}"
 ensure_python_venv tests/e2e/requirements.txt
-SINK_PORT=18092
+# A free port: a sink left over from an interrupted run would take the spans.
+SINK_PORT=$(free_port)
 "$VENV/bin/python" bench/otlp_sink.py "$SINK_PORT" > /dev/null 2>&1 &
 sink=$!
 trap 'kill $sink 2>/dev/null || true' EXIT

@@ -25,8 +25,7 @@ cargo build --release --locked -p routeiq-dataplane >&2
 work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 # Free ports: a gateway left over from an interrupted run would share a fixed one.
-NGINX_PORT=$(free_port)
-SINK_PORT=$(free_port)
+read -r NGINX_PORT SINK_PORT OFF_PORT ALL_PORT TENTH_PORT < <(free_ports 5)
 sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
 nginx -c "$work/nginx.conf"
 sed -e "s#__PORT__#$NGINX_PORT#g" bench/config.yaml.in > "$work/config.yaml"
@@ -43,7 +42,7 @@ start_gw() { # name port [env...]
   wrk -t1 -c4 -d2s -s bench/chat.lua "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
 }
 OTLP=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT")
-declare -A PORTS=([off]=$(free_port) [all]=$(free_port) [tenth]=$(free_port))
+declare -A PORTS=([off]=$OFF_PORT [all]=$ALL_PORT [tenth]=$TENTH_PORT)
 start_gw off "${PORTS[off]}"
 start_gw all "${PORTS[all]}" "${OTLP[@]}" OTEL_TRACES_SAMPLER=parentbased_always_on
 start_gw tenth "${PORTS[tenth]}" "${OTLP[@]}" OTEL_TRACES_SAMPLER=parentbased_traceidratio \

@@ -108,9 +108,10 @@ fn near_duplicate_recall(
     for (key, v) in sample {
         let q = unit(v.iter().map(|x| x + 0.018 * rng.next()).collect());
         cosine += q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
-        let best = index.search(ENCODER, target, &q, 0).ok();
-        if best.and_then(|m| m.first().map(|m| m.key)) == Some(*key) {
-            found += 1;
+        match index.search(ENCODER, target, &q, 0) {
+            Ok(m) if m.first().map(|m| m.key) == Some(*key) => found += 1,
+            Ok(_) => {}
+            Err(e) => eprintln!("{e}"),
         }
     }
     (found, sample.len(), cosine / sample.len().max(1) as f32)

@@ -380,7 +380,8 @@ impl Index {
                 .collect(),
             Some(graph) => {
                 // The filter is a call (and a label lookup) for every node the search
-                // visits: asked for only when the nearest entries include an expired one.
+                // visits: asked for only when the nearest entries include an expired one
+                // (then the partition is searched twice).
                 let mut hits = graph.search(vector, CANDIDATES).map_err(index_err)?;
                 if hits.keys.iter().any(|label| live(label).is_none()) {
                     hits = graph
@@ -449,9 +450,10 @@ impl Part {
     }
 }
 
-/// A partition's graph. Connectivity 32 (16 misses about 1.4 % of near-duplicates at
-/// 100,000 clustered entries, 32 none, at the same search time; docs/benchmarks.md), and a
-/// search expansion of 48 for that recall: a neighbour the graph misses is a lost hit.
+/// A partition's graph. Connectivity 32 (at 100,000 clustered entries, 16 missed 1.4 % of
+/// near-duplicates and 32 missed 0.2 %, with no search time lost that the bench could
+/// show; docs/benchmarks.md), and a search expansion of 48 for that recall: a neighbour
+/// the graph misses is a lost hit.
 fn new_graph(dim: usize) -> Result<usearch::Index, IndexError> {
     usearch::Index::new(&usearch::IndexOptions {
         dimensions: dim,
