@@ -70,17 +70,17 @@ ort_dylib() {
   ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1
 }
 
-# A free TCP port on 127.0.0.1.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# N distinct free ports on one line (held together while chosen, so none repeats).
+# N distinct free TCP ports on 127.0.0.1, on one line (held together while chosen, so none repeats).
 free_ports() {
   python3 -c 'import socket, sys
 ss = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  free_ports 1
 }
 
 # Runs a command as the postgres user when we are root (initdb refuses to run as root).

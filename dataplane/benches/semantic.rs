@@ -107,7 +107,7 @@ fn near_duplicate_recall(
     let mut cosine = 0.0;
     for (key, v) in sample {
         let q = unit(v.iter().map(|x| x + 0.018 * rng.next()).collect());
-        cosine += q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
+        cosine += routeiq_dataplane::routing::learned::artifact::dot(&q, v);
         match index.search(ENCODER, target, &q, 0) {
             Ok(m) if m.first().map(|m| m.key) == Some(*key) => found += 1,
             Ok(_) => {}
