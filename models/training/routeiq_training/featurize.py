@@ -194,8 +194,12 @@ class MiniLm:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # the runtime's fused skip-and-LayerNorm kernel is slower than the two operators
+        # it replaces (docs/benchmarks.md, "Thirty-third session"); the data plane turns
+        # it off too, so both embed alike
         self.session = ort.InferenceSession(encoder_bytes, options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=["SkipLayerNormFusion"])
         self.dim = MINILM_DIM
         self.layers = layers  # informational: the encoder bytes are already cut
 
@@ -299,25 +303,11 @@ def truncate_encoder(encoder_bytes: bytes, layers: int) -> bytes:
     (old_output,) = graph.output
     target = outputs[layers - 1]
 
-    # keep the nodes the new output depends on (graph.node is topologically sorted)
-    needed, keep = {target}, []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-            for attr in node.attribute:  # subgraphs (If/Loop) read outer tensors
-                if attr.g.node:
-                    raise ValueError("encoders with subgraphs are not supported")
-    keep.reverse()
-    for node in keep:  # rename the cut tensor to the contract's output name
+    needed = _keep_needed(graph, list(graph.node), {target})
+    for node in graph.node:  # rename the cut tensor to the contract's output name
         node.output[:] = [old_output.name if o == target else o for o in node.output]
         node.input[:] = [old_output.name if i == target else i for i in node.input]
-    del graph.node[:]
-    graph.node.extend(keep)
-    initializers = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    value_info = [v for v in graph.value_info if v.name in needed and v.name != target]
+    value_info = [v for v in graph.value_info if v.name != target]
     del graph.value_info[:]
     graph.value_info.extend(value_info)
     for inp in graph.input:
@@ -329,29 +319,192 @@ def truncate_encoder(encoder_bytes: bytes, layers: int) -> bytes:
 
 
 def quantize_encoder(encoder_bytes: bytes) -> bytes:
-    """The encoder with its matrix products run in int8: ONNX Runtime's dynamic
-    quantisation, weights per output channel (7 bits), activations per call. The
+    """The encoder as artifacts carry it: each layer's attention and GELU in one fused
+    operator each (`fuse_attention`, `fuse_gelu`) and the matrix products run in int8
+    (ONNX Runtime's dynamic quantisation, weights per output channel in 7 bits,
+    activations per call). The
     package's graph stores int8 weights but dequantises them and multiplies in fp32; this
-    one is about twice as fast on one core (docs/benchmarks.md) and its embeddings keep a
-    cosine of about 0.99 to the package graph's. The graph's constant dequantisation is folded first
-    (ONNX Runtime's basic optimisations) so that the quantiser sees fp32 matrices. The
-    result is the same for the same input."""
+    one is about three times as fast on one core (docs/benchmarks.md) and its embeddings
+    keep a cosine of about 0.99 to the package graph's. The graph's constant
+    dequantisation is folded first (ONNX Runtime's basic optimisations) so that the
+    quantiser sees fp32 matrices. The result is the same for the same input."""
     import tempfile
 
+    import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
-        folded, quantized = Path(tmp) / "folded.onnx", Path(tmp) / "quantized.onnx"
+        folded, fused, quantized = (Path(tmp) / f"{n}.onnx"
+                                    for n in ("folded", "fused", "quantized"))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(folded)
         ort.InferenceSession(encoder_bytes, options, providers=["CPUExecutionProvider"])
+        model = onnx.load(folded)
+        fuse_attention(model)
+        fuse_gelu(model)
+        onnx.save(model, fused)
+        _check_same_output(folded.read_bytes(), fused.read_bytes())
         # 7-bit weights (`reduce_range`): x86 CPUs without VNNI would saturate 8-bit ones
-        # in ONNX Runtime's u8 x s8 kernels, so every data plane embeds alike.
-        quantize_dynamic(folded, quantized, weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=True)
+        # in ONNX Runtime's u8 x s8 kernels, so every data plane embeds alike. The fused
+        # attention's outputs have no type the quantiser can infer: they are fp32.
+        quantize_dynamic(fused, quantized, weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         return quantized.read_bytes()
+
+
+MINILM_HEADS = 12
+_ATTENTION_QUERY_BIAS = re.compile(r"^(.*encoder[./]layer[._]\d+[./]attention[./])"
+                                   r"self[./]query[./]bias$")
+
+
+def fuse_attention(model) -> None:
+    """Replaces, in place, each layer's attention (the exporter writes it as about 25
+    reshapes, transposes, products, a softmax and NaN guards) with ONNX Runtime's
+    `com.microsoft.MultiHeadAttention` over the same query, key and value projections;
+    the attention mask becomes its key padding mask. The output is unchanged
+    (`_check_same_output`) and takes less time (docs/benchmarks.md, "Thirty-third
+    session"). A layer is found by its query bias's name
+    (`...encoder.layer.N.attention.self.query.bias`); its output projection is the
+    product whose result is added to `...attention.output.dense.bias`."""
+    import onnx
+
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def add_with(bias: str):
+        adds = [n for n in graph.node if n.op_type == "Add" and bias in n.input]
+        if len(adds) != 1:
+            raise ValueError(f"cannot find the encoder's addition of {bias!r}")
+        return adds[0]
+
+    prefixes = [m.group(1) for t in graph.initializer
+                if (m := _ATTENTION_QUERY_BIAS.match(t.name))]
+    if not prefixes:
+        raise ValueError("cannot find the encoder's attention layers")
+    mask = "attention_mask_int32"
+    fused = {}  # output projection's output -> the attention node that feeds it
+    for i, prefix in enumerate(prefixes):
+        s = prefix[-1]  # "." or "/", as the exporter named the weights
+        q, k, v = (add_with(f"{prefix}self{s}{w}{s}bias").output[0]
+                   for w in ("query", "key", "value"))
+        dense = add_with(f"{prefix}output{s}dense{s}bias")
+        projection = next((producer[t] for t in dense.input
+                           if t in producer and producer[t].op_type == "MatMul"), None)
+        if projection is None:
+            raise ValueError(f"cannot find the output projection of {prefix!r}")
+        context = f"fused_attention_{i}"
+        fused[projection.output[0]] = onnx.helper.make_node(
+            "MultiHeadAttention", [q, k, v, "", mask], [context], name=context,
+            domain="com.microsoft", num_heads=MINILM_HEADS)
+        projection.input[0] = context
+    nodes = [onnx.helper.make_node("Cast", ["attention_mask"], [mask], name=mask,
+                                   to=onnx.TensorProto.INT32)]
+    for node in graph.node:
+        if node.output[0] in fused:
+            nodes.append(fused[node.output[0]])
+        nodes.append(node)
+    _keep_needed(graph, nodes, {o.name for o in graph.output})
+    _use_microsoft_domain(model)
+
+
+def fuse_gelu(model) -> None:
+    """Replaces, in place, each exact GELU the exporter wrote as five operators
+    (`x * 0.5 * (1 + erf(x / sqrt(2)))`) with ONNX Runtime's `com.microsoft.Gelu`, which
+    computes the same function in one pass. Anything else is left as it is."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    scalars = {t.name: float(numpy_helper.to_array(t).reshape(-1)[0])
+               for t in graph.initializer if np.prod(t.dims, dtype=np.int64) == 1}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+
+    def is_scalar(name: str, value: float) -> bool:
+        return name in scalars and abs(scalars[name] - value) < 1e-6
+
+    def sole(node, op: str):
+        """`node`'s one consumer if it is an `op`, and its other input."""
+        found = consumers.get(node.output[0], [])
+        if len(found) != 1 or found[0].op_type != op:
+            return None, None
+        others = [i for i in found[0].input if i != node.output[0]]
+        return found[0], (others[0] if len(others) == 1 else None)
+
+    replaced = {}  # each GELU's output -> the Gelu node
+    removed = set()  # outputs of the nodes it replaces
+    for erf in [n for n in graph.node if n.op_type == "Erf"]:
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not is_scalar(div.input[1], 2 ** 0.5):
+            continue
+        x = div.input[0]
+        add, one = sole(erf, "Add")
+        first, a = sole(add, "Mul") if add and is_scalar(one, 1.0) else (None, None)
+        last, b = sole(first, "Mul") if first else (None, None)
+        if last is None or not (a == x and is_scalar(b, 0.5) or
+                                b == x and is_scalar(a, 0.5)):
+            continue
+        replaced[last.output[0]] = onnx.helper.make_node(
+            "Gelu", [x], [last.output[0]], name=f"fused_gelu_{len(replaced)}",
+            domain="com.microsoft")
+        removed.update(n.output[0] for n in (div, erf, add, first, last))
+    nodes = [replaced.get(n.output[0], n) for n in graph.node
+             if n.output[0] not in removed or n.output[0] in replaced]
+    _keep_needed(graph, nodes, {o.name for o in graph.output})
+    _use_microsoft_domain(model)
+
+
+def _keep_needed(graph, nodes, needed: set[str]) -> set[str]:
+    """Makes `graph`'s nodes those of `nodes` (topologically sorted) that the tensors in
+    `needed` depend on, and drops the initializers and value infos no node reads; returns
+    the tensors read."""
+    keep = []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+            for attr in node.attribute:  # subgraphs (If/Loop) read outer tensors
+                if attr.g.node:
+                    raise ValueError("encoders with subgraphs are not supported")
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    value_info = [v for v in graph.value_info if v.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(value_info)
+    return needed
+
+
+def _use_microsoft_domain(model) -> None:
+    import onnx
+
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+
+
+def _check_same_output(before: bytes, after: bytes) -> None:
+    """Raises unless two fp32 encoder graphs give the same hidden states (to float
+    rounding) on probe inputs of 4 and 100 tokens."""
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(g, providers=["CPUExecutionProvider"])
+                for g in (before, after)]
+    for n in (4, 100):
+        ids = np.array([[101] + [1000 + 37 * i for i in range(n - 2)] + [102]])
+        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                  "token_type_ids": np.zeros_like(ids)}
+        a, b = (s.run(None, inputs)[0] for s in sessions)
+        if a.shape != b.shape or not np.allclose(a, b, atol=1e-4):
+            raise ValueError("the fused encoder's output differs from the exported graph's")
 
 
 FEATURIZERS = ("hashed-ngram", "minilm", "structure")

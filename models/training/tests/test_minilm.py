@@ -3,6 +3,8 @@ the contract (256-token truncation, no padding, mean pooling, unit norm)."""
 
 import hashlib
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,11 +135,15 @@ def test_quantised_encoder_runs_in_int8_and_keeps_the_embeddings():
     quantized = featurize.quantize_encoder(full)
     graph = onnx.load_from_string(quantized).graph
     weights = {t.name for t in graph.initializer}
-    # Six products with a weight matrix in each of the six layers; the attention's
-    # products of two activations stay in fp32.
+    # Six products with a weight matrix in each of the six layers; each layer's attention
+    # is one fused operator (fp32), so no product is left outside it.
     assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 36
-    assert not [n.name for n in graph.node
-                if n.op_type == "MatMul" and any(i in weights for i in n.input)]
+    assert sum(n.op_type == "MultiHeadAttention" for n in graph.node) == 6
+    assert sum(n.op_type == "Gelu" for n in graph.node) == 6
+    assert not [n.name for n in graph.node if n.op_type in ("Erf", "Div")]
+    assert not [n.name for n in graph.node if n.op_type == "MatMul"]
+    assert not [n.name for n in graph.node if n.op_type in ("Softmax", "Transpose", "IsNaN")]
+    assert "attention_mask" in {i for n in graph.node for i in n.input}
     assert featurize.quantize_encoder(full) == quantized, "deterministic"
     tokenizer = featurize.read_from_zip(MODEL_ZIP, "tokenizer.json")
     before = featurize.MiniLm(full, tokenizer)
@@ -146,3 +152,43 @@ def test_quantised_encoder_runs_in_int8_and_keeps_the_embeddings():
              "Explain the difference between TCP and UDP in two sentences.", "hi"]
     cos = np.sum(before(texts) * after(texts), axis=1)
     assert cos.min() > 0.98, cos
+
+
+def test_fused_operators_keep_the_exported_graphs_output():
+    import onnx
+    import onnxruntime as ort
+
+    full = ENCODER.read_bytes()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    folded_path = Path(tempfile.mkdtemp()) / "folded.onnx"
+    options.optimized_model_filepath = str(folded_path)
+    ort.InferenceSession(full, options, providers=["CPUExecutionProvider"])
+    folded = folded_path.read_bytes()
+    model = onnx.load_from_string(folded)
+    featurize.fuse_attention(model)
+    featurize.fuse_gelu(model)
+    fused = model.SerializeToString()
+    sessions = [ort.InferenceSession(g, providers=["CPUExecutionProvider"])
+                for g in (folded, fused)]
+    tokenizer = featurize.MiniLm(full, featurize.read_from_zip(MODEL_ZIP, "tokenizer.json"))
+    for text in ["hi", "What is the capital of France? " * 20]:
+        enc = tokenizer.tokenizer.encode(text)
+        inputs = {"input_ids": np.array([enc.ids]),
+                  "attention_mask": np.array([enc.attention_mask]),
+                  "token_type_ids": np.array([enc.type_ids])}
+        a, b = (s.run(None, inputs)[0] for s in sessions)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # a padded batch: the mask still hides the padding from every real token
+    ids = np.array([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    a, b = (s.run(None, inputs)[0] for s in sessions)
+    np.testing.assert_allclose(a[:, :3], b[:, :3], atol=1e-4)
+    np.testing.assert_allclose(a[0, 3], b[0, 3], atol=1e-4)
+    # a graph whose attention layers cannot be found is refused, not passed on unfused
+    broken = onnx.load_from_string(folded)
+    for t in broken.graph.initializer:
+        t.name = t.name.replace("query", "q")
+    with pytest.raises(ValueError, match="attention layers"):
+        featurize.fuse_attention(broken)

@@ -78,6 +78,12 @@ impl SessionPool {
                 .map_err(|e| LoadError::Invalid(format!("session options: {e}")))?
                 .with_inter_threads(1)
                 .map_err(|e| LoadError::Invalid(format!("session options: {e}")))?
+                // The runtime's fused skip-and-LayerNorm kernel is slower than the Add and
+                // LayerNormalization it replaces (docs/benchmarks.md, "Thirty-third
+                // session"); the training pipeline's encoder turns it off too, so both
+                // embed alike. Scoring models have no LayerNorm.
+                .with_disabled_optimizers("SkipLayerNormFusion")
+                .map_err(|e| LoadError::Invalid(format!("session options: {e}")))?
                 .commit_from_memory(bytes)
                 .map_err(onnx_err("ONNX model"))?;
             sessions.push(Mutex::new(session));
