@@ -447,8 +447,7 @@ def fuse_gelu(model) -> None:
         others = [i for i in found[0].input if i != node.output[0]]
         return found[0], (others[0] if len(others) == 1 else None)
 
-    replaced = {}  # each GELU's output -> the Gelu node
-    removed = set()  # outputs of the nodes it replaces
+    replaced = {}  # each GELU's output -> the Gelu node (the operators it replaces are pruned)
     for erf in [n for n in graph.node if n.op_type == "Erf"]:
         div = producer.get(erf.input[0])
         if div is None or div.op_type != "Div" or not is_scalar(div.input[1], 2 ** 0.5):
@@ -465,9 +464,7 @@ def fuse_gelu(model) -> None:
         replaced[last.output[0]] = onnx.helper.make_node(
             "Gelu", [x], [last.output[0]], name=f"fused_gelu_{len(replaced)}",
             domain="com.microsoft")
-        removed.update(n.output[0] for n in (div, erf, add, first, last))
-    nodes = [replaced.get(n.output[0], n) for n in graph.node
-             if n.output[0] not in removed or n.output[0] in replaced]
+    nodes = [replaced.get(n.output[0], n) for n in graph.node]
     _keep_needed(graph, nodes, {o.name for o in graph.output})
     _use_microsoft_domain(model)
 

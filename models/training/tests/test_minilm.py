@@ -134,7 +134,6 @@ def test_quantised_encoder_runs_in_int8_and_keeps_the_embeddings():
     full = ENCODER.read_bytes()
     quantized = featurize.quantize_encoder(full)
     graph = onnx.load_from_string(quantized).graph
-    weights = {t.name for t in graph.initializer}
     # Six products with a weight matrix in each of the six layers; each layer's attention
     # is one fused operator (fp32), so no product is left outside it.
     assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 36
