@@ -11,7 +11,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use routeiq_dataplane::error::ClientApi;
 use routeiq_dataplane::eventstream::Decoder;
-use routeiq_dataplane::providers::aws_auth::sign_headers;
+use routeiq_dataplane::providers::sigv4::Signer;
 use routeiq_dataplane::translate::{
     openai_to_bedrock, openai_to_cohere, openai_to_gemini, stream, ChatFormat,
 };
@@ -167,16 +167,16 @@ fn sigv4(c: &mut Criterion) {
     let body = serde_json::to_vec(&openai_to_bedrock::request(&chat_request()).unwrap_or_default())
         .unwrap_or_default();
     let host = "bedrock-runtime.us-east-1.amazonaws.com";
-    let url = format!("https://{host}/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse");
+    let path = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse";
+    let signer = Signer::new("us-east-1", "bedrock");
     c.bench_function("sigv4/sign_converse_request", |b| {
         b.iter(|| {
-            sign_headers(
+            signer.sign(
                 black_box(&creds),
-                "us-east-1",
-                "bedrock",
-                &url,
-                &[("host", host), ("content-type", "application/json")],
+                host,
+                path,
                 black_box(&body),
+                std::time::SystemTime::now(),
             )
         })
     });

@@ -1,5 +1,5 @@
-//! AWS credentials for Bedrock deployments, read the way LiteLLM reads them, and SigV4
-//! signing.
+//! AWS credentials for Bedrock deployments, read the way LiteLLM reads them (`sigv4` signs
+//! with them).
 //!
 //! A deployment's credentials come from (first match):
 //! 1. `aws_web_identity_token` with `aws_role_name`: STS `AssumeRoleWithWebIdentity`;
@@ -20,8 +20,6 @@ use std::time::{Instant, SystemTime};
 use async_trait::async_trait;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
 use routeiq_proto::Deployment;
 use sha2::{Digest, Sha256};
 
@@ -297,43 +295,6 @@ impl AwsSources {
     }
 }
 
-/// SigV4 headers (`authorization`, `x-amz-date`, and `x-amz-security-token` for session
-/// credentials) for a POST of `body` to `url`, whose other signed headers are `headers`.
-pub fn sign_headers(
-    credentials: &Credentials,
-    region: &str,
-    service: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<Vec<(&'static str, String)>, ApiError> {
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| ApiError::internal(format!("SigV4 parameters: {e}")))?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        headers.iter().copied(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| ApiError::internal(format!("SigV4 request: {e}")))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| ApiError::internal(format!("SigV4 signing: {e}")))?
-        .into_parts();
-    let (headers, _) = instructions.into_parts();
-    Ok(headers
-        .into_iter()
-        .map(|h| (h.name(), h.value().to_owned()))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,29 +340,5 @@ mod tests {
         assert!(matches!(r, Recipe::DefaultChain { .. }));
         assert!(Recipe::of(&dep(&[], &[("aws_access_key_id", "AKIA1")]), "r").is_err());
         assert!(Recipe::of(&dep(&[], &[("aws_web_identity_token", "t")]), "r").is_err());
-    }
-
-    #[test]
-    fn signing_adds_the_sigv4_headers() {
-        let c = Credentials::new("AKIDEXAMPLE", "secret", Some("session".into()), None, "t");
-        let h = sign_headers(
-            &c,
-            "us-east-1",
-            "bedrock",
-            "https://bedrock-runtime.us-east-1.amazonaws.com/model/m%3A0/converse",
-            &[
-                ("host", "bedrock-runtime.us-east-1.amazonaws.com"),
-                ("content-type", "application/json"),
-            ],
-            b"{}",
-        )
-        .unwrap();
-        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
-        let auth = get("authorization").unwrap();
-        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
-        assert!(auth.contains("/us-east-1/bedrock/aws4_request"));
-        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"));
-        assert!(get("x-amz-date").is_some());
-        assert_eq!(get("x-amz-security-token"), Some("session"));
     }
 }

@@ -10,13 +10,15 @@
 //! endpoint) or `api_base` says otherwise.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use routeiq_proto::Deployment;
 use serde_json::Value;
 
-use super::aws_auth::{sign_headers, AwsSources, CredentialSource};
+use super::aws_auth::{AwsSources, CredentialSource};
+use super::sigv4::Signer;
 use super::{exchange, target_of, Credentials, Operation, Provider, ProviderResponse};
 use crate::error::ApiError;
 use crate::state::CompiledDeployment;
@@ -32,6 +34,7 @@ const ANTHROPIC_BEDROCK_VERSION: &str = "bedrock-2023-05-31";
 pub struct BedrockAuth {
     region: String,
     credentials: Arc<CredentialSource>,
+    signer: Signer,
 }
 
 impl std::fmt::Debug for BedrockAuth {
@@ -55,6 +58,7 @@ impl BedrockAuth {
             .to_owned();
         let credentials = sources.source(d, &region, upstream)?;
         Ok(Self {
+            signer: Signer::new(&region, "bedrock"),
             region,
             credentials,
         })
@@ -181,18 +185,12 @@ impl Provider for Bedrock {
             e.message = format!("{}: {}", d.label, e.message);
             e
         })?;
-        let scheme = if target.tls { "https" } else { "http" };
-        let url = format!("{scheme}://{}{}", target.authority, req.path);
-        let signed = sign_headers(
+        let signed = auth.signer.sign(
             &creds,
-            &auth.region,
-            "bedrock",
-            &url,
-            &[
-                ("host", target.authority.as_str()),
-                ("content-type", "application/json"),
-            ],
+            &target.authority,
+            &req.path,
             &req.body,
+            SystemTime::now(),
         )?;
         req.headers.extend(signed);
         Ok(())

@@ -14,6 +14,7 @@ pub mod google_auth;
 mod mock;
 mod openai;
 pub mod refresh;
+pub mod sigv4;
 pub mod vertex;
 
 use std::collections::VecDeque;
