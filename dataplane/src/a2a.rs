@@ -329,7 +329,7 @@ pub async fn card(
             None => fetch_card(app, live, agent).await?.as_ref().clone(),
         };
         rewrite(&mut card, &public_url(session.req_header(), name));
-        Ok::<_, RpcError>(Bytes::from(card.to_string()))
+        Ok::<_, RpcError>(crate::json::bytes(&card))
     };
     let (status, body) = match answer.await {
         Ok(body) => (200, body),

@@ -180,7 +180,7 @@ impl ApiError {
             ClientApi::OpenAi => json!({ "error": error }),
             ClientApi::Anthropic => json!({ "type": "error", "error": error }),
         };
-        Bytes::from(body.to_string())
+        crate::json::bytes(&body)
     }
 }
 

@@ -83,7 +83,7 @@ impl RpcError {
         if let Some(d) = &self.data {
             error["data"] = d.clone();
         }
-        Bytes::from(json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string())
+        crate::json::bytes(&json!({"jsonrpc": "2.0", "id": id, "error": error}))
     }
 }
 
@@ -166,7 +166,7 @@ impl Message {
 
 /// The body of a successful response.
 pub fn result(id: &Value, result: Value) -> Bytes {
-    Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+    crate::json::bytes(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
 }
 
 #[cfg(test)]

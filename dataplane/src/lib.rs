@@ -17,6 +17,7 @@ pub mod error;
 pub mod eventstream;
 pub mod handlers;
 pub mod holder;
+pub mod json;
 pub mod jsonrpc;
 pub mod keymap;
 pub mod limits;

@@ -1,7 +1,9 @@
 //! Server-sent events: an incremental parser for upstream streams and an encoder for the
 //! client side.
 
-use bytes::{Bytes, BytesMut};
+use std::io::Write;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// One event. `data` holds the joined `data:` lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,27 @@ pub fn data(json: &str) -> Bytes {
     b.extend_from_slice(json.as_bytes());
     b.extend_from_slice(b"\n\n");
     b.freeze()
+}
+
+/// `data: <v>\n\n`, `v` written as compact JSON.
+pub fn data_json(v: &serde_json::Value) -> Bytes {
+    let mut w = BytesMut::with_capacity(128).writer();
+    let _ = w.write_all(b"data: ");
+    // A `Value` always serialises, and writing to a `BytesMut` cannot fail.
+    let _ = serde_json::to_writer(&mut w, v);
+    let _ = w.write_all(b"\n\n");
+    w.into_inner().freeze()
+}
+
+/// `event: <name>\ndata: <v>\n\n`, `v` written as compact JSON.
+pub fn named_json(name: &str, v: &serde_json::Value) -> Bytes {
+    let mut w = BytesMut::with_capacity(name.len() + 144).writer();
+    let _ = w.write_all(b"event: ");
+    let _ = w.write_all(name.as_bytes());
+    let _ = w.write_all(b"\ndata: ");
+    let _ = serde_json::to_writer(&mut w, v);
+    let _ = w.write_all(b"\n\n");
+    w.into_inner().freeze()
 }
 
 /// `event: <name>\ndata: <json>\n\n`

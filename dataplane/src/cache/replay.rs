@@ -34,7 +34,7 @@ pub fn full_from_stream(api: Api, events: &[Bytes]) -> Option<Bytes> {
         Api::Messages => anthropic_full(events)?,
         Api::Responses => responses_full(events)?,
     };
-    Some(Bytes::from(v.to_string()))
+    Some(crate::json::bytes(&v))
 }
 
 /// A stored response as a stream in `api`. `include_usage`: an OpenAI chat client's
@@ -127,7 +127,7 @@ pub fn without_cost(event: &Bytes) -> Bytes {
     match v.get_mut("usage").and_then(Value::as_object_mut) {
         Some(u) if u.contains_key("cost") => {
             u.insert("cost".into(), json!(0.0));
-            sse::data(&v.to_string())
+            sse::data_json(&v)
         }
         _ => event.clone(),
     }
@@ -374,7 +374,7 @@ fn openai_stream(v: &Value, include_usage: bool) -> Option<Vec<Bytes>> {
         if let Some(u) = usage {
             c.insert("usage".into(), u.clone());
         }
-        sse::data(&Value::Object(c).to_string())
+        sse::data_json(&Value::Object(c))
     };
     let mut out = Vec::new();
     for c in v.get("choices")?.as_array()? {
@@ -416,7 +416,7 @@ fn openai_stream(v: &Value, include_usage: bool) -> Option<Vec<Bytes>> {
 }
 
 fn anthropic_stream(v: &Value) -> Option<Vec<Bytes>> {
-    let named = |name: &str, data: Value| sse::named(name, &data.to_string());
+    let named = |name: &str, data: Value| sse::named_json(name, &data);
     let mut start = v.as_object()?.clone();
     let blocks = start.insert("content".into(), json!([]))?;
     let stop_reason = start.insert("stop_reason".into(), Value::Null);
@@ -590,7 +590,7 @@ pub fn reissue_full(body: Bytes, id: &str, echo: &Map<String, Value>) -> Bytes {
     };
     r.insert("id".into(), id.into());
     reissue(&mut v, echo);
-    Bytes::from(v.to_string())
+    crate::json::bytes(&v)
 }
 
 /// A stored Responses stream re-issued under response id `id`: the id replaced in every
@@ -616,8 +616,8 @@ pub fn reissue_stream(events: Vec<Bytes>, id: &str, echo: &Map<String, Value>) -
             response["id"] = id.into();
             reissue(response, echo);
             match name {
-                Some(name) => sse::named(&name, &v.to_string()),
-                None => sse::data(&v.to_string()),
+                Some(name) => sse::named_json(&name, &v),
+                None => sse::data_json(&v),
             }
         })
         .collect()
@@ -663,7 +663,7 @@ fn responses_stream(v: &Value) -> Option<Vec<Bytes>> {
     let mut push = |kind: &str, mut data: Value| {
         data["type"] = kind.into();
         data["sequence_number"] = out.len().into();
-        out.push(sse::named(kind, &data.to_string()));
+        out.push(sse::named_json(kind, &data));
     };
     push("response.created", json!({"response": start}));
     push("response.in_progress", json!({"response": start}));
@@ -815,7 +815,7 @@ mod tests {
             json!({"id": "c", "created": 2, "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":2}"}}]}, "finish_reason": "tool_calls"}]}),
         ]
         .iter()
-        .map(|v| sse::data(&v.to_string()))
+        .map(sse::data_json)
         .chain([Bytes::from_static(sse::DONE)])
         .collect();
         let v: Value =
@@ -833,7 +833,7 @@ mod tests {
 
     #[test]
     fn only_closed_streams_without_errors_count_as_answers() {
-        let chunk = |v: Value| sse::data(&v.to_string());
+        let chunk = |v: Value| sse::data_json(&v);
         let done = Bytes::from_static(sse::DONE);
         let finished = vec![
             chunk(

@@ -385,5 +385,5 @@ pub(super) fn openai_answer(
 }
 
 fn to_bytes(v: &Value) -> Bytes {
-    Bytes::from(v.to_string())
+    crate::json::bytes(v)
 }

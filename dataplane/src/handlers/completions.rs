@@ -100,7 +100,7 @@ pub async fn create(
             } else {
                 let (chat, usage) = super::chat::openai_answer(d.format, &out, &model)?;
                 ctx.usage = usage;
-                Bytes::from(chat_to_completions::response(&chat).to_string())
+                crate::json::bytes(&chat_to_completions::response(&chat))
             };
             if let Some(a) = &mut ctx.attempt_span {
                 a.read_body(&out);

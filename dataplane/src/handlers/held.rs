@@ -251,7 +251,7 @@ pub fn rewrite(body: &[u8], held: &Held, fields: &[(&str, &str)]) -> Bytes {
         }
         _ => one(&mut v),
     }
-    Bytes::from(v.to_string())
+    crate::json::bytes(&v)
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ pub async fn readiness(
         "models": live.model_names.len(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    respond::json(session, ctx, &[], Bytes::from(body.to_string()))
+    respond::json(session, ctx, &[], crate::json::bytes(&body))
         .await
         .map_err(write_failed)
 }

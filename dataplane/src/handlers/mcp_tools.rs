@@ -494,8 +494,7 @@ async fn finish(
             }
             let mut headers = super::response_headers(ctx, d);
             headers.extend(super::cost_header(ctx));
-            if let Err(e) = respond::json(session, ctx, &headers, Bytes::from(v.to_string())).await
-            {
+            if let Err(e) = respond::json(session, ctx, &headers, crate::json::bytes(&v)).await {
                 tracing::debug!(error = %e, "client went away");
             }
         }
@@ -510,7 +509,7 @@ async fn finish(
                 let mut chunk = answered.last_chunk;
                 chunk["choices"] = json!([]);
                 chunk["usage"] = u;
-                events.push(sse::data(&chunk.to_string()));
+                events.push(sse::data_json(&chunk));
             }
             events.push(sse::data("[DONE]"));
             out.write(session, ctx, d, &mut events).await;
@@ -665,7 +664,7 @@ impl Reading {
             if self.separate && !t.is_empty() {
                 self.separate = false;
                 choice["delta"]["content"] = json!(format!("{SEPARATOR}{t}"));
-                raw = sse::data(&v.to_string());
+                raw = sse::data_json(&v);
                 return self.take_parsed(v, raw);
             }
         }

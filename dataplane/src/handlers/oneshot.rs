@@ -113,7 +113,7 @@ impl Kind {
         if self == Self::Rerank && d.deployment.provider == ProviderKind::Bedrock {
             let arn = crate::providers::bedrock::rerank_model_arn(d)?;
             let body = openai_to_bedrock::rerank_request(&req.to_map()?, &arn);
-            return Ok(Bytes::from(body.to_string()));
+            return Ok(crate::json::bytes(&body));
         }
         if self != Self::Embeddings {
             return req.with("model", &model);
@@ -129,7 +129,7 @@ impl Kind {
             ProviderKind::Cohere => openai_to_cohere::embeddings_request(&req.to_map()?, model)?,
             _ => return req.with("model", &model),
         };
-        Ok(Bytes::from(translated.to_string()))
+        Ok(crate::json::bytes(&translated))
     }
 
     /// The client's answer and the request's usage, from the provider's answer. The
@@ -158,7 +158,7 @@ impl Kind {
             _ => None,
         };
         if let Some((v, u)) = translated {
-            return Ok((Bytes::from(v.to_string()), u));
+            return Ok((crate::json::bytes(&v), u));
         }
         // The provider's own answer, passed on; its usage read on the side.
         let usage = match self {

@@ -175,7 +175,7 @@ pub async fn create(
                 keep.conversations.put(&keep.id, json).await;
             }
             headers.extend(super::cost_header(ctx));
-            let out = Bytes::from(response.to_string());
+            let out = crate::json::bytes(&response);
             cached::keep_full(app, ctx, cache.as_ref(), &out);
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");
@@ -568,7 +568,7 @@ pub async fn get(
         return at_provider(app, live, session, ctx, Method::GET, h, "").await;
     }
     let stored = held(app, ctx, id).await?;
-    let out = Bytes::from(stored.response.to_string());
+    let out = crate::json::bytes(&stored.response);
     if let Err(e) = respond::json(session, ctx, &[], out).await {
         tracing::debug!(error = %e, "client went away");
     }
@@ -589,7 +589,7 @@ pub async fn delete(
     held(app, ctx, id).await?;
     app.conversations.delete(id).await;
     let out = json!({"id": id, "object": "response", "deleted": true});
-    if let Err(e) = respond::json(session, ctx, &[], Bytes::from(out.to_string())).await {
+    if let Err(e) = respond::json(session, ctx, &[], crate::json::bytes(&out)).await {
         tracing::debug!(error = %e, "client went away");
     }
     Ok(())
@@ -622,7 +622,7 @@ pub async fn input_items_of(
         "last_id": items.last().and_then(|i| i.get("id")),
         "has_more": false,
     });
-    if let Err(e) = respond::json(session, ctx, &[], Bytes::from(out.to_string())).await {
+    if let Err(e) = respond::json(session, ctx, &[], crate::json::bytes(&out)).await {
         tracing::debug!(error = %e, "client went away");
     }
     Ok(())

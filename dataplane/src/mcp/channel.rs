@@ -73,7 +73,7 @@ impl Outbound {
                     method: http::Method::POST,
                     path: path.clone(),
                     headers,
-                    body: Bytes::from(message.to_string()),
+                    body: crate::json::bytes(message),
                 };
                 let mut ex = upstream
                     .send(target, req, None, Arc::clone(who))

@@ -569,7 +569,7 @@ impl<'a> Client<'a> {
                 headers.push(("mcp-session-id", id.clone()));
             }
         }
-        let body = Bytes::from(body.to_string());
+        let body = crate::json::bytes(&body);
         let io = async {
             let mut ex = self
                 .send_http(

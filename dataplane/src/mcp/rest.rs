@@ -50,7 +50,7 @@ pub async fn list(
     let tools = list_tools(&client, &scope, &access)
         .await
         .map_err(rest_error)?;
-    let body = Bytes::from(json!({"tools": tools}).to_string());
+    let body = crate::json::bytes(&json!({"tools": tools}));
     respond::json(session, ctx, &[], body)
         .await
         .map_err(|e| ApiError::internal(format!("writing the tools: {e}")))
@@ -77,7 +77,7 @@ pub async fn call(
         .await
         .map_err(rest_error)?;
     charge.bill(ctx);
-    respond::json(session, ctx, &[], Bytes::from(result.to_string()))
+    respond::json(session, ctx, &[], crate::json::bytes(&result))
         .await
         .map_err(|e| ApiError::internal(format!("writing the result: {e}")))
 }
@@ -139,14 +139,9 @@ pub async fn health(
         }
     }))
     .await;
-    respond::json(
-        session,
-        ctx,
-        &[],
-        Bytes::from(Value::from(checks).to_string()),
-    )
-    .await
-    .map_err(|e| ApiError::internal(format!("writing the health: {e}")))
+    respond::json(session, ctx, &[], crate::json::bytes(&Value::from(checks)))
+        .await
+        .map_err(|e| ApiError::internal(format!("writing the health: {e}")))
 }
 
 /// The value of `name` in a query string, percent-decoded.

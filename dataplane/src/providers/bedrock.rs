@@ -252,7 +252,7 @@ fn anthropic_body(body: &Bytes) -> Result<Bytes, ApiError> {
         "anthropic_version".into(),
         Value::String(ANTHROPIC_BEDROCK_VERSION.to_owned()),
     );
-    Ok(Bytes::from(Value::Object(v).to_string()))
+    Ok(crate::json::bytes(&Value::Object(v)))
 }
 
 /// The Bedrock model id of an embeddings deployment.

@@ -67,10 +67,10 @@ impl Provider for Mock {
             .map_err(|e| ApiError::bad_request(format!("request body is not JSON: {e}")))?;
         let chunks = match op {
             Operation::Chat { stream: false, .. } => {
-                VecDeque::from([Bytes::from(chat(d, &req).to_string())])
+                VecDeque::from([crate::json::bytes(&chat(d, &req))])
             }
             Operation::Chat { stream: true, .. } => chat_stream(d, &req),
-            Operation::Embeddings => VecDeque::from([Bytes::from(embeddings(&req)?.to_string())]),
+            Operation::Embeddings => VecDeque::from([crate::json::bytes(&embeddings(&req)?)]),
             Operation::Rerank
             | Operation::Moderations
             | Operation::Responses { .. }
@@ -161,7 +161,7 @@ fn chat_stream(d: &CompiledDeployment, req: &Value) -> VecDeque<Bytes> {
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
-        sse::data(&c.to_string())
+        sse::data_json(&c)
     };
     let mut out = VecDeque::new();
     out.push_back(chunk(json!({"role": "assistant", "content": ""}), None));
@@ -179,7 +179,7 @@ fn chat_stream(d: &CompiledDeployment, req: &Value) -> VecDeque<Bytes> {
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
         });
-        out.push_back(sse::data(&u.to_string()));
+        out.push_back(sse::data_json(&u));
     }
     out.push_back(Bytes::from_static(sse::DONE));
     out

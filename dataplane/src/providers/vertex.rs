@@ -197,5 +197,5 @@ fn anthropic_body(body: &Bytes) -> Result<Bytes, ApiError> {
         "anthropic_version".into(),
         Value::String(ANTHROPIC_VERTEX_VERSION.to_owned()),
     );
-    Ok(Bytes::from(Value::Object(v).to_string()))
+    Ok(crate::json::bytes(&Value::Object(v)))
 }

@@ -99,7 +99,7 @@ impl StreamConverter for ChunksToCompletions {
         if let Some(u) = usage {
             m.insert("usage".into(), u.clone());
         }
-        out.push(sse::data(&Value::Object(m).to_string()));
+        out.push(sse::data_json(&Value::Object(m)));
     }
 
     fn finish(&mut self, _out: &mut Vec<Bytes>) {}

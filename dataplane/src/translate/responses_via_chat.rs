@@ -576,7 +576,7 @@ impl ChunksToResponses {
         data["type"] = json!(kind);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        out.push(sse::named(kind, &data.to_string()));
+        out.push(sse::named_json(kind, &data));
     }
 
     fn start(&mut self, out: &mut Vec<Bytes>) {

@@ -181,7 +181,7 @@ impl GeminiToOpenAi {
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
-        sse::data(&c.to_string())
+        sse::data_json(&c)
     }
 }
 
@@ -247,7 +247,7 @@ impl StreamConverter for GeminiToOpenAi {
                 "model": self.model, "choices": [],
                 "usage": with_cost(openai_usage(u), &u, &self.prices),
             });
-            out.push(sse::data(&c.to_string()));
+            out.push(sse::data_json(&c));
         }
         out.push(Bytes::from_static(sse::DONE));
     }
@@ -302,7 +302,7 @@ impl StreamConverter for OpenAiPassthrough {
                     }
                     let usage = v["usage"].take();
                     v["usage"] = with_cost(usage, &u, &self.prices);
-                    out.push(sse::data(&v.to_string()));
+                    out.push(sse::data_json(&v));
                     return;
                 }
             }
@@ -362,7 +362,7 @@ impl StreamConverter for ResponsesPassthrough {
         if let Some(Value::String(id)) = v.pointer_mut("/response/id") {
             *id = (self.ids)(id);
         }
-        out.push(sse::named(kind, &v.to_string()));
+        out.push(sse::named_json(kind, &v));
     }
     fn finish(&mut self, _out: &mut Vec<Bytes>) {}
     fn usage(&self) -> Option<Usage> {
@@ -449,7 +449,7 @@ impl AnthropicToOpenAi {
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
-        sse::data(&c.to_string())
+        sse::data_json(&c)
     }
 }
 
@@ -567,7 +567,7 @@ impl StreamConverter for AnthropicToOpenAi {
                 "model": self.model, "choices": [],
                 "usage": with_cost(openai_usage(self.usage), &self.usage, &self.prices),
             });
-            out.push(sse::data(&c.to_string()));
+            out.push(sse::data_json(&c));
         }
         out.push(Bytes::from_static(sse::DONE));
     }
@@ -601,7 +601,7 @@ impl BedrockToOpenAi {
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
-        sse::data(&c.to_string())
+        sse::data_json(&c)
     }
 
     fn start(&mut self, out: &mut Vec<Bytes>) {
@@ -701,7 +701,7 @@ impl StreamConverter for BedrockToOpenAi {
                 "model": self.model, "choices": [],
                 "usage": with_cost(openai_usage(u), &u, &self.prices),
             });
-            out.push(sse::data(&c.to_string()));
+            out.push(sse::data_json(&c));
         }
         out.push(Bytes::from_static(sse::DONE));
     }
@@ -735,7 +735,7 @@ impl CohereToOpenAi {
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
-        sse::data(&c.to_string())
+        sse::data_json(&c)
     }
 }
 
@@ -837,7 +837,7 @@ impl StreamConverter for CohereToOpenAi {
                 "model": self.model, "choices": [],
                 "usage": with_cost(openai_usage(u), &u, &self.prices),
             });
-            out.push(sse::data(&c.to_string()));
+            out.push(sse::data_json(&c));
         }
         out.push(Bytes::from_static(sse::DONE));
     }
@@ -881,15 +881,15 @@ impl OpenAiToAnthropic {
             "content": [], "stop_reason": null, "stop_sequence": null,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }});
-        out.push(sse::named("message_start", &msg.to_string()));
+        out.push(sse::named_json("message_start", &msg));
     }
 
     fn close_block(&mut self, out: &mut Vec<Bytes>) {
         if self.block != Block::None {
             let idx = self.next_index - 1;
-            out.push(sse::named(
+            out.push(sse::named_json(
                 "content_block_stop",
-                &json!({"type": "content_block_stop", "index": idx}).to_string(),
+                &json!({"type": "content_block_stop", "index": idx}),
             ));
             self.block = Block::None;
         }
@@ -900,18 +900,17 @@ impl OpenAiToAnthropic {
         let idx = self.next_index;
         self.next_index += 1;
         self.block = kind;
-        out.push(sse::named(
+        out.push(sse::named_json(
             "content_block_start",
-            &json!({"type": "content_block_start", "index": idx, "content_block": block})
-                .to_string(),
+            &json!({"type": "content_block_start", "index": idx, "content_block": block}),
         ));
         idx
     }
 
     fn delta(idx: u64, delta: Value) -> Bytes {
-        sse::named(
+        sse::named_json(
             "content_block_delta",
-            &json!({"type": "content_block_delta", "index": idx, "delta": delta}).to_string(),
+            &json!({"type": "content_block_delta", "index": idx, "delta": delta}),
         )
     }
 }
@@ -1006,7 +1005,7 @@ impl StreamConverter for OpenAiToAnthropic {
         let delta = json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
             "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}});
-        out.push(sse::named("message_delta", &delta.to_string()));
+        out.push(sse::named_json("message_delta", &delta));
         out.push(sse::named("message_stop", r#"{"type":"message_stop"}"#));
     }
 
