@@ -153,6 +153,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_events_are_the_texts_events() {
+        let v = serde_json::json!({"choices": [{"delta": {"content": "é \"q\"\n"}}], "n": 1.5});
+        assert_eq!(data_json(&v), data(&v.to_string()));
+        assert_eq!(
+            named_json("message_delta", &v),
+            named("message_delta", &v.to_string())
+        );
+    }
+
+    #[test]
     fn events_split_across_chunks() {
         let mut p = Parser::default();
         assert!(p.feed(b"data: {\"a\"").unwrap().is_empty());

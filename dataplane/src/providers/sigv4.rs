@@ -1,8 +1,8 @@
 //! AWS Signature Version 4 for Bedrock's requests, in headers.
 //!
-//! Every Bedrock request the data plane sends has one shape: a `POST` of a JSON body, no
-//! query, and `content-type`, `host`, `x-amz-date` (and `x-amz-security-token` with session
-//! credentials) signed. So the canonical request is written straight from those parts, and
+//! Every Bedrock request the data plane sends has one shape: a `POST` of a JSON body (with a
+//! query only on a pass-through route, when the client sent one), and `content-type`,
+//! `host`, `x-amz-date` (and `x-amz-security-token` with session credentials) signed. So the canonical request is written straight from those parts, and
 //! the signing key, which depends only on the secret, the day, the region and the service,
 //! is derived once a day instead of once a request (four HMACs). The key derivation and the
 //! signature are `aws-sigv4`'s own functions; a test signs the same requests with
@@ -19,14 +19,15 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
-/// What the canonical URI leaves as it is: RFC 3986's unreserved characters and `/`
-/// (a path's `%` is encoded again: AWS services other than S3 sign the path encoded twice).
-const PATH: &AsciiSet = &NON_ALPHANUMERIC
+/// What the canonical query leaves as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
+    .remove(b'~');
+/// What the canonical URI leaves as it is: the unreserved characters and `/` (a path's `%`
+/// is encoded again: AWS services other than S3 sign the path encoded twice).
+const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
 
 /// The signed headers, in the canonical (sorted) order.
 const SIGNED: &str = "content-type;host;x-amz-date";
@@ -67,8 +68,9 @@ impl Signer {
     }
 
     /// The SigV4 headers (`x-amz-date`, `authorization`, and `x-amz-security-token` for
-    /// session credentials) of a `POST` of the JSON `body` to `path` at `host` (the request's
-    /// authority, port included when it has one), signed at `now`.
+    /// session credentials) of a `POST` of the JSON `body` to `path` (with its query, if
+    /// any) at `host` (the request's authority, port included when it has one), signed at
+    /// `now`.
     pub fn sign(
         &self,
         credentials: &Credentials,
@@ -91,9 +93,12 @@ impl Signer {
         let date = &date_time[..8];
 
         let mut canonical = String::with_capacity(256 + path.len() + token.map_or(0, str::len));
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         canonical.push_str("POST\n");
         canonical_uri(path, &mut canonical);
-        canonical.push_str("\n\ncontent-type:application/json\nhost:");
+        canonical.push('\n');
+        canonical_query(query, &mut canonical);
+        canonical.push_str("\ncontent-type:application/json\nhost:");
         canonical.push_str(host);
         canonical.push_str("\nx-amz-date:");
         canonical.push_str(&date_time);
@@ -198,6 +203,27 @@ fn canonical_uri(path: &str, out: &mut String) {
         || path.is_empty();
     if segments.is_empty() || slash_ended {
         out.push('/');
+    }
+}
+
+/// The query as SigV4 signs it: its parameters decoded, each name and value encoded again
+/// (all but the unreserved characters), sorted, and joined as `name=value` by `&`.
+fn canonical_query(query: &str, out: &mut String) {
+    if query.is_empty() {
+        return;
+    }
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string();
+    let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (encode(&k), encode(&v)))
+        .collect();
+    params.sort();
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
     }
 }
 
@@ -324,6 +350,12 @@ mod tests {
             "//",
             "/x~y_z-1.2/%7E%20(a)!*'$&+,;=:@",
             "/model/m",
+            "",
+            // Pass-through routes forward the client's query.
+            "/model/m/converse?b=2&a=1&a=0",
+            "/model/m/invoke?x=%20y&x=a+b&empty=&flag&k=v/w:z~%7E",
+            "/model/m/invoke?",
+            "/model/m/invoke?%E2%82%AC=%C3%A9&sp%20ace=1",
         ];
         let hosts = [
             "bedrock-runtime.us-east-1.amazonaws.com",
@@ -349,15 +381,18 @@ mod tests {
             x ^= x << 17;
             times.push(x % 8_000_000_000);
         }
+        // One signer per region, kept across requests: its key is reused or replaced as the
+        // dates and credentials change.
+        let regions = ["us-east-1", "eu-west-3", "ap-southeast-2"];
+        let signers = regions.map(|r| Signer::new(r, "bedrock"));
         for (i, &t) in times.iter().enumerate() {
             let c = if i % 2 == 0 { &with_token } else { &without };
-            let region = ["us-east-1", "eu-west-3", "ap-southeast-2"][i % 3];
-            let signer = Signer::new(region, "bedrock");
+            let (region, signer) = (regions[i % 3], &signers[i % 3]);
             let path = paths[i % paths.len()];
-            let host = hosts[i % hosts.len()];
-            let body = bodies[i % bodies.len()];
+            let host = hosts[i / 3 % hosts.len()];
+            let body = bodies[i / 9 % bodies.len()];
             assert_eq!(
-                ours(&signer, c, host, path, body, at(t)),
+                ours(signer, c, host, path, body, at(t)),
                 reference(c, region, host, path, body, at(t)),
                 "time {t}, path {path}"
             );
