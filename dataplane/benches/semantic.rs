@@ -10,9 +10,7 @@
 //! a little noise (cosine about 0.98 to it) must find that entry first, as a paraphrase
 //! must find its cached answer. The encoder comes from `ROUTEIQ_BENCH_ENCODER`, a
 //! routing-model artifact with the minilm featurizer (default
-//! `/tmp/routeiq-artifacts/minilm/knn`), with ONNX Runtime at `ORT_DYLIB_PATH`; the lookup
-//! is measured with one thread an embedding (the default) and with two
-//! (`--encoder-threads 2`), alternated.
+//! `/tmp/routeiq-artifacts/minilm/knn`), with ONNX Runtime at `ORT_DYLIB_PATH`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -20,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use routeiq_dataplane::cache::semantic::{Index, Origin};
-use routeiq_dataplane::routing::learned::featurize::Encoder;
 use routeiq_dataplane::state::{Lasting, LiveState, SemanticEmbedder};
 use routeiq_proto::{CacheSettings, EncoderSource, SemanticSettings, Snapshot};
 
@@ -120,24 +117,11 @@ fn near_duplicate_recall(
     (found, sample.len(), cosine / sample.len().max(1) as f32)
 }
 
-fn encoder_dir() -> PathBuf {
-    std::env::var_os("ROUTEIQ_BENCH_ENCODER").map_or_else(
+fn encoder() -> Option<std::sync::Arc<routeiq_dataplane::routing::learned::featurize::Encoder>> {
+    let dir = std::env::var_os("ROUTEIQ_BENCH_ENCODER").map_or_else(
         || PathBuf::from("/tmp/routeiq-artifacts/minilm/knn"),
         PathBuf::from,
-    )
-}
-
-/// The same encoder's files loaded again, each embedding on `threads` threads
-/// (`--encoder-threads`), under `id` (the index's entries are the loaded encoder's).
-fn encoder_on(threads: usize, id: &str) -> Option<Encoder> {
-    let dir = encoder_dir();
-    let model = std::fs::read(dir.join("encoder.onnx")).ok()?;
-    let tokenizer = std::fs::read(dir.join("tokenizer.json")).ok()?;
-    Encoder::new(&model, &tokenizer, 256, 384, id.to_owned(), threads).ok()
-}
-
-fn encoder() -> Option<std::sync::Arc<Encoder>> {
-    let dir = encoder_dir();
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -230,35 +214,23 @@ fn benches(c: &mut Criterion) {
         // "word " is one token; [CLS] and [SEP] make two more: 128 tokens.
         let text = "word ".repeat(126);
         let target = partition(0, 1);
-        // The loaded encoder (one thread an embedding, the default) and the same files on
-        // two threads, alternated every 10 lookups so both see the machine alike.
-        let two = encoder_on(2, &encoder.id);
-        let encoders: Vec<(&str, &Encoder)> = std::iter::once(("1 thread", &**encoder))
-            .chain(two.as_ref().map(|e| ("2 threads", e)))
-            .collect();
-        let mut samples = vec![Vec::new(); encoders.len()];
-        let mut n = 0;
-        for _round in 0..6 {
-            for (k, (_, e)) in encoders.iter().enumerate() {
-                for _ in 0..10 {
-                    n += 1;
-                    let t = Instant::now();
-                    // A fresh text each time: the encoder's own cache must not answer.
-                    if let Ok(v) = e.embed_now(&format!("{text}{n}")) {
-                        black_box(index.search(&encoder.id, &target, &v, 0).ok());
-                    }
-                    samples[k].push(t.elapsed().as_nanos() as u64);
+        let samples = (0..60)
+            .map(|i| {
+                let t = Instant::now();
+                // A fresh text each time: the encoder's own cache must not answer.
+                let v = encoder.embed_now(&format!("{text}{i}")).ok();
+                if let Some(v) = v {
+                    black_box(index.search(&encoder.id, &target, &v, 0).ok());
                 }
-            }
-        }
-        for ((label, _), samples) in encoders.iter().zip(samples) {
-            let (p50, p99) = percentiles(samples);
-            report.push(format!(
-                "lookup, embedding 128 tokens ({label}) + search at {ENTRIES}: p50 {:.2} ms, p99 {:.2} ms",
-                p50 / 1e3,
-                p99 / 1e3
-            ));
-        }
+                t.elapsed().as_nanos() as u64
+            })
+            .collect();
+        let (p50, p99) = percentiles(samples);
+        report.push(format!(
+            "lookup, embedding 128 tokens + search at {ENTRIES}: p50 {:.2} ms, p99 {:.2} ms",
+            p50 / 1e3,
+            p99 / 1e3
+        ));
     }
     println!("\nsingle-call percentiles:");
     for line in report {

@@ -52,12 +52,6 @@ struct Args {
     /// Worker threads (default: one per CPU).
     #[arg(long, env = "ROUTEIQ_THREADS")]
     threads: Option<usize>,
-    /// ONNX Runtime threads per sentence-encoder embedding (the semantic cache's and the
-    /// MiniLM routers'). Each of an encoder's min(cores, 4) sessions runs a call on this many:
-    /// more cut an embedding's latency where cores are spare, at some cost in throughput.
-    #[arg(long, env = "ROUTEIQ_ENCODER_THREADS", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=64))]
-    encoder_threads: u16,
     /// Share rate limits and deployment health with the other data planes through this
     /// Redis (`redis://[:password@]host:port[/db]`); standalone, the config's
     /// `router_settings.redis_host` (`redis_port`, `redis_password`) is used when this is
@@ -110,9 +104,6 @@ fn main() -> ExitCode {
     routeiq_service::tls::install_crypto_provider();
     routeiq_service::init_logging("info,pingora=warn");
     let args = Args::parse();
-    routeiq_dataplane::routing::learned::featurize::set_encoder_threads(
-        args.encoder_threads.into(),
-    );
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

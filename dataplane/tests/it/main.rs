@@ -171,32 +171,3 @@ fn a_tampered_artifact_is_refused() {
     let err = Files::verified(&manifest, files).err().unwrap().to_string();
     assert!(err.contains("missing"), "{err}");
 }
-
-/// An encoder running each embedding on two threads embeds as the single-threaded one does
-/// (`--encoder-threads`): the same vectors, to float summation order, for short, long and
-/// cut-off texts.
-#[test]
-fn an_encoder_on_two_threads_embeds_alike() {
-    let dir = artifacts().join("knn-minilm");
-    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-    let (model, tokenizer) = (read("encoder.onnx"), read("tokenizer.json"));
-    let encoder = |threads| {
-        featurize::Encoder::new(&model, &tokenizer, 256, 384, "t".into(), threads).unwrap()
-    };
-    let (one, two) = (encoder(1), encoder(2));
-    let long = "How do the tides depend on the moon and the sun? ".repeat(40);
-    for text in ["hi", "What is the capital of France?", long.as_str()] {
-        let (a, b) = (one.embed_now(text).unwrap(), two.embed_now(text).unwrap());
-        assert_eq!(a.len(), 384);
-        let cos: f32 = a.iter().zip(b.iter()).map(|(x, y)| x * y).sum();
-        let far = a
-            .iter()
-            .zip(b.iter())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(
-            cos > 0.99999 && far < TOLERANCE,
-            "{text:.20}: cos {cos}, max diff {far}"
-        );
-    }
-}

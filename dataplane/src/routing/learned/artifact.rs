@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::featurize::{encoder_threads, Encoder, HashedNgram, STRUCTURE_DIM};
+use super::featurize::{Encoder, HashedNgram, STRUCTURE_DIM};
 use super::onnx::SessionPool;
 use super::operating::{Calibration, CalibrationSpec, Operating, OperatingSpec};
 use super::LoadError;
@@ -123,7 +123,6 @@ impl Featurizer {
                 *max_tokens,
                 *dim,
                 encoder_id(manifest, *max_tokens),
-                encoder_threads(),
             )?)),
             FeaturizerSpec::Structure { version: 1, dim } if *dim == STRUCTURE_DIM => {
                 Self::Structure
@@ -495,7 +494,7 @@ impl Model {
                         "score_columns names a candidate that does not exist".into(),
                     ));
                 }
-                let sessions = SessionPool::new(files.get("model.onnx")?, 2, 1)?;
+                let sessions = SessionPool::new(files.get("model.onnx")?, 2)?;
                 Scorer::Onnx { sessions, columns }
             }
             "mf" => {

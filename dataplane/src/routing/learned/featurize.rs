@@ -217,14 +217,12 @@ impl std::fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// An encoder running each embedding on `threads` threads (see [`set_encoder_threads`]).
     pub fn new(
         model: &[u8],
         tokenizer: &[u8],
         max_tokens: usize,
         dim: usize,
         id: String,
-        threads: usize,
     ) -> Result<Self, LoadError> {
         let mut tokenizer = Tokenizer::from_bytes(tokenizer)
             .map_err(|e| LoadError::Invalid(format!("tokenizer.json: {e}")))?;
@@ -235,7 +233,7 @@ impl Encoder {
                 ..Default::default()
             }))
             .map_err(|e| LoadError::Invalid(format!("tokenizer truncation: {e}")))?;
-        let sessions = SessionPool::new(model, encoder_sessions(), threads)?;
+        let sessions = SessionPool::new(model, encoder_sessions())?;
         let permits = Arc::new(tokio::sync::Semaphore::new(sessions.size()));
         Ok(Self {
             tokenizer,
@@ -372,21 +370,6 @@ impl Encoder {
 /// Sessions (and concurrent embeddings) per encoder: the cores, at most 4.
 fn encoder_sessions() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-}
-
-/// ONNX Runtime threads per embedding (`--encoder-threads`), for encoders loaded after it
-/// is set; 1 until then.
-static ENCODER_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-
-/// Sets the threads each embedding runs on, once, before any encoder loads: more cut an
-/// embedding's latency on a machine with cores to spare, at the cost of some throughput
-/// (docs/benchmarks.md). Later calls are ignored.
-pub fn set_encoder_threads(threads: usize) {
-    let _ = ENCODER_THREADS.set(threads.max(1));
-}
-
-pub fn encoder_threads() -> usize {
-    ENCODER_THREADS.get().copied().unwrap_or(1)
 }
 
 fn prompt_hash(text: &str) -> u64 {

@@ -67,19 +67,14 @@ fn onnx_err(what: &str) -> impl Fn(ort::Error) -> LoadError + '_ {
 }
 
 impl SessionPool {
-    /// `n` sessions of the model in `bytes`, each running a call on `threads` threads (the
-    /// caller's and `threads - 1` of its own, which sleep between operators rather than spin:
-    /// the proxy's workers need the cores more).
-    pub fn new(bytes: &[u8], n: usize, threads: usize) -> Result<Self, LoadError> {
+    /// `n` single-threaded sessions of the model in `bytes`.
+    pub fn new(bytes: &[u8], n: usize) -> Result<Self, LoadError> {
         let env = runtime()?;
-        let threads = threads.max(1);
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n.max(1) {
             let session = Session::builder(env)
                 .map_err(onnx_err("session options"))?
-                .with_intra_threads(threads)
-                .map_err(|e| LoadError::Invalid(format!("session options: {e}")))?
-                .with_intra_op_spinning(false)
+                .with_intra_threads(1)
                 .map_err(|e| LoadError::Invalid(format!("session options: {e}")))?
                 .with_inter_threads(1)
                 .map_err(|e| LoadError::Invalid(format!("session options: {e}")))?
