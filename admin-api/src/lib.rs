@@ -16,7 +16,7 @@ pub mod client;
 pub mod error;
 pub mod openapi;
 pub mod routes;
-mod time;
+use routeiq_proto::time;
 
 /// What every handler shares.
 pub struct AppState {

@@ -116,20 +116,24 @@ pub fn data(json: &str) -> Bytes {
 
 /// `data: <v>\n\n`, `v` written as compact JSON.
 pub fn data_json(v: &serde_json::Value) -> Bytes {
-    let mut w = BytesMut::with_capacity(128).writer();
-    let _ = w.write_all(b"data: ");
-    // A `Value` always serialises, and writing to a `BytesMut` cannot fail.
-    let _ = serde_json::to_writer(&mut w, v);
-    let _ = w.write_all(b"\n\n");
-    w.into_inner().freeze()
+    json_event(None, v)
 }
 
 /// `event: <name>\ndata: <v>\n\n`, `v` written as compact JSON.
 pub fn named_json(name: &str, v: &serde_json::Value) -> Bytes {
-    let mut w = BytesMut::with_capacity(name.len() + 144).writer();
-    let _ = w.write_all(b"event: ");
-    let _ = w.write_all(name.as_bytes());
-    let _ = w.write_all(b"\ndata: ");
+    json_event(Some(name), v)
+}
+
+/// An event whose data is `v`, serialised straight into the event's buffer.
+fn json_event(name: Option<&str>, v: &serde_json::Value) -> Bytes {
+    let mut w = BytesMut::with_capacity(144 + name.map_or(0, str::len)).writer();
+    // Writing to a `BytesMut` cannot fail, and a `Value` always serialises.
+    if let Some(name) = name {
+        let _ = w.write_all(b"event: ");
+        let _ = w.write_all(name.as_bytes());
+        let _ = w.write_all(b"\n");
+    }
+    let _ = w.write_all(b"data: ");
     let _ = serde_json::to_writer(&mut w, v);
     let _ = w.write_all(b"\n\n");
     w.into_inner().freeze()

@@ -20,6 +20,7 @@ mod secret;
 mod skills;
 mod snapshot;
 pub mod subjects;
+pub mod time;
 pub mod wire;
 
 pub use a2a::A2aAgent;

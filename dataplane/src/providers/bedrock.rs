@@ -32,7 +32,6 @@ const ANTHROPIC_BEDROCK_VERSION: &str = "bedrock-2023-05-31";
 
 /// A Bedrock deployment's region and credentials, resolved when it is compiled.
 pub struct BedrockAuth {
-    region: String,
     credentials: Arc<CredentialSource>,
     signer: Signer,
 }
@@ -40,7 +39,7 @@ pub struct BedrockAuth {
 impl std::fmt::Debug for BedrockAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BedrockAuth")
-            .field("region", &self.region)
+            .field("region", &self.signer.region())
             .finish_non_exhaustive()
     }
 }
@@ -59,7 +58,6 @@ impl BedrockAuth {
         let credentials = sources.source(d, &region, upstream)?;
         Ok(Self {
             signer: Signer::new(&region, "bedrock"),
-            region,
             credentials,
         })
     }
@@ -91,15 +89,7 @@ fn api(d: &Deployment) -> Api<'_> {
 /// A model id as a path segment: everything but RFC 3986's unreserved characters encoded
 /// (`:` in versions, `/` in ARNs), as the AWS SDKs send it.
 fn encode_id(id: &str) -> String {
-    let mut out = String::with_capacity(id.len() + 8);
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(id, super::sigv4::UNRESERVED).to_string()
 }
 
 #[async_trait]
@@ -226,7 +216,7 @@ fn agent_target(runtime: &Target) -> Option<Target> {
 pub fn rerank_model_arn(d: &CompiledDeployment) -> Result<String, ApiError> {
     Ok(format!(
         "arn:aws:bedrock:{}::foundation-model/{}",
-        auth(d)?.region,
+        auth(d)?.signer.region(),
         embedding_model(&d.deployment)
     ))
 }

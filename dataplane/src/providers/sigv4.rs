@@ -2,9 +2,10 @@
 //!
 //! Every Bedrock request the data plane sends has one shape: a `POST` of a JSON body (with a
 //! query only on a pass-through route, when the client sent one), and `content-type`,
-//! `host`, `x-amz-date` (and `x-amz-security-token` with session credentials) signed. So the canonical request is written straight from those parts, and
-//! the signing key, which depends only on the secret, the day, the region and the service,
-//! is derived once a day instead of once a request (four HMACs). The key derivation and the
+//! `host`, `x-amz-date` (and `x-amz-security-token` with session credentials) signed. So
+//! the canonical request is written straight from those parts, and the signing key, which
+//! depends only on the secret, the day, the region and the service, is derived once a day
+//! instead of once a request (four HMACs). The key derivation and the
 //! signature are `aws-sigv4`'s own functions; a test signs the same requests with
 //! `aws-sigv4`'s whole signer and compares every header, paths that need normalising and
 //! encoding included.
@@ -19,8 +20,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
-/// What the canonical query leaves as it is: RFC 3986's unreserved characters.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+/// What the canonical query leaves as it is: RFC 3986's unreserved characters (also all a
+/// Bedrock model id keeps in its request path, see `bedrock::encode_id`).
+pub(super) const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -43,7 +45,7 @@ pub struct Signer {
 
 struct DayKey {
     /// Days since the Unix epoch (UTC).
-    day: u64,
+    day: i64,
     /// The credentials it was derived from (shared, not copied: `Credentials` is an `Arc`).
     credentials: Credentials,
     key: [u8; 32],
@@ -67,6 +69,11 @@ impl Signer {
         }
     }
 
+    /// The region it signs for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     /// The SigV4 headers (`x-amz-date`, `authorization`, and `x-amz-security-token` for
     /// session credentials) of a `POST` of the JSON `body` to `path` (with its query, if
     /// any) at `host` (the request's authority, port included when it has one), signed at
@@ -87,8 +94,9 @@ impl Signer {
         }
         let secs = now
             .duration_since(UNIX_EPOCH)
-            .map_err(|_| ApiError::internal("SigV4: the clock is before 1970"))?
-            .as_secs();
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .ok_or_else(|| ApiError::internal("SigV4: the clock is before 1970"))?;
         let date_time = amz_date(secs);
         let date = &date_time[..8];
 
@@ -121,7 +129,7 @@ impl Signer {
             "AWS4-HMAC-SHA256\n{date_time}\n{scope}\n{}",
             hex_sha256(canonical.as_bytes())
         );
-        let key = self.key(credentials, secs / 86_400, now);
+        let key = self.key(credentials, secs.div_euclid(86_400), now);
         let signature = v4::calculate_signature(key, string_to_sign.as_bytes());
         let authorization = format!(
             "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
@@ -137,7 +145,7 @@ impl Signer {
     }
 
     /// The signing key of `day` for `credentials`: the cached one, or derived and kept.
-    fn key(&self, credentials: &Credentials, day: u64, now: SystemTime) -> [u8; 32] {
+    fn key(&self, credentials: &Credentials, day: i64, now: SystemTime) -> [u8; 32] {
         let mut cached = self.key.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cached.as_ref().filter(|k| {
             k.day == day
@@ -228,30 +236,15 @@ fn canonical_query(query: &str, out: &mut String) {
 }
 
 /// `YYYYMMDD'T'HHMMSS'Z'` of a time in seconds since the Unix epoch (UTC).
-fn amz_date(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil(days);
+fn amz_date(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = routeiq_proto::time::civil_from_days(days);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// The Gregorian calendar date of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

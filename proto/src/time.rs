@@ -1,5 +1,5 @@
-//! Unix time ⇄ the ISO 8601 texts LiteLLM's API uses (UTC), without a date library:
-//! the proleptic Gregorian calendar, by whole days.
+//! Unix time ⇄ calendar dates and the ISO 8601 texts LiteLLM's API uses (UTC), without a
+//! date library: the proleptic Gregorian calendar, by whole days.
 
 /// Days since 1970-01-01 of a civil date.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -12,8 +12,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The civil date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// The civil date (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -45,8 +45,8 @@ pub fn iso(unix_secs: i64) -> String {
     )
 }
 
-/// Unix seconds of `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ`, exactly: the
-/// grammar of [`crate::routes::DATE_PATTERN`].
+/// Unix seconds of `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ`, exactly (the
+/// admin API's `DATE_PATTERN`).
 pub fn parse(text: &str) -> Option<i64> {
     let number = |from: usize, to: usize| {
         text.get(from..to)
