@@ -1,20 +1,21 @@
-//! JSON values written out as bytes: serde_json's writer into a buffer, about twice as fast
-//! as a `Value`'s `Display` (which goes through `fmt::Write` piece by piece) for the same
-//! bytes.
+//! JSON written out as bytes: serde_json's writer into a buffer, about twice as fast as a
+//! `Value`'s `Display` (which goes through `fmt::Write` piece by piece) for the same bytes.
+//! For `Value`s and the translations' typed wire structs, whose keys are all strings.
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde::Serialize;
 
 /// `v` as compact JSON.
-pub fn to_vec(v: &Value) -> Vec<u8> {
+pub fn to_vec(v: &(impl Serialize + ?Sized)) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    // A `Value` always serialises (its keys are strings), and writing to a `Vec` cannot fail.
+    // `Value`s and the wire structs always serialise (their map keys are strings), and
+    // writing to a `Vec` cannot fail.
     let _ = serde_json::to_writer(&mut out, v);
     out
 }
 
 /// `v` as compact JSON.
-pub fn bytes(v: &Value) -> Bytes {
+pub fn bytes(v: &(impl Serialize + ?Sized)) -> Bytes {
     Bytes::from(to_vec(v))
 }
 

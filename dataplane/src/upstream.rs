@@ -344,7 +344,7 @@ fn head(
     };
     // As the `http` crate takes a request target: no space or control character (bytes
     // past ASCII go as they are).
-    if !req.path.starts_with('/') || req.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    if !req.path.starts_with('/') || any_byte(&req.path, |b| b <= b' ' || b == 0x7f) {
         return Err(refuse("its path is not a valid request target"));
     }
     let length = length.to_string();
@@ -375,7 +375,7 @@ fn head(
         }
         // A control character (CR or LF above all) would end the header early and let the
         // value write headers of its own.
-        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if any_byte(value, |b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             return Err(refuse(&format!("header {name} holds a control character")));
         }
         out.extend_from_slice(name.as_bytes());
@@ -385,6 +385,13 @@ fn head(
     }
     out.extend_from_slice(b"\r\n");
     Ok(out)
+}
+
+/// Whether any byte of `s` is one `bad` finds. Every byte is looked at (no early return),
+/// so the loop compiles to vector instructions: a few times fewer instructions than
+/// `any` over the ~200-byte values of a signed request's headers.
+fn any_byte(s: &str, bad: impl Fn(u8) -> bool) -> bool {
+    s.bytes().fold(false, |found, b| found | bad(b))
 }
 
 /// Whether `b` may be part of a header name (RFC 9110's `tchar`).

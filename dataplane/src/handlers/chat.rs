@@ -310,6 +310,7 @@ pub(super) fn upstream_body(
             req.with_edit("model", &upstream_model, &edit)
         }
         (ClientApi::Anthropic, ChatFormat::Anthropic) => req.with("model", &upstream_model),
+        (ClientApi::OpenAi, ChatFormat::Bedrock) => openai_to_bedrock::request(req),
         (ClientApi::OpenAi, _) => from_openai(&req.to_map()?, d, drop_params),
         (ClientApi::Anthropic, _) => {
             let openai = anthropic_to_openai::request(&req.to_map()?, upstream_model)?;
@@ -330,7 +331,8 @@ pub(super) fn from_openai(
 ) -> Result<Bytes, ApiError> {
     let upstream_model = d.deployment.upstream_model.as_str();
     let translated = match d.format {
-        ChatFormat::OpenAi => {
+        // These read the request's fields from its JSON text.
+        ChatFormat::OpenAi | ChatFormat::Bedrock => {
             let req = RawObject::parse(&serde_json::to_vec(req).unwrap_or_default())?;
             return upstream_body(&req, ClientApi::OpenAi, d, drop_params);
         }
@@ -340,7 +342,6 @@ pub(super) fn from_openai(
             d.deployment.model_info.max_output_tokens,
         )?,
         ChatFormat::Gemini => openai_to_gemini::request(req)?,
-        ChatFormat::Bedrock => openai_to_bedrock::request(req)?,
         ChatFormat::Cohere => openai_to_cohere::request(req, upstream_model)?,
     };
     Ok(to_bytes(&translated))
@@ -352,9 +353,16 @@ pub(super) fn openai_response(
     body: Bytes,
     model: &str,
 ) -> Result<(Bytes, Option<usage::Usage>), ApiError> {
-    if native == ChatFormat::OpenAi {
-        let usage = usage::from_body(&body);
-        return Ok((body, usage));
+    match native {
+        ChatFormat::OpenAi => {
+            let usage = usage::from_body(&body);
+            return Ok((body, usage));
+        }
+        ChatFormat::Bedrock => {
+            let (c, u) = openai_to_bedrock::completion(&body, model)?;
+            return Ok((crate::json::bytes(&c), u));
+        }
+        _ => {}
     }
     let (v, u) = openai_answer(native, &body, model)?;
     Ok((to_bytes(&v), u))

@@ -46,7 +46,15 @@ impl RawObject {
 
     /// The raw text of a field; `None` when absent or `null`.
     pub fn raw(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.get()).filter(|v| *v != "null")
+        self.json(key).map(RawValue::get)
+    }
+
+    /// A field's JSON as it came, to write out again as it is; `None` when absent or `null`.
+    pub fn json(&self, key: &str) -> Option<&RawValue> {
+        self.0
+            .get(key)
+            .map(Box::as_ref)
+            .filter(|v| v.get() != "null")
     }
 
     /// The `model` field: present and a non-empty string.

@@ -156,7 +156,7 @@ impl Provider for Bedrock {
         }
         Ok(UpstreamRequest {
             method: http::Method::POST,
-            path: format!("{}/model/{}/{action}", target.base_path, encode_id(id)),
+            path: [&target.base_path, "/model/", &encode_id(id), "/", action].concat(),
             headers,
             body,
         })

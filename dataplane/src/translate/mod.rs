@@ -13,6 +13,7 @@ pub mod openai_to_anthropic;
 pub mod openai_to_bedrock;
 pub mod openai_to_cohere;
 pub mod openai_to_gemini;
+pub mod openai_wire;
 pub mod responses_via_chat;
 pub mod stream;
 

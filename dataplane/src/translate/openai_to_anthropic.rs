@@ -294,23 +294,9 @@ pub fn response(body: &[u8]) -> Result<(Value, Option<Usage>), ApiError> {
     Ok((out, usage))
 }
 
+/// Usage in OpenAI's shape, as a `Value`.
 pub fn openai_usage(u: Usage) -> Value {
-    let mut v = json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.total(),
-    });
-    if u.cached_input_tokens > 0 {
-        v["prompt_tokens_details"] = json!({"cached_tokens": u.cached_input_tokens});
-    }
-    // As LiteLLM reports an Anthropic answer's cache writes.
-    if u.cache_write_input_tokens > 0 {
-        v["cache_creation_input_tokens"] = json!(u.cache_write_input_tokens);
-    }
-    if u.reasoning_tokens > 0 {
-        v["completion_tokens_details"] = json!({"reasoning_tokens": u.reasoning_tokens});
-    }
-    v
+    serde_json::to_value(super::openai_wire::OpenAiUsage::from(u)).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -3,73 +3,233 @@
 //! the OpenAI format first. (`bedrock/invoke/anthropic.*` deployments speak Anthropic's
 //! format instead, see `providers::bedrock`.)
 
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::content_text;
+use super::openai_wire::{
+    AssistantMessage, CalledFunction, CalledTool, Choice, Completion, Content, Message,
+    OpenAiUsage, Part, Str, Text, Tool,
+};
 use crate::clock::now_secs;
 use crate::error::ApiError;
+use crate::handlers::request::RawObject;
 use crate::usage::Usage;
+
+/// A Converse request. Fields borrow from the client's body.
+#[derive(Serialize)]
+struct Converse<'a> {
+    messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    system: Vec<Block<'a>>,
+    #[serde(
+        rename = "inferenceConfig",
+        skip_serializing_if = "Inference::is_empty"
+    )]
+    inference: Inference<'a>,
+    #[serde(
+        rename = "additionalModelRequestFields",
+        skip_serializing_if = "Option::is_none"
+    )]
+    additional: Option<Additional<'a>>,
+    #[serde(rename = "toolConfig", skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig<'a>>,
+}
+
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+/// A content block: `{"text": ...}`, `{"image": ...}`, `{"toolUse": ...}`,
+/// `{"toolResult": ...}`.
+#[derive(Serialize)]
+enum Block<'a> {
+    #[serde(rename = "text")]
+    Text(Text<'a>),
+    #[serde(rename = "image")]
+    Image { format: String, source: ImageBytes },
+    #[serde(rename = "toolUse")]
+    ToolUse {
+        #[serde(rename = "toolUseId")]
+        id: Option<Str<'a>>,
+        name: Option<Str<'a>>,
+        input: ToolInput,
+    },
+    #[serde(rename = "toolResult")]
+    ToolResult {
+        #[serde(rename = "toolUseId")]
+        id: Str<'a>,
+        content: [TextBlock<'a>; 1],
+    },
+}
+
+#[derive(Serialize)]
+struct TextBlock<'a> {
+    text: Text<'a>,
+}
+
+#[derive(Serialize)]
+struct ImageBytes {
+    bytes: String,
+}
+
+#[derive(Serialize, Default)]
+struct Inference<'a> {
+    #[serde(rename = "maxTokens", skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<&'a RawValue>,
+    #[serde(rename = "topP", skip_serializing_if = "Option::is_none")]
+    top_p: Option<&'a RawValue>,
+    #[serde(rename = "stopSequences", skip_serializing_if = "Option::is_none")]
+    stop: Option<Stop<'a>>,
+}
+
+impl Inference<'_> {
+    fn is_empty(&self) -> bool {
+        self.max_tokens.is_none()
+            && self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.stop.is_none()
+    }
+}
+
+/// `stop` as Converse's list: one string, or the client's non-empty array as it sent it.
+enum Stop<'a> {
+    One(&'a RawValue),
+    List(&'a RawValue),
+}
+
+impl Serialize for Stop<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Stop::One(v) => [v].serialize(s),
+            Stop::List(v) => v.serialize(s),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Additional<'a> {
+    top_k: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct ToolConfig<'a> {
+    tools: Vec<ToolSpec<'a>>,
+    #[serde(rename = "toolChoice", skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct ToolSpec<'a> {
+    #[serde(rename = "toolSpec")]
+    spec: Spec<'a>,
+}
+
+#[derive(Serialize)]
+struct Spec<'a> {
+    name: Option<Str<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Str<'a>>,
+    #[serde(rename = "inputSchema")]
+    input_schema: Schema<'a>,
+}
+
+#[derive(Serialize)]
+struct Schema<'a> {
+    json: JsonSchema<'a>,
+}
+
+/// A tool's parameters: the client's JSON schema, else any object.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JsonSchema<'a> {
+    Client(&'a RawValue),
+    AnyObject(AnyObject),
+}
+
+#[derive(Serialize)]
+struct AnyObject {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// A tool call's input: the object its arguments hold, else an empty one.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolInput {
+    Object(Box<RawValue>),
+    Empty(EmptyObject),
+}
+
+#[derive(Serialize)]
+struct EmptyObject {}
+
+/// A field of the request parsed as `T`, borrowing from it; `None` when absent or `null`.
+fn field<'a, T: Deserialize<'a>>(
+    req: &'a RawObject,
+    key: &'static str,
+) -> Result<Option<T>, ApiError> {
+    req.raw(key)
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")).with_param(key))
+}
 
 /// Builds a Converse request from an OpenAI chat request. The model and whether it
 /// streams go in the URL.
-pub fn request(req: &Map<String, Value>) -> Result<Value, ApiError> {
-    let messages = req
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::missing_field("messages"))?;
+pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
+    let messages: Vec<Message> =
+        field(req, "messages")?.ok_or_else(|| ApiError::missing_field("messages"))?;
 
-    let mut system: Vec<Value> = Vec::new();
-    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        let content = m.get("content").unwrap_or(&Value::Null);
-        let (role, blocks) = match m.get("role").and_then(Value::as_str).unwrap_or("") {
+    let mut system: Vec<Block> = Vec::new();
+    let mut out: Vec<Turn> = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        let content = Content::of(m.content).map_err(|e| {
+            ApiError::bad_request(format!("messages[{i}].content: {e}")).with_param("messages")
+        })?;
+        let (role, blocks) = match m.role.as_str() {
             "system" | "developer" => {
-                let text = content_text(content);
+                let text = content.text();
                 if !text.is_empty() {
-                    system.push(json!({"text": text}));
+                    system.push(Block::Text(text));
                 }
                 continue;
             }
             "user" => ("user", user_blocks(i, content)?),
             "assistant" => {
                 let mut blocks = Vec::new();
-                let text = content_text(content);
+                let text = content.text();
                 if !text.is_empty() {
-                    blocks.push(json!({"text": text}));
+                    blocks.push(Block::Text(text));
                 }
-                for call in m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let f = call.get("function").unwrap_or(&Value::Null);
-                    let input = f
-                        .get("arguments")
-                        .and_then(Value::as_str)
-                        .and_then(|a| serde_json::from_str::<Value>(a).ok())
-                        .filter(Value::is_object)
-                        .unwrap_or_else(|| json!({}));
-                    blocks.push(json!({"toolUse": {
-                        "toolUseId": call.get("id").cloned().unwrap_or_default(),
-                        "name": f.get("name").cloned().unwrap_or_default(),
-                        "input": input,
-                    }}));
+                for call in m.tool_calls.into_iter().flatten() {
+                    let (name, arguments) = match call.function {
+                        Some(f) => (f.name, f.arguments),
+                        None => (None, None),
+                    };
+                    blocks.push(Block::ToolUse {
+                        id: call.id,
+                        name,
+                        input: tool_input(arguments),
+                    });
                 }
                 ("assistant", blocks)
             }
             "tool" | "function" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .or_else(|| m.get("name").and_then(Value::as_str))
-                    .unwrap_or_default();
+                let id = m.tool_call_id.or(m.name).unwrap_or_default();
                 (
                     "user",
-                    vec![json!({"toolResult": {
-                        "toolUseId": id,
-                        "content": [{"text": content_text(content)}],
-                    }})],
+                    vec![Block::ToolResult {
+                        id,
+                        content: [TextBlock {
+                            text: content.text(),
+                        }],
+                    }],
                 )
             }
             other => {
@@ -84,8 +244,11 @@ pub fn request(req: &Map<String, Value>) -> Result<Value, ApiError> {
         }
         // Converse wants alternating roles: merge consecutive messages of one role.
         match out.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(blocks),
-            _ => out.push((role, blocks)),
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => out.push(Turn {
+                role,
+                content: blocks,
+            }),
         }
     }
     if out.is_empty() {
@@ -95,98 +258,89 @@ pub fn request(req: &Map<String, Value>) -> Result<Value, ApiError> {
         );
     }
 
-    let mut c = Map::new();
-    c.insert(
-        "messages".into(),
-        Value::Array(
-            out.into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
-                .collect(),
-        ),
-    );
-    if !system.is_empty() {
-        c.insert("system".into(), Value::Array(system));
-    }
-    let mut inference = Map::new();
-    if let Some(max) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .and_then(Value::as_u64)
-    {
-        inference.insert("maxTokens".into(), json!(max));
-    }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
-            inference.insert(to.into(), v.clone());
+    let max_tokens = req
+        .raw("max_completion_tokens")
+        .or_else(|| req.raw("max_tokens"))
+        .and_then(|r| r.parse::<u64>().ok());
+    let stop = match req.json("stop") {
+        Some(s) if s.get().starts_with('"') => Some(Stop::One(s)),
+        Some(s) if s.get().starts_with('[') && s.get()[1..].trim_start() != "]" => {
+            Some(Stop::List(s))
         }
+        _ => None,
+    };
+    let converse = Converse {
+        messages: out,
+        system,
+        inference: Inference {
+            max_tokens,
+            temperature: req.json("temperature"),
+            top_p: req.json("top_p"),
+            stop,
+        },
+        additional: req.json("top_k").map(|top_k| Additional { top_k }),
+        tool_config: tool_config(req)?,
+    };
+    Ok(crate::json::bytes(&converse))
+}
+
+/// A tool call's arguments as Converse's `input`: the JSON object they hold, else `{}`.
+fn tool_input(arguments: Option<Str<'_>>) -> ToolInput {
+    arguments
+        .and_then(|a| serde_json::from_str::<Box<RawValue>>(a.as_str()).ok())
+        .filter(|v| v.get().starts_with('{'))
+        .map_or(ToolInput::Empty(EmptyObject {}), ToolInput::Object)
+}
+
+/// The request's tools as Converse's `toolConfig`; none when `tool_choice` is `none`.
+fn tool_config(req: &RawObject) -> Result<Option<ToolConfig<'_>>, ApiError> {
+    let tool_choice: Option<Value> = field(req, "tool_choice")?;
+    if matches!(&tool_choice, Some(Value::String(s)) if s == "none") {
+        return Ok(None);
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            inference.insert("stopSequences".into(), json!([s]));
+    let tools: Vec<Tool> = field(req, "tools")?.unwrap_or_default();
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let tools = tools
+        .into_iter()
+        .filter_map(|t| t.function)
+        .map(|f| ToolSpec {
+            spec: Spec {
+                name: f.name,
+                description: f.description,
+                input_schema: Schema {
+                    json: f.parameters.map_or(
+                        JsonSchema::AnyObject(AnyObject { kind: "object" }),
+                        JsonSchema::Client,
+                    ),
+                },
+            },
+        })
+        .collect();
+    let tool_choice = match tool_choice {
+        Some(Value::String(s)) if s == "required" => Some(json!({"any": {}})),
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .cloned()
+                .unwrap_or_default();
+            Some(json!({"tool": {"name": name}}))
         }
-        Some(Value::Array(s)) if !s.is_empty() => {
-            inference.insert("stopSequences".into(), Value::Array(s.clone()));
-        }
-        _ => {}
-    }
-    if !inference.is_empty() {
-        c.insert("inferenceConfig".into(), Value::Object(inference));
-    }
-    if let Some(k) = req.get("top_k").filter(|v| !v.is_null()) {
-        c.insert("additionalModelRequestFields".into(), json!({"top_k": k}));
-    }
-    let tool_choice = req.get("tool_choice");
-    let no_tools = matches!(tool_choice, Some(Value::String(s)) if s == "none");
-    if let Some(tools) = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty() && !no_tools)
-    {
-        let specs: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| t.get("function"))
-            .map(|f| {
-                let mut spec = Map::new();
-                spec.insert("name".into(), f.get("name").cloned().unwrap_or_default());
-                if let Some(d) = f.get("description") {
-                    spec.insert("description".into(), d.clone());
-                }
-                spec.insert(
-                    "inputSchema".into(),
-                    json!({"json": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))}),
-                );
-                json!({"toolSpec": spec})
-            })
-            .collect();
-        let mut config = Map::new();
-        config.insert("tools".into(), Value::Array(specs));
-        match tool_choice {
-            Some(Value::String(s)) if s == "required" => {
-                config.insert("toolChoice".into(), json!({"any": {}}));
-            }
-            Some(Value::Object(o)) => {
-                let name = o
-                    .get("function")
-                    .and_then(|f| f.get("name"))
-                    .cloned()
-                    .unwrap_or_default();
-                config.insert("toolChoice".into(), json!({"tool": {"name": name}}));
-            }
-            _ => {}
-        }
-        c.insert("toolConfig".into(), Value::Object(config));
-    }
-    Ok(Value::Object(c))
+        _ => None,
+    };
+    Ok(Some(ToolConfig { tools, tool_choice }))
 }
 
 /// A user message's content as Converse blocks: text, and images from data URLs (Converse
 /// takes image bytes, not URLs).
-fn user_blocks(i: usize, content: &Value) -> Result<Vec<Value>, ApiError> {
+fn user_blocks(i: usize, content: Content<'_>) -> Result<Vec<Block<'_>>, ApiError> {
     let parts = match content {
-        Value::String(s) => return Ok(vec![json!({"text": s})]),
-        Value::Array(parts) => parts,
-        Value::Null => return Ok(Vec::new()),
-        _ => {
+        Content::Text(s) => return Ok(vec![Block::Text(Text::Json(s))]),
+        Content::Parts(parts) => parts,
+        Content::None => return Ok(Vec::new()),
+        Content::Other => {
             return Err(ApiError::bad_request(format!(
                 "messages[{i}].content must be a string or an array of parts"
             ))
@@ -194,27 +348,10 @@ fn user_blocks(i: usize, content: &Value) -> Result<Vec<Value>, ApiError> {
         }
     };
     parts
-        .iter()
-        .map(|p| match p.get("type").and_then(Value::as_str) {
-            Some("text") => Ok(json!({"text": p.get("text").cloned().unwrap_or_default()})),
-            Some("image_url") => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let (mime, data) = url
-                    .strip_prefix("data:")
-                    .and_then(|rest| rest.split_once(";base64,"))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "messages[{i}]: Bedrock deployments take images as data URLs (data:image/png;base64,...), not links"
-                        ))
-                        .with_param("messages")
-                    })?;
-                let format = mime.strip_prefix("image/").unwrap_or(mime);
-                Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
-            }
+        .into_iter()
+        .map(|p| match p.kind.as_ref().map(Str::as_str) {
+            Some("text") => Ok(Block::Text(p.text.map_or_else(Text::default, Text::Json))),
+            Some("image_url") => image_block(i, &p),
             other => Err(ApiError::bad_request(format!(
                 "messages[{i}].content has a part of type `{}` that Bedrock deployments do not take",
                 other.unwrap_or("(missing)")
@@ -222,6 +359,31 @@ fn user_blocks(i: usize, content: &Value) -> Result<Vec<Value>, ApiError> {
             .with_param("messages")),
         })
         .collect()
+}
+
+/// An `image_url` part as an image block; only data URLs carry the bytes Converse takes.
+fn image_block<'a>(i: usize, p: &Part<'_>) -> Result<Block<'a>, ApiError> {
+    let url: Option<Value> = p.image_url.and_then(|u| serde_json::from_str(u.get()).ok());
+    let url = url
+        .as_ref()
+        .and_then(|u| u.get("url").or(Some(u)))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (mime, data) = url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "messages[{i}]: Bedrock deployments take images as data URLs (data:image/png;base64,...), not links"
+            ))
+            .with_param("messages")
+        })?;
+    Ok(Block::Image {
+        format: mime.strip_prefix("image/").unwrap_or(mime).to_owned(),
+        source: ImageBytes {
+            bytes: data.to_owned(),
+        },
+    })
 }
 
 /// OpenAI's `finish_reason` for a Converse `stopReason`.
@@ -234,83 +396,155 @@ pub fn finish_reason(stop: &str) -> &'static str {
     }
 }
 
-/// Token usage from a Converse `usage` object.
-pub fn usage(u: &Value) -> Option<Usage> {
-    let get = |k: &str| u.get(k).and_then(Value::as_u64);
-    let cached = get("cacheReadInputTokens").unwrap_or(0);
-    let written = get("cacheWriteInputTokens").unwrap_or(0);
-    let input = get("inputTokens")? + cached + written;
-    Some(Usage {
-        input_tokens: input,
-        output_tokens: get("outputTokens").unwrap_or(0),
-        cached_input_tokens: cached,
-        cache_write_input_tokens: written,
-        ..Usage::default()
-    })
+/// A Converse `usage` object.
+#[derive(Deserialize)]
+struct ConverseUsage {
+    #[serde(rename = "inputTokens")]
+    input: Option<u64>,
+    #[serde(rename = "outputTokens", default)]
+    output: Option<u64>,
+    #[serde(rename = "cacheReadInputTokens", default)]
+    cache_read: Option<u64>,
+    #[serde(rename = "cacheWriteInputTokens", default)]
+    cache_write: Option<u64>,
 }
 
-/// Converts a Converse response to an OpenAI chat completion for `model`.
-pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiError> {
-    let v = super::upstream_json(body, "Bedrock")?;
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut calls = Vec::new();
-    for block in v
-        .pointer("/output/message/content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(t) = block.get("text").and_then(Value::as_str) {
-            text.push_str(t);
-        } else if let Some(t) = block
-            .pointer("/reasoningContent/reasoningText/text")
-            .and_then(Value::as_str)
-        {
-            reasoning.push_str(t);
-        } else if let Some(tool) = block.get("toolUse") {
-            calls.push(json!({
-                "id": tool.get("toolUseId").cloned().unwrap_or_default(),
-                "type": "function",
-                "function": {
-                    "name": tool.get("name").cloned().unwrap_or_default(),
-                    "arguments": tool.get("input").unwrap_or(&json!({})).to_string(),
+impl ConverseUsage {
+    fn usage(&self) -> Option<Usage> {
+        let cached = self.cache_read.unwrap_or(0);
+        let written = self.cache_write.unwrap_or(0);
+        Some(Usage {
+            input_tokens: self.input? + cached + written,
+            output_tokens: self.output.unwrap_or(0),
+            cached_input_tokens: cached,
+            cache_write_input_tokens: written,
+            ..Usage::default()
+        })
+    }
+}
+
+/// Token usage from a Converse `usage` object.
+pub fn usage(u: &Value) -> Option<Usage> {
+    ConverseUsage::deserialize(u).ok()?.usage()
+}
+
+/// The parts of a Converse response the answer is made of.
+#[derive(Deserialize)]
+struct ConverseResponse<'a> {
+    #[serde(borrow, default)]
+    output: Option<Output<'a>>,
+    #[serde(rename = "stopReason", borrow, default)]
+    stop_reason: Option<Str<'a>>,
+    #[serde(default)]
+    usage: Option<ConverseUsage>,
+}
+
+#[derive(Deserialize)]
+struct Output<'a> {
+    #[serde(borrow, default)]
+    message: Option<OutputMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OutputMessage<'a> {
+    #[serde(borrow, default)]
+    content: Vec<OutputBlock<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OutputBlock<'a> {
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(rename = "reasoningContent", borrow, default)]
+    reasoning: Option<Reasoning<'a>>,
+    #[serde(rename = "toolUse", borrow, default)]
+    tool_use: Option<ToolUse<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Reasoning<'a> {
+    #[serde(rename = "reasoningText", borrow, default)]
+    text: Option<ReasoningText<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ReasoningText<'a> {
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolUse<'a> {
+    #[serde(rename = "toolUseId", borrow, default)]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+/// Converts a Converse response to an OpenAI chat completion for `model`, borrowing
+/// from `body`, and its usage.
+pub fn completion<'a>(
+    body: &'a [u8],
+    model: &'a str,
+) -> Result<(Completion<'a>, Option<Usage>), ApiError> {
+    let v: ConverseResponse = serde_json::from_slice(body).map_err(|e| {
+        ApiError::upstream(
+            502,
+            crate::error::ErrorKind::Upstream,
+            format!("Bedrock returned a body that is not a Converse answer: {e}"),
+        )
+    })?;
+    let mut texts = Vec::new();
+    let mut reasonings = Vec::new();
+    let mut tool_calls = Vec::new();
+    let blocks = v.output.and_then(|o| o.message).map(|m| m.content);
+    for block in blocks.into_iter().flatten() {
+        if let Some(t) = block.text {
+            texts.push(t);
+        } else if let Some(t) = block.reasoning.and_then(|r| r.text).and_then(|t| t.text) {
+            reasonings.push(t);
+        } else if let Some(tool) = block.tool_use {
+            tool_calls.push(CalledTool {
+                id: tool.id,
+                kind: "function",
+                function: CalledFunction {
+                    name: tool.name,
+                    arguments: tool.input.map_or("{}", RawValue::get),
                 },
-            }));
+            });
         }
     }
-    let stop = v
-        .get("stopReason")
-        .and_then(Value::as_str)
-        .unwrap_or("end_turn");
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert(
-        "content".into(),
-        if text.is_empty() && !calls.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text)
-        },
-    );
-    if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), Value::String(reasoning));
-    }
-    if !calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(calls));
-    }
-    let u = v.get("usage").and_then(usage);
-    let mut out = json!({
-        "id": format!("chatcmpl-{:016x}", fastrand::u64(..)),
-        "object": "chat.completion",
-        "created": now_secs(),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop)}],
-    });
-    if let Some(u) = u {
-        out["usage"] = super::openai_to_anthropic::openai_usage(u);
-    }
-    Ok((out, u))
+    let stop = v.stop_reason.as_ref().map_or("end_turn", Str::as_str);
+    let usage = v.usage.as_ref().and_then(ConverseUsage::usage);
+    let text = Text::join(texts);
+    let content = (!text.is_empty() || tool_calls.is_empty()).then_some(text);
+    let reasoning = Text::join(reasonings);
+    let completion = Completion {
+        id: format!("chatcmpl-{:016x}", fastrand::u64(..)),
+        object: "chat.completion",
+        created: now_secs(),
+        model,
+        choices: [Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content,
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                tool_calls,
+            },
+            finish_reason: finish_reason(stop),
+        }],
+        usage: usage.map(OpenAiUsage::from),
+    };
+    Ok((completion, usage))
+}
+
+/// [`completion`] as a `Value`, for callers that go on to another format.
+pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiError> {
+    let (c, u) = completion(body, model)?;
+    Ok((serde_json::to_value(&c).unwrap_or_default(), u))
 }
 
 /// The texts of an OpenAI embeddings `input`.
@@ -481,9 +715,15 @@ mod tests {
         }
     }
 
+    /// The Converse request for an OpenAI request, parsed back.
+    fn converse(v: Value) -> Result<Value, ApiError> {
+        let body = request(&RawObject::parse(v.to_string().as_bytes())?)?;
+        Ok(serde_json::from_slice(&body).unwrap())
+    }
+
     #[test]
     fn request_maps_roles_tools_and_inference_config() {
-        let c = request(&map(json!({
+        let c = converse(json!({
             "model": "x",
             "messages": [
                 {"role": "system", "content": "be brief"},
@@ -497,7 +737,7 @@ mod tests {
             "max_tokens": 10, "temperature": 0.5, "stop": "END", "top_k": 3,
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-        })))
+        }))
         .unwrap();
         assert_eq!(c["system"], json!([{"text": "be brief"}]));
         assert_eq!(
@@ -527,10 +767,130 @@ mod tests {
             c["toolConfig"]["toolChoice"],
             json!({"tool": {"name": "get_weather"}})
         );
-        let e = request(&map(json!({"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]})))
+        let e = converse(json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}))
         .unwrap_err();
         assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn request_of_a_plain_chat_in_full() {
+        // Every field of the benchmarks' realistic request, escapes included; `n`, `user`
+        // and `stream` are the gateway's or the URL's business.
+        let c = converse(json!({
+            "model": "bench",
+            "messages": [
+                {"role": "system", "content": "Be \"brief\".\n"},
+                {"role": "developer", "content": [{"type": "text", "text": "No "}, {"type": "text", "text": "prices."}]},
+                {"role": "user", "content": "Which book? é"},
+            ],
+            "temperature": 0.7, "top_p": 0.95, "max_tokens": 256, "n": 1, "stream": false,
+            "user": "u-1", "stop": ["a", "b"],
+        }))
+        .unwrap();
+        assert_eq!(
+            c,
+            json!({
+                "messages": [{"role": "user", "content": [{"text": "Which book? é"}]}],
+                "system": [{"text": "Be \"brief\".\n"}, {"text": "No prices."}],
+                "inferenceConfig": {"maxTokens": 256, "temperature": 0.7, "topP": 0.95,
+                                    "stopSequences": ["a", "b"]},
+            })
+        );
+        // `max_completion_tokens` wins over `max_tokens`; nulls and an empty stop list are
+        // left out, as is a config with nothing in it.
+        let c = converse(json!({
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_completion_tokens": 5, "max_tokens": 9, "temperature": null, "stop": [],
+        }))
+        .unwrap();
+        assert_eq!(c["inferenceConfig"], json!({"maxTokens": 5}));
+        let c = converse(json!({"messages": [{"role": "user", "content": "hi"}]})).unwrap();
+        assert_eq!(
+            c,
+            json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+        );
+    }
+
+    #[test]
+    fn request_tools_and_their_defaults() {
+        let tools = json!([
+            {"type": "function", "function": {"name": "a", "description": "does a"}},
+            {"type": "function", "function": {"name": "b", "parameters": {"type": "object", "properties": {}}}},
+            {"type": "other"},
+        ]);
+        let c = converse(json!({
+            "messages": [
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "1", "function": {"name": "a", "arguments": "not json"}},
+                    {"id": "2", "function": {"name": "b", "arguments": "[1]"}},
+                    {"id": "3", "function": {"name": "b", "arguments": "{\"x\": [1, {}]}"}}]},
+                {"role": "function", "name": "a", "content": [{"type": "text", "text": "ok"}]},
+            ],
+            "tools": tools, "tool_choice": "required",
+        }))
+        .unwrap();
+        let uses = &c["messages"][1]["content"];
+        assert_eq!(
+            uses.as_array().unwrap().len(),
+            3,
+            "no text block for empty text"
+        );
+        assert_eq!(uses[0]["toolUse"]["input"], json!({}));
+        assert_eq!(uses[1]["toolUse"]["input"], json!({}));
+        assert_eq!(uses[2]["toolUse"]["input"], json!({"x": [1, {}]}));
+        assert_eq!(
+            c["messages"][2]["content"][0]["toolResult"],
+            json!({"toolUseId": "a", "content": [{"text": "ok"}]})
+        );
+        assert_eq!(
+            c["toolConfig"],
+            json!({
+                "tools": [
+                    {"toolSpec": {"name": "a", "description": "does a", "inputSchema": {"json": {"type": "object"}}}},
+                    {"toolSpec": {"name": "b", "inputSchema": {"json": {"type": "object", "properties": {}}}}},
+                ],
+                "toolChoice": {"any": {}},
+            })
+        );
+        let c = converse(json!({
+            "messages": [{"role": "user", "content": "go"}],
+            "tools": tools, "tool_choice": "none",
+        }))
+        .unwrap();
+        assert_eq!(c.get("toolConfig"), None);
+    }
+
+    #[test]
+    fn request_refusals_are_clear() {
+        let refused = |v: Value| {
+            let e = converse(v).unwrap_err();
+            assert_eq!(e.status, 400);
+            e.message
+        };
+        assert!(
+            refused(json!({"messages": [{"role": "robot", "content": "x"}]}))
+                .contains("messages[0].role `robot`")
+        );
+        assert!(
+            refused(json!({"messages": [{"role": "user", "content": {"text": "x"}}]}))
+                .contains("messages[0].content must be a string or an array")
+        );
+        assert!(
+            refused(json!({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}))
+                .contains("part of type `audio`")
+        );
+        assert!(
+            refused(json!({"messages": [{"role": "system", "content": "x"}]}))
+                .contains("no user or assistant content")
+        );
+        assert!(refused(json!({"messages": [{"role": 5}]})).starts_with("`messages`:"));
+        assert!(
+            refused(json!({"messages": [{"role": "user", "content": "x"}],
+                               "tools": [{"function": {"name": 1}}]}))
+            .starts_with("`tools`:")
+        );
     }
 
     #[test]
@@ -584,7 +944,59 @@ mod tests {
             (u.input_tokens, u.output_tokens, u.cached_input_tokens),
             (16, 7, 4)
         );
+        // Typed straight to bytes as the client gets them.
+        let text = body.to_string();
+        let (c, _) = completion(text.as_bytes(), "m").unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&crate::json::to_vec(&c)).unwrap()["choices"],
+            v["choices"]
+        );
         assert_eq!(finish_reason("guardrail_intervened"), "content_filter");
         assert_eq!(finish_reason("max_tokens"), "length");
+    }
+
+    #[test]
+    fn response_of_text_reasoning_and_tool_calls() {
+        let (v, u) = response(
+            br#"{"output":{"message":{"role":"assistant","content":[
+                {"reasoningContent":{"reasoningText":{"text":"think","signature":"s"}}},
+                {"text":"Hello"},{"text":", \"you\""}]}},
+                "stopReason":"max_tokens","usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5,
+                "cacheWriteInputTokens":1},"metrics":{"latencyMs":1}}"#,
+            "m",
+        )
+        .unwrap();
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["model"], "m");
+        assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(
+            v["choices"],
+            json!([{"index": 0, "finish_reason": "length", "message": {
+                "role": "assistant", "content": "Hello, \"you\"", "reasoning_content": "think"}}])
+        );
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6,
+                   "cache_creation_input_tokens": 1})
+        );
+        assert_eq!(u.unwrap().cache_write_input_tokens, 1);
+        // Tool calls only: `content` is null; no usage, none reported.
+        let (v, u) = response(
+            br#"{"output":{"message":{"content":[{"text":""},{"toolUse":{"toolUseId":"t","name":"f"}}]}},"stopReason":"tool_use"}"#,
+            "m",
+        )
+        .unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"],
+            json!([{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}])
+        );
+        assert_eq!((v.get("usage"), u), (None, None));
+        // An empty answer has empty content; a body that is not an answer is a 502.
+        let (v, _) = response(br#"{}"#, "m").unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(response(b"<html>", "m").unwrap_err().status, 502);
+        assert_eq!(response(br#"{"output": 5}"#, "m").unwrap_err().status, 502);
     }
 }

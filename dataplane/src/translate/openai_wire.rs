@@ -1,0 +1,382 @@
+//! OpenAI's chat wire format as typed, borrowing structs, for translations on the request
+//! path: a request's messages and tools are read without building a `Value` tree (their
+//! strings borrowed from the body unless they hold escapes), and a chat completion is
+//! written straight from its parts. About a fifth of the instructions of the same work
+//! done through `serde_json::Value` (docs/benchmarks.md, "Typed translations").
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::usage::Usage;
+
+/// A JSON string, borrowed from the input when it has no escapes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl Str<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+impl Serialize for Str<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Text as it will be written: a JSON string literal from the other side, kept as it
+/// came (escapes and all, so it is neither unescaped nor escaped again), or text the
+/// translation put together.
+#[derive(Debug, Clone)]
+pub enum Text<'a> {
+    Json(&'a RawValue),
+    Plain(Cow<'a, str>),
+}
+
+impl Default for Text<'_> {
+    fn default() -> Self {
+        Text::Plain(Cow::Borrowed(""))
+    }
+}
+
+impl<'a> Text<'a> {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Text::Json(raw) => raw.get() == "\"\"",
+            Text::Plain(s) => s.is_empty(),
+        }
+    }
+
+    /// The strings among `texts` (JSON text) concatenated; one string is kept as it is.
+    pub fn join(texts: impl IntoIterator<Item = &'a RawValue>) -> Text<'a> {
+        let mut strings = texts.into_iter().filter(|t| t.get().starts_with('"'));
+        let Some(first) = strings.next() else {
+            return Text::default();
+        };
+        let Some(second) = strings.next() else {
+            return Text::Json(first);
+        };
+        let mut all = String::new();
+        for t in [first, second].into_iter().chain(strings) {
+            // A string literal the parser already accepted.
+            if let Ok(s) = serde_json::from_str::<Str>(t.get()) {
+                all.push_str(s.as_str());
+            }
+        }
+        Text::Plain(Cow::Owned(all))
+    }
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Text::Json(raw) => raw.serialize(s),
+            Text::Plain(text) => s.serialize_str(text),
+        }
+    }
+}
+
+/// A message's `content`: absent or `null`, a string, or an array of parts. Any other JSON
+/// is `Other`, for the translation to refuse with the message's index.
+#[derive(Debug)]
+pub enum Content<'a> {
+    None,
+    Text(&'a RawValue),
+    Parts(Vec<Part<'a>>),
+    Other,
+}
+
+impl<'a> Content<'a> {
+    /// `content` from its JSON text.
+    pub fn of(raw: Option<&'a RawValue>) -> Result<Self, serde_json::Error> {
+        let Some(raw) = raw else {
+            return Ok(Content::None);
+        };
+        Ok(match raw.get().as_bytes().first() {
+            Some(b'"') => Content::Text(raw),
+            Some(b'[') => Content::Parts(serde_json::from_str(raw.get())?),
+            Some(b'n') => Content::None,
+            _ => Content::Other,
+        })
+    }
+
+    /// The text: the string, or the parts' texts joined (OpenAI's `content` as one text).
+    pub fn text(&self) -> Text<'a> {
+        match self {
+            Content::Text(raw) => Text::Json(raw),
+            Content::Parts(parts) => Text::join(parts.iter().filter_map(|p| p.text)),
+            Content::None | Content::Other => Text::default(),
+        }
+    }
+}
+
+/// A content part: `{"type": "text", "text": ...}`, `{"type": "image_url", ...}`, ...
+#[derive(Debug, Deserialize)]
+pub struct Part<'a> {
+    #[serde(rename = "type", borrow, default)]
+    pub kind: Option<Str<'a>>,
+    /// JSON text: a string, unless the client sent something else.
+    #[serde(borrow, default)]
+    pub text: Option<&'a RawValue>,
+    /// `{"url": ...}` or the URL itself; kept as JSON text (images are the rare case).
+    #[serde(borrow, default)]
+    pub image_url: Option<&'a RawValue>,
+}
+
+/// One of a request's `messages`.
+#[derive(Debug, Deserialize)]
+pub struct Message<'a> {
+    #[serde(borrow, default)]
+    pub role: Str<'a>,
+    /// JSON text; see [`Content::of`].
+    #[serde(borrow, default)]
+    pub content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub tool_calls: Option<Vec<ToolCall<'a>>>,
+    #[serde(borrow, default)]
+    pub tool_call_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub name: Option<Str<'a>>,
+}
+
+/// An assistant message's tool call.
+#[derive(Debug, Deserialize)]
+pub struct ToolCall<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub function: Option<Function<'a>>,
+}
+
+/// A tool call's or a tool's `function`.
+#[derive(Debug, Deserialize)]
+pub struct Function<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Str<'a>>,
+    /// The call's arguments: JSON text in a string.
+    #[serde(borrow, default)]
+    pub arguments: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub description: Option<Str<'a>>,
+    /// The tool's JSON schema.
+    #[serde(borrow, default)]
+    pub parameters: Option<&'a RawValue>,
+}
+
+/// One of a request's `tools`.
+#[derive(Debug, Deserialize)]
+pub struct Tool<'a> {
+    #[serde(borrow, default)]
+    pub function: Option<Function<'a>>,
+}
+
+/// A chat completion with one choice, as an OpenAI client reads it.
+#[derive(Debug, Serialize)]
+pub struct Completion<'a> {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: [Choice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<OpenAiUsage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Choice<'a> {
+    pub index: u32,
+    pub message: AssistantMessage<'a>,
+    pub finish_reason: &'static str,
+}
+
+/// The answer: `content` is `null` when the model only called tools.
+#[derive(Debug, Serialize)]
+pub struct AssistantMessage<'a> {
+    pub role: &'static str,
+    pub content: Option<Text<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<Text<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<CalledTool<'a>>,
+}
+
+/// A tool call in an answer; `arguments` is the JSON text of the input.
+#[derive(Debug, Serialize)]
+pub struct CalledTool<'a> {
+    pub id: Option<Str<'a>>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: CalledFunction<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CalledFunction<'a> {
+    pub name: Option<Str<'a>>,
+    pub arguments: &'a str,
+}
+
+/// Token usage in OpenAI's shape, with LiteLLM's `cache_creation_input_tokens` for prompt
+/// cache writes.
+#[derive(Debug, Serialize)]
+pub struct OpenAiUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<CachedTokens>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<ReasoningTokens>,
+}
+
+#[derive(Debug, Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl From<Usage> for OpenAiUsage {
+    fn from(u: Usage) -> Self {
+        let some = |n: u64| (n > 0).then_some(n);
+        Self {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.total(),
+            prompt_tokens_details: some(u.cached_input_tokens)
+                .map(|cached_tokens| CachedTokens { cached_tokens }),
+            cache_creation_input_tokens: some(u.cache_write_input_tokens),
+            completion_tokens_details: some(u.reasoning_tokens)
+                .map(|reasoning_tokens| ReasoningTokens { reasoning_tokens }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn message(json: &str) -> Message<'_> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn written(t: &Text) -> String {
+        serde_json::to_string(t).unwrap()
+    }
+
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let m = message(r#"{"role":"user","name":"a\nb"}"#);
+        assert!(matches!(m.role.0, Cow::Borrowed("user")));
+        assert!(matches!(m.name.unwrap().0, Cow::Owned(ref s) if s == "a\nb"));
+    }
+
+    #[test]
+    fn content_of_every_shape() {
+        let content = |json: &str| format!("{:?}", Content::of(message(json).content).unwrap());
+        assert_eq!(content(r#"{"role":"user"}"#), "None");
+        assert_eq!(content(r#"{"role":"user","content":null}"#), "None");
+        for other in [r#"{"a":[1]}"#, "5", "true", "-1.5"] {
+            let json = format!(r#"{{"role":"user","content":{other}}}"#);
+            assert_eq!(content(&json), "Other");
+        }
+        let m = message(r#"{"role":"user","content":[{"type":"text","text":"a"}, 3]}"#);
+        assert!(
+            Content::of(m.content).is_err(),
+            "a part that is not an object"
+        );
+    }
+
+    #[test]
+    fn text_is_written_as_it_came() {
+        // A string's escapes go through untouched, and the same text results.
+        let m = message(r#"{"role":"user","content":"say \"hi\"\n\u00e9"}"#);
+        let text = Content::of(m.content).unwrap().text();
+        assert_eq!(written(&text), r#""say \"hi\"\n\u00e9""#);
+        assert_eq!(
+            serde_json::to_value(&text).unwrap(),
+            Value::String("say \"hi\"\né".into())
+        );
+        assert!(!text.is_empty());
+        let empty = message(r#"{"role":"user","content":""}"#);
+        assert!(Content::of(empty.content).unwrap().text().is_empty());
+        // Parts: one text is kept as it came, several are joined, other parts and texts
+        // that are not strings are left out.
+        let m = message(
+            r#"{"role":"user","content":[{"type":"text","text":"a\"b"},{"type":"image_url","image_url":{"url":"u"}}]}"#,
+        );
+        assert_eq!(
+            written(&Content::of(m.content).unwrap().text()),
+            r#""a\"b""#
+        );
+        let m = message(
+            r#"{"role":"user","content":[{"type":"text","text":"a\n"},{"type":"text","text":7},{"type":"text","text":"b"},{"type":"text","text":"c"}]}"#,
+        );
+        assert_eq!(
+            written(&Content::of(m.content).unwrap().text()),
+            r#""a\nbc""#
+        );
+        assert!(Content::Other.text().is_empty());
+        assert!(Content::None.text().is_empty());
+    }
+
+    #[test]
+    fn usage_in_openai_shape() {
+        let u = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cached_input_tokens: 4,
+            cache_write_input_tokens: 2,
+            reasoning_tokens: 3,
+        };
+        assert_eq!(
+            serde_json::to_value(OpenAiUsage::from(u)).unwrap(),
+            json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                   "prompt_tokens_details": {"cached_tokens": 4},
+                   "cache_creation_input_tokens": 2,
+                   "completion_tokens_details": {"reasoning_tokens": 3}})
+        );
+        assert_eq!(
+            serde_json::to_value(OpenAiUsage::from(Usage {
+                input_tokens: 1,
+                ..Usage::default()
+            }))
+            .unwrap(),
+            json!({"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1})
+        );
+    }
+}
