@@ -10,7 +10,8 @@ pub fn to_vec(v: &(impl Serialize + ?Sized)) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     // `Value`s and the wire structs always serialise (their map keys are strings), and
     // writing to a `Vec` cannot fail.
-    let _ = serde_json::to_writer(&mut out, v);
+    let written = serde_json::to_writer(&mut out, v);
+    debug_assert!(written.is_ok(), "cannot write JSON: {written:?}");
     out
 }
 

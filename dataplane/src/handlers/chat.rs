@@ -331,10 +331,13 @@ pub(super) fn from_openai(
 ) -> Result<Bytes, ApiError> {
     let upstream_model = d.deployment.upstream_model.as_str();
     let translated = match d.format {
-        // These read the request's fields from its JSON text.
-        ChatFormat::OpenAi | ChatFormat::Bedrock => {
-            let req = RawObject::parse(&serde_json::to_vec(req).unwrap_or_default())?;
+        ChatFormat::OpenAi => {
+            let req = RawObject::parse(&crate::json::to_vec(req))?;
             return upstream_body(&req, ClientApi::OpenAi, d, drop_params);
+        }
+        // It reads the request's fields from their JSON text.
+        ChatFormat::Bedrock => {
+            return openai_to_bedrock::request(&RawObject::parse(&crate::json::to_vec(req))?)
         }
         ChatFormat::Anthropic => openai_to_anthropic::request(
             req,

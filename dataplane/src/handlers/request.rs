@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::params::Edit;
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct RawObject(BTreeMap<String, Box<RawValue>>);
 
 impl RawObject {

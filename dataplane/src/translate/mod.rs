@@ -39,13 +39,16 @@ pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
 /// A provider's answer body as JSON; a body that is not JSON is the provider's failure (502),
 /// named after `provider`.
 pub fn upstream_json(body: &[u8], provider: &str) -> Result<Value, crate::error::ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        crate::error::ApiError::upstream(
-            502,
-            crate::error::ErrorKind::Upstream,
-            format!("{provider} returned a body that is not JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(body).map_err(|e| not_json(provider, e))
+}
+
+/// The 502 for a provider's answer that is not JSON, or not JSON of the expected shape.
+pub fn not_json(provider: &str, e: serde_json::Error) -> crate::error::ApiError {
+    crate::error::ApiError::upstream(
+        502,
+        crate::error::ErrorKind::Upstream,
+        format!("{provider} returned a body that is not JSON of its answer's shape: {e}"),
+    )
 }
 
 /// Text of an OpenAI `content` (string or parts) or Anthropic content (string or blocks).

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::openai_wire::{
     AssistantMessage, CalledFunction, CalledTool, Choice, Completion, Content, Message,
-    OpenAiUsage, Part, Str, Text, Tool,
+    OpenAiUsage, Part, Str, Text, Tool, ToolCall,
 };
 use crate::clock::now_secs;
 use crate::error::ApiError;
@@ -169,30 +169,49 @@ enum ToolInput {
 #[derive(Serialize)]
 struct EmptyObject {}
 
-/// A field of the request parsed as `T`, borrowing from it; `None` when absent or `null`.
-fn field<'a, T: Deserialize<'a>>(
-    req: &'a RawObject,
-    key: &'static str,
-) -> Result<Option<T>, ApiError> {
-    req.raw(key)
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")).with_param(key))
+/// JSON text parsed as `T`, borrowing from it; an error names where in `name` it is.
+fn parse<'a, T: Deserialize<'a>>(
+    json: &'a str,
+    name: &str,
+    param: &'static str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json)).map_err(|e| {
+        let inner = e.inner().to_string();
+        // serde_json's position is within the field's text, which the client did not send
+        // as such.
+        let reason = inner
+            .rsplit_once(" at line ")
+            .map_or(inner.as_str(), |(r, _)| r);
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else if path.starts_with('[') {
+            path
+        } else {
+            format!(".{path}")
+        };
+        ApiError::bad_request(format!("`{name}{at}`: {reason}")).with_param(param)
+    })
 }
 
 /// Builds a Converse request from an OpenAI chat request. The model and whether it
 /// streams go in the URL.
 pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
-    let messages: Vec<Message> =
-        field(req, "messages")?.ok_or_else(|| ApiError::missing_field("messages"))?;
+    let messages: Vec<Message> = parse(
+        req.raw("messages")
+            .ok_or_else(|| ApiError::missing_field("messages"))?,
+        "messages",
+        "messages",
+    )?;
 
     let mut system: Vec<Block> = Vec::new();
     let mut out: Vec<Turn> = Vec::new();
+    let mut tool_blocks = false;
     for (i, m) in messages.into_iter().enumerate() {
         let content = Content::of(m.content).map_err(|e| {
             ApiError::bad_request(format!("messages[{i}].content: {e}")).with_param("messages")
         })?;
-        let (role, blocks) = match m.role.as_str() {
+        let (role, blocks) = match m.role.as_ref().map_or("", Str::as_str) {
             "system" | "developer" => {
                 let text = content.text();
                 if !text.is_empty() {
@@ -207,7 +226,14 @@ pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
                 if !text.is_empty() {
                     blocks.push(Block::Text(text));
                 }
-                for call in m.tool_calls.into_iter().flatten() {
+                let calls: Vec<ToolCall> = match m.tool_calls {
+                    Some(raw) if raw.get().starts_with('[') => {
+                        parse(raw.get(), &format!("messages[{i}].tool_calls"), "messages")?
+                    }
+                    _ => Vec::new(),
+                };
+                tool_blocks |= !calls.is_empty();
+                for call in calls {
                     let (name, arguments) = match call.function {
                         Some(f) => (f.name, f.arguments),
                         None => (None, None),
@@ -221,6 +247,7 @@ pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
                 ("assistant", blocks)
             }
             "tool" | "function" => {
+                tool_blocks = true;
                 let id = m.tool_call_id.or(m.name).unwrap_or_default();
                 (
                     "user",
@@ -263,10 +290,8 @@ pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
         .or_else(|| req.raw("max_tokens"))
         .and_then(|r| r.parse::<u64>().ok());
     let stop = match req.json("stop") {
-        Some(s) if s.get().starts_with('"') => Some(Stop::One(s)),
-        Some(s) if s.get().starts_with('[') && s.get()[1..].trim_start() != "]" => {
-            Some(Stop::List(s))
-        }
+        Some(s) if req.is_string("stop") => Some(Stop::One(s)),
+        Some(s) if req.is_array("stop", true) => Some(Stop::List(s)),
         _ => None,
     };
     let converse = Converse {
@@ -279,45 +304,60 @@ pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
             stop,
         },
         additional: req.json("top_k").map(|top_k| Additional { top_k }),
-        tool_config: tool_config(req)?,
+        tool_config: tool_config(req, tool_blocks)?,
     };
     Ok(crate::json::bytes(&converse))
 }
 
-/// A tool call's arguments as Converse's `input`: the JSON object they hold, else `{}`.
-fn tool_input(arguments: Option<Str<'_>>) -> ToolInput {
-    arguments
-        .and_then(|a| serde_json::from_str::<Box<RawValue>>(a.as_str()).ok())
+/// A tool call's arguments as Converse's `input`: the JSON object their string holds (or
+/// the object itself, as some clients send it), else `{}`.
+fn tool_input(arguments: Option<&RawValue>) -> ToolInput {
+    let object = match arguments {
+        Some(a) if a.get().starts_with('"') => serde_json::from_str::<Str>(a.get())
+            .ok()
+            .and_then(|text| serde_json::from_str::<Box<RawValue>>(text.as_str()).ok()),
+        Some(a) => Some(a.to_owned()),
+        None => None,
+    };
+    object
         .filter(|v| v.get().starts_with('{'))
         .map_or(ToolInput::Empty(EmptyObject {}), ToolInput::Object)
 }
 
-/// The request's tools as Converse's `toolConfig`; none when `tool_choice` is `none`.
-fn tool_config(req: &RawObject) -> Result<Option<ToolConfig<'_>>, ApiError> {
-    let tool_choice: Option<Value> = field(req, "tool_choice")?;
-    if matches!(&tool_choice, Some(Value::String(s)) if s == "none") {
+/// The request's tools as Converse's `toolConfig`. With `tool_choice: none` there is
+/// none, unless the conversation already holds tool calls or results (`tool_blocks`):
+/// Converse refuses those without one, so the tools are sent without a choice.
+fn tool_config(req: &RawObject, tool_blocks: bool) -> Result<Option<ToolConfig<'_>>, ApiError> {
+    let tool_choice = req.value("tool_choice");
+    let none = matches!(&tool_choice, Some(Value::String(s)) if s == "none");
+    if (none && !tool_blocks) || !req.is_array("tools", true) {
         return Ok(None);
     }
-    let tools: Vec<Tool> = field(req, "tools")?.unwrap_or_default();
-    if tools.is_empty() {
-        return Ok(None);
-    }
+    let tools: Vec<Tool> = parse(req.raw("tools").unwrap_or("[]"), "tools", "tools")?;
     let tools = tools
         .into_iter()
-        .filter_map(|t| t.function)
-        .map(|f| ToolSpec {
-            spec: Spec {
-                name: f.name,
-                description: f.description,
-                input_schema: Schema {
-                    json: f.parameters.map_or(
-                        JsonSchema::AnyObject(AnyObject { kind: "object" }),
-                        JsonSchema::Client,
-                    ),
+        .enumerate()
+        .filter_map(|(i, t)| t.function.map(|f| (i, f)))
+        .map(|(i, f)| {
+            let json = match f.parameters {
+                None => JsonSchema::AnyObject(AnyObject { kind: "object" }),
+                Some(p) if p.get().starts_with('{') => JsonSchema::Client(p),
+                Some(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "`tools[{i}].function.parameters` must be a JSON schema (an object)"
+                    ))
+                    .with_param("tools"))
+                }
+            };
+            Ok(ToolSpec {
+                spec: Spec {
+                    name: f.name,
+                    description: f.description,
+                    input_schema: Schema { json },
                 },
-            },
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let tool_choice = match tool_choice {
         Some(Value::String(s)) if s == "required" => Some(json!({"any": {}})),
         Some(Value::Object(o)) => {
@@ -349,8 +389,16 @@ fn user_blocks(i: usize, content: Content<'_>) -> Result<Vec<Block<'_>>, ApiErro
     };
     parts
         .into_iter()
-        .map(|p| match p.kind.as_ref().map(Str::as_str) {
-            Some("text") => Ok(Block::Text(p.text.map_or_else(Text::default, Text::Json))),
+        .enumerate()
+        .map(|(j, p)| match p.kind.as_ref().map(Str::as_str) {
+            Some("text") => match p.text {
+                None => Ok(Block::Text(Text::Empty)),
+                Some(t) if t.get().starts_with('"') => Ok(Block::Text(Text::Json(t))),
+                Some(_) => Err(ApiError::bad_request(format!(
+                    "messages[{i}].content[{j}].text must be a string"
+                ))
+                .with_param("messages")),
+            },
             Some("image_url") => image_block(i, &p),
             other => Err(ApiError::bad_request(format!(
                 "messages[{i}].content has a part of type `{}` that Bedrock deployments do not take",
@@ -489,13 +537,8 @@ pub fn completion<'a>(
     body: &'a [u8],
     model: &'a str,
 ) -> Result<(Completion<'a>, Option<Usage>), ApiError> {
-    let v: ConverseResponse = serde_json::from_slice(body).map_err(|e| {
-        ApiError::upstream(
-            502,
-            crate::error::ErrorKind::Upstream,
-            format!("Bedrock returned a body that is not a Converse answer: {e}"),
-        )
-    })?;
+    let v: ConverseResponse =
+        serde_json::from_slice(body).map_err(|e| super::not_json("Bedrock", e))?;
     let mut texts = Vec::new();
     let mut reasonings = Vec::new();
     let mut tool_calls = Vec::new();
@@ -544,7 +587,9 @@ pub fn completion<'a>(
 /// [`completion`] as a `Value`, for callers that go on to another format.
 pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiError> {
     let (c, u) = completion(body, model)?;
-    Ok((serde_json::to_value(&c).unwrap_or_default(), u))
+    // Text passes through unread, so this is where a malformed escape shows.
+    let v = serde_json::to_value(&c).map_err(|e| super::not_json("Bedrock", e))?;
+    Ok((v, u))
 }
 
 /// The texts of an OpenAI embeddings `input`.
@@ -863,6 +908,65 @@ mod tests {
     }
 
     #[test]
+    fn request_as_a_value_reader_read_it() {
+        let req = json!({
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": "one"},
+                {"role": "assistant", "content": [5, {"type": "text", "text": "two"}], "tool_calls": [
+                    {"id": 5, "function": {"name": "f", "arguments": {"x": 1}}},
+                    {"id": "c", "function": {"name": ["f"], "arguments": " {\"y\" : 2} "}}]},
+                {"role": "tool", "tool_call_id": "c", "content": "done"},
+            ],
+            "tool_choice": "none", "max_completion_tokens": null, "max_tokens": 7,
+            "tools": [{"type": "function", "function": {"name": "f", "description": 3}}],
+        });
+        let c = converse(req.clone()).unwrap();
+        // Whitespace in the client's JSON changes nothing.
+        let pretty = serde_json::to_string_pretty(&req).unwrap();
+        let body = request(&RawObject::parse(pretty.as_bytes()).unwrap()).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), c);
+        assert_eq!(
+            c["messages"],
+            json!([
+                {"role": "user", "content": [{"text": "a"}, {"text": "b"}]},
+                {"role": "assistant", "content": [
+                    {"text": "one"}, {"text": "two"},
+                    {"toolUse": {"toolUseId": null, "name": "f", "input": {"x": 1}}},
+                    {"toolUse": {"toolUseId": "c", "name": null, "input": {"y": 2}}}]},
+                {"role": "user", "content": [{"toolResult": {"toolUseId": "c", "content": [{"text": "done"}]}}]},
+            ])
+        );
+        assert_eq!(c["inferenceConfig"], json!({"maxTokens": 7}));
+        // `tool_choice: none` with tool calls in the conversation: Converse needs the
+        // tools to read them, so they go without a choice.
+        assert_eq!(
+            c["toolConfig"],
+            json!({"tools": [{"toolSpec": {"name": "f", "inputSchema": {"json": {"type": "object"}}}}]})
+        );
+    }
+
+    #[test]
+    fn usage_of_converse_and_stream_metadata() {
+        let u = usage(
+            &json!({"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 2,
+                               "cacheWriteInputTokens": 1, "totalTokens": 16}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_input_tokens,
+                u.cache_write_input_tokens
+            ),
+            (13, 3, 2, 1)
+        );
+        assert_eq!(usage(&json!({"outputTokens": 3})), None);
+        assert_eq!(usage(&json!("x")), None);
+    }
+
+    #[test]
     fn request_refusals_are_clear() {
         let refused = |v: Value| {
             let e = converse(v).unwrap_err();
@@ -885,11 +989,30 @@ mod tests {
             refused(json!({"messages": [{"role": "system", "content": "x"}]}))
                 .contains("no user or assistant content")
         );
-        assert!(refused(json!({"messages": [{"role": 5}]})).starts_with("`messages`:"));
+        assert!(refused(json!({"messages": [{"role": 5}]})).contains("role ``"));
+        let e = refused(json!({"messages": [{"role": "user", "content": "x"}, 5]}));
+        assert!(
+            e.starts_with("`messages[1]`: invalid type: integer `5`"),
+            "{e}"
+        );
+        assert!(!e.contains("line"), "{e}");
+        let e = refused(json!({"messages": [{"role": "assistant", "tool_calls": [
+            {"id": "1", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "2", "function": "f"}]}]}));
+        assert!(
+            e.starts_with("`messages[0].tool_calls[1].function`: invalid type: string"),
+            "{e}"
+        );
+        assert_eq!(
+            refused(
+                json!({"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]})
+            ),
+            "messages[0].content[0].text must be a string"
+        );
         assert!(
             refused(json!({"messages": [{"role": "user", "content": "x"}],
-                               "tools": [{"function": {"name": 1}}]}))
-            .starts_with("`tools`:")
+                               "tools": [{"function": {"name": "f", "parameters": "object"}}]}))
+            .starts_with("`tools[0].function.parameters` must be a JSON schema")
         );
     }
 
@@ -944,13 +1067,20 @@ mod tests {
             (u.input_tokens, u.output_tokens, u.cached_input_tokens),
             (16, 7, 4)
         );
-        // Typed straight to bytes as the client gets them.
+        // The bytes the client gets.
         let text = body.to_string();
         let (c, _) = completion(text.as_bytes(), "m").unwrap();
+        let written = String::from_utf8(crate::json::to_vec(&c)).unwrap();
+        let (_, tail) = written.split_once(r#","created":"#).unwrap();
+        assert!(written.starts_with(r#"{"id":"chatcmpl-"#), "{written}");
         assert_eq!(
-            serde_json::from_slice::<Value>(&crate::json::to_vec(&c)).unwrap()["choices"],
-            v["choices"]
+            tail.split_once(',').unwrap().1,
+            r#""model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Let me check.","tool_calls":[{"id":"tooluse_1","type":"function","function":{"name":"get_weather","arguments":"{\"location\":\"Paris\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":16,"completion_tokens":7,"total_tokens":23,"prompt_tokens_details":{"cached_tokens":4}}}"#
         );
+        // Text passes through unread; a malformed escape is found when a `Value` is made.
+        let lone = br#"{"output":{"message":{"content":[{"text":"a\ud800"}]}}}"#;
+        assert!(completion(lone, "m").is_ok());
+        assert_eq!(response(lone, "m").unwrap_err().status, 502);
         assert_eq!(finish_reason("guardrail_intervened"), "content_filter");
         assert_eq!(finish_reason("max_tokens"), "length");
     }

@@ -1,14 +1,16 @@
 //! OpenAI's chat wire format as typed, borrowing structs, for translations on the request
-//! path: a request's messages and tools are read without building a `Value` tree (their
-//! strings borrowed from the body unless they hold escapes), and a chat completion is
-//! written straight from its parts. About a fifth of the instructions of the same work
-//! done through `serde_json::Value` (docs/benchmarks.md, "Typed translations").
+//! path: a request's messages and tools are read without building a `Value` tree (text
+//! kept as the JSON string it came as, other strings borrowed from the body unless they
+//! hold escapes), and a chat completion is
+//! written straight from its parts. For Bedrock that took each direction to about 40 % of
+//! the instructions it took through `serde_json::Value` (docs/benchmarks.md, providers,
+//! "Thirty-fifth session").
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -52,54 +54,100 @@ impl Serialize for Str<'_> {
     }
 }
 
-/// Text as it will be written: a JSON string literal from the other side, kept as it
-/// came (escapes and all, so it is neither unescaped nor escaped again), or text the
-/// translation put together.
-#[derive(Debug, Clone)]
-pub enum Text<'a> {
-    Json(&'a RawValue),
-    Plain(Cow<'a, str>),
+/// A string field as the gateway reads the client's: the string, or `None` for `null` or
+/// any other JSON (skipped, as a `Value`'s `as_str` would).
+fn loose<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Str<'a>>, D::Error> {
+    struct V<'a>(PhantomData<&'a ()>);
+    impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+        type Value = Option<Str<'a>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Str(Cow::Borrowed(s))))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(Str(Cow::Owned(s.to_owned()))))
+        }
+        fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok(Some(Str(Cow::Owned(s))))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V(PhantomData))
 }
 
-impl Default for Text<'_> {
-    fn default() -> Self {
-        Text::Plain(Cow::Borrowed(""))
-    }
+/// Text as it will be written: JSON string literals from the other side kept as they came
+/// (escapes and all, so text is never unescaped or escaped again).
+#[derive(Debug)]
+pub enum Text<'a> {
+    Empty,
+    /// One string literal.
+    Json(&'a RawValue),
+    /// Several string literals joined: their contents between one pair of quotes.
+    Joined(Box<RawValue>),
 }
 
 impl<'a> Text<'a> {
     pub fn is_empty(&self) -> bool {
         match self {
+            Text::Empty => true,
             Text::Json(raw) => raw.get() == "\"\"",
-            Text::Plain(s) => s.is_empty(),
+            Text::Joined(raw) => raw.get() == "\"\"",
         }
     }
 
-    /// The strings among `texts` (JSON text) concatenated; one string is kept as it is.
+    /// The string literals among `texts` (JSON text) concatenated; others are left out.
     pub fn join(texts: impl IntoIterator<Item = &'a RawValue>) -> Text<'a> {
         let mut strings = texts.into_iter().filter(|t| t.get().starts_with('"'));
         let Some(first) = strings.next() else {
-            return Text::default();
+            return Text::Empty;
         };
         let Some(second) = strings.next() else {
             return Text::Json(first);
         };
-        let mut all = String::new();
+        let mut all = String::from("\"");
         for t in [first, second].into_iter().chain(strings) {
-            // A string literal the parser already accepted.
-            if let Ok(s) = serde_json::from_str::<Str>(t.get()) {
-                all.push_str(s.as_str());
-            }
+            let literal = t.get();
+            all.push_str(&literal[1..literal.len() - 1]);
         }
-        Text::Plain(Cow::Owned(all))
+        all.push('"');
+        // Valid string contents between quotes are a valid string, so this cannot fail.
+        RawValue::from_string(all).map_or(Text::Empty, Text::Joined)
     }
 }
 
 impl Serialize for Text<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
+            Text::Empty => s.serialize_str(""),
             Text::Json(raw) => raw.serialize(s),
-            Text::Plain(text) => s.serialize_str(text),
+            Text::Joined(raw) => raw.serialize(s),
         }
     }
 }
@@ -115,14 +163,26 @@ pub enum Content<'a> {
 }
 
 impl<'a> Content<'a> {
-    /// `content` from its JSON text.
+    /// `content` from its JSON text. Parts that are not objects are kept as parts with no
+    /// type or text, as a `Value` reader sees them.
     pub fn of(raw: Option<&'a RawValue>) -> Result<Self, serde_json::Error> {
         let Some(raw) = raw else {
             return Ok(Content::None);
         };
         Ok(match raw.get().as_bytes().first() {
             Some(b'"') => Content::Text(raw),
-            Some(b'[') => Content::Parts(serde_json::from_str(raw.get())?),
+            Some(b'[') => {
+                let parts: Vec<&RawValue> = serde_json::from_str(raw.get())?;
+                Content::Parts(
+                    parts
+                        .into_iter()
+                        .map(|p| match p.get().starts_with('{') {
+                            true => serde_json::from_str(p.get()),
+                            false => Ok(Part::default()),
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             Some(b'n') => Content::None,
             _ => Content::Other,
         })
@@ -133,15 +193,15 @@ impl<'a> Content<'a> {
         match self {
             Content::Text(raw) => Text::Json(raw),
             Content::Parts(parts) => Text::join(parts.iter().filter_map(|p| p.text)),
-            Content::None | Content::Other => Text::default(),
+            Content::None | Content::Other => Text::Empty,
         }
     }
 }
 
 /// A content part: `{"type": "text", "text": ...}`, `{"type": "image_url", ...}`, ...
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct Part<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "loose")]
     pub kind: Option<Str<'a>>,
     /// JSON text: a string, unless the client sent something else.
     #[serde(borrow, default)]
@@ -151,26 +211,28 @@ pub struct Part<'a> {
     pub image_url: Option<&'a RawValue>,
 }
 
-/// One of a request's `messages`.
+/// One of a request's `messages`. Fields of the wrong type read as absent, as they did
+/// when translations read `Value`s.
 #[derive(Debug, Deserialize)]
 pub struct Message<'a> {
-    #[serde(borrow, default)]
-    pub role: Str<'a>,
+    #[serde(borrow, default, deserialize_with = "loose")]
+    pub role: Option<Str<'a>>,
     /// JSON text; see [`Content::of`].
     #[serde(borrow, default)]
     pub content: Option<&'a RawValue>,
+    /// JSON text: the calls when it is an array.
     #[serde(borrow, default)]
-    pub tool_calls: Option<Vec<ToolCall<'a>>>,
-    #[serde(borrow, default)]
+    pub tool_calls: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "loose")]
     pub tool_call_id: Option<Str<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "loose")]
     pub name: Option<Str<'a>>,
 }
 
 /// An assistant message's tool call.
 #[derive(Debug, Deserialize)]
 pub struct ToolCall<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "loose")]
     pub id: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub function: Option<Function<'a>>,
@@ -179,12 +241,12 @@ pub struct ToolCall<'a> {
 /// A tool call's or a tool's `function`.
 #[derive(Debug, Deserialize)]
 pub struct Function<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "loose")]
     pub name: Option<Str<'a>>,
-    /// The call's arguments: JSON text in a string.
+    /// The call's arguments: JSON text in a string (or, from some clients, the object).
     #[serde(borrow, default)]
-    pub arguments: Option<Str<'a>>,
-    #[serde(borrow, default)]
+    pub arguments: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "loose")]
     pub description: Option<Str<'a>>,
     /// The tool's JSON schema.
     #[serde(borrow, default)]
@@ -301,7 +363,7 @@ mod tests {
     #[test]
     fn strings_are_borrowed_unless_escaped() {
         let m = message(r#"{"role":"user","name":"a\nb"}"#);
-        assert!(matches!(m.role.0, Cow::Borrowed("user")));
+        assert!(matches!(m.role.unwrap().0, Cow::Borrowed("user")));
         assert!(matches!(m.name.unwrap().0, Cow::Owned(ref s) if s == "a\nb"));
     }
 
@@ -314,11 +376,19 @@ mod tests {
             let json = format!(r#"{{"role":"user","content":{other}}}"#);
             assert_eq!(content(&json), "Other");
         }
+        // A part that is not an object has no type and no text, as a `Value` reader saw it.
         let m = message(r#"{"role":"user","content":[{"type":"text","text":"a"}, 3]}"#);
-        assert!(
-            Content::of(m.content).is_err(),
-            "a part that is not an object"
+        let parts = Content::of(m.content).unwrap();
+        assert_eq!(
+            format!("{parts:?}")
+                .matches("kind: None, text: None")
+                .count(),
+            1
         );
+        assert_eq!(serde_json::to_string(&parts.text()).unwrap(), r#""a""#);
+        // Strings of the wrong type read as absent.
+        let m = message(r#"{"role":5,"name":{"a":[1]},"tool_call_id":null}"#);
+        assert!(m.role.is_none() && m.name.is_none() && m.tool_call_id.is_none());
     }
 
     #[test]
