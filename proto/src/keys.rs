@@ -6,10 +6,24 @@ use sha2::{Digest, Sha256};
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0; bytes.len() * 2];
-    // `out` is twice as long as `bytes`, so this cannot fail; it writes ASCII only.
-    let _ = hex::encode_to_slice(bytes, &mut out);
-    String::from_utf8(out).unwrap_or_default()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Appends the lower-case hex of `bytes` to `out`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Through a buffer, a block at a time: a table lookup per digit, one copy per block.
+    let mut buf = [0u8; 128];
+    for block in bytes.chunks(buf.len() / 2) {
+        for (pair, b) in buf.chunks_exact_mut(2).zip(block) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        // Hex digits are ASCII, so this cannot fail.
+        out.push_str(std::str::from_utf8(&buf[..block.len() * 2]).unwrap_or_default());
+    }
 }
 
 /// SHA-256 of an API key. Keys are stored and distributed only in this form.
@@ -104,6 +118,20 @@ pub struct ModelBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_of_every_byte_and_of_more_than_a_block() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut expected = String::new();
+        for b in &all {
+            expected.push_str(&format!("{b:02x}"));
+        }
+        assert_eq!(hex(&all), expected);
+        let mut out = String::from("x");
+        push_hex(&mut out, &all[..65]);
+        assert_eq!(out, format!("x{}", &expected[..130]));
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn hex_round_trip_and_known_digest() {

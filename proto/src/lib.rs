@@ -30,7 +30,7 @@ pub use cache::{
 };
 pub use delta::{Delta, DeltaOp, ForgetCached, UsageEvent};
 pub use egress::{AllowedEgress, Verdict as EgressVerdict};
-pub use keys::{hex, KeyHash, ModelBudget, VirtualKey};
+pub use keys::{hex, push_hex, KeyHash, ModelBudget, VirtualKey};
 pub use mcp::{McpAuth, McpServer, McpToolCost, McpTransport, OAuth2Client};
 pub use permission::ObjectPermission;
 pub use router::{

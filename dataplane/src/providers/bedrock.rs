@@ -34,6 +34,8 @@ const ANTHROPIC_BEDROCK_VERSION: &str = "bedrock-2023-05-31";
 pub struct BedrockAuth {
     credentials: Arc<CredentialSource>,
     signer: Signer,
+    /// `/model/<id>/` with the model id encoded, as every request's path starts.
+    model_path: String,
 }
 
 impl std::fmt::Debug for BedrockAuth {
@@ -56,9 +58,11 @@ impl BedrockAuth {
             .unwrap_or(routeiq_proto::litellm::BEDROCK_DEFAULT_REGION)
             .to_owned();
         let credentials = sources.source(d, &region, upstream)?;
+        let (Api::Converse(id) | Api::InvokeAnthropic(id)) = api(d);
         Ok(Self {
             signer: Signer::new(&region, "bedrock"),
             credentials,
+            model_path: ["/model/", &encode_id(id), "/"].concat(),
         })
     }
 }
@@ -108,9 +112,8 @@ impl Provider for Bedrock {
         op: Operation,
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
-        let (id, action, body) = match (api(&d.deployment), op) {
-            (Api::Converse(id), Operation::Chat { stream, .. }) => (
-                id,
+        let (action, body) = match (api(&d.deployment), op) {
+            (Api::Converse(_), Operation::Chat { stream, .. }) => (
                 if stream {
                     "converse-stream"
                 } else {
@@ -118,8 +121,7 @@ impl Provider for Bedrock {
                 },
                 body,
             ),
-            (Api::InvokeAnthropic(id), Operation::Chat { stream, .. }) => (
-                id,
+            (Api::InvokeAnthropic(_), Operation::Chat { stream, .. }) => (
                 if stream {
                     "invoke-with-response-stream"
                 } else {
@@ -127,9 +129,7 @@ impl Provider for Bedrock {
                 },
                 anthropic_body(&body)?,
             ),
-            (Api::Converse(id) | Api::InvokeAnthropic(id), Operation::Embeddings) => {
-                (id, "invoke", body)
-            }
+            (Api::Converse(_) | Api::InvokeAnthropic(_), Operation::Embeddings) => ("invoke", body),
             (Api::Converse(_) | Api::InvokeAnthropic(_), Operation::Rerank) => {
                 return Ok(UpstreamRequest {
                     method: http::Method::POST,
@@ -156,7 +156,7 @@ impl Provider for Bedrock {
         }
         Ok(UpstreamRequest {
             method: http::Method::POST,
-            path: [&target.base_path, "/model/", &encode_id(id), "/", action].concat(),
+            path: [&target.base_path, auth(d)?.model_path.as_str(), action].concat(),
             headers,
             body,
         })

@@ -326,7 +326,8 @@ async fn exchange(
 #[derive(Debug)]
 pub enum Credentials {
     Vertex(vertex::VertexAuth),
-    Bedrock(bedrock::BedrockAuth),
+    /// Boxed: its signer keeps the day's HMAC key with both pads hashed.
+    Bedrock(Box<bedrock::BedrockAuth>),
 }
 
 /// The credentials of `d`'s provider, if it needs any, or why the deployment cannot be
@@ -338,7 +339,7 @@ pub fn credentials(d: &Deployment, lasting: &Lasting) -> Option<Result<Credentia
                 .map(Credentials::Vertex)
         }
         ProviderKind::Bedrock => bedrock::BedrockAuth::prepare(d, &lasting.aws, &lasting.upstream)
-            .map(Credentials::Bedrock),
+            .map(|a| Credentials::Bedrock(Box::new(a))),
         _ => return None,
     };
     Some(prepared.map_err(|why| {

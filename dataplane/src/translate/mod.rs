@@ -36,6 +36,15 @@ pub enum ChatFormat {
 /// (LiteLLM's default too).
 pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
 
+/// A chat completion id for an answer whose provider sent none: `chatcmpl-` and 16 random
+/// hex digits.
+pub fn chat_id() -> String {
+    let mut id = String::with_capacity(25);
+    id.push_str("chatcmpl-");
+    routeiq_proto::push_hex(&mut id, &fastrand::u64(..).to_be_bytes());
+    id
+}
+
 /// A provider's answer body as JSON; a body that is not JSON is the provider's failure (502),
 /// named after `provider`.
 pub fn upstream_json(body: &[u8], provider: &str) -> Result<Value, crate::error::ApiError> {
@@ -78,5 +87,25 @@ fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_chat_id_is_the_prefix_and_sixteen_hex_digits() {
+        let ids: Vec<String> = (0..64).map(|_| super::chat_id()).collect();
+        for id in &ids {
+            let digits = id.strip_prefix("chatcmpl-").unwrap();
+            assert_eq!(digits.len(), 16, "{id}");
+            assert!(digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        }
+        // Random: 64 draws of 64 bits do not repeat.
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
     }
 }

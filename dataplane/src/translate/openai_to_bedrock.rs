@@ -570,7 +570,7 @@ pub fn completion<'a>(
     let content = (!text.is_empty() || tool_calls.is_empty()).then_some(text);
     let reasoning = Text::join(reasonings);
     let completion = Completion {
-        id: format!("chatcmpl-{:016x}", fastrand::u64(..)),
+        id: super::chat_id(),
         object: "chat.completion",
         created: now_secs(),
         model,

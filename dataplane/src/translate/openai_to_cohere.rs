@@ -141,7 +141,7 @@ pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiE
         .unwrap_or("COMPLETE");
     let u = v.get("usage").and_then(usage);
     let mut out = json!({
-        "id": v.get("id").and_then(Value::as_str).map_or_else(|| format!("chatcmpl-{:016x}", fastrand::u64(..)), str::to_owned),
+        "id": v.get("id").and_then(Value::as_str).map_or_else(super::chat_id, str::to_owned),
         "object": "chat.completion",
         "created": now_secs(),
         "model": model,

@@ -607,7 +607,7 @@ impl BedrockToOpenAi {
     fn start(&mut self, out: &mut Vec<Bytes>) {
         if !self.started {
             self.started = true;
-            self.id = format!("chatcmpl-{:016x}", fastrand::u64(..));
+            self.id = super::chat_id();
             self.created = now_secs();
             out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
         }
@@ -749,10 +749,10 @@ impl StreamConverter for CohereToOpenAi {
             .unwrap_or("");
         if !self.started {
             self.started = true;
-            self.id = v.get("id").and_then(Value::as_str).map_or_else(
-                || format!("chatcmpl-{:016x}", fastrand::u64(..)),
-                str::to_owned,
-            );
+            self.id = v
+                .get("id")
+                .and_then(Value::as_str)
+                .map_or_else(super::chat_id, str::to_owned);
             self.created = now_secs();
             out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
         }
