@@ -28,8 +28,14 @@ BODIES=("$@")
 [ "${#BODIES[@]}" -gt 0 ] || BODIES=(bench/chat-realistic.lua bench/chat.lua)
 apt_install nginx wrk
 case "$CONFIG" in *learned*) export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ort_dylib)}" ;; esac
-step "cargo build --release -p routeiq-dataplane"
-cargo build --release --locked -p routeiq-dataplane >&2
+# ROUTEIQ_BENCH_BIN: another build of the gateway to measure (e.g. an older commit's, to
+# compare); by default this checkout's release build.
+BIN="${ROUTEIQ_BENCH_BIN:-}"
+if [ -z "$BIN" ]; then
+  step "cargo build --release -p routeiq-dataplane"
+  cargo build --release --locked -p routeiq-dataplane >&2
+  BIN="$CARGO_TARGET_DIR/release/routeiq-dataplane"
+fi
 
 work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
@@ -42,7 +48,7 @@ nginx -c "$work/nginx.conf"
 
 sed -e "s#__PORT__#$NGINX_PORT#g" -e "s#__ARTIFACTS__#${ROUTEIQ_BENCH_ARTIFACTS:-/tmp/routeiq-artifacts}#g" \
   "$CONFIG" > "$work/config.yaml"
-ROUTEIQ_LOG=warn "$CARGO_TARGET_DIR/release/routeiq-dataplane" --config "$work/config.yaml" \
+ROUTEIQ_LOG=warn "$BIN" --config "$work/config.yaml" \
   --listen "127.0.0.1:$GW_PORT" >"$work/gw.log" 2>&1 &
 echo $! > "$work/gw.pid"
 GW_PID=$(cat "$work/gw.pid")
