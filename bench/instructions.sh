@@ -20,8 +20,8 @@ N="${1:-1001}"
 BODY="${2:-bench/chat.lua}"
 CONFIG="${3:-bench/config.yaml.in}"
 apt_install nginx valgrind
-# ROUTEIQ_BENCH_BIN: another build of the gateway to count (e.g. an older commit's, to
-# compare); by default this checkout's release build.
+# ROUTEIQ_BENCH_BIN: another build of the gateway to count, as an absolute path (e.g. an
+# older commit's, to compare); by default this checkout's release build.
 BIN="${ROUTEIQ_BENCH_BIN:-}"
 if [ -z "$BIN" ]; then
   step "cargo build --release -p routeiq-dataplane"

@@ -28,8 +28,8 @@ BODIES=("$@")
 [ "${#BODIES[@]}" -gt 0 ] || BODIES=(bench/chat-realistic.lua bench/chat.lua)
 apt_install nginx wrk
 case "$CONFIG" in *learned*) export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ort_dylib)}" ;; esac
-# ROUTEIQ_BENCH_BIN: another build of the gateway to measure (e.g. an older commit's, to
-# compare); by default this checkout's release build.
+# ROUTEIQ_BENCH_BIN: another build of the gateway to measure, as an absolute path (e.g. an
+# older commit's, to compare); by default this checkout's release build.
 BIN="${ROUTEIQ_BENCH_BIN:-}"
 if [ -z "$BIN" ]; then
   step "cargo build --release -p routeiq-dataplane"

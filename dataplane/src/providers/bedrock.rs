@@ -34,7 +34,7 @@ const ANTHROPIC_BEDROCK_VERSION: &str = "bedrock-2023-05-31";
 pub struct BedrockAuth {
     credentials: Arc<CredentialSource>,
     signer: Signer,
-    /// `/model/<id>/` with the model id encoded, as every request's path starts.
+    /// `/model/<id>/` with the model id encoded: how every Converse and InvokeModel path starts.
     model_path: String,
 }
 

@@ -282,7 +282,7 @@ fn amz_date(secs: i64) -> String {
     out
 }
 
-/// The last `width` decimal digits of `n` (at least 0).
+/// The last `width` decimal digits of `n` (`n` ≥ 0).
 fn push_digits(out: &mut String, n: i64, width: u32) {
     for place in (0..width).rev() {
         let digit = n / 10_i64.pow(place) % 10;
