@@ -129,8 +129,7 @@ impl Signer {
         push_hex_sha256(&mut canonical, body);
 
         // The string to sign goes straight into the HMAC: this runs for every request.
-        let key = self.key(credentials, secs.div_euclid(86_400), now);
-        let mut mac = hmac::Context::with_key(&key);
+        let mut mac = self.hmac(credentials, secs.div_euclid(86_400), now);
         let mut canonical_hash = String::with_capacity(64);
         push_hex_sha256(&mut canonical_hash, canonical.as_bytes());
         for part in [
@@ -167,15 +166,16 @@ impl Signer {
         Ok(headers)
     }
 
-    /// The signing key of `day` for `credentials`: the cached one, or derived and kept.
-    fn key(&self, credentials: &Credentials, day: i64, now: SystemTime) -> hmac::Key {
+    /// An HMAC under the signing key of `day` for `credentials`: the kept key, or one
+    /// derived and kept.
+    fn hmac(&self, credentials: &Credentials, day: i64, now: SystemTime) -> hmac::Context {
         let mut cached = self.key.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cached.as_ref().filter(|k| {
             k.day == day
                 && k.credentials.access_key_id() == credentials.access_key_id()
                 && k.credentials.secret_access_key() == credentials.secret_access_key()
         }) {
-            return k.key.clone();
+            return hmac::Context::with_key(&k.key);
         }
         let derived = v4::generate_signing_key(
             credentials.secret_access_key(),
@@ -184,12 +184,13 @@ impl Signer {
             self.service,
         );
         let key = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        let mac = hmac::Context::with_key(&key);
         *cached = Some(DayKey {
-            key: key.clone(),
+            key,
             day,
             credentials: credentials.clone(),
         });
-        key
+        mac
     }
 }
 
@@ -261,17 +262,11 @@ fn canonical_query(query: &str, out: &mut String) {
 fn amz_date(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = routeiq_proto::time::civil_from_days(days);
-    if !(0..10_000).contains(&y) {
-        return format!(
-            "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        );
-    }
     // Written digit by digit rather than `format!`ed: this runs for every request.
     let mut out = String::with_capacity(16);
-    push_digits(&mut out, y, 4);
+    // Four digits of year, more after 9999.
+    let year_digits = y.checked_ilog10().map_or(1, |l| l + 1).max(4);
+    push_digits(&mut out, y, year_digits);
     push_digits(&mut out, i64::from(m), 2);
     push_digits(&mut out, i64::from(d), 2);
     out.push('T');
