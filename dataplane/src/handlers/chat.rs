@@ -363,7 +363,7 @@ pub(super) fn openai_response(
         }
         ChatFormat::Bedrock => {
             let (c, u) = openai_to_bedrock::completion(&body, model)?;
-            return Ok((crate::json::bytes(&c), u));
+            return Ok((Bytes::from(c.to_vec()), u));
         }
         _ => {}
     }

@@ -207,10 +207,27 @@ fn push_hex_sha256(out: &mut String, bytes: &[u8]) {
     routeiq_proto::push_hex(out, digest::digest(&digest::SHA256, bytes).as_ref());
 }
 
+/// Whether `path` is absolute, with no `.` or `..` segment and no empty one but the last:
+/// what resolving its segments would leave as it is. (A model path such as
+/// `/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse` is.)
+fn is_normal(path: &str) -> bool {
+    let mut segments = path.as_bytes().split(|&b| b == b'/').peekable();
+    if !path.starts_with('/') {
+        return false;
+    }
+    segments.next();
+    while let Some(s) = segments.next() {
+        if s == b"." || s == b".." || (s.is_empty() && segments.peek().is_some()) {
+            return false;
+        }
+    }
+    true
+}
+
 /// The path as SigV4 signs it: made absolute, its empty and dot segments resolved (RFC 3986
 /// 5.2.4), then percent-encoded but for unreserved characters and `/`.
 fn canonical_uri(path: &str, out: &mut String) {
-    if !path.contains('.') && !path.contains("//") && path.starts_with('/') {
+    if is_normal(path) {
         out.extend(percent_encoding::utf8_percent_encode(path, PATH));
         return;
     }
@@ -381,6 +398,10 @@ mod tests {
             "//",
             "/x~y_z-1.2/%7E%20(a)!*'$&+,;=:@",
             "/model/m",
+            "/.well-known/..x/y.",
+            "/a/./b",
+            "/a/../b/",
+            "/a/b//",
             "",
             // Pass-through routes forward the client's query.
             "/model/m/converse?b=2&a=1&a=0",

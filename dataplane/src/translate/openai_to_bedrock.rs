@@ -4,40 +4,29 @@
 //! format instead, see `providers::bedrock`.)
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::openai_wire::{
-    AssistantMessage, CalledFunction, CalledTool, Choice, Completion, Content, Message,
-    OpenAiUsage, Part, Str, Text, Tool, ToolCall,
+    CalledTool, Completion, Content, Message, OpenAiUsage, Part, Str, Text, Tool, ToolCall,
 };
 use crate::clock::now_secs;
 use crate::error::ApiError;
 use crate::handlers::request::RawObject;
+use crate::json::{Array, Object};
 use crate::usage::Usage;
 
 /// A Converse request. Fields borrow from the client's body.
-#[derive(Serialize)]
 struct Converse<'a> {
     messages: Vec<Turn<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     system: Vec<Block<'a>>,
-    #[serde(
-        rename = "inferenceConfig",
-        skip_serializing_if = "Inference::is_empty"
-    )]
     inference: Inference<'a>,
-    #[serde(
-        rename = "additionalModelRequestFields",
-        skip_serializing_if = "Option::is_none"
-    )]
-    additional: Option<Additional<'a>>,
-    #[serde(rename = "toolConfig", skip_serializing_if = "Option::is_none")]
+    /// `additionalModelRequestFields.top_k`.
+    top_k: Option<&'a RawValue>,
     tool_config: Option<ToolConfig<'a>>,
 }
 
-#[derive(Serialize)]
 struct Turn<'a> {
     role: &'static str,
     content: Vec<Block<'a>>,
@@ -45,56 +34,29 @@ struct Turn<'a> {
 
 /// A content block: `{"text": ...}`, `{"image": ...}`, `{"toolUse": ...}`,
 /// `{"toolResult": ...}`.
-#[derive(Serialize)]
 enum Block<'a> {
-    #[serde(rename = "text")]
     Text(Text<'a>),
-    #[serde(rename = "image")]
-    Image { format: String, source: ImageBytes },
-    #[serde(rename = "toolUse")]
+    Image {
+        format: String,
+        bytes: String,
+    },
     ToolUse {
-        #[serde(rename = "toolUseId")]
         id: Option<Str<'a>>,
         name: Option<Str<'a>>,
-        input: ToolInput,
+        /// The object the call's arguments hold; `None` is written as `{}`.
+        input: Option<Box<RawValue>>,
     },
-    #[serde(rename = "toolResult")]
     ToolResult {
-        #[serde(rename = "toolUseId")]
         id: Str<'a>,
-        content: [TextBlock<'a>; 1],
+        text: Text<'a>,
     },
 }
 
-#[derive(Serialize)]
-struct TextBlock<'a> {
-    text: Text<'a>,
-}
-
-#[derive(Serialize)]
-struct ImageBytes {
-    bytes: String,
-}
-
-#[derive(Serialize, Default)]
 struct Inference<'a> {
-    #[serde(rename = "maxTokens", skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<&'a RawValue>,
-    #[serde(rename = "topP", skip_serializing_if = "Option::is_none")]
     top_p: Option<&'a RawValue>,
-    #[serde(rename = "stopSequences", skip_serializing_if = "Option::is_none")]
     stop: Option<Stop<'a>>,
-}
-
-impl Inference<'_> {
-    fn is_empty(&self) -> bool {
-        self.max_tokens.is_none()
-            && self.temperature.is_none()
-            && self.top_p.is_none()
-            && self.stop.is_none()
-    }
 }
 
 /// `stop` as Converse's list: one string, or the client's non-empty array as it sent it.
@@ -103,71 +65,123 @@ enum Stop<'a> {
     List(&'a RawValue),
 }
 
-impl Serialize for Stop<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Stop::One(v) => [v].serialize(s),
-            Stop::List(v) => v.serialize(s),
+struct ToolConfig<'a> {
+    tools: Vec<ToolSpec<'a>>,
+    tool_choice: Option<Value>,
+}
+
+struct ToolSpec<'a> {
+    name: Option<Str<'a>>,
+    description: Option<Str<'a>>,
+    /// The client's JSON schema (an object); `None` is written as any object.
+    schema: Option<&'a RawValue>,
+}
+
+impl Converse<'_> {
+    /// The request as JSON, written field by field: client text goes in as it came.
+    fn to_vec(&self, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(capacity);
+        let mut o = Object::new(&mut out);
+        let mut messages = o.array("messages");
+        for turn in &self.messages {
+            let mut t = messages.object();
+            t.plain("role", turn.role);
+            write_blocks(t.array("content"), &turn.content);
+        }
+        drop(messages);
+        if !self.system.is_empty() {
+            write_blocks(o.array("system"), &self.system);
+        }
+        self.inference.write(&mut o);
+        if let Some(top_k) = self.top_k {
+            o.object("additionalModelRequestFields")
+                .raw("top_k", top_k.get());
+        }
+        if let Some(config) = &self.tool_config {
+            config.write(o.object("toolConfig"));
+        }
+        drop(o);
+        out
+    }
+}
+
+fn write_blocks(mut list: Array, blocks: &[Block]) {
+    for block in blocks {
+        let mut o = list.object();
+        match block {
+            Block::Text(text) => o.raw("text", text.json()),
+            Block::Image { format, bytes } => {
+                let mut image = o.object("image");
+                image.value("format", format);
+                image.object("source").value("bytes", bytes);
+            }
+            Block::ToolUse { id, name, input } => {
+                let mut tool_use = o.object("toolUse");
+                tool_use.value("toolUseId", id);
+                tool_use.value("name", name);
+                tool_use.raw("input", input.as_deref().map_or("{}", RawValue::get));
+            }
+            Block::ToolResult { id, text } => {
+                let mut result = o.object("toolResult");
+                result.value("toolUseId", id);
+                result.array("content").object().raw("text", text.json());
+            }
         }
     }
 }
 
-#[derive(Serialize)]
-struct Additional<'a> {
-    top_k: &'a RawValue,
+impl Inference<'_> {
+    /// `inferenceConfig`, left out when it has nothing in it.
+    fn write(&self, o: &mut Object) {
+        if self.max_tokens.is_none()
+            && self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.stop.is_none()
+        {
+            return;
+        }
+        let mut config = o.object("inferenceConfig");
+        if let Some(n) = self.max_tokens {
+            config.value("maxTokens", &n);
+        }
+        if let Some(t) = self.temperature {
+            config.raw("temperature", t.get());
+        }
+        if let Some(p) = self.top_p {
+            config.raw("topP", p.get());
+        }
+        match self.stop {
+            Some(Stop::One(one)) => config
+                .array("stopSequences")
+                .item()
+                .extend_from_slice(one.get().as_bytes()),
+            Some(Stop::List(list)) => config.raw("stopSequences", list.get()),
+            None => {}
+        }
+    }
 }
 
-#[derive(Serialize)]
-struct ToolConfig<'a> {
-    tools: Vec<ToolSpec<'a>>,
-    #[serde(rename = "toolChoice", skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<Value>,
+impl ToolConfig<'_> {
+    fn write(&self, mut o: Object) {
+        let mut tools = o.array("tools");
+        for tool in &self.tools {
+            let mut item = tools.object();
+            let mut spec = item.object("toolSpec");
+            spec.value("name", &tool.name);
+            if let Some(description) = &tool.description {
+                spec.value("description", description);
+            }
+            spec.object("inputSchema").raw(
+                "json",
+                tool.schema.map_or(r#"{"type":"object"}"#, RawValue::get),
+            );
+        }
+        drop(tools);
+        if let Some(choice) = &self.tool_choice {
+            o.value("toolChoice", choice);
+        }
+    }
 }
-
-#[derive(Serialize)]
-struct ToolSpec<'a> {
-    #[serde(rename = "toolSpec")]
-    spec: Spec<'a>,
-}
-
-#[derive(Serialize)]
-struct Spec<'a> {
-    name: Option<Str<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<Str<'a>>,
-    #[serde(rename = "inputSchema")]
-    input_schema: Schema<'a>,
-}
-
-#[derive(Serialize)]
-struct Schema<'a> {
-    json: JsonSchema<'a>,
-}
-
-/// A tool's parameters: the client's JSON schema, else any object.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum JsonSchema<'a> {
-    Client(&'a RawValue),
-    AnyObject(AnyObject),
-}
-
-#[derive(Serialize)]
-struct AnyObject {
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
-/// A tool call's input: the object its arguments hold, else an empty one.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ToolInput {
-    Object(Box<RawValue>),
-    Empty(EmptyObject),
-}
-
-#[derive(Serialize)]
-struct EmptyObject {}
 
 /// JSON text parsed as `T`, borrowing from it; an error names where in `name` it is.
 fn parse<'a, T: Deserialize<'a>>(
@@ -202,12 +216,10 @@ fn parse<'a, T: Deserialize<'a>>(
 /// Builds a Converse request from an OpenAI chat request. The model and whether it
 /// streams go in the URL.
 pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
-    let messages: Vec<Message> = parse(
-        req.raw("messages")
-            .ok_or_else(|| ApiError::missing_field("messages"))?,
-        "messages",
-        "messages",
-    )?;
+    let messages_json = req
+        .raw("messages")
+        .ok_or_else(|| ApiError::missing_field("messages"))?;
+    let messages: Vec<Message> = parse(messages_json, "messages", "messages")?;
 
     let mut system: Vec<Block> = Vec::new();
     let mut out: Vec<Turn> = Vec::new();
@@ -258,9 +270,7 @@ pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
                     "user",
                     vec![Block::ToolResult {
                         id,
-                        content: [TextBlock {
-                            text: content.text(),
-                        }],
+                        text: content.text(),
                     }],
                 )
             }
@@ -308,15 +318,16 @@ pub fn request(req: &RawObject) -> Result<Bytes, ApiError> {
             top_p: req.json("top_p"),
             stop,
         },
-        additional: req.json("top_k").map(|top_k| Additional { top_k }),
+        top_k: req.json("top_k"),
         tool_config: tool_config(req, tool_blocks)?,
     };
-    Ok(crate::json::bytes(&converse))
+    // The Converse request is about as long as the messages it is made of.
+    Ok(Bytes::from(converse.to_vec(messages_json.len() + 128)))
 }
 
 /// A tool call's arguments as Converse's `input`: the JSON object their string holds (or
 /// the object itself, as some clients send it), else `{}`.
-fn tool_input(arguments: Option<&RawValue>) -> ToolInput {
+fn tool_input(arguments: Option<&RawValue>) -> Option<Box<RawValue>> {
     let object = match arguments {
         Some(a) if a.get().starts_with('"') => serde_json::from_str::<Str>(a.get())
             .ok()
@@ -324,9 +335,7 @@ fn tool_input(arguments: Option<&RawValue>) -> ToolInput {
         Some(a) => Some(a.to_owned()),
         None => None,
     };
-    object
-        .filter(|v| v.get().starts_with('{'))
-        .map_or(ToolInput::Empty(EmptyObject {}), ToolInput::Object)
+    object.filter(|v| v.get().starts_with('{'))
 }
 
 /// The request's tools as Converse's `toolConfig`. With `tool_choice: none` there is
@@ -344,9 +353,9 @@ fn tool_config(req: &RawObject, tool_blocks: bool) -> Result<Option<ToolConfig<'
         .enumerate()
         .filter_map(|(i, t)| t.function.map(|f| (i, f)))
         .map(|(i, f)| {
-            let json = match f.parameters {
-                None => JsonSchema::AnyObject(AnyObject { kind: "object" }),
-                Some(p) if p.get().starts_with('{') => JsonSchema::Client(p),
+            let schema = match f.parameters {
+                None => None,
+                Some(p) if p.get().starts_with('{') => Some(p),
                 Some(_) => {
                     return Err(ApiError::bad_request(format!(
                         "`tools[{i}].function.parameters` must be a JSON schema (an object)"
@@ -355,11 +364,9 @@ fn tool_config(req: &RawObject, tool_blocks: bool) -> Result<Option<ToolConfig<'
                 }
             };
             Ok(ToolSpec {
-                spec: Spec {
-                    name: f.name,
-                    description: f.description,
-                    input_schema: Schema { json },
-                },
+                name: f.name,
+                description: f.description,
+                schema,
             })
         })
         .collect::<Result<_, _>>()?;
@@ -433,9 +440,7 @@ fn image_block<'a>(i: usize, p: &Part<'_>) -> Result<Block<'a>, ApiError> {
         })?;
     Ok(Block::Image {
         format: mime.strip_prefix("image/").unwrap_or(mime).to_owned(),
-        source: ImageBytes {
-            bytes: data.to_owned(),
-        },
+        bytes: data.to_owned(),
     })
 }
 
@@ -556,11 +561,8 @@ pub fn completion<'a>(
         } else if let Some(tool) = block.tool_use {
             tool_calls.push(CalledTool {
                 id: tool.id,
-                kind: "function",
-                function: CalledFunction {
-                    name: tool.name,
-                    arguments: tool.input.map_or("{}", RawValue::get),
-                },
+                name: tool.name,
+                arguments: tool.input.map_or("{}", RawValue::get),
             });
         }
     }
@@ -571,19 +573,12 @@ pub fn completion<'a>(
     let reasoning = Text::join(reasonings);
     let completion = Completion {
         id: super::chat_id(),
-        object: "chat.completion",
         created: now_secs(),
         model,
-        choices: [Choice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content,
-                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                tool_calls,
-            },
-            finish_reason: finish_reason(stop),
-        }],
+        content,
+        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+        tool_calls,
+        finish_reason: finish_reason(stop),
         usage: usage.map(OpenAiUsage::from),
     };
     Ok((completion, usage))
@@ -593,7 +588,7 @@ pub fn completion<'a>(
 pub fn response(body: &[u8], model: &str) -> Result<(Value, Option<Usage>), ApiError> {
     let (c, u) = completion(body, model)?;
     // Text passes through unread, so this is where a malformed escape shows.
-    let v = serde_json::to_value(&c).map_err(|e| super::not_json("Bedrock", e))?;
+    let v = serde_json::from_slice(&c.to_vec()).map_err(|e| super::not_json("Bedrock", e))?;
     Ok((v, u))
 }
 
@@ -1075,7 +1070,7 @@ mod tests {
         // The bytes the client gets.
         let text = body.to_string();
         let (c, _) = completion(text.as_bytes(), "m").unwrap();
-        let written = String::from_utf8(crate::json::to_vec(&c)).unwrap();
+        let written = String::from_utf8(c.to_vec()).unwrap();
         let (_, tail) = written.split_once(r#","created":"#).unwrap();
         assert!(written.starts_with(r#"{"id":"chatcmpl-"#), "{written}");
         assert_eq!(

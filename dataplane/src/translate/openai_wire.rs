@@ -14,6 +14,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::json::Object;
 use crate::usage::Usage;
 
 /// A JSON string, borrowed from the input when it has no escapes.
@@ -115,10 +116,15 @@ pub enum Text<'a> {
 
 impl<'a> Text<'a> {
     pub fn is_empty(&self) -> bool {
+        self.json() == "\"\""
+    }
+
+    /// The text's JSON string literal.
+    pub fn json(&self) -> &str {
         match self {
-            Text::Empty => true,
-            Text::Json(raw) => raw.get() == "\"\"",
-            Text::Joined(raw) => raw.get() == "\"\"",
+            Text::Empty => "\"\"",
+            Text::Json(raw) => raw.get(),
+            Text::Joined(raw) => raw.get(),
         }
     }
 
@@ -139,16 +145,6 @@ impl<'a> Text<'a> {
         all.push('"');
         // Valid string contents between quotes are a valid string, so this cannot fail.
         RawValue::from_string(all).map_or(Text::Empty, Text::Joined)
-    }
-}
-
-impl Serialize for Text<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Text::Empty => s.serialize_str(""),
-            Text::Json(raw) => raw.serialize(s),
-            Text::Joined(raw) => raw.serialize(s),
-        }
     }
 }
 
@@ -261,48 +257,67 @@ pub struct Tool<'a> {
 }
 
 /// A chat completion with one choice, as an OpenAI client reads it.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Completion<'a> {
     pub id: String,
-    pub object: &'static str,
     pub created: u64,
     pub model: &'a str,
-    pub choices: [Choice<'a>; 1],
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The answer's text; `null` when the model only called tools.
+    pub content: Option<Text<'a>>,
+    pub reasoning_content: Option<Text<'a>>,
+    pub tool_calls: Vec<CalledTool<'a>>,
+    pub finish_reason: &'static str,
     pub usage: Option<OpenAiUsage>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Choice<'a> {
-    pub index: u32,
-    pub message: AssistantMessage<'a>,
-    pub finish_reason: &'static str,
-}
-
-/// The answer: `content` is `null` when the model only called tools.
-#[derive(Debug, Serialize)]
-pub struct AssistantMessage<'a> {
-    pub role: &'static str,
-    pub content: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reasoning_content: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<CalledTool<'a>>,
-}
-
 /// A tool call in an answer; `arguments` is the JSON text of the input.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct CalledTool<'a> {
     pub id: Option<Str<'a>>,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub function: CalledFunction<'a>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CalledFunction<'a> {
     pub name: Option<Str<'a>>,
     pub arguments: &'a str,
+}
+
+impl Completion<'_> {
+    /// The completion as JSON, written field by field: text goes out as it came.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let text = |t: &Option<Text>| t.as_ref().map_or(0, |t| t.json().len());
+        let mut out = Vec::with_capacity(320 + text(&self.content) + text(&self.reasoning_content));
+        let mut o = Object::new(&mut out);
+        o.plain("id", &self.id);
+        o.plain("object", "chat.completion");
+        o.value("created", &self.created);
+        o.value("model", self.model);
+        self.write_choice(o.array("choices").object());
+        if let Some(usage) = &self.usage {
+            o.value("usage", usage);
+        }
+        drop(o);
+        out
+    }
+
+    fn write_choice(&self, mut choice: Object) {
+        choice.raw("index", "0");
+        let mut message = choice.object("message");
+        message.plain("role", "assistant");
+        message.raw("content", self.content.as_ref().map_or("null", Text::json));
+        if let Some(reasoning) = &self.reasoning_content {
+            message.raw("reasoning_content", reasoning.json());
+        }
+        if !self.tool_calls.is_empty() {
+            let mut calls = message.array("tool_calls");
+            for call in &self.tool_calls {
+                let mut c = calls.object();
+                c.value("id", &call.id);
+                c.plain("type", "function");
+                let mut function = c.object("function");
+                function.value("name", &call.name);
+                function.value("arguments", call.arguments);
+            }
+        }
+        drop(message);
+        choice.plain("finish_reason", self.finish_reason);
+    }
 }
 
 /// Token usage in OpenAI's shape, with LiteLLM's `cache_creation_input_tokens` for prompt
@@ -357,7 +372,7 @@ mod tests {
     }
 
     fn written(t: &Text) -> String {
-        serde_json::to_string(t).unwrap()
+        t.json().to_owned()
     }
 
     #[test]
@@ -385,7 +400,7 @@ mod tests {
                 .count(),
             1
         );
-        assert_eq!(serde_json::to_string(&parts.text()).unwrap(), r#""a""#);
+        assert_eq!(parts.text().json(), r#""a""#);
         // Strings of the wrong type read as absent.
         let m = message(r#"{"role":5,"name":{"a":[1]},"tool_call_id":null}"#);
         assert!(m.role.is_none() && m.name.is_none() && m.tool_call_id.is_none());
@@ -398,7 +413,7 @@ mod tests {
         let text = Content::of(m.content).unwrap().text();
         assert_eq!(written(&text), r#""say \"hi\"\n\u00e9""#);
         assert_eq!(
-            serde_json::to_value(&text).unwrap(),
+            serde_json::from_str::<Value>(text.json()).unwrap(),
             Value::String("say \"hi\"\né".into())
         );
         assert!(!text.is_empty());
