@@ -547,8 +547,13 @@ pub fn completion<'a>(
     body: &'a [u8],
     model: &'a str,
 ) -> Result<(Completion<'a>, Option<Usage>), ApiError> {
-    let v: ConverseResponse =
-        serde_json::from_slice(body).map_err(|e| super::not_json("Bedrock", e))?;
+    // Checked as UTF-8 once, in one pass, rather than string by string as it is read.
+    let v: ConverseResponse = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        // serde_json says where the bytes stop being UTF-8.
+        Err(_) => serde_json::from_slice(body),
+    }
+    .map_err(|e| super::not_json("Bedrock", e))?;
     let mut texts = Vec::new();
     let mut reasonings = Vec::new();
     let mut tool_calls = Vec::new();
@@ -1081,6 +1086,11 @@ mod tests {
         let lone = br#"{"output":{"message":{"content":[{"text":"a\ud800"}]}}}"#;
         assert!(completion(lone, "m").is_ok());
         assert_eq!(response(lone, "m").unwrap_err().status, 502);
+        // Bytes that are not UTF-8 are refused, with where they are.
+        let latin1 = b"{\"output\":{\"message\":{\"content\":[{\"text\":\"caf\xe9\"}]}}}";
+        let e = completion(latin1, "m").unwrap_err();
+        assert_eq!(e.status, 502);
+        assert!(e.message.contains("line 1 column"), "{}", e.message);
         assert_eq!(finish_reason("guardrail_intervened"), "content_filter");
         assert_eq!(finish_reason("max_tokens"), "length");
     }
