@@ -1,6 +1,6 @@
 //! JSON written out as bytes: serde_json's writer into a buffer, about twice as fast as a
 //! `Value`'s `Display` (which goes through `fmt::Write` piece by piece) for the same bytes.
-//! For `Value`s and the translations' typed wire structs, whose keys are all strings.
+//! For `Value`s and the typed structs that derive `Serialize` (their keys are all strings).
 //!
 //! [`Object`] and [`Array`] write JSON field by field for the bodies a translation builds
 //! on every request: their keys are names known to need no escaping, written as they

@@ -211,10 +211,10 @@ fn push_hex_sha256(out: &mut String, bytes: &[u8]) {
 /// what resolving its segments would leave as it is. (A model path such as
 /// `/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse` is.)
 fn is_normal(path: &str) -> bool {
-    let mut segments = path.as_bytes().split(|&b| b == b'/').peekable();
     if !path.starts_with('/') {
         return false;
     }
+    let mut segments = path.as_bytes().split(|&b| b == b'/').peekable();
     segments.next();
     while let Some(s) = segments.next() {
         if s == b"." || s == b".." || (s.is_empty() && segments.peek().is_some()) {
