@@ -33,8 +33,7 @@ work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 # Free ports: a gateway left over from an interrupted run would share a fixed one.
 read -r NGINX_PORT GW_PORT < <(free_ports 2)
-sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
-nginx -c "$work/nginx.conf"
+start_bench_upstream "$work" "$NGINX_PORT"
 sed -e "s#__PORT__#$NGINX_PORT#g" "$CONFIG" > "$work/config.yaml"
 
 count() { # requests -> instructions of the whole run

@@ -43,8 +43,7 @@ trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -
 # (the listener sets SO_REUSEPORT) and answer part of the load unseen.
 read -r NGINX_PORT GW_PORT < <(free_ports 2)
 
-sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
-nginx -c "$work/nginx.conf"
+start_bench_upstream "$work" "$NGINX_PORT"
 
 sed -e "s#__PORT__#$NGINX_PORT#g" -e "s#__ARTIFACTS__#${ROUTEIQ_BENCH_ARTIFACTS:-/tmp/routeiq-artifacts}#g" \
   "$CONFIG" > "$work/config.yaml"

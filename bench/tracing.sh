@@ -26,8 +26,7 @@ work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 # Free ports: a gateway left over from an interrupted run would share a fixed one.
 read -r NGINX_PORT SINK_PORT OFF_PORT ALL_PORT TENTH_PORT < <(free_ports 5)
-sed -e "s#__WORK__#$work#g" -e "s#__PORT__#$NGINX_PORT#g" bench/nginx.conf.in > "$work/nginx.conf"
-nginx -c "$work/nginx.conf"
+start_bench_upstream "$work" "$NGINX_PORT"
 sed -e "s#__PORT__#$NGINX_PORT#g" bench/config.yaml.in > "$work/config.yaml"
 "$VENV/bin/python" bench/otlp_sink.py "$SINK_PORT" > "$work/sink.log" 2>&1 &
 echo $! > "$work/sink.pid"

@@ -78,6 +78,13 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 
+# The benchmarks' mock upstream: nginx answering fixed completions (bench/nginx.conf.in) on
+# 127.0.0.1:PORT, its pid and logs in WORK (the caller's trap stops it with the pid files).
+start_bench_upstream() { # work port
+  sed -e "s#__WORK__#$1#g" -e "s#__PORT__#$2#g" bench/nginx.conf.in > "$1/nginx.conf"
+  nginx -c "$1/nginx.conf"
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
   free_ports 1
