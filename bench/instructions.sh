@@ -10,6 +10,8 @@
 #        bench/config-bedrock.yaml.in). A body's `__N__` becomes each request's number
 #       (bench/chat-unique.lua: every prompt differs, so the response cache never hits;
 #        bench/config-cache.yaml.in turns the cache on).
+#   ROUTEIQ_BENCH_CACHESIM=1 also counts first-level instruction-cache misses per request
+#       (callgrind's cache simulation: --cache-sim=yes; slower).
 #
 # Needs: valgrind, nginx (Debian packages; installed if missing), a release build.
 set -euo pipefail
@@ -37,7 +39,7 @@ start_bench_upstream "$work" "$NGINX_PORT"
 sed -e "s#__PORT__#$NGINX_PORT#g" "$CONFIG" > "$work/config.yaml"
 
 count() { # requests -> instructions of the whole run
-  ROUTEIQ_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+  ROUTEIQ_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "${CACHESIM[@]}" \
     "$BIN" --config "$work/config.yaml" --listen "127.0.0.1:$GW_PORT" --threads 1 \
     >"$work/gw.log" 2>&1 &
   local pid=$!
@@ -54,8 +56,15 @@ for i in range(n):
     assert r.status == 200, r.status
 PY
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-  callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}'
+  # The totals line: instructions (Ir), then, with the cache simulation, I1 misses (I1mr).
+  callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/^Ir /{for (i = 1; i <= NF; i++) if ($i == "I1mr") k = i}
+    /PROGRAM TOTALS/{gsub(/\([^)]*\)/, ""); gsub(",", ""); print $1, (k ? $k : 0)}'
 }
-many=$(count "$N")
-one=$(count 1)
+CACHESIM=()
+[ "${ROUTEIQ_BENCH_CACHESIM:-0}" = 1 ] && CACHESIM=(--cache-sim=yes)
+read -r many many_i1 < <(count "$N")
+read -r one one_i1 < <(count 1)
 echo "instructions per request ($BODY, $CONFIG): $(( (many - one) / (N - 1) ))  (runs: $N requests $many, 1 request $one)"
+if [ "${#CACHESIM[@]}" -gt 0 ]; then
+  echo "I1 misses per request: $(( (many_i1 - one_i1) / (N - 1) ))  (runs: $many_i1, $one_i1)"
+fi
