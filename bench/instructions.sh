@@ -12,6 +12,8 @@
 #        bench/config-cache.yaml.in turns the cache on).
 #   ROUTEIQ_BENCH_CACHESIM=1 also counts first-level instruction-cache misses per request
 #       (callgrind's cache simulation: --cache-sim=yes; slower).
+#   ROUTEIQ_BENCH_PROFILE=FILE keeps the N-request run's callgrind profile in FILE, for
+#       callgrind_annotate (e.g. --inclusive=yes) or kcachegrind.
 #
 # Needs: valgrind, nginx (Debian packages; installed if missing), a release build.
 set -euo pipefail
@@ -63,6 +65,7 @@ PY
 CACHESIM=()
 [ "${ROUTEIQ_BENCH_CACHESIM:-0}" = 1 ] && CACHESIM=(--cache-sim=yes)
 read -r many many_i1 < <(count "$N")
+[ -n "${ROUTEIQ_BENCH_PROFILE:-}" ] && cp "$work/cg.out" "$ROUTEIQ_BENCH_PROFILE"
 read -r one one_i1 < <(count 1)
 echo "instructions per request ($BODY, $CONFIG): $(( (many - one) / (N - 1) ))  (runs: $N requests $many, 1 request $one)"
 if [ "${#CACHESIM[@]}" -gt 0 ]; then

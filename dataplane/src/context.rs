@@ -21,6 +21,10 @@ pub struct Standings {
 
 pub struct RequestCtx {
     pub start: Instant,
+    /// The request's random id ...
+    pub id: u128,
+    /// ... as 32 lowercase hex digits (`x-litellm-call-id`): the trace a request without a
+    /// caller's trace is the root of.
     pub request_id: String,
     /// The caller's W3C trace context, when it sent a valid `traceparent`: the request's
     /// span joins that trace (else the trace named by `request_id`).
@@ -248,9 +252,12 @@ impl RequestCtx {
     }
 
     pub fn new() -> Self {
+        // Never 0: the all-zero trace id is not a valid one.
+        let id = fastrand::u128(1..);
         Self {
             start: Instant::now(),
-            request_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            id,
+            request_id: hex_id(id),
             traceparent: None,
             tracestate: None,
             span: None,
@@ -297,6 +304,15 @@ impl Default for RequestCtx {
 }
 
 /// The key's team, user and organization, where they enforce something.
+/// `id` as 32 lowercase hex digits, written without the formatting machinery (every request
+/// has one).
+fn hex_id(id: u128) -> String {
+    let mut out = [0u8; 32];
+    // The slice is twice the bytes' length: encoding cannot fail.
+    let _ = hex::encode_to_slice(id.to_be_bytes(), &mut out);
+    out.iter().map(|&b| char::from(b)).collect()
+}
+
 fn scope_holders<'a>(
     live: &'a crate::state::LiveState,
     key: &'a VirtualKey,
@@ -348,5 +364,20 @@ mod tests {
         let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
         ctx.traceparent = crate::otel::TraceParent::parse(caller).map(Box::new);
         assert_eq!(ctx.outgoing_traceparent().as_deref(), Some(caller));
+    }
+
+    #[test]
+    fn a_requests_id_is_its_number_in_32_lowercase_hex_digits() {
+        for id in [
+            1,
+            0xab,
+            u128::MAX,
+            0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+        ] {
+            assert_eq!(hex_id(id), format!("{id:032x}"));
+        }
+        let ctx = RequestCtx::new();
+        assert_ne!(ctx.id, 0);
+        assert_eq!(ctx.request_id, format!("{:032x}", ctx.id));
     }
 }

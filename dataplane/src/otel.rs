@@ -16,10 +16,10 @@
 
 use std::time::{Instant, SystemTime};
 
-use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceId, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
-use routeiq_service::telemetry::{in_trace, Tracing};
+use routeiq_service::telemetry::{in_trace, OpenSpan, Tracing};
 
 use routeiq_proto::ProviderKind;
 
@@ -107,28 +107,25 @@ impl Spans {
     pub fn start(&self, ctx: &RequestCtx, method: &str, message_logging: bool) -> RouteSpan {
         let now = SystemTime::now();
         let start = now.checked_sub(ctx.start.elapsed()).unwrap_or(now);
-        let builder = self
-            .tracer()
-            .span_builder("routeiq.route")
-            .with_kind(SpanKind::Server)
-            .with_start_time(start);
-        let mut span = self.build_under(
-            ctx.traceparent.as_deref(),
-            ctx.tracestate.as_deref(),
-            &ctx.request_id,
-            builder,
+        let caller = ctx
+            .traceparent
+            .as_deref()
+            .map(|t| (t, ctx.tracestate.as_deref()));
+        let (context, mut span) = self.tracing.start(
+            caller,
+            TraceId::from_bytes(ctx.id.to_be_bytes()),
+            "routeiq.route",
+            SpanKind::Server,
+            start,
         );
-        use opentelemetry::trace::Span;
-        let context = span.span_context().clone();
-        // Kept only when the sampler kept it (no sampler here reads attributes): a dropped
+        // Set only when the sampler kept it (no sampler here reads attributes): a dropped
         // span keeps its ids alone, and costs no allocation for its attributes.
-        let span = context.is_sampled().then(|| {
-            span.set_attributes([
+        if let Some(s) = &mut span {
+            s.set_attributes([
                 KeyValue::new("http.request.method", method.to_owned()),
                 KeyValue::new("routeiq.endpoint", ctx.route),
             ]);
-            Box::new(span)
-        });
+        }
         RouteSpan {
             span,
             context,
@@ -174,7 +171,6 @@ impl Spans {
             ctx.attempt_span = None;
             return;
         };
-        use opentelemetry::trace::Span;
         let end = SystemTime::now();
         let mut attrs = vec![
             KeyValue::new("routeiq.request_id", ctx.request_id.clone()),
@@ -266,15 +262,14 @@ impl Spans {
             span.set_status(opentelemetry::trace::Status::error(String::new()));
         }
         span.set_attributes(attrs);
-        span.end_with_timestamp(end);
+        span.end(end);
     }
 }
 
-/// The request's `routeiq.route` span, open while the request is served: the SDK's span
-/// when the sampler kept it, else only its ids. Boxed, as the attempt's span: an SDK span
-/// is large, and futures holding one are copied when boxed.
+/// The request's `routeiq.route` span, open while the request is served: recorded when the
+/// sampler kept it, else only its ids.
 pub struct RouteSpan {
-    span: Option<Box<opentelemetry_sdk::trace::Span>>,
+    span: Option<OpenSpan>,
     /// Its ids and flags (also when it is not recorded).
     context: SpanContext,
     /// The request's GenAI attributes, for each attempt's span ([`Spans::note_request`]).
@@ -318,12 +313,12 @@ impl Spans {
     /// OpenTelemetry's GenAI model-span conventions), a child of the request's span:
     /// retries and fallbacks are its siblings.
     pub fn attempt(&self, route: &RouteSpan, d: &CompiledDeployment, op: Operation) -> AttemptSpan {
+        let context = self.tracing.child_context(&route.context);
         if !route.sampled() {
-            // Dropped with its parent: only its ids are needed (the provider's traceparent),
-            // so no SDK span is built for it.
+            // Dropped with its parent: only its ids are needed (the provider's traceparent).
             return AttemptSpan {
                 span: None,
-                context: self.tracing.child_context(&route.context),
+                context,
                 answer: None,
             };
         }
@@ -346,15 +341,17 @@ impl Spans {
             attrs.push(KeyValue::new("server.address", t.host.clone()));
             attrs.push(KeyValue::new("server.port", i64::from(t.port)));
         }
-        let builder = self
-            .tracer()
-            .span_builder(format!("{operation} {model}"))
-            .with_kind(SpanKind::Client)
-            .with_attributes(attrs);
-        let span = self.tracer().build_with_context(builder, &route.context());
+        let span = self.tracing.open(
+            context.clone(),
+            &route.context,
+            format!("{operation} {model}"),
+            SpanKind::Client,
+            SystemTime::now(),
+            attrs,
+        );
         AttemptSpan {
-            context: opentelemetry::trace::Span::span_context(&span).clone(),
-            span: Some(Box::new(span)),
+            context,
+            span: Some(span),
             answer: Some(Box::new(Answer::new(route.capture))),
         }
     }
@@ -363,8 +360,8 @@ impl Spans {
 /// A provider attempt's span, open while the attempt lasts (for the attempt that serves the
 /// request: until the request ends, its answer streamed and its usage known).
 pub struct AttemptSpan {
-    /// The SDK's span, when its request's span was sampled.
-    span: Option<Box<opentelemetry_sdk::trace::Span>>,
+    /// Recorded when its request's span was sampled.
+    span: Option<OpenSpan>,
     /// Its ids and flags (also when it is not recorded).
     context: SpanContext,
     /// What the answer says of itself; none when the span is dropped.
@@ -401,22 +398,19 @@ impl AttemptSpan {
 
     /// Ends a failed attempt: `error.type` is the error's class (and its status).
     pub fn failed(self, e: &ApiError) {
-        use opentelemetry::trace::{Span, Status};
         let Some(mut span) = self.span else {
             return;
         };
-        span.set_attribute(KeyValue::new("error.type", e.kind.type_str()));
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(e.status),
-        ));
-        span.set_status(Status::error(e.message.clone()));
-        span.end();
+        span.set_attributes([
+            KeyValue::new("error.type", e.kind.type_str()),
+            KeyValue::new("http.response.status_code", i64::from(e.status)),
+        ]);
+        span.set_status(opentelemetry::trace::Status::error(e.message.clone()));
+        span.end(SystemTime::now());
     }
 
     /// Ends the attempt that served the request, with what it answered.
     fn served(self, ctx: &RequestCtx, end: SystemTime) {
-        use opentelemetry::trace::Span;
         let (Some(mut span), answer) = (self.span, self.answer) else {
             return;
         };
@@ -465,7 +459,7 @@ impl AttemptSpan {
         }
         // Whatever became of the request after it (a cascade's escalation, a later MCP
         // round) is the request's span's to say.
-        span.end_with_timestamp(end);
+        span.end(end);
     }
 }
 

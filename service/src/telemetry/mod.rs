@@ -21,7 +21,9 @@ use opentelemetry::trace::{
     Tracer, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SdkTracer, SdkTracerProvider, ShouldSample,
+};
 
 /// The OTLP span exporter and the tracer of one service. Spans are sent in batches by a task
 /// on the Tokio runtime this was built on, never on a request's path; the sampler is the
@@ -30,9 +32,13 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer, SdkTra
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    /// The provider's span processor, for spans finished without the SDK's span objects
-    /// ([`Self::child`]).
+    /// The provider's span processor, for spans recorded without the SDK's span objects
+    /// ([`Self::start`], [`Self::open`], [`Self::child`]).
     batch: span_batch::SpanBatcher,
+    /// The provider's sampler (`OTEL_TRACES_SAMPLER`), which decides on those spans too.
+    sampler: Box<dyn ShouldSample>,
+    /// The most attributes a span keeps (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`).
+    max_attributes: usize,
     /// The tracer's scope, which those spans carry too.
     scope: opentelemetry::InstrumentationScope,
     ids: RandomIdGenerator,
@@ -54,21 +60,147 @@ impl Tracing {
             }
         };
         let batch = span_batch::SpanBatcher::start(exporter, span_batch::Batching::from_env());
+        // The SDK's reading of `OTEL_TRACES_SAMPLER` and `OTEL_SPAN_*_LIMIT`, shared by the
+        // provider's spans and the ones recorded here.
+        let tracing = Self::new(batch, opentelemetry_sdk::trace::Config::default(), service);
+        tracing::info!("exporting spans over OTLP");
+        Some(tracing)
+    }
+
+    fn new(
+        batch: span_batch::SpanBatcher,
+        config: opentelemetry_sdk::trace::Config,
+        service: &'static str,
+    ) -> Self {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(batch.clone())
             .with_id_generator(RequestTraceIds::default())
+            .with_sampler(config.sampler.clone())
+            .with_span_limits(config.span_limits)
             .with_resource(resource(service))
             .build();
         let scope = opentelemetry::InstrumentationScope::builder("routeiq").build();
         let tracer = provider.tracer_with_scope(scope.clone());
-        tracing::info!("exporting spans over OTLP");
-        Some(Self {
+        Self {
             provider,
             tracer,
             batch,
+            sampler: config.sampler,
+            max_attributes: usize::try_from(config.span_limits.max_attributes_per_span)
+                .unwrap_or(usize::MAX),
             scope,
             ids: RandomIdGenerator::default(),
-        })
+        }
+    }
+
+    /// Starts the span of a request's own work (a server span), without the SDK's span
+    /// objects: a child of the caller's span when it sent a `traceparent` (`caller`, with
+    /// its `tracestate`), else the root of trace `trace_id` (the one the request's id names;
+    /// a random one when it is not valid). The sampler decides on it as the SDK's tracer
+    /// would. Its ids, and the open span when the sampler kept it: a dropped span costs its
+    /// ids only.
+    pub fn start(
+        &self,
+        caller: Option<(&TraceParent, Option<&str>)>,
+        trace_id: TraceId,
+        name: &'static str,
+        kind: SpanKind,
+        start: std::time::SystemTime,
+    ) -> (SpanContext, Option<OpenSpan>) {
+        use opentelemetry_sdk::trace::SamplingDecision;
+        let parent_cx = caller.map_or_else(Context::new, |(t, state)| t.context_with_state(state));
+        let parent = parent_cx.span();
+        let psc = parent.span_context();
+        let trace_id = if psc.is_valid() {
+            psc.trace_id()
+        } else if trace_id != TraceId::INVALID {
+            trace_id
+        } else {
+            self.ids.new_trace_id()
+        };
+        let sampling =
+            self.sampler
+                .should_sample(Some(&parent_cx), trace_id, name, &kind, &[], &[]);
+        let flags = match sampling.decision {
+            SamplingDecision::RecordAndSample => psc.trace_flags().with_sampled(true),
+            // Recorded but not sampled: the processor would drop it at its end.
+            SamplingDecision::RecordOnly => psc.trace_flags().with_sampled(false),
+            SamplingDecision::Drop => TraceFlags::default(),
+        };
+        let context = SpanContext::new(
+            trace_id,
+            self.ids.new_span_id(),
+            flags,
+            false,
+            sampling.trace_state,
+        );
+        let open = context.is_sampled().then(|| {
+            self.open_span(
+                context.clone(),
+                psc.span_id(),
+                psc.is_remote(),
+                kind,
+                name.into(),
+                start,
+                sampling.attributes,
+            )
+        });
+        (context, open)
+    }
+
+    /// Starts recording a span under a sampled `parent` whose end is not known yet (a
+    /// provider attempt), without the SDK's span objects. `context` is its ids
+    /// ([`Self::child_context`] of `parent`).
+    pub fn open(
+        &self,
+        context: SpanContext,
+        parent: &SpanContext,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        kind: SpanKind,
+        start: std::time::SystemTime,
+        attributes: Vec<KeyValue>,
+    ) -> OpenSpan {
+        self.open_span(
+            context,
+            parent.span_id(),
+            false,
+            kind,
+            name.into(),
+            start,
+            attributes,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_span(
+        &self,
+        context: SpanContext,
+        parent_span_id: SpanId,
+        parent_span_is_remote: bool,
+        kind: SpanKind,
+        name: std::borrow::Cow<'static, str>,
+        start: std::time::SystemTime,
+        attributes: Vec<KeyValue>,
+    ) -> OpenSpan {
+        OpenSpan {
+            data: Some(Box::new(opentelemetry_sdk::trace::SpanData {
+                span_context: context,
+                parent_span_id,
+                parent_span_is_remote,
+                span_kind: kind,
+                name,
+                start_time: start,
+                end_time: start,
+                attributes,
+                dropped_attributes_count: 0,
+                events: opentelemetry_sdk::trace::SpanEvents::default(),
+                links: opentelemetry_sdk::trace::SpanLinks::default(),
+                status: Status::Unset,
+                instrumentation_scope: self.scope.clone(),
+            })),
+            batch: self.batch.clone(),
+            max_attributes: self.max_attributes,
+        }
     }
 
     /// Exports a finished span under `parent` whose start and end are known (a step of a
@@ -83,25 +215,12 @@ impl Tracing {
         end: std::time::SystemTime,
         attributes: Vec<KeyValue>,
     ) {
-        use opentelemetry_sdk::trace::SpanProcessor;
         if !parent.is_sampled() {
             return;
         }
-        self.batch.on_end(opentelemetry_sdk::trace::SpanData {
-            span_context: self.child_context(parent),
-            parent_span_id: parent.span_id(),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: name.into(),
-            start_time: start,
-            end_time: end,
-            attributes,
-            dropped_attributes_count: 0,
-            events: opentelemetry_sdk::trace::SpanEvents::default(),
-            links: opentelemetry_sdk::trace::SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: self.scope.clone(),
-        });
+        let context = self.child_context(parent);
+        self.open(context, parent, name, SpanKind::Internal, start, attributes)
+            .end(end);
     }
 
     pub fn tracer(&self) -> &SdkTracer {
@@ -109,7 +228,7 @@ impl Tracing {
     }
 
     /// The ids of a new span under `parent`, in its trace, with its flags and state: for a
-    /// span built without the SDK's span objects ([`Self::child`]), or not recorded at all
+    /// span built without the SDK's span objects ([`Self::open`]), or not recorded at all
     /// but named in a `traceparent` (an unsampled request's call to a provider).
     pub fn child_context(&self, parent: &SpanContext) -> SpanContext {
         SpanContext::new(
@@ -125,6 +244,65 @@ impl Tracing {
     pub fn flush(&self) {
         if let Err(e) = self.provider.force_flush() {
             tracing::debug!(error = %e, "spans not flushed");
+        }
+    }
+}
+
+/// A sampled span recorded without the SDK's span objects ([`Tracing::start`],
+/// [`Tracing::open`]): its data, handed to the span processor when it ends. One dropped
+/// before it was ended ends then, as the SDK's spans do (an attempt whose request was
+/// abandoned).
+pub struct OpenSpan {
+    /// `None` once it was handed over.
+    data: Option<Box<opentelemetry_sdk::trace::SpanData>>,
+    batch: span_batch::SpanBatcher,
+    max_attributes: usize,
+}
+
+impl OpenSpan {
+    pub fn set_attribute(&mut self, attribute: KeyValue) {
+        if let Some(d) = &mut self.data {
+            d.attributes.push(attribute);
+        }
+    }
+
+    pub fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(d) = &mut self.data {
+            d.attributes.extend(attributes);
+        }
+    }
+
+    pub fn set_status(&mut self, status: Status) {
+        if let Some(d) = &mut self.data {
+            d.status = status;
+        }
+    }
+
+    /// Ends it at `end` and queues it for export.
+    pub fn end(mut self, end: std::time::SystemTime) {
+        self.finish(end);
+    }
+
+    fn finish(&mut self, end: std::time::SystemTime) {
+        use opentelemetry_sdk::trace::SpanProcessor;
+        let Some(mut data) = self.data.take() else {
+            return;
+        };
+        data.end_time = end;
+        // The SDK's span limit: the attributes set first are kept.
+        if data.attributes.len() > self.max_attributes {
+            let dropped = data.attributes.len() - self.max_attributes;
+            data.attributes.truncate(self.max_attributes);
+            data.dropped_attributes_count = u32::try_from(dropped).unwrap_or(u32::MAX);
+        }
+        self.batch.on_end(*data);
+    }
+}
+
+impl Drop for OpenSpan {
+    fn drop(&mut self) {
+        if self.data.is_some() {
+            self.finish(std::time::SystemTime::now());
         }
     }
 }
@@ -266,10 +444,11 @@ pub fn in_trace<T>(id: &str, build: impl FnOnce() -> T) -> T {
             NEXT_TRACE_ID.set(None);
         }
     }
-    let id = TraceId::from_hex(id)
-        .ok()
-        .filter(|t| *t != TraceId::INVALID);
-    NEXT_TRACE_ID.set(id);
+    NEXT_TRACE_ID.set(
+        TraceId::from_hex(id)
+            .ok()
+            .filter(|t| *t != TraceId::INVALID),
+    );
     let _clear = Clear;
     build()
 }
@@ -608,6 +787,123 @@ mod tests {
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
         )
         .is_some());
+    }
+
+    /// A tracer whose spans stay queued (its exporter's collector is never reached in the
+    /// test), with `sampler` and at most 4 attributes a span.
+    fn queued_tracing(sampler: opentelemetry_sdk::trace::Sampler) -> Tracing {
+        let exporter = span_export::OtlpSpanExporter::from_env().unwrap();
+        let batching = span_batch::Batching {
+            delay: std::time::Duration::from_secs(3600),
+            max_queue: 100,
+            max_batch: 100,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let mut config = opentelemetry_sdk::trace::Config::default();
+        config.sampler = Box::new(sampler);
+        config.span_limits.max_attributes_per_span = 4;
+        Tracing::new(
+            span_batch::SpanBatcher::start(exporter, batching),
+            config,
+            "t",
+        )
+    }
+
+    // On more than one thread: dropping a tracer waits for its export task's answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_recorded_without_the_sdks_objects_follow_its_sampler_and_limits() {
+        use opentelemetry_sdk::trace::Sampler;
+        use std::time::{Duration, SystemTime};
+        let named = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let caller =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let unsampled = TraceParent {
+            flags: "00".into(),
+            ..caller.clone()
+        };
+        let start = SystemTime::now() - Duration::from_millis(5);
+
+        // Sampling nothing new: a request's own trace is dropped (its ids still name it),
+        // a caller's sampled trace is followed with its tracestate, an unsampled one not.
+        let t = queued_tracing(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            0.0,
+        ))));
+        let (dropped, open) = t.start(None, named, "root", SpanKind::Server, start);
+        assert!(open.is_none() && !dropped.is_sampled());
+        assert_eq!(dropped.trace_id(), named);
+        assert!(dropped.span_id() != SpanId::INVALID);
+        let (off, open) = t.start(
+            Some((&unsampled, None)),
+            named,
+            "r",
+            SpanKind::Server,
+            start,
+        );
+        assert!(open.is_none() && !off.is_sampled());
+        assert_eq!(hex::encode(off.trace_id().to_bytes()), caller.trace_id);
+        let (joined, open) = t.start(
+            Some((&caller, Some("rojo=00f067aa0ba902b7"))),
+            named,
+            "routeiq.route",
+            SpanKind::Server,
+            start,
+        );
+        let mut route = open.expect("the caller's sampled trace is followed");
+        assert!(joined.is_sampled());
+        assert_eq!(joined.trace_state().header(), "rojo=00f067aa0ba902b7");
+        route.set_attributes((0..6).map(|i| KeyValue::new(format!("a{i}"), i)));
+        route.set_status(Status::error("boom"));
+        let end = SystemTime::now();
+        route.end(end);
+
+        // A child with no end is ended when dropped (an abandoned attempt).
+        let child = t.child_context(&joined);
+        drop(t.open(
+            child.clone(),
+            &joined,
+            "chat m",
+            SpanKind::Client,
+            start,
+            vec![],
+        ));
+
+        let spans = t.batch.take_queued();
+        assert_eq!(spans.len(), 2, "nothing is queued for a dropped span");
+        let (route, attempt) = (&spans[0], &spans[1]);
+        assert_eq!(route.span_context, joined);
+        assert_eq!(
+            hex::encode(route.parent_span_id.to_bytes()),
+            caller.parent_id
+        );
+        assert!(route.parent_span_is_remote);
+        assert_eq!(
+            (route.name.as_ref(), route.span_kind.clone()),
+            ("routeiq.route", SpanKind::Server)
+        );
+        assert_eq!((route.start_time, route.end_time), (start, end));
+        assert_eq!(route.status, Status::error("boom"));
+        // The SDK's limit: the first attributes are kept, the rest counted.
+        let kept: Vec<_> = route.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(kept, ["a0", "a1", "a2", "a3"]);
+        assert_eq!(route.dropped_attributes_count, 2);
+        assert_eq!(attempt.span_context, child);
+        assert_eq!(attempt.parent_span_id, joined.span_id());
+        assert!(!attempt.parent_span_is_remote);
+        assert_eq!(attempt.span_context.trace_state(), joined.trace_state());
+        assert!(attempt.end_time > start);
+
+        // Sampling everything: a request without a caller's trace is the root of its own.
+        let t = queued_tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+        let (own, open) = t.start(None, named, "routeiq.route", SpanKind::Server, start);
+        assert!(own.is_sampled() && own.trace_id() == named);
+        open.unwrap().end(SystemTime::now());
+        let (random, open) = t.start(None, TraceId::INVALID, "r", SpanKind::Server, start);
+        assert!(random.trace_id() != TraceId::INVALID && random.trace_id() != named);
+        drop(open);
+        let spans = t.batch.take_queued();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].parent_span_id, SpanId::INVALID);
+        assert!(!spans[0].parent_span_is_remote);
     }
 
     #[test]

@@ -103,6 +103,12 @@ impl SpanBatcher {
         Self { shared }
     }
 
+    /// The spans queued and not yet taken by the task.
+    #[cfg(test)]
+    pub(super) fn take_queued(&self) -> Vec<SpanData> {
+        std::mem::take(&mut *lock(&self.shared.queue))
+    }
+
     /// Asks the task to send everything queued, and waits for it (at most `timeout`).
     /// Called from outside the runtime's tasks (a binary's `main` at shutdown); it blocks
     /// its thread.
@@ -218,12 +224,14 @@ async fn run(shared: Arc<Shared>) {
                 if queue.is_empty() || (!everything && queue.len() < max) {
                     break;
                 }
-                let rest = if queue.len() > max {
-                    queue.split_off(max)
+                if queue.len() > max {
+                    // The oldest `max` go; the queue keeps its allocation for the spans
+                    // that follow (a queue split off here would grow again span by span,
+                    // moving every span it holds at each step).
+                    queue.drain(..max).collect()
                 } else {
-                    Vec::with_capacity(max)
-                };
-                std::mem::replace(&mut *queue, rest)
+                    std::mem::replace(&mut *queue, Vec::with_capacity(max))
+                }
             };
             // A failure is the exporter's to log; the batch is dropped either way.
             let _ =
