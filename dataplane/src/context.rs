@@ -303,7 +303,6 @@ impl Default for RequestCtx {
     }
 }
 
-/// The key's team, user and organization, where they enforce something.
 /// `id` as 32 lowercase hex digits, written without the formatting machinery (every request
 /// has one).
 fn hex_id(id: u128) -> String {
@@ -313,6 +312,7 @@ fn hex_id(id: u128) -> String {
     out.iter().map(|&b| char::from(b)).collect()
 }
 
+/// The key's team, user and organization, where they enforce something.
 fn scope_holders<'a>(
     live: &'a crate::state::LiveState,
     key: &'a VirtualKey,
