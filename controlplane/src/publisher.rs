@@ -108,9 +108,10 @@ impl Status {
     }
 }
 
-/// Runs forever: waits for leadership, publishes, and starts over after any failure: after
-/// a second, or at once when NATS reconnects. A leader stays leader across a NATS
-/// reconnect and checks the streams then (a loss of storage is repaired at once).
+/// Runs forever: waits for leadership and publishes. A leader stays leader across failures
+/// as long as its lock's connection lives, and checks the streams after a NATS reconnect (a
+/// loss of storage is repaired at once); losing that connection starts over, after a second
+/// or at once when NATS reconnects.
 pub async fn run(
     pool: PgPool,
     secrets: Arc<SecretBox>,
@@ -153,7 +154,10 @@ struct Publisher {
 }
 
 impl Publisher {
-    /// Leads until a failure.
+    /// Leads until it loses the lock's connection. A failure of anything else (NATS away,
+    /// a query) is retried as leader, after a second or at once when NATS reconnects:
+    /// dropping the lock there would hand leadership to whichever replica polls first, and
+    /// this one's own next try would find its old session still holding it.
     async fn lead(&mut self, reconnects: &mut Reconnects) -> anyhow::Result<()> {
         // A connection of its own: the lock lives as long as it does.
         let mut lock = self.pool.acquire().await?.detach();
@@ -169,6 +173,24 @@ impl Publisher {
         }
         tracing::info!("snapshot publisher: leader");
         self.status.leader.set(1);
+        loop {
+            let Err(e) = self.publish(&mut lock, reconnects).await;
+            // Still holding the lock? (A broken connection has lost it.)
+            lock.ping().await?;
+            tracing::warn!(error = %format!("{e:#}"), "snapshot publishing failed; retrying as leader");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = reconnected(reconnects) => {}
+            }
+        }
+    }
+
+    /// Publishes as leader until a failure.
+    async fn publish(
+        &mut self,
+        lock: &mut sqlx::PgConnection,
+        reconnects: &mut Reconnects,
+    ) -> anyhow::Result<std::convert::Infallible> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         reconnects.borrow_and_update();
@@ -190,12 +212,14 @@ impl Publisher {
                 _ = tick.tick() => {
                     // Still holding the lock? (A broken connection has lost it.)
                     lock.ping().await?;
-                    // Is the stream still there? If NATS lost it, start over: that
-                    // recreates it and positions a new full snapshot on it. While NATS is
-                    // away the request waits for its timeout: not for that long here (the
-                    // reconnect branch checks the streams when NATS is back).
-                    if let Ok(info) = tokio::time::timeout(STREAM_CHECK, self.streams.deltas.get_info()).await {
-                        info?;
+                    // Is the stream still there? If NATS lost it (the tick may see that
+                    // before the reconnect does), recreate the streams and position a new
+                    // full snapshot on them. While NATS is away the request waits for its
+                    // timeout: not for that long here (the reconnect branch checks the
+                    // streams when NATS is back).
+                    if let Ok(Err(e)) = tokio::time::timeout(STREAM_CHECK, self.streams.deltas.get_info()).await {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read the delta stream; making the streams right");
+                        self.take_over().await?;
                     }
                 }
             }
