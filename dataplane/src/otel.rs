@@ -29,6 +29,7 @@ use crate::handlers::request::RawObject;
 use crate::otel_genai::Answer;
 use crate::providers::Operation;
 use crate::state::CompiledDeployment;
+use crate::usage::Usage;
 
 pub use routeiq_service::telemetry::TraceParent;
 
@@ -373,6 +374,15 @@ impl AttemptSpan {
     pub fn read_body(&mut self, body: &[u8]) {
         if let Some(a) = &mut self.answer {
             a.read_body(body);
+        }
+    }
+
+    /// Reads a whole answer, in the client's format, for the span, and its usage: one pass
+    /// over the body when the span is recorded.
+    pub fn read_body_and_usage(&mut self, body: &[u8]) -> Option<Usage> {
+        match &mut self.answer {
+            Some(a) => a.read_body(body),
+            None => crate::usage::from_body(body),
         }
     }
 

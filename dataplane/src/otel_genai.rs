@@ -18,39 +18,63 @@ use serde_json::{json, Map, Value};
 
 use crate::error::ClientApi;
 use crate::handlers::request::RawObject;
+use crate::usage::{Lenient, RawUsage, Usage};
 
 /// `gen_ai.request.*` of a chat request in `client`'s shape; with `capture`, its messages
 /// (`gen_ai.input.messages`) and Anthropic's `system` (`gen_ai.system_instructions`).
 pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> Vec<KeyValue> {
     let mut attrs = Vec::new();
-    let number = |k: &str| req.value(k).and_then(|v| v.as_f64());
-    let int = |k: &str| req.value(k).and_then(|v| v.as_i64());
-    if let Some(n) = int("max_completion_tokens").or_else(|| int("max_tokens")) {
+    // One pass over the body's fields: a lookup for each would search them a dozen times.
+    let number = |raw: &str| raw.parse::<f64>().ok().filter(|x| x.is_finite());
+    let int = |raw: &str| raw.parse::<i64>().ok();
+    let stop_field = match client {
+        ClientApi::OpenAi => "stop",
+        ClientApi::Anthropic => "stop_sequences",
+    };
+    let (mut max_completion_tokens, mut max_tokens, mut seed, mut n) = (None, None, None, None);
+    let (mut stop, mut format) = (None, None);
+    let mut sampling = [
+        ("temperature", "gen_ai.request.temperature", None),
+        ("top_p", "gen_ai.request.top_p", None),
+        ("top_k", "gen_ai.request.top_k", None),
+        (
+            "frequency_penalty",
+            "gen_ai.request.frequency_penalty",
+            None,
+        ),
+        ("presence_penalty", "gen_ai.request.presence_penalty", None),
+    ];
+    for (field, raw) in req.fields() {
+        match field {
+            "max_completion_tokens" => max_completion_tokens = int(raw),
+            "max_tokens" => max_tokens = int(raw),
+            "seed" => seed = int(raw),
+            "n" => n = int(raw),
+            "response_format" => format = Some(raw),
+            f if f == stop_field => stop = Some(raw),
+            f => {
+                if let Some((.., x)) = sampling.iter_mut().find(|(name, ..)| *name == f) {
+                    *x = number(raw);
+                }
+            }
+        }
+    }
+    if let Some(n) = max_completion_tokens.or(max_tokens) {
         attrs.push(KeyValue::new("gen_ai.request.max_tokens", n));
     }
-    for (field, name) in [
-        ("temperature", "gen_ai.request.temperature"),
-        ("top_p", "gen_ai.request.top_p"),
-        ("top_k", "gen_ai.request.top_k"),
-        ("frequency_penalty", "gen_ai.request.frequency_penalty"),
-        ("presence_penalty", "gen_ai.request.presence_penalty"),
-    ] {
-        if let Some(x) = number(field) {
+    for (_, name, x) in sampling {
+        if let Some(x) = x {
             attrs.push(KeyValue::new(name, x));
         }
     }
-    if let Some(seed) = int("seed") {
+    if let Some(seed) = seed {
         attrs.push(KeyValue::new("gen_ai.request.seed", seed));
     }
     // Required only when it is not 1.
-    if let Some(n) = int("n").filter(|n| *n != 1) {
+    if let Some(n) = n.filter(|n| *n != 1) {
         attrs.push(KeyValue::new("gen_ai.request.choice.count", n));
     }
-    let stop = match client {
-        ClientApi::OpenAi => req.value("stop"),
-        ClientApi::Anthropic => req.value("stop_sequences"),
-    };
-    let stops: Vec<StringValue> = match stop {
+    let stops: Vec<StringValue> = match stop.and_then(|r| serde_json::from_str(r).ok()) {
         Some(Value::String(s)) => vec![s.into()],
         Some(Value::Array(a)) => a
             .into_iter()
@@ -64,8 +88,8 @@ pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> 
             OtelValue::Array(Array::String(stops)),
         ));
     }
-    let format = req
-        .value("response_format")
+    let format = format
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
         .and_then(|f| f.get("type").and_then(Value::as_str).map(str::to_owned));
     if let Some(t) = format {
         let output = if t == "text" { "text" } else { "json" };
@@ -239,6 +263,9 @@ struct Head<'a> {
     status: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     choices: Option<Vec<HeadChoice<'a>>>,
+    /// Read here so that a caller that needs the usage too reads the body once.
+    #[serde(default)]
+    usage: Lenient<RawUsage>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,20 +306,21 @@ impl Answer {
         &mut self.choices[at].1
     }
 
-    /// A whole answer in the client's format. Without content capture only its id and
-    /// finish reasons are read, borrowed from the body ([`Head`]): a span then costs no
-    /// JSON tree of the answer.
-    pub fn read_body(&mut self, body: &[u8]) {
+    /// A whole answer in the client's format, and its usage (read in the same pass). Without
+    /// content capture only its id, finish reasons and usage are read, borrowed from the
+    /// body ([`Head`]): a span then costs no JSON tree of the answer.
+    pub fn read_body(&mut self, body: &[u8]) -> Option<Usage> {
         if !self.capture {
-            if let Ok(head) = serde_json::from_slice::<Head<'_>>(body) {
+            if let Ok(mut head) = serde_json::from_slice::<Head<'_>>(body) {
+                let usage = std::mem::take(&mut head.usage);
                 if self.read_head(head) {
-                    return;
+                    return usage.0.and_then(|u| u.usage());
                 }
             }
         }
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            self.read_object(&v, false);
-        }
+        let v = serde_json::from_slice::<Value>(body).ok()?;
+        self.read_object(&v, false);
+        v.get("usage").and_then(Usage::from_json)
     }
 
     /// What [`Self::read_object`] takes from a whole answer without capture; `false` for a
@@ -580,6 +608,29 @@ mod tests {
     }
 
     #[test]
+    fn request_parameters_of_another_type_are_left_out() {
+        let odd = RawObject::parse(
+            br#"{"model":"m","messages":[],"temperature":"0.7","top_p":null,"seed":1.5,"n":null,
+                "max_tokens":1e3,"presence_penalty":1e400,"stop_sequences":["x"],"stop":7,
+                "response_format":"json"}"#,
+        )
+        .unwrap();
+        let a = request_attributes(&odd, ClientApi::OpenAi, false);
+        assert!(a.is_empty(), "{a:?}");
+        // An integer written as one where a number is asked for.
+        let whole = RawObject::parse(br#"{"temperature":1,"max_tokens":-1}"#).unwrap();
+        let a = request_attributes(&whole, ClientApi::Anthropic, false);
+        assert_eq!(
+            attr(&a, "gen_ai.request.temperature"),
+            Some(&OtelValue::F64(1.0))
+        );
+        assert_eq!(
+            attr(&a, "gen_ai.request.max_tokens"),
+            Some(&OtelValue::I64(-1))
+        );
+    }
+
+    #[test]
     fn request_parameters_of_both_shapes() {
         let openai = RawObject::parse(
             br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"x"}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"42"}],
@@ -668,7 +719,7 @@ mod tests {
         lines.iter().copied().map(bytes::Bytes::from).collect()
     }
 
-    fn answer_of(capture: bool, read: impl FnOnce(&mut Answer)) -> Vec<KeyValue> {
+    fn answer_of<T>(capture: bool, read: impl FnOnce(&mut Answer) -> T) -> Vec<KeyValue> {
         let mut a = Answer::new(capture);
         read(&mut a);
         a.attributes()
@@ -693,7 +744,17 @@ mod tests {
             let tree: Value = serde_json::from_slice(body).unwrap();
             let whole = answer_of(false, |a| a.read_value(&tree));
             assert_eq!(borrowed, whole, "{}", String::from_utf8_lossy(body));
+            // The usage read in the same pass is the one read alone, with capture or not.
+            for capture in [false, true] {
+                assert_eq!(
+                    Answer::new(capture).read_body(body),
+                    crate::usage::from_body(body),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
         }
+        assert!(Answer::new(false).read_body(bodies[0]).is_some());
         let a = answer_of(false, |a| a.read_body(bodies[2]));
         assert_eq!(
             attr(&a, "gen_ai.response.id"),

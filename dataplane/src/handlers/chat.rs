@@ -232,22 +232,27 @@ pub async fn completion(
         Reply::Stream { resp, first } => (resp, first),
         Reply::Full(body) => {
             ctx.upstream_latency = Some(sent.elapsed());
-            let (out, usage) = match (native, client) {
-                (ChatFormat::Anthropic, ClientApi::Anthropic) => {
-                    let usage = usage::from_body(&body);
-                    (body, usage)
+            let out = match (native, client) {
+                (ChatFormat::OpenAi, ClientApi::OpenAi)
+                | (ChatFormat::Anthropic, ClientApi::Anthropic) => {
+                    super::read_answer(ctx, &body);
+                    body
                 }
-                (native, ClientApi::OpenAi) => openai_response(native, body, &model)?,
-                (native, ClientApi::Anthropic) => {
+                (native, client) => {
                     let (openai, usage) = openai_response(native, body, &model)?;
-                    let (v, _) = anthropic_to_openai::response(&openai, &model)?;
-                    (to_bytes(&v), usage)
+                    let out = match client {
+                        ClientApi::OpenAi => openai,
+                        ClientApi::Anthropic => {
+                            to_bytes(&anthropic_to_openai::response(&openai, &model)?.0)
+                        }
+                    };
+                    ctx.usage = usage;
+                    if let Some(a) = &mut ctx.attempt_span {
+                        a.read_body(&out);
+                    }
+                    out
                 }
             };
-            ctx.usage = usage;
-            if let Some(a) = &mut ctx.attempt_span {
-                a.read_body(&out);
-            }
             headers.extend(super::cost_header(ctx));
             super::cached::keep_full(app, ctx, cache.as_ref(), &out);
             if let Err(e) = respond::json(session, ctx, &headers, out).await {

@@ -95,16 +95,17 @@ pub async fn create(
         Reply::Full(out) => {
             ctx.upstream_latency = Some(sent.elapsed());
             let out = if d.text_completions {
-                ctx.usage = crate::usage::from_body(&out);
+                super::read_answer(ctx, &out);
                 out
             } else {
                 let (chat, usage) = super::chat::openai_answer(d.format, &out, &model)?;
                 ctx.usage = usage;
-                crate::json::bytes(&chat_to_completions::response(&chat))
+                let out = crate::json::bytes(&chat_to_completions::response(&chat));
+                if let Some(a) = &mut ctx.attempt_span {
+                    a.read_body(&out);
+                }
+                out
             };
-            if let Some(a) = &mut ctx.attempt_span {
-                a.read_body(&out);
-            }
             headers.extend(super::cost_header(ctx));
             if let Err(e) = respond::json(session, ctx, &headers, out).await {
                 tracing::debug!(error = %e, "client went away");

@@ -338,6 +338,15 @@ fn take_tags(req: &mut request::RawObject) -> Result<Vec<String>, ApiError> {
     }
 }
 
+/// The usage of a whole answer that goes to the client as the provider sent it, into
+/// `ctx`; a recorded attempt span reads its fields in the same pass.
+fn read_answer(ctx: &mut RequestCtx, body: &[u8]) {
+    ctx.usage = match &mut ctx.attempt_span {
+        Some(a) => a.read_body_and_usage(body),
+        None => crate::usage::from_body(body),
+    };
+}
+
 /// `x-litellm-response-cost`: the request's cost in USD, once its usage is known (not on
 /// streams, whose headers go out first).
 fn cost_header(ctx: &RequestCtx) -> Option<(&'static str, String)> {

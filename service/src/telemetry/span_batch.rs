@@ -218,20 +218,12 @@ async fn run(shared: Arc<Shared>) {
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let everything = timer || stopping || !flushes.is_empty();
         loop {
-            let batch = {
-                let mut queue = lock(&shared.queue);
-                let max = shared.batching.max_batch;
-                if queue.is_empty() || (!everything && queue.len() < max) {
-                    break;
-                }
-                if queue.len() > max {
-                    // The oldest `max` go; the queue keeps its allocation for the spans
-                    // that follow (a queue split off here would grow again span by span,
-                    // moving every span it holds at each step).
-                    queue.drain(..max).collect()
-                } else {
-                    std::mem::replace(&mut *queue, Vec::with_capacity(max))
-                }
+            let Some(batch) = next_batch(
+                &mut lock(&shared.queue),
+                shared.batching.max_batch,
+                everything,
+            ) else {
+                break;
             };
             // A failure is the exporter's to log; the batch is dropped either way.
             let _ =
@@ -246,6 +238,20 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// The oldest `max` queued, or fewer when `everything` is to go; none when the queue is
+/// empty, or holds less than a batch and not everything is to go. A queue left non-empty
+/// keeps its allocation for the spans that follow (split off, it would grow again span by
+/// span, moving every span it holds at each step); an emptied one gets a batch's capacity.
+fn next_batch<T>(queue: &mut Vec<T>, max: usize, everything: bool) -> Option<Vec<T>> {
+    if queue.is_empty() || (!everything && queue.len() < max) {
+        None
+    } else if queue.len() > max {
+        Some(queue.drain(..max).collect())
+    } else {
+        Some(std::mem::replace(queue, Vec::with_capacity(max)))
+    }
+}
+
 /// A lock that outlives a panic elsewhere: the queue holds plain data.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -254,6 +260,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_go_oldest_first_and_the_queue_keeps_its_allocation() {
+        let mut queue: Vec<u32> = (0..1100).collect();
+        let capacity = queue.capacity();
+        // Woken for a full batch: full batches only, in order.
+        let first = next_batch(&mut queue, 512, false).unwrap();
+        let second = next_batch(&mut queue, 512, false).unwrap();
+        assert_eq!(first, (0..512).collect::<Vec<_>>());
+        assert_eq!(second, (512..1024).collect::<Vec<_>>());
+        assert_eq!(queue.capacity(), capacity, "drained, not split off");
+        assert_eq!(
+            next_batch(&mut queue, 512, false),
+            None,
+            "76 wait for their batch"
+        );
+        queue.push(1100);
+        // The timer, a flush or the end: the rest goes, and the queue starts again with a
+        // batch's room.
+        assert_eq!(
+            next_batch(&mut queue, 512, true).unwrap(),
+            (1024..=1100).collect::<Vec<_>>()
+        );
+        assert!(queue.is_empty() && queue.capacity() >= 512);
+        assert_eq!(next_batch(&mut queue, 512, true), None);
+        // Exactly a batch goes whole.
+        let mut queue: Vec<u32> = (0..512).collect();
+        assert_eq!(next_batch(&mut queue, 512, false).unwrap().len(), 512);
+        assert_eq!(next_batch(&mut queue, 512, true), None);
+    }
 
     #[test]
     fn batching_reads_the_standard_variables() {
