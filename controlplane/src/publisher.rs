@@ -154,23 +154,18 @@ struct Publisher {
 }
 
 impl Publisher {
-    /// Leads until it loses the lock's connection. A failure of anything else (NATS away,
-    /// a query) is retried as leader, after a second or at once when NATS reconnects:
-    /// dropping the lock there would hand leadership to whichever replica polls first, and
-    /// this one's own next try would find its old session still holding it.
+    /// Waits for the lock, then leads until it loses the lock's connection. A failure of
+    /// anything else (NATS away, a query) is retried as leader, after a second or at once
+    /// when NATS reconnects: dropping the lock there would hand leadership to a standby for
+    /// no reason, and this replica's own next wait would queue behind its old session.
     async fn lead(&mut self, reconnects: &mut Reconnects) -> anyhow::Result<()> {
-        // A connection of its own: the lock lives as long as it does.
+        // A connection of its own: the lock lives as long as it does. A standby waits in
+        // PostgreSQL's lock queue, so it leads as soon as the leader's session ends.
         let mut lock = self.pool.acquire().await?.detach();
-        loop {
-            let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-                .bind(LEADER_LOCK)
-                .fetch_one(&mut lock)
-                .await?;
-            if got {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .execute(&mut lock)
+            .await?;
         tracing::info!("snapshot publisher: leader");
         self.status.leader.set(1);
         loop {

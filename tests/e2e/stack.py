@@ -112,8 +112,10 @@ class Nats:
 
 
 class ControlPlane:
-    def __init__(self, dir: Path, database_url: str, nats_url: str, config: Path, extra=()):
+    def __init__(self, dir: Path, database_url: str, nats_url: str, config: Path, extra=(),
+                 name: str = "controlplane"):
         self.dir = dir
+        self.name = name
         self.database_url = database_url
         self.nats_url = nats_url
         self.config = config
@@ -143,7 +145,7 @@ class ControlPlane:
             *self.extra,
         ]
         env = dict(os.environ, ROUTEIQ_SALT_KEY=SALT_KEY, ROUTEIQ_LOG="info")
-        self.process = Process(args, self.dir / f"controlplane-{self.starts}.log", env=env)
+        self.process = Process(args, self.dir / f"{self.name}-{self.starts}.log", env=env)
         wait_http(f"{self.http}/health/liveliness", self.process.proc)
 
     def kill(self):

@@ -241,6 +241,59 @@ def test_nats_losing_its_storage_is_recovered(make_stack):
     assert all(accepted(late, k) for k in keys)
 
 
+@pytest.mark.timeout(180)
+def test_a_standby_control_plane_takes_over_publishing_at_once(make_stack):
+    """Two control planes on one database and NATS: one leads the publisher, the other
+    waits for its lock in PostgreSQL. The leader is killed (SIGKILL) or stopped (SIGTERM),
+    three times, the two taking turns: a key created on the survivor right after reaches
+    the data plane within 0.5 s (the lock passes as the leader's session ends; then the
+    takeover's full snapshot and the delta), and the old leader comes back as the
+    standby."""
+    from stack import ControlPlane
+
+    s = make_stack()
+    standby = ControlPlane(s.tmp, s.db, s.nats.url, s.cp.config, name="controlplane-b")
+    standby.start()
+    channels = []
+    try:
+        dp = s.dataplane("dp-a")
+        leads = lambda cp: httpx.get(f"{cp.http}/health/readiness", timeout=5).json()["publisher_leader"]
+        wait_until(lambda: leads(s.cp), what="the first control plane leads")
+        assert not leads(standby)
+
+        def generate_key(cp):
+            channel = grpc.insecure_channel(cp.grpc_target)
+            channels.append(channel)
+            r = s.pb_grpc.ControlPlaneStub(channel).GenerateKey(
+                s.pb.GenerateKeyRequest(
+                    actor=s.pb.Actor(id="e2e-admin", source_ip="127.0.0.1"),
+                    fields=s.pb.KeyFields(),
+                ),
+                timeout=5,
+            )
+            return r.key
+
+        leader, waiting = s.cp, standby
+        for turn, how in enumerate(["kill", "stop", "kill"]):
+            getattr(leader, how)()
+            gone = time.monotonic()
+            key = generate_key(waiting)
+            took = seconds_until(lambda: accepted(dp, key), 0.5, f"key after the leader's {how}")
+            print(f"turn {turn} ({how}): key honoured {took:.3f} s after, "
+                  f"{time.monotonic() - gone:.3f} s after the leader went")
+            assert leads(waiting)
+            leader.start()
+            assert not leads(leader)
+            leader, waiting = waiting, leader
+        # A key created on the standby is published by the leader.
+        key = generate_key(waiting)
+        seconds_until(lambda: accepted(dp, key), 1.0, "key created on the standby")
+    finally:
+        for c in channels:
+            c.close()
+        standby.stop()
+
+
 def test_spend_is_exact_across_a_control_plane_crash(make_stack):
     s = make_stack()
     dp = s.dataplane("dp-a")

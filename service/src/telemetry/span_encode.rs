@@ -42,15 +42,10 @@ impl EncodedResource {
 /// `batch` as one `ExportTraceServiceRequest` (one `ResourceSpans`, a `ScopeSpans` per
 /// instrumentation scope in the order first seen), appended to `out`.
 pub(super) fn export_request(resource: &EncodedResource, batch: &[SpanData], out: &mut Vec<u8>) {
-    // Each span's trace state (allocated only when it has one) and length, measured once.
-    let spans: Vec<(String, usize)> = batch
-        .iter()
-        .map(|s| {
-            let state = s.span_context.trace_state().header();
-            let len = span_len(s, &state);
-            (state, len)
-        })
-        .collect();
+    // Each span measured once: what the writing pass needs again is kept (its attributes'
+    // sizes in `sizes`, in batch order).
+    let mut sizes = Vec::with_capacity(batch.iter().map(|s| s.attributes.len()).sum());
+    let spans: Vec<Measured> = batch.iter().map(|s| Measured::new(s, &mut sizes)).collect();
     let mut scopes: Vec<(&InstrumentationScope, Vec<usize>, usize)> = Vec::new();
     for (i, s) in batch.iter().enumerate() {
         let at = match scopes
@@ -65,7 +60,7 @@ pub(super) fn export_request(resource: &EncodedResource, batch: &[SpanData], out
         };
         let (_, members, len) = &mut scopes[at];
         members.push(i);
-        *len += ld_len(2, spans[i].1);
+        *len += ld_len(2, spans[i].len);
     }
     for (scope, _, len) in &mut scopes {
         *len += ld_len(1, scope_len(scope)) + str_len(3, scope.schema_url().unwrap_or_default());
@@ -86,8 +81,8 @@ pub(super) fn export_request(resource: &EncodedResource, batch: &[SpanData], out
         put_header(1, scope_len(scope), out);
         put_scope(scope, out);
         for &i in members {
-            put_header(2, spans[i].1, out);
-            put_span(&batch[i], &spans[i].0, out);
+            put_header(2, spans[i].len, out);
+            put_span(&batch[i], &spans[i], &sizes, out);
         }
         put_str(3, scope.schema_url().unwrap_or_default(), out);
     }
@@ -371,47 +366,86 @@ fn parent_id(s: &SpanData) -> Option<[u8; 8]> {
     (s.parent_span_id != SpanId::INVALID).then(|| s.parent_span_id.to_bytes())
 }
 
-fn span_len(s: &SpanData, trace_state: &str) -> usize {
-    ids_len()
-        + str_len(3, trace_state)
-        + parent_id(s).map_or(0, |_| ld_len(4, 8))
-        + str_len(5, &s.name)
-        + uint_len(6, kind(&s.span_kind))
-        + fixed64_len(7, nanos(s.start_time))
-        + fixed64_len(8, nanos(s.end_time))
-        + attributes_len(9, &s.attributes)
-        + uint_len(10, u64::from(s.dropped_attributes_count))
-        + s.events
-            .iter()
-            .map(|e| ld_len(11, event_len(e)))
-            .sum::<usize>()
-        + uint_len(12, u64::from(s.events.dropped_count))
-        + s.links
-            .iter()
-            .map(|l| ld_len(13, link_len(l)))
-            .sum::<usize>()
-        + uint_len(14, u64::from(s.links.dropped_count))
-        + ld_len(15, status_len(&s.status))
-        + fixed32_len(
-            16,
-            flags(
-                s.span_context.trace_flags().to_u8(),
-                s.parent_span_is_remote,
-            ),
-        )
+/// What writing a span needs from measuring it.
+struct Measured {
+    /// Its trace state (allocated only when it has one).
+    trace_state: String,
+    start: u64,
+    end: u64,
+    /// Its attributes' sizes: `sizes[attributes]`.
+    attributes: std::ops::Range<usize>,
+    /// The `Span` message's size.
+    len: usize,
 }
 
-fn put_span(s: &SpanData, trace_state: &str, out: &mut Vec<u8>) {
+/// A `KeyValue`'s size and its `AnyValue`'s.
+type Sizes = (usize, usize);
+
+impl Measured {
+    fn new(s: &SpanData, sizes: &mut Vec<Sizes>) -> Self {
+        let trace_state = s.span_context.trace_state().header();
+        let (start, end) = (nanos(s.start_time), nanos(s.end_time));
+        let first = sizes.len();
+        let mut attributes_len = 0;
+        for kv in &s.attributes {
+            let any = any_len(&kv.value);
+            let kv_len = str_len(1, kv.key.as_str()) + ld_len(2, any);
+            attributes_len += ld_len(9, kv_len);
+            sizes.push((kv_len, any));
+        }
+        let len = ids_len()
+            + str_len(3, &trace_state)
+            + parent_id(s).map_or(0, |_| ld_len(4, 8))
+            + str_len(5, &s.name)
+            + uint_len(6, kind(&s.span_kind))
+            + fixed64_len(7, start)
+            + fixed64_len(8, end)
+            + attributes_len
+            + uint_len(10, u64::from(s.dropped_attributes_count))
+            + s.events
+                .iter()
+                .map(|e| ld_len(11, event_len(e)))
+                .sum::<usize>()
+            + uint_len(12, u64::from(s.events.dropped_count))
+            + s.links
+                .iter()
+                .map(|l| ld_len(13, link_len(l)))
+                .sum::<usize>()
+            + uint_len(14, u64::from(s.links.dropped_count))
+            + ld_len(15, status_len(&s.status))
+            + fixed32_len(
+                16,
+                flags(
+                    s.span_context.trace_flags().to_u8(),
+                    s.parent_span_is_remote,
+                ),
+            );
+        Self {
+            trace_state,
+            start,
+            end,
+            attributes: first..sizes.len(),
+            len,
+        }
+    }
+}
+
+fn put_span(s: &SpanData, m: &Measured, sizes: &[Sizes], out: &mut Vec<u8>) {
     put_ids(&s.span_context, out);
-    put_str(3, trace_state, out);
+    put_str(3, &m.trace_state, out);
     if let Some(p) = parent_id(s) {
         put_bytes(4, &p, out);
     }
     put_str(5, &s.name, out);
     put_uint(6, kind(&s.span_kind), out);
-    put_fixed64(7, nanos(s.start_time), out);
-    put_fixed64(8, nanos(s.end_time), out);
-    put_attributes(9, &s.attributes, out);
+    put_fixed64(7, m.start, out);
+    put_fixed64(8, m.end, out);
+    for (kv, &(kv_len, any)) in s.attributes.iter().zip(&sizes[m.attributes.clone()]) {
+        put_header(9, kv_len, out);
+        put_str(1, kv.key.as_str(), out);
+        put_header(2, any, out);
+        put_any(&kv.value, out);
+    }
     put_uint(10, u64::from(s.dropped_attributes_count), out);
     for e in s.events.iter() {
         put_header(11, event_len(e), out);
