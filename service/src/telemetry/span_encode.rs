@@ -244,12 +244,22 @@ fn put_array(a: &Array, out: &mut Vec<u8>) {
 }
 
 fn kv_len(kv: &KeyValue) -> usize {
-    str_len(1, kv.key.as_str()) + ld_len(2, any_len(&kv.value))
+    kv_len_of(kv, any_len(&kv.value))
+}
+
+/// A `KeyValue`'s size, its value's (`AnyValue`) size `any` already measured.
+fn kv_len_of(kv: &KeyValue, any: usize) -> usize {
+    str_len(1, kv.key.as_str()) + ld_len(2, any)
 }
 
 fn put_kv(kv: &KeyValue, out: &mut Vec<u8>) {
+    put_kv_of(kv, any_len(&kv.value), out);
+}
+
+/// A `KeyValue`'s content, its value's size `any` already measured.
+fn put_kv_of(kv: &KeyValue, any: usize, out: &mut Vec<u8>) {
     put_str(1, kv.key.as_str(), out);
-    put_header(2, any_len(&kv.value), out);
+    put_header(2, any, out);
     put_any(&kv.value, out);
 }
 
@@ -389,7 +399,7 @@ impl Measured {
         let mut attributes_len = 0;
         for kv in &s.attributes {
             let any = any_len(&kv.value);
-            let kv_len = str_len(1, kv.key.as_str()) + ld_len(2, any);
+            let kv_len = kv_len_of(kv, any);
             attributes_len += ld_len(9, kv_len);
             sizes.push((kv_len, any));
         }
@@ -442,9 +452,7 @@ fn put_span(s: &SpanData, m: &Measured, sizes: &[Sizes], out: &mut Vec<u8>) {
     put_fixed64(8, m.end, out);
     for (kv, &(kv_len, any)) in s.attributes.iter().zip(&sizes[m.attributes.clone()]) {
         put_header(9, kv_len, out);
-        put_str(1, kv.key.as_str(), out);
-        put_header(2, any, out);
-        put_any(&kv.value, out);
+        put_kv_of(kv, any, out);
     }
     put_uint(10, u64::from(s.dropped_attributes_count), out);
     for e in s.events.iter() {
