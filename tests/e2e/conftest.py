@@ -54,6 +54,13 @@ class Process:
                 self.proc.wait()
         self.handle.close()
 
+    def kill(self):
+        """SIGKILL: no chance to finish anything."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.handle.close()
+
     def output(self) -> str:
         if not self.handle.closed:
             self.handle.flush()

@@ -4,8 +4,10 @@ planes as processes, and a gRPC client generated from `proto/` at test time."""
 
 import os
 import re
-import signal
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,8 +59,10 @@ def grpc_modules(out: Path):
     return messages, controlplane_pb2_grpc
 
 
-def fresh_database() -> str:
-    admin = os.environ.get("ROUTEIQ_TEST_DATABASE_URL")
+def fresh_database(admin: str | None = None) -> str:
+    """A new database on the server of `admin` (an admin URL), by default the one
+    `scripts/test.sh` starts."""
+    admin = admin or os.environ.get("ROUTEIQ_TEST_DATABASE_URL")
     if not admin:
         raise RuntimeError("ROUTEIQ_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh")
     name = f"e2e_{os.urandom(6).hex()}"
@@ -80,6 +84,75 @@ def samples(text: str, name: str) -> list[tuple[dict, float]]:
 
 def total(text: str, name: str, **labels) -> float:
     return sum(v for l, v in samples(text, name) if all(l.get(k) == v2 for k, v2 in labels.items()))
+
+def pg_bin() -> Path:
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not bins:
+        raise RuntimeError("no PostgreSQL server installed under /usr/lib/postgresql")
+    return bins[-1]
+
+
+def as_postgres(args: list[str]) -> None:
+    """Runs `args` as the postgres user when we are root (initdb refuses root)."""
+    if os.geteuid() == 0:
+        args = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{a}'" for a in args)]
+    r = subprocess.run(args, check=False, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{args}: {r.stdout}{r.stderr}")
+
+
+class Postgres:
+    """A PostgreSQL cluster of a test's own on 127.0.0.1, to stop, crash and start again on
+    the same port and data. Its folder is outside pytest's private temporary directories:
+    the postgres user must reach it. Subclasses add to its configuration (`configure`)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="routeiq-pg-"))
+        self.dir.chmod(0o755)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = self.dir / "data"
+        self.initialised = False
+        self.running = False
+
+    def configure(self) -> None:
+        """Called once after initdb, before the first start."""
+
+    def start(self) -> None:
+        if not self.initialised:
+            as_postgres([str(pg_bin() / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"])
+            with open(self.data / "postgresql.conf", "a") as f:
+                f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                        f"unix_socket_directories = '{self.dir}'\nfsync = off\n")
+            self.configure()
+            self.initialised = True
+        as_postgres([str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start"])
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` disconnects every session and shuts down cleanly; `immediate` quits at
+        once, as a crash would, leaving recovery to the next start."""
+        if self.running:
+            as_postgres([str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+            self.running = False
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        except RuntimeError as e:
+            print(f"pg_ctl stop: {e}", file=sys.stderr)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 class Nats:
     """nats-server with JetStream, file storage in `dir`; restartable on the same port."""
@@ -108,6 +181,12 @@ class Nats:
     def stop(self):
         if self.process:
             self.process.stop()
+            self.process = None
+
+    def kill(self):
+        """SIGKILL: its storage keeps what it had flushed."""
+        if self.process:
+            self.process.kill()
             self.process = None
 
 
@@ -150,12 +229,9 @@ class ControlPlane:
 
     def kill(self):
         """SIGKILL: no chance to finish anything."""
-        if self.process and self.process.proc.poll() is None:
-            self.process.proc.send_signal(signal.SIGKILL)
-            self.process.proc.wait()
         if self.process:
-            self.process.stop()
-        self.process = None
+            self.process.kill()
+            self.process = None
 
     def stop(self):
         if self.process:
@@ -302,14 +378,15 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.01, what: s
 
 
 class Stack:
-    """A fresh database, a nats-server and a control plane (started unless `start` is
+    """A fresh database (or the database `db`), a nats-server and a control plane (started unless `start` is
     false), plus the data planes added with `dataplane()`. `pb` is what `grpc_modules`
     returns, for `grpc()` and `generate_key()`."""
 
-    def __init__(self, tmp: Path, pb=None, cp_args=(), start=True, config: str = STACK_CONFIG):
+    def __init__(self, tmp: Path, pb=None, cp_args=(), start=True, config: str = STACK_CONFIG,
+                 db: str | None = None):
         self.tmp = tmp
         self.pb, self.pb_grpc = pb if pb else (None, None)
-        self.db = fresh_database()
+        self.db = db or fresh_database()
         self.nats = Nats(tmp)
         self.nats.start()
         cfg = tmp / "config.yaml"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import Process, free_port
+from stack import Postgres
 
 # Server certificates are checked against the URL's host: 127.0.0.1 or localhost.
 LOCAL_SAN = "IP:127.0.0.1,DNS:localhost"
@@ -140,53 +141,26 @@ def common_name(peer: dict) -> str:
 # ---- PostgreSQL with TLS only ----
 
 
-def pg_bin() -> Path:
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
-    if not bins:
-        raise RuntimeError("no PostgreSQL server installed under /usr/lib/postgresql")
-    return bins[-1]
-
-
-def as_postgres(args: list[str]) -> None:
-    """Runs `args` as the postgres user when we are root (initdb refuses root)."""
-    if os.geteuid() == 0:
-        args = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{a}'" for a in args)]
-    r = subprocess.run(args, check=False, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{args}: {r.stdout}{r.stderr}")
-
-
-class TlsPostgres:
+class TlsPostgres(Postgres):
     """A throwaway PostgreSQL cluster that accepts only TLS connections (hostssl, trust)
     from 127.0.0.1, serving `server` (whose key it gets a copy of, owned by postgres with
-    mode 0600 as PostgreSQL requires). Its folder is outside pytest's private temporary
-    directories: the postgres user must reach it."""
+    mode 0600 as PostgreSQL requires)."""
 
     def __init__(self, server: Pair, ca: Path):
+        super().__init__()
         self.ca = ca
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="routeiq-tls-pg-"))
-        self.dir.chmod(0o755)
-        self.started = False
-        self.data = self.dir / "data"
         self.cert = self.dir / "server.pem"
         self.key = self.dir / "server.key"
         shutil.copyfile(server.cert, self.cert)
         shutil.copyfile(server.key, self.key)
         self.key.chmod(0o600)
         if os.geteuid() == 0:
-            for p in (self.dir, self.cert, self.key):
+            for p in (self.cert, self.key):
                 shutil.chown(p, "postgres", "postgres")
 
-    def start(self) -> None:
-        b = pg_bin()
-        as_postgres([str(b / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"])
+    def configure(self) -> None:
         with open(self.data / "postgresql.conf", "a") as f:
-            f.write(
-                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
-                f"ssl = on\nssl_cert_file = '{self.cert}'\nssl_key_file = '{self.key}'\n"
-            )
+            f.write(f"ssl = on\nssl_cert_file = '{self.cert}'\nssl_key_file = '{self.key}'\n")
         # TLS or nothing over TCP; the Unix socket stays for pg_ctl.
         (self.data / "pg_hba.conf").write_text(
             "local all all trust\n"
@@ -195,29 +169,12 @@ class TlsPostgres:
             "host all all 0.0.0.0/0 reject\n"
             "host all all ::/0 reject\n"
         )
-        as_postgres([str(b / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start"])
-        self.started = True
 
     def url(self, db: str = "postgres", sslmode: str = "verify-full") -> str:
-        url = f"postgres://postgres@127.0.0.1:{self.port}/{db}?sslmode={sslmode}"
+        url = f"{super().url(db)}?sslmode={sslmode}"
         if sslmode.startswith("verify"):
             url += f"&sslrootcert={self.ca}"
         return url
-
-    def log(self) -> str:
-        try:
-            return (self.dir / "log").read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        if self.started:
-            try:
-                as_postgres([str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
-            except RuntimeError as e:
-                print(f"pg_ctl stop: {e}", file=sys.stderr)
-            self.started = False
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---- nats-server with TLS and client certificates ----
