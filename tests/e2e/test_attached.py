@@ -15,7 +15,7 @@ import openai
 import psycopg
 import pytest
 
-from stack import accepted, total, wait_until
+from stack import DataPlane, accepted, total, wait_until
 
 PRICE_IN, PRICE_OUT = 0.000001, 0.000002
 
@@ -618,3 +618,54 @@ def test_a_stopping_data_plane_waits_for_its_usage_to_be_acknowledged(make_stack
     wait_until(lambda: logged() == 3, timeout=15, what="the three requests' spend")
     log = (dp.dir / "dp-stopping.log").read_text()
     assert "before exit" not in log, log
+
+
+@pytest.mark.timeout(120)
+def test_usage_past_the_buffer_is_counted_and_a_stop_with_nats_gone_names_what_is_lost(make_stack):
+    """A data plane with room for two queued usage events (`--usage-buffer 2`) answers six
+    requests while NATS is down: every request succeeds, the events past the buffer (and
+    the batch its publisher holds) are dropped and counted, and when NATS returns every
+    event not counted as dropped reaches PostgreSQL once. Then NATS goes away for good and
+    the data plane is stopped: it exits within its grace period (1 s) plus the usage wait
+    (5 s), with status 0, logging how many events were lost."""
+    s = make_stack()
+    dp = DataPlane(s.tmp, s.nats.url, "dp-small", ["--usage-buffer", "2"])
+    dp.start()
+    s.dps.append(dp)
+    key, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+    logged = lambda: s.sql("SELECT count(*), count(DISTINCT request_id) FROM spend_logs")[0]
+    published = lambda: int(dp.metric("routeiq_usage_events_published_total"))
+    wait_until(lambda: published() >= 1 and logged()[0] == published(), what="the first event ingested")
+    before = published()
+
+    s.nats.stop()
+    sent = 6
+    for _ in range(sent):
+        assert dp.chat(key).status_code == 200
+    dropped = int(dp.metric("routeiq_usage_events_dropped_total"))
+    # Two wait in the buffer and the publisher holds at least one: at most three dropped.
+    assert 1 <= dropped <= sent - 3, dropped
+    s.nats.start()
+    wait_until(lambda: published() == before + sent - dropped, what="the kept events published")
+    wait_until(lambda: logged()[0] == published(), what="the kept events ingested")
+    assert logged() == (published(), published())
+    assert int(dp.metric("routeiq_usage_events_dropped_total")) == dropped
+
+    s.nats.stop()
+    for _ in range(2):
+        assert dp.chat(key).status_code == 200
+    proc = dp.process.proc
+    started = time.monotonic()
+    proc.terminate()
+    code = proc.wait(timeout=15)
+    took = time.monotonic() - started
+    dp.process.handle.close()
+    dp.process = None
+    print(f"stopped with NATS gone in {took:.3f} s")
+    assert code == 0
+    assert 5.0 <= took <= 7.0, took
+    log = (s.tmp / "dp-small.log").read_text(errors="replace")
+    lost = [line for line in log.splitlines() if "usage events not acknowledged by JetStream before exit" in line]
+    assert len(lost) == 1 and "left=2" in lost[0], lost
+
