@@ -323,7 +323,8 @@ impl Publisher {
                 let ops: Vec<u8> = r.try_get("ops")?;
                 let ops = crate::changes::with_secrets(&self.pool, &self.secrets, ops).await?;
                 let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("delta-{version}").as_str());
+                let id = u64::try_from(version).map(subjects::delta_message_id)?;
+                headers.insert("Nats-Msg-Id", id.as_str());
                 let ack = self
                     .streams
                     .js

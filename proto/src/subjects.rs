@@ -14,6 +14,17 @@ pub const META_DELTA_SEQ: &str = "delta_seq";
 pub const DELTA_STREAM: &str = "ROUTEIQ_DELTAS";
 pub const DELTA_SUBJECT: &str = "routeiq.snapshot.delta";
 
+/// The `Nats-Msg-Id` of delta `version` (JetStream drops a re-send with the same id).
+pub fn delta_message_id(version: u64) -> String {
+    format!("delta-{version}")
+}
+
+/// The version a delta's `Nats-Msg-Id` names, if it is one [`delta_message_id`] made: how a
+/// data plane tells a delta it cannot read from a message that is not a delta.
+pub fn delta_message_version(id: &str) -> Option<u64> {
+    id.strip_prefix("delta-")?.parse().ok()
+}
+
 /// Core NATS subject (no stream: best effort) on which data planes share the entries of
 /// their semantic-cache indexes (`routeiq.v1.SemanticEntry`).
 pub const CACHE_SEMANTIC_SUBJECT: &str = "routeiq.cache.semantic";
@@ -24,3 +35,17 @@ pub const USAGE_SUBJECTS: &str = "routeiq.usage.>";
 pub const USAGE_SUBJECT_PREFIX: &str = "routeiq.usage.";
 /// The control plane's durable consumer of [`USAGE_STREAM`].
 pub const USAGE_CONSUMER: &str = "routeiq-controlplane-usage";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_message_ids_name_their_version() {
+        assert_eq!(delta_message_id(42), "delta-42");
+        assert_eq!(delta_message_version(&delta_message_id(42)), Some(42));
+        for other in ["", "delta-", "delta-x", "42", "request-42", "delta--1"] {
+            assert_eq!(delta_message_version(other), None, "{other}");
+        }
+    }
+}

@@ -441,6 +441,49 @@ def test_version_gap_triggers_a_full_refetch(make_stack):
     assert "snapshot version gap" in dp.process.output()
 
 
+@pytest.mark.timeout(120)
+def test_messages_on_the_delta_stream_that_are_not_deltas_are_refused_and_counted(make_stack):
+    """Bytes that are not a `SnapshotDelta` land on the delta stream. Without a delta's
+    message id they are not the publisher's: the data plane refuses and counts them
+    (`routeiq_snapshot_updates_rejected_total`), keeps serving, and the next change
+    reaches it within a second. With an id naming a version it lacks, that change cannot be
+    read: it keeps serving its last good state and takes the next full snapshot (the
+    control plane writes one every second here, once it is behind)."""
+    import nats
+
+    s = make_stack(cp_args=["--snapshot-interval", "1"])
+    dp = s.dataplane("dp-a")
+    key, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+
+    async def publish(headers):
+        nc = await nats.connect(s.nats.url)
+        await nc.jetstream().publish("routeiq.snapshot.delta", b"\xff\xffnot a delta", headers=headers)
+        await nc.close()
+
+    rejected = lambda: dp.metric("routeiq_snapshot_updates_rejected_total")
+    refetches = lambda: dp.metric("routeiq_snapshot_refetches_total")
+    assert rejected() == 0
+    before = refetches()
+    asyncio.run(publish(None))
+    wait_until(lambda: rejected() == 1, what="the foreign message refused")
+    second, _ = s.generate_key()
+    took = seconds_until(lambda: accepted(dp, second), 1.0, "the next change")
+    assert refetches() == before
+    assert accepted(dp, key)
+
+    asyncio.run(publish({"Nats-Msg-Id": f"delta-{dp.version() + 1000}"}))
+    wait_until(lambda: rejected() == 2, what="the unreadable delta refused")
+    wait_until(lambda: refetches() > before, what="a re-fetch")
+    assert accepted(dp, key) and accepted(dp, second)
+    third, _ = s.generate_key()
+    recovered = seconds_until(lambda: accepted(dp, third), 3.0, "the next full snapshot")
+    print(f"next change after a foreign message {took:.3f} s; after an unreadable delta {recovered:.3f} s")
+    fourth, _ = s.generate_key()
+    seconds_until(lambda: accepted(dp, fourth), 1.0, "deltas again")
+    assert rejected() == 2
+
+
 def test_budget_crossed_then_reset(make_stack):
     s = make_stack(cp_args=["--reset-interval", "1"])
     dp = s.dataplane("dp-a")

@@ -212,7 +212,12 @@ async fn follow_from(
         };
         let m = m?;
         let seq = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
-        match handle(app, &m.payload) {
+        let named = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .and_then(|id| subjects::delta_message_version(id.as_str()));
+        match handle(app, &m.payload, named) {
             Ok(()) => *delta_seq = seq,
             Err(needed) => {
                 tracing::info!(needed, "re-fetching the full snapshot");
@@ -224,9 +229,16 @@ async fn follow_from(
     }
 }
 
-/// Applies one delta. `Err(v)`: the state must be replaced by a full snapshot newer than
-/// the current one (`v` is the version that could not be reached).
-fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
+/// Applies one delta; `named` is the version its message id names. `Err(v)`: the state
+/// must be replaced by a full snapshot newer than the current one (`v` is the version that
+/// could not be reached).
+///
+/// A message that does not decode is refused and counted. If its id names a version this
+/// state lacks, that change cannot be read here: re-fetch. Otherwise it is skipped: a
+/// message without a delta's id is not one of the publisher's (nothing is missing; a lost
+/// version would show as a gap at the next delta), and one naming a version already
+/// applied changes nothing.
+fn handle(app: &App, payload: &[u8], named: Option<u64>) -> Result<(), u64> {
     let current = app.load();
     let delta = match pb::SnapshotDelta::decode(payload)
         .map_err(|e| e.to_string())
@@ -235,8 +247,16 @@ fn handle(app: &App, payload: &[u8]) -> Result<(), u64> {
         Ok(d) => d,
         Err(e) => {
             app.metrics.snapshot_rejected.inc();
-            tracing::error!(error = %e, version = current.version, "undecodable delta refused");
-            return Err(current.version + 1);
+            return match named {
+                Some(v) if v > current.version => {
+                    tracing::error!(error = %e, version = v, have = current.version, "undecodable delta refused; re-fetching the full snapshot");
+                    Err(v)
+                }
+                _ => {
+                    tracing::error!(error = %e, named, have = current.version, "a message on the delta stream that is not a delta this state lacks: skipped");
+                    Ok(())
+                }
+            };
         }
     };
     if delta.version <= current.version {
