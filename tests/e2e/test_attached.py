@@ -216,7 +216,8 @@ def test_nats_losing_its_storage_is_recovered(make_stack):
     time the control plane recreates the streams and a positioned full snapshot (whether its
     tick or the reconnect sees the loss first), the data plane notices the new stream and
     takes it, and a key created after NATS is back is honoured within 2 s of NATS coming
-    back; later keys reach it as deltas on the new stream within 1 s."""
+    back; later keys reach it as deltas on the new stream within 1 s, and a request's usage
+    reaches PostgreSQL within 1 s (the usage stream and its consumer recreated)."""
     import shutil
 
     s = make_stack()
@@ -239,6 +240,13 @@ def test_nats_losing_its_storage_is_recovered(make_stack):
         assert recovered <= 2.0
         keys += [second, third]
         assert all(accepted(dp, k) for k in keys)
+        # Usage flows into the recreated stream and its recreated consumer.
+        r = dp.chat(third)
+        assert r.status_code == 200
+        call = r.headers["x-litellm-call-id"]
+        ingested = seconds_until(lambda: s.sql("SELECT count(*) FROM spend_logs WHERE request_id = %s", call)[0][0] == 1,
+                                 1.0, "usage after the loss")
+        print(f"loss {loss}: a request's usage ingested in {ingested:.3f} s")
     late = s.dataplane("dp-late")
     assert all(accepted(late, k) for k in keys)
 
