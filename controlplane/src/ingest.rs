@@ -56,6 +56,8 @@ impl Default for Config {
 
 /// How often an idle consumer reads its backlog.
 const PENDING_CHECK: Duration = Duration::from_secs(5);
+/// How soon a batch that could not be written is delivered again.
+const REDELIVERY: Duration = Duration::from_secs(1);
 
 /// What ingestion has done, for metrics.
 #[derive(Debug, Clone)]
@@ -121,8 +123,10 @@ impl Status {
     }
 }
 
-/// Runs forever, starting over after any failure (unacked events are redelivered), and at
-/// once when NATS reconnects (a restarted server has forgotten the pending pull).
+/// Runs forever, starting over after a failure of NATS (unacked events are redelivered),
+/// and at once when NATS reconnects (a restarted server has forgotten the pending pull). A
+/// batch PostgreSQL could not take is handed back and redelivered a second later, to the
+/// same consumer.
 pub async fn run(
     pool: PgPool,
     streams: Arc<Streams>,
@@ -254,13 +258,19 @@ async fn consume(
                 }
             }
             Err(e) => {
-                // Nothing was committed: hand the events back for redelivery.
+                // Nothing was committed: hand the events back for redelivery in a second,
+                // and go on with this consumer. (Dropping it would leave the events it has
+                // already pulled unacknowledged until the ack wait, 10 s.)
                 for m in valid {
-                    m.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    m.ack_with(AckKind::Nak(Some(REDELIVERY)))
                         .await
                         .map_err(|e| anyhow::anyhow!(e))?;
                 }
-                return Err(e.into());
+                tracing::warn!(error = %e, events = events.len(), "usage batch not written; redelivered in a second");
+                tokio::select! {
+                    () = tokio::time::sleep(REDELIVERY) => {}
+                    () = reconnected(reconnects) => return Ok(()),
+                }
             }
         }
     }

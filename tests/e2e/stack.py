@@ -5,6 +5,7 @@ planes as processes, and a gRPC client generated from `proto/` at test time."""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,17 @@ class Postgres:
 
     def url(self, db: str = "postgres") -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def pids(self) -> list[int]:
+        """The server's processes: the postmaster and its children (its sessions)."""
+        main = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True).stdout.split()
+        return [main, *map(int, children)]
+
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (a hung server: connections open, nothing answers) or SIGCONT."""
+        for pid in self.pids():
+            os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def log(self) -> str:
         try:

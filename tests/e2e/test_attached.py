@@ -371,6 +371,50 @@ def test_the_control_plane_recovers_from_postgres_restarts(own_postgres, make_st
     assert dp.metric("routeiq_usage_events_dropped_total") == 0
 
 
+@pytest.mark.timeout(120)
+def test_a_hung_postgres_costs_the_data_plane_nothing(own_postgres, make_stack):
+    """PostgreSQL hangs (every server process stopped: connections stay open, nothing
+    answers). The data plane serves; the control plane reports not ready within its
+    readiness probe's 2 s; a change is refused with 503 after the pool's 2 s wait for a
+    connection (sqlx checks an idle one before handing it out). Once PostgreSQL runs again, a
+    new key is honoured within a second and the hang's usage is in spend_logs, once, within
+    3 s (batches that failed are redelivered a second later, on the same consumer)."""
+    from stack import fresh_database
+
+    pg = own_postgres
+    s = make_stack(db=fresh_database(pg.url()))
+    admin = s.admin()
+    dp = s.dataplane("dp-a")
+    key, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+    readiness = lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=10)
+    pg.freeze(True)
+    try:
+        started = time.monotonic()
+        r = readiness()
+        probe = time.monotonic() - started
+        assert r.status_code == 503 and r.json()["db"] == "unreachable", r.text
+        for _ in range(20):
+            assert dp.chat(key).status_code == 200
+        started = time.monotonic()
+        r = admin.call("POST", "/key/generate", json={})
+        refused = time.monotonic() - started
+        print(f"hung: readiness {probe:.3f} s, change refused {refused:.3f} s")
+        assert r.status_code == 503 and refused <= 2.5, (refused, r.text)
+    finally:
+        pg.freeze(False)
+    back = time.monotonic()
+    fresh = admin.ok("POST", "/key/generate", json={})["key"]
+    honoured = seconds_until(lambda: accepted(dp, fresh), 1.0, "a key after the hang")
+    wait_until(lambda: readiness().status_code == 200, what="ready again")
+    logged = lambda: s.sql("SELECT count(*), count(DISTINCT request_id) FROM spend_logs")[0]
+    published = lambda: int(dp.metric("routeiq_usage_events_published_total"))
+    made = published()
+    seconds_until(lambda: logged()[0] >= made, 3.0, "the hang's usage ingested")
+    print(f"after: key honoured {honoured:.3f} s, usage {time.monotonic() - back:.3f} s after the hang")
+    assert logged() == (published(), published())
+
+
 def test_spend_is_exact_across_a_control_plane_crash(make_stack):
     s = make_stack()
     dp = s.dataplane("dp-a")
