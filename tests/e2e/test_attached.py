@@ -210,6 +210,47 @@ def test_after_a_nats_restart_changes_and_usage_flow_within_a_second(make_stack)
         print(f"restart {restart} ({how}): new key {took:.3f} s, block {blocked:.3f} s, usage {ingested:.3f} s")
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("hang", [3, 12])
+def test_a_hung_nats_costs_requests_nothing_and_changes_flow_when_it_resumes(make_stack, hang):
+    """nats-server hangs (SIGSTOP: connections open, nothing answers) for `hang` seconds (3,
+    and 12: longer than a JetStream call waits for its answer). Requests are answered as fast as before
+    (usage waits in the data plane's buffer), and a key created meanwhile is honoured, and
+    the hang's usage is in PostgreSQL, within 2 s of NATS resuming."""
+    s = make_stack()
+    dp = s.dataplane("dp-a")
+    key, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+
+    def slowest(n):
+        worst = 0.0
+        for _ in range(n):
+            started = time.monotonic()
+            assert dp.chat(key).status_code == 200
+            worst = max(worst, time.monotonic() - started)
+        return worst
+
+    before = slowest(20)
+    s.nats.freeze(True)
+    try:
+        frozen_at = time.monotonic()
+        during = slowest(20)
+        created, _ = s.generate_key()
+        time.sleep(max(0.0, hang - (time.monotonic() - frozen_at)))
+        during = max(during, slowest(5))
+    finally:
+        s.nats.freeze(False)
+    honoured = seconds_until(lambda: accepted(dp, created), 2.0, "a key made during the hang")
+    made = int(dp.metric("routeiq_usage_events_published_total"))
+    logged = lambda: s.sql("SELECT count(*) FROM spend_logs")[0][0]
+    sent = 1 + 20 + 20 + 5 + 1  # accepted() probes that succeeded, and the timed requests
+    ingested = seconds_until(lambda: logged() >= sent, 2.0, "the hang's usage")
+    print(f"hang {hang} s: slowest request {before * 1000:.1f} ms before, {during * 1000:.1f} ms during; "
+          f"key {honoured:.3f} s, usage {ingested:.3f} s after it resumed (published {made})")
+    assert during < before + 0.1
+    assert dp.metric("routeiq_usage_events_dropped_total") == 0
+
+
 @pytest.mark.timeout(180)
 def test_nats_losing_its_storage_is_recovered(make_stack):
     """NATS comes back empty (no streams, no stored snapshot), three times in a row. Each
