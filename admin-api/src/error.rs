@@ -99,7 +99,7 @@ impl From<tonic::Status> for ApiError {
                 )
             }
             Code::PermissionDenied => StatusCode::FORBIDDEN,
-            // A service the control plane needs (its skill store, Redis): its reason.
+            // A service the control plane needs (its database, skill store, Redis): its reason.
             Code::Unavailable if s.metadata().get("routeiq-dependency-unavailable").is_some() => {
                 return Self::unavailable(message)
             }
@@ -133,7 +133,7 @@ fn describe(s: &tonic::Status) -> &'static str {
         tonic::Code::DeadlineExceeded => "no answer in time",
         tonic::Code::Unauthenticated => "it refused this service's token",
         tonic::Code::ResourceExhausted => "it is overloaded",
-        _ => "it cannot be reached or its database is down",
+        _ => "it cannot be reached",
     }
 }
 

@@ -45,8 +45,21 @@ impl StoreError {
 }
 
 /// The metadata key of an Unavailable status caused by a service the control plane needs
-/// (an object store, Redis), not by the control plane itself.
+/// (its database, an object store, Redis), not by the control plane itself.
 pub const DEPENDENCY_UNAVAILABLE: &str = "routeiq-dependency-unavailable";
+
+const DATABASE_UNAVAILABLE: &str = "the control plane's database is unavailable; retry later";
+
+/// Unavailable, marked as a dependency's, so that the admin API passes the reason on (a
+/// plain Unavailable is the control plane itself out of reach).
+fn dependency_unavailable(message: String) -> tonic::Status {
+    let mut s = tonic::Status::unavailable(message);
+    s.metadata_mut().insert(
+        DEPENDENCY_UNAVAILABLE,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    s
+}
 
 impl From<StoreError> for tonic::Status {
     fn from(e: StoreError) -> Self {
@@ -55,16 +68,7 @@ impl From<StoreError> for tonic::Status {
             StoreError::Conflict(m) => tonic::Status::already_exists(m.clone()),
             StoreError::Invalid(m) => tonic::Status::invalid_argument(m.clone()),
             StoreError::Precondition(m) => tonic::Status::failed_precondition(m.clone()),
-            StoreError::Unavailable(m) => {
-                // Marked, so that the admin API passes the reason on (a plain Unavailable
-                // is the control plane itself out of reach).
-                let mut s = tonic::Status::unavailable(m.clone());
-                s.metadata_mut().insert(
-                    DEPENDENCY_UNAVAILABLE,
-                    tonic::metadata::MetadataValue::from_static("1"),
-                );
-                s
-            }
+            StoreError::Unavailable(m) => dependency_unavailable(m.clone()),
             StoreError::Db(sqlx::Error::Database(d)) => {
                 // The SQLSTATE says whose fault it is.
                 let code = d.code().unwrap_or_default();
@@ -78,13 +82,13 @@ impl From<StoreError> for tonic::Status {
                     Some("40") => tonic::Status::aborted(message),
                     _ => {
                         tracing::error!(error = %e, "database error");
-                        tonic::Status::unavailable("the control plane's database is unavailable")
+                        dependency_unavailable(DATABASE_UNAVAILABLE.to_owned())
                     }
                 }
             }
             StoreError::Db(_) => {
                 tracing::error!(error = %e, "database error");
-                tonic::Status::unavailable("the control plane's database is unavailable")
+                dependency_unavailable(DATABASE_UNAVAILABLE.to_owned())
             }
             StoreError::Crypto(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "internal error");

@@ -345,10 +345,11 @@ class DataPlane:
 class AdminApi:
     """The admin API (`routeiq-admin`) in front of a control plane."""
 
-    def __init__(self, dir: Path, grpc_target: str, extra=()):
+    def __init__(self, dir: Path, grpc_target: str, extra=(), timeout_ms: int = 2000):
         self.dir = dir
         self.grpc_target = grpc_target
         self.extra = list(extra)
+        self.timeout_ms = timeout_ms
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
@@ -358,7 +359,7 @@ class AdminApi:
             str(BIN_DIR / "routeiq-admin"),
             "--listen", f"127.0.0.1:{self.port}",
             "--controlplane", f"http://{self.grpc_target}",
-            "--timeout-ms", "2000",
+            "--timeout-ms", str(self.timeout_ms),
             *self.extra,
         ]
         env = dict(os.environ, ROUTEIQ_LOG="info,routeiq_admin=debug")
@@ -421,10 +422,12 @@ class Stack:
         self.dps.append(dp)
         return dp
 
-    def admin(self) -> AdminApi:
-        """The admin API, started on first use."""
+    def admin(self, timeout_ms: int = 2000) -> AdminApi:
+        """The admin API, started on first use, with a deadline of `timeout_ms` on each
+        control-plane call (shorter than its default, 5 s, so that tests with the control
+        plane away are quick)."""
         if self._admin is None:
-            self._admin = AdminApi(self.tmp, self.cp.grpc_target)
+            self._admin = AdminApi(self.tmp, self.cp.grpc_target, timeout_ms=timeout_ms)
             self._admin.start()
         return self._admin
 
