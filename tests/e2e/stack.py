@@ -293,6 +293,10 @@ class Redis:
             self.process.stop()
             self.process = None
 
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (a hung server: connections open, nothing answers) or SIGCONT."""
+        self.process.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
 
 class DataPlane:
     def __init__(self, dir: Path, nats_url: str, name: str, extra=(), threads: int = 1):

@@ -335,6 +335,48 @@ def test_redis_down_falls_back_to_each_data_planes_share(make_stack, redis):
                timeout=20, interval=0.5, what="redis used again")
 
 
+def test_a_hung_redis_costs_a_request_at_most_its_timeout(make_stack, redis):
+    """Redis hangs (SIGSTOP: connections open, nothing answers) for 3 s. A request that
+    asks it for a grant waits at most 50 ms (`limits::shared::TIMEOUT`) and is decided on
+    the local share, and for a second after (the backoff) no request asks; so requests
+    stay within 50 ms of the latency of a key without limits. Once Redis runs again, limits
+    are shared within the 1 s backoff."""
+    import time
+
+    s = make_stack()
+    admin = s.admin()
+    # Grants come in eighths of what is left: with 160 a minute this data plane asks Redis
+    # every 20 requests or so; its share alone is 80, more than this test sends.
+    a, b, key, probe = shared_pair(s, admin, redis, {"rpm_limit": 160})
+    fresh_minute()
+
+    def slowest(k, seconds):
+        worst, n = 0.0, 0
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            started = time.monotonic()
+            assert chat(a, k).status_code == 200
+            worst = max(worst, time.monotonic() - started)
+            n += 1
+        return worst, n
+
+    before, _ = slowest(probe, 1.0)
+    redis.freeze(True)
+    try:
+        during, n = slowest(key, 3.0)
+        assert a.metric("routeiq_redis_up") == 0
+        assert a.metric("routeiq_redis_fallbacks_total") >= 1
+    finally:
+        redis.freeze(False)
+    resumed = time.monotonic()
+    wait_until(lambda: chat(a, key).status_code == 200 and a.metric("routeiq_redis_up") == 1,
+               timeout=1.5, interval=0.05, what="limits shared again")
+    shared_again = time.monotonic() - resumed
+    print(f"slowest request {before * 1000:.1f} ms without limits, {during * 1000:.1f} ms with a "
+          f"limit while Redis hung ({n} requests); shared again {shared_again:.3f} s after it resumed")
+    assert during <= before + 0.1
+
+
 def test_expiry_block_and_unblock(make_stack):
     s = make_stack()
     admin = s.admin()
