@@ -250,7 +250,7 @@ def test_a_collector_that_hangs_delays_a_stop_by_at_most_the_flush_caps(mock_pro
     """A collector that takes the exports and never answers, with a 30 s export timeout:
     at SIGTERM the spans, the OTLP metrics and the log records still queued are flushed
     side by side, each for at most 5 s, so the data plane exits within pingora's 1 s grace
-    period plus 5 s (with 5 s to spare for a loaded machine; it took 41 s when the log
+    period plus 5 s (with 1 s to spare for a loaded machine; it took 41 s when the log
     flush had no cap and the flushes ran one after another)."""
     collector = Blackhole()
     url, p = start_gateway(tmp_path, mock_provider, collector.port, OTEL_BSP_SCHEDULE_DELAY="60000",
@@ -265,7 +265,8 @@ def test_a_collector_that_hangs_delays_a_stop_by_at_most_the_flush_caps(mock_pro
         took = time.monotonic() - started
         assert p.proc.returncode == 0, p.output()
         # about 6 s; one flush after another took 16 s, an uncapped log flush 41 s
-        assert took <= 11, (took, p.output())
+        print(f"stopped in {took:.3f} s")
+        assert took <= 7, (took, p.output())
         assert collector.received > 0  # the flushes did send
     finally:
         p.stop()
@@ -309,7 +310,8 @@ def test_the_admin_api_stops_within_one_flush_cap_when_the_collector_hangs(tmp_p
         admin.proc.wait(timeout=60)
         took = time.monotonic() - started
         assert admin.proc.returncode == 0, admin.output()
-        assert took <= 8, (took, admin.output())  # 5.0 s measured; 10 s when the drop waited again
+        print(f"stopped in {took:.3f} s")
+        assert took <= 6, (took, admin.output())  # 5.0 s measured; 10 s when the drop waited again
         assert collector.received > 0
     finally:
         admin.stop()
