@@ -275,6 +275,26 @@ def test_two_dataplanes_share_redis_and_survive_its_loss_and_restart(mock, gatew
         assert post(b, probe).json()["choices"] == first.json()["choices"]
         assert upstream_calls(mock, "cache-gpt") == before + 1
 
+        # Redis hung (SIGSTOP): a request that misses memory waits at most 100 ms for it
+        # (`cache::REDIS_TIMEOUT`) and for a second after (the back-off) none asks it.
+        def slowest(tag):
+            worst = 0.0
+            for i in range(10):
+                started = time.monotonic()
+                r = post(a, {"model": "gpt", "messages": [{"role": "user", "content": unique(f"{tag} {i}")}]})
+                assert r.status_code == 200 and r.headers["x-routeiq-cache"] == "miss"
+                worst = max(worst, time.monotonic() - started)
+            return worst
+
+        before = slowest("before the hang")
+        redis.freeze(True)
+        try:
+            during = slowest("hung")
+        finally:
+            redis.freeze(False)
+        print(f"slowest miss {before * 1000:.1f} ms, {during * 1000:.1f} ms while Redis hung")
+        assert during <= before + 0.2  # the 100 ms wait, and a loaded machine's noise
+
         # Redis killed mid-run: every request is answered (misses), none fails.
         redis.stop()
         statuses = []
@@ -296,7 +316,9 @@ def test_two_dataplanes_share_redis_and_survive_its_loss_and_restart(mock, gatew
             post(a, {**again, "cache": {"no-cache": True}})
             return post(b, {**again, "cache": {"no-store": True}}).headers["x-routeiq-cache"] == "hit"
 
-        wait_until(shared_again, timeout=15, interval=0.5, what="sharing resumes")
+        started = time.monotonic()
+        wait_until(shared_again, timeout=3, interval=0.1, what="sharing resumes")
+        print(f"sharing resumed {time.monotonic() - started:.3f} s after Redis restarted")
     finally:
         redis.stop()
 
