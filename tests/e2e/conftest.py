@@ -2,6 +2,7 @@
 `routeiq-mock-provider` (which speaks the OpenAI, Azure and Anthropic wire protocols)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,10 @@ class Process:
             self.proc.kill()
             self.proc.wait()
         self.handle.close()
+
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (a hung server: connections open, nothing answers) or SIGCONT."""
+        self.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def output(self) -> str:
         if not self.handle.closed:

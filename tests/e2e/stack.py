@@ -201,10 +201,6 @@ class Nats:
             self.process.kill()
             self.process = None
 
-    def freeze(self, frozen: bool) -> None:
-        """SIGSTOP (a hung server: connections open, nothing answers) or SIGCONT."""
-        self.process.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
-
 
 class ControlPlane:
     def __init__(self, dir: Path, database_url: str, nats_url: str, config: Path, extra=(),
@@ -292,10 +288,6 @@ class Redis:
         if self.process:
             self.process.stop()
             self.process = None
-
-    def freeze(self, frozen: bool) -> None:
-        """SIGSTOP (a hung server: connections open, nothing answers) or SIGCONT."""
-        self.process.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
 
 class DataPlane:

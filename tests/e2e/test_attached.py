@@ -231,7 +231,7 @@ def test_a_hung_nats_costs_requests_nothing_and_changes_flow_when_it_resumes(mak
         return worst
 
     before = slowest(20)
-    s.nats.freeze(True)
+    s.nats.process.freeze(True)
     try:
         frozen_at = time.monotonic()
         during = slowest(20)
@@ -239,7 +239,7 @@ def test_a_hung_nats_costs_requests_nothing_and_changes_flow_when_it_resumes(mak
         time.sleep(max(0.0, hang - (time.monotonic() - frozen_at)))
         during = max(during, slowest(5))
     finally:
-        s.nats.freeze(False)
+        s.nats.process.freeze(False)
     honoured = seconds_until(lambda: accepted(dp, created), 2.0, "a key made during the hang")
     made = int(dp.metric("routeiq_usage_events_published_total"))
     logged = lambda: s.sql("SELECT count(*) FROM spend_logs")[0][0]
@@ -356,6 +356,19 @@ def own_postgres():
     pg.close()
 
 
+def stack_on(pg, make_stack):
+    """A stack on `pg`, its admin API (at its default deadline, 5 s: past the control
+    plane's 2 s wait for a connection), a data plane, and a key it honours."""
+    from stack import fresh_database
+
+    s = make_stack(db=fresh_database(pg.url()))
+    admin = s.admin(timeout_ms=5000)
+    dp = s.dataplane("dp-a")
+    key, _ = s.generate_key()
+    wait_until(lambda: accepted(dp, key), what="key accepted")
+    return s, admin, dp, key
+
+
 @pytest.mark.timeout(240)
 def test_the_control_plane_recovers_from_postgres_restarts(own_postgres, make_stack):
     """PostgreSQL restarts under the control plane, three times: stopped cleanly (`fast`:
@@ -366,14 +379,8 @@ def test_the_control_plane_recovers_from_postgres_restarts(own_postgres, make_st
     back the control plane is ready again within 2 s, a key created then reaches the data
     plane within 2 s (the publisher took its lock again), and every request made during the
     outage is in spend_logs once, within 3 s."""
-    from stack import fresh_database
-
     pg = own_postgres
-    s = make_stack(db=fresh_database(pg.url()))
-    admin = s.admin(timeout_ms=5000)  # its default: past the control plane's 2 s wait
-    dp = s.dataplane("dp-a")
-    key, _ = s.generate_key()
-    wait_until(lambda: accepted(dp, key), what="key accepted")
+    s, admin, dp, key = stack_on(pg, make_stack)
     readiness = lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=5)
     logged = lambda: s.sql("SELECT count(*), count(DISTINCT request_id) FROM spend_logs")[0]
     published = lambda: int(dp.metric("routeiq_usage_events_published_total"))
@@ -421,14 +428,8 @@ def test_a_hung_postgres_costs_the_data_plane_nothing(own_postgres, make_stack):
     connection (sqlx checks an idle one before handing it out). Once PostgreSQL runs again, a
     new key is honoured within a second and the hang's usage is in spend_logs, once, within
     3 s (batches that failed are redelivered a second later, on the same consumer)."""
-    from stack import fresh_database
-
     pg = own_postgres
-    s = make_stack(db=fresh_database(pg.url()))
-    admin = s.admin(timeout_ms=5000)  # its default: past the control plane's 2 s wait
-    dp = s.dataplane("dp-a")
-    key, _ = s.generate_key()
-    wait_until(lambda: accepted(dp, key), what="key accepted")
+    s, admin, dp, key = stack_on(pg, make_stack)
     readiness = lambda: httpx.get(f"{s.cp.http}/health/readiness", timeout=10)
     pg.freeze(True)
     try:

@@ -361,13 +361,13 @@ def test_a_hung_redis_costs_a_request_at_most_its_timeout(make_stack, redis):
         return worst, n
 
     before, _ = slowest(probe, 1.0)
-    redis.freeze(True)
+    redis.process.freeze(True)
     try:
         during, n = slowest(key, 3.0)
         assert a.metric("routeiq_redis_up") == 0
         assert a.metric("routeiq_redis_fallbacks_total") >= 1
     finally:
-        redis.freeze(False)
+        redis.process.freeze(False)
     resumed = time.monotonic()
     wait_until(lambda: chat(a, key).status_code == 200 and a.metric("routeiq_redis_up") == 1,
                timeout=1.5, interval=0.05, what="limits shared again")
