@@ -27,6 +27,26 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether PostgreSQL is away or busy, rather than refusing this work: a connection
+    /// not had in time (the pool's wait), lost or refused, or an answer of class 08
+    /// (connection), 53 (insufficient resources), 57 (operator intervention: shutting
+    /// down, starting up) or 58 (system error). The same work may succeed later.
+    pub fn database_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(d)) => d
+                .code()
+                .is_some_and(|c| matches!(c.get(..2), Some("08" | "53" | "57" | "58"))),
+            StoreError::Db(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            _ => false,
+        }
+    }
+
     /// The domain error `known` gives for the constraint `e` violated (a duplicate, a
     /// missing reference); any other error stays a database error.
     pub fn on_constraint<const N: usize>(
@@ -69,26 +89,31 @@ impl From<StoreError> for tonic::Status {
             StoreError::Invalid(m) => tonic::Status::invalid_argument(m.clone()),
             StoreError::Precondition(m) => tonic::Status::failed_precondition(m.clone()),
             StoreError::Unavailable(m) => dependency_unavailable(m.clone()),
+            _ if e.database_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable");
+                dependency_unavailable(DATABASE_UNAVAILABLE.to_owned())
+            }
             StoreError::Db(sqlx::Error::Database(d)) => {
                 // The SQLSTATE says whose fault it is.
                 let code = d.code().unwrap_or_default();
                 let message = d.message().to_owned();
                 match code.get(..2) {
-                    // Data exceptions: a value out of range, invalid text, ...
-                    Some("22") => tonic::Status::invalid_argument(message),
+                    // Data exceptions (a value out of range, invalid text, ...), and values
+                    // past a limit of PostgreSQL's (an index row too large).
+                    Some("22" | "54") => tonic::Status::invalid_argument(message),
                     // Integrity constraints not mapped to a domain error above.
                     Some("23") => tonic::Status::failed_precondition(message),
                     // Serialization failure or deadlock: safe to retry.
                     Some("40") => tonic::Status::aborted(message),
                     _ => {
                         tracing::error!(error = %e, "database error");
-                        dependency_unavailable(DATABASE_UNAVAILABLE.to_owned())
+                        tonic::Status::internal("database error; see the control plane's log")
                     }
                 }
             }
             StoreError::Db(_) => {
                 tracing::error!(error = %e, "database error");
-                dependency_unavailable(DATABASE_UNAVAILABLE.to_owned())
+                tonic::Status::internal("database error; see the control plane's log")
             }
             StoreError::Crypto(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "internal error");

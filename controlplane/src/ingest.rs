@@ -58,6 +58,8 @@ impl Default for Config {
 const PENDING_CHECK: Duration = Duration::from_secs(5);
 /// How soon a batch that could not be written is delivered again.
 const REDELIVERY: Duration = Duration::from_secs(1);
+/// The longest text an event's field is stored with, in bytes.
+const MAX_TEXT: usize = 1024;
 
 /// What ingestion has done, for metrics.
 #[derive(Debug, Clone)]
@@ -218,7 +220,8 @@ async fn consume(
                 .map_err(|e| e.to_string())
                 .and_then(|e| UsageEvent::try_from(e).map_err(|e| e.to_string()))
             {
-                Ok(e) => {
+                Ok(mut e) => {
+                    storable(&mut e);
                     if let Some(span) = cfg.tracer.as_ref().and_then(|t| ingest_span(t, &m, &e)) {
                         spans.push(span);
                     }
@@ -257,21 +260,88 @@ async fn consume(
                     m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
                 }
             }
-            Err(e) => {
-                // Nothing was committed: hand the events back for redelivery in a second,
-                // and go on with this consumer. (Dropping it would leave the events it has
-                // already pulled unacknowledged until the ack wait, 10 s.)
-                for m in valid {
-                    m.ack_with(AckKind::Nak(Some(REDELIVERY)))
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e))?;
-                }
+            Err(e) if e.database_unavailable() => {
                 tracing::warn!(error = %e, events = events.len(), "usage batch not written; redelivered in a second");
+                redeliver(valid).await?;
+                // Go on with this consumer: dropping it would leave the events it has
+                // already pulled unacknowledged until the ack wait (10 s).
                 tokio::select! {
                     () = tokio::time::sleep(REDELIVERY) => {}
                     () = reconnected(reconnects) => return Ok(()),
                 }
             }
+            Err(e) => {
+                // PostgreSQL refused the batch: find the events it refuses, one by one.
+                tracing::warn!(error = %e, events = events.len(), "usage batch refused; writing its events one by one");
+                let mut rest = events.iter().zip(valid);
+                while let Some((event, m)) = rest.next() {
+                    match write_retrying(pool, std::slice::from_ref(event)).await {
+                        Ok(inserted) => {
+                            let stored: Vec<_> =
+                                m.info().map(|i| i.published).into_iter().collect();
+                            status.committed(1, inserted, &stored);
+                            m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+                        }
+                        Err(e) if e.database_unavailable() => {
+                            let mut back = vec![m];
+                            back.extend(rest.by_ref().map(|(_, m)| m));
+                            redeliver(back).await?;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, request_id = %event.request_id, "usage event refused by PostgreSQL; dropped");
+                            status.rejected.inc();
+                            m.ack_with(AckKind::Term)
+                                .await
+                                .map_err(|e| anyhow::anyhow!(e))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands events back for redelivery in [`REDELIVERY`]: all of them, even if one hand-back
+/// fails (the first failure is returned; an event not handed back waits for the ack wait).
+async fn redeliver(messages: Vec<async_nats::jetstream::Message>) -> anyhow::Result<()> {
+    let mut failed = None;
+    for m in messages {
+        if let Err(e) = m.ack_with(AckKind::Nak(Some(REDELIVERY))).await {
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
+}
+
+/// What PostgreSQL can store of an event's text: no NUL characters (a `text` value cannot
+/// hold one), and each field at most [`MAX_TEXT`] bytes (an index row must fit a page; the
+/// end user and the model group come from the client).
+fn storable(e: &mut UsageEvent) {
+    for s in [
+        &mut e.request_id,
+        &mut e.team_id,
+        &mut e.user_id,
+        &mut e.model_group,
+        &mut e.deployment_id,
+        &mut e.provider,
+        &mut e.dataplane_id,
+        &mut e.end_user,
+        &mut e.router_sha256,
+        &mut e.router_arm,
+        &mut e.router_candidate,
+        &mut e.shadow_sha256,
+        &mut e.shadow_candidate,
+    ] {
+        if s.contains('\0') {
+            s.retain(|c| c != '\0');
+        }
+        if s.len() > MAX_TEXT {
+            let mut end = MAX_TEXT;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
         }
     }
 }

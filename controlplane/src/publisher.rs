@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::object_store::ObjectMetadata;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
-use prost::Message;
 use routeiq_nats::{reconnected, Reconnects};
 use routeiq_proto::subjects;
-use routeiq_proto::wire::pb;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgPool, Row};
 
@@ -231,8 +229,9 @@ impl Publisher {
         self.write_snapshot().await
     }
 
-    /// If the delta stream holds messages past the last one the database recorded
-    /// publishing, the database may not have the changes data planes applied from them: it
+    /// If the delta stream holds deltas (messages with a `delta-<version>` id) past the last
+    /// one the database recorded publishing, the database may not have the changes data
+    /// planes applied from them: it
     /// was restored from a dump taken before them (or this replica crashed between a
     /// publish and its record, when they are the same changes). Either way a resync past
     /// the stream's last version (`changes::resync_past`) is right: data planes replace
@@ -245,20 +244,31 @@ impl Publisher {
             sqlx::query_as("SELECT max(stream_seq) FROM snapshot_deltas")
                 .fetch_one(&self.pool)
                 .await?;
-        if on_stream <= recorded.unwrap_or(0) as u64 {
-            return Ok(());
+        let recorded = recorded.unwrap_or(0) as u64;
+        // The last delta past the recorded ones, by its message id: a message on the
+        // subject that is not a delta (no `delta-<version>` id) is not a change of ours, and
+        // data planes skip it too.
+        let mut streamed = None;
+        let mut seq = on_stream;
+        while seq > recorded {
+            match self.streams.deltas.get_raw_message(seq).await {
+                Ok(m) => {
+                    streamed = m
+                        .headers
+                        .get(async_nats::header::NATS_MESSAGE_ID)
+                        .and_then(|id| subjects::delta_message_version(id.as_str()));
+                    if streamed.is_some() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            seq -= 1;
         }
-        let last = match self
-            .streams
-            .deltas
-            .get_last_raw_message_by_subject(subjects::DELTA_SUBJECT)
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let Some(streamed) = streamed else {
+            return Ok(());
         };
-        let streamed = pb::SnapshotDelta::decode(last.payload.as_ref())?.version;
         let mut tx = self.pool.begin().await?;
         let version = crate::changes::resync_past(&mut tx, streamed).await?;
         tx.commit().await?;

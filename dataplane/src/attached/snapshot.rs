@@ -8,8 +8,10 @@
 //! - D > C + 1: a gap; the full snapshot is fetched again (once it is newer than C), and
 //!   the stream is read again from its `delta_seq`.
 //!
-//! A delta that cannot be decoded or applied is refused, logged and counted, and handled
-//! like a gap; the last good state keeps serving throughout, also while NATS is down.
+//! A delta that cannot be applied, or cannot be decoded while its message id names
+//! version C + 1, is refused, logged and counted, and handled like a gap; any other message
+//! that does not decode is refused, counted and skipped (it is no change this state needs
+//! now). The last good state keeps serving throughout, also while NATS is down.
 //!
 //! The ordered consumer lives in the NATS server's memory: when the client reconnects (a
 //! server restart), the follower creates a new one from its position at once.
@@ -220,7 +222,10 @@ async fn follow_from(
         match handle(app, &m.payload, named) {
             Ok(()) => *delta_seq = seq,
             Err(needed) => {
-                tracing::info!(needed, "re-fetching the full snapshot");
+                tracing::debug!(
+                    needed,
+                    "waiting for a full snapshot past the served version"
+                );
                 // Start over from the re-fetched snapshot's position.
                 refetch(js, app, Wanted::Newer, delta_seq).await;
                 return Ok(());
@@ -233,11 +238,11 @@ async fn follow_from(
 /// must be replaced by a full snapshot newer than the current one (`v` is the version that
 /// could not be reached).
 ///
-/// A message that does not decode is refused and counted. If its id names a version this
-/// state lacks, that change cannot be read here: re-fetch. Otherwise it is skipped: a
-/// message without a delta's id is not one of the publisher's (nothing is missing; a lost
-/// version would show as a gap at the next delta), and one naming a version already
-/// applied changes nothing.
+/// A message that does not decode is refused and counted. If its id names the next
+/// version, that change cannot be read here: re-fetch. Otherwise it is skipped: a message
+/// without a delta's id is not one of the publisher's, one naming a version already
+/// applied changes nothing, and one naming a later version would leave a gap that the next
+/// readable delta shows (so a forged id cannot hold the data plane in a re-fetch).
 fn handle(app: &App, payload: &[u8], named: Option<u64>) -> Result<(), u64> {
     let current = app.load();
     let delta = match pb::SnapshotDelta::decode(payload)
@@ -248,12 +253,12 @@ fn handle(app: &App, payload: &[u8], named: Option<u64>) -> Result<(), u64> {
         Err(e) => {
             app.metrics.snapshot_rejected.inc();
             return match named {
-                Some(v) if v > current.version => {
+                Some(v) if v == current.version + 1 => {
                     tracing::error!(error = %e, version = v, have = current.version, "undecodable delta refused; re-fetching the full snapshot");
                     Err(v)
                 }
                 _ => {
-                    tracing::error!(error = %e, named, have = current.version, "a message on the delta stream that is not a delta this state lacks: skipped");
+                    tracing::error!(error = %e, named, have = current.version, "a message on the delta stream that is not the next delta: skipped");
                     Ok(())
                 }
             };
