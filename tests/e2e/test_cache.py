@@ -277,23 +277,30 @@ def test_two_dataplanes_share_redis_and_survive_its_loss_and_restart(mock, gatew
 
         # Redis hung (SIGSTOP): a request that misses memory waits at most 100 ms for it
         # (`cache::REDIS_TIMEOUT`) and for a second after (the back-off) none asks it.
-        def slowest(tag):
-            worst = 0.0
+        def latencies(tag):
+            out = []
             for i in range(10):
                 started = time.monotonic()
                 r = post(a, {"model": "gpt", "messages": [{"role": "user", "content": unique(f"{tag} {i}")}]})
                 assert r.status_code == 200 and r.headers["x-routeiq-cache"] == "miss"
-                worst = max(worst, time.monotonic() - started)
-            return worst
+                out.append(time.monotonic() - started)
+            return out
 
-        before = slowest("before the hang")
+        before = latencies("before the hang")
         redis.process.freeze(True)
         try:
-            during = slowest("hung")
+            hung = time.monotonic()
+            during = latencies("hung")
+            hung = time.monotonic() - hung
         finally:
             redis.process.freeze(False)
-        print(f"slowest miss {before * 1000:.1f} ms, {during * 1000:.1f} ms while Redis hung")
-        assert during <= before + 0.2  # the 100 ms wait, and a loaded machine's noise
+        typical = sorted(before)[len(before) // 2]
+        waited = [t for t in during if t > typical + 0.08]
+        print(f"misses: median {typical * 1000:.1f} ms, slowest {max(before) * 1000:.1f} ms; while Redis "
+              f"hung slowest {max(during) * 1000:.1f} ms, {len(waited)} of 10 in {hung:.1f} s more than "
+              f"80 ms over the median")
+        assert max(during) <= max(before) + 0.2  # the 100 ms wait, and a loaded machine's noise
+        assert len(waited) <= int(hung) + 3, waited  # one a back-off, not one a request
 
         # Redis killed mid-run: every request is answered (misses), none fails.
         redis.stop()

@@ -338,32 +338,34 @@ def test_redis_down_falls_back_to_each_data_planes_share(make_stack, redis):
 def test_a_hung_redis_costs_a_request_at_most_its_timeout(make_stack, redis):
     """Redis hangs (SIGSTOP: connections open, nothing answers) for 3 s. A request that
     asks it for a grant waits at most 50 ms (`limits::shared::TIMEOUT`) and is decided on
-    the local share, and for a second after (the backoff) no request asks; so requests
-    stay within 50 ms of the latency of a key without limits. Once Redis runs again, limits
-    are shared within the 1 s backoff."""
+    the local share, and for a second after (the backoff) no request asks: so no request
+    is more than 50 ms slower than a key without limits, and only about one a second is
+    slower at all. Once Redis runs again, limits are shared within the 1 s backoff."""
+    import statistics
     import time
 
     s = make_stack()
     admin = s.admin()
-    # Grants come in eighths of what is left: with 160 a minute this data plane asks Redis
-    # every 20 requests or so; its share alone is 80, more than this test sends.
+    # Every decision while Redis hangs is on this data plane's share, 160 / 2 = 80: more
+    # than the at most 60 requests sent then.
     a, b, key, probe = shared_pair(s, admin, redis, {"rpm_limit": 160})
     fresh_minute()
 
-    def slowest(k, seconds):
-        worst, n = 0.0, 0
+    def latencies(k, seconds, most):
+        out = []
         until = time.monotonic() + seconds
-        while time.monotonic() < until:
+        while time.monotonic() < until and len(out) < most:
             started = time.monotonic()
             assert chat(a, k).status_code == 200
-            worst = max(worst, time.monotonic() - started)
-            n += 1
-        return worst, n
+            out.append(time.monotonic() - started)
+        return out
 
-    before, _ = slowest(probe, 1.0)
+    before = latencies(probe, 1.0, 60)
     redis.process.freeze(True)
     try:
-        during, n = slowest(key, 3.0)
+        hung = time.monotonic()
+        during = latencies(key, 3.0, 60)
+        hung = time.monotonic() - hung
         assert a.metric("routeiq_redis_up") == 0
         assert a.metric("routeiq_redis_fallbacks_total") >= 1
     finally:
@@ -372,9 +374,16 @@ def test_a_hung_redis_costs_a_request_at_most_its_timeout(make_stack, redis):
     wait_until(lambda: chat(a, key).status_code == 200 and a.metric("routeiq_redis_up") == 1,
                timeout=1.5, interval=0.05, what="limits shared again")
     shared_again = time.monotonic() - resumed
-    print(f"slowest request {before * 1000:.1f} ms without limits, {during * 1000:.1f} ms with a "
-          f"limit while Redis hung ({n} requests); shared again {shared_again:.3f} s after it resumed")
-    assert during <= before + 0.1
+    typical = statistics.median(before)
+    waited = [t for t in during if t > typical + 0.04]
+    print(f"requests without limits: median {typical * 1000:.1f} ms, slowest {max(before) * 1000:.1f} ms; "
+          f"with a limit while Redis hung: slowest {max(during) * 1000:.1f} ms, {len(waited)} of "
+          f"{len(during)} in {hung:.1f} s more than 40 ms over the median; shared again "
+          f"{shared_again:.3f} s after it resumed")
+    assert max(during) <= max(before) + 0.1
+    # One wait when the hang is met and one after each 1 s backoff (plus noise), not one
+    # per request.
+    assert len(waited) <= int(hung) + 3, waited
 
 
 def test_expiry_block_and_unblock(make_stack):
