@@ -27,15 +27,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether PostgreSQL is away or busy, rather than refusing this work: a connection
-    /// not had in time (the pool's wait), lost or refused, or an answer of class 08
-    /// (connection), 53 (insufficient resources), 57 (operator intervention: shutting
-    /// down, starting up) or 58 (system error). The same work may succeed later.
+    /// Whether PostgreSQL is away, busy or not letting this service in, rather than
+    /// refusing this work: a connection not had in time (the pool's wait), lost or refused,
+    /// or an answer of class 08 (connection), 28 (authorization), 3D (no such database), 53
+    /// (insufficient resources), 55 (not in the state needed: a database not accepting
+    /// connections, a lock not available), 57 (operator intervention: shutting down,
+    /// starting up) or 58 (system error). The same work may succeed later.
     pub fn database_unavailable(&self) -> bool {
         match self {
-            StoreError::Db(sqlx::Error::Database(d)) => d
-                .code()
-                .is_some_and(|c| matches!(c.get(..2), Some("08" | "53" | "57" | "58"))),
+            StoreError::Db(sqlx::Error::Database(d)) => d.code().is_some_and(|c| {
+                matches!(
+                    c.get(..2),
+                    Some("08" | "28" | "3D" | "53" | "55" | "57" | "58")
+                )
+            }),
             StoreError::Db(
                 sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed

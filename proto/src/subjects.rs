@@ -22,7 +22,14 @@ pub fn delta_message_id(version: u64) -> String {
 /// The version a delta's `Nats-Msg-Id` names, if it is one [`delta_message_id`] made: how a
 /// data plane tells a delta it cannot read from a message that is not a delta.
 pub fn delta_message_version(id: &str) -> Option<u64> {
-    id.strip_prefix("delta-")?.parse().ok()
+    let digits = id.strip_prefix("delta-")?;
+    let canonical = digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits.len() == 1 || !digits.starts_with('0'));
+    if canonical {
+        digits.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// Core NATS subject (no stream: best effort) on which data planes share the entries of
@@ -44,7 +51,17 @@ mod tests {
     fn delta_message_ids_name_their_version() {
         assert_eq!(delta_message_id(42), "delta-42");
         assert_eq!(delta_message_version(&delta_message_id(42)), Some(42));
-        for other in ["", "delta-", "delta-x", "42", "request-42", "delta--1"] {
+        assert_eq!(delta_message_version(&delta_message_id(0)), Some(0));
+        for other in [
+            "",
+            "delta-",
+            "delta-x",
+            "42",
+            "request-42",
+            "delta--1",
+            "delta-+5",
+            "delta-007",
+        ] {
             assert_eq!(delta_message_version(other), None, "{other}");
         }
     }

@@ -148,9 +148,18 @@ class Postgres:
         return [main, *map(int, children)]
 
     def freeze(self, frozen: bool) -> None:
-        """SIGSTOP (a hung server: connections open, nothing answers) or SIGCONT."""
-        for pid in self.pids():
-            os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+        """SIGSTOP (a hung server: connections open, nothing answers) or SIGCONT. The
+        postmaster is stopped first, so that no session starts while its children are
+        listed."""
+        main, *children = self.pids()
+        if frozen:
+            os.kill(main, signal.SIGSTOP)
+            children = self.pids()[1:]
+        for pid in [*children, main] if frozen else [main, *children]:
+            try:
+                os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
     def log(self) -> str:
         try:
@@ -159,10 +168,24 @@ class Postgres:
             return ""
 
     def close(self) -> None:
-        try:
-            self.stop()
-        except RuntimeError as e:
-            print(f"pg_ctl stop: {e}", file=sys.stderr)
+        """Stops the server whatever state a failed test left it in (frozen included), then
+        removes its files."""
+        if self.running:
+            try:
+                self.freeze(False)
+            except (OSError, ValueError, IndexError):
+                pass
+            for mode in ("fast", "immediate"):
+                try:
+                    self.stop(mode)
+                    break
+                except RuntimeError as e:
+                    print(f"pg_ctl stop -m {mode}: {e}", file=sys.stderr)
+            else:
+                try:
+                    os.kill(self.pids()[0], signal.SIGKILL)
+                except (OSError, ValueError, IndexError):
+                    pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -422,7 +445,9 @@ class Stack:
         """The admin API, started on first use, with a deadline of `timeout_ms` on each
         control-plane call (shorter than its default, 5 s, so that tests with the control
         plane away are quick)."""
-        if self._admin is None:
+        if self._admin is not None:
+            assert self._admin.timeout_ms == timeout_ms, "the admin API was started with another deadline"
+        else:
             self._admin = AdminApi(self.tmp, self.cp.grpc_target, timeout_ms=timeout_ms)
             self._admin.start()
         return self._admin

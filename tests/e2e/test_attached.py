@@ -354,9 +354,11 @@ def own_postgres():
     from stack import Postgres
 
     pg = Postgres()
-    pg.start()
-    yield pg
-    pg.close()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.close()
 
 
 def stack_on(pg, make_stack):
@@ -821,8 +823,8 @@ def test_a_stopping_data_plane_waits_for_its_usage_to_be_acknowledged(make_stack
 @pytest.mark.timeout(120)
 def test_usage_past_the_buffer_is_counted_and_a_stop_with_nats_gone_names_what_is_lost(make_stack):
     """A data plane with room for two queued usage events (`--usage-buffer 2`) answers six
-    requests while NATS is down: every request succeeds, the events past the buffer (and
-    the batch its publisher holds) are dropped and counted, and when NATS returns every
+    requests while NATS is down: every request succeeds, the events past the buffer and
+    the batch its publisher holds are dropped and counted, and when NATS returns every
     event not counted as dropped reaches PostgreSQL once. Then NATS goes away for good and
     the data plane is stopped: it exits within its grace period (1 s) plus the usage wait
     (5 s), with status 0, logging how many events were lost."""

@@ -457,7 +457,8 @@ def wait_served(port: int, ca: Path, cn: str, what: str) -> float:
     """Waits until new connections to `port` are served `cn`; the seconds it took. The files
     are checked every 2 s (`routeiq_service::tls`), and a check that met a half-renewed pair
     (a new key, the old certificate) keeps the last good one and loads the pair at the next
-    check: at most 2 s after the last file changed, plus a handshake and this poll's 0.2 s."""
+    check: at most 2 s after the last file changed, plus the reload, a handshake and this
+    poll's 0.2 s (3 s here)."""
     started, seen = time.monotonic(), []
 
     def check():
@@ -465,7 +466,7 @@ def wait_served(port: int, ca: Path, cn: str, what: str) -> float:
         return seen[-1] == cn
 
     try:
-        wait_until(check, timeout=2.5, interval=0.2, what=what)
+        wait_until(check, timeout=3.0, interval=0.2, what=what)
     except TimeoutError as e:
         raise AssertionError(f"{what}: still served {seen[-1]!r}") from e
     return time.monotonic() - started
