@@ -231,9 +231,9 @@ impl Publisher {
 
     /// If the delta stream holds deltas (messages with a `delta-<version>` id) past the last
     /// one the database recorded publishing, the database may not have the changes data
-    /// planes applied from them: it
-    /// was restored from a dump taken before them (or this replica crashed between a
-    /// publish and its record, when they are the same changes). Either way a resync past
+    /// planes applied from them: it was restored from a dump taken before them. (Unless
+    /// they are its own deltas whose publishing was not recorded: [`Self::own_unrecorded`].)
+    /// Then a resync past
     /// the stream's last version (`changes::resync_past`) is right: data planes replace
     /// their state with the full snapshot written next, and no later change reuses a
     /// version, or a message id, that is on the stream already.
@@ -248,16 +248,17 @@ impl Publisher {
         // The last delta past the recorded ones, by its message id: a message on the
         // subject that is not a delta (no `delta-<version>` id) is not a change of ours, and
         // data planes skip it too.
-        let mut streamed = None;
+        let mut last = None;
         let mut seq = on_stream;
         while seq > recorded {
             match self.streams.deltas.get_raw_message(seq).await {
                 Ok(m) => {
-                    streamed = m
+                    let version = m
                         .headers
                         .get(async_nats::header::NATS_MESSAGE_ID)
                         .and_then(|id| subjects::delta_message_version(id.as_str()));
-                    if streamed.is_some() {
+                    if let Some(v) = version {
+                        last = Some((v, m.payload));
                         break;
                     }
                 }
@@ -266,9 +267,16 @@ impl Publisher {
             }
             seq -= 1;
         }
-        let Some(streamed) = streamed else {
+        let Some((streamed, payload)) = last else {
             return Ok(());
         };
+        if self.own_unrecorded(streamed, &payload).await? {
+            tracing::info!(
+                version = streamed,
+                "the delta stream holds this database's deltas whose publishing was not recorded (an acknowledgement lost); publishing them again, deduplicated"
+            );
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         let version = crate::changes::resync_past(&mut tx, streamed).await?;
         tx.commit().await?;
@@ -281,6 +289,27 @@ impl Publisher {
              from a dump?); data planes will take the full snapshot of version {version}"
         );
         Ok(())
+    }
+
+    /// Whether `payload`, delta `version` on the stream past the recorded ones, is this
+    /// database's own delta whose publishing was not recorded (NATS stored it but its
+    /// acknowledgement was lost: NATS hung past the publish's timeout, or the replica
+    /// stopped first). Then the database has the change, and the publish loop sends the
+    /// unrecorded deltas again (JetStream drops copies within its duplicate window, data
+    /// planes skip versions they have) and records them: no resync.
+    async fn own_unrecorded(&self, version: u64, payload: &[u8]) -> anyhow::Result<bool> {
+        let row: Option<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT ops FROM snapshot_deltas WHERE version = $1 AND stream_seq IS NULL",
+        )
+        .bind(i64::try_from(version)?)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some((ops,)) => {
+                crate::changes::with_secrets(&self.pool, &self.secrets, ops).await? == payload
+            }
+            None => false,
+        })
     }
 
     /// If the delta stream holds fewer messages than were recorded (it was deleted or NATS
