@@ -98,11 +98,16 @@ impl From<StoreError> for tonic::Status {
                 tracing::warn!(error = %e, "database unavailable");
                 dependency_unavailable(DATABASE_UNAVAILABLE.to_owned())
             }
-            StoreError::Db(sqlx::Error::Database(d)) => {
-                // The SQLSTATE says whose fault it is.
-                let code = d.code().unwrap_or_default();
-                let message = d.message().to_owned();
-                match code.get(..2) {
+            StoreError::Db(db) => {
+                // A database error's SQLSTATE says whose fault it is.
+                let (class, message) = match db {
+                    sqlx::Error::Database(d) => (
+                        d.code().unwrap_or_default().get(..2).map(str::to_owned),
+                        d.message().to_owned(),
+                    ),
+                    _ => (None, String::new()),
+                };
+                match class.as_deref() {
                     // Data exceptions (a value out of range, invalid text, ...), and values
                     // past a limit of PostgreSQL's (an index row too large).
                     Some("22" | "54") => tonic::Status::invalid_argument(message),
@@ -115,10 +120,6 @@ impl From<StoreError> for tonic::Status {
                         tonic::Status::internal("database error; see the control plane's log")
                     }
                 }
-            }
-            StoreError::Db(_) => {
-                tracing::error!(error = %e, "database error");
-                tonic::Status::internal("database error; see the control plane's log")
             }
             StoreError::Crypto(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "internal error");

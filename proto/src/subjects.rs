@@ -20,7 +20,8 @@ pub fn delta_message_id(version: u64) -> String {
 }
 
 /// The version a delta's `Nats-Msg-Id` names, if it is one [`delta_message_id`] made: how a
-/// data plane tells a delta it cannot read from a message that is not a delta.
+/// data plane tells a delta it cannot read from a message that is not a delta, and how the
+/// publisher finds the last delta on the stream when it takes over.
 pub fn delta_message_version(id: &str) -> Option<u64> {
     let digits = id.strip_prefix("delta-")?;
     let canonical = digits.bytes().all(|b| b.is_ascii_digit())
