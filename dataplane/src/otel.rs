@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime};
 use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceId, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
-use routeiq_service::telemetry::{in_trace, OpenSpan, Tracing};
+use routeiq_service::telemetry::{in_trace, Attributes, OpenSpan, Tracing};
 
 use routeiq_proto::ProviderKind;
 
@@ -122,15 +122,15 @@ impl Spans {
         // Set only when the sampler kept it (no sampler here reads attributes): a dropped
         // span keeps its ids alone, and costs no allocation for its attributes.
         if let Some(s) = &mut span {
-            s.set_attributes([
-                KeyValue::new("http.request.method", method.to_owned()),
-                KeyValue::new("routeiq.endpoint", ctx.route),
-            ]);
+            let a = s.attributes();
+            a.reserve(ROUTE_ATTRIBUTES_ROOM);
+            a.str("http.request.method", method);
+            a.str("routeiq.endpoint", ctx.route);
         }
         RouteSpan {
             span,
             context,
-            request: Vec::new(),
+            request: Attributes::default(),
             capture: self.capture_content && message_logging,
         }
     }
@@ -145,13 +145,7 @@ impl Spans {
 
     /// Records a step of the request that began at `started` and ends now (authentication,
     /// limits, the routing decision, the cache lookup) as a child of its span.
-    pub fn step(
-        &self,
-        route: &RouteSpan,
-        name: &'static str,
-        started: Instant,
-        attrs: Vec<KeyValue>,
-    ) {
+    pub fn step(&self, route: &RouteSpan, name: &'static str, started: Instant, attrs: Attributes) {
         if !route.sampled() {
             return;
         }
@@ -173,87 +167,65 @@ impl Spans {
             return;
         };
         let end = SystemTime::now();
-        let mut attrs = vec![
-            KeyValue::new("routeiq.request_id", ctx.request_id.clone()),
-            KeyValue::new("http.response.status_code", i64::from(ctx.status)),
-            KeyValue::new("routeiq.route.retries", i64::from(ctx.retries)),
-            KeyValue::new("routeiq.route.fallbacks", i64::from(ctx.fallbacks)),
-        ];
+        let attrs = span.attributes();
+        attrs.str("routeiq.request_id", &ctx.request_id);
+        attrs.int("http.response.status_code", i64::from(ctx.status));
+        attrs.int("routeiq.route.retries", i64::from(ctx.retries));
+        attrs.int("routeiq.route.fallbacks", i64::from(ctx.fallbacks));
         if let Some(m) = &ctx.model {
-            attrs.push(KeyValue::new("gen_ai.request.model", m.clone()));
+            attrs.str("gen_ai.request.model", m);
         }
         if let Some(u) = &ctx.end_user {
-            attrs.push(KeyValue::new("routeiq.end_user", u.clone()));
+            attrs.str("routeiq.end_user", u);
         }
         match &ctx.routed {
             Some(r) => {
-                attrs.push(KeyValue::new("routeiq.route.strategy", r.strategy.clone()));
-                attrs.push(KeyValue::new(
+                attrs.str("routeiq.route.strategy", &r.strategy);
+                attrs.str(
                     "routeiq.route.version",
-                    r.version.clone().unwrap_or_else(|| "fallback".into()),
-                ));
+                    r.version.as_deref().unwrap_or("fallback"),
+                );
                 if capture {
-                    attrs.push(KeyValue::new("routeiq.route.query", r.query.to_string()));
+                    attrs.str("routeiq.route.query", &r.query);
                 }
                 if let Some(c) = &r.candidate {
-                    attrs.push(KeyValue::new("routeiq.route.candidate", c.clone()));
+                    attrs.str("routeiq.route.candidate", c);
                 }
                 if r.sha256.is_some() {
-                    attrs.push(KeyValue::new("routeiq.route.arm", r.arm.name()));
+                    attrs.str("routeiq.route.arm", r.arm.name());
                 }
                 if let Some(s) = r.shadow.as_ref().and_then(|c| c.get()) {
-                    attrs.push(KeyValue::new(
-                        "routeiq.route.shadow.version",
-                        s.version.clone(),
-                    ));
-                    attrs.push(KeyValue::new(
-                        "routeiq.route.shadow.sha256",
-                        s.sha256.clone(),
-                    ));
+                    attrs.str("routeiq.route.shadow.version", &s.version);
+                    attrs.str("routeiq.route.shadow.sha256", &s.sha256);
                     if let Some(c) = &s.candidate {
-                        attrs.push(KeyValue::new("routeiq.route.shadow.candidate", c.clone()));
+                        attrs.str("routeiq.route.shadow.candidate", c);
                     }
                 }
             }
             None if ctx.deployment.is_some() => {
-                attrs.push(KeyValue::new("routeiq.route.strategy", strategy.to_owned()));
+                attrs.str("routeiq.route.strategy", strategy);
             }
             None => {}
         }
         if let Some(d) = &ctx.deployment {
-            attrs.push(KeyValue::new(
-                "routeiq.deployment.id",
-                d.deployment.id.0.clone(),
-            ));
-            attrs.push(KeyValue::new(
-                "gen_ai.response.model",
-                d.deployment.upstream_model.clone(),
-            ));
+            attrs.str("routeiq.deployment.id", &d.deployment.id.0);
+            attrs.str("gen_ai.response.model", &d.deployment.upstream_model);
             if ctx.routed.as_ref().is_none_or(|r| r.candidate.is_none()) {
-                attrs.push(KeyValue::new(
-                    "routeiq.route.candidate",
-                    d.deployment.upstream_model.clone(),
-                ));
+                attrs.str("routeiq.route.candidate", &d.deployment.upstream_model);
             }
         }
         if let Some(u) = &ctx.usage {
-            attrs.push(KeyValue::new(
-                "gen_ai.usage.input_tokens",
-                u.input_tokens as i64,
-            ));
-            attrs.push(KeyValue::new(
-                "gen_ai.usage.output_tokens",
-                u.output_tokens as i64,
-            ));
+            attrs.int("gen_ai.usage.input_tokens", u.input_tokens as i64);
+            attrs.int("gen_ai.usage.output_tokens", u.output_tokens as i64);
         }
         if let Some(c) = ctx.cost() {
-            attrs.push(KeyValue::new("routeiq.cost_usd", c));
+            attrs.float("routeiq.cost_usd", c);
         }
         if !ctx.skills.is_empty() {
-            attrs.push(KeyValue::new("routeiq.skills", ctx.skills.join(",")));
+            attrs.str("routeiq.skills", &ctx.skills.join(","));
         }
         if let Some(e) = ctx.error_type {
-            attrs.push(KeyValue::new("error.type", e));
+            attrs.str("error.type", e);
         }
         if let Some(attempt) = ctx.attempt_span.take() {
             attempt.served(ctx, end);
@@ -262,10 +234,15 @@ impl Spans {
         if ctx.status >= 500 {
             span.set_status(opentelemetry::trace::Status::error(String::new()));
         }
-        span.set_attributes(attrs);
         span.end(end);
     }
 }
+
+/// The room a route span's attributes are given up front: what a routed chat request's take.
+const ROUTE_ATTRIBUTES_ROOM: usize = 1024;
+
+/// The room an attempt span's own attributes are given up front, besides the request's.
+const ATTEMPT_ATTRIBUTES_ROOM: usize = 768;
 
 /// The request's `routeiq.route` span, open while the request is served: recorded when the
 /// sampler kept it, else only its ids.
@@ -274,7 +251,7 @@ pub struct RouteSpan {
     /// Its ids and flags (also when it is not recorded).
     context: SpanContext,
     /// The request's GenAI attributes, for each attempt's span ([`Spans::note_request`]).
-    request: Vec<KeyValue>,
+    request: Attributes,
     /// Whether its spans may carry message content.
     capture: bool,
 }
@@ -325,27 +302,26 @@ impl Spans {
         }
         let operation = operation_name(op);
         let model = &d.deployment.upstream_model;
-        let mut attrs = vec![
-            KeyValue::new("gen_ai.operation.name", operation),
-            KeyValue::new("gen_ai.provider.name", provider_name(d.deployment.provider)),
-            KeyValue::new("gen_ai.request.model", model.clone()),
-            KeyValue::new("routeiq.deployment.id", d.deployment.id.0.clone()),
-        ];
-        attrs.extend(route.request.iter().cloned());
+        let mut attrs = Attributes::with_capacity(ATTEMPT_ATTRIBUTES_ROOM + route.request.bytes());
+        attrs.str("gen_ai.operation.name", operation);
+        attrs.str("gen_ai.provider.name", provider_name(d.deployment.provider));
+        attrs.str("gen_ai.request.model", model);
+        attrs.str("routeiq.deployment.id", &d.deployment.id.0);
+        attrs.append(&route.request);
         if let Operation::Chat { stream: true, .. }
         | Operation::Responses { stream: true }
         | Operation::Completions { stream: true } = op
         {
-            attrs.push(KeyValue::new("gen_ai.request.stream", true));
+            attrs.bool("gen_ai.request.stream", true);
         }
         if let Some(t) = &d.target {
-            attrs.push(KeyValue::new("server.address", t.host.clone()));
-            attrs.push(KeyValue::new("server.port", i64::from(t.port)));
+            attrs.str("server.address", &t.host);
+            attrs.int("server.port", i64::from(t.port));
         }
         let span = self.tracing.open(
             context.clone(),
             &route.context,
-            format!("{operation} {model}"),
+            [operation, " ", model].concat(),
             SpanKind::Client,
             SystemTime::now(),
             attrs,
@@ -411,10 +387,9 @@ impl AttemptSpan {
         let Some(mut span) = self.span else {
             return;
         };
-        span.set_attributes([
-            KeyValue::new("error.type", e.kind.type_str()),
-            KeyValue::new("http.response.status_code", i64::from(e.status)),
-        ]);
+        let attrs = span.attributes();
+        attrs.str("error.type", e.kind.type_str());
+        attrs.int("http.response.status_code", i64::from(e.status));
         span.set_status(opentelemetry::trace::Status::error(e.message.clone()));
         span.end(SystemTime::now());
     }
@@ -424,23 +399,13 @@ impl AttemptSpan {
         let (Some(mut span), answer) = (self.span, self.answer) else {
             return;
         };
+        let attrs = span.attributes();
         if let Some(d) = &ctx.deployment {
-            span.set_attribute(KeyValue::new(
-                "gen_ai.response.model",
-                d.deployment.upstream_model.clone(),
-            ));
+            attrs.str("gen_ai.response.model", &d.deployment.upstream_model);
         }
         if let Some(u) = &ctx.usage {
-            span.set_attribute(KeyValue::new(
-                "gen_ai.usage.input_tokens",
-                u.input_tokens as i64,
-            ));
-            span.set_attribute(KeyValue::new(
-                "gen_ai.usage.output_tokens",
-                u.output_tokens as i64,
-            ));
-        }
-        if let Some(u) = &ctx.usage {
+            attrs.int("gen_ai.usage.input_tokens", u.input_tokens as i64);
+            attrs.int("gen_ai.usage.output_tokens", u.output_tokens as i64);
             for (name, n) in [
                 (
                     "gen_ai.usage.cache_read.input_tokens",
@@ -453,19 +418,16 @@ impl AttemptSpan {
                 ("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens),
             ] {
                 if n > 0 {
-                    span.set_attribute(KeyValue::new(name, n as i64));
+                    attrs.int(name, n as i64);
                 }
             }
         }
         if let Some(a) = answer {
-            span.set_attributes(a.attributes());
+            a.write_attributes(attrs);
         }
         if let Some(ttft) = ctx.time_to_first_token {
             // A stream's first chunk, from the moment the attempt was sent.
-            span.set_attribute(KeyValue::new(
-                "gen_ai.response.time_to_first_chunk",
-                ttft.as_secs_f64(),
-            ));
+            attrs.float("gen_ai.response.time_to_first_chunk", ttft.as_secs_f64());
         }
         // Whatever became of the request after it (a cascade's escalation, a later MCP
         // round) is the request's span's to say.

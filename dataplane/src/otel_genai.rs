@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use opentelemetry::{Array, KeyValue, StringValue, Value as OtelValue};
+use routeiq_service::telemetry::Attributes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -22,8 +22,8 @@ use crate::usage::{Lenient, RawUsage, Usage};
 
 /// `gen_ai.request.*` of a chat request in `client`'s shape; with `capture`, its messages
 /// (`gen_ai.input.messages`) and Anthropic's `system` (`gen_ai.system_instructions`).
-pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> Vec<KeyValue> {
-    let mut attrs = Vec::new();
+pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> Attributes {
+    let mut attrs = Attributes::default();
     // One pass over the body's fields: a lookup for each would search them a dozen times.
     let number = |raw: &str| raw.parse::<f64>().ok().filter(|x| x.is_finite());
     let int = |raw: &str| raw.parse::<i64>().ok();
@@ -60,40 +60,43 @@ pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> 
         }
     }
     if let Some(n) = max_completion_tokens.or(max_tokens) {
-        attrs.push(KeyValue::new("gen_ai.request.max_tokens", n));
+        attrs.int("gen_ai.request.max_tokens", n);
     }
     for (_, name, x) in sampling {
         if let Some(x) = x {
-            attrs.push(KeyValue::new(name, x));
+            attrs.float(name, x);
         }
     }
     if let Some(seed) = seed {
-        attrs.push(KeyValue::new("gen_ai.request.seed", seed));
+        attrs.int("gen_ai.request.seed", seed);
     }
     // Required only when it is not 1.
     if let Some(n) = n.filter(|n| *n != 1) {
-        attrs.push(KeyValue::new("gen_ai.request.choice.count", n));
+        attrs.int("gen_ai.request.choice.count", n);
     }
-    let stops: Vec<StringValue> = match stop.and_then(|r| serde_json::from_str(r).ok()) {
-        Some(Value::String(s)) => vec![s.into()],
+    let stops: Vec<String> = match stop.and_then(|r| serde_json::from_str(r).ok()) {
+        Some(Value::String(s)) => vec![s],
         Some(Value::Array(a)) => a
             .into_iter()
-            .filter_map(|v| v.as_str().map(|s| StringValue::from(s.to_owned())))
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
             .collect(),
         _ => Vec::new(),
     };
     if !stops.is_empty() {
-        attrs.push(KeyValue::new(
+        attrs.strs(
             "gen_ai.request.stop_sequences",
-            OtelValue::Array(Array::String(stops)),
-        ));
+            stops.iter().map(String::as_str),
+        );
     }
     let format = format
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
         .and_then(|f| f.get("type").and_then(Value::as_str).map(str::to_owned));
     if let Some(t) = format {
         let output = if t == "text" { "text" } else { "json" };
-        attrs.push(KeyValue::new("gen_ai.output.type", output));
+        attrs.str("gen_ai.output.type", output);
     }
     if capture {
         let messages = req.value("messages").unwrap_or(Value::Null);
@@ -104,12 +107,9 @@ pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> 
                 anthropic_messages(&messages),
             ),
         };
-        attrs.push(KeyValue::new("gen_ai.input.messages", input.to_string()));
+        attrs.str("gen_ai.input.messages", &input.to_string());
         if let Some(system) = system {
-            attrs.push(KeyValue::new(
-                "gen_ai.system_instructions",
-                system.to_string(),
-            ));
+            attrs.str("gen_ai.system_instructions", &system.to_string());
         }
     }
     attrs
@@ -551,21 +551,17 @@ impl Answer {
     }
 
     /// `gen_ai.response.id`, `.finish_reasons`, and with capture `gen_ai.output.messages`.
-    pub fn attributes(self) -> Vec<KeyValue> {
-        let mut attrs = Vec::new();
-        if let Some(id) = self.id {
-            attrs.push(KeyValue::new("gen_ai.response.id", id));
+    pub fn write_attributes(self, attrs: &mut Attributes) {
+        if let Some(id) = &self.id {
+            attrs.str("gen_ai.response.id", id);
         }
-        let reasons: Vec<StringValue> = self
+        let mut reasons = self
             .choices
             .iter()
-            .filter_map(|(_, c)| c.finish_reason.clone().map(StringValue::from))
-            .collect();
-        if !reasons.is_empty() {
-            attrs.push(KeyValue::new(
-                "gen_ai.response.finish_reasons",
-                OtelValue::Array(Array::String(reasons)),
-            ));
+            .filter_map(|(_, c)| c.finish_reason.as_deref())
+            .peekable();
+        if reasons.peek().is_some() {
+            attrs.strs("gen_ai.response.finish_reasons", reasons);
         }
         if self.capture && !self.choices.is_empty() {
             let messages: Vec<Value> = self
@@ -587,17 +583,18 @@ impl Answer {
                     Value::Object(m)
                 })
                 .collect();
-            attrs.push(KeyValue::new(
+            attrs.str(
                 "gen_ai.output.messages",
-                Value::Array(messages).to_string(),
-            ));
+                &Value::Array(messages).to_string(),
+            );
         }
-        attrs
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::{Array, KeyValue, Value as OtelValue};
+
     use super::*;
 
     fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a OtelValue> {
@@ -615,11 +612,11 @@ mod tests {
                 "response_format":"json"}"#,
         )
         .unwrap();
-        let a = request_attributes(&odd, ClientApi::OpenAi, false);
+        let a = request_attributes(&odd, ClientApi::OpenAi, false).to_key_values();
         assert!(a.is_empty(), "{a:?}");
         // An integer written as one where a number is asked for.
         let whole = RawObject::parse(br#"{"temperature":1,"max_tokens":-1}"#).unwrap();
-        let a = request_attributes(&whole, ClientApi::Anthropic, false);
+        let a = request_attributes(&whole, ClientApi::Anthropic, false).to_key_values();
         assert_eq!(
             attr(&a, "gen_ai.request.temperature"),
             Some(&OtelValue::F64(1.0))
@@ -637,7 +634,7 @@ mod tests {
                 "max_completion_tokens":50,"temperature":0.2,"top_p":0.9,"seed":7,"n":2,"stop":"END","frequency_penalty":0.5,"presence_penalty":-0.5,"response_format":{"type":"json_object"}}"#,
         )
         .unwrap();
-        let a = request_attributes(&openai, ClientApi::OpenAi, false);
+        let a = request_attributes(&openai, ClientApi::OpenAi, false).to_key_values();
         assert_eq!(
             attr(&a, "gen_ai.request.max_tokens"),
             Some(&OtelValue::I64(50))
@@ -671,7 +668,7 @@ mod tests {
         // No content without capture.
         assert!(attr(&a, "gen_ai.input.messages").is_none());
 
-        let captured = request_attributes(&openai, ClientApi::OpenAi, true);
+        let captured = request_attributes(&openai, ClientApi::OpenAi, true).to_key_values();
         let input: Value = serde_json::from_str(
             &attr(&captured, "gen_ai.input.messages")
                 .unwrap()
@@ -692,7 +689,7 @@ mod tests {
             br#"{"model":"m","max_tokens":20,"top_k":5,"stop_sequences":["a","b"],"system":"sys","messages":[{"role":"user","content":"hello"}],"n":1}"#,
         )
         .unwrap();
-        let a = request_attributes(&anthropic, ClientApi::Anthropic, true);
+        let a = request_attributes(&anthropic, ClientApi::Anthropic, true).to_key_values();
         assert_eq!(
             attr(&a, "gen_ai.request.max_tokens"),
             Some(&OtelValue::I64(20))
@@ -722,7 +719,9 @@ mod tests {
     fn answer_of<T>(capture: bool, read: impl FnOnce(&mut Answer) -> T) -> Vec<KeyValue> {
         let mut a = Answer::new(capture);
         read(&mut a);
-        a.attributes()
+        let mut attrs = Attributes::default();
+        a.write_attributes(&mut attrs);
+        attrs.to_key_values()
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use opentelemetry::KeyValue;
+use routeiq_service::telemetry::Attributes;
 
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ErrorKind};
@@ -115,16 +115,11 @@ pub async fn plan<'a>(
         .then(Instant::now);
     let admitted = ctx.admit(app, live, &first, worst).await;
     if let (Some(started), Some(spans), Some(span)) = (limits, &app.spans, &ctx.span) {
-        let attrs = match &admitted {
-            Ok(()) => vec![KeyValue::new(
-                "routeiq.limits.reserved_tokens",
-                worst.tokens() as i64,
-            )],
-            Err(e) => vec![
-                KeyValue::new("routeiq.limits.reserved_tokens", worst.tokens() as i64),
-                KeyValue::new("error.type", e.kind.type_str()),
-            ],
-        };
+        let mut attrs = Attributes::with_capacity(96);
+        attrs.int("routeiq.limits.reserved_tokens", worst.tokens() as i64);
+        if let Err(e) = &admitted {
+            attrs.str("error.type", e.kind.type_str());
+        }
         spans.step(span, "routeiq.limits", started, attrs);
     }
     if let Err(e) = admitted {
@@ -136,41 +131,32 @@ pub async fn plan<'a>(
 
 /// The `routeiq.routing` step's attributes: the strategy, what a learned router decided
 /// (its version, candidate and every candidate's score), and the deployment picked.
-fn routing_attrs(
-    live: &LiveState,
-    plan: &Failover<'_>,
-    first: &CompiledDeployment,
-) -> Vec<KeyValue> {
-    let mut attrs = vec![
-        KeyValue::new(
+fn routing_attrs(live: &LiveState, plan: &Failover<'_>, first: &CompiledDeployment) -> Attributes {
+    let mut attrs = Attributes::with_capacity(128);
+    let decision = plan.request().query.as_ref().and_then(|q| q.decision());
+    match &decision {
+        Some(d) => attrs.str("routeiq.route.strategy", &d.strategy),
+        None => attrs.str(
             "routeiq.route.strategy",
-            live.router_settings().routing_strategy.name().to_owned(),
+            live.router_settings().routing_strategy.name(),
         ),
-        KeyValue::new("routeiq.deployment.id", first.deployment.id.0.clone()),
-    ];
-    if let Some(d) = plan.request().query.as_ref().and_then(|q| q.decision()) {
-        attrs[0] = KeyValue::new("routeiq.route.strategy", d.strategy);
-        attrs.push(KeyValue::new(
+    }
+    attrs.str("routeiq.deployment.id", &first.deployment.id.0);
+    if let Some(d) = decision {
+        attrs.str(
             "routeiq.route.version",
-            d.version.unwrap_or_else(|| "fallback".into()),
-        ));
-        if let Some(c) = d.candidate {
-            attrs.push(KeyValue::new("routeiq.route.candidate", c));
+            d.version.as_deref().unwrap_or("fallback"),
+        );
+        if let Some(c) = &d.candidate {
+            attrs.str("routeiq.route.candidate", c);
         }
         if !d.scores.is_empty() {
-            let (names, scores): (Vec<_>, Vec<_>) = d
-                .scores
-                .into_iter()
-                .map(|(n, s)| (opentelemetry::StringValue::from(n), f64::from(s)))
-                .unzip();
-            attrs.push(KeyValue::new(
+            attrs.strs(
                 "routeiq.route.candidates",
-                opentelemetry::Value::Array(names.into()),
-            ));
-            attrs.push(KeyValue::new(
-                "routeiq.route.scores",
-                opentelemetry::Value::Array(scores.into()),
-            ));
+                d.scores.iter().map(|(n, _)| n.as_ref()),
+            );
+            let scores: Vec<f64> = d.scores.iter().map(|(_, s)| f64::from(*s)).collect();
+            attrs.floats("routeiq.route.scores", &scores);
         }
     }
     attrs

@@ -82,23 +82,21 @@ pub async fn lookup(
         .then(std::time::Instant::now);
     let found = look(app, live, ctx, &ask, plan).await;
     if let (Some(started), Some(spans), Some(span)) = (started, &app.spans, &ctx.span) {
-        let mut attrs = vec![opentelemetry::KeyValue::new(
+        let mut attrs = routeiq_service::telemetry::Attributes::with_capacity(96);
+        attrs.str(
             "routeiq.cache.result",
             match &found {
                 Lookup::Hit(_) => "hit",
                 Lookup::Miss(_) if matches!(ctx.cache, Some(Outcome::Bypass)) => "bypass",
                 Lookup::Miss(_) => "miss",
             },
-        )];
+        );
         if let Lookup::Hit(Hit {
             similarity: Some(s),
             ..
         }) = &found
         {
-            attrs.push(opentelemetry::KeyValue::new(
-                "routeiq.cache.similarity",
-                f64::from(*s),
-            ));
+            attrs.float("routeiq.cache.similarity", f64::from(*s));
         }
         spans.step(span, "routeiq.cache.lookup", started, attrs);
     }

@@ -242,17 +242,11 @@ fn authenticate(
         .then(std::time::Instant::now);
     let key = auth::authenticate(live, session.req_header()).map(auth::Caller::into_key);
     if let (Some(started), Some(spans), Some(route)) = (started, &app.spans, &ctx.span) {
-        let mut attrs = Vec::with_capacity(2);
+        let mut attrs = routeiq_service::telemetry::Attributes::with_capacity(64);
         match &key {
-            Ok(Some(k)) if !k.team_id.is_empty() => attrs.push(opentelemetry::KeyValue::new(
-                "routeiq.team_id",
-                k.team_id.clone(),
-            )),
+            Ok(Some(k)) if !k.team_id.is_empty() => attrs.str("routeiq.team_id", &k.team_id),
             Ok(_) => {}
-            Err(e) => attrs.push(opentelemetry::KeyValue::new(
-                "error.type",
-                e.kind.type_str(),
-            )),
+            Err(e) => attrs.str("error.type", e.kind.type_str()),
         }
         spans.step(route, "routeiq.auth", started, attrs);
     }

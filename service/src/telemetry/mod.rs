@@ -9,10 +9,12 @@ mod span_encode;
 mod span_export;
 
 pub use logs::{export_logs, exporting_logs, init_logging, logs_carry_traces};
+pub use span_encode::Attributes;
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use opentelemetry::context::FutureExt;
@@ -32,16 +34,34 @@ use opentelemetry_sdk::trace::{
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    /// The provider's span processor, for spans recorded without the SDK's span objects
-    /// ([`Self::start`], [`Self::open`], [`Self::child`]).
-    batch: span_batch::SpanBatcher,
+    /// Where the spans recorded without the SDK's span objects go ([`Self::start`],
+    /// [`Self::open`], [`Self::child`]).
+    recorder: Arc<Recorder>,
     /// The provider's sampler (`OTEL_TRACES_SAMPLER`), which decides on those spans too.
     sampler: Box<dyn ShouldSample>,
+    ids: RandomIdGenerator,
+}
+
+/// The provider's span processor, with what the spans recorded without the SDK's span
+/// objects take from the provider: its tracer's scope and its span limit.
+#[derive(Debug)]
+struct Recorder {
+    batch: span_batch::SpanBatcher,
+    scope: opentelemetry::InstrumentationScope,
     /// The most attributes a span keeps (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`).
     max_attributes: usize,
-    /// The tracer's scope, which those spans carry too.
-    scope: opentelemetry::InstrumentationScope,
-    ids: RandomIdGenerator,
+}
+
+impl Recorder {
+    /// Queues a finished span for export, encoded (when it is sampled, as the SDK's
+    /// processor would).
+    fn push(&self, record: &span_encode::Record) {
+        if record.context.is_sampled() {
+            self.batch.push(&self.scope, |out| {
+                span_encode::put_record(record, self.max_attributes, out);
+            });
+        }
+    }
 }
 
 impl Tracing {
@@ -84,11 +104,13 @@ impl Tracing {
         Self {
             provider,
             tracer,
-            batch,
+            recorder: Arc::new(Recorder {
+                batch,
+                scope,
+                max_attributes: usize::try_from(config.span_limits.max_attributes_per_span)
+                    .unwrap_or(usize::MAX),
+            }),
             sampler: config.sampler,
-            max_attributes: usize::try_from(config.span_limits.max_attributes_per_span)
-                .unwrap_or(usize::MAX),
-            scope,
             ids: RandomIdGenerator::default(),
         }
     }
@@ -135,15 +157,21 @@ impl Tracing {
             sampling.trace_state,
         );
         let open = context.is_sampled().then(|| {
-            self.open_span(
-                context.clone(),
-                psc.span_id(),
-                psc.is_remote(),
+            let mut attributes = Attributes::default();
+            for kv in &sampling.attributes {
+                attributes.key_value(kv);
+            }
+            self.open_span(span_encode::Record {
+                context: context.clone(),
+                parent: psc.span_id(),
+                parent_remote: psc.is_remote(),
                 kind,
-                name.into(),
+                name: name.into(),
                 start,
-                sampling.attributes,
-            )
+                end: start,
+                attributes,
+                status: Status::Unset,
+            })
         });
         (context, open)
     }
@@ -158,69 +186,55 @@ impl Tracing {
         name: impl Into<std::borrow::Cow<'static, str>>,
         kind: SpanKind,
         start: std::time::SystemTime,
-        attributes: Vec<KeyValue>,
+        attributes: Attributes,
     ) -> OpenSpan {
-        self.open_span(
+        self.open_span(span_encode::Record {
             context,
-            parent.span_id(),
-            false,
+            parent: parent.span_id(),
+            parent_remote: false,
             kind,
-            name.into(),
+            name: name.into(),
             start,
+            end: start,
             attributes,
-        )
+            status: Status::Unset,
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn open_span(
-        &self,
-        context: SpanContext,
-        parent_span_id: SpanId,
-        parent_span_is_remote: bool,
-        kind: SpanKind,
-        name: std::borrow::Cow<'static, str>,
-        start: std::time::SystemTime,
-        attributes: Vec<KeyValue>,
-    ) -> OpenSpan {
+    fn open_span(&self, record: span_encode::Record) -> OpenSpan {
         OpenSpan {
-            data: Some(Box::new(opentelemetry_sdk::trace::SpanData {
-                span_context: context,
-                parent_span_id,
-                parent_span_is_remote,
-                span_kind: kind,
-                name,
-                start_time: start,
-                end_time: start,
-                attributes,
-                dropped_attributes_count: 0,
-                events: opentelemetry_sdk::trace::SpanEvents::default(),
-                links: opentelemetry_sdk::trace::SpanLinks::default(),
-                status: Status::Unset,
-                instrumentation_scope: self.scope.clone(),
-            })),
-            batch: self.batch.clone(),
-            max_attributes: self.max_attributes,
+            record: Box::new(record),
+            recorder: self.recorder.clone(),
+            ended: false,
         }
     }
 
     /// Exports a finished span under `parent` whose start and end are known (a step of a
-    /// request), built straight as the exporter's data: none of the SDK's span objects,
-    /// context or processor calls, which cost several times the span itself. Nothing for
-    /// an unsampled parent.
+    /// request), encoded straight into the batch: none of the SDK's span objects, context
+    /// or processor calls, which cost several times the span itself. Nothing for an
+    /// unsampled parent.
     pub fn child(
         &self,
         parent: &SpanContext,
         name: &'static str,
         start: std::time::SystemTime,
         end: std::time::SystemTime,
-        attributes: Vec<KeyValue>,
+        attributes: Attributes,
     ) {
         if !parent.is_sampled() {
             return;
         }
-        let context = self.child_context(parent);
-        self.open(context, parent, name, SpanKind::Internal, start, attributes)
-            .end(end);
+        self.recorder.push(&span_encode::Record {
+            context: self.child_context(parent),
+            parent: parent.span_id(),
+            parent_remote: false,
+            kind: SpanKind::Internal,
+            name: name.into(),
+            start,
+            end,
+            attributes,
+            status: Status::Unset,
+        });
     }
 
     pub fn tracer(&self) -> &SdkTracer {
@@ -249,33 +263,24 @@ impl Tracing {
 }
 
 /// A sampled span recorded without the SDK's span objects ([`Tracing::start`],
-/// [`Tracing::open`]): its data, handed to the span processor when it ends. One dropped
-/// before it was ended ends then, as the SDK's spans do (an attempt whose request was
-/// abandoned).
+/// [`Tracing::open`]): its fields and its attributes, encoded as they are set; the span is
+/// encoded into its batch when it ends. One dropped before it was ended ends then, as the
+/// SDK's spans do (an attempt whose request was abandoned).
 pub struct OpenSpan {
-    /// `None` once it was handed over.
-    data: Option<Box<opentelemetry_sdk::trace::SpanData>>,
-    batch: span_batch::SpanBatcher,
-    max_attributes: usize,
+    record: Box<span_encode::Record>,
+    recorder: Arc<Recorder>,
+    ended: bool,
 }
 
 impl OpenSpan {
-    pub fn set_attribute(&mut self, attribute: KeyValue) {
-        if let Some(d) = &mut self.data {
-            d.attributes.push(attribute);
-        }
-    }
-
-    pub fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        if let Some(d) = &mut self.data {
-            d.attributes.extend(attributes);
-        }
+    /// Its attributes, to set more. Past the span limit (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`)
+    /// the ones set first are kept.
+    pub fn attributes(&mut self) -> &mut Attributes {
+        &mut self.record.attributes
     }
 
     pub fn set_status(&mut self, status: Status) {
-        if let Some(d) = &mut self.data {
-            d.status = status;
-        }
+        self.record.status = status;
     }
 
     /// Ends it at `end` and queues it for export.
@@ -284,24 +289,16 @@ impl OpenSpan {
     }
 
     fn finish(&mut self, end: std::time::SystemTime) {
-        use opentelemetry_sdk::trace::SpanProcessor;
-        let Some(mut data) = self.data.take() else {
-            return;
-        };
-        data.end_time = end;
-        // The SDK's span limit: the attributes set first are kept.
-        if data.attributes.len() > self.max_attributes {
-            let dropped = data.attributes.len() - self.max_attributes;
-            data.attributes.truncate(self.max_attributes);
-            data.dropped_attributes_count = u32::try_from(dropped).unwrap_or(u32::MAX);
+        if !std::mem::replace(&mut self.ended, true) {
+            self.record.end = end;
+            self.recorder.push(&self.record);
         }
-        self.batch.on_end(*data);
     }
 }
 
 impl Drop for OpenSpan {
     fn drop(&mut self) {
-        if self.data.is_some() {
+        if !self.ended {
             self.finish(std::time::SystemTime::now());
         }
     }
@@ -851,7 +848,9 @@ mod tests {
         let mut route = open.expect("the caller's sampled trace is followed");
         assert!(joined.is_sampled());
         assert_eq!(joined.trace_state().header(), "rojo=00f067aa0ba902b7");
-        route.set_attributes((0..6).map(|i| KeyValue::new(format!("a{i}"), i)));
+        for i in 0..6 {
+            route.attributes().int(&format!("a{i}"), i);
+        }
         route.set_status(Status::error("boom"));
         let end = SystemTime::now();
         route.end(end);
@@ -864,33 +863,46 @@ mod tests {
             "chat m",
             SpanKind::Client,
             start,
-            vec![],
+            Attributes::default(),
         ));
+        // A step, ended when it is recorded.
+        let mut step = Attributes::default();
+        step.str("routeiq.team_id", "t1");
+        t.child(&joined, "routeiq.auth", start, end, step);
 
-        let spans = t.batch.take_queued();
-        assert_eq!(spans.len(), 2, "nothing is queued for a dropped span");
-        let (route, attempt) = (&spans[0], &spans[1]);
-        assert_eq!(route.span_context, joined);
+        let nanos =
+            |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let spans = t.recorder.batch.take_queued();
+        assert_eq!(spans.len(), 3, "nothing is queued for a dropped span");
+        let (route, attempt, auth) = (&spans[0], &spans[1], &spans[2]);
+        assert_eq!(route.trace_id, joined.trace_id().to_bytes());
+        assert_eq!(route.span_id, joined.span_id().to_bytes());
+        assert_eq!(route.trace_state, "rojo=00f067aa0ba902b7");
+        assert_eq!(hex::encode(&route.parent_span_id), caller.parent_id);
+        // Sampled, the parent's remoteness known, and remote.
+        assert_eq!(route.flags, 0x301);
+        assert_eq!((route.name.as_str(), route.kind), ("routeiq.route", 2));
         assert_eq!(
-            hex::encode(route.parent_span_id.to_bytes()),
-            caller.parent_id
+            (route.start_time_unix_nano, route.end_time_unix_nano),
+            (nanos(start), nanos(end))
         );
-        assert!(route.parent_span_is_remote);
-        assert_eq!(
-            (route.name.as_ref(), route.span_kind.clone()),
-            ("routeiq.route", SpanKind::Server)
-        );
-        assert_eq!((route.start_time, route.end_time), (start, end));
-        assert_eq!(route.status, Status::error("boom"));
+        let status = route.status.as_ref().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (2, "boom"));
         // The SDK's limit: the first attributes are kept, the rest counted.
         let kept: Vec<_> = route.attributes.iter().map(|kv| kv.key.as_str()).collect();
         assert_eq!(kept, ["a0", "a1", "a2", "a3"]);
         assert_eq!(route.dropped_attributes_count, 2);
-        assert_eq!(attempt.span_context, child);
-        assert_eq!(attempt.parent_span_id, joined.span_id());
-        assert!(!attempt.parent_span_is_remote);
-        assert_eq!(attempt.span_context.trace_state(), joined.trace_state());
-        assert!(attempt.end_time > start);
+        assert_eq!(attempt.span_id, child.span_id().to_bytes());
+        assert_eq!(attempt.parent_span_id, joined.span_id().to_bytes());
+        assert_eq!(attempt.flags, 0x101, "a local parent");
+        assert_eq!(attempt.trace_state, "rojo=00f067aa0ba902b7");
+        assert_eq!((attempt.name.as_str(), attempt.kind), ("chat m", 3));
+        assert!(attempt.end_time_unix_nano > nanos(start));
+        assert_eq!((auth.name.as_str(), auth.kind), ("routeiq.auth", 1));
+        assert_eq!(auth.parent_span_id, joined.span_id().to_bytes());
+        assert_eq!(auth.end_time_unix_nano, nanos(end));
+        assert_eq!(auth.attributes.len(), 1);
+        assert_eq!(auth.attributes[0].key, "routeiq.team_id");
 
         // Sampling everything: a request without a caller's trace is the root of its own.
         let t = queued_tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
@@ -900,10 +912,10 @@ mod tests {
         let (random, open) = t.start(None, TraceId::INVALID, "r", SpanKind::Server, start);
         assert!(random.trace_id() != TraceId::INVALID && random.trace_id() != named);
         drop(open);
-        let spans = t.batch.take_queued();
+        let spans = t.recorder.batch.take_queued();
         assert_eq!(spans.len(), 2);
-        assert_eq!(spans[0].parent_span_id, SpanId::INVALID);
-        assert!(!spans[0].parent_span_is_remote);
+        assert!(spans[0].parent_span_id.is_empty());
+        assert_eq!(spans[0].flags, 0x101, "a root: no remote parent");
     }
 
     #[test]

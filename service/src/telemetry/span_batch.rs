@@ -4,9 +4,10 @@
 //!
 //! The SDK's batch processor sends every span to its task over a channel, so each span
 //! wakes the task and is moved several times: about 2,000 instructions a span under
-//! callgrind (`docs/benchmarks.md`). Here a span is pushed onto a locked `Vec`, and the
-//! task is woken only when a batch is full (or by its timer, or a flush). The standard
-//! variables tune it as they tune the SDK's:
+//! callgrind (`docs/benchmarks.md`). Here a span is encoded, as it ends, into the buffer of
+//! the batch being filled (under a lock, [`span_encode::EncodedSpans`]), and the task is
+//! woken only when a batch is full (or by its timer, or a flush). The standard variables
+//! tune it as they tune the SDK's:
 //! - `OTEL_BSP_SCHEDULE_DELAY`: the longest a span waits for its batch, 5,000 ms;
 //! - `OTEL_BSP_MAX_QUEUE_SIZE`: spans queued at most, 2,048; past it spans are dropped
 //!   (logged once);
@@ -15,16 +16,18 @@
 //!
 //! One export runs at a time (the SDK's default for `OTEL_BSP_MAX_CONCURRENT_EXPORTS`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry::Context;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use tokio::sync::Notify;
 
+use super::span_encode::{self, EncodedSpans};
 use super::span_export::OtlpSpanExporter;
 
 /// How spans are batched.
@@ -70,7 +73,7 @@ pub(super) struct SpanBatcher {
 #[derive(Debug)]
 struct Shared {
     batching: Batching,
-    queue: Mutex<Vec<SpanData>>,
+    queue: Mutex<Queue>,
     /// Wakes the task: a batch is full, a flush is asked for, or it is to stop.
     wake: Notify,
     /// Flushes waiting for the task to have sent every span queued before them.
@@ -90,7 +93,10 @@ impl SpanBatcher {
     pub(super) fn start(exporter: OtlpSpanExporter, batching: Batching) -> Self {
         let shared = Arc::new(Shared {
             batching,
-            queue: Mutex::new(Vec::with_capacity(batching.max_batch)),
+            queue: Mutex::new(Queue {
+                full: VecDeque::new(),
+                filling: EncodedSpans::with_capacity(first_batch_room(batching.max_batch)),
+            }),
             wake: Notify::new(),
             flushes: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
@@ -103,10 +109,48 @@ impl SpanBatcher {
         Self { shared }
     }
 
-    /// The spans queued and not yet taken by the task.
+    /// The spans queued and not yet taken by the task, decoded.
     #[cfg(test)]
-    pub(super) fn take_queued(&self) -> Vec<SpanData> {
-        std::mem::take(&mut *lock(&self.shared.queue))
+    pub(super) fn take_queued(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let mut queue = lock(&self.shared.queue);
+        let mut spans = Vec::new();
+        while let Some(batch) = next_batch(&mut queue, true) {
+            let mut out = Vec::new();
+            span_encode::export_request(&Default::default(), &batch, &mut out);
+            let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
+            for r in request.resource_spans {
+                for s in r.scope_spans {
+                    spans.extend(s.spans);
+                }
+            }
+        }
+        spans
+    }
+
+    /// Queues a finished, sampled span of `scope`, which `encode` writes (a
+    /// `ScopeSpans.spans` entry); drops it when the queue is full.
+    pub(super) fn push(&self, scope: &InstrumentationScope, encode: impl FnOnce(&mut Vec<u8>)) {
+        let batching = &self.shared.batching;
+        let full = {
+            let mut queue = lock(&self.shared.queue);
+            if queue.len(batching.max_batch) >= batching.max_queue {
+                drop(queue);
+                if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        max_queue = batching.max_queue,
+                        "span queue full: spans are dropped until the collector keeps up \
+                         (OTEL_BSP_MAX_QUEUE_SIZE)"
+                    );
+                }
+                return;
+            }
+            queue.push(scope, encode, batching.max_batch)
+        };
+        if full {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Asks the task to send everything queued, and waits for it (at most `timeout`).
@@ -137,27 +181,10 @@ impl SpanProcessor for SpanBatcher {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        let full = {
-            let mut queue = lock(&self.shared.queue);
-            if queue.len() >= self.shared.batching.max_queue {
-                drop(queue);
-                if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(
-                        max_queue = self.shared.batching.max_queue,
-                        "span queue full: spans are dropped until the collector keeps up \
-                         (OTEL_BSP_MAX_QUEUE_SIZE)"
-                    );
-                }
-                return;
-            }
-            queue.push(span);
-            queue.len() == self.shared.batching.max_batch
-        };
-        if full {
-            self.shared.wake.notify_one();
+        if span.span_context.is_sampled() {
+            self.push(&span.instrumentation_scope, |out| {
+                span_encode::put_span_data(&span, out);
+            });
         }
     }
 
@@ -218,11 +245,7 @@ async fn run(shared: Arc<Shared>) {
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let everything = timer || stopping || !flushes.is_empty();
         loop {
-            let Some(batch) = next_batch(
-                &mut lock(&shared.queue),
-                shared.batching.max_batch,
-                everything,
-            ) else {
+            let Some(batch) = next_batch(&mut lock(&shared.queue), everything) else {
                 break;
             };
             // A failure is the exporter's to log; the batch is dropped either way.
@@ -238,18 +261,55 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// The oldest `max` queued, or fewer when `everything` is to go; none when the queue is
-/// empty, or holds less than a batch and not everything is to go. A queue left non-empty
-/// keeps its allocation for the spans that follow (split off, it would grow again span by
-/// span, moving every span it holds at each step); an emptied one gets a batch's capacity.
-fn next_batch<T>(queue: &mut Vec<T>, max: usize, everything: bool) -> Option<Vec<T>> {
-    if queue.is_empty() || (!everything && queue.len() < max) {
-        None
-    } else if queue.len() > max {
-        Some(queue.drain(..max).collect())
-    } else {
-        Some(std::mem::replace(queue, Vec::with_capacity(max)))
+/// The room the first batch is given (the ones after it, the room the one before took): a
+/// span takes a few hundred bytes; at most 1 MiB.
+fn first_batch_room(max_batch: usize) -> usize {
+    max_batch.saturating_mul(512).min(1 << 20)
+}
+
+/// The spans queued: full batches, oldest first, and the batch being filled.
+#[derive(Debug, Default)]
+struct Queue {
+    full: VecDeque<EncodedSpans>,
+    filling: EncodedSpans,
+}
+
+impl Queue {
+    /// Spans queued, `max_batch` in each full batch.
+    fn len(&self, max_batch: usize) -> usize {
+        self.full.len() * max_batch + self.filling.len()
     }
+
+    /// Adds a span to the batch being filled; whether that filled it (it is then queued
+    /// whole, and the next one is given the room it took).
+    fn push(
+        &mut self,
+        scope: &InstrumentationScope,
+        encode: impl FnOnce(&mut Vec<u8>),
+        max_batch: usize,
+    ) -> bool {
+        self.filling.push(scope, encode);
+        let full = self.filling.len() >= max_batch;
+        if full {
+            let batch = self.take_filling();
+            self.full.push_back(batch);
+        }
+        full
+    }
+
+    fn take_filling(&mut self) -> EncodedSpans {
+        let room = self.filling.bytes();
+        std::mem::replace(&mut self.filling, EncodedSpans::with_capacity(room))
+    }
+}
+
+/// The oldest full batch; when `everything` is to go and none is full, the one being
+/// filled (the next one is given the room it took). None when nothing is to go.
+fn next_batch(queue: &mut Queue, everything: bool) -> Option<EncodedSpans> {
+    if let Some(full) = queue.full.pop_front() {
+        return Some(full);
+    }
+    (everything && !queue.filling.is_empty()).then(|| queue.take_filling())
 }
 
 /// A lock that outlives a panic elsewhere: the queue holds plain data.
@@ -262,33 +322,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_go_oldest_first_and_the_queue_keeps_its_allocation() {
-        let mut queue: Vec<u32> = (0..1100).collect();
-        let capacity = queue.capacity();
+    fn batches_go_oldest_first_and_the_next_is_given_the_room_the_last_took() {
+        let scope = InstrumentationScope::builder("routeiq").build();
+        let span = |n: u8| move |out: &mut Vec<u8>| out.extend_from_slice(&[n; 3]);
+        let mut queue = Queue::default();
+        let filled: Vec<bool> = (0..5).map(|n| queue.push(&scope, span(n), 2)).collect();
+        assert_eq!(filled, [false, true, false, true, false]);
+        assert_eq!(queue.len(2), 5);
+        let bytes = |b: &EncodedSpans| b.raw().0;
         // Woken for a full batch: full batches only, in order.
-        let first = next_batch(&mut queue, 512, false).unwrap();
-        let second = next_batch(&mut queue, 512, false).unwrap();
-        assert_eq!(first, (0..512).collect::<Vec<_>>());
-        assert_eq!(second, (512..1024).collect::<Vec<_>>());
-        assert_eq!(queue.capacity(), capacity, "drained, not split off");
+        let first = next_batch(&mut queue, false).unwrap();
+        assert_eq!(bytes(&first), [0, 0, 0, 1, 1, 1]);
         assert_eq!(
-            next_batch(&mut queue, 512, false),
-            None,
-            "76 wait for their batch"
+            bytes(&next_batch(&mut queue, false).unwrap()),
+            [2, 2, 2, 3, 3, 3]
         );
-        queue.push(1100);
-        // The timer, a flush or the end: the rest goes, and the queue starts again with a
-        // batch's room.
-        assert_eq!(
-            next_batch(&mut queue, 512, true).unwrap(),
-            (1024..=1100).collect::<Vec<_>>()
+        assert!(
+            next_batch(&mut queue, false).is_none(),
+            "one waits for its batch"
         );
-        assert!(queue.is_empty() && queue.capacity() >= 512);
-        assert_eq!(next_batch(&mut queue, 512, true), None);
-        // Exactly a batch goes whole.
-        let mut queue: Vec<u32> = (0..512).collect();
-        assert_eq!(next_batch(&mut queue, 512, false).unwrap().len(), 512);
-        assert_eq!(next_batch(&mut queue, 512, true), None);
+        // The timer, a flush or the end: the rest goes too.
+        assert_eq!(bytes(&next_batch(&mut queue, true).unwrap()), [4, 4, 4]);
+        assert!(next_batch(&mut queue, true).is_none());
+        queue.push(&scope, span(5), 2);
+        assert!(queue.filling.raw().1 >= 3, "the room the last batch took");
+        assert_eq!(queue.len(2), 1);
     }
 
     #[test]

@@ -1,20 +1,26 @@
-//! A batch of finished spans as an OTLP `ExportTraceServiceRequest`, encoded straight from
-//! the SDK's `SpanData` with prost's wire primitives.
+//! Finished spans as OTLP `Span` messages, encoded when they end, and a batch of them as
+//! one `ExportTraceServiceRequest`, with prost's wire primitives.
 //!
-//! `opentelemetry-otlp` first copies each span into `opentelemetry-proto`'s message structs
-//! (every key and string value allocated again, `Display` for each string) and prost then
-//! measures every nested message once per level it is nested in. Measured under callgrind,
-//! that was about 11,000 instructions a span (see `docs/benchmarks.md`); here each span is
-//! measured once and written once. The output decodes to the same message
-//! `opentelemetry-proto`'s transform builds (the tests compare them).
+//! The spans of a request ([`Record`]: the route span, its steps and provider attempts) never
+//! exist as the SDK's `SpanData`: their attributes are written as OTLP `KeyValue`s when they
+//! are set ([`Attributes`], no `KeyValue`, `Value` or owned string per attribute), and the
+//! span is written into its batch's buffer when it ends. An export then only frames the
+//! buffer. Spans made with the SDK's tracer (the admin API's and the control plane's server
+//! spans, MCP and A2A calls) are encoded from their `SpanData` the same way
+//! ([`put_span_data`]). Before, a span was built as `SpanData`, measured and then written
+//! field by field at export, about 3,100 instructions a span (`docs/benchmarks.md`). The
+//! output decodes to the message `opentelemetry-proto`'s transform builds (the tests compare
+//! them).
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::bytes::BufMut;
+use prost::encoding::{decode_varint, encode_varint, encoded_len_varint, key_len, WireType};
 
 /// The resource's part of every request, encoded once.
 #[derive(Debug, Clone, Default)]
@@ -39,66 +45,419 @@ impl EncodedResource {
     }
 }
 
-/// `batch` as one `ExportTraceServiceRequest` (one `ResourceSpans`, a `ScopeSpans` per
-/// instrumentation scope in the order first seen), appended to `out`.
-pub(super) fn export_request(resource: &EncodedResource, batch: &[SpanData], out: &mut Vec<u8>) {
-    // Each span measured once: what the writing pass needs again is kept (its attributes'
-    // sizes in `sizes`, in batch order).
-    let mut sizes = Vec::with_capacity(batch.iter().map(|s| s.attributes.len()).sum());
-    let spans: Vec<Measured> = batch.iter().map(|s| Measured::new(s, &mut sizes)).collect();
-    let mut scopes: Vec<(&InstrumentationScope, Vec<usize>, usize)> = Vec::new();
-    for (i, s) in batch.iter().enumerate() {
-        let at = match scopes
-            .iter()
-            .position(|(scope, ..)| *scope == &s.instrumentation_scope)
-        {
+/// Finished spans, each encoded as a `ScopeSpans.spans` entry, grouped by instrumentation
+/// scope in the order first seen.
+#[derive(Debug, Default)]
+pub(super) struct EncodedSpans {
+    scopes: Vec<(InstrumentationScope, Vec<u8>)>,
+    len: usize,
+    /// The room the first scope's buffer is made with.
+    room: usize,
+}
+
+impl EncodedSpans {
+    /// Room for `bytes` of spans (of one scope: a service's spans share its tracer's).
+    pub(super) fn with_capacity(bytes: usize) -> Self {
+        Self {
+            room: bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Spans held.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes of spans held.
+    pub(super) fn bytes(&self) -> usize {
+        self.scopes.iter().map(|(_, b)| b.len()).sum()
+    }
+
+    /// The spans' bytes, scope after scope, and the room the buffers have.
+    #[cfg(test)]
+    pub(super) fn raw(&self) -> (Vec<u8>, usize) {
+        let bytes = self.scopes.iter().flat_map(|(_, b)| b.clone()).collect();
+        (bytes, self.scopes.iter().map(|(_, b)| b.capacity()).sum())
+    }
+
+    /// Adds a span of `scope`, which `encode` writes (a `ScopeSpans.spans` entry).
+    pub(super) fn push(&mut self, scope: &InstrumentationScope, encode: impl FnOnce(&mut Vec<u8>)) {
+        let at = match self.scopes.iter().position(|(s, _)| s == scope) {
             Some(at) => at,
             None => {
-                scopes.push((&s.instrumentation_scope, Vec::new(), 0));
-                scopes.len() - 1
+                let room = std::mem::take(&mut self.room);
+                self.scopes.push((scope.clone(), Vec::with_capacity(room)));
+                self.scopes.len() - 1
             }
         };
-        let (_, members, len) = &mut scopes[at];
-        members.push(i);
-        *len += ld_len(2, spans[i].len);
+        encode(&mut self.scopes[at].1);
+        self.len += 1;
     }
-    for (scope, _, len) in &mut scopes {
-        *len += ld_len(1, scope_len(scope)) + str_len(3, scope.schema_url().unwrap_or_default());
-    }
-    let resource_spans_len = ld_len(1, resource.resource.len())
-        + scopes
-            .iter()
-            .map(|(.., len)| ld_len(2, *len))
-            .sum::<usize>()
-        + str_len(3, &resource.schema_url);
-    out.reserve(ld_len(1, resource_spans_len));
+}
 
-    put_header(1, resource_spans_len, out);
+/// The size of [`export_request`]'s message.
+pub(super) fn export_request_len(resource: &EncodedResource, spans: &EncodedSpans) -> usize {
+    ld_len(1, resource_spans_len(resource, &scope_spans(spans)))
+}
+
+/// `spans` as one `ExportTraceServiceRequest` (one `ResourceSpans`, a `ScopeSpans` per
+/// instrumentation scope in the order first seen), appended to `out`.
+pub(super) fn export_request(
+    resource: &EncodedResource,
+    spans: &EncodedSpans,
+    out: &mut impl BufMut,
+) {
+    let scopes = scope_spans(spans);
+    put_header(1, resource_spans_len(resource, &scopes), out);
     put_header(1, resource.resource.len(), out);
-    out.extend_from_slice(&resource.resource);
-    for (scope, members, len) in &scopes {
+    out.put_slice(&resource.resource);
+    for (scope, encoded, len) in &scopes {
         put_header(2, *len, out);
         put_header(1, scope_len(scope), out);
         put_scope(scope, out);
-        for &i in members {
-            put_header(2, spans[i].len, out);
-            put_span(&batch[i], &spans[i], &sizes, out);
-        }
+        out.put_slice(encoded);
         put_str(3, scope.schema_url().unwrap_or_default(), out);
     }
     put_str(3, &resource.schema_url, out);
 }
 
+/// Each scope's spans, and the size of the `ScopeSpans` message they make.
+fn scope_spans(spans: &EncodedSpans) -> Vec<(&InstrumentationScope, &[u8], usize)> {
+    spans
+        .scopes
+        .iter()
+        .map(|(scope, b)| {
+            let len = ld_len(1, scope_len(scope))
+                + b.len()
+                + str_len(3, scope.schema_url().unwrap_or_default());
+            (scope, b.as_slice(), len)
+        })
+        .collect()
+}
+
+/// The size of the `ResourceSpans` message.
+fn resource_spans_len(
+    resource: &EncodedResource,
+    scopes: &[(&InstrumentationScope, &[u8], usize)],
+) -> usize {
+    ld_len(1, resource.resource.len())
+        + scopes
+            .iter()
+            .map(|(.., len)| ld_len(2, *len))
+            .sum::<usize>()
+        + str_len(3, &resource.schema_url)
+}
+
+/// A span's attributes, each written as an OTLP `KeyValue` (field 9 of `Span`) when it is
+/// set: no `KeyValue`, `Value` or owned string is made for one. Keys and string values are
+/// copied from what they borrow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes {
+    encoded: Vec<u8>,
+    count: usize,
+}
+
+/// `Span.attributes`.
+const SPAN_ATTRIBUTES: u32 = 9;
+
+impl Attributes {
+    /// Room for `bytes` of attributes (a short string attribute takes about 40).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            encoded: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Room for `bytes` more.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.encoded.reserve(bytes);
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The bytes they take, encoded.
+    pub fn bytes(&self) -> usize {
+        self.encoded.len()
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) {
+        self.put(key, string_value_len(value), |out| {
+            put_string_value(value, out);
+        });
+    }
+
+    pub fn int(&mut self, key: &str, value: i64) {
+        self.put(key, int_value_len(value), |out| put_int_value(value, out));
+    }
+
+    pub fn float(&mut self, key: &str, value: f64) {
+        self.put(key, double_value_len(), |out| put_double_value(value, out));
+    }
+
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.put(key, bool_value_len(), |out| put_bool_value(value, out));
+    }
+
+    /// An array of strings.
+    pub fn strs<'a, I>(&mut self, key: &str, values: I)
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        let values = values.into_iter();
+        let array: usize = values.clone().map(|v| ld_len(1, string_value_len(v))).sum();
+        self.put(key, ld_len(5, array), |out| {
+            put_header(5, array, out);
+            for v in values {
+                put_header(1, string_value_len(v), out);
+                put_string_value(v, out);
+            }
+        });
+    }
+
+    /// An array of numbers.
+    pub fn floats(&mut self, key: &str, values: &[f64]) {
+        let array = values.len() * ld_len(1, double_value_len());
+        self.put(key, ld_len(5, array), |out| {
+            put_header(5, array, out);
+            for v in values {
+                put_header(1, double_value_len(), out);
+                put_double_value(*v, out);
+            }
+        });
+    }
+
+    /// An attribute as the OpenTelemetry API holds it (a sampler's, the SDK's spans').
+    pub fn key_value(&mut self, kv: &KeyValue) {
+        self.put(kv.key.as_str(), any_len(&kv.value), |out| {
+            put_any(&kv.value, out);
+        });
+    }
+
+    /// `other`'s attributes, after these.
+    pub fn append(&mut self, other: &Attributes) {
+        self.encoded.extend_from_slice(&other.encoded);
+        self.count += other.count;
+    }
+
+    /// One `KeyValue` whose `AnyValue` is `any` bytes, which `write` writes.
+    fn put(&mut self, key: &str, any: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let out = &mut self.encoded;
+        put_header(SPAN_ATTRIBUTES, str_len(1, key) + ld_len(2, any), out);
+        put_str(1, key, out);
+        put_header(2, any, out);
+        write(out);
+        self.count += 1;
+    }
+
+    /// The encoding of the first `max` attributes, and how many are left out.
+    fn first(&self, max: usize) -> (&[u8], usize) {
+        if self.count <= max {
+            return (&self.encoded, 0);
+        }
+        let mut at = 0;
+        for _ in 0..max {
+            // Each is its one-byte key (field 9), a length and that many bytes.
+            let mut rest = self.encoded.get(at + 1..).unwrap_or_default();
+            let Ok(len) = decode_varint(&mut rest) else {
+                break;
+            };
+            at = self.encoded.len() - rest.len() + usize::try_from(len).unwrap_or(usize::MAX);
+        }
+        (
+            &self.encoded[..at.min(self.encoded.len())],
+            self.count - max,
+        )
+    }
+
+    /// Decoded, as the OpenTelemetry API holds attributes (for tests and diagnostics).
+    pub fn to_key_values(&self) -> Vec<KeyValue> {
+        use opentelemetry_proto::tonic::common::v1::any_value;
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        use prost::Message;
+        fn value(v: Option<any_value::Value>) -> Value {
+            match v {
+                Some(any_value::Value::StringValue(s)) => Value::from(s),
+                Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
+                Some(any_value::Value::IntValue(i)) => Value::I64(i),
+                Some(any_value::Value::DoubleValue(f)) => Value::F64(f),
+                Some(any_value::Value::ArrayValue(a)) => {
+                    let items: Vec<Value> = a.values.into_iter().map(|v| value(v.value)).collect();
+                    match items.first() {
+                        Some(Value::Bool(_)) => Value::Array(Array::Bool(
+                            items
+                                .iter()
+                                .filter_map(|v| match v {
+                                    Value::Bool(b) => Some(*b),
+                                    _ => None,
+                                })
+                                .collect(),
+                        )),
+                        Some(Value::I64(_)) => Value::Array(Array::I64(
+                            items
+                                .iter()
+                                .filter_map(|v| match v {
+                                    Value::I64(i) => Some(*i),
+                                    _ => None,
+                                })
+                                .collect(),
+                        )),
+                        Some(Value::F64(_)) => Value::Array(Array::F64(
+                            items
+                                .iter()
+                                .filter_map(|v| match v {
+                                    Value::F64(f) => Some(*f),
+                                    _ => None,
+                                })
+                                .collect(),
+                        )),
+                        _ => Value::Array(Array::String(
+                            items
+                                .into_iter()
+                                .map(|v| v.as_str().into_owned().into())
+                                .collect(),
+                        )),
+                    }
+                }
+                _ => Value::from(""),
+            }
+        }
+        Span::decode(self.encoded.as_slice())
+            .map(|s| s.attributes)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|kv| KeyValue::new(kv.key, value(kv.value.and_then(|v| v.value))))
+            .collect()
+    }
+}
+
+/// A span recorded without the SDK's span objects: what its `Span` message says, its
+/// attributes already encoded.
+#[derive(Debug)]
+pub(super) struct Record {
+    pub context: SpanContext,
+    /// `SpanId::INVALID` for a root.
+    pub parent: SpanId,
+    pub parent_remote: bool,
+    pub kind: SpanKind,
+    pub name: Cow<'static, str>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Attributes,
+    pub status: Status,
+}
+
+/// `r` as a `ScopeSpans.spans` entry, keeping its first `max_attributes` attributes (the
+/// SDK's span limit; the rest are counted as dropped).
+pub(super) fn put_record(r: &Record, max_attributes: usize, out: &mut Vec<u8>) {
+    let (attributes, dropped) = r.attributes.first(max_attributes);
+    put_span(
+        &Fields {
+            context: &r.context,
+            parent: r.parent,
+            parent_remote: r.parent_remote,
+            name: &r.name,
+            kind: &r.kind,
+            start: nanos(r.start),
+            end: nanos(r.end),
+            attributes,
+            dropped_attributes: u32::try_from(dropped).unwrap_or(u32::MAX),
+            events_and_links: &[],
+            status: &r.status,
+        },
+        out,
+    );
+}
+
+/// A span made with the SDK's tracer as a `ScopeSpans.spans` entry.
+pub(super) fn put_span_data(s: &SpanData, out: &mut Vec<u8>) {
+    let mut attributes = Attributes::default();
+    for kv in &s.attributes {
+        attributes.key_value(kv);
+    }
+    let mut rest = Vec::new();
+    for e in s.events.iter() {
+        put_header(11, event_len(e), &mut rest);
+        put_event(e, &mut rest);
+    }
+    put_uint(12, u64::from(s.events.dropped_count), &mut rest);
+    for l in s.links.iter() {
+        put_header(13, link_len(l), &mut rest);
+        put_link(l, &mut rest);
+    }
+    put_uint(14, u64::from(s.links.dropped_count), &mut rest);
+    put_span(
+        &Fields {
+            context: &s.span_context,
+            parent: s.parent_span_id,
+            parent_remote: s.parent_span_is_remote,
+            name: &s.name,
+            kind: &s.span_kind,
+            start: nanos(s.start_time),
+            end: nanos(s.end_time),
+            attributes: &attributes.encoded,
+            dropped_attributes: s.dropped_attributes_count,
+            events_and_links: &rest,
+            status: &s.status,
+        },
+        out,
+    );
+}
+
+/// What a `Span` message holds, its attributes (field 9) and its events and links (fields
+/// 11 to 14) already encoded.
+struct Fields<'a> {
+    context: &'a SpanContext,
+    parent: SpanId,
+    parent_remote: bool,
+    name: &'a str,
+    kind: &'a SpanKind,
+    start: u64,
+    end: u64,
+    attributes: &'a [u8],
+    dropped_attributes: u32,
+    events_and_links: &'a [u8],
+    status: &'a Status,
+}
+
 // --- wire helpers (proto3: scalar fields at their default are left out) ---
 
 /// A length-delimited field's size, `len` bytes of content.
+/// A varint: most written here (keys, short lengths) take one byte.
+#[inline]
+fn put_varint(v: u64, out: &mut impl BufMut) {
+    if v < 0x80 {
+        out.put_u8(v as u8);
+    } else {
+        encode_varint(v, out);
+    }
+}
+
+/// A field's key (tag and wire type).
+#[inline]
+fn put_key(tag: u32, wire_type: WireType, out: &mut impl BufMut) {
+    put_varint(u64::from(tag << 3 | wire_type as u32), out);
+}
+
 fn ld_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn put_header(tag: u32, len: usize, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
+fn put_header(tag: u32, len: usize, out: &mut impl BufMut) {
+    put_key(tag, WireType::LengthDelimited, out);
+    put_varint(len as u64, out);
 }
 
 fn str_len(tag: u32, s: &str) -> usize {
@@ -109,14 +468,14 @@ fn str_len(tag: u32, s: &str) -> usize {
     }
 }
 
-fn put_str(tag: u32, s: &str, out: &mut Vec<u8>) {
+fn put_str(tag: u32, s: &str, out: &mut impl BufMut) {
     put_bytes(tag, s.as_bytes(), out);
 }
 
-fn put_bytes(tag: u32, b: &[u8], out: &mut Vec<u8>) {
+fn put_bytes(tag: u32, b: &[u8], out: &mut impl BufMut) {
     if !b.is_empty() {
         put_header(tag, b.len(), out);
-        out.extend_from_slice(b);
+        out.put_slice(b);
     }
 }
 
@@ -128,10 +487,10 @@ fn uint_len(tag: u32, v: u64) -> usize {
     }
 }
 
-fn put_uint(tag: u32, v: u64, out: &mut Vec<u8>) {
+fn put_uint(tag: u32, v: u64, out: &mut impl BufMut) {
     if v != 0 {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(v, out);
+        put_key(tag, WireType::Varint, out);
+        put_varint(v, out);
     }
 }
 
@@ -143,10 +502,10 @@ fn fixed64_len(tag: u32, v: u64) -> usize {
     }
 }
 
-fn put_fixed64(tag: u32, v: u64, out: &mut Vec<u8>) {
+fn put_fixed64(tag: u32, v: u64, out: &mut impl BufMut) {
     if v != 0 {
-        encode_key(tag, WireType::SixtyFourBit, out);
-        out.extend_from_slice(&v.to_le_bytes());
+        put_key(tag, WireType::SixtyFourBit, out);
+        out.put_slice(&v.to_le_bytes());
     }
 }
 
@@ -158,11 +517,49 @@ fn fixed32_len(tag: u32, v: u32) -> usize {
     }
 }
 
-fn put_fixed32(tag: u32, v: u32, out: &mut Vec<u8>) {
+fn put_fixed32(tag: u32, v: u32, out: &mut impl BufMut) {
     if v != 0 {
-        encode_key(tag, WireType::ThirtyTwoBit, out);
-        out.extend_from_slice(&v.to_le_bytes());
+        put_key(tag, WireType::ThirtyTwoBit, out);
+        out.put_slice(&v.to_le_bytes());
     }
+}
+
+// --- AnyValue's scalar variants ---
+
+fn string_value_len(s: &str) -> usize {
+    ld_len(1, s.len())
+}
+
+fn put_string_value(s: &str, out: &mut impl BufMut) {
+    put_header(1, s.len(), out);
+    out.put_slice(s.as_bytes());
+}
+
+fn bool_value_len() -> usize {
+    key_len(2) + 1
+}
+
+fn put_bool_value(b: bool, out: &mut impl BufMut) {
+    put_key(2, WireType::Varint, out);
+    out.put_u8(u8::from(b));
+}
+
+fn int_value_len(i: i64) -> usize {
+    key_len(3) + encoded_len_varint(i as u64)
+}
+
+fn put_int_value(i: i64, out: &mut impl BufMut) {
+    put_key(3, WireType::Varint, out);
+    put_varint(i as u64, out);
+}
+
+fn double_value_len() -> usize {
+    key_len(4) + 8
+}
+
+fn put_double_value(v: f64, out: &mut impl BufMut) {
+    put_key(4, WireType::SixtyFourBit, out);
+    out.put_slice(&v.to_le_bytes());
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -175,42 +572,26 @@ fn nanos(t: SystemTime) -> u64 {
 /// `AnyValue`'s content (its `oneof` is always written, a default value included).
 fn any_len(v: &Value) -> usize {
     match v {
-        Value::Bool(_) => key_len(2) + 1,
-        Value::I64(i) => key_len(3) + encoded_len_varint(*i as u64),
-        Value::F64(_) => key_len(4) + 8,
-        Value::String(s) => ld_len(1, s.as_str().len()),
+        Value::Bool(_) => bool_value_len(),
+        Value::I64(i) => int_value_len(*i),
+        Value::F64(_) => double_value_len(),
+        Value::String(s) => string_value_len(s.as_str()),
         Value::Array(a) => ld_len(5, array_len(a)),
-        other => ld_len(1, other.to_string().len()),
+        other => string_value_len(&other.to_string()),
     }
 }
 
-fn put_any(v: &Value, out: &mut Vec<u8>) {
+fn put_any(v: &Value, out: &mut impl BufMut) {
     match v {
-        Value::Bool(b) => {
-            encode_key(2, WireType::Varint, out);
-            out.push(u8::from(*b));
-        }
-        Value::I64(i) => {
-            encode_key(3, WireType::Varint, out);
-            encode_varint(*i as u64, out);
-        }
-        Value::F64(f) => {
-            encode_key(4, WireType::SixtyFourBit, out);
-            out.extend_from_slice(&f.to_le_bytes());
-        }
-        Value::String(s) => {
-            put_header(1, s.as_str().len(), out);
-            out.extend_from_slice(s.as_str().as_bytes());
-        }
+        Value::Bool(b) => put_bool_value(*b, out),
+        Value::I64(i) => put_int_value(*i, out),
+        Value::F64(f) => put_double_value(*f, out),
+        Value::String(s) => put_string_value(s.as_str(), out),
         Value::Array(a) => {
             put_header(5, array_len(a), out);
             put_array(a, out);
         }
-        other => {
-            let s = other.to_string();
-            put_header(1, s.len(), out);
-            out.extend_from_slice(s.as_bytes());
-        }
+        other => put_string_value(&other.to_string(), out),
     }
 }
 
@@ -218,48 +599,47 @@ fn put_any(v: &Value, out: &mut Vec<u8>) {
 fn array_len(a: &Array) -> usize {
     let each = |len: usize| ld_len(1, len);
     match a {
-        Array::Bool(v) => v.len() * each(key_len(2) + 1),
-        Array::I64(v) => v
-            .iter()
-            .map(|i| each(key_len(3) + encoded_len_varint(*i as u64)))
-            .sum(),
-        Array::F64(v) => v.len() * each(key_len(4) + 8),
-        Array::String(v) => v.iter().map(|s| each(ld_len(1, s.as_str().len()))).sum(),
-        other => each(ld_len(1, other.to_string().len())),
+        Array::Bool(v) => v.len() * each(bool_value_len()),
+        Array::I64(v) => v.iter().map(|i| each(int_value_len(*i))).sum(),
+        Array::F64(v) => v.len() * each(double_value_len()),
+        Array::String(v) => v.iter().map(|s| each(string_value_len(s.as_str()))).sum(),
+        other => each(string_value_len(&other.to_string())),
     }
 }
 
-fn put_array(a: &Array, out: &mut Vec<u8>) {
-    let mut each = |v: Value| {
-        put_header(1, any_len(&v), out);
-        put_any(&v, out);
-    };
+fn put_array(a: &Array, out: &mut impl BufMut) {
     match a {
-        Array::Bool(v) => v.iter().for_each(|b| each(Value::Bool(*b))),
-        Array::I64(v) => v.iter().for_each(|i| each(Value::I64(*i))),
-        Array::F64(v) => v.iter().for_each(|f| each(Value::F64(*f))),
-        Array::String(v) => v.iter().for_each(|s| each(Value::String(s.clone()))),
-        other => each(Value::String(other.to_string().into())),
+        Array::Bool(v) => v.iter().for_each(|b| {
+            put_header(1, bool_value_len(), out);
+            put_bool_value(*b, out);
+        }),
+        Array::I64(v) => v.iter().for_each(|i| {
+            put_header(1, int_value_len(*i), out);
+            put_int_value(*i, out);
+        }),
+        Array::F64(v) => v.iter().for_each(|f| {
+            put_header(1, double_value_len(), out);
+            put_double_value(*f, out);
+        }),
+        Array::String(v) => v.iter().for_each(|s| {
+            put_header(1, string_value_len(s.as_str()), out);
+            put_string_value(s.as_str(), out);
+        }),
+        other => {
+            let s = other.to_string();
+            put_header(1, string_value_len(&s), out);
+            put_string_value(&s, out);
+        }
     }
 }
 
 fn kv_len(kv: &KeyValue) -> usize {
-    kv_len_of(kv, any_len(&kv.value))
+    str_len(1, kv.key.as_str()) + ld_len(2, any_len(&kv.value))
 }
 
-/// A `KeyValue`'s size, its value's (`AnyValue`) size `any` already measured.
-fn kv_len_of(kv: &KeyValue, any: usize) -> usize {
-    str_len(1, kv.key.as_str()) + ld_len(2, any)
-}
-
-fn put_kv(kv: &KeyValue, out: &mut Vec<u8>) {
-    put_kv_of(kv, any_len(&kv.value), out);
-}
-
-/// A `KeyValue`'s content, its value's size `any` already measured.
-fn put_kv_of(kv: &KeyValue, any: usize, out: &mut Vec<u8>) {
+fn put_kv(kv: &KeyValue, out: &mut impl BufMut) {
     put_str(1, kv.key.as_str(), out);
-    put_header(2, any, out);
+    put_header(2, any_len(&kv.value), out);
     put_any(&kv.value, out);
 }
 
@@ -267,7 +647,7 @@ fn attributes_len(tag: u32, attrs: &[KeyValue]) -> usize {
     attrs.iter().map(|kv| ld_len(tag, kv_len(kv))).sum()
 }
 
-fn put_attributes(tag: u32, attrs: &[KeyValue], out: &mut Vec<u8>) {
+fn put_attributes(tag: u32, attrs: &[KeyValue], out: &mut impl BufMut) {
     for kv in attrs {
         put_header(tag, kv_len(kv), out);
         put_kv(kv, out);
@@ -284,7 +664,7 @@ fn scope_len(s: &InstrumentationScope) -> usize {
             .sum::<usize>()
 }
 
-fn put_scope(s: &InstrumentationScope, out: &mut Vec<u8>) {
+fn put_scope(s: &InstrumentationScope, out: &mut impl BufMut) {
     put_str(1, s.name(), out);
     put_str(2, s.version().unwrap_or_default(), out);
     for kv in s.attributes() {
@@ -337,7 +717,7 @@ fn event_len(e: &opentelemetry::trace::Event) -> usize {
         + uint_len(4, u64::from(e.dropped_attributes_count))
 }
 
-fn put_event(e: &opentelemetry::trace::Event, out: &mut Vec<u8>) {
+fn put_event(e: &opentelemetry::trace::Event, out: &mut impl BufMut) {
     put_fixed64(1, nanos(e.timestamp), out);
     put_str(2, &e.name, out);
     put_attributes(3, &e.attributes, out);
@@ -349,7 +729,7 @@ fn ids_len() -> usize {
     ld_len(1, 16) + ld_len(2, 8)
 }
 
-fn put_ids(c: &SpanContext, out: &mut Vec<u8>) {
+fn put_ids(c: &SpanContext, out: &mut impl BufMut) {
     put_bytes(1, &c.trace_id().to_bytes(), out);
     put_bytes(2, &c.span_id().to_bytes(), out);
 }
@@ -363,7 +743,7 @@ fn link_len(l: &opentelemetry::trace::Link) -> usize {
         + fixed32_len(6, flags(c.trace_flags().to_u8(), c.is_remote()))
 }
 
-fn put_link(l: &opentelemetry::trace::Link, out: &mut Vec<u8>) {
+fn put_link(l: &opentelemetry::trace::Link, out: &mut impl BufMut) {
     let c = &l.span_context;
     put_ids(c, out);
     put_str(3, &c.trace_state().header(), out);
@@ -372,111 +752,44 @@ fn put_link(l: &opentelemetry::trace::Link, out: &mut Vec<u8>) {
     put_fixed32(6, flags(c.trace_flags().to_u8(), c.is_remote()), out);
 }
 
-fn parent_id(s: &SpanData) -> Option<[u8; 8]> {
-    (s.parent_span_id != SpanId::INVALID).then(|| s.parent_span_id.to_bytes())
-}
-
-/// What writing a span needs from measuring it.
-struct Measured {
-    /// Its trace state (allocated only when it has one).
-    trace_state: String,
-    start: u64,
-    end: u64,
-    /// Its attributes' sizes: `sizes[attributes]`.
-    attributes: std::ops::Range<usize>,
-    /// The `Span` message's size.
-    len: usize,
-}
-
-/// A `KeyValue`'s size and its `AnyValue`'s.
-type Sizes = (usize, usize);
-
-impl Measured {
-    fn new(s: &SpanData, sizes: &mut Vec<Sizes>) -> Self {
-        let trace_state = s.span_context.trace_state().header();
-        let (start, end) = (nanos(s.start_time), nanos(s.end_time));
-        let first = sizes.len();
-        let mut attributes_len = 0;
-        for kv in &s.attributes {
-            let any = any_len(&kv.value);
-            let kv_len = kv_len_of(kv, any);
-            attributes_len += ld_len(9, kv_len);
-            sizes.push((kv_len, any));
-        }
-        let len = ids_len()
-            + str_len(3, &trace_state)
-            + parent_id(s).map_or(0, |_| ld_len(4, 8))
-            + str_len(5, &s.name)
-            + uint_len(6, kind(&s.span_kind))
-            + fixed64_len(7, start)
-            + fixed64_len(8, end)
-            + attributes_len
-            + uint_len(10, u64::from(s.dropped_attributes_count))
-            + s.events
-                .iter()
-                .map(|e| ld_len(11, event_len(e)))
-                .sum::<usize>()
-            + uint_len(12, u64::from(s.events.dropped_count))
-            + s.links
-                .iter()
-                .map(|l| ld_len(13, link_len(l)))
-                .sum::<usize>()
-            + uint_len(14, u64::from(s.links.dropped_count))
-            + ld_len(15, status_len(&s.status))
-            + fixed32_len(
-                16,
-                flags(
-                    s.span_context.trace_flags().to_u8(),
-                    s.parent_span_is_remote,
-                ),
-            );
-        Self {
-            trace_state,
-            start,
-            end,
-            attributes: first..sizes.len(),
-            len,
-        }
-    }
-}
-
-fn put_span(s: &SpanData, m: &Measured, sizes: &[Sizes], out: &mut Vec<u8>) {
-    put_ids(&s.span_context, out);
-    put_str(3, &m.trace_state, out);
-    if let Some(p) = parent_id(s) {
+/// `f` as a `ScopeSpans.spans` entry (field 2).
+fn put_span(f: &Fields<'_>, out: &mut Vec<u8>) {
+    // Allocated only when there is one.
+    let trace_state = f.context.trace_state().header();
+    let parent = (f.parent != SpanId::INVALID).then(|| f.parent.to_bytes());
+    let flags = flags(f.context.trace_flags().to_u8(), f.parent_remote);
+    let status_len = status_len(f.status);
+    let len = ids_len()
+        + str_len(3, &trace_state)
+        + parent.map_or(0, |_| ld_len(4, 8))
+        + str_len(5, f.name)
+        + uint_len(6, kind(f.kind))
+        + fixed64_len(7, f.start)
+        + fixed64_len(8, f.end)
+        + f.attributes.len()
+        + uint_len(10, u64::from(f.dropped_attributes))
+        + f.events_and_links.len()
+        + ld_len(15, status_len)
+        + fixed32_len(16, flags);
+    out.reserve(ld_len(2, len));
+    put_header(2, len, out);
+    put_ids(f.context, out);
+    put_str(3, &trace_state, out);
+    if let Some(p) = parent {
         put_bytes(4, &p, out);
     }
-    put_str(5, &s.name, out);
-    put_uint(6, kind(&s.span_kind), out);
-    put_fixed64(7, m.start, out);
-    put_fixed64(8, m.end, out);
-    for (kv, &(kv_len, any)) in s.attributes.iter().zip(&sizes[m.attributes.clone()]) {
-        put_header(9, kv_len, out);
-        put_kv_of(kv, any, out);
-    }
-    put_uint(10, u64::from(s.dropped_attributes_count), out);
-    for e in s.events.iter() {
-        put_header(11, event_len(e), out);
-        put_event(e, out);
-    }
-    put_uint(12, u64::from(s.events.dropped_count), out);
-    for l in s.links.iter() {
-        put_header(13, link_len(l), out);
-        put_link(l, out);
-    }
-    put_uint(14, u64::from(s.links.dropped_count), out);
+    put_str(5, f.name, out);
+    put_uint(6, kind(f.kind), out);
+    put_fixed64(7, f.start, out);
+    put_fixed64(8, f.end, out);
+    out.put_slice(f.attributes);
+    put_uint(10, u64::from(f.dropped_attributes), out);
+    out.put_slice(f.events_and_links);
     // Always present, as the SDK's transform writes it.
-    put_header(15, status_len(&s.status), out);
-    put_str(2, status_message(&s.status), out);
-    put_uint(3, status_code(&s.status), out);
-    put_fixed32(
-        16,
-        flags(
-            s.span_context.trace_flags().to_u8(),
-            s.parent_span_is_remote,
-        ),
-        out,
-    );
+    put_header(15, status_len, out);
+    put_str(2, status_message(f.status), out);
+    put_uint(3, status_code(f.status), out);
+    put_fixed32(16, flags, out);
 }
 
 #[cfg(test)]
@@ -535,10 +848,19 @@ mod tests {
         }
     }
 
-    fn ours(resource: &Resource, batch: &[SpanData]) -> ExportTraceServiceRequest {
+    fn decoded(resource: &Resource, spans: &EncodedSpans) -> ExportTraceServiceRequest {
         let mut out = Vec::new();
-        export_request(&EncodedResource::new(resource), batch, &mut out);
+        export_request(&EncodedResource::new(resource), spans, &mut out);
         ExportTraceServiceRequest::decode(out.as_slice()).expect("our encoding decodes")
+    }
+
+    fn ours(resource: &Resource, batch: &[SpanData]) -> ExportTraceServiceRequest {
+        let mut spans = EncodedSpans::default();
+        for s in batch {
+            spans.push(&s.instrumentation_scope, |out| put_span_data(s, out));
+        }
+        assert_eq!(spans.len(), batch.len());
+        decoded(resource, &spans)
     }
 
     #[test]
@@ -623,5 +945,75 @@ mod tests {
         let scope = InstrumentationScope::builder("").build();
         let batch = vec![span("", &scope)];
         assert_eq!(ours(&bare, &batch), reference(&bare, batch));
+    }
+
+    #[test]
+    fn a_record_encodes_as_the_sdk_would_encode_the_same_span() {
+        let resource = Resource::builder()
+            .with_service_name("routeiq-test")
+            .build();
+        let scope = InstrumentationScope::builder("routeiq").build();
+        let mut expected = span("chat gpt-4o", &scope);
+        expected.span_kind = SpanKind::Client;
+        expected.span_context = context(1, 2, true, "rojo=00f067aa0ba902b7");
+        expected.parent_span_id = SpanId::from(3);
+        expected.status = Status::error("upstream failed");
+
+        let mut attributes = Attributes::with_capacity(16);
+        attributes.str("gen_ai.request.model", "gpt-4o");
+        attributes.str("empty", "");
+        attributes.int("server.port", 443);
+        attributes.int("negative", -3);
+        attributes.float("routeiq.cost_usd", 0.000_125);
+        attributes.bool("gen_ai.request.stream", true);
+        let mut request = Attributes::default();
+        request.strs("gen_ai.response.finish_reasons", ["stop", "length"]);
+        request.floats("routeiq.route.scores", &[0.5, -2.0]);
+        request.key_value(&KeyValue::new("sampler.attr", 7_i64));
+        attributes.append(&request);
+        attributes.str("unicode", "caf\u{e9} \u{1f600}");
+        assert_eq!(attributes.len(), 10);
+        let all = [
+            KeyValue::new("gen_ai.request.model", "gpt-4o"),
+            KeyValue::new("empty", ""),
+            KeyValue::new("server.port", 443_i64),
+            KeyValue::new("negative", -3_i64),
+            KeyValue::new("routeiq.cost_usd", 0.000_125),
+            KeyValue::new("gen_ai.request.stream", true),
+            KeyValue::new(
+                "gen_ai.response.finish_reasons",
+                Value::Array(Array::String(vec!["stop".into(), "length".into()])),
+            ),
+            KeyValue::new(
+                "routeiq.route.scores",
+                Value::Array(Array::F64(vec![0.5, -2.0])),
+            ),
+            KeyValue::new("sampler.attr", 7_i64),
+            KeyValue::new("unicode", "caf\u{e9} \u{1f600}"),
+        ];
+        assert_eq!(attributes.to_key_values(), all);
+
+        let record = |max: usize| {
+            let r = Record {
+                context: expected.span_context.clone(),
+                parent: expected.parent_span_id,
+                parent_remote: false,
+                kind: SpanKind::Client,
+                name: "chat gpt-4o".into(),
+                start: expected.start_time,
+                end: expected.end_time,
+                attributes: attributes.clone(),
+                status: expected.status.clone(),
+            };
+            let mut spans = EncodedSpans::with_capacity(1024);
+            spans.push(&scope, |out| put_record(&r, max, out));
+            decoded(&resource, &spans)
+        };
+        for max in [128, 10, 4, 0] {
+            let mut e = expected.clone();
+            e.attributes = all.iter().take(max).cloned().collect();
+            e.dropped_attributes_count = u32::try_from(all.len().saturating_sub(max)).unwrap();
+            assert_eq!(record(max), reference(&resource, vec![e]), "at most {max}");
+        }
     }
 }

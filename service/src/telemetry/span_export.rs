@@ -25,7 +25,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry_http::hyper::HyperClient;
 use opentelemetry_http::HttpClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -33,7 +32,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
 use super::otlp::{self, Transport, TRACES};
-use super::span_encode::{export_request, EncodedResource};
+use super::span_encode::{export_request, export_request_len, EncodedResource, EncodedSpans};
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -129,7 +128,8 @@ impl OtlpSpanExporter {
         })
     }
 
-    async fn send(&self, body: Vec<u8>) -> Result<ExportTraceServiceResponse, String> {
+    async fn send(&self, batch: EncodedSpans) -> Result<ExportTraceServiceResponse, String> {
+        let resource = self.resource.load_full();
         match &self.sink {
             Sink::Grpc {
                 grpc,
@@ -139,10 +139,10 @@ impl OtlpSpanExporter {
                 let call = async {
                     let mut grpc = grpc.clone();
                     grpc.ready().await.map_err(|e| e.to_string())?;
-                    let mut request = tonic::Request::new(body);
+                    let mut request = tonic::Request::new(Export { resource, batch });
                     *request.metadata_mut() = metadata.clone();
                     request.set_timeout(*timeout);
-                    grpc.unary(request, PathAndQuery::from_static(GRPC_PATH), RawCodec)
+                    grpc.unary(request, PathAndQuery::from_static(GRPC_PATH), ExportCodec)
                         .await
                         .map(tonic::Response::into_inner)
                         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
@@ -156,6 +156,9 @@ impl OtlpSpanExporter {
                 uri,
                 headers,
             } => {
+                let mut body = Vec::with_capacity(export_request_len(&resource, &batch));
+                export_request(&resource, &batch, &mut body);
+                drop(batch);
                 let mut request = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .body(Bytes::from(body))
@@ -179,12 +182,9 @@ impl OtlpSpanExporter {
 impl OtlpSpanExporter {
     /// Sends one batch; a failure is logged when it follows a success (and the batch is
     /// dropped: the collector's outage is not buffered).
-    pub(super) async fn export(&self, batch: Vec<SpanData>) -> Result<(), String> {
-        let mut body = Vec::new();
-        export_request(&self.resource.load(), &batch, &mut body);
+    pub(super) async fn export(&self, batch: EncodedSpans) -> Result<(), String> {
         let spans = batch.len();
-        drop(batch);
-        match self.send(body).await {
+        match self.send(batch).await {
             Ok(answer) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("OTLP span export works again");
@@ -298,35 +298,43 @@ fn http_headers(headers: &[(String, String)]) -> http::HeaderMap {
     m
 }
 
-/// The gRPC codec of an export: the request is already encoded; the answer is decoded.
-struct RawCodec;
+/// An export over gRPC: a batch and the resource it is sent with.
+struct Export {
+    resource: std::sync::Arc<EncodedResource>,
+    batch: EncodedSpans,
+}
 
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
+/// The gRPC codec of an export: the request is framed straight into the call's buffer (its
+/// spans are encoded already); the answer is decoded.
+struct ExportCodec;
+
+impl Codec for ExportCodec {
+    type Encode = Export;
     type Decode = ExportTraceServiceResponse;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
+    type Encoder = ExportCodec;
+    type Decoder = ExportCodec;
 
     fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
+        ExportCodec
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
+        ExportCodec
     }
 }
 
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
+impl Encoder for ExportCodec {
+    type Item = Export;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
+    fn encode(&mut self, item: Export, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.reserve(export_request_len(&item.resource, &item.batch));
+        export_request(&item.resource, &item.batch, dst);
         Ok(())
     }
 }
 
-impl Decoder for RawCodec {
+impl Decoder for ExportCodec {
     type Item = ExportTraceServiceResponse;
     type Error = tonic::Status;
 
