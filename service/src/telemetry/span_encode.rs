@@ -284,52 +284,35 @@ impl Attributes {
 
     /// Decoded, as the OpenTelemetry API holds attributes (for tests and diagnostics).
     pub fn to_key_values(&self) -> Vec<KeyValue> {
-        use opentelemetry_proto::tonic::common::v1::any_value;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
         use opentelemetry_proto::tonic::trace::v1::Span;
         use prost::Message;
-        fn value(v: Option<any_value::Value>) -> Value {
+        fn value(v: Option<Any>) -> Value {
             match v {
-                Some(any_value::Value::StringValue(s)) => Value::from(s),
-                Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
-                Some(any_value::Value::IntValue(i)) => Value::I64(i),
-                Some(any_value::Value::DoubleValue(f)) => Value::F64(f),
-                Some(any_value::Value::ArrayValue(a)) => {
-                    let items: Vec<Value> = a.values.into_iter().map(|v| value(v.value)).collect();
-                    match items.first() {
-                        Some(Value::Bool(_)) => Value::Array(Array::Bool(
-                            items
-                                .iter()
-                                .filter_map(|v| match v {
-                                    Value::Bool(b) => Some(*b),
-                                    _ => None,
-                                })
-                                .collect(),
-                        )),
-                        Some(Value::I64(_)) => Value::Array(Array::I64(
-                            items
-                                .iter()
-                                .filter_map(|v| match v {
-                                    Value::I64(i) => Some(*i),
-                                    _ => None,
-                                })
-                                .collect(),
-                        )),
-                        Some(Value::F64(_)) => Value::Array(Array::F64(
-                            items
-                                .iter()
-                                .filter_map(|v| match v {
-                                    Value::F64(f) => Some(*f),
-                                    _ => None,
-                                })
-                                .collect(),
-                        )),
-                        _ => Value::Array(Array::String(
+                Some(Any::StringValue(s)) => Value::from(s),
+                Some(Any::BoolValue(b)) => Value::Bool(b),
+                Some(Any::IntValue(i)) => Value::I64(i),
+                Some(Any::DoubleValue(f)) => Value::F64(f),
+                Some(Any::ArrayValue(a)) => {
+                    let items: Vec<Any> = a.values.into_iter().filter_map(|v| v.value).collect();
+                    // The API's arrays hold one type: numbers when all are (what `floats`
+                    // writes), else each element as text (what `strs` writes).
+                    let numbers: Option<Vec<f64>> = items
+                        .iter()
+                        .map(|v| match v {
+                            Any::DoubleValue(f) => Some(*f),
+                            _ => None,
+                        })
+                        .collect();
+                    Value::Array(match numbers {
+                        Some(f) if !f.is_empty() => Array::F64(f),
+                        _ => Array::String(
                             items
                                 .into_iter()
-                                .map(|v| v.as_str().into_owned().into())
+                                .map(|v| value(Some(v)).as_str().into_owned().into())
                                 .collect(),
-                        )),
-                    }
+                        ),
+                    })
                 }
                 _ => Value::from(""),
             }
