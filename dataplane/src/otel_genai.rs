@@ -23,7 +23,7 @@ use crate::usage::{Lenient, RawUsage, Usage};
 /// `gen_ai.request.*` of a chat request in `client`'s shape; with `capture`, its messages
 /// (`gen_ai.input.messages`) and Anthropic's `system` (`gen_ai.system_instructions`).
 pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> Attributes {
-    let mut attrs = Attributes::default();
+    let mut attrs = Attributes::with_capacity(192);
     // One pass over the body's fields: a lookup for each would search them a dozen times.
     let number = |raw: &str| raw.parse::<f64>().ok().filter(|x| x.is_finite());
     let int = |raw: &str| raw.parse::<i64>().ok();
@@ -33,36 +33,35 @@ pub fn request_attributes(req: &RawObject, client: ClientApi, capture: bool) -> 
     };
     let (mut max_completion_tokens, mut max_tokens, mut seed, mut n) = (None, None, None, None);
     let (mut stop, mut format) = (None, None);
-    let mut sampling = [
-        ("temperature", "gen_ai.request.temperature", None),
-        ("top_p", "gen_ai.request.top_p", None),
-        ("top_k", "gen_ai.request.top_k", None),
-        (
-            "frequency_penalty",
-            "gen_ai.request.frequency_penalty",
-            None,
-        ),
-        ("presence_penalty", "gen_ai.request.presence_penalty", None),
-    ];
+    let (mut temperature, mut top_p, mut top_k) = (None, None, None);
+    let (mut frequency_penalty, mut presence_penalty) = (None, None);
     for (field, raw) in req.fields() {
+        // Matched by name (lengths compared first), not searched for in a table.
         match field {
             "max_completion_tokens" => max_completion_tokens = int(raw),
             "max_tokens" => max_tokens = int(raw),
             "seed" => seed = int(raw),
             "n" => n = int(raw),
             "response_format" => format = Some(raw),
+            "temperature" => temperature = number(raw),
+            "top_p" => top_p = number(raw),
+            "top_k" => top_k = number(raw),
+            "frequency_penalty" => frequency_penalty = number(raw),
+            "presence_penalty" => presence_penalty = number(raw),
             f if f == stop_field => stop = Some(raw),
-            f => {
-                if let Some((.., x)) = sampling.iter_mut().find(|(name, ..)| *name == f) {
-                    *x = number(raw);
-                }
-            }
+            _ => {}
         }
     }
     if let Some(n) = max_completion_tokens.or(max_tokens) {
         attrs.int("gen_ai.request.max_tokens", n);
     }
-    for (_, name, x) in sampling {
+    for (name, x) in [
+        ("gen_ai.request.temperature", temperature),
+        ("gen_ai.request.top_p", top_p),
+        ("gen_ai.request.top_k", top_k),
+        ("gen_ai.request.frequency_penalty", frequency_penalty),
+        ("gen_ai.request.presence_penalty", presence_penalty),
+    ] {
         if let Some(x) = x {
             attrs.float(name, x);
         }

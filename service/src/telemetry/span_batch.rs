@@ -262,9 +262,10 @@ async fn run(shared: Arc<Shared>) {
 }
 
 /// The room the first batch is given (the ones after it, the room the one before took): a
-/// span takes a few hundred bytes; at most 1 MiB.
+/// span takes a few hundred bytes (a request's route span and attempt, up to a kilobyte);
+/// at most 1 MiB.
 fn first_batch_room(max_batch: usize) -> usize {
-    max_batch.saturating_mul(512).min(1 << 20)
+    max_batch.saturating_mul(1024).min(1 << 20)
 }
 
 /// The spans queued: full batches, oldest first, and the batch being filled.
