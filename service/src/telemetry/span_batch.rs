@@ -182,8 +182,12 @@ impl SpanProcessor for SpanBatcher {
 
     fn on_end(&self, span: SpanData) {
         if span.span_context.is_sampled() {
+            // Encoded before the queue is locked: an SDK span's events and links take more
+            // work than a request's spans, which are encoded into the batch directly.
+            let mut encoded = Vec::new();
+            span_encode::put_span_data(&span, &mut encoded);
             self.push(&span.instrumentation_scope, |out| {
-                span_encode::put_span_data(&span, out);
+                out.extend_from_slice(&encoded);
             });
         }
     }
@@ -261,11 +265,15 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// The room the first batch is given (the ones after it, the room the one before took): a
-/// span takes a few hundred bytes (a request's route span and attempt, up to a kilobyte);
-/// at most 1 MiB.
+/// The most room a batch is given ahead of its spans: a batch of large spans (captured
+/// message content) makes the next one no larger up front.
+const MAX_ROOM: usize = 1 << 20;
+
+/// The room the first batch is given (the ones after it, the room the one before took, up
+/// to [`MAX_ROOM`]): a span takes a few hundred bytes (a request's route span and attempt,
+/// up to a kilobyte).
 fn first_batch_room(max_batch: usize) -> usize {
-    max_batch.saturating_mul(1024).min(1 << 20)
+    max_batch.saturating_mul(1024).min(MAX_ROOM)
 }
 
 /// The spans queued: full batches, oldest first, and the batch being filled.
@@ -299,7 +307,7 @@ impl Queue {
     }
 
     fn take_filling(&mut self) -> EncodedSpans {
-        let room = self.filling.bytes();
+        let room = self.filling.bytes().min(MAX_ROOM);
         std::mem::replace(&mut self.filling, EncodedSpans::with_capacity(room))
     }
 }
@@ -348,6 +356,17 @@ mod tests {
         queue.push(&scope, span(5), 2);
         assert!(queue.filling.raw().1 >= 3, "the room the last batch took");
         assert_eq!(queue.len(2), 1);
+
+        // A batch of large spans makes the next one no larger than MAX_ROOM up front.
+        let mut queue = Queue::default();
+        assert!(queue.push(&scope, |out| out.resize(2 * MAX_ROOM, 7), 1));
+        queue.push(&scope, span(8), 1);
+        assert_eq!(
+            next_batch(&mut queue, false).unwrap().raw().0.len(),
+            2 * MAX_ROOM
+        );
+        let (bytes, room) = next_batch(&mut queue, false).unwrap().raw();
+        assert_eq!((bytes, room), (vec![8; 3], MAX_ROOM));
     }
 
     #[test]
